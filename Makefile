@@ -1,0 +1,48 @@
+# Every target sets itself up from nothing: a .venv in the checkout, created on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ORACLE_VENV := .venv-oracle
+ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
+PURE := edge_agent/protocol edge_agent/policy edge_agent/trust edge_agent/errors.py
+
+.PHONY: all demo test test-slow check bench format package clean
+
+all: check test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hub,test,bench,dev]'
+	touch $@
+
+# python-cwt pins cbor2<6 while the agent needs cbor2 6's hardened decoder, so the COSE
+# oracle lives in its own small environment and is driven as a subprocess by the tests.
+$(ORACLE_STAMP): tests/oracle/requirements.txt
+	$(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/oracle/requirements.txt
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m hub.demo
+
+test: $(STAMP) $(ORACLE_STAMP)
+	EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python $(BIN)/pytest -m "not slow" -q
+
+test-slow: $(STAMP) $(ORACLE_STAMP)
+	EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python $(BIN)/pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check edge_agent hub tests bench
+	$(BIN)/ruff format --check edge_agent hub tests bench
+	$(BIN)/mypy --strict $(PURE)
+
+format: $(STAMP)
+	$(BIN)/ruff format edge_agent hub tests bench
+	$(BIN)/ruff check --fix edge_agent hub tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/decide.py
+
+clean:
+	rm -rf $(VENV) $(ORACLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""What both command-line tools share: bounded file reads, durations, and error reporting.
+
+The CLIs turn our errors into one clear sentence on stderr and a non-zero exit; the
+traceback appears only under ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge_agent.errors import ConfigError
+
+__all__ = [
+    "configure_logging",
+    "fail",
+    "format_duration",
+    "read_bounded",
+    "wall_clock",
+    "write_atomic",
+]
+
+
+def wall_clock() -> int:
+    """The wall clock in whole Unix seconds: read once per command, passed down."""
+    return int(time.time())
+
+
+def read_bounded(path: str | Path, max_bytes: int, what: str) -> bytes:
+    """Read at most ``max_bytes`` of ``path`` (``-`` is stdin), refusing anything larger.
+
+    Raises:
+        ConfigError: the file cannot be read or is over the limit.
+    """
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise ConfigError(f"{what} {path} is larger than the {max_bytes}-byte limit")
+    return data
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def format_duration(seconds: int) -> str:
+    """A short human duration: ``3d 4h``, ``5h 12m``, ``42s``; negative means ago."""
+    if seconds < 0:
+        return f"{format_duration(-seconds)} ago"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.ERROR,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def fail(prog: str, exc: BaseException, verbose: bool, code: int) -> int:
+    """Report ``exc`` as one sentence (with the traceback under ``--verbose``)."""
+    if verbose:
+        logging.getLogger(prog).exception("%s failed", prog)
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return code

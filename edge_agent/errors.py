@@ -1,0 +1,105 @@
+"""The one error tree of edgegov, split by cause.
+
+Every error carries a machine-readable ``code`` and a message a field technician can act on.
+Caller misuse (wrong types, impossible arguments) stays ``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleError",
+    "ClockError",
+    "ConfigError",
+    "EdgeGovError",
+    "EnvelopeError",
+    "LineageError",
+    "PolicyError",
+    "RootError",
+    "StateError",
+]
+
+
+class EdgeGovError(Exception):
+    """Base of every error edgegov raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class EnvelopeError(EdgeGovError):
+    """A signed object is malformed, badly encoded, or its signatures do not verify."""
+
+    code = "bad_envelope"
+
+
+class BundleError(EnvelopeError):
+    """A policy bundle was refused: format, signature, rollback, expiry or target."""
+
+    code = "bundle_rejected"
+
+
+class RootError(EnvelopeError):
+    """A trust root was refused: format, signatures, thresholds or version."""
+
+    code = "root_rejected"
+
+
+class PolicyError(EdgeGovError):
+    """A policy source is invalid; carries the file, line and rule at fault when known."""
+
+    code = "policy_invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        rule: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.rule = rule
+        where = ":".join(str(p) for p in (path, line) if p is not None)
+        prefix = f"{where}: " if where else ""
+        in_rule = f"rule {rule!r}: " if rule else ""
+        super().__init__(f"{prefix}{in_rule}{message}")
+
+
+class ClockError(EdgeGovError):
+    """The local clock is below the trusted time floor; nothing time-bound can be decided."""
+
+    code = "clock_untrusted"
+
+
+class StateError(EdgeGovError):
+    """The agent's state directory is missing, unreadable or inconsistent."""
+
+    code = "state_error"
+
+
+class ConfigError(EdgeGovError):
+    """A configuration value or command-line argument is invalid."""
+
+    code = "config_error"
+
+
+class LineageError(EdgeGovError):
+    """The execution lineage cannot be verified: a Merkle proof, root, checkpoint or entry is
+    malformed or does not match; carries the sequence number of the first bad entry when known.
+    """
+
+    code = "lineage_invalid"
+
+    def __init__(self, message: str, *, seq: int | None = None) -> None:
+        self.seq = seq
+        prefix = f"entry {seq}: " if seq is not None else ""
+        super().__init__(f"{prefix}{message}")

@@ -1,0 +1,94 @@
+"""Small typed readers for decoded CBOR maps: every schema check names the field at fault.
+
+Each reader raises the error class its caller passes, so a bundle's schema fault is a
+``BundleError`` and a root's is a ``RootError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edge_agent.errors import EdgeGovError, EnvelopeError
+
+__all__ = ["Fields", "MAX_NAME_CHARS"]
+
+MAX_NAME_CHARS = 128
+"""Longest identifier (region, group, profile, device id, role) accepted anywhere."""
+
+MAX_LIST_ITEMS = 4096
+
+
+class Fields:
+    """A decoded CBOR map whose field set is exactly ``required`` plus some of ``optional``."""
+
+    def __init__(
+        self,
+        value: object,
+        what: str,
+        error: type[EnvelopeError],
+        *,
+        required: frozenset[str],
+        optional: frozenset[str] = frozenset(),
+    ) -> None:
+        if not isinstance(value, dict):
+            raise error(f"{what} must be a map")
+        keys = set(value)
+        missing = required - keys
+        if missing:
+            raise error(f"{what} lacks field(s) {', '.join(sorted(missing))}")
+        unknown = keys - required - optional
+        if unknown:
+            names = ", ".join(sorted(repr(k) for k in unknown))
+            raise error(f"{what} has unknown field(s) {names}")
+        self._map: Mapping[object, object] = value
+        self._what = what
+        self._error = error
+
+    def has(self, name: str) -> bool:
+        return name in self._map
+
+    def raw(self, name: str) -> object:
+        return self._map[name]
+
+    def int(self, name: str, *, minimum: int = 0) -> int:
+        value = self._map[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._error(f"{self._what}.{name} must be an integer >= {minimum}")
+        return value
+
+    def optional_int(self, name: str, *, minimum: int = 0) -> int | None:
+        if self._map.get(name) is None:
+            return None
+        return self.int(name, minimum=minimum)
+
+    def bytes(self, name: str, *, length: int | None = None) -> bytes:
+        value = self._map[name]
+        if not isinstance(value, bytes) or (length is not None and len(value) != length):
+            size = f" of {length} bytes" if length is not None else ""
+            raise self._error(f"{self._what}.{name} must be a byte string{size}")
+        return value
+
+    def name(self, name: str) -> str:
+        return check_name(self._map[name], f"{self._what}.{name}", self._error)
+
+    def names(self, name: str) -> tuple[str, ...]:
+        value = self._map[name]
+        if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+            raise self._error(f"{self._what}.{name} must be a list of names")
+        items = tuple(check_name(v, f"{self._what}.{name}[]", self._error) for v in value)
+        if len(set(items)) != len(items):
+            raise self._error(f"{self._what}.{name} lists a name twice")
+        return items
+
+
+def check_name(value: object, what: str, error: type[EdgeGovError]) -> str:
+    """A non-empty printable identifier of at most MAX_NAME_CHARS characters."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_NAME_CHARS
+        or not value.isprintable()
+        or value.strip() != value
+    ):
+        raise error(f"{what} must be a non-empty printable name of at most {MAX_NAME_CHARS} chars")
+    return value

@@ -1,0 +1,286 @@
+"""Signed checkpoints of the execution lineage: C2SP ``tlog-checkpoint`` in a C2SP signed note.
+
+A checkpoint states a tree size and the RFC 9162 root at that size. Its note text is::
+
+    <origin>\\n<tree size, decimal>\\n<base64 root>\\n[<extension line>\\n ...]
+
+followed by a blank line and one or more signature lines ``— <key name> <base64(key ID ||
+signature)>``; the key ID is ``SHA-256(key name || 0x0A || 0x01 || Ed25519 public key)[:4]``
+and the Ed25519 signature covers the note text, final newline included (c2sp.org/signed-note,
+as golang.org/x/mod/sumdb/note implements it). Witnesses and Go tooling can read our notes.
+
+Our convention: the origin names the device and its key epoch (:func:`origin_for`) and the
+device key signs under a key name equal to the origin, so a checkpoint can never be presented
+as another device's or another key epoch's. :func:`verify_checkpoint` enforces that; the
+lower-level :func:`open_note` does not, for notes of other logs.
+
+Verification is bounded (:data:`MAX_NOTE_BYTES`, :data:`MAX_NOTE_SIGNATURES`) and raises only
+:class:`LineageError`. Signatures by unknown keys are ignored, as the note spec requires; a
+failing signature by the expected key rejects the whole note. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from edge_agent.errors import LineageError
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.merkle import HASH_SIZE, MAX_TREE_SIZE
+
+__all__ = [
+    "MAX_NOTE_BYTES",
+    "MAX_NOTE_SIGNATURES",
+    "Checkpoint",
+    "format_checkpoint_body",
+    "note_key_id",
+    "open_note",
+    "origin_for",
+    "parse_checkpoint_body",
+    "sign_checkpoint",
+    "sign_note",
+    "verify_checkpoint",
+]
+
+MAX_NOTE_BYTES = 16 * 1024
+"""Largest signed note accepted, in UTF-8 bytes: a checkpoint with 16 Ed25519 signatures by
+long key names is under 4 KiB."""
+
+MAX_NOTE_SIGNATURES = 16
+"""Signature lines accepted on one note; the signed-note spec requires accepting 16."""
+
+_SIGNATURE_PREFIX = "\N{EM DASH} "
+_ED25519_TYPE = b"\x01"
+_KEY_ID_BYTES = 4
+_ORIGIN_PREFIX = "edgegov/v1/device/"
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A tree head: the log ``origin``, its ``size`` in leaves and the root at that size.
+
+    ``extensions`` are the optional, opaque extension lines of the format (we write none).
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _is_line(self.origin):
+            raise ValueError("a checkpoint origin is one non-empty line of printable text")
+        if isinstance(self.size, bool) or not 0 <= self.size <= MAX_TREE_SIZE:
+            raise ValueError(f"tree size {self.size!r} is out of range")
+        if not isinstance(self.root, bytes) or len(self.root) != HASH_SIZE:
+            raise ValueError("a checkpoint root is a 32-byte SHA-256 hash")
+        if not all(_is_line(line) for line in self.extensions):
+            raise ValueError("a checkpoint extension is one non-empty line of printable text")
+
+
+def origin_for(device_id: str, key_epoch: int) -> str:
+    """The origin (and key name) of a device's log under one device-key epoch.
+
+    For example ``edgegov/v1/device/gw-001/epoch/1``. The device id is percent-encoded
+    (everything but ``A-Z a-z 0-9 _ . - ~``), so the origin holds no space, ``+`` or extra
+    ``/`` and two different devices or epochs never share an origin.
+
+    Raises:
+        ValueError: empty device id, or an epoch that is not a positive integer.
+    """
+    if not device_id:
+        raise ValueError("a device id is not empty")
+    if isinstance(key_epoch, bool) or not isinstance(key_epoch, int) or key_epoch < 1:
+        raise ValueError(f"key epoch {key_epoch!r} is not a positive integer")
+    return f"{_ORIGIN_PREFIX}{quote(device_id, safe='')}/epoch/{key_epoch}"
+
+
+def format_checkpoint_body(checkpoint: Checkpoint) -> str:
+    """The note text of ``checkpoint``: the exact text its signatures cover."""
+    lines = (
+        checkpoint.origin,
+        str(checkpoint.size),
+        base64.b64encode(checkpoint.root).decode("ascii"),
+        *checkpoint.extensions,
+    )
+    return "".join(f"{line}\n" for line in lines)
+
+
+def parse_checkpoint_body(text: str) -> Checkpoint:
+    """Read a checkpoint note text (origin, size, root, extension lines), strictly.
+
+    The size must be canonical decimal (no sign, no leading zero) and the root canonical
+    base64 of 32 bytes, so one checkpoint has exactly one text.
+
+    Raises:
+        LineageError: oversize text, fewer than three lines, an empty line, a malformed size
+            or root.
+    """
+    if len(text) > MAX_NOTE_BYTES or not text.endswith("\n"):
+        raise LineageError("a checkpoint is at most 16 KiB of lines each ending in a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or not all(lines):
+        raise LineageError("a checkpoint is three or more non-empty lines: origin, size, root")
+    origin, size_line, root_line, *extensions = lines
+    if not _DECIMAL.fullmatch(size_line) or int(size_line) > MAX_TREE_SIZE:
+        raise LineageError(f"checkpoint tree size {size_line[:24]!r} is not a canonical decimal")
+    root = _decode_base64(root_line)
+    if root is None or len(root) != HASH_SIZE:
+        raise LineageError("checkpoint root is not the base64 of a 32-byte hash")
+    try:
+        return Checkpoint(origin, int(size_line), root, tuple(extensions))
+    except ValueError as exc:
+        raise LineageError(f"malformed checkpoint: {exc}") from exc
+
+
+def note_key_id(key_name: str, public_key: PublicKey) -> bytes:
+    """The 4-byte signed-note key ID of an Ed25519 key under ``key_name``."""
+    material = key_name.encode("utf-8") + b"\n" + _ED25519_TYPE + public_key.raw
+    return hashlib.sha256(material).digest()[:_KEY_ID_BYTES]
+
+
+def sign_note(text: str, key: PrivateKey, key_name: str) -> str:
+    """Sign ``text`` as a C2SP signed note with one Ed25519 signature line.
+
+    Raises:
+        ValueError: ``text`` does not end in a newline or holds control characters, the key
+            name is not a valid note key name, or the note would exceed MAX_NOTE_BYTES.
+    """
+    _require_key_name(key_name)
+    if not text.endswith("\n") or _CONTROL.search(text):
+        raise ValueError("note text ends in a newline and holds no other control characters")
+    message = text.encode("utf-8")
+    blob = note_key_id(key_name, key.public) + key.sign(message)
+    note = f"{text}\n{_SIGNATURE_PREFIX}{key_name} {base64.b64encode(blob).decode('ascii')}\n"
+    if len(note.encode("utf-8")) > MAX_NOTE_BYTES:
+        raise ValueError(f"a signed note is at most {MAX_NOTE_BYTES} bytes")
+    return note
+
+
+def open_note(note: str | bytes, public_key: PublicKey, key_name: str) -> str:
+    """Verify a signed note against one known key and return its text.
+
+    Steps: 1. size cap and UTF-8 without control characters; 2. split text and signature
+    block at the last blank line; 3. parse every signature line; 4. verify every line by
+    the known key (name and key ID both match), ignoring the others; 5. require at least one.
+
+    Raises:
+        ValueError: ``key_name`` is not a valid note key name.
+        LineageError: oversize or malformed note, a bad signature by the known key, or no
+            signature by it at all.
+    """
+    _require_key_name(key_name)
+    message = _note_bytes(note)
+    split = message.rfind(b"\n\n")
+    if split < 0:
+        raise LineageError("signed note has no blank line before its signatures")
+    text, block = message[: split + 1], message[split + 2 :]
+    if not block.endswith(b"\n"):
+        raise LineageError("signed note does not end with a signature line and a newline")
+    key_id = note_key_id(key_name, public_key)
+    verified = 0
+    for name, signed in _signature_lines(block.decode("utf-8")):
+        if name != key_name or signed[:_KEY_ID_BYTES] != key_id:
+            continue
+        if not public_key.verify(text, signed[_KEY_ID_BYTES:]):
+            raise LineageError(f"invalid signature for key {key_name}+{key_id.hex()}")
+        verified += 1
+    if not verified:
+        raise LineageError(f"signed note has no signature by key {key_name}+{key_id.hex()}")
+    return text.decode("utf-8")
+
+
+def sign_checkpoint(checkpoint: Checkpoint, key: PrivateKey, key_name: str) -> str:
+    """The signed note of ``checkpoint`` by ``key`` under ``key_name`` (its origin).
+
+    Raises:
+        ValueError: ``key_name`` differs from the origin or is not a valid note key name.
+    """
+    if key_name != checkpoint.origin:
+        raise ValueError(f"key name {key_name!r} is not the checkpoint origin")
+    return sign_note(format_checkpoint_body(checkpoint), key, key_name)
+
+
+def verify_checkpoint(note: str | bytes, public_key: PublicKey, key_name: str) -> Checkpoint:
+    """Verify a signed checkpoint by ``public_key`` under ``key_name`` and return it.
+
+    Steps: 1. open the note (bounds, syntax, signature by the key); 2. parse the checkpoint
+    text; 3. require its origin to be the key name, so the checkpoint is this device's and
+    this key epoch's.
+
+    Raises:
+        ValueError: ``key_name`` is not a valid note key name.
+        LineageError: malformed or oversize note, bad or missing signature by the key, a
+            malformed checkpoint, or an origin other than ``key_name``.
+    """
+    checkpoint = parse_checkpoint_body(open_note(note, public_key, key_name))
+    if checkpoint.origin != key_name:
+        raise LineageError(
+            f"checkpoint origin {checkpoint.origin[:80]!r} is not the signer {key_name!r}"
+        )
+    return checkpoint
+
+
+def _note_bytes(note: str | bytes) -> bytes:
+    if len(note) > MAX_NOTE_BYTES:
+        raise LineageError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
+    try:
+        text = note.decode("utf-8") if isinstance(note, bytes) else note
+        message = text.encode("utf-8")
+    except UnicodeError as exc:
+        raise LineageError("signed note is not valid UTF-8") from exc
+    if len(message) > MAX_NOTE_BYTES:
+        raise LineageError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
+    if _CONTROL.search(text):
+        raise LineageError("signed note holds a control character other than newline")
+    return message
+
+
+def _signature_lines(block: str) -> list[tuple[str, bytes]]:
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_NOTE_SIGNATURES:
+        raise LineageError(f"signed note has more than {MAX_NOTE_SIGNATURES} signatures")
+    parsed = []
+    for line in lines:
+        name, _, encoded = line.removeprefix(_SIGNATURE_PREFIX).partition(" ")
+        signed = _decode_base64(encoded)
+        if (
+            not line.startswith(_SIGNATURE_PREFIX)
+            or not _is_key_name(name)
+            or signed is None
+            or len(signed) <= _KEY_ID_BYTES
+        ):
+            raise LineageError(f"malformed signature line {line[:80]!r}")
+        parsed.append((name, signed))
+    return parsed
+
+
+def _decode_base64(encoded: str) -> bytes | None:
+    try:
+        decoded = base64.b64decode(encoded.encode("ascii"), validate=True)
+    except (UnicodeError, binascii.Error):
+        return None
+    if not encoded or base64.b64encode(decoded).decode("ascii") != encoded:
+        return None
+    return decoded
+
+
+def _is_key_name(name: str) -> bool:
+    return bool(name) and "+" not in name and not any(c.isspace() for c in name)
+
+
+def _require_key_name(key_name: str) -> None:
+    if not _is_key_name(key_name) or _CONTROL.search(key_name):
+        raise ValueError(f"{key_name!r} is not a note key name (non-empty, no space, no '+')")
+
+
+def _is_line(value: str) -> bool:
+    return (
+        isinstance(value, str) and bool(value) and "\n" not in value and not _CONTROL.search(value)
+    )

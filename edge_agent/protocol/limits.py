@@ -1,0 +1,38 @@
+"""Size, depth and count limits for everything read from outside, with their units.
+
+Every limit is checked before or during parsing, never after a structure is built.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_BUNDLE_BYTES",
+    "MAX_CBOR_DEPTH",
+    "MAX_CBOR_ITEMS",
+    "MAX_HEADER_BYTES",
+    "MAX_INT",
+    "MAX_REVOCATION_BYTES",
+    "MAX_ROOT_BYTES",
+    "MAX_SIGNATURES",
+    "MIN_INT",
+]
+
+MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+"""A 10,000-rule bundle is about 1.5 MiB; 8 MiB leaves room and bounds memory on a gateway."""
+
+MAX_ROOT_BYTES = 64 * 1024
+MAX_REVOCATION_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 1024
+"""A COSE protected header holds an algorithm, a content type and perhaps a kid."""
+
+MAX_CBOR_DEPTH = 16
+"""Deepest nesting any edgegov payload needs (a bundle's policy conditions sit at depth 7)."""
+
+MAX_CBOR_ITEMS = 2_000_000
+"""Upper bound on data items in one decoded object (each item costs at least one byte)."""
+
+MAX_SIGNATURES = 16
+"""Signatures on one COSE_Sign object; more is refused before any is verified."""
+
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1

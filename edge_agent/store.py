@@ -1,0 +1,282 @@
+"""The agent's persistent trust state in SQLite, under the state directory.
+
+Holds the pinned trust roots (every version, so the chain can be re-verified), every bundle
+ever installed (by digest, so any logged decision can be replayed), which bundle is active,
+the device identity and the trusted-time floor. Every change is one transaction; only
+verified objects are written. The store does not verify anything itself: it hands bytes to
+the pure core and stores what the core accepted. sqlite3 errors stay in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import EdgeGovError, StateError
+from edge_agent.protocol import dcbor
+from edge_agent.protocol.bundle import DeviceIdentity
+
+__all__ = ["DB_NAME", "StateStore", "StoredState"]
+
+DB_NAME = "state.db"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 5.0
+MAX_IDENTITY_BYTES = 4096
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE roots (
+    version INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    installed_at INTEGER NOT NULL
+);
+CREATE TABLE bundles (
+    digest BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    installed_at INTEGER NOT NULL
+);
+CREATE TABLE active (
+    slot TEXT PRIMARY KEY CHECK (slot = 'bundle'),
+    digest BLOB NOT NULL REFERENCES bundles (digest)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """The raw stored state, before the core re-verifies it."""
+
+    identity: DeviceIdentity
+    roots: tuple[bytes, ...]
+    active_bundle: bytes | None
+    time_floor: int
+
+
+class StateStore:
+    """One SQLite database file holding the agent's trust state."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def create(cls, state_dir: Path, identity: DeviceIdentity, root: bytes, now: int) -> None:
+        """Create the database with ``identity`` and the pinned ``root``, all or nothing.
+
+        The database is built under a temporary name and renamed into place last, so an
+        interrupted ``init`` leaves no half-made state behind.
+
+        Raises:
+            StateError: the state directory already holds a database, or cannot be written.
+        """
+        final = state_dir / DB_NAME
+        if final.exists():
+            raise StateError(
+                f"{state_dir} is already initialised; to re-enrol this device, move "
+                f"{final} away first"
+            )
+        temp = state_dir / f".{DB_NAME}.init-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        try:
+            db = sqlite3.connect(temp, isolation_level=None)
+            try:
+                db.executescript(_SCHEMA)
+                with _transaction(db):
+                    db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            ("schema", SCHEMA_VERSION),
+                            ("identity", _encode_identity(identity)),
+                            ("time_floor", 0),
+                        ],
+                    )
+                    db.execute(
+                        "INSERT INTO roots (version, data, installed_at) VALUES (1, ?, ?)",
+                        (root, now),
+                    )
+            finally:
+                db.close()
+            os.chmod(temp, 0o600)
+            os.replace(temp, final)
+            _fsync_dir(state_dir)
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise StateError(f"cannot create the agent state in {state_dir}: {exc}") from exc
+
+    @classmethod
+    def open(cls, state_dir: Path) -> StateStore:
+        """Open the database of an initialised state directory.
+
+        Raises:
+            StateError: not initialised, unreadable, or not an edgegov state database.
+        """
+        path = state_dir / DB_NAME
+        if not path.is_file():
+            raise StateError(
+                f"no agent state in {state_dir}: run 'edge-agent init --state-dir {state_dir} "
+                "...' first"
+            )
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            db.execute("PRAGMA foreign_keys = ON")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the agent state database {path}: {exc}") from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            db.close()
+            raise StateError(f"{path} is not an edgegov agent state database of schema 1")
+        return cls(path, db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> StoredState:
+        """Read the whole stored state in one read transaction.
+
+        Raises:
+            StateError: the database cannot be read or holds values of the wrong type.
+        """
+        try:
+            with _transaction(self._db, "BEGIN"):
+                meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+                roots = self._db.execute("SELECT data FROM roots ORDER BY version").fetchall()
+                active = self._db.execute(
+                    "SELECT b.data FROM active a JOIN bundles b ON b.digest = a.digest"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
+        floor = meta.get("time_floor")
+        if not isinstance(floor, int) or not roots:
+            raise StateError(f"the agent state database {self.path} is damaged")
+        return StoredState(
+            identity=_decode_identity(meta.get("identity")),
+            roots=tuple(_blob(r[0]) for r in roots),
+            active_bundle=_blob(active[0]) if active else None,
+            time_floor=floor,
+        )
+
+    def install_bundle(
+        self, *, data: bytes, digest: bytes, version: int, time_floor: int, now: int
+    ) -> None:
+        """Record ``data`` as the active bundle and raise the time floor, in one transaction.
+
+        Raises:
+            StateError: the write failed; nothing changed.
+        """
+        self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO bundles (digest, version, data, installed_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (digest, version, data, now),
+                ),
+                (
+                    "INSERT INTO active (slot, digest) VALUES ('bundle', ?) "
+                    "ON CONFLICT (slot) DO UPDATE SET digest = excluded.digest",
+                    (digest,),
+                ),
+                *self._floor_update(time_floor),
+            ]
+        )
+
+    def install_root(self, *, data: bytes, version: int, time_floor: int, now: int) -> None:
+        """Record root ``version`` (already verified as the next one), in one transaction.
+
+        Raises:
+            StateError: the write failed (or that version is already stored); nothing changed.
+        """
+        self._write(
+            [
+                (
+                    "INSERT INTO roots (version, data, installed_at) VALUES (?, ?, ?)",
+                    (version, data, now),
+                ),
+                *self._floor_update(time_floor),
+            ]
+        )
+
+    def bundle_by_digest(self, digest: bytes) -> bytes | None:
+        """The bytes of any bundle this device ever installed, by its SHA-256 digest."""
+        row = self._db.execute("SELECT data FROM bundles WHERE digest = ?", (digest,)).fetchone()
+        return _blob(row[0]) if row else None
+
+    @staticmethod
+    def _floor_update(time_floor: int) -> list[tuple[str, tuple[object, ...]]]:
+        return [
+            (
+                "UPDATE meta SET value = max(value, ?) WHERE key = 'time_floor'",
+                (time_floor,),
+            )
+        ]
+
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        try:
+            with _transaction(self._db, "BEGIN IMMEDIATE"):
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the agent state database {self.path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise StateError("the agent state database holds a damaged record")
+    return value
+
+
+def _encode_identity(identity: DeviceIdentity) -> bytes:
+    return dcbor.encode(
+        {
+            "device_id": identity.device_id,
+            "region": identity.region,
+            "groups": list(identity.groups),
+            "profile": identity.profile,
+        }
+    )
+
+
+def _decode_identity(value: object) -> DeviceIdentity:
+    try:
+        decoded = dcbor.decode(_blob(value), max_bytes=MAX_IDENTITY_BYTES, what="identity")
+        if not isinstance(decoded, dict):
+            raise TypeError
+        groups = decoded["groups"]
+        if not isinstance(groups, list):
+            raise TypeError
+        fields = (decoded["device_id"], decoded["region"], decoded["profile"], *groups)
+        if not all(isinstance(f, str) for f in fields):
+            raise TypeError
+        return DeviceIdentity(
+            str(decoded["device_id"]),
+            str(decoded["region"]),
+            tuple(str(g) for g in groups),
+            str(decoded["profile"]),
+        )
+    except (EdgeGovError, KeyError, TypeError) as exc:
+        raise StateError("the device identity in the agent state database is damaged") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

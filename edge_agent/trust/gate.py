@@ -1,0 +1,230 @@
+"""The gate: allow only when every check holds; otherwise deny with one reason code.
+
+The checks run in a fixed order (DESIGN.md section 3) and the first that fails decides.
+``decide`` is a pure function of (state, request, now): the same inputs give the same
+decision and the same decision digest in every process. Any unexpected exception becomes a
+deny with ``internal_error``: there is no path from a bug to an allow.
+
+The lineage check (``lineage_unavailable``) belongs to the shell, which must write the
+decision durably before returning it and replace it with :func:`lineage_unavailable` when
+it cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from edge_agent.errors import ClockError
+from edge_agent.policy.engine import Request, evaluate
+from edge_agent.protocol import dcbor
+from edge_agent.protocol.roles import Role
+from edge_agent.trust.clock import check_clock
+from edge_agent.trust.state import TrustState
+
+__all__ = ["Decision", "GateCheck", "Reason", "check_report", "decide", "lineage_unavailable"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    """Machine-readable reason codes (DESIGN.md section 3)."""
+
+    ALLOWED = "allowed"
+    NO_BUNDLE = "no_bundle"
+    BUNDLE_EXPIRED = "bundle_expired"
+    CLOCK_UNTRUSTED = "clock_untrusted"
+    ATTESTATION_FAILED = "attestation_failed"
+    ATTESTATION_STALE = "attestation_stale"
+    REVOKED = "revoked"
+    LINEAGE_UNAVAILABLE = "lineage_unavailable"
+    POLICY_DENIED = "policy_denied"
+    NO_MATCHING_RULE = "no_matching_rule"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request, with what it was decided under."""
+
+    allowed: bool
+    reason: Reason
+    message: str
+    rule_id: str | None
+    bundle_version: int | None
+    bundle_digest: bytes | None
+    request: Request
+    time: int
+
+    def as_cbor(self) -> dict[str, object]:
+        """The decision as a deterministic-CBOR-encodable map (its digest's preimage)."""
+        return {
+            "allowed": self.allowed,
+            "reason": str(self.reason),
+            "rule": self.rule_id,
+            "bundle_version": self.bundle_version,
+            "bundle_digest": self.bundle_digest,
+            "time": self.time,
+            "request": {
+                "subject": self.request.subject,
+                "action": self.request.action,
+                "resource": self.request.resource,
+                "context": [list(kv) for kv in self.request.context],
+                "selectors": list(self.request.selectors),
+            },
+        }
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(dcbor.encode(self.as_cbor())).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class GateCheck:
+    """One gate check and whether it holds now, for ``status``."""
+
+    name: str
+    passed: bool
+    reason: Reason | None
+    message: str
+
+
+_Failure = tuple[Reason, str]
+_Check = Callable[[TrustState, int], _Failure | None]
+
+
+def _check_fault(state: TrustState, now: int) -> _Failure | None:
+    if state.fault is not None:
+        return Reason.INTERNAL_ERROR, state.fault
+    return None
+
+
+def _check_clock(state: TrustState, now: int) -> _Failure | None:
+    try:
+        check_clock(now, state.floor)
+    except ClockError as exc:
+        return Reason.CLOCK_UNTRUSTED, exc.message
+    return None
+
+
+def _check_bundle(state: TrustState, now: int) -> _Failure | None:
+    if state.bundle is None:
+        return Reason.NO_BUNDLE, "no valid policy bundle is installed"
+    return None
+
+
+def _check_expiry(state: TrustState, now: int) -> _Failure | None:
+    bundle = state.bundle
+    if bundle is None:
+        return None
+    if now >= bundle.expires_at:
+        return (
+            Reason.BUNDLE_EXPIRED,
+            f"bundle version {bundle.version} expired {now - bundle.expires_at} s ago",
+        )
+    if bundle.max_offline is not None and now - bundle.issued_at >= bundle.max_offline:
+        return (
+            Reason.BUNDLE_EXPIRED,
+            f"bundle version {bundle.version} has had no freshness from the hub for "
+            f"{now - bundle.issued_at} s (max_offline {bundle.max_offline} s)",
+        )
+    return None
+
+
+def _check_attestation(state: TrustState, now: int) -> _Failure | None:
+    bundle = state.bundle
+    if bundle is not None and bundle.attestation:
+        return (
+            Reason.ATTESTATION_FAILED,
+            "the bundle requires attestation and this agent has no attestation verdict",
+        )
+    return None
+
+
+def _check_revocation(state: TrustState, now: int) -> _Failure | None:
+    bundle = state.bundle
+    threshold = state.root.role(Role.POLICY).threshold
+    for revocation in state.revocations:
+        voids_bundle = bundle is not None and revocation.denies_bundle(
+            bundle.version, bundle.signer_ids, threshold
+        )
+        if revocation.denies_device(state.device) or voids_bundle:
+            return (
+                Reason.REVOKED,
+                f"revoked ({revocation.kind} {revocation.value}, epoch {revocation.epoch}): "
+                f"{revocation.reason or 'no reason given'}",
+            )
+    return None
+
+
+_CHECKS: tuple[tuple[str, _Check], ...] = (
+    ("state", _check_fault),
+    ("clock", _check_clock),
+    ("bundle", _check_bundle),
+    ("expiry", _check_expiry),
+    ("attestation", _check_attestation),
+    ("revocation", _check_revocation),
+)
+
+
+def decide(state: TrustState, request: Request, now: int) -> Decision:
+    """Decide ``request`` at ``now`` (Unix seconds): allow only if every check holds."""
+    try:
+        return _decide(state, request, now)
+    except Exception as exc:
+        logger.exception("gate failed unexpectedly; denying")
+        return Decision(
+            False, Reason.INTERNAL_ERROR, f"internal error: {exc}", None, None, None, request, now
+        )
+
+
+def _decide(state: TrustState, request: Request, now: int) -> Decision:
+    bundle = state.bundle
+    version = bundle.version if bundle is not None else None
+    digest = bundle.digest if bundle is not None else None
+    for _, check in _CHECKS:
+        failure = check(state, now)
+        if failure is not None:
+            reason, message = failure
+            return Decision(False, reason, message, None, version, digest, request, now)
+    assert bundle is not None
+    match = evaluate(bundle.policy, request, now)
+    reason = Reason(match.reason)
+    return Decision(
+        match.allowed, reason, _policy_message(reason, match.rule_id), match.rule_id,
+        version, digest, request, now,
+    )
+
+
+def _policy_message(reason: Reason, rule_id: str | None) -> str:
+    if reason is Reason.ALLOWED:
+        return f"allowed by rule {rule_id!r}"
+    if reason is Reason.POLICY_DENIED:
+        return f"denied by rule {rule_id!r}"
+    return "no rule allows this request (default deny)"
+
+
+def lineage_unavailable(decision: Decision, why: str) -> Decision:
+    """The deny that replaces ``decision`` when it could not be written to the lineage."""
+    return replace(
+        decision,
+        allowed=False,
+        reason=Reason.LINEAGE_UNAVAILABLE,
+        message=f"the decision could not be logged: {why}",
+        rule_id=None,
+    )
+
+
+def check_report(state: TrustState, now: int) -> tuple[GateCheck, ...]:
+    """Every gate check's verdict at ``now``, in gate order (for ``status``)."""
+    report = []
+    for name, check in _CHECKS:
+        failure = check(state, now)
+        if failure is None:
+            report.append(GateCheck(name, True, None, "ok"))
+        else:
+            report.append(GateCheck(name, False, failure[0], failure[1]))
+    return tuple(report)

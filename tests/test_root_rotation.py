@@ -1,0 +1,97 @@
+"""Trust-root rotation, TUF style: root N+1 needs a threshold of root N's keys and its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.errors import RootError
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.root import sign_root, verify_root_update, verify_trusted_root
+from tests.factory import DAY, DEVICE, NOW, HubSim
+
+NEW_KEYS = [PrivateKey.generate() for _ in range(3)]
+
+
+@dataclass(frozen=True)
+class Rotation:
+    name: str
+    make: Callable[[HubSim], bytes]
+    accepted: bool
+    code: str = ""
+
+
+def _next(sim: HubSim, signers: list[PrivateKey], version: int = 2, **kw: int) -> bytes:
+    return sign_root(sim.root_payload(version, root_keys=NEW_KEYS, **kw), signers)
+
+
+ROTATIONS = [
+    Rotation("both thresholds", lambda s: _next(s, s.root_keys[:2] + NEW_KEYS[:2]), True),
+    Rotation("all old and all new keys", lambda s: _next(s, s.root_keys + NEW_KEYS), True),
+    Rotation("only the old keys", lambda s: _next(s, s.root_keys), False, "root_rejected"),
+    Rotation("only the new keys", lambda s: _next(s, NEW_KEYS), False, "root_rejected"),
+    Rotation("one old key short", lambda s: _next(s, s.root_keys[:1] + NEW_KEYS[:2]), False,
+             "root_threshold"),
+    Rotation("one new key short", lambda s: _next(s, s.root_keys[:2] + NEW_KEYS[:1]), False,
+             "root_threshold"),
+    Rotation("an old key repeated", lambda s: _next(s, [s.root_keys[0]] * 2 + NEW_KEYS[:2]),
+             False, "root_threshold"),
+    Rotation("version goes down", lambda s: _next(s, s.root_keys + NEW_KEYS, version=1), False,
+             "root_rollback"),
+    Rotation("version skips ahead", lambda s: _next(s, s.root_keys + NEW_KEYS, version=3), False,
+             "root_gap"),
+    Rotation("expired", lambda s: _next(s, s.root_keys + NEW_KEYS, issued_at=NOW - 3 * DAY,
+                                        expires_at=NOW - DAY), False, "root_expired"),
+    Rotation("a bundle offered as a root", lambda s: s.bundle(1), False, "root_rejected"),
+    Rotation("random bytes", lambda s: b"\x84\x01\x02\x03\x04", False, "root_rejected"),
+]
+
+
+@pytest.mark.parametrize("case", ROTATIONS, ids=[r.name for r in ROTATIONS])
+def test_root_rotation(case: Rotation) -> None:
+    sim = HubSim()
+    current = verify_trusted_root(sim.root_bytes(), now=NOW)
+    data = case.make(sim)
+    if case.accepted:
+        assert verify_root_update(current, data, now=NOW).version == 2
+    else:
+        with pytest.raises(RootError) as refused:
+            verify_root_update(current, data, now=NOW)
+        assert refused.value.code == case.code, refused.value
+
+
+def test_rotated_root_persists_and_new_policy_key_takes_over(tmp_path: Path) -> None:
+    sim = HubSim()
+    init_state_dir(tmp_path, DEVICE, sim.root_bytes(), NOW)
+    new_policy = [PrivateKey.generate()]
+    root2 = sign_root(
+        sim.root_payload(2, root_keys=NEW_KEYS, policy_keys=new_policy),
+        sim.root_keys + NEW_KEYS,
+    )
+    with LocalAgent.open(tmp_path) as agent:
+        agent.install_root(root2, NOW)
+    sim.root_keys, sim.policy_keys = NEW_KEYS, new_policy
+    with LocalAgent.open(tmp_path) as agent:
+        assert agent.state.root.version == 2
+        assert agent.install_bundle(sim.bundle(1), NOW).bundle.version == 1
+
+
+def test_refused_root_leaves_pinned_root(tmp_path: Path) -> None:
+    sim = HubSim()
+    init_state_dir(tmp_path, DEVICE, sim.root_bytes(), NOW)
+    with LocalAgent.open(tmp_path) as agent, pytest.raises(RootError):
+        agent.install_root(_next(sim, NEW_KEYS), NOW)
+    with LocalAgent.open(tmp_path) as agent:
+        assert agent.state.root.version == 1
+
+
+def test_init_refuses_root_not_signed_by_its_own_threshold(tmp_path: Path) -> None:
+    sim = HubSim()
+    data = sign_root(sim.root_payload(), sim.root_keys[:1])
+    with pytest.raises(RootError):
+        init_state_dir(tmp_path / "s", DEVICE, data, NOW)
+    assert not (tmp_path / "s" / "state.db").exists()
