@@ -12,7 +12,7 @@ from pathlib import Path
 from edge_agent.errors import StateError
 from edge_agent.protocol.keys import PrivateKey, private_key_from_pem
 
-__all__ = ["KEY_NAME", "load_or_create_device_key", "load_device_key"]
+__all__ = ["KEY_NAME", "load_device_key", "load_or_create_device_key"]
 
 KEY_NAME = "device.key"
 MAX_KEY_FILE_BYTES = 4096

@@ -41,14 +41,27 @@ def show(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def decide(state: Path, subject: str, action: str, resource: str, *context: str) -> str:
-    args = ["edge-agent", "decide", "--state-dir", str(state), "--subject", subject,
-            "--action", action, "--resource", resource, "--json"]
+    args = [
+        "edge-agent",
+        "decide",
+        "--state-dir",
+        str(state),
+        "--subject",
+        subject,
+        "--action",
+        action,
+        "--resource",
+        resource,
+        "--json",
+    ]
     for item in context:
         args += ["--context", item]
     out = json.loads(run(*args, expect=None).stdout)
     verdict = out["decision"].upper()
-    print(f"   {verdict:<5} {subject} {action} {resource}  -> {out['reason']}"
-          f" (rule {out['rule'] or '-'})")
+    print(
+        f"   {verdict:<5} {subject} {action} {resource}  -> {out['reason']}"
+        f" (rule {out['rule'] or '-'})"
+    )
     return str(out["reason"])
 
 
@@ -67,23 +80,49 @@ def story(work: Path) -> int:
 
     step("hub: compile and sign examples/policy.yaml as bundle version 1")
     bundle = work / "bundle-v1.cbor"
-    show(run("edge-hub", "bundle", "build", str(EXAMPLES / "policy.yaml"), "--keys", str(keys),
-             "--version", "1", "--out", str(bundle)))
+    show(
+        run(
+            "edge-hub",
+            "bundle",
+            "build",
+            str(EXAMPLES / "policy.yaml"),
+            "--keys",
+            str(keys),
+            "--version",
+            "1",
+            "--out",
+            str(bundle),
+        )
+    )
 
     step("devices: enrol three gateways with the pinned trust root")
     states = {}
     for device, group in DEVICES:
         state = work / device
-        run("edge-agent", "init", "--state-dir", str(state), "--device-id", device,
-            "--root", str(keys / "root.cbor"), "--region", "eu-1", "--group", group,
-            "--profile", "generic-x86_64")
+        run(
+            "edge-agent",
+            "init",
+            "--state-dir",
+            str(state),
+            "--device-id",
+            device,
+            "--root",
+            str(keys / "root.cbor"),
+            "--region",
+            "eu-1",
+            "--group",
+            group,
+            "--profile",
+            "generic-x86_64",
+        )
         states[device] = state
         print(f"   {device} enrolled (group {group})")
 
     step("devices: install the bundle (gw-003 is on line-b: it must refuse)")
     for device, state in states.items():
-        result = run("edge-agent", "bundle", "install", str(bundle), "--state-dir", str(state),
-                     expect=None)
+        result = run(
+            "edge-agent", "bundle", "install", str(bundle), "--state-dir", str(state), expect=None
+        )
         print(f"   {device}: " + (result.stdout or result.stderr).strip())
 
     gw1 = states["gw-001"]
@@ -96,21 +135,44 @@ def story(work: Path) -> int:
 
     step("an attacker flips one byte of a newer bundle: every device refuses it")
     v2 = work / "bundle-v2.cbor"
-    run("edge-hub", "bundle", "build", str(EXAMPLES / "policy.yaml"), "--keys", str(keys),
-        "--version", "2", "--out", str(v2))
+    run(
+        "edge-hub",
+        "bundle",
+        "build",
+        str(EXAMPLES / "policy.yaml"),
+        "--keys",
+        str(keys),
+        "--version",
+        "2",
+        "--out",
+        str(v2),
+    )
     data = bytearray(v2.read_bytes())
     data[len(data) // 2] ^= 0x01
     tampered = work / "tampered.cbor"
     tampered.write_bytes(bytes(data))
-    result = run("edge-agent", "bundle", "install", str(tampered), "--state-dir", str(gw1),
-                 expect=1)
+    result = run(
+        "edge-agent", "bundle", "install", str(tampered), "--state-dir", str(gw1), expect=1
+    )
     print("   gw-001: " + result.stderr.strip())
     decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
 
     step("hub: push a 3-second bundle (version 3); then the hub goes away")
     short = work / "bundle-v3.cbor"
-    run("edge-hub", "bundle", "build", str(EXAMPLES / "policy.yaml"), "--keys", str(keys),
-        "--version", "3", "--ttl", "3s", "--out", str(short))
+    run(
+        "edge-hub",
+        "bundle",
+        "build",
+        str(EXAMPLES / "policy.yaml"),
+        "--keys",
+        str(keys),
+        "--version",
+        "3",
+        "--ttl",
+        "3s",
+        "--out",
+        str(short),
+    )
     show(run("edge-agent", "bundle", "install", str(short), "--state-dir", str(gw1)))
     decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
     print("   ... waiting 4 s for the TTL to pass")

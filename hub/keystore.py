@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent._internal.cli_support import write_atomic
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 
 __all__ = [
     "ROOT_FILE",

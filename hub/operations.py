@@ -79,9 +79,7 @@ def init_keys(
     return verify_trusted_root(data, now=now)
 
 
-def rotate_root(
-    directory: Path, *, rotate: Sequence[Role], now: int, ttl: int
-) -> TrustRoot:
+def rotate_root(directory: Path, *, rotate: Sequence[Role], now: int, ttl: int) -> TrustRoot:
     """Make root N+1 in ``directory``: new keys for the ``rotate`` roles (old ones move to
     ``retired/``), signed by a threshold of root N's root keys and of its own.
 

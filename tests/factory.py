@@ -25,7 +25,9 @@ from edge_agent.protocol.root import (
 NOW = 1_800_000_000
 DAY = 86400
 
-DEVICE = DeviceIdentity(device_id="gw-001", region="eu-1", groups=("line-a",), profile="generic-x86_64")
+DEVICE = DeviceIdentity(
+    device_id="gw-001", region="eu-1", groups=("line-a",), profile="generic-x86_64"
+)
 TARGET = BundleTarget(region="eu-1", groups=("line-a",), profiles=("generic-x86_64",))
 
 SAMPLE_POLICY = policy_payload(
@@ -147,7 +149,11 @@ class HubSim:
         )
 
     def sign_raw(
-        self, payload: bytes, *, role: Role = Role.POLICY, scope: str = "eu-1",
+        self,
+        payload: bytes,
+        *,
+        role: Role = Role.POLICY,
+        scope: str = "eu-1",
         signers: Sequence[PrivateKey] | None = None,
     ) -> bytes:
         """Sign arbitrary payload bytes as ``role`` (for malformed-payload cases)."""

@@ -91,108 +91,244 @@ def _payload_with(sim: HubSim, edit: Callable[[list[tuple[bytes, bytes]]], bytes
 
 
 CASES = [
-    Case("flipped byte in the signature", lambda s: _flip(s.bundle(3), len(s.bundle(3)) - 5),
-         "bundle_signature", "signature"),
+    Case(
+        "flipped byte in the signature",
+        lambda s: _flip(s.bundle(3), len(s.bundle(3)) - 5),
+        "bundle_signature",
+        "signature",
+    ),
     Case("flipped byte in the payload", lambda s: _flip(s.bundle(3), 60), "bundle_signature", ""),
     Case("truncated file", lambda s: s.bundle(3)[:-10], "bundle_signature", "CBOR"),
     Case("random bytes", lambda s: os.urandom(512), "bundle_signature", ""),
     Case("empty file", lambda s: b"", "bundle_signature", "empty"),
-    Case("unknown signer", lambda s: s.bundle(3, signers=[PrivateKey.generate()]),
-         "bundle_signature", "trust"),
-    Case("threshold not met", lambda s: s.bundle(3, signers=s.policy_keys[:1]),
-         "bundle_threshold", "2 required", policy_threshold=2),
-    Case("same signature repeated to fake a threshold",
-         lambda s: _duplicate_signature(s.bundle(3, signers=s.policy_keys[:1])),
-         "bundle_threshold", "2 required", policy_threshold=2),
-    Case("same key signing twice",
-         lambda s: s.bundle(3, signers=[s.policy_keys[0], s.policy_keys[0]]),
-         "bundle_threshold", "2 required", policy_threshold=2),
-    Case("signer not authorised for the target",
-         lambda s: s.bundle(3, signers=[s.policy_keys[2]]), "bundle_unauthorised", "may sign"),
-    Case("revocation offered as a bundle",
-         lambda s: sign_revocation(
-             revocation_payload(Revocation(1, NOW, RevocationKind.DEVICE, "gw-001", "x")),
-             region="eu-1", signers=s.online_keys[Role.REVOKE]),
-         "bundle_signature", ""),
-    Case("revocation payload signed by the policy key as a revocation",
-         lambda s: s.sign_raw(s.bundle_payload(3), role=Role.REVOKE),
-         "bundle_signature", "content type"),
+    Case(
+        "unknown signer",
+        lambda s: s.bundle(3, signers=[PrivateKey.generate()]),
+        "bundle_signature",
+        "trust",
+    ),
+    Case(
+        "threshold not met",
+        lambda s: s.bundle(3, signers=s.policy_keys[:1]),
+        "bundle_threshold",
+        "2 required",
+        policy_threshold=2,
+    ),
+    Case(
+        "same signature repeated to fake a threshold",
+        lambda s: _duplicate_signature(s.bundle(3, signers=s.policy_keys[:1])),
+        "bundle_threshold",
+        "2 required",
+        policy_threshold=2,
+    ),
+    Case(
+        "same key signing twice",
+        lambda s: s.bundle(3, signers=[s.policy_keys[0], s.policy_keys[0]]),
+        "bundle_threshold",
+        "2 required",
+        policy_threshold=2,
+    ),
+    Case(
+        "signer not authorised for the target",
+        lambda s: s.bundle(3, signers=[s.policy_keys[2]]),
+        "bundle_unauthorised",
+        "may sign",
+    ),
+    Case(
+        "revocation offered as a bundle",
+        lambda s: sign_revocation(
+            revocation_payload(Revocation(1, NOW, RevocationKind.DEVICE, "gw-001", "x")),
+            region="eu-1",
+            signers=s.online_keys[Role.REVOKE],
+        ),
+        "bundle_signature",
+        "",
+    ),
+    Case(
+        "revocation payload signed by the policy key as a revocation",
+        lambda s: s.sign_raw(s.bundle_payload(3), role=Role.REVOKE),
+        "bundle_signature",
+        "content type",
+    ),
     Case("trust root offered as a bundle", lambda s: s.root_bytes(), "bundle_signature", ""),
-    Case("bundle signed for another region",
-         lambda s: s.bundle(3, region="us-2"), "bundle_signature", ""),
-    Case("bundle for another region",
-         lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="eu-1"),
-         "bundle_target", "region"),
-    Case("bundle for another group",
-         lambda s: s.bundle(3, target=BundleTarget(region="eu-1", groups=("line-b",))),
-         "bundle_target", "groups"),
-    Case("bundle for another profile",
-         lambda s: s.bundle(3, target=BundleTarget(region="eu-1", profiles=("raspberry-pi-4",))),
-         "bundle_target", "profiles"),
-    Case("bundle for another device",
-         lambda s: s.bundle(3, target=BundleTarget(region="eu-1", devices=("gw-999",))),
-         "bundle_target", "devices"),
-    Case("older version (rollback)", lambda s: s.bundle(1),
-         "bundle_rollback", "rollback"),
-    Case("version 0", lambda s: s.sign_raw(
-        _map([(k, dcbor.encode(0) if k == dcbor.encode("version") else v)
-              for k, v in _pairs(s.bundle_payload(1))])), "bundle_format", "version"),
-    Case("same version, different bytes", lambda s: s.bundle(2, expires_at=NOW + 3 * DAY),
-         "bundle_conflict", "new version"),
-    Case("expired", lambda s: s.bundle(3, issued_at=NOW - 2 * DAY, expires_at=NOW - DAY),
-         "bundle_expired", "expired"),
-    Case("wrong algorithm id",
-         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0], sig_protected={1: -7}),
-         "bundle_signature", "algorithm"),
-    Case("EdDSA (-8) for a key pinned to Ed25519 (-19)",
-         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0],
-                                sig_protected={1: ALG_EDDSA}),
-         "bundle_signature", "algorithm"),
-    Case("algorithm only in the unprotected header",
-         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0], sig_protected={},
-                                sig_unprotected={1: -19, 4: s.policy_keys[0].public.key_id}),
-         "bundle_signature", "protected"),
-    Case("unknown crit header",
-         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0],
-                                sig_protected={1: -19, 2: [99], 99: 1}),
-         "bundle_signature", "crit"),
-    Case("wrong content type",
-         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0],
-                                body_protected={3: "application/cbor"}),
-         "bundle_signature", "content type"),
-    Case("duplicate map keys",
-         lambda s: _payload_with(s, lambda p: _map([*p, p[-1]])), "bundle_format", "Duplicate"),
-    Case("a float",
-         lambda s: _payload_with(s, lambda p: _map(
-             [(k, cbor2.dumps(1.5) if k == dcbor.encode("max_offline") else v) for k, v in p])),
-         "bundle_format", "float"),
-    Case("an indefinite-length item",
-         lambda s: _payload_with(s, lambda p: _map(
-             [(k, b"\x7f\x61a\xff" if k == dcbor.encode("max_offline") else v) for k, v in p])),
-         "bundle_format", "indefinite"),
-    Case("non-deterministic key order",
-         lambda s: _payload_with(s, lambda p: _map(list(reversed(p)))),
-         "bundle_format", "deterministic"),
-    Case("non-shortest integer",
-         lambda s: _payload_with(s, lambda p: _map(
-             [(k, b"\x1a\x00\x00\x00\x02" if k == dcbor.encode("version") else v)
-              for k, v in p])),
-         "bundle_format", "deterministic"),
-    Case("nesting 10,000 deep", lambda s: s.sign_raw(b"\x81" * 10_000 + b"\x00"),
-         "bundle_format", "depth"),
-    Case("a 1 GB declared length",
-         lambda s: s.sign_raw(b"\x5a\x40\x00\x00\x00" + b"x" * 16), "bundle_format", "CBOR"),
+    Case(
+        "bundle signed for another region",
+        lambda s: s.bundle(3, region="us-2"),
+        "bundle_signature",
+        "",
+    ),
+    Case(
+        "bundle for another region",
+        lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="eu-1"),
+        "bundle_target",
+        "region",
+    ),
+    Case(
+        "bundle for another group",
+        lambda s: s.bundle(3, target=BundleTarget(region="eu-1", groups=("line-b",))),
+        "bundle_target",
+        "groups",
+    ),
+    Case(
+        "bundle for another profile",
+        lambda s: s.bundle(3, target=BundleTarget(region="eu-1", profiles=("raspberry-pi-4",))),
+        "bundle_target",
+        "profiles",
+    ),
+    Case(
+        "bundle for another device",
+        lambda s: s.bundle(3, target=BundleTarget(region="eu-1", devices=("gw-999",))),
+        "bundle_target",
+        "devices",
+    ),
+    Case("older version (rollback)", lambda s: s.bundle(1), "bundle_rollback", "rollback"),
+    Case(
+        "version 0",
+        lambda s: s.sign_raw(
+            _map(
+                [
+                    (k, dcbor.encode(0) if k == dcbor.encode("version") else v)
+                    for k, v in _pairs(s.bundle_payload(1))
+                ]
+            )
+        ),
+        "bundle_format",
+        "version",
+    ),
+    Case(
+        "same version, different bytes",
+        lambda s: s.bundle(2, expires_at=NOW + 3 * DAY),
+        "bundle_conflict",
+        "new version",
+    ),
+    Case(
+        "expired",
+        lambda s: s.bundle(3, issued_at=NOW - 2 * DAY, expires_at=NOW - DAY),
+        "bundle_expired",
+        "expired",
+    ),
+    Case(
+        "wrong algorithm id",
+        lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0], sig_protected={1: -7}),
+        "bundle_signature",
+        "algorithm",
+    ),
+    Case(
+        "EdDSA (-8) for a key pinned to Ed25519 (-19)",
+        lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0], sig_protected={1: ALG_EDDSA}),
+        "bundle_signature",
+        "algorithm",
+    ),
+    Case(
+        "algorithm only in the unprotected header",
+        lambda s: _custom_sign(
+            s.bundle_payload(3),
+            s.policy_keys[0],
+            sig_protected={},
+            sig_unprotected={1: -19, 4: s.policy_keys[0].public.key_id},
+        ),
+        "bundle_signature",
+        "protected",
+    ),
+    Case(
+        "unknown crit header",
+        lambda s: _custom_sign(
+            s.bundle_payload(3), s.policy_keys[0], sig_protected={1: -19, 2: [99], 99: 1}
+        ),
+        "bundle_signature",
+        "crit",
+    ),
+    Case(
+        "wrong content type",
+        lambda s: _custom_sign(
+            s.bundle_payload(3), s.policy_keys[0], body_protected={3: "application/cbor"}
+        ),
+        "bundle_signature",
+        "content type",
+    ),
+    Case(
+        "duplicate map keys",
+        lambda s: _payload_with(s, lambda p: _map([*p, p[-1]])),
+        "bundle_format",
+        "Duplicate",
+    ),
+    Case(
+        "a float",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                [(k, cbor2.dumps(1.5) if k == dcbor.encode("max_offline") else v) for k, v in p]
+            ),
+        ),
+        "bundle_format",
+        "float",
+    ),
+    Case(
+        "an indefinite-length item",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                [(k, b"\x7f\x61a\xff" if k == dcbor.encode("max_offline") else v) for k, v in p]
+            ),
+        ),
+        "bundle_format",
+        "indefinite",
+    ),
+    Case(
+        "non-deterministic key order",
+        lambda s: _payload_with(s, lambda p: _map(list(reversed(p)))),
+        "bundle_format",
+        "deterministic",
+    ),
+    Case(
+        "non-shortest integer",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                [(k, b"\x1a\x00\x00\x00\x02" if k == dcbor.encode("version") else v) for k, v in p]
+            ),
+        ),
+        "bundle_format",
+        "deterministic",
+    ),
+    Case(
+        "nesting 10,000 deep",
+        lambda s: s.sign_raw(b"\x81" * 10_000 + b"\x00"),
+        "bundle_format",
+        "depth",
+    ),
+    Case(
+        "a 1 GB declared length",
+        lambda s: s.sign_raw(b"\x5a\x40\x00\x00\x00" + b"x" * 16),
+        "bundle_format",
+        "CBOR",
+    ),
     Case("over the size cap", lambda s: b"\x00" * (9 * 1024 * 1024), "bundle_format", "limit"),
-    Case("a payload that is not a map", lambda s: s.sign_raw(dcbor.encode([1, 2])),
-         "bundle_format", "map"),
-    Case("unknown payload field",
-         lambda s: _payload_with(s, lambda p: _map(
-             sorted([*p, (dcbor.encode("zzz"), dcbor.encode(1))], key=lambda kv: kv[0]))),
-         "bundle_format", "unknown"),
-    Case("invalid policy",
-         lambda s: s.bundle(3, policy={"format": 1, "groups": {}, "workloads": {},
-                                        "rules": [{"id": "x"}]}),
-         "bundle_policy", "policy"),
+    Case(
+        "a payload that is not a map",
+        lambda s: s.sign_raw(dcbor.encode([1, 2])),
+        "bundle_format",
+        "map",
+    ),
+    Case(
+        "unknown payload field",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                sorted([*p, (dcbor.encode("zzz"), dcbor.encode(1))], key=lambda kv: kv[0])
+            ),
+        ),
+        "bundle_format",
+        "unknown",
+    ),
+    Case(
+        "invalid policy",
+        lambda s: s.bundle(
+            3, policy={"format": 1, "groups": {}, "workloads": {}, "rules": [{"id": "x"}]}
+        ),
+        "bundle_policy",
+        "policy",
+    ),
 ]
 
 
@@ -207,8 +343,10 @@ def _agent(tmp_path: Path, sim: HubSim) -> tuple[LocalAgent, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_refused_bundle_leaves_installed_bundle_untouched(tmp_path: Path, case: Case) -> None:
-    sim = HubSim(policy_keys=[PrivateKey.generate() for _ in range(3)],
-                 policy_threshold=case.policy_threshold)
+    sim = HubSim(
+        policy_keys=[PrivateKey.generate() for _ in range(3)],
+        policy_threshold=case.policy_threshold,
+    )
     sim.scopes[sim.policy_keys[2].public.key_id] = KeyScope(groups=frozenset({"line-b"}))
     agent, installed = _agent(tmp_path, sim)
     bad = case.make(sim)

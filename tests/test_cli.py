@@ -30,22 +30,62 @@ def _hub(*args: str) -> int:
 def enrolled(tmp_path: Path) -> tuple[Path, Path]:
     keys, state = tmp_path / "keys", tmp_path / "state"
     assert _hub("keys", "init", "--out", str(keys)) == 0
-    assert _agent("init", "--state-dir", str(state), "--device-id", "gw-001", "--root",
-                  str(keys / "root.cbor"), "--region", "eu-1", "--group", "line-a",
-                  "--profile", "generic-x86_64") == 0
+    assert (
+        _agent(
+            "init",
+            "--state-dir",
+            str(state),
+            "--device-id",
+            "gw-001",
+            "--root",
+            str(keys / "root.cbor"),
+            "--region",
+            "eu-1",
+            "--group",
+            "line-a",
+            "--profile",
+            "generic-x86_64",
+        )
+        == 0
+    )
     return keys, state
 
 
 def _build(keys: Path, out: Path, version: int, *extra: str) -> None:
-    assert _hub("bundle", "build", str(EXAMPLE), "--keys", str(keys), "--version",
-                str(version), "--out", str(out), *extra) == 0
+    assert (
+        _hub(
+            "bundle",
+            "build",
+            str(EXAMPLE),
+            "--keys",
+            str(keys),
+            "--version",
+            str(version),
+            "--out",
+            str(out),
+            *extra,
+        )
+        == 0
+    )
 
 
-def _decide(state: Path, capsys: pytest.CaptureFixture[str], resource: str,
-            *extra: str) -> tuple[int, dict[str, object]]:
+def _decide(
+    state: Path, capsys: pytest.CaptureFixture[str], resource: str, *extra: str
+) -> tuple[int, dict[str, object]]:
     capsys.readouterr()
-    code = _agent("decide", "--state-dir", str(state), "--subject", "svc:camera", "--action",
-                  "exec", "--resource", resource, "--json", *extra)
+    code = _agent(
+        "decide",
+        "--state-dir",
+        str(state),
+        "--subject",
+        "svc:camera",
+        "--action",
+        "exec",
+        "--resource",
+        resource,
+        "--json",
+        *extra,
+    )
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -53,16 +93,22 @@ def test_keys_init_writes_pem_keys_mode_0600_and_a_root(tmp_path: Path) -> None:
     assert _hub("keys", "init", "--out", str(tmp_path / "k")) == 0
     private = sorted((tmp_path / "k").glob("*-[0-9].pem"))
     assert [p.name for p in private] == [
-        "freshness-1.pem", "policy-1.pem", "revoke-1.pem", "root-1.pem", "root-2.pem",
-        "root-3.pem", "verifier-1.pem",
+        "freshness-1.pem",
+        "policy-1.pem",
+        "revoke-1.pem",
+        "root-1.pem",
+        "root-2.pem",
+        "root-3.pem",
+        "verifier-1.pem",
     ]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private)
     assert (tmp_path / "k" / "root.cbor").is_file()
     assert _hub("keys", "init", "--out", str(tmp_path / "k")) == 2
 
 
-def test_decide_exit_codes_and_json(enrolled: tuple[Path, Path], tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_decide_exit_codes_and_json(
+    enrolled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys, state = enrolled
     code, out = _decide(state, capsys, "/opt/camera/bin/capture")
     assert (code, out["reason"]) == (1, "no_bundle")
@@ -70,13 +116,30 @@ def test_decide_exit_codes_and_json(enrolled: tuple[Path, Path], tmp_path: Path,
     assert _agent("bundle", "install", str(tmp_path / "b.cbor"), "--state-dir", str(state)) == 0
     code, out = _decide(state, capsys, "/opt/camera/bin/capture")
     assert (code, out["decision"], out["rule"], out["bundle_version"]) == (
-        0, "allow", "camera-exec", 1,
+        0,
+        "allow",
+        "camera-exec",
+        1,
     )
     assert isinstance(out["bundle_digest"], str) and len(out["bundle_digest"]) == 64
     code, out = _decide(state, capsys, "/bin/sh")
     assert (code, out["reason"], out["rule"]) == (1, "policy_denied", "no-shells")
-    assert _agent("decide", "--state-dir", str(state), "--subject", "x", "--action", "exec",
-                  "--resource", "/x", "--context", "novalue") == 2
+    assert (
+        _agent(
+            "decide",
+            "--state-dir",
+            str(state),
+            "--subject",
+            "x",
+            "--action",
+            "exec",
+            "--resource",
+            "/x",
+            "--context",
+            "novalue",
+        )
+        == 2
+    )
 
 
 def test_decide_text_output_names_reason_rule_and_bundle(
@@ -86,16 +149,35 @@ def test_decide_text_output_names_reason_rule_and_bundle(
     _build(keys, tmp_path / "b.cbor", 1)
     _agent("bundle", "install", str(tmp_path / "b.cbor"), "--state-dir", str(state))
     capsys.readouterr()
-    _agent("decide", "--state-dir", str(state), "--subject", "svc:camera", "--action", "exec",
-           "--resource", "/bin/sh")
+    _agent(
+        "decide",
+        "--state-dir",
+        str(state),
+        "--subject",
+        "svc:camera",
+        "--action",
+        "exec",
+        "--resource",
+        "/bin/sh",
+    )
     out = capsys.readouterr().out
     assert out.startswith("DENY policy_denied rule=no-shells bundle v1 sha256:")
 
 
-def test_uninitialised_state_dir_is_a_usage_error(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    code = _agent("decide", "--state-dir", str(tmp_path / "none"), "--subject", "s",
-                  "--action", "a", "--resource", "/r")
+def test_uninitialised_state_dir_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _agent(
+        "decide",
+        "--state-dir",
+        str(tmp_path / "none"),
+        "--subject",
+        "s",
+        "--action",
+        "a",
+        "--resource",
+        "/r",
+    )
     assert code == 2
     assert "edge-agent init" in capsys.readouterr().err
 
@@ -126,7 +208,12 @@ def test_status_shows_version_signer_expiry_and_checks(
     assert 86000 < report["bundle"]["expires_in_s"] <= 86400
     assert len(report["bundle"]["signers"]) == 1
     assert [c["check"] for c in report["checks"]] == [
-        "state", "clock", "bundle", "expiry", "attestation", "revocation",
+        "state",
+        "clock",
+        "bundle",
+        "expiry",
+        "attestation",
+        "revocation",
     ]
     assert _agent("status", "--state-dir", str(state)) == 0
     assert "gate     OPEN" in capsys.readouterr().out
@@ -144,7 +231,8 @@ def test_pubkey_prints_the_device_public_key_pem(
 
 
 def test_state_dir_defaults_to_environment_variable(
-    enrolled: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+    enrolled: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, state = enrolled
@@ -160,8 +248,17 @@ def test_inspect_shows_version_target_signer_rules_and_digest(
     keys, _ = enrolled
     _build(keys, tmp_path / "b.cbor", 7)
     capsys.readouterr()
-    assert _hub("bundle", "inspect", str(tmp_path / "b.cbor"), "--json", "--root",
-                str(keys / "root.cbor")) == 0
+    assert (
+        _hub(
+            "bundle",
+            "inspect",
+            str(tmp_path / "b.cbor"),
+            "--json",
+            "--root",
+            str(keys / "root.cbor"),
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["version"] == 7
     assert out["target"]["region"] == "eu-1"
@@ -175,13 +272,11 @@ def test_root_rotate_then_install_on_device(
     enrolled: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keys, state = enrolled
-    assert _hub("root", "rotate", "--keys", str(keys), "--role", "root", "--role",
-                "policy") == 0
+    assert _hub("root", "rotate", "--keys", str(keys), "--role", "root", "--role", "policy") == 0
     assert _agent("root", "install", str(keys / "root.cbor"), "--state-dir", str(state)) == 0
     _build(keys, tmp_path / "b.cbor", 1)
     assert _agent("bundle", "install", str(tmp_path / "b.cbor"), "--state-dir", str(state)) == 0
-    assert _agent("root", "install", str(keys / "root-v1.cbor"), "--state-dir",
-                  str(state)) == 1
+    assert _agent("root", "install", str(keys / "root-v1.cbor"), "--state-dir", str(state)) == 1
 
 
 def test_bundle_signed_by_retired_policy_key_is_refused_after_rotation(
@@ -191,8 +286,7 @@ def test_bundle_signed_by_retired_policy_key_is_refused_after_rotation(
     _build(keys, tmp_path / "old.cbor", 1)
     assert _hub("root", "rotate", "--keys", str(keys), "--role", "policy") == 0
     assert _agent("root", "install", str(keys / "root.cbor"), "--state-dir", str(state)) == 0
-    assert _agent("bundle", "install", str(tmp_path / "old.cbor"), "--state-dir",
-                  str(state)) == 1
+    assert _agent("bundle", "install", str(tmp_path / "old.cbor"), "--state-dir", str(state)) == 1
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
@@ -205,11 +299,11 @@ def test_openssl_generated_policy_key_signs_bundles_that_install(
     from hub.operations import init_keys
 
     keys = tmp_path / "keys"
-    init_keys(keys, root_keys=3, root_threshold=2, now=int(__import__("time").time()),
-              ttl=86400 * 30)
+    init_keys(
+        keys, root_keys=3, root_threshold=2, now=int(__import__("time").time()), ttl=86400 * 30
+    )
     pem = tmp_path / "ops.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(pem)],
-                   check=True)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(pem)], check=True)
     operator_key = private_key_from_pem(pem.read_text())
     # Make the operator's key the policy key: rotate with it in place of the generated one.
     for path in role_key_paths(keys, Role.POLICY):
@@ -222,6 +316,8 @@ def test_openssl_generated_policy_key_signs_bundles_that_install(
 def test_decide_has_no_way_to_change_now() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "decide", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "--now" not in result.stdout and "time" not in result.stdout.lower()

@@ -41,7 +41,9 @@ def test_policy_allow_deny_and_default() -> None:
     assert decide(state, CAMERA, NOW).rule_id == "camera-exec"
     denied = decide(state, SHELL, NOW)
     assert (denied.allowed, denied.reason, denied.rule_id) == (
-        False, Reason.POLICY_DENIED, "no-shells",
+        False,
+        Reason.POLICY_DENIED,
+        "no-shells",
     )
     assert decide(state, UNKNOWN, NOW).reason == Reason.NO_MATCHING_RULE
 
@@ -81,8 +83,12 @@ def test_attestation_expectations_without_a_verdict_deny() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "value"),
-    [(RevocationKind.DEVICE, "gw-001"), (RevocationKind.GROUP, "line-a"),
-     (RevocationKind.REGION, "eu-1"), (RevocationKind.BUNDLE, "1")],
+    [
+        (RevocationKind.DEVICE, "gw-001"),
+        (RevocationKind.GROUP, "line-a"),
+        (RevocationKind.REGION, "eu-1"),
+        (RevocationKind.BUNDLE, "1"),
+    ],
 )
 def test_revocation_covering_this_device_denies(kind: RevocationKind, value: str) -> None:
     state = with_revocation(_state(), Revocation(1, NOW, kind, value, "stolen"))
@@ -100,7 +106,8 @@ def test_newer_bundle_lifts_a_scope_revocation() -> None:
     sim = HubSim()
     root = sim.root()
     revoked = with_revocation(
-        TrustState(device=DEVICE, root=root), Revocation(1, NOW - 3600, RevocationKind.DEVICE, "gw-001", "")
+        TrustState(device=DEVICE, root=root),
+        Revocation(1, NOW - 3600, RevocationKind.DEVICE, "gw-001", ""),
     )
     bundle = verify_bundle(sim.bundle(2), root=root, device=DEVICE, installed=None, now=NOW)
     assert decide(with_bundle(revoked, bundle), CAMERA, NOW).allowed
@@ -125,8 +132,14 @@ def test_lineage_unavailable_turns_an_allow_into_a_deny() -> None:
 def test_check_report_names_every_failing_check() -> None:
     state = _state(expires_at=NOW + 10)
     report = {c.name: c.passed for c in check_report(state, NOW + 20)}
-    assert report == {"state": True, "clock": True, "bundle": True, "expiry": False,
-                      "attestation": True, "revocation": True}
+    assert report == {
+        "state": True,
+        "clock": True,
+        "bundle": True,
+        "expiry": False,
+        "attestation": True,
+        "revocation": True,
+    }
 
 
 def test_same_inputs_give_the_same_decision_digest() -> None:

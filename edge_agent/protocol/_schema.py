@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from edge_agent.errors import EdgeGovError, EnvelopeError
 
-__all__ = ["Fields", "MAX_NAME_CHARS"]
+__all__ = ["MAX_NAME_CHARS", "Fields"]
 
 MAX_NAME_CHARS = 128
 """Longest identifier (region, group, profile, device id, role) accepted anywhere."""
@@ -50,18 +50,18 @@ class Fields:
     def raw(self, name: str) -> object:
         return self._map[name]
 
-    def int(self, name: str, *, minimum: int = 0) -> int:
+    def integer(self, name: str, *, minimum: int = 0) -> int:
         value = self._map[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self._error(f"{self._what}.{name} must be an integer >= {minimum}")
         return value
 
-    def optional_int(self, name: str, *, minimum: int = 0) -> int | None:
+    def optional_integer(self, name: str, *, minimum: int = 0) -> int | None:
         if self._map.get(name) is None:
             return None
-        return self.int(name, minimum=minimum)
+        return self.integer(name, minimum=minimum)
 
-    def bytes(self, name: str, *, length: int | None = None) -> bytes:
+    def byte_string(self, name: str, *, length: int | None = None) -> bytes:
         value = self._map[name]
         if not isinstance(value, bytes) or (length is not None and len(value) != length):
             size = f" of {length} bytes" if length is not None else ""

@@ -145,11 +145,11 @@ def verify_bundle(
     why = target.mismatch(device)
     if why is not None:
         raise BundleError(f"bundle is not for this device: {why}", code="bundle_target")
-    version = fields.int("version", minimum=1)
+    version = fields.integer("version", minimum=1)
     digest = hashlib.sha256(data).digest()
     unchanged = _check_version(version, digest, installed)
-    issued_at = fields.int("issued_at")
-    expires_at = fields.int("expires_at")
+    issued_at = fields.integer("issued_at")
+    expires_at = fields.integer("expires_at")
     if expires_at <= issued_at:
         raise BundleFormatError("bundle expires before it was issued")
     if now is not None and now >= expires_at:
@@ -167,7 +167,7 @@ def verify_bundle(
         version=version,
         issued_at=issued_at,
         expires_at=expires_at,
-        max_offline=fields.optional_int("max_offline", minimum=1),
+        max_offline=fields.optional_integer("max_offline", minimum=1),
         target=target,
         policy=policy,
         attestation=attestation,

@@ -26,8 +26,8 @@ from edge_agent.protocol.limits import MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MAX_INT, 
 __all__ = ["CborValue", "as_list", "as_map", "decode", "decode_tagged", "encode", "encode_tagged"]
 
 CborValue: TypeAlias = (
-    "int | bool | None | str | bytes | list[CborValue] | tuple[CborValue, ...] "
-    "| dict[int, CborValue] | dict[str, CborValue] | dict[bytes, CborValue]"
+    "int | bool | str | bytes | list[CborValue] | tuple[CborValue, ...] "
+    "| dict[int, CborValue] | dict[str, CborValue] | dict[bytes, CborValue] | None"
 )
 
 _SCALARS = (bool, int, str, bytes, type(None))
@@ -166,8 +166,10 @@ def _validate(value: object, depth: int, count: list[int], what: str) -> None:
     if depth > MAX_CBOR_DEPTH:
         raise EnvelopeError(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
     if isinstance(value, _SCALARS):
-        if isinstance(value, int) and not isinstance(value, bool) and not (
-            MIN_INT <= value <= MAX_INT
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not (MIN_INT <= value <= MAX_INT)
         ):
             raise EnvelopeError(f"{what} holds an integer outside the 64-bit range")
         return

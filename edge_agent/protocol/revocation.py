@@ -81,9 +81,7 @@ class Revocation:
         return False
 
 
-def verify_revocation(
-    data: bytes, *, root: TrustRoot, region: str, last_epoch: int
-) -> Revocation:
+def verify_revocation(data: bytes, *, root: TrustRoot, region: str, last_epoch: int) -> Revocation:
     """Verify a revocation for ``region`` against the revoke role of ``root``.
 
     Raises:
@@ -124,7 +122,7 @@ def _parse(value: object) -> Revocation:
     )
     kind_text = fields.raw("kind")
     try:
-        kind = RevocationKind(kind_text)
+        kind = RevocationKind(str(kind_text) if isinstance(kind_text, str) else "")
     except ValueError as exc:
         raise RevocationError(f"revocation.kind {kind_text!r} is unknown") from exc
     target = fields.name("value")
@@ -134,7 +132,7 @@ def _parse(value: object) -> Revocation:
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
         raise RevocationError(f"revocation.reason must be text of at most {MAX_REASON_CHARS}")
     return Revocation(
-        fields.int("epoch", minimum=1), fields.int("issued_at"), kind, target, reason
+        fields.integer("epoch", minimum=1), fields.integer("issued_at"), kind, target, reason
     )
 
 

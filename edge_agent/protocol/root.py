@@ -3,7 +3,8 @@
 A root is a COSE_Sign object (role ``root``, scope ``""``) whose payload is::
 
     {"version": uint, "issued_at": uint, "expires_at": uint,
-     "keys": {key_id: {"pub": bstr32, "alg": -19 | -8, ? "scope": {"regions": [..], "groups": [..]}}},
+     "keys": {key_id: {"pub": bstr32, "alg": -19 | -8,
+                       ? "scope": {"regions": [..], "groups": [..]}}},
      "roles": {"root" | "policy" | "freshness" | "verifier" | "revoke":
                {"keys": [key_id, ...], "threshold": uint}}}
 
@@ -127,8 +128,7 @@ def verify_root_update(trusted: TrustRoot, data: bytes, *, now: int | None) -> T
         )
     if new.version != trusted.version + 1:
         raise RootError(
-            f"trust root version {new.version} skips versions: install "
-            f"{trusted.version + 1} first",
+            f"trust root version {new.version} skips versions: install {trusted.version + 1} first",
             code="root_gap",
         )
     if now is not None and now >= new.expires_at:
@@ -179,9 +179,9 @@ def _parse(payload: bytes, raw: bytes) -> TrustRoot:
         RootError,
         required=frozenset({"version", "issued_at", "expires_at", "keys", "roles"}),
     )
-    version = fields.int("version", minimum=1)
-    issued_at = fields.int("issued_at")
-    expires_at = fields.int("expires_at")
+    version = fields.integer("version", minimum=1)
+    issued_at = fields.integer("issued_at")
+    expires_at = fields.integer("expires_at")
     if expires_at <= issued_at:
         raise RootError("root.expires_at must be after root.issued_at")
     keys, scopes = _parse_keys(fields.raw("keys"))
@@ -207,7 +207,7 @@ def _parse_keys(value: object) -> tuple[dict[bytes, PublicKey], dict[bytes, KeyS
         alg = fields.raw("alg")
         if alg not in KNOWN_ALGS or isinstance(alg, bool) or not isinstance(alg, int):
             raise RootError(f"root key {key_id.hex()[:16]} has an unsupported algorithm {alg!r}")
-        public = PublicKey(fields.bytes("pub", length=32), alg)
+        public = PublicKey(fields.byte_string("pub", length=32), alg)
         if public.key_id != key_id:
             raise RootError(f"root key id {key_id.hex()[:16]} is not the SHA-256 of its key")
         keys[key_id] = public
@@ -245,7 +245,7 @@ def _parse_roles(value: object, keys: Mapping[bytes, PublicKey]) -> dict[Role, R
             if not isinstance(key_id, bytes) or key_id not in keys:
                 raise RootError(f"root.roles.{role} names a key that root.keys does not hold")
             role_keys[key_id] = keys[key_id]
-        threshold = entry.int("threshold", minimum=1)
+        threshold = entry.integer("threshold", minimum=1)
         if threshold > len(role_keys):
             raise RootError(
                 f"root.roles.{role}.threshold {threshold} exceeds its {len(role_keys)} keys"

@@ -194,8 +194,14 @@ def _decide(state: TrustState, request: Request, now: int) -> Decision:
     match = evaluate(bundle.policy, request, now)
     reason = Reason(match.reason)
     return Decision(
-        match.allowed, reason, _policy_message(reason, match.rule_id), match.rule_id,
-        version, digest, request, now,
+        match.allowed,
+        reason,
+        _policy_message(reason, match.rule_id),
+        match.rule_id,
+        version,
+        digest,
+        request,
+        now,
     )
 
 

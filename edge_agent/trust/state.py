@@ -6,7 +6,7 @@ the shell persists it atomically and only then swaps it in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle
 from edge_agent.protocol.revocation import Revocation
@@ -27,7 +27,7 @@ class TrustState:
     device: DeviceIdentity
     root: TrustRoot
     bundle: VerifiedBundle | None = None
-    floor: TimeFloor = TimeFloor()
+    floor: TimeFloor = field(default_factory=TimeFloor)
     revocations: tuple[Revocation, ...] = ()
     fault: str | None = None
 

@@ -1,0 +1,410 @@
+"""Policy source: the YAML operators write (DESIGN.md section 8), checked line by line.
+
+:func:`load_policy_source` turns YAML text into a :class:`PolicySource`: the bundle target,
+TTL, max_offline, and the ``policy`` payload that goes into the bundle. Every fault raises
+:class:`PolicyError` carrying the file, the 1-based line and, inside a rule, the rule id.
+
+The YAML is read as a node tree (``yaml.compose``), never constructed into Python objects,
+so no YAML feature can run code; anchors, aliases, explicit tags, duplicate keys, deep
+nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. Scalars where text is
+expected must be YAML strings: ``yes``, ``1`` or ``06:00`` unquoted are refused (quote them)
+rather than silently read as booleans or numbers.
+
+This is the only module of the package that imports PyYAML (a hub-side dependency). It does
+not sign or encode; the hub does that with the payload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+import yaml
+
+from edge_agent.errors import PolicyError
+from edge_agent.policy import _checks as checks
+from edge_agent.policy.compiler import compile_policy, policy_payload
+
+__all__ = [
+    "MAX_DURATION_SECONDS",
+    "MAX_POLICY_SOURCE_BYTES",
+    "MAX_YAML_DEPTH",
+    "PolicySource",
+    "load_policy_source",
+    "parse_duration",
+]
+
+MAX_POLICY_SOURCE_BYTES = 8 * 1024 * 1024
+"""Largest policy source read, in UTF-8 bytes (a 10,000-rule source is about 2 MiB)."""
+MAX_YAML_DEPTH = 16
+"""Deepest YAML nesting read; the format itself needs 6 levels."""
+MAX_DURATION_SECONDS = 3650 * 86_400
+"""Longest duration accepted (ten years)."""
+
+_T = TypeVar("_T")
+_STR = "tag:yaml.org,2002:str"
+_DURATION = re.compile(r"([0-9]{1,9})([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "rules")
+_TARGET_KEYS = ("region", "groups", "profiles", "devices")
+_RULE_KEYS = ("id", "effect", "subjects", "actions", "resources", "when")
+_WHEN_KEYS = ("context", "time_utc")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """A checked policy source.
+
+    ``target`` is ``{"region": str, "groups": [str], "profiles": [str], "devices": [str]}``
+    (lists always present, maybe empty); ``policy`` is the bundle payload described in
+    :mod:`edge_agent.policy.compiler`, deterministic-CBOR-encodable.
+    """
+
+    target: dict[str, object]
+    ttl_seconds: int | None
+    max_offline_seconds: int | None
+    policy: dict[str, object]
+
+
+def parse_duration(text: str) -> int:
+    """Parse a duration such as ``30s``, ``15m``, ``24h`` or ``7d`` into seconds.
+
+    One positive integer and one unit (s, m, h, d); no spaces, signs or fractions.
+
+    Raises:
+        ValueError: any other shape, zero, or more than ``MAX_DURATION_SECONDS``.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"duration {text!r} must be a whole number followed by s, m, h or d (e.g. '24h')"
+        )
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds == 0:
+        raise ValueError(f"duration {text!r} must be longer than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {text!r} is longer than the limit of 3650d")
+    return seconds
+
+
+def load_policy_source(text: str, path: str = "<policy>") -> PolicySource:
+    """Read and check a YAML policy source.
+
+    Steps: 1. bound the size; 2. compose the YAML node tree, refusing anchors, aliases,
+    tags and deep nesting; 3. check every key and value, with its line; 4. build the payload
+    and compile it, so what the hub signs is exactly what a device accepts.
+
+    Raises:
+        PolicyError: with ``path``, ``line`` (1-based) and, inside a rule, ``rule``.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_POLICY_SOURCE_BYTES:
+        raise PolicyError(
+            f"policy source is {size} bytes, over the {MAX_POLICY_SOURCE_BYTES}-byte limit",
+            path=path,
+        )
+    root = _compose(text, path)
+    return _Reader(path).source(root)
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, mark: object) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """A composer that refuses YAML features a policy never needs and an attacker could use:
+    aliases (billion-laughs), anchors, explicit tags and unbounded nesting."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused("YAML aliases (*name) are not allowed", event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused("YAML anchors (&name) are not allowed", event.start_mark)
+        if getattr(event, "tag", None) is not None:
+            raise _Refused("explicit YAML tags (!tag) are not allowed", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(f"YAML nests deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, path: str) -> yaml.Node:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except _Refused as exc:
+        raise PolicyError(str(exc), path=path, line=_line(exc.mark)) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"not valid YAML: {problem}", path=path, line=_line(mark)) from exc
+    finally:
+        loader.dispose()
+    if node is None:
+        raise PolicyError("policy source is empty", path=path, line=1)
+    return node
+
+
+def _line(mark: object) -> int | None:
+    line = getattr(mark, "line", None)
+    return line + 1 if isinstance(line, int) else None
+
+
+class _Reader:
+    """Walks the node tree; every error names the node's line and the current rule."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._rule: str | None = None
+
+    def fail(self, node: yaml.Node, message: str) -> NoReturn:
+        raise PolicyError(message, path=self._path, line=_line(node.start_mark), rule=self._rule)
+
+    def source(self, root: yaml.Node) -> PolicySource:
+        top = self.mapping(root, "the policy source", _TOP_KEYS, ("target", "rules"))
+        target = self.target(top["target"])
+        ttl = self.duration(top["ttl"], "ttl") if "ttl" in top else None
+        max_offline = (
+            self.duration(top["max_offline"], "max_offline") if "max_offline" in top else None
+        )
+        groups = self.string_lists(
+            top.get("groups"), "groups", checks.check_group_name, checks.check_group_member
+        )
+        workloads = self.string_lists(
+            top.get("workloads"), "workloads", checks.check_workload_id, checks.check_selector
+        )
+        rules_node = top["rules"]
+        rule_nodes = self.sequence(rules_node, "rules", checks.MAX_RULES, allow_empty=True)
+        rules: list[dict[str, object]] = []
+        rule_lines: dict[str, yaml.Node] = {}
+        for number, rule_node in enumerate(rule_nodes, start=1):
+            rule = self.rule(rule_node, number, groups, rule_lines)
+            rules.append(rule)
+        self._rule = None
+        payload = policy_payload(groups, workloads, rules)
+        try:
+            compile_policy(payload)
+        except PolicyError as exc:
+            where = rule_lines.get(exc.rule or "", rules_node)
+            error = PolicyError(exc.message, path=self._path, line=_line(where.start_mark))
+            error.rule = exc.rule
+            raise error from exc
+        return PolicySource(target, ttl, max_offline, payload)
+
+    def target(self, node: yaml.Node) -> dict[str, object]:
+        fields = self.mapping(node, "target", _TARGET_KEYS, ("region",))
+        region = self.string(fields["region"], "target.region")
+        self.check_target_name(fields["region"], region, "region")
+        target: dict[str, object] = {"region": region}
+        for key in _TARGET_KEYS[1:]:
+            names: list[str] = []
+            if key in fields:
+                for item in self.sequence(fields[key], f"target.{key}", 10_000, allow_empty=True):
+                    name = self.string(item, f"target.{key} entry")
+                    self.check_target_name(item, name, key[:-1])
+                    names.append(name)
+                self.unique(fields[key], names, f"target.{key}")
+            target[key] = names
+        return target
+
+    def check_target_name(self, node: yaml.Node, name: str, what: str) -> None:
+        if not _TARGET_NAME.fullmatch(name):
+            self.fail(
+                node,
+                f"{what} {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
+            )
+
+    def duration(self, node: yaml.Node, what: str) -> int:
+        return self.checked(node, parse_duration, self.string(node, what))
+
+    def rule(
+        self,
+        node: yaml.Node,
+        number: int,
+        groups: dict[str, list[str]],
+        rule_lines: dict[str, yaml.Node],
+    ) -> dict[str, object]:
+        self._rule = None
+        what = f"rule #{number}"
+        id_node = self.peek_id(node)
+        if id_node is not None:
+            rule_id = self.string(id_node, f"{what} id")
+            self.checked(id_node, checks.check_rule_id, rule_id)
+            self._rule = rule_id
+            if rule_id in rule_lines:
+                first = _line(rule_lines[rule_id].start_mark)
+                self.fail(id_node, f"duplicate rule id (first defined on line {first})")
+            rule_lines[rule_id] = node
+        fields = self.mapping(node, what, _RULE_KEYS, ("id",))
+        rule_id = self.string(fields["id"], f"{what} id")
+        for key in ("effect", "subjects", "actions", "resources"):
+            if key not in fields:
+                self.fail(node, f"missing {key!r}")
+        effect = self.string(fields["effect"], "effect")
+        if effect not in checks.EFFECTS:
+            self.fail(fields["effect"], f"effect {effect!r} must be 'allow' or 'deny'")
+        rule: dict[str, object] = {"id": rule_id, "effect": effect}
+        rule["subjects"] = self.strings(fields["subjects"], "subjects", self.subject_check(groups))
+        rule["actions"] = self.strings(fields["actions"], "actions", checks.check_action)
+        rule["resources"] = self.strings(
+            fields["resources"], "resources", checks.check_resource_pattern
+        )
+        if "when" in fields:
+            rule["when"] = self.when(fields["when"])
+        return rule
+
+    @staticmethod
+    def peek_id(node: yaml.Node) -> yaml.Node | None:
+        """The node of a rule's ``id``, found first so later errors can name the rule."""
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == "id":
+                    return value_node  # type: ignore[no-any-return]
+        return None
+
+    def subject_check(self, groups: dict[str, list[str]]) -> Callable[[str], None]:
+        def check(subject: str) -> None:
+            group = checks.check_subject(subject)
+            if group is not None and group not in groups:
+                raise ValueError(f"subject {subject!r} names a group not defined under 'groups'")
+
+        return check
+
+    def when(self, node: yaml.Node) -> dict[str, object]:
+        fields = self.mapping(node, "when", _WHEN_KEYS, ())
+        if not fields:
+            self.fail(node, "'when' is empty; omit it for an unconditional rule")
+        when: dict[str, object] = {}
+        if "context" in fields:
+            context_node = fields["context"]
+            context_fields = self.mapping(context_node, "when.context", None, ())
+            if not context_fields:
+                self.fail(context_node, "'when.context' is empty")
+            if len(context_fields) > checks.MAX_CONTEXT_KEYS:
+                self.fail(context_node, f"'when.context' tests over {checks.MAX_CONTEXT_KEYS} keys")
+            context: dict[str, object] = {}
+            for key, values_node in context_fields.items():
+                context[key] = self.strings(
+                    values_node,
+                    f"when.context.{key}",
+                    checks.check_context_value,
+                    checks.MAX_CONTEXT_VALUES,
+                )
+            when["context"] = context
+        if "time_utc" in fields:
+            window = self.string(fields["time_utc"], "when.time_utc")
+            self.checked(fields["time_utc"], checks.parse_time_window, window)
+            when["time_utc"] = window
+        return when
+
+    def string_lists(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        check_key: Callable[[str], None],
+        check_item: Callable[[str], None],
+    ) -> dict[str, list[str]]:
+        if node is None:
+            return {}
+        self.mapping(node, what, None, ())
+        result: dict[str, list[str]] = {}
+        for key_node, value_node in node.value:
+            key = self.string(key_node, f"a key of {what}")
+            self.checked(key_node, check_key, key)
+            result[key] = self.strings(value_node, f"{what}.{key}", check_item)
+        return result
+
+    def mapping(
+        self,
+        node: yaml.Node,
+        what: str,
+        allowed: tuple[str, ...] | None,
+        required: tuple[str, ...],
+    ) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{what} must be a mapping")
+        fields: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = self.string(key_node, f"a key of {what}")
+            if key in fields:
+                self.fail(key_node, f"duplicate key {key!r} in {what}")
+            if allowed is not None and key not in allowed:
+                self.fail(
+                    key_node,
+                    f"unknown key {key!r} in {what} (expected one of {', '.join(allowed)})",
+                )
+            fields[key] = value_node
+        for key in required:
+            if key not in fields:
+                self.fail(node, f"{what} is missing {key!r}")
+        return fields
+
+    def sequence(
+        self, node: yaml.Node, what: str, limit: int, *, allow_empty: bool
+    ) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, f"{what} must be a list")
+        items: list[yaml.Node] = node.value
+        if not items and not allow_empty:
+            self.fail(node, f"{what} must not be empty")
+        if len(items) > limit:
+            self.fail(node, f"{what} has {len(items)} entries, over the limit of {limit}")
+        return items
+
+    def strings(
+        self,
+        node: yaml.Node,
+        what: str,
+        check: Callable[[str], object],
+        limit: int = checks.MAX_RULE_ITEMS,
+    ) -> list[str]:
+        values: list[str] = []
+        for item in self.sequence(node, what, limit, allow_empty=False):
+            value = self.string(item, f"{what} entry")
+            self.checked(item, check, value)
+            values.append(value)
+        self.unique(node, values, what)
+        return values
+
+    def unique(self, node: yaml.Node, values: list[str], what: str) -> None:
+        seen: set[str] = set()
+        for item, value in zip(node.value, values, strict=True):
+            if value in seen:
+                self.fail(item, f"{what} lists {value!r} twice")
+            seen.add(value)
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _STR:
+            kind = "a YAML " + _kind(node)
+            self.fail(node, f"{what} must be text, not {kind} (quote it)")
+        value: str = node.value
+        return value
+
+    def checked(self, node: yaml.Node, check: Callable[[str], _T], value: str) -> _T:
+        try:
+            return check(value)
+        except ValueError as exc:
+            self.fail(node, str(exc))
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    tag = str(node.tag).rsplit(":", 1)[-1]
+    return {"null": "null", "bool": "boolean", "int": "number", "float": "number"}.get(tag, tag)

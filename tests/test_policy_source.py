@@ -1,0 +1,266 @@
+"""The YAML policy source: the DESIGN.md section 8 shape, and errors that name path/line/rule."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from edge_agent.errors import PolicyError
+from edge_agent.policy.compiler import compile_policy
+from edge_agent.policy.source import (
+    MAX_POLICY_SOURCE_BYTES,
+    load_policy_source,
+    parse_duration,
+)
+from edge_agent.protocol import dcbor
+
+DESIGN_EXAMPLE = """\
+target: {region: eu-1, groups: [line-a], profiles: [generic-x86_64]}
+ttl: 24h
+max_offline: 1h
+groups:
+  sensors: [svc:camera, svc:thermo]
+workloads:
+  svc:camera: ["exe:/opt/camera/bin/capture", "uid:1001"]
+rules:
+  - id: camera-exec
+    effect: allow
+    subjects: [svc:camera, group:sensors]
+    actions: [exec]
+    resources: ["/opt/camera/bin/*"]
+    when:
+      context: {zone: [plant-a, plant-b]}
+      time_utc: "06:00-22:00"
+  - id: no-shells
+    effect: deny
+    subjects: ["*"]
+    actions: [exec]
+    resources: ["/bin/sh", "/usr/bin/*sh"]
+"""
+
+MINIMAL_HEAD = "target: {region: eu-1}\nrules:\n"
+
+
+def _error(text: str) -> PolicyError:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_source(textwrap.dedent(text), "fleet.yaml")
+    return caught.value
+
+
+def test_design_example_loads_into_target_ttl_and_payload() -> None:
+    source = load_policy_source(DESIGN_EXAMPLE, "fleet.yaml")
+    assert source.target == {
+        "region": "eu-1",
+        "groups": ["line-a"],
+        "profiles": ["generic-x86_64"],
+        "devices": [],
+    }
+    assert source.ttl_seconds == 86_400
+    assert source.max_offline_seconds == 3_600
+    assert source.policy["format"] == 1
+    assert source.policy["groups"] == {"sensors": ["svc:camera", "svc:thermo"]}
+    rules = source.policy["rules"]
+    assert isinstance(rules, list)
+    assert [rule["id"] for rule in rules] == ["camera-exec", "no-shells"]
+    assert rules[0]["when"] == {
+        "context": {"zone": ["plant-a", "plant-b"]},
+        "time_utc": "06:00-22:00",
+    }
+
+
+def test_payload_round_trips_through_deterministic_cbor_and_compiles() -> None:
+    source = load_policy_source(DESIGN_EXAMPLE)
+    encoded = dcbor.encode(source.policy)
+    decoded = dcbor.decode(encoded, max_bytes=len(encoded))
+    assert decoded == source.policy
+    assert compile_policy(decoded).rule_count == 2
+
+
+def test_ttl_and_max_offline_are_optional() -> None:
+    source = load_policy_source(MINIMAL_HEAD + "  []\n")
+    assert (source.ttl_seconds, source.max_offline_seconds) == (None, None)
+    assert source.policy["rules"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("15m", 900), ("24h", 86_400), ("7d", 604_800)]
+)
+def test_parse_duration_accepts_one_number_and_one_unit(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "10", "1.5h", "-1h", "1h30m", " 1h", "1w", "1H"])
+def test_parse_duration_refuses_other_shapes(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+RULE_A = """\
+  - id: a
+    effect: allow
+    subjects: ["*"]
+    actions: [read]
+    resources: [/x]
+"""
+
+# (name, source text, line, rule, fragment of the message)
+SOURCE_ERRORS = [
+    ("duplicate rule id", MINIMAL_HEAD + RULE_A + RULE_A, 8, "a", "duplicate rule id"),
+    (
+        "unknown top-level key",
+        "target: {region: eu-1}\nrulez: []\nrules: []\n",
+        2,
+        None,
+        "unknown key 'rulez'",
+    ),
+    ("unknown rule key", MINIMAL_HEAD + RULE_A + "    priority: high\n", 8, "a", "'priority'"),
+    (
+        "unknown when key",
+        MINIMAL_HEAD + RULE_A + "    when: {weekday: [mon]}\n",
+        8,
+        "a",
+        "unknown key 'weekday'",
+    ),
+    (
+        "bad time window",
+        MINIMAL_HEAD + RULE_A + '    when: {time_utc: "6-22"}\n',
+        8,
+        "a",
+        "time window",
+    ),
+    (
+        "empty time window",
+        MINIMAL_HEAD + RULE_A + '    when: {time_utc: "06:00-06:00"}\n',
+        8,
+        "a",
+        "same minute",
+    ),
+    (
+        "hour 24",
+        MINIMAL_HEAD + RULE_A + '    when: {time_utc: "22:00-24:00"}\n',
+        8,
+        "a",
+        "time window",
+    ),
+    ("bad duration", "target: {region: eu-1}\nttl: 1 day\nrules: []\n", 2, None, "duration"),
+    ("numeric duration", "target: {region: eu-1}\nttl: 30\nrules: []\n", 2, None, "number"),
+    ("bad effect", MINIMAL_HEAD + RULE_A.replace("allow", "permit"), 4, "a", "effect 'permit'"),
+    ("missing region", "target: {groups: [x]}\nrules: []\n", 1, None, "missing 'region'"),
+    ("missing target", "rules: []\n", 1, None, "missing 'target'"),
+    ("missing rules", "target: {region: eu-1}\n", 1, None, "missing 'rules'"),
+    ("empty subjects", MINIMAL_HEAD + RULE_A.replace('["*"]', "[]"), 5, "a", "must not be empty"),
+    ("missing effect", MINIMAL_HEAD + RULE_A.replace("    effect: allow\n", ""), 3, "a", "effect"),
+    ("missing id", MINIMAL_HEAD + RULE_A.replace("  - id: a\n    e", "  - e"), 3, None, "'id'"),
+    (
+        "undefined group",
+        MINIMAL_HEAD + RULE_A.replace('["*"]', "[group:nope]"),
+        5,
+        "a",
+        "not defined",
+    ),
+    (
+        "globstar inside a segment",
+        MINIMAL_HEAD + RULE_A.replace("[/x]", '["/a/b**"]'),
+        7,
+        "a",
+        "whole segment",
+    ),
+    ("glob in action", MINIMAL_HEAD + RULE_A.replace("[read]", '["re*"]'), 6, "a", "exact"),
+    ("boolean action", MINIMAL_HEAD + RULE_A.replace("[read]", "[yes]"), 6, "a", "boolean"),
+    (
+        "duplicate key",
+        "target: {region: eu-1}\ntarget: {region: eu-2}\nrules: []\n",
+        2,
+        None,
+        "duplicate key 'target'",
+    ),
+    (
+        "alias",
+        "target: &t {region: eu-1}\nrules: []\n",
+        1,
+        None,
+        "anchors",
+    ),
+    ("explicit tag", "target: {region: !!str eu-1}\nrules: []\n", 1, None, "tags"),
+    ("bad region", "target: {region: eu/1}\nrules: []\n", 1, None, "region 'eu/1'"),
+    (
+        "bad selector",
+        "target: {region: eu-1}\nworkloads:\n  svc:x: [uid:root]\nrules: []\n",
+        3,
+        None,
+        "malformed uid",
+    ),
+    (
+        "workload id that is a selector",
+        "target: {region: eu-1}\nworkloads:\n  uid:1: [uid:2]\nrules: []\n",
+        3,
+        None,
+        "selector",
+    ),
+    ("not yaml", "target: [unclosed\n", 2, None, "not valid YAML"),
+    ("empty source", "", 1, None, "empty"),
+    ("rules not a list", "target: {region: eu-1}\nrules: {}\n", 2, None, "must be a list"),
+    (
+        "empty when",
+        MINIMAL_HEAD + RULE_A + "    when: {}\n",
+        8,
+        "a",
+        "'when' is empty",
+    ),
+    (
+        "missing context value list",
+        MINIMAL_HEAD + RULE_A + "    when: {context: {zone: plant-a}}\n",
+        8,
+        "a",
+        "must be a list",
+    ),
+    (
+        "duplicate resource",
+        MINIMAL_HEAD + RULE_A.replace("[/x]", "[/x, /x]"),
+        7,
+        "a",
+        "twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "rule", "fragment"),
+    [case[1:] for case in SOURCE_ERRORS],
+    ids=[case[0] for case in SOURCE_ERRORS],
+)
+def test_source_errors_name_path_line_and_rule(
+    text: str, line: int, rule: str | None, fragment: str
+) -> None:
+    error = _error(text)
+    assert error.path == "fleet.yaml"
+    assert error.line == line
+    assert error.rule == rule
+    assert fragment in str(error)
+    assert str(error).startswith(f"fleet.yaml:{line}: ")
+
+
+def test_alias_bomb_is_refused_before_expansion() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    error = _error(bomb)
+    assert error.line == 1
+
+
+def test_deep_nesting_is_refused() -> None:
+    error = _error("target: " + "[" * 100 + "]" * 100 + "\nrules: []\n")
+    assert "nests deeper" in str(error)
+
+
+def test_oversize_source_is_refused_before_parsing() -> None:
+    error = _error("#" * (MAX_POLICY_SOURCE_BYTES + 1))
+    assert "byte limit" in str(error)
+    assert error.line is None
+
+
+def test_unquoted_sexagesimal_context_value_is_refused_not_read_as_a_number() -> None:
+    error = _error(MINIMAL_HEAD + RULE_A + "    when: {context: {shift: [6:00]}}\n")
+    assert "quote it" in str(error)
