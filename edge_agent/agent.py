@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.device_key import load_or_create_device_key
 from edge_agent.errors import BundleError, EdgeGovError, StateError
+from edge_agent.lineage.entries import Kind
+from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor
-from edge_agent.trust.gate import Decision, GateCheck, check_report, decide
+from edge_agent.trust.gate import Decision, GateCheck, check_report, decide, lineage_unavailable
 from edge_agent.trust.state import TrustState, with_bundle, with_root
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
@@ -66,12 +69,17 @@ def init_state_dir(
 class LocalAgent:
     """An opened state directory and the trust state verified from it."""
 
-    def __init__(self, store: StateStore, state: TrustState) -> None:
+    def __init__(
+        self, store: StateStore, state: TrustState, lineage: LineageLog | None = None
+    ) -> None:
         self.store = store
         self.state = state
+        self.lineage = lineage
+        self.last_seq: int | None = None
+        """Lineage seq of the last decision this agent returned (``None``: not logged)."""
 
     @classmethod
-    def open(cls, state_dir: Path) -> LocalAgent:
+    def open(cls, state_dir: Path, lineage: LineageConfig | None = None) -> LocalAgent:
         """Open ``state_dir`` and re-verify the root chain and the active bundle.
 
         A root chain that fails verification is an error (nothing can be trusted); an active
@@ -91,7 +99,11 @@ class LocalAgent:
         if stored.active_bundle is not None:
             try:
                 bundle = verify_bundle(
-                    stored.active_bundle, root=root, device=stored.identity, installed=None, now=None
+                    stored.active_bundle,
+                    root=root,
+                    device=stored.identity,
+                    installed=None,
+                    now=None,
                 )
                 state = TrustState(stored.identity, root, bundle, state.floor)
             except BundleError as exc:
@@ -103,9 +115,12 @@ class LocalAgent:
                     state.floor,
                     fault=f"the installed bundle failed verification: {exc}",
                 )
-        return cls(store, state)
+        log = LineageLog.open(state_dir, stored.identity.device_id, config=lineage)
+        return cls(store, state, log)
 
     def close(self) -> None:
+        if self.lineage is not None:
+            self.lineage.close(int(time.time()))
         self.store.close()
 
     def __enter__(self) -> LocalAgent:
@@ -135,6 +150,7 @@ class LocalAgent:
             )
         except BundleError as exc:
             logger.warning("bundle rejected: code=%s %s", exc.code, exc)
+            self._transition(Kind.BUNDLE_REJECTED, wall, False, exc.code, str(exc))
             raise
         if bundle.unchanged:
             logger.info("bundle version %d already installed; no change", bundle.version)
@@ -154,6 +170,15 @@ class LocalAgent:
             bundle.digest.hex(),
             bundle.expires_at,
         )
+        self._transition(
+            Kind.BUNDLE_INSTALLED,
+            wall,
+            True,
+            "bundle_installed",
+            f"bundle version {bundle.version} installed",
+            bundle.digest,
+            bundle.version,
+        )
         return InstallResult(bundle, unchanged=False)
 
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
@@ -171,11 +196,40 @@ class LocalAgent:
         )
         self.state = new_state
         logger.info("trust root rotated to version %d", root.version)
+        self._transition(
+            Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
+        )
         return root
 
     def decide(self, request: Request, wall: int) -> Decision:
-        """Decide ``request`` under the current trust state at wall-clock time ``wall``."""
-        return decide(self.state, request, wall)
+        """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
+        is returned, or it is replaced by a deny with ``lineage_unavailable``."""
+        decision = decide(self.state, request, wall)
+        if self.lineage is None:
+            return lineage_unavailable(decision, "the lineage is not open")
+        decision, self.last_seq = self.lineage.record_decision(decision)
+        return decision
+
+    def _transition(
+        self,
+        kind: Kind,
+        wall: int,
+        applied: bool,
+        reason: str,
+        detail: str,
+        digest: bytes | None = None,
+        version: int | None = None,
+    ) -> None:
+        if self.lineage is not None:
+            self.lineage.record_transition(
+                kind,
+                time=wall,
+                applied=applied,
+                reason=reason,
+                detail=detail,
+                bundle_digest=digest,
+                bundle_version=version,
+            )
 
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, wall)

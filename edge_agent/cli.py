@@ -25,6 +25,7 @@ from edge_agent._internal.cli_support import (
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import ConfigError, EdgeGovError, StateError
+from edge_agent.lineage import cli as lineage_cli
 from edge_agent.policy.engine import Request
 from edge_agent.protocol._schema import check_name
 from edge_agent.protocol.bundle import DeviceIdentity
@@ -66,9 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="agent state directory (default: $EDGE_AGENT_STATE_DIR or %(default)s)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="edgegov edge agent", parents=[common]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="edgegov edge agent", parents=[common])
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -108,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pubkey = commands.add_parser("pubkey", parents=[common], help="print the device public key")
     pubkey.set_defaults(handler=_cmd_pubkey)
+    lineage_cli.register(commands, common)
     return parser
 
 
@@ -194,9 +194,7 @@ def _print_decision(decision: Decision, as_json: bool) -> None:
         )
         return
     verdict = "ALLOW" if decision.allowed else "DENY"
-    bundle = (
-        f"bundle v{decision.bundle_version} sha256:{digest[:16]}" if digest else "no bundle"
-    )
+    bundle = f"bundle v{decision.bundle_version} sha256:{digest[:16]}" if digest else "no bundle"
     print(f"{verdict} {decision.reason} rule={decision.rule_id or '-'} {bundle}")
     print(f"  {decision.message}")
 
@@ -206,6 +204,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir) as agent:
         state = agent.state
         checks = agent.checks(now)
+        lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"
     bundle = state.bundle
     report: dict[str, object] = {
         "device": {
@@ -227,7 +226,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "rules": bundle.policy.rule_count,
         },
         "time": {"now": now, "trusted_floor": state.floor.seconds},
-        "gate": "open" if all(c.passed for c in checks) else "closed",
+        "gate": "open" if all(c.passed for c in checks) and lineage is None else "closed",
+        "lineage": {"available": lineage is None, "problem": lineage},
         "checks": [
             {"check": c.name, "passed": c.passed, "reason": c.reason, "message": c.message}
             for c in checks
@@ -236,19 +236,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, sort_keys=True))
         return 0
-    print(f"device   {state.device.device_id} (region {state.device.region}, "
-          f"groups {', '.join(state.device.groups) or '-'}, profile {state.device.profile})")
-    print(f"root     version {state.root.version}, expires in "
-          f"{format_duration(state.root.expires_at - now)}")
+    print(
+        f"device   {state.device.device_id} (region {state.device.region}, "
+        f"groups {', '.join(state.device.groups) or '-'}, profile {state.device.profile})"
+    )
+    print(
+        f"root     version {state.root.version}, expires in "
+        f"{format_duration(state.root.expires_at - now)}"
+    )
     if bundle is None:
         print("bundle   none installed")
     else:
         signers = ", ".join(sorted(k.hex()[:16] for k in bundle.signer_ids))
-        print(f"bundle   version {bundle.version} sha256:{bundle.digest.hex()[:16]}, "
-              f"{bundle.policy.rule_count} rules, signed by {signers}")
+        print(
+            f"bundle   version {bundle.version} sha256:{bundle.digest.hex()[:16]}, "
+            f"{bundle.policy.rule_count} rules, signed by {signers}"
+        )
         left = bundle.expires_at - now
         print(f"expires  {'in ' if left > 0 else ''}{format_duration(left)}")
     print(f"gate     {report['gate'].upper()}")  # type: ignore[union-attr]
+    if lineage is not None:
+        print(f"  [FAIL] lineage  lineage_unavailable: {lineage}")
     for check in checks:
         mark = "ok  " if check.passed else "FAIL"
         detail = "" if check.passed else f"  {check.reason}: {check.message}"

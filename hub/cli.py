@@ -25,6 +25,7 @@ from edge_agent._internal.cli_support import (
 from edge_agent.errors import ConfigError, EdgeGovError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import HUB_ROLES, Role
+from hub import lineage
 from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import (
     DEFAULT_ROOT_TTL_S,
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--ttl", type=_duration, default=DEFAULT_ROOT_TTL_S)
     rotate.set_defaults(handler=_cmd_root_rotate)
+    lineage.register(commands, common)
     return parser
 
 

@@ -179,9 +179,7 @@ ACCEPTED = [
     ),
     Accept(
         "a lying kid is not counted, an honest one beside it is",
-        lambda: raw_sign(
-            [good_signature(KEY_A, kid=KEY_B.public.key_id), good_signature(KEY_B)]
-        ),
+        lambda: raw_sign([good_signature(KEY_A, kid=KEY_B.public.key_id), good_signature(KEY_B)]),
         ids(KEY_B),
     ),
     Accept(
@@ -239,10 +237,18 @@ GOOD1_HEADERS = {ALG: ALG_ED25519, CTY: CTYPE}
 ALTERED = "does not trust, or the signed bytes were altered"
 
 REFUSED = [
-    Refuse("a kid naming no trusted key", verify1, lambda: cose.sign1(
-        PAYLOAD, key=KEY_A, content_type=CTYPE, external_aad=AAD, kid=b"?"), ALTERED),
-    Refuse("a kid naming another trusted key (lying kid)", verify,
-           lambda: raw_sign([good_signature(KEY_A, kid=KEY_B.public.key_id)]), ALTERED),
+    Refuse(
+        "a kid naming no trusted key",
+        verify1,
+        lambda: cose.sign1(PAYLOAD, key=KEY_A, content_type=CTYPE, external_aad=AAD, kid=b"?"),
+        ALTERED,
+    ),
+    Refuse(
+        "a kid naming another trusted key (lying kid)",
+        verify,
+        lambda: raw_sign([good_signature(KEY_A, kid=KEY_B.public.key_id)]),
+        ALTERED,
+    ),
     Refuse("flipped payload byte", verify1, lambda: flip(SIGNED1, len(SIGNED1) - 70), ALTERED),
     Refuse("flipped signature byte", verify1, lambda: flip(SIGNED1, len(SIGNED1) - 1), ALTERED),
     Refuse("flipped protected header byte", verify1, lambda: flip(SIGNED1, 5), "protected header"),

@@ -1,0 +1,158 @@
+"""Verification of the stored lineage: chain, tree, checkpoint signatures and consistency.
+
+Two depths: :func:`verify_store` from the log's base (``log verify``), and ``tail=True`` from
+the last signed checkpoint only (start-up, bounded by the checkpoint interval). Both stream
+the entries, so memory stays O(log n). Every failure is a :class:`LineageError` naming the
+first bad seq when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.errors import LineageError
+from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry, entry_hash
+from edge_agent.lineage.store import LineageStore, StoredCheckpoint
+from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
+from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.merkle import consistency_proof, verify_consistency
+
+__all__ = ["VerifyReport", "verify_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What a successful verification covered."""
+
+    base: int
+    start: int
+    size: int
+    checkpoints: int
+    last_checkpoint: int | None
+    unsigned_tail: int
+
+
+def verify_store(
+    store: LineageStore, public_key: PublicKey, origin: str, *, tail: bool = False
+) -> VerifyReport:
+    """Verify the stored log from its base (or, with ``tail``, from the last checkpoint).
+
+    Steps: 1. verify every checkpoint's signature and origin, and a consistency proof from
+    stored nodes between each two successive ones; 2. load the frontier at the starting point
+    and check it against the checkpoint there; 3. stream the entries: seq continuity,
+    canonical encoding, prev links, the filter columns stored beside each entry; 4. at every
+    checkpoint size the recomputed root must be the signed one; 5. the end matches the
+    recorded size, last hash and stored frontier.
+
+    Raises:
+        LineageError: the first failure, with the seq at fault when there is one.
+    """
+    tip = store.tip()
+    checkpoints = _verified_checkpoints(store, public_key, origin, tip.base, tip.size)
+    start_cp = checkpoints[-1] if tail and checkpoints else None
+    start = start_cp.size if start_cp else tip.base
+    frontier = store.frontier(start)
+    if start_cp is not None and frontier.root() != start_cp.root:
+        raise LineageError(
+            f"the stored tree at size {start} does not match the signed checkpoint", seq=start - 1
+        )
+    verifier = ChainVerifier(frontier, _prev_at(store, start, tip.base, tip.base_prev))
+    pending = [cp for cp in checkpoints if cp.size > start]
+    for seq, data, columns in store.iter_rows(start):
+        if seq >= tip.size:
+            raise LineageError(f"entry beyond the recorded log size {tip.size}", seq=seq)
+        entry, _ = verifier.feed(seq, data)
+        _check_columns(columns, entry)
+        while pending and pending[0].size == verifier.size:
+            if verifier.frontier.root() != pending.pop(0).root:
+                raise LineageError(
+                    f"the entries up to here do not give the root signed at size {verifier.size}",
+                    seq=seq,
+                )
+    if verifier.size != tip.size:
+        raise LineageError(
+            f"the log ends at entry {verifier.size - 1} but records {tip.size} entries",
+            seq=verifier.size,
+        )
+    if pending:
+        raise LineageError(
+            f"a checkpoint signs size {pending[0].size} but the log has {tip.size} entries",
+            seq=tip.size,
+        )
+    if verifier.prev is not None and tip.size > start and verifier.prev != tip.prev:
+        raise LineageError("the recorded last entry hash is not the last entry's", seq=tip.size - 1)
+    if store.frontier(tip.size) != verifier.frontier:
+        raise LineageError("the stored tree nodes do not match the entries", seq=tip.size - 1)
+    last = checkpoints[-1].size if checkpoints else None
+    return VerifyReport(
+        tip.base, start, tip.size, len(checkpoints), last, tip.size - (last or tip.base)
+    )
+
+
+def _verified_checkpoints(
+    store: LineageStore, public_key: PublicKey, origin: str, base: int, size: int
+) -> list[Checkpoint]:
+    verified: list[Checkpoint] = []
+    for stored in store.checkpoints(base):
+        checkpoint = _open(stored, public_key, origin)
+        if checkpoint.size > size:
+            raise LineageError(
+                f"a checkpoint signs size {checkpoint.size} but the log has {size} entries",
+                seq=size,
+            )
+        if verified:
+            previous = verified[-1]
+            proof = consistency_proof(previous.size, checkpoint.size, store.get_node)
+            try:
+                verify_consistency(
+                    previous.size, checkpoint.size, previous.root, checkpoint.root, proof
+                )
+            except LineageError as exc:
+                raise LineageError(
+                    f"checkpoints at sizes {previous.size} and {checkpoint.size} are not "
+                    f"consistent: {exc}",
+                    seq=previous.size,
+                ) from exc
+        verified.append(checkpoint)
+    return verified
+
+
+def _open(stored: StoredCheckpoint, public_key: PublicKey, origin: str) -> Checkpoint:
+    try:
+        checkpoint = verify_checkpoint(stored.note, public_key, origin)
+    except LineageError as exc:
+        raise LineageError(f"checkpoint at size {stored.size}: {exc}", seq=stored.size) from exc
+    if checkpoint.size != stored.size:
+        raise LineageError(
+            f"checkpoint stored at size {stored.size} signs size {checkpoint.size}",
+            seq=stored.size,
+        )
+    return checkpoint
+
+
+def _prev_at(store: LineageStore, start: int, base: int, base_prev: bytes | None) -> bytes | None:
+    if start == 0:
+        return GENESIS_PREV
+    if start == base:
+        return base_prev
+    for seq, data, _ in store.iter_rows(start - 1, limit=1):
+        if seq == start - 1:
+            digest = entry_hash(data)
+            if digest != store.get_node(0, seq):
+                raise LineageError("entry is not the leaf the signed tree holds", seq=seq)
+            return digest
+    raise LineageError("the entry before the last checkpoint is missing", seq=start - 1)
+
+
+def _check_columns(columns: tuple[object, ...] | None, entry: Entry) -> None:
+    request = entry.request
+    expected = (
+        entry.time,
+        str(entry.kind),
+        int(entry.allowed),
+        entry.reason,
+        request.subject if request else None,
+        request.action if request else None,
+    )
+    if columns != expected:
+        raise LineageError("the columns stored beside the entry do not match it", seq=entry.seq)

@@ -1,0 +1,383 @@
+"""``edge-agent log ...``: show, verify, prove, export, replay, prune, acknowledge-break.
+
+Exit codes as the rest of the CLI: 0 success, 1 the log does not verify or diverges, 2 bad
+arguments. ``show`` streams rows page by page, newest last, in an 80-column table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from edge_agent._internal.cli_support import wall_clock
+from edge_agent.errors import ConfigError, LineageError
+from edge_agent.lineage.entries import Entry, decode_entry
+from edge_agent.lineage.exported import ExportHeader, encode_header
+from edge_agent.lineage.log import LineageLog
+from edge_agent.lineage.replay import replay
+from edge_agent.protocol.checkpoint import verify_checkpoint
+from edge_agent.protocol.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from edge_agent.trust.gate import Reason
+
+__all__ = ["read_export", "register"]
+
+MAX_EXPORT_ENTRY_BYTES = 1024 * 1024 + 16
+_DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``log`` and its subcommands to the ``edge-agent`` parser."""
+    log = commands.add_parser("log", help="the execution lineage").add_subparsers(
+        dest="log_command", required=True, metavar="COMMAND"
+    )
+    show = log.add_parser("show", parents=[common], help="list entries, newest last")
+    show.add_argument("--since", type=_time_arg)
+    show.add_argument("--until", type=_time_arg)
+    show.add_argument("--decision", choices=["allow", "deny"])
+    show.add_argument("--subject")
+    show.add_argument("--action")
+    show.add_argument("--reason", type=_reason_arg)
+    show.add_argument("--limit", type=_positive, default=50)
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
+    show.set_defaults(handler=_cmd_show)
+
+    verify = log.add_parser("verify", parents=[common], help="verify chain, tree, checkpoints")
+    verify.set_defaults(handler=_cmd_verify)
+
+    prove = log.add_parser("prove", parents=[common], help="inclusion proof of one entry")
+    prove.add_argument("seq", type=_nonnegative)
+    prove.set_defaults(handler=_cmd_prove)
+
+    export = log.add_parser("export", parents=[common], help="write the log for offline checks")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--since", type=_time_arg)
+    export.add_argument("--format", choices=["cbor", "jsonl"], default="cbor")
+    export.set_defaults(handler=_cmd_export)
+
+    replay_cmd = log.add_parser("replay", parents=[common], help="re-decide logged requests")
+    replay_cmd.add_argument("--since", type=_time_arg)
+    replay_cmd.set_defaults(handler=_cmd_replay)
+
+    prune = log.add_parser("prune", parents=[common], help="drop entries before a checkpoint")
+    prune.add_argument("--before", type=_nonnegative, required=True, metavar="SEQ")
+    prune.set_defaults(handler=_cmd_prune)
+
+    ack = log.add_parser("acknowledge-break", parents=[common], help="start a new segment")
+    ack.add_argument("--note", default="", help="why, for the record")
+    ack.set_defaults(handler=_cmd_ack)
+
+
+def _time_arg(text: str) -> int:
+    match = _DURATION.fullmatch(text)
+    if match:
+        return wall_clock() - int(match[1]) * _UNITS[match[2]]
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration like 2h/30m/7d nor an ISO time like "
+            "2026-01-31T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp())
+
+
+def _reason_arg(text: str) -> str:
+    known = [str(r) for r in Reason]
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown reason code {text!r}; one of {', '.join(known)}")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _nonnegative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _open(args: argparse.Namespace, verify_tail: bool = False) -> LineageLog:
+    from edge_agent.store import StateStore
+
+    store = StateStore.open(args.state_dir)
+    try:
+        identity = store.load().identity
+    finally:
+        store.close()
+    log = LineageLog.open(args.state_dir, identity.device_id, verify_tail=verify_tail)
+    if log.store is None:
+        raise LineageError(log.fault or "the lineage cannot be opened")
+    return log
+
+
+def _filters(args: argparse.Namespace) -> tuple[str, list[object]]:
+    clauses, params = [], list[object]()
+    for column, value in (
+        ("subject", args.subject),
+        ("action", args.action),
+        ("reason", args.reason),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if args.decision is not None:
+        clauses.append("kind = 'decision' AND allowed = ?")
+        params.append(int(args.decision == "allow"))
+    if args.since is not None:
+        clauses.append("time >= ?")
+        params.append(args.since)
+    if args.until is not None:
+        clauses.append("time <= ?")
+        params.append(args.until)
+    return " AND ".join(clauses), params
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    log = _open(args)
+    assert log.store is not None
+    where, params = _filters(args)
+    # Newest last: the page of the newest ``limit`` matches is read newest first, then
+    # printed in order; only ``limit`` rows are ever held.
+    rows = list(log.store.iter_rows(0, where, params, args.limit, descending=True))
+    if not args.json:
+        print(
+            f"{'SEQ':>7} {'TIME (UTC)':<16} {'DEC':<5} {'REASON':<16} {'SUBJECT/ACTION':<16} "
+            "RESOURCE/RULE"
+        )
+    for seq, data, _ in reversed(rows):
+        entry = decode_entry(data, seq)
+        print(json.dumps(_entry_json(entry), sort_keys=True) if args.json else _row(entry))
+    log.store.close()
+    return 0
+
+
+def _row(entry: Entry) -> str:
+    when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    verdict = ("allow" if entry.allowed else "deny") if entry.request else "trust"
+    request = entry.request
+    who = f"{request.subject} {request.action}" if request else str(entry.kind)
+    what = f"{request.resource} {entry.rule or '-'}" if request else entry.detail
+    return (
+        f"{entry.seq:>7} {when:<16} {verdict:<5} {entry.reason[:16]:<16} {who[:16]:<16} {what[:15]}"
+    )
+
+
+def _entry_json(entry: Entry) -> dict[str, object]:
+    request = entry.request
+    return {
+        "seq": entry.seq,
+        "time": entry.time,
+        "kind": str(entry.kind),
+        "decision": "allow" if entry.allowed else "deny",
+        "reason": entry.reason,
+        "rule": entry.rule,
+        "detail": entry.detail,
+        "bundle_digest": entry.bundle_digest.hex() if entry.bundle_digest else None,
+        "bundle_version": entry.bundle_version,
+        "prev": entry.prev.hex(),
+        "request": None
+        if request is None
+        else {
+            "subject": request.subject,
+            "action": request.action,
+            "resource": request.resource,
+            "context": dict(request.context),
+            "selectors": list(request.selectors),
+        },
+    }
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    log = _open(args)
+    report = log.verify()
+    print(
+        f"lineage OK: entries {report.base}..{report.size - 1}, {report.checkpoints} signed "
+        f"checkpoints (last at size {report.last_checkpoint}), "
+        f"{report.unsigned_tail} entries after the last checkpoint"
+    )
+    assert log.store is not None
+    if log.store.get_meta("break") is not None:
+        print(f"unacknowledged lineage break: {log.store.get_meta('break')}")
+        return 1
+    log.store.close()
+    return 0
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    log = _open(args)
+    store = log.store
+    assert store is not None and log.key is not None
+    checkpoint = store.latest_checkpoint()
+    if checkpoint is None or checkpoint.size <= args.seq:
+        log.checkpoint(wall_clock())
+        checkpoint = store.latest_checkpoint()
+    assert checkpoint is not None
+    if args.seq < store.tip().base or args.seq >= checkpoint.size:
+        raise ConfigError(f"entry {args.seq} is not in the log")
+    data = next(d for s, d, _ in store.iter_rows(args.seq, limit=1) if s == args.seq)
+    proof = inclusion_proof(args.seq, checkpoint.size, store.get_node)
+    signed = verify_checkpoint(checkpoint.note, log.key.public, log.origin)
+    verify_inclusion(leaf_hash(data), args.seq, checkpoint.size, proof, signed.root)
+    print(
+        json.dumps(
+            {
+                "seq": args.seq,
+                "entry": base64.b64encode(data).decode(),
+                "entry_json": _entry_json(decode_entry(data, args.seq)),
+                "tree_size": checkpoint.size,
+                "proof": [base64.b64encode(h).decode() for h in proof],
+                "checkpoint": checkpoint.note,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    log = _open(args)
+    store = log.store
+    assert store is not None
+    log.checkpoint(wall_clock())
+    tip = store.tip()
+    start = tip.base
+    if args.since is not None:
+        first = next(store.iter_rows(tip.base, "time >= ?", [args.since], 1), None)
+        start = first[0] if first else tip.size
+    prev = None
+    if start > tip.base:
+        prev = leaf_hash(next(d for _, d, _ in store.iter_rows(start - 1, limit=1)))
+    elif start == tip.base:
+        prev = tip.base_prev
+    notes = tuple(c.note for c in store.checkpoints(start) if c.size <= tip.size)
+    header = ExportHeader(log.origin, start, prev, store.frontier(start).hashes, tip.size, notes)
+    with args.out.open("wb") as out:
+        if args.format == "cbor":
+            out.write(_bstr(encode_header(header)))
+        else:
+            out.write(
+                json.dumps(
+                    {
+                        "origin": log.origin,
+                        "start": start,
+                        "size": tip.size,
+                        "checkpoints": list(notes),
+                    }
+                ).encode()
+                + b"\n"
+            )
+        for seq, data, _ in store.iter_rows(start):
+            if seq >= tip.size:
+                break
+            if args.format == "cbor":
+                out.write(_bstr(data))
+            else:
+                item = _entry_json(decode_entry(data, seq)) | {"cbor": data.hex()}
+                out.write(json.dumps(item, sort_keys=True).encode() + b"\n")
+    print(f"exported entries {start}..{tip.size - 1} to {args.out}")
+    return 0
+
+
+def _bstr(data: bytes) -> bytes:
+    size = len(data)
+    if size < 24:
+        return bytes([0x40 | size]) + data
+    if size < 0x100:
+        return bytes([0x58, size]) + data
+    if size < 0x10000:
+        return b"\x59" + struct.pack(">H", size) + data
+    return b"\x5a" + struct.pack(">I", size) + data
+
+
+def read_export(handle: BinaryIO, max_header: int) -> tuple[bytes, Iterator[bytes]]:
+    """Frame an export file: the header bytes, then an iterator over entry bytes.
+
+    Raises:
+        LineageError: not a sequence of CBOR byte strings, or an item over its size limit.
+    """
+    header = _read_bstr(handle, max_header, "export header")
+    if header is None:
+        raise LineageError("the export is empty")
+
+    def entries() -> Iterator[bytes]:
+        while (item := _read_bstr(handle, MAX_EXPORT_ENTRY_BYTES, "export entry")) is not None:
+            yield item
+
+    return header, entries()
+
+
+def _read_bstr(handle: BinaryIO, limit: int, what: str) -> bytes | None:
+    first = handle.read(1)
+    if not first:
+        return None
+    major, info = first[0] >> 5, first[0] & 0x1F
+    if major != 2 or info > 26:
+        raise LineageError(f"{what} is not a CBOR byte string: not an edgegov lineage export")
+    if info < 24:
+        size = info
+    else:
+        width = {24: 1, 25: 2, 26: 4}[info]
+        raw = handle.read(width)
+        if len(raw) != width:
+            raise LineageError(f"{what} is truncated")
+        size = int.from_bytes(raw, "big")
+    if size > limit:
+        raise LineageError(f"{what} is {size} bytes, over the {limit}-byte limit")
+    data = handle.read(size)
+    if len(data) != size:
+        raise LineageError(f"{what} is truncated")
+    return data
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    log = _open(args)
+    assert log.store is not None
+    report = replay(args.state_dir, log.store, args.since)
+    for divergence in report.divergences[:100]:
+        print(f"DIVERGED seq {divergence.seq}: {divergence.why}")
+    print(
+        f"replayed {report.replayed} decisions, skipped {report.skipped}, "
+        f"{len(report.divergences)} divergent"
+    )
+    return 1 if report.divergences else 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    log = _open(args)
+    store = log.store
+    assert store is not None
+    checkpoint = store.latest_checkpoint(args.before)
+    if checkpoint is None or checkpoint.size <= store.tip().base:
+        print(f"nothing to prune: no signed checkpoint between the base and entry {args.before}")
+        return 0
+    prev = leaf_hash(next(d for _, d, _ in store.iter_rows(checkpoint.size - 1, limit=1)))
+    store.rebase(checkpoint.size, prev, drop_below=True)
+    print(
+        f"pruned entries before {checkpoint.size} (the signed checkpoint at or below "
+        f"{args.before}); the log verifies from there"
+    )
+    return 0
+
+
+def _cmd_ack(args: argparse.Namespace) -> int:
+    log = _open(args)
+    seq = log.acknowledge_break(wall_clock(), args.note)
+    print(f"lineage break acknowledged; new segment starts at entry {seq}")
+    log.close(wall_clock())
+    return 0

@@ -1,0 +1,116 @@
+"""Replay: re-decide logged requests with the bundle each was decided under (by digest).
+
+Entries whose outcome depended on state a bundle does not hold (no bundle, clock, revocation,
+internal errors) are skipped; all others must come out with the same verdict, reason and rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import BundleError, EdgeGovError
+from edge_agent.lineage.entries import Kind, decode_entry
+from edge_agent.lineage.store import LineageStore
+from edge_agent.protocol.bundle import VerifiedBundle, verify_bundle
+from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
+from edge_agent.store import StateStore
+from edge_agent.trust.clock import TimeFloor
+from edge_agent.trust.gate import decide
+from edge_agent.trust.state import TrustState
+
+__all__ = ["Divergence", "ReplayReport", "replay"]
+
+_NOT_REPLAYABLE = frozenset(
+    {
+        "no_bundle",
+        "clock_untrusted",
+        "revoked",
+        "internal_error",
+        "lineage_unavailable",
+        "attestation_stale",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    seq: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    replayed: int
+    skipped: int
+    divergences: tuple[Divergence, ...]
+
+
+def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayReport:
+    """Re-decide every decision entry (from time ``since``) and report divergences.
+
+    Raises:
+        LineageError: the log cannot be read or an entry is malformed.
+        StateError: the trust state cannot be read.
+    """
+    state_store = StateStore.open(state_dir)
+    try:
+        stored = state_store.load()
+        roots = _roots(stored.roots)
+        bundles: dict[bytes, VerifiedBundle | str] = {}
+        replayed = skipped = 0
+        divergences: list[Divergence] = []
+        where, params = (
+            ("kind = 'decision'", [])
+            if since is None
+            else ("kind = 'decision' AND time >= ?", [since])
+        )
+        for seq, data, _ in lineage.iter_rows(0, where, params):
+            entry = decode_entry(data, seq)
+            if entry.kind is not Kind.DECISION or entry.request is None:
+                continue
+            if entry.reason in _NOT_REPLAYABLE or entry.bundle_digest is None:
+                skipped += 1
+                continue
+            digest = entry.bundle_digest
+            if digest not in bundles:
+                bundles[digest] = _bundle(state_store, digest, roots, stored.identity)
+            bundle = bundles[digest]
+            replayed += 1
+            if isinstance(bundle, str):
+                divergences.append(Divergence(seq, bundle))
+                continue
+            state = TrustState(stored.identity, roots[-1], bundle, TimeFloor(0))
+            again = decide(state, entry.request, entry.time)
+            logged = (entry.allowed, entry.reason, entry.rule)
+            now = (again.allowed, str(again.reason), again.rule_id)
+            if logged != now:
+                divergences.append(Divergence(seq, f"logged {logged}, replayed {now}"))
+        return ReplayReport(replayed, skipped, tuple(divergences))
+    finally:
+        state_store.close()
+
+
+def _roots(raw: tuple[bytes, ...]) -> list[TrustRoot]:
+    roots = [verify_trusted_root(raw[0], now=None)]
+    for data in raw[1:]:
+        roots.append(verify_root_update(roots[-1], data, now=None))
+    return roots
+
+
+def _bundle(
+    store: StateStore, digest: bytes, roots: list[TrustRoot], device: object
+) -> VerifiedBundle | str:
+    data = store.bundle_by_digest(digest)
+    if data is None:
+        return f"bundle sha256:{digest.hex()[:16]} is no longer stored"
+    if hashlib.sha256(data).digest() != digest:
+        return f"the bundle stored under sha256:{digest.hex()[:16]} is not the one logged"
+    error: EdgeGovError | None = None
+    for root in reversed(roots):
+        try:
+            return verify_bundle(data, root=root, device=device, installed=None, now=None)  # type: ignore[arg-type]
+        except BundleError as exc:
+            error = exc
+    return f"bundle sha256:{digest.hex()[:16]} does not verify: {error}"

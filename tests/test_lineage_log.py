@@ -1,0 +1,335 @@
+"""The lineage log: durable decisions, tamper and fork detection, fail closed, replay, crash."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.cli import main as agent_main
+from edge_agent.errors import LineageError
+from edge_agent.lineage.log import LineageLog
+from edge_agent.lineage.store import LINEAGE_DB
+from edge_agent.policy.engine import Request
+from edge_agent.trust.gate import Reason
+from hub.cli import main as hub_main
+from tests.factory import DEVICE, NOW, HubSim
+
+ALLOWED = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+DENIED = Request("svc:x", "exec", "/bin/sh")
+
+
+@pytest.fixture
+def sim() -> HubSim:
+    return HubSim()
+
+
+@pytest.fixture
+def state(tmp_path: Path, sim: HubSim) -> Path:
+    state_dir = tmp_path / "state"
+    init_state_dir(state_dir, DEVICE, sim.root_bytes(), NOW)
+    with LocalAgent.open(state_dir) as agent:
+        agent.install_bundle(sim.bundle(1), NOW)
+        for i in range(40):
+            agent.decide(ALLOWED if i % 3 else DENIED, NOW + i)
+    return state_dir
+
+
+def _verify(state_dir: Path) -> LineageError | None:
+    with LocalAgent.open(state_dir) as agent:
+        assert agent.lineage is not None
+        try:
+            agent.lineage.verify()
+        except LineageError as exc:
+            return exc
+    return None
+
+
+def _sql(state_dir: Path, statement: str, *params: object) -> None:
+    db = sqlite3.connect(state_dir / LINEAGE_DB)
+    db.execute(statement, params)
+    db.commit()
+    db.close()
+
+
+def test_an_untouched_log_verifies_and_every_decision_is_an_entry(state: Path) -> None:
+    assert _verify(state) is None
+    db = sqlite3.connect(state / LINEAGE_DB)
+    assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 41
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq"),
+    [
+        ("UPDATE entries SET data = data || x'00' WHERE seq = 17", 17),
+        ("DELETE FROM entries WHERE seq = 12", 12),
+        ("UPDATE entries SET reason = 'policy_denied' WHERE seq = 3", 3),
+        (
+            "INSERT INTO entries SELECT 41, time, kind, allowed, reason, subject, action, data "
+            "FROM entries WHERE seq = 40",
+            41,
+        ),
+    ],
+    ids=["edit", "delete", "edit-column", "insert"],
+)
+def test_log_verify_names_the_first_tampered_entry(state: Path, tamper: str, bad_seq: int) -> None:
+    _sql(state, tamper)
+    error = _verify(state)
+    assert error is not None and error.seq == bad_seq
+
+
+def test_reordered_rows_are_detected_at_the_first_swapped_seq(state: Path) -> None:
+    db = sqlite3.connect(state / LINEAGE_DB)
+    a = db.execute("SELECT data FROM entries WHERE seq = 5").fetchone()[0]
+    b = db.execute("SELECT data FROM entries WHERE seq = 6").fetchone()[0]
+    db.execute("UPDATE entries SET data = ? WHERE seq = 5", (b,))
+    db.execute("UPDATE entries SET data = ? WHERE seq = 6", (a,))
+    db.commit()
+    db.close()
+    error = _verify(state)
+    assert error is not None and error.seq == 5
+
+
+def test_truncated_log_is_detected(state: Path) -> None:
+    _sql(state, "DELETE FROM entries WHERE seq >= 30")
+    error = _verify(state)
+    assert error is not None and error.seq == 30
+
+
+def test_a_break_at_startup_denies_until_acknowledged(state: Path) -> None:
+    _sql(state, "UPDATE entries SET data = data || x'00' WHERE seq = 40")
+    with LocalAgent.open(state) as agent:
+        decision = agent.decide(ALLOWED, NOW + 100)
+        assert decision.reason is Reason.LINEAGE_UNAVAILABLE
+    assert agent_main(["log", "acknowledge-break", "--state-dir", str(state)]) == 0
+    with LocalAgent.open(state) as agent:
+        assert agent.decide(ALLOWED, NOW + 101).allowed
+        assert agent.lineage is not None
+        agent.lineage.verify()
+
+
+def test_forged_checkpoint_signature_is_detected(state: Path) -> None:
+    db = sqlite3.connect(state / LINEAGE_DB)
+    size, note = db.execute("SELECT size, note FROM checkpoints ORDER BY size LIMIT 1").fetchone()
+    text, sig = note.rsplit(" ", 1)
+    forged = text + " " + sig[:-6] + ("AAAAA=" if not sig.endswith("AAAAA=") else "BBBBB=")
+    db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (forged, size))
+    db.commit()
+    db.close()
+    error = _verify(state)
+    assert error is not None and error.seq == size
+
+
+def _export(state_dir: Path, out: Path) -> None:
+    assert agent_main(["log", "export", "--state-dir", str(state_dir), "--out", str(out)]) == 0
+
+
+def test_hub_detects_a_fork_from_a_state_dir_restored_from_an_old_copy(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(state, copy)
+    for directory, request in ((state, ALLOWED), (copy, DENIED)):
+        with LocalAgent.open(directory) as agent:
+            for i in range(5):
+                agent.decide(request, NOW + 500 + i)
+    _export(state, tmp_path / "a.cbor")
+    _export(copy, tmp_path / "b.cbor")
+    assert agent_main(["pubkey", "--state-dir", str(state)]) == 0
+    (tmp_path / "pub.pem").write_text(capsys.readouterr().out)
+    base = [
+        "lineage",
+        "verify",
+        str(tmp_path / "a.cbor"),
+        "--device-key",
+        str(tmp_path / "pub.pem"),
+    ]
+    assert hub_main(base) == 0
+    assert hub_main([*base, "--checkpoint", str(tmp_path / "b.cbor")]) == 1
+    assert "FORK" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content", [os.urandom(300), b"", b"\x58\xff" + b"x" * 10], ids=["random", "empty", "truncated"]
+)
+def test_hub_verify_refuses_garbage_without_a_traceback(
+    tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "pub.pem"
+    from edge_agent.protocol.keys import PrivateKey
+
+    key.write_text(PrivateKey.generate().public.to_pem())
+    (tmp_path / "x").write_bytes(content)
+    assert hub_main(["lineage", "verify", str(tmp_path / "x"), "--device-key", str(key)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err
+
+
+def test_hub_verify_refuses_a_foreign_devices_export(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.protocol.keys import PrivateKey
+
+    _export(state, tmp_path / "a.cbor")
+    key = tmp_path / "other.pem"
+    key.write_text(PrivateKey.generate().public.to_pem())
+    assert hub_main(["lineage", "verify", str(tmp_path / "a.cbor"), "--device-key", str(key)]) == 1
+    assert "signature" in capsys.readouterr().err
+
+
+def test_full_disk_denies_lineage_unavailable_and_recovers(state: Path) -> None:
+    with LocalAgent.open(state) as agent:
+        assert agent.lineage is not None and agent.lineage.store is not None
+        store = agent.lineage.store
+        pages = sqlite3.connect(state / LINEAGE_DB).execute("PRAGMA page_count").fetchone()[0]
+        store.set_page_limit(pages)
+        big = Request("svc:camera", "exec", "/opt/camera/bin/" + "x" * 3000)
+        for i in range(30):
+            if agent.decide(big, NOW + 200 + i).reason is Reason.LINEAGE_UNAVAILABLE:
+                break
+        else:
+            pytest.fail("a full database never denied")
+        assert agent.lineage.status() is not None
+        agent.lineage.store.set_page_limit(1_000_000)
+        assert agent.decide(ALLOWED, NOW + 300).allowed
+        assert agent.lineage.status() is None
+    assert _verify(state) is None
+
+
+def test_read_only_database_denies_lineage_unavailable_and_recovers(state: Path) -> None:
+    path = state / LINEAGE_DB
+    path.chmod(0o444)
+    with LocalAgent.open(state) as agent:
+        assert agent.decide(ALLOWED, NOW + 200).reason is Reason.LINEAGE_UNAVAILABLE
+        path.chmod(0o600)
+        assert agent.decide(ALLOWED, NOW + 201).allowed
+
+
+def test_a_lock_held_past_the_bound_denies(state: Path) -> None:
+    from edge_agent.lineage.log import LineageConfig
+
+    blocker = sqlite3.connect(state / LINEAGE_DB, isolation_level=None)
+    with LocalAgent.open(state, LineageConfig(busy_timeout_s=0.1)) as agent:
+        blocker.execute("BEGIN IMMEDIATE")
+        assert agent.decide(ALLOWED, NOW + 200).reason is Reason.LINEAGE_UNAVAILABLE
+        blocker.execute("ROLLBACK")
+        assert agent.decide(ALLOWED, NOW + 201).allowed
+    blocker.close()
+
+
+def test_replay_across_two_bundles_has_no_divergence_and_a_swapped_bundle_diverges(
+    tmp_path: Path, sim: HubSim, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = tmp_path / "state"
+    init_state_dir(state_dir, DEVICE, sim.root_bytes(), NOW)
+    rng = random.Random(7)
+    requests = [
+        ALLOWED,
+        DENIED,
+        Request("svc:thermo", "read", "/data/x", (("zone", "plant-a"),)),
+        Request("svc:thermo", "read", "/data/x"),
+    ]
+    with LocalAgent.open(state_dir) as agent:
+        for version in (1, 2):
+            agent.install_bundle(sim.bundle(version), NOW + version)
+            for i in range(1500):
+                agent.decide(rng.choice(requests), NOW + 10 + i)
+    assert agent_main(["log", "replay", "--state-dir", str(state_dir)]) == 0
+    assert "0 divergent" in capsys.readouterr().out
+    db = sqlite3.connect(state_dir / "state.db")
+    digests = [r[0] for r in db.execute("SELECT digest FROM bundles ORDER BY version")]
+    db.execute("UPDATE bundles SET data = ? WHERE digest = ?", (sim.bundle(3), digests[0]))
+    db.commit()
+    db.close()
+    assert agent_main(["log", "replay", "--state-dir", str(state_dir)]) == 1
+    assert "1500 divergent" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--since", "yesterday"], ["--until", "2h5"], ["--reason", "nope"], ["--limit", "0"]],
+)
+def test_log_show_bad_filters_exit_2(state: Path, arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        agent_main(["log", "show", "--state-dir", str(state), *arguments])
+    assert exit_info.value.code == 2
+
+
+def test_log_show_filters_and_prove(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        agent_main(["log", "show", "--state-dir", str(state), "--decision", "deny", "--limit", "3"])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(len(line) <= 80 for line in lines)
+    assert all("deny" in line for line in lines[1:])
+    assert agent_main(["log", "prove", "--state-dir", str(state), "7"]) == 0
+
+
+def test_prune_keeps_the_log_verifiable(state: Path) -> None:
+    assert agent_main(["log", "prune", "--state-dir", str(state), "--before", "30"]) == 0
+    assert _verify(state) is None
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from edge_agent.agent import LocalAgent
+from edge_agent.policy.engine import Request
+agent = LocalAgent.open(Path({state!r}))
+request = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+print("ready", flush=True)
+while True:
+    decision = agent.decide(request, {now})
+    if decision.allowed:
+        print(agent.last_seq, flush=True)
+"""
+
+
+def _crash_rounds(state: Path, rounds: int) -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    script = CHILD.format(root=root, state=str(state), now=NOW + 1000)
+    rng = random.Random(11)
+    for _ in range(rounds):
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate()
+        allowed = [int(line) for line in out.split()]
+        assert _verify(state) is None
+        db = sqlite3.connect(state / LINEAGE_DB)
+        stored = {r[0] for r in db.execute("SELECT seq FROM entries WHERE allowed = 1")}
+        db.close()
+        assert set(allowed) <= stored
+
+
+def test_sigkill_never_loses_a_returned_allow_quick(state: Path) -> None:
+    _crash_rounds(state, 20)
+
+
+@pytest.mark.slow
+def test_sigkill_never_loses_a_returned_allow_soak(state: Path) -> None:
+    _crash_rounds(state, 200)
+
+
+def test_lineage_log_open_never_raises_on_a_damaged_file(tmp_path: Path, state: Path) -> None:
+    (state / LINEAGE_DB).write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (state / (LINEAGE_DB + suffix)).unlink(missing_ok=True)
+    log = LineageLog.open(state, DEVICE.device_id)
+    assert log.fault is not None
+    with LocalAgent.open(state) as agent:
+        assert agent.decide(ALLOWED, NOW).reason is Reason.LINEAGE_UNAVAILABLE
