@@ -89,8 +89,10 @@ class Bucket:
         (self.deny if deny else self.allow).append(rule_index)
 
     def freeze(self) -> None:
-        self.allow = sorted(set(self.allow))
-        self.deny = sorted(set(self.deny))
+        if len(self.allow) > 1:
+            self.allow = sorted(set(self.allow))
+        if len(self.deny) > 1:
+            self.deny = sorted(set(self.deny))
 
 
 _DSTAR = 0

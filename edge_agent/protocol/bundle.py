@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from edge_agent.errors import BundleError, EnvelopeError, PolicyError
 from edge_agent.policy.compiler import CompiledPolicy, compile_policy
 from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol._gc import paused_gc
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
@@ -134,6 +135,18 @@ def verify_bundle(
             ``bundle_target``, ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``,
             ``bundle_policy``).
     """
+    with paused_gc():
+        return _verify_bundle(data, root=root, device=device, installed=installed, now=now)
+
+
+def _verify_bundle(
+    data: bytes,
+    *,
+    root: TrustRoot,
+    device: DeviceIdentity,
+    installed: InstalledRef | None,
+    now: int | None,
+) -> VerifiedBundle:
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(
             f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"

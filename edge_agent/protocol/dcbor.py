@@ -15,7 +15,7 @@ This module does not know what the values mean; schemas live next to each object
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NoReturn, TypeAlias
 
 import cbor2
@@ -37,49 +37,75 @@ def encode(value: object) -> bytes:
     """Encode ``value`` as deterministic CBOR.
 
     Raises:
-        ValueError: the value holds a type or integer that edgegov never encodes.
+        ValueError: the value holds a type, integer, nesting or map that edgegov never encodes.
     """
-    return cbor2.dumps(_canonical(value, 0))
+    _walk(value, "value", ValueError)
+    return cbor2.dumps(value, canonical=True)
 
 
 def encode_tagged(tag: int, value: object) -> bytes:
     """Encode ``value`` under one CBOR tag (as COSE messages are: tag 18 or 98)."""
-    return cbor2.dumps(cbor2.CBORTag(tag, _canonical(value, 0)))
+    _walk(value, "value", ValueError)
+    return cbor2.dumps(cbor2.CBORTag(tag, value), canonical=True)
 
 
-def _canonical(value: object, depth: int) -> object:
-    if depth > MAX_CBOR_DEPTH:
-        raise ValueError("value nests deeper than MAX_CBOR_DEPTH")
-    if isinstance(value, bool) or value is None or isinstance(value, str | bytes):
-        return value
-    if isinstance(value, int):
-        if not MIN_INT <= value <= MAX_INT:
-            raise ValueError(f"integer {value} is outside the 64-bit range")
-        return value
-    if isinstance(value, list | tuple):
-        return [_canonical(item, depth + 1) for item in value]
-    if isinstance(value, dict):
-        _check_key_types(value.keys(), ValueError)
-        items = [(cbor2.dumps(_canonical(k, depth + 1)), k, v) for k, v in value.items()]
-        items.sort(key=lambda item: item[0])
-        return {k: _canonical(v, depth + 1) for _, k, v in items}
-    raise ValueError(f"type {type(value).__name__} is not encodable as edgegov CBOR")
+def _walk(root: object, what: str, error: type[Exception]) -> None:
+    """Check every item of ``root``: allowed types, 64-bit integers, depth, item count, and
+    map keys of one CBOR major type (unsigned, negative, text or bytes).
+
+    With one major type per map, cbor2's canonical key order (shorter encoding first, then
+    bytewise) equals RFC 8949 section 4.2.1's bytewise order of the encoded keys, so
+    ``cbor2.dumps(canonical=True)`` produces the deterministic encoding.
+    """
+    stack: list[tuple[object, int]] = [(root, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CBOR_ITEMS:
+            raise error(f"{what} holds more than {MAX_CBOR_ITEMS} CBOR items")
+        if depth > MAX_CBOR_DEPTH:
+            raise error(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
+        kind = type(value)
+        if kind is str or kind is bytes or kind is bool or value is None:
+            continue
+        if kind is int:
+            if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
+                raise error(f"{what} holds an integer outside the 64-bit range")
+            continue
+        if kind is list or kind is tuple:
+            stack.extend((item, depth + 1) for item in value)  # type: ignore[attr-defined]
+            continue
+        if kind is dict:
+            count += len(value)  # type: ignore[arg-type]
+            _check_keys(value, what, error)  # type: ignore[arg-type]
+            stack.extend((item, depth + 1) for item in value.values())  # type: ignore[attr-defined]
+            continue
+        if isinstance(value, float):
+            raise error(f"{what} holds a floating-point number")
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            raise error(f"{what} holds a {kind.__name__}; encode plain str or int values")
+        raise error(f"{what} holds a forbidden CBOR item ({kind.__name__})")
 
 
-def _check_key_types(keys: Iterable[object], error: type[Exception]) -> None:
-    kinds = {_key_kind(k, error) for k in keys}
-    if len(kinds) > 1:
-        raise error("a map mixes key types")
-
-
-def _key_kind(key: object, error: type[Exception]) -> str:
-    if isinstance(key, bool) or not isinstance(key, int | str | bytes):
-        raise error(f"map key of type {type(key).__name__} is not allowed")
-    return type(key).__name__
-
-
-def _refuse_tag(decoder: object, tag: object) -> object:
-    raise EnvelopeError("CBOR tags are not allowed here")
+def _check_keys(value: dict[object, object], what: str, error: type[Exception]) -> None:
+    major: str | None = None
+    for key in value:
+        kind = type(key)
+        if kind is int:
+            if not MIN_INT <= key <= MAX_INT:  # type: ignore[operator]
+                raise error(f"{what} holds an integer outside the 64-bit range")
+            this = "uint" if key >= 0 else "nint"  # type: ignore[operator]
+        elif kind is str:
+            this = "text"
+        elif kind is bytes:
+            this = "bytes"
+        else:
+            raise error(f"{what} has a map key of type {kind.__name__}, which is not allowed")
+        if major is None:
+            major = this
+        elif this != major:
+            raise error(f"{what} has a map that mixes key types")
 
 
 def decode(data: bytes, *, max_bytes: int, what: str = "object") -> CborValue:
@@ -131,8 +157,9 @@ def _loads(data: bytes, *, max_bytes: int, what: str, allow_top_tag: int | None)
         inner = _thaw(value.value, 0, what)
     else:
         inner = value
-    _validate(inner, 0, [0], what)
-    reencoded = encode_tagged(allow_top_tag, inner) if allow_top_tag is not None else encode(inner)
+    _walk(inner, what, EnvelopeError)
+    top = cbor2.CBORTag(allow_top_tag, inner) if allow_top_tag is not None else inner
+    reencoded = cbor2.dumps(top, canonical=True)
     if reencoded != data:
         raise EnvelopeError(f"{what} is not deterministically encoded CBOR")
     return inner
@@ -157,35 +184,6 @@ def _thaw(value: object, depth: int, what: str) -> object:
             thawed[key] = _thaw(item, depth + 1, what)
         return thawed
     return value
-
-
-def _validate(value: object, depth: int, count: list[int], what: str) -> None:
-    count[0] += 1
-    if count[0] > MAX_CBOR_ITEMS:
-        raise EnvelopeError(f"{what} holds more than {MAX_CBOR_ITEMS} CBOR items")
-    if depth > MAX_CBOR_DEPTH:
-        raise EnvelopeError(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
-    if isinstance(value, _SCALARS):
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and not (MIN_INT <= value <= MAX_INT)
-        ):
-            raise EnvelopeError(f"{what} holds an integer outside the 64-bit range")
-        return
-    if isinstance(value, list):
-        for item in value:
-            _validate(item, depth + 1, count, what)
-        return
-    if isinstance(value, dict):
-        _check_key_types(value.keys(), EnvelopeError)
-        for key, item in value.items():
-            _validate(key, depth + 1, count, what)
-            _validate(item, depth + 1, count, what)
-        return
-    if isinstance(value, float):
-        raise EnvelopeError(f"{what} holds a floating-point number")
-    raise EnvelopeError(f"{what} holds a forbidden CBOR item ({type(value).__name__})")
 
 
 def as_map(value: object, what: str) -> Mapping[object, object]:

@@ -1,0 +1,114 @@
+"""Deterministic CBOR: the encoder against an independent RFC 8949 4.2.1 reference, and the
+strict decoder on arbitrary bytes (a value or EnvelopeError, never anything else)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.errors import EnvelopeError
+from edge_agent.protocol import dcbor
+
+
+def _head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    for ai, fmt in ((24, ">B"), (25, ">H"), (26, ">I"), (27, ">Q")):
+        if n < 1 << (8 * struct.calcsize(fmt)):
+            return bytes([major << 5 | ai]) + struct.pack(fmt, n)
+    raise AssertionError(n)
+
+
+def reference(value: object) -> bytes:
+    """RFC 8949 section 4.2.1 core deterministic encoding, written from the RFC."""
+    if value is False:
+        return b"\xf4"
+    if value is True:
+        return b"\xf5"
+    if value is None:
+        return b"\xf6"
+    if isinstance(value, int):
+        return _head(0, value) if value >= 0 else _head(1, -1 - value)
+    if isinstance(value, bytes):
+        return _head(2, len(value)) + value
+    if isinstance(value, str):
+        raw = value.encode()
+        return _head(3, len(raw)) + raw
+    if isinstance(value, list):
+        return _head(4, len(value)) + b"".join(reference(v) for v in value)
+    assert isinstance(value, dict)
+    items = sorted((reference(k), reference(v)) for k, v in value.items())
+    return _head(5, len(items)) + b"".join(k + v for k, v in items)
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+)
+keys = st.one_of(
+    st.integers(0, 2**64 - 1),
+    st.integers(-(2**63), -1),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        keys.flatmap(lambda k: st.dictionaries(_same_kind(k), inner, max_size=6)),
+    ),
+    max_leaves=40,
+)
+
+
+def _same_kind(key: object) -> st.SearchStrategy[object]:
+    if isinstance(key, int):
+        return st.integers(0, 2**64 - 1) if key >= 0 else st.integers(-(2**63), -1)
+    return st.text(max_size=30) if isinstance(key, str) else st.binary(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_encoding_matches_the_rfc_reference_and_round_trips(value: object) -> None:
+    encoded = dcbor.encode(value)
+    assert encoded == reference(value)
+    assert dcbor.decode(encoded, max_bytes=1 << 20) == value
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_decoder_returns_a_value_or_raises_envelope_error(data: bytes) -> None:
+    try:
+        value = dcbor.decode(data, max_bytes=1 << 20)
+    except EnvelopeError:
+        return
+    assert dcbor.encode(value) == data
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: 1, -1: 2},
+        {"a": 1, b"a": 2},
+        {1: 1, "a": 2},
+        1.5,
+        [1.0],
+        2**64,
+        -(2**63) - 1,
+        {(1, 2): 3},
+    ],
+)
+def test_values_edgegov_never_encodes_are_refused(value: object) -> None:
+    with pytest.raises(ValueError):
+        dcbor.encode(value)
+
+
+def test_a_map_mixing_key_types_is_refused_when_decoding() -> None:
+    with pytest.raises(EnvelopeError, match="mixes key types"):
+        dcbor.decode(bytes.fromhex("a2010120 02"), max_bytes=64)
