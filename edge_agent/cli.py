@@ -254,7 +254,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         left = bundle.expires_at - now
         print(f"expires  {'in ' if left > 0 else ''}{format_duration(left)}")
-    print(f"gate     {report['gate'].upper()}")  # type: ignore[union-attr]
+    print(f"gate     {str(report['gate']).upper()}")
     if lineage is not None:
         print(f"  [FAIL] lineage  lineage_unavailable: {lineage}")
     for check in checks:

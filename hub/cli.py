@@ -23,6 +23,7 @@ from edge_agent._internal.cli_support import (
     write_atomic,
 )
 from edge_agent.errors import ConfigError, EdgeGovError
+from edge_agent.policy.source import load_policy_source, parse_duration
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import HUB_ROLES, Role
 from hub import lineage
@@ -57,8 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _duration(text: str) -> int:
-    from edge_agent.policy.source import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -135,8 +134,6 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
-    from edge_agent.policy.source import load_policy_source
-
     if args.keys is None and not args.key:
         raise ConfigError("give the signing keys: --keys DIR or --key FILE")
     root_path = args.root or (args.keys / ROOT_FILE if args.keys else None)
@@ -220,11 +217,13 @@ def _print_summary(summary: BundleSummary, now: int) -> None:
     print(f"rules     {len(rules)}")
     for rule in rules:
         print(
-            f"  {rule.get('effect', '?'):<5} {rule.get('id')}: "
-            f"{','.join(map(str, rule.get('subjects', [])))} "  # type: ignore[call-overload]
-            f"{','.join(map(str, rule.get('actions', [])))} "  # type: ignore[call-overload]
-            f"{','.join(map(str, rule.get('resources', [])))}"  # type: ignore[call-overload]
+            f"  {rule.get('effect', '?'):<5} {rule.get('id')}: {_joined(rule.get('subjects'))} "
+            f"{_joined(rule.get('actions'))} {_joined(rule.get('resources'))}"
         )
+
+
+def _joined(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else "?"
 
 
 def _cmd_root_rotate(args: argparse.Namespace) -> int:
