@@ -31,6 +31,25 @@ def run(*args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def build_bundle(
+    keys: Path, version: int, out: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Sign examples/policy.yaml as bundle ``version`` with ``edge-hub bundle build``."""
+    return run(
+        "edge-hub",
+        "bundle",
+        "build",
+        str(EXAMPLES / "policy.yaml"),
+        "--keys",
+        str(keys),
+        "--version",
+        str(version),
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
 def step(text: str) -> None:
     print(f"\n== {text}")
 
@@ -80,20 +99,7 @@ def story(work: Path) -> int:
 
     step("hub: compile and sign examples/policy.yaml as bundle version 1")
     bundle = work / "bundle-v1.cbor"
-    show(
-        run(
-            "edge-hub",
-            "bundle",
-            "build",
-            str(EXAMPLES / "policy.yaml"),
-            "--keys",
-            str(keys),
-            "--version",
-            "1",
-            "--out",
-            str(bundle),
-        )
-    )
+    show(build_bundle(keys, 1, bundle))
 
     step("devices: enrol three gateways with the pinned trust root")
     states = {}
@@ -135,18 +141,7 @@ def story(work: Path) -> int:
 
     step("an attacker flips one byte of a newer bundle: every device refuses it")
     v2 = work / "bundle-v2.cbor"
-    run(
-        "edge-hub",
-        "bundle",
-        "build",
-        str(EXAMPLES / "policy.yaml"),
-        "--keys",
-        str(keys),
-        "--version",
-        "2",
-        "--out",
-        str(v2),
-    )
+    build_bundle(keys, 2, v2)
     data = bytearray(v2.read_bytes())
     data[len(data) // 2] ^= 0x01
     tampered = work / "tampered.cbor"
@@ -159,20 +154,7 @@ def story(work: Path) -> int:
 
     step("hub: push a 3-second bundle (version 3); then the hub goes away")
     short = work / "bundle-v3.cbor"
-    run(
-        "edge-hub",
-        "bundle",
-        "build",
-        str(EXAMPLES / "policy.yaml"),
-        "--keys",
-        str(keys),
-        "--version",
-        "3",
-        "--ttl",
-        "3s",
-        "--out",
-        str(short),
-    )
+    build_bundle(keys, 3, short, "--ttl", "3s")
     show(run("edge-agent", "bundle", "install", str(short), "--state-dir", str(gw1)))
     decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
     print("   ... waiting 4 s for the TTL to pass")

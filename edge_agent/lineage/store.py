@@ -171,6 +171,29 @@ class LineageStore:
         """Forget the connection after a failed write; the next call reconnects."""
         self.close()
 
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back on any error,
+        the connection dropped after a failure so the next call starts clean.
+
+        Raises:
+            LineageError: the transaction failed (``what`` says which); nothing changed.
+        """
+        try:
+            with _translate(what):
+                db = self._connect()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+        except LineageError:
+            self._reset()
+            raise
+
     def get_node(self, level: int, index: int) -> bytes:
         """A stored perfect node (``merkle.NodeFetcher``).
 
@@ -229,26 +252,14 @@ class LineageStore:
             LineageError: the write failed (disk full, read-only, locked past the bound,
                 corrupted); nothing was written.
         """
-        try:
-            with _translate("cannot write the lineage"):
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    appended, frontier = self._append(db, drafts)
-                    if sign is not None and self._checkpoint_due(
-                        db, frontier.size, now, checkpoint_every, checkpoint_after_s
-                    ):
-                        self._insert_checkpoint(
-                            db, frontier.size, now, sign(frontier.size, frontier.root())
-                        )
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-        except LineageError:
-            self._reset()
-            raise
+        with self._write("cannot write the lineage") as db:
+            appended, frontier = self._append(db, drafts)
+            if sign is not None and self._checkpoint_due(
+                db, frontier.size, now, checkpoint_every, checkpoint_after_s
+            ):
+                self._insert_checkpoint(
+                    db, frontier.size, now, sign(frontier.size, frontier.root())
+                )
         self._frontier = frontier
         return appended
 
@@ -316,28 +327,14 @@ class LineageStore:
         Raises:
             LineageError: the write failed.
         """
-        try:
-            with _translate("cannot write a lineage checkpoint"):
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    size = self.tip().size
-                    exists = db.execute(
-                        "SELECT 1 FROM checkpoints WHERE size = ?", (size,)
-                    ).fetchone()
-                    stored = None
-                    if size > 0 and not exists:
-                        note = sign(size, Frontier.load(size, self.get_node).root())
-                        self._insert_checkpoint(db, size, now, note)
-                        stored = StoredCheckpoint(size, now, note)
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-        except LineageError:
-            self._reset()
-            raise
+        with self._write("cannot write a lineage checkpoint") as db:
+            size = self.tip().size
+            exists = db.execute("SELECT 1 FROM checkpoints WHERE size = ?", (size,)).fetchone()
+            stored = None
+            if size > 0 and not exists:
+                note = sign(size, Frontier.load(size, self.get_node).root())
+                self._insert_checkpoint(db, size, now, note)
+                stored = StoredCheckpoint(size, now, note)
         return stored
 
     def checkpoints(self, min_size: int = 0) -> list[StoredCheckpoint]:
@@ -445,29 +442,16 @@ class LineageStore:
             LineageError: the write failed; nothing changed.
         """
         keep = {(level, index) for level, index in _cover(base)}
-        try:
-            with _translate("cannot prune the lineage"):
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    if drop_below:
-                        db.execute("DELETE FROM entries WHERE seq < ?", (base,))
-                        db.execute("DELETE FROM checkpoints WHERE size < ?", (base,))
-                        for level in range(max(base.bit_length(), 1)):
-                            db.execute(
-                                "DELETE FROM nodes WHERE level = ? AND (idx + 1) * ? <= ? "
-                                "AND idx != ?",
-                                (level, 1 << level, base, _kept_index(keep, level)),
-                            )
-                    _set_meta(db, base=base, base_prev=base_prev)
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-        except LineageError:
-            self._reset()
-            raise
+        with self._write("cannot prune the lineage") as db:
+            if drop_below:
+                db.execute("DELETE FROM entries WHERE seq < ?", (base,))
+                db.execute("DELETE FROM checkpoints WHERE size < ?", (base,))
+                for level in range(max(base.bit_length(), 1)):
+                    db.execute(
+                        "DELETE FROM nodes WHERE level = ? AND (idx + 1) * ? <= ? AND idx != ?",
+                        (level, 1 << level, base, _kept_index(keep, level)),
+                    )
+            _set_meta(db, base=base, base_prev=base_prev)
 
     def get_meta(self, key: str) -> object:
         """A raw meta value (``None`` if absent).
@@ -485,20 +469,8 @@ class LineageStore:
         Raises:
             LineageError: the write failed.
         """
-        try:
-            with _translate("cannot write the lineage database"):
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    _set_meta(db, **values)
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-        except LineageError:
-            self._reset()
-            raise
+        with self._write("cannot write the lineage database") as db:
+            _set_meta(db, **values)
 
     def set_page_limit(self, pages: int) -> None:
         """Cap the file at ``pages`` pages (``PRAGMA max_page_count``): a full disk, on purpose.
