@@ -10,21 +10,30 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_agent.device_key import load_or_create_device_key
-from edge_agent.errors import BundleError, EdgeGovError, StateError
+from edge_agent.device_key import load_device_key, load_or_create_device_key
+from edge_agent.errors import BundleError, ClockError, EdgeGovError, RootError, StateError
 from edge_agent.lineage.entries import Kind
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
-from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
-from edge_agent.trust.clock import TimeFloor
+from edge_agent.trust.clock import TimeFloor, check_clock
 from edge_agent.trust.gate import Decision, GateCheck, check_report, decide, lineage_unavailable
-from edge_agent.trust.state import TrustState, with_bundle, with_root
+from edge_agent.trust.state import (
+    TrustState,
+    revocation_applies,
+    with_bundle,
+    with_freshness,
+    with_revocation,
+    with_root,
+)
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
 
@@ -38,9 +47,14 @@ class InstallResult:
 
 
 def init_state_dir(
-    state_dir: Path, identity: DeviceIdentity, root_bytes: bytes, wall: int
+    state_dir: Path,
+    identity: DeviceIdentity,
+    root_bytes: bytes,
+    wall: int,
+    settings: dict[str, str] | None = None,
 ) -> PublicKey:
-    """Enrol this device: pin ``root_bytes``, record ``identity``, create the device key.
+    """Enrol this device: pin ``root_bytes``, record ``identity`` and text ``settings``
+    (the broker options), create the device key.
 
     Returns the device's public key, for the hub to register.
 
@@ -55,7 +69,7 @@ def init_state_dir(
         raise StateError(f"cannot create the state directory {state_dir}: {exc}") from exc
     if not os.access(state_dir, os.W_OK):
         raise StateError(f"the state directory {state_dir} is not writable")
-    StateStore.create(state_dir, identity, root.raw, wall)
+    StateStore.create(state_dir, identity, root.raw, wall, settings or {})
     key = load_or_create_device_key(state_dir)
     logger.info(
         "device enrolled: device=%s region=%s root_version=%d",
@@ -70,11 +84,17 @@ class LocalAgent:
     """An opened state directory and the trust state verified from it."""
 
     def __init__(
-        self, store: StateStore, state: TrustState, lineage: LineageLog | None = None
+        self,
+        store: StateStore,
+        state: TrustState,
+        lineage: LineageLog | None = None,
+        device_key: PrivateKey | None = None,
     ) -> None:
         self.store = store
         self.state = state
         self.lineage = lineage
+        self._device_key = device_key
+        self._clock_trusted = True
         self.last_seq: int | None = None
         """Lineage seq of the last decision this agent returned (``None``: not logged)."""
 
@@ -115,8 +135,26 @@ class LocalAgent:
                     state.floor,
                     fault=f"the installed bundle failed verification: {exc}",
                 )
+        state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
+        state = _restore_freshness(state, stored.freshness)
+        try:
+            key = load_device_key(state_dir)
+        except EdgeGovError as exc:
+            store.close()
+            raise StateError(f"the device key in {state_dir} cannot be used: {exc}") from exc
         log = LineageLog.open(state_dir, stored.identity.device_id, config=lineage)
-        return cls(store, state, log)
+        return cls(store, state, log, key)
+
+    @property
+    def device_key(self) -> PrivateKey:
+        """The device's signing key (lineage batches, status).
+
+        Raises:
+            StateError: this agent was opened without one.
+        """
+        if self._device_key is None:
+            raise StateError("this agent has no device key loaded")
+        return self._device_key
 
     def close(self) -> None:
         if self.lineage is not None:
@@ -189,7 +227,12 @@ class LocalAgent:
             StateError: the new root could not be written.
         """
         now = max(wall, self.state.floor.seconds)
-        root = verify_root_update(self.state.root, data, now=now)
+        try:
+            root = verify_root_update(self.state.root, data, now=now)
+        except RootError as exc:
+            logger.warning("trust root rejected: code=%s %s", exc.code, exc)
+            self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
+            raise
         new_state = with_root(self.state, root)
         self.store.install_root(
             data=root.raw, version=root.version, time_floor=new_state.floor.seconds, now=wall
@@ -200,6 +243,106 @@ class LocalAgent:
             Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
         )
         return root
+
+    def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
+        """Verify a revocation and record it; return it when it changed what this device
+        decides, ``None`` when it was already applied, lifted, or for another device.
+
+        Raises:
+            RevocationError: not signed by a revoke-role threshold, or malformed.
+            StateError: it could not be recorded; nothing changed.
+        """
+        try:
+            revocation = verify_revocation(
+                data, root=self.state.root, region=self.state.device.region, last_epoch=0
+            )
+        except RevocationError as exc:
+            logger.warning("revocation rejected: %s", exc)
+            self._transition(Kind.REVOCATION_REJECTED, wall, False, exc.code, str(exc))
+            raise
+        applies = revocation_applies(self.state, revocation)
+        if not applies and revocation.epoch <= self.state.seen_epoch:
+            return None
+        new_state = with_revocation(self.state, revocation)
+        self.store.record_revocation(
+            data=data,
+            epoch=revocation.epoch,
+            applied=applies,
+            seen_epoch=new_state.seen_epoch,
+            time_floor=new_state.floor.seconds,
+            now=wall,
+        )
+        self.state = new_state
+        if not applies:
+            return None
+        logger.warning(
+            "revocation applied: epoch=%d %s %s reason=%r",
+            revocation.epoch,
+            revocation.kind,
+            revocation.value,
+            revocation.reason,
+        )
+        self._transition(
+            Kind.REVOCATION_APPLIED,
+            wall,
+            True,
+            "revoked",
+            f"revocation epoch {revocation.epoch}: {revocation.kind} {revocation.value} "
+            f"({revocation.reason or 'no reason given'})",
+        )
+        return revocation
+
+    def install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
+        """Verify a freshness token and apply it: signed time, kill epoch, ``max_offline``.
+
+        Only a token pinning the active bundle is persisted (so a restart keeps it); others
+        still advance the time floor.
+
+        Raises:
+            FreshnessError: not signed by a freshness key, malformed, or expired.
+            StateError: it could not be recorded; nothing changed.
+        """
+        now = max(wall, self.state.floor.seconds)
+        try:
+            token = verify_freshness(
+                data, root=self.state.root, region=self.state.device.region, now=now
+            )
+        except FreshnessError as exc:
+            logger.warning("freshness token rejected: %s", exc)
+            self._transition(Kind.FRESHNESS_REJECTED, wall, False, exc.code, str(exc))
+            raise
+        new_state = with_freshness(self.state, token)
+        pins_ours = new_state.fresh_time != self.state.fresh_time
+        if pins_ours or new_state.floor != self.state.floor:
+            self.store.record_freshness(
+                data=data if pins_ours else None, time_floor=new_state.floor.seconds
+            )
+        self.state = new_state
+        return token
+
+    def observe_clock(self, wall: int) -> bool:
+        """Check the wall clock against the trusted floor and log a change of verdict
+        (``clock_untrusted`` / ``clock_restored``); return whether it is trusted now."""
+        try:
+            check_clock(wall, self.state.floor)
+        except ClockError as exc:
+            if self._clock_trusted:
+                logger.error("clock untrusted: %s", exc)
+                self._transition(Kind.CLOCK_UNTRUSTED, wall, True, exc.code, str(exc))
+            self._clock_trusted = False
+            return False
+        if not self._clock_trusted:
+            logger.warning("clock trusted again: %d >= floor %d", wall, self.state.floor.seconds)
+            self._transition(
+                Kind.CLOCK_RESTORED,
+                wall,
+                True,
+                "clock_restored",
+                f"the clock ({wall}) is at or above the trusted floor "
+                f"({self.state.floor.seconds}) again",
+            )
+        self._clock_trusted = True
+        return True
 
     def decide(self, request: Request, wall: int) -> Decision:
         """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
@@ -233,6 +376,34 @@ class LocalAgent:
 
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, wall)
+
+
+def _restore_revocations(state: TrustState, stored: tuple[bytes, ...], seen: int) -> TrustState:
+    """Re-verify every stored revocation and re-apply those the active bundle has not lifted;
+    one that no longer verifies faults the state (an edited database must deny, not
+    silently drop a kill switch)."""
+    for data in stored:
+        try:
+            revocation = verify_revocation(
+                data, root=state.root, region=state.device.region, last_epoch=0
+            )
+        except RevocationError as exc:
+            return replace(state, fault=f"a stored revocation failed verification: {exc}")
+        state = with_revocation(state, revocation)
+    return replace(state, seen_epoch=max(seen, state.seen_epoch))
+
+
+def _restore_freshness(state: TrustState, stored: bytes | None) -> TrustState:
+    """Re-apply the stored freshness token, if it still verifies (expiry is not checked:
+    its hub time is what counts, and ``max_offline`` ages it)."""
+    if stored is None:
+        return state
+    try:
+        token = verify_freshness(stored, root=state.root, region=state.device.region, now=0)
+    except FreshnessError as exc:
+        logger.error("stored freshness token failed verification: %s", exc)
+        return state
+    return with_freshness(state, token)
 
 
 def _verify_root_chain(roots: tuple[bytes, ...]) -> TrustRoot:

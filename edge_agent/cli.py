@@ -30,6 +30,10 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol._schema import check_name
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
+from edge_agent.protocol.topics import check_topic_name
+from edge_agent.socket import cli as socket_cli
+from edge_agent.sync import cli as sync_cli
+from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Decision, Reason
 
 __all__ = ["main"]
@@ -77,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--region", required=True)
     init.add_argument("--group", action="append", default=[], help="a device group (repeat)")
     init.add_argument("--profile", required=True, help="firmware profile name")
+    init.add_argument("--broker", help="the hub's broker, mqtt://host:1883 or mqtts://host:8883")
+    init.add_argument("--broker-username", help="MQTT username (default: the device id)")
+    init.add_argument("--broker-password-file", help="file holding the MQTT password")
+    init.add_argument("--broker-ca", help="CA bundle (PEM) to verify an mqtts:// broker")
+    init.add_argument("--broker-cert", help="client certificate (PEM) for mqtts://")
+    init.add_argument("--broker-key", help="client certificate key (PEM) for mqtts://")
     init.set_defaults(handler=_cmd_init)
 
     bundle = commands.add_parser("bundle", help="policy bundles").add_subparsers(
@@ -108,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     pubkey = commands.add_parser("pubkey", parents=[common], help="print the device public key")
     pubkey.set_defaults(handler=_cmd_pubkey)
     lineage_cli.register(commands, common)
+    sync_cli.register(commands, common)
+    socket_cli.register(commands, common)
     return parser
 
 
@@ -118,13 +130,39 @@ def _cmd_init(args: argparse.Namespace) -> int:
         groups=tuple(_name(g, "--group") for g in args.group),
         profile=_name(args.profile, "--profile"),
     )
+    for value, option in [(identity.device_id, "--device-id"), (identity.region, "--region")] + [
+        (g, "--group") for g in identity.groups
+    ]:
+        try:
+            check_topic_name(value, option)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from exc
+    settings = _broker_settings(args)
     root = read_bounded(args.root, MAX_ROOT_BYTES, "trust root")
-    public = init_state_dir(args.state_dir, identity, root, wall_clock())
+    public = init_state_dir(args.state_dir, identity, root, wall_clock(), settings)
     print(f"enrolled {identity.device_id} in {args.state_dir}")
     print(f"device key id: {public.key_id.hex()}")
     print("register this public key with the hub ('edge-agent pubkey' prints it again):")
     print(public.to_pem(), end="")
     return 0
+
+
+def _broker_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The broker options given to ``init``, checked and keyed as ``run`` reads them."""
+    given = {
+        "url": args.broker,
+        "username": args.broker_username,
+        "password_file": args.broker_password_file,
+        "ca_file": args.broker_ca,
+        "cert_file": args.broker_cert,
+        "key_file": args.broker_key,
+    }
+    settings = {f"broker.{k}": v for k, v in given.items() if v is not None}
+    if settings and args.broker is None:
+        raise _UsageError("the --broker-* options need --broker URL")
+    if args.broker is not None:
+        BrokerSettings.from_url(args.broker)
+    return settings
 
 
 def _cmd_bundle_install(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "PolicyError",
     "RootError",
     "StateError",
+    "TransportError",
 ]
 
 
@@ -103,3 +104,10 @@ class LineageError(EdgeGovError):
         self.seq = seq
         prefix = f"entry {seq}: " if seq is not None else ""
         super().__init__(f"{prefix}{message}")
+
+
+class TransportError(EdgeGovError):
+    """The broker cannot be reached or dropped the connection. Never decides trust: the
+    agent keeps deciding from its installed bundle and reconnects."""
+
+    code = "transport_error"

@@ -2,9 +2,11 @@
 
 Holds the pinned trust roots (every version, so the chain can be re-verified), every bundle
 ever installed (by digest, so any logged decision can be replayed), which bundle is active,
-the device identity and the trusted-time floor. Every change is one transaction; only
-verified objects are written. The store does not verify anything itself: it hands bytes to
-the pure core and stores what the core accepted. sqlite3 errors stay in this module.
+the device identity, the trusted-time floor, every applied revocation, the newest freshness
+token pinning the active bundle, and the broker settings of ``edge-agent init``. Every
+change is one transaction; only verified objects are written. The store does not verify
+anything itself: it hands bytes to the pure core and stores what the core accepted.
+sqlite3 errors stay in this module.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ CREATE TABLE active (
     digest BLOB NOT NULL REFERENCES bundles (digest)
 );
 """
+_SYNC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revocations (
+    epoch INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    recorded_at INTEGER NOT NULL
+);
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,9 @@ class StoredState:
     roots: tuple[bytes, ...]
     active_bundle: bytes | None
     time_floor: int
+    revocations: tuple[bytes, ...] = ()
+    seen_epoch: int = 0
+    freshness: bytes | None = None
 
 
 class StateStore:
@@ -65,8 +77,16 @@ class StateStore:
         self._db = connection
 
     @classmethod
-    def create(cls, state_dir: Path, identity: DeviceIdentity, root: bytes, now: int) -> None:
-        """Create the database with ``identity`` and the pinned ``root``, all or nothing.
+    def create(
+        cls,
+        state_dir: Path,
+        identity: DeviceIdentity,
+        root: bytes,
+        now: int,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """Create the database with ``identity``, the pinned ``root`` and text ``settings``,
+        all or nothing.
 
         The database is built under a temporary name and renamed into place last, so an
         interrupted ``init`` leaves no half-made state behind.
@@ -94,6 +114,7 @@ class StateStore:
                             ("schema", SCHEMA_VERSION),
                             ("identity", _encode_identity(identity)),
                             ("time_floor", 0),
+                            *((f"setting:{k}", v) for k, v in (settings or {}).items()),
                         ],
                     )
                     db.execute(
@@ -127,6 +148,8 @@ class StateStore:
             db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             db.execute("PRAGMA foreign_keys = ON")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is not None and row[0] == SCHEMA_VERSION:
+                db.executescript(_SYNC_SCHEMA)
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the agent state database {path}: {exc}") from exc
         if row is None or row[0] != SCHEMA_VERSION:
@@ -150,17 +173,81 @@ class StateStore:
                 active = self._db.execute(
                     "SELECT b.data FROM active a JOIN bundles b ON b.digest = a.digest"
                 ).fetchone()
+                revocations = self._db.execute(
+                    "SELECT data FROM revocations ORDER BY epoch"
+                ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         floor = meta.get("time_floor")
-        if not isinstance(floor, int) or not roots:
+        seen_epoch = meta.get("seen_epoch", 0)
+        freshness = meta.get("freshness")
+        if (
+            not isinstance(floor, int)
+            or not isinstance(seen_epoch, int)
+            or not (freshness is None or isinstance(freshness, bytes))
+            or not roots
+        ):
             raise StateError(f"the agent state database {self.path} is damaged")
         return StoredState(
             identity=_decode_identity(meta.get("identity")),
             roots=tuple(_blob(r[0]) for r in roots),
             active_bundle=_blob(active[0]) if active else None,
             time_floor=floor,
+            revocations=tuple(_blob(r[0]) for r in revocations),
+            seen_epoch=seen_epoch,
+            freshness=freshness,
         )
+
+    def record_revocation(
+        self, *, data: bytes, epoch: int, applied: bool, seen_epoch: int, time_floor: int, now: int
+    ) -> None:
+        """Record a verified revocation (kept when ``applied``), its epoch and signed time.
+
+        Raises:
+            StateError: the write failed; nothing changed.
+        """
+        statements: list[tuple[str, tuple[object, ...]]] = [
+            *self._meta_update("seen_epoch", seen_epoch),
+            *self._floor_update(time_floor),
+        ]
+        if applied:
+            statements.append(
+                (
+                    "INSERT OR IGNORE INTO revocations (epoch, data, recorded_at) VALUES (?, ?, ?)",
+                    (epoch, data, now),
+                )
+            )
+        self._write(statements)
+
+    def record_freshness(self, *, data: bytes | None, time_floor: int) -> None:
+        """Keep ``data`` as the freshness token pinning the active bundle (when given) and
+        raise the time floor.
+
+        Raises:
+            StateError: the write failed; nothing changed.
+        """
+        statements = self._floor_update(time_floor)
+        if data is not None:
+            statements.extend(self._meta_update("freshness", data))
+        self._write(statements)
+
+    def get_setting(self, key: str) -> str | None:
+        """A text setting recorded by ``edge-agent init`` (for example the broker URL)."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
+        ).fetchone()
+        return row[0] if row and isinstance(row[0], str) else None
+
+    def set_settings(self, settings: dict[str, str]) -> None:
+        """Record text settings, all or nothing.
+
+        Raises:
+            StateError: the write failed; nothing changed.
+        """
+        statements = []
+        for key, value in settings.items():
+            statements.extend(self._meta_update(f"setting:{key}", value))
+        self._write(statements)
 
     def install_bundle(
         self, *, data: bytes, digest: bytes, version: int, time_floor: int, now: int
@@ -182,6 +269,7 @@ class StateStore:
                     "ON CONFLICT (slot) DO UPDATE SET digest = excluded.digest",
                     (digest,),
                 ),
+                ("DELETE FROM meta WHERE key = 'freshness'", ()),
                 *self._floor_update(time_floor),
             ]
         )
@@ -206,6 +294,16 @@ class StateStore:
         """The bytes of any bundle this device ever installed, by its SHA-256 digest."""
         row = self._db.execute("SELECT data FROM bundles WHERE digest = ?", (digest,)).fetchone()
         return _blob(row[0]) if row else None
+
+    @staticmethod
+    def _meta_update(key: str, value: object) -> list[tuple[str, tuple[object, ...]]]:
+        return [
+            (
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        ]
 
     @staticmethod
     def _floor_update(time_floor: int) -> list[tuple[str, tuple[object, ...]]]:

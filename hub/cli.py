@@ -1,7 +1,14 @@
-"""``edge-hub``: the hub operator's command line (keys, bundles, trust-root rotation).
+"""``edge-hub``: the hub operator's command line.
 
-Exit codes: 0 success, 1 refused (an object failed verification), 2 a usage or input error.
-Errors are one sentence on stderr; ``--verbose`` adds the traceback.
+Keys, bundles and trust-root rotation work on files; ``serve``, ``device``, ``bundle push``,
+``revoke``, ``fleet`` and ``lineage show`` work on a hub directory (``--hub-dir``, default
+``$EDGE_HUB_DIR`` or the current directory; see :mod:`hub.hubdir`). ``bundle push`` and
+``revoke`` record in the registry, then publish at once to the broker of the running
+``edge-hub serve`` (or ``--broker``); without one, ``serve`` publishes them when it starts.
+
+Exit codes: 0 success, 1 refused (an object failed verification, or the broker could not be
+reached), 2 a usage or input error. Errors are one sentence on stderr; ``--verbose`` adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from edge_agent.errors import ConfigError, EdgeGovError
 from edge_agent.policy.source import load_policy_source, parse_duration
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import HUB_ROLES, Role
-from hub import lineage
+from hub import fabric_cli, lineage
 from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import (
     DEFAULT_ROOT_TTL_S,
@@ -114,7 +121,18 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--ttl", type=_duration, default=DEFAULT_ROOT_TTL_S)
     rotate.set_defaults(handler=_cmd_root_rotate)
     lineage.register(commands, common)
+    fabric_cli.register(
+        commands, bundle, _subcommands(commands.choices["lineage"]), common, _duration
+    )
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """The sub-command action of ``parser`` (``lineage``'s is created in :mod:`hub.lineage`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise RuntimeError(f"{parser.prog} has no sub-commands")
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:

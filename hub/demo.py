@@ -1,23 +1,43 @@
-"""``make demo``: the offline story end to end, with the real command-line tools.
+"""``make demo``: the whole system on the embedded broker, as separate processes.
 
-A hub operator makes keys and signs a policy; three gateways enrol and install it; decisions
-are allowed and denied; a tampered bundle is refused; a short-TTL bundle expires into deny.
-Every step runs ``edge-hub`` / ``edge-agent`` as a user would, in a temporary directory.
+A hub (``edge-hub serve`` with its embedded amqtt broker) and three gateways
+(``edge-agent run``), each in its own process and temporary directory: a bundle is pushed
+and installed everywhere, decisions are allowed and denied, a forged bundle published
+straight to the broker is refused by every agent, one device is revoked and denies within
+a second, lineage is shipped and verified at the hub, and with the hub stopped a short-TTL
+bundle expires into deny. Every step runs the real command-line tools a user would.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from edge_agent.protocol import topics
+from edge_agent.protocol.bundle import bundle_payload, sign_bundle
+from edge_agent.protocol.bundle import BundleTarget
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.sync.mqtt import BrokerSettings, connect
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
-DEVICES = (("gw-001", "line-a"), ("gw-002", "line-a"), ("gw-003", "line-b"))
+DEVICES = (("gw-001", "line-a"), ("gw-002", "line-a"), ("gw-003", "line-a"))
+WAIT_S = 20.0
+CAMERA = ("svc:camera", "exec", "/opt/camera/bin/capture")
+
+
+class DemoFailed(Exception):
+    """A step did not do what the story says."""
 
 
 def run(*args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -25,86 +45,164 @@ def run(*args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
         [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, check=False
     )
     if expect is not None and result.returncode != expect:
-        sys.stderr.write(f"demo: {' '.join(args)} exited {result.returncode}\n")
-        sys.stderr.write(result.stdout + result.stderr)
-        raise SystemExit(1)
+        raise DemoFailed(
+            f"{' '.join(args)} exited {result.returncode}\n{result.stdout}{result.stderr}"
+        )
     return result
 
 
-def build_bundle(
-    keys: Path, version: int, out: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    """Sign examples/policy.yaml as bundle ``version`` with ``edge-hub bundle build``."""
-    return run(
-        "edge-hub",
-        "bundle",
-        "build",
-        str(EXAMPLES / "policy.yaml"),
-        "--keys",
-        str(keys),
-        "--version",
-        str(version),
-        "--out",
-        str(out),
-        *extra,
-    )
-
-
 def step(text: str) -> None:
-    print(f"\n== {text}")
+    print(f"\n== {text}", flush=True)
 
 
-def show(result: subprocess.CompletedProcess[str]) -> None:
-    for line in (result.stdout + result.stderr).strip().splitlines():
-        print(f"   {line}")
+def say(text: str) -> None:
+    print(f"   {text}", flush=True)
 
 
-def decide(state: Path, subject: str, action: str, resource: str, *context: str) -> str:
-    args = [
-        "edge-agent",
-        "decide",
-        "--state-dir",
-        str(state),
-        "--subject",
-        subject,
-        "--action",
-        action,
-        "--resource",
-        resource,
-        "--json",
-    ]
-    for item in context:
-        args += ["--context", item]
-    out = json.loads(run(*args, expect=None).stdout)
-    verdict = out["decision"].upper()
-    print(
-        f"   {verdict:<5} {subject} {action} {resource}  -> {out['reason']}"
-        f" (rule {out['rule'] or '-'})"
-    )
-    return str(out["reason"])
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise DemoFailed(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="edgegov-demo-"))
-    try:
-        return story(work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+class Demo:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.hub_dir = work / "hub"
+        self.keys = self.hub_dir / "keys"
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+        self.broker = ""
+
+    # --- processes ----------------------------------------------------------------------
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[str]:
+        log = (self.work / f"{name}.log").open("w")
+        process = subprocess.Popen(
+            [str(BIN / args[0]), *args[1:]],
+            stdout=subprocess.PIPE if name == "hub" else log,
+            stderr=log,
+            text=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    # --- what a user types ----------------------------------------------------------------
+
+    def start_hub(self) -> None:
+        hub = self.spawn(
+            "hub",
+            "edge-hub",
+            "serve",
+            "--hub-dir",
+            str(self.hub_dir),
+            "--port",
+            self.port or "0",
+            "--freshness-interval",
+            "1s",
+            "--token-ttl",
+            "5s",
+        )
+        assert hub.stdout is not None
+        banner = hub.stdout.readline().strip()
+        if not banner:
+            raise DemoFailed(f"edge-hub serve did not start; see {self.work / 'hub.log'}")
+        self.broker = banner.split("broker ", 1)[1].split(" ", 1)[0]
+        say(banner)
+
+    @property
+    def port(self) -> str:
+        return self.broker.rsplit(":", 1)[1] if self.broker else ""
+
+    def build(self, version: int, *extra: str) -> Path:
+        out = self.work / f"bundle-v{version}.cbor"
+        run(
+            "edge-hub",
+            "bundle",
+            "build",
+            str(EXAMPLES / "policy.yaml"),
+            "--keys",
+            str(self.keys),
+            "--version",
+            str(version),
+            "--out",
+            str(out),
+            *extra,
+        )
+        return out
+
+    def fleet(self) -> dict[str, dict[str, object]]:
+        out = run("edge-hub", "fleet", "--json", "--hub-dir", str(self.hub_dir)).stdout
+        return {d["device"]: d for d in json.loads(out)["devices"]}
+
+    def decide(self, device: str, subject: str, action: str, resource: str) -> str:
+        result = run(
+            "edge-agent",
+            "decide",
+            "--state-dir",
+            str(self.work / device),
+            "--subject",
+            subject,
+            "--action",
+            action,
+            "--resource",
+            resource,
+            "--json",
+            expect=None,
+        )
+        out = json.loads(result.stdout)
+        say(
+            f"{device}: {out['decision'].upper():<5} {subject} {action} {resource} -> "
+            f"{out['reason']} (rule {out['rule'] or '-'})"
+        )
+        return str(out["reason"])
+
+    def reason(self, device: str) -> str:
+        result = run(
+            "edge-agent",
+            "decide",
+            "--state-dir",
+            str(self.work / device),
+            "--subject",
+            CAMERA[0],
+            "--action",
+            CAMERA[1],
+            "--resource",
+            CAMERA[2],
+            "--json",
+            expect=None,
+        )
+        return str(json.loads(result.stdout)["reason"])
+
+    def installed(self, version: int) -> bool:
+        rows = self.fleet()
+        return all(rows.get(d, {}).get("bundle_version") == version for d, _ in DEVICES)
 
 
-def story(work: Path) -> int:
-    keys = work / "keys"
-    step("hub: create root keys (2-of-3) and one key per online role")
-    show(run("edge-hub", "keys", "init", "--out", str(keys)))
+def story(demo: Demo) -> None:
+    step("hub: root keys (2-of-3) and one key per online role; start the hub service")
+    run("edge-hub", "keys", "init", "--out", str(demo.keys))
+    demo.start_hub()
 
-    step("hub: compile and sign examples/policy.yaml as bundle version 1")
-    bundle = work / "bundle-v1.cbor"
-    show(build_bundle(keys, 1, bundle))
-
-    step("devices: enrol three gateways with the pinned trust root")
-    states = {}
+    step("three gateways enrol with the pinned root, register with the hub, start their agents")
     for device, group in DEVICES:
-        state = work / device
+        state = demo.work / device
         run(
             "edge-agent",
             "init",
@@ -113,60 +211,194 @@ def story(work: Path) -> int:
             "--device-id",
             device,
             "--root",
-            str(keys / "root.cbor"),
+            str(demo.keys / "root.cbor"),
             "--region",
             "eu-1",
             "--group",
             group,
             "--profile",
             "generic-x86_64",
+            "--broker",
+            demo.broker,
         )
-        states[device] = state
-        print(f"   {device} enrolled (group {group})")
-
-    step("devices: install the bundle (gw-003 is on line-b: it must refuse)")
-    for device, state in states.items():
-        result = run(
-            "edge-agent", "bundle", "install", str(bundle), "--state-dir", str(state), expect=None
+        pem = demo.work / f"{device}.pub"
+        pem.write_text(run("edge-agent", "pubkey", "--state-dir", str(state)).stdout)
+        run(
+            "edge-hub",
+            "device",
+            "add",
+            device,
+            "--pubkey",
+            str(pem),
+            "--region",
+            "eu-1",
+            "--group",
+            group,
+            "--profile",
+            "generic-x86_64",
+            "--hub-dir",
+            str(demo.hub_dir),
         )
-        print(f"   {device}: " + (result.stdout or result.stderr).strip())
+        demo.spawn(device, "edge-agent", "run", "--state-dir", str(state))
+        say(f"{device} enrolled (group {group}) and running")
 
-    gw1 = states["gw-001"]
-    step("gw-001 decides, locally, with no network")
-    decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
-    decide(gw1, "svc:thermo", "read", "/data/sensors/t1", "zone=plant-a")
-    decide(gw1, "svc:thermo", "read", "/data/sensors/t1", "zone=office")
-    decide(gw1, "svc:camera", "exec", "/usr/bin/bash")
-    decide(states["gw-003"], "svc:camera", "exec", "/opt/camera/bin/capture")
+    step("hub: sign examples/policy.yaml as bundle v1 and push it")
+    for line in run(
+        "edge-hub", "bundle", "push", str(demo.build(1)), "--hub-dir", str(demo.hub_dir)
+    ).stdout.splitlines():
+        say(line)
+    took = wait_until(lambda: demo.installed(1), "every agent to install v1")
+    say(f"all three gateways report bundle v1 installed ({took:.1f} s)")
 
-    step("an attacker flips one byte of a newer bundle: every device refuses it")
-    v2 = work / "bundle-v2.cbor"
-    build_bundle(keys, 2, v2)
-    data = bytearray(v2.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered = work / "tampered.cbor"
-    tampered.write_bytes(bytes(data))
-    result = run(
-        "edge-agent", "bundle", "install", str(tampered), "--state-dir", str(gw1), expect=1
+    step("decisions are local: no network at decision time")
+    demo.decide("gw-001", *CAMERA)
+    demo.decide("gw-001", "svc:camera", "exec", "/usr/bin/bash")
+    demo.decide("gw-003", "svc:unknown", "exec", "/opt/camera/bin/capture")
+
+    step("an attacker with broker access publishes a forged v99 straight to the bundle topic")
+    asyncio.run(publish_forged(demo.broker))
+    time.sleep(1.0)
+    versions = {d: row["bundle_version"] for d, row in demo.fleet().items()}
+    say(f"installed versions after the forgery: {versions}")
+    if set(versions.values()) != {1}:
+        raise DemoFailed("an agent installed the forged bundle")
+    for device, _ in DEVICES:
+        log = (
+            run(
+                "edge-agent",
+                "log",
+                "show",
+                "--state-dir",
+                str(demo.work / device),
+                "--kind",
+                "bundle_rejected",
+                "--limit",
+                "1",
+            )
+            .stdout.strip()
+            .splitlines()
+        )
+        say(f"{device} refused it and logged: {log[-1].strip() if log else '?'}")
+    demo.decide("gw-002", *CAMERA)
+
+    step("hub: kill switch for gw-002 (reported stolen)")
+    start = time.monotonic()
+    for line in run(
+        "edge-hub",
+        "revoke",
+        "--device",
+        "gw-002",
+        "--reason",
+        "reported stolen",
+        "--hub-dir",
+        str(demo.hub_dir),
+    ).stdout.splitlines():
+        say(line)
+    wait_until(lambda: demo.reason("gw-002") == "revoked", "gw-002 to deny")
+    say(f"gw-002 denies everything {time.monotonic() - start:.2f} s after the revoke command")
+    demo.decide("gw-002", *CAMERA)
+    demo.decide("gw-001", *CAMERA)
+
+    step("lineage: every decision is shipped, verified and acknowledged by the hub")
+    wait_until(
+        lambda: all(
+            r["lineage_acked"] == r["lineage_device"] and r["lineage_acked"]
+            for r in demo.fleet().values()
+        ),
+        "lineage acknowledged",
     )
-    print("   gw-001: " + result.stderr.strip())
-    decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
+    for line in run(
+        "edge-hub", "lineage", "show", "gw-001", "--limit", "4", "--hub-dir", str(demo.hub_dir)
+    ).stdout.splitlines():
+        say(line)
 
-    step("hub: push a 3-second bundle (version 3); then the hub goes away")
-    short = work / "bundle-v3.cbor"
-    build_bundle(keys, 3, short, "--ttl", "3s")
-    show(run("edge-agent", "bundle", "install", str(short), "--state-dir", str(gw1)))
-    decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
-    print("   ... waiting 4 s for the TTL to pass")
-    time.sleep(4)
-    reason = decide(gw1, "svc:camera", "exec", "/opt/camera/bin/capture")
+    step("hub: push v2 with a 6-second TTL, then the hub goes away")
+    run(
+        "edge-hub",
+        "bundle",
+        "push",
+        str(demo.build(2, "--ttl", "6s")),
+        "--hub-dir",
+        str(demo.hub_dir),
+    )
+    wait_until(lambda: demo.installed(2), "every agent to install v2")
+    demo.decide("gw-001", *CAMERA)
+    show_fleet(demo)
+    demo.stop("hub")
+    say("hub stopped (and with it the embedded broker); agents keep deciding offline")
+    demo.decide("gw-003", *CAMERA)
+    wait_until(lambda: demo.reason("gw-001") == "bundle_expired", "v2 to expire", 10)
+    demo.decide("gw-001", *CAMERA)
+    demo.decide("gw-003", *CAMERA)
 
-    step("gw-001 status")
-    show(run("edge-agent", "status", "--state-dir", str(gw1)))
-    if reason != "bundle_expired":
-        print("demo: expected the expired bundle to deny", file=sys.stderr)
-        return 1
-    print("\ndemo finished: allowed, denied, tampering refused, expiry denied.")
+
+async def publish_forged(url: str) -> None:
+    intruder = PrivateKey.generate()
+    now = int(time.time())
+    target = BundleTarget(region="eu-1", groups=("line-a",), profiles=("generic-x86_64",))
+    payload = bundle_payload(
+        version=99,
+        issued_at=now,
+        expires_at=now + 86400,
+        target=target,
+        policy={
+            "format": 1,
+            "groups": {},
+            "workloads": {},
+            "rules": [
+                {
+                    "id": "allow-all",
+                    "effect": "allow",
+                    "subjects": ["*"],
+                    "actions": ["*"],
+                    "resources": ["**"],
+                }
+            ],
+        },
+        attestation=None,
+        max_offline=None,
+    )
+    forged = sign_bundle(payload, region="eu-1", signers=[intruder])
+    channel = topics.Channel(topics.ChannelKind.GROUP, "line-a")
+    async with connect(BrokerSettings.from_url(url), client_id="attacker") as connection:
+        await connection.publish(topics.bundle_topic("eu-1", channel), forged, retain=True)
+
+
+def show_fleet(demo: Demo) -> None:
+    for line in run("edge-hub", "fleet", "--hub-dir", str(demo.hub_dir)).stdout.splitlines():
+        say(line)
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="edgegov-demo-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    with workdir() as work:
+        demo = Demo(work)
+        try:
+            story(demo)
+        except DemoFailed as exc:
+            print(f"\ndemo FAILED: {exc}", file=sys.stderr)
+            for log in sorted(work.glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            return 1
+        finally:
+            demo.stop_all()
+        step(
+            "final fleet table, read offline from the hub registry (last status each device reported)"
+        )
+        show_fleet(demo)
+    print(
+        f"\ndemo finished in {time.monotonic() - started:.0f} s: pushed, allowed, denied, "
+        "forgery refused, device revoked, lineage verified, expiry denied."
+    )
     return 0
 
 

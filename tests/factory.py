@@ -6,13 +6,21 @@ As python-tuf's RepositorySimulator, it lets a test build any object the real hu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity, bundle_payload, sign_bundle
+from edge_agent.protocol.freshness import FreshnessToken, freshness_payload, sign_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.revocation import (
+    Revocation,
+    RevocationKind,
+    revocation_payload,
+    sign_revocation,
+)
 from edge_agent.protocol.roles import HUB_ROLES, Role, content_type, external_aad
 from edge_agent.protocol.root import (
     KeyScope,
@@ -163,6 +171,59 @@ class HubSim:
             content_type=content_type(role),
             external_aad=external_aad(role, scope),
         )
+
+    def freshness(
+        self,
+        bundle: bytes,
+        *,
+        hub_time: int = NOW,
+        ttl: int = 60,
+        kill_epoch: int = 0,
+        channel: str = "group/line-a",
+        region: str = "eu-1",
+        key: PrivateKey | None = None,
+    ) -> bytes:
+        """A freshness token pinning ``bundle`` (its bytes), signed by the freshness key."""
+        token = FreshnessToken(
+            region=region,
+            channel=channel,
+            bundle_digest=hashlib.sha256(bundle).digest(),
+            bundle_version=_version_of(bundle),
+            hub_time=hub_time,
+            expires_at=hub_time + ttl,
+            kill_epoch=kill_epoch,
+        )
+        return sign_freshness(
+            freshness_payload(token),
+            region=region,
+            key=key or self.online_keys[Role.FRESHNESS][0],
+        )
+
+    def revocation(
+        self,
+        epoch: int,
+        kind: str = "device",
+        value: str = "gw-001",
+        *,
+        issued_at: int = NOW,
+        reason: str = "test",
+        region: str = "eu-1",
+        signers: Sequence[PrivateKey] | None = None,
+    ) -> bytes:
+        payload = revocation_payload(
+            Revocation(epoch, issued_at, RevocationKind(kind), value, reason)
+        )
+        return sign_revocation(
+            payload, region=region, signers=list(signers or self.online_keys[Role.REVOKE])
+        )
+
+
+def _version_of(bundle: bytes) -> int:
+    payload = dcbor.decode(cose.peek_payload(bundle, max_bytes=1 << 23), max_bytes=1 << 23)
+    assert isinstance(payload, dict)
+    version = payload["version"]
+    assert isinstance(version, int)
+    return version
 
 
 def raw_payload(value: object) -> bytes:

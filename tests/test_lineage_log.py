@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -16,10 +17,10 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import LineageError
-from edge_agent.lineage.log import LineageLog
+from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB
 from edge_agent.policy.engine import Request
-from edge_agent.trust.gate import Reason
+from edge_agent.trust.gate import Reason, decide
 from hub.cli import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -73,7 +74,8 @@ def test_an_untouched_log_verifies_and_every_decision_is_an_entry(state: Path) -
         ("DELETE FROM entries WHERE seq = 12", 12),
         ("UPDATE entries SET reason = 'policy_denied' WHERE seq = 3", 3),
         (
-            "INSERT INTO entries SELECT 41, time, kind, allowed, reason, subject, action, data "
+            "INSERT INTO entries SELECT 41, time, kind, allowed, reason, subject, action, data, "
+            "nodes "
             "FROM entries WHERE seq = 40",
             41,
         ),
@@ -216,8 +218,6 @@ def test_read_only_database_denies_lineage_unavailable_and_recovers(state: Path)
 
 
 def test_a_lock_held_past_the_bound_denies(state: Path) -> None:
-    from edge_agent.lineage.log import LineageConfig
-
     blocker = sqlite3.connect(state / LINEAGE_DB, isolation_level=None)
     with LocalAgent.open(state, LineageConfig(busy_timeout_s=0.1)) as agent:
         blocker.execute("BEGIN IMMEDIATE")
@@ -277,8 +277,79 @@ def test_log_show_filters_and_prove(state: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_prune_keeps_the_log_verifiable(state: Path) -> None:
-    assert agent_main(["log", "prune", "--state-dir", str(state), "--before", "30"]) == 0
+    with LocalAgent.open(state, LineageConfig(checkpoint_every=10)) as agent:
+        assert agent.lineage is not None
+        for i in range(30):
+            agent.decide(ALLOWED, NOW + 50 + i)
+        agent.lineage.acknowledge(agent.lineage.size)
+    assert agent_main(["log", "prune", "--state-dir", str(state), "--before", "55"]) == 0
+    with LocalAgent.open(state) as agent:
+        assert agent.lineage is not None
+        report = agent.lineage.verify()
+    assert 41 <= report.base <= 55
+
+
+def test_verify_on_start_full_finds_a_tampered_entry_before_the_last_checkpoint(
+    state: Path,
+) -> None:
+    _sql(state, "UPDATE entries SET data = data || x'00' WHERE seq = 3")
+    with LocalAgent.open(state, LineageConfig(verify_on_start="tail")) as agent:
+        assert agent.decide(ALLOWED, NOW + 100).allowed
+    with LocalAgent.open(state, LineageConfig(verify_on_start="full")) as agent:
+        assert agent.lineage is not None
+        assert agent.lineage.fault is not None and "entry" in agent.lineage.fault
+        assert agent.decide(ALLOWED, NOW + 101).reason is Reason.LINEAGE_UNAVAILABLE
+        assert agent.lineage.store is not None
+        assert agent.lineage.store.get_meta("break_seq") == 3
+    with LocalAgent.open(state, LineageConfig(verify_on_start="tail")) as agent:
+        assert agent.decide(ALLOWED, NOW + 102).reason is Reason.LINEAGE_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"verify_on_start": "sometimes"},
+        {"synchronous": "OFF"},
+        {"retain_max_entries": 0},
+        {"retain_max_age_s": -5},
+        {"checkpoint_every": -1},
+        {"busy_timeout_s": 0},
+    ],
+)
+def test_lineage_config_refuses_bad_settings(settings: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        LineageConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_a_log_of_an_older_schema_is_unavailable_with_a_clear_reason(state: Path) -> None:
+    _sql(state, "UPDATE meta SET value = 1 WHERE key = 'schema'")
+    log = LineageLog.open(state, DEVICE.device_id)
+    assert log.fault is not None and "schema 2" in log.fault and "schema 1" in log.fault
+
+
+def test_coroutines_share_commits_and_every_returned_allow_is_durable(state: Path) -> None:
+    with LocalAgent.open(state) as agent:
+        lineage = agent.lineage
+        assert lineage is not None
+
+        async def decide_many() -> list[int | None]:
+            decisions = [decide(agent.state, ALLOWED, NOW + 300 + i) for i in range(200)]
+            results = await asyncio.gather(*(lineage.record_decision_async(d) for d in decisions))
+            return [seq for _, seq in results]
+
+        seqs = asyncio.run(decide_many())
+    assert sorted(s for s in seqs if s is not None) == list(range(41, 241))
     assert _verify(state) is None
+
+
+def test_coroutines_are_denied_when_the_lineage_cannot_be_written(state: Path) -> None:
+    (state / LINEAGE_DB).chmod(0o444)
+    with LocalAgent.open(state) as agent:
+        assert agent.lineage is not None
+        decision = decide(agent.state, ALLOWED, NOW + 300)
+        denied, seq = asyncio.run(agent.lineage.record_decision_async(decision))
+    (state / LINEAGE_DB).chmod(0o600)
+    assert seq is None and denied.reason is Reason.LINEAGE_UNAVAILABLE
 
 
 CHILD = """

@@ -8,6 +8,7 @@ first bad seq when there is one.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
@@ -37,38 +38,46 @@ def verify_store(
 ) -> VerifyReport:
     """Verify the stored log from its base (or, with ``tail``, from the last checkpoint).
 
-    Steps: 1. verify every checkpoint's signature and origin, and a consistency proof from
-    stored nodes between each two successive ones; 2. load the frontier at the starting point
-    and check it against the checkpoint there; 3. stream the entries: seq continuity,
-    canonical encoding, prev links, the filter columns stored beside each entry; 4. at every
-    checkpoint size the recomputed root must be the signed one; 5. the end matches the
-    recorded size, last hash and stored frontier.
+    Steps: 1. verify every checkpoint's signature and origin; 2. those at or below the
+    starting point (with ``tail``: all of them) must be consistent, by proofs from stored
+    nodes; 3. load the frontier at the starting point and check it against the checkpoint
+    there; 4. stream the entries: seq continuity, canonical encoding, prev links, the filter
+    columns and tree nodes stored beside each entry; 5. at every later checkpoint size the
+    recomputed root must be the signed one (so those checkpoints are consistent with each
+    other by construction, no proof needed); 6. the end matches the recorded size, last hash
+    and stored frontier.
 
     Raises:
         LineageError: the first failure, with the seq at fault when there is one.
     """
     tip = store.tip()
-    checkpoints = _verified_checkpoints(store, public_key, origin, tip.base, tip.size)
-    start_cp = checkpoints[-1] if tail and checkpoints else None
-    start = start_cp.size if start_cp else tip.base
+    checkpoints = _signed_checkpoints(store, public_key, origin, tip.base, tip.size)
+    start = checkpoints[-1].size if tail and checkpoints else tip.base
+    _check_consistent(store, [cp for cp in checkpoints if cp.size <= start])
     frontier = store.frontier(start)
-    if start_cp is not None and frontier.root() != start_cp.root:
+    at_start = [cp for cp in checkpoints if cp.size == start]
+    if at_start and frontier.root() != at_start[0].root:
         raise LineageError(
-            f"the stored tree at size {start} does not match the signed checkpoint", seq=start - 1
+            f"the stored tree at size {start} does not match the signed checkpoint",
+            seq=max(start - 1, 0),
         )
     verifier = ChainVerifier(frontier, _prev_at(store, start, tip.base, tip.base_prev))
     pending = [cp for cp in checkpoints if cp.size > start]
+    next_size = pending[0].size if pending else -1
     for seq, data, columns in store.iter_rows(start):
         if seq >= tip.size:
             raise LineageError(f"entry beyond the recorded log size {tip.size}", seq=seq)
-        entry, _ = verifier.feed(seq, data)
-        _check_columns(columns, entry)
-        while pending and pending[0].size == verifier.size:
+        entry = verifier.feed(seq, data)
+        _check_columns(columns[:6], entry)
+        if columns[6] != verifier.closed:
+            raise LineageError("the tree nodes stored beside the entry do not match it", seq=seq)
+        if seq + 1 == next_size:
             if verifier.frontier.root() != pending.pop(0).root:
                 raise LineageError(
-                    f"the entries up to here do not give the root signed at size {verifier.size}",
+                    f"the entries up to here do not give the root signed at size {next_size}",
                     seq=seq,
                 )
+            next_size = pending[0].size if pending else -1
     if verifier.size != tip.size:
         raise LineageError(
             f"the log ends at entry {verifier.size - 1} but records {tip.size} entries",
@@ -89,9 +98,10 @@ def verify_store(
     )
 
 
-def _verified_checkpoints(
+def _signed_checkpoints(
     store: LineageStore, public_key: PublicKey, origin: str, base: int, size: int
 ) -> list[Checkpoint]:
+    """The stored checkpoints from ``base`` on, each signature and size checked."""
     verified: list[Checkpoint] = []
     for stored in store.checkpoints(base):
         checkpoint = _open(stored, public_key, origin)
@@ -100,21 +110,24 @@ def _verified_checkpoints(
                 f"a checkpoint signs size {checkpoint.size} but the log has {size} entries",
                 seq=size,
             )
-        if verified:
-            previous = verified[-1]
-            proof = consistency_proof(previous.size, checkpoint.size, store.get_node)
-            try:
-                verify_consistency(
-                    previous.size, checkpoint.size, previous.root, checkpoint.root, proof
-                )
-            except LineageError as exc:
-                raise LineageError(
-                    f"checkpoints at sizes {previous.size} and {checkpoint.size} are not "
-                    f"consistent: {exc}",
-                    seq=previous.size,
-                ) from exc
         verified.append(checkpoint)
     return verified
+
+
+def _check_consistent(store: LineageStore, checkpoints: list[Checkpoint]) -> None:
+    """Each checkpoint is consistent with the one before it, by a proof from stored nodes."""
+    for previous, checkpoint in itertools.pairwise(checkpoints):
+        proof = consistency_proof(previous.size, checkpoint.size, store.get_node)
+        try:
+            verify_consistency(
+                previous.size, checkpoint.size, previous.root, checkpoint.root, proof
+            )
+        except LineageError as exc:
+            raise LineageError(
+                f"checkpoints at sizes {previous.size} and {checkpoint.size} are not "
+                f"consistent: {exc}",
+                seq=previous.size,
+            ) from exc
 
 
 def _open(stored: StoredCheckpoint, public_key: PublicKey, origin: str) -> Checkpoint:

@@ -1,4 +1,4 @@
-"""``edge-agent log ...``: show, verify, prove, export, replay, prune, acknowledge-break.
+"""``edge-agent log ...``: show, verify, prove, export, replay, prune, status, acknowledge-break.
 
 Exit codes as the rest of the CLI: 0 success, 1 the log does not verify or diverges, 2 bad
 arguments. ``show`` streams rows page by page, newest last, in an 80-column table.
@@ -18,12 +18,11 @@ from typing import BinaryIO
 
 from edge_agent._internal.cli_support import wall_clock
 from edge_agent.errors import ConfigError, LineageError
-from edge_agent.lineage.entries import Entry, decode_entry
-from edge_agent.lineage.exported import ExportHeader, encode_header
+from edge_agent.lineage.entries import Entry, Kind, decode_entry
+from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
 from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
-from edge_agent.protocol.checkpoint import verify_checkpoint
-from edge_agent.protocol.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.trust.gate import Reason
 
 __all__ = ["read_export", "register"]
@@ -47,6 +46,7 @@ def register(
     show.add_argument("--subject")
     show.add_argument("--action")
     show.add_argument("--reason", type=_reason_arg)
+    show.add_argument("--kind", choices=[str(k) for k in Kind], help="only entries of this kind")
     show.add_argument("--limit", type=_positive, default=50)
     show.add_argument("--json", action="store_true", help="one JSON object per line")
     show.set_defaults(handler=_cmd_show)
@@ -70,7 +70,16 @@ def register(
 
     prune = log.add_parser("prune", parents=[common], help="drop entries before a checkpoint")
     prune.add_argument("--before", type=_nonnegative, required=True, metavar="SEQ")
+    prune.add_argument(
+        "--include-unacknowledged",
+        action="store_true",
+        help="also drop entries the hub has not acknowledged (they are then lost for good)",
+    )
     prune.set_defaults(handler=_cmd_prune)
+
+    status = log.add_parser("status", parents=[common], help="size, watermark, checkpoints")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
 
     ack = log.add_parser("acknowledge-break", parents=[common], help="start a new segment")
     ack.add_argument("--note", default="", help="why, for the record")
@@ -112,7 +121,7 @@ def _nonnegative(text: str) -> int:
     return int(text)
 
 
-def _open(args: argparse.Namespace, verify_tail: bool = False) -> LineageLog:
+def _open(args: argparse.Namespace, verify_at_open: bool = False) -> LineageLog:
     from edge_agent.store import StateStore
 
     store = StateStore.open(args.state_dir)
@@ -120,7 +129,7 @@ def _open(args: argparse.Namespace, verify_tail: bool = False) -> LineageLog:
         identity = store.load().identity
     finally:
         store.close()
-    log = LineageLog.open(args.state_dir, identity.device_id, verify_tail=verify_tail)
+    log = LineageLog.open(args.state_dir, identity.device_id, verify_at_open=verify_at_open)
     if log.store is None:
         raise LineageError(log.fault or "the lineage cannot be opened")
     return log
@@ -132,6 +141,7 @@ def _filters(args: argparse.Namespace) -> tuple[str, list[object]]:
         ("subject", args.subject),
         ("action", args.action),
         ("reason", args.reason),
+        ("kind", args.kind),
     ):
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -168,14 +178,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _row(entry: Entry) -> str:
+    """One 80-column line: a decision's subject, action, resource and rule, or a trust
+    transition's kind and detail."""
     when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%d %H:%M")
-    verdict = ("allow" if entry.allowed else "deny") if entry.request else "trust"
     request = entry.request
-    who = f"{request.subject} {request.action}" if request else str(entry.kind)
-    what = f"{request.resource} {entry.rule or '-'}" if request else entry.detail
-    return (
-        f"{entry.seq:>7} {when:<16} {verdict:<5} {entry.reason[:16]:<16} {who[:16]:<16} {what[:15]}"
-    )
+    head = f"{entry.seq:>7} {when:<16}"
+    if request is None:
+        what = f"{entry.kind}: {entry.detail}"
+        return f"{head} {'trust':<5} {entry.reason[:16]:<16} {what[:32]}"
+    verdict = "allow" if entry.allowed else "deny"
+    who = f"{request.subject} {request.action}"
+    what = f"{request.resource} {entry.rule or '-'}"
+    return f"{head} {verdict:<5} {entry.reason[:16]:<16} {who[:16]:<16} {what[:15]}"
 
 
 def _entry_json(entry: Entry) -> dict[str, object]:
@@ -221,28 +235,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_prove(args: argparse.Namespace) -> int:
     log = _open(args)
-    store = log.store
-    assert store is not None and log.key is not None
-    checkpoint = store.latest_checkpoint()
-    if checkpoint is None or checkpoint.size <= args.seq:
-        log.checkpoint(wall_clock())
-        checkpoint = store.latest_checkpoint()
-    assert checkpoint is not None
-    if args.seq < store.tip().base or args.seq >= checkpoint.size:
-        raise ConfigError(f"entry {args.seq} is not in the log")
-    data = next(d for s, d, _ in store.iter_rows(args.seq, limit=1) if s == args.seq)
-    proof = inclusion_proof(args.seq, checkpoint.size, store.get_node)
-    signed = verify_checkpoint(checkpoint.note, log.key.public, log.origin)
-    verify_inclusion(leaf_hash(data), args.seq, checkpoint.size, proof, signed.root)
+    assert log.key is not None
+    summary = log.summary()
+    if not summary.base <= args.seq < summary.size:
+        raise ConfigError(
+            f"entry {args.seq} is not in the log (it holds entries {summary.base} to "
+            f"{summary.size - 1})"
+        )
+    proven = log.prove(args.seq, wall_clock())
+    verify_inclusion_proof(proven, log.key.public, log.origin)
     print(
         json.dumps(
             {
-                "seq": args.seq,
-                "entry": base64.b64encode(data).decode(),
-                "entry_json": _entry_json(decode_entry(data, args.seq)),
-                "tree_size": checkpoint.size,
-                "proof": [base64.b64encode(h).decode() for h in proof],
-                "checkpoint": checkpoint.note,
+                "seq": proven.seq,
+                "entry": base64.b64encode(proven.entry).decode(),
+                "entry_json": _entry_json(decode_entry(proven.entry, proven.seq)),
+                "tree_size": proven.tree_size,
+                "proof": [base64.b64encode(h).decode() for h in proven.proof],
+                "checkpoint": proven.checkpoint,
             },
             indent=2,
         )
@@ -360,18 +370,63 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     log = _open(args)
-    store = log.store
-    assert store is not None
-    checkpoint = store.latest_checkpoint(args.before)
-    if checkpoint is None or checkpoint.size <= store.tip().base:
-        print(f"nothing to prune: no signed checkpoint between the base and entry {args.before}")
-        return 0
-    prev = leaf_hash(next(d for _, d, _ in store.iter_rows(checkpoint.size - 1, limit=1)))
-    store.rebase(checkpoint.size, prev, drop_below=True)
-    print(
-        f"pruned entries before {checkpoint.size} (the signed checkpoint at or below "
-        f"{args.before}); the log verifies from there"
+    before = log.summary()
+    pruned = log.prune_before(
+        args.before, wall_clock(), include_unacknowledged=args.include_unacknowledged
     )
+    after = log.summary()
+    log.close(wall_clock())
+    if pruned:
+        print(
+            f"pruned entries {before.base} to {after.base - 1}; the log verifies from the "
+            f"signed checkpoint at {after.base}"
+        )
+    else:
+        print(
+            f"nothing to prune: no signed checkpoint between entry {before.base} and {args.before}"
+        )
+    if not args.include_unacknowledged and before.acknowledged < args.before:
+        print(
+            f"entries from {max(before.acknowledged, after.base)} on are not acknowledged by the "
+            "hub and were kept (--include-unacknowledged drops them too)"
+        )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    log = _open(args, verify_at_open=True)
+    summary = log.summary()
+    log.close(wall_clock())
+    checkpoint = summary.last_checkpoint
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "base": summary.base,
+                    "size": summary.size,
+                    "acknowledged": summary.acknowledged,
+                    "unacknowledged": summary.unacknowledged,
+                    "last_checkpoint": None
+                    if checkpoint is None
+                    else {"size": checkpoint.size, "time": checkpoint.time},
+                    "available": summary.problem is None,
+                    "problem": summary.problem,
+                },
+                sort_keys=True,
+            )
+        )
+        return 0
+    print(f"entries       {summary.base} to {summary.size - 1} stored ({summary.size} in all)")
+    print(
+        f"acknowledged  {summary.acknowledged} by the hub, {summary.unacknowledged} waiting "
+        "to be shipped (kept until acknowledged)"
+    )
+    if checkpoint is None:
+        print("checkpoint    none signed yet")
+    else:
+        when = datetime.datetime.fromtimestamp(checkpoint.time, datetime.UTC)
+        print(f"checkpoint    at size {checkpoint.size}, signed {when:%Y-%m-%d %H:%M} UTC")
+    print(f"lineage       {'OK' if summary.problem is None else 'UNAVAILABLE: ' + summary.problem}")
     return 0
 
 

@@ -17,24 +17,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import cbor2
 
 from edge_agent.errors import LineageError
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier, Node, leaf_hash
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
 
 __all__ = [
     "GENESIS_PREV",
     "MAX_ENTRY_BYTES",
     "ChainVerifier",
+    "Draft",
     "Entry",
     "Kind",
+    "TreeEdge",
     "decode_entry",
+    "draft_of",
     "encode_entry",
     "entry_hash",
     "fold_frontier",
+    "place_draft",
 ]
 
 MAX_ENTRY_BYTES = 1024 * 1024
@@ -46,19 +49,45 @@ GENESIS_PREV = bytes(HASH_SIZE)
 
 _SEQ, _TIME, _PREV, _KIND, _ALLOWED, _REASON, _RULE, _DIGEST, _VERSION = range(9)
 _SUBJECT, _ACTION, _RESOURCE, _CONTEXT, _SELECTORS, _DETAIL = range(9, 15)
-_KEYS = frozenset(range(15))
+_KEY_ORDER = list(range(15))
+_MAP_HEAD = b"\xaf"
+"""CBOR head of a map of 15 pairs: every entry is one."""
+_PREV_HEAD = bytes((_PREV, 0x58, HASH_SIZE))
+"""Key 2 and the head of a 32-byte byte string."""
+_MAX_HEAD_BYTES = 1 + 10 + 10 + len(_PREV_HEAD) + HASH_SIZE
+"""Most bytes an entry has before its body: map head, seq, time and prev."""
 _MAX_U64 = 2**64 - 1
-_T = TypeVar("_T")
 
 
 class Kind(StrEnum):
-    """What an entry records: a decision or a trust transition."""
+    """What an entry records: a decision or a trust transition.
+
+    For a transition, the entry's ``allowed`` says whether it took effect (an attestation
+    passed, a revocation applied) and ``reason`` is its machine code. Values are part of the
+    stored and exported format: add new ones, never rename.
+    """
 
     DECISION = "decision"
     BUNDLE_INSTALLED = "bundle_installed"
     BUNDLE_REJECTED = "bundle_rejected"
     ROOT_ROTATED = "root_rotated"
+    ROOT_REJECTED = "root_rejected"
+    REVOCATION_APPLIED = "revocation_applied"
+    REVOCATION_REJECTED = "revocation_rejected"
+    FRESHNESS_REJECTED = "freshness_rejected"
+    CLOCK_UNTRUSTED = "clock_untrusted"
+    """The wall clock went below the trusted time floor: every decision denies."""
+    CLOCK_RESTORED = "clock_restored"
+    """The wall clock is at or above the trusted floor again."""
+    ATTESTATION_PASSED = "attestation_passed"
+    ATTESTATION_FAILED = "attestation_failed"
+    ATTESTATION_STALE = "attestation_stale"
     SEGMENT_START = "segment_start"
+    LINEAGE_PRUNED = "lineage_pruned"
+    """Entries before a signed checkpoint were deleted (retention or ``log prune``)."""
+
+
+_KINDS = {str(kind): kind for kind in Kind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,46 +116,119 @@ def entry_hash(data: bytes) -> bytes:
     return leaf_hash(data)
 
 
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An entry before its place in the log is known: all but ``seq`` and ``prev``, encoded.
+
+    Concurrent deciders each prepare their own draft (the costly encoding) while another
+    batch is being written; the single writer then only places it (:func:`place_draft`):
+    a few byte concatenations, the hash and the tree. ``kind`` to ``action`` are the filter
+    columns stored beside the entry.
+    """
+
+    time: int
+    kind: Kind
+    allowed: bool
+    reason: str
+    subject: str | None
+    action: str | None
+    body: bytes
+    """The encoded fields after ``prev`` (map keys 3 to 14), without the map head."""
+
+
+def draft_of(entry: Entry) -> Draft:
+    """The draft of ``entry`` (its ``seq`` and ``prev`` are ignored).
+
+    The fields after ``prev`` are written as a 12-entry map in key order, whose one-byte
+    head is then dropped: prefixed with the head and keys 0 to 2 (:func:`place_draft`) they
+    are the whole entry map. Its values are only unsigned integers, text, bytes, booleans,
+    null and arrays of those, so cbor2's plain encoder writes exactly RFC 8949 section
+    4.2.1's deterministic form (shortest lengths and integers, keys in bytewise order), at a
+    third of the cost of its sorting encoder.
+
+    Raises:
+        ValueError: a field is out of range, or the entry would be over the size limit.
+    """
+    if not 0 <= entry.time <= _MAX_U64:
+        raise ValueError("entry time is an unsigned 64-bit integer")
+    if entry.bundle_version is not None and not 0 <= entry.bundle_version <= _MAX_U64:
+        raise ValueError("entry bundle version is an unsigned 64-bit integer")
+    request = entry.request
+    body: bytes = cbor2.dumps(
+        {
+            _KIND: str(entry.kind),
+            _ALLOWED: entry.allowed,
+            _REASON: entry.reason,
+            _RULE: entry.rule,
+            _DIGEST: entry.bundle_digest,
+            _VERSION: entry.bundle_version,
+            _SUBJECT: request.subject if request else None,
+            _ACTION: request.action if request else None,
+            _RESOURCE: request.resource if request else None,
+            _CONTEXT: [list(kv) for kv in request.context] if request else None,
+            _SELECTORS: list(request.selectors) if request else None,
+            _DETAIL: entry.detail,
+        }
+    )
+    if len(body) + _MAX_HEAD_BYTES > MAX_ENTRY_BYTES:
+        raise ValueError(f"entry is over the {MAX_ENTRY_BYTES}-byte limit")
+    return Draft(
+        entry.time,
+        entry.kind,
+        entry.allowed,
+        entry.reason,
+        request.subject if request else None,
+        request.action if request else None,
+        body[1:],
+    )
+
+
+def place_draft(draft: Draft, seq: int, prev: bytes) -> bytes:
+    """The bytes of ``draft`` as entry ``seq`` following the entry whose hash is ``prev``.
+
+    Raises:
+        ValueError: ``seq`` is not an unsigned 64-bit integer or ``prev`` not a 32-byte hash.
+    """
+    if len(prev) != HASH_SIZE:
+        raise ValueError("entry prev is a 32-byte hash")
+    return b"".join(
+        (_MAP_HEAD, _uint(_SEQ, seq), _uint(_TIME, draft.time), _PREV_HEAD, prev, draft.body)
+    )
+
+
 def encode_entry(entry: Entry) -> bytes:
-    """The deterministic CBOR bytes of ``entry``.
+    """The deterministic CBOR bytes of ``entry`` (:func:`draft_of` placed at its seq).
 
     Raises:
         ValueError: a field is out of range (negative seq, prev not 32 bytes, ...).
     """
-    if not 0 <= entry.seq <= _MAX_U64 or not 0 <= entry.time <= _MAX_U64:
-        raise ValueError("entry seq and time are unsigned 64-bit integers")
-    if len(entry.prev) != HASH_SIZE:
-        raise ValueError("entry prev is a 32-byte hash")
-    request = entry.request
-    value: dict[int, object] = {
-        _SEQ: entry.seq,
-        _TIME: entry.time,
-        _PREV: entry.prev,
-        _KIND: str(entry.kind),
-        _ALLOWED: entry.allowed,
-        _REASON: entry.reason,
-        _RULE: entry.rule,
-        _DIGEST: entry.bundle_digest,
-        _VERSION: entry.bundle_version,
-        _SUBJECT: request.subject if request else None,
-        _ACTION: request.action if request else None,
-        _RESOURCE: request.resource if request else None,
-        _CONTEXT: [list(kv) for kv in request.context] if request else None,
-        _SELECTORS: list(request.selectors) if request else None,
-        _DETAIL: entry.detail,
-    }
-    data: bytes = cbor2.dumps(value, canonical=True)
-    if len(data) > MAX_ENTRY_BYTES:
-        raise ValueError(f"entry is over the {MAX_ENTRY_BYTES}-byte limit")
-    return data
+    return place_draft(draft_of(entry), entry.seq, entry.prev)
+
+
+def _uint(key: int, value: int) -> bytes:
+    """A small-int map key followed by ``value`` as a CBOR unsigned integer, shortest form."""
+    if value < 24:
+        if value < 0:
+            raise ValueError("entry seq and time are unsigned 64-bit integers")
+        return bytes((key, value))
+    if value < 0x100:
+        return bytes((key, 0x18, value))
+    if value < 0x10000:
+        return bytes((key, 0x19)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((key, 0x1A)) + value.to_bytes(4, "big")
+    if value <= _MAX_U64:
+        return bytes((key, 0x1B)) + value.to_bytes(8, "big")
+    raise ValueError("entry seq and time are unsigned 64-bit integers")
 
 
 def decode_entry(data: bytes, seq: int | None = None) -> Entry:
     """Strictly decode entry bytes: size cap, schema, and exactly the canonical encoding.
 
-    The canonical check re-encodes the decoded value and compares bytes, so any edit that
-    keeps the bytes decodable but changes their form (floats, indefinite lengths, tags, key
-    order, longer integer forms) is refused as surely as a changed value.
+    Steps: 1. size cap; 2. decode; 3. a map of exactly the 15 entry keys, in ascending
+    order; 4. re-encode and compare bytes, so any edit that keeps the bytes decodable but
+    changes their form (floats, indefinite lengths, tags, duplicate keys, longer integer
+    forms) is refused as surely as a changed value; 5. every field of its type.
 
     Raises:
         LineageError: (with ``seq``) oversize, malformed, wrong schema or not canonical.
@@ -137,78 +239,122 @@ def decode_entry(data: bytes, seq: int | None = None) -> Entry:
         value = cbor2.loads(data)
     except Exception as exc:
         raise LineageError(f"entry is not valid CBOR: {exc}", seq=seq) from exc
-    if not isinstance(value, dict) or set(value) != _KEYS:
-        raise LineageError("entry is not a map of the lineage entry fields", seq=seq)
-    # Only ints, strings, bytes, bools, null and arrays survive the schema check below, and
-    # all map keys are small integers, so cbor2's canonical form is RFC 8949 section 4.2.1's.
-    if cbor2.dumps(value, canonical=True) != data:
-        raise LineageError("entry is not in canonical deterministic CBOR", seq=seq)
-    return _entry_from_map(value, seq)
-
-
-def _entry_from_map(value: dict[object, object], seq: int | None) -> Entry:
+    if type(value) is not dict or list(value) != _KEY_ORDER:
+        raise LineageError("entry is not a map of the lineage entry fields in order", seq=seq)
+    # With the keys in order, the plain encoder reproduces deterministic CBOR (see
+    # encode_entry) for every value the schema below lets through; anything else it writes
+    # differently, or the schema refuses it.
     try:
-        kind = Kind(_typed(value[_KIND], str))
-        context = _pairs(value[_CONTEXT])
-        selectors = value[_SELECTORS]
-        subject = _optional(value[_SUBJECT], str)
-        request = None
-        if subject is not None:
-            if not isinstance(selectors, list) or not all(isinstance(s, str) for s in selectors):
-                raise TypeError("selectors")
-            request = Request(
-                subject,
-                _typed(value[_ACTION], str),
-                _typed(value[_RESOURCE], str),
-                context or (),
-                tuple(selectors),
-            )
-        elif value[_ACTION] is not None or value[_RESOURCE] is not None or selectors is not None:
-            raise TypeError("request fields without a subject")
-        elif context is not None:
-            raise TypeError("context without a subject")
-        entry_seq = _typed(value[_SEQ], int)
-        entry_time = _typed(value[_TIME], int)
-        return Entry(
-            seq=entry_seq,
-            time=entry_time,
-            prev=_typed(value[_PREV], bytes),
-            kind=kind,
-            allowed=_typed(value[_ALLOWED], bool),
-            reason=_typed(value[_REASON], str),
-            rule=_optional(value[_RULE], str),
-            bundle_digest=_optional(value[_DIGEST], bytes),
-            bundle_version=_optional(value[_VERSION], int),
-            request=request,
-            detail=_typed(value[_DETAIL], str),
-        )
-    except (TypeError, ValueError) as exc:
-        raise LineageError(f"entry field has the wrong type or value: {exc}", seq=seq) from exc
+        canonical = cbor2.dumps(value) == data
+    except Exception as exc:
+        raise LineageError(
+            f"entry holds a value that cannot be re-encoded: {exc}", seq=seq
+        ) from exc
+    if not canonical:
+        raise LineageError("entry is not in canonical deterministic CBOR", seq=seq)
+    return _entry_from_fields(*value.values(), seq=seq)
 
 
-def _typed(item: object, kind: type[_T]) -> _T:
-    if not isinstance(item, kind) or (kind is int and isinstance(item, bool)):
-        raise TypeError(f"expected {kind.__name__}, got {type(item).__name__}")
-    return item
+def _entry_from_fields(
+    entry_seq: object,
+    time: object,
+    prev: object,
+    kind: object,
+    allowed: object,
+    reason: object,
+    rule: object,
+    digest: object,
+    version: object,
+    subject: object,
+    action: object,
+    resource: object,
+    context: object,
+    selectors: object,
+    detail: object,
+    *,
+    seq: int | None,
+) -> Entry:
+    """The entry of decoded fields, each checked for type and range (a hot path of verify)."""
+    if (
+        type(entry_seq) is not int
+        or type(time) is not int
+        or not 0 <= entry_seq <= _MAX_U64
+        or not 0 <= time <= _MAX_U64
+        or type(prev) is not bytes
+        or len(prev) != HASH_SIZE
+        or type(allowed) is not bool
+        or type(reason) is not str
+        or type(detail) is not str
+        or not (rule is None or type(rule) is str)
+        or not (digest is None or type(digest) is bytes)
+        or not (version is None or (type(version) is int and 0 <= version <= _MAX_U64))
+    ):
+        raise LineageError("entry field has the wrong type or value", seq=seq)
+    known = _KINDS.get(kind) if type(kind) is str else None
+    if known is None:
+        raise LineageError(f"entry kind {str(kind)[:40]!r} is not a lineage entry kind", seq=seq)
+    request = _request(subject, action, resource, context, selectors)
+    if request is None and any(
+        field is not None for field in (subject, action, resource, context, selectors)
+    ):
+        raise LineageError("entry request fields are malformed or incomplete", seq=seq)
+    return Entry(
+        entry_seq, time, prev, known, allowed, reason, rule, digest, version, request, detail
+    )
 
 
-def _optional(item: object, kind: type[_T]) -> _T | None:
-    return None if item is None else _typed(item, kind)
-
-
-def _pairs(item: object) -> tuple[tuple[str, str], ...] | None:
-    if item is None:
+def _request(
+    subject: object, action: object, resource: object, context: object, selectors: object
+) -> Request | None:
+    """The request of a decision entry, or ``None`` when the fields are not one."""
+    if (
+        type(subject) is not str
+        or type(action) is not str
+        or type(resource) is not str
+        or type(context) is not list
+        or type(selectors) is not list
+        or not all(type(s) is str for s in selectors)
+    ):
         return None
-    if not isinstance(item, list):
-        raise TypeError("context")
     pairs = []
-    for pair in item:
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-        ):
-            raise TypeError("context pair")
-        pairs.append((pair[0], pair[1]))
-    return tuple(pairs)
+    for pair in context:
+        if type(pair) is not list or len(pair) != 2:
+            return None
+        key, item = pair
+        if type(key) is not str or type(item) is not str:
+            return None
+        pairs.append((key, item))
+    return Request(subject, action, resource, tuple(pairs), tuple(selectors))
+
+
+class TreeEdge:
+    """A tree's right edge, extended in place: :meth:`Frontier.append` without the copies.
+
+    Verifying or appending millions of entries extends the tree once per entry; this keeps
+    the O(log n) edge in a list and builds the immutable :class:`Frontier` only on demand.
+    """
+
+    __slots__ = ("_hashes", "size")
+
+    def __init__(self, frontier: Frontier) -> None:
+        self.size = frontier.size
+        self._hashes = list(frontier.hashes)
+
+    def push(self, leaf: bytes) -> bytes:
+        """Add the next leaf hash; return the hashes of the inner perfect nodes it closed,
+        level 1 upwards, concatenated (empty when it closed none)."""
+        hashes, index, current = self._hashes, self.size, leaf
+        closed = b""
+        while index & 1:
+            current = node_hash(hashes.pop(), current)
+            closed += current
+            index >>= 1
+        hashes.append(current)
+        self.size += 1
+        return closed
+
+    def frontier(self) -> Frontier:
+        return Frontier(self.size, tuple(self._hashes))
 
 
 class ChainVerifier:
@@ -220,17 +366,24 @@ class ChainVerifier:
     """
 
     def __init__(self, frontier: Frontier, prev: bytes | None) -> None:
-        self.frontier = frontier
+        self._edge = TreeEdge(frontier)
         self.prev = prev
         """Hash of the last entry checked; ``None`` when the first link cannot be checked."""
+        self.closed = b""
+        """The perfect nodes the last entry closed, its leaf first, concatenated."""
 
     @property
     def size(self) -> int:
         """The tree size reached: the seq the next entry must carry."""
-        return self.frontier.size
+        return self._edge.size
 
-    def feed(self, seq: int, data: bytes) -> tuple[Entry, tuple[Node, ...]]:
-        """Check the entry stored at ``seq``; return it and the perfect nodes it completed.
+    @property
+    def frontier(self) -> Frontier:
+        """The tree's frontier after the entries checked so far."""
+        return self._edge.frontier()
+
+    def feed(self, seq: int, data: bytes) -> Entry:
+        """Check the entry stored at ``seq`` and return it.
 
         Steps: 1. ``seq`` is the next leaf index; 2. the bytes decode strictly; 3. the entry
         states the same seq; 4. its ``prev`` is the previous entry's hash; 5. extend the tree.
@@ -239,7 +392,7 @@ class ChainVerifier:
             LineageError: with the seq of the first entry that is missing, out of order,
                 malformed, or not linked to its predecessor.
         """
-        expected = self.frontier.size
+        expected = self._edge.size
         if seq != expected:
             missing = min(seq, expected)
             raise LineageError(
@@ -252,10 +405,10 @@ class ChainVerifier:
             raise LineageError(f"entry stored at {seq} says it is entry {entry.seq}", seq=seq)
         if self.prev is not None and entry.prev != self.prev:
             raise LineageError("entry does not link to the previous entry's hash", seq=seq)
-        digest = entry_hash(data)
-        self.frontier, nodes = self.frontier.append(digest)
+        digest = leaf_hash(data)
+        self.closed = digest + self._edge.push(digest)
         self.prev = digest
-        return entry, nodes
+        return entry
 
 
 def fold_frontier(size: int, hashes: Sequence[bytes]) -> Frontier:

@@ -21,18 +21,20 @@ from edge_agent.lineage.entries import ChainVerifier, fold_frontier
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.checkpoint import Checkpoint, parse_checkpoint_body, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.merkle import HASH_SIZE
+from edge_agent.protocol.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
 __all__ = [
     "EXPORT_FORMAT",
     "MAX_HEADER_BYTES",
     "ExportHeader",
     "ExportReport",
+    "InclusionProof",
     "checkpoint_of_note",
     "compare_roots",
     "decode_header",
     "encode_header",
     "verify_export",
+    "verify_inclusion_proof",
 ]
 
 EXPORT_FORMAT = "edgegov-lineage-export/1"
@@ -58,6 +60,38 @@ class ExportReport:
     start: int
     size: int
     roots: Mapping[int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """One entry, proven: its bytes, the audit path to the root of ``tree_size`` entries and
+    the device-signed checkpoint note at that size (what ``edge-agent log prove`` prints)."""
+
+    seq: int
+    entry: bytes
+    tree_size: int
+    proof: tuple[bytes, ...]
+    checkpoint: str
+
+
+def verify_inclusion_proof(proof: InclusionProof, public_key: PublicKey, origin: str) -> Checkpoint:
+    """Check an inclusion proof with nothing but the device's key; return the checkpoint.
+
+    Steps: 1. the checkpoint note is signed by the key under ``origin``; 2. it is at the
+    proof's tree size; 3. the entry's leaf hash and the audit path lead to its root.
+
+    Raises:
+        LineageError: any step fails.
+    """
+    checkpoint = _checkpoint(proof.checkpoint, public_key, origin)
+    if checkpoint.size != proof.tree_size:
+        raise LineageError(
+            f"the checkpoint signs size {checkpoint.size}, the proof is for {proof.tree_size}"
+        )
+    verify_inclusion(
+        leaf_hash(proof.entry), proof.seq, proof.tree_size, proof.proof, checkpoint.root
+    )
+    return checkpoint
 
 
 def encode_header(header: ExportHeader) -> bytes:

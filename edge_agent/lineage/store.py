@@ -1,5 +1,14 @@
 """The lineage in its own SQLite file (``lineage.db``, WAL): entries, perfect nodes, checkpoints.
 
+Layout: one row per entry, in seq order, holding the entry bytes, the filter columns and the
+perfect Merkle nodes the entry closed, its leaf first (node ``(level, index)`` is closed by
+leaf ``(index + 1) * 2**level - 1``, at offset ``level * 32`` of that row's ``nodes``). So an
+append writes only at the end of one table (few pages per commit), any node is one
+primary-key lookup, and the tree never changes once written, whatever happens to the entry
+bytes beside it (a tampered entry no longer matches its leaf, which is how it is found).
+The ``nodes`` table holds only the nodes kept when entries are pruned: the frontier at the
+new base, which proofs and checkpoints after it still need.
+
 Invariants:
 - one append transaction writes a whole batch of entries, the perfect Merkle nodes they
   complete, the new tree size and (when due) a signed checkpoint: a group commit, one fsync
@@ -9,7 +18,12 @@ Invariants:
 - every sqlite error becomes :class:`LineageError` here, and a failed write leaves nothing
   behind; the connection is reopened on the next attempt, so the log recovers on its own when
   space returns or a lock is released. Waiting for a lock is bounded (``busy_timeout_s``).
+- one connection serves every thread of the process, and one lock serialises its use: a
+  reader in one thread never sees another thread's uncommitted batch (which a failed commit
+  could still take back).
 - a file whose write permission bits are all cleared is opened read-only, even by root.
+- the acknowledgement watermark (how many leading entries the hub has stored and verified)
+  only moves up, and never past the log's size.
 
 Reads for ``log show``/``verify``/``export`` stream rows in pages and never load the log.
 """
@@ -17,15 +31,18 @@ Reads for ``log show``/``verify``/``export`` stream rows in pages and never load
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, Entry, encode_entry, entry_hash
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier, Node
+from edge_agent.lineage.entries import GENESIS_PREV, Draft, TreeEdge, place_draft
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -34,15 +51,20 @@ __all__ = [
     "Appended",
     "LineageStore",
     "StoredCheckpoint",
+    "Tip",
 ]
 
 LINEAGE_DB = "lineage.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_S = 2.0
 """Longest wait for another writer's lock before the write fails (and the decision denies)."""
 PAGE_ROWS = 1000
 """Rows fetched per page when streaming entries."""
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+_INSERT_CHUNKS = (256, 64, 16, 4, 1)
+"""Rows per multi-row INSERT: a batch is written in a few statements (each one SQLite call,
+so one release of the GIL), not one per row; the fixed sizes keep the statement cache warm."""
+_NO_LIMIT = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -54,7 +76,8 @@ CREATE TABLE IF NOT EXISTS entries (
     reason TEXT NOT NULL,
     subject TEXT,
     action TEXT,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    nodes BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_time ON entries (time);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -91,12 +114,14 @@ class StoredCheckpoint:
 
 @dataclass(frozen=True, slots=True)
 class Tip:
-    """The log's state: ``base`` (first stored seq), ``size``, last entry hash."""
+    """The log's state: ``base`` (first stored seq), ``size``, last entry hash, and
+    ``acked``, how many leading entries the hub has acknowledged."""
 
     base: int
     base_prev: bytes | None
     size: int
     prev: bytes
+    acked: int
 
 
 class LineageStore:
@@ -109,6 +134,7 @@ class LineageStore:
         self.synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         self._frontier = Frontier()
 
     @classmethod
@@ -125,14 +151,16 @@ class LineageStore:
             LineageError: the file cannot be opened or is not a lineage database.
         """
         store = cls(path, synchronous, busy_timeout_s)
-        store._connect()
+        with store._lock:
+            store._connect()
         return store
 
     def close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -160,16 +188,22 @@ class LineageStore:
                     )
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
                 if row is None or row[0] != SCHEMA_VERSION:
-                    raise LineageError(f"{self.path} is not a lineage database of schema 1")
+                    found = "no schema" if row is None else f"schema {row[0]!r}"
+                    raise LineageError(
+                        f"{self.path} is not a lineage database of schema {SCHEMA_VERSION} "
+                        f"(it has {found}); move it aside to start a new log"
+                    )
             except BaseException:
                 db.close()
                 raise
         self._db = db
         return db
 
-    def _reset(self) -> None:
-        """Forget the connection after a failed write; the next call reconnects."""
-        self.close()
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, held by this thread for one read; errors become LineageError."""
+        with self._lock, _translate(what):
+            yield self._connect()
 
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -179,20 +213,21 @@ class LineageStore:
         Raises:
             LineageError: the transaction failed (``what`` says which); nothing changed.
         """
-        try:
-            with _translate(what):
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-        except LineageError:
-            self._reset()
-            raise
+        with self._lock:
+            try:
+                with _translate(what):
+                    db = self._connect()
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield db
+                        db.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                        raise
+            except LineageError:
+                self.close()
+                raise
 
     def get_node(self, level: int, index: int) -> bytes:
         """A stored perfect node (``merkle.NodeFetcher``).
@@ -200,31 +235,20 @@ class LineageStore:
         Raises:
             LineageError: the node is missing or not a 32-byte hash.
         """
-        with _translate("cannot read the lineage tree"):
-            row = (
-                self._connect()
-                .execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index))
-                .fetchone()
-            )
-        if row is None or not isinstance(row[0], bytes) or len(row[0]) != HASH_SIZE:
+        with self._reading("cannot read the lineage tree") as db:
+            found = _node(db, level, index)
+        if found is None:
             raise LineageError(f"tree node ({level}, {index}) is missing or damaged")
-        return bytes(row[0])
+        return found
 
     def tip(self) -> Tip:
-        """The log's base, size and last entry hash, as last committed.
+        """The log's base, size, last entry hash and watermark, as last committed.
 
         Raises:
             LineageError: unreadable, or the recorded values are damaged.
         """
-        with _translate("cannot read the lineage database"):
-            meta = dict(self._connect().execute("SELECT key, value FROM meta").fetchall())
-        base, size = meta.get("base", 0), meta.get("size", 0)
-        prev, base_prev = meta.get("prev", GENESIS_PREV), meta.get("base_prev", GENESIS_PREV)
-        if not (isinstance(base, int) and isinstance(size, int) and 0 <= base <= size):
-            raise LineageError("the recorded lineage size is damaged")
-        if not (_is_hash(prev) and (base_prev is None or _is_hash(base_prev))):
-            raise LineageError("the recorded last entry hash is damaged")
-        return Tip(base, base_prev, size, prev)
+        with self._reading("cannot read the lineage database") as db:
+            return _tip(db.execute(_TIP_SQL).fetchone())
 
     def frontier(self, size: int | None = None) -> Frontier:
         """The tree's frontier at ``size`` (default: now), from stored nodes.
@@ -236,14 +260,14 @@ class LineageStore:
 
     def append_batch(
         self,
-        drafts: Sequence[Entry],
+        drafts: Sequence[Draft],
         *,
         sign: Signer | None = None,
         checkpoint_every: int = 0,
         now: int = 0,
         checkpoint_after_s: int = 0,
     ) -> Appended:
-        """Append ``drafts`` (their seq and prev are assigned here) in one transaction.
+        """Append ``drafts`` in order, in one transaction, placing each after the last.
 
         A checkpoint is signed and stored in the same transaction when ``sign`` is given and
         ``checkpoint_every`` entries or ``checkpoint_after_s`` seconds passed since the last.
@@ -253,66 +277,51 @@ class LineageStore:
                 corrupted); nothing was written.
         """
         with self._write("cannot write the lineage") as db:
-            appended, frontier = self._append(db, drafts)
-            if sign is not None and self._checkpoint_due(
-                db, frontier.size, now, checkpoint_every, checkpoint_after_s
-            ):
+            row = db.execute(_TIP_SQL).fetchone()
+            tip, (last_size, last_time) = _tip(row), (row[5] or 0, row[6] or 0)
+            appended, frontier = self._append(db, tip, drafts)
+            due = frontier.size > last_size and (
+                (checkpoint_every > 0 and frontier.size - last_size >= checkpoint_every)
+                or (checkpoint_after_s > 0 and now - last_time >= checkpoint_after_s)
+            )
+            if sign is not None and due:
                 self._insert_checkpoint(
                     db, frontier.size, now, sign(frontier.size, frontier.root())
                 )
         self._frontier = frontier
         return appended
 
-    def _append(self, db: sqlite3.Connection, drafts: Sequence[Entry]) -> tuple[Appended, Frontier]:
-        tip = self.tip()
+    def _append(
+        self, db: sqlite3.Connection, tip: Tip, drafts: Sequence[Draft]
+    ) -> tuple[Appended, Frontier]:
         frontier = self._frontier
         if frontier.size != tip.size:
             frontier = Frontier.load(tip.size, self.get_node)
+        edge = TreeEdge(frontier)
         first, prev = tip.size, tip.prev
-        rows, nodes = [], list[Node]()
-        for offset, draft in enumerate(drafts):
-            entry = replace(draft, seq=first + offset, prev=prev)
-            data = encode_entry(entry)
-            prev = entry_hash(data)
-            frontier, completed = frontier.append(prev)
-            nodes.extend(completed)
-            request = entry.request
+        rows: list[tuple[object, ...]] = []
+        for seq, draft in enumerate(drafts, first):
+            data = place_draft(draft, seq, prev)
+            prev = leaf_hash(data)
+            closed = edge.push(prev)
             rows.append(
                 (
-                    entry.seq,
-                    entry.time,
-                    str(entry.kind),
-                    int(entry.allowed),
-                    entry.reason,
-                    request.subject if request else None,
-                    request.action if request else None,
+                    seq,
+                    draft.time,
+                    draft.kind.value,
+                    int(draft.allowed),
+                    draft.reason,
+                    draft.subject,
+                    draft.action,
                     data,
+                    prev + closed,
                 )
             )
-        db.executemany(
-            "INSERT INTO entries (seq, time, kind, allowed, reason, subject, action, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+        _insert(
+            db, "entries (seq, time, kind, allowed, reason, subject, action, data, nodes)", 9, rows
         )
-        db.executemany(
-            "INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
-            [(n.level, n.index, n.hash) for n in nodes],
-        )
-        _set_meta(db, size=frontier.size, prev=prev)
-        return Appended(first, frontier.size), frontier
-
-    def _checkpoint_due(
-        self, db: sqlite3.Connection, size: int, now: int, every: int, after_s: int
-    ) -> bool:
-        last = db.execute(
-            "SELECT size, time FROM checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
-        last_size, last_time = last if last else (0, 0)
-        if size <= last_size:
-            return False
-        return (every > 0 and size - last_size >= every) or (
-            after_s > 0 and now - last_time >= after_s
-        )
+        _set_meta(db, size=edge.size, prev=prev)
+        return Appended(first, edge.size), edge.frontier()
 
     @staticmethod
     def _insert_checkpoint(db: sqlite3.Connection, size: int, now: int, note: str) -> None:
@@ -321,21 +330,36 @@ class LineageStore:
             (size, now, note),
         )
 
-    def add_checkpoint(self, sign: Signer, now: int) -> StoredCheckpoint | None:
-        """Sign and store a checkpoint at the current size unless one exists there.
+    def add_checkpoint(
+        self, sign: Signer, now: int, size: int | None = None
+    ) -> StoredCheckpoint | None:
+        """Sign and store a checkpoint at ``size`` (default: the current size) unless one is
+        stored there; return the one stored at that size (``None`` for an empty log).
+
+        A size below the current one is signed from the stored nodes: the same root the
+        tree had then, so it is consistent with every other checkpoint by construction.
 
         Raises:
-            LineageError: the write failed.
+            LineageError: ``size`` is outside the stored log, or the write failed.
         """
         with self._write("cannot write a lineage checkpoint") as db:
-            size = self.tip().size
-            exists = db.execute("SELECT 1 FROM checkpoints WHERE size = ?", (size,)).fetchone()
-            stored = None
-            if size > 0 and not exists:
-                note = sign(size, Frontier.load(size, self.get_node).root())
-                self._insert_checkpoint(db, size, now, note)
-                stored = StoredCheckpoint(size, now, note)
-        return stored
+            tip = self.tip()
+            size = tip.size if size is None else size
+            if not tip.base <= size <= tip.size:
+                raise LineageError(
+                    f"no checkpoint can be signed at size {size}: the log holds entries "
+                    f"{tip.base} to {tip.size - 1}"
+                )
+            row = db.execute(
+                "SELECT size, time, note FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+            if row is not None:
+                return StoredCheckpoint(int(row[0]), int(row[1]), str(row[2]))
+            if size == 0:
+                return None
+            note = sign(size, Frontier.load(size, self.get_node).root())
+            self._insert_checkpoint(db, size, now, note)
+        return StoredCheckpoint(size, now, note)
 
     def checkpoints(self, min_size: int = 0) -> list[StoredCheckpoint]:
         """Stored checkpoints of at least ``min_size``, smallest first.
@@ -343,15 +367,11 @@ class LineageStore:
         Raises:
             LineageError: unreadable.
         """
-        with _translate("cannot read the lineage checkpoints"):
-            rows = (
-                self._connect()
-                .execute(
-                    "SELECT size, time, note FROM checkpoints WHERE size >= ? ORDER BY size",
-                    (min_size,),
-                )
-                .fetchall()
-            )
+        with self._reading("cannot read the lineage checkpoints") as db:
+            rows = db.execute(
+                "SELECT size, time, note FROM checkpoints WHERE size >= ? ORDER BY size",
+                (min_size,),
+            ).fetchall()
         return [StoredCheckpoint(int(s), int(t), str(n)) for s, t, n in rows]
 
     def latest_checkpoint(self, max_size: int | None = None) -> StoredCheckpoint | None:
@@ -360,17 +380,13 @@ class LineageStore:
         Raises:
             LineageError: unreadable.
         """
-        limit = max_size if max_size is not None else 2**63 - 1
-        with _translate("cannot read the lineage checkpoints"):
-            row = (
-                self._connect()
-                .execute(
-                    "SELECT size, time, note FROM checkpoints WHERE size <= ? "
-                    "ORDER BY size DESC LIMIT 1",
-                    (limit,),
-                )
-                .fetchone()
-            )
+        limit = max_size if max_size is not None else _NO_LIMIT
+        with self._reading("cannot read the lineage checkpoints") as db:
+            row = db.execute(
+                "SELECT size, time, note FROM checkpoints WHERE size <= ? "
+                "ORDER BY size DESC LIMIT 1",
+                (limit,),
+            ).fetchone()
         return StoredCheckpoint(int(row[0]), int(row[1]), str(row[2])) if row else None
 
     def iter_rows(
@@ -383,8 +399,8 @@ class LineageStore:
     ) -> Iterator[tuple[int, bytes, tuple[object, ...]]]:
         """Stream ``(seq, data, columns)`` from ``start`` on, in pages of :data:`PAGE_ROWS`.
 
-        ``columns`` are the filter columns stored beside the entry (time, kind, allowed,
-        reason, subject, action), for checking them against the entry itself.
+        ``columns`` are what is stored beside the entry (time, kind, allowed, reason,
+        subject, action, and the tree nodes it closed), for checking them against it.
 
         ``where`` is an SQL condition on the entry columns (built by the caller from fixed
         fragments, values in ``params``). Keyset pagination: each page is one bounded query.
@@ -396,22 +412,18 @@ class LineageStore:
         remaining = limit
         order, compare = ("DESC", "<=") if descending else ("ASC", ">=")
         if descending:
-            position = 2**63 - 1
+            position = _NO_LIMIT
         condition = f" AND ({where})" if where else ""
         while remaining != 0:
             page = PAGE_ROWS if remaining < 0 else min(PAGE_ROWS, remaining)
             try:
-                with _translate("cannot read the lineage entries"):
-                    rows = (
-                        self._connect()
-                        .execute(
-                            "SELECT seq, CAST(data AS BLOB), time, kind, allowed, reason, "
-                            f"subject, action FROM entries WHERE seq {compare} ? AND seq >= ?"
-                            f"{condition} ORDER BY seq {order} LIMIT ?",
-                            (position, start, *params, page),
-                        )
-                        .fetchall()
-                    )
+                with self._reading("cannot read the lineage entries") as db:
+                    rows = db.execute(
+                        "SELECT seq, CAST(data AS BLOB), time, kind, allowed, reason, "
+                        f"subject, action, nodes FROM entries WHERE seq {compare} ? AND seq >= ?"
+                        f"{condition} ORDER BY seq {order} LIMIT ?",
+                        (position, start, *params, page),
+                    ).fetchall()
             except LineageError as exc:
                 raise LineageError(str(exc), seq=position) from exc
             for seq, data, *columns in rows:
@@ -421,37 +433,78 @@ class LineageStore:
             position = int(rows[-1][0]) + (-1 if descending else 1)
             remaining = remaining - len(rows) if remaining > 0 else remaining
 
+    def entry(self, seq: int) -> bytes:
+        """The stored bytes of entry ``seq``.
+
+        Raises:
+            LineageError: unreadable, or no such entry is stored.
+        """
+        with self._reading("cannot read the lineage entries") as db:
+            row = db.execute(
+                "SELECT CAST(data AS BLOB) FROM entries WHERE seq = ?", (seq,)
+            ).fetchone()
+        if row is None:
+            raise LineageError(f"entry {seq} is not in the log", seq=seq)
+        return bytes(row[0])
+
+    def first_seq_at_or_after(self, time: int) -> int | None:
+        """The smallest stored seq whose entry time is at least ``time`` (index lookup).
+
+        Raises:
+            LineageError: unreadable.
+        """
+        with self._reading("cannot read the lineage entries") as db:
+            row = db.execute("SELECT min(seq) FROM entries WHERE time >= ?", (time,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def max_seq(self) -> int | None:
         """The largest stored seq, whatever the recorded size says.
 
         Raises:
             LineageError: unreadable.
         """
-        with _translate("cannot read the lineage entries"):
-            row = self._connect().execute("SELECT max(seq) FROM entries").fetchone()
+        with self._reading("cannot read the lineage entries") as db:
+            row = db.execute("SELECT max(seq) FROM entries").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def rebase(self, base: int, base_prev: bytes | None, *, drop_below: bool) -> None:
         """Move the log's base to ``base`` (a signed checkpoint's size), in one transaction.
 
-        With ``drop_below``, entries below ``base``, checkpoints below it and every node
-        wholly below it except the frontier at ``base`` are deleted (prune); proofs for later
-        entries and consistency from the checkpoint at ``base`` stay possible.
+        With ``drop_below``, entries and checkpoints below ``base`` are deleted (prune) and
+        the frontier at ``base`` is kept in the ``nodes`` table: proofs for later entries and
+        consistency from the checkpoint at ``base`` stay possible, because every node they
+        need that lies wholly below ``base`` is part of that frontier.
 
         Raises:
             LineageError: the write failed; nothing changed.
         """
-        keep = {(level, index) for level, index in _cover(base)}
         with self._write("cannot prune the lineage") as db:
             if drop_below:
+                kept = [(level, index, _node(db, level, index)) for level, index in _cover(base)]
+                if any(node is None for _, _, node in kept):
+                    raise LineageError(f"the tree nodes at entry {base} are missing", seq=base)
+                db.execute("DELETE FROM nodes")
+                db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", kept)
                 db.execute("DELETE FROM entries WHERE seq < ?", (base,))
                 db.execute("DELETE FROM checkpoints WHERE size < ?", (base,))
-                for level in range(max(base.bit_length(), 1)):
-                    db.execute(
-                        "DELETE FROM nodes WHERE level = ? AND (idx + 1) * ? <= ? AND idx != ?",
-                        (level, 1 << level, base, _kept_index(keep, level)),
-                    )
             _set_meta(db, base=base, base_prev=base_prev)
+
+    def acknowledge(self, acked: int) -> int:
+        """Raise the watermark to ``acked`` entries (never lower it); return the watermark.
+
+        Raises:
+            LineageError: ``acked`` is beyond the log's size, or the write failed.
+        """
+        with self._write("cannot record the lineage acknowledgement") as db:
+            tip = self.tip()
+            if acked > tip.size:
+                raise LineageError(
+                    f"the hub acknowledged {acked} entries but the log holds {tip.size}",
+                    seq=tip.size,
+                )
+            if acked > tip.acked:
+                _set_meta(db, acked=acked)
+        return max(acked, tip.acked)
 
     def get_meta(self, key: str) -> object:
         """A raw meta value (``None`` if absent).
@@ -459,8 +512,8 @@ class LineageStore:
         Raises:
             LineageError: unreadable.
         """
-        with _translate("cannot read the lineage database"):
-            row = self._connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._reading("cannot read the lineage database") as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, **values: object) -> None:
@@ -478,33 +531,98 @@ class LineageStore:
         Raises:
             LineageError: the pragma failed.
         """
-        with _translate("cannot set the lineage page limit"):
-            self._connect().execute(f"PRAGMA max_page_count = {int(pages)}")
+        with self._reading("cannot set the lineage page limit") as db:
+            db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+def _insert(
+    db: sqlite3.Connection, into: str, width: int, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """Insert ``rows`` with a few multi-row statements (see :data:`_INSERT_CHUNKS`)."""
+    position = 0
+    for chunk in _INSERT_CHUNKS:
+        while len(rows) - position >= chunk:
+            values = list(itertools.chain.from_iterable(rows[position : position + chunk]))
+            db.execute(_insert_sql(into, width, chunk), values)
+            position += chunk
+
+
+@functools.cache
+def _insert_sql(into: str, width: int, count: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT INTO {into} VALUES " + ", ".join([row] * count)
+
+
+_TIP_SQL = """
+SELECT
+    (SELECT value FROM meta WHERE key = 'base'),
+    (SELECT value FROM meta WHERE key = 'base_prev'),
+    (SELECT value FROM meta WHERE key = 'size'),
+    (SELECT value FROM meta WHERE key = 'prev'),
+    (SELECT value FROM meta WHERE key = 'acked'),
+    (SELECT max(size) FROM checkpoints),
+    (SELECT time FROM checkpoints ORDER BY size DESC LIMIT 1),
+    (SELECT count(*) FROM meta WHERE key = 'base_prev')
+"""
+"""The tip and the last checkpoint in one single-row query: one SQLite call per batch."""
+
+
+def _tip(row: tuple[object, ...]) -> Tip:
+    """The :class:`Tip` of a :data:`_TIP_SQL` row.
+
+    Raises:
+        LineageError: the recorded values are damaged.
+    """
+    base, base_prev, size, prev, acked, _, _, has_base_prev = row
+    base = 0 if base is None else base
+    size = 0 if size is None else size
+    acked = 0 if acked is None else acked
+    prev = GENESIS_PREV if prev is None else prev
+    base_prev = GENESIS_PREV if not has_base_prev else base_prev
+    if not (isinstance(base, int) and isinstance(size, int) and 0 <= base <= size):
+        raise LineageError("the recorded lineage size is damaged")
+    if not isinstance(prev, bytes) or len(prev) != HASH_SIZE:
+        raise LineageError("the recorded last entry hash is damaged")
+    if base_prev is not None and (not isinstance(base_prev, bytes) or len(base_prev) != HASH_SIZE):
+        raise LineageError("the recorded hash before the first entry is damaged")
+    if not (isinstance(acked, int) and 0 <= acked <= size):
+        raise LineageError("the recorded acknowledgement watermark is damaged")
+    return Tip(base, base_prev, size, prev, acked)
 
 
 def _set_meta(db: sqlite3.Connection, **values: object) -> None:
-    db.executemany(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        list(values.items()),
+    items = list(values.items())
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES "
+        + ", ".join(["(?, ?)"] * len(items))
+        + " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        list(itertools.chain.from_iterable(items)),
     )
 
 
+def _node(db: sqlite3.Connection, level: int, index: int) -> bytes | None:
+    """Node ``(level, index)``: from the entry that closed it, else from the kept nodes."""
+    row = db.execute("SELECT nodes FROM entries WHERE seq = ?", (((index + 1) << level) - 1,))
+    found = row.fetchone()
+    if found is not None and isinstance(found[0], bytes):
+        node = found[0][level * HASH_SIZE : (level + 1) * HASH_SIZE]
+        return bytes(node) if len(node) == HASH_SIZE else None
+    found = db.execute(
+        "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)
+    ).fetchone()
+    if found is not None and isinstance(found[0], bytes) and len(found[0]) == HASH_SIZE:
+        return bytes(found[0])
+    return None
+
+
 def _cover(size: int) -> list[tuple[int, int]]:
+    """The perfect nodes ``(level, index)`` the tree of ``size`` decomposes into."""
     cover, position = [], 0
     for level in reversed(range(size.bit_length())):
         if (size >> level) & 1:
             cover.append((level, position >> level))
             position += 1 << level
     return cover
-
-
-def _kept_index(keep: set[tuple[int, int]], level: int) -> int:
-    return next((index for lv, index in keep if lv == level), -1)
-
-
-def _is_hash(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == HASH_SIZE
 
 
 @contextlib.contextmanager

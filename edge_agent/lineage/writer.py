@@ -1,81 +1,108 @@
 """Group commit: many concurrent deciders in one process share one transaction and one fsync.
 
-Leader/follower, no background thread: a caller whose entry is pending and finds no write in
-progress becomes the leader, takes up to :data:`MAX_BATCH_ENTRIES` pending entries, writes
-them in one transaction and wakes the others. While it writes, new callers queue up, so the
-next batch grows with the load. Each caller returns only after the batch holding its entry
-committed (or failed: then every caller of that batch gets the error). Several processes
-are serialised by SQLite's write lock, bounded by the store's busy timeout.
+Leader/follower, no background thread. A caller queues its draft; if no batch is being
+written it becomes the leader, takes up to :data:`MAX_BATCH_ENTRIES` queued drafts, writes
+them in one transaction and wakes their callers. While it writes (the fsync releases the
+GIL), new callers prepare and queue theirs, so the next batch grows with the load. When the
+leader's own draft is done it hands the lead to the first caller still queued, so no caller
+waits for more than the batches ahead of it. Each caller returns only after the batch
+holding its draft committed (or failed: then every caller of that batch gets the error).
+Several processes are serialised by SQLite's write lock, bounded by the store's busy timeout.
 
-Coroutines use it through ``await asyncio.to_thread(writer.append, entry)``.
+Waiting uses one plain lock per caller, released by the leader: waking a batch costs one
+release per caller, with no shared condition for all of them to contend on.
+
+Coroutines use :class:`AsyncGroupCommitWriter` instead: the same batching, with futures in
+place of threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import Entry
+from edge_agent.lineage.entries import Draft
 from edge_agent.lineage.store import Appended
 
-__all__ = ["MAX_BATCH_ENTRIES", "GroupCommitWriter"]
+__all__ = ["MAX_BATCH_ENTRIES", "AsyncGroupCommitWriter", "GroupCommitWriter"]
 
 MAX_BATCH_ENTRIES = 1024
 """Most entries committed in one transaction: bounds a batch's memory and latency."""
 
-BatchWrite = Callable[[list[Entry]], Appended]
+BatchWrite = Callable[[list[Draft]], Appended]
 
 
-@dataclass(slots=True)
 class _Slot:
-    draft: Entry
-    seq: int | None = None
-    error: LineageError | None = None
-    done: bool = False
+    """One caller's draft, its outcome, and the lock it sleeps on until woken."""
+
+    __slots__ = ("done", "draft", "error", "seq", "wake")
+
+    def __init__(self, draft: Draft) -> None:
+        self.draft = draft
+        self.seq: int | None = None
+        self.error: LineageError | None = None
+        self.done = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def outcome(self) -> int:
+        if self.error is not None:
+            raise self.error
+        if self.seq is None:
+            raise LineageError("the lineage write was interrupted")
+        return self.seq
 
 
 class GroupCommitWriter:
-    """Appends entries through ``write_batch`` (one transaction per call), batching callers."""
+    """Appends drafts through ``write_batch`` (one transaction per call), batching callers."""
 
     def __init__(self, write_batch: BatchWrite) -> None:
         self._write_batch = write_batch
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._pending: list[_Slot] = []
-        self._writing = False
+        self._leading = False
 
-    def append(self, draft: Entry) -> int:
-        """Append one entry durably and return its seq.
+    def append(self, draft: Draft) -> int:
+        """Append one draft durably and return its seq.
 
         Raises:
-            LineageError: the batch holding this entry could not be written.
+            LineageError: the batch holding this draft could not be written.
         """
         slot = _Slot(draft)
-        with self._cond:
+        with self._mutex:
             self._pending.append(slot)
-            while not slot.done:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                self._writing = True
+            follower, self._leading = self._leading, True
+        if follower:
+            slot.wake.acquire()
+            if slot.done:
+                return slot.outcome()
+        self._lead(slot)
+        return slot.outcome()
+
+    def _lead(self, own: _Slot) -> None:
+        """Write batches until ``own`` is done, then pass the lead on (or give it up)."""
+        while True:
+            with self._mutex:
                 batch = self._pending[:MAX_BATCH_ENTRIES]
                 del self._pending[:MAX_BATCH_ENTRIES]
-                self._cond.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._cond.acquire()
-                    for stranded in batch:
-                        if not stranded.done:
-                            stranded.error = LineageError("the lineage write was interrupted")
-                            stranded.done = True
-                    self._writing = False
-                    self._cond.notify_all()
-        if slot.error is not None:
-            raise slot.error
-        assert slot.seq is not None
-        return slot.seq
+            try:
+                self._commit(batch)
+            finally:
+                for slot in batch:
+                    if not slot.done:
+                        slot.error = LineageError("the lineage write was interrupted")
+                        slot.done = True
+                    if slot is not own:
+                        slot.wake.release()
+                with self._mutex:
+                    successor = self._pending[0] if self._pending and own.done else None
+                    self._leading = bool(self._pending)
+                if successor is not None:
+                    successor.wake.release()
+            if own.done:
+                return
 
     def _commit(self, batch: list[_Slot]) -> None:
         try:
@@ -89,5 +116,67 @@ class GroupCommitWriter:
             for slot in batch:
                 slot.error, slot.done = error, True
             return
-        for offset, slot in enumerate(batch):
-            slot.seq, slot.done = appended.first_seq + offset, True
+        for seq, slot in enumerate(batch, appended.first_seq):
+            slot.seq, slot.done = seq, True
+
+
+class AsyncGroupCommitWriter:
+    """The same group commit for the coroutines of one event loop.
+
+    A coroutine queues its draft and awaits a future; one drain task writes the queued
+    drafts in batches, each in a worker thread (``asyncio.to_thread``) so the loop keeps
+    accepting decisions while SQLite commits, and resolves the futures. Waking a coroutine
+    costs a future, not a thread switch, which is what lets many concurrent deciders share
+    one fsync cheaply.
+
+    A decider cancelled while waiting may still have its entry written (a logged decision
+    that was never returned is harmless; the reverse is what must never happen). If the
+    drain task itself is cancelled, every draft it had not committed fails.
+    """
+
+    def __init__(self, write_batch: BatchWrite) -> None:
+        self._write_batch = write_batch
+        self._pending: list[tuple[Draft, asyncio.Future[int]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def append(self, draft: Draft) -> int:
+        """Append one draft durably and return its seq.
+
+        Raises:
+            LineageError: the batch holding this draft could not be written.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending.append((draft, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain(), name="lineage-group-commit")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Draft, asyncio.Future[int]]] = []
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_BATCH_ENTRIES]
+                del self._pending[:MAX_BATCH_ENTRIES]
+                try:
+                    appended = await asyncio.to_thread(self._write_batch, [d for d, _ in batch])
+                except LineageError as exc:
+                    _settle(batch, exc)
+                except Exception as exc:
+                    _settle(batch, LineageError(f"unexpected failure writing the lineage: {exc}"))
+                else:
+                    for seq, (_, future) in enumerate(batch, appended.first_seq):
+                        if not future.done():
+                            future.set_result(seq)
+                batch = []
+        finally:
+            interrupted = LineageError("the lineage write was interrupted")
+            _settle(batch, interrupted)
+            _settle(self._pending, interrupted)
+            self._pending.clear()
+
+
+def _settle(batch: list[tuple[Draft, asyncio.Future[int]]], error: LineageError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -125,11 +125,14 @@ def _check_expiry(state: TrustState, now: int) -> _Failure | None:
             Reason.BUNDLE_EXPIRED,
             f"bundle version {bundle.version} expired {now - bundle.expires_at} s ago",
         )
-    if bundle.max_offline is not None and now - bundle.issued_at >= bundle.max_offline:
+    if bundle.max_offline is None:
+        return None
+    last_fresh = max(bundle.issued_at, state.fresh_time or 0)
+    if now - last_fresh >= bundle.max_offline:
         return (
             Reason.BUNDLE_EXPIRED,
             f"bundle version {bundle.version} has had no freshness from the hub for "
-            f"{now - bundle.issued_at} s (max_offline {bundle.max_offline} s)",
+            f"{now - last_fresh} s (max_offline {bundle.max_offline} s)",
         )
     return None
 
@@ -145,6 +148,13 @@ def _check_attestation(state: TrustState, now: int) -> _Failure | None:
 
 
 def _check_revocation(state: TrustState, now: int) -> _Failure | None:
+    if state.announced_epoch > state.seen_epoch:
+        return (
+            Reason.REVOKED,
+            f"the hub announced revocation epoch {state.announced_epoch} but this device has "
+            f"received only up to epoch {state.seen_epoch}; a revocation is being withheld "
+            "or is still in transit",
+        )
     bundle = state.bundle
     threshold = state.root.role(Role.POLICY).threshold
     for revocation in state.revocations:

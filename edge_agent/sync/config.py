@@ -1,0 +1,135 @@
+"""``agent.toml``: the daemon's configuration, validated once at start (pydantic, strict).
+
+Every section and field is optional; an unknown field, a wrong type or an out-of-range value
+stops the agent with a message naming the field, instead of starting half-configured. The
+broker URL and credentials given to ``edge-agent init`` are the defaults the file overrides.
+Nothing here can move the agent's notion of "now".
+
+Example::
+
+    [broker]
+    url = "mqtts://hub.example:8883"
+    username = "gw-001"
+    password_file = "/etc/edge-agent/broker.password"
+    ca_file = "/etc/edge-agent/ca.pem"
+
+    [sync]
+    status_interval_s = 30
+    ship_interval_s = 1
+    ack_timeout_s = 10
+    reconnect_max_s = 60
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_agent.errors import ConfigError
+from edge_agent.sync.mqtt import BrokerSettings
+
+__all__ = ["MAX_CONFIG_BYTES", "AgentConfig", "BrokerConfig", "SyncConfig", "load_config"]
+
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_PASSWORD_BYTES = 4096
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class BrokerConfig(_Section):
+    """Where the hub's broker is and how to log in; secrets stay in their own files."""
+
+    url: str | None = None
+    username: str | None = Field(default=None, max_length=256)
+    password_file: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class SyncConfig(_Section):
+    """Timing and bounds of the MQTT sync, in seconds and counts."""
+
+    status_interval_s: int = Field(default=30, ge=1, le=3600)
+    ship_interval_s: float = Field(default=1.0, ge=0.05, le=600)
+    ack_timeout_s: float = Field(default=10.0, ge=0.5, le=600)
+    reconnect_initial_s: float = Field(default=0.5, ge=0.05, le=60)
+    reconnect_max_s: float = Field(default=60.0, ge=0.5, le=3600)
+    batch_entries: int = Field(default=512, ge=1, le=512)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+
+class AgentConfig(_Section):
+    broker: BrokerConfig = BrokerConfig()
+    sync: SyncConfig = SyncConfig()
+
+    def broker_settings(self, client_id: str) -> BrokerSettings:
+        """The broker to connect to, with the password read from its file.
+
+        Raises:
+            ConfigError: no broker URL anywhere, a malformed URL, or an unreadable password
+                file.
+        """
+        if self.broker.url is None:
+            raise ConfigError(
+                "no broker configured: pass --broker to 'edge-agent init' or set [broker] url "
+                "in the config file"
+            )
+        password = None
+        if self.broker.password_file is not None:
+            password = _read_secret(Path(self.broker.password_file))
+        return BrokerSettings.from_url(
+            self.broker.url,
+            username=self.broker.username or client_id,
+            password=password,
+            ca_file=self.broker.ca_file,
+            cert_file=self.broker.cert_file,
+            key_file=self.broker.key_file,
+        )
+
+
+def load_config(path: Path | None, defaults: dict[str, str]) -> AgentConfig:
+    """Read ``path`` (TOML) over the broker ``defaults`` recorded at ``init``.
+
+    Raises:
+        ConfigError: unreadable, too large, not TOML, or a field is unknown or invalid.
+    """
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+    broker = data.get("broker", {})
+    if isinstance(broker, dict):
+        data["broker"] = {**defaults, **broker}
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"the config file {path} is invalid: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    where = ".".join(str(part) for part in errors[0]["loc"])
+    return f"{where}: {errors[0]['msg']} ({len(errors)} error(s) in all)"
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        raw = path.read_bytes()[: MAX_PASSWORD_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the broker password file {path}: {exc}") from exc
+    if len(raw) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"the broker password file {path} is too large")
+    return raw.decode("utf-8", errors="strict").strip()

@@ -1,0 +1,299 @@
+"""``edge-agent run``: keep the device in sync with its hub over MQTT, forever, offline-safe.
+
+What it does, in one session per broker connection:
+
+1. subscribe (directly: retained messages must arrive) to the region's roots, revocations,
+   the device's ack topic, and the bundle and freshness topics of every channel it is on;
+2. publish its signed status, retained, with a pre-signed "offline" status as last will;
+3. apply what arrives through the agent's verified install paths — roots in version order,
+   bundles, revocations, freshness tokens, acks — each refused object logged as a rejection
+   and changing nothing;
+4. ship unacknowledged lineage in signed batches, one in flight, resent until the hub's
+   signed ack (stored *and* verified) arrives; acks move the lineage watermark.
+
+The connection is reconnected with capped exponential backoff and full jitter, forever.
+Nothing here is on the decision path: the agent keeps deciding from its installed bundle
+while the broker or the hub is away, and fails closed at ``max_offline`` or expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from edge_agent.agent import LocalAgent
+from edge_agent.errors import EdgeGovError, StateError, TransportError
+from edge_agent.protocol import topics
+from edge_agent.protocol.shipping import (
+    DeviceStatus,
+    LineageBatch,
+    ShippingError,
+    sign_batch,
+    sign_status,
+    verify_ack,
+)
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, LastWill, backoff_delays
+from edge_agent.sync.mqtt import connect as mqtt_connect
+
+__all__ = ["AgentDaemon"]
+
+logger = logging.getLogger(__name__)
+
+MAX_REMEMBERED_REJECTIONS = 256
+"""Digests of refused payloads remembered, so a retained bad object is logged once."""
+MAX_PENDING_ROOTS = 16
+CLOCK_CHECK_S = 1.0
+
+
+class AgentDaemon:
+    """The sync loop of one agent. ``wall`` reads the clock (a parameter for tests)."""
+
+    def __init__(
+        self,
+        agent: LocalAgent,
+        broker: BrokerSettings,
+        config: SyncConfig,
+        *,
+        wall: Callable[[], int] = lambda: int(time.time()),
+    ) -> None:
+        self.agent = agent
+        self.broker = broker
+        self.config = config
+        self.wall = wall
+        self.device = agent.state.device
+        self.connected = asyncio.Event()
+        self.changed = asyncio.Event()
+        """Set whenever the trust state changed (tests and the status publisher wait on it)."""
+        self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._pending_roots: dict[int, bytes] = {}
+        self._acked = asyncio.Event()
+
+    async def run(self) -> None:
+        """Stay connected (reconnecting forever) and watch the clock, until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._stay_connected(), name="connection")
+            tasks.create_task(self._watch_clock(), name="clock")
+
+    async def _watch_clock(self) -> None:
+        while True:
+            self.agent.observe_clock(self.wall())
+            await asyncio.sleep(CLOCK_CHECK_S)
+
+    async def _stay_connected(self) -> None:
+        delays = self._fresh_backoff()
+        while True:
+            try:
+                await self._session()
+            except* TransportError as group:
+                logger.warning(
+                    "broker %s unreachable or lost: %s", self.broker.url, group.exceptions[0]
+                )
+            if self.connected.is_set():
+                delays = self._fresh_backoff()
+            self.connected.clear()
+            delay = next(delays)
+            logger.info("reconnecting to %s in %.1f s", self.broker.url, delay)
+            await asyncio.sleep(delay)
+
+    def _fresh_backoff(self) -> Iterator[float]:
+        return backoff_delays(self.config.reconnect_initial_s, self.config.reconnect_max_s)
+
+    async def _session(self) -> None:
+        will = LastWill(self._status_topic, self._status_payload(online=False))
+        async with mqtt_connect(
+            self.broker,
+            client_id=f"edge-agent-{self.device.device_id}",
+            will=will,
+            keepalive_s=self.config.keepalive_s,
+        ) as connection:
+            await connection.subscribe(
+                topics.agent_subscriptions(
+                    self.device.region, self.device.device_id, self.device.groups
+                )
+            )
+            self.connected.set()
+            logger.info("connected to %s", self.broker.url)
+            await self._publish_status(connection)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._receive(connection), name="receive")
+                tasks.create_task(self._ship(connection), name="ship")
+                tasks.create_task(self._report(connection), name="status")
+
+    # --- incoming -----------------------------------------------------------------------
+
+    async def _receive(self, connection: Connection) -> None:
+        async for message in connection.messages():
+            self.handle(message)
+
+    def handle(self, message: Incoming) -> None:
+        """Apply one incoming message; never raises for bad input (it is logged)."""
+        if not message.payload:
+            return
+        digest = hashlib.sha256(message.topic.encode() + b"\0" + message.payload).digest()
+        if digest in self._rejected:
+            return
+        kind = _topic_kind(message.topic)
+        try:
+            changed = self._apply(kind, message)
+        except EdgeGovError as exc:
+            self._remember_rejection(digest)
+            if isinstance(exc, StateError):
+                logger.error("cannot record %s from %s: %s", kind, message.topic, exc)
+            else:
+                logger.warning("refused %s from %s: %s", kind, message.topic, exc)
+            return
+        except Exception:
+            self._remember_rejection(digest)
+            logger.exception("unexpected failure handling %s; nothing changed", message.topic)
+            return
+        if changed:
+            self.changed.set()
+
+    def _apply(self, kind: str, message: Incoming) -> bool:
+        wall = self.wall()
+        if kind == "bundle":
+            return not self.agent.install_bundle(message.payload, wall).unchanged
+        if kind == "fresh":
+            before = self.agent.state
+            self.agent.install_freshness(message.payload, wall)
+            return self.agent.state.fresh_time != before.fresh_time
+        if kind == "revoke":
+            return self.agent.install_revocation(message.payload, wall) is not None
+        if kind == "root":
+            return self._apply_root(message.topic, message.payload, wall)
+        if kind == "ack":
+            self._apply_ack(message.payload)
+            return False
+        logger.debug("ignoring a message on %s", message.topic)
+        return False
+
+    def _apply_root(self, topic: str, data: bytes, wall: int) -> bool:
+        """Roots arrive retained in any order; install them one version at a time (the
+        version in the topic only routes: verification checks the signed one)."""
+        label = topic.rsplit("/", 1)[-1]
+        if not label.isdigit() or int(label) <= self.agent.state.root.version:
+            return False
+        version = int(label)
+        if len(self._pending_roots) < MAX_PENDING_ROOTS:
+            self._pending_roots[version] = data
+        changed = False
+        while (nxt := self._pending_roots.pop(self.agent.state.root.version + 1, None)) is not None:
+            self.agent.install_root(nxt, wall)
+            changed = True
+        return changed
+
+    def _apply_ack(self, data: bytes) -> None:
+        ack = verify_ack(data, root=self.agent.state.root, device=self.device.device_id)
+        lineage = self.agent.lineage
+        if lineage is None:
+            return
+        if ack.acked > lineage.size:
+            raise ShippingError(
+                f"the hub acknowledged {ack.acked} entries but this log holds {lineage.size}"
+            )
+        if ack.acked and lineage.root_at(ack.acked) != ack.root:
+            raise ShippingError(
+                f"the hub's tree root at size {ack.acked} differs from this device's: the hub "
+                "holds a different history (fork evidence is kept at the hub)"
+            )
+        if ack.acked > lineage.acknowledged:
+            lineage.acknowledge(ack.acked)
+            logger.debug("hub acknowledged lineage up to %d", ack.acked)
+        self._acked.set()
+
+    def _remember_rejection(self, digest: bytes) -> None:
+        self._rejected[digest] = None
+        while len(self._rejected) > MAX_REMEMBERED_REJECTIONS:
+            self._rejected.popitem(last=False)
+
+    # --- outgoing -----------------------------------------------------------------------
+
+    async def _ship(self, connection: Connection) -> None:
+        lineage = self.agent.lineage
+        if lineage is None:
+            return
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                await asyncio.sleep(self.config.ship_interval_s)
+                continue
+            self._acked.clear()
+            await connection.publish(
+                topics.device_topic(
+                    self.device.region, self.device.device_id, topics.DeviceLeaf.LINEAGE
+                ),
+                sign_batch(batch, self.agent.device_key),
+                qos=1,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.ack_timeout_s):
+                    while lineage.acknowledged < batch.first_seq + len(batch.entries):
+                        await self._acked.wait()
+                        self._acked.clear()
+
+    def _next_batch(self) -> LineageBatch | None:
+        lineage = self.agent.lineage
+        assert lineage is not None
+        pending = lineage.unacknowledged(self.config.batch_entries)
+        if not pending:
+            return None
+        first = pending[0][0]
+        size = first + len(pending)
+        return LineageBatch(
+            device=self.device.device_id,
+            first_seq=first,
+            entries=tuple(data for _, data in pending),
+            checkpoint=lineage.checkpoint_note(size, self.wall()),
+        )
+
+    async def _report(self, connection: Connection) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.status_interval_s):
+                    await self.changed.wait()
+            self.changed.clear()
+            await self._publish_status(connection)
+
+    async def _publish_status(self, connection: Connection) -> None:
+        await connection.publish(
+            self._status_topic, self._status_payload(online=True), qos=1, retain=True
+        )
+
+    @property
+    def _status_topic(self) -> str:
+        return topics.device_topic(
+            self.device.region, self.device.device_id, topics.DeviceLeaf.STATUS
+        )
+
+    def _status_payload(self, *, online: bool) -> bytes:
+        wall = self.wall()
+        state = self.agent.state
+        bundle = state.bundle
+        failed = [c for c in self.agent.checks(wall) if not c.passed]
+        lineage = self.agent.lineage
+        status = DeviceStatus(
+            device=self.device.device_id,
+            time=wall,
+            online=online,
+            bundle_version=bundle.version if bundle else None,
+            expires_at=bundle.expires_at if bundle else None,
+            gate=str(failed[0].reason) if failed else "open",
+            lineage_size=lineage.size if lineage else 0,
+            acked=lineage.acknowledged if lineage else 0,
+        )
+        return sign_status(status, self.agent.device_key)
+
+
+def _topic_kind(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) >= 4 and parts[3] in ("bundle", "fresh", "revoke", "root"):
+        return parts[3]
+    if len(parts) == 6 and parts[3] == "device":
+        return parts[5]
+    return "unknown"

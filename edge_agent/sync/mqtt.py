@@ -1,0 +1,217 @@
+"""The one module that imports aiomqtt: connect, publish, subscribe, receive, reconnect delays.
+
+Everything above it sees :class:`Connection` and :class:`Incoming` and catches
+:class:`~edge_agent.errors.TransportError`. aiomqtt's in-memory queues are never trusted with
+anything that must not be lost (DESIGN.md section 5): retained topics are re-delivered on
+every reconnect, and lineage stays in SQLite until the hub acknowledges it. The incoming
+queue is still bounded and sized so that a burst of retained messages fits.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from edge_agent.errors import ConfigError, TransportError
+
+__all__ = [
+    "DEFAULT_INCOMING_QUEUE",
+    "BrokerSettings",
+    "Connection",
+    "Incoming",
+    "LastWill",
+    "backoff_delays",
+    "connect",
+]
+
+DEFAULT_INCOMING_QUEUE = 10_000
+"""Messages aiomqtt may hold before it discards (aiomqtt issue 108); nothing lost there
+matters, but a full queue would delay trust updates, so it is sized far above one burst."""
+CONNECT_TIMEOUT_S = 10.0
+_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where and how to connect. ``password`` is never logged or printed."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **extra: str | None) -> BrokerSettings:
+        """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]`` (user info allowed).
+
+        Raises:
+            ConfigError: another scheme, no host, or a bad port.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {url!r} is malformed: {exc}") from exc
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError(
+                f"broker URL {url!r} must look like mqtt://host:1883 or mqtts://host:8883"
+            )
+        default_port, tls = _SCHEMES[parts.scheme]
+        return cls(
+            host=parts.hostname,
+            port=port or default_port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else extra.get("username"),
+            password=unquote(parts.password) if parts.password else extra.get("password"),
+            ca_file=extra.get("ca_file"),
+            cert_file=extra.get("cert_file"),
+            key_file=extra.get("key_file"),
+        )
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials (safe to print)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LastWill:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Connection:
+    """An open MQTT session: publish, subscribe and iterate incoming messages."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and, for QoS 1, wait for the broker's PUBACK.
+
+        Raises:
+            TransportError: the connection is gone.
+        """
+        try:
+            await self._client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=CONNECT_TIMEOUT_S
+            )
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"publish to {topic} failed: {exc}") from exc
+
+    async def subscribe(self, filters: Sequence[str], *, qos: int = 1) -> None:
+        """Subscribe to every filter in one request.
+
+        Raises:
+            TransportError: the connection is gone or the broker refused a filter.
+        """
+        try:
+            granted = await self._client.subscribe(
+                [(f, qos) for f in filters], timeout=CONNECT_TIMEOUT_S
+            )
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"subscribe failed: {exc}") from exc
+        refused = [f for f, code in zip(filters, granted, strict=False) if _refused(code)]
+        if refused:
+            raise TransportError(f"the broker refused the subscription(s) {', '.join(refused)}")
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        """Incoming messages until the connection drops.
+
+        Raises:
+            TransportError: the connection dropped.
+        """
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = b"" if payload is None else str(payload).encode()
+                yield Incoming(message.topic.value, bytes(payload), bool(message.retain))
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"connection lost: {exc}") from exc
+
+
+def _refused(code: object) -> bool:
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
+
+
+@asynccontextmanager
+async def connect(
+    settings: BrokerSettings,
+    *,
+    client_id: str,
+    will: LastWill | None = None,
+    clean_session: bool = True,
+    incoming_queue: int = DEFAULT_INCOMING_QUEUE,
+    keepalive_s: int = 30,
+) -> AsyncIterator[Connection]:
+    """Connect to the broker for the duration of the ``async with`` block (MQTT 3.1.1).
+
+    Raises:
+        TransportError: the broker is unreachable, refused the credentials, or the
+            connection dropped inside the block.
+        ConfigError: a TLS file cannot be loaded.
+    """
+    client = aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=client_id,
+        username=settings.username,
+        password=settings.password,
+        will=None if will is None else aiomqtt.Will(will.topic, will.payload, 1, will.retain),
+        clean_session=clean_session,
+        keepalive=keepalive_s,
+        timeout=CONNECT_TIMEOUT_S,
+        max_queued_incoming_messages=incoming_queue,
+        tls_context=_tls_context(settings),
+        protocol=aiomqtt.ProtocolVersion.V311,
+    )
+    try:
+        async with client:
+            yield Connection(client)
+    except aiomqtt.MqttError as exc:
+        raise TransportError(f"broker {settings.url}: {exc}") from exc
+
+
+def _tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS files for {settings.url}: {exc}") from exc
+    return context
+
+
+def backoff_delays(
+    initial_s: float = 0.5, maximum_s: float = 60.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Reconnect delays: capped exponential backoff with full jitter, forever."""
+    rng = rng or random.Random()
+    ceiling = initial_s
+    while True:
+        yield rng.uniform(0, ceiling)
+        ceiling = min(maximum_s, ceiling * 2)

@@ -1,0 +1,398 @@
+"""The ``edge-hub`` commands that run and drive the MQTT fabric (docs/mqtt.md).
+
+``serve`` runs :class:`hub.service.HubService` until SIGTERM or SIGINT. ``device add``,
+``bundle push``, ``revoke``, ``fleet`` and ``lineage show`` work on a hub directory
+(:mod:`hub.hubdir`); ``bundle push`` and ``revoke`` record in the registry first, then publish
+at once to the broker of the running ``serve`` (from ``serve.json``) or ``--broker``. Without
+either they record only, and ``serve`` publishes what was recorded when it starts (and, while
+it runs, anything recorded that the broker missed, on its next round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent._internal.cli_support import read_bounded, wall_clock
+from edge_agent.errors import ConfigError, TransportError
+from edge_agent.lineage.entries import Entry
+from edge_agent.protocol import topics
+from edge_agent.protocol.keys import public_key_from_pem
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.revocation import RevocationKind
+from edge_agent.protocol.root import TrustRoot
+from edge_agent.sync.mqtt import BrokerSettings
+from hub.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
+from hub.hubdir import HubDir
+from hub.publish import (
+    Publication,
+    issue_freshness,
+    parse_channel,
+    publish_once,
+    revocation_publications,
+)
+from hub.push import plan_push, record_push, resolve_key_id, sign_next_revocation
+from hub.registry import DeviceRecord, Registry
+from hub.service import HubConfig, HubService
+
+__all__ = ["register"]
+
+MAX_PUBLIC_KEY_BYTES = 4096
+DEFAULT_TOKEN_TTL_S = 60
+RESERVED_DEVICE_IDS = frozenset({"hub"})
+"""Names a device may not take: ``hub`` is the hub's MQTT username in the Mosquitto ACL."""
+
+
+def register(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    bundle: argparse._SubParsersAction,  # type: ignore[type-arg]
+    lineage_commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    duration: Callable[[str], int],
+) -> None:
+    """Add the fabric commands to the ``edge-hub`` parser (and its ``bundle`` and
+    ``lineage`` sub-commands)."""
+    hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
+    hub_dir.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument("--broker", help="mqtt(s)://[user:password@]host:port (default: serve's)")
+    keys = argparse.ArgumentParser(add_help=False)
+    keys.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+
+    serve = commands.add_parser("serve", parents=[hub_dir, keys], help="run the hub service")
+    serve.add_argument("--broker", help="use this broker instead of starting the embedded one")
+    serve.add_argument("--bind", default="127.0.0.1", help="embedded broker address")
+    serve.add_argument("--port", type=int, default=1883, help="embedded broker port (0: free)")
+    serve.add_argument("--freshness-interval", type=duration, default=10, metavar="DURATION")
+    serve.add_argument(
+        "--token-ttl", type=duration, default=DEFAULT_TOKEN_TTL_S, metavar="DURATION"
+    )
+    serve.add_argument(
+        "--shared",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="lineage through $share/ subscriptions (auto: probe the broker)",
+    )
+    serve.add_argument("--device-rate", type=float, default=20.0, help="messages/s per device")
+    serve.add_argument("--ca-file", help="CA bundle to verify an mqtts:// broker")
+    serve.add_argument("--cert-file", help="client certificate for an mqtts:// broker")
+    serve.add_argument("--key-file", help="client certificate key")
+    serve.set_defaults(handler=_cmd_serve)
+
+    device = commands.add_parser("device", help="registered devices").add_subparsers(
+        dest="device_command", required=True, metavar="COMMAND"
+    )
+    add = device.add_parser("add", parents=[hub_dir], help="register a device and its key")
+    add.add_argument("device_id", metavar="ID")
+    add.add_argument("--pubkey", type=Path, required=True, help="device public key PEM")
+    add.add_argument("--region", required=True)
+    add.add_argument("--group", action="append", default=[], help="device group (repeat)")
+    add.add_argument("--profile", required=True, help="firmware profile")
+    add.set_defaults(handler=_cmd_device_add)
+
+    push = bundle.add_parser(
+        "push", parents=[hub_dir, keys, broker], help="verify, record and publish a bundle"
+    )
+    push.add_argument("file", type=Path)
+    push.set_defaults(handler=_cmd_bundle_push)
+
+    revoke = commands.add_parser(
+        "revoke", parents=[hub_dir, keys, broker], help="kill switch: publish a revocation"
+    )
+    scope = revoke.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--device", help="deny everything on this device")
+    scope.add_argument("--group", help="deny everything on this group's devices")
+    scope.add_argument("--key", dest="key_id", help="stop this key counting (key id, 8+ hex)")
+    scope.add_argument("--bundle", type=int, help="void this bundle version and older ones")
+    revoke.add_argument("--region", help="region (default: the device's, or the only one)")
+    revoke.add_argument("--reason", default="", help="why (shown on devices and in logs)")
+    revoke.set_defaults(handler=_cmd_revoke)
+
+    fleet = commands.add_parser("fleet", parents=[hub_dir], help="one row per device")
+    fleet.add_argument("--json", action="store_true")
+    fleet.set_defaults(handler=_cmd_fleet)
+
+    show = lineage_commands.add_parser(
+        "show", parents=[hub_dir], help="a device's shipped decisions, chain verified"
+    )
+    show.add_argument("device_id", metavar="ID")
+    show.add_argument("--limit", type=int, default=20, help="last N entries (default 20)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_cmd_lineage_show)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    settings = None
+    if args.broker:
+        settings = BrokerSettings.from_url(
+            args.broker, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file
+        )
+    try:
+        config = HubConfig(
+            hub.path,
+            broker=settings,
+            bind=args.bind,
+            port=args.port,
+            keys_dir=args.keys,
+            freshness_interval_s=args.freshness_interval,
+            token_ttl_s=args.token_ttl,
+            shared_subscriptions={"auto": None, "on": True, "off": False}[args.shared],
+            device_rate=args.device_rate,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not args.verbose:
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+        logging.getLogger("hub").setLevel(logging.INFO)
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: HubConfig) -> int:
+    async with HubService(config) as hub:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, hub.request_stop)
+        kind = "embedded amqtt" if hub.embedded_broker else "external"
+        print(
+            f"edge-hub serve: broker {hub.url} ({kind}), hub dir {hub.hub_dir.path.resolve()}; "
+            f"freshness tokens every {config.freshness_interval_s:g}s, valid {config.token_ttl_s}s",
+            flush=True,
+        )
+        await hub.serve_forever()
+    print("edge-hub serve: stopped", flush=True)
+    return 0
+
+
+def _cmd_device_add(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    try:
+        for value, what in [(args.device_id, "device id"), (args.region, "region")] + [
+            (g, "group") for g in args.group
+        ]:
+            topics.check_topic_name(value, what)
+        pem = read_bounded(args.pubkey, MAX_PUBLIC_KEY_BYTES, "device public key")
+        key = public_key_from_pem(pem.decode("ascii", "replace"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.device_id in RESERVED_DEVICE_IDS:
+        raise ConfigError(f"{args.device_id!r} is reserved (the hub's MQTT user); choose another")
+    record = DeviceRecord(
+        args.device_id,
+        args.region,
+        tuple(sorted(set(args.group))),
+        args.profile,
+        key,
+        added_at=wall_clock(),
+    )
+    with hub.open_registry() as registry:
+        registry.add_device(record)
+    print(
+        f"device {record.device_id} registered: region {record.region}, groups "
+        f"{', '.join(record.groups) or '(none)'}, profile {record.profile}, key "
+        f"{key.key_id.hex()[:16]}"
+    )
+    return 0
+
+
+def _cmd_bundle_push(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    keys = hub.load_keys(args.keys)
+    data = read_bounded(args.file, MAX_BUNDLE_BYTES, "bundle")
+    now = wall_clock()
+    with hub.open_registry() as registry:
+        plan = plan_push(
+            data, root=keys.root, devices=registry.devices(), registry=registry, now=now
+        )
+        record_push(registry, plan, now)
+        bundle = plan.bundle
+        publications = [
+            Publication(topics.bundle_topic(bundle.target.region, parse_channel(c)), bundle.raw)
+            for c in plan.channels
+        ]
+        publications += issue_freshness(
+            registry,
+            key=keys.freshness,
+            now=now,
+            ttl_s=_token_ttl(hub),
+            region=bundle.target.region,
+            channels=plan.channels,
+        )
+    print(
+        f"bundle version {bundle.version} (sha256:{bundle.digest.hex()[:16]}) verified and "
+        f"recorded for {', '.join(plan.channels)} of {bundle.target.region}; "
+        f"{len(plan.targeted)} registered device(s) targeted"
+        + (" (already current there)" if len(plan.unchanged) == len(plan.channels) else "")
+    )
+    print(_publish_now(hub, args.broker, publications))
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    keys = hub.load_keys(args.keys)
+    signers = hub.revoke_keys(keys.root, args.keys)
+    now = wall_clock()
+    with hub.open_registry() as registry:
+        kind, value = _revocation_scope(args, keys.root)
+        region = args.region or _default_region(args, registry)
+        issued = sign_next_revocation(
+            registry,
+            root=keys.root,
+            signers=signers,
+            region=region,
+            kind=kind,
+            value=value,
+            reason=args.reason,
+            now=now,
+        )
+        registry.record_revocation(issued)
+        publications = revocation_publications([issued])
+        publications += issue_freshness(
+            registry, key=keys.freshness, now=now, ttl_s=_token_ttl(hub), region=region
+        )
+    print(f"revocation epoch {issued.epoch} of {region}: {kind} {value} recorded")
+    print(_publish_now(hub, args.broker, publications))
+    return 0
+
+
+def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[RevocationKind, str]:
+    if args.device:
+        return RevocationKind.DEVICE, args.device
+    if args.group:
+        return RevocationKind.GROUP, args.group
+    if args.key_id:
+        return RevocationKind.KEY, resolve_key_id(args.key_id, root)
+    if args.bundle < 1:
+        raise ConfigError("--bundle takes a bundle version (1 or more)")
+    return RevocationKind.BUNDLE, str(args.bundle)
+
+
+def _default_region(args: argparse.Namespace, registry: Registry) -> str:
+    if args.device:
+        device = registry.device(args.device)
+        if device is None:
+            raise ConfigError(f"device {args.device!r} is not registered: give --region")
+        return device.region
+    regions = registry.regions()
+    if len(regions) != 1:
+        raise ConfigError(
+            f"this hub knows {len(regions)} regions ({', '.join(regions) or 'none'}): give --region"
+        )
+    return regions[0]
+
+
+def _token_ttl(hub: HubDir) -> int:
+    info = hub.read_serve_info()
+    return info.token_ttl_s if info else DEFAULT_TOKEN_TTL_S
+
+
+def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication]) -> str:
+    """Publish now to ``broker`` or the running serve's broker; say what happened.
+
+    Raises:
+        TransportError: the broker is unreachable (what was recorded stays recorded).
+    """
+    info = None if broker else hub.read_serve_info()
+    settings = BrokerSettings.from_url(broker) if broker else (info.settings if info else None)
+    if settings is None:
+        return (
+            "no running 'edge-hub serve' found (and no --broker): recorded only; "
+            "'edge-hub serve' publishes it when it starts"
+        )
+    try:
+        asyncio.run(publish_once(settings, publications))
+    except TransportError as exc:
+        raise TransportError(
+            f"recorded, but not published: {exc}; 'edge-hub serve' publishes it once it "
+            "reaches the broker"
+        ) from exc
+    return f"published to {settings.url} ({len(publications)} retained message(s))"
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    now = wall_clock()
+    with hub.open_registry() as registry:
+        rows, unregistered = registry.fleet(), unregistered_counts(registry)
+    if args.json:
+        print(json.dumps(fleet_json(rows, unregistered, now), sort_keys=True))
+        return 0
+    if not rows:
+        print("no devices registered (edge-hub device add ...)")
+    for line in fleet_lines(rows, unregistered, now):
+        print(line)
+    return 0
+
+
+def _cmd_lineage_show(args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise ConfigError("--limit must be 0 or more")
+    hub = HubDir.resolve(args.hub_dir)
+    with hub.open_registry() as registry:
+        if registry.device(args.device_id) is None:
+            raise ConfigError(f"device {args.device_id!r} is not registered")
+        view = lineage_view(registry, args.device_id, args.limit)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "device": view.device,
+                    "size": view.size,
+                    "root": view.root.hex(),
+                    "checkpoint": view.checkpoint,
+                    "verified": True,
+                    "entries": [_entry_json(e) for e in view.entries],
+                },
+                sort_keys=True,
+            )
+        )
+        return 0
+    if not view.size:
+        print(f"{view.device}: no lineage shipped to this hub yet")
+        return 0
+    print(
+        f"{view.device}: {view.size} entries stored, chain and tree verified, root "
+        f"{view.root.hex()[:16]}… signed by the device"
+    )
+    for entry in view.entries:
+        print(_entry_line(entry))
+    return 0
+
+
+def _entry_json(entry: Entry) -> dict[str, object]:
+    request = entry.request
+    return {
+        "seq": entry.seq,
+        "time": entry.time,
+        "kind": str(entry.kind),
+        "allowed": entry.allowed,
+        "reason": entry.reason,
+        "rule": entry.rule,
+        "bundle_version": entry.bundle_version,
+        "bundle_digest": entry.bundle_digest.hex() if entry.bundle_digest else None,
+        "subject": request.subject if request else None,
+        "action": request.action if request else None,
+        "resource": request.resource if request else None,
+        "context": dict(request.context) if request else None,
+        "detail": entry.detail,
+    }
+
+
+def _entry_line(entry: Entry) -> str:
+    when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    verdict = "allow" if entry.allowed else "deny "
+    request = entry.request
+    what = (
+        f"{request.subject} {request.action} {request.resource}"
+        if request
+        else (entry.detail[:80] or "-")
+    )
+    rule = f" rule={entry.rule}" if entry.rule else ""
+    return f"{entry.seq:>8} {when} {entry.kind:<16} {verdict} {entry.reason:<18}{rule} {what}"

@@ -1,0 +1,148 @@
+"""What ``edge-hub fleet`` and ``edge-hub lineage show`` print, from the registry.
+
+``fleet`` is one row per device: online, bundle version, expires in, gate state and last
+signed status time (all from the device's signed status), when the hub last heard from it,
+lineage size on the device / stored and acknowledged at the hub, fork flag, rejections.
+
+``lineage show`` re-verifies a device's stored log from its first entry (chain, tree, and
+the root of the last checkpoint the device signed) before it prints any of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent._internal.cli_support import format_duration
+from edge_agent.errors import LineageError
+from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry
+from edge_agent.protocol.merkle import Frontier
+from hub.registry import UNREGISTERED, FleetRow, Registry
+
+__all__ = ["LineageView", "fleet_json", "fleet_lines", "lineage_view", "unregistered_counts"]
+
+_COLUMNS = (
+    ("DEVICE", 16),
+    ("REGION", 8),
+    ("ONLINE", 7),
+    ("BUNDLE", 7),
+    ("EXPIRES", 10),
+    ("GATE", 16),
+    ("LAST SEEN", 12),
+    ("LINEAGE dev/hub", 16),
+    ("FORK", 5),
+    ("REJECTED", 0),
+)
+
+
+def fleet_json(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> dict[str, object]:
+    return {
+        "time": now,
+        "devices": [
+            {
+                "device": r.device_id,
+                "region": r.region,
+                "groups": list(r.groups),
+                "online": r.online,
+                "bundle_version": r.bundle_version,
+                "expires_at": r.expires_at,
+                "expires_in": None if r.expires_at is None else r.expires_at - now,
+                "gate": r.gate,
+                "status_time": r.status_time,
+                "last_seen": r.last_seen,
+                "lineage_device": r.device_lineage_size,
+                "lineage_acked": r.lineage_size,
+                "fork": r.forks > 0,
+                "fork_evidence": r.forks,
+                "rejections": r.rejections,
+            }
+            for r in rows
+        ],
+        "unregistered_rejections": unregistered,
+    }
+
+
+def fleet_lines(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> list[str]:
+    lines = [_line([name for name, _ in _COLUMNS])]
+    for r in rows:
+        online = "-" if r.online is None else ("yes" if r.online else "no")
+        expires = "-" if r.expires_at is None else _expires(r.expires_at - now)
+        seen = "never" if r.last_seen is None else f"{format_duration(now - r.last_seen)} ago"
+        device_size = "?" if r.device_lineage_size is None else str(r.device_lineage_size)
+        rejected = ", ".join(f"{code} {n}" for code, n in sorted(r.rejections.items())) or "-"
+        lines.append(
+            _line(
+                [
+                    r.device_id,
+                    r.region,
+                    online,
+                    "-" if r.bundle_version is None else f"v{r.bundle_version}",
+                    expires,
+                    r.gate or "-",
+                    seen,
+                    f"{device_size}/{r.lineage_size}",
+                    "FORK" if r.forks else "-",
+                    rejected,
+                ]
+            )
+        )
+    if unregistered:
+        counts = ", ".join(f"{code} {n}" for code, n in sorted(unregistered.items()))
+        lines.append(f"messages naming no registered device: {counts}")
+    return lines
+
+
+def _line(cells: list[str]) -> str:
+    return " ".join(
+        cell.ljust(width) if width else cell
+        for cell, (_, width) in zip(cells, _COLUMNS, strict=True)
+    ).rstrip()
+
+
+def _expires(seconds: int) -> str:
+    return "expired" if seconds <= 0 else format_duration(seconds)
+
+
+def unregistered_counts(registry: Registry) -> dict[str, int]:
+    """Rejections of messages that named no registered device, per code."""
+    return {code: count for _, code, count, _, _ in registry.rejections(UNREGISTERED)}
+
+
+@dataclass(frozen=True, slots=True)
+class LineageView:
+    """A device's stored log, verified: its size, root and the last ``limit`` entries."""
+
+    device: str
+    size: int
+    root: bytes
+    checkpoint: str | None
+    entries: tuple[Entry, ...]
+
+
+def lineage_view(registry: Registry, device: str, limit: int) -> LineageView:
+    """Verify ``device``'s stored log from entry 0 and keep its last ``limit`` entries.
+
+    Steps: 1. every stored entry decodes strictly, has the next seq and links to the one
+    before; 2. the recomputed tree has the stored size and root; 3. that root is the one the
+    device signed in its last checkpoint (verified when the batch was stored).
+
+    Raises:
+        LineageError: the stored log does not verify (names the first bad seq).
+        RegistryError: unreadable.
+    """
+    state = registry.lineage_state(device)
+    verifier = ChainVerifier(Frontier(), GENESIS_PREV)
+    tail: list[Entry] = []
+    for seq, data in registry.iter_entries(device):
+        entry = verifier.feed(seq, data)
+        tail.append(entry)
+        if len(tail) > limit:
+            del tail[0]
+    if verifier.size != state.size or verifier.frontier.root() != state.root:
+        raise LineageError(
+            f"the hub's copy of {device}'s log does not match its recorded tree "
+            f"(size {verifier.size}, recorded {state.size})"
+        )
+    signed = registry.checkpoint_root(device, state.size)
+    if state.size and signed != state.root:
+        raise LineageError(f"the hub holds no signed checkpoint of {device} at size {state.size}")
+    return LineageView(device, state.size, state.root, state.checkpoint, tuple(tail))

@@ -1,0 +1,226 @@
+"""The hub directory: where ``edge-hub`` finds its keys, its registry and its running service.
+
+Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory)::
+
+    DIR/keys/        signing keys and trust roots (``edge-hub keys init --out DIR/keys``)
+    DIR/hub.db       the registry (SQLite, :mod:`hub.registry`)
+    DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
+                     uses, with the credentials it connects with, and its pid, so the other
+                     commands publish to the same broker
+
+A ``serve.json`` whose pid is not running is stale and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent._internal.cli_support import read_bounded, write_atomic
+from edge_agent.errors import ConfigError
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.limits import MAX_ROOT_BYTES
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot, verify_trusted_root
+from edge_agent.sync.mqtt import BrokerSettings
+from hub.keystore import ROOT_FILE, load_role_keys, load_root
+from hub.registry import Registry
+
+__all__ = [
+    "ENV_HUB_DIR",
+    "HubDir",
+    "HubKeys",
+    "ServeInfo",
+]
+
+ENV_HUB_DIR = "EDGE_HUB_DIR"
+KEYS_DIR = "keys"
+REGISTRY_FILE = "hub.db"
+SERVE_FILE = "serve.json"
+MAX_SERVE_FILE_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HubKeys:
+    """What the hub signs with while it runs: the current root, every root version (to
+    re-publish the chain), and the freshness role key (tokens and lineage acks)."""
+
+    root: TrustRoot
+    roots: tuple[TrustRoot, ...]
+    freshness: PrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class ServeInfo:
+    """What a running ``edge-hub serve`` wrote into ``serve.json``."""
+
+    settings: BrokerSettings
+    pid: int
+    embedded: bool
+    shared: bool
+    token_ttl_s: int
+
+    def to_json(self) -> bytes:
+        s = self.settings
+        return json.dumps(
+            {
+                "broker": s.url,
+                "username": s.username,
+                "password": s.password,
+                "ca_file": s.ca_file,
+                "cert_file": s.cert_file,
+                "key_file": s.key_file,
+                "pid": self.pid,
+                "embedded": self.embedded,
+                "shared_subscriptions": self.shared,
+                "token_ttl_s": self.token_ttl_s,
+            },
+            indent=2,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: Path) -> ServeInfo:
+        """Raises: ConfigError: not a serve file."""
+        try:
+            value = json.loads(data)
+            extra = {
+                k: value.get(k)
+                for k in ("username", "password", "ca_file", "cert_file", "key_file")
+            }
+            if not all(v is None or isinstance(v, str) for v in extra.values()):
+                raise TypeError("credentials must be text")
+            settings = BrokerSettings.from_url(str(value["broker"]), **extra)
+            return cls(
+                settings,
+                int(value["pid"]),
+                bool(value["embedded"]),
+                bool(value["shared_subscriptions"]),
+                int(value["token_ttl_s"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{where} is damaged: {exc}; remove it and restart serve") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class HubDir:
+    """A hub directory (it need not exist until something is written to it)."""
+
+    path: Path
+
+    @classmethod
+    def resolve(cls, given: Path | None) -> HubDir:
+        """``given``, else ``$EDGE_HUB_DIR``, else the current directory."""
+        if given is not None:
+            return cls(given)
+        return cls(Path(os.environ.get(ENV_HUB_DIR) or "."))
+
+    @property
+    def keys(self) -> Path:
+        return self.path / KEYS_DIR
+
+    @property
+    def registry_path(self) -> Path:
+        return self.path / REGISTRY_FILE
+
+    @property
+    def serve_file(self) -> Path:
+        return self.path / SERVE_FILE
+
+    def open_registry(self) -> Registry:
+        """Open (creating) ``hub.db``.
+
+        Raises:
+            ConfigError: the hub directory does not exist.
+            RegistryError: the database cannot be opened.
+        """
+        if not self.path.is_dir():
+            raise ConfigError(
+                f"hub directory {self.path} does not exist (create it with "
+                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)"
+            )
+        return Registry.open(self.registry_path)
+
+    def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
+        """Load the trust roots and the freshness key from ``keys_dir`` (default ``keys/``).
+
+        Raises:
+            ConfigError: no root or no freshness key of the current root there.
+            RootError: a root file does not verify.
+        """
+        directory = keys_dir or self.keys
+        if not (directory / ROOT_FILE).exists():
+            raise ConfigError(
+                f"no trust root in {directory}: run 'edge-hub keys init --out {directory}'"
+            )
+        root = load_root(directory / ROOT_FILE)
+        freshness = load_role_keys(directory, Role.FRESHNESS, root)
+        if not freshness:
+            raise ConfigError(
+                f"{directory} holds no freshness key of trust root version {root.version}; "
+                "the hub signs freshness tokens and lineage acks with it"
+            )
+        return HubKeys(root, _root_chain(directory, root), freshness[0])
+
+    def revoke_keys(self, root: TrustRoot, keys_dir: Path | None = None) -> list[PrivateKey]:
+        """The revoke-role keys of ``root`` held here: at least its threshold.
+
+        Raises:
+            ConfigError: fewer than the revoke threshold.
+        """
+        directory = keys_dir or self.keys
+        keys = load_role_keys(directory, Role.REVOKE, root)
+        threshold = root.role(Role.REVOKE).threshold
+        if len(keys) < threshold:
+            raise ConfigError(
+                f"{directory} holds {len(keys)} revoke key(s) of trust root version "
+                f"{root.version}; {threshold} are needed to sign a revocation"
+            )
+        return keys
+
+    def write_serve_info(self, info: ServeInfo) -> None:
+        """Raises: ConfigError: it cannot be written."""
+        write_atomic(self.serve_file, info.to_json(), mode=0o600)
+
+    def read_serve_info(self) -> ServeInfo | None:
+        """The running service's ``serve.json``; ``None`` when absent or stale.
+
+        Raises:
+            ConfigError: present but damaged.
+        """
+        if not self.serve_file.exists():
+            return None
+        info = ServeInfo.from_json(
+            read_bounded(self.serve_file, MAX_SERVE_FILE_BYTES, "serve file"), self.serve_file
+        )
+        return info if _running(info.pid) else None
+
+    def remove_serve_info(self, pid: int) -> None:
+        """Remove ``serve.json`` if it is this ``pid``'s."""
+        try:
+            info = self.read_serve_info()
+        except ConfigError:
+            return
+        if info is not None and info.pid == pid:
+            self.serve_file.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _root_chain(directory: Path, current: TrustRoot) -> tuple[TrustRoot, ...]:
+    """Every root version kept in ``directory`` (``root-v<N>.cbor``), up to the current one."""
+    chain = []
+    for version in range(1, current.version):
+        path = directory / f"root-v{version}.cbor"
+        if path.exists():
+            chain.append(verify_trusted_root(read_bounded(path, MAX_ROOT_BYTES, "root"), now=None))
+    return (*chain, current)

@@ -1,0 +1,265 @@
+"""Verify one shipped lineage batch against what the hub already holds for that device.
+
+The hub is the witness of each device's log (DESIGN.md section 4): it accepts a batch only
+when it extends, entry by entry, the tree it holds, and when the device's signed checkpoint
+names exactly the root the hub recomputed. :func:`ingest_batch` is pure: the caller hands in
+the stored state of the device's log (:class:`DeviceLog`) and read access to the entries and
+checkpoints it stored (:class:`StoredLog`), and gets back what to store and acknowledge, or
+an :class:`IngestError` saying why not and whether to re-acknowledge the stored size.
+
+Outcomes:
+
+- :class:`Accepted`: the new entries (a batch overlapping the stored tail with identical
+  entries is trimmed to what is new), the log state after them, and the root to acknowledge.
+- :class:`Duplicate`: every entry is stored already, identically: re-acknowledge, store
+  nothing.
+- :class:`IngestError` with ``reack`` set for batches the real device may legitimately send
+  (a gap after a lost batch, a broken chain): the stored size is acknowledged again so the
+  device resends from there. Batches that are not the device's (envelope not signed by its
+  registered key) are never acknowledged.
+- :class:`IngestError` with ``fork`` set: the device signed a checkpoint whose root is not
+  the one recomputed from the entries it shipped on top of what the hub holds, or shipped
+  other entries for positions it had already shipped under a signed checkpoint. Both
+  signed notes are kept as evidence; nothing is stored.
+
+This module does no I/O and keeps no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge_agent.errors import LineageError
+from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier
+from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
+from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier
+from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
+
+__all__ = [
+    "Accepted",
+    "DeviceLog",
+    "Duplicate",
+    "ForkEvidence",
+    "IngestError",
+    "RejectCode",
+    "StoredLog",
+    "ingest_batch",
+]
+
+
+class RejectCode:
+    """Machine-readable reasons a batch is refused (also the rejection counters' names)."""
+
+    IMPERSONATION = "impersonation"
+    GAP = "gap"
+    CHAIN_BREAK = "chain_break"
+    BAD_CHECKPOINT = "bad_checkpoint"
+    FORK = "fork"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLog:
+    """The hub's state of one device's log: size, tree frontier, last entry hash, and the
+    last checkpoint note it verified (always at ``size``: every batch ends in one)."""
+
+    size: int = 0
+    frontier: Frontier = field(default_factory=Frontier)
+    last_hash: bytes = GENESIS_PREV
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.frontier.size != self.size or len(self.last_hash) != HASH_SIZE:
+            raise ValueError("a device log's frontier must be at its size")
+
+    @property
+    def root(self) -> bytes:
+        return self.frontier.root()
+
+
+class StoredLog(Protocol):
+    """Read access to what the hub stored for one device (the registry implements it)."""
+
+    def entries(self, start: int, stop: int) -> Sequence[bytes]:
+        """The stored entry bytes of seqs ``start`` to ``stop - 1``."""
+        ...
+
+    def checkpoint_root(self, size: int) -> bytes | None:
+        """The root of the verified checkpoint the hub holds at ``size``, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Two checkpoints signed by one device key that cannot both describe one log."""
+
+    device: str
+    reason: str
+    held_note: str | None
+    """The last checkpoint the hub verified and stored for the device."""
+    new_note: str
+    """The conflicting checkpoint, from the batch below."""
+    batch: bytes
+    """The device-signed batch that carried ``new_note`` (its entries are the evidence)."""
+
+
+class IngestError(LineageError):
+    """A lineage batch was refused.
+
+    ``reject_code`` names the check (see :class:`RejectCode`); ``reack`` says whether the
+    stored size should be acknowledged again so the device resends from there; ``fork``
+    holds the evidence when the refusal is a fork.
+    """
+
+    code = "lineage_batch_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reject_code: str,
+        reack: bool,
+        seq: int | None = None,
+        fork: ForkEvidence | None = None,
+    ) -> None:
+        super().__init__(message, seq=seq)
+        self.reject_code = reject_code
+        self.reack = reack
+        self.fork = fork
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A verified batch: store ``entries`` from ``first_seq`` and ``log``, then ack."""
+
+    device: str
+    first_seq: int
+    entries: tuple[bytes, ...]
+    log: DeviceLog
+    checkpoint: Checkpoint
+
+    @property
+    def acked(self) -> int:
+        return self.log.size
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Everything in the batch is stored already: acknowledge ``acked`` again."""
+
+    device: str
+    acked: int
+    root: bytes
+
+
+def ingest_batch(
+    data: bytes,
+    *,
+    device: str,
+    key: PublicKey,
+    origin: str,
+    log: DeviceLog,
+    stored: StoredLog,
+) -> Accepted | Duplicate:
+    """Verify the batch ``data`` received on ``device``'s lineage topic.
+
+    Steps: 1. the envelope is signed by the device's registered ``key`` for ``device``;
+    2. the checkpoint note is signed by that key under ``origin`` and covers exactly the
+    batch's end; 3. the batch starts at or before the stored size (after: a gap); 4. the
+    part already stored is identical (otherwise: fork); 5. the new entries chain onto the
+    stored frontier and last hash; 6. the checkpoint root is the recomputed root (otherwise:
+    fork).
+
+    Raises:
+        IngestError: with ``reject_code`` and ``reack``, and ``fork`` for fork evidence.
+    """
+    batch = _open(data, device, key)
+    end = batch.first_seq + len(batch.entries)
+    checkpoint = _checkpoint(batch, key, origin, end, log)
+    if batch.first_seq > log.size:
+        raise IngestError(
+            f"batch starts at entry {batch.first_seq} but the hub holds {log.size} entries "
+            "(an earlier batch was lost)",
+            reject_code=RejectCode.GAP,
+            reack=True,
+            seq=log.size,
+        )
+    overlap = min(end, log.size) - batch.first_seq
+    if overlap > 0:
+        _check_overlap(batch, overlap, stored, log, data)
+    if end <= log.size:
+        held = stored.checkpoint_root(end)
+        if held is not None and held != checkpoint.root:
+            raise _fork(batch, log, data, f"two signed roots for tree size {end}")
+        return Duplicate(device, log.size, log.root)
+    new_entries = batch.entries[max(overlap, 0) :]
+    verifier = ChainVerifier(log.frontier, log.last_hash)
+    for offset, entry in enumerate(new_entries):
+        try:
+            verifier.feed(log.size + offset, entry)
+        except LineageError as exc:
+            raise IngestError(
+                f"batch breaks the chain: {exc}",
+                reject_code=RejectCode.CHAIN_BREAK,
+                reack=True,
+                seq=exc.seq,
+            ) from exc
+    if verifier.frontier.root() != checkpoint.root:
+        raise _fork(
+            batch, log, data, f"signed root for size {end} is not the root of the shipped entries"
+        )
+    assert verifier.prev is not None
+    new_log = DeviceLog(end, verifier.frontier, verifier.prev, batch.checkpoint)
+    return Accepted(device, log.size, tuple(new_entries), new_log, checkpoint)
+
+
+def _open(data: bytes, device: str, key: PublicKey) -> LineageBatch:
+    try:
+        return verify_batch(data, device=device, key=key)
+    except ShippingError as exc:
+        raise IngestError(
+            f"batch on {device}'s topic is not signed by its registered key: {exc.message}",
+            reject_code=RejectCode.IMPERSONATION,
+            reack=False,
+        ) from exc
+
+
+def _checkpoint(
+    batch: LineageBatch, key: PublicKey, origin: str, end: int, log: DeviceLog
+) -> Checkpoint:
+    try:
+        checkpoint = verify_checkpoint(batch.checkpoint, key, origin)
+    except LineageError as exc:
+        raise IngestError(
+            f"batch checkpoint refused: {exc}",
+            reject_code=RejectCode.BAD_CHECKPOINT,
+            reack=True,
+        ) from exc
+    if checkpoint.size != end:
+        raise IngestError(
+            f"batch checkpoint is for tree size {checkpoint.size}, the batch ends at {end}",
+            reject_code=RejectCode.BAD_CHECKPOINT,
+            reack=True,
+        )
+    return checkpoint
+
+
+def _check_overlap(
+    batch: LineageBatch, overlap: int, stored: StoredLog, log: DeviceLog, data: bytes
+) -> None:
+    held = stored.entries(batch.first_seq, batch.first_seq + overlap)
+    for offset in range(overlap):
+        if offset >= len(held) or held[offset] != batch.entries[offset]:
+            seq = batch.first_seq + offset
+            raise _fork(batch, log, data, f"entry {seq} differs from the one shipped before")
+
+
+def _fork(batch: LineageBatch, log: DeviceLog, data: bytes, reason: str) -> IngestError:
+    return IngestError(
+        f"FORK: {reason}: the device signed two inconsistent histories",
+        reject_code=RejectCode.FORK,
+        reack=False,
+        fork=ForkEvidence(batch.device, reason, log.checkpoint, batch.checkpoint, data),
+    )

@@ -1,0 +1,185 @@
+"""What ``edge-hub bundle push`` and ``edge-hub revoke`` decide before anything is published.
+
+A push is verified exactly as a targeted device would verify it (signatures by the policy
+role of the hub's current root, target, expiry, policy compiles), then against what is
+current on each channel it goes to (a lower version is a rollback, the same version with
+other bytes a conflict: agents would refuse both), so the hub never publishes what its
+agents would refuse. A revocation takes the region's next epoch, is signed by a threshold
+of revoke keys and verified as a device would before it is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge_agent.errors import BundleError, ConfigError, EnvelopeError
+from edge_agent.protocol import cose, dcbor, topics
+from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.revocation import (
+    Revocation,
+    RevocationKind,
+    revocation_payload,
+    sign_revocation,
+    verify_revocation,
+)
+from edge_agent.protocol.root import TrustRoot
+from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+
+__all__ = ["PushPlan", "plan_push", "record_push", "resolve_key_id", "sign_next_revocation"]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPlan:
+    """A verified bundle and where it goes."""
+
+    bundle: VerifiedBundle
+    channels: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    """Channels where exactly this bundle is current already (re-published, no change)."""
+    targeted: tuple[str, ...]
+    """Registered devices the bundle is for."""
+
+
+def plan_push(
+    data: bytes, *, root: TrustRoot, devices: Sequence[DeviceRecord], registry: Registry, now: int
+) -> PushPlan:
+    """Verify ``data`` as a device of its target would, then against each channel's bundle.
+
+    Raises:
+        BundleError: a device would refuse it (``code`` names the check; ``bundle_rollback``
+            or ``bundle_conflict`` against the bundle current on a channel).
+    """
+    bundle = verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
+    target = bundle.target
+    channels = tuple(str(c) for c in topics.channels_for_target(target.devices, target.groups))
+    current = {b.channel: b for b in registry.current_bundles(target.region)}
+    unchanged = []
+    for channel in channels:
+        held = current.get(channel)
+        if held is None or bundle.version > held.version:
+            continue
+        if bundle.version < held.version:
+            raise BundleError(
+                f"bundle version {bundle.version} is older than version {held.version} "
+                f"published on {channel} (devices would refuse it as a rollback)",
+                code="bundle_rollback",
+            )
+        if bundle.digest != held.digest:
+            raise BundleError(
+                f"version {bundle.version} is published on {channel} with other contents; "
+                "a changed bundle needs a new version",
+                code="bundle_conflict",
+            )
+        unchanged.append(channel)
+    names = tuple(d.device_id for d in devices if target.mismatch(_identity(d)) is None)
+    return PushPlan(bundle, channels, tuple(unchanged), names)
+
+
+def record_push(registry: Registry, plan: PushPlan, now: int) -> None:
+    """Record the bundle and make it current on its channels (one transaction).
+
+    Raises:
+        RegistryError: the write failed; nothing changed.
+    """
+    bundle = plan.bundle
+    registry.record_bundle(
+        bundle=PublishedBundle(
+            region=bundle.target.region,
+            channel="",
+            version=bundle.version,
+            digest=bundle.digest,
+            data=bundle.raw,
+            expires_at=bundle.expires_at,
+            max_offline=bundle.max_offline,
+            pushed_at=now,
+        ),
+        issued_at=bundle.issued_at,
+        target=bundle.target.as_cbor(),
+        channels=plan.channels,
+    )
+
+
+def _probe(data: bytes) -> DeviceIdentity:
+    """A device identity inside the bundle's (still unverified) target, as ``bundle build``
+    probes: verification then decides."""
+    try:
+        payload = dcbor.decode(
+            cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES),
+            max_bytes=MAX_BUNDLE_BYTES,
+            what="bundle payload",
+        )
+    except EnvelopeError as exc:
+        raise BundleError(f"not a bundle: {exc.message}", code="bundle_format") from exc
+    target = _field(payload, "target")
+    region = _field(target, "region")
+    if not isinstance(region, str):
+        raise BundleError("not a bundle: its payload has no target region", code="bundle_format")
+
+    def first(key: str, default: str) -> str:
+        value = _field(target, key)
+        return str(value[0]) if isinstance(value, list) and value else default
+
+    group = first("groups", "")
+    return DeviceIdentity(
+        device_id=first("devices", "hub-self-check"),
+        region=region,
+        groups=(group,) if group else (),
+        profile=first("profiles", "any"),
+    )
+
+
+def _field(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _identity(device: DeviceRecord) -> DeviceIdentity:
+    return DeviceIdentity(device.device_id, device.region, device.groups, device.profile)
+
+
+def resolve_key_id(text: str, root: TrustRoot) -> str:
+    """The full hex key id of the root's key whose id starts with ``text`` (8+ hex digits).
+
+    Raises:
+        ConfigError: not hex, too short, or not exactly one key of the root.
+    """
+    prefix = text.lower()
+    if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
+        raise ConfigError(f"--key {text!r} must be at least 8 hex digits of a key id")
+    ids = {key_id for role in root.roles.values() for key_id in role.keys}
+    matches = {k.hex() for k in ids if k.hex().startswith(prefix)}
+    if len(matches) != 1:
+        raise ConfigError(
+            f"--key {text!r} matches {len(matches)} keys of trust root version {root.version}"
+        )
+    return matches.pop()
+
+
+def sign_next_revocation(
+    registry: Registry,
+    *,
+    root: TrustRoot,
+    signers: Sequence[PrivateKey],
+    region: str,
+    kind: RevocationKind,
+    value: str,
+    reason: str,
+    now: int,
+) -> IssuedRevocation:
+    """Sign the region's next revocation and verify it as a device would.
+
+    Raises:
+        ConfigError: the value cannot go into a topic.
+        RevocationError: the signed object would be refused (for example, under threshold).
+    """
+    try:
+        topics.revocation_topic(region, str(kind), value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    epoch = registry.kill_epoch(region) + 1
+    payload = revocation_payload(Revocation(epoch, now, kind, value, reason))
+    data = sign_revocation(payload, region=region, signers=list(signers))
+    verify_revocation(data, root=root, region=region, last_epoch=epoch - 1)
+    return IssuedRevocation(region, epoch, str(kind), value, reason, data, now)

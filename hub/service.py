@@ -1,0 +1,561 @@
+"""``edge-hub serve``: the hub's MQTT service (DESIGN.md section 5).
+
+While it runs, the hub:
+
+1. starts the embedded amqtt broker, unless it is given a broker;
+2. connects to the broker, forever, with capped exponential backoff and full jitter;
+3. on every connection: decides shared or direct lineage subscriptions, subscribes to the
+   device topics of every region it knows, and re-publishes everything retained it is the
+   source of (roots, bundles, revocations, acks), so a restarted broker loses nothing;
+4. verifies each lineage batch against the device's stored log (:mod:`hub.ingest`), stores
+   it in one transaction and only then publishes the signed, retained ack; records each
+   device-signed status (its last will, pre-signed at connect, is one too);
+5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
+   bundle, picks up devices, regions, bundles and revocations added by other commands, and
+   flushes the rejection counters.
+
+Every message is bounded before it is parsed: a size cap per topic and a token bucket per
+device (over-limit messages are dropped and counted). A message that fails verification is
+counted as a rejection against the device whose topic it came on, never acknowledged as
+that device's. Nothing a device sends can stop the service: a message that fails in an
+unexpected way is logged and counted as ``internal_error``.
+
+Use it in-process as ``async with HubService(HubConfig(hub_dir)) as hub: await
+hub.wait_ready()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from edge_agent.errors import ConfigError, EdgeGovError, TransportError
+from edge_agent.protocol import topics
+from edge_agent.protocol.checkpoint import origin_for
+from edge_agent.protocol.shipping import (
+    MAX_BATCH_BYTES,
+    MAX_STATUS_BYTES,
+    ShippingError,
+    verify_status,
+)
+from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
+from hub.broker import EmbeddedBroker
+from hub.hubdir import HubDir, HubKeys, ServeInfo
+from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
+from hub.limits import RateLimiter, RejectionCounter
+from hub.publish import (
+    Publication,
+    ack_publication,
+    ack_snapshot,
+    issue_freshness,
+    retained_snapshot,
+)
+from hub.registry import UNREGISTERED, DeviceRecord, Registry
+
+__all__ = ["HubConfig", "HubService", "HubStats"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 1.0
+"""How long the shared-subscription probe waits for its own message (once per service)."""
+PUBLISH_CHUNK = 64
+"""QoS 1 publishes in flight at once when publishing many retained messages."""
+STORE_RETRIES = 3
+"""Times a batch is re-verified when another hub process stored one of that device's
+batches between verification and commit."""
+_FLOOD_CODES = frozenset({"rate_limited", "oversize", "unknown_device", "bad_topic"})
+_MAX_PAYLOAD = {DeviceLeaf.LINEAGE: MAX_BATCH_BYTES, DeviceLeaf.STATUS: MAX_STATUS_BYTES}
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """How ``edge-hub serve`` runs. ``broker=None`` starts the embedded amqtt broker on
+    ``bind:port`` (port 0: a free one)."""
+
+    hub_dir: Path
+    broker: BrokerSettings | None = None
+    bind: str = "127.0.0.1"
+    port: int = 0
+    keys_dir: Path | None = None
+    freshness_interval_s: float = 10.0
+    token_ttl_s: int = 60
+    shared_subscriptions: bool | None = None
+    """``None``: direct on the embedded broker, probed on any other."""
+    device_rate: float = 20.0
+    """Messages per second each device may send (sustained); ``device_burst`` at once."""
+    device_burst: int = 100
+    unknown_rate: float = 20.0
+    """Lookups per second for messages naming a device this process does not know yet."""
+    client_id: str | None = None
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    write_serve_file: bool = True
+
+    def __post_init__(self) -> None:
+        if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:
+            raise ValueError("the freshness interval and token TTL must be positive")
+        if self.token_ttl_s <= self.freshness_interval_s:
+            raise ValueError("tokens must live longer than the interval they are refreshed at")
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters since start (for tests, logs and benchmarks)."""
+
+    connections: int = 0
+    batches_accepted: int = 0
+    entries_stored: int = 0
+    duplicates: int = 0
+    acks_published: int = 0
+    statuses: int = 0
+    freshness_published: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+class HubService:
+    """The running hub: embedded broker (optional), MQTT connection loop, schedule."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.hub_dir = HubDir(config.hub_dir)
+        self.stats = HubStats()
+        self.shared = False
+        self._probed: bool | None = None
+        self._fatal: ConfigError | None = None
+        self._client_id = config.client_id or _default_client_id()
+        self._broker: EmbeddedBroker | None = None
+        self._settings: BrokerSettings | None = config.broker
+        self._registry: Registry | None = None
+        self._keys: HubKeys | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._conn: Connection | None = None
+        self._subscribed: set[str] = set()
+        self._published: dict[str, bytes] = {}
+        self._devices: dict[str, DeviceRecord] = {}
+        self._limiter = RateLimiter(config.device_rate, config.device_burst)
+        self._lookups = RateLimiter(config.unknown_rate, max(1, int(config.unknown_rate)))
+        self._rejections = RejectionCounter()
+
+    # Lifecycle.
+
+    @property
+    def settings(self) -> BrokerSettings:
+        """The broker the hub connects to (the embedded one's address once started)."""
+        if self._settings is None:
+            raise RuntimeError("the hub service is not started")
+        return self._settings
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    @property
+    def embedded_broker(self) -> EmbeddedBroker | None:
+        return self._broker
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise RuntimeError("the hub service is not started")
+        return self._registry
+
+    async def __aenter__(self) -> HubService:
+        """Load keys, open the registry, start the broker (if embedded) and the tasks.
+
+        Raises:
+            ConfigError: the hub directory, keys or registry are not usable.
+            TransportError: the embedded broker cannot listen.
+        """
+        try:
+            self._keys = self.hub_dir.load_keys(self.config.keys_dir)
+            self._registry = self._stack.enter_context(self.hub_dir.open_registry())
+            self._stack.callback(self._flush_rejections)
+            if self.config.broker is None:
+                self._broker = EmbeddedBroker(self.config.bind, self.config.port)
+                self._settings = await self._broker.start()
+                self._stack.push_async_callback(self._broker.stop)
+            self._refresh_devices()
+            if self.config.write_serve_file:
+                self._write_serve_file()
+                self._stack.callback(self.hub_dir.remove_serve_info, os.getpid())
+            group = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._tasks = [
+                group.create_task(self._connection_loop(), name="edge-hub-mqtt"),
+                group.create_task(self._schedule_loop(), name="edge-hub-schedule"),
+            ]
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        logger.info("hub serving on %s as %s", self.settings.url, self._client_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await self._stack.aclose()
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait until connected, subscribed and every retained message re-published.
+
+        Raises:
+            TimeoutError: not ready within ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve_forever` return (signal handlers call this)."""
+        self._stop.set()
+
+    async def serve_forever(self) -> None:
+        """Run until :meth:`request_stop`.
+
+        Raises:
+            ConfigError: the broker settings cannot be used (TLS files unreadable).
+        """
+        await self._stop.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def tick(self) -> None:
+        """Run one round of the schedule now (freshness, reconciliation, counters)."""
+        await self._tick()
+
+    # The connection.
+
+    def _delays(self) -> Iterator[float]:
+        return backoff_delays(self.config.reconnect_initial_s, self.config.reconnect_max_s)
+
+    async def _connection_loop(self) -> None:
+        delays = self._delays()
+        while not self._stop.is_set():
+            try:
+                async with connect(
+                    self.settings, client_id=self._client_id, clean_session=True
+                ) as conn:
+                    await self._on_connected(conn)
+                    delays = self._delays()
+                    async for message in conn.messages():
+                        await self._handle(message)
+            except TransportError as exc:
+                logger.warning("hub connection to %s: %s; reconnecting", self.settings.url, exc)
+            except ConfigError as exc:
+                logger.error("cannot connect to %s: %s", self.settings.url, exc)
+                self._fatal = exc
+                self._stop.set()
+                return
+            finally:
+                self._conn = None
+                self._ready.clear()
+                self._subscribed.clear()
+                self._published.clear()
+            await asyncio.sleep(next(delays))
+
+    async def _on_connected(self, conn: Connection) -> None:
+        self.stats.connections += 1
+        self.shared = await self._decide_shared(conn)
+        if self.config.write_serve_file:
+            self._write_serve_file()
+        await self._subscribe_regions(conn)
+        keys = self._require_keys()
+        now = _wall()
+        await self._publish(conn, retained_snapshot(self.registry, roots=keys.roots), remember=True)
+        await self._publish(conn, ack_snapshot(self.registry, key=keys.freshness, now=now))
+        await self._publish_freshness(conn, now)
+        self._conn = conn
+        self._ready.set()
+        logger.info(
+            "hub connected to %s (%s lineage subscriptions)",
+            self.settings.url,
+            "shared" if self.shared else "direct",
+        )
+
+    async def _decide_shared(self, conn: Connection) -> bool:
+        if self.config.shared_subscriptions is not None:
+            return self.config.shared_subscriptions
+        if self._broker is not None:
+            return EmbeddedBroker.shared_subscriptions
+        if self._probed is None:
+            self._probed = await _probe_shared(conn, self._client_id)
+        return self._probed
+
+    async def _subscribe_regions(self, conn: Connection) -> None:
+        new = [r for r in self.registry.regions() if r not in self._subscribed]
+        filters = [f for region in new for f in topics.hub_subscriptions(region, self.shared)]
+        if filters:
+            await conn.subscribe(filters)
+            self._subscribed.update(new)
+
+    async def _publish(
+        self, conn: Connection, publications: Sequence[Publication], *, remember: bool = False
+    ) -> None:
+        """Publish (QoS 1, a chunk in flight at a time); with ``remember``, skip what was
+        published with the same bytes on this connection already."""
+        todo = []
+        for publication in publications:
+            digest = hashlib.sha256(publication.payload).digest()
+            if remember and self._published.get(publication.topic) == digest:
+                continue
+            todo.append((publication, digest))
+        for start in range(0, len(todo), PUBLISH_CHUNK):
+            chunk = todo[start : start + PUBLISH_CHUNK]
+            results = await asyncio.gather(
+                *(conn.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p, _ in chunk),
+                return_exceptions=True,
+            )
+            for (publication, digest), result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                if remember:
+                    self._published[publication.topic] = digest
+
+    async def _publish_freshness(self, conn: Connection, now: int) -> None:
+        publications = issue_freshness(
+            self.registry,
+            key=self._require_keys().freshness,
+            now=now,
+            ttl_s=self.config.token_ttl_s,
+        )
+        await self._publish(conn, publications)
+        self.stats.freshness_published += len(publications)
+
+    # The schedule.
+
+    async def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.config.freshness_interval_s)
+            try:
+                await self._tick()
+            except TransportError as exc:
+                logger.warning("scheduled publish failed: %s (republished on reconnect)", exc)
+            except EdgeGovError as exc:
+                logger.error("scheduled round failed: %s", exc)
+
+    async def _tick(self) -> None:
+        self._refresh_devices()
+        self._flush_rejections()
+        conn = self._conn
+        if conn is None or not self._ready.is_set():
+            return
+        keys = self._require_keys()
+        now = _wall()
+        await self._subscribe_regions(conn)
+        await self._publish(conn, retained_snapshot(self.registry, roots=keys.roots), remember=True)
+        await self._publish_freshness(conn, now)
+
+    # Incoming messages.
+
+    async def _handle(self, message: Incoming) -> None:
+        try:
+            await self._dispatch(message)
+        except TransportError:
+            raise
+        except EdgeGovError as exc:
+            logger.error("message on %s not processed: %s", message.topic, exc)
+            self._reject(UNREGISTERED, "internal_error", str(exc))
+        except Exception:
+            logger.exception("unexpected failure on a message on %s", message.topic)
+            self._reject(UNREGISTERED, "internal_error", f"unexpected failure on {message.topic}")
+
+    async def _dispatch(self, message: Incoming) -> None:
+        try:
+            parsed = topics.parse_device_topic(message.topic)
+        except ValueError:
+            if not message.topic.startswith(f"{topics.PREFIX}/_probe/"):
+                self._reject(UNREGISTERED, "bad_topic", f"message on {message.topic[:200]!r}")
+            return
+        if not message.payload or parsed.leaf not in _MAX_PAYLOAD:
+            return
+        if len(message.payload) > _MAX_PAYLOAD[parsed.leaf]:
+            self._reject(
+                parsed.device_id, "oversize", f"{len(message.payload)} bytes on {parsed.leaf}"
+            )
+            return
+        device = self._device(parsed.device_id)
+        if device is None:
+            self._reject(UNREGISTERED, "unknown_device", f"message for {parsed.device_id!r}")
+            return
+        if not self._limiter.allow(device.device_id, time.monotonic()):
+            self._reject(device.device_id, "rate_limited", f"{parsed.leaf} over the rate limit")
+            return
+        if parsed.region != device.region:
+            self._reject(
+                device.device_id,
+                RejectCode.IMPERSONATION,
+                f"message on region {parsed.region}, device is registered in {device.region}",
+            )
+            return
+        if parsed.leaf is DeviceLeaf.LINEAGE:
+            await self._on_lineage(device, message.payload)
+        else:
+            self._on_status(device, message.payload)
+
+    def _device(self, device_id: str) -> DeviceRecord | None:
+        device = self._devices.get(device_id)
+        if device is None and self._lookups.allow("", time.monotonic()):
+            device = self.registry.device(device_id)
+            if device is not None:
+                self._devices[device_id] = device
+        return device
+
+    async def _on_lineage(self, device: DeviceRecord, payload: bytes) -> None:
+        registry, device_id = self.registry, device.device_id
+        origin = origin_for(device_id, device.key_epoch)
+        for _ in range(STORE_RETRIES):
+            log = registry.lineage_state(device_id)
+            now = _wall()
+            try:
+                result = ingest_batch(
+                    payload,
+                    device=device_id,
+                    key=device.public_key,
+                    origin=origin,
+                    log=log,
+                    stored=registry.stored_log(device_id),
+                )
+            except IngestError as exc:
+                await self._on_refused(device, exc, now)
+                return
+            if isinstance(result, Duplicate):
+                self.stats.duplicates += 1
+                registry.touch(device_id, now)
+                await self._ack(device, log, now)
+                return
+            if registry.store_batch(result, expected_size=log.size, received_at=now):
+                self.stats.batches_accepted += 1
+                self.stats.entries_stored += len(result.entries)
+                logger.debug(
+                    "lineage of %s: stored %d..%d",
+                    device_id,
+                    result.first_seq,
+                    result.acked - 1,
+                )
+                await self._ack(device, result.log, now)
+                return
+        logger.warning(
+            "lineage batch of %s raced other hubs %d times; dropped", device_id, STORE_RETRIES
+        )
+
+    async def _on_refused(self, device: DeviceRecord, exc: IngestError, now: int) -> None:
+        level = logging.ERROR if exc.fork is not None else logging.WARNING
+        logger.log(level, "lineage batch of %s refused: %s", device.device_id, exc)
+        if exc.fork is not None:
+            self.registry.record_fork(exc.fork, now)
+        self._reject(device.device_id, exc.reject_code, str(exc))
+        if exc.reack:
+            await self._ack(device, self.registry.lineage_state(device.device_id), now)
+
+    async def _ack(self, device: DeviceRecord, log: DeviceLog, now: int) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        publication = ack_publication(
+            region=device.region,
+            device=device.device_id,
+            acked=log.size,
+            root=log.root,
+            key=self._require_keys().freshness,
+            now=now,
+        )
+        await conn.publish(publication.topic, publication.payload, qos=1, retain=True)
+        self.stats.acks_published += 1
+
+    def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
+        try:
+            status = verify_status(payload, device=device.device_id, key=device.public_key)
+        except ShippingError as exc:
+            self._reject(device.device_id, RejectCode.IMPERSONATION, f"status refused: {exc}")
+            return
+        self.registry.record_status(status, payload, _wall())
+        self.stats.statuses += 1
+
+    # Bookkeeping.
+
+    def _reject(self, device: str, code: str, detail: str) -> None:
+        self._rejections.add(device, code, detail)
+        self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
+        if code in _FLOOD_CODES:
+            logger.debug("rejected (%s) from %s: %s", code, device, detail)
+            return
+        logger.warning("rejected (%s) from %s: %s", code, device, detail)
+        self._flush_rejections()
+
+    def _flush_rejections(self) -> None:
+        counts = self._rejections.drain()
+        if self._registry is None or not counts:
+            return
+        try:
+            self._registry.add_rejections(counts, _wall())
+        except EdgeGovError as exc:
+            logger.error("rejection counters not recorded: %s", exc)
+
+    def _refresh_devices(self) -> None:
+        self._devices = {d.device_id: d for d in self.registry.devices()}
+
+    def _require_keys(self) -> HubKeys:
+        if self._keys is None:
+            raise RuntimeError("the hub service is not started")
+        return self._keys
+
+    def _write_serve_file(self) -> None:
+        self.hub_dir.write_serve_info(
+            ServeInfo(
+                self.settings,
+                os.getpid(),
+                self._broker is not None,
+                self.shared,
+                self.config.token_ttl_s,
+            )
+        )
+
+
+async def _probe_shared(conn: Connection, client_id: str) -> bool:
+    """Whether the broker delivers through ``$share/`` subscriptions: subscribe to a probe
+    topic of our own through one, publish to it, and wait for it to come back."""
+    suffix = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)[:64]
+    topic = f"{topics.PREFIX}/_probe/{suffix}"
+    try:
+        await conn.subscribe([f"$share/{topics.SHARED_GROUP}/{topic}"])
+    except TransportError as exc:
+        if "refused" not in str(exc):
+            raise
+        return False
+    await conn.publish(topic, b"probe", qos=1)
+    messages = conn.messages()
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            while (await anext(messages)).topic != topic:
+                pass
+            return True
+    except TimeoutError:
+        pass
+    logger.info("the broker does not deliver shared subscriptions: subscribing directly")
+    return False
+
+
+def _default_client_id() -> str:
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:32]
+    return f"edge-hub-{host}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def _wall() -> int:
+    return int(time.time())

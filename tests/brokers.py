@@ -1,0 +1,220 @@
+"""Real MQTT brokers for integration tests, each on 127.0.0.1 and a port of its own.
+
+- :func:`amqtt_broker` runs amqtt 0.12 in the test's event loop (the hub's embedded broker).
+- :func:`mosquitto_broker` runs Debian's ``/usr/sbin/mosquitto`` as a subprocess with a
+  config of its own in a temporary directory (optionally a password file and an ACL file),
+  stopped by its pid.
+
+Both yield a handle with ``settings`` (a :class:`BrokerSettings`, anonymous),
+``settings_for(user, password)``, ``url``, ``port``, and ``stop()`` / ``start()`` to kill and
+restart the broker on the same port (fault tests). Retained messages are lost across a
+restart unless Mosquitto runs with ``persistence=True`` and is stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_agent.sync.mqtt import BrokerSettings
+from hub.broker import EmbeddedBroker
+
+__all__ = [
+    "MOSQUITTO",
+    "AmqttHandle",
+    "MosquittoBroker",
+    "amqtt_broker",
+    "free_port",
+    "mosquitto_broker",
+    "requires_mosquitto",
+]
+
+MOSQUITTO = Path(shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "/usr/sbin/mosquitto")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+START_TIMEOUT_S = 10.0
+START_ATTEMPTS = 5
+
+requires_mosquitto = pytest.mark.skipif(
+    not MOSQUITTO.exists(), reason="Mosquitto is not installed (apt install mosquitto)"
+)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the broker binding it may still race)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Settings:
+    settings: BrokerSettings
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def settings_for(self, username: str, password: str) -> BrokerSettings:
+        return replace(self.settings, username=username, password=password)
+
+
+class AmqttHandle(_Settings):
+    """The in-process amqtt broker of :func:`amqtt_broker`."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+        self.settings = broker.settings
+        self.port = broker.port
+
+    async def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker (``kill`` is accepted for symmetry: amqtt just drops clients)."""
+        await self.broker.stop()
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+
+@contextlib.asynccontextmanager
+async def amqtt_broker() -> AsyncIterator[AmqttHandle]:
+    """amqtt on 127.0.0.1 and a free port, in this event loop."""
+    broker = EmbeddedBroker("127.0.0.1", 0)
+    await broker.start()
+    try:
+        yield AmqttHandle(broker)
+    finally:
+        await broker.stop()
+
+
+class MosquittoBroker(_Settings):
+    """A Mosquitto subprocess with its own config, password and ACL files in ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        acl: Path | None = None,
+        passwords: Mapping[str, str] | None = None,
+        persistence: bool = False,
+    ) -> None:
+        self.workdir = workdir
+        self.acl = acl
+        self.passwords = dict(passwords or {})
+        self.persistence = persistence
+        self.port = 0
+        self.settings = BrokerSettings("127.0.0.1", 0)
+        self.log_file = workdir / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        """Start on the port it had (or a free one the first time); wait until it listens."""
+        attempts = 1 if self.port else START_ATTEMPTS
+        for _ in range(attempts):
+            port = self.port or free_port()
+            if await self._try_start(port):
+                self.port = port
+                self.settings = BrokerSettings("127.0.0.1", port)
+                return
+        raise RuntimeError(f"mosquitto did not start; see {self.log_file}")
+
+    async def _try_start(self, port: int) -> bool:
+        config = self.workdir / "mosquitto.conf"
+        config.write_text(self._config(port))
+        self._process = subprocess.Popen(
+            [str(MOSQUITTO), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline:
+            if self._process.poll() is not None:
+                self._process = None
+                return False
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return True
+        await self.stop()
+        return False
+
+    def _config(self, port: int) -> str:
+        lines = [
+            f"listener {port} 127.0.0.1",
+            f"user {getpass.getuser()}",
+            f"allow_anonymous {'false' if self.passwords else 'true'}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type subscribe",
+        ]
+        if self.passwords:
+            lines.append(f"password_file {self._password_file()}")
+        if self.acl is not None:
+            lines.append(f"acl_file {self.acl}")
+        return "\n".join(lines) + "\n"
+
+    def _password_file(self) -> Path:
+        path = self.workdir / "passwords"
+        path.unlink(missing_ok=True)
+        for index, (user, password) in enumerate(self.passwords.items()):
+            flags = ["-c"] if index == 0 else []
+            subprocess.run(
+                [MOSQUITTO_PASSWD, *flags, "-b", str(path), user, password],
+                check=True,
+                capture_output=True,
+            )
+        return path
+
+    async def stop(self, *, kill: bool = False) -> None:
+        """Stop it by pid: SIGTERM (clean, saves persistence) or SIGKILL (``kill``)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        for _ in range(200):
+            if process.poll() is not None:
+                return
+            await asyncio.sleep(0.025)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_broker(
+    acl: Path | None = None,
+    passwords: Mapping[str, str] | None = None,
+    *,
+    persistence: bool = False,
+) -> AsyncIterator[MosquittoBroker]:
+    """Mosquitto on 127.0.0.1 and a free port; with ``passwords``, anonymous access is off."""
+    with tempfile.TemporaryDirectory(prefix="edgegov-mosquitto-") as workdir:
+        broker = MosquittoBroker(
+            Path(workdir), acl=acl, passwords=passwords, persistence=persistence
+        )
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.stop()

@@ -1,0 +1,142 @@
+"""Helpers for hub integration tests: a hub directory with real keys, bundles, an MQTT watcher.
+
+- :func:`make_hub_dir`: ``keys/`` from ``init_keys`` (as ``edge-hub keys init``) and devices
+  registered in ``hub.db``, each with a :class:`DeviceLogSim` holding its key.
+- :func:`make_bundle`: a bundle signed by the hub's policy key, as ``edge-hub bundle build``.
+- :class:`Watcher`: an MQTT client that subscribes and queues what arrives, to wait for
+  the next message on a topic.
+- :func:`run_cli`: ``edge-hub`` in a thread (its commands run their own event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.policy.source import load_policy_source
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot
+from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
+from hub.cli import main as hub_main
+from hub.keystore import ROOT_FILE, load_role_keys, load_root
+from hub.operations import build_bundle, init_keys
+from hub.registry import DeviceRecord, Registry
+from tests.lineage_sim import DeviceLogSim
+
+POLICY = """\
+target: {{region: eu-1, groups: [{group}], profiles: [generic-x86_64]}}
+ttl: 24h
+{extra}rules:
+  - id: camera-exec
+    effect: allow
+    subjects: [svc:camera]
+    actions: [exec]
+    resources: ["/opt/camera/bin/*"]
+"""
+WAIT_S = 15.0
+
+
+@dataclass
+class HubSetup:
+    path: Path
+    root: TrustRoot
+    devices: dict[str, DeviceLogSim]
+
+    @property
+    def keys(self) -> Path:
+        return self.path / "keys"
+
+
+def make_hub_dir(
+    path: Path, devices: Sequence[tuple[str, str]] = (("gw-001", "line-a"), ("gw-002", "line-a"))
+) -> HubSetup:
+    """A hub directory with keys and ``(device id, group)`` devices registered in eu-1."""
+    path.mkdir(parents=True, exist_ok=True)
+    root = init_keys(
+        path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30
+    )
+    sims = {}
+    with Registry.open(path / "hub.db") as registry:
+        for device_id, group in devices:
+            sim = DeviceLogSim(device_id, PrivateKey.generate())
+            registry.add_device(
+                DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", sim.key.public)
+            )
+            sims[device_id] = sim
+    return HubSetup(path, root, sims)
+
+
+def make_bundle(
+    keys: Path, version: int, *, group: str = "line-a", max_offline: str | None = None
+) -> bytes:
+    """A bundle for ``group`` of eu-1, built and signed as ``edge-hub bundle build`` does."""
+    extra = f"max_offline: {max_offline}\n" if max_offline else ""
+    source = load_policy_source(POLICY.format(group=group, extra=extra))
+    root = load_root(keys / ROOT_FILE)
+    data, _ = build_bundle(
+        source,
+        root=root,
+        signers=load_role_keys(keys, Role.POLICY, root),
+        version=version,
+        ttl=None,
+        now=int(time.time()),
+    )
+    return data
+
+
+async def run_cli(*args: str) -> int:
+    """``edge-hub ARGS`` in a worker thread; its exit code."""
+    return await asyncio.to_thread(hub_main, list(args))
+
+
+class Watcher:
+    """Messages on the subscribed filters, in arrival order."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue()
+
+    async def next(
+        self, match: Callable[[Incoming], bool] | str, timeout: float = WAIT_S
+    ) -> Incoming:
+        """The next message ``match`` accepts (a topic string matches that exact topic)."""
+        accept = (lambda m: m.topic == match) if isinstance(match, str) else match
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.queue.get()
+                if accept(message):
+                    return message
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    settings: BrokerSettings, filters: Sequence[str], client_id: str = "test-watcher"
+) -> AsyncIterator[Watcher]:
+    """A :class:`Watcher` subscribed to ``filters`` for the duration of the block."""
+    async with connect(settings, client_id=client_id) as connection:
+        watcher = Watcher(connection)
+
+        async def pump() -> None:
+            async for message in connection.messages():
+                watcher.queue.put_nowait(message)
+
+        await connection.subscribe(list(filters))
+        task = asyncio.create_task(pump())
+        try:
+            yield watcher
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Poll ``condition`` until it holds (a deadline guard, not a timing assertion)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)

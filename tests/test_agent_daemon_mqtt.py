@@ -1,0 +1,212 @@
+"""The agent daemon against real brokers (amqtt in-process, Mosquitto as a subprocess).
+
+The test plays the hub's publishing side with signed objects from :class:`HubSim`: bundles,
+freshness tokens and revocations, all retained, as ``edge-hub`` publishes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.policy.engine import Request
+from edge_agent.protocol import topics
+from edge_agent.protocol.topics import Channel, ChannelKind
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.mqtt import BrokerSettings, connect
+from edge_agent.trust.gate import Reason
+from tests.brokers import amqtt_broker, mosquitto_broker
+from tests.factory import DAY, DEVICE, HubSim
+
+pytestmark = pytest.mark.asyncio
+
+REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+GROUP = Channel(ChannelKind.GROUP, "line-a")
+FAST = SyncConfig(
+    status_interval_s=5,
+    ship_interval_s=0.2,
+    ack_timeout_s=2,
+    reconnect_initial_s=0.1,
+    reconnect_max_s=1,
+)
+WAIT_S = 20.0
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@contextlib.asynccontextmanager
+async def _broker(kind: str, tmp_path: Path) -> AsyncIterator[BrokerSettings]:
+    if kind == "amqtt":
+        async with amqtt_broker() as handle:
+            yield handle.settings
+    else:
+        async with mosquitto_broker() as handle:
+            yield handle.settings
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Fleet:
+    """N agents in this process, each with its own state dir and daemon task."""
+
+    def __init__(self, tmp_path: Path, hub: HubSim, broker: BrokerSettings) -> None:
+        self.tmp_path = tmp_path
+        self.hub = hub
+        self.broker = broker
+        self.daemons: dict[str, AgentDaemon] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def enrol(self, device_id: str) -> AgentDaemon:
+        state_dir = self.tmp_path / device_id
+        init_state_dir(
+            state_dir, replace(DEVICE, device_id=device_id), self.hub.root_bytes(), _now()
+        )
+        daemon = AgentDaemon(LocalAgent.open(state_dir), self.broker, FAST)
+        self.daemons[device_id] = daemon
+        self.tasks[device_id] = asyncio.create_task(daemon.run(), name=device_id)
+        return daemon
+
+    async def stop(self, device_id: str) -> None:
+        task = self.tasks.pop(device_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.daemons.pop(device_id).agent.close()
+
+    async def close(self) -> None:
+        for device_id in list(self.tasks):
+            await self.stop(device_id)
+
+
+@contextlib.asynccontextmanager
+async def _fleet(tmp_path: Path, hub: HubSim, broker: BrokerSettings) -> AsyncIterator[Fleet]:
+    fleet = Fleet(tmp_path, hub, broker)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+async def _publish(broker: BrokerSettings, *messages: tuple[str, bytes]) -> None:
+    async with connect(broker, client_id=f"test-hub-{time.monotonic_ns()}") as connection:
+        for topic, payload in messages:
+            await connection.publish(topic, payload, qos=1, retain=True)
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
+    """Wait until ``condition`` holds; return how long it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+def _version(daemon: AgentDaemon) -> int | None:
+    bundle = daemon.agent.state.bundle
+    return None if bundle is None else bundle.version
+
+
+async def test_pushed_bundle_reaches_50_agents_and_a_late_one_from_retained(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    hub = HubSim()
+    async with _broker(broker_kind, tmp_path) as broker, _fleet(tmp_path, hub, broker) as fleet:
+        for index in range(50):
+            fleet.enrol(f"gw-{index:03d}")
+        await _until(
+            lambda: all(d.connected.is_set() for d in fleet.daemons.values()), "all connected"
+        )
+        bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
+        await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
+        await _until(
+            lambda: all(_version(d) == 1 for d in fleet.daemons.values()), "all 50 installed"
+        )
+        assert all(d.agent.decide(REQUEST, _now()).allowed for d in fleet.daemons.values())
+        late = fleet.enrol("gw-late")
+        await _until(lambda: _version(late) == 1, "the late agent installed from retained")
+
+
+async def test_revocation_denies_that_device_within_a_second_while_neighbours_allow(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    hub = HubSim()
+    async with _broker(broker_kind, tmp_path) as broker, _fleet(tmp_path, hub, broker) as fleet:
+        bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
+        await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
+        target, neighbour = fleet.enrol("gw-001"), fleet.enrol("gw-002")
+        await _until(lambda: _version(target) == 1 and _version(neighbour) == 1, "installed")
+        revocation = hub.revocation(1, "device", "gw-001", issued_at=_now())
+        await _publish(broker, (topics.revocation_topic("eu-1", "device", "gw-001"), revocation))
+        took = await _until(
+            lambda: target.agent.decide(REQUEST, _now()).reason is Reason.REVOKED,
+            "the revoked device denying",
+        )
+        assert took < 1.0
+        assert neighbour.agent.decide(REQUEST, _now()).allowed
+        newer = hub.bundle(2, issued_at=_now() + 1, expires_at=_now() + DAY)
+        await _publish(broker, (topics.bundle_topic("eu-1", GROUP), newer))
+        await _until(lambda: target.agent.decide(REQUEST, _now()).allowed, "lifted by v2")
+        await _publish(broker, (topics.revocation_topic("eu-1", "device", "gw-001"), revocation))
+        await asyncio.sleep(0.5)
+        assert target.agent.decide(REQUEST, _now()).allowed
+
+
+async def test_freeze_without_freshness_denies_at_max_offline_not_at_ttl(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    hub = HubSim()
+    max_offline = 3
+    async with _broker(broker_kind, tmp_path) as broker, _fleet(tmp_path, hub, broker) as fleet:
+        issued = _now()
+        bundle = hub.bundle(1, issued_at=issued, expires_at=issued + DAY, max_offline=max_offline)
+        await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
+        daemon = fleet.enrol("gw-001")
+        await _until(lambda: _version(daemon) == 1, "installed")
+        for _ in range(3):
+            token = hub.freshness(bundle, hub_time=_now(), ttl=30)
+            await _publish(broker, (topics.freshness_topic("eu-1", GROUP), token))
+            await asyncio.sleep(1.0)
+            assert daemon.agent.decide(REQUEST, _now()).allowed
+        frozen_at = _now()
+        await _until(
+            lambda: daemon.agent.decide(REQUEST, _now()).reason is Reason.BUNDLE_EXPIRED,
+            "max_offline deny after the hub went quiet",
+            timeout=max_offline + 3,
+        )
+        assert _now() - frozen_at <= max_offline + 1
+        assert "max_offline" in daemon.agent.decide(REQUEST, _now()).message
+
+
+async def test_agent_keeps_deciding_while_the_broker_is_down_and_reconnects(
+    tmp_path: Path,
+) -> None:
+    hub = HubSim()
+    async with mosquitto_broker() as handle:
+        async with _fleet(tmp_path, hub, handle.settings) as fleet:
+            bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
+            await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), bundle))
+            daemon = fleet.enrol("gw-001")
+            await _until(lambda: _version(daemon) == 1, "installed")
+            await handle.stop(kill=True)
+            await _until(lambda: not daemon.connected.is_set(), "disconnect noticed")
+            assert daemon.agent.decide(REQUEST, _now()).allowed
+            await handle.start()
+            await _until(daemon.connected.is_set, "reconnected")
+            newer = hub.bundle(2, issued_at=_now() - 30, expires_at=_now() + DAY)
+            await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), newer))
+            await _until(lambda: _version(daemon) == 2, "v2 after reconnect")

@@ -1,0 +1,185 @@
+"""What the agent daemon does with each incoming MQTT message, without a broker.
+
+Every subscribed topic gets forged, rolled-back, foreign and garbage payloads: each is
+refused, logged as a rejection in the lineage, and leaves the agent deciding as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.lineage.entries import Kind, decode_entry
+from edge_agent.policy.engine import Request
+from edge_agent.protocol import topics
+from edge_agent.protocol.bundle import BundleTarget
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.roles import Role
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.mqtt import BrokerSettings, Incoming
+from edge_agent.trust.gate import Reason
+from tests.factory import DAY, DEVICE, NOW, HubSim
+
+REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+BASE = "edgegov/v1/eu-1"
+BUNDLE_TOPIC = f"{BASE}/bundle/group/line-a"
+FRESH_TOPIC = f"{BASE}/fresh/group/line-a"
+REVOKE_TOPIC = f"{BASE}/revoke/device/gw-001"
+ACK_TOPIC = f"{BASE}/device/gw-001/ack"
+
+
+@pytest.fixture
+def hub() -> HubSim:
+    return HubSim()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, hub: HubSim) -> Iterator[AgentDaemon]:
+    state_dir = tmp_path / "state"
+    init_state_dir(state_dir, DEVICE, hub.root_bytes(), NOW)
+    agent = LocalAgent.open(state_dir)
+    try:
+        yield AgentDaemon(agent, BrokerSettings("127.0.0.1", 1), SyncConfig(), wall=lambda: NOW)
+    finally:
+        agent.close()
+
+
+def _send(daemon: AgentDaemon, topic: str, payload: bytes) -> None:
+    daemon.handle(Incoming(topic, payload, retain=True))
+
+
+def _kinds(daemon: AgentDaemon) -> list[str]:
+    lineage = daemon.agent.lineage
+    assert lineage is not None and lineage.store is not None
+    return [str(decode_entry(data).kind) for _, data, _ in lineage.store.iter_rows()]
+
+
+def test_retained_bundle_installs_and_decisions_follow(daemon: AgentDaemon, hub: HubSim) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    assert daemon.agent.decide(REQUEST, NOW).allowed
+    assert daemon.changed.is_set()
+
+
+def _bad_payloads(hub: HubSim) -> list[tuple[str, str, bytes]]:
+    intruder = PrivateKey.generate()
+    foreign = BundleTarget(region="eu-1", groups=("line-z",), profiles=("generic-x86_64",))
+    return [
+        ("bundle signed by an unknown key", BUNDLE_TOPIC, hub.bundle(2, signers=[intruder])),
+        ("bundle rolled back to v1", BUNDLE_TOPIC, hub.bundle(1, issued_at=NOW - 30)),
+        ("bundle for another group", BUNDLE_TOPIC, hub.bundle(3, target=foreign)),
+        ("bundle expired", BUNDLE_TOPIC, hub.bundle(4, expires_at=NOW - 1, issued_at=NOW - DAY)),
+        ("garbage on bundle", BUNDLE_TOPIC, b"\x00garbage"),
+        ("revocation on bundle", BUNDLE_TOPIC, hub.revocation(1)),
+        ("garbage on fresh", FRESH_TOPIC, b"\xff" * 64),
+        ("bundle on fresh", FRESH_TOPIC, hub.bundle(5)),
+        (
+            "token signed by revoke key",
+            FRESH_TOPIC,
+            hub.freshness(hub.bundle(), key=hub.online_keys[Role.REVOKE][0]),
+        ),
+        ("garbage on revoke", REVOKE_TOPIC, b"\xd8\x62garbage"),
+        ("revocation by policy key", REVOKE_TOPIC, hub.revocation(1, signers=hub.policy_keys)),
+        ("freshness on revoke", REVOKE_TOPIC, hub.freshness(hub.bundle())),
+        ("garbage on root", f"{BASE}/root/2", b"garbage"),
+        (
+            "root v2 signed by an intruder",
+            f"{BASE}/root/2",
+            HubSim(root_keys=[intruder] * 3).root_bytes(version=2),
+        ),
+        ("garbage ack", ACK_TOPIC, b"\xd2\x84"),
+        ("empty payload", BUNDLE_TOPIC, b""),
+        ("oversized", BUNDLE_TOPIC, b"\x00" * (9 * 1024 * 1024)),
+    ]
+
+
+def test_bad_payloads_on_every_topic_are_refused_and_change_nothing(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle(1, issued_at=NOW - 60))
+    before = daemon.agent.state
+    for label, topic, payload in _bad_payloads(hub):
+        _send(daemon, topic, payload)
+        assert daemon.agent.state is before, label
+        assert daemon.agent.decide(REQUEST, NOW).allowed, label
+    kinds = _kinds(daemon)
+    assert kinds.count("bundle_rejected") >= 5
+    assert str(Kind.REVOCATION_REJECTED) in kinds
+    assert str(Kind.FRESHNESS_REJECTED) in kinds
+
+
+def test_a_retained_bad_payload_is_logged_once(daemon: AgentDaemon, hub: HubSim) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    bad = hub.bundle(2, signers=[PrivateKey.generate()])
+    for _ in range(5):
+        _send(daemon, BUNDLE_TOPIC, bad)
+    assert _kinds(daemon).count("bundle_rejected") == 1
+
+
+def test_revocation_for_this_device_denies_and_neighbours_do_not(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    _send(daemon, f"{BASE}/revoke/device/gw-002", hub.revocation(1, "device", "gw-002"))
+    assert daemon.agent.decide(REQUEST, NOW).allowed
+    _send(daemon, REVOKE_TOPIC, hub.revocation(2))
+    decision = daemon.agent.decide(REQUEST, NOW)
+    assert decision.reason is Reason.REVOKED
+    assert str(Kind.REVOCATION_APPLIED) in _kinds(daemon)
+
+
+def test_revocation_survives_a_restart(tmp_path: Path, daemon: AgentDaemon, hub: HubSim) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    _send(daemon, REVOKE_TOPIC, hub.revocation(1))
+    daemon.agent.close()
+    with LocalAgent.open(tmp_path / "state") as reopened:
+        assert reopened.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+def test_freshness_survives_a_restart(tmp_path: Path, daemon: AgentDaemon, hub: HubSim) -> None:
+    bundle = hub.bundle(issued_at=NOW - 600, max_offline=300)
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.BUNDLE_EXPIRED
+    _send(daemon, FRESH_TOPIC, hub.freshness(bundle, hub_time=NOW))
+    assert daemon.agent.decide(REQUEST, NOW).allowed
+    daemon.agent.close()
+    with LocalAgent.open(tmp_path / "state") as reopened:
+        assert reopened.decide(REQUEST, NOW + 299).allowed
+        assert reopened.decide(REQUEST, NOW + 300).reason is Reason.BUNDLE_EXPIRED
+
+
+def test_roots_arriving_out_of_order_are_installed_in_version_order(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    _send(daemon, f"{BASE}/root/3", hub.root_bytes(version=3))
+    assert daemon.agent.state.root.version == 1
+    _send(daemon, f"{BASE}/root/2", hub.root_bytes(version=2))
+    assert daemon.agent.state.root.version == 3
+
+
+def test_topic_names_refuse_wildcards_and_separators() -> None:
+    for bad in ("a/b", "+", "#", "", "x" * 65, "a b", "_"):
+        with pytest.raises(ValueError):
+            topics.check_topic_name(bad, "device id")
+    assert topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.LINEAGE) == (
+        "edgegov/v1/eu-1/device/gw-001/lineage"
+    )
+    assert all(t.count("/") <= 6 for t in topics.agent_subscriptions("eu-1", "gw-1", ["g"]))
+
+
+def test_clock_going_below_the_floor_and_back_is_logged_once_each(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    floor = daemon.agent.state.floor.seconds
+    agent = daemon.agent
+    assert agent.observe_clock(floor + 10)
+    assert not agent.observe_clock(floor - 100)
+    assert not agent.observe_clock(floor - 99)
+    assert agent.observe_clock(floor + 11)
+    kinds = _kinds(daemon)
+    assert kinds.count(str(Kind.CLOCK_UNTRUSTED)) == 1
+    assert kinds.count(str(Kind.CLOCK_RESTORED)) == 1

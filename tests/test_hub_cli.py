@@ -1,0 +1,257 @@
+"""The operator's fabric commands: device add, bundle push, revoke, fleet, lineage show, serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.revocation import verify_revocation
+from edge_agent.protocol.roles import Role
+from hub.cli import main as hub_main
+from hub.ingest import Accepted, ingest_batch
+from hub.registry import Registry
+from tests.hub_support import HubSetup, make_bundle, make_hub_dir
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    return make_hub_dir(tmp_path / "hub")
+
+
+def _hub(setup: HubSetup, *args: str) -> int:
+    return hub_main([*args, "--hub-dir", str(setup.path)])
+
+
+def _bundle_file(setup: HubSetup, version: int, **kwargs: object) -> Path:
+    path = setup.path / f"b{version}-{len(list(setup.path.glob('b*.cbor')))}.cbor"
+    path.write_bytes(make_bundle(setup.keys, version, **kwargs))  # type: ignore[arg-type]
+    return path
+
+
+def _store(setup: HubSetup, device_id: str, count: int) -> None:
+    device = setup.devices[device_id]
+    device.add(count)
+    with Registry.open(setup.path / "hub.db") as registry:
+        log = registry.lineage_state(device_id)
+        result = ingest_batch(
+            device.batch(0, count),
+            device=device_id,
+            key=device.key.public,
+            origin=device.origin,
+            log=log,
+            stored=registry.stored_log(device_id),
+        )
+        assert isinstance(result, Accepted)
+        registry.store_batch(result, expected_size=0, received_at=int(time.time()))
+
+
+def test_device_add_registers_and_refuses_duplicates_and_bad_input(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub = tmp_path / "gw-009.pub"
+    pub.write_text(PrivateKey.generate().public.to_pem())
+    add = ["device", "add", "gw-009", "--pubkey", str(pub), "--region", "eu-1"]
+    assert _hub(setup, *add, "--group", "line-b", "--profile", "rpi4") == 0
+    assert "device gw-009 registered" in capsys.readouterr().out
+    assert _hub(setup, *add, "--profile", "rpi4") == 2
+    assert "registered already" in capsys.readouterr().err
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("not a key")
+    assert (
+        _hub(
+            setup,
+            "device",
+            "add",
+            "gw-010",
+            "--pubkey",
+            str(bad_key),
+            "--region",
+            "eu-1",
+            "--profile",
+            "p",
+        )
+        == 2
+    )
+    assert (
+        _hub(
+            setup,
+            "device",
+            "add",
+            "gw/x",
+            "--pubkey",
+            str(pub),
+            "--region",
+            "eu-1",
+            "--profile",
+            "p",
+        )
+        == 2
+    )
+    assert (
+        _hub(
+            setup,
+            "device",
+            "add",
+            "hub",
+            "--pubkey",
+            str(pub),
+            "--region",
+            "eu-1",
+            "--profile",
+            "p",
+        )
+        == 2
+    )
+    assert "reserved" in capsys.readouterr().err
+    with Registry.open(setup.path / "hub.db") as registry:
+        assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002", "gw-009"]
+
+
+def test_push_without_a_running_serve_records_for_later(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
+    out = capsys.readouterr().out
+    assert "2 registered device(s) targeted" in out and "recorded only" in out
+    with Registry.open(setup.path / "hub.db") as registry:
+        (current,) = registry.current_bundles()
+        assert (current.channel, current.version) == ("group/line-a", 1)
+        assert registry.freshness("eu-1", "group/line-a") is not None
+
+
+def test_push_refuses_a_rollback_and_a_changed_bundle_under_a_published_version(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = _bundle_file(setup, 3)
+    assert _hub(setup, "bundle", "push", str(published)) == 0
+    assert _hub(setup, "bundle", "push", str(published)) == 0
+    assert "already current" in capsys.readouterr().out
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 2))) == 1
+    assert "rollback" in capsys.readouterr().err
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 3, max_offline="30s"))) == 1
+    assert "other contents" in capsys.readouterr().err
+    with Registry.open(setup.path / "hub.db") as registry:
+        assert [b.digest for b in registry.current_bundles()] == [
+            b.digest for b in registry.current_bundles("eu-1")
+        ]
+        (current,) = registry.current_bundles()
+        assert current.data == published.read_bytes()
+
+
+def test_push_refuses_a_bundle_not_signed_under_the_hubs_root(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = make_hub_dir(tmp_path / "other-hub")
+    foreign = tmp_path / "foreign.cbor"
+    foreign.write_bytes(make_bundle(other.keys, 1))
+    garbage = tmp_path / "garbage.cbor"
+    garbage.write_bytes(b"\xd8\x62\x84")
+    assert _hub(setup, "bundle", "push", str(foreign)) == 1
+    assert _hub(setup, "bundle", "push", str(garbage)) == 1
+    assert "bundle" in capsys.readouterr().err
+    with Registry.open(setup.path / "hub.db") as registry:
+        assert registry.current_bundles() == []
+
+
+def test_revoke_signs_increasing_epochs_a_device_accepts(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy_key = next(iter(setup.root.role(Role.POLICY).keys)).hex()
+    assert _hub(setup, "revoke", "--device", "gw-001", "--reason", "lost") == 0
+    assert _hub(setup, "revoke", "--group", "line-a") == 0
+    assert _hub(setup, "revoke", "--key", policy_key[:12]) == 0
+    assert _hub(setup, "revoke", "--bundle", "3") == 0
+    assert "epoch 4 of eu-1: bundle 3" in capsys.readouterr().out
+    assert _hub(setup, "revoke", "--device", "gw-404") == 2
+    assert _hub(setup, "revoke", "--key", "abc") == 2
+    with Registry.open(setup.path / "hub.db") as registry:
+        issued = registry.current_revocations()
+        assert registry.kill_epoch("eu-1") == 4
+    last = 0
+    for revocation in issued:
+        verified = verify_revocation(
+            revocation.data, root=setup.root, region="eu-1", last_epoch=last
+        )
+        last = verified.epoch
+    assert [r.value for r in issued] == ["gw-001", "line-a", policy_key, "3"]
+
+
+def test_fleet_and_lineage_show_report_the_stored_log(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store(setup, "gw-001", 12)
+    assert _hub(setup, "fleet") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["DEVICE", "REGION", "ONLINE"]
+    assert "?/12" in table[1] and "never" in table[2]
+    assert _hub(setup, "lineage", "show", "gw-001", "--limit", "3", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["size"] == 12 and shown["verified"]
+    assert [e["seq"] for e in shown["entries"]] == [9, 10, 11]
+    assert shown["entries"][0]["subject"] == "svc:camera"
+    assert _hub(setup, "lineage", "show", "gw-001") == 0
+    assert "12 entries stored, chain and tree verified" in capsys.readouterr().out
+    assert _hub(setup, "lineage", "show", "gw-404") == 2
+
+
+def test_lineage_show_refuses_a_tampered_stored_log(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store(setup, "gw-001", 12)
+    db = sqlite3.connect(setup.path / "hub.db")
+    db.execute("UPDATE lineage_entries SET data = data || x'00' WHERE seq = 7")
+    db.commit()
+    db.close()
+    assert _hub(setup, "lineage", "show", "gw-001") == 1
+    assert "entry 7" in capsys.readouterr().err
+
+
+def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: HubSetup) -> None:
+    env = {**os.environ, "EDGE_HUB_DIR": str(setup.path)}
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "serve",
+            "--port",
+            "0",
+            "--freshness-interval",
+            "1s",
+            "--token-ttl",
+            "5s",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = serve.stdout.readline() if serve.stdout else ""
+        assert banner.startswith("edge-hub serve: broker mqtt://127.0.0.1:")
+        info = json.loads((setup.path / "serve.json").read_text())
+        assert info["pid"] == serve.pid and info["token_ttl_s"] == 5
+        push = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "bundle", "push", str(_bundle_file(setup, 1))],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert push.returncode == 0, push.stderr
+        assert f"published to {info['broker']}" in push.stdout
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        out, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err
+    assert "stopped" in out
+    assert not (setup.path / "serve.json").exists()
