@@ -120,19 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--ttl", type=_duration, default=DEFAULT_ROOT_TTL_S)
     rotate.set_defaults(handler=_cmd_root_rotate)
-    lineage.register(commands, common)
-    fabric_cli.register(
-        commands, bundle, _subcommands(commands.choices["lineage"]), common, _duration
-    )
+    lineage_commands = lineage.register(commands, common)
+    fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
     return parser
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
-    """The sub-command action of ``parser`` (``lineage``'s is created in :mod:`hub.lineage`)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError(f"{parser.prog} has no sub-commands")
 
 
 def _cmd_keys_init(args: argparse.Namespace) -> int:

@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edge_agent.protocol import topics
-from edge_agent.protocol.bundle import bundle_payload, sign_bundle
-from edge_agent.protocol.bundle import BundleTarget
+from edge_agent.protocol.bundle import BundleTarget, bundle_payload, sign_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.sync.mqtt import BrokerSettings, connect
 
@@ -391,9 +390,7 @@ def main() -> int:
             return 1
         finally:
             demo.stop_all()
-        step(
-            "final fleet table, read offline from the hub registry (last status each device reported)"
-        )
+        step("final fleet table, read offline from the hub registry (last reported status)")
         show_fleet(demo)
     print(
         f"\ndemo finished in {time.monotonic() - started:.0f} s: pushed, allowed, denied, "

@@ -37,11 +37,11 @@ from hub.publish import (
     publish_once,
     revocation_publications,
 )
-from hub.push import plan_push, record_push, resolve_key_id, sign_next_revocation
-from hub.registry import DeviceRecord, Registry
+from hub.push import PushPlan, plan_push, record_push, resolve_key_id, sign_next_revocation
+from hub.registry import DeviceRecord, IssuedRevocation, Registry
 from hub.service import HubConfig, HubService
 
-__all__ = ["register"]
+__all__ = ["prepare_push", "prepare_revocation", "register"]
 
 MAX_PUBLIC_KEY_BYTES = 4096
 DEFAULT_TOKEN_TTL_S = 60
@@ -203,9 +203,30 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
 
 def _cmd_bundle_push(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    keys = hub.load_keys(args.keys)
     data = read_bounded(args.file, MAX_BUNDLE_BYTES, "bundle")
-    now = wall_clock()
+    plan, publications = prepare_push(hub, data, now=wall_clock(), keys_dir=args.keys)
+    bundle = plan.bundle
+    print(
+        f"bundle version {bundle.version} (sha256:{bundle.digest.hex()[:16]}) verified and "
+        f"recorded for {', '.join(plan.channels)} of {bundle.target.region}; "
+        f"{len(plan.targeted)} registered device(s) targeted"
+        + (" (already current there)" if len(plan.unchanged) == len(plan.channels) else "")
+    )
+    print(_publish_now(hub, args.broker, publications))
+    return 0
+
+
+def prepare_push(
+    hub: HubDir, data: bytes, *, now: int, keys_dir: Path | None = None
+) -> tuple[PushPlan, list[Publication]]:
+    """Verify ``data`` as its target devices would, record it, and return what to publish
+    (the bundle on each channel, and fresh tokens pinning it).
+
+    Raises:
+        BundleError: a device of the target would refuse it (or it rolls a channel back).
+        ConfigError: the hub directory or keys are unusable.
+    """
+    keys = hub.load_keys(keys_dir)
     with hub.open_registry() as registry:
         plan = plan_push(
             data, root=keys.root, devices=registry.devices(), registry=registry, now=now
@@ -224,24 +245,48 @@ def _cmd_bundle_push(args: argparse.Namespace) -> int:
             region=bundle.target.region,
             channels=plan.channels,
         )
-    print(
-        f"bundle version {bundle.version} (sha256:{bundle.digest.hex()[:16]}) verified and "
-        f"recorded for {', '.join(plan.channels)} of {bundle.target.region}; "
-        f"{len(plan.targeted)} registered device(s) targeted"
-        + (" (already current there)" if len(plan.unchanged) == len(plan.channels) else "")
-    )
-    print(_publish_now(hub, args.broker, publications))
-    return 0
+    return plan, publications
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
-    signers = hub.revoke_keys(keys.root, args.keys)
-    now = wall_clock()
+    issued, publications = prepare_revocation(
+        hub,
+        _revocation_scope(args, keys.root),
+        region=args.region,
+        reason=args.reason,
+        now=wall_clock(),
+        keys_dir=args.keys,
+    )
+    print(
+        f"revocation epoch {issued.epoch} of {issued.region}: {issued.kind} {issued.value} recorded"
+    )
+    print(_publish_now(hub, args.broker, publications))
+    return 0
+
+
+def prepare_revocation(
+    hub: HubDir,
+    scope: tuple[RevocationKind, str],
+    *,
+    region: str | None,
+    reason: str,
+    now: int,
+    keys_dir: Path | None = None,
+) -> tuple[IssuedRevocation, list[Publication]]:
+    """Sign and record the region's next revocation; return it and what to publish (the
+    revocation, and fresh tokens announcing its kill epoch).
+
+    Raises:
+        ConfigError: unknown device or ambiguous region, or unusable keys.
+        RevocationError: the revoke keys fall short of the threshold.
+    """
+    keys = hub.load_keys(keys_dir)
+    signers = hub.revoke_keys(keys.root, keys_dir)
+    kind, value = scope
     with hub.open_registry() as registry:
-        kind, value = _revocation_scope(args, keys.root)
-        region = args.region or _default_region(args, registry)
+        region = region or _default_region(kind, value, registry)
         issued = sign_next_revocation(
             registry,
             root=keys.root,
@@ -249,7 +294,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
             region=region,
             kind=kind,
             value=value,
-            reason=args.reason,
+            reason=reason,
             now=now,
         )
         registry.record_revocation(issued)
@@ -257,9 +302,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         publications += issue_freshness(
             registry, key=keys.freshness, now=now, ttl_s=_token_ttl(hub), region=region
         )
-    print(f"revocation epoch {issued.epoch} of {region}: {kind} {value} recorded")
-    print(_publish_now(hub, args.broker, publications))
-    return 0
+    return issued, publications
 
 
 def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[RevocationKind, str]:
@@ -274,11 +317,11 @@ def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[Revoca
     return RevocationKind.BUNDLE, str(args.bundle)
 
 
-def _default_region(args: argparse.Namespace, registry: Registry) -> str:
-    if args.device:
-        device = registry.device(args.device)
+def _default_region(kind: RevocationKind, value: str, registry: Registry) -> str:
+    if kind is RevocationKind.DEVICE:
+        device = registry.device(value)
         if device is None:
-            raise ConfigError(f"device {args.device!r} is not registered: give --region")
+            raise ConfigError(f"device {value!r} is not registered: give --region")
         return device.region
     regions = registry.regions()
     if len(regions) != 1:

@@ -31,8 +31,9 @@ __all__ = ["register", "verify_file"]
 
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    """Add ``lineage verify`` to the ``edge-hub`` parser."""
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add ``lineage verify`` to the ``edge-hub`` parser; return the ``lineage`` sub-commands
+    so other modules can add theirs."""
     lineage = commands.add_parser("lineage", help="device execution lineage").add_subparsers(
         dest="lineage_command", required=True, metavar="COMMAND"
     )
@@ -47,6 +48,7 @@ def register(
         help="another export or checkpoint note of this device (repeat)",
     )
     verify.set_defaults(handler=_cmd_verify)
+    return lineage
 
 
 def verify_file(path: Path, key: PublicKey) -> ExportReport:

@@ -1,0 +1,319 @@
+"""Fleet benchmark: push, revocation and lineage ingest with N agents, on Mosquitto and amqtt.
+
+Each run starts a broker in its own process (Mosquitto, or amqtt as ``edge-hub serve``
+embeds it), the hub as a separate ``edge-hub serve --broker`` process, and N real agents
+(``AgentDaemon`` over ``LocalAgent``: SQLite state, verified installs, durable lineage)
+sharing this process's event loop, as the issue allows for the simulation. Measured:
+
+- push: from the start of the hub's push operation (verify as a device would, record,
+  publish the bundle and fresh tokens: what ``edge-hub bundle push`` does after Python has
+  started) until each agent has verified and installed the bundle (p50 / p99 / max);
+- revocation: from the start of the hub's revoke operation (sign, record, publish) until
+  that device's gate denies (p50 / p99 over ``--revocations`` devices, one at a time);
+- ingest: with the hub stopped, every agent decides ``--decisions`` times; the hub is
+  started again and the time until every entry is stored, verified and acknowledged gives
+  the hub's verified entries per second (one hub process).
+
+Usage: python bench/fleet.py [--agents 100,1000] [--brokers mosquitto,amqtt] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
+
+from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
+from edge_agent.lineage.log import LineageConfig  # noqa: E402
+from edge_agent.policy.engine import Request  # noqa: E402
+from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
+from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
+from edge_agent.sync.config import SyncConfig  # noqa: E402
+from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
+from edge_agent.sync.mqtt import BrokerSettings  # noqa: E402
+from edge_agent.trust.gate import Reason  # noqa: E402
+from hub.fabric_cli import prepare_push, prepare_revocation  # noqa: E402
+from hub.hubdir import HubDir  # noqa: E402
+from hub.publish import publish_once  # noqa: E402
+from hub.registry import DeviceRecord, Registry  # noqa: E402
+from tests.brokers import free_port, mosquitto_broker  # noqa: E402
+from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
+
+BIN = Path(sys.executable).parent
+REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+SYNC = SyncConfig(
+    status_interval_s=60,
+    ship_interval_s=0.5,
+    ack_timeout_s=2,
+    reconnect_initial_s=0.2,
+    reconnect_max_s=2,
+    keepalive_s=60,
+)
+LINEAGE = LineageConfig(synchronous="NORMAL")
+"""The simulated agents share one disk; the hub's ingest, not their fsyncs, is measured."""
+TIMEOUT_S = 300.0
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+AMQTT_BROKER = """
+import asyncio, sys
+from hub.broker import EmbeddedBroker
+async def main():
+    broker = EmbeddedBroker("127.0.0.1", int(sys.argv[1]))
+    await broker.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+class AmqttProcess:
+    """The embedded amqtt broker in a process of its own, so the hub can restart apart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", AMQTT_BROKER, str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the amqtt broker did not start")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class HubProcess:
+    """``edge-hub serve`` as a subprocess (own CPU), against ``broker`` or its embedded one."""
+
+    def __init__(self, hub_dir: Path, broker: str | None, port: int = 0) -> None:
+        self.hub_dir, self.broker, self.port = hub_dir, broker, port
+        self.process: subprocess.Popen[str] | None = None
+        self.url = broker or ""
+
+    def start(self) -> None:
+        args = [
+            str(BIN / "edge-hub"),
+            "serve",
+            "--hub-dir",
+            str(self.hub_dir),
+            "--freshness-interval",
+            "5s",
+            "--token-ttl",
+            "60s",
+            "--device-rate",
+            "1000",
+        ]
+        args += ["--broker", self.broker] if self.broker else ["--port", str(self.port)]
+        log = (self.hub_dir / "serve.log").open("a")
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline()
+        if "broker " not in banner:
+            raise RuntimeError(f"edge-hub serve did not start; see {self.hub_dir / 'serve.log'}")
+        self.url = banner.split("broker ", 1)[1].split(" ", 1)[0]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def run_one(kind: str, agents: int, decisions: int, revocations: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="edgegov-fleet-") as tmp:
+        work = Path(tmp)
+        async with _broker(kind, work) as (broker_url, hub):
+            return await _measure(work, hub, broker_url, agents, decisions, revocations)
+
+
+@contextlib.asynccontextmanager
+async def _broker(kind: str, work: Path) -> AsyncIterator[tuple[str, HubProcess]]:
+    setup = make_hub_dir(work / "hub", devices=())
+    if kind == "mosquitto":
+        async with mosquitto_broker() as handle:
+            hub = HubProcess(setup.path, handle.url)
+            try:
+                yield handle.url, hub
+            finally:
+                hub.stop()
+        return
+    amqtt = AmqttProcess()
+    hub = HubProcess(setup.path, amqtt.url)
+    try:
+        yield amqtt.url, hub
+    finally:
+        hub.stop()
+        amqtt.stop()
+
+
+async def _measure(
+    work: Path, hub: HubProcess, url: str, count: int, decisions: int, revocations: int
+) -> dict[str, object]:
+    broker = BrokerSettings.from_url(url)
+    daemons = _enrol(work, hub.hub_dir, count, broker)
+    hub.start()
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    try:
+        await _until(lambda: all(d.connected.is_set() for d in daemons), "all connected")
+        hub_dir = HubDir(hub.hub_dir)
+        push = await _push(hub_dir, broker, daemons)
+        revoke = await _revoke(hub_dir, broker, daemons[:revocations])
+        ingest = await _ingest(hub, daemons, decisions)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for daemon in daemons:
+            daemon.agent.close()
+    return {"push": push, "revoke": revoke, "ingest": ingest}
+
+
+def _enrol(work: Path, hub_dir: Path, count: int, broker: BrokerSettings) -> list[AgentDaemon]:
+    root = (hub_dir / "keys" / "root.cbor").read_bytes()
+    daemons = []
+    with Registry.open(hub_dir / "hub.db") as registry:
+        for index in range(count):
+            device_id = f"gw-{index:04d}"
+            identity = DeviceIdentity(device_id, "eu-1", ("line-a",), "generic-x86_64")
+            public = init_state_dir(work / device_id, identity, root, _now())
+            registry.add_device(
+                DeviceRecord(device_id, "eu-1", ("line-a",), "generic-x86_64", public)
+            )
+            agent = LocalAgent.open(work / device_id, lineage=LINEAGE)
+            daemons.append(AgentDaemon(agent, broker, SYNC))
+    return daemons
+
+
+async def _push(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
+    data = make_bundle(hub.keys, 1)
+    installed: dict[int, float] = {}
+    start = time.monotonic()
+    _, publications = prepare_push(hub, data, now=_now())
+    await publish_once(broker, publications)
+
+    def done() -> bool:
+        now = time.monotonic()
+        for index, daemon in enumerate(daemons):
+            if index not in installed and daemon.agent.state.bundle is not None:
+                installed[index] = now - start
+        return len(installed) == len(daemons)
+
+    await _until(done, "every agent installed the bundle")
+    return list(installed.values())
+
+
+async def _revoke(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
+    latencies = []
+    for daemon in daemons:
+        device_id = daemon.device.device_id
+        start = time.monotonic()
+        _, publications = prepare_revocation(
+            hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
+        )
+        await publish_once(broker, publications)
+        await _until(
+            lambda d=daemon: d.agent.decide(REQUEST, _now()).reason is Reason.REVOKED,
+            f"{device_id} to deny",
+        )
+        latencies.append(time.monotonic() - start)
+    return latencies
+
+
+async def _ingest(hub: HubProcess, daemons: list[AgentDaemon], decisions: int) -> dict[str, float]:
+    def all_acked() -> bool:
+        return all(
+            d.agent.lineage is not None and d.agent.lineage.acknowledged == d.agent.lineage.size
+            for d in daemons
+        )
+
+    await _until(all_acked, "the backlog before the ingest run to drain")
+    hub.stop()
+    for daemon in daemons:
+        for _ in range(decisions):
+            daemon.agent.decide(REQUEST, _now())
+    backlog = sum(d.agent.lineage.size - d.agent.lineage.acknowledged for d in daemons)  # type: ignore[union-attr]
+    start = time.monotonic()
+    hub.start()
+    await _until(all_acked, "every entry acknowledged")
+    elapsed = time.monotonic() - start
+    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
+
+
+def _row(kind: str, count: int, result: dict[str, object]) -> str:
+    push = result["push"]
+    revoke = result["revoke"]
+    ingest = result["ingest"]
+    assert isinstance(push, list) and isinstance(revoke, list) and isinstance(ingest, dict)
+    return (
+        f"| {kind} | {count} | {statistics.median(push):.2f} | {_pct(push, 0.99):.2f} | "
+        f"{max(push):.2f} | {statistics.median(revoke) * 1000:.0f} | "
+        f"{_pct(revoke, 0.99) * 1000:.0f} | {ingest['entries']:.0f} | {ingest['rate']:,.0f} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="100,1000")
+    parser.add_argument("--brokers", default="mosquitto,amqtt")
+    parser.add_argument("--decisions", type=int, default=0, help="per agent (default: 100k total)")
+    parser.add_argument("--revocations", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="20 agents, 5 revocations")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    counts = [20] if args.quick else [int(n) for n in args.agents.split(",")]
+    revocations = 5 if args.quick else args.revocations
+    print(
+        "| broker | agents | push p50 s | push p99 s | push max s | revoke p50 ms | "
+        "revoke p99 ms | ingest entries | hub ingest entries/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for count in counts:
+        decisions = args.decisions or max(20, 100_000 // count)
+        for kind in args.brokers.split(","):
+            result = asyncio.run(run_one(kind, count, decisions, min(revocations, count)))
+            results.append({"broker": kind, "agents": count, **result})
+            print(_row(kind, count, result), flush=True)
+    if args.json:
+        print(json.dumps(results, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
