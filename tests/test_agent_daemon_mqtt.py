@@ -184,7 +184,7 @@ async def test_freeze_without_freshness_denies_at_max_offline_not_at_ttl(
             assert daemon.agent.decide(REQUEST, _now()).allowed
         frozen_at = _now()
         await _until(
-            lambda: daemon.agent.decide(REQUEST, _now()).reason is Reason.BUNDLE_EXPIRED,
+            lambda: daemon.agent.decide(REQUEST, _now()).reason is Reason.FRESHNESS_EXPIRED,
             "max_offline deny after the hub went quiet",
             timeout=max_offline + 3,
         )

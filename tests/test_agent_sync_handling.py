@@ -142,13 +142,13 @@ def test_revocation_survives_a_restart(tmp_path: Path, daemon: AgentDaemon, hub:
 def test_freshness_survives_a_restart(tmp_path: Path, daemon: AgentDaemon, hub: HubSim) -> None:
     bundle = hub.bundle(issued_at=NOW - 600, max_offline=300)
     _send(daemon, BUNDLE_TOPIC, bundle)
-    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.BUNDLE_EXPIRED
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.FRESHNESS_EXPIRED
     _send(daemon, FRESH_TOPIC, hub.freshness(bundle, hub_time=NOW))
     assert daemon.agent.decide(REQUEST, NOW).allowed
     daemon.agent.close()
     with LocalAgent.open(tmp_path / "state") as reopened:
         assert reopened.decide(REQUEST, NOW + 299).allowed
-        assert reopened.decide(REQUEST, NOW + 300).reason is Reason.BUNDLE_EXPIRED
+        assert reopened.decide(REQUEST, NOW + 300).reason is Reason.FRESHNESS_EXPIRED
 
 
 def test_roots_arriving_out_of_order_are_installed_in_version_order(

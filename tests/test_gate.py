@@ -58,7 +58,7 @@ def test_expired_bundle_denies_from_the_expiry_second() -> None:
 def test_max_offline_denies_before_the_ttl() -> None:
     state = _state(max_offline=3600)
     assert decide(state, CAMERA, NOW).allowed
-    assert decide(state, CAMERA, NOW - 60 + 3600).reason == Reason.BUNDLE_EXPIRED
+    assert decide(state, CAMERA, NOW - 60 + 3600).reason == Reason.FRESHNESS_EXPIRED
 
 
 @pytest.mark.parametrize("back", [SIGNED_TIME_SKEW_S + 1, DAY, NOW])

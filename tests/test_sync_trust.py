@@ -46,14 +46,14 @@ def _state(hub: HubSim, bundle: bytes) -> TrustState:
 def test_freshness_token_pinning_the_bundle_extends_max_offline(hub: HubSim) -> None:
     bundle = hub.bundle(issued_at=NOW - 60, max_offline=30)
     state = _state(hub, bundle)
-    assert decide(state, REQUEST, NOW).reason is Reason.BUNDLE_EXPIRED
+    assert decide(state, REQUEST, NOW).reason is Reason.FRESHNESS_EXPIRED
     token = verify_freshness(
         hub.freshness(bundle, hub_time=NOW), root=hub.root(), region="eu-1", now=NOW
     )
     fresh = with_freshness(state, token)
     assert decide(fresh, REQUEST, NOW + 29).allowed
     denied = decide(fresh, REQUEST, NOW + 30)
-    assert denied.reason is Reason.BUNDLE_EXPIRED
+    assert denied.reason is Reason.FRESHNESS_EXPIRED
     assert "max_offline" in denied.message
 
 
@@ -69,7 +69,7 @@ def test_freshness_token_for_another_bundle_refreshes_nothing_but_advances_time(
     after = with_freshness(state, token)
     assert after.fresh_time is None
     assert after.floor.seconds > state.floor.seconds
-    assert decide(after, REQUEST, NOW + 1000).reason is Reason.BUNDLE_EXPIRED
+    assert decide(after, REQUEST, NOW + 1000).reason is Reason.FRESHNESS_EXPIRED
 
 
 def test_installing_a_new_bundle_forgets_the_old_bundles_freshness(hub: HubSim) -> None:

@@ -1,7 +1,9 @@
 """Replay: re-decide logged requests with the bundle each was decided under (by digest).
 
 Entries whose outcome depended on state a bundle does not hold (no bundle, clock, revocation,
-internal errors) are skipped; all others must come out with the same verdict, reason and rule.
+freshness, internal errors) are skipped; all others must come out with the same verdict,
+reason and rule. Those others passed the freshness check when they were decided, so replay
+takes the hub's freshness as current at each entry's time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _NOT_REPLAYABLE = frozenset(
         "no_bundle",
         "clock_untrusted",
         "revoked",
+        "freshness_expired",
         "internal_error",
         "lineage_unavailable",
         "attestation_stale",
@@ -81,7 +84,9 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
             if isinstance(bundle, str):
                 divergences.append(Divergence(seq, bundle))
                 continue
-            state = TrustState(stored.identity, roots[-1], bundle, TimeFloor(0))
+            state = TrustState(
+                stored.identity, roots[-1], bundle, TimeFloor(0), fresh_time=entry.time
+            )
             again = decide(state, entry.request, entry.time)
             logged = (entry.allowed, entry.reason, entry.rule)
             now = (again.allowed, str(again.reason), again.rule_id)

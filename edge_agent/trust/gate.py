@@ -36,6 +36,8 @@ class Reason(StrEnum):
     ALLOWED = "allowed"
     NO_BUNDLE = "no_bundle"
     BUNDLE_EXPIRED = "bundle_expired"
+    FRESHNESS_EXPIRED = "freshness_expired"
+    """No freshness token from the hub pinned the bundle within its ``max_offline``."""
     CLOCK_UNTRUSTED = "clock_untrusted"
     ATTESTATION_FAILED = "attestation_failed"
     ATTESTATION_STALE = "attestation_stale"
@@ -130,7 +132,7 @@ def _check_expiry(state: TrustState, now: int) -> _Failure | None:
     last_fresh = max(bundle.issued_at, state.fresh_time or 0)
     if now - last_fresh >= bundle.max_offline:
         return (
-            Reason.BUNDLE_EXPIRED,
+            Reason.FRESHNESS_EXPIRED,
             f"bundle version {bundle.version} has had no freshness from the hub for "
             f"{now - last_fresh} s (max_offline {bundle.max_offline} s)",
         )

@@ -1,0 +1,375 @@
+"""Decision-socket benchmark: durable decisions through the socket, next to in-process calls.
+
+One enrolled state directory (real signed bundle, lineage with ``synchronous=FULL``), served
+by a real ``edge-agent serve`` process. Rows, all in the same run:
+
+- engine only: ``evaluate(policy, request, now)`` in this process (no gate, no lineage);
+- in-process durable: ``LocalAgent.decide`` (gate + lineage fsync), 1 thread and 64 threads
+  (group commit shares one fsync among concurrent deciders);
+- socket durable: 1, 8 and 64 concurrent clients, each a closed loop (ask, wait, ask again)
+  over its own connection. Clients are lean load generators (a thread per client, 16 per
+  spawned process, the request encoded once) running on the same machine as the agent.
+
+Besides rate and latency, each row reports the CPU time the deciding process spent per
+decision (for the socket rows: the ``edge-agent serve`` process, all its threads, read from
+/proc) and what that means per core (1 s / CPU per decision): on a machine where clients and
+other work share the cores, that column is the agent's capacity on one core of its own.
+
+The in-process rows ask the same request the socket clients ask, with the subject and
+selectors the kernel gave the socket clients, so the engine does the same work.
+
+Then ``edge-agent exec`` overhead: ``/bin/true`` run directly, through ``edge-agent exec``
+(the full command line) and through the fast entry point ``python -m
+edge_agent.socket.exec_gate``, next to the bare interpreter start-up (``python -c pass``)
+for scale; median, min and max wall time over 50 runs each.
+
+Every socket and in-process row is repeated (``--repeat``, default 3) and reported as the
+median with [min-max] over repeats: the machine may be shared. Latency is the round trip
+as the client sees it (perf_counter around each call).
+
+Usage: python bench/decision_socket.py [--quick] [--repeat N] [--seconds S] [--exec-runs N]
+"""
+
+# ruff: noqa: E402  (the path fix below must run before any import that pulls in socket)
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.client import Client
+from edge_agent.policy.compiler import policy_payload
+from edge_agent.policy.engine import Request, evaluate
+from edge_agent.protocol import dcbor
+from edge_agent.socket.wire import Op, WireRequest, encode_request
+from tests.factory import DAY, DEVICE, HubSim
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = [sys.executable, "-m", "edge_agent.cli", "serve"]
+ACTION, RESOURCE, CONTEXT = "read", "/data/plant-a/line-3/sensor-17", {"zone": "plant-a"}
+CLIENTS_PER_PROCESS = 16
+RULES = [
+    {
+        "id": "maintenance-reads",
+        "effect": "allow",
+        "subjects": ["svc:maintenance"],
+        "actions": ["read"],
+        "resources": ["/data/**"],
+        "when": {"context": {"zone": ["plant-a", "plant-b"]}},
+    },
+    {
+        "id": "no-secrets",
+        "effect": "deny",
+        "subjects": ["*"],
+        "actions": ["read"],
+        "resources": ["/data/**/secret"],
+    },
+    {
+        "id": "gate-true",
+        "effect": "allow",
+        "subjects": ["uid:0"],
+        "actions": ["exec"],
+        "resources": ["/usr/bin/true", "/bin/true"],
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    """CPU time (user + system) of the deciding process per decision, in microseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    path: str
+    clients: str
+    runs: list[Run]
+
+
+def enrol(state: Path) -> None:
+    sim = HubSim()
+    wall = int(time.time())
+    init_state_dir(state, DEVICE, sim.root_bytes(issued_at=wall - DAY), wall)
+    policy = policy_payload(groups={}, workloads={"svc:maintenance": ["uid:0"]}, rules=RULES)
+    with LocalAgent.open(state) as agent:
+        agent.install_bundle(
+            sim.bundle(1, policy=policy, issued_at=wall - 60, expires_at=wall + DAY), wall
+        )
+
+
+def start_agent(state: Path, sock: Path) -> subprocess.Popen[bytes]:
+    agent = subprocess.Popen(
+        [*SERVE, "--state-dir", str(state), "--socket", str(sock)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(sock))
+            return agent
+        except OSError:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("edge-agent serve did not start") from None
+            time.sleep(0.05)
+        finally:
+            probe.close()
+
+
+def summarise(latencies: list[float], count: int, elapsed: float, cpu_s: float) -> Run:
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return Run(
+        count / elapsed,
+        statistics.median(latencies) * 1e3,
+        p99 * 1e3,
+        cpu_s / max(1, count) * 1e6,
+    )
+
+
+def own_cpu() -> float:
+    return time.process_time()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_only(request: Request, agent: LocalAgent, count: int) -> Run:
+    bundle = agent.state.bundle
+    assert bundle is not None
+    now = int(time.time())
+    latencies = []
+    cpu, start = own_cpu(), time.perf_counter()
+    for _ in range(count):
+        began = time.perf_counter()
+        evaluate(bundle.policy, request, now)
+        latencies.append(time.perf_counter() - began)
+    return summarise(latencies, count, time.perf_counter() - start, own_cpu() - cpu)
+
+
+def in_process(request: Request, agent: LocalAgent, threads: int, seconds: float) -> Run:
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    end = time.perf_counter() + seconds
+
+    def loop(mine: list[float]) -> None:
+        while (began := time.perf_counter()) < end:
+            decision = agent.decide(request, int(time.time()))
+            assert decision.allowed, decision.message
+            mine.append(time.perf_counter() - began)
+
+    cpu, start = own_cpu(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(loop, latencies))
+    flat = [x for part in latencies for x in part]
+    return summarise(flat, len(flat), time.perf_counter() - start, own_cpu() - cpu)
+
+
+def client_worker(sock: str, clients: int, start_at: float, end_at: float) -> list[float]:
+    """One process's share of the socket clients: a thread per client, each a closed loop
+    (send, read the whole answer, check it allows, repeat) on its own connection until
+    ``end_at``. Lean on purpose (the request is encoded once; the answer is checked by its
+    deterministic bytes): the clients share the machine with the agent being measured."""
+    with ThreadPoolExecutor(clients) as pool:
+        parts = pool.map(lambda _: _client_loop(sock, start_at, end_at), range(clients))
+        return [x for part in parts for x in part]
+
+
+def _client_loop(sock: str, start_at: float, end_at: float) -> list[float]:
+    request = encode_request(WireRequest(1, Op.DECIDE, ACTION, RESOURCE, tuple(CONTEXT.items())))
+    allowed = dcbor.encode("allowed")[1:] + b"\xf5"
+    mine = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(sock)
+        conn.sendall(request)
+        assert allowed in _read_frame(conn)
+        time.sleep(max(0.0, start_at - time.time()))
+        while time.time() < end_at:
+            began = time.perf_counter()
+            conn.sendall(request)
+            answer = _read_frame(conn)
+            mine.append(time.perf_counter() - began)
+            assert allowed in answer, answer
+    return mine
+
+
+def _read_frame(conn: socket.socket) -> bytes:
+    header = _read_exactly(conn, 4)
+    return _read_exactly(conn, int.from_bytes(header, "big"))
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise SystemExit("the agent closed a benchmark connection")
+        data += chunk
+    return bytes(data)
+
+
+def through_socket(sock: Path, agent_pid: int, clients: int, seconds: float) -> Run:
+    processes = (clients + CLIENTS_PER_PROCESS - 1) // CLIENTS_PER_PROCESS
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    start_at = time.time() + 1.0 + 0.2 * processes
+    end_at = start_at + seconds
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        pending = pool.starmap_async(
+            client_worker, [(str(sock), share, start_at, end_at) for share in shares]
+        )
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = process_cpu(agent_pid)
+        parts = pending.get()
+        cpu = process_cpu(agent_pid) - cpu
+    flat = [x for part in parts for x in part]
+    return summarise(flat, len(flat), seconds, cpu)
+
+
+def exec_overhead(sock: Path, runs: int) -> list[tuple[str, list[float]]]:
+    env = dict(os.environ, EDGE_AGENT_SOCKET=str(sock))
+    cli = Path(sys.executable).parent / "edge-agent"
+    commands = [
+        ("/bin/true directly", ["/bin/true"]),
+        ("python -c pass (interpreter start-up alone)", [sys.executable, "-c", "pass"]),
+        (
+            "edge-agent exec -- /bin/true",
+            [str(cli) if cli.exists() else sys.executable, "exec", "--", "/bin/true"]
+            if cli.exists()
+            else [sys.executable, "-m", "edge_agent.cli", "exec", "--", "/bin/true"],
+        ),
+        (
+            "python -m edge_agent.socket.exec_gate -- /bin/true",
+            [sys.executable, "-m", "edge_agent.socket.exec_gate", "--", "/bin/true"],
+        ),
+    ]
+    results = []
+    for name, command in commands:
+        times = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True)
+            times.append(time.perf_counter() - began)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed: {done.stderr.decode()}")
+        results.append((name, times))
+    return results
+
+
+def repeat(times: int, measure: Callable[[], Run]) -> list[Run]:
+    return [measure() for _ in range(times)]
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
+    return (
+        f"{format(statistics.median(values), fmt)} "
+        f"[{format(min(values), fmt)}-{format(max(values), fmt)}]"
+    )
+
+
+def print_tables(rows: list[Row], execs: list[tuple[str, list[float]]], repeats: int) -> None:
+    print(f"\n### Decisions (median [min-max] over {repeats} runs)\n")
+    print("| path | clients | decisions/s | p50 ms | p99 ms | CPU us/decision | per core/s |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        cpu = [r.cpu_us for r in row.runs]
+        print(
+            f"| {row.path} | {row.clients} | {spread([r.per_second for r in row.runs], ',.0f')} "
+            f"| {spread([r.p50_ms for r in row.runs], '.3f')} "
+            f"| {spread([r.p99_ms for r in row.runs], '.3f')} "
+            f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} |"
+        )
+    direct = statistics.median(execs[0][1]) * 1e3
+    print(f"\n### edge-agent exec overhead ({len(execs[0][1])} runs each)\n")
+    print("| command | median ms | min ms | max ms | added vs direct (median) |")
+    print("|---|---|---|---|---|")
+    for name, times in execs:
+        ms = [t * 1e3 for t in times]
+        added = statistics.median(ms) - direct
+        print(
+            f"| `{name}` | {statistics.median(ms):.1f} | {min(ms):.1f} | {max(ms):.1f} "
+            f"| {added:+.1f} ms |"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 1 s per row, 20 execs")
+    parser.add_argument("--repeat", type=int, help="runs per row (default 3, quick 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per run (default 3, quick 1)")
+    parser.add_argument("--exec-runs", type=int, help="runs per exec command (default 50)")
+    args = parser.parse_args(argv)
+    repeats = args.repeat or (1 if args.quick else 3)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    exec_runs = args.exec_runs or (20 if args.quick else 50)
+    with tempfile.TemporaryDirectory(prefix="edgegov-bench-") as temp:
+        state, sock = Path(temp) / "state", Path(temp) / "agent.sock"
+        enrol(state)
+        agent_process = start_agent(state, sock)
+        try:
+            with Client(sock) as client:
+                seen = client.identify()
+            request = Request(
+                seen.subject, ACTION, RESOURCE, tuple(sorted(CONTEXT.items())), seen.selectors
+            )
+            rows = [
+                Row(
+                    f"socket, durable lineage ({os.cpu_count()} cores shared with the clients)",
+                    str(n),
+                    repeat(
+                        repeats,
+                        lambda n=n: through_socket(sock, agent_process.pid, n, seconds),
+                    ),
+                )
+                for n in (1, 8, 64)
+            ]
+            execs = exec_overhead(sock, exec_runs)
+        finally:
+            agent_process.send_signal(signal.SIGTERM)
+            agent_process.wait()
+        with LocalAgent.open(state) as agent:
+            rows[:0] = [
+                Row(
+                    "engine only, in-process (no gate, no lineage)",
+                    "1",
+                    repeat(repeats, lambda: engine_only(request, agent, 20_000)),
+                ),
+                Row(
+                    "LocalAgent.decide, in-process, durable lineage",
+                    "1 thread",
+                    repeat(repeats, lambda: in_process(request, agent, 1, seconds)),
+                ),
+                Row(
+                    "LocalAgent.decide, in-process, durable lineage",
+                    "64 threads",
+                    repeat(repeats, lambda: in_process(request, agent, 64, seconds)),
+                ),
+            ]
+    print_tables(rows, execs, repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

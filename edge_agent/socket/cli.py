@@ -1,0 +1,95 @@
+"""``edge-agent serve`` and ``edge-agent exec``: the decision socket from the command line.
+
+``serve`` opens the state directory and answers decisions on the socket until SIGTERM or
+SIGINT, then stops accepting, lets answers in flight finish, and closes the lineage (which
+signs a checkpoint). Exit codes: 0 after a clean stop; 1 the state cannot be opened; 2 a
+bad argument or a socket that cannot be created (path taken, bad group).
+
+``exec``: see :mod:`edge_agent.socket.exec_gate` (exit 126 when not run, 127 not found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from edge_agent.agent import LocalAgent
+from edge_agent.socket import exec_gate
+from edge_agent.socket.config import SocketConfig
+from edge_agent.socket.deciders import AgentOnLoop
+from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
+from edge_agent.socket.wire import DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV
+
+__all__ = ["register"]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``serve`` and ``exec`` to the ``edge-agent`` parser."""
+    serve = commands.add_parser(
+        "serve", parents=[common], help="answer decisions on the local socket"
+    )
+    serve.add_argument(
+        "--socket",
+        type=Path,
+        default=Path(os.environ.get(SOCKET_PATH_ENV) or DEFAULT_SOCKET_PATH),
+        help=f"socket path (default: ${SOCKET_PATH_ENV} or %(default)s)",
+    )
+    serve.add_argument("--group", help="group owning the socket (name or gid)")
+    serve.add_argument(
+        "--mode", type=_mode, default=0o660, help="socket file mode, octal (default: 0660)"
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    gate = commands.add_parser(
+        "exec",
+        parents=[common],
+        help="ask the agent, then run a program (exit 126 when refused)",
+        description="Ask the agent whether this binary may run; execute exactly that file on "
+        "allow. Exit codes: the program's own; 126 not run (denied, agent unreachable, binary "
+        "changed); 127 not found.",
+    )
+    exec_gate.add_arguments(gate)
+    gate.set_defaults(handler=_cmd_exec)
+
+
+def _mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode between 0 and 0777")
+    return mode
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = SocketConfig(path=args.socket, mode=args.mode, group=args.group)
+    with LocalAgent.open(args.state_dir) as agent:
+        asyncio.run(_serve(agent, config))
+    return 0
+
+
+async def _serve(agent: LocalAgent, config: SocketConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ensure_fd_headroom(config.limits)
+    async with DecisionServer(AgentOnLoop(agent), config):
+        print(f"edge-agent: serving decisions on {config.path}", flush=True)
+        await stop.wait()
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    return exec_gate.run(
+        args.command,
+        action=args.action,
+        context=args.context,
+        socket_path=args.socket,
+        timeout=args.timeout,
+    )

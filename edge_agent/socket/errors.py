@@ -1,0 +1,60 @@
+"""Errors of the decision socket, on both ends. Every one of them means "not allowed".
+
+- :class:`ProtocolError`: bytes that are not a valid version-1 message (either direction);
+  ``code`` is the wire error code the server answers with.
+- :class:`IdentityError`: the server could not establish, from the kernel, who is asking.
+- :class:`AgentUnavailableError`: the client could not reach the agent, or the agent did
+  not answer in time or dropped the connection.
+- :class:`AgentRequestError`: the agent answered with an error shape (``code`` says which).
+"""
+
+from __future__ import annotations
+
+from edge_agent.errors import EdgeGovError
+
+__all__ = [
+    "AgentRequestError",
+    "AgentUnavailableError",
+    "IdentityError",
+    "ProtocolError",
+    "SocketError",
+]
+
+
+class SocketError(EdgeGovError):
+    """Base of every decision-socket error; a caller that catches it must deny."""
+
+    code = "socket_error"
+
+
+class ProtocolError(SocketError):
+    """A frame or message breaks the socket protocol; ``request_id`` when it was readable."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, request_id: int | None = None):
+        super().__init__(message, code=code)
+        self.request_id = request_id
+
+
+class IdentityError(SocketError):
+    """The caller's identity could not be taken from the kernel, or changed under us."""
+
+    code = "identity_unverified"
+
+
+class AgentUnavailableError(SocketError):
+    """The agent's socket cannot be reached, timed out, or closed the connection."""
+
+    code = "agent_unavailable"
+
+
+class AgentRequestError(SocketError):
+    """The agent refused the request with an error response; ``code`` is the wire code and
+    ``request_id`` the id it answered (``None`` for a connection-level error)."""
+
+    code = "agent_error"
+
+    def __init__(self, message: str, *, code: str, request_id: int | None = None):
+        super().__init__(message, code=code)
+        self.request_id = request_id

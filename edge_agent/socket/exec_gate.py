@@ -1,0 +1,277 @@
+"""``edge-agent exec``: ask the agent, then execute exactly the file the decision was about.
+
+Steps (each failure ends here with exit 126, or 127 when the command is not found, and one
+sentence on stderr; nothing is executed):
+
+1. resolve the command to a path (``PATH`` lookup when it has no ``/``);
+2. open that file once (``O_RDONLY | O_CLOEXEC``) and take its canonical path from the
+   open descriptor (``/proc/self/fd/N``): symlinks resolved by the kernel, no window between
+   resolving and opening;
+3. hash the open file (SHA-256);
+4. ask the agent: action ``exec`` (or ``--action``), resource the canonical path, context
+   ``sha256`` = the digest (plus any ``--context``);
+5. on allow, check the open file is unchanged (same size and mtime, and the same digest
+   re-read from the descriptor: an in-place rewrite after the decision is caught here; a
+   file renamed over the path is not even looked at, the descriptor still holds the
+   decided one);
+6. ``execve`` the open descriptor itself (``fexecve``): a path swapped after step 2 is
+   never looked at again.
+
+Fail closed: a deny, an unreachable or slow agent, an error answer, a changed binary or a
+refused ``execve`` all exit 126 with the reason. On allow this process *becomes* the
+program: its exit status is the program's.
+
+Exit codes: the program's own status on allow; 126 not run (denied, agent unreachable or
+refusing, binary changed or unreadable, execve failed); 127 command not found; 2 usage.
+
+Scripts (``#!``): the kernel runs the interpreter on ``/dev/fd/N``, the same open file, so
+the descriptor is left open across ``execve`` for them (only for them). The decision
+covers the script; its interpreter is whatever the ``#!`` line names.
+
+What remains: between the final check of step 5 and ``execve`` (microseconds), a process
+with write access to the binary could still rewrite it in place. Gated binaries should not
+be writable by the workloads being gated.
+
+This module imports only what the blocking client needs: it runs before every gated program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import stat
+import sys
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from edge_agent.socket.blocking import DEFAULT_TIMEOUT_S, Client
+from edge_agent.socket.errors import SocketError
+
+__all__ = [
+    "DIGEST_CONTEXT_KEY",
+    "EXIT_NOT_FOUND",
+    "EXIT_REFUSED",
+    "add_arguments",
+    "main",
+    "run",
+]
+
+EXIT_REFUSED = 126
+"""Not run: denied, agent unreachable or refusing, binary changed, or execve failed."""
+
+EXIT_NOT_FOUND = 127
+"""The command was not found."""
+
+DIGEST_CONTEXT_KEY = "sha256"
+"""Context key carrying the hex SHA-256 of the binary the decision is about."""
+
+MAX_BINARY_BYTES = 512 * 1024 * 1024
+"""Largest file the gate hashes, in bytes."""
+
+_CHUNK_BYTES = 1024 * 1024
+_SIGNALS_PYTHON_IGNORES = ("SIGPIPE", "SIGXFSZ")
+PROG = "edge-agent exec"
+
+
+class _NotRun(Exception):
+    """The program is not executed; ``exit_code`` and the message say why."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Target(NamedTuple):
+    fd: int
+    path: str
+    digest: str
+    stat_key: tuple[int, int, int, int]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``edge-agent exec`` (shared by the CLI and :func:`main`)."""
+    parser.add_argument("--action", default="exec", help="action to ask about (default: exec)")
+    parser.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra request context (repeatable); 'sha256' is set by the gate",
+    )
+    parser.add_argument(
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help="agent socket (default: $EDGE_AGENT_SOCKET or /run/edge-agent/agent.sock)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for the agent before refusing (default: %(default)s)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+
+def run(
+    command: Sequence[str],
+    *,
+    action: str = "exec",
+    context: Sequence[str] = (),
+    socket_path: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> int:
+    """Ask, then execute ``command``; returns only when it is not run (the exit code).
+
+    ``command`` may start with ``--`` (as argparse leaves it). ``context`` holds
+    ``KEY=VALUE`` strings.
+    """
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    try:
+        if not argv:
+            raise _NotRun("no command given: edge-agent exec [OPTIONS] -- COMMAND [ARGS...]", 2)
+        pairs = _context(context)
+        if timeout <= 0:
+            raise _NotRun("--timeout must be positive", 2)
+        target = _open(_resolve(argv[0]))
+        _ask(target, action, pairs, socket_path, timeout, argv[0])
+        _recheck(target)
+        _execute(target, argv)
+    except _NotRun as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    raise AssertionError("execve returned")
+
+
+def _context(items: Sequence[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _NotRun(f"--context {item!r} must be KEY=VALUE", 2)
+        if key == DIGEST_CONTEXT_KEY:
+            raise _NotRun(f"--context may not set {DIGEST_CONTEXT_KEY!r}: the gate sets it", 2)
+        if key in pairs:
+            raise _NotRun(f"--context key {key!r} given twice", 2)
+        pairs[key] = value
+    return pairs
+
+
+def _resolve(command: str) -> str:
+    if "/" in command:
+        return os.path.abspath(command)
+    for directory in (os.environ.get("PATH") or os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", command)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    raise _NotRun(f"{command}: command not found", EXIT_NOT_FOUND)
+
+
+def _open(path: str) -> _Target:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _NotRun(f"{path}: no such file", EXIT_NOT_FOUND) from None
+    except OSError as exc:
+        raise _NotRun(f"cannot open {path} to hash it: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRun(f"{path} is not a regular file")
+        canonical = os.readlink(f"/proc/self/fd/{fd}")
+        if canonical.endswith(" (deleted)") or not canonical.startswith("/"):
+            raise _NotRun(f"{path} was removed while it was opened")
+        key = _stat_key(info)
+        return _Target(fd, canonical, _digest(fd, key[2], path), key)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    # Not ctime: renaming another file over the path changes the open file's link count,
+    # hence its ctime, without changing a byte of it; the re-hash is what proves the content.
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _digest(fd: int, size: int, path: str) -> str:
+    if size > MAX_BINARY_BYTES:
+        raise _NotRun(f"{path} is {size} bytes, over the {MAX_BINARY_BYTES}-byte hashing limit")
+    sha = hashlib.sha256()
+    offset = 0
+    try:
+        while chunk := os.pread(fd, _CHUNK_BYTES, offset):
+            sha.update(chunk)
+            offset += len(chunk)
+            if offset > MAX_BINARY_BYTES:
+                raise _NotRun(f"{path} grew while it was hashed")
+    except OSError as exc:
+        raise _NotRun(f"cannot read {path} to hash it: {exc.strerror}") from exc
+    return sha.hexdigest()
+
+
+def _ask(
+    target: _Target,
+    action: str,
+    context: dict[str, str],
+    socket_path: str | None,
+    timeout: float,
+    shown: str,
+) -> None:
+    context = {**context, DIGEST_CONTEXT_KEY: target.digest}
+    try:
+        with Client(socket_path, timeout=timeout) as client:
+            result = client.decide(action, target.path, context)
+    except (SocketError, ValueError) as exc:
+        raise _NotRun(f"not running {shown}: {exc} (fail closed)") from exc
+    if not result.allowed:
+        raise _NotRun(f"denied: {target.path}: {result.message} ({result.reason})")
+
+
+def _recheck(target: _Target) -> None:
+    try:
+        unchanged = _stat_key(os.fstat(target.fd)) == target.stat_key
+    except OSError:
+        unchanged = False
+    if not unchanged or _digest(target.fd, target.stat_key[2], target.path) != target.digest:
+        raise _NotRun(
+            f"{target.path} changed on disk after it was hashed; not running what was not "
+            "decided on"
+        )
+
+
+def _execute(target: _Target, argv: list[str]) -> None:
+    if os.pread(target.fd, 2, 0) == b"#!":
+        os.set_inheritable(target.fd, True)
+    # Python starts with SIGPIPE and SIGXFSZ ignored, and an ignored signal stays ignored
+    # across execve: give the program the dispositions it would have had without the gate.
+    for name in _SIGNALS_PYTHON_IGNORES:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(target.fd, argv, os.environ)
+    except OSError as exc:
+        raise _NotRun(f"cannot execute {target.path}: {exc.strerror}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m edge_agent.socket.exec_gate [OPTIONS] -- COMMAND [ARGS...]``: the same
+    gate without the full ``edge-agent`` command line (which imports much more at start)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="ask the agent, then run a program")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(
+        args.command,
+        action=args.action,
+        context=args.context,
+        socket_path=args.socket,
+        timeout=args.timeout,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

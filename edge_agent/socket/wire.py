@@ -1,0 +1,456 @@
+"""The decision-socket protocol, version 1: frames, messages, limits and error shapes.
+
+A frame is a 4-byte unsigned big-endian length ``N`` followed by ``N`` bytes holding one
+deterministic-CBOR map (RFC 8949 section 4.2, decoded strictly by
+:func:`edge_agent.protocol.dcbor.decode`). Requests carry ``v`` (the protocol version),
+``id`` (echoed in the response, so a client may pipeline), ``op`` and the op's fields;
+responses carry ``v``, ``id``, ``ok`` and either the result or ``error`` and ``message``.
+docs/socket.md is the long form, written so a client in any language can be built from it.
+
+Invariants:
+- The request says *what* is asked, never *who* asks: ``subject``, ``selectors`` or any
+  other key outside the schema is refused (``bad_request``). The server takes the caller's
+  identity from the kernel (:mod:`edge_agent.socket.peer`).
+- Requests are validated strictly (unknown keys refused, every field bounded); responses are
+  read leniently (unknown keys ignored) so a newer agent can add fields within version 1.
+- The length is checked before a single byte of the body is read: a declared length over
+  the limit is answered with ``frame_too_large`` and the connection closed.
+
+This module does no I/O: the server and the clients move the bytes. Its values are named
+tuples, not dataclasses: ``edge-agent exec`` imports this module before every gated program,
+and ``dataclasses`` (through ``inspect``) would add milliseconds to each start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import NamedTuple, TypeVar, cast
+
+from edge_agent.errors import EnvelopeError
+from edge_agent.protocol import dcbor
+from edge_agent.socket.errors import AgentRequestError, ProtocolError
+
+__all__ = [
+    "DEFAULT_SOCKET_PATH",
+    "HEADER_BYTES",
+    "MAX_CONTEXT_ITEMS",
+    "MAX_FIELD_CHARS",
+    "MAX_FRAME_BYTES",
+    "MAX_REQUEST_ID",
+    "MAX_RESPONSE_BYTES",
+    "PROTOCOL_VERSION",
+    "SOCKET_PATH_ENV",
+    "DecisionResult",
+    "ErrorCode",
+    "IdentityResult",
+    "Op",
+    "WireRequest",
+    "closes_connection",
+    "decode_request",
+    "decode_response",
+    "encode_decision",
+    "encode_error",
+    "encode_identity",
+    "encode_request",
+    "frame",
+    "frame_length",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+
+DEFAULT_SOCKET_PATH = "/run/edge-agent/agent.sock"
+SOCKET_PATH_ENV = "EDGE_AGENT_SOCKET"
+"""Environment variable the clients read for the socket path (the server never reads it)."""
+
+HEADER_BYTES = 4
+"""Length prefix of every frame: unsigned 32-bit big-endian body length, in bytes."""
+
+MAX_FRAME_BYTES = 64 * 1024
+"""Default (and documented) largest request body the server reads, in bytes."""
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+"""Largest response body a client accepts, in bytes (responses are small; this bounds a
+misbehaving peer)."""
+
+MAX_FIELD_CHARS = 4096
+"""Longest ``action``, ``resource``, context key or context value, in characters."""
+
+MAX_CONTEXT_ITEMS = 64
+"""Most ``context`` pairs in one request."""
+
+MAX_REQUEST_ID = 2**64 - 1
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DECIDE_KEYS = frozenset({"v", "id", "op", "action", "resource", "context"})
+_IDENTIFY_KEYS = frozenset({"v", "id", "op"})
+_T = TypeVar("_T")
+
+
+class Op(StrEnum):
+    """What a request asks for."""
+
+    DECIDE = "decide"
+    IDENTIFY = "identify"
+
+
+class ErrorCode(StrEnum):
+    """The ``error`` of an error response (docs/socket.md section 5)."""
+
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    BAD_REQUEST = "bad_request"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_OP = "unknown_op"
+    IDENTITY_UNVERIFIED = "identity_unverified"
+    BUSY = "busy"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL_ERROR = "internal_error"
+
+
+_CLOSING = frozenset(
+    {
+        ErrorCode.BAD_FRAME,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.IDENTITY_UNVERIFIED,
+        ErrorCode.BUSY,
+        ErrorCode.SHUTTING_DOWN,
+    }
+)
+
+
+def closes_connection(code: str) -> bool:
+    """Whether the server closes the connection after an error with ``code``."""
+    return code in _CLOSING
+
+
+class WireRequest(NamedTuple):
+    """One decoded request: what is asked. ``context`` is sorted by key."""
+
+    id: int
+    op: Op
+    action: str = ""
+    resource: str = ""
+    context: tuple[tuple[str, str], ...] = ()
+
+
+class DecisionResult(NamedTuple):
+    """The agent's answer to ``decide``: allowed or not, why, under which bundle, and the
+    identity the kernel reported for the caller (what the policy was evaluated against)."""
+
+    allowed: bool
+    reason: str
+    message: str
+    rule: str | None
+    bundle_version: int | None
+    bundle_digest: bytes | None
+    time: int
+    subject: str
+    selectors: tuple[str, ...]
+
+
+class IdentityResult(NamedTuple):
+    """The caller as the agent sees it (``identify``): kernel credentials and selectors."""
+
+    pid: int
+    uid: int
+    gid: int
+    subject: str
+    selectors: tuple[str, ...]
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` with its length prefix."""
+    return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+def frame_length(header: bytes, max_bytes: int) -> int:
+    """The body length a frame header declares, checked against ``max_bytes``.
+
+    Raises:
+        ProtocolError: ``bad_frame`` (zero length) or ``frame_too_large``.
+    """
+    length = int.from_bytes(header, "big")
+    if length == 0:
+        raise ProtocolError("a frame must hold one CBOR map; got length 0", code="bad_frame")
+    if length > max_bytes:
+        raise ProtocolError(
+            f"the frame declares {length} bytes, over the {max_bytes}-byte limit",
+            code="frame_too_large",
+        )
+    return length
+
+
+def encode_request(request: WireRequest) -> bytes:
+    """The framed request (client side).
+
+    Raises:
+        ValueError: a field is out of bounds (the server would refuse it).
+    """
+    message: dict[str, object] = {"v": PROTOCOL_VERSION, "id": request.id, "op": str(request.op)}
+    if request.op is Op.DECIDE:
+        _check_text(request.action, "action", ValueError)
+        _check_text(request.resource, "resource", ValueError)
+        message["action"] = request.action
+        message["resource"] = request.resource
+        if request.context:
+            if len(request.context) > MAX_CONTEXT_ITEMS:
+                raise ValueError(f"at most {MAX_CONTEXT_ITEMS} context items")
+            for key, value in request.context:
+                _check_text(key, "context key", ValueError)
+                _check_text(value, "context value", ValueError, allow_empty=True)
+            message["context"] = dict(request.context)
+    return frame(dcbor.encode(message))
+
+
+def decode_request(payload: bytes) -> WireRequest:
+    """Decode and validate one request body (server side).
+
+    Raises:
+        ProtocolError: with the wire ``code`` to answer and the ``id`` when it was readable.
+    """
+    try:
+        decoded = dcbor.decode(payload, max_bytes=len(payload), what="request")
+    except EnvelopeError as exc:
+        raise ProtocolError(str(exc), code="bad_request") from exc
+    value = _text_map(decoded)
+    if value is None:
+        raise ProtocolError("a request must be a CBOR map with text keys")
+    request_id = value.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int) or request_id < 0:
+        raise ProtocolError("request 'id' must be an unsigned integer")
+    version = value.get("v")
+    if version not in SUPPORTED_VERSIONS:
+        raise ProtocolError(
+            f"protocol version {version!r} is not supported; this agent speaks "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}",
+            code="unsupported_version",
+            request_id=request_id,
+        )
+    op = value.get("op")
+    if op == Op.DECIDE:
+        _check_keys(value, _DECIDE_KEYS, request_id)
+        return WireRequest(
+            request_id,
+            Op.DECIDE,
+            _field(value, "action", request_id),
+            _field(value, "resource", request_id),
+            _context(value.get("context", {}), request_id),
+        )
+    if op == Op.IDENTIFY:
+        _check_keys(value, _IDENTIFY_KEYS, request_id)
+        return WireRequest(request_id, Op.IDENTIFY)
+    raise ProtocolError(
+        f"unknown op {op!r}; expected one of {', '.join(Op)}",
+        code="unknown_op",
+        request_id=request_id,
+    )
+
+
+def _check_keys(value: Mapping[str, object], allowed: frozenset[str], request_id: int) -> None:
+    unknown = sorted(set(value) - allowed)
+    if not unknown:
+        return
+    if {"subject", "selectors"} & set(unknown):
+        raise ProtocolError(
+            "a request may not name its subject or selectors: the agent takes the caller's "
+            "identity from the kernel",
+            request_id=request_id,
+        )
+    raise ProtocolError(
+        f"unknown request key(s) {', '.join(map(repr, unknown))}; a {value.get('op')} request "
+        f"holds {', '.join(sorted(allowed))}",
+        request_id=request_id,
+    )
+
+
+def _field(value: Mapping[str, object], name: str, request_id: int) -> str:
+    if name not in value:
+        raise ProtocolError(f"a decide request needs {name!r}", request_id=request_id)
+    text = value[name]
+    _check_text(text, name, ProtocolError, request_id=request_id)
+    assert isinstance(text, str)
+    return text
+
+
+def _context(raw: object, request_id: int) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise ProtocolError(
+            "request 'context' must be a map of text to text", request_id=request_id
+        )
+    if len(raw) > MAX_CONTEXT_ITEMS:
+        raise ProtocolError(
+            f"request 'context' has {len(raw)} items, over the limit of {MAX_CONTEXT_ITEMS}",
+            request_id=request_id,
+        )
+    for key, item in raw.items():
+        _check_text(key, "context key", ProtocolError, request_id=request_id)
+        _check_text(item, f"context value of {key!r}", ProtocolError, True, request_id=request_id)
+    return tuple(sorted(raw.items()))
+
+
+def _check_text(
+    value: object,
+    what: str,
+    error: type[Exception],
+    allow_empty: bool = False,
+    *,
+    request_id: int | None = None,
+) -> None:
+    problem = None
+    if not isinstance(value, str):
+        problem = f"{what} must be text"
+    elif not value and not allow_empty:
+        problem = f"{what} must not be empty"
+    elif len(value) > MAX_FIELD_CHARS:
+        problem = f"{what} is {len(value)} characters, over the limit of {MAX_FIELD_CHARS}"
+    elif _CONTROL.search(value):
+        problem = f"{what} must not contain control characters"
+    if problem is None:
+        return
+    if error is ProtocolError:
+        raise ProtocolError(problem, request_id=request_id)
+    raise error(problem)
+
+
+def encode_decision(request_id: int, result: DecisionResult) -> bytes:
+    """The framed ``decide`` response."""
+    return frame(
+        dcbor.encode(
+            {
+                "v": PROTOCOL_VERSION,
+                "id": request_id,
+                "ok": True,
+                "op": str(Op.DECIDE),
+                "allowed": result.allowed,
+                "reason": result.reason,
+                "message": result.message,
+                "rule": result.rule,
+                "bundle_version": result.bundle_version,
+                "bundle_digest": result.bundle_digest,
+                "time": result.time,
+                "subject": result.subject,
+                "selectors": list(result.selectors),
+            }
+        )
+    )
+
+
+def encode_identity(request_id: int, result: IdentityResult) -> bytes:
+    """The framed ``identify`` response."""
+    return frame(
+        dcbor.encode(
+            {
+                "v": PROTOCOL_VERSION,
+                "id": request_id,
+                "ok": True,
+                "op": str(Op.IDENTIFY),
+                "pid": result.pid,
+                "uid": result.uid,
+                "gid": result.gid,
+                "subject": result.subject,
+                "selectors": list(result.selectors),
+            }
+        )
+    )
+
+
+def encode_error(request_id: int | None, code: ErrorCode, message: str) -> bytes:
+    """The framed error response; ``request_id`` is ``None`` when the request had none."""
+    body: dict[str, object] = {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "ok": False,
+        "error": str(code),
+        "message": message,
+    }
+    if code is ErrorCode.UNSUPPORTED_VERSION:
+        body["versions"] = list(SUPPORTED_VERSIONS)
+    return frame(dcbor.encode(body))
+
+
+def decode_response(payload: bytes) -> tuple[int | None, DecisionResult | IdentityResult]:
+    """Decode one response body (client side): the id it answers and the result.
+
+    Raises:
+        AgentRequestError: the agent answered with an error (``code`` is the wire code).
+        ProtocolError: the bytes are not a version-1 response.
+    """
+    try:
+        decoded = dcbor.decode(payload, max_bytes=MAX_RESPONSE_BYTES, what="response")
+    except EnvelopeError as exc:
+        raise ProtocolError(f"the agent sent a malformed response: {exc}") from exc
+    value = _text_map(decoded)
+    if value is None or value.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError("the agent's response is not a version-1 response map")
+    request_id = value.get("id")
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, int)):
+        raise ProtocolError("the agent's response has a malformed 'id'")
+    if value.get("ok") is False:
+        code, message = value.get("error"), value.get("message")
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise ProtocolError("the agent's error response lacks 'error' or 'message'")
+        raise AgentRequestError(
+            f"the agent refused the request ({code}): {message}", code=code, request_id=request_id
+        )
+    if value.get("ok") is not True:
+        raise ProtocolError("the agent's response lacks 'ok'")
+    op = value.get("op")
+    try:
+        if op == Op.DECIDE:
+            return request_id, _decision_result(value)
+        if op == Op.IDENTIFY:
+            return request_id, _identity_result(value)
+    except (KeyError, TypeError) as exc:
+        raise ProtocolError(f"the agent's {op!r} response is malformed: {exc}") from exc
+    raise ProtocolError(f"the agent answered an unknown op {op!r}")
+
+
+def _text_map(value: object) -> Mapping[str, object] | None:
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return cast("Mapping[str, object]", value)
+    return None
+
+
+def _decision_result(value: Mapping[str, object]) -> DecisionResult:
+    return DecisionResult(
+        allowed=_typed(value, "allowed", bool),
+        reason=_typed(value, "reason", str),
+        message=_typed(value, "message", str),
+        rule=_optional(value, "rule", str),
+        bundle_version=_optional(value, "bundle_version", int),
+        bundle_digest=_optional(value, "bundle_digest", bytes),
+        time=_typed(value, "time", int),
+        subject=_typed(value, "subject", str),
+        selectors=_texts(value, "selectors"),
+    )
+
+
+def _identity_result(value: Mapping[str, object]) -> IdentityResult:
+    return IdentityResult(
+        pid=_typed(value, "pid", int),
+        uid=_typed(value, "uid", int),
+        gid=_typed(value, "gid", int),
+        subject=_typed(value, "subject", str),
+        selectors=_texts(value, "selectors"),
+    )
+
+
+def _typed(value: Mapping[str, object], key: str, kind: type[_T]) -> _T:
+    item = value[key]
+    if not isinstance(item, kind) or (kind is int and isinstance(item, bool)):
+        raise TypeError(f"{key!r} must be {kind.__name__}")
+    return item
+
+
+def _optional(value: Mapping[str, object], key: str, kind: type[_T]) -> _T | None:
+    return None if value.get(key) is None else _typed(value, key, kind)
+
+
+def _texts(value: Mapping[str, object], key: str) -> tuple[str, ...]:
+    items = _typed(value, key, list)
+    if not all(isinstance(item, str) for item in items):
+        raise TypeError(f"{key!r} must be a list of text")
+    return tuple(items)

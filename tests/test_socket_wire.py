@@ -1,0 +1,205 @@
+"""The socket protocol as bytes: frames, strict requests, lenient responses, error shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.protocol import dcbor
+from edge_agent.socket.errors import AgentRequestError, ProtocolError
+from edge_agent.socket.wire import (
+    MAX_CONTEXT_ITEMS,
+    MAX_FIELD_CHARS,
+    MAX_FRAME_BYTES,
+    DecisionResult,
+    ErrorCode,
+    IdentityResult,
+    Op,
+    WireRequest,
+    closes_connection,
+    decode_request,
+    decode_response,
+    encode_decision,
+    encode_error,
+    encode_identity,
+    encode_request,
+    frame,
+    frame_length,
+)
+
+RESULT = DecisionResult(
+    allowed=True,
+    reason="allowed",
+    message="allowed by rule 'r'",
+    rule="r",
+    bundle_version=3,
+    bundle_digest=bytes(32),
+    time=1_800_000_000,
+    subject="exe:/usr/bin/x",
+    selectors=("uid:0", "gid:0"),
+)
+
+
+def _body(message: dict[str, object]) -> bytes:
+    return dcbor.encode(message)
+
+
+def _map(framed: bytes) -> dict[str, object]:
+    value = dcbor.decode(framed[4:], max_bytes=1 << 20)
+    assert isinstance(value, dict)
+    return {str(k): v for k, v in value.items()}
+
+
+def _decide(**extra: object) -> dict[str, object]:
+    return {"v": 1, "id": 7, "op": "decide", "action": "read", "resource": "/a"} | extra
+
+
+def test_a_request_round_trips_through_its_frame() -> None:
+    request = WireRequest(9, Op.DECIDE, "exec", "/opt/x", (("a", "1"), ("b", "")))
+    framed = encode_request(request)
+    assert frame_length(framed[:4], MAX_FRAME_BYTES) == len(framed) - 4
+    assert decode_request(framed[4:]) == request
+
+
+def test_frame_lengths_are_checked_before_any_body_is_read() -> None:
+    with pytest.raises(ProtocolError) as zero:
+        frame_length(bytes(4), MAX_FRAME_BYTES)
+    assert zero.value.code == "bad_frame"
+    with pytest.raises(ProtocolError) as huge:
+        frame_length((100 * 1024 * 1024).to_bytes(4, "big"), MAX_FRAME_BYTES)
+    assert huge.value.code == "frame_too_large"
+    assert "104857600" in str(huge.value)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("subject", "svc:camera"), ("selectors", ["uid:0"])],
+)
+def test_a_request_naming_its_own_identity_is_refused(claim: str, value: object) -> None:
+    with pytest.raises(ProtocolError, match="identity from the kernel") as refused:
+        decode_request(_body(_decide(**{claim: value})))
+    assert (refused.value.code, refused.value.request_id) == ("bad_request", 7)
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "fragment"),
+    [
+        (_decide(v=2), "unsupported_version", "version 2"),
+        (_decide(op="delete"), "unknown_op", "unknown op"),
+        (_decide(extra=1), "bad_request", "'extra'"),
+        ({"v": 1, "id": 7, "op": "decide", "resource": "/a"}, "bad_request", "'action'"),
+        (_decide(action=""), "bad_request", "must not be empty"),
+        (_decide(action=5), "bad_request", "must be text"),
+        (_decide(resource="x" * (MAX_FIELD_CHARS + 1)), "bad_request", "over the limit"),
+        (_decide(resource="/a\n/b"), "bad_request", "control characters"),
+        (_decide(context=["a"]), "bad_request", "map of text"),
+        (_decide(context={"k": 1}), "bad_request", "must be text"),
+        (
+            _decide(context={f"k{i}": "v" for i in range(MAX_CONTEXT_ITEMS + 1)}),
+            "bad_request",
+            "over the limit",
+        ),
+    ],
+    ids=[
+        "version",
+        "op",
+        "unknown-key",
+        "missing-action",
+        "empty-action",
+        "non-text-action",
+        "long-resource",
+        "control-char",
+        "context-list",
+        "context-int",
+        "context-too-many",
+    ],
+)
+def test_malformed_requests_are_refused_with_a_code_and_their_id(
+    message: dict[str, object], code: str, fragment: str
+) -> None:
+    with pytest.raises(ProtocolError, match=fragment) as refused:
+        decode_request(_body(message))
+    assert (refused.value.code, refused.value.request_id) == (code, 7)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\x00garbage",
+        b"\xa1\x61v",
+        dcbor.encode([1, 2, 3]),
+        dcbor.encode({1: 2}),
+        dcbor.encode({"v": 1, "id": -1, "op": "identify"}),
+        dcbor.encode({"v": 1, "id": True, "op": "identify"}),
+        # A non-deterministic encoding of {"v": 1}: the length of "v" in two bytes.
+        b"\xa1\x78\x01v\x01",
+    ],
+    ids=["garbage", "truncated", "array", "int-keys", "negative-id", "bool-id", "non-canonical"],
+)
+def test_undecodable_requests_are_bad_requests_without_an_id(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        decode_request(payload)
+    assert (refused.value.code, refused.value.request_id) == ("bad_request", None)
+
+
+def test_identify_takes_no_fields() -> None:
+    assert decode_request(_body({"v": 1, "id": 1, "op": "identify"})) == WireRequest(1, Op.IDENTIFY)
+    with pytest.raises(ProtocolError, match="'action'"):
+        decode_request(_body({"v": 1, "id": 1, "op": "identify", "action": "x"}))
+
+
+def test_decision_and_identity_responses_decode_to_typed_results() -> None:
+    assert decode_response(encode_decision(4, RESULT)[4:]) == (4, RESULT)
+    identity = IdentityResult(10, 0, 0, "exe:/x", ("uid:0",))
+    assert decode_response(encode_identity(5, identity)[4:]) == (5, identity)
+
+
+def test_responses_ignore_keys_a_newer_agent_adds() -> None:
+    body = _map(encode_decision(4, RESULT))
+    body["seq"] = 12
+    assert decode_response(dcbor.encode(body)) == (4, RESULT)
+
+
+def test_error_responses_raise_with_the_wire_code_and_id() -> None:
+    with pytest.raises(AgentRequestError) as refused:
+        decode_response(encode_error(3, ErrorCode.BAD_REQUEST, "no")[4:])
+    assert (refused.value.code, refused.value.request_id) == ("bad_request", 3)
+    versions = _map(encode_error(None, ErrorCode.UNSUPPORTED_VERSION, "no"))
+    assert versions["versions"] == [1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"v": 2, "id": 1, "ok": True},
+        {"v": 1, "id": 1},
+        {"v": 1, "id": 1, "ok": True, "op": "decide", "allowed": "yes"},
+        {"v": 1, "id": 1, "ok": True, "op": "nope"},
+        {"v": 1, "id": 1, "ok": False},
+    ],
+    ids=["version", "no-ok", "bad-type", "unknown-op", "error-without-code"],
+)
+def test_malformed_responses_are_protocol_errors(body: dict[str, object]) -> None:
+    with pytest.raises(ProtocolError):
+        decode_response(dcbor.encode(body))
+
+
+def test_connection_level_errors_are_the_ones_that_close() -> None:
+    closing = {code for code in ErrorCode if closes_connection(code)}
+    assert closing == {
+        ErrorCode.BAD_FRAME,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.IDENTITY_UNVERIFIED,
+        ErrorCode.BUSY,
+        ErrorCode.SHUTTING_DOWN,
+    }
+
+
+def test_the_client_refuses_to_encode_what_the_server_would_refuse() -> None:
+    with pytest.raises(ValueError, match="control"):
+        encode_request(WireRequest(1, Op.DECIDE, "read", "/a\x00"))
+    with pytest.raises(ValueError, match="empty"):
+        encode_request(WireRequest(1, Op.DECIDE, "", "/a"))
+
+
+def test_frame_prefixes_the_big_endian_length() -> None:
+    assert frame(b"abc") == b"\x00\x00\x00\x03abc"
