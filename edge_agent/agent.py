@@ -353,6 +353,15 @@ class LocalAgent:
         decision, self.last_seq = self.lineage.record_decision(decision)
         return decision
 
+    async def decide_async(self, request: Request, wall: int) -> Decision:
+        """:meth:`decide` for callers on an event loop: the lineage write is awaited (group
+        commit with every other decision in flight) instead of blocking the loop."""
+        decision = decide(self.state, request, wall)
+        if self.lineage is None:
+            return lineage_unavailable(decision, "the lineage is not open")
+        decision, _ = await self.lineage.record_decision_async(decision)
+        return decision
+
     def _transition(
         self,
         kind: Kind,

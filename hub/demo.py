@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from edge_agent.client import decide
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget, bundle_payload, sign_bundle
 from edge_agent.protocol.keys import PrivateKey
@@ -238,7 +239,15 @@ def story(demo: Demo) -> None:
             "--hub-dir",
             str(demo.hub_dir),
         )
-        demo.spawn(device, "edge-agent", "run", "--state-dir", str(state))
+        demo.spawn(
+            device,
+            "edge-agent",
+            "run",
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(state / "agent.sock"),
+        )
         say(f"{device} enrolled (group {group}) and running")
 
     step("hub: sign examples/policy.yaml as bundle v1 and push it")
@@ -253,6 +262,16 @@ def story(demo: Demo) -> None:
     demo.decide("gw-001", *CAMERA)
     demo.decide("gw-001", "svc:camera", "exec", "/usr/bin/bash")
     demo.decide("gw-003", "svc:unknown", "exec", "/opt/camera/bin/capture")
+    answer = decide(
+        action="exec",
+        resource="/opt/camera/bin/capture",
+        path=demo.work / "gw-001" / "agent.sock",
+    )
+    say(
+        f"gw-001 socket: {'ALLOW' if answer.allowed else 'DENY '} for the calling process as "
+        f"the kernel names it ({answer.subject}, {', '.join(answer.selectors[:2])}) -> "
+        f"{answer.reason}"
+    )
 
     step("an attacker with broker access publishes a forged v99 straight to the bundle topic")
     asyncio.run(publish_forged(demo.broker))

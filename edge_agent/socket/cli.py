@@ -19,7 +19,6 @@ from pathlib import Path
 from edge_agent.agent import LocalAgent
 from edge_agent.socket import exec_gate
 from edge_agent.socket.config import SocketConfig
-from edge_agent.socket.deciders import AgentOnLoop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.socket.wire import DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV
 
@@ -80,7 +79,7 @@ async def _serve(agent: LocalAgent, config: SocketConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     ensure_fd_headroom(config.limits)
-    async with DecisionServer(AgentOnLoop(agent), config):
+    async with DecisionServer(agent, config):
         print(f"edge-agent: serving decisions on {config.path}", flush=True)
         await stop.wait()
 

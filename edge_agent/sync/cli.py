@@ -1,4 +1,5 @@
-"""``edge-agent run``: the long-running agent (MQTT sync with the hub) until SIGTERM."""
+"""``edge-agent run``: the long-running agent until SIGTERM: MQTT sync with the hub and the
+local decision socket, on one event loop, both deciding through the same opened state."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 from pathlib import Path
 
 from edge_agent.agent import LocalAgent
+from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 
@@ -28,6 +30,7 @@ def register(
         "run", parents=[common], help="run the agent: sync with the hub over MQTT until stopped"
     )
     run.add_argument("--config", type=Path, help="agent.toml (overrides the init settings)")
+    run.add_argument("--socket", type=Path, help="decision socket path (overrides the config)")
     run.set_defaults(handler=_cmd_run)
 
 
@@ -39,6 +42,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if (value := agent.store.get_setting(f"broker.{key}")) is not None
         }
         config = load_config(args.config, defaults)
+        if args.socket is not None:
+            config = config.model_copy(
+                update={"socket": config.socket.model_copy(update={"path": args.socket})}
+            )
         asyncio.run(_run(agent, config))
     return 0
 
@@ -57,7 +64,10 @@ async def _run(agent: LocalAgent, config: AgentConfig) -> None:
         settings.url,
         agent.state.bundle.version if agent.state.bundle else "none",
     )
+    ensure_fd_headroom(config.socket.limits)
     try:
-        await daemon.run()
+        async with DecisionServer(agent, config.socket):
+            logger.info("serving decisions on %s", config.socket.path)
+            await daemon.run()
     except asyncio.CancelledError:
         logger.info("stopping: signing a final checkpoint and closing the lineage")

@@ -18,6 +18,11 @@ Example::
     ship_interval_s = 1
     ack_timeout_s = 10
     reconnect_max_s = 60
+
+    [socket]                       # the local decision socket (docs/socket.md)
+    path = "/run/edge-agent/agent.sock"
+    mode = 0o660
+    group = "edge-workloads"
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.errors import ConfigError
+from edge_agent.socket.config import SocketConfig
 from edge_agent.sync.mqtt import BrokerSettings
 
 __all__ = ["MAX_CONFIG_BYTES", "AgentConfig", "BrokerConfig", "SyncConfig", "load_config"]
@@ -66,6 +72,7 @@ class SyncConfig(_Section):
 class AgentConfig(_Section):
     broker: BrokerConfig = BrokerConfig()
     sync: SyncConfig = SyncConfig()
+    socket: SocketConfig = SocketConfig()
 
     def broker_settings(self, client_id: str) -> BrokerSettings:
         """The broker to connect to, with the password read from its file.
@@ -127,9 +134,13 @@ def _first_error(exc: ValidationError) -> str:
 
 def _read_secret(path: Path) -> str:
     try:
-        raw = path.read_bytes()[: MAX_PASSWORD_BYTES + 1]
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PASSWORD_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the broker password file {path}: {exc}") from exc
     if len(raw) > MAX_PASSWORD_BYTES:
         raise ConfigError(f"the broker password file {path} is too large")
-    return raw.decode("utf-8", errors="strict").strip()
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the broker password file {path} is not UTF-8 text") from exc

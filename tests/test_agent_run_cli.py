@@ -1,0 +1,139 @@
+"""``edge-agent run`` as a user starts it: a process with MQTT sync and the decision socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.client import decide
+from edge_agent.protocol import topics
+from edge_agent.sync.mqtt import connect
+from tests.brokers import mosquitto_broker
+from tests.factory import DAY, HubSim
+
+AGENT = [sys.executable, "-m", "edge_agent.cli"]
+WAIT_S = 20.0
+
+
+def _init(tmp_path: Path, hub: HubSim, *extra: str) -> tuple[Path, int]:
+    root = tmp_path / "root.cbor"
+    root.write_bytes(hub.root_bytes())
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [
+            *AGENT,
+            "init",
+            "--state-dir",
+            str(state),
+            "--device-id",
+            "gw-001",
+            "--root",
+            str(root),
+            "--region",
+            "eu-1",
+            "--group",
+            "line-a",
+            "--profile",
+            "generic-x86_64",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return state, result.returncode
+
+
+async def _wait(condition: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_run_syncs_serves_the_socket_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    hub = HubSim()
+    async with mosquitto_broker() as broker:
+        state, code = _init(tmp_path, hub, "--broker", broker.url)
+        assert code == 0
+        sock = state / "agent.sock"
+        process = subprocess.Popen(
+            [*AGENT, "run", "--state-dir", str(state), "--socket", str(sock)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            await _wait(sock.exists, "the decision socket")
+            answer = decide(action="exec", resource="/opt/camera/bin/capture", path=sock)
+            assert answer.reason == "no_bundle"
+            now = int(time.time())
+            bundle = hub.bundle(1, issued_at=now - 60, expires_at=now + DAY)
+            channel = topics.Channel(topics.ChannelKind.GROUP, "line-a")
+            async with connect(broker.settings, client_id="test-hub") as connection:
+                await connection.publish(topics.bundle_topic("eu-1", channel), bundle, retain=True)
+
+            def installed() -> bool:
+                reason = decide(action="exec", resource="/bin/sh", path=sock).reason
+                return reason != "no_bundle"
+
+            await _wait(installed, "the pushed bundle")
+            denied = decide(action="exec", resource="/bin/sh", path=sock)
+            assert (denied.allowed, denied.reason) == (False, "policy_denied")
+            assert denied.subject.startswith("exe:")
+        finally:
+            os.kill(process.pid, signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert not sock.exists()
+    verify = subprocess.run(
+        [*AGENT, "log", "verify", "--state-dir", str(state)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_init_refuses_a_device_id_that_cannot_be_a_topic_level(tmp_path: Path) -> None:
+    _, code = _init(tmp_path, HubSim(), "--device-id", "gw/001")
+    assert code == 2
+
+
+def test_init_refuses_a_malformed_broker_url(tmp_path: Path) -> None:
+    _, code = _init(tmp_path, HubSim(), "--broker", "http://hub:80")
+    assert code == 2
+    assert not (tmp_path / "state" / "state.db").exists()
+
+
+def test_run_without_a_broker_says_how_to_configure_one(tmp_path: Path) -> None:
+    state, code = _init(tmp_path, HubSim())
+    assert code == 0
+    result = subprocess.run(
+        [*AGENT, "run", "--state-dir", str(state), "--socket", str(state / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--broker" in result.stderr
+
+
+def test_run_refuses_an_unknown_config_field(tmp_path: Path) -> None:
+    state, _ = _init(tmp_path, HubSim(), "--broker", "mqtt://127.0.0.1:1")
+    config = tmp_path / "agent.toml"
+    config.write_text("[sync]\nship_every = 3\n")
+    result = subprocess.run(
+        [*AGENT, "run", "--state-dir", str(state), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "sync.ship_every" in result.stderr
