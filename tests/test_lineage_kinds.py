@@ -24,7 +24,7 @@ TRANSITIONS: dict[Kind, tuple[bool, str, str]] = {
     Kind.REVOCATION_APPLIED: (True, "revoked", "revocation epoch 3: device gw-001"),
     Kind.REVOCATION_REJECTED: (False, "revocation_rejected", "not signed by the revoke role"),
     Kind.FRESHNESS_REJECTED: (False, "freshness_rejected", "token expired 40 s ago"),
-    Kind.CLOCK_UNTRUSTED: (False, "clock_untrusted", "wall clock 1970-01-01 is below the floor"),
+    Kind.CLOCK_UNTRUSTED: (True, "clock_untrusted", "wall clock 1970-01-01 is below the floor"),
     Kind.CLOCK_RESTORED: (True, "clock_restored", "wall clock is above the floor again"),
     Kind.ATTESTATION_PASSED: (True, "attestation_passed", "8 measurements match"),
     Kind.ATTESTATION_FAILED: (False, "attestation_failed", "/usr/bin/agent digest differs"),

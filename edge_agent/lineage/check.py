@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry, entry_hash
+from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, entry_hash
 from edge_agent.lineage.store import LineageStore, StoredCheckpoint
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
@@ -64,20 +64,34 @@ def verify_store(
     verifier = ChainVerifier(frontier, _prev_at(store, start, tip.base, tip.base_prev))
     pending = [cp for cp in checkpoints if cp.size > start]
     next_size = pending[0].size if pending else -1
-    for seq, data, columns in store.iter_rows(start):
-        if seq >= tip.size:
-            raise LineageError(f"entry beyond the recorded log size {tip.size}", seq=seq)
-        entry = verifier.feed(seq, data)
-        _check_columns(columns[:6], entry)
-        if columns[6] != verifier.closed:
-            raise LineageError("the tree nodes stored beside the entry do not match it", seq=seq)
-        if seq + 1 == next_size:
-            if verifier.frontier.root() != pending.pop(0).root:
+    for page in store.iter_pages(start):
+        for seq, data, time, kind, allowed, reason, subject, action, nodes in page:
+            if seq >= tip.size:
+                raise LineageError(f"entry beyond the recorded log size {tip.size}", seq=seq)
+            entry = verifier.feed(seq, data)
+            request = entry.request
+            if (
+                time != entry.time
+                or kind != entry.kind
+                or allowed != entry.allowed
+                or reason != entry.reason
+                or subject != (request.subject if request else None)
+                or action != (request.action if request else None)
+            ):
                 raise LineageError(
-                    f"the entries up to here do not give the root signed at size {next_size}",
-                    seq=seq,
+                    "the columns stored beside the entry do not match it", seq=entry.seq
                 )
-            next_size = pending[0].size if pending else -1
+            if nodes != verifier.closed:
+                raise LineageError(
+                    "the tree nodes stored beside the entry do not match it", seq=seq
+                )
+            if seq + 1 == next_size:
+                if verifier.frontier.root() != pending.pop(0).root:
+                    raise LineageError(
+                        f"the entries up to here do not give the root signed at size {next_size}",
+                        seq=seq,
+                    )
+                next_size = pending[0].size if pending else -1
     if verifier.size != tip.size:
         raise LineageError(
             f"the log ends at entry {verifier.size - 1} but records {tip.size} entries",
@@ -155,17 +169,3 @@ def _prev_at(store: LineageStore, start: int, base: int, base_prev: bytes | None
                 raise LineageError("entry is not the leaf the signed tree holds", seq=seq)
             return digest
     raise LineageError("the entry before the last checkpoint is missing", seq=start - 1)
-
-
-def _check_columns(columns: tuple[object, ...] | None, entry: Entry) -> None:
-    request = entry.request
-    expected = (
-        entry.time,
-        str(entry.kind),
-        int(entry.allowed),
-        entry.reason,
-        request.subject if request else None,
-        request.action if request else None,
-    )
-    if columns != expected:
-        raise LineageError("the columns stored beside the entry do not match it", seq=entry.seq)

@@ -76,7 +76,7 @@ class LineageConfig:
     checkpoint (and every checkpoint signature): start-up time is bounded by the checkpoint
     interval, and tampering with older entries is found by ``log verify`` or at the hub.
     ``"full"`` re-verifies the whole log from its base: tampering anywhere closes the gate
-    at start-up, at the cost of reading every entry (about 20 s per million entries on an
+    at start-up, at the cost of reading every entry (about 15 s per million entries on an
     x86 core, several times that on small ARM boards).
 
     Retention (off unless set): keep at most ``retain_max_entries`` entries, and none older

@@ -39,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import LineageError
 from edge_agent.lineage.entries import GENESIS_PREV, Draft, TreeEdge, place_draft
@@ -408,17 +409,33 @@ class LineageStore:
         Raises:
             LineageError: unreadable; the error carries the seq where reading stopped.
         """
-        position = start
+        for page in self.iter_pages(start, where, params, limit, descending):
+            for seq, data, *columns in page:
+                yield seq, data, tuple(columns)
+
+    def iter_pages(
+        self,
+        start: int = 0,
+        where: str = "",
+        params: Sequence[object] = (),
+        limit: int = -1,
+        descending: bool = False,
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`iter_rows` a page at a time, rows as SQLite returns them: ``(seq, data,
+        time, kind, allowed, reason, subject, action, nodes)`` (for verifying millions).
+
+        Raises:
+            LineageError: unreadable; the error carries the seq where reading stopped.
+        """
+        position = _NO_LIMIT if descending else start
         remaining = limit
         order, compare = ("DESC", "<=") if descending else ("ASC", ">=")
-        if descending:
-            position = _NO_LIMIT
         condition = f" AND ({where})" if where else ""
         while remaining != 0:
             page = PAGE_ROWS if remaining < 0 else min(PAGE_ROWS, remaining)
             try:
                 with self._reading("cannot read the lineage entries") as db:
-                    rows = db.execute(
+                    rows: list[tuple[Any, ...]] = db.execute(
                         "SELECT seq, CAST(data AS BLOB), time, kind, allowed, reason, "
                         f"subject, action, nodes FROM entries WHERE seq {compare} ? AND seq >= ?"
                         f"{condition} ORDER BY seq {order} LIMIT ?",
@@ -426,8 +443,8 @@ class LineageStore:
                     ).fetchall()
             except LineageError as exc:
                 raise LineageError(str(exc), seq=position) from exc
-            for seq, data, *columns in rows:
-                yield int(seq), data, tuple(columns)
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             position = int(rows[-1][0]) + (-1 if descending else 1)
