@@ -243,7 +243,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         state = agent.state
         checks = agent.checks(now)
         lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"
+        summary = agent.lineage.summary() if agent.lineage else None
+        broker = agent.store.get_setting("broker.url")
     bundle = state.bundle
+    fresh = None if bundle is None else max(bundle.issued_at, state.fresh_time or 0)
     report: dict[str, object] = {
         "device": {
             "id": state.device.device_id,
@@ -265,7 +268,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         },
         "time": {"now": now, "trusted_floor": state.floor.seconds},
         "gate": "open" if all(c.passed for c in checks) and lineage is None else "closed",
-        "lineage": {"available": lineage is None, "problem": lineage},
+        "lineage": {
+            "available": lineage is None,
+            "problem": lineage,
+            "base": summary.base if summary else None,
+            "size": summary.size if summary else None,
+            "acknowledged": summary.acknowledged if summary else None,
+        },
+        "sync": {
+            "broker": broker,
+            "last_freshness": fresh,
+            "max_offline": bundle.max_offline if bundle else None,
+            "revocation_epoch_seen": state.seen_epoch,
+            "revocations_applied": len(state.revocations),
+        },
         "checks": [
             {"check": c.name, "passed": c.passed, "reason": c.reason, "message": c.message}
             for c in checks
@@ -292,6 +308,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         left = bundle.expires_at - now
         print(f"expires  {'in ' if left > 0 else ''}{format_duration(left)}")
+    if bundle is not None and bundle.max_offline is not None and fresh is not None:
+        print(
+            f"fresh    last hub freshness {format_duration(now - fresh)} ago, "
+            f"max_offline {format_duration(bundle.max_offline)}"
+        )
+    print(
+        f"sync     broker {broker or 'not configured'}; revocations: "
+        f"{len(state.revocations)} applied, epoch {state.seen_epoch} seen"
+    )
+    if summary is not None:
+        print(
+            f"lineage  entries {summary.base}..{max(summary.size - 1, summary.base)}, "
+            f"{summary.acknowledged} acknowledged by the hub, {summary.unacknowledged} waiting"
+        )
     print(f"gate     {str(report['gate']).upper()}")
     if lineage is not None:
         print(f"  [FAIL] lineage  lineage_unavailable: {lineage}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge_agent.agent import LocalAgent
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
+from edge_agent.store import StateStore
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 
@@ -35,17 +36,21 @@ def register(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    with LocalAgent.open(args.state_dir) as agent:
+    store = StateStore.open(args.state_dir)
+    try:
         defaults = {
             key: value
             for key in BROKER_SETTINGS
-            if (value := agent.store.get_setting(f"broker.{key}")) is not None
+            if (value := store.get_setting(f"broker.{key}")) is not None
         }
-        config = load_config(args.config, defaults)
-        if args.socket is not None:
-            config = config.model_copy(
-                update={"socket": config.socket.model_copy(update={"path": args.socket})}
-            )
+    finally:
+        store.close()
+    config = load_config(args.config, defaults)
+    if args.socket is not None:
+        config = config.model_copy(
+            update={"socket": config.socket.model_copy(update={"path": args.socket})}
+        )
+    with LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent:
         asyncio.run(_run(agent, config))
     return 0
 

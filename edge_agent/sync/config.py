@@ -19,6 +19,12 @@ Example::
     ack_timeout_s = 10
     reconnect_max_s = 60
 
+    [lineage]                      # docs/lineage.md
+    synchronous = "FULL"
+    verify_on_start = "tail"       # or "full": re-verify every entry at start
+    retain_max_entries = 1000000   # never prunes what the hub has not acknowledged
+    retain_max_age_s = 7776000
+
     [socket]                       # the local decision socket (docs/socket.md)
     path = "/run/edge-agent/agent.sock"
     mode = 0o660
@@ -29,14 +35,23 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.errors import ConfigError
+from edge_agent.lineage.log import LineageConfig
 from edge_agent.socket.config import SocketConfig
 from edge_agent.sync.mqtt import BrokerSettings
 
-__all__ = ["MAX_CONFIG_BYTES", "AgentConfig", "BrokerConfig", "SyncConfig", "load_config"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "AgentConfig",
+    "BrokerConfig",
+    "LineageSection",
+    "SyncConfig",
+    "load_config",
+]
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_PASSWORD_BYTES = 4096
@@ -61,6 +76,7 @@ class SyncConfig(_Section):
     """Timing and bounds of the MQTT sync, in seconds and counts."""
 
     status_interval_s: int = Field(default=30, ge=1, le=3600)
+    retention_interval_s: int = Field(default=300, ge=1, le=86400)
     ship_interval_s: float = Field(default=1.0, ge=0.05, le=600)
     ack_timeout_s: float = Field(default=10.0, ge=0.5, le=600)
     reconnect_initial_s: float = Field(default=0.5, ge=0.05, le=60)
@@ -69,9 +85,31 @@ class SyncConfig(_Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
 
 
+class LineageSection(_Section):
+    """How the decision log is written, checked at start and kept (docs/lineage.md)."""
+
+    checkpoint_every: int = Field(default=1000, ge=1, le=1_000_000)
+    checkpoint_after_s: int = Field(default=300, ge=1, le=86400)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    verify_on_start: Literal["tail", "full"] = "tail"
+    retain_max_entries: int | None = Field(default=None, ge=1)
+    retain_max_age_s: int | None = Field(default=None, ge=1)
+
+    def to_config(self) -> LineageConfig:
+        return LineageConfig(
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_after_s=self.checkpoint_after_s,
+            synchronous=self.synchronous,
+            verify_on_start=self.verify_on_start,
+            retain_max_entries=self.retain_max_entries,
+            retain_max_age_s=self.retain_max_age_s,
+        )
+
+
 class AgentConfig(_Section):
     broker: BrokerConfig = BrokerConfig()
     sync: SyncConfig = SyncConfig()
+    lineage: LineageSection = LineageSection()
     socket: SocketConfig = SocketConfig()
 
     def broker_settings(self, client_id: str) -> BrokerSettings:

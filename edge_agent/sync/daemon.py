@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from edge_agent.agent import LocalAgent
-from edge_agent.errors import EdgeGovError, StateError, TransportError
+from edge_agent.errors import EdgeGovError, LineageError, StateError, TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.shipping import (
     DeviceStatus,
@@ -79,11 +79,27 @@ class AgentDaemon:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._stay_connected(), name="connection")
             tasks.create_task(self._watch_clock(), name="clock")
+            tasks.create_task(self._retain(), name="retention")
 
     async def _watch_clock(self) -> None:
         while True:
             self.agent.observe_clock(self.wall())
             await asyncio.sleep(CLOCK_CHECK_S)
+
+    async def _retain(self) -> None:
+        """Apply the lineage retention caps now and then (they only ever drop entries the
+        hub has acknowledged); the age cap uses trusted time, never a clock behind it."""
+        lineage = self.agent.lineage
+        while lineage is not None:
+            await asyncio.sleep(self.config.retention_interval_s)
+            now = max(self.wall(), self.agent.state.floor.seconds)
+            try:
+                pruned = await asyncio.to_thread(lineage.apply_retention, now)
+            except EdgeGovError as exc:
+                logger.warning("lineage retention not applied: %s", exc)
+                continue
+            if pruned:
+                logger.info("lineage retention pruned %d acknowledged entries", pruned)
 
     async def _stay_connected(self) -> None:
         delays = self._fresh_backoff()
@@ -93,6 +109,11 @@ class AgentDaemon:
             except* TransportError as group:
                 logger.warning(
                     "broker %s unreachable or lost: %s", self.broker.url, group.exceptions[0]
+                )
+            except* Exception as group:
+                logger.error(
+                    "sync session failed; reconnecting (decisions are unaffected): %r",
+                    group.exceptions[0],
                 )
             if self.connected.is_set():
                 delays = self._fresh_backoff()
@@ -193,18 +214,20 @@ class AgentDaemon:
         lineage = self.agent.lineage
         if lineage is None:
             return
+        if ack.acked <= lineage.acknowledged:
+            self._acked.set()
+            return
         if ack.acked > lineage.size:
             raise ShippingError(
                 f"the hub acknowledged {ack.acked} entries but this log holds {lineage.size}"
             )
-        if ack.acked and lineage.root_at(ack.acked) != ack.root:
+        if lineage.root_at(ack.acked) != ack.root:
             raise ShippingError(
                 f"the hub's tree root at size {ack.acked} differs from this device's: the hub "
                 "holds a different history (fork evidence is kept at the hub)"
             )
-        if ack.acked > lineage.acknowledged:
-            lineage.acknowledge(ack.acked)
-            logger.debug("hub acknowledged lineage up to %d", ack.acked)
+        lineage.acknowledge(ack.acked)
+        logger.debug("hub acknowledged lineage up to %d", ack.acked)
         self._acked.set()
 
     def _remember_rejection(self, digest: bytes) -> None:
@@ -219,7 +242,11 @@ class AgentDaemon:
         if lineage is None:
             return
         while True:
-            batch = self._next_batch()
+            try:
+                batch = self._next_batch()
+            except LineageError as exc:
+                logger.warning("lineage not shipped: %s", exc)
+                batch = None
             if batch is None:
                 await asyncio.sleep(self.config.ship_interval_s)
                 continue
