@@ -13,7 +13,7 @@ log of ``--entries`` decisions signed by one simulated device:
 Each configuration runs ``--runs`` times on a fresh registry; the table gives the median
 and the spread (min-max) in verified entries per second.
 
-Usage: python bench/hub_ingest.py [--entries 50000] [--batch 512] [--runs 5]
+Usage: python bench/hub_ingest.py [--entries 50000] [--batch 512] [--runs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -104,7 +104,10 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="10,000 entries, 3 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.entries, args.runs = 10_000, 3
     key = PrivateKey.generate()
     batches = _batches(_log(args.entries), args.batch, key)
     print(f"{args.entries} entries in batches of {args.batch}, {args.runs} runs each")
