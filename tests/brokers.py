@@ -23,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,7 @@ __all__ = [
     "MOSQUITTO",
     "AmqttHandle",
     "MosquittoBroker",
+    "TlsFiles",
     "amqtt_broker",
     "free_port",
     "mosquitto_broker",
@@ -56,6 +57,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS listener: the CA clients must chain to, the server's pair."""
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
 class _Settings:
@@ -106,8 +116,10 @@ class MosquittoBroker(_Settings):
         acl: Path | None = None,
         passwords: Mapping[str, str] | None = None,
         persistence: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls = tls
         self.acl = acl
         self.passwords = dict(passwords or {})
         self.persistence = persistence
@@ -127,7 +139,7 @@ class MosquittoBroker(_Settings):
             port = self.port or free_port()
             if await self._try_start(port):
                 self.port = port
-                self.settings = BrokerSettings("127.0.0.1", port)
+                self.settings = BrokerSettings("127.0.0.1", port, tls=self.tls is not None)
                 return
         raise RuntimeError(f"mosquitto did not start; see {self.log_file}")
 
@@ -169,6 +181,14 @@ class MosquittoBroker(_Settings):
             "log_type notice",
             "log_type subscribe",
         ]
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                "require_certificate true",
+                "use_identity_as_username true",
+            ]
         if self.passwords:
             lines.append(f"password_file {self._password_file()}")
         if self.acl is not None:
@@ -207,11 +227,14 @@ async def mosquitto_broker(
     passwords: Mapping[str, str] | None = None,
     *,
     persistence: bool = False,
+    tls: TlsFiles | None = None,
 ) -> AsyncIterator[MosquittoBroker]:
-    """Mosquitto on 127.0.0.1 and a free port; with ``passwords``, anonymous access is off."""
+    """Mosquitto on 127.0.0.1 and a free port; with ``passwords``, anonymous access is off;
+    with ``tls``, only TLS clients with a certificate from ``tls.ca`` get in (its common
+    name is their username)."""
     with tempfile.TemporaryDirectory(prefix="edgegov-mosquitto-") as workdir:
         broker = MosquittoBroker(
-            Path(workdir), acl=acl, passwords=passwords, persistence=persistence
+            Path(workdir), acl=acl, passwords=passwords, persistence=persistence, tls=tls
         )
         await broker.start()
         try:

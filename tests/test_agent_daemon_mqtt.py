@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.errors import TransportError
 from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import Channel, ChannelKind
@@ -23,8 +24,9 @@ from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings, connect
 from edge_agent.trust.gate import Reason
-from tests.brokers import amqtt_broker, mosquitto_broker
+from tests.brokers import TlsFiles, amqtt_broker, mosquitto_broker
 from tests.factory import DAY, DEVICE, HubSim
+from tests.tls_certs import ThrowawayCA
 
 pytestmark = pytest.mark.asyncio
 
@@ -196,17 +198,42 @@ async def test_agent_keeps_deciding_while_the_broker_is_down_and_reconnects(
     tmp_path: Path,
 ) -> None:
     hub = HubSim()
-    async with mosquitto_broker() as handle:
-        async with _fleet(tmp_path, hub, handle.settings) as fleet:
-            bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
-            await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), bundle))
+    async with mosquitto_broker() as handle, _fleet(tmp_path, hub, handle.settings) as fleet:
+        bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
+        await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), bundle))
+        daemon = fleet.enrol("gw-001")
+        await _until(lambda: _version(daemon) == 1, "installed")
+        await handle.stop(kill=True)
+        await _until(lambda: not daemon.connected.is_set(), "disconnect noticed")
+        assert daemon.agent.decide(REQUEST, _now()).allowed
+        await handle.start()
+        await _until(daemon.connected.is_set, "reconnected")
+        newer = hub.bundle(2, issued_at=_now() - 30, expires_at=_now() + DAY)
+        await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), newer))
+        await _until(lambda: _version(daemon) == 2, "v2 after reconnect")
+
+
+async def test_agent_over_mutual_tls_installs_and_a_client_without_a_certificate_is_refused(
+    tmp_path: Path,
+) -> None:
+    ca = ThrowawayCA(tmp_path / "pki")
+    server_cert, server_key = ca.issue("broker", server=True)
+    tls = TlsFiles(ca.ca_file, server_cert, server_key)
+    hub = HubSim()
+    async with mosquitto_broker(tls=tls) as handle:
+        cert, key = ca.issue("gw-001")
+        device = replace(
+            handle.settings, ca_file=str(ca.ca_file), cert_file=str(cert), key_file=str(key)
+        )
+        hub_cert, hub_key = ca.issue("hub")
+        publisher = replace(device, cert_file=str(hub_cert), key_file=str(hub_key))
+        bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
+        await _publish(publisher, (topics.bundle_topic("eu-1", GROUP), bundle))
+        async with _fleet(tmp_path, hub, device) as fleet:
             daemon = fleet.enrol("gw-001")
-            await _until(lambda: _version(daemon) == 1, "installed")
-            await handle.stop(kill=True)
-            await _until(lambda: not daemon.connected.is_set(), "disconnect noticed")
-            assert daemon.agent.decide(REQUEST, _now()).allowed
-            await handle.start()
-            await _until(daemon.connected.is_set, "reconnected")
-            newer = hub.bundle(2, issued_at=_now() - 30, expires_at=_now() + DAY)
-            await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), newer))
-            await _until(lambda: _version(daemon) == 2, "v2 after reconnect")
+            await _until(lambda: _version(daemon) == 1, "installed over TLS")
+        anonymous = replace(handle.settings, ca_file=str(ca.ca_file))
+        with pytest.raises(TransportError):
+            await _publish(anonymous, (topics.bundle_topic("eu-1", GROUP), bundle))
+        with pytest.raises(TransportError):
+            await _publish(replace(device, tls=False), (topics.bundle_topic("eu-1", GROUP), bundle))
