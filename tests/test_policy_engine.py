@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from edge_agent.errors import PolicyError
+from edge_agent.policy import _checks as checks
 from edge_agent.policy.compiler import CompiledPolicy, compile_policy, policy_payload
 from edge_agent.policy.engine import Match, Request, evaluate
 
@@ -151,6 +153,39 @@ def test_group_subjects_expand_to_their_members() -> None:
     assert _decide(policy, subject="svc:camera").allowed
     assert _decide(policy, subject="svc:other", selectors=("uid:1001",)).allowed
     assert not _decide(policy, subject="svc:other").allowed
+
+
+def test_naming_a_group_as_the_identity_does_not_act_as_its_members() -> None:
+    policy = _policy(
+        _rule("r", subjects=["group:sensors"]),
+        groups={"sensors": ["svc:camera"]},
+    )
+    assert _decide(policy, subject="group:sensors") == Match(False, "no_matching_rule", None)
+    assert not _decide(policy, subject="svc:other", selectors=("group:sensors",)).allowed
+
+
+def test_a_workload_reached_through_a_selector_brings_its_groups() -> None:
+    policy = _policy(
+        _rule("r", subjects=["group:cameras"]),
+        groups={"cameras": ["svc:camera"]},
+        workloads={"svc:camera": ["uid:1001"]},
+    )
+    assert _decide(policy, subject="unknown", selectors=("uid:1001",)).allowed
+    assert _decide(policy, subject="uid:1001").allowed
+    assert not _decide(policy, subject="unknown", selectors=("uid:1002",)).allowed
+
+
+def test_index_bound_counts_every_member_of_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "MAX_INDEX_ENTRIES", 5)
+    members = [f"svc:m{k}" for k in range(6)]
+    _policy(_rule("small", subjects=members[:5]))
+    with pytest.raises(PolicyError, match="more than 5") as caught:
+        _policy(
+            _rule("small", subjects=["svc:a"]),
+            _rule("big", subjects=["group:g"]),
+            groups={"g": members},
+        )
+    assert caught.value.rule == "big"
 
 
 def test_selectors_mapped_in_workloads_act_as_that_workload() -> None:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import PolicyError
@@ -33,7 +33,10 @@ resource_segments = st.sampled_from(["a", "b", "ab", "abb", "ba", "", "x"])
 
 @st.composite
 def patterns(draw: st.DrawFn) -> str:
-    return "/".join(["", *draw(st.lists(pattern_segments, min_size=1, max_size=4))])
+    root = draw(st.sampled_from([[""], [""], []]))
+    pattern = "/".join([*root, *draw(st.lists(pattern_segments, min_size=1, max_size=4))])
+    assume(pattern)
+    return pattern
 
 
 @st.composite
@@ -74,10 +77,11 @@ def policies(draw: st.DrawFn) -> list[dict[str, object]]:
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[Request, int]:
-    resource = "/".join(["", *draw(st.lists(resource_segments, min_size=0, max_size=5))])
+    root = draw(st.sampled_from([[""], [""], []]))
+    resource = "/".join([*root, *draw(st.lists(resource_segments, min_size=0, max_size=5))])
     context = draw(st.sampled_from([(), (("zone", "x"),), (("zone", "y"),), (("zone", "z"),)]))
     request = Request(
-        subject=draw(st.sampled_from(["svc:a", "svc:b", "svc:c", "other", "uid:1"])),
+        subject=draw(st.sampled_from(["svc:a", "svc:b", "svc:c", "other", "uid:1", "group:g1"])),
         action=draw(st.sampled_from(["read", "write", "exec", "*"])),
         resource=resource,
         context=context,

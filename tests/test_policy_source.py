@@ -199,6 +199,27 @@ SOURCE_ERRORS = [
         "selector",
     ),
     ("not yaml", "target: [unclosed\n", 2, None, "not valid YAML"),
+    (
+        "control character after non-ASCII text",
+        "target: {region: eu-1}\n# r\u00e9gion\nrules: []\x07\n",
+        3,
+        None,
+        "#x0007 is not allowed",
+    ),
+    (
+        "lone surrogate",
+        "target: {region: eu-1}\nrules: [\ud800]\n",
+        2,
+        None,
+        "surrogate",
+    ),
+    (
+        "error at the end of the text",
+        "target: {region: eu-1}\nrules:\n- a\n- b: c\n  d",
+        5,
+        None,
+        "':'",
+    ),
     ("empty source", "", 1, None, "empty"),
     ("rules not a list", "target: {region: eu-1}\nrules: {}\n", 2, None, "must be a list"),
     (

@@ -224,11 +224,13 @@ def check_resource_pattern(text: str) -> tuple[str, ...]:
             f"resource pattern {text!r} has {len(segments)} segments, "
             f"over the {MAX_PATTERN_SEGMENTS}-segment limit"
         )
-    for segment in segments:
-        if "**" in segment and segment != GLOBSTAR:
-            raise ValueError(
-                f"resource pattern {text!r}: '**' must be a whole segment, not part of {segment!r}"
-            )
+    if "**" in text:
+        for segment in segments:
+            if "**" in segment and segment != GLOBSTAR:
+                raise ValueError(
+                    f"resource pattern {text!r}: '**' must be a whole segment, "
+                    f"not part of {segment!r}"
+                )
     return segments
 
 

@@ -14,24 +14,35 @@ with text keys, lists, text, integers; no floats)::
 position in ``rules`` is its precedence: the lowest-index matching deny decides, else the
 lowest-index matching allow.
 
-:func:`compile_policy` treats its input as hostile: it arrives decoded from a bundle, so every
-type is checked, every size bounded, and anything wrong raises :class:`PolicyError` (never
-another exception). It then builds the indexes :func:`edge_agent.policy.engine.evaluate`
-uses: action -> principal -> :class:`ResourceIndex`, with ``group:`` subjects expanded.
+:func:`compile_policy` treats its input as hostile (``_payload`` checks every value and
+raises :class:`PolicyError`, never another exception), then builds the indexes
+:func:`edge_agent.policy.engine.evaluate` uses: action -> principal -> ``ResourceIndex``. A
+``group:`` subject is filed once under its group, and a request whose identity is a member
+looks the group up (``CompiledPolicy.acting``), so a large group costs the index one entry
+per rule, not one per member.
 
 This module does not read YAML (see ``source``) and does not decide (see ``engine``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
-from edge_agent.policy._index import ResourceIndex, Suffix
-from edge_agent.policy._match import Match
+from edge_agent.policy._index import FiledPattern, ResourceIndex, build_index
+from edge_agent.policy._match import NO_MATCH, Match
+from edge_agent.policy._payload import (
+    CheckedRule,
+    Condition,
+    RuleReader,
+    read_list,
+    read_map,
+    read_string_lists,
+)
+from edge_agent.protocol._gc import paused_gc
 
 __all__ = [
     "CompiledPolicy",
@@ -42,14 +53,9 @@ __all__ = [
 ]
 
 _PAYLOAD_KEYS = frozenset({"format", "groups", "workloads", "rules"})
-_RULE_KEYS = frozenset({"id", "effect", "subjects", "actions", "resources", "when"})
-_RULE_REQUIRED = _RULE_KEYS - {"when"}
-_WHEN_KEYS = frozenset({"context", "time_utc"})
 
-_T = TypeVar("_T")
-_PendingRule = tuple[
-    str, int, bool, tuple[str, ...], tuple[str, ...], list[tuple[tuple[str, ...], str]]
-]
+_Entry = tuple[int, tuple[str, ...], tuple[str, ...], tuple[FiledPattern, ...]]
+"""What ``build_index`` files: (code, principals, actions with ``*`` expanded, patterns)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,52 +66,37 @@ class RuleSummary:
     effect: str
 
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A rule's ``when``: every listed context key present with an allowed value, and the
-    minute of the UTC day inside ``[start, end)`` (wrapping past midnight when end < start)."""
-
-    context: tuple[tuple[str, frozenset[str]], ...]
-    window: tuple[int, int] | None
-
-    def holds(self, context: tuple[tuple[str, str], ...], now: int) -> bool:
-        """Whether the condition holds for a request's context pairs at unix time ``now``."""
-        for key, allowed in self.context:
-            for got_key, got_value in context:
-                if got_key == key and got_value in allowed:
-                    break
-            else:
-                return False
-        if self.window is None:
-            return True
-        start, end = self.window
-        minute = (now // 60) % 1440
-        if start < end:
-            return start <= minute < end
-        return minute >= start or minute < end
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledPolicy:
     """A validated policy with its lookup indexes; immutable and safe to share.
 
-    ``rules`` lists every rule in precedence order. The other fields are the engine's
-    indexes: ``index[action][principal]`` (``*`` keys for any action / anyone),
-    ``workloads_of[selector]`` (the workload ids a selector acts as), and per-rule
-    ``conditions`` and ``verdicts`` (the :class:`Match` a rule returns when it decides) by
-    rule index.
+    ``rule_ids`` and ``rule_effects`` list every rule in precedence order. The other fields
+    are the engine's indexes: ``index[action][principal]`` (``*`` keys for any action and for
+    anyone; a ``group:NAME`` subject is one principal) holding rule codes (see ``_index``: a
+    deny's code is its index, an allow's code is the rule count plus its index);
+    ``acting[identity]`` (for each identity a group or workload names: every principal it
+    acts as, ``*`` last); ``prefix_lengths`` (the literal prefix segment counts, one or more,
+    of the policy's wildcard patterns, ascending); ``conditions`` and ``verdicts`` (the
+    :class:`Match` a rule returns when it decides) by rule code.
     """
 
-    rules: tuple[RuleSummary, ...]
+    rule_ids: tuple[str, ...]
+    rule_effects: tuple[str, ...]
     index: Mapping[str, Mapping[str, ResourceIndex]] = field(repr=False)
-    workloads_of: Mapping[str, tuple[str, ...]] = field(repr=False)
+    acting: Mapping[str, tuple[str, ...]] = field(repr=False)
+    prefix_lengths: tuple[int, ...] = field(repr=False)
     conditions: tuple[Condition | None, ...] = field(repr=False)
     verdicts: tuple[Match, ...] = field(repr=False)
 
     @property
+    def rules(self) -> tuple[RuleSummary, ...]:
+        """Every rule in precedence order, as ``bundle inspect`` lists them."""
+        return tuple(map(RuleSummary, self.rule_ids, self.rule_effects))
+
+    @property
     def rule_count(self) -> int:
         """Number of rules."""
-        return len(self.rules)
+        return len(self.rule_ids)
 
 
 def policy_payload(
@@ -130,20 +121,27 @@ def compile_policy(payload: object) -> CompiledPolicy:
     """Validate a decoded policy payload and build its decision indexes.
 
     Steps: 1. check the top-level shape and format; 2. check groups and workloads; 3. check
-    every rule (ids unique, known groups); 4. index every (principal, action, resource) triple,
-    bounded by ``MAX_INDEX_ENTRIES``.
+    every rule (ids unique, known groups); 4. bound the index size (``MAX_INDEX_ENTRIES``,
+    counted with groups expanded); 5. index every (action, principal, resource pattern) of
+    every rule, in one pass. The cyclic garbage collector is paused meanwhile (compiling
+    allocates many small acyclic objects; collections would only scan them again).
 
     Raises:
         PolicyError: anything about the payload is invalid; ``rule`` names the rule at fault.
     """
-    top = _map(payload, "policy payload", _PAYLOAD_KEYS, _PAYLOAD_KEYS)
+    with paused_gc():
+        return _compile(payload)
+
+
+def _compile(payload: object) -> CompiledPolicy:
+    top = read_map(payload, "policy payload", _PAYLOAD_KEYS, _PAYLOAD_KEYS)
     version = top["format"]
     if type(version) is not int or version != checks.PAYLOAD_FORMAT:
         raise PolicyError(
             f"policy payload format {version!r} is not supported "
             f"(this agent reads format {checks.PAYLOAD_FORMAT})"
         )
-    groups = _string_lists(
+    groups = read_string_lists(
         top["groups"],
         "groups",
         checks.MAX_GROUPS,
@@ -151,7 +149,7 @@ def compile_policy(payload: object) -> CompiledPolicy:
         checks.check_group_name,
         checks.check_group_member,
     )
-    workloads = _string_lists(
+    workloads = read_string_lists(
         top["workloads"],
         "workloads",
         checks.MAX_WORKLOADS,
@@ -159,207 +157,88 @@ def compile_policy(payload: object) -> CompiledPolicy:
         checks.check_workload_id,
         checks.check_selector,
     )
-    rules = _list(top["rules"], "rules", checks.MAX_RULES)
-    builder = _IndexBuilder(groups)
-    summaries: list[RuleSummary] = []
-    conditions: list[Condition | None] = []
-    seen_ids: set[str] = set()
-    for position, raw_rule in enumerate(rules):
-        summary, condition = builder.add_rule(position, raw_rule, seen_ids)
-        summaries.append(summary)
-        conditions.append(condition)
+    raw_rules = read_list(top["rules"], "rules", checks.MAX_RULES)
+    reader = RuleReader(groups)
+    rules = [reader.rule(position, raw) for position, raw in enumerate(raw_rules)]
+    named = tuple(sorted(reader.named_actions))
+    return _compiled(rules, named, _acting(groups, workloads), reader.prefix_lengths)
+
+
+def _compiled(
+    rules: list[CheckedRule],
+    named: tuple[str, ...],
+    acting: dict[str, tuple[str, ...]],
+    prefix_lengths: tuple[int, ...],
+) -> CompiledPolicy:
+    """Number the rules by code, bound the index size, and index them.
+
+    Deny codes come first, each effect in rule order, so ``build_index`` receives them in
+    ascending code order. A rule with action ``*`` is filed under ``*`` and under every
+    action some rule names, so a decision looks up one action.
+
+    Raises:
+        PolicyError: the policy expands to more than ``MAX_INDEX_ENTRIES`` entries.
+    """
+    count = len(rules)
+    rule_ids: list[str] = []
+    rule_effects: list[str] = []
+    conditions: list[Condition | None] = [None] * (2 * count)
+    verdicts: list[Match] = [NO_MATCH] * (2 * count)
+    denies: list[_Entry] = []
+    allows: list[_Entry] = []
+    everything = (*named, checks.ANY)
+    size = 0
+    for position, rule_id, deny, subjects, reach, actions, patterns, condition in rules:
+        targets = everything if checks.ANY in actions else actions
+        size += reach * len(targets) * len(patterns)
+        if size > checks.MAX_INDEX_ENTRIES:
+            raise PolicyError(
+                f"policy expands to more than {checks.MAX_INDEX_ENTRIES} "
+                "(subject, action, resource) entries; split large groups or '*' actions",
+                rule=rule_id,
+            )
+        rule_ids.append(rule_id)
+        if deny:
+            code = position
+            rule_effects.append("deny")
+            verdicts[code] = Match(False, "policy_denied", rule_id)
+            denies.append((code, subjects, targets, patterns))
+        else:
+            code = count + position
+            rule_effects.append("allow")
+            verdicts[code] = Match(True, "allowed", rule_id)
+            allows.append((code, subjects, targets, patterns))
+        conditions[code] = condition
     return CompiledPolicy(
-        rules=tuple(summaries),
-        index=builder.finish(),
-        workloads_of=_invert_workloads(workloads),
+        rule_ids=tuple(rule_ids),
+        rule_effects=tuple(rule_effects),
+        index=build_index(itertools.chain(denies, allows)),
+        acting=acting,
+        prefix_lengths=prefix_lengths,
         conditions=tuple(conditions),
-        verdicts=tuple(_verdict(s) for s in summaries),
+        verdicts=tuple(verdicts),
     )
 
 
-class _IndexBuilder:
-    """Accumulates rules into action -> principal -> ResourceIndex.
-
-    A rule whose actions include ``*`` is filed under ``*`` and also under every action some
-    rule names, so a decision looks up one action table, never two.
-    """
-
-    def __init__(self, groups: Mapping[str, tuple[str, ...]]) -> None:
-        self._groups = groups
-        self._pending: list[_PendingRule] = []
-
-    def add_rule(
-        self, position: int, raw: object, seen_ids: set[str]
-    ) -> tuple[RuleSummary, Condition | None]:
-        where = f"rules[{position}]"
-        rule = _map(raw, where, _RULE_KEYS, _RULE_REQUIRED)
-        rule_id = _text(rule["id"], f"{where}.id")
-        _checked(checks.check_rule_id, rule_id, None)
-        if rule_id in seen_ids:
-            raise PolicyError(f"duplicate rule id {rule_id!r}", rule=rule_id)
-        seen_ids.add(rule_id)
-        effect = _text(rule["effect"], "effect", rule_id)
-        if effect not in checks.EFFECTS:
-            raise PolicyError(f"effect {effect!r} must be 'allow' or 'deny'", rule=rule_id)
-        principals = self._principals(rule["subjects"], rule_id)
-        actions = _texts(rule["actions"], "actions", checks.MAX_RULE_ITEMS, rule_id)
-        resources = _texts(rule["resources"], "resources", checks.MAX_RULE_ITEMS, rule_id)
-        for action in actions:
-            _checked(checks.check_action, action, rule_id)
-        patterns = [(_checked(checks.check_resource_pattern, r, rule_id), r) for r in resources]
-        condition = _condition(rule["when"], rule_id) if "when" in rule else None
-        self._pending.append((rule_id, position, effect == "deny", principals, actions, patterns))
-        return RuleSummary(rule_id, effect), condition
-
-    def _principals(self, raw: object, rule_id: str) -> tuple[str, ...]:
-        principals: dict[str, None] = {}
-        for subject in _texts(raw, "subjects", checks.MAX_RULE_ITEMS, rule_id):
-            group = _checked(checks.check_subject, subject, rule_id)
-            if group is None:
-                principals[subject] = None
-                continue
-            members = self._groups.get(group)
-            if members is None:
-                raise PolicyError(f"subject {subject!r} names an undefined group", rule=rule_id)
-            principals.update(dict.fromkeys(members))
-        return tuple(principals)
-
-    def finish(self) -> dict[str, dict[str, ResourceIndex]]:
-        named = sorted({a for rule in self._pending for a in rule[4] if a != checks.ANY})
-        index: dict[str, dict[str, ResourceIndex]] = {}
-        shared: dict[tuple[str, ...], Suffix] = {}
-        entries = 0
-        for rule_id, position, deny, principals, actions, patterns in self._pending:
-            targets = (*named, checks.ANY) if checks.ANY in actions else actions
-            entries += len(principals) * len(targets) * len(patterns)
-            if entries > checks.MAX_INDEX_ENTRIES:
-                raise PolicyError(
-                    f"policy expands to more than {checks.MAX_INDEX_ENTRIES} "
-                    "(subject, action, resource) entries; split large groups or '*' actions",
-                    rule=rule_id,
-                )
-            for action in targets:
-                by_principal = index.setdefault(action, {})
-                for principal in principals:
-                    resource_index = by_principal.get(principal)
-                    if resource_index is None:
-                        resource_index = by_principal[principal] = ResourceIndex()
-                    for segments, pattern in patterns:
-                        resource_index.add(segments, pattern, position, deny, shared)
-        for by_principal in index.values():
-            for resource_index in by_principal.values():
-                resource_index.freeze()
-        return index
-
-
-def _condition(raw: object, rule_id: str) -> Condition:
-    when = _map(raw, "when", _WHEN_KEYS, frozenset(), rule_id)
-    if not when:
-        raise PolicyError("'when' is empty; omit it for an unconditional rule", rule=rule_id)
-    context: list[tuple[str, frozenset[str]]] = []
-    if "context" in when:
-        raw_context = _map(when["context"], "when.context", None, frozenset(), rule_id)
-        if not raw_context:
-            raise PolicyError("'when.context' is empty", rule=rule_id)
-        if len(raw_context) > checks.MAX_CONTEXT_KEYS:
-            raise PolicyError(
-                f"'when.context' tests more than {checks.MAX_CONTEXT_KEYS} keys", rule=rule_id
-            )
-        for key, raw_values in raw_context.items():
-            _checked(checks.check_context_key, key, rule_id)
-            values = _texts(raw_values, f"when.context.{key}", checks.MAX_CONTEXT_VALUES, rule_id)
-            for value in values:
-                _checked(checks.check_context_value, value, rule_id)
-            context.append((key, frozenset(values)))
-    window = None
-    if "time_utc" in when:
-        text = _text(when["time_utc"], "when.time_utc", rule_id)
-        window = _checked(checks.parse_time_window, text, rule_id)
-    return Condition(tuple(sorted(context, key=lambda item: item[0])), window)
-
-
-def _verdict(rule: RuleSummary) -> Match:
-    if rule.effect == "allow":
-        return Match(True, "allowed", rule.id)
-    return Match(False, "policy_denied", rule.id)
-
-
-def _invert_workloads(workloads: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    acting: dict[str, set[str]] = {}
+def _acting(
+    groups: Mapping[str, tuple[str, ...]], workloads: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """For each identity a group or workload names: the identity, the workloads it acts as,
+    the groups (as ``group:NAME``) it or those workloads belong to, and ``*``, in a fixed
+    order."""
+    workloads_of: dict[str, set[str]] = {}
     for workload, selectors in workloads.items():
         for selector in selectors:
-            acting.setdefault(selector, set()).add(workload)
-    return {selector: tuple(sorted(ids)) for selector, ids in acting.items()}
-
-
-def _checked(check: Callable[[str], _T], value: str, rule_id: str | None) -> _T:
-    try:
-        return check(value)
-    except ValueError as exc:
-        raise PolicyError(str(exc), rule=rule_id) from exc
-
-
-def _map(
-    raw: object,
-    what: str,
-    allowed: frozenset[str] | None,
-    required: frozenset[str],
-    rule_id: str | None = None,
-) -> dict[str, object]:
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{what} must be a map", rule=rule_id)
-    for key in raw:
-        if not isinstance(key, str):
-            raise PolicyError(f"{what} has a non-text key", rule=rule_id)
-        if allowed is not None and key not in allowed:
-            raise PolicyError(f"{what} has unknown key {key!r}", rule=rule_id)
-    missing = sorted(required - raw.keys())
-    if missing:
-        raise PolicyError(f"{what} is missing {', '.join(map(repr, missing))}", rule=rule_id)
-    return raw
-
-
-def _list(raw: object, what: str, limit: int, rule_id: str | None = None) -> list[object]:
-    if not isinstance(raw, list):
-        raise PolicyError(f"{what} must be a list", rule=rule_id)
-    if len(raw) > limit:
-        raise PolicyError(f"{what} has {len(raw)} entries, over the limit of {limit}", rule=rule_id)
-    return raw
-
-
-def _text(raw: object, what: str, rule_id: str | None = None) -> str:
-    if not isinstance(raw, str):
-        raise PolicyError(f"{what} must be text", rule=rule_id)
-    return raw
-
-
-def _texts(raw: object, what: str, limit: int, rule_id: str | None = None) -> tuple[str, ...]:
-    items = _list(raw, what, limit, rule_id)
-    if not items:
-        raise PolicyError(f"{what} must not be empty", rule=rule_id)
-    texts = tuple(_text(item, f"{what} entry", rule_id) for item in items)
-    if len(set(texts)) != len(texts):
-        duplicate = sorted(t for t in set(texts) if texts.count(t) > 1)[0]
-        raise PolicyError(f"{what} lists {duplicate!r} twice", rule=rule_id)
-    return texts
-
-
-def _string_lists(
-    raw: object,
-    what: str,
-    max_keys: int,
-    max_items: int,
-    check_key: Callable[[str], None],
-    check_item: Callable[[str], None],
-) -> dict[str, tuple[str, ...]]:
-    table = _map(raw, what, None, frozenset())
-    if len(table) > max_keys:
-        raise PolicyError(f"{what} has {len(table)} entries, over the limit of {max_keys}")
-    result: dict[str, tuple[str, ...]] = {}
-    for key, items in table.items():
-        _checked(check_key, key, None)
-        values = _texts(items, f"{what}.{key}", max_items)
-        for value in values:
-            _checked(check_item, value, None)
-        result[key] = values
-    return result
+            workloads_of.setdefault(selector, set()).add(workload)
+    groups_of: dict[str, set[str]] = {}
+    for name, members in groups.items():
+        for member in members:
+            groups_of.setdefault(member, set()).add(checks.GROUP_PREFIX + name)
+    acting: dict[str, tuple[str, ...]] = {}
+    for identity in sorted({*workloads_of, *groups_of}):
+        via = sorted(workloads_of.get(identity, ()))
+        principals = dict.fromkeys((identity, *via))
+        for member in (identity, *via):
+            principals.update(dict.fromkeys(sorted(groups_of.get(member, ()))))
+        acting[identity] = (*principals, checks.ANY)
+    return acting

@@ -3,12 +3,15 @@
 Semantics (docs/policy.md is the long form):
 
 - A request acts as its ``subject``, each of its ``selectors``, every workload that a
-  ``workloads:`` entry maps one of those to, and ``*`` (anyone).
-- A rule matches when one of those principals is among its (group-expanded) subjects, its
+  ``workloads:`` entry maps one of those to, every group (``group:NAME``) one of those is a
+  member of, and ``*`` (anyone).
+- A rule matches when one of those principals is among its subjects, its
   actions hold the request's action or ``*``, one of its resource patterns matches the whole
   resource, and its ``when`` condition holds at ``now``.
 - Any matching deny wins and the lowest-index matching deny is named; otherwise the
   lowest-index matching allow is named; no matching rule denies with ``no_matching_rule``.
+  The index stores rules as codes ordered exactly so (see ``_index``): the decision is the
+  smallest code whose rule holds, and each bucket is scanned only up to the best code so far.
 
 Invariants: :func:`evaluate` is pure (no I/O, no clock: ``now`` is a parameter), never
 scans all rules (it looks up the request's action and principals in the compiled index), and
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.policy._index import Bucket
 from edge_agent.policy._match import NO_MATCH, Match
+from edge_agent.policy._payload import Condition
 from edge_agent.policy.compiler import CompiledPolicy
 
 __all__ = ["Match", "Request", "evaluate"]
 
 _ANY = "*"
+_GROUP = "group:"
 _NO_RULE = 1 << 62
 
 
@@ -55,53 +59,85 @@ def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:
         by_principal = index.get(_ANY)
         if by_principal is None:
             return NO_MATCH
-    subject = request.subject
-    if request.selectors or subject in policy.workloads_of:
+    if request.selectors:
         principals = _principals(policy, request)
     else:
-        principals = (subject, _ANY)
-    buckets: list[Bucket] = []
-    segments: list[str] | None = None
-    for principal in principals:
-        resource_index = by_principal.get(principal)
-        if resource_index is not None:
-            if segments is None:
-                segments = request.resource.split("/")
-            resource_index.collect(request.resource, segments, buckets)
-    if not buckets:
-        return NO_MATCH
+        principals = policy.acting.get(request.subject) or _alone(request.subject)
     conditions = policy.conditions
     context = request.context
+    resource = request.resource
+    segments: list[str] = []
+    probes: list[tuple[int, str]] | None = None
     best = _NO_RULE
-    for bucket in buckets:
-        for rule in bucket.deny:
-            if rule >= best:
-                break
-            condition = conditions[rule]
-            if condition is None or condition.holds(context, now):
-                best = rule
-                break
-    if best != _NO_RULE:
-        return policy.verdicts[best]
-    for bucket in buckets:
-        for rule in bucket.allow:
-            if rule >= best:
-                break
-            condition = conditions[rule]
-            if condition is None or condition.holds(context, now):
-                best = rule
-                break
-    if best != _NO_RULE:
-        return policy.verdicts[best]
-    return NO_MATCH
+    for principal in principals:
+        node = by_principal.get(principal)
+        if node is None:
+            continue
+        if probes is None:
+            segments = resource.split("/")
+            probes = _probes(resource, segments, policy.prefix_lengths)
+        by_prefix = node.by_prefix
+        for length, prefix in probes:
+            entries = by_prefix.get(prefix)
+            if entries is not None:
+                for tail, codes in entries:
+                    if codes[0] < best and (tail.anything or tail.matches(segments, length)):
+                        best = _first_holding(codes, best, conditions, context, now)
+        for tail, codes in node.root:
+            if codes[0] < best and tail.matches(segments, 0):
+                best = _first_holding(codes, best, conditions, context, now)
+    if best == _NO_RULE:
+        return NO_MATCH
+    return policy.verdicts[best]
+
+
+def _probes(resource: str, segments: list[str], lengths: tuple[int, ...]) -> list[tuple[int, str]]:
+    """The (segment count, prefix) keys a decision probes in each index, cut from the
+    resource once: every wildcard prefix length the policy uses that is shorter than the
+    resource, then the whole resource (exact patterns, and wildcard tails that may match
+    nothing, such as ``/**``)."""
+    count = len(segments)
+    probes: list[tuple[int, str]] = []
+    for length in lengths:
+        if length >= count:
+            break
+        probes.append((length, "/".join(segments[:length])))
+    probes.append((count, resource))
+    return probes
+
+
+def _first_holding(
+    codes: tuple[int, ...],
+    best: int,
+    conditions: tuple[Condition | None, ...],
+    context: tuple[tuple[str, str], ...],
+    now: int,
+) -> int:
+    """The first code below ``best`` whose condition holds, else ``best``."""
+    for code in codes:
+        if code >= best:
+            return best
+        condition = conditions[code]
+        if condition is None or condition.holds(context, now):
+            return code
+    return best
 
 
 def _principals(policy: CompiledPolicy, request: Request) -> tuple[str, ...]:
-    """The subject, its selectors, the workloads they map to, and ``*``, in a fixed order."""
-    workloads_of = policy.workloads_of
-    acting: dict[str, None] = {request.subject: None}
-    acting.update(dict.fromkeys(request.selectors))
+    """Every principal the subject and its selectors act as, in a fixed order."""
+    acting = policy.acting
+    principals: dict[str, None] = {}
     for identity in (request.subject, *request.selectors):
-        acting.update(dict.fromkeys(workloads_of.get(identity, ())))
-    acting[_ANY] = None
-    return tuple(acting)
+        principals.update(dict.fromkeys(acting.get(identity) or _alone(identity)))
+    return tuple(principals)
+
+
+def _alone(identity: str) -> tuple[str, ...]:
+    """The principals of an identity no group or workload names: itself and ``*``.
+
+    A ``group:NAME`` principal is reached only through membership (``CompiledPolicy.acting``),
+    never by a request that names the group as its identity.
+    """
+    if identity.startswith(_GROUP):
+        return (_ANY,)
+    return (identity, _ANY)
