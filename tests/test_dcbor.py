@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,16 @@ def test_values_edgegov_never_encodes_are_refused(value: object) -> None:
 def test_a_map_mixing_key_types_is_refused_when_decoding() -> None:
     with pytest.raises(EnvelopeError, match="mixes key types"):
         dcbor.decode(bytes.fromhex("a2010120 02"), max_bytes=64)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [["aa", "a"], ["b", "a"], [2, 1], [-2, -1], [b"bb", b"a"], [b"b", b"a"], [24, 23]],
+)
+def test_decode_refuses_map_keys_out_of_deterministic_order(keys: list[object]) -> None:
+    data = cbor2.dumps(dict.fromkeys(keys, 0))
+    with pytest.raises(EnvelopeError, match="deterministically"):
+        dcbor.decode(data, max_bytes=1024)
+    assert dcbor.decode(dcbor.encode(dict.fromkeys(keys, 0)), max_bytes=1024) == dict.fromkeys(
+        keys, 0
+    )

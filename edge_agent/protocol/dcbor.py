@@ -15,7 +15,7 @@ This module does not know what the values mean; schemas live next to each object
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn, TypeAlias
 
 import cbor2
@@ -49,63 +49,98 @@ def encode_tagged(tag: int, value: object) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(tag, value), canonical=True)
 
 
-def _walk(root: object, what: str, error: type[Exception]) -> None:
+def _walk(root: object, what: str, error: type[Exception], *, ordered: bool = False) -> None:
     """Check every item of ``root``: allowed types, 64-bit integers, depth, item count, and
-    map keys of one CBOR major type (unsigned, negative, text or bytes).
+    map keys of one CBOR major type (unsigned, negative, text or bytes); with ``ordered``,
+    also that every map's keys already stand in deterministic order.
 
     With one major type per map, cbor2's canonical key order (shorter encoding first, then
     bytewise) equals RFC 8949 section 4.2.1's bytewise order of the encoded keys, so
-    ``cbor2.dumps(canonical=True)`` produces the deterministic encoding.
+    ``cbor2.dumps(canonical=True)`` produces the deterministic encoding. A decoded map keeps
+    the order its keys had on the wire, so when they are already in that order the plain
+    (non-sorting) encoder reproduces deterministic bytes, and more cheaply.
     """
+    if not _is_container(root):
+        _check_scalar(root, what, error)
+        return
     stack: list[tuple[object, int]] = [(root, 0)]
-    count = 0
+    count = 1
     while stack:
-        value, depth = stack.pop()
-        count += 1
-        if count > MAX_CBOR_ITEMS:
-            raise error(f"{what} holds more than {MAX_CBOR_ITEMS} CBOR items")
+        container, depth = stack.pop()
         if depth > MAX_CBOR_DEPTH:
             raise error(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
-        kind = type(value)
-        if kind is str or kind is bytes or kind is bool or value is None:
-            continue
-        if kind is int:
-            if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
-                raise error(f"{what} holds an integer outside the 64-bit range")
-            continue
-        if kind is list or kind is tuple:
-            stack.extend((item, depth + 1) for item in value)  # type: ignore[attr-defined]
-            continue
-        if kind is dict:
-            count += len(value)  # type: ignore[arg-type]
-            _check_keys(value, what, error)  # type: ignore[arg-type]
-            stack.extend((item, depth + 1) for item in value.values())  # type: ignore[attr-defined]
-            continue
-        if isinstance(value, float):
-            raise error(f"{what} holds a floating-point number")
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            raise error(f"{what} holds a {kind.__name__}; encode plain str or int values")
-        raise error(f"{what} holds a forbidden CBOR item ({kind.__name__})")
-
-
-def _check_keys(value: dict[object, object], what: str, error: type[Exception]) -> None:
-    major: str | None = None
-    for key in value:
-        kind = type(key)
-        if kind is int:
-            if not MIN_INT <= key <= MAX_INT:  # type: ignore[operator]
-                raise error(f"{what} holds an integer outside the 64-bit range")
-            this = "uint" if key >= 0 else "nint"  # type: ignore[operator]
-        elif kind is str:
-            this = "text"
-        elif kind is bytes:
-            this = "bytes"
+        items: Iterable[object]
+        if type(container) is dict:
+            _check_keys(container, what, error, ordered)
+            count += 2 * len(container)
+            items = container.values()
         else:
-            raise error(f"{what} has a map key of type {kind.__name__}, which is not allowed")
+            count += len(container)  # type: ignore[arg-type]
+            items = container  # type: ignore[assignment]
+        if count > MAX_CBOR_ITEMS:
+            raise error(f"{what} holds more than {MAX_CBOR_ITEMS} CBOR items")
+        if depth + 1 > MAX_CBOR_DEPTH and container:
+            raise error(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
+        for item in items:
+            kind = type(item)
+            if kind is str or kind is bytes or kind is bool or item is None:
+                continue
+            if kind is list or kind is dict or kind is tuple:
+                stack.append((item, depth + 1))
+                continue
+            _check_scalar(item, what, error)
+
+
+def _is_container(value: object) -> bool:
+    kind = type(value)
+    return kind is list or kind is dict or kind is tuple
+
+
+def _check_scalar(value: object, what: str, error: type[Exception]) -> None:
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bool or value is None:
+        return
+    if kind is int:
+        if not MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
+            raise error(f"{what} holds an integer outside the 64-bit range")
+        return
+    if isinstance(value, float):
+        raise error(f"{what} holds a floating-point number")
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        raise error(f"{what} holds a {kind.__name__}; encode plain str or int values")
+    raise error(f"{what} holds a forbidden CBOR item ({kind.__name__})")
+
+
+def _check_keys(
+    value: dict[object, object], what: str, error: type[Exception], ordered: bool
+) -> None:
+    major: str | None = None
+    previous: tuple[int, bytes] | None = None
+    for key in value:
+        rank: tuple[int, bytes]
+        if isinstance(key, bool):
+            raise error(f"{what} has a map key of type bool, which is not allowed")
+        if isinstance(key, int):
+            if not MIN_INT <= key <= MAX_INT:
+                raise error(f"{what} holds an integer outside the 64-bit range")
+            this = "uint" if key >= 0 else "nint"
+            rank = (key if key >= 0 else -1 - key, b"")
+        elif isinstance(key, str):
+            this = "text"
+            encoded = key.encode()
+            rank = (len(encoded), encoded)
+        elif isinstance(key, bytes):
+            this = "bytes"
+            rank = (len(key), key)
+        else:
+            raise error(f"{what} has a map key of type {type(key).__name__}, which is not allowed")
         if major is None:
             major = this
         elif this != major:
             raise error(f"{what} has a map that mixes key types")
+        if ordered and previous is not None and not previous < rank:
+            raise error(f"{what} is not deterministically encoded CBOR (map key order)")
+        previous = rank
 
 
 def decode(data: bytes, *, max_bytes: int, what: str = "object") -> CborValue:
@@ -157,9 +192,9 @@ def _loads(data: bytes, *, max_bytes: int, what: str, allow_top_tag: int | None)
         inner = _thaw(value.value, 0, what)
     else:
         inner = value
-    _walk(inner, what, EnvelopeError)
+    _walk(inner, what, EnvelopeError, ordered=True)
     top = cbor2.CBORTag(allow_top_tag, inner) if allow_top_tag is not None else inner
-    reencoded = cbor2.dumps(top, canonical=True)
+    reencoded = cbor2.dumps(top)
     if reencoded != data:
         raise EnvelopeError(f"{what} is not deterministically encoded CBOR")
     return inner
