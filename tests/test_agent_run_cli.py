@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,3 +138,51 @@ def test_run_refuses_an_unknown_config_field(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "sync.ship_every" in result.stderr
+
+
+def _datagrams(sock: socket.socket, seconds: float) -> list[str]:
+    messages = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    return messages
+
+
+def test_run_notifies_systemd_ready_status_and_watchdog_from_the_decision_loop(
+    tmp_path: Path,
+) -> None:
+    state, _ = _init(tmp_path, HubSim(), "--broker", "mqtt://127.0.0.1:1")
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "600000"}
+        sock = state / "agent.sock"
+        process = subprocess.Popen(
+            [*AGENT, "run", "--state-dir", str(state), "--socket", str(sock)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            first = _datagrams(notify, 15.0)[:1]
+            assert first and first[0].startswith("READY=1")
+            assert "STATUS=no bundle; gate CLOSED: no_bundle" in first[0]
+            assert sock.exists(), "READY came before the agent could decide"
+            pings = [m for m in _datagrams(notify, 2.0) if m == "WATCHDOG=1"]
+            assert len(pings) >= 3
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                _datagrams(notify, 0.5)
+                assert _datagrams(notify, 1.5) == []
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            assert "WATCHDOG=1" in _datagrams(notify, 2.0)
+            os.kill(process.pid, signal.SIGTERM)
+            assert any(m.startswith("STOPPING=1") for m in _datagrams(notify, 10.0))
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)

@@ -7,15 +7,21 @@ import argparse
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 
+from edge_agent._internal.cli_support import format_duration
 from edge_agent.agent import LocalAgent
+from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.store import StateStore
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 
-__all__ = ["BROKER_SETTINGS", "register"]
+__all__ = ["BROKER_SETTINGS", "register", "status_line"]
+
+STATUS_EVERY_S = 5.0
+"""How often the systemd status line is refreshed (the expiry counts down)."""
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(agent: LocalAgent, config: AgentConfig) -> None:
+    """Serve decisions and sync until SIGTERM; tell systemd when ready, how it is doing, and
+    that the decision loop is alive (all no-ops outside systemd)."""
     settings = config.broker_settings(agent.state.device.device_id)
     daemon = AgentDaemon(agent, settings, config.sync)
     task = asyncio.current_task()
@@ -63,16 +71,57 @@ async def _run(agent: LocalAgent, config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
-    logger.info(
-        "agent %s running: broker %s, bundle %s",
-        agent.state.device.device_id,
-        settings.url,
-        agent.state.bundle.version if agent.state.bundle else "none",
-    )
     ensure_fd_headroom(config.socket.limits)
-    try:
-        async with DecisionServer(agent, config.socket):
-            logger.info("serving decisions on %s", config.socket.path)
-            await daemon.run()
-    except asyncio.CancelledError:
-        logger.info("stopping: signing a final checkpoint and closing the lineage")
+    with Notifier.from_environment() as notifier:
+        try:
+            async with DecisionServer(agent, config.socket), asyncio.TaskGroup() as tasks:
+                logger.info(
+                    "agent %s running: broker %s, decisions on %s, bundle %s",
+                    agent.state.device.device_id,
+                    settings.url,
+                    config.socket.path,
+                    agent.state.bundle.version if agent.state.bundle else "none",
+                )
+                notifier.ready(status_line(agent, int(time.time())))
+                tasks.create_task(daemon.run(), name="sync")
+                tasks.create_task(_report_status(agent, notifier), name="sd-status")
+                interval = watchdog_interval()
+                if interval is not None:
+                    tasks.create_task(
+                        watchdog_loop(notifier, interval, lambda: _probe(agent)), name="watchdog"
+                    )
+        except asyncio.CancelledError:
+            notifier.stopping("stopping: signing a final checkpoint")
+            logger.info("stopping: signing a final checkpoint and closing the lineage")
+
+
+def status_line(agent: LocalAgent, now: int) -> str:
+    """One line for ``systemctl status``: bundle, time left, gate state."""
+    bundle = agent.state.bundle
+    failed = [c for c in agent.checks(now) if not c.passed]
+    problem = agent.lineage.status() if agent.lineage else "the lineage is not open"
+    if problem is not None:
+        gate = "gate CLOSED: lineage_unavailable"
+    elif failed:
+        gate = f"gate CLOSED: {failed[0].reason}"
+    else:
+        gate = "gate open"
+    if bundle is None:
+        return f"no bundle; {gate}"
+    return (
+        f"bundle v{bundle.version}, expires in {format_duration(bundle.expires_at - now)}; {gate}"
+    )
+
+
+async def _report_status(agent: LocalAgent, notifier: Notifier) -> None:
+    while True:
+        await asyncio.sleep(STATUS_EVERY_S)
+        notifier.status(status_line(agent, int(time.time())))
+
+
+async def _probe(agent: LocalAgent) -> None:
+    """The watchdog's liveness probe: the gate answers and the lineage database is readable
+    from the decision threads (a hung disk or lock fails it)."""
+    agent.checks(int(time.time()))
+    if agent.lineage is not None:
+        await asyncio.to_thread(agent.lineage.summary)
