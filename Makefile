@@ -41,8 +41,20 @@ format: $(STAMP)
 	$(BIN)/ruff format edge_agent hub tests bench
 	$(BIN)/ruff check --fix edge_agent hub tests bench
 
+# Every benchmark, full size; each prints its table (see README). A quiet machine matters.
 bench: $(STAMP)
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/lineage.py
+	$(BIN)/python bench/decision_socket.py
+	$(BIN)/python bench/hub_ingest.py
+	$(BIN)/python bench/fleet.py
+
+# The self-contained agent (PyInstaller onedir in dist/edge-agent/) and
+# dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv
+# (build/venv: the runtime dependencies and the pinned PyInstaller) and rebuilds only when
+# something that goes into the build changed.
+package:
+	PYTHON=$(PYTHON) packaging/build.sh
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

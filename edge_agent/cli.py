@@ -51,7 +51,7 @@ class _UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     try:
         return int(args.handler(args))
     except (_UsageError, ConfigError) as exc:
@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="agent state directory (default: $EDGE_AGENT_STATE_DIR or %(default)s)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines: key=value text (journald) or JSON objects (default: text)",
+    )
     parser = argparse.ArgumentParser(prog=PROG, description="edgegov edge agent", parents=[common])
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -186,3 +187,33 @@ def test_run_notifies_systemd_ready_status_and_watchdog_from_the_decision_loop(
             if process.poll() is None:
                 process.kill()
             process.wait(timeout=30)
+
+
+def test_run_logs_one_json_object_per_line_with_log_format_json(tmp_path: Path) -> None:
+    state, _ = _init(tmp_path, HubSim(), "--broker", "mqtt://127.0.0.1:1")
+    process = subprocess.Popen(
+        [
+            *AGENT,
+            "run",
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(state / "s"),
+            "--log-format",
+            "json",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("reconnecting" in x for x in lines):
+            lines.append(process.stderr.readline())
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert any("reconnecting" in record["msg"] for record in records)
+    assert all({"level", "logger", "msg"} <= set(record) for record in records)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_agent._internal.logging_setup import configure
 from edge_agent.errors import ConfigError
 
 __all__ = [
@@ -88,12 +89,10 @@ def format_duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.ERROR,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(verbose: bool, log_format: str = "text", level: str = "error") -> None:
+    """Log to stderr, one event per line (``text``) or one JSON object per line (``json``):
+    errors only for one-shot commands, ``level`` for daemons, everything with ``verbose``."""
+    configure("debug" if verbose else level, "json" if log_format == "json" else "text")
 
 
 def fail(prog: str, exc: BaseException, verbose: bool, code: int) -> int:

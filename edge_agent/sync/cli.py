@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from edge_agent._internal.cli_support import format_duration
+from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
@@ -52,6 +52,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     config = load_config(args.config, defaults)
+    log_format = args.log_format if args.log_format != "text" else config.log.format
+    configure_logging(args.verbose, log_format, config.log.level)
     if args.socket is not None:
         config = config.model_copy(
             update={"socket": config.socket.model_copy(update={"path": args.socket})}

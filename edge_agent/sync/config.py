@@ -49,6 +49,7 @@ __all__ = [
     "AgentConfig",
     "BrokerConfig",
     "LineageSection",
+    "LogSection",
     "SyncConfig",
     "load_config",
 ]
@@ -106,8 +107,16 @@ class LineageSection(_Section):
         )
 
 
+class LogSection(_Section):
+    """What the daemon logs to stderr (journald keeps it), and how."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class AgentConfig(_Section):
     broker: BrokerConfig = BrokerConfig()
+    log: LogSection = LogSection()
     sync: SyncConfig = SyncConfig()
     lineage: LineageSection = LineageSection()
     socket: SocketConfig = SocketConfig()

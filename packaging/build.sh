@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the self-contained edge agent for this machine's architecture:
+#   dist/edge-agent/                      PyInstaller onedir build (packaging/edge-agent.spec)
+#   dist/edge-agent_<version>_<arch>.deb  the Debian package (packaging/make-deb.sh)
+#
+# Sets itself up from nothing: a build venv (build/venv) holding only the agent's runtime
+# dependencies, read from pyproject.toml, and the pinned PyInstaller of
+# packaging/requirements-build.txt, so nothing from the hub or the test tools can leak into the
+# binary. When nothing that goes into the build changed since the last one (a fingerprint of the
+# sources, the packaging files and the build venv), the existing build is kept.
+#
+# Needs: a Python 3.11+ built with a shared libpython (Debian's python3.11 with python3.11-venv,
+# or pyenv's), strip (binutils) and dpkg-deb. The binary runs on glibc no older than this
+# machine's and on its CPU architecture only: build ARM64 packages on ARM64 (docs/deploy.md).
+# PYTHON selects the interpreter; FORCE=1 rebuilds regardless of the fingerprint.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+VENV="$ROOT/build/venv"
+FINGERPRINT="$ROOT/build/edge-agent.fingerprint"
+BINARY="$ROOT/dist/edge-agent/edge-agent"
+
+runtime_requirements() {
+    "$PYTHON" -c 'import tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["dependencies"]))'
+}
+
+setup_venv() {
+    local requirements want have=""
+    requirements="$(runtime_requirements)"
+    want="$({
+        "$PYTHON" --version
+        echo "$requirements"
+        cat packaging/requirements-build.txt
+    } | sha256sum | cut -d' ' -f1)"
+    [[ -f "$VENV/.stamp" ]] && have="$(cat "$VENV/.stamp")"
+    [[ "$want" == "$have" && -x "$VENV/bin/python" ]] && return
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    echo "$requirements" >"$VENV/runtime-requirements.txt"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+        -r "$VENV/runtime-requirements.txt" -r packaging/requirements-build.txt
+    echo "$want" >"$VENV/.stamp"
+}
+
+fingerprint() {
+    {
+        "$VENV/bin/python" --version
+        "$VENV/bin/pip" freeze --disable-pip-version-check
+        find edge_agent packaging systemd firmware_profiles docs/deploy.md pyproject.toml \
+            -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort |
+            xargs sha256sum
+    } | sha256sum | cut -d' ' -f1
+}
+
+build_binary() {
+    rm -rf dist/edge-agent build/pyinstaller
+    "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
+        --distpath dist --workpath build/pyinstaller packaging/edge-agent.spec
+    "$BINARY" --version >/dev/null
+}
+
+require_tools() {
+    local tool missing=()
+    for tool in strip dpkg-deb dpkg-query; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        echo "build: missing ${missing[*]} (apt-get install binutils dpkg)" >&2
+        exit 1
+    fi
+}
+
+main() {
+    local start=$SECONDS want
+    require_tools
+    mkdir -p build dist
+    setup_venv
+    want="$(fingerprint)"
+    if [[ "${FORCE:-0}" != 1 && -x "$BINARY" && -f "$FINGERPRINT" ]] &&
+        [[ "$(cat "$FINGERPRINT")" == "$want" ]] &&
+        compgen -G "dist/edge-agent_*.deb" >/dev/null; then
+        echo "build: dist/edge-agent is up to date"
+        return
+    fi
+    rm -f "$FINGERPRINT" dist/edge-agent_*.deb
+    build_binary
+    packaging/make-deb.sh
+    echo "$want" >"$FINGERPRINT"
+    echo "build: dist/edge-agent ($(du -sh dist/edge-agent | cut -f1)) and" \
+        "$(cd dist && ls edge-agent_*.deb) in $((SECONDS - start)) s"
+}
+
+main "$@"
