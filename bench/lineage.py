@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.device_key import load_or_create_device_key
-from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, draft_of, place_draft
+from edge_agent.lineage.entries import GENESIS_PREV, Draft, decision_entry, draft_of, place_draft
 from edge_agent.lineage.exported import InclusionProof, verify_inclusion_proof
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
@@ -100,22 +100,6 @@ def decisions(count: int) -> list[Decision]:
             )
         )
     return result
-
-
-def entry_of(decision: Decision) -> Entry:
-    return Entry(
-        0,
-        decision.time,
-        GENESIS_PREV,
-        Kind.DECISION,
-        decision.allowed,
-        str(decision.reason),
-        decision.rule_id,
-        decision.bundle_digest,
-        decision.bundle_version,
-        decision.request,
-        decision.message,
-    )
 
 
 def fresh_log(root: Path, synchronous: str) -> LineageLog:
@@ -227,7 +211,7 @@ def throughput_section(root: Path, repeat: int, seconds: float) -> bool:
     measurement taken just before it, and the ratio is taken per pair.
     """
     pool = decisions(4096)
-    sample = place_draft(draft_of(entry_of(pool[0])), 123_456, GENESIS_PREV)
+    sample = place_draft(draft_of(decision_entry(pool[0])), 123_456, GENESIS_PREV)
     bare_seconds = max(seconds / 3, 0.5)
     print("## Durable decisions per second (group commit vs one commit per row)\n")
     print(
@@ -273,7 +257,7 @@ def build_log(root: Path, entries: int) -> tuple[LineageLog, float]:
     load_or_create_device_key(state)
     writer = LineageLog.open(state, DEVICE, config=LineageConfig(synchronous="NORMAL"))
     assert writer.store is not None
-    shapes: list[Draft] = [draft_of(entry_of(d)) for d in decisions(1024)]
+    shapes: list[Draft] = [draft_of(decision_entry(d)) for d in decisions(1024)]
     start = time.perf_counter()
     written = 0
     while written < entries:

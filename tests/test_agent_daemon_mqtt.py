@@ -15,30 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import TransportError
 from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import Channel, ChannelKind
-from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings, connect
 from edge_agent.trust.gate import Reason
+from tests.agent_fleet import AgentFleet, agent_fleet
 from tests.brokers import TlsFiles, amqtt_broker, mosquitto_broker
-from tests.factory import DAY, DEVICE, HubSim
+from tests.factory import DAY, HubSim
 from tests.tls_certs import ThrowawayCA
 
 pytestmark = pytest.mark.asyncio
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 GROUP = Channel(ChannelKind.GROUP, "line-a")
-FAST = SyncConfig(
-    status_interval_s=5,
-    ship_interval_s=0.2,
-    ack_timeout_s=2,
-    reconnect_initial_s=0.1,
-    reconnect_max_s=1,
-)
 WAIT_S = 20.0
 
 
@@ -61,45 +53,10 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-class Fleet:
-    """N agents in this process, each with its own state dir and daemon task."""
-
-    def __init__(self, tmp_path: Path, hub: HubSim, broker: BrokerSettings) -> None:
-        self.tmp_path = tmp_path
-        self.hub = hub
-        self.broker = broker
-        self.daemons: dict[str, AgentDaemon] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    def enrol(self, device_id: str) -> AgentDaemon:
-        state_dir = self.tmp_path / device_id
-        init_state_dir(
-            state_dir, replace(DEVICE, device_id=device_id), self.hub.root_bytes(), _now()
-        )
-        daemon = AgentDaemon(LocalAgent.open(state_dir), self.broker, FAST)
-        self.daemons[device_id] = daemon
-        self.tasks[device_id] = asyncio.create_task(daemon.run(), name=device_id)
-        return daemon
-
-    async def stop(self, device_id: str) -> None:
-        task = self.tasks.pop(device_id)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self.daemons.pop(device_id).agent.close()
-
-    async def close(self) -> None:
-        for device_id in list(self.tasks):
-            await self.stop(device_id)
-
-
 @contextlib.asynccontextmanager
-async def _fleet(tmp_path: Path, hub: HubSim, broker: BrokerSettings) -> AsyncIterator[Fleet]:
-    fleet = Fleet(tmp_path, hub, broker)
-    try:
+async def _fleet(tmp_path: Path, hub: HubSim, broker: BrokerSettings) -> AsyncIterator[AgentFleet]:
+    async with agent_fleet(tmp_path, hub.root_bytes(), broker) as fleet:
         yield fleet
-    finally:
-        await fleet.close()
 
 
 async def _publish(broker: BrokerSettings, *messages: tuple[str, bytes]) -> None:
@@ -129,7 +86,7 @@ async def test_pushed_bundle_reaches_50_agents_and_a_late_one_from_retained(
     hub = HubSim()
     async with _broker(broker_kind, tmp_path) as broker, _fleet(tmp_path, hub, broker) as fleet:
         for index in range(50):
-            fleet.enrol(f"gw-{index:03d}")
+            fleet.add(f"gw-{index:03d}")
         await _until(
             lambda: all(d.connected.is_set() for d in fleet.daemons.values()), "all connected"
         )
@@ -139,7 +96,7 @@ async def test_pushed_bundle_reaches_50_agents_and_a_late_one_from_retained(
             lambda: all(_version(d) == 1 for d in fleet.daemons.values()), "all 50 installed"
         )
         assert all(d.agent.decide(REQUEST, _now()).allowed for d in fleet.daemons.values())
-        late = fleet.enrol("gw-late")
+        late = fleet.add("gw-late")
         await _until(lambda: _version(late) == 1, "the late agent installed from retained")
 
 
@@ -150,7 +107,7 @@ async def test_revocation_denies_that_device_within_a_second_while_neighbours_al
     async with _broker(broker_kind, tmp_path) as broker, _fleet(tmp_path, hub, broker) as fleet:
         bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
         await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
-        target, neighbour = fleet.enrol("gw-001"), fleet.enrol("gw-002")
+        target, neighbour = fleet.add("gw-001"), fleet.add("gw-002")
         await _until(lambda: _version(target) == 1 and _version(neighbour) == 1, "installed")
         revocation = hub.revocation(1, "device", "gw-001", issued_at=_now())
         await _publish(broker, (topics.revocation_topic("eu-1", "device", "gw-001"), revocation))
@@ -177,7 +134,7 @@ async def test_freeze_without_freshness_denies_at_max_offline_not_at_ttl(
         issued = _now()
         bundle = hub.bundle(1, issued_at=issued, expires_at=issued + DAY, max_offline=max_offline)
         await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
-        daemon = fleet.enrol("gw-001")
+        daemon = fleet.add("gw-001")
         await _until(lambda: _version(daemon) == 1, "installed")
         for _ in range(3):
             token = hub.freshness(bundle, hub_time=_now(), ttl=30)
@@ -201,7 +158,7 @@ async def test_agent_keeps_deciding_while_the_broker_is_down_and_reconnects(
     async with mosquitto_broker() as handle, _fleet(tmp_path, hub, handle.settings) as fleet:
         bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
         await _publish(handle.settings, (topics.bundle_topic("eu-1", GROUP), bundle))
-        daemon = fleet.enrol("gw-001")
+        daemon = fleet.add("gw-001")
         await _until(lambda: _version(daemon) == 1, "installed")
         await handle.stop(kill=True)
         await _until(lambda: not daemon.connected.is_set(), "disconnect noticed")
@@ -230,7 +187,7 @@ async def test_agent_over_mutual_tls_installs_and_a_client_without_a_certificate
         bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
         await _publish(publisher, (topics.bundle_topic("eu-1", GROUP), bundle))
         async with _fleet(tmp_path, hub, device) as fleet:
-            daemon = fleet.enrol("gw-001")
+            daemon = fleet.add("gw-001")
             await _until(lambda: _version(daemon) == 1, "installed over TLS")
         anonymous = replace(handle.settings, ca_file=str(ca.ca_file))
         with pytest.raises(TransportError):

@@ -15,28 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import DeviceIdentity
-from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
-from hub.registry import DeviceRecord, Registry
+from hub.registry import Registry
 from hub.service import HubConfig, HubService
+from tests.agent_fleet import AgentFleet, agent_fleet
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for
 
 pytestmark = pytest.mark.asyncio
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
-FAST = SyncConfig(
-    status_interval_s=2,
-    ship_interval_s=0.1,
-    ack_timeout_s=1,
-    reconnect_initial_s=0.1,
-    reconnect_max_s=0.5,
-)
 WAIT_S = 30.0
 
 
@@ -63,48 +54,12 @@ def _hub_config(setup: HubSetup, broker: BrokerSettings) -> HubConfig:
     return HubConfig(setup.path, broker=broker, freshness_interval_s=0.3, token_ttl_s=5)
 
 
-class Agents:
-    """Agent daemons enrolled with the hub of ``setup``, each with its own state dir."""
-
-    def __init__(self, tmp_path: Path, setup: HubSetup, broker: BrokerSettings) -> None:
-        self.tmp_path = tmp_path
-        self.setup = setup
-        self.broker = broker
-        self.daemons: dict[str, AgentDaemon] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    def enrol(self, device_id: str, group: str = "line-a") -> None:
-        identity = DeviceIdentity(device_id, "eu-1", (group,), "generic-x86_64")
-        public = init_state_dir(self.tmp_path / device_id, identity, self.setup.root.raw, _now())
-        with Registry.open(self.setup.path / "hub.db") as registry:
-            registry.add_device(DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", public))
-
-    def start(self, device_id: str) -> AgentDaemon:
-        daemon = AgentDaemon(LocalAgent.open(self.tmp_path / device_id), self.broker, FAST)
-        self.daemons[device_id] = daemon
-        self.tasks[device_id] = asyncio.create_task(daemon.run(), name=device_id)
-        return daemon
-
-    async def kill(self, device_id: str) -> None:
-        """Stop a daemon abruptly: no final checkpoint, the lineage simply closed."""
-        task = self.tasks.pop(device_id)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self.daemons.pop(device_id).agent.close()
-
-    async def close(self) -> None:
-        for device_id in list(self.tasks):
-            await self.kill(device_id)
-
-
 @contextlib.asynccontextmanager
-async def _agents(tmp_path: Path, setup: HubSetup, broker: BrokerSettings) -> AsyncIterator[Agents]:
-    agents = Agents(tmp_path, setup, broker)
-    try:
-        yield agents
-    finally:
-        await agents.close()
+async def _agents(
+    tmp_path: Path, setup: HubSetup, broker: BrokerSettings
+) -> AsyncIterator[AgentFleet]:
+    async with agent_fleet(tmp_path, setup.root.raw, broker, setup.path / "hub.db") as fleet:
+        yield fleet
 
 
 def _version(daemon: AgentDaemon) -> int | None:

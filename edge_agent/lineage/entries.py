@@ -23,6 +23,7 @@ import cbor2
 from edge_agent.errors import LineageError
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
+from edge_agent.trust.gate import Decision
 
 __all__ = [
     "GENESIS_PREV",
@@ -32,6 +33,7 @@ __all__ = [
     "Entry",
     "Kind",
     "TreeEdge",
+    "decision_entry",
     "decode_entry",
     "draft_of",
     "encode_entry",
@@ -109,6 +111,23 @@ class Entry:
     bundle_version: int | None = None
     request: Request | None = None
     detail: str = ""
+
+
+def decision_entry(decision: Decision) -> Entry:
+    """The entry recording ``decision`` (its ``seq`` and ``prev`` are set when appended)."""
+    return Entry(
+        0,
+        decision.time,
+        GENESIS_PREV,
+        Kind.DECISION,
+        decision.allowed,
+        str(decision.reason),
+        decision.rule_id,
+        decision.bundle_digest,
+        decision.bundle_version,
+        decision.request,
+        decision.message,
+    )
 
 
 def entry_hash(data: bytes) -> bytes:

@@ -26,7 +26,7 @@ from pathlib import Path
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import EdgeGovError, LineageError
 from edge_agent.lineage.check import VerifyReport, verify_store
-from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
+from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, decision_entry, draft_of
 from edge_agent.lineage.exported import InclusionProof
 from edge_agent.lineage.store import (
     DEFAULT_BUSY_TIMEOUT_S,
@@ -275,14 +275,14 @@ class LineageLog:
     def record_decision(self, decision: Decision) -> tuple[Decision, int | None]:
         """Write ``decision`` durably; return it and its seq, or the deny that replaces it."""
         try:
-            return decision, self.append(_decision_entry(decision))
+            return decision, self.append(decision_entry(decision))
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
 
     async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
         """:meth:`record_decision` for a coroutine (many of them share one commit)."""
         try:
-            return decision, await self.append_async(_decision_entry(decision))
+            return decision, await self.append_async(decision_entry(decision))
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
 
@@ -581,22 +581,6 @@ class LineageLog:
             except LineageError as exc:
                 logger.error("no retention or checkpoint at close: %s", exc)
         self.store.close()
-
-
-def _decision_entry(decision: Decision) -> Entry:
-    return Entry(
-        0,
-        decision.time,
-        GENESIS_PREV,
-        Kind.DECISION,
-        decision.allowed,
-        str(decision.reason),
-        decision.rule_id,
-        decision.bundle_digest,
-        decision.bundle_version,
-        decision.request,
-        decision.message,
-    )
 
 
 def _prune_steps(base: int, sizes: list[int]) -> list[int]:

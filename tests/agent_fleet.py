@@ -1,0 +1,89 @@
+"""Real agent daemons for integration tests: each with its own state dir and daemon task.
+
+Every agent is enrolled with ``edge_agent.agent.init_state_dir`` (and, given a hub
+registry, registered there as ``edge-hub device add`` would) and runs ``AgentDaemon`` over a
+``LocalAgent`` in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.mqtt import BrokerSettings
+from hub.registry import DeviceRecord, Registry
+
+__all__ = ["FAST_SYNC", "AgentFleet", "agent_fleet"]
+
+FAST_SYNC = SyncConfig(
+    status_interval_s=2,
+    ship_interval_s=0.1,
+    ack_timeout_s=1,
+    reconnect_initial_s=0.1,
+    reconnect_max_s=0.5,
+)
+"""Sync timing for tests: quick shipping, resends and reconnects."""
+
+
+class AgentFleet:
+    """Agents of region eu-1 trusting ``root``, talking to ``broker``."""
+
+    def __init__(
+        self, tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | None
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.root = root
+        self.broker = broker
+        self.registry = registry
+        self.daemons: dict[str, AgentDaemon] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def enrol(self, device_id: str, group: str = "line-a") -> None:
+        identity = DeviceIdentity(device_id, "eu-1", (group,), "generic-x86_64")
+        public = init_state_dir(self.tmp_path / device_id, identity, self.root, int(time.time()))
+        if self.registry is not None:
+            with Registry.open(self.registry) as registry:
+                registry.add_device(
+                    DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", public)
+                )
+
+    def start(self, device_id: str) -> AgentDaemon:
+        daemon = AgentDaemon(LocalAgent.open(self.tmp_path / device_id), self.broker, FAST_SYNC)
+        self.daemons[device_id] = daemon
+        self.tasks[device_id] = asyncio.create_task(daemon.run(), name=device_id)
+        return daemon
+
+    def add(self, device_id: str) -> AgentDaemon:
+        """Enrol and start ``device_id``."""
+        self.enrol(device_id)
+        return self.start(device_id)
+
+    async def kill(self, device_id: str) -> None:
+        """Stop a daemon abruptly: its task cancelled, its state closed."""
+        task = self.tasks.pop(device_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.daemons.pop(device_id).agent.close()
+
+    async def close(self) -> None:
+        for device_id in list(self.tasks):
+            await self.kill(device_id)
+
+
+@contextlib.asynccontextmanager
+async def agent_fleet(
+    tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | None = None
+) -> AsyncIterator[AgentFleet]:
+    fleet = AgentFleet(tmp_path, root, broker, registry)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
