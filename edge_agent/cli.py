@@ -25,6 +25,7 @@ from edge_agent._internal.cli_support import (
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import ConfigError, EdgeGovError, StateError
+from edge_agent.fanotify import cli as fanotify_cli
 from edge_agent.lineage import cli as lineage_cli
 from edge_agent.policy.engine import Request
 from edge_agent.protocol._schema import check_name
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage_cli.register(commands, common)
     sync_cli.register(commands, common)
     socket_cli.register(commands, common)
+    fanotify_cli.register(commands, common)
     return parser
 
 

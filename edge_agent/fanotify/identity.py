@@ -1,0 +1,211 @@
+"""Who execs what: the file of a permission event and the process asking, from the kernel.
+
+The request a permission event becomes is the one ``edge-agent exec`` sends through the
+socket, so the same rules govern both:
+
+- **subject** ``exe:/PATH``: the program of the process calling ``execve`` (during the
+  permission wait the kernel has not replaced it yet), with the **selectors** the socket
+  gives its callers (:class:`edge_agent.socket.peer.PeerIdentity`): ``uid:``, ``gid:``
+  (effective ids from ``/proc/PID/status``), ``user:`` and ``exe-sha256:``;
+- **action** ``exec``; **resource** the path of the file being executed, read from the
+  event's own descriptor (``/proc/self/fd/N``: symlinks already resolved by the kernel);
+- **context** ``sha256``: the file's digest, as ``edge-agent exec`` sends it.
+
+Everything here runs on the responder thread, between an event and its answer, so it does no
+logging, no name service lookup (``user:`` names come from a table the enforcer refreshes off
+this path) and no path walk on the hot path. It reads ``/proc`` and ``fstat``; it reads file
+contents only to hash a file version it has not seen, which is cached by
+:class:`~edge_agent.socket.peer.FileKey` (device, inode, size, mtime, ctime) so an unchanged
+binary is hashed once and a binary rewritten in place is hashed and decided again. The
+**hashing budget**: a file larger than ``max_hash_bytes`` is not hashed on the answer path;
+its request carries no ``sha256`` (and its caller no ``exe-sha256:``), so a rule that pins
+content never matches it and path rules decide alone.
+
+Failures raise :class:`~edge_agent.socket.errors.IdentityError`; the caller denies.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from edge_agent.policy.engine import Request
+from edge_agent.socket.errors import IdentityError
+from edge_agent.socket.exec_gate import DIGEST_CONTEXT_KEY
+from edge_agent.socket.peer import ExeHashCache, FileKey
+
+__all__ = [
+    "DEFAULT_MAX_HASH_BYTES",
+    "EXEC_ACTION",
+    "Caller",
+    "ExecIdentifier",
+]
+
+EXEC_ACTION = "exec"
+
+DEFAULT_MAX_HASH_BYTES = 64 * 1024 * 1024
+"""Largest file hashed while an exec waits, in bytes (about 0.2 s of SHA-256 on a small
+ARM core); larger files are decided by path alone."""
+
+HASH_CACHE_ENTRIES = 4096
+"""File versions whose digest is remembered (events' files and callers' programs)."""
+
+CALLER_CACHE_ENTRIES = 1024
+"""Caller programs (path and file version) checked against the file on disk, with their
+digest."""
+
+_STATUS_BYTES = 8192
+_UID, _GID = b"\nUid:", b"\nGid:"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The process calling ``execve``, as the kernel reports it."""
+
+    pid: int
+    uid: int
+    gid: int
+    user: str | None
+    exe: str
+    exe_sha256: str | None
+
+    @property
+    def subject(self) -> str:
+        return f"exe:{self.exe}"
+
+    @property
+    def selectors(self) -> tuple[str, ...]:
+        """The socket's selectors, in its order (``exe-sha256:`` only when hashed)."""
+        user = (f"user:{self.user}",) if self.user is not None else ()
+        digest = (f"exe-sha256:{self.exe_sha256}",) if self.exe_sha256 is not None else ()
+        return (f"uid:{self.uid}", f"gid:{self.gid}", *user, *digest)
+
+
+class ExecIdentifier:
+    """Turns (event file descriptor, pid) into a :class:`Request`; one per responder.
+
+    ``users`` maps uids to login names; the enforcer replaces it whole, off the answer path.
+    """
+
+    def __init__(self, max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES) -> None:
+        if max_hash_bytes < 0:
+            raise ValueError("max_hash_bytes is not negative")
+        self.max_hash_bytes = max_hash_bytes
+        self.users: Mapping[int, str] = {}
+        self._digests = ExeHashCache(HASH_CACHE_ENTRIES)
+        self._callers: OrderedDict[tuple[FileKey, str], str | None] = OrderedDict()
+
+    def request(self, fd: int, pid: int) -> Request:
+        """The exec request of the event whose file is ``fd``, asked by process ``pid``.
+
+        Raises:
+            IdentityError: the file or the process cannot be identified.
+        """
+        path, digest = self.file(fd)
+        caller = self.caller(pid)
+        context = ((DIGEST_CONTEXT_KEY, digest),) if digest is not None else ()
+        return Request(caller.subject, EXEC_ACTION, path, context, caller.selectors)
+
+    def file(self, fd: int) -> tuple[str, str | None]:
+        """The path and SHA-256 (``None``: over the hashing budget) of the open file ``fd``.
+
+        Raises:
+            IdentityError: not a regular file, or unreadable.
+        """
+        try:
+            info = os.fstat(fd)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as exc:
+            raise IdentityError(f"cannot read the file being executed: {exc.strerror}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise IdentityError(f"{path} is not a regular file")
+        key = FileKey.of(info)
+        if key.size > self.max_hash_bytes:
+            return path, None
+        return path, self._digests.digest(fd, key)
+
+    def caller(self, pid: int) -> Caller:
+        """The process ``pid`` (blocked in ``execve``, so it cannot exit unnoticed: a killed
+        waiter's event is withdrawn and its answer goes nowhere).
+
+        Raises:
+            IdentityError: it has gone, or its program cannot be read or was replaced.
+        """
+        if pid <= 0:
+            raise IdentityError(
+                "the kernel reports no process id for the exec (another PID namespace?)"
+            )
+        uid, gid = _effective_ids(pid)
+        link = f"/proc/{pid}/exe"
+        try:
+            exe = os.readlink(link)
+            key = FileKey.of(os.stat(link))
+        except OSError as exc:
+            raise IdentityError(f"the process {pid} asking to exec has gone") from exc
+        if (key, exe) in self._callers:
+            self._callers.move_to_end((key, exe))
+            digest = self._callers[(key, exe)]
+        else:
+            digest = self._identify_program(link, key, exe)
+        return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
+
+    def _identify_program(self, link: str, key: FileKey, exe: str) -> str | None:
+        """Check that the path ``/proc/PID/exe`` names is that very file on disk (not
+        deleted or replaced, same mount namespace), as the socket checks its callers, and
+        hash it (within the budget); remember both."""
+        if exe.endswith(" (deleted)"):
+            raise IdentityError(
+                f"the program {exe[: -len(' (deleted)')]} asking to exec was deleted or replaced "
+                "since it started; restart it"
+            )
+        try:
+            on_disk = os.stat(exe)
+        except OSError as exc:
+            raise IdentityError(
+                f"the program {exe} asking to exec is not visible to the agent "
+                f"({exc.strerror}); the agent must share the workloads' mount namespace"
+            ) from exc
+        if (on_disk.st_dev, on_disk.st_ino) != (key.dev, key.ino):
+            raise IdentityError(f"{exe} on disk is not the program asking to exec")
+        digest = self._program_digest(link, key) if key.size <= self.max_hash_bytes else None
+        self._callers[(key, exe)] = digest
+        while len(self._callers) > CALLER_CACHE_ENTRIES:
+            self._callers.popitem(last=False)
+        return digest
+
+    def _program_digest(self, link: str, key: FileKey) -> str:
+        try:
+            fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise IdentityError(f"cannot read the program asking to exec: {exc.strerror}") from exc
+        try:
+            return self._digests.digest(fd, key)
+        finally:
+            os.close(fd)
+
+
+def _effective_ids(pid: int) -> tuple[int, int]:
+    try:
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise IdentityError(f"the process {pid} asking to exec has gone") from exc
+    try:
+        status = os.read(fd, _STATUS_BYTES)
+    except OSError as exc:
+        raise IdentityError(f"the process {pid} asking to exec has gone") from exc
+    finally:
+        os.close(fd)
+    try:
+        return _field(status, _UID), _field(status, _GID)
+    except (ValueError, IndexError) as exc:
+        raise IdentityError(f"cannot parse /proc/{pid}/status") from exc
+
+
+def _field(status: bytes, name: bytes) -> int:
+    """The effective id (second number) of the ``Uid:`` or ``Gid:`` line."""
+    start = status.index(name) + len(name)
+    end = status.index(b"\n", start)
+    return int(status[start:end].split()[1])
