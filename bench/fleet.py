@@ -5,6 +5,10 @@ embeds it), the hub as a separate ``edge-hub serve --broker`` process, and N rea
 (``AgentDaemon`` over ``LocalAgent``: SQLite state, verified installs, durable lineage)
 sharing this process's event loop, as the issue allows for the simulation. Measured:
 
+Agents record the moment a verified install swapped their trust state, so the figures are
+install times, not the time a poll noticed them (all agents share one process: each waits
+for the others' verification and fsync, which a fleet of real devices does in parallel).
+
 - push: from the start of the hub's push operation (verify as a device would, record,
   publish the bundle and fresh tokens: what ``edge-hub bundle push`` does after Python has
   started) until each agent has verified and installed the bundle (p50 / p99 / max);
@@ -45,6 +49,7 @@ from edge_agent.sync.config import SyncConfig  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
 from edge_agent.sync.mqtt import BrokerSettings  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
+from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.fabric_cli import prepare_push, prepare_revocation  # noqa: E402
 from hub.hubdir import HubDir  # noqa: E402
 from hub.publish import publish_once  # noqa: E402
@@ -214,27 +219,47 @@ def _enrol(work: Path, hub_dir: Path, count: int, broker: BrokerSettings) -> lis
             registry.add_device(
                 DeviceRecord(device_id, "eu-1", ("line-a",), "generic-x86_64", public)
             )
-            agent = LocalAgent.open(work / device_id, lineage=LINEAGE)
+            agent = TimedAgent.open(work / device_id, lineage=LINEAGE)
             daemons.append(AgentDaemon(agent, broker, SYNC))
     return daemons
 
 
+class TimedAgent(LocalAgent):
+    """A LocalAgent that notes when a verified install swapped in a new bundle or a new
+    revocation, so the bench times the install itself rather than a poll that runs late."""
+
+    installed_at: float | None = None
+    revoked_at: float | None = None
+
+    @property  # type: ignore[override]
+    def state(self) -> TrustState:
+        return self._timed_state
+
+    @state.setter
+    def state(self, value: TrustState) -> None:
+        old = getattr(self, "_timed_state", None)
+        self._timed_state = value
+        if old is not None and value.bundle is not old.bundle:
+            self.installed_at = time.monotonic()
+        if old is not None and len(value.revocations) > len(old.revocations):
+            self.revoked_at = time.monotonic()
+
+
+def _timed(daemon: AgentDaemon) -> TimedAgent:
+    assert isinstance(daemon.agent, TimedAgent)
+    return daemon.agent
+
+
 async def _push(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
     data = make_bundle(hub.keys, 1)
-    installed: dict[int, float] = {}
     start = time.monotonic()
     _, publications = prepare_push(hub, data, now=_now())
     await publish_once(broker, publications)
-
-    def done() -> bool:
-        now = time.monotonic()
-        for index, daemon in enumerate(daemons):
-            if index not in installed and daemon.agent.state.bundle is not None:
-                installed[index] = now - start
-        return len(installed) == len(daemons)
-
-    await _until(done, "every agent installed the bundle")
-    return list(installed.values())
+    await _until(
+        lambda: all(_timed(d).installed_at is not None for d in daemons),
+        "every agent installed the bundle",
+    )
+    return [_timed(d).installed_at - start for d in daemons]  # type: ignore[operator]
 
 
 async def _revoke(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
@@ -246,11 +271,9 @@ async def _revoke(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon
             hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
         )
         await publish_once(broker, publications)
-        await _until(
-            lambda d=daemon: d.agent.decide(REQUEST, _now()).reason is Reason.REVOKED,
-            f"{device_id} to deny",
-        )
-        latencies.append(time.monotonic() - start)
+        await _until(lambda d=daemon: _timed(d).revoked_at is not None, f"{device_id} revoked")
+        assert daemon.agent.decide(REQUEST, _now()).reason is Reason.REVOKED
+        latencies.append(_timed(daemon).revoked_at - start)  # type: ignore[operator]
     return latencies
 
 
