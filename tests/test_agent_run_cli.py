@@ -217,3 +217,38 @@ def test_run_logs_one_json_object_per_line_with_log_format_json(tmp_path: Path) 
     records = [json.loads(line) for line in lines if line.strip()]
     assert any("reconnecting" in record["msg"] for record in records)
     assert all({"level", "logger", "msg"} <= set(record) for record in records)
+
+
+def test_run_refuses_exec_enforcement_without_mounts(tmp_path: Path) -> None:
+    state, _ = _init(tmp_path, HubSim(), "--broker", "mqtt://127.0.0.1:1")
+    result = subprocess.run(
+        [*AGENT, "run", "--state-dir", str(state), "--exec-enforcement", "enforce"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--exec-mounts" in result.stderr
+
+
+def test_run_refuses_to_mark_the_root_filesystem(tmp_path: Path) -> None:
+    state, _ = _init(tmp_path, HubSim(), "--broker", "mqtt://127.0.0.1:1")
+    result = subprocess.run(
+        [
+            *AGENT,
+            "run",
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(state / "s"),
+            "--exec-enforcement",
+            "enforce",
+            "--exec-mounts",
+            "/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert not (state / "s").exists()

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
+from edge_agent.errors import ConfigError
+from edge_agent.fanotify.cli import parse_mounts
+from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.store import StateStore
@@ -38,6 +41,19 @@ def register(
     )
     run.add_argument("--config", type=Path, help="agent.toml (overrides the init settings)")
     run.add_argument("--socket", type=Path, help="decision socket path (overrides the config)")
+    run.add_argument(
+        "--exec-enforcement",
+        choices=("off", "audit", "enforce"),
+        default="off",
+        help="decide every exec on --exec-mounts through fanotify (docs/exec-enforcement.md)",
+    )
+    run.add_argument(
+        "--exec-mounts",
+        type=parse_mounts,
+        default=(),
+        metavar="PATH[,PATH...]",
+        help="the workload mounts exec enforcement governs (each its own filesystem, never /)",
+    )
     run.set_defaults(handler=_cmd_run)
 
 
@@ -58,12 +74,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"socket": config.socket.model_copy(update={"path": args.socket})}
         )
+    if args.exec_enforcement != "off" and not args.exec_mounts:
+        raise ConfigError("--exec-enforcement needs --exec-mounts PATH[,PATH...]")
+    enforcement = (Mode.parse(args.exec_enforcement), args.exec_mounts)
     with LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent:
-        asyncio.run(_run(agent, config))
+        asyncio.run(_run(agent, config, enforcement))
     return 0
 
 
-async def _run(agent: LocalAgent, config: AgentConfig) -> None:
+async def _run(
+    agent: LocalAgent, config: AgentConfig, enforcement: tuple[Mode, tuple[str, ...]]
+) -> None:
     """Serve decisions and sync until SIGTERM; tell systemd when ready, how it is doing, and
     that the decision loop is alive (all no-ops outside systemd)."""
     settings = config.broker_settings(agent.state.device.device_id)
@@ -76,7 +97,12 @@ async def _run(agent: LocalAgent, config: AgentConfig) -> None:
     ensure_fd_headroom(config.socket.limits)
     with Notifier.from_environment() as notifier:
         try:
-            async with DecisionServer(agent, config.socket), asyncio.TaskGroup() as tasks:
+            mode, mounts = enforcement
+            async with (
+                ExecEnforcer(agent, mode, mounts, EnforcerOptions()) as enforcer,
+                DecisionServer(agent, config.socket),
+                asyncio.TaskGroup() as tasks,
+            ):
                 logger.info(
                     "agent %s running: broker %s, decisions on %s, bundle %s",
                     agent.state.device.device_id,
@@ -84,9 +110,9 @@ async def _run(agent: LocalAgent, config: AgentConfig) -> None:
                     config.socket.path,
                     agent.state.bundle.version if agent.state.bundle else "none",
                 )
-                notifier.ready(status_line(agent, int(time.time())))
+                notifier.ready(status_line(agent, int(time.time()), enforcer))
                 tasks.create_task(daemon.run(), name="sync")
-                tasks.create_task(_report_status(agent, notifier), name="sd-status")
+                tasks.create_task(_report_status(agent, notifier, enforcer), name="sd-status")
                 interval = watchdog_interval()
                 if interval is not None:
                     tasks.create_task(
@@ -97,8 +123,8 @@ async def _run(agent: LocalAgent, config: AgentConfig) -> None:
             logger.info("stopping: signing a final checkpoint and closing the lineage")
 
 
-def status_line(agent: LocalAgent, now: int) -> str:
-    """One line for ``systemctl status``: bundle, time left, gate state."""
+def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = None) -> str:
+    """One line for ``systemctl status``: bundle, time left, gate state, exec enforcement."""
     bundle = agent.state.bundle
     failed = [c for c in agent.checks(now) if not c.passed]
     problem = agent.lineage.status() if agent.lineage else "the lineage is not open"
@@ -115,10 +141,10 @@ def status_line(agent: LocalAgent, now: int) -> str:
     )
 
 
-async def _report_status(agent: LocalAgent, notifier: Notifier) -> None:
+async def _report_status(agent: LocalAgent, notifier: Notifier, enforcer: ExecEnforcer) -> None:
     while True:
         await asyncio.sleep(STATUS_EVERY_S)
-        notifier.status(status_line(agent, int(time.time())))
+        notifier.status(status_line(agent, int(time.time()), enforcer))
 
 
 async def _probe(agent: LocalAgent) -> None:
