@@ -3,6 +3,12 @@
 This is the I/O shell around the pure core. Each operation reads the clock once (the caller
 passes ``wall``) and uses that value throughout. Everything read back from disk is verified
 again before it is trusted: a database edited behind the agent's back can only make it deny.
+
+Attestation (DESIGN.md section 6): the running agent records each local measurement's
+verdict against the installed bundle, answers verified hub challenges with signed evidence,
+and installs the hub's result only for a nonce it answered with the measured state it sent.
+Both are kept in ``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`)
+so that other ``edge-agent`` processes decide with what the running agent measured.
 """
 
 from __future__ import annotations
@@ -10,27 +16,60 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edge_agent.attest.measure import MeasurementSet
+from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
+from edge_agent.attest.verdict import judge
 from edge_agent.device_key import load_device_key, load_or_create_device_key
-from edge_agent.errors import BundleError, ClockError, EdgeGovError, RootError, StateError
+from edge_agent.errors import (
+    BundleError,
+    ClockError,
+    EdgeGovError,
+    LineageError,
+    RootError,
+    StateError,
+)
 from edge_agent.lineage.entries import Kind
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
+from edge_agent.protocol.attestation import (
+    AttestationError,
+    AttestationResult,
+    Challenge,
+    Evidence,
+    LineageHead,
+    sign_evidence,
+    verify_challenge,
+    verify_result,
+)
 from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor, check_clock
-from edge_agent.trust.gate import Decision, GateCheck, check_report, decide, lineage_unavailable
+from edge_agent.trust.gate import (
+    Decision,
+    GateCheck,
+    Reason,
+    attestation_failure,
+    check_report,
+    decide,
+    lineage_unavailable,
+)
 from edge_agent.trust.state import (
+    LocalVerdict,
     TrustState,
     revocation_applies,
+    with_attestation_result,
     with_bundle,
     with_freshness,
+    with_local_verdict,
     with_revocation,
     with_root,
 )
@@ -38,6 +77,16 @@ from edge_agent.trust.state import (
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
 
 logger = logging.getLogger(__name__)
+
+MAX_ANSWERED_NONCES = 16
+"""Challenges answered and awaiting a result; older ones are forgotten (their results are
+then refused as replays)."""
+_UNOBSERVED = "unobserved"
+_NOT_REQUIRED = "not_required"
+_TRANSITIONS = {
+    Reason.ATTESTATION_FAILED: Kind.ATTESTATION_FAILED,
+    Reason.ATTESTATION_STALE: Kind.ATTESTATION_STALE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +146,11 @@ class LocalAgent:
         self._clock_trusted = True
         self.last_seq: int | None = None
         """Lineage seq of the last decision this agent returned (``None``: not logged)."""
+        self.measurement: MeasurementSet | None = None
+        """The last local measurement (``None``: this process has not measured)."""
+        self._interval_s = 0
+        self._answered: OrderedDict[bytes, bytes] = OrderedDict()
+        self._attestation_seen = _UNOBSERVED
 
     @classmethod
     def open(cls, state_dir: Path, lineage: LineageConfig | None = None) -> LocalAgent:
@@ -137,6 +191,7 @@ class LocalAgent:
                 )
         state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
         state = _restore_freshness(state, stored.freshness)
+        state = _restore_attestation(state, state_dir)
         try:
             key = load_device_key(state_dir)
         except EdgeGovError as exc:
@@ -217,6 +272,8 @@ class LocalAgent:
             bundle.digest,
             bundle.version,
         )
+        if self.measurement is not None:
+            self.record_measurement(self.measurement, wall, self._interval_s)
         return InstallResult(bundle, unchanged=False)
 
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
@@ -362,6 +419,156 @@ class LocalAgent:
         decision, _ = await self.lineage.record_decision_async(decision)
         return decision
 
+    # --- attestation ---------------------------------------------------------------------
+
+    def record_measurement(
+        self, measured: MeasurementSet, wall: int, interval_s: int
+    ) -> LocalVerdict:
+        """Judge ``measured`` against the installed bundle and make it the local verdict.
+
+        The verdict is swapped in whatever happens: it is what this device is now. A failing
+        verdict drops the hub's result (a fresh challenge is needed). It is then persisted
+        for the other ``edge-agent`` processes; a failed write is logged (they deny once the
+        stored verdict is stale).
+        """
+        self.measurement, self._interval_s = measured, interval_s
+        verdict = judge(
+            self.state.bundle, self.state.device, measured, now=wall, interval_s=interval_s
+        )
+        had_result = self.state.attestation_result is not None
+        self.state = with_local_verdict(self.state, verdict)
+        if had_result and self.state.attestation_result is None:
+            logger.warning("attestation: the hub's result is void after a failed measurement")
+        try:
+            self._save_attestation(self.state)
+        except StateError as exc:
+            logger.error("attestation state not recorded: %s", exc)
+        return verdict
+
+    def check_challenge(self, data: bytes, wall: int) -> Challenge:
+        """Verify a hub challenge for this device (verifier key, not expired).
+
+        Raises:
+            AttestationError: refused; nothing changes.
+        """
+        now = max(wall, self.state.floor.seconds)
+        try:
+            return verify_challenge(
+                data, root=self.state.root, device=self.state.device.device_id, now=now
+            )
+        except AttestationError as exc:
+            logger.warning("attestation challenge refused: %s", exc)
+            raise
+
+    def evidence_for(self, challenge: Challenge, wall: int) -> bytes:
+        """Signed evidence answering ``challenge`` with the last measurement and the lineage
+        head; the nonce is remembered with the measured digest sent.
+
+        Raises:
+            AttestationError: this agent has not measured (no firmware profile).
+        """
+        measured = self.measurement
+        if measured is None:
+            raise AttestationError(
+                "cannot answer an attestation challenge: this agent measures nothing "
+                "(no firmware profile)"
+            )
+        bundle = self.state.bundle
+        evidence = Evidence(
+            device=self.state.device.device_id,
+            nonce=challenge.nonce,
+            time=wall,
+            bundle_digest=bundle.digest if bundle is not None else None,
+            measurements=measured.digests,
+            lineage=self._lineage_head(),
+        )
+        self._answered[challenge.nonce] = measured.digest
+        while len(self._answered) > MAX_ANSWERED_NONCES:
+            self._answered.popitem(last=False)
+        return sign_evidence(evidence, self.device_key)
+
+    def answered(self, nonce: bytes) -> bool:
+        """Whether this agent already answered the challenge with ``nonce``."""
+        return nonce in self._answered
+
+    def install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
+        """Verify the hub's result and keep it: a verifier key signed it for this device, its
+        nonce is one this agent answered (once), it attests the measured state sent, and it
+        has not expired. The exact result already held is a no-op.
+
+        Raises:
+            AttestationError: refused (logged as a rejected attestation); nothing changes.
+            StateError: it could not be recorded; nothing changes.
+        """
+        held = self.state.attestation_result
+        if held is not None and held.raw == data:
+            return held
+        now = max(wall, self.state.floor.seconds)
+        try:
+            result = verify_result(data, root=self.state.root, device=self.state.device.device_id)
+            _check_answered(result, self._answered.get(result.nonce), now)
+        except AttestationError as exc:
+            logger.warning("attestation result refused: %s", exc)
+            self._transition(Kind.ATTESTATION_FAILED, wall, False, exc.code, str(exc))
+            raise
+        new_state = with_attestation_result(self.state, result)
+        self._save_attestation(new_state)
+        if new_state.floor != self.state.floor:
+            self.store.record_freshness(data=None, time_floor=new_state.floor.seconds)
+        del self._answered[result.nonce]
+        self.state = new_state
+        logger.info(
+            "attestation result: %s, valid until %d (%s)",
+            result.verdict,
+            result.expires_at,
+            result.detail,
+        )
+        return result
+
+    def observe_attestation(self, wall: int) -> bool:
+        """Log a change of the gate's attestation verdict as a trust transition (passed,
+        failed, stale); return whether it changed since the last call."""
+        bundle = self.state.bundle
+        failure = attestation_failure(self.state, wall)
+        if bundle is None or not bundle.attestation:
+            seen = _NOT_REQUIRED
+        else:
+            seen = "passed" if failure is None else str(failure[0])
+        if seen == self._attestation_seen:
+            return False
+        self._attestation_seen = seen
+        if seen == _NOT_REQUIRED:
+            return True
+        if failure is None:
+            result = self.state.attestation_result
+            left = result.expires_at - wall if result is not None else 0
+            detail = f"measured state matches the bundle; the hub's result holds {left} s more"
+            logger.info("attestation passed: %s", detail)
+            self._transition(Kind.ATTESTATION_PASSED, wall, True, "attestation_passed", detail)
+            return True
+        reason, message = failure
+        logger.warning("attestation %s: %s", reason, message)
+        self._transition(_TRANSITIONS[reason], wall, True, str(reason), message)
+        return True
+
+    def _lineage_head(self) -> LineageHead:
+        lineage = self.lineage
+        if lineage is None:
+            return LineageHead(0, EMPTY_ROOT)
+        try:
+            size = lineage.size
+            return LineageHead(size, lineage.root_at(size))
+        except LineageError as exc:
+            logger.error("lineage head unavailable for evidence: %s", exc)
+            return LineageHead(0, EMPTY_ROOT)
+
+    def _save_attestation(self, state: TrustState) -> None:
+        result = state.attestation_result
+        write_attestation(
+            self.store.path.parent,
+            StoredAttestation(result.raw if result is not None else None, state.local_attestation),
+        )
+
     def _transition(
         self,
         kind: Kind,
@@ -413,6 +620,38 @@ def _restore_freshness(state: TrustState, stored: bytes | None) -> TrustState:
         logger.error("stored freshness token failed verification: %s", exc)
         return state
     return with_freshness(state, token)
+
+
+def _check_answered(result: AttestationResult, sent: bytes | None, now: int) -> None:
+    if sent is None:
+        raise AttestationError(
+            "attestation result for a nonce this agent did not answer or already used "
+            "(replayed or old)"
+        )
+    if result.measured != sent:
+        raise AttestationError(
+            "attestation result attests a measured state this agent did not send"
+        )
+    if now >= result.expires_at:
+        raise AttestationError(f"attestation result expired {now - result.expires_at} s ago")
+
+
+def _restore_attestation(state: TrustState, state_dir: Path) -> TrustState:
+    """Re-read the attestation state file: the hub's result only if it still verifies for
+    this device under the current root (its expiry is the gate's to judge), the local
+    verdict as recorded (it counts only until its ``valid_until``)."""
+    try:
+        stored = read_attestation(state_dir)
+    except StateError as exc:
+        logger.error("attestation state ignored: %s", exc)
+        return state
+    result = None
+    if stored.result is not None:
+        try:
+            result = verify_result(stored.result, root=state.root, device=state.device.device_id)
+        except AttestationError as exc:
+            logger.error("stored attestation result failed verification: %s", exc)
+    return replace(state, local_attestation=stored.local, attestation_result=result)
 
 
 def _verify_root_chain(roots: tuple[bytes, ...]) -> TrustRoot:

@@ -23,6 +23,7 @@ from edge_agent._internal.cli_support import (
     wall_clock,
 )
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.attest import cli as attest_cli
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import ConfigError, EdgeGovError, StateError
 from edge_agent.fanotify import cli as fanotify_cli
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage_cli.register(commands, common)
     sync_cli.register(commands, common)
     socket_cli.register(commands, common)
+    attest_cli.register(commands, common)
     fanotify_cli.register(commands, common)
     return parser
 
@@ -290,6 +292,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "revocation_epoch_seen": state.seen_epoch,
             "revocations_applied": len(state.revocations),
         },
+        "attestation": attest_cli.attestation_status(state, now),
         "checks": [
             {"check": c.name, "passed": c.passed, "reason": c.reason, "message": c.message}
             for c in checks
@@ -325,6 +328,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"sync     broker {broker or 'not configured'}; revocations: "
         f"{len(state.revocations)} applied, epoch {state.seen_epoch} seen"
     )
+    print(attest_cli.attestation_line(state, now))
     if summary is not None:
         print(
             f"lineage  entries {summary.base}..{max(summary.size - 1, summary.base)}, "

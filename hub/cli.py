@@ -31,9 +31,11 @@ from edge_agent._internal.cli_support import (
 )
 from edge_agent.errors import ConfigError, EdgeGovError
 from edge_agent.policy.source import load_policy_source, parse_duration
+from edge_agent.protocol.expectations import Expectations
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import HUB_ROLES, Role
 from hub import fabric_cli, lineage
+from hub.attest import expectations_from_json, with_expectations
 from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import (
     DEFAULT_ROOT_TTL_S,
@@ -48,6 +50,7 @@ __all__ = ["main"]
 
 PROG = "edge-hub"
 MAX_POLICY_SOURCE_BYTES = 16 * 1024 * 1024
+MAX_EXPECTATIONS_BYTES = 4 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--version", dest="bundle_version", type=int, required=True)
     build.add_argument("--ttl", type=_duration, help="overrides the policy's ttl")
     build.add_argument("--out", type=Path, required=True)
+    build.add_argument(
+        "--attestation",
+        type=Path,
+        metavar="FILE",
+        help="attestation expectations (JSON from 'edge-hub attest expect')",
+    )
     build.set_defaults(handler=_cmd_bundle_build)
 
     inspect = bundle.add_parser("inspect", parents=[common], help="show what a bundle holds")
@@ -160,6 +169,11 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
     data, bundle = build_bundle(
         source, root=root, signers=signers, version=args.bundle_version, ttl=args.ttl, now=now
     )
+    if args.attestation is not None:
+        expectations = _expectations(args.attestation)
+        data, bundle = with_expectations(
+            bundle, source.policy, expectations, root=root, signers=signers
+        )
     write_atomic(args.out, data)
     print(
         f"bundle version {bundle.version} written to {args.out}: {bundle.policy.rule_count} "
@@ -167,6 +181,16 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         f"{format_duration(bundle.expires_at - now)}, sha256:{bundle.digest.hex()}"
     )
     return 0
+
+
+def _expectations(path: Path) -> Expectations:
+    text = read_bounded(path, MAX_EXPECTATIONS_BYTES, "attestation expectations")
+    try:
+        return expectations_from_json(json.loads(text))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON expectations: {exc}") from exc
+    except EdgeGovError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _cmd_bundle_inspect(args: argparse.Namespace) -> int:

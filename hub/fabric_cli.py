@@ -28,6 +28,7 @@ from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.sync.mqtt import BrokerSettings
+from hub import attest_cli, breakglass_cli
 from hub.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.hubdir import HubDir
 from hub.publish import (
@@ -80,6 +81,20 @@ def register(
         help="lineage through $share/ subscriptions (auto: probe the broker)",
     )
     serve.add_argument("--device-rate", type=float, default=20.0, help="messages/s per device")
+    serve.add_argument(
+        "--attest-interval",
+        type=duration,
+        default=300,
+        metavar="DURATION",
+        help="challenge every device this often (default 5m)",
+    )
+    serve.add_argument(
+        "--attest-ttl",
+        type=duration,
+        default=900,
+        metavar="DURATION",
+        help="attestation results are valid this long (default 15m)",
+    )
     serve.add_argument("--ca-file", help="CA bundle to verify an mqtts:// broker")
     serve.add_argument("--cert-file", help="client certificate for an mqtts:// broker")
     serve.add_argument("--key-file", help="client certificate key")
@@ -125,6 +140,8 @@ def register(
     show.add_argument("--limit", type=int, default=20, help="last N entries (default 20)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_cmd_lineage_show)
+    attest_cli.register(commands, hub_dir, keys, broker, duration)
+    breakglass_cli.register(commands, hub_dir, keys)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -145,6 +162,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             token_ttl_s=args.token_ttl,
             shared_subscriptions={"auto": None, "on": True, "off": False}[args.shared],
             device_rate=args.device_rate,
+            attest_interval_s=args.attest_interval,
+            attest_ttl_s=args.attest_ttl,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -364,12 +383,18 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     now = wall_clock()
     with hub.open_registry() as registry:
         rows, unregistered = registry.fleet(), unregistered_counts(registry)
+        attested = registry.attestations()
     if args.json:
-        print(json.dumps(fleet_json(rows, unregistered, now), sort_keys=True))
+        report = fleet_json(rows, unregistered, now)
+        devices = report["devices"]
+        assert isinstance(devices, list)
+        for device in devices:
+            device["attestation"] = attest_cli.attestation_json(attested.get(device["device"]), now)
+        print(json.dumps(report, sort_keys=True))
         return 0
     if not rows:
         print("no devices registered (edge-hub device add ...)")
-    for line in fleet_lines(rows, unregistered, now):
+    for line in fleet_lines(rows, unregistered, now) + attest_cli.attestation_lines(attested, now):
         print(line)
     return 0
 

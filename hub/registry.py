@@ -11,7 +11,9 @@ bounded busy timeout. It holds:
 - each device's last signed status and when the hub last heard from it;
 - each device's shipped lineage: entries, the tree frontier, last entry hash and last
   checkpoint note, and every checkpoint the hub verified (it is the log's witness);
-- fork evidence (two signed, inconsistent checkpoints) and rejection counters.
+- fork evidence (two signed, inconsistent checkpoints) and rejection counters;
+- attestation: every challenge nonce issued (spent at most once) and each device's last
+  attestation outcome with the signed result.
 
 The registry stores what callers verified; it verifies nothing itself. sqlite3 errors stay
 in this module: they become :class:`RegistryError`.
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, StateError
+from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier
 from edge_agent.protocol.shipping import DeviceStatus
@@ -35,6 +38,7 @@ from hub.ingest import Accepted, DeviceLog, ForkEvidence
 __all__ = [
     "MAX_FORK_EVIDENCE",
     "UNREGISTERED",
+    "AttestationRecord",
     "DeviceRecord",
     "FleetRow",
     "IssuedRevocation",
@@ -99,6 +103,16 @@ CREATE TABLE IF NOT EXISTS lineage_checkpoints (
 CREATE TABLE IF NOT EXISTS forks (
     id INTEGER PRIMARY KEY, device TEXT NOT NULL, reason TEXT NOT NULL, held_note TEXT,
     new_note TEXT NOT NULL, batch BLOB NOT NULL, detected_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    device TEXT NOT NULL, nonce BLOB NOT NULL, issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, spent_at INTEGER, PRIMARY KEY (device, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attestation (
+    device TEXT PRIMARY KEY, verdict TEXT NOT NULL, detail TEXT NOT NULL,
+    measured BLOB NOT NULL, nonce BLOB NOT NULL, issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, bundle_digest BLOB, lineage_size INTEGER NOT NULL,
+    measurements TEXT NOT NULL, result BLOB NOT NULL, verified_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rejections (
     device TEXT NOT NULL, code TEXT NOT NULL, count INTEGER NOT NULL,
@@ -168,6 +182,27 @@ class FleetRow:
     lineage_size: int
     forks: int
     rejections: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRecord:
+    """A device's last attestation outcome at the hub, with the signed result sent to it.
+
+    ``measurements`` is the evidence's name -> hex digest map as JSON (what ``edge-hub
+    attest expect --from-device`` builds expectations from)."""
+
+    device: str
+    verdict: str
+    detail: str
+    measured: bytes
+    nonce: bytes
+    issued_at: int
+    expires_at: int
+    bundle_digest: bytes | None
+    lineage_size: int
+    measurements: str
+    result: bytes
+    verified_at: int
 
 
 class _DeviceStoredLog:
@@ -592,6 +627,97 @@ class Registry:
             for d, r, h, n, b in rows
         ]
 
+    # Attestation.
+
+    def record_challenge(self, challenge: Challenge) -> None:
+        """Record an issued challenge nonce (spendable once, until it expires).
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        with self._write("record the attestation challenge") as db:
+            db.execute(
+                "INSERT INTO challenges VALUES (?, ?, ?, ?, NULL)",
+                (challenge.device, challenge.nonce, challenge.issued_at, challenge.expires_at),
+            )
+
+    def spend_challenge(self, device: str, nonce: bytes, now: int) -> str | None:
+        """Spend ``nonce`` for ``device``: ``None`` when it was issued to that device, is
+        unexpired and was not spent; otherwise why not. One conditional update, so two hub
+        processes can never both spend one nonce.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        with self._write("spend the attestation nonce") as db:
+            spent = db.execute(
+                "UPDATE challenges SET spent_at = ? WHERE device = ? AND nonce = ? "
+                "AND spent_at IS NULL AND expires_at > ?",
+                (now, device, nonce, now),
+            ).rowcount
+            if spent:
+                return None
+            row = db.execute(
+                "SELECT expires_at, spent_at FROM challenges WHERE device = ? AND nonce = ?",
+                (device, nonce),
+            ).fetchone()
+        if row is None:
+            return "its nonce was never issued to this device (replayed or misaddressed)"
+        if row[1] is not None:
+            return "its nonce was already used (replayed evidence)"
+        return f"its nonce expired {now - int(row[0])} s ago"
+
+    def prune_challenges(self, before: int) -> None:
+        """Forget challenges that expired before ``before`` (they can no longer be spent).
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        with self._write("prune attestation challenges") as db:
+            db.execute("DELETE FROM challenges WHERE expires_at < ?", (before,))
+
+    def bundle_data(self, digest: bytes) -> bytes | None:
+        """The bytes of the recorded bundle with ``digest``, if this hub recorded it."""
+        rows = self._read("SELECT data FROM bundles WHERE digest = ?", (digest,))
+        return _bytes(rows[0][0]) if rows else None
+
+    def record_attestation(self, record: AttestationRecord) -> None:
+        """Make ``record`` the device's last attestation outcome.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        with self._write("record the attestation outcome") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO attestation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.device,
+                    record.verdict,
+                    record.detail,
+                    record.measured,
+                    record.nonce,
+                    record.issued_at,
+                    record.expires_at,
+                    record.bundle_digest,
+                    record.lineage_size,
+                    record.measurements,
+                    record.result,
+                    record.verified_at,
+                ),
+            )
+            _touch(db, record.device, record.verified_at)
+
+    def attestation(self, device: str) -> AttestationRecord | None:
+        rows = self._read("SELECT * FROM attestation WHERE device = ?", (device,))
+        return _attestation(rows[0]) if rows else None
+
+    def attestations(self) -> dict[str, AttestationRecord]:
+        """Every device's last attestation outcome, by device id."""
+        return {
+            record.device: record
+            for record in map(_attestation, self._read("SELECT * FROM attestation"))
+        }
+
     # Rejections.
 
     def add_rejections(self, counts: Mapping[tuple[str, str], tuple[int, str]], at: int) -> None:
@@ -709,6 +835,25 @@ def _device(row: tuple[object, ...]) -> DeviceRecord:
         public_key=PublicKey(_bytes(key)),
         key_epoch=_int(epoch),
         added_at=_int(added_at),
+    )
+
+
+def _attestation(row: tuple[object, ...]) -> AttestationRecord:
+    device, verdict, detail, measured, nonce, issued, expires = row[:7]
+    bundle_digest, lineage_size, measurements, result, verified_at = row[7:]
+    return AttestationRecord(
+        device=_text(device),
+        verdict=_text(verdict),
+        detail=_text(detail),
+        measured=_bytes(measured),
+        nonce=_bytes(nonce),
+        issued_at=_int(issued),
+        expires_at=_int(expires),
+        bundle_digest=None if bundle_digest is None else _bytes(bundle_digest),
+        lineage_size=_int(lineage_size),
+        measurements=_text(measurements),
+        result=_bytes(result),
+        verified_at=_int(verified_at),
     )
 
 

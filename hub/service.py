@@ -12,7 +12,11 @@ While it runs, the hub:
    device-signed status (its last will, pre-signed at connect, is one too);
 5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
    bundle, picks up devices, regions, bundles and revocations added by other commands, and
-   flushes the rejection counters.
+   flushes the rejection counters;
+6. attestation (:mod:`hub.attest`): every ``attest_interval_s`` challenges every registered
+   device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
+   signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
+   answer and publishes the signed, retained result.
 
 Every message is bounded before it is parsed: a size cap per topic and a token bucket per
 device (over-limit messages are dropped and counted). A message that fails verification is
@@ -40,7 +44,9 @@ from types import TracebackType
 
 from edge_agent.errors import ConfigError, EdgeGovError, TransportError
 from edge_agent.protocol import topics
+from edge_agent.protocol.attestation import MAX_EVIDENCE_BYTES, AttestationError
 from edge_agent.protocol.checkpoint import origin_for
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.shipping import (
     MAX_BATCH_BYTES,
     MAX_STATUS_BYTES,
@@ -49,9 +55,11 @@ from edge_agent.protocol.shipping import (
 )
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
+from hub.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.broker import EmbeddedBroker
 from hub.hubdir import HubDir, HubKeys, ServeInfo
 from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
+from hub.keystore import load_role_keys
 from hub.limits import RateLimiter, RejectionCounter
 from hub.publish import (
     Publication,
@@ -69,12 +77,21 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 1.0
 """How long the shared-subscription probe waits for its own message (once per service)."""
 PUBLISH_CHUNK = 64
+CANCEL_RETRY_S = 0.5
+"""Seconds to wait for cancelled tasks before cancelling them again (see ``_cancel_all``)."""
 """QoS 1 publishes in flight at once when publishing many retained messages."""
 STORE_RETRIES = 3
 """Times a batch is re-verified when another hub process stored one of that device's
 batches between verification and commit."""
 _FLOOD_CODES = frozenset({"rate_limited", "oversize", "unknown_device", "bad_topic"})
-_MAX_PAYLOAD = {DeviceLeaf.LINEAGE: MAX_BATCH_BYTES, DeviceLeaf.STATUS: MAX_STATUS_BYTES}
+_MAX_PAYLOAD = {
+    DeviceLeaf.LINEAGE: MAX_BATCH_BYTES,
+    DeviceLeaf.STATUS: MAX_STATUS_BYTES,
+    DeviceLeaf.EVIDENCE: MAX_EVIDENCE_BYTES,
+}
+_ATTESTATION_GATES = frozenset({"attestation_failed", "attestation_stale"})
+CHALLENGE_RETENTION_S = 3600
+"""Seconds spent or expired challenge nonces are kept (for the replay counters' messages)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +117,25 @@ class HubConfig:
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     write_serve_file: bool = True
+    attest_interval_s: float = 300.0
+    """Seconds between rounds challenging every registered device."""
+    attest_ttl_s: int = 900
+    """Seconds an attestation result is valid: a device denies when it is not renewed."""
+    attest_retry_s: float = 10.0
+    """Least seconds between on-demand challenges of one device (its status asked)."""
+    challenge_ttl_s: int = DEFAULT_CHALLENGE_TTL_S
 
     def __post_init__(self) -> None:
         if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:
             raise ValueError("the freshness interval and token TTL must be positive")
         if self.token_ttl_s <= self.freshness_interval_s:
             raise ValueError("tokens must live longer than the interval they are refreshed at")
+        if min(self.attest_interval_s, self.attest_retry_s, self.challenge_ttl_s) <= 0:
+            raise ValueError("the attestation interval, retry and challenge TTL must be positive")
+        if self.attest_ttl_s <= self.attest_interval_s:
+            raise ValueError(
+                "attestation results must live longer than the interval devices are challenged at"
+            )
 
 
 @dataclass(slots=True)
@@ -119,6 +149,9 @@ class HubStats:
     acks_published: int = 0
     statuses: int = 0
     freshness_published: int = 0
+    challenges_sent: int = 0
+    attestations: dict[str, int] = field(default_factory=dict)
+    """Results published, by verdict."""
     rejections: dict[str, int] = field(default_factory=dict)
 
 
@@ -137,6 +170,8 @@ class HubService:
         self._settings: BrokerSettings | None = config.broker
         self._registry: Registry | None = None
         self._keys: HubKeys | None = None
+        self._verifier: Verifier | None = None
+        self._last_challenge: dict[str, float] = {}
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
@@ -188,6 +223,7 @@ class HubService:
                 self._settings = await self._broker.start()
                 self._stack.push_async_callback(self._broker.stop)
             self._refresh_devices()
+            self._verifier = self._open_verifier(self._keys, self._registry)
             if self.config.write_serve_file:
                 self._write_serve_file()
                 self._stack.callback(self.hub_dir.remove_serve_info, os.getpid())
@@ -195,6 +231,7 @@ class HubService:
             self._tasks = [
                 group.create_task(self._connection_loop(), name="edge-hub-mqtt"),
                 group.create_task(self._schedule_loop(), name="edge-hub-schedule"),
+                group.create_task(self._attest_loop(), name="edge-hub-attest"),
             ]
         except BaseException:
             await self._stack.aclose()
@@ -209,8 +246,7 @@ class HubService:
         traceback: TracebackType | None,
     ) -> None:
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
+        await _cancel_all(self._tasks)
         await self._stack.aclose()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
@@ -239,6 +275,10 @@ class HubService:
     async def tick(self) -> None:
         """Run one round of the schedule now (freshness, reconciliation, counters)."""
         await self._tick()
+
+    async def challenge_all(self) -> int:
+        """Challenge every registered device now; return how many were challenged."""
+        return await self._challenge_round()
 
     # The connection.
 
@@ -406,8 +446,10 @@ class HubService:
             return
         if parsed.leaf is DeviceLeaf.LINEAGE:
             await self._on_lineage(device, message.payload)
+        elif parsed.leaf is DeviceLeaf.EVIDENCE:
+            await self._on_evidence(device, message.payload)
         else:
-            self._on_status(device, message.payload)
+            await self._on_status(device, message.payload)
 
     def _device(self, device_id: str) -> DeviceRecord | None:
         device = self._devices.get(device_id)
@@ -479,7 +521,7 @@ class HubService:
         await conn.publish(publication.topic, publication.payload, qos=1, retain=True)
         self.stats.acks_published += 1
 
-    def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
+    async def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
         try:
             status = verify_status(payload, device=device.device_id, key=device.public_key)
         except ShippingError as exc:
@@ -487,6 +529,86 @@ class HubService:
             return
         self.registry.record_status(status, payload, _wall())
         self.stats.statuses += 1
+        if status.online and status.gate in _ATTESTATION_GATES:
+            await self._challenge_soon(device)
+
+    # Attestation.
+
+    def _open_verifier(self, keys: HubKeys, registry: Registry) -> Verifier | None:
+        verifier_keys = load_role_keys(
+            self.config.keys_dir or self.hub_dir.keys, Role.VERIFIER, keys.root
+        )
+        if not verifier_keys:
+            logger.warning(
+                "no verifier key of trust root version %d: devices are not challenged and "
+                "bundles that require attestation deny",
+                keys.root.version,
+            )
+            return None
+        return Verifier(registry, verifier_keys[0])
+
+    async def _attest_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.config.attest_interval_s)
+            try:
+                await self._challenge_round()
+            except TransportError as exc:
+                logger.warning("attestation round not published: %s", exc)
+            except EdgeGovError as exc:
+                logger.error("attestation round failed: %s", exc)
+
+    async def _challenge_round(self) -> int:
+        conn, verifier = self._conn, self._verifier
+        if conn is None or verifier is None or not self._ready.is_set():
+            return 0
+        now = _wall()
+        self.registry.prune_challenges(now - CHALLENGE_RETENTION_S)
+        devices = list(self._devices.values())
+        publications = [
+            verifier.challenge(d, now=now, ttl_s=self.config.challenge_ttl_s)[1] for d in devices
+        ]
+        started = time.monotonic()
+        self._last_challenge.update((d.device_id, started) for d in devices)
+        await self._publish(conn, publications)
+        self.stats.challenges_sent += len(publications)
+        return len(publications)
+
+    async def _challenge_soon(self, device: DeviceRecord) -> None:
+        """Challenge ``device`` now unless it was challenged less than ``attest_retry_s``
+        ago (a device cannot make the hub sign without bound)."""
+        conn, verifier = self._conn, self._verifier
+        started = time.monotonic()
+        last = self._last_challenge.get(device.device_id)
+        if (
+            conn is None
+            or verifier is None
+            or (last is not None and started - last < self.config.attest_retry_s)
+        ):
+            return
+        self._last_challenge[device.device_id] = started
+        _, publication = verifier.challenge(device, now=_wall(), ttl_s=self.config.challenge_ttl_s)
+        await conn.publish(publication.topic, publication.payload, qos=1)
+        self.stats.challenges_sent += 1
+
+    async def _on_evidence(self, device: DeviceRecord, payload: bytes) -> None:
+        verifier = self._verifier
+        if verifier is None:
+            self._reject(device.device_id, "evidence_rejected", "this hub has no verifier key")
+            return
+        try:
+            result, publication = verifier.verify(
+                device, payload, now=_wall(), ttl_s=self.config.attest_ttl_s
+            )
+        except AttestationError as exc:
+            self._reject(device.device_id, exc.code, str(exc))
+            return
+        verdict = str(result.verdict)
+        self.stats.attestations[verdict] = self.stats.attestations.get(verdict, 0) + 1
+        log = logger.info if result.passed else logger.warning
+        log("attestation of %s: %s (%s)", device.device_id, verdict, result.detail)
+        conn = self._conn
+        if conn is not None:
+            await conn.publish(publication.topic, publication.payload, qos=1, retain=True)
 
     # Bookkeeping.
 
@@ -550,6 +672,18 @@ async def _probe_shared(conn: Connection, client_id: str) -> bool:
         pass
     logger.info("the broker does not deliver shared subscriptions: subscribing directly")
     return False
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until each has finished, cancelling again as needed: in
+    Python 3.11 ``asyncio.wait_for`` (inside aiomqtt's publish) swallows a cancellation that
+    races the PUBACK it waits for (CPython gh-86296), and the task would then keep serving."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+        pending = [t for t in pending if not t.done()]
 
 
 def _default_client_id() -> str:

@@ -10,7 +10,8 @@
 #   /usr/lib/systemd/system/edge-agent.service
 #   /usr/lib/sysusers.d/edge-agent.conf     user edge-agent, group edge-agent-clients
 #   /usr/lib/tmpfiles.d/edge-agent.conf     /etc, /var/lib and /run directories
-#   /usr/share/edge-agent/firmware-profiles/*.toml   (those present in firmware_profiles/)
+#   /etc/edge-agent/firmware_profiles/*.toml   the shipped firmware profiles (conffiles: the
+#                                           agent measures with <its enrolled profile>.toml)
 #   /usr/share/doc/edge-agent/              deploy.md, copyright
 #
 # DEB_MAINTAINER overrides the Maintainer field.
@@ -33,8 +34,9 @@ GLIBC="$(dpkg-query -W -f='${Version}' libc6 | cut -d- -f1)"
 rm -rf "$STAGE"
 install -d -m 0755 "$STAGE/DEBIAN" "$STAGE/opt" "$STAGE/usr/bin" \
     "$STAGE/usr/lib/systemd/system" "$STAGE/usr/lib/sysusers.d" "$STAGE/usr/lib/tmpfiles.d" \
-    "$STAGE/usr/share/edge-agent/firmware-profiles" "$STAGE/usr/share/doc/edge-agent"
+    "$STAGE/usr/share/doc/edge-agent"
 install -d -m 0750 "$STAGE/etc/edge-agent"
+install -d -m 0755 "$STAGE/etc/edge-agent/firmware_profiles"
 
 cp -a "$SRC" "$STAGE/opt/edge-agent"
 chmod -R u+rwX,go+rX,go-w "$STAGE/opt/edge-agent"
@@ -44,11 +46,15 @@ install -m 0644 systemd/edge-agent.service "$STAGE/usr/lib/systemd/system/"
 install -m 0644 packaging/deb/edge-agent.sysusers "$STAGE/usr/lib/sysusers.d/edge-agent.conf"
 install -m 0644 packaging/deb/edge-agent.tmpfiles "$STAGE/usr/lib/tmpfiles.d/edge-agent.conf"
 find firmware_profiles -maxdepth 1 -name '*.toml' -type f \
-    -exec install -m 0644 -t "$STAGE/usr/share/edge-agent/firmware-profiles" {} +
+    -exec install -m 0644 -t "$STAGE/etc/edge-agent/firmware_profiles" {} +
 install -m 0644 docs/deploy.md packaging/deb/copyright "$STAGE/usr/share/doc/edge-agent/"
 
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$STAGE/DEBIAN/"
-install -m 0644 packaging/deb/conffiles "$STAGE/DEBIAN/"
+{
+    cat packaging/deb/conffiles
+    (cd "$STAGE" && find etc/edge-agent/firmware_profiles -name '*.toml' -type f | sort | sed 's|^|/|')
+} >"$STAGE/DEBIAN/conffiles"
+chmod 0644 "$STAGE/DEBIAN/conffiles"
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@GLIBC@/$GLIBC/" \
     -e "s|@MAINTAINER@|$MAINTAINER|" \
     -e "s/@INSTALLED_SIZE@/$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)/" \

@@ -419,3 +419,21 @@ def test_bundle_database_edited_on_disk_denies(tmp_path: Path) -> None:
     assert not decision.allowed
     assert decision.reason == "internal_error"
     assert "verification" in decision.message
+
+
+@pytest.mark.parametrize(
+    "attestation",
+    [
+        {"measurements": {"kernel": "6.1"}},
+        {"profiles": {"generic-x86_64": {"measurements": {"kernel": [b"short"]}}}},
+        {"profiles": {}},
+    ],
+)
+def test_malformed_attestation_expectations_are_refused_at_install(
+    tmp_path: Path, attestation: dict[str, object]
+) -> None:
+    sim = HubSim()
+    agent, _ = _agent(tmp_path, sim)
+    with agent, pytest.raises(BundleError) as refused:
+        agent.install_bundle(sim.bundle(3, attestation=attestation), NOW)
+    assert refused.value.code == "bundle_format"

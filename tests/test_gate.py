@@ -77,7 +77,8 @@ def test_clock_floor_never_goes_down() -> None:
 
 
 def test_attestation_expectations_without_a_verdict_deny() -> None:
-    state = _state(attestation={"measurements": {"kernel": "6.1"}})
+    expected = {"measurements": {"kernel": [bytes(32)]}}
+    state = _state(attestation={"profiles": {"generic-x86_64": expected}})
     assert decide(state, CAMERA, NOW).reason == Reason.ATTESTATION_FAILED
 
 

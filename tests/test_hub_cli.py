@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.agent import init_state_dir
+from edge_agent.cli import main as agent_main
+from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
@@ -255,3 +258,52 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
     assert serve.returncode == 0, err
     assert "stopped" in out
     assert not (setup.path / "serve.json").exists()
+
+
+def test_break_glass_token_from_the_hub_installs_only_on_its_device(
+    setup: HubSetup, tmp_path: Path
+) -> None:
+    token = tmp_path / "bg.cose"
+    assert (
+        hub_main(
+            [
+                "break-glass",
+                "--hub-dir",
+                str(setup.path),
+                "--device",
+                "gw-001",
+                "--minutes",
+                "30",
+                "--reason",
+                "site visit",
+                "--out",
+                str(token),
+            ]
+        )
+        == 0
+    )
+    assert token.stat().st_mode & 0o777 == 0o600
+    for device, expected in (("gw-001", 0), ("gw-002", 1)):
+        state = tmp_path / device
+        identity = DeviceIdentity(device, "eu-1", ("line-a",), "generic-x86_64")
+        init_state_dir(state, identity, setup.root.raw, int(time.time()))
+        code = agent_main(["break-glass", str(token), "--state-dir", str(state)])
+        assert code == expected, device
+    assert (
+        hub_main(
+            [
+                "break-glass",
+                "--hub-dir",
+                str(setup.path),
+                "--device",
+                "gw-001",
+                "--minutes",
+                "600",
+                "--reason",
+                "x",
+                "--out",
+                str(token),
+            ]
+        )
+        == 2
+    )

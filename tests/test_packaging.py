@@ -390,11 +390,16 @@ def test_deb_ships_the_agent_config_unit_and_system_files_with_root_ownership(
     shipped = (ROOT / "systemd" / "edge-agent.service").read_text()
     assert _extracted(build.deb, tmp_path, "/usr/lib/systemd/system/edge-agent.service") == shipped
     profiles = sorted(p.name for p in (ROOT / "firmware_profiles").glob("*.toml"))
-    prefix = "/usr/share/edge-agent/firmware-profiles/"
+    assert len(profiles) >= 3
+    prefix = "/etc/edge-agent/firmware_profiles/"
     assert (
         sorted(p.removeprefix(prefix) for p in members if p.startswith(prefix) and p != prefix)
         == profiles
     )
+    conffiles = subprocess.run(
+        ["dpkg-deb", "-I", str(build.deb), "conffiles"], capture_output=True, text=True
+    ).stdout.split()
+    assert conffiles == ["/etc/edge-agent/agent.toml", *(prefix + p for p in profiles)]
 
 
 def _extracted(deb: Path, tmp_path: Path, path: str) -> str:

@@ -27,6 +27,7 @@ from edge_agent.policy.compiler import CompiledPolicy, compile_policy
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._gc import paused_gc
 from edge_agent.protocol._schema import Fields
+from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role, content_type, external_aad
@@ -172,6 +173,11 @@ def _verify_bundle(
     attestation = fields.raw("attestation")
     if not isinstance(attestation, dict):
         raise BundleFormatError("bundle.attestation must be a map")
+    if attestation:
+        try:
+            parse_expectations(attestation)
+        except ExpectationsError as exc:
+            raise BundleFormatError(f"bundle attestation expectations: {exc.message}") from exc
     try:
         policy = compile_policy(fields.raw("policy"))
     except PolicyError as exc:

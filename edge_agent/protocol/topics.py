@@ -9,6 +9,9 @@ Layout under ``edgegov/v1/{region}/`` (at most 7 levels; docs/mqtt.md is the lon
     device/{id}/status              device -> hub   retained  signed status; last will "offline"
     device/{id}/lineage             device -> hub   QoS 1     signed lineage batches
     device/{id}/ack                 hub -> device   retained  signed acknowledgements
+    device/{id}/challenge           hub -> device   QoS 1     attestation challenge (nonce)
+    device/{id}/evidence            device -> hub   QoS 1     signed attestation evidence
+    device/{id}/attestation         hub -> device   retained  signed attestation result
 
 A *channel* is who a bundle is addressed to: ``all`` (name ``_``, every device of the
 region), ``group`` (a device group) or ``device`` (one device id).
@@ -62,6 +65,9 @@ class DeviceLeaf(StrEnum):
     STATUS = "status"
     LINEAGE = "lineage"
     ACK = "ack"
+    CHALLENGE = "challenge"
+    EVIDENCE = "evidence"
+    ATTESTATION = "attestation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,8 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
         f"{base}/root/+",
         f"{base}/revoke/#",
         device_topic(region, device_id, DeviceLeaf.ACK),
+        device_topic(region, device_id, DeviceLeaf.CHALLENGE),
+        device_topic(region, device_id, DeviceLeaf.ATTESTATION),
     ]
     for channel in agent_channels(device_id, groups):
         filters.append(bundle_topic(region, channel))
@@ -177,12 +185,13 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
 def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
     """The filters a hub consumes device topics with.
 
-    Lineage goes through a shared subscription when several hubs run, so each batch is
-    stored once; status is subscribed directly by every hub, because shared subscriptions
-    do not deliver retained messages and a starting hub needs every device's last status.
+    Lineage and attestation evidence go through a shared subscription when several hubs
+    run, so each batch is stored once and each nonce is spent by one hub; status is
+    subscribed directly by every hub, because shared subscriptions do not deliver retained
+    messages and a starting hub needs every device's last status.
     """
     base = _region(region)
-    lineage = f"{base}/device/+/{DeviceLeaf.LINEAGE}"
+    consumed = [f"{base}/device/+/{leaf}" for leaf in (DeviceLeaf.LINEAGE, DeviceLeaf.EVIDENCE)]
     if shared:
-        lineage = f"$share/{SHARED_GROUP}/{lineage}"
-    return (lineage, f"{base}/device/+/{DeviceLeaf.STATUS}")
+        consumed = [f"$share/{SHARED_GROUP}/{topic}" for topic in consumed]
+    return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
+from edge_agent.attest.config import Attestor, open_attestor
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify.cli import parse_mounts
 from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
@@ -23,6 +24,7 @@ from edge_agent.sync.daemon import AgentDaemon
 
 __all__ = ["BROKER_SETTINGS", "register", "status_line"]
 
+STOP_RETRY_S = 0.5
 STATUS_EVERY_S = 5.0
 """How often the systemd status line is refreshed (the expiry counts down)."""
 
@@ -78,22 +80,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--exec-enforcement needs --exec-mounts PATH[,PATH...]")
     enforcement = (Mode.parse(args.exec_enforcement), args.exec_mounts)
     with LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent:
-        asyncio.run(_run(agent, config, enforcement))
+        attestor = open_attestor(config.attestation, agent.state.device)
+        asyncio.run(_run(agent, config, enforcement, attestor))
     return 0
 
 
 async def _run(
-    agent: LocalAgent, config: AgentConfig, enforcement: tuple[Mode, tuple[str, ...]]
+    agent: LocalAgent,
+    config: AgentConfig,
+    enforcement: tuple[Mode, tuple[str, ...]],
+    attestor: Attestor | None,
 ) -> None:
     """Serve decisions and sync until SIGTERM; tell systemd when ready, how it is doing, and
     that the decision loop is alive (all no-ops outside systemd)."""
     settings = config.broker_settings(agent.state.device.device_id)
-    daemon = AgentDaemon(agent, settings, config.sync)
+    daemon = AgentDaemon(agent, settings, config.sync, attestor=attestor)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        # Python 3.11's wait_for can swallow a cancellation racing a result (CPython
+        # gh-86296, reachable inside aiomqtt's publish): cancel until the task is done.
+        if not task.done():
+            task.cancel()
+            loop.call_later(STOP_RETRY_S, stop)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, stop)
     ensure_fd_headroom(config.socket.limits)
     with Notifier.from_environment() as notifier:
         try:

@@ -25,6 +25,9 @@ Example::
     retain_max_entries = 1000000   # never prunes what the hub has not acknowledged
     retain_max_age_s = 7776000
 
+    [attestation]                  # docs/attestation.md
+    profile_dir = "/etc/edge-agent/firmware_profiles"   # <enrolled profile>.toml is used
+
     [socket]                       # the local decision socket (docs/socket.md)
     path = "/run/edge-agent/agent.sock"
     mode = 0o660
@@ -39,6 +42,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.attest.config import AttestationConfig
 from edge_agent.errors import ConfigError
 from edge_agent.lineage.log import LineageConfig
 from edge_agent.socket.config import SocketConfig
@@ -119,6 +123,7 @@ class AgentConfig(_Section):
     log: LogSection = LogSection()
     sync: SyncConfig = SyncConfig()
     lineage: LineageSection = LineageSection()
+    attestation: AttestationConfig = AttestationConfig()
     socket: SocketConfig = SocketConfig()
 
     def broker_settings(self, client_id: str) -> BrokerSettings:

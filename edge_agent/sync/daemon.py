@@ -9,7 +9,12 @@ What it does, in one session per broker connection:
    bundles, revocations, freshness tokens, acks — each refused object logged as a rejection
    and changing nothing;
 4. ship unacknowledged lineage in signed batches, one in flight, resent until the hub's
-   signed ack (stored *and* verified) arrives; acks move the lineage watermark.
+   signed ack (stored *and* verified) arrives; acks move the lineage watermark;
+5. with a firmware profile (an :class:`~edge_agent.attest.config.Attestor`): re-measure on
+   the profile's interval (a mismatch turns the gate to ``attestation_failed`` within one
+   interval, is logged as a trust transition and reported in the next status), answer each
+   verified hub challenge with a fresh measurement as signed evidence, and install the hub's
+   signed result. Measuring reads files: it runs in a worker thread, never on the loop.
 
 The connection is reconnected with capped exponential backoff and full jitter, forever.
 Nothing here is on the decision path: the agent keeps deciding from its installed bundle
@@ -27,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from edge_agent.agent import LocalAgent
+from edge_agent.attest.config import Attestor
 from edge_agent.errors import EdgeGovError, LineageError, StateError, TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.shipping import (
@@ -48,11 +54,14 @@ logger = logging.getLogger(__name__)
 MAX_REMEMBERED_REJECTIONS = 256
 """Digests of refused payloads remembered, so a retained bad object is logged once."""
 MAX_PENDING_ROOTS = 16
+MAX_PENDING_CHALLENGES = 8
+"""Challenges queued for an answer; more arriving meanwhile are dropped (the hub re-asks)."""
 CLOCK_CHECK_S = 1.0
 
 
 class AgentDaemon:
-    """The sync loop of one agent. ``wall`` reads the clock (a parameter for tests)."""
+    """The sync loop of one agent. ``wall`` reads the clock (a parameter for tests);
+    ``attestor`` measures the device (``None``: no firmware profile, nothing measured)."""
 
     def __init__(
         self,
@@ -61,11 +70,13 @@ class AgentDaemon:
         config: SyncConfig,
         *,
         wall: Callable[[], int] = lambda: int(time.time()),
+        attestor: Attestor | None = None,
     ) -> None:
         self.agent = agent
         self.broker = broker
         self.config = config
         self.wall = wall
+        self.attestor = attestor
         self.device = agent.state.device
         self.connected = asyncio.Event()
         self.changed = asyncio.Event()
@@ -73,18 +84,41 @@ class AgentDaemon:
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
         self._pending_roots: dict[int, bytes] = {}
         self._acked = asyncio.Event()
+        self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
 
     async def run(self) -> None:
-        """Stay connected (reconnecting forever) and watch the clock, until cancelled."""
+        """Stay connected (reconnecting forever), watch the clock, apply retention and
+        re-measure, until cancelled."""
+        if self.attestor is not None:
+            self.agent.record_measurement(
+                self.attestor.first, self.wall(), self.attestor.interval_s
+            )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._stay_connected(), name="connection")
             tasks.create_task(self._watch_clock(), name="clock")
             tasks.create_task(self._retain(), name="retention")
+            if self.attestor is not None:
+                tasks.create_task(self._remeasure(self.attestor), name="attestation")
 
     async def _watch_clock(self) -> None:
         while True:
-            self.agent.observe_clock(self.wall())
+            wall = self.wall()
+            self.agent.observe_clock(wall)
+            if self.agent.observe_attestation(wall):
+                self.changed.set()
             await asyncio.sleep(CLOCK_CHECK_S)
+
+    async def _remeasure(self, attestor: Attestor) -> None:
+        while True:
+            await asyncio.sleep(attestor.interval_s)
+            await self._measure(attestor)
+
+    async def _measure(self, attestor: Attestor) -> None:
+        measured = await asyncio.to_thread(attestor.measure)
+        wall = self.wall()
+        self.agent.record_measurement(measured, wall, attestor.interval_s)
+        if self.agent.observe_attestation(wall):
+            self.changed.set()
 
     async def _retain(self) -> None:
         """Apply the lineage retention caps now and then (they only ever drop entries the
@@ -145,6 +179,7 @@ class AgentDaemon:
                 tasks.create_task(self._receive(connection), name="receive")
                 tasks.create_task(self._ship(connection), name="ship")
                 tasks.create_task(self._report(connection), name="status")
+                tasks.create_task(self._answer(connection), name="challenges")
 
     # --- incoming -----------------------------------------------------------------------
 
@@ -173,7 +208,7 @@ class AgentDaemon:
             self._remember_rejection(digest)
             logger.exception("unexpected failure handling %s; nothing changed", message.topic)
             return
-        if changed:
+        if self.agent.observe_attestation(self.wall()) or changed:
             self.changed.set()
 
     def _apply(self, kind: str, message: Incoming) -> bool:
@@ -191,8 +226,22 @@ class AgentDaemon:
         if kind == "ack":
             self._apply_ack(message.payload)
             return False
+        if kind == "attestation":
+            held = self.agent.state.attestation_result
+            return self.agent.install_attestation_result(message.payload, wall) is not held
+        if kind == "challenge":
+            self._queue_challenge(message.payload)
+            return False
         logger.debug("ignoring a message on %s", message.topic)
         return False
+
+    def _queue_challenge(self, data: bytes) -> None:
+        try:
+            self._challenges.put_nowait(data)
+        except asyncio.QueueFull:
+            logger.warning(
+                "attestation challenge dropped: %d already waiting", self._challenges.qsize()
+            )
 
     def _apply_root(self, topic: str, data: bytes, wall: int) -> bool:
         """Roots arrive retained in any order; install them one version at a time (the
@@ -237,6 +286,40 @@ class AgentDaemon:
 
     # --- outgoing -----------------------------------------------------------------------
 
+    async def _answer(self, connection: Connection) -> None:
+        """Answer queued challenges one at a time: verify, measure afresh, publish evidence."""
+        while True:
+            data = await self._challenges.get()
+            try:
+                evidence = await self._evidence(data)
+            except EdgeGovError as exc:
+                logger.warning("attestation challenge not answered: %s", exc)
+                continue
+            if evidence is not None:
+                await connection.publish(
+                    topics.device_topic(
+                        self.device.region, self.device.device_id, topics.DeviceLeaf.EVIDENCE
+                    ),
+                    evidence,
+                    qos=1,
+                )
+
+    async def _evidence(self, data: bytes) -> bytes | None:
+        """The evidence answering challenge ``data``; ``None`` when it was answered already
+        (a redelivery) or there is nothing to measure with.
+
+        Raises:
+            AttestationError: the challenge was refused.
+        """
+        challenge = self.agent.check_challenge(data, self.wall())
+        if self.agent.answered(challenge.nonce):
+            return None
+        if self.attestor is None:
+            logger.info("attestation challenge ignored: no firmware profile is configured")
+            return None
+        await self._measure(self.attestor)
+        return self.agent.evidence_for(challenge, self.wall())
+
     async def _ship(self, connection: Connection) -> None:
         lineage = self.agent.lineage
         if lineage is None:
@@ -280,9 +363,12 @@ class AgentDaemon:
         )
 
     async def _report(self, connection: Connection) -> None:
+        interval = self.config.status_interval_s
+        if self.attestor is not None:
+            interval = min(interval, self.attestor.profile.heartbeat_interval_s)
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.status_interval_s):
+                async with asyncio.timeout(interval):
                     await self.changed.wait()
             self.changed.clear()
             await self._publish_status(connection)

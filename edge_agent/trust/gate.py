@@ -25,7 +25,15 @@ from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import check_clock
 from edge_agent.trust.state import TrustState
 
-__all__ = ["Decision", "GateCheck", "Reason", "check_report", "decide", "lineage_unavailable"]
+__all__ = [
+    "Decision",
+    "GateCheck",
+    "Reason",
+    "attestation_failure",
+    "check_report",
+    "decide",
+    "lineage_unavailable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +104,7 @@ class GateCheck:
 
 _Failure = tuple[Reason, str]
 _Check = Callable[[TrustState, int], _Failure | None]
+_FAILED = Reason.ATTESTATION_FAILED
 
 
 def _check_fault(state: TrustState, now: int) -> _Failure | None:
@@ -139,12 +148,41 @@ def _check_expiry(state: TrustState, now: int) -> _Failure | None:
     return None
 
 
-def _check_attestation(state: TrustState, now: int) -> _Failure | None:
+def attestation_failure(state: TrustState, now: int) -> _Failure | None:
+    """A bundle with expectations needs a passing, current local measurement of this bundle
+    and a passing, unexpired hub result for that same measured state. Reads only values
+    in ``state``: no file is opened and nothing is measured here (O(1))."""
     bundle = state.bundle
-    if bundle is not None and bundle.attestation:
+    if bundle is None or not bundle.attestation:
+        return None
+    local = state.local_attestation
+    if local is None:
+        return _FAILED, "the bundle requires attestation and this device has not been measured"
+    if local.bundle_digest != bundle.digest:
+        return _FAILED, f"the last measurement was not checked against bundle v{bundle.version}"
+    if not local.passed:
+        return _FAILED, f"the measured state does not match the bundle: {local.detail}"
+    if now >= local.valid_until:
         return (
-            Reason.ATTESTATION_FAILED,
-            "the bundle requires attestation and this agent has no attestation verdict",
+            Reason.ATTESTATION_STALE,
+            f"the last local measurement is {now - local.measured_at} s old; is the agent's "
+            "re-measurement running?",
+        )
+    result = state.attestation_result
+    if result is None:
+        return _FAILED, "no attestation result from the hub's verifier yet (awaiting a challenge)"
+    if not result.passed:
+        return _FAILED, f"the hub's verifier failed this device: {result.detail}"
+    if result.measured != local.digest:
+        return (
+            Reason.ATTESTATION_STALE,
+            "the measured state changed since the hub's last result; awaiting a new challenge",
+        )
+    if now >= result.expires_at:
+        return (
+            Reason.ATTESTATION_STALE,
+            f"the hub's attestation result expired {now - result.expires_at} s ago and was "
+            "not renewed",
         )
     return None
 
@@ -177,7 +215,7 @@ _CHECKS: tuple[tuple[str, _Check], ...] = (
     ("clock", _check_clock),
     ("bundle", _check_bundle),
     ("expiry", _check_expiry),
-    ("attestation", _check_attestation),
+    ("attestation", attestation_failure),
     ("revocation", _check_revocation),
 )
 

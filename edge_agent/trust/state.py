@@ -1,7 +1,13 @@
 """The trust state a device decides with: one immutable value, replaced whole on change.
 
 Transitions (install a bundle, rotate the root, record a revocation, accept a freshness
-token) return a new state; the shell persists it atomically and only then swaps it in.
+token, record a local measurement verdict, accept an attestation result) return a new state;
+the shell persists it atomically and only then swaps it in.
+
+Attestation: the state holds the verdict of the last local measurement (computed by the shell
+against the installed bundle's expectations) and the last verified result of the hub's
+verifier. A failing local verdict drops the hub's result: after a mismatch, only a fresh
+challenge answered with the restored state brings the device back.
 
 Revocations: each epoch is applied once. A device/group/region revocation issued before the
 installed bundle was issued is already lifted and changes nothing when it arrives (again);
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.revocation import Revocation, RevocationKind
@@ -20,13 +27,34 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.trust.clock import TimeFloor, advance_floor
 
 __all__ = [
+    "LocalVerdict",
     "TrustState",
     "revocation_applies",
+    "with_attestation_result",
     "with_bundle",
     "with_freshness",
+    "with_local_verdict",
     "with_revocation",
     "with_root",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalVerdict:
+    """The verdict of one local measurement against the installed bundle's expectations.
+
+    ``digest`` names the whole measured state (``expectations.measured_digest``); it must be
+    the one the hub's result attests. ``valid_until`` bounds how long the verdict counts
+    without a new measurement (two re-measure intervals plus a grace), so a stalled
+    measurement loop turns stale instead of allowing forever.
+    """
+
+    passed: bool
+    digest: bytes
+    bundle_digest: bytes
+    measured_at: int
+    valid_until: int
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +77,10 @@ class TrustState:
     """Highest kill epoch a verified freshness token announced."""
     fresh_time: int | None = None
     """Newest hub time of a freshness token that pins the installed bundle."""
+    local_attestation: LocalVerdict | None = None
+    """The last local measurement's verdict (``None``: not measured in this state)."""
+    attestation_result: AttestationResult | None = None
+    """The last verified result of the hub's verifier for this device."""
 
     @property
     def installed(self) -> InstalledRef | None:
@@ -116,6 +148,20 @@ def with_freshness(state: TrustState, token: FreshnessToken) -> TrustState:
         floor=advance_floor(state.floor, token.hub_time),
         announced_epoch=max(state.announced_epoch, token.kill_epoch),
         fresh_time=fresh,
+    )
+
+
+def with_local_verdict(state: TrustState, verdict: LocalVerdict) -> TrustState:
+    """The state after a local measurement: a failing verdict also drops the hub's result,
+    so the device needs a fresh challenge after any mismatch."""
+    result = state.attestation_result if verdict.passed else None
+    return replace(state, local_attestation=verdict, attestation_result=result)
+
+
+def with_attestation_result(state: TrustState, result: AttestationResult) -> TrustState:
+    """The state after a verified attestation result: its issue time is signed time."""
+    return replace(
+        state, attestation_result=result, floor=advance_floor(state.floor, result.issued_at)
     )
 
 

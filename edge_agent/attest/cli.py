@@ -1,0 +1,230 @@
+"""``edge-agent attest``: measure now, compare with the bundle, show the hub's last result.
+
+For a technician at the device: every measurement with its digest (and a fact's value), what
+the installed bundle expects, and the verdict; then the hub's last attestation result and
+the time it has left. ``--json`` prints the same as one object, which is also the *device
+report* ``edge-hub attest expect --from-device-report`` turns into bundle expectations.
+Measuring here changes nothing in the agent's state: the running agent measures on its own.
+
+Exit codes: 0 the measurement satisfies the bundle (or none is required and every item could
+be measured), 1 it does not, 2 no usable profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_agent._internal.cli_support import format_duration, wall_clock
+from edge_agent.agent import LocalAgent
+from edge_agent.attest.config import DEFAULT_PROFILE_DIR, AttestationConfig, resolve
+from edge_agent.attest.measure import FileFactProvider, Measurement, MeasurementSet
+from edge_agent.attest.profile import load_profile
+from edge_agent.attest.verdict import problems
+from edge_agent.errors import ConfigError
+from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
+from edge_agent.trust.state import TrustState
+
+__all__ = ["REPORT_FORMAT", "register"]
+
+REPORT_FORMAT = "edgegov-attestation-report/1"
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``attest`` to the ``edge-agent`` parser."""
+    attest = commands.add_parser(
+        "attest", parents=[common], help="measure now and compare with the bundle's expectations"
+    )
+    attest.add_argument("--json", action="store_true", help="one JSON object (a device report)")
+    attest.add_argument("--profile-file", type=Path, help="firmware profile TOML to measure with")
+    attest.add_argument(
+        "--profile-dir",
+        default=DEFAULT_PROFILE_DIR,
+        help="where PROFILE.toml is looked up (default: %(default)s)",
+    )
+    attest.add_argument("--measure-root", default="/", help="read measured paths under this root")
+    attest.set_defaults(handler=_cmd_attest)
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    now = wall_clock()
+    with LocalAgent.open(args.state_dir) as agent:
+        state = agent.state
+    config = AttestationConfig(
+        profile_file=None if args.profile_file is None else str(args.profile_file),
+        profile_dir=args.profile_dir,
+        measure_root=args.measure_root,
+    )
+    path = resolve(config, state.device)
+    if path is None:
+        raise ConfigError(
+            f"no firmware profile {state.device.profile}.toml in {args.profile_dir}: pass "
+            "--profile-file FILE"
+        )
+    measured = FileFactProvider(load_profile(path), Path(args.measure_root)).measure()
+    found = problems(state.bundle, state.device, measured)
+    required = state.bundle is not None and bool(state.bundle.attestation)
+    verdict = "fail" if found else ("pass" if required else "not_required")
+    rows = [_row(m, _expected(state)) for m in measured.items]
+    if args.json:
+        print(json.dumps(_report(state, measured, rows, found, verdict, now), sort_keys=True))
+    else:
+        _print(state, measured, rows, found, verdict, now)
+    return 0 if verdict != "fail" else 1
+
+
+def _expected(state: TrustState) -> dict[str, list[str]] | None:
+    """Name -> accepted hex digests for this device, or ``None`` when nothing is expected."""
+    bundle = state.bundle
+    if bundle is None or not bundle.attestation:
+        return None
+    try:
+        expectations = parse_expectations(bundle.attestation)
+    except ExpectationsError:
+        return {}
+    allowed = expectations.for_device(state.device.profile, state.device.device_id) or {}
+    return {name: sorted(d.hex() for d in digests) for name, digests in allowed.items()}
+
+
+def _row(measurement: Measurement, expected: dict[str, list[str]] | None) -> dict[str, object]:
+    digest = measurement.digest.hex() if measurement.digest is not None else None
+    accepted = None if expected is None else expected.get(measurement.name)
+    if measurement.error is not None:
+        verdict = "error"
+    elif accepted is None:
+        verdict = "unchecked"
+    else:
+        verdict = "match" if digest in accepted else "mismatch"
+    return {
+        "name": measurement.name,
+        "kind": measurement.kind,
+        "source": measurement.source,
+        "scope": measurement.scope,
+        "digest": digest,
+        "value": measurement.value,
+        "error": measurement.error,
+        "expected": accepted,
+        "verdict": verdict,
+    }
+
+
+def _report(
+    state: TrustState,
+    measured: MeasurementSet,
+    rows: list[dict[str, object]],
+    found: tuple[str, ...],
+    verdict: str,
+    now: int,
+) -> dict[str, object]:
+    bundle, result = state.bundle, state.attestation_result
+    return {
+        "format": REPORT_FORMAT,
+        "device": state.device.device_id,
+        "region": state.device.region,
+        "profile": measured.profile,
+        "time": now,
+        "bundle": None
+        if bundle is None
+        else {"version": bundle.version, "digest": bundle.digest.hex()},
+        "measured_digest": measured.digest.hex(),
+        "verdict": verdict,
+        "problems": list(found),
+        "measurements": rows,
+        "hub_result": None
+        if result is None
+        else {
+            "verdict": str(result.verdict),
+            "detail": result.detail,
+            "issued_at": result.issued_at,
+            "expires_at": result.expires_at,
+            "expires_in_s": result.expires_at - now,
+            "matches_this_measurement": result.measured == measured.digest,
+        },
+    }
+
+
+def _print(
+    state: TrustState,
+    measured: MeasurementSet,
+    rows: list[dict[str, object]],
+    found: tuple[str, ...],
+    verdict: str,
+    now: int,
+) -> None:
+    bundle = state.bundle
+    version = f"bundle v{bundle.version}" if bundle is not None else "no bundle"
+    print(f"device   {state.device.device_id} (profile {measured.profile}, {version})")
+    for measurement, row in zip(measured.items, rows, strict=True):
+        digest = measurement.digest.hex()[:16] if measurement.digest is not None else "-"
+        value = f" = {measurement.value}" if measurement.value is not None else ""
+        print(
+            f"  {row['verdict']!s:<9} {measurement.name:<18} sha256:{digest:<16} "
+            f"{measurement.source}{value}"
+        )
+        if measurement.error is not None:
+            print(f"            {measurement.error}")
+        elif row["verdict"] == "mismatch" and isinstance(row["expected"], list):
+            print(f"            expected one of: {', '.join(d[:16] for d in row['expected'])}")
+    print(f"state    sha256:{measured.digest.hex()[:16]} verdict {verdict.upper()}")
+    for problem in found:
+        print(f"  - {problem}")
+    result = state.attestation_result
+    if result is None:
+        print("hub      no attestation result held")
+        return
+    left = result.expires_at - now
+    when = (
+        f"expires in {format_duration(left)}"
+        if left > 0
+        else f"expired {format_duration(-left)} ago"
+    )
+    same = "this measurement" if result.measured == measured.digest else "another measured state"
+    print(f"hub      {str(result.verdict).upper()} for {same}, {when}: {result.detail}")
+
+
+def attestation_status(state: TrustState, now: int) -> dict[str, object]:
+    """The attestation part of ``edge-agent status --json``: whether the bundle requires
+    it, the last local verdict and the hub's last result, with the time each has left."""
+    bundle, local, result = state.bundle, state.local_attestation, state.attestation_result
+    return {
+        "required": bundle is not None and bool(bundle.attestation),
+        "local": None
+        if local is None
+        else {
+            "passed": local.passed,
+            "detail": local.detail,
+            "measured_at": local.measured_at,
+            "valid_for_s": local.valid_until - now,
+            "digest": local.digest.hex(),
+        },
+        "hub_result": None
+        if result is None
+        else {
+            "verdict": str(result.verdict),
+            "detail": result.detail,
+            "expires_at": result.expires_at,
+            "expires_in_s": result.expires_at - now,
+            "matches_local": local is not None and result.measured == local.digest,
+        },
+    }
+
+
+def attestation_line(state: TrustState, now: int) -> str:
+    """One ``status`` line: required or not, the local verdict, the hub's result and time left."""
+    bundle, local, result = state.bundle, state.local_attestation, state.attestation_result
+    required = "required" if bundle is not None and bundle.attestation else "not required"
+    if local is None:
+        measured = "not measured"
+    else:
+        verdict = "PASS" if local.passed else "FAIL"
+        measured = f"local {verdict} {format_duration(now - local.measured_at)} ago"
+    if result is None:
+        hub = "no hub result"
+    else:
+        left = result.expires_at - now
+        when = f"{format_duration(left)} left" if left > 0 else "expired"
+        hub = f"hub {str(result.verdict).upper()}, {when}"
+    return f"attest   {required}; {measured}; {hub}"

@@ -1,0 +1,167 @@
+"""Firmware profiles (``firmware_profiles/NAME.toml``): what a device class is and measures.
+
+A profile is validated once, at start, with pydantic (``extra="forbid"``, strict): an
+unknown field, a wrong type or an out-of-range value stops the agent with a message naming
+the field, instead of it starting half-measured. The shipped profiles document every field
+in comments; the short form::
+
+    name = "generic-x86_64"
+    architecture = "x86_64"            # x86_64 | aarch64 | armv7l
+    reattest_interval_s = 300          # re-measure this often
+    heartbeat_interval_s = 60          # signed status at least this often
+
+    [limits]                           # bounds on one measurement
+    max_file_bytes = 268435456
+    max_total_bytes = 1073741824
+    max_tree_files = 20000
+
+    [[measure]]                        # one per measured item; exactly one of file/tree/fact
+    name = "os-release"
+    file = "/etc/os-release"
+    scope = "class"                    # class: same on every device; device: per device
+
+This module reads and validates; it measures nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_agent.errors import ConfigError
+
+__all__ = [
+    "MAX_PROFILE_BYTES",
+    "Architecture",
+    "Fact",
+    "Limits",
+    "Measure",
+    "Profile",
+    "load_profile",
+    "parse_profile",
+]
+
+MAX_PROFILE_BYTES = 64 * 1024
+Architecture = Literal["x86_64", "aarch64", "armv7l"]
+Fact = Literal["architecture", "kernel_release", "kernel_cmdline", "machine_id", "device_model"]
+"""Facts the default provider knows (see :mod:`edge_agent.attest.measure`)."""
+_MEASURE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_GiB = 1024**3
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Limits(_Strict):
+    """Bounds on one measurement, so a huge or runaway file cannot stall the agent."""
+
+    max_file_bytes: int = Field(default=256 * 1024**2, ge=1, le=16 * _GiB)
+    max_total_bytes: int = Field(default=_GiB, ge=1, le=64 * _GiB)
+    max_tree_files: int = Field(default=20_000, ge=1, le=1_000_000)
+
+
+class Measure(_Strict):
+    """One measured item: a file, a directory tree, or a system fact."""
+
+    name: str
+    file: str | None = None
+    tree: str | None = None
+    fact: Fact | None = None
+    scope: Literal["class", "device"] = "class"
+    description: str = Field(default="", max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _MEASURE_NAME.fullmatch(value):
+            raise ValueError("must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
+        return value
+
+    @field_validator("file", "tree")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith("/") or "\0" in value or ".." in value.split("/")
+        ):
+            raise ValueError("must be an absolute path without '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Measure:
+        given = [s for s in (self.file, self.tree, self.fact) if s is not None]
+        if len(given) != 1:
+            raise ValueError(f"measure {self.name!r} needs exactly one of file, tree or fact")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "file" if self.file is not None else "tree" if self.tree is not None else "fact"
+
+    @property
+    def source(self) -> str:
+        return self.file or self.tree or str(self.fact)
+
+
+class Profile(_Strict):
+    """A device class: architecture, timing, limits and what is measured."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = Field(default="", max_length=500)
+    architecture: Architecture
+    reattest_interval_s: int = Field(ge=1, le=86_400)
+    heartbeat_interval_s: int = Field(ge=1, le=3600)
+    limits: Limits = Limits()
+    measure: list[Measure] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Profile:
+        names = [m.name for m in self.measure]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"measurement name(s) {', '.join(twice)} given more than once")
+        return self
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and validate the profile at ``path``.
+
+    Raises:
+        ConfigError: unreadable, too large, not TOML, or not a valid profile (the message
+            names the field).
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the firmware profile {path}: {exc.strerror or exc}"
+        ) from exc
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ConfigError(f"the firmware profile {path} is larger than {MAX_PROFILE_BYTES} bytes")
+    return parse_profile(raw, str(path))
+
+
+def parse_profile(raw: bytes, where: str) -> Profile:
+    """Validate profile TOML ``raw`` (``where`` names it in errors).
+
+    Raises:
+        ConfigError: not UTF-8 TOML, or not a valid profile.
+    """
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"the firmware profile {where} is not valid TOML: {exc}") from exc
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(
+            f"the firmware profile {where} is invalid: {field}: {first['msg']} "
+            f"({exc.error_count()} error(s) in all)"
+        ) from exc

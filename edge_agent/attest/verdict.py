@@ -1,0 +1,68 @@
+"""The local verdict: one measurement judged against the installed bundle's expectations.
+
+Pure (no I/O, ``now`` given): the agent calls it after every measurement and again whenever
+a new bundle is installed, with the measurement it already holds, so a bundle that changes
+the expectations takes effect at once, without touching a file.
+
+A measurement fails when any item could not be measured, when the bundle's expectations are
+malformed or do not name the device's profile, or when an expected measurement is missing
+or has a digest the bundle does not accept.
+"""
+
+from __future__ import annotations
+
+from edge_agent.attest.measure import MeasurementSet
+from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle
+from edge_agent.protocol.expectations import ExpectationsError, compare, parse_expectations
+from edge_agent.trust.state import LocalVerdict
+
+__all__ = ["LOCAL_GRACE_S", "judge", "problems"]
+
+LOCAL_GRACE_S = 5
+"""Seconds a local verdict outlives two re-measure intervals before the gate calls it stale."""
+MAX_DETAIL_PROBLEMS = 4
+
+
+def problems(
+    bundle: VerifiedBundle | None, device: DeviceIdentity, measured: MeasurementSet
+) -> tuple[str, ...]:
+    """Why ``measured`` does not satisfy ``bundle`` for ``device``; empty when it does (or
+    when the bundle requires no attestation and every item could be measured)."""
+    found = list(measured.errors)
+    if bundle is None or not bundle.attestation:
+        return tuple(found)
+    try:
+        expectations = parse_expectations(bundle.attestation)
+    except ExpectationsError as exc:
+        return (*found, f"the bundle's expectations are malformed: {exc.message}")
+    expected = expectations.for_device(device.profile, device.device_id)
+    if expected is None:
+        return (*found, f"the bundle has no expectations for profile {device.profile!r}")
+    return (*found, *compare(expected, measured.digests))
+
+
+def judge(
+    bundle: VerifiedBundle | None,
+    device: DeviceIdentity,
+    measured: MeasurementSet,
+    *,
+    now: int,
+    interval_s: int,
+) -> LocalVerdict:
+    """The :class:`LocalVerdict` of ``measured`` at ``now``, valid for two re-measure
+    intervals plus :data:`LOCAL_GRACE_S`."""
+    found = problems(bundle, device, measured)
+    if found:
+        shown = "; ".join(found[:MAX_DETAIL_PROBLEMS])
+        more = len(found) - MAX_DETAIL_PROBLEMS
+        detail = shown + (f"; and {more} more" if more > 0 else "")
+    else:
+        detail = f"{len(measured.items)} measurement(s) match"
+    return LocalVerdict(
+        passed=not found,
+        digest=measured.digest,
+        bundle_digest=bundle.digest if bundle is not None else b"",
+        measured_at=now,
+        valid_until=now + 2 * interval_s + LOCAL_GRACE_S,
+        detail=detail,
+    )

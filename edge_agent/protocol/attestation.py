@@ -1,0 +1,374 @@
+"""Remote attestation on the wire: the hub's challenge, the device's evidence, the hub's result.
+
+Three ``COSE_Sign1`` objects, each with its own content type and ``external_aad``
+(``["edgegov/v1", role, "<kind>/<device id>"]``), so none passes as another, as another
+device's, or as any other edgegov object::
+
+    challenge (verifier key, hub -> device):
+      {"device": tstr, "nonce": bstr .size 32, "issued_at": uint, "expires_at": uint}
+    evidence (device key, device -> hub):
+      {"device": tstr, "nonce": bstr .size 32,      ; the challenge answered
+       "time": uint,                                ; device clock when measured
+       "bundle_digest": bstr .size 32 / null,       ; the bundle whose expectations apply
+       "measurements": {* tstr => bstr .size 32},   ; name -> SHA-256 (at most 64)
+       "lineage": {"size": uint, "root": bstr .size 32}}   ; the device's lineage head
+    result (verifier key, hub -> device):
+      {"device": tstr, "nonce": bstr .size 32, "verdict": "pass" / "fail",
+       "measured": bstr .size 32,                   ; measured_digest(evidence.measurements)
+       "issued_at": uint, "expires_at": uint, "detail": tstr}
+
+Freshness: the nonce is random, single-use and expires with its challenge (the hub keeps
+track); the agent accepts a result only for a nonce it answered and only with the digest it
+sent. What this module does not do: track nonces, compare measurements with expectations
+(:mod:`edge_agent.protocol.expectations`), or read any clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edge_agent.errors import EnvelopeError
+from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol._schema import Fields
+from edge_agent.protocol.expectations import DIGEST_BYTES, MAX_MEASUREMENTS
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.roles import Role, content_type, external_aad
+from edge_agent.protocol.root import TrustRoot
+
+__all__ = [
+    "CHALLENGE_CONTENT_TYPE",
+    "EVIDENCE_CONTENT_TYPE",
+    "MAX_CHALLENGE_BYTES",
+    "MAX_DETAIL_CHARS",
+    "MAX_EVIDENCE_BYTES",
+    "MAX_RESULT_BYTES",
+    "NONCE_BYTES",
+    "RESULT_CONTENT_TYPE",
+    "AttestationError",
+    "AttestationResult",
+    "Challenge",
+    "Evidence",
+    "LineageHead",
+    "Verdict",
+    "sign_challenge",
+    "sign_evidence",
+    "sign_result",
+    "verify_challenge",
+    "verify_evidence",
+    "verify_result",
+]
+
+CHALLENGE_CONTENT_TYPE = "application/edgegov-attestation-challenge+cbor"
+EVIDENCE_CONTENT_TYPE = "application/edgegov-attestation-evidence+cbor"
+RESULT_CONTENT_TYPE = content_type(Role.VERIFIER)
+
+NONCE_BYTES = 32
+MAX_CHALLENGE_BYTES = 1024
+MAX_EVIDENCE_BYTES = 16 * 1024
+"""64 measurements of a 64-character name and a 32-byte digest are about 6.5 KiB."""
+MAX_RESULT_BYTES = 2048
+MAX_DETAIL_CHARS = 512
+
+
+class AttestationError(EnvelopeError):
+    """A challenge, evidence or result was refused: malformed, badly signed, for another
+    device, or outside its validity window."""
+
+    code = "attestation_rejected"
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    device: str
+    nonce: bytes
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineageHead:
+    """The device's lineage when it produced evidence: its size and tree root."""
+
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    device: str
+    nonce: bytes
+    time: int
+    bundle_digest: bytes | None
+    measurements: Mapping[str, bytes]
+    lineage: LineageHead
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResult:
+    """A verified result, and its exact bytes (persisted so a restart keeps it)."""
+
+    device: str
+    nonce: bytes
+    verdict: Verdict
+    measured: bytes
+    issued_at: int
+    expires_at: int
+    detail: str
+    raw: bytes = b""
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+
+def _aad(role: Role, kind: str, device: str) -> bytes:
+    return external_aad(role, f"{kind}/{device}")
+
+
+# --- challenge -----------------------------------------------------------------------------
+
+
+def sign_challenge(challenge: Challenge, *, key: PrivateKey) -> bytes:
+    """The hub's ``COSE_Sign1`` challenge (a verifier-role key)."""
+    payload = dcbor.encode(
+        {
+            "device": challenge.device,
+            "nonce": challenge.nonce,
+            "issued_at": challenge.issued_at,
+            "expires_at": challenge.expires_at,
+        }
+    )
+    return cose.sign1(
+        payload,
+        key=key,
+        content_type=CHALLENGE_CONTENT_TYPE,
+        external_aad=_aad(Role.VERIFIER, "challenge", challenge.device),
+        kid=key.public.key_id,
+    )
+
+
+def verify_challenge(data: bytes, *, root: TrustRoot, device: str, now: int) -> Challenge:
+    """Verify a challenge for ``device`` signed by a verifier key of ``root``, valid at ``now``.
+
+    Raises:
+        AttestationError: too large, not signed by a verifier key, malformed, for another
+            device, or expired.
+    """
+    value = _verify(
+        data,
+        root.role(Role.VERIFIER).keys,
+        CHALLENGE_CONTENT_TYPE,
+        _aad(Role.VERIFIER, "challenge", device),
+        MAX_CHALLENGE_BYTES,
+        "challenge",
+    )
+    fields = Fields(
+        value,
+        "challenge",
+        AttestationError,
+        required=frozenset({"device", "nonce", "issued_at", "expires_at"}),
+    )
+    challenge = Challenge(
+        _same_device(fields, device),
+        fields.byte_string("nonce", length=NONCE_BYTES),
+        fields.integer("issued_at"),
+        fields.integer("expires_at"),
+    )
+    _window(challenge.issued_at, challenge.expires_at, now, "challenge")
+    return challenge
+
+
+# --- evidence ------------------------------------------------------------------------------
+
+
+def sign_evidence(evidence: Evidence, key: PrivateKey) -> bytes:
+    """The device-signed ``COSE_Sign1`` of ``evidence``."""
+    payload = dcbor.encode(
+        {
+            "device": evidence.device,
+            "nonce": evidence.nonce,
+            "time": evidence.time,
+            "bundle_digest": evidence.bundle_digest,
+            "measurements": dict(evidence.measurements),
+            "lineage": {"size": evidence.lineage.size, "root": evidence.lineage.root},
+        }
+    )
+    return cose.sign1(
+        payload,
+        key=key,
+        content_type=EVIDENCE_CONTENT_TYPE,
+        external_aad=_aad(Role.DEVICE, "evidence", evidence.device),
+    )
+
+
+def verify_evidence(data: bytes, *, device: str, key: PublicKey) -> Evidence:
+    """Verify evidence that claims to come from ``device``, signed by its registered ``key``.
+
+    Only the envelope and schema are checked here; the hub checks the nonce (single use, not
+    expired) and compares the measurements with the bundle's expectations.
+
+    Raises:
+        AttestationError: too large, not signed by ``key``, malformed, or naming another
+            device.
+    """
+    value = _verify(
+        data,
+        {key.key_id: key},
+        EVIDENCE_CONTENT_TYPE,
+        _aad(Role.DEVICE, "evidence", device),
+        MAX_EVIDENCE_BYTES,
+        "evidence",
+    )
+    fields = Fields(
+        value,
+        "evidence",
+        AttestationError,
+        required=frozenset({"device", "nonce", "time", "bundle_digest", "measurements", "lineage"}),
+    )
+    named = _same_device(fields, device)
+    bundle_digest = None
+    if fields.raw("bundle_digest") is not None:
+        bundle_digest = fields.byte_string("bundle_digest", length=DIGEST_BYTES)
+    return Evidence(
+        named,
+        fields.byte_string("nonce", length=NONCE_BYTES),
+        fields.integer("time"),
+        bundle_digest,
+        _measurements(fields.raw("measurements")),
+        _lineage(fields.raw("lineage")),
+    )
+
+
+def _measurements(value: object) -> dict[str, bytes]:
+    if not isinstance(value, dict) or len(value) > MAX_MEASUREMENTS:
+        raise AttestationError(
+            f"evidence.measurements must map at most {MAX_MEASUREMENTS} names to digests"
+        )
+    measurements = {}
+    for name, digest in value.items():
+        if not isinstance(name, str) or not name.isprintable() or not 1 <= len(name) <= 64:
+            raise AttestationError("evidence.measurements names must be short printable text")
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
+            raise AttestationError(f"evidence.measurements.{name} must be a SHA-256 digest")
+        measurements[name] = digest
+    return measurements
+
+
+def _lineage(value: object) -> LineageHead:
+    fields = Fields(
+        value, "evidence.lineage", AttestationError, required=frozenset({"size", "root"})
+    )
+    return LineageHead(fields.integer("size"), fields.byte_string("root", length=DIGEST_BYTES))
+
+
+# --- result --------------------------------------------------------------------------------
+
+
+def sign_result(result: AttestationResult, *, key: PrivateKey) -> bytes:
+    """The hub's ``COSE_Sign1`` attestation result (a verifier-role key)."""
+    payload = dcbor.encode(
+        {
+            "device": result.device,
+            "nonce": result.nonce,
+            "verdict": str(result.verdict),
+            "measured": result.measured,
+            "issued_at": result.issued_at,
+            "expires_at": result.expires_at,
+            "detail": result.detail[:MAX_DETAIL_CHARS],
+        }
+    )
+    return cose.sign1(
+        payload,
+        key=key,
+        content_type=RESULT_CONTENT_TYPE,
+        external_aad=_aad(Role.VERIFIER, "attestation", result.device),
+        kid=key.public.key_id,
+    )
+
+
+def verify_result(data: bytes, *, root: TrustRoot, device: str) -> AttestationResult:
+    """Verify a result for ``device`` signed by a verifier key of ``root``.
+
+    Expiry is not checked here: an expired result is still a valid statement about the past
+    (a restart re-reads it), and the gate judges it stale at its own ``now``. Whether its
+    nonce is one this device answered is the caller's check.
+
+    Raises:
+        AttestationError: too large, not signed by a verifier key, malformed, for another
+            device, or expiring before it was issued.
+    """
+    value = _verify(
+        data,
+        root.role(Role.VERIFIER).keys,
+        RESULT_CONTENT_TYPE,
+        _aad(Role.VERIFIER, "attestation", device),
+        MAX_RESULT_BYTES,
+        "attestation result",
+    )
+    fields = Fields(
+        value,
+        "attestation result",
+        AttestationError,
+        required=frozenset(
+            {"device", "nonce", "verdict", "measured", "issued_at", "expires_at", "detail"}
+        ),
+    )
+    verdict_text, detail = fields.raw("verdict"), fields.raw("detail")
+    if verdict_text not in ("pass", "fail") or not isinstance(verdict_text, str):
+        raise AttestationError("attestation result verdict must be 'pass' or 'fail'")
+    if not isinstance(detail, str) or len(detail) > MAX_DETAIL_CHARS:
+        raise AttestationError(f"attestation result detail must be text of {MAX_DETAIL_CHARS}")
+    result = AttestationResult(
+        device=_same_device(fields, device),
+        nonce=fields.byte_string("nonce", length=NONCE_BYTES),
+        verdict=Verdict(verdict_text),
+        measured=fields.byte_string("measured", length=DIGEST_BYTES),
+        issued_at=fields.integer("issued_at"),
+        expires_at=fields.integer("expires_at"),
+        detail=detail,
+        raw=data,
+    )
+    if result.expires_at <= result.issued_at:
+        raise AttestationError("attestation result expires before it was issued")
+    return result
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+def _verify(
+    data: bytes,
+    keys: Mapping[bytes, PublicKey],
+    ctype: str,
+    aad: bytes,
+    max_bytes: int,
+    what: str,
+) -> object:
+    try:
+        payload, _ = cose.check_sign1(
+            data, keys=keys, content_type=ctype, external_aad=aad, max_bytes=max_bytes
+        )
+        return dcbor.decode(payload, max_bytes=max_bytes, what=what)
+    except EnvelopeError as exc:
+        raise AttestationError(f"{what} refused: {exc.message}") from exc
+
+
+def _same_device(fields: Fields, device: str) -> str:
+    named = fields.name("device")
+    if named != device:
+        raise AttestationError(f"payload names device {named!r}, not {device!r}")
+    return named
+
+
+def _window(issued_at: int, expires_at: int, now: int, what: str) -> None:
+    if expires_at <= issued_at:
+        raise AttestationError(f"{what} expires before it was issued")
+    if now >= expires_at:
+        raise AttestationError(f"{what} expired {now - expires_at} s ago")

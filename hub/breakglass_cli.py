@@ -1,0 +1,87 @@
+"""``edge-hub break-glass``: sign a device-bound, time-limited recovery token.
+
+The token switches one device's exec enforcement from ``enforce`` to ``audit`` for at most
+four hours (docs/exec-enforcement.md). It is signed by the verifier role, never by revoke
+(revoke can only deny), and is handed to a technician out of band: ``edge-agent
+break-glass FILE`` on the device verifies and installs it, and every decision in the window
+names it in the lineage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from edge_agent._internal.cli_support import wall_clock, write_atomic
+from edge_agent.errors import ConfigError
+from edge_agent.fanotify.breakglass import (
+    MAX_WINDOW_S,
+    BreakGlassToken,
+    break_glass_payload,
+    sign_break_glass,
+)
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.topics import check_topic_name
+from hub.hubdir import HubDir
+from hub.keystore import load_role_keys
+
+__all__ = ["register"]
+
+TOKEN_ID_BYTES = 16
+MAX_REASON_CHARS = 512
+
+
+def register(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    hub_dir: argparse.ArgumentParser,
+    keys: argparse.ArgumentParser,
+) -> None:
+    """Add ``break-glass`` to the ``edge-hub`` parser."""
+    command = commands.add_parser(
+        "break-glass",
+        parents=[hub_dir, keys],
+        help="sign a recovery token that puts one device's exec enforcement in audit mode",
+    )
+    command.add_argument("--device", required=True, help="the device the token is bound to")
+    command.add_argument(
+        "--minutes", type=int, required=True, help=f"window length (1 to {MAX_WINDOW_S // 60})"
+    )
+    command.add_argument("--reason", required=True, help="why (logged on the device)")
+    command.add_argument("--out", type=Path, required=True, help="token file to write")
+    command.set_defaults(handler=_cmd_break_glass)
+
+
+def _cmd_break_glass(args: argparse.Namespace) -> int:
+    try:
+        check_topic_name(args.device, "--device")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not 1 <= args.minutes * 60 <= MAX_WINDOW_S:
+        raise ConfigError(f"--minutes must be between 1 and {MAX_WINDOW_S // 60}")
+    if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
+        raise ConfigError(f"--reason must be 1 to {MAX_REASON_CHARS} characters")
+    hub = HubDir.resolve(args.hub_dir)
+    root = hub.load_keys(args.keys).root
+    signers = load_role_keys(args.keys or hub.keys, Role.VERIFIER, root)
+    if len(signers) < root.role(Role.VERIFIER).threshold:
+        raise ConfigError(
+            f"{len(signers)} verifier key(s) here; trust root version {root.version} needs "
+            f"{root.role(Role.VERIFIER).threshold}"
+        )
+    now = wall_clock()
+    token = BreakGlassToken(
+        device=args.device,
+        token_id=os.urandom(TOKEN_ID_BYTES),
+        issued_at=now,
+        expires_at=now + args.minutes * 60,
+        reason=args.reason,
+    )
+    data = sign_break_glass(break_glass_payload(token), device_id=args.device, signers=signers)
+    write_atomic(args.out, data, mode=0o600)
+    print(
+        f"break-glass token {token.name} for {token.device}: audit mode for {args.minutes} min "
+        f"from install, until {token.expires_at} at the latest; install it on the device with "
+        f"'edge-agent break-glass {args.out}'"
+    )
+    return 0
