@@ -73,6 +73,9 @@ _SYSLOG_PRIORITY = (
 )
 
 
+_HANDLER_NAME = "edgegov-stderr"
+
+
 def configure(
     level: int | str = logging.INFO,
     log_format: LogFormat = "text",
@@ -80,8 +83,9 @@ def configure(
 ) -> logging.Handler:
     """Send every log record at ``level`` or above to ``stream`` (stderr) in ``log_format``.
 
-    Replaces the root logger's handlers, so calling it again reconfigures rather than
-    duplicates. Returns the handler (tests read what it wrote).
+    Replaces the handler an earlier call installed, so calling it again reconfigures rather
+    than duplicates; handlers others added (a test's log capture) are left alone. Returns
+    the handler (tests read what it wrote).
 
     Raises:
         ValueError: an unknown format or level name.
@@ -94,12 +98,20 @@ def configure(
     formatter = JsonFormatter(journal) if log_format == "json" else LogfmtFormatter(journal)
     handler.setFormatter(formatter)
     handler.addFilter(RedactSecrets())
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
-        old.close()
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
+            old.close()
     root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    threshold = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(threshold, int):
+        raise ValueError(f"unknown log level {level!r}")
+    handler.setLevel(threshold)
+    # The handler filters; the root level only ever goes down, so records other handlers
+    # (a test's log capture, an embedding program's) want are still created.
+    root.setLevel(min(root.level or logging.WARNING, threshold))
     logging.captureWarnings(True)
     return handler
 
