@@ -8,7 +8,10 @@ Attestation (DESIGN.md section 6): the running agent records each local measurem
 verdict against the installed bundle, answers verified hub challenges with signed evidence,
 and installs the hub's result only for a nonce it answered with the measured state it sent.
 Both are kept in ``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`)
-so that other ``edge-agent`` processes decide with what the running agent measured.
+so that other ``edge-agent`` processes decide with what the running agent measured. The hub's
+result in it is re-verified when read; the local verdict is not signed, so whoever can write
+the state directory (root, or the agent's own user) can forge it. That user can already
+replace the agent itself; docs/attestation.md says so.
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ class LocalAgent:
                     fault=f"the installed bundle failed verification: {exc}",
                 )
         state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
+        state = replace(state, announced_epoch=stored.announced_epoch)
         state = _restore_freshness(state, stored.freshness)
         state = _restore_attestation(state, state_dir)
         try:
@@ -370,9 +374,12 @@ class LocalAgent:
             raise
         new_state = with_freshness(self.state, token)
         pins_ours = new_state.fresh_time != self.state.fresh_time
-        if pins_ours or new_state.floor != self.state.floor:
+        announced = new_state.announced_epoch != self.state.announced_epoch
+        if pins_ours or announced or new_state.floor != self.state.floor:
             self.store.record_freshness(
-                data=data if pins_ours else None, time_floor=new_state.floor.seconds
+                data=data if pins_ours else None,
+                time_floor=new_state.floor.seconds,
+                announced_epoch=new_state.announced_epoch,
             )
         self.state = new_state
         return token

@@ -66,6 +66,7 @@ class StoredState:
     time_floor: int
     revocations: tuple[bytes, ...] = ()
     seen_epoch: int = 0
+    announced_epoch: int = 0
     freshness: bytes | None = None
 
 
@@ -180,10 +181,12 @@ class StateStore:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         floor = meta.get("time_floor")
         seen_epoch = meta.get("seen_epoch", 0)
+        announced_epoch = meta.get("announced_epoch", 0)
         freshness = meta.get("freshness")
         if (
             not isinstance(floor, int)
             or not isinstance(seen_epoch, int)
+            or not isinstance(announced_epoch, int)
             or not (freshness is None or isinstance(freshness, bytes))
             or not roots
         ):
@@ -195,6 +198,7 @@ class StateStore:
             time_floor=floor,
             revocations=tuple(_blob(r[0]) for r in revocations),
             seen_epoch=seen_epoch,
+            announced_epoch=announced_epoch,
             freshness=freshness,
         )
 
@@ -219,35 +223,36 @@ class StateStore:
             )
         self._write(statements)
 
-    def record_freshness(self, *, data: bytes | None, time_floor: int) -> None:
-        """Keep ``data`` as the freshness token pinning the active bundle (when given) and
-        raise the time floor.
+    def record_freshness(
+        self, *, data: bytes | None, time_floor: int, announced_epoch: int = 0
+    ) -> None:
+        """Keep ``data`` as the freshness token pinning the active bundle (when given), the
+        highest kill epoch tokens announced, and raise the time floor.
 
         Raises:
             StateError: the write failed; nothing changed.
         """
         statements = self._floor_update(time_floor)
+        statements.append(
+            (
+                "INSERT INTO meta (key, value) VALUES ('announced_epoch', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (announced_epoch,),
+            )
+        )
         if data is not None:
             statements.extend(self._meta_update("freshness", data))
         self._write(statements)
 
     def get_setting(self, key: str) -> str | None:
         """A text setting recorded by ``edge-agent init`` (for example the broker URL)."""
-        row = self._db.execute(
-            "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
-        ).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         return row[0] if row and isinstance(row[0], str) else None
-
-    def set_settings(self, settings: dict[str, str]) -> None:
-        """Record text settings, all or nothing.
-
-        Raises:
-            StateError: the write failed; nothing changed.
-        """
-        statements = []
-        for key, value in settings.items():
-            statements.extend(self._meta_update(f"setting:{key}", value))
-        self._write(statements)
 
     def install_bundle(
         self, *, data: bytes, digest: bytes, version: int, time_floor: int, now: int
@@ -292,7 +297,12 @@ class StateStore:
 
     def bundle_by_digest(self, digest: bytes) -> bytes | None:
         """The bytes of any bundle this device ever installed, by its SHA-256 digest."""
-        row = self._db.execute("SELECT data FROM bundles WHERE digest = ?", (digest,)).fetchone()
+        try:
+            row = self._db.execute(
+                "SELECT data FROM bundles WHERE digest = ?", (digest,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         return _blob(row[0]) if row else None
 
     @staticmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.errors import StateError
 from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
@@ -183,3 +184,42 @@ def test_clock_going_below_the_floor_and_back_is_logged_once_each(
     kinds = _kinds(daemon)
     assert kinds.count(str(Kind.CLOCK_UNTRUSTED)) == 1
     assert kinds.count(str(Kind.CLOCK_RESTORED)) == 1
+
+
+def test_a_flood_of_unverifiable_future_roots_cannot_block_the_next_one(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    for version in range(3, 40):
+        _send(daemon, f"{BASE}/root/{version}", b"junk-" + bytes([version]))
+    _send(daemon, f"{BASE}/root/2", hub.root_bytes(version=2))
+    assert daemon.agent.state.root.version == 2
+
+
+def test_a_revocation_that_could_not_be_recorded_is_applied_when_redelivered(
+    daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    revocation = hub.revocation(1)
+
+    def locked(**_: object) -> None:
+        raise StateError("database is locked")
+
+    monkeypatch.setattr(daemon.agent.store, "record_revocation", locked)
+    _send(daemon, REVOKE_TOPIC, revocation)
+    assert daemon.agent.decide(REQUEST, NOW).allowed
+    monkeypatch.undo()
+    _send(daemon, REVOKE_TOPIC, revocation)
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+def test_an_announced_kill_epoch_survives_a_restart(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    newer = hub.bundle(2)
+    _send(daemon, f"{BASE}/fresh/all/_", hub.freshness(newer, kill_epoch=4, channel="all/_"))
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+    daemon.agent.close()
+    with LocalAgent.open(tmp_path / "state") as reopened:
+        assert reopened.decide(REQUEST, NOW).reason is Reason.REVOKED

@@ -187,3 +187,15 @@ def test_status_round_trips() -> None:
     key = PrivateKey.generate()
     status = DeviceStatus("gw-001", NOW, False, 3, NOW + 60, "open", 12, 10)
     assert verify_status(sign_status(status, key), device="gw-001", key=key.public) == status
+
+
+def test_key_revocations_count_together_against_the_policy_threshold() -> None:
+    hub = HubSim(policy_keys=[PrivateKey.generate() for _ in range(3)], policy_threshold=2)
+    state = _state(hub, hub.bundle(signers=hub.policy_keys))
+    first, second = (k.public.key_id.hex() for k in hub.policy_keys[:2])
+    state = with_revocation(state, _revocation(hub, 1, "key", first))
+    assert decide(state, REQUEST, NOW).allowed
+    state = with_revocation(state, _revocation(hub, 2, "key", second))
+    denied = decide(state, REQUEST, NOW)
+    assert denied.reason is Reason.REVOKED
+    assert "1 signature(s)" in denied.message

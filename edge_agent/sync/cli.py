@@ -21,6 +21,7 @@ from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.store import StateStore
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.mqtt import check_tls
 
 __all__ = ["BROKER_SETTINGS", "register", "status_line"]
 
@@ -94,6 +95,7 @@ async def _run(
     """Serve decisions and sync until SIGTERM; tell systemd when ready, how it is doing, and
     that the decision loop is alive (all no-ops outside systemd)."""
     settings = config.broker_settings(agent.state.device.device_id)
+    check_tls(settings)
     daemon = AgentDaemon(agent, settings, config.sync, attestor=attestor)
     task = asyncio.current_task()
     assert task is not None

@@ -197,15 +197,15 @@ class AgentDaemon:
         kind = _topic_kind(message.topic)
         try:
             changed = self._apply(kind, message)
+        except StateError as exc:
+            # Not the payload's fault (a locked or full disk): the next delivery retries it.
+            logger.error("cannot record %s from %s now: %s", kind, message.topic, exc)
+            return
         except EdgeGovError as exc:
             self._remember_rejection(digest)
-            if isinstance(exc, StateError):
-                logger.error("cannot record %s from %s: %s", kind, message.topic, exc)
-            else:
-                logger.warning("refused %s from %s: %s", kind, message.topic, exc)
+            logger.warning("refused %s from %s: %s", kind, message.topic, exc)
             return
         except Exception:
-            self._remember_rejection(digest)
             logger.exception("unexpected failure handling %s; nothing changed", message.topic)
             return
         if self.agent.observe_attestation(self.wall()) or changed:
@@ -250,12 +250,18 @@ class AgentDaemon:
         if not label.isdigit() or int(label) <= self.agent.state.root.version:
             return False
         version = int(label)
-        if len(self._pending_roots) < MAX_PENDING_ROOTS:
-            self._pending_roots[version] = data
+        self._pending_roots[version] = data
+        while len(self._pending_roots) > MAX_PENDING_ROOTS:
+            del self._pending_roots[max(self._pending_roots)]
         changed = False
         while (nxt := self._pending_roots.pop(self.agent.state.root.version + 1, None)) is not None:
             self.agent.install_root(nxt, wall)
             changed = True
+        if changed:
+            current = self.agent.state.root.version
+            self._pending_roots = {v: d for v, d in self._pending_roots.items() if v > current}
+            # Objects refused under the old root may verify under the new one.
+            self._rejected.clear()
         return changed
 
     def _apply_ack(self, data: bytes) -> None:

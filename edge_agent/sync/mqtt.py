@@ -27,6 +27,7 @@ __all__ = [
     "Incoming",
     "LastWill",
     "backoff_delays",
+    "check_tls",
     "connect",
 ]
 
@@ -192,6 +193,16 @@ async def connect(
             yield Connection(client)
     except aiomqtt.MqttError as exc:
         raise TransportError(f"broker {settings.url}: {exc}") from exc
+
+
+def check_tls(settings: BrokerSettings) -> None:
+    """Load the TLS files now, so a misconfiguration stops the agent at start instead of
+    failing every reconnect.
+
+    Raises:
+        ConfigError: a TLS file cannot be loaded.
+    """
+    _tls_context(settings)
 
 
 def _tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from edge_agent.errors import ClockError
 from edge_agent.policy.engine import Request, evaluate
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import check_clock
 from edge_agent.trust.state import TrustState
@@ -206,6 +207,15 @@ def _check_revocation(state: TrustState, now: int) -> _Failure | None:
                 Reason.REVOKED,
                 f"revoked ({revocation.kind} {revocation.value}, epoch {revocation.epoch}): "
                 f"{revocation.reason or 'no reason given'}",
+            )
+    if bundle is not None:
+        revoked = {r.value for r in state.revocations if r.kind is RevocationKind.KEY}
+        valid = [k for k in bundle.signer_ids if k.hex() not in revoked]
+        if len(valid) < threshold:
+            return (
+                Reason.REVOKED,
+                f"bundle version {bundle.version} has {len(valid)} signature(s) by keys that "
+                f"are not revoked; {threshold} required",
             )
     return None
 
