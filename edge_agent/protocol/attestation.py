@@ -31,10 +31,11 @@ from enum import StrEnum
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol._device_scoped import device_aad, open_sign1, same_device
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.expectations import DIGEST_BYTES, MAX_MEASUREMENTS
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.roles import Role, content_type, external_aad
+from edge_agent.protocol.roles import Role, content_type
 from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
@@ -128,10 +129,6 @@ class AttestationResult:
         return self.verdict is Verdict.PASS
 
 
-def _aad(role: Role, kind: str, device: str) -> bytes:
-    return external_aad(role, f"{kind}/{device}")
-
-
 # --- challenge -----------------------------------------------------------------------------
 
 
@@ -149,7 +146,7 @@ def sign_challenge(challenge: Challenge, *, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=CHALLENGE_CONTENT_TYPE,
-        external_aad=_aad(Role.VERIFIER, "challenge", challenge.device),
+        external_aad=device_aad(Role.VERIFIER, "challenge", challenge.device),
         kid=key.public.key_id,
     )
 
@@ -161,13 +158,14 @@ def verify_challenge(data: bytes, *, root: TrustRoot, device: str, now: int) -> 
         AttestationError: too large, not signed by a verifier key, malformed, for another
             device, or expired.
     """
-    value = _verify(
+    value = open_sign1(
         data,
-        root.role(Role.VERIFIER).keys,
-        CHALLENGE_CONTENT_TYPE,
-        _aad(Role.VERIFIER, "challenge", device),
-        MAX_CHALLENGE_BYTES,
-        "challenge",
+        keys=root.role(Role.VERIFIER).keys,
+        content_type=CHALLENGE_CONTENT_TYPE,
+        aad=device_aad(Role.VERIFIER, "challenge", device),
+        max_bytes=MAX_CHALLENGE_BYTES,
+        what="challenge",
+        error=AttestationError,
     )
     fields = Fields(
         value,
@@ -176,7 +174,7 @@ def verify_challenge(data: bytes, *, root: TrustRoot, device: str, now: int) -> 
         required=frozenset({"device", "nonce", "issued_at", "expires_at"}),
     )
     challenge = Challenge(
-        _same_device(fields, device),
+        same_device(fields, device, AttestationError),
         fields.byte_string("nonce", length=NONCE_BYTES),
         fields.integer("issued_at"),
         fields.integer("expires_at"),
@@ -204,7 +202,7 @@ def sign_evidence(evidence: Evidence, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=EVIDENCE_CONTENT_TYPE,
-        external_aad=_aad(Role.DEVICE, "evidence", evidence.device),
+        external_aad=device_aad(Role.DEVICE, "evidence", evidence.device),
     )
 
 
@@ -218,13 +216,14 @@ def verify_evidence(data: bytes, *, device: str, key: PublicKey) -> Evidence:
         AttestationError: too large, not signed by ``key``, malformed, or naming another
             device.
     """
-    value = _verify(
+    value = open_sign1(
         data,
-        {key.key_id: key},
-        EVIDENCE_CONTENT_TYPE,
-        _aad(Role.DEVICE, "evidence", device),
-        MAX_EVIDENCE_BYTES,
-        "evidence",
+        keys={key.key_id: key},
+        content_type=EVIDENCE_CONTENT_TYPE,
+        aad=device_aad(Role.DEVICE, "evidence", device),
+        max_bytes=MAX_EVIDENCE_BYTES,
+        what="evidence",
+        error=AttestationError,
     )
     fields = Fields(
         value,
@@ -232,7 +231,7 @@ def verify_evidence(data: bytes, *, device: str, key: PublicKey) -> Evidence:
         AttestationError,
         required=frozenset({"device", "nonce", "time", "bundle_digest", "measurements", "lineage"}),
     )
-    named = _same_device(fields, device)
+    named = same_device(fields, device, AttestationError)
     bundle_digest = None
     if fields.raw("bundle_digest") is not None:
         bundle_digest = fields.byte_string("bundle_digest", length=DIGEST_BYTES)
@@ -288,7 +287,7 @@ def sign_result(result: AttestationResult, *, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=RESULT_CONTENT_TYPE,
-        external_aad=_aad(Role.VERIFIER, "attestation", result.device),
+        external_aad=device_aad(Role.VERIFIER, "attestation", result.device),
         kid=key.public.key_id,
     )
 
@@ -304,13 +303,14 @@ def verify_result(data: bytes, *, root: TrustRoot, device: str) -> AttestationRe
         AttestationError: too large, not signed by a verifier key, malformed, for another
             device, or expiring before it was issued.
     """
-    value = _verify(
+    value = open_sign1(
         data,
-        root.role(Role.VERIFIER).keys,
-        RESULT_CONTENT_TYPE,
-        _aad(Role.VERIFIER, "attestation", device),
-        MAX_RESULT_BYTES,
-        "attestation result",
+        keys=root.role(Role.VERIFIER).keys,
+        content_type=RESULT_CONTENT_TYPE,
+        aad=device_aad(Role.VERIFIER, "attestation", device),
+        max_bytes=MAX_RESULT_BYTES,
+        what="attestation result",
+        error=AttestationError,
     )
     fields = Fields(
         value,
@@ -326,7 +326,7 @@ def verify_result(data: bytes, *, root: TrustRoot, device: str) -> AttestationRe
     if not isinstance(detail, str) or len(detail) > MAX_DETAIL_CHARS:
         raise AttestationError(f"attestation result detail must be text of {MAX_DETAIL_CHARS}")
     result = AttestationResult(
-        device=_same_device(fields, device),
+        device=same_device(fields, device, AttestationError),
         nonce=fields.byte_string("nonce", length=NONCE_BYTES),
         verdict=Verdict(verdict_text),
         measured=fields.byte_string("measured", length=DIGEST_BYTES),
@@ -341,30 +341,6 @@ def verify_result(data: bytes, *, root: TrustRoot, device: str) -> AttestationRe
 
 
 # --- shared --------------------------------------------------------------------------------
-
-
-def _verify(
-    data: bytes,
-    keys: Mapping[bytes, PublicKey],
-    ctype: str,
-    aad: bytes,
-    max_bytes: int,
-    what: str,
-) -> object:
-    try:
-        payload, _ = cose.check_sign1(
-            data, keys=keys, content_type=ctype, external_aad=aad, max_bytes=max_bytes
-        )
-        return dcbor.decode(payload, max_bytes=max_bytes, what=what)
-    except EnvelopeError as exc:
-        raise AttestationError(f"{what} refused: {exc.message}") from exc
-
-
-def _same_device(fields: Fields, device: str) -> str:
-    named = fields.name("device")
-    if named != device:
-        raise AttestationError(f"payload names device {named!r}, not {device!r}")
-    return named
 
 
 def _window(issued_at: int, expires_at: int, now: int, what: str) -> None:

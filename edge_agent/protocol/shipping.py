@@ -22,14 +22,14 @@ informational only; nothing decides on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol._device_scoped import device_aad, open_sign1, same_device
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.roles import Role, external_aad
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
@@ -98,10 +98,6 @@ class DeviceStatus:
     acked: int
 
 
-def _aad(role: Role, kind: str, device: str) -> bytes:
-    return external_aad(role, f"{kind}/{device}")
-
-
 def sign_batch(batch: LineageBatch, key: PrivateKey) -> bytes:
     """The device-signed ``COSE_Sign1`` of ``batch``."""
     payload = dcbor.encode(
@@ -116,7 +112,7 @@ def sign_batch(batch: LineageBatch, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=BATCH_CONTENT_TYPE,
-        external_aad=_aad(Role.DEVICE, "lineage", batch.device),
+        external_aad=device_aad(Role.DEVICE, "lineage", batch.device),
     )
 
 
@@ -130,8 +126,14 @@ def verify_batch(data: bytes, *, device: str, key: PublicKey) -> LineageBatch:
         ShippingError: too large, badly signed (another device's key included), malformed,
             empty, over ``MAX_BATCH_ENTRIES``, or naming another device.
     """
-    value = _verify(
-        data, {key.key_id: key}, BATCH_CONTENT_TYPE, Role.DEVICE, "lineage", device, MAX_BATCH_BYTES
+    value = open_sign1(
+        data,
+        keys={key.key_id: key},
+        content_type=BATCH_CONTENT_TYPE,
+        aad=device_aad(Role.DEVICE, "lineage", device),
+        max_bytes=MAX_BATCH_BYTES,
+        what=f"lineage from {device!r}",
+        error=ShippingError,
     )
     fields = Fields(
         value,
@@ -151,7 +153,10 @@ def verify_batch(data: bytes, *, device: str, key: PublicKey) -> LineageBatch:
     if not isinstance(checkpoint, str):
         raise ShippingError("lineage batch checkpoint must be a signed note")
     return LineageBatch(
-        _same_device(fields, device), fields.integer("first_seq"), tuple(entries), checkpoint
+        same_device(fields, device, ShippingError),
+        fields.integer("first_seq"),
+        tuple(entries),
+        checkpoint,
     )
 
 
@@ -164,7 +169,7 @@ def sign_ack(ack: Ack, *, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=ACK_CONTENT_TYPE,
-        external_aad=_aad(Role.FRESHNESS, "ack", ack.device),
+        external_aad=device_aad(Role.FRESHNESS, "ack", ack.device),
         kid=key.public.key_id,
     )
 
@@ -176,20 +181,20 @@ def verify_ack(data: bytes, *, root: TrustRoot, device: str) -> Ack:
         ShippingError: too large, not signed by a freshness key, malformed, or for another
             device.
     """
-    value = _verify(
+    value = open_sign1(
         data,
-        root.role(Role.FRESHNESS).keys,
-        ACK_CONTENT_TYPE,
-        Role.FRESHNESS,
-        "ack",
-        device,
-        MAX_ACK_BYTES,
+        keys=root.role(Role.FRESHNESS).keys,
+        content_type=ACK_CONTENT_TYPE,
+        aad=device_aad(Role.FRESHNESS, "ack", device),
+        max_bytes=MAX_ACK_BYTES,
+        what=f"ack from {device!r}",
+        error=ShippingError,
     )
     fields = Fields(
         value, "ack", ShippingError, required=frozenset({"device", "acked", "root", "hub_time"})
     )
     return Ack(
-        _same_device(fields, device),
+        same_device(fields, device, ShippingError),
         fields.integer("acked"),
         fields.byte_string("root", length=_ROOT_BYTES),
         fields.integer("hub_time"),
@@ -214,7 +219,7 @@ def sign_status(status: DeviceStatus, key: PrivateKey) -> bytes:
         payload,
         key=key,
         content_type=STATUS_CONTENT_TYPE,
-        external_aad=_aad(Role.DEVICE, "status", status.device),
+        external_aad=device_aad(Role.DEVICE, "status", status.device),
     )
 
 
@@ -224,14 +229,14 @@ def verify_status(data: bytes, *, device: str, key: PublicKey) -> DeviceStatus:
     Raises:
         ShippingError: too large, badly signed, malformed, or naming another device.
     """
-    value = _verify(
+    value = open_sign1(
         data,
-        {key.key_id: key},
-        STATUS_CONTENT_TYPE,
-        Role.DEVICE,
-        "status",
-        device,
-        MAX_STATUS_BYTES,
+        keys={key.key_id: key},
+        content_type=STATUS_CONTENT_TYPE,
+        aad=device_aad(Role.DEVICE, "status", device),
+        max_bytes=MAX_STATUS_BYTES,
+        what=f"status from {device!r}",
+        error=ShippingError,
     )
     fields = Fields(
         value,
@@ -254,7 +259,7 @@ def verify_status(data: bytes, *, device: str, key: PublicKey) -> DeviceStatus:
     if not isinstance(online, bool) or not isinstance(gate, str) or len(gate) > 64:
         raise ShippingError("status.online must be a bool and status.gate short text")
     return DeviceStatus(
-        _same_device(fields, device),
+        same_device(fields, device, ShippingError),
         fields.integer("time"),
         online,
         fields.optional_integer("bundle_version"),
@@ -263,32 +268,3 @@ def verify_status(data: bytes, *, device: str, key: PublicKey) -> DeviceStatus:
         fields.integer("lineage_size"),
         fields.integer("acked"),
     )
-
-
-def _verify(
-    data: bytes,
-    keys: Mapping[bytes, PublicKey],
-    ctype: str,
-    role: Role,
-    kind: str,
-    device: str,
-    max_bytes: int,
-) -> object:
-    try:
-        payload, _ = cose.check_sign1(
-            data,
-            keys=keys,
-            content_type=ctype,
-            external_aad=_aad(role, kind, device),
-            max_bytes=max_bytes,
-        )
-        return dcbor.decode(payload, max_bytes=max_bytes, what=kind)
-    except EnvelopeError as exc:
-        raise ShippingError(f"{kind} from {device!r} refused: {exc.message}") from exc
-
-
-def _same_device(fields: Fields, device: str) -> str:
-    named = fields.name("device")
-    if named != device:
-        raise ShippingError(f"payload names device {named!r}, not {device!r}")
-    return named
