@@ -152,6 +152,18 @@ class Demo:
         return {d["device"]: d for d in json.loads(out)["devices"]}
 
     def decide(self, device: str, subject: str, action: str, resource: str) -> str:
+        out = self._decision(device, subject, action, resource)
+        say(
+            f"{device}: {out['decision'].upper():<5} {subject} {action} {resource} -> "
+            f"{out['reason']} (rule {out['rule'] or '-'})"
+        )
+        return str(out["reason"])
+
+    def reason(self, device: str) -> str:
+        """The reason ``device`` gives for the camera request now, without printing it."""
+        return str(self._decision(device, *CAMERA)["reason"])
+
+    def _decision(self, device: str, subject: str, action: str, resource: str) -> dict[str, str]:
         result = run(
             "edge-agent",
             "decide",
@@ -166,29 +178,8 @@ class Demo:
             "--json",
             expect=None,
         )
-        out = json.loads(result.stdout)
-        say(
-            f"{device}: {out['decision'].upper():<5} {subject} {action} {resource} -> "
-            f"{out['reason']} (rule {out['rule'] or '-'})"
-        )
-        return str(out["reason"])
-
-    def reason(self, device: str) -> str:
-        result = run(
-            "edge-agent",
-            "decide",
-            "--state-dir",
-            str(self.work / device),
-            "--subject",
-            CAMERA[0],
-            "--action",
-            CAMERA[1],
-            "--resource",
-            CAMERA[2],
-            "--json",
-            expect=None,
-        )
-        return str(json.loads(result.stdout)["reason"])
+        decision: dict[str, str] = json.loads(result.stdout)
+        return decision
 
     def installed(self, version: int) -> bool:
         rows = self.fleet()
