@@ -394,6 +394,7 @@ class AgentDaemon:
         wall = self.wall()
         state = self.agent.state
         bundle = state.bundle
+        failed = [c for c in self.agent.checks(wall) if not c.passed]
         lineage = self.agent.lineage
         status = DeviceStatus(
             device=self.device.device_id,
@@ -401,7 +402,7 @@ class AgentDaemon:
             online=online,
             bundle_version=bundle.version if bundle else None,
             expires_at=bundle.expires_at if bundle else None,
-            gate=self.agent.gate_state(wall),
+            gate=str(failed[0].reason) if failed else "open",
             lineage_size=lineage.size if lineage else 0,
             acked=lineage.acknowledged if lineage else 0,
         )
