@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,8 @@ FAST_SYNC = SyncConfig(
     reconnect_max_s=0.5,
 )
 """Sync timing for tests: quick shipping, resends and reconnects."""
+STOP_BOUND_S = 15.0
+"""A daemon still running this long after its cancellation fails the test instead of hanging it."""
 
 
 class AgentFleet:
@@ -66,16 +69,35 @@ class AgentFleet:
         return self.start(device_id)
 
     async def kill(self, device_id: str) -> None:
-        """Stop a daemon abruptly: its task cancelled, its state closed."""
+        """Stop a daemon abruptly: its task cancelled, its state closed.
+
+        Raises:
+            AssertionError: the daemon ignored its cancellation (with the stacks of the tasks
+                still running, to show where).
+        """
         task = self.tasks.pop(device_id)
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=STOP_BOUND_S)
+        if not task.done():
+            raise AssertionError(
+                f"{device_id} still runs {STOP_BOUND_S:.0f} s after its cancellation:\n"
+                + _running_stacks()
+            )
         self.daemons.pop(device_id).agent.close()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
     async def close(self) -> None:
         for device_id in list(self.tasks):
             await self.kill(device_id)
+
+
+def _running_stacks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ queue is still bounded and sized so that a burst of retained messages fits.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -113,12 +114,14 @@ class Connection:
         Raises:
             TransportError: the connection is gone.
         """
+        requests = _cancel_requests()
         try:
             await self._client.publish(
                 topic, payload, qos=qos, retain=retain, timeout=CONNECT_TIMEOUT_S
             )
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publish to {topic} failed: {exc}") from exc
+        _deliver_cancellation_since(requests)
 
     async def subscribe(self, filters: Sequence[str], *, qos: int = 1) -> None:
         """Subscribe to every filter in one request.
@@ -126,12 +129,14 @@ class Connection:
         Raises:
             TransportError: the connection is gone or the broker refused a filter.
         """
+        requests = _cancel_requests()
         try:
             granted = await self._client.subscribe(
                 [(f, qos) for f in filters], timeout=CONNECT_TIMEOUT_S
             )
         except aiomqtt.MqttError as exc:
             raise TransportError(f"subscribe failed: {exc}") from exc
+        _deliver_cancellation_since(requests)
         refused = [f for f, code in zip(filters, granted, strict=False) if _refused(code)]
         if refused:
             raise TransportError(f"the broker refused the subscription(s) {', '.join(refused)}")
@@ -150,6 +155,25 @@ class Connection:
                 yield Incoming(message.topic.value, bytes(payload), bool(message.retain))
         except aiomqtt.MqttError as exc:
             raise TransportError(f"connection lost: {exc}") from exc
+
+
+def _cancel_requests() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _deliver_cancellation_since(requests: int) -> None:
+    """Raise a cancellation requested since ``requests`` was counted that aiomqtt swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the result instead of raising when its task
+    is cancelled in the loop iteration the awaited future completes (CPython gh-86296, fixed
+    in 3.12): a PUBACK, SUBACK or CONNACK racing a stop. The task would then go on serving
+    and whoever stops it would wait forever; ``Task.cancelling()`` still counts the request.
+    The count is compared with the one taken before the call, not with zero: a 3.11
+    TaskGroup whose child fails while it is exiting leaves its parent's count raised.
+    """
+    if _cancel_requests() > requests:
+        raise asyncio.CancelledError
 
 
 def _refused(code: object) -> bool:
@@ -188,8 +212,10 @@ async def connect(
         tls_context=_tls_context(settings),
         protocol=aiomqtt.ProtocolVersion.V311,
     )
+    requests = _cancel_requests()
     try:
         async with client:
+            _deliver_cancellation_since(requests)
             yield Connection(client)
     except aiomqtt.MqttError as exc:
         raise TransportError(f"broker {settings.url}: {exc}") from exc
