@@ -85,6 +85,7 @@ class AgentDaemon:
         self._pending_roots: dict[int, bytes] = {}
         self._acked = asyncio.Event()
         self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
+        self._reported: tuple[int | None, int | None, str] | None = None
 
     async def run(self) -> None:
         """Stay connected (reconnecting forever), watch the clock, apply retention and
@@ -160,7 +161,8 @@ class AgentDaemon:
         return backoff_delays(self.config.reconnect_initial_s, self.config.reconnect_max_s)
 
     async def _session(self) -> None:
-        will = LastWill(self._status_topic, self._status_payload(online=False))
+        offline = sign_status(self._status(online=False), self.agent.device_key)
+        will = LastWill(self._status_topic, offline)
         async with mqtt_connect(
             self.broker,
             client_id=f"edge-agent-{self.device.device_id}",
@@ -174,7 +176,7 @@ class AgentDaemon:
             )
             self.connected.set()
             logger.info("connected to %s", self.broker.url)
-            await self._publish_status(connection)
+            await self._publish_status(connection, self._status(online=True))
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._receive(connection), name="receive")
                 tasks.create_task(self._ship(connection), name="ship")
@@ -369,20 +371,30 @@ class AgentDaemon:
         )
 
     async def _report(self, connection: Connection) -> None:
+        """Publish status on every heartbeat interval, and at once when what the hub shows
+        of this device changed: bundle, expiry or gate. Trust traffic that changes none of
+        them (a freshness token, another device's revocation) publishes nothing, or a fleet
+        would answer each such broadcast with one status message a device."""
+        loop = asyncio.get_running_loop()
         interval = self.config.status_interval_s
         if self.attestor is not None:
             interval = min(interval, self.attestor.profile.heartbeat_interval_s)
+        heartbeat_at = loop.time() + interval
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout_at(heartbeat_at):
                     await self.changed.wait()
             self.changed.clear()
-            await self._publish_status(connection)
+            status = self._status(online=True)
+            if loop.time() >= heartbeat_at or _headline(status) != self._reported:
+                await self._publish_status(connection, status)
+                heartbeat_at = loop.time() + interval
 
-    async def _publish_status(self, connection: Connection) -> None:
+    async def _publish_status(self, connection: Connection, status: DeviceStatus) -> None:
         await connection.publish(
-            self._status_topic, self._status_payload(online=True), qos=1, retain=True
+            self._status_topic, sign_status(status, self.agent.device_key), qos=1, retain=True
         )
+        self._reported = _headline(status)
 
     @property
     def _status_topic(self) -> str:
@@ -390,13 +402,13 @@ class AgentDaemon:
             self.device.region, self.device.device_id, topics.DeviceLeaf.STATUS
         )
 
-    def _status_payload(self, *, online: bool) -> bytes:
+    def _status(self, *, online: bool) -> DeviceStatus:
         wall = self.wall()
         state = self.agent.state
         bundle = state.bundle
         failed = [c for c in self.agent.checks(wall) if not c.passed]
         lineage = self.agent.lineage
-        status = DeviceStatus(
+        return DeviceStatus(
             device=self.device.device_id,
             time=wall,
             online=online,
@@ -406,7 +418,11 @@ class AgentDaemon:
             lineage_size=lineage.size if lineage else 0,
             acked=lineage.acknowledged if lineage else 0,
         )
-        return sign_status(status, self.agent.device_key)
+
+
+def _headline(status: DeviceStatus) -> tuple[int | None, int | None, str]:
+    """What of a status is worth a message of its own when it changes."""
+    return (status.bundle_version, status.expires_at, status.gate)
 
 
 def _topic_kind(topic: str) -> str:
