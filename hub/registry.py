@@ -1,8 +1,9 @@
 """The hub's registry in SQLite: devices, what was published, what devices reported and shipped.
 
 One database file (``hub.db`` in the hub directory), shared by ``edge-hub serve`` and the
-other ``edge-hub`` commands: WAL mode, every change one ``BEGIN IMMEDIATE`` transaction, a
-bounded busy timeout. It holds:
+other ``edge-hub`` commands: WAL mode, every change one ``BEGIN IMMEDIATE`` transaction (or
+one savepoint inside a :meth:`Registry.write_group`, which commits a burst of changes with
+one fsync), a bounded busy timeout. It holds:
 
 - devices: id, region, groups, profile, registered public key (and its key epoch);
 - published bundles and which bundle is current on each (region, channel);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,6 +226,7 @@ class Registry:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._grouped = False
 
     @classmethod
     def open(cls, path: Path) -> Registry:
@@ -262,18 +264,61 @@ class Registry:
         self.close()
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+    def write_group(self) -> Iterator[None]:
+        """Make every write until the block ends part of one transaction: a burst of lineage
+        batches and statuses costs one commit and one fsync instead of one each. Each write
+        stays atomic on its own (a savepoint). Nothing written in the block is durable
+        before it ends, so whatever depends on durability (an ack) waits for the end. An
+        exception out of the block rolls all of it back. Nested groups join the outer one.
+
+        Raises:
+            RegistryError: the transaction could not begin or commit; nothing was stored.
+        """
+        if self._grouped:
+            yield
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot begin a write in {self.path}: {exc}") from exc
+        self._grouped = True
+        try:
+            yield
+        except BaseException:
+            self._grouped = False
+            self._rollback()
+            raise
+        self._grouped = False
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise RegistryError(f"cannot commit to {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        with suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        begin, commit, rollback = (
+            ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write; RELEASE write")
+            if self._grouped
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
+        try:
+            self._db.execute(begin)
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                for statement in rollback.split("; "):
+                    self._db.execute(statement)
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute(commit)
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if not self._grouped:
+                self._rollback()
             raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:

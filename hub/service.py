@@ -68,7 +68,7 @@ from hub.publish import (
     issue_freshness,
     retained_snapshot,
 )
-from hub.registry import UNREGISTERED, DeviceRecord, Registry
+from hub.registry import UNREGISTERED, DeviceRecord, Registry, RegistryError
 
 __all__ = ["HubConfig", "HubService", "HubStats"]
 
@@ -80,6 +80,8 @@ PUBLISH_CHUNK = 64
 CANCEL_RETRY_S = 0.5
 """Seconds to wait for cancelled tasks before cancelling them again (see ``_cancel_all``)."""
 """QoS 1 publishes in flight at once when publishing many retained messages."""
+GROUP_MAX = 256
+"""Most incoming messages handled in one registry transaction (one fsync)."""
 STORE_RETRIES = 3
 """Times a batch is re-verified when another hub process stored one of that device's
 batches between verification and commit."""
@@ -179,6 +181,7 @@ class HubService:
         self._conn: Connection | None = None
         self._subscribed: set[str] = set()
         self._published: dict[str, bytes] = {}
+        self._acks: dict[str, Publication] = {}
         self._devices: dict[str, DeviceRecord] = {}
         self._limiter = RateLimiter(config.device_rate, config.device_burst)
         self._lookups = RateLimiter(config.unknown_rate, max(1, int(config.unknown_rate)))
@@ -294,8 +297,7 @@ class HubService:
                 ) as conn:
                     await self._on_connected(conn)
                     delays = self._delays()
-                    async for message in conn.messages():
-                        await self._handle(message)
+                    await self._consume(conn)
             except TransportError as exc:
                 logger.warning("hub connection to %s: %s; reconnecting", self.settings.url, exc)
             except ConfigError as exc:
@@ -404,6 +406,27 @@ class HubService:
 
     # Incoming messages.
 
+    async def _consume(self, conn: Connection) -> None:
+        """Handle incoming messages in bursts: whatever is queued already (up to
+        ``GROUP_MAX``) is handled in one registry transaction, so a burst of lineage batches
+        costs one fsync, and their acks go out once the commit has made them durable."""
+        messages = conn.messages()
+        async for first in messages:
+            try:
+                with self.registry.write_group():
+                    await self._handle(first)
+                    for _ in range(GROUP_MAX - 1):
+                        if not conn.backlog:
+                            break
+                        await self._handle(await anext(messages))
+            except RegistryError as exc:
+                self._acks.clear()
+                logger.error("messages not stored (devices resend lineage until acked): %s", exc)
+                continue
+            acks, self._acks = list(self._acks.values()), {}
+            await self._publish(conn, acks)
+            self.stats.acks_published += len(acks)
+
     async def _handle(self, message: Incoming) -> None:
         try:
             await self._dispatch(message)
@@ -480,7 +503,7 @@ class HubService:
             if isinstance(result, Duplicate):
                 self.stats.duplicates += 1
                 registry.touch(device_id, now)
-                await self._ack(device, log, now)
+                self._ack(device, log, now)
                 return
             if registry.store_batch(result, expected_size=log.size, received_at=now):
                 self.stats.batches_accepted += 1
@@ -491,7 +514,7 @@ class HubService:
                     result.first_seq,
                     result.acked - 1,
                 )
-                await self._ack(device, result.log, now)
+                self._ack(device, result.log, now)
                 return
         logger.warning(
             "lineage batch of %s raced other hubs %d times; dropped", device_id, STORE_RETRIES
@@ -504,12 +527,11 @@ class HubService:
             self.registry.record_fork(exc.fork, now)
         self._reject(device.device_id, exc.reject_code, str(exc))
         if exc.reack:
-            await self._ack(device, self.registry.lineage_state(device.device_id), now)
+            self._ack(device, self.registry.lineage_state(device.device_id), now)
 
-    async def _ack(self, device: DeviceRecord, log: DeviceLog, now: int) -> None:
-        conn = self._conn
-        if conn is None:
-            return
+    def _ack(self, device: DeviceRecord, log: DeviceLog, now: int) -> None:
+        """Queue the signed ack of ``log`` (the newest per device wins); it is published
+        after the registry commit that made the acknowledged entries durable."""
         publication = ack_publication(
             region=device.region,
             device=device.device_id,
@@ -518,8 +540,7 @@ class HubService:
             key=self._require_keys().freshness,
             now=now,
         )
-        await conn.publish(publication.topic, publication.payload, qos=1, retain=True)
-        self.stats.acks_published += 1
+        self._acks[publication.topic] = publication
 
     async def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
         try:

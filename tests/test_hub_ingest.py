@@ -14,7 +14,7 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 from hub.ingest import Accepted, DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
-from hub.registry import Registry
+from hub.registry import Registry, RegistryError
 from tests.factory import DEVICE, NOW, HubSim
 from tests.lineage_sim import DeviceLogSim
 
@@ -281,3 +281,40 @@ def test_a_real_agent_log_ships_and_verifies(tmp_path: Path, registry: Registry)
     assert isinstance(result, Accepted) and result.acked == end
     kinds = {decode_entry(e).kind for e in result.entries}
     assert {Kind.BUNDLE_INSTALLED, Kind.DECISION} <= kinds
+
+
+def test_batches_stored_in_a_write_group_chain_on_and_are_durable_once_it_ends(
+    tmp_path: Path, device: DeviceLogSim
+) -> None:
+    with Registry.open(tmp_path / "hub.db") as registry, Registry.open(tmp_path / "hub.db") as peer:
+        with registry.write_group():
+            _ingest(registry, device, device.batch(0, 10))
+            assert isinstance(_ingest(registry, device, device.batch(10, 25)), Accepted)
+            assert isinstance(_ingest(registry, device, device.batch(0, 10)), Duplicate)
+            assert peer.lineage_state("gw-001").size == 0
+        assert peer.lineage_state("gw-001").size == 25
+
+
+def test_a_failed_write_inside_a_group_undoes_only_itself(
+    registry: Registry, device: DeviceLogSim
+) -> None:
+    with registry.write_group():
+        accepted = _ingest(registry, device, device.batch(0, 10))
+        assert isinstance(accepted, Accepted)
+        with pytest.raises(RegistryError):
+            # Passes the size check, then collides with the entries it stored already.
+            registry.store_batch(accepted, expected_size=10, received_at=NOW)
+        registry.add_rejections({("gw-001", "impersonation"): (1, "bad key")}, NOW)
+    assert registry.lineage_state("gw-001").size == 10
+    assert [seq for seq, _ in registry.iter_entries("gw-001")] == list(range(10))
+    assert registry.rejections("gw-001")[0][2] == 1
+
+
+def test_an_error_out_of_a_write_group_stores_nothing_of_it(
+    registry: Registry, device: DeviceLogSim
+) -> None:
+    with pytest.raises(RuntimeError), registry.write_group():
+        _ingest(registry, device, device.batch(0, 10))
+        raise RuntimeError("the connection dropped before the acks went out")
+    assert registry.lineage_state("gw-001").size == 0
+    assert isinstance(_ingest(registry, device, device.batch(0, 10)), Accepted)

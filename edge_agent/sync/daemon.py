@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 MAX_REMEMBERED_REJECTIONS = 256
 """Digests of refused payloads remembered, so a retained bad object is logged once."""
 MAX_PENDING_ROOTS = 16
+MAX_ACK_BACKOFF = 8
+"""The longest wait before resending an unacknowledged batch, in ack timeouts."""
 MAX_PENDING_CHALLENGES = 8
 """Challenges queued for an answer; more arriving meanwhile are dropped (the hub re-asks)."""
 CLOCK_CHECK_S = 1.0
@@ -329,9 +331,13 @@ class AgentDaemon:
         return self.agent.evidence_for(challenge, self.wall())
 
     async def _ship(self, connection: Connection) -> None:
+        """Ship one batch at a time, resent until the hub acknowledges it. The wait before a
+        resend doubles while the hub stays silent (up to ``MAX_ACK_BACKOFF`` times the
+        configured timeout), so a fleet does not bury a hub that is slow to come back."""
         lineage = self.agent.lineage
         if lineage is None:
             return
+        patience = self.config.ack_timeout_s
         while True:
             try:
                 batch = self._next_batch()
@@ -349,11 +355,16 @@ class AgentDaemon:
                 sign_batch(batch, self.agent.device_key),
                 qos=1,
             )
+            acknowledged = lineage.acknowledged
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.ack_timeout_s):
+                async with asyncio.timeout(patience):
                     while lineage.acknowledged < batch.first_seq + len(batch.entries):
                         await self._acked.wait()
                         self._acked.clear()
+            if lineage.acknowledged > acknowledged:
+                patience = self.config.ack_timeout_s
+            else:
+                patience = min(patience * 2, self.config.ack_timeout_s * MAX_ACK_BACKOFF)
 
     def _next_batch(self) -> LineageBatch | None:
         lineage = self.agent.lineage

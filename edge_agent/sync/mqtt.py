@@ -141,6 +141,11 @@ class Connection:
         if refused:
             raise TransportError(f"the broker refused the subscription(s) {', '.join(refused)}")
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken from :meth:`messages`."""
+        return len(self._client.messages)
+
     async def messages(self) -> AsyncIterator[Incoming]:
         """Incoming messages until the connection drops.
 
