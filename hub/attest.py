@@ -12,7 +12,10 @@ Round trip (docs/attestation.md):
       which must be one this hub recorded and that targets the device, for the device's
       registered profile (never one the device claims);
    d. checks the lineage head against the hub's stored checkpoint at that size, if any;
-   e. records the outcome and signs a result (pass or fail) valid ``ttl_s`` seconds.
+   e. checks the TPM quote against the device's registered attestation key, if any
+      (:func:`hub.tpm_quote.tpm_problem`: a quote is required then, and PCR values count
+      only when such a quote covers them);
+   f. records the outcome and signs a result (pass or fail) valid ``ttl_s`` seconds.
 
 Evidence refused at (a) or (b) gets no result: a replayed, stale or misaddressed piece of
 evidence is only counted. A fail verdict is a result: the device must learn it is failed.
@@ -61,6 +64,7 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
 from hub.publish import Publication
 from hub.registry import AttestationRecord, DeviceRecord, Registry
+from hub.tpm_quote import tpm_problem
 
 __all__ = [
     "DEFAULT_CHALLENGE_TTL_S",
@@ -136,6 +140,7 @@ class Verifier:
             device,
             self._bundle(evidence.bundle_digest, device),
             self.registry.checkpoint_root(device.device_id, evidence.lineage.size),
+            tpm_ak=self.registry.tpm_ak(device.device_id),
         )
         result = AttestationResult(
             device=device.device_id,
@@ -171,10 +176,14 @@ def judge_evidence(
     device: DeviceRecord,
     bundle: BundleView | None,
     hub_root: bytes | None,
+    *,
+    tpm_ak: bytes | None = None,
 ) -> tuple[Verdict, str]:
     """The verdict on verified, fresh ``evidence``: the named bundle must be known to the
     hub and target ``device``, its expectations for the device's registered profile must
-    hold, and the lineage head must agree with the hub's copy at that size (``hub_root``)."""
+    hold, the lineage head must agree with the hub's copy at that size (``hub_root``), and
+    its TPM part must verify under the device's registered attestation key ``tpm_ak`` (DER;
+    ``None``: none registered, so the evidence may carry neither a quote nor PCR values)."""
     if bundle is None:
         return Verdict.FAIL, "the evidence names no bundle this hub published"
     identity = DeviceIdentity(device.device_id, device.region, device.groups, device.profile)
@@ -184,6 +193,9 @@ def judge_evidence(
     if bundle.problem is not None:
         return Verdict.FAIL, bundle.problem
     problems: list[str] = []
+    quote_problem = tpm_problem(evidence, tpm_ak)
+    if quote_problem is not None:
+        problems.append(quote_problem)
     if bundle.expectations is not None:
         expected = bundle.expectations.for_device(device.profile, device.device_id)
         if expected is None:
@@ -199,7 +211,8 @@ def judge_evidence(
         return Verdict.FAIL, "; ".join(problems[:MAX_DETAIL_PROBLEMS]) + (
             f"; and {more} more" if more > 0 else ""
         )
-    return Verdict.PASS, f"{len(evidence.measurements)} measurement(s) as expected"
+    quoted = ", TPM quote verified" if evidence.tpm is not None else ""
+    return Verdict.PASS, f"{len(evidence.measurements)} measurement(s) as expected{quoted}"
 
 
 def bundle_view(data: bytes) -> BundleView:

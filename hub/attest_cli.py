@@ -8,17 +8,24 @@ nobody copies a digest by hand: class-scoped measurements become the class's acc
 ``attest challenge`` records a nonce and publishes a signed challenge through the running
 ``edge-hub serve``'s broker (or ``--broker``); the running service verifies the answer.
 With ``--wait`` it waits for the outcome in the registry.
+
+``attest tpm-ak ID FILE`` registers the TPM attestation key a device's ``edge-agent attest
+tpm-enroll`` wrote (PEM); from then on that device's evidence must carry a quote signed by
+it (``--remove`` forgets it again).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
 
 from edge_agent._internal.cli_support import format_duration, read_bounded, wall_clock, write_atomic
 from edge_agent.attest.cli import REPORT_FORMAT
@@ -37,6 +44,7 @@ from hub.hubdir import HubDir
 from hub.keystore import load_role_keys
 from hub.publish import publish_once
 from hub.registry import AttestationRecord
+from hub.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 
 __all__ = ["attestation_json", "attestation_lines", "build_expectations", "register"]
 
@@ -91,6 +99,23 @@ def register(
     )
     challenge.set_defaults(handler=_cmd_challenge)
 
+    tpm_ak = attest.add_parser(
+        "tpm-ak", parents=[hub_dir], help="register a device's TPM attestation key"
+    )
+    tpm_ak.add_argument("device_id", metavar="ID")
+    ak_source = tpm_ak.add_mutually_exclusive_group(required=True)
+    ak_source.add_argument(
+        "ak_file",
+        metavar="FILE",
+        type=Path,
+        nargs="?",
+        help="the PEM public key 'edge-agent attest tpm-enroll' wrote",
+    )
+    ak_source.add_argument(
+        "--remove", action="store_true", help="forget the key: no quote is required any more"
+    )
+    tpm_ak.set_defaults(handler=_cmd_tpm_ak)
+
 
 # --- expect --------------------------------------------------------------------------------
 
@@ -132,7 +157,7 @@ def build_expectations(
         ConfigError: a report lacks a measurement of the profile, or a class measurement has
             more than ``MAX_VALUES`` distinct values.
     """
-    scope = {m.name: m.scope for m in profile.measure}
+    scope = profile.scopes
     shared: Digests = {}
     own: dict[str, Digests] = {}
     count = 0
@@ -243,6 +268,31 @@ def _wait_outcome(hub: HubDir, device: str, nonce: bytes, wait_s: int) -> Attest
                 return record
             time.sleep(WAIT_POLL_S)
     return None
+
+
+# --- tpm-ak --------------------------------------------------------------------------------
+
+
+def _cmd_tpm_ak(args: argparse.Namespace) -> int:
+    der = None
+    if args.ak_file is not None:
+        key = load_ak(read_bounded(args.ak_file, MAX_AK_PEM_BYTES, "attestation key"))
+        der = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+        if registry.device(args.device_id) is None:
+            raise ConfigError(f"device {args.device_id!r} is not registered")
+        registry.set_tpm_ak(args.device_id, der, wall_clock())
+    if der is None:
+        print(f"{args.device_id}: TPM attestation key removed; no quote is required any more")
+    else:
+        fingerprint = hashlib.sha256(der).hexdigest()[:16]
+        print(
+            f"{args.device_id}: TPM attestation key sha256:{fingerprint} registered; its "
+            "evidence must now carry a quote signed by it"
+        )
+    return 0
 
 
 # --- fleet ---------------------------------------------------------------------------------

@@ -115,6 +115,9 @@ CREATE TABLE IF NOT EXISTS attestation (
     expires_at INTEGER NOT NULL, bundle_digest BLOB, lineage_size INTEGER NOT NULL,
     measurements TEXT NOT NULL, result BLOB NOT NULL, verified_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tpm_keys (
+    device TEXT PRIMARY KEY, public_key BLOB NOT NULL, registered_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejections (
     device TEXT NOT NULL, code TEXT NOT NULL, count INTEGER NOT NULL,
     last_at INTEGER NOT NULL, last_detail TEXT NOT NULL, PRIMARY KEY (device, code)
@@ -762,6 +765,28 @@ class Registry:
             record.device: record
             for record in map(_attestation, self._read("SELECT * FROM attestation"))
         }
+
+    # TPM attestation keys (an added table: older registries gain it when opened).
+
+    def set_tpm_ak(self, device: str, public_key: bytes | None, at: int) -> None:
+        """Register ``device``'s TPM attestation key (DER ``SubjectPublicKeyInfo``),
+        replacing any; ``None`` removes it.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        with self._write("record the TPM attestation key") as db:
+            if public_key is None:
+                db.execute("DELETE FROM tpm_keys WHERE device = ?", (device,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO tpm_keys VALUES (?, ?, ?)", (device, public_key, at)
+                )
+
+    def tpm_ak(self, device: str) -> bytes | None:
+        """The DER public key of ``device``'s registered TPM attestation key, if any."""
+        rows = self._read("SELECT public_key FROM tpm_keys WHERE device = ?", (device,))
+        return _bytes(rows[0][0]) if rows else None
 
     # Rejections.
 

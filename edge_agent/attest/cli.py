@@ -8,19 +8,31 @@ Measuring here changes nothing in the agent's state: the running agent measures 
 
 Exit codes: 0 the measurement satisfies the bundle (or none is required and every item could
 be measured), 1 it does not, 2 no usable profile.
+
+``edge-agent attest tpm-enroll`` creates (or finds) the TPM attestation key the profile's
+``[tpm]`` table names and writes its public key as PEM (``STATE_DIR/tpm-ak.pem``) for the
+operator to register at the hub (``edge-hub attest tpm-ak ID FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 from pathlib import Path
 
-from edge_agent._internal.cli_support import format_duration, wall_clock
+from edge_agent._internal.cli_support import format_duration, wall_clock, write_atomic
 from edge_agent.agent import LocalAgent
-from edge_agent.attest.config import DEFAULT_PROFILE_DIR, AttestationConfig, resolve
-from edge_agent.attest.measure import FileFactProvider, Measurement, MeasurementSet
-from edge_agent.attest.profile import load_profile
+from edge_agent.attest.config import (
+    DEFAULT_PROFILE_DIR,
+    AttestationConfig,
+    provider_for,
+    resolve,
+)
+from edge_agent.attest.measure import Measurement, MeasurementSet
+from edge_agent.attest.profile import Profile, load_profile
+from edge_agent.attest.tpm import enroll
 from edge_agent.attest.verdict import problems
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
@@ -29,6 +41,7 @@ from edge_agent.trust.state import TrustState
 __all__ = ["REPORT_FORMAT", "register"]
 
 REPORT_FORMAT = "edgegov-attestation-report/1"
+AK_FILE = "tpm-ak.pem"
 
 
 def register(
@@ -47,16 +60,30 @@ def register(
     )
     attest.add_argument("--measure-root", default="/", help="read measured paths under this root")
     attest.set_defaults(handler=_cmd_attest)
+    enroll_tpm = attest.add_subparsers(dest="attest_command", metavar="COMMAND").add_parser(
+        "tpm-enroll",
+        parents=[common],
+        help="create the TPM attestation key and write its public key for the hub",
+    )
+    enroll_tpm.add_argument("--profile-file", type=Path, help="firmware profile TOML")
+    enroll_tpm.add_argument(
+        "--profile-dir",
+        default=DEFAULT_PROFILE_DIR,
+        help="where PROFILE.toml is looked up (default: %(default)s)",
+    )
+    enroll_tpm.add_argument("--out", type=Path, help=f"PEM file (default: STATE_DIR/{AK_FILE})")
+    enroll_tpm.set_defaults(handler=_cmd_tpm_enroll)
 
 
-def _cmd_attest(args: argparse.Namespace) -> int:
-    now = wall_clock()
+def _load(args: argparse.Namespace, measure_root: str = "/") -> tuple[TrustState, Profile]:
+    """This device's trust state and its firmware profile (``--profile-file`` or the
+    enrolled profile in ``--profile-dir``)."""
     with LocalAgent.open(args.state_dir) as agent:
         state = agent.state
     config = AttestationConfig(
         profile_file=None if args.profile_file is None else str(args.profile_file),
         profile_dir=args.profile_dir,
-        measure_root=args.measure_root,
+        measure_root=measure_root,
     )
     path = resolve(config, state.device)
     if path is None:
@@ -64,7 +91,32 @@ def _cmd_attest(args: argparse.Namespace) -> int:
             f"no firmware profile {state.device.profile}.toml in {args.profile_dir}: pass "
             "--profile-file FILE"
         )
-    measured = FileFactProvider(load_profile(path), Path(args.measure_root)).measure()
+    return state, load_profile(path)
+
+
+def _cmd_tpm_enroll(args: argparse.Namespace) -> int:
+    state, profile = _load(args)
+    if profile.tpm is None:
+        raise ConfigError(
+            f"the firmware profile {profile.name} has no [tpm] table: there is no TPM key to enroll"
+        )
+    pem = enroll(profile.tpm)
+    out = args.out or args.state_dir / AK_FILE
+    write_atomic(out, pem, mode=0o644)
+    body = b"".join(line for line in pem.splitlines() if not line.startswith(b"-----"))
+    fingerprint = hashlib.sha256(base64.b64decode(body)).hexdigest()[:16]
+    print(
+        f"TPM attestation key at handle 0x{profile.tpm.ak_handle:08x} "
+        f"(sha256:{fingerprint}) written to {out}; register it at the hub: "
+        f"edge-hub attest tpm-ak {state.device.device_id} {out.name}"
+    )
+    return 0
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    now = wall_clock()
+    state, profile = _load(args, args.measure_root)
+    measured = provider_for(profile, Path(args.measure_root)).measure()
     found = problems(state.bundle, state.device, measured)
     required = state.bundle is not None and bool(state.bundle.attestation)
     verdict = "fail" if found else ("pass" if required else "not_required")

@@ -12,6 +12,10 @@ When there is none, it runs without measuring: a bundle that carries attestation
 expectations then denies everything (``attestation_failed``), so a missing profile can never
 weaken what a bundle requires. A profile that exists but is invalid, describes another
 profile or architecture, or names a file that cannot be measured stops the agent.
+
+A profile with a ``[tpm]`` table is measured by :class:`~edge_agent.attest.tpm.TpmProvider`
+(PCRs too, and quotes for the hub); at start the agent then also needs tpm2-pytss, the TPM
+and its enrolled attestation key, and stops with a message saying which is missing.
 """
 
 from __future__ import annotations
@@ -25,10 +29,19 @@ from pydantic import BaseModel, ConfigDict
 
 from edge_agent.attest.measure import FileFactProvider, MeasurementProvider, MeasurementSet
 from edge_agent.attest.profile import Profile, load_profile
+from edge_agent.attest.tpm import TpmProvider
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.attestation import TpmQuote
 from edge_agent.protocol.bundle import DeviceIdentity
 
-__all__ = ["DEFAULT_PROFILE_DIR", "AttestationConfig", "Attestor", "open_attestor", "resolve"]
+__all__ = [
+    "DEFAULT_PROFILE_DIR",
+    "AttestationConfig",
+    "Attestor",
+    "open_attestor",
+    "provider_for",
+    "resolve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +78,25 @@ class Attestor:
         """Measure now (file I/O: call it off the event loop)."""
         return self.provider.measure()
 
+    def quote(self, device: str, nonce: bytes) -> TpmQuote | None:
+        """A TPM quote answering ``nonce`` when the profile has a ``[tpm]`` table, else
+        ``None`` (TPM I/O: call it off the event loop).
+
+        Raises:
+            AttestationError: the TPM cannot quote now.
+        """
+        if isinstance(self.provider, TpmProvider):
+            return self.provider.quote(device, nonce)
+        return None
+
+
+def provider_for(profile: Profile, root: Path) -> MeasurementProvider:
+    """The provider that measures ``profile``: the TPM one when it has a ``[tpm]`` table,
+    else the file/fact default."""
+    if profile.tpm is not None:
+        return TpmProvider(profile, root)
+    return FileFactProvider(profile, root)
+
 
 def resolve(config: AttestationConfig, device: DeviceIdentity) -> Path | None:
     """The profile file to use: the configured one, else the enrolled profile's file in
@@ -83,7 +115,8 @@ def open_attestor(
 
     Raises:
         ConfigError: the profile is unreadable or invalid, is for another profile name or
-            architecture, or an item it measures cannot be measured.
+            architecture, or an item it measures cannot be measured; or it has a ``[tpm]``
+            table and tpm2-pytss, the TPM or the attestation key is missing.
     """
     path = resolve(config, device)
     if path is None:
@@ -106,7 +139,9 @@ def open_attestor(
             f"the firmware profile {profile.name} is for {profile.architecture}, but this "
             f"machine is {actual}"
         )
-    provider = FileFactProvider(profile, Path(config.measure_root))
+    provider = provider_for(profile, Path(config.measure_root))
+    if isinstance(provider, TpmProvider):
+        provider.check()
     first = provider.measure()
     if first.errors:
         raise ConfigError(

@@ -1,6 +1,7 @@
 """Measurement providers: turn a firmware profile into a set of SHA-256 measurements.
 
-:class:`MeasurementProvider` is the interface (a TPM quote provider would be another one);
+:class:`MeasurementProvider` is the interface (the TPM 2.0 provider,
+:class:`edge_agent.attest.tpm.TpmProvider`, is the other one, for profiles with ``[tpm]``);
 :class:`FileFactProvider` is the default: it hashes files and directory trees with SHA-256
 and reads system facts (architecture, kernel release and command line, machine id, device
 model), each fact measured as the SHA-256 of its text.

@@ -20,6 +20,12 @@ in comments; the short form::
     file = "/etc/os-release"
     scope = "class"                    # class: same on every device; device: per device
 
+    [tpm]                              # optional: measure PCRs and quote them (TPM 2.0)
+    pcrs = [0, 2, 4, 7]                # sha256 bank; each is measurement "pcr:sha256:N"
+    tcti = "device:/dev/tpmrm0"        # or "swtpm:host=127.0.0.1,port=2321" (tests)
+    ak_handle = 0x81010002             # persistent handle of the attestation key
+    scope = "class"
+
 This module reads and validates; it measures nothing.
 """
 
@@ -33,6 +39,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.expectations import MAX_MEASUREMENTS
 
 __all__ = [
     "MAX_PROFILE_BYTES",
@@ -41,8 +48,10 @@ __all__ = [
     "Limits",
     "Measure",
     "Profile",
+    "Tpm",
     "load_profile",
     "parse_profile",
+    "pcr_name",
 ]
 
 MAX_PROFILE_BYTES = 64 * 1024
@@ -51,6 +60,13 @@ Fact = Literal["architecture", "kernel_release", "kernel_cmdline", "machine_id",
 """Facts the default provider knows (see :mod:`edge_agent.attest.measure`)."""
 _MEASURE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _GiB = 1024**3
+_TCTI_NAMES = ("device", "swtpm", "mssim", "tabrmd")
+_TCTI_CONF = re.compile(r"[A-Za-z0-9_./=,:-]{0,200}")
+AK_HANDLE_FIRST = 0x81000000
+AK_HANDLE_LAST = 0x817FFFFF
+"""Persistent handles of the owner hierarchy (TCG: 0x81000000 to 0x817FFFFF)."""
+DEFAULT_AK_HANDLE = 0x81010002
+PCR_COUNT = 24
 
 
 class _Strict(BaseModel):
@@ -107,6 +123,48 @@ class Measure(_Strict):
         return self.file or self.tree or str(self.fact)
 
 
+class Tpm(_Strict):
+    """The optional TPM 2.0 part of a profile: PCRs measured and quoted, and where the TPM
+    and its attestation key are. Only a profile with this table needs ``tpm2-pytss``."""
+
+    pcrs: list[int] = Field(min_length=1, max_length=PCR_COUNT)
+    bank: Literal["sha256"] = "sha256"
+    tcti: str = "device:/dev/tpmrm0"
+    ak_handle: int = Field(default=DEFAULT_AK_HANDLE, ge=AK_HANDLE_FIRST, le=AK_HANDLE_LAST)
+    scope: Literal["class", "device"] = "class"
+    description: str = Field(default="", max_length=200)
+
+    @field_validator("pcrs")
+    @classmethod
+    def _pcrs(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= pcr < PCR_COUNT for pcr in value):
+            raise ValueError(f"PCR indexes are 0 to {PCR_COUNT - 1}")
+        if len(set(value)) != len(value):
+            raise ValueError("a PCR is listed twice")
+        return sorted(value)
+
+    @field_validator("tcti")
+    @classmethod
+    def _tcti(cls, value: str) -> str:
+        name, _, conf = value.partition(":")
+        if name not in _TCTI_NAMES or not _TCTI_CONF.fullmatch(conf):
+            raise ValueError(
+                f"must be NAME:CONFIG with NAME one of {', '.join(_TCTI_NAMES)} "
+                '(e.g. "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321")'
+            )
+        return value
+
+    @property
+    def measure_names(self) -> tuple[str, ...]:
+        """The measurement name of each PCR, in PCR order: ``pcr:sha256:N``."""
+        return tuple(pcr_name(self.bank, pcr) for pcr in self.pcrs)
+
+
+def pcr_name(bank: str, pcr: int) -> str:
+    """The measurement name of PCR ``pcr`` of ``bank`` (``pcr:sha256:7``)."""
+    return f"pcr:{bank}:{pcr}"
+
+
 class Profile(_Strict):
     """A device class: architecture, timing, limits and what is measured."""
 
@@ -116,7 +174,8 @@ class Profile(_Strict):
     reattest_interval_s: int = Field(ge=1, le=86_400)
     heartbeat_interval_s: int = Field(ge=1, le=3600)
     limits: Limits = Limits()
-    measure: list[Measure] = Field(min_length=1, max_length=64)
+    measure: list[Measure] = Field(min_length=1, max_length=MAX_MEASUREMENTS)
+    tpm: Tpm | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Profile:
@@ -124,7 +183,20 @@ class Profile(_Strict):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"measurement name(s) {', '.join(twice)} given more than once")
+        if self.tpm is not None and len(names) + len(self.tpm.pcrs) > MAX_MEASUREMENTS:
+            raise ValueError(
+                f"[[measure]] items and [tpm] pcrs together exceed {MAX_MEASUREMENTS} measurements"
+            )
         return self
+
+    @property
+    def scopes(self) -> dict[str, str]:
+        """Measurement name -> scope (``class`` or ``device``) of everything measured,
+        PCRs included: what ``edge-hub attest expect`` sorts a report by."""
+        scopes: dict[str, str] = {m.name: m.scope for m in self.measure}
+        if self.tpm is not None:
+            scopes.update(dict.fromkeys(self.tpm.measure_names, self.tpm.scope))
+        return scopes
 
 
 def load_profile(path: Path) -> Profile:

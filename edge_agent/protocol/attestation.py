@@ -11,11 +11,20 @@ device's, or as any other edgegov object::
        "time": uint,                                ; device clock when measured
        "bundle_digest": bstr .size 32 / null,       ; the bundle whose expectations apply
        "measurements": {* tstr => bstr .size 32},   ; name -> SHA-256 (at most 64)
-       "lineage": {"size": uint, "root": bstr .size 32}}   ; the device's lineage head
+       "lineage": {"size": uint, "root": bstr .size 32},   ; the device's lineage head
+       ? "tpm": {"v": 1,                            ; TPM 2.0 quote (evidence schema 2)
+                 "attest": bstr,                    ; TPMS_ATTEST as the TPM marshalled it
+                 "signature": bstr}}                ; TPMT_SIGNATURE by the device's AK
     result (verifier key, hub -> device):
       {"device": tstr, "nonce": bstr .size 32, "verdict": "pass" / "fail",
        "measured": bstr .size 32,                   ; measured_digest(evidence.measurements)
        "issued_at": uint, "expires_at": uint, "detail": tstr}
+
+Evidence schema versions: 1 has no ``tpm`` field; 2 adds the optional ``tpm`` map, whose
+``v`` names the quote format (only 1 is known; another is refused). A device whose profile
+measures TPM PCRs (``pcr:sha256:N`` measurements) carries a quote over them whose
+``extraData`` is :func:`quote_binding` of its device id and the challenge's nonce; the hub
+parses and checks it (:mod:`hub.tpm_quote`), this module only carries its bytes.
 
 Freshness: the nonce is random, single-use and expires with its challenge (the hub keeps
 track); the agent accepts a result only for a nonce it answered and only with the digest it
@@ -25,8 +34,9 @@ sent. What this module does not do: track nonces, compare measurements with expe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from edge_agent.errors import EnvelopeError
@@ -44,21 +54,26 @@ __all__ = [
     "MAX_CHALLENGE_BYTES",
     "MAX_DETAIL_CHARS",
     "MAX_EVIDENCE_BYTES",
+    "MAX_QUOTE_PART_BYTES",
     "MAX_RESULT_BYTES",
     "NONCE_BYTES",
     "RESULT_CONTENT_TYPE",
+    "TPM_QUOTE_FORMAT",
     "AttestationError",
     "AttestationResult",
     "Challenge",
     "Evidence",
     "LineageHead",
+    "TpmQuote",
     "Verdict",
+    "quote_binding",
     "sign_challenge",
     "sign_evidence",
     "sign_result",
     "verify_challenge",
     "verify_evidence",
     "verify_result",
+    "with_quote",
 ]
 
 CHALLENGE_CONTENT_TYPE = "application/edgegov-attestation-challenge+cbor"
@@ -71,6 +86,10 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 """64 measurements of a 64-character name and a 32-byte digest are about 6.5 KiB."""
 MAX_RESULT_BYTES = 2048
 MAX_DETAIL_CHARS = 512
+TPM_QUOTE_FORMAT = 1
+MAX_QUOTE_PART_BYTES = 2048
+"""Bound on each of a quote's TPMS_ATTEST and TPMT_SIGNATURE (an RSA-4096 signature is 518
+bytes; a quote over 24 PCRs well under 300)."""
 
 
 class AttestationError(EnvelopeError):
@@ -102,6 +121,15 @@ class LineageHead:
 
 
 @dataclass(frozen=True, slots=True)
+class TpmQuote:
+    """A TPM2_Quote as the TPM produced it: the marshalled ``TPMS_ATTEST`` and the
+    marshalled ``TPMT_SIGNATURE`` over it by the device's attestation key."""
+
+    attest: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     device: str
     nonce: bytes
@@ -109,6 +137,7 @@ class Evidence:
     bundle_digest: bytes | None
     measurements: Mapping[str, bytes]
     lineage: LineageHead
+    tpm: TpmQuote | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,18 +215,30 @@ def verify_challenge(data: bytes, *, root: TrustRoot, device: str, now: int) -> 
 # --- evidence ------------------------------------------------------------------------------
 
 
+def quote_binding(device: str, nonce: bytes) -> bytes:
+    """The ``qualifyingData`` a TPM quote answering ``nonce`` for ``device`` carries:
+    SHA-256 of the deterministic CBOR ``["edgegov/v1", "tpm-quote", device, nonce]``, so a
+    quote made for one challenge or one device never passes for another."""
+    return hashlib.sha256(dcbor.encode(["edgegov/v1", "tpm-quote", device, nonce])).digest()
+
+
 def sign_evidence(evidence: Evidence, key: PrivateKey) -> bytes:
     """The device-signed ``COSE_Sign1`` of ``evidence``."""
-    payload = dcbor.encode(
-        {
-            "device": evidence.device,
-            "nonce": evidence.nonce,
-            "time": evidence.time,
-            "bundle_digest": evidence.bundle_digest,
-            "measurements": dict(evidence.measurements),
-            "lineage": {"size": evidence.lineage.size, "root": evidence.lineage.root},
+    body: dict[str, object] = {
+        "device": evidence.device,
+        "nonce": evidence.nonce,
+        "time": evidence.time,
+        "bundle_digest": evidence.bundle_digest,
+        "measurements": dict(evidence.measurements),
+        "lineage": {"size": evidence.lineage.size, "root": evidence.lineage.root},
+    }
+    if evidence.tpm is not None:
+        body["tpm"] = {
+            "v": TPM_QUOTE_FORMAT,
+            "attest": evidence.tpm.attest,
+            "signature": evidence.tpm.signature,
         }
-    )
+    payload = dcbor.encode(body)
     return cose.sign1(
         payload,
         key=key,
@@ -230,6 +271,7 @@ def verify_evidence(data: bytes, *, device: str, key: PublicKey) -> Evidence:
         "evidence",
         AttestationError,
         required=frozenset({"device", "nonce", "time", "bundle_digest", "measurements", "lineage"}),
+        optional=frozenset({"tpm"}),
     )
     named = same_device(fields, device, AttestationError)
     bundle_digest = None
@@ -242,7 +284,39 @@ def verify_evidence(data: bytes, *, device: str, key: PublicKey) -> Evidence:
         bundle_digest,
         _measurements(fields.raw("measurements")),
         _lineage(fields.raw("lineage")),
+        _quote(fields.raw("tpm")) if fields.has("tpm") else None,
     )
+
+
+def with_quote(data: bytes, quote: TpmQuote, *, device: str, key: PrivateKey) -> bytes:
+    """Evidence ``data`` of ``device`` (signed by ``key``) signed again carrying ``quote``.
+
+    The agent builds its evidence first and quotes after it (the TPM is slow and the quote
+    is bound to the same nonce); nothing else of the evidence changes.
+
+    Raises:
+        AttestationError: ``data`` is not evidence signed by ``key``.
+    """
+    evidence = verify_evidence(data, device=device, key=key.public)
+    return sign_evidence(replace(evidence, tpm=quote), key)
+
+
+def _quote(value: object) -> TpmQuote:
+    fields = Fields(
+        value, "evidence.tpm", AttestationError, required=frozenset({"v", "attest", "signature"})
+    )
+    if fields.integer("v") != TPM_QUOTE_FORMAT:
+        raise AttestationError(
+            f"evidence.tpm is quote format {fields.raw('v')}; this hub reads {TPM_QUOTE_FORMAT}"
+        )
+    attest, signature = fields.byte_string("attest"), fields.byte_string("signature")
+    if not 0 < len(attest) <= MAX_QUOTE_PART_BYTES or not 0 < len(signature) <= (
+        MAX_QUOTE_PART_BYTES
+    ):
+        raise AttestationError(
+            f"evidence.tpm attest and signature must be 1 to {MAX_QUOTE_PART_BYTES} bytes"
+        )
+    return TpmQuote(attest, signature)
 
 
 def _measurements(value: object) -> dict[str, bytes]:

@@ -35,6 +35,7 @@ from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import Attestor
 from edge_agent.errors import EdgeGovError, LineageError, StateError, TransportError
 from edge_agent.protocol import topics
+from edge_agent.protocol.attestation import with_quote
 from edge_agent.protocol.shipping import (
     DeviceStatus,
     LineageBatch,
@@ -315,11 +316,12 @@ class AgentDaemon:
                 )
 
     async def _evidence(self, data: bytes) -> bytes | None:
-        """The evidence answering challenge ``data``; ``None`` when it was answered already
-        (a redelivery) or there is nothing to measure with.
+        """The evidence answering challenge ``data``, with a TPM quote over the nonce when
+        the profile has a ``[tpm]`` table; ``None`` when it was answered already (a
+        redelivery) or there is nothing to measure with.
 
         Raises:
-            AttestationError: the challenge was refused.
+            AttestationError: the challenge was refused, or the TPM cannot quote.
         """
         challenge = self.agent.check_challenge(data, self.wall())
         if self.agent.answered(challenge.nonce):
@@ -328,7 +330,11 @@ class AgentDaemon:
             logger.info("attestation challenge ignored: no firmware profile is configured")
             return None
         await self._measure(self.attestor)
-        return self.agent.evidence_for(challenge, self.wall())
+        evidence = self.agent.evidence_for(challenge, self.wall())
+        quote = await asyncio.to_thread(self.attestor.quote, challenge.device, challenge.nonce)
+        if quote is None:
+            return evidence
+        return with_quote(evidence, quote, device=challenge.device, key=self.agent.device_key)
 
     async def _ship(self, connection: Connection) -> None:
         """Ship one batch at a time, resent until the hub acknowledges it. The wait before a
