@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -70,10 +71,14 @@ class PrivateKey:
 
     seed: bytes
     alg: int = ALG_ED25519
+    _keypair: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    """(public key, libsodium secret key), derived once: deriving them costs as much as a
+    signature, and hubs and agents sign with the same key many times."""
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
             raise ValueError("an Ed25519 private key seed is 32 bytes")
+        object.__setattr__(self, "_keypair", nacl.bindings.crypto_sign_seed_keypair(self.seed))
 
     def __repr__(self) -> str:
         return f"PrivateKey(key_id={self.public.key_id.hex()[:16]}…)"
@@ -84,10 +89,10 @@ class PrivateKey:
 
     @property
     def public(self) -> PublicKey:
-        return PublicKey(bytes(nacl.signing.SigningKey(self.seed).verify_key), self.alg)
+        return PublicKey(self._keypair[0], self.alg)
 
     def sign(self, message: bytes) -> bytes:
-        return nacl.signing.SigningKey(self.seed).sign(message).signature
+        return nacl.bindings.crypto_sign(message, self._keypair[1])[:64]
 
     def to_pem(self) -> str:
         return _pem("PRIVATE KEY", _PKCS8_PREFIX + self.seed)
