@@ -65,6 +65,24 @@ def test_retained_bundle_installs_and_decisions_follow(daemon: AgentDaemon, hub:
     assert daemon.changed.is_set()
 
 
+def test_a_retained_payload_delivered_again_is_not_verified_again(
+    daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installs: list[bytes] = []
+    install = daemon.agent.install_bundle
+
+    def counting_install(data: bytes, wall: int) -> object:
+        installs.append(data)
+        return install(data, wall)
+
+    monkeypatch.setattr(daemon.agent, "install_bundle", counting_install)
+    first, second = hub.bundle(1), hub.bundle(2)
+    for payload in (first, first, second, second, first):
+        _send(daemon, BUNDLE_TOPIC, payload)
+    assert installs == [first, second, first]
+    assert daemon.agent.state.bundle is not None and daemon.agent.state.bundle.version == 2
+
+
 def _bad_payloads(hub: HubSim) -> list[tuple[str, str, bytes]]:
     intruder = PrivateKey.generate()
     foreign = BundleTarget(region="eu-1", groups=("line-z",), profiles=("generic-x86_64",))

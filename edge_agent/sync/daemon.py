@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REJECTIONS = 256
 """Digests of refused payloads remembered, so a retained bad object is logged once."""
+MAX_REMEMBERED_APPLIED = 4096
+"""Retained trust topics whose last applied payload is remembered (LRU)."""
 MAX_PENDING_ROOTS = 16
 MAX_ACK_BACKOFF = 8
 """The longest wait before resending an unacknowledged batch, in ack timeouts."""
@@ -85,6 +87,10 @@ class AgentDaemon:
         self.changed = asyncio.Event()
         """Set whenever the trust state changed (tests and the status publisher wait on it)."""
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._applied: OrderedDict[str, bytes] = OrderedDict()
+        """Digest of the payload last applied per retained trust topic: the broker sends
+        every retained message again on each reconnect and hub restart, and verifying the
+        same signed bytes again would change nothing."""
         self._pending_roots: dict[int, bytes] = {}
         self._acked = asyncio.Event()
         self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
@@ -200,6 +206,8 @@ class AgentDaemon:
         if digest in self._rejected:
             return
         kind = _topic_kind(message.topic)
+        if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
+            return
         try:
             changed = self._apply(kind, message)
         except StateError as exc:
@@ -213,6 +221,8 @@ class AgentDaemon:
         except Exception:
             logger.exception("unexpected failure handling %s; nothing changed", message.topic)
             return
+        if kind in _RETAINED_TRUST:
+            self._remember_applied(message.topic, digest)
         if self.agent.observe_attestation(self.wall()) or changed:
             self.changed.set()
 
@@ -289,6 +299,12 @@ class AgentDaemon:
         lineage.acknowledge(ack.acked)
         logger.debug("hub acknowledged lineage up to %d", ack.acked)
         self._acked.set()
+
+    def _remember_applied(self, topic: str, digest: bytes) -> None:
+        self._applied[topic] = digest
+        self._applied.move_to_end(topic)
+        while len(self._applied) > MAX_REMEMBERED_APPLIED:
+            self._applied.popitem(last=False)
 
     def _remember_rejection(self, digest: bytes) -> None:
         self._rejected[digest] = None
@@ -440,6 +456,9 @@ class AgentDaemon:
 def _headline(status: DeviceStatus) -> tuple[int | None, int | None, str]:
     """What of a status is worth a message of its own when it changes."""
     return (status.bundle_version, status.expires_at, status.gate)
+
+
+_RETAINED_TRUST = frozenset({"bundle", "fresh", "revoke", "root"})
 
 
 def _topic_kind(topic: str) -> str:
