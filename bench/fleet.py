@@ -13,10 +13,17 @@ for the others' verification and fsync, which a fleet of real devices does in pa
   publish the bundle and fresh tokens: what ``edge-hub bundle push`` does after Python has
   started) until each agent has verified and installed the bundle (p50 / p99 / max);
 - revocation: from the start of the hub's revoke operation (sign, record, publish) until
-  that device's gate denies (p50 / p99 over ``--revocations`` devices, one at a time);
-- ingest: with the hub stopped, every agent decides ``--decisions`` times; the hub is
-  started again and the time until every entry is stored, verified and acknowledged gives
-  the hub's verified entries per second (one hub process).
+  that device's gate denies (p50 / p99 over ``--revocations`` devices spread evenly over
+  the fleet, one at a time, starting once the push's lineage is acknowledged). Every agent
+  receives and verifies every revocation (it must see every kill epoch), so in this one
+  process the revoked device waits for the agents handled before it;
+- ingest: the agents stop, every agent decides ``--decisions`` times and signs the batches
+  it would ship (device-side work, done by each device in parallel in a real fleet, so
+  outside the clock); then one publisher sends every batch at once and the clock runs until
+  the hub has verified, stored and acknowledged every entry (the signed acks are counted
+  by a subscriber): the hub's verified entries per second (one hub process). The agents'
+  own shipping and resending is covered by the tests; here they would only measure a
+  thousand simulated devices sharing this process's core.
 
 Usage: python bench/fleet.py [--agents 100,1000] [--brokers mosquitto,amqtt] [--quick]
 """
@@ -43,11 +50,14 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
 from edge_agent.lineage.log import LineageConfig  # noqa: E402
 from edge_agent.policy.engine import Request  # noqa: E402
+from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
 from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
+from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
 from edge_agent.sync.config import SyncConfig  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
 from edge_agent.sync.mqtt import BrokerSettings  # noqa: E402
+from edge_agent.sync.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.fabric_cli import prepare_push, prepare_revocation  # noqa: E402
@@ -197,12 +207,14 @@ async def _measure(
         await _until(lambda: all(d.connected.is_set() for d in daemons), "all connected")
         hub_dir = HubDir(hub.hub_dir)
         push = await _push(hub_dir, broker, daemons)
-        revoke = await _revoke(hub_dir, broker, daemons[:revocations])
-        ingest = await _ingest(hub, daemons, decisions)
+        await _until(_all_acked(daemons), "the install entries to be acknowledged")
+        step = max(1, count // revocations)
+        revoke = await _revoke(hub_dir, broker, daemons[::step][:revocations])
+        await _until(_all_acked(daemons), "the backlog before the ingest run to drain")
+        await _stop(tasks)
+        ingest = await _ingest(broker, daemons, decisions)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop(tasks)
         for daemon in daemons:
             daemon.agent.close()
     return {"push": push, "revoke": revoke, "ingest": ingest}
@@ -277,23 +289,83 @@ async def _revoke(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon
     return latencies
 
 
-async def _ingest(hub: HubProcess, daemons: list[AgentDaemon], decisions: int) -> dict[str, float]:
-    def all_acked() -> bool:
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _all_acked(daemons: list[AgentDaemon]) -> Callable[[], bool]:
+    def acked() -> bool:
         return all(
             d.agent.lineage is not None and d.agent.lineage.acknowledged == d.agent.lineage.size
             for d in daemons
         )
 
-    await _until(all_acked, "the backlog before the ingest run to drain")
-    hub.stop()
-    for daemon in daemons:
-        for _ in range(decisions):
-            daemon.agent.decide(REQUEST, _now())
-    backlog = sum(d.agent.lineage.size - d.agent.lineage.acknowledged for d in daemons)  # type: ignore[union-attr]
-    start = time.monotonic()
-    hub.start()
-    await _until(all_acked, "every entry acknowledged")
-    elapsed = time.monotonic() - start
+    return acked
+
+
+def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, bytes]]:
+    """Decide ``decisions`` times and sign the batches the agent would ship next."""
+    lineage = daemon.agent.lineage
+    assert lineage is not None and lineage.store is not None
+    for _ in range(decisions):
+        daemon.agent.decide(REQUEST, _now())
+    device = daemon.device
+    topic = topics.device_topic(device.region, device.device_id, topics.DeviceLeaf.LINEAGE)
+    batches, first = [], lineage.acknowledged
+    while first < lineage.size:
+        count = min(SYNC.batch_entries, lineage.size - first)
+        entries = tuple(data for _, data, _ in lineage.store.iter_rows(first, limit=count))
+        size = first + len(entries)
+        batch = LineageBatch(
+            device=device.device_id,
+            first_seq=first,
+            entries=entries,
+            checkpoint=lineage.checkpoint_note(size, _now()),
+        )
+        batches.append((topic, sign_batch(batch, daemon.agent.device_key)))
+        first = size
+    return batches
+
+
+async def _ingest(
+    broker: BrokerSettings, daemons: list[AgentDaemon], decisions: int
+) -> dict[str, float]:
+    targets = {d.device.device_id: d.agent.lineage.size + decisions for d in daemons}  # type: ignore[union-attr]
+    backlog = len(daemons) * decisions
+    batches = [batch for d in daemons for batch in _signed_batches(d, decisions)]
+    root = daemons[0].agent.state.root
+    pending = set(targets)
+    done = asyncio.Event()
+
+    async def count_acks(subscribed: asyncio.Event) -> None:
+        async with mqtt_connect(broker, client_id="bench-ack-counter") as connection:
+            await connection.subscribe([f"{topics.PREFIX}/eu-1/device/+/ack"])
+            subscribed.set()
+            async for message in connection.messages():
+                device = message.topic.split("/")[4]
+                if device in pending:
+                    ack = verify_ack(message.payload, root=root, device=device)
+                    if ack.acked >= targets[device]:
+                        pending.discard(device)
+                        if not pending:
+                            done.set()
+
+    subscribed = asyncio.Event()
+    counter = asyncio.create_task(count_acks(subscribed))
+    try:
+        await asyncio.wait_for(subscribed.wait(), 30)
+        async with mqtt_connect(broker, client_id="bench-publisher") as publisher:
+            start = time.monotonic()
+            for begin in range(0, len(batches), 64):
+                await asyncio.gather(
+                    *(publisher.publish(t, p, qos=1) for t, p in batches[begin : begin + 64])
+                )
+            await asyncio.wait_for(done.wait(), TIMEOUT_S)
+            elapsed = time.monotonic() - start
+    finally:
+        await _stop([counter])
     return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
 
 
@@ -319,6 +391,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     counts = [20] if args.quick else [int(n) for n in args.agents.split(",")]
     revocations = 5 if args.quick else args.revocations
     print(
