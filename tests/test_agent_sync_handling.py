@@ -6,6 +6,10 @@ refused, logged as a rejection in the lineage, and leaves the agent deciding as 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +245,33 @@ def test_an_announced_kill_epoch_survives_a_restart(
     daemon.agent.close()
     with LocalAgent.open(tmp_path / "state") as reopened:
         assert reopened.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+@pytest.mark.asyncio
+async def test_an_unacknowledged_batch_is_resent_ever_more_slowly(
+    tmp_path: Path, hub: HubSim
+) -> None:
+    state_dir = tmp_path / "shipper"
+    init_state_dir(state_dir, DEVICE, hub.root_bytes(), NOW)
+    agent = LocalAgent.open(state_dir)
+    agent.decide(REQUEST, NOW)
+    config = SyncConfig.model_construct(ack_timeout_s=0.02, ship_interval_s=0.01)
+    daemon = AgentDaemon(agent, BrokerSettings("127.0.0.1", 1), config, wall=lambda: NOW)
+    sends: list[float] = []
+
+    class SilentHub:
+        async def publish(self, topic: str, payload: bytes, **options: object) -> None:
+            sends.append(time.monotonic())
+
+    try:
+        shipper = asyncio.create_task(daemon._ship(SilentHub()))  # type: ignore[arg-type]
+        await asyncio.sleep(1.0)
+        shipper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await shipper
+    finally:
+        agent.close()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sends)]
+    # Every 20 ms without backoff (about 50 sends); doubling to 8 x 20 ms gives about 9.
+    assert 3 <= len(sends) <= 12
+    assert gaps[-1] >= 0.15
