@@ -600,6 +600,14 @@ class LocalAgent:
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, wall)
 
+    def gate_state(self, wall: int) -> str:
+        """``"open"``, or the reason code every decision would deny with now: an unusable
+        lineage first (the shell's check), then the gate's checks in order."""
+        if self.lineage is None or self.lineage.status() is not None:
+            return str(Reason.LINEAGE_UNAVAILABLE)
+        failed = [c for c in self.checks(wall) if not c.passed]
+        return str(failed[0].reason) if failed else "open"
+
 
 def _restore_revocations(state: TrustState, stored: tuple[bytes, ...], seen: int) -> TrustState:
     """Re-verify every stored revocation and re-apply those the active bundle has not lifted;

@@ -23,6 +23,7 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
+from edge_agent.sync.cli import status_line
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings, Incoming
@@ -85,6 +86,19 @@ def test_a_retained_payload_delivered_again_is_not_verified_again(
         _send(daemon, BUNDLE_TOPIC, payload)
     assert installs == [first, second, first]
     assert daemon.agent.state.bundle is not None and daemon.agent.state.bundle.version == 2
+
+
+def test_status_reports_the_lineage_fault_every_decision_denies_with(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    assert daemon._status(online=True).gate == "open"
+    lineage = daemon.agent.lineage
+    assert lineage is not None
+    lineage.fault = "lineage.db is damaged"
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.LINEAGE_UNAVAILABLE
+    assert daemon._status(online=True).gate == "lineage_unavailable"
+    assert "gate CLOSED: lineage_unavailable" in status_line(daemon.agent, NOW)
 
 
 def _bad_payloads(hub: HubSim) -> list[tuple[str, str, bytes]]:

@@ -142,14 +142,8 @@ async def _run(
 def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = None) -> str:
     """One line for ``systemctl status``: bundle, time left, gate state, exec enforcement."""
     bundle = agent.state.bundle
-    failed = [c for c in agent.checks(now) if not c.passed]
-    problem = agent.lineage.status() if agent.lineage else "the lineage is not open"
-    if problem is not None:
-        gate = "gate CLOSED: lineage_unavailable"
-    elif failed:
-        gate = f"gate CLOSED: {failed[0].reason}"
-    else:
-        gate = "gate open"
+    state = agent.gate_state(now)
+    gate = "gate open" if state == "open" else f"gate CLOSED: {state}"
     if bundle is None:
         return f"no bundle; {gate}"
     return (

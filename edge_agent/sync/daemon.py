@@ -439,7 +439,6 @@ class AgentDaemon:
         wall = self.wall()
         state = self.agent.state
         bundle = state.bundle
-        failed = [c for c in self.agent.checks(wall) if not c.passed]
         lineage = self.agent.lineage
         return DeviceStatus(
             device=self.device.device_id,
@@ -447,7 +446,7 @@ class AgentDaemon:
             online=online,
             bundle_version=bundle.version if bundle else None,
             expires_at=bundle.expires_at if bundle else None,
-            gate=str(failed[0].reason) if failed else "open",
+            gate=self.agent.gate_state(wall),
             lineage_size=lineage.size if lineage else 0,
             acked=lineage.acknowledged if lineage else 0,
         )
