@@ -3,11 +3,12 @@
 Each run starts a broker in its own process (Mosquitto, or amqtt as ``edge-hub serve``
 embeds it), the hub as a separate ``edge-hub serve --broker`` process, and N real agents
 (``AgentDaemon`` over ``LocalAgent``: SQLite state, verified installs, durable lineage)
-sharing this process's event loop, as the issue allows for the simulation. Measured:
+shared out over ``WORKERS`` agent processes, one event loop each (as many as the machine
+has cores; a fleet's devices work in parallel). Measured:
 
 Agents record the moment a verified install swapped their trust state, so the figures are
-install times, not the time a poll noticed them (all agents share one process: each waits
-for the others' verification and fsync, which a fleet of real devices does in parallel).
+install times, not the time a poll noticed them (the agents of one process still wait for
+each other's verification and writes, which a fleet of real devices does in parallel).
 
 - push: from the start of the hub's push operation (verify as a device would, record,
   publish the bundle and fresh tokens: what ``edge-hub bundle push`` does after Python has
@@ -15,8 +16,8 @@ for the others' verification and fsync, which a fleet of real devices does in pa
 - revocation: from the start of the hub's revoke operation (sign, record, publish) until
   that device's gate denies (p50 / p99 over ``--revocations`` devices spread evenly over
   the fleet, one at a time, starting once the push's lineage is acknowledged). Every agent
-  receives and verifies every revocation (it must see every kill epoch), so in this one
-  process the revoked device waits for the agents handled before it;
+  receives and verifies every revocation (it must see every kill epoch), so the revoked
+  device waits for the agents its process handles before it;
 - ingest: the agents stop, every agent decides ``--decisions`` times and signs the batches
   it would ship (device-side work, done by each device in parallel in a real fleet, so
   outside the clock); then one publisher sends every batch at once and the clock runs until
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import statistics
@@ -43,11 +45,13 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
+from edge_agent.errors import EdgeGovError  # noqa: E402
 from edge_agent.lineage.log import LineageConfig  # noqa: E402
 from edge_agent.policy.engine import Request  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
@@ -80,6 +84,8 @@ SYNC = SyncConfig(
 LINEAGE = LineageConfig(synchronous="NORMAL")
 """The simulated agents share one disk; the hub's ingest, not their fsyncs, is measured."""
 TIMEOUT_S = 300.0
+WORKERS = 2
+"""Agent processes (the machine's cores); the hub and the broker run in their own."""
 
 
 def _now() -> int:
@@ -199,30 +205,27 @@ async def _broker(kind: str, work: Path) -> AsyncIterator[tuple[str, HubProcess]
 async def _measure(
     work: Path, hub: HubProcess, url: str, count: int, decisions: int, revocations: int
 ) -> dict[str, object]:
-    broker = BrokerSettings.from_url(url)
-    daemons = _enrol(work, hub.hub_dir, count, broker)
+    device_ids = _enrol(work, hub.hub_dir, count)
     hub.start()
-    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    hub_dir = HubDir(hub.hub_dir)
+    workers = [AgentWorker(work, device_ids[index::WORKERS], url) for index in range(WORKERS)]
     try:
-        await _until(lambda: all(d.connected.is_set() for d in daemons), "all connected")
-        hub_dir = HubDir(hub.hub_dir)
-        push = await _push(hub_dir, broker, daemons)
-        await _until(_all_acked(daemons), "the install entries to be acknowledged")
+        await _ask_all(workers, ("connected",))
+        push = await _push(hub_dir, url, workers)
+        await _ask_all(workers, ("acked",))
         step = max(1, count // revocations)
-        revoke = await _revoke(hub_dir, broker, daemons[::step][:revocations])
-        await _until(_all_acked(daemons), "the backlog before the ingest run to drain")
-        await _stop(tasks)
-        ingest = await _ingest(broker, daemons, decisions)
+        revoke = await _revoke(hub_dir, url, workers, device_ids[::step][:revocations])
+        await _ask_all(workers, ("acked",))
+        ingest = await _ingest(url, workers, decisions)
     finally:
-        await _stop(tasks)
-        for daemon in daemons:
-            daemon.agent.close()
+        for worker in workers:
+            worker.close()
     return {"push": push, "revoke": revoke, "ingest": ingest}
 
 
-def _enrol(work: Path, hub_dir: Path, count: int, broker: BrokerSettings) -> list[AgentDaemon]:
+def _enrol(work: Path, hub_dir: Path, count: int) -> list[str]:
     root = (hub_dir / "keys" / "root.cbor").read_bytes()
-    daemons = []
+    device_ids = []
     with Registry.open(hub_dir / "hub.db") as registry:
         for index in range(count):
             device_id = f"gw-{index:04d}"
@@ -231,9 +234,109 @@ def _enrol(work: Path, hub_dir: Path, count: int, broker: BrokerSettings) -> lis
             registry.add_device(
                 DeviceRecord(device_id, "eu-1", ("line-a",), "generic-x86_64", public)
             )
-            agent = TimedAgent.open(work / device_id, lineage=LINEAGE)
-            daemons.append(AgentDaemon(agent, broker, SYNC))
-    return daemons
+            device_ids.append(device_id)
+    return device_ids
+
+
+class AgentWorker:
+    """A process running a share of the agents on its own event loop, driven over a pipe:
+    a fleet's devices decide in parallel, and one loop for a thousand agents would make each
+    revoked device wait behind all the others."""
+
+    def __init__(self, work: Path, device_ids: list[str], url: str) -> None:
+        self.device_ids = device_ids
+        self.pipe, child = multiprocessing.Pipe()
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=_worker_main, args=(str(work), device_ids, url, child), daemon=True
+        )
+        self.process.start()
+
+    async def ask(self, *command: object) -> object:
+        self.pipe.send(command)
+        reply = await asyncio.get_running_loop().run_in_executor(None, self.pipe.recv)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.pipe.send(("close",))
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+async def _ask_all(workers: list[AgentWorker], command: tuple[object, ...]) -> list[object]:
+    return list(await asyncio.gather(*(w.ask(*command) for w in workers)))
+
+
+async def _push(hub: HubDir, url: str, workers: list[AgentWorker]) -> list[float]:
+    data = make_bundle(hub.keys, 1)
+    start = time.monotonic()
+    _, publications = prepare_push(hub, data, now=_now())
+    await publish_once(BrokerSettings.from_url(url), publications)
+    installed = await _ask_all(workers, ("installed",))
+    return [at - start for times in installed for at in times]  # type: ignore[attr-defined]
+
+
+async def _revoke(
+    hub: HubDir, url: str, workers: list[AgentWorker], targets: list[str]
+) -> list[float]:
+    latencies = []
+    for device_id in targets:
+        worker = next(w for w in workers if device_id in w.device_ids)
+        start = time.monotonic()
+        _, publications = prepare_revocation(
+            hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
+        )
+        await publish_once(BrokerSettings.from_url(url), publications)
+        revoked_at = await worker.ask("revoked", device_id)
+        latencies.append(revoked_at - start)  # type: ignore[operator]
+    return latencies
+
+
+async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[str, float]:
+    broker = BrokerSettings.from_url(url)
+    batches: list[tuple[str, bytes]] = []
+    targets: dict[str, int] = {}
+    root = None
+    for share in await _ask_all(workers, ("batches", decisions)):
+        share_batches, share_targets, root = share  # type: ignore[misc]
+        batches += share_batches
+        targets.update(share_targets)
+    backlog = len(targets) * decisions
+    pending = set(targets)
+    done = asyncio.Event()
+
+    async def count_acks(subscribed: asyncio.Event) -> None:
+        async with mqtt_connect(broker, client_id="bench-ack-counter") as connection:
+            await connection.subscribe([f"{topics.PREFIX}/eu-1/device/+/ack"])
+            subscribed.set()
+            async for message in connection.messages():
+                device = message.topic.split("/")[4]
+                if device in pending:
+                    ack = verify_ack(message.payload, root=root, device=device)
+                    if ack.acked >= targets[device]:
+                        pending.discard(device)
+                        if not pending:
+                            done.set()
+
+    subscribed = asyncio.Event()
+    counter = asyncio.create_task(count_acks(subscribed))
+    try:
+        await asyncio.wait_for(subscribed.wait(), 30)
+        async with mqtt_connect(broker, client_id="bench-publisher") as publisher:
+            start = time.monotonic()
+            for begin in range(0, len(batches), 64):
+                await asyncio.gather(
+                    *(publisher.publish(t, p, qos=1) for t, p in batches[begin : begin + 64])
+                )
+            await asyncio.wait_for(done.wait(), TIMEOUT_S)
+            elapsed = time.monotonic() - start
+    finally:
+        await _stop([counter])
+    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
 
 
 class TimedAgent(LocalAgent):
@@ -260,33 +363,6 @@ class TimedAgent(LocalAgent):
 def _timed(daemon: AgentDaemon) -> TimedAgent:
     assert isinstance(daemon.agent, TimedAgent)
     return daemon.agent
-
-
-async def _push(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
-    data = make_bundle(hub.keys, 1)
-    start = time.monotonic()
-    _, publications = prepare_push(hub, data, now=_now())
-    await publish_once(broker, publications)
-    await _until(
-        lambda: all(_timed(d).installed_at is not None for d in daemons),
-        "every agent installed the bundle",
-    )
-    return [_timed(d).installed_at - start for d in daemons]  # type: ignore[operator]
-
-
-async def _revoke(hub: HubDir, broker: BrokerSettings, daemons: list[AgentDaemon]) -> list[float]:
-    latencies = []
-    for daemon in daemons:
-        device_id = daemon.device.device_id
-        start = time.monotonic()
-        _, publications = prepare_revocation(
-            hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
-        )
-        await publish_once(broker, publications)
-        await _until(lambda d=daemon: _timed(d).revoked_at is not None, f"{device_id} revoked")
-        assert daemon.agent.decide(REQUEST, _now()).reason is Reason.REVOKED
-        latencies.append(_timed(daemon).revoked_at - start)  # type: ignore[operator]
-    return latencies
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
@@ -329,44 +405,74 @@ def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, byte
     return batches
 
 
-async def _ingest(
-    broker: BrokerSettings, daemons: list[AgentDaemon], decisions: int
-) -> dict[str, float]:
-    targets = {d.device.device_id: d.agent.lineage.size + decisions for d in daemons}  # type: ignore[union-attr]
-    backlog = len(daemons) * decisions
-    batches = [batch for d in daemons for batch in _signed_batches(d, decisions)]
-    root = daemons[0].agent.state.root
-    pending = set(targets)
-    done = asyncio.Event()
+# --- the worker process -----------------------------------------------------------------
 
-    async def count_acks(subscribed: asyncio.Event) -> None:
-        async with mqtt_connect(broker, client_id="bench-ack-counter") as connection:
-            await connection.subscribe([f"{topics.PREFIX}/eu-1/device/+/ack"])
-            subscribed.set()
-            async for message in connection.messages():
-                device = message.topic.split("/")[4]
-                if device in pending:
-                    ack = verify_ack(message.payload, root=root, device=device)
-                    if ack.acked >= targets[device]:
-                        pending.discard(device)
-                        if not pending:
-                            done.set()
 
-    subscribed = asyncio.Event()
-    counter = asyncio.create_task(count_acks(subscribed))
+def _worker_main(work: str, device_ids: list[str], url: str, pipe: Connection) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    asyncio.run(_serve_worker(Path(work), device_ids, url, pipe))
+
+
+async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Connection) -> None:
+    broker = BrokerSettings.from_url(url)
+    daemons = [
+        AgentDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
+        for device_id in device_ids
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    by_id = {d.device.device_id: d for d in daemons}
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(subscribed.wait(), 30)
-        async with mqtt_connect(broker, client_id="bench-publisher") as publisher:
-            start = time.monotonic()
-            for begin in range(0, len(batches), 64):
-                await asyncio.gather(
-                    *(publisher.publish(t, p, qos=1) for t, p in batches[begin : begin + 64])
-                )
-            await asyncio.wait_for(done.wait(), TIMEOUT_S)
-            elapsed = time.monotonic() - start
+        while True:
+            command = await loop.run_in_executor(None, pipe.recv)
+            if command[0] == "close":
+                break
+            try:
+                reply = await _worker_command(command, daemons, by_id, tasks)
+            except Exception as exc:  # the bench's own failure, reported to the driver
+                reply = RuntimeError(f"worker: {command[0]}: {exc!r}")
+            pipe.send(reply)
     finally:
-        await _stop([counter])
-    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
+        await _stop(tasks)
+        for daemon in daemons:
+            daemon.agent.close()
+
+
+async def _worker_command(
+    command: tuple[object, ...],
+    daemons: list[AgentDaemon],
+    by_id: dict[str, AgentDaemon],
+    tasks: list[asyncio.Task[None]],
+) -> object:
+    kind = command[0]
+    if kind == "connected":
+        await _until(lambda: all(d.connected.is_set() for d in daemons), "all connected")
+        return True
+    if kind == "installed":
+        await _until(
+            lambda: all(_timed(d).installed_at is not None for d in daemons),
+            "every agent installed the bundle",
+        )
+        return [_timed(d).installed_at for d in daemons]
+    if kind == "acked":
+        await _until(_all_acked(daemons), "every lineage entry acknowledged")
+        return True
+    if kind == "revoked":
+        daemon = by_id[str(command[1])]
+        await _until(lambda: _timed(daemon).revoked_at is not None, "revoked")
+        assert daemon.agent.decide(REQUEST, _now()).reason is Reason.REVOKED
+        return _timed(daemon).revoked_at
+    if kind == "batches":
+        await _stop(tasks)
+        decisions = int(command[1])  # type: ignore[call-overload]
+        targets = {
+            d.device.device_id: d.agent.lineage.size + decisions  # type: ignore[union-attr]
+            for d in daemons
+        }
+        batches = [batch for d in daemons for batch in _signed_batches(d, decisions)]
+        return batches, targets, daemons[0].agent.state.root
+    raise ValueError(f"unknown command {kind!r}")
 
 
 def _row(kind: str, count: int, result: dict[str, object]) -> str:
@@ -403,7 +509,12 @@ def main() -> int:
     for count in counts:
         decisions = args.decisions or max(20, 100_000 // count)
         for kind in args.brokers.split(","):
-            result = asyncio.run(run_one(kind, count, decisions, min(revocations, count)))
+            try:
+                result = asyncio.run(run_one(kind, count, decisions, min(revocations, count)))
+            except (EdgeGovError, RuntimeError, TimeoutError) as exc:
+                print(f"| {kind} | {count} | failed: {exc} |", flush=True)
+                results.append({"broker": kind, "agents": count, "failed": str(exc)})
+                continue
             results.append({"broker": kind, "agents": count, **result})
             print(_row(kind, count, result), flush=True)
     if args.json:
