@@ -21,19 +21,28 @@ selectors the kernel gave the socket clients, so the engine does the same work.
 Then ``edge-agent exec`` overhead: ``/bin/true`` run directly, through ``edge-agent exec``
 (the full command line) and through the fast entry point ``python -m
 edge_agent.socket.exec_gate``, next to the bare interpreter start-up (``python -c pass``)
-for scale; median, min and max wall time over 50 runs each.
+for scale; median, min and max wall time over 50 runs each, the commands taking turns so
+that a burst of load elsewhere hits them alike. The development venv runs the tree through
+setuptools' editable-install finder (about 12 ms of every start-up) and, where
+``PYTHONDONTWRITEBYTECODE`` is set, compiles the agent's modules on every start; with
+``--installed`` the same rows are also measured through a scratch non-editable install of
+the tree (a wheel built from a copy of it, installed with compiled modules, as a user gets
+it), and through the PyInstaller build in ``dist/edge-agent/`` when one exists (``make
+package``; it may be older than the tree).
 
 Every socket and in-process row is repeated (``--repeat``, default 3) and reported as the
 median with [min-max] over repeats: the machine may be shared. Latency is the round trip
 as the client sees it (perf_counter around each call).
 
 Usage: python bench/decision_socket.py [--quick] [--repeat N] [--seconds S] [--exec-runs N]
+       [--installed]
 """
 
 # ruff: noqa: E402  (the path fix below must run before any import that pulls in socket)
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -248,34 +257,77 @@ def through_socket(sock: Path, agent_pid: int, clients: int, seconds: float) -> 
     return summarise(flat, len(flat), seconds, cpu)
 
 
-def exec_overhead(sock: Path, runs: int) -> list[tuple[str, list[float]]]:
-    env = dict(os.environ, EDGE_AGENT_SOCKET=str(sock))
-    cli = Path(sys.executable).parent / "edge-agent"
-    commands = [
-        ("/bin/true directly", ["/bin/true"]),
-        ("python -c pass (interpreter start-up alone)", [sys.executable, "-c", "pass"]),
+def exec_commands(python: Path, label: str) -> list[tuple[str, list[str]]]:
+    """The gate's rows for the interpreter ``python`` (its venv's ``edge-agent`` script)."""
+    cli = python.parent / "edge-agent"
+    return [
+        (f"python -c pass (interpreter start-up alone){label}", [str(python), "-c", "pass"]),
+        (f"edge-agent exec -- /bin/true{label}", [str(cli), "exec", "--", "/bin/true"]),
         (
-            "edge-agent exec -- /bin/true",
-            [str(cli) if cli.exists() else sys.executable, "exec", "--", "/bin/true"]
-            if cli.exists()
-            else [sys.executable, "-m", "edge_agent.cli", "exec", "--", "/bin/true"],
-        ),
-        (
-            "python -m edge_agent.socket.exec_gate -- /bin/true",
-            [sys.executable, "-m", "edge_agent.socket.exec_gate", "--", "/bin/true"],
+            f"python -m edge_agent.socket.exec_gate -- /bin/true{label}",
+            [str(python), "-m", "edge_agent.socket.exec_gate", "--", "/bin/true"],
         ),
     ]
-    results = []
-    for name, command in commands:
-        times = []
-        for _ in range(runs):
+
+
+def installed_copy(temp: Path) -> Path:
+    """A scratch venv holding a non-editable install of this tree; its python.
+
+    The tree is copied first (building in place would leave build/ and egg-info in it); the
+    runtime dependencies come from this venv through a path entry, so nothing is fetched but
+    the build backend."""
+    source = temp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("edge_agent", "hub"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    wheels, venv = temp / "wheels", temp / "venv"
+    _quietly(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)]
+    )
+    _quietly([sys.executable, "-m", "venv", str(venv)])
+    site = next(venv.glob("lib/python*/site-packages"))
+    here = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+    (site / "zz-bench-dependencies.pth").write_text(f"{here}\n")
+    wheel = next(wheels.glob("edgegov-*.whl"))
+    _quietly([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)])
+    return venv / "bin" / "python"
+
+
+def _quietly(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+
+
+def exec_overhead(sock: Path, runs: int, installed: Path | None) -> list[tuple[str, list[float]]]:
+    env = dict(os.environ, EDGE_AGENT_SOCKET=str(sock))
+    commands = [
+        ("/bin/true directly", ["/bin/true"]),
+        *exec_commands(Path(sys.executable), " (development venv)"),
+    ]
+    if installed is not None:
+        commands += exec_commands(installed, " (installed, non-editable)")
+        bundled = ROOT / "dist" / "edge-agent" / "edge-agent"
+        if bundled.exists():
+            commands.append(
+                (
+                    "dist/edge-agent/edge-agent exec -- /bin/true (PyInstaller)",
+                    [str(bundled), "exec", "--", "/bin/true"],
+                )
+            )
+    times: dict[str, list[float]] = {name: [] for name, _ in commands}
+    for _ in range(runs):
+        for name, command in commands:
             began = time.perf_counter()
             done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True)
-            times.append(time.perf_counter() - began)
+            times[name].append(time.perf_counter() - began)
             if done.returncode != 0:
                 raise SystemExit(f"{name} failed: {done.stderr.decode()}")
-        results.append((name, times))
-    return results
+    return [(name, times[name]) for name, _ in commands]
 
 
 def repeat(times: int, measure: Callable[[], Run]) -> list[Run]:
@@ -320,12 +372,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, quick 1)")
     parser.add_argument("--seconds", type=float, help="seconds per run (default 3, quick 1)")
     parser.add_argument("--exec-runs", type=int, help="runs per exec command (default 50)")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="also measure exec through a scratch non-editable install (and dist/, if built)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeat or (1 if args.quick else 3)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     exec_runs = args.exec_runs or (20 if args.quick else 50)
     with tempfile.TemporaryDirectory(prefix="edgegov-bench-") as temp:
         state, sock = Path(temp) / "state", Path(temp) / "agent.sock"
+        installed = installed_copy(Path(temp)) if args.installed else None
         enrol(state)
         agent_process = start_agent(state, sock)
         try:
@@ -345,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 for n in (1, 8, 64)
             ]
-            execs = exec_overhead(sock, exec_runs)
+            execs = exec_overhead(sock, exec_runs, installed)
         finally:
             agent_process.send_signal(signal.SIGTERM)
             agent_process.wait()

@@ -19,6 +19,7 @@ import pytest
 
 from edge_agent.agent import LocalAgent
 from edge_agent.policy.engine import Request
+from edge_agent.socket import exec_gate
 from edge_agent.socket.config import SocketConfig
 from edge_agent.trust.gate import Decision
 from tests.socket_helpers import REPO, embedded, enrolled_state, public_dir, serving
@@ -289,3 +290,81 @@ def test_a_binary_replaced_after_the_decision_is_not_executed(
         else:
             assert done.returncode == 126 and done.stdout == ""
             assert "changed on disk" in done.stderr
+
+
+_ARGUMENT_LISTS = [
+    [],
+    ["--", "/bin/true"],
+    ["/bin/true", "--action", "x"],
+    ["--action", "run", "--", "/bin/true", "-v"],
+    ["--action=run", "--timeout=0.5", "/bin/true"],
+    ["--context", "zone=a", "--context=line=3", "--socket", "/tmp/s.sock", "--", "tool"],
+    ["--timeout", "3", "--", "--looks-like-an-option"],
+    ["--context=", "--", "tool"],
+    ["--", "--"],
+]
+
+
+@pytest.mark.parametrize("argv", _ARGUMENT_LISTS, ids=range(len(_ARGUMENT_LISTS)))
+def test_options_read_without_argparse_are_what_argparse_reads(argv: list[str]) -> None:
+    plain = exec_gate._plain_options(argv)
+    assert plain is not None
+    parsed = exec_gate._parsed_options(argv)
+    for name in ("action", "context", "socket", "timeout", "command"):
+        assert getattr(plain, name) == getattr(parsed, name), name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--act", "x", "--", "tool"],
+        ["--timeout", "soon", "--", "tool"],
+        ["--timeout", "-1", "--", "tool"],
+        ["--socket"],
+        ["--verbose", "--", "tool"],
+        ["-h"],
+    ],
+    ids=["help", "abbreviation", "bad-timeout", "dash-value", "missing-value", "unknown", "short"],
+)
+def test_anything_else_is_left_to_argparse(argv: list[str]) -> None:
+    assert exec_gate._plain_options(argv) is None
+
+
+def test_the_gate_starts_without_the_heavy_imports() -> None:
+    # What edge-agent exec imports runs before every gated program (docs/socket.md 4).
+    heavy = [
+        "argparse",
+        "asyncio",
+        "cbor2",
+        "hashlib",
+        "pydantic",
+        "socket",
+        "sqlite3",
+        "threading",
+        "typing",
+    ]
+    probe = (
+        "import sys, edge_agent.socket.exec_gate, edge_agent.launcher; "
+        f"print(sorted(set({heavy!r}) & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, exec_gate.BUILTIN_HASH_MAX_BYTES, exec_gate.BUILTIN_HASH_MAX_BYTES + 1]
+)
+def test_small_and_large_files_get_the_same_sha256_as_hashlib_gives(
+    tmp_path: Path, size: int
+) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    path = tmp_path / "binary"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert exec_gate._digest(fd, size, str(path)) == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)

@@ -203,3 +203,39 @@ def test_the_client_refuses_to_encode_what_the_server_would_refuse() -> None:
 
 def test_frame_prefixes_the_big_endian_length() -> None:
     assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+
+
+def test_wire_records_behave_as_typing_named_tuples() -> None:
+    import typing
+
+    class Reference(typing.NamedTuple):
+        id: int
+        op: Op
+        action: str = ""
+        resource: str = ""
+        context: tuple[tuple[str, str], ...] = ()
+
+    ours = WireRequest(3, Op.DECIDE, "read")
+    theirs = Reference(3, Op.DECIDE, "read")
+    assert ours == theirs and ours._fields == theirs._fields
+    assert ours._replace(resource="/x") == theirs._replace(resource="/x")
+    assert repr(ours) == repr(theirs).replace("Reference", "WireRequest")
+    assert WireRequest.__doc__ and "decoded request" in WireRequest.__doc__
+
+
+def test_a_record_class_with_more_than_fields_is_refused() -> None:
+    from edge_agent.socket._records import NamedTuple
+
+    with pytest.raises(TypeError, match="only fields"):
+
+        class WithMethod(NamedTuple):  # type: ignore[misc]
+            x: int
+
+            def twice(self) -> int:
+                return 2 * self.x
+
+    with pytest.raises(TypeError, match="follows one with a default"):
+
+        class DefaultFirst(NamedTuple):  # type: ignore[misc]
+            x: int = 0
+            y: int  # type: ignore[misc]

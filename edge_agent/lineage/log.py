@@ -572,6 +572,7 @@ class LineageLog:
 
     def close(self, now: int) -> None:
         """Apply retention and checkpoint the log (when usable), and close it."""
+        self._async_writer.close()
         if self.store is None:
             return
         if self.fault is None:

@@ -13,12 +13,14 @@ Waiting uses one plain lock per caller, released by the leader: waking a batch c
 release per caller, with no shared condition for all of them to contend on.
 
 Coroutines use :class:`AsyncGroupCommitWriter` instead: the same batching, with futures in
-place of threads.
+place of threads, and one long-lived writer thread per writer doing the commits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
 from collections.abc import Callable
 
@@ -124,8 +126,11 @@ class AsyncGroupCommitWriter:
     """The same group commit for the coroutines of one event loop.
 
     A coroutine queues its draft and awaits a future; one drain task writes the queued
-    drafts in batches, each in a worker thread (``asyncio.to_thread``) so the loop keeps
-    accepting decisions while SQLite commits, and resolves the futures. Waking a coroutine
+    drafts in batches and resolves the futures. Each batch is committed by this writer's own
+    thread (started on first use, ended by :meth:`close`), so the loop keeps accepting
+    decisions while SQLite commits; handing a batch over costs one queue put and one
+    ``call_soon_threadsafe``, not an executor submission and a chain of futures, which is
+    what a lone decider's round trip mostly waits on besides the fsync. Waking a coroutine
     costs a future, not a thread switch, which is what lets many concurrent deciders share
     one fsync cheaply.
 
@@ -138,6 +143,19 @@ class AsyncGroupCommitWriter:
         self._write_batch = write_batch
         self._pending: list[tuple[Draft, asyncio.Future[int]]] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._batches: queue.SimpleQueue[_Handoff | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+
+    def close(self) -> None:
+        """End the writer thread once the batch it holds is written (new appends start a
+        new one)."""
+        with self._thread_lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._batches.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     async def append(self, draft: Draft) -> int:
         """Append one draft durably and return its seq.
@@ -159,7 +177,7 @@ class AsyncGroupCommitWriter:
                 batch = self._pending[:MAX_BATCH_ENTRIES]
                 del self._pending[:MAX_BATCH_ENTRIES]
                 try:
-                    appended = await asyncio.to_thread(self._write_batch, [d for d, _ in batch])
+                    appended = await self._commit([d for d, _ in batch])
                 except LineageError as exc:
                     _settle(batch, exc)
                 except Exception as exc:
@@ -174,6 +192,52 @@ class AsyncGroupCommitWriter:
             _settle(batch, interrupted)
             _settle(self._pending, interrupted)
             self._pending.clear()
+
+    def _commit(self, drafts: list[Draft]) -> asyncio.Future[Appended]:
+        """Hand ``drafts`` to the writer thread; the future resolves on this loop."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Appended] = loop.create_future()
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_batches, name="lineage-group-commit", daemon=True
+                )
+                self._thread.start()
+            self._batches.put(_Handoff(drafts, loop, done))
+        return done
+
+    def _write_batches(self) -> None:
+        """The writer thread: commit each batch handed over, report back to its loop."""
+        while (handoff := self._batches.get()) is not None:
+            try:
+                outcome: Appended | BaseException = self._write_batch(handoff.drafts)
+            except BaseException as exc:  # reported to the drain task, which decides
+                outcome = exc
+            # A closed loop raises RuntimeError: nobody is waiting for this batch any more.
+            with contextlib.suppress(RuntimeError):
+                handoff.loop.call_soon_threadsafe(_resolve, handoff.done, outcome)
+
+
+class _Handoff:
+    """A batch for the writer thread and where to report its outcome."""
+
+    __slots__ = ("done", "drafts", "loop")
+
+    def __init__(
+        self, drafts: list[Draft], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Appended]
+    ) -> None:
+        self.drafts = drafts
+        self.loop = loop
+        self.done = done
+
+
+def _resolve(done: asyncio.Future[Appended], outcome: Appended | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
 
 
 def _settle(batch: list[tuple[Draft, asyncio.Future[int]]], error: LineageError) -> None:

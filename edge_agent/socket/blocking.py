@@ -9,16 +9,19 @@ before any byte of the answer arrived.
 Fail closed: every failure raises a :class:`~edge_agent.socket.errors.SocketError`; nothing
 here ever turns a failure into an allow.
 
-This module avoids asyncio on purpose: ``edge-agent exec`` imports it before every gated
-program starts.
+``edge-agent exec`` imports this module before every gated program starts, so it keeps to
+the cheapest imports: no asyncio, and the low-level ``_socket`` and ``_thread`` modules
+rather than ``socket`` and ``threading``, whose enums and selectors cost the gate several
+milliseconds of start-up (the objects are the same: ``socket.socket`` subclasses
+``_socket.socket``, and ``threading.Lock`` is ``_thread.allocate_lock``).
 """
 
 from __future__ import annotations
 
+import _socket
+import _thread
 import itertools
 import os
-import socket
-import threading
 import time
 from collections.abc import Mapping
 
@@ -66,8 +69,8 @@ class Client:
             raise ValueError("timeout must be positive")
         self.path = os.fspath(path) if path is not None else default_socket_path()
         self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        self._sock: _socket.socket | None = None
+        self._lock = _thread.allocate_lock()
         self._ids = itertools.count(1)
 
     def decide(
@@ -162,8 +165,8 @@ class Client:
                 raise
         raise AssertionError("unreachable")
 
-    def _connect(self, deadline: float) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    def _connect(self, deadline: float) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         try:
             _connect_before(sock, self.path, deadline)
         except TimeoutError as exc:
@@ -197,7 +200,7 @@ def connect_failure(path: str, exc: OSError) -> str:
     return f"cannot connect to the agent at {path}: {exc.strerror or exc}"
 
 
-def _connect_before(sock: socket.socket, path: str, deadline: float) -> None:
+def _connect_before(sock: _socket.socket, path: str, deadline: float) -> None:
     """Connect by ``deadline``. A Unix socket whose accept queue is full refuses a
     connect with a timeout at once (EAGAIN) instead of waiting: wait and retry, briefly."""
     while True:
@@ -216,12 +219,12 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
+def _send_all(sock: _socket.socket, data: bytes, deadline: float) -> None:
     sock.settimeout(_remaining(deadline))
     sock.sendall(data)
 
 
-def _receive_frame(sock: socket.socket, deadline: float) -> bytes:
+def _receive_frame(sock: _socket.socket, deadline: float) -> bytes:
     header = _receive_exactly(sock, HEADER_BYTES, deadline, first=True)
     length = int.from_bytes(header, "big")
     if not 0 < length <= MAX_RESPONSE_BYTES:
@@ -231,7 +234,7 @@ def _receive_frame(sock: socket.socket, deadline: float) -> bytes:
     return _receive_exactly(sock, length, deadline, first=False)
 
 
-def _receive_exactly(sock: socket.socket, size: int, deadline: float, *, first: bool) -> bytes:
+def _receive_exactly(sock: _socket.socket, size: int, deadline: float, *, first: bool) -> bytes:
     buffer = bytearray(size)
     view = memoryview(buffer)
     received = 0
@@ -252,7 +255,7 @@ def _receive_exactly(sock: socket.socket, size: int, deadline: float, *, first: 
 
 
 _shared: dict[tuple[int, str, float], Client] = {}
-_shared_lock = threading.Lock()
+_shared_lock = _thread.allocate_lock()
 
 
 def decide(

@@ -16,21 +16,32 @@ Invariants:
 - The length is checked before a single byte of the body is read: a declared length over
   the limit is answered with ``frame_too_large`` and the connection closed.
 
-This module does no I/O: the server and the clients move the bytes. Its values are named
-tuples, not dataclasses: ``edge-agent exec`` imports this module before every gated program,
-and ``dataclasses`` (through ``inspect``) would add milliseconds to each start.
+This module does no I/O: the server and the clients move the bytes. ``edge-agent exec``
+imports it before every gated program, so it keeps its imports lean: its values are named
+tuples (not dataclasses, which import ``inspect``) built without importing ``typing``
+(:mod:`edge_agent.socket._records`), messages are encoded with the socket's own codec
+(:mod:`edge_agent.socket._cbor`), and cbor2 is imported only by the server's request decoder.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from enum import StrEnum
-from typing import NamedTuple, TypeVar, cast
 
 from edge_agent.errors import EnvelopeError
-from edge_agent.protocol import dcbor
+from edge_agent.socket import _cbor
 from edge_agent.socket.errors import AgentRequestError, ProtocolError
+
+TYPE_CHECKING = False
+"""Not :data:`typing.TYPE_CHECKING`: ``edge-agent exec`` imports this module, and importing
+:mod:`typing` would cost it milliseconds of start-up (see :mod:`edge_agent.socket._records`)."""
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import NamedTuple, TypeVar
+
+    _T = TypeVar("_T")
+else:
+    from edge_agent.socket._records import NamedTuple
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
@@ -86,7 +97,6 @@ MAX_REQUEST_ID = 2**64 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DECIDE_KEYS = frozenset({"v", "id", "op", "action", "resource", "context"})
 _IDENTIFY_KEYS = frozenset({"v", "id", "op"})
-_T = TypeVar("_T")
 
 
 class Op(StrEnum):
@@ -202,7 +212,7 @@ def encode_request(request: WireRequest) -> bytes:
                 _check_text(key, "context key", ValueError)
                 _check_text(value, "context value", ValueError, allow_empty=True)
             message["context"] = dict(request.context)
-    return frame(dcbor.encode(message))
+    return frame(_cbor.encode(message))
 
 
 def decode_request(payload: bytes) -> WireRequest:
@@ -211,6 +221,10 @@ def decode_request(payload: bytes) -> WireRequest:
     Raises:
         ProtocolError: with the wire ``code`` to answer and the ``id`` when it was readable.
     """
+    # Imported here, not at the top: only the server decodes requests, and the clients
+    # (``edge-agent exec`` above all) must not pay cbor2's import at start-up.
+    from edge_agent.protocol import dcbor
+
     try:
         decoded = dcbor.decode(payload, max_bytes=len(payload), what="request")
     except EnvelopeError as exc:
@@ -315,15 +329,33 @@ def _check_text(
     raise error(problem)
 
 
+_DECISION_SHAPE = _cbor.MapShape(
+    "v",
+    "id",
+    "ok",
+    "op",
+    "allowed",
+    "reason",
+    "message",
+    "rule",
+    "bundle_version",
+    "bundle_digest",
+    "time",
+    "subject",
+    "selectors",
+)
+_IDENTITY_SHAPE = _cbor.MapShape("v", "id", "ok", "op", "pid", "uid", "gid", "subject", "selectors")
+
+
 def encode_decision(request_id: int, result: DecisionResult) -> bytes:
     """The framed ``decide`` response."""
     return frame(
-        dcbor.encode(
+        _DECISION_SHAPE.encode(
             {
                 "v": PROTOCOL_VERSION,
                 "id": request_id,
                 "ok": True,
-                "op": str(Op.DECIDE),
+                "op": "decide",
                 "allowed": result.allowed,
                 "reason": result.reason,
                 "message": result.message,
@@ -332,7 +364,7 @@ def encode_decision(request_id: int, result: DecisionResult) -> bytes:
                 "bundle_digest": result.bundle_digest,
                 "time": result.time,
                 "subject": result.subject,
-                "selectors": list(result.selectors),
+                "selectors": result.selectors,
             }
         )
     )
@@ -341,17 +373,17 @@ def encode_decision(request_id: int, result: DecisionResult) -> bytes:
 def encode_identity(request_id: int, result: IdentityResult) -> bytes:
     """The framed ``identify`` response."""
     return frame(
-        dcbor.encode(
+        _IDENTITY_SHAPE.encode(
             {
                 "v": PROTOCOL_VERSION,
                 "id": request_id,
                 "ok": True,
-                "op": str(Op.IDENTIFY),
+                "op": "identify",
                 "pid": result.pid,
                 "uid": result.uid,
                 "gid": result.gid,
                 "subject": result.subject,
-                "selectors": list(result.selectors),
+                "selectors": result.selectors,
             }
         )
     )
@@ -368,7 +400,7 @@ def encode_error(request_id: int | None, code: ErrorCode, message: str) -> bytes
     }
     if code is ErrorCode.UNSUPPORTED_VERSION:
         body["versions"] = list(SUPPORTED_VERSIONS)
-    return frame(dcbor.encode(body))
+    return frame(_cbor.encode(body))
 
 
 def decode_response(payload: bytes) -> tuple[int | None, DecisionResult | IdentityResult]:
@@ -378,9 +410,14 @@ def decode_response(payload: bytes) -> tuple[int | None, DecisionResult | Identi
         AgentRequestError: the agent answered with an error (``code`` is the wire code).
         ProtocolError: the bytes are not a version-1 response.
     """
+    if len(payload) > MAX_RESPONSE_BYTES:
+        raise ProtocolError(
+            f"the agent sent a {len(payload)}-byte response, over the {MAX_RESPONSE_BYTES}-byte "
+            "limit"
+        )
     try:
-        decoded = dcbor.decode(payload, max_bytes=MAX_RESPONSE_BYTES, what="response")
-    except EnvelopeError as exc:
+        decoded = _cbor.decode(payload)
+    except ValueError as exc:
         raise ProtocolError(f"the agent sent a malformed response: {exc}") from exc
     value = _text_map(decoded)
     if value is None or value.get("v") != PROTOCOL_VERSION:
@@ -410,7 +447,8 @@ def decode_response(payload: bytes) -> tuple[int | None, DecisionResult | Identi
 
 def _text_map(value: object) -> Mapping[str, object] | None:
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return cast("Mapping[str, object]", value)
+        text_keyed: Mapping[str, object] = value
+        return text_keyed
     return None
 
 
