@@ -125,7 +125,7 @@ async def test_revocation_denies_that_device_while_neighbours_allow(
         assert target.agent.decide(REQUEST, _now()).allowed
 
 
-async def test_status_is_published_when_bundle_or_gate_change_not_for_every_broadcast(
+async def test_status_is_published_when_it_changes_not_for_every_broadcast(
     tmp_path: Path,
 ) -> None:
     hub = HubSim()

@@ -30,6 +30,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import Attestor
@@ -94,7 +95,7 @@ class AgentDaemon:
         self._pending_roots: dict[int, bytes] = {}
         self._acked = asyncio.Event()
         self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
-        self._reported: tuple[int | None, int | None, str] | None = None
+        self._reported: DeviceStatus | None = None
 
     async def run(self) -> None:
         """Stay connected (reconnecting forever), watch the clock, apply retention and
@@ -404,10 +405,11 @@ class AgentDaemon:
         )
 
     async def _report(self, connection: Connection) -> None:
-        """Publish status on every heartbeat interval, and at once when what the hub shows
-        of this device changed: bundle, expiry or gate. Trust traffic that changes none of
-        them (a freshness token, another device's revocation) publishes nothing, or a fleet
-        would answer each such broadcast with one status message a device."""
+        """Publish status on every heartbeat interval, and at once after a trust event that
+        changed what it says (bundle, expiry, gate, lineage head or acknowledged size).
+        Trust traffic that changes none of it (a freshness token, another device's
+        revocation, on an idle device) publishes nothing, or a fleet would answer each such
+        broadcast with one status message a device."""
         loop = asyncio.get_running_loop()
         interval = self.config.status_interval_s
         if self.attestor is not None:
@@ -419,7 +421,7 @@ class AgentDaemon:
                     await self.changed.wait()
             self.changed.clear()
             status = self._status(online=True)
-            if loop.time() >= heartbeat_at or _headline(status) != self._reported:
+            if loop.time() >= heartbeat_at or _untimed(status) != self._reported:
                 await self._publish_status(connection, status)
                 heartbeat_at = loop.time() + interval
 
@@ -427,7 +429,7 @@ class AgentDaemon:
         await connection.publish(
             self._status_topic, sign_status(status, self.agent.device_key), qos=1, retain=True
         )
-        self._reported = _headline(status)
+        self._reported = _untimed(status)
 
     @property
     def _status_topic(self) -> str:
@@ -452,9 +454,9 @@ class AgentDaemon:
         )
 
 
-def _headline(status: DeviceStatus) -> tuple[int | None, int | None, str]:
-    """What of a status is worth a message of its own when it changes."""
-    return (status.bundle_version, status.expires_at, status.gate)
+def _untimed(status: DeviceStatus) -> DeviceStatus:
+    """``status`` without its timestamp: what decides whether it is news."""
+    return replace(status, time=0)
 
 
 _RETAINED_TRUST = frozenset({"bundle", "fresh", "revoke", "root"})
