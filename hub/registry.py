@@ -292,6 +292,8 @@ class Registry:
             self._rollback()
             raise
         self._grouped = False
+        if not self._db.in_transaction:
+            raise RegistryError(f"cannot commit to {self.path}: a failure rolled the group back")
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -305,6 +307,11 @@ class Registry:
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        if self._grouped and not self._db.in_transaction:
+            # SQLite rolls a whole transaction back on a full disk or an I/O error.
+            raise RegistryError(
+                f"cannot {what} in {self.path}: an earlier failure rolled back this group"
+            )
         begin, commit, rollback = (
             ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write; RELEASE write")
             if self._grouped
@@ -315,8 +322,9 @@ class Registry:
             try:
                 yield self._db
             except BaseException:
-                for statement in rollback.split("; "):
-                    self._db.execute(statement)
+                if self._db.in_transaction:
+                    for statement in rollback.split("; "):
+                        self._db.execute(statement)
                 raise
             self._db.execute(commit)
         except sqlite3.Error as exc:

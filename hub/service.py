@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,9 @@ CANCEL_RETRY_S = 0.5
 """QoS 1 publishes in flight at once when publishing many retained messages."""
 GROUP_MAX = 256
 """Most incoming messages handled in one registry transaction (one fsync)."""
+GROUP_MAX_S = 0.05
+"""Longest a burst holds the registry's write lock before committing (other ``edge-hub``
+commands and hub processes wait for it)."""
 STORE_RETRIES = 3
 """Times a batch is re-verified when another hub process stored one of that device's
 batches between verification and commit."""
@@ -181,7 +185,8 @@ class HubService:
         self._conn: Connection | None = None
         self._subscribed: set[str] = set()
         self._published: dict[str, bytes] = {}
-        self._acks: dict[str, Publication] = {}
+        self._outbox: dict[str, Publication] = {}
+        """What the burst being stored publishes once it is committed (newest per topic)."""
         self._devices: dict[str, DeviceRecord] = {}
         self._limiter = RateLimiter(config.device_rate, config.device_burst)
         self._lookups = RateLimiter(config.unknown_rate, max(1, int(config.unknown_rate)))
@@ -408,30 +413,44 @@ class HubService:
 
     async def _consume(self, conn: Connection) -> None:
         """Handle incoming messages in bursts: whatever is queued already (up to
-        ``GROUP_MAX``) is handled in one registry transaction, so a burst of lineage batches
-        costs one fsync, and their acks go out once the commit has made them durable."""
+        ``GROUP_MAX``) is taken first, then handled in one registry transaction without a
+        single await inside it (so no other task writes into it and the write lock is held
+        for no longer than the work), so a burst of lineage batches costs one fsync. What
+        the burst publishes (acks, challenges, attestation results) goes out after the
+        commit that made it durable, and is dropped with the burst if the commit fails."""
         messages = conn.messages()
         async for first in messages:
-            try:
-                with self.registry.write_group():
-                    await self._handle(first)
-                    for _ in range(GROUP_MAX - 1):
-                        if not conn.backlog:
-                            break
-                        await self._handle(await anext(messages))
-            except RegistryError as exc:
-                self._acks.clear()
-                logger.error("messages not stored (devices resend lineage until acked): %s", exc)
-                continue
-            acks, self._acks = list(self._acks.values()), {}
-            await self._publish(conn, acks)
-            self.stats.acks_published += len(acks)
+            burst = deque([first])
+            while conn.backlog and len(burst) < GROUP_MAX:
+                burst.append(await anext(messages))
+            while burst:
+                await self._store_and_publish(conn, burst)
 
-    async def _handle(self, message: Incoming) -> None:
+    async def _store_and_publish(self, conn: Connection, burst: deque[Incoming]) -> None:
+        """Handle messages from ``burst`` for at most ``GROUP_MAX_S`` in one transaction,
+        then publish what they queued."""
+        self._outbox.clear()
+        started = time.monotonic()
         try:
-            await self._dispatch(message)
-        except TransportError:
+            with self.registry.write_group():
+                while burst and time.monotonic() - started < GROUP_MAX_S:
+                    self._handle(burst.popleft())
+        except RegistryError as exc:
+            self._outbox.clear()
+            logger.error("messages not stored (devices resend lineage until acked): %s", exc)
+            return
+        except BaseException:
+            self._outbox.clear()
             raise
+        outbox, self._outbox = list(self._outbox.values()), {}
+        await self._publish(conn, outbox)
+        leaves = [p.topic.rsplit("/", 1)[-1] for p in outbox]
+        self.stats.acks_published += leaves.count(DeviceLeaf.ACK)
+        self.stats.challenges_sent += leaves.count(DeviceLeaf.CHALLENGE)
+
+    def _handle(self, message: Incoming) -> None:
+        try:
+            self._dispatch(message)
         except EdgeGovError as exc:
             logger.error("message on %s not processed: %s", message.topic, exc)
             self._reject(UNREGISTERED, "internal_error", str(exc))
@@ -439,7 +458,7 @@ class HubService:
             logger.exception("unexpected failure on a message on %s", message.topic)
             self._reject(UNREGISTERED, "internal_error", f"unexpected failure on {message.topic}")
 
-    async def _dispatch(self, message: Incoming) -> None:
+    def _dispatch(self, message: Incoming) -> None:
         try:
             parsed = topics.parse_device_topic(message.topic)
         except ValueError:
@@ -468,11 +487,11 @@ class HubService:
             )
             return
         if parsed.leaf is DeviceLeaf.LINEAGE:
-            await self._on_lineage(device, message.payload)
+            self._on_lineage(device, message.payload)
         elif parsed.leaf is DeviceLeaf.EVIDENCE:
-            await self._on_evidence(device, message.payload)
+            self._on_evidence(device, message.payload)
         else:
-            await self._on_status(device, message.payload)
+            self._on_status(device, message.payload)
 
     def _device(self, device_id: str) -> DeviceRecord | None:
         device = self._devices.get(device_id)
@@ -482,7 +501,7 @@ class HubService:
                 self._devices[device_id] = device
         return device
 
-    async def _on_lineage(self, device: DeviceRecord, payload: bytes) -> None:
+    def _on_lineage(self, device: DeviceRecord, payload: bytes) -> None:
         registry, device_id = self.registry, device.device_id
         origin = origin_for(device_id, device.key_epoch)
         for _ in range(STORE_RETRIES):
@@ -498,7 +517,7 @@ class HubService:
                     stored=registry.stored_log(device_id),
                 )
             except IngestError as exc:
-                await self._on_refused(device, exc, now)
+                self._on_refused(device, exc, now)
                 return
             if isinstance(result, Duplicate):
                 self.stats.duplicates += 1
@@ -520,7 +539,7 @@ class HubService:
             "lineage batch of %s raced other hubs %d times; dropped", device_id, STORE_RETRIES
         )
 
-    async def _on_refused(self, device: DeviceRecord, exc: IngestError, now: int) -> None:
+    def _on_refused(self, device: DeviceRecord, exc: IngestError, now: int) -> None:
         level = logging.ERROR if exc.fork is not None else logging.WARNING
         logger.log(level, "lineage batch of %s refused: %s", device.device_id, exc)
         if exc.fork is not None:
@@ -540,9 +559,9 @@ class HubService:
             key=self._require_keys().freshness,
             now=now,
         )
-        self._acks[publication.topic] = publication
+        self._outbox[publication.topic] = publication
 
-    async def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
+    def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
         try:
             status = verify_status(payload, device=device.device_id, key=device.public_key)
         except ShippingError as exc:
@@ -551,7 +570,7 @@ class HubService:
         self.registry.record_status(status, payload, _wall())
         self.stats.statuses += 1
         if status.online and status.gate in _ATTESTATION_GATES:
-            await self._challenge_soon(device)
+            self._challenge_soon(device)
 
     # Attestation.
 
@@ -594,24 +613,19 @@ class HubService:
         self.stats.challenges_sent += len(publications)
         return len(publications)
 
-    async def _challenge_soon(self, device: DeviceRecord) -> None:
-        """Challenge ``device`` now unless it was challenged less than ``attest_retry_s``
-        ago (a device cannot make the hub sign without bound)."""
-        conn, verifier = self._conn, self._verifier
+    def _challenge_soon(self, device: DeviceRecord) -> None:
+        """Queue a challenge to ``device`` unless it was challenged less than
+        ``attest_retry_s`` ago (a device cannot make the hub sign without bound)."""
+        verifier = self._verifier
         started = time.monotonic()
         last = self._last_challenge.get(device.device_id)
-        if (
-            conn is None
-            or verifier is None
-            or (last is not None and started - last < self.config.attest_retry_s)
-        ):
+        if verifier is None or (last is not None and started - last < self.config.attest_retry_s):
             return
         self._last_challenge[device.device_id] = started
         _, publication = verifier.challenge(device, now=_wall(), ttl_s=self.config.challenge_ttl_s)
-        await conn.publish(publication.topic, publication.payload, qos=1)
-        self.stats.challenges_sent += 1
+        self._outbox[publication.topic] = publication
 
-    async def _on_evidence(self, device: DeviceRecord, payload: bytes) -> None:
+    def _on_evidence(self, device: DeviceRecord, payload: bytes) -> None:
         verifier = self._verifier
         if verifier is None:
             self._reject(device.device_id, "evidence_rejected", "this hub has no verifier key")
@@ -627,9 +641,7 @@ class HubService:
         self.stats.attestations[verdict] = self.stats.attestations.get(verdict, 0) + 1
         log = logger.info if result.passed else logger.warning
         log("attestation of %s: %s (%s)", device.device_id, verdict, result.detail)
-        conn = self._conn
-        if conn is not None:
-            await conn.publish(publication.topic, publication.payload, qos=1, retain=True)
+        self._outbox[publication.topic] = publication
 
     # Bookkeeping.
 

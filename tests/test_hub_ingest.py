@@ -318,3 +318,20 @@ def test_an_error_out_of_a_write_group_stores_nothing_of_it(
         raise RuntimeError("the connection dropped before the acks went out")
     assert registry.lineage_state("gw-001").size == 0
     assert isinstance(_ingest(registry, device, device.batch(0, 10)), Accepted)
+
+
+def test_a_full_disk_inside_a_group_fails_the_rest_of_it_and_stores_none_of_it(
+    registry: Registry,
+) -> None:
+    pages = registry._db.execute("PRAGMA page_count").fetchone()[0]
+    with pytest.raises(RegistryError, match="rolled the group back"), registry.write_group():
+        registry.add_rejections({("early", "impersonation"): (1, "stored first")}, NOW)
+        registry._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(RegistryError, match="full"):
+            registry.add_rejections(
+                {(f"gw-{i:04d}", "impersonation"): (1, "x" * 400) for i in range(2000)}, NOW
+            )
+        registry._db.execute("PRAGMA max_page_count = 1073741823")
+        with pytest.raises(RegistryError, match="rolled back this group"):
+            registry.add_rejections({("late", "impersonation"): (1, "after the failure")}, NOW)
+    assert registry.rejections("early") == [] and registry.rejections("late") == []

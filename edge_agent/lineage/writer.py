@@ -198,11 +198,12 @@ class AsyncGroupCommitWriter:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Appended] = loop.create_future()
         with self._thread_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(
                     target=self._write_batches, name="lineage-group-commit", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._thread = thread
             self._batches.put(_Handoff(drafts, loop, done))
         return done
 

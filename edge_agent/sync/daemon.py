@@ -378,13 +378,12 @@ class AgentDaemon:
                 sign_batch(batch, self.agent.device_key),
                 qos=1,
             )
-            acknowledged = lineage.acknowledged
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(patience):
                     while lineage.acknowledged < batch.first_seq + len(batch.entries):
                         await self._acked.wait()
                         self._acked.clear()
-            if lineage.acknowledged > acknowledged:
+            if lineage.acknowledged > batch.first_seq:
                 patience = self.config.ack_timeout_s
             else:
                 patience = min(patience * 2, self.config.ack_timeout_s * MAX_ACK_BACKOFF)
@@ -459,7 +458,9 @@ def _untimed(status: DeviceStatus) -> DeviceStatus:
     return replace(status, time=0)
 
 
-_RETAINED_TRUST = frozenset({"bundle", "fresh", "revoke", "root"})
+_RETAINED_TRUST = frozenset({"bundle", "revoke"})
+"""Topics whose payload, once applied, changes nothing when applied again. Roots and tokens
+are not among them: a root may wait for its predecessor, a token for its bundle."""
 
 
 def _topic_kind(topic: str) -> str:

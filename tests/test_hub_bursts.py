@@ -1,0 +1,135 @@
+"""The hub stores incoming messages in bursts: one transaction, nothing awaited inside it,
+and what a burst publishes goes out only once it is committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from edge_agent.protocol import topics
+from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.sync.mqtt import Incoming
+from hub.registry import Registry, RegistryError
+from hub.service import HubConfig, HubService
+from tests.hub_support import HubSetup, make_hub_dir
+
+pytestmark = pytest.mark.asyncio
+
+
+class QueuedConnection:
+    """Incoming messages already queued, as a burst arrives; records what is published."""
+
+    def __init__(self, messages: list[Incoming]) -> None:
+        self.queued = list(messages)
+        self.published: list[str] = []
+
+    @property
+    def backlog(self) -> int:
+        return len(self.queued)
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        while self.queued:
+            await asyncio.sleep(0)
+            yield self.queued.pop(0)
+
+    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
+        self.published.append(topic)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    hub = make_hub_dir(tmp_path / "hub")
+    for sim in hub.devices.values():
+        sim.add(30)
+    return hub
+
+
+@pytest.fixture
+def service(setup: HubSetup) -> Iterator[HubService]:
+    hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
+    hub._registry = Registry.open(setup.path / "hub.db")
+    hub._keys = hub.hub_dir.load_keys()
+    try:
+        yield hub
+    finally:
+        hub._registry.close()
+
+
+def _topic(device_id: str, leaf: DeviceLeaf) -> str:
+    return topics.device_topic("eu-1", device_id, leaf)
+
+
+def _batches(setup: HubSetup) -> list[Incoming]:
+    return [
+        Incoming(_topic(device_id, DeviceLeaf.LINEAGE), sim.batch(start, stop), False)
+        for device_id, sim in setup.devices.items()
+        for start, stop in ((0, 10), (10, 30))
+    ]
+
+
+async def test_a_burst_is_stored_in_one_transaction_and_acked_after_it(
+    service: HubService, setup: HubSetup
+) -> None:
+    connection = QueuedConnection(_batches(setup))
+    groups = 0
+    write_group = service.registry.write_group
+
+    @contextmanager
+    def counted() -> Iterator[None]:
+        nonlocal groups
+        groups += 1
+        with write_group():
+            yield
+
+    service.registry.write_group = counted  # type: ignore[method-assign]
+    await service._consume(connection)  # type: ignore[arg-type]
+    assert groups == 1
+    assert sorted(connection.published) == [
+        _topic(device_id, DeviceLeaf.ACK) for device_id in sorted(setup.devices)
+    ]
+    assert {d: service.registry.lineage_state(d).size for d in setup.devices} == {
+        "gw-001": 30,
+        "gw-002": 30,
+    }
+
+
+async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
+    service: HubService, setup: HubSetup
+) -> None:
+    connection = QueuedConnection(_batches(setup))
+    write_group = service.registry.write_group
+
+    @contextmanager
+    def failing_commit() -> Iterator[None]:
+        with write_group():
+            yield
+            raise RegistryError("database or disk is full")
+
+    service.registry.write_group = failing_commit  # type: ignore[method-assign]
+    await service._consume(connection)  # type: ignore[arg-type]
+    assert connection.published == []
+    assert service.registry.lineage_state("gw-001").size == 0
+    service.registry.write_group = write_group  # type: ignore[method-assign]
+    retry = QueuedConnection(_batches(setup)[:1])
+    await service._consume(retry)  # type: ignore[arg-type]
+    assert retry.published == [_topic("gw-001", DeviceLeaf.ACK)]
+
+
+async def test_no_other_task_runs_while_a_burst_holds_the_write_lock(
+    service: HubService, setup: HubSetup
+) -> None:
+    seen_grouped: list[bool] = []
+
+    async def other_task() -> None:
+        for _ in range(50):
+            seen_grouped.append(service.registry._grouped)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await service._consume(QueuedConnection(_batches(setup) * 3))  # type: ignore[arg-type]
+    await other
+    assert seen_grouped and not any(seen_grouped)
