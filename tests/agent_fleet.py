@@ -21,7 +21,7 @@ from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings
 from hub.registry import DeviceRecord, Registry
 
-__all__ = ["FAST_SYNC", "AgentFleet", "agent_fleet"]
+__all__ = ["FAST_SYNC", "AgentFleet", "agent_fleet", "stop_daemon"]
 
 FAST_SYNC = SyncConfig(
     status_interval_s=2,
@@ -69,27 +69,31 @@ class AgentFleet:
         return self.start(device_id)
 
     async def kill(self, device_id: str) -> None:
-        """Stop a daemon abruptly: its task cancelled, its state closed.
-
-        Raises:
-            AssertionError: the daemon ignored its cancellation (with the stacks of the tasks
-                still running, to show where).
-        """
-        task = self.tasks.pop(device_id)
-        task.cancel()
-        await asyncio.wait({task}, timeout=STOP_BOUND_S)
-        if not task.done():
-            raise AssertionError(
-                f"{device_id} still runs {STOP_BOUND_S:.0f} s after its cancellation:\n"
-                + _running_stacks()
-            )
-        self.daemons.pop(device_id).agent.close()
-        if not task.cancelled() and (error := task.exception()) is not None:
-            raise error
+        """Stop a daemon abruptly: its task cancelled, its state closed."""
+        await stop_daemon(self.daemons.pop(device_id), self.tasks.pop(device_id))
 
     async def close(self) -> None:
         for device_id in list(self.tasks):
             await self.kill(device_id)
+
+
+async def stop_daemon(daemon: AgentDaemon, task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` (running ``daemon``) and close the daemon's state.
+
+    Raises:
+        AssertionError: the daemon ignored its cancellation (with the stacks of the tasks
+            still running, to show where).
+    """
+    task.cancel()
+    await asyncio.wait({task}, timeout=STOP_BOUND_S)
+    if not task.done():
+        raise AssertionError(
+            f"{daemon.device.device_id} still runs {STOP_BOUND_S:.0f} s after its "
+            "cancellation:\n" + _running_stacks()
+        )
+    daemon.agent.close()
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
 
 
 def _running_stacks() -> str:

@@ -35,6 +35,7 @@ from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import build_bundle
 from hub.registry import DeviceRecord, Registry
 from hub.service import HubConfig, HubService
+from tests.agent_fleet import stop_daemon
 from tests.attest_support import make_root, write_profile
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import POLICY, HubSetup, make_hub_dir, run_cli, wait_for, watching
@@ -127,12 +128,7 @@ async def _fabric(tmp_path: Path, broker: BrokerSettings) -> AsyncIterator[Fixtu
     try:
         yield Fixture(setup, broker, root, attestor, daemon)
     finally:
-        while not task.done():  # a cancellation can be swallowed in 3.11 (CPython gh-86296)
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        daemon.agent.close()
+        await stop_daemon(daemon, task)
 
 
 @contextlib.asynccontextmanager

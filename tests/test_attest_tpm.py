@@ -9,7 +9,6 @@ they skip, saying why, only when swtpm or tpm2-pytss is not installed. The PCRs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -53,6 +52,7 @@ from hub.operations import build_bundle
 from hub.registry import DeviceRecord, PublishedBundle, Registry
 from hub.service import HubConfig, HubService
 from hub.tpm_quote import load_ak
+from tests.agent_fleet import stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker
 from tests.factory import NOW, HubSim
@@ -443,9 +443,4 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
                     WAIT_S,
                 )
         finally:
-            while not task.done():  # a cancellation can be swallowed in 3.11 (CPython gh-86296)
-                task.cancel()
-                await asyncio.wait([task], timeout=0.5)
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            daemon.agent.close()
+            await stop_daemon(daemon, task)
