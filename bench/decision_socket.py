@@ -319,6 +319,18 @@ def exec_overhead(sock: Path, runs: int, installed: Path | None) -> list[tuple[s
                     [str(bundled), "exec", "--", "/bin/true"],
                 )
             )
+        gate = bundled.with_name("edge-agent-exec")
+        if gate.exists():
+            launcher = (ROOT / "packaging" / "deb" / "edge-agent").read_text()
+            script = installed.parent / "edge-agent-deb-launcher"
+            script.write_text(launcher.replace("/opt/edge-agent", str(bundled.parent)))
+            script.chmod(0o755)
+            commands.append(
+                (
+                    "edge-agent exec -- /bin/true (the .deb's launcher + PyInstaller gate)",
+                    [str(script), "exec", "--", "/bin/true"],
+                )
+            )
     times: dict[str, list[float]] = {name: [] for name, _ in commands}
     for _ in range(runs):
         for name, command in commands:

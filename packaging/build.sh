@@ -61,6 +61,7 @@ build_binary() {
     "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
         --distpath dist --workpath build/pyinstaller packaging/edge-agent.spec
     "$BINARY" --version >/dev/null
+    "$ROOT/dist/edge-agent/edge-agent-exec" --help >/dev/null
 }
 
 require_tools() {

@@ -192,6 +192,44 @@ def test_build_is_onedir_and_carries_the_native_parts(build: Build) -> None:
     assert launcher_bytes < 5_000_000, "the launcher holds the runtime: a onefile build?"
 
 
+def test_frozen_exec_gate_fails_closed_without_an_agent_and_runs_nothing(
+    build: Build, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    gate = build.binary.parent / "edge-agent-exec"
+    command = [str(gate), "--socket", str(tmp_path / "no-agent.sock"), "--"]
+    result = subprocess.run(
+        _sandboxed([*command, "/usr/bin/touch", str(marker)]),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 126, (result.stdout, result.stderr)
+    assert "agent" in result.stderr and not marker.exists()
+
+
+def test_the_deb_launcher_sends_exec_to_the_lean_gate_and_the_rest_to_the_agent(
+    tmp_path: Path,
+) -> None:
+    launcher = (ROOT / "packaging" / "deb" / "edge-agent").read_text()
+    opt = tmp_path / "opt" / "edge-agent"
+    opt.mkdir(parents=True)
+    for name in ("edge-agent", "edge-agent-exec"):
+        (opt / name).write_text(f'#!/bin/sh\necho "{name} args=$*"\n')
+        (opt / name).chmod(0o755)
+    script = tmp_path / "launcher"
+    script.write_text(launcher.replace("/opt/edge-agent", str(opt)))
+    script.chmod(0o755)
+    gate = subprocess.run([str(script), "exec", "--", "/bin/true", "a b"], capture_output=True)
+    full = subprocess.run([str(script), "status", "--json"], capture_output=True)
+    assert gate.stdout.decode().startswith("edge-agent-exec ")
+    assert gate.stdout.decode().rstrip().endswith("args=-- /bin/true a b")
+    assert full.stdout.decode().startswith("edge-agent ")
+    assert full.stdout.decode().rstrip().endswith("args=status --json")
+
+
 def test_sandbox_leaves_no_python_that_can_start(tmp_path: Path) -> None:
     interpreters = {sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"}
     for interpreter in sorted(i for i in interpreters if os.path.exists(i)):
@@ -382,8 +420,9 @@ def test_deb_ships_the_agent_config_unit_and_system_files_with_root_ownership(
     for path, mode in expected_modes.items():
         assert path in members, path
         assert stat.S_IMODE(members[path].mode) == mode, path
-    link = members["/usr/bin/edge-agent"]
-    assert link.issym() and link.linkname == "/opt/edge-agent/edge-agent"
+    launcher = members["/usr/bin/edge-agent"]
+    assert launcher.isfile() and stat.S_IMODE(launcher.mode) == 0o755
+    assert "/opt/edge-agent/edge-agent-exec" in members
     assert {(m.uname, m.gname) for m in members.values()} == {("root", "root")}
     assert not [p for p, m in members.items() if m.mode & (stat.S_ISUID | stat.S_ISGID)]
     assert not [p for p, m in members.items() if m.mode & stat.S_IWOTH and not m.issym()]
