@@ -25,7 +25,6 @@ from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
@@ -35,7 +34,7 @@ from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import build_bundle
 from hub.registry import DeviceRecord, Registry
 from hub.service import HubConfig, HubService
-from tests.agent_fleet import stop_daemon
+from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import make_root, write_profile
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import POLICY, HubSetup, make_hub_dir, run_cli, wait_for, watching
@@ -45,13 +44,6 @@ pytestmark = pytest.mark.asyncio
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 INTERVAL = 1
 RESULT_TTL = 3
-FAST = SyncConfig(
-    status_interval_s=2,
-    ship_interval_s=0.1,
-    ack_timeout_s=1,
-    reconnect_initial_s=0.1,
-    reconnect_max_s=0.5,
-)
 WAIT_S = 30.0
 SLACK_S = 2.0
 """Scheduling slack on top of one interval: a loaded CI machine, the thread hop to measure."""
@@ -123,7 +115,7 @@ async def _fabric(tmp_path: Path, broker: BrokerSettings) -> AsyncIterator[Fixtu
     attestor = open_attestor(config, identity, machine="x86_64")
     assert attestor is not None
     await _push_attested_bundle(setup, tmp_path, attestor)
-    daemon = AgentDaemon(LocalAgent.open(state_dir), broker, FAST, attestor=attestor)
+    daemon = AgentDaemon(LocalAgent.open(state_dir), broker, FAST_SYNC, attestor=attestor)
     task = asyncio.create_task(daemon.run(), name="gw-001")
     try:
         yield Fixture(setup, broker, root, attestor, daemon)

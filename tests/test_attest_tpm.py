@@ -41,7 +41,6 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
 from hub.attest import Verifier, with_expectations
@@ -52,7 +51,7 @@ from hub.operations import build_bundle
 from hub.registry import DeviceRecord, PublishedBundle, Registry
 from hub.service import HubConfig, HubService
 from hub.tpm_quote import load_ak
-from tests.agent_fleet import stop_daemon
+from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker
 from tests.factory import NOW, HubSim
@@ -366,13 +365,6 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
 # --- the whole fabric ---------------------------------------------------------------------
 
 
-FAST = SyncConfig(
-    status_interval_s=2,
-    ship_interval_s=0.1,
-    ack_timeout_s=1,
-    reconnect_initial_s=0.1,
-    reconnect_max_s=0.5,
-)
 
 
 @pytest.mark.asyncio
@@ -406,7 +398,8 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
     )
 
     async with amqtt_broker() as broker:
-        daemon = AgentDaemon(LocalAgent.open(state_dir), broker.settings, FAST, attestor=attestor)
+        agent = LocalAgent.open(state_dir)
+        daemon = AgentDaemon(agent, broker.settings, FAST_SYNC, attestor=attestor)
         hub_config = HubConfig(
             setup.path,
             broker=broker.settings,
