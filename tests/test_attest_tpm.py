@@ -365,8 +365,6 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
 # --- the whole fabric ---------------------------------------------------------------------
 
 
-
-
 @pytest.mark.asyncio
 async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies(
     tmp_path: Path, tpm: str
