@@ -57,16 +57,16 @@ class AgentFleet:
                     DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", public)
                 )
 
-    def start(self, device_id: str) -> AgentDaemon:
-        daemon = AgentDaemon(LocalAgent.open(self.tmp_path / device_id), self.broker, FAST_SYNC)
+    def start(self, device_id: str, sync: SyncConfig = FAST_SYNC) -> AgentDaemon:
+        daemon = AgentDaemon(LocalAgent.open(self.tmp_path / device_id), self.broker, sync)
         self.daemons[device_id] = daemon
         self.tasks[device_id] = asyncio.create_task(daemon.run(), name=device_id)
         return daemon
 
-    def add(self, device_id: str) -> AgentDaemon:
+    def add(self, device_id: str, sync: SyncConfig = FAST_SYNC) -> AgentDaemon:
         """Enrol and start ``device_id``."""
         self.enrol(device_id)
-        return self.start(device_id)
+        return self.start(device_id, sync)
 
     async def kill(self, device_id: str) -> None:
         """Stop a daemon abruptly: its task cancelled, its state closed."""

@@ -23,7 +23,7 @@ from edge_agent.protocol.topics import Channel, ChannelKind
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings, connect
 from edge_agent.trust.gate import Reason
-from tests.agent_fleet import AgentFleet, agent_fleet
+from tests.agent_fleet import FAST_SYNC, AgentFleet, agent_fleet
 from tests.brokers import TlsFiles, amqtt_broker, mosquitto_broker
 from tests.factory import DAY, HubSim
 from tests.tls_certs import ThrowawayCA
@@ -145,7 +145,9 @@ async def test_status_is_published_when_it_changes_not_for_every_broadcast(
         broker = handle.settings
         bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
         await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
-        device = fleet.add("gw-001")
+        # No heartbeat inside the test: every status it sees was published for a change.
+        quiet = FAST_SYNC.model_copy(update={"status_interval_s": 3600})
+        device = fleet.add("gw-001", quiet)
         await _until(lambda: _version(device) == 1, "installed")
         subscribed = asyncio.Event()
         watcher = asyncio.create_task(watch(broker, subscribed))
