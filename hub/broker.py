@@ -14,6 +14,14 @@ does not do, as the hub relies on it (checked against its source and pinned by t
   beside its devices). Production fleets use Mosquitto or a cluster with credentials and
   an ACL (``packaging/mosquitto/``).
 
+Two amqtt 0.12 defects are worked around here (:class:`_Broker`, pinned by
+``tests/test_embedded_broker.py``): on every connect it sent the new client the retained
+messages matching *any* client's subscriptions (every agent got every other agent's acks,
+and a fleet connecting cost the square of its size), and it walks its subscription table
+across awaits, so a client subscribing meanwhile aborted that walk with ``RuntimeError:
+dictionary changed size during iteration`` and one leaving could make a broadcast skip a
+subscriber.
+
 amqtt is imported only here (and only by the hub: the agent never runs a broker).
 """
 
@@ -21,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from types import TracebackType
 
 from amqtt.broker import Broker  # type: ignore[import-untyped]
 from amqtt.errors import BrokerError  # type: ignore[import-untyped]
+from amqtt.session import Session  # type: ignore[import-untyped]
 
 from edge_agent.errors import TransportError
 from edge_agent.sync.mqtt import BrokerSettings
@@ -34,6 +44,33 @@ __all__ = ["EmbeddedBroker"]
 logger = logging.getLogger(__name__)
 
 _LISTENER = "default"
+
+
+class _SubscriptionTable(dict[str, list[tuple[object, int]]]):
+    """amqtt's filter -> subscribers table, iterated over snapshots: amqtt loops over it
+    with awaits inside, while other clients' subscribes and disconnects change it."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> list[tuple[str, list[tuple[object, int]]]]:  # type: ignore[override]
+        return [(topic, list(subscribers)) for topic, subscribers in super().items()]
+
+
+class _Broker(Broker):  # type: ignore[misc]
+    """amqtt's broker with the subscription table above, and retained messages sent to a
+    client only for its own subscriptions (amqtt tried every client's on each connect)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscriptions = _SubscriptionTable()
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        subscribers = self._subscriptions.get(subscription[0], ())
+        if any(s.client_id == session.client_id for s, _ in subscribers):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
 class EmbeddedBroker:
@@ -71,7 +108,7 @@ class EmbeddedBroker:
         """
         if self._broker is not None:
             raise RuntimeError("the embedded broker is running already")
-        broker = Broker(self._config(), plugin_namespace="edgegov.hub.broker.plugins")
+        broker = _Broker(self._config(), plugin_namespace="edgegov.hub.broker.plugins")
         try:
             await broker.start()
         except BrokerError as exc:

@@ -78,9 +78,11 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 1.0
 """How long the shared-subscription probe waits for its own message (once per service)."""
 PUBLISH_CHUNK = 64
+"""QoS 1 publishes in flight at once when publishing many retained messages."""
 CANCEL_RETRY_S = 0.5
 """Seconds to wait for cancelled tasks before cancelling them again (see ``_cancel_all``)."""
-"""QoS 1 publishes in flight at once when publishing many retained messages."""
+MAX_REMEMBERED = 100_000
+"""Retained topics whose current bytes the hub remembers; past that it republishes."""
 GROUP_MAX = 256
 """Most incoming messages handled in one registry transaction (one fsync)."""
 GROUP_MAX_S = 0.2
@@ -466,6 +468,9 @@ class HubService:
             self._reject(UNREGISTERED, "internal_error", f"unexpected failure on {message.topic}")
 
     def _dispatch(self, message: Incoming) -> None:
+        if topics.is_retained_trust_topic(message.topic):
+            self._note_retained(message)
+            return
         try:
             parsed = topics.parse_device_topic(message.topic)
         except ValueError:
@@ -499,6 +504,15 @@ class HubService:
             self._on_evidence(device, message.payload)
         else:
             self._on_status(device, message.payload)
+
+    def _note_retained(self, message: Incoming) -> None:
+        """Remember what the broker holds on a retained trust topic, whoever published it,
+        so the schedule does not send the same bytes to every device again. Unsigned or
+        foreign bytes only differ from what the hub would publish, which it then does."""
+        if not message.payload:
+            self._published.pop(message.topic, None)
+        elif message.topic in self._published or len(self._published) < MAX_REMEMBERED:
+            self._published[message.topic] = hashlib.sha256(message.payload).digest()
 
     def _device(self, device_id: str) -> DeviceRecord | None:
         device = self._devices.get(device_id)

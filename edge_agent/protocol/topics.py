@@ -42,6 +42,7 @@ __all__ = [
     "device_topic",
     "freshness_topic",
     "hub_subscriptions",
+    "is_retained_trust_topic",
     "parse_device_topic",
     "revocation_topic",
     "root_topic",
@@ -53,6 +54,7 @@ SHARED_GROUP = "edgegov-hub"
 
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 _ALL_NAME = "_"
+_RETAINED_TRUST = frozenset({"root", "bundle", "revoke"})
 
 
 class ChannelKind(StrEnum):
@@ -183,15 +185,26 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
 
 
 def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
-    """The filters a hub consumes device topics with.
+    """The filters a hub subscribes to.
 
     Lineage and attestation evidence go through a shared subscription when several hubs
     run, so each batch is stored once and each nonce is spent by one hub; status is
     subscribed directly by every hub, because shared subscriptions do not deliver retained
-    messages and a starting hub needs every device's last status.
+    messages and a starting hub needs every device's last status. The retained trust topics
+    (roots, bundles, revocations) are subscribed directly too, so that the hub knows what the
+    broker holds already: what ``edge-hub bundle push`` or ``revoke`` published is not sent
+    to every device a second time.
     """
     base = _region(region)
     consumed = [f"{base}/device/+/{leaf}" for leaf in (DeviceLeaf.LINEAGE, DeviceLeaf.EVIDENCE)]
     if shared:
         consumed = [f"$share/{SHARED_GROUP}/{topic}" for topic in consumed]
-    return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}")
+    retained = (f"{base}/root/+", f"{base}/bundle/#", f"{base}/revoke/#")
+    return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}", *retained)
+
+
+def is_retained_trust_topic(topic: str) -> bool:
+    """Whether ``topic`` is one the hub publishes retained trust objects on (a root, a
+    channel's bundle, a revocation)."""
+    parts = topic.split("/")
+    return len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] in _RETAINED_TRUST
