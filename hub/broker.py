@@ -18,9 +18,9 @@ Two amqtt 0.12 defects are worked around here (:class:`_Broker`, pinned by
 ``tests/test_embedded_broker.py``): on every connect it sent the new client the retained
 messages matching *any* client's subscriptions (every agent got every other agent's acks,
 and a fleet connecting cost the square of its size), and it walks its subscription table
-across awaits, so a client subscribing meanwhile aborted that walk with ``RuntimeError:
-dictionary changed size during iteration`` and one leaving could make a broadcast skip a
-subscriber.
+across awaits, so a client subscribing or leaving meanwhile aborted that walk with
+``RuntimeError: dictionary changed size during iteration`` (and the connecting client's
+session with it).
 
 amqtt is imported only here (and only by the hub: the agent never runs a broker).
 """
@@ -54,7 +54,7 @@ class _SubscriptionTable(dict[str, list[tuple[object, int]]]):
         return iter(list(super().__iter__()))
 
     def items(self) -> list[tuple[str, list[tuple[object, int]]]]:  # type: ignore[override]
-        return [(topic, list(subscribers)) for topic, subscribers in super().items()]
+        return list(super().items())
 
 
 class _Broker(Broker):  # type: ignore[misc]
