@@ -43,6 +43,7 @@ from edge_agent.protocol.topics import DeviceLeaf, device_topic
 from edge_agent.sync.config import AgentConfig
 from hub.cli import main as hub_main
 from tests.brokers import amqtt_broker
+from tests.socket_helpers import enrolled_state, public_dir, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "packaging" / "build.sh"
@@ -208,6 +209,38 @@ def test_frozen_exec_gate_fails_closed_without_an_agent_and_runs_nothing(
     )
     assert result.returncode == 126, (result.stdout, result.stderr)
     assert "agent" in result.stderr and not marker.exists()
+
+
+def test_the_frozen_gate_hands_the_program_the_callers_environment(build: Build) -> None:
+    gate = build.binary.parent / "edge-agent-exec"
+    with public_dir() as directory:
+        show = directory / "bin" / "show-env"
+        show.parent.mkdir()
+        show.write_text("#!/bin/sh\nexec env\n")
+        show.chmod(0o755)
+        rule = {
+            "id": "show-env",
+            "effect": "allow",
+            "subjects": ["uid:0"],
+            "actions": ["exec"],
+            "resources": [str(show)],
+        }
+        state = enrolled_state(directory / "state", [rule])
+        sock = directory / "agent.sock"
+        caller = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/caller/lib", "KEEP": "me"}
+        with serving(state, sock):
+            result = subprocess.run(
+                [str(gate), "--socket", str(sock), "--", str(show)],
+                env=caller,
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT_S,
+                check=False,
+            )
+    assert result.returncode == 0, result.stderr
+    program = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert {k: program.get(k) for k in caller} == caller
+    assert [k for k in program if k.startswith("_PYI") or k == "LD_LIBRARY_PATH_ORIG"] == []
 
 
 def test_the_deb_launcher_sends_exec_to_the_lean_gate_and_the_rest_to_the_agent(

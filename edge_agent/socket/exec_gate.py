@@ -53,7 +53,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from _hashlib import HASH as _Sha256
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "DIGEST_CONTEXT_KEY",
@@ -61,8 +61,12 @@ __all__ = [
     "EXIT_REFUSED",
     "add_arguments",
     "main",
+    "program_environment",
     "run",
 ]
+
+_FROZEN = bool(getattr(sys, "frozen", False))
+"""Running from the PyInstaller build, whose start-up changes the environment."""
 
 EXIT_REFUSED = 126
 """Not run: denied, agent unreachable or refusing, binary changed, or execve failed."""
@@ -288,9 +292,30 @@ def _execute(target: _Target, argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(target.fd, argv, os.environ)
+        os.execve(target.fd, argv, program_environment(os.environ, frozen=_FROZEN))
     except OSError as exc:
         raise _NotRun(f"cannot execute {target.path}: {exc.strerror}") from exc
+
+
+def program_environment(environ: Mapping[str, str], *, frozen: bool) -> dict[str, str]:
+    """The environment the program gets: the caller's, as it would have been without the gate.
+
+    A PyInstaller build (the .deb's ``edge-agent-exec``) starts with ``LD_LIBRARY_PATH``
+    pointing at its bundled libraries first (the caller's value saved in
+    ``LD_LIBRARY_PATH_ORIG``) and its own ``_PYI_*`` variables; handed on, they would make
+    the program load the agent's copies of libssl, libz or libsqlite3 instead of its own.
+    """
+    program = dict(environ)
+    if not frozen:
+        return program
+    original = program.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is None:
+        program.pop("LD_LIBRARY_PATH", None)
+    else:
+        program["LD_LIBRARY_PATH"] = original
+    for name in [n for n in program if n.startswith("_PYI_")]:
+        del program[name]
+    return program
 
 
 class _Options:
