@@ -83,6 +83,11 @@ CANCEL_RETRY_S = 0.5
 """Seconds to wait for cancelled tasks before cancelling them again (see ``_cancel_all``)."""
 MAX_REMEMBERED = 100_000
 """Retained topics whose current bytes the hub remembers; past that it republishes."""
+FULL_REPUBLISH_S = 600.0
+"""How often the schedule republishes every retained object regardless (see ``_tick``)."""
+INCOMING_QUEUE = 100_000
+"""Messages aiomqtt may hold for the hub: at connect it gets every device's retained status
+and every retained trust object (and its own snapshot back) before it starts consuming."""
 GROUP_MAX = 256
 """Most incoming messages handled in one registry transaction (one fsync)."""
 GROUP_MAX_S = 0.2
@@ -190,6 +195,8 @@ class HubService:
         self._conn: Connection | None = None
         self._subscribed: set[str] = set()
         self._published: dict[str, bytes] = {}
+        """What the broker holds on each retained trust topic (sha256), on this connection."""
+        self._republished_all_at = 0.0
         self._outbox: dict[str, Publication] = {}
         """What the burst being stored publishes once it is committed (newest per topic)."""
         self._devices: dict[str, DeviceRecord] = {}
@@ -303,7 +310,10 @@ class HubService:
         while not self._stop.is_set():
             try:
                 async with connect(
-                    self.settings, client_id=self._client_id, clean_session=True
+                    self.settings,
+                    client_id=self._client_id,
+                    clean_session=True,
+                    incoming_queue=INCOMING_QUEUE,
                 ) as conn:
                     await self._on_connected(conn)
                     delays = self._delays()
@@ -319,11 +329,12 @@ class HubService:
                 self._conn = None
                 self._ready.clear()
                 self._subscribed.clear()
-                self._published.clear()
+                self._published = {}
             await asyncio.sleep(next(delays))
 
     async def _on_connected(self, conn: Connection) -> None:
         self.stats.connections += 1
+        self._republished_all_at = time.monotonic()
         self.shared = await self._decide_shared(conn)
         if self.config.write_serve_file:
             self._write_serve_file()
@@ -360,13 +371,21 @@ class HubService:
     async def _publish(
         self, conn: Connection, publications: Sequence[Publication], *, remember: bool = False
     ) -> None:
-        """Publish (QoS 1, a chunk in flight at a time); with ``remember``, skip what was
-        published with the same bytes on this connection already."""
+        """Publish (QoS 1, a chunk in flight at a time); with ``remember``, skip what the
+        broker holds with the same bytes already.
+
+        The digest is noted before the publish, so whatever reaches the broker after it (by
+        anyone, seen on the hub's own subscription) overrides it in broker order; a failed
+        publish forgets it. The map belongs to this connection: a reconnect starts afresh.
+        """
+        published = self._published
         todo = []
         for publication in publications:
             digest = hashlib.sha256(publication.payload).digest()
-            if remember and self._published.get(publication.topic) == digest:
-                continue
+            if remember:
+                if published.get(publication.topic) == digest:
+                    continue
+                published[publication.topic] = digest
             todo.append((publication, digest))
         for start in range(0, len(todo), PUBLISH_CHUNK):
             chunk = todo[start : start + PUBLISH_CHUNK]
@@ -374,11 +393,13 @@ class HubService:
                 *(conn.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p, _ in chunk),
                 return_exceptions=True,
             )
-            for (publication, digest), result in zip(chunk, results, strict=True):
-                if isinstance(result, BaseException):
-                    raise result
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
                 if remember:
-                    self._published[publication.topic] = digest
+                    for publication, digest in todo[start:]:
+                        if published.get(publication.topic) == digest:
+                            del published[publication.topic]
+                raise failed[0]
 
     async def _publish_freshness(self, conn: Connection, now: int) -> None:
         publications = issue_freshness(
@@ -411,6 +432,11 @@ class HubService:
         keys = self._require_keys()
         now = _wall()
         await self._subscribe_regions(conn)
+        if time.monotonic() - self._republished_all_at >= FULL_REPUBLISH_S:
+            # What the broker holds is known only from what it delivered: a retained message
+            # it lost, or one cleared and then published without retain, looks the same.
+            self._published = {}
+            self._republished_all_at = time.monotonic()
         await self._publish(conn, retained_snapshot(self.registry, roots=keys.roots), remember=True)
         await self._publish_freshness(conn, now)
 
@@ -425,9 +451,13 @@ class HubService:
         commit that made it durable, and is dropped with the burst if the commit fails."""
         messages = conn.messages()
         async for first in messages:
-            burst = deque([first])
+            burst = deque([] if self._noted(first) else [first])
             while conn.backlog and len(burst) < GROUP_MAX:
-                burst.append(await anext(messages))
+                message = await anext(messages)
+                if not self._noted(message):
+                    burst.append(message)
+            if not burst:
+                continue
             await self._store_and_publish(conn, burst)
             while burst:
                 # Still busy after a whole group: leave the write lock free a moment so that
@@ -468,9 +498,6 @@ class HubService:
             self._reject(UNREGISTERED, "internal_error", f"unexpected failure on {message.topic}")
 
     def _dispatch(self, message: Incoming) -> None:
-        if topics.is_retained_trust_topic(message.topic):
-            self._note_retained(message)
-            return
         try:
             parsed = topics.parse_device_topic(message.topic)
         except ValueError:
@@ -505,14 +532,18 @@ class HubService:
         else:
             self._on_status(device, message.payload)
 
-    def _note_retained(self, message: Incoming) -> None:
-        """Remember what the broker holds on a retained trust topic, whoever published it,
-        so the schedule does not send the same bytes to every device again. Unsigned or
-        foreign bytes only differ from what the hub would publish, which it then does."""
+    def _noted(self, message: Incoming) -> bool:
+        """Whether ``message`` is on a retained trust topic; if so, remember what the broker
+        now holds there, whoever published it, so the schedule does not send the same bytes
+        to every device again. Foreign bytes only differ from what the hub would publish,
+        which it then does."""
+        if not topics.is_retained_trust_topic(message.topic):
+            return False
         if not message.payload:
             self._published.pop(message.topic, None)
         elif message.topic in self._published or len(self._published) < MAX_REMEMBERED:
             self._published[message.topic] = hashlib.sha256(message.payload).digest()
+        return True
 
     def _device(self, device_id: str) -> DeviceRecord | None:
         device = self._devices.get(device_id)

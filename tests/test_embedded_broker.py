@@ -14,11 +14,10 @@ from hub.broker import _SubscriptionTable
 from tests.brokers import amqtt_broker
 from tests.hub_support import WAIT_S, Watcher, watching
 
-pytestmark = pytest.mark.asyncio
-
 CLIENTS = 60
 
 
+@pytest.mark.asyncio
 async def test_a_new_client_gets_no_retained_message_of_another_clients_subscription() -> None:
     async with amqtt_broker() as broker:
         settings = broker.settings
@@ -31,6 +30,7 @@ async def test_a_new_client_gets_no_retained_message_of_another_clients_subscrip
                 assert other.queue.empty()
 
 
+@pytest.mark.asyncio
 async def test_a_client_still_gets_the_retained_messages_of_its_own_subscriptions() -> None:
     async with amqtt_broker() as broker:
         async with connect(broker.settings, client_id="hub") as hub:
@@ -41,6 +41,7 @@ async def test_a_client_still_gets_the_retained_messages_of_its_own_subscription
     assert received == {"fleet/root/1", "fleet/revoke/device/gw-001"}
 
 
+@pytest.mark.asyncio
 async def test_clients_connecting_subscribing_and_leaving_during_broadcasts_miss_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

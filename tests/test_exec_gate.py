@@ -25,6 +25,7 @@ from edge_agent.trust.gate import Decision
 from tests.socket_helpers import REPO, embedded, enrolled_state, public_dir, serving
 
 PINNED = b"#!/bin/sh\necho pinned\n"
+BUNDLE = "/opt/edge-agent/_internal"
 
 
 def _script(path: Path, body: str) -> Path:
@@ -372,23 +373,30 @@ def test_small_and_large_files_get_the_same_sha256_as_hashlib_gives(
 
 def test_outside_a_frozen_build_the_program_gets_the_environment_as_it_is() -> None:
     environ = {"LD_LIBRARY_PATH": "/opt/lib", "LD_LIBRARY_PATH_ORIG": "/x", "_PYI_X": "1"}
-    assert exec_gate.program_environment(environ, frozen=False) == environ
+    assert exec_gate.program_environment(environ, bundle_dir=None) == environ
 
 
 def test_a_frozen_build_gives_the_program_back_the_callers_library_path() -> None:
     environ = {
-        "LD_LIBRARY_PATH": "/opt/edge-agent/_internal:/caller/lib",
+        "LD_LIBRARY_PATH": f"{BUNDLE}:/caller/lib",
         "LD_LIBRARY_PATH_ORIG": "/caller/lib",
         "_PYI_ARCHIVE_FILE": "/opt/edge-agent/edge-agent-exec",
         "_PYI_PARENT_PROCESS_LEVEL": "1",
         "HOME": "/root",
     }
-    assert exec_gate.program_environment(environ, frozen=True) == {
+    assert exec_gate.program_environment(environ, bundle_dir=BUNDLE) == {
         "LD_LIBRARY_PATH": "/caller/lib",
         "HOME": "/root",
     }
 
 
 def test_a_frozen_build_drops_the_library_path_the_caller_did_not_have() -> None:
-    environ = {"LD_LIBRARY_PATH": "/opt/edge-agent/_internal", "_PYI_X": "1", "TERM": "dumb"}
-    assert exec_gate.program_environment(environ, frozen=True) == {"TERM": "dumb"}
+    environ = {"LD_LIBRARY_PATH": BUNDLE, "_PYI_X": "1", "TERM": "dumb"}
+    assert exec_gate.program_environment(environ, bundle_dir=BUNDLE) == {"TERM": "dumb"}
+
+
+def test_a_frozen_build_keeps_what_the_caller_set_itself() -> None:
+    environ = {"LD_LIBRARY_PATH": BUNDLE, "LD_LIBRARY_PATH_ORIG": "/callers/own"}
+    assert exec_gate.program_environment(environ, bundle_dir=BUNDLE) == {
+        "LD_LIBRARY_PATH_ORIG": "/callers/own"
+    }

@@ -65,8 +65,9 @@ __all__ = [
     "run",
 ]
 
-_FROZEN = bool(getattr(sys, "frozen", False))
-"""Running from the PyInstaller build, whose start-up changes the environment."""
+_BUNDLE_DIR: str | None = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
+"""The PyInstaller build's library directory when running from it (its start-up changes the
+environment), else None."""
 
 EXIT_REFUSED = 126
 """Not run: denied, agent unreachable or refusing, binary changed, or execve failed."""
@@ -292,29 +293,35 @@ def _execute(target: _Target, argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(target.fd, argv, program_environment(os.environ, frozen=_FROZEN))
+        os.execve(target.fd, argv, program_environment(os.environ, bundle_dir=_BUNDLE_DIR))
     except OSError as exc:
         raise _NotRun(f"cannot execute {target.path}: {exc.strerror}") from exc
 
 
-def program_environment(environ: Mapping[str, str], *, frozen: bool) -> dict[str, str]:
+def program_environment(environ: Mapping[str, str], *, bundle_dir: str | None) -> dict[str, str]:
     """The environment the program gets: the caller's, as it would have been without the gate.
 
-    A PyInstaller build (the .deb's ``edge-agent-exec``) starts with ``LD_LIBRARY_PATH``
-    pointing at its bundled libraries first (the caller's value saved in
-    ``LD_LIBRARY_PATH_ORIG``) and its own ``_PYI_*`` variables; handed on, they would make
-    the program load the agent's copies of libssl, libz or libsqlite3 instead of its own.
+    A PyInstaller build (the .deb's ``edge-agent-exec``, ``bundle_dir`` its ``_internal``
+    directory) starts with that directory put first on ``LD_LIBRARY_PATH`` (a caller's
+    non-empty value also copied to ``LD_LIBRARY_PATH_ORIG``) and its own ``_PYI_*``
+    variables; handed on, they would make the program load the agent's copies of libssl,
+    libz or libsqlite3 instead of its own. Outside a build (``bundle_dir`` None) nothing
+    changes.
     """
     program = dict(environ)
-    if not frozen:
+    if bundle_dir is None:
         return program
-    original = program.pop("LD_LIBRARY_PATH_ORIG", None)
-    if original is None:
-        program.pop("LD_LIBRARY_PATH", None)
-    else:
-        program["LD_LIBRARY_PATH"] = original
     for name in [n for n in program if n.startswith("_PYI_")]:
         del program[name]
+    path = program.get("LD_LIBRARY_PATH")
+    if path is None:
+        return program
+    if path == bundle_dir:
+        del program["LD_LIBRARY_PATH"]
+    elif path.startswith(bundle_dir + ":"):
+        program["LD_LIBRARY_PATH"] = path[len(bundle_dir) + 1 :]
+        if program.get("LD_LIBRARY_PATH_ORIG") == program["LD_LIBRARY_PATH"]:
+            del program["LD_LIBRARY_PATH_ORIG"]
     return program
 
 
