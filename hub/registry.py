@@ -313,9 +313,9 @@ class Registry:
                 f"cannot {what} in {self.path}: an earlier failure rolled back this group"
             )
         begin, commit, rollback = (
-            ("SAVEPOINT write", "RELEASE write", "ROLLBACK TO write; RELEASE write")
+            ("SAVEPOINT write", "RELEASE write", ("ROLLBACK TO write", "RELEASE write"))
             if self._grouped
-            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+            else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
         )
         try:
             self._db.execute(begin)
@@ -323,7 +323,7 @@ class Registry:
                 yield self._db
             except BaseException:
                 if self._db.in_transaction:
-                    for statement in rollback.split("; "):
+                    for statement in rollback:
                         self._db.execute(statement)
                 raise
             self._db.execute(commit)
