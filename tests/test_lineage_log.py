@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import LineageError
+from edge_agent.lineage.entries import Draft, decision_entry, draft_of
 from edge_agent.lineage.log import LineageConfig, LineageLog
-from edge_agent.lineage.store import LINEAGE_DB
+from edge_agent.lineage.store import LINEAGE_DB, WouldWait
 from edge_agent.policy.engine import Request
 from edge_agent.trust.gate import Reason, decide
 from hub.cli import main as hub_main
@@ -225,6 +227,81 @@ def test_a_lock_held_past_the_bound_denies(state: Path) -> None:
         blocker.execute("ROLLBACK")
         assert agent.decide(ALLOWED, NOW + 201).allowed
     blocker.close()
+
+
+def _draft(agent: LocalAgent, wall: int) -> Draft:
+    return draft_of(decision_entry(decide(agent.state, ALLOWED, wall)))
+
+
+def test_a_write_asked_not_to_wait_refuses_another_connections_lock_and_writes_nothing(
+    state: Path,
+) -> None:
+    blocker = sqlite3.connect(state / LINEAGE_DB, isolation_level=None, check_same_thread=False)
+    with LocalAgent.open(state, LineageConfig(busy_timeout_s=5.0)) as agent:
+        assert agent.lineage is not None and agent.lineage.store is not None
+        store, draft = agent.lineage.store, _draft(agent, NOW + 200)
+        size = store.tip().size
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(WouldWait):
+            store.append_batch([draft], wait=False)
+        release = threading.Timer(0.2, blocker.execute, ["ROLLBACK"])
+        release.start()
+        # The refusal left the configured busy timeout: this write waits for the release.
+        assert store.append_batch([draft]).first_seq == size
+        release.join()
+        assert store.tip().size == size + 1
+    blocker.close()
+    assert _verify(state) is None
+
+
+def test_a_write_asked_not_to_wait_refuses_while_another_thread_uses_the_store(
+    state: Path,
+) -> None:
+    with LocalAgent.open(state) as agent:
+        assert agent.lineage is not None and agent.lineage.store is not None
+        store, draft = agent.lineage.store, _draft(agent, NOW + 200)
+        size = store.tip().size
+        holding, done = threading.Event(), threading.Event()
+
+        def hold() -> None:  # as a thread reading entries to ship holds it
+            with store._lock:
+                holding.set()
+                done.wait(5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(5)
+        try:
+            with pytest.raises(WouldWait):
+                store.append_batch([draft], wait=False)
+        finally:
+            done.set()
+            holder.join()
+        assert store.append_batch([draft], wait=False).first_seq == size
+
+
+def test_a_coroutine_waits_for_another_writers_lock_off_the_event_loop(state: Path) -> None:
+    blocker = sqlite3.connect(state / LINEAGE_DB, isolation_level=None)
+    with LocalAgent.open(state, LineageConfig(busy_timeout_s=5.0)) as agent:
+        lineage = agent.lineage
+        assert lineage is not None
+
+        async def while_locked() -> tuple[bool, int | None]:
+            blocker.execute("BEGIN IMMEDIATE")
+            recording = asyncio.ensure_future(
+                lineage.record_decision_async(decide(agent.state, ALLOWED, NOW + 200))
+            )
+            # Only a loop that is not sleeping on the lock gets here to release it.
+            await asyncio.sleep(0.2)
+            waited = not recording.done()
+            blocker.execute("ROLLBACK")
+            _, seq = await recording
+            return waited, seq
+
+        waited, seq = asyncio.run(while_locked())
+    blocker.close()
+    assert waited and seq == 41
+    assert _verify(state) is None
 
 
 def test_replay_across_two_bundles_has_no_divergence_and_a_swapped_bundle_diverges(

@@ -1,8 +1,10 @@
-"""The coroutine group-commit writer commits on one long-lived thread of its own, ended by close.
+"""Where the coroutine group-commit writer commits: a small batch on the event loop when no
+lock has to be waited for, anything else on one long-lived thread of its own, ended by close.
 
-The decision socket's round trip waits on this hand-off for every lone decision, so it is one
-queue put and one ``call_soon_threadsafe``; these tests pin down that it stays one thread,
-keeps reporting errors, and ends cleanly.
+A lone decision through the socket waits on this choice, so the loop commits it itself; a
+batch of concurrent ones, or one that would wait for a lock, goes to the thread, so the
+loop never sleeps on a lock and keeps reading while a big batch commits. These tests pin
+down both paths, that the thread stays one thread, keeps reporting errors, and ends cleanly.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import pytest
 
 from edge_agent.errors import LineageError
 from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
-from edge_agent.lineage.store import Appended
-from edge_agent.lineage.writer import AsyncGroupCommitWriter
+from edge_agent.lineage.store import Appended, WouldWait
+from edge_agent.lineage.writer import MAX_ON_LOOP_ENTRIES, AsyncGroupCommitWriter
 
 DRAFT = draft_of(Entry(0, 1, GENESIS_PREV, Kind.ROOT_ROTATED, True, "root_rotated"))
 
@@ -31,6 +33,13 @@ class _Recorder:
         self.threads.append(threading.current_thread())
         first, self.size = self.size, self.size + len(drafts)
         return Appended(first, self.size)
+
+
+class _Held(_Recorder):
+    """A recorder whose no-wait write finds the lock held."""
+
+    def write_now(self, drafts: list[Draft]) -> Appended:
+        raise WouldWait
 
 
 async def _append_one_at_a_time(writer: AsyncGroupCommitWriter, count: int) -> list[int]:
@@ -94,3 +103,55 @@ def test_a_batch_finishing_after_its_loop_closed_does_not_stop_the_writer() -> N
         assert asyncio.run(_append_one_at_a_time(writer, 1)) == [1]
     finally:
         writer.close()
+
+
+def test_a_lone_draft_is_committed_on_the_loop_without_a_writer_thread() -> None:
+    recorder = _Recorder()
+    writer = AsyncGroupCommitWriter(recorder.write, recorder.write)
+    try:
+        assert asyncio.run(_append_one_at_a_time(writer, 5)) == list(range(5))
+    finally:
+        writer.close()
+    assert recorder.threads == [threading.main_thread()] * 5
+    assert not [t for t in threading.enumerate() if t.name == "lineage-group-commit"]
+
+
+def test_a_batch_that_would_wait_for_a_lock_goes_to_the_writer_thread() -> None:
+    held = _Held()
+    writer = AsyncGroupCommitWriter(held.write, held.write_now)
+    try:
+        assert asyncio.run(_append_one_at_a_time(writer, 3)) == [0, 1, 2]
+    finally:
+        writer.close()
+    assert len(held.threads) == 3
+    assert threading.main_thread() not in held.threads
+
+
+def test_a_batch_of_many_concurrent_deciders_is_committed_off_the_loop() -> None:
+    recorder = _Recorder()
+    writer = AsyncGroupCommitWriter(recorder.write, recorder.write)
+    many = 4 * MAX_ON_LOOP_ENTRIES
+
+    async def together() -> list[int]:
+        return list(await asyncio.gather(*(writer.append(DRAFT) for _ in range(many))))
+
+    try:
+        assert sorted(asyncio.run(together())) == list(range(many))
+    finally:
+        writer.close()
+    assert recorder.threads and threading.main_thread() not in recorder.threads
+
+
+def test_a_failure_committing_on_the_loop_reaches_the_waiting_coroutine() -> None:
+    recorder = _Recorder()
+
+    def full(drafts: list[Draft]) -> Appended:
+        raise LineageError("database or disk is full")
+
+    writer = AsyncGroupCommitWriter(recorder.write, full)
+    try:
+        with pytest.raises(LineageError, match="disk is full"):
+            asyncio.run(_append_one_at_a_time(writer, 1))
+    finally:
+        writer.close()
+    assert recorder.threads == []

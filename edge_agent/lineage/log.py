@@ -145,7 +145,7 @@ class LineageLog:
         self.last_error: str | None = None
         """The last write failure, cleared by the next successful write."""
         self._writer = GroupCommitWriter(self._write_batch)
-        self._async_writer = AsyncGroupCommitWriter(self._write_batch)
+        self._async_writer = AsyncGroupCommitWriter(self._write_batch, self._write_batch_now)
 
     @classmethod
     def open(
@@ -220,14 +220,18 @@ class LineageLog:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _write_batch(self, drafts: list[Draft]) -> Appended:
+    def _write_batch(self, drafts: list[Draft], *, wait: bool = True) -> Appended:
         return self._require_store().append_batch(
             drafts,
             sign=self.sign,
             checkpoint_every=self.config.checkpoint_every,
             checkpoint_after_s=self.config.checkpoint_after_s,
             now=max(d.time for d in drafts),
+            wait=wait,
         )
+
+    def _write_batch_now(self, drafts: list[Draft]) -> Appended:
+        return self._write_batch(drafts, wait=False)
 
     def append(self, entry: Entry) -> int:
         """Append ``entry`` durably (group commit; its seq and prev are assigned); return

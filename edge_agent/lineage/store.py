@@ -53,6 +53,7 @@ __all__ = [
     "LineageStore",
     "StoredCheckpoint",
     "Tip",
+    "WouldWait",
 ]
 
 LINEAGE_DB = "lineage.db"
@@ -96,6 +97,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 Signer = Callable[[int, bytes], str]
 """``sign(size, root) -> signed note`` of the checkpoint at that size."""
+
+
+class WouldWait(Exception):
+    """A write asked not to wait found the write lock held; nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,28 +212,42 @@ class LineageStore:
             yield self._connect()
 
     @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _write(self, what: str, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed when the block ends, rolled back on any error,
         the connection dropped after a failure so the next call starts clean.
 
+        With ``wait=False`` it starts only if neither another thread of this process nor
+        another connection holds the write lock, and the connection is open (reopening it
+        after a failure may wait); otherwise it raises :class:`WouldWait` before anything
+        started.
+
         Raises:
             LineageError: the transaction failed (``what`` says which); nothing changed.
+            WouldWait: ``wait`` is false and a lock is held.
         """
-        with self._lock:
-            try:
-                with _translate(what):
-                    db = self._connect()
+        if not self._lock.acquire(blocking=wait):
+            raise WouldWait
+        try:
+            if not wait and self._db is None:
+                raise WouldWait
+            with _translate(what):
+                db = self._connect()
+                if wait:
                     db.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield db
-                        db.execute("COMMIT")
-                    except BaseException:
-                        with contextlib.suppress(sqlite3.Error):
-                            db.execute("ROLLBACK")
-                        raise
-            except LineageError:
-                self.close()
-                raise
+                else:
+                    _begin_at_once(db, self.busy_timeout_s)
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+        except LineageError:
+            self.close()
+            raise
+        finally:
+            self._lock.release()
 
     def get_node(self, level: int, index: int) -> bytes:
         """A stored perfect node (``merkle.NodeFetcher``).
@@ -267,17 +286,23 @@ class LineageStore:
         checkpoint_every: int = 0,
         now: int = 0,
         checkpoint_after_s: int = 0,
+        wait: bool = True,
     ) -> Appended:
         """Append ``drafts`` in order, in one transaction, placing each after the last.
 
         A checkpoint is signed and stored in the same transaction when ``sign`` is given and
         ``checkpoint_every`` entries or ``checkpoint_after_s`` seconds passed since the last.
+        With ``wait=False`` the append happens only if no lock has to be waited for: a
+        caller that must not block (an event loop) tries first and hands the batch to a
+        thread when it raises :class:`WouldWait`.
 
         Raises:
             LineageError: the write failed (disk full, read-only, locked past the bound,
                 corrupted); nothing was written.
+            WouldWait: ``wait`` is false and another thread or connection holds the write
+                lock; nothing was written.
         """
-        with self._write("cannot write the lineage") as db:
+        with self._write("cannot write the lineage", wait=wait) as db:
             row = db.execute(_TIP_SQL).fetchone()
             tip, (last_size, last_time) = _tip(row), (row[5] or 0, row[6] or 0)
             appended, frontier = self._append(db, tip, drafts)
@@ -640,6 +665,23 @@ def _cover(size: int) -> list[tuple[int, int]]:
             cover.append((level, position >> level))
             position += 1 << level
     return cover
+
+
+def _begin_at_once(db: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """``BEGIN IMMEDIATE`` without waiting for another connection's write lock.
+
+    Raises:
+        WouldWait: another connection holds it; no transaction started.
+    """
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise WouldWait from None
+        raise
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
 
 
 @contextlib.contextmanager
