@@ -340,6 +340,7 @@ def test_the_gate_starts_without_the_heavy_imports() -> None:
         "cbor2",
         "hashlib",
         "pydantic",
+        "re",
         "signal",
         "socket",
         "sqlite3",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from edge_agent.protocol import dcbor
+from edge_agent.socket import wire
 from edge_agent.socket.errors import AgentRequestError, ProtocolError
 from edge_agent.socket.wire import (
     MAX_CONTEXT_ITEMS,
@@ -139,6 +142,16 @@ def test_undecodable_requests_are_bad_requests_without_an_id(payload: bytes) -> 
     with pytest.raises(ProtocolError) as refused:
         decode_request(payload)
     assert (refused.value.code, refused.value.request_id) == ("bad_request", None)
+
+
+def test_exactly_c0_controls_and_del_are_refused_in_a_field() -> None:
+    refused = [c for c in range(sys.maxunicode + 1) if wire._has_control(f"/a{chr(c)}b")]
+    assert refused == [*range(0x20), 0x7F]
+    # Unprintable, but not the control characters docs/socket.md section 5 forbids.
+    unprintable = "/caf\u00e9\u0085\u00a0\u2028\U000e0001"
+    assert decode_request(_body(_decide(resource=unprintable))).resource == unprintable
+    with pytest.raises(ProtocolError, match="control characters"):
+        decode_request(_body(_decide(resource=unprintable + "\x7f")))
 
 
 def test_identify_takes_no_fields() -> None:
