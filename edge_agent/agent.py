@@ -16,6 +16,7 @@ replace the agent itself; docs/attestation.md says so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -417,14 +418,16 @@ class LocalAgent:
         decision, self.last_seq = self.lineage.record_decision(decision)
         return decision
 
-    async def decide_async(self, request: Request, wall: int) -> Decision:
-        """:meth:`decide` for callers on an event loop: the lineage write is awaited (group
-        commit with every other decision in flight) instead of blocking the loop."""
+    def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]:
+        """:meth:`decide` for callers on an event loop: the gate decides now, and the future
+        resolves once the decision is durable (group commit with every other decision in
+        flight), or to the deny that replaces it. Call it on the loop."""
         decision = decide(self.state, request, wall)
         if self.lineage is None:
-            return lineage_unavailable(decision, "the lineage is not open")
-        decision, _ = await self.lineage.record_decision_async(decision)
-        return decision
+            unlogged: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+            unlogged.set_result(lineage_unavailable(decision, "the lineage is not open"))
+            return unlogged
+        return self.lineage.record_decision_soon(decision)
 
     # --- attestation ---------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from edge_agent.lineage.entries import Draft, decision_entry, draft_of
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, WouldWait
 from edge_agent.policy.engine import Request
-from edge_agent.trust.gate import Reason, decide
+from edge_agent.trust.gate import Decision, Reason, decide
 from hub.cli import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -427,6 +427,41 @@ def test_coroutines_are_denied_when_the_lineage_cannot_be_written(state: Path) -
         denied, seq = asyncio.run(agent.lineage.record_decision_async(decision))
     (state / LINEAGE_DB).chmod(0o600)
     assert seq is None and denied.reason is Reason.LINEAGE_UNAVAILABLE
+
+
+def test_decisions_recorded_soon_share_commits_and_resolve_once_durable(state: Path) -> None:
+    with LocalAgent.open(state) as agent:
+        lineage = agent.lineage
+        assert lineage is not None
+
+        async def record_many() -> list[Decision]:
+            decisions = [decide(agent.state, ALLOWED, NOW + 300 + i) for i in range(50)]
+            return list(await asyncio.gather(*map(lineage.record_decision_soon, decisions)))
+
+        recorded = asyncio.run(record_many())
+    assert all(d.allowed for d in recorded)
+    db = sqlite3.connect(state / LINEAGE_DB)
+    times = [row[0] for row in db.execute("SELECT time FROM entries WHERE seq > 40 ORDER BY seq")]
+    db.close()
+    assert times == [NOW + 300 + i for i in range(50)]
+    assert _verify(state) is None
+
+
+def test_a_decision_recorded_soon_resolves_to_a_deny_when_the_lineage_cannot_be_written(
+    state: Path,
+) -> None:
+    (state / LINEAGE_DB).chmod(0o444)
+    with LocalAgent.open(state) as agent:
+        assert agent.lineage is not None
+        lineage = agent.lineage
+
+        async def record() -> Decision:
+            return await lineage.record_decision_soon(decide(agent.state, ALLOWED, NOW + 300))
+
+        denied = asyncio.run(record())
+        assert lineage.last_error is not None
+    (state / LINEAGE_DB).chmod(0o600)
+    assert not denied.allowed and denied.reason is Reason.LINEAGE_UNAVAILABLE
 
 
 CHILD = """

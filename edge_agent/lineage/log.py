@@ -19,6 +19,8 @@ stays verifies on its own.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,6 +291,29 @@ class LineageLog:
             return decision, await self.append_async(decision_entry(decision))
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
+
+    def record_decision_soon(self, decision: Decision) -> asyncio.Future[Decision]:
+        """:meth:`record_decision` on the event loop without a coroutine: the future
+        resolves to ``decision`` once it is durable, or to the deny that replaces it (it
+        never fails). Concurrent calls share one commit. Call it on the loop."""
+        recorded: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        try:
+            draft = self._draft(decision_entry(decision))
+        except LineageError as exc:
+            recorded.set_result(lineage_unavailable(decision, str(exc)))
+            return recorded
+        self._async_writer.submit(draft, functools.partial(self._settle, decision, recorded))
+        return recorded
+
+    def _settle(
+        self, decision: Decision, recorded: asyncio.Future[Decision], outcome: int | LineageError
+    ) -> None:
+        if isinstance(outcome, LineageError):
+            decision = lineage_unavailable(decision, str(self._failed(outcome)))
+        else:
+            self.last_error = None
+        if not recorded.done() and not recorded.get_loop().is_closed():
+            recorded.set_result(decision)
 
     def record_transition(
         self,

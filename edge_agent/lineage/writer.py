@@ -12,15 +12,17 @@ Several processes are serialised by SQLite's write lock, bounded by the store's 
 Waiting uses one plain lock per caller, released by the leader: waking a batch costs one
 release per caller, with no shared condition for all of them to contend on.
 
-Coroutines use :class:`AsyncGroupCommitWriter` instead: the same batching, with futures in
-place of threads; a small batch is committed on the event loop itself when no lock has to be
-waited for, a bigger one (or one that would wait) by the writer's own long-lived thread.
+Code on an event loop uses :class:`AsyncGroupCommitWriter` instead: the same batching, with
+callbacks in place of sleeping threads; a small batch is committed on the event loop itself
+when no lock has to be waited for, a bigger one (or one that would wait) by the writer's own
+long-lived thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -135,21 +137,22 @@ class GroupCommitWriter:
 
 
 class AsyncGroupCommitWriter:
-    """The same group commit for the coroutines of one event loop.
+    """The same group commit for the drafts of one event loop, with callbacks in place of
+    sleeping threads.
 
-    A coroutine queues its draft and awaits a future; one drain task writes the queued
-    drafts in batches and resolves the futures. A batch of at most
-    :data:`MAX_ON_LOOP_ENTRIES` drafts is committed on the loop through ``write_now`` when
-    that need not wait for a lock (the loop must never sleep on another writer). Any other
-    batch is committed by this writer's own thread (started on first use, ended by
-    :meth:`close`), so the loop keeps accepting decisions while SQLite commits; handing a
-    batch over costs one queue put and one ``call_soon_threadsafe``, not an executor
-    submission and a chain of futures. Waking a coroutine costs a future, not a thread
-    switch, which is what lets many concurrent deciders share one fsync cheaply.
+    :meth:`submit` queues a draft with the callback that gets its outcome, and schedules one
+    flush (a plain loop callback, no task) if none is pending; every draft queued before the
+    flush runs shares its batch. A batch of at most :data:`MAX_ON_LOOP_ENTRIES` drafts is
+    committed by the flush itself through ``write_now`` when that need not wait for a lock
+    (the loop must never sleep on another writer). Any other batch goes to this writer's own
+    thread (started on first use, ended by :meth:`close`), so the loop keeps accepting
+    decisions while SQLite commits; the thread reports back with one
+    ``call_soon_threadsafe`` and the next flush starts. Outcomes are reported on the loop,
+    in submission order, each exactly once (unless the loop is closed before the thread
+    reports).
 
-    A decider cancelled while waiting may still have its entry written (a logged decision
-    that was never returned is harmless; the reverse is what must never happen). If the
-    drain task itself is cancelled, every draft it had not committed fails.
+    A decider that stops waiting may still have its entry written (a logged decision that
+    was never returned is harmless; the reverse is what must never happen).
     """
 
     def __init__(self, write_batch: BatchWrite, write_now: BatchWrite | None = None) -> None:
@@ -158,8 +161,9 @@ class AsyncGroupCommitWriter:
         it every batch goes to the writer thread."""
         self._write_batch = write_batch
         self._write_now = write_now
-        self._pending: list[tuple[Draft, asyncio.Future[int]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Draft, Report]] = []
+        self._flushing_on: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on or a batch is being written for, if any."""
         self._batches: queue.SimpleQueue[_Handoff | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -174,54 +178,54 @@ class AsyncGroupCommitWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def submit(self, draft: Draft, report: Report) -> None:
+        """Queue ``draft``; ``report`` is called on this loop with its seq once it is durable,
+        or with the :class:`LineageError` of the batch that held it. Call it on the loop."""
+        loop = asyncio.get_running_loop()
+        self._pending.append((draft, report))
+        if self._flushing_on is not loop:
+            # None, or a loop that closed while the thread held its batch: start here.
+            self._flushing_on = loop
+            loop.call_soon(self._flush)
+
     async def append(self, draft: Draft) -> int:
         """Append one draft durably and return its seq.
 
         Raises:
             LineageError: the batch holding this draft could not be written.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        self._pending.append((draft, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain(), name="lineage-group-commit")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.submit(draft, functools.partial(_resolve, future))
         return await future
 
-    async def _drain(self) -> None:
-        batch: list[tuple[Draft, asyncio.Future[int]]] = []
+    def _flush(self) -> None:
+        """Commit the queued drafts: small batches here, then at most one batch handed to the
+        writer thread, whose report flushes again."""
+        batch: list[tuple[Draft, Report]] = []
         try:
             while self._pending:
                 batch = self._pending[:MAX_BATCH_ENTRIES]
                 del self._pending[:MAX_BATCH_ENTRIES]
-                try:
-                    appended = await self._commit([d for d, _ in batch])
-                except LineageError as exc:
-                    _settle(batch, exc)
-                except Exception as exc:
-                    _settle(batch, LineageError(f"unexpected failure writing the lineage: {exc}"))
-                else:
-                    for seq, (_, future) in enumerate(batch, appended.first_seq):
-                        if not future.done():
-                            future.set_result(seq)
-                batch = []
-        finally:
+                drafts = [draft for draft, _ in batch]
+                if self._write_now is not None and len(batch) <= MAX_ON_LOOP_ENTRIES:
+                    with contextlib.suppress(WouldWait):
+                        _report(batch, _outcome(self._write_now, drafts))
+                        batch = []
+                        continue
+                self._hand_over(batch)
+                return
+        except BaseException:
+            self._flushing_on = None
             interrupted = LineageError("the lineage write was interrupted")
-            _settle(batch, interrupted)
-            _settle(self._pending, interrupted)
+            _report(batch, interrupted)
+            _report(self._pending, interrupted)
             self._pending.clear()
+            raise
+        self._flushing_on = None
 
-    async def _commit(self, drafts: list[Draft]) -> Appended:
-        """Commit ``drafts``: here when small and nothing has to be waited for, else on the
-        writer thread."""
-        if self._write_now is not None and len(drafts) <= MAX_ON_LOOP_ENTRIES:
-            with contextlib.suppress(WouldWait):
-                return self._write_now(drafts)
-        return await self._hand_over(drafts)
-
-    def _hand_over(self, drafts: list[Draft]) -> asyncio.Future[Appended]:
-        """Hand ``drafts`` to the writer thread; the future resolves on this loop."""
+    def _hand_over(self, batch: list[tuple[Draft, Report]]) -> None:
+        """Give ``batch`` to the writer thread; it reports to :meth:`_handed_back`."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Appended] = loop.create_future()
         with self._thread_lock:
             if self._thread is None or not self._thread.is_alive():
                 thread = threading.Thread(
@@ -229,44 +233,71 @@ class AsyncGroupCommitWriter:
                 )
                 thread.start()
                 self._thread = thread
-            self._batches.put(_Handoff(drafts, loop, done))
-        return done
+            self._batches.put(_Handoff(batch, loop))
+
+    def _handed_back(self, batch: list[tuple[Draft, Report]], outcome: _Outcome) -> None:
+        try:
+            _report(batch, outcome)
+        finally:
+            self._flush()
 
     def _write_batches(self) -> None:
         """The writer thread: commit each batch handed over, report back to its loop."""
         while (handoff := self._batches.get()) is not None:
             try:
-                outcome: Appended | BaseException = self._write_batch(handoff.drafts)
-            except BaseException as exc:  # reported to the drain task, which decides
-                outcome = exc
+                outcome = _outcome(self._write_batch, [draft for draft, _ in handoff.batch])
+            except BaseException as exc:  # still reported: nobody may be left waiting
+                outcome = LineageError(f"unexpected failure writing the lineage: {exc!r}")
             # A closed loop raises RuntimeError: nobody is waiting for this batch any more.
             with contextlib.suppress(RuntimeError):
-                handoff.loop.call_soon_threadsafe(_resolve, handoff.done, outcome)
+                handoff.loop.call_soon_threadsafe(self._handed_back, handoff.batch, outcome)
+
+
+Report = Callable[[int | LineageError], None]
+"""Gets a draft's seq once it is durable, or the error of the batch that held it."""
+
+_Outcome = Appended | LineageError
 
 
 class _Handoff:
-    """A batch for the writer thread and where to report its outcome."""
+    """A batch for the writer thread and the loop to report its outcome on."""
 
-    __slots__ = ("done", "drafts", "loop")
+    __slots__ = ("batch", "loop")
 
-    def __init__(
-        self, drafts: list[Draft], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Appended]
-    ) -> None:
-        self.drafts = drafts
+    def __init__(self, batch: list[tuple[Draft, Report]], loop: asyncio.AbstractEventLoop) -> None:
+        self.batch = batch
         self.loop = loop
-        self.done = done
 
 
-def _resolve(done: asyncio.Future[Appended], outcome: Appended | BaseException) -> None:
-    if done.done():
-        return
-    if isinstance(outcome, BaseException):
-        done.set_exception(outcome)
+def _outcome(write: BatchWrite, drafts: list[Draft]) -> _Outcome:
+    """Write ``drafts``; where they landed, or the failure as a :class:`LineageError`.
+
+    Raises:
+        WouldWait: the write refused to wait for a lock; nothing was written.
+    """
+    try:
+        return write(drafts)
+    except WouldWait:
+        raise
+    except LineageError as exc:
+        return exc
+    except Exception as exc:
+        return LineageError(f"unexpected failure writing the lineage: {exc}")
+
+
+def _report(batch: list[tuple[Draft, Report]], outcome: _Outcome) -> None:
+    if isinstance(outcome, LineageError):
+        for _, report in batch:
+            report(outcome)
     else:
-        done.set_result(outcome)
+        for seq, (_, report) in enumerate(batch, outcome.first_seq):
+            report(seq)
 
 
-def _settle(batch: list[tuple[Draft, asyncio.Future[int]]], error: LineageError) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(error)
+def _resolve(future: asyncio.Future[int], outcome: int | LineageError) -> None:
+    if future.done() or future.get_loop().is_closed():
+        return
+    if isinstance(outcome, LineageError):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -291,10 +291,11 @@ class Connection(asyncio.Protocol):
         server = self.server
         deciding: asyncio.Future[Decision]
         if server.async_decider is not None:
-            deciding = loop.create_task(
-                server.async_decider.decide_async(asked, wall),
-                name=f"edge-agent-socket-{self.number}-request-{request.id}",
-            )
+            try:
+                deciding = server.async_decider.decide_soon(asked, wall)
+            except Exception as exc:
+                deciding = loop.create_future()
+                deciding.set_exception(exc)
         else:
             assert server.sync_decider is not None
             deciding = loop.run_in_executor(server.pool, server.sync_decider.decide, asked, wall)

@@ -3,16 +3,19 @@
 - :class:`Decider`: ``decide(request, wall) -> Decision``, blocking until the decision is
   durable (:class:`edge_agent.agent.LocalAgent`). The server calls it from a bounded thread
   pool, so concurrent calls share one lineage commit (group commit across threads).
-- :class:`AsyncDecider`: ``async decide_async(request, wall) -> Decision``, for a decider
-  whose durable write is awaited on the event loop (group commit across coroutines: no
-  thread switch per decision). The server prefers it when the decider has it.
+- :class:`AsyncDecider`: ``decide_soon(request, wall) -> asyncio.Future[Decision]``, called
+  on the event loop, for a decider whose durable write completes on the loop (group commit
+  with no thread switch, and no task, per decision). The server prefers it when the
+  decider has it.
 
-Either must return only once the decision is durable, or the deny that replaces it.
+Either must return (or resolve) only once the decision is durable, or to the deny that
+replaces it.
 :class:`~edge_agent.agent.LocalAgent` has both.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol, runtime_checkable
 
 from edge_agent.policy.engine import Request
@@ -29,6 +32,7 @@ class Decider(Protocol):
 
 @runtime_checkable
 class AsyncDecider(Protocol):
-    """Decides one request on the event loop the server runs on."""
+    """Decides one request on the event loop the server runs on: called on the loop, the
+    future resolves there."""
 
-    async def decide_async(self, request: Request, wall: int) -> Decision: ...
+    def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]: ...

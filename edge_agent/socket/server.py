@@ -184,7 +184,7 @@ class DecisionServer:
             for future in late:
                 future.cancel()
             # Cancelling a thread's future does not stop the thread: the pool shutdown
-            # below waits for it. A cancelled coroutine may still have logged its entry.
+            # below waits for it. A cancelled decision may still have been logged.
             await asyncio.gather(*late, return_exceptions=True)
         for connection in connections:
             transport = connection.transport
