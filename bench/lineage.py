@@ -5,7 +5,8 @@
    per row of the size of a real entry), then 1, 8 and 64 concurrent deciders recording
    decisions through the real path on a fresh log each run: threads calling
    ``LineageLog.record_decision`` (leader/follower group commit) and coroutines on one event
-   loop awaiting ``LineageLog.record_decision_async`` (futures, commits in a worker thread).
+   loop awaiting ``LineageLog.record_decision_async`` (futures; a batch of one or two
+   committed on the loop, bigger ones by the log's writer thread).
    Every decision is durable (committed) before its call returns. Reported: decisions per
    second, median and spread over the runs; p50/p99 latency of one call, median over the
    runs; and the throughput over the bare commits per second.
