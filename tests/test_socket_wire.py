@@ -28,6 +28,7 @@ from edge_agent.socket.wire import (
     frame,
     frame_length,
 )
+from tests.socket_helpers import REPO
 
 RESULT = DecisionResult(
     allowed=True,
@@ -180,6 +181,14 @@ def test_error_responses_raise_with_the_wire_code_and_id() -> None:
     assert versions["versions"] == [1]
 
 
+def test_an_error_code_this_client_does_not_know_is_kept_as_text() -> None:
+    body = {"v": 1, "id": 3, "ok": False, "error": "rate_limited", "message": "later"}
+    with pytest.raises(AgentRequestError) as refused:
+        decode_response(dcbor.encode(body))
+    assert (refused.value.code, refused.value.request_id) == ("rate_limited", 3)
+    assert not closes_connection("rate_limited")
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -196,15 +205,22 @@ def test_malformed_responses_are_protocol_errors(body: dict[str, object]) -> Non
         decode_response(dcbor.encode(body))
 
 
-def test_connection_level_errors_are_the_ones_that_close() -> None:
-    closing = {code for code in ErrorCode if closes_connection(code)}
-    assert closing == {
-        ErrorCode.BAD_FRAME,
-        ErrorCode.FRAME_TOO_LARGE,
-        ErrorCode.IDENTITY_UNVERIFIED,
-        ErrorCode.BUSY,
-        ErrorCode.SHUTTING_DOWN,
+def _documented_error_codes() -> dict[str, bool]:
+    """docs/socket.md's error-code table: each code and whether it closes the connection."""
+    section = (REPO / "docs" / "socket.md").read_text().split("### Error codes\n", 1)[1]
+    rows = section.lstrip().split("\n\n", 1)[0].splitlines()[2:]  # after the header and rule
+    cells = [row.strip("|").split("|") for row in rows]
+    return {code.strip(" `"): after.strip() == "closed" for code, _, after in cells}
+
+
+def test_the_error_codes_and_the_ones_that_close_are_the_documented_ones() -> None:
+    documented = _documented_error_codes()
+    ours = {value for name, value in vars(ErrorCode).items() if name.isupper()}
+    assert ours == set(documented)
+    assert {code for code in ours if closes_connection(code)} == {
+        code for code in ours if documented[code]
     }
+    assert closes_connection(ErrorCode.BUSY) and not closes_connection(ErrorCode.BAD_REQUEST)
 
 
 def test_the_client_refuses_to_encode_what_the_server_would_refuse() -> None:
@@ -223,7 +239,7 @@ def test_wire_records_behave_as_typing_named_tuples() -> None:
 
     class Reference(typing.NamedTuple):
         id: int
-        op: Op
+        op: str
         action: str = ""
         resource: str = ""
         context: tuple[tuple[str, str], ...] = ()

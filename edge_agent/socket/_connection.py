@@ -39,6 +39,7 @@ from edge_agent.trust.gate import Decision
 
 if TYPE_CHECKING:
     from edge_agent.socket.server import DecisionServer
+    from edge_agent.socket.wire import ErrorCodeValue
 
 __all__ = ["FRAMES_PER_TURN", "Connection"]
 
@@ -121,7 +122,7 @@ class Connection(asyncio.Protocol):
         """Attested with nothing in flight: what may be evicted at the connection limit."""
         return self.peer is not None and not self.inflight
 
-    def refuse(self, code: ErrorCode, message: str) -> None:
+    def refuse(self, code: ErrorCodeValue, message: str) -> None:
         """Answer ``code`` without a request id and close (connection-level errors)."""
         self.write(encode_error(None, code, message))
         self.close()
@@ -231,7 +232,7 @@ class Connection(asyncio.Protocol):
             length = frame_length(bytes(buffer[:HEADER_BYTES]), self.server.limits.max_frame_bytes)
         except ProtocolError as exc:
             self.server.counters.protocol_errors += 1
-            self.refuse(ErrorCode(exc.code), str(exc))
+            self.refuse(exc.code, str(exc))
             return None
         end = HEADER_BYTES + length
         if len(buffer) < end:
@@ -254,12 +255,12 @@ class Connection(asyncio.Protocol):
             request = decode_request(payload)
         except ProtocolError as exc:
             self.server.counters.protocol_errors += 1
-            self.write(encode_error(exc.request_id, ErrorCode(exc.code), str(exc)))
+            self.write(encode_error(exc.request_id, exc.code, str(exc)))
             return
         if not self._still_the_same_process(request.id):
             return
         assert self.peer is not None
-        if request.op is Op.IDENTIFY:
+        if request.op == Op.IDENTIFY:
             self.write(encode_identity(request.id, self.peer.identity.as_result()))
             return
         self._decide(request)

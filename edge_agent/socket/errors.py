@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from edge_agent.errors import EdgeGovError
 
+TYPE_CHECKING = False
+"""Not :data:`typing.TYPE_CHECKING`: ``edge-agent exec`` imports this module, and importing
+:mod:`typing` would cost it milliseconds of start-up."""
+if TYPE_CHECKING:
+    from edge_agent.socket.wire import ErrorCodeValue
+
 __all__ = [
     "AgentRequestError",
     "AgentUnavailableError",
@@ -28,11 +34,15 @@ class SocketError(EdgeGovError):
 
 
 class ProtocolError(SocketError):
-    """A frame or message breaks the socket protocol; ``request_id`` when it was readable."""
+    """A frame or message breaks the socket protocol; ``code`` is the
+    :class:`~edge_agent.socket.wire.ErrorCode` the server answers with as it is (its type
+    holds it to the protocol's codes), ``request_id`` the request's id when it was readable."""
 
-    code = "bad_request"
+    code: ErrorCodeValue = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, request_id: int | None = None):
+    def __init__(
+        self, message: str, *, code: ErrorCodeValue | None = None, request_id: int | None = None
+    ):
         super().__init__(message, code=code)
         self.request_id = request_id
 

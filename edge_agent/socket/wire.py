@@ -19,14 +19,13 @@ Invariants:
 This module does no I/O: the server and the clients move the bytes. ``edge-agent exec``
 imports it before every gated program, so it keeps its imports lean: its values are named
 tuples (not dataclasses, which import ``inspect``) built without importing ``typing``
-(:mod:`edge_agent.socket._records`), messages are encoded with the socket's own codec
-(:mod:`edge_agent.socket._cbor`), fields are checked without :mod:`re`, and cbor2 is imported
-only by the server's request decoder.
+(:mod:`edge_agent.socket._records`), its ops and error codes are classes of string constants
+(not enums: :mod:`enum` and what it imports cost the gate about 3 ms of start-up), messages
+are encoded with the socket's own codec (:mod:`edge_agent.socket._cbor`), fields are checked
+without :mod:`re`, and cbor2 is imported only by the server's request decoder.
 """
 
 from __future__ import annotations
-
-from enum import StrEnum
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.socket import _cbor
@@ -37,9 +36,24 @@ TYPE_CHECKING = False
 :mod:`typing` would cost it milliseconds of start-up (see :mod:`edge_agent.socket._records`)."""
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import NamedTuple, TypeVar
+    from typing import Final, Literal, NamedTuple, TypeAlias, TypeVar
 
     _T = TypeVar("_T")
+
+    OpValue: TypeAlias = Literal["decide", "identify"]
+    """One of :class:`Op`'s constants: what a request may ask."""
+    ErrorCodeValue: TypeAlias = Literal[
+        "bad_frame",
+        "frame_too_large",
+        "bad_request",
+        "unsupported_version",
+        "unknown_op",
+        "identity_unverified",
+        "busy",
+        "shutting_down",
+        "internal_error",
+    ]
+    """One of :class:`ErrorCode`'s constants: an error this agent may answer with."""
 else:
     from edge_agent.socket._records import NamedTuple
 
@@ -101,28 +115,33 @@ _DECIDE_KEYS = frozenset({"v", "id", "op", "action", "resource", "context"})
 _IDENTIFY_KEYS = frozenset({"v", "id", "op"})
 
 
-class Op(StrEnum):
-    """What a request asks for."""
+class Op:
+    """What a request asks for: the ``op`` values (plain strings; the type is ``OpValue``)."""
 
-    DECIDE = "decide"
-    IDENTIFY = "identify"
-
-
-class ErrorCode(StrEnum):
-    """The ``error`` of an error response (docs/socket.md section 5)."""
-
-    BAD_FRAME = "bad_frame"
-    FRAME_TOO_LARGE = "frame_too_large"
-    BAD_REQUEST = "bad_request"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    UNKNOWN_OP = "unknown_op"
-    IDENTITY_UNVERIFIED = "identity_unverified"
-    BUSY = "busy"
-    SHUTTING_DOWN = "shutting_down"
-    INTERNAL_ERROR = "internal_error"
+    DECIDE: Final = "decide"
+    IDENTIFY: Final = "identify"
 
 
-_CLOSING = frozenset(
+class ErrorCode:
+    """The ``error`` of an error response (docs/socket.md section 5): plain strings, the type
+    is ``ErrorCodeValue``. A client keeps a code it does not know as text (a newer agent may
+    add codes within version 1)."""
+
+    BAD_FRAME: Final = "bad_frame"
+    FRAME_TOO_LARGE: Final = "frame_too_large"
+    BAD_REQUEST: Final = "bad_request"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
+    UNKNOWN_OP: Final = "unknown_op"
+    IDENTITY_UNVERIFIED: Final = "identity_unverified"
+    BUSY: Final = "busy"
+    SHUTTING_DOWN: Final = "shutting_down"
+    INTERNAL_ERROR: Final = "internal_error"
+
+
+_OPS: tuple[OpValue, ...] = (Op.DECIDE, Op.IDENTIFY)
+
+
+_CLOSING: frozenset[ErrorCodeValue] = frozenset(
     {
         ErrorCode.BAD_FRAME,
         ErrorCode.FRAME_TOO_LARGE,
@@ -142,7 +161,7 @@ class WireRequest(NamedTuple):
     """One decoded request: what is asked. ``context`` is sorted by key."""
 
     id: int
-    op: Op
+    op: OpValue
     action: str = ""
     resource: str = ""
     context: tuple[tuple[str, str], ...] = ()
@@ -201,8 +220,8 @@ def encode_request(request: WireRequest) -> bytes:
     Raises:
         ValueError: a field is out of bounds (the server would refuse it).
     """
-    message: dict[str, object] = {"v": PROTOCOL_VERSION, "id": request.id, "op": str(request.op)}
-    if request.op is Op.DECIDE:
+    message: dict[str, object] = {"v": PROTOCOL_VERSION, "id": request.id, "op": request.op}
+    if request.op == Op.DECIDE:
         _check_text(request.action, "action", ValueError)
         _check_text(request.resource, "resource", ValueError)
         message["action"] = request.action
@@ -259,7 +278,7 @@ def decode_request(payload: bytes) -> WireRequest:
         _check_keys(value, _IDENTIFY_KEYS, request_id)
         return WireRequest(request_id, Op.IDENTIFY)
     raise ProtocolError(
-        f"unknown op {op!r}; expected one of {', '.join(Op)}",
+        f"unknown op {op!r}; expected one of {', '.join(_OPS)}",
         code="unknown_op",
         request_id=request_id,
     )
@@ -396,16 +415,16 @@ def encode_identity(request_id: int, result: IdentityResult) -> bytes:
     )
 
 
-def encode_error(request_id: int | None, code: ErrorCode, message: str) -> bytes:
+def encode_error(request_id: int | None, code: ErrorCodeValue, message: str) -> bytes:
     """The framed error response; ``request_id`` is ``None`` when the request had none."""
     body: dict[str, object] = {
         "v": PROTOCOL_VERSION,
         "id": request_id,
         "ok": False,
-        "error": str(code),
+        "error": code,
         "message": message,
     }
-    if code is ErrorCode.UNSUPPORTED_VERSION:
+    if code == ErrorCode.UNSUPPORTED_VERSION:
         body["versions"] = list(SUPPORTED_VERSIONS)
     return frame(_cbor.encode(body))
 
