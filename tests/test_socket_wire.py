@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
+import typing
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -234,22 +239,70 @@ def test_frame_prefixes_the_big_endian_length() -> None:
     assert frame(b"abc") == b"\x00\x00\x00\x03abc"
 
 
-def test_wire_records_behave_as_typing_named_tuples() -> None:
-    import typing
+class _TypingRequest(typing.NamedTuple):
+    """WireRequest's fields as typing.NamedTuple builds them: what _records must match."""
 
-    class Reference(typing.NamedTuple):
-        id: int
-        op: str
-        action: str = ""
-        resource: str = ""
-        context: tuple[tuple[str, str], ...] = ()
+    id: int
+    op: str
+    action: str = ""
+    resource: str = ""
+    context: tuple[tuple[str, str], ...] = ()
 
-    ours = WireRequest(3, Op.DECIDE, "read")
-    theirs = Reference(3, Op.DECIDE, "read")
-    assert ours == theirs and ours._fields == theirs._fields
-    assert ours._replace(resource="/x") == theirs._replace(resource="/x")
-    assert repr(ours) == repr(theirs).replace("Reference", "WireRequest")
+
+def _matched(cls: type[Any]) -> object:
+    match cls(3, "decide", "read"):
+        case cls(number, op, action=action):
+            return number, op, action
+    return None
+
+
+_RECORD_BEHAVIOURS: dict[str, Callable[[type[Any]], object]] = {
+    "positional": lambda cls: cls(3, "decide", "read"),
+    "keywords": lambda cls: cls(op="identify", id=4),
+    "missing": lambda cls: cls(3),
+    "too-many": lambda cls: cls(1, "decide", "a", "b", (), "extra"),
+    "unknown-keyword": lambda cls: cls(1, "decide", colour="red"),
+    "repeated": lambda cls: cls(1, "decide", id=2),
+    "fields": lambda cls: (cls._fields, cls._field_defaults, cls.__match_args__),
+    "replace": lambda cls: cls(3, "decide")._replace(resource="/x", action="read"),
+    "replace-unknown": lambda cls: cls(3, "decide")._replace(colour="red"),
+    "make": lambda cls: cls._make(iter([1, "decide", "a", "b", ()])),
+    "make-short": lambda cls: cls._make([1]),
+    "asdict": lambda cls: cls(3, "decide")._asdict(),
+    "repr": lambda cls: repr(cls(3, "decide", "r")).replace(cls.__name__, "R"),
+    "tuple": lambda cls: (
+        cls(3, "decide") == (3, "decide", "", "", ()),
+        isinstance(cls(3, ""), tuple),
+    ),
+    "hash": lambda cls: hash(cls(3, "decide")) == hash((3, "decide", "", "", ())),
+    "order": lambda cls: sorted([cls(2, "b"), cls(1, "a"), cls(1, "")]),
+    "unpack": lambda cls: [*cls(3, "decide")],
+    "read-only": lambda cls: setattr(cls(3, "decide"), "id", 4),
+    "no-dict": lambda cls: hasattr(cls(3, "decide"), "__dict__"),
+    "match": _matched,
+    "copy": lambda cls: copy.deepcopy(cls(3, "decide", context=(("a", "b"),))),
+}
+
+
+def _outcome(behaviour: Callable[[type[Any]], object], cls: type[Any]) -> tuple[str, object]:
+    try:
+        return "returns", behaviour(cls)
+    except Exception as exc:
+        return "raises", type(exc)
+
+
+@pytest.mark.parametrize("behaviour", list(_RECORD_BEHAVIOURS))
+def test_wire_records_behave_as_typing_named_tuples(behaviour: str) -> None:
+    check = _RECORD_BEHAVIOURS[behaviour]
+    assert _outcome(check, WireRequest) == _outcome(check, _TypingRequest)
+
+
+def test_wire_records_pickle_and_keep_their_docstrings() -> None:
+    request = WireRequest(3, Op.DECIDE, "read", "/x", (("a", "b"),))
+    assert pickle.loads(pickle.dumps(request)) == request
+    assert type(pickle.loads(pickle.dumps(request))) is WireRequest
     assert WireRequest.__doc__ and "decoded request" in WireRequest.__doc__
+    assert WireRequest.__module__ == "edge_agent.socket.wire"
 
 
 def test_a_record_class_with_more_than_fields_is_refused() -> None:
