@@ -338,6 +338,7 @@ def test_the_gate_starts_without_the_heavy_imports() -> None:
         "argparse",
         "asyncio",
         "cbor2",
+        "collections",
         "enum",
         "hashlib",
         "pydantic",
