@@ -397,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         state, sock = Path(temp) / "state", Path(temp) / "agent.sock"
         installed = installed_copy(Path(temp)) if args.installed else None
         enrol(state)
+        # The set-up's writes (a whole venv with --installed) would otherwise be written back
+        # while the socket rows run, and every measured fsync would wait behind them.
+        os.sync()
         agent_process = start_agent(state, sock)
         try:
             with Client(sock) as client:

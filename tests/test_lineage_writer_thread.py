@@ -154,3 +154,69 @@ def test_a_failure_committing_on_the_loop_reaches_the_waiting_coroutine() -> Non
     finally:
         writer.close()
     assert recorder.threads == []
+
+
+def test_the_answers_of_a_threads_batch_come_before_the_next_commit_on_the_loop() -> None:
+    events: list[str] = []
+    release = threading.Event()
+    recorder = _Recorder()
+
+    def on_thread(drafts: list[Draft]) -> Appended:
+        release.wait(5)
+        events.append(f"thread commit of {len(drafts)}")
+        return recorder.write(drafts)
+
+    def on_loop(drafts: list[Draft]) -> Appended:
+        events.append(f"loop commit of {len(drafts)}")
+        return recorder.write(drafts)
+
+    writer = AsyncGroupCommitWriter(on_thread, on_loop)
+
+    async def answered(delay: float) -> None:
+        await asyncio.sleep(delay)
+        seq = await writer.append(DRAFT)
+        events.append(f"answer {seq}")
+
+    async def main() -> None:
+        first = [asyncio.ensure_future(answered(0)) for _ in range(MAX_ON_LOOP_ENTRIES + 1)]
+        await asyncio.sleep(0.05)  # the first batch is with the (held) writer thread
+        late = asyncio.ensure_future(answered(0))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*first, late)
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    first_batch = MAX_ON_LOOP_ENTRIES + 1
+    assert events == [
+        f"thread commit of {first_batch}",
+        *(f"answer {seq}" for seq in range(first_batch)),
+        "loop commit of 1",
+        f"answer {first_batch}",
+    ]
+
+
+def test_a_report_that_fails_is_logged_and_the_others_still_get_theirs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = _Recorder()
+    writer = AsyncGroupCommitWriter(recorder.write)
+    got: list[int | LineageError] = []
+
+    def broken(outcome: int | LineageError) -> None:
+        raise RuntimeError("a careless callback")
+
+    async def main() -> None:
+        writer.submit(DRAFT, got.append)
+        writer.submit(DRAFT, broken)
+        writer.submit(DRAFT, got.append)
+        await writer.append(DRAFT)
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    assert got == [0, 2]
+    assert "a careless callback" in caplog.text

@@ -142,6 +142,9 @@ class LineageStore:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._frontier = Frontier()
+        self._wal = False
+        """Whether the connection is in WAL mode: only then does a transaction wait for
+        another writer at ``BEGIN`` alone, which is what a write asked not to wait needs."""
 
     @classmethod
     def open(
@@ -176,6 +179,7 @@ class LineageStore:
                 stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
             )
             uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+            self._wal = False
             db = sqlite3.connect(
                 uri,
                 uri=True,
@@ -185,7 +189,8 @@ class LineageStore:
             )
             try:
                 if not read_only:
-                    db.execute("PRAGMA journal_mode = WAL")
+                    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    self._wal = str(mode).lower() == "wal"
                     db.execute(f"PRAGMA synchronous = {self.synchronous}")
                     db.executescript(_SCHEMA)
                     db.execute(
@@ -218,8 +223,8 @@ class LineageStore:
 
         With ``wait=False`` it starts only if neither another thread of this process nor
         another connection holds the write lock, and the connection is open (reopening it
-        after a failure may wait); otherwise it raises :class:`WouldWait` before anything
-        started.
+        after a failure may wait) and in WAL mode (otherwise ``COMMIT`` may wait for
+        readers); otherwise it raises :class:`WouldWait` before anything started.
 
         Raises:
             LineageError: the transaction failed (``what`` says which); nothing changed.
@@ -228,7 +233,7 @@ class LineageStore:
         if not self._lock.acquire(blocking=wait):
             raise WouldWait
         try:
-            if not wait and self._db is None:
+            if not wait and (self._db is None or not self._wal):
                 raise WouldWait
             with _translate(what):
                 db = self._connect()

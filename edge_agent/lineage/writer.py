@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from edge_agent.errors import LineageError
 from edge_agent.lineage.entries import Draft
 from edge_agent.lineage.store import Appended, WouldWait
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_BATCH_ENTRIES",
@@ -236,10 +239,10 @@ class AsyncGroupCommitWriter:
             self._batches.put(_Handoff(batch, loop))
 
     def _handed_back(self, batch: list[tuple[Draft, Report]], outcome: _Outcome) -> None:
-        try:
-            _report(batch, outcome)
-        finally:
-            self._flush()
+        _report(batch, outcome)
+        # Not flushed right here: the answers just resolved are written first, then the
+        # next batch (which may be committed on the loop) is taken.
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _write_batches(self) -> None:
         """The writer thread: commit each batch handed over, report back to its loop."""
@@ -286,12 +289,13 @@ def _outcome(write: BatchWrite, drafts: list[Draft]) -> _Outcome:
 
 
 def _report(batch: list[tuple[Draft, Report]], outcome: _Outcome) -> None:
-    if isinstance(outcome, LineageError):
-        for _, report in batch:
-            report(outcome)
-    else:
-        for seq, (_, report) in enumerate(batch, outcome.first_seq):
-            report(seq)
+    """Give each draft of ``batch`` its outcome; a report that fails is logged and does not
+    keep the others from theirs."""
+    for index, (_, report) in enumerate(batch):
+        try:
+            report(outcome if isinstance(outcome, LineageError) else outcome.first_seq + index)
+        except Exception:
+            logger.exception("reporting a lineage write's outcome failed")
 
 
 def _resolve(future: asyncio.Future[int], outcome: int | LineageError) -> None:
