@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -170,7 +171,8 @@ def test_the_answers_of_a_threads_batch_come_before_the_next_commit_on_the_loop(
         events.append(f"loop commit of {len(drafts)}")
         return recorder.write(drafts)
 
-    writer = AsyncGroupCommitWriter(on_thread, on_loop)
+    # The held thread commit is slow; the budget keeps the next lone draft on the loop.
+    writer = AsyncGroupCommitWriter(on_thread, on_loop, on_loop_budget_s=60)
 
     async def answered(delay: float) -> None:
         await asyncio.sleep(delay)
@@ -220,3 +222,21 @@ def test_a_report_that_fails_is_logged_and_the_others_still_get_theirs(
         writer.close()
     assert got == [0, 2]
     assert "a careless callback" in caplog.text
+
+
+def test_after_a_slow_commit_lone_drafts_go_to_the_writer_thread_until_one_is_quick() -> None:
+    recorder = _Recorder()
+
+    def on_loop(drafts: list[Draft]) -> Appended:
+        if not recorder.threads:  # a slow disk: the first commit holds the loop 50 ms
+            time.sleep(0.05)
+        return recorder.write(drafts)
+
+    writer = AsyncGroupCommitWriter(recorder.write, on_loop, on_loop_budget_s=0.01)
+    try:
+        assert asyncio.run(_append_one_at_a_time(writer, 3)) == [0, 1, 2]
+    finally:
+        writer.close()
+    main = threading.main_thread()
+    # The slow one on the loop, the next on the thread (quick), then the loop again.
+    assert [thread is main for thread in recorder.threads] == [True, False, True]

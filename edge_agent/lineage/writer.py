@@ -26,6 +26,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from edge_agent.errors import LineageError
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "MAX_BATCH_ENTRIES",
     "MAX_ON_LOOP_ENTRIES",
+    "ON_LOOP_BUDGET_S",
     "AsyncGroupCommitWriter",
     "GroupCommitWriter",
 ]
@@ -49,6 +51,11 @@ MAX_ON_LOOP_ENTRIES = 2
 doing it on the loop saves the two thread hand-offs around it (about 0.05-0.1 ms of a
 0.5 ms round trip through the decision socket). A bigger batch means concurrent deciders:
 the writer thread commits it while the loop reads and decides the next ones."""
+
+ON_LOOP_BUDGET_S = 0.002
+"""Longest commit worth making on the loop. When the last commit took longer (a slow disk:
+an SD card's fsync can take tens of milliseconds), batches go to the writer thread until a
+commit is quick again, so the loop is never held long to save two thread switches."""
 
 BatchWrite = Callable[[list[Draft]], Appended]
 
@@ -147,9 +154,10 @@ class AsyncGroupCommitWriter:
     flush (a plain loop callback, no task) if none is pending; every draft queued before the
     flush runs shares its batch. A batch of at most :data:`MAX_ON_LOOP_ENTRIES` drafts is
     committed by the flush itself through ``write_now`` when that need not wait for a lock
-    (the loop must never sleep on another writer). Any other batch goes to this writer's own
-    thread (started on first use, ended by :meth:`close`), so the loop keeps accepting
-    decisions while SQLite commits; the thread reports back with one
+    (the loop must never sleep on another writer) and the last commit took at most
+    ``on_loop_budget_s`` (nor be held long by a slow disk). Any other batch goes to this
+    writer's own thread (started on first use, ended by :meth:`close`), so the loop keeps
+    accepting decisions while SQLite commits; the thread reports back with one
     ``call_soon_threadsafe`` and the next flush starts. Outcomes are reported on the loop,
     in submission order, each exactly once (unless the loop is closed before the thread
     reports).
@@ -158,12 +166,21 @@ class AsyncGroupCommitWriter:
     was never returned is harmless; the reverse is what must never happen).
     """
 
-    def __init__(self, write_batch: BatchWrite, write_now: BatchWrite | None = None) -> None:
+    def __init__(
+        self,
+        write_batch: BatchWrite,
+        write_now: BatchWrite | None = None,
+        *,
+        on_loop_budget_s: float = ON_LOOP_BUDGET_S,
+    ) -> None:
         """``write_now`` is ``write_batch`` that raises
         :class:`~edge_agent.lineage.store.WouldWait` instead of waiting for a lock; without
         it every batch goes to the writer thread."""
         self._write_batch = write_batch
         self._write_now = write_now
+        self._on_loop_budget_s = on_loop_budget_s
+        self._last_commit_s = 0.0
+        """How long the last commit took, on the loop or on the thread."""
         self._pending: list[tuple[Draft, Report]] = []
         self._flushing_on: asyncio.AbstractEventLoop | None = None
         """The loop a flush is scheduled on or a batch is being written for, if any."""
@@ -210,9 +227,13 @@ class AsyncGroupCommitWriter:
                 batch = self._pending[:MAX_BATCH_ENTRIES]
                 del self._pending[:MAX_BATCH_ENTRIES]
                 drafts = [draft for draft, _ in batch]
-                if self._write_now is not None and len(batch) <= MAX_ON_LOOP_ENTRIES:
+                if self._commits_on_loop(batch):
+                    assert self._write_now is not None
+                    started = time.monotonic()
                     with contextlib.suppress(WouldWait):
-                        _report(batch, _outcome(self._write_now, drafts))
+                        outcome = _outcome(self._write_now, drafts)
+                        self._last_commit_s = time.monotonic() - started
+                        _report(batch, outcome)
                         batch = []
                         continue
                 self._hand_over(batch)
@@ -226,6 +247,13 @@ class AsyncGroupCommitWriter:
             raise
         self._flushing_on = None
 
+    def _commits_on_loop(self, batch: list[tuple[Draft, Report]]) -> bool:
+        return (
+            self._write_now is not None
+            and len(batch) <= MAX_ON_LOOP_ENTRIES
+            and self._last_commit_s <= self._on_loop_budget_s
+        )
+
     def _hand_over(self, batch: list[tuple[Draft, Report]]) -> None:
         """Give ``batch`` to the writer thread; it reports to :meth:`_handed_back`."""
         loop = asyncio.get_running_loop()
@@ -238,7 +266,10 @@ class AsyncGroupCommitWriter:
                 self._thread = thread
             self._batches.put(_Handoff(batch, loop))
 
-    def _handed_back(self, batch: list[tuple[Draft, Report]], outcome: _Outcome) -> None:
+    def _handed_back(
+        self, batch: list[tuple[Draft, Report]], outcome: _Outcome, took_s: float
+    ) -> None:
+        self._last_commit_s = took_s
         _report(batch, outcome)
         # Not flushed right here: the answers just resolved are written first, then the
         # next batch (which may be committed on the loop) is taken.
@@ -247,13 +278,16 @@ class AsyncGroupCommitWriter:
     def _write_batches(self) -> None:
         """The writer thread: commit each batch handed over, report back to its loop."""
         while (handoff := self._batches.get()) is not None:
+            started = time.monotonic()
             try:
                 outcome = _outcome(self._write_batch, [draft for draft, _ in handoff.batch])
             except BaseException as exc:  # still reported: nobody may be left waiting
                 outcome = LineageError(f"unexpected failure writing the lineage: {exc!r}")
             # A closed loop raises RuntimeError: nobody is waiting for this batch any more.
             with contextlib.suppress(RuntimeError):
-                handoff.loop.call_soon_threadsafe(self._handed_back, handoff.batch, outcome)
+                handoff.loop.call_soon_threadsafe(
+                    self._handed_back, handoff.batch, outcome, time.monotonic() - started
+                )
 
 
 Report = Callable[[int | LineageError], None]
