@@ -227,11 +227,11 @@ class AsyncGroupCommitWriter:
                 batch = self._pending[:MAX_BATCH_ENTRIES]
                 del self._pending[:MAX_BATCH_ENTRIES]
                 drafts = [draft for draft, _ in batch]
-                if self._commits_on_loop(batch):
-                    assert self._write_now is not None
+                write_now = self._on_loop_writer(batch)
+                if write_now is not None:
                     started = time.monotonic()
                     with contextlib.suppress(WouldWait):
-                        outcome = _outcome(self._write_now, drafts)
+                        outcome = _outcome(write_now, drafts)
                         self._last_commit_s = time.monotonic() - started
                         _report(batch, outcome)
                         batch = []
@@ -247,12 +247,12 @@ class AsyncGroupCommitWriter:
             raise
         self._flushing_on = None
 
-    def _commits_on_loop(self, batch: list[tuple[Draft, Report]]) -> bool:
-        return (
-            self._write_now is not None
-            and len(batch) <= MAX_ON_LOOP_ENTRIES
-            and self._last_commit_s <= self._on_loop_budget_s
-        )
+    def _on_loop_writer(self, batch: list[tuple[Draft, Report]]) -> BatchWrite | None:
+        """``write_now`` if ``batch`` may be committed on the loop: small, and the last
+        commit was quick."""
+        if len(batch) <= MAX_ON_LOOP_ENTRIES and self._last_commit_s <= self._on_loop_budget_s:
+            return self._write_now
+        return None
 
     def _hand_over(self, batch: list[tuple[Draft, Report]]) -> None:
         """Give ``batch`` to the writer thread; it reports to :meth:`_handed_back`."""
