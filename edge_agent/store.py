@@ -379,19 +379,20 @@ def _encode_identity(identity: DeviceIdentity) -> bytes:
 def _decode_identity(value: object) -> DeviceIdentity:
     try:
         decoded = dcbor.decode(_blob(value), max_bytes=MAX_IDENTITY_BYTES, what="identity")
-        if not isinstance(decoded, dict):
+        if not isinstance(decoded, dict) or not all(isinstance(key, str) for key in decoded):
             raise TypeError
-        groups = decoded["groups"]
+        record: dict[str, object] = {str(key): item for key, item in decoded.items()}
+        groups = record["groups"]
         if not isinstance(groups, list):
             raise TypeError
-        fields = (decoded["device_id"], decoded["region"], decoded["profile"], *groups)
+        fields = (record["device_id"], record["region"], record["profile"], *groups)
         if not all(isinstance(f, str) for f in fields):
             raise TypeError
         return DeviceIdentity(
-            str(decoded["device_id"]),
-            str(decoded["region"]),
+            str(record["device_id"]),
+            str(record["region"]),
             tuple(str(g) for g in groups),
-            str(decoded["profile"]),
+            str(record["profile"]),
         )
     except (EdgeGovError, KeyError, TypeError) as exc:
         raise StateError("the device identity in the agent state database is damaged") from exc
