@@ -131,19 +131,13 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[_Slot]) -> None:
-        try:
-            appended = self._write_batch([slot.draft for slot in batch])
-        except LineageError as exc:
-            for slot in batch:
-                slot.error, slot.done = exc, True
-            return
-        except Exception as exc:
-            error = LineageError(f"unexpected failure writing the lineage: {exc}")
-            for slot in batch:
-                slot.error, slot.done = error, True
-            return
-        for seq, slot in enumerate(batch, appended.first_seq):
-            slot.seq, slot.done = seq, True
+        outcome = _outcome(self._write_batch, [slot.draft for slot in batch])
+        for index, slot in enumerate(batch):
+            if isinstance(outcome, LineageError):
+                slot.error = outcome
+            else:
+                slot.seq = outcome.first_seq + index
+            slot.done = True
 
 
 class AsyncGroupCommitWriter:
