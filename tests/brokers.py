@@ -30,6 +30,7 @@ import pytest
 
 from edge_agent.sync.mqtt import BrokerSettings
 from hub.broker import EmbeddedBroker
+from hub.limits import BrokerLimits
 
 __all__ = [
     "MOSQUITTO",
@@ -96,9 +97,9 @@ class AmqttHandle(_Settings):
 
 
 @contextlib.asynccontextmanager
-async def amqtt_broker() -> AsyncIterator[AmqttHandle]:
-    """amqtt on 127.0.0.1 and a free port, in this event loop."""
-    broker = EmbeddedBroker("127.0.0.1", 0)
+async def amqtt_broker(limits: BrokerLimits | None = None) -> AsyncIterator[AmqttHandle]:
+    """amqtt on 127.0.0.1 and a free port, in this event loop (within ``limits`` if given)."""
+    broker = EmbeddedBroker("127.0.0.1", 0, limits or BrokerLimits())
     await broker.start()
     try:
         yield AmqttHandle(broker)
