@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hub_ingest.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/attest.py
+	$(BIN)/python bench/broker_memory.py
 
 # The self-contained agent (PyInstaller onedir in dist/edge-agent/) and
 # dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv
