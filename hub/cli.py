@@ -23,6 +23,7 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent._internal.cli_support import (
     configure_logging,
+    counter_arg,
     fail,
     format_duration,
     read_bounded,
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--keys", type=Path, help="key directory (policy keys and root.cbor)")
     build.add_argument("--key", type=Path, action="append", default=[], help="a policy key PEM")
     build.add_argument("--root", type=Path, help="trust root (default: KEYS/root.cbor)")
-    build.add_argument("--version", dest="bundle_version", type=int, required=True)
+    build.add_argument("--version", dest="bundle_version", type=counter_arg(1), required=True)
     build.add_argument("--ttl", type=_duration, help="overrides the policy's ttl")
     build.add_argument("--out", type=Path, required=True)
     build.add_argument(

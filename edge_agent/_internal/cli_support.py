@@ -1,4 +1,5 @@
-"""What both command-line tools share: bounded file reads, durations, and error reporting.
+"""What both command-line tools share: bounded file reads, durations, counters, and error
+reporting.
 
 The CLIs turn our errors into one clear sentence on stderr and a non-zero exit; the
 traceback appears only under ``--verbose``.
@@ -6,18 +7,22 @@ traceback appears only under ``--verbose``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent._internal.logging_setup import configure
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.limits import MAX_COUNTER
 
 __all__ = [
     "configure_logging",
+    "counter_arg",
     "fail",
     "format_duration",
     "read_bounded",
@@ -71,6 +76,21 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def counter_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a version, epoch or count: a plain decimal integer from
+    ``minimum`` to ``MAX_COUNTER``, the bound every signed object enforces when decoded, so a
+    value no device would accept is refused before anything is signed."""
+
+    def counter(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= MAX_COUNTER:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number from {minimum} to {MAX_COUNTER} (2^53-1)"
+            )
+        return int(text)
+
+    return counter
 
 
 def format_duration(seconds: int) -> str:
