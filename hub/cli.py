@@ -14,7 +14,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from edge_agent._internal.cli_support import (
     fail,
     format_duration,
     read_bounded,
+    utc_text,
     wall_clock,
     write_atomic,
 )
@@ -237,7 +237,7 @@ def _print_summary(summary: BundleSummary, now: int) -> None:
     print(f"digest    sha256:{summary.digest.hex()}")
     print(f"target    {json.dumps(payload.get('target'), sort_keys=True)}")
     if isinstance(expires, int):
-        when = datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat()
+        when = utc_text(expires, "%Y-%m-%dT%H:%M:%S+00:00")
         print(f"expires   {when} (in {format_duration(expires - now)})")
     print(f"signers   {', '.join(h[:16] for h in summary.signer_hints)} (key id hints)")
     if summary.verified_signers is not None:

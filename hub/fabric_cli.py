@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._internal.cli_support import counter_arg, read_bounded, wall_clock
+from edge_agent._internal.cli_support import counter_arg, read_bounded, utc_text, wall_clock
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.lineage.entries import Entry
 from edge_agent.protocol import topics
@@ -454,7 +453,7 @@ def _entry_json(entry: Entry) -> dict[str, object]:
 
 
 def _entry_line(entry: Entry) -> str:
-    when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = utc_text(entry.time, "%Y-%m-%dT%H:%M:%SZ")
     verdict = "allow" if entry.allowed else "deny "
     request = entry.request
     what = (

@@ -21,6 +21,7 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.lineage.cli import _row as lineage_row
 from edge_agent.lineage.entries import Entry, Kind, decode_entry, encode_entry
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.attestation import (
@@ -414,3 +415,20 @@ def test_hub_cli_refuses_an_out_of_range_number_before_doing_anything(
     assert err.splitlines()[-1].endswith(
         f"{argv[-1]!r} is not a whole number from {minimum} to {MAX_COUNTER} (2^53-1)"
     )
+
+
+def test_hub_inspect_shows_an_expiry_past_year_9999_without_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = HubSim()
+    (tmp_path / "far.cbor").write_bytes(sim.bundle(3, expires_at=MAX_COUNTER))
+
+    assert hub_main(["bundle", "inspect", str(tmp_path / "far.cbor")]) == 0
+
+    assert f"expires   @{MAX_COUNTER}" in capsys.readouterr().out
+
+
+def test_lineage_rows_show_a_time_past_year_9999_as_seconds() -> None:
+    entry = Entry(7, MAX_COUNTER, bytes(32), Kind.BUNDLE_INSTALLED, True, "ok", detail="x")
+
+    assert f"@{MAX_COUNTER}" in lineage_row(entry)

@@ -8,6 +8,7 @@ traceback appears only under ``--verbose``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ __all__ = [
     "fail",
     "format_duration",
     "read_bounded",
+    "utc_text",
     "wall_clock",
     "write_atomic",
 ]
@@ -91,6 +93,16 @@ def counter_arg(minimum: int) -> Callable[[str], int]:
         return int(text)
 
     return counter
+
+
+def utc_text(seconds: int, fmt: str) -> str:
+    """Unix ``seconds`` as UTC text in ``fmt`` (strftime), or ``@seconds`` for a time past
+    year 9999: a valid counter reaches 2^53-1 s (285 million years), which ``datetime``
+    cannot hold, and showing a signed or shipped value must not crash the command."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(fmt)
+    except (OverflowError, ValueError, OSError):
+        return f"@{seconds}"
 
 
 def format_duration(seconds: int) -> str:
