@@ -344,7 +344,9 @@ class StateStore:
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous = FULL")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
+            # OverflowError: an integer past SQLite's signed 64 bits. Decoders bound every
+            # counter well below that (limits.MAX_COUNTER); this keeps a miss from escaping.
             raise StateError(f"cannot write the agent state database {self.path}: {exc}") from exc
 
 

@@ -14,7 +14,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from collections.abc import Sequence
@@ -23,9 +22,11 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent._internal.cli_support import (
     configure_logging,
+    counter_arg,
     fail,
     format_duration,
     read_bounded,
+    utc_text,
     wall_clock,
     write_atomic,
 )
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--keys", type=Path, help="key directory (policy keys and root.cbor)")
     build.add_argument("--key", type=Path, action="append", default=[], help="a policy key PEM")
     build.add_argument("--root", type=Path, help="trust root (default: KEYS/root.cbor)")
-    build.add_argument("--version", dest="bundle_version", type=int, required=True)
+    build.add_argument("--version", dest="bundle_version", type=counter_arg(1), required=True)
     build.add_argument("--ttl", type=_duration, help="overrides the policy's ttl")
     build.add_argument("--out", type=Path, required=True)
     build.add_argument(
@@ -236,7 +237,7 @@ def _print_summary(summary: BundleSummary, now: int) -> None:
     print(f"digest    sha256:{summary.digest.hex()}")
     print(f"target    {json.dumps(payload.get('target'), sort_keys=True)}")
     if isinstance(expires, int):
-        when = datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat()
+        when = utc_text(expires, "%Y-%m-%dT%H:%M:%S+00:00")
         print(f"expires   {when} (in {format_duration(expires - now)})")
     print(f"signers   {', '.join(h[:16] for h in summary.signer_hints)} (key id hints)")
     if summary.verified_signers is not None:

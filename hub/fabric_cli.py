@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._internal.cli_support import read_bounded, wall_clock
+from edge_agent._internal.cli_support import counter_arg, read_bounded, utc_text, wall_clock
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.lineage.entries import Entry
 from edge_agent.protocol import topics
@@ -124,7 +123,9 @@ def register(
     scope.add_argument("--device", help="deny everything on this device")
     scope.add_argument("--group", help="deny everything on this group's devices")
     scope.add_argument("--key", dest="key_id", help="stop this key counting (key id, 8+ hex)")
-    scope.add_argument("--bundle", type=int, help="void this bundle version and older ones")
+    scope.add_argument(
+        "--bundle", type=counter_arg(1), help="void this bundle version and older ones"
+    )
     revoke.add_argument("--region", help="region (default: the device's, or the only one)")
     revoke.add_argument("--reason", default="", help="why (shown on devices and in logs)")
     revoke.set_defaults(handler=_cmd_revoke)
@@ -137,7 +138,9 @@ def register(
         "show", parents=[hub_dir], help="a device's shipped decisions, chain verified"
     )
     show.add_argument("device_id", metavar="ID")
-    show.add_argument("--limit", type=int, default=20, help="last N entries (default 20)")
+    show.add_argument(
+        "--limit", type=counter_arg(0), default=20, help="last N entries (default 20)"
+    )
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_cmd_lineage_show)
     attest_cli.register(commands, hub_dir, keys, broker, duration)
@@ -331,8 +334,6 @@ def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[Revoca
         return RevocationKind.GROUP, args.group
     if args.key_id:
         return RevocationKind.KEY, resolve_key_id(args.key_id, root)
-    if args.bundle < 1:
-        raise ConfigError("--bundle takes a bundle version (1 or more)")
     return RevocationKind.BUNDLE, str(args.bundle)
 
 
@@ -400,8 +401,6 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage_show(args: argparse.Namespace) -> int:
-    if args.limit < 0:
-        raise ConfigError("--limit must be 0 or more")
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry() as registry:
         if registry.device(args.device_id) is None:
@@ -454,7 +453,7 @@ def _entry_json(entry: Entry) -> dict[str, object]:
 
 
 def _entry_line(entry: Entry) -> str:
-    when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = utc_text(entry.time, "%Y-%m-%dT%H:%M:%SZ")
     verdict = "allow" if entry.allowed else "deny "
     request = entry.request
     what = (

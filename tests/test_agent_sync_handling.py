@@ -248,6 +248,20 @@ def test_a_revocation_that_could_not_be_recorded_is_applied_when_redelivered(
     assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
 
 
+def test_a_kill_epoch_past_the_counter_bound_is_refused_as_a_bad_token_not_a_crash(
+    daemon: AgentDaemon, hub: HubSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    before = daemon.agent.state
+
+    _send(daemon, f"{BASE}/fresh/all/_", hub.freshness(bundle, kill_epoch=2**63, channel="all/_"))
+
+    assert daemon.agent.state is before
+    assert _kinds(daemon)[-1] == str(Kind.FRESHNESS_REJECTED)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
 def test_an_announced_kill_epoch_survives_a_restart(
     tmp_path: Path, daemon: AgentDaemon, hub: HubSim
 ) -> None:

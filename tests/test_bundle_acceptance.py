@@ -98,9 +98,9 @@ CASES = [
         "signature",
     ),
     Case("flipped byte in the payload", lambda s: _flip(s.bundle(3), 60), "bundle_signature", ""),
-    Case("truncated file", lambda s: s.bundle(3)[:-10], "bundle_signature", "CBOR"),
-    Case("random bytes", lambda s: os.urandom(512), "bundle_signature", ""),
-    Case("empty file", lambda s: b"", "bundle_signature", "empty"),
+    Case("truncated file", lambda s: s.bundle(3)[:-10], "bundle_format", "CBOR"),
+    Case("random bytes", lambda s: os.urandom(512), "bundle_format", "not a signed bundle"),
+    Case("empty file", lambda s: b"", "bundle_format", "empty"),
     Case(
         "unknown signer",
         lambda s: s.bundle(3, signers=[PrivateKey.generate()]),
@@ -210,7 +210,7 @@ CASES = [
     Case(
         "wrong algorithm id",
         lambda s: _custom_sign(s.bundle_payload(3), s.policy_keys[0], sig_protected={1: -7}),
-        "bundle_signature",
+        "bundle_format",
         "algorithm",
     ),
     Case(
@@ -227,7 +227,7 @@ CASES = [
             sig_protected={},
             sig_unprotected={1: -19, 4: s.policy_keys[0].public.key_id},
         ),
-        "bundle_signature",
+        "bundle_format",
         "protected",
     ),
     Case(
@@ -235,7 +235,7 @@ CASES = [
         lambda s: _custom_sign(
             s.bundle_payload(3), s.policy_keys[0], sig_protected={1: -19, 2: [99], 99: 1}
         ),
-        "bundle_signature",
+        "bundle_format",
         "crit",
     ),
     Case(

@@ -190,7 +190,7 @@ def test_refused_bundle_is_a_clear_error_without_traceback(
     capsys.readouterr()
     assert _agent("bundle", "install", str(tmp_path / "junk"), "--state-dir", str(state)) == 1
     err = capsys.readouterr().err
-    assert err.startswith("edge-agent: error: bundle refused")
+    assert err.startswith("edge-agent: error: not a signed bundle")
     assert "Traceback" not in err
 
 

@@ -22,9 +22,10 @@ from edge_agent.lineage.entries import (
     place_draft,
 )
 from edge_agent.policy.engine import Request
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import Frontier
 
-U64 = st.integers(0, 2**64 - 1)
+COUNTER = st.integers(0, MAX_COUNTER)
 TEXT = st.text(max_size=40)
 REQUESTS = st.none() | st.builds(
     Request,
@@ -36,15 +37,15 @@ REQUESTS = st.none() | st.builds(
 )
 ENTRIES = st.builds(
     Entry,
-    seq=U64,
-    time=U64,
+    seq=COUNTER,
+    time=COUNTER,
     prev=st.binary(min_size=32, max_size=32),
     kind=st.sampled_from(list(Kind)),
     allowed=st.booleans(),
     reason=TEXT,
     rule=st.none() | TEXT,
     bundle_digest=st.none() | st.binary(max_size=32),
-    bundle_version=st.none() | U64,
+    bundle_version=st.none() | COUNTER,
     request=REQUESTS,
     detail=TEXT,
 )
@@ -79,7 +80,7 @@ def test_an_entry_encodes_to_deterministic_cbor_and_decodes_to_itself(entry: Ent
     assert decode_entry(data, entry.seq) == entry
 
 
-@given(ENTRIES, U64, st.binary(min_size=32, max_size=32))
+@given(ENTRIES, COUNTER, st.binary(min_size=32, max_size=32))
 def test_a_draft_placed_anywhere_is_the_entry_at_that_place(
     entry: Entry, seq: int, prev: bytes
 ) -> None:

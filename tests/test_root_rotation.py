@@ -88,6 +88,20 @@ def test_root_rotation(case: Rotation) -> None:
         assert refused.value.code == case.code, refused.value
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x84\x01\x02\x03\x04", HubSim().root_bytes(version=2)[:-7]],
+    ids=["empty", "not a COSE_Sign", "truncated"],
+)
+def test_bytes_that_are_no_envelope_are_called_not_a_trust_root(data: bytes) -> None:
+    current = HubSim().root()
+
+    with pytest.raises(RootError) as refused:
+        verify_root_update(current, data, now=NOW)
+
+    assert refused.value.message.startswith("not a trust root"), refused.value
+
+
 def test_rotated_root_persists_and_new_policy_key_takes_over(tmp_path: Path) -> None:
     sim = HubSim()
     init_state_dir(tmp_path, DEVICE, sim.root_bytes(), NOW)

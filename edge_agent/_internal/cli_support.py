@@ -1,4 +1,5 @@
-"""What both command-line tools share: bounded file reads, durations, and error reporting.
+"""What both command-line tools share: bounded file reads, durations, counters, and error
+reporting.
 
 The CLIs turn our errors into one clear sentence on stderr and a non-zero exit; the
 traceback appears only under ``--verbose``.
@@ -6,21 +7,27 @@ traceback appears only under ``--verbose``.
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import logging
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent._internal.logging_setup import configure
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.limits import MAX_COUNTER
 
 __all__ = [
     "configure_logging",
+    "counter_arg",
     "fail",
     "format_duration",
     "read_bounded",
+    "utc_text",
     "wall_clock",
     "write_atomic",
 ]
@@ -71,6 +78,31 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def counter_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a version, epoch or count: a plain decimal integer from
+    ``minimum`` to ``MAX_COUNTER``, the bound every signed object enforces when decoded, so a
+    value no device would accept is refused before anything is signed."""
+
+    def counter(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= MAX_COUNTER:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number from {minimum} to {MAX_COUNTER} (2^53-1)"
+            )
+        return int(text)
+
+    return counter
+
+
+def utc_text(seconds: int, fmt: str) -> str:
+    """Unix ``seconds`` as UTC text in ``fmt`` (strftime), or ``@seconds`` for a time past
+    year 9999: a valid counter reaches 2^53-1 s (285 million years), which ``datetime``
+    cannot hold, and showing a signed or shipped value must not crash the command."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(fmt)
+    except (OverflowError, ValueError, OSError):
+        return f"@{seconds}"
 
 
 def format_duration(seconds: int) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from edge_agent._internal.cli_support import wall_clock
+from edge_agent._internal.cli_support import utc_text, wall_clock
 from edge_agent.errors import ConfigError, LineageError
 from edge_agent.lineage.entries import Entry, Kind, decode_entry
 from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
@@ -180,7 +180,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _row(entry: Entry) -> str:
     """One 80-column line: a decision's subject, action, resource and rule, or a trust
     transition's kind and detail."""
-    when = datetime.datetime.fromtimestamp(entry.time, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    when = utc_text(entry.time, "%Y-%m-%d %H:%M")
     request = entry.request
     head = f"{entry.seq:>7} {when:<16}"
     if request is None:
@@ -424,8 +424,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if checkpoint is None:
         print("checkpoint    none signed yet")
     else:
-        when = datetime.datetime.fromtimestamp(checkpoint.time, datetime.UTC)
-        print(f"checkpoint    at size {checkpoint.size}, signed {when:%Y-%m-%d %H:%M} UTC")
+        when = utc_text(checkpoint.time, "%Y-%m-%d %H:%M UTC")
+        print(f"checkpoint    at size {checkpoint.size}, signed {when}")
     print(f"lineage       {'OK' if summary.problem is None else 'UNAVAILABLE: ' + summary.problem}")
     return 0
 

@@ -22,6 +22,7 @@ import cbor2
 
 from edge_agent.errors import LineageError
 from edge_agent.policy.engine import Request
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
 from edge_agent.trust.gate import Decision
 
@@ -58,7 +59,6 @@ _PREV_HEAD = bytes((_PREV, 0x58, HASH_SIZE))
 """Key 2 and the head of a 32-byte byte string."""
 _MAX_HEAD_BYTES = 1 + 10 + 10 + len(_PREV_HEAD) + HASH_SIZE
 """Most bytes an entry has before its body: map head, seq, time and prev."""
-_MAX_U64 = 2**64 - 1
 
 
 class Kind(StrEnum):
@@ -168,10 +168,10 @@ def draft_of(entry: Entry) -> Draft:
     Raises:
         ValueError: a field is out of range, or the entry would be over the size limit.
     """
-    if not 0 <= entry.time <= _MAX_U64:
-        raise ValueError("entry time is an unsigned 64-bit integer")
-    if entry.bundle_version is not None and not 0 <= entry.bundle_version <= _MAX_U64:
-        raise ValueError("entry bundle version is an unsigned 64-bit integer")
+    if not 0 <= entry.time <= MAX_COUNTER:
+        raise ValueError(f"entry time is an integer from 0 to {MAX_COUNTER}")
+    if entry.bundle_version is not None and not 0 <= entry.bundle_version <= MAX_COUNTER:
+        raise ValueError(f"entry bundle version is an integer from 0 to {MAX_COUNTER}")
     request = entry.request
     body: bytes = cbor2.dumps(
         {
@@ -206,7 +206,7 @@ def place_draft(draft: Draft, seq: int, prev: bytes) -> bytes:
     """The bytes of ``draft`` as entry ``seq`` following the entry whose hash is ``prev``.
 
     Raises:
-        ValueError: ``seq`` is not an unsigned 64-bit integer or ``prev`` not a 32-byte hash.
+        ValueError: ``seq`` is outside 0..``MAX_COUNTER`` or ``prev`` not a 32-byte hash.
     """
     if len(prev) != HASH_SIZE:
         raise ValueError("entry prev is a 32-byte hash")
@@ -228,7 +228,7 @@ def _uint(key: int, value: int) -> bytes:
     """A small-int map key followed by ``value`` as a CBOR unsigned integer, shortest form."""
     if value < 24:
         if value < 0:
-            raise ValueError("entry seq and time are unsigned 64-bit integers")
+            raise ValueError(f"entry seq and time are integers from 0 to {MAX_COUNTER}")
         return bytes((key, value))
     if value < 0x100:
         return bytes((key, 0x18, value))
@@ -236,9 +236,9 @@ def _uint(key: int, value: int) -> bytes:
         return bytes((key, 0x19)) + value.to_bytes(2, "big")
     if value < 0x100000000:
         return bytes((key, 0x1A)) + value.to_bytes(4, "big")
-    if value <= _MAX_U64:
+    if value <= MAX_COUNTER:
         return bytes((key, 0x1B)) + value.to_bytes(8, "big")
-    raise ValueError("entry seq and time are unsigned 64-bit integers")
+    raise ValueError(f"entry seq and time are integers from 0 to {MAX_COUNTER}")
 
 
 def decode_entry(data: bytes, seq: int | None = None) -> Entry:
@@ -297,8 +297,8 @@ def _entry_from_fields(
     if (
         type(entry_seq) is not int
         or type(time) is not int
-        or not 0 <= entry_seq <= _MAX_U64
-        or not 0 <= time <= _MAX_U64
+        or not 0 <= entry_seq <= MAX_COUNTER
+        or not 0 <= time <= MAX_COUNTER
         or type(prev) is not bytes
         or len(prev) != HASH_SIZE
         or type(allowed) is not bool
@@ -306,7 +306,7 @@ def _entry_from_fields(
         or type(detail) is not str
         or not (rule is None or type(rule) is str)
         or not (digest is None or type(digest) is bytes)
-        or not (version is None or (type(version) is int and 0 <= version <= _MAX_U64))
+        or not (version is None or (type(version) is int and 0 <= version <= MAX_COUNTER))
     ):
         raise LineageError("entry field has the wrong type or value", seq=seq)
     known = _KINDS.get(kind) if type(kind) is str else None

@@ -21,6 +21,7 @@ from edge_agent.lineage.entries import ChainVerifier, fold_frontier
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.checkpoint import Checkpoint, parse_checkpoint_body, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
 __all__ = [
@@ -131,7 +132,7 @@ def decode_header(data: bytes) -> ExportHeader:
         or isinstance(start, bool)
         or not isinstance(size, int)
         or isinstance(size, bool)
-        or not 0 <= start <= size
+        or not 0 <= start <= size <= MAX_COUNTER
         or not (prev is None or (isinstance(prev, bytes) and len(prev) == HASH_SIZE))
         or not isinstance(frontier, list)
         or not all(isinstance(h, bytes) for h in frontier)

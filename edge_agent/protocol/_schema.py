@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from edge_agent.errors import EdgeGovError, EnvelopeError
+from edge_agent.protocol.limits import MAX_COUNTER
 
-__all__ = ["MAX_NAME_CHARS", "Fields"]
+__all__ = ["MAX_NAME_CHARS", "Fields", "check_counter", "check_name"]
 
 MAX_NAME_CHARS = 128
 """Longest identifier (region, group, profile, device id, role) accepted anywhere."""
@@ -51,10 +52,9 @@ class Fields:
         return self._map[name]
 
     def integer(self, name: str, *, minimum: int = 0) -> int:
+        """A counter field: an integer from ``minimum`` to :data:`MAX_COUNTER` (2^53-1)."""
         value = self._map[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._error(f"{self._what}.{name} must be an integer >= {minimum}")
-        return value
+        return check_counter(value, f"{self._what}.{name}", self._error, minimum=minimum)
 
     def optional_integer(self, name: str, *, minimum: int = 0) -> int | None:
         if self._map.get(name) is None:
@@ -79,6 +79,14 @@ class Fields:
         if len(set(items)) != len(items):
             raise self._error(f"{self._what}.{name} lists a name twice")
         return items
+
+
+def check_counter(value: object, what: str, error: type[EdgeGovError], *, minimum: int = 0) -> int:
+    """An integer from ``minimum`` to :data:`MAX_COUNTER`: the one bound on every version,
+    epoch, time, duration, sequence number and size read from outside (limits.py says why)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNTER:
+        raise error(f"{what} must be an integer from {minimum} to {MAX_COUNTER} (2^53-1)")
+    return value
 
 
 def check_name(value: object, what: str, error: type[EdgeGovError]) -> str:

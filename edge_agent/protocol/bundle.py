@@ -206,6 +206,8 @@ def _verify_signatures(data: bytes, root: TrustRoot, region: str) -> tuple[froze
             external_aad=external_aad(Role.POLICY, region),
             max_bytes=MAX_BUNDLE_BYTES,
         )
+    except cose.MalformedEnvelopeError as exc:
+        raise BundleFormatError(f"not a signed bundle: {exc.message}") from exc
     except EnvelopeError as exc:
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
     return verified.signer_ids, verified.payload

@@ -30,7 +30,8 @@ from urllib.parse import quote
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.merkle import HASH_SIZE, MAX_TREE_SIZE
+from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.merkle import HASH_SIZE
 
 __all__ = [
     "MAX_NOTE_BYTES",
@@ -76,7 +77,7 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not _is_line(self.origin):
             raise ValueError("a checkpoint origin is one non-empty line of printable text")
-        if isinstance(self.size, bool) or not 0 <= self.size <= MAX_TREE_SIZE:
+        if isinstance(self.size, bool) or not 0 <= self.size <= MAX_COUNTER:
             raise ValueError(f"tree size {self.size!r} is out of range")
         if not isinstance(self.root, bytes) or len(self.root) != HASH_SIZE:
             raise ValueError("a checkpoint root is a 32-byte SHA-256 hash")
@@ -92,12 +93,16 @@ def origin_for(device_id: str, key_epoch: int) -> str:
     ``/`` and two different devices or epochs never share an origin.
 
     Raises:
-        ValueError: empty device id, or an epoch that is not a positive integer.
+        ValueError: empty device id, or an epoch outside 1..``MAX_COUNTER``.
     """
     if not device_id:
         raise ValueError("a device id is not empty")
-    if isinstance(key_epoch, bool) or not isinstance(key_epoch, int) or key_epoch < 1:
-        raise ValueError(f"key epoch {key_epoch!r} is not a positive integer")
+    if (
+        isinstance(key_epoch, bool)
+        or not isinstance(key_epoch, int)
+        or not 0 < key_epoch <= MAX_COUNTER
+    ):
+        raise ValueError(f"key epoch {key_epoch!r} is not an integer from 1 to {MAX_COUNTER}")
     return f"{_ORIGIN_PREFIX}{quote(device_id, safe='')}/epoch/{key_epoch}"
 
 
@@ -128,8 +133,10 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     if len(lines) < 3 or not all(lines):
         raise LineageError("a checkpoint is three or more non-empty lines: origin, size, root")
     origin, size_line, root_line, *extensions = lines
-    if not _DECIMAL.fullmatch(size_line) or int(size_line) > MAX_TREE_SIZE:
+    if not _DECIMAL.fullmatch(size_line):
         raise LineageError(f"checkpoint tree size {size_line[:24]!r} is not a canonical decimal")
+    if int(size_line) > MAX_COUNTER:
+        raise LineageError(f"checkpoint tree size {size_line[:24]} is over {MAX_COUNTER} (2^53-1)")
     root = _decode_base64(root_line)
     if root is None or len(root) != HASH_SIZE:
         raise LineageError("checkpoint root is not the base64 of a 32-byte hash")

@@ -23,7 +23,10 @@ Invariants:
   through. Work is bounded by ``MAX_SIGNATURES`` times the number of keys.
 - The result names the *set* of distinct key ids whose signatures verified, so a repeated
   signature or key counts once. Thresholds are the caller's business.
-- Bad bytes only ever raise :class:`EnvelopeError`.
+- Bad bytes only ever raise :class:`EnvelopeError`; when the bytes are not a well-formed
+  envelope at all (steps 1-3: too large, not CBOR, wrong tag or shape, headers that break the
+  rules) it is the subclass :class:`MalformedEnvelopeError`, so callers can report a format
+  fault apart from a well-formed envelope whose content type or signatures do not verify.
 
 This module does not decode the payload, check any schema, count thresholds or know roles:
 callers pass the content type and ``external_aad`` (``roles.content_type``,
@@ -55,6 +58,7 @@ __all__ = [
     "SIGN1_TAG",
     "SIGN_TAG",
     "ContentType",
+    "MalformedEnvelopeError",
     "Signer",
     "Verified",
     "check_sign",
@@ -82,6 +86,10 @@ ContentType: TypeAlias = str | int
 
 _NAMES = {SIGN1_TAG: "COSE_Sign1 envelope", SIGN_TAG: "COSE_Sign envelope"}
 _ALG_NAMES = {-19: "Ed25519 (-19)", -8: "EdDSA (-8)"}
+
+
+class MalformedEnvelopeError(EnvelopeError):
+    """The bytes are not a well-formed COSE envelope: a format fault, not a signature one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,12 +365,14 @@ def peek_payload(data: bytes, *, max_bytes: int) -> bytes:
         EnvelopeError: too large, or not a well-formed ``COSE_Sign1``/``COSE_Sign``.
     """
     if len(data) > max_bytes:
-        raise EnvelopeError(f"signed object is {len(data)} bytes, over the {max_bytes}-byte limit")
+        raise MalformedEnvelopeError(
+            f"signed object is {len(data)} bytes, over the {max_bytes}-byte limit"
+        )
     if data[:1] == b"\xd2":
         return _parse(data, SIGN1_TAG, max_bytes).payload
     if data[:2] == b"\xd8\x62":
         return _parse(data, SIGN_TAG, max_bytes).payload
-    raise EnvelopeError("not a COSE_Sign1 (tag 18) or COSE_Sign (tag 98) signed object")
+    raise MalformedEnvelopeError("not a COSE_Sign1 (tag 18) or COSE_Sign (tag 98) signed object")
 
 
 def _check(
@@ -448,7 +458,18 @@ def _no_signer_message(
 
 
 def _parse(data: bytes, tag: int, max_bytes: int) -> _Envelope:
-    """Steps 1-3: size cap, strict decode, header rules. No signature is checked here."""
+    """Steps 1-3: size cap, strict decode, header rules. No signature is checked here.
+
+    Raises:
+        MalformedEnvelopeError: any of these steps fails.
+    """
+    try:
+        return _parse_structure(data, tag, max_bytes)
+    except EnvelopeError as exc:
+        raise MalformedEnvelopeError(exc.message) from exc
+
+
+def _parse_structure(data: bytes, tag: int, max_bytes: int) -> _Envelope:
     what = _NAMES[tag]
     items = dcbor.as_list(dcbor.decode_tagged(data, tag=tag, max_bytes=max_bytes, what=what), what)
     if len(items) != 4:

@@ -9,6 +9,7 @@ __all__ = [
     "MAX_BUNDLE_BYTES",
     "MAX_CBOR_DEPTH",
     "MAX_CBOR_ITEMS",
+    "MAX_COUNTER",
     "MAX_HEADER_BYTES",
     "MAX_INT",
     "MAX_REVOCATION_BYTES",
@@ -36,3 +37,17 @@ MAX_SIGNATURES = 16
 
 MIN_INT = -(2**63)
 MAX_INT = 2**64 - 1
+"""The integer range deterministic CBOR can carry at all (major types 0 and 1)."""
+
+MAX_COUNTER = 2**53 - 1
+"""Largest value of every counter field of a decoded object: versions, epochs, times (Unix
+seconds), durations (seconds), sequence numbers, tree sizes and byte counts; the smallest is 0.
+
+Why 2^53-1 and not the 2^64-1 CBOR allows: (1) both sides store these values in SQLite,
+whose integers are signed 64-bit, so anything at or past 2^63 cannot even be stored; (2) the
+sum of two bounded values (``issued_at + ttl``, ``hub_time + max_offline``) stays below 2^63;
+(3) ``--json`` output and the console are read by JavaScript and jq, whose numbers are IEEE
+doubles: 2^53-1 is the largest integer they hold exactly (``Number.MAX_SAFE_INTEGER``), so a
+kill epoch or version never prints as a neighbouring value. It is no practical limit: as Unix
+seconds it is 285 million years; as a counter bumped a million times a second, 285 years.
+"""

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
-from edge_agent.protocol._schema import Fields
+from edge_agent.protocol._schema import Fields, check_counter
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_REVOCATION_BYTES
@@ -126,14 +126,22 @@ def _parse(value: object) -> Revocation:
     except ValueError as exc:
         raise RevocationError(f"revocation.kind {kind_text!r} is unknown") from exc
     target = fields.name("value")
-    if kind is RevocationKind.BUNDLE and not target.isdigit():
-        raise RevocationError("a bundle revocation's value must be a version number")
+    if kind is RevocationKind.BUNDLE:
+        _check_bundle_version(target)
     reason = fields.raw("reason")
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
         raise RevocationError(f"revocation.reason must be text of at most {MAX_REASON_CHARS}")
     return Revocation(
         fields.integer("epoch", minimum=1), fields.integer("issued_at"), kind, target, reason
     )
+
+
+def _check_bundle_version(text: str) -> None:
+    """A bundle revocation names a version in plain decimal digits (no sign, no leading zero,
+    no non-ASCII digit ``int`` would read differently) within the counter bound."""
+    if not (text.isascii() and text.isdigit()) or text != str(int(text)):
+        raise RevocationError("a bundle revocation's value must be a version number")
+    check_counter(int(text), "a bundle revocation's version", RevocationError, minimum=1)
 
 
 def revocation_payload(revocation: Revocation) -> bytes:

@@ -153,6 +153,8 @@ def _verified_payload(data: bytes, signer: TrustRoot, whose: str) -> bytes:
             external_aad=external_aad(Role.ROOT, ""),
             max_bytes=MAX_ROOT_BYTES,
         )
+    except cose.MalformedEnvelopeError as exc:
+        raise RootError(f"not a trust root: {exc.message}") from exc
     except EnvelopeError as exc:
         raise RootError(f"trust root not signed by {whose} root keys: {exc.message}") from exc
     if len(verified.signer_ids) < role.threshold:
