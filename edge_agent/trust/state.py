@@ -246,7 +246,9 @@ def passed_deadline(state: TrustState, now: int) -> TrustState:
     passed bundle deadline only needs a new bundle or freshness token.
     """
     bundle = state.bundle
-    if bundle is None or now < state.floor.signed:
+    if bundle is None or (now < bundle.expires_at and bundle.max_offline is None):
+        return state
+    if now < state.floor.signed:
         return state
     deadlines = [bundle.expires_at]
     if bundle.max_offline is not None:
