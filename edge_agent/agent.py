@@ -54,9 +54,10 @@ from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
-from edge_agent.store import StateStore
-from edge_agent.trust.clock import TimeFloor, check_clock
+from edge_agent.store import StateStore, StoredState
+from edge_agent.trust.clock import check_clock
 from edge_agent.trust.gate import (
     Decision,
     GateCheck,
@@ -69,7 +70,11 @@ from edge_agent.trust.gate import (
 from edge_agent.trust.state import (
     LocalVerdict,
     TrustState,
+    check_admissible,
+    passed_deadline,
     revocation_applies,
+    rotated_roles,
+    with_active_bundle,
     with_attestation_result,
     with_bundle,
     with_freshness,
@@ -158,51 +163,28 @@ class LocalAgent:
 
     @classmethod
     def open(cls, state_dir: Path, lineage: LineageConfig | None = None) -> LocalAgent:
-        """Open ``state_dir`` and re-verify the root chain and the active bundle.
+        """Open ``state_dir`` and re-verify the root chain and everything signed under it.
 
         A root chain that fails verification is an error (nothing can be trusted); an active
-        bundle that fails verification leaves a state that denies with ``internal_error``.
+        bundle that does not verify under the newest root leaves a state that denies with
+        ``bundle_untrusted`` (as :meth:`install_root` does in a running agent).
 
         Raises:
             StateError: not initialised, unreadable, or its trust roots do not verify.
         """
         store = StateStore.open(state_dir)
         try:
-            stored = store.load()
-            root = _verify_root_chain(stored.roots)
+            state = _load_state(store.load(), state_dir)
         except EdgeGovError as exc:
             store.close()
             raise StateError(f"the agent state in {state_dir} does not verify: {exc}") from exc
-        state = TrustState(device=stored.identity, root=root, floor=TimeFloor(stored.time_floor))
-        if stored.active_bundle is not None:
-            try:
-                bundle = verify_bundle(
-                    stored.active_bundle,
-                    root=root,
-                    device=stored.identity,
-                    installed=None,
-                    now=None,
-                )
-                state = TrustState(stored.identity, root, bundle, state.floor)
-            except BundleError as exc:
-                logger.error("installed bundle failed re-verification: %s", exc)
-                state = TrustState(
-                    stored.identity,
-                    root,
-                    None,
-                    state.floor,
-                    fault=f"the installed bundle failed verification: {exc}",
-                )
-        state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
-        state = replace(state, announced_epoch=stored.announced_epoch)
-        state = _restore_freshness(state, stored.freshness)
-        state = _restore_attestation(state, state_dir)
+        stored_device = state.device
         try:
             key = load_device_key(state_dir)
         except EdgeGovError as exc:
             store.close()
             raise StateError(f"the device key in {state_dir} cannot be used: {exc}") from exc
-        log = LineageLog.open(state_dir, stored.identity.device_id, config=lineage)
+        log = LineageLog.open(state_dir, stored_device.device_id, config=lineage)
         return cls(store, state, log, key)
 
     @property
@@ -231,7 +213,9 @@ class LocalAgent:
         """Verify ``data`` and make it the active bundle; on any failure nothing changes.
 
         The expiry check uses the later of the wall clock and the trusted floor: time is at
-        least the floor even when the wall clock is behind it.
+        least the floor even when the wall clock is behind it. A bundle issued too far ahead
+        of that time, or older than the newest freshness token names, is refused
+        (:func:`~edge_agent.trust.state.check_admissible`).
 
         Raises:
             BundleError: the bundle was refused; the installed one stays.
@@ -246,6 +230,8 @@ class LocalAgent:
                 installed=self.state.installed,
                 now=now,
             )
+            if not bundle.unchanged:
+                check_admissible(self.state, bundle, now)
         except BundleError as exc:
             logger.warning("bundle rejected: code=%s %s", exc.code, exc)
             self._transition(Kind.BUNDLE_REJECTED, wall, False, exc.code, str(exc))
@@ -258,7 +244,7 @@ class LocalAgent:
             data=data,
             digest=bundle.digest,
             version=bundle.version,
-            time_floor=new_state.floor.seconds,
+            floor=new_state.floor,
             now=wall,
         )
         self.state = new_state
@@ -284,23 +270,51 @@ class LocalAgent:
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
         """Rotate to the next trust root; on any failure nothing changes.
 
+        As in TUF, an expired root is still a valid link in the chain: it is installed, and
+        the gate denies ``root_expired`` until a newer root is. Then everything signed under
+        the old root is verified again under the new one, as :meth:`open` would: a rotated
+        role's time mark (and for the freshness role its kill epoch and pin) is dropped, and
+        revocations and freshness tokens that no longer verify are deleted. An installed
+        bundle that no longer verifies makes the gate deny ``bundle_untrusted``.
+
         Raises:
-            RootError: not signed by both thresholds, not exactly the next version, or expired.
+            RootError: not signed by both thresholds, or not exactly the next version.
             StateError: the new root could not be written.
         """
-        now = max(wall, self.state.floor.seconds)
+        old = self.state
         try:
-            root = verify_root_update(self.state.root, data, now=now)
+            root = verify_root_update(old.root, data, now=None)
         except RootError as exc:
             logger.warning("trust root rejected: code=%s %s", exc.code, exc)
             self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
             raise
-        new_state = with_root(self.state, root)
+        new_state = with_root(old, root)
+        rotated = rotated_roles(old.root, root)
+        stored = self.store.load()
         self.store.install_root(
-            data=root.raw, version=root.version, time_floor=new_state.floor.seconds, now=wall
+            data=root.raw,
+            version=root.version,
+            floor=new_state.floor,
+            rotated=rotated,
+            announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
+            void_revocations=_void_revocations(stored, new_state),
+            void_tokens=_void_tokens(stored, new_state),
+            now=wall,
         )
-        self.state = new_state
-        logger.info("trust root rotated to version %d", root.version)
+        self.state = _load_state(self.store.load(), self.store.path.parent)
+        if self.state.distrusted is not None and old.distrusted is None:
+            logger.warning("decisions deny bundle_untrusted: %s", self.state.distrusted.why)
+        if old.attestation_result is not None and self.state.attestation_result is None:
+            self._save_attestation(self.state)
+        expired = max(wall, self.state.floor.seconds) >= root.expires_at
+        logger.info(
+            "trust root rotated to version %d (rotated roles: %s)%s",
+            root.version,
+            ", ".join(sorted(rotated)) or "none",
+            "; it has expired: decisions deny root_expired until a newer root is installed"
+            if expired
+            else "",
+        )
         self._transition(
             Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
         )
@@ -331,7 +345,7 @@ class LocalAgent:
             epoch=revocation.epoch,
             applied=applies,
             seen_epoch=new_state.seen_epoch,
-            time_floor=new_state.floor.seconds,
+            floor=new_state.floor,
             now=wall,
         )
         self.state = new_state
@@ -357,8 +371,8 @@ class LocalAgent:
     def install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
         """Verify a freshness token and apply it: signed time, kill epoch, ``max_offline``.
 
-        Only a token pinning the active bundle is persisted (so a restart keeps it); others
-        still advance the time floor.
+        A token pinning the active bundle is persisted (so a restart keeps it), and so is one
+        naming a newer bundle than any before (the pin); others still advance the time floor.
 
         Raises:
             FreshnessError: not signed by a freshness key, malformed, or expired.
@@ -376,20 +390,23 @@ class LocalAgent:
         new_state = with_freshness(self.state, token)
         pins_ours = new_state.fresh_time != self.state.fresh_time
         announced = new_state.announced_epoch != self.state.announced_epoch
-        if pins_ours or announced or new_state.floor != self.state.floor:
+        pinned = new_state.pin != self.state.pin
+        if pins_ours or announced or pinned or new_state.floor != self.state.floor:
             self.store.record_freshness(
                 data=data if pins_ours else None,
-                time_floor=new_state.floor.seconds,
+                floor=new_state.floor,
                 announced_epoch=new_state.announced_epoch,
+                pin=data if pinned else None,
             )
         self.state = new_state
         return token
 
     def observe_clock(self, wall: int) -> bool:
-        """Check the wall clock against the trusted floor and log a change of verdict
-        (``clock_untrusted`` / ``clock_restored``); return whether it is trusted now."""
+        """Check the wall clock against the trusted floor, record the signed deadlines it
+        has passed (the observed floor) and log a change of verdict (``clock_untrusted`` /
+        ``clock_restored``); return whether it is trusted now."""
         try:
-            check_clock(wall, self.state.floor)
+            self._observe(check_clock(wall, self.state.floor))
         except ClockError as exc:
             if self._clock_trusted:
                 logger.error("clock untrusted: %s", exc)
@@ -413,6 +430,7 @@ class LocalAgent:
         """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
         is returned, or it is replaced by a deny with ``lineage_unavailable``."""
         decision = decide(self.state, request, wall)
+        self._observe(decision.time)
         if self.lineage is None:
             return lineage_unavailable(decision, "the lineage is not open")
         decision, self.last_seq = self.lineage.record_decision(decision)
@@ -423,11 +441,25 @@ class LocalAgent:
         resolves once the decision is durable (group commit with every other decision in
         flight), or to the deny that replaces it. Call it on the loop."""
         decision = decide(self.state, request, wall)
+        self._observe(decision.time)
         if self.lineage is None:
             unlogged: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
             unlogged.set_result(lineage_unavailable(decision, "the lineage is not open"))
             return unlogged
         return self.lineage.record_decision_soon(decision)
+
+    def _observe(self, now: int) -> None:
+        """Raise the observed floor to the signed deadlines trusted ``now`` has passed, and
+        persist it when it moved (once per deadline: the decision path stays O(1))."""
+        observed = passed_deadline(self.state, now)
+        if observed is self.state:
+            return
+        self.state = observed
+        logger.info("observed floor raised to %d", observed.floor.observed)
+        try:
+            self.store.record_floor(observed.floor)
+        except StateError as exc:
+            logger.error("observed floor not recorded: %s", exc)
 
     # --- attestation ---------------------------------------------------------------------
 
@@ -524,7 +556,7 @@ class LocalAgent:
         new_state = with_attestation_result(self.state, result)
         self._save_attestation(new_state)
         if new_state.floor != self.state.floor:
-            self.store.record_freshness(data=None, time_floor=new_state.floor.seconds)
+            self.store.record_freshness(data=None, floor=new_state.floor)
         del self._answered[result.nonce]
         self.state = new_state
         logger.info(
@@ -610,6 +642,51 @@ class LocalAgent:
             return str(Reason.LINEAGE_UNAVAILABLE)
         failed = [c for c in self.checks(wall) if not c.passed]
         return str(failed[0].reason) if failed else "open"
+
+
+def _load_state(stored: StoredState, state_dir: Path) -> TrustState:
+    """The trust state ``stored`` holds, every object verified again under its newest root.
+
+    Raises:
+        EdgeGovError: the root chain does not verify.
+    """
+    root = _verify_root_chain(stored.roots)
+    state = TrustState(device=stored.identity, root=root, floor=stored.floor)
+    if stored.active_bundle is not None:
+        state = with_active_bundle(state, stored.active_bundle, stored.active_version)
+        if state.distrusted is not None:
+            logger.debug("decisions deny bundle_untrusted: %s", state.distrusted.why)
+    state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
+    state = replace(state, announced_epoch=stored.announced_epoch)
+    state = _restore_freshness(state, stored.freshness)
+    state = _restore_freshness(state, stored.pin)
+    return _restore_attestation(state, state_dir)
+
+
+def _void_revocations(stored: StoredState, state: TrustState) -> tuple[int, ...]:
+    """Epochs of stored revocations that do not verify under ``state.root`` (their revoke
+    key was rotated away: rotating it voids what it signed)."""
+    void = []
+    for epoch, data in zip(stored.revocation_epochs, stored.revocations, strict=True):
+        try:
+            verify_revocation(data, root=state.root, region=state.device.region, last_epoch=0)
+        except RevocationError:
+            void.append(epoch)
+    return tuple(void)
+
+
+def _void_tokens(stored: StoredState, state: TrustState) -> tuple[str, ...]:
+    """Which stored freshness tokens (``freshness``, ``pin``) do not verify under
+    ``state.root``."""
+    void = []
+    for key, data in (("freshness", stored.freshness), ("pin", stored.pin)):
+        if data is None:
+            continue
+        try:
+            verify_freshness(data, root=state.root, region=state.device.region, now=0)
+        except FreshnessError:
+            void.append(key)
+    return tuple(void)
 
 
 def _restore_revocations(state: TrustState, stored: tuple[bytes, ...], seen: int) -> TrustState:

@@ -107,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     root = commands.add_parser("root", help="trust roots").add_subparsers(
         dest="root_command", required=True, metavar="COMMAND"
     )
-    root_install = root.add_parser("install", parents=[common], help="rotate to the next root")
-    root_install.add_argument("file")
+    root_install = root.add_parser(
+        "install", parents=[common], help="rotate to the next root(s), in version order"
+    )
+    root_install.add_argument("file", nargs="+", help="root files, oldest version first")
     root_install.set_defaults(handler=_cmd_root_install)
 
     decide = commands.add_parser("decide", parents=[common], help="decide one request")
@@ -190,10 +192,20 @@ def _cmd_bundle_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_root_install(args: argparse.Namespace) -> int:
-    data = read_bounded(args.file, MAX_ROOT_BYTES, "trust root")
+    """Install each root in turn; an expired one is a valid link (TUF), but if the last one
+    installed has expired the device denies ``root_expired`` until a newer one is."""
+    roots = [read_bounded(f, MAX_ROOT_BYTES, "trust root") for f in args.file]
     with LocalAgent.open(args.state_dir) as agent:
-        root = agent.install_root(data, wall_clock())
-    print(f"trust root version {root.version} installed")
+        for data in roots:
+            root = agent.install_root(data, wall_clock())
+            print(f"trust root version {root.version} installed")
+        now = max(wall_clock(), agent.state.floor.seconds)
+    if now >= root.expires_at:
+        print(
+            f"warning: trust root version {root.version} has expired; every decision denies "
+            f"(root_expired) until trust root version {root.version + 1} or later is installed",
+            file=sys.stderr,
+        )
     return 0
 
 

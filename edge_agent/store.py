@@ -2,8 +2,11 @@
 
 Holds the pinned trust roots (every version, so the chain can be re-verified), every bundle
 ever installed (by digest, so any logged decision can be replayed), which bundle is active,
-the device identity, the trusted-time floor, every applied revocation, the newest freshness
-token pinning the active bundle, and the broker settings of ``edge-agent init``. Every
+the device identity, the trusted-time floor (one mark per signing role, ``floor:<role>``,
+the observed floor ``floor:observed``, and ``time_floor``, a floor of no known source kept
+from before marks existed), every applied revocation, the newest freshness token pinning the
+active bundle, the freshness token naming the newest bundle (the pin), and the broker
+settings of ``edge-agent init``. Every
 change is one transaction; only verified objects are written. The store does not verify
 anything itself: it hands bytes to the pure core and stores what the core accepted.
 sqlite3 errors stay in this module.
@@ -21,6 +24,8 @@ from pathlib import Path
 from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.protocol.roles import HUB_ROLES, Role
+from edge_agent.trust.clock import TimeFloor
 
 __all__ = ["DB_NAME", "StateStore", "StoredState"]
 
@@ -28,6 +33,8 @@ DB_NAME = "state.db"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
 MAX_IDENTITY_BYTES = 4096
+_MARKS = {role: f"floor:{role}" for role in HUB_ROLES}
+_OBSERVED = "floor:observed"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -63,11 +70,16 @@ class StoredState:
     identity: DeviceIdentity
     roots: tuple[bytes, ...]
     active_bundle: bytes | None
-    time_floor: int
+    floor: TimeFloor
     revocations: tuple[bytes, ...] = ()
     seen_epoch: int = 0
     announced_epoch: int = 0
     freshness: bytes | None = None
+    active_version: int = 0
+    revocation_epochs: tuple[int, ...] = ()
+    """The epoch of each of ``revocations``, in the same order."""
+    pin: bytes | None = None
+    """The freshness token naming the newest bundle (see ``TrustState.pin``)."""
 
 
 class StateStore:
@@ -175,38 +187,46 @@ class StateStore:
                 meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
                 roots = self._db.execute("SELECT data FROM roots ORDER BY version").fetchall()
                 active = self._db.execute(
-                    "SELECT b.data FROM active a JOIN bundles b ON b.digest = a.digest"
+                    "SELECT b.data, b.version FROM active a JOIN bundles b ON b.digest = a.digest"
                 ).fetchone()
                 revocations = self._db.execute(
-                    "SELECT data FROM revocations ORDER BY epoch"
+                    "SELECT epoch, data FROM revocations ORDER BY epoch"
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
-        floor = meta.get("time_floor")
-        seen_epoch = meta.get("seen_epoch", 0)
-        announced_epoch = meta.get("announced_epoch", 0)
-        freshness = meta.get("freshness")
+        numbers = {
+            key: meta.get(key, 0)
+            for key in ("time_floor", "seen_epoch", "announced_epoch", _OBSERVED, *_MARKS.values())
+        }
+        tokens = (meta.get("freshness"), meta.get("pin"))
         if (
-            not isinstance(floor, int)
-            or not isinstance(seen_epoch, int)
-            or not isinstance(announced_epoch, int)
-            or not (freshness is None or isinstance(freshness, bytes))
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers.values())
+            or not all(t is None or isinstance(t, bytes) for t in tokens)
+            or "time_floor" not in meta
             or not roots
         ):
             raise StateError(f"the agent state database {self.path} is damaged")
+        floor = TimeFloor(
+            base=numbers["time_floor"],
+            marks=tuple((role, numbers[key]) for role, key in _MARKS.items() if key in meta),
+            observed=numbers[_OBSERVED],
+        )
         return StoredState(
             identity=_decode_identity(meta.get("identity")),
             roots=tuple(_blob(r[0]) for r in roots),
             active_bundle=_blob(active[0]) if active else None,
-            time_floor=floor,
-            revocations=tuple(_blob(r[0]) for r in revocations),
-            seen_epoch=seen_epoch,
-            announced_epoch=announced_epoch,
-            freshness=freshness,
+            floor=floor,
+            revocations=tuple(_blob(r[1]) for r in revocations),
+            revocation_epochs=tuple(int(r[0]) for r in revocations),
+            seen_epoch=numbers["seen_epoch"],
+            announced_epoch=numbers["announced_epoch"],
+            freshness=tokens[0],
+            active_version=active[1] if active else 0,
+            pin=tokens[1],
         )
 
     def record_revocation(
-        self, *, data: bytes, epoch: int, applied: bool, seen_epoch: int, time_floor: int, now: int
+        self, *, data: bytes, epoch: int, applied: bool, seen_epoch: int, floor: TimeFloor, now: int
     ) -> None:
         """Record a verified revocation (kept when ``applied``), its epoch and signed time.
 
@@ -215,7 +235,7 @@ class StateStore:
         """
         statements: list[tuple[str, tuple[object, ...]]] = [
             *self._meta_update("seen_epoch", seen_epoch),
-            *self._floor_update(time_floor),
+            *self._floor_update(floor),
         ]
         if applied:
             statements.append(
@@ -227,15 +247,21 @@ class StateStore:
         self._write(statements, durable=applied)
 
     def record_freshness(
-        self, *, data: bytes | None, time_floor: int, announced_epoch: int = 0
+        self,
+        *,
+        data: bytes | None,
+        floor: TimeFloor,
+        announced_epoch: int = 0,
+        pin: bytes | None = None,
     ) -> None:
-        """Keep ``data`` as the freshness token pinning the active bundle (when given), the
-        highest kill epoch tokens announced, and raise the time floor.
+        """Keep ``data`` as the freshness token pinning the active bundle (when given),
+        ``pin`` as the token naming the newest bundle (when given), the highest kill epoch
+        tokens announced, and raise the time floor.
 
         Raises:
             StateError: the write failed; nothing changed.
         """
-        statements = self._floor_update(time_floor)
+        statements = self._floor_update(floor)
         statements.append(
             (
                 "INSERT INTO meta (key, value) VALUES ('announced_epoch', ?) "
@@ -245,7 +271,18 @@ class StateStore:
         )
         if data is not None:
             statements.extend(self._meta_update("freshness", data))
+        if pin is not None:
+            statements.extend(self._meta_update("pin", pin))
         self._write(statements, durable=False)
+
+    def record_floor(self, floor: TimeFloor) -> None:
+        """Raise the stored time floor to ``floor`` (durably: an observed deadline must
+        survive a power cut, or an expired bundle could come back).
+
+        Raises:
+            StateError: the write failed; nothing changed.
+        """
+        self._write(self._floor_update(floor))
 
     def get_setting(self, key: str) -> str | None:
         """A text setting recorded by ``edge-agent init`` (for example the broker URL)."""
@@ -258,7 +295,7 @@ class StateStore:
         return row[0] if row and isinstance(row[0], str) else None
 
     def install_bundle(
-        self, *, data: bytes, digest: bytes, version: int, time_floor: int, now: int
+        self, *, data: bytes, digest: bytes, version: int, floor: TimeFloor, now: int
     ) -> None:
         """Record ``data`` as the active bundle and raise the time floor, in one transaction.
 
@@ -278,12 +315,28 @@ class StateStore:
                     (digest,),
                 ),
                 ("DELETE FROM meta WHERE key = 'freshness'", ()),
-                *self._floor_update(time_floor),
+                *self._floor_update(floor),
             ]
         )
 
-    def install_root(self, *, data: bytes, version: int, time_floor: int, now: int) -> None:
-        """Record root ``version`` (already verified as the next one), in one transaction.
+    def install_root(
+        self,
+        *,
+        data: bytes,
+        version: int,
+        floor: TimeFloor,
+        rotated: frozenset[Role],
+        announced_epoch: int | None,
+        void_revocations: tuple[int, ...],
+        void_tokens: tuple[str, ...],
+        now: int,
+    ) -> None:
+        """Record root ``version`` (already verified as the next one), in one transaction,
+        with what the rotation voids: the time marks of the ``rotated`` roles, the
+        revocations of epochs ``void_revocations`` and the freshness tokens named in
+        ``void_tokens`` (``"freshness"``, ``"pin"``) no longer verify; the announced kill
+        epoch is set to ``announced_epoch`` when given (the freshness role was rotated: what its
+        old key announced no longer counts).
 
         Raises:
             StateError: the write failed (or that version is already stored); nothing changed.
@@ -294,7 +347,15 @@ class StateStore:
                     "INSERT INTO roots (version, data, installed_at) VALUES (?, ?, ?)",
                     (version, data, now),
                 ),
-                *self._floor_update(time_floor),
+                *(("DELETE FROM meta WHERE key = ?", (_MARKS[role],)) for role in sorted(rotated)),
+                *(("DELETE FROM revocations WHERE epoch = ?", (e,)) for e in void_revocations),
+                *(("DELETE FROM meta WHERE key = ?", (key,)) for key in void_tokens),
+                *(
+                    self._meta_update("announced_epoch", announced_epoch)
+                    if announced_epoch is not None
+                    else []
+                ),
+                *self._floor_update(floor),
             ]
         )
 
@@ -319,12 +380,18 @@ class StateStore:
         ]
 
     @staticmethod
-    def _floor_update(time_floor: int) -> list[tuple[str, tuple[object, ...]]]:
+    def _floor_update(floor: TimeFloor) -> list[tuple[str, tuple[object, ...]]]:
+        """Raise each stored mark to ``floor``'s (never lower one: another process may have
+        raised it meanwhile)."""
+        values = [(_MARKS[role], seconds) for role, seconds in floor.marks]
+        values.append((_OBSERVED, floor.observed))
         return [
             (
-                "UPDATE meta SET value = max(value, ?) WHERE key = 'time_floor'",
-                (time_floor,),
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (key, seconds),
             )
+            for key, seconds in values
         ]
 
     def _write(

@@ -25,7 +25,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.sync.cli import status_line
 from edge_agent.sync.config import SyncConfig
-from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.daemon import AgentDaemon, _message_digest
 from edge_agent.sync.mqtt import BrokerSettings, Incoming
 from edge_agent.trust.gate import Reason
 from tests.factory import DAY, DEVICE, NOW, HubSim
@@ -195,6 +195,21 @@ def test_roots_arriving_out_of_order_are_installed_in_version_order(
     assert daemon.agent.state.root.version == 1
     _send(daemon, f"{BASE}/root/2", hub.root_bytes(version=2))
     assert daemon.agent.state.root.version == 3
+
+
+def test_a_buffered_forged_root_is_refused_under_its_own_topic(
+    daemon: AgentDaemon, hub: HubSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = HubSim(root_keys=[PrivateKey.generate()] * 3).root_bytes(version=3)
+    genuine = hub.root_bytes(version=2)
+    _send(daemon, f"{BASE}/root/3", forged)
+    with caplog.at_level("WARNING", logger="edge_agent.sync.daemon"):
+        _send(daemon, f"{BASE}/root/2", genuine)
+    assert daemon.agent.state.root.version == 2
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and f"{BASE}/root/3" in refusals[0], refusals
+    assert _message_digest(f"{BASE}/root/2", genuine) not in daemon._rejected
+    assert _message_digest(f"{BASE}/root/3", forged) in daemon._rejected
 
 
 def test_topic_names_refuse_wildcards_and_separators() -> None:

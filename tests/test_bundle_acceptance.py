@@ -417,8 +417,8 @@ def test_bundle_database_edited_on_disk_denies(tmp_path: Path) -> None:
     with LocalAgent.open(tmp_path / "state") as reopened:
         decision = reopened.decide(CAMERA, NOW)
     assert not decision.allowed
-    assert decision.reason == "internal_error"
-    assert "verification" in decision.message
+    assert decision.reason == "bundle_untrusted"
+    assert "does not verify" in decision.message
 
 
 @pytest.mark.parametrize(

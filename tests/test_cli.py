@@ -210,6 +210,7 @@ def test_status_shows_version_signer_expiry_and_checks(
     assert [c["check"] for c in report["checks"]] == [
         "state",
         "clock",
+        "root",
         "bundle",
         "expiry",
         "attestation",

@@ -65,7 +65,7 @@ def test_max_offline_denies_before_the_ttl() -> None:
 def test_clock_set_back_past_the_floor_denies(back: int) -> None:
     state = _state()
     issued_at = NOW - 60
-    assert state.floor == TimeFloor(issued_at - SIGNED_TIME_SKEW_S)
+    assert state.floor.signed == issued_at - SIGNED_TIME_SKEW_S
     decision = decide(state, CAMERA, issued_at - back)
     assert (decision.allowed, decision.reason) == (False, Reason.CLOCK_UNTRUSTED)
 
@@ -136,6 +136,7 @@ def test_check_report_names_every_failing_check() -> None:
     assert report == {
         "state": True,
         "clock": True,
+        "root": True,
         "bundle": True,
         "expiry": False,
         "attestation": True,

@@ -102,6 +102,15 @@ def test_bytes_that_are_no_envelope_are_called_not_a_trust_root(data: bytes) -> 
     assert refused.value.message.startswith("not a trust root"), refused.value
 
 
+def test_an_expired_root_is_still_a_link_in_the_chain() -> None:
+    """TUF: N+1 is checked against N's thresholds and its own, not its expiry (the agent
+    passes ``now=None``; the gate judges only the newest root's expiry)."""
+    sim = HubSim()
+    current = verify_trusted_root(sim.root_bytes(), now=NOW)
+    expired = _next(sim, sim.root_keys + NEW_KEYS, issued_at=NOW - 3 * DAY, expires_at=NOW - DAY)
+    assert verify_root_update(current, expired, now=None).version == 2
+
+
 def test_rotated_root_persists_and_new_policy_key_takes_over(tmp_path: Path) -> None:
     sim = HubSim()
     init_state_dir(tmp_path, DEVICE, sim.root_bytes(), NOW)

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import Attestor
-from edge_agent.errors import EdgeGovError, LineageError, StateError, TransportError
+from edge_agent.errors import EdgeGovError, LineageError, RootError, StateError, TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import with_quote
 from edge_agent.protocol.shipping import (
@@ -92,7 +92,8 @@ class AgentDaemon:
         """Digest of the payload last applied per retained trust topic: the broker sends
         every retained message again on each reconnect and hub restart, and verifying the
         same signed bytes again would change nothing."""
-        self._pending_roots: dict[int, bytes] = {}
+        self._pending_roots: dict[int, tuple[str, bytes]] = {}
+        """Roots waiting for their predecessor, by version: (topic, payload)."""
         self._acked = asyncio.Event()
         self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
         self._reported: DeviceStatus | None = None
@@ -203,7 +204,7 @@ class AgentDaemon:
         """Apply one incoming message; never raises for bad input (it is logged)."""
         if not message.payload:
             return
-        digest = hashlib.sha256(message.topic.encode() + b"\0" + message.payload).digest()
+        digest = _message_digest(message.topic, message.payload)
         if digest in self._rejected:
             return
         kind = _topic_kind(message.topic)
@@ -261,23 +262,47 @@ class AgentDaemon:
 
     def _apply_root(self, topic: str, data: bytes, wall: int) -> bool:
         """Roots arrive retained in any order; install them one version at a time (the
-        version in the topic only routes: verification checks the signed one)."""
+        version in the topic only routes: verification checks the signed one).
+
+        A buffered root that turns out to be refused is logged and remembered under its own
+        topic, never under the message that let it be tried; only this message's own root
+        failing is raised (and so attributed to this message by :meth:`handle`).
+
+        Raises:
+            RootError: this message's root was refused.
+        """
         label = topic.rsplit("/", 1)[-1]
         if not label.isdigit() or int(label) <= self.agent.state.root.version:
             return False
         version = int(label)
-        self._pending_roots[version] = data
+        self._pending_roots[version] = (topic, data)
         while len(self._pending_roots) > MAX_PENDING_ROOTS:
             del self._pending_roots[max(self._pending_roots)]
         changed = False
+        refused: RootError | None = None
+        buffered_refused: list[bytes] = []
         while (nxt := self._pending_roots.pop(self.agent.state.root.version + 1, None)) is not None:
-            self.agent.install_root(nxt, wall)
+            nxt_topic, nxt_data = nxt
+            try:
+                self.agent.install_root(nxt_data, wall)
+            except RootError as exc:
+                if (nxt_topic, nxt_data) == (topic, data):
+                    refused = exc
+                else:
+                    logger.warning("refused root from %s: %s", nxt_topic, exc)
+                    buffered_refused.append(_message_digest(nxt_topic, nxt_data))
+                break
             changed = True
         if changed:
             current = self.agent.state.root.version
             self._pending_roots = {v: d for v, d in self._pending_roots.items() if v > current}
             # Objects refused under the old root may verify under the new one.
             self._rejected.clear()
+            self.changed.set()
+        for digest in buffered_refused:
+            self._remember_rejection(digest)
+        if refused is not None:
+            raise refused
         return changed
 
     def _apply_ack(self, data: bytes) -> None:
@@ -451,6 +476,11 @@ class AgentDaemon:
             lineage_size=lineage.size if lineage else 0,
             acked=lineage.acknowledged if lineage else 0,
         )
+
+
+def _message_digest(topic: str, payload: bytes) -> bytes:
+    """What a message is remembered by (applied or refused): its topic and payload."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).digest()
 
 
 def _untimed(status: DeviceStatus) -> DeviceStatus:

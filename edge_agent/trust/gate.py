@@ -2,7 +2,10 @@
 
 The checks run in a fixed order (DESIGN.md section 3) and the first that fails decides.
 ``decide`` is a pure function of (state, request, now): the same inputs give the same
-decision and the same decision digest in every process. Any unexpected exception becomes a
+decision and the same decision digest in every process. Every check, and the decision's
+``time``, use trusted now: the wall clock, or the observed floor when the wall clock is
+behind it but not behind the signed floor (:func:`edge_agent.trust.clock.trusted_now`), so
+a deadline once seen to pass stays passed. Any unexpected exception becomes a
 deny with ``internal_error``: there is no path from a bug to an allow.
 
 The lineage check (``lineage_unavailable``) belongs to the shell, which must write the
@@ -23,7 +26,7 @@ from edge_agent.policy.engine import Request, evaluate
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
-from edge_agent.trust.clock import check_clock
+from edge_agent.trust.clock import check_clock, trusted_now
 from edge_agent.trust.state import TrustState
 
 __all__ = [
@@ -48,6 +51,11 @@ class Reason(StrEnum):
     FRESHNESS_EXPIRED = "freshness_expired"
     """No freshness token from the hub pinned the bundle within its ``max_offline``."""
     CLOCK_UNTRUSTED = "clock_untrusted"
+    ROOT_EXPIRED = "root_expired"
+    """The newest installed trust root has expired: a newer one must be installed."""
+    BUNDLE_UNTRUSTED = "bundle_untrusted"
+    """The installed bundle does not verify under the current trust root (its keys were
+    rotated or narrowed): a bundle signed for that root must be installed."""
     ATTESTATION_FAILED = "attestation_failed"
     ATTESTATION_STALE = "attestation_stale"
     REVOKED = "revoked"
@@ -122,7 +130,20 @@ def _check_clock(state: TrustState, now: int) -> _Failure | None:
     return None
 
 
+def _check_root(state: TrustState, now: int) -> _Failure | None:
+    root = state.root
+    if now >= root.expires_at:
+        return (
+            Reason.ROOT_EXPIRED,
+            f"trust root version {root.version} expired {now - root.expires_at} s ago; "
+            f"install trust root version {root.version + 1} or later",
+        )
+    return None
+
+
 def _check_bundle(state: TrustState, now: int) -> _Failure | None:
+    if state.distrusted is not None:
+        return Reason.BUNDLE_UNTRUSTED, state.distrusted.why
     if state.bundle is None:
         return Reason.NO_BUNDLE, "no valid policy bundle is installed"
     return None
@@ -223,6 +244,7 @@ def _check_revocation(state: TrustState, now: int) -> _Failure | None:
 _CHECKS: tuple[tuple[str, _Check], ...] = (
     ("state", _check_fault),
     ("clock", _check_clock),
+    ("root", _check_root),
     ("bundle", _check_bundle),
     ("expiry", _check_expiry),
     ("attestation", attestation_failure),
@@ -231,9 +253,10 @@ _CHECKS: tuple[tuple[str, _Check], ...] = (
 
 
 def decide(state: TrustState, request: Request, now: int) -> Decision:
-    """Decide ``request`` at ``now`` (Unix seconds): allow only if every check holds."""
+    """Decide ``request`` at wall-clock time ``now`` (Unix seconds): allow only if every
+    check holds. The decision's ``time`` is trusted now (module docstring)."""
     try:
-        return _decide(state, request, now)
+        return _decide(state, request, trusted_now(now, state.floor))
     except Exception as exc:
         logger.exception("gate failed unexpectedly; denying")
         return Decision(
@@ -285,7 +308,8 @@ def lineage_unavailable(decision: Decision, why: str) -> Decision:
 
 
 def check_report(state: TrustState, now: int) -> tuple[GateCheck, ...]:
-    """Every gate check's verdict at ``now``, in gate order (for ``status``)."""
+    """Every gate check's verdict at wall-clock time ``now``, in gate order (for ``status``)."""
+    now = trusted_now(now, state.floor)
     report = []
     for name, check in _CHECKS:
         failure = check(state, now)

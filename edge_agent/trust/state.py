@@ -9,6 +9,16 @@ against the installed bundle's expectations) and the last verified result of the
 verifier. A failing local verdict drops the hub's result: after a mismatch, only a fresh
 challenge answered with the restored state brings the device back.
 
+Rotation (TUF's fast-forward recovery): a new root that rotates a role's keys drops what
+only that role vouched for: its mark on the time floor, and for the freshness role also the
+kill epoch it announced and the bundle it pinned. The installed bundle is verified again
+under the new root; one that no longer verifies is kept only as a rollback reference
+(``distrusted``) and the gate denies ``bundle_untrusted`` until a new bundle is installed.
+
+Pin: the newest verified freshness token names the bundle the hub holds current (version and
+digest). A bundle older than that, or of that version with other bytes, is refused even
+when it is newer than the installed one: a replayed old bundle cannot undo a withdrawal.
+
 Revocations: each epoch is applied once. A device/group/region revocation issued before the
 installed bundle was issued is already lifted and changes nothing when it arrives (again);
 one for another device or group only raises ``seen_epoch``. Epochs may arrive out of order
@@ -17,19 +27,33 @@ one for another device or group only raises ``seen_epoch``. Epochs may arrive ou
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
+from edge_agent.errors import BundleError
 from edge_agent.protocol.attestation import AttestationResult
-from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle
+from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle, verify_bundle
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.revocation import Revocation, RevocationKind
+from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.trust.clock import TimeFloor, advance_floor
+from edge_agent.trust.clock import (
+    SIGNED_TIME_SKEW_S,
+    TimeFloor,
+    advance_floor,
+    observe_deadline,
+    without_roles,
+)
 
 __all__ = [
+    "DistrustedBundle",
     "LocalVerdict",
     "TrustState",
+    "check_admissible",
+    "passed_deadline",
     "revocation_applies",
+    "rotated_roles",
+    "with_active_bundle",
     "with_attestation_result",
     "with_bundle",
     "with_freshness",
@@ -58,6 +82,16 @@ class LocalVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class DistrustedBundle:
+    """The installed bundle when it no longer verifies under the current root: it decides
+    nothing, but still bounds which versions may follow it (no rollback)."""
+
+    version: int
+    digest: bytes
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class TrustState:
     """Everything the gate needs besides the request and ``now``.
 
@@ -81,12 +115,18 @@ class TrustState:
     """The last local measurement's verdict (``None``: not measured in this state)."""
     attestation_result: AttestationResult | None = None
     """The last verified result of the hub's verifier for this device."""
+    distrusted: DistrustedBundle | None = None
+    """The installed bundle, when it does not verify under ``root`` (``bundle`` is None)."""
+    pin: InstalledRef | None = None
+    """The newest bundle a verified freshness token named current (version and digest)."""
 
     @property
     def installed(self) -> InstalledRef | None:
-        if self.bundle is None:
-            return None
-        return InstalledRef(self.bundle.version, self.bundle.digest)
+        if self.bundle is not None:
+            return InstalledRef(self.bundle.version, self.bundle.digest)
+        if self.distrusted is not None:
+            return InstalledRef(self.distrusted.version, self.distrusted.digest)
+        return None
 
 
 def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
@@ -98,15 +138,125 @@ def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
     return replace(
         state,
         bundle=bundle,
-        floor=advance_floor(state.floor, bundle.issued_at),
+        distrusted=None,
+        floor=advance_floor(state.floor, bundle.issued_at, Role.POLICY),
         revocations=kept,
         fresh_time=None,
     )
 
 
+def check_admissible(state: TrustState, bundle: VerifiedBundle, now: int) -> None:
+    """Refuse a verified, newer ``bundle`` that ``state`` rules out at trusted ``now``.
+
+    1. Its ``issued_at`` may be at most :data:`SIGNED_TIME_SKEW_S` ahead of ``now``: signed
+       time raises the floor, and a bundle from the far future would hold every decision at
+       ``clock_untrusted`` for good.
+    2. The newest freshness token's pin: an older version, or the pinned version with other
+       bytes, is a replayed or forged bundle the hub no longer publishes.
+
+    Raises:
+        BundleError: ``bundle_future`` or ``bundle_superseded``.
+    """
+    ahead = bundle.issued_at - now
+    if ahead > SIGNED_TIME_SKEW_S:
+        raise BundleError(
+            f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
+            f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
+            "let it receive a freshness token first, and check the signer's clock",
+            code="bundle_future",
+        )
+    pin = state.pin
+    if pin is None or bundle.version > pin.version:
+        return
+    if bundle.version < pin.version:
+        raise BundleError(
+            f"bundle version {bundle.version} is older than version {pin.version}, which the "
+            "hub's freshness token names current (replayed old bundle refused)",
+            code="bundle_superseded",
+        )
+    if bundle.digest != pin.digest:
+        raise BundleError(
+            f"bundle version {bundle.version} differs from the version {pin.version} the "
+            f"hub's freshness token names (sha256:{pin.digest.hex()[:16]}); refused",
+            code="bundle_superseded",
+        )
+
+
+def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustState:
+    """``state`` with the stored active bundle ``data`` (of ``version``) verified under
+    ``state.root``: as the bundle when it verifies, else as distrusted (the gate denies
+    ``bundle_untrusted``).
+
+    Expiry is not checked (the gate judges it) and nor is the version (it is the installed
+    one)."""
+    try:
+        bundle = verify_bundle(data, root=state.root, device=state.device, installed=None, now=None)
+    except BundleError as exc:
+        digest = hashlib.sha256(data).digest()
+        why = (
+            f"the installed bundle does not verify under trust root version "
+            f"{state.root.version} ({exc.code}: {exc.message}); install a bundle signed for "
+            "this root"
+        )
+        return replace(state, bundle=None, distrusted=DistrustedBundle(version, digest, why))
+    return replace(
+        state,
+        bundle=bundle,
+        distrusted=None,
+        floor=advance_floor(state.floor, bundle.issued_at, Role.POLICY),
+    )
+
+
+def rotated_roles(old: TrustRoot, new: TrustRoot) -> frozenset[Role]:
+    """The roles whose keys ``new`` changes (a key added, removed, or re-scoped)."""
+    rotated = set()
+    for role in HUB_ROLES:
+        before, after = old.role(role).keys, new.role(role).keys
+        scoped = {k: old.scopes.get(k) for k in before} != {k: new.scopes.get(k) for k in after}
+        if set(before) != set(after) or scoped:
+            rotated.add(role)
+    return frozenset(rotated)
+
+
 def with_root(state: TrustState, root: TrustRoot) -> TrustState:
-    """The state after rotating to ``root`` (already verified against the current one)."""
-    return replace(state, root=root, floor=advance_floor(state.floor, root.issued_at))
+    """The state after rotating to ``root`` (already verified against the current one).
+
+    What a rotated role vouched for is dropped (its time mark; for the freshness role also
+    the announced kill epoch and the pin), and the installed bundle is verified again under
+    ``root``. Revocations, freshness tokens and the attestation result are verified again
+    by the shell, which holds their bytes.
+    """
+    rotated = rotated_roles(state.root, root)
+    floor = advance_floor(without_roles(state.floor, rotated), root.issued_at, Role.ROOT)
+    new = replace(state, root=root, floor=floor)
+    if Role.FRESHNESS in rotated:
+        new = replace(new, announced_epoch=new.seen_epoch, pin=None, fresh_time=None)
+    if state.bundle is not None:
+        new = with_active_bundle(new, state.bundle.raw, state.bundle.version)
+    return new
+
+
+def passed_deadline(state: TrustState, now: int) -> TrustState:
+    """``state`` with its observed floor at the latest signed deadline that trusted ``now``
+    has passed: the bundle's expiry or its ``max_offline``. The same object when none is
+    newer (or the clock is untrusted), so the shell persists only when something changed.
+
+    The root's expiry is not among them: a wall clock briefly far ahead would otherwise hold
+    the device at ``root_expired`` until the offline root keys sign a new root, where a
+    passed bundle deadline only needs a new bundle or freshness token.
+    """
+    bundle = state.bundle
+    if bundle is None or (now < bundle.expires_at and bundle.max_offline is None):
+        return state
+    if now < state.floor.signed:
+        return state
+    deadlines = [bundle.expires_at]
+    if bundle.max_offline is not None:
+        deadlines.append(max(bundle.issued_at, state.fresh_time or 0) + bundle.max_offline)
+    passed = [d for d in deadlines if state.floor.observed < d <= now]
+    if not passed:
+        return state
+    return replace(state, floor=observe_deadline(state.floor, max(passed)))
 
 
 def revocation_applies(state: TrustState, revocation: Revocation) -> bool:
@@ -133,21 +283,26 @@ def with_revocation(state: TrustState, revocation: Revocation) -> TrustState:
         state,
         revocations=kept,
         seen_epoch=max(state.seen_epoch, revocation.epoch),
-        floor=advance_floor(state.floor, revocation.issued_at),
+        floor=advance_floor(state.floor, revocation.issued_at, Role.REVOKE),
     )
 
 
 def with_freshness(state: TrustState, token: FreshnessToken) -> TrustState:
     """The state after a verified freshness token: its hub time is signed time, its kill
-    epoch is announced, and when it pins the installed bundle it renews ``max_offline``."""
+    epoch is announced, the bundle it names becomes the pin when newer than the pin, and
+    when it pins the installed bundle it renews ``max_offline``."""
     fresh = state.fresh_time
     if state.bundle is not None and token.bundle_digest == state.bundle.digest:
         fresh = max(fresh or 0, token.hub_time)
+    pin = state.pin
+    if pin is None or token.bundle_version > pin.version:
+        pin = InstalledRef(token.bundle_version, token.bundle_digest)
     return replace(
         state,
-        floor=advance_floor(state.floor, token.hub_time),
+        floor=advance_floor(state.floor, token.hub_time, Role.FRESHNESS),
         announced_epoch=max(state.announced_epoch, token.kill_epoch),
         fresh_time=fresh,
+        pin=pin,
     )
 
 
@@ -161,7 +316,9 @@ def with_local_verdict(state: TrustState, verdict: LocalVerdict) -> TrustState:
 def with_attestation_result(state: TrustState, result: AttestationResult) -> TrustState:
     """The state after a verified attestation result: its issue time is signed time."""
     return replace(
-        state, attestation_result=result, floor=advance_floor(state.floor, result.issued_at)
+        state,
+        attestation_result=result,
+        floor=advance_floor(state.floor, result.issued_at, Role.VERIFIER),
     )
 
 
