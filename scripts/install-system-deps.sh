@@ -24,7 +24,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v swtpm >/dev/null 2>&1 || missing+=(swtpm swtpm-tools)
-{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists tss2-esys; } || missing+=(libtss2-dev pkg-config)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists tss2-esys 2>/dev/null || missing+=(libtss2-dev)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }
