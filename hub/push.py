@@ -234,7 +234,8 @@ def revocation_region(
         pushed = [r for r in registry.regions() if version in registry.bundle_versions(r)]
         region = _pick(region, pushed, f"bundle version {value} was pushed")
         if region not in pushed:
-            highest = max(registry.bundle_versions(region), default=0) if region else 0
+            scope = [region] if region else registry.regions()
+            highest = max((v for r in scope for v in registry.bundle_versions(r)), default=0)
             _unless_forced(
                 force,
                 f"bundle version {value} was never pushed to {region or 'this hub'}"

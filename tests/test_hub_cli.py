@@ -254,7 +254,7 @@ def test_revoke_bundle_refuses_a_version_never_pushed_unless_forced(
     capsys.readouterr()
     assert _hub(setup, "revoke", "--bundle", "999999", "--yes") == 2
     (error,) = capsys.readouterr().err.splitlines()
-    assert "bundle version 999999 was never pushed to this hub" in error
+    assert "bundle version 999999 was never pushed to this hub (the highest there is 1)" in error
     assert "--force" in error
     assert _kill_epochs(setup, "eu-1") == [0]
     assert _hub(setup, "revoke", "--bundle", "999999", "--yes", "--force") == 0
