@@ -10,11 +10,18 @@ PURE := edge_agent/protocol edge_agent/policy edge_agent/trust edge_agent/errors
 # error code is a type error there) and the durable lineage.
 STRICT := $(PURE) edge_agent/socket edge_agent/lineage edge_agent/client.py
 
-.PHONY: all demo test test-slow check bench format package clean
+.PHONY: all demo test test-slow soak check bench format package clean system-deps
 
 all: check test
 
-$(STAMP): pyproject.toml
+# The system packages the tests drive (Mosquitto, openssl, swtpm, ...): installed with apt-get
+# when root, otherwise named on one line, and the tests needing them skip saying which package
+# (under CI=true they fail instead). Order-only before the venv: its [tpm] extra is installed
+# only when libtss2-dev is there by then.
+system-deps:
+	scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hub,test,bench,dev]'
 	if pkg-config --exists tss2-esys; then \
@@ -32,11 +39,17 @@ $(ORACLE_STAMP): tests/oracle/requirements.txt
 demo: $(STAMP)
 	$(BIN)/python -m hub.demo
 
+ORACLE_ENV = EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python
+
 test: $(STAMP) $(ORACLE_STAMP)
-	EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python $(BIN)/pytest -m "not slow" -q
+	$(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q
 
 test-slow: $(STAMP) $(ORACLE_STAMP)
-	EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python $(BIN)/pytest -q
+	$(ORACLE_ENV) $(BIN)/pytest -m "not soak" -q
+
+# Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow.
+soak: $(STAMP) $(ORACLE_STAMP)
+	$(ORACLE_ENV) $(BIN)/pytest -m soak -q
 
 check: $(STAMP)
 	$(BIN)/ruff check edge_agent hub tests bench
@@ -61,7 +74,7 @@ bench: $(STAMP)
 # dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv
 # (build/venv: the runtime dependencies and the pinned PyInstaller) and rebuilds only when
 # something that goes into the build changed.
-package:
+package: system-deps
 	PYTHON=$(PYTHON) packaging/build.sh
 
 clean:

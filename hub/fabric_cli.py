@@ -6,6 +6,10 @@
 at once to the broker of the running ``serve`` (from ``serve.json``) or ``--broker``. Without
 either they record only, and ``serve`` publishes what was recorded when it starts (and, while
 it runs, anything recorded that the broker missed, on its next round).
+
+``revoke`` names only what the registry knows (:func:`hub.push.revocation_region`; ``--force``
+otherwise), and a bundle or key revocation, which nothing undoes, is confirmed first: typed
+at a terminal, or ``--yes`` (without a terminal on stdin, no ``--yes`` refuses).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +42,15 @@ from hub.publish import (
     publish_once,
     revocation_publications,
 )
-from hub.push import PushPlan, plan_push, record_push, resolve_key_id, sign_next_revocation
-from hub.registry import DeviceRecord, IssuedRevocation, Registry
+from hub.push import (
+    PushPlan,
+    plan_push,
+    record_push,
+    resolve_key_id,
+    revocation_region,
+    sign_next_revocation,
+)
+from hub.registry import DeviceRecord, IssuedRevocation
 from hub.service import HubConfig, HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
@@ -47,6 +59,9 @@ MAX_PUBLIC_KEY_BYTES = 4096
 DEFAULT_TOKEN_TTL_S = 60
 RESERVED_DEVICE_IDS = frozenset({"hub"})
 """Names a device may not take: ``hub`` is the hub's MQTT username in the Mosquitto ACL."""
+IRREVERSIBLE = frozenset({RevocationKind.BUNDLE, RevocationKind.KEY})
+"""Revocations nothing undoes (a device/group one lasts only until a newer bundle)."""
+CONFIRM_WORD = "revoke"
 
 
 def register(
@@ -126,8 +141,16 @@ def register(
     scope.add_argument(
         "--bundle", type=counter_arg(1), help="void this bundle version and older ones"
     )
-    revoke.add_argument("--region", help="region (default: the device's, or the only one)")
+    revoke.add_argument(
+        "--region", help="region (default: the device's, the group's or the bundle's)"
+    )
     revoke.add_argument("--reason", default="", help="why (shown on devices and in logs)")
+    revoke.add_argument(
+        "--force", action="store_true", help="revoke what this hub never registered or pushed"
+    )
+    revoke.add_argument(
+        "--yes", action="store_true", help="confirm a bundle or key revocation (irreversible)"
+    )
     revoke.set_defaults(handler=_cmd_revoke)
 
     fleet = commands.add_parser("fleet", parents=[hub_dir], help="one row per device")
@@ -273,13 +296,19 @@ def prepare_push(
 def _cmd_revoke(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
+    kind, value = scope = _revocation_scope(args, keys.root)
+    with hub.open_registry() as registry:
+        region = revocation_region(registry, kind, value, args.region, force=args.force)
+    if kind in IRREVERSIBLE:
+        _confirm(_irreversible(kind, value, region), yes=args.yes)
     issued, publications = prepare_revocation(
         hub,
-        _revocation_scope(args, keys.root),
-        region=args.region,
+        scope,
+        region=region,
         reason=args.reason,
         now=wall_clock(),
         keys_dir=args.keys,
+        force=args.force,
     )
     print(
         f"revocation epoch {issued.epoch} of {issued.region}: {issued.kind} {issued.value} recorded"
@@ -296,19 +325,21 @@ def prepare_revocation(
     reason: str,
     now: int,
     keys_dir: Path | None = None,
+    force: bool = False,
 ) -> tuple[IssuedRevocation, list[Publication]]:
     """Sign and record the region's next revocation; return it and what to publish (the
     revocation, and fresh tokens announcing its kill epoch).
 
     Raises:
-        ConfigError: unknown device or ambiguous region, or unusable keys.
+        ConfigError: a scope this hub does not know (unless ``force``: see
+            :func:`hub.push.revocation_region`), an ambiguous region, or unusable keys.
         RevocationError: the revoke keys fall short of the threshold.
     """
     keys = hub.load_keys(keys_dir)
     signers = hub.revoke_keys(keys.root, keys_dir)
     kind, value = scope
     with hub.open_registry() as registry:
-        region = region or _default_region(kind, value, registry)
+        region = revocation_region(registry, kind, value, region, force=force)
         issued = sign_next_revocation(
             registry,
             root=keys.root,
@@ -337,18 +368,33 @@ def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[Revoca
     return RevocationKind.BUNDLE, str(args.bundle)
 
 
-def _default_region(kind: RevocationKind, value: str, registry: Registry) -> str:
-    if kind is RevocationKind.DEVICE:
-        device = registry.device(value)
-        if device is None:
-            raise ConfigError(f"device {value!r} is not registered: give --region")
-        return device.region
-    regions = registry.regions()
-    if len(regions) != 1:
-        raise ConfigError(
-            f"this hub knows {len(regions)} regions ({', '.join(regions) or 'none'}): give --region"
+def _irreversible(kind: RevocationKind, value: str, region: str) -> str:
+    if kind is RevocationKind.BUNDLE:
+        return (
+            f"Revoking bundle {value} in {region} cannot be undone: every device there denies "
+            f"everything while its bundle is version {value} or older, and only a bundle "
+            f"version above {value} recovers it."
         )
-    return regions[0]
+    return (
+        f"Revoking key {value[:16]} in {region} cannot be undone: it never counts towards a "
+        "threshold there again, and only a root rotation replaces it."
+    )
+
+
+def _confirm(warning: str, *, yes: bool) -> None:
+    """Go on only when the operator confirmed ``warning``: ``--yes``, or the confirm word
+    typed at a terminal.
+
+    Raises:
+        ConfigError: not confirmed (no terminal on stdin and no ``--yes``, or another answer).
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{warning} Add --yes to confirm (stdin is not a terminal to ask on)")
+    print(f"{warning}\nType {CONFIRM_WORD!r} to confirm: ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip() != CONFIRM_WORD:
+        raise ConfigError("not confirmed: nothing was revoked")
 
 
 def _token_ttl(hub: HubDir) -> int:

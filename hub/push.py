@@ -3,9 +3,12 @@
 A push is verified exactly as a targeted device would verify it (signatures by the policy
 role of the hub's current root, target, expiry, policy compiles), then against what is
 current on each channel it goes to (a lower version is a rollback, the same version with
-other bytes a conflict: agents would refuse both), so the hub never publishes what its
-agents would refuse. A revocation takes the region's next epoch, is signed by a threshold
-of revoke keys and verified as a device would before it is recorded.
+other bytes a conflict: agents would refuse both), and against the region's revocations (a
+bundle version or key revoked there: agents would install it and deny), so the hub never
+publishes what its agents would refuse. A revocation names what this hub knows: a device
+registered in its region, a group with a device there, a bundle version pushed there, a
+region of this hub (``force`` lifts all but the first). It takes the region's next epoch, is
+signed by a threshold of revoke keys and verified as a device would before it is recorded.
 """
 
 from __future__ import annotations
@@ -25,10 +28,18 @@ from edge_agent.protocol.revocation import (
     sign_revocation,
     verify_revocation,
 )
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
 
-__all__ = ["PushPlan", "plan_push", "record_push", "resolve_key_id", "sign_next_revocation"]
+__all__ = [
+    "PushPlan",
+    "plan_push",
+    "record_push",
+    "resolve_key_id",
+    "revocation_region",
+    "sign_next_revocation",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +61,12 @@ def plan_push(
 
     Raises:
         BundleError: a device would refuse it (``code`` names the check; ``bundle_rollback``
-            or ``bundle_conflict`` against the bundle current on a channel).
+            or ``bundle_conflict`` against the bundle current on a channel,
+            ``bundle_revoked`` when a revocation of its region voids it).
     """
     bundle = verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
     target = bundle.target
+    _check_not_revoked(bundle, root, registry.current_revocations())
     channels = tuple(str(c) for c in topics.channels_for_target(target.devices, target.groups))
     current = {b.channel: b for b in registry.current_bundles(target.region)}
     unchanged = []
@@ -76,6 +89,32 @@ def plan_push(
         unchanged.append(channel)
     names = tuple(d.device_id for d in devices if target.mismatch(_identity(d)) is None)
     return PushPlan(bundle, channels, tuple(unchanged), names)
+
+
+def _check_not_revoked(
+    bundle: VerifiedBundle, root: TrustRoot, issued: Sequence[IssuedRevocation]
+) -> None:
+    """Refuse a bundle a revocation of its region voids: devices would install it and deny
+    everything (``revoked``), while the push reported success."""
+    threshold = root.role(Role.POLICY).threshold
+    for record in issued:
+        if record.region != bundle.target.region:
+            continue
+        kind = RevocationKind(record.kind)
+        revocation = Revocation(record.epoch, record.issued_at, kind, record.value, record.reason)
+        if not revocation.denies_bundle(bundle.version, bundle.signer_ids, threshold):
+            continue
+        remedy = (
+            f"push a version above {record.value}"
+            if kind is RevocationKind.BUNDLE
+            else f"sign it with {threshold} policy keys that are not revoked"
+        )
+        raise BundleError(
+            f"bundle version {bundle.version} is void in {record.region}: revocation epoch "
+            f"{record.epoch} ({record.kind} {record.value}) revoked it, so devices would deny "
+            f"everything with it installed; {remedy}",
+            code="bundle_revoked",
+        )
 
 
 def record_push(registry: Registry, plan: PushPlan, now: int) -> None:
@@ -155,6 +194,80 @@ def resolve_key_id(text: str, root: TrustRoot) -> str:
             f"--key {text!r} matches {len(matches)} keys of trust root version {root.version}"
         )
     return matches.pop()
+
+
+def revocation_region(
+    registry: Registry, kind: RevocationKind, value: str, region: str | None, *, force: bool
+) -> str:
+    """The region a revocation of ``kind`` ``value`` goes to, checked against the registry:
+    ``region`` when given, else the one where the device, the group's devices or the bundle
+    version are (else the hub's only region).
+
+    A revocation naming what this hub never registered or pushed is almost always a typo that
+    would deny (a bundle version far above any pushed one voids every bundle until a higher
+    one), or publish to a region where nothing listens: refused unless ``force``. A device
+    registered in another region is refused always (the revocation could never reach it).
+
+    Raises:
+        ConfigError: the scope is not this hub's (as above), or the region is ambiguous.
+    """
+    if kind is RevocationKind.DEVICE:
+        device = registry.device(value)
+        if device is not None and region not in (None, device.region):
+            raise ConfigError(
+                f"device {value!r} is registered in region {device.region}, not {region}: "
+                f"a revocation for {region} never reaches it (drop --region)"
+            )
+        if device is not None:
+            return device.region
+        _unless_forced(force, f"device {value!r} is not registered at this hub")
+    elif kind is RevocationKind.GROUP:
+        holding = sorted({d.region for d in registry.devices() if value in d.groups})
+        region = _pick(region, holding, f"group {value!r} has devices")
+        if region not in holding:
+            where = f" (its devices are in {', '.join(holding)})" if holding else ""
+            _unless_forced(
+                force, f"no device of {region or 'this hub'} is in group {value!r}{where}"
+            )
+    elif kind is RevocationKind.BUNDLE:
+        version = int(value)
+        pushed = [r for r in registry.regions() if version in registry.bundle_versions(r)]
+        region = _pick(region, pushed, f"bundle version {value} was pushed")
+        if region not in pushed:
+            scope = [region] if region else registry.regions()
+            highest = max((v for r in scope for v in registry.bundle_versions(r)), default=0)
+            _unless_forced(
+                force,
+                f"bundle version {value} was never pushed to {region or 'this hub'}"
+                + (f" (the highest there is {highest})" if highest else "")
+                + f"; revoking it would void every version up to {value}",
+            )
+    if region is None:
+        return _only_region(registry)
+    if region not in registry.regions():
+        _unless_forced(force, f"this hub has no device, bundle or revocation in region {region}")
+    return region
+
+
+def _pick(region: str | None, candidates: Sequence[str], what: str) -> str | None:
+    """``region``, else the only candidate (``None`` when there is none)."""
+    if region is not None or len(candidates) <= 1:
+        return region or (candidates[0] if candidates else None)
+    raise ConfigError(f"{what} in {', '.join(candidates)}: give --region")
+
+
+def _unless_forced(force: bool, problem: str) -> None:
+    if not force:
+        raise ConfigError(f"{problem}: check it (edge-hub fleet), or add --force to revoke anyway")
+
+
+def _only_region(registry: Registry) -> str:
+    regions = registry.regions()
+    if len(regions) != 1:
+        raise ConfigError(
+            f"this hub knows {len(regions)} regions ({', '.join(regions) or 'none'}): give --region"
+        )
+    return regions[0]
 
 
 def sign_next_revocation(

@@ -343,13 +343,25 @@ class Registry:
     def add_device(self, record: DeviceRecord) -> None:
         """Register a device.
 
+        A key registered to another device is refused: statuses and lineage signed by one
+        device would verify as the other's (a phantom device reported online).
+
         Raises:
-            ConfigError: a device with that id is registered already.
+            ConfigError: a device with that id, or with that public key, is registered already.
             RegistryError: the write failed.
         """
         with self._write("register the device") as db:
             if db.execute("SELECT 1 FROM devices WHERE id = ?", (record.device_id,)).fetchone():
                 raise ConfigError(f"device {record.device_id!r} is registered already")
+            holder = db.execute(
+                "SELECT id FROM devices WHERE public_key = ?", (record.public_key.raw,)
+            ).fetchone()
+            if holder:
+                raise ConfigError(
+                    f"this public key is registered already to device {holder[0]!r}; every "
+                    f"device needs its own key (read {record.device_id}'s with "
+                    "'edge-agent pubkey' on that device)"
+                )
             db.execute(
                 "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -413,6 +425,13 @@ class Registry:
                 "DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                 [(bundle.region, c, bundle.digest, bundle.pushed_at) for c in channels],
             )
+
+    def bundle_versions(self, region: str) -> list[int]:
+        """Every bundle version ever pushed to ``region``, lowest first."""
+        rows = self._read(
+            "SELECT DISTINCT version FROM bundles WHERE region = ? ORDER BY 1", (region,)
+        )
+        return [_int(r[0]) for r in rows]
 
     def current_bundles(self, region: str | None = None) -> list[PublishedBundle]:
         """The bundle current on each channel (of ``region``, or of every region)."""

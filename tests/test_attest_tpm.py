@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -56,7 +55,7 @@ from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker
 from tests.factory import NOW, HubSim
 from tests.hub_support import POLICY, make_hub_dir, run_cli, wait_for
-from tests.swtpm_support import extend_pcr, running_swtpm
+from tests.swtpm_support import extend_pcr, require_tpm2_pytss, running_swtpm
 
 DEVICE = DeviceIdentity("gw-001", "eu-1", ("line-a",), "generic-x86_64")
 PCRS = "[0, 7, 16]"
@@ -121,8 +120,7 @@ def test_without_tpm2_pytss_a_tpm_profile_stops_the_agent_and_the_default_is_unc
 def test_a_tpm_profile_with_no_tpm_there_stops_the_agent_naming_where_it_looked(
     tmp_path: Path,
 ) -> None:
-    if importlib.util.find_spec("tpm2_pytss") is None:
-        pytest.skip("tpm2-pytss is not installed (pip install 'edgegov[tpm]')")
+    require_tpm2_pytss()
     nowhere = "swtpm:host=127.0.0.1,port=9"
     with pytest.raises(ConfigError, match=f"TPM at {nowhere}"):
         open_attestor(_config(tmp_path, tpm_profile(nowhere)), DEVICE, machine="x86_64")

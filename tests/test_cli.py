@@ -14,6 +14,7 @@ import pytest
 
 from edge_agent.cli import main as agent_main
 from hub.cli import main as hub_main
+from tests.system_tools import require
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 
@@ -290,10 +291,10 @@ def test_bundle_signed_by_retired_policy_key_is_refused_after_rotation(
     assert _agent("bundle", "install", str(tmp_path / "old.cbor"), "--state-dir", str(state)) == 1
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_generated_policy_key_signs_bundles_that_install(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    openssl = require("openssl", "openssl")
     from edge_agent.protocol.keys import private_key_from_pem
     from edge_agent.protocol.roles import Role
     from hub.keystore import load_private_key, role_key_paths
@@ -304,7 +305,7 @@ def test_openssl_generated_policy_key_signs_bundles_that_install(
         keys, root_keys=3, root_threshold=2, now=int(__import__("time").time()), ttl=86400 * 30
     )
     pem = tmp_path / "ops.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(pem)], check=True)
+    subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(pem)], check=True)
     operator_key = private_key_from_pem(pem.read_text())
     # Make the operator's key the policy key: rotate with it in place of the generated one.
     for path in role_key_paths(keys, Role.POLICY):

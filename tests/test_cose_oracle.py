@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from edge_agent.protocol.keys import (
     private_key_from_pem,
 )
 from edge_agent.protocol.roles import Role, content_type, external_aad
+from tests.system_tools import require
 
 pytestmark = pytest.mark.oracle
 
@@ -187,9 +187,7 @@ def test_we_refuse_a_cwt_sign1_under_another_external_aad(oracle_python: str) ->
 def test_cwt_verifies_a_sign1_by_an_openssl_generated_key(
     oracle_python: str, tmp_path: Path
 ) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
+    openssl = require("openssl", "openssl")
     private_pem = tmp_path / "device.pem"
     subprocess.run(
         [openssl, "genpkey", "-algorithm", "ed25519", "-out", str(private_pem)],

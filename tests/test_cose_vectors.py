@@ -1,6 +1,7 @@
 """The COSE working group's Ed25519 examples, reproduced byte for byte.
 
-The vectors (/work/shared/vectors/cose-wg/eddsa-examples, public domain) sign with alg EdDSA
+The vectors (tests/vectors/cose-wg/eddsa-examples, public domain, vendored: a missing file
+fails the run, it never skips) sign with alg EdDSA
 (-8) and content type 0 (a CoAP Content-Format number), so they go through the low-level
 helpers (:func:`cose.sign1_with_headers`, :func:`cose.check_sign1`, ...) with the key pinned
 to -8; edgegov's own objects use the same code with -19 and media-type content types.
@@ -25,11 +26,10 @@ from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose
 from edge_agent.protocol.keys import ALG_ED25519, ALG_EDDSA, PrivateKey, PublicKey
 
-VECTORS = Path("/work/shared/vectors/cose-wg/eddsa-examples")
+VECTORS = Path(__file__).resolve().parent / "vectors" / "cose-wg" / "eddsa-examples"
+VECTOR_FILES = ["eddsa-01.json", "eddsa-sig-01.json"]
 MAX_BYTES = 4096
 NO_AAD = b""
-
-pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"COSE-WG vectors not at {VECTORS}")
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -49,8 +49,12 @@ def _trusted(key: PrivateKey, alg: int) -> dict[bytes, PublicKey]:
     return {VECTOR_KID: PublicKey(key.public.raw, alg)}
 
 
-SIGN1 = _load("eddsa-sig-01.json") if VECTORS.is_dir() else {}
-SIGN = _load("eddsa-01.json") if VECTORS.is_dir() else {}
+SIGN1 = _load("eddsa-sig-01.json")
+SIGN = _load("eddsa-01.json")
+
+
+def test_every_vendored_vector_file_is_there() -> None:
+    assert sorted(p.name for p in VECTORS.glob("*.json")) == VECTOR_FILES
 
 
 @pytest.fixture

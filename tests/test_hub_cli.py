@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -169,10 +170,11 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy_key = next(iter(setup.root.role(Role.POLICY).keys)).hex()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 3))) == 0
     assert _hub(setup, "revoke", "--device", "gw-001", "--reason", "lost") == 0
     assert _hub(setup, "revoke", "--group", "line-a") == 0
-    assert _hub(setup, "revoke", "--key", policy_key[:12]) == 0
-    assert _hub(setup, "revoke", "--bundle", "3") == 0
+    assert _hub(setup, "revoke", "--key", policy_key[:12], "--yes") == 0
+    assert _hub(setup, "revoke", "--bundle", "3", "--yes") == 0
     assert "epoch 4 of eu-1: bundle 3" in capsys.readouterr().out
     assert _hub(setup, "revoke", "--device", "gw-404") == 2
     assert _hub(setup, "revoke", "--key", "abc") == 2
@@ -186,6 +188,124 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
         )
         last = verified.epoch
     assert [r.value for r in issued] == ["gw-001", "line-a", policy_key, "3"]
+
+
+def _kill_epochs(setup: HubSetup, *regions: str) -> list[int]:
+    with Registry.open(setup.path / "hub.db") as registry:
+        return [registry.kill_epoch(region) for region in regions]
+
+
+class _Terminal(io.StringIO):
+    """A stdin that is a terminal, holding what the operator types."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_device_add_refuses_a_key_registered_to_another_device(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub = tmp_path / "gw-001.pub"
+    pub.write_text(setup.devices["gw-001"].key.public.to_pem())
+    add = ["device", "add", "gw-003", "--pubkey", str(pub), "--region", "eu-1"]
+    assert _hub(setup, *add, "--profile", "generic-x86_64") == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "registered already to device 'gw-001'" in error
+    with Registry.open(setup.path / "hub.db") as registry:
+        assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--device", "gw-001", "--region", "eu-9"], "registered in region eu-1, not eu-9"),
+        (["--device", "gw-404"], "'gw-404' is not registered"),
+        (["--group", "line-x"], "no device of this hub is in group 'line-x'"),
+        (["--group", "line-a", "--region", "eu-9"], "its devices are in eu-1"),
+        (["--key", "POLICY", "--region", "eu-9", "--yes"], "no device, bundle or revocation"),
+    ],
+    ids=["device-elsewhere", "unknown-device", "unknown-group", "group-elsewhere", "key-nowhere"],
+)
+def test_revoke_refuses_a_scope_not_registered_in_its_region(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str], args: list[str], error: str
+) -> None:
+    policy_key = next(iter(setup.root.role(Role.POLICY).keys)).hex()
+    args = [policy_key if a == "POLICY" else a for a in args]
+    assert _hub(setup, "revoke", *args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert error in line
+    assert _kill_epochs(setup, "eu-1", "eu-9") == [0, 0]
+
+
+def test_revoke_force_names_what_this_hub_never_registered_but_never_a_wrong_region(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _hub(setup, "revoke", "--device", "gw-404", "--force") == 0
+    assert _hub(setup, "revoke", "--group", "line-x", "--region", "eu-9", "--force") == 0
+    assert _hub(setup, "revoke", "--device", "gw-001", "--region", "eu-9", "--force") == 2
+    assert "a revocation for eu-9 never reaches it" in capsys.readouterr().err
+    assert _kill_epochs(setup, "eu-1", "eu-9") == [1, 1]
+
+
+def test_revoke_bundle_refuses_a_version_never_pushed_unless_forced(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
+    capsys.readouterr()
+    assert _hub(setup, "revoke", "--bundle", "999999", "--yes") == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "bundle version 999999 was never pushed to this hub (the highest there is 1)" in error
+    assert "--force" in error
+    assert _kill_epochs(setup, "eu-1") == [0]
+    assert _hub(setup, "revoke", "--bundle", "999999", "--yes", "--force") == 0
+    assert _kill_epochs(setup, "eu-1") == [1]
+
+
+def test_revoke_bundle_or_key_without_a_terminal_or_yes_refuses_and_records_nothing(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_key = next(iter(setup.root.role(Role.POLICY).keys)).hex()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("revoke\n"))
+    assert _hub(setup, "revoke", "--bundle", "1") == 2
+    assert "cannot be undone" in capsys.readouterr().err
+    assert _hub(setup, "revoke", "--key", policy_key) == 2
+    assert "Add --yes" in capsys.readouterr().err
+    assert _kill_epochs(setup, "eu-1") == [0]
+
+
+def test_revoke_bundle_asks_at_a_terminal_and_goes_on_only_when_confirmed(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
+    monkeypatch.setattr(sys, "stdin", _Terminal("yes\n"))
+    assert _hub(setup, "revoke", "--bundle", "1") == 2
+    assert "not confirmed: nothing was revoked" in capsys.readouterr().err
+    assert _kill_epochs(setup, "eu-1") == [0]
+    monkeypatch.setattr(sys, "stdin", _Terminal("revoke\n"))
+    assert _hub(setup, "revoke", "--bundle", "1") == 0
+    assert "only a bundle version above 1 recovers it" in capsys.readouterr().err
+    assert _kill_epochs(setup, "eu-1") == [1]
+
+
+def test_push_refuses_a_bundle_a_revocation_voids(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy_key = next(iter(setup.root.role(Role.POLICY).keys)).hex()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
+    assert _hub(setup, "revoke", "--bundle", "5", "--force", "--yes") == 0
+    capsys.readouterr()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 2))) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "version 2 is void in eu-1: revocation epoch 1 (bundle 5)" in error
+    assert "push a version above 5" in error
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 6))) == 0
+    assert _hub(setup, "revoke", "--key", policy_key, "--yes") == 0
+    capsys.readouterr()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 7))) == 1
+    assert f"revocation epoch 2 (key {policy_key})" in capsys.readouterr().err
+    with Registry.open(setup.path / "hub.db") as registry:
+        assert [b.version for b in registry.current_bundles()] == [6]
 
 
 def test_fleet_and_lineage_show_report_the_stored_log(

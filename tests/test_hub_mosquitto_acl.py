@@ -15,10 +15,10 @@ from edge_agent.protocol.shipping import verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import connect
 from hub.service import HubConfig, HubService
-from tests.brokers import MosquittoBroker, mosquitto_broker, requires_mosquitto
+from tests.brokers import MosquittoBroker, mosquitto_broker
 from tests.hub_support import make_hub_dir, wait_for, watching
 
-pytestmark = [pytest.mark.asyncio, requires_mosquitto]
+pytestmark = pytest.mark.asyncio
 
 ACL = Path(__file__).parent.parent / "packaging" / "mosquitto" / "edgegov.acl"
 PASSWORDS = {"hub": "hub-secret", "gw-001": "one-secret", "gw-002": "two-secret"}

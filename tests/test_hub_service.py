@@ -21,7 +21,7 @@ from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import connect
 from hub.registry import Registry
 from hub.service import HubConfig, HubService
-from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker, requires_mosquitto
+from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for, watching
 
 pytestmark = pytest.mark.asyncio
@@ -37,7 +37,7 @@ def _broker(kind: str) -> AbstractAsyncContextManager[object]:
     return amqtt_broker() if kind == "amqtt" else mosquitto_broker()
 
 
-@pytest_asyncio.fixture(params=["amqtt", pytest.param("mosquitto", marks=requires_mosquitto)])
+@pytest_asyncio.fixture(params=["amqtt", "mosquitto"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     async with _broker(request.param) as handle:
         yield handle
@@ -310,7 +310,6 @@ async def test_the_embedded_broker_serves_and_the_serve_file_points_at_it(setup:
     assert not (setup.path / "serve.json").exists()
 
 
-@requires_mosquitto
 async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(
     setup: HubSetup,
 ) -> None:

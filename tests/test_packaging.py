@@ -44,6 +44,7 @@ from edge_agent.sync.config import AgentConfig
 from hub.cli import main as hub_main
 from tests.brokers import amqtt_broker
 from tests.socket_helpers import enrolled_state, public_dir, serving
+from tests.system_tools import require
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "packaging" / "build.sh"
@@ -67,6 +68,8 @@ class Build:
 
 @pytest.fixture(scope="module")
 def build() -> Build:
+    require("strip", "binutils")
+    require("dpkg-deb", "dpkg")
     result = subprocess.run(
         [str(BUILD_SCRIPT)],
         cwd=ROOT,

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.system_tools import require
+
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
 CONFINE = ROOT / "packaging" / "run-confined.py"
 EXAMPLE_POLICY = ROOT / "examples" / "policy.yaml"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 HOST_UNIT_DIRS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 MAX_EXPOSURE = 2.0
 UNIT_NAMES = ["edge-agent.service", "edge-hub.service"]
@@ -52,9 +53,8 @@ def _service(unit: str) -> dict[str, list[str]]:
 
 
 def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SYSTEMD_ANALYZE, *args], capture_output=True, text=True, timeout=60, check=False
-    )
+    analyze = require("systemd-analyze", "systemd")
+    return subprocess.run([analyze, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("unit", UNIT_NAMES)
