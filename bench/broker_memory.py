@@ -33,7 +33,7 @@ from edge_agent.protocol.bundle import BundleTarget, bundle_payload, sign_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
 from hub.broker import EmbeddedBroker
-from hub.limits import MAX_MESSAGE_BYTES
+from hub.broker_limits import MAX_MESSAGE_BYTES
 
 CHUNK = b"\x00" * (1024 * 1024)
 SETTLE_S = 2.0

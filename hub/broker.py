@@ -22,7 +22,7 @@ across awaits, so a client subscribing or leaving meanwhile aborted that walk wi
 ``RuntimeError: dictionary changed size during iteration`` (and the connecting client's
 session with it).
 
-Limits (:class:`hub.limits.BrokerLimits`; docs/mqtt.md gives the figures behind them). amqtt
+Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures behind them). amqtt
 0.12 has none: one 100 MB publish took the hub from 60 MB to 940 MB. Here:
 
 1. **Packet size.** :class:`_FramedReader` follows the MQTT framing of every byte amqtt reads
@@ -77,7 +77,8 @@ from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
 
 from edge_agent.errors import TransportError
 from edge_agent.sync.mqtt import BrokerSettings
-from hub.limits import REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits, RateLimiter
+from hub.broker_limits import REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
+from hub.limits import RateLimiter
 
 __all__ = ["EmbeddedBroker"]
 

@@ -4,6 +4,11 @@
 signed status time (all from the device's signed status), when the hub last heard from it,
 lineage size on the device / stored and acknowledged at the hub, fork flag, rejections.
 
+"Last heard from" moves only on a fresh signed status (or a nonce-bound attestation), so a
+replay cannot move it. A device not heard from for :data:`STALE_AFTER_S` is shown ``stale``,
+never as the state its last status claimed: a device that lost power, or whose broker link
+is gone, cannot say it went offline, and its retained "online yes" would otherwise stand.
+
 ``lineage show`` re-verifies a device's stored log from its first entry (chain, tree, and
 the root of the last checkpoint the device signed) before it prints any of it.
 """
@@ -18,7 +23,22 @@ from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
 from hub.registry import UNREGISTERED, FleetRow, Registry
 
-__all__ = ["LineageView", "fleet_json", "fleet_lines", "lineage_view", "unregistered_counts"]
+__all__ = [
+    "STALE_AFTER_S",
+    "LineageView",
+    "fleet_json",
+    "fleet_lines",
+    "is_stale",
+    "lineage_view",
+    "unregistered_counts",
+]
+
+HEARTBEAT_S = 30
+"""The heartbeat agents publish their signed status at by default (``[sync]
+status_interval_s`` and the firmware profiles' ``heartbeat_interval_s``)."""
+STALE_AFTER_HEARTBEATS = 3
+STALE_AFTER_S = HEARTBEAT_S * STALE_AFTER_HEARTBEATS
+"""Seconds without a fresh signed status after which a device is shown stale."""
 
 _COLUMNS = (
     ("DEVICE", 16),
@@ -34,7 +54,19 @@ _COLUMNS = (
 )
 
 
-def fleet_json(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> dict[str, object]:
+def is_stale(row: FleetRow, now: int, stale_after_s: int = STALE_AFTER_S) -> bool:
+    """Whether ``row``'s device has sent no fresh signed status for ``stale_after_s``."""
+    return row.last_seen is None or now - row.last_seen > stale_after_s
+
+
+def fleet_json(
+    rows: list[FleetRow],
+    unregistered: dict[str, int],
+    now: int,
+    stale_after_s: int = STALE_AFTER_S,
+) -> dict[str, object]:
+    """The fleet as JSON: ``online`` is true only for a device not ``stale``;
+    ``reported_online`` is what its last signed status said."""
     return {
         "time": now,
         "devices": [
@@ -42,7 +74,9 @@ def fleet_json(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> 
                 "device": r.device_id,
                 "region": r.region,
                 "groups": list(r.groups),
-                "online": r.online,
+                "online": None if r.online is None else r.online and not stale,
+                "reported_online": r.online,
+                "stale": stale,
                 "bundle_version": r.bundle_version,
                 "expires_at": r.expires_at,
                 "expires_in": None if r.expires_at is None else r.expires_at - now,
@@ -55,16 +89,23 @@ def fleet_json(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> 
                 "fork_evidence": r.forks,
                 "rejections": r.rejections,
             }
-            for r in rows
+            for r, stale in ((r, is_stale(r, now, stale_after_s)) for r in rows)
         ],
         "unregistered_rejections": unregistered,
     }
 
 
-def fleet_lines(rows: list[FleetRow], unregistered: dict[str, int], now: int) -> list[str]:
+def fleet_lines(
+    rows: list[FleetRow],
+    unregistered: dict[str, int],
+    now: int,
+    stale_after_s: int = STALE_AFTER_S,
+) -> list[str]:
     lines = [_line([name for name, _ in _COLUMNS])]
     for r in rows:
         online = "-" if r.online is None else ("yes" if r.online else "no")
+        if r.online and is_stale(r, now, stale_after_s):
+            online = "stale"
         expires = "-" if r.expires_at is None else _expires(r.expires_at - now)
         seen = "never" if r.last_seen is None else f"{format_duration(now - r.last_seen)} ago"
         device_size = "?" if r.device_lineage_size is None else str(r.device_lineage_size)

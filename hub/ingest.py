@@ -47,6 +47,8 @@ __all__ = [
     "RejectCode",
     "StoredLog",
     "ingest_batch",
+    "ingest_opened",
+    "open_batch",
 ]
 
 
@@ -175,7 +177,27 @@ def ingest_batch(
     Raises:
         IngestError: with ``reject_code`` and ``reack``, and ``fork`` for fork evidence.
     """
-    batch = _open(data, device, key)
+    return ingest_opened(
+        open_batch(data, device, key), data, key=key, origin=origin, log=log, stored=stored
+    )
+
+
+def ingest_opened(
+    batch: LineageBatch,
+    data: bytes,
+    *,
+    key: PublicKey,
+    origin: str,
+    log: DeviceLog,
+    stored: StoredLog,
+) -> Accepted | Duplicate:
+    """:func:`ingest_batch` from step 2, for ``batch`` that :func:`open_batch` returned
+    for ``data`` (the hub checks the envelope before it charges the device's rate budget).
+
+    Raises:
+        IngestError: with ``reject_code`` and ``reack``, and ``fork`` for fork evidence.
+    """
+    device = batch.device
     end = batch.first_seq + len(batch.entries)
     checkpoint = _checkpoint(batch, key, origin, end, log)
     if batch.first_seq > log.size:
@@ -215,7 +237,13 @@ def ingest_batch(
     return Accepted(device, log.size, tuple(new_entries), new_log, checkpoint)
 
 
-def _open(data: bytes, device: str, key: PublicKey) -> LineageBatch:
+def open_batch(data: bytes, device: str, key: PublicKey) -> LineageBatch:
+    """Step 1 of :func:`ingest_batch`: the envelope of ``data`` is signed by ``key`` for
+    ``device``.
+
+    Raises:
+        IngestError: ``impersonation``, never re-acknowledged.
+    """
     try:
         return verify_batch(data, device=device, key=key)
     except ShippingError as exc:

@@ -1,14 +1,21 @@
-"""Bounds on what devices can make the hub do: per-device rate limits, rejection counters,
-and the embedded broker's limits.
+"""Bounds on what anyone publishing on device topics can make the hub do.
 
-A device (or anything publishing on its topics) gets a token bucket; messages over it are
-dropped before any parsing or signature check and only counted, in memory, so a flood costs
-the hub neither CPU nor disk writes. The counters are flushed to the registry in batches.
-Time is a parameter (monotonic seconds), so the buckets are tested without sleeping.
+Three bounds, each in memory, each with time as a parameter (monotonic seconds) so they are
+tested without sleeping:
 
-The embedded broker's limits (:class:`BrokerLimits`, enforced by ``hub/broker.py``) are sized
-from the largest object edgegov sends: docs/mqtt.md ("Embedded broker limits") gives the
-figures and what each limit protects against.
+- :class:`RateLimiter`: a token bucket per key. The hub charges a device's bucket only for
+  messages that verified under the device's registered key, so traffic that is not the
+  device's never spends the device's budget.
+- :class:`VerificationBudget`: what signature checks of messages that turn out *not* to
+  verify may cost, per topic and in total, in bytes (plus a fixed cost per message). A
+  message is verified while its topic's share or the shared total can pay for it; a message
+  that verifies is refunded. So junk on one device's topic cannot starve the verification
+  of every other device's messages, and a device's own topic keeps its share for it.
+- :class:`RejectionCounter`: rejections counted until flushed to the registry. Messages
+  naming a registered device are counted per (device, code): a bounded number of rows, one
+  per code and device. Messages naming no registered device are counted per code only,
+  whatever id they name, with the last :data:`MAX_UNREGISTERED_IDS` such ids kept in memory
+  (for logs): a flood of made-up ids costs the hub neither rows nor memory without bound.
 """
 
 from __future__ import annotations
@@ -16,76 +23,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.shipping import MAX_BATCH_BYTES
+from hub.registry import UNREGISTERED
 
-__all__ = [
-    "MAX_MESSAGE_BYTES",
-    "MAX_RETAINED_BYTES",
-    "MAX_RETAINED_MESSAGES",
-    "MAX_TOPIC_BYTES",
-    "MAX_TOPIC_LEVELS",
-    "REFUSAL_LOG_BURST",
-    "REFUSAL_LOG_INTERVAL_S",
-    "BrokerLimits",
-    "RateLimiter",
-    "RejectionCounter",
-]
-
-MAX_TOPIC_BYTES = 256
-"""Longest topic name or filter, UTF-8 bytes (AWS IoT's limit). edgegov's longest is 159:
-``edgegov/v1/{region}/device/{id}/attestation`` with a 64-byte region and device id."""
-
-MAX_TOPIC_LEVELS = 8
-"""Most levels in a topic name or filter (7 slashes, AWS IoT's limit). edgegov's deepest topic
-has 6 levels; a shared subscription (``$share/{group}/`` in front) to it has 8."""
-
-MAX_MESSAGE_BYTES = MAX_BUNDLE_BYTES + 2 + MAX_TOPIC_BYTES + 2
-"""Largest MQTT packet the embedded broker reads, as its fixed header's remaining length:
-the largest bundle any agent accepts (8 MiB, 7.6 times a measured 10,000-rule bundle of
-1.06 MiB) with its topic (length prefix and name) and packet id. A lineage batch, the
-largest message a device sends, is at most 1 MiB."""
-
-MAX_RETAINED_MESSAGES = 50_000
-"""Retained messages held at once: 10 per device for 5,000 devices (a device has 3 of its
-own, status, ack and attestation, and at most 2 on its device channel), 5 times the largest
-fleet the embedded broker carries well (bench/fleet.py: 1,000 agents)."""
-
-MAX_RETAINED_BYTES = 128 * 1024 * 1024
-"""Retained topic and payload bytes held at once: 5,000 devices' own retained objects (about
-9 KiB each, 45 MiB) beside ten bundles of the largest size (80 MiB)."""
-
-REFUSAL_LOG_INTERVAL_S = 10.0
-REFUSAL_LOG_BURST = 3
-"""The broker logs each kind of refusal at most ``REFUSAL_LOG_BURST`` times in a row, then
-once per ``REFUSAL_LOG_INTERVAL_S`` with the number left unlogged meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerLimits:
-    """What the embedded broker holds at most (the defaults above; tests pass smaller ones)."""
-
-    message_bytes: int = MAX_MESSAGE_BYTES
-    topic_bytes: int = MAX_TOPIC_BYTES
-    topic_levels: int = MAX_TOPIC_LEVELS
-    retained_messages: int = MAX_RETAINED_MESSAGES
-    retained_bytes: int = MAX_RETAINED_BYTES
-
-    def __post_init__(self) -> None:
-        if (
-            min(
-                self.message_bytes,
-                self.topic_bytes,
-                self.topic_levels,
-                self.retained_messages,
-                self.retained_bytes,
-            )
-            < 1
-        ):
-            raise ValueError("every broker limit must be at least 1")
-
+__all__ = ["RateLimiter", "RejectionCounter", "VerificationBudget"]
 
 MAX_TRACKED_KEYS = 100_000
 """Buckets kept at most (least recently used beyond are forgotten, i.e. start full)."""
+MAX_UNREGISTERED_IDS = 1000
+"""Unregistered device ids remembered (least recently named beyond are forgotten)."""
+VERIFY_COST_BYTES = 32 * 1024
+"""What one signature check costs beyond hashing its bytes, in bytes of hashing (an Ed25519
+verification and a COSE parse take about as long as hashing 32 KiB)."""
 
 
 @dataclass(slots=True)
@@ -95,9 +44,9 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets of ``burst`` messages refilled at ``rate`` per second, one per key."""
+    """Token buckets of ``burst`` tokens refilled at ``rate`` per second, one per key."""
 
-    def __init__(self, rate: float, burst: int, max_keys: int = MAX_TRACKED_KEYS) -> None:
+    def __init__(self, rate: float, burst: float, max_keys: int = MAX_TRACKED_KEYS) -> None:
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("a rate limit needs rate > 0, burst >= 1 and max_keys >= 1")
         self.rate = rate
@@ -105,36 +54,95 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
-    def allow(self, key: str, now: float) -> bool:
-        """Take one token from ``key``'s bucket at monotonic time ``now``; ``False`` if empty."""
+    def allow(self, key: str, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``key``'s bucket at monotonic time ``now``; ``False``
+        (taking nothing) if it holds fewer."""
+        bucket = self._bucket(key, now)
+        if bucket.tokens < cost:
+            return False
+        bucket.tokens -= cost
+        return True
+
+    def refund(self, key: str, cost: float) -> None:
+        """Give ``cost`` tokens back to ``key``'s bucket (never above ``burst``)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(float(self.burst), bucket.tokens + cost)
+
+    def _bucket(self, key: str, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = _Bucket(float(self.burst), now)
             self._buckets[key] = bucket
             if len(self._buckets) > self._max_keys:
                 self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            elapsed = max(0.0, now - bucket.stamp)
-            bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
-            bucket.stamp = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
+            return bucket
+        self._buckets.move_to_end(key)
+        elapsed = max(0.0, now - bucket.stamp)
+        bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+        bucket.stamp = now
+        return bucket
+
+
+class VerificationBudget:
+    """Bytes per second that signature checks of unverified messages may cost: ``topic_rate``
+    for each topic, and ``total_rate`` shared by all. Each may spend four seconds' worth at
+    once, and always at least the check of one largest message (``max_message`` bytes): a
+    topic nobody floods can always have its device's message checked."""
+
+    def __init__(
+        self, topic_rate: float, total_rate: float, max_message: int = MAX_BATCH_BYTES
+    ) -> None:
+        least = float(max_message + VERIFY_COST_BYTES)
+        self._topics = RateLimiter(topic_rate, max(4 * topic_rate, least))
+        self._total = RateLimiter(total_rate, max(4 * total_rate, least))
+
+    @staticmethod
+    def cost(payload: bytes) -> float:
+        return float(len(payload) + VERIFY_COST_BYTES)
+
+    def take(self, topic: str, payload: bytes, now: float) -> str | None:
+        """Charge checking ``payload`` on ``topic`` to the topic's share, or else to the
+        total; the name of the bucket charged (``None``: neither can pay, do not verify)."""
+        cost = self.cost(payload)
+        if self._topics.allow(topic, now, cost):
+            return topic
+        if self._total.allow("", now, cost):
+            return ""
+        return None
+
+    def refund(self, charged: str, payload: bytes) -> None:
+        """Give back what :meth:`take` charged to ``charged``: the message verified."""
+        limiter = self._total if charged == "" else self._topics
+        limiter.refund(charged, self.cost(payload))
 
 
 class RejectionCounter:
-    """Rejections counted per (device, code) with the last detail, until drained."""
+    """Rejections per (device, code) with the last detail, until drained; messages naming no
+    registered device under (:data:`~hub.registry.UNREGISTERED`, code)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_ids: int = MAX_UNREGISTERED_IDS) -> None:
         self._counts: dict[tuple[str, str], tuple[int, str]] = {}
+        self._max_ids = max_ids
+        self.unregistered_ids: OrderedDict[str, int] = OrderedDict()
+        """The last ids named by messages for no registered device, with how often."""
         self.total = 0
 
     def add(self, device: str, code: str, detail: str) -> None:
+        """Count a rejection against the registered ``device``."""
         count, _ = self._counts.get((device, code), (0, ""))
         self._counts[(device, code)] = (count + 1, detail)
         self.total += 1
+
+    def add_unregistered(self, claimed: str | None, code: str, detail: str) -> None:
+        """Count a rejection of a message naming ``claimed`` (no registered device, or no
+        device id at all): per code only, the id in the bounded recent list."""
+        self.add(UNREGISTERED, code, detail)
+        if claimed is None:
+            return
+        self.unregistered_ids[claimed] = self.unregistered_ids.pop(claimed, 0) + 1
+        while len(self.unregistered_ids) > self._max_ids:
+            self.unregistered_ids.popitem(last=False)
 
     def drain(self) -> dict[tuple[str, str], tuple[int, str]]:
         """The counts since the last drain (and forget them)."""

@@ -9,6 +9,7 @@ its schedule; ``edge-hub bundle push`` and ``edge-hub revoke`` publish theirs at
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.shipping import Ack, sign_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import BrokerSettings, connect
-from hub.registry import IssuedRevocation, PublishedBundle, Registry
+from hub.registry import IssuedRevocation, PublishedBundle, Registry, RegistryError
 
 __all__ = [
     "Publication",
@@ -34,6 +35,8 @@ __all__ = [
     "revocation_publications",
     "root_publications",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +98,19 @@ def issue_freshness(
     channels: Iterable[str] | None = None,
 ) -> list[Publication]:
     """Sign a freshness token for each channel with a current bundle (of ``region``, and
-    only ``channels`` when given), record them, and return their publications.
+    only ``channels`` when given), record them if the registry can, and return their
+    publications.
 
     Each token pins the channel's bundle digest, the hub time ``now`` and the region's kill
     epoch (the highest revocation epoch issued), valid for ``ttl_s`` seconds.
 
+    A token states only what the registry already holds (bundle, kill epoch) at a new
+    time, and the recorded copy is a convenience that nothing decides on: so a registry
+    that cannot be written (a full disk) costs that copy, never the tokens. Were the tokens
+    to wait for it, every device with ``max_offline`` would deny ``freshness_expired``.
+
     Raises:
-        RegistryError: the registry cannot be read or written.
+        RegistryError: the registry cannot be read.
     """
     wanted = None if channels is None else set(channels)
     epochs: dict[str, int] = {}
@@ -127,7 +136,10 @@ def issue_freshness(
             (bundle.region, bundle.channel, data, now, now + ttl_s, epochs[bundle.region])
         )
     if records:
-        registry.record_freshness(records)
+        try:
+            registry.record_freshness(records)
+        except RegistryError as exc:
+            logger.error("freshness tokens published but not recorded: %s", exc)
     return publications
 
 

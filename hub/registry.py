@@ -9,7 +9,8 @@ one fsync), a bounded busy timeout. It holds:
 - published bundles and which bundle is current on each (region, channel);
 - revocations issued, with their epoch per region (the region's kill epoch is the highest);
 - the last freshness token issued per (region, channel);
-- each device's last signed status and when the hub last heard from it;
+- each device's last signed status and when the hub last heard from it (a newer signed
+  status or a nonce-bound attestation: nothing a replay can produce);
 - each device's shipped lineage: entries, the tree frontier, last entry hash and last
   checkpoint note, and every checkpoint the hub verified (it is the log's witness);
 - fork evidence (two signed, inconsistent checkpoints) and rejection counters;
@@ -522,23 +523,28 @@ class Registry:
     # Status and activity.
 
     def record_status(self, status: DeviceStatus, raw: bytes, received_at: int) -> bool:
-        """Keep a verified status unless a newer one is held; return whether it was kept.
+        """Keep a verified status unless the one held is newer; return whether it was kept.
+        Only a status with a later signed time records that the device was heard from at
+        ``received_at``.
 
-        An offline status is kept whatever its time: it is the last will the device signed
-        when it connected, so it is older than the statuses it published since.
+        An older status is a replay or a stale last will (signed at connect, so older than
+        every heartbeat since): it changes nothing. One of the same second with other
+        contents replaces the one held (a trust event, or a clean stop, just after a
+        heartbeat) but, as a replay could do the same, does not count as being heard from.
 
         Raises:
             RegistryError: the write failed.
         """
         with self._write("record the device status") as db:
-            cursor = db.execute(
-                "INSERT INTO status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (device) DO UPDATE SET data = excluded.data, time = excluded.time, "
-                "online = excluded.online, bundle_version = excluded.bundle_version, "
-                "expires_at = excluded.expires_at, gate = excluded.gate, "
-                "lineage_size = excluded.lineage_size, acked = excluded.acked, "
-                "received_at = excluded.received_at "
-                "WHERE excluded.time >= status.time OR excluded.online = 0",
+            held = db.execute(
+                "SELECT time, data FROM status WHERE device = ?", (status.device,)
+            ).fetchone()
+            if held is not None and (
+                status.time < held[0] or (status.time == held[0] and raw == held[1])
+            ):
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     status.device,
                     raw,
@@ -552,18 +558,9 @@ class Registry:
                     received_at,
                 ),
             )
-            kept = cursor.rowcount > 0
-            _touch(db, status.device, received_at)
-        return kept
-
-    def touch(self, device: str, at: int) -> None:
-        """Record that ``device`` was heard from at ``at``.
-
-        Raises:
-            RegistryError: the write failed.
-        """
-        with self._write("record device activity") as db:
-            _touch(db, device, at)
+            if held is None or status.time > held[0]:
+                _touch(db, status.device, received_at)
+        return True
 
     # Lineage.
 
@@ -664,7 +661,6 @@ class Registry:
                 "INSERT OR REPLACE INTO lineage_checkpoints VALUES (?, ?, ?, ?, ?)",
                 (accepted.device, log.size, log.root, log.checkpoint or "", received_at),
             )
-            _touch(db, accepted.device, received_at)
         return True
 
     def record_fork(self, evidence: ForkEvidence, detected_at: int) -> None:

@@ -9,20 +9,26 @@ While it runs, the hub:
    source of (roots, bundles, revocations, acks), so a restarted broker loses nothing;
 4. verifies each lineage batch against the device's stored log (:mod:`hub.ingest`), stores
    it in one transaction and only then publishes the signed, retained ack; records each
-   device-signed status (its last will, pre-signed at connect, is one too);
+   device-signed status that is fresh (signed near the hub's time, newer than the one held:
+   the only thing that moves "last heard from");
 5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
-   bundle, picks up devices, regions, bundles and revocations added by other commands, and
-   flushes the rejection counters;
+   bundle (whether or not the registry can record it), picks up devices, regions, bundles
+   and revocations added by other commands, and flushes the rejection counters;
 6. attestation (:mod:`hub.attest`): every ``attest_interval_s`` challenges every registered
    device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
    signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
-   answer and publishes the signed, retained result.
+   answer and publishes the signed, retained result;
+7. clears (an empty retained message) what is retained on a trust topic of its regions
+   that it does not publish on, so agents do not fetch and refuse it on every reconnect.
 
-Every message is bounded before it is parsed: a size cap per topic and a token bucket per
-device (over-limit messages are dropped and counted). A message that fails verification is
-counted as a rejection against the device whose topic it came on, never acknowledged as
-that device's. Nothing a device sends can stop the service: a message that fails in an
-unexpected way is logged and counted as ``internal_error``.
+Every message is bounded before it is parsed: a size cap per topic, then a signature check
+paid from a budget of its own (:class:`~hub.limits.VerificationBudget`), and only for what
+verified a token bucket per device, so traffic that is not a device's never spends that
+device's budget. A message that fails is counted as a rejection against the registered
+device whose topic it came on (one counter per code per device), or per code only when it
+names no registered device, never acknowledged as that device's. Nothing a device sends can
+stop the service: a message that fails in an unexpected way is logged and counted as
+``internal_error``. docs/mqtt.md ("The hub under attack") has the rules and measurements.
 
 Use it in-process as ``async with HubService(HubConfig(hub_dir)) as hub: await
 hub.wait_ready()``.
@@ -45,12 +51,20 @@ from types import TracebackType
 
 from edge_agent.errors import ConfigError, EdgeGovError, TransportError
 from edge_agent.protocol import topics
-from edge_agent.protocol.attestation import MAX_EVIDENCE_BYTES, AttestationError
+from edge_agent.protocol.attestation import (
+    MAX_EVIDENCE_BYTES,
+    AttestationError,
+    Evidence,
+    verify_evidence,
+)
 from edge_agent.protocol.checkpoint import origin_for
 from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.shipping import (
     MAX_BATCH_BYTES,
     MAX_STATUS_BYTES,
+    DeviceStatus,
+    LineageBatch,
     ShippingError,
     verify_status,
 )
@@ -59,9 +73,9 @@ from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, backoff_d
 from hub.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.broker import EmbeddedBroker
 from hub.hubdir import HubDir, HubKeys, ServeInfo
-from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
+from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
 from hub.keystore import load_role_keys
-from hub.limits import RateLimiter, RejectionCounter
+from hub.limits import RateLimiter, RejectionCounter, VerificationBudget
 from hub.publish import (
     Publication,
     ack_publication,
@@ -99,13 +113,23 @@ WRITER_PAUSE_S = 0.025
 STORE_RETRIES = 3
 """Times a batch is re-verified when another hub process stored one of that device's
 batches between verification and commit."""
-_FLOOD_CODES = frozenset({"rate_limited", "oversize", "unknown_device", "bad_topic"})
+_FLOOD_CODES = frozenset(
+    {"rate_limited", "oversize", "unknown_device", "bad_topic", "malformed", "unverified_flood"}
+)
+"""Codes logged at debug level only: anyone reaching the broker can cause them at will."""
+WARNINGS_PER_MINUTE = 6.0
+"""Warnings logged per (device, code) a minute at most (after a burst of 3); the rest at
+debug level, counted all the same."""
+_SIGN1_HEAD = b"\xd2\x84"
+"""What every device-signed message starts with: CBOR tag 18 (COSE_Sign1), an array of 4."""
 _MAX_PAYLOAD = {
     DeviceLeaf.LINEAGE: MAX_BATCH_BYTES,
     DeviceLeaf.STATUS: MAX_STATUS_BYTES,
     DeviceLeaf.EVIDENCE: MAX_EVIDENCE_BYTES,
 }
 _ATTESTATION_GATES = frozenset({"attestation_failed", "attestation_stale"})
+STRAY_CLEAR_S = 1.0
+"""Least seconds between two rounds clearing retained trust objects the hub does not own."""
 CHALLENGE_RETENTION_S = 3600
 """Seconds spent or expired challenge nonces are kept (for the replay counters' messages)."""
 
@@ -129,6 +153,13 @@ class HubConfig:
     device_burst: int = 100
     unknown_rate: float = 20.0
     """Lookups per second for messages naming a device this process does not know yet."""
+    unverified_topic_rate: float = 512 * 1024
+    """Bytes a second that signature checks of messages which then fail to verify may cost
+    on one device topic (a burst of four seconds' worth; see :class:`VerificationBudget`)."""
+    unverified_total_rate: float = 32 * 1024 * 1024
+    """The same, shared by all topics once a topic's own share is spent."""
+    status_window_s: int = 120
+    """A signed status is recorded only if its signed time is this close to the hub's."""
     client_id: str | None = None
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -163,7 +194,11 @@ class HubStats:
     entries_stored: int = 0
     duplicates: int = 0
     acks_published: int = 0
+    strays_cleared: int = 0
+    """Retained messages cleared from trust topics the hub does not publish on."""
     statuses: int = 0
+    stale_statuses: int = 0
+    """Verified statuses not recorded: older than the one held, or signed too far from now."""
     freshness_published: int = 0
     challenges_sent: int = 0
     attestations: dict[str, int] = field(default_factory=dict)
@@ -199,10 +234,21 @@ class HubService:
         self._republished_all_at = 0.0
         self._outbox: dict[str, Publication] = {}
         """What the burst being stored publishes once it is committed (newest per topic)."""
+        self._owned: set[str] = set()
+        """The retained trust topics the hub publishes on (as of its last snapshot)."""
+        self._strays: set[str] = set()
+        """Retained trust topics seen holding something, that the snapshot did not name."""
+        self._strays_due = 0.0
+        """Monotonic time before which strays wait (they are cleared at most every
+        ``STRAY_CLEAR_S``: each round re-reads the registry and the roots)."""
         self._devices: dict[str, DeviceRecord] = {}
         self._limiter = RateLimiter(config.device_rate, config.device_burst)
         self._lookups = RateLimiter(config.unknown_rate, max(1, int(config.unknown_rate)))
+        self._unverified = VerificationBudget(
+            config.unverified_topic_rate, config.unverified_total_rate
+        )
         self._rejections = RejectionCounter()
+        self._warnings = RateLimiter(WARNINGS_PER_MINUTE / 60, 3)
 
     # Lifecycle.
 
@@ -330,6 +376,7 @@ class HubService:
                 self._ready.clear()
                 self._subscribed.clear()
                 self._published = {}
+                self._strays = set()
             await asyncio.sleep(next(delays))
 
     async def _on_connected(self, conn: Connection) -> None:
@@ -341,7 +388,7 @@ class HubService:
         await self._subscribe_regions(conn)
         keys = self._require_keys()
         now = _wall()
-        await self._publish(conn, retained_snapshot(self.registry, roots=keys.roots), remember=True)
+        await self._publish(conn, self._snapshot(keys.roots), remember=True)
         await self._publish(conn, ack_snapshot(self.registry, key=keys.freshness, now=now))
         await self._publish_freshness(conn, now)
         self._conn = conn
@@ -437,8 +484,10 @@ class HubService:
             # it lost, or one cleared and then published without retain, looks the same.
             self._published = {}
             self._republished_all_at = time.monotonic()
-        await self._publish(conn, retained_snapshot(self.registry, roots=keys.roots), remember=True)
+        await self._publish(conn, self._snapshot(keys.roots), remember=True)
         await self._publish_freshness(conn, now)
+        if self._strays:
+            await self._clear_strays(conn)
 
     # Incoming messages.
 
@@ -456,6 +505,8 @@ class HubService:
                 message = await anext(messages)
                 if not self._noted(message):
                     burst.append(message)
+            if self._strays and time.monotonic() >= self._strays_due:
+                await self._clear_strays(conn)
             if not burst:
                 continue
             await self._store_and_publish(conn, burst)
@@ -492,31 +543,40 @@ class HubService:
             self._dispatch(message)
         except EdgeGovError as exc:
             logger.error("message on %s not processed: %s", message.topic, exc)
-            self._reject(UNREGISTERED, "internal_error", str(exc))
+            self._reject_unregistered(None, "internal_error", str(exc))
         except Exception:
             logger.exception("unexpected failure on a message on %s", message.topic)
-            self._reject(UNREGISTERED, "internal_error", f"unexpected failure on {message.topic}")
+            self._reject_unregistered(
+                None, "internal_error", f"unexpected failure on {message.topic}"
+            )
 
     def _dispatch(self, message: Incoming) -> None:
+        """Route one message on a device topic, cheapest checks first: 1. the topic; 2. the
+        size cap; 3. a registered device (an oversize message is never worth a registry
+        lookup); 4. its region; 5. the signature (:meth:`_verified`); 6. only then the
+        device's rate budget, so that what is not the device's never spends it."""
+        payload = message.payload
         try:
             parsed = topics.parse_device_topic(message.topic)
         except ValueError:
             if not message.topic.startswith(f"{topics.PREFIX}/_probe/"):
-                self._reject(UNREGISTERED, "bad_topic", f"message on {message.topic[:200]!r}")
+                self._reject_unregistered(None, "bad_topic", f"message on {message.topic[:200]!r}")
             return
-        if not message.payload or parsed.leaf not in _MAX_PAYLOAD:
+        if not payload or parsed.leaf not in _MAX_PAYLOAD:
             return
-        if len(message.payload) > _MAX_PAYLOAD[parsed.leaf]:
-            self._reject(
-                parsed.device_id, "oversize", f"{len(message.payload)} bytes on {parsed.leaf}"
-            )
+        oversize = len(payload) > _MAX_PAYLOAD[parsed.leaf]
+        device = self._devices.get(parsed.device_id) if oversize else self._device(parsed.device_id)
+        if oversize:
+            detail = f"{len(payload)} bytes on {parsed.leaf}"
+            if device is None:
+                self._reject_unregistered(parsed.device_id, "oversize", detail)
+            else:
+                self._reject(device.device_id, "oversize", detail)
             return
-        device = self._device(parsed.device_id)
         if device is None:
-            self._reject(UNREGISTERED, "unknown_device", f"message for {parsed.device_id!r}")
-            return
-        if not self._limiter.allow(device.device_id, time.monotonic()):
-            self._reject(device.device_id, "rate_limited", f"{parsed.leaf} over the rate limit")
+            self._reject_unregistered(
+                parsed.device_id, "unknown_device", f"message for {parsed.device_id!r}"
+            )
             return
         if parsed.region != device.region:
             self._reject(
@@ -525,12 +585,54 @@ class HubService:
                 f"message on region {parsed.region}, device is registered in {device.region}",
             )
             return
-        if parsed.leaf is DeviceLeaf.LINEAGE:
-            self._on_lineage(device, message.payload)
-        elif parsed.leaf is DeviceLeaf.EVIDENCE:
-            self._on_evidence(device, message.payload)
+        verified = self._verified(message.topic, parsed.leaf, device, payload)
+        if verified is None:
+            return
+        if not self._limiter.allow(device.device_id, time.monotonic()):
+            self._reject(device.device_id, "rate_limited", f"{parsed.leaf} over the rate limit")
+            return
+        if isinstance(verified, LineageBatch):
+            self._on_lineage(device, verified, payload)
+        elif isinstance(verified, DeviceStatus):
+            self._on_status(device, verified, payload)
         else:
-            self._on_status(device, message.payload)
+            self._on_evidence(device, payload)
+
+    def _verified(
+        self, topic: str, leaf: DeviceLeaf, device: DeviceRecord, payload: bytes
+    ) -> LineageBatch | DeviceStatus | Evidence | None:
+        """Check that ``payload`` is signed by ``device``'s registered key: the batch,
+        status or evidence it holds, or ``None``, counted as a rejection (``impersonation``;
+        ``evidence_rejected`` on the evidence topic, as :mod:`hub.attest` counts it).
+
+        A payload that is not even shaped as a ``COSE_Sign1`` costs nothing more. The
+        signature check is paid from the verification budget of ``topic`` (or the shared
+        one) and refunded when it verifies: messages that are not the device's can spend
+        only that budget, and past it they are dropped unchecked (``unverified_flood``)."""
+        device_id = device.device_id
+        if payload[:2] != _SIGN1_HEAD:
+            self._reject(device_id, "malformed", f"{leaf} is not a COSE_Sign1 envelope")
+            return None
+        charged = self._unverified.take(topic, payload, time.monotonic())
+        if charged is None:
+            self._reject(device_id, "unverified_flood", f"{leaf} dropped before its check")
+            return None
+        verified: LineageBatch | DeviceStatus | Evidence
+        try:
+            if leaf is DeviceLeaf.LINEAGE:
+                verified = open_batch(payload, device_id, device.public_key)
+            elif leaf is DeviceLeaf.STATUS:
+                verified = verify_status(payload, device=device_id, key=device.public_key)
+            else:
+                verified = verify_evidence(payload, device=device_id, key=device.public_key)
+        except (IngestError, ShippingError) as exc:
+            self._reject(device_id, RejectCode.IMPERSONATION, f"{leaf} refused: {exc}")
+            return None
+        except AttestationError as exc:
+            self._reject(device_id, "evidence_rejected", f"{leaf} refused: {exc}")
+            return None
+        self._unverified.refund(charged, payload)
+        return verified
 
     def _noted(self, message: Incoming) -> bool:
         """Whether ``message`` is on a retained trust topic; if so, remember what the broker
@@ -541,9 +643,46 @@ class HubService:
             return False
         if not message.payload:
             self._published.pop(message.topic, None)
-        elif message.topic in self._published or len(self._published) < MAX_REMEMBERED:
+            return True
+        if message.topic not in self._owned and len(self._strays) < MAX_REMEMBERED:
+            self._strays.add(message.topic)
+        if message.topic in self._published or len(self._published) < MAX_REMEMBERED:
             self._published[message.topic] = hashlib.sha256(message.payload).digest()
         return True
+
+    def _snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
+        """:func:`retained_snapshot`, noting its topics as the ones the hub owns."""
+        snapshot = retained_snapshot(self.registry, roots=roots)
+        self._owned = {p.topic for p in snapshot}
+        return snapshot
+
+    async def _clear_strays(self, conn: Connection) -> None:
+        """Clear (an empty retained message) whatever is retained on a trust topic the hub
+        subscribes to but does not publish on: a root version it does not hold, a channel
+        with no bundle, a revocation it never issued. Left there, every agent would fetch
+        it, refuse it and log it again on each reconnect. What the hub owns is read afresh
+        first (the registry, and the roots in its keys directory), so what another
+        ``edge-hub`` command recorded and then published is never cleared."""
+        strays, self._strays = self._strays, set()
+        self._strays_due = time.monotonic() + STRAY_CLEAR_S
+        roots = self._require_keys().roots
+        try:
+            roots = self.hub_dir.load_keys(self.config.keys_dir).roots
+        except EdgeGovError as exc:
+            logger.warning("trust roots not re-read (%s): using those loaded at start", exc)
+        self._snapshot(roots)
+        foreign = sorted(strays - self._owned)
+        if not foreign:
+            return
+        await self._publish(conn, [Publication(topic, b"") for topic in foreign])
+        self.stats.strays_cleared += len(foreign)
+        warn = self._warnings.allow("*/strays", time.monotonic())
+        logger.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "cleared %d retained message(s) on trust topics this hub does not publish on: %s",
+            len(foreign),
+            ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
+        )
 
     def _device(self, device_id: str) -> DeviceRecord | None:
         device = self._devices.get(device_id)
@@ -553,16 +692,18 @@ class HubService:
                 self._devices[device_id] = device
         return device
 
-    def _on_lineage(self, device: DeviceRecord, payload: bytes) -> None:
+    def _on_lineage(self, device: DeviceRecord, batch: LineageBatch, payload: bytes) -> None:
+        """Ingest a batch whose envelope verified. A duplicate is acknowledged again but
+        says nothing about the device being alive now (it may be a replay)."""
         registry, device_id = self.registry, device.device_id
         origin = origin_for(device_id, device.key_epoch)
         for _ in range(STORE_RETRIES):
             log = registry.lineage_state(device_id)
             now = _wall()
             try:
-                result = ingest_batch(
+                result = ingest_opened(
+                    batch,
                     payload,
-                    device=device_id,
                     key=device.public_key,
                     origin=origin,
                     log=log,
@@ -573,7 +714,6 @@ class HubService:
                 return
             if isinstance(result, Duplicate):
                 self.stats.duplicates += 1
-                registry.touch(device_id, now)
                 self._ack(device, log, now)
                 return
             if registry.store_batch(result, expected_size=log.size, received_at=now):
@@ -613,13 +753,26 @@ class HubService:
         )
         self._outbox[publication.topic] = publication
 
-    def _on_status(self, device: DeviceRecord, payload: bytes) -> None:
-        try:
-            status = verify_status(payload, device=device.device_id, key=device.public_key)
-        except ShippingError as exc:
-            self._reject(device.device_id, RejectCode.IMPERSONATION, f"status refused: {exc}")
+    def _on_status(self, device: DeviceRecord, status: DeviceStatus, payload: bytes) -> None:
+        """Record a verified status if it is fresh: signed within ``status_window_s`` of the
+        hub's time and not older than the one held (:meth:`Registry.record_status`).
+        Anything else (a replay, a last will signed at connect and delivered after newer
+        heartbeats, the retained status of a device that stopped long ago) is not news and
+        changes nothing, liveness included."""
+        now = _wall()
+        if abs(status.time - now) > self.config.status_window_s:
+            self.stats.stale_statuses += 1
+            logger.debug(
+                "status of %s signed at %d ignored: hub time is %d",
+                device.device_id,
+                status.time,
+                now,
+            )
             return
-        self.registry.record_status(status, payload, _wall())
+        if not self.registry.record_status(status, payload, now):
+            self.stats.stale_statuses += 1
+            logger.debug("status of %s signed at %d is not newer", device.device_id, status.time)
+            return
         self.stats.statuses += 1
         if status.online and status.gate in _ATTESTATION_GATES:
             self._challenge_soon(device)
@@ -698,9 +851,20 @@ class HubService:
     # Bookkeeping.
 
     def _reject(self, device: str, code: str, detail: str) -> None:
+        """Count a rejection of a message from the registered ``device``; warn (a few a
+        minute per device and code) and record at once unless anyone could flood it."""
         self._rejections.add(device, code, detail)
+        self._log_rejection(device, code, detail)
+
+    def _reject_unregistered(self, claimed: str | None, code: str, detail: str) -> None:
+        """Count a rejection of a message naming no registered device (``claimed``: the id
+        it named): per code only, never a row per made-up id."""
+        self._rejections.add_unregistered(claimed, code, detail)
+        self._log_rejection(UNREGISTERED, code, detail)
+
+    def _log_rejection(self, device: str, code: str, detail: str) -> None:
         self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
-        if code in _FLOOD_CODES:
+        if code in _FLOOD_CODES or not self._warnings.allow(f"{device}/{code}", time.monotonic()):
             logger.debug("rejected (%s) from %s: %s", code, device, detail)
             return
         logger.warning("rejected (%s) from %s: %s", code, device, detail)

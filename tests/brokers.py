@@ -31,7 +31,7 @@ from pathlib import Path
 
 from edge_agent.sync.mqtt import BrokerSettings
 from hub.broker import EmbeddedBroker
-from hub.limits import BrokerLimits
+from hub.broker_limits import BrokerLimits
 from tests.system_tools import missing
 
 __all__ = [

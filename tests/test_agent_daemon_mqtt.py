@@ -244,3 +244,23 @@ async def test_agent_over_mutual_tls_installs_and_a_client_without_a_certificate
             await _publish(anonymous, (topics.bundle_topic("eu-1", GROUP), bundle))
         with pytest.raises(TransportError):
             await _publish(replace(device, tls=False), (topics.bundle_topic("eu-1", GROUP), bundle))
+
+
+async def test_a_cleanly_stopped_agent_leaves_a_signed_offline_status_newer_than_its_last(
+    tmp_path: Path,
+) -> None:
+    hub = HubSim()
+    status_topic = topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.STATUS)
+    async with amqtt_broker() as handle, _fleet(tmp_path, hub, handle.settings) as fleet:
+        daemon = fleet.add("gw-001")
+        key = daemon.agent.device_key.public
+        await _until(daemon.connected.is_set, "connected")
+        async with connect(handle.settings, client_id="test-status-watcher") as connection:
+            await connection.subscribe([status_topic])
+            messages = connection.messages()
+            online = verify_status((await anext(messages)).payload, device="gw-001", key=key)
+            assert online.online
+            await fleet.kill("gw-001")
+            async with asyncio.timeout(WAIT_S):
+                last = verify_status((await anext(messages)).payload, device="gw-001", key=key)
+    assert not last.online and last.time >= online.time

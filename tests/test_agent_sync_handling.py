@@ -156,6 +156,16 @@ def test_a_retained_bad_payload_is_logged_once(daemon: AgentDaemon, hub: HubSim)
     assert _kinds(daemon).count("bundle_rejected") == 1
 
 
+def test_hundreds_of_retained_bad_objects_are_logged_once_each_across_reconnects(
+    daemon: AgentDaemon,
+) -> None:
+    ghosts = [f"{BASE}/revoke/device/ghost-{n}" for n in range(300)]
+    for _ in range(3):  # the broker sends every retained object again on each reconnect
+        for topic in ghosts:
+            _send(daemon, topic, b"\xd8\x62garbage")
+    assert _kinds(daemon).count(str(Kind.REVOCATION_REJECTED)) == len(ghosts)
+
+
 def test_revocation_for_this_device_denies_and_neighbours_do_not(
     daemon: AgentDaemon, hub: HubSim
 ) -> None:

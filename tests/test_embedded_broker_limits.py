@@ -18,7 +18,7 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
 from hub.broker import _RefusalLog
-from hub.limits import (
+from hub.broker_limits import (
     MAX_MESSAGE_BYTES,
     MAX_TOPIC_BYTES,
     MAX_TOPIC_LEVELS,

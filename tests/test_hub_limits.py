@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hub.limits import RateLimiter, RejectionCounter
+from hub.limits import RateLimiter, RejectionCounter, VerificationBudget
+from hub.registry import UNREGISTERED
 
 
 def test_a_device_gets_its_burst_then_the_sustained_rate() -> None:
@@ -35,3 +36,34 @@ def test_rejection_counts_drain_once() -> None:
     assert counter.drain() == {("gw-001", "rate_limited"): (2, "second")}
     assert counter.drain() == {}
     assert counter.total == 2
+
+
+def test_rejections_naming_no_registered_device_are_one_count_per_code_whatever_the_id() -> None:
+    counter = RejectionCounter(max_ids=100)
+    for n in range(10_000):
+        counter.add_unregistered(f"fake-{n}", "oversize", f"4096 bytes for fake-{n}")
+    counter.add("gw-001", "oversize", "4096 bytes on status")
+    assert counter.drain() == {
+        (UNREGISTERED, "oversize"): (10_000, "4096 bytes for fake-9999"),
+        ("gw-001", "oversize"): (1, "4096 bytes on status"),
+    }
+    assert list(counter.unregistered_ids) == [f"fake-{n}" for n in range(9_900, 10_000)]
+
+
+def test_a_spent_token_can_be_refunded_up_to_the_burst() -> None:
+    limiter = RateLimiter(rate=1.0, burst=10)
+    assert limiter.allow("t", 0.0, cost=10.0)
+    assert not limiter.allow("t", 0.0, cost=1.0)
+    limiter.refund("t", 25.0)
+    assert limiter.allow("t", 0.0, cost=10.0) and not limiter.allow("t", 0.0)
+
+
+def test_checks_are_paid_by_the_topic_then_the_shared_budget_then_refused() -> None:
+    budget = VerificationBudget(topic_rate=1.0, total_rate=1.0, max_message=100)
+    junk = b"\x00" * 100
+    assert budget.take("a", junk, 0.0) == "a", "a topic can always pay one largest message"
+    assert budget.take("a", junk, 0.0) == "", "then the shared budget pays"
+    assert budget.take("a", junk, 0.0) is None
+    assert budget.take("b", junk, 0.0) == "b", "another topic still has its own share"
+    budget.refund("", junk)
+    assert budget.take("a", junk, 0.0) == "", "what verified was given back"

@@ -234,25 +234,33 @@ async def test_impersonation_is_refused_unacknowledged_and_counted_in_fleet(
     assert rows["gw-001"]["online"] is None and rows["gw-002"]["rejections"] == {}
 
 
-async def test_signed_status_and_the_offline_last_will_show_in_fleet(
+async def test_a_newer_signed_status_shows_in_fleet_and_a_last_will_older_than_it_does_not(
     broker: object, setup: HubSetup
 ) -> None:
     device = setup.devices["gw-001"]
     settings = broker.settings  # type: ignore[attr-defined]
     now = int(time.time())
-    will = sign_status(DeviceStatus("gw-001", now, False, 1, now + 3600, "ok", 0, 0), device.key)
-    online = sign_status(
-        DeviceStatus("gw-001", now + 5, True, 1, now + 3600, "ok", 12, 10), device.key
-    )
+
+    def status(at: int, online: bool) -> bytes:
+        return sign_status(
+            DeviceStatus("gw-001", at, online, 1, now + 3600, "ok", 12, 10), device.key
+        )
+
     async with HubService(_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with connect(settings, client_id="gw-001") as conn:
-            await conn.publish(STATUS_1, online, retain=True)
+            await conn.publish(STATUS_1, status(now, True), retain=True)
             await wait_for(lambda: hub.stats.statuses == 1)
             row = hub.registry.fleet()[0]
             assert (row.online, row.bundle_version, row.device_lineage_size) == (True, 1, 12)
-            await conn.publish(STATUS_1, will, retain=True)
-            await wait_for(lambda: hub.stats.statuses == 2)
+            # The will, signed at connect, delivered after a newer heartbeat: stale.
+            await conn.publish(STATUS_1, status(now + 5, True), retain=True)
+            await conn.publish(STATUS_1, status(now, False), retain=True)
+            await wait_for(lambda: hub.stats.statuses + hub.stats.stale_statuses == 3)
+            assert (hub.stats.statuses, hub.registry.fleet()[0].online) == (2, True)
+            # A clean stop: a signed offline status newer than the last heartbeat.
+            await conn.publish(STATUS_1, status(now + 6, False), retain=True)
+            await wait_for(lambda: hub.stats.statuses == 3)
         assert hub.registry.fleet()[0].online is False
 
 
@@ -287,9 +295,14 @@ async def test_over_limit_and_oversize_messages_are_dropped_and_counted(
                     await conn.publish(STATUS_1, status)
                 await conn.publish(STATUS_1, b"\x00" * 4096)
                 await wait_for(
-                    lambda: sum(hub.stats.rejections.values()) + hub.stats.statuses == 21
+                    lambda: (
+                        sum(hub.stats.rejections.values())
+                        + hub.stats.statuses
+                        + hub.stats.stale_statuses
+                        == 21
+                    )
                 )
-            assert hub.stats.statuses == 5
+            assert (hub.stats.statuses, hub.stats.stale_statuses) == (1, 4)
             assert hub.stats.rejections == {"rate_limited": 15, "oversize": 1}
         with Registry.open(setup.path / "hub.db") as registry:
             counts = {code: n for _, code, n, _, _ in registry.rejections("gw-001")}

@@ -53,8 +53,10 @@ __all__ = ["AgentDaemon"]
 
 logger = logging.getLogger(__name__)
 
-MAX_REMEMBERED_REJECTIONS = 256
-"""Digests of refused payloads remembered, so a retained bad object is logged once."""
+MAX_REMEMBERED_REJECTIONS = 4096
+"""Digests of refused payloads remembered (least recently delivered beyond are forgotten),
+so a retained bad object is logged once, not again on every reconnect: the broker sends
+every retained object on each one, so this must exceed the bad objects a broker may hold."""
 MAX_REMEMBERED_APPLIED = 4096
 """Retained trust topics whose last applied payload is remembered (LRU)."""
 MAX_PENDING_ROOTS = 16
@@ -63,6 +65,8 @@ MAX_ACK_BACKOFF = 8
 MAX_PENDING_CHALLENGES = 8
 """Challenges queued for an answer; more arriving meanwhile are dropped (the hub re-asks)."""
 CLOCK_CHECK_S = 1.0
+OFFLINE_STATUS_TIMEOUT_S = 1.0
+"""How long a stopping agent waits for its signed offline status to be acknowledged."""
 
 
 class AgentDaemon:
@@ -188,11 +192,23 @@ class AgentDaemon:
             self.connected.set()
             logger.info("connected to %s", self.broker.url)
             await self._publish_status(connection, self._status(online=True))
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._receive(connection), name="receive")
-                tasks.create_task(self._ship(connection), name="ship")
-                tasks.create_task(self._report(connection), name="status")
-                tasks.create_task(self._answer(connection), name="challenges")
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._receive(connection), name="receive")
+                    tasks.create_task(self._ship(connection), name="ship")
+                    tasks.create_task(self._report(connection), name="status")
+                    tasks.create_task(self._answer(connection), name="challenges")
+            except asyncio.CancelledError:
+                await self._say_offline(connection)
+                raise
+
+    async def _say_offline(self, connection: Connection) -> None:
+        """On a clean stop, publish a signed offline status, newer than every heartbeat.
+        The broker drops the last will on a clean disconnect, and the will is signed at
+        connect anyway: older than the heartbeats since, so the hub would not take it."""
+        with contextlib.suppress(TransportError, TimeoutError):
+            async with asyncio.timeout(OFFLINE_STATUS_TIMEOUT_S):
+                await self._publish_status(connection, self._status(online=False))
 
     # --- incoming -----------------------------------------------------------------------
 
@@ -206,6 +222,7 @@ class AgentDaemon:
             return
         digest = _message_digest(message.topic, message.payload)
         if digest in self._rejected:
+            self._rejected.move_to_end(digest)
             return
         kind = _topic_kind(message.topic)
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:

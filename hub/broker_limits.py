@@ -1,0 +1,74 @@
+"""The embedded broker's limits, enforced by ``hub/broker.py``.
+
+They are sized from the largest object edgegov sends: docs/mqtt.md ("Embedded broker limits")
+gives the figures and what each limit protects against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_RETAINED_BYTES",
+    "MAX_RETAINED_MESSAGES",
+    "MAX_TOPIC_BYTES",
+    "MAX_TOPIC_LEVELS",
+    "REFUSAL_LOG_BURST",
+    "REFUSAL_LOG_INTERVAL_S",
+    "BrokerLimits",
+]
+
+MAX_TOPIC_BYTES = 256
+"""Longest topic name or filter, UTF-8 bytes (AWS IoT's limit). edgegov's longest is 159:
+``edgegov/v1/{region}/device/{id}/attestation`` with a 64-byte region and device id."""
+
+MAX_TOPIC_LEVELS = 8
+"""Most levels in a topic name or filter (7 slashes, AWS IoT's limit). edgegov's deepest topic
+has 6 levels; a shared subscription (``$share/{group}/`` in front) to it has 8."""
+
+MAX_MESSAGE_BYTES = MAX_BUNDLE_BYTES + 2 + MAX_TOPIC_BYTES + 2
+"""Largest MQTT packet the embedded broker reads, as its fixed header's remaining length:
+the largest bundle any agent accepts (8 MiB, 7.6 times a measured 10,000-rule bundle of
+1.06 MiB) with its topic (length prefix and name) and packet id. A lineage batch, the
+largest message a device sends, is at most 1 MiB."""
+
+MAX_RETAINED_MESSAGES = 50_000
+"""Retained messages held at once: 10 per device for 5,000 devices (a device has 3 of its
+own, status, ack and attestation, and at most 2 on its device channel), 5 times the largest
+fleet the embedded broker carries well (bench/fleet.py: 1,000 agents)."""
+
+MAX_RETAINED_BYTES = 128 * 1024 * 1024
+"""Retained topic and payload bytes held at once: 5,000 devices' own retained objects (about
+9 KiB each, 45 MiB) beside ten bundles of the largest size (80 MiB)."""
+
+REFUSAL_LOG_INTERVAL_S = 10.0
+REFUSAL_LOG_BURST = 3
+"""The broker logs each kind of refusal at most ``REFUSAL_LOG_BURST`` times in a row, then
+once per ``REFUSAL_LOG_INTERVAL_S`` with the number left unlogged meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """What the embedded broker holds at most (the defaults above; tests pass smaller ones)."""
+
+    message_bytes: int = MAX_MESSAGE_BYTES
+    topic_bytes: int = MAX_TOPIC_BYTES
+    topic_levels: int = MAX_TOPIC_LEVELS
+    retained_messages: int = MAX_RETAINED_MESSAGES
+    retained_bytes: int = MAX_RETAINED_BYTES
+
+    def __post_init__(self) -> None:
+        if (
+            min(
+                self.message_bytes,
+                self.topic_bytes,
+                self.topic_levels,
+                self.retained_messages,
+                self.retained_bytes,
+            )
+            < 1
+        ):
+            raise ValueError("every broker limit must be at least 1")
