@@ -21,7 +21,7 @@ from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import Incoming, connect
 from hub.registry import UNREGISTERED, Registry, RegistryError
 from hub.service import HubConfig, HubService
-from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker, requires_mosquitto
+from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for, watching
 
 pytestmark = pytest.mark.asyncio
@@ -222,7 +222,7 @@ async def test_a_fresh_status_moves_last_seen_and_a_replay_of_an_older_one_does_
 # 4. Retained objects on trust topics the hub does not own are cleared.
 
 
-@pytest_asyncio.fixture(params=["amqtt", pytest.param("mosquitto", marks=requires_mosquitto)])
+@pytest_asyncio.fixture(params=["amqtt", "mosquitto"])
 async def any_broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     context = amqtt_broker() if request.param == "amqtt" else mosquitto_broker()
     async with context as handle:
