@@ -1,11 +1,12 @@
 """The ``edge-hub`` commands that run and drive the MQTT fabric (docs/mqtt.md).
 
 ``serve`` runs :class:`hub.service.HubService` until SIGTERM or SIGINT. ``device add``,
-``bundle push``, ``revoke``, ``fleet`` and ``lineage show`` work on a hub directory
-(:mod:`hub.hubdir`); ``bundle push`` and ``revoke`` record in the registry first, then publish
-at once to the broker of the running ``serve`` (from ``serve.json``) or ``--broker``. Without
-either they record only, and ``serve`` publishes what was recorded when it starts (and, while
-it runs, anything recorded that the broker missed, on its next round).
+``device acl`` (the Mosquitto ACL, :mod:`hub.mosquitto_acl`), ``bundle push``, ``revoke``,
+``fleet`` and ``lineage show`` work on a hub directory (:mod:`hub.hubdir`); ``bundle push``
+and ``revoke`` record in the registry first, then publish at once to the broker of the
+running ``serve`` (from ``serve.json``) or ``--broker``. Without either they record only,
+and ``serve`` publishes what was recorded when it starts (and, while it runs, anything
+recorded that the broker missed, on its next round).
 
 ``revoke`` names only what the registry knows (:func:`hub.push.revocation_region`; ``--force``
 otherwise), and a bundle or key revocation, which nothing undoes, is confirmed first: typed
@@ -23,7 +24,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._internal.cli_support import counter_arg, read_bounded, utc_text, wall_clock
+from edge_agent._internal.cli_support import (
+    counter_arg,
+    read_bounded,
+    utc_text,
+    wall_clock,
+    write_atomic,
+)
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.lineage.entries import Entry
 from edge_agent.protocol import topics
@@ -35,6 +42,7 @@ from edge_agent.sync.mqtt import BrokerSettings
 from hub import attest_cli, breakglass_cli
 from hub.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.hubdir import HubDir
+from hub.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.publish import (
     Publication,
     issue_freshness,
@@ -124,6 +132,18 @@ def register(
     add.add_argument("--group", action="append", default=[], help="device group (repeat)")
     add.add_argument("--profile", required=True, help="firmware profile")
     add.set_defaults(handler=_cmd_device_add)
+    acl = device.add_parser(
+        "acl", parents=[hub_dir], help="write the Mosquitto ACL pinning devices to their region"
+    )
+    acl.add_argument("--out", type=Path, help="write here atomically (default: print)")
+    acl.add_argument(
+        "--hub-user",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a broker username of a hub process or command (repeat; default: hub)",
+    )
+    acl.set_defaults(handler=_cmd_device_acl)
 
     push = bundle.add_parser(
         "push", parents=[hub_dir, keys, broker], help="verify, record and publish a bundle"
@@ -243,6 +263,19 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
         f"{', '.join(record.groups) or '(none)'}, profile {record.profile}, key "
         f"{key.key_id.hex()[:16]}"
     )
+    return 0
+
+
+def _cmd_device_acl(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    with hub.open_registry() as registry:
+        devices = registry.devices()
+    text = render_acl(devices, args.hub_user or DEFAULT_HUB_USERS)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    write_atomic(args.out, text.encode())
+    print(f"ACL for {len(devices)} device(s) written to {args.out}; reload Mosquitto to apply it")
     return 0
 
 

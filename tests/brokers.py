@@ -5,7 +5,11 @@
   config of its own in a temporary directory (optionally a password file and an ACL file),
   stopped by its pid.
 
-Both yield a handle with ``settings`` (a :class:`BrokerSettings`, anonymous),
+- :func:`shipped_mosquitto` runs it on ``packaging/mosquitto/mosquitto.conf`` itself: only
+  its paths (into the temporary directory, with throwaway TLS certificates) and its listeners
+  (127.0.0.1, free ports) are changed, and logging added.
+
+All three yield a handle with ``settings`` (a :class:`BrokerSettings`, anonymous),
 ``settings_for(user, password)``, ``url``, ``port``, and ``stop()`` / ``start()`` to kill and
 restart the broker on the same port (fault tests). Retained messages are lost across a
 restart unless Mosquitto runs with ``persistence=True`` and is stopped cleanly.
@@ -33,6 +37,7 @@ from edge_agent.sync.mqtt import BrokerSettings
 from hub.broker import EmbeddedBroker
 from hub.broker_limits import BrokerLimits
 from tests.system_tools import missing
+from tests.tls_certs import ThrowawayCA
 
 __all__ = [
     "MOSQUITTO",
@@ -43,8 +48,10 @@ __all__ = [
     "free_port",
     "mosquitto_broker",
     "require_mosquitto",
+    "shipped_mosquitto",
 ]
 
+SHIPPED_CONFIG = Path(__file__).parent.parent / "packaging" / "mosquitto" / "mosquitto.conf"
 MOSQUITTO = Path(shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 START_TIMEOUT_S = 10.0
@@ -122,9 +129,12 @@ class MosquittoBroker(_Settings):
         passwords: Mapping[str, str] | None = None,
         persistence: bool = False,
         tls: TlsFiles | None = None,
+        shipped: bool = False,
     ) -> None:
         self.workdir = workdir
         self.tls = tls
+        self.shipped = shipped
+        self.tls_port = 0
         self.acl = acl
         self.passwords = dict(passwords or {})
         self.persistence = persistence
@@ -175,6 +185,8 @@ class MosquittoBroker(_Settings):
         return False
 
     def _config(self, port: int) -> str:
+        if self.shipped:
+            return self._shipped_config(port)
         lines = [
             f"listener {port} 127.0.0.1",
             f"user {getpass.getuser()}",
@@ -199,6 +211,38 @@ class MosquittoBroker(_Settings):
             lines.append(f"password_file {self._password_file()}")
         if self.acl is not None:
             lines.append(f"acl_file {self.acl}")
+        return "\n".join(lines) + "\n"
+
+    def _shipped_config(self, port: int) -> str:
+        """The shipped config with its paths and listeners moved here; every line that is
+        neither is kept as it is (a line this does not know how to move fails the test)."""
+        self.tls_port = self.tls_port or free_port()
+        ca = ThrowawayCA(self.workdir / "pki")
+        cert, key = ca.issue("broker", server=True)
+        moved = {
+            "listener 8883": f"listener {self.tls_port} 127.0.0.1",
+            "listener 1883 127.0.0.1": f"listener {port} 127.0.0.1",
+            "certfile /etc/mosquitto/certs/broker.crt": f"certfile {cert}",
+            "keyfile /etc/mosquitto/certs/broker.key": f"keyfile {key}",
+            "cafile /etc/mosquitto/ca/devices-ca.crt": f"cafile {ca.ca_file}",
+            "password_file /etc/mosquitto/edgegov.passwd": (
+                f"password_file {self._password_file()}"
+            ),
+            "acl_file /etc/mosquitto/conf.d/edgegov.acl": f"acl_file {self.acl}",
+            "persistence_location /var/lib/mosquitto/": f"persistence_location {self.workdir}/",
+        }
+        lines = []
+        for line in SHIPPED_CONFIG.read_text().splitlines():
+            if _names_a_place(line) and line not in moved:
+                raise AssertionError(f"shipped config line not moved for the test: {line}")
+            lines.append(moved.get(line, line))
+        lines += [
+            f"user {getpass.getuser()}",
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
         return "\n".join(lines) + "\n"
 
     def _password_file(self) -> Path:
@@ -242,6 +286,31 @@ async def mosquitto_broker(
         broker = MosquittoBroker(
             Path(workdir), acl=acl, passwords=passwords, persistence=persistence, tls=tls
         )
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.stop()
+
+
+def _names_a_place(line: str) -> bool:
+    """Whether a config line binds a port or names a file (comments do not)."""
+    if line.startswith("#"):
+        return False
+    return line.startswith(("listener ", "certfile ", "keyfile ", "cafile ")) or any(
+        root in line for root in ("/etc/", "/var/")
+    )
+
+
+@contextlib.asynccontextmanager
+async def shipped_mosquitto(
+    acl: Path, passwords: Mapping[str, str]
+) -> AsyncIterator[MosquittoBroker]:
+    """Mosquitto on the shipped ``packaging/mosquitto/mosquitto.conf`` with ``acl`` and a
+    password file of ``passwords``; ``settings`` is its loopback listener (where the hub
+    connects), ``tls_port`` its device listener."""
+    with tempfile.TemporaryDirectory(prefix="edgegov-mosquitto-") as workdir:
+        broker = MosquittoBroker(Path(workdir), acl=acl, passwords=passwords, shipped=True)
         await broker.start()
         try:
             yield broker

@@ -126,8 +126,11 @@ class AgentConfig(_Section):
     attestation: AttestationConfig = AttestationConfig()
     socket: SocketConfig = SocketConfig()
 
-    def broker_settings(self, client_id: str) -> BrokerSettings:
-        """The broker to connect to, with the password read from its file.
+    def broker_settings(self, device_id: str) -> BrokerSettings:
+        """The broker to connect to, with the password read from its file. The username is
+        ``device_id`` unless configured; the daemon connects with the username as its MQTT
+        client id, so with Mosquitto's ``use_username_as_clientid`` (the shipped config) no
+        other login can take its session over.
 
         Raises:
             ConfigError: no broker URL anywhere, a malformed URL, or an unreadable password
@@ -143,7 +146,7 @@ class AgentConfig(_Section):
             password = _read_secret(Path(self.broker.password_file))
         return BrokerSettings.from_url(
             self.broker.url,
-            username=self.broker.username or client_id,
+            username=self.broker.username or device_id,
             password=password,
             ca_file=self.broker.ca_file,
             cert_file=self.broker.cert_file,

@@ -46,7 +46,14 @@ from edge_agent.protocol.shipping import (
     verify_ack,
 )
 from edge_agent.sync.config import SyncConfig
-from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, LastWill, backoff_delays
+from edge_agent.sync.mqtt import (
+    MAX_MESSAGE_BYTES,
+    BrokerSettings,
+    Connection,
+    Incoming,
+    LastWill,
+    backoff_delays,
+)
 from edge_agent.sync.mqtt import connect as mqtt_connect
 
 __all__ = ["AgentDaemon"]
@@ -172,6 +179,13 @@ class AgentDaemon:
             logger.info("reconnecting to %s in %.1f s", self.broker.url, delay)
             await asyncio.sleep(delay)
 
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: the broker username (the device id unless configured), the
+        same string Mosquitto enforces with ``use_username_as_clientid``, so a client id
+        never names a device another login could claim (docs/deploy.md)."""
+        return self.broker.username or self.device.device_id
+
     def _fresh_backoff(self) -> Iterator[float]:
         return backoff_delays(self.config.reconnect_initial_s, self.config.reconnect_max_s)
 
@@ -180,7 +194,7 @@ class AgentDaemon:
         will = LastWill(self._status_topic, offline)
         async with mqtt_connect(
             self.broker,
-            client_id=f"edge-agent-{self.device.device_id}",
+            client_id=self.client_id,
             will=will,
             keepalive_s=self.config.keepalive_s,
         ) as connection:
@@ -219,6 +233,14 @@ class AgentDaemon:
     def handle(self, message: Incoming) -> None:
         """Apply one incoming message; never raises for bad input (it is logged)."""
         if not message.payload:
+            return
+        if len(message.payload) > MAX_MESSAGE_BYTES:
+            logger.warning(
+                "dropped a %d-byte message on %s unread: over the %d-byte limit",
+                len(message.payload),
+                message.topic,
+                MAX_MESSAGE_BYTES,
+            )
             return
         digest = _message_digest(message.topic, message.payload)
         if digest in self._rejected:

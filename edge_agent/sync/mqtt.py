@@ -5,11 +5,18 @@ Everything above it sees :class:`Connection` and :class:`Incoming` and catches
 anything that must not be lost (DESIGN.md section 5): retained topics are re-delivered on
 every reconnect, and lineage stays in SQLite until the hub acknowledges it. The incoming
 queue is still bounded and sized so that a burst of retained messages fits.
+
+What a broker sends is bounded before anything is verified: a packet whose announced length
+exceeds :data:`MAX_PACKET_BYTES` ends the connection before its body is read (MQTT 3.1.1 has
+no way to skip one packet), and the incoming queue holds at most
+:data:`MAX_QUEUED_INCOMING_BYTES` of payload, so a broker serving huge retained messages
+costs the agent a reconnect, never its memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -23,6 +30,9 @@ from edge_agent.errors import ConfigError, TransportError
 
 __all__ = [
     "DEFAULT_INCOMING_QUEUE",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PACKET_BYTES",
+    "MAX_QUEUED_INCOMING_BYTES",
     "BrokerSettings",
     "Connection",
     "Incoming",
@@ -35,8 +45,21 @@ __all__ = [
 DEFAULT_INCOMING_QUEUE = 10_000
 """Messages aiomqtt may hold before it discards (aiomqtt issue 108); nothing lost there
 matters, but a full queue would delay trust updates, so it is sized far above one burst."""
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+"""The largest payload edgegov sends over MQTT: a 10,000-rule bundle signed by one key is
+1,104,156 bytes (bench/decide.py's policy generator, compiled and signed), a lineage batch at
+most 1 MiB (``MAX_BATCH_BYTES``). The shipped Mosquitto config's ``message_size_limit``
+is this number (a test checks it)."""
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 4096
+"""A whole PUBLISH packet: the payload plus the fixed header, topic and packet id (edgegov
+topics are far shorter than 4 KiB). The shipped config's ``max_packet_size``."""
+MAX_QUEUED_INCOMING_BYTES = 16 * 1024 * 1024
+"""Payload bytes held in the incoming queue at once: eight largest messages; beyond it a
+message is discarded like one over the count (retained topics come again on reconnect)."""
 CONNECT_TIMEOUT_S = 10.0
 _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +185,62 @@ class Connection:
             raise TransportError(f"connection lost: {exc}") from exc
 
 
+class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's incoming queue, bounded in payload bytes as well as in messages: a message
+    that would take it over ``max_bytes`` is refused (``QueueFull``: aiomqtt discards it)."""
+
+    max_bytes = MAX_QUEUED_INCOMING_BYTES
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.bytes = 0
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if self.bytes + _payload_bytes(item) > self.max_bytes:
+            raise asyncio.QueueFull
+        super().put_nowait(item)
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        super()._put(item)
+        self.bytes += _payload_bytes(item)
+
+    def _get(self) -> aiomqtt.Message:
+        item = super()._get()
+        self.bytes -= _payload_bytes(item)
+        return item
+
+
+def _queue_type(max_bytes: int) -> type[_BoundedQueue]:
+    return type("_IncomingQueue", (_BoundedQueue,), {"max_bytes": max_bytes})
+
+
+def _payload_bytes(message: aiomqtt.Message) -> int:
+    payload = message.payload
+    return len(payload) if isinstance(payload, bytes | bytearray) else 0
+
+
+def _bound_incoming_packets(client: aiomqtt.Client, max_bytes: int) -> None:
+    """Make paho refuse a packet longer than ``max_bytes`` once its length is read, before
+    reading its body: paho (2.x) would otherwise buffer up to 256 MiB per packet, and
+    MQTT 3.1.1 cannot tell the broker a limit. Refusing ends the connection (paho reports
+    a lost connection, aiomqtt an :class:`aiomqtt.MqttError`)."""
+    paho = client._client
+    receive = paho._sock_recv
+
+    def bounded_receive(bufsize: int) -> bytes:
+        packet = paho._in_packet
+        if packet["have_remaining"] and packet["remaining_length"] > max_bytes:
+            logger.warning(
+                "the broker sent a %d-byte packet, over the %d-byte limit: disconnecting",
+                packet["remaining_length"],
+                max_bytes,
+            )
+            raise OSError(f"incoming packet larger than {max_bytes} bytes")
+        return receive(bufsize)
+
+    paho._sock_recv = bounded_receive  # type: ignore[method-assign]
+
+
 def _cancel_requests() -> int:
     task = asyncio.current_task()
     return 0 if task is None else task.cancelling()
@@ -194,9 +273,14 @@ async def connect(
     will: LastWill | None = None,
     clean_session: bool = True,
     incoming_queue: int = DEFAULT_INCOMING_QUEUE,
+    incoming_bytes: int = MAX_QUEUED_INCOMING_BYTES,
+    max_packet_bytes: int = MAX_PACKET_BYTES,
     keepalive_s: int = 30,
 ) -> AsyncIterator[Connection]:
     """Connect to the broker for the duration of the ``async with`` block (MQTT 3.1.1).
+
+    At most ``incoming_queue`` messages and ``incoming_bytes`` of payload wait in the
+    incoming queue; a packet over ``max_packet_bytes`` ends the connection unread.
 
     Raises:
         TransportError: the broker is unreachable, refused the credentials, or the
@@ -214,9 +298,11 @@ async def connect(
         keepalive=keepalive_s,
         timeout=CONNECT_TIMEOUT_S,
         max_queued_incoming_messages=incoming_queue,
+        queue_type=_queue_type(incoming_bytes),
         tls_context=_tls_context(settings),
         protocol=aiomqtt.ProtocolVersion.V311,
     )
+    _bound_incoming_packets(client, max_packet_bytes)
     requests = _cancel_requests()
     try:
         async with client:
