@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.limits import MAX_PACKET_BYTES
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -29,11 +29,11 @@ MAX_TOPIC_LEVELS = 8
 """Most levels in a topic name or filter (7 slashes, AWS IoT's limit). edgegov's deepest topic
 has 6 levels; a shared subscription (``$share/{group}/`` in front) to it has 8."""
 
-MAX_MESSAGE_BYTES = MAX_BUNDLE_BYTES + 2 + MAX_TOPIC_BYTES + 2
-"""Largest MQTT packet the embedded broker reads, as its fixed header's remaining length:
-the largest bundle any agent accepts (8 MiB, 7.6 times a measured 10,000-rule bundle of
-1.06 MiB) with its topic (length prefix and name) and packet id. A lineage batch, the
-largest message a device sends, is at most 1 MiB."""
+MAX_MESSAGE_BYTES = MAX_PACKET_BYTES
+"""Largest MQTT packet the embedded broker reads, as its fixed header's remaining length: the
+same bound as the agents' and the shipped Mosquitto config's (``protocol.limits``), the
+largest bundle (2 MiB, 1.9 times a measured 10,000-rule bundle of 1.06 MiB) with its topic
+and packet id."""
 
 MAX_RETAINED_MESSAGES = 50_000
 """Retained messages held at once: 10 per device for 5,000 devices (a device has 3 of its
@@ -42,7 +42,7 @@ fleet the embedded broker carries well (bench/fleet.py: 1,000 agents)."""
 
 MAX_RETAINED_BYTES = 128 * 1024 * 1024
 """Retained topic and payload bytes held at once: 5,000 devices' own retained objects (about
-9 KiB each, 45 MiB) beside ten bundles of the largest size (80 MiB)."""
+9 KiB each, 45 MiB) beside ten bundles of the largest size (20 MiB)."""
 
 REFUSAL_LOG_INTERVAL_S = 10.0
 REFUSAL_LOG_BURST = 3

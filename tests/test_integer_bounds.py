@@ -70,6 +70,7 @@ from edge_agent.protocol.shipping import (
     verify_status,
 )
 from edge_agent.store import StateStore
+from edge_agent.trust.clock import TimeFloor
 from hub.cli import main as hub_main
 from hub.keystore import load_role_keys, load_root
 from tests.factory import DEVICE, NOW, SAMPLE_POLICY, HubSim
@@ -356,7 +357,7 @@ def test_state_store_turns_an_integer_sqlite_cannot_hold_into_a_state_error(
     store = StateStore.open(tmp_path / "state")
     try:
         with pytest.raises(StateError, match="cannot write"):
-            store.record_freshness(data=None, time_floor=NOW, announced_epoch=2**63)
+            store.record_freshness(data=None, floor=TimeFloor(NOW), announced_epoch=2**63)
         assert store.load().announced_epoch == 0
     finally:
         store.close()

@@ -12,14 +12,27 @@ __all__ = [
     "MAX_COUNTER",
     "MAX_HEADER_BYTES",
     "MAX_INT",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PACKET_BYTES",
     "MAX_REVOCATION_BYTES",
     "MAX_ROOT_BYTES",
     "MAX_SIGNATURES",
     "MIN_INT",
 ]
 
-MAX_BUNDLE_BYTES = 8 * 1024 * 1024
-"""A 10,000-rule bundle is about 1.5 MiB; 8 MiB leaves room and bounds memory on a gateway."""
+MAX_BUNDLE_BYTES = 2 * 1024 * 1024
+"""The largest bundle anyone signs, pushes or accepts. A 10,000-rule bundle signed by one key
+is 1,104,156 bytes (bench/decide.py's policy generator, compiled and signed): 2 MiB leaves
+room for it, bounds memory on a gateway, and is the largest MQTT message edgegov sends."""
+
+MAX_MESSAGE_BYTES = MAX_BUNDLE_BYTES
+"""The largest payload of any MQTT message edgegov sends: a bundle (above); a lineage batch is
+at most 1 MiB (``shipping.MAX_BATCH_BYTES``). The agent drops anything larger unread, the
+embedded broker and the shipped Mosquitto config refuse it."""
+
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 4096
+"""A whole PUBLISH packet: the payload plus the fixed header, topic and packet id (edgegov
+topics are at most 256 bytes). The shipped Mosquitto config's ``max_packet_size``."""
 
 MAX_ROOT_BYTES = 64 * 1024
 MAX_REVOCATION_BYTES = 64 * 1024

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from edge_agent.errors import ConfigError, TransportError
+from edge_agent.protocol.limits import MAX_MESSAGE_BYTES, MAX_PACKET_BYTES
 
 __all__ = [
     "DEFAULT_INCOMING_QUEUE",
@@ -45,14 +46,6 @@ __all__ = [
 DEFAULT_INCOMING_QUEUE = 10_000
 """Messages aiomqtt may hold before it discards (aiomqtt issue 108); nothing lost there
 matters, but a full queue would delay trust updates, so it is sized far above one burst."""
-MAX_MESSAGE_BYTES = 2 * 1024 * 1024
-"""The largest payload edgegov sends over MQTT: a 10,000-rule bundle signed by one key is
-1,104,156 bytes (bench/decide.py's policy generator, compiled and signed), a lineage batch at
-most 1 MiB (``MAX_BATCH_BYTES``). The shipped Mosquitto config's ``message_size_limit``
-is this number (a test checks it)."""
-MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 4096
-"""A whole PUBLISH packet: the payload plus the fixed header, topic and packet id (edgegov
-topics are far shorter than 4 KiB). The shipped config's ``max_packet_size``."""
 MAX_QUEUED_INCOMING_BYTES = 16 * 1024 * 1024
 """Payload bytes held in the incoming queue at once: eight largest messages; beyond it a
 message is discarded like one over the count (retained topics come again on reconnect)."""
