@@ -157,11 +157,19 @@ class LocalAgent:
         self._attestation_seen = _UNOBSERVED
 
     @classmethod
-    def open(cls, state_dir: Path, lineage: LineageConfig | None = None) -> LocalAgent:
+    def open(
+        cls,
+        state_dir: Path,
+        lineage: LineageConfig | None = None,
+        *,
+        record_lineage_breaks: bool = True,
+    ) -> LocalAgent:
         """Open ``state_dir`` and re-verify the root chain and the active bundle.
 
         A root chain that fails verification is an error (nothing can be trusted); an active
         bundle that fails verification leaves a state that denies with ``internal_error``.
+        Read-only callers pass ``record_lineage_breaks=False``: a lineage break they find
+        is reported (the gate shows closed) but never recorded.
 
         Raises:
             StateError: not initialised, unreadable, or its trust roots do not verify.
@@ -202,7 +210,12 @@ class LocalAgent:
         except EdgeGovError as exc:
             store.close()
             raise StateError(f"the device key in {state_dir} cannot be used: {exc}") from exc
-        log = LineageLog.open(state_dir, stored.identity.device_id, config=lineage)
+        log = LineageLog.open(
+            state_dir,
+            stored.identity.device_id,
+            config=lineage,
+            record_breaks=record_lineage_breaks,
+        )
         return cls(store, state, log, key)
 
     @property
