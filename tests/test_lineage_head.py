@@ -26,6 +26,7 @@ from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
+from hub.cli import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
 ALLOWED = Request("svc:camera", "exec", "/opt/camera/bin/capture")
@@ -200,6 +201,26 @@ def test_acknowledging_a_break_nobody_recorded_yet_records_it_first(
     assert (kind, reason) == (Kind.SEGMENT_START, TAMPERED)
     code, _ = _log_verify(state, capsys)
     assert code == 0
+
+
+def test_the_hub_sees_the_tamper_segment_as_a_fork_and_its_first_entry_says_why(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def export(out: Path) -> None:
+        assert agent_main(["log", "export", "--state-dir", str(state), "--out", str(out)]) == 0
+
+    export(tmp_path / "before.cbor")
+    _delete(state)
+    with LocalAgent.open(state):
+        pass
+    export(tmp_path / "after.cbor")
+    assert agent_main(["pubkey", "--state-dir", str(state)]) == 0
+    (tmp_path / "pub.pem").write_text(capsys.readouterr().out)
+    verify = ["lineage", "verify", str(tmp_path / "after.cbor")]
+    verify += ["--device-key", str(tmp_path / "pub.pem")]
+    assert hub_main(verify) == 0
+    assert hub_main([*verify, "--checkpoint", str(tmp_path / "before.cbor")]) == 1
+    assert "FORK" in capsys.readouterr().err
 
 
 def test_the_hub_acknowledgement_is_kept_in_the_state_and_checked(state: Path) -> None:

@@ -280,7 +280,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     log = _open(args)
     store = log.store
     assert store is not None
-    log.checkpoint(wall_clock())
+    if log.fault is None:
+        # A broken log is exported as it is, evidence; it is never signed.
+        log.checkpoint(wall_clock())
     tip = store.tip()
     start = tip.base
     if args.since is not None:
