@@ -25,7 +25,9 @@ Invariants:
 - the acknowledgement watermark (how many leading entries the hub has stored and verified)
   only moves up, and never past the log's size.
 
-Reads for ``log show``/``verify``/``export`` stream rows in pages and never load the log.
+Reads for ``log show``/``verify``/``export`` stream rows in pages and never load the log. A
+verification reads through :meth:`LineageStore.snapshot`, one read transaction on a connection
+of its own, so appends committed meanwhile are never half-seen.
 """
 
 from __future__ import annotations
