@@ -106,7 +106,9 @@ def decisions(count: int) -> list[Decision]:
 def fresh_log(root: Path, synchronous: str) -> LineageLog:
     state = Path(tempfile.mkdtemp(dir=root))
     load_or_create_device_key(state)
-    log = LineageLog.open(state, DEVICE, config=LineageConfig(synchronous=synchronous))
+    log = LineageLog.open(
+        state, DEVICE, config=LineageConfig(synchronous=synchronous), recorded_head=False
+    )
     if log.fault is not None:
         raise SystemExit(f"cannot open a lineage in {state}: {log.fault}")
     return log
@@ -256,7 +258,9 @@ def build_log(root: Path, entries: int) -> tuple[LineageLog, float]:
     """A log of ``entries`` entries written with the store's batch append; its build time."""
     state = Path(tempfile.mkdtemp(dir=root))
     load_or_create_device_key(state)
-    writer = LineageLog.open(state, DEVICE, config=LineageConfig(synchronous="NORMAL"))
+    writer = LineageLog.open(
+        state, DEVICE, config=LineageConfig(synchronous="NORMAL"), recorded_head=False
+    )
     assert writer.store is not None
     shapes: list[Draft] = [draft_of(decision_entry(d)) for d in decisions(1024)]
     start = time.perf_counter()
@@ -271,7 +275,7 @@ def build_log(root: Path, entries: int) -> tuple[LineageLog, float]:
         written += len(batch)
     writer.close(NOW + written)
     elapsed = time.perf_counter() - start
-    return LineageLog.open(state, DEVICE, verify_at_open=False), elapsed
+    return LineageLog.open(state, DEVICE, verify_at_open=False, recorded_head=False), elapsed
 
 
 def verify_section(log: LineageLog, entries: int, built_s: float, repeat: int) -> bool:

@@ -162,12 +162,20 @@ class LocalAgent:
         self._attestation_seen = _UNOBSERVED
 
     @classmethod
-    def open(cls, state_dir: Path, lineage: LineageConfig | None = None) -> LocalAgent:
+    def open(
+        cls,
+        state_dir: Path,
+        lineage: LineageConfig | None = None,
+        *,
+        record_lineage_breaks: bool = True,
+    ) -> LocalAgent:
         """Open ``state_dir`` and re-verify the root chain and everything signed under it.
 
         A root chain that fails verification is an error (nothing can be trusted); an active
         bundle that does not verify under the newest root leaves a state that denies with
-        ``bundle_untrusted`` (as :meth:`install_root` does in a running agent).
+        ``bundle_untrusted`` (as :meth:`install_root` does in a running agent). Read-only
+        callers pass ``record_lineage_breaks=False``: a lineage break they find is reported
+        (the gate shows closed) but never recorded.
 
         Raises:
             StateError: not initialised, unreadable, or its trust roots do not verify.
@@ -184,7 +192,12 @@ class LocalAgent:
         except EdgeGovError as exc:
             store.close()
             raise StateError(f"the device key in {state_dir} cannot be used: {exc}") from exc
-        log = LineageLog.open(state_dir, stored_device.device_id, config=lineage)
+        log = LineageLog.open(
+            state_dir,
+            stored_device.device_id,
+            config=lineage,
+            record_breaks=record_lineage_breaks,
+        )
         return cls(store, state, log, key)
 
     @property

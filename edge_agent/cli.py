@@ -261,7 +261,7 @@ def _print_decision(decision: Decision, as_json: bool) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     now = wall_clock()
-    with LocalAgent.open(args.state_dir) as agent:
+    with LocalAgent.open(args.state_dir, record_lineage_breaks=False) as agent:
         state = agent.state
         checks = agent.checks(now)
         lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"

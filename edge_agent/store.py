@@ -10,6 +10,9 @@ settings of ``edge-agent init``. Every
 change is one transaction; only verified objects are written. The store does not verify
 anything itself: it hands bytes to the pure core and stores what the core accepted.
 sqlite3 errors stay in this module.
+
+It also keeps the lineage's head (:class:`LineageHeadStore`): the lineage's own file can be
+deleted or edited, so the agent records what it last signed outside it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.trust.clock import TimeFloor
 
-__all__ = ["DB_NAME", "StateStore", "StoredState"]
+__all__ = ["DB_NAME", "LineageHeadStore", "RecordedHead", "StateStore", "StoredState"]
 
 DB_NAME = "state.db"
 SCHEMA_VERSION = 1
@@ -465,6 +469,164 @@ def _decode_identity(value: object) -> DeviceIdentity:
         )
     except (EdgeGovError, KeyError, TypeError) as exc:
         raise StateError("the device identity in the agent state database is damaged") from exc
+
+
+# --- the lineage head --------------------------------------------------------------------
+
+_HEAD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lineage_head (
+    slot TEXT PRIMARY KEY CHECK (slot = 'head'),
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    acked INTEGER NOT NULL,
+    acked_root BLOB NOT NULL,
+    broken TEXT
+);
+"""
+_NO_ROOT = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedHead:
+    """The lineage as last signed, recorded outside the lineage's own file.
+
+    ``size``/``root``: the last checkpoint the agent signed; ``acked``/``acked_root``: the
+    tree the hub last acknowledged; ``broken``: why the lineage was found missing or edited,
+    until an operator acknowledges it (the gate stays closed meanwhile). Sizes are 0 (and
+    roots zero bytes) before anything was recorded.
+    """
+
+    size: int = 0
+    root: bytes = _NO_ROOT
+    acked: int = 0
+    acked_root: bytes = _NO_ROOT
+    broken: str | None = None
+
+
+class LineageHeadStore:
+    """The lineage head in ``state.db``, on a connection of its own that any thread may use
+    (the lineage's writer threads record checkpoints through it).
+
+    ``advance`` and ``acknowledge`` only move the head up and skip the fsync: the head is a
+    lower bound of the log, so one lost at a power cut only makes the check weaker until the
+    next checkpoint, never a false alarm. Marking and clearing a break are durable.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, state_dir: Path) -> LineageHeadStore:
+        """Open the head table of an initialised state directory (creating the table).
+
+        Raises:
+            StateError: not initialised or unreadable.
+        """
+        path = state_dir / DB_NAME
+        if not path.is_file():
+            raise StateError(f"no agent state in {state_dir}: the lineage head cannot be read")
+        try:
+            db = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(_HEAD_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the lineage head in {path}: {exc}") from exc
+        return cls(path, db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def load(self) -> RecordedHead:
+        """The recorded head (all zero when none was recorded yet).
+
+        Raises:
+            StateError: unreadable or damaged.
+        """
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT size, root, acked, acked_root, broken FROM lineage_head"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the lineage head in {self.path}: {exc}") from exc
+        if row is None:
+            return RecordedHead()
+        size, root, acked, acked_root, broken = row
+        if not (
+            isinstance(size, int)
+            and isinstance(acked, int)
+            and acked >= 0
+            and size >= 0
+            and isinstance(root, bytes)
+            and isinstance(acked_root, bytes)
+            and len(root) == len(acked_root) == len(_NO_ROOT)
+            and (broken is None or isinstance(broken, str))
+        ):
+            raise StateError(f"the lineage head in {self.path} is damaged")
+        return RecordedHead(size, root, acked, acked_root, broken)
+
+    def advance(self, size: int, root: bytes, *, durable: bool = False) -> None:
+        """Record a checkpoint at ``size`` with ``root`` if it is beyond the recorded one.
+
+        Raises:
+            StateError: the write failed.
+        """
+        self._upsert(
+            "size = excluded.size, root = excluded.root WHERE excluded.size > size",
+            RecordedHead(size, root),
+            durable=durable,
+        )
+
+    def acknowledge(self, acked: int, root: bytes) -> None:
+        """Record that the hub acknowledged the tree of ``acked`` entries with ``root``.
+
+        Raises:
+            StateError: the write failed.
+        """
+        self._upsert(
+            "acked = excluded.acked, acked_root = excluded.acked_root WHERE excluded.acked > acked",
+            RecordedHead(acked=acked, acked_root=root),
+            durable=False,
+        )
+
+    def mark_broken(self, why: str) -> None:
+        """Record a break: every process opening the lineage denies until it is cleared.
+
+        Raises:
+            StateError: the write failed.
+        """
+        self._upsert("broken = excluded.broken", RecordedHead(broken=why), durable=True)
+
+    def restart(self, head: RecordedHead) -> None:
+        """Replace the head (a new segment, or a break acknowledged by an operator).
+
+        Raises:
+            StateError: the write failed.
+        """
+        self._upsert(
+            "size = excluded.size, root = excluded.root, acked = excluded.acked, "
+            "acked_root = excluded.acked_root, broken = excluded.broken",
+            head,
+            durable=True,
+        )
+
+    def _upsert(self, update: str, head: RecordedHead, *, durable: bool) -> None:
+        with self._lock:
+            try:
+                self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._db.execute(
+                    "INSERT INTO lineage_head (slot, size, root, acked, acked_root, broken) "
+                    "VALUES ('head', ?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (slot) DO UPDATE SET {update}",
+                    (head.size, head.root, head.acked, head.acked_root, head.broken),
+                )
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot record the lineage head in {self.path}: {exc}") from exc
 
 
 def _fsync_dir(path: Path) -> None:

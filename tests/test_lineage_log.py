@@ -47,7 +47,8 @@ def state(tmp_path: Path, sim: HubSim) -> Path:
 
 
 def _verify(state_dir: Path) -> LineageError | None:
-    with LocalAgent.open(state_dir) as agent:
+    """What ``log verify`` finds (opened as a reader: nothing is recorded or moved)."""
+    with LocalAgent.open(state_dir, record_lineage_breaks=False) as agent:
         assert agent.lineage is not None
         try:
             agent.lineage.verify()

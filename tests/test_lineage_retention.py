@@ -33,7 +33,12 @@ def _open(state: Path, **config: object) -> LineageLog:
     """A log whose checkpoints fall every ``checkpoint_every`` entries (no time trigger)."""
     load_or_create_device_key(state)
     settings: dict[str, object] = {"checkpoint_after_s": 0, **config}
-    log = LineageLog.open(state, DEVICE.device_id, config=LineageConfig(**settings))  # type: ignore[arg-type]
+    log = LineageLog.open(
+        state,
+        DEVICE.device_id,
+        config=LineageConfig(**settings),
+        recorded_head=False,  # type: ignore[arg-type]
+    )
     assert log.fault is None
     return log
 

@@ -4,6 +4,14 @@ Two depths: :func:`verify_store` from the log's base (``log verify``), and ``tai
 the last signed checkpoint only (start-up, bounded by the checkpoint interval). Both stream
 the entries, so memory stays O(log n). Every failure is a :class:`LineageError` naming the
 first bad seq when there is one.
+
+A verification reads one snapshot of the log (one read transaction): the agent may append
+while it runs, and entries committed meanwhile are simply not part of what is checked.
+
+Given the head the agent recorded outside the log (:class:`~edge_agent.store.RecordedHead`),
+:func:`check_head` also proves that the log still holds the tree it last signed and the one
+the hub acknowledged: a log deleted, truncated or rewritten behind the agent's back fails it
+even when what is left verifies on its own.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ from edge_agent.lineage.store import LineageStore, StoredCheckpoint
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
+from edge_agent.store import RecordedHead
 
-__all__ = ["VerifyReport", "verify_store"]
+__all__ = ["VerifyReport", "check_head", "verify_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +43,87 @@ class VerifyReport:
 
 
 def verify_store(
-    store: LineageStore, public_key: PublicKey, origin: str, *, tail: bool = False
+    store: LineageStore,
+    public_key: PublicKey,
+    origin: str,
+    *,
+    tail: bool = False,
+    head: RecordedHead | None = None,
 ) -> VerifyReport:
-    """Verify the stored log from its base (or, with ``tail``, from the last checkpoint).
+    """Verify the stored log from its base (or, with ``tail``, from the last checkpoint),
+    in one snapshot; with ``head``, then :func:`check_head` in the same snapshot (after the
+    entries, so a failure names the first bad entry when there is one).
+
+    Raises:
+        LineageError: the first failure, with the seq at fault when there is one.
+    """
+    with store.snapshot() as view:
+        report = _verify(view, public_key, origin, tail)
+        if head is not None:
+            check_head(view, head, public_key, origin)
+        return report
+
+
+def check_head(store: LineageStore, head: RecordedHead, public_key: PublicKey, origin: str) -> None:
+    """Check that the log still holds the trees recorded in the agent state.
+
+    Steps, for the last signed checkpoint and the hub's last acknowledgement (each skipped
+    while nothing is recorded): 1. the log has at least that many entries and was not
+    pruned past it; 2. a consistency proof from stored nodes leads from the recorded root
+    to the log's current root. Then 3. the signed checkpoint at the recorded size is still
+    stored, and signs the recorded root.
+
+    Raises:
+        LineageError: the log is shorter than, or not an extension of, what was recorded.
+    """
+    tip = store.tip()
+    recorded = (
+        ("the last signed checkpoint", head.size, head.root),
+        ("the hub's last acknowledgement", head.acked, head.acked_root),
+    )
+    for what, size, root in recorded:
+        if size == 0:
+            continue
+        if size > tip.size:
+            raise LineageError(
+                f"the log holds {tip.size} entries but the agent state records {size} at "
+                f"{what}: entries are missing",
+                seq=tip.size,
+            )
+        if size < tip.base:
+            raise LineageError(
+                f"the log starts at entry {tip.base}, after {what} recorded in the agent "
+                f"state (size {size})",
+                seq=tip.base,
+            )
+        try:
+            proof = consistency_proof(size, tip.size, store.get_node)
+            current = store.frontier(tip.size).root()
+            verify_consistency(size, tip.size, root, current, proof)
+        except LineageError as exc:
+            raise LineageError(
+                f"the log is not an extension of {what} recorded in the agent state "
+                f"(size {size}, root {root.hex()[:16]}...): {exc}",
+                seq=size - 1,
+            ) from exc
+    if head.size:
+        stored = store.checkpoints(head.size)[:1]
+        if not stored or stored[0].size != head.size:
+            raise LineageError(
+                f"the signed checkpoint at size {head.size} recorded in the agent state is "
+                "missing from the log",
+                seq=head.size,
+            )
+        if _open(stored[0], public_key, origin).root != head.root:
+            raise LineageError(
+                f"the checkpoint at size {head.size} does not sign the root recorded in the "
+                "agent state",
+                seq=head.size,
+            )
+
+
+def _verify(store: LineageStore, public_key: PublicKey, origin: str, tail: bool) -> VerifyReport:
+    """Verify one snapshot of the log.
 
     Steps: 1. verify every checkpoint's signature and origin; 2. those at or below the
     starting point (with ``tail``: all of them) must be consistent, by proofs from stored

@@ -121,7 +121,11 @@ def _nonnegative(text: str) -> int:
     return int(text)
 
 
-def _open(args: argparse.Namespace, verify_at_open: bool = False) -> LineageLog:
+def _open(
+    args: argparse.Namespace, verify_at_open: bool = False, record_breaks: bool = False
+) -> LineageLog:
+    """The device's lineage, checked against the head in the agent state. Only commands
+    that act on a break record one; the others (reading) report it and change nothing."""
     from edge_agent.store import StateStore
 
     store = StateStore.open(args.state_dir)
@@ -129,7 +133,12 @@ def _open(args: argparse.Namespace, verify_at_open: bool = False) -> LineageLog:
         identity = store.load().identity
     finally:
         store.close()
-    log = LineageLog.open(args.state_dir, identity.device_id, verify_at_open=verify_at_open)
+    log = LineageLog.open(
+        args.state_dir,
+        identity.device_id,
+        verify_at_open=verify_at_open,
+        record_breaks=record_breaks,
+    )
     if log.store is None:
         raise LineageError(log.fault or "the lineage cannot be opened")
     return log
@@ -218,18 +227,25 @@ def _entry_json(entry: Entry) -> dict[str, object]:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    log = _open(args)
-    report = log.verify()
+    """OK only when the whole log verifies, extends the head recorded in the agent state,
+    and no break waits to be acknowledged; otherwise FAIL and exit 1."""
+    try:
+        log = _open(args)
+        report = log.verify()
+        recorded = log.recorded_break()
+    except LineageError as exc:
+        print(f"lineage FAIL: {exc}")
+        return 1
+    assert log.store is not None
+    log.store.close()
+    if recorded is not None:
+        print(f"lineage FAIL: unacknowledged lineage break: {recorded}")
+        return 1
     print(
         f"lineage OK: entries {report.base}..{report.size - 1}, {report.checkpoints} signed "
         f"checkpoints (last at size {report.last_checkpoint}), "
         f"{report.unsigned_tail} entries after the last checkpoint"
     )
-    assert log.store is not None
-    if log.store.get_meta("break") is not None:
-        print(f"unacknowledged lineage break: {log.store.get_meta('break')}")
-        return 1
-    log.store.close()
     return 0
 
 
@@ -264,7 +280,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     log = _open(args)
     store = log.store
     assert store is not None
-    log.checkpoint(wall_clock())
+    if log.fault is None:
+        # A broken log is exported as it is, evidence; it is never signed.
+        log.checkpoint(wall_clock())
     tip = store.tip()
     start = tip.base
     if args.since is not None:
@@ -431,7 +449,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:
-    log = _open(args)
+    log = _open(args, verify_at_open=True, record_breaks=True)
     seq = log.acknowledge_break(wall_clock(), args.note)
     print(f"lineage break acknowledged; new segment starts at entry {seq}")
     log.close(wall_clock())

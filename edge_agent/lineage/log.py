@@ -9,6 +9,16 @@ persisted and keeps the gate closed until an operator runs
 a new segment whose first entry records the break and links to the last stored entry.
 Write failures (disk full, read-only, locked) are transient: the next write tries again.
 
+The head outside the log: every checkpoint the agent signs (and every acknowledgement from
+the hub) is also recorded in the agent state (:class:`~edge_agent.store.LineageHeadStore`),
+so a log deleted, emptied, truncated or rewritten is found even when what is left verifies on
+its own. Opening the log checks it against that head (a consistency proof); :meth:`audit`
+verifies every entry and runs in the background. A failure counts only when a second check,
+from a fresh read, fails too; then, unless the log was opened by a read-only command, the
+break is recorded in the agent state (all processes deny until acknowledged), the damaged
+file is kept beside the new one as evidence, and a new log starts whose first entry, a
+``segment_start`` with reason ``lineage_tampered``, says what was recorded and what was found.
+
 Shipping to the hub: :meth:`LineageLog.unacknowledged` hands out the entries after the
 acknowledgement watermark, :meth:`LineageLog.checkpoint_note` the signed checkpoint a batch
 ends at, and :meth:`LineageLog.acknowledge` moves the watermark up once the hub has stored
@@ -22,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.device_key import load_device_key
-from edge_agent.errors import EdgeGovError, LineageError
-from edge_agent.lineage.check import VerifyReport, verify_store
+from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.lineage.check import VerifyReport, check_head, verify_store
 from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, decision_entry, draft_of
 from edge_agent.lineage.exported import InclusionProof
 from edge_agent.lineage.store import (
@@ -42,12 +53,14 @@ from edge_agent.lineage.writer import AsyncGroupCommitWriter, GroupCommitWriter
 from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoint
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.merkle import Frontier, inclusion_proof, leaf_hash
+from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.trust.gate import Decision, lineage_unavailable
 
 __all__ = [
     "DEVICE_KEY_EPOCH",
     "MAX_UNACKNOWLEDGED_BATCH",
     "PRUNE_STEP_ENTRIES",
+    "TAMPERED",
     "VERIFY_ON_START",
     "LineageConfig",
     "LineageLog",
@@ -65,6 +78,9 @@ VERIFY_ON_START = ("tail", "full")
 MAX_UNACKNOWLEDGED_BATCH = 4096
 """Most entries :meth:`LineageLog.unacknowledged` returns at once."""
 
+TAMPERED = "lineage_tampered"
+"""Reason of the ``segment_start`` entry opening the new log after a break was found."""
+
 PRUNE_STEP_ENTRIES = 10_000
 """Entries deleted per pruning transaction (at least one checkpoint interval): deciders
 waiting for the write lock wait for one step, never for the whole prune."""
@@ -81,6 +97,9 @@ class LineageConfig:
     at start-up, at the cost of reading every entry (about 15 s per million entries on an
     x86 core, several times that on small ARM boards).
 
+    ``audit_every_s``: the running agent verifies the whole log against the recorded head
+    in the background once after start and then this often (0: only after start).
+
     Retention (off unless set): keep at most ``retain_max_entries`` entries, and none older
     than ``retain_max_age_s`` seconds; but never prune an entry the hub has not acknowledged,
     and cut only at a signed checkpoint.
@@ -91,6 +110,7 @@ class LineageConfig:
     synchronous: str = "FULL"
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
     verify_on_start: str = "tail"
+    audit_every_s: int = 3600
     retain_max_entries: int | None = None
     retain_max_age_s: int | None = None
 
@@ -99,14 +119,26 @@ class LineageConfig:
             raise ValueError(f"lineage synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if self.verify_on_start not in VERIFY_ON_START:
             raise ValueError(f"lineage verify_on_start must be one of {', '.join(VERIFY_ON_START)}")
-        if self.checkpoint_every < 0 or self.checkpoint_after_s < 0:
-            raise ValueError("lineage checkpoint intervals are not negative")
+        if self.checkpoint_every < 0 or self.checkpoint_after_s < 0 or self.audit_every_s < 0:
+            raise ValueError("lineage checkpoint and audit intervals are not negative")
         if self.busy_timeout_s <= 0:
             raise ValueError("lineage busy_timeout_s is a positive number of seconds")
         for name in ("retain_max_entries", "retain_max_age_s"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"lineage {name} is a positive integer when set")
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    """Why the log cannot be used. ``evidence``: a break newly found, at entry ``seq``;
+    ``unreadable``: the log or the head could not be read (which may pass); neither: a break
+    already recorded."""
+
+    message: str
+    evidence: bool = False
+    seq: int | None = None
+    unreadable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +169,9 @@ class LineageLog:
         origin: str,
         config: LineageConfig,
         fault: str | None,
+        head: LineageHeadStore | None = None,
+        *,
+        record_breaks: bool = True,
     ) -> None:
         self.store = store
         self.key = key
@@ -144,6 +179,10 @@ class LineageLog:
         self.config = config
         self.fault = fault
         """Why the log is unavailable (every decision then denies); ``None`` when usable."""
+        self.head = head
+        """The head recorded in the agent state (``None``: not tracked, for tests)."""
+        self.record_breaks = record_breaks
+        """Whether a break found is recorded; read-only commands only report it."""
         self.last_error: str | None = None
         """The last write failure, cleared by the next successful write."""
         self._writer = GroupCommitWriter(self._write_batch)
@@ -157,8 +196,15 @@ class LineageLog:
         *,
         config: LineageConfig | None = None,
         verify_at_open: bool = True,
+        recorded_head: bool = True,
+        record_breaks: bool = True,
     ) -> LineageLog:
-        """Open the lineage of ``state_dir`` and verify it (``config.verify_on_start``).
+        """Open the lineage of ``state_dir`` and check it against the head recorded in the
+        agent state; with ``verify_at_open``, also verify it (``config.verify_on_start``).
+
+        ``recorded_head=False`` (only for a state directory without ``state.db``: benchmarks
+        and tests of the log itself) skips the head. ``record_breaks=False`` (read-only
+        commands) reports a break found without recording it.
 
         Never raises: a failure leaves the log unavailable, with ``fault`` set.
         """
@@ -166,35 +212,110 @@ class LineageLog:
         origin = origin_for(device_id, DEVICE_KEY_EPOCH)
         try:
             key = load_device_key(state_dir)
-            store = LineageStore.open(
-                state_dir / LINEAGE_DB,
-                synchronous=config.synchronous,
-                busy_timeout_s=config.busy_timeout_s,
-            )
+            head = LineageHeadStore.open(state_dir) if recorded_head else None
         except EdgeGovError as exc:
             logger.error("lineage unavailable: %s", exc)
             return cls(None, None, origin, config, f"the lineage cannot be opened: {exc}")
-        log = cls(store, key, origin, config, None)
-        if verify_at_open:
-            log.fault = log._startup_check()
+        log = cls(None, key, origin, config, None, head, record_breaks=record_breaks)
+        found = log._examine(state_dir / LINEAGE_DB, verify=verify_at_open)
+        log.fault = None if found is None else found.message
         return log
 
-    def _startup_check(self) -> str | None:
-        store = self._require_store()
+    def _examine(self, path: Path, *, verify: bool, full: bool = False) -> _Finding | None:
+        """Check the log (see :meth:`_check`); a failure is checked again from a fresh read
+        and only one found twice is recorded as a break (the gate closes first)."""
+        found = self._check(path, verify=verify, full=full)
+        if found is not None and found.evidence:
+            logger.warning("lineage check failed (%s); checking again", found.message)
+            found = self._check(path, verify=verify, full=full)
+            if found is None:
+                logger.warning("lineage check passed when repeated: nothing recorded")
+        if found is not None and found.evidence:
+            self.fault = found.message
+            self._break(path, found)
+        return found
+
+    def _check(self, path: Path, *, verify: bool, full: bool) -> _Finding | None:
+        """``None`` if the log is usable, else why not."""
         try:
-            recorded = store.get_meta("break")
-            if recorded is not None:
-                return f"lineage break not yet acknowledged: {recorded}"
-            self.verify(tail=self.config.verify_on_start == "tail")
+            head = self.head.load() if self.head is not None else RecordedHead()
+        except StateError as exc:
+            return _Finding(
+                f"the lineage head in the agent state cannot be read: {exc}", unreadable=True
+            )
+        if not path.exists() and (head.size or head.acked or head.broken):
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            return _Finding(
+                f"lineage break: the lineage database {path} is missing; the agent state "
+                f"records {head.size} entries at the last signed checkpoint",
+                evidence=True,
+                seq=0,
+            )
+        try:
+            store = self._open_store(path)
+            recorded = head.broken or store.get_meta("break")
         except LineageError as exc:
-            message = f"lineage break: {exc}"
-            logger.error("%s; deciding nothing until 'edge-agent log acknowledge-break'", message)
-            try:
-                store.set_meta(**{"break": str(exc), "break_seq": exc.seq})
-            except LineageError as write_error:
-                logger.error("cannot record the lineage break: %s", write_error)
-            return message
+            logger.error("lineage unavailable: %s", exc)
+            return _Finding(f"the lineage cannot be opened: {exc}", unreadable=True)
+        if recorded is not None:
+            return _Finding(f"lineage break not yet acknowledged: {recorded}")
+        try:
+            if verify or full:
+                tail = not full and self.config.verify_on_start == "tail"
+                self.verify(tail=tail, head=head)
+            else:
+                with store.snapshot() as view:
+                    check_head(view, head, self._require_key().public, self.origin)
+        except LineageError as exc:
+            return _Finding(f"lineage break: {exc}", evidence=True, seq=exc.seq)
         return None
+
+    def _open_store(self, path: Path) -> LineageStore:
+        if self.store is None:
+            self.store = LineageStore.open(
+                path,
+                synchronous=self.config.synchronous,
+                busy_timeout_s=self.config.busy_timeout_s,
+            )
+        return self.store
+
+    def _break(self, path: Path, found: _Finding) -> None:
+        """Record a break found twice: in the agent state first (every process denies from
+        then on), then a new log whose first entry says what was recorded and what was
+        found, the damaged file kept beside it. Read-only commands only log it."""
+        message = found.message
+        if not self.record_breaks:
+            logger.error("%s (not recorded: read-only command)", message)
+            return
+        logger.error("%s; deciding nothing until 'edge-agent log acknowledge-break'", message)
+        wall = int(time.time())
+        try:
+            head = self.head.load() if self.head is not None else RecordedHead()
+            if self.head is not None:
+                self.head.mark_broken(message)
+            existed = path.exists()
+            store = self._open_store(path)
+            detail = (
+                f"{message}; the agent state recorded {head.size} entries (root "
+                f"{head.root.hex()}) at the last signed checkpoint and {head.acked} (root "
+                f"{head.acked_root.hex()}) acknowledged by the hub"
+            )
+            aside, appended = store.start_over(
+                f"broken-{wall}" if existed else None, _tamper_draft(wall, detail), self.sign, wall
+            )
+            kept = f"kept as {aside.name}" if aside else "missing"
+            store.set_meta(
+                **{"break": f"{message}; the previous log is {kept}", "break_seq": found.seq}
+            )
+            if self.head is not None and appended.checkpoint_root is not None:
+                self.head.restart(
+                    RecordedHead(appended.size, appended.checkpoint_root, broken=message)
+                )
+            logger.error("lineage restarted at entry 0; the previous log is %s", kept)
+        except (LineageError, StateError) as exc:
+            logger.error("cannot record the lineage break: %s", exc)
 
     @property
     def available(self) -> bool:
@@ -214,15 +335,48 @@ class LineageLog:
             raise LineageError(self.fault)
         return self._require_store()
 
+    def _require_key(self) -> PrivateKey:
+        if self.key is None:
+            raise LineageError(self.fault or "no device key")
+        return self.key
+
     def sign(self, size: int, root: bytes) -> str:
         """The signed checkpoint note for (size, root) under this device's origin."""
         if self.key is None:
             raise LineageError("no device key to sign the lineage checkpoint")
         return sign_checkpoint(Checkpoint(self.origin, size, root), self.key, self.origin)
 
+    def _advance_head(self, size: int, root: bytes | None = None, *, durable: bool = False) -> None:
+        """Record a checkpoint at ``size`` as the head (from stored nodes unless ``root`` is
+        given). A failure only leaves the head behind, which is safe: it is logged."""
+        if self.head is None or size == 0:
+            return
+        try:
+            if root is None:
+                root = Frontier.load(size, self._require_store().get_node).root()
+            self.head.advance(size, root, durable=durable)
+        except (LineageError, StateError) as exc:
+            logger.error("lineage head not recorded at size %d: %s", size, exc)
+
     # --- writing ---------------------------------------------------------------------------
 
-    def _write_batch(self, drafts: list[Draft], *, wait: bool = True) -> Appended:
+    def _write_batch(self, drafts: list[Draft]) -> Appended:
+        appended = self._append_batch(drafts, wait=True)
+        if appended.checkpoint_root is not None:
+            self._advance_head(appended.size, appended.checkpoint_root)
+        return appended
+
+    def _write_batch_now(self, drafts: list[Draft]) -> Appended:
+        """:meth:`_write_batch` on the event loop: the head is recorded by a worker thread,
+        so the loop never waits for the state database's lock."""
+        appended = self._append_batch(drafts, wait=False)
+        if appended.checkpoint_root is not None:
+            asyncio.get_running_loop().run_in_executor(
+                None, self._advance_head, appended.size, appended.checkpoint_root
+            )
+        return appended
+
+    def _append_batch(self, drafts: list[Draft], *, wait: bool) -> Appended:
         return self._require_store().append_batch(
             drafts,
             sign=self.sign,
@@ -231,9 +385,6 @@ class LineageLog:
             now=max(d.time for d in drafts),
             wait=wait,
         )
-
-    def _write_batch_now(self, drafts: list[Draft]) -> Appended:
-        return self._write_batch(drafts, wait=False)
 
     def append(self, entry: Entry) -> int:
         """Append ``entry`` durably (group commit; its seq and prev are assigned); return
@@ -386,15 +537,47 @@ class LineageLog:
             tip.base, tip.size, tip.acked, store.latest_checkpoint(), self.status()
         )
 
-    def verify(self, *, tail: bool = False) -> VerifyReport:
-        """Verify the stored log (see :func:`verify_store`).
+    def verify(self, *, tail: bool = False, head: RecordedHead | None = None) -> VerifyReport:
+        """Verify the stored log in one snapshot (see :func:`verify_store`), against
+        ``head`` (default: the head recorded in the agent state, when tracked).
 
         Raises:
-            LineageError: the first failure.
+            LineageError: the first failure, or the head cannot be read.
         """
-        if self.key is None:
-            raise LineageError(self.fault or "no device key")
-        return verify_store(self._require_store(), self.key.public, self.origin, tail=tail)
+        if head is None and self.head is not None:
+            try:
+                head = self.head.load()
+            except StateError as exc:
+                raise LineageError(f"the lineage head cannot be read: {exc}") from exc
+        return verify_store(
+            self._require_store(), self._require_key().public, self.origin, tail=tail, head=head
+        )
+
+    def audit(self) -> str | None:
+        """Verify every entry against the recorded head, in one snapshot, off the caller's
+        event loop (it reads the whole log: run it in a thread). A break found twice closes
+        the gate and is recorded like one found at start-up. Return why the log is
+        unusable, or ``None``."""
+        if self.fault is None and self.store is not None:
+            found = self._examine(self.store.path, verify=True, full=True)
+            if found is not None and found.unreadable:
+                logger.warning("lineage audit could not read the log: %s", found.message)
+            elif found is not None:
+                self.fault = found.message
+        return self.fault
+
+    def recorded_break(self) -> str | None:
+        """The break recorded in the agent state or the log and not yet acknowledged.
+
+        Raises:
+            LineageError: neither can be read.
+        """
+        try:
+            broken = self.head.load().broken if self.head is not None else None
+        except StateError as exc:
+            raise LineageError(f"the lineage head cannot be read: {exc}") from exc
+        recorded = None if self.store is None else self.store.get_meta("break")
+        return broken or (None if recorded is None else str(recorded))
 
     def root_at(self, size: int) -> bytes:
         """The tree root at ``size`` entries, from stored nodes.
@@ -440,7 +623,9 @@ class LineageLog:
             LineageError: the log is unavailable (a broken log is never signed), or the
                 write failed.
         """
-        self._require_usable().add_checkpoint(self.sign, now)
+        stored = self._require_usable().add_checkpoint(self.sign, now)
+        if stored is not None:
+            self._advance_head(stored.size)
 
     def checkpoint_note(self, size: int, now: int) -> str:
         """The signed checkpoint note at exactly ``size`` entries: the stored one, or one
@@ -460,6 +645,7 @@ class LineageLog:
         stored = self._require_store().add_checkpoint(self.sign, now, size)
         if stored is None:
             raise LineageError("an empty lineage has no checkpoint")
+        self._advance_head(stored.size)
         return stored
 
     def unacknowledged(self, limit: int) -> list[tuple[int, bytes]]:
@@ -499,6 +685,11 @@ class LineageLog:
             raise LineageError(f"an acknowledgement of {acked} entries is not a count")
         watermark = self._require_store().acknowledge(acked)
         logger.debug("lineage acknowledged by the hub up to %d entries", watermark)
+        if self.head is not None and watermark > 0:
+            try:
+                self.head.acknowledge(watermark, self.root_at(watermark))
+            except StateError as exc:
+                logger.error("lineage acknowledgement not recorded in the state: %s", exc)
         return watermark
 
     # --- retention -------------------------------------------------------------------------
@@ -552,6 +743,8 @@ class LineageLog:
         cuts = _prune_steps(base, [c.size for c in store.checkpoints(base + 1) if c.size <= limit])
         if not cuts:
             return 0
+        # The head must not fall below the new base (no proof could reach it from there).
+        self._advance_head(cuts[-1], durable=True)
         for cut in cuts:
             store.rebase(cut, leaf_hash(store.entry(cut - 1)), drop_below=True)
         pruned = cuts[-1] - base
@@ -575,7 +768,7 @@ class LineageLog:
             LineageError: there is no break, or the new segment could not be written.
         """
         store = self._require_store()
-        recorded = store.get_meta("break")
+        recorded = self.recorded_break()
         if recorded is None:
             raise LineageError("there is no lineage break to acknowledge")
         tip = store.tip()
@@ -587,7 +780,7 @@ class LineageLog:
             f"lineage break acknowledged: {recorded}; entries before {tip.size} are not "
             f"re-verified (previous base {tip.base}); note: {operator_note}"
         )
-        return self.append(
+        seq = self.append(
             Entry(
                 0,
                 now,
@@ -598,19 +791,53 @@ class LineageLog:
                 detail=detail,
             )
         )
+        if self.head is not None:
+            self._restart_head(self.head, seq + 1, now)
+        return seq
+
+    def _restart_head(self, head: LineageHeadStore, size: int, now: int) -> None:
+        """Sign a checkpoint at ``size`` and make it the recorded head, with the hub's
+        acknowledgement when it still lies in the stored log; no break.
+
+        Raises:
+            LineageError: the checkpoint or the head could not be written.
+        """
+        store = self._require_store()
+        store.add_checkpoint(self.sign, now, size)
+        tip = store.tip()
+        acked = tip.acked if tip.acked >= max(tip.base, 1) else 0
+        unacked = RecordedHead()
+        try:
+            head.restart(
+                RecordedHead(
+                    size,
+                    self.root_at(size),
+                    acked,
+                    self.root_at(acked) if acked else unacked.acked_root,
+                )
+            )
+        except StateError as exc:
+            raise LineageError(f"the acknowledgement cannot be recorded: {exc}") from exc
 
     def close(self, now: int) -> None:
         """Apply retention and checkpoint the log (when usable), and close it."""
         self._async_writer.close()
-        if self.store is None:
-            return
-        if self.fault is None:
+        if self.store is not None and self.fault is None:
             try:
                 self.apply_retention(now)
                 self.checkpoint(now)
             except LineageError as exc:
                 logger.error("no retention or checkpoint at close: %s", exc)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
+        if self.head is not None:
+            self.head.close()
+
+
+def _tamper_draft(time: int, detail: str) -> Draft:
+    """The first entry of the log started after a break was found."""
+    entry = Entry(0, time, GENESIS_PREV, Kind.SEGMENT_START, True, TAMPERED, detail=detail)
+    return draft_of(entry)
 
 
 def _prune_steps(base: int, sizes: list[int]) -> list[int]:

@@ -25,7 +25,9 @@ Invariants:
 - the acknowledgement watermark (how many leading entries the hub has stored and verified)
   only moves up, and never past the log's size.
 
-Reads for ``log show``/``verify``/``export`` stream rows in pages and never load the log.
+Reads for ``log show``/``verify``/``export`` stream rows in pages and never load the log. A
+verification reads through :meth:`LineageStore.snapshot`, one read transaction on a connection
+of its own, so appends committed meanwhile are never half-seen.
 """
 
 from __future__ import annotations
@@ -105,10 +107,12 @@ class WouldWait(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """Where a batch landed: its first seq and the tree size after it."""
+    """Where a batch landed: its first seq and the tree size after it, and the root of the
+    checkpoint signed with it (``None``: none was due)."""
 
     first_seq: int
     size: int
+    checkpoint_root: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +179,7 @@ class LineageStore:
         if self._db is not None:
             return self._db
         with _translate(f"cannot open the lineage database {self.path}"):
-            read_only = self.path.exists() and not self.path.stat().st_mode & (
-                stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
-            )
+            read_only = self._read_only()
             uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
             self._wal = False
             db = sqlite3.connect(
@@ -192,12 +194,16 @@ class LineageStore:
                     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     self._wal = str(mode).lower() == "wal"
                     db.execute(f"PRAGMA synchronous = {self.synchronous}")
+                row = _schema_row(db)
+                # A log that has its schema is opened without writing: a reader never
+                # waits for the write lock of a busy agent just to open the file.
+                if row is None and not read_only:
                     db.executescript(_SCHEMA)
                     db.execute(
                         "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                         (SCHEMA_VERSION,),
                     )
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                    row = _schema_row(db)
                 if row is None or row[0] != SCHEMA_VERSION:
                     found = "no schema" if row is None else f"schema {row[0]!r}"
                     raise LineageError(
@@ -209,6 +215,80 @@ class LineageStore:
                 raise
         self._db = db
         return db
+
+    def _read_only(self) -> bool:
+        return self.path.exists() and not self.path.stat().st_mode & (
+            stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+        )
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[LineageStore]:
+        """A read-only view of the log as of one moment, for a whole verification.
+
+        The view has a connection of its own holding one read transaction: everything it
+        reads (size, checkpoints, entries, nodes) is from the same committed state however
+        long it takes, while this store's writers go on appending (in WAL mode a reader
+        never blocks them). Without it a verification could read the size before an append
+        and the entries after it, and take the new entries for tampering.
+
+        Raises:
+            LineageError: the file cannot be opened (never created here) or read.
+        """
+        view = LineageStore(self.path, self.synchronous, self.busy_timeout_s)
+        with _translate(f"cannot read the lineage database {self.path}"):
+            mode = "ro" if self._read_only() else "rw"
+            db = sqlite3.connect(
+                f"file:{self.path}?mode={mode}",
+                uri=True,
+                isolation_level=None,
+                timeout=self.busy_timeout_s,
+                check_same_thread=False,
+            )
+            try:
+                db.execute("BEGIN")
+                db.execute("SELECT count(*) FROM meta").fetchone()
+            except BaseException:
+                db.close()
+                raise
+        view._db = db
+        try:
+            yield view
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            db.close()
+            view._db = None
+
+    def start_over(
+        self, suffix: str | None, first: Draft, sign: Signer, now: int
+    ) -> tuple[Path | None, Appended]:
+        """Start a new log whose first entry is ``first``, checkpointed at once.
+
+        With ``suffix``, the database file (and its WAL files) is first moved to
+        ``<name>.<suffix>[.N]`` (a name not yet taken), kept as evidence; without, a
+        connection to a file deleted under it is dropped. Nothing else is written between
+        the move and ``first``: the lock is held throughout. Return where the old file went
+        (``None``: nowhere) and where ``first`` landed.
+
+        Raises:
+            LineageError: the file could not be moved or the new log written.
+        """
+        with self._lock:
+            self.close()
+            self._frontier = Frontier()
+            aside = None
+            if suffix is not None and self.path.exists():
+                aside = self.path.with_name(f"{self.path.name}.{suffix}")
+                for taken in itertools.count(1):
+                    if not aside.exists():
+                        break
+                    aside = self.path.with_name(f"{self.path.name}.{suffix}.{taken}")
+                with _translate(f"cannot move {self.path} aside"):
+                    for extension in ("", "-wal", "-shm"):
+                        source = self.path.with_name(self.path.name + extension)
+                        if source.exists():
+                            source.replace(aside.with_name(aside.name + extension))
+            return aside, self.append_batch([first], sign=sign, checkpoint_every=1, now=now)
 
     @contextlib.contextmanager
     def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -316,9 +396,9 @@ class LineageStore:
                 or (checkpoint_after_s > 0 and now - last_time >= checkpoint_after_s)
             )
             if sign is not None and due:
-                self._insert_checkpoint(
-                    db, frontier.size, now, sign(frontier.size, frontier.root())
-                )
+                root = frontier.root()
+                self._insert_checkpoint(db, frontier.size, now, sign(frontier.size, root))
+                appended = Appended(appended.first_seq, appended.size, root)
         self._frontier = frontier
         return appended
 
@@ -580,6 +660,19 @@ class LineageStore:
         """
         with self._reading("cannot set the lineage page limit") as db:
             db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+def _schema_row(db: sqlite3.Connection) -> tuple[object, ...] | None:
+    """The schema version row, ``None`` for a file without the lineage tables."""
+    has_meta = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if has_meta is None:
+        return None
+    row: tuple[object, ...] | None = db.execute(
+        "SELECT value FROM meta WHERE key = 'schema'"
+    ).fetchone()
+    return row
 
 
 def _insert(

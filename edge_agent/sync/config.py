@@ -22,6 +22,7 @@ Example::
     [lineage]                      # docs/lineage.md
     synchronous = "FULL"
     verify_on_start = "tail"       # or "full": re-verify every entry at start
+    audit_every_s = 3600           # verify every entry in the background (0: once at start)
     retain_max_entries = 1000000   # never prunes what the hub has not acknowledged
     retain_max_age_s = 7776000
 
@@ -97,6 +98,7 @@ class LineageSection(_Section):
     checkpoint_after_s: int = Field(default=300, ge=1, le=86400)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     verify_on_start: Literal["tail", "full"] = "tail"
+    audit_every_s: int = Field(default=3600, ge=0, le=7 * 86400)
     retain_max_entries: int | None = Field(default=None, ge=1)
     retain_max_age_s: int | None = Field(default=None, ge=1)
 
@@ -106,6 +108,7 @@ class LineageSection(_Section):
             checkpoint_after_s=self.checkpoint_after_s,
             synchronous=self.synchronous,
             verify_on_start=self.verify_on_start,
+            audit_every_s=self.audit_every_s,
             retain_max_entries=self.retain_max_entries,
             retain_max_age_s=self.retain_max_age_s,
         )

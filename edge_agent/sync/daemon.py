@@ -120,6 +120,7 @@ class AgentDaemon:
             tasks.create_task(self._stay_connected(), name="connection")
             tasks.create_task(self._watch_clock(), name="clock")
             tasks.create_task(self._retain(), name="retention")
+            tasks.create_task(self._audit_lineage(), name="lineage-audit")
             if self.attestor is not None:
                 tasks.create_task(self._remeasure(self.attestor), name="attestation")
 
@@ -157,6 +158,22 @@ class AgentDaemon:
                 continue
             if pruned:
                 logger.info("lineage retention pruned %d acknowledged entries", pruned)
+
+    async def _audit_lineage(self) -> None:
+        """Verify the whole lineage against the head recorded in the state, once after
+        start and then every ``audit_every_s``: start-up only checks the tail, so an entry
+        edited before the last checkpoint is found here (and closes the gate). It reads a
+        snapshot in a worker thread; deciders keep appending meanwhile."""
+        lineage = self.agent.lineage
+        while lineage is not None and lineage.fault is None:
+            fault = await asyncio.to_thread(lineage.audit)
+            if fault is not None:
+                logger.error("lineage audit closed the gate: %s", fault)
+                self.changed.set()
+                return
+            if lineage.config.audit_every_s == 0:
+                return
+            await asyncio.sleep(lineage.config.audit_every_s)
 
     async def _stay_connected(self) -> None:
         delays = self._fresh_backoff()
