@@ -55,6 +55,13 @@ logger = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REJECTIONS = 256
 """Digests of refused payloads remembered, so a retained bad object is logged once."""
+MAX_HELD_BUNDLES = 16
+"""Bundle topics whose last payload is held for another try when the trusted floor rises."""
+_REFUSED_FOR_NOW = frozenset({"bundle_future"})
+"""Refusals that depend on the device's trusted time, not on the bytes: such a payload is
+held and tried again when the floor rises, never remembered as refused. (A refusal that
+depends on the root is forgotten when the root changes; the pin behind ``bundle_superseded``
+and the installed version behind ``bundle_rollback`` only move up, so those stay refused.)"""
 MAX_REMEMBERED_APPLIED = 4096
 """Retained trust topics whose last applied payload is remembered (LRU)."""
 MAX_PENDING_ROOTS = 16
@@ -88,6 +95,10 @@ class AgentDaemon:
         self.changed = asyncio.Event()
         """Set whenever the trust state changed (tests and the status publisher wait on it)."""
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._held: OrderedDict[str, bytes] = OrderedDict()
+        """Bundles refused for now (:data:`_REFUSED_FOR_NOW`), the last per topic: the broker
+        delivers a retained bundle once per subscription, so a token that raises the floor
+        must be able to install it without a reconnect."""
         self._applied: OrderedDict[str, bytes] = OrderedDict()
         """Digest of the payload last applied per retained trust topic: the broker sends
         every retained message again on each reconnect and hub restart, and verifying the
@@ -210,6 +221,8 @@ class AgentDaemon:
         kind = _topic_kind(message.topic)
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
             return
+        self._held.pop(message.topic, None)
+        floor = self.agent.state.floor.seconds
         try:
             changed = self._apply(kind, message)
         except StateError as exc:
@@ -217,7 +230,10 @@ class AgentDaemon:
             logger.error("cannot record %s from %s now: %s", kind, message.topic, exc)
             return
         except EdgeGovError as exc:
-            self._remember_rejection(digest)
+            if exc.code in _REFUSED_FOR_NOW:
+                self._hold(message)
+            else:
+                self._remember_rejection(digest)
             logger.warning("refused %s from %s: %s", kind, message.topic, exc)
             return
         except Exception:
@@ -227,6 +243,8 @@ class AgentDaemon:
             self._remember_applied(message.topic, digest)
         if self.agent.observe_attestation(self.wall()) or changed:
             self.changed.set()
+        if self.agent.state.floor.seconds > floor:
+            self._retry_held()
 
     def _apply(self, kind: str, message: Incoming) -> bool:
         wall = self.wall()
@@ -336,6 +354,19 @@ class AgentDaemon:
         self._rejected[digest] = None
         while len(self._rejected) > MAX_REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
+
+    def _hold(self, message: Incoming) -> None:
+        self._held[message.topic] = message.payload
+        while len(self._held) > MAX_HELD_BUNDLES:
+            self._held.popitem(last=False)
+
+    def _retry_held(self) -> None:
+        """The trusted floor rose: a held bundle issued ahead of it may be admissible now.
+        Each is handled as if delivered again (one still ahead is held again)."""
+        held, self._held = self._held, OrderedDict()
+        for topic, payload in held.items():
+            logger.info("trusted time rose; trying the bundle from %s again", topic)
+            self.handle(Incoming(topic, payload, retain=True))
 
     # --- outgoing -----------------------------------------------------------------------
 
