@@ -3,12 +3,15 @@
 The daemon remembers refused payloads so a retained bad object is verified and logged once.
 A refusal that depends on the device's time rather than on the bytes (``bundle_future``:
 issued more than 300 s ahead of trusted time) must not be remembered that way: once a
-freshness token raises the floor, the same retained bundle installs, with no restart and no
-re-delivery from the broker.
+freshness token raises the floor, or the clock reaches it, the same retained bundle installs,
+with no restart and no re-delivery from the broker; and not sooner, so a bundle from the far
+future is not verified and logged again on every token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,4 +98,47 @@ def test_a_held_bundle_is_dropped_when_its_topic_carries_a_newer_one(
     _send(daemon, FRESH_TOPIC, hub.freshness(second, hub_time=NOW))
     installed = daemon.agent.state.bundle
     assert installed is not None and installed.version == 2
-    assert _rejections(daemon) == ["bundle_future", "bundle_future"]
+    assert _rejections(daemon) == ["bundle_future"]
+
+
+def test_a_bundle_from_the_far_future_is_not_tried_again_on_every_token(
+    daemon: AgentDaemon, hub: HubSim
+) -> None:
+    current = hub.bundle(1, issued_at=NOW - 60)
+    _send(daemon, FRESH_TOPIC, hub.freshness(current, hub_time=NOW - 60))
+    _send(daemon, BUNDLE_TOPIC, current)
+    _send(daemon, BUNDLE_TOPIC, hub.bundle(2, issued_at=NOW + DAY, expires_at=NOW + 2 * DAY))
+    for tick in range(5):
+        _send(daemon, FRESH_TOPIC, hub.freshness(current, hub_time=NOW + 10 * tick))
+    installed = daemon.agent.state.bundle
+    assert installed is not None and installed.version == 1
+    assert _rejections(daemon) == ["bundle_future"]
+
+
+def test_a_bundle_ahead_of_the_clock_installs_once_the_clock_reaches_it(
+    tmp_path: Path, hub: HubSim
+) -> None:
+    state_dir = tmp_path / "state"
+    init_state_dir(state_dir, DEVICE, hub.root_bytes(), NOW)
+    clock = [NOW]
+    with LocalAgent.open(state_dir) as agent:
+        daemon = AgentDaemon(
+            agent, BrokerSettings("127.0.0.1", 1), SyncConfig(), wall=lambda: clock[0]
+        )
+        _send(daemon, BUNDLE_TOPIC, hub.bundle(1, issued_at=NOW + 600))
+        assert agent.state.bundle is None
+
+        async def one_clock_check() -> None:
+            watcher = asyncio.create_task(daemon._watch_clock())
+            await asyncio.sleep(0)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+        asyncio.run(one_clock_check())
+        assert agent.state.bundle is None
+        clock[0] = NOW + 300
+        asyncio.run(one_clock_check())
+        installed = agent.state.bundle
+        assert installed is not None and installed.version == 1
+        assert _rejections(daemon) == ["bundle_future"]

@@ -48,6 +48,7 @@ from edge_agent.protocol.shipping import (
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, LastWill, backoff_delays
 from edge_agent.sync.mqtt import connect as mqtt_connect
+from edge_agent.trust.state import BundleAheadError
 
 __all__ = ["AgentDaemon"]
 
@@ -56,12 +57,7 @@ logger = logging.getLogger(__name__)
 MAX_REMEMBERED_REJECTIONS = 256
 """Digests of refused payloads remembered, so a retained bad object is logged once."""
 MAX_HELD_BUNDLES = 16
-"""Bundle topics whose last payload is held for another try when the trusted floor rises."""
-_REFUSED_FOR_NOW = frozenset({"bundle_future"})
-"""Refusals that depend on the device's trusted time, not on the bytes: such a payload is
-held and tried again when the floor rises, never remembered as refused. (A refusal that
-depends on the root is forgotten when the root changes; the pin behind ``bundle_superseded``
-and the installed version behind ``bundle_rollback`` only move up, so those stay refused.)"""
+"""Bundle topics whose last payload is held until trusted time reaches it (see ``_held``)."""
 MAX_REMEMBERED_APPLIED = 4096
 """Retained trust topics whose last applied payload is remembered (LRU)."""
 MAX_PENDING_ROOTS = 16
@@ -95,10 +91,14 @@ class AgentDaemon:
         self.changed = asyncio.Event()
         """Set whenever the trust state changed (tests and the status publisher wait on it)."""
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
-        self._held: OrderedDict[str, bytes] = OrderedDict()
-        """Bundles refused for now (:data:`_REFUSED_FOR_NOW`), the last per topic: the broker
-        delivers a retained bundle once per subscription, so a token that raises the floor
-        must be able to install it without a reconnect."""
+        self._held: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        """Bundles refused only for being issued ahead of trusted time (``bundle_future``),
+        the last per topic, with the time they become admissible. They are not remembered as
+        refused: the broker delivers a retained bundle once per subscription, so one must
+        install without a reconnect once a freshness token raises the floor or the clock
+        reaches it, and be tried no sooner (a bundle from the far future is logged once).
+        Other refusals depend on the bytes, on the root (forgotten when it changes) or on
+        what only moves up (the installed version, the pin), so they stay refused."""
         self._applied: OrderedDict[str, bytes] = OrderedDict()
         """Digest of the payload last applied per retained trust topic: the broker sends
         every retained message again on each reconnect and hub restart, and verifying the
@@ -129,6 +129,7 @@ class AgentDaemon:
             self.agent.observe_clock(wall)
             if self.agent.observe_attestation(wall):
                 self.changed.set()
+            self._retry_held()
             await asyncio.sleep(CLOCK_CHECK_S)
 
     async def _remeasure(self, attestor: Attestor) -> None:
@@ -222,18 +223,18 @@ class AgentDaemon:
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
             return
         self._held.pop(message.topic, None)
-        floor = self.agent.state.floor.seconds
         try:
             changed = self._apply(kind, message)
         except StateError as exc:
             # Not the payload's fault (a locked or full disk): the next delivery retries it.
             logger.error("cannot record %s from %s now: %s", kind, message.topic, exc)
             return
+        except BundleAheadError as exc:
+            self._hold(message, exc.admissible_at)
+            logger.warning("holding bundle from %s for later: %s", message.topic, exc)
+            return
         except EdgeGovError as exc:
-            if exc.code in _REFUSED_FOR_NOW:
-                self._hold(message)
-            else:
-                self._remember_rejection(digest)
+            self._remember_rejection(digest)
             logger.warning("refused %s from %s: %s", kind, message.topic, exc)
             return
         except Exception:
@@ -243,8 +244,7 @@ class AgentDaemon:
             self._remember_applied(message.topic, digest)
         if self.agent.observe_attestation(self.wall()) or changed:
             self.changed.set()
-        if self.agent.state.floor.seconds > floor:
-            self._retry_held()
+        self._retry_held()
 
     def _apply(self, kind: str, message: Incoming) -> bool:
         wall = self.wall()
@@ -355,18 +355,20 @@ class AgentDaemon:
         while len(self._rejected) > MAX_REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
 
-    def _hold(self, message: Incoming) -> None:
-        self._held[message.topic] = message.payload
+    def _hold(self, message: Incoming, admissible_at: int) -> None:
+        self._held[message.topic] = (message.payload, admissible_at)
         while len(self._held) > MAX_HELD_BUNDLES:
             self._held.popitem(last=False)
 
     def _retry_held(self) -> None:
-        """The trusted floor rose: a held bundle issued ahead of it may be admissible now.
-        Each is handled as if delivered again (one still ahead is held again)."""
-        held, self._held = self._held, OrderedDict()
-        for topic, payload in held.items():
-            logger.info("trusted time rose; trying the bundle from %s again", topic)
-            self.handle(Incoming(topic, payload, retain=True))
+        """Handle again, as if delivered again, each held bundle that trusted time has
+        reached (the time :meth:`LocalAgent.install_bundle` judges by)."""
+        now = max(self.wall(), self.agent.state.floor.seconds)
+        for topic in [t for t, (_, at) in self._held.items() if at <= now]:
+            held = self._held.pop(topic, None)
+            if held is not None:
+                logger.info("trusted time reached the bundle held from %s; trying it again", topic)
+                self.handle(Incoming(topic, held[0], retain=True))
 
     # --- outgoing -----------------------------------------------------------------------
 
