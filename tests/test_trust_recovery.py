@@ -20,6 +20,7 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import (
     KeyScope,
@@ -208,7 +209,7 @@ OFFERS = [
     Offer("a v6 newer than the token names", 5, 6, None),
     Offer("v4 with no token", None, 4, None),
     Offer("issued in 2100", None, 4, "bundle_future", issued_at=4_102_444_800),
-    Offer("issued at 2^63 - 1", None, 4, "bundle_future", issued_at=2**63 - 1 - 2 * DAY),
+    Offer("issued at the largest time", None, 4, "bundle_future", issued_at=MAX_COUNTER - DAY),
     Offer("issued just inside the skew", None, 4, None, issued_at=NOW + SIGNED_TIME_SKEW_S),
     Offer("issued just past the skew", None, 4, "bundle_future", issued_at=NOW + 301),
 ]

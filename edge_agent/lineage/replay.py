@@ -1,21 +1,23 @@
 """Replay: re-decide logged requests with the bundle each was decided under (by digest).
 
-Entries whose outcome depended on state a bundle does not hold (no bundle, clock, revocation,
-freshness, internal errors) are skipped; all others must come out with the same verdict,
-reason and rule. Those others passed the freshness check when they were decided, so replay
-takes the hub's freshness as current at each entry's time.
+Entries whose outcome depended on state a bundle does not hold (no bundle, clock, the root in
+force, a bundle distrusted after a rotation, revocation, freshness, attestation, the lineage,
+internal errors) are skipped; all others must come out with the same verdict, reason and
+rule. Those others passed every such check when they were decided, so replay takes them as
+passing at each entry's time: the newest root as unexpired, the hub's freshness as current,
+and the bundle's attestation expectations as met (measurements are not in the bundle).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.errors import BundleError, EdgeGovError
 from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.store import LineageStore
-from edge_agent.protocol.bundle import VerifiedBundle, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor
@@ -28,13 +30,17 @@ _NOT_REPLAYABLE = frozenset(
     {
         "no_bundle",
         "clock_untrusted",
+        "root_expired",
+        "bundle_untrusted",
         "revoked",
         "freshness_expired",
         "internal_error",
         "lineage_unavailable",
+        "attestation_failed",
         "attestation_stale",
     }
 )
+"""Gate reasons that come from state a bundle does not hold (module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +90,7 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
             if isinstance(bundle, str):
                 divergences.append(Divergence(seq, bundle))
                 continue
-            state = TrustState(
-                stored.identity, roots[-1], bundle, TimeFloor(0), fresh_time=entry.time
-            )
+            state = _replay_state(stored.identity, roots[-1], bundle, entry.time)
             again = decide(state, entry.request, entry.time)
             logged = (entry.allowed, entry.reason, entry.rule)
             now = (again.allowed, str(again.reason), again.rule_id)
@@ -95,6 +99,22 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
         return ReplayReport(replayed, skipped, tuple(divergences))
     finally:
         state_store.close()
+
+
+def _replay_state(
+    device: DeviceIdentity, root: TrustRoot, bundle: VerifiedBundle, time: int
+) -> TrustState:
+    """The state a replayable entry logged at ``time`` was decided in, as far as the bundle
+    tells: every check on other state passed then (module docstring). The newest root may
+    have expired since, or have been installed already expired, and neither says anything
+    about the decision."""
+    return TrustState(
+        device,
+        replace(root, expires_at=max(root.expires_at, time + 1)),
+        replace(bundle, attestation={}),
+        TimeFloor(0),
+        fresh_time=time,
+    )
 
 
 def _roots(raw: tuple[bytes, ...]) -> list[TrustRoot]:

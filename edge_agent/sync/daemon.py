@@ -55,6 +55,7 @@ from edge_agent.sync.mqtt import (
     backoff_delays,
 )
 from edge_agent.sync.mqtt import connect as mqtt_connect
+from edge_agent.trust.state import BundleAheadError
 
 __all__ = ["AgentDaemon"]
 
@@ -64,6 +65,8 @@ MAX_REMEMBERED_REJECTIONS = 4096
 """Digests of refused payloads remembered (least recently delivered beyond are forgotten),
 so a retained bad object is logged once, not again on every reconnect: the broker sends
 every retained object on each one, so this must exceed the bad objects a broker may hold."""
+MAX_HELD_BUNDLES = 16
+"""Bundle topics whose last payload is held until trusted time reaches it (see ``_held``)."""
 MAX_REMEMBERED_APPLIED = 4096
 """Retained trust topics whose last applied payload is remembered (LRU)."""
 MAX_PENDING_ROOTS = 16
@@ -99,6 +102,14 @@ class AgentDaemon:
         self.changed = asyncio.Event()
         """Set whenever the trust state changed (tests and the status publisher wait on it)."""
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._held: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        """Bundles refused only for being issued ahead of trusted time (``bundle_future``),
+        the last per topic, with the time they become admissible. They are not remembered as
+        refused: the broker delivers a retained bundle once per subscription, so one must
+        install without a reconnect once a freshness token raises the floor or the clock
+        reaches it, and be tried no sooner (a bundle from the far future is logged once).
+        Other refusals depend on the bytes, on the root (forgotten when it changes) or on
+        what only moves up (the installed version, the pin), so they stay refused."""
         self._applied: OrderedDict[str, bytes] = OrderedDict()
         """Digest of the payload last applied per retained trust topic: the broker sends
         every retained message again on each reconnect and hub restart, and verifying the
@@ -130,6 +141,7 @@ class AgentDaemon:
             self.agent.observe_clock(wall)
             if self.agent.observe_attestation(wall):
                 self.changed.set()
+            self._retry_held()
             await asyncio.sleep(CLOCK_CHECK_S)
 
     async def _remeasure(self, attestor: Attestor) -> None:
@@ -266,11 +278,16 @@ class AgentDaemon:
         kind = _topic_kind(message.topic)
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
             return
+        self._held.pop(message.topic, None)
         try:
             changed = self._apply(kind, message)
         except StateError as exc:
             # Not the payload's fault (a locked or full disk): the next delivery retries it.
             logger.error("cannot record %s from %s now: %s", kind, message.topic, exc)
+            return
+        except BundleAheadError as exc:
+            self._hold(message, exc.admissible_at)
+            logger.warning("holding bundle from %s for later: %s", message.topic, exc)
             return
         except EdgeGovError as exc:
             self._remember_rejection(digest)
@@ -283,6 +300,7 @@ class AgentDaemon:
             self._remember_applied(message.topic, digest)
         if self.agent.observe_attestation(self.wall()) or changed:
             self.changed.set()
+        self._retry_held()
 
     def _apply(self, kind: str, message: Incoming) -> bool:
         wall = self.wall()
@@ -392,6 +410,21 @@ class AgentDaemon:
         self._rejected[digest] = None
         while len(self._rejected) > MAX_REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
+
+    def _hold(self, message: Incoming, admissible_at: int) -> None:
+        self._held[message.topic] = (message.payload, admissible_at)
+        while len(self._held) > MAX_HELD_BUNDLES:
+            self._held.popitem(last=False)
+
+    def _retry_held(self) -> None:
+        """Handle again, as if delivered again, each held bundle that trusted time has
+        reached (the time :meth:`LocalAgent.install_bundle` judges by)."""
+        now = max(self.wall(), self.agent.state.floor.seconds)
+        for topic in [t for t, (_, at) in self._held.items() if at <= now]:
+            held = self._held.pop(topic, None)
+            if held is not None:
+                logger.info("trusted time reached the bundle held from %s; trying it again", topic)
+                self.handle(Incoming(topic, held[0], retain=True))
 
     # --- outgoing -----------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from edge_agent.trust.clock import (
 )
 
 __all__ = [
+    "BundleAheadError",
     "DistrustedBundle",
     "LocalVerdict",
     "TrustState",
@@ -79,6 +80,18 @@ class LocalVerdict:
     measured_at: int
     valid_until: int
     detail: str
+
+
+class BundleAheadError(BundleError):
+    """A verified bundle issued too far ahead of trusted time: refused for now, not for its
+    bytes. It is admissible once trusted time reaches ``admissible_at`` (a freshness token
+    raising the floor, or the clock advancing), so a shell may try it again then."""
+
+    code = "bundle_future"
+
+    def __init__(self, message: str, *, admissible_at: int) -> None:
+        super().__init__(message)
+        self.admissible_at = admissible_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +168,16 @@ def check_admissible(state: TrustState, bundle: VerifiedBundle, now: int) -> Non
        bytes, is a replayed or forged bundle the hub no longer publishes.
 
     Raises:
-        BundleError: ``bundle_future`` or ``bundle_superseded``.
+        BundleAheadError: ``bundle_future``.
+        BundleError: ``bundle_superseded``.
     """
     ahead = bundle.issued_at - now
     if ahead > SIGNED_TIME_SKEW_S:
-        raise BundleError(
+        raise BundleAheadError(
             f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
             f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
             "let it receive a freshness token first, and check the signer's clock",
-            code="bundle_future",
+            admissible_at=bundle.issued_at - SIGNED_TIME_SKEW_S,
         )
     pin = state.pin
     if pin is None or bundle.version > pin.version:
