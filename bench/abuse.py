@@ -63,7 +63,8 @@ from edge_agent.device_key import load_device_key  # noqa: E402
 from edge_agent.errors import EdgeGovError  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
-from edge_agent.protocol.shipping import DeviceStatus, sign_status  # noqa: E402
+from edge_agent.protocol.limits import MAX_PACKET_BYTES  # noqa: E402
+from edge_agent.protocol.shipping import MAX_BATCH_BYTES, DeviceStatus, sign_status  # noqa: E402
 from edge_agent.sync.mqtt import BrokerSettings, connect  # noqa: E402
 from hub.fabric_cli import prepare_push  # noqa: E402
 from hub.hubdir import HubDir  # noqa: E402
@@ -75,8 +76,9 @@ from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
 REGION = "eu-1"
 EVIL = "gw-evil"
 """The compromised device: registered, its key in the attacker's hands."""
-OVERSIZED_BYTES = 2 * 1024 * 1024
-"""The intruder's oversized statuses: past every cap the hub or its broker sets."""
+OVERSIZED_BYTES = (MAX_BATCH_BYTES + 512 * 1024, MAX_PACKET_BYTES + 1024 * 1024)
+"""The intruder's oversized statuses: one the broker passes but the hub must refuse by size
+(over the largest device message), one over the broker's own packet limit."""
 _Message = tuple[str, bytes, bool]
 """A flooder's publish: topic, payload, retained."""
 _Flood = Callable[[Path, str], Iterator[_Message]]
@@ -269,7 +271,7 @@ def _intrude(evil_dir: Path, victim: str) -> Iterator[_Message]:
     """What a client with no key sends: oversized, unsigned, retained garbage, replays."""
     victim_status = topics.device_topic(REGION, victim, topics.DeviceLeaf.STATUS)
     victim_lineage = topics.device_topic(REGION, victim, topics.DeviceLeaf.LINEAGE)
-    oversized = os.urandom(OVERSIZED_BYTES)
+    oversized = [os.urandom(size) for size in OVERSIZED_BYTES]
     # A status the victim once signed, replayed: here signed with the attacker's own key,
     # which the hub must refuse for the victim's topic just the same.
     stale = sign_status(_status(victim, 1_000_000, online=False), load_device_key(evil_dir))
@@ -277,7 +279,8 @@ def _intrude(evil_dir: Path, victim: str) -> Iterator[_Message]:
     while True:
         n += 1
         ghost = f"ghost-{n}"
-        yield topics.device_topic(REGION, ghost, topics.DeviceLeaf.STATUS), oversized, False
+        status = topics.device_topic(REGION, ghost, topics.DeviceLeaf.STATUS)
+        yield status, oversized[n % len(oversized)], False
         yield victim_lineage, os.urandom(512), False
         yield f"{topics.PREFIX}/{REGION}/revoke/device/{ghost}", os.urandom(64), True
         yield f"{topics.PREFIX}/{REGION}/bundle/group/{ghost}", os.urandom(64), True

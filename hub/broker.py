@@ -76,6 +76,7 @@ from amqtt.session import ApplicationMessage, Session  # type: ignore[import-unt
 from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
 
 from edge_agent.errors import TransportError
+from edge_agent.protocol import topics
 from edge_agent.sync.mqtt import BrokerSettings
 from hub.broker_limits import REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
 from hub.limits import RateLimiter
@@ -88,6 +89,8 @@ _LISTENER = "default"
 _DEFAULT_LIMITS = BrokerLimits()
 _SUBSCRIPTION_REFUSED = 0x80
 _LENGTH_BYTES = 4
+_DEVICE_TOPICS = f"{topics.PREFIX}/"
+"""What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
 _SESSION_FIELDS_FROM_CONNECT = (
     "will_flag",
@@ -250,12 +253,22 @@ class _Broker(Broker):  # type: ignore[misc]
     only for its own subscriptions (amqtt tried every client's on each connect), and the
     limits of the module docstring."""
 
-    def __init__(self, limits: BrokerLimits, *args: object, **kwargs: object) -> None:
+    def __init__(
+        self,
+        limits: BrokerLimits,
+        unthrottled: frozenset[str],
+        *args: object,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _SubscriptionTable()
         self._retained_messages = _RetainedStore()
         self._limits = limits
         self._refusals = _RefusalLog()
+        self._unthrottled = unthrottled
+        self._device_publishes = RateLimiter(
+            limits.device_publish_rate, limits.device_publish_burst
+        )
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
@@ -330,11 +343,30 @@ class _Broker(Broker):  # type: ignore[misc]
     ) -> bool:
         message = wait_deliver.result()
         refused = None if message is None else self._topic_refusal(message.topic)
-        if refused is None:
-            return bool(
-                await super()._handle_message_delivery(client_session, handler, wait_deliver)
-            )
-        _drop(handler, refused[0], f"a publish by {client_session.client_id!r}: {refused[1]}")
+        if refused is not None:
+            _drop(handler, refused[0], f"a publish by {client_session.client_id!r}: {refused[1]}")
+            return True
+        if message is not None and self._over_device_budget(client_session, message.topic):
+            return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+
+    def _over_device_budget(self, session: Session, topic: str) -> bool:
+        """Whether this publish on a device topic is one too many for its connection (then
+        dropped, delivered to no one and counted); the hub's own connection has no budget."""
+        if session.client_id in self._unthrottled or not topic.startswith(_DEVICE_TOPICS):
+            return False
+        if topic.split("/", 4)[3] != "device":
+            return False
+        if self._device_publishes.allow(session.client_id, time.monotonic()):
+            return False
+        self._refusals.refuse(
+            "device_publish_rate",
+            time.monotonic(),
+            "a publish on %s by %r: over %g device-topic messages a second; dropped",
+            topic,
+            session.client_id,
+            self._limits.device_publish_rate,
+        )
         return True
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
@@ -406,13 +438,19 @@ class EmbeddedBroker:
     shared_subscriptions = False
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, limits: BrokerLimits = _DEFAULT_LIMITS
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: BrokerLimits = _DEFAULT_LIMITS,
+        unthrottled: frozenset[str] = frozenset(),
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is not a TCP port")
         self.host = host
         self.port = port
         self.limits = limits
+        self.unthrottled = unthrottled
+        """Client ids with no device-topic publish budget (the hub's own connection)."""
         self._broker: Broker | None = None
 
     @property
@@ -434,7 +472,12 @@ class EmbeddedBroker:
         """
         if self._broker is not None:
             raise RuntimeError("the embedded broker is running already")
-        broker = _Broker(self.limits, self._config(), plugin_namespace="edgegov.hub.broker.plugins")
+        broker = _Broker(
+            self.limits,
+            self.unthrottled,
+            self._config(),
+            plugin_namespace="edgegov.hub.broker.plugins",
+        )
         try:
             await broker.start()
         except BrokerError as exc:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from edge_agent.protocol.limits import MAX_PACKET_BYTES
 
 __all__ = [
+    "DEVICE_PUBLISH_BURST",
+    "DEVICE_PUBLISH_RATE",
     "MAX_MESSAGE_BYTES",
     "MAX_RETAINED_BYTES",
     "MAX_RETAINED_MESSAGES",
@@ -44,6 +46,17 @@ MAX_RETAINED_BYTES = 128 * 1024 * 1024
 """Retained topic and payload bytes held at once: 5,000 devices' own retained objects (about
 9 KiB each, 45 MiB) beside ten bundles of the largest size (20 MiB)."""
 
+DEVICE_PUBLISH_RATE = 20.0
+DEVICE_PUBLISH_BURST = 200
+"""Messages a second (sustained, and at once) one connection may publish on device topics
+(``edgegov/v1/{region}/device/...``): an agent sends a status every heartbeat, a lineage batch
+at most every ship interval (0.5 s) and only after the last one's ack, and evidence when
+challenged, so 20 a second is ten times its peak. What a connection publishes beyond it is
+dropped by the broker, unread by anyone: a client flooding device topics (a compromised
+device signing statuses as fast as it can, junk from anyone) then costs the broker and the
+hub 20 messages a second, not the tens of thousands it could send, and cannot queue ahead
+of honest devices' batches."""
+
 REFUSAL_LOG_INTERVAL_S = 10.0
 REFUSAL_LOG_BURST = 3
 """The broker logs each kind of refusal at most ``REFUSAL_LOG_BURST`` times in a row, then
@@ -59,6 +72,8 @@ class BrokerLimits:
     topic_levels: int = MAX_TOPIC_LEVELS
     retained_messages: int = MAX_RETAINED_MESSAGES
     retained_bytes: int = MAX_RETAINED_BYTES
+    device_publish_rate: float = DEVICE_PUBLISH_RATE
+    device_publish_burst: int = DEVICE_PUBLISH_BURST
 
     def __post_init__(self) -> None:
         if (
@@ -68,6 +83,8 @@ class BrokerLimits:
                 self.topic_levels,
                 self.retained_messages,
                 self.retained_bytes,
+                self.device_publish_rate,
+                self.device_publish_burst,
             )
             < 1
         ):

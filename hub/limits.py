@@ -1,6 +1,6 @@
 """Bounds on what anyone publishing on device topics can make the hub do.
 
-Three bounds, each in memory, each with time as a parameter (monotonic seconds) so they are
+Four bounds, each in memory, each with time as a parameter (monotonic seconds) so they are
 tested without sleeping:
 
 - :class:`RateLimiter`: a token bucket per key. The hub charges a device's bucket only for
@@ -11,6 +11,10 @@ tested without sleeping:
   message is verified while its topic's share or the shared total can pay for it; a message
   that verifies is refunded. So junk on one device's topic cannot starve the verification
   of every other device's messages, and a device's own topic keeps its share for it.
+- :class:`FairQueue`: messages wait per device and are handled one device at a time in
+  turn, so a device flooding its own topics (a compromised one, signing for real) delays
+  only itself: every other device's next message is at most one round away, and what one
+  device sends beyond :data:`MAX_QUEUED_PER_KEY` is dropped on arrival, unread.
 - :class:`RejectionCounter`: rejections counted until flushed to the registry. Messages
   naming a registered device are counted per (device, code): a bounded number of rows, one
   per code and device. Messages naming no registered device are counted per code only,
@@ -20,14 +24,22 @@ tested without sleeping:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
 from hub.registry import UNREGISTERED
 
-__all__ = ["RateLimiter", "RejectionCounter", "VerificationBudget"]
+__all__ = ["FairQueue", "RateLimiter", "RejectionCounter", "VerificationBudget"]
 
+T = TypeVar("T")
+
+MAX_QUEUED_PER_KEY = 32
+"""Messages waiting per device before the hub handles them; more from the same device are
+dropped on arrival, unread (an honest agent has one or two in flight)."""
+MAX_QUEUED_KEYS = 100_000
+"""Devices with messages waiting at once; messages for more are dropped on arrival."""
 MAX_TRACKED_KEYS = 100_000
 """Buckets kept at most (least recently used beyond are forgotten, i.e. start full)."""
 MAX_UNREGISTERED_IDS = 1000
@@ -148,3 +160,49 @@ class RejectionCounter:
         """The counts since the last drain (and forget them)."""
         counts, self._counts = self._counts, {}
         return counts
+
+
+class FairQueue(Generic[T]):
+    """Items queued per key, taken one key at a time in turn (round robin).
+
+    At most ``max_per_key`` items wait per key and at most ``max_keys`` keys at once; an
+    item beyond either is refused by :meth:`put`. Order is kept within a key.
+    """
+
+    def __init__(self, max_per_key: int = MAX_QUEUED_PER_KEY, max_keys: int = MAX_QUEUED_KEYS):
+        if max_per_key < 1 or max_keys < 1:
+            raise ValueError("a fair queue needs max_per_key >= 1 and max_keys >= 1")
+        self._max_per_key = max_per_key
+        self._max_keys = max_keys
+        self._queues: OrderedDict[str, deque[T]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, key: str, item: T) -> bool:
+        """Queue ``item`` behind ``key``'s others; ``False`` (queuing nothing) when full."""
+        queue = self._queues.get(key)
+        if queue is None:
+            if len(self._queues) >= self._max_keys:
+                return False
+            queue = self._queues[key] = deque()
+        elif len(queue) >= self._max_per_key:
+            return False
+        queue.append(item)
+        self._size += 1
+        return True
+
+    def take(self, limit: int) -> deque[T]:
+        """Up to ``limit`` items, one per key in turn: each round takes the oldest item of
+        every key that has one, starting after the key served last."""
+        taken: deque[T] = deque()
+        while self._queues and len(taken) < limit:
+            key, queue = next(iter(self._queues.items()))
+            taken.append(queue.popleft())
+            self._size -= 1
+            if queue:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+        return taken

@@ -75,7 +75,7 @@ from hub.broker import EmbeddedBroker
 from hub.hubdir import HubDir, HubKeys, ServeInfo
 from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
 from hub.keystore import load_role_keys
-from hub.limits import RateLimiter, RejectionCounter, VerificationBudget
+from hub.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
 from hub.publish import (
     Publication,
     ack_publication,
@@ -204,6 +204,8 @@ class HubStats:
     attestations: dict[str, int] = field(default_factory=dict)
     """Results published, by verdict."""
     rejections: dict[str, int] = field(default_factory=dict)
+    queue_dropped: int = 0
+    """Messages dropped on arrival: their device already had its share waiting."""
 
 
 class HubService:
@@ -285,7 +287,9 @@ class HubService:
             self._registry = self._stack.enter_context(self.hub_dir.open_registry())
             self._stack.callback(self._flush_rejections)
             if self.config.broker is None:
-                self._broker = EmbeddedBroker(self.config.bind, self.config.port)
+                self._broker = EmbeddedBroker(
+                    self.config.bind, self.config.port, unthrottled=frozenset({self._client_id})
+                )
                 self._settings = await self._broker.start()
                 self._stack.push_async_callback(self._broker.stop)
             self._refresh_devices()
@@ -492,29 +496,44 @@ class HubService:
     # Incoming messages.
 
     async def _consume(self, conn: Connection) -> None:
-        """Handle incoming messages in bursts: whatever is queued already (up to
-        ``GROUP_MAX``) is taken first, then handled in one registry transaction without a
-        single await inside it (so no other task writes into it and the write lock is held
-        for no longer than the work), so a burst of lineage batches costs one fsync. What
-        the burst publishes (acks, challenges, attestation results) goes out after the
-        commit that made it durable, and is dropped with the burst if the commit fails."""
+        """Handle incoming messages in bursts taken fairly from every device that has some
+        waiting (:class:`~hub.limits.FairQueue`): what aiomqtt holds already is queued per
+        device first (a device's messages beyond its share are dropped there, unread), then
+        a burst takes one message per device in turn, up to ``GROUP_MAX``, and is handled in
+        one registry transaction without a single await inside it (so no other task writes
+        into it and the write lock is held for no longer than the work), so a burst of
+        lineage batches costs one fsync. What the burst publishes (acks, challenges,
+        attestation results) goes out after the commit that made it durable, and is dropped
+        with the burst if the commit fails. A device flooding its own topics therefore
+        delays only itself: every other device's next message is in the next burst."""
+        waiting: FairQueue[Incoming] = FairQueue()
         messages = conn.messages()
         async for first in messages:
-            burst = deque([] if self._noted(first) else [first])
-            while conn.backlog and len(burst) < GROUP_MAX:
-                message = await anext(messages)
-                if not self._noted(message):
-                    burst.append(message)
+            self._queue(waiting, first)
+            while conn.backlog:
+                self._queue(waiting, await anext(messages))
             if self._strays and time.monotonic() >= self._strays_due:
                 await self._clear_strays(conn)
-            if not burst:
-                continue
-            await self._store_and_publish(conn, burst)
-            while burst:
-                # Still busy after a whole group: leave the write lock free a moment so that
-                # `edge-hub revoke` and other hub processes get their turn.
-                await asyncio.sleep(WRITER_PAUSE_S)
+            while waiting:
+                burst = waiting.take(GROUP_MAX)
                 await self._store_and_publish(conn, burst)
+                while burst:
+                    # Still busy after a whole group: leave the write lock free a moment so
+                    # that `edge-hub revoke` and other hub processes get their turn.
+                    await asyncio.sleep(WRITER_PAUSE_S)
+                    await self._store_and_publish(conn, burst)
+                while conn.backlog:
+                    self._queue(waiting, await anext(messages))
+
+    def _queue(self, waiting: FairQueue[Incoming], message: Incoming) -> None:
+        """Queue ``message`` under the device its topic names (retained trust objects are
+        only noted); one over that device's share is dropped unread and counted."""
+        if self._noted(message):
+            return
+        parts = message.topic.split("/", 5)
+        key = parts[4] if len(parts) > 4 and parts[3] == "device" else ""
+        if not waiting.put(key, message):
+            self.stats.queue_dropped += 1
 
     async def _store_and_publish(self, conn: Connection, burst: deque[Incoming]) -> None:
         """Handle messages from ``burst`` for at most ``GROUP_MAX_S`` in one transaction,

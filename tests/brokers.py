@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edge_agent.protocol.limits import MAX_PACKET_BYTES
 from edge_agent.sync.mqtt import BrokerSettings
 from hub.broker import EmbeddedBroker
 from hub.broker_limits import BrokerLimits
@@ -108,9 +109,12 @@ class AmqttHandle(_Settings):
 
 
 @contextlib.asynccontextmanager
-async def amqtt_broker(limits: BrokerLimits | None = None) -> AsyncIterator[AmqttHandle]:
-    """amqtt on 127.0.0.1 and a free port, in this event loop (within ``limits`` if given)."""
-    broker = EmbeddedBroker("127.0.0.1", 0, limits or BrokerLimits())
+async def amqtt_broker(
+    limits: BrokerLimits | None = None, unthrottled: frozenset[str] = frozenset()
+) -> AsyncIterator[AmqttHandle]:
+    """amqtt on 127.0.0.1 and a free port, in this event loop (within ``limits`` if given;
+    ``unthrottled`` client ids have no device-topic publish budget)."""
+    broker = EmbeddedBroker("127.0.0.1", 0, limits or BrokerLimits(), unthrottled)
     await broker.start()
     try:
         yield AmqttHandle(broker)
@@ -191,6 +195,9 @@ class MosquittoBroker(_Settings):
             f"listener {port} 127.0.0.1",
             f"user {getpass.getuser()}",
             f"allow_anonymous {'false' if self.passwords else 'true'}",
+            # The shipped config's packet bound: no test broker passes what no deployed
+            # one would (an agent or hub drops its connection at a larger packet).
+            f"max_packet_size {MAX_PACKET_BYTES}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_file}",

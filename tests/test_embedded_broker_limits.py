@@ -26,7 +26,7 @@ from hub.broker_limits import (
     REFUSAL_LOG_INTERVAL_S,
     BrokerLimits,
 )
-from tests.brokers import amqtt_broker
+from tests.brokers import AmqttHandle, amqtt_broker
 from tests.hub_support import WAIT_S
 
 ACCEPTED = 0
@@ -293,6 +293,47 @@ async def test_a_message_refused_for_retention_still_reaches_current_subscribers
             await hub.publish("r/1", b"live", retain=True)
             message = await _next(device)
     assert (message.topic, message.payload) == ("r/1", b"live")
+
+
+# --- device-topic publish budget -------------------------------------------------------------
+
+BUDGET = BrokerLimits(device_publish_rate=1, device_publish_burst=5)
+STATUS_TOPIC = topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.STATUS)
+
+
+async def _delivered(broker: AmqttHandle, client_id: str, topic: str, sent: int) -> int:
+    """How many of ``sent`` publishes on ``topic`` by ``client_id`` reach a subscriber: the
+    count up to the echo of a marker sent after them (one client's publishes are handled in
+    order)."""
+    async with connect(broker.settings, client_id="watcher") as watcher:
+        await watcher.subscribe([topic, "sync/done"])
+        async with connect(broker.settings, client_id=client_id) as publisher:
+            for n in range(sent):
+                await publisher.publish(topic, b"%d" % n)
+            await publisher.publish("sync/done", b"")
+        count = 0
+        while (await _next(watcher)).topic != "sync/done":
+            count += 1
+        return count
+
+
+@pytest.mark.asyncio
+async def test_a_connection_flooding_device_topics_gets_through_only_its_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hub.broker")
+    async with amqtt_broker(BUDGET) as broker:
+        delivered = await _delivered(broker, "flooder", STATUS_TOPIC, 40)
+    assert 5 <= delivered <= 10
+    assert any("device_publish_rate" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_the_hubs_own_connection_and_other_topics_have_no_device_budget() -> None:
+    async with amqtt_broker(BUDGET, unthrottled=frozenset({"hub"})) as broker:
+        assert await _delivered(broker, "hub", STATUS_TOPIC, 40) == 40
+        bundle_topic = topics.bundle_topic("eu-1", topics.Channel(topics.ChannelKind.ALL))
+        assert await _delivered(broker, "cli", bundle_topic, 40) == 40
 
 
 # --- client ids -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import Incoming, connect
+from hub.broker_limits import BrokerLimits
 from hub.registry import UNREGISTERED, Registry, RegistryError
 from hub.service import HubConfig, HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
@@ -38,9 +39,14 @@ def setup(tmp_path: Path) -> HubSetup:
     return make_hub_dir(tmp_path / "hub")
 
 
+FLOOD_THROUGH = BrokerLimits(device_publish_rate=1e6, device_publish_burst=1_000_000)
+"""The embedded broker without its per-connection device-topic budget: these tests send a
+flood through to see what the hub does with it (the budget has its own tests)."""
+
+
 @pytest_asyncio.fixture
 async def broker() -> AsyncIterator[AmqttHandle]:
-    async with amqtt_broker() as handle:
+    async with amqtt_broker(FLOOD_THROUGH) as handle:
         yield handle
 
 
@@ -224,7 +230,7 @@ async def test_a_fresh_status_moves_last_seen_and_a_replay_of_an_older_one_does_
 
 @pytest_asyncio.fixture(params=["amqtt", "mosquitto"])
 async def any_broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    context = amqtt_broker() if request.param == "amqtt" else mosquitto_broker()
+    context = amqtt_broker(FLOOD_THROUGH) if request.param == "amqtt" else mosquitto_broker()
     async with context as handle:
         yield handle
 

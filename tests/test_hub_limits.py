@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.limits import RateLimiter, RejectionCounter, VerificationBudget
+from hub.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
 from hub.registry import UNREGISTERED
 
 
@@ -67,3 +67,27 @@ def test_checks_are_paid_by_the_topic_then_the_shared_budget_then_refused() -> N
     assert budget.take("b", junk, 0.0) == "b", "another topic still has its own share"
     budget.refund("", junk)
     assert budget.take("a", junk, 0.0) == "", "what verified was given back"
+
+
+def test_a_fair_queue_serves_every_key_in_turn_whatever_one_key_floods() -> None:
+    queue: FairQueue[str] = FairQueue(max_per_key=100)
+    for n in range(100):
+        queue.put("gw-evil", f"evil-{n}")
+    queue.put("gw-001", "honest-batch")
+    queue.put("gw-002", "honest-status")
+
+    first = list(queue.take(3))
+
+    assert first == ["evil-0", "honest-batch", "honest-status"]
+    assert len(queue) == 99
+
+
+def test_a_fair_queue_keeps_order_within_a_key_and_refuses_past_its_share() -> None:
+    queue: FairQueue[int] = FairQueue(max_per_key=3, max_keys=2)
+    assert [queue.put("a", n) for n in range(5)] == [True, True, True, False, False]
+    assert queue.put("b", 10)
+    assert not queue.put("c", 20)
+
+    assert list(queue.take(10)) == [0, 10, 1, 2]
+    assert len(queue) == 0
+    assert queue.put("c", 20)
