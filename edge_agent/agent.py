@@ -286,8 +286,9 @@ class LocalAgent:
         As in TUF, an expired root is still a valid link in the chain: it is installed, and
         the gate denies ``root_expired`` until a newer root is. Then everything signed under
         the old root is verified again under the new one, as :meth:`open` would: a rotated
-        role's time mark (and for the freshness role its kill epoch and pin) is dropped, and
-        revocations and freshness tokens that no longer verify are deleted. An installed
+        role's time mark (for the freshness role also its kill epoch and pin, for the revoke role
+        the epoch seen from revocations that no longer verify) is dropped, and revocations and
+        freshness tokens that no longer verify are deleted. An installed
         bundle that no longer verifies makes the gate deny ``bundle_untrusted``.
 
         Raises:
@@ -310,6 +311,7 @@ class LocalAgent:
             floor=new_state.floor,
             rotated=rotated,
             announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
+            seen_epoch=new_state.seen_epoch if Role.REVOKE in rotated else None,
             void_revocations=_void_revocations(stored, new_state),
             void_tokens=_void_tokens(stored, new_state),
             now=wall,
