@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,7 +56,12 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.roles import Role
-from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
+from edge_agent.protocol.root import (
+    TrustRoot,
+    verify_root_chain,
+    verify_root_update,
+    verify_trusted_root,
+)
 from edge_agent.store import StateStore, StoredState
 from edge_agent.trust.clock import check_clock
 from edge_agent.trust.gate import (
@@ -334,6 +340,22 @@ class LocalAgent:
             Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
         )
         return root
+
+    def install_roots(self, chain: Sequence[bytes], wall: int) -> tuple[TrustRoot, ...]:
+        """Install roots N+1, N+2, ... all or none: the whole chain is verified before the
+        first is installed (a refused link is logged as :meth:`install_root` logs it).
+
+        Raises:
+            RootError: a link does not verify; nothing was installed.
+            StateError: a root could not be written; those before it stay installed.
+        """
+        try:
+            verify_root_chain(self.state.root, chain)
+        except RootError as exc:
+            logger.warning("trust root rejected: code=%s %s", exc.code, exc)
+            self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
+            raise
+        return tuple(self.install_root(data, wall) for data in chain)
 
     def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
         """Verify a revocation and record it; return it when it changed what this device
