@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,7 +56,12 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.roles import Role
-from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
+from edge_agent.protocol.root import (
+    TrustRoot,
+    verify_root_chain,
+    verify_root_update,
+    verify_trusted_root,
+)
 from edge_agent.store import StateStore, StoredState
 from edge_agent.trust.clock import check_clock
 from edge_agent.trust.gate import (
@@ -286,8 +292,9 @@ class LocalAgent:
         As in TUF, an expired root is still a valid link in the chain: it is installed, and
         the gate denies ``root_expired`` until a newer root is. Then everything signed under
         the old root is verified again under the new one, as :meth:`open` would: a rotated
-        role's time mark (and for the freshness role its kill epoch and pin) is dropped, and
-        revocations and freshness tokens that no longer verify are deleted. An installed
+        role's time mark (for the freshness role also its kill epoch and pin, for the revoke role
+        the epoch seen from revocations that no longer verify) is dropped, and revocations and
+        freshness tokens that no longer verify are deleted. An installed
         bundle that no longer verifies makes the gate deny ``bundle_untrusted``.
 
         Raises:
@@ -310,6 +317,7 @@ class LocalAgent:
             floor=new_state.floor,
             rotated=rotated,
             announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
+            seen_epoch=new_state.seen_epoch if Role.REVOKE in rotated else None,
             void_revocations=_void_revocations(stored, new_state),
             void_tokens=_void_tokens(stored, new_state),
             now=wall,
@@ -332,6 +340,22 @@ class LocalAgent:
             Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
         )
         return root
+
+    def install_roots(self, chain: Sequence[bytes], wall: int) -> tuple[TrustRoot, ...]:
+        """Install roots N+1, N+2, ... all or none: the whole chain is verified before the
+        first is installed (a refused link is logged as :meth:`install_root` logs it).
+
+        Raises:
+            RootError: a link does not verify; nothing was installed.
+            StateError: a root could not be written; those before it stay installed.
+        """
+        try:
+            verify_root_chain(self.state.root, chain)
+        except RootError as exc:
+            logger.warning("trust root rejected: code=%s %s", exc.code, exc)
+            self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
+            raise
+        return tuple(self.install_root(data, wall) for data in chain)
 
     def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
         """Verify a revocation and record it; return it when it changed what this device

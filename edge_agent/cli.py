@@ -1,8 +1,8 @@
 """``edge-agent``: the device's command line (enrol, install, decide, status).
 
-Exit codes: 0 success (``decide``: allow); 1 refused or denied (``decide``: deny, whatever
-the reason); 2 a usage or input error. No option or variable can change the agent's notion
-of "now": every command reads the wall clock once and the trust core judges it.
+Exit codes (also in ``--help``): see :data:`EXIT_CODES`. No option or variable can change
+the agent's notion of "now": every command reads the wall clock once and the trust core
+judges it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from edge_agent._internal.cli_support import (
     configure_logging,
     fail,
     format_duration,
+    output_gone,
     read_bounded,
     wall_clock,
 )
@@ -46,18 +47,41 @@ MAX_REQUEST_FIELD_CHARS = 4096
 MAX_CONTEXT_ITEMS = 64
 
 
+EXIT_CODES = (
+    "exit codes: 0 success (decide: allow); 1 refused or denied (decide: deny, whatever the "
+    "reason, including a state database that cannot be read); 2 a usage or input error, "
+    "including a state directory that cannot be used (missing, not initialised, state.db "
+    "not a file); 141 stdout's reader went away (| head -1: the rest of the output is "
+    "dropped)."
+)
+
+
 class _UsageError(Exception):
     """A command-line argument is malformed (exit 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError as exc:
+        return output_gone(PROG, exc)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.log_format)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()
+        return code
     except (_UsageError, ConfigError) as exc:
         return fail(PROG, exc, args.verbose, 2)
+    except StateError as exc:
+        problem = _unusable_state_dir(args.state_dir)
+        if problem is not None:
+            return fail(PROG, ConfigError(problem), args.verbose, 2)
+        return fail(PROG, exc, args.verbose, 1)
     except EdgeGovError as exc:
         return fail(PROG, exc, args.verbose, 1)
     except KeyboardInterrupt:
@@ -79,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="stderr log lines: key=value text (journald) or JSON objects (default: text)",
     )
-    parser = argparse.ArgumentParser(prog=PROG, description="edgegov edge agent", parents=[common])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="edgegov edge agent", epilog=EXIT_CODES, parents=[common]
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -192,13 +218,20 @@ def _cmd_bundle_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_root_install(args: argparse.Namespace) -> int:
-    """Install each root in turn; an expired one is a valid link (TUF), but if the last one
-    installed has expired the device denies ``root_expired`` until a newer one is."""
-    roots = [read_bounded(f, MAX_ROOT_BYTES, "trust root") for f in args.file]
+    """Install the roots given, all or none: a file identical to the current root is a
+    no-op, and the rest must be the next versions in order, every link verified before the
+    first is installed (an older root than the current one is a rollback, refused). An
+    expired root is a valid link (TUF), but if the last one installed has expired the device
+    denies ``root_expired`` until a newer one is."""
+    files = [read_bounded(f, MAX_ROOT_BYTES, "trust root") for f in args.file]
     with LocalAgent.open(args.state_dir) as agent:
-        for data in roots:
-            root = agent.install_root(data, wall_clock())
+        current = agent.state.root
+        chain = [data for data in files if data != current.raw]
+        if len(chain) < len(files):
+            print(f"trust root version {current.version} already installed (no change)")
+        for root in agent.install_roots(chain, wall_clock()):
             print(f"trust root version {root.version} installed")
+        root = agent.state.root
         now = max(wall_clock(), agent.state.floor.seconds)
     if now >= root.expires_at:
         print(
@@ -221,8 +254,8 @@ def _cmd_decide(args: argparse.Namespace) -> int:
         with LocalAgent.open(args.state_dir) as agent:
             decision = agent.decide(request, now)
     except StateError as exc:
-        if not (args.state_dir / "state.db").exists():
-            raise ConfigError(str(exc)) from exc
+        if _unusable_state_dir(args.state_dir) is not None:
+            raise
         decision = Decision(False, Reason.INTERNAL_ERROR, str(exc), None, None, None, request, now)
     _print_decision(decision, args.json)
     return 0 if decision.allowed else 1
@@ -359,6 +392,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_pubkey(args: argparse.Namespace) -> int:
     print(load_device_key(args.state_dir).public.to_pem(), end="")
     return 0
+
+
+def _unusable_state_dir(state_dir: Path) -> str | None:
+    """Why ``state_dir`` cannot hold agent state at all (a setup fault, exit 2), or ``None``
+    when its ``state.db`` is a file (then a read failure is the state's own: ``decide``
+    denies ``internal_error``, other commands exit 1)."""
+    database = state_dir / "state.db"
+    if database.is_file():
+        return None
+    if database.exists():
+        return (
+            f"{database} is not a file, so {state_dir} is not a usable agent state directory: "
+            f"move it aside and run 'edge-agent init --state-dir {state_dir} ...'"
+        )
+    return f"no agent state in {state_dir}: run 'edge-agent init --state-dir {state_dir} ...' first"
 
 
 def _name(value: str, option: str) -> str:

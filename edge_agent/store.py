@@ -331,6 +331,7 @@ class StateStore:
         floor: TimeFloor,
         rotated: frozenset[Role],
         announced_epoch: int | None,
+        seen_epoch: int | None,
         void_revocations: tuple[int, ...],
         void_tokens: tuple[str, ...],
         now: int,
@@ -340,7 +341,8 @@ class StateStore:
         revocations of epochs ``void_revocations`` and the freshness tokens named in
         ``void_tokens`` (``"freshness"``, ``"pin"``) no longer verify; the announced kill
         epoch is set to ``announced_epoch`` when given (the freshness role was rotated: what its
-        old key announced no longer counts).
+        old key announced no longer counts), and the seen revocation epoch to ``seen_epoch``
+        when given (the revoke role was rotated: epochs its old key signed no longer count).
 
         Raises:
             StateError: the write failed (or that version is already stored); nothing changed.
@@ -359,6 +361,7 @@ class StateStore:
                     if announced_epoch is not None
                     else []
                 ),
+                *(self._meta_update("seen_epoch", seen_epoch) if seen_epoch is not None else []),
                 *self._floor_update(floor),
             ]
         )

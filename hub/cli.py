@@ -7,8 +7,9 @@ Keys, bundles and trust-root rotation work on files; ``serve``, ``device``, ``bu
 ``edge-hub serve`` (or ``--broker``); without one, ``serve`` publishes them when it starts.
 
 Exit codes: 0 success, 1 refused (an object failed verification, or the broker could not be
-reached), 2 a usage or input error. Errors are one sentence on stderr; ``--verbose`` adds the
-traceback.
+reached), 2 a usage or input error, 141 stdout's reader went away (``| head -1``: the rest
+of the output is dropped, no traceback). Errors are one sentence on stderr; ``--verbose``
+adds the traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edge_agent._internal.cli_support import (
     counter_arg,
     fail,
     format_duration,
+    output_gone,
     read_bounded,
     utc_text,
     wall_clock,
@@ -55,11 +57,20 @@ MAX_EXPECTATIONS_BYTES = 4 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError as exc:
+        return output_gone(PROG, exc)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()
+        return code
     except ConfigError as exc:
         return fail(PROG, exc, args.verbose, 2)
     except EdgeGovError as exc:

@@ -65,6 +65,18 @@ ROTATIONS = [
         "root_gap",
     ),
     Rotation(
+        "version skips ahead, signed by keys only the missing version names",
+        lambda s: _next(s, NEW_KEYS, version=3),
+        False,
+        "root_gap",
+    ),
+    Rotation(
+        "version goes down, signed by keys this device never trusted",
+        lambda s: _next(s, NEW_KEYS, version=1),
+        False,
+        "root_rollback",
+    ),
+    Rotation(
         "expired",
         lambda s: _next(s, s.root_keys + NEW_KEYS, issued_at=NOW - 3 * DAY, expires_at=NOW - DAY),
         False,

@@ -21,6 +21,7 @@ from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import (
     KeyScope,
@@ -36,6 +37,7 @@ from edge_agent.trust.state import (
     passed_deadline,
     with_bundle,
     with_freshness,
+    with_revocation,
     with_root,
 )
 from tests.factory import DAY, DEVICE, NOW, HubSim
@@ -74,6 +76,13 @@ def _token(sim: HubSim, state: TrustState, bundle: bytes, **kwargs: int) -> Trus
     data = sim.freshness(bundle, **kwargs)
     now = kwargs.get("hub_time", NOW)
     return with_freshness(state, verify_freshness(data, root=state.root, region="eu-1", now=now))
+
+
+def _revoked(sim: HubSim, state: TrustState, epoch: int, value: str) -> TrustState:
+    data = sim.revocation(epoch, "device", value)
+    return with_revocation(
+        state, verify_revocation(data, root=state.root, region="eu-1", last_epoch=0)
+    )
 
 
 # --- the gate, row by row -----------------------------------------------------------------
@@ -125,6 +134,30 @@ def _policy_narrowed(sim: HubSim) -> tuple[TrustState, int]:
     return _next_root(state, _root(sim, 2)), NOW
 
 
+def _withheld_after_revoke_poisoning(
+    sim: HubSim, *, rotate: Role | None, reissued: bool = False
+) -> tuple[TrustState, int]:
+    """A compromised revoke key signs the largest epoch (for another device); then the hub
+    announces kill epoch 5, whose revocation the broker withholds."""
+    state = _revoked(sim, _base(sim), MAX_COUNTER, "gw-999")
+    if rotate is not None:
+        _rotate(sim, rotate)
+        state = _next_root(state, _root(sim, 2))
+    if reissued:
+        state = _revoked(sim, state, 6, "gw-999")
+    return _token(sim, state, sim.bundle(1), kill_epoch=5), NOW
+
+
+def _revoke_key_added(sim: HubSim) -> tuple[TrustState, int]:
+    """A revoke-role rotation that keeps the old key (adds one) keeps what it signed."""
+    state = _revoked(sim, _base(sim), 1, DEVICE.device_id)
+    sim.online_keys = {
+        **sim.online_keys,
+        Role.REVOKE: [*sim.online_keys[Role.REVOKE], PrivateKey.generate()],
+    }
+    return _next_root(state, _root(sim, 2)), NOW
+
+
 def _expired_then_set_back(sim: HubSim, back: int) -> tuple[TrustState, int]:
     state = _base(sim, issued_at=NOW, expires_at=NOW + 12)
     state = passed_deadline(state, NOW + 14)
@@ -167,6 +200,31 @@ SCENARIOS = [
         "root rotation that leaves the policy role alone",
         lambda s: _policy_rotated(s, rotate=Role.VERIFIER),
         Reason.ALLOWED,
+    ),
+    Scenario(
+        "a compromised revoke key's huge epoch hides a withheld revocation",
+        lambda s: _withheld_after_revoke_poisoning(s, rotate=None),
+        Reason.ALLOWED,
+    ),
+    Scenario(
+        "revoke key rotated, then a withheld revocation announced",
+        lambda s: _withheld_after_revoke_poisoning(s, rotate=Role.REVOKE),
+        Reason.REVOKED,
+    ),
+    Scenario(
+        "revoke key rotated, the hub's revocations re-issued under the new key",
+        lambda s: _withheld_after_revoke_poisoning(s, rotate=Role.REVOKE, reissued=True),
+        Reason.ALLOWED,
+    ),
+    Scenario(
+        "another role rotated: the huge epoch still hides it",
+        lambda s: _withheld_after_revoke_poisoning(s, rotate=Role.VERIFIER),
+        Reason.ALLOWED,
+    ),
+    Scenario(
+        "a revoke key added: the kept key's revocation still denies",
+        _revoke_key_added,
+        Reason.REVOKED,
     ),
     Scenario(
         "clock set back 8 s after the bundle was seen expired",
@@ -233,6 +291,102 @@ def test_bundle_offer_against_pin_and_trusted_time(case: Offer) -> None:
         return
     with pytest.raises(BundleError) as refused:
         check_admissible(state, bundle, NOW)
+    assert refused.value.code == case.code, refused.value
+
+
+@dataclass(frozen=True)
+class ChannelToken:
+    name: str
+    channel: str
+    code: str | None
+    """What offering v4 gives after a token on ``channel`` named v5 (None: installable)."""
+
+
+CHANNEL_TOKENS = [
+    ChannelToken("this device's group", "group/line-a", "bundle_superseded"),
+    ChannelToken("this device's own channel", f"device/{DEVICE.device_id}", "bundle_superseded"),
+    ChannelToken("the whole region", "all/_", "bundle_superseded"),
+    ChannelToken("another group", "group/line-b", None),
+    ChannelToken("another device", "device/gw-999", None),
+    ChannelToken("a channel that is no channel", "line-a", None),
+]
+
+
+@pytest.mark.parametrize("case", CHANNEL_TOKENS, ids=[c.name for c in CHANNEL_TOKENS])
+def test_a_token_pins_a_bundle_only_on_a_channel_the_device_listens_on(
+    case: ChannelToken,
+) -> None:
+    sim = HubSim()
+    state = _token(sim, _base(sim), sim.bundle(5), channel=case.channel, kill_epoch=3)
+    assert (state.floor.signed, state.announced_epoch) == (NOW - SIGNED_TIME_SKEW_S, 3)
+    offered = verify_bundle(sim.bundle(4), root=state.root, device=DEVICE, installed=None, now=NOW)
+    if case.code is None:
+        check_admissible(state, offered, NOW)
+        return
+    with pytest.raises(BundleError) as refused:
+        check_admissible(state, offered, NOW)
+    assert refused.value.code == case.code, refused.value
+
+
+@dataclass(frozen=True)
+class AfterPolicyCompromise:
+    name: str
+    rotate: bool
+    version: int
+    code: str | None
+    pin_version: int | None = None
+    """A token the hub signed before the rotation named this version current."""
+    by_old_key: bool = False
+
+
+AFTER_POLICY_COMPROMISE = [
+    AfterPolicyCompromise(
+        "not rotated: v2 below the installed 2^53-1", False, 2, "bundle_rollback"
+    ),
+    AfterPolicyCompromise("rotated: a new-key v2", True, 2, None),
+    AfterPolicyCompromise("rotated: a new-key 2^53-1", True, MAX_COUNTER, None),
+    AfterPolicyCompromise("rotated: an old-key v2", True, 2, "bundle_signature", by_old_key=True),
+    AfterPolicyCompromise(
+        "rotated: a new-key v4 below the pinned v5", True, 4, "bundle_superseded", pin_version=5
+    ),
+    AfterPolicyCompromise("rotated: a new-key v6 above the pinned v5", True, 6, None, 5),
+]
+
+
+@pytest.mark.parametrize(
+    "case", AFTER_POLICY_COMPROMISE, ids=[c.name for c in AFTER_POLICY_COMPROMISE]
+)
+def test_a_bundle_after_a_compromised_policy_key_signed_the_largest_version(
+    case: AfterPolicyCompromise,
+) -> None:
+    """Only a still-trusted installed bundle bounds the next version: the rotated-away key's
+    versions are void with it, and the freshness pin (another role) still bounds replays."""
+    sim = HubSim()
+    state = _base(sim)
+    if case.pin_version is not None:
+        state = _token(sim, state, sim.bundle(case.pin_version))
+    evil = sim.bundle(MAX_COUNTER, issued_at=NOW - 30)
+    state = with_bundle(
+        state, verify_bundle(evil, root=state.root, device=DEVICE, installed=None, now=NOW)
+    )
+    old_keys = sim.policy_keys
+    if case.rotate:
+        _rotate(sim, Role.POLICY)
+        state = _next_root(state, _root(sim, 2))
+    offered = sim.bundle(case.version, signers=old_keys if case.by_old_key else None)
+
+    def install() -> TrustState:
+        bundle = verify_bundle(
+            offered, root=state.root, device=DEVICE, installed=state.installed, now=NOW
+        )
+        check_admissible(state, bundle, NOW)
+        return with_bundle(state, bundle)
+
+    if case.code is None:
+        assert decide(install(), CAMERA, NOW).allowed
+        return
+    with pytest.raises(BundleError) as refused:
+        install()
     assert refused.value.code == case.code, refused.value
 
 
@@ -358,6 +512,58 @@ def test_rotating_the_revoke_key_voids_what_it_signed(tmp_path: Path) -> None:
     with LocalAgent.open(state_dir) as agent:
         assert agent.state.fault is None
         assert agent.decide(CAMERA, NOW).allowed
+
+
+def test_agent_detects_a_withheld_revocation_again_after_a_revoke_key_rotation(
+    tmp_path: Path,
+) -> None:
+    sim = HubSim()
+    state_dir = _enrolled(tmp_path, sim)
+    bundle = sim.bundle(1)
+    with LocalAgent.open(state_dir) as agent:
+        agent.install_bundle(bundle, NOW)
+        agent.install_revocation(sim.revocation(MAX_COUNTER, "bundle", "1"), NOW)
+        agent.install_revocation(sim.revocation(MAX_COUNTER - 1, "device", "gw-999"), NOW)
+        _rotate(sim, Role.REVOKE)
+        agent.install_root(_root(sim, 2), NOW)
+        agent.install_freshness(sim.freshness(bundle, kill_epoch=5), NOW)
+        in_process = agent.decide(CAMERA, NOW)
+    with LocalAgent.open(state_dir) as agent:
+        assert agent.state.seen_epoch == 0
+        reopened = agent.decide(CAMERA, NOW)
+        agent.install_revocation(sim.revocation(6, "device", "gw-999"), NOW)
+        assert agent.decide(CAMERA, NOW).allowed
+    assert (in_process.reason, reopened.reason) == (Reason.REVOKED,) * 2
+    assert "announced revocation epoch 5" in reopened.message
+
+
+def test_agent_installs_any_new_key_bundle_after_a_policy_key_signed_the_largest_version(
+    tmp_path: Path,
+) -> None:
+    sim = HubSim()
+    state_dir = _enrolled(tmp_path, sim)
+    with LocalAgent.open(state_dir) as agent:
+        agent.install_bundle(sim.bundle(MAX_COUNTER), NOW)
+        _rotate(sim, Role.POLICY)
+        agent.install_root(_root(sim, 2), NOW)
+        assert agent.decide(CAMERA, NOW).reason is Reason.BUNDLE_UNTRUSTED
+    with LocalAgent.open(state_dir) as agent:
+        assert agent.install_bundle(sim.bundle(2), NOW).bundle.version == 2
+        assert agent.decide(CAMERA, NOW).allowed
+        with pytest.raises(BundleError) as refused:
+            agent.install_bundle(sim.bundle(1), NOW)
+    assert refused.value.code == "bundle_rollback"
+
+
+def test_agent_keeps_no_pin_from_another_channel_across_a_restart(tmp_path: Path) -> None:
+    sim = HubSim()
+    state_dir = _enrolled(tmp_path, sim)
+    with LocalAgent.open(state_dir) as agent:
+        agent.install_bundle(sim.bundle(1), NOW)
+        agent.install_freshness(sim.freshness(sim.bundle(100), channel="group/line-b"), NOW)
+    with LocalAgent.open(state_dir) as agent:
+        assert agent.state.pin is None
+        assert agent.install_bundle(sim.bundle(2), NOW).bundle.version == 2
 
 
 def test_agent_never_lets_an_expired_bundle_come_back(tmp_path: Path) -> None:

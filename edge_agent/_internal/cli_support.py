@@ -2,7 +2,8 @@
 reporting.
 
 The CLIs turn our errors into one clear sentence on stderr and a non-zero exit; the
-traceback appears only under ``--verbose``.
+traceback appears only under ``--verbose``. A stdout whose reader has gone (``| head -1``)
+ends the command quietly with :data:`EXIT_STDOUT_GONE`, as a shell tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import datetime
 import logging
 import os
+import select
 import sys
 import tempfile
 import time
@@ -22,15 +24,20 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_COUNTER
 
 __all__ = [
+    "EXIT_STDOUT_GONE",
     "configure_logging",
     "counter_arg",
     "fail",
     "format_duration",
+    "output_gone",
     "read_bounded",
     "utc_text",
     "wall_clock",
     "write_atomic",
 ]
+
+EXIT_STDOUT_GONE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose output pipe was closed."""
 
 
 def wall_clock() -> int:
@@ -133,3 +140,29 @@ def fail(prog: str, exc: BaseException, verbose: bool, code: int) -> int:
         logging.getLogger(prog).exception("%s failed", prog)
     print(f"{prog}: error: {exc}", file=sys.stderr)
     return code
+
+
+def output_gone(prog: str, exc: BrokenPipeError) -> int:
+    """End a command whose write failed with ``exc``: quietly with :data:`EXIT_STDOUT_GONE`
+    when it was stdout's reader that went away (the rest of the output is unwanted; stdout
+    is pointed at /dev/null so the interpreter's last flush stays silent), else as any
+    other failure (a pipe or socket the command itself writes to).
+    """
+    if not _stdout_closed():
+        return fail(prog, exc, False, 1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_STDOUT_GONE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket with no reader left (poll reports an error or
+    hang-up on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)

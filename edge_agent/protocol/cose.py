@@ -6,9 +6,10 @@ Every signed edgegov object travels in one of these envelopes. Verification foll
 2. strict decode of the COSE structure (deterministic CBOR, the right tag, headers that are
    well-formed, at most :data:`MAX_SIGNATURES` signatures, an embedded payload);
 3. header rules: the algorithm only in the protected header (of the ``COSE_Sign1`` body; of
-   each ``COSE_Signature``), no ``crit`` anywhere (we understand no critical extension), the
-   expected content type in the body's protected header, nothing but a ``kid`` in any
-   unprotected header;
+   each ``COSE_Signature``) and Ed25519 wherever it appears (a ``COSE_Sign`` body need not
+   name one, but one it names is held to the same rule), no ``crit`` anywhere (we understand
+   no critical extension), a content type in the body's protected header, nothing but a
+   ``kid`` in any unprotected header;
 4. signatures over the exact received bytes: the ``Sig_structure`` is built from the received
    protected-header bstr and payload bstr, never from re-encoded values.
 
@@ -25,8 +26,9 @@ Invariants:
   signature or key counts once. Thresholds are the caller's business.
 - Bad bytes only ever raise :class:`EnvelopeError`; when the bytes are not a well-formed
   envelope at all (steps 1-3: too large, not CBOR, wrong tag or shape, headers that break the
-  rules) it is the subclass :class:`MalformedEnvelopeError`, so callers can report a format
-  fault apart from a well-formed envelope whose content type or signatures do not verify.
+  rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, so callers can
+  report a format fault apart from a well-formed envelope of another kind (another content
+  type) or whose signatures do not verify.
 
 This module does not decode the payload, check any schema, count thresholds or know roles:
 callers pass the content type and ``external_aad`` (``roles.content_type``,
@@ -394,7 +396,7 @@ def _check(
 
 def _check_content_type(body: _Headers, expected: ContentType) -> None:
     if HEADER_CONTENT_TYPE not in body.protected:
-        raise EnvelopeError("signed object has no content type in its protected header")
+        raise MalformedEnvelopeError("signed object has no content type in its protected header")
     actual = body.protected[HEADER_CONTENT_TYPE]
     # Compare types too: CBOR true must never pass for content format 1.
     if type(actual) is not type(expected) or actual != expected:
@@ -475,6 +477,8 @@ def _parse_structure(data: bytes, tag: int, max_bytes: int) -> _Envelope:
     if len(items) != 4:
         raise EnvelopeError(f"{what} must be an array of 4 items, not {len(items)}")
     body = _headers(items[0], items[1], "body")
+    if tag == SIGN_TAG and HEADER_ALG in body.protected:
+        _alg(body, "body")
     payload = items[2]
     if payload is None:
         raise EnvelopeError(f"{what} has a detached payload (nil); the payload must be embedded")
@@ -513,15 +517,21 @@ def _signature(
 ) -> _Signature:
     if HEADER_ALG not in headers.protected:
         raise EnvelopeError(f"{where} has no algorithm (alg) in its protected header")
-    alg = headers.protected[HEADER_ALG]
-    if isinstance(alg, bool) or not isinstance(alg, int) or alg not in KNOWN_ALGS:
-        raise EnvelopeError(f"{where} uses algorithm {alg!r}; only Ed25519 (-19, -8) is accepted")
+    alg = _alg(headers, where)
     if not isinstance(value, bytes):
         raise EnvelopeError(f"{where}: the signature must be a byte string")
     kid = headers.protected.get(HEADER_KID, headers.unprotected.get(HEADER_KID))
     if kid is not None and not isinstance(kid, bytes):
         raise EnvelopeError(f"{where} key id (kid) must be a byte string")
     return _Signature(alg, kid, sign_protected, value)
+
+
+def _alg(headers: _Headers, where: str) -> int:
+    """The protected ``alg`` of ``headers``, which must be Ed25519 (``-19`` or ``-8``)."""
+    alg = headers.protected[HEADER_ALG]
+    if isinstance(alg, bool) or not isinstance(alg, int) or alg not in KNOWN_ALGS:
+        raise EnvelopeError(f"{where} uses algorithm {alg!r}; only Ed25519 (-19, -8) is accepted")
+    return alg
 
 
 def _headers(raw_protected: object, unprotected: object, where: str) -> _Headers:

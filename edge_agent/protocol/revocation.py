@@ -15,7 +15,7 @@ bundle revocation denies that bundle version and every older one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge_agent.errors import EnvelopeError
@@ -62,6 +62,9 @@ class Revocation:
     kind: RevocationKind
     value: str
     reason: str
+    raw: bytes = field(default=b"", compare=False, repr=False)
+    """The exact bytes it was verified from (empty when built to be signed), so a root
+    rotation can verify it again under the new revoke keys."""
 
     def denies_device(self, device: DeviceIdentity) -> bool:
         """True when this revocation switches off every decision on ``device``."""
@@ -105,7 +108,7 @@ def verify_revocation(data: bytes, *, root: TrustRoot, region: str, last_epoch: 
             f"revocation signed by {len(verified.signer_ids)} revoke key(s), "
             f"{role.threshold} required"
         )
-    revocation = _parse(value)
+    revocation = _parse(value, data)
     if revocation.epoch <= last_epoch:
         raise RevocationError(
             f"revocation epoch {revocation.epoch} is not newer than {last_epoch} (replay refused)"
@@ -113,7 +116,7 @@ def verify_revocation(data: bytes, *, root: TrustRoot, region: str, last_epoch: 
     return revocation
 
 
-def _parse(value: object) -> Revocation:
+def _parse(value: object, raw: bytes) -> Revocation:
     fields = Fields(
         value,
         "revocation",
@@ -132,7 +135,12 @@ def _parse(value: object) -> Revocation:
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
         raise RevocationError(f"revocation.reason must be text of at most {MAX_REASON_CHARS}")
     return Revocation(
-        fields.integer("epoch", minimum=1), fields.integer("issued_at"), kind, target, reason
+        fields.integer("epoch", minimum=1),
+        fields.integer("issued_at"),
+        kind,
+        target,
+        reason,
+        raw,
     )
 
 

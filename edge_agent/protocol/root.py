@@ -36,6 +36,7 @@ __all__ = [
     "TrustRoot",
     "build_root_payload",
     "sign_root",
+    "verify_root_chain",
     "verify_root_update",
     "verify_trusted_root",
 ]
@@ -112,28 +113,76 @@ def verify_root_update(trusted: TrustRoot, data: bytes, *, now: int | None) -> T
     3. strict decode and schema; 4. a threshold of the new root's own root keys signed them;
     5. the version is exactly N+1; 6. it has not expired at ``now``.
 
+    When step 2 fails for a well-formed root whose (unverified) version is not N+1, the
+    version refusal is raised instead: a root that skips versions is usually signed by keys
+    a missing root N+1 introduced, and "install N+1 first" is what the operator can act on.
+    Either way the root is refused; the unverified version only chooses the sentence.
+
     Raises:
         RootError: any step fails; the trusted root stays as it was.
     """
     if len(data) > MAX_ROOT_BYTES:
         raise RootError(f"trust root is {len(data)} bytes, over the {MAX_ROOT_BYTES}-byte limit")
-    payload = _verified_payload(data, trusted, "the current root's")
+    try:
+        payload = _verified_payload(data, trusted, "the current root's")
+    except RootError:
+        claimed = _claimed_version(data)
+        if claimed is not None:
+            _check_next_version(trusted, claimed)
+        raise
     new = _parse(payload, data)
     _require_threshold(data, new, "its own")
-    if new.version <= trusted.version:
-        raise RootError(
-            f"trust root version {new.version} is not newer than installed version "
-            f"{trusted.version} (rollback refused)",
-            code="root_rollback",
-        )
-    if new.version != trusted.version + 1:
-        raise RootError(
-            f"trust root version {new.version} skips versions: install {trusted.version + 1} first",
-            code="root_gap",
-        )
+    _check_next_version(trusted, new.version)
     if now is not None and now >= new.expires_at:
         raise RootError(f"trust root version {new.version} expired", code="root_expired")
     return new
+
+
+def verify_root_chain(trusted: TrustRoot, chain: Sequence[bytes]) -> tuple[TrustRoot, ...]:
+    """Verify ``chain`` as roots N+1, N+2, ... after ``trusted``, each against the one before
+    it (:func:`verify_root_update`, expiry not checked: TUF), so that a caller can install
+    all of them or none.
+
+    Raises:
+        RootError: the first link that fails, naming its place in the chain.
+    """
+    roots: list[TrustRoot] = []
+    current = trusted
+    for place, data in enumerate(chain, start=1):
+        try:
+            current = verify_root_update(current, data, now=None)
+        except RootError as exc:
+            if len(chain) == 1:
+                raise
+            raise RootError(
+                f"root {place} of {len(chain)} refused: {exc.message}", code=exc.code
+            ) from exc
+        roots.append(current)
+    return tuple(roots)
+
+
+def _check_next_version(trusted: TrustRoot, version: int) -> None:
+    if version <= trusted.version:
+        raise RootError(
+            f"trust root version {version} is not newer than installed version "
+            f"{trusted.version} (rollback refused)",
+            code="root_rollback",
+        )
+    if version != trusted.version + 1:
+        raise RootError(
+            f"trust root version {version} skips versions: install version "
+            f"{trusted.version + 1} first",
+            code="root_gap",
+        )
+
+
+def _claimed_version(data: bytes) -> int | None:
+    """The version an unverified root claims, or ``None`` when it is not a well-formed root
+    (used only to choose which refusal to report)."""
+    try:
+        return _parse(_peek(data), data).version
+    except RootError:
+        return None
 
 
 def _peek(data: bytes) -> bytes:

@@ -10,14 +10,18 @@ verifier. A failing local verdict drops the hub's result: after a mismatch, only
 challenge answered with the restored state brings the device back.
 
 Rotation (TUF's fast-forward recovery): a new root that rotates a role's keys drops what
-only that role vouched for: its mark on the time floor, and for the freshness role also the
-kill epoch it announced and the bundle it pinned. The installed bundle is verified again
-under the new root; one that no longer verifies is kept only as a rollback reference
-(``distrusted``) and the gate denies ``bundle_untrusted`` until a new bundle is installed.
+only that role vouched for: its mark on the time floor; for the freshness role also the
+kill epoch it announced and the bundle it pinned; for the revoke role also the revocations
+the new root no longer verifies and the epochs they raised ``seen_epoch`` to, so a kill
+epoch announced later is compared with what the current revoke keys signed. The installed
+bundle is verified again under the new root; one that no longer verifies is kept only as
+``distrusted`` (the gate denies ``bundle_untrusted`` until a new bundle is installed) and no
+longer bounds the next version: its version was vouched for by the rotated-away key.
 
-Pin: the newest verified freshness token names the bundle the hub holds current (version and
-digest). A bundle older than that, or of that version with other bytes, is refused even
-when it is newer than the installed one: a replayed old bundle cannot undo a withdrawal.
+Pin: the newest verified freshness token for one of this device's channels names the bundle
+the hub holds current there (version and digest). A bundle older than that, or of that
+version with other bytes, is refused even when it is newer than the installed one: a
+replayed old bundle cannot undo a withdrawal. A token for another channel pins nothing here.
 
 Revocations: each epoch is applied once. A device/group/region revocation issued before the
 installed bundle was issued is already lifted and changes nothing when it arrives (again);
@@ -34,9 +38,15 @@ from edge_agent.errors import BundleError
 from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle, verify_bundle
 from edge_agent.protocol.freshness import FreshnessToken
-from edge_agent.protocol.revocation import Revocation, RevocationKind
+from edge_agent.protocol.revocation import (
+    Revocation,
+    RevocationError,
+    RevocationKind,
+    verify_revocation,
+)
 from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.protocol.root import TrustRoot
+from edge_agent.protocol.topics import agent_channels
 from edge_agent.trust.clock import (
     SIGNED_TIME_SKEW_S,
     TimeFloor,
@@ -97,7 +107,8 @@ class BundleAheadError(BundleError):
 @dataclass(frozen=True, slots=True)
 class DistrustedBundle:
     """The installed bundle when it no longer verifies under the current root: it decides
-    nothing, but still bounds which versions may follow it (no rollback)."""
+    nothing and bounds nothing (a key rotated away may have signed any version, up to the
+    largest counter); it is kept to name what is installed and why it is not trusted."""
 
     version: int
     digest: bytes
@@ -135,10 +146,11 @@ class TrustState:
 
     @property
     def installed(self) -> InstalledRef | None:
+        """The version floor for the next bundle: the installed bundle while it verifies
+        under ``root``. A distrusted one sets none (TUF: rotating the policy keys discards
+        what they signed, its version included); the freshness pin still refuses replays."""
         if self.bundle is not None:
             return InstalledRef(self.bundle.version, self.bundle.digest)
-        if self.distrusted is not None:
-            return InstalledRef(self.distrusted.version, self.distrusted.digest)
         return None
 
 
@@ -235,14 +247,20 @@ def rotated_roles(old: TrustRoot, new: TrustRoot) -> frozenset[Role]:
 def with_root(state: TrustState, root: TrustRoot) -> TrustState:
     """The state after rotating to ``root`` (already verified against the current one).
 
-    What a rotated role vouched for is dropped (its time mark; for the freshness role also
-    the announced kill epoch and the pin), and the installed bundle is verified again under
-    ``root``. Revocations, freshness tokens and the attestation result are verified again
-    by the shell, which holds their bytes.
+    What a rotated role vouched for is dropped: its time mark; for the revoke role the
+    revocations ``root`` no longer verifies and ``seen_epoch`` down to the highest epoch
+    still held, so withheld-revocation detection (announced against seen) works again; for
+    the freshness role the announced kill epoch (down to ``seen_epoch``) and the pin. The
+    installed bundle is verified again under ``root``. Freshness tokens and the attestation
+    result are verified again by the shell, which holds their bytes.
     """
     rotated = rotated_roles(state.root, root)
     floor = advance_floor(without_roles(state.floor, rotated), root.issued_at, Role.ROOT)
     new = replace(state, root=root, floor=floor)
+    if Role.REVOKE in rotated:
+        kept = tuple(r for r in new.revocations if _verifies(r, root, state.device.region))
+        seen = max((r.epoch for r in kept), default=0)
+        new = replace(new, revocations=kept, seen_epoch=seen)
     if Role.FRESHNESS in rotated:
         new = replace(new, announced_epoch=new.seen_epoch, pin=None, fresh_time=None)
     if state.bundle is not None:
@@ -303,13 +321,17 @@ def with_revocation(state: TrustState, revocation: Revocation) -> TrustState:
 
 def with_freshness(state: TrustState, token: FreshnessToken) -> TrustState:
     """The state after a verified freshness token: its hub time is signed time, its kill
-    epoch is announced, the bundle it names becomes the pin when newer than the pin, and
-    when it pins the installed bundle it renews ``max_offline``."""
+    epoch (the region's) is announced, and when it pins the installed bundle it renews
+    ``max_offline``. The bundle it names becomes the pin when newer than the pin and the
+    token is for a channel this device listens on: another channel's bundle (another
+    group's, another device's) says nothing about which bundle this device should run."""
     fresh = state.fresh_time
     if state.bundle is not None and token.bundle_digest == state.bundle.digest:
         fresh = max(fresh or 0, token.hub_time)
     pin = state.pin
-    if pin is None or token.bundle_version > pin.version:
+    if _listens_on(state.device, token.channel) and (
+        pin is None or token.bundle_version > pin.version
+    ):
         pin = InstalledRef(token.bundle_version, token.bundle_digest)
     return replace(
         state,
@@ -334,6 +356,18 @@ def with_attestation_result(state: TrustState, result: AttestationResult) -> Tru
         attestation_result=result,
         floor=advance_floor(state.floor, result.issued_at, Role.VERIFIER),
     )
+
+
+def _listens_on(device: DeviceIdentity, channel: str) -> bool:
+    return channel in {str(c) for c in agent_channels(device.device_id, device.groups)}
+
+
+def _verifies(revocation: Revocation, root: TrustRoot, region: str) -> bool:
+    try:
+        verify_revocation(revocation.raw, root=root, region=region, last_epoch=0)
+    except RevocationError:
+        return False
+    return True
 
 
 def _is_scope(revocation: Revocation) -> bool:
