@@ -134,10 +134,12 @@ class MosquittoBroker(_Settings):
         persistence: bool = False,
         tls: TlsFiles | None = None,
         shipped: bool = False,
+        max_packet_bytes: int | None = MAX_PACKET_BYTES,
     ) -> None:
         self.workdir = workdir
         self.tls = tls
         self.shipped = shipped
+        self.max_packet_bytes = max_packet_bytes
         self.tls_port = 0
         self.acl = acl
         self.passwords = dict(passwords or {})
@@ -195,9 +197,6 @@ class MosquittoBroker(_Settings):
             f"listener {port} 127.0.0.1",
             f"user {getpass.getuser()}",
             f"allow_anonymous {'false' if self.passwords else 'true'}",
-            # The shipped config's packet bound: no test broker passes what no deployed
-            # one would (an agent or hub drops its connection at a larger packet).
-            f"max_packet_size {MAX_PACKET_BYTES}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_file}",
@@ -206,6 +205,10 @@ class MosquittoBroker(_Settings):
             "log_type notice",
             "log_type subscribe",
         ]
+        if self.max_packet_bytes is not None:
+            # The shipped config's packet bound: no test broker passes what no deployed
+            # one would (an agent or hub drops its connection at a larger packet).
+            lines.append(f"max_packet_size {self.max_packet_bytes}")
         if self.tls is not None:
             lines += [
                 f"cafile {self.tls.ca}",
@@ -285,13 +288,20 @@ async def mosquitto_broker(
     *,
     persistence: bool = False,
     tls: TlsFiles | None = None,
+    max_packet_bytes: int | None = MAX_PACKET_BYTES,
 ) -> AsyncIterator[MosquittoBroker]:
     """Mosquitto on 127.0.0.1 and a free port; with ``passwords``, anonymous access is off;
     with ``tls``, only TLS clients with a certificate from ``tls.ca`` get in (its common
-    name is their username)."""
+    name is their username); packets over ``max_packet_bytes`` are refused (``None``: a
+    broker that passes any size, to test what a client does with one)."""
     with tempfile.TemporaryDirectory(prefix="edgegov-mosquitto-") as workdir:
         broker = MosquittoBroker(
-            Path(workdir), acl=acl, passwords=passwords, persistence=persistence, tls=tls
+            Path(workdir),
+            acl=acl,
+            passwords=passwords,
+            persistence=persistence,
+            tls=tls,
+            max_packet_bytes=max_packet_bytes,
         )
         await broker.start()
         try:

@@ -52,7 +52,7 @@ async def test_a_packet_over_the_limit_ends_the_connection_before_its_body_is_re
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     received = []
-    async with mosquitto_broker() as broker:
+    async with mosquitto_broker(max_packet_bytes=None) as broker:
         await _retain(broker.settings, {GROUP_BUNDLE: OVERSIZED})
         with pytest.raises(TransportError):
             async with connect(broker.settings, client_id="gw-001") as connection:
@@ -67,7 +67,7 @@ async def test_a_packet_over_the_limit_ends_the_connection_before_its_body_is_re
 async def test_the_incoming_queue_holds_at_most_its_byte_bound() -> None:
     mebibyte = b"m" * 1024 * 1024
     marker = f"{topics.PREFIX}/eu-1/fresh/all/_"
-    async with mosquitto_broker() as broker:
+    async with mosquitto_broker(max_packet_bytes=None) as broker:
         await _retain(broker.settings, dict.fromkeys(TRUST_TOPICS[:6], mebibyte))
         async with connect(
             broker.settings, client_id="gw-001", incoming_bytes=3 * len(mebibyte) + 1024
@@ -103,7 +103,7 @@ async def test_a_reconnecting_agent_facing_huge_retained_trust_messages_holds_no
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hub = HubSim()
-    async with mosquitto_broker() as broker:
+    async with mosquitto_broker(max_packet_bytes=None) as broker:
         await _retain(broker.settings, dict.fromkeys(TRUST_TOPICS, OVERSIZED))
         async with agent_fleet(tmp_path, hub.root_bytes(), broker.settings) as fleet:
             daemon = fleet.add("gw-001")
