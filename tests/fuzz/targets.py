@@ -47,6 +47,8 @@ from edge_agent.lineage.exported import (
     encode_header,
     verify_export,
 )
+from edge_agent.policy.compiler import CompiledPolicy
+from edge_agent.policy.engine import Request, evaluate
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._device_scoped import device_aad
@@ -59,7 +61,7 @@ from edge_agent.protocol.attestation import (
     verify_evidence,
     verify_result,
 )
-from edge_agent.protocol.bundle import sign_bundle, verify_bundle
+from edge_agent.protocol.bundle import VerifiedBundle, sign_bundle, verify_bundle
 from edge_agent.protocol.checkpoint import sign_note, verify_checkpoint
 from edge_agent.protocol.expectations import parse_expectations
 from edge_agent.protocol.freshness import sign_freshness, verify_freshness
@@ -215,13 +217,52 @@ def _verify_bundle(data: bytes) -> object:
 
 
 def _bundle_agrees(value: object, raw: Mapping[object, object]) -> None:
+    assert isinstance(value, VerifiedBundle)
     target = raw.get("target")
     assert isinstance(target, dict) and target.get("region") == REGION, "bundle for eu-1 only"
-    assert getattr(value, "version", None) == raw.get("version")
+    assert value.version == raw.get("version")
     expires_at = raw.get("expires_at")
-    assert getattr(value, "expires_at", None) == expires_at
+    assert value.expires_at == expires_at
     assert isinstance(expires_at, int) and expires_at > NOW, "an expired bundle was accepted"
     _targets_device(target)
+    policy = raw.get("policy")
+    assert isinstance(policy, dict)
+    rules = [r for r in policy.get("rules") or [] if isinstance(r, dict)]
+    for request in _PROBES:
+        _decides_as_written(value.policy, rules, request)
+
+
+_PROBES = (
+    Request("svc:camera", "exec", "/opt/camera/bin/capture"),
+    Request("svc:camera", "exec", "/bin/sh"),
+    Request("svc:thermo", "read", "/data/line/1", (("zone", "plant-a"),)),
+    Request("svc:camera", "write", "/etc/passwd"),
+)
+"""Requests every accepted bundle is asked, to compare its decisions with its rules."""
+
+
+def _decides_as_written(
+    policy: CompiledPolicy, rules: list[dict[object, object]], request: Request
+) -> None:
+    """An allow comes from an allow rule naming the action; a deny rule that names the
+    request outright (anyone, its action, its exact resource, no condition) wins."""
+    match = evaluate(policy, request, NOW)
+    if not match.allowed:
+        return
+    deciding = [r for r in rules if r.get("id") == match.rule_id]
+    assert deciding, f"an allow by rule {match.rule_id!r}, which the payload does not hold"
+    assert deciding[0].get("effect") == "allow", "an allow by a rule that is not an allow rule"
+    actions = deciding[0].get("actions") or []
+    assert request.action in actions or "*" in actions, "an allow for an action not named"
+    for rule in rules:
+        outright = (
+            rule.get("effect") == "deny"
+            and "*" in (rule.get("subjects") or [])
+            and request.action in (rule.get("actions") or [])
+            and request.resource in (rule.get("resources") or [])
+            and not rule.get("when")
+        )
+        assert not outright, f"deny rule {rule.get('id')!r} names the request, yet it is allowed"
 
 
 def _targets_device(target: Mapping[object, object]) -> None:
