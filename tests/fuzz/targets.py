@@ -172,6 +172,29 @@ def _signed_pair(
     )
 
 
+# --- deterministic CBOR --------------------------------------------------------------------
+
+
+def _dcbor(data: bytes) -> object:
+    """What the strict decoder accepts is exactly the canonical form of what it holds."""
+    value = dcbor.decode(data, max_bytes=1 << 16)
+    assert dcbor.encode(value) == data, "dcbor accepted bytes that are not their own encoding"
+    assert cbor2.loads(data) == value, "dcbor and cbor2 read the same bytes differently"
+    return value
+
+
+def _dcbor_seeds() -> list[bytes]:
+    w = world()
+    return [
+        payload_of(w.hub.bundle(1)),
+        payload_of(w.result()),
+        w.entries[0],
+        dcbor.encode([0, 23, 24, 255, 256, 65535, 65536, 2**32, 2**64 - 1, -1, -(2**63)]),
+        cbor2.dumps([-(2**64), 2**64]),
+        dcbor.encode({1: b"", 2: None, 3: True, 4: [[], {}]}),
+    ]
+
+
 # --- trust root ------------------------------------------------------------------------------
 
 
@@ -657,6 +680,7 @@ def _w(method: str) -> Callable[[], list[bytes]]:
 
 
 TARGETS: tuple[Target, ...] = (
+    Target("dcbor", "deterministic CBOR (every payload)", _dcbor, _dcbor_seeds),
     *_signed_pair(
         "root",
         "trust root update (root N+1 over the pinned root)",
