@@ -211,6 +211,15 @@ def _verify_root_update(data: bytes) -> object:
     return verify_root_update(world().root, data, now=NOW)
 
 
+_pinned_signed_only = _signed_only("root-pinned", _root_seeds)
+
+
+def _verify_pinned_root(data: bytes) -> object:
+    value = verify_trusted_root(data, now=NOW)
+    _pinned_signed_only(data)
+    return value
+
+
 def _root_agrees(value: object, raw: Mapping[object, object]) -> None:
     assert getattr(value, "version", None) == raw.get("version") == world().root.version + 1
 
@@ -692,7 +701,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "root-pinned",
         "trust root pinned at init (self-signed)",
-        lambda data: verify_trusted_root(data, now=NOW),
+        _verify_pinned_root,
         lambda: [*_root_seeds(), *_edge_cases(_root_seeds()[0])],
     ),
     *_signed_pair(
