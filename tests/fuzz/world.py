@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, encode_entry, entry_hash
 from edge_agent.policy.engine import Request
@@ -88,12 +89,13 @@ class World:
             )
             self.entries.append(encode_entry(entry))
 
-    @property
+    @cached_property
     def root_bytes(self) -> bytes:
         return self.hub.root_bytes()
 
-    @property
+    @cached_property
     def root(self) -> TrustRoot:
+        """The pinned root, verified once (most targets verify against it on every input)."""
         return verify_trusted_root(self.root_bytes, now=NOW)
 
     @property
