@@ -166,6 +166,7 @@ def _atheris_child(name: str, seconds: float) -> None:
         f"-timeout={INPUT_TIMEOUT_S}",
         f"-artifact_prefix={CRASHES}/{name}-",
         "-print_final_stats=1",
+        f"-dict={HERE / 'cbor.dict'}",
     ]
     atheris.Setup([sys.argv[0], *flags, str(work), str(CORPUS / name)], target.check)
     atheris.Fuzz()
