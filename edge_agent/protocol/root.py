@@ -256,7 +256,8 @@ def _parse_keys(value: object) -> tuple[dict[bytes, PublicKey], dict[bytes, KeyS
             optional=frozenset({"scope"}),
         )
         alg = fields.raw("alg")
-        if alg not in KNOWN_ALGS or isinstance(alg, bool) or not isinstance(alg, int):
+        # The type first: a list or map is unhashable, and the set lookup would raise.
+        if isinstance(alg, bool) or not isinstance(alg, int) or alg not in KNOWN_ALGS:
             raise RootError(f"root key {key_id.hex()[:16]} has an unsupported algorithm {alg!r}")
         public = PublicKey(fields.byte_string("pub", length=32), alg)
         if public.key_id != key_id:
