@@ -47,9 +47,15 @@ test: $(STAMP) $(ORACLE_STAMP)
 test-slow: $(STAMP) $(ORACLE_STAMP)
 	$(ORACLE_ENV) $(BIN)/pytest -m "not soak" -q
 
-# Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow.
-soak: $(STAMP) $(ORACLE_STAMP)
-	$(ORACLE_ENV) $(BIN)/pytest -m soak -q
+# Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow:
+# about 80 minutes; figures in soak-results/. The fuzzer (atheris) is only needed here.
+FUZZ_STAMP := $(VENV)/.fuzz-stamp
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'
+	touch $@
+
+soak: $(STAMP) $(ORACLE_STAMP) $(FUZZ_STAMP)
+	$(ORACLE_ENV) $(BIN)/pytest -m soak -q -rA
 
 check: $(STAMP)
 	$(BIN)/ruff check edge_agent hub tests bench
