@@ -17,6 +17,7 @@ replace the agent itself; docs/attestation.md says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
 from edge_agent.attest.verdict import judge
-from edge_agent.device_key import load_device_key, load_or_create_device_key
+from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
 from edge_agent.errors import (
     BundleError,
     ClockError,
@@ -56,7 +57,7 @@ from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
-from edge_agent.store import StateStore, StoredState
+from edge_agent.store import DB_NAME, StateStore, StoredState
 from edge_agent.trust.clock import check_clock
 from edge_agent.trust.gate import (
     Decision,
@@ -116,6 +117,11 @@ def init_state_dir(
 
     Returns the device's public key, for the hub to register.
 
+    All or nothing: the device key is created first (a key already there, from an earlier
+    enrolment, is kept), then the database, built aside and renamed into place; when the
+    database cannot be created, a key made here is removed again, so a failed ``init``
+    leaves the directory as it found it and can simply be run again.
+
     Raises:
         RootError: the root is not a valid, self-signed, unexpired trust root.
         StateError: the directory is already initialised or cannot be written.
@@ -127,8 +133,20 @@ def init_state_dir(
         raise StateError(f"cannot create the state directory {state_dir}: {exc}") from exc
     if not os.access(state_dir, os.W_OK):
         raise StateError(f"the state directory {state_dir} is not writable")
-    StateStore.create(state_dir, identity, root.raw, wall, settings or {})
-    key = load_or_create_device_key(state_dir)
+    if (state_dir / DB_NAME).exists():
+        raise StateError(
+            f"{state_dir} is already initialised; to re-enrol this device, move "
+            f"{state_dir / DB_NAME} away first"
+        )
+    created = create_device_key(state_dir)
+    key = created if created is not None else load_device_key(state_dir)
+    try:
+        StateStore.create(state_dir, identity, root.raw, wall, settings or {})
+    except BaseException:
+        if created is not None:
+            with contextlib.suppress(OSError):
+                (state_dir / KEY_NAME).unlink()
+        raise
     logger.info(
         "device enrolled: device=%s region=%s root_version=%d",
         identity.device_id,
