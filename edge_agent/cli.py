@@ -199,7 +199,7 @@ def _cmd_root_install(args: argparse.Namespace) -> int:
         for data in roots:
             root = agent.install_root(data, wall_clock())
             print(f"trust root version {root.version} installed")
-        now = max(wall_clock(), agent.state.floor.seconds)
+        now = agent.earliest_now(wall_clock())
     if now >= root.expires_at:
         print(
             f"warning: trust root version {root.version} has expired; every decision denies "
