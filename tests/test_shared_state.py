@@ -23,6 +23,9 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.store import StaleStateError, StateStore
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.sync.mqtt import BrokerSettings, Incoming
 from edge_agent.trust.clock import TimeFloor
 from tests.factory import DAY, DEVICE, NOW, HubSim
 
@@ -225,6 +228,20 @@ def test_running_agent_checks_for_changes_at_most_once_per_interval(device: Devi
     _cli_rotates_policy(device)
 
     assert str(device.running.decide(CAMERA, NOW).reason) == "allowed"
+    assert device.running_decides() == "bundle_untrusted"
+
+
+def test_a_root_the_cli_installed_arrives_over_mqtt_as_a_no_op(device: Device) -> None:
+    daemon = AgentDaemon(
+        device.running, BrokerSettings("127.0.0.1", 1), SyncConfig(), wall=lambda: NOW
+    )
+    root = _rotate(device.sim, Role.POLICY)
+    device.cli(lambda agent: agent.install_root(root, NOW))
+
+    daemon.handle(Incoming("edgegov/v1/eu-1/root/2", root, retain=True))
+
+    assert device.running.state.root.version == 2
+    assert not daemon._rejected
     assert device.running_decides() == "bundle_untrusted"
 
 
