@@ -431,7 +431,8 @@ class LocalAgent:
                     self.lineage.append(entry)
                     self.store.clear_transition(row)
                     logger.warning(
-                        "trust transition %s (%s) logged late: its process stopped first",
+                        "trust transition %s (%s) logged late: the process that made it "
+                        "could not log it then",
                         entry.kind,
                         entry.reason,
                     )
