@@ -12,23 +12,43 @@ so that other ``edge-agent`` processes decide with what the running agent measur
 result in it is re-verified when read; the local verdict is not signed, so whoever can write
 the state directory (root, or the agent's own user) can forge it. That user can already
 replace the agent itself; docs/attestation.md says so.
+
+Several processes, one state (docs/trust.md "Several processes"): ``edge-agent run`` and the
+commands an operator runs beside it share ``state.db``. A change another process commits is
+noticed before the next decision at most :data:`STATE_CHECK_INTERVAL_S` later (and before
+every change this process makes), and the state is then loaded and verified again exactly
+as :meth:`LocalAgent.open` does. Every change names the generation it was computed from; when
+another process committed in between, the change is verified again against the new state
+and re-applied (:class:`~edge_agent.store.StaleStateError`), so a process holding old state
+never writes it back. A trust transition's lineage entry is committed with the change (the
+store's outbox) and appended to the lineage after it, by this process or, if it was killed
+in between, by the next one to open the state.
+
+Trusted time: each process keeps an anchor, the newest signed time it verified and its
+monotonic clock then (:mod:`edge_agent.trust.clock`, rule 4); decisions use
+:func:`~edge_agent.trust.clock.trusted_now` and installs
+:func:`~edge_agent.trust.clock.earliest_now`, both with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
 from edge_agent.attest.verdict import judge
-from edge_agent.device_key import load_device_key, load_or_create_device_key
+from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
 from edge_agent.errors import (
     BundleError,
     ClockError,
@@ -37,7 +57,7 @@ from edge_agent.errors import (
     RootError,
     StateError,
 )
-from edge_agent.lineage.entries import Kind
+from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
@@ -62,8 +82,14 @@ from edge_agent.protocol.root import (
     verify_root_update,
     verify_trusted_root,
 )
-from edge_agent.store import StateStore, StoredState
-from edge_agent.trust.clock import check_clock
+from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
+from edge_agent.trust.clock import (
+    TimeAnchor,
+    advance_anchor,
+    check_clock,
+    earliest_now,
+    trusted_now,
+)
 from edge_agent.trust.gate import (
     Decision,
     GateCheck,
@@ -96,6 +122,13 @@ logger = logging.getLogger(__name__)
 MAX_ANSWERED_NONCES = 16
 """Challenges answered and awaiting a result; older ones are forgotten (their results are
 then refused as replays)."""
+STATE_CHECK_INTERVAL_S = 0.005
+"""Deciding checks at most this often whether another process changed the state: a decision
+made later than this after such a change decides with it. The check costs about 2 us, a
+tenth of a decision's gate and engine, so it is not made on every one."""
+MAX_STATE_RETRIES = 8
+"""Times a change is verified again and re-applied because another process committed first."""
+_T = TypeVar("_T")
 _UNOBSERVED = "unobserved"
 _NOT_REQUIRED = "not_required"
 _TRANSITIONS = {
@@ -122,6 +155,11 @@ def init_state_dir(
 
     Returns the device's public key, for the hub to register.
 
+    All or nothing: the device key is created first (a key already there, from an earlier
+    enrolment, is kept), then the database, built aside and renamed into place; when the
+    database cannot be created, a key made here is removed again, so a failed ``init``
+    leaves the directory as it found it and can simply be run again.
+
     Raises:
         RootError: the root is not a valid, self-signed, unexpired trust root.
         StateError: the directory is already initialised or cannot be written.
@@ -133,8 +171,20 @@ def init_state_dir(
         raise StateError(f"cannot create the state directory {state_dir}: {exc}") from exc
     if not os.access(state_dir, os.W_OK):
         raise StateError(f"the state directory {state_dir} is not writable")
-    StateStore.create(state_dir, identity, root.raw, wall, settings or {})
-    key = load_or_create_device_key(state_dir)
+    if (state_dir / DB_NAME).exists():
+        raise StateError(
+            f"{state_dir} is already initialised; to re-enrol this device, move "
+            f"{state_dir / DB_NAME} away first"
+        )
+    created = create_device_key(state_dir)
+    key = created if created is not None else load_device_key(state_dir)
+    try:
+        StateStore.create(state_dir, identity, root.raw, wall, settings or {})
+    except BaseException:
+        if created is not None:
+            with contextlib.suppress(OSError):
+                (state_dir / KEY_NAME).unlink()
+        raise
     logger.info(
         "device enrolled: device=%s region=%s root_version=%d",
         identity.device_id,
@@ -153,11 +203,29 @@ class LocalAgent:
         state: TrustState,
         lineage: LineageLog | None = None,
         device_key: PrivateKey | None = None,
+        *,
+        generation: int = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+        read_only: bool = False,
     ) -> None:
         self.store = store
         self.state = state
         self.lineage = lineage
         self._device_key = device_key
+        self._generation = generation
+        """The stored generation ``state`` was loaded from or written as."""
+        self._monotonic = monotonic
+        self._anchor: TimeAnchor | None = None
+        self._lock = threading.RLock()
+        """Held while the state is reloaded or changed (deciders on other threads only
+        read ``state``, swapped whole)."""
+        self._next_check = 0.0
+        self._must_reload = False
+        self._read_only = read_only
+        """Read-only agents (``status``) never write the lineage."""
+        self._outbox = not read_only
+        """Whether a transition may be waiting in the store's outbox."""
+        self._outbox_failing = False
         self._clock_trusted = True
         self.last_seq: int | None = None
         """Lineage seq of the last decision this agent returned (``None``: not logged)."""
@@ -174,6 +242,7 @@ class LocalAgent:
         lineage: LineageConfig | None = None,
         *,
         record_lineage_breaks: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> LocalAgent:
         """Open ``state_dir`` and re-verify the root chain and everything signed under it.
 
@@ -181,14 +250,17 @@ class LocalAgent:
         bundle that does not verify under the newest root leaves a state that denies with
         ``bundle_untrusted`` (as :meth:`install_root` does in a running agent). Read-only
         callers pass ``record_lineage_breaks=False``: a lineage break they find is reported
-        (the gate shows closed) but never recorded.
+        (the gate shows closed) but never recorded, and neither is a transition another
+        process left unlogged (any other caller logs it now). ``monotonic`` is the clock
+        the time anchor counts with (a parameter for tests).
 
         Raises:
             StateError: not initialised, unreadable, or its trust roots do not verify.
         """
         store = StateStore.open(state_dir)
         try:
-            state = _load_state(store.load(), state_dir)
+            stored = store.load()
+            state = _load_state(stored, state_dir)
         except EdgeGovError as exc:
             store.close()
             raise StateError(f"the agent state in {state_dir} does not verify: {exc}") from exc
@@ -204,7 +276,17 @@ class LocalAgent:
             config=lineage,
             record_breaks=record_lineage_breaks,
         )
-        return cls(store, state, log, key)
+        agent = cls(
+            store,
+            state,
+            log,
+            key,
+            generation=stored.generation,
+            monotonic=monotonic,
+            read_only=not record_lineage_breaks,
+        )
+        agent.refresh()
+        return agent
 
     @property
     def device_key(self) -> PrivateKey:
@@ -228,19 +310,177 @@ class LocalAgent:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # --- several processes, one state -------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Load and verify the state again if another process committed a change since this
+        agent loaded it, then log any transition left in the outbox; return whether the
+        state was reloaded. Never raises: a changed state that cannot be loaded makes every
+        decision deny ``internal_error`` until it can."""
+        with self._lock:
+            try:
+                reloaded = self._must_reload or self.store.changed(self._generation)
+                if reloaded:
+                    self._reload()
+            except StateError as exc:
+                self._must_reload = True
+                if self.state.fault is None:
+                    logger.error("decisions deny internal_error: %s", exc)
+                self.state = replace(self.state, fault=str(exc))
+                return True
+            if self._outbox:
+                self._flush_outbox()
+            return reloaded
+
+    def _reload(self, *, ours: bool = False) -> None:
+        """Swap in the state as stored, verified as :meth:`open` verifies it (``ours``: after
+        this agent's own change, rather than another process's).
+
+        Raises:
+            StateError: unreadable, or its trust roots do not verify.
+        """
+        self._must_reload = True
+        stored = self.store.load()
+        try:
+            state = _load_state(stored, self.store.path.parent)
+        except EdgeGovError as exc:
+            raise StateError(f"the agent state does not verify: {exc}") from exc
+        if state.distrusted is not None and self.state.distrusted is None:
+            logger.warning("decisions deny bundle_untrusted: %s", state.distrusted.why)
+        if not ours:
+            logger.info(
+                "agent state reloaded: changed by another process (generation %d)",
+                stored.generation,
+            )
+        self.state, self._generation = state, stored.generation
+        self._must_reload = False
+        self._outbox = not self._read_only
+
+    def _changing(self, change: Callable[[], _T]) -> _T:
+        """Run ``change`` (verify against ``self.state``, then commit) on the newest state:
+        reloaded first when another process changed it, and again, with ``change`` run
+        again, each time one commits in between.
+
+        Raises:
+            StateError: the state kept changing or cannot be reloaded; nothing changed.
+        """
+        with self._lock:
+            self.refresh()
+            for _ in range(MAX_STATE_RETRIES):
+                try:
+                    return change()
+                except StaleStateError as exc:
+                    logger.info("%s; verifying the change again against it", exc)
+                    self._reload()
+            raise StateError(
+                f"the agent state kept changing while this process tried to record a change "
+                f"({MAX_STATE_RETRIES} attempts); try again"
+            )
+
+    def _commit(
+        self,
+        write: Callable[..., Written],
+        new_state: TrustState | None,
+        transition: Entry | None = None,
+    ) -> None:
+        """Write a change computed from this agent's generation and swap in ``new_state``
+        (``None``: the state as stored after the write, verified again); then log
+        ``transition`` through the outbox: it is committed with the change and cleared once
+        it is in the lineage, under the transition lock.
+
+        Raises:
+            StaleStateError: another process committed first; nothing changed.
+            StateError: the write failed; nothing changed.
+        """
+        if transition is None:
+            self._swap(write(generation=self._generation), new_state)
+            return
+        with self.store.transition_lock():
+            written = write(generation=self._generation, transition=encode_entry(transition))
+            self._swap(written, new_state)
+            if written.transition is not None:
+                self._log_pending(written.transition, transition)
+
+    def _swap(self, written: Written, new_state: TrustState | None) -> None:
+        self._generation = written.generation
+        if new_state is None:
+            self._reload(ours=True)
+        else:
+            self.state = new_state
+
+    def _log_pending(self, row: int, entry: Entry) -> None:
+        """Append the pending ``entry`` to the lineage and clear its outbox ``row``; a
+        failure leaves it pending (logged, and tried again before the next decision)."""
+        if self.lineage is None:
+            return
+        try:
+            self.lineage.append(entry)
+            self.store.clear_transition(row)
+        except (LineageError, StateError) as exc:
+            logger.error("trust transition %s kept pending for the lineage: %s", entry.kind, exc)
+            self._outbox = True
+
+    def _flush_outbox(self) -> None:
+        """Log the transitions a process committed but did not log (it failed or was killed
+        in between): each is appended to the lineage once, then cleared. While another
+        process holds the transition lock it is logging its own: left to it."""
+        if self.lineage is None:
+            self._outbox = False
+            return
+        try:
+            with self.store.transition_lock(wait=False) as held:
+                if not held:
+                    return
+                for row, data in self.store.pending_transitions():
+                    entry = decode_entry(data)
+                    self.lineage.append(entry)
+                    self.store.clear_transition(row)
+                    logger.warning(
+                        "trust transition %s (%s) logged late: the process that made it "
+                        "could not log it then",
+                        entry.kind,
+                        entry.reason,
+                    )
+        except EdgeGovError as exc:
+            if not self._outbox_failing:
+                logger.error("pending trust transitions not logged yet: %s", exc)
+            self._outbox_failing = True
+            return
+        self._outbox = self._outbox_failing = False
+
+    # --- trusted time ---------------------------------------------------------------------
+
+    def trusted_now(self, wall: int) -> int:
+        """The time decisions use at wall-clock ``wall``: the floor and this process's time
+        anchor applied (:func:`edge_agent.trust.clock.trusted_now`)."""
+        return trusted_now(wall, self.state.floor, self._anchor, self._monotonic())
+
+    def earliest_now(self, wall: int) -> int:
+        """The least "now" can be at wall-clock ``wall``, what installs judge expiry with
+        (:func:`edge_agent.trust.clock.earliest_now`)."""
+        return earliest_now(wall, self.state.floor, self._anchor, self._monotonic())
+
+    def _anchor_to(self, signed_time: int, role: Role) -> None:
+        self._anchor = advance_anchor(self._anchor, signed_time, role, self._monotonic())
+
+    # --- installing -----------------------------------------------------------------------
+
     def install_bundle(self, data: bytes, wall: int) -> InstallResult:
         """Verify ``data`` and make it the active bundle; on any failure nothing changes.
 
-        The expiry check uses the later of the wall clock and the trusted floor: time is at
-        least the floor even when the wall clock is behind it. A bundle issued too far ahead
-        of that time, or older than the newest freshness token names, is refused
+        The expiry check uses :meth:`earliest_now`: time is at least the floor even when the
+        wall clock is behind it. A bundle issued too far ahead of that time, or older than
+        the newest freshness token names, is refused
         (:func:`~edge_agent.trust.state.check_admissible`).
 
         Raises:
             BundleError: the bundle was refused; the installed one stays.
             StateError: the new state could not be written; the installed one stays.
         """
-        now = max(wall, self.state.floor.seconds)
+        return self._changing(functools.partial(self._install_bundle, data, wall))
+
+    def _install_bundle(self, data: bytes, wall: int) -> InstallResult:
+        now = self.earliest_now(wall)
         try:
             bundle = verify_bundle(
                 data,
@@ -259,28 +499,32 @@ class LocalAgent:
             logger.info("bundle version %d already installed; no change", bundle.version)
             return InstallResult(bundle, unchanged=True)
         new_state = with_bundle(self.state, bundle)
-        self.store.install_bundle(
-            data=data,
-            digest=bundle.digest,
-            version=bundle.version,
-            floor=new_state.floor,
-            now=wall,
+        self._commit(
+            functools.partial(
+                self.store.install_bundle,
+                data=data,
+                digest=bundle.digest,
+                version=bundle.version,
+                floor=new_state.floor,
+                now=wall,
+            ),
+            new_state,
+            _entry(
+                Kind.BUNDLE_INSTALLED,
+                wall,
+                True,
+                "bundle_installed",
+                f"bundle version {bundle.version} installed",
+                bundle.digest,
+                bundle.version,
+            ),
         )
-        self.state = new_state
+        self._anchor_to(bundle.issued_at, Role.POLICY)
         logger.info(
             "bundle installed: version=%d digest=%s expires_at=%d",
             bundle.version,
             bundle.digest.hex(),
             bundle.expires_at,
-        )
-        self._transition(
-            Kind.BUNDLE_INSTALLED,
-            wall,
-            True,
-            "bundle_installed",
-            f"bundle version {bundle.version} installed",
-            bundle.digest,
-            bundle.version,
         )
         if self.measurement is not None:
             self.record_measurement(self.measurement, wall, self._interval_s)
@@ -297,11 +541,19 @@ class LocalAgent:
         freshness tokens that no longer verify are deleted. An installed
         bundle that no longer verifies makes the gate deny ``bundle_untrusted``.
 
+        The root already installed (by another process, or delivered again) is a no-op.
+
         Raises:
             RootError: not signed by both thresholds, or not exactly the next version.
             StateError: the new root could not be written.
         """
+        return self._changing(functools.partial(self._install_root, data, wall))
+
+    def _install_root(self, data: bytes, wall: int) -> TrustRoot:
         old = self.state
+        if data == old.root.raw:
+            logger.info("trust root version %d already installed; no change", old.root.version)
+            return old.root
         try:
             root = verify_root_update(old.root, data, now=None)
         except RootError as exc:
@@ -311,23 +563,28 @@ class LocalAgent:
         new_state = with_root(old, root)
         rotated = rotated_roles(old.root, root)
         stored = self.store.load()
-        self.store.install_root(
-            data=root.raw,
-            version=root.version,
-            floor=new_state.floor,
-            rotated=rotated,
-            announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
-            seen_epoch=new_state.seen_epoch if Role.REVOKE in rotated else None,
-            void_revocations=_void_revocations(stored, new_state),
-            void_tokens=_void_tokens(stored, new_state),
-            now=wall,
+        self._commit(
+            functools.partial(
+                self.store.install_root,
+                data=root.raw,
+                version=root.version,
+                floor=new_state.floor,
+                rotated=rotated,
+                announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
+                seen_epoch=new_state.seen_epoch if Role.REVOKE in rotated else None,
+                void_revocations=_void_revocations(stored, new_state),
+                void_tokens=_void_tokens(stored, new_state),
+                now=wall,
+            ),
+            None,
+            _entry(
+                Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
+            ),
         )
-        self.state = _load_state(self.store.load(), self.store.path.parent)
-        if self.state.distrusted is not None and old.distrusted is None:
-            logger.warning("decisions deny bundle_untrusted: %s", self.state.distrusted.why)
+        self._anchor_to(root.issued_at, Role.ROOT)
         if old.attestation_result is not None and self.state.attestation_result is None:
             self._save_attestation(self.state)
-        expired = max(wall, self.state.floor.seconds) >= root.expires_at
+        expired = self.earliest_now(wall) >= root.expires_at
         logger.info(
             "trust root rotated to version %d (rotated roles: %s)%s",
             root.version,
@@ -335,9 +592,6 @@ class LocalAgent:
             "; it has expired: decisions deny root_expired until a newer root is installed"
             if expired
             else "",
-        )
-        self._transition(
-            Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
         )
         return root
 
@@ -365,6 +619,9 @@ class LocalAgent:
             RevocationError: not signed by a revoke-role threshold, or malformed.
             StateError: it could not be recorded; nothing changed.
         """
+        return self._changing(functools.partial(self._install_revocation, data, wall))
+
+    def _install_revocation(self, data: bytes, wall: int) -> Revocation | None:
         try:
             revocation = verify_revocation(
                 data, root=self.state.root, region=self.state.device.region, last_epoch=0
@@ -377,15 +634,28 @@ class LocalAgent:
         if not applies and revocation.epoch <= self.state.seen_epoch:
             return None
         new_state = with_revocation(self.state, revocation)
-        self.store.record_revocation(
-            data=data,
-            epoch=revocation.epoch,
-            applied=applies,
-            seen_epoch=new_state.seen_epoch,
-            floor=new_state.floor,
-            now=wall,
+        transition = _entry(
+            Kind.REVOCATION_APPLIED,
+            wall,
+            True,
+            "revoked",
+            f"revocation epoch {revocation.epoch}: {revocation.kind} {revocation.value} "
+            f"({revocation.reason or 'no reason given'})",
         )
-        self.state = new_state
+        self._commit(
+            functools.partial(
+                self.store.record_revocation,
+                data=data,
+                epoch=revocation.epoch,
+                applied=applies,
+                seen_epoch=new_state.seen_epoch,
+                floor=new_state.floor,
+                now=wall,
+            ),
+            new_state,
+            transition if applies else None,
+        )
+        self._anchor_to(revocation.issued_at, Role.REVOKE)
         if not applies:
             return None
         logger.warning(
@@ -394,14 +664,6 @@ class LocalAgent:
             revocation.kind,
             revocation.value,
             revocation.reason,
-        )
-        self._transition(
-            Kind.REVOCATION_APPLIED,
-            wall,
-            True,
-            "revoked",
-            f"revocation epoch {revocation.epoch}: {revocation.kind} {revocation.value} "
-            f"({revocation.reason or 'no reason given'})",
         )
         return revocation
 
@@ -415,7 +677,10 @@ class LocalAgent:
             FreshnessError: not signed by a freshness key, malformed, or expired.
             StateError: it could not be recorded; nothing changed.
         """
-        now = max(wall, self.state.floor.seconds)
+        return self._changing(functools.partial(self._install_freshness, data, wall))
+
+    def _install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
+        now = self.earliest_now(wall)
         try:
             token = verify_freshness(
                 data, root=self.state.root, region=self.state.device.region, now=now
@@ -429,13 +694,17 @@ class LocalAgent:
         announced = new_state.announced_epoch != self.state.announced_epoch
         pinned = new_state.pin != self.state.pin
         if pins_ours or announced or pinned or new_state.floor != self.state.floor:
-            self.store.record_freshness(
-                data=data if pins_ours else None,
-                floor=new_state.floor,
-                announced_epoch=new_state.announced_epoch,
-                pin=data if pinned else None,
+            self._commit(
+                functools.partial(
+                    self.store.record_freshness,
+                    data=data if pins_ours else None,
+                    floor=new_state.floor,
+                    announced_epoch=new_state.announced_epoch,
+                    pin=data if pinned else None,
+                ),
+                new_state,
             )
-        self.state = new_state
+        self._anchor_to(token.hub_time, Role.FRESHNESS)
         return token
 
     def observe_clock(self, wall: int) -> bool:
@@ -443,7 +712,8 @@ class LocalAgent:
         has passed (the observed floor) and log a change of verdict (``clock_untrusted`` /
         ``clock_restored``); return whether it is trusted now."""
         try:
-            self._observe(check_clock(wall, self.state.floor))
+            check_clock(wall, self.state.floor)
+            self._observe(self.trusted_now(wall))
         except ClockError as exc:
             if self._clock_trusted:
                 logger.error("clock untrusted: %s", exc)
@@ -466,7 +736,8 @@ class LocalAgent:
     def decide(self, request: Request, wall: int) -> Decision:
         """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
         is returned, or it is replaced by a deny with ``lineage_unavailable``."""
-        decision = decide(self.state, request, wall)
+        now = self._decision_time(wall)
+        decision = decide(self.state, request, now)
         self._observe(decision.time)
         if self.lineage is None:
             return lineage_unavailable(decision, "the lineage is not open")
@@ -477,7 +748,8 @@ class LocalAgent:
         """:meth:`decide` for callers on an event loop: the gate decides now, and the future
         resolves once the decision is durable (group commit with every other decision in
         flight), or to the deny that replaces it. Call it on the loop."""
-        decision = decide(self.state, request, wall)
+        now = self._decision_time(wall)
+        decision = decide(self.state, request, now)
         self._observe(decision.time)
         if self.lineage is None:
             unlogged: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
@@ -485,18 +757,44 @@ class LocalAgent:
             return unlogged
         return self.lineage.record_decision_soon(decision)
 
+    def _decision_time(self, wall: int) -> int:
+        """Trusted now for a decision at ``wall``; first, at most every
+        :data:`STATE_CHECK_INTERVAL_S`, take in what another process changed. A thread that
+        finds the state being changed skips the check (the change swaps the state whole)."""
+        monotonic = self._monotonic()
+        if monotonic >= self._next_check and self._lock.acquire(blocking=False):
+            try:
+                self._next_check = monotonic + STATE_CHECK_INTERVAL_S
+                self.refresh()
+            finally:
+                self._lock.release()
+        return trusted_now(wall, self.state.floor, self._anchor, monotonic)
+
     def _observe(self, now: int) -> None:
         """Raise the observed floor to the signed deadlines trusted ``now`` has passed, and
-        persist it when it moved (once per deadline: the decision path stays O(1))."""
-        observed = passed_deadline(self.state, now)
-        if observed is self.state:
+        persist it when it moved (once per deadline: the decision path stays O(1)). A write
+        that fails keeps the raised floor in memory."""
+        if passed_deadline(self.state, now) is self.state:
             return
-        self.state = observed
-        logger.info("observed floor raised to %d", observed.floor.observed)
-        try:
-            self.store.record_floor(observed.floor)
-        except StateError as exc:
-            logger.error("observed floor not recorded: %s", exc)
+        with self._lock:
+            for _ in range(MAX_STATE_RETRIES):
+                observed = passed_deadline(self.state, now)
+                if observed is self.state:
+                    return
+                try:
+                    self._commit(
+                        functools.partial(self.store.record_floor, observed.floor), observed
+                    )
+                except StaleStateError:
+                    self._must_reload = True
+                    self.refresh()
+                    continue
+                except StateError as exc:
+                    logger.error("observed floor not recorded: %s", exc)
+                    self.state = observed
+                    return
+                logger.info("observed floor raised to %d", observed.floor.observed)
+                return
 
     # --- attestation ---------------------------------------------------------------------
 
@@ -530,7 +828,7 @@ class LocalAgent:
         Raises:
             AttestationError: refused; nothing changes.
         """
-        now = max(wall, self.state.floor.seconds)
+        now = self.earliest_now(wall)
         try:
             return verify_challenge(
                 data, root=self.state.root, device=self.state.device.device_id, now=now
@@ -579,10 +877,13 @@ class LocalAgent:
             AttestationError: refused (logged as a rejected attestation); nothing changes.
             StateError: it could not be recorded; nothing changes.
         """
+        return self._changing(functools.partial(self._install_attestation_result, data, wall))
+
+    def _install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         held = self.state.attestation_result
         if held is not None and held.raw == data:
             return held
-        now = max(wall, self.state.floor.seconds)
+        now = self.earliest_now(wall)
         try:
             result = verify_result(data, root=self.state.root, device=self.state.device.device_id)
             _check_answered(result, self._answered.get(result.nonce), now)
@@ -593,9 +894,13 @@ class LocalAgent:
         new_state = with_attestation_result(self.state, result)
         self._save_attestation(new_state)
         if new_state.floor != self.state.floor:
-            self.store.record_freshness(data=None, floor=new_state.floor)
+            self._commit(
+                functools.partial(self.store.record_freshness, data=None, floor=new_state.floor),
+                new_state,
+            )
         del self._answered[result.nonce]
         self.state = new_state
+        self._anchor_to(result.issued_at, Role.VERIFIER)
         logger.info(
             "attestation result: %s, valid until %d (%s)",
             result.verdict,
@@ -608,7 +913,7 @@ class LocalAgent:
         """Log a change of the gate's attestation verdict as a trust transition (passed,
         failed, stale); return whether it changed since the last call."""
         bundle = self.state.bundle
-        failure = attestation_failure(self.state, wall)
+        failure = attestation_failure(self.state, self.trusted_now(wall))
         if bundle is None or not bundle.attestation:
             seen = _NOT_REQUIRED
         else:
@@ -670,7 +975,7 @@ class LocalAgent:
             )
 
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
-        return check_report(self.state, wall)
+        return check_report(self.state, self.trusted_now(wall))
 
     def gate_state(self, wall: int) -> str:
         """``"open"``, or the reason code every decision would deny with now: an unusable
@@ -679,6 +984,20 @@ class LocalAgent:
             return str(Reason.LINEAGE_UNAVAILABLE)
         failed = [c for c in self.checks(wall) if not c.passed]
         return str(failed[0].reason) if failed else "open"
+
+
+def _entry(
+    kind: Kind,
+    wall: int,
+    applied: bool,
+    reason: str,
+    detail: str,
+    digest: bytes | None = None,
+    version: int | None = None,
+) -> Entry:
+    """The lineage entry of a trust transition (its ``seq`` and ``prev`` are set when
+    appended)."""
+    return Entry(0, wall, GENESIS_PREV, kind, applied, reason, None, digest, version, None, detail)
 
 
 def _load_state(stored: StoredState, state_dir: Path) -> TrustState:

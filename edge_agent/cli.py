@@ -78,7 +78,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except (_UsageError, ConfigError) as exc:
         return fail(PROG, exc, args.verbose, 2)
     except StateError as exc:
-        problem = _unusable_state_dir(args.state_dir)
+        problem = None if args.handler is _cmd_init else _unusable_state_dir(args.state_dir)
         if problem is not None:
             return fail(PROG, ConfigError(problem), args.verbose, 2)
         return fail(PROG, exc, args.verbose, 1)
@@ -232,7 +232,7 @@ def _cmd_root_install(args: argparse.Namespace) -> int:
         for root in agent.install_roots(chain, wall_clock()):
             print(f"trust root version {root.version} installed")
         root = agent.state.root
-        now = max(wall_clock(), agent.state.floor.seconds)
+        now = agent.earliest_now(wall_clock())
     if now >= root.expires_at:
         print(
             f"warning: trust root version {root.version} has expired; every decision denies "

@@ -11,6 +11,20 @@ change is one transaction; only verified objects are written. The store does not
 anything itself: it hands bytes to the pure core and stores what the core accepted.
 sqlite3 errors stay in this module.
 
+Several processes share the database (``edge-agent run`` and the commands an operator runs
+beside it), so every change is also optimistic: it names the ``generation`` it was computed
+from, and is refused (:class:`StaleStateError`, nothing written) when another process
+committed a change since; the caller reloads, verifies again and re-applies. Each change
+raises the generation by one. :meth:`StateStore.changed` tells, cheaply, whether another
+process committed since the state was loaded.
+
+The outbox: a change that is a trust transition carries its lineage entry, written in the
+same transaction into ``pending_transitions``; the caller appends it to the lineage, then
+clears it. The lineage is another file, so a process killed between the two leaves the entry
+here, and whoever opens the state next appends it. While a process writes and logs a
+transition it holds :meth:`StateStore.transition_lock` (an ``flock``, released by the kernel
+when the process dies), so a row whose lock is free is one its writer left behind.
+
 It also keeps the lineage's head (:class:`LineageHeadStore`): the lineage's own file can be
 deleted or edited, so the agent records what it last signed outside it.
 """
@@ -18,6 +32,7 @@ deleted or edited, so the agent records what it last signed outside it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -31,9 +46,18 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.trust.clock import TimeFloor
 
-__all__ = ["DB_NAME", "LineageHeadStore", "RecordedHead", "StateStore", "StoredState"]
+__all__ = [
+    "DB_NAME",
+    "LineageHeadStore",
+    "RecordedHead",
+    "StaleStateError",
+    "StateStore",
+    "StoredState",
+    "Written",
+]
 
 DB_NAME = "state.db"
+TRANSITION_LOCK_NAME = ".transitions.lock"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
 MAX_IDENTITY_BYTES = 4096
@@ -64,7 +88,27 @@ CREATE TABLE IF NOT EXISTS revocations (
     data BLOB NOT NULL,
     recorded_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_transitions (
+    id INTEGER PRIMARY KEY,
+    entry BLOB NOT NULL
+);
 """
+
+
+class StaleStateError(StateError):
+    """Another process changed the agent state since this one loaded it: nothing was
+    written. The caller reloads, verifies again and re-applies its change."""
+
+    code = "state_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A committed change: the state's new ``generation`` and the id of the pending
+    transition written with it (``None``: none)."""
+
+    generation: int
+    transition: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +128,19 @@ class StoredState:
     """The epoch of each of ``revocations``, in the same order."""
     pin: bytes | None = None
     """The freshness token naming the newest bundle (see ``TrustState.pin``)."""
+    generation: int = 0
+    """How many changes were committed: what a change computed from this state names."""
 
 
 class StateStore:
-    """One SQLite database file holding the agent's trust state."""
+    """One SQLite database file holding the agent's trust state, on a connection any thread
+    may use (one at a time)."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._lock = threading.RLock()
+        self._data_version: object = None
 
     @classmethod
     def create(
@@ -162,7 +211,9 @@ class StateStore:
                 "...' first"
             )
         try:
-            db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            db = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
             db.execute("PRAGMA foreign_keys = ON")
             # WAL: one fsync per durable commit instead of the rollback journal's several.
             db.execute("PRAGMA journal_mode = WAL")
@@ -178,7 +229,28 @@ class StateStore:
         return cls(path, db)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    def changed(self, generation: int) -> bool:
+        """Whether another process committed a change after the state of ``generation`` was
+        loaded. Cheap when nothing was committed at all (SQLite's ``data_version``, a
+        counter in shared memory), one indexed read otherwise.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+                if version == self._data_version:
+                    return False
+                self._data_version = version
+                return self._generation() != generation
+            except sqlite3.Error as exc:
+                raise StateError(
+                    f"cannot read the agent state database {self.path}: {exc}"
+                ) from exc
 
     def load(self) -> StoredState:
         """Read the whole stored state in one read transaction.
@@ -186,7 +258,12 @@ class StateStore:
         Raises:
             StateError: the database cannot be read or holds values of the wrong type.
         """
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> StoredState:
         try:
+            self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
             with _transaction(self._db, "BEGIN"):
                 meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
                 roots = self._db.execute("SELECT data FROM roots ORDER BY version").fetchall()
@@ -200,7 +277,14 @@ class StateStore:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         numbers = {
             key: meta.get(key, 0)
-            for key in ("time_floor", "seen_epoch", "announced_epoch", _OBSERVED, *_MARKS.values())
+            for key in (
+                "time_floor",
+                "seen_epoch",
+                "announced_epoch",
+                "generation",
+                _OBSERVED,
+                *_MARKS.values(),
+            )
         }
         tokens = (meta.get("freshness"), meta.get("pin"))
         if (
@@ -227,14 +311,83 @@ class StateStore:
             freshness=tokens[0],
             active_version=active[1] if active else 0,
             pin=tokens[1],
+            generation=numbers["generation"],
         )
 
+    def pending_transitions(self) -> tuple[tuple[int, bytes], ...]:
+        """The transitions committed with a change and not yet cleared: (id, entry), oldest
+        first.
+
+        Raises:
+            StateError: the database cannot be read or holds a damaged row.
+        """
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT id, entry FROM pending_transitions ORDER BY id"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StateError(
+                    f"cannot read the agent state database {self.path}: {exc}"
+                ) from exc
+        return tuple((int(row[0]), _blob(row[1])) for row in rows)
+
+    def clear_transition(self, transition: int) -> None:
+        """Forget the pending transition ``transition``: it is in the lineage now.
+
+        Raises:
+            StateError: the write failed.
+        """
+        with self._lock:
+            try:
+                with _transaction(self._db, "BEGIN IMMEDIATE"):
+                    self._db.execute("DELETE FROM pending_transitions WHERE id = ?", (transition,))
+            except sqlite3.Error as exc:
+                raise StateError(
+                    f"cannot write the agent state database {self.path}: {exc}"
+                ) from exc
+
+    @contextlib.contextmanager
+    def transition_lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the lock under which a transition is written and logged; yields whether it
+        is held (``wait=False``: ``False`` at once when another process or agent holds it).
+
+        Raises:
+            StateError: the lock file cannot be opened.
+        """
+        path = self.path.parent / TRANSITION_LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the transition lock {path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            except OSError as exc:
+                raise StateError(f"cannot take the transition lock {path}: {exc}") from exc
+            yield True
+        finally:
+            os.close(fd)
+
     def record_revocation(
-        self, *, data: bytes, epoch: int, applied: bool, seen_epoch: int, floor: TimeFloor, now: int
-    ) -> None:
+        self,
+        *,
+        data: bytes,
+        epoch: int,
+        applied: bool,
+        seen_epoch: int,
+        floor: TimeFloor,
+        now: int,
+        generation: int,
+        transition: bytes | None = None,
+    ) -> Written:
         """Record a verified revocation (kept when ``applied``), its epoch and signed time.
 
         Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
             StateError: the write failed; nothing changed.
         """
         statements: list[tuple[str, tuple[object, ...]]] = [
@@ -248,21 +401,23 @@ class StateStore:
                     (epoch, data, now),
                 )
             )
-        self._write(statements, durable=applied)
+        return self._write(statements, generation, durable=applied, transition=transition)
 
     def record_freshness(
         self,
         *,
         data: bytes | None,
         floor: TimeFloor,
+        generation: int,
         announced_epoch: int = 0,
         pin: bytes | None = None,
-    ) -> None:
+    ) -> Written:
         """Keep ``data`` as the freshness token pinning the active bundle (when given),
         ``pin`` as the token naming the newest bundle (when given), the highest kill epoch
         tokens announced, and raise the time floor.
 
         Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
             StateError: the write failed; nothing changed.
         """
         statements = self._floor_update(floor)
@@ -277,36 +432,47 @@ class StateStore:
             statements.extend(self._meta_update("freshness", data))
         if pin is not None:
             statements.extend(self._meta_update("pin", pin))
-        self._write(statements, durable=False)
+        return self._write(statements, generation, durable=False)
 
-    def record_floor(self, floor: TimeFloor) -> None:
+    def record_floor(self, floor: TimeFloor, *, generation: int) -> Written:
         """Raise the stored time floor to ``floor`` (durably: an observed deadline must
         survive a power cut, or an expired bundle could come back).
 
         Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
             StateError: the write failed; nothing changed.
         """
-        self._write(self._floor_update(floor))
+        return self._write(self._floor_update(floor), generation)
 
     def get_setting(self, key: str) -> str | None:
         """A text setting recorded by ``edge-agent init`` (for example the broker URL)."""
         try:
-            row = self._db.execute(
-                "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
-            ).fetchone()
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key = ?", (f"setting:{key}",)
+                ).fetchone()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         return row[0] if row and isinstance(row[0], str) else None
 
     def install_bundle(
-        self, *, data: bytes, digest: bytes, version: int, floor: TimeFloor, now: int
-    ) -> None:
+        self,
+        *,
+        data: bytes,
+        digest: bytes,
+        version: int,
+        floor: TimeFloor,
+        now: int,
+        generation: int,
+        transition: bytes | None = None,
+    ) -> Written:
         """Record ``data`` as the active bundle and raise the time floor, in one transaction.
 
         Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
             StateError: the write failed; nothing changed.
         """
-        self._write(
+        return self._write(
             [
                 (
                     "INSERT OR IGNORE INTO bundles (digest, version, data, installed_at) "
@@ -320,7 +486,9 @@ class StateStore:
                 ),
                 ("DELETE FROM meta WHERE key = 'freshness'", ()),
                 *self._floor_update(floor),
-            ]
+            ],
+            generation,
+            transition=transition,
         )
 
     def install_root(
@@ -335,7 +503,9 @@ class StateStore:
         void_revocations: tuple[int, ...],
         void_tokens: tuple[str, ...],
         now: int,
-    ) -> None:
+        generation: int,
+        transition: bytes | None = None,
+    ) -> Written:
         """Record root ``version`` (already verified as the next one), in one transaction,
         with what the rotation voids: the time marks of the ``rotated`` roles, the
         revocations of epochs ``void_revocations`` and the freshness tokens named in
@@ -345,9 +515,10 @@ class StateStore:
         when given (the revoke role was rotated: epochs its old key signed no longer count).
 
         Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
             StateError: the write failed (or that version is already stored); nothing changed.
         """
-        self._write(
+        return self._write(
             [
                 (
                     "INSERT INTO roots (version, data, installed_at) VALUES (?, ?, ?)",
@@ -363,15 +534,18 @@ class StateStore:
                 ),
                 *(self._meta_update("seen_epoch", seen_epoch) if seen_epoch is not None else []),
                 *self._floor_update(floor),
-            ]
+            ],
+            generation,
+            transition=transition,
         )
 
     def bundle_by_digest(self, digest: bytes) -> bytes | None:
         """The bytes of any bundle this device ever installed, by its SHA-256 digest."""
         try:
-            row = self._db.execute(
-                "SELECT data FROM bundles WHERE digest = ?", (digest,)
-            ).fetchone()
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT data FROM bundles WHERE digest = ?", (digest,)
+                ).fetchone()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the agent state database {self.path}: {exc}") from exc
         return _blob(row[0]) if row else None
@@ -401,27 +575,54 @@ class StateStore:
             for key, seconds in values
         ]
 
+    def _generation(self) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return row[0] if row else 0
+
     def _write(
-        self, statements: list[tuple[str, tuple[object, ...]]], *, durable: bool = True
-    ) -> None:
-        """Apply ``statements`` in one transaction. ``durable=False`` skips the fsync (WAL,
-        ``synchronous=NORMAL``): for what a power cut may lose because losing it can only
-        make the device deny sooner (signed time, freshness, epochs seen elsewhere); a crash
-        of the process still loses nothing."""
-        try:
-            if not durable:
-                self._db.execute("PRAGMA synchronous = NORMAL")
+        self,
+        statements: list[tuple[str, tuple[object, ...]]],
+        generation: int,
+        *,
+        durable: bool = True,
+        transition: bytes | None = None,
+    ) -> Written:
+        """Apply ``statements`` in one transaction if the state is still that of
+        ``generation``, raising the generation and adding ``transition`` to the outbox.
+        ``durable=False`` skips the fsync (WAL, ``synchronous=NORMAL``): for what a power cut
+        may lose because losing it can only make the device deny sooner (signed time,
+        freshness, epochs seen elsewhere); a crash of the process still loses nothing."""
+        with self._lock:
             try:
-                with _transaction(self._db, "BEGIN IMMEDIATE"):
-                    for sql, params in statements:
-                        self._db.execute(sql, params)
-            finally:
                 if not durable:
-                    self._db.execute("PRAGMA synchronous = FULL")
-        except (sqlite3.Error, OverflowError) as exc:
-            # OverflowError: an integer past SQLite's signed 64 bits. Decoders bound every
-            # counter well below that (limits.MAX_COUNTER); this keeps a miss from escaping.
-            raise StateError(f"cannot write the agent state database {self.path}: {exc}") from exc
+                    self._db.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    with _transaction(self._db, "BEGIN IMMEDIATE"):
+                        current = self._generation()
+                        if current != generation:
+                            raise StaleStateError(
+                                f"the agent state in {self.path} was changed by another "
+                                f"process (generation {current}, this one loaded {generation})"
+                            )
+                        for sql, params in statements:
+                            self._db.execute(sql, params)
+                        self._db.execute(*self._meta_update("generation", generation + 1)[0])
+                        row = None
+                        if transition is not None:
+                            row = self._db.execute(
+                                "INSERT INTO pending_transitions (entry) VALUES (?)",
+                                (transition,),
+                            ).lastrowid
+                finally:
+                    if not durable:
+                        self._db.execute("PRAGMA synchronous = FULL")
+            except (sqlite3.Error, OverflowError) as exc:
+                # OverflowError: an integer past SQLite's signed 64 bits. Decoders bound every
+                # counter well below that (limits.MAX_COUNTER); this keeps a miss from escaping.
+                raise StateError(
+                    f"cannot write the agent state database {self.path}: {exc}"
+                ) from exc
+        return Written(generation + 1, row)
 
 
 @contextlib.contextmanager

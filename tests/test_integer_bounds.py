@@ -357,7 +357,9 @@ def test_state_store_turns_an_integer_sqlite_cannot_hold_into_a_state_error(
     store = StateStore.open(tmp_path / "state")
     try:
         with pytest.raises(StateError, match="cannot write"):
-            store.record_freshness(data=None, floor=TimeFloor(NOW), announced_epoch=2**63)
+            store.record_freshness(
+                data=None, floor=TimeFloor(NOW), generation=0, announced_epoch=2**63
+            )
         assert store.load().announced_epoch == 0
     finally:
         store.close()

@@ -38,6 +38,7 @@ from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role, external_aad
+from edge_agent.trust.clock import earliest_now
 from edge_agent.trust.state import TrustState
 
 __all__ = [
@@ -141,7 +142,7 @@ def verify_break_glass(data: bytes, *, state: TrustState, now: int) -> BreakGlas
         raise BreakGlassError(
             f"break-glass token is for device {token.device!r}, not {device.device_id!r}"
         )
-    _check_window(token, max(now, state.floor.seconds))
+    _check_window(token, earliest_now(now, state.floor))
     for revocation in state.revocations:
         if revocation.denies_device(device):
             raise BreakGlassError(

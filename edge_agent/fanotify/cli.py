@@ -158,7 +158,7 @@ async def _enforce(
 def _cmd_break_glass(args: argparse.Namespace) -> int:
     data = read_bounded(args.file, MAX_BREAK_GLASS_BYTES, "break-glass token")
     with LocalAgent.open(args.state_dir) as agent:
-        now = max(wall_clock(), agent.state.floor.seconds)
+        now = agent.earliest_now(wall_clock())
         token = verify_break_glass(data, state=agent.state, now=now)
     write_atomic(args.state_dir / BREAK_GLASS_FILE, data, mode=0o600)
     until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.expires_at))

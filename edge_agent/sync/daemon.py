@@ -136,7 +136,12 @@ class AgentDaemon:
                 tasks.create_task(self._remeasure(self.attestor), name="attestation")
 
     async def _watch_clock(self) -> None:
+        """Every second: take in what another process changed in the state (an idle agent
+        too: the exec enforcer and the status read the state directly), check the clock,
+        the attestation verdict and the held bundles."""
         while True:
+            if self.agent.refresh():
+                self.changed.set()
             wall = self.wall()
             self.agent.observe_clock(wall)
             if self.agent.observe_attestation(wall):
@@ -162,7 +167,7 @@ class AgentDaemon:
         lineage = self.agent.lineage
         while lineage is not None:
             await asyncio.sleep(self.config.retention_interval_s)
-            now = max(self.wall(), self.agent.state.floor.seconds)
+            now = self.agent.earliest_now(self.wall())
             try:
                 pruned = await asyncio.to_thread(lineage.apply_retention, now)
             except EdgeGovError as exc:
@@ -278,6 +283,8 @@ class AgentDaemon:
         kind = _topic_kind(message.topic)
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
             return
+        if self.agent.refresh():
+            self.changed.set()
         self._held.pop(message.topic, None)
         try:
             changed = self._apply(kind, message)
@@ -419,7 +426,7 @@ class AgentDaemon:
     def _retry_held(self) -> None:
         """Handle again, as if delivered again, each held bundle that trusted time has
         reached (the time :meth:`LocalAgent.install_bundle` judges by)."""
-        now = max(self.wall(), self.agent.state.floor.seconds)
+        now = self.agent.earliest_now(self.wall())
         for topic in [t for t, (_, at) in self._held.items() if at <= now]:
             held = self._held.pop(topic, None)
             if held is not None:

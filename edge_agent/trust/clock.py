@@ -14,6 +14,13 @@ Rules (DESIGN.md section 2, docs/trust.md "Time"):
    signed floor) is read as the observed floor, so a deadline once passed stays passed. It
    only ever holds a signed deadline, never a wall-clock reading: a wall clock far ahead can
    expire things early (and they stay expired) but its own value is never persisted.
+4. The anchor (DESIGN.md section 2: trusted time is at least the last authenticated time
+   plus the monotonic time elapsed since): the newest signed time a process verified, with
+   its monotonic clock reading at that moment. It only pushes trusted time forward, so a
+   wall clock set back (but not behind the signed floor) cannot make time run backwards
+   from signed time. It lives in the process (a monotonic clock means nothing after a
+   reboot) and counts only while the floor still holds its role's signed time: rotating
+   that role drops it with the mark (rule 2).
 
 Nothing here reads a clock: the shell reads it once per operation and passes it in.
 """
@@ -28,9 +35,12 @@ from edge_agent.protocol.roles import Role
 
 __all__ = [
     "SIGNED_TIME_SKEW_S",
+    "TimeAnchor",
     "TimeFloor",
+    "advance_anchor",
     "advance_floor",
     "check_clock",
+    "earliest_now",
     "observe_deadline",
     "trusted_now",
     "without_roles",
@@ -73,6 +83,41 @@ class TimeFloor:
         return dict(self.marks).get(role, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class TimeAnchor:
+    """Signed time a process verified (``signed``, Unix seconds, vouched for by ``role``)
+    and its monotonic clock (``monotonic``, seconds) when it did (rule 4)."""
+
+    signed: int
+    monotonic: float
+    role: Role
+
+    def at(self, monotonic: float) -> int:
+        """The least the time can be at monotonic reading ``monotonic``."""
+        return self.signed + max(0, int(monotonic - self.monotonic))
+
+
+def advance_anchor(
+    anchor: TimeAnchor | None, signed_time: int, role: Role, monotonic: float
+) -> TimeAnchor:
+    """The anchor after verifying, at monotonic reading ``monotonic``, an object ``role``
+    signed at ``signed_time``: whichever of the two puts trusted time further ahead."""
+    if anchor is not None and anchor.at(monotonic) >= signed_time:
+        return anchor
+    return TimeAnchor(signed_time, monotonic, role)
+
+
+def _anchored(floor: TimeFloor, anchor: TimeAnchor | None, monotonic: float) -> int:
+    """What ``anchor`` vouches for at ``monotonic``: 0 when there is none, or when the floor
+    no longer holds its role's signed time (the role was rotated: rule 2)."""
+    if anchor is None:
+        return 0
+    for role, seconds in floor.marks:
+        if role is anchor.role and seconds >= anchor.signed - SIGNED_TIME_SKEW_S:
+            return anchor.at(monotonic)
+    return 0
+
+
 def check_clock(wall: int, floor: TimeFloor) -> int:
     """Return the time decisions use, or raise when the wall clock is below the signed floor.
 
@@ -88,13 +133,24 @@ def check_clock(wall: int, floor: TimeFloor) -> int:
     return trusted_now(wall, floor)
 
 
-def trusted_now(wall: int, floor: TimeFloor) -> int:
-    """The time decisions use: the wall clock, or the observed floor when the wall clock is
-    behind it but not behind the signed floor. A wall clock behind the signed floor is
-    returned as it is (the clock check then fails: how far back it is cannot be known)."""
+def trusted_now(
+    wall: int, floor: TimeFloor, anchor: TimeAnchor | None = None, monotonic: float = 0.0
+) -> int:
+    """The time decisions use: the latest of the wall clock, the observed floor and the
+    ``anchor`` at ``monotonic`` (rule 4). A wall clock behind the signed floor is returned
+    as it is (the clock check then fails: how far back it is cannot be known)."""
     if wall < floor.signed:
         return wall
-    return max(wall, floor.observed)
+    return max(wall, floor.observed, _anchored(floor, anchor, monotonic))
+
+
+def earliest_now(
+    wall: int, floor: TimeFloor, anchor: TimeAnchor | None = None, monotonic: float = 0.0
+) -> int:
+    """The least "now" can be, for judging expiry when installing: the latest of the wall
+    clock, the floor and the ``anchor`` at ``monotonic``. Unlike :func:`trusted_now` it is
+    never below the floor: a clock set back must not make an expired object look valid."""
+    return max(wall, floor.seconds, _anchored(floor, anchor, monotonic))
 
 
 def advance_floor(floor: TimeFloor, signed_time: int, role: Role) -> TimeFloor:
