@@ -243,12 +243,23 @@ class AgentWorker:
     a fleet's devices decide in parallel, and one loop for a thousand agents would make each
     revoked device wait behind all the others."""
 
-    def __init__(self, work: Path, device_ids: list[str], url: str) -> None:
+    def __init__(
+        self,
+        work: Path,
+        device_ids: list[str],
+        url: str,
+        main: Callable[..., None] | None = None,
+        extra: tuple[object, ...] = (),
+    ) -> None:
+        """Start the process: ``main(work, device_ids, url, pipe, *extra)``, by default this
+        benchmark's worker."""
         self.device_ids = device_ids
         self.pipe, child = multiprocessing.Pipe()
         context = multiprocessing.get_context("spawn")
         self.process = context.Process(
-            target=_worker_main, args=(str(work), device_ids, url, child), daemon=True
+            target=main or _worker_main,
+            args=(str(work), device_ids, url, child, *extra),
+            daemon=True,
         )
         self.process.start()
 
@@ -262,7 +273,7 @@ class AgentWorker:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.pipe.send(("close",))
-        self.process.join(timeout=30)
+        self.process.join(timeout=60)
         if self.process.is_alive():
             self.process.kill()
 

@@ -31,7 +31,6 @@ import collections
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import random
 import sqlite3
@@ -49,6 +48,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 from bench.fleet import (  # noqa: E402
     LINEAGE,
     SYNC,
+    AgentWorker,
     AmqttProcess,
     HubProcess,
     _enrol,
@@ -336,8 +336,9 @@ def passed(result: dict[str, object]) -> list[str]:
 # --- agent processes ---------------------------------------------------------------------
 
 
-class SoakWorker:
-    """A process running a share of the agents on its own event loop, driven over a pipe."""
+class SoakWorker(AgentWorker):
+    """A process running a share of the agents on its own event loop, driven over a pipe,
+    deciding as :class:`_Deciding` says."""
 
     def __init__(
         self,
@@ -347,28 +348,8 @@ class SoakWorker:
         index: int,
         requests: tuple[Request, ...] = REQUESTS,
     ) -> None:
+        super().__init__(work, device_ids, url, main=_worker_main, extra=(requests,))
         self.index = index
-        self.device_ids = device_ids
-        self.pipe, child = multiprocessing.Pipe()
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(
-            target=_worker_main, args=(str(work), device_ids, url, child, requests), daemon=True
-        )
-        self.process.start()
-
-    async def ask(self, *command: object) -> object:
-        self.pipe.send(command)
-        reply = await asyncio.get_running_loop().run_in_executor(None, self.pipe.recv)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.pipe.send(("close",))
-        self.process.join(timeout=60)
-        if self.process.is_alive():
-            self.process.kill()
 
 
 async def _ask_all(workers: list[SoakWorker], command: tuple[object, ...]) -> list[object]:
