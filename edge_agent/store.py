@@ -720,6 +720,8 @@ class LineageHeadStore:
         self.path = path
         self._db = connection
         self._lock = threading.Lock()
+        self._data_version: object = None
+        self._broken: str | None = None
 
     @classmethod
     def open(cls, state_dir: Path) -> LineageHeadStore:
@@ -773,6 +775,26 @@ class LineageHeadStore:
         ):
             raise StateError(f"the lineage head in {self.path} is damaged")
         return RecordedHead(size, root, acked, acked_root, broken)
+
+    def recorded_break(self) -> str | None:
+        """The recorded break, read again only when another connection committed to
+        ``state.db`` since the last call (SQLite's ``data_version``: about a microsecond
+        otherwise), so the running agent can ask on its periodic state check.
+
+        Raises:
+            StateError: unreadable or damaged.
+        """
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the lineage head in {self.path}: {exc}") from exc
+            if version == self._data_version:
+                return self._broken
+        broken = self.load().broken
+        with self._lock:
+            self._data_version, self._broken = version, broken
+        return broken
 
     def advance(self, size: int, root: bytes, *, durable: bool = False) -> None:
         """Record a checkpoint at ``size`` with ``root`` if it is beyond the recorded one.

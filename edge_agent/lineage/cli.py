@@ -10,6 +10,7 @@ import argparse
 import base64
 import datetime
 import json
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from edge_agent.lineage.entries import Entry, Kind, decode_entry
 from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
 from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
+from edge_agent.lineage.store import FILE_MODE
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.trust.gate import Reason
 
@@ -295,7 +297,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         prev = tip.base_prev
     notes = tuple(c.note for c in store.checkpoints(start) if c.size <= tip.size)
     header = ExportHeader(log.origin, start, prev, store.frontier(start).hashes, tip.size, notes)
-    with args.out.open("wb") as out:
+    # Decisions name subjects and resources: the export is the owner's alone, as the log.
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
         if args.format == "cbor":
             out.write(_bstr(encode_header(header)))
         else:
