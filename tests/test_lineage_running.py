@@ -1,14 +1,19 @@
 """The running agent against its lineage on disk: a break another process records, a file
-deleted, replaced, emptied or overwritten under it, garbage found at start-up, and the
-files' permissions (hostile report 2, items 1, 2, 4 and 10)."""
+deleted, replaced, emptied or overwritten under it, garbage found at start-up, the
+acknowledgement while an agent runs, and the files' permissions (hostile report 2, items
+1 to 4 and 10)."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.log import TAMPERED
 from edge_agent.lineage.store import LINEAGE_DB
 from edge_agent.policy.engine import Request
-from edge_agent.store import LineageHeadStore, RecordedHead
+from edge_agent.store import LineageHeadStore, RecordedHead, agent_lock
 from edge_agent.trust.gate import Reason
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -182,6 +187,42 @@ def test_a_log_that_is_no_database_is_a_break_kept_aside_and_acknowledged(
         assert agent.decide(ALLOWED, NOW + 101).allowed
     capsys.readouterr()
     assert agent_main(["log", "verify", "--state-dir", str(state)]) == 0
+
+
+def test_acknowledge_break_refuses_while_an_agent_holds_the_state_dir(
+    state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _delete(state)
+    with LocalAgent.open(state):
+        pass
+    acknowledge = ["log", "acknowledge-break", "--state-dir", str(state)]
+    with agent_lock(state) as held:
+        assert held
+        capsys.readouterr()
+        assert agent_main(acknowledge) == 1
+        assert "stop the agent first" in capsys.readouterr().err
+    assert _head(state).broken is not None
+    assert agent_main(acknowledge) == 0
+    assert _head(state).broken is None
+
+
+def test_edge_agent_run_holds_the_agent_lock_while_it_runs(tmp_path: Path) -> None:
+    state = tmp_path / "running"
+    settings = {"broker.url": "mqtt://127.0.0.1:1"}
+    init_state_dir(state, DEVICE, HubSim().root_bytes(), NOW, settings)
+    command = [sys.executable, "-m", "edge_agent.cli", "run", "--state-dir", str(state)]
+    process = subprocess.Popen([*command, "--socket", str(state / "s")], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (state / "s").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with agent_lock(state, exclusive=True) as alone:
+            assert not alone
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    with agent_lock(state, exclusive=True) as alone:
+        assert alone
 
 
 def _mode(path: Path) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge_agent._internal.cli_support import utc_text, wall_clock
-from edge_agent.errors import ConfigError, LineageError
+from edge_agent.errors import ConfigError, LineageError, StateError
 from edge_agent.lineage.entries import Entry, Kind, decode_entry
 from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
 from edge_agent.lineage.log import LineageLog
@@ -453,8 +453,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:
-    log = _open(args, verify_at_open=True, record_breaks=True)
-    seq = log.acknowledge_break(wall_clock(), args.note)
-    print(f"lineage break acknowledged; new segment starts at entry {seq}")
-    log.close(wall_clock())
+    """Acknowledge the break with no agent running: a running agent keeps the log it opened
+    (and the gate closed), so it is stopped first and started again after."""
+    from edge_agent.store import agent_lock
+
+    with agent_lock(args.state_dir, exclusive=True) as alone:
+        if not alone:
+            raise StateError(
+                f"an agent is running on {args.state_dir}: stop the agent first "
+                "('systemctl stop edge-agent'), acknowledge the break, then start it again"
+            )
+        log = _open(args, verify_at_open=True, record_breaks=True)
+        seq = log.acknowledge_break(wall_clock(), args.note)
+        print(f"lineage break acknowledged; new segment starts at entry {seq}")
+        log.close(wall_clock())
     return 0

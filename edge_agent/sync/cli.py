@@ -18,7 +18,7 @@ from edge_agent.fanotify.cli import parse_mounts
 from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
-from edge_agent.store import StateStore
+from edge_agent.store import StateStore, agent_lock
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import check_tls
@@ -80,7 +80,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.exec_enforcement != "off" and not args.exec_mounts:
         raise ConfigError("--exec-enforcement needs --exec-mounts PATH[,PATH...]")
     enforcement = (Mode.parse(args.exec_enforcement), args.exec_mounts)
-    with LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent:
+    with (
+        agent_lock(args.state_dir),
+        LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent,
+    ):
         attestor = open_attestor(config.attestation, agent.state.device)
         asyncio.run(_run(agent, config, enforcement, attestor))
     return 0
