@@ -23,7 +23,7 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.cli import status_line
+from edge_agent.sync.cli import STOP_RETRY_S, Stop, status_line
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon, _message_digest
 from edge_agent.sync.mqtt import BrokerSettings, Incoming
@@ -367,3 +367,35 @@ def test_a_stop_racing_a_lost_broker_stops_the_agent_instead_of_reconnecting(
         return stopped
 
     assert asyncio.run(stop_during_session()), "the cancelled sync loop kept reconnecting"
+
+
+def test_a_second_sigterm_stops_a_child_task_that_lost_its_cancellation() -> None:
+    """A task group whose parent is being cancelled forwards no further cancellation to its
+    children: a child that swallowed the first one kept the agent up through every SIGTERM
+    after it. The second signal cancels every task still running."""
+    swallowed = asyncio.Event()
+
+    async def loses_one_cancellation() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(loses_one_cancellation())
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(main())
+        stop = Stop(task)  # called as the signal handler is: outside any task
+        loop.call_soon(stop)
+        loop.run_until_complete(swallowed.wait())
+        loop.run_until_complete(asyncio.wait([task], timeout=3 * STOP_RETRY_S))
+        assert not task.done(), "the child lost its cancellation yet the agent stopped"
+        stop()
+        loop.run_until_complete(asyncio.wait([task], timeout=20))
+        assert task.cancelled()
+    finally:
+        loop.close()

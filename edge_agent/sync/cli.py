@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
@@ -23,7 +24,7 @@ from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import check_tls
 
-__all__ = ["BROKER_SETTINGS", "register", "status_line"]
+__all__ = ["BROKER_SETTINGS", "Stop", "register", "status_line"]
 
 STOP_RETRY_S = 0.5
 STATUS_EVERY_S = 5.0
@@ -102,17 +103,9 @@ async def _run(
     daemon = AgentDaemon(agent, settings, config.sync, attestor=attestor)
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        # Python 3.11's wait_for can swallow a cancellation racing a result (CPython
-        # gh-86296, reachable inside aiomqtt's publish): cancel until the task is done.
-        if not task.done():
-            task.cancel()
-            loop.call_later(STOP_RETRY_S, stop)
-
+    stop = Stop(task)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+        asyncio.get_running_loop().add_signal_handler(signum, stop)
     ensure_fd_headroom(config.socket.limits)
     with Notifier.from_environment() as notifier:
         try:
@@ -140,6 +133,35 @@ async def _run(
         except asyncio.CancelledError:
             notifier.stopping("stopping: signing a final checkpoint")
             logger.info("stopping: signing a final checkpoint and closing the lineage")
+
+
+class Stop:
+    """What SIGTERM and SIGINT do to the running agent's main task.
+
+    The first signal cancels it, and again every :data:`STOP_RETRY_S` until it is done:
+    Python 3.11's ``wait_for`` can swallow a cancellation racing a result (CPython
+    gh-86296, reachable inside aiomqtt's publish). Those repeats reach the main task only: a
+    task group whose parent is already being cancelled forwards nothing more to its
+    children, so a child that lost its one cancellation would keep the agent up however
+    often it is signalled. So every further signal cancels every task still running.
+    """
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.signalled = False
+
+    def __call__(self) -> None:
+        if self.signalled:
+            for running in asyncio.all_tasks(self.task.get_loop()):
+                running.cancel()
+            return
+        self.signalled = True
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            self.task.get_loop().call_later(STOP_RETRY_S, self._cancel)
 
 
 def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = None) -> str:
