@@ -189,6 +189,19 @@ def test_a_log_that_is_no_database_is_a_break_kept_aside_and_acknowledged(
     assert agent_main(["log", "verify", "--state-dir", str(state)]) == 0
 
 
+def test_a_new_log_overwritten_after_a_recorded_break_is_moved_aside_too(state: Path) -> None:
+    _delete(state)
+    with LocalAgent.open(state):
+        pass
+    _garbage(state)
+    with LocalAgent.open(state) as agent:
+        assert agent.decide(ALLOWED, NOW + 100).reason is Reason.LINEAGE_UNAVAILABLE
+    assert len(_kept(state)) == 1
+    assert agent_main(["log", "acknowledge-break", "--state-dir", str(state)]) == 0
+    with LocalAgent.open(state) as agent:
+        assert agent.decide(ALLOWED, NOW + 101).allowed
+
+
 def test_acknowledge_break_refuses_while_an_agent_holds_the_state_dir(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -262,8 +262,8 @@ class LineageLog:
             store = self._open_store(path)
             recorded = head.broken or store.get_meta("break")
         except LineageDamagedError as exc:
-            if head.broken is not None:
-                return _Finding(f"lineage break not yet acknowledged: {head.broken}")
+            # Evidence even after a recorded break (as a missing file is): moved aside, so
+            # that acknowledge-break has a log to work on.
             return _Finding(f"lineage break: {exc}", evidence=True, seq=0)
         except LineageError as exc:
             logger.error("lineage unavailable: %s", exc)
