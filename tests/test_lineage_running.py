@@ -22,6 +22,7 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
+from edge_agent.errors import LineageDamagedError
 from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.log import TAMPERED
 from edge_agent.lineage.store import LINEAGE_DB
@@ -168,6 +169,25 @@ def test_a_log_tampered_with_under_the_running_agent_is_a_break_it_records(
     kind, reason, detail = _first_entry(state)
     assert (kind, reason) == (Kind.SEGMENT_START, TAMPERED) and tamper.says in detail
     assert len(_kept(state)) == tamper.kept
+
+
+def test_a_write_sqlite_finds_corrupt_is_a_break_the_running_agent_records(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def corrupt(drafts: object, *, wait: bool) -> object:
+        raise LineageDamagedError("cannot write the lineage: database disk image is malformed")
+
+    with _running(state) as agent:
+        assert agent.lineage is not None
+        monkeypatch.setattr(agent.lineage, "_append_batch", corrupt)
+        assert agent.decide(ALLOWED, NOW + 100).reason is Reason.LINEAGE_UNAVAILABLE
+        monkeypatch.undo()
+        assert agent.decide(ALLOWED, NOW + 101).reason is Reason.LINEAGE_UNAVAILABLE
+    broken = _head(state).broken
+    assert broken is not None and "malformed" in broken
+    kind, reason, _ = _first_entry(state)
+    assert (kind, reason) == (Kind.SEGMENT_START, TAMPERED)
+    assert len(_kept(state)) == 1
 
 
 @pytest.mark.parametrize("damage", [_garbage, _zero_first_page], ids=["random bytes", "zeroed"])

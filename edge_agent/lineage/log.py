@@ -310,8 +310,8 @@ class LineageLog:
             recorded = self._break_recorded(fresh=True)
         if recorded is not None:
             logger.error(
-                "lineage break recorded by another process: %s; deciding nothing until it "
-                "is acknowledged and the agent restarted",
+                "lineage break recorded by another process: %s; deciding nothing until the "
+                "agent is stopped, the break acknowledged and the agent started again",
                 recorded,
             )
             self.fault = f"lineage break not yet acknowledged: {recorded}"
