@@ -316,8 +316,14 @@ class LocalAgent:
         """Load and verify the state again if another process committed a change since this
         agent loaded it, then log any transition left in the outbox; return whether the
         state was reloaded. Never raises: a changed state that cannot be loaded makes every
-        decision deny ``internal_error`` until it can."""
+        decision deny ``internal_error`` until it can.
+
+        A writing agent also rechecks its lineage here (:meth:`LineageLog.recheck`): a break
+        another process recorded, or its log file deleted, replaced, cut short or
+        overwritten, closes the gate before the next decision."""
         with self._lock:
+            if self.lineage is not None and not self._read_only:
+                self.lineage.recheck()
             try:
                 reloaded = self._must_reload or self.store.changed(self._generation)
                 if reloaded:

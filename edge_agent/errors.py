@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "EdgeGovError",
     "EnvelopeError",
+    "LineageDamagedError",
     "LineageError",
     "PolicyError",
     "RootError",
@@ -104,6 +105,13 @@ class LineageError(EdgeGovError):
         self.seq = seq
         prefix = f"entry {seq}: " if seq is not None else ""
         super().__init__(f"{prefix}{message}")
+
+
+class LineageDamagedError(LineageError):
+    """The lineage file is not an intact database any more (overwritten, zeroed, cut short
+    in place): a break to record, unlike a passing failure such as a full disk or a lock."""
+
+    code = "lineage_damaged"
 
 
 class TransportError(EdgeGovError):

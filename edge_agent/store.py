@@ -27,6 +27,10 @@ when the process dies), so a row whose lock is free is one its writer left behin
 
 It also keeps the lineage's head (:class:`LineageHeadStore`): the lineage's own file can be
 deleted or edited, so the agent records what it last signed outside it.
+
+Every long-running agent (``run``, ``serve``, ``enforce``) holds :func:`agent_lock` shared
+for its lifetime, so a command that must not run beside one (``log acknowledge-break``: a
+running agent would keep its view of the old log) can tell.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.trust.clock import TimeFloor
 
 __all__ = [
+    "AGENT_LOCK_NAME",
     "DB_NAME",
     "LineageHeadStore",
     "RecordedHead",
@@ -54,10 +59,12 @@ __all__ = [
     "StateStore",
     "StoredState",
     "Written",
+    "agent_lock",
 ]
 
 DB_NAME = "state.db"
 TRANSITION_LOCK_NAME = ".transitions.lock"
+AGENT_LOCK_NAME = ".agent.lock"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 5.0
 MAX_IDENTITY_BYTES = 4096
@@ -204,12 +211,7 @@ class StateStore:
         Raises:
             StateError: not initialised, unreadable, or not an edgegov state database.
         """
-        path = state_dir / DB_NAME
-        if not path.is_file():
-            raise StateError(
-                f"no agent state in {state_dir}: run 'edge-agent init --state-dir {state_dir} "
-                "...' first"
-            )
+        path = _initialised(state_dir)
         try:
             db = sqlite3.connect(
                 path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
@@ -720,6 +722,8 @@ class LineageHeadStore:
         self.path = path
         self._db = connection
         self._lock = threading.Lock()
+        self._data_version: object = None
+        self._broken: str | None = None
 
     @classmethod
     def open(cls, state_dir: Path) -> LineageHeadStore:
@@ -773,6 +777,26 @@ class LineageHeadStore:
         ):
             raise StateError(f"the lineage head in {self.path} is damaged")
         return RecordedHead(size, root, acked, acked_root, broken)
+
+    def recorded_break(self) -> str | None:
+        """The recorded break, read again only when another connection committed to
+        ``state.db`` since the last call (SQLite's ``data_version``: about a microsecond
+        otherwise), so the running agent can ask on its periodic state check.
+
+        Raises:
+            StateError: unreadable or damaged.
+        """
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the lineage head in {self.path}: {exc}") from exc
+            if version == self._data_version:
+                return self._broken
+        broken = self.load().broken
+        with self._lock:
+            self._data_version, self._broken = version, broken
+        return broken
 
     def advance(self, size: int, root: bytes, *, durable: bool = False) -> None:
         """Record a checkpoint at ``size`` with ``root`` if it is beyond the recorded one.
@@ -831,6 +855,52 @@ class LineageHeadStore:
                 )
             except sqlite3.Error as exc:
                 raise StateError(f"cannot record the lineage head in {self.path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def agent_lock(state_dir: Path, *, exclusive: bool = False) -> Iterator[bool]:
+    """Hold the lock that tells whether an agent runs on ``state_dir`` (an ``flock``,
+    released by the kernel when the process dies); yield whether it is held.
+
+    A long-running agent holds it shared (``exclusive=False``; it waits only while a
+    command holds it exclusive, for as long as that command runs). A command that must
+    not run beside an agent takes it ``exclusive``, without waiting: ``False`` when an
+    agent holds it.
+
+    Raises:
+        StateError: ``state_dir`` is not initialised, or the lock cannot be taken.
+    """
+    path = _initialised(state_dir).with_name(AGENT_LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open the agent lock {path}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as exc:
+            raise StateError(f"cannot take the agent lock {path}: {exc}") from exc
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _initialised(state_dir: Path) -> Path:
+    """The state database of ``state_dir``.
+
+    Raises:
+        StateError: there is none (``edge-agent init`` was not run).
+    """
+    path = state_dir / DB_NAME
+    if not path.is_file():
+        raise StateError(
+            f"no agent state in {state_dir}: run 'edge-agent init --state-dir {state_dir} "
+            "...' first"
+        )
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.errors import StateError
+from edge_agent.errors import StateError, TransportError
 from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.cli import status_line
+from edge_agent.sync.cli import STOP_RETRY_S, Stop, status_line
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon, _message_digest
 from edge_agent.sync.mqtt import BrokerSettings, Incoming
@@ -328,3 +328,74 @@ async def test_an_unacknowledged_batch_is_resent_ever_more_slowly(
     # Every 20 ms without backoff (about 50 sends); doubling to 8 x 20 ms gives about 9.
     assert 3 <= len(sends) <= 12
     assert gaps[-1] >= 0.15
+
+
+def test_a_stop_racing_a_lost_broker_stops_the_agent_instead_of_reconnecting(
+    daemon: AgentDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM as the broker goes away: the session's task group reports the lost
+    connection instead of the cancellation, and the agent must stop all the same (it once
+    reconnected for ever and ignored every further SIGTERM)."""
+    started = asyncio.Event()
+    racing = [True]
+
+    async def connection_lost_as_cancelled() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if racing[0]:
+                raise TransportError("connection lost") from None
+            raise
+
+    async def session() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(connection_lost_as_cancelled())
+
+    monkeypatch.setattr(daemon, "_session", session)
+
+    async def stop_during_session() -> bool:
+        task = asyncio.create_task(daemon._stay_connected())
+        await started.wait()
+        task.cancel()
+        await asyncio.wait([task], timeout=20)
+        stopped = task.cancelled()
+        if not task.done():  # let the test end: no race this time
+            racing[0] = False
+            task.cancel()
+            await asyncio.wait([task])
+        return stopped
+
+    assert asyncio.run(stop_during_session()), "the cancelled sync loop kept reconnecting"
+
+
+def test_a_second_sigterm_stops_a_child_task_that_lost_its_cancellation() -> None:
+    """A task group whose parent is being cancelled forwards no further cancellation to its
+    children: a child that swallowed the first one kept the agent up through every SIGTERM
+    after it. The second signal cancels every task still running."""
+    swallowed = asyncio.Event()
+
+    async def loses_one_cancellation() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(loses_one_cancellation())
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(main())
+        stop = Stop(task)  # called as the signal handler is: outside any task
+        loop.call_soon(stop)
+        loop.run_until_complete(swallowed.wait())
+        loop.run_until_complete(asyncio.wait([task], timeout=3 * STOP_RETRY_S))
+        assert not task.done(), "the child lost its cancellation yet the agent stopped"
+        stop()
+        loop.run_until_complete(asyncio.wait([task], timeout=20))
+        assert task.cancelled()
+    finally:
+        loop.close()

@@ -35,6 +35,7 @@ from edge_agent.fanotify.enforcer import (
     Mode,
 )
 from edge_agent.fanotify.handoff import DEFAULT_CAPACITY
+from edge_agent.store import agent_lock
 
 __all__ = ["parse_mounts", "register"]
 
@@ -125,7 +126,7 @@ def _cmd_enforce(args: argparse.Namespace) -> int:
         holder_recover_s=args.recover_s,
         queue_entries=args.queue,
     )
-    with LocalAgent.open(args.state_dir) as agent:
+    with agent_lock(args.state_dir), LocalAgent.open(args.state_dir) as agent:
         stats = asyncio.run(_enforce(agent, Mode.parse(args.mode), args.mounts, options))
     if args.json:
         print(json.dumps(stats.as_dict(), sort_keys=True), flush=True)

@@ -10,6 +10,7 @@ import argparse
 import base64
 import datetime
 import json
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge_agent._internal.cli_support import utc_text, wall_clock
-from edge_agent.errors import ConfigError, LineageError
+from edge_agent.errors import ConfigError, LineageError, StateError
 from edge_agent.lineage.entries import Entry, Kind, decode_entry
 from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
 from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
+from edge_agent.lineage.store import FILE_MODE
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.trust.gate import Reason
 
@@ -295,7 +297,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         prev = tip.base_prev
     notes = tuple(c.note for c in store.checkpoints(start) if c.size <= tip.size)
     header = ExportHeader(log.origin, start, prev, store.frontier(start).hashes, tip.size, notes)
-    with args.out.open("wb") as out:
+    # Decisions name subjects and resources: the export is the owner's alone, as the log.
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
         if args.format == "cbor":
             out.write(_bstr(encode_header(header)))
         else:
@@ -449,8 +453,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:
-    log = _open(args, verify_at_open=True, record_breaks=True)
-    seq = log.acknowledge_break(wall_clock(), args.note)
-    print(f"lineage break acknowledged; new segment starts at entry {seq}")
-    log.close(wall_clock())
+    """Acknowledge the break with no agent running: a running agent keeps the log it opened
+    (and the gate closed), so it is stopped first and started again after."""
+    from edge_agent.store import agent_lock
+
+    with agent_lock(args.state_dir, exclusive=True) as alone:
+        if not alone:
+            raise StateError(
+                f"an agent is running on {args.state_dir}: stop the agent first "
+                "('systemctl stop edge-agent'), acknowledge the break, then start it again"
+            )
+        log = _open(args, verify_at_open=True, record_breaks=True)
+        seq = log.acknowledge_break(wall_clock(), args.note)
+        print(f"lineage break acknowledged; new segment starts at entry {seq}")
+        log.close(wall_clock())
     return 0

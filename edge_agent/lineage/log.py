@@ -19,6 +19,11 @@ break is recorded in the agent state (all processes deny until acknowledged), th
 file is kept beside the new one as evidence, and a new log starts whose first entry, a
 ``segment_start`` with reason ``lineage_tampered``, says what was recorded and what was found.
 
+A running agent (:meth:`LineageLog.recheck`, with its periodic state check) also closes its
+gate when another process records a break in the agent state, and records one itself when
+the file it writes is deleted, replaced, cut short or overwritten under it, or SQLite finds
+it corrupt: it never goes on deciding into a file that is not the log.
+
 Shipping to the hub: :meth:`LineageLog.unacknowledged` hands out the entries after the
 acknowledgement watermark, :meth:`LineageLog.checkpoint_note` the signed checkpoint a batch
 ends at, and :meth:`LineageLog.acknowledge` moves the watermark up once the hub has stored
@@ -37,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.device_key import load_device_key
-from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.errors import EdgeGovError, LineageDamagedError, LineageError, StateError
 from edge_agent.lineage.check import VerifyReport, check_head, verify_store
 from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, decision_entry, draft_of
 from edge_agent.lineage.exported import InclusionProof
@@ -256,6 +261,10 @@ class LineageLog:
         try:
             store = self._open_store(path)
             recorded = head.broken or store.get_meta("break")
+        except LineageDamagedError as exc:
+            # Evidence even after a recorded break (as a missing file is): moved aside, so
+            # that acknowledge-break has a log to work on.
+            return _Finding(f"lineage break: {exc}", evidence=True, seq=0)
         except LineageError as exc:
             logger.error("lineage unavailable: %s", exc)
             return _Finding(f"the lineage cannot be opened: {exc}", unreadable=True)
@@ -281,6 +290,48 @@ class LineageLog:
             )
         return self.store
 
+    def recheck(self) -> str | None:
+        """The running agent's cheap check of its log, made with its periodic state check
+        (a few syscalls; one read of the head only when ``state.db`` changed). Return why
+        the log is unusable, or ``None``.
+
+        1. A break another process recorded in the agent state closes the gate here too;
+           the file this process wrote is let go (the other process started the new log).
+        2. The file written deleted, moved, replaced, cut short or overwritten (or its WAL)
+           is a break, recorded here as one found at start-up: the gate closes, the file
+           found at the path is kept as evidence and a new log starts.
+        """
+        store = self.store
+        if self.fault is not None or store is None:
+            return self.fault
+        recorded = self._break_recorded(fresh=False)
+        problem = None if recorded is not None else store.check_files()
+        if problem is not None:
+            recorded = self._break_recorded(fresh=True)
+        if recorded is not None:
+            logger.error(
+                "lineage break recorded by another process: %s; deciding nothing until the "
+                "agent is stopped, the break acknowledged and the agent started again",
+                recorded,
+            )
+            self.fault = f"lineage break not yet acknowledged: {recorded}"
+            store.close()
+        elif problem is not None:
+            self.fault = f"lineage break: {problem}"
+            self._break(store.path, _Finding(self.fault, evidence=True))
+        return self.fault
+
+    def _break_recorded(self, *, fresh: bool) -> str | None:
+        """The break recorded in the agent state (``fresh=False``: read again only when
+        ``state.db`` changed since the last look); ``None`` also when it cannot be read."""
+        if self.head is None:
+            return None
+        try:
+            return self.head.load().broken if fresh else self.head.recorded_break()
+        except StateError as exc:
+            logger.warning("lineage head not checked: %s", exc)
+            return None
+
     def _break(self, path: Path, found: _Finding) -> None:
         """Record a break found twice: in the agent state first (every process denies from
         then on), then a new log whose first entry says what was recorded and what was
@@ -296,7 +347,11 @@ class LineageLog:
             if self.head is not None:
                 self.head.mark_broken(message)
             existed = path.exists()
-            store = self._open_store(path)
+            # Never opened here: a damaged file may not open at all; it is only moved.
+            store = self.store or LineageStore(
+                path, self.config.synchronous, self.config.busy_timeout_s
+            )
+            self.store = store
             detail = (
                 f"{message}; the agent state recorded {head.size} entries (root "
                 f"{head.root.hex()}) at the last signed checkpoint and {head.acked} (root "
@@ -425,8 +480,12 @@ class LineageLog:
             raise LineageError(f"the lineage entry cannot be written: {exc}") from exc
 
     def _failed(self, exc: LineageError) -> LineageError:
+        """Note a failed write; a file SQLite found damaged is a break, recorded now."""
         self.last_error = str(exc)
         logger.error("lineage write failed: %s", exc)
+        if isinstance(exc, LineageDamagedError) and self.fault is None and self.store is not None:
+            self.fault = f"lineage break: {exc}"
+            self._break(self.store.path, _Finding(self.fault, evidence=True))
         return exc
 
     def record_decision(self, decision: Decision) -> tuple[Decision, int | None]:

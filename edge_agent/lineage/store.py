@@ -22,6 +22,14 @@ Invariants:
   reader in one thread never sees another thread's uncommitted batch (which a failed commit
   could still take back).
 - a file whose write permission bits are all cleared is opened read-only, even by root.
+- the files are the owner's alone (0600, as ``state.db``): a new log is created so (SQLite
+  gives its WAL files the database's mode), and an older one's group and other bits are
+  cleared when it is opened.
+- the file a writer opened first is the one it keeps writing until :meth:`close`: it holds a
+  descriptor on it (and on its WAL while connected), reconnects after a failure only to
+  that same file (never creating one),
+  and :meth:`LineageStore.check_files` says when the file was deleted, replaced, cut short
+  or overwritten under it. A file SQLite finds corrupt raises :class:`LineageDamagedError`.
 - the acknowledgement watermark (how many leading entries the hub has stored and verified)
   only moves up, and never past the log's size.
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import sqlite3
 import stat
 import threading
@@ -43,12 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import LineageError
+from edge_agent.errors import LineageDamagedError, LineageError
 from edge_agent.lineage.entries import GENESIS_PREV, Draft, TreeEdge, place_draft
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
+    "FILE_MODE",
     "LINEAGE_DB",
     "PAGE_ROWS",
     "Appended",
@@ -65,6 +75,12 @@ DEFAULT_BUSY_TIMEOUT_S = 2.0
 PAGE_ROWS = 1000
 """Rows fetched per page when streaming entries."""
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+FILE_MODE = 0o600
+"""Permissions of the lineage files: decisions name subjects and resources."""
+_MAGIC = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+"""SQLite's primary result codes for a file that is not an intact database."""
 _INSERT_CHUNKS = (256, 64, 16, 4, 1)
 """Rows per multi-row INSERT: a batch is written in a few statements (each one SQLite call,
 so one release of the GIL), not one per row; the fixed sizes keep the statement cache warm."""
@@ -103,6 +119,48 @@ Signer = Callable[[int, bytes], str]
 
 class WouldWait(Exception):
     """A write asked not to wait found the write lock held; nothing was written."""
+
+
+class _Watched:
+    """A file this process writes through SQLite, held open by a descriptor of its own: its
+    identity (device, inode) and the largest size seen. SQLite never shrinks the database
+    file (no vacuum) nor the WAL while a connection holds it open (no size limit is set)."""
+
+    __slots__ = ("fd", "identity", "path", "size")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        info = os.fstat(self.fd)
+        self.identity = (info.st_dev, info.st_ino)
+        self.size = info.st_size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def same_file(self) -> bool:
+        """Whether ``path`` still names the file held open."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (info.st_dev, info.st_ino) == self.identity
+
+    def problem(self, *, database: bool) -> str | None:
+        """Why the file is no longer the one written (``None``: it is), a few syscalls."""
+        info = os.fstat(self.fd)
+        if info.st_nlink == 0 or not self.same_file():
+            what = "replaced by another file" if self.path.exists() else "deleted or moved away"
+            return f"{self.path} was {what} while the agent was writing it"
+        if info.st_size < self.size:
+            return (
+                f"{self.path} was cut from {self.size} to {info.st_size} bytes while the agent "
+                "was writing it"
+            )
+        self.size = info.st_size
+        if database and info.st_size and os.pread(self.fd, len(_MAGIC), 0) != _MAGIC:
+            return f"{self.path} was overwritten: it is no longer an SQLite database"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +207,10 @@ class LineageStore:
         self._wal = False
         """Whether the connection is in WAL mode: only then does a transaction wait for
         another writer at ``BEGIN`` alone, which is what a write asked not to wait needs."""
+        self._file: _Watched | None = None
+        """The database file first opened for writing, kept until :meth:`close`."""
+        self._wal_file: _Watched | None = None
+        """Its WAL while the connection is open (SQLite deletes it when the last closes)."""
 
     @classmethod
     def open(
@@ -169,18 +231,59 @@ class LineageStore:
         return store
 
     def close(self) -> None:
+        """Close the connection and let go of the file: a later use opens (or creates)
+        whatever file the path names then (a new log started by this or another process)."""
+        with self._lock:
+            self._disconnect()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _disconnect(self) -> None:
+        """Close the connection (and the WAL held with it), keeping the file: the next use
+        reconnects to that same file."""
         with self._lock:
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+            if self._wal_file is not None:
+                self._wal_file.close()
+                self._wal_file = None
+
+    def check_files(self) -> str | None:
+        """Why the file this store writes is no longer the intact file at its path: deleted,
+        replaced, cut short or overwritten (and the same for its WAL); ``None`` when it is,
+        or when nothing was opened for writing yet, or a write holds the store (the next
+        check sees it). A handful of syscalls: the running agent calls it with its periodic
+        state check."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._file is None:
+                return None
+            problem = self._file.problem(database=True)
+            if problem is None and self._wal_file is not None:
+                problem = self._wal_file.problem(database=False)
+            return problem
+        except OSError as exc:
+            return f"{self.path} cannot be checked: {exc.strerror or exc}"
+        finally:
+            self._lock.release()
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
         with _translate(f"cannot open the lineage database {self.path}"):
             read_only = self._read_only()
-            uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+            if read_only:
+                uri = f"file:{self.path}?mode=ro"
+            elif self._file is not None:
+                # Reconnecting: to the file this store wrote, never to a new one made here.
+                uri = f"file:{self.path}?mode=rw"
+            else:
+                _create_private(self.path)
+                uri = f"file:{self.path}"
             self._wal = False
             db = sqlite3.connect(
                 uri,
@@ -210,11 +313,29 @@ class LineageStore:
                         f"{self.path} is not a lineage database of schema {SCHEMA_VERSION} "
                         f"(it has {found}); move it aside to start a new log"
                     )
+                if not read_only:
+                    self._watch()
             except BaseException:
                 db.close()
                 raise
         self._db = db
         return db
+
+    def _watch(self) -> None:
+        """Hold the files just connected to (the database, and its WAL in WAL mode).
+
+        Raises:
+            LineageError: reconnecting found another file at the path than the one written.
+        """
+        if self._file is None:
+            self._file = _Watched(self.path)
+        elif not self._file.same_file():
+            raise LineageError(
+                f"{self.path} is not the lineage file this agent was writing (replaced)"
+            )
+        wal = self.path.with_name(self.path.name + "-wal")
+        if self._wal and self._wal_file is None and wal.exists():
+            self._wal_file = _Watched(wal)
 
     def _read_only(self) -> bool:
         return self.path.exists() and not self.path.stat().st_mode & (
@@ -329,7 +450,7 @@ class LineageStore:
                         db.execute("ROLLBACK")
                     raise
         except LineageError:
-            self.close()
+            self._disconnect()
             raise
         finally:
             self._lock.release()
@@ -782,11 +903,34 @@ def _begin_at_once(db: sqlite3.Connection, busy_timeout_s: float) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with :data:`FILE_MODE` unless it exists; clear the group and
+    other bits of an existing one (and of its WAL files), keeping its write bits' meaning
+    (a file without them stays read-only).
+
+    Raises:
+        OSError: the file cannot be created.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+    for extension in ("", "-wal", "-shm"):
+        name = path.with_name(path.name + extension)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = stat.S_IMODE(name.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+
+
 @contextlib.contextmanager
 def _translate(what: str) -> Iterator[None]:
-    """Turn sqlite and OS errors into :class:`LineageError`, once, here."""
+    """Turn sqlite and OS errors into :class:`LineageError`, once, here: a file SQLite finds
+    corrupt or not a database into :class:`LineageDamagedError`."""
     try:
         yield
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode & 0xFF in _DAMAGED:
+            raise LineageDamagedError(f"{what}: {exc}") from exc
+        raise LineageError(f"{what}: {exc}") from exc
     except sqlite3.Error as exc:
         raise LineageError(f"{what}: {exc}") from exc
     except OSError as exc:

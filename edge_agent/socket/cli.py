@@ -21,6 +21,7 @@ from edge_agent.socket import exec_gate
 from edge_agent.socket.config import SocketConfig
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.socket.wire import DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV
+from edge_agent.store import agent_lock
 
 __all__ = ["register"]
 
@@ -68,7 +69,7 @@ def _mode(text: str) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = SocketConfig(path=args.socket, mode=args.mode, group=args.group)
-    with LocalAgent.open(args.state_dir) as agent:
+    with agent_lock(args.state_dir), LocalAgent.open(args.state_dir) as agent:
         asyncio.run(_serve(agent, config))
     return 0
 

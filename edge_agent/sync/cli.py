@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
@@ -18,12 +19,12 @@ from edge_agent.fanotify.cli import parse_mounts
 from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
-from edge_agent.store import StateStore
+from edge_agent.store import StateStore, agent_lock
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.sync.mqtt import check_tls
 
-__all__ = ["BROKER_SETTINGS", "register", "status_line"]
+__all__ = ["BROKER_SETTINGS", "Stop", "register", "status_line"]
 
 STOP_RETRY_S = 0.5
 STATUS_EVERY_S = 5.0
@@ -80,7 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.exec_enforcement != "off" and not args.exec_mounts:
         raise ConfigError("--exec-enforcement needs --exec-mounts PATH[,PATH...]")
     enforcement = (Mode.parse(args.exec_enforcement), args.exec_mounts)
-    with LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent:
+    with (
+        agent_lock(args.state_dir),
+        LocalAgent.open(args.state_dir, lineage=config.lineage.to_config()) as agent,
+    ):
         attestor = open_attestor(config.attestation, agent.state.device)
         asyncio.run(_run(agent, config, enforcement, attestor))
     return 0
@@ -99,17 +103,9 @@ async def _run(
     daemon = AgentDaemon(agent, settings, config.sync, attestor=attestor)
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        # Python 3.11's wait_for can swallow a cancellation racing a result (CPython
-        # gh-86296, reachable inside aiomqtt's publish): cancel until the task is done.
-        if not task.done():
-            task.cancel()
-            loop.call_later(STOP_RETRY_S, stop)
-
+    stop = Stop(task)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+        asyncio.get_running_loop().add_signal_handler(signum, stop)
     ensure_fd_headroom(config.socket.limits)
     with Notifier.from_environment() as notifier:
         try:
@@ -137,6 +133,35 @@ async def _run(
         except asyncio.CancelledError:
             notifier.stopping("stopping: signing a final checkpoint")
             logger.info("stopping: signing a final checkpoint and closing the lineage")
+
+
+class Stop:
+    """What SIGTERM and SIGINT do to the running agent's main task.
+
+    The first signal cancels it, and again every :data:`STOP_RETRY_S` until it is done:
+    Python 3.11's ``wait_for`` can swallow a cancellation racing a result (CPython
+    gh-86296, reachable inside aiomqtt's publish). Those repeats reach the main task only: a
+    task group whose parent is already being cancelled forwards nothing more to its
+    children, so a child that lost its one cancellation would keep the agent up however
+    often it is signalled. So every further signal cancels every task still running.
+    """
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.signalled = False
+
+    def __call__(self) -> None:
+        if self.signalled:
+            for running in asyncio.all_tasks(self.task.get_loop()):
+                running.cancel()
+            return
+        self.signalled = True
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            self.task.get_loop().call_later(STOP_RETRY_S, self._cancel)
 
 
 def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = None) -> str:

@@ -193,6 +193,16 @@ class AgentDaemon:
             await asyncio.sleep(lineage.config.audit_every_s)
 
     async def _stay_connected(self) -> None:
+        """Run sessions until cancelled, reconnecting after each failure.
+
+        A cancellation that reaches a session while one of its tasks fails (SIGTERM as the
+        broker goes away) comes out of the session's task group as that failure alone
+        (Python 3.11's ``TaskGroup`` puts a child's error before the parent's cancellation).
+        The task is still being cancelled, though, so it stops here rather than reconnect:
+        otherwise it would reconnect forever and the agent would never stop.
+        """
+        task = asyncio.current_task()
+        assert task is not None
         delays = self._fresh_backoff()
         while True:
             try:
@@ -206,6 +216,8 @@ class AgentDaemon:
                     "sync session failed; reconnecting (decisions are unaffected): %r",
                     group.exceptions[0],
                 )
+            if task.cancelling():
+                raise asyncio.CancelledError
             if self.connected.is_set():
                 delays = self._fresh_backoff()
             self.connected.clear()
