@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.errors import StateError, TransportError
+from edge_agent.errors import StateError
 from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.cli import STOP_RETRY_S, Stop, status_line
+from edge_agent.sync.cli import STOP_GRACE_S, STOP_RETRY_S, Stop, status_line
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon, _message_digest
 from edge_agent.sync.mqtt import BrokerSettings, Incoming
@@ -330,49 +330,12 @@ async def test_an_unacknowledged_batch_is_resent_ever_more_slowly(
     assert gaps[-1] >= 0.15
 
 
-def test_a_stop_racing_a_lost_broker_stops_the_agent_instead_of_reconnecting(
-    daemon: AgentDaemon, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGTERM as the broker goes away: the session's task group reports the lost
-    connection instead of the cancellation, and the agent must stop all the same (it once
-    reconnected for ever and ignored every further SIGTERM)."""
-    started = asyncio.Event()
-    racing = [True]
-
-    async def connection_lost_as_cancelled() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            if racing[0]:
-                raise TransportError("connection lost") from None
-            raise
-
-    async def session() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(connection_lost_as_cancelled())
-
-    monkeypatch.setattr(daemon, "_session", session)
-
-    async def stop_during_session() -> bool:
-        task = asyncio.create_task(daemon._stay_connected())
-        await started.wait()
-        task.cancel()
-        await asyncio.wait([task], timeout=20)
-        stopped = task.cancelled()
-        if not task.done():  # let the test end: no race this time
-            racing[0] = False
-            task.cancel()
-            await asyncio.wait([task])
-        return stopped
-
-    assert asyncio.run(stop_during_session()), "the cancelled sync loop kept reconnecting"
-
-
-def test_a_second_sigterm_stops_a_child_task_that_lost_its_cancellation() -> None:
+@pytest.mark.parametrize("second_signal", [False, True], ids=["one signal", "two signals"])
+def test_a_stop_ends_a_child_task_that_lost_its_cancellation(second_signal: bool) -> None:
     """A task group whose parent is being cancelled forwards no further cancellation to its
-    children: a child that swallowed the first one kept the agent up through every SIGTERM
-    after it. The second signal cancels every task still running."""
+    children: a child that swallowed the first one (SIGTERM as the broker went away: the
+    connection loop reconnects) kept the agent up through every SIGTERM after it. Past the
+    stop's grace, or at a second signal, every task still running is cancelled."""
     swallowed = asyncio.Event()
 
     async def loses_one_cancellation() -> None:
@@ -386,16 +349,25 @@ def test_a_second_sigterm_stops_a_child_task_that_lost_its_cancellation() -> Non
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(loses_one_cancellation())
 
+    def run_until_done(task: asyncio.Task[None], timeout: float) -> None:
+        """Run the loop until ``task`` is done or ``timeout`` passes, waiting on a plain
+        future: the stop cancels every task, and a waiting task would be one of them."""
+        done = loop.create_future()
+        task.add_done_callback(lambda _: done.done() or done.set_result(None))
+        loop.call_later(timeout, lambda: done.done() or done.set_result(None))
+        loop.run_until_complete(done)
+
     loop = asyncio.new_event_loop()
     try:
         task = loop.create_task(main())
         stop = Stop(task)  # called as the signal handler is: outside any task
         loop.call_soon(stop)
         loop.run_until_complete(swallowed.wait())
-        loop.run_until_complete(asyncio.wait([task], timeout=3 * STOP_RETRY_S))
+        run_until_done(task, 3 * STOP_RETRY_S)
         assert not task.done(), "the child lost its cancellation yet the agent stopped"
-        stop()
-        loop.run_until_complete(asyncio.wait([task], timeout=20))
+        if second_signal:
+            stop()
+        run_until_done(task, STOP_GRACE_S + 20)
         assert task.cancelled()
     finally:
         loop.close()

@@ -27,6 +27,8 @@ from edge_agent.sync.mqtt import check_tls
 __all__ = ["BROKER_SETTINGS", "Stop", "register", "status_line"]
 
 STOP_RETRY_S = 0.5
+STOP_GRACE_S = 5.0
+"""After this long stopping, every task still running is cancelled (see :class:`Stop`)."""
 STATUS_EVERY_S = 5.0
 """How often the systemd status line is refreshed (the expiry counts down)."""
 
@@ -140,28 +142,40 @@ class Stop:
 
     The first signal cancels it, and again every :data:`STOP_RETRY_S` until it is done:
     Python 3.11's ``wait_for`` can swallow a cancellation racing a result (CPython
-    gh-86296, reachable inside aiomqtt's publish). Those repeats reach the main task only: a
+    gh-86296, reachable inside aiomqtt's publish), and a task group whose child fails as it
+    is cancelled reports the failure in place of the cancellation (SIGTERM as the broker goes
+    away: the connection loop then reconnects). Those repeats reach the main task only: a
     task group whose parent is already being cancelled forwards nothing more to its
     children, so a child that lost its one cancellation would keep the agent up however
-    often it is signalled. So every further signal cancels every task still running.
+    often the main task is cancelled. So once :data:`STOP_GRACE_S` has passed, or at a
+    second signal, every task still running is cancelled.
     """
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
         self.signalled = False
+        self._since = 0.0
 
     def __call__(self) -> None:
         if self.signalled:
-            for running in asyncio.all_tasks(self.task.get_loop()):
-                running.cancel()
+            self._cancel_all()
             return
         self.signalled = True
+        self._since = self.task.get_loop().time()
         self._cancel()
 
     def _cancel(self) -> None:
-        if not self.task.done():
+        if self.task.done():
+            return
+        if self.task.get_loop().time() - self._since >= STOP_GRACE_S:
+            self._cancel_all()
+        else:
             self.task.cancel()
-            self.task.get_loop().call_later(STOP_RETRY_S, self._cancel)
+        self.task.get_loop().call_later(STOP_RETRY_S, self._cancel)
+
+    def _cancel_all(self) -> None:
+        for running in asyncio.all_tasks(self.task.get_loop()):
+            running.cancel()
 
 
 def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = None) -> str:

@@ -197,12 +197,11 @@ class AgentDaemon:
 
         A cancellation that reaches a session while one of its tasks fails (SIGTERM as the
         broker goes away) comes out of the session's task group as that failure alone
-        (Python 3.11's ``TaskGroup`` puts a child's error before the parent's cancellation).
-        The task is still being cancelled, though, so it stops here rather than reconnect:
-        otherwise it would reconnect forever and the agent would never stop.
+        (Python 3.11's ``TaskGroup``), and ``Task.cancelling()`` cannot tell it from a
+        failure alone (that task group leaves the count raised either way); the loop then
+        reconnects, and ``edge-agent run``'s stop cancels every task left after its grace
+        (:class:`edge_agent.sync.cli.Stop`).
         """
-        task = asyncio.current_task()
-        assert task is not None
         delays = self._fresh_backoff()
         while True:
             try:
@@ -216,8 +215,6 @@ class AgentDaemon:
                     "sync session failed; reconnecting (decisions are unaffected): %r",
                     group.exceptions[0],
                 )
-            if task.cancelling():
-                raise asyncio.CancelledError
             if self.connected.is_set():
                 delays = self._fresh_backoff()
             self.connected.clear()
