@@ -45,10 +45,18 @@ Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures 
    to take over; a take-over would only let anyone kick a device off, again and again, and
    two agents misconfigured with one id would kick each other forever.
 
+5. **Connections.** A connection must send its whole CONNECT within ``connect_timeout_s`` of
+   being accepted, or it is dropped. At most ``connections`` are open (fewer if the
+   open-file limit is lower) and ``pending_connections`` have not sent their CONNECT yet; a
+   connection beyond either drops the oldest pending one, and with every open connection
+   CONNECTed it is closed at accept, unread. Every connection's socket is closed when its
+   session ends, however it ended.
+
 Each refusal is logged with its reason, rate-limited per reason (:class:`_RefusalLog`).
-What remains: the number of connections and each subscriber's outgoing queue are not bounded
-here, and a local client can still squat a device's client id while the device is away
-(anonymous access: Mosquitto with credentials and an ACL is the broker for networks).
+What remains: each subscriber's outgoing queue is not bounded here, ``connections``
+CONNECTed clients keep anyone else out, and a local client can still squat a device's client
+id while the device is away (anonymous access: Mosquitto with credentials and an ACL is the
+broker for networks).
 
 amqtt is imported only here (and only by the hub: the agent never runs a broker).
 """
@@ -57,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -78,7 +87,7 @@ from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
 from edge_agent.errors import TransportError
 from edge_agent.protocol import topics
 from edge_agent.sync.mqtt import BrokerSettings
-from hub.broker_limits import REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
+from hub.broker_limits import FD_RESERVE, REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
 from hub.limits import RateLimiter
 
 __all__ = ["EmbeddedBroker"]
@@ -269,12 +278,58 @@ class _Broker(Broker):  # type: ignore[misc]
         self._device_publishes = RateLimiter(
             limits.device_publish_rate, limits.device_publish_burst
         )
+        self._max_connections = _connection_limit(limits.connections)
+        self._max_pending = min(limits.pending_connections, self._max_connections)
+        self.open_connections: set[_FramedReader] = set()
+        """Connections being served, CONNECTed or not."""
+        self._pending: dict[_FramedReader, None] = {}
+        """Connections whose CONNECT is not read yet, oldest first."""
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
+        """Admit the connection within the connection limits, run amqtt's session on it,
+        and close its socket whatever ended the session: amqtt left the socket of a client
+        that hung up before its CONNECT was read open (CLOSE-WAIT until garbage collection)."""
+        if not self._admit_connection(writer):
+            return
         framed = _FramedReader(reader, writer, self._limits.message_bytes, self._refusals)
-        await self._client_connected(listener_name, framed, StreamWriterAdapter(writer))
+        self.open_connections.add(framed)
+        self._pending[framed] = None
+        try:
+            await self._client_connected(listener_name, framed, StreamWriterAdapter(writer))
+        finally:
+            self.open_connections.discard(framed)
+            self._pending.pop(framed, None)
+            if not writer.transport.is_closing():
+                writer.transport.abort()
+
+    def _admit_connection(self, writer: asyncio.StreamWriter) -> bool:
+        """Whether a new TCP connection may be served: with ``connections`` open and none
+        of them pending it is refused (closed at once, nothing read); with ``connections``
+        open or ``pending_connections`` pending, the oldest pending one is dropped for it."""
+        full = len(self.open_connections) >= self._max_connections
+        if full and not self._pending:
+            self._refusals.refuse(
+                "too_many_connections",
+                time.monotonic(),
+                "a connection from %s: %d are open (limit %d); closed at accept",
+                writer.get_extra_info("peername"),
+                len(self.open_connections),
+                self._max_connections,
+            )
+            writer.transport.abort()
+            return False
+        if full or len(self._pending) >= self._max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            self.open_connections.discard(oldest)
+            oldest.drop(
+                "connect_pending",
+                f"a connection with no CONNECT yet, dropped for a new one ({len(self._pending) + 1}"
+                f" pending, limit {self._max_pending}; {len(self.open_connections) + 1} open)",
+            )
+        return True
 
     async def _initialize_client_session(
         self, reader: _FramedReader, writer: WriterAdapter, address: str, port: int
@@ -282,18 +337,28 @@ class _Broker(Broker):  # type: ignore[misc]
         """amqtt 0.12's session set-up, with the connect rules checked after the CONNECT
         packet is read and before any existing session is touched (amqtt's own method
         deletes or updates the session of a client id first, and takes it over later).
-        amqtt's ``timeout-disconnect-delay`` step is left out: this broker's config has none.
+        amqtt's ``timeout-disconnect-delay`` step is left out: this broker's config has none
+        (it lengthens the keep-alive; amqtt has no deadline for the CONNECT itself, which
+        ``connect_timeout_s`` is).
 
         Raises:
             MQTTError: the CONNECT is invalid or refused (the connection is closed).
         """
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
+            async with asyncio.timeout(self._limits.connect_timeout_s):
+                handler, session = await BrokerProtocolHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
+                )
+        except TimeoutError as exc:
+            reader.drop(
+                "connect_timeout", f"no CONNECT within {self._limits.connect_timeout_s:g} s"
             )
+            raise MQTTError("no CONNECT in time") from exc
         except MQTTError:
             await writer.close()
             raise
+        finally:
+            self._pending.pop(reader, None)
         await self._admit(reader, writer, session)
         if session.clean_session:
             if session.client_id:
@@ -458,6 +523,11 @@ class EmbeddedBroker:
         return self._broker is not None
 
     @property
+    def open_connections(self) -> int:
+        """TCP connections being served now, CONNECTed or not (0 when stopped)."""
+        return 0 if self._broker is None else len(self._broker.open_connections)
+
+    @property
     def settings(self) -> BrokerSettings:
         """How to connect to it (valid once started)."""
         if self._broker is None:
@@ -520,6 +590,24 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
+
+
+def _connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer where the open-file limit would run out first: past it the
+    listener cannot accept anyone (asyncio retries each second) and the hub cannot open its
+    own files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= wanted:
+        return wanted
+    allowed = max(1, soft - FD_RESERVE)
+    logger.warning(
+        "the embedded broker takes at most %d connections, not %d: the open-file limit is %d "
+        "(raise it with ulimit -n, or LimitNOFILE= in the systemd unit)",
+        allowed,
+        wanted,
+        soft,
+    )
+    return allowed
 
 
 def _holds_connection(session: Session, handler: BrokerProtocolHandler) -> bool:

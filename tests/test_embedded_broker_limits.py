@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from edge_agent.protocol import topics
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
-from hub.broker import _RefusalLog
+from hub.broker import _connection_limit, _RefusalLog
 from hub.broker_limits import (
+    FD_RESERVE,
+    MAX_CONNECTIONS,
     MAX_MESSAGE_BYTES,
     MAX_TOPIC_BYTES,
     MAX_TOPIC_LEVELS,
@@ -27,7 +31,7 @@ from hub.broker_limits import (
     BrokerLimits,
 )
 from tests.brokers import AmqttHandle, amqtt_broker
-from tests.hub_support import WAIT_S
+from tests.hub_support import WAIT_S, wait_for
 
 ACCEPTED = 0
 IDENTIFIER_REJECTED = 2
@@ -105,7 +109,10 @@ async def raw_client(
     try:
         writer.write(_connect(client_id, **connect_options))  # type: ignore[arg-type]
         async with asyncio.timeout(WAIT_S):
-            connack = await reader.read(4)
+            try:
+                connack = await reader.read(4)
+            except ConnectionResetError:
+                connack = b""
         yield RawClient(reader, writer, connack[3] if len(connack) == 4 else None)
     finally:
         writer.transport.abort()
@@ -372,6 +379,103 @@ async def test_a_client_id_is_free_again_once_its_connection_is_gone() -> None:
         assert (await _next(hub)).payload == b"gone"
         async with raw_client(broker.settings, "gw-001") as second:
             assert second.connack == ACCEPTED and await second.alive()
+
+
+# --- connections ----------------------------------------------------------------------------
+
+CONNECT_BYTE = b"\x10"
+"""The first byte of a CONNECT, and all that a slowloris client sends."""
+
+
+async def _half_connect(broker: AmqttHandle) -> RawClient:
+    """A TCP connection that has sent one byte of CONNECT and nothing more."""
+    reader, writer = await asyncio.open_connection(broker.settings.host, broker.port)
+    writer.write(CONNECT_BYTE)
+    await writer.drain()
+    return RawClient(reader, writer, None)
+
+
+def _close_wait_sockets(port: int) -> int:
+    """This process's TCP sockets on ``port`` in CLOSE-WAIT (the peer closed, we did not)."""
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += int(local.rsplit(":", 1)[1], 16) == port and state == "08"
+    return count
+
+
+@pytest.mark.asyncio
+async def test_a_connection_that_sends_no_whole_connect_in_time_is_dropped() -> None:
+    async with amqtt_broker(BrokerLimits(connect_timeout_s=0.2)) as broker:
+        slow = await _half_connect(broker)
+        assert await slow.dropped()
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED and await honest.alive()
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_before_its_connect_leaves_no_socket_open() -> None:
+    async with amqtt_broker() as broker:
+        clients = [await _half_connect(broker) for _ in range(20)]
+        for client in clients:
+            client.writer.close()
+        for client in clients:
+            await client.writer.wait_closed()
+        await wait_for(lambda: _close_wait_sockets(broker.port) == 0)
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED
+
+
+@pytest.mark.asyncio
+async def test_the_oldest_pending_connection_is_dropped_for_a_new_one() -> None:
+    async with amqtt_broker(BrokerLimits(pending_connections=3)) as broker:
+        slow = [await _half_connect(broker) for _ in range(3)]
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED
+            assert await slow[0].dropped()
+            assert await honest.alive()
+        for client in slow:
+            client.writer.transport.abort()
+
+
+@pytest.mark.asyncio
+async def test_past_the_connection_limit_a_new_connection_is_closed_unread_at_accept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hub.broker")
+    async with (
+        amqtt_broker(BrokerLimits(connections=2)) as broker,
+        raw_client(broker.settings, "gw-001") as first,
+    ):
+        async with raw_client(broker.settings, "gw-002") as second:
+            async with raw_client(broker.settings, "gw-003") as third:
+                assert third.connack is None
+            assert await first.alive() and await second.alive()
+        await wait_for(lambda: broker.broker.open_connections == 1)
+        async with raw_client(broker.settings, "gw-003") as third:
+            assert third.connack == ACCEPTED
+    assert any("too_many_connections" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_pending_connections_make_way_even_when_the_connection_limit_is_reached() -> None:
+    async with (
+        amqtt_broker(BrokerLimits(connections=2)) as broker,
+        raw_client(broker.settings, "gw-001") as first,
+    ):
+        slow = await _half_connect(broker)
+        async with raw_client(broker.settings, "gw-002") as second:
+            assert second.connack == ACCEPTED
+            assert await slow.dropped()
+            assert await first.alive()
+
+
+def test_the_connection_limit_stays_below_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    assert _connection_limit(MAX_CONNECTIONS) == 1024 - FD_RESERVE
+    assert _connection_limit(500) == 500
 
 
 # --- refusal logging ------------------------------------------------------------------------
