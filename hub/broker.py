@@ -33,11 +33,14 @@ Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures 
 2. **Topics.** A PUBLISH topic, a SUBSCRIBE filter or a will topic over ``topic_bytes``
    UTF-8 bytes or ``topic_levels`` levels drops the connection (a subscription gets
    failure code 0x80 first); nothing of the publish is delivered or retained.
-3. **Retained store.** A retained publish that would take the store past
+3. **Retained store.** Only edgegov's retained topics retain (roots, bundles, tokens,
+   revocations, and a device's status, ack and attestation result); a retained publish
+   anywhere else is delivered but not retained. One that would take the store past
    ``retained_messages`` messages or ``retained_bytes`` topic and payload bytes is delivered
-   to current subscribers but not retained (replacing or clearing one is always allowed). The
-   publisher stays connected: the store is shared, and dropping the hub would only make it
-   reconnect and publish the same objects again.
+   to current subscribers but not retained (replacing or clearing one is always allowed),
+   unless it comes from the hub's own connection (``unthrottled``), whose retained objects
+   the registry bounds. The publisher stays connected: the store is shared, and dropping
+   the hub would only make it reconnect and publish the same objects again.
 4. **Client ids.** A client id belongs to the connection that holds it: a second connection
    with a client id that is connected is refused (CONNACK 2, identifier rejected) before
    any session state is touched, instead of amqtt's take-over. On loopback the broker sees a
@@ -101,6 +104,11 @@ _LENGTH_BYTES = 4
 _DEVICE_TOPICS = f"{topics.PREFIX}/"
 """What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
+_RETAINED_LEVELS = {"root": 5, "bundle": 6, "fresh": 6, "revoke": 6}
+"""Retained edgegov topic families (the fourth level) and how many levels their topics have."""
+_RETAINED_DEVICE_LEAVES = frozenset(
+    {topics.DeviceLeaf.STATUS, topics.DeviceLeaf.ACK, topics.DeviceLeaf.ATTESTATION}
+)
 _SESSION_FIELDS_FROM_CONNECT = (
     "will_flag",
     "will_message",
@@ -450,7 +458,18 @@ class _Broker(Broker):  # type: ignore[misc]
         data: bytes | bytearray | None,
         qos: int | None = None,
     ) -> None:
-        if data and topic_name is not None:
+        if data and topic_name is not None and not _is_retained_topic(topic_name):
+            self._refusals.refuse(
+                "not_retained",
+                time.monotonic(),
+                "retaining on %r by %r: no edgegov object is retained there; delivered, "
+                "not retained",
+                topic_name,
+                getattr(source_session, "client_id", None),
+            )
+            return
+        hub = getattr(source_session, "client_id", None) in self._unthrottled
+        if data and topic_name is not None and not hub:
             count, size = self._retained_messages.size_after(topic_name, len(data))
             if count > self._limits.retained_messages or size > self._limits.retained_bytes:
                 self._refusals.refuse(
@@ -468,6 +487,11 @@ class _Broker(Broker):  # type: ignore[misc]
                 )
                 return
         await super().retain_message(source_session, topic_name, data, qos)
+
+    def retained(self, topic: str) -> bytes | None:
+        """The payload held retained on ``topic``, if any."""
+        held = self._retained_messages.get(topic)
+        return None if held is None else bytes(held.data)
 
     def _topic_refusal(self, topic: str | None) -> tuple[str, str] | None:
         """The refusal (reason, detail) of a topic name or filter over the limits, if it is."""
@@ -521,6 +545,10 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._broker is not None
+
+    def retains(self, topic: str, payload: bytes) -> bool:
+        """Whether the broker holds exactly ``payload`` retained on ``topic`` now."""
+        return self._broker is not None and self._broker.retained(topic) == payload
 
     @property
     def open_connections(self) -> int:
@@ -590,6 +618,18 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
+
+
+def _is_retained_topic(topic: str) -> bool:
+    """Whether edgegov retains anything on ``topic``: a root, a channel's bundle or token, a
+    revocation, or a device's status, ack or attestation result (docs/mqtt.md, "Topics")."""
+    parts = topic.split("/")
+    if len(parts) < 5 or f"{parts[0]}/{parts[1]}" != topics.PREFIX:
+        return False
+    family = parts[3]
+    if family == "device":
+        return len(parts) == 6 and parts[5] in _RETAINED_DEVICE_LEAVES
+    return len(parts) == _RETAINED_LEVELS.get(family, 0)
 
 
 def _connection_limit(wanted: int) -> int:

@@ -468,7 +468,11 @@ def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication
             f"recorded, but not published: {exc}; 'edge-hub serve' publishes it once it "
             "reaches the broker"
         ) from exc
-    return f"published to {settings.url} ({len(publications)} retained message(s))"
+    return (
+        f"published to {settings.url} ({len(publications)} message(s) sent to be retained; "
+        "MQTT 3.1.1 does not say whether the broker kept them: a running 'edge-hub serve' "
+        "publishes again, on its next round, what the embedded broker did not keep)"
+    )
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:

@@ -125,14 +125,25 @@ async def _next(connection: Connection, timeout: float = WAIT_S) -> Incoming:
     raise AssertionError("the connection ended")
 
 
+MARKER = topics.root_topic("eu-1", 999_999)
+"""A retained topic published first, subscribed last: its message ends what a subscriber gets."""
+RETAINED = f"{topics.PREFIX}/eu-1/revoke/device/+"
+"""The filter of the retained topics these tests fill the store with."""
+
+
+def _r(name: str) -> str:
+    """A retained edgegov topic (a device revocation's) of its own for each ``name``."""
+    return topics.revocation_topic("eu-1", "device", name)
+
+
 async def _retained(settings: BrokerSettings, topic_filter: str) -> dict[str, bytes]:
     """The retained messages matching ``topic_filter``, as a new subscriber gets them: those
-    of the marker ``marker/end`` (retained first) come next, its subscription coming next."""
+    of ``MARKER`` (retained first) come next, its subscription coming next."""
     async with connect(settings, client_id="late-subscriber") as late:
         await late.subscribe([topic_filter])
-        await late.subscribe(["marker/end"])
+        await late.subscribe([MARKER])
         received: dict[str, bytes] = {}
-        while (message := await _next(late)).topic != "marker/end":
+        while (message := await _next(late)).topic != MARKER:
             received[message.topic] = message.payload
         return received
 
@@ -218,13 +229,20 @@ LONGEST = "t" * MAX_TOPIC_BYTES
 async def test_a_publish_topic_over_the_limits_drops_the_publisher(
     topic: str, topic_filter: str, dropped: bool
 ) -> None:
-    async with amqtt_broker() as broker, raw_client(broker.settings, "gw-001") as client:
-        client.send(_publish(topic, b"payload", retain=True))
-        assert await (client.dropped() if dropped else client.alive())
+    async with (
+        amqtt_broker() as broker,
+        connect(broker.settings, client_id="watcher") as watcher,
+    ):
+        await watcher.subscribe([topic_filter, "sync/done"])
+        async with raw_client(broker.settings, "gw-001") as client:
+            client.send(_publish(topic, b"payload"))
+            assert await (client.dropped() if dropped else client.alive())
         async with connect(broker.settings, client_id="marker") as marker:
-            await marker.publish("marker/end", b"end", retain=True)
-        retained = await _retained(broker.settings, topic_filter)
-    assert retained == ({} if dropped else {topic: b"payload"})
+            await marker.publish("sync/done", b"")
+        delivered = []
+        while (message := await _next(watcher)).topic != "sync/done":
+            delivered.append((message.topic, message.payload))
+    assert delivered == ([] if dropped else [(topic, b"payload")])
 
 
 @pytest.mark.parametrize(
@@ -269,37 +287,85 @@ async def test_retained_messages_stop_at_the_count_limit_and_replacing_or_cleari
     async with amqtt_broker(BrokerLimits(retained_messages=3)) as broker:
         async with connect(broker.settings, client_id="hub") as hub:
             await _publish_all(
-                hub, [("marker/end", b"end"), ("r/1", b"one"), ("r/2", b"two"), ("r/3", b"three")]
+                hub, [(MARKER, b"end"), (_r("1"), b"one"), (_r("2"), b"two"), (_r("3"), b"3")]
             )
-            assert await _retained(broker.settings, "r/+") == {"r/1": b"one", "r/2": b"two"}
-            await _publish_all(hub, [("r/1", b"one again"), ("r/2", b""), ("r/4", b"four")])
-        assert await _retained(broker.settings, "r/+") == {"r/1": b"one again", "r/4": b"four"}
+            assert await _retained(broker.settings, RETAINED) == {
+                _r("1"): b"one",
+                _r("2"): b"two",
+            }
+            await _publish_all(hub, [(_r("1"), b"one again"), (_r("2"), b""), (_r("4"), b"4")])
+        assert await _retained(broker.settings, RETAINED) == {_r("1"): b"one again", _r("4"): b"4"}
     assert any("retained_full" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.asyncio
 async def test_retained_messages_stop_at_the_byte_limit_counting_topic_and_payload() -> None:
-    # marker/end (10 + 3 bytes) + r/a (3 + 40) = 56; r/b (3 + 40) would make 99, over 90.
-    async with amqtt_broker(BrokerLimits(retained_bytes=90)) as broker:
+    # The marker (27 + 3 bytes) + a (31 + 40) = 101; b (31 + 40) would make 172, over 150;
+    # with a down to 10 bytes, b fits: 30 + 41 + 71 = 142.
+    assert (len(MARKER), len(_r("a"))) == (27, 31)
+    async with amqtt_broker(BrokerLimits(retained_bytes=150)) as broker:
         async with connect(broker.settings, client_id="hub") as hub:
-            await _publish_all(
-                hub, [("marker/end", b"end"), ("r/a", b"a" * 40), ("r/b", b"b" * 40)]
-            )
-            assert await _retained(broker.settings, "r/+") == {"r/a": b"a" * 40}
-            await _publish_all(hub, [("r/a", b"a" * 10), ("r/b", b"b" * 40)])
-        assert await _retained(broker.settings, "r/+") == {"r/a": b"a" * 10, "r/b": b"b" * 40}
+            await _publish_all(hub, [(MARKER, b"end"), (_r("a"), b"a" * 40), (_r("b"), b"b" * 40)])
+            assert await _retained(broker.settings, RETAINED) == {_r("a"): b"a" * 40}
+            await _publish_all(hub, [(_r("a"), b"a" * 10), (_r("b"), b"b" * 40)])
+        assert await _retained(broker.settings, RETAINED) == {
+            _r("a"): b"a" * 10,
+            _r("b"): b"b" * 40,
+        }
 
 
 @pytest.mark.asyncio
 async def test_a_message_refused_for_retention_still_reaches_current_subscribers() -> None:
     limits = BrokerLimits(retained_messages=1)
     async with amqtt_broker(limits) as broker, connect(broker.settings, client_id="hub") as hub:
-        await _publish_all(hub, [("marker/end", b"end")])
+        await _publish_all(hub, [(MARKER, b"end")])
         async with connect(broker.settings, client_id="gw-001") as device:
-            await device.subscribe(["r/+"])
-            await hub.publish("r/1", b"live", retain=True)
+            await device.subscribe([RETAINED])
+            await hub.publish(_r("1"), b"live", retain=True)
             message = await _next(device)
-    assert (message.topic, message.payload) == ("r/1", b"live")
+    assert (message.topic, message.payload) == (_r("1"), b"live")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "junk/1",
+        topics.PREFIX + "/eu-1/junk/1",
+        topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.LINEAGE),
+        topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.CHALLENGE),
+        topics.bundle_topic("eu-1", topics.Channel(topics.ChannelKind.ALL)) + "/deeper",
+    ],
+)
+@pytest.mark.asyncio
+async def test_only_edgegovs_retained_topics_retain(topic: str) -> None:
+    kept = [
+        topics.root_topic("eu-1", 1),
+        topics.bundle_topic("eu-1", topics.Channel(topics.ChannelKind.GROUP, "line-a")),
+        topics.freshness_topic("eu-1", topics.Channel(topics.ChannelKind.ALL)),
+        _r("gw-001"),
+        *(topics.device_topic("eu-1", "gw-001", leaf) for leaf in ("status", "ack", "attestation")),
+    ]
+    async with amqtt_broker() as broker:
+        async with connect(broker.settings, client_id="anyone") as anyone:
+            # Stored last, the marker comes last to a "#" subscription too.
+            await _publish_all(anyone, [(topic, b"junk"), *((t, b"object") for t in kept)])
+            await _publish_all(anyone, [(MARKER, b"end")])
+        assert await _retained(broker.settings, "#") == {t: b"object" for t in kept}
+
+
+@pytest.mark.asyncio
+async def test_the_hubs_own_connection_is_never_refused_retention_for_capacity() -> None:
+    limits = BrokerLimits(retained_messages=2)
+    async with amqtt_broker(limits, unthrottled=frozenset({"hub"})) as broker:
+        async with connect(broker.settings, client_id="filler") as filler:
+            await _publish_all(filler, [(MARKER, b"end"), (_r("junk"), b"junk")])
+        async with connect(broker.settings, client_id="hub") as hub:
+            await _publish_all(hub, [(_r("gw-001"), b"revoked"), (_r("gw-002"), b"revoked")])
+        assert await _retained(broker.settings, RETAINED) == {
+            _r("junk"): b"junk",
+            _r("gw-001"): b"revoked",
+            _r("gw-002"): b"revoked",
+        }
 
 
 # --- device-topic publish budget -------------------------------------------------------------
