@@ -772,8 +772,8 @@ class HubService:
         warn = self._warnings.allow("*/strays", time.monotonic())
         logger.log(
             logging.WARNING if warn else logging.DEBUG,
-            "cleared %d retained message(s) this hub did not publish (acks of its devices "
-            "restored): %s",
+            "replaced %d retained message(s) this hub did not publish (cleared; a registered "
+            "device's ack restored): %s",
             len(foreign),
             ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
         )
