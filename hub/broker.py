@@ -33,11 +33,14 @@ Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures 
 2. **Topics.** A PUBLISH topic, a SUBSCRIBE filter or a will topic over ``topic_bytes``
    UTF-8 bytes or ``topic_levels`` levels drops the connection (a subscription gets
    failure code 0x80 first); nothing of the publish is delivered or retained.
-3. **Retained store.** A retained publish that would take the store past
+3. **Retained store.** Only edgegov's retained topics retain (roots, bundles, tokens,
+   revocations, and a device's status, ack and attestation result); a retained publish
+   anywhere else is delivered but not retained. One that would take the store past
    ``retained_messages`` messages or ``retained_bytes`` topic and payload bytes is delivered
-   to current subscribers but not retained (replacing or clearing one is always allowed). The
-   publisher stays connected: the store is shared, and dropping the hub would only make it
-   reconnect and publish the same objects again.
+   to current subscribers but not retained (replacing or clearing one is always allowed),
+   unless it comes from the hub's own connection (``unthrottled``), whose retained objects
+   the registry bounds. The publisher stays connected: the store is shared, and dropping
+   the hub would only make it reconnect and publish the same objects again.
 4. **Client ids.** A client id belongs to the connection that holds it: a second connection
    with a client id that is connected is refused (CONNACK 2, identifier rejected) before
    any session state is touched, instead of amqtt's take-over. On loopback the broker sees a
@@ -45,10 +48,18 @@ Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures 
    to take over; a take-over would only let anyone kick a device off, again and again, and
    two agents misconfigured with one id would kick each other forever.
 
+5. **Connections.** A connection must send its whole CONNECT within ``connect_timeout_s`` of
+   being accepted, or it is dropped. At most ``connections`` are open (fewer if the
+   open-file limit is lower) and ``pending_connections`` have not sent their CONNECT yet; a
+   connection beyond either drops the oldest pending one, and with every open connection
+   CONNECTed it is closed at accept, unread. Every connection's socket is closed when its
+   session ends, however it ended.
+
 Each refusal is logged with its reason, rate-limited per reason (:class:`_RefusalLog`).
-What remains: the number of connections and each subscriber's outgoing queue are not bounded
-here, and a local client can still squat a device's client id while the device is away
-(anonymous access: Mosquitto with credentials and an ACL is the broker for networks).
+What remains: each subscriber's outgoing queue is not bounded here, ``connections``
+CONNECTed clients keep anyone else out, and a local client can still squat a device's client
+id while the device is away (anonymous access: Mosquitto with credentials and an ACL is the
+broker for networks).
 
 amqtt is imported only here (and only by the hub: the agent never runs a broker).
 """
@@ -57,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -78,7 +90,7 @@ from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
 from edge_agent.errors import TransportError
 from edge_agent.protocol import topics
 from edge_agent.sync.mqtt import BrokerSettings
-from hub.broker_limits import REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
+from hub.broker_limits import FD_RESERVE, REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
 from hub.limits import RateLimiter
 
 __all__ = ["EmbeddedBroker"]
@@ -92,6 +104,11 @@ _LENGTH_BYTES = 4
 _DEVICE_TOPICS = f"{topics.PREFIX}/"
 """What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
+_RETAINED_LEVELS = {"root": 5, "bundle": 6, "fresh": 6, "revoke": 6}
+"""Retained edgegov topic families (the fourth level) and how many levels their topics have."""
+_RETAINED_DEVICE_LEAVES = frozenset(
+    {topics.DeviceLeaf.STATUS, topics.DeviceLeaf.ACK, topics.DeviceLeaf.ATTESTATION}
+)
 _SESSION_FIELDS_FROM_CONNECT = (
     "will_flag",
     "will_message",
@@ -269,12 +286,58 @@ class _Broker(Broker):  # type: ignore[misc]
         self._device_publishes = RateLimiter(
             limits.device_publish_rate, limits.device_publish_burst
         )
+        self._max_connections = _connection_limit(limits.connections)
+        self._max_pending = min(limits.pending_connections, self._max_connections)
+        self.open_connections: set[_FramedReader] = set()
+        """Connections being served, CONNECTed or not."""
+        self._pending: dict[_FramedReader, None] = {}
+        """Connections whose CONNECT is not read yet, oldest first."""
 
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
+        """Admit the connection within the connection limits, run amqtt's session on it,
+        and close its socket whatever ended the session: amqtt left the socket of a client
+        that hung up before its CONNECT was read open (CLOSE-WAIT until garbage collection)."""
+        if not self._admit_connection(writer):
+            return
         framed = _FramedReader(reader, writer, self._limits.message_bytes, self._refusals)
-        await self._client_connected(listener_name, framed, StreamWriterAdapter(writer))
+        self.open_connections.add(framed)
+        self._pending[framed] = None
+        try:
+            await self._client_connected(listener_name, framed, StreamWriterAdapter(writer))
+        finally:
+            self.open_connections.discard(framed)
+            self._pending.pop(framed, None)
+            if not writer.transport.is_closing():
+                writer.transport.abort()
+
+    def _admit_connection(self, writer: asyncio.StreamWriter) -> bool:
+        """Whether a new TCP connection may be served: with ``connections`` open and none
+        of them pending it is refused (closed at once, nothing read); with ``connections``
+        open or ``pending_connections`` pending, the oldest pending one is dropped for it."""
+        full = len(self.open_connections) >= self._max_connections
+        if full and not self._pending:
+            self._refusals.refuse(
+                "too_many_connections",
+                time.monotonic(),
+                "a connection from %s: %d are open (limit %d); closed at accept",
+                writer.get_extra_info("peername"),
+                len(self.open_connections),
+                self._max_connections,
+            )
+            writer.transport.abort()
+            return False
+        if full or len(self._pending) >= self._max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            self.open_connections.discard(oldest)
+            oldest.drop(
+                "connect_pending",
+                f"a connection with no CONNECT yet, dropped for a new one ({len(self._pending) + 1}"
+                f" pending, limit {self._max_pending}; {len(self.open_connections) + 1} open)",
+            )
+        return True
 
     async def _initialize_client_session(
         self, reader: _FramedReader, writer: WriterAdapter, address: str, port: int
@@ -282,18 +345,28 @@ class _Broker(Broker):  # type: ignore[misc]
         """amqtt 0.12's session set-up, with the connect rules checked after the CONNECT
         packet is read and before any existing session is touched (amqtt's own method
         deletes or updates the session of a client id first, and takes it over later).
-        amqtt's ``timeout-disconnect-delay`` step is left out: this broker's config has none.
+        amqtt's ``timeout-disconnect-delay`` step is left out: this broker's config has none
+        (it lengthens the keep-alive; amqtt has no deadline for the CONNECT itself, which
+        ``connect_timeout_s`` is).
 
         Raises:
             MQTTError: the CONNECT is invalid or refused (the connection is closed).
         """
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
+            async with asyncio.timeout(self._limits.connect_timeout_s):
+                handler, session = await BrokerProtocolHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
+                )
+        except TimeoutError as exc:
+            reader.drop(
+                "connect_timeout", f"no CONNECT within {self._limits.connect_timeout_s:g} s"
             )
+            raise MQTTError("no CONNECT in time") from exc
         except MQTTError:
             await writer.close()
             raise
+        finally:
+            self._pending.pop(reader, None)
         await self._admit(reader, writer, session)
         if session.clean_session:
             if session.client_id:
@@ -385,7 +458,18 @@ class _Broker(Broker):  # type: ignore[misc]
         data: bytes | bytearray | None,
         qos: int | None = None,
     ) -> None:
-        if data and topic_name is not None:
+        if data and topic_name is not None and not _is_retained_topic(topic_name):
+            self._refusals.refuse(
+                "not_retained",
+                time.monotonic(),
+                "retaining on %r by %r: no edgegov object is retained there; delivered, "
+                "not retained",
+                topic_name,
+                getattr(source_session, "client_id", None),
+            )
+            return
+        hub = getattr(source_session, "client_id", None) in self._unthrottled
+        if data and topic_name is not None and not hub:
             count, size = self._retained_messages.size_after(topic_name, len(data))
             if count > self._limits.retained_messages or size > self._limits.retained_bytes:
                 self._refusals.refuse(
@@ -403,6 +487,11 @@ class _Broker(Broker):  # type: ignore[misc]
                 )
                 return
         await super().retain_message(source_session, topic_name, data, qos)
+
+    def retained(self, topic: str) -> bytes | None:
+        """The payload held retained on ``topic``, if any."""
+        held = self._retained_messages.get(topic)
+        return None if held is None else bytes(held.data)
 
     def _topic_refusal(self, topic: str | None) -> tuple[str, str] | None:
         """The refusal (reason, detail) of a topic name or filter over the limits, if it is."""
@@ -456,6 +545,15 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._broker is not None
+
+    def retains(self, topic: str, payload: bytes) -> bool:
+        """Whether the broker holds exactly ``payload`` retained on ``topic`` now."""
+        return self._broker is not None and self._broker.retained(topic) == payload
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections being served now, CONNECTed or not (0 when stopped)."""
+        return 0 if self._broker is None else len(self._broker.open_connections)
 
     @property
     def settings(self) -> BrokerSettings:
@@ -520,6 +618,36 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
+
+
+def _is_retained_topic(topic: str) -> bool:
+    """Whether edgegov retains anything on ``topic``: a root, a channel's bundle or token, a
+    revocation, or a device's status, ack or attestation result (docs/mqtt.md, "Topics")."""
+    parts = topic.split("/")
+    if len(parts) < 5 or f"{parts[0]}/{parts[1]}" != topics.PREFIX:
+        return False
+    family = parts[3]
+    if family == "device":
+        return len(parts) == 6 and parts[5] in _RETAINED_DEVICE_LEAVES
+    return len(parts) == _RETAINED_LEVELS.get(family, 0)
+
+
+def _connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer where the open-file limit would run out first: past it the
+    listener cannot accept anyone (asyncio retries each second) and the hub cannot open its
+    own files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= wanted:
+        return wanted
+    allowed = max(1, soft - FD_RESERVE)
+    logger.warning(
+        "the embedded broker takes at most %d connections, not %d: the open-file limit is %d "
+        "(raise it with ulimit -n, or LimitNOFILE= in the systemd unit)",
+        allowed,
+        wanted,
+        soft,
+    )
+    return allowed
 
 
 def _holds_connection(session: Session, handler: BrokerProtocolHandler) -> bool:

@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from edge_agent.protocol.limits import MAX_PACKET_BYTES
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "DEVICE_PUBLISH_BURST",
     "DEVICE_PUBLISH_RATE",
+    "FD_RESERVE",
+    "MAX_CONNECTIONS",
     "MAX_MESSAGE_BYTES",
+    "MAX_PENDING_CONNECTIONS",
     "MAX_RETAINED_BYTES",
     "MAX_RETAINED_MESSAGES",
     "MAX_TOPIC_BYTES",
@@ -57,6 +61,28 @@ device signing statuses as fast as it can, junk from anyone) then costs the brok
 hub 20 messages a second, not the tens of thousands it could send, and cannot queue ahead
 of honest devices' batches."""
 
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds from accepting a TCP connection to reading its whole CONNECT packet; a connection
+that has not sent one by then is dropped. A client sends CONNECT at once (it is its first
+packet, a few dozen bytes): 10 s is room for a device on a congested link."""
+
+MAX_CONNECTIONS = 2_000
+"""Connections held at once, CONNECTed or not: twice the largest fleet the embedded broker
+carries well (bench/fleet.py: 1,000 agents) plus the hub and its commands. An idle CONNECTed
+connection costs amqtt about 60 KiB (2,000 took the hub from 61 to 179 MB), so this bounds
+what connections can cost at about 120 MB. Lowered to the open-file limit less
+``FD_RESERVE`` where that is smaller (``ulimit -n``; the shipped unit sets 65,536)."""
+
+MAX_PENDING_CONNECTIONS = 1_000
+"""Connections held at once that have not sent their CONNECT yet (about 8 KiB each). An
+honest client's CONNECT follows its TCP handshake within a round trip; a connection that
+stays pending is a slow or hostile one. When this many are pending (or ``MAX_CONNECTIONS``
+are open, some of them pending), a new connection drops the oldest pending one."""
+
+FD_RESERVE = 64
+"""File descriptors kept out of the connection limit for the hub itself (registry, keys,
+logs, its own MQTT connection)."""
+
 REFUSAL_LOG_INTERVAL_S = 10.0
 REFUSAL_LOG_BURST = 3
 """The broker logs each kind of refusal at most ``REFUSAL_LOG_BURST`` times in a row, then
@@ -74,6 +100,9 @@ class BrokerLimits:
     retained_bytes: int = MAX_RETAINED_BYTES
     device_publish_rate: float = DEVICE_PUBLISH_RATE
     device_publish_burst: int = DEVICE_PUBLISH_BURST
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    connections: int = MAX_CONNECTIONS
+    pending_connections: int = MAX_PENDING_CONNECTIONS
 
     def __post_init__(self) -> None:
         if (
@@ -85,7 +114,11 @@ class BrokerLimits:
                 self.retained_bytes,
                 self.device_publish_rate,
                 self.device_publish_burst,
+                self.connections,
+                self.pending_connections,
             )
             < 1
         ):
             raise ValueError("every broker limit must be at least 1")
+        if self.connect_timeout_s <= 0:
+            raise ValueError("the CONNECT deadline must be positive")

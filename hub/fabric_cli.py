@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent._internal.cli_support import (
+    configure_logging,
     counter_arg,
     read_bounded,
     utc_text,
@@ -116,6 +117,18 @@ def register(
         default=900,
         metavar="DURATION",
         help="attestation results are valid this long (default 15m)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="stderr log threshold (default warning: refusals, clearing, rejections; -v is debug)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines: key=value text (journald) or JSON objects (default: text)",
     )
     serve.add_argument("--ca-file", help="CA bundle to verify an mqtts:// broker")
     serve.add_argument("--cert-file", help="client certificate for an mqtts:// broker")
@@ -213,9 +226,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    configure_logging(args.verbose, args.log_format, args.log_level)
     if not args.verbose:
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-        logging.getLogger("hub").setLevel(logging.INFO)
     return asyncio.run(_serve(config))
 
 
@@ -455,7 +468,11 @@ def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication
             f"recorded, but not published: {exc}; 'edge-hub serve' publishes it once it "
             "reaches the broker"
         ) from exc
-    return f"published to {settings.url} ({len(publications)} retained message(s))"
+    return (
+        f"published to {settings.url} ({len(publications)} message(s) sent to be retained; "
+        "MQTT 3.1.1 does not say whether the broker kept them: a running 'edge-hub serve' "
+        "publishes again, on its next round, what the embedded broker did not keep)"
+    )
 
 
 def _cmd_fleet(args: argparse.Namespace) -> int:

@@ -18,8 +18,10 @@ While it runs, the hub:
    device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
    signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
    answer and publishes the signed, retained result;
-7. clears (an empty retained message) what is retained on a trust topic of its regions
-   that it does not publish on, so agents do not fetch and refuse it on every reconnect.
+7. clears (an empty retained message) what is retained on a trust or freshness topic of its
+   regions that it does not publish on, and what it did not publish on a device's ack,
+   challenge or attestation topic (a registered device's ack is restored instead), so
+   agents do not fetch and refuse it on every reconnect.
 
 Every message is bounded before it is parsed: a size cap per topic, then a signature check
 paid from a budget of its own (:class:`~hub.limits.VerificationBudget`), and only for what
@@ -55,7 +57,9 @@ from edge_agent.protocol.attestation import (
     MAX_EVIDENCE_BYTES,
     AttestationError,
     Evidence,
+    verify_challenge,
     verify_evidence,
+    verify_result,
 )
 from edge_agent.protocol.checkpoint import origin_for
 from edge_agent.protocol.roles import Role
@@ -66,12 +70,14 @@ from edge_agent.protocol.shipping import (
     DeviceStatus,
     LineageBatch,
     ShippingError,
+    verify_ack,
     verify_status,
 )
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
 from hub.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.broker import EmbeddedBroker
+from hub.broker_limits import BrokerLimits
 from hub.hubdir import HubDir, HubKeys, ServeInfo
 from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
 from hub.keystore import load_role_keys
@@ -81,6 +87,7 @@ from hub.publish import (
     ack_publication,
     ack_snapshot,
     issue_freshness,
+    parse_channel,
     retained_snapshot,
 )
 from hub.registry import UNREGISTERED, DeviceRecord, Registry, RegistryError
@@ -128,6 +135,8 @@ _MAX_PAYLOAD = {
     DeviceLeaf.EVIDENCE: MAX_EVIDENCE_BYTES,
 }
 _ATTESTATION_GATES = frozenset({"attestation_failed", "attestation_stale"})
+_HUB_DEVICE_LEAVES = (DeviceLeaf.ACK, DeviceLeaf.CHALLENGE, DeviceLeaf.ATTESTATION)
+"""Device topics only the hub publishes on."""
 STRAY_CLEAR_S = 1.0
 """Least seconds between two rounds clearing retained trust objects the hub does not own."""
 CHALLENGE_RETENTION_S = 3600
@@ -171,6 +180,8 @@ class HubConfig:
     attest_retry_s: float = 10.0
     """Least seconds between on-demand challenges of one device (its status asked)."""
     challenge_ttl_s: int = DEFAULT_CHALLENGE_TTL_S
+    broker_limits: BrokerLimits = field(default_factory=BrokerLimits)
+    """The embedded broker's limits (unused with ``broker``)."""
 
     def __post_init__(self) -> None:
         if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:
@@ -195,7 +206,7 @@ class HubStats:
     duplicates: int = 0
     acks_published: int = 0
     strays_cleared: int = 0
-    """Retained messages cleared from trust topics the hub does not publish on."""
+    """Retained messages the hub did not publish, cleared (or, on an ack topic, replaced)."""
     statuses: int = 0
     stale_statuses: int = 0
     """Verified statuses not recorded: older than the one held, or signed too far from now."""
@@ -239,7 +250,7 @@ class HubService:
         self._owned: set[str] = set()
         """The retained trust topics the hub publishes on (as of its last snapshot)."""
         self._strays: set[str] = set()
-        """Retained trust topics seen holding something, that the snapshot did not name."""
+        """Owned topics seen holding something the hub did not publish (see ``_noted``)."""
         self._strays_due = 0.0
         """Monotonic time before which strays wait (they are cleared at most every
         ``STRAY_CLEAR_S``: each round re-reads the registry and the roots)."""
@@ -288,7 +299,10 @@ class HubService:
             self._stack.callback(self._flush_rejections)
             if self.config.broker is None:
                 self._broker = EmbeddedBroker(
-                    self.config.bind, self.config.port, unthrottled=frozenset({self._client_id})
+                    self.config.bind,
+                    self.config.port,
+                    self.config.broker_limits,
+                    unthrottled=frozenset({self._client_id}),
                 )
                 self._settings = await self._broker.start()
                 self._stack.push_async_callback(self._broker.stop)
@@ -414,7 +428,11 @@ class HubService:
 
     async def _subscribe_regions(self, conn: Connection) -> None:
         new = [r for r in self.registry.regions() if r not in self._subscribed]
-        filters = [f for region in new for f in topics.hub_subscriptions(region, self.shared)]
+        filters = [
+            f
+            for region in new
+            for f in (*topics.hub_subscriptions(region, self.shared), *_watched_filters(region))
+        ]
         if filters:
             await conn.subscribe(filters)
             self._subscribed.update(new)
@@ -423,7 +441,8 @@ class HubService:
         self, conn: Connection, publications: Sequence[Publication], *, remember: bool = False
     ) -> None:
         """Publish (QoS 1, a chunk in flight at a time); with ``remember``, skip what the
-        broker holds with the same bytes already.
+        broker holds with the same bytes already. Every topic's digest is noted, so that the
+        hub tells its own messages coming back from those it did not publish (``_noted``).
 
         The digest is noted before the publish, so whatever reaches the broker after it (by
         anyone, seen on the hub's own subscription) overrides it in broker order; a failed
@@ -433,9 +452,9 @@ class HubService:
         todo = []
         for publication in publications:
             digest = hashlib.sha256(publication.payload).digest()
-            if remember:
-                if published.get(publication.topic) == digest:
-                    continue
+            if remember and published.get(publication.topic) == digest:
+                continue
+            if publication.topic in published or len(published) < MAX_REMEMBERED:
                 published[publication.topic] = digest
             todo.append((publication, digest))
         for start in range(0, len(todo), PUBLISH_CHUNK):
@@ -657,10 +676,20 @@ class HubService:
         """Whether ``message`` is on a retained trust topic; if so, remember what the broker
         now holds there, whoever published it, so the schedule does not send the same bytes
         to every device again. Foreign bytes only differ from what the hub would publish,
-        which it then does."""
-        if not topics.is_retained_trust_topic(message.topic):
+        which it then does. On the embedded broker the hub asks it what it holds: a publish
+        delivered but not retained (its store full) is no reason to skip the topic."""
+        leaf = _hub_device_leaf(message.topic)
+        if leaf is not None:
+            self._note_device_leaf(message, leaf)
+            return True
+        if not _is_watched_trust_topic(message.topic):
             return False
-        if not message.payload:
+        broker = self._broker
+        if not message.payload or (
+            broker is not None and not broker.retains(message.topic, message.payload)
+        ):
+            # Cleared, or delivered but not retained (the embedded broker's store was full
+            # for `edge-hub bundle push`'s own connection): this round publishes it again.
             self._published.pop(message.topic, None)
             return True
         if message.topic not in self._owned and len(self._strays) < MAX_REMEMBERED:
@@ -669,17 +698,60 @@ class HubService:
             self._published[message.topic] = hashlib.sha256(message.payload).digest()
         return True
 
+    def _note_device_leaf(self, message: Incoming, leaf: DeviceLeaf) -> None:
+        """Note a message on a device's ack, challenge or attestation topic (which only the
+        hub publishes on) as a stray unless it is what this hub published there, or signed
+        by its trust root as another hub's would be (checked, for registered devices only,
+        within the verification budget: past it, it is a stray; restoring an ack costs one
+        publish)."""
+        topic, payload = message.topic, message.payload
+        if not payload:
+            self._published.pop(topic, None)
+            return
+        if self._published.get(topic) == hashlib.sha256(payload).digest():
+            return
+        if len(self._strays) >= MAX_REMEMBERED:
+            return
+        device_id = topic.split("/")[4]
+        if device_id not in self._devices:
+            self._strays.add(topic)
+            return
+        charged = self._unverified.take(topic, payload, time.monotonic())
+        if charged is not None and self._signed_by_a_hub(leaf, device_id, payload):
+            self._unverified.refund(charged, payload)
+            return
+        self._strays.add(topic)
+
+    def _signed_by_a_hub(self, leaf: DeviceLeaf, device_id: str, payload: bytes) -> bool:
+        root = self._require_keys().root
+        try:
+            if leaf is DeviceLeaf.ACK:
+                verify_ack(payload, root=root, device=device_id)
+            elif leaf is DeviceLeaf.ATTESTATION:
+                verify_result(payload, root=root, device=device_id)
+            else:
+                verify_challenge(payload, root=root, device=device_id, now=_wall())
+        except EdgeGovError:
+            return False
+        return True
+
     def _snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
-        """:func:`retained_snapshot`, noting its topics as the ones the hub owns."""
+        """:func:`retained_snapshot`, noting its topics and the current bundles' token
+        topics as the ones the hub owns."""
         snapshot = retained_snapshot(self.registry, roots=roots)
-        self._owned = {p.topic for p in snapshot}
+        self._owned = {p.topic for p in snapshot} | {
+            topics.freshness_topic(b.region, parse_channel(b.channel))
+            for b in self.registry.current_bundles()
+        }
         return snapshot
 
     async def _clear_strays(self, conn: Connection) -> None:
         """Clear (an empty retained message) whatever is retained on a trust topic the hub
         subscribes to but does not publish on: a root version it does not hold, a channel
-        with no bundle, a revocation it never issued. Left there, every agent would fetch
-        it, refuse it and log it again on each reconnect. What the hub owns is read afresh
+        with no bundle or its token, a revocation it never issued; and what it did not
+        publish on a device's ack, challenge or attestation topic (a registered device's ack
+        is replaced by its current one: :meth:`_replacement`). Left there, every agent would
+        fetch it, refuse it and log it again on each reconnect. What the hub owns is read afresh
         first (the registry, and the roots in its keys directory), so what another
         ``edge-hub`` command recorded and then published is never cleared."""
         strays, self._strays = self._strays, set()
@@ -690,17 +762,39 @@ class HubService:
         except EdgeGovError as exc:
             logger.warning("trust roots not re-read (%s): using those loaded at start", exc)
         self._snapshot(roots)
+        self._refresh_devices()
         foreign = sorted(strays - self._owned)
         if not foreign:
             return
-        await self._publish(conn, [Publication(topic, b"") for topic in foreign])
+        publications = [self._replacement(topic) for topic in foreign]
+        await self._publish(conn, publications)
         self.stats.strays_cleared += len(foreign)
         warn = self._warnings.allow("*/strays", time.monotonic())
         logger.log(
             logging.WARNING if warn else logging.DEBUG,
-            "cleared %d retained message(s) on trust topics this hub does not publish on: %s",
+            "replaced %d retained message(s) this hub did not publish (cleared; a registered "
+            "device's ack restored): %s",
             len(foreign),
             ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
+        )
+
+    def _replacement(self, topic: str) -> Publication:
+        """What replaces a stray on ``topic``: a registered device's current ack on its ack
+        topic (if it has shipped anything), else an empty retained message (cleared)."""
+        parts = topic.split("/")
+        device = self._devices.get(parts[4]) if len(parts) == 6 else None
+        if device is None or device.region != parts[2] or parts[5] != DeviceLeaf.ACK:
+            return Publication(topic, b"")
+        log = self.registry.lineage_state(device.device_id)
+        if not log.size:
+            return Publication(topic, b"")
+        return ack_publication(
+            region=device.region,
+            device=device.device_id,
+            acked=log.size,
+            root=log.root,
+            key=self._require_keys().freshness,
+            now=_wall(),
         )
 
     def _device(self, device_id: str) -> DeviceRecord | None:
@@ -952,6 +1046,31 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
             task.cancel()
         await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
         pending = [t for t in pending if not t.done()]
+
+
+def _watched_filters(region: str) -> tuple[str, ...]:
+    """Retained families the hub owns beyond ``topics.hub_subscriptions``' trust topics:
+    freshness tokens and the device leaves only the hub publishes on. The hub watches them
+    to clear what it did not publish (its own messages come back to it too: one token per
+    channel a round, each ack, challenge and result once)."""
+    base = f"{topics.PREFIX}/{region}"
+    return (f"{base}/fresh/#", *(f"{base}/device/+/{leaf}" for leaf in _HUB_DEVICE_LEAVES))
+
+
+def _is_watched_trust_topic(topic: str) -> bool:
+    """Whether ``topic`` is a root, bundle, revocation or freshness topic."""
+    parts = topic.split("/")
+    return topics.is_retained_trust_topic(topic) or (
+        len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == topics.PREFIX and parts[3] == "fresh"
+    )
+
+
+def _hub_device_leaf(topic: str) -> DeviceLeaf | None:
+    """The leaf of a device topic only the hub publishes on (ack, challenge, attestation)."""
+    parts = topic.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != topics.PREFIX or parts[3] != "device":
+        return None
+    return next((leaf for leaf in _HUB_DEVICE_LEAVES if leaf == parts[5]), None)
 
 
 def _default_client_id() -> str:

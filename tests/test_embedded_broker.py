@@ -21,11 +21,15 @@ CLIENTS = 60
 async def test_a_new_client_gets_no_retained_message_of_another_clients_subscription() -> None:
     async with amqtt_broker() as broker:
         settings = broker.settings
-        async with watching(settings, ["fleet/gw-001/ack"], "gw-001") as owner:
-            await owner.connection.publish("fleet/gw-001/ack", b"for gw-001", retain=True)
-            assert (await owner.next("fleet/gw-001/ack")).payload == b"for gw-001"
-            async with watching(settings, ["fleet/gw-002/ack"], "gw-002") as other:
-                await other.connection.publish("fleet/gw-002/ack", b"for gw-002", retain=True)
+        async with watching(settings, ["edgegov/v1/eu-1/device/gw-001/ack"], "gw-001") as owner:
+            await owner.connection.publish(
+                "edgegov/v1/eu-1/device/gw-001/ack", b"for gw-001", retain=True
+            )
+            assert (await owner.next("edgegov/v1/eu-1/device/gw-001/ack")).payload == b"for gw-001"
+            async with watching(settings, ["edgegov/v1/eu-1/device/gw-002/ack"], "gw-002") as other:
+                await other.connection.publish(
+                    "edgegov/v1/eu-1/device/gw-002/ack", b"for gw-002", retain=True
+                )
                 assert (await other.next(lambda m: True)).payload == b"for gw-002"
                 assert other.queue.empty()
 
@@ -34,11 +38,13 @@ async def test_a_new_client_gets_no_retained_message_of_another_clients_subscrip
 async def test_a_client_still_gets_the_retained_messages_of_its_own_subscriptions() -> None:
     async with amqtt_broker() as broker:
         async with connect(broker.settings, client_id="hub") as hub:
-            await hub.publish("fleet/root/1", b"root", retain=True)
-            await hub.publish("fleet/revoke/device/gw-001", b"revoked", retain=True)
-        async with watching(broker.settings, ["fleet/root/+", "fleet/revoke/#"], "late") as late:
+            await hub.publish("edgegov/v1/eu-1/root/1", b"root", retain=True)
+            await hub.publish("edgegov/v1/eu-1/revoke/device/gw-001", b"revoked", retain=True)
+        async with watching(
+            broker.settings, ["edgegov/v1/eu-1/root/+", "edgegov/v1/eu-1/revoke/#"], "late"
+        ) as late:
             received = {(await late.next(lambda m: True)).topic for _ in range(2)}
-    assert received == {"fleet/root/1", "fleet/revoke/device/gw-001"}
+    assert received == {"edgegov/v1/eu-1/root/1", "edgegov/v1/eu-1/revoke/device/gw-001"}
 
 
 @pytest.mark.asyncio
@@ -50,14 +56,18 @@ async def test_clients_connecting_subscribing_and_leaving_during_broadcasts_miss
         settings = broker.settings
         async with connect(settings, client_id="hub") as hub:
             for index in range(CLIENTS):
-                await hub.publish(f"fleet/gw-{index}/ack", b"ack", retain=True)
-            await hub.publish("fleet/all/bundle", b"bundle", retain=True)
+                await hub.publish(f"edgegov/v1/eu-1/device/gw-{index}/ack", b"ack", retain=True)
+            await hub.publish("edgegov/v1/eu-1/bundle/all/_", b"bundle", retain=True)
 
             async def device(index: int, subscribed: asyncio.Event) -> list[str]:
                 # Each connects once the one before has subscribed: what amqtt got wrong
                 # shows on a connect that follows other clients' subscriptions.
                 await (events[index - 1].wait() if index else asyncio.sleep(0))
-                filters = [f"fleet/gw-{index}/ack", f"fleet/gw-{index}/challenge", "fleet/all/#"]
+                filters = [
+                    f"edgegov/v1/eu-1/device/gw-{index}/ack",
+                    f"edgegov/v1/eu-1/device/gw-{index}/challenge",
+                    "edgegov/v1/eu-1/bundle/all/#",
+                ]
                 async with watching(settings, filters, f"gw-{index}") as watcher:
                     topics = [(await watcher.next(lambda m: True)).topic for _ in range(2)]
                     subscribed.set()
@@ -66,7 +76,9 @@ async def test_clients_connecting_subscribing_and_leaving_during_broadcasts_miss
 
             async def churn() -> None:
                 for index in range(CLIENTS):
-                    async with watching(settings, [f"fleet/churn-{index}/+"], f"churn-{index}"):
+                    async with watching(
+                        settings, [f"edgegov/v1/eu-1/device/churn-{index}/+"], f"churn-{index}"
+                    ):
                         await asyncio.sleep(0)
 
             events = [asyncio.Event() for _ in range(CLIENTS)]
@@ -77,11 +89,18 @@ async def test_clients_connecting_subscribing_and_leaving_during_broadcasts_miss
                 [subscribed, *devices], timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED
             )
             assert subscribed in done, [d.exception() for d in done if d is not subscribed]
-            await hub.publish("fleet/all/news", b"last")
+            await hub.publish("edgegov/v1/eu-1/bundle/all/news", b"last")
             received = await asyncio.gather(*devices)
             await churning
     assert [sorted(t) for t in received] == [
-        sorted(["fleet/all/bundle", f"fleet/gw-{i}/ack", "fleet/all/news"]) for i in range(CLIENTS)
+        sorted(
+            [
+                "edgegov/v1/eu-1/bundle/all/_",
+                f"edgegov/v1/eu-1/device/gw-{i}/ack",
+                "edgegov/v1/eu-1/bundle/all/news",
+            ]
+        )
+        for i in range(CLIENTS)
     ]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("amqtt")] == []
 

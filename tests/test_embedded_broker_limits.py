@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from edge_agent.protocol import topics
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
-from hub.broker import _RefusalLog
+from hub.broker import _connection_limit, _RefusalLog
 from hub.broker_limits import (
+    FD_RESERVE,
+    MAX_CONNECTIONS,
     MAX_MESSAGE_BYTES,
     MAX_TOPIC_BYTES,
     MAX_TOPIC_LEVELS,
@@ -27,7 +31,7 @@ from hub.broker_limits import (
     BrokerLimits,
 )
 from tests.brokers import AmqttHandle, amqtt_broker
-from tests.hub_support import WAIT_S
+from tests.hub_support import WAIT_S, wait_for
 
 ACCEPTED = 0
 IDENTIFIER_REJECTED = 2
@@ -105,7 +109,10 @@ async def raw_client(
     try:
         writer.write(_connect(client_id, **connect_options))  # type: ignore[arg-type]
         async with asyncio.timeout(WAIT_S):
-            connack = await reader.read(4)
+            try:
+                connack = await reader.read(4)
+            except ConnectionResetError:
+                connack = b""
         yield RawClient(reader, writer, connack[3] if len(connack) == 4 else None)
     finally:
         writer.transport.abort()
@@ -118,14 +125,25 @@ async def _next(connection: Connection, timeout: float = WAIT_S) -> Incoming:
     raise AssertionError("the connection ended")
 
 
+MARKER = topics.root_topic("eu-1", 999_999)
+"""A retained topic published first, subscribed last: its message ends what a subscriber gets."""
+RETAINED = f"{topics.PREFIX}/eu-1/revoke/device/+"
+"""The filter of the retained topics these tests fill the store with."""
+
+
+def _r(name: str) -> str:
+    """A retained edgegov topic (a device revocation's) of its own for each ``name``."""
+    return topics.revocation_topic("eu-1", "device", name)
+
+
 async def _retained(settings: BrokerSettings, topic_filter: str) -> dict[str, bytes]:
     """The retained messages matching ``topic_filter``, as a new subscriber gets them: those
-    of the marker ``marker/end`` (retained first) come next, its subscription coming next."""
+    of ``MARKER`` (retained first) come next, its subscription coming next."""
     async with connect(settings, client_id="late-subscriber") as late:
         await late.subscribe([topic_filter])
-        await late.subscribe(["marker/end"])
+        await late.subscribe([MARKER])
         received: dict[str, bytes] = {}
-        while (message := await _next(late)).topic != "marker/end":
+        while (message := await _next(late)).topic != MARKER:
             received[message.topic] = message.payload
         return received
 
@@ -211,13 +229,20 @@ LONGEST = "t" * MAX_TOPIC_BYTES
 async def test_a_publish_topic_over_the_limits_drops_the_publisher(
     topic: str, topic_filter: str, dropped: bool
 ) -> None:
-    async with amqtt_broker() as broker, raw_client(broker.settings, "gw-001") as client:
-        client.send(_publish(topic, b"payload", retain=True))
-        assert await (client.dropped() if dropped else client.alive())
+    async with (
+        amqtt_broker() as broker,
+        connect(broker.settings, client_id="watcher") as watcher,
+    ):
+        await watcher.subscribe([topic_filter, "sync/done"])
+        async with raw_client(broker.settings, "gw-001") as client:
+            client.send(_publish(topic, b"payload"))
+            assert await (client.dropped() if dropped else client.alive())
         async with connect(broker.settings, client_id="marker") as marker:
-            await marker.publish("marker/end", b"end", retain=True)
-        retained = await _retained(broker.settings, topic_filter)
-    assert retained == ({} if dropped else {topic: b"payload"})
+            await marker.publish("sync/done", b"")
+        delivered = []
+        while (message := await _next(watcher)).topic != "sync/done":
+            delivered.append((message.topic, message.payload))
+    assert delivered == ([] if dropped else [(topic, b"payload")])
 
 
 @pytest.mark.parametrize(
@@ -262,37 +287,85 @@ async def test_retained_messages_stop_at_the_count_limit_and_replacing_or_cleari
     async with amqtt_broker(BrokerLimits(retained_messages=3)) as broker:
         async with connect(broker.settings, client_id="hub") as hub:
             await _publish_all(
-                hub, [("marker/end", b"end"), ("r/1", b"one"), ("r/2", b"two"), ("r/3", b"three")]
+                hub, [(MARKER, b"end"), (_r("1"), b"one"), (_r("2"), b"two"), (_r("3"), b"3")]
             )
-            assert await _retained(broker.settings, "r/+") == {"r/1": b"one", "r/2": b"two"}
-            await _publish_all(hub, [("r/1", b"one again"), ("r/2", b""), ("r/4", b"four")])
-        assert await _retained(broker.settings, "r/+") == {"r/1": b"one again", "r/4": b"four"}
+            assert await _retained(broker.settings, RETAINED) == {
+                _r("1"): b"one",
+                _r("2"): b"two",
+            }
+            await _publish_all(hub, [(_r("1"), b"one again"), (_r("2"), b""), (_r("4"), b"4")])
+        assert await _retained(broker.settings, RETAINED) == {_r("1"): b"one again", _r("4"): b"4"}
     assert any("retained_full" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.asyncio
 async def test_retained_messages_stop_at_the_byte_limit_counting_topic_and_payload() -> None:
-    # marker/end (10 + 3 bytes) + r/a (3 + 40) = 56; r/b (3 + 40) would make 99, over 90.
-    async with amqtt_broker(BrokerLimits(retained_bytes=90)) as broker:
+    # The marker (27 + 3 bytes) + a (31 + 40) = 101; b (31 + 40) would make 172, over 150;
+    # with a down to 10 bytes, b fits: 30 + 41 + 71 = 142.
+    assert (len(MARKER), len(_r("a"))) == (27, 31)
+    async with amqtt_broker(BrokerLimits(retained_bytes=150)) as broker:
         async with connect(broker.settings, client_id="hub") as hub:
-            await _publish_all(
-                hub, [("marker/end", b"end"), ("r/a", b"a" * 40), ("r/b", b"b" * 40)]
-            )
-            assert await _retained(broker.settings, "r/+") == {"r/a": b"a" * 40}
-            await _publish_all(hub, [("r/a", b"a" * 10), ("r/b", b"b" * 40)])
-        assert await _retained(broker.settings, "r/+") == {"r/a": b"a" * 10, "r/b": b"b" * 40}
+            await _publish_all(hub, [(MARKER, b"end"), (_r("a"), b"a" * 40), (_r("b"), b"b" * 40)])
+            assert await _retained(broker.settings, RETAINED) == {_r("a"): b"a" * 40}
+            await _publish_all(hub, [(_r("a"), b"a" * 10), (_r("b"), b"b" * 40)])
+        assert await _retained(broker.settings, RETAINED) == {
+            _r("a"): b"a" * 10,
+            _r("b"): b"b" * 40,
+        }
 
 
 @pytest.mark.asyncio
 async def test_a_message_refused_for_retention_still_reaches_current_subscribers() -> None:
     limits = BrokerLimits(retained_messages=1)
     async with amqtt_broker(limits) as broker, connect(broker.settings, client_id="hub") as hub:
-        await _publish_all(hub, [("marker/end", b"end")])
+        await _publish_all(hub, [(MARKER, b"end")])
         async with connect(broker.settings, client_id="gw-001") as device:
-            await device.subscribe(["r/+"])
-            await hub.publish("r/1", b"live", retain=True)
+            await device.subscribe([RETAINED])
+            await hub.publish(_r("1"), b"live", retain=True)
             message = await _next(device)
-    assert (message.topic, message.payload) == ("r/1", b"live")
+    assert (message.topic, message.payload) == (_r("1"), b"live")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "junk/1",
+        topics.PREFIX + "/eu-1/junk/1",
+        topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.LINEAGE),
+        topics.device_topic("eu-1", "gw-001", topics.DeviceLeaf.CHALLENGE),
+        topics.bundle_topic("eu-1", topics.Channel(topics.ChannelKind.ALL)) + "/deeper",
+    ],
+)
+@pytest.mark.asyncio
+async def test_only_edgegovs_retained_topics_retain(topic: str) -> None:
+    kept = [
+        topics.root_topic("eu-1", 1),
+        topics.bundle_topic("eu-1", topics.Channel(topics.ChannelKind.GROUP, "line-a")),
+        topics.freshness_topic("eu-1", topics.Channel(topics.ChannelKind.ALL)),
+        _r("gw-001"),
+        *(topics.device_topic("eu-1", "gw-001", leaf) for leaf in ("status", "ack", "attestation")),
+    ]
+    async with amqtt_broker() as broker:
+        async with connect(broker.settings, client_id="anyone") as anyone:
+            # Stored last, the marker comes last to a "#" subscription too.
+            await _publish_all(anyone, [(topic, b"junk"), *((t, b"object") for t in kept)])
+            await _publish_all(anyone, [(MARKER, b"end")])
+        assert await _retained(broker.settings, "#") == {t: b"object" for t in kept}
+
+
+@pytest.mark.asyncio
+async def test_the_hubs_own_connection_is_never_refused_retention_for_capacity() -> None:
+    limits = BrokerLimits(retained_messages=2)
+    async with amqtt_broker(limits, unthrottled=frozenset({"hub"})) as broker:
+        async with connect(broker.settings, client_id="filler") as filler:
+            await _publish_all(filler, [(MARKER, b"end"), (_r("junk"), b"junk")])
+        async with connect(broker.settings, client_id="hub") as hub:
+            await _publish_all(hub, [(_r("gw-001"), b"revoked"), (_r("gw-002"), b"revoked")])
+        assert await _retained(broker.settings, RETAINED) == {
+            _r("junk"): b"junk",
+            _r("gw-001"): b"revoked",
+            _r("gw-002"): b"revoked",
+        }
 
 
 # --- device-topic publish budget -------------------------------------------------------------
@@ -372,6 +445,103 @@ async def test_a_client_id_is_free_again_once_its_connection_is_gone() -> None:
         assert (await _next(hub)).payload == b"gone"
         async with raw_client(broker.settings, "gw-001") as second:
             assert second.connack == ACCEPTED and await second.alive()
+
+
+# --- connections ----------------------------------------------------------------------------
+
+CONNECT_BYTE = b"\x10"
+"""The first byte of a CONNECT, and all that a slowloris client sends."""
+
+
+async def _half_connect(broker: AmqttHandle) -> RawClient:
+    """A TCP connection that has sent one byte of CONNECT and nothing more."""
+    reader, writer = await asyncio.open_connection(broker.settings.host, broker.port)
+    writer.write(CONNECT_BYTE)
+    await writer.drain()
+    return RawClient(reader, writer, None)
+
+
+def _close_wait_sockets(port: int) -> int:
+    """This process's TCP sockets on ``port`` in CLOSE-WAIT (the peer closed, we did not)."""
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += int(local.rsplit(":", 1)[1], 16) == port and state == "08"
+    return count
+
+
+@pytest.mark.asyncio
+async def test_a_connection_that_sends_no_whole_connect_in_time_is_dropped() -> None:
+    async with amqtt_broker(BrokerLimits(connect_timeout_s=0.2)) as broker:
+        slow = await _half_connect(broker)
+        assert await slow.dropped()
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED and await honest.alive()
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_hangs_up_before_its_connect_leaves_no_socket_open() -> None:
+    async with amqtt_broker() as broker:
+        clients = [await _half_connect(broker) for _ in range(20)]
+        for client in clients:
+            client.writer.close()
+        for client in clients:
+            await client.writer.wait_closed()
+        await wait_for(lambda: _close_wait_sockets(broker.port) == 0)
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED
+
+
+@pytest.mark.asyncio
+async def test_the_oldest_pending_connection_is_dropped_for_a_new_one() -> None:
+    async with amqtt_broker(BrokerLimits(pending_connections=3)) as broker:
+        slow = [await _half_connect(broker) for _ in range(3)]
+        async with raw_client(broker.settings, "gw-001") as honest:
+            assert honest.connack == ACCEPTED
+            assert await slow[0].dropped()
+            assert await honest.alive()
+        for client in slow:
+            client.writer.transport.abort()
+
+
+@pytest.mark.asyncio
+async def test_past_the_connection_limit_a_new_connection_is_closed_unread_at_accept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hub.broker")
+    async with (
+        amqtt_broker(BrokerLimits(connections=2)) as broker,
+        raw_client(broker.settings, "gw-001") as first,
+    ):
+        async with raw_client(broker.settings, "gw-002") as second:
+            async with raw_client(broker.settings, "gw-003") as third:
+                assert third.connack is None
+            assert await first.alive() and await second.alive()
+        await wait_for(lambda: broker.broker.open_connections == 1)
+        async with raw_client(broker.settings, "gw-003") as third:
+            assert third.connack == ACCEPTED
+    assert any("too_many_connections" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_pending_connections_make_way_even_when_the_connection_limit_is_reached() -> None:
+    async with (
+        amqtt_broker(BrokerLimits(connections=2)) as broker,
+        raw_client(broker.settings, "gw-001") as first,
+    ):
+        slow = await _half_connect(broker)
+        async with raw_client(broker.settings, "gw-002") as second:
+            assert second.connack == ACCEPTED
+            assert await slow.dropped()
+            assert await first.alive()
+
+
+def test_the_connection_limit_stays_below_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    assert _connection_limit(MAX_CONNECTIONS) == 1024 - FD_RESERVE
+    assert _connection_limit(500) == 500
 
 
 # --- refusal logging ------------------------------------------------------------------------

@@ -266,3 +266,47 @@ async def test_retained_garbage_on_trust_topics_is_cleared_and_what_the_hub_owns
         await late.next(collect)
     assert held[topics.bundle_topic("eu-1", GROUP)] == bundle
     assert not set(held) & set(before + after)
+
+
+async def test_retained_garbage_on_tokens_and_on_device_topics_the_hub_publishes_is_cleared(
+    any_broker: object, setup: HubSetup
+) -> None:
+    settings = any_broker.settings  # type: ignore[attr-defined]
+    base = f"{topics.PREFIX}/eu-1"
+    attestation_1 = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ATTESTATION)
+    junk = [
+        f"{base}/fresh/group/no-such-group",
+        f"{base}/fresh/device/gw-777",
+        ACK_1,
+        attestation_1,
+        topics.device_topic("eu-1", "gw-999", DeviceLeaf.ACK),
+        topics.device_topic("eu-1", "gw-999", DeviceLeaf.CHALLENGE),
+        topics.device_topic("eu-1", "gw-002", DeviceLeaf.ATTESTATION),
+    ]
+    watched = [f"{base}/fresh/#", f"{base}/device/+/ack", f"{base}/device/+/attestation"]
+    watched.append(f"{base}/device/+/challenge")
+    device = setup.devices["gw-001"]
+    device.add(5)
+    await _push(setup, 1)
+    async with HubService(_config(setup, any_broker)) as hub:
+        await hub.wait_ready()
+        async with watching(settings, [ACK_1], "gw-001") as gw1:
+            await gw1.connection.publish(LINEAGE_1, device.batch(0, 5))
+            await gw1.next(ACK_1)
+        async with connect(settings, client_id="intruder") as conn:
+            for topic in junk:
+                await conn.publish(topic, b"garbage", retain=True)
+        await wait_for(lambda: hub.stats.strays_cleared >= len(junk))
+    held: dict[str, bytes] = {}
+    marker = f"{topics.PREFIX}/test/marker"
+
+    def collect(message: Incoming) -> bool:
+        held[message.topic] = message.payload
+        return message.topic == marker
+
+    async with watching(settings, [*watched, marker], "late-agent") as late:
+        await late.connection.publish(marker, b"after the retained ones")
+        await late.next(collect)
+    assert {t for t, p in held.items() if p == b"garbage"} == set()
+    assert verify_ack(held[ACK_1], root=setup.root, device="gw-001").acked == 5
+    assert topics.freshness_topic("eu-1", GROUP) in held

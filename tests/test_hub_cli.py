@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -378,6 +379,28 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
     assert serve.returncode == 0, err
     assert "stopped" in out
     assert not (setup.path / "serve.json").exists()
+
+
+def test_serve_logs_a_broker_refusal_at_its_default_level(setup: HubSetup) -> None:
+    env = {**os.environ, "EDGE_HUB_DIR": str(setup.path)}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = serve.stdout.readline() if serve.stdout else ""
+        port = int(banner.split()[3].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"\x10\xff\xff\xff\x7f")
+            assert client.recv(16) == b""
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        _, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err
+    assert "embedded broker refused (message_too_large)" in err
 
 
 def test_break_glass_token_from_the_hub_installs_only_on_its_device(

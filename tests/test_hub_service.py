@@ -19,6 +19,7 @@ from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import connect
+from hub.broker_limits import BrokerLimits
 from hub.registry import Registry
 from hub.service import HubConfig, HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
@@ -408,3 +409,28 @@ async def test_a_push_the_broker_missed_is_published_by_the_running_hub_on_its_n
         async with watching(broker.settings, [topics.bundle_topic("eu-1", GROUP)]) as watcher:
             message = await watcher.next(topics.bundle_topic("eu-1", GROUP))
         assert message.payload == path.read_bytes()
+
+
+async def test_a_push_the_full_embedded_broker_did_not_retain_is_retained_by_the_hubs_next_round(
+    setup: HubSetup,
+) -> None:
+    limits = BrokerLimits(retained_messages=10)
+    config = HubConfig(setup.path, freshness_interval_s=600, token_ttl_s=1200, broker_limits=limits)
+    bundle_topic = topics.bundle_topic("eu-1", GROUP)
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        async with connect(hub.settings, client_id="filler") as filler:
+            for n in range(limits.retained_messages):
+                junk = topics.device_topic("xx-9", f"junk-{n}", DeviceLeaf.STATUS)
+                await filler.publish(junk, b"junk", retain=True)
+        bundle = await _push(setup, 1)
+        async with connect(hub.settings, client_id="gw-001") as device:
+            status = DeviceStatus("gw-001", int(time.time()), True, 1, None, "ok", 0, 0)
+            await device.publish(STATUS_1, sign_status(status, setup.devices["gw-001"].key))
+        # The hub handles messages in broker order: the push's echo was noted before this.
+        await wait_for(lambda: hub.stats.statuses == 1)
+        assert hub.embedded_broker is not None
+        assert not hub.embedded_broker.retains(bundle_topic, bundle)
+        await hub.tick()
+        async with watching(hub.settings, [bundle_topic], "late-agent") as late:
+            assert (await late.next(bundle_topic)).payload == bundle
