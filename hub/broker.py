@@ -101,6 +101,8 @@ _LISTENER = "default"
 _DEFAULT_LIMITS = BrokerLimits()
 _SUBSCRIPTION_REFUSED = 0x80
 _LENGTH_BYTES = 4
+STOP_GRACE_S = 5.0
+"""Seconds amqtt's shutdown may take before every client socket is aborted (see ``stop``)."""
 _DEVICE_TOPICS = f"{topics.PREFIX}/"
 """What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
@@ -311,6 +313,11 @@ class _Broker(Broker):  # type: ignore[misc]
             self._pending.pop(framed, None)
             if not writer.transport.is_closing():
                 writer.transport.abort()
+
+    def abort_connections(self) -> None:
+        """Abort every client's socket now (a shutdown that is stuck; see ``stop``)."""
+        for framed in list(self.open_connections):
+            framed.drop("broker_stopping", "the broker is stopping")
 
     def _admit_connection(self, writer: asyncio.StreamWriter) -> bool:
         """Whether a new TCP connection may be served: with ``connections`` open and none
@@ -589,11 +596,24 @@ class EmbeddedBroker:
         return self.settings
 
     async def stop(self) -> None:
-        """Stop the broker and close every client connection (idempotent)."""
+        """Stop the broker and close every client connection (idempotent).
+
+        amqtt stops each session's handler in turn; on Python 3.11 a handler whose read loop
+        is cancelled as a packet arrives can wait for ever (its ``wait_for`` loses the
+        cancellation). So after ``STOP_GRACE_S`` every client's socket is aborted, which
+        ends any read still waiting, and the shutdown completes."""
         broker, self._broker = self._broker, None
         if broker is None:
             return
-        await asyncio.shield(broker.shutdown())
+        shutdown = asyncio.ensure_future(broker.shutdown())
+        done, _ = await asyncio.shield(asyncio.wait([shutdown], timeout=STOP_GRACE_S))
+        if not done:
+            logger.warning(
+                "the embedded broker did not stop within %g s; closing every client connection",
+                STOP_GRACE_S,
+            )
+            broker.abort_connections()
+        await asyncio.shield(shutdown)
         logger.info("embedded amqtt broker on %s:%d stopped", self.host, self.port)
 
     async def __aenter__(self) -> EmbeddedBroker:
