@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -425,6 +425,23 @@ def _worker_main(work: str, device_ids: list[str], url: str, pipe: Connection) -
     asyncio.run(_serve_worker(Path(work), device_ids, url, pipe))
 
 
+async def serve_commands(
+    pipe: Connection, handle: Callable[[tuple[object, ...]], Awaitable[object]]
+) -> None:
+    """Answer the driver's commands over ``pipe`` with ``handle`` until it says "close"; a
+    command that fails is answered with the failure (the bench's own), not a dead worker."""
+    loop = asyncio.get_running_loop()
+    while True:
+        command = await loop.run_in_executor(None, pipe.recv)
+        if command[0] == "close":
+            return
+        try:
+            reply = await handle(command)
+        except Exception as exc:  # the bench's own failure, reported to the driver
+            reply = RuntimeError(f"worker: {command[0]}: {exc!r}")
+        pipe.send(reply)
+
+
 async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Connection) -> None:
     broker = BrokerSettings.from_url(url)
     daemons = [
@@ -433,17 +450,8 @@ async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Conne
     ]
     tasks = [asyncio.create_task(d.run()) for d in daemons]
     by_id = {d.device.device_id: d for d in daemons}
-    loop = asyncio.get_running_loop()
     try:
-        while True:
-            command = await loop.run_in_executor(None, pipe.recv)
-            if command[0] == "close":
-                break
-            try:
-                reply = await _worker_command(command, daemons, by_id, tasks)
-            except Exception as exc:  # the bench's own failure, reported to the driver
-                reply = RuntimeError(f"worker: {command[0]}: {exc!r}")
-            pipe.send(reply)
+        await serve_commands(pipe, lambda c: _worker_command(c, daemons, by_id, tasks))
     finally:
         await _stop(tasks)
         for daemon in daemons:

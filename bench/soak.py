@@ -55,6 +55,7 @@ from bench.fleet import (  # noqa: E402
     _now,
     _stop,
     _until,
+    serve_commands,
 )
 from edge_agent.agent import LocalAgent  # noqa: E402
 from edge_agent.policy.engine import Request  # noqa: E402
@@ -311,7 +312,7 @@ def _size_mb(directory: Path, prefix: str) -> float:
     return sum(p.stat().st_size for p in directory.glob(f"{prefix}*") if p.is_file()) / 1e6
 
 
-def passed(result: dict[str, object]) -> list[str]:
+def missed(result: dict[str, object]) -> list[str]:
     """What the run missed of the soak's bar (empty: it met it)."""
     missed = []
     for process in result["processes"]:  # type: ignore[attr-defined]
@@ -451,17 +452,8 @@ async def _serve_worker(
     ]
     tasks = [asyncio.create_task(d.run()) for d in daemons]
     deciding = _Deciding(daemons, requests)
-    loop = asyncio.get_running_loop()
     try:
-        while True:
-            command = await loop.run_in_executor(None, pipe.recv)
-            if command[0] == "close":
-                break
-            try:
-                reply = await _worker_command(command, daemons, deciding, counter)
-            except Exception as exc:  # the soak's own failure, reported to the driver
-                reply = RuntimeError(f"worker: {command[0]}: {exc!r}")
-            pipe.send(reply)
+        await serve_commands(pipe, lambda c: _worker_command(c, daemons, deciding, counter))
     finally:
         await deciding.stop()
         await _stop(tasks)
@@ -561,10 +553,10 @@ def main() -> int:
     _print(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    missed = passed(result)
-    for line in missed:
+    failures = missed(result)
+    for line in failures:
         print(f"MISSED: {line}")
-    return 1 if args.check and missed else 0
+    return 1 if args.check and failures else 0
 
 
 if __name__ == "__main__":
