@@ -26,6 +26,8 @@ from hub.cli import main as hub_main
 from hub.keystore import ROOT_FILE, load_role_keys, load_root
 from hub.operations import build_bundle, init_keys
 from hub.registry import DeviceRecord, Registry
+from hub.service import HubConfig
+from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
 
 POLICY = """\
@@ -140,3 +142,18 @@ async def wait_for(condition: Callable[[], bool], timeout: float = WAIT_S) -> No
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+def hub_config(setup: HubSetup, broker: object, **overrides: object) -> HubConfig:
+    """A hub on ``broker`` (a test broker handle) with quick rounds and reconnects."""
+    values: dict[str, object] = {
+        "broker": broker.settings,  # type: ignore[attr-defined]
+        "freshness_interval_s": 0.3,
+        "token_ttl_s": 5,
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.5,
+        # amqtt ignores $share/ subscriptions; probing for that costs a second per test.
+        "shared_subscriptions": False if isinstance(broker, AmqttHandle) else None,
+    }
+    values.update(overrides)
+    return HubConfig(setup.path, **values)  # type: ignore[arg-type]

@@ -21,9 +21,17 @@ from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.sync.mqtt import Incoming, connect
 from hub.broker_limits import BrokerLimits
 from hub.registry import UNREGISTERED, Registry, RegistryError
-from hub.service import HubConfig, HubService
+from hub.service import HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
-from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for, watching
+from tests.hub_support import (
+    HubSetup,
+    hub_config,
+    make_bundle,
+    make_hub_dir,
+    run_cli,
+    wait_for,
+    watching,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,19 +58,6 @@ async def broker() -> AsyncIterator[AmqttHandle]:
         yield handle
 
 
-def _config(setup: HubSetup, broker: object, **overrides: object) -> HubConfig:
-    values: dict[str, object] = {
-        "broker": broker.settings,  # type: ignore[attr-defined]
-        "freshness_interval_s": 0.3,
-        "token_ttl_s": 5,
-        "reconnect_initial_s": 0.05,
-        "reconnect_max_s": 0.5,
-        "shared_subscriptions": False if isinstance(broker, AmqttHandle) else None,
-    }
-    values.update(overrides)
-    return HubConfig(setup.path, **values)  # type: ignore[arg-type]
-
-
 async def _push(setup: HubSetup, version: int) -> bytes:
     path = setup.path / f"bundle-v{version}.cbor"
     path.write_bytes(make_bundle(setup.keys, version, max_offline="30s"))
@@ -82,7 +77,7 @@ async def test_oversize_messages_naming_made_up_devices_add_no_row_per_id(
     broker: AmqttHandle, setup: HubSetup
 ) -> None:
     fakes = 300
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with connect(broker.settings, client_id="intruder") as conn:
             for n in range(fakes):
@@ -105,7 +100,7 @@ async def test_freshness_tokens_still_go_out_when_the_registry_cannot_be_written
         raise RegistryError("cannot write hub.db: database or disk is full")
 
     await _push(setup, 1)
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         monkeypatch.setattr(Registry, "record_freshness", disk_full)
         monkeypatch.setattr(Registry, "add_rejections", disk_full)
@@ -139,7 +134,7 @@ async def test_junk_on_a_device_topic_does_not_spend_its_rate_budget(
     device, intruder = setup.devices["gw-001"], PrivateKey.generate()
     device.add(5)
     forged = device.batch(0, 5, key=intruder)
-    async with HubService(_config(setup, broker, device_rate=0.01, device_burst=2)) as hub:
+    async with HubService(hub_config(setup, broker, device_rate=0.01, device_burst=2)) as hub:
         await hub.wait_ready()
         async with watching(broker.settings, [ACK_1], "gw-001") as watcher:
             for _ in range(20):
@@ -158,7 +153,7 @@ async def test_past_the_verification_budget_junk_is_dropped_unchecked_and_others
     victim.add(1)
     other.add(3)
     forged = victim.batch(0, 1, key=PrivateKey.generate())
-    config = _config(setup, broker, unverified_topic_rate=1.0, unverified_total_rate=1.0)
+    config = hub_config(setup, broker, unverified_topic_rate=1.0, unverified_total_rate=1.0)
     ack_2 = topics.device_topic("eu-1", "gw-002", DeviceLeaf.ACK)
     async with HubService(config) as hub:
         await hub.wait_ready()
@@ -182,7 +177,7 @@ async def test_a_replayed_batch_is_acknowledged_again_but_does_not_make_the_devi
 ) -> None:
     device = setup.devices["gw-001"]
     device.add(5)
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with watching(broker.settings, [ACK_1], "replayer") as watcher:
             for _ in range(2):
@@ -199,7 +194,7 @@ async def test_a_replayed_batch_is_acknowledged_again_but_does_not_make_the_devi
 async def test_a_signed_status_far_from_hub_time_is_not_recorded(
     broker: AmqttHandle, setup: HubSetup, age_s: int
 ) -> None:
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with connect(broker.settings, client_id="replayer") as conn:
             await conn.publish(STATUS_1, _status(setup, int(time.time()) + age_s, online=False))
@@ -212,7 +207,7 @@ async def test_a_fresh_status_moves_last_seen_and_a_replay_of_an_older_one_does_
     broker: AmqttHandle, setup: HubSetup
 ) -> None:
     now = int(time.time())
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with connect(broker.settings, client_id="gw-001") as conn:
             await conn.publish(STATUS_1, _status(setup, now - 10))
@@ -247,7 +242,7 @@ async def test_retained_garbage_on_trust_topics_is_cleared_and_what_the_hub_owns
         for topic in before:
             await conn.publish(topic, b"garbage", retain=True)
     bundle = await _push(setup, 1)
-    async with HubService(_config(setup, any_broker)) as hub:
+    async with HubService(hub_config(setup, any_broker)) as hub:
         await hub.wait_ready()
         await wait_for(lambda: hub.stats.strays_cleared == len(before))
         async with connect(settings, client_id="intruder") as conn:
@@ -288,7 +283,7 @@ async def test_retained_garbage_on_tokens_and_on_device_topics_the_hub_publishes
     device = setup.devices["gw-001"]
     device.add(5)
     await _push(setup, 1)
-    async with HubService(_config(setup, any_broker)) as hub:
+    async with HubService(hub_config(setup, any_broker)) as hub:
         await hub.wait_ready()
         async with watching(settings, [ACK_1], "gw-001") as gw1:
             await gw1.connection.publish(LINEAGE_1, device.batch(0, 5))

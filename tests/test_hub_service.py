@@ -22,8 +22,16 @@ from edge_agent.sync.mqtt import connect
 from hub.broker_limits import BrokerLimits
 from hub.registry import Registry
 from hub.service import HubConfig, HubService
-from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
-from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for, watching
+from tests.brokers import amqtt_broker, mosquitto_broker
+from tests.hub_support import (
+    HubSetup,
+    hub_config,
+    make_bundle,
+    make_hub_dir,
+    run_cli,
+    wait_for,
+    watching,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,20 +57,6 @@ def setup(tmp_path: Path) -> HubSetup:
     return make_hub_dir(tmp_path / "hub")
 
 
-def _config(setup: HubSetup, broker: object, **overrides: object) -> HubConfig:
-    values: dict[str, object] = {
-        "broker": broker.settings,  # type: ignore[attr-defined]
-        "freshness_interval_s": 0.3,
-        "token_ttl_s": 5,
-        "reconnect_initial_s": 0.05,
-        "reconnect_max_s": 0.5,
-        # amqtt ignores $share/ subscriptions; probing for that costs a second per test.
-        "shared_subscriptions": False if isinstance(broker, AmqttHandle) else None,
-    }
-    values.update(overrides)
-    return HubConfig(setup.path, **values)  # type: ignore[arg-type]
-
-
 async def _push(setup: HubSetup, version: int, *extra: str, **bundle: object) -> bytes:
     path = setup.path / f"bundle-v{version}.cbor"
     path.write_bytes(make_bundle(setup.keys, version, **bundle))  # type: ignore[arg-type]
@@ -73,7 +67,7 @@ async def _push(setup: HubSetup, version: int, *extra: str, **bundle: object) ->
 async def test_a_pushed_bundle_stays_retained_for_a_device_that_connects_after_the_hub_stopped(
     broker: object, setup: HubSetup
 ) -> None:
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         data = await _push(setup, 1)
     settings = broker.settings  # type: ignore[attr-defined]
@@ -90,7 +84,7 @@ async def test_freshness_tokens_keep_coming_and_pin_the_current_bundle(
     broker: object, setup: HubSetup
 ) -> None:
     fresh = topics.freshness_topic("eu-1", GROUP)
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         data = await _push(setup, 1)
         settings = broker.settings  # type: ignore[attr-defined]
@@ -114,7 +108,9 @@ async def test_revocations_are_published_with_increasing_epochs_and_the_kill_epo
 ) -> None:
     fresh = topics.freshness_topic("eu-1", GROUP)
     settings = broker.settings  # type: ignore[attr-defined]
-    async with HubService(_config(setup, broker, freshness_interval_s=30, token_ttl_s=60)) as hub:
+    async with HubService(
+        hub_config(setup, broker, freshness_interval_s=30, token_ttl_s=60)
+    ) as hub:
         await hub.wait_ready()
         await _push(setup, 1)
         async with watching(settings, [f"{topics.PREFIX}/eu-1/revoke/#", fresh]) as watcher:
@@ -148,7 +144,9 @@ async def test_what_edge_hub_revoke_published_is_not_sent_to_every_device_again_
     revoked = topics.revocation_topic("eu-1", "device", "gw-001")
     sentinel = f"{topics.PREFIX}/eu-1/revoke/test/sentinel"
     settings = broker.settings  # type: ignore[attr-defined]
-    async with HubService(_config(setup, broker, freshness_interval_s=60, token_ttl_s=120)) as hub:
+    async with HubService(
+        hub_config(setup, broker, freshness_interval_s=60, token_ttl_s=120)
+    ) as hub:
         await hub.wait_ready()
         await _push(setup, 1)
         async with watching(settings, [f"{topics.PREFIX}/eu-1/revoke/#"]) as watcher:
@@ -169,7 +167,7 @@ async def test_a_retained_bundle_overwritten_by_another_client_is_restored_by_th
 ) -> None:
     bundle_topic = topics.bundle_topic("eu-1", GROUP)
     settings = broker.settings  # type: ignore[attr-defined]
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         data = await _push(setup, 1)
         rounds = hub.stats.freshness_published
@@ -187,7 +185,7 @@ async def test_a_lineage_batch_gets_a_signed_ack_after_it_is_stored(
     device = setup.devices["gw-001"]
     device.add(30)
     settings = broker.settings  # type: ignore[attr-defined]
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with watching(settings, [ACK_1], "gw-001") as watcher:
             await watcher.connection.publish(LINEAGE_1, device.batch(0, 20))
@@ -217,7 +215,7 @@ async def test_impersonation_is_refused_unacknowledged_and_counted_in_fleet(
     victim.add(5)
     intruder.add(5)
     settings = broker.settings  # type: ignore[attr-defined]
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with watching(settings, [ACK_1], "gw-002") as watcher:
             # Its own valid batch, on the victim's topic; then the victim's batch signed by it.
@@ -247,7 +245,7 @@ async def test_a_newer_signed_status_shows_in_fleet_and_a_last_will_older_than_i
             DeviceStatus("gw-001", at, online, 1, now + 3600, "ok", 12, 10), device.key
         )
 
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         async with connect(settings, client_id="gw-001") as conn:
             await conn.publish(STATUS_1, status(now, True), retain=True)
@@ -268,7 +266,7 @@ async def test_a_newer_signed_status_shows_in_fleet_and_a_last_will_older_than_i
 async def test_the_hub_republishes_retained_messages_after_the_broker_restarts(
     setup: HubSetup,
 ) -> None:
-    async with amqtt_broker() as broker, HubService(_config(setup, broker)) as hub:
+    async with amqtt_broker() as broker, HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         data = await _push(setup, 1, "--broker", broker.url)
         await broker.stop()  # amqtt keeps retained messages in memory only
@@ -288,7 +286,7 @@ async def test_over_limit_and_oversize_messages_are_dropped_and_counted(
         DeviceStatus("gw-001", int(time.time()), True, None, None, "ok", 0, 0), device.key
     )
     async with amqtt_broker() as broker:
-        config = _config(setup, broker, device_rate=0.01, device_burst=5)
+        config = hub_config(setup, broker, device_rate=0.01, device_burst=5)
         async with HubService(config) as hub:
             await hub.wait_ready()
             async with connect(broker.settings, client_id="gw-001") as conn:
@@ -330,8 +328,8 @@ async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(
     device = setup.devices["gw-001"]
     device.add(8)
     async with mosquitto_broker() as broker:
-        first = HubService(_config(setup, broker, client_id="hub-a", write_serve_file=False))
-        second = HubService(_config(setup, broker, client_id="hub-b", write_serve_file=False))
+        first = HubService(hub_config(setup, broker, client_id="hub-a", write_serve_file=False))
+        second = HubService(hub_config(setup, broker, client_id="hub-b", write_serve_file=False))
         async with first, second:
             await first.wait_ready()
             await second.wait_ready()
@@ -357,7 +355,7 @@ async def test_the_hub_probes_and_subscribes_directly_where_shared_subscriptions
     device = setup.devices["gw-001"]
     device.add(3)
     async with amqtt_broker() as broker:
-        config = _config(setup, broker, shared_subscriptions=None)
+        config = hub_config(setup, broker, shared_subscriptions=None)
         async with HubService(config) as hub, watching(broker.settings, [ACK_1]) as watcher:
             await hub.wait_ready()
             assert not hub.shared
@@ -377,7 +375,7 @@ async def test_what_was_recorded_while_the_hub_was_down_is_published_when_it_sta
         topics.revocation_topic("eu-1", "device", "gw-002"): None,
         topics.freshness_topic("eu-1", GROUP): None,
     }
-    async with HubService(_config(setup, broker)) as hub:
+    async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         settings = broker.settings  # type: ignore[attr-defined]
         async with watching(settings, list(wanted), "late-device") as late:
@@ -399,7 +397,7 @@ async def test_what_was_recorded_while_the_hub_was_down_is_published_when_it_sta
 async def test_a_push_the_broker_missed_is_published_by_the_running_hub_on_its_next_round(
     setup: HubSetup,
 ) -> None:
-    async with amqtt_broker() as broker, HubService(_config(setup, broker)) as hub:
+    async with amqtt_broker() as broker, HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
         path = setup.path / "bundle.cbor"
         path.write_bytes(make_bundle(setup.keys, 1))
