@@ -65,11 +65,11 @@ from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
 from edge_agent.protocol.limits import MAX_PACKET_BYTES  # noqa: E402
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES, DeviceStatus, sign_status  # noqa: E402
-from edge_agent.sync.mqtt import BrokerSettings, connect  # noqa: E402
-from hub.fabric_cli import prepare_push  # noqa: E402
-from hub.hubdir import HubDir  # noqa: E402
-from hub.publish import publish_once  # noqa: E402
-from hub.registry import DeviceRecord, Registry  # noqa: E402
+from edge_agent.support.mqtt import BrokerSettings, connect  # noqa: E402
+from hub.cli.fabric import prepare_push  # noqa: E402
+from hub.hubdir.layout import HubDir  # noqa: E402
+from hub.registry.sqlite import DeviceRecord, Registry  # noqa: E402
+from hub.service.publish import publish_once  # noqa: E402
 from tests.brokers import free_port, mosquitto_broker  # noqa: E402
 from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
 

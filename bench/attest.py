@@ -11,7 +11,7 @@
    attestation and with one that does (local verdict and hub result present), plus the
    attestation check alone: it reads two values in the state, opens no file, so its cost
    does not grow with the profile.
-3. **Hub verification rate.** ``hub.attest.Verifier.verify`` on pre-signed evidence for
+3. **Hub verification rate.** ``hub.service.attest.Verifier.verify`` on pre-signed evidence for
    pre-issued nonces, one registry (SQLite WAL, ``synchronous=FULL``) as ``edge-hub serve``
    uses: Ed25519 check, spending the nonce, judging 6 measurements, signing the result and
    recording the outcome, each evidence its own transactions. Also the same without the
@@ -63,9 +63,9 @@ from edge_agent.trust.state import (
     with_bundle,
     with_local_verdict,
 )
-from hub.attest import Verifier, bundle_view, judge_evidence
-from hub.attest_cli import build_expectations
-from hub.registry import DeviceRecord, PublishedBundle, Registry
+from hub.cli.attest import build_expectations
+from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.service.attest import Verifier, bundle_view, judge_evidence
 from tests.factory import DEVICE, NOW, HubSim
 
 REPO = Path(__file__).resolve().parents[1]

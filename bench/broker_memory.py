@@ -2,7 +2,7 @@
 
 1. Sizes: a signed 10,000-rule bundle (bench/decide.py's seeded fleet policy, signed by
    three policy keys) and the largest lineage batch a device may ship, beside the broker's
-   limit (``hub.limits.MAX_MESSAGE_BYTES``).
+   limit (``hub.core.limits.MAX_MESSAGE_BYTES``).
 2. Memory: the embedded broker runs in a child process of its own; one client publishes
    ``--megabytes`` (default 100) on one topic, sent from a single reused 1 MiB buffer so the
    client itself stays small. The child's resident set (VmRSS) and peak (VmHWM) are read
@@ -32,8 +32,8 @@ from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.bundle import BundleTarget, bundle_payload, sign_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
-from hub.broker import EmbeddedBroker
-from hub.broker_limits import MAX_MESSAGE_BYTES
+from hub.service.broker import EmbeddedBroker
+from hub.service.broker_limits import MAX_MESSAGE_BYTES
 
 CHUNK = b"\x00" * (1024 * 1024)
 SETTLE_S = 2.0

@@ -58,16 +58,16 @@ from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
 from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
+from edge_agent.support.mqtt import BrokerSettings  # noqa: E402
+from edge_agent.support.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.sync.config import SyncConfig  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
-from edge_agent.sync.mqtt import BrokerSettings  # noqa: E402
-from edge_agent.sync.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
-from hub.fabric_cli import prepare_push, prepare_revocation  # noqa: E402
-from hub.hubdir import HubDir  # noqa: E402
-from hub.publish import publish_once  # noqa: E402
-from hub.registry import DeviceRecord, Registry  # noqa: E402
+from hub.cli.fabric import prepare_push, prepare_revocation  # noqa: E402
+from hub.hubdir.layout import HubDir  # noqa: E402
+from hub.registry.sqlite import DeviceRecord, Registry  # noqa: E402
+from hub.service.publish import publish_once  # noqa: E402
 from tests.brokers import free_port, mosquitto_broker  # noqa: E402
 from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
 
@@ -99,7 +99,7 @@ def _pct(values: list[float], q: float) -> float:
 
 AMQTT_BROKER = """
 import asyncio, sys
-from hub.broker import EmbeddedBroker
+from hub.service.broker import EmbeddedBroker
 async def main():
     broker = EmbeddedBroker("127.0.0.1", int(sys.argv[1]))
     await broker.start()

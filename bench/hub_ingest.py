@@ -3,10 +3,10 @@
 What each row times, for batches of ``--batch`` entries (the agent's shipping unit) over a
 log of ``--entries`` decisions signed by one simulated device:
 
-- verify: :func:`hub.ingest.ingest_batch` alone (device signature on the batch, checkpoint
+- verify: :func:`hub.core.ingest.ingest_batch` alone (device signature on the batch, checkpoint
   note signature, strict decode and chain of every entry, tree recomputed and compared with
   the signed root), from the stored state the previous batch left;
-- verify+store: the same plus :meth:`hub.registry.Registry.store_batch` in the registry
+- verify+store: the same plus :meth:`hub.registry.sqlite.Registry.store_batch` in the registry
   (SQLite WAL, ``synchronous=FULL``: one fsync per batch), i.e. what ``edge-hub serve`` does
   before it acknowledges (less the MQTT receive and the ack publish).
 
@@ -33,8 +33,8 @@ from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoi
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
-from hub.ingest import Accepted, DeviceLog, ingest_batch
-from hub.registry import Registry
+from hub.core.ingest import Accepted, DeviceLog, ingest_batch
+from hub.registry.sqlite import Registry
 
 DEVICE = "gw-bench"
 

@@ -59,11 +59,11 @@ from bench.fleet import (  # noqa: E402
 )
 from edge_agent.agent import LocalAgent  # noqa: E402
 from edge_agent.policy.engine import Request  # noqa: E402
+from edge_agent.support.mqtt import BrokerSettings  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
-from edge_agent.sync.mqtt import BrokerSettings  # noqa: E402
-from hub.fabric_cli import prepare_push  # noqa: E402
-from hub.hubdir import HubDir  # noqa: E402
-from hub.publish import publish_once  # noqa: E402
+from hub.cli.fabric import prepare_push  # noqa: E402
+from hub.hubdir.layout import HubDir  # noqa: E402
+from hub.service.publish import publish_once  # noqa: E402
 from tests.brokers import mosquitto_broker  # noqa: E402
 from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
 

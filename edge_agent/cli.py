@@ -15,14 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent._internal.cli_support import (
-    configure_logging,
-    fail,
-    format_duration,
-    output_gone,
-    read_bounded,
-    wall_clock,
-)
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.attest import cli as attest_cli
 from edge_agent.device_key import load_device_key
@@ -35,8 +27,16 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
+from edge_agent.support.cli import (
+    configure_logging,
+    fail,
+    format_duration,
+    output_gone,
+    read_bounded,
+    wall_clock,
+)
+from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync import cli as sync_cli
-from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Decision, Reason
 
 __all__ = ["main"]

@@ -27,7 +27,7 @@ from edge_agent.client import decide
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget, bundle_payload, sign_bundle
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.sync.mqtt import BrokerSettings, connect
+from edge_agent.support.mqtt import BrokerSettings, connect
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent

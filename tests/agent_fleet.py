@@ -16,10 +16,10 @@ from pathlib import Path
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings
-from hub.registry import DeviceRecord, Registry
+from hub.registry.sqlite import DeviceRecord, Registry
 
 __all__ = ["FAST_SYNC", "AgentFleet", "agent_fleet", "stop_daemon"]
 

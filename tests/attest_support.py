@@ -15,7 +15,7 @@ from pathlib import Path
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.profile import Profile, parse_profile
 from edge_agent.protocol.expectations import expectations_value
-from hub.attest_cli import build_expectations
+from hub.cli.attest import build_expectations
 
 PROFILE_TOML = """\
 name = "{name}"

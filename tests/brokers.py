@@ -34,9 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.protocol.limits import MAX_PACKET_BYTES
-from edge_agent.sync.mqtt import BrokerSettings
-from hub.broker import EmbeddedBroker
-from hub.broker_limits import BrokerLimits
+from edge_agent.support.mqtt import BrokerSettings
+from hub.service.broker import EmbeddedBroker
+from hub.service.broker_limits import BrokerLimits
 from tests.system_tools import missing
 from tests.tls_certs import ThrowawayCA
 

@@ -21,12 +21,12 @@ from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
-from hub.cli import main as hub_main
-from hub.keystore import ROOT_FILE, load_role_keys, load_root
-from hub.operations import build_bundle, init_keys
-from hub.registry import DeviceRecord, Registry
-from hub.service import HubConfig
+from edge_agent.support.mqtt import BrokerSettings, Connection, Incoming, connect
+from hub.cli.main import main as hub_main
+from hub.cli.operations import build_bundle, init_keys
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.registry.sqlite import DeviceRecord, Registry
+from hub.service.server import HubConfig
 from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
 

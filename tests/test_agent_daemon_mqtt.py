@@ -20,8 +20,8 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.shipping import DeviceStatus, verify_status
 from edge_agent.protocol.topics import Channel, ChannelKind
+from edge_agent.support.mqtt import BrokerSettings, connect
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings, connect
 from edge_agent.trust.gate import Reason
 from tests.agent_fleet import FAST_SYNC, AgentFleet, agent_fleet
 from tests.brokers import TlsFiles, amqtt_broker, mosquitto_broker

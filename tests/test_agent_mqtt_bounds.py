@@ -15,15 +15,15 @@ from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import Channel, ChannelKind
-from edge_agent.sync.config import SyncConfig
-from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import (
+from edge_agent.support.mqtt import (
     MAX_MESSAGE_BYTES,
     MAX_PACKET_BYTES,
     BrokerSettings,
     Incoming,
     connect,
 )
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
 from tests.agent_fleet import agent_fleet
 from tests.brokers import mosquitto_broker
 from tests.factory import DEVICE, NOW, HubSim

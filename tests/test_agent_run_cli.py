@@ -16,7 +16,7 @@ import pytest
 
 from edge_agent.client import decide
 from edge_agent.protocol import topics
-from edge_agent.sync.mqtt import connect
+from edge_agent.support.mqtt import connect
 from tests.brokers import mosquitto_broker
 from tests.factory import DAY, HubSim
 

@@ -23,10 +23,10 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
+from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.cli import STOP_GRACE_S, STOP_RETRY_S, Stop, status_line
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon, _message_digest
-from edge_agent.sync.mqtt import BrokerSettings, Incoming
 from edge_agent.trust.gate import Reason
 from tests.factory import DAY, DEVICE, NOW, HubSim
 

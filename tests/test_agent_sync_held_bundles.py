@@ -20,9 +20,9 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.lineage.entries import decode_entry
 from edge_agent.policy.engine import Request
+from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings, Incoming
 from tests.factory import DAY, DEVICE, NOW, HubSim
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")

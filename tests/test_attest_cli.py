@@ -16,10 +16,10 @@ from edge_agent.cli import main as agent_main
 from edge_agent.protocol.attestation import Evidence, LineageHead, sign_evidence
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from hub.attest import Verifier
-from hub.cli import main as hub_main
-from hub.keystore import load_role_keys, load_root
-from hub.registry import DeviceRecord, Registry
+from hub.cli.main import main as hub_main
+from hub.hubdir.keys import load_role_keys, load_root
+from hub.registry.sqlite import DeviceRecord, Registry
+from hub.service.attest import Verifier
 from tests.attest_support import make_root, write_profile
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"

@@ -25,15 +25,15 @@ from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.roles import Role
+from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
-from hub.attest import with_expectations
-from hub.attest_cli import build_expectations
-from hub.keystore import ROOT_FILE, load_role_keys, load_root
-from hub.operations import build_bundle
-from hub.registry import DeviceRecord, Registry
-from hub.service import HubConfig, HubService
+from hub.cli.attest import build_expectations
+from hub.cli.operations import build_bundle
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.registry.sqlite import DeviceRecord, Registry
+from hub.service.attest import with_expectations
+from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import make_root, write_profile
 from tests.brokers import amqtt_broker, mosquitto_broker

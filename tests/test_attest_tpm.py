@@ -42,14 +42,14 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
-from hub.attest import Verifier, with_expectations
-from hub.attest_cli import build_expectations
-from hub.cli import main as hub_main
-from hub.keystore import ROOT_FILE, load_role_keys, load_root
-from hub.operations import build_bundle
-from hub.registry import DeviceRecord, PublishedBundle, Registry
-from hub.service import HubConfig, HubService
-from hub.tpm_quote import load_ak
+from hub.cli.attest import build_expectations
+from hub.cli.main import main as hub_main
+from hub.cli.operations import build_bundle
+from hub.core.tpm_quote import load_ak
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.service.attest import Verifier, with_expectations
+from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker

@@ -24,8 +24,8 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from hub.attest import Verifier, bundle_view, judge_evidence
-from hub.registry import DeviceRecord, PublishedBundle, Registry
+from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.service.attest import Verifier, bundle_view, judge_evidence
 from tests.factory import NOW, HubSim
 
 GOOD = hashlib.sha256(b"os-release v1").digest()

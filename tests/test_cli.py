@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli import main as agent_main
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.system_tools import require
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
@@ -297,8 +297,8 @@ def test_openssl_generated_policy_key_signs_bundles_that_install(
     openssl = require("openssl", "openssl")
     from edge_agent.protocol.keys import private_key_from_pem
     from edge_agent.protocol.roles import Role
-    from hub.keystore import load_private_key, role_key_paths
-    from hub.operations import init_keys
+    from hub.cli.operations import init_keys
+    from hub.hubdir.keys import load_private_key, role_key_paths
 
     keys = tmp_path / "keys"
     init_keys(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent._internal.cli_support import EXIT_STDOUT_GONE
 from edge_agent.cli import main as agent_main
-from hub.cli import main as hub_main
+from edge_agent.support.cli import EXIT_STDOUT_GONE
+from hub.cli.main import main as hub_main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 DECIDE = ("decide", "--subject", "svc:camera", "--action", "exec", "--resource", "/bin/x")
@@ -185,7 +185,7 @@ READERS = [
     ),
     Reader(
         "edge-hub bundle inspect",
-        "hub.cli",
+        "hub.cli.main",
         lambda k, s: ("bundle", "inspect", str(k.parent / "b1.cbor")),
     ),
 ]

@@ -1,4 +1,4 @@
-"""The embedded amqtt broker's workarounds (hub/broker.py): retained messages go only to
+"""The embedded amqtt broker's workarounds (hub/service/broker.py): retained messages go only to
 the client whose subscription they match, and many clients subscribing, leaving and being
 broadcast to at once break nothing."""
 
@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from edge_agent.sync.mqtt import Incoming, connect
-from hub.broker import _SubscriptionTable
+from edge_agent.support.mqtt import Incoming, connect
+from hub.service.broker import _SubscriptionTable
 from tests.brokers import amqtt_broker
 from tests.hub_support import WAIT_S, Watcher, watching
 

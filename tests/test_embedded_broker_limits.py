@@ -1,4 +1,4 @@
-"""The embedded broker's limits (hub/broker.py, hub/limits.py), against the real amqtt broker.
+"""The embedded broker's limits (hub/service/broker.py, hub/core/limits.py), against real amqtt.
 
 Clients that overshoot are raw sockets speaking MQTT 3.1.1 bytes, so a test can announce a
 100 MB packet without sending it and see exactly when the broker hangs up.
@@ -18,9 +18,9 @@ import pytest
 
 from edge_agent.protocol import topics
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
-from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, connect
-from hub.broker import _connection_limit, _RefusalLog
-from hub.broker_limits import (
+from edge_agent.support.mqtt import BrokerSettings, Connection, Incoming, connect
+from hub.service.broker import _connection_limit, _RefusalLog
+from hub.service.broker_limits import (
     FD_RESERVE,
     MAX_CONNECTIONS,
     MAX_MESSAGE_BYTES,
@@ -166,7 +166,7 @@ async def _publish_all(connection: Connection, messages: list[tuple[str, bytes]]
 async def test_a_publish_announcing_100_mb_is_dropped_after_its_fixed_header(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.service.broker")
     async with amqtt_broker() as broker, raw_client(broker.settings, "gw-001") as client:
         assert client.connack == ACCEPTED
         client.send(b"\x30" + _length(100_000_000) + b"\x00\x05topic")
@@ -283,7 +283,7 @@ async def test_a_will_topic_over_the_limits_is_refused_at_connect() -> None:
 async def test_retained_messages_stop_at_the_count_limit_and_replacing_or_clearing_still_works(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.service.broker")
     async with amqtt_broker(BrokerLimits(retained_messages=3)) as broker:
         async with connect(broker.settings, client_id="hub") as hub:
             await _publish_all(
@@ -394,7 +394,7 @@ async def _delivered(broker: AmqttHandle, client_id: str, topic: str, sent: int)
 async def test_a_connection_flooding_device_topics_gets_through_only_its_budget(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.service.broker")
     async with amqtt_broker(BUDGET) as broker:
         delivered = await _delivered(broker, "flooder", STATUS_TOPIC, 40)
     assert 5 <= delivered <= 10
@@ -508,7 +508,7 @@ async def test_the_oldest_pending_connection_is_dropped_for_a_new_one() -> None:
 async def test_past_the_connection_limit_a_new_connection_is_closed_unread_at_accept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.service.broker")
     async with (
         amqtt_broker(BrokerLimits(connections=2)) as broker,
         raw_client(broker.settings, "gw-001") as first,
@@ -550,7 +550,7 @@ def test_the_connection_limit_stays_below_the_open_file_limit(
 def test_refusals_are_logged_in_a_short_burst_then_once_per_interval_with_a_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="hub.broker")
+    caplog.set_level(logging.WARNING, logger="hub.service.broker")
     refusals = _RefusalLog()
     for _ in range(1000):
         refusals.refuse("message_too_large", 100.0, "a packet from %s", "peer")

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from edge_agent.policy.engine import Request
+from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
-from hub.registry import Registry
-from hub.service import HubConfig, HubService
+from hub.registry.sqlite import Registry
+from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import AgentFleet, agent_fleet
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for

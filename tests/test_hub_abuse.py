@@ -18,10 +18,10 @@ from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
-from edge_agent.sync.mqtt import Incoming, connect
-from hub.broker_limits import BrokerLimits
-from hub.registry import UNREGISTERED, Registry, RegistryError
-from hub.service import HubService
+from edge_agent.support.mqtt import Incoming, connect
+from hub.registry.sqlite import UNREGISTERED, Registry, RegistryError
+from hub.service.broker_limits import BrokerLimits
+from hub.service.server import HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
 from tests.hub_support import (
     HubSetup,

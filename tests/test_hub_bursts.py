@@ -12,9 +12,9 @@ import pytest
 
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import DeviceLeaf
-from edge_agent.sync.mqtt import Incoming
-from hub.registry import Registry, RegistryError
-from hub.service import HubConfig, HubService
+from edge_agent.support.mqtt import Incoming
+from hub.registry.sqlite import Registry, RegistryError
+from hub.service.server import HubConfig, HubService
 from tests.hub_support import HubSetup, make_hub_dir
 
 pytestmark = pytest.mark.asyncio

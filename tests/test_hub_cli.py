@@ -21,9 +21,9 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
-from hub.cli import main as hub_main
-from hub.ingest import Accepted, ingest_batch
-from hub.registry import Registry
+from hub.cli.main import main as hub_main
+from hub.core.ingest import Accepted, ingest_batch
+from hub.registry.sqlite import Registry
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir
 
 
@@ -345,7 +345,7 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
         [
             sys.executable,
             "-m",
-            "hub.cli",
+            "hub.cli.main",
             "serve",
             "--port",
             "0",
@@ -365,7 +365,7 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
         info = json.loads((setup.path / "serve.json").read_text())
         assert info["pid"] == serve.pid and info["token_ttl_s"] == 5
         push = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "bundle", "push", str(_bundle_file(setup, 1))],
+            [sys.executable, "-m", "hub.cli.main", "bundle", "push", str(_bundle_file(setup, 1))],
             env=env,
             capture_output=True,
             text=True,
@@ -384,7 +384,7 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
 def test_serve_logs_a_broker_refusal_at_its_default_level(setup: HubSetup) -> None:
     env = {**os.environ, "EDGE_HUB_DIR": str(setup.path)}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "hub.cli.main", "serve", "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.fleet import STALE_AFTER_S, fleet_json, fleet_lines
-from hub.registry import FleetRow
+from hub.cli.fleet import STALE_AFTER_S, fleet_json, fleet_lines
+from hub.registry.sqlite import FleetRow
 
 NOW = 1_800_000_000
 

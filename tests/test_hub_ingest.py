@@ -13,8 +13,8 @@ from edge_agent.lineage.entries import Entry, Kind, decode_entry, encode_entry
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
-from hub.ingest import Accepted, DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
-from hub.registry import Registry, RegistryError
+from hub.core.ingest import Accepted, DeviceLog, Duplicate, IngestError, RejectCode, ingest_batch
+from hub.registry.sqlite import Registry, RegistryError
 from tests.factory import DEVICE, NOW, HubSim
 from tests.lineage_sim import DeviceLogSim
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hub.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
-from hub.registry import UNREGISTERED
+from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
+from hub.registry.sqlite import UNREGISTERED
 
 
 def test_a_device_gets_its_burst_then_the_sustained_rate() -> None:

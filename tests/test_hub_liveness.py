@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus, sign_status
-from hub.registry import DeviceRecord, Registry
+from hub.registry.sqlite import DeviceRecord, Registry
 
 KEY = PrivateKey.generate()
 T = 1_800_000_000

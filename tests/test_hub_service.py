@@ -18,10 +18,10 @@ from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
-from edge_agent.sync.mqtt import connect
-from hub.broker_limits import BrokerLimits
-from hub.registry import Registry
-from hub.service import HubConfig, HubService
+from edge_agent.support.mqtt import connect
+from hub.registry.sqlite import Registry
+from hub.service.broker_limits import BrokerLimits
+from hub.service.server import HubConfig, HubService
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import (
     HubSetup,

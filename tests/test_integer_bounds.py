@@ -72,8 +72,8 @@ from edge_agent.protocol.shipping import (
 )
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor
-from hub.cli import main as hub_main
-from hub.keystore import load_role_keys, load_root
+from hub.cli.main import main as hub_main
+from hub.hubdir.keys import load_role_keys, load_root
 from tests.factory import DEVICE, NOW, SAMPLE_POLICY, HubSim
 
 OUT_OF_RANGE = {"2^63": 2**63, "2^64-1": 2**64 - 1, "bound+1": MAX_COUNTER + 1, "-1": -1}

@@ -22,11 +22,11 @@ from edge_agent.lineage.store import LINEAGE_DB, LineageStore
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.store import LineageHeadStore, RecordedHead
+from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings
 from edge_agent.trust.gate import Reason
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
 ALLOWED = Request("svc:camera", "exec", "/opt/camera/bin/capture")

@@ -13,7 +13,7 @@ from edge_agent.cli import main as agent_main
 from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageLog
 from edge_agent.policy.engine import Request
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
 TRANSITIONS: dict[Kind, tuple[bool, str, str]] = {

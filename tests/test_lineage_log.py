@@ -23,7 +23,7 @@ from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, WouldWait
 from edge_agent.policy.engine import Request
 from edge_agent.trust.gate import Decision, Reason, decide
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
 ALLOWED = Request("svc:camera", "exec", "/opt/camera/bin/capture")

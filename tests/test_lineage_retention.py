@@ -19,7 +19,7 @@ from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.checkpoint import verify_checkpoint
 from edge_agent.trust.gate import Decision, Reason
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")

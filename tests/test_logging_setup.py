@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_agent._internal.logging_setup import configure, is_secret_name, redact_text
+from edge_agent.support.logging_setup import configure, is_secret_name, redact_text
 
 LOGGER = "edge_agent.sync.daemon"
 

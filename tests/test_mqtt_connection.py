@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.sync.mqtt import BrokerSettings, Connection, backoff_delays
+from edge_agent.support.mqtt import BrokerSettings, Connection, backoff_delays
 
 
 class _SwallowingClient:

@@ -41,7 +41,7 @@ import pytest
 from edge_agent import __version__
 from edge_agent.protocol.topics import DeviceLeaf, device_topic
 from edge_agent.sync.config import AgentConfig
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from tests.brokers import amqtt_broker
 from tests.socket_helpers import enrolled_state, public_dir, serving
 from tests.system_tools import require

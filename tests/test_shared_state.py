@@ -23,9 +23,9 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.store import StaleStateError, StateStore
+from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import BrokerSettings, Incoming
 from edge_agent.trust.clock import TimeFloor
 from tests.factory import DAY, DEVICE, NOW, HubSim
 

@@ -184,7 +184,7 @@ def test_confinement_refuses_what_the_unit_forbids_and_nothing_it_needs(unit: st
 
 def test_hub_python_stack_works_confined_as_its_unit(tmp_path: Path) -> None:
     hub = [sys.executable, str(CONFINE), str(UNITS / "edge-hub.service")]
-    hub += [sys.executable, "-m", "hub.cli"]
+    hub += [sys.executable, "-m", "hub.cli.main"]
     keys, bundle = str(tmp_path / "keys"), str(tmp_path / "b.cbor")
     steps = [
         ["keys", "init", "--out", keys],

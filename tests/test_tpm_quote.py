@@ -2,7 +2,7 @@
 
 :func:`build_attest` marshals a ``TPMS_ATTEST`` quote (TPM 2.0 part 2, 10.12) and
 :func:`sign_quote` signs it as ``TPMT_SIGNATURE`` with an ECDSA P-256 or RSA key, so every
-check of :func:`hub.tpm_quote.tpm_problem` can be driven to fail on its own. The parsers must
+check of :func:`hub.core.tpm_quote.tpm_problem` can be driven to fail on its own. The parsers must
 be total: any byte string gives a value or a ``QuoteError``.
 """
 
@@ -35,10 +35,8 @@ from edge_agent.protocol.attestation import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from hub.attest import Verifier
-from hub.attest_cli import build_expectations
-from hub.registry import DeviceRecord, PublishedBundle, Registry
-from hub.tpm_quote import (
+from hub.cli.attest import build_expectations
+from hub.core.tpm_quote import (
     ALG_ECDSA,
     ALG_RSAPSS,
     ALG_RSASSA,
@@ -48,6 +46,8 @@ from hub.tpm_quote import (
     parse_signature,
     tpm_problem,
 )
+from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.service.attest import Verifier
 from tests.attest_support import PROFILE_TOML
 from tests.factory import NOW, HubSim
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from edge_agent._internal.cli_support import format_duration, wall_clock, write_atomic
 from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import (
     DEFAULT_PROFILE_DIR,
@@ -36,6 +35,7 @@ from edge_agent.attest.tpm import enroll
 from edge_agent.attest.verdict import problems
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
+from edge_agent.support.cli import format_duration, wall_clock, write_atomic
 from edge_agent.trust.state import TrustState
 
 __all__ = ["REPORT_FORMAT", "register"]

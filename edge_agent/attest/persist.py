@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent._internal.cli_support import write_atomic
 from edge_agent.errors import ConfigError, EnvelopeError, StateError
 from edge_agent.protocol import dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.attestation import MAX_DETAIL_CHARS, MAX_RESULT_BYTES
+from edge_agent.support.cli import write_atomic
 from edge_agent.trust.state import LocalVerdict
 
 __all__ = ["ATTESTATION_FILE", "StoredAttestation", "read_attestation", "write_attestation"]

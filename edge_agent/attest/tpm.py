@@ -9,7 +9,7 @@ so an extended PCR turns the local verdict to fail within one re-measure interva
 Answering a hub challenge, :meth:`TpmProvider.quote` has the TPM sign a TPM2_Quote over the
 same PCRs with the device's attestation key (AK), ``qualifyingData`` bound to the challenge
 (:func:`~edge_agent.protocol.attestation.quote_binding`); the hub checks it against the AK
-registered at enrolment (:mod:`hub.tpm_quote`).
+registered at enrolment (:mod:`hub.core.tpm_quote`).
 
 The AK is an ECC P-256 restricted signing key (ECDSA, SHA-256), a primary key of the owner
 hierarchy made persistent at ``ak_handle`` by :func:`enroll` (``edge-agent attest

@@ -22,7 +22,6 @@ import socket
 import time
 from pathlib import Path
 
-from edge_agent._internal.cli_support import read_bounded, wall_clock, write_atomic
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import holder
@@ -36,6 +35,7 @@ from edge_agent.fanotify.enforcer import (
 )
 from edge_agent.fanotify.handoff import DEFAULT_CAPACITY
 from edge_agent.store import agent_lock
+from edge_agent.support.cli import read_bounded, wall_clock, write_atomic
 
 __all__ = ["parse_mounts", "register"]
 

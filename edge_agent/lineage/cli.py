@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from edge_agent._internal.cli_support import utc_text, wall_clock
 from edge_agent.errors import ConfigError, LineageError, StateError
 from edge_agent.lineage.entries import Entry, Kind, decode_entry
 from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
@@ -25,6 +24,7 @@ from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import FILE_MODE
 from edge_agent.protocol.merkle import leaf_hash
+from edge_agent.support.cli import utc_text, wall_clock
 from edge_agent.trust.gate import Reason
 
 __all__ = ["read_export", "register"]

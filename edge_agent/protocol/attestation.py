@@ -24,7 +24,7 @@ Evidence schema versions: 1 has no ``tpm`` field; 2 adds the optional ``tpm`` ma
 ``v`` names the quote format (only 1 is known; another is refused). A device whose profile
 measures TPM PCRs (``pcr:sha256:N`` measurements) carries a quote over them whose
 ``extraData`` is :func:`quote_binding` of its device id and the challenge's nonce; the hub
-parses and checks it (:mod:`hub.tpm_quote`), this module only carries its bytes.
+parses and checks it (:mod:`hub.core.tpm_quote`), this module only carries its bytes.
 
 Freshness: the nonce is random, single-use and expires with its challenge (the hub keeps
 track); the agent accepts a result only for a nonce it answered and only with the digest it

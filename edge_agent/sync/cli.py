@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent._internal.cli_support import configure_logging, format_duration
 from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import Attestor, open_attestor
 from edge_agent.errors import ConfigError
@@ -20,9 +19,10 @@ from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.store import StateStore, agent_lock
+from edge_agent.support.cli import configure_logging, format_duration
+from edge_agent.support.mqtt import check_tls
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
-from edge_agent.sync.mqtt import check_tls
 
 __all__ = ["BROKER_SETTINGS", "Stop", "register", "status_line"]
 

@@ -47,7 +47,7 @@ from edge_agent.attest.config import AttestationConfig
 from edge_agent.errors import ConfigError
 from edge_agent.lineage.log import LineageConfig
 from edge_agent.socket.config import SocketConfig
-from edge_agent.sync.mqtt import BrokerSettings
+from edge_agent.support.mqtt import BrokerSettings
 
 __all__ = [
     "MAX_CONFIG_BYTES",

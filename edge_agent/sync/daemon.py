@@ -45,8 +45,7 @@ from edge_agent.protocol.shipping import (
     sign_status,
     verify_ack,
 )
-from edge_agent.sync.config import SyncConfig
-from edge_agent.sync.mqtt import (
+from edge_agent.support.mqtt import (
     MAX_MESSAGE_BYTES,
     BrokerSettings,
     Connection,
@@ -54,7 +53,8 @@ from edge_agent.sync.mqtt import (
     LastWill,
     backoff_delays,
 )
-from edge_agent.sync.mqtt import connect as mqtt_connect
+from edge_agent.support.mqtt import connect as mqtt_connect
+from edge_agent.sync.config import SyncConfig
 from edge_agent.trust.state import BundleAheadError
 
 __all__ = ["AgentDaemon"]

@@ -75,8 +75,8 @@ from edge_agent.protocol.shipping import (
     verify_status,
 )
 from edge_agent.socket import _cbor, wire
+from edge_agent.support.mqtt import Incoming
 from edge_agent.sync.config import load_config
-from edge_agent.sync.mqtt import Incoming
 from tests.factory import DAY
 from tests.fuzz.world import DEVICE, NOW, key, payload_of, world
 
@@ -563,9 +563,9 @@ class _HubRoute:
     directory, with the rate limits lifted so the fuzzer reaches the handlers."""
 
     def __init__(self) -> None:
-        from hub.operations import init_keys
-        from hub.registry import DeviceRecord, Registry
-        from hub.service import HubConfig, HubService
+        from hub.cli.operations import init_keys
+        from hub.registry.sqlite import DeviceRecord, Registry
+        from hub.service.server import HubConfig, HubService
 
         self.directory = tempfile.TemporaryDirectory(prefix="edgegov-fuzz-hub-")
         path = Path(self.directory.name)

@@ -3,7 +3,7 @@
 Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory)::
 
     DIR/keys/        signing keys and trust roots (``edge-hub keys init --out DIR/keys``)
-    DIR/hub.db       the registry (SQLite, :mod:`hub.registry`)
+    DIR/hub.db       the registry (SQLite, :mod:`hub.registry.sqlite`)
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
                      uses, with the credentials it connects with, and its pid, so the other
                      commands publish to the same broker
@@ -18,15 +18,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent._internal.cli_support import read_bounded, write_atomic
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_ROOT_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
-from edge_agent.sync.mqtt import BrokerSettings
-from hub.keystore import ROOT_FILE, load_role_keys, load_root
-from hub.registry import Registry
+from edge_agent.support.cli import read_bounded, write_atomic
+from edge_agent.support.mqtt import BrokerSettings
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.registry.sqlite import Registry
 
 __all__ = [
     "ENV_HUB_DIR",

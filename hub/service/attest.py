@@ -13,7 +13,7 @@ Round trip (docs/attestation.md):
       registered profile (never one the device claims);
    d. checks the lineage head against the hub's stored checkpoint at that size, if any;
    e. checks the TPM quote against the device's registered attestation key, if any
-      (:func:`hub.tpm_quote.tpm_problem`: a quote is required then, and PCR values count
+      (:func:`hub.core.tpm_quote.tpm_problem`: a quote is required then, and PCR values count
       only when such a quote covers them);
    f. records the outcome and signs a result (pass or fail) valid ``ttl_s`` seconds.
 
@@ -62,9 +62,9 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
-from hub.publish import Publication
-from hub.registry import AttestationRecord, DeviceRecord, Registry
-from hub.tpm_quote import tpm_problem
+from hub.core.tpm_quote import tpm_problem
+from hub.registry.sqlite import AttestationRecord, DeviceRecord, Registry
+from hub.service.publish import Publication
 
 __all__ = [
     "DEFAULT_CHALLENGE_TTL_S",

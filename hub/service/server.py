@@ -7,14 +7,14 @@ While it runs, the hub:
 3. on every connection: decides shared or direct lineage subscriptions, subscribes to the
    device topics of every region it knows, and re-publishes everything retained it is the
    source of (roots, bundles, revocations, acks), so a restarted broker loses nothing;
-4. verifies each lineage batch against the device's stored log (:mod:`hub.ingest`), stores
+4. verifies each lineage batch against the device's stored log (:mod:`hub.core.ingest`), stores
    it in one transaction and only then publishes the signed, retained ack; records each
    device-signed status that is fresh (signed near the hub's time, newer than the one held:
    the only thing that moves "last heard from");
 5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
    bundle (whether or not the registry can record it), picks up devices, regions, bundles
    and revocations added by other commands, and flushes the rejection counters;
-6. attestation (:mod:`hub.attest`): every ``attest_interval_s`` challenges every registered
+6. attestation (:mod:`hub.service.attest`): every ``attest_interval_s`` challenges every registered
    device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
    signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
    answer and publishes the signed, retained result;
@@ -24,7 +24,7 @@ While it runs, the hub:
    agents do not fetch and refuse it on every reconnect.
 
 Every message is bounded before it is parsed: a size cap per topic, then a signature check
-paid from a budget of its own (:class:`~hub.limits.VerificationBudget`), and only for what
+paid from a budget of its own (:class:`~hub.core.limits.VerificationBudget`), and only for what
 verified a token bucket per device, so traffic that is not a device's never spends that
 device's budget. A message that fails is counted as a rejection against the registered
 device whose topic it came on (one counter per code per device), or per code only when it
@@ -74,15 +74,16 @@ from edge_agent.protocol.shipping import (
     verify_status,
 )
 from edge_agent.protocol.topics import DeviceLeaf
-from edge_agent.sync.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
-from hub.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
-from hub.broker import EmbeddedBroker
-from hub.broker_limits import BrokerLimits
-from hub.hubdir import HubDir, HubKeys, ServeInfo
-from hub.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
-from hub.keystore import load_role_keys
-from hub.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
-from hub.publish import (
+from edge_agent.support.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
+from hub.core.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
+from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
+from hub.hubdir.keys import load_role_keys
+from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
+from hub.registry.sqlite import UNREGISTERED, DeviceRecord, Registry, RegistryError
+from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
+from hub.service.broker import EmbeddedBroker
+from hub.service.broker_limits import BrokerLimits
+from hub.service.publish import (
     Publication,
     ack_publication,
     ack_snapshot,
@@ -90,7 +91,6 @@ from hub.publish import (
     parse_channel,
     retained_snapshot,
 )
-from hub.registry import UNREGISTERED, DeviceRecord, Registry, RegistryError
 
 __all__ = ["HubConfig", "HubService", "HubStats"]
 
@@ -516,7 +516,7 @@ class HubService:
 
     async def _consume(self, conn: Connection) -> None:
         """Handle incoming messages in bursts taken fairly from every device that has some
-        waiting (:class:`~hub.limits.FairQueue`): what aiomqtt holds already is queued per
+        waiting (:class:`~hub.core.limits.FairQueue`): what aiomqtt holds already is queued per
         device first (a device's messages beyond its share are dropped there, unread), then
         a burst takes one message per device in turn, up to ``GROUP_MAX``, and is handled in
         one registry transaction without a single await inside it (so no other task writes
@@ -641,7 +641,7 @@ class HubService:
     ) -> LineageBatch | DeviceStatus | Evidence | None:
         """Check that ``payload`` is signed by ``device``'s registered key: the batch,
         status or evidence it holds, or ``None``, counted as a rejection (``impersonation``;
-        ``evidence_rejected`` on the evidence topic, as :mod:`hub.attest` counts it).
+        ``evidence_rejected`` on the evidence topic, as :mod:`hub.service.attest` counts it).
 
         A payload that is not even shaped as a ``COSE_Sign1`` costs nothing more. The
         signature check is paid from the verification budget of ``topic`` (or the shared

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent._internal.cli_support import format_duration
 from edge_agent.errors import LineageError
 from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
-from hub.registry import UNREGISTERED, FleetRow, Registry
+from edge_agent.support.cli import format_duration
+from hub.registry.sqlite import UNREGISTERED, FleetRow, Registry
 
 __all__ = [
     "STALE_AFTER_S",

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent._internal.cli_support import format_duration, read_bounded, wall_clock, write_atomic
 from edge_agent.attest.cli import REPORT_FORMAT
 from edge_agent.attest.profile import Profile, load_profile
 from edge_agent.errors import ConfigError, TransportError
@@ -38,13 +37,14 @@ from edge_agent.protocol.expectations import (
     ProfileExpectations,
 )
 from edge_agent.protocol.roles import Role
-from edge_agent.sync.mqtt import BrokerSettings
-from hub.attest import DEFAULT_CHALLENGE_TTL_S, Verifier, expectations_to_json
-from hub.hubdir import HubDir
-from hub.keystore import load_role_keys
-from hub.publish import publish_once
-from hub.registry import AttestationRecord
-from hub.tpm_quote import MAX_AK_PEM_BYTES, load_ak
+from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_atomic
+from edge_agent.support.mqtt import BrokerSettings
+from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
+from hub.hubdir.keys import load_role_keys
+from hub.hubdir.layout import HubDir
+from hub.registry.sqlite import AttestationRecord
+from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier, expectations_to_json
+from hub.service.publish import publish_once
 
 __all__ = ["attestation_json", "attestation_lines", "build_expectations", "register"]
 

@@ -1,14 +1,14 @@
 """The ``edge-hub`` commands that run and drive the MQTT fabric (docs/mqtt.md).
 
-``serve`` runs :class:`hub.service.HubService` until SIGTERM or SIGINT. ``device add``,
-``device acl`` (the Mosquitto ACL, :mod:`hub.mosquitto_acl`), ``bundle push``, ``revoke``,
-``fleet`` and ``lineage show`` work on a hub directory (:mod:`hub.hubdir`); ``bundle push``
+``serve`` runs :class:`hub.service.server.HubService` until SIGTERM or SIGINT. ``device add``,
+``device acl`` (the Mosquitto ACL, :mod:`hub.cli.mosquitto_acl`), ``bundle push``, ``revoke``,
+``fleet`` and ``lineage show`` work on a hub directory (:mod:`hub.hubdir.layout`); ``bundle push``
 and ``revoke`` record in the registry first, then publish at once to the broker of the
 running ``serve`` (from ``serve.json``) or ``--broker``. Without either they record only,
 and ``serve`` publishes what was recorded when it starts (and, while it runs, anything
 recorded that the broker missed, on its next round).
 
-``revoke`` names only what the registry knows (:func:`hub.push.revocation_region`; ``--force``
+``revoke`` names only what the registry knows (:func:`hub.core.push.revocation_region`; ``--force``
 otherwise), and a bundle or key revocation, which nothing undoes, is confirmed first: typed
 at a terminal, or ``--yes`` (without a terminal on stdin, no ``--yes`` refuses).
 """
@@ -24,14 +24,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._internal.cli_support import (
-    configure_logging,
-    counter_arg,
-    read_bounded,
-    utc_text,
-    wall_clock,
-    write_atomic,
-)
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.lineage.entries import Entry
 from edge_agent.protocol import topics
@@ -39,19 +31,20 @@ from edge_agent.protocol.keys import public_key_from_pem
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.sync.mqtt import BrokerSettings
-from hub import attest_cli, breakglass_cli
-from hub.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
-from hub.hubdir import HubDir
-from hub.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
-from hub.publish import (
-    Publication,
-    issue_freshness,
-    parse_channel,
-    publish_once,
-    revocation_publications,
+from edge_agent.support.cli import (
+    configure_logging,
+    counter_arg,
+    read_bounded,
+    utc_text,
+    wall_clock,
+    write_atomic,
 )
-from hub.push import (
+from edge_agent.support.mqtt import BrokerSettings
+from hub.cli import attest as attest_cli
+from hub.cli import breakglass as breakglass_cli
+from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
+from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.core.push import (
     PushPlan,
     plan_push,
     record_push,
@@ -59,8 +52,16 @@ from hub.push import (
     revocation_region,
     sign_next_revocation,
 )
-from hub.registry import DeviceRecord, IssuedRevocation
-from hub.service import HubConfig, HubService
+from hub.hubdir.layout import HubDir
+from hub.registry.sqlite import DeviceRecord, IssuedRevocation
+from hub.service.publish import (
+    Publication,
+    issue_freshness,
+    parse_channel,
+    publish_once,
+    revocation_publications,
+)
+from hub.service.server import HubConfig, HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
 
@@ -378,7 +379,7 @@ def prepare_revocation(
 
     Raises:
         ConfigError: a scope this hub does not know (unless ``force``: see
-            :func:`hub.push.revocation_region`), an ambiguous region, or unusable keys.
+            :func:`hub.core.push.revocation_region`), an ambiguous region, or unusable keys.
         RevocationError: the revoke keys fall short of the threshold.
     """
     keys = hub.load_keys(keys_dir)

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent._internal.logging_setup import configure
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.support.logging_setup import configure
 
 __all__ = [
     "EXIT_STDOUT_GONE",

@@ -22,11 +22,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent._internal.cli_support import write_atomic
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
+from edge_agent.support.cli import write_atomic
 
 __all__ = [
     "ROOT_FILE",

@@ -35,7 +35,7 @@ from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.ingest import Accepted, DeviceLog, ForkEvidence
+from hub.core.ingest import Accepted, DeviceLog, ForkEvidence
 
 __all__ = [
     "MAX_FORK_EVIDENCE",
@@ -211,7 +211,7 @@ class AttestationRecord:
 
 
 class _DeviceStoredLog:
-    """:class:`hub.ingest.StoredLog` over one device's rows."""
+    """:class:`hub.core.ingest.StoredLog` over one device's rows."""
 
     def __init__(self, registry: Registry, device: str) -> None:
         self._registry = registry

@@ -13,7 +13,6 @@ import argparse
 import os
 from pathlib import Path
 
-from edge_agent._internal.cli_support import wall_clock, write_atomic
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify.breakglass import (
     MAX_WINDOW_S,
@@ -23,8 +22,9 @@ from edge_agent.fanotify.breakglass import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
-from hub.hubdir import HubDir
-from hub.keystore import load_role_keys
+from edge_agent.support.cli import wall_clock, write_atomic
+from hub.hubdir.keys import load_role_keys
+from hub.hubdir.layout import HubDir
 
 __all__ = ["register"]
 

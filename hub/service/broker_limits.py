@@ -1,4 +1,4 @@
-"""The embedded broker's limits, enforced by ``hub/broker.py``.
+"""The embedded broker's limits, enforced by ``hub/service/broker.py``.
 
 They are sized from the largest object edgegov sends: docs/mqtt.md ("Embedded broker limits")
 gives the figures and what each limit protects against.

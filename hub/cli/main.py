@@ -2,7 +2,7 @@
 
 Keys, bundles and trust-root rotation work on files; ``serve``, ``device``, ``bundle push``,
 ``revoke``, ``fleet`` and ``lineage show`` work on a hub directory (``--hub-dir``, default
-``$EDGE_HUB_DIR`` or the current directory; see :mod:`hub.hubdir`). ``bundle push`` and
+``$EDGE_HUB_DIR`` or the current directory; see :mod:`hub.hubdir.layout`). ``bundle push`` and
 ``revoke`` record in the registry, then publish at once to the broker of the running
 ``edge-hub serve`` (or ``--broker``); without one, ``serve`` publishes them when it starts.
 
@@ -21,7 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent._internal.cli_support import (
+from edge_agent.errors import ConfigError, EdgeGovError
+from edge_agent.policy.source import load_policy_source, parse_duration
+from edge_agent.protocol.expectations import Expectations
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.roles import HUB_ROLES, Role
+from edge_agent.support.cli import (
     configure_logging,
     counter_arg,
     fail,
@@ -32,15 +37,9 @@ from edge_agent._internal.cli_support import (
     wall_clock,
     write_atomic,
 )
-from edge_agent.errors import ConfigError, EdgeGovError
-from edge_agent.policy.source import load_policy_source, parse_duration
-from edge_agent.protocol.expectations import Expectations
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
-from edge_agent.protocol.roles import HUB_ROLES, Role
-from hub import fabric_cli, lineage
-from hub.attest import expectations_from_json, with_expectations
-from hub.keystore import ROOT_FILE, load_role_keys, load_root
-from hub.operations import (
+from hub.cli import fabric as fabric_cli
+from hub.cli import lineage
+from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
     BundleSummary,
     build_bundle,
@@ -48,6 +47,8 @@ from hub.operations import (
     inspect_bundle,
     rotate_root,
 )
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.service.attest import expectations_from_json, with_expectations
 
 __all__ = ["main"]
 

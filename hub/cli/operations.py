@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent._internal.cli_support import write_atomic
 from edge_agent.errors import ConfigError, EnvelopeError, RootError
 from edge_agent.policy.compiler import compile_policy
 from edge_agent.policy.source import PolicySource
@@ -35,7 +34,8 @@ from edge_agent.protocol.root import (
     verify_root_update,
     verify_trusted_root,
 )
-from hub.keystore import (
+from edge_agent.support.cli import write_atomic
+from hub.hubdir.keys import (
     ROOT_FILE,
     ensure_key_dir,
     load_role_keys,

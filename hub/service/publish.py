@@ -20,8 +20,8 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.shipping import Ack, sign_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
-from edge_agent.sync.mqtt import BrokerSettings, connect
-from hub.registry import IssuedRevocation, PublishedBundle, Registry, RegistryError
+from edge_agent.support.mqtt import BrokerSettings, connect
+from hub.registry.sqlite import IssuedRevocation, PublishedBundle, Registry, RegistryError
 
 __all__ = [
     "Publication",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
-from hub.registry import UNREGISTERED
+from hub.registry.sqlite import UNREGISTERED
 
 __all__ = ["FairQueue", "RateLimiter", "RejectionCounter", "VerificationBudget"]
 
@@ -131,7 +131,7 @@ class VerificationBudget:
 
 class RejectionCounter:
     """Rejections per (device, code) with the last detail, until drained; messages naming no
-    registered device under (:data:`~hub.registry.UNREGISTERED`, code)."""
+    registered device under (:data:`~hub.registry.sqlite.UNREGISTERED`, code)."""
 
     def __init__(self, max_ids: int = MAX_UNREGISTERED_IDS) -> None:
         self._counts: dict[tuple[str, str], tuple[int, str]] = {}

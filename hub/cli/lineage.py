@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_agent._internal.cli_support import read_bounded
 from edge_agent.errors import ConfigError, LineageError
 from edge_agent.lineage.cli import read_export
 from edge_agent.lineage.exported import (
@@ -25,6 +24,7 @@ from edge_agent.lineage.exported import (
 )
 from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES
 from edge_agent.protocol.keys import PublicKey, public_key_from_pem
+from edge_agent.support.cli import read_bounded
 
 __all__ = ["register", "verify_file"]
 

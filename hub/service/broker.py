@@ -22,8 +22,8 @@ across awaits, so a client subscribing or leaving meanwhile aborted that walk wi
 ``RuntimeError: dictionary changed size during iteration`` (and the connecting client's
 session with it).
 
-Limits (:class:`hub.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures behind them). amqtt
-0.12 has none: one 100 MB publish took the hub from 60 MB to 940 MB. Here:
+Limits (:class:`hub.service.broker_limits.BrokerLimits`; docs/mqtt.md gives the figures behind
+them). amqtt 0.12 has none: one 100 MB publish took the hub from 60 MB to 940 MB. Here:
 
 1. **Packet size.** :class:`_FramedReader` follows the MQTT framing of every byte amqtt reads
    and drops the connection as soon as a fixed header announces a remaining length over
@@ -89,9 +89,14 @@ from amqtt.utils import gen_client_id  # type: ignore[import-untyped]
 
 from edge_agent.errors import TransportError
 from edge_agent.protocol import topics
-from edge_agent.sync.mqtt import BrokerSettings
-from hub.broker_limits import FD_RESERVE, REFUSAL_LOG_BURST, REFUSAL_LOG_INTERVAL_S, BrokerLimits
-from hub.limits import RateLimiter
+from edge_agent.support.mqtt import BrokerSettings
+from hub.core.limits import RateLimiter
+from hub.service.broker_limits import (
+    FD_RESERVE,
+    REFUSAL_LOG_BURST,
+    REFUSAL_LOG_INTERVAL_S,
+    BrokerLimits,
+)
 
 __all__ = ["EmbeddedBroker"]
 

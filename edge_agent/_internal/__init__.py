@@ -1,1 +1,0 @@
-"""Private helpers shared by the agent's and the hub's command-line shells."""
