@@ -207,7 +207,7 @@ def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
         EnvelopeError: not a well-formed bundle.
     """
     payload_bytes = cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES)
-    payload = dcbor.decode(payload_bytes, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload")
+    payload: object = dcbor.decode(payload_bytes, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload")
     if not isinstance(payload, dict) or not isinstance(payload.get("target"), dict):
         raise EnvelopeError("not an edgegov bundle: the payload has no target")
     hints = _signature_hints(data)
@@ -226,7 +226,7 @@ def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
         except (EnvelopeError, RootError) as exc:
             error = str(exc)
     return BundleSummary(
-        payload=payload,  # type: ignore[arg-type]
+        payload=payload,
         digest=hashlib.sha256(data).digest(),
         size=len(data),
         signer_hints=hints,
@@ -247,7 +247,7 @@ def _signature_hints(data: bytes) -> tuple[str, ...]:
     if isinstance(value, list) and len(value) == 4 and isinstance(value[3], list):
         for signature in value[3]:
             if isinstance(signature, list) and len(signature) == 3:
-                unprotected = signature[1]
+                unprotected: object = signature[1]
                 kid = unprotected.get(4) if isinstance(unprotected, dict) else None
                 hints.append(kid.hex() if isinstance(kid, bytes) else "?")
     return tuple(hints)
