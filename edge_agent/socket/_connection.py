@@ -18,11 +18,15 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.policy.engine import Request
+from edge_agent.socket.config import SocketLimits
+from edge_agent.socket.deciders import AsyncDecider, Decider
 from edge_agent.socket.errors import IdentityError, ProtocolError
-from edge_agent.socket.peer import PeerProcess, attest
+from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
     HEADER_BYTES,
     DecisionResult,
@@ -38,10 +42,9 @@ from edge_agent.socket.wire import (
 from edge_agent.trust.gate import Decision
 
 if TYPE_CHECKING:
-    from edge_agent.socket.server import DecisionServer
-    from edge_agent.socket.wire import ErrorCodeValue
+    from edge_agent.socket.errors import ErrorCodeValue
 
-__all__ = ["FRAMES_PER_TURN", "Connection"]
+__all__ = ["FRAMES_PER_TURN", "Connection", "ConnectionOwner", "Counters"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +52,52 @@ FRAMES_PER_TURN = 16
 """Frames one connection handles before yielding the event loop to the others."""
 
 
+@dataclass(slots=True)
+class Counters:
+    """The server's running counts; connections add to them as events happen."""
+
+    accepted: int = 0
+    evicted: int = 0
+    refused_busy: int = 0
+    identity_failures: int = 0
+    protocol_errors: int = 0
+    timeouts: int = 0
+    decisions: int = 0
+
+
+class ConnectionOwner(Protocol):
+    """What a connection uses of the server that owns it
+    (:class:`~edge_agent.socket.server.DecisionServer`): its limits, pool, deciders and
+    counters, and the calls that admit, schedule and forget connections. Named here so this
+    module does not import the server, which imports it."""
+
+    @property
+    def limits(self) -> SocketLimits: ...
+    @property
+    def pool(self) -> ThreadPoolExecutor: ...
+    @property
+    def cache(self) -> ExeHashCache: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def async_decider(self) -> AsyncDecider | None: ...
+    @property
+    def sync_decider(self) -> Decider | None: ...
+
+    def admit(self, connection: Connection) -> bool: ...
+    def forget(self, connection: Connection) -> None: ...
+    def touch(self, connection: Connection) -> None: ...
+    def may_start(self, connection: Connection) -> bool: ...
+    def started(self, connection: Connection) -> None: ...
+    def finished(self, connection: Connection) -> None: ...
+
+
 class Connection(asyncio.Protocol):
     """One accepted connection; the server tracks it and the sweeper enforces its timeouts."""
 
-    def __init__(self, server: DecisionServer, number: int) -> None:
+    def __init__(self, server: ConnectionOwner, number: int) -> None:
         self.server = server
         self.number = number
         self.transport: asyncio.Transport | None = None

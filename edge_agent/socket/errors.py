@@ -16,15 +16,46 @@ TYPE_CHECKING = False
 """Not :data:`typing.TYPE_CHECKING`: ``edge-agent exec`` imports this module, and importing
 :mod:`typing` would cost it milliseconds of start-up."""
 if TYPE_CHECKING:
-    from edge_agent.socket.wire import ErrorCodeValue
+    from typing import Final, Literal, TypeAlias
+
+    ErrorCodeValue: TypeAlias = Literal[
+        "bad_frame",
+        "frame_too_large",
+        "bad_request",
+        "unsupported_version",
+        "unknown_op",
+        "identity_unverified",
+        "busy",
+        "shutting_down",
+        "internal_error",
+    ]
+    """One of :class:`ErrorCode`'s constants: an error this agent may answer with."""
 
 __all__ = [
     "AgentRequestError",
     "AgentUnavailableError",
+    "ErrorCode",
     "IdentityError",
     "ProtocolError",
     "SocketError",
 ]
+
+
+class ErrorCode:
+    """The ``error`` of an error response (docs/socket.md section 5): plain strings, the type
+    is ``ErrorCodeValue``. A client keeps a code it does not know as text (a newer agent may
+    add codes within version 1). Defined here, below :mod:`edge_agent.socket.wire` (which
+    re-exports it), because :class:`ProtocolError` carries one."""
+
+    BAD_FRAME: Final = "bad_frame"
+    FRAME_TOO_LARGE: Final = "frame_too_large"
+    BAD_REQUEST: Final = "bad_request"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
+    UNKNOWN_OP: Final = "unknown_op"
+    IDENTITY_UNVERIFIED: Final = "identity_unverified"
+    BUSY: Final = "busy"
+    SHUTTING_DOWN: Final = "shutting_down"
+    INTERNAL_ERROR: Final = "internal_error"
 
 
 class SocketError(EdgeGovError):
@@ -35,7 +66,7 @@ class SocketError(EdgeGovError):
 
 class ProtocolError(SocketError):
     """A frame or message breaks the socket protocol; ``code`` is the
-    :class:`~edge_agent.socket.wire.ErrorCode` the server answers with as it is (its type
+    :class:`ErrorCode` the server answers with as it is (its type
     holds it to the protocol's codes), ``request_id`` the request's id when it was readable."""
 
     code: ErrorCodeValue = "bad_request"

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from edge_agent.socket._connection import Connection
+from edge_agent.socket._connection import Connection, Counters
 from edge_agent.socket.config import SocketConfig, SocketLimits
 from edge_agent.socket.deciders import AsyncDecider, Decider
 from edge_agent.socket.listen import ListeningSocket
@@ -69,17 +69,6 @@ class ServerStats:
     decisions: int
 
 
-@dataclass(slots=True)
-class _Counters:
-    accepted: int = 0
-    evicted: int = 0
-    refused_busy: int = 0
-    identity_failures: int = 0
-    protocol_errors: int = 0
-    timeouts: int = 0
-    decisions: int = 0
-
-
 class DecisionServer:
     """Serves decisions on a Unix socket while its ``async with`` block runs.
 
@@ -95,7 +84,7 @@ class DecisionServer:
         self.sync_decider = None if isinstance(decider, AsyncDecider) else decider
         self.limits: SocketLimits = self.config.limits
         self.cache = ExeHashCache()
-        self.counters = _Counters()
+        self.counters = Counters()
         self.closing = False
         self.pool = ThreadPoolExecutor(self.limits.decision_threads, "edge-agent-decide")
         self._connections: OrderedDict[Connection, None] = OrderedDict()

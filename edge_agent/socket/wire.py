@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.socket import _cbor
-from edge_agent.socket.errors import AgentRequestError, ProtocolError
+from edge_agent.socket.errors import AgentRequestError, ErrorCode, ProtocolError
 
 TYPE_CHECKING = False
 """Not :data:`typing.TYPE_CHECKING`: ``edge-agent exec`` imports this module, and importing
@@ -40,20 +40,10 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
+    from edge_agent.socket.errors import ErrorCodeValue
+
     OpValue: TypeAlias = Literal["decide", "identify"]
     """One of :class:`Op`'s constants: what a request may ask."""
-    ErrorCodeValue: TypeAlias = Literal[
-        "bad_frame",
-        "frame_too_large",
-        "bad_request",
-        "unsupported_version",
-        "unknown_op",
-        "identity_unverified",
-        "busy",
-        "shutting_down",
-        "internal_error",
-    ]
-    """One of :class:`ErrorCode`'s constants: an error this agent may answer with."""
 else:
     from edge_agent.socket._records import NamedTuple
 
@@ -120,22 +110,6 @@ class Op:
 
     DECIDE: Final = "decide"
     IDENTIFY: Final = "identify"
-
-
-class ErrorCode:
-    """The ``error`` of an error response (docs/socket.md section 5): plain strings, the type
-    is ``ErrorCodeValue``. A client keeps a code it does not know as text (a newer agent may
-    add codes within version 1)."""
-
-    BAD_FRAME: Final = "bad_frame"
-    FRAME_TOO_LARGE: Final = "frame_too_large"
-    BAD_REQUEST: Final = "bad_request"
-    UNSUPPORTED_VERSION: Final = "unsupported_version"
-    UNKNOWN_OP: Final = "unknown_op"
-    IDENTITY_UNVERIFIED: Final = "identity_unverified"
-    BUSY: Final = "busy"
-    SHUTTING_DOWN: Final = "shutting_down"
-    INTERNAL_ERROR: Final = "internal_error"
 
 
 _OPS: tuple[OpValue, ...] = (Op.DECIDE, Op.IDENTIFY)
