@@ -57,6 +57,7 @@ check: $(STAMP)
 	$(BIN)/ruff check edge_agent hub tests bench
 	$(BIN)/ruff format --check edge_agent hub tests bench
 	$(BIN)/mypy --strict edge_agent hub
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: $(STAMP)
 	$(BIN)/ruff format edge_agent hub tests bench
