@@ -44,6 +44,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.core.publications import Publication, parse_channel, revocation_publications
 from hub.core.push import (
     HubInventory,
     PushPlan,
@@ -55,13 +56,7 @@ from hub.core.push import (
 )
 from hub.hubdir.layout import HubDir
 from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
-from hub.service.publish import (
-    Publication,
-    issue_freshness,
-    parse_channel,
-    publish_once,
-    revocation_publications,
-)
+from hub.service.publish import issue_freshness, publish_once
 from hub.service.server import HubConfig, HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
