@@ -49,7 +49,6 @@ from edge_agent.protocol.attestation import (
     Verdict,
     sign_evidence,
     sign_result,
-    verify_evidence,
 )
 from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.expectations import expectations_value
@@ -64,8 +63,9 @@ from edge_agent.trust.state import (
     with_local_verdict,
 )
 from hub.cli.attest import build_expectations
+from hub.core.attestation import bundle_view, judge_attestation, read_evidence
 from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
-from hub.service.attest import Verifier, bundle_view, judge_evidence
+from hub.service.attest import Verifier
 from tests.factory import DEVICE, NOW, HubSim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,14 +233,18 @@ def bench_hub(runs: int, count: int) -> None:
             view = bundle_view(data)
             started = time.perf_counter()
             for payload in payloads:
-                evidence = verify_evidence(payload, device="gw-001", key=device.public_key)
-                verdict, detail = judge_evidence(evidence, device, view, None)
-                sign_result(
-                    AttestationResult(
-                        "gw-001", evidence.nonce, verdict, b"\0" * 32, NOW, NOW + 1, detail
-                    ),
-                    key=verifier.key,
+                evidence = read_evidence(payload, device)
+                result = judge_attestation(
+                    evidence,
+                    device,
+                    nonce_problem=None,
+                    bundle=view,
+                    hub_root=None,
+                    tpm_ak=None,
+                    now=NOW,
+                    ttl_s=1,
                 )
+                sign_result(result, key=verifier.key)
             pure.append(count / (time.perf_counter() - started))
             started = time.perf_counter()
             for payload in payloads:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
-from hub.registry.sqlite import UNREGISTERED
+from hub.core.limits import (
+    UNREGISTERED,
+    FairQueue,
+    RateLimiter,
+    RejectionCounter,
+    VerificationBudget,
+)
 
 
 def test_a_device_gets_its_burst_then_the_sustained_rate() -> None:

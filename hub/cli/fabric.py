@@ -44,23 +44,19 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.core.publications import Publication, parse_channel, revocation_publications
 from hub.core.push import (
+    HubInventory,
     PushPlan,
     plan_push,
-    record_push,
     resolve_key_id,
     revocation_region,
     sign_next_revocation,
+    verify_push,
 )
 from hub.hubdir.layout import HubDir
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation
-from hub.service.publish import (
-    Publication,
-    issue_freshness,
-    parse_channel,
-    publish_once,
-    revocation_publications,
-)
+from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.service.publish import issue_freshness, publish_once
 from hub.service.server import HubConfig, HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
@@ -319,12 +315,16 @@ def prepare_push(
         ConfigError: the hub directory or keys are unusable.
     """
     keys = hub.load_keys(keys_dir)
+    bundle = verify_push(data, root=keys.root, now=now)
     with hub.open_registry() as registry:
         plan = plan_push(
-            data, root=keys.root, devices=registry.devices(), registry=registry, now=now
+            bundle,
+            root=keys.root,
+            devices=registry.devices(),
+            current=registry.current_bundles(bundle.target.region),
+            revocations=registry.current_revocations(),
         )
-        record_push(registry, plan, now)
-        bundle = plan.bundle
+        _record_push(registry, plan, now)
         publications = [
             Publication(topics.bundle_topic(bundle.target.region, parse_channel(c)), bundle.raw)
             for c in plan.channels
@@ -340,12 +340,36 @@ def prepare_push(
     return plan, publications
 
 
+def _record_push(registry: Registry, plan: PushPlan, now: int) -> None:
+    """Record the bundle and make it current on its channels (one transaction).
+
+    Raises:
+        RegistryError: the write failed; nothing changed.
+    """
+    bundle = plan.bundle
+    registry.record_bundle(
+        bundle=PublishedBundle(
+            region=bundle.target.region,
+            channel="",
+            version=bundle.version,
+            digest=bundle.digest,
+            data=bundle.raw,
+            expires_at=bundle.expires_at,
+            max_offline=bundle.max_offline,
+            pushed_at=now,
+        ),
+        issued_at=bundle.issued_at,
+        target=bundle.target.as_cbor(),
+        channels=plan.channels,
+    )
+
+
 def _cmd_revoke(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
     kind, value = scope = _revocation_scope(args, keys.root)
     with hub.open_registry() as registry:
-        region = revocation_region(registry, kind, value, args.region, force=args.force)
+        region = revocation_region(_inventory(registry), kind, value, args.region, force=args.force)
     if kind in IRREVERSIBLE:
         _confirm(_irreversible(kind, value, region), yes=args.yes)
     issued, publications = prepare_revocation(
@@ -386,15 +410,15 @@ def prepare_revocation(
     signers = hub.revoke_keys(keys.root, keys_dir)
     kind, value = scope
     with hub.open_registry() as registry:
-        region = revocation_region(registry, kind, value, region, force=force)
+        region = revocation_region(_inventory(registry), kind, value, region, force=force)
         issued = sign_next_revocation(
-            registry,
             root=keys.root,
             signers=signers,
             region=region,
             kind=kind,
             value=value,
             reason=reason,
+            kill_epoch=registry.kill_epoch(region),
             now=now,
         )
         registry.record_revocation(issued)
@@ -403,6 +427,13 @@ def prepare_revocation(
             registry, key=keys.freshness, now=now, ttl_s=_token_ttl(hub), region=region
         )
     return issued, publications
+
+
+def _inventory(registry: Registry) -> HubInventory:
+    """What a revocation may name, read from ``registry``."""
+    regions = tuple(registry.regions())
+    versions = {region: tuple(registry.bundle_versions(region)) for region in regions}
+    return HubInventory(tuple(registry.devices()), regions, versions)
 
 
 def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[RevocationKind, str]:

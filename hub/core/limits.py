@@ -29,11 +29,20 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
-from hub.registry.sqlite import UNREGISTERED
 
-__all__ = ["FairQueue", "RateLimiter", "RejectionCounter", "VerificationBudget"]
+__all__ = [
+    "UNREGISTERED",
+    "FairQueue",
+    "RateLimiter",
+    "RejectionCounter",
+    "VerificationBudget",
+]
 
 T = TypeVar("T")
+
+UNREGISTERED = "*"
+"""The device rejections of messages naming no registered device are counted under (never a
+device id: ``*`` is not allowed in one). The registry stores these counts under it too."""
 
 MAX_QUEUED_PER_KEY = 32
 """Messages waiting per device before the hub handles them; more from the same device are
@@ -131,7 +140,7 @@ class VerificationBudget:
 
 class RejectionCounter:
     """Rejections per (device, code) with the last detail, until drained; messages naming no
-    registered device under (:data:`~hub.registry.sqlite.UNREGISTERED`, code)."""
+    registered device under (:data:`UNREGISTERED`, code)."""
 
     def __init__(self, max_ids: int = MAX_UNREGISTERED_IDS) -> None:
         self._counts: dict[tuple[str, str], tuple[int, str]] = {}

@@ -9,11 +9,15 @@ publishes what its agents would refuse. A revocation names what this hub knows: 
 registered in its region, a group with a device there, a bundle version pushed there, a
 region of this hub (``force`` lifts all but the first). It takes the region's next epoch, is
 signed by a threshold of revoke keys and verified as a device would before it is recorded.
+
+Everything here is a function of values: the caller reads the registry (the channels'
+current bundles, the revocations, :class:`HubInventory`, the region's kill epoch), hands
+them in and records what comes back. No registry, file or clock is touched here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.errors import BundleError, ConfigError, EnvelopeError
@@ -30,15 +34,16 @@ from edge_agent.protocol.revocation import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle
 
 __all__ = [
+    "HubInventory",
     "PushPlan",
     "plan_push",
-    "record_push",
     "resolve_key_id",
     "revocation_region",
     "sign_next_revocation",
+    "verify_push",
 ]
 
 
@@ -54,24 +59,39 @@ class PushPlan:
     """Registered devices the bundle is for."""
 
 
-def plan_push(
-    data: bytes, *, root: TrustRoot, devices: Sequence[DeviceRecord], registry: Registry, now: int
-) -> PushPlan:
-    """Verify ``data`` as a device of its target would, then against each channel's bundle.
+def verify_push(data: bytes, *, root: TrustRoot, now: int) -> VerifiedBundle:
+    """Verify ``data`` as a device of its target would.
 
     Raises:
-        BundleError: a device would refuse it (``code`` names the check; ``bundle_rollback``
-            or ``bundle_conflict`` against the bundle current on a channel,
-            ``bundle_revoked`` when a revocation of its region voids it).
+        BundleError: a device would refuse it (``code`` names the check).
     """
-    bundle = verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
+    return verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
+
+
+def plan_push(
+    bundle: VerifiedBundle,
+    *,
+    root: TrustRoot,
+    devices: Sequence[DeviceRecord],
+    current: Sequence[PublishedBundle],
+    revocations: Sequence[IssuedRevocation],
+) -> PushPlan:
+    """Where the verified ``bundle`` goes, checked against the bundles ``current`` on the
+    channels of its region and against the ``revocations`` current at the hub; ``devices``
+    are the registered devices (those it targets are named in the plan).
+
+    Raises:
+        BundleError: a device would refuse it: ``bundle_rollback`` or ``bundle_conflict``
+            against the bundle current on a channel, ``bundle_revoked`` when a revocation
+            of its region voids it.
+    """
     target = bundle.target
-    _check_not_revoked(bundle, root, registry.current_revocations())
+    _check_not_revoked(bundle, root, revocations)
     channels = tuple(str(c) for c in topics.channels_for_target(target.devices, target.groups))
-    current = {b.channel: b for b in registry.current_bundles(target.region)}
+    held_on = {b.channel: b for b in current if b.region == target.region}
     unchanged = []
     for channel in channels:
-        held = current.get(channel)
+        held = held_on.get(channel)
         if held is None or bundle.version > held.version:
             continue
         if bundle.version < held.version:
@@ -115,30 +135,6 @@ def _check_not_revoked(
             f"everything with it installed; {remedy}",
             code="bundle_revoked",
         )
-
-
-def record_push(registry: Registry, plan: PushPlan, now: int) -> None:
-    """Record the bundle and make it current on its channels (one transaction).
-
-    Raises:
-        RegistryError: the write failed; nothing changed.
-    """
-    bundle = plan.bundle
-    registry.record_bundle(
-        bundle=PublishedBundle(
-            region=bundle.target.region,
-            channel="",
-            version=bundle.version,
-            digest=bundle.digest,
-            data=bundle.raw,
-            expires_at=bundle.expires_at,
-            max_offline=bundle.max_offline,
-            pushed_at=now,
-        ),
-        issued_at=bundle.issued_at,
-        target=bundle.target.as_cbor(),
-        channels=plan.channels,
-    )
 
 
 def _probe(data: bytes) -> DeviceIdentity:
@@ -196,10 +192,32 @@ def resolve_key_id(text: str, root: TrustRoot) -> str:
     return matches.pop()
 
 
+@dataclass(frozen=True, slots=True)
+class HubInventory:
+    """What this hub has registered and pushed, by region: what a revocation may name."""
+
+    devices: tuple[DeviceRecord, ...]
+    regions: tuple[str, ...]
+    """Every region a device, bundle or revocation of this hub is in."""
+    bundle_versions: Mapping[str, tuple[int, ...]]
+    """Every bundle version ever pushed to each region."""
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        return next((d for d in self.devices if d.device_id == device_id), None)
+
+    def pushed(self, region: str) -> tuple[int, ...]:
+        return self.bundle_versions.get(region, ())
+
+
 def revocation_region(
-    registry: Registry, kind: RevocationKind, value: str, region: str | None, *, force: bool
+    inventory: HubInventory,
+    kind: RevocationKind,
+    value: str,
+    region: str | None,
+    *,
+    force: bool,
 ) -> str:
-    """The region a revocation of ``kind`` ``value`` goes to, checked against the registry:
+    """The region a revocation of ``kind`` ``value`` goes to, checked against ``inventory``:
     ``region`` when given, else the one where the device, the group's devices or the bundle
     version are (else the hub's only region).
 
@@ -212,7 +230,7 @@ def revocation_region(
         ConfigError: the scope is not this hub's (as above), or the region is ambiguous.
     """
     if kind is RevocationKind.DEVICE:
-        device = registry.device(value)
+        device = inventory.device(value)
         if device is not None and region not in (None, device.region):
             raise ConfigError(
                 f"device {value!r} is registered in region {device.region}, not {region}: "
@@ -222,7 +240,7 @@ def revocation_region(
             return device.region
         _unless_forced(force, f"device {value!r} is not registered at this hub")
     elif kind is RevocationKind.GROUP:
-        holding = sorted({d.region for d in registry.devices() if value in d.groups})
+        holding = sorted({d.region for d in inventory.devices if value in d.groups})
         region = _pick(region, holding, f"group {value!r} has devices")
         if region not in holding:
             where = f" (its devices are in {', '.join(holding)})" if holding else ""
@@ -231,11 +249,11 @@ def revocation_region(
             )
     elif kind is RevocationKind.BUNDLE:
         version = int(value)
-        pushed = [r for r in registry.regions() if version in registry.bundle_versions(r)]
+        pushed = [r for r in inventory.regions if version in inventory.pushed(r)]
         region = _pick(region, pushed, f"bundle version {value} was pushed")
         if region not in pushed:
-            scope = [region] if region else registry.regions()
-            highest = max((v for r in scope for v in registry.bundle_versions(r)), default=0)
+            scope = [region] if region else inventory.regions
+            highest = max((v for r in scope for v in inventory.pushed(r)), default=0)
             _unless_forced(
                 force,
                 f"bundle version {value} was never pushed to {region or 'this hub'}"
@@ -243,8 +261,8 @@ def revocation_region(
                 + f"; revoking it would void every version up to {value}",
             )
     if region is None:
-        return _only_region(registry)
-    if region not in registry.regions():
+        return _only_region(inventory.regions)
+    if region not in inventory.regions:
         _unless_forced(force, f"this hub has no device, bundle or revocation in region {region}")
     return region
 
@@ -261,8 +279,7 @@ def _unless_forced(force: bool, problem: str) -> None:
         raise ConfigError(f"{problem}: check it (edge-hub fleet), or add --force to revoke anyway")
 
 
-def _only_region(registry: Registry) -> str:
-    regions = registry.regions()
+def _only_region(regions: Sequence[str]) -> str:
     if len(regions) != 1:
         raise ConfigError(
             f"this hub knows {len(regions)} regions ({', '.join(regions) or 'none'}): give --region"
@@ -271,7 +288,6 @@ def _only_region(registry: Registry) -> str:
 
 
 def sign_next_revocation(
-    registry: Registry,
     *,
     root: TrustRoot,
     signers: Sequence[PrivateKey],
@@ -279,9 +295,11 @@ def sign_next_revocation(
     kind: RevocationKind,
     value: str,
     reason: str,
+    kill_epoch: int,
     now: int,
 ) -> IssuedRevocation:
-    """Sign the region's next revocation and verify it as a device would.
+    """Sign the region's next revocation (epoch ``kill_epoch + 1``, ``kill_epoch`` being the
+    highest the region has) and verify it as a device would.
 
     Raises:
         ConfigError: the value cannot go into a topic.
@@ -291,7 +309,7 @@ def sign_next_revocation(
         topics.revocation_topic(region, str(kind), value)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    epoch = registry.kill_epoch(region) + 1
+    epoch = kill_epoch + 1
     payload = revocation_payload(Revocation(epoch, now, kind, value, reason))
     data = sign_revocation(payload, region=region, signers=list(signers))
     verify_revocation(data, root=root, region=region, last_epoch=epoch - 1)

@@ -4,21 +4,17 @@ Round trip (docs/attestation.md):
 
 1. :meth:`Verifier.challenge` draws a 32-byte random nonce, records it for the device with its
    expiry (``challenges`` in the registry) and signs a challenge with the verifier key;
-2. the device answers on ``device/{id}/evidence``; :meth:`Verifier.verify`:
-   a. verifies the envelope against the device's registered key and the payload's device;
-   b. spends the nonce: it must have been issued to *this* device, be unexpired and unused
-      (one conditional update, so two hub processes cannot both spend it);
-   c. judges the measurements against the expectations of the bundle the evidence names,
-      which must be one this hub recorded and that targets the device, for the device's
-      registered profile (never one the device claims);
-   d. checks the lineage head against the hub's stored checkpoint at that size, if any;
-   e. checks the TPM quote against the device's registered attestation key, if any
-      (:func:`hub.core.tpm_quote.tpm_problem`: a quote is required then, and PCR values count
-      only when such a quote covers them);
-   f. records the outcome and signs a result (pass or fail) valid ``ttl_s`` seconds.
+2. the device answers on ``device/{id}/evidence``; :meth:`Verifier.verify` verifies the
+   envelope (:func:`hub.core.attestation.read_evidence`), spends the nonce (one conditional
+   update in the registry, so two hub processes cannot both spend it), reads what the
+   registry holds for the judgement (the named bundle's expectations, the checkpoint at the
+   evidence's lineage size, the registered TPM attestation key), has
+   :func:`hub.core.attestation.judge_attestation` decide, then records the outcome and
+   signs a result (pass or fail) valid ``ttl_s`` seconds.
 
-Evidence refused at (a) or (b) gets no result: a replayed, stale or misaddressed piece of
-evidence is only counted. A fail verdict is a result: the device must learn it is failed.
+What is judged, and why refused evidence gets no result, is :mod:`hub.core.attestation`.
+This module does the I/O around it, and builds and re-signs bundles with expectations for
+``edge-hub attest expect``.
 """
 
 from __future__ import annotations
@@ -27,23 +23,18 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from edge_agent.errors import ConfigError, EnvelopeError
-from edge_agent.protocol import cose, dcbor, topics
+from edge_agent.errors import ConfigError
+from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import (
     NONCE_BYTES,
-    AttestationError,
     AttestationResult,
     Challenge,
     Evidence,
-    Verdict,
     sign_challenge,
     sign_result,
-    verify_evidence,
 )
 from edge_agent.protocol.bundle import (
-    BundleTarget,
     DeviceIdentity,
     VerifiedBundle,
     bundle_payload,
@@ -53,44 +44,27 @@ from edge_agent.protocol.bundle import (
 from edge_agent.protocol.expectations import (
     Expectations,
     ExpectationsError,
-    compare,
     expectations_value,
-    measured_digest,
     parse_expectations,
 )
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
-from hub.core.tpm_quote import tpm_problem
+from hub.core.attestation import BundleView, bundle_view, judge_attestation, read_evidence
+from hub.core.publications import Publication
 from hub.registry.sqlite import AttestationRecord, DeviceRecord, Registry
-from hub.service.publish import Publication
 
 __all__ = [
     "DEFAULT_CHALLENGE_TTL_S",
-    "BundleView",
     "Verifier",
-    "bundle_view",
     "expectations_from_json",
     "expectations_to_json",
-    "judge_evidence",
     "with_expectations",
 ]
 
 DEFAULT_CHALLENGE_TTL_S = 60
 """Seconds a device has to answer a challenge."""
 MAX_CACHED_EXPECTATIONS = 64
-MAX_DETAIL_PROBLEMS = 4
-
-
-@dataclass(frozen=True, slots=True)
-class BundleView:
-    """What the verifier needs of a recorded bundle: its target and its expectations
-    (``None``: none required), or why it cannot be used (``problem``)."""
-
-    target: BundleTarget
-    expectations: Expectations | None
-    problem: str | None
 
 
 class Verifier:
@@ -128,35 +102,23 @@ class Verifier:
                 that is unknown, spent or expired); ``code`` is the rejection counter.
             RegistryError: the outcome could not be recorded.
         """
-        try:
-            evidence = verify_evidence(payload, device=device.device_id, key=device.public_key)
-        except AttestationError as exc:
-            raise AttestationError(str(exc), code="evidence_rejected") from exc
-        spent = self.registry.spend_challenge(device.device_id, evidence.nonce, now)
-        if spent is not None:
-            raise AttestationError(f"evidence refused: {spent}", code="evidence_replay")
-        verdict, detail = judge_evidence(
+        evidence = read_evidence(payload, device)
+        result = judge_attestation(
             evidence,
             device,
-            self._bundle(evidence.bundle_digest, device),
-            self.registry.checkpoint_root(device.device_id, evidence.lineage.size),
+            nonce_problem=self.registry.spend_challenge(device.device_id, evidence.nonce, now),
+            bundle=self._bundle(evidence.bundle_digest),
+            hub_root=self.registry.checkpoint_root(device.device_id, evidence.lineage.size),
             tpm_ak=self.registry.tpm_ak(device.device_id),
-        )
-        result = AttestationResult(
-            device=device.device_id,
-            nonce=evidence.nonce,
-            verdict=verdict,
-            measured=measured_digest(evidence.measurements),
-            issued_at=now,
-            expires_at=now + ttl_s,
-            detail=detail,
+            now=now,
+            ttl_s=ttl_s,
         )
         data = sign_result(result, key=self.key)
         self.registry.record_attestation(_record(result, evidence, data, now))
         topic = topics.device_topic(device.region, device.device_id, DeviceLeaf.ATTESTATION)
         return result, Publication(topic, data)
 
-    def _bundle(self, digest: bytes | None, device: DeviceRecord) -> BundleView | None:
+    def _bundle(self, digest: bytes | None) -> BundleView | None:
         if digest is None:
             return None
         view = self._bundles.get(digest)
@@ -169,77 +131,6 @@ class Verifier:
             while len(self._bundles) > MAX_CACHED_EXPECTATIONS:
                 self._bundles.popitem(last=False)
         return view
-
-
-def judge_evidence(
-    evidence: Evidence,
-    device: DeviceRecord,
-    bundle: BundleView | None,
-    hub_root: bytes | None,
-    *,
-    tpm_ak: bytes | None = None,
-) -> tuple[Verdict, str]:
-    """The verdict on verified, fresh ``evidence``: the named bundle must be known to the
-    hub and target ``device``, its expectations for the device's registered profile must
-    hold, the lineage head must agree with the hub's copy at that size (``hub_root``), and
-    its TPM part must verify under the device's registered attestation key ``tpm_ak`` (DER;
-    ``None``: none registered, so the evidence may carry neither a quote nor PCR values)."""
-    if bundle is None:
-        return Verdict.FAIL, "the evidence names no bundle this hub published"
-    identity = DeviceIdentity(device.device_id, device.region, device.groups, device.profile)
-    why = bundle.target.mismatch(identity)
-    if why is not None:
-        return Verdict.FAIL, f"the bundle the evidence names is not for this device: {why}"
-    if bundle.problem is not None:
-        return Verdict.FAIL, bundle.problem
-    problems: list[str] = []
-    quote_problem = tpm_problem(evidence, tpm_ak)
-    if quote_problem is not None:
-        problems.append(quote_problem)
-    if bundle.expectations is not None:
-        expected = bundle.expectations.for_device(device.profile, device.device_id)
-        if expected is None:
-            problems.append(f"the bundle has no expectations for profile {device.profile!r}")
-        else:
-            problems.extend(compare(expected, evidence.measurements))
-    if hub_root is not None and hub_root != evidence.lineage.root:
-        problems.append(
-            f"the lineage root at size {evidence.lineage.size} differs from the hub's copy"
-        )
-    if problems:
-        more = len(problems) - MAX_DETAIL_PROBLEMS
-        return Verdict.FAIL, "; ".join(problems[:MAX_DETAIL_PROBLEMS]) + (
-            f"; and {more} more" if more > 0 else ""
-        )
-    quoted = ", TPM quote verified" if evidence.tpm is not None else ""
-    return Verdict.PASS, f"{len(evidence.measurements)} measurement(s) as expected{quoted}"
-
-
-def bundle_view(data: bytes) -> BundleView:
-    """Target and expectations of a bundle this hub recorded (verified when pushed)."""
-    try:
-        payload = dcbor.as_map(
-            dcbor.decode(
-                cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES), max_bytes=MAX_BUNDLE_BYTES
-            ),
-            "bundle",
-        )
-        target = dcbor.as_map(payload["target"], "bundle target")
-        view_target = BundleTarget(
-            region=str(target["region"]),
-            groups=tuple(str(g) for g in dcbor.as_list(target["groups"], "groups")),
-            profiles=tuple(str(p) for p in dcbor.as_list(target["profiles"], "profiles")),
-            devices=tuple(str(d) for d in dcbor.as_list(target["devices"], "devices")),
-        )
-        attestation = dcbor.as_map(payload["attestation"], "bundle attestation")
-    except (EnvelopeError, KeyError) as exc:
-        return BundleView(BundleTarget(region="_"), None, f"the bundle cannot be read: {exc}")
-    if not attestation:
-        return BundleView(view_target, None, None)
-    try:
-        return BundleView(view_target, parse_expectations(attestation), None)
-    except ExpectationsError as exc:
-        return BundleView(view_target, None, f"the bundle's expectations are malformed: {exc}")
 
 
 def _record(

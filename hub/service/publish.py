@@ -1,10 +1,10 @@
-"""What the hub publishes: retained bundles, roots, revocations, freshness tokens and acks.
+"""Publishing what the hub is the source of: read the registry, sign now, connect.
 
-Builders turn registry records into :class:`Publication` values (topic, exact payload bytes,
-retained, QoS 1); :func:`issue_freshness` and :func:`retained_snapshot` read the registry and
-sign what must be signed now. ``edge-hub serve`` publishes them on every (re)connect and on
-its schedule; ``edge-hub bundle push`` and ``edge-hub revoke`` publish theirs at once with
-:func:`publish_once`. Every payload is signed end to end: the broker only routes.
+:func:`issue_freshness`, :func:`retained_snapshot` and :func:`ack_snapshot` read the
+registry and build :class:`~hub.core.publications.Publication` values with the pure
+builders of :mod:`hub.core.publications`. ``edge-hub serve`` publishes them on every
+(re)connect and on its schedule; ``edge-hub bundle push`` and ``edge-hub revoke`` publish
+theirs at once with :func:`publish_once`.
 """
 
 from __future__ import annotations
@@ -12,80 +12,28 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from edge_agent.protocol import topics
-from edge_agent.protocol.freshness import FreshnessToken, freshness_payload, sign_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.protocol.shipping import Ack, sign_ack
-from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import BrokerSettings, connect
-from hub.registry.sqlite import IssuedRevocation, PublishedBundle, Registry, RegistryError
+from hub.core.publications import (
+    Publication,
+    ack_publication,
+    bundle_publications,
+    freshness_publication,
+    revocation_publications,
+    root_publications,
+)
+from hub.registry.sqlite import Registry, RegistryError
 
 __all__ = [
-    "Publication",
-    "ack_publication",
     "ack_snapshot",
-    "bundle_publications",
     "issue_freshness",
-    "parse_channel",
     "publish_once",
     "retained_snapshot",
-    "revocation_publications",
-    "root_publications",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    topic: str
-    payload: bytes
-    retain: bool = True
-    qos: int = 1
-
-
-def parse_channel(text: str) -> Channel:
-    """The :class:`Channel` whose ``str`` is ``text`` (as the registry stores it).
-
-    Raises:
-        ValueError: not a channel.
-    """
-    kind, _, name = text.partition("/")
-    return Channel(ChannelKind(kind), name)
-
-
-def bundle_publications(bundles: Iterable[PublishedBundle]) -> list[Publication]:
-    return [
-        Publication(topics.bundle_topic(b.region, parse_channel(b.channel)), b.data)
-        for b in bundles
-    ]
-
-
-def revocation_publications(revocations: Iterable[IssuedRevocation]) -> list[Publication]:
-    return [
-        Publication(topics.revocation_topic(r.region, r.kind, r.value), r.data) for r in revocations
-    ]
-
-
-def root_publications(roots: Sequence[TrustRoot], regions: Iterable[str]) -> list[Publication]:
-    """Every root version on every region's ``root/{version}``: a device pinned to an old
-    root walks the chain up one version at a time."""
-    return [
-        Publication(topics.root_topic(region, root.version), root.raw)
-        for region in regions
-        for root in roots
-    ]
-
-
-def ack_publication(
-    *, region: str, device: str, acked: int, root: bytes, key: PrivateKey, now: int
-) -> Publication:
-    """The signed, retained ack of ``device``'s log at size ``acked`` with tree ``root``."""
-    payload = sign_ack(Ack(device, acked, root, now), key=key)
-    return Publication(topics.device_topic(region, device, DeviceLeaf.ACK), payload)
 
 
 def issue_freshness(
@@ -120,20 +68,11 @@ def issue_freshness(
             continue
         if bundle.region not in epochs:
             epochs[bundle.region] = registry.kill_epoch(bundle.region)
-        token = FreshnessToken(
-            region=bundle.region,
-            channel=bundle.channel,
-            bundle_digest=bundle.digest,
-            bundle_version=bundle.version,
-            hub_time=now,
-            expires_at=now + ttl_s,
-            kill_epoch=epochs[bundle.region],
-        )
-        data = sign_freshness(freshness_payload(token), region=bundle.region, key=key)
-        channel = parse_channel(bundle.channel)
-        publications.append(Publication(topics.freshness_topic(bundle.region, channel), data))
+        epoch = epochs[bundle.region]
+        publication = freshness_publication(bundle, kill_epoch=epoch, key=key, now=now, ttl_s=ttl_s)
+        publications.append(publication)
         records.append(
-            (bundle.region, bundle.channel, data, now, now + ttl_s, epochs[bundle.region])
+            (bundle.region, bundle.channel, publication.payload, now, now + ttl_s, epoch)
         )
     if records:
         try:

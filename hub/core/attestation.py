@@ -1,0 +1,184 @@
+"""Judging attestation evidence at the hub: values in, a verdict with its reasons out.
+
+The verifier (:mod:`hub.service.attest`) does the I/O of a round trip: it issues
+challenges, spends nonces in the registry, reads what the registry holds about the device
+and records and publishes the signed result. This module decides, from values only:
+
+1. :func:`read_evidence`: the evidence envelope verifies under the device's registered key
+   and names that device (else it is refused, ``evidence_rejected``);
+2. :func:`judge_attestation`: the nonce was spent by this evidence (the registry's answer,
+   ``nonce_problem``: an unknown, replayed or expired nonce is refused, ``evidence_replay``),
+   then the verdict: the named bundle is one the hub recorded (:func:`bundle_view`) and
+   targets the device, its expectations for the device's registered profile hold, the
+   lineage head agrees with the hub's checkpoint at that size, and the TPM part verifies
+   under the device's registered attestation key (:func:`hub.core.tpm_quote.tpm_problem`).
+
+A refusal is an :class:`~edge_agent.protocol.attestation.AttestationError` and gets no
+result: a replayed, stale or misaddressed piece of evidence is only counted. A fail verdict
+is a result, as a pass is: the device must learn it is failed.
+
+This module reads no clock, registry or network and signs nothing: ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.errors import EnvelopeError
+from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol.attestation import (
+    AttestationError,
+    AttestationResult,
+    Evidence,
+    Verdict,
+    verify_evidence,
+)
+from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity
+from edge_agent.protocol.expectations import (
+    Expectations,
+    ExpectationsError,
+    compare,
+    measured_digest,
+    parse_expectations,
+)
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from hub.core.tpm_quote import tpm_problem
+from hub.registry.sqlite import DeviceRecord
+
+__all__ = [
+    "MAX_DETAIL_PROBLEMS",
+    "BundleView",
+    "bundle_view",
+    "judge_attestation",
+    "read_evidence",
+]
+
+MAX_DETAIL_PROBLEMS = 4
+"""Problems named in a fail verdict's detail; more are counted (``and N more``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleView:
+    """What the verifier needs of a recorded bundle: its target and its expectations
+    (``None``: none required), or why it cannot be used (``problem``)."""
+
+    target: BundleTarget
+    expectations: Expectations | None
+    problem: str | None
+
+
+def read_evidence(payload: bytes, device: DeviceRecord) -> Evidence:
+    """The evidence in ``payload``, signed by ``device``'s registered key and naming it.
+
+    Raises:
+        AttestationError: ``code`` ``evidence_rejected``: not evidence, or not ``device``'s.
+    """
+    try:
+        return verify_evidence(payload, device=device.device_id, key=device.public_key)
+    except AttestationError as exc:
+        raise AttestationError(str(exc), code="evidence_rejected") from exc
+
+
+def judge_attestation(
+    evidence: Evidence,
+    device: DeviceRecord,
+    *,
+    nonce_problem: str | None,
+    bundle: BundleView | None,
+    hub_root: bytes | None,
+    tpm_ak: bytes | None,
+    now: int,
+    ttl_s: int,
+) -> AttestationResult:
+    """The result for verified ``evidence`` from ``device``, issued ``now`` and valid
+    ``ttl_s`` seconds.
+
+    ``nonce_problem`` is why the evidence's nonce could not be spent (never issued to the
+    device, used already, expired), ``None`` when this evidence spent it. ``bundle`` is the
+    view of the bundle the evidence names (``None``: it names none the hub recorded),
+    ``hub_root`` the root of the hub's checkpoint of the device's log at the evidence's
+    lineage size (``None``: none held), ``tpm_ak`` the device's registered attestation key
+    (DER; ``None``: none registered, so the evidence may carry neither a quote nor PCR
+    values).
+
+    Raises:
+        AttestationError: ``code`` ``evidence_replay``: the nonce was not spent, no result.
+    """
+    if nonce_problem is not None:
+        raise AttestationError(f"evidence refused: {nonce_problem}", code="evidence_replay")
+    verdict, detail = _verdict(evidence, device, bundle, hub_root, tpm_ak)
+    return AttestationResult(
+        device=device.device_id,
+        nonce=evidence.nonce,
+        verdict=verdict,
+        measured=measured_digest(evidence.measurements),
+        issued_at=now,
+        expires_at=now + ttl_s,
+        detail=detail,
+    )
+
+
+def _verdict(
+    evidence: Evidence,
+    device: DeviceRecord,
+    bundle: BundleView | None,
+    hub_root: bytes | None,
+    tpm_ak: bytes | None,
+) -> tuple[Verdict, str]:
+    """Steps of :func:`judge_attestation` after the nonce: bundle, TPM, expectations, lineage."""
+    if bundle is None:
+        return Verdict.FAIL, "the evidence names no bundle this hub published"
+    identity = DeviceIdentity(device.device_id, device.region, device.groups, device.profile)
+    why = bundle.target.mismatch(identity)
+    if why is not None:
+        return Verdict.FAIL, f"the bundle the evidence names is not for this device: {why}"
+    if bundle.problem is not None:
+        return Verdict.FAIL, bundle.problem
+    problems: list[str] = []
+    quote_problem = tpm_problem(evidence, tpm_ak)
+    if quote_problem is not None:
+        problems.append(quote_problem)
+    if bundle.expectations is not None:
+        expected = bundle.expectations.for_device(device.profile, device.device_id)
+        if expected is None:
+            problems.append(f"the bundle has no expectations for profile {device.profile!r}")
+        else:
+            problems.extend(compare(expected, evidence.measurements))
+    if hub_root is not None and hub_root != evidence.lineage.root:
+        problems.append(
+            f"the lineage root at size {evidence.lineage.size} differs from the hub's copy"
+        )
+    if problems:
+        more = len(problems) - MAX_DETAIL_PROBLEMS
+        return Verdict.FAIL, "; ".join(problems[:MAX_DETAIL_PROBLEMS]) + (
+            f"; and {more} more" if more > 0 else ""
+        )
+    quoted = ", TPM quote verified" if evidence.tpm is not None else ""
+    return Verdict.PASS, f"{len(evidence.measurements)} measurement(s) as expected{quoted}"
+
+
+def bundle_view(data: bytes) -> BundleView:
+    """Target and expectations of a bundle this hub recorded (verified when pushed)."""
+    try:
+        payload = dcbor.as_map(
+            dcbor.decode(
+                cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES), max_bytes=MAX_BUNDLE_BYTES
+            ),
+            "bundle",
+        )
+        target = dcbor.as_map(payload["target"], "bundle target")
+        view_target = BundleTarget(
+            region=str(target["region"]),
+            groups=tuple(str(g) for g in dcbor.as_list(target["groups"], "groups")),
+            profiles=tuple(str(p) for p in dcbor.as_list(target["profiles"], "profiles")),
+            devices=tuple(str(d) for d in dcbor.as_list(target["devices"], "devices")),
+        )
+        attestation = dcbor.as_map(payload["attestation"], "bundle attestation")
+    except (EnvelopeError, KeyError) as exc:
+        return BundleView(BundleTarget(region="_"), None, f"the bundle cannot be read: {exc}")
+    if not attestation:
+        return BundleView(view_target, None, None)
+    try:
+        return BundleView(view_target, parse_expectations(attestation), None)
+    except ExpectationsError as exc:
+        return BundleView(view_target, None, f"the bundle's expectations are malformed: {exc}")

@@ -1,0 +1,91 @@
+"""The hub's publications as values: records in, topics and signed payloads out, no broker."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from edge_agent.protocol import topics
+from edge_agent.protocol.freshness import FreshnessToken, verify_freshness
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.shipping import Ack, verify_ack
+from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
+from hub.core.publications import (
+    Publication,
+    ack_publication,
+    bundle_publications,
+    freshness_publication,
+    parse_channel,
+    revocation_publications,
+    root_publications,
+)
+from hub.registry.sqlite import IssuedRevocation, PublishedBundle
+from tests.factory import NOW, HubSim
+
+HUB = HubSim()
+DATA = HUB.bundle(3)
+BUNDLE = PublishedBundle(
+    "eu-1", "group/line-a", 3, hashlib.sha256(DATA).digest(), DATA, NOW + 86400, None, NOW
+)
+
+
+@pytest.mark.parametrize(
+    "channel", [Channel(ChannelKind.GROUP, "line-a"), Channel(ChannelKind.DEVICE, "gw-001")]
+)
+def test_a_channel_as_the_registry_stores_it_parses_back(channel: Channel) -> None:
+    assert parse_channel(str(channel)) == channel
+
+
+def test_a_stored_name_that_is_no_channel_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_channel("fleet/line-a")
+
+
+def test_retained_objects_go_to_their_topics_with_their_exact_bytes() -> None:
+    revocation = IssuedRevocation("eu-1", 2, "device", "gw-001", "stolen", b"signed", NOW)
+    root = HUB.root()
+    assert bundle_publications([BUNDLE]) == [
+        Publication(topics.bundle_topic("eu-1", Channel(ChannelKind.GROUP, "line-a")), DATA)
+    ]
+    assert revocation_publications([revocation]) == [
+        Publication(topics.revocation_topic("eu-1", "device", "gw-001"), b"signed")
+    ]
+    assert root_publications([root], ["eu-1", "us-1"]) == [
+        Publication(topics.root_topic(region, root.version), root.raw)
+        for region in ("eu-1", "us-1")
+    ]
+
+
+def test_a_freshness_token_pins_the_channels_bundle_and_the_kill_epoch() -> None:
+    key = HUB.online_keys[Role.FRESHNESS][0]
+    publication = freshness_publication(BUNDLE, kill_epoch=4, key=key, now=NOW, ttl_s=60)
+    channel = Channel(ChannelKind.GROUP, "line-a")
+    assert (publication.topic, publication.retain, publication.qos) == (
+        topics.freshness_topic("eu-1", channel),
+        True,
+        1,
+    )
+    token = verify_freshness(publication.payload, root=HUB.root(), region="eu-1", now=NOW)
+    assert token == FreshnessToken(
+        region="eu-1",
+        channel="group/line-a",
+        bundle_digest=BUNDLE.digest,
+        bundle_version=3,
+        hub_time=NOW,
+        expires_at=NOW + 60,
+        kill_epoch=4,
+        raw=publication.payload,
+    )
+
+
+def test_an_ack_is_signed_and_retained_on_the_devices_ack_topic() -> None:
+    key = HUB.online_keys[Role.FRESHNESS][0]
+    root = hashlib.sha256(b"tree").digest()
+    publication = ack_publication(
+        region="eu-1", device="gw-001", acked=7, root=root, key=key, now=NOW
+    )
+    assert publication.topic == topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
+    assert publication.retain
+    ack = verify_ack(publication.payload, root=HUB.root(), device="gw-001")
+    assert ack == Ack("gw-001", 7, root, NOW)
