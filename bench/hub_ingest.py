@@ -34,7 +34,8 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 from hub.core.ingest import Accepted, DeviceLog, ingest_batch
-from hub.registry.sqlite import Registry
+from hub.registry import Registry
+from hub.registry.backends import open_registry
 
 DEVICE = "gw-bench"
 
@@ -116,7 +117,7 @@ def main() -> None:
         rates = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                registry = Registry.open(Path(tmp) / "hub.db") if with_store else None
+                registry = open_registry(Path(tmp) / "hub.db") if with_store else None
                 elapsed, count = _run(batches, key, registry)
                 if registry is not None:
                     registry.close()

@@ -53,7 +53,7 @@ from hub.core.push import (
     sign_next_revocation,
 )
 from hub.hubdir.layout import HubDir
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation
+from hub.registry import DeviceRecord, IssuedRevocation
 from hub.service.publish import (
     Publication,
     issue_freshness,

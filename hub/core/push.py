@@ -30,7 +30,7 @@ from edge_agent.protocol.revocation import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
 
 __all__ = [
     "PushPlan",

@@ -63,7 +63,7 @@ from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
 from hub.core.tpm_quote import tpm_problem
-from hub.registry.sqlite import AttestationRecord, DeviceRecord, Registry
+from hub.registry import AttestationRecord, DeviceRecord, Registry
 from hub.service.publish import Publication
 
 __all__ = [

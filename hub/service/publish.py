@@ -21,7 +21,7 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.shipping import Ack, sign_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import BrokerSettings, connect
-from hub.registry.sqlite import IssuedRevocation, PublishedBundle, Registry, RegistryError
+from hub.registry import IssuedFreshness, IssuedRevocation, PublishedBundle, Registry, RegistryError
 
 __all__ = [
     "Publication",
@@ -133,7 +133,14 @@ def issue_freshness(
         channel = parse_channel(bundle.channel)
         publications.append(Publication(topics.freshness_topic(bundle.region, channel), data))
         records.append(
-            (bundle.region, bundle.channel, data, now, now + ttl_s, epochs[bundle.region])
+            IssuedFreshness(
+                region=bundle.region,
+                channel=bundle.channel,
+                data=data,
+                hub_time=now,
+                expires_at=now + ttl_s,
+                kill_epoch=epochs[bundle.region],
+            )
         )
     if records:
         try:

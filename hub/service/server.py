@@ -79,7 +79,7 @@ from hub.core.ingest import DeviceLog, Duplicate, IngestError, RejectCode, inges
 from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
-from hub.registry.sqlite import UNREGISTERED, DeviceRecord, Registry, RegistryError
+from hub.registry import UNREGISTERED, DeviceRecord, Registry, RegistryError
 from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.service.broker import EmbeddedBroker
 from hub.service.broker_limits import BrokerLimits
