@@ -7,8 +7,9 @@ ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 PURE := edge_agent/protocol edge_agent/policy edge_agent/trust edge_agent/errors.py
 # Checked as strictly as the pure core: the socket protocol and its clients (a typo in an op or
-# error code is a type error there) and the durable lineage.
-STRICT := $(PURE) edge_agent/socket edge_agent/lineage edge_agent/client.py
+# error code is a type error there), the durable lineage and the hub registry (its protocol is
+# what a second backend implements).
+STRICT := $(PURE) edge_agent/socket edge_agent/lineage edge_agent/client.py hub/registry
 
 .PHONY: all demo test test-slow soak check bench format package clean system-deps
 

@@ -6,7 +6,7 @@ log of ``--entries`` decisions signed by one simulated device:
 - verify: :func:`hub.core.ingest.ingest_batch` alone (device signature on the batch, checkpoint
   note signature, strict decode and chain of every entry, tree recomputed and compared with
   the signed root), from the stored state the previous batch left;
-- verify+store: the same plus :meth:`hub.registry.sqlite.Registry.store_batch` in the registry
+- verify+store: the same plus :meth:`hub.registry.interface.Registry.store_batch` in the registry
   (SQLite WAL, ``synchronous=FULL``: one fsync per batch), i.e. what ``edge-hub serve`` does
   before it acknowledges (less the MQTT receive and the ack publish).
 

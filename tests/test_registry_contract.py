@@ -76,7 +76,9 @@ def _status(time: int, *, gate: str = "open", device: str = "gw-001") -> DeviceS
     return DeviceStatus(device, time, True, 3, NOW + 3600, gate, 0, 0)
 
 
-def _bundle(version: int, channel: str = "all", region: str = "eu-1", at: int = NOW):
+def _bundle(
+    version: int, channel: str = "all", region: str = "eu-1", at: int = NOW
+) -> PublishedBundle:
     return PublishedBundle(
         region, channel, version, bytes([version]) * 32, b"bundle %d" % version, NOW + 9, 60, at
     )
