@@ -68,7 +68,8 @@ from edge_agent.protocol.shipping import MAX_BATCH_BYTES, DeviceStatus, sign_sta
 from edge_agent.support.mqtt import BrokerSettings, connect  # noqa: E402
 from hub.cli.fabric import prepare_push  # noqa: E402
 from hub.hubdir.layout import HubDir  # noqa: E402
-from hub.registry.sqlite import DeviceRecord, Registry  # noqa: E402
+from hub.registry import DeviceRecord  # noqa: E402
+from hub.registry.backends import open_registry  # noqa: E402
 from hub.service.publish import publish_once  # noqa: E402
 from tests.brokers import free_port, mosquitto_broker  # noqa: E402
 from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
@@ -151,7 +152,7 @@ def _enrol_compromised(state_dir: Path, hub_dir: Path) -> None:
     root = (hub_dir / "keys" / "root.cbor").read_bytes()
     identity = DeviceIdentity(EVIL, REGION, ("line-a",), "generic-x86_64")
     public = init_state_dir(state_dir, identity, root, _now())
-    with Registry.open(hub_dir / "hub.db") as registry:
+    with open_registry(hub_dir / "hub.db") as registry:
         registry.add_device(DeviceRecord(EVIL, REGION, ("line-a",), "generic-x86_64", public))
 
 

@@ -64,7 +64,8 @@ from edge_agent.trust.state import (
 )
 from hub.cli.attest import build_expectations
 from hub.core.attestation import bundle_view, judge_attestation, read_evidence
-from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.registry import DeviceRecord, PublishedBundle, Registry
+from hub.registry.backends import open_registry
 from hub.service.attest import Verifier
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -203,7 +204,7 @@ def _hub_fixture(tmp: Path, count: int) -> tuple[Verifier, DeviceRecord, list[by
     expectations = expectations_value(build_expectations(profile, [("gw-001", measured)]))
     bundle = sim.bundle(1, attestation=expectations)
     digest = hashlib.sha256(bundle).digest()
-    registry = Registry.open(tmp / "hub.db")
+    registry = open_registry(tmp / "hub.db")
     key = PrivateKey.generate()
     device = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", key.public)
     registry.add_device(device)

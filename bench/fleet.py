@@ -66,7 +66,8 @@ from edge_agent.trust.gate import Reason  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.cli.fabric import prepare_push, prepare_revocation  # noqa: E402
 from hub.hubdir.layout import HubDir  # noqa: E402
-from hub.registry.sqlite import DeviceRecord, Registry  # noqa: E402
+from hub.registry import DeviceRecord  # noqa: E402
+from hub.registry.backends import open_registry  # noqa: E402
 from hub.service.publish import publish_once  # noqa: E402
 from tests.brokers import free_port, mosquitto_broker  # noqa: E402
 from tests.hub_support import make_bundle, make_hub_dir  # noqa: E402
@@ -226,7 +227,7 @@ async def _measure(
 def _enrol(work: Path, hub_dir: Path, count: int) -> list[str]:
     root = (hub_dir / "keys" / "root.cbor").read_bytes()
     device_ids = []
-    with Registry.open(hub_dir / "hub.db") as registry:
+    with open_registry(hub_dir / "hub.db") as registry:
         for index in range(count):
             device_id = f"gw-{index:04d}"
             identity = DeviceIdentity(device_id, "eu-1", ("line-a",), "generic-x86_64")

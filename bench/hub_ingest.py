@@ -6,7 +6,7 @@ log of ``--entries`` decisions signed by one simulated device:
 - verify: :func:`hub.core.ingest.ingest_batch` alone (device signature on the batch, checkpoint
   note signature, strict decode and chain of every entry, tree recomputed and compared with
   the signed root), from the stored state the previous batch left;
-- verify+store: the same plus :meth:`hub.registry.sqlite.Registry.store_batch` in the registry
+- verify+store: the same plus :meth:`hub.registry.interface.Registry.store_batch` in the registry
   (SQLite WAL, ``synchronous=FULL``: one fsync per batch), i.e. what ``edge-hub serve`` does
   before it acknowledges (less the MQTT receive and the ack publish).
 
@@ -33,8 +33,10 @@ from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoi
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
-from hub.core.ingest import Accepted, DeviceLog, ingest_batch
-from hub.registry.sqlite import Registry
+from hub.core.ingest import ingest_batch
+from hub.registry import Registry
+from hub.registry.backends import open_registry
+from hub.registry.records import Accepted, DeviceLog
 
 DEVICE = "gw-bench"
 
@@ -116,7 +118,7 @@ def main() -> None:
         rates = []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                registry = Registry.open(Path(tmp) / "hub.db") if with_store else None
+                registry = open_registry(Path(tmp) / "hub.db") if with_store else None
                 elapsed, count = _run(batches, key, registry)
                 if registry is not None:
                     registry.close()

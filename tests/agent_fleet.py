@@ -19,7 +19,8 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
-from hub.registry.sqlite import DeviceRecord, Registry
+from hub.registry import DeviceRecord
+from hub.registry.backends import open_registry
 
 __all__ = ["FAST_SYNC", "AgentFleet", "agent_fleet", "stop_daemon"]
 
@@ -52,7 +53,7 @@ class AgentFleet:
         identity = DeviceIdentity(device_id, "eu-1", (group,), "generic-x86_64")
         public = init_state_dir(self.tmp_path / device_id, identity, self.root, int(time.time()))
         if self.registry is not None:
-            with Registry.open(self.registry) as registry:
+            with open_registry(self.registry) as registry:
                 registry.add_device(
                     DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", public)
                 )

@@ -25,7 +25,8 @@ from edge_agent.support.mqtt import BrokerSettings, Connection, Incoming, connec
 from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle, init_keys
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
-from hub.registry.sqlite import DeviceRecord, Registry
+from hub.registry import DeviceRecord
+from hub.registry.backends import open_registry
 from hub.service.server import HubConfig
 from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
@@ -63,7 +64,7 @@ def make_hub_dir(
         path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30
     )
     sims = {}
-    with Registry.open(path / "hub.db") as registry:
+    with open_registry(path / "hub.db") as registry:
         for device_id, group in devices:
             sim = DeviceLogSim(device_id, PrivateKey.generate())
             registry.add_device(

@@ -18,7 +18,8 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from hub.cli.main import main as hub_main
 from hub.hubdir.keys import load_role_keys, load_root
-from hub.registry.sqlite import DeviceRecord, Registry
+from hub.registry import DeviceRecord
+from hub.registry.backends import open_registry
 from hub.service.attest import Verifier
 from tests.attest_support import make_root, write_profile
 
@@ -173,7 +174,7 @@ def test_fleet_shows_each_devices_attestation_and_time_left(
     assert hub_main(["keys", "init", "--out", str(hub_dir / "keys")]) == 0
     root = load_root(hub_dir / "keys" / "root.cbor")
     key = PrivateKey.generate()
-    with Registry.open(hub_dir / "hub.db") as registry:
+    with open_registry(hub_dir / "hub.db") as registry:
         record = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", key.public)
         registry.add_device(record)
         verifier = Verifier(registry, load_role_keys(hub_dir / "keys", Role.VERIFIER, root)[0])
@@ -194,7 +195,7 @@ def test_challenge_without_a_running_hub_says_nothing_was_sent(
 ) -> None:
     hub_dir = tmp_path / "hub"
     assert hub_main(["keys", "init", "--out", str(hub_dir / "keys")]) == 0
-    with Registry.open(hub_dir / "hub.db") as registry:
+    with open_registry(hub_dir / "hub.db") as registry:
         registry.add_device(
             DeviceRecord("gw-001", "eu-1", (), "generic-x86_64", PrivateKey.generate().public)
         )

@@ -31,7 +31,8 @@ from edge_agent.trust.gate import Reason
 from hub.cli.attest import build_expectations
 from hub.cli.operations import build_bundle
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
-from hub.registry.sqlite import DeviceRecord, Registry
+from hub.registry import DeviceRecord
+from hub.registry.backends import open_registry
 from hub.service.attest import with_expectations
 from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
@@ -105,7 +106,7 @@ async def _fabric(tmp_path: Path, broker: BrokerSettings) -> AsyncIterator[Fixtu
     identity = DeviceIdentity("gw-001", "eu-1", ("line-a",), "generic-x86_64")
     state_dir = tmp_path / "gw-001"
     public = init_state_dir(state_dir, identity, setup.root.raw, _now())
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         registry.add_device(DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", public))
     root = make_root(tmp_path / "device-root")
     config = AttestationConfig(

@@ -47,7 +47,8 @@ from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle
 from hub.core.tpm_quote import load_ak
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
-from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.registry import DeviceRecord, PublishedBundle
+from hub.registry.backends import open_registry
 from hub.service.attest import Verifier, with_expectations
 from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
@@ -198,7 +199,7 @@ class HubSide:
 
     def __init__(self, tmp_path: Path, measured: dict[str, bytes], ak: bytes | None) -> None:
         self.hub = HubSim()
-        self.registry = Registry.open(tmp_path / "hub.db")
+        self.registry = open_registry(tmp_path / "hub.db")
         self.key = PrivateKey.generate()
         self.device = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", self.key.public)
         self.registry.add_device(self.device)
@@ -339,7 +340,7 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
     register = ["attest", "tpm-ak", "gw-001", str(state / "tpm-ak.pem")]
     assert hub_main([*register, "--hub-dir", str(hub.path)]) == 0
     assert "registered" in capsys.readouterr().out
-    with Registry.open(hub.path / "hub.db") as registry:
+    with open_registry(hub.path / "hub.db") as registry:
         assert registry.tpm_ak("gw-001") == _der(pem)
     assert (
         hub_main(
@@ -356,7 +357,7 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
         == 2
     )
     assert hub_main(["attest", "tpm-ak", "gw-001", "--remove", "--hub-dir", str(hub.path)]) == 0
-    with Registry.open(hub.path / "hub.db") as registry:
+    with open_registry(hub.path / "hub.db") as registry:
         assert registry.tpm_ak("gw-001") is None
 
 
@@ -372,7 +373,7 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
     public = init_state_dir(state_dir, DEVICE, setup.root.raw, int(time.time()))
     profile = _parse(tpm_profile(tpm))
     assert profile.tpm is not None
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         registry.add_device(DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", public))
         registry.set_tpm_ak("gw-001", _der(enroll(profile.tpm)), int(time.time()))
     config = _config(tmp_path, tpm_profile(tpm))

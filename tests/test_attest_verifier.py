@@ -24,7 +24,8 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
-from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.registry import DeviceRecord, PublishedBundle
+from hub.registry.backends import open_registry
 from hub.service.attest import Verifier
 from tests.factory import NOW, HubSim
 
@@ -39,7 +40,7 @@ HEAD = LineageHead(0, ROOT)
 class Setup:
     def __init__(self, tmp_path: Path) -> None:
         self.hub = HubSim()
-        self.registry = Registry.open(tmp_path / "hub.db")
+        self.registry = open_registry(tmp_path / "hub.db")
         self.keys = {d: PrivateKey.generate() for d in ("gw-001", "gw-002")}
         self.devices = {
             d: DeviceRecord(d, "eu-1", ("line-a",), "generic-x86_64", k.public)

@@ -19,7 +19,7 @@ from edge_agent.policy.engine import Request
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
-from hub.registry.sqlite import Registry
+from hub.registry.backends import open_registry
 from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import AgentFleet, agent_fleet
 from tests.brokers import amqtt_broker, mosquitto_broker
@@ -68,7 +68,7 @@ def _version(daemon: AgentDaemon) -> int | None:
 
 
 def _stored(setup: HubSetup, device_id: str) -> int:
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         return registry.lineage_state(device_id).size
 
 
@@ -190,6 +190,6 @@ async def test_broker_hub_and_agent_restarts_lose_and_duplicate_nothing(tmp_path
             await hub.wait_ready()
             await wait_for(lambda: _acked(daemon) == _size(daemon), WAIT_S)
         assert _stored(setup, "gw-001") == _size(daemon) >= acked_before_restart + 300
-        with Registry.open(setup.path / "hub.db") as registry:
-            seqs = [seq for seq, _ in registry.iter_entries("gw-001")]
+        with open_registry(setup.path / "hub.db") as registry:
+            seqs = [e.seq for e in registry.iter_entries("gw-001")]
         assert seqs == list(range(len(seqs)))

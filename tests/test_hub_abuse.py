@@ -19,7 +19,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import Incoming, connect
-from hub.registry.sqlite import UNREGISTERED, Registry, RegistryError
+from hub.registry import UNREGISTERED, RegistryError
 from hub.service.broker_limits import BrokerLimits
 from hub.service.server import HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
@@ -87,7 +87,7 @@ async def test_oversize_messages_naming_made_up_devices_add_no_row_per_id(
         await wait_for(lambda: hub.stats.rejections.get("oversize", 0) == fakes + 1)
         await hub.tick()
         rows = hub.registry.rejections()
-    assert [(d, c, n) for d, c, n, _, _ in rows] == [
+    assert [(r.device, r.code, r.count) for r in rows] == [
         (UNREGISTERED, "oversize", fakes),
         ("gw-001", "oversize", 1),
     ]
@@ -102,8 +102,8 @@ async def test_freshness_tokens_still_go_out_when_the_registry_cannot_be_written
     await _push(setup, 1)
     async with HubService(hub_config(setup, broker)) as hub:
         await hub.wait_ready()
-        monkeypatch.setattr(Registry, "record_freshness", disk_full)
-        monkeypatch.setattr(Registry, "add_rejections", disk_full)
+        monkeypatch.setattr(hub.registry, "record_freshness", disk_full)
+        monkeypatch.setattr(hub.registry, "add_rejections", disk_full)
         full_since = int(time.time())
         async with watching(broker.settings, [FRESH]) as watcher:
             await watcher.connection.publish(STATUS_1, b"\x00" * 4096)  # a rejection to flush

@@ -32,7 +32,7 @@ from hub.core.attestation import (
     judge_attestation,
     read_evidence,
 )
-from hub.registry.sqlite import DeviceRecord
+from hub.registry.records import DeviceRecord
 from tests.factory import NOW, TARGET, HubSim
 
 GOOD = hashlib.sha256(b"os-release v1").digest()

@@ -13,7 +13,8 @@ import pytest
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Incoming
-from hub.registry.sqlite import Registry, RegistryError
+from hub.registry import RegistryError
+from hub.registry.backends import open_registry
 from hub.service.server import HubConfig, HubService
 from tests.hub_support import HubSetup, make_hub_dir
 
@@ -51,7 +52,7 @@ def setup(tmp_path: Path) -> HubSetup:
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
     hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    hub._registry = Registry.open(setup.path / "hub.db")
+    hub._registry = open_registry(setup.path / "hub.db")
     hub._keys = hub.hub_dir.load_keys()
     try:
         yield hub

@@ -22,8 +22,9 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from hub.cli.main import main as hub_main
-from hub.core.ingest import Accepted, ingest_batch
-from hub.registry.sqlite import Registry
+from hub.core.ingest import ingest_batch
+from hub.registry.backends import open_registry
+from hub.registry.records import Accepted
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir
 
 
@@ -45,7 +46,7 @@ def _bundle_file(setup: HubSetup, version: int, **kwargs: object) -> Path:
 def _store(setup: HubSetup, device_id: str, count: int) -> None:
     device = setup.devices[device_id]
     device.add(count)
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         log = registry.lineage_state(device_id)
         result = ingest_batch(
             device.batch(0, count),
@@ -117,7 +118,7 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
         == 2
     )
     assert "reserved" in capsys.readouterr().err
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002", "gw-009"]
 
 
@@ -127,7 +128,7 @@ def test_push_without_a_running_serve_records_for_later(
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
     out = capsys.readouterr().out
     assert "2 registered device(s) targeted" in out and "recorded only" in out
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         (current,) = registry.current_bundles()
         assert (current.channel, current.version) == ("group/line-a", 1)
         assert registry.freshness("eu-1", "group/line-a") is not None
@@ -144,7 +145,7 @@ def test_push_refuses_a_rollback_and_a_changed_bundle_under_a_published_version(
     assert "rollback" in capsys.readouterr().err
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 3, max_offline="30s"))) == 1
     assert "other contents" in capsys.readouterr().err
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         assert [b.digest for b in registry.current_bundles()] == [
             b.digest for b in registry.current_bundles("eu-1")
         ]
@@ -163,7 +164,7 @@ def test_push_refuses_a_bundle_not_signed_under_the_hubs_root(
     assert _hub(setup, "bundle", "push", str(foreign)) == 1
     assert _hub(setup, "bundle", "push", str(garbage)) == 1
     assert "bundle" in capsys.readouterr().err
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         assert registry.current_bundles() == []
 
 
@@ -179,7 +180,7 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
     assert "epoch 4 of eu-1: bundle 3" in capsys.readouterr().out
     assert _hub(setup, "revoke", "--device", "gw-404") == 2
     assert _hub(setup, "revoke", "--key", "abc") == 2
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         issued = registry.current_revocations()
         assert registry.kill_epoch("eu-1") == 4
     last = 0
@@ -192,7 +193,7 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
 
 
 def _kill_epochs(setup: HubSetup, *regions: str) -> list[int]:
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         return [registry.kill_epoch(region) for region in regions]
 
 
@@ -212,7 +213,7 @@ def test_device_add_refuses_a_key_registered_to_another_device(
     assert _hub(setup, *add, "--profile", "generic-x86_64") == 2
     (error,) = capsys.readouterr().err.splitlines()
     assert "registered already to device 'gw-001'" in error
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002"]
 
 
@@ -305,7 +306,7 @@ def test_push_refuses_a_bundle_a_revocation_voids(
     capsys.readouterr()
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 7))) == 1
     assert f"revocation epoch 2 (key {policy_key})" in capsys.readouterr().err
-    with Registry.open(setup.path / "hub.db") as registry:
+    with open_registry(setup.path / "hub.db") as registry:
         assert [b.version for b in registry.current_bundles()] == [6]
 
 

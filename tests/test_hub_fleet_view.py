@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hub.cli.fleet import STALE_AFTER_S, fleet_json, fleet_lines
-from hub.registry.sqlite import FleetRow
+from hub.registry import FleetRow
 
 NOW = 1_800_000_000
 

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from hub.core.limits import (
-    UNREGISTERED,
-    FairQueue,
-    RateLimiter,
-    RejectionCounter,
-    VerificationBudget,
-)
+from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
+from hub.registry import UNREGISTERED, RejectionCount
 
 
 def test_a_device_gets_its_burst_then_the_sustained_rate() -> None:
@@ -38,8 +33,8 @@ def test_rejection_counts_drain_once() -> None:
     counter = RejectionCounter()
     counter.add("gw-001", "rate_limited", "first")
     counter.add("gw-001", "rate_limited", "second")
-    assert counter.drain() == {("gw-001", "rate_limited"): (2, "second")}
-    assert counter.drain() == {}
+    assert counter.drain() == [RejectionCount("gw-001", "rate_limited", 2, "second")]
+    assert counter.drain() == []
     assert counter.total == 2
 
 
@@ -48,10 +43,10 @@ def test_rejections_naming_no_registered_device_are_one_count_per_code_whatever_
     for n in range(10_000):
         counter.add_unregistered(f"fake-{n}", "oversize", f"4096 bytes for fake-{n}")
     counter.add("gw-001", "oversize", "4096 bytes on status")
-    assert counter.drain() == {
-        (UNREGISTERED, "oversize"): (10_000, "4096 bytes for fake-9999"),
-        ("gw-001", "oversize"): (1, "4096 bytes on status"),
-    }
+    assert counter.drain() == [
+        RejectionCount(UNREGISTERED, "oversize", 10_000, "4096 bytes for fake-9999"),
+        RejectionCount("gw-001", "oversize", 1, "4096 bytes on status"),
+    ]
     assert list(counter.unregistered_ids) == [f"fake-{n}" for n in range(9_900, 10_000)]
 
 

@@ -18,7 +18,7 @@ from edge_agent.protocol.shipping import verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import MAX_MESSAGE_BYTES, MAX_PACKET_BYTES, BrokerSettings, connect
 from hub.cli.mosquitto_acl import render_acl
-from hub.registry.sqlite import DeviceRecord
+from hub.registry import DeviceRecord
 from hub.service.server import HubConfig, HubService
 from tests.brokers import MosquittoBroker, shipped_mosquitto
 from tests.hub_support import make_hub_dir, wait_for, watching

@@ -20,7 +20,7 @@ from hub.core.publications import (
     revocation_publications,
     root_publications,
 )
-from hub.registry.sqlite import IssuedRevocation, PublishedBundle
+from hub.registry.records import IssuedRevocation, PublishedBundle
 from tests.factory import NOW, HubSim
 
 HUB = HubSim()

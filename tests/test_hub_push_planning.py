@@ -26,7 +26,7 @@ from hub.core.push import (
     sign_next_revocation,
     verify_push,
 )
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle
+from hub.registry.records import DeviceRecord, IssuedRevocation, PublishedBundle
 from tests.factory import NOW, HubSim
 
 HUB = HubSim()

@@ -19,7 +19,7 @@ from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import connect
-from hub.registry.sqlite import Registry
+from hub.registry.backends import open_registry
 from hub.service.broker_limits import BrokerLimits
 from hub.service.server import HubConfig, HubService
 from tests.brokers import amqtt_broker, mosquitto_broker
@@ -191,7 +191,7 @@ async def test_a_lineage_batch_gets_a_signed_ack_after_it_is_stored(
             await watcher.connection.publish(LINEAGE_1, device.batch(0, 20))
             ack = verify_ack((await watcher.next(ACK_1)).payload, root=setup.root, device="gw-001")
             assert (ack.acked, ack.root) == (20, device.root(20))
-            assert [s for s, _ in hub.registry.iter_entries("gw-001")] == list(range(20))
+            assert [e.seq for e in hub.registry.iter_entries("gw-001")] == list(range(20))
             await watcher.connection.publish(LINEAGE_1, device.batch(0, 10))  # duplicate
             again = verify_ack(
                 (await watcher.next(ACK_1)).payload, root=setup.root, device="gw-001"
@@ -205,7 +205,8 @@ async def test_a_lineage_batch_gets_a_signed_ack_after_it_is_stored(
         assert (again.acked, reack.acked, last.acked) == (20, 20, 30)
         assert last.root == device.root(30)
         assert hub.stats.entries_stored == 30 and hub.stats.duplicates == 1
-        assert hub.registry.rejections("gw-001")[0][1:3] == ("gap", 1)
+        first = hub.registry.rejections("gw-001")[0]
+        assert (first.code, first.count) == ("gap", 1)
 
 
 async def test_impersonation_is_refused_unacknowledged_and_counted_in_fleet(
@@ -303,8 +304,8 @@ async def test_over_limit_and_oversize_messages_are_dropped_and_counted(
                 )
             assert (hub.stats.statuses, hub.stats.stale_statuses) == (1, 4)
             assert hub.stats.rejections == {"rate_limited": 15, "oversize": 1}
-        with Registry.open(setup.path / "hub.db") as registry:
-            counts = {code: n for _, code, n, _, _ in registry.rejections("gw-001")}
+        with open_registry(setup.path / "hub.db") as registry:
+            counts = {r.code: r.count for r in registry.rejections("gw-001")}
         assert counts == {"rate_limited": 15, "oversize": 1}
 
 
@@ -345,8 +346,8 @@ async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(
                     )
             assert first.stats.batches_accepted + second.stats.batches_accepted == 4
             assert first.stats.duplicates + second.stats.duplicates == 0
-        with Registry.open(setup.path / "hub.db") as registry:
-            assert [s for s, _ in registry.iter_entries("gw-001")] == list(range(8))
+        with open_registry(setup.path / "hub.db") as registry:
+            assert [e.seq for e in registry.iter_entries("gw-001")] == list(range(8))
 
 
 async def test_the_hub_probes_and_subscribes_directly_where_shared_subscriptions_do_nothing(

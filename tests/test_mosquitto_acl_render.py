@@ -12,7 +12,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.support.mqtt import MAX_PACKET_BYTES
 from hub.cli.mosquitto_acl import render_acl
-from hub.registry.sqlite import DeviceRecord
+from hub.registry import DeviceRecord
 from tests.hub_support import make_hub_dir, run_cli
 
 SHIPPED = Path(__file__).parent.parent / "packaging" / "mosquitto"

@@ -46,7 +46,8 @@ from hub.core.tpm_quote import (
     parse_signature,
     tpm_problem,
 )
-from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
+from hub.registry import DeviceRecord, PublishedBundle, Registry
+from hub.registry.backends import open_registry
 from hub.service.attest import Verifier
 from tests.attest_support import PROFILE_TOML
 from tests.factory import NOW, HubSim
@@ -277,7 +278,7 @@ def test_evidence_with_an_unknown_quote_format_or_oversized_quote_is_refused() -
 
 def _verifier(tmp_path: Path) -> tuple[Verifier, Registry, DeviceRecord, PrivateKey, bytes]:
     hub = HubSim()
-    registry = Registry.open(tmp_path / "hub.db")
+    registry = open_registry(tmp_path / "hub.db")
     key = PrivateKey.generate()
     device = DeviceRecord(DEVICE, "eu-1", ("line-a",), "generic-x86_64", key.public)
     registry.add_device(device)
@@ -340,7 +341,7 @@ def test_expectations_from_a_report_include_the_pcrs_with_the_tpm_tables_scope()
 
 
 def test_a_registry_from_before_tpm_keys_gains_the_table_when_opened(tmp_path: Path) -> None:
-    with Registry.open(tmp_path / "hub.db") as registry:
+    with open_registry(tmp_path / "hub.db") as registry:
         registry._db.execute("DROP TABLE tpm_keys")
-    with Registry.open(tmp_path / "hub.db") as registry:
+    with open_registry(tmp_path / "hub.db") as registry:
         assert registry.tpm_ak(DEVICE) is None

@@ -42,7 +42,7 @@ from edge_agent.support.mqtt import BrokerSettings
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
-from hub.registry.sqlite import AttestationRecord
+from hub.registry import AttestationRecord
 from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier, expectations_to_json
 from hub.service.publish import publish_once
 

@@ -55,7 +55,7 @@ from hub.core.push import (
     verify_push,
 )
 from hub.hubdir.layout import HubDir
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
 from hub.service.publish import issue_freshness, publish_once
 from hub.service.server import HubConfig, HubService
 

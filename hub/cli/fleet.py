@@ -21,7 +21,7 @@ from edge_agent.errors import LineageError
 from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.support.cli import format_duration
-from hub.registry.sqlite import UNREGISTERED, FleetRow, Registry
+from hub.registry import UNREGISTERED, FleetRow, Registry
 
 __all__ = [
     "STALE_AFTER_S",
@@ -145,7 +145,7 @@ def _expires(seconds: int) -> str:
 
 def unregistered_counts(registry: Registry) -> dict[str, int]:
     """Rejections of messages that named no registered device, per code."""
-    return {code: count for _, code, count, _, _ in registry.rejections(UNREGISTERED)}
+    return {total.code: total.count for total in registry.rejections(UNREGISTERED)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +173,8 @@ def lineage_view(registry: Registry, device: str, limit: int) -> LineageView:
     state = registry.lineage_state(device)
     verifier = ChainVerifier(Frontier(), GENESIS_PREV)
     tail: list[Entry] = []
-    for seq, data in registry.iter_entries(device):
-        entry = verifier.feed(seq, data)
+    for stored in registry.iter_entries(device):
+        entry = verifier.feed(stored.seq, stored.data)
         tail.append(entry)
         if len(tail) > limit:
             del tail[0]

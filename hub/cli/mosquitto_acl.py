@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from edge_agent.errors import ConfigError
 from edge_agent.protocol import topics
 from edge_agent.protocol.topics import DeviceLeaf
-from hub.registry.sqlite import DeviceRecord
+from hub.registry import DeviceRecord
 
 __all__ = ["DEFAULT_HUB_USERS", "DEVICE_WRITES", "render_acl"]
 

@@ -43,7 +43,7 @@ from edge_agent.protocol.expectations import (
 )
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from hub.core.tpm_quote import tpm_problem
-from hub.registry.sqlite import DeviceRecord
+from hub.registry.records import DeviceRecord
 
 __all__ = [
     "MAX_DETAIL_PROBLEMS",

@@ -27,25 +27,19 @@ This module does no I/O and keeps no state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier
+from edge_agent.lineage.entries import ChainVerifier
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
+from hub.registry.records import Accepted, DeviceLog, ForkEvidence, StoredLog
 
 __all__ = [
-    "Accepted",
-    "DeviceLog",
     "Duplicate",
-    "ForkEvidence",
     "IngestError",
     "RejectCode",
-    "StoredLog",
     "ingest_batch",
     "ingest_opened",
     "open_batch",
@@ -60,51 +54,6 @@ class RejectCode:
     CHAIN_BREAK = "chain_break"
     BAD_CHECKPOINT = "bad_checkpoint"
     FORK = "fork"
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceLog:
-    """The hub's state of one device's log: size, tree frontier, last entry hash, and the
-    last checkpoint note it verified (always at ``size``: every batch ends in one)."""
-
-    size: int = 0
-    frontier: Frontier = field(default_factory=Frontier)
-    last_hash: bytes = GENESIS_PREV
-    checkpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.frontier.size != self.size or len(self.last_hash) != HASH_SIZE:
-            raise ValueError("a device log's frontier must be at its size")
-
-    @property
-    def root(self) -> bytes:
-        return self.frontier.root()
-
-
-class StoredLog(Protocol):
-    """Read access to what the hub stored for one device (the registry implements it)."""
-
-    def entries(self, start: int, stop: int) -> Sequence[bytes]:
-        """The stored entry bytes of seqs ``start`` to ``stop - 1``."""
-        ...
-
-    def checkpoint_root(self, size: int) -> bytes | None:
-        """The root of the verified checkpoint the hub holds at ``size``, if any."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class ForkEvidence:
-    """Two checkpoints signed by one device key that cannot both describe one log."""
-
-    device: str
-    reason: str
-    held_note: str | None
-    """The last checkpoint the hub verified and stored for the device."""
-    new_note: str
-    """The conflicting checkpoint, from the batch below."""
-    batch: bytes
-    """The device-signed batch that carried ``new_note`` (its entries are the evidence)."""
 
 
 class IngestError(LineageError):
@@ -130,21 +79,6 @@ class IngestError(LineageError):
         self.reject_code = reject_code
         self.reack = reack
         self.fork = fork
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A verified batch: store ``entries`` from ``first_seq`` and ``log``, then ack."""
-
-    device: str
-    first_seq: int
-    entries: tuple[bytes, ...]
-    log: DeviceLog
-    checkpoint: Checkpoint
-
-    @property
-    def acked(self) -> int:
-        return self.log.size
 
 
 @dataclass(frozen=True, slots=True)

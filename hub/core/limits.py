@@ -29,20 +29,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
+from hub.registry import UNREGISTERED, RejectionCount
 
-__all__ = [
-    "UNREGISTERED",
-    "FairQueue",
-    "RateLimiter",
-    "RejectionCounter",
-    "VerificationBudget",
-]
+__all__ = ["FairQueue", "RateLimiter", "RejectionCounter", "VerificationBudget"]
 
 T = TypeVar("T")
-
-UNREGISTERED = "*"
-"""The device rejections of messages naming no registered device are counted under (never a
-device id: ``*`` is not allowed in one). The registry stores these counts under it too."""
 
 MAX_QUEUED_PER_KEY = 32
 """Messages waiting per device before the hub handles them; more from the same device are
@@ -140,7 +131,7 @@ class VerificationBudget:
 
 class RejectionCounter:
     """Rejections per (device, code) with the last detail, until drained; messages naming no
-    registered device under (:data:`UNREGISTERED`, code)."""
+    registered device under (:data:`~hub.registry.interface.UNREGISTERED`, code)."""
 
     def __init__(self, max_ids: int = MAX_UNREGISTERED_IDS) -> None:
         self._counts: dict[tuple[str, str], tuple[int, str]] = {}
@@ -165,10 +156,13 @@ class RejectionCounter:
         while len(self.unregistered_ids) > self._max_ids:
             self.unregistered_ids.popitem(last=False)
 
-    def drain(self) -> dict[tuple[str, str], tuple[int, str]]:
-        """The counts since the last drain (and forget them)."""
+    def drain(self) -> list[RejectionCount]:
+        """The counts since the last drain, in the order first counted (and forget them)."""
         counts, self._counts = self._counts, {}
-        return counts
+        return [
+            RejectionCount(device, code, count, detail)
+            for (device, code), (count, detail) in counts.items()
+        ]
 
 
 class FairQueue(Generic[T]):

@@ -18,7 +18,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.shipping import Ack, sign_ack
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
-from hub.registry.sqlite import IssuedRevocation, PublishedBundle
+from hub.registry.records import IssuedRevocation, PublishedBundle
 
 __all__ = [
     "Publication",

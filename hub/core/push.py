@@ -34,7 +34,7 @@ from edge_agent.protocol.revocation import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from hub.registry.sqlite import DeviceRecord, IssuedRevocation, PublishedBundle
+from hub.registry.records import DeviceRecord, IssuedRevocation, PublishedBundle
 
 __all__ = [
     "HubInventory",

@@ -26,7 +26,8 @@ from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.support.cli import read_bounded, write_atomic
 from edge_agent.support.mqtt import BrokerSettings
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
-from hub.registry.sqlite import Registry
+from hub.registry import Registry
+from hub.registry.backends import open_registry
 
 __all__ = [
     "ENV_HUB_DIR",
@@ -140,7 +141,7 @@ class HubDir:
                 f"hub directory {self.path} does not exist (create it with "
                 f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)"
             )
-        return Registry.open(self.registry_path)
+        return open_registry(self.registry_path)
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
         """Load the trust roots and the freshness key from ``keys_dir`` (default ``keys/``).

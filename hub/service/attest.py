@@ -52,7 +52,7 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
 from hub.core.attestation import BundleView, bundle_view, judge_attestation, read_evidence
 from hub.core.publications import Publication
-from hub.registry.sqlite import AttestationRecord, DeviceRecord, Registry
+from hub.registry import AttestationRecord, DeviceRecord, Registry
 
 __all__ = [
     "DEFAULT_CHALLENGE_TTL_S",

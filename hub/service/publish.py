@@ -24,7 +24,7 @@ from hub.core.publications import (
     revocation_publications,
     root_publications,
 )
-from hub.registry.sqlite import Registry, RegistryError
+from hub.registry import IssuedFreshness, Registry, RegistryError
 
 __all__ = [
     "ack_snapshot",
@@ -72,7 +72,14 @@ def issue_freshness(
         publication = freshness_publication(bundle, kill_epoch=epoch, key=key, now=now, ttl_s=ttl_s)
         publications.append(publication)
         records.append(
-            (bundle.region, bundle.channel, publication.payload, now, now + ttl_s, epoch)
+            IssuedFreshness(
+                region=bundle.region,
+                channel=bundle.channel,
+                data=publication.payload,
+                hub_time=now,
+                expires_at=now + ttl_s,
+                kill_epoch=epoch,
+            )
         )
     if records:
         try:

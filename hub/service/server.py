@@ -75,12 +75,13 @@ from edge_agent.protocol.shipping import (
 )
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import BrokerSettings, Connection, Incoming, backoff_delays, connect
-from hub.core.ingest import DeviceLog, Duplicate, IngestError, RejectCode, ingest_opened, open_batch
+from hub.core.ingest import Duplicate, IngestError, RejectCode, ingest_opened, open_batch
 from hub.core.limits import FairQueue, RateLimiter, RejectionCounter, VerificationBudget
 from hub.core.publications import Publication, ack_publication, parse_channel
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
-from hub.registry.sqlite import UNREGISTERED, DeviceRecord, Registry, RegistryError
+from hub.registry import UNREGISTERED, DeviceRecord, Registry, RegistryError
+from hub.registry.records import DeviceLog
 from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.service.broker import EmbeddedBroker
 from hub.service.broker_limits import BrokerLimits

@@ -564,13 +564,14 @@ class _HubRoute:
 
     def __init__(self) -> None:
         from hub.cli.operations import init_keys
-        from hub.registry.sqlite import DeviceRecord, Registry
+        from hub.registry import DeviceRecord
+        from hub.registry.backends import open_registry
         from hub.service.server import HubConfig, HubService
 
         self.directory = tempfile.TemporaryDirectory(prefix="edgegov-fuzz-hub-")
         path = Path(self.directory.name)
         init_keys(path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=DAY)
-        with Registry.open(path / "hub.db") as registry:
+        with open_registry(path / "hub.db") as registry:
             registry.add_device(
                 DeviceRecord(
                     DEVICE_ID, REGION, DEVICE.groups, DEVICE.profile, world().device_key.public
@@ -586,7 +587,7 @@ class _HubRoute:
                 unknown_rate=unlimited,
             )
         )
-        self.hub._registry = Registry.open(path / "hub.db")
+        self.hub._registry = open_registry(path / "hub.db")
         self.hub._keys = self.hub.hub_dir.load_keys()
 
     def __call__(self, data: bytes) -> object:

@@ -1,0 +1,364 @@
+"""The hub registry's contract: every operation the hub's service, CLIs and console use.
+
+:class:`Registry` is a :class:`typing.Protocol`; a backend (SQLite today, in
+:mod:`hub.registry.sqlite`) implements every method as its docstring states, and callers
+name only this type. The registry stores what callers verified; it verifies nothing
+itself. What every backend guarantees:
+
+- **Atomic writes.** Every method that writes is one transaction: it changes all it
+  states or nothing, and raises :class:`RegistryError` (or the :class:`ConfigError` its
+  docstring names) when it changed nothing. Several hub processes and ``edge-hub``
+  commands share one registry; the compare-and-set writes (:meth:`Registry.store_batch`,
+  :meth:`Registry.spend_challenge`, :meth:`Registry.record_revocation`,
+  :meth:`Registry.add_device`) decide against what is committed at that moment, never
+  against an earlier read.
+- **Write groups.** Inside :meth:`Registry.write_group` every write stays atomic on its own
+  (one that raises undoes only itself) but nothing is durable until the block ends; reads
+  in the block see the block's writes.
+- **Errors.** Storage failures (unreachable, full, damaged, another program's database)
+  are :class:`RegistryError`, with the backend's own exception as its cause; no backend
+  exception type escapes. A row that does not decode to its record is damage, so
+  :class:`RegistryError` too.
+- **Times** are integer Unix seconds the caller passes in; a backend reads no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from edge_agent.errors import StateError
+from edge_agent.protocol.attestation import Challenge
+from edge_agent.protocol.shipping import DeviceStatus
+from hub.registry.records import (
+    Accepted,
+    AttestationRecord,
+    DeviceLog,
+    DeviceRecord,
+    FleetRow,
+    ForkEvidence,
+    IssuedFreshness,
+    IssuedRevocation,
+    PublishedBundle,
+    RejectionCount,
+    RejectionTotal,
+    StoredEntry,
+    StoredLog,
+)
+
+__all__ = ["MAX_FORK_EVIDENCE", "MAX_REJECTION_DETAIL", "UNREGISTERED", "Registry", "RegistryError"]
+
+MAX_FORK_EVIDENCE = 8
+"""Fork evidence rows kept per device; later forks are only counted (a compromised device
+key must not be able to fill the hub's disk)."""
+MAX_REJECTION_DETAIL = 500
+"""Characters of a rejection's last detail kept (the rest is cut)."""
+UNREGISTERED = "*"
+"""The device of rejection counters for messages naming no registered device."""
+
+
+class RegistryError(StateError):
+    """The hub registry cannot be read or written (or is damaged)."""
+
+    code = "registry_error"
+
+
+class Registry(Protocol):
+    """An open hub registry. Use as a context manager, or call :meth:`close`.
+
+    Methods are grouped by concern: lifecycle and transactions; devices (registration,
+    status, activity); publications (bundles, channels, revocations, freshness); device
+    logs (lineage batches, entries, checkpoints, forks); attestation (challenges, results,
+    TPM attestation keys); rejections; the fleet view.
+    """
+
+    # Lifecycle and transactions.
+
+    def close(self) -> None:
+        """Release the registry; it is unusable afterwards. Not inside a write group."""
+        ...
+
+    def __enter__(self) -> Registry:
+        """Return the registry itself."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """:meth:`close` the registry."""
+        ...
+
+    def write_group(self) -> AbstractContextManager[None]:
+        """Make every write until the block ends part of one transaction: a burst of lineage
+        batches and statuses costs one commit (one fsync) instead of one each.
+
+        Each write in the block stays atomic on its own: one that raises undoes only its
+        own changes, and the block may go on. Nothing written in the block is durable
+        before it ends, so whatever depends on durability (an ack) waits for the end. An
+        exception out of the block undoes all of it. A storage failure that undoes the
+        whole transaction (a full disk) makes every later write of the block raise
+        :class:`RegistryError`, and the block's end raise it too. Nested groups join the
+        outer one (only the outermost commits).
+
+        Raises:
+            RegistryError: the transaction could not begin or commit; nothing was stored.
+        """
+        ...
+
+    # Devices.
+
+    def add_device(self, record: DeviceRecord) -> None:
+        """Register a device.
+
+        A key registered to another device is refused: statuses and lineage signed by one
+        device would verify as the other's (a phantom device reported online).
+
+        Raises:
+            ConfigError: a device with that id, or with that public key, is registered
+                already; nothing changed.
+            RegistryError: the write failed.
+        """
+        ...
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        """The registered device ``device_id``; ``None`` when none is registered."""
+        ...
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every registered device, ordered by device id."""
+        ...
+
+    def regions(self) -> list[str]:
+        """Every region a registered device, a current bundle or a revocation is in, each
+        once, in ascending order."""
+        ...
+
+    def record_status(self, status: DeviceStatus, raw: bytes, received_at: int) -> bool:
+        """Keep a verified status (``raw``: its signed bytes) unless the one held is newer;
+        return whether it was kept.
+
+        - No status held, or ``status.time`` later than the held one's: kept, and the
+          device counts as heard from at ``received_at`` (its last seen is the latest such
+          time ever recorded, never moved back).
+        - ``status.time`` equal to the held one's, other bytes: kept (a trust event or a
+          clean stop just after a heartbeat), but not heard from (a replay could do it).
+        - Older, or the same bytes again: nothing changes (a replay or a stale last will);
+          ``False``.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    # Publications: bundles and channels.
+
+    def record_bundle(
+        self,
+        *,
+        bundle: PublishedBundle,
+        issued_at: int,
+        target: Mapping[str, object],
+        channels: Sequence[str],
+    ) -> None:
+        """Record a verified bundle (by digest: one already recorded keeps its first
+        record) and make it current on ``channels`` of ``bundle.region``, as of
+        ``bundle.pushed_at``. ``target`` (JSON-serialisable) is kept with it. Atomic.
+
+        Raises:
+            RegistryError: the write failed; nothing changed.
+        """
+        ...
+
+    def bundle_versions(self, region: str) -> list[int]:
+        """Every distinct bundle version ever recorded for ``region``, lowest first."""
+        ...
+
+    def current_bundles(self, region: str | None = None) -> list[PublishedBundle]:
+        """The bundle current on each channel (of ``region``, or of every region), ordered
+        by region then channel; ``pushed_at`` is when it became current there."""
+        ...
+
+    def bundle_data(self, digest: bytes) -> bytes | None:
+        """The bytes of the recorded bundle with ``digest``; ``None`` when never recorded."""
+        ...
+
+    # Publications: revocations.
+
+    def kill_epoch(self, region: str) -> int:
+        """The highest revocation epoch recorded for ``region`` (0: none)."""
+        ...
+
+    def record_revocation(self, revocation: IssuedRevocation) -> None:
+        """Record a signed revocation. Epochs are allocated once: the write refuses an
+        epoch that ``revocation.region`` already has.
+
+        Raises:
+            ConfigError: its epoch was taken meanwhile by another ``revoke`` (run it again).
+            RegistryError: the write failed.
+        """
+        ...
+
+    def current_revocations(self) -> list[IssuedRevocation]:
+        """The newest revocation (highest epoch) for each (region, kind, value): what is
+        retained on its topic. Ordered by region then epoch."""
+        ...
+
+    # Publications: freshness.
+
+    def record_freshness(self, tokens: Sequence[IssuedFreshness]) -> None:
+        """Make each token the last one issued on its (region, channel), replacing any, all
+        in one transaction (for one pair given twice, the later wins).
+
+        Raises:
+            RegistryError: the write failed; none was recorded.
+        """
+        ...
+
+    def freshness(self, region: str, channel: str) -> IssuedFreshness | None:
+        """The last token issued on (``region``, ``channel``); ``None`` when none was."""
+        ...
+
+    # Device logs.
+
+    def lineage_state(self, device: str) -> DeviceLog:
+        """The hub's state of ``device``'s log: size, frontier, last entry hash and last
+        checkpoint note; an empty ``DeviceLog()`` when it never shipped.
+
+        Raises:
+            RegistryError: unreadable or damaged.
+        """
+        ...
+
+    def stored_log(self, device: str) -> StoredLog:
+        """Read access to ``device``'s stored entries and checkpoints, for ingest: the same
+        answers as :meth:`entries` and :meth:`checkpoint_root`, read when asked."""
+        ...
+
+    def entries(self, device: str, start: int, stop: int) -> list[bytes]:
+        """The stored entries of ``device`` with ``start <= seq < stop``, by seq."""
+        ...
+
+    def iter_entries(self, device: str, start: int = 0) -> Iterator[StoredEntry]:
+        """Stream ``device``'s stored entries from seq ``start`` upwards, a bounded page at
+        a time (memory does not grow with the log). Entries are never changed once stored,
+        so the pages read at different moments still form one prefix of the log."""
+        ...
+
+    def checkpoint_root(self, device: str, size: int) -> bytes | None:
+        """The tree root of ``device``'s stored checkpoint at ``size``; ``None`` when the
+        hub holds no checkpoint of that size."""
+        ...
+
+    def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
+        """Store a verified batch (its entries from ``accepted.first_seq``), its new log
+        state and its checkpoint, in one transaction.
+
+        Returns ``False`` (storing nothing) when the stored size is no longer
+        ``expected_size``: another hub process stored a batch of this device meanwhile, so
+        the batch must be verified again against the new state. A batch is thus stored at
+        most once even when two hubs verify it at the same moment.
+
+        Raises:
+            RegistryError: the write failed; nothing was stored.
+        """
+        ...
+
+    def record_fork(self, evidence: ForkEvidence, detected_at: int) -> None:
+        """Keep fork evidence: while the device holds fewer than :data:`MAX_FORK_EVIDENCE`
+        rows, add this one; otherwise store nothing.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def forks(self, device: str) -> list[ForkEvidence]:
+        """The fork evidence kept for ``device``, in the order it was recorded."""
+        ...
+
+    # Attestation.
+
+    def record_challenge(self, challenge: Challenge) -> None:
+        """Record an issued challenge nonce: spendable once by its device, until it expires.
+
+        Raises:
+            RegistryError: the write failed, or this nonce was issued to this device already.
+        """
+        ...
+
+    def spend_challenge(self, device: str, nonce: bytes, now: int) -> str | None:
+        """Spend ``nonce`` for ``device``: ``None`` when it was issued to that device,
+        expires after ``now`` and was not spent (it is spent now); otherwise a sentence
+        saying why not (never issued to this device, already used, or expired and how long
+        ago). One conditional write: two hub processes can never both spend one nonce.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def prune_challenges(self, before: int) -> None:
+        """Forget challenges that expired before ``before`` (they can no longer be spent).
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def record_attestation(self, record: AttestationRecord) -> None:
+        """Make ``record`` the device's last attestation outcome, replacing any, and count
+        the device as heard from at ``record.verified_at`` (nonce-bound evidence is nothing
+        a replay can produce). Atomic.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def attestation(self, device: str) -> AttestationRecord | None:
+        """``device``'s last attestation outcome; ``None`` when it never attested."""
+        ...
+
+    def attestations(self) -> dict[str, AttestationRecord]:
+        """Every device's last attestation outcome, by device id."""
+        ...
+
+    def set_tpm_ak(self, device: str, public_key: bytes | None, at: int) -> None:
+        """Register ``device``'s TPM attestation key (DER ``SubjectPublicKeyInfo``) as of
+        ``at``, replacing any; ``None`` removes it (removing none is no error).
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def tpm_ak(self, device: str) -> bytes | None:
+        """The DER public key of ``device``'s registered TPM attestation key; ``None`` when
+        none is registered."""
+        ...
+
+    # Rejections.
+
+    def add_rejections(self, counts: Sequence[RejectionCount], at: int) -> None:
+        """Add each count to its (device, code) counter, set the counter's last time to
+        ``at`` and its last detail to the count's (cut to :data:`MAX_REJECTION_DETAIL`
+        characters), in the order given and in one transaction. Nothing given: no write.
+
+        Raises:
+            RegistryError: the write failed; no counter changed.
+        """
+        ...
+
+    def rejections(self, device: str | None = None) -> list[RejectionTotal]:
+        """The rejection counters of ``device`` (of every device when ``None``; those of
+        messages naming no registered device under :data:`UNREGISTERED`), ordered by
+        device then code."""
+        ...
+
+    # Fleet view.
+
+    def fleet(self) -> list[FleetRow]:
+        """One row per registered device, ordered by device id, for ``edge-hub fleet``:
+        its last kept status (``None`` fields when it never sent one), last seen time,
+        stored lineage size (0 when it never shipped), fork evidence rows kept and
+        rejection counts by code."""
+        ...

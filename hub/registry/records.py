@@ -1,0 +1,220 @@
+"""The values that cross the registry interface: frozen records, one per kind of row.
+
+Every backend takes and returns these: the rows below, the ingest values (a device log's
+state, an accepted batch, fork evidence: :mod:`hub.core.ingest` produces them), and the
+protocol's :class:`~edge_agent.protocol.attestation.Challenge` and
+:class:`~edge_agent.protocol.shipping.DeviceStatus`. No method of
+:class:`hub.registry.interface.Registry` passes a bare tuple. Records hold what callers
+verified: constructing one checks nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge_agent.lineage.entries import GENESIS_PREV
+from edge_agent.protocol.checkpoint import Checkpoint
+from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier
+
+__all__ = [
+    "Accepted",
+    "AttestationRecord",
+    "DeviceLog",
+    "DeviceRecord",
+    "FleetRow",
+    "ForkEvidence",
+    "IssuedFreshness",
+    "IssuedRevocation",
+    "PublishedBundle",
+    "RejectionCount",
+    "RejectionTotal",
+    "StoredEntry",
+    "StoredLog",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device: who it is and the public key its lineage and status verify with."""
+
+    device_id: str
+    region: str
+    groups: tuple[str, ...]
+    profile: str
+    public_key: PublicKey
+    key_epoch: int = 1
+    added_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedBundle:
+    """The bundle current on one channel of a region."""
+
+    region: str
+    channel: str
+    version: int
+    digest: bytes
+    data: bytes
+    expires_at: int
+    max_offline: int | None
+    pushed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedRevocation:
+    """A signed revocation as issued: its region's epoch, what it revokes and why."""
+
+    region: str
+    epoch: int
+    kind: str
+    value: str
+    reason: str
+    data: bytes
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedFreshness:
+    """The signed freshness token last issued on one (region, channel), with what it pins:
+    the hub time it states, its expiry and the region's kill epoch then."""
+
+    region: str
+    channel: str
+    data: bytes
+    hub_time: int
+    expires_at: int
+    kill_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One stored lineage entry of a device: its sequence number and exact bytes."""
+
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionCount:
+    """Rejections to add to the counter of (``device``, ``code``): how many since the last
+    flush and the detail of the last one."""
+
+    device: str
+    code: str
+    count: int
+    last_detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionTotal:
+    """The counter of (``device``, ``code``): every rejection counted, when the last was
+    recorded and its detail."""
+
+    device: str
+    code: str
+    count: int
+    last_at: int
+    last_detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """One device as ``edge-hub fleet`` shows it."""
+
+    device_id: str
+    region: str
+    groups: tuple[str, ...]
+    online: bool | None
+    bundle_version: int | None
+    expires_at: int | None
+    gate: str | None
+    status_time: int | None
+    last_seen: int | None
+    device_lineage_size: int | None
+    lineage_size: int
+    forks: int
+    rejections: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRecord:
+    """A device's last attestation outcome at the hub, with the signed result sent to it.
+
+    ``measurements`` is the evidence's name -> hex digest map as JSON (what ``edge-hub
+    attest expect --from-device`` builds expectations from)."""
+
+    device: str
+    verdict: str
+    detail: str
+    measured: bytes
+    nonce: bytes
+    issued_at: int
+    expires_at: int
+    bundle_digest: bytes | None
+    lineage_size: int
+    measurements: str
+    result: bytes
+    verified_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLog:
+    """The hub's state of one device's log: size, tree frontier, last entry hash, and the
+    last checkpoint note it verified (always at ``size``: every batch ends in one)."""
+
+    size: int = 0
+    frontier: Frontier = field(default_factory=Frontier)
+    last_hash: bytes = GENESIS_PREV
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.frontier.size != self.size or len(self.last_hash) != HASH_SIZE:
+            raise ValueError("a device log's frontier must be at its size")
+
+    @property
+    def root(self) -> bytes:
+        return self.frontier.root()
+
+
+class StoredLog(Protocol):
+    """Read access to what the hub stored for one device (the registry implements it)."""
+
+    def entries(self, start: int, stop: int) -> Sequence[bytes]:
+        """The stored entry bytes of seqs ``start`` to ``stop - 1``."""
+        ...
+
+    def checkpoint_root(self, size: int) -> bytes | None:
+        """The root of the verified checkpoint the hub holds at ``size``, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Two checkpoints signed by one device key that cannot both describe one log."""
+
+    device: str
+    reason: str
+    held_note: str | None
+    """The last checkpoint the hub verified and stored for the device."""
+    new_note: str
+    """The conflicting checkpoint, from the batch below."""
+    batch: bytes
+    """The device-signed batch that carried ``new_note`` (its entries are the evidence)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A verified batch: store ``entries`` from ``first_seq`` and ``log``, then ack."""
+
+    device: str
+    first_seq: int
+    entries: tuple[bytes, ...]
+    log: DeviceLog
+    checkpoint: Checkpoint
+
+    @property
+    def acked(self) -> int:
+        return self.log.size

@@ -1,0 +1,156 @@
+"""Publications in the SQLite registry: bundles and the bundle current on each channel,
+revocations with their epochs, and the last freshness token per channel (tables
+``bundles``, ``channels``, ``revocations``, ``freshness``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from edge_agent.errors import ConfigError
+from hub.registry.records import IssuedFreshness, IssuedRevocation, PublishedBundle
+from hub.registry.sqlite.transactions import (
+    SqliteTransactions,
+    as_bytes,
+    as_int,
+    as_opt_int,
+    as_text,
+)
+
+__all__ = ["PublicationTables"]
+
+
+class PublicationTables(SqliteTransactions):
+    """The publication operations of :class:`hub.registry.interface.Registry`."""
+
+    def record_bundle(
+        self,
+        *,
+        bundle: PublishedBundle,
+        issued_at: int,
+        target: Mapping[str, object],
+        channels: Sequence[str],
+    ) -> None:
+        with self._write("record the bundle") as db:
+            db.execute(
+                "INSERT OR IGNORE INTO bundles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bundle.digest,
+                    bundle.version,
+                    bundle.region,
+                    bundle.data,
+                    issued_at,
+                    bundle.expires_at,
+                    bundle.max_offline,
+                    json.dumps(target, sort_keys=True),
+                    bundle.pushed_at,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO channels VALUES (?, ?, ?, ?) ON CONFLICT (region, channel) "
+                "DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                [(bundle.region, c, bundle.digest, bundle.pushed_at) for c in channels],
+            )
+
+    def bundle_versions(self, region: str) -> list[int]:
+        rows = self._read(
+            "SELECT DISTINCT version FROM bundles WHERE region = ? ORDER BY 1", (region,)
+        )
+        return [as_int(r[0]) for r in rows]
+
+    def current_bundles(self, region: str | None = None) -> list[PublishedBundle]:
+        sql = (
+            "SELECT c.region, c.channel, b.version, b.digest, b.data, b.expires_at, "
+            "b.max_offline, c.updated_at FROM channels c JOIN bundles b ON b.digest = c.digest"
+        )
+        params: tuple[object, ...] = ()
+        if region is not None:
+            sql += " WHERE c.region = ?"
+            params = (region,)
+        return [_bundle(row) for row in self._read(sql + " ORDER BY 1, 2", params)]
+
+    def bundle_data(self, digest: bytes) -> bytes | None:
+        rows = self._read("SELECT data FROM bundles WHERE digest = ?", (digest,))
+        return as_bytes(rows[0][0]) if rows else None
+
+    def kill_epoch(self, region: str) -> int:
+        rows = self._read("SELECT max(epoch) FROM revocations WHERE region = ?", (region,))
+        return as_int(rows[0][0] or 0)
+
+    def record_revocation(self, revocation: IssuedRevocation) -> None:
+        with self._write("record the revocation") as db:
+            if db.execute(
+                "SELECT 1 FROM revocations WHERE region = ? AND epoch = ?",
+                (revocation.region, revocation.epoch),
+            ).fetchone():
+                raise ConfigError(
+                    f"revocation epoch {revocation.epoch} of region {revocation.region} was "
+                    "issued meanwhile by another command; run revoke again"
+                )
+            db.execute(
+                "INSERT INTO revocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    revocation.region,
+                    revocation.epoch,
+                    revocation.kind,
+                    revocation.value,
+                    revocation.reason,
+                    revocation.data,
+                    revocation.issued_at,
+                ),
+            )
+
+    def current_revocations(self) -> list[IssuedRevocation]:
+        rows = self._read(
+            "SELECT r.* FROM revocations r JOIN (SELECT region, kind, value, max(epoch) AS e "
+            "FROM revocations GROUP BY region, kind, value) m ON m.region = r.region AND "
+            "m.e = r.epoch ORDER BY r.region, r.epoch"
+        )
+        return [
+            IssuedRevocation(
+                as_text(g), as_int(e), as_text(k), as_text(v), as_text(r), as_bytes(d), as_int(t)
+            )
+            for g, e, k, v, r, d, t in rows
+        ]
+
+    def record_freshness(self, tokens: Sequence[IssuedFreshness]) -> None:
+        with self._write("record freshness tokens") as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (t.region, t.channel, t.data, t.hub_time, t.expires_at, t.kill_epoch)
+                    for t in tokens
+                ],
+            )
+
+    def freshness(self, region: str, channel: str) -> IssuedFreshness | None:
+        rows = self._read(
+            "SELECT data, hub_time, expires_at, kill_epoch FROM freshness "
+            "WHERE region = ? AND channel = ?",
+            (region, channel),
+        )
+        if not rows:
+            return None
+        data, hub_time, expires_at, kill_epoch = rows[0]
+        return IssuedFreshness(
+            region=region,
+            channel=channel,
+            data=as_bytes(data),
+            hub_time=as_int(hub_time),
+            expires_at=as_int(expires_at),
+            kill_epoch=as_int(kill_epoch),
+        )
+
+
+def _bundle(row: tuple[object, ...]) -> PublishedBundle:
+    region, channel, version, digest, data, expires_at, max_offline, updated_at = row
+    return PublishedBundle(
+        region=as_text(region),
+        channel=as_text(channel),
+        version=as_int(version),
+        digest=as_bytes(digest),
+        data=as_bytes(data),
+        expires_at=as_int(expires_at),
+        max_offline=as_opt_int(max_offline),
+        pushed_at=as_int(updated_at),
+    )

@@ -1,0 +1,65 @@
+"""The hub's registry in SQLite: one database file (``hub.db`` in the hub directory), shared
+by ``edge-hub serve`` and the other ``edge-hub`` commands, in WAL mode with a bounded busy
+timeout.
+
+:class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
+one class per concern over the transaction core (:mod:`.transactions`): devices,
+publications, device logs, attestation, rejections and the fleet view. Open it through
+:func:`hub.registry.backends.open_registry`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from hub.registry.interface import RegistryError
+from hub.registry.sqlite.attestation import AttestationTables
+from hub.registry.sqlite.device_logs import DeviceLogTables
+from hub.registry.sqlite.devices import DeviceTables
+from hub.registry.sqlite.fleet import FleetView
+from hub.registry.sqlite.publications import PublicationTables
+from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
+
+__all__ = ["BUSY_TIMEOUT_S", "SqliteRegistry"]
+
+BUSY_TIMEOUT_S = 10.0
+"""Longest a write waits for another process's write lock before failing."""
+
+
+class SqliteRegistry(
+    DeviceTables, PublicationTables, DeviceLogTables, AttestationTables, FleetView
+):
+    """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteRegistry:
+        """Open (creating if needed) the registry at ``path``.
+
+        Raises:
+            RegistryError: it cannot be opened, or it is another program's database.
+        """
+        try:
+            db = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                db.close()
+                raise RegistryError(
+                    f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
+                )
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
+        return cls(db, path)
+
+    def __enter__(self) -> SqliteRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

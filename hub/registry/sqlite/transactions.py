@@ -1,0 +1,143 @@
+"""The SQLite registry's transaction core: write groups, one write, reads, column decoding.
+
+Every change is one ``BEGIN IMMEDIATE`` transaction, or one savepoint inside a
+:meth:`SqliteTransactions.write_group` (which commits a burst of changes with one fsync).
+SQLite undoes a whole transaction on a full disk or an I/O error; a group remembers that
+through the connection's ``in_transaction`` and refuses every later write of the group, and
+its commit. sqlite3 errors stay in this package: they become :class:`RegistryError`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from hub.registry.interface import RegistryError
+
+__all__ = [
+    "SqliteTransactions",
+    "as_bytes",
+    "as_groups",
+    "as_int",
+    "as_opt_int",
+    "as_text",
+]
+
+
+class SqliteTransactions:
+    """One open registry connection and the transaction discipline every concern uses."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._grouped = False
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def write_group(self) -> Iterator[None]:
+        """See :meth:`hub.registry.interface.Registry.write_group`."""
+        if self._grouped:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot begin a write in {self.path}: {exc}") from exc
+        self._grouped = True
+        try:
+            yield
+        except BaseException:
+            self._grouped = False
+            self._rollback()
+            raise
+        self._grouped = False
+        if not self._db.in_transaction:
+            raise RegistryError(f"cannot commit to {self.path}: a failure rolled the group back")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise RegistryError(f"cannot commit to {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        with suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One atomic write: a transaction of its own, or a savepoint inside a group. An
+        exception out of the block undoes the block's changes and propagates; a sqlite3
+        error becomes :class:`RegistryError` saying it could not ``what``."""
+        if self._grouped and not self._db.in_transaction:
+            # SQLite rolls a whole transaction back on a full disk or an I/O error.
+            raise RegistryError(
+                f"cannot {what} in {self.path}: an earlier failure rolled back this group"
+            )
+        begin, commit, rollback = (
+            ("SAVEPOINT write", "RELEASE write", ("ROLLBACK TO write", "RELEASE write"))
+            if self._grouped
+            else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+        )
+        try:
+            self._db.execute(begin)
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    for statement in rollback:
+                        self._db.execute(statement)
+                raise
+            self._db.execute(commit)
+        except sqlite3.Error as exc:
+            if not self._grouped:
+                self._rollback()
+            raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """The rows of one query; a sqlite3 error becomes :class:`RegistryError`."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+
+
+def as_int(value: object) -> int:
+    """A column that must hold an integer (anything else is damage)."""
+    if not isinstance(value, int):
+        raise RegistryError(f"the hub registry holds {type(value).__name__} for an integer")
+    return value
+
+
+def as_opt_int(value: object) -> int | None:
+    return None if value is None else as_int(value)
+
+
+def as_bytes(value: object) -> bytes:
+    """A column that must hold bytes (anything else is damage)."""
+    if not isinstance(value, bytes):
+        raise RegistryError(f"the hub registry holds {type(value).__name__} for bytes")
+    return value
+
+
+def as_text(value: object) -> str:
+    """A column that must hold text (anything else is damage)."""
+    if not isinstance(value, str):
+        raise RegistryError(f"the hub registry holds {type(value).__name__} for text")
+    return value
+
+
+def as_groups(value: object) -> tuple[str, ...]:
+    """A device's group list, stored as a JSON array of strings."""
+    try:
+        groups = json.loads(as_text(value))
+    except ValueError as exc:
+        raise RegistryError("the hub registry holds a damaged group list") from exc
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise RegistryError("the hub registry holds a damaged group list")
+    return tuple(groups)
