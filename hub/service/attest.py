@@ -62,6 +62,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
+from hub.core.codes import RejectCode
 from hub.core.tpm_quote import tpm_problem
 from hub.registry.sqlite import AttestationRecord, DeviceRecord, Registry
 from hub.service.publish import Publication
@@ -131,10 +132,10 @@ class Verifier:
         try:
             evidence = verify_evidence(payload, device=device.device_id, key=device.public_key)
         except AttestationError as exc:
-            raise AttestationError(str(exc), code="evidence_rejected") from exc
+            raise AttestationError(str(exc), code=RejectCode.EVIDENCE_REJECTED) from exc
         spent = self.registry.spend_challenge(device.device_id, evidence.nonce, now)
         if spent is not None:
-            raise AttestationError(f"evidence refused: {spent}", code="evidence_replay")
+            raise AttestationError(f"evidence refused: {spent}", code=RejectCode.EVIDENCE_REPLAY)
         verdict, detail = judge_evidence(
             evidence,
             device,
