@@ -52,12 +52,16 @@ def setup(tmp_path: Path) -> HubSetup:
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
     hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    hub._registry = open_registry(setup.path / "hub.db")
-    hub._keys = hub.hub_dir.load_keys()
+    registry = open_registry(setup.path / "hub.db")
+    hub._start(registry, hub.hub_dir.load_keys())
     try:
         yield hub
     finally:
-        hub._registry.close()
+        registry.close()
+
+
+async def _consume(service: HubService, connection: QueuedConnection) -> None:
+    await service._started.intake.consume(connection)  # type: ignore[arg-type]
 
 
 def _topic(device_id: str, leaf: DeviceLeaf) -> str:
@@ -87,7 +91,7 @@ async def test_a_burst_is_stored_in_one_transaction_and_acked_after_it(
             yield
 
     service.registry.write_group = counted  # type: ignore[method-assign]
-    await service._consume(connection)  # type: ignore[arg-type]
+    await _consume(service, connection)
     assert groups == 1
     assert sorted(connection.published) == [
         _topic(device_id, DeviceLeaf.ACK) for device_id in sorted(setup.devices)
@@ -111,12 +115,12 @@ async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
             raise RegistryError("database or disk is full")
 
     service.registry.write_group = failing_commit  # type: ignore[method-assign]
-    await service._consume(connection)  # type: ignore[arg-type]
+    await _consume(service, connection)
     assert connection.published == []
     assert service.registry.lineage_state("gw-001").size == 0
     service.registry.write_group = write_group  # type: ignore[method-assign]
     retry = QueuedConnection(_batches(setup)[:1])
-    await service._consume(retry)  # type: ignore[arg-type]
+    await _consume(service, retry)
     assert retry.published == [_topic("gw-001", DeviceLeaf.ACK)]
 
 
@@ -131,6 +135,6 @@ async def test_no_other_task_runs_while_a_burst_holds_the_write_lock(
             await asyncio.sleep(0)
 
     other = asyncio.create_task(other_task())
-    await service._consume(QueuedConnection(_batches(setup) * 3))  # type: ignore[arg-type]
+    await _consume(service, QueuedConnection(_batches(setup) * 3))
     await other
     assert seen_grouped and not any(seen_grouped)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
 import pytest
 
-from edge_agent.errors import ConfigError
-from edge_agent.support.mqtt import BrokerSettings, Connection, backoff_delays
+from edge_agent.errors import ConfigError, TransportError
+from edge_agent.support.mqtt import BrokerSettings, Connection, backoff_delays, stay_connected
 
 
 class _SwallowingClient:
@@ -114,3 +116,62 @@ def test_reconnect_delays_grow_to_the_cap_with_full_jitter() -> None:
     ceilings = [min(8.0, 0.5 * 2**n) for n in range(50)]
     assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     assert max(delays[10:]) > 4.0
+
+
+class _Ceiling(random.Random):
+    """Jitter that always draws the ceiling, so the delays are the backoff's ceilings."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.mark.asyncio
+async def test_stay_connected_retries_lost_sessions_and_restarts_the_backoff_once_connected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = asyncio.Event()
+    lost: list[str] = []
+    sessions = 0
+
+    async def session(connected: Callable[[], None]) -> None:
+        nonlocal sessions
+        sessions += 1
+        if sessions == 3:
+            connected()
+        if sessions == 5:
+            stop.set()
+            return
+        raise TransportError(f"lost {sessions}")
+
+    with caplog.at_level(logging.INFO, logger="edge_agent.support.mqtt"):
+        await stay_connected(
+            session,
+            url="mqtt://broker:1883",
+            initial_s=0.001,
+            maximum_s=0.004,
+            on_lost=lambda exc: lost.append(str(exc)),
+            stop=stop,
+            rng=_Ceiling(),
+        )
+    delays = [r.args[1] for r in caplog.records if r.msg.startswith("reconnecting to")]  # type: ignore[index]
+    assert lost == ["lost 1", "lost 2", "lost 3", "lost 4"]
+    assert delays == [0.001, 0.002, 0.001, 0.002, 0.004]
+
+
+@pytest.mark.asyncio
+async def test_stay_connected_ends_when_its_caller_will_not_retry_a_failure() -> None:
+    attempts = 0
+
+    async def session(connected: Callable[[], None]) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConfigError("cannot load the TLS files")
+
+    def on_lost(exc: Exception) -> None:
+        raise exc
+
+    with pytest.raises(ConfigError):
+        await stay_connected(
+            session, url="mqtts://broker:8883", initial_s=0.0, maximum_s=0.0, on_lost=on_lost
+        )
+    assert attempts == 1

@@ -1,4 +1,4 @@
-"""The one module that imports aiomqtt: connect, publish, subscribe, receive, reconnect delays.
+"""The one module that imports aiomqtt: connect, publish, subscribe, receive, reconnect.
 
 Everything above it sees :class:`Connection` and :class:`Incoming` and catches
 :class:`~edge_agent.errors.TransportError`. aiomqtt's in-memory queues are never trusted with
@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -41,6 +41,7 @@ __all__ = [
     "backoff_delays",
     "check_tls",
     "connect",
+    "stay_connected",
 ]
 
 DEFAULT_INCOMING_QUEUE = 10_000
@@ -336,3 +337,44 @@ def backoff_delays(
     while True:
         yield rng.uniform(0, ceiling)
         ceiling = min(maximum_s, ceiling * 2)
+
+
+async def stay_connected(
+    session: Callable[[Callable[[], None]], Awaitable[None]],
+    *,
+    url: str,
+    initial_s: float,
+    maximum_s: float,
+    on_lost: Callable[[Exception], None],
+    stop: asyncio.Event | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Run ``session`` again and again, reconnecting in one place for the hub and the agent.
+
+    ``session`` connects, serves, and returns or raises when the connection is gone; it
+    calls the function it is given once it is connected, which starts the backoff afresh.
+    Between two sessions the loop waits a capped exponential backoff with full jitter
+    (:func:`backoff_delays` from ``initial_s`` to ``maximum_s``) and logs it. A session that
+    fails (a :class:`~edge_agent.errors.TransportError`, or an exception group from its
+    task group) is handed to ``on_lost``, which logs it in its caller's words, or raises to
+    end the loop (a :class:`~edge_agent.errors.ConfigError` will not heal by retrying).
+    Returns once ``stop`` is set (checked before each session); runs until cancelled
+    without one. Cancellation always propagates. ``rng`` draws the jitter.
+    """
+    delays = backoff_delays(initial_s, maximum_s, rng)
+    while stop is None or not stop.is_set():
+        connected = False
+
+        def on_connected() -> None:
+            nonlocal connected
+            connected = True
+
+        try:
+            await session(on_connected)
+        except Exception as exc:
+            on_lost(exc)
+        if connected:
+            delays = backoff_delays(initial_s, maximum_s, rng)
+        delay = next(delays)
+        logger.info("reconnecting to %s in %.1f s", url, delay)
+        await asyncio.sleep(delay)

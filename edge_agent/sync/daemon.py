@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 from edge_agent.agent import LocalAgent
@@ -51,7 +51,7 @@ from edge_agent.support.mqtt import (
     Connection,
     Incoming,
     LastWill,
-    backoff_delays,
+    stay_connected,
 )
 from edge_agent.support.mqtt import connect as mqtt_connect
 from edge_agent.sync.config import SyncConfig
@@ -193,7 +193,8 @@ class AgentDaemon:
             await asyncio.sleep(lineage.config.audit_every_s)
 
     async def _stay_connected(self) -> None:
-        """Run sessions until cancelled, reconnecting after each failure.
+        """Run sessions until cancelled, reconnecting after each failure
+        (:func:`~edge_agent.support.mqtt.stay_connected`).
 
         A cancellation that reaches a session while one of its tasks fails (SIGTERM as the
         broker goes away) comes out of the session's task group as that failure alone
@@ -202,25 +203,26 @@ class AgentDaemon:
         reconnects, and ``edge-agent run``'s stop cancels every task left after its grace
         (:class:`edge_agent.sync.cli.Stop`).
         """
-        delays = self._fresh_backoff()
-        while True:
-            try:
-                await self._session()
-            except* TransportError as group:
-                logger.warning(
-                    "broker %s unreachable or lost: %s", self.broker.url, group.exceptions[0]
-                )
-            except* Exception as group:
-                logger.error(
-                    "sync session failed; reconnecting (decisions are unaffected): %r",
-                    group.exceptions[0],
-                )
-            if self.connected.is_set():
-                delays = self._fresh_backoff()
-            self.connected.clear()
-            delay = next(delays)
-            logger.info("reconnecting to %s in %.1f s", self.broker.url, delay)
-            await asyncio.sleep(delay)
+        await stay_connected(
+            self._session,
+            url=self.broker.url,
+            initial_s=self.config.reconnect_initial_s,
+            maximum_s=self.config.reconnect_max_s,
+            on_lost=self._on_lost,
+        )
+
+    def _on_lost(self, exc: Exception) -> None:
+        """Log why a session ended: the broker, or (an error, logged as one) anything else;
+        decisions are unaffected either way."""
+        group = exc if isinstance(exc, ExceptionGroup) else ExceptionGroup("session", [exc])
+        lost, failed = group.split(TransportError)
+        if lost is not None:
+            logger.warning("broker %s unreachable or lost: %s", self.broker.url, lost.exceptions[0])
+        if failed is not None:
+            logger.error(
+                "sync session failed; reconnecting (decisions are unaffected): %r",
+                failed.exceptions[0],
+            )
 
     @property
     def client_id(self) -> str:
@@ -229,35 +231,37 @@ class AgentDaemon:
         never names a device another login could claim (docs/deploy.md)."""
         return self.broker.username or self.device.device_id
 
-    def _fresh_backoff(self) -> Iterator[float]:
-        return backoff_delays(self.config.reconnect_initial_s, self.config.reconnect_max_s)
-
-    async def _session(self) -> None:
+    async def _session(self, on_connected: Callable[[], None]) -> None:
+        """One broker connection; :attr:`connected` is set while it is up."""
         offline = sign_status(self._status(online=False), self.agent.device_key)
         will = LastWill(self._status_topic, offline)
-        async with mqtt_connect(
-            self.broker,
-            client_id=self.client_id,
-            will=will,
-            keepalive_s=self.config.keepalive_s,
-        ) as connection:
-            await connection.subscribe(
-                topics.agent_subscriptions(
-                    self.device.region, self.device.device_id, self.device.groups
+        try:
+            async with mqtt_connect(
+                self.broker,
+                client_id=self.client_id,
+                will=will,
+                keepalive_s=self.config.keepalive_s,
+            ) as connection:
+                await connection.subscribe(
+                    topics.agent_subscriptions(
+                        self.device.region, self.device.device_id, self.device.groups
+                    )
                 )
-            )
-            self.connected.set()
-            logger.info("connected to %s", self.broker.url)
-            await self._publish_status(connection, self._status(online=True))
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._receive(connection), name="receive")
-                    tasks.create_task(self._ship(connection), name="ship")
-                    tasks.create_task(self._report(connection), name="status")
-                    tasks.create_task(self._answer(connection), name="challenges")
-            except asyncio.CancelledError:
-                await self._say_offline(connection)
-                raise
+                self.connected.set()
+                on_connected()
+                logger.info("connected to %s", self.broker.url)
+                await self._publish_status(connection, self._status(online=True))
+                try:
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(self._receive(connection), name="receive")
+                        tasks.create_task(self._ship(connection), name="ship")
+                        tasks.create_task(self._report(connection), name="status")
+                        tasks.create_task(self._answer(connection), name="challenges")
+                except asyncio.CancelledError:
+                    await self._say_offline(connection)
+                    raise
+        finally:
+            self.connected.clear()
 
     async def _say_offline(self, connection: Connection) -> None:
         """On a clean stop, publish a signed offline status, newer than every heartbeat.

@@ -42,6 +42,7 @@ from edge_agent.protocol.expectations import (
     parse_expectations,
 )
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from hub.core.codes import RejectCode
 from hub.core.tpm_quote import tpm_problem
 from hub.registry.records import DeviceRecord
 
@@ -76,7 +77,7 @@ def read_evidence(payload: bytes, device: DeviceRecord) -> Evidence:
     try:
         return verify_evidence(payload, device=device.device_id, key=device.public_key)
     except AttestationError as exc:
-        raise AttestationError(str(exc), code="evidence_rejected") from exc
+        raise AttestationError(str(exc), code=RejectCode.EVIDENCE_REJECTED) from exc
 
 
 def judge_attestation(
@@ -105,7 +106,9 @@ def judge_attestation(
         AttestationError: ``code`` ``evidence_replay``: the nonce was not spent, no result.
     """
     if nonce_problem is not None:
-        raise AttestationError(f"evidence refused: {nonce_problem}", code="evidence_replay")
+        raise AttestationError(
+            f"evidence refused: {nonce_problem}", code=RejectCode.EVIDENCE_REPLAY
+        )
     verdict, detail = _verdict(evidence, device, bundle, hub_root, tpm_ak)
     return AttestationResult(
         device=device.device_id,

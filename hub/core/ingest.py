@@ -34,6 +34,7 @@ from edge_agent.lineage.entries import ChainVerifier
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
+from hub.core.codes import RejectCode
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence, StoredLog
 
 __all__ = [
@@ -44,16 +45,6 @@ __all__ = [
     "ingest_opened",
     "open_batch",
 ]
-
-
-class RejectCode:
-    """Machine-readable reasons a batch is refused (also the rejection counters' names)."""
-
-    IMPERSONATION = "impersonation"
-    GAP = "gap"
-    CHAIN_BREAK = "chain_break"
-    BAD_CHECKPOINT = "bad_checkpoint"
-    FORK = "fork"
 
 
 class IngestError(LineageError):
@@ -70,7 +61,7 @@ class IngestError(LineageError):
         self,
         message: str,
         *,
-        reject_code: str,
+        reject_code: RejectCode,
         reack: bool,
         seq: int | None = None,
         fork: ForkEvidence | None = None,

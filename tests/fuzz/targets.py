@@ -559,8 +559,8 @@ def _response_seeds() -> list[bytes]:
 
 class _HubRoute:
     """The hub's handling of one incoming MQTT message (topic, payload): route to a handler
-    or reject with a code. Runs ``HubService._dispatch`` on a real registry in a temporary
-    directory, with the rate limits lifted so the fuzzer reaches the handlers."""
+    or reject with a code. Runs the hub's intake (``Intake.dispatch``) on a real registry in
+    a temporary directory, with the rate limits lifted so the fuzzer reaches the handlers."""
 
     def __init__(self) -> None:
         from hub.cli.operations import init_keys
@@ -587,18 +587,17 @@ class _HubRoute:
                 unknown_rate=unlimited,
             )
         )
-        self.hub._registry = open_registry(path / "hub.db")
-        self.hub._keys = self.hub.hub_dir.load_keys()
+        self.parts = self.hub._start(open_registry(path / "hub.db"), self.hub.hub_dir.load_keys())
 
     def __call__(self, data: bytes) -> object:
         topic, _, payload = data.partition(b"\x00")
         message = Incoming(topic.decode("utf-8", "replace"), payload, False)
         try:
             with self.hub.registry.write_group():
-                self.hub._dispatch(message)
+                self.parts.intake.dispatch(message)
         finally:
-            self.hub._outbox.clear()
-            self.hub._rejections.drain()
+            self.parts.context.outbox.clear()
+            self.parts.context.rejections.drain()
         return None
 
 

@@ -1,0 +1,199 @@
+"""The hub's broker connection: connect, subscribe, reconnect.
+
+The hub connects forever, with capped exponential backoff and full jitter
+(:func:`~edge_agent.support.mqtt.stay_connected`, the agent's loop too). On every
+connection it decides shared or direct lineage subscriptions (configured, the embedded
+broker's answer, or probed once on any other broker), subscribes to the device topics of
+every region it knows (:class:`Subscriptions`), has everything retained published again,
+and only then is ready and hands the connection to the intake. A TLS file it cannot load
+(:class:`~edge_agent.errors.ConfigError`) does not heal by retrying: the service stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from edge_agent.errors import ConfigError, TransportError
+from edge_agent.protocol import topics
+from edge_agent.support.mqtt import BrokerSettings, Connection, connect, stay_connected
+from hub.core.routing import HUB_DEVICE_LEAVES
+from hub.registry import Registry
+from hub.service.broker import EmbeddedBroker
+from hub.service.config import HubConfig, HubStats
+
+__all__ = ["INCOMING_QUEUE", "PROBE_TIMEOUT_S", "HubConnection", "Subscriptions"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 1.0
+"""How long the shared-subscription probe waits for its own message (once per service)."""
+INCOMING_QUEUE = 100_000
+"""Messages aiomqtt may hold for the hub: at connect it gets every device's retained status
+and every retained trust object (and its own snapshot back) before it starts consuming."""
+
+
+class Subscriptions:
+    """The regions the hub is subscribed to on this connection, shared or direct."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._subscribed: set[str] = set()
+        self.shared = False
+        """Whether lineage, status and evidence come through shared subscriptions."""
+
+    async def update(self, conn: Connection) -> None:
+        """Subscribe to the topics of every region the registry knows and ``conn`` does not
+        have yet.
+
+        Raises:
+            TransportError: the broker refused or the connection is gone.
+        """
+        new = [r for r in self._registry.regions() if r not in self._subscribed]
+        filters = [
+            f
+            for region in new
+            for f in (*topics.hub_subscriptions(region, self.shared), *_watched_filters(region))
+        ]
+        if filters:
+            await conn.subscribe(filters)
+            self._subscribed.update(new)
+
+    def forget(self) -> None:
+        """The connection is gone (a new one starts with no subscription)."""
+        self._subscribed.clear()
+
+
+class HubConnection:
+    """Keeps the hub connected; ``publish_all`` runs on each connection before it is
+    ready, ``serve`` consumes it, ``on_shared`` hears whether subscriptions are shared."""
+
+    def __init__(
+        self,
+        config: HubConfig,
+        stats: HubStats,
+        settings: BrokerSettings,
+        client_id: str,
+        subscriptions: Subscriptions,
+        *,
+        embedded: bool,
+        publish_all: Callable[[Connection], Awaitable[None]],
+        serve: Callable[[Connection], Awaitable[None]],
+        on_shared: Callable[[], None],
+        forget: Callable[[], None],
+    ) -> None:
+        self._config = config
+        self._stats = stats
+        self._settings = settings
+        self._client_id = client_id
+        self._subscriptions = subscriptions
+        self._embedded = embedded
+        self._publish_all = publish_all
+        self._serve = serve
+        self._on_shared = on_shared
+        self._forget = forget
+        self._probed: bool | None = None
+        self._conn: Connection | None = None
+        self.ready = asyncio.Event()
+        self.fatal: ConfigError | None = None
+        """Why the hub stopped connecting, if it did (its TLS files cannot be loaded)."""
+
+    def current(self) -> Connection | None:
+        """The connection once ready (subscribed, everything retained republished)."""
+        return self._conn if self.ready.is_set() else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop`` is set; on a :class:`ConfigError`, record it as
+        :attr:`fatal`, set ``stop`` and return."""
+        try:
+            await stay_connected(
+                self._session,
+                url=self._settings.url,
+                initial_s=self._config.reconnect_initial_s,
+                maximum_s=self._config.reconnect_max_s,
+                on_lost=self._on_lost,
+                stop=stop,
+            )
+        except ConfigError as exc:
+            logger.error("cannot connect to %s: %s", self._settings.url, exc)
+            self.fatal = exc
+            stop.set()
+
+    def _on_lost(self, exc: Exception) -> None:
+        if not isinstance(exc, TransportError):
+            raise exc
+        logger.warning("hub connection to %s: %s; reconnecting", self._settings.url, exc)
+
+    async def _session(self, connected: Callable[[], None]) -> None:
+        try:
+            async with connect(
+                self._settings,
+                client_id=self._client_id,
+                clean_session=True,
+                incoming_queue=INCOMING_QUEUE,
+            ) as conn:
+                await self._on_connected(conn)
+                connected()
+                await self._serve(conn)
+        finally:
+            self._conn = None
+            self.ready.clear()
+            self._subscriptions.forget()
+            self._forget()
+
+    async def _on_connected(self, conn: Connection) -> None:
+        self._stats.connections += 1
+        self._subscriptions.shared = await self._decide_shared(conn)
+        self._on_shared()
+        await self._subscriptions.update(conn)
+        await self._publish_all(conn)
+        self._conn = conn
+        self.ready.set()
+        logger.info(
+            "hub connected to %s (%s lineage subscriptions)",
+            self._settings.url,
+            "shared" if self._subscriptions.shared else "direct",
+        )
+
+    async def _decide_shared(self, conn: Connection) -> bool:
+        if self._config.shared_subscriptions is not None:
+            return self._config.shared_subscriptions
+        if self._embedded:
+            return EmbeddedBroker.shared_subscriptions
+        if self._probed is None:
+            self._probed = await _probe_shared(conn, self._client_id)
+        return self._probed
+
+
+async def _probe_shared(conn: Connection, client_id: str) -> bool:
+    """Whether the broker delivers through ``$share/`` subscriptions: subscribe to a probe
+    topic of our own through one, publish to it, and wait for it to come back."""
+    suffix = "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)[:64]
+    topic = f"{topics.PREFIX}/_probe/{suffix}"
+    try:
+        await conn.subscribe([f"$share/{topics.SHARED_GROUP}/{topic}"])
+    except TransportError as exc:
+        if "refused" not in str(exc):
+            raise
+        return False
+    await conn.publish(topic, b"probe", qos=1)
+    messages = conn.messages()
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            while (await anext(messages)).topic != topic:
+                pass
+            return True
+    except TimeoutError:
+        pass
+    logger.info("the broker does not deliver shared subscriptions: subscribing directly")
+    return False
+
+
+def _watched_filters(region: str) -> tuple[str, ...]:
+    """Retained families the hub owns beyond ``topics.hub_subscriptions``' trust topics:
+    freshness tokens and the device leaves only the hub publishes on. The hub watches them
+    to clear what it did not publish (its own messages come back to it too: one token per
+    channel a round, each ack, challenge and result once)."""
+    base = f"{topics.PREFIX}/{region}"
+    return (f"{base}/fresh/#", *(f"{base}/device/+/{leaf}" for leaf in HUB_DEVICE_LEAVES))

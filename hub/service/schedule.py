@@ -1,0 +1,162 @@
+"""The publish schedule: freshness tokens, the retained snapshot, and clearing strays.
+
+Every ``freshness_interval_s`` (:meth:`Schedule.tick`) the hub re-reads the devices,
+records the rejection counters, subscribes to regions added by other commands, republishes
+what changed of everything retained it is the source of (roots, bundles, revocations; every
+object again each :data:`FULL_REPUBLISH_S`), publishes a signed freshness token for every
+channel with a bundle (whether or not the registry can record it), and clears the strays
+the trust topics family noted (:mod:`hub.service.trust`). On every connection it publishes
+all of it, and a fresh ack of every device's log, so a restarted broker loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from edge_agent.errors import EdgeGovError
+from edge_agent.protocol import topics
+from edge_agent.protocol.root import TrustRoot
+from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.support.mqtt import Connection
+from hub.core.publications import Publication, ack_publication, parse_channel
+from hub.service.connection import Subscriptions
+from hub.service.context import CurrentConnection, ServiceContext, every, wall
+from hub.service.publish import ack_snapshot, issue_freshness, retained_snapshot
+from hub.service.retained import STRAY_CLEAR_S
+
+__all__ = ["FULL_REPUBLISH_S", "Schedule"]
+
+logger = logging.getLogger(__name__)
+
+FULL_REPUBLISH_S = 600.0
+"""How often the schedule republishes every retained object regardless (see ``tick``)."""
+
+
+class Schedule:
+    """What the hub publishes on its own, on connecting and on every round."""
+
+    def __init__(self, context: ServiceContext, subscriptions: Subscriptions) -> None:
+        self._context = context
+        self._subscriptions = subscriptions
+        self._republished_all_at = 0.0
+
+    async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
+        """Run a round every ``freshness_interval_s`` until ``stop``."""
+        await every(
+            self._context.config.freshness_interval_s,
+            lambda: self.tick(current()),
+            stop,
+            unpublished="scheduled publish failed: %s (republished on reconnect)",
+            failed="scheduled round failed: %s",
+        )
+
+    async def publish_all(self, conn: Connection) -> None:
+        """On a new connection: everything retained the hub is the source of, every
+        device's ack, and a freshness token per channel."""
+        context = self._context
+        self._republished_all_at = time.monotonic()
+        now = wall()
+        await context.retained.publish(conn, self.snapshot(context.keys.roots), remember=True)
+        await context.retained.publish(
+            conn, ack_snapshot(context.registry, key=context.keys.freshness, now=now)
+        )
+        await self._publish_freshness(conn, now)
+
+    async def tick(self, conn: Connection | None) -> None:
+        """One round (``conn`` ``None``: not connected, only the bookkeeping)."""
+        context = self._context
+        context.devices.refresh()
+        context.rejections.flush()
+        if conn is None:
+            return
+        now = wall()
+        await self._subscriptions.update(conn)
+        if time.monotonic() - self._republished_all_at >= FULL_REPUBLISH_S:
+            # What the broker holds is known only from what it delivered: a retained message
+            # it lost, or one cleared and then published without retain, looks the same.
+            context.retained.published = {}
+            self._republished_all_at = time.monotonic()
+        await context.retained.publish(conn, self.snapshot(context.keys.roots), remember=True)
+        await self._publish_freshness(conn, now)
+        if context.retained.strays:
+            await self.clear_strays(conn)
+
+    async def _publish_freshness(self, conn: Connection, now: int) -> None:
+        context = self._context
+        publications = issue_freshness(
+            context.registry,
+            key=context.keys.freshness,
+            now=now,
+            ttl_s=context.config.token_ttl_s,
+        )
+        await context.retained.publish(conn, publications)
+        context.stats.freshness_published += len(publications)
+
+    def snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
+        """:func:`retained_snapshot`, noting its topics and the current bundles' token
+        topics as the ones the hub owns."""
+        registry = self._context.registry
+        snapshot = retained_snapshot(registry, roots=roots)
+        self._context.retained.owned = {p.topic for p in snapshot} | {
+            topics.freshness_topic(b.region, parse_channel(b.channel))
+            for b in registry.current_bundles()
+        }
+        return snapshot
+
+    async def clear_strays(self, conn: Connection) -> None:
+        """Clear (an empty retained message) whatever is retained on a trust topic the hub
+        subscribes to but does not publish on: a root version it does not hold, a channel
+        with no bundle or its token, a revocation it never issued; and what it did not
+        publish on a device's ack, challenge or attestation topic (a registered device's ack
+        is replaced by its current one: :meth:`_replacement`). Left there, every agent would
+        fetch it, refuse it and log it again on each reconnect. What the hub owns is read
+        afresh first (the registry, and the roots in its keys directory), so what another
+        ``edge-hub`` command recorded and then published is never cleared."""
+        context = self._context
+        retained = context.retained
+        strays, retained.strays = retained.strays, set()
+        retained.strays_due = time.monotonic() + STRAY_CLEAR_S
+        roots = context.keys.roots
+        try:
+            roots = context.hub_dir.load_keys(context.config.keys_dir).roots
+        except EdgeGovError as exc:
+            logger.warning("trust roots not re-read (%s): using those loaded at start", exc)
+        self.snapshot(roots)
+        context.devices.refresh()
+        foreign = sorted(strays - retained.owned)
+        if not foreign:
+            return
+        publications = [self._replacement(topic) for topic in foreign]
+        await retained.publish(conn, publications)
+        context.stats.strays_cleared += len(foreign)
+        warn = context.rejections.warning_allowed("*/strays")
+        logger.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "replaced %d retained message(s) this hub did not publish (cleared; a registered "
+            "device's ack restored): %s",
+            len(foreign),
+            ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
+        )
+
+    def _replacement(self, topic: str) -> Publication:
+        """What replaces a stray on ``topic``: a registered device's current ack on its ack
+        topic (if it has shipped anything), else an empty retained message (cleared)."""
+        context = self._context
+        parts = topic.split("/")
+        device = context.devices.cached(parts[4]) if len(parts) == 6 else None
+        if device is None or device.region != parts[2] or parts[5] != DeviceLeaf.ACK:
+            return Publication(topic, b"")
+        log = context.registry.lineage_state(device.device_id)
+        if not log.size:
+            return Publication(topic, b"")
+        return ack_publication(
+            region=device.region,
+            device=device.device_id,
+            acked=log.size,
+            root=log.root,
+            key=context.keys.freshness,
+            now=wall(),
+        )
