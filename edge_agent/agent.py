@@ -1,8 +1,12 @@
 """The agent's state directory, opened: load and re-verify, install, decide, report.
 
 This is the I/O shell around the pure core. Each operation reads the clock once (the caller
-passes ``wall``) and uses that value throughout. Everything read back from disk is verified
-again before it is trusted: a database edited behind the agent's back can only make it deny.
+passes ``wall``) and uses that value throughout. Every trust decision is the trust
+machine's (:mod:`edge_agent.trust.machine`: state, object bytes and now in, an outcome
+out); the agent reads the clock, persists the outcome's write, records its transition in
+the lineage and swaps in its state. Everything read back from disk is verified again before
+it is trusted (:mod:`edge_agent.trust.restore`): a database edited behind the agent's back
+can only make it deny.
 
 Attestation (DESIGN.md section 6): the running agent records each local measurement's
 verdict against the installed bundle, answers verified hub challenges with signed evidence,
