@@ -683,7 +683,7 @@ class LocalAgent:
         (:func:`~edge_agent.trust.machine.observe_clock`)."""
         now = self.trusted_now(wall)
         seen = observe_clock(self.state, wall, now, trusted=self._clock_trusted)
-        if seen.trusted:
+        if seen.state is not self.state:
             self._observe(now)
         if seen.transition is not None:
             if seen.trusted:
