@@ -45,7 +45,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -91,6 +91,7 @@ from edge_agent.trust.machine import (
     Refused,
     RevocationWrite,
     RootWrite,
+    StoreWrite,
     Transition,
     Write,
     accept_attestation_result,
@@ -485,79 +486,40 @@ class LocalAgent:
     def _persist(
         self, write: Write, new_state: TrustState, transition: Transition | None, wall: int
     ) -> None:
-        """Write ``write`` from this agent's generation, then swap in ``new_state`` (after a
-        root: the state as stored, verified again, as what the rotation voided is gone).
+        """Write ``write`` from this agent's generation (with ``transition``, through the
+        outbox), then swap in ``new_state``; after a root, the state as stored, verified
+        again, as the objects the rotation voided are gone from it.
 
         Raises:
             StaleStateError: another process committed first; nothing changed.
             StateError: the write failed; nothing changed.
         """
+        if isinstance(write, AttestationWrite):
+            self._save_attestation(new_state)
+            if write.floor is not None:
+                self._commit(
+                    functools.partial(self.store.record_freshness, data=None, floor=write.floor),
+                    new_state,
+                )
+            self.state = new_state
+            return
         entry = None if transition is None else _entry(transition, wall)
-        store = self.store
+        swap = None if isinstance(write, RootWrite) else new_state
+        self._commit(self._store_change(write, wall), swap, entry)
+
+    def _store_change(self, write: StoreWrite, wall: int) -> Callable[..., Written]:
+        """The store call that makes ``write`` durable: the write's fields are its keywords,
+        with ``now=wall`` where the store records when."""
+        store, keywords = self.store, {f.name: getattr(write, f.name) for f in fields(write)}
         match write:
-            case BundleWrite(data, digest, version, floor):
-                self._commit(
-                    functools.partial(
-                        store.install_bundle,
-                        data=data,
-                        digest=digest,
-                        version=version,
-                        floor=floor,
-                        now=wall,
-                    ),
-                    new_state,
-                    entry,
-                )
+            case BundleWrite():
+                return functools.partial(store.install_bundle, **keywords, now=wall)
             case RootWrite():
-                self._commit(
-                    functools.partial(
-                        store.install_root,
-                        data=write.data,
-                        version=write.version,
-                        floor=write.floor,
-                        rotated=write.rotated,
-                        announced_epoch=write.announced_epoch,
-                        seen_epoch=write.seen_epoch,
-                        void_revocations=write.void_revocations,
-                        void_tokens=write.void_tokens,
-                        now=wall,
-                    ),
-                    None,
-                    entry,
-                )
-            case RevocationWrite(data, epoch, applied, seen_epoch, floor):
-                self._commit(
-                    functools.partial(
-                        store.record_revocation,
-                        data=data,
-                        epoch=epoch,
-                        applied=applied,
-                        seen_epoch=seen_epoch,
-                        floor=floor,
-                        now=wall,
-                    ),
-                    new_state,
-                    entry,
-                )
-            case FreshnessWrite(data, floor, announced_epoch, pin):
-                self._commit(
-                    functools.partial(
-                        store.record_freshness,
-                        data=data,
-                        floor=floor,
-                        announced_epoch=announced_epoch,
-                        pin=pin,
-                    ),
-                    new_state,
-                )
-            case AttestationWrite(floor):
-                self._save_attestation(new_state)
-                if floor is not None:
-                    self._commit(
-                        functools.partial(store.record_freshness, data=None, floor=floor),
-                        new_state,
-                    )
-                self.state = new_state
+                return functools.partial(store.install_root, **keywords, now=wall)
+            case RevocationWrite():
+                return functools.partial(store.record_revocation, **keywords, now=wall)
+            case FreshnessWrite():
+                return functools.partial(store.record_freshness, **keywords)
 
     def install_bundle(self, data: bytes, wall: int) -> InstallResult:
         """Verify ``data`` and make it the active bundle; on any failure nothing changes.

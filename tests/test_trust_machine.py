@@ -19,27 +19,8 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root
+from edge_agent.trust import machine
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor, advance_floor
-from edge_agent.trust.machine import (
-    ATTESTATION_NOT_REQUIRED,
-    ATTESTATION_UNOBSERVED,
-    AttestationWrite,
-    BundleWrite,
-    FreshnessWrite,
-    Outcome,
-    Refused,
-    RevocationWrite,
-    RootWrite,
-    SignedTime,
-    accept_attestation_result,
-    accept_bundle,
-    accept_freshness,
-    accept_revocation,
-    accept_root,
-    accept_root_chain,
-    observe_attestation,
-    observe_clock,
-)
 from edge_agent.trust.state import (
     RevocationEffect,
     TrustState,
@@ -58,18 +39,18 @@ def _fresh(sim: HubSim) -> TrustState:
 
 def _installed(sim: HubSim, version: int = 1, **bundle: object) -> TrustState:
     """A state with bundle ``version`` installed through the machine itself."""
-    outcome = accept_bundle(_fresh(sim), sim.bundle(version, **bundle), NOW)
-    assert isinstance(outcome, Outcome)
+    outcome = machine.accept_bundle(_fresh(sim), sim.bundle(version, **bundle), NOW)
+    assert isinstance(outcome, machine.Outcome)
     return outcome.state
 
 
-def _accepted(outcome: Outcome[object] | Refused) -> Outcome[object]:
-    assert isinstance(outcome, Outcome), outcome
+def _accepted(outcome: machine.Outcome[object] | machine.Refused) -> machine.Outcome[object]:
+    assert isinstance(outcome, machine.Outcome), outcome
     return outcome
 
 
-def _refused(outcome: Outcome[object] | Refused) -> Refused:
-    assert isinstance(outcome, Refused), outcome
+def _refused(outcome: machine.Outcome[object] | machine.Refused) -> machine.Refused:
+    assert isinstance(outcome, machine.Refused), outcome
     return outcome
 
 
@@ -121,7 +102,7 @@ BUNDLE_CASES = [
 def test_a_bundle_is_installed_kept_or_refused_as_the_table_says(case: BundleCase) -> None:
     sim = HubSim()
     state, data = case.state(sim), case.data(sim)
-    outcome = accept_bundle(state, data, case.now)
+    outcome = machine.accept_bundle(state, data, case.now)
     if case.code:
         refused = _refused(outcome)
         assert refused.error.code == case.code
@@ -138,20 +119,22 @@ def test_a_bundle_is_installed_kept_or_refused_as_the_table_says(case: BundleCas
         return
     bundle = accepted.state.bundle
     assert bundle is not None and bundle.version == case.installs
-    assert accepted.write == BundleWrite(data, bundle.digest, bundle.version, accepted.state.floor)
+    assert accepted.write == machine.BundleWrite(
+        data, bundle.digest, bundle.version, accepted.state.floor
+    )
     assert accepted.transition is not None
     assert (accepted.transition.kind, accepted.transition.bundle_version) == (
         Kind.BUNDLE_INSTALLED,
         case.installs,
     )
-    assert accepted.signed == SignedTime(bundle.issued_at, Role.POLICY)
+    assert accepted.signed == machine.SignedTime(bundle.issued_at, Role.POLICY)
     assert accepted.state.floor.mark(Role.POLICY) == bundle.issued_at - SIGNED_TIME_SKEW_S
 
 
 def test_a_bundle_older_than_the_freshness_pin_is_refused_as_superseded() -> None:
     sim = HubSim()
-    pinned = _accepted(accept_freshness(_installed(sim), sim.freshness(sim.bundle(3)), NOW))
-    refused = _refused(accept_bundle(pinned.state, sim.bundle(2), NOW))
+    pinned = _accepted(machine.accept_freshness(_installed(sim), sim.freshness(sim.bundle(3)), NOW))
+    refused = _refused(machine.accept_bundle(pinned.state, sim.bundle(2), NOW))
     assert refused.error.code == "bundle_superseded"
 
 
@@ -208,7 +191,7 @@ ROOT_CASES = [
 def test_a_root_is_rotated_kept_or_refused_as_the_table_says(case: RootCase) -> None:
     sim = HubSim()
     state = _fresh(sim)
-    outcome = accept_root(state, case.data(sim), Stored())
+    outcome = machine.accept_root(state, case.data(sim), Stored())
     if case.code:
         refused = _refused(outcome)
         assert (refused.error.code, refused.transition.kind) == (case.code, Kind.ROOT_REJECTED)
@@ -218,22 +201,22 @@ def test_a_root_is_rotated_kept_or_refused_as_the_table_says(case: RootCase) -> 
         assert accepted.state is state and accepted.write is None
         return
     assert accepted.state.root.version == 2
-    assert isinstance(accepted.write, RootWrite)
+    assert isinstance(accepted.write, machine.RootWrite)
     assert accepted.write.version == 2 and accepted.write.rotated == frozenset({Role.ROOT})
     assert accepted.transition is not None and accepted.transition.kind is Kind.ROOT_ROTATED
-    assert accepted.signed == SignedTime(accepted.state.root.issued_at, Role.ROOT)
+    assert accepted.signed == machine.SignedTime(accepted.state.root.issued_at, Role.ROOT)
 
 
 def test_rotating_the_revoke_key_voids_what_it_signed_in_the_store() -> None:
     sim = HubSim()
     state = _installed(sim)
     old_key = sim.revocation(1, "device", "gw-999")
-    revoked = _accepted(accept_revocation(state, old_key)).state
+    revoked = _accepted(machine.accept_revocation(state, old_key)).state
     sim.online_keys = {**sim.online_keys, Role.REVOKE: [PrivateKey.generate()]}
     new_root = sign_root(sim.root_payload(2), sim.root_keys)
     stored = Stored(revocations=(old_key,), revocation_epochs=(1,))
-    write = _accepted(accept_root(revoked, new_root, stored)).write
-    assert isinstance(write, RootWrite)
+    write = _accepted(machine.accept_root(revoked, new_root, stored)).write
+    assert isinstance(write, machine.RootWrite)
     assert write.rotated == frozenset({Role.REVOKE})
     assert (write.void_revocations, write.seen_epoch, write.announced_epoch) == ((1,), 0, None)
 
@@ -241,10 +224,12 @@ def test_rotating_the_revoke_key_voids_what_it_signed_in_the_store() -> None:
 def test_a_root_chain_is_checked_whole_before_anything_changes() -> None:
     sim = HubSim()
     state = _fresh(sim)
-    chain = _accepted(accept_root_chain(state, [_root_v2(sim)]))
+    chain = _accepted(machine.accept_root_chain(state, [_root_v2(sim)]))
     assert [r.version for r in chain.value] == [2]
     assert chain.state is state and chain.write is None
-    gap = _refused(accept_root_chain(state, [sign_root(sim.root_payload(3), sim.root_keys)]))
+    gap = _refused(
+        machine.accept_root_chain(state, [sign_root(sim.root_payload(3), sim.root_keys)])
+    )
     assert (gap.error.code, gap.transition.kind) == ("root_gap", Kind.ROOT_REJECTED)
 
 
@@ -254,7 +239,7 @@ def test_a_root_chain_is_checked_whole_before_anything_changes() -> None:
 def _with(sim: HubSim, *earlier: bytes) -> TrustState:
     state = _installed(sim)
     for data in earlier:
-        state = _accepted(accept_revocation(state, data)).state
+        state = _accepted(machine.accept_revocation(state, data)).state
     return state
 
 
@@ -319,16 +304,16 @@ def test_what_a_revocation_does_is_decided_once(case: RevocationCase) -> None:
     state, data = case.state(sim), case.data(sim)
     revocation = verify_revocation(data, root=state.root, region="eu-1")
     assert revocation_effect(state, revocation) is case.effect
-    accepted = _accepted(accept_revocation(state, data))
+    accepted = _accepted(machine.accept_revocation(state, data))
     if case.effect is RevocationEffect.KNOWN:
         assert accepted.state is state and with_revocation(state, revocation) is state
         assert (accepted.value, accepted.write, accepted.transition) == (None, None, None)
         return
     assert accepted.state == with_revocation(state, revocation)
     assert accepted.state.seen_epoch == max(state.seen_epoch, revocation.epoch)
-    assert accepted.signed == SignedTime(revocation.issued_at, Role.REVOKE)
+    assert accepted.signed == machine.SignedTime(revocation.issued_at, Role.REVOKE)
     applies = case.effect is RevocationEffect.APPLIES
-    assert accepted.write == RevocationWrite(
+    assert accepted.write == machine.RevocationWrite(
         data, revocation.epoch, applies, accepted.state.seen_epoch, accepted.state.floor
     )
     if applies:
@@ -347,7 +332,7 @@ def test_what_a_revocation_does_is_decided_once(case: RevocationCase) -> None:
 def test_a_revocation_not_signed_by_the_revoke_role_is_refused_and_logged() -> None:
     sim = HubSim()
     forged = sim.revocation(1, signers=[PrivateKey.generate()])
-    refused = _refused(accept_revocation(_installed(sim), forged))
+    refused = _refused(machine.accept_revocation(_installed(sim), forged))
     assert refused.error.code == "revocation_rejected"
     assert (refused.transition.kind, refused.transition.applied) == (
         Kind.REVOCATION_REJECTED,
@@ -362,11 +347,11 @@ def test_a_token_pinning_the_installed_bundle_is_persisted_as_freshness_and_pin(
     sim = HubSim()
     state = _installed(sim)
     data = sim.freshness(sim.bundle(1), kill_epoch=3)
-    accepted = _accepted(accept_freshness(state, data, NOW))
-    assert accepted.write == FreshnessWrite(data, accepted.state.floor, 3, data)
-    assert accepted.signed == SignedTime(NOW, Role.FRESHNESS)
+    accepted = _accepted(machine.accept_freshness(state, data, NOW))
+    assert accepted.write == machine.FreshnessWrite(data, accepted.state.floor, 3, data)
+    assert accepted.signed == machine.SignedTime(NOW, Role.FRESHNESS)
     assert accepted.transition is None
-    again = _accepted(accept_freshness(accepted.state, data, NOW))
+    again = _accepted(machine.accept_freshness(accepted.state, data, NOW))
     assert again.write is None
 
 
@@ -374,15 +359,15 @@ def test_a_token_for_another_channel_only_raises_the_floor() -> None:
     sim = HubSim()
     state = _installed(sim)
     data = sim.freshness(sim.bundle(7), channel="group/line-b")
-    accepted = _accepted(accept_freshness(state, data, NOW))
-    assert accepted.write == FreshnessWrite(None, accepted.state.floor, 0, None)
+    accepted = _accepted(machine.accept_freshness(state, data, NOW))
+    assert accepted.write == machine.FreshnessWrite(None, accepted.state.floor, 0, None)
     assert accepted.state.pin is None and accepted.state.fresh_time is None
 
 
 def test_an_expired_token_is_refused_and_logged() -> None:
     sim = HubSim()
     data = sim.freshness(sim.bundle(1), hub_time=NOW - 120, ttl=60)
-    refused = _refused(accept_freshness(_installed(sim), data, NOW))
+    refused = _refused(machine.accept_freshness(_installed(sim), data, NOW))
     assert (refused.transition.kind, refused.transition.applied) == (
         Kind.FRESHNESS_REJECTED,
         False,
@@ -428,7 +413,7 @@ def test_an_attestation_result_is_kept_only_for_what_this_agent_answered(
 ) -> None:
     sim = HubSim()
     state = _installed(sim)
-    outcome = accept_attestation_result(state, case.data(sim), NOW, case.answered)
+    outcome = machine.accept_attestation_result(state, case.data(sim), NOW, case.answered)
     if not case.accepted:
         refused = _refused(outcome)
         assert (refused.transition.kind, refused.transition.applied) == (
@@ -438,9 +423,9 @@ def test_an_attestation_result_is_kept_only_for_what_this_agent_answered(
         return
     accepted = _accepted(outcome)
     assert accepted.state.attestation_result == accepted.value
-    assert accepted.write == AttestationWrite(accepted.state.floor)
-    assert accepted.signed == SignedTime(NOW - 10, Role.VERIFIER)
-    held = _accepted(accept_attestation_result(accepted.state, case.data(sim), NOW, {}))
+    assert accepted.write == machine.AttestationWrite(accepted.state.floor)
+    assert accepted.signed == machine.SignedTime(NOW - 10, Role.VERIFIER)
+    held = _accepted(machine.accept_attestation_result(accepted.state, case.data(sim), NOW, {}))
     assert held.state is accepted.state and held.write is None
 
 
@@ -475,16 +460,16 @@ CLOCK_CASES = [
 @pytest.mark.parametrize("case", CLOCK_CASES, ids=lambda c: c.name)
 def test_the_clock_verdict_and_its_changes(case: ClockCase) -> None:
     state = _floored(HubSim())
-    seen = observe_clock(state, case.wall, case.wall, trusted=case.was_trusted)
+    seen = machine.observe_clock(state, case.wall, case.wall, trusted=case.was_trusted)
     assert seen.trusted is case.trusted
     assert (seen.transition.kind if seen.transition else None) is case.logs
 
 
 def test_a_trusted_clock_past_the_bundle_expiry_observes_that_deadline() -> None:
     state = _floored(HubSim())
-    seen = observe_clock(state, NOW + 150, NOW + 150, trusted=True)
+    seen = machine.observe_clock(state, NOW + 150, NOW + 150, trusted=True)
     assert seen.state.floor.observed == NOW + 100
-    assert observe_clock(state, NOW + 50, NOW + 50, trusted=True).state is state
+    assert machine.observe_clock(state, NOW + 50, NOW + 50, trusted=True).state is state
 
 
 def test_the_attestation_verdict_is_logged_only_when_it_changes() -> None:
@@ -493,9 +478,9 @@ def test_the_attestation_verdict_is_logged_only_when_it_changes() -> None:
         sim,
         attestation={"profiles": {"generic-x86_64": {"measurements": {"os-release": [MEASURED]}}}},
     )
-    first = observe_attestation(attested, NOW, NOW, seen=ATTESTATION_UNOBSERVED)
+    first = machine.observe_attestation(attested, NOW, NOW, seen=machine.ATTESTATION_UNOBSERVED)
     assert first.verdict == "attestation_failed"
     assert first.transition is not None and first.transition.kind is Kind.ATTESTATION_FAILED
-    assert observe_attestation(attested, NOW, NOW, seen=first.verdict).transition is None
-    plain = observe_attestation(_installed(sim), NOW, NOW, seen=first.verdict)
-    assert (plain.verdict, plain.transition) == (ATTESTATION_NOT_REQUIRED, None)
+    assert machine.observe_attestation(attested, NOW, NOW, seen=first.verdict).transition is None
+    plain = machine.observe_attestation(_installed(sim), NOW, NOW, seen=first.verdict)
+    assert (plain.verdict, plain.transition) == (machine.ATTESTATION_NOT_REQUIRED, None)

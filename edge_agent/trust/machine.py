@@ -63,6 +63,7 @@ __all__ = [
     "RevocationWrite",
     "RootWrite",
     "SignedTime",
+    "StoreWrite",
     "Transition",
     "Write",
     "accept_attestation_result",
@@ -164,7 +165,10 @@ class AttestationWrite:
     floor: TimeFloor | None
 
 
-Write = BundleWrite | RootWrite | RevocationWrite | FreshnessWrite | AttestationWrite
+StoreWrite = BundleWrite | RootWrite | RevocationWrite | FreshnessWrite
+"""A change to the state database; each type's fields are the store call's keywords."""
+Write = StoreWrite | AttestationWrite
+"""What an outcome asks the shell to persist."""
 
 
 @dataclass(frozen=True, slots=True)
