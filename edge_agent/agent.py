@@ -1,8 +1,12 @@
 """The agent's state directory, opened: load and re-verify, install, decide, report.
 
 This is the I/O shell around the pure core. Each operation reads the clock once (the caller
-passes ``wall``) and uses that value throughout. Everything read back from disk is verified
-again before it is trusted: a database edited behind the agent's back can only make it deny.
+passes ``wall``) and uses that value throughout. Every trust decision is the trust
+machine's (:mod:`edge_agent.trust.machine`: state, object bytes and now in, an outcome
+out); the agent reads the clock, persists the outcome's write, records its transition in
+the lineage and swaps in its state. Everything read back from disk is verified again before
+it is trusted (:mod:`edge_agent.trust.restore`): a database edited behind the agent's back
+can only make it deny.
 
 Attestation (DESIGN.md section 6): the running agent records each local measurement's
 verdict against the installed bundle, answers verified hub challenges with signed evidence,
@@ -41,7 +45,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,15 +53,8 @@ from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
 from edge_agent.attest.verdict import judge
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
-from edge_agent.errors import (
-    BundleError,
-    ClockError,
-    EdgeGovError,
-    LineageError,
-    RootError,
-    StateError,
-)
-from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, decode_entry, encode_entry
+from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.lineage.entries import GENESIS_PREV, Entry, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
@@ -68,51 +65,51 @@ from edge_agent.protocol.attestation import (
     LineageHead,
     sign_evidence,
     verify_challenge,
-    verify_result,
 )
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
-from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
+from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle
+from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import EMPTY_ROOT
-from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
-from edge_agent.protocol.roles import Role
-from edge_agent.protocol.root import (
-    TrustRoot,
-    verify_root_chain,
-    verify_root_update,
-    verify_trusted_root,
-)
+from edge_agent.protocol.revocation import Revocation
+from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
-from edge_agent.trust.clock import (
-    TimeAnchor,
-    advance_anchor,
-    check_clock,
-    earliest_now,
-    trusted_now,
-)
+from edge_agent.trust.clock import TimeAnchor, advance_anchor, earliest_now, trusted_now
 from edge_agent.trust.gate import (
     Decision,
     GateCheck,
-    Reason,
-    attestation_failure,
     check_report,
     decide,
+    gate_state,
     lineage_unavailable,
 )
+from edge_agent.trust.machine import (
+    ATTESTATION_UNOBSERVED,
+    AttestationWrite,
+    BundleWrite,
+    FreshnessWrite,
+    Outcome,
+    Refused,
+    RevocationWrite,
+    RootWrite,
+    StoreWrite,
+    Transition,
+    Write,
+    accept_attestation_result,
+    accept_bundle,
+    accept_freshness,
+    accept_revocation,
+    accept_root,
+    accept_root_chain,
+    observe_attestation,
+    observe_clock,
+)
+from edge_agent.trust.restore import restore_state
 from edge_agent.trust.state import (
     LocalVerdict,
     TrustState,
-    check_admissible,
     passed_deadline,
-    revocation_applies,
     rotated_roles,
-    with_active_bundle,
-    with_attestation_result,
-    with_bundle,
-    with_freshness,
     with_local_verdict,
-    with_revocation,
-    with_root,
 )
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
@@ -129,12 +126,6 @@ tenth of a decision's gate and engine, so it is not made on every one."""
 MAX_STATE_RETRIES = 8
 """Times a change is verified again and re-applied because another process committed first."""
 _T = TypeVar("_T")
-_UNOBSERVED = "unobserved"
-_NOT_REQUIRED = "not_required"
-_TRANSITIONS = {
-    Reason.ATTESTATION_FAILED: Kind.ATTESTATION_FAILED,
-    Reason.ATTESTATION_STALE: Kind.ATTESTATION_STALE,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +224,7 @@ class LocalAgent:
         """The last local measurement (``None``: this process has not measured)."""
         self._interval_s = 0
         self._answered: OrderedDict[bytes, bytes] = OrderedDict()
-        self._attestation_seen = _UNOBSERVED
+        self._attestation_seen = ATTESTATION_UNOBSERVED
 
     @classmethod
     def open(
@@ -466,10 +457,69 @@ class LocalAgent:
         (:func:`edge_agent.trust.clock.earliest_now`)."""
         return earliest_now(wall, self.state.floor, self._anchor, self._monotonic())
 
-    def _anchor_to(self, signed_time: int, role: Role) -> None:
-        self._anchor = advance_anchor(self._anchor, signed_time, role, self._monotonic())
+    # --- installing: the trust machine decides, the agent persists, logs and swaps --------
 
-    # --- installing -----------------------------------------------------------------------
+    def _take(self, outcome: Outcome[_T] | Refused, wall: int) -> _T:
+        """Carry out what the trust machine decided (:mod:`edge_agent.trust.machine`): log a
+        refusal and raise it; otherwise persist the outcome's write with its transition,
+        swap in its state and anchor trusted time to the signed time it vouches for.
+
+        Raises:
+            EdgeGovError: the object was refused; nothing changed.
+            StaleStateError: another process committed first; nothing changed.
+            StateError: the write failed; nothing changed.
+        """
+        if isinstance(outcome, Refused):
+            error = outcome.error
+            logger.warning("%s: code=%s %s", outcome.transition.kind, error.code, error)
+            self._record(outcome.transition, wall)
+            raise error
+        if outcome.write is not None:
+            self._persist(outcome.write, outcome.state, outcome.transition, wall)
+        if outcome.signed is not None:
+            signed = outcome.signed
+            self._anchor = advance_anchor(
+                self._anchor, signed.seconds, signed.role, self._monotonic()
+            )
+        return outcome.value
+
+    def _persist(
+        self, write: Write, new_state: TrustState, transition: Transition | None, wall: int
+    ) -> None:
+        """Write ``write`` from this agent's generation (with ``transition``, through the
+        outbox), then swap in ``new_state``; after a root, the state as stored, verified
+        again, as the objects the rotation voided are gone from it.
+
+        Raises:
+            StaleStateError: another process committed first; nothing changed.
+            StateError: the write failed; nothing changed.
+        """
+        if isinstance(write, AttestationWrite):
+            self._save_attestation(new_state)
+            if write.floor is not None:
+                self._commit(
+                    functools.partial(self.store.record_freshness, data=None, floor=write.floor),
+                    new_state,
+                )
+            self.state = new_state
+            return
+        entry = None if transition is None else _entry(transition, wall)
+        swap = None if isinstance(write, RootWrite) else new_state
+        self._commit(self._store_change(write, wall), swap, entry)
+
+    def _store_change(self, write: StoreWrite, wall: int) -> Callable[..., Written]:
+        """The store call that makes ``write`` durable: the write's fields are its keywords,
+        with ``now=wall`` where the store records when."""
+        store, keywords = self.store, {f.name: getattr(write, f.name) for f in fields(write)}
+        match write:
+            case BundleWrite():
+                return functools.partial(store.install_bundle, **keywords, now=wall)
+            case RootWrite():
+                return functools.partial(store.install_root, **keywords, now=wall)
+            case RevocationWrite():
+                return functools.partial(store.record_revocation, **keywords, now=wall)
+            case FreshnessWrite():
+                return functools.partial(store.record_freshness, **keywords)
 
     def install_bundle(self, data: bytes, wall: int) -> InstallResult:
         """Verify ``data`` and make it the active bundle; on any failure nothing changes.
@@ -477,7 +527,7 @@ class LocalAgent:
         The expiry check uses :meth:`earliest_now`: time is at least the floor even when the
         wall clock is behind it. A bundle issued too far ahead of that time, or older than
         the newest freshness token names, is refused
-        (:func:`~edge_agent.trust.state.check_admissible`).
+        (:func:`~edge_agent.trust.machine.accept_bundle`).
 
         Raises:
             BundleError: the bundle was refused; the installed one stays.
@@ -486,46 +536,10 @@ class LocalAgent:
         return self._changing(functools.partial(self._install_bundle, data, wall))
 
     def _install_bundle(self, data: bytes, wall: int) -> InstallResult:
-        now = self.earliest_now(wall)
-        try:
-            bundle = verify_bundle(
-                data,
-                root=self.state.root,
-                device=self.state.device,
-                installed=self.state.installed,
-                now=now,
-            )
-            if not bundle.unchanged:
-                check_admissible(self.state, bundle, now)
-        except BundleError as exc:
-            logger.warning("bundle rejected: code=%s %s", exc.code, exc)
-            self._transition(Kind.BUNDLE_REJECTED, wall, False, exc.code, str(exc))
-            raise
+        bundle = self._take(accept_bundle(self.state, data, self.earliest_now(wall)), wall)
         if bundle.unchanged:
             logger.info("bundle version %d already installed; no change", bundle.version)
             return InstallResult(bundle, unchanged=True)
-        new_state = with_bundle(self.state, bundle)
-        self._commit(
-            functools.partial(
-                self.store.install_bundle,
-                data=data,
-                digest=bundle.digest,
-                version=bundle.version,
-                floor=new_state.floor,
-                now=wall,
-            ),
-            new_state,
-            _entry(
-                Kind.BUNDLE_INSTALLED,
-                wall,
-                True,
-                "bundle_installed",
-                f"bundle version {bundle.version} installed",
-                bundle.digest,
-                bundle.version,
-            ),
-        )
-        self._anchor_to(bundle.issued_at, Role.POLICY)
         logger.info(
             "bundle installed: version=%d digest=%s expires_at=%d",
             bundle.version,
@@ -557,40 +571,14 @@ class LocalAgent:
 
     def _install_root(self, data: bytes, wall: int) -> TrustRoot:
         old = self.state
-        if data == old.root.raw:
-            logger.info("trust root version %d already installed; no change", old.root.version)
-            return old.root
-        try:
-            root = verify_root_update(old.root, data, now=None)
-        except RootError as exc:
-            logger.warning("trust root rejected: code=%s %s", exc.code, exc)
-            self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
-            raise
-        new_state = with_root(old, root)
-        rotated = rotated_roles(old.root, root)
-        stored = self.store.load()
-        self._commit(
-            functools.partial(
-                self.store.install_root,
-                data=root.raw,
-                version=root.version,
-                floor=new_state.floor,
-                rotated=rotated,
-                announced_epoch=new_state.seen_epoch if Role.FRESHNESS in rotated else None,
-                seen_epoch=new_state.seen_epoch if Role.REVOKE in rotated else None,
-                void_revocations=_void_revocations(stored, new_state),
-                void_tokens=_void_tokens(stored, new_state),
-                now=wall,
-            ),
-            None,
-            _entry(
-                Kind.ROOT_ROTATED, wall, True, "root_rotated", f"trust root version {root.version}"
-            ),
-        )
-        self._anchor_to(root.issued_at, Role.ROOT)
+        root = self._take(accept_root(old, data, self.store.load()), wall)
+        if self.state is old:
+            logger.info("trust root version %d already installed; no change", root.version)
+            return root
         if old.attestation_result is not None and self.state.attestation_result is None:
             self._save_attestation(self.state)
         expired = self.earliest_now(wall) >= root.expires_at
+        rotated = rotated_roles(old.root, root)
         logger.info(
             "trust root rotated to version %d (rotated roles: %s)%s",
             root.version,
@@ -609,17 +597,13 @@ class LocalAgent:
             RootError: a link does not verify; nothing was installed.
             StateError: a root could not be written; those before it stay installed.
         """
-        try:
-            verify_root_chain(self.state.root, chain)
-        except RootError as exc:
-            logger.warning("trust root rejected: code=%s %s", exc.code, exc)
-            self._transition(Kind.ROOT_REJECTED, wall, False, exc.code, str(exc))
-            raise
+        self._take(accept_root_chain(self.state, chain), wall)
         return tuple(self.install_root(data, wall) for data in chain)
 
     def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
         """Verify a revocation and record it; return it when it changed what this device
-        decides, ``None`` when it was already applied, lifted, or for another device.
+        decides, ``None`` when it was already applied, lifted, or for another device
+        (:func:`~edge_agent.trust.state.revocation_effect` decides which).
 
         Raises:
             RevocationError: not signed by a revoke-role threshold, or malformed.
@@ -628,49 +612,15 @@ class LocalAgent:
         return self._changing(functools.partial(self._install_revocation, data, wall))
 
     def _install_revocation(self, data: bytes, wall: int) -> Revocation | None:
-        try:
-            revocation = verify_revocation(
-                data, root=self.state.root, region=self.state.device.region, last_epoch=0
+        revocation = self._take(accept_revocation(self.state, data), wall)
+        if revocation is not None:
+            logger.warning(
+                "revocation applied: epoch=%d %s %s reason=%r",
+                revocation.epoch,
+                revocation.kind,
+                revocation.value,
+                revocation.reason,
             )
-        except RevocationError as exc:
-            logger.warning("revocation rejected: %s", exc)
-            self._transition(Kind.REVOCATION_REJECTED, wall, False, exc.code, str(exc))
-            raise
-        applies = revocation_applies(self.state, revocation)
-        if not applies and revocation.epoch <= self.state.seen_epoch:
-            return None
-        new_state = with_revocation(self.state, revocation)
-        transition = _entry(
-            Kind.REVOCATION_APPLIED,
-            wall,
-            True,
-            "revoked",
-            f"revocation epoch {revocation.epoch}: {revocation.kind} {revocation.value} "
-            f"({revocation.reason or 'no reason given'})",
-        )
-        self._commit(
-            functools.partial(
-                self.store.record_revocation,
-                data=data,
-                epoch=revocation.epoch,
-                applied=applies,
-                seen_epoch=new_state.seen_epoch,
-                floor=new_state.floor,
-                now=wall,
-            ),
-            new_state,
-            transition if applies else None,
-        )
-        self._anchor_to(revocation.issued_at, Role.REVOKE)
-        if not applies:
-            return None
-        logger.warning(
-            "revocation applied: epoch=%d %s %s reason=%r",
-            revocation.epoch,
-            revocation.kind,
-            revocation.value,
-            revocation.reason,
-        )
         return revocation
 
     def install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
@@ -686,58 +636,25 @@ class LocalAgent:
         return self._changing(functools.partial(self._install_freshness, data, wall))
 
     def _install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
-        now = self.earliest_now(wall)
-        try:
-            token = verify_freshness(
-                data, root=self.state.root, region=self.state.device.region, now=now
-            )
-        except FreshnessError as exc:
-            logger.warning("freshness token rejected: %s", exc)
-            self._transition(Kind.FRESHNESS_REJECTED, wall, False, exc.code, str(exc))
-            raise
-        new_state = with_freshness(self.state, token)
-        pins_ours = new_state.fresh_time != self.state.fresh_time
-        announced = new_state.announced_epoch != self.state.announced_epoch
-        pinned = new_state.pin != self.state.pin
-        if pins_ours or announced or pinned or new_state.floor != self.state.floor:
-            self._commit(
-                functools.partial(
-                    self.store.record_freshness,
-                    data=data if pins_ours else None,
-                    floor=new_state.floor,
-                    announced_epoch=new_state.announced_epoch,
-                    pin=data if pinned else None,
-                ),
-                new_state,
-            )
-        self._anchor_to(token.hub_time, Role.FRESHNESS)
-        return token
+        return self._take(accept_freshness(self.state, data, self.earliest_now(wall)), wall)
 
     def observe_clock(self, wall: int) -> bool:
         """Check the wall clock against the trusted floor, record the signed deadlines it
         has passed (the observed floor) and log a change of verdict (``clock_untrusted`` /
-        ``clock_restored``); return whether it is trusted now."""
-        try:
-            check_clock(wall, self.state.floor)
-            self._observe(self.trusted_now(wall))
-        except ClockError as exc:
-            if self._clock_trusted:
-                logger.error("clock untrusted: %s", exc)
-                self._transition(Kind.CLOCK_UNTRUSTED, wall, True, exc.code, str(exc))
-            self._clock_trusted = False
-            return False
-        if not self._clock_trusted:
-            logger.warning("clock trusted again: %d >= floor %d", wall, self.state.floor.seconds)
-            self._transition(
-                Kind.CLOCK_RESTORED,
-                wall,
-                True,
-                "clock_restored",
-                f"the clock ({wall}) is at or above the trusted floor "
-                f"({self.state.floor.seconds}) again",
-            )
-        self._clock_trusted = True
-        return True
+        ``clock_restored``); return whether it is trusted now
+        (:func:`~edge_agent.trust.machine.observe_clock`)."""
+        now = self.trusted_now(wall)
+        seen = observe_clock(self.state, wall, now, trusted=self._clock_trusted)
+        if seen.state is not self.state:
+            self._observe(now)
+        if seen.transition is not None:
+            if seen.trusted:
+                logger.warning("clock trusted again: %s", seen.transition.detail)
+            else:
+                logger.error("clock untrusted: %s", seen.transition.detail)
+            self._record(seen.transition, wall)
+        self._clock_trusted = seen.trusted
+        return seen.trusted
 
     def decide(self, request: Request, wall: int) -> Decision:
         """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
@@ -886,27 +803,12 @@ class LocalAgent:
         return self._changing(functools.partial(self._install_attestation_result, data, wall))
 
     def _install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
-        held = self.state.attestation_result
-        if held is not None and held.raw == data:
-            return held
-        now = self.earliest_now(wall)
-        try:
-            result = verify_result(data, root=self.state.root, device=self.state.device.device_id)
-            _check_answered(result, self._answered.get(result.nonce), now)
-        except AttestationError as exc:
-            logger.warning("attestation result refused: %s", exc)
-            self._transition(Kind.ATTESTATION_FAILED, wall, False, exc.code, str(exc))
-            raise
-        new_state = with_attestation_result(self.state, result)
-        self._save_attestation(new_state)
-        if new_state.floor != self.state.floor:
-            self._commit(
-                functools.partial(self.store.record_freshness, data=None, floor=new_state.floor),
-                new_state,
-            )
+        old = self.state
+        outcome = accept_attestation_result(old, data, self.earliest_now(wall), self._answered)
+        result = self._take(outcome, wall)
+        if self.state is old:
+            return result
         del self._answered[result.nonce]
-        self.state = new_state
-        self._anchor_to(result.issued_at, Role.VERIFIER)
         logger.info(
             "attestation result: %s, valid until %d (%s)",
             result.verdict,
@@ -917,28 +819,19 @@ class LocalAgent:
 
     def observe_attestation(self, wall: int) -> bool:
         """Log a change of the gate's attestation verdict as a trust transition (passed,
-        failed, stale); return whether it changed since the last call."""
-        bundle = self.state.bundle
-        failure = attestation_failure(self.state, self.trusted_now(wall))
-        if bundle is None or not bundle.attestation:
-            seen = _NOT_REQUIRED
-        else:
-            seen = "passed" if failure is None else str(failure[0])
-        if seen == self._attestation_seen:
+        failed, stale); return whether it changed since the last call
+        (:func:`~edge_agent.trust.machine.observe_attestation`)."""
+        seen = observe_attestation(
+            self.state, wall, self.trusted_now(wall), seen=self._attestation_seen
+        )
+        if seen.verdict == self._attestation_seen:
             return False
-        self._attestation_seen = seen
-        if seen == _NOT_REQUIRED:
-            return True
-        if failure is None:
-            result = self.state.attestation_result
-            left = result.expires_at - wall if result is not None else 0
-            detail = f"measured state matches the bundle; the hub's result holds {left} s more"
-            logger.info("attestation passed: %s", detail)
-            self._transition(Kind.ATTESTATION_PASSED, wall, True, "attestation_passed", detail)
-            return True
-        reason, message = failure
-        logger.warning("attestation %s: %s", reason, message)
-        self._transition(_TRANSITIONS[reason], wall, True, str(reason), message)
+        self._attestation_seen = seen.verdict
+        transition = seen.transition
+        if transition is not None:
+            level = logging.INFO if seen.verdict == "passed" else logging.WARNING
+            logger.log(level, "attestation %s: %s", seen.verdict, transition.detail)
+            self._record(transition, wall)
         return True
 
     def _lineage_head(self) -> LineageHead:
@@ -959,160 +852,61 @@ class LocalAgent:
             StoredAttestation(result.raw if result is not None else None, state.local_attestation),
         )
 
-    def _transition(
-        self,
-        kind: Kind,
-        wall: int,
-        applied: bool,
-        reason: str,
-        detail: str,
-        digest: bytes | None = None,
-        version: int | None = None,
-    ) -> None:
+    def _record(self, transition: Transition, wall: int) -> None:
+        """Log ``transition`` (at ``wall``) in the lineage, when it is open."""
         if self.lineage is not None:
             self.lineage.record_transition(
-                kind,
+                transition.kind,
                 time=wall,
-                applied=applied,
-                reason=reason,
-                detail=detail,
-                bundle_digest=digest,
-                bundle_version=version,
+                applied=transition.applied,
+                reason=transition.reason,
+                detail=transition.detail,
+                bundle_digest=transition.bundle_digest,
+                bundle_version=transition.bundle_version,
             )
 
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, self.trusted_now(wall))
 
     def gate_state(self, wall: int) -> str:
-        """``"open"``, or the reason code every decision would deny with now: an unusable
-        lineage first (the shell's check), then the gate's checks in order."""
-        if self.lineage is None or self.lineage.status() is not None:
-            return str(Reason.LINEAGE_UNAVAILABLE)
-        failed = [c for c in self.checks(wall) if not c.passed]
-        return str(failed[0].reason) if failed else "open"
+        """``"open"``, or the reason code every decision would deny with now
+        (:func:`~edge_agent.trust.gate.gate_state`)."""
+        lineage = self.lineage
+        problem = "the lineage is not open" if lineage is None else lineage.status()
+        if problem is not None:
+            return gate_state((), problem)
+        return gate_state(self.checks(wall), None)
 
 
-def _entry(
-    kind: Kind,
-    wall: int,
-    applied: bool,
-    reason: str,
-    detail: str,
-    digest: bytes | None = None,
-    version: int | None = None,
-) -> Entry:
-    """The lineage entry of a trust transition (its ``seq`` and ``prev`` are set when
-    appended)."""
-    return Entry(0, wall, GENESIS_PREV, kind, applied, reason, None, digest, version, None, detail)
+def _entry(transition: Transition, wall: int) -> Entry:
+    """The lineage entry of ``transition`` at ``wall`` (its ``seq`` and ``prev`` are set
+    when appended)."""
+    return Entry(
+        0,
+        wall,
+        GENESIS_PREV,
+        transition.kind,
+        transition.applied,
+        transition.reason,
+        None,
+        transition.bundle_digest,
+        transition.bundle_version,
+        None,
+        transition.detail,
+    )
 
 
 def _load_state(stored: StoredState, state_dir: Path) -> TrustState:
-    """The trust state ``stored`` holds, every object verified again under its newest root.
+    """The trust state ``stored`` holds, verified again with the attestation state kept
+    beside it (:func:`~edge_agent.trust.restore.restore_state`); an unreadable attestation
+    file is left out (logged).
 
     Raises:
         EdgeGovError: the root chain does not verify.
     """
-    root = _verify_root_chain(stored.roots)
-    state = TrustState(device=stored.identity, root=root, floor=stored.floor)
-    if stored.active_bundle is not None:
-        state = with_active_bundle(state, stored.active_bundle, stored.active_version)
-        if state.distrusted is not None:
-            logger.debug("decisions deny bundle_untrusted: %s", state.distrusted.why)
-    state = _restore_revocations(state, stored.revocations, stored.seen_epoch)
-    state = replace(state, announced_epoch=stored.announced_epoch)
-    state = _restore_freshness(state, stored.freshness)
-    state = _restore_freshness(state, stored.pin)
-    return _restore_attestation(state, state_dir)
-
-
-def _void_revocations(stored: StoredState, state: TrustState) -> tuple[int, ...]:
-    """Epochs of stored revocations that do not verify under ``state.root`` (their revoke
-    key was rotated away: rotating it voids what it signed)."""
-    void = []
-    for epoch, data in zip(stored.revocation_epochs, stored.revocations, strict=True):
-        try:
-            verify_revocation(data, root=state.root, region=state.device.region, last_epoch=0)
-        except RevocationError:
-            void.append(epoch)
-    return tuple(void)
-
-
-def _void_tokens(stored: StoredState, state: TrustState) -> tuple[str, ...]:
-    """Which stored freshness tokens (``freshness``, ``pin``) do not verify under
-    ``state.root``."""
-    void = []
-    for key, data in (("freshness", stored.freshness), ("pin", stored.pin)):
-        if data is None:
-            continue
-        try:
-            verify_freshness(data, root=state.root, region=state.device.region, now=0)
-        except FreshnessError:
-            void.append(key)
-    return tuple(void)
-
-
-def _restore_revocations(state: TrustState, stored: tuple[bytes, ...], seen: int) -> TrustState:
-    """Re-verify every stored revocation and re-apply those the active bundle has not lifted;
-    one that no longer verifies faults the state (an edited database must deny, not
-    silently drop a kill switch)."""
-    for data in stored:
-        try:
-            revocation = verify_revocation(
-                data, root=state.root, region=state.device.region, last_epoch=0
-            )
-        except RevocationError as exc:
-            return replace(state, fault=f"a stored revocation failed verification: {exc}")
-        state = with_revocation(state, revocation)
-    return replace(state, seen_epoch=max(seen, state.seen_epoch))
-
-
-def _restore_freshness(state: TrustState, stored: bytes | None) -> TrustState:
-    """Re-apply the stored freshness token, if it still verifies (expiry is not checked:
-    its hub time is what counts, and ``max_offline`` ages it)."""
-    if stored is None:
-        return state
     try:
-        token = verify_freshness(stored, root=state.root, region=state.device.region, now=0)
-    except FreshnessError as exc:
-        logger.error("stored freshness token failed verification: %s", exc)
-        return state
-    return with_freshness(state, token)
-
-
-def _check_answered(result: AttestationResult, sent: bytes | None, now: int) -> None:
-    if sent is None:
-        raise AttestationError(
-            "attestation result for a nonce this agent did not answer or already used "
-            "(replayed or old)"
-        )
-    if result.measured != sent:
-        raise AttestationError(
-            "attestation result attests a measured state this agent did not send"
-        )
-    if now >= result.expires_at:
-        raise AttestationError(f"attestation result expired {now - result.expires_at} s ago")
-
-
-def _restore_attestation(state: TrustState, state_dir: Path) -> TrustState:
-    """Re-read the attestation state file: the hub's result only if it still verifies for
-    this device under the current root (its expiry is the gate's to judge), the local
-    verdict as recorded (it counts only until its ``valid_until``)."""
-    try:
-        stored = read_attestation(state_dir)
+        attestation = read_attestation(state_dir)
     except StateError as exc:
         logger.error("attestation state ignored: %s", exc)
-        return state
-    result = None
-    if stored.result is not None:
-        try:
-            result = verify_result(stored.result, root=state.root, device=state.device.device_id)
-        except AttestationError as exc:
-            logger.error("stored attestation result failed verification: %s", exc)
-    return replace(state, local_attestation=stored.local, attestation_result=result)
-
-
-def _verify_root_chain(roots: tuple[bytes, ...]) -> TrustRoot:
-    root = verify_trusted_root(roots[0], now=None)
-    for data in roots[1:]:
-        root = verify_root_update(root, data, now=None)
-    return root
+        return restore_state(stored, None, None)
+    return restore_state(stored, attestation.result, attestation.local)

@@ -37,7 +37,7 @@ from edge_agent.support.cli import (
 )
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync import cli as sync_cli
-from edge_agent.trust.gate import Decision, Reason
+from edge_agent.trust.gate import GATE_OPEN, Decision, Reason
 
 __all__ = ["main"]
 
@@ -297,6 +297,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir, record_lineage_breaks=False) as agent:
         state = agent.state
         checks = agent.checks(now)
+        gate = agent.gate_state(now)
         lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"
         summary = agent.lineage.summary() if agent.lineage else None
         broker = agent.store.get_setting("broker.url")
@@ -322,7 +323,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "rules": bundle.policy.rule_count,
         },
         "time": {"now": now, "trusted_floor": state.floor.seconds},
-        "gate": "open" if all(c.passed for c in checks) and lineage is None else "closed",
+        "gate": "open" if gate == GATE_OPEN else "closed",
         "lineage": {
             "available": lineage is None,
             "problem": lineage,

@@ -76,7 +76,7 @@ KINDS = [
         False,
         lambda s: revocation_payload(Revocation(1, NOW, RevocationKind.DEVICE, "gw-9", "test")),
         lambda s: s.online_keys[Role.REVOKE],
-        lambda s, d: verify_revocation(d, root=s.root(), region="eu-1", last_epoch=0),
+        lambda s, d: verify_revocation(d, root=s.root(), region="eu-1"),
         _caused_by_malformed,
     ),
     Kind(

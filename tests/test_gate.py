@@ -10,7 +10,14 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
-from edge_agent.trust.gate import Reason, check_report, decide, lineage_unavailable
+from edge_agent.trust.gate import (
+    GATE_OPEN,
+    Reason,
+    check_report,
+    decide,
+    gate_state,
+    lineage_unavailable,
+)
 from edge_agent.trust.state import TrustState, with_bundle, with_revocation
 from tests.factory import DAY, DEVICE, NOW, HubSim
 
@@ -148,3 +155,13 @@ def test_same_inputs_give_the_same_decision_digest() -> None:
     state = _state()
     assert decide(state, CAMERA, NOW).digest == decide(state, CAMERA, NOW).digest
     assert decide(state, CAMERA, NOW).digest != decide(state, CAMERA, NOW + 1).digest
+
+
+def test_the_gate_state_is_open_only_when_every_check_passes_and_the_lineage_is_usable() -> None:
+    assert gate_state(check_report(_state(), NOW), None) == GATE_OPEN
+    expired = check_report(_state(expires_at=NOW + 10), NOW + 10)
+    assert gate_state(expired, None) == str(Reason.BUNDLE_EXPIRED)
+    assert gate_state(check_report(_state(), NOW), "the lineage is not open") == str(
+        Reason.LINEAGE_UNAVAILABLE
+    )
+    assert gate_state(expired, "file deleted") == str(Reason.LINEAGE_UNAVAILABLE)

@@ -193,7 +193,7 @@ KINDS = [
         "revocation",
         ("epoch", "issued_at"),
         _revocation,
-        lambda s, d: verify_revocation(d, root=s.root(), region="eu-1", last_epoch=0),
+        lambda s, d: verify_revocation(d, root=s.root(), region="eu-1"),
         "revocation_rejected",
         lambda s: _revocation(s, "epoch", 1),
     ),
@@ -298,7 +298,7 @@ def test_bundle_revocation_names_a_plain_version_within_the_bound(
     )
 
     with pytest.raises(EdgeGovError) as refused:
-        verify_revocation(signed, root=sim.root(), region="eu-1", last_epoch=0)
+        verify_revocation(signed, root=sim.root(), region="eu-1")
 
     assert refused.value.code == "revocation_rejected"
     assert "version" in refused.value.message

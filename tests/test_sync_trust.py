@@ -115,15 +115,13 @@ def test_announced_kill_epoch_not_yet_received_denies(hub: HubSim) -> None:
     )
     state = with_freshness(state, token)
     assert decide(state, REQUEST, NOW).reason is Reason.REVOKED
-    other = verify_revocation(
-        hub.revocation(3, "device", "gw-999"), root=hub.root(), region="eu-1", last_epoch=0
-    )
+    other = verify_revocation(hub.revocation(3, "device", "gw-999"), root=hub.root(), region="eu-1")
     assert decide(with_revocation(state, other), REQUEST, NOW).allowed
 
 
 def _revocation(hub: HubSim, epoch: int, kind: str = "device", value: str = "gw-001", **kw: object):
     return verify_revocation(
-        hub.revocation(epoch, kind, value, **kw), root=hub.root(), region="eu-1", last_epoch=0
+        hub.revocation(epoch, kind, value, **kw), root=hub.root(), region="eu-1"
     )  # type: ignore[arg-type]
 
 

@@ -80,9 +80,7 @@ def _token(sim: HubSim, state: TrustState, bundle: bytes, **kwargs: int) -> Trus
 
 def _revoked(sim: HubSim, state: TrustState, epoch: int, value: str) -> TrustState:
     data = sim.revocation(epoch, "device", value)
-    return with_revocation(
-        state, verify_revocation(data, root=state.root, region="eu-1", last_epoch=0)
-    )
+    return with_revocation(state, verify_revocation(data, root=state.root, region="eu-1"))
 
 
 # --- the gate, row by row -----------------------------------------------------------------

@@ -23,6 +23,7 @@ from edge_agent.trust.clock import (
     TimeFloor,
     advance_anchor,
     earliest_now,
+    steady_now,
     trusted_now,
 )
 from tests.factory import DEVICE, NOW, HubSim
@@ -90,6 +91,18 @@ EARLIEST = [
 @pytest.mark.parametrize("case", EARLIEST, ids=[c.name for c in EARLIEST])
 def test_earliest_now(case: Now) -> None:
     assert earliest_now(case.wall, case.floor, case.anchor, case.monotonic) == case.expected
+
+
+STEADY = [
+    Now("wall clock ahead of the start plus elapsed: the wall clock", H + 60, 150.0, H + 60),
+    Now("wall clock set back: the start plus the elapsed whole seconds", H - 600, 150.9, H + 50),
+    Now("a monotonic clock read before the start adds nothing", H - 600, 90.0, H),
+]
+
+
+@pytest.mark.parametrize("case", STEADY, ids=[c.name for c in STEADY])
+def test_steady_now_never_goes_back_within_a_process(case: Now) -> None:
+    assert steady_now(case.wall, H, 100.0, case.monotonic) == case.expected
 
 
 def test_the_anchor_keeps_whichever_signed_time_puts_time_further_ahead() -> None:

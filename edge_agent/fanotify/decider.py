@@ -35,6 +35,7 @@ from edge_agent.fanotify.identity import EXEC_ACTION, ExecIdentifier
 from edge_agent.lineage.log import LineageLog
 from edge_agent.policy.engine import Request
 from edge_agent.socket.errors import IdentityError
+from edge_agent.trust.clock import steady_now
 from edge_agent.trust.gate import Decision, Reason, decide, lineage_unavailable
 from edge_agent.trust.state import TrustState
 
@@ -52,14 +53,14 @@ class AgentView(Protocol):
 
 
 class TrustedClock:
-    """Unix seconds that never go back: max(wall clock, wall at start + monotonic elapsed)."""
+    """Unix seconds that never go back (:func:`edge_agent.trust.clock.steady_now`)."""
 
     def __init__(self) -> None:
         self._wall0 = int(time.time())
         self._mono0 = time.monotonic()
 
     def now(self) -> int:
-        return max(int(time.time()), self._wall0 + int(time.monotonic() - self._mono0))
+        return steady_now(int(time.time()), self._wall0, self._mono0, time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)

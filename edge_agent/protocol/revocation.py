@@ -7,10 +7,12 @@ A revocation is a COSE_Sign object (role ``revoke``, scope = region) whose paylo
      "value": tstr,          ; device id, group, region, key id (hex) or bundle version (decimal)
      "reason": tstr}
 
-Epochs only go up: a device keeps the highest epoch it has seen and refuses anything older.
-A device/group/region revocation denies everything in that scope until a policy bundle
-issued after it is installed; a key revocation stops that key counting towards thresholds; a
-bundle revocation denies that bundle version and every older one.
+Epochs only go up. This module verifies the envelope and parses; what a verified revocation
+does to a device (applied, only its epoch recorded, or nothing) is decided in one place, by
+:func:`edge_agent.trust.state.revocation_effect`. A device/group/region revocation denies
+everything in that scope until a policy bundle issued after it is installed; a key
+revocation stops that key counting towards thresholds; a bundle revocation denies that
+bundle version and every older one.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ MAX_REASON_CHARS = 512
 
 
 class RevocationError(EnvelopeError):
-    """A revocation was refused: malformed, badly signed, or not newer than the last one."""
+    """A revocation was refused: too large, malformed, or badly signed."""
 
     code = "revocation_rejected"
 
@@ -84,12 +86,13 @@ class Revocation:
         return False
 
 
-def verify_revocation(data: bytes, *, root: TrustRoot, region: str, last_epoch: int) -> Revocation:
-    """Verify a revocation for ``region`` against the revoke role of ``root``.
+def verify_revocation(data: bytes, *, root: TrustRoot, region: str) -> Revocation:
+    """Verify a revocation for ``region`` against the revoke role of ``root`` and parse it.
+
+    Its epoch is not judged here (:func:`edge_agent.trust.state.revocation_effect`).
 
     Raises:
-        RevocationError: too large, malformed, under threshold, or epoch not above
-            ``last_epoch``.
+        RevocationError: too large, malformed, or under threshold.
     """
     role = root.role(Role.REVOKE)
     try:
@@ -108,12 +111,7 @@ def verify_revocation(data: bytes, *, root: TrustRoot, region: str, last_epoch: 
             f"revocation signed by {len(verified.signer_ids)} revoke key(s), "
             f"{role.threshold} required"
         )
-    revocation = _parse(value, data)
-    if revocation.epoch <= last_epoch:
-        raise RevocationError(
-            f"revocation epoch {revocation.epoch} is not newer than {last_epoch} (replay refused)"
-        )
-    return revocation
+    return _parse(value, data)
 
 
 def _parse(value: object, raw: bytes) -> Revocation:

@@ -23,6 +23,7 @@ from edge_agent.support.cli import configure_logging, format_duration
 from edge_agent.support.mqtt import check_tls
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
+from edge_agent.trust.gate import GATE_OPEN
 
 __all__ = ["BROKER_SETTINGS", "Stop", "register", "status_line"]
 
@@ -182,7 +183,7 @@ def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = Non
     """One line for ``systemctl status``: bundle, time left, gate state, exec enforcement."""
     bundle = agent.state.bundle
     state = agent.gate_state(now)
-    gate = "gate open" if state == "open" else f"gate CLOSED: {state}"
+    gate = "gate open" if state == GATE_OPEN else f"gate CLOSED: {state}"
     if bundle is None:
         return f"no bundle; {gate}"
     return (

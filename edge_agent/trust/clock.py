@@ -42,6 +42,7 @@ __all__ = [
     "check_clock",
     "earliest_now",
     "observe_deadline",
+    "steady_now",
     "trusted_now",
     "without_roles",
 ]
@@ -94,7 +95,12 @@ class TimeAnchor:
 
     def at(self, monotonic: float) -> int:
         """The least the time can be at monotonic reading ``monotonic``."""
-        return self.signed + max(0, int(monotonic - self.monotonic))
+        return _elapsed_from(self.signed, self.monotonic, monotonic)
+
+
+def _elapsed_from(seconds: int, since: float, monotonic: float) -> int:
+    """``seconds`` plus the monotonic time elapsed from reading ``since`` to ``monotonic``."""
+    return seconds + max(0, int(monotonic - since))
 
 
 def advance_anchor(
@@ -151,6 +157,14 @@ def earliest_now(
     clock, the floor and the ``anchor`` at ``monotonic``. Unlike :func:`trusted_now` it is
     never below the floor: a clock set back must not make an expired object look valid."""
     return max(wall, floor.seconds, _anchored(floor, anchor, monotonic))
+
+
+def steady_now(wall: int, start_wall: int, start_monotonic: float, monotonic: float) -> int:
+    """The wall clock ``wall``, never earlier than the wall clock at a start (``start_wall``,
+    read with monotonic ``start_monotonic``) plus the monotonic time elapsed since: time
+    that a clock set back cannot make run backwards within one process (exec enforcement's
+    break-glass windows). It is not trusted time: nothing signed vouches for the start."""
+    return max(wall, _elapsed_from(start_wall, start_monotonic, monotonic))
 
 
 def advance_floor(floor: TimeFloor, signed_time: int, role: Role) -> TimeFloor:

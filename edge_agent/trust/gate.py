@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -30,16 +30,21 @@ from edge_agent.trust.clock import check_clock, trusted_now
 from edge_agent.trust.state import TrustState
 
 __all__ = [
+    "GATE_OPEN",
     "Decision",
     "GateCheck",
     "Reason",
     "attestation_failure",
     "check_report",
     "decide",
+    "gate_state",
     "lineage_unavailable",
 ]
 
 logger = logging.getLogger(__name__)
+
+GATE_OPEN = "open"
+"""What :func:`gate_state` says when every decision would pass the gate's checks."""
 
 
 class Reason(StrEnum):
@@ -318,3 +323,14 @@ def check_report(state: TrustState, now: int) -> tuple[GateCheck, ...]:
         else:
             report.append(GateCheck(name, False, failure[0], failure[1]))
     return tuple(report)
+
+
+def gate_state(checks: Sequence[GateCheck], lineage_problem: str | None) -> str:
+    """:data:`GATE_OPEN`, or the reason code every decision would deny with now: an unusable
+    lineage first (``lineage_problem``, the shell's check: decisions that cannot be logged
+    are denied whatever the rest says), then the first failing of ``checks`` (in gate order,
+    from :func:`check_report`)."""
+    if lineage_problem is not None:
+        return str(Reason.LINEAGE_UNAVAILABLE)
+    failed = [c for c in checks if not c.passed]
+    return str(failed[0].reason) if failed else GATE_OPEN

@@ -23,16 +23,20 @@ the hub holds current there (version and digest). A bundle older than that, or o
 version with other bytes, is refused even when it is newer than the installed one: a
 replayed old bundle cannot undo a withdrawal. A token for another channel pins nothing here.
 
-Revocations: each epoch is applied once. A device/group/region revocation issued before the
-installed bundle was issued is already lifted and changes nothing when it arrives (again);
-one for another device or group only raises ``seen_epoch``. Epochs may arrive out of order
-(retained messages on several topics), so a lower epoch not seen before still applies.
+Revocations (:func:`revocation_effect` is the one place that decides what one does): each
+epoch is applied once. A device/group/region revocation issued before the installed bundle
+was issued is already lifted and changes nothing when it arrives (again); one for another
+device or group only raises ``seen_epoch``. Epochs may arrive out of order (retained messages
+on several topics), so a lower epoch not seen before still applies; a lower epoch that does
+not apply is old news and changes nothing. The envelope check
+(:func:`~edge_agent.protocol.revocation.verify_revocation`) judges no epoch.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from edge_agent.errors import BundleError
 from edge_agent.protocol.attestation import AttestationResult
@@ -59,11 +63,13 @@ __all__ = [
     "BundleAheadError",
     "DistrustedBundle",
     "LocalVerdict",
+    "RevocationEffect",
     "TrustState",
     "check_admissible",
     "passed_deadline",
-    "revocation_applies",
+    "revocation_effect",
     "rotated_roles",
+    "verify_for_device",
     "with_active_bundle",
     "with_attestation_result",
     "with_bundle",
@@ -216,7 +222,7 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
     Expiry is not checked (the gate judges it) and nor is the version (it is the installed
     one)."""
     try:
-        bundle = verify_bundle(data, root=state.root, device=state.device, installed=None, now=None)
+        bundle = verify_for_device(state, data, installed=None, now=None)
     except BundleError as exc:
         digest = hashlib.sha256(data).digest()
         why = (
@@ -231,6 +237,21 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
         distrusted=None,
         floor=advance_floor(state.floor, bundle.issued_at, Role.POLICY),
     )
+
+
+def verify_for_device(
+    state: TrustState, data: bytes, *, installed: InstalledRef | None, now: int | None
+) -> VerifiedBundle:
+    """``data`` verified as a bundle under ``state.root`` and targeted at ``state.device``:
+    the one place the agent calls the bundle verifier (installing and re-loading alike).
+
+    ``installed`` is the version floor (``None``: none, for the bundle already installed);
+    ``now`` judges expiry (``None``: not judged, the gate does).
+
+    Raises:
+        BundleError: refused (format, signature, target, rollback, expiry).
+    """
+    return verify_bundle(data, root=state.root, device=state.device, installed=installed, now=now)
 
 
 def rotated_roles(old: TrustRoot, new: TrustRoot) -> frozenset[Role]:
@@ -291,25 +312,42 @@ def passed_deadline(state: TrustState, now: int) -> TrustState:
     return replace(state, floor=observe_deadline(state.floor, max(passed)))
 
 
-def revocation_applies(state: TrustState, revocation: Revocation) -> bool:
-    """Whether ``revocation`` (verified) would change what this device decides.
+class RevocationEffect(StrEnum):
+    """What a verified revocation does to a device's trust state."""
 
-    False for an epoch already applied, for a scope revocation that does not cover this
-    device, and for one the installed bundle already lifted (issued before it).
+    APPLIES = "applies"
+    """It changes what this device decides: kept (and persisted), logged as applied."""
+    NEW_EPOCH = "new_epoch"
+    """It changes no decision here (another device's, lifted, or an epoch already applied),
+    but its epoch is above any seen: the seen epoch and its signed time are recorded."""
+    KNOWN = "known"
+    """Nothing new: an epoch at or below the seen one that changes no decision."""
+
+
+def revocation_effect(state: TrustState, revocation: Revocation) -> RevocationEffect:
+    """What ``revocation`` (verified) does to ``state``: the one rule for every revocation.
+
+    It applies unless its epoch is already applied, or it is a scope revocation that does
+    not cover this device or that the installed bundle already lifted (issued before it).
+    One that does not apply still counts when its epoch is new (withheld-revocation
+    detection compares the announced kill epoch with the seen one).
     """
-    if any(r.epoch == revocation.epoch for r in state.revocations):
-        return False
-    if _is_scope(revocation):
-        lifted = state.bundle is not None and revocation.issued_at < state.bundle.issued_at
-        return revocation.denies_device(state.device) and not lifted
-    return True
+    if _applies(state, revocation):
+        return RevocationEffect.APPLIES
+    if revocation.epoch > state.seen_epoch:
+        return RevocationEffect.NEW_EPOCH
+    return RevocationEffect.KNOWN
 
 
 def with_revocation(state: TrustState, revocation: Revocation) -> TrustState:
-    """The state after learning of ``revocation`` (already verified): applied when
-    :func:`revocation_applies`, otherwise only its epoch and signed time are recorded."""
+    """The state after learning of ``revocation`` (already verified), as
+    :func:`revocation_effect` rules: kept when it applies; its epoch and signed time recorded
+    unless it is already known (then ``state`` itself is returned)."""
+    effect = revocation_effect(state, revocation)
+    if effect is RevocationEffect.KNOWN:
+        return state
     kept = state.revocations
-    if revocation_applies(state, revocation):
+    if effect is RevocationEffect.APPLIES:
         kept = (*kept, revocation)
     return replace(
         state,
@@ -362,9 +400,18 @@ def _listens_on(device: DeviceIdentity, channel: str) -> bool:
     return channel in {str(c) for c in agent_channels(device.device_id, device.groups)}
 
 
+def _applies(state: TrustState, revocation: Revocation) -> bool:
+    if any(r.epoch == revocation.epoch for r in state.revocations):
+        return False
+    if _is_scope(revocation):
+        lifted = state.bundle is not None and revocation.issued_at < state.bundle.issued_at
+        return revocation.denies_device(state.device) and not lifted
+    return True
+
+
 def _verifies(revocation: Revocation, root: TrustRoot, region: str) -> bool:
     try:
-        verify_revocation(revocation.raw, root=root, region=region, last_epoch=0)
+        verify_revocation(revocation.raw, root=root, region=region)
     except RevocationError:
         return False
     return True

@@ -327,7 +327,7 @@ def _revocation_seeds() -> list[bytes]:
 
 
 def _verify_revocation(data: bytes) -> object:
-    return verify_revocation(data, root=world().root, region=REGION, last_epoch=0)
+    return verify_revocation(data, root=world().root, region=REGION)
 
 
 def _revocation_agrees(value: object, raw: Mapping[object, object]) -> None:
