@@ -51,7 +51,6 @@ from edge_agent.protocol.attestation import (
     sign_result,
     verify_evidence,
 )
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.expectations import expectations_value
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
@@ -66,7 +65,7 @@ from edge_agent.trust.state import (
 from hub.cli.attest import build_expectations
 from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
 from hub.service.attest import Verifier, bundle_view, judge_evidence
-from tests.factory import DEVICE, NOW, HubSim
+from tests.factory import DEVICE, NOW, HubSim, accept_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "firmware_profiles" / "generic-x86_64.toml"
@@ -141,9 +140,9 @@ def _gate_states() -> tuple[TrustState, TrustState]:
     expectations = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [digest]}}}}
     plain = with_bundle(
         TrustState(DEVICE, root),
-        verify_bundle(sim.bundle(1), root=root, device=DEVICE, installed=None, now=None),
+        accept_bundle(sim.bundle(1), root=root, device=DEVICE, installed=None, now=None),
     )
-    required = verify_bundle(
+    required = accept_bundle(
         sim.bundle(1, attestation=expectations), root=root, device=DEVICE, installed=None, now=None
     )
     attested = with_bundle(TrustState(DEVICE, root), required)

@@ -59,6 +59,7 @@ from edge_agent.errors import (
 )
 from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -70,7 +71,7 @@ from edge_agent.protocol.attestation import (
     verify_challenge,
     verify_result,
 )
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, check_targeting, verify_bundle
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import EMPTY_ROOT
@@ -139,7 +140,7 @@ _TRANSITIONS = {
 
 @dataclass(frozen=True, slots=True)
 class InstallResult:
-    bundle: VerifiedBundle
+    bundle: CompiledBundle
     unchanged: bool
 
 
@@ -488,13 +489,11 @@ class LocalAgent:
     def _install_bundle(self, data: bytes, wall: int) -> InstallResult:
         now = self.earliest_now(wall)
         try:
-            bundle = verify_bundle(
-                data,
-                root=self.state.root,
-                device=self.state.device,
-                installed=self.state.installed,
-                now=now,
+            verified = verify_bundle(
+                data, root=self.state.root, installed=self.state.installed, now=now
             )
+            check_targeting(verified, self.state.device)
+            bundle = compile_bundle_policy(verified)
             if not bundle.unchanged:
                 check_admissible(self.state, bundle, now)
         except BundleError as exc:

@@ -12,7 +12,6 @@ import pytest
 
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult, Verdict
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.trust.gate import Reason, attestation_failure, check_report, decide
 from edge_agent.trust.state import (
     LocalVerdict,
@@ -21,7 +20,7 @@ from edge_agent.trust.state import (
     with_bundle,
     with_local_verdict,
 )
-from tests.factory import DEVICE, NOW, HubSim
+from tests.factory import DEVICE, NOW, HubSim, accept_bundle
 
 CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 DIGEST = hashlib.sha256(b"measured state").digest()
@@ -32,7 +31,7 @@ EXPECT = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [DIGEST
 def _bundle_state(attestation: dict[str, object] | None = EXPECT) -> TrustState:
     sim = HubSim()
     root = sim.root()
-    bundle = verify_bundle(
+    bundle = accept_bundle(
         sim.bundle(1, attestation=attestation), root=root, device=DEVICE, installed=None, now=None
     )
     return with_bundle(TrustState(device=DEVICE, root=root), bundle)

@@ -15,14 +15,13 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import json, sys
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.root import verify_trusted_root
 from edge_agent.trust.gate import decide
 from edge_agent.trust.state import TrustState, with_bundle
-from tests.factory import DEVICE, NOW
+from tests.factory import DEVICE, NOW, accept_bundle
 
 root = verify_trusted_root(open(sys.argv[1], "rb").read(), now=NOW)
-bundle = verify_bundle(open(sys.argv[2], "rb").read(), root=root, device=DEVICE,
+bundle = accept_bundle(open(sys.argv[2], "rb").read(), root=root, device=DEVICE,
                        installed=None, now=NOW)
 state = with_bundle(TrustState(device=DEVICE, root=root), bundle)
 out = []

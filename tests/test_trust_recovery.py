@@ -17,7 +17,6 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_COUNTER
@@ -40,7 +39,7 @@ from edge_agent.trust.state import (
     with_revocation,
     with_root,
 )
-from tests.factory import DAY, DEVICE, NOW, HubSim
+from tests.factory import DAY, DEVICE, NOW, HubSim, accept_bundle
 
 CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 HOUR = 3600
@@ -62,7 +61,7 @@ def _rotate(sim: HubSim, role: Role) -> None:
 
 def _base(sim: HubSim, **bundle: int) -> TrustState:
     root = sim.root()
-    verified = verify_bundle(
+    verified = accept_bundle(
         sim.bundle(1, **bundle), root=root, device=DEVICE, installed=None, now=None
     )
     return with_bundle(TrustState(DEVICE, root), verified)
@@ -98,7 +97,7 @@ class Scenario:
 
 def _expired_final_root(sim: HubSim) -> tuple[TrustState, int]:
     root = verify_trusted_root(sim.root_bytes(issued_at=NOW - 60, expires_at=NOW + HOUR), now=NOW)
-    bundle = verify_bundle(
+    bundle = accept_bundle(
         sim.bundle(1, expires_at=NOW + 30 * DAY), root=root, device=DEVICE, installed=None, now=NOW
     )
     return with_bundle(TrustState(DEVICE, root), bundle), NOW + 3 * HOUR
@@ -285,7 +284,7 @@ def test_bundle_offer_against_pin_and_trusted_time(case: Offer) -> None:
         if case.same_bytes_as_pin
         else sim.bundle(case.version, issued_at=case.issued_at, expires_at=case.issued_at + DAY)
     )
-    bundle = verify_bundle(offered, root=state.root, device=DEVICE, installed=None, now=NOW)
+    bundle = accept_bundle(offered, root=state.root, device=DEVICE, installed=None, now=NOW)
     if case.code is None:
         check_admissible(state, bundle, NOW)
         return
@@ -319,7 +318,7 @@ def test_a_token_pins_a_bundle_only_on_a_channel_the_device_listens_on(
     sim = HubSim()
     state = _token(sim, _base(sim), sim.bundle(5), channel=case.channel, kill_epoch=3)
     assert (state.floor.signed, state.announced_epoch) == (NOW - SIGNED_TIME_SKEW_S, 3)
-    offered = verify_bundle(sim.bundle(4), root=state.root, device=DEVICE, installed=None, now=NOW)
+    offered = accept_bundle(sim.bundle(4), root=state.root, device=DEVICE, installed=None, now=NOW)
     if case.code is None:
         check_admissible(state, offered, NOW)
         return
@@ -367,7 +366,7 @@ def test_a_bundle_after_a_compromised_policy_key_signed_the_largest_version(
         state = _token(sim, state, sim.bundle(case.pin_version))
     evil = sim.bundle(MAX_COUNTER, issued_at=NOW - 30)
     state = with_bundle(
-        state, verify_bundle(evil, root=state.root, device=DEVICE, installed=None, now=NOW)
+        state, accept_bundle(evil, root=state.root, device=DEVICE, installed=None, now=NOW)
     )
     old_keys = sim.policy_keys
     if case.rotate:
@@ -376,7 +375,7 @@ def test_a_bundle_after_a_compromised_policy_key_signed_the_largest_version(
     offered = sim.bundle(case.version, signers=old_keys if case.by_old_key else None)
 
     def install() -> TrustState:
-        bundle = verify_bundle(
+        bundle = accept_bundle(
             offered, root=state.root, device=DEVICE, installed=state.installed, now=NOW
         )
         check_admissible(state, bundle, NOW)

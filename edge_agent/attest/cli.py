@@ -34,7 +34,6 @@ from edge_agent.attest.profile import Profile, load_profile
 from edge_agent.attest.tpm import enroll
 from edge_agent.attest.verdict import problems
 from edge_agent.errors import ConfigError
-from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
 from edge_agent.support.cli import format_duration, wall_clock, write_atomic
 from edge_agent.trust.state import TrustState
 
@@ -131,13 +130,9 @@ def _cmd_attest(args: argparse.Namespace) -> int:
 def _expected(state: TrustState) -> dict[str, list[str]] | None:
     """Name -> accepted hex digests for this device, or ``None`` when nothing is expected."""
     bundle = state.bundle
-    if bundle is None or not bundle.attestation:
+    if bundle is None or bundle.attestation is None:
         return None
-    try:
-        expectations = parse_expectations(bundle.attestation)
-    except ExpectationsError:
-        return {}
-    allowed = expectations.for_device(state.device.profile, state.device.device_id) or {}
+    allowed = bundle.attestation.for_device(state.device.profile, state.device.device_id) or {}
     return {name: sorted(d.hex() for d in digests) for name, digests in allowed.items()}
 
 

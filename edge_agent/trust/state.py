@@ -35,8 +35,9 @@ import hashlib
 from dataclasses import dataclass, field, replace
 
 from edge_agent.errors import BundleError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol.attestation import AttestationResult
-from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, check_targeting, verify_bundle
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.revocation import (
     Revocation,
@@ -125,7 +126,7 @@ class TrustState:
 
     device: DeviceIdentity
     root: TrustRoot
-    bundle: VerifiedBundle | None = None
+    bundle: CompiledBundle | None = None
     floor: TimeFloor = field(default_factory=TimeFloor)
     revocations: tuple[Revocation, ...] = ()
     fault: str | None = None
@@ -154,7 +155,7 @@ class TrustState:
         return None
 
 
-def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
+def with_bundle(state: TrustState, bundle: CompiledBundle) -> TrustState:
     """The state after installing ``bundle``: signed time advances the floor, and scope
     revocations issued before the bundle are lifted by it."""
     kept = tuple(
@@ -170,7 +171,7 @@ def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
     )
 
 
-def check_admissible(state: TrustState, bundle: VerifiedBundle, now: int) -> None:
+def check_admissible(state: TrustState, bundle: CompiledBundle, now: int) -> None:
     """Refuse a verified, newer ``bundle`` that ``state`` rules out at trusted ``now``.
 
     1. Its ``issued_at`` may be at most :data:`SIGNED_TIME_SKEW_S` ahead of ``now``: signed
@@ -216,7 +217,9 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
     Expiry is not checked (the gate judges it) and nor is the version (it is the installed
     one)."""
     try:
-        bundle = verify_bundle(data, root=state.root, device=state.device, installed=None, now=None)
+        verified = verify_bundle(data, root=state.root, installed=None, now=None)
+        check_targeting(verified, state.device)
+        bundle = compile_bundle_policy(verified)
     except BundleError as exc:
         digest = hashlib.sha256(data).digest()
         why = (

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.errors import BundleError, ConfigError, EnvelopeError
-from edge_agent.protocol import cose, dcbor, topics
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
+from edge_agent.errors import BundleError, ConfigError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.protocol import topics
+from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,
@@ -46,7 +46,7 @@ __all__ = [
 class PushPlan:
     """A verified bundle and where it goes."""
 
-    bundle: VerifiedBundle
+    bundle: CompiledBundle
     channels: tuple[str, ...]
     unchanged: tuple[str, ...]
     """Channels where exactly this bundle is current already (re-published, no change)."""
@@ -64,7 +64,7 @@ def plan_push(
             or ``bundle_conflict`` against the bundle current on a channel,
             ``bundle_revoked`` when a revocation of its region voids it).
     """
-    bundle = verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
+    bundle = compile_bundle_policy(verify_bundle(data, root=root, installed=None, now=now))
     target = bundle.target
     _check_not_revoked(bundle, root, registry.current_revocations())
     channels = tuple(str(c) for c in topics.channels_for_target(target.devices, target.groups))
@@ -92,7 +92,7 @@ def plan_push(
 
 
 def _check_not_revoked(
-    bundle: VerifiedBundle, root: TrustRoot, issued: Sequence[IssuedRevocation]
+    bundle: CompiledBundle, root: TrustRoot, issued: Sequence[IssuedRevocation]
 ) -> None:
     """Refuse a bundle a revocation of its region voids: devices would install it and deny
     everything (``revoked``), while the push reported success."""
@@ -138,35 +138,6 @@ def record_push(registry: Registry, plan: PushPlan, now: int) -> None:
         issued_at=bundle.issued_at,
         target=bundle.target.as_cbor(),
         channels=plan.channels,
-    )
-
-
-def _probe(data: bytes) -> DeviceIdentity:
-    """A device identity inside the bundle's (still unverified) target, as ``bundle build``
-    probes: verification then decides."""
-    try:
-        payload = dcbor.decode(
-            cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES),
-            max_bytes=MAX_BUNDLE_BYTES,
-            what="bundle payload",
-        )
-    except EnvelopeError as exc:
-        raise BundleError(f"not a bundle: {exc.message}", code="bundle_format") from exc
-    target = _field(payload, "target")
-    region = _field(target, "region")
-    if not isinstance(region, str):
-        raise BundleError("not a bundle: its payload has no target region", code="bundle_format")
-
-    def first(key: str, default: str) -> str:
-        value = _field(target, key)
-        return str(value[0]) if isinstance(value, list) and value else default
-
-    group = first("groups", "")
-    return DeviceIdentity(
-        device_id=first("devices", "hub-self-check"),
-        region=region,
-        groups=(group,) if group else (),
-        profile=first("profiles", "any"),
     )
 
 
