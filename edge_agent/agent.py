@@ -57,7 +57,6 @@ from edge_agent.errors import (
     RootError,
     StateError,
 )
-from edge_agent.lineage.entries import GENESIS_PREV, Entry, Kind, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.policy.engine import Request
@@ -74,6 +73,13 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import DeviceIdentity, check_targeting, verify_bundle
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import (
+    GENESIS_PREV,
+    Entry,
+    Kind,
+    decode_entry,
+    encode_entry,
+)
 from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.roles import Role

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.errors import BundleError, EdgeGovError
-from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.store import LineageStore
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol.bundle import DeviceIdentity, check_targeting, verify_bundle
+from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, ChainVerifier
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
 
