@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.attest.measure import FileFactProvider
 from edge_agent.attest.profile import load_profile
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationResult,
@@ -66,7 +67,7 @@ from edge_agent.trust.state import (
 from hub.cli.attest import build_expectations
 from hub.registry.sqlite import DeviceRecord, PublishedBundle, Registry
 from hub.service.attest import Verifier, bundle_view, judge_evidence
-from tests.factory import DEVICE, NOW, HubSim, accept_bundle
+from tests.factory import DEVICE, NOW, HubSim
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "firmware_profiles" / "generic-x86_64.toml"

@@ -58,7 +58,7 @@ from edge_agent.errors import (
     StateError,
 )
 from edge_agent.lineage.log import LineageConfig, LineageLog
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.policy.bundle import CompiledBundle, accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -70,7 +70,7 @@ from edge_agent.protocol.attestation import (
     verify_challenge,
     verify_result,
 )
-from edge_agent.protocol.bundle import DeviceIdentity, check_targeting, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import (
@@ -495,11 +495,13 @@ class LocalAgent:
     def _install_bundle(self, data: bytes, wall: int) -> InstallResult:
         now = self.earliest_now(wall)
         try:
-            verified = verify_bundle(
-                data, root=self.state.root, installed=self.state.installed, now=now
+            bundle = accept_bundle(
+                data,
+                root=self.state.root,
+                device=self.state.device,
+                installed=self.state.installed,
+                now=now,
             )
-            check_targeting(verified, self.state.device)
-            bundle = compile_bundle_policy(verified)
             if not bundle.unchanged:
                 check_admissible(self.state, bundle, now)
         except BundleError as exc:

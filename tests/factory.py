@@ -10,18 +10,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol import cose, dcbor
-from edge_agent.protocol.bundle import (
-    BundleTarget,
-    DeviceIdentity,
-    InstalledRef,
-    bundle_payload,
-    check_targeting,
-    sign_bundle,
-    verify_bundle,
-)
+from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity, bundle_payload, sign_bundle
 from edge_agent.protocol.freshness import FreshnessToken, freshness_payload, sign_freshness
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.revocation import (
@@ -46,21 +37,6 @@ DEVICE = DeviceIdentity(
     device_id="gw-001", region="eu-1", groups=("line-a",), profile="generic-x86_64"
 )
 TARGET = BundleTarget(region="eu-1", groups=("line-a",), profiles=("generic-x86_64",))
-
-
-def accept_bundle(
-    data: bytes,
-    *,
-    root: TrustRoot,
-    device: DeviceIdentity,
-    installed: InstalledRef | None,
-    now: int | None,
-) -> CompiledBundle:
-    """What a device does with offered bundle bytes: verify, check it targets ``device``,
-    compile its policy (each step raises ``BundleError``)."""
-    verified = verify_bundle(data, root=root, installed=installed, now=now)
-    check_targeting(verified, device)
-    return compile_bundle_policy(verified)
 
 
 SAMPLE_POLICY = policy_payload(

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult, Verdict
 from edge_agent.trust.gate import Reason, attestation_failure, check_report, decide
@@ -20,7 +21,7 @@ from edge_agent.trust.state import (
     with_bundle,
     with_local_verdict,
 )
-from tests.factory import DEVICE, NOW, HubSim, accept_bundle
+from tests.factory import DEVICE, NOW, HubSim
 
 CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 DIGEST = hashlib.sha256(b"measured state").digest()

@@ -18,7 +18,8 @@ from edge_agent.policy.engine import Request
 from edge_agent.protocol.root import verify_trusted_root
 from edge_agent.trust.gate import decide
 from edge_agent.trust.state import TrustState, with_bundle
-from tests.factory import DEVICE, NOW, accept_bundle
+from tests.factory import DEVICE, NOW
+from edge_agent.policy.bundle import accept_bundle
 
 root = verify_trusted_root(open(sys.argv[1], "rb").read(), now=NOW)
 bundle = accept_bundle(open(sys.argv[2], "rb").read(), root=root, device=DEVICE,

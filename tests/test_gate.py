@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
 from edge_agent.trust.gate import Reason, check_report, decide, lineage_unavailable
 from edge_agent.trust.state import TrustState, with_bundle, with_revocation
-from tests.factory import DAY, DEVICE, NOW, HubSim, accept_bundle
+from tests.factory import DAY, DEVICE, NOW, HubSim
 
 CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 SHELL = Request("svc:camera", "exec", "/bin/sh")

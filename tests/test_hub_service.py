@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import verify_freshness
@@ -23,7 +24,6 @@ from hub.registry.sqlite import Registry
 from hub.service.broker_limits import BrokerLimits
 from hub.service.server import HubConfig, HubService
 from tests.brokers import amqtt_broker, mosquitto_broker
-from tests.factory import accept_bundle
 from tests.hub_support import (
     HubSetup,
     hub_config,

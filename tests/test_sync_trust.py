@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.freshness import FreshnessError, verify_freshness
 from edge_agent.protocol.keys import PrivateKey
@@ -26,7 +27,7 @@ from edge_agent.protocol.shipping import (
 )
 from edge_agent.trust.gate import Reason, decide
 from edge_agent.trust.state import TrustState, with_bundle, with_freshness, with_revocation
-from tests.factory import DEVICE, NOW, HubSim, accept_bundle
+from tests.factory import DEVICE, NOW, HubSim
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 

@@ -16,6 +16,7 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
@@ -39,7 +40,7 @@ from edge_agent.trust.state import (
     with_revocation,
     with_root,
 )
-from tests.factory import DAY, DEVICE, NOW, HubSim, accept_bundle
+from tests.factory import DAY, DEVICE, NOW, HubSim
 
 CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 HOUR = 3600

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from edge_agent.errors import BundleError, EdgeGovError
 from edge_agent.lineage.store import LineageStore
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
-from edge_agent.protocol.bundle import DeviceIdentity, check_targeting, verify_bundle
+from edge_agent.policy.bundle import CompiledBundle, accept_bundle
+from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
@@ -136,9 +136,7 @@ def _bundle(
     error: EdgeGovError | None = None
     for root in reversed(roots):
         try:
-            verified = verify_bundle(data, root=root, installed=None, now=None)
-            check_targeting(verified, device)
-            return compile_bundle_policy(verified)
+            return accept_bundle(data, root=root, device=device, installed=None, now=None)
         except BundleError as exc:
             error = exc
     return f"bundle sha256:{digest.hex()[:16]} does not verify: {error}"

@@ -35,6 +35,7 @@ from edge_agent.errors import BundleError, EnvelopeError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.allocation import paused_gc
+from edge_agent.protocol.dcbor import CborValue
 from edge_agent.protocol.expectations import Expectations, ExpectationsError, parse_expectations
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
@@ -199,7 +200,7 @@ def _verify_bundle(
             f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"
         )
     signer_ids, payload = _verify_signatures(data, root)
-    fields = _decode(payload)
+    fields = _fields(payload)
     target = _parse_target(fields.raw("target"))
     _authorise(signer_ids, root, target)
     version = fields.integer("version", minimum=1)
@@ -242,23 +243,22 @@ def _expectations(value: object) -> Expectations | None:
         raise BundleFormatError(f"bundle attestation expectations: {exc.message}") from exc
 
 
-def _verify_signatures(data: bytes, root: TrustRoot) -> tuple[frozenset[bytes], bytes]:
-    """The policy keys of ``root`` whose signatures verify, and the signed payload.
+def _verify_signatures(data: bytes, root: TrustRoot) -> tuple[frozenset[bytes], CborValue]:
+    """The policy keys of ``root`` whose signatures verify, and the signed payload, decoded.
 
     The signatures cover an ``external_aad`` naming the bundle's target region, which only the
-    payload they sign carries: the region is read leniently from the unverified payload to
-    rebuild that aad, and nothing else of it is looked at before the signatures verify. A
-    bundle whose region cannot be read cannot have its signatures checked: it is refused as
-    malformed, with the strict decoder's reason (another kind of object stays a signature
-    fault, as always).
+    payload they sign carries, so the payload is decoded before they are checked
+    (:class:`_Claim`), to read that region and nothing else. A payload whose region cannot be
+    read cannot have its signatures checked: it is refused as malformed. Nothing of the
+    payload is acted on before the signatures verify.
     """
-    region = _claimed_region(data)
+    claim = _Claim()
     try:
         verified = cose.verify_sign(
             data,
             keys=root.role(Role.POLICY).keys,
             content_type=content_type(Role.POLICY),
-            external_aad=external_aad(Role.POLICY, region or ""),
+            external_aad=claim.external_aad,
             max_bytes=MAX_BUNDLE_BYTES,
         )
     except cose.MalformedEnvelopeError as exc:
@@ -266,44 +266,59 @@ def _verify_signatures(data: bytes, root: TrustRoot) -> tuple[frozenset[bytes], 
     except cose.ForeignEnvelopeError as exc:
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
     except EnvelopeError as exc:
-        if region is None:
-            _parse_target(
-                _decode(cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES)).raw("target")
-            )
+        if claim.region is None:
+            _parse_target(_fields(claim.decoded).raw("target"))
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
-    return verified.signer_ids, verified.payload
+    return verified.signer_ids, _payload(claim.decoded)
 
 
-def _claimed_region(data: bytes) -> str | None:
-    try:
-        payload = cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES)
-    except EnvelopeError:
-        return None
-    claimed = dcbor.decode_lenient(payload, max_bytes=MAX_BUNDLE_BYTES)
-    region = _field(_field(claimed, "target"), "region")
-    return region if isinstance(region, str) else None
+class _Claim:
+    """What a bundle's payload claims before its signatures are checked.
+
+    The payload is decoded strictly (the decode the bundle is then read from, done once) or,
+    when that fails, leniently, only for the region: so a tampered payload still fails as a
+    signature fault and a signed but malformed one as a format fault, as they did when the
+    region was known beforehand.
+    """
+
+    def __init__(self) -> None:
+        self.decoded: CborValue | BundleFormatError = BundleFormatError("bundle has no payload")
+        self.region: str | None = None
+
+    def external_aad(self, payload: bytes) -> bytes:
+        claimed: object
+        try:
+            self.decoded = claimed = dcbor.decode(
+                payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload"
+            )
+        except EnvelopeError as exc:
+            self.decoded = BundleFormatError(exc.message)
+            claimed = dcbor.decode_lenient(payload, max_bytes=MAX_BUNDLE_BYTES)
+        region = _field(_field(claimed, "target"), "region")
+        self.region = region if isinstance(region, str) else None
+        return external_aad(Role.POLICY, self.region or "")
+
+
+def _payload(decoded: CborValue | BundleFormatError) -> CborValue:
+    if isinstance(decoded, BundleFormatError):
+        raise decoded
+    return decoded
 
 
 def _field(value: object, key: str) -> object:
     return value.get(key) if isinstance(value, dict) else None
 
 
-def _decode(payload: bytes) -> Fields:
-    try:
-        value = dcbor.decode(payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload")
-        return Fields(
-            value,
-            "bundle",
-            BundleFormatError,
-            required=frozenset(
-                {"version", "issued_at", "expires_at", "target", "policy", "attestation"}
-            ),
-            optional=frozenset({"max_offline"}),
-        )
-    except BundleError:
-        raise
-    except EnvelopeError as exc:
-        raise BundleFormatError(exc.message) from exc
+def _fields(decoded: CborValue | BundleFormatError) -> Fields:
+    return Fields(
+        _payload(decoded),
+        "bundle",
+        BundleFormatError,
+        required=frozenset(
+            {"version", "issued_at", "expires_at", "target", "policy", "attestation"}
+        ),
+        optional=frozenset({"max_offline"}),
+    )
 
 
 def _parse_target(value: object) -> BundleTarget:

@@ -45,7 +45,7 @@ an envelope without verifying it, for display and for choosing keys or scope.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -63,6 +63,7 @@ __all__ = [
     "SIGN1_TAG",
     "SIGN_TAG",
     "ContentType",
+    "ExternalAad",
     "ForeignEnvelopeError",
     "MalformedEnvelopeError",
     "Signer",
@@ -88,6 +89,11 @@ HEADER_KID = 4
 
 ContentType: TypeAlias = str | int
 """RFC 9052 label 3: a media-type string (edgegov's own) or a CoAP Content-Format number."""
+
+ExternalAad: TypeAlias = bytes | Callable[[bytes], bytes]
+"""The ``external_aad`` bytes, or a function giving them from the envelope's payload (not yet
+verified) for an object whose signing scope is named inside the payload it signs (a bundle's
+target region); it is called once, after steps 1-3, before any signature is checked."""
 
 _NAMES = {SIGN1_TAG: "COSE_Sign1 envelope", SIGN_TAG: "COSE_Sign envelope"}
 _ALG_NAMES = {-19: "Ed25519 (-19)", -8: "EdDSA (-8)"}
@@ -303,7 +309,7 @@ def verify_sign(
     *,
     keys: Mapping[bytes, PublicKey],
     content_type: ContentType,
-    external_aad: bytes,
+    external_aad: ExternalAad,
     max_bytes: int,
 ) -> Verified:
     """Verify a ``COSE_Sign``; return every distinct authorised key id that signed it.
@@ -355,13 +361,14 @@ def _verify(
     tag: int,
     keys: Mapping[bytes, PublicKey],
     content_type: ContentType,
-    external_aad: bytes,
+    external_aad: ExternalAad,
     max_bytes: int,
 ) -> Verified:
     """Steps 1-4 of the module docstring, in that order; the caller counts thresholds."""
     envelope = _parse(data, tag, max_bytes)
     _check_content_type(envelope.body, content_type)
-    signer_ids = _verified_key_ids(envelope, keys, external_aad)
+    aad = external_aad if isinstance(external_aad, bytes) else external_aad(envelope.payload)
+    signer_ids = _verified_key_ids(envelope, keys, aad)
     if not signer_ids:
         raise EnvelopeError(_no_signer_message(envelope, keys, content_type))
     return Verified(envelope.payload, signer_ids, content_type)

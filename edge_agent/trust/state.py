@@ -35,9 +35,9 @@ import hashlib
 from dataclasses import dataclass, field, replace
 
 from edge_agent.errors import BundleError
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.policy.bundle import CompiledBundle, accept_bundle
 from edge_agent.protocol.attestation import AttestationResult
-from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, check_targeting, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.revocation import (
     Revocation,
@@ -217,9 +217,7 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
     Expiry is not checked (the gate judges it) and nor is the version (it is the installed
     one)."""
     try:
-        verified = verify_bundle(data, root=state.root, installed=None, now=None)
-        check_targeting(verified, state.device)
-        bundle = compile_bundle_policy(verified)
+        bundle = accept_bundle(data, root=state.root, device=state.device, installed=None, now=None)
     except BundleError as exc:
         digest = hashlib.sha256(data).digest()
         why = (

@@ -38,6 +38,7 @@ from pathlib import Path
 import cbor2
 
 from edge_agent.errors import EdgeGovError
+from edge_agent.policy.bundle import accept_bundle
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.policy.engine import Request, evaluate
 from edge_agent.policy.source import load_policy_source
@@ -77,7 +78,7 @@ from edge_agent.protocol.shipping import (
 from edge_agent.socket import _cbor, wire
 from edge_agent.support.mqtt import Incoming
 from edge_agent.sync.config import load_config
-from tests.factory import DAY, accept_bundle
+from tests.factory import DAY
 from tests.fuzz.world import DEVICE, NOW, key, payload_of, world
 
 __all__ = ["TARGETS", "Target", "by_name"]
