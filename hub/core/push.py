@@ -141,10 +141,6 @@ def record_push(registry: Registry, plan: PushPlan, now: int) -> None:
     )
 
 
-def _field(value: object, key: str) -> object:
-    return value.get(key) if isinstance(value, dict) else None
-
-
 def _identity(device: DeviceRecord) -> DeviceIdentity:
     return DeviceIdentity(device.device_id, device.region, device.groups, device.profile)
 
