@@ -39,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.attest.measure import FileFactProvider
-from edge_agent.attest.profile import Profile, load_profile
+from edge_agent.attest.profile import load_profile
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationResult,
@@ -50,8 +51,8 @@ from edge_agent.protocol.attestation import (
     sign_evidence,
     sign_result,
 )
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.expectations import expectations_value
+from edge_agent.protocol.firmware_profile import Profile
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.gate import attestation_failure, decide
@@ -142,9 +143,9 @@ def _gate_states() -> tuple[TrustState, TrustState]:
     expectations = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [digest]}}}}
     plain = with_bundle(
         TrustState(DEVICE, root),
-        verify_bundle(sim.bundle(1), root=root, device=DEVICE, installed=None, now=None),
+        compile_for_device(sim.bundle(1), root=root, device=DEVICE, installed=None, now=None),
     )
-    required = verify_bundle(
+    required = compile_for_device(
         sim.bundle(1, attestation=expectations), root=root, device=DEVICE, installed=None, now=None
     )
     attested = with_bundle(TrustState(DEVICE, root), required)

@@ -54,8 +54,8 @@ from edge_agent.attest.persist import StoredAttestation, read_attestation, write
 from edge_agent.attest.verdict import judge
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
 from edge_agent.errors import EdgeGovError, LineageError, StateError
-from edge_agent.lineage.entries import GENESIS_PREV, Entry, decode_entry, encode_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
+from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -66,9 +66,15 @@ from edge_agent.protocol.attestation import (
     sign_evidence,
     verify_challenge,
 )
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle
+from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import (
+    GENESIS_PREV,
+    Entry,
+    decode_entry,
+    encode_entry,
+)
 from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
@@ -130,7 +136,7 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class InstallResult:
-    bundle: VerifiedBundle
+    bundle: CompiledBundle
     unchanged: bool
 
 

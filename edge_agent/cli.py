@@ -38,6 +38,7 @@ from edge_agent.support.cli import (
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync import cli as sync_cli
 from edge_agent.trust.gate import GATE_OPEN, Decision, Reason
+from edge_agent.trust.state import TrustState
 
 __all__ = ["main"]
 
@@ -156,9 +157,15 @@ def _parser() -> argparse.ArgumentParser:
     lineage_cli.register(commands, common)
     sync_cli.register(commands, common)
     socket_cli.register(commands, common)
-    attest_cli.register(commands, common)
+    attest_cli.register(commands, common, _trust_state)
     fanotify_cli.register(commands, common)
     return parser
+
+
+def _trust_state(state_dir: Path) -> TrustState:
+    """The trust state of the agent in ``state_dir``, read and closed again."""
+    with LocalAgent.open(state_dir) as agent:
+        return agent.state
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from edge_agent.attest.measure import MeasurementSet
-from edge_agent.attest.profile import Profile, parse_profile
 from edge_agent.protocol.expectations import expectations_value
+from edge_agent.protocol.firmware_profile import Profile, parse_profile
 from hub.cli.attest import build_expectations
 
 PROFILE_TOML = """\

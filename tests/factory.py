@@ -38,6 +38,7 @@ DEVICE = DeviceIdentity(
 )
 TARGET = BundleTarget(region="eu-1", groups=("line-a",), profiles=("generic-x86_64",))
 
+
 SAMPLE_POLICY = policy_payload(
     groups={"sensors": ["svc:camera", "svc:thermo"]},
     workloads={"svc:camera": ["exe:/opt/camera/bin/capture", "uid:1001"]},

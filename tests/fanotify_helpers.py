@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.policy.compiler import policy_payload
+from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from tests.factory import DAY, DEVICE, HubSim
 
 REPO = Path(__file__).resolve().parent.parent

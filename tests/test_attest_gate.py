@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult, Verdict
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.trust.gate import Reason, attestation_failure, check_report, decide
 from edge_agent.trust.state import (
     LocalVerdict,
@@ -32,7 +32,7 @@ EXPECT = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [DIGEST
 def _bundle_state(attestation: dict[str, object] | None = EXPECT) -> TrustState:
     sim = HubSim()
     root = sim.root()
-    bundle = verify_bundle(
+    bundle = compile_for_device(
         sim.bundle(1, attestation=attestation), root=root, device=DEVICE, installed=None, now=None
     )
     return with_bundle(TrustState(device=DEVICE, root=root), bundle)

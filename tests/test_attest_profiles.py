@@ -15,9 +15,10 @@ import pytest
 
 from edge_agent.attest.config import AttestationConfig, open_attestor
 from edge_agent.attest.measure import FileFactProvider
-from edge_agent.attest.profile import load_profile, parse_profile
+from edge_agent.attest.profile import load_profile
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.protocol.firmware_profile import parse_profile
 from tests.attest_support import PROFILE_TOML, make_root, small_profile, write_profile
 
 PROFILES = Path(__file__).resolve().parent.parent / "firmware_profiles"

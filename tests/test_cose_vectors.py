@@ -3,7 +3,7 @@
 The vectors (tests/vectors/cose-wg/eddsa-examples, public domain, vendored: a missing file
 fails the run, it never skips) sign with alg EdDSA
 (-8) and content type 0 (a CoAP Content-Format number), so they go through the low-level
-helpers (:func:`cose.sign1_with_headers`, :func:`cose.check_sign1`, ...) with the key pinned
+helpers (:func:`cose.sign1_with_headers`, :func:`cose.verify_sign1`, ...) with the key pinned
 to -8; edgegov's own objects use the same code with -19 and media-type content types.
 
 Any flipped bit fails, the unprotected ``kid`` included: RFC 9052 does not sign unprotected
@@ -78,15 +78,17 @@ def sign_vector() -> tuple[PrivateKey, bytes, bytes]:
 
 
 def _check_sign1(data: bytes, keys: dict[bytes, PublicKey]) -> tuple[bytes, frozenset[bytes]]:
-    return cose.check_sign1(
+    verified = cose.verify_sign1(
         data, keys=keys, content_type=0, external_aad=NO_AAD, max_bytes=MAX_BYTES
     )
+    return verified.payload, verified.signer_ids
 
 
 def _check_sign(data: bytes, keys: dict[bytes, PublicKey]) -> tuple[bytes, frozenset[bytes]]:
-    return cose.check_sign(
+    verified = cose.verify_sign(
         data, keys=keys, content_type=0, external_aad=NO_AAD, max_bytes=MAX_BYTES
     )
+    return verified.payload, verified.signer_ids
 
 
 def test_sign1_sig_structure_matches_to_be_signed(

@@ -15,14 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import json, sys
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.root import verify_trusted_root
 from edge_agent.trust.gate import decide
 from edge_agent.trust.state import TrustState, with_bundle
 from tests.factory import DEVICE, NOW
+from edge_agent.policy.bundle import compile_for_device
 
 root = verify_trusted_root(open(sys.argv[1], "rb").read(), now=NOW)
-bundle = verify_bundle(open(sys.argv[2], "rb").read(), root=root, device=DEVICE,
+bundle = compile_for_device(open(sys.argv[2], "rb").read(), root=root, device=DEVICE,
                        installed=None, now=NOW)
 state = with_bundle(TrustState(device=DEVICE, root=root), bundle)
 out = []

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.fanotify.breakglass import (
+from edge_agent.policy.compiler import policy_payload
+from edge_agent.protocol import cose
+from edge_agent.protocol.breakglass import (
     MAX_WINDOW_S,
+    BreakGlassError,
     BreakGlassToken,
     break_glass_payload,
     sign_break_glass,
-    verify_break_glass,
 )
-from edge_agent.fanotify.errors import BreakGlassError
-from edge_agent.policy.compiler import policy_payload
-from edge_agent.protocol import cose
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role, content_type, external_aad
+from edge_agent.trust.breakglass import verify_break_glass
 from edge_agent.trust.state import TrustState
 from tests.factory import DAY, DEVICE, HubSim
 from tests.fanotify_helpers import (

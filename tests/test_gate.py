@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
 from edge_agent.trust.gate import (
@@ -30,7 +30,7 @@ def _state(**bundle_kwargs: object) -> TrustState:
     sim = HubSim()
     root = sim.root()
     state = TrustState(device=DEVICE, root=root)
-    bundle = verify_bundle(
+    bundle = compile_for_device(
         sim.bundle(1, **bundle_kwargs), root=root, device=DEVICE, installed=None, now=None
     )
     return with_bundle(state, bundle)
@@ -117,7 +117,7 @@ def test_newer_bundle_lifts_a_scope_revocation() -> None:
         TrustState(device=DEVICE, root=root),
         Revocation(1, NOW - 3600, RevocationKind.DEVICE, "gw-001", ""),
     )
-    bundle = verify_bundle(sim.bundle(2), root=root, device=DEVICE, installed=None, now=NOW)
+    bundle = compile_for_device(sim.bundle(2), root=root, device=DEVICE, installed=None, now=NOW)
     assert decide(with_bundle(revoked, bundle), CAMERA, NOW).allowed
 
 

@@ -243,4 +243,4 @@ def test_the_next_revocation_takes_the_epoch_above_the_regions_highest() -> None
         "device",
         "gw-001",
     )
-    assert verify_revocation(issued.data, root=ROOT, region="eu-1", last_epoch=4).epoch == 5
+    assert verify_revocation(issued.data, root=ROOT, region="eu-1").epoch == 5

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.protocol import topics
-from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.shipping import DeviceStatus, sign_status, verify_ack
@@ -74,7 +75,7 @@ async def test_a_pushed_bundle_stays_retained_for_a_device_that_connects_after_t
     async with watching(settings, [topics.bundle_topic("eu-1", GROUP)], "late-device") as late:
         message = await late.next(topics.bundle_topic("eu-1", GROUP))
     assert message.retain and message.payload == data
-    bundle = verify_bundle(
+    bundle = compile_for_device(
         message.payload, root=setup.root, device=GW1, installed=None, now=int(time.time())
     )
     assert bundle.version == 1
@@ -96,7 +97,7 @@ async def test_freshness_tokens_keep_coming_and_pin_the_current_bundle(
                 tokens.append(
                     verify_freshness(message.payload, root=setup.root, region="eu-1", now=now)
                 )
-    digest = verify_bundle(data, root=setup.root, device=GW1, installed=None, now=now).digest
+    digest = compile_for_device(data, root=setup.root, device=GW1, installed=None, now=now).digest
     assert {t.bundle_digest for t in tokens} == {digest}
     assert all(t.channel == "group/line-a" and t.kill_epoch == 0 for t in tokens)
     assert [t.hub_time for t in tokens] == sorted(t.hub_time for t in tokens)

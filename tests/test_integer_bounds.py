@@ -23,7 +23,6 @@ from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import EdgeGovError, LineageError, StateError
 from edge_agent.lineage.cli import _row as lineage_row
-from edge_agent.lineage.entries import Entry, Kind, decode_entry, encode_entry
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.attestation import (
     NONCE_BYTES,
@@ -50,6 +49,7 @@ from edge_agent.protocol.freshness import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry, encode_entry
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,
@@ -177,7 +177,7 @@ KINDS = [
         "bundle",
         ("version", "issued_at", "expires_at", "max_offline"),
         _bundle,
-        lambda s, d: verify_bundle(d, root=s.root(), device=DEVICE, installed=None, now=NOW),
+        lambda s, d: verify_bundle(d, root=s.root(), installed=None, now=NOW),
         "bundle_format",
         lambda s: _bundle(s, "version", 3),
     ),

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import (
+from edge_agent.policy.engine import Request
+from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.lineage_entries import (
     GENESIS_PREV,
     Entry,
     Kind,
@@ -21,8 +23,6 @@ from edge_agent.lineage.entries import (
     encode_entry,
     place_draft,
 )
-from edge_agent.policy.engine import Request
-from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import Frontier
 
 COUNTER = st.integers(0, MAX_COUNTER)

@@ -16,10 +16,10 @@ from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import LineageError
 from edge_agent.lineage import log as log_module
-from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.log import TAMPERED, LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, LineageStore
 from edge_agent.policy.engine import Request
+from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.support.mqtt import BrokerSettings

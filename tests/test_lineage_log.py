@@ -18,10 +18,11 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import Draft, decision_entry, draft_of
+from edge_agent.lineage.decisions import decision_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, WouldWait
 from edge_agent.policy.engine import Request
+from edge_agent.protocol.lineage_entries import Draft, draft_of
 from edge_agent.trust.gate import Decision, Reason, decide
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
 from edge_agent.lineage.store import Appended, WouldWait
 from edge_agent.lineage.writer import MAX_ON_LOOP_ENTRIES, AsyncGroupCommitWriter
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
 
 DRAFT = draft_of(Entry(0, 1, GENESIS_PREV, Kind.ROOT_ROTATED, True, "root_rotated"))
 

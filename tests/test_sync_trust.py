@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import FreshnessError, verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import verify_revocation
@@ -39,7 +39,7 @@ def hub() -> HubSim:
 
 def _state(hub: HubSim, bundle: bytes) -> TrustState:
     root = hub.root()
-    verified = verify_bundle(bundle, root=root, device=DEVICE, installed=None, now=NOW)
+    verified = compile_for_device(bundle, root=root, device=DEVICE, installed=None, now=NOW)
     return with_bundle(TrustState(DEVICE, root), verified)
 
 
@@ -77,7 +77,7 @@ def test_installing_a_new_bundle_forgets_the_old_bundles_freshness(hub: HubSim) 
     state = _state(hub, bundle)
     token = verify_freshness(hub.freshness(bundle), root=hub.root(), region="eu-1", now=NOW)
     state = with_freshness(state, token)
-    newer = verify_bundle(
+    newer = compile_for_device(
         hub.bundle(2, issued_at=NOW - 50, max_offline=30),
         root=hub.root(),
         device=DEVICE,
@@ -137,7 +137,7 @@ def test_revocation_lifted_by_a_newer_bundle_changes_nothing_when_replayed(hub: 
     state = _state(hub, hub.bundle(issued_at=NOW - 600))
     revocation = _revocation(hub, 1, issued_at=NOW - 300)
     state = with_revocation(state, revocation)
-    newer = verify_bundle(
+    newer = compile_for_device(
         hub.bundle(2, issued_at=NOW - 60),
         root=hub.root(),
         device=DEVICE,

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent.attest.profile import parse_profile
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -33,6 +32,7 @@ from edge_agent.protocol.attestation import (
     verify_evidence,
     with_quote,
 )
+from edge_agent.protocol.firmware_profile import parse_profile
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from hub.cli.attest import build_expectations

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge_agent.lineage.entries import Kind
 from edge_agent.protocol.attestation import AttestationResult, Verdict, sign_result
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root

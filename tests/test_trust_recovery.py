@@ -16,8 +16,8 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_COUNTER
@@ -62,7 +62,7 @@ def _rotate(sim: HubSim, role: Role) -> None:
 
 def _base(sim: HubSim, **bundle: int) -> TrustState:
     root = sim.root()
-    verified = verify_bundle(
+    verified = compile_for_device(
         sim.bundle(1, **bundle), root=root, device=DEVICE, installed=None, now=None
     )
     return with_bundle(TrustState(DEVICE, root), verified)
@@ -96,7 +96,7 @@ class Scenario:
 
 def _expired_final_root(sim: HubSim) -> tuple[TrustState, int]:
     root = verify_trusted_root(sim.root_bytes(issued_at=NOW - 60, expires_at=NOW + HOUR), now=NOW)
-    bundle = verify_bundle(
+    bundle = compile_for_device(
         sim.bundle(1, expires_at=NOW + 30 * DAY), root=root, device=DEVICE, installed=None, now=NOW
     )
     return with_bundle(TrustState(DEVICE, root), bundle), NOW + 3 * HOUR
@@ -283,7 +283,7 @@ def test_bundle_offer_against_pin_and_trusted_time(case: Offer) -> None:
         if case.same_bytes_as_pin
         else sim.bundle(case.version, issued_at=case.issued_at, expires_at=case.issued_at + DAY)
     )
-    bundle = verify_bundle(offered, root=state.root, device=DEVICE, installed=None, now=NOW)
+    bundle = compile_for_device(offered, root=state.root, device=DEVICE, installed=None, now=NOW)
     if case.code is None:
         check_admissible(state, bundle, NOW)
         return
@@ -317,7 +317,9 @@ def test_a_token_pins_a_bundle_only_on_a_channel_the_device_listens_on(
     sim = HubSim()
     state = _token(sim, _base(sim), sim.bundle(5), channel=case.channel, kill_epoch=3)
     assert (state.floor.signed, state.announced_epoch) == (NOW - SIGNED_TIME_SKEW_S, 3)
-    offered = verify_bundle(sim.bundle(4), root=state.root, device=DEVICE, installed=None, now=NOW)
+    offered = compile_for_device(
+        sim.bundle(4), root=state.root, device=DEVICE, installed=None, now=NOW
+    )
     if case.code is None:
         check_admissible(state, offered, NOW)
         return
@@ -365,7 +367,7 @@ def test_a_bundle_after_a_compromised_policy_key_signed_the_largest_version(
         state = _token(sim, state, sim.bundle(case.pin_version))
     evil = sim.bundle(MAX_COUNTER, issued_at=NOW - 30)
     state = with_bundle(
-        state, verify_bundle(evil, root=state.root, device=DEVICE, installed=None, now=NOW)
+        state, compile_for_device(evil, root=state.root, device=DEVICE, installed=None, now=NOW)
     )
     old_keys = sim.policy_keys
     if case.rotate:
@@ -374,7 +376,7 @@ def test_a_bundle_after_a_compromised_policy_key_signed_the_largest_version(
     offered = sim.bundle(case.version, signers=old_keys if case.by_old_key else None)
 
     def install() -> TrustState:
-        bundle = verify_bundle(
+        bundle = compile_for_device(
             offered, root=state.root, device=DEVICE, installed=state.installed, now=NOW
         )
         check_admissible(state, bundle, NOW)

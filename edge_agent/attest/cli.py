@@ -20,9 +20,9 @@ import argparse
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import (
     DEFAULT_PROFILE_DIR,
     AttestationConfig,
@@ -30,24 +30,31 @@ from edge_agent.attest.config import (
     resolve,
 )
 from edge_agent.attest.measure import Measurement, MeasurementSet
-from edge_agent.attest.profile import Profile, load_profile
+from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import enroll
 from edge_agent.attest.verdict import problems
 from edge_agent.errors import ConfigError
-from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
+from edge_agent.protocol.attestation import REPORT_FORMAT
+from edge_agent.protocol.firmware_profile import Profile
 from edge_agent.support.cli import format_duration, wall_clock, write_atomic
 from edge_agent.trust.state import TrustState
 
-__all__ = ["REPORT_FORMAT", "register"]
+__all__ = ["register"]
 
-REPORT_FORMAT = "edgegov-attestation-report/1"
 AK_FILE = "tpm-ak.pem"
 
 
+StateReader = Callable[[Path], TrustState]
+"""Reads a state directory's trust state (the agent's, handed in by ``edge_agent.cli``: the
+attest package sits below the agent, which measures with it)."""
+
+
 def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    read_state: StateReader,
 ) -> None:
-    """Add ``attest`` to the ``edge-agent`` parser."""
+    """Add ``attest`` to the ``edge-agent`` parser; ``read_state`` opens a state directory."""
     attest = commands.add_parser(
         "attest", parents=[common], help="measure now and compare with the bundle's expectations"
     )
@@ -59,7 +66,7 @@ def register(
         help="where PROFILE.toml is looked up (default: %(default)s)",
     )
     attest.add_argument("--measure-root", default="/", help="read measured paths under this root")
-    attest.set_defaults(handler=_cmd_attest)
+    attest.set_defaults(handler=_cmd_attest, read_state=read_state)
     enroll_tpm = attest.add_subparsers(dest="attest_command", metavar="COMMAND").add_parser(
         "tpm-enroll",
         parents=[common],
@@ -72,14 +79,14 @@ def register(
         help="where PROFILE.toml is looked up (default: %(default)s)",
     )
     enroll_tpm.add_argument("--out", type=Path, help=f"PEM file (default: STATE_DIR/{AK_FILE})")
-    enroll_tpm.set_defaults(handler=_cmd_tpm_enroll)
+    enroll_tpm.set_defaults(handler=_cmd_tpm_enroll, read_state=read_state)
 
 
 def _load(args: argparse.Namespace, measure_root: str = "/") -> tuple[TrustState, Profile]:
     """This device's trust state and its firmware profile (``--profile-file`` or the
     enrolled profile in ``--profile-dir``)."""
-    with LocalAgent.open(args.state_dir) as agent:
-        state = agent.state
+    read_state: StateReader = args.read_state
+    state = read_state(args.state_dir)
     config = AttestationConfig(
         profile_file=None if args.profile_file is None else str(args.profile_file),
         profile_dir=args.profile_dir,
@@ -131,13 +138,9 @@ def _cmd_attest(args: argparse.Namespace) -> int:
 def _expected(state: TrustState) -> dict[str, list[str]] | None:
     """Name -> accepted hex digests for this device, or ``None`` when nothing is expected."""
     bundle = state.bundle
-    if bundle is None or not bundle.attestation:
+    if bundle is None or bundle.attestation is None:
         return None
-    try:
-        expectations = parse_expectations(bundle.attestation)
-    except ExpectationsError:
-        return {}
-    allowed = expectations.for_device(state.device.profile, state.device.device_id) or {}
+    allowed = bundle.attestation.for_device(state.device.profile, state.device.device_id) or {}
     return {name: sorted(d.hex() for d in digests) for name, digests in allowed.items()}
 
 

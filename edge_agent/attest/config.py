@@ -28,11 +28,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from edge_agent.attest.measure import FileFactProvider, MeasurementProvider, MeasurementSet
-from edge_agent.attest.profile import Profile, load_profile
+from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import TpmProvider
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import TpmQuote
 from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.protocol.firmware_profile import Profile
 
 __all__ = [
     "DEFAULT_PROFILE_DIR",

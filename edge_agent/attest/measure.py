@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edge_agent.attest.profile import Limits, Measure, Profile
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.expectations import measured_digest
+from edge_agent.protocol.firmware_profile import Limits, Measure, Profile
 
 __all__ = ["FileFactProvider", "Measurement", "MeasurementProvider", "MeasurementSet"]
 

@@ -1,6 +1,6 @@
 """The TPM 2.0 provider: PCR values as measurements, and a quote over them for the hub.
 
-A firmware profile with a ``[tpm]`` table (:class:`~edge_agent.attest.profile.Tpm`) makes
+A firmware profile with a ``[tpm]`` table (:class:`~edge_agent.protocol.firmware_profile.Tpm`) makes
 the agent measure with :class:`TpmProvider`: every file and fact of the default provider,
 plus each selected PCR of the sha256 bank as the measurement ``pcr:sha256:N`` (its value is
 already a SHA-256 digest). Those are judged against the bundle like any other measurement,
@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.attest.measure import FileFactProvider, Measurement, MeasurementSet
-from edge_agent.attest.profile import Profile, Tpm
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import AttestationError, TpmQuote, quote_binding
+from edge_agent.protocol.firmware_profile import Profile, Tpm
 
 __all__ = ["TpmProvider", "TpmUnavailable", "ak_public_pem", "enroll"]
 

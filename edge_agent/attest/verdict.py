@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle
-from edge_agent.protocol.expectations import ExpectationsError, compare, parse_expectations
+from edge_agent.protocol.expectations import compare
 from edge_agent.trust.state import LocalVerdict
 
 __all__ = ["LOCAL_GRACE_S", "judge", "problems"]
@@ -24,25 +24,21 @@ MAX_DETAIL_PROBLEMS = 4
 
 
 def problems(
-    bundle: VerifiedBundle | None, device: DeviceIdentity, measured: MeasurementSet
+    bundle: VerifiedBundle[object] | None, device: DeviceIdentity, measured: MeasurementSet
 ) -> tuple[str, ...]:
     """Why ``measured`` does not satisfy ``bundle`` for ``device``; empty when it does (or
     when the bundle requires no attestation and every item could be measured)."""
     found = list(measured.errors)
-    if bundle is None or not bundle.attestation:
+    if bundle is None or bundle.attestation is None:
         return tuple(found)
-    try:
-        expectations = parse_expectations(bundle.attestation)
-    except ExpectationsError as exc:
-        return (*found, f"the bundle's expectations are malformed: {exc.message}")
-    expected = expectations.for_device(device.profile, device.device_id)
+    expected = bundle.attestation.for_device(device.profile, device.device_id)
     if expected is None:
         return (*found, f"the bundle has no expectations for profile {device.profile!r}")
     return (*found, *compare(expected, measured.digests))
 
 
 def judge(
-    bundle: VerifiedBundle | None,
+    bundle: VerifiedBundle[object] | None,
     device: DeviceIdentity,
     measured: MeasurementSet,
     *,

@@ -15,7 +15,8 @@ docs/exec-enforcement.md is the operator's guide.
 - :mod:`~edge_agent.fanotify.responder`: the thread answering events; denying stale ones;
 - :mod:`~edge_agent.fanotify.handoff`: the bounded queue to the lineage;
 - :mod:`~edge_agent.fanotify.holder`: the second holder of the group;
-- :mod:`~edge_agent.fanotify.breakglass`: the hub-signed recovery token;
+- the hub-signed recovery token is :mod:`~edge_agent.protocol.breakglass` (format) and
+  :mod:`~edge_agent.trust.breakglass` (judged against the trust state);
 - :mod:`~edge_agent.fanotify.enforcer`: :class:`ExecEnforcer`, tying them together;
 - :mod:`~edge_agent.fanotify.cli`: ``edge-agent enforce`` and ``edge-agent break-glass``.
 """

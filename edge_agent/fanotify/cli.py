@@ -25,7 +25,6 @@ from pathlib import Path
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import holder
-from edge_agent.fanotify.breakglass import MAX_BREAK_GLASS_BYTES, verify_break_glass
 from edge_agent.fanotify.enforcer import (
     BREAK_GLASS_FILE,
     EnforcerOptions,
@@ -34,8 +33,10 @@ from edge_agent.fanotify.enforcer import (
     Mode,
 )
 from edge_agent.fanotify.handoff import DEFAULT_CAPACITY
+from edge_agent.protocol.breakglass import MAX_BREAK_GLASS_BYTES
 from edge_agent.store import agent_lock
 from edge_agent.support.cli import read_bounded, wall_clock, write_atomic
+from edge_agent.trust.breakglass import verify_break_glass
 
 __all__ = ["parse_mounts", "register"]
 

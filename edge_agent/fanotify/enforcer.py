@@ -52,7 +52,6 @@ from types import TracebackType
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import _abi
-from edge_agent.fanotify.breakglass import MAX_BREAK_GLASS_BYTES, verify_break_glass
 from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, TrustedClock
 from edge_agent.fanotify.errors import (
     BreakGlassError,
@@ -81,6 +80,8 @@ from edge_agent.fanotify.responder import (
     drain_deny,
     sweep_deny,
 )
+from edge_agent.protocol.breakglass import MAX_BREAK_GLASS_BYTES
+from edge_agent.trust.breakglass import verify_break_glass
 
 __all__ = [
     "BREAK_GLASS_FILE",

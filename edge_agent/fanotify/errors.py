@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edge_agent.errors import ConfigError, EdgeGovError, EnvelopeError
+from edge_agent.errors import ConfigError, EdgeGovError
+from edge_agent.protocol.breakglass import BreakGlassError
 
 __all__ = [
     "AbiError",
@@ -45,10 +46,3 @@ class MountRefused(ConfigError):
     or it holds the agent's own files)."""
 
     code = "exec_mount_refused"
-
-
-class BreakGlassError(EnvelopeError):
-    """A break-glass recovery token was refused: malformed, badly signed, for another device,
-    or outside its validity window."""
-
-    code = "break_glass_rejected"

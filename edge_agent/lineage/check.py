@@ -20,10 +20,10 @@ import itertools
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, entry_hash
 from edge_agent.lineage.store import LineageStore, StoredCheckpoint
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, ChainVerifier, entry_hash
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
 from edge_agent.store import RecordedHead
 

@@ -12,24 +12,25 @@ import datetime
 import json
 import os
 import re
-import struct
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from edge_agent.errors import ConfigError, LineageError, StateError
-from edge_agent.lineage.entries import Entry, Kind, decode_entry
-from edge_agent.lineage.exported import ExportHeader, encode_header, verify_inclusion_proof
 from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import FILE_MODE
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
+from edge_agent.protocol.lineage_export import (
+    ExportHeader,
+    encode_header,
+    frame_item,
+    verify_inclusion_proof,
+)
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.support.cli import utc_text, wall_clock
 from edge_agent.trust.gate import Reason
 
-__all__ = ["read_export", "register"]
+__all__ = ["register"]
 
-MAX_EXPORT_ENTRY_BYTES = 1024 * 1024 + 16
 _DURATION = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -301,7 +302,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     with os.fdopen(fd, "wb") as out:
         if args.format == "cbor":
-            out.write(_bstr(encode_header(header)))
+            out.write(frame_item(encode_header(header)))
         else:
             out.write(
                 json.dumps(
@@ -318,63 +319,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if seq >= tip.size:
                 break
             if args.format == "cbor":
-                out.write(_bstr(data))
+                out.write(frame_item(data))
             else:
                 item = _entry_json(decode_entry(data, seq)) | {"cbor": data.hex()}
                 out.write(json.dumps(item, sort_keys=True).encode() + b"\n")
     print(f"exported entries {start}..{tip.size - 1} to {args.out}")
     return 0
-
-
-def _bstr(data: bytes) -> bytes:
-    size = len(data)
-    if size < 24:
-        return bytes([0x40 | size]) + data
-    if size < 0x100:
-        return bytes([0x58, size]) + data
-    if size < 0x10000:
-        return b"\x59" + struct.pack(">H", size) + data
-    return b"\x5a" + struct.pack(">I", size) + data
-
-
-def read_export(handle: BinaryIO, max_header: int) -> tuple[bytes, Iterator[bytes]]:
-    """Frame an export file: the header bytes, then an iterator over entry bytes.
-
-    Raises:
-        LineageError: not a sequence of CBOR byte strings, or an item over its size limit.
-    """
-    header = _read_bstr(handle, max_header, "export header")
-    if header is None:
-        raise LineageError("the export is empty")
-
-    def entries() -> Iterator[bytes]:
-        while (item := _read_bstr(handle, MAX_EXPORT_ENTRY_BYTES, "export entry")) is not None:
-            yield item
-
-    return header, entries()
-
-
-def _read_bstr(handle: BinaryIO, limit: int, what: str) -> bytes | None:
-    first = handle.read(1)
-    if not first:
-        return None
-    major, info = first[0] >> 5, first[0] & 0x1F
-    if major != 2 or info > 26:
-        raise LineageError(f"{what} is not a CBOR byte string: not an edgegov lineage export")
-    if info < 24:
-        size = info
-    else:
-        width = {24: 1, 25: 2, 26: 4}[info]
-        raw = handle.read(width)
-        if len(raw) != width:
-            raise LineageError(f"{what} is truncated")
-        size = int.from_bytes(raw, "big")
-    if size > limit:
-        raise LineageError(f"{what} is {size} bytes, over the {limit}-byte limit")
-    data = handle.read(size)
-    if len(data) != size:
-        raise LineageError(f"{what} is truncated")
-    return data
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -44,8 +44,7 @@ from pathlib import Path
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import EdgeGovError, LineageDamagedError, LineageError, StateError
 from edge_agent.lineage.check import VerifyReport, check_head, verify_store
-from edge_agent.lineage.entries import GENESIS_PREV, Draft, Entry, Kind, decision_entry, draft_of
-from edge_agent.lineage.exported import InclusionProof
+from edge_agent.lineage.decisions import decision_entry
 from edge_agent.lineage.store import (
     DEFAULT_BUSY_TIMEOUT_S,
     LINEAGE_DB,
@@ -57,6 +56,8 @@ from edge_agent.lineage.store import (
 from edge_agent.lineage.writer import AsyncGroupCommitWriter, GroupCommitWriter
 from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoint
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
+from edge_agent.protocol.lineage_export import InclusionProof
 from edge_agent.protocol.merkle import Frontier, inclusion_proof, leaf_hash
 from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.trust.gate import Decision, lineage_unavailable

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.errors import BundleError, EdgeGovError
-from edge_agent.lineage.entries import Kind, decode_entry
 from edge_agent.lineage.store import LineageStore
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
+from edge_agent.policy.bundle import CompiledBundle, compile_for_device
+from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor
@@ -67,7 +68,7 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
     try:
         stored = state_store.load()
         roots = _roots(stored.roots)
-        bundles: dict[bytes, VerifiedBundle | str] = {}
+        bundles: dict[bytes, CompiledBundle | str] = {}
         replayed = skipped = 0
         divergences: list[Divergence] = []
         where, params = (
@@ -102,7 +103,7 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
 
 
 def _replay_state(
-    device: DeviceIdentity, root: TrustRoot, bundle: VerifiedBundle, time: int
+    device: DeviceIdentity, root: TrustRoot, bundle: CompiledBundle, time: int
 ) -> TrustState:
     """The state a replayable entry logged at ``time`` was decided in, as far as the bundle
     tells: every check on other state passed then (module docstring). The newest root may
@@ -111,7 +112,7 @@ def _replay_state(
     return TrustState(
         device,
         replace(root, expires_at=max(root.expires_at, time + 1)),
-        replace(bundle, attestation={}),
+        replace(bundle, attestation=None),
         TimeFloor(0),
         fresh_time=time,
     )
@@ -125,8 +126,8 @@ def _roots(raw: tuple[bytes, ...]) -> list[TrustRoot]:
 
 
 def _bundle(
-    store: StateStore, digest: bytes, roots: list[TrustRoot], device: object
-) -> VerifiedBundle | str:
+    store: StateStore, digest: bytes, roots: list[TrustRoot], device: DeviceIdentity
+) -> CompiledBundle | str:
     data = store.bundle_by_digest(digest)
     if data is None:
         return f"bundle sha256:{digest.hex()[:16]} is no longer stored"
@@ -135,7 +136,7 @@ def _bundle(
     error: EdgeGovError | None = None
     for root in reversed(roots):
         try:
-            return verify_bundle(data, root=root, device=device, installed=None, now=None)  # type: ignore[arg-type]
+            return compile_for_device(data, root=root, device=device, installed=None, now=None)
         except BundleError as exc:
             error = exc
     return f"bundle sha256:{digest.hex()[:16]} does not verify: {error}"

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import LineageDamagedError, LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, Draft, TreeEdge, place_draft
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, TreeEdge, place_draft
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 
 __all__ = [

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import Draft
 from edge_agent.lineage.store import Appended, WouldWait
+from edge_agent.protocol.lineage_entries import Draft
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from edge_agent.policy._payload import (
     read_map,
     read_string_lists,
 )
-from edge_agent.protocol._gc import paused_gc
+from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
     "CompiledPolicy",

@@ -20,32 +20,16 @@ its outcome depends only on values, not on hash seeds, dict order, locale or flo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from edge_agent.policy._match import NO_MATCH, Match
 from edge_agent.policy._payload import Condition
 from edge_agent.policy.compiler import CompiledPolicy
+from edge_agent.protocol.request import Request
 
 __all__ = ["Match", "Request", "evaluate"]
 
 _ANY = "*"
 _GROUP = "group:"
 _NO_RULE = 1 << 62
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a workload asks to do.
-
-    ``context`` holds sorted ``(key, value)`` pairs; ``selectors`` are kernel-derived
-    identities such as ``uid:1001`` or ``exe:/opt/x``.
-    """
-
-    subject: str
-    action: str
-    resource: str
-    context: tuple[tuple[str, str], ...] = ()
-    selectors: tuple[str, ...] = ()
 
 
 def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:

@@ -27,7 +27,7 @@ from yaml.composer import Composer
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy.compiler import compile_policy, policy_payload
-from edge_agent.protocol._gc import paused_gc
+from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
     "MAX_DURATION_SECONDS",

@@ -41,10 +41,10 @@ def open_sign1(
             content type and aad, or not deterministic CBOR.
     """
     try:
-        payload, _ = cose.check_sign1(
+        verified = cose.verify_sign1(
             data, keys=keys, content_type=content_type, external_aad=aad, max_bytes=max_bytes
         )
-        return dcbor.decode(payload, max_bytes=max_bytes, what=what)
+        return dcbor.decode(verified.payload, max_bytes=max_bytes, what=what)
     except EnvelopeError as exc:
         raise error(f"{what} refused: {exc.message}") from exc
 

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_QUOTE_PART_BYTES",
     "MAX_RESULT_BYTES",
     "NONCE_BYTES",
+    "REPORT_FORMAT",
     "RESULT_CONTENT_TYPE",
     "TPM_QUOTE_FORMAT",
     "AttestationError",
@@ -87,6 +88,9 @@ MAX_EVIDENCE_BYTES = 16 * 1024
 MAX_RESULT_BYTES = 2048
 MAX_DETAIL_CHARS = 512
 TPM_QUOTE_FORMAT = 1
+REPORT_FORMAT = "edgegov-attestation-report/1"
+"""The ``format`` of ``edge-agent attest --json`` reports, which ``edge-hub attest expect``
+reads to build expectations from a known-good device."""
 MAX_QUOTE_PART_BYTES = 2048
 """Bound on each of a quote's TPMS_ATTEST and TPMT_SIGNATURE (an RSA-4096 signature is 518
 bytes; a quote over 24 PCRs well under 300)."""

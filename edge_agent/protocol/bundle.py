@@ -4,16 +4,24 @@ A bundle is a COSE_Sign object (role ``policy``, scope = the target region) whos
 
     {"version": uint >= 1, "issued_at": uint, "expires_at": uint,
      "target": {"region": tstr, "groups": [tstr], "profiles": [tstr], "devices": [tstr]},
-     "policy": {...}            ; see edge_agent.policy (compiled once at install)
+     "policy": {...}            ; see edge_agent.policy (compiled after verification)
      "attestation": {...},      ; expectations; empty map = none required
      "max_offline": uint | null}
 
-Acceptance, in this order (DESIGN.md section 2, STYLE.md rule 4): size cap; a threshold of
-policy keys, each authorised for the bundle's target, signed the exact received bytes; strict
-decode with byte-identical re-encoding; schema; targeted at this device; version newer than
-the installed one (equal version and bytes: no change; equal version, other bytes: refused);
-not expired at ``now``; the policy compiles. Nothing here persists or swaps state: the caller
-commits a :class:`VerifiedBundle` only after this returns.
+Acceptance, in this order (DESIGN.md section 2, STYLE.md rule 4), split in three pure steps:
+
+1. :func:`verify_bundle`, which knows no device: size cap; a threshold of policy keys, each
+   authorised for the bundle's own target, signed the exact received bytes; strict decode
+   with byte-identical re-encoding; schema (attestation expectations included, kept parsed);
+   version newer than the installed one (equal version and bytes: no change; equal version,
+   other bytes: refused); not expired at ``now``.
+2. :func:`check_targeting`: the bundle's target includes this device.
+3. ``edge_agent.policy.bundle.compile_bundle_policy``: the policy compiles. This package never
+   imports the policy compiler, so a :class:`VerifiedBundle` carries the policy as verified
+   CBOR (``VerifiedBundle[PolicyPayload]``) until a caller compiles it.
+
+A hub checks a bundle it signs with step 1 (and 3) alone; a device runs all three. Nothing
+here persists or swaps state: the caller commits a bundle only after every step returns.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeAlias, TypeVar
 
-from edge_agent.errors import BundleError, EnvelopeError, PolicyError
-from edge_agent.policy.compiler import CompiledPolicy, compile_policy
+from edge_agent.errors import BundleError, EnvelopeError
 from edge_agent.protocol import cose, dcbor
-from edge_agent.protocol._gc import paused_gc
 from edge_agent.protocol._schema import Fields
-from edge_agent.protocol.expectations import ExpectationsError, parse_expectations
+from edge_agent.protocol.allocation import paused_gc
+from edge_agent.protocol.dcbor import CborValue
+from edge_agent.protocol.expectations import Expectations, ExpectationsError, parse_expectations
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role, content_type, external_aad
@@ -38,11 +47,19 @@ __all__ = [
     "BundleTarget",
     "DeviceIdentity",
     "InstalledRef",
+    "PolicyPayload",
     "VerifiedBundle",
     "bundle_payload",
+    "check_targeting",
     "sign_bundle",
     "verify_bundle",
 ]
+
+PolicyPayload: TypeAlias = Mapping[object, object]
+"""A bundle's ``policy`` map as signed and strictly decoded, not yet compiled."""
+
+PolicyT = TypeVar("PolicyT", covariant=True)
+OtherPolicyT = TypeVar("OtherPolicyT")
 
 
 class BundleFormatError(BundleError):
@@ -100,65 +117,92 @@ class InstalledRef:
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedBundle:
-    """A bundle that passed every check, compiled and ready to decide with."""
+class VerifiedBundle(Generic[PolicyT]):
+    """A bundle that passed :func:`verify_bundle`, with its policy as ``PolicyT``: the
+    verified payload (:data:`PolicyPayload`) or, once compiled, what the policy compiler made
+    of it (``edge_agent.policy.bundle.CompiledBundle``)."""
 
     version: int
     issued_at: int
     expires_at: int
     max_offline: int | None
     target: BundleTarget
-    policy: CompiledPolicy
-    attestation: Mapping[object, object]
+    policy: PolicyT
+    attestation: Expectations | None
+    """The parsed attestation expectations; ``None`` when the bundle requires none."""
     signer_ids: frozenset[bytes]
     raw: bytes
     digest: bytes
     unchanged: bool = False
     """True when this exact bundle is already installed (a no-op install)."""
 
+    def with_policy(self, policy: OtherPolicyT) -> VerifiedBundle[OtherPolicyT]:
+        """This bundle with its policy replaced by ``policy`` (its compiled form)."""
+        return VerifiedBundle(
+            version=self.version,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+            max_offline=self.max_offline,
+            target=self.target,
+            policy=policy,
+            attestation=self.attestation,
+            signer_ids=self.signer_ids,
+            raw=self.raw,
+            digest=self.digest,
+            unchanged=self.unchanged,
+        )
+
 
 def verify_bundle(
     data: bytes,
     *,
     root: TrustRoot,
-    device: DeviceIdentity,
     installed: InstalledRef | None,
     now: int | None,
-) -> VerifiedBundle:
-    """Verify and compile a bundle for ``device`` under ``root``.
+) -> VerifiedBundle[PolicyPayload]:
+    """Verify a bundle under ``root``, for whichever devices it targets.
 
     ``now`` is ``None`` only when re-loading the installed bundle from the device's own state:
     expiry then is the gate's decision, not a load failure. ``installed`` is ``None`` then too.
+    The result is not yet checked against any device (:func:`check_targeting`) and its policy
+    is not yet compiled (``edge_agent.policy.bundle.compile_bundle_policy``).
 
     Raises:
         BundleError: with ``code`` naming the failed check (``bundle_format``,
             ``bundle_signature``, ``bundle_threshold``, ``bundle_unauthorised``,
-            ``bundle_target``, ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``,
-            ``bundle_policy``).
+            ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``).
     """
     with paused_gc():
-        return _verify_bundle(data, root=root, device=device, installed=installed, now=now)
+        return _verify_bundle(data, root=root, installed=installed, now=now)
+
+
+def check_targeting(bundle: VerifiedBundle[object], device: DeviceIdentity) -> None:
+    """Refuse ``bundle`` unless its target includes ``device``.
+
+    Raises:
+        BundleError: ``bundle_target``, saying which axis (region, groups, profiles,
+            devices) leaves the device out.
+    """
+    why = bundle.target.mismatch(device)
+    if why is not None:
+        raise BundleError(f"bundle is not for this device: {why}", code="bundle_target")
 
 
 def _verify_bundle(
     data: bytes,
     *,
     root: TrustRoot,
-    device: DeviceIdentity,
     installed: InstalledRef | None,
     now: int | None,
-) -> VerifiedBundle:
+) -> VerifiedBundle[PolicyPayload]:
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(
             f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"
         )
-    signer_ids, payload = _verify_signatures(data, root, device.region)
-    fields = _decode(payload)
+    signer_ids, payload = _verify_signatures(data, root)
+    fields = _fields(payload)
     target = _parse_target(fields.raw("target"))
     _authorise(signer_ids, root, target)
-    why = target.mismatch(device)
-    if why is not None:
-        raise BundleError(f"bundle is not for this device: {why}", code="bundle_target")
     version = fields.integer("version", minimum=1)
     digest = hashlib.sha256(data).digest()
     unchanged = _check_version(version, digest, installed)
@@ -170,18 +214,9 @@ def _verify_bundle(
         raise BundleError(
             f"bundle version {version} expired {now - expires_at} s ago", code="bundle_expired"
         )
-    attestation = fields.raw("attestation")
-    if not isinstance(attestation, dict):
-        raise BundleFormatError("bundle.attestation must be a map")
-    if attestation:
-        try:
-            parse_expectations(attestation)
-        except ExpectationsError as exc:
-            raise BundleFormatError(f"bundle attestation expectations: {exc.message}") from exc
-    try:
-        policy = compile_policy(fields.raw("policy"))
-    except PolicyError as exc:
-        raise BundleError(f"bundle policy is invalid: {exc}", code="bundle_policy") from exc
+    policy = fields.raw("policy")
+    if not isinstance(policy, dict):
+        raise BundleFormatError("bundle.policy must be a map")
     return VerifiedBundle(
         version=version,
         issued_at=issued_at,
@@ -189,7 +224,7 @@ def _verify_bundle(
         max_offline=fields.optional_integer("max_offline", minimum=1),
         target=target,
         policy=policy,
-        attestation=attestation,
+        attestation=_expectations(fields.raw("attestation")),
         signer_ids=signer_ids,
         raw=data,
         digest=digest,
@@ -197,38 +232,93 @@ def _verify_bundle(
     )
 
 
-def _verify_signatures(data: bytes, root: TrustRoot, region: str) -> tuple[frozenset[bytes], bytes]:
+def _expectations(value: object) -> Expectations | None:
+    if not isinstance(value, dict):
+        raise BundleFormatError("bundle.attestation must be a map")
+    if not value:
+        return None
+    try:
+        return parse_expectations(value)
+    except ExpectationsError as exc:
+        raise BundleFormatError(f"bundle attestation expectations: {exc.message}") from exc
+
+
+def _verify_signatures(data: bytes, root: TrustRoot) -> tuple[frozenset[bytes], CborValue]:
+    """The policy keys of ``root`` whose signatures verify, and the signed payload, decoded.
+
+    The signatures cover an ``external_aad`` naming the bundle's target region, which only the
+    payload they sign carries, so the payload is decoded before they are checked
+    (:class:`_Claim`), to read that region and nothing else. A payload whose region cannot be
+    read cannot have its signatures checked: it is refused as malformed. Nothing of the
+    payload is acted on before the signatures verify.
+    """
+    claim = _Claim()
     try:
         verified = cose.verify_sign(
             data,
             keys=root.role(Role.POLICY).keys,
             content_type=content_type(Role.POLICY),
-            external_aad=external_aad(Role.POLICY, region),
+            external_aad=claim.external_aad,
             max_bytes=MAX_BUNDLE_BYTES,
         )
     except cose.MalformedEnvelopeError as exc:
         raise BundleFormatError(f"not a signed bundle: {exc.message}") from exc
-    except EnvelopeError as exc:
+    except cose.ForeignEnvelopeError as exc:
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
-    return verified.signer_ids, verified.payload
-
-
-def _decode(payload: bytes) -> Fields:
-    try:
-        value = dcbor.decode(payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload")
-        return Fields(
-            value,
-            "bundle",
-            BundleFormatError,
-            required=frozenset(
-                {"version", "issued_at", "expires_at", "target", "policy", "attestation"}
-            ),
-            optional=frozenset({"max_offline"}),
-        )
-    except BundleError:
-        raise
     except EnvelopeError as exc:
-        raise BundleFormatError(exc.message) from exc
+        if claim.region is None:
+            _parse_target(_fields(claim.decoded).raw("target"))
+        raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
+    return verified.signer_ids, _payload(claim.decoded)
+
+
+class _Claim:
+    """What a bundle's payload claims before its signatures are checked.
+
+    The payload is decoded strictly (the decode the bundle is then read from, done once) or,
+    when that fails, leniently, only for the region: so a tampered payload still fails as a
+    signature fault and a signed but malformed one as a format fault, as they did when the
+    region was known beforehand.
+    """
+
+    def __init__(self) -> None:
+        self.decoded: CborValue | BundleFormatError = BundleFormatError("bundle has no payload")
+        self.region: str | None = None
+
+    def external_aad(self, payload: bytes) -> bytes:
+        claimed: object
+        try:
+            self.decoded = claimed = dcbor.decode(
+                payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload"
+            )
+        except EnvelopeError as exc:
+            self.decoded = BundleFormatError(exc.message)
+            claimed = dcbor.decode_lenient(payload, max_bytes=MAX_BUNDLE_BYTES)
+        region = _field(_field(claimed, "target"), "region")
+        self.region = region if isinstance(region, str) else None
+        return external_aad(Role.POLICY, self.region or "")
+
+
+def _payload(decoded: CborValue | BundleFormatError) -> CborValue:
+    if isinstance(decoded, BundleFormatError):
+        raise decoded
+    return decoded
+
+
+def _field(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _fields(decoded: CborValue | BundleFormatError) -> Fields:
+    return Fields(
+        _payload(decoded),
+        "bundle",
+        BundleFormatError,
+        required=frozenset(
+            {"version", "issued_at", "expires_at", "target", "policy", "attestation"}
+        ),
+        optional=frozenset({"max_offline"}),
+    )
 
 
 def _parse_target(value: object) -> BundleTarget:

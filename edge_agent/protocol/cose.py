@@ -26,23 +26,26 @@ Invariants:
   signature or key counts once. Thresholds are the caller's business.
 - Bad bytes only ever raise :class:`EnvelopeError`; when the bytes are not a well-formed
   envelope at all (steps 1-3: too large, not CBOR, wrong tag or shape, headers that break the
-  rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, so callers can
-  report a format fault apart from a well-formed envelope of another kind (another content
-  type) or whose signatures do not verify.
+  rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, and for a
+  well-formed envelope of another kind (another content type) :class:`ForeignEnvelopeError`,
+  so callers can report a format fault apart from another object or failed signatures.
 
 This module does not decode the payload, check any schema, count thresholds or know roles:
 callers pass the content type and ``external_aad`` (``roles.content_type``,
 ``roles.external_aad``) and decode the returned payload bytes themselves.
 
-The low-level helpers (:func:`sig_structure`, :func:`sign1_with_headers`,
-:func:`sign_with_headers`, :func:`check_sign1`, :func:`check_sign`) exist for interoperability
-with other COSE implementations and the COSE working group's published vectors, whose
-content type is a CoAP Content-Format number (``0``) rather than a media-type string.
+There is one verification path per structure (:func:`verify_sign1`, :func:`verify_sign`);
+both accept any RFC 9052 content type, so the COSE working group's published vectors, whose
+content type is a CoAP Content-Format number (``0``), go through the same code as edgegov's
+own media-type strings. The low-level signing helpers (:func:`sig_structure`,
+:func:`sign1_with_headers`, :func:`sign_with_headers`) exist for interoperability with other
+COSE implementations and those vectors. :func:`peek_payload` and :func:`signature_kids` read
+an envelope without verifying it, for display and for choosing keys or scope.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -60,17 +63,18 @@ __all__ = [
     "SIGN1_TAG",
     "SIGN_TAG",
     "ContentType",
+    "ExternalAad",
+    "ForeignEnvelopeError",
     "MalformedEnvelopeError",
     "Signer",
     "Verified",
-    "check_sign",
-    "check_sign1",
     "peek_payload",
     "sig_structure",
     "sign",
     "sign1",
     "sign1_with_headers",
     "sign_with_headers",
+    "signature_kids",
     "verify_sign",
     "verify_sign1",
 ]
@@ -86,12 +90,21 @@ HEADER_KID = 4
 ContentType: TypeAlias = str | int
 """RFC 9052 label 3: a media-type string (edgegov's own) or a CoAP Content-Format number."""
 
+ExternalAad: TypeAlias = bytes | Callable[[bytes], bytes]
+"""The ``external_aad`` bytes, or a function giving them from the envelope's payload (not yet
+verified) for an object whose signing scope is named inside the payload it signs (a bundle's
+target region); it is called once, after steps 1-3, before any signature is checked."""
+
 _NAMES = {SIGN1_TAG: "COSE_Sign1 envelope", SIGN_TAG: "COSE_Sign envelope"}
 _ALG_NAMES = {-19: "Ed25519 (-19)", -8: "EdDSA (-8)"}
 
 
 class MalformedEnvelopeError(EnvelopeError):
     """The bytes are not a well-formed COSE envelope: a format fault, not a signature one."""
+
+
+class ForeignEnvelopeError(EnvelopeError):
+    """A well-formed envelope of another kind of object (another content type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,7 @@ class Verified:
     payload: bytes
     signer_ids: frozenset[bytes]
     """Key ids (``PublicKey.key_id``) whose signatures verified, each once."""
-    content_type: str
+    content_type: ContentType
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +291,7 @@ def verify_sign1(
     data: bytes,
     *,
     keys: Mapping[bytes, PublicKey],
-    content_type: str,
+    content_type: ContentType,
     external_aad: bytes,
     max_bytes: int,
 ) -> Verified:
@@ -288,22 +301,15 @@ def verify_sign1(
         EnvelopeError: too large, malformed, bad headers, wrong content type, or no
             authorised key's signature verifies over these bytes and ``external_aad``.
     """
-    payload, signer_ids = check_sign1(
-        data,
-        keys=keys,
-        content_type=content_type,
-        external_aad=external_aad,
-        max_bytes=max_bytes,
-    )
-    return Verified(payload, signer_ids, content_type)
+    return _verify(data, SIGN1_TAG, keys, content_type, external_aad, max_bytes)
 
 
 def verify_sign(
     data: bytes,
     *,
     keys: Mapping[bytes, PublicKey],
-    content_type: str,
-    external_aad: bytes,
+    content_type: ContentType,
+    external_aad: ExternalAad,
     max_bytes: int,
 ) -> Verified:
     """Verify a ``COSE_Sign``; return every distinct authorised key id that signed it.
@@ -315,46 +321,7 @@ def verify_sign(
         EnvelopeError: too large, malformed, more than ``MAX_SIGNATURES`` signatures, bad
             headers, wrong content type, or no signature by an authorised key verifies.
     """
-    payload, signer_ids = check_sign(
-        data,
-        keys=keys,
-        content_type=content_type,
-        external_aad=external_aad,
-        max_bytes=max_bytes,
-    )
-    return Verified(payload, signer_ids, content_type)
-
-
-def check_sign1(
-    data: bytes,
-    *,
-    keys: Mapping[bytes, PublicKey],
-    content_type: ContentType,
-    external_aad: bytes,
-    max_bytes: int,
-) -> tuple[bytes, frozenset[bytes]]:
-    """:func:`verify_sign1` for any RFC 9052 content type; returns (payload, signer ids).
-
-    Raises:
-        EnvelopeError: as :func:`verify_sign1`.
-    """
-    return _check(data, SIGN1_TAG, keys, content_type, external_aad, max_bytes)
-
-
-def check_sign(
-    data: bytes,
-    *,
-    keys: Mapping[bytes, PublicKey],
-    content_type: ContentType,
-    external_aad: bytes,
-    max_bytes: int,
-) -> tuple[bytes, frozenset[bytes]]:
-    """:func:`verify_sign` for any RFC 9052 content type; returns (payload, signer ids).
-
-    Raises:
-        EnvelopeError: as :func:`verify_sign`.
-    """
-    return _check(data, SIGN_TAG, keys, content_type, external_aad, max_bytes)
+    return _verify(data, SIGN_TAG, keys, content_type, external_aad, max_bytes)
 
 
 def peek_payload(data: bytes, *, max_bytes: int) -> bytes:
@@ -377,21 +344,34 @@ def peek_payload(data: bytes, *, max_bytes: int) -> bytes:
     raise MalformedEnvelopeError("not a COSE_Sign1 (tag 18) or COSE_Sign (tag 98) signed object")
 
 
-def _check(
+def signature_kids(data: bytes, *, max_bytes: int) -> tuple[bytes | None, ...]:
+    """The UNVERIFIED key id hint of each signature of a ``COSE_Sign``, in order, for display.
+
+    ``None`` stands for a signature that names no kid. The structure is decoded as strictly as
+    for verification; no signature is checked, so a kid here says nothing about who signed.
+
+    Raises:
+        MalformedEnvelopeError: too large, or not a well-formed ``COSE_Sign``.
+    """
+    return tuple(signature.kid for signature in _parse(data, SIGN_TAG, max_bytes).signatures)
+
+
+def _verify(
     data: bytes,
     tag: int,
     keys: Mapping[bytes, PublicKey],
     content_type: ContentType,
-    external_aad: bytes,
+    external_aad: ExternalAad,
     max_bytes: int,
-) -> tuple[bytes, frozenset[bytes]]:
+) -> Verified:
     """Steps 1-4 of the module docstring, in that order; the caller counts thresholds."""
     envelope = _parse(data, tag, max_bytes)
     _check_content_type(envelope.body, content_type)
-    signer_ids = _verified_key_ids(envelope, keys, external_aad)
+    aad = external_aad if isinstance(external_aad, bytes) else external_aad(envelope.payload)
+    signer_ids = _verified_key_ids(envelope, keys, aad)
     if not signer_ids:
         raise EnvelopeError(_no_signer_message(envelope, keys, content_type))
-    return envelope.payload, signer_ids
+    return Verified(envelope.payload, signer_ids, content_type)
 
 
 def _check_content_type(body: _Headers, expected: ContentType) -> None:
@@ -400,7 +380,7 @@ def _check_content_type(body: _Headers, expected: ContentType) -> None:
     actual = body.protected[HEADER_CONTENT_TYPE]
     # Compare types too: CBOR true must never pass for content format 1.
     if type(actual) is not type(expected) or actual != expected:
-        raise EnvelopeError(
+        raise ForeignEnvelopeError(
             f"signed object has content type {actual!r}, expected {expected!r}: "
             "it is a different kind of object"
         )

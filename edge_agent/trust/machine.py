@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.errors import BundleError, ClockError, EdgeGovError, RootError
-from edge_agent.lineage.entries import Kind
+from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.protocol.attestation import AttestationError, AttestationResult, verify_result
-from edge_agent.protocol.bundle import VerifiedBundle
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
+from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.revocation import Revocation, RevocationError, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_root_chain, verify_root_update
@@ -194,7 +194,7 @@ def _refused(kind: Kind, error: EdgeGovError) -> Refused:
     return Refused(error, Transition(kind, False, error.code, str(error)))
 
 
-def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[VerifiedBundle] | Refused:
+def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledBundle] | Refused:
     """Install the bundle ``data`` at ``now`` (earliest now: expiry is judged against it).
 
     Steps: 1. verify it for this device under the current root, newer than the installed

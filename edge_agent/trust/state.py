@@ -39,8 +39,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from edge_agent.errors import BundleError
+from edge_agent.policy.bundle import CompiledBundle, compile_for_device
 from edge_agent.protocol.attestation import AttestationResult
-from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef, VerifiedBundle, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, InstalledRef
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.revocation import (
     Revocation,
@@ -131,7 +132,7 @@ class TrustState:
 
     device: DeviceIdentity
     root: TrustRoot
-    bundle: VerifiedBundle | None = None
+    bundle: CompiledBundle | None = None
     floor: TimeFloor = field(default_factory=TimeFloor)
     revocations: tuple[Revocation, ...] = ()
     fault: str | None = None
@@ -160,7 +161,7 @@ class TrustState:
         return None
 
 
-def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
+def with_bundle(state: TrustState, bundle: CompiledBundle) -> TrustState:
     """The state after installing ``bundle``: signed time advances the floor, and scope
     revocations issued before the bundle are lifted by it."""
     kept = tuple(
@@ -176,7 +177,7 @@ def with_bundle(state: TrustState, bundle: VerifiedBundle) -> TrustState:
     )
 
 
-def check_admissible(state: TrustState, bundle: VerifiedBundle, now: int) -> None:
+def check_admissible(state: TrustState, bundle: CompiledBundle, now: int) -> None:
     """Refuse a verified, newer ``bundle`` that ``state`` rules out at trusted ``now``.
 
     1. Its ``issued_at`` may be at most :data:`SIGNED_TIME_SKEW_S` ahead of ``now``: signed
@@ -241,17 +242,20 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
 
 def verify_for_device(
     state: TrustState, data: bytes, *, installed: InstalledRef | None, now: int | None
-) -> VerifiedBundle:
-    """``data`` verified as a bundle under ``state.root`` and targeted at ``state.device``:
-    the one place the agent calls the bundle verifier (installing and re-loading alike).
+) -> CompiledBundle:
+    """``data`` verified as a bundle under ``state.root``, targeted at ``state.device`` and
+    compiled: the one place the agent calls the bundle verifier (installing and re-loading
+    alike).
 
     ``installed`` is the version floor (``None``: none, for the bundle already installed);
     ``now`` judges expiry (``None``: not judged, the gate does).
 
     Raises:
-        BundleError: refused (format, signature, target, rollback, expiry).
+        BundleError: refused (format, signature, target, rollback, expiry, policy).
     """
-    return verify_bundle(data, root=state.root, device=state.device, installed=installed, now=now)
+    return compile_for_device(
+        data, root=state.root, device=state.device, installed=installed, now=now
+    )
 
 
 def rotated_roles(old: TrustRoot, new: TrustRoot) -> frozenset[Role]:

@@ -27,15 +27,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent.attest.cli import REPORT_FORMAT
-from edge_agent.attest.profile import Profile, load_profile
 from edge_agent.errors import ConfigError, TransportError
+from edge_agent.protocol.attestation import REPORT_FORMAT
 from edge_agent.protocol.expectations import (
     MAX_VALUES,
     Expectations,
     ExpectationsError,
     ProfileExpectations,
 )
+from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, parse_profile
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_atomic
 from edge_agent.support.mqtt import BrokerSettings
@@ -124,7 +124,9 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     path = Path(args.profile)
     if not (path.suffix == ".toml" or path.exists()):
         path = args.profile_dir / f"{args.profile}.toml"
-    profile = load_profile(path)
+    profile = parse_profile(
+        read_bounded(path, MAX_PROFILE_BYTES, "the firmware profile"), str(path)
+    )
     if args.from_device_report:
         reports = [_report_measurements(p, profile) for p in args.from_device_report]
     else:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from edge_agent.errors import ConfigError
-from edge_agent.fanotify.breakglass import (
+from edge_agent.protocol.breakglass import (
     MAX_WINDOW_S,
     BreakGlassToken,
     break_glass_payload,

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, TransportError
-from edge_agent.lineage.entries import Entry
 from edge_agent.protocol import topics
 from edge_agent.protocol.keys import public_key_from_pem
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.cli import (

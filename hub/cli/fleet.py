@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import GENESIS_PREV, ChainVerifier, Entry
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.support.cli import format_duration
 from hub.registry import UNREGISTERED, FleetRow, Registry

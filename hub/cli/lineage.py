@@ -13,17 +13,17 @@ import argparse
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, LineageError
-from edge_agent.lineage.cli import read_export
-from edge_agent.lineage.exported import (
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES
+from edge_agent.protocol.keys import PublicKey, public_key_from_pem
+from edge_agent.protocol.lineage_export import (
     MAX_HEADER_BYTES,
     ExportReport,
     checkpoint_of_note,
     compare_roots,
     decode_header,
+    read_export,
     verify_export,
 )
-from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES
-from edge_agent.protocol.keys import PublicKey, public_key_from_pem
 from edge_agent.support.cli import read_bounded
 
 __all__ = ["register", "verify_file"]

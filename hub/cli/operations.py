@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, EnvelopeError, RootError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.policy.compiler import compile_policy
 from edge_agent.policy.source import PolicySource
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import (
     BundleTarget,
-    DeviceIdentity,
-    VerifiedBundle,
     bundle_payload,
     sign_bundle,
     verify_bundle,
@@ -137,7 +136,7 @@ def build_bundle(
     version: int,
     ttl: int | None,
     now: int,
-) -> tuple[bytes, VerifiedBundle]:
+) -> tuple[bytes, CompiledBundle]:
     """Compile ``source``, sign it, and verify the result as a targeted device would.
 
     Raises:
@@ -164,13 +163,7 @@ def build_bundle(
         max_offline=source.max_offline_seconds,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    probe = DeviceIdentity(
-        device_id=target.devices[0] if target.devices else "hub-self-check",
-        region=target.region,
-        groups=target.groups[:1],
-        profile=target.profiles[0] if target.profiles else "any",
-    )
-    return data, verify_bundle(data, root=root, device=probe, installed=None, now=now)
+    return data, compile_bundle_policy(verify_bundle(data, root=root, installed=None, now=now))
 
 
 def _target(target: dict[str, object]) -> BundleTarget:
@@ -242,12 +235,5 @@ def _aad(payload: dict[object, object]) -> bytes:
 
 
 def _signature_hints(data: bytes) -> tuple[str, ...]:
-    value = dcbor.decode_tagged(data, tag=98, max_bytes=MAX_BUNDLE_BYTES, what="bundle")
-    hints: list[str] = []
-    if isinstance(value, list) and len(value) == 4 and isinstance(value[3], list):
-        for signature in value[3]:
-            if isinstance(signature, list) and len(signature) == 3:
-                unprotected: object = signature[1]
-                kid = unprotected.get(4) if isinstance(unprotected, dict) else None
-                hints.append(kid.hex() if isinstance(kid, bytes) else "?")
-    return tuple(hints)
+    kids = cose.signature_kids(data, max_bytes=MAX_BUNDLE_BYTES)
+    return tuple("?" if kid is None else kid.hex() for kid in kids)

@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
-from edge_agent.lineage.entries import ChainVerifier
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.lineage_entries import ChainVerifier
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
 from hub.core.codes import RejectCode
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence, StoredLog

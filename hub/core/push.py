@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edge_agent.errors import BundleError, ConfigError, EnvelopeError
-from edge_agent.protocol import cose, dcbor, topics
-from edge_agent.protocol.bundle import DeviceIdentity, VerifiedBundle, verify_bundle
+from edge_agent.errors import BundleError, ConfigError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.protocol import topics
+from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,
@@ -51,7 +51,7 @@ __all__ = [
 class PushPlan:
     """A verified bundle and where it goes."""
 
-    bundle: VerifiedBundle
+    bundle: CompiledBundle
     channels: tuple[str, ...]
     unchanged: tuple[str, ...]
     """Channels where exactly this bundle is current already (re-published, no change)."""
@@ -59,17 +59,17 @@ class PushPlan:
     """Registered devices the bundle is for."""
 
 
-def verify_push(data: bytes, *, root: TrustRoot, now: int) -> VerifiedBundle:
-    """Verify ``data`` as a device of its target would.
+def verify_push(data: bytes, *, root: TrustRoot, now: int) -> CompiledBundle:
+    """Verify ``data`` as a device of its target would, its policy compiled.
 
     Raises:
         BundleError: a device would refuse it (``code`` names the check).
     """
-    return verify_bundle(data, root=root, device=_probe(data), installed=None, now=now)
+    return compile_bundle_policy(verify_bundle(data, root=root, installed=None, now=now))
 
 
 def plan_push(
-    bundle: VerifiedBundle,
+    bundle: CompiledBundle,
     *,
     root: TrustRoot,
     devices: Sequence[DeviceRecord],
@@ -112,7 +112,7 @@ def plan_push(
 
 
 def _check_not_revoked(
-    bundle: VerifiedBundle, root: TrustRoot, issued: Sequence[IssuedRevocation]
+    bundle: CompiledBundle, root: TrustRoot, issued: Sequence[IssuedRevocation]
 ) -> None:
     """Refuse a bundle a revocation of its region voids: devices would install it and deny
     everything (``revoked``), while the push reported success."""
@@ -135,39 +135,6 @@ def _check_not_revoked(
             f"everything with it installed; {remedy}",
             code="bundle_revoked",
         )
-
-
-def _probe(data: bytes) -> DeviceIdentity:
-    """A device identity inside the bundle's (still unverified) target, as ``bundle build``
-    probes: verification then decides."""
-    try:
-        payload = dcbor.decode(
-            cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES),
-            max_bytes=MAX_BUNDLE_BYTES,
-            what="bundle payload",
-        )
-    except EnvelopeError as exc:
-        raise BundleError(f"not a bundle: {exc.message}", code="bundle_format") from exc
-    target = _field(payload, "target")
-    region = _field(target, "region")
-    if not isinstance(region, str):
-        raise BundleError("not a bundle: its payload has no target region", code="bundle_format")
-
-    def first(key: str, default: str) -> str:
-        value = _field(target, key)
-        return str(value[0]) if isinstance(value, list) and value else default
-
-    group = first("groups", "")
-    return DeviceIdentity(
-        device_id=first("devices", "hub-self-check"),
-        region=region,
-        groups=(group,) if group else (),
-        profile=first("profiles", "any"),
-    )
-
-
-def _field(value: object, key: str) -> object:
-    return value.get(key) if isinstance(value, dict) else None
 
 
 def _identity(device: DeviceRecord) -> DeviceIdentity:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge_agent.lineage.entries import GENESIS_PREV
 from edge_agent.protocol.checkpoint import Checkpoint
 from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.lineage_entries import GENESIS_PREV
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier
 
 __all__ = [

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from edge_agent.errors import ConfigError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import (
     NONCE_BYTES,
@@ -35,8 +36,6 @@ from edge_agent.protocol.attestation import (
     sign_result,
 )
 from edge_agent.protocol.bundle import (
-    DeviceIdentity,
-    VerifiedBundle,
     bundle_payload,
     sign_bundle,
     verify_bundle,
@@ -201,13 +200,13 @@ def _digest(text: object) -> bytes:
 
 
 def with_expectations(
-    bundle: VerifiedBundle,
+    bundle: CompiledBundle,
     policy: Mapping[str, object],
     expectations: Expectations,
     *,
     root: TrustRoot,
     signers: list[PrivateKey],
-) -> tuple[bytes, VerifiedBundle]:
+) -> tuple[bytes, CompiledBundle]:
     """``bundle`` (built and verified from ``policy``) signed again carrying
     ``expectations``, and verified again as a device of its target would.
 
@@ -232,10 +231,5 @@ def with_expectations(
         max_offline=bundle.max_offline,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    probe = DeviceIdentity(
-        target.devices[0] if target.devices else "hub-self-check",
-        target.region,
-        target.groups[:1],
-        target.profiles[0] if target.profiles else "any",
-    )
-    return data, verify_bundle(data, root=root, device=probe, installed=None, now=bundle.issued_at)
+    verified = verify_bundle(data, root=root, installed=None, now=bundle.issued_at)
+    return data, compile_bundle_policy(verified)

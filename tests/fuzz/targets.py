@@ -38,15 +38,7 @@ from pathlib import Path
 import cbor2
 
 from edge_agent.errors import EdgeGovError
-from edge_agent.lineage.cli import read_export
-from edge_agent.lineage.entries import decode_entry
-from edge_agent.lineage.exported import (
-    MAX_HEADER_BYTES,
-    ExportHeader,
-    decode_header,
-    encode_header,
-    verify_export,
-)
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.policy.engine import Request, evaluate
 from edge_agent.policy.source import load_policy_source
@@ -61,10 +53,19 @@ from edge_agent.protocol.attestation import (
     verify_evidence,
     verify_result,
 )
-from edge_agent.protocol.bundle import VerifiedBundle, sign_bundle, verify_bundle
+from edge_agent.protocol.bundle import VerifiedBundle, sign_bundle
 from edge_agent.protocol.checkpoint import sign_note, verify_checkpoint
 from edge_agent.protocol.expectations import parse_expectations
 from edge_agent.protocol.freshness import sign_freshness, verify_freshness
+from edge_agent.protocol.lineage_entries import decode_entry
+from edge_agent.protocol.lineage_export import (
+    MAX_HEADER_BYTES,
+    ExportHeader,
+    decode_header,
+    encode_header,
+    read_export,
+    verify_export,
+)
 from edge_agent.protocol.revocation import sign_revocation, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root, verify_root_update, verify_trusted_root
@@ -245,7 +246,7 @@ def _bundle_seeds() -> list[bytes]:
 
 
 def _verify_bundle(data: bytes) -> object:
-    return verify_bundle(data, root=world().root, device=DEVICE, installed=None, now=NOW)
+    return compile_for_device(data, root=world().root, device=DEVICE, installed=None, now=NOW)
 
 
 def _bundle_agrees(value: object, raw: Mapping[object, object]) -> None:

@@ -25,6 +25,12 @@ judges (never earlier than its signed time floor, so setting the clock back cann
 an old token); keys revoked by a key revocation do not count; and while a revocation denies
 this device no token is honoured (the kill switch outranks recovery). Audit still decides
 and logs every exec: nothing runs unrecorded, and each entry names the token.
+
+This module is the signed-object format, shared by the hub (which signs) and the agent:
+:func:`verify_break_glass_token` checks everything a token says about itself, given the
+verifier keys, the device id, the revoked key ids and trusted ``now``.
+``edge_agent.trust.breakglass`` adds what the device's trust state decides (its time floor,
+revocations of the device).
 """
 
 from __future__ import annotations
@@ -32,24 +38,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.errors import EnvelopeError
-from edge_agent.fanotify.errors import BreakGlassError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role, external_aad
-from edge_agent.trust.clock import earliest_now
-from edge_agent.trust.state import TrustState
+from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
     "CONTENT_TYPE",
     "MAX_BREAK_GLASS_BYTES",
     "MAX_CLOCK_SKEW_S",
+    "MAX_REASON_CHARS",
     "MAX_WINDOW_S",
+    "TOKEN_ID_BYTES",
+    "BreakGlassError",
     "BreakGlassToken",
     "break_glass_payload",
     "sign_break_glass",
-    "verify_break_glass",
+    "verify_break_glass_token",
 ]
 
 CONTENT_TYPE = "application/edgegov-break-glass+cbor"
@@ -62,6 +68,13 @@ MAX_REASON_CHARS = 512
 TOKEN_ID_BYTES = 16
 _TYPE = "break-glass"
 _MODE = "audit"
+
+
+class BreakGlassError(EnvelopeError):
+    """A break-glass recovery token was refused: malformed, badly signed, for another device,
+    or outside its validity window."""
+
+    code = "break_glass_rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,46 +122,42 @@ def sign_break_glass(payload: bytes, *, device_id: str, signers: list[PrivateKey
     )
 
 
-def verify_break_glass(data: bytes, *, state: TrustState, now: int) -> BreakGlassToken:
-    """Verify a token for this device against ``state`` at trusted time ``now``.
+def verify_break_glass_token(
+    data: bytes, *, root: TrustRoot, device_id: str, revoked_keys: frozenset[str], now: int
+) -> BreakGlassToken:
+    """Verify a token for ``device_id`` under ``root`` at trusted time ``now``.
+
+    ``revoked_keys`` are the hex key ids a key revocation has revoked: their signatures do
+    not count towards the verifier threshold.
 
     Raises:
         BreakGlassError: too large, malformed, under the verifier threshold (revoked keys
-            not counted), for another device, outside its window, or a revocation denies
-            this device.
+            not counted), for another device, or outside its window.
     """
-    device = state.device
-    role = state.root.role(Role.VERIFIER)
+    role = root.role(Role.VERIFIER)
     try:
         verified = cose.verify_sign(
             data,
             keys=role.keys,
             content_type=CONTENT_TYPE,
-            external_aad=external_aad(Role.VERIFIER, _scope(device.device_id)),
+            external_aad=external_aad(Role.VERIFIER, _scope(device_id)),
             max_bytes=MAX_BREAK_GLASS_BYTES,
         )
         value = dcbor.decode(verified.payload, max_bytes=MAX_BREAK_GLASS_BYTES, what="break-glass")
     except EnvelopeError as exc:
         raise BreakGlassError(f"break-glass token refused: {exc.message}") from exc
-    revoked = {r.value for r in state.revocations if r.kind is RevocationKind.KEY}
-    signers = [k for k in verified.signer_ids if k.hex() not in revoked]
+    signers = [k for k in verified.signer_ids if k.hex() not in revoked_keys]
     if len(signers) < role.threshold:
         raise BreakGlassError(
             f"break-glass token signed by {len(signers)} valid verifier key(s), "
             f"{role.threshold} required"
         )
     token = _parse(value)
-    if token.device != device.device_id:
+    if token.device != device_id:
         raise BreakGlassError(
-            f"break-glass token is for device {token.device!r}, not {device.device_id!r}"
+            f"break-glass token is for device {token.device!r}, not {device_id!r}"
         )
-    _check_window(token, earliest_now(now, state.floor))
-    for revocation in state.revocations:
-        if revocation.denies_device(device):
-            raise BreakGlassError(
-                f"this device is revoked (epoch {revocation.epoch}); a revocation outranks "
-                "break-glass: the hub must lift it with a new bundle"
-            )
+    _check_window(token, now)
     return token
 
 

@@ -9,7 +9,9 @@ streaming check next to the tree.
 ``seq`` continuity, the ``prev`` link, and the incremental tree (a :class:`Frontier`, O(log n)
 memory), so a log of millions of entries is verified without loading it.
 
-This module does no I/O and knows nothing about SQLite or files.
+This module does no I/O and knows nothing about SQLite or files. It is part of the shared core:
+the hub reads entries in this format, and the agent turns its decisions into entries on its
+own side (``edge_agent.lineage.decisions``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from enum import StrEnum
 import cbor2
 
 from edge_agent.errors import LineageError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
-from edge_agent.trust.gate import Decision
+from edge_agent.protocol.request import Request
 
 __all__ = [
     "GENESIS_PREV",
@@ -34,7 +35,6 @@ __all__ = [
     "Entry",
     "Kind",
     "TreeEdge",
-    "decision_entry",
     "decode_entry",
     "draft_of",
     "encode_entry",
@@ -111,23 +111,6 @@ class Entry:
     bundle_version: int | None = None
     request: Request | None = None
     detail: str = ""
-
-
-def decision_entry(decision: Decision) -> Entry:
-    """The entry recording ``decision`` (its ``seq`` and ``prev`` are set when appended)."""
-    return Entry(
-        0,
-        decision.time,
-        GENESIS_PREV,
-        Kind.DECISION,
-        decision.allowed,
-        str(decision.reason),
-        decision.rule_id,
-        decision.bundle_digest,
-        decision.bundle_version,
-        decision.request,
-        decision.message,
-    )
 
 
 def entry_hash(data: bytes) -> bytes:

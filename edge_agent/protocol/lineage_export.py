@@ -6,26 +6,31 @@ the end size and the signed checkpoints between), then one byte string per entry
 The frontier at start is authenticated by the signed checkpoints after it: a different
 frontier would give different roots. An export always ends at a signed checkpoint.
 
-:func:`verify_export` is pure: it takes the header bytes and an iterable of entry bytes (the
-shell frames the file) and returns the roots it established, so two exports, or an export
-and a checkpoint note, can be compared for a fork. It raises only :class:`LineageError`.
+:func:`frame_item` and :func:`read_export` are the file framing (the reader takes an open
+binary stream; the shell opens the file). :func:`verify_export` is pure: it takes the header
+bytes and an iterable of entry bytes and returns the roots it established, so two exports,
+or an export and a checkpoint note, can be compared for a fork. It raises only
+:class:`LineageError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import struct
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from edge_agent.errors import EnvelopeError, LineageError
-from edge_agent.lineage.entries import ChainVerifier, fold_frontier
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.checkpoint import Checkpoint, parse_checkpoint_body, verify_checkpoint
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.lineage_entries import ChainVerifier, fold_frontier
 from edge_agent.protocol.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
 __all__ = [
     "EXPORT_FORMAT",
+    "MAX_EXPORT_ENTRY_BYTES",
     "MAX_HEADER_BYTES",
     "ExportHeader",
     "ExportReport",
@@ -34,6 +39,8 @@ __all__ = [
     "compare_roots",
     "decode_header",
     "encode_header",
+    "frame_item",
+    "read_export",
     "verify_export",
     "verify_inclusion_proof",
 ]
@@ -41,6 +48,8 @@ __all__ = [
 EXPORT_FORMAT = "edgegov-lineage-export/1"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 """Largest export header: room for about 15,000 checkpoint notes."""
+MAX_EXPORT_ENTRY_BYTES = 1024 * 1024 + 16
+"""Largest export item accepted, in bytes: an entry of ``MAX_ENTRY_BYTES`` and its framing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +233,55 @@ def _match(verifier: ChainVerifier, checkpoint: Checkpoint, roots: dict[int, byt
             seq=checkpoint.size - 1,
         )
     roots[checkpoint.size] = root
+
+
+def frame_item(data: bytes) -> bytes:
+    """``data`` as one item of an export file: a CBOR byte string (head, then the bytes)."""
+    size = len(data)
+    if size < 24:
+        return bytes([0x40 | size]) + data
+    if size < 0x100:
+        return bytes([0x58, size]) + data
+    if size < 0x10000:
+        return b"\x59" + struct.pack(">H", size) + data
+    return b"\x5a" + struct.pack(">I", size) + data
+
+
+def read_export(handle: BinaryIO, max_header: int) -> tuple[bytes, Iterator[bytes]]:
+    """Frame an export file: the header bytes, then an iterator over entry bytes.
+
+    Raises:
+        LineageError: not a sequence of CBOR byte strings, or an item over its size limit.
+    """
+    header = _read_bstr(handle, max_header, "export header")
+    if header is None:
+        raise LineageError("the export is empty")
+
+    def entries() -> Iterator[bytes]:
+        while (item := _read_bstr(handle, MAX_EXPORT_ENTRY_BYTES, "export entry")) is not None:
+            yield item
+
+    return header, entries()
+
+
+def _read_bstr(handle: BinaryIO, limit: int, what: str) -> bytes | None:
+    first = handle.read(1)
+    if not first:
+        return None
+    major, info = first[0] >> 5, first[0] & 0x1F
+    if major != 2 or info > 26:
+        raise LineageError(f"{what} is not a CBOR byte string: not an edgegov lineage export")
+    if info < 24:
+        size = info
+    else:
+        width = {24: 1, 25: 2, 26: 4}[info]
+        raw = handle.read(width)
+        if len(raw) != width:
+            raise LineageError(f"{what} is truncated")
+        size = int.from_bytes(raw, "big")
+    if size > limit:
+        raise LineageError(f"{what} is {size} bytes, over the {limit}-byte limit")
+    data = handle.read(size)
+    if len(data) != size:
+        raise LineageError(f"{what} is truncated")
+    return data

@@ -1,0 +1,30 @@
+"""A gate decision as a lineage entry: the agent-side step into the shared entry format.
+
+The entry format (``edge_agent.protocol.lineage_entries``) knows plain fields only; this module
+knows the gate's :class:`~edge_agent.trust.gate.Decision`, so the format stays below the trust
+machine and the hub can read entries without importing it.
+"""
+
+from __future__ import annotations
+
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind
+from edge_agent.trust.gate import Decision
+
+__all__ = ["decision_entry"]
+
+
+def decision_entry(decision: Decision) -> Entry:
+    """The entry recording ``decision`` (its ``seq`` and ``prev`` are set when appended)."""
+    return Entry(
+        0,
+        decision.time,
+        GENESIS_PREV,
+        Kind.DECISION,
+        decision.allowed,
+        str(decision.reason),
+        decision.rule_id,
+        decision.bundle_digest,
+        decision.bundle_version,
+        decision.request,
+        decision.message,
+    )
