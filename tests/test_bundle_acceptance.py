@@ -159,13 +159,13 @@ CASES = [
     ),
     Case(
         "bundle for another region",
-        lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="us-2"),
+        lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="eu-1"),
         "bundle_target",
         "region",
     ),
     Case(
-        "bundle signed for this region but targeting another",
-        lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="eu-1"),
+        "bundle signed for another region and targeting it",
+        lambda s: s.bundle(3, target=BundleTarget(region="us-2"), region="us-2"),
         "bundle_signature",
         "",
     ),

@@ -1,7 +1,8 @@
 """A bundle's validity does not depend on a device; targeting is a separate, pure check.
 
-``verify_bundle`` takes no device, so the hub checks a bundle it signs exactly as every device
-of its target will (no invented probe device); ``check_targeting`` then says whether one
+``verify_bundle`` takes no device, only the region it verifies for (the scope its signatures
+cover), so the hub checks a bundle it signs exactly as every device of its target will (no
+invented probe device); ``check_targeting`` then says whether one
 device is in the target, with the axis that leaves it out; ``compile_bundle_policy`` is the
 last step and refuses a policy that does not compile.
 """
@@ -29,6 +30,7 @@ class Case:
     """``None``: the device is targeted; otherwise words the refusal must contain."""
 
 
+REGION = DEVICE.region
 OTHER = replace(DEVICE, device_id="gw-777", groups=("line-b",), profile="rpi-arm64")
 
 CASES = [
@@ -51,7 +53,11 @@ CASES = [
 def test_targeting_is_judged_apart_from_verification(case: Case) -> None:
     sim = HubSim()
     verified = verify_bundle(
-        sim.bundle(1, target=case.target), root=sim.root(), installed=None, now=NOW
+        sim.bundle(1, target=case.target),
+        root=sim.root(),
+        region=case.target.region,
+        installed=None,
+        now=NOW,
     )
     assert verified.target == case.target
     if case.words is None:
@@ -65,7 +71,7 @@ def test_targeting_is_judged_apart_from_verification(case: Case) -> None:
 
 def test_verified_bundle_keeps_payload_policy_until_compiled() -> None:
     sim = HubSim()
-    verified = verify_bundle(sim.bundle(1), root=sim.root(), installed=None, now=NOW)
+    verified = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION, installed=None, now=NOW)
     assert isinstance(verified.policy, dict) and verified.policy["format"] == 1
     compiled = compile_bundle_policy(verified)
     assert isinstance(compiled.policy, CompiledPolicy)
@@ -79,7 +85,7 @@ def test_verified_bundle_keeps_payload_policy_until_compiled() -> None:
 def test_policy_that_does_not_compile_is_refused_after_verification() -> None:
     sim = HubSim()
     data = sim.bundle(1, policy={"format": 1, "rules": "not a list"})
-    verified = verify_bundle(data, root=sim.root(), installed=None, now=NOW)
+    verified = verify_bundle(data, root=sim.root(), region=REGION, installed=None, now=NOW)
     with pytest.raises(BundleError) as refused:
         compile_bundle_policy(verified)
     assert refused.value.code == "bundle_policy"
@@ -89,9 +95,13 @@ def test_verified_bundle_carries_parsed_expectations() -> None:
     sim = HubSim()
     digest = bytes(32)
     expectations = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [digest]}}}}
-    plain = verify_bundle(sim.bundle(1), root=sim.root(), installed=None, now=NOW)
+    plain = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION, installed=None, now=NOW)
     required = verify_bundle(
-        sim.bundle(2, attestation=expectations), root=sim.root(), installed=None, now=NOW
+        sim.bundle(2, attestation=expectations),
+        root=sim.root(),
+        region=REGION,
+        installed=None,
+        now=NOW,
     )
     assert plain.attestation is None
     assert isinstance(required.attestation, Expectations)

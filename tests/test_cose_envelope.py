@@ -536,20 +536,8 @@ def test_another_kind_of_object_is_told_apart_from_a_malformed_one() -> None:
     revocation = cose.sign(
         PAYLOAD, keys=[KEY_A], content_type=content_type(Role.REVOKE), external_aad=AAD
     )
-    with pytest.raises(cose.ForeignEnvelopeError, match="content type"):
+    with pytest.raises(EnvelopeError, match="content type") as foreign:
         verify(revocation)
+    assert not isinstance(foreign.value, cose.MalformedEnvelopeError)
     with pytest.raises(cose.MalformedEnvelopeError):
         verify(PAYLOAD)
-
-
-def test_external_aad_may_be_read_from_the_payload_it_signs() -> None:
-    seen: list[bytes] = []
-
-    def scope_of(payload: bytes) -> bytes:
-        seen.append(payload)
-        return AAD
-
-    assert verify(SIGNED, external_aad=scope_of).signer_ids == ids(KEY_A, KEY_B)
-    assert seen == [PAYLOAD]
-    with pytest.raises(EnvelopeError, match="no signature verifies"):
-        verify(SIGNED, external_aad=lambda _: external_aad(Role.POLICY, "us-2"))

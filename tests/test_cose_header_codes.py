@@ -27,7 +27,7 @@ from edge_agent.protocol.revocation import (
 )
 from edge_agent.protocol.roles import Role, content_type, external_aad
 from edge_agent.protocol.root import verify_root_update
-from tests.factory import NOW, HubSim
+from tests.factory import DEVICE, NOW, HubSim
 
 ALG, CTY, KID = cose.HEADER_ALG, cose.HEADER_CONTENT_TYPE, cose.HEADER_KID
 ES256 = -7
@@ -58,7 +58,7 @@ KINDS = [
         False,
         lambda s: s.bundle_payload(1),
         lambda s: s.policy_keys,
-        lambda s, d: verify_bundle(d, root=s.root(), installed=None, now=NOW),
+        lambda s, d: verify_bundle(d, root=s.root(), region=DEVICE.region, installed=None, now=NOW),
         lambda exc: exc.code == "bundle_format",
     ),
     Kind(

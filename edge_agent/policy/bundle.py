@@ -57,15 +57,18 @@ def compile_for_device(
     installed: InstalledRef | None,
     now: int | None,
 ) -> CompiledBundle:
-    """Verify ``data`` under ``root`` (``verify_bundle``), check that it targets ``device``
-    (``check_targeting``) and compile its policy (:func:`compile_bundle_policy`), in that
-    order. ``installed`` and ``now`` are as for ``verify_bundle``.
+    """Verify ``data`` under ``root`` for ``device``'s region (``verify_bundle``: signatures
+    first), check that it targets ``device`` (``check_targeting``) and compile its policy
+    (:func:`compile_bundle_policy`), in that order. ``installed`` and ``now`` are as for
+    ``verify_bundle``.
 
     Raises:
         BundleError: from the step that refused it (its ``code`` names the check).
     """
     with paused_gc():
-        verified = verify_bundle(data, root=root, installed=installed, now=now)
+        verified = verify_bundle(
+            data, root=root, region=device.region, installed=installed, now=now
+        )
         check_targeting(verified, device)
         compiled = compile_bundle_policy(verified)
         # The decoded payload is garbage now: free it before the collector resumes, or the

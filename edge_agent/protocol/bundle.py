@@ -10,18 +10,22 @@ A bundle is a COSE_Sign object (role ``policy``, scope = the target region) whos
 
 Acceptance, in this order (DESIGN.md section 2, STYLE.md rule 4), split in three pure steps:
 
-1. :func:`verify_bundle`, which knows no device: size cap; a threshold of policy keys, each
-   authorised for the bundle's own target, signed the exact received bytes; strict decode
-   with byte-identical re-encoding; schema (attestation expectations included, kept parsed);
-   version newer than the installed one (equal version and bytes: no change; equal version,
-   other bytes: refused); not expired at ``now``.
+1. :func:`verify_bundle`, for a region and no particular device: size cap; a threshold of
+   policy keys, each authorised for the bundle's target, signed the exact received bytes with
+   the ``external_aad`` of that region; strict decode with byte-identical re-encoding; schema
+   (attestation expectations included, kept parsed); the target is that region; version
+   newer than the installed one (equal version and bytes: no change; equal version, other
+   bytes: refused); not expired at ``now``.
 2. :func:`check_targeting`: the bundle's target includes this device.
 3. ``edge_agent.policy.bundle.compile_bundle_policy``: the policy compiles. This package never
    imports the policy compiler, so a :class:`VerifiedBundle` carries the policy as verified
    CBOR (``VerifiedBundle[PolicyPayload]``) until a caller compiles it.
 
-A hub checks a bundle it signs with step 1 (and 3) alone; a device runs all three. Nothing
-here persists or swaps state: the caller commits a bundle only after every step returns.
+A device verifies for its own region: the signatures are checked before any byte of the
+payload is decoded. A hub checks an operator's bundle file with step 1 (and 3) alone, for the
+region the file claims (:func:`claimed_region`, read unverified only to choose that region;
+the signatures then bind it). Nothing here persists or swaps state: the caller commits a
+bundle only after every step returns.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from edge_agent.errors import BundleError, EnvelopeError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.allocation import paused_gc
-from edge_agent.protocol.dcbor import CborValue
 from edge_agent.protocol.expectations import Expectations, ExpectationsError, parse_expectations
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
@@ -51,6 +54,7 @@ __all__ = [
     "VerifiedBundle",
     "bundle_payload",
     "check_targeting",
+    "claimed_region",
     "sign_bundle",
     "verify_bundle",
 ]
@@ -157,10 +161,16 @@ def verify_bundle(
     data: bytes,
     *,
     root: TrustRoot,
+    region: str,
     installed: InstalledRef | None,
     now: int | None,
 ) -> VerifiedBundle[PolicyPayload]:
-    """Verify a bundle under ``root``, for whichever devices it targets.
+    """Verify a bundle under ``root`` for the devices of ``region``, none in particular.
+
+    ``region`` is the scope of the signatures' ``external_aad``: a device's own region, or at
+    the hub the region an operator's file claims (:func:`claimed_region`). A bundle signed for
+    another region fails as ``bundle_signature``; one signed for ``region`` whose target names
+    another as ``bundle_target``.
 
     ``now`` is ``None`` only when re-loading the installed bundle from the device's own state:
     expiry then is the gate's decision, not a load failure. ``installed`` is ``None`` then too.
@@ -170,10 +180,30 @@ def verify_bundle(
     Raises:
         BundleError: with ``code`` naming the failed check (``bundle_format``,
             ``bundle_signature``, ``bundle_threshold``, ``bundle_unauthorised``,
-            ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``).
+            ``bundle_target``, ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``).
     """
     with paused_gc():
-        return _verify_bundle(data, root=root, installed=installed, now=now)
+        return _verify_bundle(data, root=root, region=region, installed=installed, now=now)
+
+
+def claimed_region(data: bytes) -> str:
+    """The region a bundle says it targets, UNVERIFIED: only to choose which region to verify
+    it for (:func:`verify_bundle`), whose signatures then bind it; never act on it otherwise.
+
+    Raises:
+        BundleError: ``bundle_format``, the bundle or its target region cannot be read.
+    """
+    payload: object
+    try:
+        payload = dcbor.decode(
+            cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES),
+            max_bytes=MAX_BUNDLE_BYTES,
+            what="bundle payload",
+        )
+    except EnvelopeError as exc:
+        raise BundleFormatError(f"not a readable bundle: {exc.message}") from exc
+    target = payload.get("target") if isinstance(payload, dict) else None
+    return _parse_target(target).region
 
 
 def check_targeting(bundle: VerifiedBundle[object], device: DeviceIdentity) -> None:
@@ -192,6 +222,7 @@ def _verify_bundle(
     data: bytes,
     *,
     root: TrustRoot,
+    region: str,
     installed: InstalledRef | None,
     now: int | None,
 ) -> VerifiedBundle[PolicyPayload]:
@@ -199,10 +230,14 @@ def _verify_bundle(
         raise BundleFormatError(
             f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"
         )
-    signer_ids, payload = _verify_signatures(data, root)
-    fields = _fields(payload)
+    signer_ids, payload = _verify_signatures(data, root, region)
+    fields = _decode(payload)
     target = _parse_target(fields.raw("target"))
     _authorise(signer_ids, root, target)
+    if target.region != region:
+        raise BundleError(
+            f"bundle is for region {target.region!r}, not {region!r}", code="bundle_target"
+        )
     version = fields.integer("version", minimum=1)
     digest = hashlib.sha256(data).digest()
     unchanged = _check_version(version, digest, installed)
@@ -243,75 +278,32 @@ def _expectations(value: object) -> Expectations | None:
         raise BundleFormatError(f"bundle attestation expectations: {exc.message}") from exc
 
 
-def _verify_signatures(data: bytes, root: TrustRoot) -> tuple[frozenset[bytes], CborValue]:
-    """The policy keys of ``root`` whose signatures verify, and the signed payload, decoded.
-
-    The signatures cover an ``external_aad`` naming the bundle's target region, which only the
-    payload they sign carries, so the payload is decoded before they are checked
-    (:class:`_Claim`), to read that region and nothing else. A payload whose region cannot be
-    read cannot have its signatures checked: it is refused as malformed. Nothing of the
-    payload is acted on before the signatures verify.
-    """
-    claim = _Claim()
+def _verify_signatures(data: bytes, root: TrustRoot, region: str) -> tuple[frozenset[bytes], bytes]:
+    """The policy keys of ``root`` whose signatures over ``data`` verify with the
+    ``external_aad`` of ``region``, and the signed payload bytes (not yet decoded)."""
     try:
         verified = cose.verify_sign(
             data,
             keys=root.role(Role.POLICY).keys,
             content_type=content_type(Role.POLICY),
-            external_aad=claim.external_aad,
+            external_aad=external_aad(Role.POLICY, region),
             max_bytes=MAX_BUNDLE_BYTES,
         )
     except cose.MalformedEnvelopeError as exc:
         raise BundleFormatError(f"not a signed bundle: {exc.message}") from exc
-    except cose.ForeignEnvelopeError as exc:
-        raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
     except EnvelopeError as exc:
-        if claim.region is None:
-            _parse_target(_fields(claim.decoded).raw("target"))
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
-    return verified.signer_ids, _payload(claim.decoded)
+    return verified.signer_ids, verified.payload
 
 
-class _Claim:
-    """What a bundle's payload claims before its signatures are checked.
-
-    The payload is decoded strictly (the decode the bundle is then read from, done once) or,
-    when that fails, leniently, only for the region: so a tampered payload still fails as a
-    signature fault and a signed but malformed one as a format fault, as they did when the
-    region was known beforehand.
-    """
-
-    def __init__(self) -> None:
-        self.decoded: CborValue | BundleFormatError = BundleFormatError("bundle has no payload")
-        self.region: str | None = None
-
-    def external_aad(self, payload: bytes) -> bytes:
-        claimed: object
-        try:
-            self.decoded = claimed = dcbor.decode(
-                payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload"
-            )
-        except EnvelopeError as exc:
-            self.decoded = BundleFormatError(exc.message)
-            claimed = dcbor.decode_lenient(payload, max_bytes=MAX_BUNDLE_BYTES)
-        region = _field(_field(claimed, "target"), "region")
-        self.region = region if isinstance(region, str) else None
-        return external_aad(Role.POLICY, self.region or "")
-
-
-def _payload(decoded: CborValue | BundleFormatError) -> CborValue:
-    if isinstance(decoded, BundleFormatError):
-        raise decoded
-    return decoded
-
-
-def _field(value: object, key: str) -> object:
-    return value.get(key) if isinstance(value, dict) else None
-
-
-def _fields(decoded: CborValue | BundleFormatError) -> Fields:
+def _decode(payload: bytes) -> Fields:
+    """The payload decoded strictly (byte-identical re-encoding), as the bundle's fields."""
+    try:
+        value = dcbor.decode(payload, max_bytes=MAX_BUNDLE_BYTES, what="bundle payload")
+    except EnvelopeError as exc:
+        raise BundleFormatError(exc.message) from exc
     return Fields(
-        _payload(decoded),
+        value,
         "bundle",
         BundleFormatError,
         required=frozenset(

@@ -26,9 +26,9 @@ Invariants:
   signature or key counts once. Thresholds are the caller's business.
 - Bad bytes only ever raise :class:`EnvelopeError`; when the bytes are not a well-formed
   envelope at all (steps 1-3: too large, not CBOR, wrong tag or shape, headers that break the
-  rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, and for a
-  well-formed envelope of another kind (another content type) :class:`ForeignEnvelopeError`,
-  so callers can report a format fault apart from another object or failed signatures.
+  rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, so callers can
+  report a format fault apart from a well-formed envelope of another kind (another content
+  type) or whose signatures do not verify.
 
 This module does not decode the payload, check any schema, count thresholds or know roles:
 callers pass the content type and ``external_aad`` (``roles.content_type``,
@@ -45,7 +45,7 @@ an envelope without verifying it, for display and for choosing keys or scope.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -63,8 +63,6 @@ __all__ = [
     "SIGN1_TAG",
     "SIGN_TAG",
     "ContentType",
-    "ExternalAad",
-    "ForeignEnvelopeError",
     "MalformedEnvelopeError",
     "Signer",
     "Verified",
@@ -90,21 +88,12 @@ HEADER_KID = 4
 ContentType: TypeAlias = str | int
 """RFC 9052 label 3: a media-type string (edgegov's own) or a CoAP Content-Format number."""
 
-ExternalAad: TypeAlias = bytes | Callable[[bytes], bytes]
-"""The ``external_aad`` bytes, or a function giving them from the envelope's payload (not yet
-verified) for an object whose signing scope is named inside the payload it signs (a bundle's
-target region); it is called once, after steps 1-3, before any signature is checked."""
-
 _NAMES = {SIGN1_TAG: "COSE_Sign1 envelope", SIGN_TAG: "COSE_Sign envelope"}
 _ALG_NAMES = {-19: "Ed25519 (-19)", -8: "EdDSA (-8)"}
 
 
 class MalformedEnvelopeError(EnvelopeError):
     """The bytes are not a well-formed COSE envelope: a format fault, not a signature one."""
-
-
-class ForeignEnvelopeError(EnvelopeError):
-    """A well-formed envelope of another kind of object (another content type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +298,7 @@ def verify_sign(
     *,
     keys: Mapping[bytes, PublicKey],
     content_type: ContentType,
-    external_aad: ExternalAad,
+    external_aad: bytes,
     max_bytes: int,
 ) -> Verified:
     """Verify a ``COSE_Sign``; return every distinct authorised key id that signed it.
@@ -361,14 +350,13 @@ def _verify(
     tag: int,
     keys: Mapping[bytes, PublicKey],
     content_type: ContentType,
-    external_aad: ExternalAad,
+    external_aad: bytes,
     max_bytes: int,
 ) -> Verified:
     """Steps 1-4 of the module docstring, in that order; the caller counts thresholds."""
     envelope = _parse(data, tag, max_bytes)
     _check_content_type(envelope.body, content_type)
-    aad = external_aad if isinstance(external_aad, bytes) else external_aad(envelope.payload)
-    signer_ids = _verified_key_ids(envelope, keys, aad)
+    signer_ids = _verified_key_ids(envelope, keys, external_aad)
     if not signer_ids:
         raise EnvelopeError(_no_signer_message(envelope, keys, content_type))
     return Verified(envelope.payload, signer_ids, content_type)
@@ -380,7 +368,7 @@ def _check_content_type(body: _Headers, expected: ContentType) -> None:
     actual = body.protected[HEADER_CONTENT_TYPE]
     # Compare types too: CBOR true must never pass for content format 1.
     if type(actual) is not type(expected) or actual != expected:
-        raise ForeignEnvelopeError(
+        raise EnvelopeError(
             f"signed object has content type {actual!r}, expected {expected!r}: "
             "it is a different kind of object"
         )

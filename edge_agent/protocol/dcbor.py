@@ -8,10 +8,6 @@ Invariants:
 - ``decode`` is strict: a size cap before parsing, bounded depth and item count, no duplicate
   keys, no indefinite lengths, no floats, no tags, no trailing bytes, and the input must
   re-encode to exactly the same bytes. Anything else raises :class:`EnvelopeError`.
-- ``decode_lenient`` is the one exception: bounded in size and depth but not checked for
-  determinism, it reads a field of a payload whose signatures cannot be checked before that
-  field is known (a bundle's region names the scope it is signed for). Nothing may act on
-  what it returns; the strict decode follows once the signatures verify.
 
 This module does not know what the values mean; schemas live next to each object type.
 """
@@ -27,16 +23,7 @@ import cbor2
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol.limits import MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MAX_INT, MIN_INT
 
-__all__ = [
-    "CborValue",
-    "as_list",
-    "as_map",
-    "decode",
-    "decode_lenient",
-    "decode_tagged",
-    "encode",
-    "encode_tagged",
-]
+__all__ = ["CborValue", "as_list", "as_map", "decode", "decode_tagged", "encode", "encode_tagged"]
 
 CborValue: TypeAlias = (
     "int | bool | str | bytes | list[CborValue] | tuple[CborValue, ...] "
@@ -173,30 +160,6 @@ def decode_tagged(data: bytes, *, tag: int, max_bytes: int, what: str) -> CborVa
         EnvelopeError: as :func:`decode`, or the tag is missing or different.
     """
     return _loads(data, max_bytes=max_bytes, what=what, allow_top_tag=tag)  # type: ignore[return-value]
-
-
-def decode_lenient(data: bytes, *, max_bytes: int) -> object | None:
-    """The first CBOR item of ``data``, without any determinism check; ``None`` when ``data``
-    is too large or not CBOR within the depth limit. For choosing a scope before signatures
-    verify only (module docstring); never act on the result."""
-    if len(data) > max_bytes:
-        return None
-    try:
-        value: object = cbor2.CBORDecoder(
-            io.BytesIO(data),
-            max_depth=MAX_CBOR_DEPTH + 1,
-            semantic_decoders={28: _refuse_shared, 29: _refuse_shared, 256: _refuse_shared},
-        ).decode()
-    except (
-        EnvelopeError,
-        cbor2.CBORDecodeError,
-        ValueError,
-        TypeError,
-        OverflowError,
-        MemoryError,
-    ):
-        return None
-    return value
 
 
 def _loads(data: bytes, *, max_bytes: int, what: str, allow_top_tag: int | None) -> object:

@@ -163,7 +163,8 @@ def build_bundle(
         max_offline=source.max_offline_seconds,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    return data, compile_bundle_policy(verify_bundle(data, root=root, installed=None, now=now))
+    verified = verify_bundle(data, root=root, region=target.region, installed=None, now=now)
+    return data, compile_bundle_policy(verified)
 
 
 def _target(target: dict[str, object]) -> BundleTarget:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from edge_agent.errors import BundleError, ConfigError
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol import topics
-from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, claimed_region, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import (
     Revocation,
@@ -60,12 +60,16 @@ class PushPlan:
 
 
 def verify_push(data: bytes, *, root: TrustRoot, now: int) -> CompiledBundle:
-    """Verify ``data`` as a device of its target would, its policy compiled.
+    """Verify ``data`` as a device of its target would, its policy compiled: for the region
+    the bundle claims, which its signatures must then be for.
 
     Raises:
         BundleError: a device would refuse it (``code`` names the check).
     """
-    return compile_bundle_policy(verify_bundle(data, root=root, installed=None, now=now))
+    region = claimed_region(data)
+    return compile_bundle_policy(
+        verify_bundle(data, root=root, region=region, installed=None, now=now)
+    )
 
 
 def plan_push(

@@ -231,5 +231,7 @@ def with_expectations(
         max_offline=bundle.max_offline,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    verified = verify_bundle(data, root=root, installed=None, now=bundle.issued_at)
+    verified = verify_bundle(
+        data, root=root, region=target.region, installed=None, now=bundle.issued_at
+    )
     return data, compile_bundle_policy(verified)
