@@ -64,10 +64,10 @@ from edge_agent.trust.state import (
     with_local_verdict,
 )
 from hub.cli.attest import build_expectations
-from hub.core.attestation import bundle_view, judge_attestation, read_evidence
+from hub.core.attestation import judge_attestation, read_evidence
 from hub.registry import DeviceRecord, PublishedBundle, Registry
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier
+from hub.service.attest import Verifier, recorded_bundle_view
 from tests.factory import DEVICE, NOW, HubSim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def _hub_fixture(tmp: Path, count: int) -> tuple[Verifier, DeviceRecord, list[by
         target={},
         channels=["group/line-a"],
     )
-    verifier = Verifier(registry, sim.online_keys[Role.VERIFIER][0])
+    verifier = Verifier(registry, sim.online_keys[Role.VERIFIER][0], root=sim.root())
     payloads = []
     for index in range(count):
         nonce = hashlib.sha256(b"%d" % index + os.urandom(8)).digest()
@@ -232,7 +232,7 @@ def bench_hub(runs: int, count: int) -> None:
             verifier, device, payloads, registry = _hub_fixture(Path(tmp), count)
             data = registry.bundle_data(registry.current_bundles()[0].digest)
             assert data is not None
-            view = bundle_view(data)
+            view = recorded_bundle_view(data, root=verifier.root)
             started = time.perf_counter()
             for payload in payloads:
                 evidence = read_evidence(payload, device)

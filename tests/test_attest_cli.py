@@ -177,7 +177,9 @@ def test_fleet_shows_each_devices_attestation_and_time_left(
     with open_registry(hub_dir / "hub.db") as registry:
         record = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", key.public)
         registry.add_device(record)
-        verifier = Verifier(registry, load_role_keys(hub_dir / "keys", Role.VERIFIER, root)[0])
+        verifier = Verifier(
+            registry, load_role_keys(hub_dir / "keys", Role.VERIFIER, root)[0], root=root
+        )
         challenge, _ = verifier.challenge(record, now=2_000_000_000, ttl_s=60)
         evidence = Evidence("gw-001", challenge.nonce, 0, None, {}, LineageHead(0, b"\x00" * 32))
         verifier.verify(record, sign_evidence(evidence, key), now=2_000_000_000, ttl_s=60)

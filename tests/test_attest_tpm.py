@@ -218,7 +218,9 @@ class HubSide:
             target={},
             channels=["group/line-a"],
         )
-        self.verifier = Verifier(self.registry, self.hub.online_keys[Role.VERIFIER][0])
+        self.verifier = Verifier(
+            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=self.hub.root()
+        )
 
     def answer(
         self, provider: TpmProvider, *, quote_nonce: bytes | None = None

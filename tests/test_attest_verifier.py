@@ -48,7 +48,9 @@ class Setup:
         }
         for record in self.devices.values():
             self.registry.add_device(record)
-        self.verifier = Verifier(self.registry, self.hub.online_keys[Role.VERIFIER][0])
+        self.verifier = Verifier(
+            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=self.hub.root()
+        )
         self.bundle = self.record_bundle(EXPECT)
 
     def record_bundle(
@@ -160,6 +162,7 @@ def test_evidence_signed_by_another_device_or_naming_one_is_refused(setup: Setup
         ("unknown", "no bundle this hub published"),
         ("other-group", "not for this device"),
         ("other-profile", "no expectations for profile"),
+        ("untrusted", "not for this device"),
     ],
 )
 def test_evidence_naming_an_unusable_bundle_fails(setup: Setup, bundle: str, words: str) -> None:
@@ -171,6 +174,7 @@ def test_evidence_naming_an_unusable_bundle_fails(setup: Setup, bundle: str, wor
         "other-profile": setup.record_bundle(
             {"profiles": {"raspberry-pi-4": {"measurements": {"os-release": [GOOD]}}}}, 3
         ),
+        "untrusted": setup.record_bundle(EXPECT, 4, signers=[PrivateKey.generate()]),
     }[bundle]
     challenge = setup.challenge()
     assert setup.verify(setup.evidence(challenge.nonce, bundle=digest)) is Verdict.FAIL

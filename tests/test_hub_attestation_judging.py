@@ -22,7 +22,7 @@ from edge_agent.protocol.attestation import (
     Verdict,
     sign_evidence,
 )
-from edge_agent.protocol.bundle import BundleTarget
+from edge_agent.protocol.bundle import BundleTarget, claimed_region, verify_bundle
 from edge_agent.protocol.expectations import measured_digest
 from edge_agent.protocol.keys import PrivateKey
 from hub.core.attestation import (
@@ -31,6 +31,7 @@ from hub.core.attestation import (
     bundle_view,
     judge_attestation,
     read_evidence,
+    unusable_bundle,
 )
 from hub.registry.records import DeviceRecord
 from tests.factory import NOW, TARGET, HubSim
@@ -49,18 +50,27 @@ MANY = [f"file-{i}" for i in range(MAX_DETAIL_PROBLEMS + 2)]
 HUB = HubSim()
 KEY = PrivateKey.generate()
 DEVICE = DeviceRecord("gw-001", "eu-1", ("line-a",), PROFILE, KEY.public)
-EXPECTING = bundle_view(HUB.bundle(1, attestation=EXPECT))
-WITHOUT_EXPECTATIONS = bundle_view(HUB.bundle(1))
-OTHER_GROUP = bundle_view(
+
+
+def _view(data: bytes) -> BundleView:
+    """The view of a bundle the hub recorded, verified as the verifier does."""
+    return bundle_view(
+        verify_bundle(data, root=HUB.root(), region=claimed_region(data), installed=None, now=None)
+    )
+
+
+EXPECTING = _view(HUB.bundle(1, attestation=EXPECT))
+WITHOUT_EXPECTATIONS = _view(HUB.bundle(1))
+OTHER_GROUP = _view(
     HUB.bundle(2, attestation=EXPECT, target=BundleTarget(region="eu-1", groups=("line-b",)))
 )
-OTHER_PROFILE = bundle_view(
+OTHER_PROFILE = _view(
     HUB.bundle(3, attestation={"profiles": {"raspberry-pi-4": EXPECT["profiles"][PROFILE]}})
 )
-EXPECTING_MANY = bundle_view(
+EXPECTING_MANY = _view(
     HUB.bundle(4, attestation={"profiles": {PROFILE: {"measurements": {m: [GOOD] for m in MANY}}}})
 )
-UNREADABLE = bundle_view(b"not a bundle")
+UNREADABLE = unusable_bundle("the bundle cannot be used: not a signed bundle")
 MALFORMED = BundleView(TARGET, None, "the bundle's expectations are malformed: no profiles")
 AK = hashlib.sha256(b"a registered attestation key").digest()
 """Bytes standing for a registered AK: the rows using it fail before the key is parsed."""

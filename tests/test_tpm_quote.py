@@ -294,7 +294,8 @@ def _verifier(tmp_path: Path) -> tuple[Verifier, Registry, DeviceRecord, Private
         target={},
         channels=["group/line-a"],
     )
-    return Verifier(registry, hub.online_keys[Role.VERIFIER][0]), registry, device, key, digest
+    verifier = Verifier(registry, hub.online_keys[Role.VERIFIER][0], root=hub.root())
+    return verifier, registry, device, key, digest
 
 
 def _answer(

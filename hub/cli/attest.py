@@ -247,7 +247,7 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
         device = registry.device(args.device_id)
         if device is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
-        challenge, publication = Verifier(registry, verifier_keys[0]).challenge(
+        challenge, publication = Verifier(registry, verifier_keys[0], root=keys.root).challenge(
             device, now=wall_clock(), ttl_s=max(DEFAULT_CHALLENGE_TTL_S, args.wait or 0)
         )
     asyncio.run(publish_once(settings, [publication]))

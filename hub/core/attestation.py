@@ -8,7 +8,8 @@ and records and publishes the signed result. This module decides, from values on
    and names that device (else it is refused, ``evidence_rejected``);
 2. :func:`judge_attestation`: the nonce was spent by this evidence (the registry's answer,
    ``nonce_problem``: an unknown, replayed or expired nonce is refused, ``evidence_replay``),
-   then the verdict: the named bundle is one the hub recorded (:func:`bundle_view`) and
+   then the verdict: the named bundle is one the hub recorded, still verifies (the verifier
+   verifies it again and hands in :func:`bundle_view`, or :func:`unusable_bundle`) and
    targets the device, its expectations for the device's registered profile hold, the
    lineage head agrees with the hub's checkpoint at that size, and the TPM part verifies
    under the device's registered attestation key (:func:`hub.core.tpm_quote.tpm_problem`).
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.errors import EnvelopeError
-from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.attestation import (
     AttestationError,
     AttestationResult,
@@ -33,15 +32,8 @@ from edge_agent.protocol.attestation import (
     Verdict,
     verify_evidence,
 )
-from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity
-from edge_agent.protocol.expectations import (
-    Expectations,
-    ExpectationsError,
-    compare,
-    measured_digest,
-    parse_expectations,
-)
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity, VerifiedBundle
+from edge_agent.protocol.expectations import Expectations, compare, measured_digest
 from hub.core.codes import RejectCode
 from hub.core.tpm_quote import tpm_problem
 from hub.registry.records import DeviceRecord
@@ -52,6 +44,7 @@ __all__ = [
     "bundle_view",
     "judge_attestation",
     "read_evidence",
+    "unusable_bundle",
 ]
 
 MAX_DETAIL_PROBLEMS = 4
@@ -160,28 +153,12 @@ def _verdict(
     return Verdict.PASS, f"{len(evidence.measurements)} measurement(s) as expected{quoted}"
 
 
-def bundle_view(data: bytes) -> BundleView:
-    """Target and expectations of a bundle this hub recorded (verified when pushed)."""
-    try:
-        payload = dcbor.as_map(
-            dcbor.decode(
-                cose.peek_payload(data, max_bytes=MAX_BUNDLE_BYTES), max_bytes=MAX_BUNDLE_BYTES
-            ),
-            "bundle",
-        )
-        target = dcbor.as_map(payload["target"], "bundle target")
-        view_target = BundleTarget(
-            region=str(target["region"]),
-            groups=tuple(str(g) for g in dcbor.as_list(target["groups"], "groups")),
-            profiles=tuple(str(p) for p in dcbor.as_list(target["profiles"], "profiles")),
-            devices=tuple(str(d) for d in dcbor.as_list(target["devices"], "devices")),
-        )
-        attestation = dcbor.as_map(payload["attestation"], "bundle attestation")
-    except (EnvelopeError, KeyError) as exc:
-        return BundleView(BundleTarget(region="_"), None, f"the bundle cannot be read: {exc}")
-    if not attestation:
-        return BundleView(view_target, None, None)
-    try:
-        return BundleView(view_target, parse_expectations(attestation), None)
-    except ExpectationsError as exc:
-        return BundleView(view_target, None, f"the bundle's expectations are malformed: {exc}")
+def bundle_view(bundle: VerifiedBundle[object]) -> BundleView:
+    """Target and expectations of a recorded bundle, as ``verify_bundle`` parsed them."""
+    return BundleView(bundle.target, bundle.attestation, None)
+
+
+def unusable_bundle(problem: str) -> BundleView:
+    """The view of a recorded bundle that does not verify: it targets no device (region
+    ``_``) and requires nothing, so evidence naming it fails."""
+    return BundleView(BundleTarget(region="_"), None, problem)

@@ -24,7 +24,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import BundleError, ConfigError
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import (
@@ -37,6 +37,7 @@ from edge_agent.protocol.attestation import (
 )
 from edge_agent.protocol.bundle import (
     bundle_payload,
+    claimed_region,
     sign_bundle,
     verify_bundle,
 )
@@ -49,7 +50,13 @@ from edge_agent.protocol.expectations import (
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
-from hub.core.attestation import BundleView, bundle_view, judge_attestation, read_evidence
+from hub.core.attestation import (
+    BundleView,
+    bundle_view,
+    judge_attestation,
+    read_evidence,
+    unusable_bundle,
+)
 from hub.core.publications import Publication
 from hub.registry import AttestationRecord, DeviceRecord, Registry
 
@@ -58,6 +65,7 @@ __all__ = [
     "Verifier",
     "expectations_from_json",
     "expectations_to_json",
+    "recorded_bundle_view",
     "with_expectations",
 ]
 
@@ -67,11 +75,13 @@ MAX_CACHED_EXPECTATIONS = 64
 
 
 class Verifier:
-    """Issues challenges and verifies evidence for the devices of one registry."""
+    """Issues challenges and verifies evidence for the devices of one registry; the bundles
+    evidence names are verified under ``root``, the hub's trust root."""
 
-    def __init__(self, registry: Registry, key: PrivateKey) -> None:
+    def __init__(self, registry: Registry, key: PrivateKey, *, root: TrustRoot) -> None:
         self.registry = registry
         self.key = key
+        self.root = root
         self._bundles: OrderedDict[bytes, BundleView] = OrderedDict()
 
     def challenge(
@@ -125,11 +135,24 @@ class Verifier:
             data = self.registry.bundle_data(digest)
             if data is None:
                 return None
-            view = bundle_view(data)
+            view = recorded_bundle_view(data, root=self.root)
             self._bundles[digest] = view
             while len(self._bundles) > MAX_CACHED_EXPECTATIONS:
                 self._bundles.popitem(last=False)
         return view
+
+
+def recorded_bundle_view(data: bytes, *, root: TrustRoot) -> BundleView:
+    """The view of the recorded bundle ``data``, verified again under ``root`` for the region
+    it claims (expiry is not judged: the device's gate judges it), so its target and
+    expectations are read as ``verify_bundle`` parsed them, once."""
+    try:
+        verified = verify_bundle(
+            data, root=root, region=claimed_region(data), installed=None, now=None
+        )
+    except BundleError as exc:
+        return unusable_bundle(f"the bundle cannot be used: {exc}")
+    return bundle_view(verified)
 
 
 def _record(

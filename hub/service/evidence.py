@@ -52,7 +52,7 @@ class Attestation:
                 keys.root.version,
             )
             return None
-        return Verifier(context.registry, verifier_keys[0])
+        return Verifier(context.registry, verifier_keys[0], root=keys.root)
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
         """Challenge every registered device every ``attest_interval_s`` until ``stop``."""
