@@ -2,7 +2,7 @@
 
 1. Sizes: a signed 10,000-rule bundle (bench/decide.py's seeded fleet policy, signed by
    three policy keys) and the largest lineage batch a device may ship, beside the broker's
-   limit (``hub.core.limits.MAX_MESSAGE_BYTES``).
+   limit (``hub.service.broker_limits.MAX_MESSAGE_BYTES``).
 2. Memory: the embedded broker runs in a child process of its own; one client publishes
    ``--megabytes`` (default 100) on one topic, sent from a single reused 1 MiB buffer so the
    client itself stays small. The child's resident set (VmRSS) and peak (VmHWM) are read
