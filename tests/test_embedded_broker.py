@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import pytest
 
 from edge_agent.support.mqtt import Incoming, connect
-from hub.service.broker import _SubscriptionTable
+from hub.service import broker as broker_module
+from hub.service.broker import EmbeddedBroker, _SubscriptionTable
+from hub.service.broker_limits import BrokerLimits
 from tests.brokers import amqtt_broker
 from tests.hub_support import WAIT_S, Watcher, watching
 
@@ -117,3 +120,21 @@ def test_the_subscription_table_can_change_while_it_is_walked() -> None:
 
 def _drain(watcher: Watcher) -> list[Incoming]:
     return [watcher.queue.get_nowait() for _ in range(watcher.queue.qsize())]
+
+
+@pytest.mark.asyncio
+async def test_a_shutdown_stuck_in_amqtt_is_abandoned_and_the_port_freed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(broker_module, "STOP_GRACE_S", 0.2)
+    broker = EmbeddedBroker("127.0.0.1", 0, BrokerLimits(), frozenset())
+    await broker.start()
+    port = broker.port
+    amqtt = broker._broker
+    assert amqtt is not None
+    monkeypatch.setattr(amqtt, "shutdown", asyncio.Event().wait)
+    with caplog.at_level(logging.ERROR, logger="hub.service.broker"):
+        await asyncio.wait_for(broker.stop(), timeout=10)
+    assert "abandoning it and closing the listener" in caplog.text
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))

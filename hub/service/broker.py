@@ -319,6 +319,15 @@ class _Broker(Broker):  # type: ignore[misc]
             if not writer.transport.is_closing():
                 writer.transport.abort()
 
+    async def close_listener(self) -> None:
+        """Stop accepting connections (an abandoned shutdown; see ``EmbeddedBroker.stop``).
+
+        amqtt keeps its servers in a private mapping; pinned to amqtt 0.12, as
+        :func:`_bound_port` reads it."""
+        server = self._servers.get(_LISTENER)
+        if server is not None:
+            await server.close_instance()
+
     def abort_connections(self) -> None:
         """Abort every client's socket now (a shutdown that is stuck; see ``stop``)."""
         for framed in list(self.open_connections):
@@ -605,20 +614,30 @@ class EmbeddedBroker:
 
         amqtt stops each session's handler in turn; on Python 3.11 a handler whose read loop
         is cancelled as a packet arrives can wait for ever (its ``wait_for`` loses the
-        cancellation). So after ``STOP_GRACE_S`` every client's socket is aborted, which
-        ends any read still waiting, and the shutdown completes."""
+        cancellation, or its reader task ends without signalling that it stopped). So after
+        ``STOP_GRACE_S`` every client's socket is aborted, which ends any read still waiting;
+        a shutdown still stuck ``STOP_GRACE_S`` later is abandoned and the listener closed,
+        so the hub always exits and its port is free again."""
         broker, self._broker = self._broker, None
         if broker is None:
             return
         shutdown = asyncio.ensure_future(broker.shutdown())
-        done, _ = await asyncio.shield(asyncio.wait([shutdown], timeout=STOP_GRACE_S))
-        if not done:
+        if not await _finished(shutdown, STOP_GRACE_S):
             logger.warning(
                 "the embedded broker did not stop within %g s; closing every client connection",
                 STOP_GRACE_S,
             )
             broker.abort_connections()
-        await asyncio.shield(shutdown)
+            if not await _finished(shutdown, STOP_GRACE_S):
+                logger.error(
+                    "the embedded broker's shutdown is stuck in amqtt (a session handler that "
+                    "never stops); abandoning it and closing the listener"
+                )
+                shutdown.cancel()
+                await _finished(shutdown, STOP_GRACE_S)
+                await broker.close_listener()
+                return
+        shutdown.result()
         logger.info("embedded amqtt broker on %s:%d stopped", self.host, self.port)
 
     async def __aenter__(self) -> EmbeddedBroker:
@@ -680,6 +699,13 @@ def _holds_connection(session: Session, handler: BrokerProtocolHandler) -> bool:
     session disconnected only after publishing its will, a few steps after the end."""
     reader = handler.reader
     return bool(session.transitions.is_connected()) and reader is not None and not reader.closed
+
+
+async def _finished(task: asyncio.Future[None], timeout: float) -> bool:
+    """Whether ``task`` ends within ``timeout`` seconds (waiting is shielded: cancelling the
+    caller leaves ``task`` running)."""
+    done, _ = await asyncio.shield(asyncio.wait([task], timeout=timeout))
+    return bool(done)
 
 
 def _drop(handler: BrokerProtocolHandler, reason: str, detail: str) -> None:
