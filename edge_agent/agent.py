@@ -9,13 +9,14 @@ it is trusted (:mod:`edge_agent.trust.restore`): a database edited behind the ag
 can only make it deny.
 
 Attestation (DESIGN.md section 6): the running agent records each local measurement's
-verdict against the installed bundle, answers verified hub challenges with signed evidence,
-and installs the hub's result only for a nonce it answered with the measured state it sent.
-Both are kept in ``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`)
-so that other ``edge-agent`` processes decide with what the running agent measured. The hub's
-result in it is re-verified when read; the local verdict is not signed, so whoever can write
-the state directory (root, or the agent's own user) can forge it. That user can already
-replace the agent itself; docs/attestation.md says so.
+verdict against the installed bundle, answers verified hub challenges with signed evidence
+(:attr:`LocalAgent.evidence`, :mod:`edge_agent.attest.responder`), and installs the hub's
+result only for a nonce it answered with the measured state it sent. Both are kept in
+``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`) so that other
+``edge-agent`` processes decide with what the running agent measured. The hub's result in it
+is re-verified when read; the local verdict is not signed, so whoever can write the state
+directory (root, or the agent's own user) can forge it. That user can already replace the
+agent itself; docs/attestation.md says so.
 
 Several processes, one state (docs/trust.md "Several processes"): ``edge-agent run`` and the
 commands an operator runs beside it share ``state.db``. A change another process commits is
@@ -43,7 +44,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -51,26 +51,18 @@ from typing import TypeVar
 
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
+from edge_agent.attest.responder import EvidenceResponder
 from edge_agent.attest.verdict import judge
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
-from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.transitions import TransitionRecorder
 from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.attestation import (
-    AttestationError,
-    AttestationResult,
-    Challenge,
-    Evidence,
-    LineageHead,
-    sign_evidence,
-    verify_challenge,
-)
+from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
@@ -117,9 +109,6 @@ __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
 
 logger = logging.getLogger(__name__)
 
-MAX_ANSWERED_NONCES = 16
-"""Challenges answered and awaiting a result; older ones are forgotten (their results are
-then refused as replays)."""
 STATE_CHECK_INTERVAL_S = 0.005
 """Deciding checks at most this often whether another process changed the state: a decision
 made later than this after such a change decides with it. The check costs about 2 us, a
@@ -222,7 +211,8 @@ class LocalAgent:
         self.measurement: MeasurementSet | None = None
         """The last local measurement (``None``: this process has not measured)."""
         self._interval_s = 0
-        self._answered: OrderedDict[bytes, bytes] = OrderedDict()
+        self.evidence = EvidenceResponder(self)
+        """Answers the hub's attestation challenges with this agent's measured state."""
         self._attestation_seen = ATTESTATION_UNOBSERVED
 
     @classmethod
@@ -698,52 +688,6 @@ class LocalAgent:
             logger.error("attestation state not recorded: %s", exc)
         return verdict
 
-    def check_challenge(self, data: bytes, wall: int) -> Challenge:
-        """Verify a hub challenge for this device (verifier key, not expired).
-
-        Raises:
-            AttestationError: refused; nothing changes.
-        """
-        now = self.earliest_now(wall)
-        try:
-            return verify_challenge(
-                data, root=self.state.root, device=self.state.device.device_id, now=now
-            )
-        except AttestationError as exc:
-            logger.warning("attestation challenge refused: %s", exc)
-            raise
-
-    def evidence_for(self, challenge: Challenge, wall: int) -> bytes:
-        """Signed evidence answering ``challenge`` with the last measurement and the lineage
-        head; the nonce is remembered with the measured digest sent.
-
-        Raises:
-            AttestationError: this agent has not measured (no firmware profile).
-        """
-        measured = self.measurement
-        if measured is None:
-            raise AttestationError(
-                "cannot answer an attestation challenge: this agent measures nothing "
-                "(no firmware profile)"
-            )
-        bundle = self.state.bundle
-        evidence = Evidence(
-            device=self.state.device.device_id,
-            nonce=challenge.nonce,
-            time=wall,
-            bundle_digest=bundle.digest if bundle is not None else None,
-            measurements=measured.digests,
-            lineage=self._lineage_head(),
-        )
-        self._answered[challenge.nonce] = measured.digest
-        while len(self._answered) > MAX_ANSWERED_NONCES:
-            self._answered.popitem(last=False)
-        return sign_evidence(evidence, self.device_key)
-
-    def answered(self, nonce: bytes) -> bool:
-        """Whether this agent already answered the challenge with ``nonce``."""
-        return nonce in self._answered
-
     def install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         """Verify the hub's result and keep it: a verifier key signed it for this device, its
         nonce is one this agent answered (once), it attests the measured state sent, and it
@@ -757,11 +701,11 @@ class LocalAgent:
 
     def _install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         old = self.state
-        outcome = accept_attestation_result(old, data, self.earliest_now(wall), self._answered)
+        outcome = accept_attestation_result(old, data, self.earliest_now(wall), self.evidence.sent)
         result = self._take(outcome, wall)
         if self.state is old:
             return result
-        del self._answered[result.nonce]
+        self.evidence.settle(result.nonce)
         logger.info(
             "attestation result: %s, valid until %d (%s)",
             result.verdict,
@@ -786,17 +730,6 @@ class LocalAgent:
             logger.log(level, "attestation %s: %s", seen.verdict, transition.detail)
             self._transitions.record(transition, wall)
         return True
-
-    def _lineage_head(self) -> LineageHead:
-        lineage = self.lineage
-        if lineage is None:
-            return LineageHead(0, EMPTY_ROOT)
-        try:
-            size = lineage.size
-            return LineageHead(size, lineage.root_at(size))
-        except LineageError as exc:
-            logger.error("lineage head unavailable for evidence: %s", exc)
-            return LineageHead(0, EMPTY_ROOT)
 
     def _save_attestation(self, state: TrustState) -> None:
         result = state.attestation_result
