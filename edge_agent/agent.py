@@ -9,13 +9,14 @@ it is trusted (:mod:`edge_agent.trust.restore`): a database edited behind the ag
 can only make it deny.
 
 Attestation (DESIGN.md section 6): the running agent records each local measurement's
-verdict against the installed bundle, answers verified hub challenges with signed evidence,
-and installs the hub's result only for a nonce it answered with the measured state it sent.
-Both are kept in ``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`)
-so that other ``edge-agent`` processes decide with what the running agent measured. The hub's
-result in it is re-verified when read; the local verdict is not signed, so whoever can write
-the state directory (root, or the agent's own user) can forge it. That user can already
-replace the agent itself; docs/attestation.md says so.
+verdict against the installed bundle, answers verified hub challenges with signed evidence
+(:attr:`LocalAgent.evidence`, :mod:`edge_agent.attest.responder`), and installs the hub's
+result only for a nonce it answered with the measured state it sent. Both are kept in
+``attestation.cbor`` beside the database (:mod:`edge_agent.attest.persist`) so that other
+``edge-agent`` processes decide with what the running agent measured. The hub's result in it
+is re-verified when read; the local verdict is not signed, so whoever can write the state
+directory (root, or the agent's own user) can forge it. That user can already replace the
+agent itself; docs/attestation.md says so.
 
 Several processes, one state (docs/trust.md "Several processes"): ``edge-agent run`` and the
 commands an operator runs beside it share ``state.db``. A change another process commits is
@@ -26,7 +27,7 @@ another process committed in between, the change is verified again against the n
 and re-applied (:class:`~edge_agent.store.StaleStateError`), so a process holding old state
 never writes it back. A trust transition's lineage entry is committed with the change (the
 store's outbox) and appended to the lineage after it, by this process or, if it was killed
-in between, by the next one to open the state.
+in between, by the next one to open the state (:mod:`edge_agent.lineage.transitions`).
 
 Trusted time: each process keeps an anchor, the newest signed time it verified and its
 monotonic clock then (:mod:`edge_agent.trust.clock`, rule 4); decisions use
@@ -43,7 +44,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -51,31 +51,18 @@ from typing import TypeVar
 
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
+from edge_agent.attest.responder import EvidenceResponder
 from edge_agent.attest.verdict import judge
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
-from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.lineage.log import LineageConfig, LineageLog
+from edge_agent.lineage.transitions import TransitionRecorder
 from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.policy.engine import Request
-from edge_agent.protocol.attestation import (
-    AttestationError,
-    AttestationResult,
-    Challenge,
-    Evidence,
-    LineageHead,
-    sign_evidence,
-    verify_challenge,
-)
+from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.lineage_entries import (
-    GENESIS_PREV,
-    Entry,
-    decode_entry,
-    encode_entry,
-)
-from edge_agent.protocol.merkle import EMPTY_ROOT
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
@@ -122,9 +109,6 @@ __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
 
 logger = logging.getLogger(__name__)
 
-MAX_ANSWERED_NONCES = 16
-"""Challenges answered and awaiting a result; older ones are forgotten (their results are
-then refused as replays)."""
 STATE_CHECK_INTERVAL_S = 0.005
 """Deciding checks at most this often whether another process changed the state: a decision
 made later than this after such a change decides with it. The check costs about 2 us, a
@@ -220,16 +204,15 @@ class LocalAgent:
         self._must_reload = False
         self._read_only = read_only
         """Read-only agents (``status``) never write the lineage."""
-        self._outbox = not read_only
-        """Whether a transition may be waiting in the store's outbox."""
-        self._outbox_failing = False
+        self._transitions = TransitionRecorder(store, lineage, read_only=read_only)
         self._clock_trusted = True
         self.last_seq: int | None = None
         """Lineage seq of the last decision this agent returned (``None``: not logged)."""
         self.measurement: MeasurementSet | None = None
         """The last local measurement (``None``: this process has not measured)."""
         self._interval_s = 0
-        self._answered: OrderedDict[bytes, bytes] = OrderedDict()
+        self.evidence = EvidenceResponder(self)
+        """Answers the hub's attestation challenges with this agent's measured state."""
         self._attestation_seen = ATTESTATION_UNOBSERVED
 
     @classmethod
@@ -331,8 +314,7 @@ class LocalAgent:
                     logger.error("decisions deny internal_error: %s", exc)
                 self.state = replace(self.state, fault=str(exc))
                 return True
-            if self._outbox:
-                self._flush_outbox()
+            self._transitions.flush()
             return reloaded
 
     def _reload(self, *, ours: bool = False) -> None:
@@ -357,7 +339,7 @@ class LocalAgent:
             )
         self.state, self._generation = state, stored.generation
         self._must_reload = False
-        self._outbox = not self._read_only
+        self._transitions.expect_pending()
 
     def _changing(self, change: Callable[[], _T]) -> _T:
         """Run ``change`` (verify against ``self.state``, then commit) on the newest state:
@@ -380,29 +362,15 @@ class LocalAgent:
                 f"({MAX_STATE_RETRIES} attempts); try again"
             )
 
-    def _commit(
-        self,
-        write: Callable[..., Written],
-        new_state: TrustState | None,
-        transition: Entry | None = None,
-    ) -> None:
+    def _commit(self, write: Callable[..., Written], new_state: TrustState | None) -> None:
         """Write a change computed from this agent's generation and swap in ``new_state``
-        (``None``: the state as stored after the write, verified again); then log
-        ``transition`` through the outbox: it is committed with the change and cleared once
-        it is in the lineage, under the transition lock.
+        (``None``: the state as stored after the write, verified again).
 
         Raises:
             StaleStateError: another process committed first; nothing changed.
             StateError: the write failed; nothing changed.
         """
-        if transition is None:
-            self._swap(write(generation=self._generation), new_state)
-            return
-        with self.store.transition_lock():
-            written = write(generation=self._generation, transition=encode_entry(transition))
-            self._swap(written, new_state)
-            if written.transition is not None:
-                self._log_pending(written.transition, transition)
+        self._swap(write(generation=self._generation), new_state)
 
     def _swap(self, written: Written, new_state: TrustState | None) -> None:
         self._generation = written.generation
@@ -410,46 +378,6 @@ class LocalAgent:
             self._reload(ours=True)
         else:
             self.state = new_state
-
-    def _log_pending(self, row: int, entry: Entry) -> None:
-        """Append the pending ``entry`` to the lineage and clear its outbox ``row``; a
-        failure leaves it pending (logged, and tried again before the next decision)."""
-        if self.lineage is None:
-            return
-        try:
-            self.lineage.append(entry)
-            self.store.clear_transition(row)
-        except (LineageError, StateError) as exc:
-            logger.error("trust transition %s kept pending for the lineage: %s", entry.kind, exc)
-            self._outbox = True
-
-    def _flush_outbox(self) -> None:
-        """Log the transitions a process committed but did not log (it failed or was killed
-        in between): each is appended to the lineage once, then cleared. While another
-        process holds the transition lock it is logging its own: left to it."""
-        if self.lineage is None:
-            self._outbox = False
-            return
-        try:
-            with self.store.transition_lock(wait=False) as held:
-                if not held:
-                    return
-                for row, data in self.store.pending_transitions():
-                    entry = decode_entry(data)
-                    self.lineage.append(entry)
-                    self.store.clear_transition(row)
-                    logger.warning(
-                        "trust transition %s (%s) logged late: the process that made it "
-                        "could not log it then",
-                        entry.kind,
-                        entry.reason,
-                    )
-        except EdgeGovError as exc:
-            if not self._outbox_failing:
-                logger.error("pending trust transitions not logged yet: %s", exc)
-            self._outbox_failing = True
-            return
-        self._outbox = self._outbox_failing = False
 
     # --- trusted time ---------------------------------------------------------------------
 
@@ -478,7 +406,7 @@ class LocalAgent:
         if isinstance(outcome, Refused):
             error = outcome.error
             logger.warning("%s: code=%s %s", outcome.transition.kind, error.code, error)
-            self._record(outcome.transition, wall)
+            self._transitions.record(outcome.transition, wall)
             raise error
         if outcome.write is not None:
             self._persist(outcome.write, outcome.state, outcome.transition, wall)
@@ -493,8 +421,9 @@ class LocalAgent:
         self, write: Write, new_state: TrustState, transition: Transition | None, wall: int
     ) -> None:
         """Write ``write`` from this agent's generation (with ``transition``, through the
-        outbox), then swap in ``new_state``; after a root, the state as stored, verified
-        again, as the objects the rotation voided are gone from it.
+        outbox: :meth:`~edge_agent.lineage.transitions.TransitionRecorder.commit`), then
+        swap in ``new_state``; after a root, the state as stored, verified again, as the
+        objects the rotation voided are gone from it.
 
         Raises:
             StaleStateError: another process committed first; nothing changed.
@@ -509,9 +438,17 @@ class LocalAgent:
                 )
             self.state = new_state
             return
-        entry = None if transition is None else _entry(transition, wall)
         swap = None if isinstance(write, RootWrite) else new_state
-        self._commit(self._store_change(write, wall), swap, entry)
+        change = self._store_change(write, wall)
+        if transition is None:
+            self._commit(change, swap)
+            return
+        self._transitions.commit(
+            functools.partial(change, generation=self._generation),
+            transition,
+            wall,
+            functools.partial(self._swap, new_state=swap),
+        )
 
     def _store_change(self, write: StoreWrite, wall: int) -> Callable[..., Written]:
         """The store call that makes ``write`` durable: the write's fields are its keywords,
@@ -658,7 +595,7 @@ class LocalAgent:
                 logger.warning("clock trusted again: %s", seen.transition.detail)
             else:
                 logger.error("clock untrusted: %s", seen.transition.detail)
-            self._record(seen.transition, wall)
+            self._transitions.record(seen.transition, wall)
         self._clock_trusted = seen.trusted
         return seen.trusted
 
@@ -751,52 +688,6 @@ class LocalAgent:
             logger.error("attestation state not recorded: %s", exc)
         return verdict
 
-    def check_challenge(self, data: bytes, wall: int) -> Challenge:
-        """Verify a hub challenge for this device (verifier key, not expired).
-
-        Raises:
-            AttestationError: refused; nothing changes.
-        """
-        now = self.earliest_now(wall)
-        try:
-            return verify_challenge(
-                data, root=self.state.root, device=self.state.device.device_id, now=now
-            )
-        except AttestationError as exc:
-            logger.warning("attestation challenge refused: %s", exc)
-            raise
-
-    def evidence_for(self, challenge: Challenge, wall: int) -> bytes:
-        """Signed evidence answering ``challenge`` with the last measurement and the lineage
-        head; the nonce is remembered with the measured digest sent.
-
-        Raises:
-            AttestationError: this agent has not measured (no firmware profile).
-        """
-        measured = self.measurement
-        if measured is None:
-            raise AttestationError(
-                "cannot answer an attestation challenge: this agent measures nothing "
-                "(no firmware profile)"
-            )
-        bundle = self.state.bundle
-        evidence = Evidence(
-            device=self.state.device.device_id,
-            nonce=challenge.nonce,
-            time=wall,
-            bundle_digest=bundle.digest if bundle is not None else None,
-            measurements=measured.digests,
-            lineage=self._lineage_head(),
-        )
-        self._answered[challenge.nonce] = measured.digest
-        while len(self._answered) > MAX_ANSWERED_NONCES:
-            self._answered.popitem(last=False)
-        return sign_evidence(evidence, self.device_key)
-
-    def answered(self, nonce: bytes) -> bool:
-        """Whether this agent already answered the challenge with ``nonce``."""
-        return nonce in self._answered
-
     def install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         """Verify the hub's result and keep it: a verifier key signed it for this device, its
         nonce is one this agent answered (once), it attests the measured state sent, and it
@@ -810,11 +701,11 @@ class LocalAgent:
 
     def _install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         old = self.state
-        outcome = accept_attestation_result(old, data, self.earliest_now(wall), self._answered)
+        outcome = accept_attestation_result(old, data, self.earliest_now(wall), self.evidence.sent)
         result = self._take(outcome, wall)
         if self.state is old:
             return result
-        del self._answered[result.nonce]
+        self.evidence.settle(result.nonce)
         logger.info(
             "attestation result: %s, valid until %d (%s)",
             result.verdict,
@@ -837,19 +728,8 @@ class LocalAgent:
         if transition is not None:
             level = logging.INFO if seen.verdict == "passed" else logging.WARNING
             logger.log(level, "attestation %s: %s", seen.verdict, transition.detail)
-            self._record(transition, wall)
+            self._transitions.record(transition, wall)
         return True
-
-    def _lineage_head(self) -> LineageHead:
-        lineage = self.lineage
-        if lineage is None:
-            return LineageHead(0, EMPTY_ROOT)
-        try:
-            size = lineage.size
-            return LineageHead(size, lineage.root_at(size))
-        except LineageError as exc:
-            logger.error("lineage head unavailable for evidence: %s", exc)
-            return LineageHead(0, EMPTY_ROOT)
 
     def _save_attestation(self, state: TrustState) -> None:
         result = state.attestation_result
@@ -857,19 +737,6 @@ class LocalAgent:
             self.store.path.parent,
             StoredAttestation(result.raw if result is not None else None, state.local_attestation),
         )
-
-    def _record(self, transition: Transition, wall: int) -> None:
-        """Log ``transition`` (at ``wall``) in the lineage, when it is open."""
-        if self.lineage is not None:
-            self.lineage.record_transition(
-                transition.kind,
-                time=wall,
-                applied=transition.applied,
-                reason=transition.reason,
-                detail=transition.detail,
-                bundle_digest=transition.bundle_digest,
-                bundle_version=transition.bundle_version,
-            )
 
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, self.trusted_now(wall))
@@ -882,24 +749,6 @@ class LocalAgent:
         if problem is not None:
             return gate_state((), problem)
         return gate_state(self.checks(wall), None)
-
-
-def _entry(transition: Transition, wall: int) -> Entry:
-    """The lineage entry of ``transition`` at ``wall`` (its ``seq`` and ``prev`` are set
-    when appended)."""
-    return Entry(
-        0,
-        wall,
-        GENESIS_PREV,
-        transition.kind,
-        transition.applied,
-        transition.reason,
-        None,
-        transition.bundle_digest,
-        transition.bundle_version,
-        None,
-        transition.detail,
-    )
 
 
 def _load_state(stored: StoredState, state_dir: Path) -> TrustState:

@@ -59,7 +59,7 @@ class Device:
     def answer(self, at: int = NOW) -> bytes:
         """Answer a fresh challenge with signed evidence; its nonce."""
         nonce, data = self.challenge(at=at)
-        evidence = self.agent.evidence_for(self.agent.check_challenge(data, at), at)
+        evidence = self.agent.evidence.answer(self.agent.evidence.check(data, at), at)
         verified = verify_evidence(evidence, device="gw-001", key=self.agent.device_key.public)
         assert verified.nonce == nonce and verified.measurements == self.provider.measure().digests
         return nonce
@@ -206,15 +206,15 @@ def test_a_forged_or_foreign_challenge_gets_no_evidence(device: Device) -> None:
     device.measure()
     _, foreign = device.challenge(device="gw-002")
     with pytest.raises(AttestationError):
-        device.agent.check_challenge(foreign, NOW)
+        device.agent.evidence.check(foreign, NOW)
     forged = sign_challenge(
         Challenge("gw-001", b"f" * 32, NOW, NOW + 60), key=PrivateKey.generate()
     )
     with pytest.raises(AttestationError):
-        device.agent.check_challenge(forged, NOW)
+        device.agent.evidence.check(forged, NOW)
     _, expired = device.challenge(at=NOW - 120)
     with pytest.raises(AttestationError, match="expired"):
-        device.agent.check_challenge(expired, NOW)
+        device.agent.evidence.check(expired, NOW)
 
 
 def test_the_result_and_verdict_survive_a_restart_and_damage_only_denies(device: Device) -> None:

@@ -128,7 +128,7 @@ def _attestation_failed_passed_then_stale(sim: HubSim, agent: LocalAgent, tmp_pa
     verifier = sim.online_keys[Role.VERIFIER][0]
     nonce = bytes(32)
     challenge = sign_challenge(Challenge("gw-001", nonce, NOW, NOW + 60), key=verifier)
-    agent.evidence_for(agent.check_challenge(challenge, NOW), NOW)
+    agent.evidence.answer(agent.evidence.check(challenge, NOW), NOW)
     assert agent.measurement is not None
     result = AttestationResult(
         "gw-001", nonce, Verdict.PASS, agent.measurement.digest, NOW, NOW + 300, "ok"

@@ -474,14 +474,14 @@ class AgentDaemon:
         Raises:
             AttestationError: the challenge was refused, or the TPM cannot quote.
         """
-        challenge = self.agent.check_challenge(data, self.wall())
-        if self.agent.answered(challenge.nonce):
+        challenge = self.agent.evidence.check(data, self.wall())
+        if self.agent.evidence.answered(challenge.nonce):
             return None
         if self.attestor is None:
             logger.info("attestation challenge ignored: no firmware profile is configured")
             return None
         await self._measure(self.attestor)
-        evidence = self.agent.evidence_for(challenge, self.wall())
+        evidence = self.agent.evidence.answer(challenge, self.wall())
         quote = await asyncio.to_thread(self.attestor.quote, challenge.device, challenge.nonce)
         if quote is None:
             return evidence
