@@ -321,15 +321,17 @@ def story(demo: Demo) -> None:
     ).stdout.splitlines():
         say(line)
 
-    step("hub: push v2 with a 6-second TTL, then the hub goes away")
-    run(
+    step("hub: push v2 with a 6-second TTL (gw-002 recovered: lift its revocation), hub away")
+    for line in run(
         "edge-hub",
         "bundle",
         "push",
         str(demo.build(2, "--ttl", "6s")),
+        "--lift-revocations",
         "--hub-dir",
         str(demo.hub_dir),
-    )
+    ).stdout.splitlines():
+        say(line)
     wait_until(lambda: demo.installed(2), "every agent to install v2")
     demo.decide("gw-001", *CAMERA)
     show_fleet(demo)

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 import pytest
 
 from edge_agent.errors import BundleError, ConfigError
+from edge_agent.policy.bundle import compile_for_device
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.roles import Role
+from edge_agent.trust.clock import SIGNED_TIME_SKEW_S
+from edge_agent.trust.state import BundleAheadError, TrustState, check_admissible
 from hub.core.push import (
     HubInventory,
+    LiftedRevocation,
     PushPlan,
     plan_push,
     revocation_region,
@@ -27,7 +31,7 @@ from hub.core.push import (
     verify_push,
 )
 from hub.registry.records import DeviceRecord, IssuedRevocation, PublishedBundle
-from tests.factory import NOW, HubSim
+from tests.factory import DEVICE, NOW, HubSim
 
 HUB = HubSim()
 ROOT = HUB.root()
@@ -41,14 +45,23 @@ CHANNEL = "group/line-a"
 POLICY_KEY = HUB.policy_keys[0].public.key_id.hex()
 
 
-def _current(version: int, *, region: str = "eu-1", data: bytes | None = None) -> PublishedBundle:
-    data = HUB.bundle(version) if data is None else data
+def _current(
+    version: int,
+    *,
+    region: str = "eu-1",
+    data: bytes | None = None,
+    channel: str = CHANNEL,
+    issued_at: int = NOW - 60,
+) -> PublishedBundle:
+    data = HUB.bundle(version, issued_at=issued_at) if data is None else data
     digest = hashlib.sha256(data).digest()
-    return PublishedBundle(region, CHANNEL, version, digest, data, NOW + 86400, None, NOW)
+    return PublishedBundle(region, channel, version, digest, data, NOW + 86400, None, NOW)
 
 
-def _revoked(kind: str, value: str, *, region: str = "eu-1") -> IssuedRevocation:
-    return IssuedRevocation(region, 1, kind, value, "test", b"", NOW)
+def _revoked(
+    kind: str, value: str, *, region: str = "eu-1", epoch: int = 1, issued_at: int = NOW
+) -> IssuedRevocation:
+    return IssuedRevocation(region, epoch, kind, value, "test", b"", issued_at)
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,21 @@ PUSHES = [
     ),
     Push("another region's revocation", revocations=(_revoked("bundle", "9", region="us-1"),)),
     Push("a device revocation", revocations=(_revoked("device", "gw-001"),)),
+    Push(
+        "a higher version on the device channel of a device it targets",
+        current=(_current(3, channel="device/gw-001"),),
+        code="bundle_rollback",
+    ),
+    Push(
+        "the same version with other bytes on the all channel",
+        current=(_current(2, channel="all/_", data=HUB.bundle(2, expires_at=NOW + 7200)),),
+        code="bundle_conflict",
+    ),
+    Push("exactly this bundle on the all channel", current=(_current(2, channel="all/_"),)),
+    Push(
+        "a higher version on a channel no targeted device listens on",
+        current=(_current(3, channel="group/line-b"), _current(3, channel="device/gw-002")),
+    ),
 ]
 
 
@@ -108,6 +136,173 @@ def test_a_push_a_device_would_refuse_is_not_planned() -> None:
     with pytest.raises(BundleError) as caught:
         verify_push(b"not a bundle", root=ROOT, now=NOW)
     assert caught.value.code == "bundle_format"
+
+
+def test_a_bundle_issued_further_ahead_than_devices_allow_is_refused_in_their_words() -> None:
+    ahead = HUB.bundle(2, issued_at=NOW + SIGNED_TIME_SKEW_S + 1)
+    with pytest.raises(BundleAheadError) as at_hub:
+        verify_push(ahead, root=ROOT, now=NOW)
+    on_device = compile_for_device(ahead, root=ROOT, device=DEVICE, installed=None, now=NOW)
+    with pytest.raises(BundleAheadError) as at_device:
+        check_admissible(TrustState(DEVICE, ROOT), on_device, NOW)
+    assert at_hub.value.code == at_device.value.code == "bundle_future"
+    assert at_hub.value.message == at_device.value.message
+    edge = verify_push(HUB.bundle(2, issued_at=NOW + SIGNED_TIME_SKEW_S), root=ROOT, now=NOW)
+    assert edge.version == 2
+
+
+IN_BOTH = DeviceRecord("gw-003", "eu-1", ("line-a", "line-b"), "generic-x86_64", KEY)
+LINE_B = BundleTarget("eu-1", groups=("line-b",))
+
+
+@pytest.mark.parametrize(
+    ("version", "code", "words"),
+    [
+        (5, "bundle_conflict", "device gw-003 gets version 5 with other contents on group/line-a"),
+        (4, "bundle_rollback", "older than version 5, which device gw-003 gets on group/line-a"),
+    ],
+    ids=["same-version-other-bytes", "older-version"],
+)
+def test_a_device_in_two_groups_is_never_sent_what_it_would_refuse_from_the_other(
+    version: int, code: str, words: str
+) -> None:
+    held = _current(5)
+    other = verify_push(HUB.bundle(version, target=LINE_B, issued_at=NOW - 30), root=ROOT, now=NOW)
+    with pytest.raises(BundleError, match=re.escape(words)) as caught:
+        plan_push(other, root=ROOT, devices=(*DEVICES, IN_BOTH), current=(held,), revocations=())
+    assert caught.value.code == code
+    plan = plan_push(other, root=ROOT, devices=DEVICES, current=(held,), revocations=())
+    assert (plan.channels, plan.targeted) == (("group/line-b",), ("gw-002",))
+
+
+EARLY = NOW - 120
+"""Before the pushed bundle's ``issued_at`` (``NOW - 60``): its devices lift what was issued
+then."""
+LINE_A_DEVICES = (*DEVICES, DeviceRecord("gw-004", "eu-1", ("line-a",), "generic-x86_64", KEY))
+
+
+@dataclass(frozen=True)
+class Lift:
+    name: str
+    revocations: tuple[IssuedRevocation, ...]
+    current: tuple[PublishedBundle, ...] = ()
+    lifted: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    """(epoch, devices) of each revocation the push lifts."""
+
+
+LIFTS = [
+    Lift(
+        "a device revocation issued before the bundle",
+        (_revoked("device", "gw-001", issued_at=EARLY),),
+        lifted=((1, ("gw-001",)),),
+    ),
+    Lift("a device revocation issued after the bundle", (_revoked("device", "gw-001"),)),
+    Lift(
+        "a group revocation issued before the bundle",
+        (_revoked("group", "line-a", issued_at=EARLY),),
+        lifted=((1, ("gw-001", "gw-004")),),
+    ),
+    Lift(
+        "a region revocation issued before the bundle",
+        (_revoked("region", "eu-1", issued_at=EARLY),),
+        lifted=((1, ("gw-001", "gw-004")),),
+    ),
+    Lift(
+        "a device and a group revocation",
+        (
+            _revoked("device", "gw-001", issued_at=EARLY),
+            _revoked("group", "line-a", epoch=2, issued_at=EARLY),
+        ),
+        lifted=((1, ("gw-001",)), (2, ("gw-001", "gw-004"))),
+    ),
+    Lift("another group's revocation", (_revoked("group", "line-b", issued_at=EARLY),)),
+    Lift(
+        "another region's revocation",
+        (_revoked("device", "gw-001", region="us-1", issued_at=EARLY),),
+    ),
+    Lift("a bundle revocation is never lifted", (_revoked("bundle", "1", issued_at=EARLY),)),
+    Lift(
+        "the bundle held there lifted it already",
+        (_revoked("group", "line-a", issued_at=EARLY),),
+        current=(_current(1, issued_at=EARLY + 1),),
+    ),
+    Lift(
+        "the bundle held there was issued before it",
+        (_revoked("group", "line-a", issued_at=EARLY),),
+        current=(_current(1, issued_at=EARLY - 1),),
+        lifted=((1, ("gw-001", "gw-004")),),
+    ),
+    Lift(
+        "a bundle held on one device's channel lifted it there only",
+        (_revoked("group", "line-a", issued_at=EARLY),),
+        current=(
+            _current(
+                1,
+                channel="device/gw-001",
+                data=HUB.bundle(
+                    1, target=BundleTarget("eu-1", devices=("gw-001",)), issued_at=EARLY + 1
+                ),
+            ),
+        ),
+        lifted=((1, ("gw-004",)),),
+    ),
+    Lift(
+        "a bundle held there that does not target them lifted nothing",
+        (_revoked("group", "line-a", issued_at=EARLY),),
+        current=(
+            _current(
+                1,
+                data=HUB.bundle(
+                    1, target=BundleTarget("eu-1", profiles=("rpi4",)), issued_at=EARLY + 1
+                ),
+            ),
+        ),
+        lifted=((1, ("gw-001", "gw-004")),),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", LIFTS, ids=lambda c: c.name)
+def test_a_push_that_lifts_revocations_names_them_and_goes_ahead_only_when_told(
+    case: Lift,
+) -> None:
+    bundle = verify_push(HUB.bundle(2), root=ROOT, now=NOW)
+
+    def plan(lift: bool) -> PushPlan:
+        return plan_push(
+            bundle,
+            root=ROOT,
+            devices=LINE_A_DEVICES,
+            current=case.current,
+            revocations=case.revocations,
+            lift_revocations=lift,
+        )
+
+    lifted = plan(True).lifted
+    assert [(lift.revocation.epoch, lift.devices) for lift in lifted] == list(case.lifted)
+    if not case.lifted:
+        assert plan(False).lifted == ()
+        return
+    with pytest.raises(ConfigError, match="--lift-revocations") as caught:
+        plan(False)
+    assert all(lift.describe() in caught.value.message for lift in lifted)
+
+
+def test_a_refused_lift_names_the_device_the_epoch_and_the_reason() -> None:
+    stolen = IssuedRevocation("eu-1", 3, "device", "gw-001", "stolen", b"", EARLY)
+    bundle = verify_push(HUB.bundle(2), root=ROOT, now=NOW)
+    words = "would lift revocation epoch 3 of eu-1 (device gw-001, reason 'stolen') on gw-001"
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        plan_push(bundle, root=ROOT, devices=DEVICES, current=(), revocations=(stolen,))
+    plan = plan_push(
+        bundle,
+        root=ROOT,
+        devices=DEVICES,
+        current=(),
+        revocations=(stolen,),
+        lift_revocations=True,
+    )
+    assert plan.lifted == (LiftedRevocation(stolen, ("gw-001",)),)
 
 
 def test_a_push_to_devices_names_the_registered_devices_it_targets() -> None:

@@ -67,6 +67,7 @@ __all__ = [
     "RevocationEffect",
     "TrustState",
     "check_admissible",
+    "check_not_ahead",
     "passed_deadline",
     "revocation_effect",
     "rotated_roles",
@@ -190,14 +191,7 @@ def check_admissible(state: TrustState, bundle: CompiledBundle, now: int) -> Non
         BundleAheadError: ``bundle_future``.
         BundleError: ``bundle_superseded``.
     """
-    ahead = bundle.issued_at - now
-    if ahead > SIGNED_TIME_SKEW_S:
-        raise BundleAheadError(
-            f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
-            f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
-            "let it receive a freshness token first, and check the signer's clock",
-            admissible_at=bundle.issued_at - SIGNED_TIME_SKEW_S,
-        )
+    check_not_ahead(bundle, now)
     pin = state.pin
     if pin is None or bundle.version > pin.version:
         return
@@ -212,6 +206,24 @@ def check_admissible(state: TrustState, bundle: CompiledBundle, now: int) -> Non
             f"bundle version {bundle.version} differs from the version {pin.version} the "
             f"hub's freshness token names (sha256:{pin.digest.hex()[:16]}); refused",
             code="bundle_superseded",
+        )
+
+
+def check_not_ahead(bundle: CompiledBundle, now: int) -> None:
+    """Refuse ``bundle`` when its ``issued_at`` is more than :data:`SIGNED_TIME_SKEW_S` ahead
+    of trusted ``now`` (rule 1 of :func:`check_admissible`). The hub applies it too before
+    publishing, so it never records a bundle every device would refuse.
+
+    Raises:
+        BundleAheadError: ``bundle_future``.
+    """
+    ahead = bundle.issued_at - now
+    if ahead > SIGNED_TIME_SKEW_S:
+        raise BundleAheadError(
+            f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
+            f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
+            "let it receive a freshness token first, and check the signer's clock",
+            admissible_at=bundle.issued_at - SIGNED_TIME_SKEW_S,
         )
 
 

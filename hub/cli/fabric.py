@@ -156,9 +156,21 @@ def register(
     acl.set_defaults(handler=_cmd_device_acl)
 
     push = bundle.add_parser(
-        "push", parents=[hub_dir, keys, broker], help="verify, record and publish a bundle"
+        "push",
+        parents=[hub_dir, keys, broker],
+        help="verify, record and publish a bundle",
+        description="Verify a bundle as its devices would, record it and publish it. A device "
+        "installing a bundle lifts the device, group and region revocations issued before it: "
+        "a push that would lift one on a device it targets is refused, naming the devices and "
+        "revocations, unless --lift-revocations is given.",
     )
     push.add_argument("file", type=Path)
+    push.add_argument(
+        "--lift-revocations",
+        action="store_true",
+        help="push even though it lifts device/group/region revocations on devices it "
+        "targets (re-opens them; each lifted revocation is printed)",
+    )
     push.set_defaults(handler=_cmd_bundle_push)
 
     revoke = commands.add_parser(
@@ -292,7 +304,9 @@ def _cmd_device_acl(args: argparse.Namespace) -> int:
 def _cmd_bundle_push(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     data = read_bounded(args.file, MAX_BUNDLE_BYTES, "bundle")
-    plan, publications = prepare_push(hub, data, now=wall_clock(), keys_dir=args.keys)
+    plan, publications = prepare_push(
+        hub, data, now=wall_clock(), keys_dir=args.keys, lift_revocations=args.lift_revocations
+    )
     bundle = plan.bundle
     print(
         f"bundle version {bundle.version} (sha256:{bundle.digest.hex()[:16]}) verified and "
@@ -300,19 +314,28 @@ def _cmd_bundle_push(args: argparse.Namespace) -> int:
         f"{len(plan.targeted)} registered device(s) targeted"
         + (" (already current there)" if len(plan.unchanged) == len(plan.channels) else "")
     )
+    for lift in plan.lifted:
+        print(f"lifts {lift.describe()}")
     print(_publish_now(hub, args.broker, publications))
     return 0
 
 
 def prepare_push(
-    hub: HubDir, data: bytes, *, now: int, keys_dir: Path | None = None
+    hub: HubDir,
+    data: bytes,
+    *,
+    now: int,
+    keys_dir: Path | None = None,
+    lift_revocations: bool = False,
 ) -> tuple[PushPlan, list[Publication]]:
-    """Verify ``data`` as its target devices would, record it, and return what to publish
-    (the bundle on each channel, and fresh tokens pinning it).
+    """Verify ``data`` as its target devices would at the hub's clock ``now``, record it,
+    and return what to publish (the bundle on each channel, and fresh tokens pinning it).
 
     Raises:
-        BundleError: a device of the target would refuse it (or it rolls a channel back).
-        ConfigError: the hub directory or keys are unusable.
+        BundleError: a device of the target would refuse it (issued ahead of ``now``, or a
+            rollback or conflict on a channel a targeted device listens on).
+        ConfigError: the hub directory or keys are unusable, or it would lift revocations
+            on devices it targets and ``lift_revocations`` is false (nothing recorded).
     """
     keys = hub.load_keys(keys_dir)
     bundle = verify_push(data, root=keys.root, now=now)
@@ -323,6 +346,7 @@ def prepare_push(
             devices=registry.devices(),
             current=registry.current_bundles(bundle.target.region),
             revocations=registry.current_revocations(),
+            lift_revocations=lift_revocations,
         )
         _record_push(registry, plan, now)
         publications = [

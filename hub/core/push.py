@@ -1,14 +1,20 @@
 """What ``edge-hub bundle push`` and ``edge-hub revoke`` decide before anything is published.
 
 A push is verified exactly as a targeted device would verify it (signatures by the policy
-role of the hub's current root, target, expiry, policy compiles), then against what is
-current on each channel it goes to (a lower version is a rollback, the same version with
-other bytes a conflict: agents would refuse both), and against the region's revocations (a
-bundle version or key revoked there: agents would install it and deny), so the hub never
-publishes what its agents would refuse. A revocation names what this hub knows: a device
-registered in its region, a group with a device there, a bundle version pushed there, a
-region of this hub (``force`` lifts all but the first). It takes the region's next epoch, is
-signed by a threshold of revoke keys and verified as a device would before it is recorded.
+role of the hub's current root, target, expiry, policy compiles, issued no further ahead of
+the hub's clock than a device allows), then against what is current on each channel it goes
+to and on every channel a device it targets listens on (a lower version is a rollback, the
+same version with other bytes a conflict: agents would refuse both), and against the
+region's revocations (a bundle version or key revoked there: agents would install it and
+deny), so the hub never publishes what its agents would refuse. A device, group or region
+revocation in force on a device the bundle targets is lifted there when the bundle was
+issued after it (the device's rule, :func:`edge_agent.trust.state.with_bundle`): the plan
+names those, and refuses unless the operator lifts them on purpose.
+
+A revocation names what this hub knows: a device registered in its region, a group with a
+device there, a bundle version pushed there, a region of this hub (``force`` lifts all but
+the first). It takes the region's next epoch, is signed by a threshold of revoke keys and
+verified as a device would before it is recorded.
 
 Everything here is a function of values: the caller reads the registry (the channels'
 current bundles, the revocations, :class:`HubInventory`, the region's kill epoch), hands
@@ -18,7 +24,7 @@ them in and records what comes back. No registry, file or clock is touched here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.errors import BundleError, ConfigError
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
@@ -34,10 +40,18 @@ from edge_agent.protocol.revocation import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
+from edge_agent.trust.state import (
+    RevocationEffect,
+    TrustState,
+    check_not_ahead,
+    revocation_effect,
+    with_bundle,
+)
 from hub.registry.records import DeviceRecord, IssuedRevocation, PublishedBundle
 
 __all__ = [
     "HubInventory",
+    "LiftedRevocation",
     "PushPlan",
     "plan_push",
     "resolve_key_id",
@@ -45,6 +59,21 @@ __all__ = [
     "sign_next_revocation",
     "verify_push",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class LiftedRevocation:
+    """A device, group or region revocation a push lifts, and the devices it lifts it on."""
+
+    revocation: IssuedRevocation
+    devices: tuple[str, ...]
+
+    def describe(self) -> str:
+        r = self.revocation
+        return (
+            f"revocation epoch {r.epoch} of {r.region} ({r.kind} {r.value}, reason "
+            f"{r.reason or '(none)'!r}) on {', '.join(self.devices)}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +86,25 @@ class PushPlan:
     """Channels where exactly this bundle is current already (re-published, no change)."""
     targeted: tuple[str, ...]
     """Registered devices the bundle is for."""
+    lifted: tuple[LiftedRevocation, ...] = ()
+    """Revocations in force on targeted devices that installing the bundle lifts there."""
 
 
 def verify_push(data: bytes, *, root: TrustRoot, now: int) -> CompiledBundle:
     """Verify ``data`` as a device of its target would, its policy compiled: for the region
-    the bundle claims, which its signatures must then be for.
+    the bundle claims, which its signatures must then be for, and issued no further ahead of
+    the hub's ``now`` than a device's trusted time allows.
 
     Raises:
-        BundleError: a device would refuse it (``code`` names the check).
+        BundleError: a device would refuse it (``code`` names the check; ``bundle_future``
+            with the device's own sentence).
     """
     region = claimed_region(data)
-    return compile_bundle_policy(
+    bundle = compile_bundle_policy(
         verify_bundle(data, root=root, region=region, installed=None, now=now)
     )
+    check_not_ahead(bundle, now)
+    return bundle
 
 
 def plan_push(
@@ -79,15 +114,24 @@ def plan_push(
     devices: Sequence[DeviceRecord],
     current: Sequence[PublishedBundle],
     revocations: Sequence[IssuedRevocation],
+    lift_revocations: bool = False,
 ) -> PushPlan:
     """Where the verified ``bundle`` goes, checked against the bundles ``current`` on the
     channels of its region and against the ``revocations`` current at the hub; ``devices``
     are the registered devices (those it targets are named in the plan).
 
+    Each targeted device is checked on every channel it listens on
+    (:func:`~edge_agent.protocol.topics.agent_channels`): a bundle current on another of its
+    channels is one it holds (installed, or pinned by that channel's freshness token), so a
+    newer one there makes this a rollback for it and the same version with other bytes a
+    conflict. The scope revocations in force on a targeted device that this bundle would
+    lift there (:class:`LiftedRevocation`) refuse the push unless ``lift_revocations``.
+
     Raises:
         BundleError: a device would refuse it: ``bundle_rollback`` or ``bundle_conflict``
             against the bundle current on a channel, ``bundle_revoked`` when a revocation
             of its region voids it.
+        ConfigError: it would lift revocations and ``lift_revocations`` is false.
     """
     target = bundle.target
     _check_not_revoked(bundle, root, revocations)
@@ -111,8 +155,121 @@ def plan_push(
                 code="bundle_conflict",
             )
         unchanged.append(channel)
-    names = tuple(d.device_id for d in devices if target.mismatch(_identity(d)) is None)
-    return PushPlan(bundle, channels, tuple(unchanged), names)
+    targeted = [d for d in devices if target.mismatch(_identity(d)) is None]
+    for device in targeted:
+        _check_held_elsewhere(bundle, device, held_on, channels)
+    lifted = _lifted(bundle, root, targeted, held_on, revocations)
+    if lifted and not lift_revocations:
+        raise ConfigError(
+            f"bundle version {bundle.version} would lift "
+            + "; ".join(lift.describe() for lift in lifted)
+            + ": a device lifts a device, group or region revocation issued before the bundle "
+            "it installs. Leave those devices out of the bundle's target, or add "
+            "--lift-revocations to re-open them on purpose"
+        )
+    return PushPlan(
+        bundle, channels, tuple(unchanged), tuple(d.device_id for d in targeted), lifted
+    )
+
+
+def _check_held_elsewhere(
+    bundle: CompiledBundle,
+    device: DeviceRecord,
+    held_on: Mapping[str, PublishedBundle],
+    channels: Sequence[str],
+) -> None:
+    """Refuse ``bundle`` when ``device`` holds, through another channel it listens on, a
+    newer bundle or this version with other bytes: it would refuse this one."""
+    for channel in map(str, topics.agent_channels(device.device_id, device.groups)):
+        held = held_on.get(channel)
+        if channel in channels or held is None or bundle.version > held.version:
+            continue
+        if bundle.version < held.version:
+            raise BundleError(
+                f"bundle version {bundle.version} is older than version {held.version}, which "
+                f"device {device.device_id} gets on {channel} (it would refuse this one as a "
+                f"rollback); push a version above {held.version}",
+                code="bundle_rollback",
+            )
+        if bundle.digest != held.digest:
+            raise BundleError(
+                f"device {device.device_id} gets version {bundle.version} with other contents "
+                f"on {channel} (sha256:{held.digest.hex()[:16]}), so it would refuse this one "
+                "as a conflict; a changed bundle needs a new version",
+                code="bundle_conflict",
+            )
+
+
+def _lifted(
+    bundle: CompiledBundle,
+    root: TrustRoot,
+    targeted: Sequence[DeviceRecord],
+    held_on: Mapping[str, PublishedBundle],
+    issued: Sequence[IssuedRevocation],
+) -> tuple[LiftedRevocation, ...]:
+    """The revocations in force on ``targeted`` devices that installing ``bundle`` lifts,
+    decided by the device's own transitions: in force under the bundle the device holds now
+    (:func:`~edge_agent.trust.state.revocation_effect`), gone after installing this one
+    (:func:`~edge_agent.trust.state.with_bundle`)."""
+    regional = [r for r in issued if r.region == bundle.target.region]
+    if not regional:
+        return ()
+    installed = _HeldBundles(root, bundle.target.region, held_on)
+    lifted_on: dict[IssuedRevocation, list[str]] = {}
+    for device in targeted:
+        state = TrustState(_identity(device), root, bundle=installed.for_device(device))
+        in_force = {}
+        for record in regional:
+            revocation = _revocation(record)
+            if revocation.denies_device(state.device) and (
+                revocation_effect(state, revocation) is RevocationEffect.APPLIES
+            ):
+                in_force[revocation] = record
+        after = with_bundle(replace(state, revocations=tuple(in_force)), bundle)
+        for revocation, record in in_force.items():
+            if revocation not in after.revocations:
+                lifted_on.setdefault(record, []).append(device.device_id)
+    return tuple(LiftedRevocation(r, tuple(d)) for r, d in lifted_on.items())
+
+
+class _HeldBundles:
+    """The bundle a device holds installed: the highest version current on a channel it
+    listens on that verifies under ``root`` and targets it, as the device would install."""
+
+    def __init__(self, root: TrustRoot, region: str, held_on: Mapping[str, PublishedBundle]):
+        self._root, self._region, self._held_on = root, region, held_on
+        self._verified: dict[str, CompiledBundle | None] = {}
+
+    def for_device(self, device: DeviceRecord) -> CompiledBundle | None:
+        identity = _identity(device)
+        candidates = [
+            b
+            for c in topics.agent_channels(device.device_id, device.groups)
+            if (b := self._verify(str(c))) is not None and b.target.mismatch(identity) is None
+        ]
+        return max(candidates, key=lambda b: b.version, default=None)
+
+    def _verify(self, channel: str) -> CompiledBundle | None:
+        if channel not in self._verified:
+            held = self._held_on.get(channel)
+            self._verified[channel] = None if held is None else self._compile(held.data)
+        return self._verified[channel]
+
+    def _compile(self, data: bytes) -> CompiledBundle | None:
+        """``data`` verified and compiled; ``None`` when a device would not install it (it
+        then lifts nothing there)."""
+        try:
+            return compile_bundle_policy(
+                verify_bundle(data, root=self._root, region=self._region, installed=None, now=None)
+            )
+        except BundleError:
+            return None
+
+
+def _revocation(record: IssuedRevocation) -> Revocation:
+    return Revocation(
+        record.epoch, record.issued_at, RevocationKind(record.kind), record.value, record.reason
+    )
 
 
 def _check_not_revoked(
@@ -125,7 +282,7 @@ def _check_not_revoked(
         if record.region != bundle.target.region:
             continue
         kind = RevocationKind(record.kind)
-        revocation = Revocation(record.epoch, record.issued_at, kind, record.value, record.reason)
+        revocation = _revocation(record)
         if not revocation.denies_bundle(bundle.version, bundle.signer_ids, threshold):
             continue
         remedy = (
