@@ -75,9 +75,15 @@ def make_hub_dir(
 
 
 def make_bundle(
-    keys: Path, version: int, *, group: str = "line-a", max_offline: str | None = None
+    keys: Path,
+    version: int,
+    *,
+    group: str = "line-a",
+    max_offline: str | None = None,
+    now: int | None = None,
 ) -> bytes:
-    """A bundle for ``group`` of eu-1, built and signed as ``edge-hub bundle build`` does."""
+    """A bundle for ``group`` of eu-1, built and signed as ``edge-hub bundle build`` does
+    (at ``now``, its ``issued_at``; default the clock)."""
     extra = f"max_offline: {max_offline}\n" if max_offline else ""
     source = load_policy_source(POLICY.format(group=group, extra=extra))
     root = load_root(keys / ROOT_FILE)
@@ -87,7 +93,7 @@ def make_bundle(
         signers=load_role_keys(keys, Role.POLICY, root),
         version=version,
         ttl=None,
-        now=int(time.time()),
+        now=int(time.time()) if now is None else now,
     )
     return data
 

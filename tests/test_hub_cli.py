@@ -309,6 +309,72 @@ def test_push_refuses_a_bundle_a_revocation_voids(
         assert [b.version for b in registry.current_bundles()] == [6]
 
 
+def test_push_refuses_a_bundle_issued_beyond_the_devices_clock_skew_and_records_nothing(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    honest = _bundle_file(setup, 5)
+    assert _hub(setup, "bundle", "push", str(honest)) == 0
+    with open_registry(setup.path / "hub.db") as registry:
+        token = registry.freshness("eu-1", "group/line-a")
+    future = _bundle_file(setup, 6, now=int(time.time()) + 10 * 86400)
+    capsys.readouterr()
+    assert _hub(setup, "bundle", "push", str(future)) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "bundle version 6 was issued" in error and "ahead of this device's trusted time" in error
+    with open_registry(setup.path / "hub.db") as registry:
+        assert [b.version for b in registry.current_bundles()] == [5]
+        assert registry.freshness("eu-1", "group/line-a") == token
+        assert registry.bundle_versions("eu-1") == [5]
+    assert _hub(setup, "bundle", "push", str(honest)) == 0
+    assert "already current" in capsys.readouterr().out
+
+
+def test_push_refuses_a_version_a_device_in_two_groups_already_gets_with_other_bytes(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub = tmp_path / "gw-003.pub"
+    pub.write_text(PrivateKey.generate().public.to_pem())
+    add = ["device", "add", "gw-003", "--pubkey", str(pub), "--region", "eu-1"]
+    assert (
+        _hub(setup, *add, "--group", "line-a", "--group", "line-b", "--profile", "generic-x86_64")
+        == 0
+    )
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 5))) == 0
+    capsys.readouterr()
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 5, group="line-b"))) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "device gw-003 gets version 5 with other contents on group/line-a" in error
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 4, group="line-b"))) == 1
+    assert "which device gw-003 gets on group/line-a" in capsys.readouterr().err
+    with open_registry(setup.path / "hub.db") as registry:
+        assert [(b.channel, b.version) for b in registry.current_bundles()] == [("group/line-a", 5)]
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 6, group="line-b"))) == 0
+
+
+def test_push_that_would_lift_a_revocation_is_refused_unless_lift_revocations(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = int(time.time())
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1, now=now - 100))) == 0
+    assert _hub(setup, "revoke", "--device", "gw-001", "--reason", "stolen") == 0
+    routine = _bundle_file(setup, 2, now=now + 60)
+    capsys.readouterr()
+    assert _hub(setup, "bundle", "push", str(routine)) == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "would lift revocation epoch 1 of eu-1 (device gw-001, reason 'stolen') on gw-001" in (
+        error
+    )
+    assert "--lift-revocations" in error
+    with open_registry(setup.path / "hub.db") as registry:
+        assert [b.version for b in registry.current_bundles()] == [1]
+        assert registry.bundle_versions("eu-1") == [1]
+    assert _hub(setup, "bundle", "push", str(routine), "--lift-revocations") == 0
+    out = capsys.readouterr().out
+    assert "lifts revocation epoch 1 of eu-1 (device gw-001, reason 'stolen') on gw-001" in out
+    assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 3, now=now + 120))) == 0
+    assert "lifts" not in capsys.readouterr().out
+
+
 def test_fleet_and_lineage_show_report_the_stored_log(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
