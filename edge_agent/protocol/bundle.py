@@ -291,6 +291,11 @@ def _verify_signatures(data: bytes, root: TrustRoot, region: str) -> tuple[froze
         )
     except cose.MalformedEnvelopeError as exc:
         raise BundleFormatError(f"not a signed bundle: {exc.message}") from exc
+    except cose.UnverifiedEnvelopeError as exc:
+        raise BundleError(
+            f"bundle signatures do not verify for region {region!r}: {exc.message}",
+            code="bundle_signature",
+        ) from exc
     except EnvelopeError as exc:
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
     return verified.signer_ids, verified.payload
