@@ -227,9 +227,7 @@ def _verify_bundle(
     now: int | None,
 ) -> VerifiedBundle[PolicyPayload]:
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleFormatError(
-            f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"
-        )
+        raise BundleFormatError(f"bundle is larger than the {MAX_BUNDLE_BYTES}-byte limit")
     signer_ids, payload = _verify_signatures(data, root, region)
     fields = _decode(payload)
     target = _parse_target(fields.raw("target"))

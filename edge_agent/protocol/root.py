@@ -122,7 +122,7 @@ def verify_root_update(trusted: TrustRoot, data: bytes, *, now: int | None) -> T
         RootError: any step fails; the trusted root stays as it was.
     """
     if len(data) > MAX_ROOT_BYTES:
-        raise RootError(f"trust root is {len(data)} bytes, over the {MAX_ROOT_BYTES}-byte limit")
+        raise RootError(f"trust root is larger than the {MAX_ROOT_BYTES}-byte limit")
     try:
         payload = _verified_payload(data, trusted, "the current root's")
     except RootError:
