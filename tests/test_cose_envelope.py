@@ -234,7 +234,9 @@ class Refuse:
 
 
 GOOD1_HEADERS = {ALG: ALG_ED25519, CTY: CTYPE}
-ALTERED = "signed by another key or for another scope, or its signed bytes were altered"
+ALTERED = (
+    "signed by a key not trusted for it or for another scope, or its signed bytes were altered"
+)
 WITH_EDDSA = {**TRUSTED, KEY_EDDSA.public.key_id: KEY_EDDSA.public}
 EDDSA_BODY = _protected({ALG: ALG_EDDSA, CTY: CTYPE})
 

@@ -445,8 +445,8 @@ def _no_signer_message(
         trusted = ", ".join(sorted(_ALG_NAMES[alg] for alg in pinned))
         return f"signed with algorithm {names}, but the keys trusted for it are pinned to {trusted}"
     return (
-        "no signature by a key trusted for it verifies: it was signed by another key or for "
-        "another scope, or its signed bytes were altered"
+        "signed by a key not trusted for it or for another scope, or its signed bytes were "
+        "altered (no signature verifies)"
     )
 
 
