@@ -33,6 +33,7 @@ from edge_agent.support.cli import (
     format_duration,
     output_gone,
     read_bounded,
+    read_offered,
     wall_clock,
 )
 from edge_agent.support.mqtt import BrokerSettings
@@ -211,7 +212,7 @@ def _broker_settings(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_bundle_install(args: argparse.Namespace) -> int:
-    data = read_bounded(args.file, MAX_BUNDLE_BYTES, "bundle")
+    data = read_offered(args.file, MAX_BUNDLE_BYTES, "bundle")
     with LocalAgent.open(args.state_dir) as agent:
         result = agent.install_bundle(data, wall_clock())
     bundle = result.bundle
@@ -230,7 +231,7 @@ def _cmd_root_install(args: argparse.Namespace) -> int:
     first is installed (an older root than the current one is a rollback, refused). An
     expired root is a valid link (TUF), but if the last one installed has expired the device
     denies ``root_expired`` until a newer one is."""
-    files = [read_bounded(f, MAX_ROOT_BYTES, "trust root") for f in args.file]
+    files = [read_offered(f, MAX_ROOT_BYTES, "trust root") for f in args.file]
     with LocalAgent.open(args.state_dir) as agent:
         current = agent.state.root
         chain = [data for data in files if data != current.raw]

@@ -91,3 +91,19 @@ def test_the_hub_verifies_a_pushed_file_for_the_region_it_claims() -> None:
     with pytest.raises(BundleError) as refused:
         verify_push(sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW)
     assert refused.value.code == "bundle_signature"
+
+
+def test_a_refusal_for_another_region_names_the_region_verified_for_not_this_device() -> None:
+    """The technician learns which region the signatures were checked for: the device's own,
+    or at the hub the region the file claims (where there is no "this device")."""
+    sim = HubSim()
+    with pytest.raises(BundleError) as at_device:
+        verify_bundle(
+            sim.bundle(2, region="us-2"), root=sim.root(), region="eu-1", installed=None, now=NOW
+        )
+    with pytest.raises(BundleError) as at_hub:
+        verify_push(sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW)
+    for refused, region in ((at_device, "eu-1"), (at_hub, "us-2")):
+        assert refused.value.code == "bundle_signature"
+        assert f"signatures do not verify for region {region!r}" in refused.value.message
+        assert "this device" not in refused.value.message

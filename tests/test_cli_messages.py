@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.cli import main as agent_main
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
 from edge_agent.support.cli import EXIT_STDOUT_GONE
 from hub.cli.main import main as hub_main
 
@@ -201,3 +202,44 @@ def test_a_closed_stdout_ends_the_command_quietly(case: Reader, tmp_path: Path) 
 
     assert done.returncode == EXIT_STDOUT_GONE, done.stderr
     assert done.stderr == b""
+
+
+# --- an offered signed object over its size cap: that object's refusal, in the lineage ------
+
+
+@dataclass(frozen=True)
+class Oversized:
+    command: tuple[str, ...]
+    max_bytes: int
+    kind: str
+    code: str
+    says: str
+
+
+OVERSIZED = [
+    Oversized(
+        ("bundle", "install"), MAX_BUNDLE_BYTES, "bundle_rejected", "bundle_format", "bundle"
+    ),
+    Oversized(("root", "install"), MAX_ROOT_BYTES, "root_rejected", "root_rejected", "trust root"),
+]
+
+
+@pytest.mark.parametrize("case", OVERSIZED, ids=[" ".join(c.command) for c in OVERSIZED])
+def test_an_oversized_offered_object_is_refused_and_recorded_like_any_other(
+    case: Oversized, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, state = _enrol(tmp_path)
+    big = tmp_path / "big.cbor"
+    big.write_bytes(b"\xd8\x62" + bytes(case.max_bytes * 3))
+    capsys.readouterr()
+
+    code = agent_main([*case.command, str(big), "--state-dir", str(state)])
+
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"{case.says} is larger than the {case.max_bytes}-byte limit" in err
+    assert (
+        agent_main(["log", "show", "--kind", case.kind, "--json", "--state-dir", str(state)]) == 0
+    )
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [entry["reason"] for entry in entries] == [case.code]

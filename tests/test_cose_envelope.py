@@ -234,7 +234,11 @@ class Refuse:
 
 
 GOOD1_HEADERS = {ALG: ALG_ED25519, CTY: CTYPE}
-ALTERED = "does not trust, or the signed bytes were altered"
+ALTERED = (
+    "signed by a key not trusted for it or for another scope, or its signed bytes were altered"
+)
+WITH_EDDSA = {**TRUSTED, KEY_EDDSA.public.key_id: KEY_EDDSA.public}
+EDDSA_BODY = _protected({ALG: ALG_EDDSA, CTY: CTYPE})
 
 REFUSED = [
     Refuse(
@@ -432,6 +436,19 @@ REFUSED = [
         ALTERED,
     ),
     Refuse(
+        "EdDSA (-8) named in a COSE_Sign body, no key pinned to it",
+        verify,
+        lambda: raw_sign([raw_signature(EDDSA_BODY, {ALG: ALG_ED25519}, key=KEY_A)], EDDSA_BODY),
+        "EdDSA \\(-8\\), accepted only where a key is pinned to it",
+    ),
+    Refuse(
+        "EdDSA (-8) named in a COSE_Sign body, its pinned key trusted but not a signer",
+        verify,
+        lambda: raw_sign([raw_signature(EDDSA_BODY, {ALG: ALG_ED25519}, key=KEY_A)], EDDSA_BODY),
+        "no key pinned to it signed",
+        (("keys", WITH_EDDSA),),
+    ),
+    Refuse(
         "COSE_Sign signature entry with two items",
         verify,
         lambda: raw_sign([good_signature(KEY_A)[:2]]),
@@ -530,6 +547,36 @@ def test_mutated_envelopes_never_verify_to_anything_but_the_signed_payload(
         return
     assert result.payload == PAYLOAD
     assert result.signer_ids <= ids(KEY_A, KEY_B)
+
+
+@pytest.mark.parametrize(
+    ("body_alg", "signers"),
+    [
+        (ALG_ED25519, (KEY_A,)),
+        (ALG_ED25519, (KEY_EDDSA,)),
+        (ALG_EDDSA, (KEY_EDDSA,)),
+        (ALG_EDDSA, (KEY_A, KEY_EDDSA)),
+    ],
+    ids=["-19, -19 signer", "-19, -8 signer", "-8, -8 signer", "-8, -19 and -8 signers"],
+)
+def test_a_cose_sign_body_alg_is_ed25519_or_a_pinned_signers_alg(
+    body_alg: int, signers: tuple[PrivateKey, ...]
+) -> None:
+    body = _protected({ALG: body_alg, CTY: CTYPE})
+    signatures = [raw_signature(body, {ALG: key.alg}, key=key) for key in signers]
+    assert verify(raw_sign(signatures, body), keys=WITH_EDDSA).signer_ids == ids(*signers)
+
+
+def test_no_verifying_signature_is_told_apart_from_other_refusals() -> None:
+    with pytest.raises(cose.UnverifiedEnvelopeError, match=ALTERED):
+        verify(raw_sign([good_signature(UNTRUSTED)]))
+    with pytest.raises(cose.UnverifiedEnvelopeError, match="pinned to Ed25519"):
+        verify1(raw_sign1({ALG: ALG_EDDSA, CTY: CTYPE}))
+    with pytest.raises(EnvelopeError, match="content type") as foreign:
+        verify(
+            cose.sign(PAYLOAD, keys=[KEY_A], content_type=content_type(Role.ROOT), external_aad=AAD)
+        )
+    assert not isinstance(foreign.value, cose.UnverifiedEnvelopeError)
 
 
 def test_another_kind_of_object_is_told_apart_from_a_malformed_one() -> None:

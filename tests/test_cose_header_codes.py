@@ -18,7 +18,7 @@ from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.freshness import FreshnessToken, freshness_payload, verify_freshness
-from edge_agent.protocol.keys import ALG_ED25519, PrivateKey
+from edge_agent.protocol.keys import ALG_ED25519, ALG_EDDSA, PrivateKey
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,
@@ -142,6 +142,12 @@ FAULTS = [
     Fault("ES256 (-7) signature algorithm", _own, {ALG: ES256}, "format"),
     Fault(
         "ES256 (-7) in the body", lambda k: {**_own(k), ALG: ES256}, {ALG: ALG_ED25519}, "format"
+    ),
+    Fault(
+        "EdDSA (-8) in the body, no key pinned to it",
+        lambda k: {**_own(k), ALG: ALG_EDDSA},
+        {ALG: ALG_ED25519},
+        "signature",
     ),
     Fault(
         "boolean algorithm in the body",

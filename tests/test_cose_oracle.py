@@ -171,7 +171,7 @@ def test_we_refuse_a_cwt_sign1_under_another_external_aad(oracle_python: str) ->
         "key": private_spec(KEY_A),
     }
     signed = bytes.fromhex(run_oracle(oracle_python, request)["data"])
-    with pytest.raises(EnvelopeError, match="does not trust"):
+    with pytest.raises(EnvelopeError, match="for another scope"):
         cose.verify_sign1(
             signed,
             keys=trusted(KEY_A),

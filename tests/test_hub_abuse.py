@@ -146,6 +146,26 @@ async def test_junk_on_a_device_topic_does_not_spend_its_rate_budget(
         assert "rate_limited" not in hub.stats.rejections
 
 
+async def test_junk_that_only_starts_like_a_cose_sign1_is_malformed_a_forged_batch_not(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    """The same code for junk on the lineage and status topics, whether or not its first
+    bytes look like a COSE_Sign1; ``impersonation`` only for a batch another key signed."""
+    device = setup.devices["gw-001"]
+    device.add(1)
+    async with HubService(hub_config(setup, broker)) as hub:
+        await hub.wait_ready()
+        async with watching(broker.settings, [ACK_1], "gw-001") as watcher:
+            for topic in (LINEAGE_1, STATUS_1):
+                await watcher.connection.publish(topic, b"\xd2\x84" + b"\x9f" * 64)
+                await watcher.connection.publish(topic, b"\xff\x00 junk")
+            await watcher.connection.publish(
+                LINEAGE_1, device.batch(0, 1, key=PrivateKey.generate())
+            )
+            await wait_for(lambda: sum(hub.stats.rejections.values()) == 5)
+    assert hub.stats.rejections == {"malformed": 4, "impersonation": 1}
+
+
 async def test_past_the_verification_budget_junk_is_dropped_unchecked_and_others_still_verify(
     broker: AmqttHandle, setup: HubSetup
 ) -> None:

@@ -150,6 +150,15 @@ def test_a_batch_signed_by_another_devices_key_is_refused_as_impersonation(
     assert registry.lineage_state("gw-001").size == 0
 
 
+def test_bytes_that_only_start_like_a_cose_sign1_are_malformed_not_impersonation(
+    registry: Registry, device: DeviceLogSim
+) -> None:
+    error = _refused(registry, device, b"\xd2\x84" + b"\x9f" * 64)
+    assert (error.reject_code, error.reack) == (RejectCode.MALFORMED, False)
+    assert "is not a signed batch" in error.message
+    assert registry.lineage_state("gw-001").size == 0
+
+
 def test_a_devices_own_batch_published_on_another_devices_topic_is_refused(
     registry: Registry, device: DeviceLogSim
 ) -> None:

@@ -109,6 +109,8 @@ class Verification:
     name: str
     leaf: DeviceLeaf
     outcome: Reject
+    malformed: bool = False
+    """Whether the bytes past their first two are no well-formed ``COSE_Sign1``."""
 
 
 VERIFICATIONS = [
@@ -121,6 +123,15 @@ VERIFICATIONS = [
     Verification("evidence that does not verify", DeviceLeaf.EVIDENCE,
                  Reject(RejectCode.EVIDENCE_REJECTED, "evidence refused: bad signature",
                         device="gw-001")),
+    Verification("lineage that is no COSE_Sign1 past its first bytes", DeviceLeaf.LINEAGE,
+                 Reject(RejectCode.MALFORMED, "lineage refused: bad signature",
+                        device="gw-001"), malformed=True),
+    Verification("a status that is no COSE_Sign1 past its first bytes", DeviceLeaf.STATUS,
+                 Reject(RejectCode.MALFORMED, "status refused: bad signature",
+                        device="gw-001"), malformed=True),
+    Verification("evidence that is no COSE_Sign1 past its first bytes", DeviceLeaf.EVIDENCE,
+                 Reject(RejectCode.EVIDENCE_REJECTED, "evidence refused: bad signature",
+                        device="gw-001"), malformed=True),
 ]  # fmt: skip
 
 
@@ -128,7 +139,7 @@ VERIFICATIONS = [
 def test_a_signature_that_does_not_verify_is_counted_against_the_topic_family(
     row: Verification,
 ) -> None:
-    assert refused(Route(GW1, row.leaf), "bad signature") == row.outcome
+    assert refused(Route(GW1, row.leaf), "bad signature", malformed=row.malformed) == row.outcome
 
 
 @pytest.mark.parametrize("leaf", list(MAX_PAYLOAD), ids=str)

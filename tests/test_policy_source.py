@@ -96,6 +96,20 @@ def test_parse_duration_refuses_other_shapes(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["3651d", "87601h", "1000000000d", "9" * 5000 + "s"],
+    ids=["3651d", "87601h", "1000000000d", "5000 digits"],
+)
+def test_a_well_formed_duration_over_the_maximum_names_the_maximum(text: str) -> None:
+    with pytest.raises(ValueError, match="longer than the maximum of 3650d"):
+        parse_duration(text)
+
+
+def test_leading_zeros_do_not_count_towards_the_maximum() -> None:
+    assert parse_duration("0000000000007d") == 7 * 86_400
+
+
 RULE_A = """\
   - id: a
     effect: allow

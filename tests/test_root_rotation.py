@@ -53,10 +53,10 @@ ROTATIONS = [
         "root_threshold",
     ),
     Rotation(
-        "version goes down",
+        "the current version with other contents",
         lambda s: _next(s, s.root_keys + NEW_KEYS, version=1),
         False,
-        "root_rollback",
+        "root_conflict",
     ),
     Rotation(
         "version skips ahead",
@@ -71,10 +71,10 @@ ROTATIONS = [
         "root_gap",
     ),
     Rotation(
-        "version goes down, signed by keys this device never trusted",
+        "the current version with other contents, signed by keys this device never trusted",
         lambda s: _next(s, NEW_KEYS, version=1),
         False,
-        "root_rollback",
+        "root_conflict",
     ),
     Rotation(
         "expired",
@@ -98,6 +98,32 @@ def test_root_rotation(case: Rotation) -> None:
         with pytest.raises(RootError) as refused:
             verify_root_update(current, data, now=NOW)
         assert refused.value.code == case.code, refused.value
+
+
+@pytest.mark.parametrize(
+    ("signers", "says"),
+    [("old", "not newer than installed version 2 (rollback refused)"), ("new", "rollback")],
+    ids=["the older root itself", "an older version signed by the new keys"],
+)
+def test_an_older_version_is_a_rollback(signers: str, says: str) -> None:
+    sim = HubSim()
+    v2 = verify_root_update(sim.root(), _next(sim, sim.root_keys + NEW_KEYS), now=NOW)
+    older = sim.root_bytes() if signers == "old" else _next(sim, NEW_KEYS, version=1)
+    with pytest.raises(RootError) as refused:
+        verify_root_update(v2, older, now=NOW)
+    assert refused.value.code == "root_rollback"
+    assert says in refused.value.message
+
+
+def test_the_current_version_with_other_contents_is_a_conflict_not_a_rollback() -> None:
+    sim = HubSim()
+    other = _next(sim, sim.root_keys + NEW_KEYS, version=1)
+    with pytest.raises(RootError) as refused:
+        verify_root_update(sim.root(), other, now=NOW)
+    assert refused.value.message == (
+        "trust root version 1 is already installed with different contents (conflict "
+        "refused); a changed root needs the next version"
+    )
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ MAX_DURATION_SECONDS = 3650 * 86_400
 
 _T = TypeVar("_T")
 _STR = "tag:yaml.org,2002:str"
-_DURATION = re.compile(r"([0-9]{1,9})([smhd])")
+_DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -85,11 +85,16 @@ def parse_duration(text: str) -> int:
         raise ValueError(
             f"duration {text!r} must be a whole number followed by s, m, h or d (e.g. '24h')"
         )
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    digits = match.group(1).lstrip("0")
+    # Past 9 significant digits any unit is over the limit; never convert a huge number.
+    seconds = int(digits or "0") * _UNIT_SECONDS[match.group(2)] if len(digits) <= 9 else None
     if seconds == 0:
         raise ValueError(f"duration {text!r} must be longer than zero")
-    if seconds > MAX_DURATION_SECONDS:
-        raise ValueError(f"duration {text!r} is longer than the limit of 3650d")
+    if seconds is None or seconds > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"duration {text!r} is longer than the maximum of "
+            f"{MAX_DURATION_SECONDS // 86_400}d ({MAX_DURATION_SECONDS} s)"
+        )
     return seconds
 
 

@@ -144,6 +144,10 @@ def verify_break_glass_token(
             max_bytes=MAX_BREAK_GLASS_BYTES,
         )
         value = dcbor.decode(verified.payload, max_bytes=MAX_BREAK_GLASS_BYTES, what="break-glass")
+    except cose.UnverifiedEnvelopeError as exc:
+        raise BreakGlassError(
+            f"break-glass token signatures do not verify for device {device_id!r}: {exc.message}"
+        ) from exc
     except EnvelopeError as exc:
         raise BreakGlassError(f"break-glass token refused: {exc.message}") from exc
     signers = [k for k in verified.signer_ids if k.hex() not in revoked_keys]

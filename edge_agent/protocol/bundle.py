@@ -227,9 +227,7 @@ def _verify_bundle(
     now: int | None,
 ) -> VerifiedBundle[PolicyPayload]:
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleFormatError(
-            f"bundle is {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit"
-        )
+        raise BundleFormatError(f"bundle is larger than the {MAX_BUNDLE_BYTES}-byte limit")
     signer_ids, payload = _verify_signatures(data, root, region)
     fields = _decode(payload)
     target = _parse_target(fields.raw("target"))
@@ -291,6 +289,11 @@ def _verify_signatures(data: bytes, root: TrustRoot, region: str) -> tuple[froze
         )
     except cose.MalformedEnvelopeError as exc:
         raise BundleFormatError(f"not a signed bundle: {exc.message}") from exc
+    except cose.UnverifiedEnvelopeError as exc:
+        raise BundleError(
+            f"bundle signatures do not verify for region {region!r}: {exc.message}",
+            code="bundle_signature",
+        ) from exc
     except EnvelopeError as exc:
         raise BundleError(f"bundle refused: {exc.message}", code="bundle_signature") from exc
     return verified.signer_ids, verified.payload

@@ -11,7 +11,10 @@ Every signed edgegov object travels in one of these envelopes. Verification foll
    no critical extension), a content type in the body's protected header, nothing but a
    ``kid`` in any unprotected header;
 4. signatures over the exact received bytes: the ``Sig_structure`` is built from the received
-   protected-header bstr and payload bstr, never from re-encoded values.
+   protected-header bstr and payload bstr, never from re-encoded values;
+5. the algorithm a ``COSE_Sign`` body names, which signs nothing, is ``-19``, or ``-8`` only
+   when a key pinned to ``-8`` is among the keys whose signatures verified (as for a
+   signature's own ``alg``: ``-8`` only where a key is pinned to it).
 
 Invariants:
 - A signature counts only for a key the caller authorised (``keys``) *and* only when its
@@ -28,7 +31,9 @@ Invariants:
   envelope at all (steps 1-3: too large, not CBOR, wrong tag or shape, headers that break the
   rules, no content type) it is the subclass :class:`MalformedEnvelopeError`, so callers can
   report a format fault apart from a well-formed envelope of another kind (another content
-  type) or whose signatures do not verify.
+  type) or whose signatures do not verify; when no authorised key's signature verifies it
+  is the subclass :class:`UnverifiedEnvelopeError`, so callers can name the scope (region,
+  device) the ``external_aad`` bound, which this module does not know.
 
 This module does not decode the payload, check any schema, count thresholds or know roles:
 callers pass the content type and ``external_aad`` (``roles.content_type``,
@@ -52,7 +57,7 @@ from typing import TypeAlias
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.dcbor import CborValue
-from edge_agent.protocol.keys import KNOWN_ALGS, PrivateKey, PublicKey
+from edge_agent.protocol.keys import ALG_ED25519, KNOWN_ALGS, PrivateKey, PublicKey
 from edge_agent.protocol.limits import MAX_HEADER_BYTES, MAX_SIGNATURES
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "ContentType",
     "MalformedEnvelopeError",
     "Signer",
+    "UnverifiedEnvelopeError",
     "Verified",
     "peek_payload",
     "sig_structure",
@@ -94,6 +100,12 @@ _ALG_NAMES = {-19: "Ed25519 (-19)", -8: "EdDSA (-8)"}
 
 class MalformedEnvelopeError(EnvelopeError):
     """The bytes are not a well-formed COSE envelope: a format fault, not a signature one."""
+
+
+class UnverifiedEnvelopeError(EnvelopeError):
+    """A well-formed envelope of the expected content type in which no signature by an
+    authorised key verifies over these bytes and this ``external_aad``: signed by another
+    key, for another scope, or altered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,13 +365,30 @@ def _verify(
     external_aad: bytes,
     max_bytes: int,
 ) -> Verified:
-    """Steps 1-4 of the module docstring, in that order; the caller counts thresholds."""
+    """Steps 1-5 of the module docstring, in that order; the caller counts thresholds."""
     envelope = _parse(data, tag, max_bytes)
     _check_content_type(envelope.body, content_type)
     signer_ids = _verified_key_ids(envelope, keys, external_aad)
     if not signer_ids:
-        raise EnvelopeError(_no_signer_message(envelope, keys, content_type))
+        raise UnverifiedEnvelopeError(_no_signer_message(envelope, keys, content_type))
+    _check_body_alg(envelope.body, keys, signer_ids)
     return Verified(envelope.payload, signer_ids, content_type)
+
+
+def _check_body_alg(
+    body: _Headers, keys: Mapping[bytes, PublicKey], signer_ids: frozenset[bytes]
+) -> None:
+    """Step 5. A ``COSE_Sign1`` passes by construction: its body alg is its signature's,
+    which verified only under a key pinned to it."""
+    if HEADER_ALG not in body.protected:
+        return
+    alg = _alg(body, "body")
+    if alg == ALG_ED25519 or any(keys[k].alg == alg for k in signer_ids):
+        return
+    raise EnvelopeError(
+        f"the body names algorithm {_ALG_NAMES[alg]}, accepted only where a key is pinned to "
+        "it, and no key pinned to it signed this object"
+    )
 
 
 def _check_content_type(body: _Headers, expected: ContentType) -> None:
@@ -408,19 +437,16 @@ def _no_signer_message(
     envelope: _Envelope, keys: Mapping[bytes, PublicKey], content_type: ContentType
 ) -> str:
     if not keys:
-        return f"no key on this device is trusted to sign {content_type!r} objects"
+        return f"no key is trusted to sign {content_type!r} objects"
     pinned = {key.alg for key in keys.values()}
     used = {signature.alg for signature in envelope.signatures}
     if not used & pinned:
         names = ", ".join(sorted(_ALG_NAMES[alg] for alg in used))
         trusted = ", ".join(sorted(_ALG_NAMES[alg] for alg in pinned))
-        return (
-            f"signed with algorithm {names}, but the keys this device trusts for it "
-            f"are pinned to {trusted}"
-        )
+        return f"signed with algorithm {names}, but the keys trusted for it are pinned to {trusted}"
     return (
-        "signed by a key this device does not trust, or the signed bytes were altered "
-        "(no signature verifies)"
+        "signed by a key not trusted for it or for another scope, or its signed bytes were "
+        "altered (no signature verifies)"
     )
 
 

@@ -122,17 +122,17 @@ def verify_root_update(trusted: TrustRoot, data: bytes, *, now: int | None) -> T
         RootError: any step fails; the trusted root stays as it was.
     """
     if len(data) > MAX_ROOT_BYTES:
-        raise RootError(f"trust root is {len(data)} bytes, over the {MAX_ROOT_BYTES}-byte limit")
+        raise RootError(f"trust root is larger than the {MAX_ROOT_BYTES}-byte limit")
     try:
         payload = _verified_payload(data, trusted, "the current root's")
     except RootError:
         claimed = _claimed_version(data)
         if claimed is not None:
-            _check_next_version(trusted, claimed)
+            _check_next_version(trusted, claimed, data)
         raise
     new = _parse(payload, data)
     _require_threshold(data, new, "its own")
-    _check_next_version(trusted, new.version)
+    _check_next_version(trusted, new.version, data)
     if now is not None and now >= new.expires_at:
         raise RootError(f"trust root version {new.version} expired", code="root_expired")
     return new
@@ -161,7 +161,13 @@ def verify_root_chain(trusted: TrustRoot, chain: Sequence[bytes]) -> tuple[Trust
     return tuple(roots)
 
 
-def _check_next_version(trusted: TrustRoot, version: int) -> None:
+def _check_next_version(trusted: TrustRoot, version: int, data: bytes) -> None:
+    if version == trusted.version and data != trusted.raw:
+        raise RootError(
+            f"trust root version {version} is already installed with different contents "
+            "(conflict refused); a changed root needs the next version",
+            code="root_conflict",
+        )
     if version <= trusted.version:
         raise RootError(
             f"trust root version {version} is not newer than installed version "

@@ -31,6 +31,7 @@ __all__ = [
     "format_duration",
     "output_gone",
     "read_bounded",
+    "read_offered",
     "utc_text",
     "wall_clock",
     "write_atomic",
@@ -51,17 +52,28 @@ def read_bounded(path: str | Path, max_bytes: int, what: str) -> bytes:
     Raises:
         ConfigError: the file cannot be read or is over the limit.
     """
-    try:
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(max_bytes + 1)
-        else:
-            with open(path, "rb") as handle:
-                data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    data = read_offered(path, max_bytes, what)
     if len(data) > max_bytes:
         raise ConfigError(f"{what} {path} is larger than the {max_bytes}-byte limit")
     return data
+
+
+def read_offered(path: str | Path, max_bytes: int, what: str) -> bytes:
+    """Read ``path`` (``-`` is stdin) up to one byte past ``max_bytes``, for a signed object
+    the verifier refuses itself: a larger file reads as ``max_bytes + 1`` bytes, so the
+    verifier's own size cap refuses it (recorded like any other refusal of that object)
+    without the rest ever being read.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    try:
+        if str(path) == "-":
+            return sys.stdin.buffer.read(max_bytes + 1)
+        with open(path, "rb") as handle:
+            return handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

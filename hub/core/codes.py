@@ -26,7 +26,7 @@ class RejectCode(StrEnum):
     IMPERSONATION = "impersonation"
     """Not signed by the device's registered key, or sent on another region's topic."""
     MALFORMED = "malformed"
-    """Not even shaped as a ``COSE_Sign1`` envelope."""
+    """Not a well-formed ``COSE_Sign1`` envelope: by its first bytes, or once decoded."""
     UNVERIFIED_FLOOD = "unverified_flood"
     """Dropped unchecked: its topic's signature-check budget was spent."""
     RATE_LIMITED = "rate_limited"

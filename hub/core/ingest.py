@@ -16,7 +16,8 @@ Outcomes:
 - :class:`IngestError` with ``reack`` set for batches the real device may legitimately send
   (a gap after a lost batch, a broken chain): the stored size is acknowledged again so the
   device resends from there. Batches that are not the device's (envelope not signed by its
-  registered key) are never acknowledged.
+  registered key: ``impersonation``) or no batch at all (bytes that are no well-formed
+  envelope: ``malformed``) are never acknowledged.
 - :class:`IngestError` with ``fork`` set: the device signed a checkpoint whose root is not
   the one recomputed from the entries it shipped on top of what the hub holds, or shipped
   other entries for positions it had already shipped under a signed checkpoint. Both
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
+from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import ChainVerifier
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
@@ -167,11 +169,18 @@ def open_batch(data: bytes, device: str, key: PublicKey) -> LineageBatch:
     ``device``.
 
     Raises:
-        IngestError: ``impersonation``, never re-acknowledged.
+        IngestError: never re-acknowledged: ``malformed`` when ``data`` is no well-formed
+            ``COSE_Sign1`` envelope, else ``impersonation``.
     """
     try:
         return verify_batch(data, device=device, key=key)
     except ShippingError as exc:
+        if isinstance(exc.__cause__, MalformedEnvelopeError):
+            raise IngestError(
+                f"payload on {device}'s lineage topic is not a signed batch: {exc.message}",
+                reject_code=RejectCode.MALFORMED,
+                reack=False,
+            ) from exc
         raise IngestError(
             f"batch on {device}'s topic is not signed by its registered key: {exc.message}",
             reject_code=RejectCode.IMPERSONATION,

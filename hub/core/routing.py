@@ -10,7 +10,8 @@ cheapest first, each a function the service calls in this order:
    in its cache only: an oversize message is never worth a registry lookup), then the
    device's region, then the payload's shape (a ``COSE_Sign1`` envelope);
 3. the signature, checked by the service from its verification budget: :func:`flooded`
-   when the budget is spent, :func:`refused` when the signature does not verify;
+   when the budget is spent, :func:`refused` when the message does not verify (or, past
+   its first bytes, is no well-formed envelope at all);
 4. :func:`admit`: only for what verified, the device's rate budget, so that what is not
    the device's never spends it.
 
@@ -171,14 +172,17 @@ def flooded(route: Route[D]) -> Reject:
     )
 
 
-def refused(route: Route[D], reason: str) -> Reject:
-    """Step 3, the signature did not verify (``reason``): ``impersonation``, or
-    ``evidence_rejected`` on the evidence topic (as attestation counts its refusals)."""
-    code = (
-        RejectCode.EVIDENCE_REJECTED
-        if route.leaf is DeviceLeaf.EVIDENCE
-        else RejectCode.IMPERSONATION
-    )
+def refused(route: Route[D], reason: str, *, malformed: bool = False) -> Reject:
+    """Step 3, the message did not verify (``reason``): ``malformed`` when its bytes, past
+    the first two :func:`route` looked at, are no well-formed ``COSE_Sign1`` envelope (as a
+    payload that does not even start like one), else ``impersonation``; on the evidence
+    topic ``evidence_rejected`` either way (as attestation counts its refusals)."""
+    if route.leaf is DeviceLeaf.EVIDENCE:
+        code = RejectCode.EVIDENCE_REJECTED
+    elif malformed:
+        code = RejectCode.MALFORMED
+    else:
+        code = RejectCode.IMPERSONATION
     return Reject(code, f"{route.leaf} refused: {reason}", device=route.device.device_id)
 
 

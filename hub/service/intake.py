@@ -18,6 +18,7 @@ from collections import deque
 
 from edge_agent.errors import EdgeGovError
 from edge_agent.protocol.attestation import AttestationError, Evidence, verify_evidence
+from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.shipping import DeviceStatus, LineageBatch, ShippingError, verify_status
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Connection, Incoming
@@ -198,7 +199,10 @@ class Intake:
                 verified = verify_status(payload, device=device.device_id, key=device.public_key)
             else:
                 verified = verify_evidence(payload, device=device.device_id, key=device.public_key)
-        except (IngestError, ShippingError, AttestationError) as exc:
-            return refused(routed, str(exc))
+        except IngestError as exc:
+            return refused(routed, str(exc), malformed=exc.reject_code is RejectCode.MALFORMED)
+        except (ShippingError, AttestationError) as exc:
+            malformed = isinstance(exc.__cause__, MalformedEnvelopeError)
+            return refused(routed, str(exc), malformed=malformed)
         budget.refund(charged, payload)
         return verified
