@@ -45,11 +45,12 @@ from edge_agent.trust.gate import Reason
 from hub.cli.attest import build_expectations
 from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle
+from hub.core.bundles import with_expectations
 from hub.core.tpm_quote import load_ak
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord, PublishedBundle
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier, with_expectations
+from hub.service.attest import Verifier
 from hub.service.server import HubConfig, HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root

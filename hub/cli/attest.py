@@ -39,11 +39,12 @@ from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, par
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_atomic
 from edge_agent.support.mqtt import BrokerSettings
+from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 from hub.registry import AttestationRecord
-from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier, expectations_to_json
+from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier
 from hub.service.publish import publish_once
 
 __all__ = ["attestation_json", "attestation_lines", "build_expectations", "register"]

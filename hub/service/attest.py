@@ -13,8 +13,7 @@ Round trip (docs/attestation.md):
    signs a result (pass or fail) valid ``ttl_s`` seconds.
 
 What is judged, and why refused evidence gets no result, is :mod:`hub.core.attestation`.
-This module does the I/O around it, and builds and re-signs bundles with expectations for
-``edge-hub attest expect``.
+This module does the I/O around it.
 """
 
 from __future__ import annotations
@@ -22,10 +21,8 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
 
-from edge_agent.errors import BundleError, ConfigError
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.errors import BundleError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import (
     NONCE_BYTES,
@@ -35,18 +32,7 @@ from edge_agent.protocol.attestation import (
     sign_challenge,
     sign_result,
 )
-from edge_agent.protocol.bundle import (
-    bundle_payload,
-    claimed_region,
-    sign_bundle,
-    verify_bundle,
-)
-from edge_agent.protocol.expectations import (
-    Expectations,
-    ExpectationsError,
-    expectations_value,
-    parse_expectations,
-)
+from edge_agent.protocol.bundle import claimed_region, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
@@ -63,10 +49,7 @@ from hub.registry import AttestationRecord, DeviceRecord, Registry
 __all__ = [
     "DEFAULT_CHALLENGE_TTL_S",
     "Verifier",
-    "expectations_from_json",
-    "expectations_to_json",
     "recorded_bundle_view",
-    "with_expectations",
 ]
 
 DEFAULT_CHALLENGE_TTL_S = 60
@@ -174,87 +157,3 @@ def _record(
         result=data,
         verified_at=now,
     )
-
-
-def expectations_to_json(expectations: Expectations) -> dict[str, object]:
-    """Expectations as JSON (hex digests): what ``edge-hub attest expect`` writes."""
-
-    def allowed(values: Mapping[str, frozenset[bytes]]) -> dict[str, list[str]]:
-        return {name: sorted(d.hex() for d in values[name]) for name in sorted(values)}
-
-    profiles: dict[str, object] = {}
-    for name, entry in sorted(expectations.profiles.items()):
-        body: dict[str, object] = {"measurements": allowed(entry.measurements)}
-        if entry.devices:
-            body["devices"] = {d: allowed(v) for d, v in sorted(entry.devices.items())}
-        profiles[name] = body
-    return {"profiles": profiles}
-
-
-def expectations_from_json(value: object) -> Expectations:
-    """Parse JSON expectations (hex digests) as a bundle would carry them.
-
-    Raises:
-        ExpectationsError: not the expectations shape, or a digest is not 64 hex digits.
-    """
-
-    def convert(node: object, depth: int) -> object:
-        if depth > 8:
-            raise ExpectationsError("the expectations nest too deeply")
-        if isinstance(node, dict):
-            return {k: convert(v, depth + 1) for k, v in node.items()}
-        if isinstance(node, list):
-            return [_digest(item) for item in node]
-        return node
-
-    converted = convert(value, 0)
-    if not isinstance(converted, dict):
-        raise ExpectationsError("the expectations must be a JSON object")
-    return parse_expectations(converted)
-
-
-def _digest(text: object) -> bytes:
-    if not isinstance(text, str) or len(text) != 64:
-        raise ExpectationsError(f"{text!r} is not a SHA-256 digest (64 hex digits)")
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise ExpectationsError(f"{text!r} is not a SHA-256 digest (64 hex digits)") from exc
-
-
-def with_expectations(
-    bundle: CompiledBundle,
-    policy: Mapping[str, object],
-    expectations: Expectations,
-    *,
-    root: TrustRoot,
-    signers: list[PrivateKey],
-) -> tuple[bytes, CompiledBundle]:
-    """``bundle`` (built and verified from ``policy``) signed again carrying
-    ``expectations``, and verified again as a device of its target would.
-
-    Raises:
-        ConfigError: the expectations name a profile the bundle does not target.
-        BundleError: the signed bundle would be refused.
-    """
-    target = bundle.target
-    foreign = sorted(set(expectations.profiles) - set(target.profiles)) if target.profiles else []
-    if foreign:
-        raise ConfigError(
-            f"the expectations are for profile(s) {', '.join(foreign)}, but the bundle targets "
-            f"{', '.join(target.profiles)}"
-        )
-    payload = bundle_payload(
-        version=bundle.version,
-        issued_at=bundle.issued_at,
-        expires_at=bundle.expires_at,
-        target=target,
-        policy=policy,
-        attestation=expectations_value(expectations),
-        max_offline=bundle.max_offline,
-    )
-    data = sign_bundle(payload, region=target.region, signers=signers)
-    verified = verify_bundle(
-        data, root=root, region=target.region, installed=None, now=bundle.issued_at
-    )
-    return data, compile_bundle_policy(verified)
