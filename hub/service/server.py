@@ -12,12 +12,14 @@ While it runs, the hub:
    device-signed status that is fresh (signed near the hub's time, newer than the one held:
    the only thing that moves "last heard from");
 5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
-   bundle (whether or not the registry can record it), picks up devices, regions, bundles
-   and revocations added by other commands, and flushes the rejection counters;
-6. attestation (:mod:`hub.service.attest`): every ``attest_interval_s`` challenges every registered
-   device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
-   signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
-   answer and publishes the signed, retained result;
+   bundle (whether or not the registry can record it), picks up devices, regions, bundles,
+   revocations and a newer trust root added by other commands, and flushes the rejection
+   counters;
+6. attestation (:mod:`hub.service.evidence`, judged by :mod:`hub.service.verifier`): every
+   ``attest_interval_s`` challenges every registered device with a fresh nonce, and at once
+   (at most every ``attest_retry_s``) a device whose signed status reports
+   ``attestation_failed`` or ``attestation_stale``; verifies each answer under the newest
+   trust root it read and publishes the signed, retained result;
 7. clears (an empty retained message) what is retained on a trust or freshness topic of its
    regions that it does not publish on, and what it did not publish on a device's ack,
    challenge or attestation topic (a registered device's ack is restored instead), so
@@ -66,7 +68,7 @@ from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import HubConnection, Subscriptions
 from hub.service.context import ServiceContext
-from hub.service.evidence import Attestation
+from hub.service.evidence import EvidenceHandler
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
 from hub.service.schedule import Schedule
@@ -88,7 +90,7 @@ class _Parts:
     context: ServiceContext
     subscriptions: Subscriptions
     schedule: Schedule
-    attestation: Attestation
+    evidence: EvidenceHandler
     intake: Intake
 
 
@@ -164,7 +166,7 @@ class HubService:
             self._tasks = [
                 group.create_task(connection.run(stop), name="edge-hub-mqtt"),
                 group.create_task(parts.schedule.run(current, stop), name="edge-hub-schedule"),
-                group.create_task(parts.attestation.run(current, stop), name="edge-hub-attest"),
+                group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
             ]
         except BaseException:
             await self._stack.aclose()
@@ -212,7 +214,7 @@ class HubService:
 
     async def challenge_all(self) -> int:
         """Challenge every registered device now; return how many were challenged."""
-        return await self._started.attestation.challenge_round(self._connected.current())
+        return await self._started.evidence.challenge_round(self._connected.current())
 
     # Composition.
 
@@ -223,16 +225,16 @@ class HubService:
         )
         subscriptions = Subscriptions(registry)
         schedule = Schedule(context, subscriptions)
-        attestation = Attestation(context)
+        evidence = EvidenceHandler(context)
         intake = Intake(
             context,
             schedule,
             trust=TrustTopics(context),
             lineage=LineageHandler(context),
-            status=StatusHandler(context, attestation),
-            attestation=attestation,
+            status=StatusHandler(context, evidence),
+            evidence=evidence,
         )
-        self._parts = _Parts(context, subscriptions, schedule, attestation, intake)
+        self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
         return self._parts
 
     def _connect(self, parts: _Parts) -> HubConnection:
