@@ -51,7 +51,8 @@ from hub.core.tpm_quote import load_ak
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord, PublishedBundle
 from hub.registry.backends import open_registry
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from hub.service.verifier import Verifier
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root

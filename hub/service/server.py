@@ -47,7 +47,7 @@ This module is the composition root; each job is a module of its own:
   :mod:`hub.service.rejections`; settings and counters: :mod:`hub.service.config`.
 
 Use it in-process as ``async with HubService(HubConfig(hub_dir)) as hub: await
-hub.wait_ready()``.
+hub.wait_ready()`` (:class:`~hub.service.config.HubConfig`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
 
-__all__ = ["HubConfig", "HubService", "HubStats"]
+__all__ = ["HubService"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +211,6 @@ class HubService:
     async def tick(self) -> None:
         """Run one round of the schedule now (freshness, reconciliation, counters)."""
         await self._started.schedule.tick(self._connected.current())
-
-    async def challenge_all(self) -> int:
-        """Challenge every registered device now; return how many were challenged."""
-        return await self._started.evidence.challenge_round(self._connected.current())
 
     # Composition.
 
