@@ -11,7 +11,7 @@
    attestation and with one that does (local verdict and hub result present), plus the
    attestation check alone: it reads two values in the state, opens no file, so its cost
    does not grow with the profile.
-3. **Hub verification rate.** ``hub.service.attest.Verifier.verify`` on pre-signed evidence for
+3. **Hub verification rate.** ``hub.service.verifier.Verifier.verify`` on pre-signed evidence for
    pre-issued nonces, one registry (SQLite WAL, ``synchronous=FULL``) as ``edge-hub serve``
    uses: Ed25519 check, spending the nonce, judging 6 measurements, signing the result and
    recording the outcome, each evidence its own transactions. Also the same without the
@@ -64,10 +64,10 @@ from edge_agent.trust.state import (
     with_local_verdict,
 )
 from hub.cli.attest import build_expectations
-from hub.core.attestation import judge_attestation, read_evidence
+from hub.core.attestation_judging import judge_attestation, read_evidence, recorded_bundle_view
 from hub.registry import DeviceRecord, PublishedBundle, Registry
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier, recorded_bundle_view
+from hub.service.verifier import Verifier
 from tests.factory import DEVICE, NOW, HubSim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +215,8 @@ def _hub_fixture(tmp: Path, count: int) -> tuple[Verifier, DeviceRecord, list[by
         target={},
         channels=["group/line-a"],
     )
-    verifier = Verifier(registry, sim.online_keys[Role.VERIFIER][0], root=sim.root())
+    root = sim.root()
+    verifier = Verifier(registry, sim.online_keys[Role.VERIFIER][0], root=lambda: root)
     payloads = []
     for index in range(count):
         nonce = hashlib.sha256(b"%d" % index + os.urandom(8)).digest()
@@ -232,7 +233,7 @@ def bench_hub(runs: int, count: int) -> None:
             verifier, device, payloads, registry = _hub_fixture(Path(tmp), count)
             data = registry.bundle_data(registry.current_bundles()[0].digest)
             assert data is not None
-            view = recorded_bundle_view(data, root=verifier.root)
+            view = recorded_bundle_view(data, root=verifier.root())
             started = time.perf_counter()
             for payload in payloads:
                 evidence = read_evidence(payload, device)
@@ -250,8 +251,8 @@ def bench_hub(runs: int, count: int) -> None:
             pure.append(count / (time.perf_counter() - started))
             started = time.perf_counter()
             for payload in payloads:
-                result, _ = verifier.verify(device, payload, now=NOW, ttl_s=900)
-                assert result.passed
+                evidence = read_evidence(payload, device)
+                assert verifier.verify(device, evidence, now=NOW, ttl_s=900).result.passed
             full.append(count / (time.perf_counter() - started))
             registry.close()
     print(f"3. hub evidence verification ({count} evidence per run, {runs} runs)")

@@ -27,7 +27,7 @@ from hub.cli.operations import build_bundle, init_keys
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
-from hub.service.server import HubConfig
+from hub.service.config import HubConfig
 from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
 

@@ -17,10 +17,11 @@ from edge_agent.protocol.attestation import Evidence, LineageHead, sign_evidence
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from hub.cli.main import main as hub_main
+from hub.core.attestation_judging import read_evidence
 from hub.hubdir.keys import load_role_keys, load_root
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier
+from hub.service.verifier import Verifier
 from tests.attest_support import make_root, write_profile
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
@@ -178,11 +179,12 @@ def test_fleet_shows_each_devices_attestation_and_time_left(
         record = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", key.public)
         registry.add_device(record)
         verifier = Verifier(
-            registry, load_role_keys(hub_dir / "keys", Role.VERIFIER, root)[0], root=root
+            registry, load_role_keys(hub_dir / "keys", Role.VERIFIER, root)[0], root=lambda: root
         )
-        challenge, _ = verifier.challenge(record, now=2_000_000_000, ttl_s=60)
+        challenge = verifier.challenge(record, now=2_000_000_000, ttl_s=60).challenge
         evidence = Evidence("gw-001", challenge.nonce, 0, None, {}, LineageHead(0, b"\x00" * 32))
-        verifier.verify(record, sign_evidence(evidence, key), now=2_000_000_000, ttl_s=60)
+        verified = read_evidence(sign_evidence(evidence, key), record)
+        verifier.verify(record, verified, now=2_000_000_000, ttl_s=60)
     capsys.readouterr()
     assert hub_main(["fleet", "--hub-dir", str(hub_dir), "--json"]) == 0
     row = _json(capsys)["devices"][0]  # type: ignore[index]

@@ -30,11 +30,12 @@ from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
 from hub.cli.attest import build_expectations
 from hub.cli.operations import build_bundle
+from hub.core.bundles import with_expectations
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
-from hub.service.attest import with_expectations
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import make_root, write_profile
 from tests.brokers import amqtt_broker, mosquitto_broker

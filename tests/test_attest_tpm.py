@@ -45,12 +45,15 @@ from edge_agent.trust.gate import Reason
 from hub.cli.attest import build_expectations
 from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle
+from hub.core.attestation_judging import read_evidence
+from hub.core.bundles import with_expectations
 from hub.core.tpm_quote import load_ak
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord, PublishedBundle
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier, with_expectations
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
+from hub.service.verifier import Verifier
 from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker
@@ -218,15 +221,16 @@ class HubSide:
             target={},
             channels=["group/line-a"],
         )
+        root = self.hub.root()
         self.verifier = Verifier(
-            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=self.hub.root()
+            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=lambda: root
         )
 
     def answer(
         self, provider: TpmProvider, *, quote_nonce: bytes | None = None
     ) -> tuple[Verdict, str]:
         """Challenge, measure, quote (for ``quote_nonce`` if given), send, verify."""
-        challenge, _ = self.verifier.challenge(self.device, now=NOW)
+        challenge = self.verifier.challenge(self.device, now=NOW).challenge
         measured = provider.measure()
         quote = provider.quote("gw-001", quote_nonce or challenge.nonce)
         evidence = Evidence(
@@ -238,9 +242,8 @@ class HubSide:
             LineageHead(0, b"\0" * 32),
             quote,
         )
-        result, _ = self.verifier.verify(
-            self.device, sign_evidence(evidence, self.key), now=NOW, ttl_s=300
-        )
+        verified = read_evidence(sign_evidence(evidence, self.key), self.device)
+        result = self.verifier.verify(self.device, verified, now=NOW, ttl_s=300).result
         return result.verdict, result.detail
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import sign_root, verify_root_update
+from hub.core.attestation_judging import read_evidence
 from hub.registry import DeviceRecord, PublishedBundle
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier
+from hub.service.verifier import Verifier
 from tests.factory import NOW, HubSim
 
 GOOD = hashlib.sha256(b"os-release v1").digest()
@@ -48,8 +51,9 @@ class Setup:
         }
         for record in self.devices.values():
             self.registry.add_device(record)
+        self.root = self.hub.root()
         self.verifier = Verifier(
-            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=self.hub.root()
+            self.registry, self.hub.online_keys[Role.VERIFIER][0], root=lambda: self.root
         )
         self.bundle = self.record_bundle(EXPECT)
 
@@ -67,8 +71,7 @@ class Setup:
         return digest
 
     def challenge(self, device: str = "gw-001", now: int = NOW) -> Challenge:
-        challenge, _ = self.verifier.challenge(self.devices[device], now=now, ttl_s=60)
-        return challenge
+        return self.verifier.challenge(self.devices[device], now=now, ttl_s=60).challenge
 
     def evidence(
         self,
@@ -86,9 +89,10 @@ class Setup:
         return sign_evidence(evidence, self.keys[signer or device])
 
     def verify(self, payload: bytes, device: str = "gw-001", now: int = NOW) -> Verdict:
-        result, publication = self.verifier.verify(
-            self.devices[device], payload, now=now, ttl_s=TTL
-        )
+        """Verify the envelope as the intake does, then have the verifier judge it."""
+        record = self.devices[device]
+        issued = self.verifier.verify(record, read_evidence(payload, record), now=now, ttl_s=TTL)
+        result, publication = issued.result, issued.publication
         assert publication.retain and publication.topic.endswith(f"/device/{device}/attestation")
         verified = verify_result(publication.payload, root=self.hub.root(), device=device)
         assert verified.verdict is result.verdict and verified.expires_at == now + TTL
@@ -186,3 +190,35 @@ def test_nothing_a_device_sends_is_an_unexpected_exception(setup: Setup) -> None
     for payload in (b"", b"\x00", b"\xd2" * 40, setup.hub.bundle(1)):
         with pytest.raises(EdgeGovError):
             setup.verify(payload)
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A bundle recorded before ``edge-hub root rotate --role policy``, judged by one verifier
+    under the root it reads before the rotation and then under the rotated root."""
+
+    name: str
+    signers: tuple[str, ...]
+    before: Verdict
+    after: Verdict
+
+
+ROTATED = [
+    Rotated("signed by the new policy key", ("new",), Verdict.FAIL, Verdict.PASS),
+    Rotated("signed by the rotated-away policy key", ("old",), Verdict.PASS, Verdict.FAIL),
+    Rotated("signed by both policy keys", ("old", "new"), Verdict.PASS, Verdict.PASS),
+]
+
+
+@pytest.mark.parametrize("row", ROTATED, ids=lambda r: r.name)
+def test_evidence_is_judged_under_the_root_the_verifier_reads_now(
+    setup: Setup, row: Rotated
+) -> None:
+    new_policy = [PrivateKey.generate()]
+    keys = {"old": setup.hub.policy_keys[0], "new": new_policy[0]}
+    digest = setup.record_bundle(EXPECT, 2, signers=[keys[s] for s in row.signers])
+    before = setup.verify(setup.evidence(setup.challenge().nonce, bundle=digest))
+    rotated = sign_root(setup.hub.root_payload(2, policy_keys=new_policy), setup.hub.root_keys)
+    setup.root = verify_root_update(setup.root, rotated, now=NOW)
+    after = setup.verify(setup.evidence(setup.challenge().nonce, bundle=digest))
+    assert (before, after) == (row.before, row.after)

@@ -20,7 +20,8 @@ from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
 from hub.registry.backends import open_registry
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from tests.agent_fleet import AgentFleet, agent_fleet
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir, run_cli, wait_for

@@ -1,6 +1,6 @@
 """The hub's attestation judgement as values: no broker, no SQLite, no clock.
 
-Each row hands :func:`hub.core.attestation.judge_attestation` what the verifier would have
+Each row hands :func:`hub.core.attestation_judging.judge_attestation` what the verifier would have
 read (the registry's answer to spending the nonce, the named bundle, the hub's checkpoint
 root, the registered TPM key) and names the verdict with words of its detail, or the
 refusal code. Bundles and evidence are signed with real keys.
@@ -25,7 +25,7 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.bundle import BundleTarget, claimed_region, verify_bundle
 from edge_agent.protocol.expectations import measured_digest
 from edge_agent.protocol.keys import PrivateKey
-from hub.core.attestation import (
+from hub.core.attestation_judging import (
     MAX_DETAIL_PROBLEMS,
     BundleView,
     bundle_view,

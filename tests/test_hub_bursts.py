@@ -15,7 +15,8 @@ from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Incoming
 from hub.registry import RegistryError
 from hub.registry.backends import open_registry
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
 
 pytestmark = pytest.mark.asyncio

@@ -19,7 +19,8 @@ from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import MAX_MESSAGE_BYTES, MAX_PACKET_BYTES, BrokerSettings, connect
 from hub.cli.mosquitto_acl import render_acl
 from hub.registry import DeviceRecord
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from tests.brokers import MosquittoBroker, shipped_mosquitto
 from tests.hub_support import make_hub_dir, wait_for, watching
 

@@ -22,7 +22,8 @@ from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from edge_agent.support.mqtt import connect
 from hub.registry.backends import open_registry
 from hub.service.broker_limits import BrokerLimits
-from hub.service.server import HubConfig, HubService
+from hub.service.config import HubConfig
+from hub.service.server import HubService
 from tests.brokers import amqtt_broker, mosquitto_broker
 from tests.hub_support import (
     HubSetup,

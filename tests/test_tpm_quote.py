@@ -36,6 +36,7 @@ from edge_agent.protocol.firmware_profile import parse_profile
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from hub.cli.attest import build_expectations
+from hub.core.attestation_judging import read_evidence
 from hub.core.tpm_quote import (
     ALG_ECDSA,
     ALG_RSAPSS,
@@ -48,7 +49,7 @@ from hub.core.tpm_quote import (
 )
 from hub.registry import DeviceRecord, PublishedBundle, Registry
 from hub.registry.backends import open_registry
-from hub.service.attest import Verifier
+from hub.service.verifier import Verifier
 from tests.attest_support import PROFILE_TOML
 from tests.factory import NOW, HubSim
 
@@ -294,21 +295,22 @@ def _verifier(tmp_path: Path) -> tuple[Verifier, Registry, DeviceRecord, Private
         target={},
         channels=["group/line-a"],
     )
-    verifier = Verifier(registry, hub.online_keys[Role.VERIFIER][0], root=hub.root())
+    root = hub.root()
+    verifier = Verifier(registry, hub.online_keys[Role.VERIFIER][0], root=lambda: root)
     return verifier, registry, device, key, digest
 
 
 def _answer(
     verifier: Verifier, device: DeviceRecord, key: PrivateKey, bundle: bytes, quote: TpmQuote | None
 ) -> tuple[Verdict, str]:
-    challenge, _ = verifier.challenge(device, now=NOW)
+    challenge = verifier.challenge(device, now=NOW).challenge
     attest = build_attest(extra=quote_binding(DEVICE, challenge.nonce))
     chosen = sign_quote(attest) if quote is GOOD else quote
     base = evidence(chosen, nonce=challenge.nonce)
     signed = sign_evidence(
         Evidence(DEVICE, challenge.nonce, NOW, bundle, base.measurements, HEAD, chosen), key
     )
-    result, _ = verifier.verify(device, signed, now=NOW, ttl_s=300)
+    result = verifier.verify(device, read_evidence(signed, device), now=NOW, ttl_s=300).result
     return result.verdict, result.detail
 
 

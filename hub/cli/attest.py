@@ -39,12 +39,13 @@ from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, par
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_atomic
 from edge_agent.support.mqtt import BrokerSettings
+from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 from hub.registry import AttestationRecord
-from hub.service.attest import DEFAULT_CHALLENGE_TTL_S, Verifier, expectations_to_json
 from hub.service.publish import publish_once
+from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S, Verifier
 
 __all__ = ["attestation_json", "attestation_lines", "build_expectations", "register"]
 
@@ -247,10 +248,11 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
         device = registry.device(args.device_id)
         if device is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
-        challenge, publication = Verifier(registry, verifier_keys[0], root=keys.root).challenge(
+        issued = Verifier(registry, verifier_keys[0], root=lambda: keys.root).challenge(
             device, now=wall_clock(), ttl_s=max(DEFAULT_CHALLENGE_TTL_S, args.wait or 0)
         )
-    asyncio.run(publish_once(settings, [publication]))
+    challenge = issued.challenge
+    asyncio.run(publish_once(settings, [issued.publication]))
     print(f"challenge sent to {device.device_id} (nonce {challenge.nonce.hex()[:16]}…)")
     if not args.wait:
         return 0

@@ -56,8 +56,9 @@ from hub.core.push import (
 )
 from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.service.config import HubConfig
 from hub.service.publish import issue_freshness, publish_once
-from hub.service.server import HubConfig, HubService
+from hub.service.server import HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
 

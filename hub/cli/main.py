@@ -47,8 +47,9 @@ from hub.cli.operations import (
     inspect_bundle,
     rotate_root,
 )
+from hub.core.bundles import with_expectations
+from hub.core.expectations import expectations_from_json
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
-from hub.service.attest import expectations_from_json, with_expectations
 
 __all__ = ["main"]
 

@@ -12,20 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.errors import ConfigError, EnvelopeError, RootError
-from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.errors import BundleError, ConfigError, EnvelopeError
+from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.policy.compiler import compile_policy
 from edge_agent.policy.source import PolicySource
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import (
     BundleTarget,
     bundle_payload,
+    claimed_region,
     sign_bundle,
     verify_bundle,
 )
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
-from edge_agent.protocol.roles import HUB_ROLES, Role, content_type, external_aad
+from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.protocol.root import (
     TrustRoot,
     build_root_payload,
@@ -34,6 +35,7 @@ from edge_agent.protocol.root import (
     verify_trusted_root,
 )
 from edge_agent.support.cli import write_atomic
+from hub.core.bundles import verify_operator_bundle
 from hub.hubdir.keys import (
     ROOT_FILE,
     ensure_key_dir,
@@ -163,8 +165,7 @@ def build_bundle(
         max_offline=source.max_offline_seconds,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    verified = verify_bundle(data, root=root, region=target.region, installed=None, now=now)
-    return data, compile_bundle_policy(verified)
+    return data, verify_operator_bundle(data, root=root, now=now)
 
 
 def _target(target: dict[str, object]) -> BundleTarget:
@@ -195,7 +196,9 @@ class BundleSummary:
 
 
 def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
-    """Decode a bundle for display, verifying its signatures when ``root`` is given.
+    """Decode a bundle for display, verifying it when ``root`` is given as a device of the
+    region it claims would (:func:`~edge_agent.protocol.bundle.verify_bundle`: signatures,
+    threshold, authorisation, payload; expiry is shown, not judged).
 
     Raises:
         EnvelopeError: not a well-formed bundle.
@@ -209,15 +212,11 @@ def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
     error: str | None = None
     if root is not None:
         try:
-            result = cose.verify_sign(
-                data,
-                keys=root.role(Role.POLICY).keys,
-                content_type=content_type(Role.POLICY),
-                external_aad=_aad(payload),
-                max_bytes=MAX_BUNDLE_BYTES,
+            bundle = verify_bundle(
+                data, root=root, region=claimed_region(data), installed=None, now=None
             )
-            verified = tuple(sorted(k.hex() for k in result.signer_ids))
-        except (EnvelopeError, RootError) as exc:
+            verified = tuple(sorted(k.hex() for k in bundle.signer_ids))
+        except BundleError as exc:
             error = str(exc)
     return BundleSummary(
         payload=payload,
@@ -227,12 +226,6 @@ def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
         verified_signers=verified,
         verify_error=error,
     )
-
-
-def _aad(payload: dict[object, object]) -> bytes:
-    target = payload["target"]
-    region = target.get("region") if isinstance(target, dict) else None
-    return external_aad(Role.POLICY, str(region))
 
 
 def _signature_hints(data: bytes) -> tuple[str, ...]:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.protocol.shipping import MAX_BATCH_BYTES
-from hub.registry import UNREGISTERED, RejectionCount
+from hub.registry.interface import UNREGISTERED
+from hub.registry.records import RejectionCount
 
 __all__ = ["FairQueue", "RateLimiter", "RejectionCounter", "VerificationBudget"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.support.mqtt import BrokerSettings
-from hub.service.attest import DEFAULT_CHALLENGE_TTL_S
 from hub.service.broker_limits import BrokerLimits
+from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S
 
 __all__ = ["HubConfig", "HubStats"]
 

@@ -1,10 +1,12 @@
 """What the parts of a running hub share, handed to each part when the service starts.
 
 One :class:`ServiceContext` per :class:`~hub.service.server.HubService`: its registry and
-keys, counters, the devices it knows, the rejection counters, what the broker holds on the
-retained topics (:class:`~hub.service.retained.Retained`), the signature-check budget, and
-the outbox of the burst being stored. It holds no task and does no I/O of its own; the parts
-that use it are each one job (connection, schedule, intake, one handler per topic family).
+keys, the newest trust root in its keys directory (re-read by the schedule: a root rotated
+while the service runs), counters, the devices it knows, the rejection counters, what the
+broker holds on the retained topics (:class:`~hub.service.retained.Retained`), the
+signature-check budget, and the outbox of the burst being stored. It holds no task, and its
+only I/O is re-reading the keys directory's trust roots when asked; the parts that use it are
+each one job (connection, schedule, intake, one handler per topic family).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from edge_agent.errors import EdgeGovError, TransportError
+from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.mqtt import Connection
 from hub.core.limits import RateLimiter, VerificationBudget
 from hub.core.publications import Publication
@@ -108,11 +111,34 @@ class ServiceContext:
     """What signature checks of messages that then fail to verify may cost."""
     outbox: dict[str, Publication] = field(default_factory=dict)
     """What the burst being stored publishes once it is committed (newest per topic)."""
+    current_root: TrustRoot = field(init=False)
+    """The newest trust root in the keys directory as last read (:meth:`reread_roots`): what
+    recorded bundles are verified under, so one signed by a key ``edge-hub root rotate`` made
+    while the service runs verifies without a restart."""
 
     def __post_init__(self) -> None:
         self.budget = VerificationBudget(
             self.config.unverified_topic_rate, self.config.unverified_total_rate
         )
+        self.current_root = self.keys.root
+
+    def reread_roots(self) -> tuple[TrustRoot, ...]:
+        """Every root version the keys directory holds now, its newest becoming
+        :attr:`current_root`; the roots loaded at start when they cannot be read (logged,
+        and :attr:`current_root` is kept)."""
+        try:
+            keys = self.hub_dir.load_keys(self.config.keys_dir)
+        except EdgeGovError as exc:
+            logger.log(
+                logging.WARNING if self.rejections.warning_allowed("*/roots") else logging.DEBUG,
+                "trust roots not re-read (%s): using those loaded at start",
+                exc,
+            )
+            return self.keys.roots
+        if keys.root.version != self.current_root.version:
+            logger.info("trust root version %d read from the keys directory", keys.root.version)
+        self.current_root = keys.root
+        return keys.roots
 
     @classmethod
     def start(

@@ -1,11 +1,12 @@
-"""The attestation family: challenges out, evidence in, signed results back.
+"""The evidence topic family's handler: challenges out, evidence in, signed results back.
 
 Every ``attest_interval_s`` the hub challenges every registered device with a fresh nonce,
 and at once (at most every ``attest_retry_s``) a device whose signed status reports
-``attestation_failed`` or ``attestation_stale``; each answer (evidence) is verified and
-judged by :class:`~hub.service.attest.Verifier`, and the signed, retained result is queued in
-the outbox. Without a verifier key of the current trust root nobody is challenged and
-evidence is refused (``evidence_rejected``).
+``attestation_failed`` or ``attestation_stale``; each answer (evidence, its envelope verified
+by the intake) is judged by :class:`~hub.service.verifier.Verifier` under the service's
+current trust root, and the signed, retained result is queued in the outbox. Without a
+verifier key of the trust root loaded at start nobody is challenged and evidence is refused
+(``evidence_rejected``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import asyncio
 import logging
 import time
 
-from edge_agent.protocol.attestation import AttestationError
+from edge_agent.protocol.attestation import AttestationError, Evidence
 from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import Connection
 from hub.core.codes import RejectCode
 from hub.hubdir.keys import load_role_keys
 from hub.registry import DeviceRecord
-from hub.service.attest import Verifier
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
+from hub.service.verifier import Verifier
 
-__all__ = ["CHALLENGE_RETENTION_S", "Attestation"]
+__all__ = ["CHALLENGE_RETENTION_S", "EvidenceHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ CHALLENGE_RETENTION_S = 3600
 """Seconds spent or expired challenge nonces are kept (for the replay counters' messages)."""
 
 
-class Attestation:
+class EvidenceHandler:
     """Challenges devices and handles the evidence they answer with."""
 
     def __init__(self, context: ServiceContext) -> None:
@@ -52,7 +53,7 @@ class Attestation:
                 keys.root.version,
             )
             return None
-        return Verifier(context.registry, verifier_keys[0], root=keys.root)
+        return Verifier(context.registry, verifier_keys[0], root=lambda: context.current_root)
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
         """Challenge every registered device every ``attest_interval_s`` until ``stop``."""
@@ -73,9 +74,8 @@ class Attestation:
         now = wall()
         context.registry.prune_challenges(now - CHALLENGE_RETENTION_S)
         devices = context.devices.known()
-        publications = [
-            verifier.challenge(d, now=now, ttl_s=context.config.challenge_ttl_s)[1] for d in devices
-        ]
+        ttl_s = context.config.challenge_ttl_s
+        publications = [verifier.challenge(d, now=now, ttl_s=ttl_s).publication for d in devices]
         started = time.monotonic()
         self._last_challenge.update((d.device_id, started) for d in devices)
         await context.retained.publish(conn, publications)
@@ -91,11 +91,12 @@ class Attestation:
         if verifier is None or (last is not None and started - last < config.attest_retry_s):
             return
         self._last_challenge[device.device_id] = started
-        _, publication = verifier.challenge(device, now=wall(), ttl_s=config.challenge_ttl_s)
-        self._context.outbox[publication.topic] = publication
+        issued = verifier.challenge(device, now=wall(), ttl_s=config.challenge_ttl_s)
+        self._context.outbox[issued.publication.topic] = issued.publication
 
-    def handle(self, device: DeviceRecord, payload: bytes) -> None:
-        """Verify and judge evidence whose envelope verified; queue the signed result."""
+    def handle(self, device: DeviceRecord, evidence: Evidence) -> None:
+        """Judge ``evidence`` from ``device``, its envelope verified by the intake; queue the
+        signed result."""
         context, verifier = self._context, self._verifier
         if verifier is None:
             context.rejections.reject(
@@ -103,16 +104,17 @@ class Attestation:
             )
             return
         try:
-            result, publication = verifier.verify(
-                device, payload, now=wall(), ttl_s=context.config.attest_ttl_s
+            issued = verifier.verify(
+                device, evidence, now=wall(), ttl_s=context.config.attest_ttl_s
             )
         except AttestationError as exc:
             replay = exc.code == RejectCode.EVIDENCE_REPLAY
             code = RejectCode.EVIDENCE_REPLAY if replay else RejectCode.EVIDENCE_REJECTED
             context.rejections.reject(device.device_id, code, str(exc))
             return
+        result = issued.result
         verdict = str(result.verdict)
         context.stats.attestations[verdict] = context.stats.attestations.get(verdict, 0) + 1
         log = logger.info if result.passed else logger.warning
         log("attestation of %s: %s (%s)", device.device_id, verdict, result.detail)
-        context.outbox[publication.topic] = publication
+        context.outbox[issued.publication.topic] = issued.publication

@@ -17,18 +17,19 @@ import time
 from collections import deque
 
 from edge_agent.errors import EdgeGovError
-from edge_agent.protocol.attestation import AttestationError, Evidence, verify_evidence
+from edge_agent.protocol.attestation import AttestationError, Evidence
 from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.shipping import DeviceStatus, LineageBatch, ShippingError, verify_status
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Connection, Incoming
+from hub.core.attestation_judging import read_evidence
 from hub.core.codes import RejectCode
 from hub.core.ingest import IngestError, open_batch
 from hub.core.limits import FairQueue, RateLimiter
 from hub.core.routing import Claim, Reject, Route, admit, claim, flooded, queue_key, refused, route
 from hub.registry import DeviceRecord, RegistryError
 from hub.service.context import ServiceContext
-from hub.service.evidence import Attestation
+from hub.service.evidence import EvidenceHandler
 from hub.service.lineage import LineageHandler
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
@@ -59,14 +60,14 @@ class Intake:
         trust: TrustTopics,
         lineage: LineageHandler,
         status: StatusHandler,
-        attestation: Attestation,
+        evidence: EvidenceHandler,
     ) -> None:
         self._context = context
         self._schedule = schedule
         self._trust = trust
         self._lineage = lineage
         self._status = status
-        self._attestation = attestation
+        self._evidence = evidence
         self._limiter = RateLimiter(context.config.device_rate, context.config.device_burst)
 
     async def consume(self, conn: Connection) -> None:
@@ -176,7 +177,7 @@ class Intake:
         elif isinstance(verified, DeviceStatus):
             self._status.handle(device, verified, payload)
         else:
-            self._attestation.handle(device, payload)
+            self._evidence.handle(device, verified)
 
     def _verified(
         self, topic: str, routed: Route[DeviceRecord], payload: bytes
@@ -198,7 +199,7 @@ class Intake:
             elif routed.leaf is DeviceLeaf.STATUS:
                 verified = verify_status(payload, device=device.device_id, key=device.public_key)
             else:
-                verified = verify_evidence(payload, device=device.device_id, key=device.public_key)
+                verified = read_evidence(payload, device)
         except IngestError as exc:
             return refused(routed, str(exc), malformed=exc.reject_code is RejectCode.MALFORMED)
         except (ShippingError, AttestationError) as exc:

@@ -1,7 +1,9 @@
 """The publish schedule: freshness tokens, the retained snapshot, and clearing strays.
 
-Every ``freshness_interval_s`` (:meth:`Schedule.tick`) the hub re-reads the devices,
-records the rejection counters, subscribes to regions added by other commands, republishes
+Every ``freshness_interval_s`` (:meth:`Schedule.tick`) the hub re-reads the devices and
+the trust roots in its keys directory (the newest is what recorded bundles are verified
+under: :attr:`~hub.service.context.ServiceContext.current_root`), records the rejection
+counters, subscribes to regions added by other commands, republishes
 what changed of everything retained it is the source of (roots, bundles, revocations; every
 object again each :data:`FULL_REPUBLISH_S`), publishes a signed freshness token for every
 channel with a bundle (whether or not the registry can record it), and clears the strays
@@ -16,7 +18,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-from edge_agent.errors import EdgeGovError
 from edge_agent.protocol import topics
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import DeviceLeaf
@@ -69,6 +70,7 @@ class Schedule:
         """One round (``conn`` ``None``: not connected, only the bookkeeping)."""
         context = self._context
         context.devices.refresh()
+        context.reread_roots()
         context.rejections.flush()
         if conn is None:
             return
@@ -119,12 +121,7 @@ class Schedule:
         retained = context.retained
         strays, retained.strays = retained.strays, set()
         retained.strays_due = time.monotonic() + STRAY_CLEAR_S
-        roots = context.keys.roots
-        try:
-            roots = context.hub_dir.load_keys(context.config.keys_dir).roots
-        except EdgeGovError as exc:
-            logger.warning("trust roots not re-read (%s): using those loaded at start", exc)
-        self.snapshot(roots)
+        self.snapshot(context.reread_roots())
         context.devices.refresh()
         foreign = sorted(strays - retained.owned)
         if not foreign:

@@ -12,12 +12,14 @@ While it runs, the hub:
    device-signed status that is fresh (signed near the hub's time, newer than the one held:
    the only thing that moves "last heard from");
 5. every ``freshness_interval_s`` publishes a signed freshness token for every channel with a
-   bundle (whether or not the registry can record it), picks up devices, regions, bundles
-   and revocations added by other commands, and flushes the rejection counters;
-6. attestation (:mod:`hub.service.attest`): every ``attest_interval_s`` challenges every registered
-   device with a fresh nonce, and at once (at most every ``attest_retry_s``) a device whose
-   signed status reports ``attestation_failed`` or ``attestation_stale``; verifies each
-   answer and publishes the signed, retained result;
+   bundle (whether or not the registry can record it), picks up devices, regions, bundles,
+   revocations and a newer trust root added by other commands, and flushes the rejection
+   counters;
+6. attestation (:mod:`hub.service.evidence`, judged by :mod:`hub.service.verifier`): every
+   ``attest_interval_s`` challenges every registered device with a fresh nonce, and at once
+   (at most every ``attest_retry_s``) a device whose signed status reports
+   ``attestation_failed`` or ``attestation_stale``; verifies each answer under the newest
+   trust root it read and publishes the signed, retained result;
 7. clears (an empty retained message) what is retained on a trust or freshness topic of its
    regions that it does not publish on, and what it did not publish on a device's ack,
    challenge or attestation topic (a registered device's ack is restored instead), so
@@ -45,7 +47,7 @@ This module is the composition root; each job is a module of its own:
   :mod:`hub.service.rejections`; settings and counters: :mod:`hub.service.config`.
 
 Use it in-process as ``async with HubService(HubConfig(hub_dir)) as hub: await
-hub.wait_ready()``.
+hub.wait_ready()`` (:class:`~hub.service.config.HubConfig`).
 """
 
 from __future__ import annotations
@@ -66,14 +68,14 @@ from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import HubConnection, Subscriptions
 from hub.service.context import ServiceContext
-from hub.service.evidence import Attestation
+from hub.service.evidence import EvidenceHandler
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
 
-__all__ = ["HubConfig", "HubService", "HubStats"]
+__all__ = ["HubService"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class _Parts:
     context: ServiceContext
     subscriptions: Subscriptions
     schedule: Schedule
-    attestation: Attestation
+    evidence: EvidenceHandler
     intake: Intake
 
 
@@ -164,7 +166,7 @@ class HubService:
             self._tasks = [
                 group.create_task(connection.run(stop), name="edge-hub-mqtt"),
                 group.create_task(parts.schedule.run(current, stop), name="edge-hub-schedule"),
-                group.create_task(parts.attestation.run(current, stop), name="edge-hub-attest"),
+                group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
             ]
         except BaseException:
             await self._stack.aclose()
@@ -210,10 +212,6 @@ class HubService:
         """Run one round of the schedule now (freshness, reconciliation, counters)."""
         await self._started.schedule.tick(self._connected.current())
 
-    async def challenge_all(self) -> int:
-        """Challenge every registered device now; return how many were challenged."""
-        return await self._started.attestation.challenge_round(self._connected.current())
-
     # Composition.
 
     def _start(self, registry: Registry, keys: HubKeys) -> _Parts:
@@ -223,16 +221,16 @@ class HubService:
         )
         subscriptions = Subscriptions(registry)
         schedule = Schedule(context, subscriptions)
-        attestation = Attestation(context)
+        evidence = EvidenceHandler(context)
         intake = Intake(
             context,
             schedule,
             trust=TrustTopics(context),
             lineage=LineageHandler(context),
-            status=StatusHandler(context, attestation),
-            attestation=attestation,
+            status=StatusHandler(context, evidence),
+            evidence=evidence,
         )
-        self._parts = _Parts(context, subscriptions, schedule, attestation, intake)
+        self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
         return self._parts
 
     def _connect(self, parts: _Parts) -> HubConnection:

@@ -13,7 +13,7 @@ from edge_agent.protocol.shipping import DeviceStatus
 from edge_agent.trust.gate import Reason
 from hub.registry import DeviceRecord
 from hub.service.context import ServiceContext, wall
-from hub.service.evidence import Attestation
+from hub.service.evidence import EvidenceHandler
 
 __all__ = ["StatusHandler"]
 
@@ -23,11 +23,11 @@ _ATTESTATION_GATES = frozenset({Reason.ATTESTATION_FAILED, Reason.ATTESTATION_ST
 
 
 class StatusHandler:
-    """Records fresh statuses; asks attestation to challenge a device that needs it."""
+    """Records fresh statuses; asks the evidence handler to challenge a device that needs it."""
 
-    def __init__(self, context: ServiceContext, attestation: Attestation) -> None:
+    def __init__(self, context: ServiceContext, evidence: EvidenceHandler) -> None:
         self._context = context
-        self._attestation = attestation
+        self._evidence = evidence
 
     def handle(self, device: DeviceRecord, status: DeviceStatus, payload: bytes) -> None:
         """Record a verified status if it is fresh: signed within ``status_window_s`` of the
@@ -52,4 +52,4 @@ class StatusHandler:
             return
         context.stats.statuses += 1
         if status.online and status.gate in _ATTESTATION_GATES:
-            self._attestation.challenge_soon(device)
+            self._evidence.challenge_soon(device)

@@ -567,7 +567,8 @@ class _HubRoute:
         from hub.cli.operations import init_keys
         from hub.registry import DeviceRecord
         from hub.registry.backends import open_registry
-        from hub.service.server import HubConfig, HubService
+        from hub.service.config import HubConfig
+        from hub.service.server import HubService
 
         self.directory = tempfile.TemporaryDirectory(prefix="edgegov-fuzz-hub-")
         path = Path(self.directory.name)

@@ -1,18 +1,21 @@
 """Judging attestation evidence at the hub: values in, a verdict with its reasons out.
 
-The verifier (:mod:`hub.service.attest`) does the I/O of a round trip: it issues
+The verifier (:mod:`hub.service.verifier`) does the I/O of a round trip: it issues
 challenges, spends nonces in the registry, reads what the registry holds about the device
 and records and publishes the signed result. This module decides, from values only:
 
 1. :func:`read_evidence`: the evidence envelope verifies under the device's registered key
-   and names that device (else it is refused, ``evidence_rejected``);
-2. :func:`judge_attestation`: the nonce was spent by this evidence (the registry's answer,
+   and names that device (else it is refused, ``evidence_rejected``); the intake
+   (:mod:`hub.service.intake`) calls it once per message and hands the verified evidence on;
+2. :func:`recorded_bundle_view`: the bundle the evidence names, as the hub recorded it,
+   verified again under the hub's current trust root (or :func:`unusable_bundle` when it no
+   longer verifies, as when a rotation removed its policy key);
+3. :func:`judge_attestation`: the nonce was spent by this evidence (the registry's answer,
    ``nonce_problem``: an unknown, replayed or expired nonce is refused, ``evidence_replay``),
-   then the verdict: the named bundle is one the hub recorded, still verifies (the verifier
-   verifies it again and hands in :func:`bundle_view`, or :func:`unusable_bundle`) and
-   targets the device, its expectations for the device's registered profile hold, the
-   lineage head agrees with the hub's checkpoint at that size, and the TPM part verifies
-   under the device's registered attestation key (:func:`hub.core.tpm_quote.tpm_problem`).
+   then the verdict: the named bundle is one the hub recorded, still verifies and targets
+   the device, its expectations for the device's registered profile hold, the lineage head
+   agrees with the hub's checkpoint at that size, and the TPM part verifies under the
+   device's registered attestation key (:func:`hub.core.tpm_quote.tpm_problem`).
 
 A refusal is an :class:`~edge_agent.protocol.attestation.AttestationError` and gets no
 result: a replayed, stale or misaddressed piece of evidence is only counted. A fail verdict
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_agent.errors import BundleError
 from edge_agent.protocol.attestation import (
     AttestationError,
     AttestationResult,
@@ -32,8 +36,15 @@ from edge_agent.protocol.attestation import (
     Verdict,
     verify_evidence,
 )
-from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity, VerifiedBundle
+from edge_agent.protocol.bundle import (
+    BundleTarget,
+    DeviceIdentity,
+    VerifiedBundle,
+    claimed_region,
+    verify_bundle,
+)
 from edge_agent.protocol.expectations import Expectations, compare, measured_digest
+from edge_agent.protocol.root import TrustRoot
 from hub.core.codes import RejectCode
 from hub.core.tpm_quote import tpm_problem
 from hub.registry.records import DeviceRecord
@@ -44,6 +55,7 @@ __all__ = [
     "bundle_view",
     "judge_attestation",
     "read_evidence",
+    "recorded_bundle_view",
     "unusable_bundle",
 ]
 
@@ -162,3 +174,16 @@ def unusable_bundle(problem: str) -> BundleView:
     """The view of a recorded bundle that does not verify: it targets no device (region
     ``_``) and requires nothing, so evidence naming it fails."""
     return BundleView(BundleTarget(region="_"), None, problem)
+
+
+def recorded_bundle_view(data: bytes, *, root: TrustRoot) -> BundleView:
+    """The view of the recorded bundle ``data``, verified again under ``root`` for the region
+    it claims (expiry is not judged: the device's gate judges it), so its target and
+    expectations are read as ``verify_bundle`` parsed them, once."""
+    try:
+        verified = verify_bundle(
+            data, root=root, region=claimed_region(data), installed=None, now=None
+        )
+    except BundleError as exc:
+        return unusable_bundle(f"the bundle cannot be used: {exc}")
+    return bundle_view(verified)
