@@ -70,6 +70,7 @@ from edge_agent.trust.clock import TimeAnchor, advance_anchor, earliest_now, tru
 from edge_agent.trust.gate import (
     Decision,
     GateCheck,
+    GateState,
     check_report,
     decide,
     gate_state,
@@ -741,11 +742,16 @@ class LocalAgent:
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, self.trusted_now(wall))
 
-    def gate_state(self, wall: int) -> str:
-        """``"open"``, or the reason code every decision would deny with now
-        (:func:`~edge_agent.trust.gate.gate_state`)."""
+    def lineage_problem(self) -> str | None:
+        """Why decisions cannot be logged now (``None``: they can), the gate's lineage
+        check."""
         lineage = self.lineage
-        problem = "the lineage is not open" if lineage is None else lineage.status()
+        return "the lineage is not open" if lineage is None else lineage.status()
+
+    def gate_state(self, wall: int) -> GateState:
+        """:data:`~edge_agent.trust.gate.GATE_OPEN`, or the reason code every decision
+        would deny with now (:func:`~edge_agent.trust.gate.gate_state`)."""
+        problem = self.lineage_problem()
         if problem is not None:
             return gate_state((), problem)
         return gate_state(self.checks(wall), None)

@@ -37,7 +37,7 @@ from edge_agent.support.cli import (
 )
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync import cli as sync_cli
-from edge_agent.trust.gate import GATE_OPEN, Decision, Reason
+from edge_agent.trust.gate import GATE_OPEN, Decision, Reason, gate_state
 from edge_agent.trust.state import TrustState
 
 __all__ = ["main"]
@@ -304,8 +304,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir, record_lineage_breaks=False) as agent:
         state = agent.state
         checks = agent.checks(now)
-        gate = agent.gate_state(now)
-        lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"
+        lineage = agent.lineage_problem()
+        gate = gate_state(checks, lineage)
         summary = agent.lineage.summary() if agent.lineage else None
         broker = agent.store.get_setting("broker.url")
     bundle = state.bundle
