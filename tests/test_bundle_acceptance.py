@@ -328,6 +328,44 @@ CASES = [
         "unknown",
     ),
     Case(
+        "a policy that is not a map",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                [(k, dcbor.encode([1, 2]) if k == dcbor.encode("policy") else v) for k, v in p]
+            ),
+        ),
+        "bundle_policy",
+        "map",
+    ),
+    Case(
+        "older version (rollback) for another group",
+        lambda s: s.bundle(1, target=BundleTarget(region="eu-1", groups=("line-b",))),
+        "bundle_target",
+        "groups",
+    ),
+    Case(
+        "same version, different bytes, for another profile",
+        lambda s: s.bundle(
+            2,
+            expires_at=NOW + 3 * DAY,
+            target=BundleTarget(region="eu-1", profiles=("raspberry-pi-4",)),
+        ),
+        "bundle_target",
+        "profiles",
+    ),
+    Case(
+        "expired, for another device",
+        lambda s: s.bundle(
+            3,
+            issued_at=NOW - 2 * DAY,
+            expires_at=NOW - DAY,
+            target=BundleTarget(region="eu-1", devices=("gw-999",)),
+        ),
+        "bundle_target",
+        "devices",
+    ),
+    Case(
         "invalid policy",
         lambda s: s.bundle(
             3, policy={"format": 1, "groups": {}, "workloads": {}, "rules": [{"id": "x"}]}

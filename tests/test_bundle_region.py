@@ -58,9 +58,7 @@ VERIFY_CASES = [
 def test_signatures_over_the_region_are_checked_before_the_payload(case: Case) -> None:
     sim = HubSim()
     with pytest.raises(BundleError) as refused:
-        verify_bundle(
-            case.build(sim), root=sim.root(), region=DEVICE.region, installed=None, now=NOW
-        )
+        verify_bundle(case.build(sim), root=sim.root(), region=DEVICE.region)
     assert refused.value.code == case.code
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from edge_agent.errors import BundleError, ClockError, EdgeGovError, RootError
-from edge_agent.policy.bundle import CompiledBundle
+from edge_agent.policy.bundle import CompiledBundle, compile_for_device
 from edge_agent.protocol.attestation import AttestationError, AttestationResult, verify_result
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.lineage_entries import Kind
@@ -42,7 +42,6 @@ from edge_agent.trust.state import (
     passed_deadline,
     revocation_effect,
     rotated_roles,
-    verify_for_device,
     with_attestation_result,
     with_bundle,
     with_freshness,
@@ -204,7 +203,9 @@ def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledB
     (:func:`~edge_agent.trust.state.with_bundle`).
     """
     try:
-        bundle = verify_for_device(state, data, installed=state.installed, now=now)
+        bundle = compile_for_device(
+            data, root=state.root, device=state.device, installed=state.installed, now=now
+        )
         if not bundle.unchanged:
             check_admissible(state, bundle, now)
     except BundleError as exc:

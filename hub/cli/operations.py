@@ -20,6 +20,7 @@ from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import (
     BundleTarget,
     bundle_payload,
+    check_admission,
     sign_bundle,
     verify_bundle,
 )
@@ -163,7 +164,7 @@ def build_bundle(
         max_offline=source.max_offline_seconds,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    verified = verify_bundle(data, root=root, region=target.region, installed=None, now=now)
+    verified = check_admission(verify_bundle(data, root=root, region=target.region), None, now)
     return data, compile_bundle_policy(verified)
 
 

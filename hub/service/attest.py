@@ -147,9 +147,7 @@ def recorded_bundle_view(data: bytes, *, root: TrustRoot) -> BundleView:
     it claims (expiry is not judged: the device's gate judges it), so its target and
     expectations are read as ``verify_bundle`` parsed them, once."""
     try:
-        verified = verify_bundle(
-            data, root=root, region=claimed_region(data), installed=None, now=None
-        )
+        verified = verify_bundle(data, root=root, region=claimed_region(data))
     except BundleError as exc:
         return unusable_bundle(f"the bundle cannot be used: {exc}")
     return bundle_view(verified)
@@ -254,7 +252,4 @@ def with_expectations(
         max_offline=bundle.max_offline,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    verified = verify_bundle(
-        data, root=root, region=target.region, installed=None, now=bundle.issued_at
-    )
-    return data, compile_bundle_policy(verified)
+    return data, compile_bundle_policy(verify_bundle(data, root=root, region=target.region))
