@@ -57,12 +57,12 @@ from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.transitions import TransitionRecorder
 from edge_agent.policy.bundle import CompiledBundle
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import Kind
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written

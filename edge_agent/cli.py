@@ -21,10 +21,10 @@ from edge_agent.device_key import load_device_key
 from edge_agent.errors import ConfigError, EdgeGovError, StateError
 from edge_agent.fanotify import cli as fanotify_cli
 from edge_agent.lineage import cli as lineage_cli
-from edge_agent.policy.engine import Request
 from edge_agent.protocol._schema import check_name
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
 from edge_agent.support.cli import (

@@ -16,7 +16,6 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.attest.measure import FileFactProvider
 from edge_agent.attest.persist import ATTESTATION_FILE
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationError,
     AttestationResult,
@@ -28,6 +27,7 @@ from edge_agent.protocol.attestation import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.gate import Reason
 from edge_agent.trust.machine import AttestationWrite, Outcome, Transition

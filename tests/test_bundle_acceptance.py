@@ -17,10 +17,10 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,

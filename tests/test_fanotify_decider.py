@@ -290,7 +290,7 @@ class _FlakyLineage:
 
 
 def _decision(resource: str) -> Decision:
-    from edge_agent.policy.engine import Request
+    from edge_agent.protocol.request import Request
 
     return Decision(True, Reason.ALLOWED, "", "r", 1, bytes(32), Request("s", "exec", resource), 0)
 

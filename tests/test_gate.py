@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
 from edge_agent.trust.gate import (

@@ -33,7 +33,7 @@ from typing import Protocol
 from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.identity import EXEC_ACTION, ExecIdentifier
 from edge_agent.lineage.log import LineageLog
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket.errors import IdentityError
 from edge_agent.trust.clock import steady_now
 from edge_agent.trust.gate import Decision, Reason, decide, lineage_unavailable

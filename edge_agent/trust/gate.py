@@ -23,8 +23,9 @@ from enum import StrEnum
 from typing import Final, Literal, TypeAlias
 
 from edge_agent.errors import ClockError
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import check_clock, trusted_now

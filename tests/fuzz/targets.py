@@ -40,7 +40,7 @@ import cbor2
 from edge_agent.errors import EdgeGovError
 from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.compiler import CompiledPolicy
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._device_scoped import device_aad
@@ -66,6 +66,7 @@ from edge_agent.protocol.lineage_export import (
     read_export,
     verify_export,
 )
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import sign_revocation, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root, verify_root_update, verify_trusted_root
