@@ -63,7 +63,6 @@ from edge_agent.protocol.lineage_export import (
     ExportHeader,
     decode_header,
     encode_header,
-    read_export,
     verify_export,
 )
 from edge_agent.protocol.request import Request
@@ -77,6 +76,7 @@ from edge_agent.protocol.shipping import (
     verify_status,
 )
 from edge_agent.socket import _cbor, wire
+from edge_agent.support.lineage_files import read_export
 from edge_agent.support.mqtt import Incoming
 from edge_agent.sync.config import load_config
 from tests.factory import DAY
