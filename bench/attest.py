@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_agent.attest.measure import FileFactProvider
 from edge_agent.attest.profile import load_profile
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationResult,
     Challenge,
@@ -54,6 +53,7 @@ from edge_agent.protocol.attestation import (
 from edge_agent.protocol.expectations import expectations_value
 from edge_agent.protocol.firmware_profile import Profile
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.gate import attestation_failure, decide
 from edge_agent.trust.state import (

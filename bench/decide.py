@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.compiler import CompiledPolicy, compile_policy
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.policy.source import PolicySource, load_policy_source
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.bundle import (
@@ -49,6 +49,7 @@ from edge_agent.protocol.bundle import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import HUB_ROLES
 from edge_agent.protocol.root import build_root_payload, sign_root, verify_trusted_root
 

@@ -63,8 +63,9 @@ from dataclasses import dataclass
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.client import Client
 from edge_agent.policy.compiler import policy_payload
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.request import Request
 from edge_agent.socket.wire import Op, WireRequest, encode_request
 from tests.factory import DAY, DEVICE, HubSim
 

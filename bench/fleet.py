@@ -53,9 +53,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
 from edge_agent.errors import EdgeGovError  # noqa: E402
 from edge_agent.lineage.log import LineageConfig  # noqa: E402
-from edge_agent.policy.engine import Request  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
+from edge_agent.protocol.request import Request  # noqa: E402
 from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
 from edge_agent.support.mqtt import BrokerSettings  # noqa: E402

@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoint
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind, encode_entry, entry_hash
 from edge_agent.protocol.merkle import Frontier
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 from hub.core.ingest import ingest_batch
 from hub.registry import Registry

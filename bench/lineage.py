@@ -50,10 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_agent.device_key import load_or_create_device_key
 from edge_agent.lineage.decisions import decision_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, draft_of, place_draft
 from edge_agent.protocol.lineage_export import InclusionProof, verify_inclusion_proof
 from edge_agent.protocol.merkle import leaf_hash, verify_inclusion
+from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision, Reason
 
 DEVICE = "gw-bench"

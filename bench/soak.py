@@ -58,7 +58,7 @@ from bench.fleet import (  # noqa: E402
     serve_commands,
 )
 from edge_agent.agent import LocalAgent  # noqa: E402
-from edge_agent.policy.engine import Request  # noqa: E402
+from edge_agent.protocol.request import Request  # noqa: E402
 from edge_agent.support.mqtt import BrokerSettings  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
 from hub.cli.fabric import prepare_push  # noqa: E402

@@ -52,17 +52,17 @@ from typing import TypeVar
 from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
 from edge_agent.attest.responder import EvidenceResponder
-from edge_agent.attest.verdict import judge
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
 from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.transitions import TransitionRecorder
 from edge_agent.policy.bundle import CompiledBundle
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import Kind
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
@@ -70,6 +70,7 @@ from edge_agent.trust.clock import TimeAnchor, advance_anchor, earliest_now, tru
 from edge_agent.trust.gate import (
     Decision,
     GateCheck,
+    GateState,
     check_report,
     decide,
     gate_state,
@@ -77,8 +78,10 @@ from edge_agent.trust.gate import (
 )
 from edge_agent.trust.machine import (
     ATTESTATION_UNOBSERVED,
+    AttestationVerdict,
     AttestationWrite,
     BundleWrite,
+    FloorWrite,
     FreshnessWrite,
     Outcome,
     Refused,
@@ -90,20 +93,16 @@ from edge_agent.trust.machine import (
     accept_attestation_result,
     accept_bundle,
     accept_freshness,
+    accept_measurement,
     accept_revocation,
     accept_root,
     accept_root_chain,
     observe_attestation,
     observe_clock,
+    observe_deadlines,
 )
 from edge_agent.trust.restore import restore_state
-from edge_agent.trust.state import (
-    LocalVerdict,
-    TrustState,
-    passed_deadline,
-    rotated_roles,
-    with_local_verdict,
-)
+from edge_agent.trust.state import LocalVerdict, TrustState
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
 
@@ -213,7 +212,7 @@ class LocalAgent:
         self._interval_s = 0
         self.evidence = EvidenceResponder(self)
         """Answers the hub's attestation challenges with this agent's measured state."""
-        self._attestation_seen = ATTESTATION_UNOBSERVED
+        self._attestation_seen: AttestationVerdict = ATTESTATION_UNOBSERVED
 
     @classmethod
     def open(
@@ -437,6 +436,8 @@ class LocalAgent:
                     new_state,
                 )
             self.state = new_state
+            if transition is not None:
+                self._transitions.record(transition, wall)
             return
         swap = None if isinstance(write, RootWrite) else new_state
         change = self._store_change(write, wall)
@@ -463,6 +464,8 @@ class LocalAgent:
                 return functools.partial(store.record_revocation, **keywords, now=wall)
             case FreshnessWrite():
                 return functools.partial(store.record_freshness, **keywords)
+            case FloorWrite():
+                return functools.partial(store.record_floor, **keywords)
 
     def install_bundle(self, data: bytes, wall: int) -> InstallResult:
         """Verify ``data`` and make it the active bundle; on any failure nothing changes.
@@ -514,14 +517,15 @@ class LocalAgent:
 
     def _install_root(self, data: bytes, wall: int) -> TrustRoot:
         old = self.state
-        root = self._take(accept_root(old, data, self.store.load()), wall)
-        if self.state is old:
+        outcome = accept_root(old, data, self.store.load())
+        root = self._take(outcome, wall)
+        if isinstance(outcome, Refused) or not isinstance(outcome.write, RootWrite):
             logger.info("trust root version %d already installed; no change", root.version)
             return root
         if old.attestation_result is not None and self.state.attestation_result is None:
             self._save_attestation(self.state)
         expired = self.earliest_now(wall) >= root.expires_at
-        rotated = rotated_roles(old.root, root)
+        rotated = outcome.write.rotated
         logger.info(
             "trust root rotated to version %d (rotated roles: %s)%s",
             root.version,
@@ -640,26 +644,24 @@ class LocalAgent:
         """Raise the observed floor to the signed deadlines trusted ``now`` has passed, and
         persist it when it moved (once per deadline: the decision path stays O(1)). A write
         that fails keeps the raised floor in memory."""
-        if passed_deadline(self.state, now) is self.state:
+        if observe_deadlines(self.state, now) is None:
             return
         with self._lock:
             for _ in range(MAX_STATE_RETRIES):
-                observed = passed_deadline(self.state, now)
-                if observed is self.state:
+                outcome = observe_deadlines(self.state, now)
+                if outcome is None:
                     return
                 try:
-                    self._commit(
-                        functools.partial(self.store.record_floor, observed.floor), observed
-                    )
+                    self._take(outcome, now)
                 except StaleStateError:
                     self._must_reload = True
                     self.refresh()
                     continue
                 except StateError as exc:
                     logger.error("observed floor not recorded: %s", exc)
-                    self.state = observed
+                    self.state = outcome.state
                     return
-                logger.info("observed floor raised to %d", observed.floor.observed)
+                logger.info("observed floor raised to %d", outcome.value.observed)
                 return
 
     # --- attestation ---------------------------------------------------------------------
@@ -675,18 +677,17 @@ class LocalAgent:
         stored verdict is stale).
         """
         self.measurement, self._interval_s = measured, interval_s
-        verdict = judge(
-            self.state.bundle, self.state.device, measured, now=wall, interval_s=interval_s
-        )
+        outcome = accept_measurement(self.state, measured, wall, interval_s)
         had_result = self.state.attestation_result is not None
-        self.state = with_local_verdict(self.state, verdict)
+        self.state = outcome.state
         if had_result and self.state.attestation_result is None:
             logger.warning("attestation: the hub's result is void after a failed measurement")
-        try:
-            self._save_attestation(self.state)
-        except StateError as exc:
-            logger.error("attestation state not recorded: %s", exc)
-        return verdict
+        if outcome.write is not None:
+            try:
+                self._save_attestation(self.state)
+            except StateError as exc:
+                logger.error("attestation state not recorded: %s", exc)
+        return outcome.value
 
     def install_attestation_result(self, data: bytes, wall: int) -> AttestationResult:
         """Verify the hub's result and keep it: a verifier key signed it for this device, its
@@ -726,7 +727,7 @@ class LocalAgent:
         self._attestation_seen = seen.verdict
         transition = seen.transition
         if transition is not None:
-            level = logging.INFO if seen.verdict == "passed" else logging.WARNING
+            level = logging.INFO if transition.kind is Kind.ATTESTATION_PASSED else logging.WARNING
             logger.log(level, "attestation %s: %s", seen.verdict, transition.detail)
             self._transitions.record(transition, wall)
         return True
@@ -741,11 +742,16 @@ class LocalAgent:
     def checks(self, wall: int) -> tuple[GateCheck, ...]:
         return check_report(self.state, self.trusted_now(wall))
 
-    def gate_state(self, wall: int) -> str:
-        """``"open"``, or the reason code every decision would deny with now
-        (:func:`~edge_agent.trust.gate.gate_state`)."""
+    def lineage_problem(self) -> str | None:
+        """Why decisions cannot be logged now (``None``: they can), the gate's lineage
+        check."""
         lineage = self.lineage
-        problem = "the lineage is not open" if lineage is None else lineage.status()
+        return "the lineage is not open" if lineage is None else lineage.status()
+
+    def gate_state(self, wall: int) -> GateState:
+        """:data:`~edge_agent.trust.gate.GATE_OPEN`, or the reason code every decision
+        would deny with now (:func:`~edge_agent.trust.gate.gate_state`)."""
+        problem = self.lineage_problem()
         if problem is not None:
             return gate_state((), problem)
         return gate_state(self.checks(wall), None)

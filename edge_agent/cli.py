@@ -21,10 +21,10 @@ from edge_agent.device_key import load_device_key
 from edge_agent.errors import ConfigError, EdgeGovError, StateError
 from edge_agent.fanotify import cli as fanotify_cli
 from edge_agent.lineage import cli as lineage_cli
-from edge_agent.policy.engine import Request
 from edge_agent.protocol._schema import check_name
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
 from edge_agent.support.cli import (
@@ -38,7 +38,7 @@ from edge_agent.support.cli import (
 )
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync import cli as sync_cli
-from edge_agent.trust.gate import GATE_OPEN, Decision, Reason
+from edge_agent.trust.gate import GATE_OPEN, Decision, Reason, gate_state
 from edge_agent.trust.state import TrustState
 
 __all__ = ["main"]
@@ -305,8 +305,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir, record_lineage_breaks=False) as agent:
         state = agent.state
         checks = agent.checks(now)
-        gate = agent.gate_state(now)
-        lineage = agent.lineage.status() if agent.lineage else "the lineage is not open"
+        lineage = agent.lineage_problem()
+        gate = gate_state(checks, lineage)
         summary = agent.lineage.summary() if agent.lineage else None
         broker = agent.store.get_setting("broker.url")
     bundle = state.bundle

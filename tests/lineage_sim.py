@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoint
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind, encode_entry, entry_hash
 from edge_agent.protocol.merkle import root_from_leaf_hashes
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 
 NOW = 1_800_000_000

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.policy.compiler import policy_payload
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketConfig
 from edge_agent.socket.server import AsyncDecider, Decider, DecisionServer
 from edge_agent.trust.gate import Decision, Reason

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import TransportError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.shipping import DeviceStatus, verify_status
 from edge_agent.protocol.topics import Channel, ChannelKind
 from edge_agent.support.mqtt import BrokerSettings, connect

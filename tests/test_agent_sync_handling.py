@@ -17,11 +17,11 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import StateError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.cli import STOP_GRACE_S, STOP_RETRY_S, Stop, status_line

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon

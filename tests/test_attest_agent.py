@@ -16,7 +16,6 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.attest.measure import FileFactProvider
 from edge_agent.attest.persist import ATTESTATION_FILE
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationError,
     AttestationResult,
@@ -28,8 +27,10 @@ from edge_agent.protocol.attestation import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.gate import Reason
+from edge_agent.trust.machine import AttestationWrite, Outcome, Transition
 from tests.attest_support import expectations_for, make_root, small_profile
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -238,3 +239,10 @@ def test_a_new_bundle_is_judged_at_once_against_the_held_measurement(device: Dev
     device.agent.install_bundle(device.hub.bundle(2, attestation=strict), NOW)
     decision = device.agent.decide(REQUEST, NOW)
     assert decision.reason is Reason.ATTESTATION_FAILED and "os-release" in decision.message
+
+
+def test_a_transition_that_comes_with_an_attestation_write_is_logged(device: Device) -> None:
+    transition = Transition(Kind.ATTESTATION_PASSED, True, "attestation_passed", "by the write")
+    outcome = Outcome(None, device.agent.state, AttestationWrite(None), transition)
+    device.agent._take(outcome, NOW)
+    assert ("attestation_passed", True, "attestation_passed") in device.kinds()

@@ -19,11 +19,11 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.attest.config import AttestationConfig, Attestor, open_attestor
-from edge_agent.policy.engine import Request
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon

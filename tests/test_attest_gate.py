@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import AttestationResult, Verdict
+from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Reason, attestation_failure, check_report, decide
 from edge_agent.trust.state import (
     LocalVerdict,

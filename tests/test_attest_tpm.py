@@ -26,7 +26,6 @@ from edge_agent.attest.measure import FileFactProvider
 from edge_agent.attest.tpm import TpmProvider, TpmUnavailable, enroll
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import ConfigError
-from edge_agent.policy.engine import Request
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -39,6 +38,7 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.firmware_profile import Profile, parse_profile
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason

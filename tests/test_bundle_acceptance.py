@@ -17,10 +17,10 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import (
     Revocation,
     RevocationKind,
@@ -326,6 +326,44 @@ CASES = [
         ),
         "bundle_format",
         "unknown",
+    ),
+    Case(
+        "a policy that is not a map",
+        lambda s: _payload_with(
+            s,
+            lambda p: _map(
+                [(k, dcbor.encode([1, 2]) if k == dcbor.encode("policy") else v) for k, v in p]
+            ),
+        ),
+        "bundle_policy",
+        "map",
+    ),
+    Case(
+        "older version (rollback) for another group",
+        lambda s: s.bundle(1, target=BundleTarget(region="eu-1", groups=("line-b",))),
+        "bundle_target",
+        "groups",
+    ),
+    Case(
+        "same version, different bytes, for another profile",
+        lambda s: s.bundle(
+            2,
+            expires_at=NOW + 3 * DAY,
+            target=BundleTarget(region="eu-1", profiles=("raspberry-pi-4",)),
+        ),
+        "bundle_target",
+        "profiles",
+    ),
+    Case(
+        "expired, for another device",
+        lambda s: s.bundle(
+            3,
+            issued_at=NOW - 2 * DAY,
+            expires_at=NOW - DAY,
+            target=BundleTarget(region="eu-1", devices=("gw-999",)),
+        ),
+        "bundle_target",
+        "devices",
     ),
     Case(
         "invalid policy",

@@ -16,7 +16,7 @@ import pytest
 from edge_agent.errors import BundleError
 from edge_agent.protocol.bundle import BundleTarget, claimed_region, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
-from hub.core.push import verify_push
+from hub.core.bundles import verify_operator_bundle
 from tests.factory import DEVICE, NOW, HubSim
 
 UNREADABLE_PAYLOAD = b"\xff\xff not CBOR"
@@ -58,9 +58,7 @@ VERIFY_CASES = [
 def test_signatures_over_the_region_are_checked_before_the_payload(case: Case) -> None:
     sim = HubSim()
     with pytest.raises(BundleError) as refused:
-        verify_bundle(
-            case.build(sim), root=sim.root(), region=DEVICE.region, installed=None, now=NOW
-        )
+        verify_bundle(case.build(sim), root=sim.root(), region=DEVICE.region)
     assert refused.value.code == case.code
 
 
@@ -87,9 +85,11 @@ def test_the_claimed_region_is_the_target_region_unverified() -> None:
 
 def test_the_hub_verifies_a_pushed_file_for_the_region_it_claims() -> None:
     sim = HubSim()
-    assert verify_push(sim.bundle(1, target=US), root=sim.root(), now=NOW).target == US
+    assert verify_operator_bundle(sim.bundle(1, target=US), root=sim.root(), now=NOW).target == US
     with pytest.raises(BundleError) as refused:
-        verify_push(sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW)
+        verify_operator_bundle(
+            sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW
+        )
     assert refused.value.code == "bundle_signature"
 
 
@@ -102,7 +102,9 @@ def test_a_refusal_for_another_region_names_the_region_verified_for_not_this_dev
             sim.bundle(2, region="us-2"), root=sim.root(), region="eu-1", installed=None, now=NOW
         )
     with pytest.raises(BundleError) as at_hub:
-        verify_push(sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW)
+        verify_operator_bundle(
+            sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW
+        )
     for refused, region in ((at_device, "eu-1"), (at_hub, "us-2")):
         assert refused.value.code == "bundle_signature"
         assert f"signatures do not verify for region {region!r}" in refused.value.message

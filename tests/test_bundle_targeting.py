@@ -3,8 +3,9 @@
 ``verify_bundle`` takes no device, only the region it verifies for (the scope its signatures
 cover), so the hub checks a bundle it signs exactly as every device of its target will (no
 invented probe device); ``check_targeting`` then says whether one
-device is in the target, with the axis that leaves it out; ``compile_bundle_policy`` is the
-last step and refuses a policy that does not compile.
+device is in the target, with the axis that leaves it out; ``check_admission`` judges the
+version and expiry, for no device either; ``compile_bundle_policy`` is the last step and
+refuses a policy that does not compile.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import pytest
 from edge_agent.errors import BundleError
 from edge_agent.policy.bundle import compile_bundle_policy
 from edge_agent.policy.compiler import CompiledPolicy
-from edge_agent.protocol.bundle import BundleTarget, DeviceIdentity, check_targeting, verify_bundle
+from edge_agent.protocol.bundle import (
+    BundleTarget,
+    DeviceIdentity,
+    InstalledRef,
+    check_admission,
+    check_targeting,
+    verify_bundle,
+)
 from edge_agent.protocol.expectations import Expectations
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -56,8 +64,6 @@ def test_targeting_is_judged_apart_from_verification(case: Case) -> None:
         sim.bundle(1, target=case.target),
         root=sim.root(),
         region=case.target.region,
-        installed=None,
-        now=NOW,
     )
     assert verified.target == case.target
     if case.words is None:
@@ -71,7 +77,7 @@ def test_targeting_is_judged_apart_from_verification(case: Case) -> None:
 
 def test_verified_bundle_keeps_payload_policy_until_compiled() -> None:
     sim = HubSim()
-    verified = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION, installed=None, now=NOW)
+    verified = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION)
     assert isinstance(verified.policy, dict) and verified.policy["format"] == 1
     compiled = compile_bundle_policy(verified)
     assert isinstance(compiled.policy, CompiledPolicy)
@@ -85,7 +91,7 @@ def test_verified_bundle_keeps_payload_policy_until_compiled() -> None:
 def test_policy_that_does_not_compile_is_refused_after_verification() -> None:
     sim = HubSim()
     data = sim.bundle(1, policy={"format": 1, "rules": "not a list"})
-    verified = verify_bundle(data, root=sim.root(), region=REGION, installed=None, now=NOW)
+    verified = verify_bundle(data, root=sim.root(), region=REGION)
     with pytest.raises(BundleError) as refused:
         compile_bundle_policy(verified)
     assert refused.value.code == "bundle_policy"
@@ -95,7 +101,7 @@ def test_verified_bundle_carries_parsed_expectations() -> None:
     sim = HubSim()
     digest = bytes(32)
     expectations = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [digest]}}}}
-    plain = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION, installed=None, now=NOW)
+    plain = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION)
     required = verify_bundle(
         sim.bundle(2, attestation=expectations),
         root=sim.root(),
@@ -108,3 +114,20 @@ def test_verified_bundle_carries_parsed_expectations() -> None:
     assert required.attestation.for_device("generic-x86_64", "gw-001") == {
         "os-release": frozenset({digest})
     }
+
+
+def test_admission_judges_version_and_expiry_of_a_verified_bundle_for_no_device() -> None:
+    sim = HubSim()
+    for_others = BundleTarget(REGION, devices=("gw-999",))
+    v2 = verify_bundle(sim.bundle(2, target=for_others), root=sim.root(), region=REGION)
+    assert not check_admission(v2, None, NOW).unchanged
+    assert check_admission(v2, InstalledRef(2, v2.digest), NOW).unchanged
+    refusals = [
+        (InstalledRef(3, v2.digest), NOW, "bundle_rollback"),
+        (InstalledRef(2, bytes(32)), NOW, "bundle_conflict"),
+        (None, v2.expires_at, "bundle_expired"),
+    ]
+    for installed, now, code in refusals:
+        with pytest.raises(BundleError) as refused:
+            check_admission(v2, installed, now)
+        assert refused.value.code == code

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.agent import LocalAgent
 from edge_agent.cli import main as agent_main
 from hub.cli.main import main as hub_main
 from tests.system_tools import require
@@ -219,6 +220,27 @@ def test_status_shows_version_signer_expiry_and_checks(
     ]
     assert _agent("status", "--state-dir", str(state)) == 0
     assert "gate     OPEN" in capsys.readouterr().out
+
+
+def test_status_derives_the_gate_from_the_checks_it_shows_at_an_expiry_boundary(
+    enrolled: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys, state = enrolled
+    _build(keys, tmp_path / "b.cbor", 1)
+    _agent("bundle", "install", str(tmp_path / "b.cbor"), "--state-dir", str(state))
+    capsys.readouterr()
+    assert _agent("status", "--state-dir", str(state), "--json") == 0
+    expires_at = json.loads(capsys.readouterr().out)["bundle"]["expires_at"]
+    readings = iter([expires_at - 1])
+    # Trusted time crosses the bundle's expiry between any two readings of it.
+    monkeypatch.setattr(LocalAgent, "trusted_now", lambda self, wall: next(readings, expires_at))
+    assert _agent("status", "--state-dir", str(state), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert all(c["passed"] for c in report["checks"])
+    assert report["gate"] == "open"
 
 
 def test_pubkey_prints_the_device_public_key_pem(

@@ -58,7 +58,7 @@ KINDS = [
         False,
         lambda s: s.bundle_payload(1),
         lambda s: s.policy_keys,
-        lambda s, d: verify_bundle(d, root=s.root(), region=DEVICE.region, installed=None, now=NOW),
+        lambda s, d: verify_bundle(d, root=s.root(), region=DEVICE.region),
         lambda exc: exc.code == "bundle_format",
     ),
     Kind(

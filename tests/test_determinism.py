@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 CHILD = """
 import json, sys
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.root import verify_trusted_root
 from edge_agent.trust.gate import decide
 from edge_agent.trust.state import TrustState, with_bundle

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket import exec_gate
 from edge_agent.socket.config import SocketConfig
 from edge_agent.trust.gate import Decision

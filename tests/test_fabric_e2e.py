@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason

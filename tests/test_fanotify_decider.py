@@ -20,7 +20,7 @@ import pytest
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import enforcer as enforcer_module
-from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, TrustedClock
+from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
 from edge_agent.fanotify.enforcer import Mode
 from edge_agent.fanotify.errors import EnforcementUnavailable, HolderError, MountRefused
 from edge_agent.fanotify.handoff import LineageHandoff
@@ -260,7 +260,7 @@ def test_an_open_break_glass_window_allows_and_names_its_token(
 def test_the_clock_never_goes_back_when_the_wall_clock_is_set_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = TrustedClock()
+    clock = SteadyClock()
     start = clock.now()
     monkeypatch.setattr(time, "time", lambda: 1_000_000.0)
     assert clock.now() >= start
@@ -290,7 +290,7 @@ class _FlakyLineage:
 
 
 def _decision(resource: str) -> Decision:
-    from edge_agent.policy.engine import Request
+    from edge_agent.protocol.request import Request
 
     return Decision(True, Reason.ALLOWED, "", "r", 1, bytes(32), Request("s", "exec", resource), 0)
 

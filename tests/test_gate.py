@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
 from edge_agent.trust.gate import (
@@ -160,8 +160,9 @@ def test_same_inputs_give_the_same_decision_digest() -> None:
 def test_the_gate_state_is_open_only_when_every_check_passes_and_the_lineage_is_usable() -> None:
     assert gate_state(check_report(_state(), NOW), None) == GATE_OPEN
     expired = check_report(_state(expires_at=NOW + 10), NOW + 10)
-    assert gate_state(expired, None) == str(Reason.BUNDLE_EXPIRED)
-    assert gate_state(check_report(_state(), NOW), "the lineage is not open") == str(
-        Reason.LINEAGE_UNAVAILABLE
+    assert gate_state(expired, None) is Reason.BUNDLE_EXPIRED
+    assert (
+        gate_state(check_report(_state(), NOW), "the lineage is not open")
+        is Reason.LINEAGE_UNAVAILABLE
     )
-    assert gate_state(expired, "file deleted") == str(Reason.LINEAGE_UNAVAILABLE)
+    assert gate_state(expired, "file deleted") is Reason.LINEAGE_UNAVAILABLE

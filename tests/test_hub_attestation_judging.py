@@ -54,9 +54,7 @@ DEVICE = DeviceRecord("gw-001", "eu-1", ("line-a",), PROFILE, KEY.public)
 
 def _view(data: bytes) -> BundleView:
     """The view of a bundle the hub recorded, verified as the verifier does."""
-    return bundle_view(
-        verify_bundle(data, root=HUB.root(), region=claimed_region(data), installed=None, now=None)
-    )
+    return bundle_view(verify_bundle(data, root=HUB.root(), region=claimed_region(data)))
 
 
 EXPECTING = _view(HUB.bundle(1, attestation=EXPECT))

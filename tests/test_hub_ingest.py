@@ -9,9 +9,9 @@ import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.device_key import load_device_key
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry, encode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 from hub.core.ingest import Duplicate, IngestError, RejectCode, ingest_batch
 from hub.registry import Registry, RegistryError, RejectionCount, RejectionTotal

@@ -21,6 +21,7 @@ from edge_agent.protocol.revocation import RevocationKind, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S
 from edge_agent.trust.state import BundleAheadError, TrustState, check_admissible
+from hub.core.bundles import verify_operator_bundle
 from hub.core.push import (
     HubInventory,
     LiftedRevocation,
@@ -28,7 +29,6 @@ from hub.core.push import (
     plan_push,
     revocation_region,
     sign_next_revocation,
-    verify_push,
 )
 from hub.registry.records import DeviceRecord, IssuedRevocation, PublishedBundle
 from tests.factory import DEVICE, NOW, HubSim
@@ -114,7 +114,7 @@ PUSHES = [
 
 @pytest.mark.parametrize("case", PUSHES, ids=lambda c: c.name)
 def test_a_push_is_planned_against_what_is_current(case: Push) -> None:
-    bundle = verify_push(HUB.bundle(2), root=ROOT, now=NOW)
+    bundle = verify_operator_bundle(HUB.bundle(2), root=ROOT, now=NOW)
 
     def plan() -> PushPlan:
         return plan_push(
@@ -131,23 +131,25 @@ def test_a_push_is_planned_against_what_is_current(case: Push) -> None:
 
 def test_a_push_a_device_would_refuse_is_not_planned() -> None:
     with pytest.raises(BundleError) as caught:
-        verify_push(HUB.bundle(2, expires_at=NOW - 1), root=ROOT, now=NOW)
+        verify_operator_bundle(HUB.bundle(2, expires_at=NOW - 1), root=ROOT, now=NOW)
     assert caught.value.code == "bundle_expired"
     with pytest.raises(BundleError) as caught:
-        verify_push(b"not a bundle", root=ROOT, now=NOW)
+        verify_operator_bundle(b"not a bundle", root=ROOT, now=NOW)
     assert caught.value.code == "bundle_format"
 
 
 def test_a_bundle_issued_further_ahead_than_devices_allow_is_refused_in_their_words() -> None:
     ahead = HUB.bundle(2, issued_at=NOW + SIGNED_TIME_SKEW_S + 1)
     with pytest.raises(BundleAheadError) as at_hub:
-        verify_push(ahead, root=ROOT, now=NOW)
+        verify_operator_bundle(ahead, root=ROOT, now=NOW)
     on_device = compile_for_device(ahead, root=ROOT, device=DEVICE, installed=None, now=NOW)
     with pytest.raises(BundleAheadError) as at_device:
         check_admissible(TrustState(DEVICE, ROOT), on_device, NOW)
     assert at_hub.value.code == at_device.value.code == "bundle_future"
     assert at_hub.value.message == at_device.value.message
-    edge = verify_push(HUB.bundle(2, issued_at=NOW + SIGNED_TIME_SKEW_S), root=ROOT, now=NOW)
+    edge = verify_operator_bundle(
+        HUB.bundle(2, issued_at=NOW + SIGNED_TIME_SKEW_S), root=ROOT, now=NOW
+    )
     assert edge.version == 2
 
 
@@ -167,7 +169,9 @@ def test_a_device_in_two_groups_is_never_sent_what_it_would_refuse_from_the_othe
     version: int, code: str, words: str
 ) -> None:
     held = _current(5)
-    other = verify_push(HUB.bundle(version, target=LINE_B, issued_at=NOW - 30), root=ROOT, now=NOW)
+    other = verify_operator_bundle(
+        HUB.bundle(version, target=LINE_B, issued_at=NOW - 30), root=ROOT, now=NOW
+    )
     with pytest.raises(BundleError, match=re.escape(words)) as caught:
         plan_push(other, root=ROOT, devices=(*DEVICES, IN_BOTH), current=(held,), revocations=())
     assert caught.value.code == code
@@ -266,7 +270,7 @@ LIFTS = [
 def test_a_push_that_lifts_revocations_names_them_and_goes_ahead_only_when_told(
     case: Lift,
 ) -> None:
-    bundle = verify_push(HUB.bundle(2), root=ROOT, now=NOW)
+    bundle = verify_operator_bundle(HUB.bundle(2), root=ROOT, now=NOW)
 
     def plan(lift: bool) -> PushPlan:
         return plan_push(
@@ -290,7 +294,7 @@ def test_a_push_that_lifts_revocations_names_them_and_goes_ahead_only_when_told(
 
 def test_a_refused_lift_names_the_device_the_epoch_and_the_reason() -> None:
     stolen = IssuedRevocation("eu-1", 3, "device", "gw-001", "stolen", b"", EARLY)
-    bundle = verify_push(HUB.bundle(2), root=ROOT, now=NOW)
+    bundle = verify_operator_bundle(HUB.bundle(2), root=ROOT, now=NOW)
     words = "would lift revocation epoch 3 of eu-1 (device gw-001, reason 'stolen') on gw-001"
     with pytest.raises(ConfigError, match=re.escape(words)):
         plan_push(bundle, root=ROOT, devices=DEVICES, current=(), revocations=(stolen,))
@@ -307,7 +311,7 @@ def test_a_refused_lift_names_the_device_the_epoch_and_the_reason() -> None:
 
 def test_a_push_to_devices_names_the_registered_devices_it_targets() -> None:
     target = BundleTarget(region="eu-1", devices=("gw-002", "gw-404"))
-    bundle = verify_push(HUB.bundle(2, target=target), root=ROOT, now=NOW)
+    bundle = verify_operator_bundle(HUB.bundle(2, target=target), root=ROOT, now=NOW)
     plan = plan_push(bundle, root=ROOT, devices=DEVICES, current=(), revocations=())
     assert plan.targeted == ("gw-002",)
     assert plan.channels == ("device/gw-002", "device/gw-404")

@@ -177,7 +177,7 @@ KINDS = [
         "bundle",
         ("version", "issued_at", "expires_at", "max_offline"),
         _bundle,
-        lambda s, d: verify_bundle(d, root=s.root(), region=DEVICE.region, installed=None, now=NOW),
+        lambda s, d: verify_bundle(d, root=s.root(), region=DEVICE.region),
         "bundle_format",
         lambda s: _bundle(s, "version", 3),
     ),

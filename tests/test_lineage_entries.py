@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import LineageError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.lineage_entries import (
     GENESIS_PREV,
@@ -24,6 +23,7 @@ from edge_agent.protocol.lineage_entries import (
     place_draft,
 )
 from edge_agent.protocol.merkle import Frontier
+from edge_agent.protocol.request import Request
 
 COUNTER = st.integers(0, MAX_COUNTER)
 TEXT = st.text(max_size=40)

@@ -18,9 +18,9 @@ from edge_agent.errors import LineageError
 from edge_agent.lineage import log as log_module
 from edge_agent.lineage.log import TAMPERED, LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, LineageStore
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
+from edge_agent.protocol.request import Request
 from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.config import SyncConfig

@@ -11,7 +11,6 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.lineage.log import LineageLog
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import (
     GENESIS_PREV,
     Entry,
@@ -19,6 +18,7 @@ from edge_agent.protocol.lineage_entries import (
     decode_entry,
     encode_entry,
 )
+from edge_agent.protocol.request import Request
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 

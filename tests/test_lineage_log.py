@@ -21,8 +21,8 @@ from edge_agent.errors import LineageError
 from edge_agent.lineage.decisions import decision_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, WouldWait
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import Draft, draft_of
+from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision, Reason, decide
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
@@ -471,7 +471,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from edge_agent.agent import LocalAgent
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 agent = LocalAgent.open(Path({state!r}))
 request = Request("svc:camera", "exec", "/opt/camera/bin/capture")
 print("ready", flush=True)

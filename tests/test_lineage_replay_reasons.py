@@ -20,7 +20,6 @@ from edge_agent.attest.measure import FileFactProvider
 from edge_agent.errors import BundleError
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import LINEAGE_DB, LineageStore
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.attestation import (
     AttestationResult,
     Challenge,
@@ -30,6 +29,7 @@ from edge_agent.protocol.attestation import (
 )
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root
 from edge_agent.trust.gate import Reason

@@ -14,10 +14,10 @@ from edge_agent.cli import main as agent_main
 from edge_agent.device_key import load_or_create_device_key
 from edge_agent.errors import LineageError
 from edge_agent.lineage.log import LineageConfig, LineageLog
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.checkpoint import verify_checkpoint
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind, decode_entry
 from edge_agent.protocol.lineage_export import verify_inclusion_proof
+from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision, Reason
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim

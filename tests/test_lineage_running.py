@@ -25,8 +25,8 @@ from edge_agent.cli import main as agent_main
 from edge_agent.errors import LineageDamagedError
 from edge_agent.lineage.log import TAMPERED
 from edge_agent.lineage.store import LINEAGE_DB
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.store import LineageHeadStore, RecordedHead, agent_lock
 from edge_agent.trust.gate import Reason
 from tests.factory import DEVICE, NOW, HubSim

@@ -10,7 +10,8 @@ import pytest
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy.compiler import CompiledPolicy, compile_policy, policy_payload
-from edge_agent.policy.engine import Match, Request, evaluate
+from edge_agent.policy.engine import Match, evaluate
+from edge_agent.protocol.request import Request
 
 NOON = 1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600
 

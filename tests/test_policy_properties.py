@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy.compiler import CompiledPolicy, compile_policy, policy_payload
-from edge_agent.policy.engine import Match, Request, evaluate
+from edge_agent.policy.engine import Match, evaluate
+from edge_agent.protocol.request import Request
 
 GROUPS = {"g1": ["svc:a", "uid:2"], "g2": ["svc:b"]}
 WORKLOADS = {"svc:a": ["uid:1"], "svc:c": ["uid:2", "exe:/bin/x"]}
@@ -215,7 +216,8 @@ def test_compile_policy_on_mutated_valid_payloads_raises_only_policy_error(
 _SEED_SCRIPT = """
 import json, sys
 from edge_agent.policy.compiler import compile_policy, policy_payload
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
+from edge_agent.protocol.request import Request
 rules = [
     {"id": f"r{i}", "effect": "deny" if i % 7 == 3 else "allow",
      "subjects": [f"svc:w{i % 5}", "group:g"] if i % 3 else ["*"],

@@ -18,9 +18,9 @@ import pytest
 from edge_agent.agent import STATE_CHECK_INTERVAL_S, LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.policy.compiler import policy_payload
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.store import StaleStateError, StateStore
 from edge_agent.support.mqtt import BrokerSettings, Incoming

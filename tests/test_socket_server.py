@@ -20,8 +20,8 @@ import pytest
 
 from edge_agent.client import AgentRequestError, Client
 from edge_agent.errors import ConfigError
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketConfig, SocketLimits
 from edge_agent.socket.server import DecisionServer
 from edge_agent.socket.wire import Op, WireRequest, encode_request, frame

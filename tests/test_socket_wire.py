@@ -13,13 +13,12 @@ import pytest
 
 from edge_agent.protocol import dcbor
 from edge_agent.socket import wire
-from edge_agent.socket.errors import AgentRequestError, ProtocolError
+from edge_agent.socket.errors import AgentRequestError, ErrorCode, ProtocolError
 from edge_agent.socket.wire import (
     MAX_CONTEXT_ITEMS,
     MAX_FIELD_CHARS,
     MAX_FRAME_BYTES,
     DecisionResult,
-    ErrorCode,
     IdentityResult,
     Op,
     WireRequest,

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.freshness import FreshnessError, verify_freshness
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.shipping import (

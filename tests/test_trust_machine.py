@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from edge_agent.protocol.attestation import AttestationResult, Verdict, sign_result
+from edge_agent.protocol.expectations import measured_digest
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.revocation import verify_revocation
@@ -21,6 +22,7 @@ from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root
 from edge_agent.trust import machine
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor, advance_floor
+from edge_agent.trust.gate import Reason
 from edge_agent.trust.state import (
     RevocationEffect,
     TrustState,
@@ -429,6 +431,40 @@ def test_an_attestation_result_is_kept_only_for_what_this_agent_answered(
     assert held.state is accepted.state and held.write is None
 
 
+# --- local measurements -------------------------------------------------------------------
+
+ATTESTED = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [MEASURED]}}}}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A local measurement, as the shell's ``MeasurementSet`` presents it to the verdict."""
+
+    digests: dict[str, bytes]
+    errors: tuple[str, ...] = ()
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return tuple(self.digests)
+
+    @property
+    def digest(self) -> bytes:
+        return measured_digest(self.digests)
+
+
+def test_a_measurement_becomes_the_local_verdict_and_a_failing_one_voids_the_hub_result() -> None:
+    sim = HubSim()
+    state = _installed(sim, attestation=ATTESTED)
+    held = _accepted(machine.accept_attestation_result(state, _result(sim), NOW, {NONCE: MEASURED}))
+    passing = machine.accept_measurement(held.state, Measured({"os-release": MEASURED}), NOW, 60)
+    assert passing.value.passed and passing.state.local_attestation == passing.value
+    assert passing.state.attestation_result is held.value
+    assert (passing.write, passing.transition) == (machine.AttestationWrite(None), None)
+    failing = machine.accept_measurement(held.state, Measured({"os-release": bytes(32)}), NOW, 60)
+    assert not failing.value.passed and failing.state.local_attestation == failing.value
+    assert failing.state.attestation_result is None
+
+
 # --- observations --------------------------------------------------------------------------
 
 
@@ -472,6 +508,16 @@ def test_a_trusted_clock_past_the_bundle_expiry_observes_that_deadline() -> None
     assert machine.observe_clock(state, NOW + 50, NOW + 50, trusted=True).state is state
 
 
+def test_a_passed_deadline_is_a_floor_to_persist_and_none_passed_is_nothing_to_do() -> None:
+    state = _floored(HubSim())
+    assert machine.observe_deadlines(state, NOW + 50) is None
+    observed = machine.observe_deadlines(state, NOW + 150)
+    assert observed is not None and observed.value.observed == NOW + 100
+    assert observed.state.floor == observed.value
+    assert (observed.write, observed.transition) == (machine.FloorWrite(observed.value), None)
+    assert machine.observe_deadlines(observed.state, NOW + 150) is None
+
+
 def test_the_attestation_verdict_is_logged_only_when_it_changes() -> None:
     sim = HubSim()
     attested = _installed(
@@ -479,7 +525,7 @@ def test_the_attestation_verdict_is_logged_only_when_it_changes() -> None:
         attestation={"profiles": {"generic-x86_64": {"measurements": {"os-release": [MEASURED]}}}},
     )
     first = machine.observe_attestation(attested, NOW, NOW, seen=machine.ATTESTATION_UNOBSERVED)
-    assert first.verdict == "attestation_failed"
+    assert first.verdict is Reason.ATTESTATION_FAILED
     assert first.transition is not None and first.transition.kind is Kind.ATTESTATION_FAILED
     assert machine.observe_attestation(attested, NOW, NOW, seen=first.verdict).transition is None
     plain = machine.observe_attestation(_installed(sim), NOW, NOW, seen=first.verdict)

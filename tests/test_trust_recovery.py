@@ -17,10 +17,10 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.engine import Request
 from edge_agent.protocol.freshness import verify_freshness
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import (

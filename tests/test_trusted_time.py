@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import (
     SIGNED_TIME_SKEW_S,

@@ -32,12 +32,12 @@ from edge_agent.attest.config import (
 from edge_agent.attest.measure import Measurement, MeasurementSet
 from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import enroll
-from edge_agent.attest.verdict import problems
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import REPORT_FORMAT
 from edge_agent.protocol.firmware_profile import Profile
 from edge_agent.support.cli import format_duration, wall_clock, write_atomic
 from edge_agent.trust.state import TrustState
+from edge_agent.trust.verdict import problems
 
 __all__ = ["register"]
 

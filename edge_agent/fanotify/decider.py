@@ -4,10 +4,11 @@ Per event (on the responder thread; nothing here logs, blocks or waits on the di
 
 1. read the agent's trust state **once** (``agent.state``: an immutable snapshot the agent
    swaps whole when a bundle, revocation or freshness token arrives);
-2. read the time from :class:`TrustedClock`: never earlier than the wall clock, and never
+2. read the time from :class:`SteadyClock`: never earlier than the wall clock, and never
    earlier than the clock at start plus the monotonic time elapsed since, so setting the
    wall clock back cannot stretch a bundle's TTL (the expiry is checked against a
-   monotonic deadline on every event);
+   monotonic deadline on every event). It is not trusted time (nothing signed vouches for
+   the start): the gate raises it to the signed floor, as for every decision;
 3. identify the file and the caller (:mod:`edge_agent.fanotify.identity`) and decide with
    the gate (:func:`edge_agent.trust.gate.decide`): the same checks and rules as every other
    decision, so a closed gate (expired bundle, failed attestation, revocation) denies every
@@ -33,13 +34,13 @@ from typing import Protocol
 from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.identity import EXEC_ACTION, ExecIdentifier
 from edge_agent.lineage.log import LineageLog
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket.errors import IdentityError
 from edge_agent.trust.clock import steady_now
 from edge_agent.trust.gate import Decision, Reason, decide, lineage_unavailable
 from edge_agent.trust.state import TrustState
 
-__all__ = ["AgentView", "BreakGlassWindow", "Counters", "ExecDecider", "TrustedClock"]
+__all__ = ["AgentView", "BreakGlassWindow", "Counters", "ExecDecider", "SteadyClock"]
 
 
 class AgentView(Protocol):
@@ -52,8 +53,10 @@ class AgentView(Protocol):
     def lineage(self) -> LineageLog | None: ...
 
 
-class TrustedClock:
-    """Unix seconds that never go back (:func:`edge_agent.trust.clock.steady_now`)."""
+class SteadyClock:
+    """Unix seconds that never go back within this process
+    (:func:`edge_agent.trust.clock.steady_now`); not trusted time, which the gate derives
+    from it and the signed floor."""
 
     def __init__(self) -> None:
         self._wall0 = int(time.time())
@@ -96,7 +99,7 @@ class ExecDecider:
         handoff: LineageHandoff,
         *,
         audit: bool,
-        clock: TrustedClock | None = None,
+        clock: SteadyClock | None = None,
     ) -> None:
         self.audit = audit
         self.break_glass: BreakGlassWindow | None = None
@@ -105,7 +108,7 @@ class ExecDecider:
         self._agent = agent
         self._identifier = identifier
         self._handoff = handoff
-        self._clock = clock or TrustedClock()
+        self._clock = clock or SteadyClock()
 
     def __call__(self, fd: int, pid: int) -> bool:
         """Whether the exec of the file open as ``fd`` by process ``pid`` may proceed."""

@@ -52,12 +52,8 @@ from types import TracebackType
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import _abi
-from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, TrustedClock
-from edge_agent.fanotify.errors import (
-    BreakGlassError,
-    EnforcementUnavailable,
-    ExecEnforcementError,
-)
+from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
+from edge_agent.fanotify.errors import EnforcementUnavailable, ExecEnforcementError
 from edge_agent.fanotify.handoff import DEFAULT_CAPACITY, LineageHandoff
 from edge_agent.fanotify.holder import (
     DEFAULT_HOLDER_SOCKET,
@@ -80,7 +76,7 @@ from edge_agent.fanotify.responder import (
     drain_deny,
     sweep_deny,
 )
-from edge_agent.protocol.breakglass import MAX_BREAK_GLASS_BYTES
+from edge_agent.protocol.breakglass import MAX_BREAK_GLASS_BYTES, BreakGlassError
 from edge_agent.trust.breakglass import verify_break_glass
 
 __all__ = [
@@ -191,7 +187,7 @@ class ExecEnforcer:
         self._stopping = False
         self._group = -1
         self._link: HolderLink | None = None
-        self._clock = TrustedClock()
+        self._clock = SteadyClock()
         self._identifier = ExecIdentifier(self.options.max_hash_bytes)
         self._handoff = LineageHandoff(self.options.queue_entries)
         self._decider = ExecDecider(

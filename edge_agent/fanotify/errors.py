@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from edge_agent.errors import ConfigError, EdgeGovError
-from edge_agent.protocol.breakglass import BreakGlassError
 
 __all__ = [
     "AbiError",
-    "BreakGlassError",
     "EnforcementUnavailable",
     "ExecEnforcementError",
     "HolderError",

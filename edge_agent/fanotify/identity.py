@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket.errors import IdentityError
 from edge_agent.socket.exec_gate import DIGEST_CONTEXT_KEY
 from edge_agent.socket.peer import ExeHashCache, FileKey

@@ -19,10 +19,11 @@ from edge_agent.lineage.store import LineageStore
 from edge_agent.policy.bundle import CompiledBundle, compile_for_device
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
-from edge_agent.protocol.root import TrustRoot, verify_root_update, verify_trusted_root
+from edge_agent.protocol.root import TrustRoot
 from edge_agent.store import StateStore
 from edge_agent.trust.clock import TimeFloor
 from edge_agent.trust.gate import decide
+from edge_agent.trust.restore import verify_stored_roots
 from edge_agent.trust.state import TrustState
 
 __all__ = ["Divergence", "ReplayReport", "replay"]
@@ -67,7 +68,7 @@ def replay(state_dir: Path, lineage: LineageStore, since: int | None) -> ReplayR
     state_store = StateStore.open(state_dir)
     try:
         stored = state_store.load()
-        roots = _roots(stored.roots)
+        roots = verify_stored_roots(stored.roots)
         bundles: dict[bytes, CompiledBundle | str] = {}
         replayed = skipped = 0
         divergences: list[Divergence] = []
@@ -118,15 +119,8 @@ def _replay_state(
     )
 
 
-def _roots(raw: tuple[bytes, ...]) -> list[TrustRoot]:
-    roots = [verify_trusted_root(raw[0], now=None)]
-    for data in raw[1:]:
-        roots.append(verify_root_update(roots[-1], data, now=None))
-    return roots
-
-
 def _bundle(
-    store: StateStore, digest: bytes, roots: list[TrustRoot], device: DeviceIdentity
+    store: StateStore, digest: bytes, roots: tuple[TrustRoot, ...], device: DeviceIdentity
 ) -> CompiledBundle | str:
     data = store.bundle_by_digest(digest)
     if data is None:

@@ -1,13 +1,15 @@
 """Compiling a verified bundle's policy: the last, separate step of accepting a bundle.
 
-``edge_agent.protocol.bundle.verify_bundle`` checks signatures, schema, version and expiry
-and returns the policy as verified CBOR; it does not import the compiler, so the shared core
-stays below the policy engine. :func:`compile_bundle_policy` turns that payload into the
-index the gate decides with, and refuses a bundle whose policy does not compile, so a device
-never installs a bundle it could not decide with. :func:`compile_for_device` is the whole of what a
-device does with offered bytes: verify, check the target, compile, under one pause of the
-cyclic collector (a 10,000-rule bundle allocates hundreds of thousands of objects; pausing
-once instead of per step saves a collection over all of them).
+``edge_agent.protocol.bundle.verify_bundle`` checks size, signatures, schema and signer
+authorisation and returns the policy as verified CBOR; it does not import the compiler, so
+the shared core stays below the policy engine. :func:`compile_bundle_policy` turns that
+payload into the index the gate decides with, and refuses a bundle whose policy does not
+compile, so a device never installs a bundle it could not decide with.
+:func:`compile_for_device` is the whole of what a device does with offered bytes: verify,
+check the target, check the version and expiry, compile (the order of
+``edge_agent.protocol.bundle``), under one pause of the cyclic collector (a 10,000-rule
+bundle allocates hundreds of thousands of objects; pausing once instead of per step saves a
+collection over all of them).
 
 Pure: no I/O, no clock.
 """
@@ -24,6 +26,7 @@ from edge_agent.protocol.bundle import (
     InstalledRef,
     PolicyPayload,
     VerifiedBundle,
+    check_admission,
     check_targeting,
     verify_bundle,
 )
@@ -58,18 +61,18 @@ def compile_for_device(
     now: int | None,
 ) -> CompiledBundle:
     """Verify ``data`` under ``root`` for ``device``'s region (``verify_bundle``: signatures
-    first), check that it targets ``device`` (``check_targeting``) and compile its policy
-    (:func:`compile_bundle_policy`), in that order. ``installed`` and ``now`` are as for
-    ``verify_bundle``.
+    first), check that it targets ``device`` (``check_targeting``), that it is newer than
+    ``installed`` and not expired at ``now`` (``check_admission``, which says how ``None``
+    is read), and compile its policy (:func:`compile_bundle_policy`), in that order: the
+    agent's one entry point for bundle bytes, installing and re-loading alike.
 
     Raises:
         BundleError: from the step that refused it (its ``code`` names the check).
     """
     with paused_gc():
-        verified = verify_bundle(
-            data, root=root, region=device.region, installed=installed, now=now
-        )
+        verified = verify_bundle(data, root=root, region=device.region)
         check_targeting(verified, device)
+        verified = check_admission(verified, installed, now)
         compiled = compile_bundle_policy(verified)
         # The decoded payload is garbage now: free it before the collector resumes, or the
         # collector's first pass scans every object of it.

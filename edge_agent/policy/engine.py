@@ -25,7 +25,7 @@ from edge_agent.policy._payload import Condition
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.protocol.request import Request
 
-__all__ = ["Match", "Request", "evaluate"]
+__all__ = ["Match", "evaluate"]
 
 _ANY = "*"
 _GROUP = "group:"

@@ -8,31 +8,34 @@ A bundle is a COSE_Sign object (role ``policy``, scope = the target region) whos
      "attestation": {...},      ; expectations; empty map = none required
      "max_offline": uint | null}
 
-Acceptance, in this order (DESIGN.md section 2, STYLE.md rule 4), split in three pure steps:
+Acceptance, in this order (DESIGN.md section 2, STYLE.md rule 4), split in four pure steps:
 
-1. :func:`verify_bundle`, for a region and no particular device: size cap; a threshold of
-   policy keys, each authorised for the bundle's target, signed the exact received bytes with
-   the ``external_aad`` of that region; strict decode with byte-identical re-encoding; schema
-   (attestation expectations included, kept parsed); the target is that region; version
-   newer than the installed one (equal version and bytes: no change; equal version, other
-   bytes: refused); not expired at ``now``.
+1. :func:`verify_bundle`, for a region and no particular device or time: size cap; a
+   threshold of policy keys, each authorised for the bundle's target, signed the exact
+   received bytes with the ``external_aad`` of that region; strict decode with
+   byte-identical re-encoding; schema (attestation expectations included, kept parsed; the
+   policy is the compiler's to check); signer authorisation; the target is that region.
 2. :func:`check_targeting`: the bundle's target includes this device.
-3. ``edge_agent.policy.bundle.compile_bundle_policy``: the policy compiles. This package never
-   imports the policy compiler, so a :class:`VerifiedBundle` carries the policy as verified
-   CBOR (``VerifiedBundle[PolicyPayload]``) until a caller compiles it.
+3. :func:`check_admission`: version newer than the installed one (equal version and bytes:
+   no change; equal version, other bytes: refused); not expired at ``now``.
+4. ``edge_agent.policy.bundle.compile_bundle_policy``: the policy compiles. This package
+   never imports the policy compiler, so a :class:`VerifiedBundle` carries the policy as
+   verified CBOR (``VerifiedBundle[PolicyPayload]``) until a caller compiles it.
 
-A device verifies for its own region: the signatures are checked before any byte of the
-payload is decoded. A hub checks an operator's bundle file with step 1 (and 3) alone, for the
-region the file claims (:func:`claimed_region`, read unverified only to choose that region;
-the signatures then bind it). Nothing here persists or swaps state: the caller commits a
-bundle only after every step returns.
+A device runs all four (``edge_agent.policy.bundle.compile_for_device``), verifying for its
+own region: the signatures are checked before any byte of the payload is decoded, and a
+bundle that is not for it is refused as such before its version or age is judged. A hub
+checks an operator's bundle file with steps 1, 3 and 4, for the region the file claims
+(:func:`claimed_region`, read unverified only to choose that region; the signatures then
+bind it). Nothing here persists or swaps state: the caller commits a bundle only after every
+step returns.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeAlias, TypeVar
 
 from edge_agent.errors import BundleError, EnvelopeError
@@ -53,14 +56,16 @@ __all__ = [
     "PolicyPayload",
     "VerifiedBundle",
     "bundle_payload",
+    "check_admission",
     "check_targeting",
     "claimed_region",
     "sign_bundle",
     "verify_bundle",
 ]
 
-PolicyPayload: TypeAlias = Mapping[object, object]
-"""A bundle's ``policy`` map as signed and strictly decoded, not yet compiled."""
+PolicyPayload: TypeAlias = object
+"""A bundle's ``policy`` value as signed and strictly decoded, not yet compiled: its shape is
+the compiler's to check (``bundle_policy``)."""
 
 PolicyT = TypeVar("PolicyT", covariant=True)
 OtherPolicyT = TypeVar("OtherPolicyT")
@@ -162,28 +167,48 @@ def verify_bundle(
     *,
     root: TrustRoot,
     region: str,
-    installed: InstalledRef | None,
-    now: int | None,
 ) -> VerifiedBundle[PolicyPayload]:
-    """Verify a bundle under ``root`` for the devices of ``region``, none in particular.
+    """Verify a bundle under ``root`` for the devices of ``region``, none in particular, at
+    no particular time (step 1 of the module docstring).
 
     ``region`` is the scope of the signatures' ``external_aad``: a device's own region, or at
     the hub the region an operator's file claims (:func:`claimed_region`). A bundle signed for
     another region fails as ``bundle_signature``; one signed for ``region`` whose target names
-    another as ``bundle_target``.
-
-    ``now`` is ``None`` only when re-loading the installed bundle from the device's own state:
-    expiry then is the gate's decision, not a load failure. ``installed`` is ``None`` then too.
-    The result is not yet checked against any device (:func:`check_targeting`) and its policy
-    is not yet compiled (``edge_agent.policy.bundle.compile_bundle_policy``).
+    another as ``bundle_target``. The result is not yet checked against any device
+    (:func:`check_targeting`), version or time (:func:`check_admission`), and its policy is
+    not yet compiled (``edge_agent.policy.bundle.compile_bundle_policy``).
 
     Raises:
         BundleError: with ``code`` naming the failed check (``bundle_format``,
             ``bundle_signature``, ``bundle_threshold``, ``bundle_unauthorised``,
-            ``bundle_target``, ``bundle_rollback``, ``bundle_conflict``, ``bundle_expired``).
+            ``bundle_target``).
     """
     with paused_gc():
-        return _verify_bundle(data, root=root, region=region, installed=installed, now=now)
+        return _verify_bundle(data, root=root, region=region)
+
+
+def check_admission(
+    bundle: VerifiedBundle[PolicyT], installed: InstalledRef | None, now: int | None
+) -> VerifiedBundle[PolicyT]:
+    """``bundle`` (verified) judged against what is ``installed`` and the time ``now``
+    (step 3 of the module docstring): its version newer than the installed one, or the
+    installed bundle itself (then returned with ``unchanged`` set); not expired at ``now``.
+
+    ``installed`` is ``None`` when nothing bounds the version; ``now`` is ``None`` only
+    when re-loading the installed bundle from the device's own state: expiry then is the
+    gate's decision, not a load failure.
+
+    Raises:
+        BundleError: ``bundle_rollback``, ``bundle_conflict`` (same version, other bytes),
+            ``bundle_expired``.
+    """
+    unchanged = _check_version(bundle.version, bundle.digest, installed)
+    if now is not None and now >= bundle.expires_at:
+        raise BundleError(
+            f"bundle version {bundle.version} expired {now - bundle.expires_at} s ago",
+            code="bundle_expired",
+        )
+    return replace(bundle, unchanged=True) if unchanged else bundle
 
 
 def claimed_region(data: bytes) -> str:
@@ -218,14 +243,7 @@ def check_targeting(bundle: VerifiedBundle[object], device: DeviceIdentity) -> N
         raise BundleError(f"bundle is not for this device: {why}", code="bundle_target")
 
 
-def _verify_bundle(
-    data: bytes,
-    *,
-    root: TrustRoot,
-    region: str,
-    installed: InstalledRef | None,
-    now: int | None,
-) -> VerifiedBundle[PolicyPayload]:
+def _verify_bundle(data: bytes, *, root: TrustRoot, region: str) -> VerifiedBundle[PolicyPayload]:
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(f"bundle is larger than the {MAX_BUNDLE_BYTES}-byte limit")
     signer_ids, payload = _verify_signatures(data, root, region)
@@ -236,32 +254,21 @@ def _verify_bundle(
         raise BundleError(
             f"bundle is for region {target.region!r}, not {region!r}", code="bundle_target"
         )
-    version = fields.integer("version", minimum=1)
-    digest = hashlib.sha256(data).digest()
-    unchanged = _check_version(version, digest, installed)
     issued_at = fields.integer("issued_at")
     expires_at = fields.integer("expires_at")
     if expires_at <= issued_at:
         raise BundleFormatError("bundle expires before it was issued")
-    if now is not None and now >= expires_at:
-        raise BundleError(
-            f"bundle version {version} expired {now - expires_at} s ago", code="bundle_expired"
-        )
-    policy = fields.raw("policy")
-    if not isinstance(policy, dict):
-        raise BundleFormatError("bundle.policy must be a map")
     return VerifiedBundle(
-        version=version,
+        version=fields.integer("version", minimum=1),
         issued_at=issued_at,
         expires_at=expires_at,
         max_offline=fields.optional_integer("max_offline", minimum=1),
         target=target,
-        policy=policy,
+        policy=fields.raw("policy"),
         attestation=_expectations(fields.raw("attestation")),
         signer_ids=signer_ids,
         raw=data,
-        digest=digest,
-        unchanged=unchanged,
+        digest=hashlib.sha256(data).digest(),
     )
 
 

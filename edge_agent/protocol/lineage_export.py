@@ -6,19 +6,18 @@ the end size and the signed checkpoints between), then one byte string per entry
 The frontier at start is authenticated by the signed checkpoints after it: a different
 frontier would give different roots. An export always ends at a signed checkpoint.
 
-:func:`frame_item` and :func:`read_export` are the file framing (the reader takes an open
-binary stream; the shell opens the file). :func:`verify_export` is pure: it takes the header
-bytes and an iterable of entry bytes and returns the roots it established, so two exports,
-or an export and a checkpoint note, can be compared for a fork. It raises only
-:class:`LineageError`.
+:func:`frame_item`, :func:`item_length_bytes` and :func:`item_size` are the file framing;
+reading a stream is the shell's (``edge_agent.support.lineage_files.read_export``).
+:func:`verify_export` is pure: it takes the header bytes and an iterable of entry bytes and
+returns the roots it established, so two exports, or an export and a checkpoint note, can be
+compared for a fork. It raises only :class:`LineageError`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from edge_agent.errors import EnvelopeError, LineageError
 from edge_agent.protocol import dcbor
@@ -40,7 +39,8 @@ __all__ = [
     "decode_header",
     "encode_header",
     "frame_item",
-    "read_export",
+    "item_length_bytes",
+    "item_size",
     "verify_export",
     "verify_inclusion_proof",
 ]
@@ -247,41 +247,27 @@ def frame_item(data: bytes) -> bytes:
     return b"\x5a" + struct.pack(">I", size) + data
 
 
-def read_export(handle: BinaryIO, max_header: int) -> tuple[bytes, Iterator[bytes]]:
-    """Frame an export file: the header bytes, then an iterator over entry bytes.
+def item_length_bytes(initial: int, what: str) -> int:
+    """How many length bytes follow ``initial``, the first byte of an export item (0: the
+    length is in ``initial`` itself); the reader reads them and calls :func:`item_size`.
 
     Raises:
-        LineageError: not a sequence of CBOR byte strings, or an item over its size limit.
+        LineageError: the item is not a CBOR byte string (not an edgegov lineage export).
     """
-    header = _read_bstr(handle, max_header, "export header")
-    if header is None:
-        raise LineageError("the export is empty")
-
-    def entries() -> Iterator[bytes]:
-        while (item := _read_bstr(handle, MAX_EXPORT_ENTRY_BYTES, "export entry")) is not None:
-            yield item
-
-    return header, entries()
-
-
-def _read_bstr(handle: BinaryIO, limit: int, what: str) -> bytes | None:
-    first = handle.read(1)
-    if not first:
-        return None
-    major, info = first[0] >> 5, first[0] & 0x1F
+    major, info = initial >> 5, initial & 0x1F
     if major != 2 or info > 26:
         raise LineageError(f"{what} is not a CBOR byte string: not an edgegov lineage export")
-    if info < 24:
-        size = info
-    else:
-        width = {24: 1, 25: 2, 26: 4}[info]
-        raw = handle.read(width)
-        if len(raw) != width:
-            raise LineageError(f"{what} is truncated")
-        size = int.from_bytes(raw, "big")
+    return {24: 1, 25: 2, 26: 4}.get(info, 0)
+
+
+def item_size(initial: int, length: bytes, limit: int, what: str) -> int:
+    """The size of an export item from its first byte ``initial`` and the ``length`` bytes
+    after it (:func:`item_length_bytes` of them), at most ``limit``.
+
+    Raises:
+        LineageError: the size is over ``limit``.
+    """
+    size = int.from_bytes(length, "big") if length else initial & 0x1F
     if size > limit:
         raise LineageError(f"{what} is {size} bytes, over the {limit}-byte limit")
-    data = handle.read(size)
-    if len(data) != size:
-        raise LineageError(f"{what} is truncated")
-    return data
+    return size

@@ -22,15 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketLimits
 from edge_agent.socket.deciders import AsyncDecider, Decider
-from edge_agent.socket.errors import IdentityError, ProtocolError
+from edge_agent.socket.errors import ErrorCode, IdentityError, ProtocolError
 from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
     HEADER_BYTES,
     DecisionResult,
-    ErrorCode,
     Op,
     WireRequest,
     decode_request,

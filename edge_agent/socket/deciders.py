@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, runtime_checkable
 
-from edge_agent.policy.engine import Request
+from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision
 
 __all__ = ["AsyncDecider", "Decider"]

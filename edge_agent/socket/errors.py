@@ -44,8 +44,8 @@ __all__ = [
 class ErrorCode:
     """The ``error`` of an error response (docs/socket.md section 5): plain strings, the type
     is ``ErrorCodeValue``. A client keeps a code it does not know as text (a newer agent may
-    add codes within version 1). Defined here, below :mod:`edge_agent.socket.wire` (which
-    re-exports it), because :class:`ProtocolError` carries one."""
+    add codes within version 1). Defined with the errors because :class:`ProtocolError`
+    carries one; :mod:`edge_agent.socket.wire` encodes them."""
 
     BAD_FRAME: Final = "bad_frame"
     FRAME_TOO_LARGE: Final = "frame_too_large"

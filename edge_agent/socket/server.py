@@ -40,9 +40,9 @@ from types import TracebackType
 from edge_agent.socket._connection import Connection, Counters
 from edge_agent.socket.config import SocketConfig, SocketLimits
 from edge_agent.socket.deciders import AsyncDecider, Decider
+from edge_agent.socket.errors import ErrorCode
 from edge_agent.socket.listen import ListeningSocket
 from edge_agent.socket.peer import ExeHashCache
-from edge_agent.socket.wire import ErrorCode
 
 __all__ = ["AsyncDecider", "Decider", "DecisionServer", "ServerStats", "ensure_fd_headroom"]
 

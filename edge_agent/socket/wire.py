@@ -58,7 +58,6 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SOCKET_PATH_ENV",
     "DecisionResult",
-    "ErrorCode",
     "IdentityResult",
     "Op",
     "WireRequest",

@@ -581,7 +581,7 @@ class AgentDaemon:
             online=online,
             bundle_version=bundle.version if bundle else None,
             expires_at=bundle.expires_at if bundle else None,
-            gate=self.agent.gate_state(wall),
+            gate=str(self.agent.gate_state(wall)),
             lineage_size=lineage.size if lineage else 0,
             acked=lineage.acknowledged if lineage else 0,
         )

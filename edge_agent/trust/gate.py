@@ -20,10 +20,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Final, Literal, TypeAlias
 
 from edge_agent.errors import ClockError
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
 from edge_agent.trust.clock import check_clock, trusted_now
@@ -33,6 +35,7 @@ __all__ = [
     "GATE_OPEN",
     "Decision",
     "GateCheck",
+    "GateState",
     "Reason",
     "attestation_failure",
     "check_report",
@@ -43,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GATE_OPEN = "open"
+GATE_OPEN: Final = "open"
 """What :func:`gate_state` says when every decision would pass the gate's checks."""
 
 
@@ -68,6 +71,11 @@ class Reason(StrEnum):
     POLICY_DENIED = "policy_denied"
     NO_MATCHING_RULE = "no_matching_rule"
     INTERNAL_ERROR = "internal_error"
+
+
+GateState: TypeAlias = Reason | Literal["open"]
+"""What :func:`gate_state` says: :data:`GATE_OPEN`, or the :class:`Reason` every decision
+would deny with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +333,14 @@ def check_report(state: TrustState, now: int) -> tuple[GateCheck, ...]:
     return tuple(report)
 
 
-def gate_state(checks: Sequence[GateCheck], lineage_problem: str | None) -> str:
+def gate_state(checks: Sequence[GateCheck], lineage_problem: str | None) -> GateState:
     """:data:`GATE_OPEN`, or the reason code every decision would deny with now: an unusable
     lineage first (``lineage_problem``, the shell's check: decisions that cannot be logged
     are denied whatever the rest says), then the first failing of ``checks`` (in gate order,
     from :func:`check_report`)."""
     if lineage_problem is not None:
-        return str(Reason.LINEAGE_UNAVAILABLE)
-    failed = [c for c in checks if not c.passed]
-    return str(failed[0].reason) if failed else GATE_OPEN
+        return Reason.LINEAGE_UNAVAILABLE
+    for check in checks:
+        if not check.passed:
+            return check.reason or Reason.INTERNAL_ERROR
+    return GATE_OPEN

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, Literal, TypeAlias, TypeVar
 
 from edge_agent.errors import BundleError, ClockError, EdgeGovError, RootError
-from edge_agent.policy.bundle import CompiledBundle
+from edge_agent.policy.bundle import CompiledBundle, compile_for_device
 from edge_agent.protocol.attestation import AttestationError, AttestationResult, verify_result
 from edge_agent.protocol.freshness import FreshnessError, FreshnessToken, verify_freshness
 from edge_agent.protocol.lineage_entries import Kind
@@ -36,27 +36,32 @@ from edge_agent.trust.clock import TimeFloor, check_clock
 from edge_agent.trust.gate import Reason, attestation_failure
 from edge_agent.trust.restore import StoredTrust, void_revocations, void_tokens
 from edge_agent.trust.state import (
+    LocalVerdict,
     RevocationEffect,
     TrustState,
     check_admissible,
     passed_deadline,
     revocation_effect,
     rotated_roles,
-    verify_for_device,
     with_attestation_result,
     with_bundle,
     with_freshness,
+    with_local_verdict,
     with_revocation,
     with_root,
 )
+from edge_agent.trust.verdict import Measured, judge
 
 __all__ = [
     "ATTESTATION_NOT_REQUIRED",
+    "ATTESTATION_PASSED",
     "ATTESTATION_UNOBSERVED",
     "AttestationObservation",
+    "AttestationVerdict",
     "AttestationWrite",
     "BundleWrite",
     "ClockObservation",
+    "FloorWrite",
     "FreshnessWrite",
     "Outcome",
     "Refused",
@@ -69,19 +74,26 @@ __all__ = [
     "accept_attestation_result",
     "accept_bundle",
     "accept_freshness",
+    "accept_measurement",
     "accept_revocation",
     "accept_root",
     "accept_root_chain",
     "observe_attestation",
     "observe_clock",
+    "observe_deadlines",
 ]
 
 _V = TypeVar("_V")
 
-ATTESTATION_UNOBSERVED = "unobserved"
+ATTESTATION_UNOBSERVED: Final = "unobserved"
 """The attestation verdict before the first observation (every verdict is then a change)."""
-ATTESTATION_NOT_REQUIRED = "not_required"
+ATTESTATION_NOT_REQUIRED: Final = "not_required"
 """The attestation verdict when the installed bundle expects no attestation."""
+ATTESTATION_PASSED: Final = "passed"
+"""The attestation verdict when the gate's attestation check holds."""
+AttestationVerdict: TypeAlias = Reason | Literal["unobserved", "not_required", "passed"]
+"""The gate's attestation verdict as last observed: a constant above, or the reason code
+the attestation check fails with. Kept in memory only, to see changes; never stored."""
 _ATTESTATION_KINDS = {
     Reason.ATTESTATION_FAILED: Kind.ATTESTATION_FAILED,
     Reason.ATTESTATION_STALE: Kind.ATTESTATION_STALE,
@@ -158,6 +170,13 @@ class FreshnessWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class FloorWrite:
+    """Raise the stored time floor to ``floor`` (a signed deadline observed to pass)."""
+
+    floor: TimeFloor
+
+
+@dataclass(frozen=True, slots=True)
 class AttestationWrite:
     """Keep the new state's attestation result (the attestation file), and raise the
     stored floor to ``floor`` when given."""
@@ -165,7 +184,7 @@ class AttestationWrite:
     floor: TimeFloor | None
 
 
-StoreWrite = BundleWrite | RootWrite | RevocationWrite | FreshnessWrite
+StoreWrite = BundleWrite | RootWrite | RevocationWrite | FreshnessWrite | FloorWrite
 """A change to the state database; each type's fields are the store call's keywords."""
 Write = StoreWrite | AttestationWrite
 """What an outcome asks the shell to persist."""
@@ -204,7 +223,9 @@ def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledB
     (:func:`~edge_agent.trust.state.with_bundle`).
     """
     try:
-        bundle = verify_for_device(state, data, installed=state.installed, now=now)
+        bundle = compile_for_device(
+            data, root=state.root, device=state.device, installed=state.installed, now=now
+        )
         if not bundle.unchanged:
             check_admissible(state, bundle, now)
     except BundleError as exc:
@@ -219,7 +240,7 @@ def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledB
         Transition(
             Kind.BUNDLE_INSTALLED,
             True,
-            "bundle_installed",
+            str(Kind.BUNDLE_INSTALLED),
             f"bundle version {bundle.version} installed",
             bundle.digest,
             bundle.version,
@@ -257,7 +278,9 @@ def accept_root(
             void_revocations=void_revocations(stored, new),
             void_tokens=void_tokens(stored, new),
         ),
-        Transition(Kind.ROOT_ROTATED, True, "root_rotated", f"trust root version {root.version}"),
+        Transition(
+            Kind.ROOT_ROTATED, True, str(Kind.ROOT_ROTATED), f"trust root version {root.version}"
+        ),
         SignedTime(root.issued_at, Role.ROOT),
     )
 
@@ -292,7 +315,7 @@ def accept_revocation(state: TrustState, data: bytes) -> Outcome[Revocation | No
     transition = Transition(
         Kind.REVOCATION_APPLIED,
         True,
-        "revoked",
+        str(Reason.REVOKED),
         f"revocation epoch {revocation.epoch}: {revocation.kind} {revocation.value} "
         f"({revocation.reason or 'no reason given'})",
     )
@@ -369,6 +392,19 @@ def _check_answered(result: AttestationResult, sent: bytes | None, now: int) -> 
         raise AttestationError(f"attestation result expired {now - result.expires_at} s ago")
 
 
+def accept_measurement(
+    state: TrustState, measured: Measured, now: int, interval_s: int
+) -> Outcome[LocalVerdict]:
+    """Make the verdict of ``measured`` (a local measurement taken at ``now``, repeated every
+    ``interval_s``) against the installed bundle the state's local verdict
+    (:func:`~edge_agent.trust.verdict.judge`). Always accepted: it is what this device is
+    now. A failing verdict drops the hub's result (a fresh challenge is needed); the write
+    keeps the attestation state for the other processes.
+    """
+    verdict = judge(state.bundle, state.device, measured, now=now, interval_s=interval_s)
+    return Outcome(verdict, with_local_verdict(state, verdict), AttestationWrite(None))
+
+
 @dataclass(frozen=True, slots=True)
 class ClockObservation:
     """The clock verdict at one wall-clock reading: ``trusted``, the state with the signed
@@ -397,40 +433,51 @@ def observe_clock(state: TrustState, wall: int, now: int, *, trusted: bool) -> C
     restored = Transition(
         Kind.CLOCK_RESTORED,
         True,
-        "clock_restored",
+        str(Kind.CLOCK_RESTORED),
         f"the clock ({wall}) is at or above the trusted floor ({observed.floor.seconds}) again",
     )
     return ClockObservation(True, observed, restored)
 
 
+def observe_deadlines(state: TrustState, now: int) -> Outcome[TimeFloor] | None:
+    """The observed floor raised to the signed deadlines trusted ``now`` has passed
+    (:func:`~edge_agent.trust.state.passed_deadline`), to persist; ``None`` when none newly
+    passed, the usual case on the decision path (O(1), nothing allocated)."""
+    observed = passed_deadline(state, now)
+    if observed is state:
+        return None
+    return Outcome(observed.floor, observed, FloorWrite(observed.floor))
+
+
 @dataclass(frozen=True, slots=True)
 class AttestationObservation:
-    """The gate's attestation verdict (``passed``, a reason code, or
+    """The gate's attestation verdict (:data:`ATTESTATION_PASSED`, a reason code, or
     :data:`ATTESTATION_NOT_REQUIRED`) and the change to log (``None``: none to log)."""
 
-    verdict: str
+    verdict: AttestationVerdict
     transition: Transition | None
 
 
 def observe_attestation(
-    state: TrustState, wall: int, now: int, *, seen: str
+    state: TrustState, wall: int, now: int, *, seen: AttestationVerdict
 ) -> AttestationObservation:
     """The gate's attestation verdict at trusted ``now`` (wall clock ``wall``), and the
     transition to log when it differs from ``seen``, the verdict last observed (passed,
     failed, stale; a bundle that expects no attestation logs nothing)."""
     bundle = state.bundle
     failure = attestation_failure(state, now)
+    verdict: AttestationVerdict
     if bundle is None or not bundle.attestation:
         verdict = ATTESTATION_NOT_REQUIRED
     else:
-        verdict = "passed" if failure is None else str(failure[0])
+        verdict = ATTESTATION_PASSED if failure is None else failure[0]
     if verdict in (seen, ATTESTATION_NOT_REQUIRED):
         return AttestationObservation(verdict, None)
     if failure is None:
         result = state.attestation_result
         left = result.expires_at - wall if result is not None else 0
         detail = f"measured state matches the bundle; the hub's result holds {left} s more"
-        passed = Transition(Kind.ATTESTATION_PASSED, True, "attestation_passed", detail)
+        passed = Transition(Kind.ATTESTATION_PASSED, True, str(Kind.ATTESTATION_PASSED), detail)
         return AttestationObservation(verdict, passed)
     reason, message = failure
     return AttestationObservation(

@@ -98,7 +98,7 @@ def restore_state(
     Raises:
         RootError: the root chain does not verify (step 1).
     """
-    root = verify_stored_roots(stored.roots)
+    root = verify_stored_roots(stored.roots)[-1]
     state = TrustState(device=stored.identity, root=root, floor=stored.floor)
     if stored.active_bundle is not None:
         state = with_active_bundle(state, stored.active_bundle, stored.active_version)
@@ -111,17 +111,17 @@ def restore_state(
     return _restore_attestation(state, result, local)
 
 
-def verify_stored_roots(roots: Sequence[bytes]) -> TrustRoot:
-    """The newest of the stored ``roots`` (pinned root first), each verified against the
-    one before it; expiry is not judged (the gate denies ``root_expired``).
+def verify_stored_roots(roots: Sequence[bytes]) -> tuple[TrustRoot, ...]:
+    """The stored ``roots`` (pinned root first, the newest, in force, last), each verified
+    against the one before it; expiry is not judged (the gate denies ``root_expired``).
 
     Raises:
         RootError: a root does not verify.
     """
-    root = verify_trusted_root(roots[0], now=None)
+    chain = [verify_trusted_root(roots[0], now=None)]
     for data in roots[1:]:
-        root = verify_root_update(root, data, now=None)
-    return root
+        chain.append(verify_root_update(chain[-1], data, now=None))
+    return tuple(chain)
 
 
 def void_revocations(stored: StoredTrust, state: TrustState) -> tuple[int, ...]:

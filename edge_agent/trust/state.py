@@ -71,7 +71,6 @@ __all__ = [
     "passed_deadline",
     "revocation_effect",
     "rotated_roles",
-    "verify_for_device",
     "with_active_bundle",
     "with_attestation_result",
     "with_bundle",
@@ -235,7 +234,9 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
     Expiry is not checked (the gate judges it) and nor is the version (it is the installed
     one)."""
     try:
-        bundle = verify_for_device(state, data, installed=None, now=None)
+        bundle = compile_for_device(
+            data, root=state.root, device=state.device, installed=None, now=None
+        )
     except BundleError as exc:
         digest = hashlib.sha256(data).digest()
         why = (
@@ -249,24 +250,6 @@ def with_active_bundle(state: TrustState, data: bytes, version: int) -> TrustSta
         bundle=bundle,
         distrusted=None,
         floor=advance_floor(state.floor, bundle.issued_at, Role.POLICY),
-    )
-
-
-def verify_for_device(
-    state: TrustState, data: bytes, *, installed: InstalledRef | None, now: int | None
-) -> CompiledBundle:
-    """``data`` verified as a bundle under ``state.root``, targeted at ``state.device`` and
-    compiled: the one place the agent calls the bundle verifier (installing and re-loading
-    alike).
-
-    ``installed`` is the version floor (``None``: none, for the bundle already installed);
-    ``now`` judges expiry (``None``: not judged, the gate does).
-
-    Raises:
-        BundleError: refused (format, signature, target, rollback, expiry, policy).
-    """
-    return compile_for_device(
-        data, root=state.root, device=state.device, installed=installed, now=now
     )
 
 

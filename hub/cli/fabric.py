@@ -44,6 +44,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.core.bundles import verify_operator_bundle
 from hub.core.publications import Publication, parse_channel, revocation_publications
 from hub.core.push import (
     HubInventory,
@@ -52,7 +53,6 @@ from hub.core.push import (
     resolve_key_id,
     revocation_region,
     sign_next_revocation,
-    verify_push,
 )
 from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
@@ -339,7 +339,7 @@ def prepare_push(
             on devices it targets and ``lift_revocations`` is false (nothing recorded).
     """
     keys = hub.load_keys(keys_dir)
-    bundle = verify_push(data, root=keys.root, now=now)
+    bundle = verify_operator_bundle(data, root=keys.root, now=now)
     with hub.open_registry() as registry:
         plan = plan_push(
             bundle,

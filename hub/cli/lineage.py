@@ -21,10 +21,10 @@ from edge_agent.protocol.lineage_export import (
     checkpoint_of_note,
     compare_roots,
     decode_header,
-    read_export,
     verify_export,
 )
 from edge_agent.support.cli import read_bounded
+from edge_agent.support.lineage_files import read_export
 
 __all__ = ["register", "verify_file"]
 

@@ -212,9 +212,7 @@ def inspect_bundle(data: bytes, root: TrustRoot | None) -> BundleSummary:
     error: str | None = None
     if root is not None:
         try:
-            bundle = verify_bundle(
-                data, root=root, region=claimed_region(data), installed=None, now=None
-            )
+            bundle = verify_bundle(data, root=root, region=claimed_region(data))
             verified = tuple(sorted(k.hex() for k in bundle.signer_ids))
         except BundleError as exc:
             error = str(exc)

@@ -181,9 +181,7 @@ def recorded_bundle_view(data: bytes, *, root: TrustRoot) -> BundleView:
     it claims (expiry is not judged: the device's gate judges it), so its target and
     expectations are read as ``verify_bundle`` parsed them, once."""
     try:
-        verified = verify_bundle(
-            data, root=root, region=claimed_region(data), installed=None, now=None
-        )
+        verified = verify_bundle(data, root=root, region=claimed_region(data))
     except BundleError as exc:
         return unusable_bundle(f"the bundle cannot be used: {exc}")
     return bundle_view(verified)

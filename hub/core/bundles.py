@@ -19,10 +19,17 @@ from collections.abc import Mapping
 
 from edge_agent.errors import ConfigError
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
-from edge_agent.protocol.bundle import bundle_payload, claimed_region, sign_bundle, verify_bundle
+from edge_agent.protocol.bundle import (
+    bundle_payload,
+    check_admission,
+    claimed_region,
+    sign_bundle,
+    verify_bundle,
+)
 from edge_agent.protocol.expectations import Expectations, expectations_value
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
+from edge_agent.trust.state import check_not_ahead
 
 __all__ = ["verify_operator_bundle", "with_expectations"]
 
@@ -33,15 +40,20 @@ def verify_operator_bundle(data: bytes, *, root: TrustRoot, now: int) -> Compile
 
     1. the region the bundle claims, read unverified only to choose the signatures' scope;
     2. :func:`~edge_agent.protocol.bundle.verify_bundle` for that region (signatures,
-       threshold, authorisation, payload, target region, expiry; no installed bundle);
-    3. the policy compiles.
+       threshold, authorisation, payload, target region);
+    3. :func:`~edge_agent.protocol.bundle.check_admission` with no installed bundle (expiry),
+       and issued no further ahead of ``now`` than a device's trusted time allows
+       (:func:`~edge_agent.trust.state.check_not_ahead`);
+    4. the policy compiles.
 
     Raises:
-        BundleError: a device would refuse it (``code`` names the check).
+        BundleError: a device would refuse it (``code`` names the check; ``bundle_future``
+            with the device's own sentence).
     """
-    region = claimed_region(data)
-    verified = verify_bundle(data, root=root, region=region, installed=None, now=now)
-    return compile_bundle_policy(verified)
+    verified = verify_bundle(data, root=root, region=claimed_region(data))
+    bundle = compile_bundle_policy(check_admission(verified, None, now))
+    check_not_ahead(bundle, now)
+    return bundle
 
 
 def with_expectations(

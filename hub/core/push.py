@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from edge_agent.errors import BundleError, ConfigError
 from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
 from edge_agent.protocol import topics
-from edge_agent.protocol.bundle import DeviceIdentity, claimed_region, verify_bundle
+from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import (
     Revocation,
@@ -43,7 +43,6 @@ from edge_agent.protocol.root import TrustRoot
 from edge_agent.trust.state import (
     RevocationEffect,
     TrustState,
-    check_not_ahead,
     revocation_effect,
     with_bundle,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "resolve_key_id",
     "revocation_region",
     "sign_next_revocation",
-    "verify_push",
 ]
 
 
@@ -88,23 +86,6 @@ class PushPlan:
     """Registered devices the bundle is for."""
     lifted: tuple[LiftedRevocation, ...] = ()
     """Revocations in force on targeted devices that installing the bundle lifts there."""
-
-
-def verify_push(data: bytes, *, root: TrustRoot, now: int) -> CompiledBundle:
-    """Verify ``data`` as a device of its target would, its policy compiled: for the region
-    the bundle claims, which its signatures must then be for, and issued no further ahead of
-    the hub's ``now`` than a device's trusted time allows.
-
-    Raises:
-        BundleError: a device would refuse it (``code`` names the check; ``bundle_future``
-            with the device's own sentence).
-    """
-    region = claimed_region(data)
-    bundle = compile_bundle_policy(
-        verify_bundle(data, root=root, region=region, installed=None, now=now)
-    )
-    check_not_ahead(bundle, now)
-    return bundle
 
 
 def plan_push(
@@ -259,9 +240,7 @@ class _HeldBundles:
         """``data`` verified and compiled; ``None`` when a device would not install it (it
         then lifts nothing there)."""
         try:
-            return compile_bundle_policy(
-                verify_bundle(data, root=self._root, region=self._region, installed=None, now=None)
-            )
+            return compile_bundle_policy(verify_bundle(data, root=self._root, region=self._region))
         except BundleError:
             return None
 

@@ -40,7 +40,7 @@ import cbor2
 from edge_agent.errors import EdgeGovError
 from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.compiler import CompiledPolicy
-from edge_agent.policy.engine import Request, evaluate
+from edge_agent.policy.engine import evaluate
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._device_scoped import device_aad
@@ -63,9 +63,9 @@ from edge_agent.protocol.lineage_export import (
     ExportHeader,
     decode_header,
     encode_header,
-    read_export,
     verify_export,
 )
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.revocation import sign_revocation, verify_revocation
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import sign_root, verify_root_update, verify_trusted_root
@@ -76,6 +76,7 @@ from edge_agent.protocol.shipping import (
     verify_status,
 )
 from edge_agent.socket import _cbor, wire
+from edge_agent.support.lineage_files import read_export
 from edge_agent.support.mqtt import Incoming
 from edge_agent.sync.config import load_config
 from tests.factory import DAY

@@ -16,7 +16,6 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from edge_agent.policy.engine import Request
 from edge_agent.protocol import cose
 from edge_agent.protocol.attestation import (
     AttestationResult,
@@ -32,6 +31,7 @@ from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoi
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind, encode_entry, entry_hash
 from edge_agent.protocol.merkle import root_from_leaf_hashes
+from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.shipping import (
