@@ -98,9 +98,7 @@ def test_a_refusal_for_another_region_names_the_region_verified_for_not_this_dev
     or at the hub the region the file claims (where there is no "this device")."""
     sim = HubSim()
     with pytest.raises(BundleError) as at_device:
-        verify_bundle(
-            sim.bundle(2, region="us-2"), root=sim.root(), region="eu-1", installed=None, now=NOW
-        )
+        verify_bundle(sim.bundle(2, region="us-2"), root=sim.root(), region="eu-1")
     with pytest.raises(BundleError) as at_hub:
         verify_operator_bundle(
             sim.bundle(1, target=US, region=DEVICE.region), root=sim.root(), now=NOW

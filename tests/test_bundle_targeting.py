@@ -103,11 +103,7 @@ def test_verified_bundle_carries_parsed_expectations() -> None:
     expectations = {"profiles": {"generic-x86_64": {"measurements": {"os-release": [digest]}}}}
     plain = verify_bundle(sim.bundle(1), root=sim.root(), region=REGION)
     required = verify_bundle(
-        sim.bundle(2, attestation=expectations),
-        root=sim.root(),
-        region=REGION,
-        installed=None,
-        now=NOW,
+        sim.bundle(2, attestation=expectations), root=sim.root(), region=REGION
     )
     assert plain.attestation is None
     assert isinstance(required.attestation, Expectations)
