@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pytest
 
 from edge_agent.protocol import topics
-from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.protocol.topics import DeviceLeaf, is_trust_topic
 from hub.core.codes import FLOOD_CODES, RejectCode
 from hub.core.routing import (
-    MAX_PAYLOAD,
+    MAX_PAYLOAD_BYTES,
     SIGN1_HEAD,
     Claim,
     Reject,
@@ -20,11 +20,13 @@ from hub.core.routing import (
     claim,
     flooded,
     hub_device_leaf,
-    is_watched_trust_topic,
     queue_key,
     refused,
     route,
 )
+
+LINEAGE_CAP = MAX_PAYLOAD_BYTES[DeviceLeaf.LINEAGE]
+STATUS_CAP = MAX_PAYLOAD_BYTES[DeviceLeaf.STATUS]
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,15 @@ MESSAGES = [
     Message("an empty (cleared) status", _topic("status"), b"", GW1, None),
     Message("a leaf only the hub publishes on", _topic("ack"), SIGNED, GW1, None),
     Message("an oversize batch of a registered device", _topic("lineage"),
-            SIGN1_HEAD + bytes(MAX_PAYLOAD[DeviceLeaf.LINEAGE]), GW1,
-            Reject(RejectCode.OVERSIZE, f"{MAX_PAYLOAD[DeviceLeaf.LINEAGE] + 2} bytes on lineage",
+            SIGN1_HEAD + bytes(LINEAGE_CAP), GW1,
+            Reject(RejectCode.OVERSIZE, f"{LINEAGE_CAP + 2} bytes on lineage",
                    device="gw-001")),
     Message("an oversize status naming no registered device", _topic("status", "gw-404"),
-            bytes(MAX_PAYLOAD[DeviceLeaf.STATUS] + 1), None,
-            Reject(RejectCode.OVERSIZE, f"{MAX_PAYLOAD[DeviceLeaf.STATUS] + 1} bytes on status",
+            bytes(STATUS_CAP + 1), None,
+            Reject(RejectCode.OVERSIZE, f"{STATUS_CAP + 1} bytes on status",
                    claimed="gw-404")),
     Message("a status exactly at the cap", _topic("status"),
-            SIGN1_HEAD + bytes(MAX_PAYLOAD[DeviceLeaf.STATUS] - 2), GW1,
+            SIGN1_HEAD + bytes(STATUS_CAP - 2), GW1,
             Route(GW1, DeviceLeaf.STATUS)),
     Message("a device the registry does not know", _topic("status", "gw-404"), SIGNED, None,
             Reject(RejectCode.UNKNOWN_DEVICE, "message for 'gw-404'", claimed="gw-404")),
@@ -97,7 +99,7 @@ def test_a_message_is_routed_or_rejected_by_topic_size_device_region_and_shape(
 
 
 def test_an_oversize_message_is_refused_before_its_region_or_shape_is_looked_at() -> None:
-    claimed = claim(_topic("status", region="us-2"), bytes(MAX_PAYLOAD[DeviceLeaf.STATUS] + 1))
+    claimed = claim(_topic("status", region="us-2"), bytes(STATUS_CAP + 1))
     assert isinstance(claimed, Claim) and claimed.oversize
     assert route(claimed, GW1) == Reject(
         RejectCode.OVERSIZE, f"{claimed.size} bytes on status", device="gw-001"
@@ -142,14 +144,14 @@ def test_a_signature_that_does_not_verify_is_counted_against_the_topic_family(
     assert refused(Route(GW1, row.leaf), "bad signature", malformed=row.malformed) == row.outcome
 
 
-@pytest.mark.parametrize("leaf", list(MAX_PAYLOAD), ids=str)
+@pytest.mark.parametrize("leaf", list(MAX_PAYLOAD_BYTES), ids=str)
 def test_a_message_past_the_verification_budget_is_dropped_unchecked(leaf: DeviceLeaf) -> None:
     assert flooded(Route(GW1, leaf)) == Reject(
         RejectCode.UNVERIFIED_FLOOD, f"{leaf} dropped before its check", device="gw-001"
     )
 
 
-@pytest.mark.parametrize("leaf", list(MAX_PAYLOAD), ids=str)
+@pytest.mark.parametrize("leaf", list(MAX_PAYLOAD_BYTES), ids=str)
 def test_only_a_verified_message_within_the_device_rate_is_handed_on(leaf: DeviceLeaf) -> None:
     verified = Route(GW1, leaf)
     assert admit(verified, rate_allowed=True) is verified
@@ -174,7 +176,7 @@ def test_only_a_verified_message_within_the_device_rate_is_handed_on(leaf: Devic
 def test_topics_the_hub_publishes_on_are_told_apart_from_what_devices_send(
     topic: str, trust: bool, hub_leaf: DeviceLeaf | None, key: str
 ) -> None:
-    assert is_watched_trust_topic(topic) is trust
+    assert is_trust_topic(topic) is trust
     assert hub_device_leaf(topic) == hub_leaf
     assert queue_key(topic) == key
 

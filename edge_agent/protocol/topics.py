@@ -42,7 +42,7 @@ __all__ = [
     "device_topic",
     "freshness_topic",
     "hub_subscriptions",
-    "is_retained_trust_topic",
+    "is_trust_topic",
     "parse_device_topic",
     "revocation_topic",
     "root_topic",
@@ -54,7 +54,7 @@ SHARED_GROUP = "edgegov-hub"
 
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 _ALL_NAME = "_"
-_RETAINED_TRUST = frozenset({"root", "bundle", "revoke"})
+_TRUST_KINDS = frozenset({"root", "bundle", "revoke", "fresh"})
 
 
 class ChannelKind(StrEnum):
@@ -203,8 +203,8 @@ def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
     return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}", *retained)
 
 
-def is_retained_trust_topic(topic: str) -> bool:
+def is_trust_topic(topic: str) -> bool:
     """Whether ``topic`` is one the hub publishes retained trust objects on (a root, a
-    channel's bundle, a revocation)."""
+    channel's bundle, a revocation, a channel's freshness token)."""
     parts = topic.split("/")
-    return len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] in _RETAINED_TRUST
+    return len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] in _TRUST_KINDS

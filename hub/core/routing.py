@@ -19,7 +19,7 @@ A :class:`Reject` names the registered device it is counted against, or (``devic
 ``None``) the id the message claimed, counted per code only. Messages on topics the hub
 publishes on itself (retained trust objects and freshness tokens, a device's ack,
 challenge and attestation topics) are not routed here: :func:`hub_device_leaf` and
-:func:`is_watched_trust_topic` tell them apart so the service can note them.
+:func:`edge_agent.protocol.topics.is_trust_topic` tell them apart so the service can note them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from hub.core.codes import RejectCode
 
 __all__ = [
     "HUB_DEVICE_LEAVES",
-    "MAX_PAYLOAD",
+    "MAX_PAYLOAD_BYTES",
     "SIGN1_HEAD",
     "Claim",
     "RegisteredDevice",
@@ -46,7 +46,6 @@ __all__ = [
     "claim",
     "flooded",
     "hub_device_leaf",
-    "is_watched_trust_topic",
     "queue_key",
     "refused",
     "route",
@@ -54,7 +53,7 @@ __all__ = [
 
 SIGN1_HEAD = b"\xd2\x84"
 """What every device-signed message starts with: CBOR tag 18 (COSE_Sign1), an array of 4."""
-MAX_PAYLOAD: Mapping[DeviceLeaf, int] = {
+MAX_PAYLOAD_BYTES: Mapping[DeviceLeaf, int] = {
     DeviceLeaf.LINEAGE: MAX_BATCH_BYTES,
     DeviceLeaf.STATUS: MAX_STATUS_BYTES,
     DeviceLeaf.EVIDENCE: MAX_EVIDENCE_BYTES,
@@ -88,12 +87,12 @@ class Claim:
     """The device the topic names (not yet known to be registered)."""
     leaf: DeviceLeaf
     size: int
-    signed: bool
+    sign1_shaped: bool
     """Whether the payload is shaped as a ``COSE_Sign1`` envelope."""
 
     @property
     def oversize(self) -> bool:
-        return self.size > MAX_PAYLOAD[self.leaf]
+        return self.size > MAX_PAYLOAD_BYTES[self.leaf]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +127,7 @@ def claim(topic: str, payload: bytes) -> Claim | Reject | None:
         if topic.startswith(_PROBE_PREFIX):
             return None
         return Reject(RejectCode.BAD_TOPIC, f"message on {topic[:200]!r}")
-    if not payload or parsed.leaf not in MAX_PAYLOAD:
+    if not payload or parsed.leaf not in MAX_PAYLOAD_BYTES:
         return None
     return Claim(
         parsed.region, parsed.device_id, parsed.leaf, len(payload), payload[:2] == SIGN1_HEAD
@@ -154,7 +153,7 @@ def route(claim: Claim, device: D | None) -> Route[D] | Reject:
             f"message on region {claim.region}, device is registered in {device.region}",
             device=device.device_id,
         )
-    if not claim.signed:
+    if not claim.sign1_shaped:
         return Reject(
             RejectCode.MALFORMED,
             f"{claim.leaf} is not a COSE_Sign1 envelope",
@@ -204,17 +203,10 @@ def queue_key(topic: str) -> str:
     return parts[4] if len(parts) > 4 and parts[3] == "device" else ""
 
 
-def is_watched_trust_topic(topic: str) -> bool:
-    """Whether ``topic`` is a root, bundle, revocation or freshness topic."""
-    parts = topic.split("/")
-    return topics.is_retained_trust_topic(topic) or (
-        len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == topics.PREFIX and parts[3] == "fresh"
-    )
-
-
 def hub_device_leaf(topic: str) -> DeviceLeaf | None:
     """The leaf of a device topic only the hub publishes on (ack, challenge, attestation)."""
-    parts = topic.split("/")
-    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != topics.PREFIX or parts[3] != "device":
+    try:
+        leaf = topics.parse_device_topic(topic).leaf
+    except ValueError:
         return None
-    return next((leaf for leaf in HUB_DEVICE_LEAVES if leaf == parts[5]), None)
+    return leaf if leaf in HUB_DEVICE_LEAVES else None

@@ -14,9 +14,9 @@ import time
 from edge_agent.errors import EdgeGovError
 from edge_agent.protocol.attestation import verify_challenge, verify_result
 from edge_agent.protocol.shipping import verify_ack
-from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.protocol.topics import DeviceLeaf, is_trust_topic
 from edge_agent.support.mqtt import Incoming
-from hub.core.routing import hub_device_leaf, is_watched_trust_topic
+from hub.core.routing import hub_device_leaf
 from hub.service.context import ServiceContext, wall
 from hub.service.retained import MAX_REMEMBERED
 
@@ -39,7 +39,7 @@ class TrustTopics:
         if leaf is not None:
             self._note_device_leaf(message, leaf)
             return True
-        if not is_watched_trust_topic(message.topic):
+        if not is_trust_topic(message.topic):
             return False
         retained, broker = self._context.retained, self._context.broker
         if not message.payload or (
