@@ -705,16 +705,6 @@ class LineageStore:
             row = db.execute("SELECT min(seq) FROM entries WHERE time >= ?", (time,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def max_seq(self) -> int | None:
-        """The largest stored seq, whatever the recorded size says.
-
-        Raises:
-            LineageError: unreadable.
-        """
-        with self._reading("cannot read the lineage entries") as db:
-            row = db.execute("SELECT max(seq) FROM entries").fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
     def rebase(self, base: int, base_prev: bytes | None, *, drop_below: bool) -> None:
         """Move the log's base to ``base`` (a signed checkpoint's size), in one transaction.
 
