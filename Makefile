@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow soak check bench format package clean system-deps
+.PHONY: all demo test test-slow soak check bench bench-quick format package clean system-deps
 
 all: check test
 
@@ -72,6 +72,23 @@ bench: $(STAMP)
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/attest.py
 	$(BIN)/python bench/broker_memory.py
+	$(BIN)/python bench/idle.py
+	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py; \
+	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
+
+# Every benchmark's quick form, as a smoke run of the figures (a few minutes, not 5+): the
+# numbers are indicative only; compare full runs (make bench) on a quiet machine.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/decide.py --quick
+	$(BIN)/python bench/lineage.py --quick
+	$(BIN)/python bench/decision_socket.py --quick
+	$(BIN)/python bench/hub_ingest.py --quick
+	$(BIN)/python bench/fleet.py --quick
+	$(BIN)/python bench/attest.py --quick
+	$(BIN)/python bench/broker_memory.py --quick
+	$(BIN)/python bench/idle.py --quick
+	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py --quick; \
+	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
 
 # The self-contained agent (PyInstaller onedir in dist/edge-agent/) and
 # dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv

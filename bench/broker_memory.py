@@ -8,7 +8,7 @@
    client itself stays small. The child's resident set (VmRSS) and peak (VmHWM) are read
    from ``/proc`` before the attempt and after the broker has hung up (or taken it all).
 
-Usage: python bench/broker_memory.py [--megabytes 100]
+Usage: python bench/broker_memory.py [--quick] [--megabytes 100]  (``--quick``: 10 MB)
 """
 
 from __future__ import annotations
@@ -107,9 +107,11 @@ def publish_huge(port: int, megabytes: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="a 10 MB publish")
+    parser.add_argument("--megabytes", type=int, help="size of the publish (default 100)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.megabytes = args.megabytes or (10 if args.quick else 100)
     if args.serve:
         asyncio.run(serve())
         return

@@ -20,7 +20,10 @@ closed loop for S seconds (and the same on ``plain``), execs/s counted by the wo
 cross-checked against the enforcer's own event counter; the enforcer's final counters show
 whether the lineage kept up (nothing unlogged, nothing denied for a full queue).
 
-Usage: python bench/exec.py [--runs N] [--seconds S] [--workers W ...]
+``--quick`` is the smoke-sized form (``make bench-quick``): 200 rounds, 1 s per rate row, one
+worker count (1); explicit ``--runs``, ``--seconds`` or ``--workers`` still win.
+
+Usage: python bench/exec.py [--quick] [--runs N] [--seconds S] [--workers W ...]
 """
 
 # ruff: noqa: E402  (the path fix below must run before the project imports)
@@ -202,10 +205,16 @@ def _bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--quick", action="store_true", help="200 rounds, 1 s, 1 worker")
+    parser.add_argument("--runs", type=int, help="latency rounds (default 2000, quick 200)")
+    parser.add_argument("--seconds", type=float, help="seconds per rate row (default 5, quick 1)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", help="worker counts (default 1 2 4, quick 1)"
+    )
     args = parser.parse_args()
+    args.runs = args.runs or (200 if args.quick else 2000)
+    args.seconds = args.seconds or (1.0 if args.quick else 5.0)
+    args.workers = args.workers or ([1] if args.quick else [1, 2, 4])
     if os.geteuid() != 0:
         sys.exit("bench/exec.py needs root (fanotify permission events, mounts)")
     if os.environ.get(_IN_NAMESPACE) != "1":
