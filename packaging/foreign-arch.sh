@@ -78,7 +78,7 @@ enable_emulation() {
 # What the userland takes from the host at every run: the CA bundle (pip behind this machine's
 # TLS trust) and the resolver configuration.
 host_files() {
-    install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS$HOST_CA"
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS$HOST_CA"
     install -m 0644 /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 }
 

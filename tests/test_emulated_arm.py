@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.emulated]
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 120
-# Debian architecture -> (binfmt_misc handler, `uname -m` under it, firmware profile).
+# Debian architecture -> (binfmt_misc handler, `uname -m` under it, firmware profile). The
+# offline story only names the profile (init records it, the bundle targets it); no armv7l
+# profile ships yet, so armhf borrows the arm64 one's name.
 TARGETS = {
     "arm64": ("qemu-aarch64", "aarch64", "generic-arm64"),
     "armhf": ("qemu-arm", "armv7l", "generic-arm64"),
