@@ -23,9 +23,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 ARCH="${1:-}"
 PACKAGES=python3.11,libpython3.11,python3.11-venv,ca-certificates,binutils
-# armhf: PyPI has armv7l wheels for pydantic-core only, so PyNaCl, cbor2, cffi and PyInstaller
-# (its bootloader) compile inside the userland; PyNaCl links Debian's libsodium
-# (SODIUM_INSTALL=system) rather than building its bundled copy under emulation.
+# armhf: PyPI has armv7l wheels for pydantic-core only, so PyNaCl, cffi and PyInstaller (its
+# bootloader) compile inside the userland; PyNaCl links Debian's libsodium (SODIUM_INSTALL=system)
+# rather than building its bundled copy under emulation. cbor2 6 is Rust and needs crates.io,
+# which this machine cannot reach: the armhf build stops there (docs/deploy.md).
 case "$ARCH" in
 arm64) CPU=aarch64 BUILD_ENV="" ;;
 armhf)
