@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow soak check bench bench-quick format package clean system-deps
+.PHONY: all demo test test-slow test-arm soak check bench bench-quick format package clean system-deps
 
 all: check test
 
@@ -41,7 +41,7 @@ test: $(STAMP) $(ORACLE_STAMP)
 	$(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q
 
 test-slow: $(STAMP) $(ORACLE_STAMP)
-	$(ORACLE_ENV) $(BIN)/pytest -m "not soak" -q
+	$(ORACLE_ENV) $(BIN)/pytest -m "not soak and not emulated" -q
 
 # Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow:
 # about 80 minutes; figures in soak-results/. The fuzzer (atheris) is only needed here.
@@ -93,9 +93,23 @@ bench-quick: $(STAMP)
 # The self-contained agent (PyInstaller onedir in dist/edge-agent/) and
 # dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv
 # (build/venv: the runtime dependencies and the pinned PyInstaller) and rebuilds only when
-# something that goes into the build changed.
+# something that goes into the build changed. ARCH=arm64 or ARCH=armhf builds that architecture's
+# package under qemu-user emulation, in a Debian userland cached in build/foreign/<arch>/
+# (packaging/foreign-arch.sh; needs root and binfmt_misc).
+HOST_ARCH := $(shell dpkg --print-architecture)
+ARCH ?= $(HOST_ARCH)
 package: system-deps
+ifeq ($(ARCH),$(HOST_ARCH))
 	PYTHON=$(PYTHON) packaging/build.sh
+else
+	packaging/foreign-arch.sh $(ARCH)
+endif
+
+# The packaged ARM agents' stories under qemu-user emulation (the emulated marker; never in
+# make test or test-slow). Builds the arm64 package first when it is missing or stale.
+test-arm: $(STAMP)
+	$(MAKE) package ARCH=arm64
+	$(BIN)/pytest -m emulated -q -rs
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,8 @@
 #
 # Needs: a Python 3.11+ built with a shared libpython (Debian's python3.11 with python3.11-venv,
 # or pyenv's), strip (binutils) and dpkg-deb. The binary runs on glibc no older than this
-# machine's and on its CPU architecture only: build ARM64 packages on ARM64 (docs/deploy.md).
+# machine's and on its CPU architecture only: packaging/foreign-arch.sh runs this script inside an
+# arm64 or armhf Debian userland under emulation (`make package ARCH=arm64`, docs/deploy.md).
 # PYTHON selects the interpreter; FORCE=1 rebuilds regardless of the fingerprint.
 set -euo pipefail
 
@@ -78,21 +79,23 @@ require_tools() {
 main() {
     local start=$SECONDS want
     require_tools
+    # Only this architecture's package: dist/ also holds those built for others (foreign-arch.sh).
+    DEB_GLOB="dist/edge-agent_*_$(dpkg --print-architecture).deb"
     mkdir -p build dist
     setup_venv
     want="$(fingerprint)"
     if [[ "${FORCE:-0}" != 1 && -x "$BINARY" && -f "$FINGERPRINT" ]] &&
         [[ "$(cat "$FINGERPRINT")" == "$want" ]] &&
-        compgen -G "dist/edge-agent_*.deb" >/dev/null; then
+        compgen -G "$DEB_GLOB" >/dev/null; then
         echo "build: dist/edge-agent is up to date"
         return
     fi
-    rm -f "$FINGERPRINT" dist/edge-agent_*.deb
+    rm -f "$FINGERPRINT" $DEB_GLOB
     build_binary
     packaging/make-deb.sh
     echo "$want" >"$FINGERPRINT"
     echo "build: dist/edge-agent ($(du -sh dist/edge-agent | cut -f1)) and" \
-        "$(cd dist && ls edge-agent_*.deb) in $((SECONDS - start)) s"
+        "$(ls $DEB_GLOB) in $((SECONDS - start)) s"
 }
 
 main "$@"

@@ -80,7 +80,10 @@ def build() -> Build:
         check=False,
     )
     assert result.returncode == 0, f"packaging/build.sh failed:\n{result.stdout}{result.stderr}"
-    debs = sorted((ROOT / "dist").glob("edge-agent_*.deb"))
+    arch = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    debs = sorted((ROOT / "dist").glob(f"edge-agent_*_{arch}.deb"))
     assert len(debs) == 1, debs
     return Build(BINARY, debs[0])
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Build the self-contained edge agent for a foreign CPU architecture on this machine, under
+# qemu-user emulation: `packaging/foreign-arch.sh arm64` (or armhf) leaves
+# dist/edge-agent_<version>_<arch>.deb, the same package as the host's but for that CPU.
+#
+# Sets itself up from nothing and caches everything under build/foreign/<arch>/:
+#   - qemu-user-static, binfmt-support and debootstrap (apt-get, when missing);
+#   - binfmt_misc mounted and the qemu-<cpu> handler enabled with the F flag, so the kernel
+#     runs the target's binaries through the emulator even inside a chroot;
+#   - rootfs/: a minimal Debian userland of the target architecture, debootstrap'd from the
+#     Debian mirror for the host's own release (/etc/os-release), holding python3.11,
+#     libpython3.11 (PyInstaller needs the shared libpython), binutils and CA certificates;
+#   - rootfs/build/edgegov/: a copy of what goes into the build, where packaging/build.sh runs
+#     inside the userland exactly as on a native machine (its build venv and fingerprint stay
+#     there, so an unchanged tree is not rebuilt). pip inside it gets the host's CA bundle.
+# Wheels for the target come from the registry as for the host; nothing a wheel provides is
+# compiled. Needs root (debootstrap, chroot, mount); refuses with one line naming what is
+# missing when this machine cannot run the target's binaries. DEBIAN_MIRROR overrides the
+# mirror; FORCE=1 rebuilds regardless of the fingerprint.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+ARCH="${1:-}"
+PACKAGES=python3.11,libpython3.11,python3.11-venv,ca-certificates,binutils
+# armhf: PyPI has armv7l wheels for pydantic-core only, so PyNaCl, cffi and PyInstaller (its
+# bootloader) compile inside the userland; PyNaCl links Debian's libsodium (SODIUM_INSTALL=system)
+# rather than building its bundled copy under emulation. cbor2 6 is Rust and needs crates.io,
+# which this machine cannot reach: the armhf build stops there (docs/deploy.md).
+case "$ARCH" in
+arm64) CPU=aarch64 BUILD_ENV="" ;;
+armhf)
+    CPU=arm BUILD_ENV="SODIUM_INSTALL=system"
+    PACKAGES+=,build-essential,python3.11-dev,libffi-dev,libsodium-dev,zlib1g-dev
+    ;;
+*)
+    echo "foreign-arch: usage: packaging/foreign-arch.sh arm64|armhf" >&2
+    exit 2
+    ;;
+esac
+RELEASE="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+CACHE="$ROOT/build/foreign/$ARCH"
+ROOTFS="$CACHE/rootfs"
+WORK=/build/edgegov
+HOST_CA=/etc/ssl/certs/host-ca-certificates.crt
+# What packaging/build.sh fingerprints: everything that goes into the binary and the .deb.
+SOURCES=(edge_agent packaging systemd firmware_profiles docs/deploy.md pyproject.toml)
+
+refuse() {
+    echo "foreign-arch: $*" >&2
+    exit 1
+}
+
+install_tools() {
+    local package missing=()
+    for package in qemu-user-static binfmt-support debootstrap; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+            missing+=("$package")
+    done
+    ((${#missing[@]})) || return 0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+        refuse "cannot install ${missing[*]} with apt-get"
+}
+
+enable_emulation() {
+    local handler=/proc/sys/fs/binfmt_misc/qemu-$CPU
+    if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+            refuse "binfmt_misc is not available (mount -t binfmt_misc failed):" \
+                "$ARCH binaries cannot run on this machine"
+    fi
+    [[ -e "$handler" ]] || update-binfmts --enable "qemu-$CPU" >/dev/null 2>&1 || true
+    grep -qx enabled "$handler" 2>/dev/null && grep -q '^flags: .*F' "$handler" ||
+        refuse "no enabled qemu-$CPU binfmt_misc handler with the F flag" \
+            "(update-binfmts --enable qemu-$CPU): $ARCH binaries cannot run on this machine"
+}
+
+# What the userland takes from the host at every run: the CA bundle (pip behind this machine's
+# TLS trust) and the resolver configuration.
+host_files() {
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS$HOST_CA"
+    install -m 0644 /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+}
+
+# A command string run as root inside the userland: in a private mount namespace (its /dev and
+# /proc go away with it), with a clean environment and pip trusting the host's CA bundle.
+in_userland() {
+    unshare --mount --propagation private sh -c '
+        set -e
+        mount --rbind /dev "$1/dev"
+        mount -t proc proc "$1/proc"
+        exec chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+            DEBIAN_FRONTEND=noninteractive PIP_CERT="$2" PIP_DEFAULT_TIMEOUT=180 bash -c "$3"' \
+        sh "$ROOTFS" "$HOST_CA" "$1"
+}
+
+# debootstrap lays a bare minbase (its resolver ignores Provides:, so python3.11-venv's
+# dependency on python3.11-distutils would leave it unconfigured); apt inside the userland
+# then installs the packages the build needs.
+setup_rootfs() {
+    local want have=""
+    want="$(echo "$RELEASE $MIRROR $PACKAGES" | sha256sum | cut -d' ' -f1)"
+    [[ -f "$CACHE/rootfs.stamp" ]] && have="$(cat "$CACHE/rootfs.stamp")"
+    [[ "$want" == "$have" && -x "$ROOTFS/usr/bin/python3.11" ]] && return
+    rm -rf "$ROOTFS" "$CACHE/rootfs.stamp"
+    mkdir -p "$CACHE"
+    echo "foreign-arch: debootstrap $RELEASE $ARCH into $ROOTFS (once; several minutes)"
+    debootstrap --arch="$ARCH" --variant=minbase "$RELEASE" "$ROOTFS" "$MIRROR" \
+        >"$CACHE/debootstrap.log" 2>&1 ||
+        refuse "debootstrap of $RELEASE $ARCH failed; see $CACHE/debootstrap.log"
+    host_files
+    in_userland "apt-get update -qq && apt-get install -y -qq --no-install-recommends ${PACKAGES//,/ }" \
+        >"$CACHE/apt.log" 2>&1 ||
+        refuse "installing ${PACKAGES//,/ } in the $ARCH userland failed; see $CACHE/apt.log"
+    echo "$want" >"$CACHE/rootfs.stamp"
+}
+
+sync_sources() {
+    local source
+    mkdir -p "$ROOTFS$WORK"
+    for source in "${SOURCES[@]}"; do
+        rm -rf "${ROOTFS:?}$WORK/$source"
+    done
+    tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "${SOURCES[@]}" |
+        tar -C "$ROOTFS$WORK" -xf -
+}
+
+main() {
+    local start=$SECONDS deb
+    [[ $EUID == 0 ]] || refuse "building for $ARCH needs root (debootstrap, chroot, binfmt_misc)"
+    install_tools
+    enable_emulation
+    setup_rootfs
+    host_files
+    in_userland "python3.11 -c 'import ssl, venv'" ||
+        refuse "the $ARCH userland in $ROOTFS does not run under emulation"
+    sync_sources
+    in_userland "cd $WORK && FORCE=${FORCE:-0} $BUILD_ENV PYTHON=/usr/bin/python3.11 packaging/build.sh"
+    deb="$(cd "$ROOTFS$WORK/dist" && ls edge-agent_*_"$ARCH".deb)"
+    mkdir -p dist
+    rm -f dist/edge-agent_*_"$ARCH".deb
+    cp "$ROOTFS$WORK/dist/$deb" "dist/$deb"
+    echo "foreign-arch: dist/$deb in $((SECONDS - start)) s (emulated $ARCH build)"
+}
+
+main "$@"
