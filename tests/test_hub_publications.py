@@ -6,10 +6,18 @@ import hashlib
 
 import pytest
 
-from edge_agent.protocol import topics
+from edge_agent.protocol import cose, dcbor, topics
+from edge_agent.protocol._device_scoped import device_aad
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES
 from edge_agent.protocol.freshness import FreshnessToken, verify_freshness
 from edge_agent.protocol.roles import Role
-from edge_agent.protocol.shipping import Ack, verify_ack
+from edge_agent.protocol.shipping import (
+    ACK_CONTENT_TYPE,
+    Ack,
+    ShippingError,
+    sign_ack,
+    verify_ack,
+)
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
 from hub.core.publications import (
     Publication,
@@ -24,6 +32,10 @@ from hub.registry.records import IssuedRevocation, PublishedBundle
 from tests.factory import NOW, HubSim
 
 HUB = HubSim()
+COSIGNED_NOTE = (
+    "edgegov/gw-001/1\n7\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n"
+    "\u2014 edgegov/gw-001/1 c2lnbmF0dXJl\n\u2014 edgegov/v1/witness d2l0bmVzcw==\n"
+)
 DATA = HUB.bundle(3)
 BUNDLE = PublishedBundle(
     "eu-1", "group/line-a", 3, hashlib.sha256(DATA).digest(), DATA, NOW + 86400, None, NOW
@@ -89,3 +101,47 @@ def test_an_ack_is_signed_and_retained_on_the_devices_ack_topic() -> None:
     assert publication.retain
     ack = verify_ack(publication.payload, root=HUB.root(), device="gw-001")
     assert ack == Ack("gw-001", 7, root, NOW)
+
+
+@pytest.mark.parametrize("checkpoint", [None, COSIGNED_NOTE, "n" * MAX_NOTE_BYTES])
+def test_an_ack_round_trips_with_or_without_its_cosigned_checkpoint(
+    checkpoint: str | None,
+) -> None:
+    key = HUB.online_keys[Role.FRESHNESS][0]
+    root = hashlib.sha256(b"tree").digest()
+    publication = ack_publication(
+        region="eu-1", device="gw-001", acked=7, root=root, key=key, now=NOW, checkpoint=checkpoint
+    )
+    ack = verify_ack(publication.payload, root=HUB.root(), device="gw-001")
+    assert ack == Ack("gw-001", 7, root, NOW, checkpoint)
+
+
+def test_the_hub_refuses_to_sign_an_ack_with_an_oversize_checkpoint() -> None:
+    ack = Ack("gw-001", 7, bytes(32), NOW, "n" * (MAX_NOTE_BYTES + 1))
+    with pytest.raises(ValueError, match="at most"):
+        sign_ack(ack, key=HUB.online_keys[Role.FRESHNESS][0])
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["n" * (MAX_NOTE_BYTES + 1), "é" * (MAX_NOTE_BYTES // 2 + 1), b"note", 7, None],
+    ids=["oversize", "oversize-utf8", "bytes", "integer", "null"],
+)
+def test_an_ack_whose_checkpoint_is_oversize_or_not_text_is_refused(checkpoint: object) -> None:
+    payload = dcbor.encode(
+        {
+            "device": "gw-001",
+            "acked": 7,
+            "root": bytes(32),
+            "hub_time": NOW,
+            "checkpoint": checkpoint,
+        }
+    )
+    data = cose.sign1(
+        payload,
+        key=HUB.online_keys[Role.FRESHNESS][0],
+        content_type=ACK_CONTENT_TYPE,
+        external_aad=device_aad(Role.FRESHNESS, "ack", "gw-001"),
+    )
+    with pytest.raises(ShippingError, match="checkpoint"):
+        verify_ack(data, root=HUB.root(), device="gw-001")

@@ -10,14 +10,19 @@ device's::
     ack (hub freshness key):
       {"device": tstr, "acked": uint,      ; entries 0 .. acked-1 are stored and verified
        "root": bstr .size 32,              ; the tree root at size ``acked`` the hub recomputed
-       "hub_time": uint}
+       "hub_time": uint,
+       ? "checkpoint": tstr}   ; the device's note at size ``acked`` with the hub's
+                               ; cosignature/v1 line; absent when the hub holds none there
     status (device key):
       {"device": tstr, "time": uint, "online": bool, "bundle_version": uint / null,
        "expires_at": uint / null, "gate": tstr, "lineage_size": uint, "acked": uint}
 
-The ack is the hub's cosignature of the device's checkpoint: it states, signed, the tree
-root it verified at that size (DESIGN.md section 4, the hub as witness). The status is
-informational only; nothing decides on it.
+The ack states, signed, the tree root the hub verified at that size, and carries the
+device's checkpoint note there cosigned by the hub's witness key (DESIGN.md section 4, the
+hub as witness; docs/receipts.md): the device keeps that note so its own receipts carry the
+witness's cosignature. The ack only carries the note; whoever relies on the cosignature
+checks it (the note is bounded here, not verified). The status is informational only;
+nothing decides on it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._device_scoped import device_aad, open_sign1, same_device
 from edge_agent.protocol._schema import Fields
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
@@ -59,7 +65,9 @@ STATUS_CONTENT_TYPE = "application/edgegov-status+cbor"
 MAX_BATCH_ENTRIES = 512
 MAX_BATCH_BYTES = 1024 * 1024
 """A batch of 512 typical entries (about 300 bytes each) is about 160 KiB; 1 MiB bounds it."""
-MAX_ACK_BYTES = 1024
+MAX_ACK_BYTES = 1024 + MAX_NOTE_BYTES
+"""The ack's fixed fields fit in 1 KiB with room to spare; its optional checkpoint note is at
+most :data:`MAX_NOTE_BYTES` of UTF-8."""
 MAX_STATUS_BYTES = 2048
 _ROOT_BYTES = 32
 
@@ -84,6 +92,8 @@ class Ack:
     acked: int
     root: bytes
     hub_time: int
+    checkpoint: str | None = None
+    """The cosigned checkpoint note at size ``acked``, when the hub holds one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +171,22 @@ def verify_batch(data: bytes, *, device: str, key: PublicKey) -> LineageBatch:
 
 
 def sign_ack(ack: Ack, *, key: PrivateKey) -> bytes:
-    """The hub-signed ``COSE_Sign1`` of ``ack`` (freshness role key)."""
-    payload = dcbor.encode(
-        {"device": ack.device, "acked": ack.acked, "root": ack.root, "hub_time": ack.hub_time}
-    )
+    """The hub-signed ``COSE_Sign1`` of ``ack`` (freshness role key).
+
+    Raises:
+        ValueError: the checkpoint note is over :data:`MAX_NOTE_BYTES`.
+    """
+    fields: dict[str, object] = {
+        "device": ack.device,
+        "acked": ack.acked,
+        "root": ack.root,
+        "hub_time": ack.hub_time,
+    }
+    if ack.checkpoint is not None:
+        if len(ack.checkpoint.encode("utf-8")) > MAX_NOTE_BYTES:
+            raise ValueError(f"an ack's checkpoint note is at most {MAX_NOTE_BYTES} bytes")
+        fields["checkpoint"] = ack.checkpoint
+    payload = dcbor.encode(fields)
     return cose.sign1(
         payload,
         key=key,
@@ -178,8 +200,9 @@ def verify_ack(data: bytes, *, root: TrustRoot, device: str) -> Ack:
     """Verify an ack for ``device`` signed by a freshness key of ``root``.
 
     Raises:
-        ShippingError: too large, not signed by a freshness key, malformed, or for another
-            device.
+        ShippingError: too large, not signed by a freshness key, malformed (a checkpoint
+            that is not text of at most :data:`MAX_NOTE_BYTES` bytes included), or for
+            another device.
     """
     value = open_sign1(
         data,
@@ -191,14 +214,28 @@ def verify_ack(data: bytes, *, root: TrustRoot, device: str) -> Ack:
         error=ShippingError,
     )
     fields = Fields(
-        value, "ack", ShippingError, required=frozenset({"device", "acked", "root", "hub_time"})
+        value,
+        "ack",
+        ShippingError,
+        required=frozenset({"device", "acked", "root", "hub_time"}),
+        optional=frozenset({"checkpoint"}),
     )
     return Ack(
         same_device(fields, device, ShippingError),
         fields.integer("acked"),
         fields.byte_string("root", length=_ROOT_BYTES),
         fields.integer("hub_time"),
+        _ack_checkpoint(fields),
     )
+
+
+def _ack_checkpoint(fields: Fields) -> str | None:
+    if not fields.has("checkpoint"):
+        return None
+    note = fields.raw("checkpoint")
+    if not isinstance(note, str) or len(note.encode("utf-8")) > MAX_NOTE_BYTES:
+        raise ShippingError(f"ack checkpoint must be a note of at most {MAX_NOTE_BYTES} bytes")
+    return note
 
 
 def sign_status(status: DeviceStatus, key: PrivateKey) -> bytes:

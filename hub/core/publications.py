@@ -73,10 +73,18 @@ def root_publications(roots: Sequence[TrustRoot], regions: Iterable[str]) -> lis
 
 
 def ack_publication(
-    *, region: str, device: str, acked: int, root: bytes, key: PrivateKey, now: int
+    *,
+    region: str,
+    device: str,
+    acked: int,
+    root: bytes,
+    key: PrivateKey,
+    now: int,
+    checkpoint: str | None = None,
 ) -> Publication:
-    """The signed, retained ack of ``device``'s log at size ``acked`` with tree ``root``."""
-    payload = sign_ack(Ack(device, acked, root, now), key=key)
+    """The signed, retained ack of ``device``'s log at size ``acked`` with tree ``root``,
+    carrying ``checkpoint``, the cosigned note the hub holds at that size, when there is one."""
+    payload = sign_ack(Ack(device, acked, root, now, checkpoint), key=key)
     return Publication(topics.device_topic(region, device, DeviceLeaf.ACK), payload)
 
 
