@@ -27,7 +27,12 @@ it corrupt: it never goes on deciding into a file that is not the log.
 Shipping to the hub: :meth:`LineageLog.unacknowledged` hands out the entries after the
 acknowledgement watermark, :meth:`LineageLog.checkpoint_note` the signed checkpoint a batch
 ends at, and :meth:`LineageLog.acknowledge` moves the watermark up once the hub has stored
-and verified them. Nothing the hub has not acknowledged is ever pruned by retention
+and verified them. An ack may carry the hub witness's cosignature of the device's checkpoint
+at the acknowledged size: :meth:`LineageLog.keep_cosigned` verifies it and keeps the
+cosigned note in place of the device's own there (the same checkpoint, one more signature
+line, which checkpoint verification ignores), and :meth:`LineageLog.prove` proves an entry
+against the smallest cosigned checkpoint holding it, so the device's receipts carry the
+witness's cosignature. Nothing the hub has not acknowledged is ever pruned by retention
 (:meth:`LineageLog.apply_retention`), and pruning always cuts at a signed checkpoint, so what
 stays verifies on its own.
 """
@@ -38,6 +43,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +60,17 @@ from edge_agent.lineage.store import (
     StoredCheckpoint,
 )
 from edge_agent.lineage.writer import AsyncGroupCommitWriter, GroupCommitWriter
-from edge_agent.protocol.checkpoint import Checkpoint, origin_for, sign_checkpoint
-from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.checkpoint import (
+    Checkpoint,
+    origin_for,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from edge_agent.protocol.cosignature import WITNESS_KEY_NAME, Cosignature, verify_cosignature
+from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, Entry, Kind, draft_of
 from edge_agent.protocol.lineage_export import InclusionProof
-from edge_agent.protocol.merkle import Frontier, inclusion_proof, leaf_hash
+from edge_agent.protocol.merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
 from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.trust.gate import Decision, lineage_unavailable
 
@@ -86,6 +98,10 @@ MAX_UNACKNOWLEDGED_BATCH = 4096
 
 TAMPERED = "lineage_tampered"
 """Reason of the ``segment_start`` entry opening the new log after a break was found."""
+
+_WITNESS_LINE = f"\N{EM DASH} {WITNESS_KEY_NAME} "
+"""How a witness's cosignature line starts in a note: the prefilter when searching stored
+checkpoints for a cosigned one (each found is then verified)."""
 
 PRUNE_STEP_ENTRIES = 10_000
 """Entries deleted per pruning transaction (at least one checkpoint interval): deciders
@@ -654,9 +670,11 @@ class LineageLog:
             )
         return Frontier.load(size, store.get_node).root()
 
-    def prove(self, seq: int, now: int) -> InclusionProof:
-        """Entry ``seq``, its inclusion proof and the latest signed checkpoint it is in
-        (signing one at the current size when none covers it yet).
+    def prove(self, seq: int, now: int, *, witnesses: Collection[PublicKey] = ()) -> InclusionProof:
+        """Entry ``seq``, its inclusion proof and the checkpoint it is proven against: the
+        smallest stored checkpoint covering it that is cosigned by one of ``witnesses``
+        when there is one (see :meth:`cosigned_covering`), else the latest signed
+        checkpoint covering it (signing one at the current size when none covers it yet).
 
         Raises:
             LineageError: ``seq`` is not in the stored log, or the log cannot be read.
@@ -667,12 +685,97 @@ class LineageLog:
             raise LineageError(
                 f"entry {seq} is not in the log (it holds entries {tip.base} to {tip.size - 1})"
             )
-        checkpoint = store.latest_checkpoint()
+        checkpoint = self.cosigned_covering(seq, witnesses) if witnesses else None
+        if checkpoint is None:
+            checkpoint = store.latest_checkpoint()
         if checkpoint is None or checkpoint.size <= seq:
             checkpoint = self._checkpoint_at(tip.size, now)
         data = store.entry(seq)
         proof = inclusion_proof(seq, checkpoint.size, store.get_node)
         return InclusionProof(seq, data, checkpoint.size, proof, checkpoint.note)
+
+    def cosigned_covering(
+        self, seq: int, witnesses: Collection[PublicKey]
+    ) -> StoredCheckpoint | None:
+        """The smallest stored checkpoint holding entry ``seq`` with a valid cosignature by
+        one of ``witnesses``, or ``None``. A note whose cosignature no longer verifies (its
+        witness key rotated away) is passed over, not an error.
+
+        Raises:
+            LineageError: the log cannot be read.
+        """
+        store = self._require_store()
+        for stored in store.checkpoints_holding(seq + 1, _WITNESS_LINE):
+            try:
+                verify_cosignature(stored.note, witnesses)
+            except LineageError:
+                continue
+            return stored
+        return None
+
+    def keep_cosigned(
+        self, note: str, *, size: int, root: bytes, witnesses: Collection[PublicKey], now: int
+    ) -> Cosignature:
+        """Keep ``note``, this device's checkpoint at ``size`` cosigned by the hub's witness
+        (it came with the hub's ack), in place of the device's own note there, or as the
+        checkpoint there when none is stored: receipts proven against it then carry the
+        witness's cosignature. Return the cosignature.
+
+        Steps: 1. the note is signed by the device key under this log's origin; 2. it is at
+        ``size`` and signs ``root`` (the root the ack states); 3. that is this log's own
+        root at ``size``; 4. it holds a valid cosignature by one of ``witnesses`` (the
+        verifier-role keys of the current trust root); 5. it replaces the stored note at
+        ``size``, in one transaction. Nothing is stored when a step fails, and the note is
+        never used to judge the log itself: every note stored stays a device-signed
+        checkpoint of the tree held at its size, which ``verify`` checks as before.
+
+        Raises:
+            LineageError: a step failed (the message says which), the log is unavailable,
+                or the write failed.
+        """
+        store = self._require_usable()
+        checkpoint = verify_checkpoint(note, self._require_key().public, self.origin)
+        if checkpoint.size != size:
+            raise LineageError(
+                f"the cosigned checkpoint is at size {checkpoint.size}, not at the "
+                f"acknowledged size {size}"
+            )
+        if checkpoint.root != root:
+            raise LineageError(
+                f"the cosigned checkpoint at size {size} does not sign the root the hub "
+                "acknowledged"
+            )
+        if self.root_at(size) != root:
+            raise LineageError(
+                f"the cosigned checkpoint at size {size} does not sign this log's root there"
+            )
+        cosignature = verify_cosignature(note, witnesses)
+        store.replace_checkpoint(size, note, now)
+        self._advance_head(size, root)
+        return cosignature
+
+    def consistency(self, old: int, new: int) -> tuple[bytes, ...]:
+        """The RFC 9162 consistency proof from the tree of ``old`` entries to that of
+        ``new``, from stored nodes.
+
+        Raises:
+            LineageError: not ``0 < old <= new``, ``old`` before the log's base (pruned),
+                ``new`` beyond its end, or a stored node is missing.
+        """
+        store = self._require_store()
+        tip = store.tip()
+        if not 0 < old <= new:
+            raise LineageError(
+                f"no consistency proof from size {old} to size {new}: the old size must be "
+                "at least 1 and at most the new one"
+            )
+        if new > tip.size:
+            raise LineageError(f"the log holds {tip.size} entries, fewer than size {new}")
+        if old < tip.base:
+            raise LineageError(
+                f"entries before {tip.base} were pruned: no consistency proof from size {old}"
+            )
+        return consistency_proof(old, new, store.get_node)
 
     # --- checkpoints and shipping ----------------------------------------------------------
 

@@ -85,6 +85,8 @@ _INSERT_CHUNKS = (256, 64, 16, 4, 1)
 """Rows per multi-row INSERT: a batch is written in a few statements (each one SQLite call,
 so one release of the GIL), not one per row; the fixed sizes keep the statement cache warm."""
 _NO_LIMIT = 2**63 - 1
+_CHECKPOINT_PAGE = 64
+"""Checkpoints read per page when searching them (the first usually serves)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -592,6 +594,52 @@ class LineageStore:
             note = sign(size, Frontier.load(size, self.get_node).root())
             self._insert_checkpoint(db, size, now, note)
         return StoredCheckpoint(size, now, note)
+
+    def replace_checkpoint(self, size: int, note: str, now: int) -> StoredCheckpoint:
+        """Store ``note`` as the checkpoint at ``size``, in place of the note stored there
+        (keeping the time that one was signed), or as a new checkpoint at ``now``.
+
+        The caller has verified ``note`` (a checkpoint of this log at ``size`` with a
+        cosignature added): what is stored at a size is always a note signing the tree
+        the log holds there.
+
+        Raises:
+            LineageError: ``size`` is 0 or outside the stored log, or the write failed;
+                nothing changed.
+        """
+        with self._write("cannot write a lineage checkpoint") as db:
+            tip = self.tip()
+            if size == 0 or not tip.base <= size <= tip.size:
+                raise LineageError(
+                    f"no checkpoint can be stored at size {size}: the log holds entries "
+                    f"{tip.base} to {tip.size - 1}"
+                )
+            row = db.execute("SELECT time FROM checkpoints WHERE size = ?", (size,)).fetchone()
+            signed = now if row is None else int(row[0])
+            self._insert_checkpoint(db, size, signed, note)
+        return StoredCheckpoint(size, signed, note)
+
+    def checkpoints_holding(self, min_size: int, text: str) -> Iterator[StoredCheckpoint]:
+        """Stored checkpoints of at least ``min_size`` whose note holds ``text``, smallest
+        first, streamed in pages (a prefilter, e.g. a witness's signature-line prefix: the
+        caller still verifies what it finds).
+
+        Raises:
+            LineageError: unreadable.
+        """
+        position = min_size
+        while True:
+            with self._reading("cannot read the lineage checkpoints") as db:
+                rows = db.execute(
+                    "SELECT size, time, note FROM checkpoints WHERE size >= ? "
+                    "AND instr(note, ?) > 0 ORDER BY size LIMIT ?",
+                    (position, text, _CHECKPOINT_PAGE),
+                ).fetchall()
+            for size, time, note in rows:
+                yield StoredCheckpoint(int(size), int(time), str(note))
+            if len(rows) < _CHECKPOINT_PAGE:
+                return
+            position = int(rows[-1][0]) + 1
 
     def checkpoints(self, min_size: int = 0) -> list[StoredCheckpoint]:
         """Stored checkpoints of at least ``min_size``, smallest first.

@@ -9,7 +9,9 @@ What it does, in one session per broker connection:
    bundles, revocations, freshness tokens, acks — each refused object logged as a rejection
    and changing nothing;
 4. ship unacknowledged lineage in signed batches, one in flight, resent until the hub's
-   signed ack (stored *and* verified) arrives; acks move the lineage watermark;
+   signed ack (stored *and* verified) arrives; acks move the lineage watermark, and the
+   hub witness's cosigned checkpoint an ack carries is verified and kept (one that fails a
+   check is logged and ignored), so the device's own receipts carry the cosignature;
 5. with a firmware profile (an :class:`~edge_agent.attest.config.Attestor`): re-measure on
    the profile's interval (a mismatch turns the gate to ``attestation_failed`` within one
    interval, is logged as a trust transition and reported in the next status), answer each
@@ -35,9 +37,12 @@ from dataclasses import replace
 from edge_agent.agent import LocalAgent
 from edge_agent.attest.config import Attestor
 from edge_agent.errors import EdgeGovError, LineageError, RootError, StateError, TransportError
+from edge_agent.lineage.log import LineageLog
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import with_quote
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.shipping import (
+    Ack,
     DeviceStatus,
     LineageBatch,
     ShippingError,
@@ -405,6 +410,7 @@ class AgentDaemon:
         if lineage is None:
             return
         if ack.acked <= lineage.acknowledged:
+            self._keep_cosigned(lineage, ack)
             self._acked.set()
             return
         if ack.acked > lineage.size:
@@ -418,7 +424,39 @@ class AgentDaemon:
             )
         lineage.acknowledge(ack.acked)
         logger.debug("hub acknowledged lineage up to %d", ack.acked)
+        self._keep_cosigned(lineage, ack)
         self._acked.set()
+
+    def _keep_cosigned(self, lineage: LineageLog, ack: Ack) -> None:
+        """Keep the hub witness's cosigned checkpoint ``ack`` carries (see
+        :meth:`LineageLog.keep_cosigned`), verified against the witness keys of the current
+        trust root (its verifier role). One that fails a check is logged and ignored: the
+        ack's watermark has been handled already, and the log keeps the device's own note.
+        """
+        if ack.checkpoint is None:
+            return
+        witnesses = self.agent.state.root.role(Role.VERIFIER).keys.values()
+        try:
+            cosignature = lineage.keep_cosigned(
+                ack.checkpoint,
+                size=ack.acked,
+                root=ack.root,
+                witnesses=tuple(witnesses),
+                now=self.wall(),
+            )
+        except LineageError as exc:
+            logger.warning(
+                "cosigned checkpoint at size %d from the hub ignored (%s): %s",
+                ack.acked,
+                exc.code,
+                exc,
+            )
+            return
+        logger.info(
+            "lineage checkpoint at size %d cosigned by the hub witness at %d kept",
+            ack.acked,
+            cosignature.time,
+        )
 
     def _remember_applied(self, topic: str, digest: bytes) -> None:
         self._applied[topic] = digest
