@@ -34,16 +34,20 @@ from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE
 
 __all__ = [
+    "KEY_ID_BYTES",
     "MAX_NOTE_BYTES",
     "MAX_NOTE_SIGNATURES",
     "Checkpoint",
+    "NoteSignature",
     "format_checkpoint_body",
     "note_key_id",
     "open_note",
     "origin_for",
     "parse_checkpoint_body",
+    "require_key_name",
     "sign_checkpoint",
     "sign_note",
+    "split_note",
     "verify_checkpoint",
 ]
 
@@ -55,8 +59,9 @@ MAX_NOTE_SIGNATURES = 16
 """Signature lines accepted on one note; the signed-note spec requires accepting 16."""
 
 _SIGNATURE_PREFIX = "\N{EM DASH} "
-_ED25519_TYPE = b"\x01"
-_KEY_ID_BYTES = 4
+_ED25519_TYPE = 0x01
+KEY_ID_BYTES = 4
+"""Length of a signed-note key ID, the first bytes of every signature line's blob."""
 _ORIGIN_PREFIX = "edgegov/v1/device/"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -83,6 +88,25 @@ class Checkpoint:
             raise ValueError("a checkpoint root is a 32-byte SHA-256 hash")
         if not all(_is_line(line) for line in self.extensions):
             raise ValueError("a checkpoint extension is one non-empty line of printable text")
+
+
+@dataclass(frozen=True, slots=True)
+class NoteSignature:
+    """One parsed signature line of a signed note: ``— <name> base64(key_id || signature)``.
+
+    ``signature`` is the blob after the key ID, uninterpreted (an Ed25519 signature for a
+    note signature, a timestamped one for a cosignature).
+    """
+
+    name: str
+    key_id: bytes
+    signature: bytes
+
+    @property
+    def line(self) -> str:
+        """The signature line as written in the note, without its newline."""
+        blob = base64.b64encode(self.key_id + self.signature).decode("ascii")
+        return f"{_SIGNATURE_PREFIX}{self.name} {blob}"
 
 
 def origin_for(device_id: str, key_epoch: int) -> str:
@@ -146,10 +170,14 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
         raise LineageError(f"malformed checkpoint: {exc}") from exc
 
 
-def note_key_id(key_name: str, public_key: PublicKey) -> bytes:
-    """The 4-byte signed-note key ID of an Ed25519 key under ``key_name``."""
-    material = key_name.encode("utf-8") + b"\n" + _ED25519_TYPE + public_key.raw
-    return hashlib.sha256(material).digest()[:_KEY_ID_BYTES]
+def note_key_id(key_name: str, public_key: PublicKey, signature_type: int = _ED25519_TYPE) -> bytes:
+    """The 4-byte signed-note key ID of an Ed25519 key under ``key_name``.
+
+    ``signature_type`` is the signed-note signature type byte: 0x01 for an Ed25519 note
+    signature, 0x04 for a C2SP cosignature/v1 by the same kind of key.
+    """
+    material = key_name.encode("utf-8") + b"\n" + bytes([signature_type]) + public_key.raw
+    return hashlib.sha256(material).digest()[:KEY_ID_BYTES]
 
 
 def sign_note(text: str, key: PrivateKey, key_name: str) -> str:
@@ -159,7 +187,7 @@ def sign_note(text: str, key: PrivateKey, key_name: str) -> str:
         ValueError: ``text`` does not end in a newline or holds control characters, the key
             name is not a valid note key name, or the note would exceed MAX_NOTE_BYTES.
     """
-    _require_key_name(key_name)
+    require_key_name(key_name)
     if not text.endswith("\n") or _CONTROL.search(text):
         raise ValueError("note text ends in a newline and holds no other control characters")
     message = text.encode("utf-8")
@@ -182,7 +210,30 @@ def open_note(note: str | bytes, public_key: PublicKey, key_name: str) -> str:
         LineageError: oversize or malformed note, a bad signature by the known key, or no
             signature by it at all.
     """
-    _require_key_name(key_name)
+    require_key_name(key_name)
+    text, signatures = split_note(note)
+    key_id = note_key_id(key_name, public_key)
+    verified = 0
+    for line in signatures:
+        if line.name != key_name or line.key_id != key_id:
+            continue
+        if not public_key.verify(text, line.signature):
+            raise LineageError(f"invalid signature for key {key_name}+{key_id.hex()}")
+        verified += 1
+    if not verified:
+        raise LineageError(f"signed note has no signature by key {key_name}+{key_id.hex()}")
+    return text.decode("utf-8")
+
+
+def split_note(note: str | bytes) -> tuple[bytes, list[NoteSignature]]:
+    """Split a signed note into its text (the signed bytes) and its parsed signature lines.
+
+    Checks the size cap, UTF-8 without control characters, the blank line before the
+    signatures, at most :data:`MAX_NOTE_SIGNATURES` well-formed lines; verifies nothing.
+
+    Raises:
+        LineageError: oversize or malformed note.
+    """
     message = _note_bytes(note)
     split = message.rfind(b"\n\n")
     if split < 0:
@@ -190,17 +241,7 @@ def open_note(note: str | bytes, public_key: PublicKey, key_name: str) -> str:
     text, block = message[: split + 1], message[split + 2 :]
     if not block.endswith(b"\n"):
         raise LineageError("signed note does not end with a signature line and a newline")
-    key_id = note_key_id(key_name, public_key)
-    verified = 0
-    for name, signed in _signature_lines(block.decode("utf-8")):
-        if name != key_name or signed[:_KEY_ID_BYTES] != key_id:
-            continue
-        if not public_key.verify(text, signed[_KEY_ID_BYTES:]):
-            raise LineageError(f"invalid signature for key {key_name}+{key_id.hex()}")
-        verified += 1
-    if not verified:
-        raise LineageError(f"signed note has no signature by key {key_name}+{key_id.hex()}")
-    return text.decode("utf-8")
+    return text, _signature_lines(block.decode("utf-8"))
 
 
 def sign_checkpoint(checkpoint: Checkpoint, key: PrivateKey, key_name: str) -> str:
@@ -249,7 +290,7 @@ def _note_bytes(note: str | bytes) -> bytes:
     return message
 
 
-def _signature_lines(block: str) -> list[tuple[str, bytes]]:
+def _signature_lines(block: str) -> list[NoteSignature]:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_NOTE_SIGNATURES:
         raise LineageError(f"signed note has more than {MAX_NOTE_SIGNATURES} signatures")
@@ -261,10 +302,10 @@ def _signature_lines(block: str) -> list[tuple[str, bytes]]:
             not line.startswith(_SIGNATURE_PREFIX)
             or not _is_key_name(name)
             or signed is None
-            or len(signed) <= _KEY_ID_BYTES
+            or len(signed) <= KEY_ID_BYTES
         ):
             raise LineageError(f"malformed signature line {line[:80]!r}")
-        parsed.append((name, signed))
+        parsed.append(NoteSignature(name, signed[:KEY_ID_BYTES], signed[KEY_ID_BYTES:]))
     return parsed
 
 
@@ -282,7 +323,8 @@ def _is_key_name(name: str) -> bool:
     return bool(name) and "+" not in name and not any(c.isspace() for c in name)
 
 
-def _require_key_name(key_name: str) -> None:
+def require_key_name(key_name: str) -> None:
+    """Refuse a key name a signature line could not carry (caller misuse: ``ValueError``)."""
     if not _is_key_name(key_name) or _CONTROL.search(key_name):
         raise ValueError(f"{key_name!r} is not a note key name (non-empty, no space, no '+')")
 
