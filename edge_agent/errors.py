@@ -15,6 +15,7 @@ __all__ = [
     "LineageDamagedError",
     "LineageError",
     "PolicyError",
+    "ReceiptError",
     "RootError",
     "StateError",
     "TransportError",
@@ -105,6 +106,18 @@ class LineageError(EdgeGovError):
         self.seq = seq
         prefix = f"entry {seq}: " if seq is not None else ""
         super().__init__(f"{prefix}{message}")
+
+
+class ReceiptError(LineageError):
+    """A decision receipt or proof does not prove what it claims; ``step`` names the first
+    check that failed (``entry``, ``inclusion_path``, ``root``, ``receipt_signature``,
+    ``checkpoint_signature``, ``cosignature``, ``bundle``)."""
+
+    code = "receipt_invalid"
+
+    def __init__(self, step: str, message: str) -> None:
+        self.step = step
+        super().__init__(message)
 
 
 class LineageDamagedError(LineageError):

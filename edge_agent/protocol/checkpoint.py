@@ -39,6 +39,7 @@ __all__ = [
     "MAX_NOTE_SIGNATURES",
     "Checkpoint",
     "NoteSignature",
+    "decode_canonical_base64",
     "format_checkpoint_body",
     "note_key_id",
     "open_note",
@@ -161,7 +162,7 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
         raise LineageError(f"checkpoint tree size {size_line[:24]!r} is not a canonical decimal")
     if int(size_line) > MAX_COUNTER:
         raise LineageError(f"checkpoint tree size {size_line[:24]} is over {MAX_COUNTER} (2^53-1)")
-    root = _decode_base64(root_line)
+    root = decode_canonical_base64(root_line)
     if root is None or len(root) != HASH_SIZE:
         raise LineageError("checkpoint root is not the base64 of a 32-byte hash")
     try:
@@ -297,7 +298,7 @@ def _signature_lines(block: str) -> list[NoteSignature]:
     parsed = []
     for line in lines:
         name, _, encoded = line.removeprefix(_SIGNATURE_PREFIX).partition(" ")
-        signed = _decode_base64(encoded)
+        signed = decode_canonical_base64(encoded)
         if (
             not line.startswith(_SIGNATURE_PREFIX)
             or not _is_key_name(name)
@@ -309,7 +310,9 @@ def _signature_lines(block: str) -> list[NoteSignature]:
     return parsed
 
 
-def _decode_base64(encoded: str) -> bytes | None:
+def decode_canonical_base64(encoded: str) -> bytes | None:
+    """The bytes of ``encoded`` when it is non-empty, canonical standard base64 (padded, no
+    stray characters, one text per value); ``None`` otherwise."""
     try:
         decoded = base64.b64decode(encoded.encode("ascii"), validate=True)
     except (UnicodeError, binascii.Error):

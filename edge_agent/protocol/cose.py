@@ -42,7 +42,18 @@ callers pass the content type and ``external_aad`` (``roles.content_type``,
 There is one verification path per structure (:func:`verify_sign1`, :func:`verify_sign`);
 both accept any RFC 9052 content type, so the COSE working group's published vectors, whose
 content type is a CoAP Content-Format number (``0``), go through the same code as edgegov's
-own media-type strings. The low-level signing helpers (:func:`sig_structure`,
+own media-type strings.
+
+RFC 9942 receipts and transparent statements carry proofs in unprotected headers and may
+detach their payload, which the rules above refuse. They use a separate, explicit path:
+:func:`sign1_open` writes one, :func:`parse_sign1_open` decodes one as strictly (size cap,
+deterministic CBOR, tag 18, an Ed25519 ``alg`` only in the protected header, no ``crit``)
+but hands every header to the caller, whose profile says which labels it requires and
+which it refuses, and :meth:`OpenSign1.verify` checks its signature over a payload the
+caller supplies (the embedded one or, for a detached payload, the one the caller rebuilt).
+Header maps there may mix positive and negative labels (private-use labels are negative).
+
+The low-level signing helpers (:func:`sig_structure`,
 :func:`sign1_with_headers`, :func:`sign_with_headers`) exist for interoperability with other
 COSE implementations and those vectors. :func:`peek_payload` and :func:`signature_kids` read
 an envelope without verifying it, for display and for choosing keys or scope.
@@ -69,13 +80,16 @@ __all__ = [
     "SIGN_TAG",
     "ContentType",
     "MalformedEnvelopeError",
+    "OpenSign1",
     "Signer",
     "UnverifiedEnvelopeError",
     "Verified",
+    "parse_sign1_open",
     "peek_payload",
     "sig_structure",
     "sign",
     "sign1",
+    "sign1_open",
     "sign1_with_headers",
     "sign_with_headers",
     "signature_kids",
@@ -283,6 +297,109 @@ def _check_signing_alg(key: PrivateKey, protected: Mapping[int, CborValue]) -> N
 def _encode_protected(header: Mapping[int, CborValue]) -> bytes:
     # RFC 9052 section 3: an empty protected header is the zero-length bstr, not h'a0'.
     return dcbor.encode(dict(header)) if header else b""
+
+
+# --- open COSE_Sign1 (RFC 9942 receipts) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSign1:
+    """A strictly decoded ``COSE_Sign1`` whose headers the caller's profile judges.
+
+    ``payload`` is ``None`` when detached. Nothing here is verified until :meth:`verify`.
+    """
+
+    raw_protected: bytes
+    protected: Mapping[object, object]
+    unprotected: Mapping[object, object]
+    payload: bytes | None
+    alg: int
+    signature: bytes
+
+    def verify(self, key: PublicKey, payload: bytes) -> bool:
+        """True when ``signature`` is ``key``'s over ``payload`` (external_aad empty)."""
+        to_verify = sig_structure(
+            body_protected=self.raw_protected,
+            sign_protected=None,
+            external_aad=b"",
+            payload=payload,
+        )
+        return key.verify(to_verify, self.signature)
+
+
+def sign1_open(
+    payload: bytes,
+    *,
+    key: PrivateKey,
+    protected: Mapping[int, CborValue],
+    unprotected: Mapping[int, CborValue],
+    detached: bool = False,
+) -> bytes:
+    """Sign ``payload`` as a ``COSE_Sign1`` with any header labels, external_aad empty.
+
+    With ``detached`` the payload is signed but written as nil (RFC 9052 section 2).
+
+    Raises:
+        ValueError: the protected ``alg`` is not the key's pinned algorithm, or a header
+            holds a value edgegov never encodes.
+    """
+    _check_signing_alg(key, protected)
+    body_protected = dcbor.encode(dict(protected), mixed_int_keys=True)
+    to_sign = sig_structure(
+        body_protected=body_protected, sign_protected=None, external_aad=b"", payload=payload
+    )
+    return dcbor.encode_tagged(
+        SIGN1_TAG,
+        [body_protected, {**unprotected}, None if detached else payload, key.sign(to_sign)],
+        mixed_int_keys=True,
+    )
+
+
+def parse_sign1_open(
+    data: bytes, *, max_bytes: int, max_protected_bytes: int, what: str
+) -> OpenSign1:
+    """Strictly decode a ``COSE_Sign1`` written by :func:`sign1_open`, verifying nothing.
+
+    Raises:
+        MalformedEnvelopeError: too large, not deterministic CBOR, not tag 18, not four
+            items, a protected header that is not a map or over ``max_protected_bytes``,
+            ``alg`` missing, unprotected or not Ed25519, ``crit`` anywhere, a payload that
+            is neither a byte string nor nil, a signature that is not a byte string.
+    """
+    try:
+        items = dcbor.as_list(
+            dcbor.decode_tagged(
+                data, tag=SIGN1_TAG, max_bytes=max_bytes, what=what, mixed_int_keys=True
+            ),
+            what,
+        )
+        if len(items) != 4:
+            raise EnvelopeError(f"{what} must be an array of 4 items, not {len(items)}")
+        raw_protected, unprotected, payload, signature = items
+        if not isinstance(raw_protected, bytes) or not raw_protected:
+            raise EnvelopeError(f"{what} protected header must be a non-empty byte string")
+        protected = dcbor.as_map(
+            dcbor.decode(
+                raw_protected,
+                max_bytes=max_protected_bytes,
+                what=f"{what} protected header",
+                mixed_int_keys=True,
+            ),
+            f"{what} protected header",
+        )
+        unprotected_map = dcbor.as_map(unprotected, f"{what} unprotected header")
+        if HEADER_CRIT in protected or HEADER_CRIT in unprotected_map:
+            raise EnvelopeError(f"{what} marks header parameters as critical (crit)")
+        if HEADER_ALG in unprotected_map or HEADER_ALG not in protected:
+            raise EnvelopeError(f"{what} must name its algorithm in the protected header only")
+        alg = _alg(_Headers(raw_protected, protected, unprotected_map), what)
+        if payload is not None and not isinstance(payload, bytes):
+            raise EnvelopeError(f"{what} payload must be a byte string or nil")
+        if not isinstance(signature, bytes):
+            raise EnvelopeError(f"{what}: the signature must be a byte string")
+    except EnvelopeError as exc:
+        raise MalformedEnvelopeError(exc.message) from exc
+    return OpenSign1(raw_protected, protected, unprotected_map, payload, alg, signature)
 
 
 # --- verification ------------------------------------------------------------------------

@@ -5,6 +5,10 @@ Invariants:
   lists/tuples and dicts whose keys are all of one type; it never emits floats, tags or
   indefinite lengths, uses the shortest form of every length and integer, and orders map keys
   by the bytewise order of their encodings.
+- ``mixed_int_keys=True`` (COSE header maps, whose labels mix registered positive and
+  private-use negative integers) also lets one map mix unsigned and negative integer keys:
+  still in the bytewise order of their encodings, so every unsigned key before every negative
+  one. Off by default: no other edgegov object has such a map.
 - ``decode`` is strict: a size cap before parsing, bounded depth and item count, no duplicate
   keys, no indefinite lengths, no floats, no tags, no trailing bytes, and the input must
   re-encode to exactly the same bytes. Anything else raises :class:`EnvelopeError`.
@@ -33,26 +37,68 @@ CborValue: TypeAlias = (
 _SCALARS = (bool, int, str, bytes, type(None))
 
 
-def encode(value: object) -> bytes:
+def encode(value: object, *, mixed_int_keys: bool = False) -> bytes:
     """Encode ``value`` as deterministic CBOR.
 
     Raises:
         ValueError: the value holds a type, integer, nesting or map that edgegov never encodes.
     """
-    _walk(value, "value", ValueError)
+    if _walk(value, "value", ValueError, mixed_int_keys=mixed_int_keys):
+        return cbor2.dumps(_in_key_order(value))
     return cbor2.dumps(value, canonical=True)
 
 
-def encode_tagged(tag: int, value: object) -> bytes:
+def encode_tagged(tag: int, value: object, *, mixed_int_keys: bool = False) -> bytes:
     """Encode ``value`` under one CBOR tag (as COSE messages are: tag 18 or 98)."""
-    _walk(value, "value", ValueError)
+    if _walk(value, "value", ValueError, mixed_int_keys=mixed_int_keys):
+        return cbor2.dumps(cbor2.CBORTag(tag, _in_key_order(value)))
     return cbor2.dumps(cbor2.CBORTag(tag, value), canonical=True)
 
 
-def _walk(root: object, what: str, error: type[Exception], *, ordered: bool = False) -> None:
+def _in_key_order(value: object) -> object:
+    """``value`` with every map rebuilt in deterministic key order, for the plain encoder.
+
+    Only for values that hold a map mixing unsigned and negative keys: there cbor2's canonical
+    order (shorter encoding first) differs from RFC 8949's bytewise one. Depth is bounded by
+    the walk that found such a map.
+    """
+    if type(value) is dict:
+        ordered = sorted(value, key=_key_rank)
+        return {key: _in_key_order(value[key]) for key in ordered}
+    if type(value) is list or type(value) is tuple:
+        return [_in_key_order(item) for item in value]
+    return value
+
+
+def _key_rank(key: object) -> tuple[int, bytes]:
+    """The bytewise order of a key's encoding, for keys of one kind (text, bytes) or ints."""
+    if isinstance(key, int):
+        return (key, b"") if key >= 0 else (_NINT_RANK + (-1 - key), b"")
+    if isinstance(key, str):
+        key = key.encode()
+    if not isinstance(key, bytes):
+        raise TypeError(f"a map key of type {type(key).__name__} has no deterministic rank")
+    return (len(key), key)
+
+
+_NINT_RANK = 2**64
+"""Offset that ranks every negative integer key after every unsigned one (major type 1 after
+major type 0)."""
+
+
+def _walk(
+    root: object,
+    what: str,
+    error: type[Exception],
+    *,
+    ordered: bool = False,
+    mixed_int_keys: bool = False,
+) -> bool:
     """Check every item of ``root``: allowed types, 64-bit integers, depth, item count, and
-    map keys of one CBOR major type (unsigned, negative, text or bytes); with ``ordered``,
-    also that every map's keys already stand in deterministic order.
+    map keys of one CBOR major type (unsigned, negative, text or bytes; with
+    ``mixed_int_keys``, unsigned and negative together); with ``ordered``, also that every
+    map's keys already stand in deterministic order. Returns whether some map mixes unsigned
+    and negative keys.
 
     With one major type per map, cbor2's canonical key order (shorter encoding first, then
     bytewise) equals RFC 8949 section 4.2.1's bytewise order of the encoded keys, so
@@ -62,7 +108,8 @@ def _walk(root: object, what: str, error: type[Exception], *, ordered: bool = Fa
     """
     if not _is_container(root):
         _check_scalar(root, what, error)
-        return
+        return False
+    mixed = False
     stack: list[tuple[object, int]] = [(root, 0)]
     count = 1
     while stack:
@@ -71,7 +118,7 @@ def _walk(root: object, what: str, error: type[Exception], *, ordered: bool = Fa
             raise error(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
         items: Iterable[object]
         if type(container) is dict:
-            _check_keys(container, what, error, ordered)
+            mixed = _check_keys(container, what, error, ordered, mixed_int_keys) or mixed
             count += 2 * len(container)
             items = container.values()
         else:
@@ -89,6 +136,7 @@ def _walk(root: object, what: str, error: type[Exception], *, ordered: bool = Fa
                 stack.append((item, depth + 1))
                 continue
             _check_scalar(item, what, error)
+    return mixed
 
 
 def _is_container(value: object) -> bool:
@@ -112,8 +160,13 @@ def _check_scalar(value: object, what: str, error: type[Exception]) -> None:
 
 
 def _check_keys(
-    value: dict[object, object], what: str, error: type[Exception], ordered: bool
-) -> None:
+    value: dict[object, object],
+    what: str,
+    error: type[Exception],
+    ordered: bool,
+    mixed_int_keys: bool,
+) -> bool:
+    majors: set[str] = set()
     major: str | None = None
     previous: tuple[int, bytes] | None = None
     for key in value:
@@ -124,7 +177,7 @@ def _check_keys(
             if not MIN_INT <= key <= MAX_INT:
                 raise error(f"{what} holds an integer outside the 64-bit range")
             this = "uint" if key >= 0 else "nint"
-            rank = (key if key >= 0 else -1 - key, b"")
+            rank = _key_rank(key)
         elif isinstance(key, str):
             this = "text"
             encoded = key.encode()
@@ -134,35 +187,52 @@ def _check_keys(
             rank = (len(key), key)
         else:
             raise error(f"{what} has a map key of type {type(key).__name__}, which is not allowed")
+        majors.add(this)
         if major is None:
             major = this
-        elif this != major:
+        elif this != major and not (mixed_int_keys and majors == {"uint", "nint"}):
             raise error(f"{what} has a map that mixes key types")
         if ordered and previous is not None and not previous < rank:
             raise error(f"{what} is not deterministically encoded CBOR (map key order)")
         previous = rank
+    return len(majors) > 1
 
 
-def decode(data: bytes, *, max_bytes: int, what: str = "object") -> CborValue:
+def decode(
+    data: bytes, *, max_bytes: int, what: str = "object", mixed_int_keys: bool = False
+) -> CborValue:
     """Strictly decode one deterministic CBOR item from ``data``.
 
     Raises:
         EnvelopeError: too large, malformed, non-deterministic, or holding a forbidden type.
     """
-    value = _loads(data, max_bytes=max_bytes, what=what, allow_top_tag=None)
+    value = _loads(
+        data, max_bytes=max_bytes, what=what, allow_top_tag=None, mixed_int_keys=mixed_int_keys
+    )
     return value  # type: ignore[return-value]
 
 
-def decode_tagged(data: bytes, *, tag: int, max_bytes: int, what: str) -> CborValue:
+def decode_tagged(
+    data: bytes, *, tag: int, max_bytes: int, what: str, mixed_int_keys: bool = False
+) -> CborValue:
     """Strictly decode one item that must carry exactly CBOR tag ``tag`` at the top level.
 
     Raises:
         EnvelopeError: as :func:`decode`, or the tag is missing or different.
     """
-    return _loads(data, max_bytes=max_bytes, what=what, allow_top_tag=tag)  # type: ignore[return-value]
+    return _loads(  # type: ignore[return-value]
+        data, max_bytes=max_bytes, what=what, allow_top_tag=tag, mixed_int_keys=mixed_int_keys
+    )
 
 
-def _loads(data: bytes, *, max_bytes: int, what: str, allow_top_tag: int | None) -> object:
+def _loads(
+    data: bytes,
+    *,
+    max_bytes: int,
+    what: str,
+    allow_top_tag: int | None,
+    mixed_int_keys: bool = False,
+) -> object:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError("CBOR input must be bytes")
     data = bytes(data)
@@ -192,7 +262,7 @@ def _loads(data: bytes, *, max_bytes: int, what: str, allow_top_tag: int | None)
         inner = _thaw(value.value, 0, what)
     else:
         inner = value
-    _walk(inner, what, EnvelopeError, ordered=True)
+    _walk(inner, what, EnvelopeError, ordered=True, mixed_int_keys=mixed_int_keys)
     top = cbor2.CBORTag(allow_top_tag, inner) if allow_top_tag is not None else inner
     reencoded = cbor2.dumps(top)
     if reencoded != data:

@@ -34,6 +34,7 @@ __all__ = [
     "Node",
     "NodeFetcher",
     "consistency_proof",
+    "inclusion_path_length",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -219,6 +220,18 @@ def consistency_proof(size1: int, size2: int, get_node: NodeFetcher) -> tuple[by
     index = (size1 - 1) >> level
     anchor = (_fetch(get_node, level, index),) if index else ()
     return anchor + _node_path(level, index, size2, get_node)
+
+
+def inclusion_path_length(index: int, size: int) -> int:
+    """How many hashes the inclusion proof of leaf ``index`` in a tree of ``size`` holds.
+
+    Raises:
+        ValueError: ``index`` is not below ``size``.
+    """
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} is not below tree size {size}")
+    inner, border = _path_shape(index, size - 1)
+    return inner + border
 
 
 def verify_inclusion(
