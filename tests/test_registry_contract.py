@@ -17,6 +17,10 @@ import pytest
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.merkle import (
+    inclusion_proof,
+    root_at,
+)
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.core.ingest import ingest_batch
 from hub.registry import (
@@ -32,12 +36,13 @@ from hub.registry import (
     RegistryError,
     RejectionCount,
     RejectionTotal,
+    StoredCheckpoint,
     StoredEntry,
 )
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence
 from hub.registry.sqlite import SqliteRegistry
 from tests.factory import NOW
-from tests.lineage_sim import DeviceLogSim
+from tests.lineage_sim import DeviceLogSim, assert_same_proofs, reference_nodes, store_log
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,43 @@ def test_a_batch_is_stored_once_when_two_handles_verify_it_at_once(
     assert [e.seq for e in registry.iter_entries("gw-001")] == list(range(10))
 
 
+def test_stored_checkpoints_are_read_back_one_or_largest_size_first(
+    registry: Registry, sim: DeviceLogSim
+) -> None:
+    for start, stop in [(0, 15), (15, 22), (22, 40)]:
+        _store(registry, sim, start, stop)
+    held = registry.checkpoint("gw-001", 22)
+    assert held == StoredCheckpoint(22, sim.root(22), sim.note(22), NOW)
+    assert registry.checkpoint("gw-001", 21) is None
+    assert registry.checkpoint("gw-002", 22) is None
+    assert [c.size for c in registry.iter_checkpoints("gw-001")] == [40, 22, 15]
+    assert [c.size for c in registry.iter_checkpoints("gw-001", min_size=16)] == [40, 22]
+    assert list(registry.iter_checkpoints("gw-002")) == []
+
+
+@pytest.mark.parametrize(
+    "size", [1, 2, 255, 256, 257, 511, 512, 513, 1025], ids=lambda size: f"{size}-entries"
+)
+def test_proofs_from_the_node_store_equal_proofs_from_every_entry(
+    registry: Registry, size: int
+) -> None:
+    log = store_log(registry, size)
+    assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), size)
+
+
+def test_a_node_the_registry_does_not_hold_is_an_error_not_a_hash(
+    registry: Registry, sim: DeviceLogSim
+) -> None:
+    _store(registry, sim, 0, 40)
+    nodes = registry.tree_nodes("gw-001")
+    with pytest.raises(RegistryError, match="no Merkle node"):
+        inclusion_proof(3, 41, nodes)
+    with pytest.raises(RegistryError, match="no Merkle node"):
+        root_at(512, nodes)
+    with pytest.raises(RegistryError, match="no Merkle node"):
+        registry.tree_nodes("gw-002")(0, 0)
+
+
 def test_fork_evidence_is_kept_in_order_up_to_the_bound(registry: Registry) -> None:
     for n in range(MAX_FORK_EVIDENCE + 3):
         registry.record_fork(ForkEvidence("gw-001", "fork", None, f"note {n}", b"b"), NOW + n)
@@ -491,5 +533,18 @@ def test_everything_written_is_there_when_the_registry_is_opened_again(
     with backend.open() as registry:
         assert registry.devices() == [device]
         assert registry.lineage_state("gw-001") == last.log
+        assert registry.checkpoint("gw-001", 20) == StoredCheckpoint(
+            20, sim.root(20), sim.note(20), NOW
+        )
+        assert inclusion_proof(7, 20, registry.tree_nodes("gw-001")) == inclusion_proof(
+            7, 20, reference_nodes(sim.entries)
+        )
         assert registry.freshness("eu-1", "all") == _freshness("all", NOW)
         assert registry.tpm_ak("gw-001") == b"ak"
+
+
+def test_tree_nodes_are_there_when_a_long_log_is_opened_again(backend: Backend) -> None:
+    with backend.open() as registry:
+        log = store_log(registry, 700, batch=300)
+    with backend.open() as registry:
+        assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), 700)

@@ -15,6 +15,7 @@ from hub.registry import DeviceRecord, RegistryError, RejectionCount
 from hub.registry.sqlite import SqliteRegistry
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.factory import NOW
+from tests.lineage_sim import assert_same_proofs, reference_nodes, store_log
 
 
 @pytest.fixture
@@ -65,6 +66,54 @@ def test_a_registry_from_before_tpm_keys_opens_with_its_rows_and_gains_the_table
         assert [(r.code, r.count) for r in registry.rejections("gw-001")] == [("oversize", 3)]
         registry.set_tpm_ak("gw-001", b"der", NOW)
         assert registry.tpm_ak("gw-001") == b"der"
+
+
+def _registry_from_before_tree_nodes(path: Path, size: int) -> list[bytes]:
+    """A registry holding a log of ``size`` entries as one written before ``lineage_nodes``
+    existed (entries and state, no nodes); return the entries."""
+    with SqliteRegistry.open(path) as registry:
+        entries = store_log(registry, size).entries
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE lineage_nodes")
+    db.commit()
+    db.close()
+    return entries
+
+
+@pytest.mark.parametrize("size", [255, 256, 1100])
+def test_a_registry_from_before_tree_nodes_is_backfilled_with_the_same_proofs(
+    tmp_path: Path, size: int
+) -> None:
+    entries = _registry_from_before_tree_nodes(tmp_path / "hub.db", size)
+    with SqliteRegistry.open(tmp_path / "hub.db") as registry:
+        assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(entries), size)
+        stored = registry._db.execute("SELECT count(*) FROM lineage_nodes").fetchone()[0]
+    assert stored == sum(size >> level for level in range(8, size.bit_length()))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE lineage_entries SET data = x'00' WHERE seq = 300",
+        "DELETE FROM lineage_entries WHERE seq = 300",
+        "DELETE FROM lineage_entries WHERE seq >= 1000",
+    ],
+    ids=["entry-changed", "entry-missing", "tail-missing"],
+)
+def test_a_registry_whose_entries_do_not_rebuild_its_tree_is_refused_not_backfilled(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "hub.db"
+    _registry_from_before_tree_nodes(path, 1100)
+    db = sqlite3.connect(path)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    with pytest.raises(RegistryError, match="do not rebuild the tree"):
+        SqliteRegistry.open(path)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM lineage_nodes").fetchone()[0] == 0
+    db.close()
 
 
 def test_another_programs_database_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ an :class:`IngestError` saying why not and whether to re-acknowledge the stored 
 Outcomes:
 
 - :class:`Accepted`: the new entries (a batch overlapping the stored tail with identical
-  entries is trimmed to what is new), the log state after them, and the root to acknowledge.
+  entries is trimmed to what is new), the log state after them, the root to acknowledge,
+  and the Merkle nodes the registry keeps that they closed.
 - :class:`Duplicate`: every entry is stored already, identically: re-acknowledge, store
   nothing.
 - :class:`IngestError` with ``reack`` set for batches the real device may legitimately send
@@ -35,9 +36,16 @@ from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import ChainVerifier
+from edge_agent.protocol.merkle import HASH_SIZE, Node
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
 from hub.core.codes import RejectCode
-from hub.registry.records import Accepted, DeviceLog, ForkEvidence, StoredLog
+from hub.registry.records import (
+    STORED_NODE_LEVEL,
+    Accepted,
+    DeviceLog,
+    ForkEvidence,
+    StoredLog,
+)
 
 __all__ = [
     "Duplicate",
@@ -145,9 +153,12 @@ def ingest_opened(
         return Duplicate(device, log.size, log.root)
     new_entries = batch.entries[max(overlap, 0) :]
     verifier = ChainVerifier(log.frontier, log.last_hash)
+    nodes: list[Node] = []
     for offset, entry in enumerate(new_entries):
         try:
             verifier.feed(log.size + offset, entry)
+            if len(verifier.closed) > _STORED_PREFIX:
+                nodes.extend(_stored_nodes(log.size + offset, verifier.closed))
         except LineageError as exc:
             raise IngestError(
                 f"batch breaks the chain: {exc}",
@@ -161,7 +172,19 @@ def ingest_opened(
         )
     assert verifier.prev is not None
     new_log = DeviceLog(end, verifier.frontier, verifier.prev, batch.checkpoint)
-    return Accepted(device, log.size, tuple(new_entries), new_log, checkpoint)
+    return Accepted(device, log.size, tuple(new_entries), new_log, checkpoint, tuple(nodes))
+
+
+_STORED_PREFIX = STORED_NODE_LEVEL * HASH_SIZE
+
+
+def _stored_nodes(seq: int, closed: bytes) -> list[Node]:
+    """The nodes of level :data:`STORED_NODE_LEVEL` and up in ``closed``, the leaf of entry
+    ``seq`` and the inner nodes it closed, concatenated bottom up."""
+    return [
+        Node(level, seq >> level, closed[level * HASH_SIZE : (level + 1) * HASH_SIZE])
+        for level in range(STORED_NODE_LEVEL, len(closed) // HASH_SIZE)
+    ]
 
 
 def open_batch(data: bytes, device: str, key: PublicKey) -> LineageBatch:

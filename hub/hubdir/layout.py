@@ -46,11 +46,14 @@ MAX_SERVE_FILE_BYTES = 16 * 1024
 @dataclass(frozen=True, slots=True)
 class HubKeys:
     """What the hub signs with while it runs: the current root, every root version (to
-    re-publish the chain), and the freshness role key (tokens and lineage acks)."""
+    re-publish the chain), the freshness role key (tokens and lineage acks) and the witness
+    key that cosigns device checkpoints (the root's verifier role key; ``None`` when the
+    keys directory holds none: checkpoints are then not cosigned)."""
 
     root: TrustRoot
     roots: tuple[TrustRoot, ...]
     freshness: PrivateKey
+    witness: PrivateKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,8 @@ class HubDir:
         return open_registry(self.registry_path)
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
-        """Load the trust roots and the freshness key from ``keys_dir`` (default ``keys/``).
+        """Load the trust roots, the freshness key and the witness key (the first verifier
+        key of the current root, if held) from ``keys_dir`` (default ``keys/``).
 
         Raises:
             ConfigError: no root or no freshness key of the current root there.
@@ -162,7 +166,10 @@ class HubDir:
                 f"{directory} holds no freshness key of trust root version {root.version}; "
                 "the hub signs freshness tokens and lineage acks with it"
             )
-        return HubKeys(root, _root_chain(directory, root), freshness[0])
+        witness = load_role_keys(directory, Role.VERIFIER, root)
+        return HubKeys(
+            root, _root_chain(directory, root), freshness[0], witness[0] if witness else None
+        )
 
     def revoke_keys(self, root: TrustRoot, keys_dir: Path | None = None) -> list[PrivateKey]:
         """The revoke-role keys of ``root`` held here: at least its threshold.

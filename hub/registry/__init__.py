@@ -22,6 +22,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    StoredCheckpoint,
     StoredEntry,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "RegistryError",
     "RejectionCount",
     "RejectionTotal",
+    "StoredCheckpoint",
     "StoredEntry",
 ]

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from edge_agent.errors import StateError
 from edge_agent.protocol.attestation import Challenge
+from edge_agent.protocol.merkle import NodeFetcher
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import (
     Accepted,
@@ -43,6 +44,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    StoredCheckpoint,
     StoredEntry,
     StoredLog,
 )
@@ -248,9 +250,29 @@ class Registry(Protocol):
         hub holds no checkpoint of that size."""
         ...
 
+    def checkpoint(self, device: str, size: int) -> StoredCheckpoint | None:
+        """``device``'s stored checkpoint at ``size`` (its note cosigned when the hub
+        cosigned it); ``None`` when the hub holds none of that size."""
+        ...
+
+    def iter_checkpoints(self, device: str, *, min_size: int = 0) -> Iterator[StoredCheckpoint]:
+        """Stream ``device``'s stored checkpoints of size ``min_size`` or more, largest size
+        first, a bounded page at a time."""
+        ...
+
+    def tree_nodes(self, device: str) -> NodeFetcher:
+        """The perfect Merkle nodes of ``device``'s stored log, as the proof functions of
+        :mod:`edge_agent.protocol.merkle` fetch them: each node costs O(1) reads, so a proof
+        in a log of any size costs O(log n). Only nodes within the stored size exist.
+
+        The fetcher raises :class:`RegistryError` for a node the registry does not hold (never
+        a made-up hash), or when unreadable or damaged."""
+        ...
+
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         """Store a verified batch (its entries from ``accepted.first_seq``), its new log
-        state and its checkpoint, in one transaction.
+        state, its checkpoint (``accepted.log.checkpoint``, the note as the hub witnessed it)
+        and the tree nodes it closed (``accepted.nodes``), in one transaction.
 
         Returns ``False`` (storing nothing) when the stored size is no longer
         ``expected_size``: another hub process stored a batch of this device meanwhile, so

@@ -17,9 +17,10 @@ from typing import Protocol
 from edge_agent.protocol.checkpoint import Checkpoint
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier, Node
 
 __all__ = [
+    "STORED_NODE_LEVEL",
     "Accepted",
     "AttestationRecord",
     "DeviceLog",
@@ -31,9 +32,16 @@ __all__ = [
     "PublishedBundle",
     "RejectionCount",
     "RejectionTotal",
+    "StoredCheckpoint",
     "StoredEntry",
     "StoredLog",
 ]
+
+STORED_NODE_LEVEL = 8
+"""Lowest level of the Merkle tree nodes a registry stores for a device log: ingest hands it
+the perfect nodes of this level and up, and a node below is rehashed from the at most
+``2**STORED_NODE_LEVEL`` stored entries under it (so a proof costs O(log n) reads while
+ingest writes one node row per 128 entries)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +187,17 @@ class DeviceLog:
         return self.frontier.root()
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint the hub verified for a device's log: the device-signed note at ``size``
+    (with the hub's witness cosignature when the hub cosigned it) and its ``root``."""
+
+    size: int
+    root: bytes
+    note: str
+    received_at: int
+
+
 class StoredLog(Protocol):
     """Read access to what the hub stored for one device (the registry implements it)."""
 
@@ -214,6 +233,8 @@ class Accepted:
     entries: tuple[bytes, ...]
     log: DeviceLog
     checkpoint: Checkpoint
+    nodes: tuple[Node, ...] = ()
+    """The perfect nodes of level :data:`STORED_NODE_LEVEL` and up the new entries closed."""
 
     @property
     def acked(self) -> int:

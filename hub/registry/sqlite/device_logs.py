@@ -1,21 +1,31 @@
 """Device logs in the SQLite registry: each device's shipped lineage entries, the hub's
 state of its log (size, frontier, last entry hash, last checkpoint note), every checkpoint
-the hub verified (it is the log's witness) and fork evidence (tables ``lineage_state``,
-``lineage_entries``, ``lineage_checkpoints``, ``forks``)."""
+the hub verified (it is the log's witness), the upper Merkle tree nodes proofs read
+(:mod:`.tree_nodes`) and fork evidence (tables ``lineage_state``, ``lineage_entries``,
+``lineage_checkpoints``, ``lineage_nodes``, ``forks``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier, NodeFetcher
 from hub.registry.interface import MAX_FORK_EVIDENCE, RegistryError
-from hub.registry.records import Accepted, DeviceLog, ForkEvidence, StoredEntry, StoredLog
+from hub.registry.records import (
+    Accepted,
+    DeviceLog,
+    ForkEvidence,
+    StoredCheckpoint,
+    StoredEntry,
+    StoredLog,
+)
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
+from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
 
 __all__ = ["PAGE_ROWS", "DeviceLogTables"]
 
 PAGE_ROWS = 1000
-"""Entries read per query by :meth:`DeviceLogTables.iter_entries`."""
+"""Entries (or checkpoints) read per query by :meth:`DeviceLogTables.iter_entries` (and
+:meth:`DeviceLogTables.iter_checkpoints`)."""
 
 
 class DeviceLogTables(SqliteTransactions):
@@ -72,6 +82,31 @@ class DeviceLogTables(SqliteTransactions):
         )
         return as_bytes(rows[0][0]) if rows else None
 
+    def checkpoint(self, device: str, size: int) -> StoredCheckpoint | None:
+        rows = self._read(
+            "SELECT size, root, note, received_at FROM lineage_checkpoints "
+            "WHERE device = ? AND size = ?",
+            (device, size),
+        )
+        return _checkpoint(rows[0]) if rows else None
+
+    def iter_checkpoints(self, device: str, *, min_size: int = 0) -> Iterator[StoredCheckpoint]:
+        below: int | None = None
+        while True:
+            rows = self._read(
+                "SELECT size, root, note, received_at FROM lineage_checkpoints "
+                "WHERE device = ? AND size >= ? AND (? IS NULL OR size < ?) "
+                "ORDER BY size DESC LIMIT ?",
+                (device, min_size, below, below, PAGE_ROWS),
+            )
+            yield from (_checkpoint(row) for row in rows)
+            if len(rows) < PAGE_ROWS:
+                return
+            below = as_int(rows[-1][0])
+
+    def tree_nodes(self, device: str) -> NodeFetcher:
+        return NodeReader(self._read, device, self.path)
+
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         log = accepted.log
         with self._write("store the lineage batch") as db:
@@ -101,6 +136,14 @@ class DeviceLogTables(SqliteTransactions):
             db.execute(
                 "INSERT OR REPLACE INTO lineage_checkpoints VALUES (?, ?, ?, ?, ?)",
                 (accepted.device, log.size, log.root, log.checkpoint or "", received_at),
+            )
+            db.executemany(
+                "INSERT INTO lineage_nodes VALUES (?, ?, ?, ?)",
+                [
+                    (accepted.device, node.level, node.index, node.hash)
+                    for node in accepted.nodes
+                    if node.level >= NODE_LEVEL
+                ],
             )
         return True
 
@@ -135,6 +178,11 @@ class DeviceLogTables(SqliteTransactions):
             )
             for d, r, h, n, b in rows
         ]
+
+
+def _checkpoint(row: tuple[object, ...]) -> StoredCheckpoint:
+    size, root, note, received_at = row
+    return StoredCheckpoint(as_int(size), as_bytes(root), as_text(note), as_int(received_at))
 
 
 class _DeviceStoredLog:

@@ -10,6 +10,7 @@ publications, device logs, attestation, rejections and the fleet view. Open it t
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -20,8 +21,11 @@ from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
 from hub.registry.sqlite.publications import PublicationTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
+from hub.registry.sqlite.tree_nodes import backfill
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteRegistry"]
+
+logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 """Longest a write waits for another process's write lock before failing."""
@@ -34,10 +38,12 @@ class SqliteRegistry(
 
     @classmethod
     def open(cls, path: Path) -> SqliteRegistry:
-        """Open (creating if needed) the registry at ``path``.
+        """Open (creating if needed) the registry at ``path``; store the tree nodes of
+        device logs written before the registry kept them (:func:`.tree_nodes.backfill`).
 
         Raises:
-            RegistryError: it cannot be opened, or it is another program's database.
+            RegistryError: it cannot be opened, it is another program's database, or a
+                device log's entries do not rebuild its stored tree.
         """
         try:
             db = sqlite3.connect(
@@ -56,6 +62,12 @@ class SqliteRegistry(
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
+        try:
+            for device in backfill(db, path):
+                logger.info("tree nodes of %s's log stored (registry from before them)", device)
+        except RegistryError:
+            db.close()
+            raise
         return cls(db, path)
 
     def __enter__(self) -> SqliteRegistry:

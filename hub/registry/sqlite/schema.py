@@ -1,6 +1,7 @@
-"""The SQLite registry's schema: sixteen tables, version :data:`SCHEMA_VERSION` (SQLite's
+"""The SQLite registry's schema: seventeen tables, version :data:`SCHEMA_VERSION` (SQLite's
 ``user_version``). Tables are created when missing, so an older registry gains a table
-added since (``tpm_keys``) when it is opened; a column change needs a new version."""
+added since (``tpm_keys``, ``lineage_nodes``: backfilled when opened, see
+:mod:`.tree_nodes`) when it is opened; a column change needs a new version."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS lineage_entries (
 CREATE TABLE IF NOT EXISTS lineage_checkpoints (
     device TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
     received_at INTEGER NOT NULL, PRIMARY KEY (device, size)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lineage_nodes (
+    device TEXT NOT NULL, level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (device, level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS forks (
     id INTEGER PRIMARY KEY, device TEXT NOT NULL, reason TEXT NOT NULL, held_note TEXT,

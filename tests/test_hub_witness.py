@@ -1,0 +1,246 @@
+"""The hub as witness: it cosigns a device's checkpoint only after accepting the batch that
+ends in it, stores and acknowledges the cosigned note, and never cosigns a fork or anything
+inconsistent with a checkpoint it cosigned before (docs/lineage.md, the hub part)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import LineageError
+from edge_agent.protocol import topics
+from edge_agent.protocol.checkpoint import verify_checkpoint
+from edge_agent.protocol.cosignature import verify_cosignature
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import decode_entry, encode_entry
+from edge_agent.protocol.merkle import consistency_proof, verify_consistency
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.shipping import Ack, verify_ack
+from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.support.mqtt import Incoming
+from hub.core.ingest import ingest_batch
+from hub.core.witness import witness_accepted
+from hub.hubdir.keys import load_role_keys
+from hub.registry.backends import open_registry
+from hub.registry.records import Accepted, DeviceLog
+from hub.service.config import HubConfig
+from hub.service.server import HubService
+from tests.factory import NOW
+from tests.hub_support import HubSetup, make_hub_dir
+from tests.lineage_sim import DeviceLogSim
+
+LINEAGE = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
+ACK = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
+
+
+class _NothingStored:
+    def entries(self, start: int, stop: int) -> list[bytes]:
+        return []
+
+    def checkpoint_root(self, size: int) -> bytes | None:
+        return None
+
+
+def test_an_accepted_batch_is_cosigned_on_the_devices_own_note() -> None:
+    sim, witness = DeviceLogSim(), PrivateKey.generate()
+    sim.add(12)
+    accepted = ingest_batch(
+        sim.batch(0, 12),
+        device=sim.device_id,
+        key=sim.key.public,
+        origin=sim.origin,
+        log=DeviceLog(),
+        stored=_NothingStored(),
+    )
+    assert isinstance(accepted, Accepted)
+    cosigned = witness_accepted(accepted, witness, now=NOW).log.checkpoint
+    assert cosigned is not None and cosigned.startswith(sim.note(12))
+    assert verify_checkpoint(cosigned, sim.key.public, sim.origin).root == sim.root(12)
+    cosignature = verify_cosignature(cosigned, [witness.public])
+    assert (cosignature.key, cosignature.time) == (witness.public, NOW)
+
+
+# The running hub, fed queued messages.
+
+
+@dataclass
+class RecordingConnection:
+    """Incoming messages already queued; records every (topic, payload) published."""
+
+    queued: list[Incoming]
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def backlog(self) -> int:
+        return len(self.queued)
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        while self.queued:
+            await asyncio.sleep(0)
+            yield self.queued.pop(0)
+
+    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
+        self.published.append((topic, payload))
+
+
+@dataclass
+class Hub:
+    setup: HubSetup
+    service: HubService
+
+    @property
+    def sim(self) -> DeviceLogSim:
+        return self.setup.devices["gw-001"]
+
+    @property
+    def witness(self) -> PublicKey:
+        root = self.setup.root
+        return load_role_keys(self.setup.keys, Role.VERIFIER, root)[0].public
+
+    def ship(self, *batches: bytes) -> list[Ack]:
+        """Feed ``batches`` on gw-001's lineage topic; return the acks published."""
+        connection = RecordingConnection([Incoming(LINEAGE, b, False) for b in batches])
+        asyncio.run(self.service._started.intake.consume(connection))  # type: ignore[arg-type]
+        return [
+            verify_ack(payload, root=self.setup.root, device="gw-001")
+            for topic, payload in connection.published
+            if topic == ACK
+        ]
+
+    def stored_notes(self) -> dict[int, str]:
+        registry = self.service.registry
+        return {c.size: c.note for c in registry.iter_checkpoints("gw-001")}
+
+
+@contextmanager
+def _started(setup: HubSetup) -> Iterator[Hub]:
+    service = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
+    registry = open_registry(setup.path / "hub.db")
+    service._start(registry, service.hub_dir.load_keys())
+    try:
+        yield Hub(setup, service)
+    finally:
+        registry.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    hub = make_hub_dir(tmp_path / "hub")
+    hub.devices["gw-001"].add(30)
+    return hub
+
+
+@pytest.fixture
+def hub(setup: HubSetup) -> Iterator[Hub]:
+    with _started(setup) as started:
+        yield started
+
+
+def _cosigned_at(hub: Hub, size: int) -> str:
+    """Ship gw-001's entries up to ``size`` and return the cosigned note the ack carried."""
+    (ack,) = hub.ship(hub.sim.batch(0, size))
+    assert ack.acked == size and ack.checkpoint is not None
+    return ack.checkpoint
+
+
+def test_the_note_of_an_accepted_batch_is_stored_and_acked_cosigned(hub: Hub) -> None:
+    cosigned = _cosigned_at(hub, 10)
+    assert verify_cosignature(cosigned, [hub.witness]).key == hub.witness
+    assert verify_checkpoint(cosigned, hub.sim.key.public, hub.sim.origin).size == 10
+    assert hub.service.registry.lineage_state("gw-001").checkpoint == cosigned
+    assert hub.stored_notes() == {10: cosigned}
+
+
+def test_a_duplicate_is_reacked_with_the_stored_cosigned_note(hub: Hub) -> None:
+    cosigned = _cosigned_at(hub, 10)
+    (again,) = hub.ship(hub.sim.batch(0, 10))
+    assert (again.acked, again.checkpoint) == (10, cosigned)
+    assert hub.stored_notes() == {10: cosigned}
+
+
+def _rewritten(sim: DeviceLogSim) -> DeviceLogSim:
+    """The same device key with another history from entry 5 on (a restored state dir)."""
+    other = DeviceLogSim(sim.device_id, sim.key, entries=list(sim.entries[:5]))
+    other.add(25, time=NOW + 999, resource="/bin/sh")
+    return other
+
+
+def _tampered_entry(sim: DeviceLogSim, seq: int) -> list[bytes]:
+    entries = list(sim.entries[10:20])
+    entry = decode_entry(entries[seq - 10], seq)
+    entries[seq - 10] = encode_entry(replace(entry, allowed=not entry.allowed))
+    return entries
+
+
+ATTEMPTS: list[tuple[str, Callable[[DeviceLogSim], bytes], bool]] = [
+    # (name, batch sent after a cosigned checkpoint at size 10, whether it is fork evidence)
+    ("same size, another root", lambda s: s.batch(0, 10, note=s.note(10, root=bytes(32))), True),
+    ("rewritten history past the cosigned size", lambda s: _rewritten(s).batch(0, 20), True),
+    ("rewritten history below the cosigned size", lambda s: _rewritten(s).batch(0, 8), True),
+    (
+        "next batch signed over another root",
+        lambda s: s.batch(10, 20, note=s.note(20, bytes(32))),
+        True,
+    ),
+    (
+        "next batch with a changed entry",
+        lambda s: s.batch(10, 20, entries=_tampered_entry(s, 12)),
+        False,
+    ),
+    ("a gap after the cosigned size", lambda s: s.batch(15, 20), False),
+    (
+        "a note by another key",
+        lambda s: s.batch(10, 20, note=s.note(20, key=PrivateKey.generate())),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "fork"), [row[1:] for row in ATTEMPTS], ids=[row[0] for row in ATTEMPTS]
+)
+def test_a_device_never_gets_a_cosignature_inconsistent_with_one_cosigned_before(
+    hub: Hub, attempt: Callable[[DeviceLogSim], bytes], fork: bool
+) -> None:
+    cosigned = _cosigned_at(hub, 10)
+    acks = hub.ship(attempt(hub.sim))
+    assert all(a.checkpoint == cosigned and a.acked == 10 for a in acks)
+    assert hub.stored_notes() == {10: cosigned}
+    assert bool(hub.service.registry.forks("gw-001")) == fork
+    (honest,) = hub.ship(hub.sim.batch(10, 30))
+    assert honest.checkpoint is not None
+    _assert_consistent(hub, cosigned, honest.checkpoint)
+
+
+def _assert_consistent(hub: Hub, old_note: str, new_note: str) -> None:
+    key, origin = hub.sim.key.public, hub.sim.origin
+    old, new = (verify_checkpoint(n, key, origin) for n in (old_note, new_note))
+    verify_cosignature(new_note, [hub.witness])
+    proof = consistency_proof(old.size, new.size, hub.service.registry.tree_nodes("gw-001"))
+    verify_consistency(old.size, new.size, old.root, new.root, proof)
+
+
+def test_a_fork_is_kept_as_evidence_and_never_cosigned(hub: Hub) -> None:
+    cosigned = _cosigned_at(hub, 10)
+    assert hub.ship(_rewritten(hub.sim).batch(0, 20)) == []
+    (fork,) = hub.service.registry.forks("gw-001")
+    assert fork.held_note == cosigned
+    with pytest.raises(LineageError, match="no cosignature"):
+        verify_cosignature(fork.new_note, [hub.witness])
+
+
+def test_cosigned_notes_and_tree_nodes_survive_a_restart(setup: HubSetup) -> None:
+    setup.devices["gw-001"].add(570)
+    sim = setup.devices["gw-001"]
+    with _started(setup) as hub:
+        (ack,) = hub.ship(sim.batch(0, 300), sim.batch(300, 600))
+    with _started(setup) as hub:
+        (again,) = hub.ship(sim.batch(300, 600))
+        assert again.checkpoint == ack.checkpoint
+        assert hub.stored_notes()[600] == ack.checkpoint
+        _assert_consistent(hub, hub.stored_notes()[300], ack.checkpoint or "")
