@@ -1,7 +1,14 @@
-"""``edge-agent log ...``: show, verify, prove, export, replay, prune, status, acknowledge-break.
+"""``edge-agent log ...``: show, verify, prove, receipt, checkpoint, consistency, export, replay,
+prune, status, acknowledge-break.
 
 Exit codes as the rest of the CLI: 0 success, 1 the log does not verify or diverges, 2 bad
 arguments. ``show`` streams rows page by page, newest last, in an 80-column table.
+
+``receipt``, ``checkpoint`` and ``consistency`` write evidence anyone can check offline with
+``edge-verify`` and the device's public key (docs/receipts.md): they sign only a log that
+verifies (from its last signed checkpoint, as at start-up) and carry the hub witness's
+cosignature whenever the device holds one (kept from the hub's acks). The witness keys are
+the verifier-role keys of the trust root now in force.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from edge_agent.errors import ConfigError, LineageError, StateError
 from edge_agent.lineage.log import LineageLog
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import FILE_MODE
+from edge_agent.protocol.consistency_file import format_consistency_proof
+from edge_agent.protocol.cosignature import Cosignature, verify_cosignature
+from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.lineage_export import (
     ExportHeader,
@@ -26,8 +36,12 @@ from edge_agent.protocol.lineage_export import (
     verify_inclusion_proof,
 )
 from edge_agent.protocol.merkle import leaf_hash
-from edge_agent.support.cli import utc_text, wall_clock
+from edge_agent.protocol.receipt import build_receipt, verify_receipt, verify_tlog_proof
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.tlog_proof import format_tlog_proof
+from edge_agent.support.cli import utc_text, wall_clock, write_atomic
 from edge_agent.trust.gate import Reason
+from edge_agent.trust.restore import verify_stored_roots
 
 __all__ = ["register"]
 
@@ -60,6 +74,36 @@ def register(
     prove = log.add_parser("prove", parents=[common], help="inclusion proof of one entry")
     prove.add_argument("seq", type=_nonnegative)
     prove.set_defaults(handler=_cmd_prove)
+
+    receipt = log.add_parser(
+        "receipt", parents=[common], help="a receipt of one entry, verifiable offline"
+    )
+    receipt.add_argument("seq", type=_nonnegative)
+    receipt.add_argument(
+        "--format",
+        choices=["cose", "tlog-proof"],
+        default="cose",
+        help="an RFC 9942 COSE receipt (default) or C2SP tlog-proof text",
+    )
+    receipt.add_argument("--out", type=Path, required=True)
+    receipt.set_defaults(handler=_cmd_receipt)
+
+    checkpoint = log.add_parser(
+        "checkpoint", parents=[common], help="the signed (cosigned when held) checkpoint note"
+    )
+    checkpoint.add_argument(
+        "--size", type=_positive, help="tree size (default: the log's current size)"
+    )
+    checkpoint.add_argument("--out", type=Path, required=True)
+    checkpoint.set_defaults(handler=_cmd_checkpoint)
+
+    consistency = log.add_parser(
+        "consistency", parents=[common], help="consistency proof between two tree sizes"
+    )
+    consistency.add_argument("old", type=_positive, metavar="OLD")
+    consistency.add_argument("new", type=_positive, metavar="NEW")
+    consistency.add_argument("--out", type=Path, required=True)
+    consistency.set_defaults(handler=_cmd_consistency)
 
     export = log.add_parser("export", parents=[common], help="write the log for offline checks")
     export.add_argument("--out", type=Path, required=True)
@@ -145,6 +189,71 @@ def _open(
     if log.store is None:
         raise LineageError(log.fault or "the lineage cannot be opened")
     return log
+
+
+def _open_for_evidence(args: argparse.Namespace) -> tuple[LineageLog, tuple[PublicKey, ...]]:
+    """The device's lineage, verified from its last signed checkpoint against the recorded
+    head (a break found is reported, not recorded), and the witness keys of the trust root
+    in force: what ``receipt``, ``checkpoint`` and ``consistency`` sign and prove from.
+
+    Raises:
+        StateError: the state directory cannot be read.
+        RootError: its trust roots do not verify.
+        LineageError: the log cannot be opened or does not verify.
+    """
+    from edge_agent.store import StateStore
+
+    store = StateStore.open(args.state_dir)
+    try:
+        stored = store.load()
+    finally:
+        store.close()
+    root = verify_stored_roots(stored.roots)[-1]
+    log = LineageLog.open(
+        args.state_dir, stored.identity.device_id, verify_at_open=True, record_breaks=False
+    )
+    if log.store is None or log.fault is not None:
+        _release(log)
+        raise LineageError(
+            f"{log.fault or 'the lineage cannot be opened'}; 'edge-agent log verify' says more"
+        )
+    return log, tuple(root.role(Role.VERIFIER).keys.values())
+
+
+def _release(log: LineageLog) -> None:
+    """Close the log without signing anything more."""
+    if log.store is not None:
+        log.store.close()
+    if log.head is not None:
+        log.head.close()
+
+
+def _require_size(log: LineageLog, size: int, what: str) -> None:
+    """``size`` (a tree size) lies in the stored log.
+
+    Raises:
+        ConfigError: it is beyond the log's end or before its base (pruned).
+    """
+    summary = log.summary()
+    if size > summary.size:
+        raise ConfigError(f"{what} {size} is beyond the log, which holds {summary.size} entries")
+    if size < summary.base:
+        raise ConfigError(
+            f"{what} {size} was pruned: the log holds entries {summary.base} to {summary.size - 1}"
+        )
+
+
+def _cosignature(note: str, witnesses: tuple[PublicKey, ...]) -> Cosignature | None:
+    try:
+        return verify_cosignature(note, witnesses)
+    except LineageError:
+        return None
+
+
+def _witnessed(cosignature: Cosignature | None) -> str:
+    if cosignature is None:
+        return "not cosigned by the hub witness yet (it is once the hub acknowledges it)"
+    return f"cosigned by the hub witness at {utc_text(cosignature.time, '%Y-%m-%d %H:%M UTC')}"
 
 
 def _filters(args: argparse.Namespace) -> tuple[str, list[object]]:
@@ -275,6 +384,99 @@ def _cmd_prove(args: argparse.Namespace) -> int:
             },
             indent=2,
         )
+    )
+    return 0
+
+
+def _cmd_receipt(args: argparse.Namespace) -> int:
+    """Prove the entry against the smallest cosigned checkpoint holding it (else the latest
+    signed one, signed now when none covers it), sign the receipt with the device key,
+    check it as ``edge-verify`` would, and write it."""
+    log, witnesses = _open_for_evidence(args)
+    try:
+        key = log.key
+        assert key is not None
+        summary = log.summary()
+        if args.seq < summary.base:
+            raise ConfigError(
+                f"entry {args.seq} was pruned: the log holds entries {summary.base} to "
+                f"{summary.size - 1}"
+            )
+        if args.seq >= summary.size:
+            raise ConfigError(
+                f"entry {args.seq} is not in the log (it holds entries {summary.base} to "
+                f"{summary.size - 1})"
+            )
+        now = wall_clock()
+        proven = log.prove(args.seq, now, witnesses=witnesses)
+    finally:
+        _release(log)
+    cosignature = _cosignature(proven.checkpoint, witnesses)
+    held = witnesses if cosignature else ()
+    if args.format == "cose":
+        data = build_receipt(
+            entry=proven.entry,
+            seq=proven.seq,
+            tree_size=proven.tree_size,
+            path=proven.proof,
+            note=proven.checkpoint,
+            signer=key,
+            now=now,
+        )
+        verify_receipt(data, device_key=key.public, witness_keys=held)
+    else:
+        data = format_tlog_proof(
+            seq=proven.seq, path=proven.proof, note=proven.checkpoint, entry=proven.entry
+        ).encode()
+        verify_tlog_proof(data, device_key=key.public, witness_keys=held)
+    # A receipt holds the entry (subjects, resources): the owner's alone, as the log.
+    write_atomic(args.out, data, FILE_MODE)
+    kind = decode_entry(proven.entry, proven.seq).kind
+    print(
+        f"receipt of entry {proven.seq} ({kind}) written to {args.out}: proven against the "
+        f"checkpoint at size {proven.tree_size}, {_witnessed(cosignature)}"
+    )
+    return 0
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    """Write the checkpoint note at ``--size`` (default: the current size), signing one
+    from the stored tree when none is stored there; the cosigned note when the device
+    holds it."""
+    log, witnesses = _open_for_evidence(args)
+    try:
+        size = log.size if args.size is None else args.size
+        if size == 0:
+            raise ConfigError("the log is empty: there is no checkpoint to write")
+        _require_size(log, size, "tree size")
+        note = log.checkpoint_note(size, wall_clock())
+    finally:
+        _release(log)
+    write_atomic(args.out, note.encode(), 0o644)
+    print(
+        f"checkpoint at size {size} written to {args.out}: "
+        f"{_witnessed(_cosignature(note, witnesses))}"
+    )
+    return 0
+
+
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    """Write the consistency proof from tree size OLD to NEW, from stored nodes."""
+    if args.old > args.new:
+        raise ConfigError(f"OLD ({args.old}) is larger than NEW ({args.new})")
+    log, _ = _open_for_evidence(args)
+    try:
+        _require_size(log, args.new, "NEW")
+        _require_size(log, args.old, "OLD")
+        proof = log.consistency(args.old, args.new)
+    finally:
+        _release(log)
+    write_atomic(
+        args.out, format_consistency_proof(old=args.old, new=args.new, hashes=proof).encode(), 0o644
+    )
+    print(
+        f"consistency proof from size {args.old} to size {args.new} ({len(proof)} hashes) "
+        f"written to {args.out}"
     )
     return 0
 

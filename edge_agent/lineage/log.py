@@ -691,6 +691,12 @@ class LineageLog:
         if checkpoint is None or checkpoint.size <= seq:
             checkpoint = self._checkpoint_at(tip.size, now)
         data = store.entry(seq)
+        if leaf_hash(data) != store.get_node(0, seq):
+            raise LineageError(
+                "the stored entry is not the leaf the signed tree holds (the log was altered: "
+                "'edge-agent log verify' says more)",
+                seq=seq,
+            )
         proof = inclusion_proof(seq, checkpoint.size, store.get_node)
         return InclusionProof(seq, data, checkpoint.size, proof, checkpoint.note)
 
