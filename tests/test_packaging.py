@@ -462,6 +462,8 @@ def test_deb_ships_the_agent_config_unit_and_system_files_with_root_ownership(
     launcher = members["/usr/bin/edge-agent"]
     assert launcher.isfile() and stat.S_IMODE(launcher.mode) == 0o755
     assert "/opt/edge-agent/edge-agent-exec" in members
+    assert "/opt/edge-agent/edge-verify" in members
+    assert members["/usr/bin/edge-verify"].linkname == "/opt/edge-agent/edge-verify"
     assert {(m.uname, m.gname) for m in members.values()} == {("root", "root")}
     assert not [p for p, m in members.items() if m.mode & (stat.S_ISUID | stat.S_ISGID)]
     assert not [p for p, m in members.items() if m.mode & stat.S_IWOTH and not m.issym()]
