@@ -5,7 +5,6 @@ and every command refuses clearly when it has nothing true to say."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from collections.abc import Iterator
@@ -15,9 +14,13 @@ import pytest
 
 from edge_agent.errors import ReceiptError
 from edge_agent.protocol.checkpoint import verify_checkpoint
+from edge_agent.protocol.consistency_file import (
+    Verdict,
+    parse_consistency_proof,
+    verify_consistency_files,
+)
 from edge_agent.protocol.cosignature import verify_cosignature
 from edge_agent.protocol.keys import PublicKey, public_key_from_pem
-from edge_agent.protocol.merkle import verify_consistency
 from edge_agent.protocol.receipt import Step, verify_receipt, verify_tlog_proof
 from edge_agent.protocol.roles import Role
 from hub.cli.main import main
@@ -136,12 +139,14 @@ def test_checkpoints_and_the_consistency_proof_between_them_verify(
     assert _hub(setup, "lineage", "checkpoint", "gw-001", "--size", "300", "--out", str(old)) == 0
     assert _hub(setup, "lineage", "checkpoint", "gw-001", "--out", str(new)) == 0
     assert _hub(setup, "lineage", "consistency", "gw-001", "300", "600", "--out", str(proof)) == 0
-    first, second = (
-        verify_checkpoint(p.read_text(), sim.key.public, sim.origin) for p in (old, new)
+    report = verify_consistency_files(
+        old.read_text(),
+        new.read_text(),
+        parse_consistency_proof(proof.read_text()),
+        sim.key.public,
+        [witness],
     )
-    header, sizes_old, sizes_new, *hashes = proof.read_text().splitlines()
-    assert (header, sizes_old, sizes_new) == ("edgegov/consistency-proof/v1", "old 300", "new 600")
-    verify_consistency(300, 600, first.root, second.root, [base64.b64decode(h) for h in hashes])
+    assert report.verdict is Verdict.CONSISTENT, report.detail
 
 
 REFUSALS = [

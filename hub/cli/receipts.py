@@ -23,13 +23,13 @@ errors (exit 2); no cosigned checkpoint yet is a refusal (exit 1).
 from __future__ import annotations
 
 import argparse
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, LineageError
 from edge_agent.protocol.checkpoint import Checkpoint, origin_for, verify_checkpoint
+from edge_agent.protocol.consistency_file import format_consistency_proof
 from edge_agent.protocol.cosignature import Cosignature, verify_cosignature
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import decode_entry
@@ -243,14 +243,7 @@ def consistency_text(registry: Registry, device_id: str, old: int, new: int) -> 
         verify_consistency(old, new, roots[0], roots[1], proof)
     except LineageError as exc:
         raise RegistryError(f"the hub's tree nodes of {device_id} are damaged: {exc}") from exc
-    return _consistency_file(old, new, proof)
-
-
-def _consistency_file(old: int, new: int, proof: Sequence[bytes]) -> str:
-    """The ``edgegov/consistency-proof/v1`` text (docs/receipts.md)."""
-    lines = ["edgegov/consistency-proof/v1", f"old {old}", f"new {new}"]
-    lines += [base64.b64encode(h).decode("ascii") for h in proof]
-    return "".join(f"{line}\n" for line in lines)
+    return format_consistency_proof(old=old, new=new, hashes=proof)
 
 
 def _held_root(registry: Registry, device_id: str, size: int, computed: bytes) -> bytes:
