@@ -46,9 +46,15 @@ class DeviceLogSim:
         return origin_for(self.device_id, self.epoch)
 
     def add(
-        self, count: int, *, time: int = NOW, resource: str = "/opt/camera/bin/capture"
+        self,
+        count: int,
+        *,
+        time: int = NOW,
+        resource: str = "/opt/camera/bin/capture",
+        bundle: tuple[bytes, int] | None = None,
     ) -> None:
-        """Append ``count`` decision entries, chained."""
+        """Append ``count`` decision entries, chained; made under ``bundle`` (its digest and
+        version) when given."""
         for _ in range(count):
             seq = len(self.entries)
             prev = entry_hash(self.entries[-1]) if self.entries else GENESIS_PREV
@@ -61,6 +67,8 @@ class DeviceLogSim:
                 reason="allowed" if seq % 3 else "policy_denied",
                 rule="camera-exec" if seq % 3 else "no-shells",
                 request=Request("svc:camera", "exec", resource),
+                bundle_digest=None if bundle is None else bundle[0],
+                bundle_version=None if bundle is None else bundle[1],
             )
             self.entries.append(encode_entry(entry))
 

@@ -4,10 +4,8 @@ inconsistent with a checkpoint it cosigned before (docs/lineage.md, the hub part
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,23 +14,17 @@ from edge_agent.errors import LineageError
 from edge_agent.protocol import topics
 from edge_agent.protocol.checkpoint import verify_checkpoint
 from edge_agent.protocol.cosignature import verify_cosignature
-from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import decode_entry, encode_entry
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
-from edge_agent.protocol.roles import Role
-from edge_agent.protocol.shipping import Ack, verify_ack
 from edge_agent.protocol.topics import DeviceLeaf
-from edge_agent.support.mqtt import Incoming
 from hub.core.ingest import ingest_batch
 from hub.core.witness import witness_accepted
-from hub.hubdir.keys import load_role_keys
-from hub.registry.backends import open_registry
 from hub.registry.records import Accepted, DeviceLog
-from hub.service.config import HubConfig
-from hub.service.server import HubService
 from tests.factory import NOW
 from tests.hub_support import HubSetup, make_hub_dir
 from tests.lineage_sim import DeviceLogSim
+from tests.witness_support import LineageHub, started_hub
 
 LINEAGE = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
 ACK = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
@@ -65,69 +57,6 @@ def test_an_accepted_batch_is_cosigned_on_the_devices_own_note() -> None:
     assert (cosignature.key, cosignature.time) == (witness.public, NOW)
 
 
-# The running hub, fed queued messages.
-
-
-@dataclass
-class RecordingConnection:
-    """Incoming messages already queued; records every (topic, payload) published."""
-
-    queued: list[Incoming]
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-
-    @property
-    def backlog(self) -> int:
-        return len(self.queued)
-
-    async def messages(self) -> AsyncIterator[Incoming]:
-        while self.queued:
-            await asyncio.sleep(0)
-            yield self.queued.pop(0)
-
-    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
-        self.published.append((topic, payload))
-
-
-@dataclass
-class Hub:
-    setup: HubSetup
-    service: HubService
-
-    @property
-    def sim(self) -> DeviceLogSim:
-        return self.setup.devices["gw-001"]
-
-    @property
-    def witness(self) -> PublicKey:
-        root = self.setup.root
-        return load_role_keys(self.setup.keys, Role.VERIFIER, root)[0].public
-
-    def ship(self, *batches: bytes) -> list[Ack]:
-        """Feed ``batches`` on gw-001's lineage topic; return the acks published."""
-        connection = RecordingConnection([Incoming(LINEAGE, b, False) for b in batches])
-        asyncio.run(self.service._started.intake.consume(connection))  # type: ignore[arg-type]
-        return [
-            verify_ack(payload, root=self.setup.root, device="gw-001")
-            for topic, payload in connection.published
-            if topic == ACK
-        ]
-
-    def stored_notes(self) -> dict[int, str]:
-        registry = self.service.registry
-        return {c.size: c.note for c in registry.iter_checkpoints("gw-001")}
-
-
-@contextmanager
-def _started(setup: HubSetup) -> Iterator[Hub]:
-    service = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    registry = open_registry(setup.path / "hub.db")
-    service._start(registry, service.hub_dir.load_keys())
-    try:
-        yield Hub(setup, service)
-    finally:
-        registry.close()
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> HubSetup:
     hub = make_hub_dir(tmp_path / "hub")
@@ -136,19 +65,19 @@ def setup(tmp_path: Path) -> HubSetup:
 
 
 @pytest.fixture
-def hub(setup: HubSetup) -> Iterator[Hub]:
-    with _started(setup) as started:
+def hub(setup: HubSetup) -> Iterator[LineageHub]:
+    with started_hub(setup) as started:
         yield started
 
 
-def _cosigned_at(hub: Hub, size: int) -> str:
+def _cosigned_at(hub: LineageHub, size: int) -> str:
     """Ship gw-001's entries up to ``size`` and return the cosigned note the ack carried."""
     (ack,) = hub.ship(hub.sim.batch(0, size))
     assert ack.acked == size and ack.checkpoint is not None
     return ack.checkpoint
 
 
-def test_the_note_of_an_accepted_batch_is_stored_and_acked_cosigned(hub: Hub) -> None:
+def test_the_note_of_an_accepted_batch_is_stored_and_acked_cosigned(hub: LineageHub) -> None:
     cosigned = _cosigned_at(hub, 10)
     assert verify_cosignature(cosigned, [hub.witness]).key == hub.witness
     assert verify_checkpoint(cosigned, hub.sim.key.public, hub.sim.origin).size == 10
@@ -156,7 +85,7 @@ def test_the_note_of_an_accepted_batch_is_stored_and_acked_cosigned(hub: Hub) ->
     assert hub.stored_notes() == {10: cosigned}
 
 
-def test_a_duplicate_is_reacked_with_the_stored_cosigned_note(hub: Hub) -> None:
+def test_a_duplicate_is_reacked_with_the_stored_cosigned_note(hub: LineageHub) -> None:
     cosigned = _cosigned_at(hub, 10)
     (again,) = hub.ship(hub.sim.batch(0, 10))
     assert (again.acked, again.checkpoint) == (10, cosigned)
@@ -205,7 +134,7 @@ ATTEMPTS: list[tuple[str, Callable[[DeviceLogSim], bytes], bool]] = [
     ("attempt", "fork"), [row[1:] for row in ATTEMPTS], ids=[row[0] for row in ATTEMPTS]
 )
 def test_a_device_never_gets_a_cosignature_inconsistent_with_one_cosigned_before(
-    hub: Hub, attempt: Callable[[DeviceLogSim], bytes], fork: bool
+    hub: LineageHub, attempt: Callable[[DeviceLogSim], bytes], fork: bool
 ) -> None:
     cosigned = _cosigned_at(hub, 10)
     acks = hub.ship(attempt(hub.sim))
@@ -217,7 +146,7 @@ def test_a_device_never_gets_a_cosignature_inconsistent_with_one_cosigned_before
     _assert_consistent(hub, cosigned, honest.checkpoint)
 
 
-def _assert_consistent(hub: Hub, old_note: str, new_note: str) -> None:
+def _assert_consistent(hub: LineageHub, old_note: str, new_note: str) -> None:
     key, origin = hub.sim.key.public, hub.sim.origin
     old, new = (verify_checkpoint(n, key, origin) for n in (old_note, new_note))
     verify_cosignature(new_note, [hub.witness])
@@ -225,7 +154,7 @@ def _assert_consistent(hub: Hub, old_note: str, new_note: str) -> None:
     verify_consistency(old.size, new.size, old.root, new.root, proof)
 
 
-def test_a_fork_is_kept_as_evidence_and_never_cosigned(hub: Hub) -> None:
+def test_a_fork_is_kept_as_evidence_and_never_cosigned(hub: LineageHub) -> None:
     cosigned = _cosigned_at(hub, 10)
     assert hub.ship(_rewritten(hub.sim).batch(0, 20)) == []
     (fork,) = hub.service.registry.forks("gw-001")
@@ -237,9 +166,9 @@ def test_a_fork_is_kept_as_evidence_and_never_cosigned(hub: Hub) -> None:
 def test_cosigned_notes_and_tree_nodes_survive_a_restart(setup: HubSetup) -> None:
     setup.devices["gw-001"].add(570)
     sim = setup.devices["gw-001"]
-    with _started(setup) as hub:
+    with started_hub(setup) as hub:
         (ack,) = hub.ship(sim.batch(0, 300), sim.batch(300, 600))
-    with _started(setup) as hub:
+    with started_hub(setup) as hub:
         (again,) = hub.ship(sim.batch(300, 600))
         assert again.checkpoint == ack.checkpoint
         assert hub.stored_notes()[600] == ack.checkpoint

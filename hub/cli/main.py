@@ -39,6 +39,7 @@ from edge_agent.support.cli import (
 )
 from hub.cli import fabric as fabric_cli
 from hub.cli import lineage
+from hub.cli import receipts as receipts_cli
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
     BundleSummary,
@@ -145,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_cmd_root_rotate)
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
+    receipts_cli.register(keys, lineage_commands, common)
     return parser
 
 

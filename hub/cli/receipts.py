@@ -1,0 +1,339 @@
+"""Portable proofs at the hub: ``edge-hub lineage receipt|checkpoint|consistency`` and
+``edge-hub keys export witness``.
+
+The hub holds every device's shipped log, the tree nodes proofs read (O(log n) registry
+reads, :meth:`hub.registry.interface.Registry.tree_nodes`) and the checkpoints it cosigned
+as the logs' witness. From these:
+
+- ``lineage receipt DEVICE SEQ`` writes a receipt for entry ``SEQ`` (docs/receipts.md): the
+  entry, its inclusion proof to the newest checkpoint covering it that carries the hub's
+  cosignature, signed by the hub's witness key (COSE, RFC 9942) or as a C2SP tlog-proof;
+  ``--include-bundle`` embeds the bundle the entry names, from the registry's bundles;
+- ``lineage checkpoint DEVICE [--size N]`` writes the checkpoint note the hub holds there;
+- ``lineage consistency DEVICE OLD NEW`` writes the RFC 9162 consistency proof between two
+  tree sizes, in the ``edgegov/consistency-proof/v1`` text ``edge-verify`` reads;
+- ``keys export witness`` writes the witness public key (the verifier role key the hub
+  cosigns with) that auditors give ``edge-verify --witness-key``.
+
+Every proof is verified against the roots the hub holds before it is written: the hub never
+hands out a proof that does not hold. Unknown devices, entries or sizes not shipped are input
+errors (exit 2); no cosigned checkpoint yet is a refusal (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import ConfigError, LineageError
+from edge_agent.protocol.checkpoint import Checkpoint, origin_for, verify_checkpoint
+from edge_agent.protocol.consistency_file import format_consistency_proof
+from edge_agent.protocol.cosignature import Cosignature, verify_cosignature
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import decode_entry
+from edge_agent.protocol.merkle import (
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root_at,
+    verify_consistency,
+    verify_inclusion,
+)
+from edge_agent.protocol.receipt import build_receipt
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.tlog_proof import format_tlog_proof
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
+from hub.hubdir.layout import HubDir
+from hub.registry import DeviceRecord, Registry, RegistryError, StoredCheckpoint
+
+__all__ = [
+    "CosignedCheckpoint",
+    "checkpoint_note",
+    "consistency_text",
+    "cosigned_checkpoint",
+    "hub_receipt",
+    "register",
+]
+
+FORMATS = ("cose", "tlog-proof")
+
+
+@dataclass(frozen=True, slots=True)
+class CosignedCheckpoint:
+    """A stored checkpoint whose note verified: the device's signature and the witness's."""
+
+    stored: StoredCheckpoint
+    checkpoint: Checkpoint
+    cosignature: Cosignature
+
+
+def register(
+    keys_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    lineage_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    """Add ``lineage receipt|checkpoint|consistency`` and ``keys export`` to ``edge-hub``."""
+    hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
+    hub_dir.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
+    hub_dir.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", type=Path, required=True, help="file to write")
+
+    receipt = lineage_commands.add_parser(
+        "receipt", parents=[hub_dir, out], help="a receipt for one entry, cosigned by the hub"
+    )
+    receipt.add_argument("device_id", metavar="DEVICE")
+    receipt.add_argument("seq", type=counter_arg(0), metavar="SEQ")
+    receipt.add_argument("--format", choices=FORMATS, default="cose")
+    receipt.add_argument(
+        "--include-bundle", action="store_true", help="embed the bundle the entry names (cose)"
+    )
+    receipt.set_defaults(handler=_cmd_receipt)
+
+    checkpoint = lineage_commands.add_parser(
+        "checkpoint", parents=[hub_dir, out], help="the checkpoint note the hub holds"
+    )
+    checkpoint.add_argument("device_id", metavar="DEVICE")
+    checkpoint.add_argument("--size", type=counter_arg(1), help="tree size (default: latest)")
+    checkpoint.set_defaults(handler=_cmd_checkpoint)
+
+    consistency = lineage_commands.add_parser(
+        "consistency", parents=[hub_dir, out], help="a consistency proof between two sizes"
+    )
+    consistency.add_argument("device_id", metavar="DEVICE")
+    consistency.add_argument("old", type=counter_arg(1), metavar="OLD")
+    consistency.add_argument("new", type=counter_arg(1), metavar="NEW")
+    consistency.set_defaults(handler=_cmd_consistency)
+
+    export = keys_commands.add_parser(
+        "export", parents=[hub_dir, out], help="export a public key the hub signs with"
+    )
+    export.add_argument("which", choices=["witness"], help="witness: the cosigning key")
+    export.set_defaults(handler=_cmd_export)
+
+
+def cosigned_checkpoint(
+    registry: Registry, device: DeviceRecord, witnesses: Sequence[PublicKey], seq: int
+) -> CosignedCheckpoint:
+    """The newest checkpoint the hub holds for ``device`` that covers entry ``seq``, is
+    signed by the device's key under its origin and cosigned by one of ``witnesses``.
+
+    Raises:
+        LineageError: the hub holds no such checkpoint (yet).
+        RegistryError: the registry cannot be read.
+    """
+    origin = origin_for(device.device_id, device.key_epoch)
+    for stored in registry.iter_checkpoints(device.device_id, min_size=seq + 1):
+        try:
+            checkpoint = verify_checkpoint(stored.note, device.public_key, origin)
+            cosignature = verify_cosignature(stored.note, witnesses)
+        except LineageError:
+            continue
+        if checkpoint.size == stored.size and checkpoint.root == stored.root:
+            return CosignedCheckpoint(stored, checkpoint, cosignature)
+    raise LineageError(
+        f"the hub holds no checkpoint of {device.device_id} covering entry {seq} that its "
+        "witness key cosigned yet: the device's next shipped batch brings one (the hub "
+        "cosigns only while it holds a verifier key)",
+        seq=seq,
+    )
+
+
+def hub_receipt(
+    registry: Registry,
+    device_id: str,
+    seq: int,
+    *,
+    witness: PrivateKey,
+    witnesses: Sequence[PublicKey],
+    now: int,
+    fmt: str = "cose",
+    include_bundle: bool = False,
+) -> tuple[bytes, CosignedCheckpoint]:
+    """The receipt of ``device_id``'s entry ``seq`` in format ``fmt`` (``cose``: signed by
+    ``witness`` at ``now``; ``tlog-proof``: text), and the checkpoint it proves against.
+
+    Steps: 1. the device is registered and the hub holds entry ``seq``; 2. the newest
+    cosigned checkpoint covering it (:func:`cosigned_checkpoint`); 3. the inclusion proof
+    from the tree nodes, verified against that checkpoint's root; 4. the bundle the entry
+    names, when asked; 5. the receipt.
+
+    Raises:
+        ConfigError: unknown device, entry not shipped, no bundle to include.
+        LineageError: no cosigned checkpoint covers the entry yet.
+        RegistryError: the registry cannot be read, or its nodes do not prove the entry.
+    """
+    device = _device(registry, device_id)
+    entries = registry.entries(device_id, seq, seq + 1)
+    if not entries:
+        size = registry.lineage_state(device_id).size
+        raise ConfigError(
+            f"entry {seq} of {device_id} has not been shipped to this hub (it holds entries "
+            f"0..{size - 1})"
+            if size
+            else f"no lineage of {device_id} has been shipped to this hub yet"
+        )
+    entry = entries[0]
+    held = cosigned_checkpoint(registry, device, witnesses, seq)
+    size = held.stored.size
+    path = inclusion_proof(seq, size, registry.tree_nodes(device_id))
+    try:
+        verify_inclusion(leaf_hash(entry), seq, size, path, held.stored.root)
+    except LineageError as exc:
+        raise RegistryError(f"the hub's tree nodes of {device_id} are damaged: {exc}") from exc
+    if fmt == "tlog-proof":
+        if include_bundle:
+            raise ConfigError("--include-bundle needs --format cose (a tlog-proof has no room)")
+        text = format_tlog_proof(seq=seq, path=path, note=held.stored.note, entry=entry)
+        return text.encode("utf-8"), held
+    bundle = _named_bundle(registry, entry, seq) if include_bundle else None
+    data = build_receipt(
+        entry=entry,
+        seq=seq,
+        tree_size=size,
+        path=path,
+        note=held.stored.note,
+        signer=witness,
+        now=now,
+        bundle=bundle,
+    )
+    return data, held
+
+
+def checkpoint_note(registry: Registry, device_id: str, size: int | None = None) -> str:
+    """The checkpoint note the hub holds for ``device_id`` at ``size`` (default: its latest).
+
+    Raises:
+        ConfigError: unknown device, nothing shipped, or no checkpoint held at ``size``.
+    """
+    _device(registry, device_id)
+    latest = registry.lineage_state(device_id).size
+    if not latest:
+        raise ConfigError(f"no lineage of {device_id} has been shipped to this hub yet")
+    held = registry.checkpoint(device_id, latest if size is None else size)
+    if held is None or not held.note:
+        raise ConfigError(
+            f"the hub holds no checkpoint of {device_id} at size {size} (its latest is at "
+            f"size {latest})"
+        )
+    return held.note
+
+
+def consistency_text(registry: Registry, device_id: str, old: int, new: int) -> str:
+    """The consistency proof of ``device_id``'s log from size ``old`` to ``new``, as the
+    ``edgegov/consistency-proof/v1`` text, verified against the hub's roots at both sizes.
+
+    Raises:
+        ConfigError: unknown device, or not ``1 <= old <= new <= stored size``.
+        RegistryError: the registry cannot be read, or its nodes do not prove it.
+    """
+    _device(registry, device_id)
+    state = registry.lineage_state(device_id)
+    if not 1 <= old <= new <= state.size:
+        raise ConfigError(
+            f"a consistency proof needs 1 <= OLD <= NEW <= {state.size} (the entries of "
+            f"{device_id} the hub holds); got {old} and {new}"
+        )
+    nodes = registry.tree_nodes(device_id)
+    proof = consistency_proof(old, new, nodes)
+    roots = [_held_root(registry, device_id, size, root_at(size, nodes)) for size in (old, new)]
+    try:
+        verify_consistency(old, new, roots[0], roots[1], proof)
+    except LineageError as exc:
+        raise RegistryError(f"the hub's tree nodes of {device_id} are damaged: {exc}") from exc
+    return format_consistency_proof(old=old, new=new, hashes=proof)
+
+
+def _held_root(registry: Registry, device_id: str, size: int, computed: bytes) -> bytes:
+    held = registry.checkpoint(device_id, size)
+    if held is not None and held.root != computed:
+        raise RegistryError(
+            f"the hub's tree nodes of {device_id} give another root at size {size} than the "
+            "checkpoint it holds there: the registry is damaged"
+        )
+    return computed
+
+
+def _device(registry: Registry, device_id: str) -> DeviceRecord:
+    device = registry.device(device_id)
+    if device is None:
+        raise ConfigError(f"device {device_id!r} is not registered")
+    return device
+
+
+def _named_bundle(registry: Registry, entry: bytes, seq: int) -> bytes:
+    digest = decode_entry(entry, seq).bundle_digest
+    if digest is None:
+        raise ConfigError(f"entry {seq} names no bundle: leave out --include-bundle")
+    data = registry.bundle_data(digest)
+    if data is None:
+        raise ConfigError(
+            f"this hub does not hold bundle sha256:{digest.hex()}, named by entry {seq}"
+        )
+    return data
+
+
+def _witness(hub: HubDir, keys_dir: Path | None) -> tuple[PrivateKey, tuple[PublicKey, ...]]:
+    keys = hub.load_keys(keys_dir)
+    if keys.witness is None:
+        raise ConfigError(
+            f"{keys_dir or hub.keys} holds no verifier key of trust root version "
+            f"{keys.root.version}: the hub's witness key is that key"
+        )
+    return keys.witness, tuple(keys.root.role(Role.VERIFIER).keys.values())
+
+
+def _cmd_receipt(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    witness, witnesses = _witness(hub, args.keys)
+    with hub.open_registry() as registry:
+        data, held = hub_receipt(
+            registry,
+            args.device_id,
+            args.seq,
+            witness=witness,
+            witnesses=witnesses,
+            now=wall_clock(),
+            fmt=args.format,
+            include_bundle=args.include_bundle,
+        )
+    write_atomic(args.out, data)
+    when = utc_text(held.cosignature.time, "%Y-%m-%dT%H:%M:%SZ")
+    print(
+        f"receipt ({args.format}, {len(data)} bytes) for entry {args.seq} of {args.device_id} "
+        f"written to {args.out}: tree size {held.stored.size}, cosigned by the hub at {when}"
+    )
+    return 0
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    with hub.open_registry() as registry:
+        note = checkpoint_note(registry, args.device_id, args.size)
+    write_atomic(args.out, note.encode("utf-8"))
+    print(f"checkpoint of {args.device_id} written to {args.out}")
+    return 0
+
+
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    with hub.open_registry() as registry:
+        text = consistency_text(registry, args.device_id, args.old, args.new)
+    write_atomic(args.out, text.encode("ascii"))
+    print(
+        f"consistency proof of {args.device_id} from size {args.old} to {args.new} written to "
+        f"{args.out}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
+    write_atomic(args.out, witness.public.to_pem().encode("ascii"))
+    print(
+        f"witness public key (verifier role, key id {witness.public.key_id.hex()[:16]}) "
+        f"written to {args.out}: give it to edge-verify --witness-key"
+    )
+    return 0
