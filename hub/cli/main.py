@@ -37,8 +37,8 @@ from edge_agent.support.cli import (
     wall_clock,
     write_atomic,
 )
+from hub.cli import bundle_diff, lineage
 from hub.cli import fabric as fabric_cli
-from hub.cli import lineage
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
     BundleSummary,
@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_cmd_root_rotate)
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
+    bundle_diff.register(bundle, common, _duration)
     return parser
 
 
