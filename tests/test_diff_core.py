@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.errors import LineageError
-from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.compiler import CompiledPolicy, compile_policy, policy_payload
 from edge_agent.policy.engine import Match, evaluate
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.lineage_entries import (
@@ -102,10 +102,32 @@ def test_a_trust_transition_is_not_a_decision_on_either_path() -> None:
     assert reader.read(StoredEntry(1, _entry(1, 100, "installed", Kind.BUNDLE_INSTALLED))) is None
 
 
-def test_a_time_window_is_decided_at_each_decisions_own_minute() -> None:
-    shadow = Shadow(POLICY, max_cached=50)
-    for now in range(0, 2 * 86400, 397):
-        assert shadow.decide(REQUEST, now) == evaluate(POLICY, REQUEST, now), now
+WINDOWED = compile_policy(
+    policy_payload(
+        groups={},
+        workloads={},
+        rules=[
+            {
+                "id": f"w{n}",
+                "effect": effect,
+                "subjects": ["svc:camera"],
+                "actions": ["exec"],
+                "resources": ["/opt/camera/bin/*"],
+                "when": {"time_utc": window},
+            }
+            for n, (effect, window) in enumerate(
+                [("deny", "23:30-00:30"), ("allow", "06:00-22:00"), ("allow", "21:59-06:01")]
+            )
+        ],
+    )
+)
+
+
+@pytest.mark.parametrize("policy", [POLICY, WINDOWED], ids=["one window", "wrapping windows"])
+def test_a_time_window_is_decided_at_each_decisions_own_minute(policy: CompiledPolicy) -> None:
+    shadow = Shadow(policy, max_cached=50)
+    for now in range(0, 2 * 86400, 60):
+        assert shadow.decide(REQUEST, now) == evaluate(policy, REQUEST, now), now
 
 
 def test_the_diff_reports_dead_rules_in_precedence_order_and_gated_decisions_apart() -> None:

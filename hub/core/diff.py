@@ -36,6 +36,7 @@ Pure: no I/O, no clock; the caller reads the registry and hands entries in.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -68,7 +69,7 @@ MAX_EXAMPLES = 3
 MAX_GROUPS = 10_000
 """Groups kept per report section; decisions of further groups are counted as untracked."""
 MAX_CACHED_DECISIONS = 200_000
-"""Distinct (request, minute) outcomes a :class:`Shadow` remembers before starting afresh."""
+"""Distinct (request, span of the day) outcomes a :class:`Shadow` keeps before starting afresh."""
 MAX_CACHED_BODIES = 200_000
 """Distinct entry bodies :class:`_EntryReader` remembers before starting afresh."""
 
@@ -79,22 +80,28 @@ class Shadow:
     """A compiled policy deciding requests exactly as the device's engine does, each
     distinct request once.
 
-    The engine reads the decision time only through ``when.time_utc`` windows, which test
-    the minute of the UTC day (:class:`edge_agent.policy.compiler.Condition`): a policy
-    without windows is cached per request, one with windows per (request, minute of day).
+    The engine reads the decision time only through ``when.time_utc`` windows, each
+    holding from its start minute of the UTC day to its end minute
+    (:class:`edge_agent.policy.compiler.Condition`). So between two consecutive window
+    edges of the policy every window holds or fails alike: a policy without windows is
+    cached per request, one with windows per (request, span between edges).
     """
 
-    __slots__ = ("_cache", "_max_cached", "_timed", "policy")
+    __slots__ = ("_cache", "_edges", "_max_cached", "policy")
 
     def __init__(self, policy: CompiledPolicy, max_cached: int = MAX_CACHED_DECISIONS) -> None:
         self.policy = policy
-        self._timed = any(c is not None and c.window is not None for c in policy.conditions)
+        self._edges = tuple(
+            sorted({m for c in policy.conditions if c is not None and c.window for m in c.window})
+        )
         self._cache: dict[object, Match] = {}
         self._max_cached = max_cached
 
     def decide(self, request: Request, now: int) -> Match:
         """What the engine decides for ``request`` at unix time ``now``."""
-        key: object = (request, now // 60 % _MINUTES_PER_DAY) if self._timed else request
+        key: object = request
+        if self._edges:
+            key = (request, bisect_right(self._edges, now // 60 % _MINUTES_PER_DAY))
         match = self._cache.get(key)
         if match is None:
             match = evaluate(self.policy, request, now)
