@@ -116,7 +116,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     except EdgeGovError as exc:
         return fail(PROG, exc, args.verbose, EXIT_TROUBLE)
     if args.json:
-        print(json.dumps(_report_json(setting, report), sort_keys=True, indent=2))
+        print(json.dumps(_report_json(setting, report), sort_keys=True))
     else:
         _print_report(setting, report, args.limit)
     return EXIT_FLIPS if report.flip_count else EXIT_SAME

@@ -442,40 +442,44 @@ _PREV_HEAD = b"\x02\x58\x20"
 
 def _head(data: bytes) -> tuple[int, int, int] | None:
     """``(seq, time, body offset)`` of an entry head in the form ``encode_entry`` writes,
-    or ``None``."""
-    if len(data) < 8 or data[0] != 0xAF or data[1] != 0x00:
+    or ``None``. (A hot path: one call per shipped entry.)"""
+    if len(data) < _MIN_ENTRY_BYTES or data[0] != 0xAF or data[1] != 0x00:
         return None
-    seq_field = _uint(data, 2)
-    if seq_field is None:
+    seq = _uint(data, 2)
+    if seq is None or data[seq[1]] != 0x01:
         return None
-    seq, position = seq_field
-    if position >= len(data) or data[position] != 0x01:
+    time = _uint(data, seq[1] + 1)
+    if time is None:
         return None
-    time_field = _uint(data, position + 1)
-    if time_field is None:
+    position = time[1]
+    if data[position : position + 3] != _PREV_HEAD:
         return None
-    time, position = time_field
-    if data[position : position + 3] != _PREV_HEAD or len(data) < position + 35:
-        return None
-    return seq, time, position + 35
+    return seq[0], time[0], position + 35
 
 
-_UINT_SIZES = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}
+_MIN_ENTRY_BYTES = 40
+"""Bytes of the shortest head (map head, seq and time in one byte each, prev): no entry
+is shorter, and every index :func:`_head` reads is below it. A body cut short leaves an
+empty or unknown slice, which goes to the strict decoder."""
+_WIDTHS = tuple(
+    0 if byte < 0x18 else {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}.get(byte, -1) for byte in range(256)
+)
+"""Bytes after a CBOR unsigned integer's first byte, by that byte (-1: not one)."""
+_SHORTEST = {1: 0x18, 2: 1 << 8, 4: 1 << 16, 8: 1 << 32}
+"""The least value each width may hold in the shortest form."""
 
 
 def _uint(data: bytes, position: int) -> tuple[int, int] | None:
     """The shortest-form CBOR unsigned integer at ``position`` (at most ``MAX_COUNTER``)
     and the position after it, or ``None``."""
-    if position >= len(data):
-        return None
     first = data[position]
-    if first < 0x18:
+    width = _WIDTHS[first]
+    if width == 0:
         return first, position + 1
-    size = _UINT_SIZES.get(first)
-    if size is None or position + 1 + size > len(data):
+    if width < 0:
         return None
-    value = int.from_bytes(data[position + 1 : position + 1 + size], "big")
-    shortest = 0x18 if size == 1 else 1 << (4 * size)
-    if value < shortest or value > MAX_COUNTER:
+    end = position + 1 + width
+    value = int.from_bytes(data[position + 1 : end], "big")
+    if value < _SHORTEST[width] or value > MAX_COUNTER:
         return None
-    return value, position + 1 + size
+    return value, end
