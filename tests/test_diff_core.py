@@ -89,6 +89,14 @@ def test_a_head_in_a_longer_form_goes_to_the_strict_decoder_and_is_refused() -> 
         reader.read(StoredEntry(2, longer))
 
 
+@pytest.mark.parametrize("cut", [2, 39, 60], ids=["head only", "under 40 bytes", "body cut"])
+def test_an_entry_cut_short_is_refused_even_when_its_body_is_known(cut: int) -> None:
+    reader = _EntryReader()
+    reader.read(StoredEntry(1, _entry(1, 100)))
+    with pytest.raises(LineageError):
+        reader.read(StoredEntry(2, _entry(2, 100)[:cut]))
+
+
 def test_a_damaged_body_is_refused() -> None:
     data = bytearray(_entry(1, 100))
     data[-3] ^= 0xFF
