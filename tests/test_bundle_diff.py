@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -466,3 +467,33 @@ def test_output_is_byte_identical_across_processes(hub: HubSetup, output: str) -
     assert [r.returncode for r in runs] == [1, 1], runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
     assert b"secure-deny" in runs[0].stdout
+
+
+def test_the_registry_lists_every_bundle_of_a_version_in_a_region(tmp_path: Path) -> None:
+    with open_registry(tmp_path / "hub.db") as registry:
+        for region, version, data in (("eu-1", 4, b"b"), ("eu-1", 4, b"a"), ("eu-1", 5, b"c"),
+                                      ("us-1", 4, b"d")):  # fmt: skip
+            digest = hashlib.sha256(data).digest()
+            registry.record_bundle(
+                bundle=PublishedBundle(region, "", version, digest, data, NOON + DAY, None, NOON),
+                issued_at=NOON,
+                target={"region": region},
+                channels=[],
+            )
+        by_digest = sorted([b"a", b"b"], key=lambda d: hashlib.sha256(d).digest())
+        assert registry.bundles_of_version("eu-1", 4) == by_digest
+        assert registry.bundles_of_version("eu-1", 6) == []
+
+
+def test_a_damaged_registry_row_stops_the_diff_naming_device_and_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", (("gw-001", "line-a"),))
+    _ship(setup, "gw-001", DECISIONS[:3])
+    candidate = setup.path / "v2.cbor"
+    candidate.write_bytes(_build(setup, V2, 2))
+    with sqlite3.connect(setup.path / "hub.db") as db:
+        db.execute("UPDATE lineage_entries SET data = x'a0' WHERE seq = 2")
+    assert hub_main(["bundle", "diff", str(candidate), "--hub-dir", str(setup.path)]) == 2
+    err = capsys.readouterr().err
+    assert "entry 2: " in err and "gw-001" in err

@@ -199,13 +199,18 @@ def diff_decisions(
     seq) made at or after ``since`` under ``candidate``, and compare (module docstring).
 
     Raises:
-        LineageError: an entry is malformed (a damaged registry), naming its seq.
+        LineageError: an entry is malformed (a damaged registry), naming its device and seq.
     """
     reader = _EntryReader()
     tally = _Tally()
     for scope, entries in devices:
         for stored in entries:
-            decision = reader.read(stored)
+            try:
+                decision = reader.read(stored)
+            except LineageError as exc:
+                raise LineageError(
+                    f"{exc.message} (the log {scope.device_id} shipped, as the registry holds it)"
+                ) from exc
             if decision is None or (since is not None and decision.time < since):
                 continue
             tally.decisions += 1
