@@ -133,7 +133,7 @@ def _setup(
     policy = Shadow(compile_policy(load_policy_source(yaml.safe_dump(baseline)).policy))
     drafts: dict[tuple[Request, bool, str, str | None], Draft] = {}
     used: set[Request] = set()
-    start = int(time.time()) - WEEK
+    start = (int(time.time()) // 86400 - 7) * 86400  # midnight UTC: the same log every run
     with open_registry(hub / "hub.db") as registry:
         for n in range(devices):
             device_id = f"gw-{n:05d}"
