@@ -183,6 +183,11 @@ class Registry(Protocol):
         """The bytes of the recorded bundle with ``digest``; ``None`` when never recorded."""
         ...
 
+    def bundles_of_version(self, region: str, version: int) -> list[bytes]:
+        """The bytes of every recorded bundle of ``region`` with ``version`` (bundles for
+        different groups may share one), ordered by digest; empty when none was recorded."""
+        ...
+
     # Publications: revocations.
 
     def kill_epoch(self, region: str) -> int:

@@ -73,6 +73,13 @@ class PublicationTables(SqliteTransactions):
         rows = self._read("SELECT data FROM bundles WHERE digest = ?", (digest,))
         return as_bytes(rows[0][0]) if rows else None
 
+    def bundles_of_version(self, region: str, version: int) -> list[bytes]:
+        rows = self._read(
+            "SELECT data FROM bundles WHERE region = ? AND version = ? ORDER BY digest",
+            (region, version),
+        )
+        return [as_bytes(r[0]) for r in rows]
+
     def kill_epoch(self, region: str) -> int:
         rows = self._read("SELECT max(epoch) FROM revocations WHERE region = ?", (region,))
         return as_int(rows[0][0] or 0)
