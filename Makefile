@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow test-arm test-arm-core soak check bench bench-quick format package clean system-deps
+.PHONY: all demo test test-slow test-arm test-arm-core bench-arm soak check bench bench-quick format package clean system-deps
 
 all: check test
 
@@ -124,6 +124,13 @@ ARM_CORE_TESTS := tests/test_dcbor.py tests/test_cose_envelope.py tests/test_cos
 test-arm-core:
 	$(MAKE) package ARCH=arm64
 	packaging/foreign-arch.sh arm64 test-core $(ARM_CORE_TESTS)
+
+# The packaged agent of every architecture in dist/ side by side (ARM emulated, for scale
+# only): sizes, decide latency, idle RSS (bench/arm_emulated.py). Not part of make bench.
+bench-arm: $(STAMP)
+	$(MAKE) package
+	$(MAKE) package ARCH=arm64
+	$(BIN)/python bench/arm_emulated.py
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
