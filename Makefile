@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow test-arm soak check bench bench-quick format package clean system-deps
+.PHONY: all demo test test-slow test-arm test-arm-core bench-arm soak check bench bench-quick format package clean system-deps
 
 all: check test
 
@@ -106,14 +106,35 @@ package: system-deps
 ifeq ($(ARCH),$(HOST_ARCH))
 	PYTHON=$(PYTHON) packaging/build.sh
 else
-	packaging/foreign-arch.sh $(ARCH)
+	PYTHON=$(PYTHON) packaging/foreign-arch.sh $(ARCH)
 endif
 
-# The packaged ARM agents' stories under qemu-user emulation (the emulated marker; never in
-# make test or test-slow). Builds the arm64 package first when it is missing or stale.
+# The packaged ARM agents' stories under qemu-user emulation (the emulated marker: offline
+# story, edge-agent run against an amd64 hub over MQTT, cross-architecture decision digests),
+# then the pure core's unit tests inside the arm64 userland. Never in make test or test-slow.
+# Builds the arm64 package first when it is missing or stale.
 test-arm: $(STAMP)
 	$(MAKE) package ARCH=arm64
-	$(BIN)/pytest -m emulated -q -rs
+	$(BIN)/pytest -m emulated -q -rs --durations=0
+	$(MAKE) test-arm-core
+
+# The pure core's unit tests (protocol, policy, trust) run by the arm64 userland's CPython
+# under emulation, in a venv of their own there (packaging/foreign-arch.sh test-core).
+ARM_CORE_TESTS := tests/test_dcbor.py tests/test_cose_envelope.py tests/test_cose_header_codes.py \
+	tests/test_cose_vectors.py tests/test_merkle.py tests/test_merkle_vectors.py \
+	tests/test_checkpoint.py tests/test_lineage_entries.py tests/test_policy_engine.py \
+	tests/test_policy_properties.py tests/test_bundle_targeting.py tests/test_gate.py \
+	tests/test_trust_machine.py tests/test_determinism.py tests/test_attest_protocol.py
+test-arm-core:
+	$(MAKE) package ARCH=arm64
+	packaging/foreign-arch.sh arm64 test-core $(ARM_CORE_TESTS)
+
+# The packaged agent of every architecture in dist/ side by side (ARM emulated, for scale
+# only): sizes, decide latency, idle RSS (bench/arm_emulated.py). Not part of make bench.
+bench-arm: $(STAMP)
+	$(MAKE) package
+	$(MAKE) package ARCH=arm64
+	$(BIN)/python bench/arm_emulated.py
 
 clean:
 	rm -rf $(VENV) $(ORACLE_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -17,24 +17,33 @@
 # compiled. Needs root (debootstrap, chroot, mount); refuses with one line naming what is
 # missing when this machine cannot run the target's binaries. DEBIAN_MIRROR overrides the
 # mirror; FORCE=1 rebuilds regardless of the fingerprint.
+#
+# `packaging/foreign-arch.sh arm64 test-core tests/test_x.py ...` runs those test files inside
+# the cached userland instead (`make test-arm-core`), with the target's CPython under
+# emulation, in a venv of their own (rootfs/build/core-tests/venv: the runtime dependencies
+# and the test extra of pyproject.toml, from the registry), never in the build venv, whose
+# contents are part of the package's fingerprint.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 ARCH="${1:-}"
+COMMAND="${2:-build}"
 PACKAGES=python3.11,libpython3.11,python3.11-venv,ca-certificates,binutils
 # armhf: PyPI has armv7l wheels for pydantic-core only, so PyNaCl, cffi and PyInstaller (its
 # bootloader) compile inside the userland; PyNaCl links Debian's libsodium (SODIUM_INSTALL=system)
-# rather than building its bundled copy under emulation. cbor2 6 is Rust and needs crates.io,
-# which this machine cannot reach: the armhf build stops there (docs/deploy.md).
+# rather than building its bundled copy under emulation. cbor2 6 is Rust: without an armv7l
+# wheel it needs crates.io, which this machine cannot reach, so the armhf build refuses before
+# setting anything up unless the registry has such a wheel (RUST_WHEELS, docs/deploy.md).
+# WHEEL_CPU: the CPU in the target's wheel tags.
 case "$ARCH" in
-arm64) CPU=aarch64 BUILD_ENV="" ;;
+arm64) CPU=aarch64 BUILD_ENV="" RUST_WHEELS="" WHEEL_CPU=aarch64 ;;
 armhf)
-    CPU=arm BUILD_ENV="SODIUM_INSTALL=system"
+    CPU=arm BUILD_ENV="SODIUM_INSTALL=system" RUST_WHEELS=cbor2 WHEEL_CPU=armv7l
     PACKAGES+=,build-essential,python3.11-dev,libffi-dev,libsodium-dev,zlib1g-dev
     ;;
 *)
-    echo "foreign-arch: usage: packaging/foreign-arch.sh arm64|armhf" >&2
+    echo "foreign-arch: usage: packaging/foreign-arch.sh arm64|armhf [build|test-core FILES]" >&2
     exit 2
     ;;
 esac
@@ -44,6 +53,7 @@ CACHE="$ROOT/build/foreign/$ARCH"
 ROOTFS="$CACHE/rootfs"
 WORK=/build/edgegov
 HOST_CA=/etc/ssl/certs/host-ca-certificates.crt
+CORE_WORK=/build/core-tests
 # What packaging/build.sh fingerprints: everything that goes into the binary and the .deb.
 SOURCES=(edge_agent packaging systemd firmware_profiles docs/deploy.md pyproject.toml)
 
@@ -126,9 +136,86 @@ sync_sources() {
         tar -C "$ROOTFS$WORK" -xf -
 }
 
-main() {
+# The registry must hold a target wheel of each dependency that compiles from Rust (crates.io
+# is out of reach): checked with the host's pip before minutes of userland setup.
+# pip does not widen --platform to older glibc versions, so every manylinux tag up to the
+# userland's glibc (2.36, Debian 12) is named.
+check_rust_wheels() {
+    local name requirement glibc scratch answer status platforms=()
+    for glibc in $(seq 17 36); do
+        platforms+=(--platform "manylinux_2_${glibc}_$WHEEL_CPU")
+    done
+    platforms+=(--platform "manylinux2014_$WHEEL_CPU" --platform "linux_$WHEEL_CPU")
+    for name in $RUST_WHEELS; do
+        requirement="$(runtime_requirement "$name")"
+        scratch="$(mktemp -d)"
+        status=0
+        answer="$("${PYTHON:-python3}" -m pip download --quiet --no-deps --only-binary=:all: \
+            --python-version 3.11 "${platforms[@]}" -d "$scratch" "$requirement" 2>&1)" ||
+            status=$?
+        rm -rf "$scratch"
+        ((status)) || continue
+        grep -q "No matching distribution" <<<"$answer" ||
+            refuse "cannot ask the registry for a $ARCH wheel of $requirement:" \
+                "$(grep -v '^WARNING' <<<"$answer" | tail -n1)"
+        refuse "$ARCH cannot be built here: the registry has no $ARCH wheel of $requirement," \
+            "and building it needs Rust crates from crates.io (docs/deploy.md)"
+    done
+}
+
+# The runtime requirement of pyproject.toml naming the distribution $1.
+runtime_requirement() {
+    "${PYTHON:-python3}" -c 'import re, sys, tomllib
+with open("pyproject.toml", "rb") as f:
+    requirements = tomllib.load(f)["project"]["dependencies"]
+print(next(r for r in requirements if re.match(re.escape(sys.argv[1]) + r"\b", r)))' "$1"
+}
+
+# The named test files inside the userland, in their own venv (see the header), from a fresh
+# copy of edge_agent, tests and pyproject.toml.
+test_core() {
+    local start=$SECONDS file
+    (($#)) || refuse "usage: packaging/foreign-arch.sh $ARCH test-core tests/test_x.py ..."
+    for file in "$@"; do
+        [[ "$file" =~ ^tests/test_[a-z0-9_]+\.py$ && -f "$file" ]] ||
+            refuse "test-core: $file is not a test file under tests/"
+    done
+    [[ $EUID == 0 ]] || refuse "testing under $ARCH emulation needs root (chroot, binfmt_misc)"
+    enable_emulation
+    [[ -x "$ROOTFS/usr/bin/python3.11" ]] ||
+        refuse "no $ARCH userland in $ROOTFS: run make package ARCH=$ARCH first"
+    host_files
+    rm -rf "$ROOTFS$CORE_WORK/src"
+    mkdir -p "$ROOTFS$CORE_WORK/src"
+    tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - edge_agent tests pyproject.toml |
+        tar -C "$ROOTFS$CORE_WORK/src" -xf -
+    in_userland "set -e; cd $CORE_WORK/src; $(core_venv_script)
+../venv/bin/python -m pytest -q -p no:cacheprovider $*"
+    echo "foreign-arch: $# test files passed in $((SECONDS - start)) s (emulated $ARCH)"
+}
+
+# Shell run inside the userland (under set -e): (re)creates ../venv when the requirements
+# changed.
+core_venv_script() {
+    cat <<'EOF'
+requirements="$(python3.11 -c 'import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))')"
+want="$(echo "$requirements" | sha256sum | cut -d" " -f1)"
+if [ "$(cat ../venv/.stamp 2>/dev/null)" != "$want" ]; then
+    rm -rf ../venv
+    python3.11 -m venv ../venv
+    echo "$requirements" >../requirements.txt
+    ../venv/bin/pip install --quiet --disable-pip-version-check -r ../requirements.txt
+    echo "$want" >../venv/.stamp
+fi
+EOF
+}
+
+build() {
     local start=$SECONDS deb
     [[ $EUID == 0 ]] || refuse "building for $ARCH needs root (debootstrap, chroot, binfmt_misc)"
+    check_rust_wheels
     install_tools
     enable_emulation
     setup_rootfs
@@ -144,4 +231,8 @@ main() {
     echo "foreign-arch: dist/$deb in $((SECONDS - start)) s (emulated $ARCH build)"
 }
 
-main "$@"
+case "$COMMAND" in
+build) build ;;
+test-core) test_core "${@:3}" ;;
+*) refuse "unknown command $COMMAND: packaging/foreign-arch.sh $ARCH [build|test-core FILES]" ;;
+esac

@@ -1,41 +1,29 @@
 """The packaged ARM agents run the offline device story on this x86 machine under qemu-user.
 
-``make package ARCH=arm64`` (packaging/foreign-arch.sh) builds the .deb inside an arm64 Debian
-userland; here the package is unpacked as dpkg would unpack it and its agent runs through the
-kernel's binfmt_misc qemu handler, with the userland as the emulator's library root
-(``QEMU_LD_PREFIX``: the dynamic loader and glibc of the target). The keys and the bundle come
-from the amd64 hub of this checkout, so the story also proves the signed CBOR crosses
-architectures unchanged.
+The package is unpacked as dpkg would unpack it and its agent runs through binfmt_misc with
+its Debian userland as the emulator's library root (tests/arm_emulation.py). The keys and the
+bundle come from the amd64 hub of this checkout, so the story also proves the signed CBOR
+crosses architectures unchanged.
 
-Emulation proves the build and the logic, not the timing, and has limits the tests respect:
-``/proc/PID/exe`` of an emulated process is the emulator, so the policy names its workload by
-``uid:`` only, never ``exe:``. Marked ``emulated``: only ``make test-arm`` runs these; each
-skips with the command to run when its package, its userland or the emulator is missing.
+Emulation proves the build and the logic, not the timing. Marked ``emulated``: only ``make
+test-arm`` runs these; each skips with the command to run when its package, its userland or
+the emulator is missing.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from edge_agent import __version__
 from hub.cli.main import main as hub_main
+from tests.arm_emulation import TARGETS, EmulatedAgent, emulated_agent
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulated]
 
-ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT_S = 120
-# Debian architecture -> (binfmt_misc handler, `uname -m` under it, firmware profile). The
-# offline story only names the profile (init records it, the bundle targets it); no armv7l
-# profile ships yet, so armhf borrows the arm64 one's name.
-TARGETS = {
-    "arm64": ("qemu-aarch64", "aarch64", "generic-arm64"),
-    "armhf": ("qemu-arm", "armv7l", "generic-arm64"),
-}
 POLICY = """\
 target: {region: eu-1, groups: [line-a], profiles: [PROFILE]}
 ttl: 24h
@@ -57,45 +45,12 @@ rules:
 """
 
 
-@dataclass(frozen=True)
-class EmulatedAgent:
-    arch: str
-    machine: str
-    profile: str
-    binary: Path
-    userland: Path
-
-    def run(self, cwd: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        environment = ["env", "-i", "PATH=/nonexistent", f"QEMU_LD_PREFIX={self.userland}"]
-        result = subprocess.run(
-            [*environment, str(self.binary), *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-        )
-        assert result.returncode == expect, (self.arch, args, result.stdout, result.stderr)
-        return result
-
-
 @pytest.fixture(scope="module", params=sorted(TARGETS))
 def agent(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> EmulatedAgent:
     arch: str = request.param
-    handler, machine, profile = TARGETS[arch]
-    deb = ROOT / "dist" / f"edge-agent_{__version__}_{arch}.deb"
-    userland = ROOT / "build" / "foreign" / arch / "rootfs"
-    if not deb.is_file() or not (userland / "usr" / "bin").is_dir():
-        pytest.skip(f"no {arch} package and userland: run `make package ARCH={arch}`")
-    status = Path("/proc/sys/fs/binfmt_misc") / handler
-    if not status.is_file() or "enabled" not in status.read_text().splitlines():
-        pytest.skip(f"no enabled {handler} binfmt_misc handler: run `make package ARCH={arch}`")
-    unpacked = tmp_path_factory.mktemp(f"deb-{arch}")
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    binary = unpacked / "opt" / "edge-agent" / "edge-agent"
-    return EmulatedAgent(arch, machine, profile, binary, userland)
+    return emulated_agent(arch, tmp_path_factory.mktemp(f"deb-{arch}"))
 
 
 def _decide(agent: EmulatedAgent, cwd: Path, resource: str, *, expect: int) -> dict[str, object]:
