@@ -25,7 +25,7 @@ each batch, ``hub.core.ingest`` + ``hub.core.witness`` + ``store_batch``), for r
 batches of 16 and 512 entries, with and without the cosigning step, alternating runs on fresh
 registries: verification alone, and verification plus ``store_batch`` (one SQLite commit per
 batch, ``synchronous=FULL``); then the running service's intake (``HubService``, no broker:
-envelope check, ingest, cosigning, burst transactions, signed acks) with 200 devices shipping
+envelope check, ingest, cosigning, burst transactions, signed acks) with 500 devices shipping
 one batch of 100 entries each, as in the 1,000-agent fleet bench, with the hub's witness key
 and without it (``HubKeys.witness = None``: the bench's switch; the service always cosigns
 when it holds the key). Cosigning costs one Ed25519 signature and a note rewrite per batch,
@@ -89,7 +89,7 @@ TARGET_HUB_MS = 5.0
 TARGET_DEVICE_MS = 10.0
 TARGET_VERIFY_MS = 1.0
 TARGET_INGEST_DROP = 0.10
-SERVICE_DEVICES = 200
+SERVICE_DEVICES = 500
 SERVICE_ENTRIES = 100
 """The service intake row: devices shipping one batch of this many entries each, as in the
 1,000-agent fleet bench (100,000 decisions over 1,000 agents)."""
@@ -251,34 +251,54 @@ def process_verify(logs: Logs, scratch: Path, repeat: int) -> list[float] | None
     return times
 
 
-def ingest_rates(entries: int, batch: int, repeat: int, root: Path) -> dict[str, list[float]]:
+@dataclass
+class Rates:
+    """Entries per second per variant, over the repetitions: by wall time and by the
+    process's CPU time (which other load on the machine disturbs far less)."""
+
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+    def add(self, label: str, entries: int, seconds: tuple[float, float]) -> None:
+        self.wall.setdefault(label, []).append(entries / seconds[0])
+        self.cpu.setdefault(label, []).append(entries / seconds[1])
+
+
+def clocked(call: Callable[[], object]) -> tuple[float, float]:
+    """Wall and process CPU seconds one call takes."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ingest_rates(entries: int, batch: int, repeat: int, root: Path) -> Rates:
     """Entries per second through the hub's ingest, with and without cosigning, verify only
     and verify+store, alternating the variants within each repetition."""
     key, witness = PrivateKey.generate(), PrivateKey.generate()
     batches = _batches(_log(entries), batch, key)
-    rates: dict[str, list[float]] = {}
+    rates = Rates({}, {})
     for _ in range(repeat):
         for store in (False, True):
             for cosign in (False, True):
                 registry = (
                     open_registry(Path(tempfile.mkdtemp(dir=root)) / "hub.db") if store else None
                 )
-                elapsed = run_ingest(batches, key, registry, witness if cosign else None)
+                signer = witness if cosign else None
+                seconds = clocked(lambda: run_ingest(batches, key, registry, signer))  # noqa: B023
                 if registry is not None:
                     registry.close()
                 label = f"{'verify+store' if store else 'verify'}{', cosigned' if cosign else ''}"
-                rates.setdefault(label, []).append(entries / elapsed)
+                rates.add(label, entries, seconds)
     return rates
 
 
 def run_ingest(
     batches: Sequence[bytes], key: PrivateKey, registry: Registry | None, witness: PrivateKey | None
-) -> float:
-    """Seconds to ingest ``batches`` (and store them when given a registry); each accepted
-    batch is cosigned when given a ``witness`` key, as ``edge-hub serve`` does."""
+) -> None:
+    """Ingest ``batches`` (and store them when given a registry); each accepted batch is
+    cosigned when given a ``witness`` key, as ``edge-hub serve`` does."""
     origin, log = origin_for(DEVICE, 1), DeviceLog()
     stored = _Empty() if registry is None else registry.stored_log(DEVICE)
-    started = time.perf_counter()
     for data in batches:
         result = ingest_batch(
             data, device=DEVICE, key=key.public, origin=origin, log=log, stored=stored
@@ -289,7 +309,6 @@ def run_ingest(
         if registry is not None:
             assert registry.store_batch(result, expected_size=log.size, received_at=NOW)
         log = result.log
-    return time.perf_counter() - started
 
 
 class _Empty:
@@ -300,14 +319,14 @@ class _Empty:
         return None
 
 
-def service_rates(devices: int, entries: int, repeat: int, root: Path) -> dict[str, list[float]]:
+def service_rates(devices: int, entries: int, repeat: int, root: Path) -> Rates:
     """Entries per second through a started hub service's intake (envelope check, ingest,
     cosigning, burst transactions, signed acks; no broker), ``devices`` devices shipping one
     batch of ``entries`` each, with the hub's witness key and without it (the injectable:
     ``HubKeys.witness = None``), alternating within each repetition."""
     # The hub warns once per start that it holds no witness key: expected here.
     logging.getLogger("hub.service.lineage").setLevel(logging.ERROR)
-    rates: dict[str, list[float]] = {}
+    rates = Rates({}, {})
     for rep in range(repeat):
         for cosign in (False, True):
             ids = [(f"gw-{i:04d}", "line-a") for i in range(devices)]
@@ -322,12 +341,11 @@ def service_rates(devices: int, entries: int, repeat: int, root: Path) -> dict[s
             with open_registry(setup.path / "hub.db") as registry:
                 service._start(registry, keys if cosign else replace(keys, witness=None))
                 connection = RecordingConnection(messages)
-                started = time.perf_counter()
-                asyncio.run(service._started.intake.consume(connection))  # type: ignore[arg-type]
-                elapsed = time.perf_counter() - started
+                intake = service._started.intake
+                seconds = clocked(lambda: asyncio.run(intake.consume(connection)))  # type: ignore[arg-type]  # noqa: B023
             assert len(connection.published) == devices, "every batch is acknowledged"
             label = "service intake, cosigned" if cosign else "service intake"
-            rates.setdefault(label, []).append(devices * entries / elapsed)
+            rates.add(label, devices * entries, seconds)
     return rates
 
 
@@ -371,32 +389,37 @@ def print_figures(figures: dict[int, Figures], count: int, repeat: int) -> dict[
 def print_ingest(entries: int, repeat: int, root: Path) -> dict[str, bool]:
     print(f"## Hub ingest with and without cosigning ({entries:,} entries, one device)\n")
     print(
-        f"{repeat} repetitions, the four variants alternating in each; verified entries/s, "
-        "median (min-max); drop = 1 - cosigned / plain, of the medians.\n"
+        f"{repeat} repetitions, the variants alternating in each; verified entries/s by wall "
+        "time, median (min-max); drop = 1 - cosigned / plain of the medians, by wall time and "
+        "by the process's CPU time (the target: wall time on a shared machine swings with "
+        "other load, and an fsync per batch is disk time, not hub work).\n"
     )
-    print("| batch | step | plain entries/s | cosigned entries/s | drop |")
-    print("|---:|---|---:|---:|---:|")
+    print("| batch | step | plain entries/s | cosigned entries/s | drop, wall | drop, CPU |")
+    print("|---:|---|---:|---:|---:|---:|")
     held = {}
     for batch in INGEST_BATCHES:
         rates = ingest_rates(entries, batch, repeat, root)
-        for step in ("verify", "verify+store"):
-            plain, cosigned = rates[step], rates[f"{step}, cosigned"]
-            drop = 1 - statistics.median(cosigned) / statistics.median(plain)
-            print(f"| {batch} | {step} | {spread(plain)} | {spread(cosigned)} | {drop:.1%} |")
-            if step == "verify+store":
-                held[f"cosigning drops verify+store by <= 10% (batches of {batch})"] = (
-                    drop <= TARGET_INGEST_DROP
-                )
+        _print_drop(rates, "verify", f"| {batch} | verify")
+        drop = _print_drop(rates, "verify+store", f"| {batch} | verify+store")
+        held[f"cosigning drops verify+store by <= 10% CPU (batches of {batch})"] = (
+            drop <= TARGET_INGEST_DROP
+        )
     rates = service_rates(SERVICE_DEVICES, SERVICE_ENTRIES, repeat, root)
-    plain, cosigned = rates["service intake"], rates["service intake, cosigned"]
-    drop = 1 - statistics.median(cosigned) / statistics.median(plain)
-    print(
-        f"| {SERVICE_ENTRIES} | service intake ({SERVICE_DEVICES} devices) | {spread(plain)} | "
-        f"{spread(cosigned)} | {drop:.1%} |"
+    row = f"| {SERVICE_ENTRIES} | service intake ({SERVICE_DEVICES} devices)"
+    held["cosigning drops the service's intake by <= 10% CPU"] = (
+        _print_drop(rates, "service intake", row) <= TARGET_INGEST_DROP
     )
-    held["cosigning drops the service's intake by <= 10%"] = drop <= TARGET_INGEST_DROP
     print()
     return held
+
+
+def _print_drop(rates: Rates, step: str, row: str) -> float:
+    """Print one row; return the CPU-time drop."""
+    plain, cosigned = rates.wall[step], rates.wall[f"{step}, cosigned"]
+    wall = 1 - statistics.median(cosigned) / statistics.median(plain)
+    cpu = 1 - statistics.median(rates.cpu[f"{step}, cosigned"]) / statistics.median(rates.cpu[step])
+    print(f"{row} | {spread(plain)} | {spread(cosigned)} | {wall:.1%} | {cpu:.1%} |")
+    return cpu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
