@@ -111,12 +111,14 @@ class LineageError(EdgeGovError):
 class ReceiptError(LineageError):
     """A decision receipt or proof does not prove what it claims; ``step`` names the first
     check that failed (``entry``, ``inclusion_path``, ``root``, ``receipt_signature``,
-    ``checkpoint_signature``, ``cosignature``, ``bundle``)."""
+    ``checkpoint_signature``, ``cosignature``, ``bundle``); ``held`` lists the (step,
+    detail) pairs that held before it, for a verifier to print what was proven."""
 
     code = "receipt_invalid"
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, *, held: tuple[tuple[str, str], ...] = ()) -> None:
         self.step = step
+        self.held = held
         super().__init__(message)
 
 

@@ -7,6 +7,7 @@
 #   /opt/edge-agent/                        the self-contained agent (binary + _internal/)
 #   /usr/bin/edge-agent                     launcher: `exec` to /opt/edge-agent/edge-agent-exec,
 #                                           everything else to /opt/edge-agent/edge-agent
+#   /usr/bin/edge-verify                    -> /opt/edge-agent/edge-verify (offline receipts)
 #   /etc/edge-agent/agent.toml              default configuration (a conffile, mode 0640)
 #   /usr/lib/systemd/system/edge-agent.service
 #   /usr/lib/sysusers.d/edge-agent.conf     user edge-agent, group edge-agent-clients
@@ -42,6 +43,7 @@ install -d -m 0755 "$STAGE/etc/edge-agent/firmware_profiles"
 cp -a "$SRC" "$STAGE/opt/edge-agent"
 chmod -R u+rwX,go+rX,go-w "$STAGE/opt/edge-agent"
 install -m 0755 packaging/deb/edge-agent "$STAGE/usr/bin/edge-agent"
+ln -s /opt/edge-agent/edge-verify "$STAGE/usr/bin/edge-verify"
 install -m 0640 packaging/deb/agent.toml "$STAGE/etc/edge-agent/agent.toml"
 install -m 0644 systemd/edge-agent.service "$STAGE/usr/lib/systemd/system/"
 install -m 0644 packaging/deb/edge-agent.sysusers "$STAGE/usr/lib/sysusers.d/edge-agent.conf"

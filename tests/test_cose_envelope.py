@@ -588,3 +588,36 @@ def test_another_kind_of_object_is_told_apart_from_a_malformed_one() -> None:
     assert not isinstance(foreign.value, cose.MalformedEnvelopeError)
     with pytest.raises(cose.MalformedEnvelopeError):
         verify(PAYLOAD)
+
+
+def test_an_open_sign1_carries_any_headers_and_a_detached_payload() -> None:
+    key = PrivateKey(bytes([7]) * 32, ALG_EDDSA)
+    data = cose.sign1_open(
+        b"root",
+        key=key,
+        protected={1: ALG_EDDSA, 395: 1, -65600: 3},
+        unprotected={396: {-1: [b"proof"]}, -65602: "note"},
+        detached=True,
+    )
+    parsed = cose.parse_sign1_open(data, max_bytes=1024, max_protected_bytes=256, what="r")
+    assert parsed.payload is None and parsed.alg == ALG_EDDSA
+    assert parsed.protected[-65600] == 3 and parsed.unprotected[-65602] == "note"
+    assert parsed.verify(key.public, b"root")
+    assert not parsed.verify(key.public, b"another root")
+
+
+@pytest.mark.parametrize(
+    ("protected", "unprotected", "message"),
+    [
+        ({1: -8, 2: [395]}, {}, "critical"),
+        ({395: 1}, {1: -8}, "protected header only"),
+        ({1: -7}, {}, "only Ed25519"),
+    ],
+)
+def test_an_open_sign1_refuses_crit_and_unprotected_or_foreign_alg(
+    protected: dict[int, object], unprotected: dict[int, object], message: str
+) -> None:
+    body = dcbor.encode(protected)
+    data = dcbor.encode_tagged(18, [body, unprotected, b"x", bytes(64)])
+    with pytest.raises(cose.MalformedEnvelopeError, match=message):
+        cose.parse_sign1_open(data, max_bytes=1024, max_protected_bytes=256, what="r")

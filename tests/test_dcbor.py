@@ -126,3 +126,32 @@ def test_decode_refuses_map_keys_out_of_deterministic_order(keys: list[object]) 
     assert dcbor.decode(dcbor.encode(dict.fromkeys(keys, 0)), max_bytes=1024) == dict.fromkeys(
         keys, 0
     )
+
+
+def test_cose_header_maps_may_mix_positive_and_negative_keys_in_bytewise_order() -> None:
+    value = {-1: 2, 24: 1, 1: {-2: 0, 3: 1}}
+    data = dcbor.encode(value, mixed_int_keys=True)
+    # RFC 8949 bytewise order puts 24 (0x18 0x18) before -1 (0x20); cbor2's canonical
+    # (shorter first) order would not.
+    assert data == bytes.fromhex("a3 01 a2 03 01 21 00 18 18 01 20 02".replace(" ", ""))
+    assert dcbor.decode(data, max_bytes=64, mixed_int_keys=True) == value
+    assert dcbor.decode_tagged(
+        dcbor.encode_tagged(18, [value], mixed_int_keys=True),
+        tag=18,
+        max_bytes=64,
+        what="x",
+        mixed_int_keys=True,
+    ) == [value]
+
+
+def test_a_mixed_map_in_shorter_first_order_is_not_deterministic() -> None:
+    shorter_first = cbor2.dumps({-1: 2, 24: 1})
+    with pytest.raises(EnvelopeError, match="deterministically"):
+        dcbor.decode(shorter_first, max_bytes=64, mixed_int_keys=True)
+
+
+def test_mixing_integer_keys_stays_refused_without_the_flag_and_with_other_types() -> None:
+    with pytest.raises(ValueError, match="mixes key types"):
+        dcbor.encode({1: 1, -1: 2})
+    with pytest.raises(ValueError, match="mixes key types"):
+        dcbor.encode({1: 1, "a": 2}, mixed_int_keys=True)

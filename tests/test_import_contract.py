@@ -82,6 +82,13 @@ BREACHES = [
         "hub.cli.main -> edge_agent.store",
     ),
     Breach(
+        "edge-verify reaches the agent's lineage store",
+        "edge_agent/verify/cli.py",
+        "import edge_agent.lineage.log",
+        "verify-from-files",
+        "edge_agent.verify.cli -> edge_agent.lineage.log",
+    ),
+    Breach(
         "the store imports the agent that imports it",
         "edge_agent/store.py",
         "import edge_agent.agent",

@@ -43,6 +43,7 @@ from edge_agent.protocol.topics import DeviceLeaf, device_topic
 from edge_agent.sync.config import AgentConfig
 from hub.cli.main import main as hub_main
 from tests.brokers import amqtt_broker
+from tests.receipt_support import ReceiptLog
 from tests.socket_helpers import enrolled_state, public_dir, serving
 from tests.system_tools import require
 
@@ -215,6 +216,27 @@ def test_frozen_exec_gate_fails_closed_without_an_agent_and_runs_nothing(
     )
     assert result.returncode == 126, (result.stdout, result.stderr)
     assert "agent" in result.stderr and not marker.exists()
+
+
+def test_frozen_edge_verify_checks_a_receipt_with_no_python_on_the_machine(
+    build: Build, tmp_path: Path
+) -> None:
+    log = ReceiptLog()
+    (tmp_path / "r.receipt").write_bytes(log.receipt(4))
+    (tmp_path / "gw.pub").write_text(log.device.public.to_pem())
+    (tmp_path / "hub.pub").write_text(log.witness.public.to_pem())
+    verify = build.binary.parent / "edge-verify"
+    command = [str(verify), "receipt", "r.receipt", "--device-key", "gw.pub"]
+    result = subprocess.run(
+        _sandboxed([*command, "--witness-key", "hub.pub"]),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "VERIFIED" in result.stdout
 
 
 def test_the_frozen_gate_hands_the_program_the_callers_environment(build: Build) -> None:
@@ -462,6 +484,8 @@ def test_deb_ships_the_agent_config_unit_and_system_files_with_root_ownership(
     launcher = members["/usr/bin/edge-agent"]
     assert launcher.isfile() and stat.S_IMODE(launcher.mode) == 0o755
     assert "/opt/edge-agent/edge-agent-exec" in members
+    assert "/opt/edge-agent/edge-verify" in members
+    assert members["/usr/bin/edge-verify"].linkname == "/opt/edge-agent/edge-verify"
     assert {(m.uname, m.gname) for m in members.values()} == {("root", "root")}
     assert not [p for p, m in members.items() if m.mode & (stat.S_ISUID | stat.S_ISGID)]
     assert not [p for p, m in members.items() if m.mode & stat.S_IWOTH and not m.issym()]

@@ -288,9 +288,24 @@ def _verify(
     root: TrustRoot | None,
     bundle: bytes | None,
 ) -> ReceiptReport:
-    """Steps of :class:`Step`, in order; the first failure raises."""
-    witnesses = _witnesses(witness_keys, root)
+    """Steps of :class:`Step`, in order; the first failure raises with the steps that held."""
     held: list[StepResult] = []
+    try:
+        return _run(claim, device_key, witness_keys, root, bundle, held)
+    except ReceiptError as exc:
+        done = tuple((str(result.step), result.detail) for result in held)
+        raise ReceiptError(exc.step, exc.message, held=done) from exc
+
+
+def _run(
+    claim: _Claim,
+    device_key: PublicKey,
+    witness_keys: Sequence[PublicKey],
+    root: TrustRoot | None,
+    bundle: bytes | None,
+    held: list[StepResult],
+) -> ReceiptReport:
+    witnesses = _witnesses(witness_keys, root)
     skipped: list[StepResult] = []
 
     def hold(step: Step, detail: str) -> None:

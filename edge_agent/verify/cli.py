@@ -1,0 +1,331 @@
+"""The ``edge-verify`` command line: ``receipt`` and ``consistency``, text or ``--json``.
+
+Exit codes: 0 when every step holds (receipt) or the checkpoints are consistent; 1 when a
+step fails (naming it and why), or a fork or an unproven pair; 2 for usage errors and files
+that cannot be read or keys that cannot be parsed. With ``--json`` every outcome, errors
+included, is one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from edge_agent import __version__
+from edge_agent.errors import ConfigError, EdgeGovError, ReceiptError
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from edge_agent.protocol.consistency_file import (
+    MAX_CONSISTENCY_FILE_BYTES,
+    ConsistencyReport,
+    Verdict,
+    parse_consistency_proof,
+    verify_consistency_files,
+)
+from edge_agent.protocol.keys import PublicKey, public_key_from_pem
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
+from edge_agent.protocol.lineage_entries import Entry
+from edge_agent.protocol.receipt import (
+    MAX_RECEIPT_BYTES,
+    ReceiptReport,
+    Step,
+    verify_receipt,
+    verify_tlog_proof,
+)
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot, verify_trusted_root
+from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
+from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
+from edge_agent.support.cli import EXIT_STDOUT_GONE, read_bounded, read_offered
+
+__all__ = ["main"]
+
+PROG = "edge-verify"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_MAX_RECEIPT_FILE = max(MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16, MAX_TLOG_PROOF_BYTES)
+_MAX_PEM_BYTES = 4096
+
+
+class _UsageError(Exception):
+    """A bad argument or an unreadable file or key: exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    device: PublicKey
+    witnesses: tuple[PublicKey, ...]
+    root: TrustRoot | None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args_list
+    try:
+        args = _parser().parse_args(args_list)
+        if args.command == "receipt":
+            return _receipt(args)
+        return _consistency(args)
+    except _UsageError as exc:
+        return _usage(str(exc), as_json)
+    except BrokenPipeError:
+        return EXIT_STDOUT_GONE
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        description="Verify edgegov decision receipts and checkpoint consistency from files "
+        "alone (no state directory, database or network).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    receipt = commands.add_parser(
+        "receipt",
+        help="verify a receipt (COSE transparent statement) or a C2SP tlog-proof",
+        description="Verify a decision receipt step by step: entry, leaf hash, inclusion "
+        "path, root, receipt signature, checkpoint signature by the device, cosignature by "
+        "the hub witness, and (with --root and the bundle) the bundle's policy signature.",
+    )
+    receipt.add_argument("file", help="the receipt (.receipt, COSE) or .tlog-proof file")
+    receipt.add_argument("--bundle", help="the policy bundle the entry names, if not embedded")
+    consistency = commands.add_parser(
+        "consistency",
+        help="check two checkpoints of one device log: consistent, fork or not proven",
+    )
+    consistency.add_argument("old", help="a checkpoint note file")
+    consistency.add_argument("new", help="another checkpoint note file of the same device")
+    consistency.add_argument("--proof", help="the consistency-proof file between their sizes")
+    for sub in (receipt, consistency):
+        sub.add_argument("--device-key", required=True, help="the device's public key (PEM)")
+        sub.add_argument(
+            "--witness-key",
+            action="append",
+            default=[],
+            help="a witness (hub verifier) public key, PEM; repeatable; requires a cosignature",
+        )
+        sub.add_argument(
+            "--root",
+            help="a trust root (root.cbor): its verifier keys are witness keys, its policy "
+            "role judges the bundle",
+        )
+        sub.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+# --- receipt -------------------------------------------------------------------------------
+
+
+def _receipt(args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    data = _read(args.file, _MAX_RECEIPT_FILE, "receipt", offered=True)
+    bundle = _read(args.bundle, MAX_BUNDLE_BYTES, "bundle", offered=True) if args.bundle else None
+    is_proof = data.startswith(f"{TLOG_PROOF_HEADER}\n".encode())
+    verify = verify_tlog_proof if is_proof else verify_receipt
+    kind = "tlog-proof" if is_proof else "receipt"
+    try:
+        report = verify(
+            data,
+            device_key=keys.device,
+            witness_keys=keys.witnesses,
+            root=keys.root,
+            bundle=bundle,
+        )
+    except ReceiptError as exc:
+        return _receipt_failed(args, kind, exc)
+    _emit(args.json, _receipt_json(args.file, kind, report), _receipt_text(args.file, kind, report))
+    return EXIT_OK
+
+
+def _receipt_failed(args: argparse.Namespace, kind: str, exc: ReceiptError) -> int:
+    steps = [{"step": step, "status": "held", "detail": detail} for step, detail in exc.held]
+    steps.append({"step": exc.step, "status": "failed", "detail": exc.message})
+    document = {
+        "file": args.file,
+        "kind": kind,
+        "ok": False,
+        "steps": steps,
+        "error": {"step": exc.step, "code": exc.code, "message": exc.message},
+    }
+    lines = [f"{PROG}: {kind} {args.file}"]
+    lines += [_line("ok", step, detail) for step, detail in exc.held]
+    lines.append(_line("FAILED", exc.step, exc.message))
+    lines.append(f"NOT VERIFIED: step '{exc.step}' failed: {exc.message}")
+    _emit(args.json, document, "\n".join(lines))
+    return EXIT_FAILED
+
+
+def _receipt_json(path: str, kind: str, report: ReceiptReport) -> dict[str, Any]:
+    results = [(r, "held") for r in report.held] + [(r, "skipped") for r in report.skipped]
+    order = list(Step)
+    results.sort(key=lambda item: order.index(item[0].step))
+    steps = [{"step": str(r.step), "status": status, "detail": r.detail} for r, status in results]
+    cosignature = report.cosignature
+    return {
+        "file": path,
+        "kind": kind,
+        "ok": True,
+        "steps": steps,
+        "entry": _entry_json(report.entry),
+        "checkpoint": _checkpoint_json(report.checkpoint),
+        "cosignature": None
+        if cosignature is None
+        else {"key_id": cosignature.key.key_id.hex(), "time": cosignature.time},
+    }
+
+
+def _receipt_text(path: str, kind: str, report: ReceiptReport) -> str:
+    results = [("ok", r.step, r.detail) for r in report.held]
+    results += [("skipped", r.step, f"not checked: {r.detail}") for r in report.skipped]
+    order = list(Step)
+    results.sort(key=lambda item: order.index(item[1]))
+    lines = [f"{PROG}: {kind} {path}"]
+    lines += [_line(status, step, detail) for status, step, detail in results]
+    checked = ", ".join(r.step for r in report.held)
+    lines.append(f"VERIFIED: {checked}")
+    return "\n".join(lines)
+
+
+def _line(status: str, step: str, detail: str) -> str:
+    return f"  {status:<8} {step:<21} {detail}"
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    request = entry.request
+    return {
+        "seq": entry.seq,
+        "time": entry.time,
+        "kind": str(entry.kind),
+        "allowed": entry.allowed,
+        "reason": entry.reason,
+        "rule": entry.rule,
+        "bundle_digest": None if entry.bundle_digest is None else entry.bundle_digest.hex(),
+        "bundle_version": entry.bundle_version,
+        "request": None
+        if request is None
+        else {
+            "subject": request.subject,
+            "action": request.action,
+            "resource": request.resource,
+            "context": dict(request.context),
+            "selectors": list(request.selectors),
+        },
+        "detail": entry.detail,
+    }
+
+
+def _checkpoint_json(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()}
+
+
+# --- consistency ---------------------------------------------------------------------------
+
+
+def _consistency(args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    old = _read(args.old, MAX_NOTE_BYTES, "checkpoint")
+    new = _read(args.new, MAX_NOTE_BYTES, "checkpoint")
+    proof = None
+    if args.proof:
+        text = _read(args.proof, MAX_CONSISTENCY_FILE_BYTES, "consistency proof")
+        try:
+            proof = parse_consistency_proof(text)
+        except EdgeGovError as exc:
+            raise _UsageError(f"consistency proof {args.proof}: {exc}") from exc
+    witnesses = keys.witnesses + _root_witnesses(keys.root)
+    report = verify_consistency_files(old, new, proof, keys.device, witnesses)
+    _emit(args.json, _consistency_json(args, report), _consistency_text(args, report))
+    return EXIT_OK if report.verdict == Verdict.CONSISTENT else EXIT_FAILED
+
+
+def _root_witnesses(root: TrustRoot | None) -> tuple[PublicKey, ...]:
+    return () if root is None else tuple(root.role(Role.VERIFIER).keys.values())
+
+
+def _consistency_json(args: argparse.Namespace, report: ConsistencyReport) -> dict[str, Any]:
+    return {
+        "old": args.old,
+        "new": args.new,
+        "ok": report.verdict == Verdict.CONSISTENT,
+        "verdict": str(report.verdict),
+        "detail": report.detail,
+        "old_checkpoint": _checkpoint_json(report.old),
+        "new_checkpoint": _checkpoint_json(report.new),
+    }
+
+
+def _consistency_text(args: argparse.Namespace, report: ConsistencyReport) -> str:
+    names = {
+        Verdict.CONSISTENT: "CONSISTENT",
+        Verdict.FORK: "FORK",
+        Verdict.NOT_PROVEN: "NOT PROVEN",
+    }
+    lines = [f"{PROG}: consistency {args.old} {args.new}"]
+    for label, checkpoint in (("older", report.old), ("newer", report.new)):
+        if checkpoint is not None:
+            lines.append(
+                f"  {label}: size {checkpoint.size} root {checkpoint.root.hex()} "
+                f"({checkpoint.origin})"
+            )
+    lines.append(f"{names[report.verdict]}: {report.detail}")
+    return "\n".join(lines)
+
+
+# --- files and keys ------------------------------------------------------------------------
+
+
+def _keys(args: argparse.Namespace) -> _Keys:
+    device = _pem_key(args.device_key, "device key")
+    witnesses = tuple(_pem_key(path, "witness key") for path in args.witness_key)
+    root = None
+    if args.root:
+        try:
+            root = verify_trusted_root(_read(args.root, MAX_ROOT_BYTES, "trust root"), now=None)
+        except EdgeGovError as exc:
+            raise _UsageError(f"trust root {args.root}: {exc}") from exc
+    return _Keys(device, witnesses, root)
+
+
+def _pem_key(path: str, what: str) -> PublicKey:
+    data = _read(path, _MAX_PEM_BYTES, what)
+    try:
+        return public_key_from_pem(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _UsageError(f"{what} {path}: {exc}") from exc
+
+
+def _read(path: str, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
+    """The file's bytes; with ``offered``, a larger file reads as ``max_bytes + 1`` bytes so
+    the verifier's own cap refuses it as a failed step."""
+    try:
+        if offered:
+            return read_offered(path, max_bytes, what)
+        return read_bounded(path, max_bytes, what)
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _usage(message: str, as_json: bool) -> int:
+    if as_json:
+        document = {"ok": False, "error": {"step": None, "code": "usage", "message": message}}
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _emit(as_json: bool, document: dict[str, Any], text: str) -> None:
+    print(json.dumps(document, indent=2) if as_json else text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
