@@ -23,6 +23,7 @@ from edge_agent.protocol.cosignature import verify_cosignature
 from edge_agent.protocol.keys import PublicKey, public_key_from_pem
 from edge_agent.protocol.receipt import Step, verify_receipt, verify_tlog_proof
 from edge_agent.protocol.roles import Role
+from edge_agent.verify.cli import main as verify_main
 from hub.cli.main import main
 from hub.hubdir.keys import load_role_keys
 from hub.registry.backends import open_registry
@@ -213,3 +214,24 @@ def test_no_receipt_before_the_hub_has_cosigned_a_checkpoint_covering_the_entry(
     with started_hub(unwitnessed) as started:
         started.ship(sim.batch(20, 25))
     assert _hub(unwitnessed, "lineage", "receipt", "gw-001", "3", "--out", str(out)) == 0
+
+
+def test_edge_verify_proves_every_step_of_a_hub_receipt_and_consistency_from_files_alone(
+    setup: HubSetup, sim: DeviceLogSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {name: tmp_path / name for name in ("r", "hub.pub", "dev.pub", "old", "new", "p")}
+    files["dev.pub"].write_text(sim.key.public.to_pem())
+    for command in (
+        ["keys", "export", "witness", "--out", str(files["hub.pub"])],
+        ["lineage", "receipt", "gw-001", "42", "--include-bundle", "--out", str(files["r"])],
+        ["lineage", "checkpoint", "gw-001", "--size", "300", "--out", str(files["old"])],
+        ["lineage", "checkpoint", "gw-001", "--out", str(files["new"])],
+        ["lineage", "consistency", "gw-001", "300", "600", "--out", str(files["p"])],
+    ):
+        assert _hub(setup, *command) == 0
+    keys = ["--device-key", str(files["dev.pub"]), "--witness-key", str(files["hub.pub"])]
+    root = ["--root", str(setup.keys / "root.cbor")]
+    assert verify_main(["receipt", str(files["r"]), *keys, *root]) == 0
+    consistency = ["consistency", str(files["old"]), str(files["new"]), "--proof", str(files["p"])]
+    assert verify_main([*consistency, *keys]) == 0
+    capsys.readouterr()

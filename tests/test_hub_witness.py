@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import LineageError
-from edge_agent.protocol import topics
 from edge_agent.protocol.checkpoint import verify_checkpoint
 from edge_agent.protocol.cosignature import verify_cosignature
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import decode_entry, encode_entry
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
-from edge_agent.protocol.topics import DeviceLeaf
 from hub.core.ingest import ingest_batch
 from hub.core.witness import witness_accepted
 from hub.registry.records import Accepted, DeviceLog
@@ -25,9 +23,6 @@ from tests.factory import NOW
 from tests.hub_support import HubSetup, make_hub_dir
 from tests.lineage_sim import DeviceLogSim
 from tests.witness_support import LineageHub, started_hub
-
-LINEAGE = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
-ACK = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
 
 
 class _NothingStored:
@@ -122,6 +117,11 @@ ATTEMPTS: list[tuple[str, Callable[[DeviceLogSim], bytes], bool]] = [
         False,
     ),
     ("a gap after the cosigned size", lambda s: s.batch(15, 20), False),
+    (
+        "an earlier size signed over another root",
+        lambda s: s.batch(0, 7, note=s.note(7, root=bytes(32))),
+        False,
+    ),
     (
         "a note by another key",
         lambda s: s.batch(10, 20, note=s.note(20, key=PrivateKey.generate())),

@@ -328,13 +328,23 @@ def test_stored_checkpoints_are_read_back_one_or_largest_size_first(
 
 
 @pytest.mark.parametrize(
-    "size", [1, 2, 255, 256, 257, 511, 512, 513, 1025], ids=lambda size: f"{size}-entries"
+    "size",
+    [1, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1025],
+    ids=lambda size: f"{size}-entries",
 )
 def test_proofs_from_the_node_store_equal_proofs_from_every_entry(
     registry: Registry, size: int
 ) -> None:
     log = store_log(registry, size)
     assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), size)
+
+
+def test_many_checkpoints_stream_largest_first_across_pages(registry: Registry) -> None:
+    store_log(registry, 30, batch=1)
+    assert [c.size for c in registry.iter_checkpoints("gw-001")] == list(range(30, 0, -1))
+    assert [c.size for c in registry.iter_checkpoints("gw-001", min_size=9)] == list(
+        range(30, 8, -1)
+    )
 
 
 def test_a_node_the_registry_does_not_hold_is_an_error_not_a_hash(

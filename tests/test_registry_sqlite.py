@@ -12,6 +12,7 @@ import pytest
 
 from edge_agent.protocol.keys import PrivateKey
 from hub.registry import DeviceRecord, RegistryError, RejectionCount
+from hub.registry.records import STORED_NODE_LEVEL
 from hub.registry.sqlite import SqliteRegistry
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.factory import NOW
@@ -80,7 +81,7 @@ def _registry_from_before_tree_nodes(path: Path, size: int) -> list[bytes]:
     return entries
 
 
-@pytest.mark.parametrize("size", [255, 256, 1100])
+@pytest.mark.parametrize("size", [63, 64, 65, 1100])
 def test_a_registry_from_before_tree_nodes_is_backfilled_with_the_same_proofs(
     tmp_path: Path, size: int
 ) -> None:
@@ -88,7 +89,8 @@ def test_a_registry_from_before_tree_nodes_is_backfilled_with_the_same_proofs(
     with SqliteRegistry.open(tmp_path / "hub.db") as registry:
         assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(entries), size)
         stored = registry._db.execute("SELECT count(*) FROM lineage_nodes").fetchone()[0]
-    assert stored == sum(size >> level for level in range(8, size.bit_length()))
+    levels = range(STORED_NODE_LEVEL, size.bit_length())
+    assert stored == sum(size >> level for level in levels)
 
 
 @pytest.mark.parametrize(

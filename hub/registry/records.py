@@ -37,11 +37,11 @@ __all__ = [
     "StoredLog",
 ]
 
-STORED_NODE_LEVEL = 8
+STORED_NODE_LEVEL = 6
 """Lowest level of the Merkle tree nodes a registry stores for a device log: ingest hands it
 the perfect nodes of this level and up, and a node below is rehashed from the at most
 ``2**STORED_NODE_LEVEL`` stored entries under it (so a proof costs O(log n) reads while
-ingest writes one node row per 128 entries)."""
+ingest writes one node row per 32 entries)."""
 
 
 @dataclass(frozen=True, slots=True)

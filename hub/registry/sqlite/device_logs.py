@@ -21,11 +21,14 @@ from hub.registry.records import (
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
 from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
 
-__all__ = ["PAGE_ROWS", "DeviceLogTables"]
+__all__ = ["FIRST_CHECKPOINT_PAGE", "PAGE_ROWS", "DeviceLogTables"]
 
 PAGE_ROWS = 1000
 """Entries (or checkpoints) read per query by :meth:`DeviceLogTables.iter_entries` (and
-:meth:`DeviceLogTables.iter_checkpoints`)."""
+:meth:`DeviceLogTables.iter_checkpoints`, after its first pages)."""
+FIRST_CHECKPOINT_PAGE = 4
+"""Checkpoints in :meth:`DeviceLogTables.iter_checkpoints`'s first page (then 4 times more
+per page up to :data:`PAGE_ROWS`): a receipt usually needs only the newest."""
 
 
 class DeviceLogTables(SqliteTransactions):
@@ -91,18 +94,21 @@ class DeviceLogTables(SqliteTransactions):
         return _checkpoint(rows[0]) if rows else None
 
     def iter_checkpoints(self, device: str, *, min_size: int = 0) -> Iterator[StoredCheckpoint]:
+        # Callers mostly want the newest: the first page is small, later ones grow.
         below: int | None = None
+        page = FIRST_CHECKPOINT_PAGE
         while True:
             rows = self._read(
                 "SELECT size, root, note, received_at FROM lineage_checkpoints "
                 "WHERE device = ? AND size >= ? AND (? IS NULL OR size < ?) "
                 "ORDER BY size DESC LIMIT ?",
-                (device, min_size, below, below, PAGE_ROWS),
+                (device, min_size, below, below, page),
             )
             yield from (_checkpoint(row) for row in rows)
-            if len(rows) < PAGE_ROWS:
+            if len(rows) < page:
                 return
             below = as_int(rows[-1][0])
+            page = min(page * 4, PAGE_ROWS)
 
     def tree_nodes(self, device: str) -> NodeFetcher:
         return NodeReader(self._read, device, self.path)

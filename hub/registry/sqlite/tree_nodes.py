@@ -5,7 +5,7 @@ Proofs (:func:`edge_agent.protocol.merkle.inclusion_proof`, ``consistency_proof`
 :data:`NODE_LEVEL` and up, as ingest closes them (``store_batch`` writes them in the batch's
 transaction), and recomputes a node below that level from the at most
 ``2**NODE_LEVEL`` stored entries of its block. So a proof in a log of a million entries
-reads at most two blocks of entries and about twenty node rows, while ingest writes one node
+reads at most two blocks of entries and about thirty node rows, while ingest writes one node
 row per ``2**(NODE_LEVEL - 1)`` entries.
 
 A registry written before this table existed holds entries but no nodes: :func:`backfill`
@@ -29,7 +29,8 @@ __all__ = ["BLOCK_CACHE", "NODE_LEVEL", "NodeReader", "backfill"]
 
 NODE_LEVEL = STORED_NODE_LEVEL
 """Lowest tree level stored: a node below it is rehashed from its block of
-``2**NODE_LEVEL`` (256) entries, about 80 KiB of typical entries."""
+``2**NODE_LEVEL`` (64) entries, about 20 KiB of typical entries: small enough that a proof
+rehashes little, large enough that ingest writes few node rows."""
 BLOCK_CACHE = 4
 """Blocks of rehashed levels one :class:`NodeReader` keeps (a proof needs at most two)."""
 _PAGE_ROWS = 4096
