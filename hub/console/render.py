@@ -7,7 +7,6 @@ time it was rendered.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from edge_agent.support.cli import utc_text
 from hub.console.auth import console_context, current_user
 
 __all__ = ["TEMPLATES_DIR", "environment", "render"]
@@ -59,7 +59,4 @@ def render(
 
 def _utc(seconds: int | None) -> str:
     """Unix seconds as ``YYYY-MM-DD HH:MM:SS UTC`` (``never`` for ``None``)."""
-    if seconds is None:
-        return "never"
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "never" if seconds is None else utc_text(seconds, "%Y-%m-%d %H:%M:%S UTC")
