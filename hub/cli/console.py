@@ -64,9 +64,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not tokens:
         print("no console tokens: add one with 'edge-hub console token add NAME --role viewer'")
     for token in tokens:
-        print(
-            f"{token.name:<24} {token.role:<9} added {utc_text(token.created_at, '%Y-%m-%d %H:%M UTC')}"
-        )
+        added = utc_text(token.created_at, "%Y-%m-%d %H:%M UTC")
+        print(f"{token.name:<24} {token.role:<9} added {added}")
     return 0
 
 
