@@ -35,6 +35,7 @@ from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import (
     Accepted,
     AttestationRecord,
+    ConsoleFleetRow,
     ConsoleToken,
     DeviceLog,
     DeviceRecord,
@@ -418,6 +419,16 @@ class Registry(Protocol):
 
     def revoke_console_token(self, name: str) -> bool:
         """Delete the console login token ``name``; whether there was one."""
+        ...
+
+    def console_fleet(self) -> list[ConsoleFleetRow]:
+        """One row per registered device, ordered by device id, for the console's
+        dashboard: what :meth:`fleet` says of it (without rejections) and its last
+        attestation's verdict and times, in one read."""
+        ...
+
+    def console_device(self, device_id: str) -> ConsoleFleetRow | None:
+        """:meth:`console_fleet`'s row of ``device_id``; ``None`` when it is not registered."""
         ...
 
     def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:
