@@ -25,8 +25,11 @@ from hub.console.health import (
 from hub.registry import (
     AttestationRecord,
     ConsoleFleetRow,
+    FleetCount,
+    FleetSummary,
     IssuedRevocation,
     PublishedBundle,
+    RolloutCount,
     StatusSpan,
 )
 from tests.factory import NOW
@@ -114,19 +117,41 @@ def test_a_device_should_run_the_highest_version_on_a_channel_it_listens_on(
     assert target_version(ROW, current) == target
 
 
-def test_the_rollout_counts_stale_devices_as_unknown_not_as_their_last_version() -> None:
-    rows = [
-        ROW,
-        replace(ROW, device_id="gw-002", bundle_version=2),
-        replace(ROW, device_id="gw-003", last_seen=NOW - 1000),
-    ]
-    health = fleet_health(
-        rows, bundles=[_bundle("all/_", 3)], rejections=[], now=NOW, stale_after_s=STALE_AFTER
+def test_the_rollout_gathers_each_group_and_keeps_unknown_devices_apart() -> None:
+    def rollout(target: int | None, running: int | None, n: int, at: int) -> RolloutCount:
+        return RolloutCount(
+            "eu-1", "line-a", target, running, running is not None, FleetCount(n, at, at)
+        )
+
+    summary = FleetSummary(
+        states={
+            "open": FleetCount(4, NOW - 9, NOW - 1),
+            "stale": FleetCount(1, NOW - 900, NOW - 900),
+        },
+        rollout=(
+            rollout(3, 3, 2, NOW - 5),
+            rollout(3, 2, 1, NOW - 9),
+            rollout(3, None, 1, NOW - 900),
+            rollout(4, 4, 1, NOW - 1),
+        ),
+        attestation={},
+        lineage_current=FleetCount(),
+        lineage_lagging=FleetCount(),
+        lineage_waiting=0,
+        lineage_max_lag=None,
+        forks=FleetCount(),
+        rejections={},
     )
+    health = fleet_health(summary, NOW)
     [group] = health.rollout
-    assert (group.on_target.count, group.behind.count, group.unknown.count) == (1, 1, 1)
-    assert group.running == {3: 1, 2: 1}
-    assert health.gates["revoked"].count == 2 and health.gates[STALE].count == 1
+    assert group.target_list == [3, 4]
+    assert group.on_target == FleetCount(3, NOW - 5, NOW - 1)
+    assert group.behind == FleetCount(1, NOW - 9, NOW - 9)
+    assert group.unknown == FleetCount(1, NOW - 900, NOW - 900)
+    assert group.running == {3: 2, 2: 1, 4: 1}
+    assert health.devices == 5
+    assert list(health.gates)[:2] == ["open", "bundle_expired"]
+    assert health.gates["revoked"] == FleetCount()
 
 
 def _revocation(kind: str, value: str, region: str = "eu-1") -> IssuedRevocation:

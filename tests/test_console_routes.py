@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.protocol.shipping import DeviceStatus
+from hub.console.devices import PAGE_SIZE
+from hub.console.health import device_state
 from hub.registry import AttestationRecord, RejectionCount
 from tests.console_support import Console, add_token, login, make_console, populate_fleet
 from tests.factory import NOW
@@ -27,7 +29,8 @@ def _status(device: str, at: int, gate: str = "open", *, online: bool = True, ve
 
 def _card(page: str, state: str) -> int:
     found = re.search(
-        rf'data-state="{state}">\s*<span class="label">[^<]*</span>\s*<span class="count">(\d+)',
+        rf'data-state="{state}">\s*<span class="label">[^<]*</span>\s*'
+        rf'<a class="count" href="/devices\?state={state}">(\d+)</a>',
         page,
     )
     assert found, f"no {state} card"
@@ -172,11 +175,18 @@ def test_the_dashboard_shows_rollout_attestation_lineage_lag_and_rejections(
     assert 'Entries waiting in total</th><td class="num">12</td>' in page
 
 
-def test_the_dashboard_of_a_large_fleet_adds_up(console: Console) -> None:
-    ids = populate_fleet(console.registry, 300, now=NOW, stale_after_s=90)
+def test_the_dashboard_counts_each_device_in_the_state_its_page_shows(
+    console: Console,
+) -> None:
+    populate_fleet(console.registry, 300, now=NOW, stale_after_s=90)
     page = console.client().get("/").text
-    counts = [int(n) for n in re.findall(r'<span class="count">(\d+)</span>', page)]
-    assert sum(counts) == len(ids) + 2
+    expected: dict[str, int] = {}
+    for row in console.registry.console_devices(now=NOW, stale_after_s=90, limit=1000):
+        state = device_state(row, NOW, console.context.stale_after_s)
+        expected[state] = expected.get(state, 0) + 1
+    assert len(expected) > 5
+    for state, count in expected.items():
+        assert _card(page, state) == count, state
 
 
 # The devices list and device pages.
@@ -198,11 +208,28 @@ def test_the_devices_list_filters_by_state_and_region(console: Console) -> None:
     assert "No device matches." in page
 
 
+def test_the_devices_list_pages_by_id_with_a_next_link_keeping_the_filter(
+    console: Console,
+) -> None:
+    populate_fleet(console.registry, PAGE_SIZE + 20, now=NOW)
+    client = console.client()
+    first = client.get("/devices", params={"region": "eu-1"}).text
+    assert first.count('<tr>\n<td><a href="/devices/') == PAGE_SIZE
+    found = re.search(r'<a href="([^"]+)" rel="next">', first)
+    assert found
+    following = found.group(1).replace("&amp;", "&")
+    assert following == f"/devices?after=dev-{PAGE_SIZE:05d}&region=eu-1"
+    second = client.get(following).text
+    assert 'rel="next"' not in second
+    assert second.count('<tr>\n<td><a href="/devices/') == 22
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"state": "sleepy"}, "is not a state the console shows"),
         ({"region": "eu 1"}, "region: 1 to 64 letters"),
+        ({"after": "x" * 300}, "after: a device id, at most 256 characters"),
     ],
 )
 def test_a_bad_devices_filter_is_a_400_saying_why(

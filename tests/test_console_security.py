@@ -163,7 +163,7 @@ def test_an_unexpected_failure_is_a_500_page_without_a_traceback(console: Consol
         def __getattr__(self, name: str) -> object:
             return getattr(console.registry, name)
 
-        def console_fleet(self) -> object:
+        def fleet_summary(self, now: int, stale_after_s: int) -> object:
             raise RuntimeError("disk on fire at /secret/path")
 
     client = console.client("viewer")

@@ -32,6 +32,7 @@ from hub.registry import (
     AttestationRecord,
     ConsoleToken,
     DeviceRecord,
+    FleetCount,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
@@ -39,6 +40,7 @@ from hub.registry import (
     RegistryError,
     RejectionCount,
     RejectionTotal,
+    RolloutCount,
     StatusSpan,
     StoredCheckpoint,
     StoredEntry,
@@ -610,7 +612,7 @@ def test_console_fleet_rows_join_status_activity_log_forks_and_attestation(
     registry.add_device(_device("gw-001"))
     registry.record_status(_status(NOW), b"s", NOW + 2)
     registry.record_attestation(_attestation("gw-001", "pass", NOW + 5))
-    rows = registry.console_fleet()
+    rows = registry.console_devices(now=NOW, stale_after_s=90, limit=10)
     assert [r.device_id for r in rows] == ["gw-001", "gw-002"]
     first, second = rows
     assert (first.online, first.gate, first.bundle_version) == (True, "open", 3)
@@ -621,3 +623,106 @@ def test_console_fleet_rows_join_status_activity_log_forks_and_attestation(
     assert (second.gate, second.last_seen, second.attestation_verdict) == (None, None, None)
     assert registry.console_device("gw-002") == second
     assert registry.console_device("gw-404") is None
+
+
+def test_the_fleet_summary_counts_states_rollout_attestation_lineage_forks_and_rejections(
+    registry: Registry,
+) -> None:
+    stale_after = 90
+    for device_id, groups in (
+        ("gw-001", ("line-a",)),
+        ("gw-002", ("line-a",)),
+        ("gw-003", ("line-a",)),
+        ("gw-004", ("line-b",)),
+        ("gw-005", ("line-a", "line-b")),
+    ):
+        registry.add_device(_device(device_id, groups=groups))
+    registry.record_bundle(bundle=_bundle(3), issued_at=NOW, target={}, channels=["all/_"])
+    registry.record_bundle(
+        bundle=_bundle(5, channel="device/gw-005"),
+        issued_at=NOW,
+        target={},
+        channels=["device/gw-005"],
+    )
+    now = NOW + 1000
+
+    def status(
+        device: str,
+        at: int,
+        *,
+        online: bool = True,
+        gate: str = "open",
+        version: int = 3,
+        size: int = 0,
+    ) -> None:
+        sent = DeviceStatus(device, at, online, version, NOW + 3600, gate, size, 0)
+        registry.record_status(sent, b"s" + device.encode(), at)
+
+    status("gw-001", now - 10, size=10)
+    status("gw-002", now - 500, gate="revoked")
+    status("gw-004", now - 20, online=False)
+    status("gw-005", now - 30, version=2)
+    registry.record_attestation(_attestation("gw-001", "pass", now - 10))
+    registry.record_attestation(
+        replace(_attestation("gw-002", "fail", now - 500), expires_at=now - 400)
+    )
+    registry.record_fork(ForkEvidence("gw-004", "fork", None, "note", b"b"), now)
+    registry.add_rejections(
+        [
+            RejectionCount("gw-002", "bad_signature", 3, "x"),
+            RejectionCount("gw-003", "bad_signature", 2, "y"),
+        ],
+        now - 60,
+    )
+    summary = registry.fleet_summary(now, stale_after)
+    assert summary.states == {
+        "open": FleetCount(2, now - 30, now - 10),
+        "stale": FleetCount(1, now - 500, now - 500),
+        "never_seen": FleetCount(1, None, None),
+        "offline": FleetCount(1, now - 20, now - 20),
+    }
+    assert set(summary.rollout) == {
+        RolloutCount("eu-1", "line-a", 3, 3, True, FleetCount(1, now - 10, now - 10)),
+        RolloutCount("eu-1", "line-a", 3, None, False, FleetCount(2, now - 500, now - 500)),
+        RolloutCount("eu-1", "line-a", 5, 2, True, FleetCount(1, now - 30, now - 30)),
+        RolloutCount("eu-1", "line-b", 3, 3, True, FleetCount(1, now - 20, now - 20)),
+        RolloutCount("eu-1", "line-b", 5, 2, True, FleetCount(1, now - 30, now - 30)),
+    }
+    assert summary.attestation == {
+        "pass": FleetCount(1, now - 10, now - 10),
+        "fail (expired)": FleetCount(1, now - 500, now - 500),
+        "never attested": FleetCount(3, None, None),
+    }
+    assert summary.lineage_current == FleetCount(3, now - 500, now - 20)
+    assert summary.lineage_lagging == FleetCount(1, now - 10, now - 10)
+    assert (summary.lineage_waiting, summary.lineage_max_lag) == (10, ("gw-001", 10))
+    assert summary.forks == FleetCount(1, None, None)
+    assert summary.rejections == {"bad_signature": FleetCount(5, now - 60, now - 60)}
+
+
+def test_the_fleet_summary_of_an_empty_registry_counts_nothing(registry: Registry) -> None:
+    summary = registry.fleet_summary(NOW, 90)
+    assert (summary.states, summary.rollout, summary.attestation) == ({}, (), {})
+    assert (summary.lineage_waiting, summary.lineage_max_lag) == (0, None)
+    assert summary.forks == FleetCount() and summary.rejections == {}
+
+
+def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: Registry) -> None:
+    for n in range(1, 8):
+        registry.add_device(_device(f"gw-{n:03d}", region="us-2" if n == 7 else "eu-1"))
+    for n in (1, 2, 3):
+        registry.record_status(_status(NOW, device=f"gw-{n:03d}"), b"s%d" % n, NOW)
+    registry.record_status(_status(NOW - 500, device="gw-004"), b"old", NOW - 500)
+
+    def ids(**given: object) -> list[str]:
+        rows = registry.console_devices(now=NOW + 10, stale_after_s=90, **given)  # type: ignore[arg-type]
+        return [r.device_id for r in rows]
+
+    assert ids(limit=3) == ["gw-001", "gw-002", "gw-003"]
+    assert ids(limit=3, after="gw-003") == ["gw-004", "gw-005", "gw-006"]
+    assert ids(limit=10, state="open") == ["gw-001", "gw-002", "gw-003"]
+    assert ids(limit=10, state="open", after="gw-001") == ["gw-002", "gw-003"]
+    assert ids(limit=10, state="stale") == ["gw-004"]
+    assert ids(limit=10, state="never_seen") == ["gw-005", "gw-006", "gw-007"]
+    assert ids(limit=10, region="us-2") == ["gw-007"]
+    assert ids(limit=10, region="us-2", state="open") == []

@@ -23,14 +23,8 @@ __all__ = ["ROUTES", "read_health"]
 def read_health(request: Request) -> FleetHealth:
     """The fleet's health now, read from the registry through its typed interface."""
     context = console_context(request)
-    registry = context.registry
-    return fleet_health(
-        registry.console_fleet(),
-        bundles=registry.current_bundles(),
-        rejections=registry.rejections(),
-        now=context.clock(),
-        stale_after_s=context.stale_after_s,
-    )
+    now = context.clock()
+    return fleet_health(context.registry.fleet_summary(now, context.stale_after_s), now)
 
 
 async def dashboard(request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The devices list (``/devices``) and each device's page (``/devices/{device_id}``).
 
-The list filters by state (``?state=open``, ``stale``, ``never_seen`` ...) and region. A
+The list filters by state (``?state=open``, ``stale``, ``never_seen`` ...) and region, a page
+of :data:`PAGE_SIZE` at a time (keyset: ``?after=`` the last id shown). A
 device page shows its state now (stale/unknown when not heard from within the heartbeat
 window), a timeline of its status history as server-rendered SVG with the gaps the hub
 heard nothing in drawn as unknown, the bundle it runs and should run, its last attestation
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,10 +38,12 @@ from hub.console.render import render
 from hub.core.attestation_judging import recorded_bundle_view
 from hub.registry import AttestationRecord, DeviceRecord
 
-__all__ = ["MAX_DEVICE_ID", "ROUTES", "TimelineView", "timeline_view"]
+__all__ = ["MAX_DEVICE_ID", "PAGE_SIZE", "ROUTES", "TimelineView", "timeline_view"]
 
 MAX_DEVICE_ID = 256
 """Longest device id a URL may name (a registered id is far shorter)."""
+PAGE_SIZE = 200
+"""Devices per page of the list (the next page starts after the last id shown)."""
 MAX_HOURS = 24 * 14
 """Longest timeline a device page draws."""
 _REGION = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -84,7 +88,8 @@ def timeline_view(segments: list[Segment], start: int, end: int) -> TimelineView
 
 
 async def device_list(request: Request) -> Response:
-    """Every registered device (filtered by ``state`` and ``region`` when given)."""
+    """The registered devices, a page at a time in id order (``after``: the last id of the
+    page before), filtered by ``state`` and ``region`` when given."""
     require_viewer(request)
     context = console_context(request)
     state = request.query_params.get("state") or None
@@ -96,18 +101,34 @@ async def device_list(request: Request) -> Response:
         )
     if region is not None and not _REGION.fullmatch(region):
         raise BadRequest("region: 1 to 64 letters, digits, '.', '_' or '-'")
+    after = request.query_params.get("after", "")
+    if len(after) > MAX_DEVICE_ID:
+        raise BadRequest(f"after: a device id, at most {MAX_DEVICE_ID} characters")
     now = context.clock()
-    rows = [
-        (row, device_state(row, now, context.stale_after_s))
-        for row in context.registry.console_fleet()
-        if region is None or row.region == region
-    ]
-    if state is not None:
-        rows = [(row, s) for row, s in rows if s == state]
+    page = context.registry.console_devices(
+        now=now,
+        stale_after_s=context.stale_after_s,
+        limit=PAGE_SIZE + 1,
+        after=after,
+        state=state,
+        region=region,
+    )
+    rows = [(row, device_state(row, now, context.stale_after_s)) for row in page[:PAGE_SIZE]]
+    following = None
+    if len(page) > PAGE_SIZE:
+        query = {"after": page[PAGE_SIZE - 1].device_id, "state": state, "region": region}
+        following = "/devices?" + urlencode({k: v for k, v in query.items() if v})
     return render(
         request,
         "devices.html",
-        {"rows": rows, "state": state, "region": region, "states": GATE_ORDER},
+        {
+            "rows": rows,
+            "state": state,
+            "region": region,
+            "states": GATE_ORDER,
+            "after": after,
+            "following": following,
+        },
     )
 
 

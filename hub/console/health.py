@@ -22,9 +22,11 @@ from hub.core.liveness import is_stale
 from hub.registry import (
     AttestationRecord,
     ConsoleFleetRow,
+    FleetCount,
+    FleetSummary,
     IssuedRevocation,
     PublishedBundle,
-    RejectionTotal,
+    RolloutCount,
     StatusSpan,
 )
 
@@ -32,8 +34,6 @@ __all__ = [
     "NEVER_SEEN",
     "OFFLINE",
     "STALE",
-    "AsOf",
-    "Cell",
     "FleetHealth",
     "GroupRollout",
     "MeasurementRow",
@@ -43,6 +43,7 @@ __all__ = [
     "fleet_health",
     "listened_channels",
     "measurement_rows",
+    "merged",
     "target_version",
     "timeline",
 ]
@@ -68,37 +69,10 @@ GATE_ORDER = (
 """The dashboard's gate-state cells, in order; any other gate a device reports follows."""
 
 
-@dataclass(slots=True)
-class AsOf:
-    """The oldest and newest report time a count is made of (``None``: no report)."""
-
-    oldest: int | None = None
-    newest: int | None = None
-
-    def add(self, at: int | None) -> None:
-        if at is None:
-            return
-        self.oldest = at if self.oldest is None else min(self.oldest, at)
-        self.newest = at if self.newest is None else max(self.newest, at)
-
-
-@dataclass(slots=True)
-class Cell:
-    """One count on the dashboard, the devices in it (first few) and its as-of range."""
-
-    count: int = 0
-    as_of: AsOf = field(default_factory=AsOf)
-    examples: list[str] = field(default_factory=list)
-
-    def add(self, device: str, at: int | None) -> None:
-        self.count += 1
-        self.as_of.add(at)
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(device)
-
-
-MAX_EXAMPLES = 5
-"""Device ids listed under a count (the devices page lists them all)."""
+def merged(a: FleetCount, b: FleetCount) -> FleetCount:
+    """One count of ``a``'s and ``b``'s devices, from the oldest to the newest report."""
+    times = [t for t in (a.oldest, a.newest, b.oldest, b.newest) if t is not None]
+    return FleetCount(a.count + b.count, min(times, default=None), max(times, default=None))
 
 
 @dataclass(slots=True)
@@ -109,9 +83,9 @@ class GroupRollout:
     region: str
     group: str
     targets: set[int | None] = field(default_factory=set)
-    on_target: Cell = field(default_factory=Cell)
-    behind: Cell = field(default_factory=Cell)
-    unknown: Cell = field(default_factory=Cell)
+    on_target: FleetCount = field(default_factory=FleetCount)
+    behind: FleetCount = field(default_factory=FleetCount)
+    unknown: FleetCount = field(default_factory=FleetCount)
     running: dict[int | None, int] = field(default_factory=dict)
 
     @property
@@ -119,22 +93,46 @@ class GroupRollout:
         """The targets, lowest version first (``None``, no bundle, last)."""
         return sorted(self.targets, key=lambda v: (v is None, v or 0))
 
+    def add(self, count: RolloutCount) -> None:
+        self.targets.add(count.target)
+        if not count.known:
+            self.unknown = merged(self.unknown, count.devices)
+            return
+        self.running[count.running] = self.running.get(count.running, 0) + count.devices.count
+        if count.running == count.target:
+            self.on_target = merged(self.on_target, count.devices)
+        else:
+            self.behind = merged(self.behind, count.devices)
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class FleetHealth:
-    """Everything the dashboard shows, as of ``now``."""
+    """Everything the dashboard shows, as of ``now``: the registry's
+    :class:`~hub.registry.records.FleetSummary`, with every gate state present (zero when
+    no device is in it) and the rollout gathered per (region, group)."""
 
     now: int
     devices: int
-    gates: dict[str, Cell]
+    gates: dict[str, FleetCount]
     rollout: list[GroupRollout]
-    attestation: dict[str, Cell]
-    lineage_current: Cell
-    lineage_lagging: Cell
-    lineage_lag_entries: int
-    lineage_max_lag: tuple[str, int] | None
-    forks: Cell
-    rejections: dict[str, Cell]
+    summary: FleetSummary
+
+
+def fleet_health(summary: FleetSummary, now: int) -> FleetHealth:
+    """What the dashboard shows of ``summary`` (read at ``now``)."""
+    gates = {state: summary.states.get(state, FleetCount()) for state in GATE_ORDER}
+    gates.update(summary.states)
+    rollout: dict[tuple[str, str], GroupRollout] = {}
+    for count in summary.rollout:
+        key = (count.region, count.group)
+        rollout.setdefault(key, GroupRollout(*key)).add(count)
+    return FleetHealth(
+        now=now,
+        devices=sum(c.count for c in summary.states.values()),
+        gates=gates,
+        rollout=[rollout[k] for k in sorted(rollout)],
+        summary=summary,
+    )
 
 
 def device_state(row: ConsoleFleetRow, now: int, stale_after_s: int) -> str:
@@ -173,79 +171,6 @@ def listened_channels(device_id: str, groups: Sequence[str]) -> list[str]:
     channels = [_ALL_CHANNEL, f"{ChannelKind.DEVICE}/{device_id}"]
     channels += [f"{ChannelKind.GROUP}/{g}" for g in groups]
     return channels
-
-
-def fleet_health(
-    rows: Sequence[ConsoleFleetRow],
-    *,
-    bundles: Iterable[PublishedBundle],
-    rejections: Iterable[RejectionTotal],
-    now: int,
-    stale_after_s: int,
-) -> FleetHealth:
-    """The dashboard's numbers for ``rows`` (:meth:`Registry.console_fleet`) at ``now``."""
-    gates = {state: Cell() for state in GATE_ORDER}
-    current = {(b.region, b.channel): b for b in bundles}
-    rollout: dict[tuple[str, str], GroupRollout] = {}
-    attestation: dict[str, Cell] = {}
-    lineage_current, lineage_lagging, forks = Cell(), Cell(), Cell()
-    lag_total, max_lag = 0, None
-    for row in rows:
-        state = device_state(row, now, stale_after_s)
-        fresh = state not in (STALE, NEVER_SEEN)
-        gates.setdefault(state, Cell()).add(row.device_id, row.last_seen)
-        target = target_version(row, current)
-        for group in row.groups or ("(no group)",):
-            entry = rollout.setdefault((row.region, group), GroupRollout(row.region, group))
-            entry.targets.add(target)
-            if not fresh:
-                entry.unknown.add(row.device_id, row.last_seen)
-                continue
-            entry.running[row.bundle_version] = entry.running.get(row.bundle_version, 0) + 1
-            cell = entry.on_target if row.bundle_version == target else entry.behind
-            cell.add(row.device_id, row.last_seen)
-        attestation.setdefault(_attestation_verdict(row, now), Cell()).add(
-            row.device_id, row.attested_at
-        )
-        if row.device_lineage_size is not None:
-            lag = max(0, row.device_lineage_size - row.lineage_size)
-            if lag:
-                lineage_lagging.add(row.device_id, row.status_time)
-                lag_total += lag
-                if max_lag is None or lag > max_lag[1]:
-                    max_lag = (row.device_id, lag)
-            else:
-                lineage_current.add(row.device_id, row.status_time)
-        if row.forks:
-            forks.add(row.device_id, None)
-    rejected: dict[str, Cell] = {}
-    for total in rejections:
-        cell = rejected.setdefault(total.code, Cell())
-        cell.count += total.count
-        cell.as_of.add(total.last_at)
-        if total.device not in cell.examples and len(cell.examples) < MAX_EXAMPLES:
-            cell.examples.append(total.device)
-    return FleetHealth(
-        now=now,
-        devices=len(rows),
-        gates=gates,
-        rollout=sorted(rollout.values(), key=lambda r: (r.region, r.group)),
-        attestation=dict(sorted(attestation.items())),
-        lineage_current=lineage_current,
-        lineage_lagging=lineage_lagging,
-        lineage_lag_entries=lag_total,
-        lineage_max_lag=max_lag,
-        forks=forks,
-        rejections=dict(sorted(rejected.items())),
-    )
-
-
-def _attestation_verdict(row: ConsoleFleetRow, now: int) -> str:
-    if row.attestation_verdict is None:
-        return "never attested"
-    if row.attestation_expires_at is not None and row.attestation_expires_at <= now:
-        return f"{row.attestation_verdict} (expired)"
-    return row.attestation_verdict
 
 
 @dataclass(frozen=True, slots=True)

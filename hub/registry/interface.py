@@ -40,6 +40,7 @@ from hub.registry.records import (
     DeviceLog,
     DeviceRecord,
     FleetRow,
+    FleetSummary,
     ForkEvidence,
     IssuedFreshness,
     IssuedRevocation,
@@ -421,14 +422,54 @@ class Registry(Protocol):
         """Delete the console login token ``name``; whether there was one."""
         ...
 
-    def console_fleet(self) -> list[ConsoleFleetRow]:
-        """One row per registered device, ordered by device id, for the console's
-        dashboard: what :meth:`fleet` says of it (without rejections) and its last
-        attestation's verdict and times, in one read."""
+    def console_devices(
+        self,
+        *,
+        now: int,
+        stale_after_s: int,
+        limit: int,
+        after: str = "",
+        state: str | None = None,
+        region: str | None = None,
+    ) -> list[ConsoleFleetRow]:
+        """A page of the console's devices list: one row per registered device with an id
+        after ``after``, ordered by id, at most ``limit``: what :meth:`fleet` says of it
+        (without rejections) and its last attestation's verdict and times. Only devices of
+        ``region``, and only those in ``state`` at ``now`` as :meth:`fleet_summary` counts
+        states, when given (``stale_after_s`` is its heartbeat window)."""
+        ...
+
+    def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
+        """The fleet counted for the console's dashboard at ``now``, in one consistent read
+        (one query: at 10,000 devices a few tens of milliseconds). Each count has the report
+        times it is made of (``oldest``/``newest``).
+
+        - ``states``: devices by state now: ``never_seen`` (no status, or never heard
+          from), ``stale`` (last heard from more than ``stale_after_s`` before ``now``: its
+          last status says nothing about now), ``offline`` (heard from in time, its status
+          says offline), else the gate its status reports. Times: last heard from.
+        - ``rollout``: per (region, group of the device; a device in several groups counts
+          in each), target version (the highest version current on a channel the device
+          listens on in its region: ``all``, each of its groups', its own; ``None``: none)
+          and version running (``known`` false for stale and never-seen devices, whose
+          ``running`` is ``None``). Times: last heard from.
+        - ``attestation``: devices by their last attestation's verdict, ``"<verdict>
+          (expired)"`` once it expired (``expires_at <= now``), or ``"never attested"``.
+          Times: when verified.
+        - ``lineage_current`` / ``lineage_lagging``: devices whose last status reported a
+          log size the hub has stored all of / not all of; ``lineage_waiting``: entries
+          reported and not stored, in total; ``lineage_max_lag``: the device with the most
+          (lowest id first) and how many (``None``: none waiting). Times: the status's
+          signed time.
+        - ``forks``: devices with fork evidence (no times).
+        - ``rejections``: rejection counters by code, summed over devices. Times: last
+          counted.
+        """
         ...
 
     def console_device(self, device_id: str) -> ConsoleFleetRow | None:
-        """:meth:`console_fleet`'s row of ``device_id``; ``None`` when it is not registered."""
+        """:meth:`console_devices`'s row of ``device_id``; ``None`` when it is not
+        registered."""
         ...
 
     def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:

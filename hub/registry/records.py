@@ -27,13 +27,16 @@ __all__ = [
     "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
+    "FleetCount",
     "FleetRow",
+    "FleetSummary",
     "ForkEvidence",
     "IssuedFreshness",
     "IssuedRevocation",
     "PublishedBundle",
     "RejectionCount",
     "RejectionTotal",
+    "RolloutCount",
     "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
@@ -291,3 +294,42 @@ class ConsoleFleetRow:
     attestation_verdict: str | None
     attestation_expires_at: int | None
     attested_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCount:
+    """``count`` devices (or rejections) counted together, and the oldest and newest report
+    time they are counted from (``None``: none reported)."""
+
+    count: int = 0
+    oldest: int | None = None
+    newest: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCount:
+    """The devices of one (region, group) whose target bundle version is ``target`` and that
+    run ``running`` (``known`` false: stale or never seen, so what they run is unknown)."""
+
+    region: str
+    group: str
+    target: int | None
+    running: int | None
+    known: bool
+    devices: FleetCount
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The fleet counted for the console's dashboard, as of one moment (see
+    :meth:`hub.registry.interface.Registry.fleet_summary` for each rule)."""
+
+    states: dict[str, FleetCount]
+    rollout: tuple[RolloutCount, ...]
+    attestation: dict[str, FleetCount]
+    lineage_current: FleetCount
+    lineage_lagging: FleetCount
+    lineage_waiting: int
+    lineage_max_lag: tuple[str, int] | None
+    forks: FleetCount
+    rejections: dict[str, FleetCount]

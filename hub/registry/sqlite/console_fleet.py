@@ -9,7 +9,14 @@ import sqlite3
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.interface import MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
-from hub.registry.records import ConsoleFleetRow, ConsoleToken, StatusSpan
+from hub.registry.records import (
+    ConsoleFleetRow,
+    ConsoleToken,
+    FleetCount,
+    FleetSummary,
+    RolloutCount,
+    StatusSpan,
+)
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
@@ -59,8 +66,58 @@ class ConsoleFleetTables(SqliteTransactions):
         with self._write("revoke the console token") as db:
             return db.execute("DELETE FROM console_tokens WHERE name = ?", (name,)).rowcount > 0
 
-    def console_fleet(self) -> list[ConsoleFleetRow]:
-        return [_fleet_row(row) for row in self._read(_FLEET_SQL + " ORDER BY d.id")]
+    def console_devices(
+        self,
+        *,
+        now: int,
+        stale_after_s: int,
+        limit: int,
+        after: str = "",
+        state: str | None = None,
+        region: str | None = None,
+    ) -> list[ConsoleFleetRow]:
+        rows = self._read(
+            _FLEET_SQL + " WHERE d.id > ?3 AND (?4 IS NULL OR d.region = ?4) "
+            f"AND (?5 IS NULL OR {_STATE} = ?5) ORDER BY d.id LIMIT ?6",
+            (now, stale_after_s, after, region, state, limit),
+        )
+        return [_fleet_row(row) for row in rows]
+
+    def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
+        rows = self._read(_SUMMARY_SQL, (now, stale_after_s))
+        cells: dict[str, dict[object, FleetCount]] = {}
+        rollout, waiting, most = [], 0, None
+        for kind, key, group, target, running, known, n, oldest, newest in rows:
+            count = FleetCount(as_int(n), as_opt_int(oldest), as_opt_int(newest))
+            if kind == "rollout":
+                rollout.append(
+                    RolloutCount(
+                        as_text(key),
+                        as_text(group),
+                        as_opt_int(target),
+                        as_opt_int(running),
+                        bool(known),
+                        count,
+                    )
+                )
+            elif kind == "waiting":
+                waiting = count.count
+            elif kind == "most":
+                most = (as_text(key), count.count)
+            else:
+                cells.setdefault(as_text(kind), {})[key] = count
+        lineage = cells.get("lineage", {})
+        return FleetSummary(
+            states=_by_text(cells.get("state", {})),
+            rollout=tuple(rollout),
+            attestation=_by_text(cells.get("attestation", {})),
+            lineage_current=lineage.get(0, FleetCount()),
+            lineage_lagging=lineage.get(1, FleetCount()),
+            lineage_waiting=waiting,
+            lineage_max_lag=most,
+            forks=cells.get("forks", {}).get(None, FleetCount()),
+            rejections=_by_text(cells.get("rejection", {})),
+        )
 
     def console_device(self, device_id: str) -> ConsoleFleetRow | None:
         rows = self._read(_FLEET_SQL + " WHERE d.id = ?", (device_id,))
@@ -88,6 +145,72 @@ _FLEET_SQL = (
     "LEFT JOIN lineage_state l ON l.device = d.id "
     "LEFT JOIN attestation t ON t.device = d.id"
 )
+
+
+_STATE = (
+    "CASE WHEN a.last_seen IS NULL OR s.gate IS NULL THEN 'never_seen' "
+    "WHEN ?1 - a.last_seen > ?2 THEN 'stale' "
+    "WHEN s.online = 0 THEN 'offline' ELSE s.gate END"
+)
+"""A device's state now (``?1``) with heartbeat window ``?2``, over ``devices d``,
+``status s`` and ``activity a`` (:meth:`Registry.fleet_summary` states the rule)."""
+
+_SUMMARY_SQL = f"""
+WITH current AS MATERIALIZED (
+    SELECT c.region, c.channel, b.version FROM channels c JOIN bundles b ON b.digest = c.digest
+),
+dev AS MATERIALIZED (
+    SELECT d.id, d.region, d.groups, a.last_seen AS seen, s.time AS signed,
+        {_STATE} AS state,
+        s.bundle_version AS running, s.lineage_size AS device_size,
+        coalesce(l.size, 0) AS stored,
+        (SELECT max(c.version) FROM current c WHERE c.region = d.region AND (
+            c.channel = 'all/_' OR c.channel = 'device/' || d.id
+            OR c.channel IN (SELECT 'group/' || value FROM json_each(d.groups)))) AS target,
+        CASE WHEN t.verdict IS NULL THEN 'never attested'
+            WHEN t.expires_at <= ?1 THEN t.verdict || ' (expired)'
+            ELSE t.verdict END AS verdict,
+        t.verified_at AS verified,
+        EXISTS (SELECT 1 FROM forks f WHERE f.device = d.id) AS forked
+    FROM devices d LEFT JOIN status s ON s.device = d.id
+    LEFT JOIN activity a ON a.device = d.id
+    LEFT JOIN lineage_state l ON l.device = d.id
+    LEFT JOIN attestation t ON t.device = d.id
+)
+SELECT 'state', state, NULL, NULL, NULL, NULL, count(*), min(seen), max(seen)
+FROM dev GROUP BY state
+UNION ALL
+SELECT 'rollout', dev.region, g.value, dev.target, CASE WHEN dev.state IN ('stale', 'never_seen')
+    THEN NULL ELSE dev.running END, dev.state NOT IN ('stale', 'never_seen'),
+    count(*), min(dev.seen), max(dev.seen)
+FROM dev, json_each(dev.groups) g GROUP BY 2, 3, 4, 5, 6
+UNION ALL
+SELECT 'attestation', verdict, NULL, NULL, NULL, NULL, count(*), min(verified), max(verified)
+FROM dev GROUP BY verdict
+UNION ALL
+SELECT 'lineage', device_size > stored, NULL, NULL, NULL, NULL, count(*), min(signed),
+    max(signed)
+FROM dev WHERE device_size IS NOT NULL GROUP BY 2
+UNION ALL
+SELECT 'waiting', NULL, NULL, NULL, NULL, NULL, coalesce(sum(device_size - stored), 0), NULL,
+    NULL
+FROM dev WHERE device_size > stored
+UNION ALL
+SELECT * FROM (
+    SELECT 'most', id, NULL, NULL, NULL, NULL, device_size - stored, NULL, NULL FROM dev
+    WHERE device_size > stored ORDER BY device_size - stored DESC, id LIMIT 1
+)
+UNION ALL
+SELECT 'forks', NULL, NULL, NULL, NULL, NULL, count(*), NULL, NULL FROM dev WHERE forked
+UNION ALL
+SELECT 'rejection', code, NULL, NULL, NULL, NULL, sum(count), min(last_at), max(last_at)
+FROM rejections GROUP BY code
+ORDER BY 1, 2, 3, 4, 5
+"""
+
+
+def _by_text(cells: dict[object, FleetCount]) -> dict[str, FleetCount]:
+    return {as_text(key): count for key, count in cells.items()}
 
 
 def _fleet_row(row: tuple[object, ...]) -> ConsoleFleetRow:
