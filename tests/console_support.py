@@ -20,8 +20,8 @@ from starlette.testclient import TestClient
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.app import create_app
-from hub.console.auth import new_token, token_digest
 from hub.console.context import ConsoleContext
+from hub.console.tokens import new_token, token_digest
 from hub.hubdir.layout import HubDir
 from hub.registry import (
     AttestationRecord,

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.console.app import CSP, create_app
+from hub.console.app import CSP, HSTS, create_app
 from hub.registry import DeviceRecord, IssuedRevocation, RejectionCount
 from tests.console_support import Console, add_token, login, make_console
 from tests.factory import NOW
@@ -96,6 +96,17 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
     assert client.get("/").status_code == 200, "a refused logout must not log out"
 
 
+def test_a_live_refresh_after_the_session_ended_sends_the_page_to_login(
+    console: Console,
+) -> None:
+    response = console.client(None).get(
+        "/fragments/health",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/?x=1"},
+    )
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=%2F%3Fx%3D1"
+
+
 def test_the_login_form_refuses_a_missing_or_wrong_csrf_value(console: Console) -> None:
     token = add_token(console.registry, "alice", "operator")
     client = console.client(None)
@@ -123,6 +134,8 @@ def test_the_session_cookie_is_httponly_samesite_strict_and_secure_under_tls(
         assert "httponly" in flags
         assert "samesite=strict" in flags
         assert ("secure" in flags) is secure
+        hsts = response.headers.get("strict-transport-security")
+        assert hsts == (HSTS if secure else None)
 
 
 def test_every_response_carries_the_security_headers(console: Console) -> None:

@@ -23,7 +23,8 @@ from cryptography.x509.oid import NameOID
 from edge_agent.errors import ConfigError
 from hub.cli.main import main as hub_main
 from hub.console.app import CSP
-from hub.console.serve import ConsoleListen, ConsoleServer, parse_listen
+from hub.console.listen import ConsoleListen, parse_listen
+from hub.console.serve import ConsoleServer
 from hub.hubdir.layout import HubDir
 from tests.console_support import Console, console_on
 from tests.hub_support import HubSetup, make_hub_dir
@@ -73,6 +74,7 @@ def _tls_pair(directory: Path) -> tuple[Path, Path]:
     [
         ("127.0.0.1:8080", ConsoleListen("127.0.0.1", 8080)),
         ("[::1]:0", ConsoleListen("::1", 0)),
+        ("8080", ConsoleListen("127.0.0.1", 8080)),
     ],
 )
 def test_a_loopback_console_address_needs_no_tls(text: str, expected: ConsoleListen) -> None:
@@ -85,7 +87,7 @@ def test_a_loopback_console_address_needs_no_tls(text: str, expected: ConsoleLis
         ("0.0.0.0:8080", None, None, "needs TLS: add --console-cert FILE --console-key FILE"),
         ("192.0.2.7:443", None, None, "needs TLS"),
         ("console.example:443", None, None, "needs TLS"),
-        ("8080", None, None, "give HOST:PORT"),
+        ("eighty", None, None, "give HOST:PORT"),
         ("127.0.0.1:http", None, None, "give HOST:PORT"),
         ("127.0.0.1:70000", None, None, "give HOST:PORT"),
         ("0.0.0.0:443", Path("c.pem"), None, "go together"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
-from hub.console.auth import TOKEN_NAME, Role, new_token, token_digest
+from hub.console.tokens import TOKEN_NAME, Role, new_token, token_digest
 from hub.hubdir.layout import HubDir
 from hub.registry import ConsoleToken
 

@@ -44,7 +44,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
-from hub.console.serve import ConsoleListen, parse_listen
+from hub.console.listen import ConsoleListen, parse_listen
 from hub.core.bundles import verify_operator_bundle
 from hub.core.publications import Publication, parse_channel, revocation_publications
 from hub.core.push import (

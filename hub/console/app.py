@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,7 +33,7 @@ from hub.console.context import ConsoleContext
 from hub.console.errors import ConsoleError, LoginRequired
 from hub.console.render import environment, render
 
-__all__ = ["CSP", "PAGE_MODULES", "SECURITY_HEADERS", "create_app"]
+__all__ = ["CSP", "HSTS", "PAGE_MODULES", "SECURITY_HEADERS", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,19 @@ SECURITY_HEADERS = {
 }
 
 
+HSTS = "max-age=31536000"
+"""``Strict-Transport-Security`` of a console served under TLS."""
+
+
 class ConsoleApp(Starlette):
     """Starlette with the security headers outermost, so error responses carry them too."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return _SecurityHeaders(super().build_middleware_stack())
+        context: ConsoleContext = self.state.console
+        headers = dict(SECURITY_HEADERS)
+        if context.secure:
+            headers["strict-transport-security"] = HSTS
+        return _SecurityHeaders(super().build_middleware_stack(), headers)
 
 
 def create_app(context: ConsoleContext) -> Starlette:
@@ -85,9 +93,16 @@ def create_app(context: ConsoleContext) -> Starlette:
 
 async def _console_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleError)
-    if isinstance(exc, LoginRequired) and _wants_page(request):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    if isinstance(exc, LoginRequired):
+        if _wants_page(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        response = _error_page(request, exc.status, exc.title, exc.message)
+        if request.headers.get("hx-request"):
+            page = urlsplit(request.headers.get("hx-current-url", ""))
+            back = (page.path or "/") + (f"?{page.query}" if page.query else "")
+            response.headers["HX-Redirect"] = f"/login?next={quote(back, safe='')}"
+        return response
     return _error_page(request, exc.status, exc.title, exc.message)
 
 
@@ -124,11 +139,13 @@ def _wants_page(request: Request) -> bool:
 
 
 class _SecurityHeaders:
-    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` (and ``no-store`` outside
-    ``/static/``) to every HTTP response."""
+    """Pure ASGI middleware adding ``headers`` (and ``no-store`` outside ``/static/``) to
+    every HTTP response, replacing any the application set."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
         self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.names = {k.encode() for k in headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,11 +156,9 @@ class _SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.decode("latin-1").lower() not in SECURITY_HEADERS
+                    (k, v) for k, v in message.get("headers", []) if k.lower() not in self.names
                 ]
-                headers.extend((k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items())
+                headers.extend(self.headers)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

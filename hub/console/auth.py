@@ -1,8 +1,8 @@
 """Who may do what in the console: login tokens, sessions, roles and CSRF.
 
-- **Tokens** (``edge-hub console token add NAME --role viewer|operator``): 256 random bits,
-  shown once; the registry keeps only their SHA-256 digest. A login compares the digest of
-  what was typed with every stored digest in constant time (:func:`find_token`).
+- **Tokens** (:mod:`hub.console.tokens`, ``edge-hub console token add``): the registry keeps
+  only their SHA-256 digest. A login compares the digest of what was typed with every stored
+  digest in constant time (:func:`find_token`).
 - **Sessions**: a login sets the ``edgegov_session`` cookie (``HttpOnly``,
   ``SameSite=Strict``, ``Secure`` when served under TLS) naming an in-memory session
   (:mod:`hub.console.sessions`). Every request re-reads the token the session logged in with:
@@ -18,18 +18,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
-import secrets
 from dataclasses import dataclass
-from enum import StrEnum
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from hub.console.context import ConsoleContext
 from hub.console.errors import BadRequest, Forbidden, LoginRequired
+from hub.console.tokens import Role, token_digest
 from hub.registry import ConsoleToken, Registry
 
 __all__ = [
@@ -37,7 +34,6 @@ __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
     "MAX_FORM_BYTES",
-    "TOKEN_NAME",
     "Role",
     "User",
     "check_csrf",
@@ -46,10 +42,8 @@ __all__ = [
     "csrf_token",
     "current_user",
     "find_token",
-    "new_token",
     "require_operator",
     "require_viewer",
-    "token_digest",
 ]
 
 COOKIE = "edgegov_session"
@@ -57,16 +51,6 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_FORM_BYTES = 64 * 1024
 """Largest urlencoded form body a handler parses (uploads set their own bound)."""
-TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-"""What a token's name may be: a person or a purpose, 1 to 64 characters."""
-_TOKEN_PREFIX = "egc_"
-
-
-class Role(StrEnum):
-    """What a token may do: ``viewer`` reads every page; ``operator`` also acts."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +60,6 @@ class User:
     name: str
     role: Role
     csrf: str
-
-
-def new_token() -> str:
-    """A fresh login token: 256 random bits, URL-safe text."""
-    return _TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_digest(token: str) -> bytes:
-    """What the registry stores of ``token``: its SHA-256 (a 256-bit random token needs no
-    slow hash: nothing can be guessed from the digest)."""
-    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 def find_token(registry: Registry, token: str) -> ConsoleToken | None:

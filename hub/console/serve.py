@@ -1,7 +1,6 @@
 """Serving the console inside ``edge-hub serve``: uvicorn on the hub's own event loop.
 
-:func:`parse_listen` checks ``--console HOST:PORT`` (with ``--console-cert/--console-key``):
-the console binds loopback unless told otherwise, and any other address needs TLS.
+Where it listens is a :class:`~hub.console.listen.ConsoleListen` (loopback, or TLS).
 :class:`ConsoleServer` binds the socket itself (so an address in use is a clear
 :class:`ConfigError`, not uvicorn's ``sys.exit``) and runs a uvicorn ``Server`` whose signal
 capture is turned off: the hub keeps its own SIGTERM/SIGINT handling and stops the console
@@ -12,78 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
 from edge_agent.errors import ConfigError
 from hub.console.app import create_app
 from hub.console.context import ConsoleContext
+from hub.console.listen import ConsoleListen
 
-__all__ = ["ConsoleListen", "ConsoleServer", "parse_listen"]
+__all__ = ["ConsoleServer"]
 
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 2
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleListen:
-    """Where the console listens; ``cert``/``key`` (PEM files) serve it over TLS."""
-
-    host: str
-    port: int
-    cert: Path | None = None
-    key: Path | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self.cert is not None
-
-    def url(self, port: int | None = None) -> str:
-        """The console's URL (with ``port``: the port actually bound, for port 0)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{host}:{self.port if port is None else port}/"
-
-
-def parse_listen(text: str, cert: Path | None = None, key: Path | None = None) -> ConsoleListen:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a :class:`ConsoleListen`.
-
-    Raises:
-        ConfigError: not ``HOST:PORT``, a port outside 0-65535, only one of ``cert`` and
-            ``key``, or an address other than 127.0.0.1/::1 without TLS.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(
-            f"--console {text!r}: give HOST:PORT, e.g. 127.0.0.1:8080 (or [::1]:8080)"
-        )
-    if (cert is None) != (key is None):
-        raise ConfigError("--console-cert and --console-key go together: give both or neither")
-    listen = ConsoleListen(host, int(port_text), cert, key)
-    if not listen.tls and not _loopback(host):
-        raise ConfigError(
-            f"--console {text}: the console serves login tokens and session cookies, so an "
-            "address other than 127.0.0.1 or ::1 needs TLS: add --console-cert FILE "
-            "--console-key FILE (PEM), or bind 127.0.0.1 and reach it through an SSH tunnel"
-        )
-    return listen
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.support.mqtt import BrokerSettings
-from hub.console.serve import ConsoleListen
+from hub.console.listen import ConsoleListen
 from hub.service.broker_limits import BrokerLimits
 from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S
 

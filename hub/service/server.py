@@ -60,10 +60,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from edge_agent.support.mqtt import BrokerSettings
 from hub.console.context import ConsoleContext
-from hub.console.serve import ConsoleServer
+from hub.console.listen import ConsoleListen
 from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
@@ -78,6 +79,9 @@ from hub.service.publish import publish_once
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
+
+if TYPE_CHECKING:
+    from hub.console.serve import ConsoleServer
 
 __all__ = ["HubService"]
 
@@ -179,9 +183,7 @@ class HubService:
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
             ]
             if self.config.console is not None:
-                self._console = await self._stack.enter_async_context(
-                    ConsoleServer(self._console_context(), self.config.console)
-                )
+                self._console = await self._start_console(self.config.console)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -247,19 +249,27 @@ class HubService:
         self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
         return self._parts
 
-    def _console_context(self) -> ConsoleContext:
-        """What the console reads and acts on: a registry connection of its own (its pages
-        read only what is committed), the keys as the keys directory holds them now, and
-        publishing as ``edge-hub bundle push`` and ``revoke`` do, on this hub's broker."""
-        listen = self.config.console
-        assert listen is not None
-        return ConsoleContext(
+    async def _start_console(self, listen: ConsoleListen) -> ConsoleServer:
+        """Serve the console on ``listen`` until the hub stops. What it reads and acts on:
+        a registry connection of its own (its pages read only what is committed), the keys
+        as the keys directory holds them now, and publishing as ``edge-hub bundle push``
+        and ``revoke`` do, on this hub's broker.
+
+        Raises:
+            ConfigError: the console cannot listen there or its TLS files are not usable.
+        """
+        # The web stack (uvicorn, Starlette, Jinja2) is imported by a hub serving the
+        # console only: every other edge-hub command starts without it.
+        from hub.console.serve import ConsoleServer
+
+        context = ConsoleContext(
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
             publish=self.publish,
             secure=listen.tls,
         )
+        return await self._stack.enter_async_context(ConsoleServer(context, listen))
 
     async def publish(self, publications: Sequence[Publication]) -> None:
         """Publish on this hub's broker as ``edge-hub bundle push`` and ``revoke`` do
