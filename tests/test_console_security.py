@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.app import CSP, HSTS, create_app
+from hub.console.auth import MAX_FORM_BYTES, checked_form
 from hub.registry import DeviceRecord, IssuedRevocation, RejectionCount
 from tests.console_support import Console, add_token, login, make_console
 from tests.factory import NOW
@@ -236,3 +239,35 @@ def test_tokens_are_stored_only_as_digests(console: Console) -> None:
     stored += wal.read_bytes() if wal.exists() else b""
     assert token.encode() not in stored
     login(console.client(None), token)
+
+
+def test_checked_form_admits_an_operator_with_the_csrf_token_only(console: Console) -> None:
+    async def act(request: Request) -> Response:
+        form = await checked_form(request)
+        return PlainTextResponse(f"done {form.get('what')}")
+
+    def client(role: str | None) -> TestClient:
+        logged_in = console.client(role)
+        app = create_app(console.context)
+        app.router.routes.append(Route("/act", act, methods=["POST"]))
+        return TestClient(app, cookies=logged_in.cookies, follow_redirects=False)
+
+    operator, viewer = client("operator"), client("viewer")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', operator.get("/").text)
+    assert csrf
+    token = csrf.group(1)
+    assert operator.post("/act", data={"csrf": token, "what": "x"}).text == "done x"
+    assert (
+        operator.post("/act", data={"what": "x"}, headers={"X-CSRF-Token": token}).status_code
+        == 200
+    )
+    assert operator.post("/act", data={"what": "x"}).status_code == 403
+    assert operator.post("/act", data={"csrf": token + "x"}).status_code == 403
+    viewer_csrf = re.search(r'name="csrf-token" content="([^"]+)"', viewer.get("/").text)
+    assert viewer_csrf
+    assert viewer.post("/act", data={"csrf": viewer_csrf.group(1)}).status_code == 403
+    assert client(None).post("/act", data={"csrf": token}).status_code == 401
+    big = {"csrf": token, "what": "x" * (MAX_FORM_BYTES + 1)}
+    response = operator.post("/act", data=big)
+    assert response.status_code == 400
+    assert "at most 65536 bytes" in response.text
