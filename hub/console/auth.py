@@ -13,7 +13,8 @@
 - **CSRF**: every state-changing request carries the session's CSRF token, as the form field
   ``csrf`` or the ``X-CSRF-Token`` header (htmx sets it from ``<meta name="csrf-token">``,
   static/console.js). A POST handler reads its form with :func:`checked_form`, which checks
-  the role and the token before parsing anything else.
+  the role first, then the token: a header before the body is read, a field once the
+  (bounded) form is parsed, before the handler sees any of it.
 """
 
 from __future__ import annotations

@@ -2,46 +2,41 @@
 
 The console reads the registry through its typed interface only, reads the time from
 ``clock`` (tests hand in a fixed one) and holds its sessions and login rate limit in memory
-(a restart logs everyone out). Governance actions publish through ``publish``: the running
-hub's own connection, so what the console publishes is what ``edge-hub bundle push`` and
-``revoke`` publish; ``None`` when the console runs without a hub (tests), and the actions
-then only record.
+(a restart logs everyone out). Governance actions publish through ``publish``: on the
+running hub's broker, the way ``edge-hub bundle push`` and ``revoke`` publish
+(:meth:`hub.service.server.HubService.publish`); ``None`` when the console runs without a
+hub (tests), and the actions then only record.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from edge_agent.support.cli import wall_clock
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
 
-__all__ = ["Clock", "ConsoleContext", "Publish", "wall_clock"]
+__all__ = ["Clock", "ConsoleContext", "Publish"]
 
 Clock = Callable[[], int]
 """Integer Unix seconds now."""
 
 Publish = Callable[[Sequence[Publication]], Awaitable[None]]
-"""Publish on the hub's broker connection (raises TransportError when not connected)."""
-
-
-def wall_clock() -> int:
-    """The wall-clock time in whole seconds."""
-    return int(time.time())
+"""Publish on the hub's broker, each QoS 1 (raises TransportError when it cannot)."""
 
 
 @dataclass(slots=True, eq=False)
 class ConsoleContext:
     """The hub state the console's handlers share.
 
-    ``keys`` returns the hub's keys as the running hub last read them (its current trust
-    root). ``secure``: the console is served under TLS, so the session cookie is ``Secure``.
-    ``stale_after_s``: a device not heard from for this long is shown stale/unknown, never
-    its last reported state.
+    ``keys`` reads the hub's keys as its keys directory holds them now (the newest trust
+    root included). ``secure``: the console is served under TLS, so the session cookie is
+    ``Secure``. ``stale_after_s``: a device not heard from for this long is shown
+    stale/unknown, never its last reported state.
     """
 
     registry: Registry

@@ -1,7 +1,9 @@
 """What the dashboard and device pages show, computed from registry records and ``now``.
 
 Pure functions of values (no registry, no clock): the handlers read the registry and hand
-the records in, so the rules here are tested on their own.
+the records in, so the rules here are tested on their own. The dashboard's counts come
+aggregated from the registry (:meth:`hub.registry.interface.Registry.fleet_summary`, which
+applies :func:`device_state`'s rule in its query; a route test holds the two together).
 
 The liveness rule (:mod:`hub.core.liveness`): a device whose last fresh signed status is
 older than ``stale_after_s`` is counted **stale/unknown**, never as the gate state, online
@@ -31,9 +33,11 @@ from hub.registry import (
 )
 
 __all__ = [
+    "GATE_ORDER",
     "NEVER_SEEN",
     "OFFLINE",
     "STALE",
+    "UNKNOWN",
     "FleetHealth",
     "GroupRollout",
     "MeasurementRow",
