@@ -10,23 +10,28 @@ hub (tests), and the actions then only record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from edge_agent.support.cli import wall_clock
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
 
-__all__ = ["Clock", "ConsoleContext", "Publish"]
+__all__ = ["Clock", "ConsoleContext", "Publish", "wall_clock"]
 
 Clock = Callable[[], int]
 """Integer Unix seconds now."""
 
 Publish = Callable[[Sequence[Publication]], Awaitable[None]]
 """Publish on the hub's broker, each QoS 1 (raises TransportError when it cannot)."""
+
+
+def wall_clock() -> int:
+    """The wall-clock time in whole seconds."""
+    return int(time.time())
 
 
 @dataclass(slots=True, eq=False)

@@ -250,10 +250,7 @@ class HubService:
         return self._parts
 
     async def _start_console(self, listen: ConsoleListen) -> ConsoleServer:
-        """Serve the console on ``listen`` until the hub stops. What it reads and acts on:
-        a registry connection of its own (its pages read only what is committed), the keys
-        as the keys directory holds them now, and publishing as ``edge-hub bundle push``
-        and ``revoke`` do, on this hub's broker.
+        """Serve the console on ``listen`` until the hub stops.
 
         Raises:
             ConfigError: the console cannot listen there or its TLS files are not usable.
@@ -262,14 +259,22 @@ class HubService:
         # console only: every other edge-hub command starts without it.
         from hub.console.serve import ConsoleServer
 
-        context = ConsoleContext(
+        server = ConsoleServer(self._console_context(), listen)
+        return await self._stack.enter_async_context(server)
+
+    def _console_context(self) -> ConsoleContext:
+        """What the console reads and acts on: a registry connection of its own (its pages
+        read only what is committed), the keys as the keys directory holds them now, and
+        publishing as ``edge-hub bundle push`` and ``revoke`` do, on this hub's broker."""
+        listen = self.config.console
+        assert listen is not None
+        return ConsoleContext(
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
             publish=self.publish,
             secure=listen.tls,
         )
-        return await self._stack.enter_async_context(ConsoleServer(context, listen))
 
     async def publish(self, publications: Sequence[Publication]) -> None:
         """Publish on this hub's broker as ``edge-hub bundle push`` and ``revoke`` do
