@@ -124,6 +124,8 @@ def test_the_dashboard_counts_a_device_not_heard_from_as_stale_not_its_last_stat
     assert _card(page, "revoked") == 0
     assert _card(page, "stale") == 1
     assert _card(page, "never_seen") == 0
+    stale = page[page.index('data-state="stale"') :]
+    assert '<a href="/devices/gw-002">gw-002</a>' in stale[: stale.index("</div>")]
 
 
 def test_every_dashboard_count_says_how_old_its_reports_are(console: Console) -> None:

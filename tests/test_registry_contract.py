@@ -24,6 +24,7 @@ from edge_agent.protocol.merkle import (
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.core.ingest import ingest_batch
 from hub.registry import (
+    FLEET_EXAMPLES,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
     MAX_STATUS_SPANS,
@@ -681,6 +682,12 @@ def test_the_fleet_summary_counts_states_rollout_attestation_lineage_forks_and_r
         "never_seen": FleetCount(1, None, None),
         "offline": FleetCount(1, now - 20, now - 20),
     }
+    assert summary.state_examples == {
+        "open": ("gw-001", "gw-005"),
+        "stale": ("gw-002",),
+        "never_seen": ("gw-003",),
+        "offline": ("gw-004",),
+    }
     assert set(summary.rollout) == {
         RolloutCount("eu-1", "line-a", 3, 3, True, FleetCount(1, now - 10, now - 10)),
         RolloutCount("eu-1", "line-a", 3, None, False, FleetCount(2, now - 500, now - 500)),
@@ -705,6 +712,17 @@ def test_the_fleet_summary_of_an_empty_registry_counts_nothing(registry: Registr
     assert (summary.states, summary.rollout, summary.attestation) == ({}, (), {})
     assert (summary.lineage_waiting, summary.lineage_max_lag) == (0, None)
     assert summary.forks == FleetCount() and summary.rejections == {}
+    assert summary.state_examples == {}
+
+
+def test_the_fleet_summary_names_the_first_devices_of_each_state_by_id(
+    registry: Registry,
+) -> None:
+    for n in range(FLEET_EXAMPLES + 3, 0, -1):
+        registry.add_device(_device(f"gw-{n:03d}"))
+    summary = registry.fleet_summary(NOW, 90)
+    expected = tuple(f"gw-{n:03d}" for n in range(1, FLEET_EXAMPLES + 1))
+    assert summary.state_examples == {"never_seen": expected}
 
 
 def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: Registry) -> None:

@@ -7,6 +7,7 @@ imports no database library.
 """
 
 from hub.registry.interface import (
+    FLEET_EXAMPLES,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
     MAX_STATUS_SPANS,
@@ -35,6 +36,7 @@ from hub.registry.records import (
 )
 
 __all__ = [
+    "FLEET_EXAMPLES",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
     "MAX_STATUS_SPANS",

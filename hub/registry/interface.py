@@ -54,6 +54,7 @@ from hub.registry.records import (
 )
 
 __all__ = [
+    "FLEET_EXAMPLES",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
     "MAX_STATUS_SPANS",
@@ -68,6 +69,8 @@ MAX_FORK_EVIDENCE = 8
 key must not be able to fill the hub's disk)."""
 MAX_REJECTION_DETAIL = 500
 """Characters of a rejection's last detail kept (the rest is cut)."""
+FLEET_EXAMPLES = 5
+"""Device ids :meth:`Registry.fleet_summary` names per state (the first, by id)."""
 MAX_STATUS_SPANS = 256
 """Status history spans kept per device (the oldest dropped first)."""
 STATUS_SPAN_JOIN_S = 90
@@ -448,6 +451,7 @@ class Registry(Protocol):
           from), ``stale`` (last heard from more than ``stale_after_s`` before ``now``: its
           last status says nothing about now), ``offline`` (heard from in time, its status
           says offline), else the gate its status reports. Times: last heard from.
+          ``state_examples``: the first :data:`FLEET_EXAMPLES` device ids of each, by id.
         - ``rollout``: per (region, group of the device; a device in several groups counts
           in each), target version (the highest version current on a channel the device
           listens on in its region: ``all``, each of its groups', its own; ``None``: none)

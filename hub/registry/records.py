@@ -333,3 +333,5 @@ class FleetSummary:
     lineage_max_lag: tuple[str, int] | None
     forks: FleetCount
     rejections: dict[str, FleetCount]
+    state_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The first few device ids (by id) in each state of ``states``."""

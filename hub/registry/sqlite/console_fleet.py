@@ -8,7 +8,7 @@ import sqlite3
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.registry.interface import MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
+from hub.registry.interface import FLEET_EXAMPLES, MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
 from hub.registry.records import (
     ConsoleFleetRow,
     ConsoleToken,
@@ -84,10 +84,14 @@ class ConsoleFleetTables(SqliteTransactions):
         return [_fleet_row(row) for row in rows]
 
     def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
-        rows = self._read(_SUMMARY_SQL, (now, stale_after_s))
+        rows = self._read(_SUMMARY_SQL, (now, stale_after_s, FLEET_EXAMPLES))
         cells: dict[str, dict[object, FleetCount]] = {}
+        examples: dict[str, list[str]] = {}
         rollout, waiting, most = [], 0, None
         for kind, key, group, target, running, known, n, oldest, newest in rows:
+            if kind == "example":
+                examples.setdefault(as_text(key), []).append(as_text(group))
+                continue
             count = FleetCount(as_int(n), as_opt_int(oldest), as_opt_int(newest))
             if kind == "rollout":
                 rollout.append(
@@ -117,6 +121,7 @@ class ConsoleFleetTables(SqliteTransactions):
             lineage_max_lag=most,
             forks=cells.get("forks", {}).get(None, FleetCount()),
             rejections=_by_text(cells.get("rejection", {})),
+            state_examples={state: tuple(ids) for state, ids in examples.items()},
         )
 
     def console_device(self, device_id: str) -> ConsoleFleetRow | None:
@@ -205,6 +210,10 @@ SELECT 'forks', NULL, NULL, NULL, NULL, NULL, count(*), NULL, NULL FROM dev WHER
 UNION ALL
 SELECT 'rejection', code, NULL, NULL, NULL, NULL, sum(count), min(last_at), max(last_at)
 FROM rejections GROUP BY code
+UNION ALL
+SELECT 'example', state, id, NULL, NULL, NULL, NULL, NULL, NULL FROM (
+    SELECT state, id, row_number() OVER (PARTITION BY state ORDER BY id) AS rank FROM dev
+) WHERE rank <= ?3
 ORDER BY 1, 2, 3, 4, 5
 """
 
