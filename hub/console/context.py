@@ -2,31 +2,24 @@
 
 The console reads the registry through its typed interface only, reads the time from
 ``clock`` (tests hand in a fixed one) and holds its sessions and login rate limit in memory
-(a restart logs everyone out). Governance actions publish through ``publish``: on the
-running hub's broker, the way ``edge-hub bundle push`` and ``revoke`` publish
-(:meth:`hub.service.server.HubService.publish`); ``None`` when the console runs without a
-hub (tests), and the actions then only record.
+(a restart logs everyone out).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
-from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
 
-__all__ = ["Clock", "ConsoleContext", "Publish", "wall_clock"]
+__all__ = ["Clock", "ConsoleContext", "wall_clock"]
 
 Clock = Callable[[], int]
 """Integer Unix seconds now."""
-
-Publish = Callable[[Sequence[Publication]], Awaitable[None]]
-"""Publish on the hub's broker, each QoS 1 (raises TransportError when it cannot)."""
 
 
 def wall_clock() -> int:
@@ -48,7 +41,6 @@ class ConsoleContext:
     hub_dir: HubDir
     keys: Callable[[], HubKeys]
     clock: Clock = wall_clock
-    publish: Publish | None = None
     secure: bool = False
     stale_after_s: int = STALE_AFTER_S
     refresh_s: int = 10

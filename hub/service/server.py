@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING
 from edge_agent.support.mqtt import BrokerSettings
 from hub.console.context import ConsoleContext
 from hub.console.listen import ConsoleListen
-from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
 from hub.service.broker import EmbeddedBroker
@@ -75,7 +74,6 @@ from hub.service.context import ServiceContext
 from hub.service.evidence import EvidenceHandler
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
-from hub.service.publish import publish_once
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
@@ -263,27 +261,16 @@ class HubService:
         return await self._stack.enter_async_context(server)
 
     def _console_context(self) -> ConsoleContext:
-        """What the console reads and acts on: a registry connection of its own (its pages
-        read only what is committed), the keys as the keys directory holds them now, and
-        publishing as ``edge-hub bundle push`` and ``revoke`` do, on this hub's broker."""
+        """What the console reads: a registry connection of its own (its pages read only
+        what is committed) and the keys as the keys directory holds them now."""
         listen = self.config.console
         assert listen is not None
         return ConsoleContext(
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
-            publish=self.publish,
             secure=listen.tls,
         )
-
-    async def publish(self, publications: Sequence[Publication]) -> None:
-        """Publish on this hub's broker as ``edge-hub bundle push`` and ``revoke`` do
-        (:func:`~hub.service.publish.publish_once`).
-
-        Raises:
-            TransportError: the broker is unreachable or dropped the connection.
-        """
-        await publish_once(self.settings, publications)
 
     def _connect(self, parts: _Parts) -> HubConnection:
         """The connection of the started hub to its broker (not yet running)."""
