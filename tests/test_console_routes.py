@@ -12,6 +12,7 @@ import pytest
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.devices import PAGE_SIZE
 from hub.console.health import device_state
+from hub.console.login import safe_next
 from hub.registry import AttestationRecord, RejectionCount
 from tests.console_support import Console, add_token, login, make_console, populate_fleet
 from tests.factory import NOW
@@ -86,6 +87,26 @@ def test_after_login_the_browser_goes_where_it_was_headed_on_this_site_only(
             "/login", data={"token": token, "csrf": csrf.group(1), "next": target}
         )
         assert response.headers["location"] == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "target"),
+    [
+        ("/lineage?device=gw-001", "/lineage?device=gw-001"),
+        (None, "/"),
+        ("", "/"),
+        ("devices", "/"),
+        ("//evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\n/evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("https://evil.example/", "/"),
+    ],
+)
+def test_after_login_only_a_path_of_this_console_is_followed(
+    given: str | None, target: str
+) -> None:
+    assert safe_next(given) == target
 
 
 def test_a_page_asked_for_logged_out_redirects_to_login_keeping_the_target(

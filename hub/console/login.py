@@ -37,8 +37,14 @@ MAX_TOKEN_CHARS = 128
 
 def safe_next(value: str | None) -> str:
     """Where to go after logging in: a path of this console (``/`` otherwise), so a crafted
-    link cannot send the operator to another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    link cannot send the operator to another site. Browsers drop tabs and newlines from a
+    URL and read ``\\`` as ``/``, so ``/<TAB>/evil.example`` is refused like ``//evil``."""
+    if (
+        not value
+        or not value.startswith("/")
+        or any(c == "\\" or ord(c) < 0x21 or ord(c) == 0x7F for c in value)
+        or value.startswith("//")
+    ):
         return "/"
     return value
 
