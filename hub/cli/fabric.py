@@ -137,8 +137,12 @@ def register(
         metavar="HOST:PORT",
         help="serve the governance console there (docs/console.md); TLS needed off loopback",
     )
-    serve.add_argument("--console-cert", type=Path, help="the console's TLS certificate (PEM)")
-    serve.add_argument("--console-key", type=Path, help="the console's TLS private key (PEM)")
+    serve.add_argument(
+        "--console-cert", type=Path, metavar="FILE", help="the console's TLS certificate (PEM)"
+    )
+    serve.add_argument(
+        "--console-key", type=Path, metavar="FILE", help="the console's TLS private key (PEM)"
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     device = commands.add_parser("device", help="registered devices").add_subparsers(
