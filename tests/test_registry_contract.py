@@ -24,11 +24,16 @@ from edge_agent.protocol.merkle import (
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.core.ingest import ingest_batch
 from hub.registry import (
+    FLEET_EXAMPLES,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
+    MAX_STATUS_SPANS,
+    STATUS_SPAN_JOIN_S,
     UNREGISTERED,
     AttestationRecord,
+    ConsoleToken,
     DeviceRecord,
+    FleetCount,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
@@ -36,6 +41,8 @@ from hub.registry import (
     RegistryError,
     RejectionCount,
     RejectionTotal,
+    RolloutCount,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
 )
@@ -558,3 +565,192 @@ def test_tree_nodes_are_there_when_a_long_log_is_opened_again(backend: Backend) 
         log = store_log(registry, 700, batch=300)
     with backend.open() as registry:
         assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), 700)
+
+
+# The console (cbase, issue 18): login tokens, status history, the dashboard's fleet rows.
+
+
+def test_console_tokens_are_stored_by_name_once_and_revoked_by_name(
+    registry: Registry, peer: Registry
+) -> None:
+    alice = ConsoleToken("alice", "operator", b"a" * 32, NOW)
+    registry.add_console_token(ConsoleToken("bob", "viewer", b"b" * 32, NOW))
+    registry.add_console_token(alice)
+    with pytest.raises(ConfigError, match="named 'alice' exists already"):
+        registry.add_console_token(ConsoleToken("alice", "viewer", b"c" * 32, NOW))
+    assert [t.name for t in peer.console_tokens()] == ["alice", "bob"]
+    assert peer.console_tokens()[0] == alice
+    assert registry.revoke_console_token("alice")
+    assert not registry.revoke_console_token("alice")
+    assert [t.name for t in peer.console_tokens()] == ["bob"]
+
+
+def test_status_history_extends_a_span_while_heard_from_in_time_and_starts_one_otherwise(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-001"))
+    for at in (NOW, NOW + 30, NOW + 60):
+        registry.record_status(_status(at), b"s%d" % at, at)
+    registry.record_status(_status(NOW + 90, gate="revoked"), b"r", NOW + 90)
+    late = NOW + 90 + STATUS_SPAN_JOIN_S + 1
+    registry.record_status(_status(late, gate="revoked"), b"late", late)
+    registry.record_status(_status(late, gate="revoked"), b"late", late)
+    assert registry.status_history("gw-001") == [
+        StatusSpan(NOW, NOW + 60, True, "open", 3),
+        StatusSpan(NOW + 90, NOW + 90, True, "revoked", 3),
+        StatusSpan(late, late, True, "revoked", 3),
+    ]
+    assert (
+        registry.status_history("gw-001", since=NOW + 61) == registry.status_history("gw-001")[1:]
+    )
+    assert registry.status_history("gw-404") == []
+
+
+def test_status_history_keeps_the_newest_spans_only(registry: Registry) -> None:
+    registry.add_device(_device("gw-001"))
+    for n in range(MAX_STATUS_SPANS + 5):
+        at = NOW + n * 10
+        registry.record_status(_status(at, gate="open" if n % 2 else "revoked"), b"s%d" % n, at)
+    spans = registry.status_history("gw-001")
+    assert len(spans) == MAX_STATUS_SPANS
+    assert spans[-1].since == NOW + (MAX_STATUS_SPANS + 4) * 10
+
+
+def test_console_fleet_rows_join_status_activity_log_forks_and_attestation(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-002", groups=("line-a",)))
+    registry.add_device(_device("gw-001"))
+    registry.record_status(_status(NOW), b"s", NOW + 2)
+    registry.record_attestation(_attestation("gw-001", "pass", NOW + 5))
+    rows = registry.console_devices(now=NOW, stale_after_s=90, limit=10)
+    assert [r.device_id for r in rows] == ["gw-001", "gw-002"]
+    first, second = rows
+    assert (first.online, first.gate, first.bundle_version) == (True, "open", 3)
+    assert (first.status_time, first.lineage_size, first.forks) == (NOW, 0, 0)
+    assert first.last_seen == NOW + 5, "a nonce-bound attestation counts as heard from"
+    assert (first.attestation_verdict, first.attested_at) == ("pass", NOW + 5)
+    assert second.groups == ("line-a",)
+    assert (second.gate, second.last_seen, second.attestation_verdict) == (None, None, None)
+    assert registry.console_device("gw-002") == second
+    assert registry.console_device("gw-404") is None
+
+
+def test_the_fleet_summary_counts_states_rollout_attestation_lineage_forks_and_rejections(
+    registry: Registry,
+) -> None:
+    stale_after = 90
+    for device_id, groups in (
+        ("gw-001", ("line-a",)),
+        ("gw-002", ("line-a",)),
+        ("gw-003", ("line-a",)),
+        ("gw-004", ("line-b",)),
+        ("gw-005", ("line-a", "line-b")),
+    ):
+        registry.add_device(_device(device_id, groups=groups))
+    registry.record_bundle(bundle=_bundle(3), issued_at=NOW, target={}, channels=["all/_"])
+    registry.record_bundle(
+        bundle=_bundle(5, channel="device/gw-005"),
+        issued_at=NOW,
+        target={},
+        channels=["device/gw-005"],
+    )
+    now = NOW + 1000
+
+    def status(
+        device: str,
+        at: int,
+        *,
+        online: bool = True,
+        gate: str = "open",
+        version: int = 3,
+        size: int = 0,
+    ) -> None:
+        sent = DeviceStatus(device, at, online, version, NOW + 3600, gate, size, 0)
+        registry.record_status(sent, b"s" + device.encode(), at)
+
+    status("gw-001", now - 10, size=10)
+    status("gw-002", now - 500, gate="revoked")
+    status("gw-004", now - 20, online=False)
+    status("gw-005", now - 30, version=2)
+    registry.record_attestation(_attestation("gw-001", "pass", now - 10))
+    registry.record_attestation(
+        replace(_attestation("gw-002", "fail", now - 500), expires_at=now - 400)
+    )
+    registry.record_fork(ForkEvidence("gw-004", "fork", None, "note", b"b"), now)
+    registry.add_rejections(
+        [
+            RejectionCount("gw-002", "bad_signature", 3, "x"),
+            RejectionCount("gw-003", "bad_signature", 2, "y"),
+        ],
+        now - 60,
+    )
+    summary = registry.fleet_summary(now, stale_after)
+    assert summary.states == {
+        "open": FleetCount(2, now - 30, now - 10),
+        "stale": FleetCount(1, now - 500, now - 500),
+        "never_seen": FleetCount(1, None, None),
+        "offline": FleetCount(1, now - 20, now - 20),
+    }
+    assert summary.state_examples == {
+        "open": ("gw-001", "gw-005"),
+        "stale": ("gw-002",),
+        "never_seen": ("gw-003",),
+        "offline": ("gw-004",),
+    }
+    assert set(summary.rollout) == {
+        RolloutCount("eu-1", "line-a", 3, 3, True, FleetCount(1, now - 10, now - 10)),
+        RolloutCount("eu-1", "line-a", 3, None, False, FleetCount(2, now - 500, now - 500)),
+        RolloutCount("eu-1", "line-a", 5, 2, True, FleetCount(1, now - 30, now - 30)),
+        RolloutCount("eu-1", "line-b", 3, 3, True, FleetCount(1, now - 20, now - 20)),
+        RolloutCount("eu-1", "line-b", 5, 2, True, FleetCount(1, now - 30, now - 30)),
+    }
+    assert summary.attestation == {
+        "pass": FleetCount(1, now - 10, now - 10),
+        "fail (expired)": FleetCount(1, now - 500, now - 500),
+        "never attested": FleetCount(3, None, None),
+    }
+    assert summary.lineage_current == FleetCount(3, now - 500, now - 20)
+    assert summary.lineage_lagging == FleetCount(1, now - 10, now - 10)
+    assert (summary.lineage_waiting, summary.lineage_max_lag) == (10, ("gw-001", 10))
+    assert summary.forks == FleetCount(1, None, None)
+    assert summary.rejections == {"bad_signature": FleetCount(5, now - 60, now - 60)}
+
+
+def test_the_fleet_summary_of_an_empty_registry_counts_nothing(registry: Registry) -> None:
+    summary = registry.fleet_summary(NOW, 90)
+    assert (summary.states, summary.rollout, summary.attestation) == ({}, (), {})
+    assert (summary.lineage_waiting, summary.lineage_max_lag) == (0, None)
+    assert summary.forks == FleetCount() and summary.rejections == {}
+    assert summary.state_examples == {}
+
+
+def test_the_fleet_summary_names_the_first_devices_of_each_state_by_id(
+    registry: Registry,
+) -> None:
+    for n in range(FLEET_EXAMPLES + 3, 0, -1):
+        registry.add_device(_device(f"gw-{n:03d}"))
+    summary = registry.fleet_summary(NOW, 90)
+    expected = tuple(f"gw-{n:03d}" for n in range(1, FLEET_EXAMPLES + 1))
+    assert summary.state_examples == {"never_seen": expected}
+
+
+def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: Registry) -> None:
+    for n in range(1, 8):
+        registry.add_device(_device(f"gw-{n:03d}", region="us-2" if n == 7 else "eu-1"))
+    for n in (1, 2, 3):
+        registry.record_status(_status(NOW, device=f"gw-{n:03d}"), b"s%d" % n, NOW)
+    registry.record_status(_status(NOW - 500, device="gw-004"), b"old", NOW - 500)
+
+    def ids(**given: object) -> list[str]:
+        rows = registry.console_devices(now=NOW + 10, stale_after_s=90, **given)  # type: ignore[arg-type]
+        return [r.device_id for r in rows]
+
+    assert ids(limit=3) == ["gw-001", "gw-002", "gw-003"]
+    assert ids(limit=3, after="gw-003") == ["gw-004", "gw-005", "gw-006"]
+    assert ids(limit=10, state="open") == ["gw-001", "gw-002", "gw-003"]
+    assert ids(limit=10, state="open", after="gw-001") == ["gw-002", "gw-003"]
+    assert ids(limit=10, state="stale") == ["gw-004"]
+    assert ids(limit=10, state="never_seen") == ["gw-005", "gw-006", "gw-007"]
+    assert ids(limit=10, region="us-2") == ["gw-007"]
+    assert ids(limit=10, region="us-2", state="open") == []

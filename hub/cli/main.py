@@ -38,6 +38,7 @@ from edge_agent.support.cli import (
     write_atomic,
 )
 from hub.cli import bundle_diff, lineage
+from hub.cli import console as console_cli
 from hub.cli import fabric as fabric_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli.operations import (
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
     receipts_cli.register(keys, lineage_commands, common)
     bundle_diff.register(bundle, common, _duration)
+    console_cli.register(commands, common)
     return parser
 
 

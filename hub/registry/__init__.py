@@ -7,32 +7,48 @@ imports no database library.
 """
 
 from hub.registry.interface import (
+    FLEET_EXAMPLES,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
+    MAX_STATUS_SPANS,
+    STATUS_SPAN_JOIN_S,
     UNREGISTERED,
     Registry,
     RegistryError,
 )
 from hub.registry.records import (
     AttestationRecord,
+    ConsoleFleetRow,
+    ConsoleToken,
     DeviceRecord,
+    FleetCount,
     FleetRow,
+    FleetSummary,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    RolloutCount,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
 )
 
 __all__ = [
+    "FLEET_EXAMPLES",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
+    "MAX_STATUS_SPANS",
+    "STATUS_SPAN_JOIN_S",
     "UNREGISTERED",
     "AttestationRecord",
+    "ConsoleFleetRow",
+    "ConsoleToken",
     "DeviceRecord",
+    "FleetCount",
     "FleetRow",
+    "FleetSummary",
     "IssuedFreshness",
     "IssuedRevocation",
     "PublishedBundle",
@@ -40,6 +56,8 @@ __all__ = [
     "RegistryError",
     "RejectionCount",
     "RejectionTotal",
+    "RolloutCount",
+    "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
 ]

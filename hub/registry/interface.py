@@ -35,27 +35,48 @@ from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import (
     Accepted,
     AttestationRecord,
+    ConsoleFleetRow,
+    ConsoleToken,
     DeviceLog,
     DeviceRecord,
     FleetRow,
+    FleetSummary,
     ForkEvidence,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
     StoredLog,
 )
 
-__all__ = ["MAX_FORK_EVIDENCE", "MAX_REJECTION_DETAIL", "UNREGISTERED", "Registry", "RegistryError"]
+__all__ = [
+    "FLEET_EXAMPLES",
+    "MAX_FORK_EVIDENCE",
+    "MAX_REJECTION_DETAIL",
+    "MAX_STATUS_SPANS",
+    "STATUS_SPAN_JOIN_S",
+    "UNREGISTERED",
+    "Registry",
+    "RegistryError",
+]
 
 MAX_FORK_EVIDENCE = 8
 """Fork evidence rows kept per device; later forks are only counted (a compromised device
 key must not be able to fill the hub's disk)."""
 MAX_REJECTION_DETAIL = 500
 """Characters of a rejection's last detail kept (the rest is cut)."""
+FLEET_EXAMPLES = 5
+"""Device ids :meth:`Registry.fleet_summary` names per state (the first, by id)."""
+MAX_STATUS_SPANS = 256
+"""Status history spans kept per device (the oldest dropped first)."""
+STATUS_SPAN_JOIN_S = 90
+"""A fresh status received this soon after the last one of a span with the same state
+extends the span; later, it starts a new one (the hub heard nothing in between: the
+console draws that gap as unknown). Three default heartbeats (:mod:`hub.core.liveness`)."""
 UNREGISTERED = "*"
 """The device of rejection counters for messages naming no registered device."""
 
@@ -388,4 +409,80 @@ class Registry(Protocol):
         its last kept status (``None`` fields when it never sent one), last seen time,
         stored lineage size (0 when it never shipped), fork evidence rows kept and
         rejection counts by code."""
+        ...
+
+    # The console (docs/console.md): login tokens and status history.
+
+    def add_console_token(self, token: ConsoleToken) -> None:
+        """Store a console login token.
+
+        Raises:
+            ConfigError: a token named ``token.name`` is stored already; nothing changed.
+            RegistryError: the write failed.
+        """
+        ...
+
+    def console_tokens(self) -> list[ConsoleToken]:
+        """Every stored console login token, ordered by name."""
+        ...
+
+    def revoke_console_token(self, name: str) -> bool:
+        """Delete the console login token ``name``; whether there was one."""
+        ...
+
+    def console_devices(
+        self,
+        *,
+        now: int,
+        stale_after_s: int,
+        limit: int,
+        after: str = "",
+        state: str | None = None,
+        region: str | None = None,
+    ) -> list[ConsoleFleetRow]:
+        """A page of the console's devices list: one row per registered device with an id
+        after ``after``, ordered by id, at most ``limit``: what :meth:`fleet` says of it
+        (without rejections) and its last attestation's verdict and times. Only devices of
+        ``region``, and only those in ``state`` at ``now`` as :meth:`fleet_summary` counts
+        states, when given (``stale_after_s`` is its heartbeat window)."""
+        ...
+
+    def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
+        """The fleet counted for the console's dashboard at ``now``, in one consistent read
+        (one query: at 10,000 devices a few tens of milliseconds). Each count has the report
+        times it is made of (``oldest``/``newest``).
+
+        - ``states``: devices by state now: ``never_seen`` (no status, or never heard
+          from), ``stale`` (last heard from more than ``stale_after_s`` before ``now``: its
+          last status says nothing about now), ``offline`` (heard from in time, its status
+          says offline), else the gate its status reports. Times: last heard from.
+          ``state_examples``: the first :data:`FLEET_EXAMPLES` device ids of each, by id.
+        - ``rollout``: per (region, group of the device; a device in several groups counts
+          in each), target version (the highest version current on a channel the device
+          listens on in its region: ``all``, each of its groups', its own; ``None``: none)
+          and version running (``known`` false for stale and never-seen devices, whose
+          ``running`` is ``None``). Times: last heard from.
+        - ``attestation``: devices by their last attestation's verdict, ``"<verdict>
+          (expired)"`` once it expired (``expires_at <= now``), or ``"never attested"``.
+          Times: when verified.
+        - ``lineage_current`` / ``lineage_lagging``: devices whose last status reported a
+          log size the hub has stored all of / not all of; ``lineage_waiting``: entries
+          reported and not stored, in total; ``lineage_max_lag``: the device with the most
+          (lowest id first) and how many (``None``: none waiting). Times: the status's
+          signed time.
+        - ``forks``: devices with fork evidence (no times).
+        - ``rejections``: rejection counters by code, summed over devices. Times: last
+          counted.
+        """
+        ...
+
+    def console_device(self, device_id: str) -> ConsoleFleetRow | None:
+        """:meth:`console_devices`'s row of ``device_id``; ``None`` when it is not
+        registered."""
+        ...
+
+    def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:
+        """``device``'s status spans that end at or after ``since``, oldest first (at most
+        :data:`MAX_STATUS_SPANS`). :meth:`record_status` keeps them: each status it keeps and
+        counts as heard from extends the device's last span or starts a new one."""
         ...

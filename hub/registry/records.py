@@ -23,15 +23,21 @@ __all__ = [
     "STORED_NODE_LEVEL",
     "Accepted",
     "AttestationRecord",
+    "ConsoleFleetRow",
+    "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
+    "FleetCount",
     "FleetRow",
+    "FleetSummary",
     "ForkEvidence",
     "IssuedFreshness",
     "IssuedRevocation",
     "PublishedBundle",
     "RejectionCount",
     "RejectionTotal",
+    "RolloutCount",
+    "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
     "StoredLog",
@@ -239,3 +245,93 @@ class Accepted:
     @property
     def acked(self) -> int:
         return self.log.size
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleToken:
+    """A console login token as stored: its name, role (``viewer`` or ``operator``) and the
+    SHA-256 digest of the token (the token itself is shown once and never stored)."""
+
+    name: str
+    role: str
+    digest: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpan:
+    """A stretch of a device's status history: from ``since`` to ``until`` (when the hub
+    received the first and the last fresh status of the stretch) the device reported the
+    same ``online``, ``gate`` and ``bundle_version``, each status within
+    :data:`hub.registry.interface.STATUS_SPAN_JOIN_S` of the one before. Between two spans,
+    and after the last one, the hub heard nothing that says what the device was doing."""
+
+    since: int
+    until: int
+    online: bool
+    gate: str
+    bundle_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleFleetRow:
+    """One device as the console's dashboard counts it: its registration, its last kept
+    status (``None`` fields when it never sent one), when it was last heard from, its log
+    sizes (on the device as last reported; stored at the hub), fork evidence kept, and its
+    last attestation's verdict, expiry and time (``None`` when it never attested)."""
+
+    device_id: str
+    region: str
+    groups: tuple[str, ...]
+    online: bool | None
+    gate: str | None
+    bundle_version: int | None
+    status_time: int | None
+    last_seen: int | None
+    device_lineage_size: int | None
+    lineage_size: int
+    forks: int
+    attestation_verdict: str | None
+    attestation_expires_at: int | None
+    attested_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCount:
+    """``count`` devices (or rejections) counted together, and the oldest and newest report
+    time they are counted from (``None``: none reported)."""
+
+    count: int = 0
+    oldest: int | None = None
+    newest: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCount:
+    """The devices of one (region, group) whose target bundle version is ``target`` and that
+    run ``running`` (``known`` false: stale or never seen, so what they run is unknown)."""
+
+    region: str
+    group: str
+    target: int | None
+    running: int | None
+    known: bool
+    devices: FleetCount
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The fleet counted for the console's dashboard, as of one moment (see
+    :meth:`hub.registry.interface.Registry.fleet_summary` for each rule)."""
+
+    states: dict[str, FleetCount]
+    rollout: tuple[RolloutCount, ...]
+    attestation: dict[str, FleetCount]
+    lineage_current: FleetCount
+    lineage_lagging: FleetCount
+    lineage_waiting: int
+    lineage_max_lag: tuple[str, int] | None
+    forks: FleetCount
+    rejections: dict[str, FleetCount]
+    state_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The first few device ids (by id) in each state of ``states``."""

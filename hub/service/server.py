@@ -60,8 +60,11 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from edge_agent.support.mqtt import BrokerSettings
+from hub.console.context import ConsoleContext
+from hub.console.listen import ConsoleListen
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
 from hub.service.broker import EmbeddedBroker
@@ -74,6 +77,9 @@ from hub.service.lineage import LineageHandler
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
+
+if TYPE_CHECKING:
+    from hub.console.serve import ConsoleServer
 
 __all__ = ["HubService"]
 
@@ -109,6 +115,7 @@ class HubService:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._console: ConsoleServer | None = None
 
     # Lifecycle.
 
@@ -130,6 +137,11 @@ class HubService:
     @property
     def registry(self) -> Registry:
         return self._started.context.registry
+
+    @property
+    def console(self) -> ConsoleServer | None:
+        """The console this hub serves (``config.console``), once started."""
+        return self._console
 
     @property
     def shared(self) -> bool:
@@ -168,6 +180,8 @@ class HubService:
                 group.create_task(parts.schedule.run(current, stop), name="edge-hub-schedule"),
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
             ]
+            if self.config.console is not None:
+                self._console = await self._start_console(self.config.console)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -232,6 +246,31 @@ class HubService:
         )
         self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
         return self._parts
+
+    async def _start_console(self, listen: ConsoleListen) -> ConsoleServer:
+        """Serve the console on ``listen`` until the hub stops.
+
+        Raises:
+            ConfigError: the console cannot listen there or its TLS files are not usable.
+        """
+        # The web stack (uvicorn, Starlette, Jinja2) is imported by a hub serving the
+        # console only: every other edge-hub command starts without it.
+        from hub.console.serve import ConsoleServer
+
+        server = ConsoleServer(self._console_context(), listen)
+        return await self._stack.enter_async_context(server)
+
+    def _console_context(self) -> ConsoleContext:
+        """What the console reads: a registry connection of its own (its pages read only
+        what is committed) and the keys as the keys directory holds them now."""
+        listen = self.config.console
+        assert listen is not None
+        return ConsoleContext(
+            registry=self._stack.enter_context(self.hub_dir.open_registry()),
+            hub_dir=self.hub_dir,
+            keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
+            secure=listen.tls,
+        )
 
     def _connect(self, parts: _Parts) -> HubConnection:
         """The connection of the started hub to its broker (not yet running)."""
