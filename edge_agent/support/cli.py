@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import select
+import stat
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ __all__ = [
     "utc_text",
     "wall_clock",
     "write_atomic",
+    "write_out",
 ]
 
 EXIT_STDOUT_GONE = 141
@@ -85,6 +87,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: no new file can be created in {directory} "
+            f"({exc.strerror or exc})"
+        ) from exc
+    try:
         try:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
@@ -97,6 +105,48 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False) -> None:
+    """Write a command's ``--out`` file, as :func:`write_atomic`, only where that replaces
+    nothing but a file the user meant to replace.
+
+    The atomic rename would turn whatever is at ``path`` into a regular file, so an
+    existing path that is not a regular file (a device such as /dev/full, a FIFO, a socket,
+    a directory, a symlink) is always refused, and an existing regular file unless
+    ``force`` (the command's ``--force``). The check is on the path itself (``lstat``): a
+    rename replaces a symlink, it never writes through one.
+
+    Raises:
+        ConfigError: the path is refused or the file cannot be written.
+    """
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        status = None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if status is not None:
+        if not stat.S_ISREG(status.st_mode):
+            raise ConfigError(
+                f"refusing to write {path}: it is {_file_kind(status.st_mode)}, not a "
+                "regular file (--out writes a new file or replaces a regular one)"
+            )
+        if not force:
+            raise ConfigError(f"refusing to replace {path}: it exists (add --force to replace it)")
+    write_atomic(path, data, mode)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def counter_arg(minimum: int) -> Callable[[str], int]:
