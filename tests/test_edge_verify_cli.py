@@ -13,6 +13,7 @@ import pytest
 from edge_agent.protocol.consistency_file import format_consistency_proof
 from edge_agent.protocol.cosignature import cosign_note
 from edge_agent.protocol.receipt import Step
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.tlog_proof import format_tlog_proof
 from edge_agent.verify.cli import main
 from tests.factory import NOW
@@ -30,6 +31,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "gw-017.pub": LOG.device.public.to_pem(),
         "other.pub": OTHER_DEVICE_KEY.public.to_pem(),
         "hub.pub": LOG.witness.public.to_pem(),
+        "freshness.pub": LOG.hub.online_keys[Role.FRESHNESS][0].public.to_pem(),
         "root.cbor": LOG.hub.root_bytes(),
         "bundle.cbor": LOG.bundle,
         "gw-017-4.receipt": LOG.receipt(4),
@@ -185,6 +187,33 @@ def test_a_failing_step_is_named_and_exits_1(
             "garbage",
         ],
         ["frobnicate"],
+        [
+            "receipt",
+            "gw-017-4.receipt",
+            "--device-key",
+            "gw-017.pub",
+            "--root",
+            "root.cbor",
+            "--witness-key",
+            "freshness.pub",
+        ],
+        [
+            "receipt",
+            "gw-017-4.receipt",
+            "--device-key",
+            "gw-017.pub",
+            "--witness-key",
+            "gw-017.pub",
+        ],
+        [
+            "consistency",
+            "old.checkpoint",
+            "new.checkpoint",
+            "--device-key",
+            "gw-017.pub",
+            "--witness-key",
+            "gw-017.pub",
+        ],
     ],
     ids=[
         "unreadable file",
@@ -193,6 +222,9 @@ def test_a_failing_step_is_named_and_exits_1(
         "bad root",
         "bad proof file",
         "unknown command",
+        "a freshness key as the witness of a root",
+        "the device key as a witness (receipt)",
+        "the device key as a witness (consistency)",
     ],
 )
 def test_usage_errors_and_unreadable_files_exit_2(
@@ -203,6 +235,25 @@ def test_usage_errors_and_unreadable_files_exit_2(
     code, out, _ = _run(files, capsys, *argv, "--json")
     assert code == 2
     assert json.loads(out)["error"]["code"] == "usage"
+
+
+@pytest.mark.parametrize(
+    ("witness", "says"),
+    [
+        ("freshness.pub", "is the root's freshness role key, not a verifier (witness) key"),
+        ("gw-017.pub", "a device cannot witness its own log"),
+    ],
+)
+def test_a_witness_key_in_the_wrong_role_is_named_and_refused(
+    files: Path, capsys: pytest.CaptureFixture[str], witness: str, says: str
+) -> None:
+    keys = ["--device-key", "gw-017.pub", "--root", "root.cbor", "--witness-key", witness]
+    for command in (
+        ["receipt", "gw-017-4.receipt"],
+        ["consistency", "old.checkpoint", "new.checkpoint"],
+    ):
+        code, _, err = _run(files, capsys, *command, *keys)
+        assert code == 2 and says in err
 
 
 CONSISTENCY = [

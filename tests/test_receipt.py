@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from edge_agent.errors import ReceiptError
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.checkpoint import Checkpoint, sign_checkpoint
 from edge_agent.protocol.cosignature import cosign_note
-from edge_agent.protocol.keys import PublicKey
+from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import decode_entry
 from edge_agent.protocol.receipt import (
     MAX_RECEIPT_BYTES,
@@ -259,7 +260,67 @@ TAMPERS = [
         "must be detached",
     ),
     Tamper("not CBOR at all", lambda: b"hello", Step.ENTRY, "not a readable receipt"),
+    Tamper(
+        "cosignature by the root's freshness key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.online_keys[Role.FRESHNESS][0])),
+        Step.COSIGNATURE,
+        "is the root's freshness role key, not a verifier",
+        witness_keys=(LOG.hub.online_keys[Role.FRESHNESS][0].public,),
+        root=True,
+    ),
+    Tamper(
+        "cosignature by the root's revoke key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.online_keys[Role.REVOKE][0])),
+        Step.COSIGNATURE,
+        "is the root's revoke role key, not a verifier",
+        witness_keys=(LOG.hub.online_keys[Role.REVOKE][0].public,),
+        root=True,
+    ),
+    Tamper(
+        "cosignature by the root's policy key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.policy_keys[0])),
+        Step.COSIGNATURE,
+        "is the root's policy role key, not a verifier",
+        witness_keys=(LOG.hub.policy_keys[0].public,),
+        root=True,
+    ),
+    Tamper(
+        "a witness key the root does not hold, with the root",
+        lambda: LOG.receipt(note=_cosigned_by(STRANGER)),
+        Step.COSIGNATURE,
+        "is not in the trust root, not a verifier",
+        witness_keys=(STRANGER.public,),
+        root=True,
+    ),
+    Tamper(
+        "the device cosigning its own checkpoint, its key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.device)),
+        Step.COSIGNATURE,
+        "a device cannot witness its own log",
+        witness_keys=(DEVICE,),
+    ),
+    Tamper(
+        "a checkpoint the device signed under a foreign origin",
+        lambda: _foreign_origin_receipt("example.com/log"),
+        Step.CHECKPOINT_SIGNATURE,
+        "is not an edgegov device log",
+    ),
+    Tamper(
+        "a checkpoint under a non-canonical device origin",
+        lambda: _foreign_origin_receipt("edgegov/v1/device/gw-017/epoch/01"),
+        Step.CHECKPOINT_SIGNATURE,
+        "is not an edgegov device log",
+    ),
 ]
+
+
+def _cosigned_by(key: PrivateKey) -> str:
+    return cosign_note(LOG.note(cosigned=False), key, time=NOW)
+
+
+def _foreign_origin_receipt(origin: str) -> bytes:
+    note = sign_checkpoint(Checkpoint(origin, LOG.size, LOG.root()), LOG.device, origin)
+    return LOG.receipt(note=cosign_note(note, LOG.witness, time=NOW))
 
 
 @pytest.mark.parametrize("case", TAMPERS, ids=[t.name for t in TAMPERS])
@@ -272,6 +333,12 @@ def test_tampered_receipts_are_refused_at_the_named_step(case: Tamper) -> None:
             root=ROOT if case.root else None,
         )
     assert caught.value.step == case.step
+
+
+def test_the_checkpoint_step_names_the_device_and_key_epoch_of_the_origin() -> None:
+    report = verify_receipt(LOG.receipt(), device_key=DEVICE)
+    detail = next(r.detail for r in report.held if r.step == Step.CHECKPOINT_SIGNATURE)
+    assert detail.endswith("(device 'gw-017', key epoch 1)")
 
 
 def test_the_root_alone_names_the_witness_keys() -> None:

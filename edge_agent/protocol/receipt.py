@@ -39,10 +39,11 @@ from edge_agent.protocol.checkpoint import (
     MAX_NOTE_BYTES,
     Checkpoint,
     parse_checkpoint_body,
+    parse_origin,
     split_note,
     verify_checkpoint,
 )
-from edge_agent.protocol.cosignature import Cosignature, verify_cosignature
+from edge_agent.protocol.cosignature import Cosignature, select_witnesses, verify_cosignature
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey, PublicKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.lineage_entries import Entry, decode_entry
@@ -52,7 +53,6 @@ from edge_agent.protocol.merkle import (
     leaf_hash,
     verify_inclusion,
 )
-from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.tlog_proof import MAX_PATH_HASHES, parse_tlog_proof
 
@@ -305,7 +305,10 @@ def _run(
     bundle: bytes | None,
     held: list[StepResult],
 ) -> ReceiptReport:
-    witnesses = _witnesses(witness_keys, root)
+    try:
+        witnesses = select_witnesses(witness_keys, device_key=device_key, root=root)
+    except ValueError as exc:
+        raise ReceiptError(Step.COSIGNATURE, str(exc)) from exc
     skipped: list[StepResult] = []
 
     def hold(step: Step, detail: str) -> None:
@@ -326,8 +329,11 @@ def _run(
         skipped.append(StepResult(Step.RECEIPT_SIGNATURE, "a tlog-proof carries none"))
     else:
         hold(Step.RECEIPT_SIGNATURE, claim.signed(checkpoint.root, [device_key, *witnesses]))
-    _check_device_signature(claim.note, device_key, checkpoint)
-    hold(Step.CHECKPOINT_SIGNATURE, f"by the device key under {checkpoint.origin}")
+    device_id, epoch = _check_device_signature(claim.note, device_key, checkpoint)
+    hold(
+        Step.CHECKPOINT_SIGNATURE,
+        f"by the device key under {checkpoint.origin} (device {device_id!r}, key epoch {epoch})",
+    )
     cosignature = None
     if witnesses:
         cosignature = _check_cosignature(claim.note, witnesses)
@@ -337,14 +343,6 @@ def _run(
     outcome = _check_bundle(entry, root, bundle if bundle is not None else claim.bundle)
     (held if outcome[0] else skipped).append(StepResult(Step.BUNDLE, outcome[1]))
     return ReceiptReport(entry, checkpoint, tuple(held), tuple(skipped), cosignature)
-
-
-def _witnesses(keys: Sequence[PublicKey], root: TrustRoot | None) -> tuple[PublicKey, ...]:
-    found = {key.raw: key for key in keys}
-    if root is not None:
-        for key in root.role(Role.VERIFIER).keys.values():
-            found.setdefault(key.raw, key)
-    return tuple(found.values())
 
 
 def _check_entry(claim: _Claim) -> Entry:
@@ -396,7 +394,15 @@ def _check_root(claim: _Claim, leaf: bytes) -> Checkpoint:
     return checkpoint
 
 
-def _check_device_signature(note: str, device_key: PublicKey, checkpoint: Checkpoint) -> None:
+def _check_device_signature(
+    note: str, device_key: PublicKey, checkpoint: Checkpoint
+) -> tuple[str, int]:
+    """The device id and key epoch the checkpoint's origin names, once the device key is
+    shown to have signed it under that origin."""
+    try:
+        named = parse_origin(checkpoint.origin)
+    except LineageError as exc:
+        raise ReceiptError(Step.CHECKPOINT_SIGNATURE, str(exc)) from exc
     try:
         verify_checkpoint(note, device_key, checkpoint.origin)
     except (LineageError, ValueError) as exc:
@@ -404,6 +410,7 @@ def _check_device_signature(note: str, device_key: PublicKey, checkpoint: Checkp
             Step.CHECKPOINT_SIGNATURE,
             f"the checkpoint is not signed by this device key ({_key_label(device_key)}): {exc}",
         ) from exc
+    return named
 
 
 def _check_cosignature(note: str, witnesses: Iterable[PublicKey]) -> Cosignature:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError, EdgeGovError, ReceiptError
-from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from edge_agent.errors import ConfigError, EdgeGovError, LineageError, ReceiptError
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_origin
 from edge_agent.protocol.consistency_file import (
     MAX_CONSISTENCY_FILE_BYTES,
     ConsistencyReport,
@@ -25,6 +25,7 @@ from edge_agent.protocol.consistency_file import (
     parse_consistency_proof,
     verify_consistency_files,
 )
+from edge_agent.protocol.cosignature import select_witnesses
 from edge_agent.protocol.keys import PublicKey, public_key_from_pem
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
 from edge_agent.protocol.lineage_entries import Entry
@@ -35,7 +36,6 @@ from edge_agent.protocol.receipt import (
     verify_receipt,
     verify_tlog_proof,
 )
-from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
@@ -62,7 +62,10 @@ class _Parser(argparse.ArgumentParser):
 class _Keys:
     device: PublicKey
     witnesses: tuple[PublicKey, ...]
+    """The ``--witness-key`` keys, as given."""
     root: TrustRoot | None
+    trusted: tuple[PublicKey, ...]
+    """Every witness key: those given and the root's verifier keys."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,7 +227,23 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 def _checkpoint_json(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
-    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()}
+    device_id, epoch = _device_named(checkpoint)
+    return {
+        "origin": checkpoint.origin,
+        "device_id": device_id,
+        "key_epoch": epoch,
+        "size": checkpoint.size,
+        "root": checkpoint.root.hex(),
+    }
+
+
+def _device_named(checkpoint: Checkpoint) -> tuple[str | None, int | None]:
+    """The device id and key epoch the checkpoint's origin names (``None`` for a foreign
+    origin, which no verdict of ours accepts)."""
+    try:
+        return parse_origin(checkpoint.origin)
+    except LineageError:
+        return None, None
 
 
 # --- consistency ---------------------------------------------------------------------------
@@ -241,14 +260,9 @@ def _consistency(args: argparse.Namespace) -> int:
             proof = parse_consistency_proof(text)
         except EdgeGovError as exc:
             raise _UsageError(f"consistency proof {args.proof}: {exc}") from exc
-    witnesses = keys.witnesses + _root_witnesses(keys.root)
-    report = verify_consistency_files(old, new, proof, keys.device, witnesses)
+    report = verify_consistency_files(old, new, proof, keys.device, keys.trusted)
     _emit(args.json, _consistency_json(args, report), _consistency_text(args, report))
     return EXIT_OK if report.verdict == Verdict.CONSISTENT else EXIT_FAILED
-
-
-def _root_witnesses(root: TrustRoot | None) -> tuple[PublicKey, ...]:
-    return () if root is None else tuple(root.role(Role.VERIFIER).keys.values())
 
 
 def _consistency_json(args: argparse.Namespace, report: ConsistencyReport) -> dict[str, Any]:
@@ -272,9 +286,11 @@ def _consistency_text(args: argparse.Namespace, report: ConsistencyReport) -> st
     lines = [f"{PROG}: consistency {args.old} {args.new}"]
     for label, checkpoint in (("older", report.old), ("newer", report.new)):
         if checkpoint is not None:
+            device_id, epoch = _device_named(checkpoint)
+            named = "" if device_id is None else f": device {device_id!r}, key epoch {epoch}"
             lines.append(
                 f"  {label}: size {checkpoint.size} root {checkpoint.root.hex()} "
-                f"({checkpoint.origin})"
+                f"({checkpoint.origin}{named})"
             )
     lines.append(f"{names[report.verdict]}: {report.detail}")
     return "\n".join(lines)
@@ -292,7 +308,11 @@ def _keys(args: argparse.Namespace) -> _Keys:
             root = verify_trusted_root(_read(args.root, MAX_ROOT_BYTES, "trust root"), now=None)
         except EdgeGovError as exc:
             raise _UsageError(f"trust root {args.root}: {exc}") from exc
-    return _Keys(device, witnesses, root)
+    try:
+        trusted = select_witnesses(witnesses, device_key=device, root=root)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    return _Keys(device, witnesses, root, trusted)
 
 
 def _pem_key(path: str, what: str) -> PublicKey:
