@@ -4,6 +4,7 @@ tampering of the issue's matrix is refused with the failing step named."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from edge_agent.protocol import dcbor
 from edge_agent.protocol.checkpoint import Checkpoint, sign_checkpoint
 from edge_agent.protocol.cosignature import cosign_note
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.lineage_entries import decode_entry
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry, encode_entry, entry_hash
 from edge_agent.protocol.receipt import (
     MAX_RECEIPT_BYTES,
     ReceiptReport,
@@ -405,3 +406,105 @@ def test_any_changed_byte_of_a_receipt_is_refused(index: int, xor: int) -> None:
     changed = _GOOD[:index] + bytes([_GOOD[index] ^ xor]) + _GOOD[index + 1 :]
     with pytest.raises(ReceiptError):
         verify_receipt(changed, device_key=DEVICE, witness_keys=[WITNESS])
+
+
+def _rejected_log(refused: bytes) -> ReceiptLog:
+    """A log whose entry 2 records that the device refused the bundle ``refused``."""
+    log = ReceiptLog(hub=LOG.hub, size=3)
+    log.entries[2] = encode_entry(
+        Entry(
+            2,
+            NOW + 2,
+            entry_hash(log.entries[1]),
+            Kind.BUNDLE_REJECTED,
+            False,
+            "bundle_untrusted",
+            bundle_digest=hashlib.sha256(refused).digest(),
+            bundle_version=9,
+            detail="bundle v9 refused",
+        )
+    )
+    return log
+
+
+_FORGED = LOG.hub.bundle(9, signers=[STRANGER])
+_GENUINE_REFUSED = LOG.hub.bundle(9)
+_EXPIRED = LOG.hub.bundle(3, expires_at=NOW + 4)
+_ISSUED_LATER = LOG.hub.bundle(3, issued_at=NOW + 3600)
+
+BUNDLE_STEPS = [
+    ("a decision under a bundle the root signed", LOG, 4, LOG.bundle, "signed by the policy role"),
+    ("the bundle_installed entry of that bundle", LOG, 2, LOG.bundle, "valid at the entry's time"),
+    (
+        "a bundle_rejected entry with the forged bundle it refused",
+        _rejected_log(_FORGED),
+        2,
+        _FORGED,
+        "the one the device refused; it does not verify under the root (bundle_",
+    ),
+    (
+        "a bundle_rejected entry with a signed bundle it refused for another reason",
+        _rejected_log(_GENUINE_REFUSED),
+        2,
+        _GENUINE_REFUSED,
+        "it verifies under the root (version 9): the device refused it as bundle_untrusted",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("log", "seq", "bundle", "detail"),
+    [row[1:] for row in BUNDLE_STEPS],
+    ids=[row[0] for row in BUNDLE_STEPS],
+)
+def test_the_bundle_step_holds_per_entry_kind(
+    log: ReceiptLog, seq: int, bundle: bytes, detail: str
+) -> None:
+    report = verify_receipt(log.receipt(seq), device_key=DEVICE, root=ROOT, bundle=bundle)
+    held = {result.step: result.detail for result in report.held}
+    assert detail in held[Step.BUNDLE]
+
+
+BUNDLE_FAILURES = [
+    (
+        "a bundle_rejected entry with a bundle other than the one it names",
+        _rejected_log(_FORGED),
+        2,
+        LOG.bundle,
+        "not the one the entry names",
+    ),
+    (
+        "a decision logged after its bundle expired",
+        ReceiptLog(hub=LOG.hub, bundle=_EXPIRED),
+        4,
+        _EXPIRED,
+        f"had expired at the entry's time ({NOW + 4}; valid until {NOW + 4})",
+    ),
+    (
+        "a decision logged long before its bundle was issued",
+        ReceiptLog(hub=LOG.hub, bundle=_ISSUED_LATER),
+        4,
+        _ISSUED_LATER,
+        f"is before bundle version 3 was issued ({NOW + 3600})",
+    ),
+    (
+        "bundle_installed naming a bundle the policy role did not sign",
+        ReceiptLog(hub=LOG.hub, bundle=_UNSIGNED_BUNDLE),
+        2,
+        _UNSIGNED_BUNDLE,
+        "not signed by the policy role",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("log", "seq", "bundle", "message"),
+    [row[1:] for row in BUNDLE_FAILURES],
+    ids=[row[0] for row in BUNDLE_FAILURES],
+)
+def test_the_bundle_step_fails_per_entry_kind(
+    log: ReceiptLog, seq: int, bundle: bytes, message: str
+) -> None:
+    with pytest.raises(ReceiptError, match=re.escape(message)) as caught:
+        verify_receipt(log.receipt(seq), device_key=DEVICE, root=ROOT, bundle=bundle)
+    assert caught.value.step == Step.BUNDLE

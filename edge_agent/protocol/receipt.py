@@ -45,8 +45,8 @@ from edge_agent.protocol.checkpoint import (
 )
 from edge_agent.protocol.cosignature import Cosignature, select_witnesses, verify_cosignature
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey, PublicKey
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
-from edge_agent.protocol.lineage_entries import Entry, decode_entry
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, SIGNED_TIME_SKEW_S
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import (
     HASH_SIZE,
     inclusion_path_length,
@@ -87,6 +87,10 @@ VDP_INCLUSION = -1
 CLAIM_ISS = 1
 CLAIM_IAT = 6
 
+_REFUSED_BUNDLE_KINDS = frozenset({Kind.BUNDLE_REJECTED})
+"""Entry kinds that name a bundle the device refused (the bundle step does not require it
+to verify)."""
+
 _MAX_STATEMENT_BYTES = MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16
 _MAX_PROTECTED_BYTES = MAX_NOTE_BYTES + 256
 
@@ -111,7 +115,8 @@ class Step(StrEnum):
     COSIGNATURE = "cosignature"
     """A witness (the hub) cosigned the checkpoint: it saw it consistent with all before."""
     BUNDLE = "bundle"
-    """The bundle the entry names (digest and version) is signed by the policy role."""
+    """The bundle the entry names (digest and version) is signed by the policy role and
+    valid at the entry's time; for a refused bundle, the one given is the one named."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +428,14 @@ def _check_cosignature(note: str, witnesses: Iterable[PublicKey]) -> Cosignature
 
 
 def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) -> tuple[bool, str]:
-    """(held, detail) of the bundle step, or (False, why it was skipped)."""
+    """(held, detail) of the bundle step, or (False, why it was skipped).
+
+    What it shows depends on the entry's kind: a bundle the device refused
+    (:data:`_REFUSED_BUNDLE_KINDS`) is shown to be the one the entry names, and whether it
+    verifies under the root is reported, not required (its refusal is the point); for every
+    other kind (a decision, ``bundle_installed``) the bundle the entry names must verify
+    under the root's policy role, be the version the entry names, and be valid at the
+    entry's time."""
     if entry.bundle_digest is None:
         return False, "the entry names no bundle"
     if root is None or bundle is None:
@@ -434,6 +446,8 @@ def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) ->
             f"the bundle given is not the one the entry names (digest "
             f"{entry.bundle_digest.hex()[:16]}…)",
         )
+    if entry.kind in _REFUSED_BUNDLE_KINDS:
+        return True, _refused_bundle(entry, root, bundle)
     try:
         verified = verify_bundle(bundle, root=root, region=claimed_region(bundle))
     except BundleError as exc:
@@ -446,8 +460,37 @@ def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) ->
             f"the entry names bundle version {entry.bundle_version}, the bundle is "
             f"version {verified.version}",
         )
+    if entry.time >= verified.expires_at:
+        raise ReceiptError(
+            Step.BUNDLE,
+            f"bundle version {verified.version} had expired at the entry's time "
+            f"({entry.time}; valid until {verified.expires_at})",
+        )
+    if entry.time < verified.issued_at - SIGNED_TIME_SKEW_S:
+        raise ReceiptError(
+            Step.BUNDLE,
+            f"the entry ({entry.time}) is before bundle version {verified.version} was "
+            f"issued ({verified.issued_at})",
+        )
     region = verified.target.region
-    return True, f"version {verified.version} for {region}, signed by the policy role"
+    return True, (
+        f"version {verified.version} for {region}, signed by the policy role, valid at the "
+        f"entry's time ({verified.issued_at} to {verified.expires_at})"
+    )
+
+
+def _refused_bundle(entry: Entry, root: TrustRoot, bundle: bytes) -> str:
+    try:
+        verified = verify_bundle(bundle, root=root, region=claimed_region(bundle))
+    except BundleError as exc:
+        return (
+            f"the bundle given is the one the device refused; it does not verify under the "
+            f"root ({exc.code}: {exc})"
+        )
+    return (
+        f"the bundle given is the one the device refused; it verifies under the root "
+        f"(version {verified.version}): the device refused it as {entry.reason}"
+    )
 
 
 def _what(entry: Entry) -> str:
