@@ -55,7 +55,7 @@ def setup(tmp_path: Path) -> HubSetup:
             channels=["group/line-a"],
         )
     sim = hub.devices["gw-001"]
-    sim.add(600, bundle=(digest, BUNDLE_VERSION))
+    sim.add(600, bundle=(digest, BUNDLE_VERSION), time=now)
     with started_hub(hub) as started:
         started.ship(sim.batch(0, 300), sim.batch(300, 600))
     return hub
