@@ -256,6 +256,46 @@ def test_a_witness_key_in_the_wrong_role_is_named_and_refused(
         assert code == 2 and says in err
 
 
+FIFO_ARGS = [
+    ["receipt", "fifo", "--device-key", "gw-017.pub"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--witness-key", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--root", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--bundle", "fifo"],
+    ["consistency", "fifo", "new.checkpoint", "--device-key", "gw-017.pub"],
+    [
+        "consistency",
+        "old.checkpoint",
+        "new.checkpoint",
+        "--device-key",
+        "gw-017.pub",
+        "--proof",
+        "fifo",
+    ],
+]
+
+
+@pytest.mark.timeout(60)
+def _fifo_id(argv: list[str]) -> str:
+    flag = argv[argv.index("fifo") - 1]
+    return f"{argv[0]} {flag if flag.startswith('--') else 'FILE'}"
+
+
+@pytest.mark.parametrize("argv", FIFO_ARGS, ids=_fifo_id)
+def test_a_fifo_given_for_any_file_is_refused_without_blocking(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    argv = [
+        str(fifo) if arg == "fifo" else str(files / arg) if (files / arg).exists() else arg
+        for arg in argv
+    ]
+    code, _, err = _run(files, capsys, *argv)
+    assert code == 2
+    assert f"{fifo} is a FIFO, not a regular file" in err
+
+
 CONSISTENCY = [
     (["old.checkpoint", "new.checkpoint", "--proof", "3-7.proof"], 0, "CONSISTENT"),
     (

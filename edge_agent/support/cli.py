@@ -33,6 +33,7 @@ __all__ = [
     "output_gone",
     "read_bounded",
     "read_offered",
+    "read_regular",
     "utc_text",
     "wall_clock",
     "write_atomic",
@@ -76,6 +77,37 @@ def read_offered(path: str | Path, max_bytes: int, what: str) -> bytes:
             return handle.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def read_regular(path: str | Path, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
+    """Read ``path`` as :func:`read_bounded` (with ``offered``, as :func:`read_offered`), but
+    only a regular file (or ``-``, stdin): a FIFO, device, socket or directory is refused
+    without blocking. The file is opened non-blocking (a FIFO with no writer would hang a
+    blocking open) and judged by ``fstat`` of what was opened, so nothing can be swapped in
+    between the check and the read.
+
+    Raises:
+        ConfigError: the file cannot be read, is not a regular file, or is over the limit.
+    """
+    if str(path) == "-":
+        return (
+            read_offered(path, max_bytes, what) if offered else read_bounded(path, max_bytes, what)
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{what} {path} is {_file_kind(mode)}, not a regular file")
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not offered and len(data) > max_bytes:
+        raise ConfigError(f"{what} {path} is larger than the {max_bytes}-byte limit")
+    return data
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

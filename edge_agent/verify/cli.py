@@ -39,7 +39,7 @@ from edge_agent.protocol.receipt import (
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
-from edge_agent.support.cli import EXIT_STDOUT_GONE, read_bounded, read_offered
+from edge_agent.support.cli import EXIT_STDOUT_GONE, read_regular
 
 __all__ = ["main"]
 
@@ -324,12 +324,11 @@ def _pem_key(path: str, what: str) -> PublicKey:
 
 
 def _read(path: str, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
-    """The file's bytes; with ``offered``, a larger file reads as ``max_bytes + 1`` bytes so
-    the verifier's own cap refuses it as a failed step."""
+    """The bytes of a regular file (never blocking on a FIFO); with ``offered``, a larger
+    file reads as ``max_bytes + 1`` bytes so the verifier's own cap refuses it as a failed
+    step."""
     try:
-        if offered:
-            return read_offered(path, max_bytes, what)
-        return read_bounded(path, max_bytes, what)
+        return read_regular(path, max_bytes, what, offered=offered)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from exc
 
