@@ -256,6 +256,16 @@ def test_a_witness_key_in_the_wrong_role_is_named_and_refused(
         assert code == 2 and says in err
 
 
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_json_may_come_before_or_after_the_command(
+    files: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    argv = ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub"]
+    argv = ["--json", *argv] if where == "before the command" else [*argv, "--json"]
+    code, out, _ = _run(files, capsys, *argv)
+    assert code == 0 and json.loads(out)["ok"] is True
+
+
 FIFO_ARGS = [
     ["receipt", "fifo", "--device-key", "gw-017.pub"],
     ["receipt", "gw-017-4.receipt", "--device-key", "fifo"],

@@ -89,6 +89,7 @@ def _parser() -> _Parser:
         "alone (no state directory, database or network).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     receipt = commands.add_parser(
         "receipt",
@@ -119,7 +120,10 @@ def _parser() -> _Parser:
             help="a trust root (root.cbor): its verifier keys are witness keys, its policy "
             "role judges the bundle",
         )
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        # SUPPRESS: a subcommand's default must not undo a --json given before it.
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+        )
     return parser
 
 
