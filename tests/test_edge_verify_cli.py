@@ -93,6 +93,20 @@ def test_a_receipt_verified_with_root_and_bundle_prints_every_step_and_exits_0(
     assert lines[-1].startswith("VERIFIED: entry, leaf_hash, inclusion_path, root")
 
 
+def test_the_verdict_line_says_which_steps_were_not_checked(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub"]
+    code, out, _ = _run(files, capsys, *argv)
+    assert code == 0
+    assert out.splitlines()[-1].startswith(
+        "VERIFIED (cosignature not checked: no witness key given; bundle not checked: needs a "
+        "trust root and the bundle the entry names): entry, "
+    )
+    code, out, _ = _run(files, capsys, *argv, "--json")
+    assert [s["step"] for s in json.loads(out)["skipped"]] == ["cosignature", "bundle"]
+
+
 def test_json_gives_the_same_steps_the_entry_and_the_cosignature(
     files: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -115,6 +129,7 @@ def test_json_gives_the_same_steps_the_entry_and_the_cosignature(
     assert code == 0 and document["ok"] is True
     assert [s["step"] for s in document["steps"]] == [str(s) for s in Step]
     assert {s["status"] for s in document["steps"]} == {"held"}
+    assert document["skipped"] == []
     assert document["entry"]["seq"] == 4 and document["entry"]["bundle_version"] == 3
     assert document["entry"]["request"]["resource"] == "/opt/camera/bin/capture"
     assert document["checkpoint"]["size"] == LOG.size

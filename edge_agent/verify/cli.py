@@ -33,6 +33,7 @@ from edge_agent.protocol.receipt import (
     MAX_RECEIPT_BYTES,
     ReceiptReport,
     Step,
+    StepResult,
     verify_receipt,
     verify_tlog_proof,
 )
@@ -180,6 +181,7 @@ def _receipt_json(path: str, kind: str, report: ReceiptReport) -> dict[str, Any]
         "kind": kind,
         "ok": True,
         "steps": steps,
+        "skipped": [{"step": str(r.step), "detail": r.detail} for r in _skipped(report)],
         "entry": _entry_json(report.entry),
         "checkpoint": _checkpoint_json(report.checkpoint),
         "cosignature": None
@@ -196,8 +198,22 @@ def _receipt_text(path: str, kind: str, report: ReceiptReport) -> str:
     lines = [f"{PROG}: {kind} {path}"]
     lines += [_line(status, step, detail) for status, step, detail in results]
     checked = ", ".join(r.step for r in report.held)
-    lines.append(f"VERIFIED: {checked}")
+    lines.append(f"VERIFIED{_not_checked(report)}: {checked}")
     return "\n".join(lines)
+
+
+def _not_checked(report: ReceiptReport) -> str:
+    """`` (cosignature not checked: why; ...)`` when a step was skipped, so the verdict line
+    itself says what it does not cover; empty when every step ran."""
+    skipped = _skipped(report)
+    if not skipped:
+        return ""
+    return " (" + "; ".join(f"{r.step} not checked: {r.detail}" for r in skipped) + ")"
+
+
+def _skipped(report: ReceiptReport) -> list[StepResult]:
+    order = list(Step)
+    return sorted(report.skipped, key=lambda result: order.index(result.step))
 
 
 def _line(status: str, step: str, detail: str) -> str:
