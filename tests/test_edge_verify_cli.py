@@ -255,7 +255,11 @@ def test_usage_errors_and_unreadable_files_exit_2(
 @pytest.mark.parametrize(
     ("witness", "says"),
     [
-        ("freshness.pub", "is the root's freshness role key, not a verifier (witness) key"),
+        (
+            "freshness.pub",
+            "is the trust root's freshness key: with a trust root, a witness key must be one "
+            "of its verifier (witness) keys",
+        ),
         ("gw-017.pub", "a device cannot witness its own log"),
     ],
 )

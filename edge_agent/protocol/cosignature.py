@@ -130,8 +130,8 @@ def select_witnesses(
         for key in keys:
             if key.raw not in {verifier.raw for verifier in verifiers}:
                 raise ValueError(
-                    f"witness key {key.key_id.hex()[:16]} is {_role_of(key, root)}, not a "
-                    "verifier (witness) key of the trust root"
+                    f"witness key {key.key_id.hex()[:16]} is {_role_of(key, root)}: with a "
+                    "trust root, a witness key must be one of its verifier (witness) keys"
                 )
     found: dict[bytes, PublicKey] = {}
     for key in (*keys, *verifiers):
@@ -141,7 +141,7 @@ def select_witnesses(
 
 def _role_of(key: PublicKey, root: TrustRoot) -> str:
     roles = [str(role) for role, keys in root.roles.items() if key.raw in _raws(keys.keys)]
-    return f"the root's {' and '.join(roles)} role key" if roles else "not in the trust root"
+    return f"the trust root's {' and '.join(roles)} key" if roles else "not in the trust root"
 
 
 def _raws(keys: Mapping[bytes, PublicKey]) -> set[bytes]:
