@@ -100,6 +100,7 @@ def test_a_new_file_gets_the_mode_asked_for(out: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 
 
-def test_a_directory_that_takes_no_new_file_is_named_as_the_reason() -> None:
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_a_directory_that_takes_no_new_file_is_named_as_the_reason(force: bool) -> None:
     with pytest.raises(ConfigError, match="no new file can be created in /proc"):
-        write_out(Path("/proc/version"), b"receipt", force=True)
+        write_out(Path("/proc/version"), b"receipt", force=force)

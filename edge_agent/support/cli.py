@@ -116,27 +116,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     Raises:
         ConfigError: the file cannot be written.
     """
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write {path}: no new file can be created in {directory} "
-            f"({exc.strerror or exc})"
-        ) from exc
-    try:
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    _write_through_temp(path, data, mode, lambda: None)
 
 
 def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False) -> None:
@@ -147,7 +127,8 @@ def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False
     existing path that is not a regular file (a device such as /dev/full, a FIFO, a socket,
     a directory, a symlink) is always refused, and an existing regular file unless
     ``force`` (the command's ``--force``). The check is on the path itself (``lstat``): a
-    rename replaces a symlink, it never writes through one.
+    rename replaces a symlink, it never writes through one. A directory that takes no new
+    file (``/proc``) is said to, before any ``--force`` is suggested.
 
     Raises:
         ConfigError: the path is refused or the file cannot be written.
@@ -158,15 +139,46 @@ def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False
         status = None
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if status is not None:
-        if not stat.S_ISREG(status.st_mode):
-            raise ConfigError(
-                f"refusing to write {path}: it is {_file_kind(status.st_mode)}, not a "
-                "regular file (--out writes a new file or replaces a regular one)"
-            )
-        if not force:
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise ConfigError(
+            f"refusing to write {path}: it is {_file_kind(status.st_mode)}, not a "
+            "regular file (--out writes a new file or replaces a regular one)"
+        )
+
+    def may_replace() -> None:
+        if status is not None and not force:
             raise ConfigError(f"refusing to replace {path}: it exists (add --force to replace it)")
-    write_atomic(path, data, mode)
+
+    _write_through_temp(path, data, mode, may_replace)
+
+
+def _write_through_temp(
+    path: Path, data: bytes, mode: int, before_rename: Callable[[], None]
+) -> None:
+    """Create a temp file beside ``path``, call ``before_rename`` (which may refuse), write
+    ``data`` with ``mode``, fsync and rename it onto ``path``; the temp file never stays."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: no new file can be created in {directory} "
+            f"({exc.strerror or exc})"
+        ) from exc
+    try:
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                before_rename()
+                os.fchmod(handle.fileno(), mode)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _file_kind(mode: int) -> str:
