@@ -17,6 +17,10 @@ import pytest
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import write_out
+from hub.cli.main import main as hub_main
+from tests.hub_support import make_hub_dir
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 
 
 def _fifo(path: Path) -> None:
@@ -104,3 +108,17 @@ def test_a_new_file_gets_the_mode_asked_for(out: Path) -> None:
 def test_a_directory_that_takes_no_new_file_is_named_as_the_reason(force: bool) -> None:
     with pytest.raises(ConfigError, match="no new file can be created in /proc"):
         write_out(Path("/proc/version"), b"receipt", force=force)
+
+
+def test_bundle_build_replaces_its_file_but_refuses_a_fifo(tmp_path: Path) -> None:
+    """The other ``--out`` commands (bundle build, break-glass, attest expect) keep
+    replacing a regular file without ``--force`` but refuse what is not one."""
+    hub = make_hub_dir(tmp_path / "hub")
+    build = ["bundle", "build", str(EXAMPLE), "--keys", str(hub.keys), "--version", "1"]
+    out, fifo = tmp_path / "b1.cbor", tmp_path / "fifo"
+    out.write_bytes(b"old")
+    os.mkfifo(fifo)
+    assert hub_main([*build, "--out", str(out)]) == 0
+    assert out.read_bytes() != b"old"
+    assert hub_main([*build, "--out", str(fifo)]) == 2
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
