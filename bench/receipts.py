@@ -70,7 +70,7 @@ from bench.lineage import DEVICE, NOW, build_log, spread  # noqa: E402
 from edge_agent.lineage.log import LineageLog  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.checkpoint import origin_for  # noqa: E402
-from edge_agent.protocol.keys import PrivateKey  # noqa: E402
+from edge_agent.protocol.keys import PrivateKey, PublicKey  # noqa: E402
 from edge_agent.protocol.lineage_export import verify_inclusion_proof  # noqa: E402
 from edge_agent.protocol.receipt import build_receipt, verify_receipt  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch  # noqa: E402
@@ -138,7 +138,7 @@ def ship(root: Path, size: int) -> Logs:
             stored=registry.stored_log(DEVICE),
         )
         assert isinstance(accepted, Accepted)
-        accepted = witness_accepted(accepted, witness, now=NOW)
+        accepted = witness_accepted(accepted, witness, device_key=device.key.public, now=NOW)
         assert registry.store_batch(accepted, expected_size=log.size, received_at=NOW)
         device.acknowledge(accepted.acked)
         log = accepted.log
@@ -282,9 +282,11 @@ class CosignClock:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __call__(self, accepted: Accepted, key: PrivateKey, *, now: int) -> Accepted:
+    def __call__(
+        self, accepted: Accepted, key: PrivateKey, *, device_key: PublicKey, now: int
+    ) -> Accepted:
         started = time.perf_counter()
-        cosigned = witness_accepted(accepted, key, now=now)
+        cosigned = witness_accepted(accepted, key, device_key=device_key, now=now)
         self.seconds += time.perf_counter() - started
         return cosigned
 
@@ -337,7 +339,7 @@ def run_ingest(
                 )
                 assert isinstance(result, Accepted)
                 if cosign is not None:
-                    result = cosign(result, witness, now=NOW)
+                    result = cosign(result, witness, device_key=key.public, now=NOW)
                 if registry is not None:
                     assert registry.store_batch(result, expected_size=log.size, received_at=NOW)
                 log = result.log

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import LineageError
+from edge_agent.protocol.checkpoint import Checkpoint, sign_checkpoint
 from edge_agent.protocol.consistency_file import (
     ConsistencyProof,
     Verdict,
@@ -97,7 +98,27 @@ NOT_PROVEN = [
         "no cosignature",
     ),
     ("a file that is not a note", lambda: ("hello\n", LOG.note(11), None, ()), "blank line"),
+    (
+        "the device key given as a witness, notes it cosigned itself",
+        lambda: (
+            cosign_note(LOG.note(3, cosigned=False), LOG.device, time=NOW),
+            cosign_note(LOG.note(11, cosigned=False), LOG.device, time=NOW),
+            _proof(3, 11),
+            (DEVICE,),
+        ),
+        "a device cannot witness its own log",
+    ),
+    (
+        "two notes the device signed under a foreign origin",
+        lambda: (_foreign(3), _foreign(11), _proof(3, 11), ()),
+        "'example.com/log' is not an edgegov device log",
+    ),
 ]
+
+
+def _foreign(size: int) -> str:
+    origin = "example.com/log"
+    return sign_checkpoint(Checkpoint(origin, size, LOG.root(size)), LOG.device, origin)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from edge_agent.protocol.consistency_file import format_consistency_proof
 from edge_agent.protocol.cosignature import cosign_note
 from edge_agent.protocol.receipt import Step
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.tlog_proof import format_tlog_proof
 from edge_agent.verify.cli import main
 from tests.factory import NOW
@@ -30,6 +31,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "gw-017.pub": LOG.device.public.to_pem(),
         "other.pub": OTHER_DEVICE_KEY.public.to_pem(),
         "hub.pub": LOG.witness.public.to_pem(),
+        "freshness.pub": LOG.hub.online_keys[Role.FRESHNESS][0].public.to_pem(),
         "root.cbor": LOG.hub.root_bytes(),
         "bundle.cbor": LOG.bundle,
         "gw-017-4.receipt": LOG.receipt(4),
@@ -91,6 +93,20 @@ def test_a_receipt_verified_with_root_and_bundle_prints_every_step_and_exits_0(
     assert lines[-1].startswith("VERIFIED: entry, leaf_hash, inclusion_path, root")
 
 
+def test_the_verdict_line_says_which_steps_were_not_checked(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub"]
+    code, out, _ = _run(files, capsys, *argv)
+    assert code == 0
+    assert out.splitlines()[-1].startswith(
+        "VERIFIED (cosignature not checked: no witness key given; bundle not checked: needs a "
+        "trust root and the bundle the entry names): entry, "
+    )
+    code, out, _ = _run(files, capsys, *argv, "--json")
+    assert [s["step"] for s in json.loads(out)["skipped"]] == ["cosignature", "bundle"]
+
+
 def test_json_gives_the_same_steps_the_entry_and_the_cosignature(
     files: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,6 +129,7 @@ def test_json_gives_the_same_steps_the_entry_and_the_cosignature(
     assert code == 0 and document["ok"] is True
     assert [s["step"] for s in document["steps"]] == [str(s) for s in Step]
     assert {s["status"] for s in document["steps"]} == {"held"}
+    assert document["skipped"] == []
     assert document["entry"]["seq"] == 4 and document["entry"]["bundle_version"] == 3
     assert document["entry"]["request"]["resource"] == "/opt/camera/bin/capture"
     assert document["checkpoint"]["size"] == LOG.size
@@ -185,6 +202,33 @@ def test_a_failing_step_is_named_and_exits_1(
             "garbage",
         ],
         ["frobnicate"],
+        [
+            "receipt",
+            "gw-017-4.receipt",
+            "--device-key",
+            "gw-017.pub",
+            "--root",
+            "root.cbor",
+            "--witness-key",
+            "freshness.pub",
+        ],
+        [
+            "receipt",
+            "gw-017-4.receipt",
+            "--device-key",
+            "gw-017.pub",
+            "--witness-key",
+            "gw-017.pub",
+        ],
+        [
+            "consistency",
+            "old.checkpoint",
+            "new.checkpoint",
+            "--device-key",
+            "gw-017.pub",
+            "--witness-key",
+            "gw-017.pub",
+        ],
     ],
     ids=[
         "unreadable file",
@@ -193,6 +237,9 @@ def test_a_failing_step_is_named_and_exits_1(
         "bad root",
         "bad proof file",
         "unknown command",
+        "a freshness key as the witness of a root",
+        "the device key as a witness (receipt)",
+        "the device key as a witness (consistency)",
     ],
 )
 def test_usage_errors_and_unreadable_files_exit_2(
@@ -203,6 +250,79 @@ def test_usage_errors_and_unreadable_files_exit_2(
     code, out, _ = _run(files, capsys, *argv, "--json")
     assert code == 2
     assert json.loads(out)["error"]["code"] == "usage"
+
+
+@pytest.mark.parametrize(
+    ("witness", "says"),
+    [
+        (
+            "freshness.pub",
+            "is the trust root's freshness key: with a trust root, a witness key must be one "
+            "of its verifier (witness) keys",
+        ),
+        ("gw-017.pub", "a device cannot witness its own log"),
+    ],
+)
+def test_a_witness_key_in_the_wrong_role_is_named_and_refused(
+    files: Path, capsys: pytest.CaptureFixture[str], witness: str, says: str
+) -> None:
+    keys = ["--device-key", "gw-017.pub", "--root", "root.cbor", "--witness-key", witness]
+    for command in (
+        ["receipt", "gw-017-4.receipt"],
+        ["consistency", "old.checkpoint", "new.checkpoint"],
+    ):
+        code, _, err = _run(files, capsys, *command, *keys)
+        assert code == 2 and says in err
+
+
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_json_may_come_before_or_after_the_command(
+    files: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    argv = ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub"]
+    argv = ["--json", *argv] if where == "before the command" else [*argv, "--json"]
+    code, out, _ = _run(files, capsys, *argv)
+    assert code == 0 and json.loads(out)["ok"] is True
+
+
+FIFO_ARGS = [
+    ["receipt", "fifo", "--device-key", "gw-017.pub"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--witness-key", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--root", "fifo"],
+    ["receipt", "gw-017-4.receipt", "--device-key", "gw-017.pub", "--bundle", "fifo"],
+    ["consistency", "fifo", "new.checkpoint", "--device-key", "gw-017.pub"],
+    [
+        "consistency",
+        "old.checkpoint",
+        "new.checkpoint",
+        "--device-key",
+        "gw-017.pub",
+        "--proof",
+        "fifo",
+    ],
+]
+
+
+@pytest.mark.timeout(60)
+def _fifo_id(argv: list[str]) -> str:
+    flag = argv[argv.index("fifo") - 1]
+    return f"{argv[0]} {flag if flag.startswith('--') else 'FILE'}"
+
+
+@pytest.mark.parametrize("argv", FIFO_ARGS, ids=_fifo_id)
+def test_a_fifo_given_for_any_file_is_refused_without_blocking(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    argv = [
+        str(fifo) if arg == "fifo" else str(files / arg) if (files / arg).exists() else arg
+        for arg in argv
+    ]
+    code, _, err = _run(files, capsys, *argv)
+    assert code == 2
+    assert f"{fifo} is a FIFO, not a regular file" in err
 
 
 CONSISTENCY = [

@@ -6,6 +6,8 @@ and every command refuses clearly when it has nothing true to say."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +55,7 @@ def setup(tmp_path: Path) -> HubSetup:
             channels=["group/line-a"],
         )
     sim = hub.devices["gw-001"]
-    sim.add(600, bundle=(digest, BUNDLE_VERSION))
+    sim.add(600, bundle=(digest, BUNDLE_VERSION), time=now)
     with started_hub(hub) as started:
         started.ship(sim.batch(0, 300), sim.batch(300, 600))
     return hub
@@ -235,3 +237,37 @@ def test_edge_verify_proves_every_step_of_a_hub_receipt_and_consistency_from_fil
     consistency = ["consistency", str(files["old"]), str(files["new"]), "--proof", str(files["p"])]
     assert verify_main([*consistency, *keys]) == 0
     capsys.readouterr()
+
+
+OUT_COMMANDS = [
+    ["lineage", "receipt", "gw-001", "42"],
+    ["lineage", "checkpoint", "gw-001"],
+    ["lineage", "consistency", "gw-001", "300", "600"],
+    ["keys", "export", "witness"],
+]
+
+
+@pytest.mark.parametrize("command", OUT_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_out_refuses_a_fifo_or_symlink_and_replaces_a_file_only_with_force(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    fifo, link, existing = tmp_path / "fifo", tmp_path / "link", tmp_path / "existing"
+    os.mkfifo(fifo)
+    existing.write_bytes(b"kept")
+    link.symlink_to(existing)
+    assert _hub(setup, *command, "--out", str(fifo)) == 2
+    assert _hub(setup, *command, "--out", str(link), "--force") == 2
+    assert _hub(setup, *command, "--out", str(existing)) == 2
+    err = capsys.readouterr().err
+    assert "it is a FIFO, not a regular file" in err and "it is a symbolic link" in err
+    assert "add --force to replace it" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert existing.read_bytes() == b"kept"
+    assert _hub(setup, *command, "--out", str(existing), "--force") == 0
+    assert existing.read_bytes() != b"kept"
+
+
+def test_a_hub_receipt_is_the_owners_alone(setup: HubSetup, tmp_path: Path) -> None:
+    out = tmp_path / "r.receipt"
+    assert _hub(setup, "lineage", "receipt", "gw-001", "42", "--out", str(out)) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import LineageError
-from edge_agent.protocol.checkpoint import verify_checkpoint
-from edge_agent.protocol.cosignature import verify_cosignature
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, split_note, verify_checkpoint
+from edge_agent.protocol.cosignature import cosign_note, verify_cosignature
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import decode_entry, encode_entry
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
@@ -45,7 +45,9 @@ def test_an_accepted_batch_is_cosigned_on_the_devices_own_note() -> None:
         stored=_NothingStored(),
     )
     assert isinstance(accepted, Accepted)
-    cosigned = witness_accepted(accepted, witness, now=NOW).log.checkpoint
+    cosigned = witness_accepted(
+        accepted, witness, device_key=sim.key.public, now=NOW
+    ).log.checkpoint
     assert cosigned is not None and cosigned.startswith(sim.note(12))
     assert verify_checkpoint(cosigned, sim.key.public, sim.origin).root == sim.root(12)
     cosignature = verify_cosignature(cosigned, [witness.public])
@@ -173,3 +175,39 @@ def test_cosigned_notes_and_tree_nodes_survive_a_restart(setup: HubSetup) -> Non
         assert again.checkpoint == ack.checkpoint
         assert hub.stored_notes()[600] == ack.checkpoint
         _assert_consistent(hub, hub.stored_notes()[300], ack.checkpoint or "")
+
+
+def _with_lines(note: str, count: int, name: str = "edgegov/v1/witness") -> str:
+    """``note`` with ``count`` more signature lines by fresh keys (a stranger's 'witness')."""
+    for index in range(count):
+        note = cosign_note(note, PrivateKey.generate(), time=index, name=name)
+    return note
+
+
+def _near_the_size_bound(note: str) -> str:
+    """``note`` padded with long-named lines to less than a cosignature line of 16 KiB."""
+    while len(note.encode()) < MAX_NOTE_BYTES - 1500:
+        note = _with_lines(note, 1, "x" * 1200)
+    pad = MAX_NOTE_BYTES - len(note.encode()) - 121
+    return _with_lines(note, 1, "y" * pad)
+
+
+PADDED: list[tuple[str, Callable[[str], str]]] = [
+    ("a stranger's line under the witness key name", lambda note: _with_lines(note, 1)),
+    ("15 junk lines: 16 with the device's", lambda note: _with_lines(note, 15, "junk")),
+    ("lines up to nearly 16 KiB", _near_the_size_bound),
+]
+
+
+@pytest.mark.parametrize("pad", [row[1] for row in PADDED], ids=[row[0] for row in PADDED])
+def test_the_hub_keeps_only_the_devices_own_line_and_cosigns_it(
+    hub: LineageHub, pad: Callable[[str], str]
+) -> None:
+    note = pad(hub.sim.note(10))
+    (ack,) = hub.ship(hub.sim.batch(0, 10, note=note))
+    assert ack.acked == 10 and ack.checkpoint is not None
+    _, lines = split_note(ack.checkpoint)
+    assert [line.name for line in lines] == [hub.sim.origin, "edgegov/v1/witness"]
+    assert ack.checkpoint.startswith(hub.sim.note(10))
+    assert verify_cosignature(ack.checkpoint, [hub.witness]).key == hub.witness
+    assert hub.stored_notes() == {10: ack.checkpoint}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,35 @@ def test_evidence_commands_refuse_with_a_clear_error_and_write_nothing(
     assert _log(device, *misuse.args(device), str(out)) == misuse.code
     assert misuse.says in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["receipt", "1"], ["checkpoint"], ["consistency", "3", "8"]], ids=lambda c: c[0]
+)
+def test_out_refuses_a_fifo_or_symlink_and_replaces_a_file_only_with_force(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    fifo, link, existing = tmp_path / "fifo", tmp_path / "link", tmp_path / "existing"
+    os.mkfifo(fifo)
+    existing.write_bytes(b"kept")
+    link.symlink_to(existing)
+    assert _log(device, *command, "--out", str(fifo)) == 2
+    assert _log(device, *command, "--force", "--out", str(link)) == 2
+    assert _log(device, *command, "--out", str(existing)) == 2
+    err = capsys.readouterr().err
+    assert "it is a FIFO, not a regular file" in err and "it is a symbolic link" in err
+    assert "add --force to replace it" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert existing.read_bytes() == b"kept"
+    assert _log(device, *command, "--force", "--out", str(existing)) == 0
+    assert existing.read_bytes() != b"kept"
+
+
+@pytest.mark.parametrize("seq", ["\u0663", "\uff11", "+1", "1_0"])
+def test_a_seq_in_other_than_ascii_digits_is_refused(
+    device: Device, tmp_path: Path, capsys: pytest.CaptureFixture[str], seq: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _log(device, "receipt", seq, "--out", str(tmp_path / "r"))
+    assert exited.value.code == 2
+    assert "is not a whole number" in capsys.readouterr().err

@@ -4,6 +4,7 @@ tampering of the issue's matrix is refused with the failing step named."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,10 @@ from hypothesis import strategies as st
 
 from edge_agent.errors import ReceiptError
 from edge_agent.protocol import dcbor
+from edge_agent.protocol.checkpoint import Checkpoint, sign_checkpoint
 from edge_agent.protocol.cosignature import cosign_note
-from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.lineage_entries import decode_entry
+from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry, encode_entry, entry_hash
 from edge_agent.protocol.receipt import (
     MAX_RECEIPT_BYTES,
     ReceiptReport,
@@ -259,7 +261,67 @@ TAMPERS = [
         "must be detached",
     ),
     Tamper("not CBOR at all", lambda: b"hello", Step.ENTRY, "not a readable receipt"),
+    Tamper(
+        "cosignature by the root's freshness key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.online_keys[Role.FRESHNESS][0])),
+        Step.COSIGNATURE,
+        "is the trust root's freshness key: with a trust root, a witness key must be",
+        witness_keys=(LOG.hub.online_keys[Role.FRESHNESS][0].public,),
+        root=True,
+    ),
+    Tamper(
+        "cosignature by the root's revoke key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.online_keys[Role.REVOKE][0])),
+        Step.COSIGNATURE,
+        "is the trust root's revoke key: with a trust root, a witness key must be",
+        witness_keys=(LOG.hub.online_keys[Role.REVOKE][0].public,),
+        root=True,
+    ),
+    Tamper(
+        "cosignature by the root's policy key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.hub.policy_keys[0])),
+        Step.COSIGNATURE,
+        "is the trust root's policy key: with a trust root, a witness key must be",
+        witness_keys=(LOG.hub.policy_keys[0].public,),
+        root=True,
+    ),
+    Tamper(
+        "a witness key the root does not hold, with the root",
+        lambda: LOG.receipt(note=_cosigned_by(STRANGER)),
+        Step.COSIGNATURE,
+        "is not in the trust root: with a trust root",
+        witness_keys=(STRANGER.public,),
+        root=True,
+    ),
+    Tamper(
+        "the device cosigning its own checkpoint, its key given as the witness",
+        lambda: LOG.receipt(note=_cosigned_by(LOG.device)),
+        Step.COSIGNATURE,
+        "a device cannot witness its own log",
+        witness_keys=(DEVICE,),
+    ),
+    Tamper(
+        "a checkpoint the device signed under a foreign origin",
+        lambda: _foreign_origin_receipt("example.com/log"),
+        Step.CHECKPOINT_SIGNATURE,
+        "is not an edgegov device log",
+    ),
+    Tamper(
+        "a checkpoint under a non-canonical device origin",
+        lambda: _foreign_origin_receipt("edgegov/v1/device/gw-017/epoch/01"),
+        Step.CHECKPOINT_SIGNATURE,
+        "is not an edgegov device log",
+    ),
 ]
+
+
+def _cosigned_by(key: PrivateKey) -> str:
+    return cosign_note(LOG.note(cosigned=False), key, time=NOW)
+
+
+def _foreign_origin_receipt(origin: str) -> bytes:
+    note = sign_checkpoint(Checkpoint(origin, LOG.size, LOG.root()), LOG.device, origin)
+    return LOG.receipt(note=cosign_note(note, LOG.witness, time=NOW))
 
 
 @pytest.mark.parametrize("case", TAMPERS, ids=[t.name for t in TAMPERS])
@@ -272,6 +334,12 @@ def test_tampered_receipts_are_refused_at_the_named_step(case: Tamper) -> None:
             root=ROOT if case.root else None,
         )
     assert caught.value.step == case.step
+
+
+def test_the_checkpoint_step_names_the_device_and_key_epoch_of_the_origin() -> None:
+    report = verify_receipt(LOG.receipt(), device_key=DEVICE)
+    detail = next(r.detail for r in report.held if r.step == Step.CHECKPOINT_SIGNATURE)
+    assert detail.endswith("(device 'gw-017', key epoch 1)")
 
 
 def test_the_root_alone_names_the_witness_keys() -> None:
@@ -338,3 +406,105 @@ def test_any_changed_byte_of_a_receipt_is_refused(index: int, xor: int) -> None:
     changed = _GOOD[:index] + bytes([_GOOD[index] ^ xor]) + _GOOD[index + 1 :]
     with pytest.raises(ReceiptError):
         verify_receipt(changed, device_key=DEVICE, witness_keys=[WITNESS])
+
+
+def _rejected_log(refused: bytes) -> ReceiptLog:
+    """A log whose entry 2 records that the device refused the bundle ``refused``."""
+    log = ReceiptLog(hub=LOG.hub, size=3)
+    log.entries[2] = encode_entry(
+        Entry(
+            2,
+            NOW + 2,
+            entry_hash(log.entries[1]),
+            Kind.BUNDLE_REJECTED,
+            False,
+            "bundle_untrusted",
+            bundle_digest=hashlib.sha256(refused).digest(),
+            bundle_version=9,
+            detail="bundle v9 refused",
+        )
+    )
+    return log
+
+
+_FORGED = LOG.hub.bundle(9, signers=[STRANGER])
+_GENUINE_REFUSED = LOG.hub.bundle(9)
+_EXPIRED = LOG.hub.bundle(3, expires_at=NOW + 4)
+_ISSUED_LATER = LOG.hub.bundle(3, issued_at=NOW + 3600)
+
+BUNDLE_STEPS = [
+    ("a decision under a bundle the root signed", LOG, 4, LOG.bundle, "signed by the policy role"),
+    ("the bundle_installed entry of that bundle", LOG, 2, LOG.bundle, "valid at the entry's time"),
+    (
+        "a bundle_rejected entry with the forged bundle it refused",
+        _rejected_log(_FORGED),
+        2,
+        _FORGED,
+        "the one the device refused; it does not verify under the root (bundle_",
+    ),
+    (
+        "a bundle_rejected entry with a signed bundle it refused for another reason",
+        _rejected_log(_GENUINE_REFUSED),
+        2,
+        _GENUINE_REFUSED,
+        "it verifies under the root (version 9): the device refused it as bundle_untrusted",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("log", "seq", "bundle", "detail"),
+    [row[1:] for row in BUNDLE_STEPS],
+    ids=[row[0] for row in BUNDLE_STEPS],
+)
+def test_the_bundle_step_holds_per_entry_kind(
+    log: ReceiptLog, seq: int, bundle: bytes, detail: str
+) -> None:
+    report = verify_receipt(log.receipt(seq), device_key=DEVICE, root=ROOT, bundle=bundle)
+    held = {result.step: result.detail for result in report.held}
+    assert detail in held[Step.BUNDLE]
+
+
+BUNDLE_FAILURES = [
+    (
+        "a bundle_rejected entry with a bundle other than the one it names",
+        _rejected_log(_FORGED),
+        2,
+        LOG.bundle,
+        "not the one the entry names",
+    ),
+    (
+        "a decision logged after its bundle expired",
+        ReceiptLog(hub=LOG.hub, bundle=_EXPIRED),
+        4,
+        _EXPIRED,
+        f"had expired at the entry's time ({NOW + 4}; valid until {NOW + 4})",
+    ),
+    (
+        "a decision logged long before its bundle was issued",
+        ReceiptLog(hub=LOG.hub, bundle=_ISSUED_LATER),
+        4,
+        _ISSUED_LATER,
+        f"is before bundle version 3 was issued ({NOW + 3600})",
+    ),
+    (
+        "bundle_installed naming a bundle the policy role did not sign",
+        ReceiptLog(hub=LOG.hub, bundle=_UNSIGNED_BUNDLE),
+        2,
+        _UNSIGNED_BUNDLE,
+        "not signed by the policy role",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("log", "seq", "bundle", "message"),
+    [row[1:] for row in BUNDLE_FAILURES],
+    ids=[row[0] for row in BUNDLE_FAILURES],
+)
+def test_the_bundle_step_fails_per_entry_kind(
+    log: ReceiptLog, seq: int, bundle: bytes, message: str
+) -> None:
+    with pytest.raises(ReceiptError, match=re.escape(message)) as caught:
+        verify_receipt(log.receipt(seq), device_key=DEVICE, root=ROOT, bundle=bundle)
+    assert caught.value.step == Step.BUNDLE

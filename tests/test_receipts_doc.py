@@ -112,7 +112,7 @@ def diagnostic(data: bytes) -> str:
         f"    << {_map(cbor2.loads(protected), 'statement', 4)} >>,",
         "    {",
         "      394: [  / receipts /",
-        "        18(  / COSE_Sign1: the RFC 9942 receipt /",
+        "        << 18(  / COSE_Sign1: the RFC 9942 receipt, in a byte string /",
         "          [",
         f"            << {_map(cbor2.loads(r_protected), 'receipt', 12)} >>,",
         "            {",
@@ -128,7 +128,7 @@ def diagnostic(data: bytes) -> str:
         "            nil,  / detached payload: the Merkle root /",
         f"            h'{r_signature.hex()}'  / Ed25519 by the device key /",
         "          ]",
-        "        )",
+        "        ) >>",
         "      ]",
         "    },",
         f"    << {_map(cbor2.loads(payload), 'entry', 4)} >>,  / payload: the entry /",
@@ -181,3 +181,13 @@ def test_the_documented_example_is_what_the_code_makes_and_it_verifies() -> None
     assert block.group(1) == diagnostic(receipt)
     assert f"{len(receipt)} bytes" in DOC.read_text()
     assert receipt.hex()[:64] in DOC.read_text()
+
+
+def test_the_receipt_under_label_394_is_shown_as_the_byte_string_it_is() -> None:
+    _entry, receipt = example()
+    (held,) = cbor2.loads(receipt).value[1][394]
+    assert isinstance(held, bytes) and cbor2.loads(held).tag == 18
+    lines = diagnostic(receipt).splitlines()
+    opening = lines.index("      394: [  / receipts /") + 1
+    assert lines[opening].lstrip().startswith("<< 18(")
+    assert "        ) >>" in lines[opening:]

@@ -39,7 +39,7 @@ from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.protocol.receipt import build_receipt, verify_receipt, verify_tlog_proof
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.tlog_proof import format_tlog_proof
-from edge_agent.support.cli import utc_text, wall_clock, write_atomic
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
 from edge_agent.trust.gate import Reason
 from edge_agent.trust.restore import verify_stored_roots
 
@@ -86,6 +86,7 @@ def register(
         help="an RFC 9942 COSE receipt (default) or C2SP tlog-proof text",
     )
     receipt.add_argument("--out", type=Path, required=True)
+    receipt.add_argument("--force", action="store_true", help="replace --out if it is a file")
     receipt.set_defaults(handler=_cmd_receipt)
 
     checkpoint = log.add_parser(
@@ -95,6 +96,7 @@ def register(
         "--size", type=_positive, help="tree size (default: the log's current size)"
     )
     checkpoint.add_argument("--out", type=Path, required=True)
+    checkpoint.add_argument("--force", action="store_true", help="replace --out if it is a file")
     checkpoint.set_defaults(handler=_cmd_checkpoint)
 
     consistency = log.add_parser(
@@ -103,6 +105,7 @@ def register(
     consistency.add_argument("old", type=_positive, metavar="OLD")
     consistency.add_argument("new", type=_positive, metavar="NEW")
     consistency.add_argument("--out", type=Path, required=True)
+    consistency.add_argument("--force", action="store_true", help="replace --out if it is a file")
     consistency.set_defaults(handler=_cmd_consistency)
 
     export = log.add_parser("export", parents=[common], help="write the log for offline checks")
@@ -156,16 +159,8 @@ def _reason_arg(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
-
-
-def _nonnegative(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
-    return int(text)
+_positive = counter_arg(1)
+_nonnegative = counter_arg(0)
 
 
 def _open(
@@ -430,7 +425,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
         ).encode()
         verify_tlog_proof(data, device_key=key.public, witness_keys=held)
     # A receipt holds the entry (subjects, resources): the owner's alone, as the log.
-    write_atomic(args.out, data, FILE_MODE)
+    write_out(args.out, data, mode=FILE_MODE, force=args.force)
     kind = decode_entry(proven.entry, proven.seq).kind
     print(
         f"receipt of entry {proven.seq} ({kind}) written to {args.out}: proven against the "
@@ -452,7 +447,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
         note = log.checkpoint_note(size, wall_clock())
     finally:
         _release(log)
-    write_atomic(args.out, note.encode(), 0o644)
+    write_out(args.out, note.encode(), mode=0o644, force=args.force)
     print(
         f"checkpoint at size {size} written to {args.out}: "
         f"{_witnessed(_cosignature(note, witnesses))}"
@@ -471,9 +466,8 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
         proof = log.consistency(args.old, args.new)
     finally:
         _release(log)
-    write_atomic(
-        args.out, format_consistency_proof(old=args.old, new=args.new, hashes=proof).encode(), 0o644
-    )
+    text = format_consistency_proof(old=args.old, new=args.new, hashes=proof)
+    write_out(args.out, text.encode(), mode=0o644, force=args.force)
     print(
         f"consistency proof from size {args.old} to size {args.new} ({len(proof)} hashes) "
         f"written to {args.out}"

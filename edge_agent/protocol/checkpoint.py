@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.keys import PrivateKey, PublicKey
@@ -45,6 +45,7 @@ __all__ = [
     "open_note",
     "origin_for",
     "parse_checkpoint_body",
+    "parse_origin",
     "require_key_name",
     "sign_checkpoint",
     "sign_note",
@@ -66,6 +67,7 @@ KEY_ID_BYTES = 4
 _ORIGIN_PREFIX = "edgegov/v1/device/"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
+_ORIGIN = re.compile(r"edgegov/v1/device/([A-Za-z0-9_.~%-]+)/epoch/([1-9][0-9]{0,15})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,29 @@ def origin_for(device_id: str, key_epoch: int) -> str:
     ):
         raise ValueError(f"key epoch {key_epoch!r} is not an integer from 1 to {MAX_COUNTER}")
     return f"{_ORIGIN_PREFIX}{quote(device_id, safe='')}/epoch/{key_epoch}"
+
+
+def parse_origin(origin: str) -> tuple[str, int]:
+    """The device id and key epoch an origin names: the inverse of :func:`origin_for`.
+
+    Only the exact text :func:`origin_for` writes is accepted (canonical percent-encoding,
+    epoch 1..``MAX_COUNTER`` without leading zeros), so a note signed under any other log's
+    origin (``example.com/log``) is never taken for a device's.
+
+    Raises:
+        LineageError: ``origin`` is not ``edgegov/v1/device/<id>/epoch/<n>``.
+    """
+    match = _ORIGIN.fullmatch(origin)
+    if match is not None:
+        try:
+            device_id, epoch = unquote(match[1], errors="strict"), int(match[2])
+            if origin_for(device_id, epoch) == origin:
+                return device_id, epoch
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise LineageError(
+        f"origin {origin[:80]!r} is not an edgegov device log (edgegov/v1/device/<id>/epoch/<n>)"
+    )
 
 
 def format_checkpoint_body(checkpoint: Checkpoint) -> str:

@@ -29,10 +29,11 @@ from edge_agent.protocol.checkpoint import (
     Checkpoint,
     decode_canonical_base64,
     parse_checkpoint_body,
+    parse_origin,
     split_note,
     verify_checkpoint,
 )
-from edge_agent.protocol.cosignature import verify_cosignature
+from edge_agent.protocol.cosignature import select_witnesses, verify_cosignature
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE, verify_consistency
@@ -139,14 +140,20 @@ def verify_consistency_files(
 ) -> ConsistencyReport:
     """Judge two checkpoint notes of one device log (either order) with ``proof``.
 
-    Steps: 1. each note is a checkpoint signed by ``device_key`` under its origin, both of
-    one origin; 2. with ``witness_keys``, each is cosigned by one of them; 3. equal sizes:
+    Steps: 0. the device key is not among ``witness_keys`` (a device cannot witness its own
+    log); 1. each note is a checkpoint signed by ``device_key`` under its origin, an edgegov
+    device origin (``edgegov/v1/device/<id>/epoch/<n>``), both of one origin; 2. with
+    ``witness_keys``, each is cosigned by one of them; 3. equal sizes:
     equal roots are consistent, different roots a fork (no proof needed: the device signed
     both); 4. different sizes: the proof is for exactly these sizes and leads from the
     smaller tree's root to the larger's.
     """
     try:
-        old, new = (_open(note, device_key, witness_keys) for note in (old_note, new_note))
+        witnesses = select_witnesses(witness_keys, device_key=device_key)
+    except ValueError as exc:
+        return ConsistencyReport(Verdict.NOT_PROVEN, str(exc), None, None)
+    try:
+        old, new = (_open(note, device_key, witnesses) for note in (old_note, new_note))
     except LineageError as exc:
         return ConsistencyReport(Verdict.NOT_PROVEN, str(exc), None, None)
     if old.size > new.size:
@@ -196,6 +203,7 @@ def _open(
     note: str | bytes, device_key: PublicKey, witness_keys: Sequence[PublicKey]
 ) -> Checkpoint:
     origin = parse_checkpoint_body(split_note(note)[0].decode("utf-8")).origin
+    parse_origin(origin)
     try:
         checkpoint = verify_checkpoint(note, device_key, origin)
     except ValueError as exc:

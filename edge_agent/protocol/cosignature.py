@@ -20,7 +20,7 @@ only :class:`LineageError`. This module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
@@ -34,6 +34,8 @@ from edge_agent.protocol.checkpoint import (
     split_note,
 )
 from edge_agent.protocol.keys import PrivateKey, PublicKey
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
     "MAX_COSIGNATURE_TIME",
@@ -41,6 +43,7 @@ __all__ = [
     "Cosignature",
     "cosign_note",
     "cosignature_key_id",
+    "select_witnesses",
     "verify_cosignature",
 ]
 
@@ -99,6 +102,50 @@ def cosign_note(note: str, key: PrivateKey, *, time: int, name: str = WITNESS_KE
     if len(cosigned.encode("utf-8")) > MAX_NOTE_BYTES:
         raise ValueError(f"a signed note is at most {MAX_NOTE_BYTES} bytes")
     return cosigned
+
+
+def select_witnesses(
+    given: Iterable[PublicKey], *, device_key: PublicKey, root: TrustRoot | None = None
+) -> tuple[PublicKey, ...]:
+    """The witness keys a verifier of ``device_key``'s log may trust: ``given`` and, with
+    ``root``, the root's verifier role keys (the hub's witness keys), each once.
+
+    A witness vouches for a log it does not control, so the device's own key never counts
+    as one (its "cosignature" would be the device vouching for itself); and with ``root``,
+    a given key must be one of its verifier keys: a policy, freshness or revoke key (or a
+    stranger's) cosigning proves nothing the root says it may.
+
+    Raises:
+        ValueError: the device key is among them, or (with ``root``) a given key is not a
+            verifier role key of the root (the sentence names the role it has).
+    """
+    keys = tuple(given)
+    verifiers = () if root is None else tuple(root.role(Role.VERIFIER).keys.values())
+    if any(key.raw == device_key.raw for key in (*keys, *verifiers)):
+        raise ValueError(
+            f"the device key {device_key.key_id.hex()[:16]} was given as a witness key: a "
+            "device cannot witness its own log"
+        )
+    if root is not None:
+        for key in keys:
+            if key.raw not in {verifier.raw for verifier in verifiers}:
+                raise ValueError(
+                    f"witness key {key.key_id.hex()[:16]} is {_role_of(key, root)}: with a "
+                    "trust root, a witness key must be one of its verifier (witness) keys"
+                )
+    found: dict[bytes, PublicKey] = {}
+    for key in (*keys, *verifiers):
+        found.setdefault(key.raw, key)
+    return tuple(found.values())
+
+
+def _role_of(key: PublicKey, root: TrustRoot) -> str:
+    roles = [str(role) for role, keys in root.roles.items() if key.raw in _raws(keys.keys)]
+    return f"the trust root's {' and '.join(roles)} key" if roles else "not in the trust root"
+
+
+def _raws(keys: Mapping[bytes, PublicKey]) -> set[bytes]:
+    return {key.raw for key in keys.values()}
 
 
 def verify_cosignature(

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ROOT_BYTES",
     "MAX_SIGNATURES",
     "MIN_INT",
+    "SIGNED_TIME_SKEW_S",
 ]
 
 MAX_BUNDLE_BYTES = 2 * 1024 * 1024
@@ -63,4 +64,13 @@ sum of two bounded values (``issued_at + ttl``, ``hub_time + max_offline``) stay
 doubles: 2^53-1 is the largest integer they hold exactly (``Number.MAX_SAFE_INTEGER``), so a
 kill epoch or version never prints as a neighbouring value. It is no practical limit: as Unix
 seconds it is 285 million years; as a counter bumped a million times a second, 285 years.
+"""
+
+SIGNED_TIME_SKEW_S = 300
+"""Seconds a signer's clock may run ahead of this device's before decisions stop.
+
+A bundle issued at T proves that it is at least T; the floor moves to T minus this skew, so a
+hub a few minutes fast does not make freshly installed bundles deny until clocks meet. It is
+also how far ahead of trusted time a bundle's ``issued_at`` may be (docs/trust.md), and so
+how long before a bundle's ``issued_at`` a receipt's entry may be logged under it.
 """

@@ -39,20 +39,20 @@ from edge_agent.protocol.checkpoint import (
     MAX_NOTE_BYTES,
     Checkpoint,
     parse_checkpoint_body,
+    parse_origin,
     split_note,
     verify_checkpoint,
 )
-from edge_agent.protocol.cosignature import Cosignature, verify_cosignature
+from edge_agent.protocol.cosignature import Cosignature, select_witnesses, verify_cosignature
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey, PublicKey
-from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
-from edge_agent.protocol.lineage_entries import Entry, decode_entry
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, SIGNED_TIME_SKEW_S
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import (
     HASH_SIZE,
     inclusion_path_length,
     leaf_hash,
     verify_inclusion,
 )
-from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.tlog_proof import MAX_PATH_HASHES, parse_tlog_proof
 
@@ -87,6 +87,10 @@ VDP_INCLUSION = -1
 CLAIM_ISS = 1
 CLAIM_IAT = 6
 
+_REFUSED_BUNDLE_KINDS = frozenset({Kind.BUNDLE_REJECTED})
+"""Entry kinds that name a bundle the device refused (the bundle step does not require it
+to verify)."""
+
 _MAX_STATEMENT_BYTES = MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16
 _MAX_PROTECTED_BYTES = MAX_NOTE_BYTES + 256
 
@@ -111,7 +115,8 @@ class Step(StrEnum):
     COSIGNATURE = "cosignature"
     """A witness (the hub) cosigned the checkpoint: it saw it consistent with all before."""
     BUNDLE = "bundle"
-    """The bundle the entry names (digest and version) is signed by the policy role."""
+    """The bundle the entry names (digest and version) is signed by the policy role and
+    valid at the entry's time; for a refused bundle, the one given is the one named."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +310,10 @@ def _run(
     bundle: bytes | None,
     held: list[StepResult],
 ) -> ReceiptReport:
-    witnesses = _witnesses(witness_keys, root)
+    try:
+        witnesses = select_witnesses(witness_keys, device_key=device_key, root=root)
+    except ValueError as exc:
+        raise ReceiptError(Step.COSIGNATURE, str(exc)) from exc
     skipped: list[StepResult] = []
 
     def hold(step: Step, detail: str) -> None:
@@ -326,8 +334,11 @@ def _run(
         skipped.append(StepResult(Step.RECEIPT_SIGNATURE, "a tlog-proof carries none"))
     else:
         hold(Step.RECEIPT_SIGNATURE, claim.signed(checkpoint.root, [device_key, *witnesses]))
-    _check_device_signature(claim.note, device_key, checkpoint)
-    hold(Step.CHECKPOINT_SIGNATURE, f"by the device key under {checkpoint.origin}")
+    device_id, epoch = _check_device_signature(claim.note, device_key, checkpoint)
+    hold(
+        Step.CHECKPOINT_SIGNATURE,
+        f"by the device key under {checkpoint.origin} (device {device_id!r}, key epoch {epoch})",
+    )
     cosignature = None
     if witnesses:
         cosignature = _check_cosignature(claim.note, witnesses)
@@ -337,14 +348,6 @@ def _run(
     outcome = _check_bundle(entry, root, bundle if bundle is not None else claim.bundle)
     (held if outcome[0] else skipped).append(StepResult(Step.BUNDLE, outcome[1]))
     return ReceiptReport(entry, checkpoint, tuple(held), tuple(skipped), cosignature)
-
-
-def _witnesses(keys: Sequence[PublicKey], root: TrustRoot | None) -> tuple[PublicKey, ...]:
-    found = {key.raw: key for key in keys}
-    if root is not None:
-        for key in root.role(Role.VERIFIER).keys.values():
-            found.setdefault(key.raw, key)
-    return tuple(found.values())
 
 
 def _check_entry(claim: _Claim) -> Entry:
@@ -396,7 +399,15 @@ def _check_root(claim: _Claim, leaf: bytes) -> Checkpoint:
     return checkpoint
 
 
-def _check_device_signature(note: str, device_key: PublicKey, checkpoint: Checkpoint) -> None:
+def _check_device_signature(
+    note: str, device_key: PublicKey, checkpoint: Checkpoint
+) -> tuple[str, int]:
+    """The device id and key epoch the checkpoint's origin names, once the device key is
+    shown to have signed it under that origin."""
+    try:
+        named = parse_origin(checkpoint.origin)
+    except LineageError as exc:
+        raise ReceiptError(Step.CHECKPOINT_SIGNATURE, str(exc)) from exc
     try:
         verify_checkpoint(note, device_key, checkpoint.origin)
     except (LineageError, ValueError) as exc:
@@ -404,6 +415,7 @@ def _check_device_signature(note: str, device_key: PublicKey, checkpoint: Checkp
             Step.CHECKPOINT_SIGNATURE,
             f"the checkpoint is not signed by this device key ({_key_label(device_key)}): {exc}",
         ) from exc
+    return named
 
 
 def _check_cosignature(note: str, witnesses: Iterable[PublicKey]) -> Cosignature:
@@ -416,7 +428,14 @@ def _check_cosignature(note: str, witnesses: Iterable[PublicKey]) -> Cosignature
 
 
 def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) -> tuple[bool, str]:
-    """(held, detail) of the bundle step, or (False, why it was skipped)."""
+    """(held, detail) of the bundle step, or (False, why it was skipped).
+
+    What it shows depends on the entry's kind: a bundle the device refused
+    (:data:`_REFUSED_BUNDLE_KINDS`) is shown to be the one the entry names, and whether it
+    verifies under the root is reported, not required (its refusal is the point); for every
+    other kind (a decision, ``bundle_installed``) the bundle the entry names must verify
+    under the root's policy role, be the version the entry names, and be valid at the
+    entry's time."""
     if entry.bundle_digest is None:
         return False, "the entry names no bundle"
     if root is None or bundle is None:
@@ -427,6 +446,8 @@ def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) ->
             f"the bundle given is not the one the entry names (digest "
             f"{entry.bundle_digest.hex()[:16]}…)",
         )
+    if entry.kind in _REFUSED_BUNDLE_KINDS:
+        return True, _refused_bundle(entry, root, bundle)
     try:
         verified = verify_bundle(bundle, root=root, region=claimed_region(bundle))
     except BundleError as exc:
@@ -439,8 +460,37 @@ def _check_bundle(entry: Entry, root: TrustRoot | None, bundle: bytes | None) ->
             f"the entry names bundle version {entry.bundle_version}, the bundle is "
             f"version {verified.version}",
         )
+    if entry.time >= verified.expires_at:
+        raise ReceiptError(
+            Step.BUNDLE,
+            f"bundle version {verified.version} had expired at the entry's time "
+            f"({entry.time}; valid until {verified.expires_at})",
+        )
+    if entry.time < verified.issued_at - SIGNED_TIME_SKEW_S:
+        raise ReceiptError(
+            Step.BUNDLE,
+            f"the entry ({entry.time}) is before bundle version {verified.version} was "
+            f"issued ({verified.issued_at})",
+        )
     region = verified.target.region
-    return True, f"version {verified.version} for {region}, signed by the policy role"
+    return True, (
+        f"version {verified.version} for {region}, signed by the policy role, valid at the "
+        f"entry's time ({verified.issued_at} to {verified.expires_at})"
+    )
+
+
+def _refused_bundle(entry: Entry, root: TrustRoot, bundle: bytes) -> str:
+    try:
+        verified = verify_bundle(bundle, root=root, region=claimed_region(bundle))
+    except BundleError as exc:
+        return (
+            f"the bundle given is the one the device refused; it does not verify under the "
+            f"root ({exc.code}: {exc})"
+        )
+    return (
+        f"the bundle given is the one the device refused; it verifies under the root "
+        f"(version {verified.version}): the device refused it as {entry.reason}"
+    )
 
 
 def _what(entry: Entry) -> str:

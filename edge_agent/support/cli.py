@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import select
+import stat
 import sys
 import tempfile
 import time
@@ -32,9 +33,11 @@ __all__ = [
     "output_gone",
     "read_bounded",
     "read_offered",
+    "read_regular",
     "utc_text",
     "wall_clock",
     "write_atomic",
+    "write_out",
 ]
 
 EXIT_STDOUT_GONE = 141
@@ -76,18 +79,97 @@ def read_offered(path: str | Path, max_bytes: int, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
+def read_regular(path: str | Path, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
+    """Read ``path`` as :func:`read_bounded` (with ``offered``, as :func:`read_offered`), but
+    only a regular file (or ``-``, stdin): a FIFO, device, socket or directory is refused
+    without blocking. The file is opened non-blocking (a FIFO with no writer would hang a
+    blocking open) and judged by ``fstat`` of what was opened, so nothing can be swapped in
+    between the check and the read.
+
+    Raises:
+        ConfigError: the file cannot be read, is not a regular file, or is over the limit.
+    """
+    if str(path) == "-":
+        return (
+            read_offered(path, max_bytes, what) if offered else read_bounded(path, max_bytes, what)
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{what} {path} is {_file_kind(mode)}, not a regular file")
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not offered and len(data) > max_bytes:
+        raise ConfigError(f"{what} {path} is larger than the {max_bytes}-byte limit")
+    return data
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename.
 
     Raises:
         ConfigError: the file cannot be written.
     """
+    _write_through_temp(path, data, mode, lambda: None)
+
+
+def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False) -> None:
+    """Write a command's ``--out`` file, as :func:`write_atomic`, only where that replaces
+    nothing but a file the user meant to replace.
+
+    The atomic rename would turn whatever is at ``path`` into a regular file, so an
+    existing path that is not a regular file (a device such as /dev/full, a FIFO, a socket,
+    a directory, a symlink) is always refused, and an existing regular file unless
+    ``force`` (the command's ``--force``). The check is on the path itself (``lstat``): a
+    rename replaces a symlink, it never writes through one. A directory that takes no new
+    file (``/proc``) is said to, before any ``--force`` is suggested.
+
+    Raises:
+        ConfigError: the path is refused or the file cannot be written.
+    """
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        status = None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise ConfigError(
+            f"refusing to write {path}: it is {_file_kind(status.st_mode)}, not a "
+            "regular file (--out writes a new file or replaces a regular one)"
+        )
+
+    def may_replace() -> None:
+        if status is not None and not force:
+            raise ConfigError(f"refusing to replace {path}: it exists (add --force to replace it)")
+
+    _write_through_temp(path, data, mode, may_replace)
+
+
+def _write_through_temp(
+    path: Path, data: bytes, mode: int, before_rename: Callable[[], None]
+) -> None:
+    """Create a temp file beside ``path``, call ``before_rename`` (which may refuse), write
+    ``data`` with ``mode``, fsync and rename it onto ``path``; the temp file never stays."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: no new file can be created in {directory} "
+            f"({exc.strerror or exc})"
+        ) from exc
+    try:
         try:
-            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as handle:
+                before_rename()
+                os.fchmod(handle.fileno(), mode)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -97,6 +179,18 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def counter_arg(minimum: int) -> Callable[[str], int]:

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from edge_agent.errors import ClockError
+from edge_agent.protocol.limits import SIGNED_TIME_SKEW_S
 from edge_agent.protocol.roles import Role
 
 __all__ = [
@@ -46,14 +47,6 @@ __all__ = [
     "trusted_now",
     "without_roles",
 ]
-
-SIGNED_TIME_SKEW_S = 300
-"""Seconds a signer's clock may run ahead of this device's before decisions stop.
-
-A bundle issued at T proves that it is at least T; the floor moves to T minus this skew, so a
-hub a few minutes fast does not make freshly installed bundles deny until clocks meet. It is
-also how far ahead of trusted time a bundle's ``issued_at`` may be (docs/trust.md).
-"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError, EdgeGovError, ReceiptError
-from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from edge_agent.errors import ConfigError, EdgeGovError, LineageError, ReceiptError
+from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_origin
 from edge_agent.protocol.consistency_file import (
     MAX_CONSISTENCY_FILE_BYTES,
     ConsistencyReport,
@@ -25,6 +25,7 @@ from edge_agent.protocol.consistency_file import (
     parse_consistency_proof,
     verify_consistency_files,
 )
+from edge_agent.protocol.cosignature import select_witnesses
 from edge_agent.protocol.keys import PublicKey, public_key_from_pem
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
 from edge_agent.protocol.lineage_entries import Entry
@@ -32,14 +33,14 @@ from edge_agent.protocol.receipt import (
     MAX_RECEIPT_BYTES,
     ReceiptReport,
     Step,
+    StepResult,
     verify_receipt,
     verify_tlog_proof,
 )
-from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
-from edge_agent.support.cli import EXIT_STDOUT_GONE, read_bounded, read_offered
+from edge_agent.support.cli import EXIT_STDOUT_GONE, read_regular
 
 __all__ = ["main"]
 
@@ -62,7 +63,10 @@ class _Parser(argparse.ArgumentParser):
 class _Keys:
     device: PublicKey
     witnesses: tuple[PublicKey, ...]
+    """The ``--witness-key`` keys, as given."""
     root: TrustRoot | None
+    trusted: tuple[PublicKey, ...]
+    """Every witness key: those given and the root's verifier keys."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +90,7 @@ def _parser() -> _Parser:
         "alone (no state directory, database or network).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     receipt = commands.add_parser(
         "receipt",
@@ -116,7 +121,10 @@ def _parser() -> _Parser:
             help="a trust root (root.cbor): its verifier keys are witness keys, its policy "
             "role judges the bundle",
         )
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
+        # SUPPRESS: a subcommand's default must not undo a --json given before it.
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+        )
     return parser
 
 
@@ -173,6 +181,7 @@ def _receipt_json(path: str, kind: str, report: ReceiptReport) -> dict[str, Any]
         "kind": kind,
         "ok": True,
         "steps": steps,
+        "skipped": [{"step": str(r.step), "detail": r.detail} for r in _skipped(report)],
         "entry": _entry_json(report.entry),
         "checkpoint": _checkpoint_json(report.checkpoint),
         "cosignature": None
@@ -189,8 +198,22 @@ def _receipt_text(path: str, kind: str, report: ReceiptReport) -> str:
     lines = [f"{PROG}: {kind} {path}"]
     lines += [_line(status, step, detail) for status, step, detail in results]
     checked = ", ".join(r.step for r in report.held)
-    lines.append(f"VERIFIED: {checked}")
+    lines.append(f"VERIFIED{_not_checked(report)}: {checked}")
     return "\n".join(lines)
+
+
+def _not_checked(report: ReceiptReport) -> str:
+    """`` (cosignature not checked: why; ...)`` when a step was skipped, so the verdict line
+    itself says what it does not cover; empty when every step ran."""
+    skipped = _skipped(report)
+    if not skipped:
+        return ""
+    return " (" + "; ".join(f"{r.step} not checked: {r.detail}" for r in skipped) + ")"
+
+
+def _skipped(report: ReceiptReport) -> list[StepResult]:
+    order = list(Step)
+    return sorted(report.skipped, key=lambda result: order.index(result.step))
 
 
 def _line(status: str, step: str, detail: str) -> str:
@@ -224,7 +247,23 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 def _checkpoint_json(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
-    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()}
+    device_id, epoch = _device_named(checkpoint)
+    return {
+        "origin": checkpoint.origin,
+        "device_id": device_id,
+        "key_epoch": epoch,
+        "size": checkpoint.size,
+        "root": checkpoint.root.hex(),
+    }
+
+
+def _device_named(checkpoint: Checkpoint) -> tuple[str | None, int | None]:
+    """The device id and key epoch the checkpoint's origin names (``None`` for a foreign
+    origin, which no verdict of ours accepts)."""
+    try:
+        return parse_origin(checkpoint.origin)
+    except LineageError:
+        return None, None
 
 
 # --- consistency ---------------------------------------------------------------------------
@@ -241,14 +280,9 @@ def _consistency(args: argparse.Namespace) -> int:
             proof = parse_consistency_proof(text)
         except EdgeGovError as exc:
             raise _UsageError(f"consistency proof {args.proof}: {exc}") from exc
-    witnesses = keys.witnesses + _root_witnesses(keys.root)
-    report = verify_consistency_files(old, new, proof, keys.device, witnesses)
+    report = verify_consistency_files(old, new, proof, keys.device, keys.trusted)
     _emit(args.json, _consistency_json(args, report), _consistency_text(args, report))
     return EXIT_OK if report.verdict == Verdict.CONSISTENT else EXIT_FAILED
-
-
-def _root_witnesses(root: TrustRoot | None) -> tuple[PublicKey, ...]:
-    return () if root is None else tuple(root.role(Role.VERIFIER).keys.values())
 
 
 def _consistency_json(args: argparse.Namespace, report: ConsistencyReport) -> dict[str, Any]:
@@ -272,9 +306,11 @@ def _consistency_text(args: argparse.Namespace, report: ConsistencyReport) -> st
     lines = [f"{PROG}: consistency {args.old} {args.new}"]
     for label, checkpoint in (("older", report.old), ("newer", report.new)):
         if checkpoint is not None:
+            device_id, epoch = _device_named(checkpoint)
+            named = "" if device_id is None else f": device {device_id!r}, key epoch {epoch}"
             lines.append(
                 f"  {label}: size {checkpoint.size} root {checkpoint.root.hex()} "
-                f"({checkpoint.origin})"
+                f"({checkpoint.origin}{named})"
             )
     lines.append(f"{names[report.verdict]}: {report.detail}")
     return "\n".join(lines)
@@ -292,7 +328,11 @@ def _keys(args: argparse.Namespace) -> _Keys:
             root = verify_trusted_root(_read(args.root, MAX_ROOT_BYTES, "trust root"), now=None)
         except EdgeGovError as exc:
             raise _UsageError(f"trust root {args.root}: {exc}") from exc
-    return _Keys(device, witnesses, root)
+    try:
+        trusted = select_witnesses(witnesses, device_key=device, root=root)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    return _Keys(device, witnesses, root, trusted)
 
 
 def _pem_key(path: str, what: str) -> PublicKey:
@@ -304,12 +344,11 @@ def _pem_key(path: str, what: str) -> PublicKey:
 
 
 def _read(path: str, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
-    """The file's bytes; with ``offered``, a larger file reads as ``max_bytes + 1`` bytes so
-    the verifier's own cap refuses it as a failed step."""
+    """The bytes of a regular file (never blocking on a FIFO); with ``offered``, a larger
+    file reads as ``max_bytes + 1`` bytes so the verifier's own cap refuses it as a failed
+    step."""
     try:
-        if offered:
-            return read_offered(path, max_bytes, what)
-        return read_bounded(path, max_bytes, what)
+        return read_regular(path, max_bytes, what, offered=offered)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from exc
 

@@ -37,7 +37,7 @@ from edge_agent.protocol.expectations import (
 )
 from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, parse_profile
 from edge_agent.protocol.roles import Role
-from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_atomic
+from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_out
 from edge_agent.support.mqtt import BrokerSettings
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
@@ -138,7 +138,7 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        write_atomic(args.out, text.encode())
+        write_out(args.out, text.encode(), mode=0o644, force=True)
     entry = expectations.profiles[profile.name]
     several = sorted(n for n, v in entry.measurements.items() if len(v) > 1)
     print(

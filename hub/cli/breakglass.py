@@ -22,7 +22,7 @@ from edge_agent.protocol.breakglass import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
-from edge_agent.support.cli import wall_clock, write_atomic
+from edge_agent.support.cli import wall_clock, write_out
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
@@ -78,7 +78,7 @@ def _cmd_break_glass(args: argparse.Namespace) -> int:
         reason=args.reason,
     )
     data = sign_break_glass(break_glass_payload(token), device_id=args.device, signers=signers)
-    write_atomic(args.out, data, mode=0o600)
+    write_out(args.out, data, mode=0o600, force=True)
     print(
         f"break-glass token {token.name} for {token.device}: audit mode for {args.minutes} min "
         f"from install, until {token.expires_at} at the latest; install it on the device with "

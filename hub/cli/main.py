@@ -35,7 +35,7 @@ from edge_agent.support.cli import (
     read_bounded,
     utc_text,
     wall_clock,
-    write_atomic,
+    write_out,
 )
 from hub.cli import bundle_diff, lineage
 from hub.cli import console as console_cli
@@ -193,7 +193,7 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         data, bundle = with_expectations(
             bundle, source.policy, expectations, root=root, signers=signers
         )
-    write_atomic(args.out, data)
+    write_out(args.out, data, mode=0o644, force=True)
     print(
         f"bundle version {bundle.version} written to {args.out}: {bundle.policy.rule_count} "
         f"rules, region {bundle.target.region}, expires in "

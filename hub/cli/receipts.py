@@ -44,7 +44,7 @@ from edge_agent.protocol.merkle import (
 from edge_agent.protocol.receipt import build_receipt
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.tlog_proof import format_tlog_proof
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
 from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, Registry, RegistryError, StoredCheckpoint
 
@@ -80,6 +80,7 @@ def register(
     hub_dir.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", type=Path, required=True, help="file to write")
+    out.add_argument("--force", action="store_true", help="replace --out if it is a file")
 
     receipt = lineage_commands.add_parser(
         "receipt", parents=[hub_dir, out], help="a receipt for one entry, cosigned by the hub"
@@ -299,7 +300,8 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
             fmt=args.format,
             include_bundle=args.include_bundle,
         )
-    write_atomic(args.out, data)
+    # A receipt holds the entry (subjects, resources): owner-only, as on the device.
+    write_out(args.out, data, force=args.force)
     when = utc_text(held.cosignature.time, "%Y-%m-%dT%H:%M:%SZ")
     print(
         f"receipt ({args.format}, {len(data)} bytes) for entry {args.seq} of {args.device_id} "
@@ -312,7 +314,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry() as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
-    write_atomic(args.out, note.encode("utf-8"))
+    write_out(args.out, note.encode("utf-8"), mode=0o644, force=args.force)
     print(f"checkpoint of {args.device_id} written to {args.out}")
     return 0
 
@@ -321,7 +323,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry() as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
-    write_atomic(args.out, text.encode("ascii"))
+    write_out(args.out, text.encode("ascii"), mode=0o644, force=args.force)
     print(
         f"consistency proof of {args.device_id} from size {args.old} to {args.new} written to "
         f"{args.out}"
@@ -331,7 +333,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
-    write_atomic(args.out, witness.public.to_pem().encode("ascii"))
+    write_out(args.out, witness.public.to_pem().encode("ascii"), mode=0o644, force=args.force)
     print(
         f"witness public key (verifier role, key id {witness.public.key_id.hex()[:16]}) "
         f"written to {args.out}: give it to edge-verify --witness-key"

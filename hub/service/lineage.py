@@ -67,7 +67,7 @@ class LineageHandler:
                 stats.duplicates += 1
                 self._ack(device, log, now)
                 return
-            result = self._witnessed(result, now)
+            result = self._witnessed(result, device, now)
             if registry.store_batch(result, expected_size=log.size, received_at=now):
                 stats.batches_accepted += 1
                 stats.entries_stored += len(result.entries)
@@ -83,14 +83,14 @@ class LineageHandler:
             "lineage batch of %s raced other hubs %d times; dropped", device_id, STORE_RETRIES
         )
 
-    def _witnessed(self, accepted: Accepted, now: int) -> Accepted:
+    def _witnessed(self, accepted: Accepted, device: DeviceRecord, now: int) -> Accepted:
         """``accepted`` with its checkpoint cosigned by the witness key; as it is when the
         hub holds no witness key or the note cannot carry another line (logged)."""
         key = self._context.keys.witness
         if key is None:
             return accepted
         try:
-            return witness_accepted(accepted, key, now=now)
+            return witness_accepted(accepted, key, device_key=device.public_key, now=now)
         except ValueError as exc:
             logger.warning(
                 "checkpoint of %s at size %d stored without the hub's cosignature: %s",
