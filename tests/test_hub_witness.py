@@ -16,8 +16,11 @@ from edge_agent.protocol.cosignature import cosign_note, verify_cosignature
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import decode_entry, encode_entry
 from edge_agent.protocol.merkle import consistency_proof, verify_consistency
+from edge_agent.protocol.roles import Role
+from hub.cli.main import main as hub_main
 from hub.core.ingest import ingest_batch
 from hub.core.witness import witness_accepted
+from hub.hubdir.keys import load_role_keys
 from hub.registry.records import Accepted, DeviceLog
 from tests.factory import NOW
 from tests.hub_support import HubSetup, make_hub_dir
@@ -211,3 +214,20 @@ def test_the_hub_keeps_only_the_devices_own_line_and_cosigns_it(
     assert ack.checkpoint.startswith(hub.sim.note(10))
     assert verify_cosignature(ack.checkpoint, [hub.witness]).key == hub.witness
     assert hub.stored_notes() == {10: ack.checkpoint}
+
+
+def test_after_a_verifier_key_rotation_the_running_hub_cosigns_with_the_new_key(
+    hub: LineageHub,
+) -> None:
+    old_witness = hub.witness
+    assert verify_cosignature(_cosigned_at(hub, 10), [old_witness]).key == old_witness
+    assert hub_main(["root", "rotate", "--keys", str(hub.setup.keys), "--role", "verifier"]) == 0
+    rotated = hub.service.hub_dir.load_keys().root
+    new_witness = load_role_keys(hub.setup.keys, Role.VERIFIER, rotated)[0].public
+    assert new_witness != old_witness
+    hub.service._started.context.reread_roots()
+    hub.setup.root = rotated
+    cosigned = _cosigned_at(hub, 20)
+    assert verify_cosignature(cosigned, [new_witness]).key == new_witness
+    with pytest.raises(LineageError):
+        verify_cosignature(cosigned, [old_witness])

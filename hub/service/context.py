@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from edge_agent.errors import EdgeGovError, TransportError
+from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.mqtt import Connection
 from hub.core.limits import RateLimiter, VerificationBudget
@@ -115,12 +116,17 @@ class ServiceContext:
     """The newest trust root in the keys directory as last read (:meth:`reread_roots`): what
     recorded bundles are verified under, so one signed by a key ``edge-hub root rotate`` made
     while the service runs verifies without a restart."""
+    witness: PrivateKey | None = field(init=False)
+    """The witness key of :attr:`current_root` (its first verifier key held here), re-read with
+    it: after a rotation that replaces the verifier keys, devices count only the new key's
+    cosignatures."""
 
     def __post_init__(self) -> None:
         self.budget = VerificationBudget(
             self.config.unverified_topic_rate, self.config.unverified_total_rate
         )
         self.current_root = self.keys.root
+        self.witness = self.keys.witness
 
     def reread_roots(self) -> tuple[TrustRoot, ...]:
         """Every root version the keys directory holds now, its newest becoming
@@ -138,6 +144,7 @@ class ServiceContext:
         if keys.root.version != self.current_root.version:
             logger.info("trust root version %d read from the keys directory", keys.root.version)
         self.current_root = keys.root
+        self.witness = keys.witness
         return keys.roots
 
     @classmethod

@@ -86,7 +86,7 @@ class LineageHandler:
     def _witnessed(self, accepted: Accepted, device: DeviceRecord, now: int) -> Accepted:
         """``accepted`` with its checkpoint cosigned by the witness key; as it is when the
         hub holds no witness key or the note cannot carry another line (logged)."""
-        key = self._context.keys.witness
+        key = self._context.witness
         if key is None:
             return accepted
         try:
