@@ -4,7 +4,8 @@ timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections and the fleet view. Open it through
+publications, device logs, attestation, rejections, the fleet view and the lineage
+search. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -19,6 +20,7 @@ from hub.registry.sqlite.attestation import AttestationTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
+from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
 from hub.registry.sqlite.publications import PublicationTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
@@ -32,14 +34,20 @@ BUSY_TIMEOUT_S = 10.0
 
 
 class SqliteRegistry(
-    DeviceTables, PublicationTables, DeviceLogTables, AttestationTables, FleetView
+    DeviceTables,
+    PublicationTables,
+    DeviceLogTables,
+    AttestationTables,
+    FleetView,
+    LineageSearchTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
     @classmethod
     def open(cls, path: Path) -> SqliteRegistry:
         """Open (creating if needed) the registry at ``path``; store the tree nodes of
-        device logs written before the registry kept them (:func:`.tree_nodes.backfill`).
+        device logs written before the registry kept them (:func:`.tree_nodes.backfill`),
+        and their lineage search rows (:func:`.lineage_search.ensure_search`).
 
         Raises:
             RegistryError: it cannot be opened, it is another program's database, or a
@@ -65,6 +73,7 @@ class SqliteRegistry(
         try:
             for device in backfill(db, path):
                 logger.info("tree nodes of %s's log stored (registry from before them)", device)
+            ensure_search(db, path)
         except RegistryError:
             db.close()
             raise
