@@ -9,12 +9,15 @@ imports no database library.
 from hub.registry.interface import (
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
+    MAX_STATUS_SPANS,
+    STATUS_SPAN_JOIN_S,
     UNREGISTERED,
     Registry,
     RegistryError,
 )
 from hub.registry.records import (
     AttestationRecord,
+    ConsoleToken,
     DeviceRecord,
     FleetRow,
     IssuedFreshness,
@@ -22,6 +25,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
 )
@@ -29,8 +33,11 @@ from hub.registry.records import (
 __all__ = [
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
+    "MAX_STATUS_SPANS",
+    "STATUS_SPAN_JOIN_S",
     "UNREGISTERED",
     "AttestationRecord",
+    "ConsoleToken",
     "DeviceRecord",
     "FleetRow",
     "IssuedFreshness",
@@ -40,6 +47,7 @@ __all__ = [
     "RegistryError",
     "RejectionCount",
     "RejectionTotal",
+    "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
 ]

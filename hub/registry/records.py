@@ -23,6 +23,7 @@ __all__ = [
     "STORED_NODE_LEVEL",
     "Accepted",
     "AttestationRecord",
+    "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
     "FleetRow",
@@ -32,6 +33,7 @@ __all__ = [
     "PublishedBundle",
     "RejectionCount",
     "RejectionTotal",
+    "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
     "StoredLog",
@@ -242,3 +244,29 @@ class Accepted:
     @property
     def acked(self) -> int:
         return self.log.size
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleToken:
+    """A console login token as stored: its name, role (``viewer`` or ``operator``) and the
+    SHA-256 digest of the token (the token itself is shown once and never stored)."""
+
+    name: str
+    role: str
+    digest: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpan:
+    """A stretch of a device's status history: from ``since`` to ``until`` (when the hub
+    received the first and the last fresh status of the stretch) the device reported the
+    same ``online``, ``gate`` and ``bundle_version``, each status within
+    :data:`hub.registry.interface.STATUS_SPAN_JOIN_S` of the one before. Between two spans,
+    and after the last one, the hub heard nothing that says what the device was doing."""
+
+    since: int
+    until: int
+    online: bool
+    gate: str
+    bundle_version: int | None
