@@ -40,8 +40,16 @@ def expected_hit(device: str, seq: int, start_time: int = NOW, step: int = 10) -
     )
 
 
-def add_varied(sim: DeviceLogSim, count: int, *, start_time: int = NOW, step: int = 10) -> None:
-    """Append ``count`` chained decision entries to ``sim``, one every ``step`` seconds."""
+def add_varied(
+    sim: DeviceLogSim,
+    count: int,
+    *,
+    start_time: int = NOW,
+    step: int = 10,
+    digest: bytes = DIGEST,
+) -> None:
+    """Append ``count`` chained decision entries to ``sim``, one every ``step`` seconds,
+    made under the bundle ``digest`` (versions 7 then 8, as :func:`expected_hit`)."""
     for _ in range(count):
         seq = len(sim.entries)
         hit = expected_hit(sim.device_id, seq, start_time, step)
@@ -53,7 +61,7 @@ def add_varied(sim: DeviceLogSim, count: int, *, start_time: int = NOW, step: in
             allowed=hit.allowed,
             reason=hit.reason,
             rule=hit.rule,
-            bundle_digest=DIGEST,
+            bundle_digest=digest,
             bundle_version=hit.bundle_version,
             request=Request(hit.subject or "", hit.action or "", hit.resource or ""),
         )
