@@ -663,3 +663,19 @@ def test_a_batch_stored_without_its_decoded_entries_is_searchable_the_same(
     assert list(registry.iter_lineage(LineageQuery())) == [
         expected_hit("gw-001", seq) for seq in reversed(range(12))
     ]
+
+
+@pytest.mark.parametrize("silent", [0, 150], ids=["large group", "small group"])
+def test_a_group_search_finds_its_devices_entries_whatever_the_groups_share(
+    registry: Registry, silent: int
+) -> None:
+    _search_fleet(registry)
+    with registry.write_group():
+        for i in range(silent):
+            registry.add_device(_device(f"quiet-{i:03d}", groups=("line-c",)))
+    query = LineageQuery(group="line-b", allowed=False)
+    expected = [h for h in _all_hits() if h.device == "gw-002" and not h.allowed]
+    assert list(registry.iter_lineage(query)) == expected
+    page = registry.search_lineage(query, limit=4)
+    assert page.hits == tuple(expected[:4])
+    assert registry.search_lineage(query, after=page.next, limit=4).hits == tuple(expected[4:8])
