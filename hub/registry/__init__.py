@@ -17,6 +17,7 @@ from hub.registry.interface import (
 )
 from hub.registry.records import (
     AttestationRecord,
+    ConsoleFleetRow,
     ConsoleToken,
     DeviceRecord,
     FleetRow,
@@ -37,6 +38,7 @@ __all__ = [
     "STATUS_SPAN_JOIN_S",
     "UNREGISTERED",
     "AttestationRecord",
+    "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceRecord",
     "FleetRow",

@@ -23,6 +23,7 @@ __all__ = [
     "STORED_NODE_LEVEL",
     "Accepted",
     "AttestationRecord",
+    "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
@@ -270,3 +271,26 @@ class StatusSpan:
     online: bool
     gate: str
     bundle_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleFleetRow:
+    """One device as the console's dashboard counts it: its registration, its last kept
+    status (``None`` fields when it never sent one), when it was last heard from, its log
+    sizes (on the device as last reported; stored at the hub), fork evidence kept, and its
+    last attestation's verdict, expiry and time (``None`` when it never attested)."""
+
+    device_id: str
+    region: str
+    groups: tuple[str, ...]
+    online: bool | None
+    gate: str | None
+    bundle_version: int | None
+    status_time: int | None
+    last_seen: int | None
+    device_lineage_size: int | None
+    lineage_size: int
+    forks: int
+    attestation_verdict: str | None
+    attestation_expires_at: int | None
+    attested_at: int | None
