@@ -279,6 +279,8 @@ def test_an_entry_the_hub_did_not_cosign_has_no_receipt_yet_and_says_so(
         ("/lineage?verdict=maybe", 400, "unknown verdict &#39;maybe&#39;; give allow or deny"),
         ("/lineage?kind=decided", 400, "unknown kind &#39;decided&#39;"),
         ("/lineage?version=v7", 400, "version &#39;v7&#39; is not a whole number"),
+        ("/lineage?version=%C2%B2", 400, "version &#39;²&#39; is not a whole number"),
+        ("/lineage?since=%C2%B2", 400, "since &#39;²&#39; is not a time"),
         ("/lineage?rows=1000", 400, "rows is one of 20, 50, 100, 200"),
         ("/lineage?after=bm90LWEtY3Vyc29y", 400, "the page cursor (after) is damaged"),
         ("/lineage?colour=red", 400, "unknown search field &#39;colour&#39;"),
@@ -292,6 +294,8 @@ def test_an_entry_the_hub_did_not_cosign_has_no_receipt_yet_and_says_so(
         ("/lineage/gw-001/40", 404, "it holds entries 0 to 39"),
         ("/lineage/gw-001/99999999999999999999", 404, "it holds entries 0 to 39"),
         ("/lineage/gw-001/1/receipt?format=pdf", 400, "format is one of cose, tlog-proof"),
+        ("/lineage/gw-001/first", 400, "an entry&#39;s seq is a whole number, not &#39;first&#39;"),
+        ("/lineage/gw-001/%C2%B2", 400, "an entry&#39;s seq is a whole number"),
     ],
     ids=lambda v: v if isinstance(v, str) and v.startswith("/") else "",
 )

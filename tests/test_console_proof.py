@@ -232,6 +232,7 @@ def test_a_check_without_the_csrf_token_or_a_login_is_refused(
     [
         ("device=gw-001", 400, "give device and seq"),
         ("device=gw-001&seq=x", 400, "give device and seq"),
+        ("device=gw-001&seq=%C2%B2", 400, "give device and seq"),
         ("device=gw-001&seq=1&format=pdf", 400, "format is one of"),
         ("device=gw-404&seq=1", 404, "not registered"),
         ("device=gw-001&seq=40", 404, "has not been shipped"),

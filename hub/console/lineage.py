@@ -327,7 +327,10 @@ def _device(registry: Registry, device_id: str) -> DeviceRecord:
 def _entry(request: Request) -> tuple[DeviceRecord, int, bytes]:
     registry = console_context(request).registry
     device = _device(registry, request.path_params["device"])
-    seq: int = request.path_params["seq"]
+    text: str = request.path_params["seq"]
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"an entry's seq is a whole number, not {text[:40]!r}")
+    seq = int(text)
     found = registry.entries(device.device_id, seq, seq + 1) if seq <= MAX_COUNTER else []
     if not found:
         size = registry.lineage_state(device.device_id).size
@@ -351,9 +354,9 @@ ROUTES = [
     Route("/lineage", search_page, methods=["GET"], name="lineage"),
     Route("/lineage/export.jsonl", export_jsonl, methods=["GET"], name="lineage_jsonl"),
     Route("/lineage/export.cbor", export_cbor, methods=["GET"], name="lineage_export"),
-    Route("/lineage/{device}/{seq:int}", decision_page, methods=["GET"], name="decision"),
+    Route("/lineage/{device}/{seq}", decision_page, methods=["GET"], name="decision"),
     Route(
-        "/lineage/{device}/{seq:int}/receipt",
+        "/lineage/{device}/{seq}/receipt",
         receipt_download,
         methods=["GET"],
         name="receipt",

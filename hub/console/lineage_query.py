@@ -214,7 +214,7 @@ def _cursor(token: str, problems: list[str]) -> LineageCursor | None:
 
 def _time(name: str, value: str, problems: list[str]) -> int | None:
     """``value`` as Unix seconds: digits, or an ISO 8601 UTC date and time (or date)."""
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return _counter(name, value, problems)
     for pattern in (*_TIME_FORMATS, "%Y-%m-%d"):
         try:
@@ -230,7 +230,7 @@ def _time(name: str, value: str, problems: list[str]) -> int | None:
 
 
 def _counter(name: str, value: str, problems: list[str]) -> int | None:
-    if value.isdigit() and int(value) <= MAX_COUNTER:
+    if value.isascii() and value.isdigit() and int(value) <= MAX_COUNTER:
         return int(value)
     problems.append(f"{name} {value[:40]!r} is not a whole number from 0 to {MAX_COUNTER}")
     return None

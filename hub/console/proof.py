@@ -182,7 +182,7 @@ async def proof_page(request: Request) -> Response:
     if not params.get("device") and not params.get("seq"):
         return render(request, "proof.html", _values(None, None))
     device_id, seq_text = params.get("device", ""), params.get("seq", "")
-    if not device_id or not seq_text.isdigit() or int(seq_text) > MAX_COUNTER:
+    if not device_id or not _is_count(seq_text) or int(seq_text) > MAX_COUNTER:
         raise BadRequest("give device and seq (a whole number) to check that entry's receipt")
     fmt = params.get("format", "cose")
     if fmt not in FORMATS:
@@ -220,6 +220,10 @@ def _values(check: ProofCheck | None, data: bytes | None) -> dict[str, object]:
         else base64.b64encode(data).decode("ascii"),
         "max_bytes": MAX_PROOF_BYTES,
     }
+
+
+def _is_count(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _bounded(data: bytes) -> bytes:
