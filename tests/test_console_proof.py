@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from edge_agent.protocol.lineage_entries import decode_entry
@@ -244,3 +246,32 @@ def test_opening_a_receipt_that_cannot_be_built_says_why(
     response = client.get(f"/proof?{query}")
     assert response.status_code == status
     assert message in response.text
+
+
+def test_any_change_to_a_receipt_or_arbitrary_bytes_is_red_never_a_crash(
+    console: Console, client: TestClient
+) -> None:
+    root = console.context.keys().root
+
+    def red(data: bytes) -> None:
+        check = check_proof(data, console.registry, root)
+        assert not check.verified and check.failed is not None
+
+    receipts = [_receipt(client, 11, fmt) for fmt in ("cose", "tlog-proof")]
+    assert all(check_proof(r, console.registry, root).verified for r in receipts)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(receipts), st.integers(0), st.integers(1, 255))
+    def flipped(receipt: bytes, where: int, mask: int) -> None:
+        changed = bytearray(receipt)
+        changed[where % len(receipt)] ^= mask
+        red(bytes(changed))
+
+    flipped()
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.binary(max_size=2048))
+    def arbitrary(data: bytes) -> None:
+        red(data)
+
+    arbitrary()
