@@ -346,8 +346,8 @@ def _covering(
 ) -> _Checkpoint:
     try:
         return _Checkpoint(cosigned_checkpoint(registry, device, witnesses, seq), "")
-    except (LineageError, ConfigError) as exc:
-        return _Checkpoint(None, str(exc))
+    except LineageError as exc:
+        return _Checkpoint(None, exc.message)
 
 
 ROUTES = [
