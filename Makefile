@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hub_ingest.py
 	$(BIN)/python bench/receipts.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/console.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/attest.py
 	$(BIN)/python bench/broker_memory.py
@@ -90,6 +91,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/hub_ingest.py --quick
 	$(BIN)/python bench/receipts.py --quick
 	$(BIN)/python bench/rollout.py --quick
+	$(BIN)/python bench/console.py --quick
 	$(BIN)/python bench/fleet.py --quick
 	$(BIN)/python bench/attest.py --quick
 	$(BIN)/python bench/broker_memory.py --quick
