@@ -89,6 +89,6 @@ def ship(
     )
     assert isinstance(accepted, Accepted)
     if witness is not None:
-        accepted = witness_accepted(accepted, witness, now=now)
+        accepted = witness_accepted(accepted, witness, device_key=sim.key.public, now=now)
     assert registry.store_batch(accepted, expected_size=start, received_at=now)
     return accepted

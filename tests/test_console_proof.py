@@ -44,7 +44,7 @@ def console(tmp_path: Path) -> Iterator[Console]:
             channels=["group/line-a"],
         )
         sim = made.setup.devices["gw-001"]
-        add_varied(sim, 40, start_time=NOW - 1000, digest=digest)
+        add_varied(sim, 40, start_time=NOW, digest=digest)
         ship(made.registry, sim, 0, 40, witness=made.context.keys().witness)
         yield made
 
