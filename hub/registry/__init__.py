@@ -7,6 +7,9 @@ imports no database library.
 """
 
 from hub.registry.interface import (
+    AUDIT_OUTCOMES,
+    MAX_AUDIT_PAGE,
+    MAX_AUDIT_TEXT,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
     UNREGISTERED,
@@ -15,6 +18,7 @@ from hub.registry.interface import (
 )
 from hub.registry.records import (
     AttestationRecord,
+    AuditEntry,
     DeviceRecord,
     FleetRow,
     IssuedFreshness,
@@ -27,10 +31,14 @@ from hub.registry.records import (
 )
 
 __all__ = [
+    "AUDIT_OUTCOMES",
+    "MAX_AUDIT_PAGE",
+    "MAX_AUDIT_TEXT",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
     "UNREGISTERED",
     "AttestationRecord",
+    "AuditEntry",
     "DeviceRecord",
     "FleetRow",
     "IssuedFreshness",

@@ -35,6 +35,7 @@ from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import (
     Accepted,
     AttestationRecord,
+    AuditEntry,
     DeviceLog,
     DeviceRecord,
     FleetRow,
@@ -49,7 +50,16 @@ from hub.registry.records import (
     StoredLog,
 )
 
-__all__ = ["MAX_FORK_EVIDENCE", "MAX_REJECTION_DETAIL", "UNREGISTERED", "Registry", "RegistryError"]
+__all__ = [
+    "AUDIT_OUTCOMES",
+    "MAX_AUDIT_PAGE",
+    "MAX_AUDIT_TEXT",
+    "MAX_FORK_EVIDENCE",
+    "MAX_REJECTION_DETAIL",
+    "UNREGISTERED",
+    "Registry",
+    "RegistryError",
+]
 
 MAX_FORK_EVIDENCE = 8
 """Fork evidence rows kept per device; later forks are only counted (a compromised device
@@ -58,6 +68,12 @@ MAX_REJECTION_DETAIL = 500
 """Characters of a rejection's last detail kept (the rest is cut)."""
 UNREGISTERED = "*"
 """The device of rejection counters for messages naming no registered device."""
+MAX_AUDIT_TEXT = 1000
+"""Characters kept of each text field of an audit entry (the rest is cut)."""
+MAX_AUDIT_PAGE = 200
+"""Most audit entries one read returns."""
+AUDIT_OUTCOMES = frozenset({"done", "refused", "failed"})
+"""How an operator action can end (it is ``pending`` until then)."""
 
 
 class RegistryError(StateError):
@@ -383,4 +399,38 @@ class Registry(Protocol):
         its last kept status (``None`` fields when it never sent one), last seen time,
         stored lineage size (0 when it never shipped), fork evidence rows kept and
         rejection counts by code."""
+        ...
+
+    # Operator audit log.
+
+    def begin_action(self, *, at: int, operator: str, action: str, target: str, reason: str) -> int:
+        """Record that ``operator`` asked for ``action`` on ``target`` at ``at``, its
+        outcome ``pending``, before it is carried out (an action whose record cannot be
+        written is not carried out); return its id, higher than every earlier one. Each
+        text is cut to :data:`MAX_AUDIT_TEXT` characters.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def finish_action(self, action_id: int, *, outcome: str, detail: str, at: int) -> None:
+        """Record how the pending action ``action_id`` ended (``outcome`` one of
+        :data:`AUDIT_OUTCOMES`) and why (``detail``, cut to :data:`MAX_AUDIT_TEXT`), at
+        ``at``. An entry's outcome is written once.
+
+        Raises:
+            ValueError: ``outcome`` is not one of :data:`AUDIT_OUTCOMES`.
+            RegistryError: no pending action has that id, or the write failed.
+        """
+        ...
+
+    def audit_log(self, *, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+        """The newest ``limit`` actions with an id below ``before`` (all when ``None``),
+        newest first: a page, and the last entry's id is where the next page starts
+        (keyset paging, so a page costs the same anywhere in the log).
+
+        Raises:
+            ValueError: ``limit`` is not between 1 and :data:`MAX_AUDIT_PAGE`.
+        """
         ...

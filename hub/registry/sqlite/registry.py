@@ -4,7 +4,8 @@ timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections and the fleet view. Open it through
+publications, device logs, attestation, rejections, the fleet view and the operator audit
+log. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from hub.registry.interface import RegistryError
 from hub.registry.sqlite.attestation import AttestationTables
+from hub.registry.sqlite.audit_log import AUDIT_SCHEMA, AuditLogTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
@@ -32,7 +34,12 @@ BUSY_TIMEOUT_S = 10.0
 
 
 class SqliteRegistry(
-    DeviceTables, PublicationTables, DeviceLogTables, AttestationTables, FleetView
+    DeviceTables,
+    PublicationTables,
+    DeviceLogTables,
+    AttestationTables,
+    FleetView,
+    AuditLogTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
@@ -59,6 +66,7 @@ class SqliteRegistry(
                     f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
                 )
             db.executescript(SCHEMA)
+            db.executescript(AUDIT_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
