@@ -3,8 +3,10 @@
 # every other target that builds the venv), `make package`, `make bench` and .ci/run run it.
 #
 # What and why: openssl (PEM interop), Mosquitto (the production broker), systemd-analyze
-# (unit checks), dpkg-deb (the .deb), strip (PyInstaller), and the swtpm software TPM with the
-# TSS headers tpm2-pytss builds against (the TPM provider). The venv gets the [tpm] extra only
+# (unit checks), dpkg-deb (the .deb), strip (PyInstaller), the swtpm software TPM with the
+# TSS headers tpm2-pytss builds against (the TPM provider), and Debian's chromium (the
+# console's browser tests drive it with Playwright through executable_path; never
+# `playwright install`, which downloads a browser). The venv gets the [tpm] extra only
 # when pkg-config finds tss2-esys, so this runs before the venv is built.
 #
 # As root with apt-get: `apt-get update`, then install what is missing, quietly and
@@ -26,6 +28,7 @@ command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v swtpm >/dev/null 2>&1 || missing+=(swtpm swtpm-tools)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists tss2-esys 2>/dev/null || missing+=(libtss2-dev)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }

@@ -42,6 +42,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.console.serve import ConsoleListen, parse_listen
 from hub.core.publications import Publication
 from hub.core.push import (
     PushPlan,
@@ -122,6 +123,13 @@ def register(
     serve.add_argument("--ca-file", help="CA bundle to verify an mqtts:// broker")
     serve.add_argument("--cert-file", help="client certificate for an mqtts:// broker")
     serve.add_argument("--key-file", help="client certificate key")
+    serve.add_argument(
+        "--console",
+        metavar="HOST:PORT",
+        help="serve the governance console there (docs/console.md); TLS needed off loopback",
+    )
+    serve.add_argument("--console-cert", type=Path, help="the console's TLS certificate (PEM)")
+    serve.add_argument("--console-key", type=Path, help="the console's TLS private key (PEM)")
     serve.set_defaults(handler=_cmd_serve)
 
     device = commands.add_parser("device", help="registered devices").add_subparsers(
@@ -224,6 +232,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             device_rate=args.device_rate,
             attest_interval_s=args.attest_interval,
             attest_ttl_s=args.attest_ttl,
+            console=_console_listen(args),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -231,6 +240,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     return asyncio.run(_serve(config))
+
+
+def _console_listen(args: argparse.Namespace) -> ConsoleListen | None:
+    if args.console is None:
+        if args.console_cert or args.console_key:
+            raise ConfigError("--console-cert and --console-key need --console HOST:PORT")
+        return None
+    return parse_listen(args.console, args.console_cert, args.console_key)
 
 
 async def _serve(config: HubConfig) -> int:
@@ -244,6 +261,8 @@ async def _serve(config: HubConfig) -> int:
             f"freshness tokens every {config.freshness_interval_s:g}s, valid {config.token_ttl_s}s",
             flush=True,
         )
+        if hub.console is not None:
+            print(f"edge-hub serve: console {hub.console.url}", flush=True)
         await hub.serve_forever()
     print("edge-hub serve: stopped", flush=True)
     return 0

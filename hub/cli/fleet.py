@@ -21,6 +21,8 @@ from edge_agent.errors import LineageError
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.support.cli import format_duration
+from hub.core import liveness
+from hub.core.liveness import STALE_AFTER_S
 from hub.registry import UNREGISTERED, FleetRow, Registry
 
 __all__ = [
@@ -32,13 +34,6 @@ __all__ = [
     "lineage_view",
     "unregistered_counts",
 ]
-
-HEARTBEAT_S = 30
-"""The heartbeat agents publish their signed status at by default (``[sync]
-status_interval_s`` and the firmware profiles' ``heartbeat_interval_s``)."""
-STALE_AFTER_HEARTBEATS = 3
-STALE_AFTER_S = HEARTBEAT_S * STALE_AFTER_HEARTBEATS
-"""Seconds without a fresh signed status after which a device is shown stale."""
 
 _COLUMNS = (
     ("DEVICE", 16),
@@ -56,7 +51,7 @@ _COLUMNS = (
 
 def is_stale(row: FleetRow, now: int, stale_after_s: int = STALE_AFTER_S) -> bool:
     """Whether ``row``'s device has sent no fresh signed status for ``stale_after_s``."""
-    return row.last_seen is None or now - row.last_seen > stale_after_s
+    return liveness.is_stale(row.last_seen, now, stale_after_s)
 
 
 def fleet_json(

@@ -37,6 +37,7 @@ from edge_agent.support.cli import (
     wall_clock,
     write_atomic,
 )
+from hub.cli import console as console_cli
 from hub.cli import fabric as fabric_cli
 from hub.cli import lineage
 from hub.cli import receipts as receipts_cli
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
     receipts_cli.register(keys, lineage_commands, common)
+    console_cli.register(commands, common)
     return parser
 
 

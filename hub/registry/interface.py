@@ -36,6 +36,7 @@ from hub.registry.records import (
     Accepted,
     AttestationRecord,
     AuditEntry,
+    ConsoleToken,
     DeviceLog,
     DeviceRecord,
     FleetRow,
@@ -45,6 +46,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
     StoredLog,
@@ -56,6 +58,8 @@ __all__ = [
     "MAX_AUDIT_TEXT",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
+    "MAX_STATUS_SPANS",
+    "STATUS_SPAN_JOIN_S",
     "UNREGISTERED",
     "Registry",
     "RegistryError",
@@ -66,6 +70,12 @@ MAX_FORK_EVIDENCE = 8
 key must not be able to fill the hub's disk)."""
 MAX_REJECTION_DETAIL = 500
 """Characters of a rejection's last detail kept (the rest is cut)."""
+MAX_STATUS_SPANS = 256
+"""Status history spans kept per device (the oldest dropped first)."""
+STATUS_SPAN_JOIN_S = 90
+"""A fresh status received this soon after the last one of a span with the same state
+extends the span; later, it starts a new one (the hub heard nothing in between: the
+console draws that gap as unknown). Three default heartbeats (:mod:`hub.core.liveness`)."""
 UNREGISTERED = "*"
 """The device of rejection counters for messages naming no registered device."""
 MAX_AUDIT_TEXT = 1000
@@ -399,6 +409,31 @@ class Registry(Protocol):
         its last kept status (``None`` fields when it never sent one), last seen time,
         stored lineage size (0 when it never shipped), fork evidence rows kept and
         rejection counts by code."""
+        ...
+
+    # The console (docs/console.md): login tokens and status history.
+
+    def add_console_token(self, token: ConsoleToken) -> None:
+        """Store a console login token.
+
+        Raises:
+            ConfigError: a token named ``token.name`` is stored already; nothing changed.
+            RegistryError: the write failed.
+        """
+        ...
+
+    def console_tokens(self) -> list[ConsoleToken]:
+        """Every stored console login token, ordered by name."""
+        ...
+
+    def revoke_console_token(self, name: str) -> bool:
+        """Delete the console login token ``name``; whether there was one."""
+        ...
+
+    def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:
+        """``device``'s status spans that end at or after ``since``, oldest first (at most
+        :data:`MAX_STATUS_SPANS`). :meth:`record_status` keeps them: each status it keeps and
+        counts as heard from extends the device's last span or starts a new one."""
         ...
 
     # Operator audit log.

@@ -24,6 +24,7 @@ __all__ = [
     "Accepted",
     "AttestationRecord",
     "AuditEntry",
+    "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
     "FleetRow",
@@ -33,6 +34,7 @@ __all__ = [
     "PublishedBundle",
     "RejectionCount",
     "RejectionTotal",
+    "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
     "StoredLog",
@@ -240,6 +242,32 @@ class Accepted:
     @property
     def acked(self) -> int:
         return self.log.size
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleToken:
+    """A console login token as stored: its name, role (``viewer`` or ``operator``) and the
+    SHA-256 digest of the token (the token itself is shown once and never stored)."""
+
+    name: str
+    role: str
+    digest: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpan:
+    """A stretch of a device's status history: from ``since`` to ``until`` (when the hub
+    received the first and the last fresh status of the stretch) the device reported the
+    same ``online``, ``gate`` and ``bundle_version``, each status within
+    :data:`hub.registry.interface.STATUS_SPAN_JOIN_S` of the one before. Between two spans,
+    and after the last one, the hub heard nothing that says what the device was doing."""
+
+    since: int
+    until: int
+    online: bool
+    gate: str
+    bundle_version: int | None
 
 
 @dataclass(frozen=True, slots=True)

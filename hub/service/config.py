@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.support.mqtt import BrokerSettings
+from hub.console.serve import ConsoleListen
 from hub.service.broker_limits import BrokerLimits
 from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S
 
@@ -51,6 +52,8 @@ class HubConfig:
     challenge_ttl_s: int = DEFAULT_CHALLENGE_TTL_S
     broker_limits: BrokerLimits = field(default_factory=BrokerLimits)
     """The embedded broker's limits (unused with ``broker``)."""
+    console: ConsoleListen | None = None
+    """Serve the governance console there, on the hub's event loop (docs/console.md)."""
 
     def __post_init__(self) -> None:
         if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:

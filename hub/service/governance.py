@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.protocol import topics
+from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey, public_key_from_pem
 from edge_agent.protocol.revocation import RevocationKind
+from hub.console.operations import Published
 from hub.core.bundles import verify_operator_bundle
 from hub.core.publications import Publication, parse_channel, revocation_publications
 from hub.core.push import (
     HubInventory,
     PushPlan,
     plan_push,
+    resolve_key_id,
     revocation_region,
     sign_next_revocation,
 )
@@ -44,13 +46,11 @@ from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Regist
 from hub.service.context import CurrentConnection, ServiceContext, wall
 from hub.service.evidence import EvidenceHandler
 from hub.service.publish import issue_freshness
-from hub.service.verifier import IssuedChallenge
 
 __all__ = [
     "IRREVERSIBLE",
     "RESERVED_DEVICE_IDS",
     "Governance",
-    "Published",
     "device_record",
     "inventory",
     "irreversible_warning",
@@ -237,23 +237,6 @@ def device_record(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What a governance action on the running hub did with its messages."""
-
-    count: int
-    """Messages published on the hub's connection (0 when it had none)."""
-    error: str | None = None
-    """Why nothing was published now (recorded only; the hub publishes on reconnecting)."""
-
-    def describe(self) -> str:
-        if self.error is not None:
-            return (
-                f"recorded; not published yet ({self.error}): the hub publishes it on reconnecting"
-            )
-        return f"published on the hub's connection ({self.count} message(s))"
-
-
 class Governance:
     """The governance actions on a running hub: recorded in its registry, signed with its
     online keys, published on its own connection at once.
@@ -315,16 +298,23 @@ class Governance:
         )
         return plan, await self._publish(publications)
 
-    def preview_revocation(
-        self, scope: tuple[RevocationKind, str], *, region: str | None, force: bool = False
-    ) -> str:
+    def preview_revocation(self, scope: tuple[RevocationKind, str], *, region: str | None) -> str:
         """The region the revocation of ``scope`` would go to; nothing is signed.
 
         Raises:
-            ConfigError: as :func:`hub.core.push.revocation_region`.
+            ConfigError: as :func:`hub.core.push.revocation_region` (never forced: the
+                console revokes only what this hub knows).
         """
         kind, value = scope
-        return revocation_region(inventory(self.registry), kind, value, region, force=force)
+        return revocation_region(inventory(self.registry), kind, value, region, force=False)
+
+    def resolve_key(self, text: str) -> str:
+        """The full hex id of the current root's key whose id starts with ``text``.
+
+        Raises:
+            ConfigError: as :func:`hub.core.push.resolve_key_id`.
+        """
+        return resolve_key_id(text, self.keys().root)
 
     async def revoke(
         self,
@@ -332,7 +322,6 @@ class Governance:
         *,
         region: str | None,
         reason: str,
-        force: bool = False,
     ) -> tuple[IssuedRevocation, Published]:
         """Sign with the hub's revoke keys, record and publish a revocation
         (:func:`prepare_revocation`).
@@ -352,11 +341,10 @@ class Governance:
             reason=reason,
             now=wall(),
             token_ttl_s=context.config.token_ttl_s,
-            force=force,
         )
         return issued, await self._publish(publications)
 
-    async def challenge(self, device_id: str) -> IssuedChallenge:
+    async def challenge(self, device_id: str) -> Challenge:
         """Challenge a registered device's attestation now, on the hub's connection; the
         running hub verifies its answer (:mod:`hub.service.evidence`).
 
@@ -371,7 +359,7 @@ class Governance:
         conn = self._current()
         if conn is None:
             raise TransportError("the hub is not connected to its broker: no challenge sent")
-        return await self._evidence.challenge_now(device, conn)
+        return (await self._evidence.challenge_now(device, conn)).challenge
 
     async def register(self, record: DeviceRecord) -> None:
         """Register a device, then run a schedule round so the hub knows it (and subscribes

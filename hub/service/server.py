@@ -62,6 +62,9 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from edge_agent.support.mqtt import BrokerSettings
+from hub.console.context import ConsoleContext
+from hub.console.serve import ConsoleServer
+from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
 from hub.service.broker import EmbeddedBroker
@@ -72,6 +75,7 @@ from hub.service.evidence import EvidenceHandler
 from hub.service.governance import Governance
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
+from hub.service.publish import publish_once
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
@@ -111,6 +115,7 @@ class HubService:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._console: ConsoleServer | None = None
 
     # Lifecycle.
 
@@ -140,6 +145,11 @@ class HubService:
         if self._governance is None:
             raise RuntimeError("the hub service is not started")
         return self._governance
+
+    @property
+    def console(self) -> ConsoleServer | None:
+        """The console this hub serves (``config.console``), once started."""
+        return self._console
 
     @property
     def shared(self) -> bool:
@@ -181,6 +191,10 @@ class HubService:
                 group.create_task(parts.schedule.run(current, stop), name="edge-hub-schedule"),
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
             ]
+            if self.config.console is not None:
+                self._console = await self._stack.enter_async_context(
+                    ConsoleServer(self._console_context(), self.config.console)
+                )
         except BaseException:
             await self._stack.aclose()
             raise
@@ -245,6 +259,30 @@ class HubService:
         )
         self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
         return self._parts
+
+    def _console_context(self) -> ConsoleContext:
+        """What the console reads and acts on: a registry connection of its own (its pages
+        read only what is committed), the keys as the keys directory holds them now, and
+        publishing as ``edge-hub bundle push`` and ``revoke`` do, on this hub's broker."""
+        listen = self.config.console
+        assert listen is not None
+        return ConsoleContext(
+            registry=self._stack.enter_context(self.hub_dir.open_registry()),
+            hub_dir=self.hub_dir,
+            keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
+            publish=self.publish,
+            actions=self.governance,
+            secure=listen.tls,
+        )
+
+    async def publish(self, publications: Sequence[Publication]) -> None:
+        """Publish on this hub's broker as ``edge-hub bundle push`` and ``revoke`` do
+        (:func:`~hub.service.publish.publish_once`).
+
+        Raises:
+            TransportError: the broker is unreachable or dropped the connection.
+        """
+        await publish_once(self.settings, publications)
 
     def _connect(self, parts: _Parts) -> HubConnection:
         """The connection of the started hub to its broker (not yet running)."""

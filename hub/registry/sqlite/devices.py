@@ -10,6 +10,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import DeviceRecord
+from hub.registry.sqlite.console_fleet import note_status
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
@@ -90,6 +91,7 @@ class DeviceTables(SqliteTransactions):
             )
             if held is None or status.time > held[0]:
                 touch_activity(db, status.device, received_at)
+                note_status(db, status, received_at)
         return True
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from hub.registry.interface import RegistryError
 from hub.registry.sqlite.attestation import AttestationTables
 from hub.registry.sqlite.audit_log import AUDIT_SCHEMA, AuditLogTables
+from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
@@ -40,6 +41,7 @@ class SqliteRegistry(
     AttestationTables,
     FleetView,
     AuditLogTables,
+    ConsoleFleetTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
@@ -67,6 +69,7 @@ class SqliteRegistry(
                 )
             db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
+            db.executescript(CONSOLE_FLEET_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc

@@ -1,0 +1,152 @@
+"""The console's Starlette application: :func:`create_app`.
+
+Routes come from each page module's ``ROUTES`` list (:data:`PAGE_MODULES`). Around them:
+
+- security headers on every response, errors and static files included (a strict
+  Content-Security-Policy with no inline script or style, ``X-Frame-Options: DENY``,
+  ``nosniff``, no referrer, ``no-store`` for pages);
+- error pages: a :class:`~hub.console.errors.ConsoleError` a handler raises becomes its page
+  (400, 403, 404 ...), a page asked for without a session redirects to the login page, and
+  anything unexpected is logged and shown as a 500 page without a traceback.
+
+Authentication, roles and CSRF are checked by each handler (:mod:`hub.console.auth`); the
+security tests walk every route to hold them to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.console import actions, audit, dashboard, devices, lineage, login, proof
+from hub.console.context import ConsoleContext
+from hub.console.errors import ConsoleError, LoginRequired
+from hub.console.render import environment, render
+
+__all__ = ["CSP", "PAGE_MODULES", "SECURITY_HEADERS", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_MODULES = (login, dashboard, devices, lineage, proof, actions, audit)
+"""Every module whose ``ROUTES`` the console serves."""
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+class ConsoleApp(Starlette):
+    """Starlette with the security headers outermost, so error responses carry them too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _SecurityHeaders(super().build_middleware_stack())
+
+
+def create_app(context: ConsoleContext) -> Starlette:
+    """The console serving ``context``'s hub."""
+    routes: list[BaseRoute] = [
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    for module in PAGE_MODULES:
+        page_routes: Sequence[BaseRoute] = module.ROUTES
+        routes.extend(page_routes)
+    app = ConsoleApp(
+        routes=routes,
+        exception_handlers={
+            ConsoleError: _console_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.console = context
+    app.state.templates = environment()
+    return app
+
+
+async def _console_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConsoleError)
+    if isinstance(exc, LoginRequired) and _wants_page(request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    return _error_page(request, exc.status, exc.title, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error_page(request, 404, "Not found", "There is no such page in the console.")
+    if exc.status_code == 405:
+        return _error_page(
+            request, 405, "Method not allowed", f"{request.method} is not allowed here."
+        )
+    return _error_page(request, exc.status_code, "Error", str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.exception("console: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error_page(
+        request,
+        500,
+        "Internal error",
+        "The console failed to answer this request; the hub's log says why.",
+    )
+
+
+def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+    if request.headers.get("hx-request"):
+        return Response(message, status_code=status, media_type="text/plain")
+    return render(request, "error.html", {"title": title, "message": message}, status=status)
+
+
+def _wants_page(request: Request) -> bool:
+    """A full page asked for by a browser (a GET that is not an htmx fragment)."""
+    return request.method in ("GET", "HEAD") and not request.headers.get("hx-request")
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` (and ``no-store`` outside
+    ``/static/``) to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.decode("latin-1").lower() not in SECURITY_HEADERS
+                ]
+                headers.extend((k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items())
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,202 @@
+"""Who may do what in the console: login tokens, sessions, roles and CSRF.
+
+- **Tokens** (``edge-hub console token add NAME --role viewer|operator``): 256 random bits,
+  shown once; the registry keeps only their SHA-256 digest. A login compares the digest of
+  what was typed with every stored digest in constant time (:func:`find_token`).
+- **Sessions**: a login sets the ``edgegov_session`` cookie (``HttpOnly``,
+  ``SameSite=Strict``, ``Secure`` when served under TLS) naming an in-memory session
+  (:mod:`hub.console.sessions`). Every request re-reads the token the session logged in with:
+  a revoked token's sessions end at once.
+- **Roles**: every handler starts with :func:`require_viewer` or :func:`require_operator`
+  (operator includes viewer); they raise :class:`LoginRequired` (anonymous: the login page
+  for a page, 401 for anything else) or :class:`Forbidden` (403).
+- **CSRF**: every state-changing request carries the session's CSRF token, as the form field
+  ``csrf`` or the ``X-CSRF-Token`` header (htmx sets it from ``<meta name="csrf-token">``,
+  static/console.js). A POST handler reads its form with :func:`checked_form`, which checks
+  the role and the token before parsing anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+
+from hub.console.context import ConsoleContext
+from hub.console.errors import BadRequest, Forbidden, LoginRequired
+from hub.registry import ConsoleToken, Registry
+
+__all__ = [
+    "COOKIE",
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "MAX_FORM_BYTES",
+    "TOKEN_NAME",
+    "Role",
+    "User",
+    "check_csrf",
+    "checked_form",
+    "console_context",
+    "csrf_token",
+    "current_user",
+    "find_token",
+    "new_token",
+    "require_operator",
+    "require_viewer",
+    "token_digest",
+]
+
+COOKIE = "edgegov_session"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+MAX_FORM_BYTES = 64 * 1024
+"""Largest urlencoded form body a handler parses (uploads set their own bound)."""
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+"""What a token's name may be: a person or a purpose, 1 to 64 characters."""
+_TOKEN_PREFIX = "egc_"
+
+
+class Role(StrEnum):
+    """What a token may do: ``viewer`` reads every page; ``operator`` also acts."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Who sent the request: the token's name and role, and the session's CSRF token."""
+
+    name: str
+    role: Role
+    csrf: str
+
+
+def new_token() -> str:
+    """A fresh login token: 256 random bits, URL-safe text."""
+    return _TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> bytes:
+    """What the registry stores of ``token``: its SHA-256 (a 256-bit random token needs no
+    slow hash: nothing can be guessed from the digest)."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def find_token(registry: Registry, token: str) -> ConsoleToken | None:
+    """The stored token ``token`` is, compared with every stored digest in constant time."""
+    digest = token_digest(token)
+    found = None
+    for stored in registry.console_tokens():
+        if hmac.compare_digest(stored.digest, digest):
+            found = stored
+    return found
+
+
+def console_context(request: Request) -> ConsoleContext:
+    """The :class:`ConsoleContext` of the application serving ``request``."""
+    context: ConsoleContext = request.app.state.console
+    return context
+
+
+def current_user(request: Request) -> User | None:
+    """The user of ``request``'s session; ``None`` when there is no live session or its token
+    was revoked (the session then ends). Read once per request."""
+    if "console_user" in request.scope:
+        cached: User | None = request.scope["console_user"]
+        return cached
+    user = _session_user(request)
+    request.scope["console_user"] = user
+    return user
+
+
+def _session_user(request: Request) -> User | None:
+    context = console_context(request)
+    session_id = request.cookies.get(COOKIE)
+    if not session_id:
+        return None
+    session = context.sessions.get(session_id, context.clock())
+    if session is None:
+        return None
+    live = any(
+        hmac.compare_digest(t.digest, session.token_digest) and t.name == session.name
+        for t in context.registry.console_tokens()
+    )
+    if not live:
+        context.sessions.end(session_id)
+        return None
+    return User(session.name, Role(session.role), session.csrf)
+
+
+def require_viewer(request: Request) -> User:
+    """The logged-in user (any role).
+
+    Raises:
+        LoginRequired: no live session.
+    """
+    user = current_user(request)
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+def require_operator(request: Request) -> User:
+    """The logged-in user, who must hold the operator role.
+
+    Raises:
+        LoginRequired: no live session.
+        Forbidden: the user is a viewer.
+    """
+    user = require_viewer(request)
+    if user.role is not Role.OPERATOR:
+        raise Forbidden(f"{user.name} is a viewer; this needs an operator token")
+    return user
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token of ``request``'s session (``""`` when logged out)."""
+    user = current_user(request)
+    return "" if user is None else user.csrf
+
+
+async def checked_form(
+    request: Request, *, operator: bool = True, max_bytes: int = MAX_FORM_BYTES
+) -> FormData:
+    """The form of a state-changing request, after checking its role (operator unless
+    ``operator=False``) and its CSRF token (header ``X-CSRF-Token`` or field ``csrf``).
+
+    Raises:
+        LoginRequired: no live session.
+        Forbidden: the role or the CSRF token is wrong or missing.
+        BadRequest: the body is larger than ``max_bytes``.
+    """
+    user = require_operator(request) if operator else require_viewer(request)
+    header = request.headers.get(CSRF_HEADER)
+    if header is not None:
+        check_csrf(user, header)
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit() or int(declared) > max_bytes:
+        raise BadRequest(f"the form must be sent with its length, at most {max_bytes} bytes")
+    form = await request.form(max_files=1, max_fields=64, max_part_size=max_bytes)
+    if header is None:
+        sent = form.get(CSRF_FIELD)
+        check_csrf(user, sent if isinstance(sent, str) else None)
+    return form
+
+
+def check_csrf(user: User, sent: str | None) -> None:
+    """Refuse a state-changing request whose CSRF token is not ``user``'s session's.
+
+    Raises:
+        Forbidden: missing or wrong.
+    """
+    if not sent or not hmac.compare_digest(sent.encode(), user.csrf.encode()):
+        raise Forbidden(
+            "the form's security token is missing or out of date: reload the page and try again"
+        )
