@@ -46,6 +46,7 @@ from hub.console.serve import ConsoleListen, parse_listen
 from hub.core.publications import Publication
 from hub.core.push import (
     PushPlan,
+    irreversible_warning,
     resolve_key_id,
     revocation_region,
 )
@@ -359,7 +360,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         region = revocation_region(
             governance.inventory(registry), kind, value, args.region, force=args.force
         )
-    warning = governance.irreversible_warning(kind, value, region)
+    warning = irreversible_warning(kind, value, region)
     if warning is not None:
         _confirm(warning, yes=args.yes)
     issued, publications = prepare_revocation(

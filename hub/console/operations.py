@@ -10,6 +10,7 @@ console to serve it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,6 +72,26 @@ class HubActions(Protocol):
         """Challenge a registered device's attestation now."""
         ...
 
-    async def register(self, record: DeviceRecord) -> None:
-        """Register a device with the running hub."""
+    def preview_register(
+        self,
+        device_id: str,
+        *,
+        region: str,
+        groups: Sequence[str],
+        profile: str,
+        public_key_pem: str,
+    ) -> DeviceRecord:
+        """The record ``device add`` would register, checked; nothing written."""
+        ...
+
+    async def register(
+        self,
+        device_id: str,
+        *,
+        region: str,
+        groups: Sequence[str],
+        profile: str,
+        public_key_pem: str,
+    ) -> DeviceRecord:
+        """Check and register a device with the running hub."""
         ...

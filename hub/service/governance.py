@@ -48,12 +48,10 @@ from hub.service.evidence import EvidenceHandler
 from hub.service.publish import issue_freshness
 
 __all__ = [
-    "IRREVERSIBLE",
     "RESERVED_DEVICE_IDS",
     "Governance",
     "device_record",
     "inventory",
-    "irreversible_warning",
     "plan_bundle",
     "prepare_push",
     "prepare_revocation",
@@ -63,8 +61,6 @@ logger = logging.getLogger(__name__)
 
 RESERVED_DEVICE_IDS = frozenset({"hub"})
 """Names a device may not take: ``hub`` is the hub's MQTT username in the Mosquitto ACL."""
-IRREVERSIBLE = frozenset({RevocationKind.BUNDLE, RevocationKind.KEY})
-"""Revocations nothing undoes (a device/group one lasts only until a newer bundle)."""
 
 
 def plan_bundle(
@@ -143,23 +139,6 @@ def inventory(registry: Registry) -> HubInventory:
     regions = tuple(registry.regions())
     versions = {region: tuple(registry.bundle_versions(region)) for region in regions}
     return HubInventory(tuple(registry.devices()), regions, versions)
-
-
-def irreversible_warning(kind: RevocationKind, value: str, region: str) -> str | None:
-    """What the operator confirms before a revocation nothing undoes; ``None`` for one a
-    newer bundle lifts."""
-    if kind is RevocationKind.BUNDLE:
-        return (
-            f"Revoking bundle {value} in {region} cannot be undone: every device there denies "
-            f"everything while its bundle is version {value} or older, and only a bundle "
-            f"version above {value} recovers it."
-        )
-    if kind is RevocationKind.KEY:
-        return (
-            f"Revoking key {value[:16]} in {region} cannot be undone: it never counts towards a "
-            "threshold there again, and only a root rotation replaces it."
-        )
-    return None
 
 
 def prepare_revocation(
@@ -361,22 +340,60 @@ class Governance:
             raise TransportError("the hub is not connected to its broker: no challenge sent")
         return (await self._evidence.challenge_now(device, conn)).challenge
 
-    async def register(self, record: DeviceRecord) -> None:
-        """Register a device, then run a schedule round so the hub knows it (and subscribes
-        to its region) at once; a round that cannot publish is logged (the device stays
-        registered, and the next round subscribes).
+    def preview_register(
+        self,
+        device_id: str,
+        *,
+        region: str,
+        groups: Sequence[str],
+        profile: str,
+        public_key_pem: str,
+    ) -> DeviceRecord:
+        """The record :meth:`register` would store (:func:`device_record`); nothing written.
 
         Raises:
-            ConfigError: a device with that id or key is registered already.
+            ConfigError: as :func:`device_record`.
+        """
+        return device_record(
+            device_id,
+            region=region,
+            groups=groups,
+            profile=profile,
+            public_key_pem=public_key_pem,
+            added_at=wall(),
+        )
+
+    async def register(
+        self,
+        device_id: str,
+        *,
+        region: str,
+        groups: Sequence[str],
+        profile: str,
+        public_key_pem: str,
+    ) -> DeviceRecord:
+        """Register a device (:func:`device_record`), then run a schedule round so the hub
+        knows it (and subscribes to its region) at once; a round that cannot publish is
+        logged (the device stays registered, and the next round subscribes).
+
+        Raises:
+            ConfigError: a bad name or key (:func:`device_record`), or a device with that
+                id or key is registered already.
             RegistryError: the write failed.
         """
+        record = self.preview_register(
+            device_id, region=region, groups=groups, profile=profile, public_key_pem=public_key_pem
+        )
         self.registry.add_device(record)
         try:
             await self._refresh()
         except TransportError as exc:
             logger.warning(
-                "device %s registered; round after it not published: %s", record.device_id, exc
+                "device %s registered; the round after it was not published: %s",
+                record.device_id,
+                exc,
             )
+        return record
 
     async def _publish(self, publications: list[Publication]) -> Published:
         conn = self._current()
