@@ -17,15 +17,23 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.app import create_app
 from hub.console.auth import new_token, token_digest
 from hub.console.context import ConsoleContext
 from hub.hubdir.layout import HubDir
-from hub.registry import ConsoleToken, Registry
+from hub.registry import (
+    AttestationRecord,
+    ConsoleToken,
+    DeviceRecord,
+    Registry,
+    RejectionCount,
+)
 from tests.factory import NOW
 from tests.hub_support import HubSetup, make_hub_dir
 
-__all__ = ["Console", "add_token", "console_on", "make_console"]
+__all__ = ["Console", "add_token", "console_on", "login", "make_console", "populate_fleet"]
 
 _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 _LOGIN_CSRF = re.compile(r'<input type="hidden" name="csrf" value="([^"]*)">')
@@ -104,3 +112,81 @@ def make_console(path: Path, **overrides: object) -> Iterator[Console]:
         yield console_on(setup, registry, **overrides)
     finally:
         registry.close()
+
+
+GATES = (
+    "open",
+    "open",
+    "open",
+    "bundle_expired",
+    "freshness_expired",
+    "revoked",
+    "attestation_failed",
+    "lineage_unavailable",
+)
+
+
+def populate_fleet(
+    registry: Registry,
+    count: int,
+    *,
+    now: int = NOW,
+    stale_after_s: int = 90,
+    prefix: str = "dev",
+    groups: int = 10,
+) -> list[str]:
+    """Register ``count`` devices in eu-1 (``{prefix}-00001`` ..., in ``groups`` groups) with
+    a mix of states as of ``now``: most heard from within ``stale_after_s`` with a gate from
+    :data:`GATES`, every 7th stale, every 11th never seen, every 5th offline, every 13th with
+    a failing attestation; rejection counters on a few. One transaction per 1,000 devices, so
+    a 10,000-device registry builds in seconds (bench/console.py). Returns the device ids."""
+    ids = [f"{prefix}-{n:05d}" for n in range(1, count + 1)]
+    for start in range(0, count, 1000):
+        with registry.write_group():
+            for n, device_id in enumerate(ids[start : start + 1000], start=start + 1):
+                registry.add_device(
+                    DeviceRecord(
+                        device_id,
+                        "eu-1",
+                        (f"line-{n % groups}",),
+                        "generic-x86_64",
+                        PrivateKey.generate().public,
+                        added_at=now - 86400,
+                    )
+                )
+                if n % 11 == 0:
+                    continue
+                heard = now - (stale_after_s * 3 if n % 7 == 0 else n % stale_after_s)
+                status = DeviceStatus(
+                    device_id,
+                    heard,
+                    n % 5 != 0,
+                    1 + n % 3,
+                    now + 3600,
+                    GATES[n % len(GATES)],
+                    n % 50,
+                    n % 50 - (n % 4),
+                )
+                registry.record_status(status, f"status-{device_id}".encode(), heard)
+                verdict = "fail" if n % 13 == 0 else "pass"
+                registry.record_attestation(
+                    AttestationRecord(
+                        device_id,
+                        verdict,
+                        "measured" if verdict == "pass" else "rootfs: not an expected value",
+                        b"m" * 32,
+                        b"n" * 16,
+                        heard - 10,
+                        heard + 900,
+                        None,
+                        0,
+                        '{"rootfs": "' + "ab" * 32 + '"}',
+                        b"r",
+                        heard,
+                    )
+                )
+            registry.add_rejections(
+                [RejectionCount(ids[start], "bad_signature", 3, "signature does not verify")],
+                now - 60,
+            )
+    return ids

@@ -1,4 +1,11 @@
-"""The health dashboard (``/``): the fleet at a glance, refreshed live by htmx."""
+"""The health dashboard (``/``): the fleet at a glance.
+
+The page renders everything server-side (it works without JavaScript); htmx replaces its
+health section from ``/fragments/health`` every ``refresh_s`` seconds. Numbers come from
+:func:`hub.console.health.fleet_health`: a device not heard from within the heartbeat window
+counts as stale/unknown, never as its last reported state, and every count says how old the
+reports behind it are.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,52 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.console.auth import console_context, require_viewer
+from hub.console.health import FleetHealth, fleet_health
 from hub.console.render import render
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "read_health"]
+
+
+def read_health(request: Request) -> FleetHealth:
+    """The fleet's health now, read from the registry through its typed interface."""
+    context = console_context(request)
+    registry = context.registry
+    return fleet_health(
+        registry.console_fleet(),
+        bundles=registry.current_bundles(),
+        rejections=registry.rejections(),
+        now=context.clock(),
+        stale_after_s=context.stale_after_s,
+    )
 
 
 async def dashboard(request: Request) -> Response:
     """The dashboard page."""
     require_viewer(request)
     context = console_context(request)
-    return render(request, "dashboard.html", {"devices": len(context.registry.devices())})
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "health": read_health(request),
+            "refresh_s": context.refresh_s,
+            "stale_after_s": context.stale_after_s,
+        },
+    )
 
 
-ROUTES = [Route("/", dashboard, methods=["GET"], name="dashboard")]
+async def health_fragment(request: Request) -> Response:
+    """The dashboard's health section alone (what htmx swaps in on each refresh)."""
+    require_viewer(request)
+    context = console_context(request)
+    return render(
+        request,
+        "_health.html",
+        {"health": read_health(request), "stale_after_s": context.stale_after_s},
+    )
+
+
+ROUTES = [
+    Route("/", dashboard, methods=["GET"], name="dashboard"),
+    Route("/fragments/health", health_fragment, methods=["GET"], name="health_fragment"),
+]

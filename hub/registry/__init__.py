@@ -21,6 +21,7 @@ from hub.registry.interface import (
 from hub.registry.records import (
     AttestationRecord,
     AuditEntry,
+    ConsoleFleetRow,
     ConsoleToken,
     DeviceRecord,
     FleetRow,
@@ -45,6 +46,7 @@ __all__ = [
     "UNREGISTERED",
     "AttestationRecord",
     "AuditEntry",
+    "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceRecord",
     "FleetRow",

@@ -36,6 +36,7 @@ from hub.registry.records import (
     Accepted,
     AttestationRecord,
     AuditEntry,
+    ConsoleFleetRow,
     ConsoleToken,
     DeviceLog,
     DeviceRecord,
@@ -428,6 +429,16 @@ class Registry(Protocol):
 
     def revoke_console_token(self, name: str) -> bool:
         """Delete the console login token ``name``; whether there was one."""
+        ...
+
+    def console_fleet(self) -> list[ConsoleFleetRow]:
+        """One row per registered device, ordered by device id, for the console's
+        dashboard: what :meth:`fleet` says of it (without rejections) and its last
+        attestation's verdict and times, in one read."""
+        ...
+
+    def console_device(self, device_id: str) -> ConsoleFleetRow | None:
+        """:meth:`console_fleet`'s row of ``device_id``; ``None`` when it is not registered."""
         ...
 
     def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:

@@ -24,6 +24,7 @@ __all__ = [
     "Accepted",
     "AttestationRecord",
     "AuditEntry",
+    "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceLog",
     "DeviceRecord",
@@ -293,3 +294,26 @@ class AuditEntry:
     """What happened, in a sentence."""
     finished_at: int | None
     """When it ended; ``None`` while pending (or when the hub stopped before it ended)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleFleetRow:
+    """One device as the console's dashboard counts it: its registration, its last kept
+    status (``None`` fields when it never sent one), when it was last heard from, its log
+    sizes (on the device as last reported; stored at the hub), fork evidence kept, and its
+    last attestation's verdict, expiry and time (``None`` when it never attested)."""
+
+    device_id: str
+    region: str
+    groups: tuple[str, ...]
+    online: bool | None
+    gate: str | None
+    bundle_version: int | None
+    status_time: int | None
+    last_seen: int | None
+    device_lineage_size: int | None
+    lineage_size: int
+    forks: int
+    attestation_verdict: str | None
+    attestation_expires_at: int | None
+    attested_at: int | None

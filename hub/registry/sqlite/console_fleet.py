@@ -9,10 +9,11 @@ import sqlite3
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.interface import MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
-from hub.registry.records import ConsoleToken, StatusSpan
+from hub.registry.records import ConsoleFleetRow, ConsoleToken, StatusSpan
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
+    as_groups,
     as_int,
     as_opt_int,
     as_text,
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS status_spans (
     online INTEGER NOT NULL, gate TEXT NOT NULL, bundle_version INTEGER,
     PRIMARY KEY (device, since)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS forks_device ON forks (device);
 """
 
 
@@ -57,6 +59,13 @@ class ConsoleFleetTables(SqliteTransactions):
         with self._write("revoke the console token") as db:
             return db.execute("DELETE FROM console_tokens WHERE name = ?", (name,)).rowcount > 0
 
+    def console_fleet(self) -> list[ConsoleFleetRow]:
+        return [_fleet_row(row) for row in self._read(_FLEET_SQL + " ORDER BY d.id")]
+
+    def console_device(self, device_id: str) -> ConsoleFleetRow | None:
+        rows = self._read(_FLEET_SQL + " WHERE d.id = ?", (device_id,))
+        return _fleet_row(rows[0]) if rows else None
+
     def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:
         rows = self._read(
             "SELECT since, until, online, gate, bundle_version FROM status_spans "
@@ -67,6 +76,37 @@ class ConsoleFleetTables(SqliteTransactions):
             StatusSpan(as_int(s), as_int(u), bool(as_int(o)), as_text(g), as_opt_int(v))
             for s, u, o, g, v in rows
         ]
+
+
+_FLEET_SQL = (
+    "SELECT d.id, d.region, d.groups, s.online, s.gate, s.bundle_version, s.time, "
+    "a.last_seen, s.lineage_size, coalesce(l.size, 0), "
+    "(SELECT count(*) FROM forks f WHERE f.device = d.id), "
+    "t.verdict, t.expires_at, t.verified_at "
+    "FROM devices d LEFT JOIN status s ON s.device = d.id "
+    "LEFT JOIN activity a ON a.device = d.id "
+    "LEFT JOIN lineage_state l ON l.device = d.id "
+    "LEFT JOIN attestation t ON t.device = d.id"
+)
+
+
+def _fleet_row(row: tuple[object, ...]) -> ConsoleFleetRow:
+    return ConsoleFleetRow(
+        device_id=as_text(row[0]),
+        region=as_text(row[1]),
+        groups=as_groups(row[2]),
+        online=None if row[3] is None else bool(row[3]),
+        gate=None if row[4] is None else as_text(row[4]),
+        bundle_version=as_opt_int(row[5]),
+        status_time=as_opt_int(row[6]),
+        last_seen=as_opt_int(row[7]),
+        device_lineage_size=as_opt_int(row[8]),
+        lineage_size=as_int(row[9]),
+        forks=as_int(row[10]),
+        attestation_verdict=None if row[11] is None else as_text(row[11]),
+        attestation_expires_at=as_opt_int(row[12]),
+        attested_at=as_opt_int(row[13]),
+    )
 
 
 def note_status(db: sqlite3.Connection, status: DeviceStatus, received_at: int) -> None:
