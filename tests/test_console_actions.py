@@ -23,6 +23,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
+from edge_agent.protocol.roles import Role
 from hub.console.operations import Published
 from hub.core.publications import Publication
 from hub.core.push import PushPlan, resolve_key_id, revocation_region
@@ -314,7 +315,7 @@ def test_a_key_revocation_is_irreversible_and_needs_the_confirm_word(
 ) -> None:
     console, _ = hub
     client, csrf = _operator(console)
-    key_id = next(iter(HubDir(console.setup.path).load_keys().root.roles["policy"].keys)).hex()
+    key_id = next(iter(HubDir(console.setup.path).load_keys().root.roles[Role.POLICY].keys)).hex()
     form = {"scope": "key", "value": key_id[:12], "reason": "leaked", "csrf": csrf}
     page = client.post("/actions/revoke/preview", data=form)
     assert page.status_code == 200
