@@ -32,8 +32,11 @@ $(ORACLE_STAMP): tests/oracle/requirements.txt
 	$(ORACLE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/oracle/requirements.txt
 	touch $@
 
+# CONSOLE=1: after the story, serve the governance console on 127.0.0.1:$(CONSOLE_PORT)
+# and stay up until Ctrl-C (docs/console.md).
+CONSOLE_PORT ?= 8080
 demo: $(STAMP)
-	$(BIN)/python -m hub.demo
+	$(BIN)/python -m hub.demo $(if $(CONSOLE),--console 127.0.0.1:$(CONSOLE_PORT))
 
 ORACLE_ENV = EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python
 

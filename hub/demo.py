@@ -6,10 +6,15 @@ and installed everywhere, decisions are allowed and denied, a forged bundle publ
 straight to the broker is refused by every agent, one device is revoked and denies within
 a second, lineage is shipped and verified at the hub, and with the hub stopped a short-TTL
 bundle expires into deny. Every step runs the real command-line tools a user would.
+
+``make demo CONSOLE=1`` (``python -m hub.demo --console 127.0.0.1:8080``) then starts the
+hub again with the governance console, pushes a fresh bundle to the agents still running,
+prints the console's URL and an operator token, and stays up until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -105,7 +110,10 @@ class Demo:
 
     # --- what a user types ----------------------------------------------------------------
 
-    def start_hub(self) -> None:
+    def start_hub(self, console: str | None = None) -> str | None:
+        """Start ``edge-hub serve`` (with the console on ``console``); return the console's
+        URL when it has one."""
+        extra = ("--console", console) if console else ()
         hub = self.spawn(
             "hub",
             "edge-hub",
@@ -118,6 +126,7 @@ class Demo:
             "1s",
             "--token-ttl",
             "5s",
+            *extra,
         )
         assert hub.stdout is not None
         banner = hub.stdout.readline().strip()
@@ -125,6 +134,12 @@ class Demo:
             raise DemoFailed(f"edge-hub serve did not start; see {self.work / 'hub.log'}")
         self.broker = banner.split("broker ", 1)[1].split(" ", 1)[0]
         say(banner)
+        if not console:
+            return None
+        line = hub.stdout.readline().strip()
+        if not line.startswith("edge-hub serve: console "):
+            raise DemoFailed(f"the console did not start; see {self.work / 'hub.log'}")
+        return line.rsplit(" ", 1)[1]
 
     @property
     def port(self) -> str:
@@ -375,6 +390,43 @@ async def publish_forged(url: str) -> None:
         await connection.publish(topics.bundle_topic("eu-1", channel), forged, retain=True)
 
 
+def serve_console(demo: Demo, listen: str) -> None:
+    """Bring the hub back with the console, heal the fleet with a fresh bundle, print how to
+    log in, and wait for Ctrl-C."""
+    step(f"the governance console: edge-hub serve --console {listen}")
+    url = demo.start_hub(console=listen)
+    run(
+        "edge-hub",
+        "bundle",
+        "push",
+        str(demo.build(3)),
+        "--lift-revocations",
+        "--hub-dir",
+        str(demo.hub_dir),
+    )
+    wait_until(lambda: demo.installed(3), "every agent to install v3")
+    token = run(
+        "edge-hub",
+        "console",
+        "token",
+        "add",
+        "demo-operator",
+        "--role",
+        "operator",
+        "--hub-dir",
+        str(demo.hub_dir),
+    ).stdout.splitlines()[-1]
+    say("bundle v3 pushed; the agents are back to open")
+    print(
+        f"\nconsole: {url}\ntoken:   {token}\n(operator role; Ctrl-C stops the hub, the agents "
+        "and the demo)",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        while demo.processes["hub"].poll() is None:
+            time.sleep(0.5)
+
+
 def show_fleet(demo: Demo) -> None:
     for line in run("edge-hub", "fleet", "--hub-dir", str(demo.hub_dir)).stdout.splitlines():
         say(line)
@@ -389,12 +441,21 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hub.demo", description=__doc__)
+    parser.add_argument(
+        "--console",
+        metavar="HOST:PORT",
+        help="after the story, serve the governance console there until Ctrl-C",
+    )
+    args = parser.parse_args(argv)
     started = time.monotonic()
     with workdir() as work:
         demo = Demo(work)
         try:
             story(demo)
+            if args.console:
+                serve_console(demo, args.console)
         except DemoFailed as exc:
             print(f"\ndemo FAILED: {exc}", file=sys.stderr)
             for log in sorted(work.glob("*.log")):

@@ -28,9 +28,12 @@ from hub.registry import (
     MAX_AUDIT_TEXT,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
+    MAX_STATUS_SPANS,
+    STATUS_SPAN_JOIN_S,
     UNREGISTERED,
     AttestationRecord,
     AuditEntry,
+    ConsoleToken,
     DeviceRecord,
     IssuedFreshness,
     IssuedRevocation,
@@ -39,6 +42,7 @@ from hub.registry import (
     RegistryError,
     RejectionCount,
     RejectionTotal,
+    StatusSpan,
     StoredCheckpoint,
     StoredEntry,
 )
@@ -619,3 +623,72 @@ def test_tree_nodes_are_there_when_a_long_log_is_opened_again(backend: Backend) 
         log = store_log(registry, 700, batch=300)
     with backend.open() as registry:
         assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), 700)
+
+
+# The console (cbase, issue 18): login tokens, status history, the dashboard's fleet rows.
+
+
+def test_console_tokens_are_stored_by_name_once_and_revoked_by_name(
+    registry: Registry, peer: Registry
+) -> None:
+    alice = ConsoleToken("alice", "operator", b"a" * 32, NOW)
+    registry.add_console_token(ConsoleToken("bob", "viewer", b"b" * 32, NOW))
+    registry.add_console_token(alice)
+    with pytest.raises(ConfigError, match="named 'alice' exists already"):
+        registry.add_console_token(ConsoleToken("alice", "viewer", b"c" * 32, NOW))
+    assert [t.name for t in peer.console_tokens()] == ["alice", "bob"]
+    assert peer.console_tokens()[0] == alice
+    assert registry.revoke_console_token("alice")
+    assert not registry.revoke_console_token("alice")
+    assert [t.name for t in peer.console_tokens()] == ["bob"]
+
+
+def test_status_history_extends_a_span_while_heard_from_in_time_and_starts_one_otherwise(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-001"))
+    for at in (NOW, NOW + 30, NOW + 60):
+        registry.record_status(_status(at), b"s%d" % at, at)
+    registry.record_status(_status(NOW + 90, gate="revoked"), b"r", NOW + 90)
+    late = NOW + 90 + STATUS_SPAN_JOIN_S + 1
+    registry.record_status(_status(late, gate="revoked"), b"late", late)
+    registry.record_status(_status(late, gate="revoked"), b"late", late)
+    assert registry.status_history("gw-001") == [
+        StatusSpan(NOW, NOW + 60, True, "open", 3),
+        StatusSpan(NOW + 90, NOW + 90, True, "revoked", 3),
+        StatusSpan(late, late, True, "revoked", 3),
+    ]
+    assert (
+        registry.status_history("gw-001", since=NOW + 61) == registry.status_history("gw-001")[1:]
+    )
+    assert registry.status_history("gw-404") == []
+
+
+def test_status_history_keeps_the_newest_spans_only(registry: Registry) -> None:
+    registry.add_device(_device("gw-001"))
+    for n in range(MAX_STATUS_SPANS + 5):
+        at = NOW + n * 10
+        registry.record_status(_status(at, gate="open" if n % 2 else "revoked"), b"s%d" % n, at)
+    spans = registry.status_history("gw-001")
+    assert len(spans) == MAX_STATUS_SPANS
+    assert spans[-1].since == NOW + (MAX_STATUS_SPANS + 4) * 10
+
+
+def test_console_fleet_rows_join_status_activity_log_forks_and_attestation(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-002", groups=("line-a",)))
+    registry.add_device(_device("gw-001"))
+    registry.record_status(_status(NOW), b"s", NOW + 2)
+    registry.record_attestation(_attestation("gw-001", "pass", NOW + 5))
+    rows = registry.console_fleet()
+    assert [r.device_id for r in rows] == ["gw-001", "gw-002"]
+    first, second = rows
+    assert (first.online, first.gate, first.bundle_version) == (True, "open", 3)
+    assert (first.status_time, first.lineage_size, first.forks) == (NOW, 0, 0)
+    assert first.last_seen == NOW + 5, "a nonce-bound attestation counts as heard from"
+    assert (first.attestation_verdict, first.attested_at) == ("pass", NOW + 5)
+    assert second.groups == ("line-a",)
+    assert (second.gate, second.last_seen, second.attestation_verdict) == (None, None, None)
+    assert registry.console_device("gw-002") == second
+    assert registry.console_device("gw-404") is None

@@ -135,7 +135,8 @@ class ConsoleServer:
         except (OSError, ValueError) as exc:
             sock.close()
             raise ConfigError(
-                f"the console's TLS certificate or key cannot be used: {exc}"
+                f"the console's TLS certificate or key is not usable (give PEM files of one "
+                f"pair: --console-cert, --console-key): {exc}"
             ) from exc
         server = _EmbeddedServer(config)
         self._server, self._socket = server, sock

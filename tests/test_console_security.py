@@ -1,0 +1,225 @@
+"""The console's security, checked on every route the application serves (new routes are
+covered as they are added): logged-out requests refused, viewers refused on every
+state-changing route, CSRF required, cookie flags, security headers on every response,
+hostile strings rendered inert, login rate-limited, tokens stored only as digests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.shipping import DeviceStatus
+from hub.console.app import CSP, create_app
+from hub.registry import DeviceRecord, IssuedRevocation, RejectionCount
+from tests.console_support import Console, add_token, login, make_console
+from tests.factory import NOW
+
+PUBLIC = {("/login", "GET"), ("/login", "POST")}
+"""What a logged-out browser may ask for (besides /static/)."""
+XSS = '<script>alert("x")</script>'
+XSS_ATTR = '"><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    with make_console(tmp_path) as made:
+        yield made
+
+
+def _routes(console: Console) -> list[tuple[str, str]]:
+    """Every (path, method) the console serves, path parameters filled with gw-001."""
+    found = []
+    for route in create_app(console.context).routes:
+        if not isinstance(route, Route):
+            continue
+        path = re.sub(r"\{[^}]+\}", "gw-001", route.path)
+        found += [(path, m) for m in sorted(route.methods or ()) if m != "HEAD"]
+    assert ("/", "GET") in found and ("/devices/gw-001", "GET") in found
+    return found
+
+
+def _posts(console: Console) -> list[str]:
+    return [p for p, m in _routes(console) if m == "POST" and (p, m) not in PUBLIC]
+
+
+def test_every_route_refuses_a_logged_out_request(console: Console) -> None:
+    client = console.client(None)
+    for path, method in _routes(console):
+        if (path, method) in PUBLIC:
+            continue
+        response = client.request(method, path, data={"csrf": "x"})
+        if method == "GET":
+            assert response.status_code == 303, path
+            assert response.headers["location"].startswith("/login?next="), path
+            fragment = client.get(path, headers={"HX-Request": "true"})
+            assert fragment.status_code == 401, path
+        else:
+            assert response.status_code == 401, (method, path)
+
+
+def test_every_state_changing_route_but_logout_refuses_a_viewer(console: Console) -> None:
+    client = console.client("viewer")
+    csrf = console.csrf(client)
+    for path in _posts(console):
+        if path == "/logout":
+            continue
+        response = client.post(path, data={"csrf": csrf}, headers={"X-CSRF-Token": csrf})
+        assert response.status_code == 403, path
+        assert "needs an operator token" in response.text, path
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
+    console: Console, role: str
+) -> None:
+    client = console.client(role)
+    posts = _posts(console)
+    assert "/logout" in posts
+    for path in posts:
+        if role == "viewer" and path != "/logout":
+            continue
+        for data, headers in (
+            ({}, {}),
+            ({"csrf": "wrong"}, {}),
+            ({}, {"X-CSRF-Token": "wrong"}),
+            ({"csrf": console.csrf(client)}, {"X-CSRF-Token": "wrong"}),
+        ):
+            response = client.post(path, data=data, headers=headers)
+            assert response.status_code == 403, (path, data, headers)
+            assert "security token is missing or out of date" in response.text
+    assert client.get("/").status_code == 200, "a refused logout must not log out"
+
+
+def test_the_login_form_refuses_a_missing_or_wrong_csrf_value(console: Console) -> None:
+    token = add_token(console.registry, "alice", "operator")
+    client = console.client(None)
+    client.get("/login")
+    for data in ({"token": token}, {"token": token, "csrf": "wrong"}):
+        response = client.post("/login", data=data)
+        assert response.status_code == 403
+        assert "edgegov_session" not in response.headers.get("set-cookie", "")
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_session_cookie_is_httponly_samesite_strict_and_secure_under_tls(
+    tmp_path: Path, secure: bool
+) -> None:
+    with make_console(tmp_path, secure=secure) as console:
+        client = console.client(None, secure=secure)
+        form = client.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf
+        token = add_token(console.registry, "alice", "viewer")
+        response = client.post("/login", data={"token": token, "csrf": csrf.group(1)})
+        cookies = [c for c in response.headers.get_list("set-cookie") if "edgegov_session=" in c]
+        assert len(cookies) == 1
+        flags = {f.strip().lower() for f in cookies[0].split(";")[1:]}
+        assert "httponly" in flags
+        assert "samesite=strict" in flags
+        assert ("secure" in flags) is secure
+
+
+def test_every_response_carries_the_security_headers(console: Console) -> None:
+    anonymous, viewer = console.client(None), console.client("viewer")
+    responses = [
+        anonymous.get("/login"),
+        anonymous.get("/"),
+        anonymous.post("/logout"),
+        anonymous.get("/static/console.css"),
+        anonymous.get("/nowhere"),
+        viewer.get("/devices?state=bad"),
+        viewer.get("/devices/none"),
+        viewer.put("/"),
+    ]
+    responses += [viewer.request(m, p) for p, m in _routes(console)]
+    for response in responses:
+        headers = response.headers
+        assert headers["content-security-policy"] == CSP, response.url
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+    assert "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP
+
+
+def test_no_page_carries_inline_script_or_style(console: Console) -> None:
+    client = console.client("operator")
+    for path, method in _routes(console):
+        if method != "GET":
+            continue
+        page = client.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page), path
+        assert "<style" not in page and " style=" not in page, path
+        assert not re.search(r"\son[a-z]+=", page), path
+
+
+def test_an_unexpected_failure_is_a_500_page_without_a_traceback(console: Console) -> None:
+    class Broken:
+        def __getattr__(self, name: str) -> object:
+            return getattr(console.registry, name)
+
+        def console_fleet(self) -> object:
+            raise RuntimeError("disk on fire at /secret/path")
+
+    client = console.client("viewer")
+    console.context.registry = Broken()  # type: ignore[assignment]
+    response = TestClient(
+        create_app(console.context), raise_server_exceptions=False, cookies=client.cookies
+    ).get("/")
+    assert response.status_code == 500
+    assert "the hub&#39;s log says why" in response.text
+    assert "/secret/path" not in response.text and "Traceback" not in response.text
+    assert response.headers["content-security-policy"] == CSP
+
+
+def test_hostile_strings_from_devices_are_rendered_as_text(console: Console) -> None:
+    registry = console.registry
+    for device_id in (XSS, XSS_ATTR):
+        registry.add_device(
+            DeviceRecord(device_id, "eu-1", (XSS_ATTR,), "p", PrivateKey.generate().public)
+        )
+        registry.record_status(
+            DeviceStatus(device_id, NOW - 5, True, 1, NOW + 60, XSS, 1, 1), b"s", NOW - 5
+        )
+        registry.add_rejections([RejectionCount(device_id, XSS, 1, XSS)], NOW - 5)
+    registry.record_revocation(IssuedRevocation("eu-1", 1, "region", "eu-1", XSS, b"r", NOW))
+    client = console.client("viewer")
+    pages = [client.get("/"), client.get("/devices")]
+    pages += [client.get(f"/devices/{d}") for d in ("%3Cscript%3Ealert(%22x%22)%3C%2Fscript%3E",)]
+    pages.append(client.get("/devices/" + XSS_ATTR.replace(">", "%3E").replace("<", "%3C")))
+    for page in pages:
+        assert page.status_code == 200, page.url
+        assert XSS not in page.text and XSS_ATTR not in page.text, page.url
+        assert "<img" not in page.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[-1].text
+
+
+def test_login_is_rate_limited_per_client_address(console: Console) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+    for _ in range(5):
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        assert (
+            client.post("/login", data={"token": "egc_guess", "csrf": csrf.group(1)}).status_code
+            == 401
+        )
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    response = client.post("/login", data={"token": token, "csrf": csrf.group(1)})
+    assert response.status_code == 429
+    assert "Too many login attempts" in response.text
+
+
+def test_tokens_are_stored_only_as_digests(console: Console) -> None:
+    token = add_token(console.registry, "alice", "operator")
+    stored = (console.setup.path / "hub.db").read_bytes()
+    wal = console.setup.path / "hub.db-wal"
+    stored += wal.read_bytes() if wal.exists() else b""
+    assert token.encode() not in stored
+    login(console.client(None), token)
