@@ -7,7 +7,7 @@ shipped to a hub registry exactly as the agent ships it (``LineageLog.unacknowle
 signed note at the batch's end, 512 entries a batch; the hub verifies, cosigns and stores
 each batch, ``hub.core.ingest`` + ``hub.core.witness`` + ``store_batch``), for random entries:
 
-- **hub receipt**: ``hub.cli.receipts.hub_receipt``, what ``edge-hub lineage receipt`` runs
+- **hub receipt**: ``hub.core.receipts.hub_receipt``, what ``edge-hub lineage receipt`` runs
   once the registry is open: the newest cosigned checkpoint covering the entry (its device
   signature and cosignature checked), the entry, the inclusion path from the registry's tree
   nodes (checked against the root), the COSE receipt signed by the witness key;
@@ -71,8 +71,8 @@ from edge_agent.protocol.receipt import build_receipt, verify_receipt  # noqa: E
 from edge_agent.protocol.shipping import LineageBatch, sign_batch  # noqa: E402
 from edge_agent.protocol.topics import DeviceLeaf  # noqa: E402
 from edge_agent.support.mqtt import Incoming  # noqa: E402
-from hub.cli.receipts import hub_receipt  # noqa: E402
 from hub.core.ingest import ingest_batch  # noqa: E402
+from hub.core.receipts import hub_receipt  # noqa: E402
 from hub.core.witness import witness_accepted  # noqa: E402
 from hub.registry import DeviceRecord, Registry  # noqa: E402
 from hub.registry.backends import open_registry  # noqa: E402

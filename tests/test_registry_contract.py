@@ -8,6 +8,7 @@ backend does (its files, its schema versions) lives in that backend's own tests.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,9 +47,11 @@ from hub.registry import (
     StoredCheckpoint,
     StoredEntry,
 )
+from hub.registry.lineage_records import LineageHit, LineageQuery
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence
 from hub.registry.sqlite import SqliteRegistry
 from tests.factory import NOW
+from tests.lineage_search_support import add_varied, expected_hit, ship
 from tests.lineage_sim import DeviceLogSim, assert_same_proofs, reference_nodes, store_log
 
 
@@ -623,6 +626,134 @@ def test_tree_nodes_are_there_when_a_long_log_is_opened_again(backend: Backend) 
         log = store_log(registry, 700, batch=300)
     with backend.open() as registry:
         assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), 700)
+
+
+# Lineage search.
+
+
+def _search_fleet(registry: Registry) -> dict[str, DeviceLogSim]:
+    """gw-001 (group line-a, 40 entries from NOW) and gw-002 (line-b, 40 from NOW + 5),
+    shipped in two batches each."""
+    sims = {}
+    for device_id, group, start_time in (("gw-001", "line-a", NOW), ("gw-002", "line-b", NOW + 5)):
+        sim = DeviceLogSim(device_id)
+        registry.add_device(
+            DeviceRecord(device_id, "eu-1", (group,), "generic", sim.key.public, 1, NOW)
+        )
+        add_varied(sim, 40, start_time=start_time)
+        ship(registry, sim, 0, 25)
+        ship(registry, sim, 25, 40)
+        sims[device_id] = sim
+    return sims
+
+
+def _all_hits() -> list[LineageHit]:
+    hits = [expected_hit("gw-001", seq) for seq in range(40)]
+    hits += [expected_hit("gw-002", seq, NOW + 5) for seq in range(40)]
+    return sorted(hits, key=lambda h: (h.time, h.device, h.seq), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "query", "keep"),
+    [
+        ("nothing", LineageQuery(), lambda h: True),
+        ("device", LineageQuery(device="gw-002"), lambda h: h.device == "gw-002"),
+        ("group", LineageQuery(group="line-a"), lambda h: h.device == "gw-001"),
+        ("since", LineageQuery(since=NOW + 200), lambda h: h.time >= NOW + 200),
+        ("until", LineageQuery(until=NOW + 105), lambda h: h.time < NOW + 105),
+        ("deny", LineageQuery(allowed=False), lambda h: not h.allowed),
+        ("kind", LineageQuery(kind="decision"), lambda h: True),
+        ("reason", LineageQuery(reason="policy_denied"), lambda h: h.reason == "policy_denied"),
+        ("rule", LineageQuery(rule="rule-2"), lambda h: h.rule == "rule-2"),
+        ("subject", LineageQuery(subject="user:ops"), lambda h: h.subject == "user:ops"),
+        ("action", LineageQuery(action="read"), lambda h: h.action == "read"),
+        (
+            "resource prefix",
+            LineageQuery(resource_prefix="/opt/camera/"),
+            lambda h: (h.resource or "").startswith("/opt/camera/"),
+        ),
+        ("glob characters are literal", LineageQuery(resource_prefix="/opt/*"), lambda h: False),
+        ("version", LineageQuery(bundle_version=7), lambda h: h.bundle_version == 7),
+        (
+            "three filters",
+            LineageQuery(group="line-b", allowed=True, action="exec"),
+            lambda h: h.device == "gw-002" and h.allowed and h.action == "exec",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_lineage_search_returns_exactly_the_matching_entries_newest_first(
+    registry: Registry, name: str, query: LineageQuery, keep: Callable[[LineageHit], bool]
+) -> None:
+    _search_fleet(registry)
+    assert list(registry.iter_lineage(query)) == [h for h in _all_hits() if keep(h)]
+
+
+def test_lineage_pages_follow_the_cursor_without_gaps_or_repeats_while_entries_arrive(
+    registry: Registry,
+) -> None:
+    sims = _search_fleet(registry)
+    seen: list[LineageHit] = []
+    page = registry.search_lineage(LineageQuery(), limit=7)
+    seen.extend(page.hits)
+    add_varied(sims["gw-001"], 20, start_time=NOW - 300)
+    ship(registry, sims["gw-001"], 40, 60)
+    while page.next is not None:
+        page = registry.search_lineage(LineageQuery(), after=page.next, limit=7)
+        seen.extend(page.hits)
+    before = _all_hits()
+    arrived = [expected_hit("gw-001", seq, NOW - 300) for seq in range(40, 60)]
+    assert len(seen) == len(set(seen)) == len(before) + len(arrived)
+    assert [h for h in seen if h in before] == before
+    assert seen == sorted(seen, key=lambda h: (h.time, h.device, h.seq), reverse=True)
+
+
+def test_a_lineage_hit_is_found_by_device_and_seq(registry: Registry) -> None:
+    _search_fleet(registry)
+    assert registry.lineage_hit("gw-002", 17) == expected_hit("gw-002", 17, NOW + 5)
+    assert registry.lineage_hit("gw-002", 40) is None
+    with pytest.raises(ValueError, match="1 to 500"):
+        registry.search_lineage(LineageQuery(), limit=0)
+
+
+def test_lineage_search_rows_are_rebuilt_for_a_registry_from_before_them(
+    backend: Backend, tmp_path: Path
+) -> None:
+    with backend.open() as registry:
+        _search_fleet(registry)
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        db.execute("DROP TABLE lineage_search")
+    with backend.open() as registry:
+        assert list(registry.iter_lineage(LineageQuery())) == _all_hits()
+
+
+def test_a_batch_stored_without_its_decoded_entries_is_searchable_the_same(
+    registry: Registry,
+) -> None:
+    sim = DeviceLogSim("gw-001")
+    registry.add_device(DeviceRecord("gw-001", "eu-1", (), "generic", sim.key.public, 1, NOW))
+    add_varied(sim, 12)
+    accepted = _accepted(registry, sim, 0, 12)
+    assert registry.store_batch(replace(accepted, decoded=()), expected_size=0, received_at=NOW)
+    assert list(registry.iter_lineage(LineageQuery())) == [
+        expected_hit("gw-001", seq) for seq in reversed(range(12))
+    ]
+
+
+@pytest.mark.parametrize("silent", [0, 150], ids=["large group", "small group"])
+def test_a_group_search_finds_its_devices_entries_whatever_the_groups_share(
+    registry: Registry, silent: int
+) -> None:
+    _search_fleet(registry)
+    with registry.write_group():
+        for i in range(silent):
+            registry.add_device(_device(f"quiet-{i:03d}", groups=("line-c",)))
+    query = LineageQuery(group="line-b", allowed=False)
+    expected = [h for h in _all_hits() if h.device == "gw-002" and not h.allowed]
+    assert list(registry.iter_lineage(query)) == expected
+    page = registry.search_lineage(query, limit=4)
+    assert page.hits == tuple(expected[:4])
+    assert registry.search_lineage(query, after=page.next, limit=4).hits == tuple(expected[4:8])
 
 
 # The console (cbase, issue 18): login tokens, status history, the dashboard's fleet rows.

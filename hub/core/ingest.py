@@ -35,7 +35,7 @@ from edge_agent.errors import LineageError
 from edge_agent.protocol.checkpoint import Checkpoint, verify_checkpoint
 from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.lineage_entries import ChainVerifier
+from edge_agent.protocol.lineage_entries import ChainVerifier, Entry
 from edge_agent.protocol.merkle import HASH_SIZE, Node
 from edge_agent.protocol.shipping import LineageBatch, ShippingError, verify_batch
 from hub.core.codes import RejectCode
@@ -154,9 +154,10 @@ def ingest_opened(
     new_entries = batch.entries[max(overlap, 0) :]
     verifier = ChainVerifier(log.frontier, log.last_hash)
     nodes: list[Node] = []
+    decoded: list[Entry] = []
     for offset, entry in enumerate(new_entries):
         try:
-            verifier.feed(log.size + offset, entry)
+            decoded.append(verifier.feed(log.size + offset, entry))
             if len(verifier.closed) > _STORED_PREFIX:
                 nodes.extend(_stored_nodes(log.size + offset, verifier.closed))
         except LineageError as exc:
@@ -172,7 +173,9 @@ def ingest_opened(
         )
     assert verifier.prev is not None
     new_log = DeviceLog(end, verifier.frontier, verifier.prev, batch.checkpoint)
-    return Accepted(device, log.size, tuple(new_entries), new_log, checkpoint, tuple(nodes))
+    return Accepted(
+        device, log.size, tuple(new_entries), new_log, checkpoint, tuple(nodes), tuple(decoded)
+    )
 
 
 _STORED_PREFIX = STORED_NODE_LEVEL * HASH_SIZE

@@ -32,6 +32,7 @@ from edge_agent.errors import StateError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.merkle import NodeFetcher
 from edge_agent.protocol.shipping import DeviceStatus
+from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
 from hub.registry.records import (
     Accepted,
     AttestationRecord,
@@ -99,7 +100,7 @@ class Registry(Protocol):
     Methods are grouped by concern: lifecycle and transactions; devices (registration,
     status, activity); publications (bundles, channels, revocations, freshness); device
     logs (lineage batches, entries, checkpoints, forks); attestation (challenges, results,
-    TPM attestation keys); rejections; the fleet view.
+    TPM attestation keys); rejections; the fleet view; the lineage search.
     """
 
     # Lifecycle and transactions.
@@ -479,4 +480,31 @@ class Registry(Protocol):
         Raises:
             ValueError: ``limit`` is not between 1 and :data:`MAX_AUDIT_PAGE`.
         """
+        ...
+
+    # Lineage search.
+
+    def search_lineage(
+        self, query: LineageQuery, *, after: LineageCursor | None = None, limit: int = 50
+    ) -> LineagePage:
+        """One page of the stored entries of every device that match ``query``: at most
+        ``limit`` hits, newest first by (time, device, seq), strictly after ``after`` in
+        that order (keyset pagination: a page costs the same wherever it is, and entries
+        stored meanwhile never repeat or skip a hit of the pages after). Every stored entry
+        is searchable from the transaction that stored it.
+
+        Raises:
+            ValueError: ``limit`` is not 1 to 500.
+            RegistryError: unreadable or damaged.
+        """
+        ...
+
+    def iter_lineage(self, query: LineageQuery) -> Iterator[LineageHit]:
+        """Every hit of ``query`` in the order of :meth:`search_lineage`, a bounded page at
+        a time (memory does not grow with the result; for exports)."""
+        ...
+
+    def lineage_hit(self, device: str, seq: int) -> LineageHit | None:
+        """The search columns of ``device``'s stored entry ``seq``; ``None`` when the hub
+        holds no such entry."""
         ...

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from edge_agent.protocol.checkpoint import Checkpoint
 from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.lineage_entries import GENESIS_PREV
+from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, Node
 
 __all__ = [
@@ -239,6 +239,9 @@ class Accepted:
     checkpoint: Checkpoint
     nodes: tuple[Node, ...] = ()
     """The perfect nodes of level :data:`STORED_NODE_LEVEL` and up the new entries closed."""
+    decoded: tuple[Entry, ...] = ()
+    """``entries`` as verification decoded them, in order (the registry's search columns
+    come from them); empty when the caller kept only the bytes (then they are decoded)."""
 
     @property
     def acked(self) -> int:

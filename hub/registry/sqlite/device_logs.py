@@ -18,6 +18,7 @@ from hub.registry.records import (
     StoredEntry,
     StoredLog,
 )
+from hub.registry.sqlite.lineage_search import store_search_rows
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
 from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
 
@@ -122,6 +123,7 @@ class DeviceLogTables(SqliteTransactions):
                     for i, data in enumerate(accepted.entries)
                 ],
             )
+            store_search_rows(db, accepted)
             db.execute(
                 "INSERT OR REPLACE INTO lineage_state VALUES (?, ?, ?, ?, ?, ?)",
                 (

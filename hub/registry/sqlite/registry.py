@@ -4,8 +4,8 @@ timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections, the fleet view and the operator audit
-log. Open it through
+publications, device logs, attestation, rejections, the fleet view, the lineage search and
+the operator audit log. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -22,6 +22,7 @@ from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleet
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
+from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
 from hub.registry.sqlite.publications import PublicationTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
@@ -42,13 +43,15 @@ class SqliteRegistry(
     FleetView,
     AuditLogTables,
     ConsoleFleetTables,
+    LineageSearchTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
     @classmethod
     def open(cls, path: Path) -> SqliteRegistry:
         """Open (creating if needed) the registry at ``path``; store the tree nodes of
-        device logs written before the registry kept them (:func:`.tree_nodes.backfill`).
+        device logs written before the registry kept them (:func:`.tree_nodes.backfill`),
+        and their lineage search rows (:func:`.lineage_search.ensure_search`).
 
         Raises:
             RegistryError: it cannot be opened, it is another program's database, or a
@@ -76,6 +79,7 @@ class SqliteRegistry(
         try:
             for device in backfill(db, path):
                 logger.info("tree nodes of %s's log stored (registry from before them)", device)
+            ensure_search(db, path)
         except RegistryError:
             db.close()
             raise
