@@ -14,7 +14,6 @@ CI must run them.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,15 @@ import pytest
 from tests.console_fleet import XSS, ConsoleFleet, console_fleet
 
 try:
-    from playwright.sync_api import Browser, Dialog, Page, Playwright, Route, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        Dialog,
+        Page,
+        Playwright,
+        Route,
+        StorageState,
+        sync_playwright,
+    )
 except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -107,8 +114,27 @@ class Session:
             self.page.reload()
 
 
-def _open_session(browser: Browser, url: str, shots: Path, token: str) -> Iterator[Session]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+@pytest.fixture(scope="module")
+def logins(browser: Browser, fleet: ConsoleFleet) -> dict[str, StorageState]:
+    """One login per role for the whole module, through the login form (the console allows
+    a client address 5 logins before it slows them down)."""
+    states = {}
+    for role, token in [("operator", fleet.operator_token), ("viewer", fleet.viewer_token)]:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(fleet.url + "login")
+        page.fill("#token", token)
+        page.click("button[type=submit]")
+        page.wait_for_url(fleet.url)
+        states[role] = context.storage_state()
+        context.close()
+    return states
+
+
+def _open_session(
+    browser: Browser, url: str, shots: Path, state: StorageState
+) -> Iterator[Session]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, storage_state=state)
     page = context.new_page()
     session = Session(page, url, shots)
 
@@ -126,10 +152,7 @@ def _open_session(browser: Browser, url: str, shots: Path, token: str) -> Iterat
 
     context.route("**/*", intercept)
     page.on("dialog", on_dialog)
-    session.go("/login")
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/$"))
+    session.go("/")
     try:
         yield session
     finally:
@@ -140,13 +163,17 @@ def _open_session(browser: Browser, url: str, shots: Path, token: str) -> Iterat
 
 
 @pytest.fixture
-def operator(browser: Browser, fleet: ConsoleFleet, shots: Path) -> Iterator[Session]:
-    yield from _open_session(browser, fleet.url, shots, fleet.operator_token)
+def operator(
+    browser: Browser, fleet: ConsoleFleet, shots: Path, logins: dict[str, StorageState]
+) -> Iterator[Session]:
+    yield from _open_session(browser, fleet.url, shots, logins["operator"])
 
 
 @pytest.fixture
-def viewer(browser: Browser, fleet: ConsoleFleet, shots: Path) -> Iterator[Session]:
-    yield from _open_session(browser, fleet.url, shots, fleet.viewer_token)
+def viewer(
+    browser: Browser, fleet: ConsoleFleet, shots: Path, logins: dict[str, StorageState]
+) -> Iterator[Session]:
+    yield from _open_session(browser, fleet.url, shots, logins["viewer"])
 
 
 def _state_of(session: Session, device: str) -> str:
@@ -261,3 +288,60 @@ def test_payloads_in_device_ids_and_reasons_are_shown_as_text_and_run_nothing(
     page.click("#revoke button[type=submit]")
     _assert_inert(operator, "reason")
     operator.shot("xss-reason")
+
+
+# Lineage, decision, proof.
+
+
+def test_a_decision_found_in_the_lineage_opens_its_receipt_green_and_tampered_red(
+    viewer: Session,
+) -> None:
+    page = viewer.page
+    viewer.go("/lineage")
+    page.fill("input[name=device]", "gw-001")
+    page.fill("input[name=resource]", "/opt/camera/")
+    page.click("form.search button[type=submit]")
+    assert "device=gw-001" in page.url and "resource=%2Fopt%2Fcamera%2F" in page.url
+    hits = page.locator("table.hits tbody tr")
+    assert hits.count() == 1 and "camera-exec" in hits.first.inner_text()
+    viewer.shot("lineage")
+    hits.first.locator("td").nth(2).locator("a").click()
+    assert page.locator("h1").inner_text().startswith("Entry ")
+    opener = page.locator("a", has_text="Open it in the proof viewer")
+    viewer.wait_for(lambda: opener.count() == 1, "a checkpoint covering the decision")
+    viewer.shot("decision")
+    opener.click()
+    verdict = page.locator("section.verdict h2")
+    assert verdict.inner_text() == "VERIFIED"
+    assert page.locator("tr.step-failed").count() == 0
+    assert page.locator("tr.step-held").count() >= 6
+    viewer.shot("proof-verified")
+    page.goto(page.url + "&format=tlog-proof")
+    assert verdict.inner_text() == "VERIFIED"
+    lines = page.input_value("#proof-text").split("\n")
+    assert lines[0] == "c2sp.org/tlog-proof@v1" and lines[2].startswith("index ")
+    first_hash = lines[3]
+    lines[3] = ("B" if first_hash[0] == "A" else "A") + first_hash[1:]
+    page.fill("#proof-text", "\n".join(lines))
+    page.click("main form button[type=submit]")
+    assert verdict.inner_text() == "NOT VERIFIED"
+    assert page.locator("tr.step-failed code").inner_text() == "root"
+    assert "Step root failed" in page.locator("section.verdict p.bad").inner_text()
+    viewer.shot("proof-tampered")
+
+
+def test_payloads_in_resource_strings_and_rule_ids_are_shown_as_text_and_run_nothing(
+    viewer: Session,
+) -> None:
+    page = viewer.page
+    viewer.go("/lineage?device=gw-001&resource=" + quote("<img", safe=""))
+    hits = page.locator("table.hits tbody tr")
+    assert hits.count() == 1
+    _assert_inert(viewer, "resource")
+    hits.first.locator("td").nth(2).locator("a").click()
+    _assert_inert(viewer, "resource")
+    viewer.shot("xss-resource")
+    rule = XSS.format(where="rule")
+    viewer.go("/lineage?rule=" + quote(rule, safe=""))
+    assert page.locator("#xss-rule").count() == 0
+    assert page.input_value("input[name=rule]") == rule
