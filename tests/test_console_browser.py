@@ -14,6 +14,7 @@ CI must run them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -345,3 +346,30 @@ def test_payloads_in_resource_strings_and_rule_ids_are_shown_as_text_and_run_not
     viewer.go("/lineage?rule=" + quote(rule, safe=""))
     assert page.locator("#xss-rule").count() == 0
     assert page.input_value("input[name=rule]") == rule
+
+
+def test_a_signed_bundle_uploaded_in_the_console_reaches_the_devices_it_names(
+    operator: Session, fleet: ConsoleFleet
+) -> None:
+    page = operator.page
+    bundle = fleet.demo.build(2)
+    operator.go("/actions")
+    page.set_input_files("#push-bundle", str(bundle))
+    page.click("#push button[type=submit]")
+    assert page.locator("#outcome").inner_text() == "refused"
+    assert "would lift" in page.locator("#detail").inner_text()
+    operator.go("/actions")
+    page.set_input_files("#push-bundle", str(bundle))
+    page.check("input[name=lift_revocations]")
+    page.click("#push button[type=submit]")
+    assert page.locator("h1").inner_text() == "Confirm: push bundle version 2"
+    assert page.locator("#reached li").all_inner_texts() == ["gw-001", "gw-002", "gw-003"]
+    operator.shot("push-confirm")
+    page.click("main form button[type=submit]")
+    assert page.locator("#outcome").inner_text() == "done"
+    operator.go("/devices")
+    operator.wait_for(
+        lambda: page.locator("td", has_text=re.compile(r"^v2$")).count() == 3,
+        "every device to run v2",
+    )
+    assert _state_of(operator, "gw-003") == "open"
