@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, TransportError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
@@ -28,7 +28,7 @@ from hub.console.operations import Published
 from hub.core.publications import Publication
 from hub.core.push import PushPlan, resolve_key_id, revocation_region
 from hub.hubdir.layout import HubDir, HubKeys
-from hub.registry import DeviceRecord, IssuedRevocation, Registry
+from hub.registry import DeviceRecord, IssuedRevocation, Registry, RegistryError
 from hub.service import governance
 from tests.console_support import Console, make_console
 from tests.factory import NOW
@@ -527,3 +527,53 @@ def test_what_operators_type_is_shown_in_the_audit_log_as_text(
     page = console.client("viewer").get("/audit")
     assert payload not in page.text
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page.text
+
+
+# Failures.
+
+
+def test_an_action_that_breaks_is_audited_as_failed_before_the_error_propagates(
+    hub: tuple[Console, HubSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console, sim = hub
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the hub's loop is gone")
+
+    monkeypatch.setattr(sim, "revoke", broken)
+    client, csrf = _operator(console)
+    with pytest.raises(RuntimeError, match="loop is gone"):
+        client.post("/actions/revoke", data={**REVOKE_GW2, "region": "eu-1", "csrf": csrf})
+    (entry,) = console.registry.audit_log()
+    assert (entry.outcome, entry.detail) == ("failed", "internal error (RuntimeError)")
+
+
+def test_an_action_whose_audit_record_cannot_be_written_is_not_carried_out(
+    hub: tuple[Console, HubSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console, sim = hub
+
+    def full(**fields: object) -> int:
+        raise RegistryError("cannot record an operator action: database or disk is full")
+
+    monkeypatch.setattr(console.registry, "begin_action", full)
+    client, csrf = _operator(console)
+    with pytest.raises(RegistryError, match="disk is full"):
+        client.post("/actions/revoke", data={**REVOKE_GW2, "region": "eu-1", "csrf": csrf})
+    assert console.registry.current_revocations() == [] and sim.published == []
+
+
+def test_a_hub_that_cannot_reach_its_broker_makes_the_action_failed_saying_so(
+    hub: tuple[Console, HubSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console, sim = hub
+
+    async def offline(device_id: str) -> Challenge:
+        raise TransportError("the hub is not connected to its broker: no challenge sent")
+
+    monkeypatch.setattr(sim, "challenge", offline)
+    client, csrf = _operator(console)
+    response = client.post("/actions/challenge", data={"device": "gw-001", "csrf": csrf})
+    assert response.status_code == 500 and "not connected to its broker" in response.text
+    (entry,) = console.registry.audit_log()
+    assert entry.outcome == "failed" and "not connected" in entry.detail
