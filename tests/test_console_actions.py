@@ -577,3 +577,42 @@ def test_a_hub_that_cannot_reach_its_broker_makes_the_action_failed_saying_so(
     assert response.status_code == 500 and "not connected to its broker" in response.text
     (entry,) = console.registry.audit_log()
     assert entry.outcome == "failed" and "not connected" in entry.detail
+
+
+def test_a_confirmed_key_revocation_must_name_a_key_of_the_current_root(
+    hub: tuple[Console, HubSim],
+) -> None:
+    console, sim = hub
+    client, csrf = _operator(console)
+    form = {
+        "scope": "key",
+        "value": "ab" * 32,
+        "region": "eu-1",
+        "reason": "leaked",
+        "confirm": "revoke",
+        "csrf": csrf,
+    }
+    response = client.post("/actions/revoke", data=form)
+    assert response.status_code == 400 and "matches 0 keys" in response.text
+    assert console.registry.current_revocations() == [] and sim.published == []
+    (entry,) = console.registry.audit_log()
+    assert entry.outcome == "refused"
+
+
+def test_a_bundle_version_is_revoked_as_the_number_it_is(hub: tuple[Console, HubSim]) -> None:
+    console, _ = hub
+    client, csrf = _operator(console)
+    data = _bundle_file(console, 7)
+    client.post(
+        "/actions/push",
+        data={
+            "csrf": csrf,
+            "digest": hashlib.sha256(data).hexdigest(),
+            "bundle": base64.b64encode(data).decode(),
+        },
+    )
+    form = {"scope": "bundle", "value": "007", "reason": "bad policy", "csrf": csrf}
+    page = client.post("/actions/revoke/preview", data=form)
+    assert page.status_code == 200 and 'name="value" value="7"' in page.text
+    too_long = client.post("/actions/revoke/preview", data={**form, "value": "9" * 20})
+    assert too_long.status_code == 400 and "whole number" in too_long.text

@@ -61,6 +61,7 @@ MAX_REASON_CHARS = 500
 MAX_NAME_CHARS = 128
 MAX_PEM_CHARS = 4096
 MAX_GROUPS = 32
+MAX_VERSION_DIGITS = 19
 MAX_UPLOAD_FORM_BYTES = MAX_BUNDLE_BYTES + 64 * 1024
 """A preview's multipart body: the bundle file and a few fields."""
 MAX_CONFIRM_FORM_BYTES = (MAX_BUNDLE_BYTES * 4) // 3 + 64 * 1024
@@ -205,7 +206,8 @@ async def revoke(request: Request) -> Response:
         raise BadRequest(f"type {CONFIRM_WORD!r} to confirm a revocation nothing undoes")
 
     async def work() -> str:
-        issued, published = await actions.revoke((kind, value), region=region, reason=reason)
+        key = actions.resolve_key(value) if kind is RevocationKind.KEY else value
+        issued, published = await actions.revoke((kind, key), region=region, reason=reason)
         return (
             f"revocation epoch {issued.epoch} of {issued.region}: {issued.kind} "
             f"{issued.value} recorded; {published.describe()}"
@@ -224,8 +226,10 @@ def _revocation_input(
     value = _text(form, "value", MAX_NAME_CHARS).strip()
     if not value:
         raise BadRequest(f"name the {scope} to revoke")
-    if kind is RevocationKind.BUNDLE and not (value.isdigit() and int(value) >= 1):
-        raise BadRequest("a bundle version is a whole number, 1 or more")
+    if kind is RevocationKind.BUNDLE:
+        if not (value.isdigit() and len(value) <= MAX_VERSION_DIGITS and int(value) >= 1):
+            raise BadRequest("a bundle version is a whole number, 1 or more")
+        value = str(int(value))
     reason = _text(form, "reason", MAX_REASON_CHARS).strip()
     if not reason:
         raise BadRequest("give a reason: devices log it and operators read it in the audit log")
