@@ -503,6 +503,7 @@ def test_the_audit_log_pages_newest_first_and_viewers_may_read_it(
     first = viewer.get("/audit")
     assert first.status_code == 200
     assert "gw-054" in first.text and "gw-005" in first.text and "gw-004" not in first.text
+    assert "gw-054" in viewer.get("/audit?before=" + "9" * 19).text
     older = viewer.get("/audit?before=6")
     assert "gw-004" in older.text and "gw-000" in older.text and "Older" not in older.text
     assert console.client(None).get("/audit").status_code in (303, 401)

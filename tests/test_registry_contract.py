@@ -492,6 +492,7 @@ def test_the_audit_log_is_paged_newest_first_by_id_across_handles(
     assert [e.target for e in second] == ["gw-003", "gw-002", "gw-001"]
     assert [e.target for e in registry.audit_log(before=second[-1].id, limit=3)] == ["gw-000"]
     assert registry.audit_log(before=ids[0]) == []
+    assert registry.audit_log(before=2**64, limit=1) == registry.audit_log(limit=1)
     for limit in (0, MAX_AUDIT_PAGE + 1):
         with pytest.raises(ValueError, match="audit page"):
             registry.audit_log(limit=limit)

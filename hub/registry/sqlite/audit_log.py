@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS operator_audit (
 """Created when missing, so a registry from before the console gains it when opened."""
 
 PENDING = "pending"
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: no id is above it, so a larger ``before`` is the same as none."""
 
 
 class AuditLogTables(SqliteTransactions):
@@ -64,7 +66,7 @@ class AuditLogTables(SqliteTransactions):
         rows = self._read(
             "SELECT id, at, operator, action, target, reason, outcome, detail, finished_at "
             "FROM operator_audit WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before if before is not None else 2**63 - 1, limit),
+            (MAX_ID if before is None else min(before, MAX_ID), limit),
         )
         return [
             AuditEntry(
