@@ -95,16 +95,8 @@ def _actions(request: Request) -> HubActions:
 async def actions_page(request: Request) -> Response:
     """The four action forms."""
     require_operator(request)
-    context = console_context(request)
-    return render(
-        request,
-        "actions.html",
-        {
-            "devices": context.registry.devices(),
-            "kinds": list(KINDS),
-            "available": context.actions is not None,
-        },
-    )
+    available = console_context(request).actions is not None
+    return render(request, "actions.html", {"kinds": list(KINDS), "available": available})
 
 
 # Push.

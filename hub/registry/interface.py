@@ -474,8 +474,9 @@ class Registry(Protocol):
 
     def audit_log(self, *, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
         """The newest ``limit`` actions with an id below ``before`` (all when ``None``, or
-        when ``before`` is above every id an entry can have), newest first: a page, and the last entry's id is where the next page starts
-        (keyset paging, so a page costs the same anywhere in the log).
+        when ``before`` is above every id an entry can have), newest first: a page, and the
+        last entry's id is where the next page starts (keyset paging, so a page costs the
+        same anywhere in the log).
 
         Raises:
             ValueError: ``limit`` is not between 1 and :data:`MAX_AUDIT_PAGE`.
