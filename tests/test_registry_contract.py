@@ -26,12 +26,15 @@ from edge_agent.protocol.shipping import DeviceStatus
 from hub.core.ingest import ingest_batch
 from hub.registry import (
     FLEET_EXAMPLES,
+    MAX_AUDIT_PAGE,
+    MAX_AUDIT_TEXT,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
     MAX_STATUS_SPANS,
     STATUS_SPAN_JOIN_S,
     UNREGISTERED,
     AttestationRecord,
+    AuditEntry,
     ConsoleToken,
     DeviceRecord,
     FleetCount,
@@ -454,6 +457,71 @@ def test_a_tpm_attestation_key_is_set_replaced_and_removed(registry: Registry) -
     assert registry.tpm_ak("gw-001") is None
 
 
+# Operator audit log.
+
+
+def test_an_action_is_pending_until_it_ends_then_keeps_its_outcome(registry: Registry) -> None:
+    action = registry.begin_action(
+        at=NOW, operator="alice", action="revoke", target="device gw-001", reason="stolen"
+    )
+    assert registry.audit_log() == [
+        AuditEntry(action, NOW, "alice", "revoke", "device gw-001", "stolen", "pending", "", None)
+    ]
+    registry.finish_action(action, outcome="done", detail="epoch 3 published", at=NOW + 1)
+    finished = AuditEntry(
+        action,
+        NOW,
+        "alice",
+        "revoke",
+        "device gw-001",
+        "stolen",
+        "done",
+        "epoch 3 published",
+        NOW + 1,
+    )
+    assert registry.audit_log() == [finished]
+    with pytest.raises(RegistryError, match="no pending operator action"):
+        registry.finish_action(action, outcome="failed", detail="again", at=NOW + 2)
+    with pytest.raises(RegistryError, match="no pending operator action"):
+        registry.finish_action(action + 1, outcome="done", detail="", at=NOW + 2)
+    with pytest.raises(ValueError, match="not 'pending'"):
+        registry.finish_action(action, outcome="pending", detail="", at=NOW + 2)
+    assert registry.audit_log() == [finished]
+
+
+def test_the_audit_log_is_paged_newest_first_by_id_across_handles(
+    registry: Registry, peer: Registry
+) -> None:
+    ids = [
+        (registry if n % 2 else peer).begin_action(
+            at=NOW + n, operator="op", action="challenge", target=f"gw-{n:03}", reason=""
+        )
+        for n in range(7)
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == 7
+    first = registry.audit_log(limit=3)
+    assert [e.target for e in first] == ["gw-006", "gw-005", "gw-004"]
+    second = registry.audit_log(before=first[-1].id, limit=3)
+    assert [e.target for e in second] == ["gw-003", "gw-002", "gw-001"]
+    assert [e.target for e in registry.audit_log(before=second[-1].id, limit=3)] == ["gw-000"]
+    assert registry.audit_log(before=ids[0]) == []
+    assert registry.audit_log(before=2**64, limit=1) == registry.audit_log(limit=1)
+    for limit in (0, MAX_AUDIT_PAGE + 1):
+        with pytest.raises(ValueError, match="audit page"):
+            registry.audit_log(limit=limit)
+
+
+def test_audit_texts_are_cut_to_the_bound(registry: Registry) -> None:
+    long = "x" * (MAX_AUDIT_TEXT + 5)
+    action = registry.begin_action(at=NOW, operator=long, action=long, target=long, reason=long)
+    registry.finish_action(action, outcome="failed", detail=long, at=NOW)
+    (entry,) = registry.audit_log()
+    assert {len(entry.operator), len(entry.action), len(entry.target), len(entry.reason)} == {
+        MAX_AUDIT_TEXT
+    }
+    assert len(entry.detail) == MAX_AUDIT_TEXT
+
+
 # Rejections.
 
 
@@ -550,7 +618,11 @@ def test_everything_written_is_there_when_the_registry_is_opened_again(
         last = _store(registry, sim, 0, 20)
         registry.record_freshness([_freshness("all", NOW)])
         registry.set_tpm_ak("gw-001", b"ak", NOW)
+        action = registry.begin_action(
+            at=NOW, operator="alice", action="register", target="gw-001", reason=""
+        )
     with backend.open() as registry:
+        assert [e.id for e in registry.audit_log()] == [action]
         assert registry.devices() == [device]
         assert registry.lineage_state("gw-001") == last.log
         assert registry.checkpoint("gw-001", 20) == StoredCheckpoint(

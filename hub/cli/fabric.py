@@ -25,8 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, TransportError
-from edge_agent.protocol import topics
-from edge_agent.protocol.keys import public_key_from_pem
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.revocation import RevocationKind
@@ -45,30 +43,24 @@ from hub.cli import breakglass as breakglass_cli
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.console.listen import ConsoleListen, parse_listen
-from hub.core.bundles import verify_operator_bundle
-from hub.core.publications import Publication, parse_channel, revocation_publications
+from hub.core.publications import Publication
 from hub.core.push import (
-    HubInventory,
     PushPlan,
-    plan_push,
+    irreversible_warning,
     resolve_key_id,
     revocation_region,
-    sign_next_revocation,
 )
 from hub.hubdir.layout import HubDir
-from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.registry import IssuedRevocation
+from hub.service import governance
 from hub.service.config import HubConfig
-from hub.service.publish import issue_freshness, publish_once
+from hub.service.publish import publish_once
 from hub.service.server import HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
 
 MAX_PUBLIC_KEY_BYTES = 4096
 DEFAULT_TOKEN_TTL_S = 60
-RESERVED_DEVICE_IDS = frozenset({"hub"})
-"""Names a device may not take: ``hub`` is the hub's MQTT username in the Mosquitto ACL."""
-IRREVERSIBLE = frozenset({RevocationKind.BUNDLE, RevocationKind.KEY})
-"""Revocations nothing undoes (a device/group one lasts only until a newer bundle)."""
 CONFIRM_WORD = "revoke"
 
 
@@ -283,23 +275,13 @@ async def _serve(config: HubConfig) -> int:
 
 def _cmd_device_add(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    try:
-        for value, what in [(args.device_id, "device id"), (args.region, "region")] + [
-            (g, "group") for g in args.group
-        ]:
-            topics.check_topic_name(value, what)
-        pem = read_bounded(args.pubkey, MAX_PUBLIC_KEY_BYTES, "device public key")
-        key = public_key_from_pem(pem.decode("ascii", "replace"))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    if args.device_id in RESERVED_DEVICE_IDS:
-        raise ConfigError(f"{args.device_id!r} is reserved (the hub's MQTT user); choose another")
-    record = DeviceRecord(
+    pem = read_bounded(args.pubkey, MAX_PUBLIC_KEY_BYTES, "device public key")
+    record = governance.device_record(
         args.device_id,
-        args.region,
-        tuple(sorted(set(args.group))),
-        args.profile,
-        key,
+        region=args.region,
+        groups=args.group,
+        profile=args.profile,
+        public_key_pem=pem.decode("ascii", "replace"),
         added_at=wall_clock(),
     )
     with hub.open_registry() as registry:
@@ -307,7 +289,7 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
     print(
         f"device {record.device_id} registered: region {record.region}, groups "
         f"{', '.join(record.groups) or '(none)'}, profile {record.profile}, key "
-        f"{key.key_id.hex()[:16]}"
+        f"{record.public_key.key_id.hex()[:16]}"
     )
     return 0
 
@@ -352,8 +334,9 @@ def prepare_push(
     keys_dir: Path | None = None,
     lift_revocations: bool = False,
 ) -> tuple[PushPlan, list[Publication]]:
-    """Verify ``data`` as its target devices would at the hub's clock ``now``, record it,
-    and return what to publish (the bundle on each channel, and fresh tokens pinning it).
+    """Verify ``data`` as its target devices would at the hub's clock ``now``, record it in
+    ``hub``'s registry, and return what to publish
+    (:func:`hub.service.governance.prepare_push`).
 
     Raises:
         BundleError: a device of the target would refuse it (issued ahead of ``now``, or a
@@ -362,54 +345,15 @@ def prepare_push(
             on devices it targets and ``lift_revocations`` is false (nothing recorded).
     """
     keys = hub.load_keys(keys_dir)
-    bundle = verify_operator_bundle(data, root=keys.root, now=now)
     with hub.open_registry() as registry:
-        plan = plan_push(
-            bundle,
-            root=keys.root,
-            devices=registry.devices(),
-            current=registry.current_bundles(bundle.target.region),
-            revocations=registry.current_revocations(),
+        return governance.prepare_push(
+            registry,
+            keys,
+            data,
+            now=now,
+            token_ttl_s=_token_ttl(hub),
             lift_revocations=lift_revocations,
         )
-        _record_push(registry, plan, now)
-        publications = [
-            Publication(topics.bundle_topic(bundle.target.region, parse_channel(c)), bundle.raw)
-            for c in plan.channels
-        ]
-        publications += issue_freshness(
-            registry,
-            key=keys.freshness,
-            now=now,
-            ttl_s=_token_ttl(hub),
-            region=bundle.target.region,
-            channels=plan.channels,
-        )
-    return plan, publications
-
-
-def _record_push(registry: Registry, plan: PushPlan, now: int) -> None:
-    """Record the bundle and make it current on its channels (one transaction).
-
-    Raises:
-        RegistryError: the write failed; nothing changed.
-    """
-    bundle = plan.bundle
-    registry.record_bundle(
-        bundle=PublishedBundle(
-            region=bundle.target.region,
-            channel="",
-            version=bundle.version,
-            digest=bundle.digest,
-            data=bundle.raw,
-            expires_at=bundle.expires_at,
-            max_offline=bundle.max_offline,
-            pushed_at=now,
-        ),
-        issued_at=bundle.issued_at,
-        target=bundle.target.as_cbor(),
-        channels=plan.channels,
-    )
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
@@ -417,9 +361,12 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     keys = hub.load_keys(args.keys)
     kind, value = scope = _revocation_scope(args, keys.root)
     with hub.open_registry() as registry:
-        region = revocation_region(_inventory(registry), kind, value, args.region, force=args.force)
-    if kind in IRREVERSIBLE:
-        _confirm(_irreversible(kind, value, region), yes=args.yes)
+        region = revocation_region(
+            governance.inventory(registry), kind, value, args.region, force=args.force
+        )
+    warning = irreversible_warning(kind, value, region)
+    if warning is not None:
+        _confirm(warning, yes=args.yes)
     issued, publications = prepare_revocation(
         hub,
         scope,
@@ -446,8 +393,8 @@ def prepare_revocation(
     keys_dir: Path | None = None,
     force: bool = False,
 ) -> tuple[IssuedRevocation, list[Publication]]:
-    """Sign and record the region's next revocation; return it and what to publish (the
-    revocation, and fresh tokens announcing its kill epoch).
+    """Sign and record the region's next revocation in ``hub``'s registry; return it and
+    what to publish (:func:`hub.service.governance.prepare_revocation`).
 
     Raises:
         ConfigError: a scope this hub does not know (unless ``force``: see
@@ -456,32 +403,18 @@ def prepare_revocation(
     """
     keys = hub.load_keys(keys_dir)
     signers = hub.revoke_keys(keys.root, keys_dir)
-    kind, value = scope
     with hub.open_registry() as registry:
-        region = revocation_region(_inventory(registry), kind, value, region, force=force)
-        issued = sign_next_revocation(
-            root=keys.root,
-            signers=signers,
+        return governance.prepare_revocation(
+            registry,
+            keys,
+            signers,
+            scope,
             region=region,
-            kind=kind,
-            value=value,
             reason=reason,
-            kill_epoch=registry.kill_epoch(region),
             now=now,
+            token_ttl_s=_token_ttl(hub),
+            force=force,
         )
-        registry.record_revocation(issued)
-        publications = revocation_publications([issued])
-        publications += issue_freshness(
-            registry, key=keys.freshness, now=now, ttl_s=_token_ttl(hub), region=region
-        )
-    return issued, publications
-
-
-def _inventory(registry: Registry) -> HubInventory:
-    """What a revocation may name, read from ``registry``."""
-    regions = tuple(registry.regions())
-    versions = {region: tuple(registry.bundle_versions(region)) for region in regions}
-    return HubInventory(tuple(registry.devices()), regions, versions)
 
 
 def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[RevocationKind, str]:
@@ -492,19 +425,6 @@ def _revocation_scope(args: argparse.Namespace, root: TrustRoot) -> tuple[Revoca
     if args.key_id:
         return RevocationKind.KEY, resolve_key_id(args.key_id, root)
     return RevocationKind.BUNDLE, str(args.bundle)
-
-
-def _irreversible(kind: RevocationKind, value: str, region: str) -> str:
-    if kind is RevocationKind.BUNDLE:
-        return (
-            f"Revoking bundle {value} in {region} cannot be undone: every device there denies "
-            f"everything while its bundle is version {value} or older, and only a bundle "
-            f"version above {value} recovers it."
-        )
-    return (
-        f"Revoking key {value[:16]} in {region} cannot be undone: it never counts towards a "
-        "threshold there again, and only a root rotation replaces it."
-    )
 
 
 def _confirm(warning: str, *, yes: bool) -> None:

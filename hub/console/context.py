@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hub.console.operations import HubActions
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.hubdir.layout import HubDir, HubKeys
@@ -41,6 +42,9 @@ class ConsoleContext:
     hub_dir: HubDir
     keys: Callable[[], HubKeys]
     clock: Clock = wall_clock
+    actions: HubActions | None = None
+    """The running hub's governance actions (``None`` without a hub: the actions pages
+    say so and change nothing)."""
     secure: bool = False
     stale_after_s: int = STALE_AFTER_S
     refresh_s: int = 10

@@ -52,6 +52,7 @@ __all__ = [
     "HubInventory",
     "LiftedRevocation",
     "PushPlan",
+    "irreversible_warning",
     "plan_push",
     "resolve_key_id",
     "revocation_region",
@@ -372,6 +373,23 @@ def revocation_region(
     if region not in inventory.regions:
         _unless_forced(force, f"this hub has no device, bundle or revocation in region {region}")
     return region
+
+
+def irreversible_warning(kind: RevocationKind, value: str, region: str) -> str | None:
+    """What the operator confirms before a revocation nothing undoes; ``None`` for one a
+    newer bundle lifts."""
+    if kind is RevocationKind.BUNDLE:
+        return (
+            f"Revoking bundle {value} in {region} cannot be undone: every device there denies "
+            f"everything while its bundle is version {value} or older, and only a bundle "
+            f"version above {value} recovers it."
+        )
+    if kind is RevocationKind.KEY:
+        return (
+            f"Revoking key {value[:16]} in {region} cannot be undone: it never counts towards a "
+            "threshold there again, and only a root rotation replaces it."
+        )
+    return None
 
 
 def _pick(region: str | None, candidates: Sequence[str], what: str) -> str | None:

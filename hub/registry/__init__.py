@@ -7,7 +7,10 @@ imports no database library.
 """
 
 from hub.registry.interface import (
+    AUDIT_OUTCOMES,
     FLEET_EXAMPLES,
+    MAX_AUDIT_PAGE,
+    MAX_AUDIT_TEXT,
     MAX_FORK_EVIDENCE,
     MAX_REJECTION_DETAIL,
     MAX_STATUS_SPANS,
@@ -18,6 +21,7 @@ from hub.registry.interface import (
 )
 from hub.registry.records import (
     AttestationRecord,
+    AuditEntry,
     ConsoleFleetRow,
     ConsoleToken,
     DeviceRecord,
@@ -36,13 +40,17 @@ from hub.registry.records import (
 )
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "FLEET_EXAMPLES",
+    "MAX_AUDIT_PAGE",
+    "MAX_AUDIT_TEXT",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
     "MAX_STATUS_SPANS",
     "STATUS_SPAN_JOIN_S",
     "UNREGISTERED",
     "AttestationRecord",
+    "AuditEntry",
     "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceRecord",

@@ -36,6 +36,7 @@ from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage,
 from hub.registry.records import (
     Accepted,
     AttestationRecord,
+    AuditEntry,
     ConsoleFleetRow,
     ConsoleToken,
     DeviceLog,
@@ -55,7 +56,10 @@ from hub.registry.records import (
 )
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "FLEET_EXAMPLES",
+    "MAX_AUDIT_PAGE",
+    "MAX_AUDIT_TEXT",
     "MAX_FORK_EVIDENCE",
     "MAX_REJECTION_DETAIL",
     "MAX_STATUS_SPANS",
@@ -80,6 +84,12 @@ extends the span; later, it starts a new one (the hub heard nothing in between: 
 console draws that gap as unknown). Three default heartbeats (:mod:`hub.core.liveness`)."""
 UNREGISTERED = "*"
 """The device of rejection counters for messages naming no registered device."""
+MAX_AUDIT_TEXT = 1000
+"""Characters kept of each text field of an audit entry (the rest is cut)."""
+MAX_AUDIT_PAGE = 200
+"""Most audit entries one read returns."""
+AUDIT_OUTCOMES = frozenset({"done", "refused", "failed"})
+"""How an operator action can end (it is ``pending`` until then)."""
 
 
 class RegistryError(StateError):
@@ -486,6 +496,41 @@ class Registry(Protocol):
         """``device``'s status spans that end at or after ``since``, oldest first (at most
         :data:`MAX_STATUS_SPANS`). :meth:`record_status` keeps them: each status it keeps and
         counts as heard from extends the device's last span or starts a new one."""
+        ...
+
+    # Operator audit log.
+
+    def begin_action(self, *, at: int, operator: str, action: str, target: str, reason: str) -> int:
+        """Record that ``operator`` asked for ``action`` on ``target`` at ``at``, its
+        outcome ``pending``, before it is carried out (an action whose record cannot be
+        written is not carried out); return its id, higher than every earlier one. Each
+        text is cut to :data:`MAX_AUDIT_TEXT` characters.
+
+        Raises:
+            RegistryError: the write failed.
+        """
+        ...
+
+    def finish_action(self, action_id: int, *, outcome: str, detail: str, at: int) -> None:
+        """Record how the pending action ``action_id`` ended (``outcome`` one of
+        :data:`AUDIT_OUTCOMES`) and why (``detail``, cut to :data:`MAX_AUDIT_TEXT`), at
+        ``at``. An entry's outcome is written once.
+
+        Raises:
+            ValueError: ``outcome`` is not one of :data:`AUDIT_OUTCOMES`.
+            RegistryError: no pending action has that id, or the write failed.
+        """
+        ...
+
+    def audit_log(self, *, before: int | None = None, limit: int = 50) -> list[AuditEntry]:
+        """The newest ``limit`` actions with an id below ``before`` (all when ``None``, or
+        when ``before`` is above every id an entry can have), newest first: a page, and the
+        last entry's id is where the next page starts (keyset paging, so a page costs the
+        same anywhere in the log).
+
+        Raises:
+            ValueError: ``limit`` is not between 1 and :data:`MAX_AUDIT_PAGE`.
+        """
         ...
 
     # Lineage search.

@@ -23,6 +23,7 @@ __all__ = [
     "STORED_NODE_LEVEL",
     "Accepted",
     "AttestationRecord",
+    "AuditEntry",
     "ConsoleFleetRow",
     "ConsoleToken",
     "DeviceLog",
@@ -274,6 +275,31 @@ class StatusSpan:
     online: bool
     gate: str
     bundle_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action in the audit log: who did what, when, and how it ended."""
+
+    id: int
+    """Its place in the log: ids only grow (the newest action has the highest)."""
+    at: int
+    """When the operator asked for it."""
+    operator: str
+    """The console user (or command) that asked."""
+    action: str
+    """What kind of action: ``bundle_push``, ``revoke``, ``challenge``, ``register``."""
+    target: str
+    """What it acted on, as the operator named it (a device, a bundle version, ...)."""
+    reason: str
+    """Why, as the operator gave it (empty when none was asked for)."""
+    outcome: str
+    """``pending`` until it ends, then ``done``, ``refused`` (a check said no) or ``failed``
+    (it broke: the detail says where)."""
+    detail: str
+    """What happened, in a sentence."""
+    finished_at: int | None
+    """When it ended; ``None`` while pending (or when the hub stopped before it ended)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 
+from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import AttestationError, Evidence
 from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import Connection
@@ -22,7 +23,7 @@ from hub.core.codes import RejectCode
 from hub.hubdir.keys import load_role_keys
 from hub.registry import DeviceRecord
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
-from hub.service.verifier import Verifier
+from hub.service.verifier import IssuedChallenge, Verifier
 
 __all__ = ["CHALLENGE_RETENTION_S", "EvidenceHandler"]
 
@@ -81,6 +82,27 @@ class EvidenceHandler:
         await context.retained.publish(conn, publications)
         context.stats.challenges_sent += len(publications)
         return len(publications)
+
+    async def challenge_now(self, device: DeviceRecord, conn: Connection) -> IssuedChallenge:
+        """Challenge ``device`` now on ``conn`` (an operator asked: ``edge-hub attest
+        challenge`` or the console), whenever it was last challenged.
+
+        Raises:
+            ConfigError: this hub has no verifier key to sign the challenge with.
+            RegistryError: the nonce could not be recorded (nothing is published then).
+            TransportError: the publish failed.
+        """
+        context, verifier = self._context, self._verifier
+        if verifier is None:
+            raise ConfigError(
+                f"no verifier key of trust root version {context.keys.root.version}: "
+                "this hub cannot challenge"
+            )
+        issued = verifier.challenge(device, now=wall(), ttl_s=context.config.challenge_ttl_s)
+        self._last_challenge[device.device_id] = time.monotonic()
+        await context.retained.publish(conn, [issued.publication])
+        context.stats.challenges_sent += 1
+        return issued
 
     def challenge_soon(self, device: DeviceRecord) -> None:
         """Queue a challenge to ``device`` unless it was challenged less than

@@ -72,6 +72,7 @@ from hub.service.config import HubConfig, HubStats
 from hub.service.connection import HubConnection, Subscriptions
 from hub.service.context import ServiceContext
 from hub.service.evidence import EvidenceHandler
+from hub.service.governance import Governance
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
 from hub.service.schedule import Schedule
@@ -112,6 +113,7 @@ class HubService:
         self._settings: BrokerSettings | None = config.broker
         self._parts: _Parts | None = None
         self._connection: HubConnection | None = None
+        self._governance: Governance | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -137,6 +139,14 @@ class HubService:
     @property
     def registry(self) -> Registry:
         return self._started.context.registry
+
+    @property
+    def governance(self) -> Governance:
+        """The operator's actions on this running hub (the console's push, revoke,
+        challenge and register), published on its own connection."""
+        if self._governance is None:
+            raise RuntimeError("the hub service is not started")
+        return self._governance
 
     @property
     def console(self) -> ConsoleServer | None:
@@ -170,6 +180,9 @@ class HubService:
             parts = self._start(registry, keys)
             self._stack.callback(parts.context.rejections.flush)
             connection = self._connect(parts)
+            self._governance = Governance(
+                parts.context, parts.evidence, current=connection.current, refresh=self.tick
+            )
             if self.config.write_serve_file:
                 self._write_serve_file()
                 self._stack.callback(self.hub_dir.remove_serve_info, os.getpid())
@@ -269,6 +282,7 @@ class HubService:
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
+            actions=self.governance,
             secure=listen.tls,
         )
 

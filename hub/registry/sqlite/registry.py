@@ -4,8 +4,8 @@ timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections, the fleet view and the lineage
-search. Open it through
+publications, device logs, attestation, rejections, the fleet view, the lineage search and
+the operator audit log. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hub.registry.interface import RegistryError
 from hub.registry.sqlite.attestation import AttestationTables
+from hub.registry.sqlite.audit_log import AUDIT_SCHEMA, AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
@@ -40,6 +41,7 @@ class SqliteRegistry(
     DeviceLogTables,
     AttestationTables,
     FleetView,
+    AuditLogTables,
     ConsoleFleetTables,
     LineageSearchTables,
 ):
@@ -69,6 +71,7 @@ class SqliteRegistry(
                     f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
                 )
             db.executescript(SCHEMA)
+            db.executescript(AUDIT_SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:

@@ -1,0 +1,105 @@
+"""The governance actions on a running hub (:class:`hub.service.governance.Governance`, what
+the console acts through): each is recorded and published on the hub's own connection at
+once, with no ``edge-hub`` command and no wait for the schedule."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from edge_agent.errors import ConfigError
+from edge_agent.protocol import topics
+from edge_agent.protocol.attestation import verify_challenge
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.revocation import RevocationKind
+from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
+from hub.service.server import HubService
+from tests.brokers import AmqttHandle, amqtt_broker
+from tests.hub_support import HubSetup, hub_config, make_bundle, make_hub_dir, watching
+
+pytestmark = pytest.mark.asyncio
+
+SLOW_SCHEDULE = 3600.0
+"""A schedule round far away: whatever arrives was published by the action itself."""
+
+
+@pytest_asyncio.fixture
+async def broker() -> AsyncIterator[AmqttHandle]:
+    async with amqtt_broker() as handle:
+        yield handle
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    return make_hub_dir(tmp_path / "hub")
+
+
+async def test_a_revocation_is_published_on_the_hubs_connection_at_once(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    topic = topics.revocation_topic("eu-1", "device", "gw-002")
+    async with HubService(config) as hub, watching(broker.settings, [topic]) as watcher:
+        await hub.wait_ready()
+        issued, published = await hub.governance.revoke(
+            (RevocationKind.DEVICE, "gw-002"), region=None, reason="stolen"
+        )
+        message = await watcher.next(topic)
+        assert hub.registry.current_revocations() == [issued]
+    assert message.payload == issued.data
+    assert published.error is None and published.count >= 1
+
+
+async def test_a_pushed_bundle_is_verified_recorded_and_published_at_once(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    topic = topics.bundle_topic("eu-1", Channel(ChannelKind.GROUP, "line-a"))
+    data = make_bundle(setup.keys, 1)
+    async with HubService(config) as hub, watching(broker.settings, [topic]) as watcher:
+        await hub.wait_ready()
+        preview = hub.governance.preview_push(data)
+        assert hub.registry.current_bundles() == []
+        plan, published = await hub.governance.push(data)
+        message = await watcher.next(topic)
+        assert [b.digest for b in hub.registry.current_bundles()] == [plan.bundle.digest]
+    assert message.payload == data and published.error is None
+    assert preview.targeted == plan.targeted == ("gw-001", "gw-002")
+
+
+async def test_a_challenge_goes_out_signed_by_the_verifier_key_on_the_hubs_connection(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, attest_interval_s=SLOW_SCHEDULE, attest_ttl_s=2 * 3600)
+    topic = topics.device_topic("eu-1", "gw-001", DeviceLeaf.CHALLENGE)
+    async with HubService(config) as hub, watching(broker.settings, [topic]) as watcher:
+        await hub.wait_ready()
+        sent = await hub.governance.challenge("gw-001")
+        message = await watcher.next(topic)
+        with pytest.raises(ConfigError, match="not registered"):
+            await hub.governance.challenge("gw-404")
+    challenge = verify_challenge(
+        message.payload, root=setup.root, device="gw-001", now=sent.issued_at
+    )
+    assert challenge.nonce == sent.nonce
+
+
+async def test_a_registered_device_is_known_to_the_running_hub_at_once(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    pem = PrivateKey.generate().public.to_pem()
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        record = await hub.governance.register(
+            "gw-010", region="eu-2", groups=["line-c"], profile="generic-x86_64", public_key_pem=pem
+        )
+        assert hub.registry.device("gw-010") == record
+        assert "eu-2" in hub.registry.regions()
+        with pytest.raises(ConfigError, match="already"):
+            await hub.governance.register(
+                "gw-010", region="eu-2", groups=[], profile="generic-x86_64", public_key_pem=pem
+            )
