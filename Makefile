@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decision_socket.py
 	$(BIN)/python bench/hub_ingest.py
 	$(BIN)/python bench/receipts.py
+	$(BIN)/python bench/ancestry.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/attest.py
@@ -86,6 +87,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/decision_socket.py --quick
 	$(BIN)/python bench/hub_ingest.py --quick
 	$(BIN)/python bench/receipts.py --quick
+	$(BIN)/python bench/ancestry.py --quick
 	$(BIN)/python bench/rollout.py --quick
 	$(BIN)/python bench/fleet.py --quick
 	$(BIN)/python bench/attest.py --quick
