@@ -3,6 +3,7 @@ socket, receipts asked for, and the old wire bytes unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.client import AgentRequestError, Client
+from edge_agent.client import AgentRequestError, AsyncClient, Client
 from edge_agent.directory_file import DIRECTORY_FILE
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol import topics
@@ -313,3 +314,24 @@ def test_parent_and_want_receipt_round_trip_and_are_bounded() -> None:
         encode_request(request._replace(parent=b""))
     answered = OLD_RESULT._replace(receipt=b"receipt bytes")
     assert decode_response(encode_decision(1, answered)[4:]) == (1, answered)
+
+
+def test_the_async_client_cites_parents_and_asks_for_receipts(
+    tmp_path: Path, fleet: Fleet, agent: LocalAgent
+) -> None:
+    agent.install_directory(fleet.directory(1), fleet.wall)
+    config = _config(tmp_path)
+
+    async def ask() -> tuple[DecisionResult, DecisionResult]:
+        async with AsyncClient(config.path) as client:
+            own = await client.decide("model.invoke", "model://vision/v3", want_receipt=True)
+            child = await client.decide(
+                "plc.write", "plc://line-a/valve-7", parent=fleet.camera_receipt()
+            )
+            return own, child
+
+    with embedded(agent, config):
+        own, child = asyncio.run(ask())
+    assert own.receipt is not None
+    verify_receipt(own.receipt, device_key=agent.device_key.public)
+    assert (child.allowed, child.reason) == (True, "allowed")
