@@ -11,7 +11,8 @@ run, each row timed per call (perf_counter) and reported as the median (min-max)
 - **gate, with parent**: ``verify_parent`` (the receipt checked against the directory: entry,
   leaf hash, inclusion path, the device's checkpoint signature) then ``decide`` of the
   request citing it, the rule's parent condition included; **added** = the difference of
-  the medians (target: at most 150 us);
+  the medians (target: at most 150 us); and the same parent cited again through the
+  agent's ``VerifiedParents`` cache (one inference actuating several valves);
 - **decision_socket's rows, same run**: its own ``engine_only`` and ``in_process`` (durable
   ``LocalAgent.decide``, one thread) for its own request and policy, run here against this
   tree, to compare with docs/performance-profile.md: a decision without a parent is
@@ -47,7 +48,7 @@ from edge_agent.protocol.directory import DirectoryDevice
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import decide
-from edge_agent.trust.parent import verify_parent
+from edge_agent.trust.parent import VerifiedParents, verify_parent
 from tests.ancestry_support import CAMERA, CAMERA_KEY, DeviceLog, devices, directory_bytes
 from tests.factory import DAY, DEVICE, HubSim
 
@@ -161,6 +162,13 @@ def one_run(
 
     add("gate, with parent (verify_parent + decide)", timed(count, with_parent))
     add("verify_parent alone", timed(count, lambda: verify_parent(receipt, directory, now)))
+    cache = VerifiedParents()
+
+    def cited_again() -> None:
+        parent = verify_parent(receipt, directory, now, cache=cache)
+        decide(agent.state, replace(CHILD, parent=parent), now)
+
+    add("gate, the same parent cited again (VerifiedParents)", timed(count, cited_again))
     engine = decision_socket.engine_only(socket_request, other, count)
     add("decision_socket: engine only", engine.p50_ms / 1e3)
     local = decision_socket.in_process(socket_request, other, 1, 1.0)
@@ -170,7 +178,7 @@ def one_run(
         timed(durable, lambda: agent.decide(PLAIN, int(time.time()))),
     )
     add(
-        "LocalAgent.decide, durable, with parent",
+        "LocalAgent.decide, durable, with parent (cited again: cached)",
         timed(durable, lambda: agent.decide(CHILD, int(time.time()), parent=receipt)),
     )
 

@@ -104,7 +104,7 @@ from edge_agent.trust.machine import (
     observe_clock,
     observe_deadlines,
 )
-from edge_agent.trust.parent import verify_parent
+from edge_agent.trust.parent import VerifiedParents, verify_parent
 from edge_agent.trust.restore import restore_state
 from edge_agent.trust.state import LocalVerdict, TrustState
 
@@ -221,6 +221,7 @@ class LocalAgent:
             store.path.parent, state.device.region, lambda: self.state.root, monotonic=monotonic
         )
         """The device directory parents are verified against (docs/policy.md "Parents")."""
+        self._parents = VerifiedParents()
         self._receipts = ReceiptMaker(lineage) if lineage is not None else None
 
     @classmethod
@@ -716,7 +717,7 @@ class LocalAgent:
         it (fail closed), never the decision."""
         directory = self.directory.current()
         try:
-            return verify_parent(data, directory, now)
+            return verify_parent(data, directory, now, cache=self._parents)
         except Exception as exc:
             logger.exception("parent verification failed unexpectedly; refusing the parent")
             version = directory.version if directory is not None else None

@@ -14,6 +14,7 @@ from edge_agent.protocol.request import Parent
 from edge_agent.trust.parent import (
     MAX_PARENT_CLOCK_SKEW_S,
     MAX_PARENT_RECEIPT_BYTES,
+    VerifiedParents,
     verify_parent,
 )
 from tests.ancestry_support import (
@@ -177,3 +178,24 @@ def test_the_same_receipt_gives_the_same_outcome_every_time() -> None:
     data = _valid()
     assert verify_parent(data, DIRECTORY, NOW) == verify_parent(data, DIRECTORY, NOW)
     assert isinstance(verify_parent(data, DIRECTORY, NOW), Parent)
+
+
+CACHE = VerifiedParents()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_the_cache_gives_the_same_outcome_first_and_again(case: Case) -> None:
+    data = case.make()
+    plain = verify_parent(data, case.directory, case.now)
+    assert verify_parent(data, case.directory, case.now, cache=CACHE) == plain
+    assert verify_parent(data, case.directory, case.now, cache=CACHE) == plain
+
+
+def test_a_cached_parent_is_still_judged_against_the_time_of_each_decision() -> None:
+    cache = VerifiedParents()
+    log = _camera()
+    data = log.receipt(log.append(time=NOW + MAX_PARENT_CLOCK_SKEW_S + 10))
+    assert verify_parent(data, DIRECTORY, NOW + 10, cache=cache).facts is not None
+    assert "in the future" in verify_parent(data, DIRECTORY, NOW, cache=cache).refusal
+    expired = verify_parent(data, DIRECTORY, NOW + DAY + 1, cache=cache)
+    assert "expired" in expired.refusal
