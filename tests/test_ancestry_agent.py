@@ -156,7 +156,8 @@ def test_an_expired_directory_is_refused(fleet: Fleet, agent: LocalAgent) -> Non
 
 def test_a_directory_file_edited_on_disk_is_not_trusted(fleet: Fleet) -> None:
     path = fleet.state_dir / DIRECTORY_FILE
-    path.write_bytes(fleet.directory(1)[:-1] + b"\x00")
+    signed = fleet.directory(1)
+    path.write_bytes(signed[:-1] + bytes([signed[-1] ^ 1]))
     with LocalAgent.open(fleet.state_dir) as agent:
         assert agent.directory.current() is None
         decision = agent.decide(CHILD, int(time.time()), parent=fleet.camera_receipt())

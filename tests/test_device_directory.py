@@ -42,6 +42,10 @@ def _raw_signed(payload: object, hub: HubSim = HUB) -> bytes:
     )
 
 
+def _flip_last(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
 def _payload(**changes: object) -> dict[str, object]:
     payload: dict[str, object] = {
         "region": REGION,
@@ -82,7 +86,7 @@ OFFERED = [
         False,
         "device directory refused",
     ),
-    Offered("a byte changed", lambda: directory_bytes(HUB)[:-1] + b"\x00", False, "refused"),
+    Offered("a byte changed", lambda: _flip_last(directory_bytes(HUB)), False, "refused"),
     Offered("not CBOR at all", lambda: b"garbage", False, "refused"),
     Offered("names another region", lambda: _raw_signed(_payload(region="us-2")), False, "us-2"),
     Offered("version 0", lambda: _raw_signed(_payload(version=0)), False, "version"),
