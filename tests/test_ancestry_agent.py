@@ -336,3 +336,21 @@ def test_the_async_client_cites_parents_and_asks_for_receipts(
     assert own.receipt is not None
     verify_receipt(own.receipt, device_key=agent.device_key.public)
     assert (child.allowed, child.reason) == (True, "allowed")
+
+
+def test_a_burst_of_receipt_requests_signs_a_checkpoint_per_batch_not_per_request(
+    fleet: Fleet, agent: LocalAgent
+) -> None:
+    maker = agent._receipts
+    assert maker is not None
+    model = Request("svc:vision", "model.invoke", "model://vision/v3")
+
+    async def burst() -> list[bytes | None]:
+        wall = int(time.time())
+        answers = [agent.decide_cited_soon(model, wall, None, True) for _ in range(64)]
+        return [receipt for _, receipt in await asyncio.gather(*answers)]
+
+    receipts = asyncio.run(burst())
+    assert all(r is not None for r in receipts)
+    assert len(set(receipts)) == 64
+    assert 1 <= maker.checkpoints_used < 16
