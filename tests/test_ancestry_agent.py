@@ -4,6 +4,7 @@ socket, receipts asked for, and the old wire bytes unchanged."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.cli import main as agent_main
 from edge_agent.client import AgentRequestError, AsyncClient, Client
 from edge_agent.directory_file import DIRECTORY_FILE
 from edge_agent.policy.compiler import policy_payload
@@ -354,3 +356,20 @@ def test_a_burst_of_receipt_requests_signs_a_checkpoint_per_batch_not_per_reques
     assert all(r is not None for r in receipts)
     assert len(set(receipts)) == 64
     assert 1 <= maker.checkpoints_used < 16
+
+
+def test_log_show_json_prints_the_parent_only_where_there_is_one(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with LocalAgent.open(fleet.state_dir) as agent:
+        agent.install_directory(fleet.directory(1), fleet.wall)
+        wall = int(time.time())
+        agent.decide(CHILD, wall, parent=fleet.camera_receipt())
+        agent.decide(CHILD, wall)
+    capsys.readouterr()
+    show = ["log", "show", "--kind", "decision", "--json", "--state-dir", str(fleet.state_dir)]
+    assert agent_main(show) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert entries[0]["parent"]["device"] == CAMERA
+    assert entries[0]["parent"]["depth"] == 1
+    assert "parent" not in entries[1]
