@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decision_socket.py
 	$(BIN)/python bench/hub_ingest.py
 	$(BIN)/python bench/receipts.py
+	$(BIN)/python bench/ancestry.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/fleet.py
@@ -90,6 +91,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/decision_socket.py --quick
 	$(BIN)/python bench/hub_ingest.py --quick
 	$(BIN)/python bench/receipts.py --quick
+	$(BIN)/python bench/ancestry.py --quick
 	$(BIN)/python bench/rollout.py --quick
 	$(BIN)/python bench/console.py --quick
 	$(BIN)/python bench/fleet.py --quick

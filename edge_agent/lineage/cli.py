@@ -309,8 +309,10 @@ def _row(entry: Entry) -> str:
 
 
 def _entry_json(entry: Entry) -> dict[str, object]:
+    """The entry as ``log show --json`` prints it; ``parent`` only on a decision that cited
+    one, so every other entry prints as before."""
     request = entry.request
-    return {
+    shown: dict[str, object] = {
         "seq": entry.seq,
         "time": entry.time,
         "kind": str(entry.kind),
@@ -331,6 +333,23 @@ def _entry_json(entry: Entry) -> dict[str, object]:
             "selectors": list(request.selectors),
         },
     }
+    parent = request.parent if request is not None else None
+    if parent is not None:
+        facts = parent.facts
+        shown["parent"] = {
+            "directory_version": parent.directory_version,
+            "refusal": parent.refusal or None,
+            "device": facts.device if facts else None,
+            "seq": facts.seq if facts else None,
+            "leaf_hash": facts.leaf_hash.hex() if facts else None,
+            "depth": facts.depth if facts else None,
+            "groups": list(facts.groups) if facts else None,
+            "subject": facts.subject if facts else None,
+            "action": facts.action if facts else None,
+            "resource": facts.resource if facts else None,
+            "time": facts.time if facts else None,
+        }
+    return shown
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

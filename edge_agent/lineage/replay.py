@@ -6,6 +6,12 @@ internal errors) are skipped; all others must come out with the same verdict, re
 rule. Those others passed every such check when they were decided, so replay takes them as
 passing at each entry's time: the newest root as unexpired, the hub's freshness as current,
 and the bundle's attestation expectations as met (measurements are not in the bundle).
+
+A decision that cited a parent is re-decided from the parent facts its entry recorded (the
+verified device, groups, action, resource, subject, time and depth, or the refusal, judged
+against the directory version named there): the receipt is not verified again, and the
+directory need not be held any more. Its age is the entry's time minus the parent's, as when
+it was decided, so ``parent_missing`` and ``parent_invalid`` replay exactly.
 """
 
 from __future__ import annotations
