@@ -39,6 +39,7 @@ from edge_agent.support.cli import (
 )
 from hub.cli import bundle_diff, lineage
 from hub.cli import fabric as fabric_cli
+from hub.cli import ancestry as ancestry_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
     receipts_cli.register(keys, lineage_commands, common)
+    ancestry_cli.register(lineage_commands, common)
     bundle_diff.register(bundle, common, _duration)
     return parser
 
