@@ -1,9 +1,10 @@
 """Lineage entries: the schema as deterministic CBOR, the hash chain, streaming verification.
 
 An entry is a flat deterministic-CBOR map with small integer keys (so its encoding is short and
-one value has exactly one encoding). Entry ``seq`` is its leaf index in the RFC 9162 tree; its
-``prev`` is the leaf hash of entry ``seq - 1`` (:data:`GENESIS_PREV` for entry 0), a cheap
-streaming check next to the tree.
+one value has exactly one encoding): keys 0 to 14, and key 15 (the parent) only for a decision
+whose request cited a parent, so every other entry keeps the bytes it always had. Entry
+``seq`` is its leaf index in the RFC 9162 tree; its ``prev`` is the leaf hash of entry
+``seq - 1`` (:data:`GENESIS_PREV` for entry 0), a cheap streaming check next to the tree.
 
 :class:`ChainVerifier` checks a stream of stored entries in order: canonical encoding, schema,
 ``seq`` continuity, the ``prev`` link, and the incremental tree (a :class:`Frontier`, O(log n)
@@ -25,7 +26,7 @@ import cbor2
 from edge_agent.errors import LineageError
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
-from edge_agent.protocol.request import Request
+from edge_agent.protocol.request import Parent, ParentFacts, Request
 
 __all__ = [
     "GENESIS_PREV",
@@ -51,10 +52,15 @@ GENESIS_PREV = bytes(HASH_SIZE)
 """The ``prev`` of entry 0: there is no previous entry."""
 
 _SEQ, _TIME, _PREV, _KIND, _ALLOWED, _REASON, _RULE, _DIGEST, _VERSION = range(9)
-_SUBJECT, _ACTION, _RESOURCE, _CONTEXT, _SELECTORS, _DETAIL = range(9, 15)
+_SUBJECT, _ACTION, _RESOURCE, _CONTEXT, _SELECTORS, _DETAIL, _PARENT = range(9, 16)
 _KEY_ORDER = list(range(15))
+_PARENT_KEY_ORDER = list(range(16))
 _MAP_HEAD = b"\xaf"
-"""CBOR head of a map of 15 pairs: every entry is one."""
+"""CBOR head of a map of 15 pairs: every entry without a parent is one."""
+_PARENT_MAP_HEAD = b"\xb0"
+"""CBOR head of a map of 16 pairs: a decision that cited a parent."""
+_VERIFIED_PARENT_ITEMS = 10
+_REFUSED_PARENT_ITEMS = 2
 _PREV_HEAD = bytes((_PREV, 0x58, HASH_SIZE))
 """Key 2 and the head of a 32-byte byte string."""
 _MAX_HEAD_BYTES = 1 + 10 + 10 + len(_PREV_HEAD) + HASH_SIZE
@@ -135,7 +141,10 @@ class Draft:
     subject: str | None
     action: str | None
     body: bytes
-    """The encoded fields after ``prev`` (map keys 3 to 14), without the map head."""
+    """The encoded fields after ``prev`` (map keys 3 to 14, and 15 with a parent), without
+    the map head."""
+    head: bytes = _MAP_HEAD
+    """The entry's CBOR map head: 15 pairs, or 16 with a parent."""
 
 
 def draft_of(entry: Entry) -> Draft:
@@ -156,22 +165,25 @@ def draft_of(entry: Entry) -> Draft:
     if entry.bundle_version is not None and not 0 <= entry.bundle_version <= MAX_COUNTER:
         raise ValueError(f"entry bundle version is an integer from 0 to {MAX_COUNTER}")
     request = entry.request
-    body: bytes = cbor2.dumps(
-        {
-            _KIND: str(entry.kind),
-            _ALLOWED: entry.allowed,
-            _REASON: entry.reason,
-            _RULE: entry.rule,
-            _DIGEST: entry.bundle_digest,
-            _VERSION: entry.bundle_version,
-            _SUBJECT: request.subject if request else None,
-            _ACTION: request.action if request else None,
-            _RESOURCE: request.resource if request else None,
-            _CONTEXT: [list(kv) for kv in request.context] if request else None,
-            _SELECTORS: list(request.selectors) if request else None,
-            _DETAIL: entry.detail,
-        }
-    )
+    fields: dict[int, object] = {
+        _KIND: str(entry.kind),
+        _ALLOWED: entry.allowed,
+        _REASON: entry.reason,
+        _RULE: entry.rule,
+        _DIGEST: entry.bundle_digest,
+        _VERSION: entry.bundle_version,
+        _SUBJECT: request.subject if request else None,
+        _ACTION: request.action if request else None,
+        _RESOURCE: request.resource if request else None,
+        _CONTEXT: [list(kv) for kv in request.context] if request else None,
+        _SELECTORS: list(request.selectors) if request else None,
+        _DETAIL: entry.detail,
+    }
+    head = _MAP_HEAD
+    if request is not None and request.parent is not None:
+        fields[_PARENT] = _parent_fields(request.parent)
+        head = _PARENT_MAP_HEAD
+    body: bytes = cbor2.dumps(fields)
     if len(body) + _MAX_HEAD_BYTES > MAX_ENTRY_BYTES:
         raise ValueError(f"entry is over the {MAX_ENTRY_BYTES}-byte limit")
     return Draft(
@@ -182,7 +194,40 @@ def draft_of(entry: Entry) -> Draft:
         request.subject if request else None,
         request.action if request else None,
         body[1:],
+        head,
     )
+
+
+def _parent_fields(parent: Parent) -> list[object]:
+    """Map key 15: ``[device, seq, leaf hash, depth, subject, action, resource, time,
+    groups, directory version]`` for a verified parent, ``[directory version, refusal]`` for
+    one refused (the directory version is null when the agent held none).
+
+    Raises:
+        ValueError: a counter is out of range or the leaf hash is not 32 bytes.
+    """
+    facts = parent.facts
+    version = parent.directory_version
+    if version is not None and not 0 <= version <= MAX_COUNTER:
+        raise ValueError(f"a parent's directory version is an integer from 0 to {MAX_COUNTER}")
+    if facts is None:
+        return [version, parent.refusal]
+    if not all(0 <= n <= MAX_COUNTER for n in (facts.seq, facts.time, facts.depth)):
+        raise ValueError(f"a parent's seq, time and depth are integers from 0 to {MAX_COUNTER}")
+    if len(facts.leaf_hash) != HASH_SIZE:
+        raise ValueError("a parent's leaf hash is a 32-byte hash")
+    return [
+        facts.device,
+        facts.seq,
+        facts.leaf_hash,
+        facts.depth,
+        facts.subject,
+        facts.action,
+        facts.resource,
+        facts.time,
+        list(facts.groups),
+        version,
+    ]
 
 
 def place_draft(draft: Draft, seq: int, prev: bytes) -> bytes:
@@ -194,7 +239,7 @@ def place_draft(draft: Draft, seq: int, prev: bytes) -> bytes:
     if len(prev) != HASH_SIZE:
         raise ValueError("entry prev is a 32-byte hash")
     return b"".join(
-        (_MAP_HEAD, _uint(_SEQ, seq), _uint(_TIME, draft.time), _PREV_HEAD, prev, draft.body)
+        (draft.head, _uint(_SEQ, seq), _uint(_TIME, draft.time), _PREV_HEAD, prev, draft.body)
     )
 
 
@@ -227,10 +272,10 @@ def _uint(key: int, value: int) -> bytes:
 def decode_entry(data: bytes, seq: int | None = None) -> Entry:
     """Strictly decode entry bytes: size cap, schema, and exactly the canonical encoding.
 
-    Steps: 1. size cap; 2. decode; 3. a map of exactly the 15 entry keys, in ascending
-    order; 4. re-encode and compare bytes, so any edit that keeps the bytes decodable but
-    changes their form (floats, indefinite lengths, tags, duplicate keys, longer integer
-    forms) is refused as surely as a changed value; 5. every field of its type.
+    Steps: 1. size cap; 2. decode; 3. a map of exactly the 15 entry keys (16 with a
+    parent), in ascending order; 4. re-encode and compare bytes, so any edit that keeps the
+    bytes decodable but changes their form (floats, indefinite lengths, tags, duplicate
+    keys, longer integer forms) is refused as surely as a changed value; 5. every field of its type.
 
     Raises:
         LineageError: (with ``seq``) oversize, malformed, wrong schema or not canonical.
@@ -241,7 +286,7 @@ def decode_entry(data: bytes, seq: int | None = None) -> Entry:
         value = cbor2.loads(data)
     except Exception as exc:
         raise LineageError(f"entry is not valid CBOR: {exc}", seq=seq) from exc
-    if type(value) is not dict or list(value) != _KEY_ORDER:
+    if type(value) is not dict or (list(value) != _KEY_ORDER and list(value) != _PARENT_KEY_ORDER):
         raise LineageError("entry is not a map of the lineage entry fields in order", seq=seq)
     # With the keys in order, the plain encoder reproduces deterministic CBOR (see
     # encode_entry) for every value the schema below lets through; anything else it writes
@@ -273,6 +318,7 @@ def _entry_from_fields(
     context: object,
     selectors: object,
     detail: object,
+    parent: object = None,
     *,
     seq: int | None,
 ) -> Entry:
@@ -300,6 +346,18 @@ def _entry_from_fields(
         field is not None for field in (subject, action, resource, context, selectors)
     ):
         raise LineageError("entry request fields are malformed or incomplete", seq=seq)
+    if parent is not None:
+        cited = _parent(parent)
+        if cited is None or request is None or known is not Kind.DECISION:
+            raise LineageError("entry parent field is malformed or not on a decision", seq=seq)
+        request = Request(
+            request.subject,
+            request.action,
+            request.resource,
+            request.context,
+            request.selectors,
+            cited,
+        )
     return Entry(
         entry_seq, time, prev, known, allowed, reason, rule, digest, version, request, detail
     )
@@ -327,6 +385,55 @@ def _request(
             return None
         pairs.append((key, item))
     return Request(subject, action, resource, tuple(pairs), tuple(selectors))
+
+
+def _parent(value: object) -> Parent | None:
+    """The parent of a decision entry (map key 15), or ``None`` when it is not one."""
+    if type(value) is not list:
+        return None
+    if len(value) == _REFUSED_PARENT_ITEMS:
+        version, refusal = value
+        if not _counter_or_none(version) or type(refusal) is not str or not refusal:
+            return None
+        return Parent(None, version, refusal)
+    if len(value) != _VERIFIED_PARENT_ITEMS:
+        return None
+    device, seq, leaf, depth, subject, action, resource, time, groups, version = value
+    if (
+        type(device) is not str
+        or not _counter(seq)
+        or type(leaf) is not bytes
+        or len(leaf) != HASH_SIZE
+        or not _counter(depth)
+        or type(subject) is not str
+        or type(action) is not str
+        or type(resource) is not str
+        or not _counter(time)
+        or type(groups) is not list
+        or not all(type(g) is str for g in groups)
+        or not _counter_or_none(version)
+    ):
+        return None
+    facts = ParentFacts(
+        device,
+        tuple(groups),
+        seq,
+        leaf,
+        subject,
+        action,
+        resource,
+        time,
+        depth,
+    )
+    return Parent(facts, version)
+
+
+def _counter(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNTER
+
+
+def _counter_or_none(value: object) -> bool:
+    return value is None or _counter(value)
 
 
 class TreeEdge:

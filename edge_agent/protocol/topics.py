@@ -6,6 +6,7 @@ Layout under ``edgegov/v1/{region}/`` (at most 7 levels; docs/mqtt.md is the lon
     bundle/{channel}/{name}         hub -> devices  retained  the current bundle of a channel
     fresh/{channel}/{name}          hub -> devices  retained  freshness token of that channel
     revoke/{kind}/{value}           hub -> devices  retained  revocations
+    trust/directory                 hub -> devices  retained  the signed device directory
     device/{id}/status              device -> hub   retained  signed status; last will "offline"
     device/{id}/lineage             device -> hub   QoS 1     signed lineage batches
     device/{id}/ack                 hub -> device   retained  signed acknowledgements
@@ -40,6 +41,7 @@ __all__ = [
     "channels_for_target",
     "check_topic_name",
     "device_topic",
+    "directory_topic",
     "freshness_topic",
     "hub_subscriptions",
     "is_trust_topic",
@@ -54,7 +56,7 @@ SHARED_GROUP = "edgegov-hub"
 
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 _ALL_NAME = "_"
-_TRUST_KINDS = frozenset({"root", "bundle", "revoke", "fresh"})
+_TRUST_KINDS = frozenset({"root", "bundle", "revoke", "fresh", "trust"})
 
 
 class ChannelKind(StrEnum):
@@ -128,6 +130,11 @@ def revocation_topic(region: str, kind: str, value: str) -> str:
     )
 
 
+def directory_topic(region: str) -> str:
+    """The retained topic of the region's signed device directory (``protocol.directory``)."""
+    return f"{_region(region)}/trust/directory"
+
+
 def device_topic(region: str, device_id: str, leaf: DeviceLeaf) -> str:
     return f"{_region(region)}/device/{check_topic_name(device_id, 'device id')}/{leaf}"
 
@@ -174,6 +181,7 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
     filters = [
         f"{base}/root/+",
         f"{base}/revoke/#",
+        directory_topic(region),
         device_topic(region, device_id, DeviceLeaf.ACK),
         device_topic(region, device_id, DeviceLeaf.CHALLENGE),
         device_topic(region, device_id, DeviceLeaf.ATTESTATION),
@@ -205,6 +213,6 @@ def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
 
 def is_trust_topic(topic: str) -> bool:
     """Whether ``topic`` is one the hub publishes retained trust objects on (a root, a
-    channel's bundle, a revocation, a channel's freshness token)."""
+    channel's bundle, a revocation, a channel's freshness token, the device directory)."""
     parts = topic.split("/")
     return len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] in _TRUST_KINDS
