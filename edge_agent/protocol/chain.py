@@ -49,7 +49,6 @@ from edge_agent.protocol.directory import (
 )
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
-from edge_agent.protocol.request import ParentFacts
 from edge_agent.protocol.receipt import (
     LABEL_CHECKPOINT,
     LABEL_RECEIPTS,
@@ -57,6 +56,7 @@ from edge_agent.protocol.receipt import (
     ReceiptReport,
     verify_receipt,
 )
+from edge_agent.protocol.request import ParentFacts
 from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
@@ -164,6 +164,7 @@ def decode_chain(data: bytes) -> Chain:
 
     if len(data) > MAX_CHAIN_BYTES:
         raise fail(f"a chain file is at most {MAX_CHAIN_BYTES} bytes")
+    value: object
     try:
         value = dcbor.decode(data, max_bytes=MAX_CHAIN_BYTES, what="chain file")
     except EnvelopeError as exc:
@@ -220,8 +221,8 @@ def verify_chain(data: bytes, *, root: TrustRoot, bundles: Sequence[bytes] = ())
                 "of its root",
             )
     except ChainError as exc:
-        link = exc.link if exc.link is not None else link_index
-        raise ChainError(exc.step, exc.message, link=link, held=tuple(held)) from exc
+        where = exc.link if exc.link is not None else link_index
+        raise ChainError(exc.step, exc.message, link=where, held=tuple(held)) from exc
     return ChainReport(directory, _with_depths(links))
 
 
@@ -237,7 +238,7 @@ def _check_directory(data: bytes, root: TrustRoot) -> Directory:
 def _claimed_region(data: bytes) -> str:
     """The region a directory names, UNVERIFIED: only to choose the scope it is verified
     for, which its signature then binds."""
-    value = dcbor.decode(
+    value: object = dcbor.decode(
         cose.peek_payload(data, max_bytes=MAX_DIRECTORY_BYTES),
         max_bytes=MAX_DIRECTORY_BYTES,
         what="device directory",

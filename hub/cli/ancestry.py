@@ -25,7 +25,7 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
-from hub.core.ancestry import Ancestry, Link, LinkStatus, walk_ancestry
+from hub.core.ancestry import Ancestry, Link, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.proofs import hub_receipt
 from hub.hubdir.layout import HubDir, HubKeys

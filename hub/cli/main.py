@@ -37,9 +37,9 @@ from edge_agent.support.cli import (
     wall_clock,
     write_atomic,
 )
+from hub.cli import ancestry as ancestry_cli
 from hub.cli import bundle_diff, lineage
 from hub.cli import fabric as fabric_cli
-from hub.cli import ancestry as ancestry_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
