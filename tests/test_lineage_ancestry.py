@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.errors import ChainError
 from edge_agent.protocol.chain import Chain, ChainStep, decode_chain, encode_chain, verify_chain
@@ -488,3 +490,20 @@ def _tamper(fleet: Fleet, device: str, seq: int) -> None:
         db.execute(
             "UPDATE lineage_entries SET data = ? WHERE device = ? AND seq = ?", (data, device, seq)
         )
+
+
+def test_any_changed_byte_of_a_chain_is_refused_as_a_chain_error_never_a_crash(
+    chain3: Fleet, exported: Path
+) -> None:
+    data = exported.read_bytes()
+    root = chain3.setup.root
+    verify_chain(data, root=root)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.integers(0, len(data) - 1), st.integers(1, 255))
+    def changed(at: int, xor: int) -> None:
+        altered = data[:at] + bytes([data[at] ^ xor]) + data[at + 1 :]
+        with pytest.raises(ChainError):
+            verify_chain(altered, root=root)
+
+    changed()

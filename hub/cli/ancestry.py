@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -180,30 +181,31 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
         walked = walk_ancestry(
             registry, args.device_id, args.seq, witnesses=witnesses, max_links=MAX_CHAIN_LINKS
         )
-        exported = None
-        if args.export is not None and walked.failed is None:
-            exported = export_chain(registry, keys, walked, now=wall_clock())
-    if exported is not None:
-        write_atomic(args.export, exported[0])
-    if args.json:
-        document = ancestry_json(walked)
-        document["export"] = None if exported is None else str(args.export)
-        print(json.dumps(document, indent=2))
-    else:
-        state = "verified to its root" if walked.verified else walked.end
-        lines = [f"ancestry of {args.device_id} {args.seq}: {len(walked.links)} links, {state}"]
-        for index, link in enumerate(walked.links):
-            lines += _link_lines(index, link)
-        if exported is not None:
-            lines.append(
-                f"chain ({len(exported[0])} bytes, directory version {exported[1]}) written to "
-                f"{args.export}: check it with edge-verify chain {args.export} --root root.cbor"
+        _print_walk(args, walked)
+        if walked.failed is not None:
+            index = walked.links.index(walked.failed)
+            raise LineageError(
+                f"link {index} ({walked.failed.device} {walked.failed.seq}) fails: "
+                f"{walked.failed.detail}"
             )
-        print("\n".join(lines))
-    if walked.failed is not None:
-        index = walked.links.index(walked.failed)
-        raise LineageError(
-            f"link {index} ({walked.failed.device} {walked.failed.seq}) fails: "
-            f"{walked.failed.detail}"
-        )
+        if args.export is None:
+            return 0
+        data, version = export_chain(registry, keys, walked, now=wall_clock())
+    write_atomic(args.export, data)
+    message = (
+        f"chain ({len(data)} bytes, directory version {version}) written to {args.export}: "
+        f"check it with edge-verify chain {args.export} --root root.cbor"
+    )
+    print(message, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _print_walk(args: argparse.Namespace, walked: Ancestry) -> None:
+    if args.json:
+        print(json.dumps(ancestry_json(walked), indent=2))
+        return
+    state = "verified to its root" if walked.verified else walked.end
+    lines = [f"ancestry of {args.device_id} {args.seq}: {len(walked.links)} links, {state}"]
+    for index, link in enumerate(walked.links):
+        lines += _link_lines(index, link)
+    print("\n".join(lines))
