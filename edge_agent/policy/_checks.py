@@ -23,17 +23,21 @@ __all__ = [
     "MAX_GROUP_MEMBERS",
     "MAX_INDEX_ENTRIES",
     "MAX_NAME_CHARS",
+    "MAX_PARENT_AGE_S",
+    "MAX_PARENT_DEPTH",
     "MAX_PATTERN_CHARS",
     "MAX_PATTERN_SEGMENTS",
     "MAX_RULES",
     "MAX_RULE_ITEMS",
     "MAX_SELECTORS_PER_WORKLOAD",
     "MAX_WORKLOADS",
+    "PARENT_MAX_AGE_DEFAULT_S",
     "PAYLOAD_FORMAT",
     "SELECTOR_PREFIXES",
     "check_action",
     "check_context_key",
     "check_context_value",
+    "check_device_ref",
     "check_group_member",
     "check_group_name",
     "check_resource_pattern",
@@ -70,6 +74,14 @@ MAX_PATTERN_SEGMENTS = 64
 MAX_INDEX_ENTRIES = 2_000_000
 """(principal, action, resource) triples the compiled index may hold after group expansion;
 bounds the memory a small payload can make a device spend."""
+
+PARENT_MAX_AGE_DEFAULT_S = 60
+"""A parent condition's ``max_age`` when it names none: a parent receipt is a claim about
+one moment, so every rule that trusts one bounds how long ago that was."""
+MAX_PARENT_AGE_S = 86_400
+"""Largest ``max_age`` a parent condition may name (one day)."""
+MAX_PARENT_DEPTH = 1_024
+"""Largest ``max_depth`` a parent condition may name."""
 
 ANY = "*"
 GLOBSTAR = "**"
@@ -232,6 +244,23 @@ def check_resource_pattern(text: str) -> tuple[str, ...]:
                     f"not part of {segment!r}"
                 )
     return segments
+
+
+def check_device_ref(text: str) -> str | None:
+    """Check a parent condition's device: a device id, or ``group:NAME`` (a device group of
+    the device directory); return the group name for the latter.
+
+    Raises:
+        ValueError: empty, too long, not one printable token, or a malformed group name.
+    """
+    if text.startswith(GROUP_PREFIX):
+        name = text[len(GROUP_PREFIX) :]
+        check_group_name(name)
+        return name
+    _check_length(text, "device id")
+    if not _TOKEN.fullmatch(text) or "*" in text or "?" in text:
+        raise ValueError(f"device id {text!r} must be printable ASCII without spaces or wildcards")
+    return None
 
 
 def check_context_key(text: str) -> None:

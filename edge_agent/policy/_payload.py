@@ -20,10 +20,12 @@ from typing import TypeVar, cast
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy._index import FiledPattern, Tail, prepare_pattern
+from edge_agent.protocol.request import Parent, Request
 
 __all__ = [
     "CheckedRule",
     "Condition",
+    "ParentCondition",
     "RuleReader",
     "read_list",
     "read_map",
@@ -32,34 +34,85 @@ __all__ = [
 
 _RULE_KEYS = frozenset({"id", "effect", "subjects", "actions", "resources", "when"})
 _RULE_REQUIRED = _RULE_KEYS - {"when"}
-_WHEN_KEYS = frozenset({"context", "time_utc"})
+_WHEN_KEYS = frozenset({"context", "time_utc", "parent"})
+_PARENT_KEYS = frozenset({"action", "resource", "subject", "devices", "max_age", "max_depth"})
 
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
+class ParentCondition:
+    """A rule's ``when.parent``: the request cites a verified parent (its receipt held,
+    :mod:`edge_agent.trust.parent`) whose decision was one of ``actions`` (any when
+    ``None``), on a resource matching one of ``resources``, by one of ``subjects``, made on
+    one of ``devices`` or on a device in one of ``device_groups`` (any device when both are
+    ``None``), at most ``max_age`` seconds before ``now``, in a chain of at most
+    ``max_depth`` links (any depth when ``None``)."""
+
+    actions: frozenset[str] | None
+    resources: tuple[FiledPattern, ...] | None
+    subjects: frozenset[str] | None
+    devices: frozenset[str] | None
+    device_groups: frozenset[str] | None
+    max_age: int
+    max_depth: int | None
+
+    def holds(self, parent: Parent | None, now: int) -> bool:
+        """Whether ``parent`` (as judged when the request arrived) meets this condition."""
+        facts = parent.facts if parent is not None else None
+        if facts is None or now - facts.time > self.max_age:
+            return False
+        if self.max_depth is not None and facts.depth > self.max_depth:
+            return False
+        if self.actions is not None and facts.action not in self.actions:
+            return False
+        if self.subjects is not None and facts.subject not in self.subjects:
+            return False
+        if self.devices is not None or self.device_groups is not None:
+            named = self.devices is not None and facts.device in self.devices
+            grouped = self.device_groups is not None and not self.device_groups.isdisjoint(
+                facts.groups
+            )
+            if not (named or grouped):
+                return False
+        if self.resources is None:
+            return True
+        segments = facts.resource.split("/")
+        return any(
+            "/".join(segments[:length]) == prefix and tail.matches(segments, length)
+            for length, prefix, tail in self.resources
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
-    """A rule's ``when``: every listed context key present with an allowed value, and the
-    minute of the UTC day inside ``[start, end)`` (wrapping past midnight when end < start)."""
+    """A rule's ``when``: every listed context key present with an allowed value, the
+    minute of the UTC day inside ``[start, end)`` (wrapping past midnight when end < start),
+    and the request's parent meeting ``parent``."""
 
     context: tuple[tuple[str, frozenset[str]], ...]
     window: tuple[int, int] | None
+    parent: ParentCondition | None = None
 
-    def holds(self, context: tuple[tuple[str, str], ...], now: int) -> bool:
-        """Whether the condition holds for a request's context pairs at unix time ``now``."""
+    def holds(self, request: Request, now: int, *, blind: bool = False) -> bool:
+        """Whether the condition holds for ``request`` at unix time ``now``; with ``blind``,
+        whether it would hold but for its parent requirement."""
+        context = request.context
         for key, allowed in self.context:
             for got_key, got_value in context:
                 if got_key == key and got_value in allowed:
                     break
             else:
                 return False
-        if self.window is None:
-            return True
-        start, end = self.window
-        minute = (now // 60) % 1440
-        if start < end:
-            return start <= minute < end
-        return minute >= start or minute < end
+        if self.window is not None:
+            start, end = self.window
+            minute = (now // 60) % 1440
+            if start < end:
+                if not start <= minute < end:
+                    return False
+            elif not (minute >= start or minute < end):
+                return False
+        return self.parent is None or blind or self.parent.holds(request.parent, now)
 
 
 CheckedRule = tuple[
@@ -141,10 +194,15 @@ class RuleReader:
             expanded.update(members)
         return subjects, len(expanded)
 
-    def _actions(self, actions: tuple[str, ...], rule_id: str) -> tuple[str, ...]:
+    def _actions(
+        self, actions: tuple[str, ...], rule_id: str, *, named: bool = True
+    ) -> tuple[str, ...]:
+        """Check ``actions``; with ``named``, they are a rule's own (the index files them)."""
         for action in actions:
             _checked(checks.check_action, action, rule_id)
-            if action != checks.ANY:
+            if action == checks.ANY and not named:
+                raise PolicyError("when.parent.action lists exact actions, not '*'", rule=rule_id)
+            if action != checks.ANY and named:
                 self.named_actions.add(action)
         return actions
 
@@ -197,8 +255,52 @@ class RuleReader:
             window = self._windows.get(text)
             if window is None:
                 window = self._windows[text] = _checked(checks.parse_time_window, text, rule_id)
-        condition = Condition(tuple(context), window)
+        parent = self._parent(when["parent"], rule_id) if "parent" in when else None
+        condition = Condition(tuple(context), window, parent)
         return self._conditions.setdefault(condition, condition)
+
+    def _parent(self, raw: object, rule_id: str) -> ParentCondition:
+        """``when.parent``: each list optional and non-empty, ``max_age`` (seconds, default
+        ``PARENT_MAX_AGE_DEFAULT_S``) and ``max_depth`` bounded."""
+        fields = read_map(raw, "when.parent", _PARENT_KEYS, frozenset(), rule_id)
+        actions = subjects = devices = groups = None
+        resources = None
+        if "action" in fields:
+            listed = _texts(fields["action"], "when.parent.action", checks.MAX_RULE_ITEMS, rule_id)
+            actions = frozenset(self._actions(listed, rule_id, named=False))
+        if "subject" in fields:
+            listed = _texts(
+                fields["subject"], "when.parent.subject", checks.MAX_RULE_ITEMS, rule_id
+            )
+            for subject in listed:
+                _checked(checks.check_group_member, subject, rule_id)
+            subjects = frozenset(listed)
+        if "resource" in fields:
+            listed = _texts(
+                fields["resource"], "when.parent.resource", checks.MAX_RULE_ITEMS, rule_id
+            )
+            resources = self._patterns(listed, rule_id)
+        if "devices" in fields:
+            listed = _texts(
+                fields["devices"], "when.parent.devices", checks.MAX_RULE_ITEMS, rule_id
+            )
+            refs = [(_checked(checks.check_device_ref, ref, rule_id), ref) for ref in listed]
+            ids = frozenset(ref for group, ref in refs if group is None)
+            names = frozenset(group for group, _ in refs if group is not None)
+            devices, groups = ids or None, names or None
+        max_age = _bounded(
+            fields.get("max_age", checks.PARENT_MAX_AGE_DEFAULT_S),
+            "when.parent.max_age",
+            1,
+            checks.MAX_PARENT_AGE_S,
+            rule_id,
+        )
+        max_depth = None
+        if "max_depth" in fields:
+            max_depth = _bounded(
+                fields["max_depth"], "when.parent.max_depth", 1, checks.MAX_PARENT_DEPTH, rule_id
+            )
+        return ParentCondition(actions, resources, subjects, devices, groups, max_age, max_depth)
 
 
 def _first(pair: tuple[str, frozenset[str]]) -> str:
@@ -268,6 +370,12 @@ def read_list(raw: object, what: str, limit: int, rule_id: str | None = None) ->
         raise PolicyError(f"{what} must be a list", rule=rule_id)
     if len(raw) > limit:
         raise PolicyError(f"{what} has {len(raw)} entries, over the limit of {limit}", rule=rule_id)
+    return raw
+
+
+def _bounded(raw: object, what: str, low: int, high: int, rule_id: str) -> int:
+    if type(raw) is not int or not low <= raw <= high:
+        raise PolicyError(f"{what} must be an integer from {low} to {high}", rule=rule_id)
     return raw
 
 

@@ -8,9 +8,13 @@ with text keys, lists, text, integers; no floats)::
      "workloads": {WORKLOAD_ID: [SELECTOR, ...]},
      "rules": [{"id": ID, "effect": "allow" | "deny",
                 "subjects": [...], "actions": [...], "resources": [...],
-                "when": {"context": {KEY: [VALUE, ...]}, "time_utc": "HH:MM-HH:MM"}}]}
+                "when": {"context": {KEY: [VALUE, ...]}, "time_utc": "HH:MM-HH:MM",
+                         "parent": {"action": [...], "resource": [PATTERN, ...],
+                                    "subject": [...], "devices": [ID | "group:NAME", ...],
+                                    "max_age": SECONDS, "max_depth": N}}}]}
 
-``when`` and each of its two members are optional (``when`` is never empty). A rule's
+``when`` and each of its three members are optional (``when`` is never empty), and so is
+each member of ``parent`` (``max_age`` defaults to 60 s). A rule's
 position in ``rules`` is its precedence: the lowest-index matching deny decides, else the
 lowest-index matching allow.
 
@@ -87,6 +91,8 @@ class CompiledPolicy:
     prefix_lengths: tuple[int, ...] = field(repr=False)
     conditions: tuple[Condition | None, ...] = field(repr=False)
     verdicts: tuple[Match, ...] = field(repr=False)
+    parent_rules: bool = field(default=False, repr=False)
+    """Whether some rule has a parent condition (so a no-match deny may name it)."""
 
     @property
     def rules(self) -> tuple[RuleSummary, ...]:
@@ -217,6 +223,7 @@ def _compiled(
         prefix_lengths=prefix_lengths,
         conditions=tuple(conditions),
         verdicts=tuple(verdicts),
+        parent_rules=any(c is not None and c.parent is not None for c in conditions),
     )
 
 

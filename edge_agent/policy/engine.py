@@ -9,7 +9,10 @@ Semantics (docs/policy.md is the long form):
   actions hold the request's action or ``*``, one of its resource patterns matches the whole
   resource, and its ``when`` condition holds at ``now``.
 - Any matching deny wins and the lowest-index matching deny is named; otherwise the
-  lowest-index matching allow is named; no matching rule denies with ``no_matching_rule``.
+  lowest-index matching allow is named; no matching rule denies with ``no_matching_rule``,
+  except when a rule that requires a parent (``when.parent``) would have matched but for
+  its parent: then the deny names that rule, with ``parent_missing`` (the request cited
+  none) or ``parent_invalid`` (its receipt was refused, or the parent fails the condition).
   The index stores rules as codes ordered exactly so (see ``_index``): the decision is the
   smallest code whose rule holds, and each bucket is scanned only up to the best code so far.
 
@@ -35,20 +38,37 @@ _NO_RULE = 1 << 62
 def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:
     """Decide ``request`` under ``policy`` at unix time ``now`` (seconds, UTC).
 
-    Default deny: an empty policy, or one with no rule matching, denies.
+    Default deny: an empty policy, or one with no rule matching, denies. Only when nothing
+    matched and the policy has parent conditions does a second, parent-blind pass look for
+    the rule the parent kept from matching, to name the deny's reason.
     """
+    best = _best(policy, request, now, False)
+    if best != _NO_RULE:
+        return policy.verdicts[best]
+    if not policy.parent_rules:
+        return NO_MATCH
+    blind = _best(policy, request, now, True)
+    condition = policy.conditions[blind] if blind != _NO_RULE else None
+    if condition is None or condition.parent is None:
+        return NO_MATCH
+    reason = "parent_missing" if request.parent is None else "parent_invalid"
+    return Match(False, reason, policy.verdicts[blind].rule_id)
+
+
+def _best(policy: CompiledPolicy, request: Request, now: int, blind: bool) -> int:
+    """The smallest code whose rule matches (``_NO_RULE`` when none); with ``blind``, as if
+    every parent requirement held."""
     index = policy.index
     by_principal = index.get(request.action)
     if by_principal is None:
         by_principal = index.get(_ANY)
         if by_principal is None:
-            return NO_MATCH
+            return _NO_RULE
     if request.selectors:
         principals = _principals(policy, request)
     else:
         principals = policy.acting.get(request.subject) or _alone(request.subject)
     conditions = policy.conditions
-    context = request.context
     resource = request.resource
     segments: list[str] = []
     probes: list[tuple[int, str]] | None = None
@@ -66,13 +86,11 @@ def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:
             if entries is not None:
                 for tail, codes in entries:
                     if codes[0] < best and (tail.anything or tail.matches(segments, length)):
-                        best = _first_holding(codes, best, conditions, context, now)
+                        best = _first_holding(codes, best, conditions, request, now, blind)
         for tail, codes in node.root:
             if codes[0] < best and tail.matches(segments, 0):
-                best = _first_holding(codes, best, conditions, context, now)
-    if best == _NO_RULE:
-        return NO_MATCH
-    return policy.verdicts[best]
+                best = _first_holding(codes, best, conditions, request, now, blind)
+    return best
 
 
 def _probes(resource: str, segments: list[str], lengths: tuple[int, ...]) -> list[tuple[int, str]]:
@@ -94,15 +112,16 @@ def _first_holding(
     codes: tuple[int, ...],
     best: int,
     conditions: tuple[Condition | None, ...],
-    context: tuple[tuple[str, str], ...],
+    request: Request,
     now: int,
+    blind: bool,
 ) -> int:
     """The first code below ``best`` whose condition holds, else ``best``."""
     for code in codes:
         if code >= best:
             return best
         condition = conditions[code]
-        if condition is None or condition.holds(context, now):
+        if condition is None or condition.holds(request, now, blind=blind):
             return code
     return best
 

@@ -54,7 +54,10 @@ _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "rules")
 _TARGET_KEYS = ("region", "groups", "profiles", "devices")
 _RULE_KEYS = ("id", "effect", "subjects", "actions", "resources", "when")
-_WHEN_KEYS = ("context", "time_utc")
+_WHEN_KEYS = ("context", "time_utc", "parent")
+_PARENT_KEYS = ("action", "resource", "subject", "devices", "max_age", "max_depth")
+_INT = "tag:yaml.org,2002:int"
+_DEPTH = re.compile(r"[0-9]{1,6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +346,37 @@ class _Reader:
             window = self.string(fields["time_utc"], "when.time_utc")
             self.checked(fields["time_utc"], checks.parse_time_window, window)
             when["time_utc"] = window
+        if "parent" in fields:
+            when["parent"] = self.parent(fields["parent"])
         return when
+
+    def parent(self, node: yaml.Node) -> dict[str, object]:
+        """``when.parent``: lists as the rule's own, ``max_age`` a duration such as ``30s``
+        (the payload holds seconds), ``max_depth`` a whole number."""
+        fields = self.mapping(node, "when.parent", _PARENT_KEYS, ())
+        parent: dict[str, object] = {}
+        checks_of: dict[str, Callable[[str], object]] = {
+            "action": checks.check_action,
+            "resource": checks.check_resource_pattern,
+            "subject": checks.check_group_member,
+            "devices": checks.check_device_ref,
+        }
+        for key, check in checks_of.items():
+            if key in fields:
+                parent[key] = self.strings(fields[key], f"when.parent.{key}", check)
+        if "max_age" in fields:
+            text = self.string(fields["max_age"], "when.parent.max_age")
+            parent["max_age"] = self.checked(fields["max_age"], parse_duration, text)
+        if "max_depth" in fields:
+            depth = fields["max_depth"]
+            if (
+                not isinstance(depth, yaml.ScalarNode)
+                or depth.tag != _INT
+                or not _DEPTH.fullmatch(depth.value)
+            ):
+                self.fail(depth, "when.parent.max_depth must be a whole number such as 3")
+            parent["max_depth"] = int(depth.value)
+        return parent
 
     def string_lists(
         self,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from edge_agent.errors import BundleError, EnvelopeError, LineageError, ReceiptError
@@ -63,6 +63,7 @@ __all__ = [
     "Step",
     "StepResult",
     "build_receipt",
+    "verify_device_receipt",
     "verify_receipt",
     "verify_tlog_proof",
 ]
@@ -245,6 +246,31 @@ def verify_receipt(
         ReceiptError: the first step that fails, named in ``step``.
     """
     return _verify(_read_statement(data), device_key, witness_keys, root, bundle)
+
+
+def verify_device_receipt(
+    data: bytes, *, device_key: Callable[[str], PublicKey | None]
+) -> ReceiptReport:
+    """Verify a receipt made on a device by its device-signed checkpoint, as a tlog-proof is.
+
+    For deciding at speed (a parent receipt, docs/policy.md): the :class:`Step` checks of
+    :func:`verify_receipt` except ``receipt_signature``. The device key's checkpoint
+    signature covers the root the inclusion path reaches from the entry, which binds the
+    entry to the device's log as surely; the statement's and receipt's own signatures, two
+    more Ed25519 verifications, add nothing to it. ``device_key`` maps the log origin the
+    receipt names to the key that must have signed its checkpoint under that origin, or
+    ``None`` when there is none. No cosignature is required (a fresh receipt has none yet).
+
+    Raises:
+        ReceiptError: the first step that fails, named in ``step``.
+    """
+    claim = _read_statement(data)
+    key = device_key(claim.origin) if claim.origin is not None else None
+    if key is None:
+        raise ReceiptError(
+            Step.CHECKPOINT_SIGNATURE, f"no device key is known for log {claim.origin!r}"
+        )
+    return _verify(replace(claim, signed=None), key, (), None, None)
 
 
 def verify_tlog_proof(

@@ -70,6 +70,11 @@ class Reason(StrEnum):
     LINEAGE_UNAVAILABLE = "lineage_unavailable"
     POLICY_DENIED = "policy_denied"
     NO_MATCHING_RULE = "no_matching_rule"
+    PARENT_MISSING = "parent_missing"
+    """A rule would allow this request with a parent, and the request cited none."""
+    PARENT_INVALID = "parent_invalid"
+    """A rule would allow this request with a parent, and the cited one was refused or
+    fails the rule's parent condition."""
     INTERNAL_ERROR = "internal_error"
 
 
@@ -92,8 +97,10 @@ class Decision:
     time: int
 
     def as_cbor(self) -> dict[str, object]:
-        """The decision as a deterministic-CBOR-encodable map (its digest's preimage)."""
-        return {
+        """The decision as a deterministic-CBOR-encodable map (its digest's preimage); the
+        request's parent is in it only when there is one, so every other decision keeps
+        its digest."""
+        value: dict[str, object] = {
             "allowed": self.allowed,
             "reason": str(self.reason),
             "rule": self.rule_id,
@@ -108,6 +115,27 @@ class Decision:
                 "selectors": list(self.request.selectors),
             },
         }
+        parent = self.request.parent
+        if parent is not None:
+            facts = parent.facts
+            value["parent"] = {
+                "directory_version": parent.directory_version,
+                "refusal": parent.refusal,
+                "facts": None
+                if facts is None
+                else [
+                    facts.device,
+                    list(facts.groups),
+                    facts.seq,
+                    facts.leaf_hash,
+                    facts.subject,
+                    facts.action,
+                    facts.resource,
+                    facts.time,
+                    facts.depth,
+                ],
+            }
+        return value
 
     @property
     def digest(self) -> bytes:
@@ -292,7 +320,7 @@ def _decide(state: TrustState, request: Request, now: int) -> Decision:
     return Decision(
         match.allowed,
         reason,
-        _policy_message(reason, match.rule_id),
+        _policy_message(reason, match.rule_id, request),
         match.rule_id,
         version,
         digest,
@@ -301,11 +329,24 @@ def _decide(state: TrustState, request: Request, now: int) -> Decision:
     )
 
 
-def _policy_message(reason: Reason, rule_id: str | None) -> str:
+def _policy_message(reason: Reason, rule_id: str | None, request: Request) -> str:
     if reason is Reason.ALLOWED:
         return f"allowed by rule {rule_id!r}"
     if reason is Reason.POLICY_DENIED:
         return f"denied by rule {rule_id!r}"
+    if reason is Reason.PARENT_MISSING:
+        return f"rule {rule_id!r} allows this request only with a parent receipt; none was given"
+    if reason is Reason.PARENT_INVALID:
+        parent = request.parent
+        why = (
+            parent.refusal
+            if parent is not None and parent.refusal
+            else (
+                "the parent does not meet the rule's parent condition (action, resource, subject, "
+                "device, age or depth)"
+            )
+        )
+        return f"rule {rule_id!r} allows this request only with a valid parent: {why}"
     return "no rule allows this request (default deny)"
 
 
