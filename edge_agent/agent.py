@@ -53,16 +53,19 @@ from edge_agent.attest.measure import MeasurementSet
 from edge_agent.attest.persist import StoredAttestation, read_attestation, write_attestation
 from edge_agent.attest.responder import EvidenceResponder
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
-from edge_agent.errors import EdgeGovError, StateError
+from edge_agent.directory_file import HeldDirectory
+from edge_agent.errors import EdgeGovError, LineageError, StateError
 from edge_agent.lineage.log import LineageConfig, LineageLog
+from edge_agent.lineage.receipt_maker import ReceiptMaker
 from edge_agent.lineage.transitions import TransitionRecorder
 from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.protocol.attestation import AttestationResult
 from edge_agent.protocol.bundle import DeviceIdentity
+from edge_agent.protocol.directory import Directory
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.lineage_entries import Kind
-from edge_agent.protocol.request import Request
+from edge_agent.protocol.request import Parent, Request
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.store import DB_NAME, StaleStateError, StateStore, StoredState, Written
@@ -101,6 +104,7 @@ from edge_agent.trust.machine import (
     observe_clock,
     observe_deadlines,
 )
+from edge_agent.trust.parent import verify_parent
 from edge_agent.trust.restore import restore_state
 from edge_agent.trust.state import LocalVerdict, TrustState
 
@@ -213,6 +217,11 @@ class LocalAgent:
         self.evidence = EvidenceResponder(self)
         """Answers the hub's attestation challenges with this agent's measured state."""
         self._attestation_seen: AttestationVerdict = ATTESTATION_UNOBSERVED
+        self.directory = HeldDirectory(
+            store.path.parent, state.device.region, lambda: self.state.root, monotonic=monotonic
+        )
+        """The device directory parents are verified against (docs/policy.md "Parents")."""
+        self._receipts = ReceiptMaker(lineage) if lineage is not None else None
 
     @classmethod
     def open(
@@ -603,10 +612,13 @@ class LocalAgent:
         self._clock_trusted = seen.trusted
         return seen.trusted
 
-    def decide(self, request: Request, wall: int) -> Decision:
-        """Decide ``request`` at ``wall``; the decision is durable in the lineage before it
-        is returned, or it is replaced by a deny with ``lineage_unavailable``."""
+    def decide(self, request: Request, wall: int, *, parent: bytes | None = None) -> Decision:
+        """Decide ``request`` at ``wall``, citing the ``parent`` receipt if given; the
+        decision is durable in the lineage before it is returned, or it is replaced by a
+        deny with ``lineage_unavailable``."""
         now = self._decision_time(wall)
+        if parent is not None:
+            request = replace(request, parent=self._judge_parent(parent, now))
         decision = decide(self.state, request, now)
         self._observe(decision.time)
         if self.lineage is None:
@@ -626,6 +638,89 @@ class LocalAgent:
             unlogged.set_result(lineage_unavailable(decision, "the lineage is not open"))
             return unlogged
         return self.lineage.record_decision_soon(decision)
+
+    def decide_cited_soon(
+        self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
+    ) -> asyncio.Future[tuple[Decision, bytes | None]]:
+        """:meth:`decide_soon` citing the ``parent`` receipt (verified now, offline, against
+        the held directory at trusted now), and with ``want_receipt`` the decision's own
+        receipt once it is durable (``None`` when it could not be logged or proven; the
+        reason is logged). Call it on the loop; the receipt is made on a worker thread."""
+        now = self._decision_time(wall)
+        if parent is not None:
+            request = replace(request, parent=self._judge_parent(parent, now))
+        decision = decide(self.state, request, now)
+        self._observe(decision.time)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[tuple[Decision, bytes | None]] = loop.create_future()
+        if self.lineage is None:
+            answered.set_result((lineage_unavailable(decision, "the lineage is not open"), None))
+            return answered
+        recorded = self.lineage.record_decision_numbered_soon(decision)
+        recorded.add_done_callback(
+            functools.partial(self._answer_cited, answered, want_receipt, wall)
+        )
+        return answered
+
+    def _answer_cited(
+        self,
+        answered: asyncio.Future[tuple[Decision, bytes | None]],
+        want_receipt: bool,
+        wall: int,
+        recorded: asyncio.Future[tuple[Decision, int | None]],
+    ) -> None:
+        decision, seq = recorded.result()
+        if not want_receipt or seq is None or self._receipts is None:
+            if not answered.done():
+                answered.set_result((decision, None))
+            return
+        loop = answered.get_loop()
+        making = loop.run_in_executor(None, self._receipts.receipt, seq, wall)
+
+        def made(making: asyncio.Future[bytes]) -> None:
+            receipt: bytes | None = None
+            if making.cancelled():
+                return
+            error = making.exception()
+            if error is None:
+                receipt = making.result()
+            else:
+                logger.error("no receipt for the decision logged as entry %d: %s", seq, error)
+            if not answered.done():
+                answered.set_result((decision, receipt))
+
+        making.add_done_callback(made)
+
+    def receipt(self, seq: int, wall: int) -> bytes:
+        """A device-signed receipt of lineage entry ``seq`` (docs/receipts.md), proven
+        against a checkpoint covering it (one signed now if none does).
+
+        Raises:
+            LineageError: the lineage is not open, or the entry cannot be proven.
+        """
+        if self._receipts is None:
+            raise LineageError("the lineage is not open")
+        return self._receipts.receipt(seq, wall)
+
+    def install_directory(self, data: bytes, wall: int) -> Directory:
+        """Verify and keep the hub's device directory (:class:`HeldDirectory.install`).
+
+        Raises:
+            DirectoryError: refused (logged); nothing changes.
+            StateError: it could not be recorded; nothing changes.
+        """
+        return self.directory.install(data, self.earliest_now(wall))
+
+    def _judge_parent(self, data: bytes, now: int) -> Parent:
+        """The cited parent as verified at trusted ``now``; any unexpected failure refuses
+        it (fail closed), never the decision."""
+        directory = self.directory.current()
+        try:
+            return verify_parent(data, directory, now)
+        except Exception as exc:
+            logger.exception("parent verification failed unexpectedly; refusing the parent")
+            version = directory.version if directory is not None else None
+            return Parent(None, version, f"parent refused: internal error: {exc}")
 
     def _decision_time(self, wall: int) -> int:
         """Trusted now for a decision at ``wall``; first, at most every

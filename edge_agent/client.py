@@ -15,8 +15,15 @@ digest), so a request says only *what* it asks: ``action``, ``resource`` and an 
   pipelined over one connection. Both take ``path`` (default ``$EDGE_AGENT_SOCKET``, then
   ``/run/edge-agent/agent.sock``) and ``timeout`` (seconds per call, default 2).
 - Results are :class:`DecisionResult` (``allowed``, ``reason``, ``message``, ``rule``,
-  bundle version and digest, decision time, and the subject and selectors the agent saw)
-  and :class:`IdentityResult` (``identify()``).
+  bundle version and digest, decision time, the subject and selectors the agent saw, and
+  the decision's ``receipt`` when asked for with ``want_receipt=True``) and
+  :class:`IdentityResult` (``identify()``).
+- Ancestry: ``decide(..., parent=receipt)`` cites the receipt of the decision that caused
+  this one, on this device or another; the agent verifies it offline and the policy may
+  require it (docs/policy.md, "Parents")::
+
+      parent = decide(action="model.invoke", resource="model://vision/v3", want_receipt=True)
+      child = decide(action="plc.write", resource="plc://line-a/valve-7", parent=parent.receipt)
 
 Fail closed: every failure raises a :class:`SocketError` (:class:`AgentUnavailableError`,
 :class:`AgentRequestError`, :class:`ProtocolError`); treat any of them as a deny. The wire

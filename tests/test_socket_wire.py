@@ -246,6 +246,8 @@ class _TypingRequest(typing.NamedTuple):
     action: str = ""
     resource: str = ""
     context: tuple[tuple[str, str], ...] = ()
+    parent: bytes | None = None
+    want_receipt: bool = False
 
 
 def _matched(cls: type[Any]) -> object:
@@ -259,21 +261,21 @@ _RECORD_BEHAVIOURS: dict[str, Callable[[type[Any]], object]] = {
     "positional": lambda cls: cls(3, "decide", "read"),
     "keywords": lambda cls: cls(op="identify", id=4),
     "missing": lambda cls: cls(3),
-    "too-many": lambda cls: cls(1, "decide", "a", "b", (), "extra"),
+    "too-many": lambda cls: cls(1, "decide", "a", "b", (), None, False, "extra"),
     "unknown-keyword": lambda cls: cls(1, "decide", colour="red"),
     "repeated": lambda cls: cls(1, "decide", id=2),
     "fields": lambda cls: (cls._fields, cls._field_defaults, cls.__match_args__),
     "replace": lambda cls: cls(3, "decide")._replace(resource="/x", action="read"),
     "replace-unknown": lambda cls: cls(3, "decide")._replace(colour="red"),
-    "make": lambda cls: cls._make(iter([1, "decide", "a", "b", ()])),
+    "make": lambda cls: cls._make(iter([1, "decide", "a", "b", (), None, False])),
     "make-short": lambda cls: cls._make([1]),
     "asdict": lambda cls: cls(3, "decide")._asdict(),
     "repr": lambda cls: repr(cls(3, "decide", "r")).replace(cls.__name__, "R"),
     "tuple": lambda cls: (
-        cls(3, "decide") == (3, "decide", "", "", ()),
+        cls(3, "decide") == (3, "decide", "", "", (), None, False),
         isinstance(cls(3, ""), tuple),
     ),
-    "hash": lambda cls: hash(cls(3, "decide")) == hash((3, "decide", "", "", ())),
+    "hash": lambda cls: hash(cls(3, "decide")) == hash((3, "decide", "", "", (), None, False)),
     "order": lambda cls: sorted([cls(2, "b"), cls(1, "a"), cls(1, "")]),
     "unpack": lambda cls: [*cls(3, "decide")],
     "read-only": lambda cls: setattr(cls(3, "decide"), "id", 4),

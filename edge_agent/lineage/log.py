@@ -532,6 +532,39 @@ class LineageLog:
         self._async_writer.submit(draft, functools.partial(self._settle, decision, recorded))
         return recorded
 
+    def record_decision_numbered_soon(
+        self, decision: Decision
+    ) -> asyncio.Future[tuple[Decision, int | None]]:
+        """:meth:`record_decision_soon` resolving to the decision and its seq (``None`` with
+        the deny that replaces it), for a caller that goes on to prove the entry (a
+        receipt). Call it on the loop."""
+        recorded: asyncio.Future[tuple[Decision, int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        try:
+            draft = self._draft(decision_entry(decision))
+        except LineageError as exc:
+            recorded.set_result((lineage_unavailable(decision, str(exc)), None))
+            return recorded
+        self._async_writer.submit(
+            draft, functools.partial(self._settle_numbered, decision, recorded)
+        )
+        return recorded
+
+    def _settle_numbered(
+        self,
+        decision: Decision,
+        recorded: asyncio.Future[tuple[Decision, int | None]],
+        outcome: int | LineageError,
+    ) -> None:
+        seq: int | None = None
+        if isinstance(outcome, LineageError):
+            decision = lineage_unavailable(decision, str(self._failed(outcome)))
+        else:
+            self.last_error, seq = None, outcome
+        if not recorded.done() and not recorded.get_loop().is_closed():
+            recorded.set_result((decision, seq))
+
     def _settle(
         self, decision: Decision, recorded: asyncio.Future[Decision], outcome: int | LineageError
     ) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketLimits
-from edge_agent.socket.deciders import AsyncDecider, Decider
+from edge_agent.socket.deciders import AsyncDecider, CitingDecider, Decider
 from edge_agent.socket.errors import ErrorCode, IdentityError, ProtocolError
 from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
@@ -84,6 +84,8 @@ class ConnectionOwner(Protocol):
     def async_decider(self) -> AsyncDecider | None: ...
     @property
     def sync_decider(self) -> Decider | None: ...
+    @property
+    def citing_decider(self) -> CitingDecider | None: ...
 
     def admit(self, connection: Connection) -> bool: ...
     def forget(self, connection: Connection) -> None: ...
@@ -102,7 +104,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: PeerProcess | None = None
         self.buffer = bytearray()
-        self.inflight: set[asyncio.Future[Decision]] = set()
+        self.inflight: set[
+            asyncio.Future[Decision] | asyncio.Future[tuple[Decision, bytes | None]]
+        ] = set()
         self.last_activity = time.monotonic()
         self.frame_started: float | None = None
         self.write_paused_at: float | None = None
@@ -331,6 +335,9 @@ class Connection(asyncio.Protocol):
             context=request.context,
             selectors=identity.selectors,
         )
+        if request.parent is not None or request.want_receipt:
+            self._decide_cited(request, asked)
+            return
         loop = asyncio.get_running_loop()
         wall = int(time.time())
         server = self.server
@@ -348,7 +355,36 @@ class Connection(asyncio.Protocol):
         self.server.started(self)
         deciding.add_done_callback(functools.partial(self._decided, request.id))
 
-    def _decided(self, request_id: int, deciding: asyncio.Future[Decision]) -> None:
+    def _decide_cited(self, request: WireRequest, asked: Request) -> None:
+        """A request citing a parent or asking for its receipt: only a citing decider
+        serves it (the agent; docs/socket.md)."""
+        decider = self.server.citing_decider
+        if decider is None:
+            self.write(
+                encode_error(
+                    request.id,
+                    ErrorCode.BAD_REQUEST,
+                    "this decider cannot verify parents or make receipts",
+                )
+            )
+            return
+        deciding: asyncio.Future[tuple[Decision, bytes | None]]
+        try:
+            deciding = decider.decide_cited_soon(
+                asked, int(time.time()), request.parent, request.want_receipt
+            )
+        except Exception as exc:
+            deciding = asyncio.get_running_loop().create_future()
+            deciding.set_exception(exc)
+        self.inflight.add(deciding)
+        self.server.started(self)
+        deciding.add_done_callback(functools.partial(self._decided, request.id))
+
+    def _decided(
+        self,
+        request_id: int,
+        deciding: asyncio.Future[Decision] | asyncio.Future[tuple[Decision, bytes | None]],
+    ) -> None:
         self.inflight.discard(deciding)
         self.server.finished(self)
         if deciding.cancelled():
@@ -361,7 +397,11 @@ class Connection(asyncio.Protocol):
             )
         else:
             self.server.counters.decisions += 1
-            self.write(encode_decision(request_id, _result(deciding.result())))
+            outcome = deciding.result()
+            if isinstance(outcome, tuple):
+                self.write(encode_decision(request_id, _result(*outcome)))
+            else:
+                self.write(encode_decision(request_id, _result(outcome)))
         self._schedule()
 
     def _finish_if_done(self) -> None:
@@ -392,7 +432,7 @@ class Connection(asyncio.Protocol):
                 self.frame_started = time.monotonic()
 
 
-def _result(decision: Decision) -> DecisionResult:
+def _result(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
     request = decision.request
     return DecisionResult(
         allowed=decision.allowed,
@@ -404,4 +444,5 @@ def _result(decision: Decision) -> DecisionResult:
         time=decision.time,
         subject=request.subject,
         selectors=request.selectors,
+        receipt=receipt,
     )

@@ -121,9 +121,16 @@ class AsyncClient:
         self._ids = itertools.count(1)
 
     async def decide(
-        self, action: str, resource: str, context: Mapping[str, str] | None = None
+        self,
+        action: str,
+        resource: str,
+        context: Mapping[str, str] | None = None,
+        *,
+        parent: bytes | None = None,
+        want_receipt: bool = False,
     ) -> DecisionResult:
-        """Ask whether this process may do ``action`` on ``resource``.
+        """Ask whether this process may do ``action`` on ``resource``; ``parent`` and
+        ``want_receipt`` as :meth:`edge_agent.socket.blocking.Client.decide`.
 
         Raises:
             AgentUnavailableError: the agent cannot be reached or did not answer in time.
@@ -132,7 +139,10 @@ class AsyncClient:
             ValueError: a field is empty, too long or holds control characters.
         """
         pairs = tuple(sorted((context or {}).items()))
-        result = await self._call(WireRequest(next(self._ids), Op.DECIDE, action, resource, pairs))
+        request = WireRequest(
+            next(self._ids), Op.DECIDE, action, resource, pairs, parent, want_receipt
+        )
+        result = await self._call(request)
         if not isinstance(result, DecisionResult):
             raise ProtocolError("the agent answered a decide request with another op")
         return result

@@ -79,9 +79,18 @@ class Client:
         self._ids = itertools.count(1)
 
     def decide(
-        self, action: str, resource: str, context: Mapping[str, str] | None = None
+        self,
+        action: str,
+        resource: str,
+        context: Mapping[str, str] | None = None,
+        *,
+        parent: bytes | None = None,
+        want_receipt: bool = False,
     ) -> DecisionResult:
-        """Ask whether this process may do ``action`` on ``resource``.
+        """Ask whether this process may do ``action`` on ``resource``; ``parent`` cites the
+        receipt of the decision that caused this one (policy may require it), and
+        ``want_receipt`` asks for this decision's receipt (``result.receipt``; ``None`` when
+        the agent could not make one), to hand to the next hop as its parent.
 
         Raises:
             AgentUnavailableError: the agent cannot be reached or did not answer in time.
@@ -90,7 +99,10 @@ class Client:
             ValueError: a field is empty, too long or holds control characters.
         """
         pairs = tuple(sorted((context or {}).items()))
-        result = self._call(WireRequest(next(self._ids), Op.DECIDE, action, resource, pairs))
+        request = WireRequest(
+            next(self._ids), Op.DECIDE, action, resource, pairs, parent, want_receipt
+        )
+        result = self._call(request)
         if not isinstance(result, DecisionResult):
             raise ProtocolError("the agent answered a decide request with another op")
         return result
@@ -268,6 +280,8 @@ def decide(
     resource: str,
     context: Mapping[str, str] | None = None,
     *,
+    parent: bytes | None = None,
+    want_receipt: bool = False,
     path: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> DecisionResult:
@@ -286,4 +300,4 @@ def decide(
             for stale in [k for k in _shared if k[0] != key[0]]:
                 del _shared[stale]
             client = _shared[key] = Client(where, timeout=timeout)
-    return client.decide(action, resource, context)
+    return client.decide(action, resource, context, parent=parent, want_receipt=want_receipt)

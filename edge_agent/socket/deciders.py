@@ -9,8 +9,10 @@
   decider has it.
 
 Either must return (or resolve) only once the decision is durable, or to the deny that
-replaces it.
-:class:`~edge_agent.agent.LocalAgent` has both.
+replaces it. A decider that is also a :class:`CitingDecider` serves the requests that cite a
+parent receipt or ask for their own receipt (``parent``, ``want_receipt``); to any other,
+such requests are refused.
+:class:`~edge_agent.agent.LocalAgent` is all three.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Protocol, runtime_checkable
 from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision
 
-__all__ = ["AsyncDecider", "Decider"]
+__all__ = ["AsyncDecider", "CitingDecider", "Decider"]
 
 
 class Decider(Protocol):
@@ -36,3 +38,14 @@ class AsyncDecider(Protocol):
     future resolves there."""
 
     def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]: ...
+
+
+@runtime_checkable
+class CitingDecider(Protocol):
+    """Decides one request citing a ``parent`` receipt (verified by the decider), and with
+    ``want_receipt`` resolves to the decision's own receipt too (``None`` when none could
+    be made); called on the loop, the future resolves there."""
+
+    def decide_cited_soon(
+        self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
+    ) -> asyncio.Future[tuple[Decision, bytes | None]]: ...

@@ -39,7 +39,7 @@ from types import TracebackType
 
 from edge_agent.socket._connection import Connection, Counters
 from edge_agent.socket.config import SocketConfig, SocketLimits
-from edge_agent.socket.deciders import AsyncDecider, Decider
+from edge_agent.socket.deciders import AsyncDecider, CitingDecider, Decider
 from edge_agent.socket.errors import ErrorCode
 from edge_agent.socket.listen import ListeningSocket
 from edge_agent.socket.peer import ExeHashCache
@@ -82,6 +82,7 @@ class DecisionServer:
         self.config = config or SocketConfig()
         self.async_decider = decider if isinstance(decider, AsyncDecider) else None
         self.sync_decider = None if isinstance(decider, AsyncDecider) else decider
+        self.citing_decider = decider if isinstance(decider, CitingDecider) else None
         self.limits: SocketLimits = self.config.limits
         self.cache = ExeHashCache()
         self.counters = Counters()

@@ -53,6 +53,7 @@ __all__ = [
     "MAX_CONTEXT_ITEMS",
     "MAX_FIELD_CHARS",
     "MAX_FRAME_BYTES",
+    "MAX_PARENT_BYTES",
     "MAX_REQUEST_ID",
     "MAX_RESPONSE_BYTES",
     "PROTOCOL_VERSION",
@@ -97,10 +98,17 @@ MAX_CONTEXT_ITEMS = 64
 
 MAX_REQUEST_ID = 2**64 - 1
 
+MAX_PARENT_BYTES = 16 * 1024
+"""Largest ``parent`` receipt a request may carry, in bytes: the agent's own bound on a
+parent receipt (``edge_agent.trust.parent.MAX_PARENT_RECEIPT_BYTES``; a test holds them
+equal), checked here so an oversized one is refused before it is read any further."""
+
 _CONTROL_CHARS = frozenset(map(chr, [*range(0x20), 0x7F]))
 """C0 controls and DEL: never in a field. Checked without :mod:`re`, whose import (seven
 modules) is over a millisecond of ``edge-agent exec``'s start-up."""
-_DECIDE_KEYS = frozenset({"v", "id", "op", "action", "resource", "context"})
+_DECIDE_KEYS = frozenset(
+    {"v", "id", "op", "action", "resource", "context", "parent", "want_receipt"}
+)
 _IDENTIFY_KEYS = frozenset({"v", "id", "op"})
 
 
@@ -131,13 +139,17 @@ def closes_connection(code: str) -> bool:
 
 
 class WireRequest(NamedTuple):
-    """One decoded request: what is asked. ``context`` is sorted by key."""
+    """One decoded request: what is asked. ``context`` is sorted by key; ``parent`` is the
+    receipt of the decision that caused this one, if any; ``want_receipt`` asks for this
+    decision's own receipt in the answer."""
 
     id: int
     op: OpValue
     action: str = ""
     resource: str = ""
     context: tuple[tuple[str, str], ...] = ()
+    parent: bytes | None = None
+    want_receipt: bool = False
 
 
 class DecisionResult(NamedTuple):
@@ -153,6 +165,8 @@ class DecisionResult(NamedTuple):
     time: int
     subject: str
     selectors: tuple[str, ...]
+    receipt: bytes | None = None
+    """The decision's receipt, when asked for (``want_receipt``) and made."""
 
 
 class IdentityResult(NamedTuple):
@@ -206,6 +220,11 @@ def encode_request(request: WireRequest) -> bytes:
                 _check_text(key, "context key", ValueError)
                 _check_text(value, "context value", ValueError, allow_empty=True)
             message["context"] = dict(request.context)
+        if request.parent is not None:
+            _check_parent(request.parent, ValueError)
+            message["parent"] = request.parent
+        if request.want_receipt:
+            message["want_receipt"] = True
     return frame(_cbor.encode(message))
 
 
@@ -240,12 +259,22 @@ def decode_request(payload: bytes) -> WireRequest:
     op = value.get("op")
     if op == Op.DECIDE:
         _check_keys(value, _DECIDE_KEYS, request_id)
+        parent = value.get("parent")
+        if parent is not None:
+            _check_parent(parent, ProtocolError, request_id=request_id)
+        want_receipt = value.get("want_receipt", False)
+        if not isinstance(want_receipt, bool):
+            raise ProtocolError(
+                "request 'want_receipt' must be true or false", request_id=request_id
+            )
         return WireRequest(
             request_id,
             Op.DECIDE,
             _field(value, "action", request_id),
             _field(value, "resource", request_id),
             _context(value.get("context", {}), request_id),
+            parent,  # type: ignore[arg-type]
+            want_receipt,
         )
     if op == Op.IDENTIFY:
         _check_keys(value, _IDENTIFY_KEYS, request_id)
@@ -323,12 +352,21 @@ def _check_text(
     raise error(problem)
 
 
+def _check_parent(value: object, error: type[Exception], *, request_id: int | None = None) -> None:
+    if isinstance(value, bytes) and 0 < len(value) <= MAX_PARENT_BYTES:
+        return
+    problem = f"request 'parent' must be a receipt of 1 to {MAX_PARENT_BYTES} bytes"
+    if error is ProtocolError:
+        raise ProtocolError(problem, request_id=request_id)
+    raise error(problem)
+
+
 def _has_control(value: str) -> bool:
     # Every control character is unprintable, so the common case is one C-speed scan.
     return not value.isprintable() and not _CONTROL_CHARS.isdisjoint(value)
 
 
-_DECISION_SHAPE = _cbor.MapShape(
+_DECISION_SHAPE_KEYS = (
     "v",
     "id",
     "ok",
@@ -343,30 +381,33 @@ _DECISION_SHAPE = _cbor.MapShape(
     "subject",
     "selectors",
 )
+_DECISION_SHAPE = _cbor.MapShape(*_DECISION_SHAPE_KEYS)
+_RECEIPT_DECISION_SHAPE = _cbor.MapShape(*_DECISION_SHAPE_KEYS, "receipt")
 _IDENTITY_SHAPE = _cbor.MapShape("v", "id", "ok", "op", "pid", "uid", "gid", "subject", "selectors")
 
 
 def encode_decision(request_id: int, result: DecisionResult) -> bytes:
-    """The framed ``decide`` response."""
-    return frame(
-        _DECISION_SHAPE.encode(
-            {
-                "v": PROTOCOL_VERSION,
-                "id": request_id,
-                "ok": True,
-                "op": "decide",
-                "allowed": result.allowed,
-                "reason": result.reason,
-                "message": result.message,
-                "rule": result.rule,
-                "bundle_version": result.bundle_version,
-                "bundle_digest": result.bundle_digest,
-                "time": result.time,
-                "subject": result.subject,
-                "selectors": result.selectors,
-            }
-        )
-    )
+    """The framed ``decide`` response; ``receipt`` is in it only when there is one, so every
+    other answer keeps its bytes."""
+    values: dict[str, object] = {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "ok": True,
+        "op": "decide",
+        "allowed": result.allowed,
+        "reason": result.reason,
+        "message": result.message,
+        "rule": result.rule,
+        "bundle_version": result.bundle_version,
+        "bundle_digest": result.bundle_digest,
+        "time": result.time,
+        "subject": result.subject,
+        "selectors": result.selectors,
+    }
+    if result.receipt is None:
+        return frame(_DECISION_SHAPE.encode(values))
+    values["receipt"] = result.receipt
+    return frame(_RECEIPT_DECISION_SHAPE.encode(values))
 
 
 def encode_identity(request_id: int, result: IdentityResult) -> bytes:
@@ -462,6 +503,7 @@ def _decision_result(value: Mapping[str, object]) -> DecisionResult:
         time=_typed(value, "time", int),
         subject=_typed(value, "subject", str),
         selectors=_texts(value, "selectors"),
+        receipt=_optional(value, "receipt", bytes),
     )
 
 

@@ -3,10 +3,12 @@
 What it does, in one session per broker connection:
 
 1. subscribe (directly: retained messages must arrive) to the region's roots, revocations,
-   the device's ack topic, and the bundle and freshness topics of every channel it is on;
+   device directory, the device's ack topic, and the bundle and freshness topics of every
+   channel it is on;
 2. publish its signed status, retained, with a pre-signed "offline" status as last will;
 3. apply what arrives through the agent's verified install paths — roots in version order,
-   bundles, revocations, freshness tokens, acks — each refused object logged as a rejection
+   bundles, revocations, freshness tokens, the device directory (kept in the state
+   directory for verifying parents offline), acks — each refused object logged as a rejection
    and changing nothing;
 4. ship unacknowledged lineage in signed batches, one in flight, resent until the hub's
    signed ack (stored *and* verified) arrives; acks move the lineage watermark, and the
@@ -348,6 +350,9 @@ class AgentDaemon:
         if kind == "challenge":
             self._queue_challenge(message.payload)
             return False
+        if kind == "directory":
+            directory = self.agent.directory.current()
+            return self.agent.install_directory(message.payload, wall) is not directory
         logger.debug("ignoring a message on %s", message.topic)
         return False
 
@@ -635,7 +640,7 @@ def _untimed(status: DeviceStatus) -> DeviceStatus:
     return replace(status, time=0)
 
 
-_RETAINED_TRUST = frozenset({"bundle", "revoke"})
+_RETAINED_TRUST = frozenset({"bundle", "revoke", "directory"})
 """Topics whose payload, once applied, changes nothing when applied again. Roots and tokens
 are not among them: a root may wait for its predecessor, a token for its bundle."""
 
@@ -644,6 +649,8 @@ def _topic_kind(topic: str) -> str:
     parts = topic.split("/")
     if len(parts) >= 4 and parts[3] in ("bundle", "fresh", "revoke", "root"):
         return parts[3]
+    if len(parts) == 5 and parts[3] == "trust" and parts[4] == "directory":
+        return "directory"
     if len(parts) == 6 and parts[3] == "device":
         return parts[5]
     return "unknown"
