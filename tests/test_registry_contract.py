@@ -29,6 +29,7 @@ from hub.registry import (
     UNREGISTERED,
     AttestationRecord,
     DeviceRecord,
+    IssuedDirectory,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
@@ -274,6 +275,19 @@ def test_the_last_freshness_token_per_channel_is_kept_and_the_later_one_given_wi
     assert registry.freshness("eu-1", "all") == _freshness("all", NOW + 2)
     assert registry.freshness("eu-1", "group/a") == _freshness("group/a", NOW)
     assert registry.freshness("ap-3", "all") is None
+
+
+def test_a_directory_is_current_only_above_the_version_held_whichever_handle_records_it(
+    registry: Registry, peer: Registry
+) -> None:
+    assert registry.directory("eu-1") is None
+    first, second = _directory(1), _directory(2)
+    assert registry.record_directory(first)
+    assert not peer.record_directory(replace(first, data=b"other bytes"))
+    assert peer.record_directory(second)
+    assert not registry.record_directory(_directory(1, issued_at=NOW + 9))
+    assert registry.directory("eu-1") == second == peer.directory("eu-1")
+    assert registry.directory("ap-3") is None
 
 
 # Device logs.
@@ -548,3 +562,7 @@ def test_tree_nodes_are_there_when_a_long_log_is_opened_again(backend: Backend) 
         log = store_log(registry, 700, batch=300)
     with backend.open() as registry:
         assert_same_proofs(registry.tree_nodes("gw-001"), reference_nodes(log.entries), 700)
+
+
+def _directory(version: int, *, issued_at: int = NOW) -> IssuedDirectory:
+    return IssuedDirectory("eu-1", version, bytes([version]) * 32, b"signed", issued_at, NOW + 60)
