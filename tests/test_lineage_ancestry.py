@@ -6,6 +6,7 @@ chain file refused with the link and the step that fails."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -18,17 +19,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import ChainError
+from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.chain import Chain, ChainStep, decode_chain, encode_chain, verify_chain
 from edge_agent.protocol.checkpoint import Checkpoint, sign_checkpoint
 from edge_agent.protocol.directory import directory_payload, sign_directory
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.lineage_entries import Kind, decode_entry, encode_entry
+from edge_agent.protocol.lineage_entries import (
+    GENESIS_PREV,
+    Entry,
+    Kind,
+    decode_entry,
+    encode_entry,
+    entry_hash,
+)
 from edge_agent.protocol.merkle import leaf_hash, root_from_leaf_hashes
 from edge_agent.protocol.request import Parent, ParentFacts, Request
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.shipping import LineageBatch, sign_batch
 from edge_agent.verify.cli import main as verify_main
+from hub.cli.ancestry import policies
 from hub.cli.main import main as hub_main
+from hub.cli.operations import build_bundle
 from hub.core.ancestry import Ancestry, LinkStatus, walk_ancestry
 from hub.core.ingest import ingest_batch
 from hub.core.proofs import hub_receipt
@@ -36,7 +47,7 @@ from hub.core.witness import witness_accepted
 from hub.hubdir.keys import ROOT_FILE, load_role_keys
 from hub.registry import DeviceRecord, Registry
 from hub.registry.backends import open_registry
-from hub.registry.records import Accepted
+from hub.registry.records import Accepted, PublishedBundle
 from tests.ancestry_support import (
     CAMERA,
     CAMERA_KEY,
@@ -47,7 +58,7 @@ from tests.ancestry_support import (
     DeviceLog,
     devices,
 )
-from tests.factory import NOW
+from tests.factory import DAY, NOW
 from tests.hub_support import HubSetup, make_hub_dir
 
 VALVE = Request("svc:plc-bridge", "plc.write", "plc://line-a/valve-7")
@@ -308,6 +319,122 @@ def test_ancestry_json_lists_every_link_child_first(
     ]
     assert document["links"][0]["parent"]["device"] == PLC
     assert document["links"][1]["entry"]["action"] == "plc.write"
+
+
+# --- the policy each child was decided under ------------------------------------------------
+
+VALVE_POLICY = """\
+target: {region: eu-1, groups: [plcs], profiles: [generic-x86_64]}
+ttl: 24h
+rules:
+  - id: valve-only-from-vision
+    effect: allow
+    subjects: ["*"]
+    actions: [plc.write]
+    resources: ["plc://line-a/*"]
+    when:
+      parent:
+        action: [model.invoke]
+        resource: ["model://vision/*"]
+        devices: [group:cameras]
+        max_age: 30s
+"""
+
+
+def _recorded_bundle(fleet: Fleet) -> tuple[bytes, int]:
+    """The valve policy built, signed and recorded at the hub as ``bundle push`` does; its
+    digest and version."""
+    root = fleet.setup.root
+    data, _ = build_bundle(
+        load_policy_source(VALVE_POLICY),
+        root=root,
+        signers=load_role_keys(fleet.setup.keys, Role.POLICY, root),
+        version=1,
+        ttl=None,
+        now=NOW,
+    )
+    digest = hashlib.sha256(data).digest()
+    with open_registry(fleet.db) as registry:
+        registry.record_bundle(
+            bundle=PublishedBundle("eu-1", "group/plcs", 1, digest, data, NOW + DAY, None, NOW),
+            issued_at=NOW,
+            target={"region": "eu-1"},
+            channels=["group/plcs"],
+        )
+    return digest, 1
+
+
+def _logged(fleet: Fleet, parent: Parent, bundle: tuple[bytes, int], verdict: str) -> int:
+    """The PLC logs a valve write citing ``parent`` with ``verdict`` (``allowed`` or
+    ``parent_invalid``) under ``bundle``, whatever its policy says; the entry's seq."""
+    log = fleet.logs[PLC]
+    seq = len(log.entries)
+    prev = entry_hash(log.entries[-1]) if log.entries else GENESIS_PREV
+    request = Request(VALVE.subject, VALVE.action, VALVE.resource, parent=parent)
+    allowed = verdict == "allowed"
+    entry = Entry(
+        seq, NOW, prev, Kind.DECISION, allowed, verdict, "valve-only-from-vision", *bundle, request
+    )
+    log.entries.append(encode_entry(entry))
+    fleet.ship(PLC)
+    return seq
+
+
+@dataclass(frozen=True)
+class Decided:
+    name: str
+    parent_from: str
+    parent_age_s: int
+    logged: str
+    holds: bool
+
+
+DECIDED = [
+    Decided("allowed with a fresh parent from a camera", CAMERA, 5, "allowed", True),
+    Decided("allowed with a parent from outside the group", OUTSIDER, 5, "allowed", False),
+    Decided("allowed with a parent over its max age", CAMERA, 31, "allowed", False),
+    Decided("denied with a parent from outside the group", OUTSIDER, 5, "parent_invalid", True),
+]
+
+
+@pytest.mark.parametrize("case", DECIDED, ids=lambda c: c.name)
+def test_a_child_is_re_decided_under_its_bundle_with_the_parent_it_recorded(
+    fleet: Fleet, case: Decided
+) -> None:
+    bundle = _recorded_bundle(fleet)
+    fleet.logs[case.parent_from].append(time=NOW - case.parent_age_s)
+    fleet.ship(case.parent_from)
+    seq = _logged(fleet, fleet.cite(case.parent_from, 0), bundle, case.logged)
+    with open_registry(fleet.db) as registry:
+        walked = walk_ancestry(
+            registry,
+            PLC,
+            seq,
+            witnesses=[fleet.witness.public],
+            policy_of=policies(registry, fleet.setup.root),
+        )
+    child = walked.links[0]
+    if case.holds:
+        assert child.status == LinkStatus.VERIFIED
+        assert child.policy.startswith("re-decided under bundle v1")
+    else:
+        assert walked.failed is child
+        assert "not allowed (rule valve-only-from-vision) as logged" in child.detail
+
+
+def test_a_child_whose_bundle_the_hub_does_not_hold_is_said_so_not_failed(
+    chain3: Fleet,
+) -> None:
+    with open_registry(chain3.db) as registry:
+        walked = walk_ancestry(
+            registry,
+            CAMERA,
+            1,
+            witnesses=[chain3.witness.public],
+            policy_of=policies(registry, chain3.setup.root),
+        )
+    assert walked.verified
+    assert walked.links[0].policy == "not re-decided: the hub holds no bundle v1 it names"
 
 
 # --- the chain file and edge-verify chain --------------------------------------------------

@@ -2,8 +2,10 @@
 of parents across devices, each link checked in the logs the hub holds.
 
 The walk is :func:`hub.core.ancestry.walk_ancestry`: every link stored, the leaf its child
-cited, proven in a checkpoint the hub's witness cosigned; a parent not shipped yet is shown
-as such (not an error). ``--export`` writes the chain file ``edge-verify chain`` checks
+cited, proven in a checkpoint the hub's witness cosigned, and each decision that cited a
+parent re-decided under the bundle it names (from the registry, verified under the hub's
+trust root) with the parent it recorded; a parent not shipped yet is shown as such (not an
+error). ``--export`` writes the chain file ``edge-verify chain`` checks
 offline (:mod:`edge_agent.protocol.chain`): the region's current signed device directory and
 one receipt per link, signed by the hub's witness key (:func:`hub.core.proofs.hub_receipt`,
 as ``edge-hub lineage receipt``); the file is verified against the hub's trust root before
@@ -21,19 +23,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import ChainError, ConfigError, LineageError
+from edge_agent.errors import BundleError, ChainError, ConfigError, LineageError
+from edge_agent.policy.bundle import compile_bundle_policy
+from edge_agent.policy.compiler import CompiledPolicy
+from edge_agent.protocol.bundle import claimed_region, verify_bundle
 from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chain
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
-from hub.core.ancestry import Ancestry, Link, walk_ancestry
+from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.proofs import hub_receipt
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
 from hub.service.publish import issue_directories
 
-__all__ = ["ancestry_json", "export_chain", "register"]
+__all__ = ["ancestry_json", "export_chain", "policies", "register"]
 
 
 def register(
@@ -107,6 +113,29 @@ def export_chain(
     return data, directory.version
 
 
+def policies(registry: Registry, root: TrustRoot) -> PolicyOf:
+    """The compiled policy of each bundle the registry holds, by digest, verified under
+    ``root`` for the region it targets (no expiry: it is history), compiled once each."""
+    compiled: dict[bytes, CompiledPolicy | None] = {}
+
+    def compile_held(digest: bytes) -> CompiledPolicy | None:
+        data = registry.bundle_data(digest)
+        if data is None:
+            return None
+        try:
+            bundle = verify_bundle(data, root=root, region=claimed_region(data))
+            return compile_bundle_policy(bundle).policy
+        except BundleError:
+            return None
+
+    def policy_of(digest: bytes) -> CompiledPolicy | None:
+        if digest not in compiled:
+            compiled[digest] = compile_held(digest)
+        return compiled[digest]
+
+    return policy_of
+
+
 def ancestry_json(walked: Ancestry) -> dict[str, Any]:
     """``walked`` as the JSON ``--json`` prints."""
     first = walked.links[0]
@@ -127,6 +156,7 @@ def _link_json(link: Link) -> dict[str, Any]:
         "seq": link.seq,
         "status": str(link.status),
         "detail": link.detail,
+        "policy": link.policy or None,
         "leaf_hash": None if link.leaf is None else link.leaf.hex(),
         "entry": None if link.entry is None else _entry_json(link.entry),
         "parent": None
@@ -167,10 +197,13 @@ def _link_lines(index: int, link: Link) -> list[str]:
     )
     verdict = "allow" if entry.allowed else "deny"
     when = utc_text(entry.time, "%Y-%m-%dT%H:%M:%SZ")
-    return [
+    lines = [
         f"{head}: {verdict} {what} at {when} (rule {entry.rule or '-'}, {entry.reason})",
         f"      {link.detail}",
     ]
+    if link.policy:
+        lines.append(f"      {link.policy}")
+    return lines
 
 
 def _cmd_ancestry(args: argparse.Namespace) -> int:
@@ -179,7 +212,12 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
     witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
     with hub.open_registry() as registry:
         walked = walk_ancestry(
-            registry, args.device_id, args.seq, witnesses=witnesses, max_links=MAX_CHAIN_LINKS
+            registry,
+            args.device_id,
+            args.seq,
+            witnesses=witnesses,
+            policy_of=policies(registry, keys.root),
+            max_links=MAX_CHAIN_LINKS,
         )
         _print_walk(args, walked)
         if walked.failed is not None:

@@ -14,7 +14,12 @@ through the logs the hub holds, child first, and checks every link:
    covering it (:func:`hub.core.proofs.prove_entry`): a stored entry altered under the tree
    fails the link; none cosigned yet is :attr:`LinkStatus.NOT_COSIGNED` and the walk goes on;
 6. the depths agree: a child's recorded depth is its parent's plus one (a parent without a
-   parent has depth 0).
+   parent has depth 0);
+7. given the policies of the bundles the hub holds (``policy_of``), a decision that cited a
+   parent is re-decided with the device's own pure engine under the bundle it names, at its
+   own time, with the parent facts it recorded: it must come out as logged (verdict,
+   reason, rule), so the rule's parent requirement held; a bundle the hub does not hold is
+   said so, not failed.
 
 A walk stops at the first failed link, at a link already visited (a cycle: impossible with
 honest hashes, refused all the same) and after :data:`MAX_ANCESTRY_LINKS` links. It reads
@@ -23,16 +28,19 @@ through a :class:`~hub.core.proofs.ProofSource` and does no other I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from edge_agent.errors import LineageError
+from edge_agent.policy.compiler import CompiledPolicy
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol.chain import cited_parent
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.protocol.request import ParentFacts
+from hub.core.diff import POLICY_REASONS
 from hub.core.proofs import ProofSource, ProvenEntry, prove_entry, registered, stored_entry
 from hub.registry.interface import RegistryError
 
@@ -41,12 +49,20 @@ __all__ = [
     "Ancestry",
     "Link",
     "LinkStatus",
+    "PolicyOf",
     "walk_ancestry",
 ]
 
 MAX_ANCESTRY_LINKS = 64
 """Most links one walk follows (the decision itself included); a longer chain is cut there
 and said so."""
+
+PolicyOf = Callable[[bytes], CompiledPolicy | None]
+"""The compiled policy of the bundle with this SHA-256 digest, verified under the hub's
+trust root; ``None`` when the hub does not hold it (or it no longer verifies)."""
+
+_REDECIDED = POLICY_REASONS | {"parent_missing", "parent_invalid"}
+"""Reasons of decisions the policy made (every other gate check had passed)."""
 
 
 class LinkStatus(StrEnum):
@@ -74,6 +90,8 @@ class Link:
     entry: Entry | None = None
     leaf: bytes | None = None
     proven: ProvenEntry | None = None
+    policy: str = ""
+    """What re-deciding the entry under its bundle established (empty: not re-decided)."""
 
     @property
     def parent(self) -> ParentFacts | None:
@@ -109,6 +127,7 @@ def walk_ancestry(
     seq: int,
     *,
     witnesses: Sequence[PublicKey],
+    policy_of: PolicyOf | None = None,
     max_links: int = MAX_ANCESTRY_LINKS,
 ) -> Ancestry:
     """The chain of ``device_id``'s entry ``seq`` back to its root, each link checked as the
@@ -133,7 +152,7 @@ def walk_ancestry(
         if len(links) == max_links:
             return Ancestry(tuple(links), f"cut after {max_links} links")
         visited.add(at)
-        link = _check_link(source, at, cited, witnesses)
+        link = _check_link(source, at, cited, witnesses, policy_of)
         links.append(link)
         if link.status in (LinkStatus.FAILED, LinkStatus.NOT_SHIPPED):
             return Ancestry(tuple(links), link.detail)
@@ -148,6 +167,7 @@ def _check_link(
     at: tuple[str, int],
     cited: ParentFacts | None,
     witnesses: Sequence[PublicKey],
+    policy_of: PolicyOf | None,
 ) -> Link:
     device_id, seq = at
     device = source.device(device_id)
@@ -175,10 +195,13 @@ def _check_link(
     depth_problem = _depth_problem(entry, cited)
     if depth_problem is not None:
         return Link(device_id, seq, LinkStatus.FAILED, depth_problem, entry, leaf)
+    policy, policy_problem = _redecided(entry, policy_of)
+    if policy_problem is not None:
+        return Link(device_id, seq, LinkStatus.FAILED, policy_problem, entry, leaf)
     try:
         proven = prove_entry(source, device, seq, data, witnesses)
     except LineageError as exc:
-        return Link(device_id, seq, LinkStatus.NOT_COSIGNED, str(exc), entry, leaf)
+        return Link(device_id, seq, LinkStatus.NOT_COSIGNED, str(exc), entry, leaf, None, policy)
     except RegistryError as exc:
         return Link(device_id, seq, LinkStatus.FAILED, str(exc), entry, leaf)
     return Link(
@@ -190,7 +213,37 @@ def _check_link(
         entry,
         leaf,
         proven,
+        policy,
     )
+
+
+def _redecided(entry: Entry, policy_of: PolicyOf | None) -> tuple[str, str | None]:
+    """Step 7: (what re-deciding established, or why it did not run; the failure or None)."""
+    request = entry.request
+    if (
+        policy_of is None
+        or request is None
+        or request.parent is None
+        or entry.bundle_digest is None
+        or entry.reason not in _REDECIDED
+    ):
+        return "", None
+    policy = policy_of(entry.bundle_digest)
+    if policy is None:
+        return f"not re-decided: the hub holds no bundle v{entry.bundle_version} it names", None
+    match = evaluate(policy, request, entry.time)
+    logged = (entry.allowed, entry.reason, entry.rule)
+    if (match.allowed, match.reason, match.rule_id) != logged:
+        return "", (
+            f"re-decided under the bundle v{entry.bundle_version} it names, with the parent it "
+            f"recorded, it comes out {match.reason} (rule {match.rule_id or '-'}), not "
+            f"{entry.reason} (rule {entry.rule or '-'}) as logged"
+        )
+    verdict = "allowed" if entry.allowed else "denied"
+    return (
+        f"re-decided under bundle v{entry.bundle_version}: {verdict} by rule "
+        f"{entry.rule or '-'} with the parent it recorded ({entry.reason})"
+    ), None
 
 
 def _depth_problem(entry: Entry, cited: ParentFacts | None) -> str | None:
