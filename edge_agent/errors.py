@@ -122,6 +122,28 @@ class ReceiptError(LineageError):
         super().__init__(message)
 
 
+class ChainError(LineageError):
+    """A chain of decisions (``edge-verify chain``) does not prove what it claims; ``link``
+    names the link (0: the child the chain starts from; ``None``: the file or its
+    directory), ``step`` the check that failed, and ``held`` the (step, detail) pairs that
+    held before it, for a verifier to print what was proven."""
+
+    code = "chain_invalid"
+
+    def __init__(
+        self,
+        step: str,
+        message: str,
+        *,
+        link: int | None = None,
+        held: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.step = step
+        self.link = link
+        self.held = held
+        super().__init__(message)
+
+
 class LineageDamagedError(LineageError):
     """The lineage file is not an intact database any more (overwritten, zeroed, cut short
     in place): a break to record, unlike a passing failure such as a full disk or a lock."""

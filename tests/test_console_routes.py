@@ -215,7 +215,7 @@ def test_the_dashboard_counts_each_device_in_the_state_its_page_shows(
 # The devices list and device pages.
 
 
-def test_the_devices_list_links_every_registered_device(console: Console) -> None:
+def test_the_devices_list_links_every_registered(console: Console) -> None:
     page = console.client().get("/devices")
     assert page.status_code == 200
     assert '<a href="/devices/gw-001">gw-001</a>' in page.text

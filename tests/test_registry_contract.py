@@ -38,6 +38,7 @@ from hub.registry import (
     ConsoleToken,
     DeviceRecord,
     FleetCount,
+    IssuedDirectory,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
@@ -287,6 +288,19 @@ def test_the_last_freshness_token_per_channel_is_kept_and_the_later_one_given_wi
     assert registry.freshness("eu-1", "all") == _freshness("all", NOW + 2)
     assert registry.freshness("eu-1", "group/a") == _freshness("group/a", NOW)
     assert registry.freshness("ap-3", "all") is None
+
+
+def test_a_directory_is_current_only_above_the_version_held_whichever_handle_records_it(
+    registry: Registry, peer: Registry
+) -> None:
+    assert registry.directory("eu-1") is None
+    first, second = _directory(1), _directory(2)
+    assert registry.record_directory(first)
+    assert not peer.record_directory(replace(first, data=b"other bytes"))
+    assert peer.record_directory(second)
+    assert not registry.record_directory(_directory(1, issued_at=NOW + 9))
+    assert registry.directory("eu-1") == second == peer.directory("eu-1")
+    assert registry.directory("ap-3") is None
 
 
 # Device logs.
@@ -957,3 +971,7 @@ def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: R
     assert ids(limit=10, state="never_seen") == ["gw-005", "gw-006", "gw-007"]
     assert ids(limit=10, region="us-2") == ["gw-007"]
     assert ids(limit=10, region="us-2", state="open") == []
+
+
+def _directory(version: int, *, issued_at: int = NOW) -> IssuedDirectory:
+    return IssuedDirectory("eu-1", version, bytes([version]) * 32, b"signed", issued_at, NOW + 60)

@@ -199,15 +199,16 @@ def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
     run, so each batch is stored once and each nonce is spent by one hub; status is
     subscribed directly by every hub, because shared subscriptions do not deliver retained
     messages and a starting hub needs every device's last status. The retained trust topics
-    (roots, bundles, revocations) are subscribed directly too, so that the hub knows what the
-    broker holds already: what ``edge-hub bundle push`` or ``revoke`` published is not sent
-    to every device a second time.
+    (roots, bundles, revocations, the device directory) are subscribed directly too, so that
+    the hub knows what the broker holds already: what ``edge-hub bundle push`` or ``revoke``
+    published (or another hub process's directory) is not sent to every device a second
+    time.
     """
     base = _region(region)
     consumed = [f"{base}/device/+/{leaf}" for leaf in (DeviceLeaf.LINEAGE, DeviceLeaf.EVIDENCE)]
     if shared:
         consumed = [f"$share/{SHARED_GROUP}/{topic}" for topic in consumed]
-    retained = (f"{base}/root/+", f"{base}/bundle/#", f"{base}/revoke/#")
+    retained = (f"{base}/root/+", f"{base}/bundle/#", f"{base}/revoke/#", directory_topic(region))
     return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}", *retained)
 
 

@@ -1,8 +1,10 @@
-"""The ``edge-verify`` command line: ``receipt`` and ``consistency``, text or ``--json``.
+"""The ``edge-verify`` command line: ``receipt``, ``consistency`` and ``chain``, text or
+``--json``.
 
-Exit codes: 0 when every step holds (receipt) or the checkpoints are consistent; 1 when a
-step fails (naming it and why), or a fork or an unproven pair; 2 for usage errors and files
-that cannot be read or keys that cannot be parsed. With ``--json`` every outcome, errors
+Exit codes: 0 when every step holds (receipt), the checkpoints are consistent, or every link
+of a chain holds; 1 when a step fails (naming it and why; for a chain, the link too), or a
+fork or an unproven pair; 2 for usage errors and files that cannot be read or keys that
+cannot be parsed. With ``--json`` every outcome, errors
 included, is one JSON object on stdout.
 """
 
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError, EdgeGovError, LineageError, ReceiptError
+from edge_agent.errors import ChainError, ConfigError, EdgeGovError, LineageError, ReceiptError
+from edge_agent.protocol.chain import MAX_CHAIN_BYTES, ChainReport, verify_chain
 from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_origin
 from edge_agent.protocol.consistency_file import (
     MAX_CONSISTENCY_FILE_BYTES,
@@ -76,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         if args.command == "receipt":
             return _receipt(args)
+        if args.command == "chain":
+            return _chain(args)
         return _consistency(args)
     except _UsageError as exc:
         return _usage(str(exc), as_json)
@@ -125,6 +130,25 @@ def _parser() -> _Parser:
         sub.add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
         )
+    chain = commands.add_parser(
+        "chain",
+        help="verify a chain of decisions across devices (edge-hub lineage ancestry --export)",
+        description="Verify a chain file link by link: the device directory under the root's "
+        "verifier role, every link's receipt with the key the directory lists for its "
+        "device, each child's recorded parent, depth, age and verdict against the next link.",
+    )
+    chain.add_argument("file", help="the chain file (chain.cbor)")
+    chain.add_argument("--root", required=True, help="the trust root (root.cbor)")
+    chain.add_argument(
+        "--bundle",
+        action="append",
+        default=[],
+        help="a policy bundle a link's entry names (repeatable): checked under the root's "
+        "policy role",
+    )
+    chain.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
     return parser
 
 
@@ -266,6 +290,99 @@ def _device_named(checkpoint: Checkpoint) -> tuple[str | None, int | None]:
         return None, None
 
 
+# --- chain ---------------------------------------------------------------------------------
+
+
+def _chain(args: argparse.Namespace) -> int:
+    root = _root(args.root)
+    data = _read(args.file, MAX_CHAIN_BYTES, "chain", offered=True)
+    bundles = [_read(path, MAX_BUNDLE_BYTES, "bundle", offered=True) for path in args.bundle]
+    try:
+        report = verify_chain(data, root=root, bundles=bundles)
+    except ChainError as exc:
+        return _chain_failed(args, exc)
+    _emit(args.json, _chain_json(args.file, report), _chain_text(args.file, report))
+    return EXIT_OK
+
+
+def _chain_failed(args: argparse.Namespace, exc: ChainError) -> int:
+    where = "chain" if exc.link is None else f"link {exc.link}"
+    steps = [{"step": step, "status": "held", "detail": detail} for step, detail in exc.held]
+    steps.append({"step": f"{where}: {exc.step}", "status": "failed", "detail": exc.message})
+    document = {
+        "file": args.file,
+        "kind": "chain",
+        "ok": False,
+        "steps": steps,
+        "error": {"link": exc.link, "step": exc.step, "code": exc.code, "message": exc.message},
+    }
+    lines = [f"{PROG}: chain {args.file}"]
+    lines += [_line("ok", step, detail) for step, detail in exc.held]
+    lines.append(_line("FAILED", f"{where}: {exc.step}", exc.message))
+    lines.append(f"NOT VERIFIED: {where}, step '{exc.step}' failed: {exc.message}")
+    _emit(args.json, document, "\n".join(lines))
+    return EXIT_FAILED
+
+
+def _chain_json(path: str, report: ChainReport) -> dict[str, Any]:
+    directory = report.directory
+    return {
+        "file": path,
+        "kind": "chain",
+        "ok": True,
+        "directory": {
+            "region": directory.region,
+            "version": directory.version,
+            "issued_at": directory.issued_at,
+            "expires_at": directory.expires_at,
+        },
+        "links": [
+            {
+                "device": link.device.id,
+                "groups": list(link.device.groups),
+                "depth": link.depth,
+                "age_s": link.age_s,
+                "entry": _entry_json(link.entry),
+                "checkpoint": _checkpoint_json(link.receipt.checkpoint),
+                "bundle_checked": any(r.step == Step.BUNDLE for r in link.receipt.held),
+            }
+            for link in report.links
+        ],
+    }
+
+
+def _chain_text(path: str, report: ChainReport) -> str:
+    directory = report.directory
+    lines = [
+        f"{PROG}: chain {path}",
+        _line("ok", "directory", f"{directory.region} version {directory.version}"),
+    ]
+    for index, link in enumerate(report.links):
+        entry = link.entry
+        request = entry.request
+        what = "" if request is None else f" {request.subject} {request.action} {request.resource}"
+        verdict = "allow" if entry.allowed else "deny"
+        age = "" if link.age_s is None else f", {link.age_s} s before its child"
+        bundle = (
+            f", bundle v{entry.bundle_version} signed by the policy role"
+            if any(r.step == Step.BUNDLE for r in link.receipt.held)
+            else ""
+        )
+        lines.append(
+            _line(
+                "ok",
+                f"link {index}",
+                f"{link.device.id} seq {entry.seq} depth {link.depth}: {verdict}{what} "
+                f"(rule {entry.rule or '-'}){age}{bundle}",
+            )
+        )
+    lines.append(
+        f"VERIFIED: {len(report.links)} links to the root, every receipt cosigned by the hub "
+        "witness, every parent as its child recorded it"
+    )
+    return "\n".join(lines)
+
+
 # --- consistency ---------------------------------------------------------------------------
 
 
@@ -322,17 +439,19 @@ def _consistency_text(args: argparse.Namespace, report: ConsistencyReport) -> st
 def _keys(args: argparse.Namespace) -> _Keys:
     device = _pem_key(args.device_key, "device key")
     witnesses = tuple(_pem_key(path, "witness key") for path in args.witness_key)
-    root = None
-    if args.root:
-        try:
-            root = verify_trusted_root(_read(args.root, MAX_ROOT_BYTES, "trust root"), now=None)
-        except EdgeGovError as exc:
-            raise _UsageError(f"trust root {args.root}: {exc}") from exc
+    root = _root(args.root) if args.root else None
     try:
         trusted = select_witnesses(witnesses, device_key=device, root=root)
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
     return _Keys(device, witnesses, root, trusted)
+
+
+def _root(path: str) -> TrustRoot:
+    try:
+        return verify_trusted_root(_read(path, MAX_ROOT_BYTES, "trust root"), now=None)
+    except EdgeGovError as exc:
+        raise _UsageError(f"trust root {path}: {exc}") from exc
 
 
 def _pem_key(path: str, what: str) -> PublicKey:

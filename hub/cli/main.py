@@ -37,6 +37,7 @@ from edge_agent.support.cli import (
     wall_clock,
     write_out,
 )
+from hub.cli import ancestry as ancestry_cli
 from hub.cli import bundle_diff, lineage
 from hub.cli import console as console_cli
 from hub.cli import fabric as fabric_cli
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
     receipts_cli.register(keys, lineage_commands, common)
+    ancestry_cli.register(lineage_commands, common)
     bundle_diff.register(bundle, common, _duration)
     console_cli.register(commands, common)
     return parser

@@ -52,6 +52,7 @@ _DEVICE_READS = """\
 # Devices: read what the hub publishes for them.
 pattern read edgegov/v1/+/root/+
 pattern read edgegov/v1/+/revoke/#
+pattern read edgegov/v1/+/trust/directory
 pattern read edgegov/v1/+/bundle/all/_
 pattern read edgegov/v1/+/bundle/group/+
 pattern read edgegov/v1/+/bundle/device/%u

@@ -32,7 +32,7 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
-from hub.core.receipts import FORMATS, hub_receipt, registered_device
+from hub.core.receipts import FORMATS, hub_receipt, registered
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
 
@@ -91,7 +91,7 @@ def checkpoint_note(registry: Registry, device_id: str, size: int | None = None)
     Raises:
         ConfigError: unknown device, nothing shipped, or no checkpoint held at ``size``.
     """
-    registered_device(registry, device_id)
+    registered(registry, device_id)
     latest = registry.lineage_state(device_id).size
     if not latest:
         raise ConfigError(f"no lineage of {device_id} has been shipped to this hub yet")
@@ -112,7 +112,7 @@ def consistency_text(registry: Registry, device_id: str, old: int, new: int) -> 
         ConfigError: unknown device, or not ``1 <= old <= new <= stored size``.
         RegistryError: the registry cannot be read, or its nodes do not prove it.
     """
-    registered_device(registry, device_id)
+    registered(registry, device_id)
     state = registry.lineage_state(device_id)
     if not 1 <= old <= new <= state.size:
         raise ConfigError(

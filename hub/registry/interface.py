@@ -10,8 +10,8 @@ itself. What every backend guarantees:
   docstring names) when it changed nothing. Several hub processes and ``edge-hub``
   commands share one registry; the compare-and-set writes (:meth:`Registry.store_batch`,
   :meth:`Registry.spend_challenge`, :meth:`Registry.record_revocation`,
-  :meth:`Registry.add_device`) decide against what is committed at that moment, never
-  against an earlier read.
+  :meth:`Registry.add_device`, :meth:`Registry.record_directory`) decide against what is
+  committed at that moment, never against an earlier read.
 - **Write groups.** Inside :meth:`Registry.write_group` every write stays atomic on its own
   (one that raises undoes only itself) but nothing is durable until the block ends; reads
   in the block see the block's writes.
@@ -44,6 +44,7 @@ from hub.registry.records import (
     FleetRow,
     FleetSummary,
     ForkEvidence,
+    IssuedDirectory,
     IssuedFreshness,
     IssuedRevocation,
     PublishedBundle,
@@ -254,6 +255,23 @@ class Registry(Protocol):
 
     def freshness(self, region: str, channel: str) -> IssuedFreshness | None:
         """The last token issued on (``region``, ``channel``); ``None`` when none was."""
+        ...
+
+    # Publications: the device directory.
+
+    def record_directory(self, directory: IssuedDirectory) -> bool:
+        """Make ``directory`` its region's current one if its version is above the current
+        one's (compare-and-set: several hub processes may issue at once, and versions only
+        go up, across restarts too). Returns whether it was recorded; when not, another
+        process recorded that version or a later one first: read :meth:`directory`.
+
+        Raises:
+            RegistryError: the write failed; nothing was recorded.
+        """
+        ...
+
+    def directory(self, region: str) -> IssuedDirectory | None:
+        """The current directory of ``region``; ``None`` when none was issued."""
         ...
 
     # Device logs.

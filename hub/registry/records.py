@@ -32,6 +32,7 @@ __all__ = [
     "FleetRow",
     "FleetSummary",
     "ForkEvidence",
+    "IssuedDirectory",
     "IssuedFreshness",
     "IssuedRevocation",
     "PublishedBundle",
@@ -102,6 +103,20 @@ class IssuedFreshness:
     hub_time: int
     expires_at: int
     kill_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedDirectory:
+    """The signed device directory last issued for a region: its ``version``, the SHA-256
+    of the device list it signs (``content``: what a new version is compared against), the
+    signed bytes and their validity."""
+
+    region: str
+    version: int
+    content: bytes
+    data: bytes
+    issued_at: int
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,7 @@ STOP_GRACE_S = 5.0
 _DEVICE_TOPICS = f"{topics.PREFIX}/"
 """What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
-_RETAINED_LEVELS = {"root": 5, "bundle": 6, "fresh": 6, "revoke": 6}
+_RETAINED_LEVELS = {"root": 5, "bundle": 6, "fresh": 6, "revoke": 6, "trust": 5}
 """Retained edgegov topic families (the fourth level) and how many levels their topics have."""
 _RETAINED_DEVICE_LEAVES = frozenset(
     {topics.DeviceLeaf.STATUS, topics.DeviceLeaf.ACK, topics.DeviceLeaf.ATTESTATION}
@@ -666,7 +666,8 @@ class EmbeddedBroker:
 
 def _is_retained_topic(topic: str) -> bool:
     """Whether edgegov retains anything on ``topic``: a root, a channel's bundle or token, a
-    revocation, or a device's status, ack or attestation result (docs/mqtt.md, "Topics")."""
+    revocation, the device directory, or a device's status, ack or attestation result
+    (docs/mqtt.md, "Topics")."""
     parts = topic.split("/")
     if len(parts) < 5 or f"{parts[0]}/{parts[1]}" != topics.PREFIX:
         return False

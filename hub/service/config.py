@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge_agent.support.mqtt import BrokerSettings
 from hub.console.listen import ConsoleListen
+from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.service.broker_limits import BrokerLimits
 from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S
 
@@ -50,6 +51,9 @@ class HubConfig:
     attest_retry_s: float = 10.0
     """Least seconds between on-demand challenges of one device (its status asked)."""
     challenge_ttl_s: int = DEFAULT_CHALLENGE_TTL_S
+    directory_ttl_s: int = DEFAULT_DIRECTORY_TTL_S
+    """Seconds a signed device directory is valid; the schedule issues the next version
+    once less than half is left, and whenever the registered devices change."""
     broker_limits: BrokerLimits = field(default_factory=BrokerLimits)
     """The embedded broker's limits (unused with ``broker``)."""
     console: ConsoleListen | None = None
@@ -60,6 +64,8 @@ class HubConfig:
             raise ValueError("the freshness interval and token TTL must be positive")
         if self.token_ttl_s <= self.freshness_interval_s:
             raise ValueError("tokens must live longer than the interval they are refreshed at")
+        if self.directory_ttl_s <= 2 * self.freshness_interval_s:
+            raise ValueError("directories must live longer than two rounds of the schedule")
         if min(self.attest_interval_s, self.attest_retry_s, self.challenge_ttl_s) <= 0:
             raise ValueError("the attestation interval, retry and challenge TTL must be positive")
         if self.attest_ttl_s <= self.attest_interval_s:

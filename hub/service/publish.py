@@ -1,10 +1,10 @@
 """Publishing what the hub is the source of: read the registry, sign now, connect.
 
-:func:`issue_freshness`, :func:`retained_snapshot` and :func:`ack_snapshot` read the
-registry and build :class:`~hub.core.publications.Publication` values with the pure
-builders of :mod:`hub.core.publications`. ``edge-hub serve`` publishes them on every
-(re)connect and on its schedule; ``edge-hub bundle push`` and ``edge-hub revoke`` publish
-theirs at once with :func:`publish_once`.
+:func:`issue_freshness`, :func:`issue_directories`, :func:`retained_snapshot` and
+:func:`ack_snapshot` read the registry and build :class:`~hub.core.publications.Publication`
+values with the pure builders of :mod:`hub.core.publications` and :mod:`hub.core.directory`.
+``edge-hub serve`` publishes them on every (re)connect and on its schedule; ``edge-hub bundle
+push`` and ``edge-hub revoke`` publish theirs at once with :func:`publish_once`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.mqtt import BrokerSettings, connect
+from hub.core.directory import directory_publication, issue_directory, next_directory
 from hub.core.publications import (
     Publication,
     ack_publication,
@@ -27,13 +28,19 @@ from hub.core.publications import (
 from hub.registry import IssuedFreshness, Registry, RegistryError
 
 __all__ = [
+    "DIRECTORY_ATTEMPTS",
     "ack_snapshot",
+    "issue_directories",
     "issue_freshness",
     "publish_once",
     "retained_snapshot",
 ]
 
 logger = logging.getLogger(__name__)
+
+DIRECTORY_ATTEMPTS = 3
+"""Times one region's directory is planned again after another process recorded a version
+first (each attempt re-reads what it recorded)."""
 
 
 def issue_freshness(
@@ -86,6 +93,44 @@ def issue_freshness(
             registry.record_freshness(records)
         except RegistryError as exc:
             logger.error("freshness tokens published but not recorded: %s", exc)
+    return publications
+
+
+def issue_directories(
+    registry: Registry, *, key: PrivateKey, now: int, ttl_s: int
+) -> list[Publication]:
+    """The current signed device directory of every region, issuing a new version first
+    where one is due (:func:`hub.core.directory.next_directory`: devices changed, or less
+    than half its validity left).
+
+    A new version is recorded (compare-and-set on the version) before it is published, so
+    versions only go up across restarts and several hub processes: when another process
+    recorded one first, this one plans again from it.
+
+    Raises:
+        RegistryError: the registry cannot be read or written (nothing new is published).
+    """
+    devices = registry.devices()
+    publications = []
+    for region in registry.regions():
+        held = registry.directory(region)
+        for _ in range(DIRECTORY_ATTEMPTS):
+            planned = next_directory(held, devices, region=region, now=now, ttl_s=ttl_s)
+            if planned is None:
+                break
+            issued = issue_directory(planned, key)
+            if registry.record_directory(issued):
+                logger.info(
+                    "device directory of %s: version %d, %d devices",
+                    region,
+                    issued.version,
+                    len(planned.devices),
+                )
+                held = issued
+                break
+            held = registry.directory(region)
+        if held is not None:
+            publications.append(directory_publication(held))
     return publications
 
 

@@ -4,7 +4,8 @@ Every ``freshness_interval_s`` (:meth:`Schedule.tick`) the hub re-reads the devi
 the trust roots in its keys directory (the newest is what recorded bundles are verified
 under: :attr:`~hub.service.context.ServiceContext.current_root`), records the rejection
 counters, subscribes to regions added by other commands, republishes
-what changed of everything retained it is the source of (roots, bundles, revocations; every
+what changed of everything retained it is the source of (roots, bundles, revocations, the
+device directory of each region, issuing a new version first where one is due; every
 object again each :data:`FULL_REPUBLISH_S`), publishes a signed freshness token for every
 channel with a bundle (whether or not the registry can record it), and clears the strays
 the trust topics family noted (:mod:`hub.service.trust`). On every connection it publishes
@@ -25,7 +26,12 @@ from edge_agent.support.mqtt import Connection
 from hub.core.publications import Publication, ack_publication, parse_channel
 from hub.service.connection import Subscriptions
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
-from hub.service.publish import ack_snapshot, issue_freshness, retained_snapshot
+from hub.service.publish import (
+    ack_snapshot,
+    issue_directories,
+    issue_freshness,
+    retained_snapshot,
+)
 from hub.service.retained import STRAY_CLEAR_S
 
 __all__ = ["FULL_REPUBLISH_S", "Schedule"]
@@ -60,7 +66,8 @@ class Schedule:
         context = self._context
         self._republished_all_at = time.monotonic()
         now = wall()
-        await context.retained.publish(conn, self.snapshot(context.keys.roots), remember=True)
+        retained = self.snapshot(context.keys.roots) + self.directories(now)
+        await context.retained.publish(conn, retained, remember=True)
         await context.retained.publish(
             conn, ack_snapshot(context.registry, key=context.keys.freshness, now=now)
         )
@@ -81,7 +88,8 @@ class Schedule:
             # it lost, or one cleared and then published without retain, looks the same.
             context.retained.published = {}
             self._republished_all_at = time.monotonic()
-        await context.retained.publish(conn, self.snapshot(context.keys.roots), remember=True)
+        retained = self.snapshot(context.keys.roots) + self.directories(now)
+        await context.retained.publish(conn, retained, remember=True)
         await self._publish_freshness(conn, now)
         if context.retained.strays:
             await self.clear_strays(conn)
@@ -98,15 +106,30 @@ class Schedule:
         context.stats.freshness_published += len(publications)
 
     def snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
-        """:func:`retained_snapshot`, noting its topics and the current bundles' token
-        topics as the ones the hub owns."""
+        """:func:`retained_snapshot`, noting its topics, the current bundles' token topics
+        and every region's directory topic as the ones the hub owns."""
         registry = self._context.registry
         snapshot = retained_snapshot(registry, roots=roots)
-        self._context.retained.owned = {p.topic for p in snapshot} | {
-            topics.freshness_topic(b.region, parse_channel(b.channel))
-            for b in registry.current_bundles()
-        }
+        self._context.retained.owned = (
+            {p.topic for p in snapshot}
+            | {
+                topics.freshness_topic(b.region, parse_channel(b.channel))
+                for b in registry.current_bundles()
+            }
+            | {topics.directory_topic(region) for region in registry.regions()}
+        )
         return snapshot
+
+    def directories(self, now: int) -> list[Publication]:
+        """Every region's current device directory, a new version issued where one is due
+        (:func:`issue_directories`); none while the hub holds no verifier key to sign with."""
+        context = self._context
+        key = context.keys.witness
+        if key is None:
+            return []
+        return issue_directories(
+            context.registry, key=key, now=now, ttl_s=context.config.directory_ttl_s
+        )
 
     async def clear_strays(self, conn: Connection) -> None:
         """Clear (an empty retained message) whatever is retained on a trust topic the hub

@@ -1,6 +1,7 @@
 """Publications in the SQLite registry: bundles and the bundle current on each channel,
-revocations with their epochs, and the last freshness token per channel (tables
-``bundles``, ``channels``, ``revocations``, ``freshness``)."""
+revocations with their epochs, the last freshness token per channel and the current device
+directory per region (tables ``bundles``, ``channels``, ``revocations``, ``freshness``,
+``directories``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import json
 from collections.abc import Mapping, Sequence
 
 from edge_agent.errors import ConfigError
-from hub.registry.records import IssuedFreshness, IssuedRevocation, PublishedBundle
+from hub.registry.records import (
+    IssuedDirectory,
+    IssuedFreshness,
+    IssuedRevocation,
+    PublishedBundle,
+)
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
@@ -146,6 +152,42 @@ class PublicationTables(SqliteTransactions):
             hub_time=as_int(hub_time),
             expires_at=as_int(expires_at),
             kill_epoch=as_int(kill_epoch),
+        )
+
+    def record_directory(self, directory: IssuedDirectory) -> bool:
+        with self._write("record the device directory") as db:
+            cursor = db.execute(
+                "INSERT INTO directories VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (region) "
+                "DO UPDATE SET version = excluded.version, content = excluded.content, "
+                "data = excluded.data, issued_at = excluded.issued_at, "
+                "expires_at = excluded.expires_at WHERE excluded.version > directories.version",
+                (
+                    directory.region,
+                    directory.version,
+                    directory.content,
+                    directory.data,
+                    directory.issued_at,
+                    directory.expires_at,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def directory(self, region: str) -> IssuedDirectory | None:
+        rows = self._read(
+            "SELECT version, content, data, issued_at, expires_at FROM directories "
+            "WHERE region = ?",
+            (region,),
+        )
+        if not rows:
+            return None
+        version, content, data, issued_at, expires_at = rows[0]
+        return IssuedDirectory(
+            region=region,
+            version=as_int(version),
+            content=as_bytes(content),
+            data=as_bytes(data),
+            issued_at=as_int(issued_at),
+            expires_at=as_int(expires_at),
         )
 
 

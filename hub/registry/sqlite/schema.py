@@ -1,4 +1,4 @@
-"""The SQLite registry's schema: seventeen tables, version :data:`SCHEMA_VERSION` (SQLite's
+"""The SQLite registry's schema: eighteen tables, version :data:`SCHEMA_VERSION` (SQLite's
 ``user_version``). Tables are created when missing, so an older registry gains a table
 added since (``tpm_keys``, ``lineage_nodes``: backfilled when opened, see
 :mod:`.tree_nodes`) when it is opened; a column change needs a new version."""
@@ -77,5 +77,9 @@ CREATE TABLE IF NOT EXISTS tpm_keys (
 CREATE TABLE IF NOT EXISTS rejections (
     device TEXT NOT NULL, code TEXT NOT NULL, count INTEGER NOT NULL,
     last_at INTEGER NOT NULL, last_detail TEXT NOT NULL, PRIMARY KEY (device, code)
+);
+CREATE TABLE IF NOT EXISTS directories (
+    region TEXT PRIMARY KEY, version INTEGER NOT NULL, content BLOB NOT NULL,
+    data BLOB NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
 );
 """

@@ -1,0 +1,386 @@
+"""Chains of decisions across devices: the file ``edge-hub lineage ancestry --export`` writes
+and ``edge-verify chain`` checks offline.
+
+A chain file is deterministic CBOR::
+
+    {"format": "edgegov-chain/1", "directory": bstr, "links": [+ bstr]}
+
+``directory`` is the region's signed device directory (the verifier role signs it); each
+link is a receipt (:mod:`edge_agent.protocol.receipt`) of one decision, the child the chain
+starts from first, then its parent, its parent's parent, ... up to a decision without one.
+
+:func:`verify_chain` checks, with the trust root alone (no clock, state or network):
+
+1. ``format``: the file is a chain of 1 to :data:`MAX_CHAIN_LINKS` links, within
+   :data:`MAX_CHAIN_BYTES`;
+2. ``directory``: the directory is signed by the root's verifier role for its region;
+3. per link, ``receipt``: the receipt verifies (:func:`verify_receipt`) with the key the
+   directory lists for the device whose log it proves (its origin names the device and key
+   epoch, both as listed), and a witness (a verifier role key) cosigned its checkpoint;
+4. ``decision``: the entry is a decision;
+5. ``parent``: the child's recorded parent is exactly the next link (device, ``seq``, leaf
+   hash), and the facts it recorded (subject, action, resource, time) are the parent's;
+6. ``depth``: the child's recorded depth is the parent's plus one;
+7. ``age``: the parent's time is at most :data:`MAX_PARENT_SKEW_S` after the child's;
+8. ``verdict``: a child that was allowed cites a parent that was allowed;
+9. ``end``: the last link records no parent (the chain reaches its root).
+
+The first failing check raises :class:`ChainError` naming the link and the step. What this
+does not prove: that a device told the truth when it logged (see docs/receipts.md), or that
+the policy in force required the parent (``edge-verify chain --bundle`` reports the rule the
+child was decided under, for a reader to judge with the bundle). No I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edge_agent.errors import ChainError, EdgeGovError, EnvelopeError, LineageError, ReceiptError
+from edge_agent.protocol import cose, dcbor
+from edge_agent.protocol.checkpoint import parse_checkpoint_body, split_note
+from edge_agent.protocol.directory import (
+    MAX_DIRECTORY_BYTES,
+    Directory,
+    DirectoryDevice,
+    verify_directory,
+)
+from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
+from edge_agent.protocol.merkle import leaf_hash
+from edge_agent.protocol.receipt import (
+    LABEL_CHECKPOINT,
+    LABEL_RECEIPTS,
+    MAX_RECEIPT_BYTES,
+    ReceiptReport,
+    verify_receipt,
+)
+from edge_agent.protocol.request import ParentFacts
+from edge_agent.protocol.root import TrustRoot
+
+__all__ = [
+    "CHAIN_FORMAT",
+    "MAX_CHAIN_BYTES",
+    "MAX_CHAIN_LINKS",
+    "MAX_PARENT_SKEW_S",
+    "Chain",
+    "ChainLink",
+    "ChainReport",
+    "ChainStep",
+    "cited_parent",
+    "decode_chain",
+    "encode_chain",
+    "verify_chain",
+]
+
+CHAIN_FORMAT = "edgegov-chain/1"
+MAX_CHAIN_LINKS = 64
+"""Most links in one chain file (the hub cuts its walks at the same bound)."""
+MAX_CHAIN_BYTES = MAX_DIRECTORY_BYTES + MAX_CHAIN_LINKS * (MAX_RECEIPT_BYTES + 16) + 256
+"""Largest chain file accepted, in bytes: a directory and the most links, each a receipt."""
+MAX_PARENT_SKEW_S = 5
+"""Seconds a parent's time may be after its child's (two devices' trusted clocks differ)."""
+
+
+class ChainStep(StrEnum):
+    """The checks of a chain, in the order they run (per link from ``receipt`` on)."""
+
+    FORMAT = "format"
+    DIRECTORY = "directory"
+    RECEIPT = "receipt"
+    DECISION = "decision"
+    PARENT = "parent"
+    DEPTH = "depth"
+    AGE = "age"
+    VERDICT = "verdict"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain file's parts: the signed directory and the links' receipts, child first."""
+
+    directory: bytes
+    links: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One verified link: the device, its directory entry, the receipt's report (entry,
+    checkpoint, cosignature), the entry's age when its child cited it (``None`` for the
+    first link) and its depth in the chain (0: the root)."""
+
+    device: DirectoryDevice
+    receipt: ReceiptReport
+    age_s: int | None
+    depth: int
+
+    @property
+    def entry(self) -> Entry:
+        return self.receipt.entry
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """A verified chain: the directory it was checked with and every link, child first."""
+
+    directory: Directory
+    links: tuple[ChainLink, ...]
+
+
+def cited_parent(entry: Entry) -> ParentFacts | None:
+    """The verified parent ``entry`` records, if any (a parent its agent refused is recorded
+    with the refusal only, and links to nothing)."""
+    request = entry.request
+    if request is None or request.parent is None:
+        return None
+    return request.parent.facts
+
+
+def encode_chain(directory: bytes, links: Sequence[bytes]) -> bytes:
+    """The chain file of ``directory`` and ``links`` (receipts, child first).
+
+    Raises:
+        ValueError: no link, more than MAX_CHAIN_LINKS, or over MAX_CHAIN_BYTES.
+    """
+    if not 1 <= len(links) <= MAX_CHAIN_LINKS:
+        raise ValueError(f"a chain has 1 to {MAX_CHAIN_LINKS} links, not {len(links)}")
+    data = dcbor.encode({"format": CHAIN_FORMAT, "directory": directory, "links": list(links)})
+    if len(data) > MAX_CHAIN_BYTES:
+        raise ValueError(f"a chain file is at most {MAX_CHAIN_BYTES} bytes")
+    return data
+
+
+def decode_chain(data: bytes) -> Chain:
+    """The parts of a chain file, strictly decoded (nothing verified).
+
+    Raises:
+        ChainError: step ``format``: not a chain file of this format within the bounds.
+    """
+
+    def fail(message: str) -> ChainError:
+        return ChainError(ChainStep.FORMAT, message)
+
+    if len(data) > MAX_CHAIN_BYTES:
+        raise fail(f"a chain file is at most {MAX_CHAIN_BYTES} bytes")
+    value: object
+    try:
+        value = dcbor.decode(data, max_bytes=MAX_CHAIN_BYTES, what="chain file")
+    except EnvelopeError as exc:
+        raise fail(f"not a chain file: {exc.message}") from exc
+    if not isinstance(value, dict) or set(value) != {"format", "directory", "links"}:
+        raise fail("a chain file is a map of exactly format, directory and links")
+    if value["format"] != CHAIN_FORMAT:
+        raise fail(f"format {value['format']!r} is not {CHAIN_FORMAT!r}")
+    directory, links = value["directory"], value["links"]
+    if not isinstance(directory, bytes) or len(directory) > MAX_DIRECTORY_BYTES:
+        raise fail(f"the directory is a byte string of at most {MAX_DIRECTORY_BYTES} bytes")
+    if (
+        not isinstance(links, list)
+        or not 1 <= len(links) <= MAX_CHAIN_LINKS
+        or not all(isinstance(link, bytes) for link in links)
+    ):
+        raise fail(f"links is a list of 1 to {MAX_CHAIN_LINKS} byte strings (receipts)")
+    return Chain(directory, tuple(link for link in links if isinstance(link, bytes)))
+
+
+def verify_chain(data: bytes, *, root: TrustRoot, bundles: Sequence[bytes] = ()) -> ChainReport:
+    """Verify a chain file step by step (the module docstring numbers them). A link whose
+    entry names one of ``bundles`` (by SHA-256) also passes the receipt's bundle step: that
+    bundle is signed by the root's policy role, at the version the entry names.
+
+    Raises:
+        ChainError: the first check that fails, with the link (``None``: the file or the
+            directory) and step named.
+    """
+    held: list[tuple[str, str]] = []
+    link_index: int | None = None
+    by_digest = {hashlib.sha256(bundle).digest(): bundle for bundle in bundles}
+    try:
+        chain = decode_chain(data)
+        held.append((ChainStep.FORMAT, f"{len(chain.links)} links"))
+        directory = _check_directory(chain.directory, root)
+        held.append(
+            (
+                ChainStep.DIRECTORY,
+                f"{directory.region} version {directory.version}, "
+                f"{len(directory.devices)} devices, signed by the verifier role",
+            )
+        )
+        links: list[ChainLink] = []
+        for link_index, receipt in enumerate(chain.links):
+            link = _check_link(receipt, directory, root, by_digest, links[-1] if links else None)
+            links.append(link)
+            held.append((f"link {link_index}", _describe(link)))
+        link_index = len(links) - 1
+        if cited_parent(links[-1].entry) is not None:
+            raise ChainError(
+                ChainStep.END,
+                "the last link cites a parent the chain does not hold: the chain stops short "
+                "of its root",
+            )
+    except ChainError as exc:
+        where = exc.link if exc.link is not None else link_index
+        raise ChainError(exc.step, exc.message, link=where, held=tuple(held)) from exc
+    return ChainReport(directory, _with_depths(links))
+
+
+def _check_directory(data: bytes, root: TrustRoot) -> Directory:
+    try:
+        return verify_directory(data, root=root, region=_claimed_region(data))
+    except EdgeGovError as exc:
+        raise ChainError(
+            ChainStep.DIRECTORY, f"the device directory does not verify: {exc}"
+        ) from exc
+
+
+def _claimed_region(data: bytes) -> str:
+    """The region a directory names, UNVERIFIED: only to choose the scope it is verified
+    for, which its signature then binds."""
+    value: object = dcbor.decode(
+        cose.peek_payload(data, max_bytes=MAX_DIRECTORY_BYTES),
+        max_bytes=MAX_DIRECTORY_BYTES,
+        what="device directory",
+    )
+    region = value.get("region") if isinstance(value, dict) else None
+    if not isinstance(region, str):
+        raise ChainError(ChainStep.DIRECTORY, "the device directory names no region")
+    return region
+
+
+def _check_link(
+    receipt: bytes,
+    directory: Directory,
+    root: TrustRoot,
+    bundles: Mapping[bytes, bytes],
+    child: ChainLink | None,
+) -> ChainLink:
+    """Checks 3 to 8 of one link (``child``: the link before it, ``None`` for the first)."""
+    origin, entry_bytes = _read_receipt(receipt)
+    device = _device_of(origin, directory)
+    try:
+        bundle = bundles.get(decode_entry(entry_bytes).bundle_digest or b"")
+    except LineageError:
+        bundle = None
+    try:
+        report = verify_receipt(receipt, device_key=device.key, root=root, bundle=bundle)
+    except ReceiptError as exc:
+        raise ChainError(
+            ChainStep.RECEIPT, f"the receipt of {device.id} fails step '{exc.step}': {exc}"
+        ) from exc
+    entry = report.entry
+    if entry.kind != Kind.DECISION or entry.request is None:
+        raise ChainError(ChainStep.DECISION, f"entry {entry.seq} of {device.id} is a {entry.kind}")
+    link = ChainLink(device, report, None, 0)
+    if child is None:
+        return link
+    cited = cited_parent(child.entry)
+    if cited is None:
+        raise ChainError(
+            ChainStep.PARENT,
+            f"entry {child.entry.seq} of {child.device.id} records no parent, but the chain "
+            "goes on",
+        )
+    _check_cited(cited, device, entry, leaf_hash(entry_bytes))
+    own = cited_parent(entry)
+    own_depth = 0 if own is None else own.depth
+    if cited.depth != own_depth + 1:
+        raise ChainError(
+            ChainStep.DEPTH,
+            f"the child records depth {cited.depth}; its parent's depth is {own_depth}",
+        )
+    age = child.entry.time - entry.time
+    if age < -MAX_PARENT_SKEW_S:
+        raise ChainError(
+            ChainStep.AGE,
+            f"the parent was decided {-age} s after its child (at most {MAX_PARENT_SKEW_S} s "
+            "of clock skew)",
+        )
+    if child.entry.allowed and not entry.allowed:
+        raise ChainError(
+            ChainStep.VERDICT,
+            f"entry {child.entry.seq} of {child.device.id} was allowed citing a parent that "
+            f"was denied ({entry.reason})",
+        )
+    return ChainLink(device, report, age, 0)
+
+
+def _check_cited(cited: ParentFacts, device: DirectoryDevice, entry: Entry, leaf: bytes) -> None:
+    if (cited.device, cited.seq, cited.leaf_hash) != (device.id, entry.seq, leaf):
+        raise ChainError(
+            ChainStep.PARENT,
+            f"the child cites entry {cited.seq} of {cited.device} (leaf "
+            f"{cited.leaf_hash.hex()[:16]}…), the chain holds entry {entry.seq} of {device.id} "
+            f"(leaf {leaf.hex()[:16]}…)",
+        )
+    request = entry.request
+    recorded = (cited.subject, cited.action, cited.resource, cited.time)
+    if request is None or recorded != (
+        request.subject,
+        request.action,
+        request.resource,
+        entry.time,
+    ):
+        raise ChainError(
+            ChainStep.PARENT,
+            f"the facts the child recorded of its parent ({cited.subject} {cited.action} "
+            f"{cited.resource} at {cited.time}) are not the parent's",
+        )
+
+
+def _device_of(origin: str, directory: Directory) -> DirectoryDevice:
+    """The directory's device whose log ``origin`` names (id and key epoch)."""
+    device = directory.by_origin.get(origin)
+    if device is not None:
+        return device
+    raise ChainError(
+        ChainStep.RECEIPT,
+        f"the receipt proves log {origin!r}, of no device (at its key epoch) in directory "
+        f"version {directory.version}",
+    )
+
+
+def _read_receipt(receipt: bytes) -> tuple[str, bytes]:
+    """The UNVERIFIED origin of the receipt's checkpoint and the entry bytes it carries: only
+    to pick the device key the receipt is then verified with."""
+    try:
+        statement = cose.parse_sign1_open(
+            receipt, max_bytes=MAX_RECEIPT_BYTES, max_protected_bytes=4096, what="receipt"
+        )
+        receipts = statement.unprotected.get(LABEL_RECEIPTS)
+        if not isinstance(receipts, list) or len(receipts) != 1:
+            raise EnvelopeError("the statement does not carry exactly one receipt")
+        inner = receipts[0]
+        if not isinstance(inner, bytes):
+            raise EnvelopeError("the receipt is not a byte string")
+        opened = cose.parse_sign1_open(
+            inner, max_bytes=MAX_RECEIPT_BYTES, max_protected_bytes=4096, what="receipt"
+        )
+        note = opened.unprotected.get(LABEL_CHECKPOINT)
+        if not isinstance(note, str):
+            raise EnvelopeError("the receipt carries no checkpoint note")
+        if statement.payload is None:
+            raise EnvelopeError("the statement carries no entry")
+        origin = parse_checkpoint_body(split_note(note)[0].decode("utf-8")).origin
+    except (EdgeGovError, UnicodeDecodeError) as exc:
+        raise ChainError(ChainStep.RECEIPT, f"not a readable receipt: {exc}") from exc
+    return origin, statement.payload
+
+
+def _with_depths(links: list[ChainLink]) -> tuple[ChainLink, ...]:
+    """The links with their depth in the chain: the last (the root) 0, each child one more."""
+    count = len(links)
+    return tuple(
+        ChainLink(link.device, link.receipt, link.age_s, count - 1 - index)
+        for index, link in enumerate(links)
+    )
+
+
+def _describe(link: ChainLink) -> str:
+    entry = link.entry
+    request = entry.request
+    verdict = "allow" if entry.allowed else "deny"
+    what = "" if request is None else f" {request.subject} {request.action} {request.resource}"
+    age = "" if link.age_s is None else f", {link.age_s} s before its child"
+    return f"{link.device.id} seq {entry.seq}: {verdict}{what} at {entry.time}{age}"

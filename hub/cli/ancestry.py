@@ -1,0 +1,249 @@
+"""``edge-hub lineage ancestry DEVICE SEQ [--json] [--export chain.cbor]``: a decision's chain
+of parents across devices, each link checked in the logs the hub holds.
+
+The walk is :func:`hub.core.ancestry.walk_ancestry`: every link stored, the leaf its child
+cited, proven in a checkpoint the hub's witness cosigned, and each decision that cited a
+parent re-decided under the bundle it names (from the registry, verified under the hub's
+trust root) with the parent it recorded; a parent not shipped yet is shown as such (not an
+error). ``--export`` writes the chain file ``edge-verify chain`` checks
+offline (:mod:`edge_agent.protocol.chain`): the region's current signed device directory and
+one receipt per link, signed by the hub's witness key (:func:`hub.core.receipts.hub_receipt`,
+as ``edge-hub lineage receipt``); the file is verified against the hub's trust root before
+it is written, and only a chain proven to its root is exported.
+
+Exit codes: 0 when no link failed (a chain still waiting for a parent's log included), 1 when
+a link failed (named) or an export was refused, 2 for an unknown device or entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import BundleError, ChainError, ConfigError, LineageError
+from edge_agent.policy.bundle import compile_bundle_policy
+from edge_agent.policy.compiler import CompiledPolicy
+from edge_agent.protocol.bundle import claimed_region, verify_bundle
+from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chain
+from edge_agent.protocol.lineage_entries import Entry
+from edge_agent.protocol.roles import Role
+from edge_agent.protocol.root import TrustRoot
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
+from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
+from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
+from hub.core.receipts import hub_receipt
+from hub.hubdir.layout import HubDir, HubKeys
+from hub.registry import Registry
+from hub.service.publish import issue_directories
+
+__all__ = ["ancestry_json", "export_chain", "policies", "register"]
+
+
+def register(
+    lineage_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    """Add ``lineage ancestry`` to ``edge-hub``."""
+    ancestry = lineage_commands.add_parser(
+        "ancestry",
+        parents=[common],
+        help="a decision's chain of parents across devices, each link verified",
+    )
+    ancestry.add_argument("device_id", metavar="DEVICE")
+    ancestry.add_argument("seq", type=counter_arg(0), metavar="SEQ")
+    ancestry.add_argument(
+        "--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)"
+    )
+    ancestry.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    ancestry.add_argument("--json", action="store_true", help="print one JSON object")
+    ancestry.add_argument(
+        "--export", type=Path, metavar="FILE", help="write the chain file edge-verify chain reads"
+    )
+    ancestry.set_defaults(handler=_cmd_ancestry)
+
+
+def export_chain(
+    registry: Registry, keys: HubKeys, walked: Ancestry, *, now: int
+) -> tuple[bytes, int]:
+    """The chain file of ``walked`` and the directory version it carries: the region's
+    current directory (a new version issued first if one is due) and each link's receipt
+    signed by the hub's witness key, verified against the hub's root before it is returned.
+
+    Raises:
+        LineageError: the chain is not proven to its root, or the hub holds no verifier key.
+        ConfigError, RegistryError: as :func:`hub.core.receipts.hub_receipt`.
+    """
+    witness = keys.witness
+    if witness is None:
+        raise LineageError(
+            "the hub holds no verifier key of its trust root: it signs the directory and the "
+            "links' receipts with it"
+        )
+    if not walked.verified:
+        last = walked.links[-1]
+        raise LineageError(
+            f"only a chain proven to its root is exported; {last.device} {last.seq}: "
+            f"{last.status}: {walked.end}"
+        )
+    device = registry.device(walked.links[0].device)
+    if device is None:
+        raise ConfigError(f"device {walked.links[0].device!r} is not registered")
+    issue_directories(registry, key=witness, now=now, ttl_s=DEFAULT_DIRECTORY_TTL_S)
+    directory = registry.directory(device.region)
+    if directory is None:
+        raise LineageError(f"the hub holds no device directory of {device.region}")
+    witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
+    receipts = [
+        hub_receipt(registry, link.device, link.seq, witness=witness, witnesses=witnesses, now=now)[
+            0
+        ]
+        for link in walked.links
+    ]
+    data = encode_chain(directory.data, receipts)
+    try:
+        verify_chain(data, root=keys.root)
+    except ChainError as exc:
+        raise LineageError(
+            f"the chain does not verify under the hub's own trust root (link {exc.link}, step "
+            f"'{exc.step}'): {exc}"
+        ) from exc
+    return data, directory.version
+
+
+def policies(registry: Registry, root: TrustRoot) -> PolicyOf:
+    """The compiled policy of each bundle the registry holds, by digest, verified under
+    ``root`` for the region it targets (no expiry: it is history), compiled once each."""
+    compiled: dict[bytes, CompiledPolicy | None] = {}
+
+    def compile_held(digest: bytes) -> CompiledPolicy | None:
+        data = registry.bundle_data(digest)
+        if data is None:
+            return None
+        try:
+            bundle = verify_bundle(data, root=root, region=claimed_region(data))
+            return compile_bundle_policy(bundle).policy
+        except BundleError:
+            return None
+
+    def policy_of(digest: bytes) -> CompiledPolicy | None:
+        if digest not in compiled:
+            compiled[digest] = compile_held(digest)
+        return compiled[digest]
+
+    return policy_of
+
+
+def ancestry_json(walked: Ancestry) -> dict[str, Any]:
+    """``walked`` as the JSON ``--json`` prints."""
+    first = walked.links[0]
+    return {
+        "device": first.device,
+        "seq": first.seq,
+        "verified": walked.verified,
+        "failed": None if walked.failed is None else walked.links.index(walked.failed),
+        "end": walked.end,
+        "links": [_link_json(link) for link in walked.links],
+    }
+
+
+def _link_json(link: Link) -> dict[str, Any]:
+    parent = link.parent
+    return {
+        "device": link.device,
+        "seq": link.seq,
+        "status": str(link.status),
+        "detail": link.detail,
+        "policy": link.policy or None,
+        "leaf_hash": None if link.leaf is None else link.leaf.hex(),
+        "entry": None if link.entry is None else _entry_json(link.entry),
+        "parent": None
+        if parent is None
+        else {
+            "device": parent.device,
+            "seq": parent.seq,
+            "leaf_hash": parent.leaf_hash.hex(),
+            "depth": parent.depth,
+        },
+    }
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    request = entry.request
+    return {
+        "time": entry.time,
+        "kind": str(entry.kind),
+        "allowed": entry.allowed,
+        "reason": entry.reason,
+        "rule": entry.rule,
+        "subject": None if request is None else request.subject,
+        "action": None if request is None else request.action,
+        "resource": None if request is None else request.resource,
+    }
+
+
+def _link_lines(index: int, link: Link) -> list[str]:
+    head = f"  [{index}] {link.device} {link.seq}: {link.status}"
+    entry = link.entry
+    if entry is None:
+        return [head, f"      {link.detail}"]
+    request = entry.request
+    what = (
+        entry.reason
+        if request is None
+        else (f"{request.subject} {request.action} {request.resource}")
+    )
+    verdict = "allow" if entry.allowed else "deny"
+    when = utc_text(entry.time, "%Y-%m-%dT%H:%M:%SZ")
+    lines = [
+        f"{head}: {verdict} {what} at {when} (rule {entry.rule or '-'}, {entry.reason})",
+        f"      {link.detail}",
+    ]
+    if link.policy:
+        lines.append(f"      {link.policy}")
+    return lines
+
+
+def _cmd_ancestry(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(args.hub_dir)
+    keys = hub.load_keys(args.keys)
+    witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
+    with hub.open_registry() as registry:
+        walked = walk_ancestry(
+            registry,
+            args.device_id,
+            args.seq,
+            witnesses=witnesses,
+            policy_of=policies(registry, keys.root),
+            max_links=MAX_CHAIN_LINKS,
+        )
+        _print_walk(args, walked)
+        if walked.failed is not None:
+            index = walked.links.index(walked.failed)
+            raise LineageError(
+                f"link {index} ({walked.failed.device} {walked.failed.seq}) fails: "
+                f"{walked.failed.detail}"
+            )
+        if args.export is None:
+            return 0
+        data, version = export_chain(registry, keys, walked, now=wall_clock())
+    write_atomic(args.export, data)
+    message = (
+        f"chain ({len(data)} bytes, directory version {version}) written to {args.export}: "
+        f"check it with edge-verify chain {args.export} --root root.cbor"
+    )
+    print(message, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _print_walk(args: argparse.Namespace, walked: Ancestry) -> None:
+    if args.json:
+        print(json.dumps(ancestry_json(walked), indent=2))
+        return
+    state = "verified to its root" if walked.verified else walked.end
+    lines = [f"ancestry of {args.device_id} {args.seq}: {len(walked.links)} links, {state}"]
+    for index, link in enumerate(walked.links):
+        lines += _link_lines(index, link)
+    print("\n".join(lines))
