@@ -106,6 +106,8 @@ def test_a_request_naming_its_own_identity_is_refused(claim: str, value: object)
             "bad_request",
             "over the limit",
         ),
+        (_decide(parent=None), "bad_request", "'parent' must be a receipt"),
+        (_decide(want_receipt=None), "bad_request", "'want_receipt' must be true or false"),
     ],
     ids=[
         "version",
@@ -119,6 +121,8 @@ def test_a_request_naming_its_own_identity_is_refused(claim: str, value: object)
         "context-list",
         "context-int",
         "context-too-many",
+        "null-parent",
+        "null-want-receipt",
     ],
 )
 def test_malformed_requests_are_refused_with_a_code_and_their_id(

@@ -260,7 +260,7 @@ def decode_request(payload: bytes) -> WireRequest:
     if op == Op.DECIDE:
         _check_keys(value, _DECIDE_KEYS, request_id)
         parent = value.get("parent")
-        if parent is not None:
+        if "parent" in value:
             _check_parent(parent, ProtocolError, request_id=request_id)
         want_receipt = value.get("want_receipt", False)
         if not isinstance(want_receipt, bool):
