@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -308,12 +309,49 @@ def test_an_unknown_device_or_an_entry_not_shipped_is_a_usage_error(
     assert fleet.hub("lineage", "ancestry", device, str(seq)) == 2
 
 
+@pytest.mark.parametrize(
+    ("device", "seq", "fragment"),
+    [
+        ("gw-ghost", "0", "not registered"),
+        (PLC, "0", "has been shipped"),
+        (CAMERA, "9", "has not been shipped"),
+        (CAMERA, "-1", "SEQ '-1'"),
+        (CAMERA, "one", "SEQ 'one'"),
+    ],
+    ids=["unknown", "none", "beyond", "negative", "not-a-number"],
+)
+def test_every_usage_error_is_one_json_object_under_json(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str], device: str, seq: str, fragment: str
+) -> None:
+    fleet.logs[CAMERA].append()
+    fleet.ship(CAMERA)
+    capsys.readouterr()
+    assert fleet.hub("lineage", "ancestry", device, seq, "--json") == 2
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["ok"] is False and document["error"]["code"] == "config_error"
+    assert fragment in document["error"]["message"]
+    assert captured.err == ""
+
+
+def test_a_failed_link_under_json_is_the_walk_with_its_error(
+    chain3: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tamper(chain3, PLC, 0)
+    capsys.readouterr()
+    assert chain3.hub("lineage", "ancestry", CAMERA, "1", "--json") == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False and document["failed"] == 1
+    assert document["error"]["code"] == "lineage_invalid"
+
+
 def test_ancestry_json_lists_every_link_child_first(
     chain3: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert chain3.hub("lineage", "ancestry", CAMERA, "1", "--json") == 0
     document = json.loads(capsys.readouterr().out)
     assert document["verified"] is True and document["failed"] is None
+    assert document["ok"] is True and document["error"] is None
     assert [(link["device"], link["seq"], link["status"]) for link in document["links"]] == [
         (CAMERA, 1, "verified"),
         (PLC, 0, "verified"),
@@ -479,6 +517,33 @@ def test_the_exported_chain_verifies_offline_with_only_the_root(
         (CAMERA, 0),
     ]
     assert [link["age_s"] for link in document["links"]] == [None, 2, 2]
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "symlink", "directory"])
+def test_the_export_replaces_nothing_but_a_file_and_that_only_with_force(
+    chain3: Fleet, tmp_path: Path, kind: str
+) -> None:
+    out = tmp_path / "taken"
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    if kind == "file":
+        out.write_bytes(b"keep")
+    elif kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "symlink":
+        out.symlink_to(target)
+    else:
+        out.mkdir()
+    assert chain3.hub("lineage", "ancestry", CAMERA, "1", "--export", str(out)) == 2
+    assert target.read_bytes() == b"keep"
+    if kind == "file":
+        assert out.read_bytes() == b"keep"
+        assert chain3.hub("lineage", "ancestry", CAMERA, "1", "--export", str(out), "--force") == 0
+        assert out.read_bytes()[:1] != b"k"
+    else:
+        assert chain3.hub("lineage", "ancestry", CAMERA, "1", "--export", str(out), "--force") == 2
+        assert not out.is_file() or out.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_a_chain_not_proven_to_its_root_is_not_exported(fleet: Fleet, tmp_path: Path) -> None:

@@ -9,10 +9,15 @@ error). ``--export`` writes the chain file ``edge-verify chain`` checks
 offline (:mod:`edge_agent.protocol.chain`): the region's current signed device directory and
 one receipt per link, signed by the hub's witness key (:func:`hub.core.receipts.hub_receipt`,
 as ``edge-hub lineage receipt``); the file is verified against the hub's trust root before
-it is written, and only a chain proven to its root is exported.
+it is written, and only a chain proven to its root is exported. ``--export`` writes a new
+file, or replaces a regular one only with ``--force`` (:func:`edge_agent.support.cli.write_out`:
+a device, FIFO, symlink or directory at the path is never replaced).
 
 Exit codes: 0 when no link failed (a chain still waiting for a parent's log included), 1 when
-a link failed (named) or an export was refused, 2 for an unknown device or entry.
+a link failed (named) or an export was refused, 2 for an unknown device or entry, a SEQ that
+is not a number, or an export path refused. With ``--json`` every outcome is one JSON object
+on stdout, errors included: the walk (when there was one) with ``ok`` and ``error`` (``null``,
+or its ``code`` and ``message``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import BundleError, ChainError, ConfigError, LineageError
+from edge_agent.errors import BundleError, ChainError, ConfigError, EdgeGovError, LineageError
 from edge_agent.policy.bundle import compile_bundle_policy
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.protocol.bundle import claimed_region, verify_bundle
@@ -31,7 +36,7 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_atomic
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.receipts import hub_receipt
@@ -53,7 +58,7 @@ def register(
         help="a decision's chain of parents across devices, each link verified",
     )
     ancestry.add_argument("device_id", metavar="DEVICE")
-    ancestry.add_argument("seq", type=counter_arg(0), metavar="SEQ")
+    ancestry.add_argument("seq", metavar="SEQ")
     ancestry.add_argument(
         "--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)"
     )
@@ -61,6 +66,9 @@ def register(
     ancestry.add_argument("--json", action="store_true", help="print one JSON object")
     ancestry.add_argument(
         "--export", type=Path, metavar="FILE", help="write the chain file edge-verify chain reads"
+    )
+    ancestry.add_argument(
+        "--force", action="store_true", help="replace --export if it is an existing file"
     )
     ancestry.set_defaults(handler=_cmd_ancestry)
 
@@ -207,29 +215,59 @@ def _link_lines(index: int, link: Link) -> list[str]:
 
 
 def _cmd_ancestry(args: argparse.Namespace) -> int:
+    """Walk, print and export; under ``--json`` an error is printed as JSON, with the walk
+    when there was one, and its exit code returned (as ``edge-hub`` would: 2 for a
+    :class:`ConfigError`, else 1)."""
+    walked: list[Ancestry] = []
+    try:
+        code = _ancestry(args, walked)
+    except EdgeGovError as exc:
+        if not args.json:
+            raise
+        _print_json(walked, exc)
+        return 2 if isinstance(exc, ConfigError) else 1
+    if args.json:
+        _print_json(walked, None)
+    return code
+
+
+def _ancestry(args: argparse.Namespace, walked: list[Ancestry]) -> int:
+    """Walk the chain of ``args`` (appended to ``walked`` once walked), print it as text
+    unless ``--json``, and export it when asked.
+
+    Raises:
+        ConfigError: SEQ is not a number, the device or entry is unknown, or the export
+            path is refused.
+        EdgeGovError: a link fails, or the export is refused.
+    """
+    try:
+        seq = counter_arg(0)(args.seq)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"SEQ {args.seq!r}: {exc}") from exc
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
     witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
     with hub.open_registry() as registry:
-        walked = walk_ancestry(
+        walk = walk_ancestry(
             registry,
             args.device_id,
-            args.seq,
+            seq,
             witnesses=witnesses,
             policy_of=policies(registry, keys.root),
             max_links=MAX_CHAIN_LINKS,
         )
-        _print_walk(args, walked)
-        if walked.failed is not None:
-            index = walked.links.index(walked.failed)
+        walked.append(walk)
+        if not args.json:
+            _print_walk(args, walk)
+        if walk.failed is not None:
+            index = walk.links.index(walk.failed)
             raise LineageError(
-                f"link {index} ({walked.failed.device} {walked.failed.seq}) fails: "
-                f"{walked.failed.detail}"
+                f"link {index} ({walk.failed.device} {walk.failed.seq}) fails: {walk.failed.detail}"
             )
         if args.export is None:
             return 0
-        data, version = export_chain(registry, keys, walked, now=wall_clock())
-    write_atomic(args.export, data)
+        data, version = export_chain(registry, keys, walk, now=wall_clock())
+    write_out(args.export, data, mode=0o644, force=args.force)
     message = (
         f"chain ({len(data)} bytes, directory version {version}) written to {args.export}: "
         f"check it with edge-verify chain {args.export} --root root.cbor"
@@ -238,10 +276,14 @@ def _cmd_ancestry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(walked: list[Ancestry], error: EdgeGovError | None) -> None:
+    document: dict[str, Any] = ancestry_json(walked[0]) if walked else {}
+    document["ok"] = error is None
+    document["error"] = None if error is None else {"code": error.code, "message": error.message}
+    print(json.dumps(document, indent=2))
+
+
 def _print_walk(args: argparse.Namespace, walked: Ancestry) -> None:
-    if args.json:
-        print(json.dumps(ancestry_json(walked), indent=2))
-        return
     state = "verified to its root" if walked.verified else walked.end
     lines = [f"ancestry of {args.device_id} {args.seq}: {len(walked.links)} links, {state}"]
     for index, link in enumerate(walked.links):
