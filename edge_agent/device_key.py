@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge_agent.errors import StateError
 from edge_agent.protocol.keys import PrivateKey, private_key_from_pem
+from edge_agent.support.files import read_regular_file
 
 __all__ = ["KEY_NAME", "create_device_key", "load_device_key", "load_or_create_device_key"]
 
@@ -88,8 +89,7 @@ def load_device_key(state_dir: Path) -> PrivateKey:
     """
     path = state_dir / KEY_NAME
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+        data = read_regular_file(path, MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise StateError(f"cannot read the device key {path}: {exc}") from exc
     if len(data) > MAX_KEY_FILE_BYTES:

@@ -33,6 +33,7 @@ from edge_agent.protocol.directory import (
 )
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.cli import write_atomic
+from edge_agent.support.files import read_regular_file
 
 __all__ = ["CHECK_INTERVAL_S", "DIRECTORY_FILE", "HeldDirectory"]
 
@@ -129,8 +130,7 @@ class HeldDirectory:
 
     def _load(self, root: TrustRoot) -> Directory | None:
         try:
-            with self._path.open("rb") as handle:
-                data = handle.read(MAX_DIRECTORY_BYTES + 1)
+            data = read_regular_file(self._path, MAX_DIRECTORY_BYTES + 1)
             directory = verify_directory(data, root=root, region=self._region)
         except (OSError, EdgeGovError) as exc:
             logger.error(

@@ -19,6 +19,7 @@ from edge_agent.protocol import dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.attestation import MAX_DETAIL_CHARS, MAX_RESULT_BYTES
 from edge_agent.support.cli import write_atomic
+from edge_agent.support.files import read_regular_file
 from edge_agent.trust.state import LocalVerdict
 
 __all__ = ["ATTESTATION_FILE", "StoredAttestation", "read_attestation", "write_attestation"]
@@ -45,8 +46,7 @@ def read_attestation(state_dir: Path) -> StoredAttestation:
     """
     path = state_dir / ATTESTATION_FILE
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        raw = read_regular_file(path, MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return StoredAttestation(None, None)
     except OSError as exc:

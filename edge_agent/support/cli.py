@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_COUNTER
+from edge_agent.support.files import NotRegularFileError, file_kind, read_regular_file
 from edge_agent.support.logging_setup import configure
 
 __all__ = [
@@ -94,15 +95,9 @@ def read_regular(path: str | Path, max_bytes: int, what: str, *, offered: bool =
             read_offered(path, max_bytes, what) if offered else read_bounded(path, max_bytes, what)
         )
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise ConfigError(f"{what} {path} is {_file_kind(mode)}, not a regular file")
-            data = handle.read(max_bytes + 1)
+        data = read_regular_file(path, max_bytes + 1)
+    except NotRegularFileError as exc:
+        raise ConfigError(f"{what} {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if not offered and len(data) > max_bytes:
@@ -141,7 +136,7 @@ def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if status is not None and not stat.S_ISREG(status.st_mode):
         raise ConfigError(
-            f"refusing to write {path}: it is {_file_kind(status.st_mode)}, not a "
+            f"refusing to write {path}: it is {file_kind(status.st_mode)}, not a "
             "regular file (--out writes a new file or replaces a regular one)"
         )
 
@@ -179,18 +174,6 @@ def _write_through_temp(
             raise
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def counter_arg(minimum: int) -> Callable[[str], int]:

@@ -47,6 +47,7 @@ from edge_agent.attest.config import AttestationConfig
 from edge_agent.errors import ConfigError
 from edge_agent.lineage.log import LineageConfig
 from edge_agent.socket.config import SocketConfig
+from edge_agent.support.files import read_regular_file
 from edge_agent.support.mqtt import BrokerSettings
 
 __all__ = [
@@ -166,7 +167,7 @@ def load_config(path: Path | None, defaults: dict[str, str]) -> AgentConfig:
     data: dict[str, object] = {}
     if path is not None:
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path, MAX_CONFIG_BYTES + 1)
         except OSError as exc:
             raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
         if len(raw) > MAX_CONFIG_BYTES:
@@ -192,8 +193,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def _read_secret(path: Path) -> str:
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_PASSWORD_BYTES + 1)
+        raw = read_regular_file(path, MAX_PASSWORD_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the broker password file {path}: {exc}") from exc
     if len(raw) > MAX_PASSWORD_BYTES:
