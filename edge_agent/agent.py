@@ -218,7 +218,11 @@ class LocalAgent:
         """Answers the hub's attestation challenges with this agent's measured state."""
         self._attestation_seen: AttestationVerdict = ATTESTATION_UNOBSERVED
         self.directory = HeldDirectory(
-            store.path.parent, state.device.region, lambda: self.state.root, monotonic=monotonic
+            store.path.parent,
+            state.device.region,
+            lambda: self.state.root,
+            lambda: self.state.directory_version,
+            monotonic=monotonic,
         )
         """The device directory parents are verified against (docs/policy.md "Parents")."""
         self._parents = VerifiedParents()
@@ -704,13 +708,33 @@ class LocalAgent:
         return self._receipts.receipt(seq, wall)
 
     def install_directory(self, data: bytes, wall: int) -> Directory:
-        """Verify and keep the hub's device directory (:class:`HeldDirectory.install`).
+        """Verify and keep the hub's device directory (:class:`HeldDirectory.install`), its
+        version recorded first as the directory's rollback floor in the trust state.
 
         Raises:
             DirectoryError: refused (logged); nothing changes.
             StateError: it could not be recorded; nothing changes.
         """
-        return self.directory.install(data, self.earliest_now(wall))
+        return self._changing(functools.partial(self._install_directory, data, wall))
+
+    def _install_directory(self, data: bytes, wall: int) -> Directory:
+        return self.directory.install(
+            data, self.earliest_now(wall), record=self._record_directory_version
+        )
+
+    def _record_directory_version(self, version: int) -> None:
+        """Raise the directory's version floor to ``version`` (a no-op when it is not below).
+
+        Raises:
+            StaleStateError: another process committed first; nothing changed.
+            StateError: the write failed; nothing changed.
+        """
+        if version <= self.state.directory_version:
+            return
+        self._commit(
+            functools.partial(self.store.record_directory_version, version),
+            replace(self.state, directory_version=version),
+        )
 
     def _judge_parent(self, data: bytes, now: int) -> Parent:
         """The cited parent as verified at trusted ``now``; any unexpected failure refuses
@@ -856,7 +880,8 @@ class LocalAgent:
 def _load_state(stored: StoredState, state_dir: Path) -> TrustState:
     """The trust state ``stored`` holds, verified again with the attestation state kept
     beside it (:func:`~edge_agent.trust.restore.restore_state`); an unreadable attestation
-    file is left out (logged).
+    file is left out (logged). The device directory's version floor is taken as stored: it
+    only ever refuses directories, so an edited one can only make parents refused.
 
     Raises:
         EdgeGovError: the root chain does not verify.
@@ -865,5 +890,7 @@ def _load_state(stored: StoredState, state_dir: Path) -> TrustState:
         attestation = read_attestation(state_dir)
     except StateError as exc:
         logger.error("attestation state ignored: %s", exc)
-        return restore_state(stored, None, None)
-    return restore_state(stored, attestation.result, attestation.local)
+        restored = restore_state(stored, None, None)
+    else:
+        restored = restore_state(stored, attestation.result, attestation.local)
+    return replace(restored, directory_version=stored.directory_version)

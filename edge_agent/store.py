@@ -5,8 +5,10 @@ ever installed (by digest, so any logged decision can be replayed), which bundle
 the device identity, the trusted-time floor (one mark per signing role, ``floor:<role>``,
 the observed floor ``floor:observed``, and ``time_floor``, a floor of no known source kept
 from before marks existed), every applied revocation, the newest freshness token pinning the
-active bundle, the freshness token naming the newest bundle (the pin), and the broker
-settings of ``edge-agent init``. Every
+active bundle, the freshness token naming the newest bundle (the pin), the highest device
+directory version the agent kept (``directory_version``, the directory's rollback floor: the
+directory itself is a file beside the database, which can be lost or replaced, see
+:mod:`edge_agent.directory_file`), and the broker settings of ``edge-agent init``. Every
 change is one transaction; only verified objects are written. The store does not verify
 anything itself: it hands bytes to the pure core and stores what the core accepted.
 sqlite3 errors stay in this module.
@@ -135,6 +137,8 @@ class StoredState:
     """The epoch of each of ``revocations``, in the same order."""
     pin: bytes | None = None
     """The freshness token naming the newest bundle (see ``TrustState.pin``)."""
+    directory_version: int = 0
+    """The highest device directory version kept (see ``TrustState.directory_version``)."""
     generation: int = 0
     """How many changes were committed: what a change computed from this state names."""
 
@@ -283,6 +287,7 @@ class StateStore:
                 "time_floor",
                 "seen_epoch",
                 "announced_epoch",
+                "directory_version",
                 "generation",
                 _OBSERVED,
                 *_MARKS.values(),
@@ -313,6 +318,7 @@ class StateStore:
             freshness=tokens[0],
             active_version=active[1] if active else 0,
             pin=tokens[1],
+            directory_version=numbers["directory_version"],
             generation=numbers["generation"],
         )
 
@@ -436,6 +442,26 @@ class StateStore:
             statements.extend(self._meta_update("pin", pin))
         return self._write(statements, generation, durable=False)
 
+    def record_directory_version(self, version: int, *, generation: int) -> Written:
+        """Raise the device directory's version floor to ``version`` (never lower it: another
+        process may have raised it meanwhile), durably: a floor lost at a power cut would let
+        an older signed directory back in.
+
+        Raises:
+            StaleStateError: the state is no longer that of ``generation``; nothing changed.
+            StateError: the write failed; nothing changed.
+        """
+        return self._write(
+            [
+                (
+                    "INSERT INTO meta (key, value) VALUES ('directory_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                    (version,),
+                )
+            ],
+            generation,
+        )
+
     def record_floor(self, floor: TimeFloor, *, generation: int) -> Written:
         """Raise the stored time floor to ``floor`` (durably: an observed deadline must
         survive a power cut, or an expired bundle could come back).
@@ -511,7 +537,9 @@ class StateStore:
         """Record root ``version`` (already verified as the next one), in one transaction,
         with what the rotation voids: the time marks of the ``rotated`` roles, the
         revocations of epochs ``void_revocations`` and the freshness tokens named in
-        ``void_tokens`` (``"freshness"``, ``"pin"``) no longer verify; the announced kill
+        ``void_tokens`` (``"freshness"``, ``"pin"``) no longer verify, and, when the verifier
+        role is among the ``rotated``, the device directory's version floor (what its old key
+        signed no longer counts, as for the bundle's version); the announced kill
         epoch is set to ``announced_epoch`` when given (the freshness role was rotated: what its
         old key announced no longer counts), and the seen revocation epoch to ``seen_epoch``
         when given (the revoke role was rotated: epochs its old key signed no longer count).
@@ -529,6 +557,11 @@ class StateStore:
                 *(("DELETE FROM meta WHERE key = ?", (_MARKS[role],)) for role in sorted(rotated)),
                 *(("DELETE FROM revocations WHERE epoch = ?", (e,)) for e in void_revocations),
                 *(("DELETE FROM meta WHERE key = ?", (key,)) for key in void_tokens),
+                *(
+                    [("DELETE FROM meta WHERE key = 'directory_version'", ())]
+                    if Role.VERIFIER in rotated
+                    else []
+                ),
                 *(
                     self._meta_update("announced_epoch", announced_epoch)
                     if announced_epoch is not None

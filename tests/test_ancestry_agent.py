@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,11 @@ from edge_agent.directory_file import DIRECTORY_FILE
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol import topics
 from edge_agent.protocol.directory import DirectoryDevice
+from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import decode_entry
 from edge_agent.protocol.receipt import verify_receipt
 from edge_agent.protocol.request import Request
+from edge_agent.protocol.roles import Role
 from edge_agent.socket.config import SocketConfig
 from edge_agent.socket.wire import (
     MAX_PARENT_BYTES,
@@ -38,7 +40,7 @@ from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
 from edge_agent.trust.parent import MAX_PARENT_RECEIPT_BYTES
-from tests.ancestry_support import CAMERA, CAMERA_KEY, DeviceLog, directory_bytes
+from tests.ancestry_support import CAMERA, CAMERA_KEY, DeviceLog, devices, directory_bytes
 from tests.factory import DAY, DEVICE, HubSim
 from tests.socket_helpers import Echo, embedded
 
@@ -165,6 +167,86 @@ def test_a_directory_file_edited_on_disk_is_not_trusted(fleet: Fleet) -> None:
         decision = agent.decide(CHILD, int(time.time()), parent=fleet.camera_receipt())
         assert decision.reason is Reason.PARENT_INVALID
         assert "holds no device directory" in decision.message
+
+
+def _without_camera() -> list[DirectoryDevice]:
+    return [device for device in devices() if device.id != CAMERA]
+
+
+def _lose(path: Path) -> None:
+    path.unlink()
+
+
+def _damage(path: Path) -> None:
+    path.write_bytes(b"junk")
+
+
+@pytest.mark.parametrize("loss", [_lose, _damage], ids=["deleted", "damaged"])
+def test_a_lost_directory_file_does_not_let_an_older_directory_back(
+    fleet: Fleet, loss: Callable[[Path], None]
+) -> None:
+    with LocalAgent.open(fleet.state_dir) as agent:
+        _send(_daemon(agent, fleet.wall), fleet.directory(5, listed=_without_camera()))
+    loss(fleet.state_dir / DIRECTORY_FILE)
+    with LocalAgent.open(fleet.state_dir) as agent:
+        daemon = _daemon(agent, fleet.wall)
+        _send(daemon, fleet.directory(2))
+        assert agent.directory.current() is None
+        refused = agent.decide(CHILD, int(time.time()), parent=fleet.camera_receipt())
+        assert refused.reason is Reason.PARENT_INVALID
+        _send(daemon, fleet.directory(5, listed=_without_camera()))
+        held = agent.directory.current()
+        assert held is not None and held.version == 5
+        _send(daemon, fleet.directory(6))
+        held = agent.directory.current()
+        assert held is not None and held.version == 6
+
+
+def test_an_older_directory_copied_over_the_file_is_refused_at_load(fleet: Fleet) -> None:
+    with LocalAgent.open(fleet.state_dir) as agent:
+        agent.install_directory(fleet.directory(5, listed=_without_camera()), fleet.wall)
+    (fleet.state_dir / DIRECTORY_FILE).write_bytes(fleet.directory(2))
+    with LocalAgent.open(fleet.state_dir) as agent:
+        assert agent.directory.current() is None
+        refused = agent.decide(CHILD, int(time.time()), parent=fleet.camera_receipt())
+        assert refused.reason is Reason.PARENT_INVALID
+        plain = agent.decide(
+            Request("svc:x", "model.invoke", "model://vision/v3"), int(time.time())
+        )
+        assert plain.allowed
+
+
+def test_a_floor_raised_by_another_process_refuses_the_older_file_this_one_holds(
+    fleet: Fleet,
+) -> None:
+    with LocalAgent.open(fleet.state_dir) as reader, LocalAgent.open(fleet.state_dir) as writer:
+        reader.install_directory(fleet.directory(2), fleet.wall)
+        writer.install_directory(fleet.directory(5, listed=_without_camera()), fleet.wall)
+        (fleet.state_dir / DIRECTORY_FILE).write_bytes(fleet.directory(2))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            cited = reader.decide(CHILD, int(time.time()), parent=fleet.camera_receipt())
+            if cited.reason is Reason.PARENT_INVALID:
+                break
+            time.sleep(0.05)
+        assert cited.reason is Reason.PARENT_INVALID
+        assert reader.directory.current() is None
+
+
+def test_rotating_the_verifier_role_drops_the_directory_floor(fleet: Fleet) -> None:
+    with LocalAgent.open(fleet.state_dir) as agent:
+        agent.install_directory(fleet.directory(5), fleet.wall)
+        fleet.hub.online_keys[Role.VERIFIER] = [PrivateKey(bytes(31) + b"\x07")]
+        rotated = fleet.hub.root_bytes(
+            version=2, issued_at=fleet.wall - 10, expires_at=fleet.wall + 365 * DAY
+        )
+        agent.install_root(rotated, fleet.wall)
+        assert agent.state.directory_version == 0
+        agent.install_directory(fleet.directory(1), fleet.wall)
+        held = agent.directory.current()
+        assert held is not None and held.version == 1
+    with LocalAgent.open(fleet.state_dir) as again:
+        assert again.state.directory_version == 1
 
 
 def test_another_process_sees_a_directory_installed_after_it_opened(fleet: Fleet) -> None:

@@ -13,7 +13,8 @@ Rotation (TUF's fast-forward recovery): a new root that rotates a role's keys dr
 only that role vouched for: its mark on the time floor; for the freshness role also the
 kill epoch it announced and the bundle it pinned; for the revoke role also the revocations
 the new root no longer verifies and the epochs they raised ``seen_epoch`` to, so a kill
-epoch announced later is compared with what the current revoke keys signed. The installed
+epoch announced later is compared with what the current revoke keys signed; for the verifier
+role also the device directory's version floor. The installed
 bundle is verified again under the new root; one that no longer verifies is kept only as
 ``distrusted`` (the gate denies ``bundle_untrusted`` until a new bundle is installed) and no
 longer bounds the next version: its version was vouched for by the rotated-away key.
@@ -150,6 +151,10 @@ class TrustState:
     """The installed bundle, when it does not verify under ``root`` (``bundle`` is None)."""
     pin: InstalledRef | None = None
     """The newest bundle a verified freshness token named current (version and digest)."""
+    directory_version: int = 0
+    """The highest device directory version this device verified and kept: the floor no
+    directory may go below, whatever happens to the directory's own file (0: none kept, or
+    the verifier role was rotated since)."""
 
     @property
     def installed(self) -> InstalledRef | None:
@@ -270,7 +275,8 @@ def with_root(state: TrustState, root: TrustRoot) -> TrustState:
     What a rotated role vouched for is dropped: its time mark; for the revoke role the
     revocations ``root`` no longer verifies and ``seen_epoch`` down to the highest epoch
     still held, so withheld-revocation detection (announced against seen) works again; for
-    the freshness role the announced kill epoch (down to ``seen_epoch``) and the pin. The
+    the freshness role the announced kill epoch (down to ``seen_epoch``) and the pin; for
+    the verifier role the device directory's version floor. The
     installed bundle is verified again under ``root``. Freshness tokens and the attestation
     result are verified again by the shell, which holds their bytes.
     """
@@ -283,6 +289,8 @@ def with_root(state: TrustState, root: TrustRoot) -> TrustState:
         new = replace(new, revocations=kept, seen_epoch=seen)
     if Role.FRESHNESS in rotated:
         new = replace(new, announced_epoch=new.seen_epoch, pin=None, fresh_time=None)
+    if Role.VERIFIER in rotated:
+        new = replace(new, directory_version=0)
     if state.bundle is not None:
         new = with_active_bundle(new, state.bundle.raw, state.bundle.version)
     return new
