@@ -1051,16 +1051,19 @@ def test_lineage_tallies_count_the_given_devices_entries_in_the_window(
         ship(registry, sim, 0, 8)
     tallies = registry.lineage_tallies(["gw-001", "gw-002"], NOW + 10, NOW + 50)
     hits = [expected_hit(d, seq) for d in ("gw-001", "gw-002") for seq in range(1, 5)]
-    expected: dict[tuple[str, bool, str, str | None], set[str]] = {}
-    counts: dict[tuple[str, bool, str, str | None], int] = {}
+    expected: dict[tuple[str, bool, str, str | None, int | None], set[str]] = {}
+    counts: dict[tuple[str, bool, str, str | None, int | None], int] = {}
     for hit in hits:
-        key = (hit.kind, hit.allowed, hit.reason, hit.rule)
+        key = (hit.kind, hit.allowed, hit.reason, hit.rule, hit.bundle_version)
         expected.setdefault(key, set()).add(hit.device)
         counts[key] = counts.get(key, 0) + 1
-    assert {(t.kind, t.allowed, t.reason, t.rule): (t.count, t.devices) for t in tallies} == {
-        key: (counts[key], len(expected[key])) for key in expected
-    }
-    assert tallies == sorted(tallies, key=lambda t: (t.kind, t.allowed, t.reason, t.rule or ""))
+    assert {
+        (t.kind, t.allowed, t.reason, t.rule, t.bundle_version): (t.count, t.devices)
+        for t in tallies
+    } == {key: (counts[key], len(expected[key])) for key in expected}
+    assert tallies == sorted(
+        tallies, key=lambda t: (t.kind, t.allowed, t.reason, t.rule or "", t.bundle_version or 0)
+    )
     assert all(isinstance(t, LineageTally) for t in tallies)
     assert registry.lineage_tallies([], NOW, NOW + 1000) == []
     assert registry.devices_with_entry(["gw-001", "gw-003"], "decision", NOW + 70) == [

@@ -16,6 +16,7 @@ from hub.core.halt import StageCounters
 from hub.core.rollout import (
     Step,
     StepKind,
+    baseline_counters,
     in_stage,
     judge,
     next_step,
@@ -265,15 +266,19 @@ def test_a_step_in_a_state_it_does_not_apply_to_is_refused(
         change(record, T0)  # type: ignore[operator]
 
 
-def test_a_stage_halts_on_the_first_condition_that_holds_over_its_decisions() -> None:
+def test_a_stage_halts_on_the_first_condition_that_holds_over_its_candidate_decisions() -> None:
     tallies = [
-        LineageTally("decision", True, "allowed", "camera-exec", 90, 2),
-        LineageTally("decision", False, "policy_denied", "no-shells", 8, 2),
-        LineageTally("decision", False, "no_matching_rule", None, 2, 1),
-        LineageTally("bundle_installed", True, "bundle_installed", None, 2, 2),
-        LineageTally("bundle_rejected", False, "bundle_rollback", None, 1, 1),
+        LineageTally("decision", True, "allowed", "camera-exec", 8, 90, 2),
+        LineageTally("decision", True, "allowed", "camera-exec", 7, 95, 2),
+        LineageTally("decision", False, "policy_denied", "no-shells", 8, 8, 2),
+        LineageTally("decision", False, "policy_denied", "no-shells", 7, 5, 2),
+        LineageTally("decision", False, "no_matching_rule", None, 8, 2, 1),
+        LineageTally("bundle_installed", True, "bundle_installed", None, 8, 2, 2),
+        LineageTally("bundle_rejected", False, "bundle_rollback", None, 7, 1, 1),
     ]
-    counters = stage_counters(tallies, 1, StageLog(0, T0, 2, 100, 5))
+    baseline = baseline_counters(tallies, 8)
+    assert (baseline.baseline_decisions, baseline.baseline_denied) == (100, 5)
+    counters = stage_counters(tallies, 8, 1, StageLog(0, T0, 2, 100, 5))
     assert (counters.decisions, counters.denied, counters.install_failures) == (100, 10, 1)
     assert counters.by_rule == {"camera-exec": 90, "no-shells": 8}
     assert counters.by_reason == {"allowed": 90, "policy_denied": 8, "no_matching_rule": 2}

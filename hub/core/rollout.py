@@ -17,8 +17,11 @@ The rules (docs/rollout.md, section 3):
    does not apply to raises :class:`~edge_agent.errors.ConfigError` with the reason.
 3. **Halting** (:func:`judge`): the halt conditions (:mod:`hub.core.halt`) are evaluated in
    the order given over the stage's counters (:func:`stage_counters`: the decisions its
-   devices shipped since the stage began, the devices that logged a refused bundle since,
-   and the baseline frozen when the stage began); the first that holds halts the stage.
+   devices shipped since the stage began made under the candidate, the devices that logged
+   a refused bundle since, and the baseline frozen when the stage began: the same devices'
+   decisions under other bundles, :func:`baseline_counters`); the first that holds halts
+   the stage. Counting by the bundle version each decision names, not by time alone, keeps
+   a decision made just before the switch (in the same second) out of the stage.
 4. **Rollback** (:func:`sign_rollback`): devices install only newer versions (TUF), so the
    way back is the previous policy re-issued under version candidate + 1, with the
    candidate's validity, signed when the rollout starts (the running hub holds no policy
@@ -51,6 +54,7 @@ __all__ = [
     "Judgement",
     "Step",
     "StepKind",
+    "baseline_counters",
     "in_stage",
     "judge",
     "next_step",
@@ -285,15 +289,16 @@ def with_aborted(record: RolloutRecord, now: int) -> RolloutRecord:
 
 
 def stage_counters(
-    tallies: Iterable[LineageTally], rejecting_devices: int, log: StageLog | None
+    tallies: Iterable[LineageTally], version: int, rejecting_devices: int, log: StageLog | None
 ) -> StageCounters:
-    """The counters halt conditions read: decisions of ``tallies`` (by verdict, reason and
-    deciding rule), ``rejecting_devices`` as install failures, and ``log``'s baseline."""
+    """The counters halt conditions read: the decisions of ``tallies`` made under bundle
+    ``version`` (the candidate; by verdict, reason and deciding rule), ``rejecting_devices``
+    as install failures, and ``log``'s baseline."""
     decisions = denied = 0
     by_reason: dict[str, int] = {}
     by_rule: dict[str, int] = {}
     for tally in tallies:
-        if tally.kind != Kind.DECISION:
+        if tally.kind != Kind.DECISION or tally.bundle_version != version:
             continue
         decisions += tally.count
         denied += 0 if tally.allowed else tally.count
@@ -309,6 +314,17 @@ def stage_counters(
         baseline_decisions=0 if log is None else log.baseline_decisions,
         baseline_denied=0 if log is None else log.baseline_denied,
     )
+
+
+def baseline_counters(tallies: Iterable[LineageTally], version: int) -> StageCounters:
+    """A stage's deny-rate baseline: the decisions of ``tallies`` made under any bundle
+    but ``version`` (the candidate), as ``baseline_decisions`` and ``baseline_denied``."""
+    decisions = denied = 0
+    for tally in tallies:
+        if tally.kind == Kind.DECISION and tally.bundle_version != version:
+            decisions += tally.count
+            denied += 0 if tally.allowed else tally.count
+    return StageCounters(baseline_decisions=decisions, baseline_denied=denied)
 
 
 @dataclass(frozen=True, slots=True)

@@ -613,7 +613,8 @@ class Registry(Protocol):
 
     def lineage_tallies(self, devices: Sequence[str], since: int, until: int) -> list[LineageTally]:
         """The stored entries of ``devices`` with ``since <= time < until``, counted per
-        (kind, verdict, reason, rule), with how many devices each; ordered by those."""
+        (kind, verdict, reason, rule, bundle version), with how many devices each; ordered
+        by those (``None`` first)."""
         ...
 
     def devices_with_entry(self, devices: Sequence[str], kind: str, since: int) -> list[str]:

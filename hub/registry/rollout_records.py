@@ -82,11 +82,13 @@ class RolloutRecord:
 
 @dataclass(frozen=True, slots=True)
 class LineageTally:
-    """Shipped entries of one (kind, verdict, reason, rule): how many, on how many devices."""
+    """Shipped entries of one (kind, verdict, reason, rule, bundle version the device ran):
+    how many, on how many devices."""
 
     kind: str
     allowed: bool
     reason: str
     rule: str | None
+    bundle_version: int | None
     count: int
     devices: int

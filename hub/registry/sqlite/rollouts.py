@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from edge_agent.errors import ConfigError
 from hub.registry.interface import RegistryError
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
-from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
+from hub.registry.sqlite.transactions import (
+    SqliteTransactions,
+    as_bytes,
+    as_int,
+    as_opt_int,
+    as_text,
+)
 
 __all__ = ["ROLLOUT_SCHEMA", "RolloutTables"]
 
@@ -97,9 +103,10 @@ class RolloutTables(SqliteTransactions):
 
     def lineage_tallies(self, devices: Sequence[str], since: int, until: int) -> list[LineageTally]:
         rows = self._read(
-            "SELECT kind, allowed, reason, rule, count(*), count(DISTINCT device) "
-            f"FROM lineage_search WHERE {_DEVICES} AND time >= ? AND time < ? "
-            "GROUP BY kind, allowed, reason, rule ORDER BY kind, allowed, reason, rule",
+            "SELECT kind, allowed, reason, rule, bundle_version, count(*), "
+            f"count(DISTINCT device) FROM lineage_search WHERE {_DEVICES} AND time >= ? "
+            "AND time < ? GROUP BY kind, allowed, reason, rule, bundle_version "
+            "ORDER BY kind, allowed, reason, rule, bundle_version",
             (json.dumps(list(devices)), since, until),
         )
         return [
@@ -108,10 +115,11 @@ class RolloutTables(SqliteTransactions):
                 bool(as_int(allowed)),
                 as_text(reason),
                 None if rule is None else as_text(rule),
+                as_opt_int(version),
                 as_int(count),
                 as_int(distinct),
             )
-            for kind, allowed, reason, rule, count, distinct in rows
+            for kind, allowed, reason, rule, version, count, distinct in rows
         ]
 
     def devices_with_entry(self, devices: Sequence[str], kind: str, since: int) -> list[str]:
