@@ -14,6 +14,8 @@ import pytest
 from edge_agent.errors import ConfigError
 from hub.core.halt import StageCounters
 from hub.core.rollout import (
+    Divergence,
+    Outcome,
     Step,
     StepKind,
     baseline_counters,
@@ -288,3 +290,31 @@ def test_a_stage_halts_on_the_first_condition_that_holds_over_its_candidate_deci
     )
     assert judgement.observed[0] == "install_failures = 1"
     assert judge(["deny_rate>+5%"], counters).halt is None
+
+
+def test_devices_holding_the_shadow_count_as_the_candidate_would_have_decided() -> None:
+    switched = [LineageTally("decision", True, "allowed", "camera-exec", 8, 10, 1)]
+    shadowed = [
+        LineageTally("decision", True, "allowed", "camera-exec", 7, 30, 3),
+        LineageTally("decision", False, "attestation_failed", None, 7, 4, 1),
+        LineageTally("shadow_divergence", True, "allowed", "camera-exec", 7, 6, 2),
+    ]
+    diverged = Divergence(
+        Outcome(True, "allowed", "camera-exec"), Outcome(False, "policy_denied", "freeze")
+    )
+    counters = stage_counters(
+        switched, 8, 0, StageLog(0, T0, 1, 40, 0), shadowed=shadowed, divergences=[diverged] * 6
+    )
+    assert (counters.decisions, counters.denied) == (40, 6)
+    assert counters.by_rule == {"camera-exec": 34, "freeze": 6}
+    assert counters.by_reason == {"allowed": 34, "policy_denied": 6}
+    assert judge(["deny_rate>+10%"], counters).halt == (
+        "deny_rate>+10% held: deny_rate = 15.00%, baseline 0.00%: +15.00 points"
+    )
+
+
+def test_a_divergence_whose_decision_fell_outside_the_window_takes_nothing_away() -> None:
+    diverged = Divergence(Outcome(True, "allowed", "a"), Outcome(False, "no_matching_rule", None))
+    counters = stage_counters([], 8, 0, None, divergences=[diverged])
+    assert (counters.decisions, counters.denied) == (1, 1)
+    assert counters.by_reason == {"no_matching_rule": 1} and counters.by_rule == {}

@@ -94,6 +94,11 @@ def _version(daemon: AgentDaemon) -> int | None:
     return None if bundle is None else bundle.version
 
 
+def _shadow(daemon: AgentDaemon) -> int | None:
+    shadow = daemon.agent.shadow
+    return None if shadow is None else shadow.version
+
+
 def _rollout(setup: HubSetup, rollout_id: str) -> RolloutRecord:
     with open_registry(setup.path / "hub.db") as registry:
         record = registry.rollout(rollout_id)
@@ -161,6 +166,8 @@ async def _halts_and_rolls_back(
     assert stage and outside
     for device_id in stage:
         await wait_for(lambda d=fleet.daemons[device_id]: _version(d) == 2, WAIT_S)
+    for device_id in outside:
+        await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) == 2, WAIT_S)
     assert {_version(fleet.daemons[d]) for d in outside} == {1}
 
     assert set(await _decide(fleet, stage, 5)) == {Reason.POLICY_DENIED}
@@ -168,6 +175,8 @@ async def _halts_and_rolls_back(
     for device_id in stage:
         await wait_for(lambda d=fleet.daemons[device_id]: _version(d) == 3, WAIT_S)
     assert set(await _decide(fleet, stage, 1)) == {Reason.ALLOWED}
+    for device_id in outside:
+        await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) is None, WAIT_S)
     assert {_version(fleet.daemons[d]) for d in outside} == {1}
 
     status = json.loads(await _status(setup, capsys, "eu-1-v2", "--json"))["rollouts"][0]
@@ -228,6 +237,41 @@ async def test_a_stage_halts_and_rolls_back_on_mosquitto(
         _fleet_on(tmp_path, setup, broker, broker.settings) as (_, fleet),
     ):
         await _halts_and_rolls_back(tmp_path, setup, fleet, capsys)
+
+
+async def test_divergences_of_devices_holding_the_candidate_as_a_shadow_halt_a_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=())
+    async with (
+        amqtt_broker() as broker,
+        _fleet_on(tmp_path, setup, broker, broker.settings) as (
+            _,
+            fleet,
+        ),
+    ):
+        assert set(await _decide(fleet, DEVICES, 2)) == {Reason.ALLOWED}
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, DENY_CAMERA)
+        args = ("--stages", "50%,100%", "--soak", "1h", "--halt-if", "deny_rate>+2%")
+        assert (
+            await run_cli("rollout", "start", str(candidate), *args, "--hub-dir", str(setup.path))
+            == 0
+        )
+        record = _rollout(setup, "eu-1-v2")
+        outside = tuple(d for d in DEVICES if d not in stage_members(record, 0))
+        for device_id in outside:
+            await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) == 2, WAIT_S)
+        began = _rollout(setup, "eu-1-v2").stage_started_at
+        await wait_for(lambda: int(time.time()) > began, WAIT_S)
+
+        assert set(await _decide(fleet, outside, 3)) == {Reason.ALLOWED}
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").state is RolloutState.HALTED, WAIT_S)
+        assert _rollout(setup, "eu-1-v2").reason.startswith(
+            "deny_rate>+2% held: deny_rate = 100.00%"
+        )
+        for device_id in outside:
+            await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) is None, WAIT_S)
+        assert {_version(fleet.daemons[d]) for d in outside} == {1}
 
 
 async def test_a_hub_restarted_mid_stage_resumes_the_rollout_where_it_was(

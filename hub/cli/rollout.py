@@ -196,9 +196,13 @@ def _describe(registry: Registry, record: RolloutRecord, now: int) -> dict[str, 
     """One rollout as the JSON status holds it (docs/rollout.md, section 3.5)."""
     current = None
     if record.state.active and record.entered == record.stage:
-        counters = stage_counters_now(registry, record)
+        view = stage_counters_now(registry, record)
+        counters = view.counters
         current = {
             "decisions": counters.decisions,
+            "switched_decisions": view.switched,
+            "shadow_decisions": view.shadowed,
+            "divergences": view.divergences,
             "denied": counters.denied,
             "by_reason": dict(sorted(counters.by_reason.items())),
             "by_rule": dict(sorted(counters.by_rule.items())),
@@ -288,7 +292,9 @@ def _print(rollout: dict[str, Any]) -> None:
         counters = stage.get("counters")
         if counters:
             print(
-                f"          {counters['decisions']} decisions, {counters['denied']} denied, "
+                f"          {counters['decisions']} decisions ({counters['switched_decisions']} "
+                f"under the candidate, {counters['shadow_decisions']} as shadow with "
+                f"{counters['divergences']} divergence(s)), {counters['denied']} denied, "
                 f"{counters['install_failures']} install failure(s); baseline "
                 f"{counters['baseline_denied']}/{counters['baseline_decisions']} denied"
             )

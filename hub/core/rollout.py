@@ -18,7 +18,9 @@ The rules (docs/rollout.md, section 3):
 3. **Halting** (:func:`judge`): the halt conditions (:mod:`hub.core.halt`) are evaluated in
    the order given over the stage's counters (:func:`stage_counters`: the decisions its
    devices shipped since the stage began made under the candidate, the devices that logged
-   a refused bundle since, and the baseline frozen when the stage began: the same devices'
+   a refused bundle since, what the devices holding the candidate as a shadow would have
+   decided (their decisions, with each ``shadow_divergence`` counted as the shadow
+   decided it), and the baseline frozen when the stage began: the stage's devices'
    decisions under other bundles, :func:`baseline_counters`); the first that holds halts
    the stage. Counting by the bundle version each decision names, not by time alone, keeps
    a decision made just before the switch (in the same second) out of the stage.
@@ -45,13 +47,16 @@ from edge_agent.protocol.expectations import expectations_value
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.root import TrustRoot
+from edge_agent.trust.shadow import POLICY_REASONS
 from hub.core.bundles import verify_operator_bundle
 from hub.core.halt import HaltCondition, StageCounters, evaluate_halt, parse_halt
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 
 __all__ = [
     "MAX_STAGES",
+    "Divergence",
     "Judgement",
+    "Outcome",
     "Step",
     "StepKind",
     "baseline_counters",
@@ -288,28 +293,75 @@ def with_aborted(record: RolloutRecord, now: int) -> RolloutRecord:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision's verdict, reason and deciding rule (``None``: the default deny)."""
+
+    allowed: bool
+    reason: str
+    rule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """A decision of a device not yet switched that the candidate, held there as its
+    shadow, decides otherwise (a ``shadow_divergence`` entry)."""
+
+    active: Outcome
+    shadow: Outcome
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.decisions = self.denied = 0
+        self.by_reason: dict[str, int] = {}
+        self.by_rule: dict[str, int] = {}
+
+    def add(self, outcome: Outcome, count: int) -> None:
+        """Count ``count`` decisions of ``outcome`` (negative: take them back, never below
+        zero: a divergence whose decision fell just outside the window takes nothing)."""
+        self.decisions = max(0, self.decisions + count)
+        self.denied = max(0, self.denied + (0 if outcome.allowed else count))
+        self.by_reason[outcome.reason] = max(0, self.by_reason.get(outcome.reason, 0) + count)
+        if outcome.rule is not None:
+            self.by_rule[outcome.rule] = max(0, self.by_rule.get(outcome.rule, 0) + count)
+
+
 def stage_counters(
-    tallies: Iterable[LineageTally], version: int, rejecting_devices: int, log: StageLog | None
+    tallies: Iterable[LineageTally],
+    version: int,
+    rejecting_devices: int,
+    log: StageLog | None,
+    *,
+    shadowed: Iterable[LineageTally] = (),
+    divergences: Iterable[Divergence] = (),
 ) -> StageCounters:
-    """The counters halt conditions read: the decisions of ``tallies`` made under bundle
-    ``version`` (the candidate; by verdict, reason and deciding rule), ``rejecting_devices``
-    as install failures, and ``log``'s baseline."""
-    decisions = denied = 0
-    by_reason: dict[str, int] = {}
-    by_rule: dict[str, int] = {}
-    for tally in tallies:
-        if tally.kind != Kind.DECISION or tally.bundle_version != version:
-            continue
-        decisions += tally.count
-        denied += 0 if tally.allowed else tally.count
-        by_reason[tally.reason] = by_reason.get(tally.reason, 0) + tally.count
-        if tally.rule is not None:
-            by_rule[tally.rule] = by_rule.get(tally.rule, 0) + tally.count
+    """The counters halt conditions read: what the candidate decided and would have
+    decided in the stage, by verdict, reason and deciding rule; ``rejecting_devices`` as
+    install failures; ``log``'s baseline.
+
+    What it decided: the decisions of ``tallies`` (the switched devices) made under bundle
+    ``version``. What it would have decided: the decisions of ``shadowed`` (the devices
+    holding it as a shadow) that their policy made (a gate denial there is the active
+    bundle's and the device's, not the candidate's: :data:`POLICY_REASONS`, the decisions
+    an agent compares with its shadow), each as the active bundle decided it, except the
+    ``divergences``, counted as the shadow decided them.
+    """
+    tally = _Tally()
+    for line in tallies:
+        if line.kind == Kind.DECISION and line.bundle_version == version:
+            tally.add(Outcome(line.allowed, line.reason, line.rule), line.count)
+    for line in shadowed:
+        if line.kind == Kind.DECISION and line.reason in POLICY_REASONS:
+            tally.add(Outcome(line.allowed, line.reason, line.rule), line.count)
+    for divergence in divergences:
+        tally.add(divergence.active, -1)
+        tally.add(divergence.shadow, 1)
     return StageCounters(
-        decisions=decisions,
-        denied=denied,
-        by_reason=by_reason,
-        by_rule=by_rule,
+        decisions=tally.decisions,
+        denied=tally.denied,
+        by_reason={k: v for k, v in tally.by_reason.items() if v},
+        by_rule={k: v for k, v in tally.by_rule.items() if v},
         install_failures=rejecting_devices,
         baseline_decisions=0 if log is None else log.baseline_decisions,
         baseline_denied=0 if log is None else log.baseline_denied,

@@ -35,18 +35,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, EdgeGovError
 from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, verify_bundle
 from edge_agent.protocol.keys import PrivateKey
-from edge_agent.protocol.lineage_entries import Kind
+from edge_agent.protocol.lineage_entries import Kind, decode_entry, parse_shadow_detail
 from edge_agent.protocol.topics import Channel, ChannelKind
 from edge_agent.support.mqtt import Connection
 from hub.core.halt import StageCounters, parse_halt
-from hub.core.publications import Publication, parse_channel
+from hub.core.publications import Publication, parse_channel, shadow_publication
 from hub.core.rollout import (
+    Divergence,
+    Outcome,
     Step,
     StepKind,
     baseline_counters,
@@ -65,6 +68,7 @@ from hub.core.rollout import (
 )
 from hub.hubdir.layout import HubKeys
 from hub.registry import DeviceRecord, PublishedBundle, Registry, RegistryError
+from hub.registry.lineage_records import LineageQuery
 from hub.registry.rollout_records import RolloutRecord, RolloutState
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
 from hub.service.governance import plan_bundle
@@ -72,7 +76,9 @@ from hub.service.publish import issue_freshness
 
 __all__ = [
     "BASELINE_S",
+    "MAX_DIVERGENCES",
     "RolloutDriver",
+    "StageView",
     "device_channel",
     "prepare_rollout",
     "stage_counters_now",
@@ -82,6 +88,8 @@ logger = logging.getLogger(__name__)
 
 BASELINE_S = 24 * 3600
 """How far back before a rollout began its stages' deny-rate baseline reaches."""
+MAX_DIVERGENCES = 100_000
+"""Most ``shadow_divergence`` entries one judgement of a stage reads (the newest first)."""
 _FOREVER = 2**62
 """The end of a stage's window: entries stamped ahead of the hub's clock count too."""
 
@@ -182,6 +190,9 @@ class RolloutDriver:
 
     def __init__(self, context: ServiceContext) -> None:
         self._context = context
+        self._connection: Connection | None = None
+        self._shadowed: set[str] = set()
+        """Rollouts whose shadows were published on :attr:`_connection`."""
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
         """A round every ``rollout_interval_s`` until ``stop``."""
@@ -197,13 +208,28 @@ class RolloutDriver:
         """One round over every active rollout (none while not connected)."""
         if conn is None:
             return
+        if conn is not self._connection:
+            self._connection, self._shadowed = conn, set()
         registry = self._context.registry
         for record in registry.rollouts(active=True):
+            await self._republish_shadows(conn, record)
             for _ in range(2 * len(record.stages) + 1):
                 moved = await self._step(conn, record)
                 if moved is None:
                     break
                 record = moved
+
+    async def _republish_shadows(self, conn: Connection, record: RolloutRecord) -> None:
+        """The candidate again as the shadow of the devices not yet switched, once per
+        connection (the hub records no shadow: a restarted embedded broker holds none)."""
+        if record.rollout_id in self._shadowed or record.entered < 0:
+            return
+        if record.state is not RolloutState.ABORTING:
+            switched = stage_members(record, record.entered)
+            await self._context.retained.publish(
+                conn, _shadows(record, _outside(record, switched), record.candidate)
+            )
+        self._shadowed.add(record.rollout_id)
 
     async def _step(self, conn: Connection, record: RolloutRecord) -> RolloutRecord | None:
         """Carry out ``record``'s next step; the record after it, ``None`` when nothing
@@ -216,7 +242,7 @@ class RolloutDriver:
             RolloutState.RUNNING,
             RolloutState.PAUSED,
         ):
-            judgement = judge(record.halts, stage_counters_now(registry, record))
+            judgement = judge(record.halts, stage_counters_now(registry, record).counters)
             halt, observed = judgement.halt, judgement.observed
         adds = len(stage_members(record, record.stage)) > len(
             stage_members(record, record.stage - 1)
@@ -253,17 +279,23 @@ class RolloutDriver:
         """Record what ``step`` changes on the channels and add what to publish; the record
         after it."""
         switched = stage_members(record, record.entered)
+        outside = _outside(record, switched)
         if step.kind is StepKind.ENTER:
             members = stage_members(record, record.stage)
             added = [d for d in members if d not in switched]
             publications += self._current(record, record.candidate, added, now)
-            baseline = self._baseline(record, members)
+            publications += _shadows(record, added, None) if record.entered >= 0 else []
+            publications += _shadows(record, _outside(record, members), record.candidate)
+            self._shadowed.add(record.rollout_id)
+            baseline = self._baseline(record)
             return with_entered(record, now, devices=len(members), baseline=baseline)
         if step.kind is StepKind.HALT:
             publications += self._current(record, record.rollback, switched, now)
+            publications += _shadows(record, outside, None)
             return with_halted(record, now, step.reason, observed)
         if step.kind is StepKind.ABORT:
             publications += self._current(record, record.rollback, switched, now)
+            publications += _shadows(record, outside, None) if record.entered >= 0 else []
             return with_aborted(record, now)
         if step.kind is StepKind.ADVANCE:
             return with_advanced(record, now, observed)
@@ -326,25 +358,102 @@ class RolloutDriver:
             channels=channels,
         )
 
-    def _baseline(self, record: RolloutRecord, members: Sequence[str]) -> StageCounters:
-        """The deny rate of ``members`` under other bundles than the candidate, from
-        :data:`BASELINE_S` before the rollout began until now: a stage baseline."""
+    def _baseline(self, record: RolloutRecord) -> StageCounters:
+        """The deny rate of the rollout's devices under other bundles than the candidate,
+        from :data:`BASELINE_S` before the rollout began until now: a stage baseline (its
+        counters cover the stage's devices and those holding the candidate as a shadow:
+        every device of the rollout)."""
         tallies = self._context.registry.lineage_tallies(
-            members, record.created_at - BASELINE_S, _FOREVER
+            record.devices, record.created_at - BASELINE_S, _FOREVER
         )
         return baseline_counters(tallies, record.candidate_version)
 
 
-def stage_counters_now(registry: Registry, record: RolloutRecord) -> StageCounters:
+@dataclass(frozen=True, slots=True)
+class StageView:
+    """A stage's counters now, and what they are made of: decisions of switched devices
+    under the candidate, policy decisions of devices holding it as a shadow, and the
+    divergences among those."""
+
+    counters: StageCounters
+    switched: int
+    shadowed: int
+    divergences: int
+
+
+def stage_counters_now(registry: Registry, record: RolloutRecord) -> StageView:
     """What the entered stage's devices shipped since it began (rule 3 of
     :mod:`hub.core.rollout`); empty before the first stage is entered."""
     if record.entered < 0:
-        return StageCounters()
+        return StageView(StageCounters(), 0, 0, 0)
     members = stage_members(record, record.entered)
+    outside = _outside(record, members)
     since = record.stage_started_at
     tallies = registry.lineage_tallies(members, since, _FOREVER)
+    # A shadow reaches its devices a moment after the stage begins, and entry times are
+    # whole seconds: their decisions count from the next second, so none made before the
+    # shadow arrived passes for one the candidate agreed with.
+    shadow_since = since + 1
+    shadowed = registry.lineage_tallies(outside, shadow_since, _FOREVER) if outside else []
+    divergences = _divergences(registry, record, set(outside), shadow_since) if outside else []
     rejecting = registry.devices_with_entry(members, str(Kind.BUNDLE_REJECTED), since)
-    return stage_counters(tallies, record.candidate_version, len(rejecting), record.history[-1])
+    counters = stage_counters(
+        tallies,
+        record.candidate_version,
+        len(rejecting),
+        record.history[-1],
+        shadowed=shadowed,
+        divergences=divergences,
+    )
+    alone = stage_counters(tallies, record.candidate_version, 0, None)
+    return StageView(
+        counters, alone.decisions, counters.decisions - alone.decisions, len(divergences)
+    )
+
+
+def _divergences(
+    registry: Registry, record: RolloutRecord, devices: set[str], since: int
+) -> list[Divergence]:
+    """The ``shadow_divergence`` entries of ``devices`` since ``since`` whose shadow is the
+    candidate, newest first, at most :data:`MAX_DIVERGENCES`. The active outcome is in the
+    entry's search columns; the shadow's is read from its ``detail``."""
+    found: list[Divergence] = []
+    query = LineageQuery(kind=str(Kind.SHADOW_DIVERGENCE), since=since)
+    for hit in registry.iter_lineage(query):
+        if hit.device not in devices:
+            continue
+        stored = registry.entries(hit.device, hit.seq, hit.seq + 1)
+        try:
+            shadow = parse_shadow_detail(decode_entry(stored[0], hit.seq).detail)
+        except (ValueError, IndexError, EdgeGovError) as exc:
+            logger.warning("divergence %s #%d not counted: %s", hit.device, hit.seq, exc)
+            continue
+        if shadow.digest != record.candidate_digest:
+            continue
+        found.append(
+            Divergence(
+                Outcome(hit.allowed, hit.reason, hit.rule),
+                Outcome(shadow.allowed, shadow.reason, shadow.rule),
+            )
+        )
+        if len(found) >= MAX_DIVERGENCES:
+            break
+    return found
+
+
+def _outside(record: RolloutRecord, members: Sequence[str]) -> list[str]:
+    """The rollout's devices not in ``members`` (not switched: they hold the shadow)."""
+    inside = set(members)
+    return [d for d in record.devices if d not in inside]
+
+
+def _shadows(
+    record: RolloutRecord, devices: Sequence[str], data: bytes | None
+) -> list[Publication]:
+    """``data`` as the shadow on each of ``devices``' own channels (``None``: cleared)."""
+    return [
+        shadow_publication(record.region, Channel(ChannelKind.DEVICE, d), data) for d in devices
+    ]
 
 
 class _Changed(RegistryError):
