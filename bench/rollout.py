@@ -393,12 +393,15 @@ def main() -> None:
     parser.add_argument("--working-set", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=19)
-    parser.add_argument("--quick", action="store_true", help="100 devices (100,000 decisions)")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 devices (100,000 decisions), 100 agents"
+    )
     parser.add_argument("--halt-agents", type=int, default=1000, help="0: no halt part")
     parser.add_argument("--halt-only", action="store_true", help="only the halt part")
     args = parser.parse_args()
     if args.quick:
         args.devices = 100
+        args.halt_agents = min(args.halt_agents, 100)
     if args.halt_agents:
         _halt_table(args.halt_agents, args.runs)
     if args.halt_only:

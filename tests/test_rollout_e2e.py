@@ -274,6 +274,41 @@ async def test_divergences_of_devices_holding_the_candidate_as_a_shadow_halt_a_s
         assert {_version(fleet.daemons[d]) for d in outside} == {1}
 
 
+async def test_an_abort_rolls_the_switched_devices_back_and_clears_the_shadows(
+    tmp_path: Path,
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=())
+    async with (
+        amqtt_broker() as broker,
+        _fleet_on(tmp_path, setup, broker, broker.settings) as (
+            _,
+            fleet,
+        ),
+    ):
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, ALLOW_MORE)
+        args = ("--stages", "50%,100%", "--soak", "1h", "--hub-dir", str(setup.path))
+        assert await run_cli("rollout", "start", str(candidate), *args) == 0
+        record = _rollout(setup, "eu-1-v2")
+        stage = stage_members(record, 0)
+        outside = tuple(d for d in DEVICES if d not in stage)
+        for device_id in stage:
+            await wait_for(lambda d=fleet.daemons[device_id]: _version(d) == 2, WAIT_S)
+        for device_id in outside:
+            await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) == 2, WAIT_S)
+
+        hub_dir = ("--hub-dir", str(setup.path))
+        assert (
+            await run_cli("rollout", "abort", "eu-1-v2", "--reason", "wrong build", *hub_dir) == 0
+        )
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").state is RolloutState.ABORTED, WAIT_S)
+        for device_id in stage:
+            await wait_for(lambda d=fleet.daemons[device_id]: _version(d) == 3, WAIT_S)
+        for device_id in outside:
+            await wait_for(lambda d=fleet.daemons[device_id]: _shadow(d) is None, WAIT_S)
+        assert {_version(fleet.daemons[d]) for d in outside} == {1}
+        assert _rollout(setup, "eu-1-v2").reason == "wrong build"
+
+
 async def test_a_hub_restarted_mid_stage_resumes_the_rollout_where_it_was(
     tmp_path: Path,
 ) -> None:
