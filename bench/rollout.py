@@ -1,4 +1,7 @@
-"""Rollout benchmark, diff part (issue 19): ``edge-hub bundle diff`` over a shipped fleet log.
+"""Rollout benchmark (issue 19): ``edge-hub bundle diff`` over a shipped fleet log, and
+the time from a halt condition becoming true in shipped data to the rollback published.
+
+Diff part.
 
 Setup (not timed): a hub directory with real keys; ``--devices`` registered devices, each
 with ``--per-device`` shipped decisions stored in the registry (SQLite, as ingest stores
@@ -22,16 +25,31 @@ report. ``--runs`` runs per row; the table gives the median and (min-max) in sec
 the rate in decisions per second. Target (issue 19): 1,000,000 decisions at 1,000 and
 10,000 rules in at most 10 s.
 
+Halt part (``--halt-agents``, default 1,000; 0 skips it). A real ``edge-hub serve`` (its
+embedded broker, the default ``rollout_interval_s`` of 1 s) with that many simulated
+agents: each registered, each with 5 shipped decisions allowed under bundle v1 (the
+baseline), v1 current on their group. ``edge-hub rollout start`` (in process) rolls out v2
+with stages 10%,100% and ``--halt-if deny_rate>+2%``; once the hub has entered stage 1, an
+MQTT client subscribes to every device channel's bundle topic. Timed: from the commit of
+one write group storing 5 denials under v2 for every stage-1 device (verified batches, as
+the hub's ingest stores them: the moment the condition holds in shipped data) to the
+rollback bundle received on the first and on the last of the stage's device channels.
+The agents are simulated (their logs written to the registry, not shipped over MQTT): the
+figure is the hub's reaction, not the devices' shipping delay. Target (issue 19): at most
+5 s at 1,000 agents.
+
 Usage: python bench/rollout.py [--quick] [--sizes 1000,10000] [--devices 1000]
-       [--per-device 1000] [--working-set 50] [--runs 3]
+       [--per-device 1000] [--working-set 50] [--runs 3] [--halt-agents 1000] [--halt-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
+import logging
 import random
 import statistics
 import sys
@@ -63,13 +81,21 @@ from edge_agent.protocol.lineage_entries import (
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
+from edge_agent.support.mqtt import connect
 from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle, init_keys
 from hub.core.diff import Shadow
+from hub.core.rollout import stage_members
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted, DeviceLog
+from hub.registry.rollout_records import RolloutRecord
+from hub.service.config import HubConfig
+from hub.service.governance import prepare_push
+from hub.service.rollout import prepare_rollout
+from hub.service.server import HubService
 
 POOL = 20_000
 """Distinct requests the scenario generator draws (the fleet's whole request pool)."""
@@ -212,6 +238,153 @@ def _row(label: str, n_rules: int, args: argparse.Namespace, distinct: bool) -> 
     return Row(label, n_rules, devices * args.per_device, used, flips, seconds)
 
 
+HALT_DECISIONS = 5
+"""Decisions per simulated agent: allowed under v1 before, denied under v2 in stage 1."""
+CAMERA = Request("svc:camera", "exec", "/opt/camera/bin/capture")
+HALT_POLICY = """\
+target: {{region: eu-1, groups: [line-a], profiles: [generic-x86_64]}}
+ttl: 24h
+rules:
+  - id: camera-exec
+    effect: allow
+    subjects: [svc:camera]
+    actions: [exec]
+    resources: ["/opt/camera/bin/*"]
+{extra}"""
+FREEZE = """\
+  - id: camera-freeze
+    effect: deny
+    subjects: [svc:camera]
+    actions: [exec]
+    resources: ["/opt/camera/bin/*"]
+"""
+
+
+class _Logs:
+    """Simulated agents' logs, extended batch by batch and stored as ingest stores them."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, tuple[int, Frontier, bytes]] = {}
+
+    def batch(
+        self, device_id: str, allowed: bool, version: int, digest: bytes, when: int
+    ) -> Accepted:
+        size, frontier, prev = self.state.get(device_id, (0, Frontier(), GENESIS_PREV))
+        reason, rule = ("allowed", "camera-exec") if allowed else ("policy_denied", "camera-freeze")
+        draft = draft_of(
+            Entry(0, 0, GENESIS_PREV, Kind.DECISION, allowed, reason, rule, digest, version,
+                  CAMERA, "decided")
+        )  # fmt: skip
+        entries = []
+        for seq in range(size, size + HALT_DECISIONS):
+            data = place_draft(Draft(when, *_fields(draft)), seq, prev)
+            entries.append(data)
+            prev = entry_hash(data)
+        frontier, _ = frontier.extend(entry_hash(e) for e in entries)
+        log = DeviceLog(size + len(entries), frontier, prev, "bench")
+        self.state[device_id] = (log.size, frontier, prev)
+        checkpoint = Checkpoint(origin_for(device_id, 1), log.size, log.root)
+        return Accepted(device_id, size, tuple(entries), log, checkpoint)
+
+
+def _halt_setup(hub: Path, agents: int) -> tuple[_Logs, Path]:
+    """Keys, ``agents`` devices with their baseline decisions, v1 current; the candidate."""
+    init_keys(hub / "keys", root_keys=1, root_threshold=1, now=int(time.time()), ttl=WEEK)
+    root = load_root(hub / "keys" / ROOT_FILE)
+    signers = load_role_keys(hub / "keys", Role.POLICY, root)
+    built = [
+        build_bundle(
+            load_policy_source(HALT_POLICY.format(extra=extra)), root=root, signers=signers,
+            version=version, ttl=None, now=int(time.time()),
+        )
+        for version, extra in ((1, ""), (2, FREEZE))
+    ]  # fmt: skip
+    logs, before = _Logs(), int(time.time()) - 3600
+    keys = HubDir(hub).load_keys()
+    with open_registry(hub / "hub.db") as registry:
+        prepare_push(registry, keys, built[0][0], now=int(time.time()), token_ttl_s=60)
+        with registry.write_group():
+            for n in range(agents):
+                device_id = f"gw-{n:05d}"
+                registry.add_device(
+                    DeviceRecord(
+                        device_id, "eu-1", ("line-a",), "generic-x86_64",
+                        PrivateKey.generate().public,
+                    )
+                )  # fmt: skip
+                batch = logs.batch(device_id, True, 1, built[0][1].digest, before)
+                registry.store_batch(batch, expected_size=0, received_at=before)
+    candidate = hub / "v2.cbor"
+    candidate.write_bytes(built[1][0])
+    return logs, candidate
+
+
+async def _halt_reaction(agents: int) -> tuple[int, float, float]:
+    """One run: (stage devices, seconds to the first and to the last rollback received)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = Path(tmp) / "hub"
+        hub.mkdir()
+        logs, candidate = _halt_setup(hub, agents)
+        async with HubService(HubConfig(hub, port=0, write_serve_file=False)) as service:
+            await service.wait_ready()
+            keys = HubDir(hub).load_keys()
+            signers = load_role_keys(hub / "keys", Role.POLICY, keys.root)
+            with open_registry(hub / "hub.db") as registry:
+                record = prepare_rollout(
+                    registry, keys, signers, candidate.read_bytes(), stages="10%,100%",
+                    soak_s=3600, halts=["deny_rate>+2%"], groups=[], now=int(time.time()),
+                )  # fmt: skip
+                while (current := registry.rollout(record.rollout_id)) and current.entered < 0:
+                    await asyncio.sleep(0.05)
+            stage = stage_members(record, 0)
+            async with connect(service.settings, client_id="bench-rollout-watch") as conn:
+                await conn.subscribe(["edgegov/v1/eu-1/bundle/device/+"])
+                return await _time_rollback(conn, hub, logs, record, stage)
+
+
+async def _time_rollback(
+    conn: object, hub: Path, logs: _Logs, record: RolloutRecord, stage: tuple[str, ...]
+) -> tuple[int, float, float]:
+    waiting = {f"edgegov/v1/eu-1/bundle/device/{d}" for d in stage}
+    digest = record.candidate_digest
+
+    def store() -> float:
+        with open_registry(hub / "hub.db") as registry, registry.write_group():
+            now = int(time.time())
+            for device_id in stage:
+                size = logs.state[device_id][0]
+                batch = logs.batch(device_id, False, 2, digest, now)
+                registry.store_batch(batch, expected_size=size, received_at=now)
+        return time.perf_counter()
+
+    stored = asyncio.create_task(asyncio.to_thread(store))
+    first = None
+    async for message in conn.messages():  # type: ignore[attr-defined]
+        if message.topic in waiting and message.payload == record.rollback:
+            waiting.discard(message.topic)
+            first = first or time.perf_counter()
+            if not waiting:
+                break
+    t0 = await stored
+    return len(stage), first - t0, time.perf_counter() - t0
+
+
+def _halt_table(agents: int, runs: int) -> None:
+    logging.disable(logging.WARNING)  # the embedded broker's backlog notes, not results
+    results = [asyncio.run(_halt_reaction(agents)) for _ in range(runs)]
+    logging.disable(logging.NOTSET)
+    firsts = [r[1] for r in results]
+    lasts = [r[2] for r in results]
+    print(
+        f"halt -> rollback published, {agents:,} simulated agents, stage 1 of "
+        f"{results[0][0]} devices, rollout_interval_s 1.0; {runs} runs"
+    )
+    print(f"{'first device channel':<24} {statistics.median(firsts):>6.2f} s "
+          f"({min(firsts):.2f}-{max(firsts):.2f})")  # fmt: skip
+    print(f"{'last device channel':<24} {statistics.median(lasts):>6.2f} s "
+          f"({min(lasts):.2f}-{max(lasts):.2f})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000", help="rule counts")
@@ -220,10 +393,19 @@ def main() -> None:
     parser.add_argument("--working-set", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=19)
-    parser.add_argument("--quick", action="store_true", help="100 devices (100,000 decisions)")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 devices (100,000 decisions), 100 agents"
+    )
+    parser.add_argument("--halt-agents", type=int, default=1000, help="0: no halt part")
+    parser.add_argument("--halt-only", action="store_true", help="only the halt part")
     args = parser.parse_args()
     if args.quick:
         args.devices = 100
+        args.halt_agents = min(args.halt_agents, 100)
+    if args.halt_agents:
+        _halt_table(args.halt_agents, args.runs)
+    if args.halt_only:
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = [_row("working set", n, args, distinct=False) for n in sizes]
     rows.append(_row("all distinct", sizes[-1], args, distinct=True))

@@ -55,6 +55,7 @@ from edge_agent.attest.responder import EvidenceResponder
 from edge_agent.device_key import KEY_NAME, create_device_key, load_device_key
 from edge_agent.directory_file import HeldDirectory
 from edge_agent.errors import EdgeGovError, LineageError, StateError
+from edge_agent.lineage.decisions import divergence_entry
 from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.receipt_maker import ReceiptMaker
 from edge_agent.lineage.transitions import TransitionRecorder
@@ -64,7 +65,7 @@ from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.directory import Directory
 from edge_agent.protocol.freshness import FreshnessToken
 from edge_agent.protocol.keys import PrivateKey, PublicKey
-from edge_agent.protocol.lineage_entries import Kind
+from edge_agent.protocol.lineage_entries import Entry, Kind
 from edge_agent.protocol.request import Parent, Request
 from edge_agent.protocol.revocation import Revocation
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
@@ -100,12 +101,14 @@ from edge_agent.trust.machine import (
     accept_revocation,
     accept_root,
     accept_root_chain,
+    accept_shadow,
     observe_attestation,
     observe_clock,
     observe_deadlines,
 )
 from edge_agent.trust.parent import VerifiedParents, verify_parent
 from edge_agent.trust.restore import restore_state
+from edge_agent.trust.shadow import shadow_dropped, shadow_outcome
 from edge_agent.trust.state import LocalVerdict, TrustState
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
@@ -227,6 +230,13 @@ class LocalAgent:
         """The device directory parents are verified against (docs/policy.md "Parents")."""
         self._parents = VerifiedParents()
         self._receipts = ReceiptMaker(lineage) if lineage is not None else None
+        self._shadows: dict[str, CompiledBundle] = {}
+        """Shadow bundles held, by the topic each came on; replaced whole on every change
+        (deciders on other threads read it), in memory only (docs/rollout.md)."""
+        self._shadow: CompiledBundle | None = None
+        """The shadow evaluated beside the active bundle: the newest held."""
+        self._shadow_root: TrustRoot | None = None
+        """The root the held shadows were verified under."""
 
     @classmethod
     def open(
@@ -510,6 +520,111 @@ class LocalAgent:
             self.record_measurement(self.measurement, wall, self._interval_s)
         return InstallResult(bundle, unchanged=False)
 
+    # --- shadow bundles (docs/rollout.md, "Shadow mode") ---------------------------------
+
+    @property
+    def shadow(self) -> CompiledBundle | None:
+        """The shadow bundle evaluated beside the active one now (``None``: none)."""
+        return self._shadow
+
+    def install_shadow(self, source: str, data: bytes, wall: int) -> CompiledBundle | None:
+        """Verify ``data`` exactly as :meth:`install_bundle` would, without installing it,
+        and hold it as the shadow from ``source`` (its topic), replacing the one held from
+        there; return it, or ``None`` when it is the active bundle itself (nothing held).
+
+        A held shadow never decides and changes no trust state; it is kept in memory only:
+        after a restart the broker's retained message brings it back, so a shadow cleared
+        meanwhile is never evaluated.
+
+        Raises:
+            BundleError: refused with the code a bundle would be (logged as
+                ``shadow_rejected``); the shadow from ``source`` is dropped.
+            StateError: the refusal could not be checked against the newest state.
+        """
+        return self._changing(functools.partial(self._install_shadow, source, data, wall))
+
+    def _install_shadow(self, source: str, data: bytes, wall: int) -> CompiledBundle | None:
+        now = self.earliest_now(wall)
+        self._current_shadow(now)
+        outcome = accept_shadow(self.state, data, now)
+        others = {s: b for s, b in self._shadows.items() if s != source}
+        if isinstance(outcome, Refused) or outcome.value is None:
+            self._hold_shadows(others)
+        bundle = self._take(outcome, wall)
+        if bundle is None:
+            logger.info("shadow bundle from %s is the active bundle; nothing held", source)
+            return None
+        self._hold_shadows({**others, source: bundle}, self.state.root)
+        logger.info(
+            "shadow bundle held from %s: version=%d digest=%s expires_at=%d",
+            source,
+            bundle.version,
+            bundle.digest.hex(),
+            bundle.expires_at,
+        )
+        return bundle
+
+    def clear_shadow(self, source: str) -> bool:
+        """Drop the shadow held from ``source`` (its topic was cleared); return whether one
+        was held."""
+        with self._lock:
+            held = self._shadows.get(source)
+            if held is None:
+                return False
+            self._hold_shadows({s: b for s, b in self._shadows.items() if s != source})
+        logger.info("shadow bundle version %d from %s cleared", held.version, source)
+        return True
+
+    def _hold_shadows(
+        self, shadows: dict[str, CompiledBundle], root: TrustRoot | None = None
+    ) -> None:
+        with self._lock:
+            self._shadows = shadows
+            if root is not None:
+                self._shadow_root = root
+            self._shadow = max(shadows.values(), key=lambda b: b.version, default=None)
+
+    def _shadow_entry(self, decision: Decision) -> Entry | None:
+        """The ``shadow_divergence`` entry to log right after ``decision``, when a shadow is
+        held and decides it otherwise (:func:`~edge_agent.trust.shadow.shadow_outcome`).
+        Never raises and never changes ``decision``: any failure is logged and only the
+        comparison is lost."""
+        if self._shadow is None:
+            return None
+        try:
+            shadow = self._current_shadow(decision.time)
+            outcome = None if shadow is None else shadow_outcome(decision, shadow)
+            return None if outcome is None else divergence_entry(decision, outcome)
+        except Exception:
+            logger.exception("shadow evaluation failed; the decision stands, not compared")
+            return None
+
+    def _current_shadow(self, now: int) -> CompiledBundle | None:
+        """The shadow to compare with at trusted ``now``, after dropping the held ones that
+        expired, became or fell behind the active bundle, or (after a root rotation) no
+        longer verify."""
+        shadow, state = self._shadow, self.state
+        if (
+            shadow is not None
+            and state.root is self._shadow_root
+            and shadow_dropped(shadow, state, now) is None
+        ):
+            return shadow
+        with self._lock:
+            kept: dict[str, CompiledBundle] = {}
+            for source, held in self._shadows.items():
+                why = shadow_dropped(held, state, now)
+                if why is None and state.root is not self._shadow_root:
+                    verdict = accept_shadow(state, held.raw, now)
+                    if isinstance(verdict, Refused):
+                        why = f"it no longer verifies: {verdict.error}"
+                if why is None:
+                    kept[source] = held
+                else:
+                    logger.info("shadow bundle from %s dropped: %s", source, why)
+            self._hold_shadows(kept, state.root)
+            return self._shadow
+
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
         """Rotate to the next trust root; on any failure nothing changes.
 
@@ -628,7 +743,9 @@ class LocalAgent:
         self._observe(decision.time)
         if self.lineage is None:
             return lineage_unavailable(decision, "the lineage is not open")
-        decision, self.last_seq = self.lineage.record_decision(decision)
+        decision, self.last_seq = self.lineage.record_decision(
+            decision, self._shadow_entry(decision)
+        )
         return decision
 
     def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]:
@@ -642,7 +759,7 @@ class LocalAgent:
             unlogged: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
             unlogged.set_result(lineage_unavailable(decision, "the lineage is not open"))
             return unlogged
-        return self.lineage.record_decision_soon(decision)
+        return self.lineage.record_decision_soon(decision, self._shadow_entry(decision))
 
     def decide_cited_soon(
         self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
@@ -661,7 +778,9 @@ class LocalAgent:
         if self.lineage is None:
             answered.set_result((lineage_unavailable(decision, "the lineage is not open"), None))
             return answered
-        recorded = self.lineage.record_decision_numbered_soon(decision)
+        recorded = self.lineage.record_decision_numbered_soon(
+            decision, self._shadow_entry(decision)
+        )
         recorded.add_done_callback(
             functools.partial(self._answer_cited, answered, want_receipt, wall)
         )

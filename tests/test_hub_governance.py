@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import BundleError, ConfigError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import verify_challenge
 from edge_agent.protocol.keys import PrivateKey
@@ -103,3 +103,28 @@ async def test_a_registered_device_is_known_to_the_running_hub_at_once(
             await hub.governance.register(
                 "gw-010", region="eu-2", groups=[], profile="generic-x86_64", public_key_pem=pem
             )
+
+
+async def test_a_shadow_is_verified_published_retained_and_cleared_on_the_hubs_connection(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    channel = Channel(ChannelKind.DEVICE, "gw-001")
+    topic = topics.shadow_topic("eu-1", channel)
+    data = make_bundle(setup.keys, 2)
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        await hub.governance.publish_shadow("eu-1", channel, data)
+        async with watching(broker.settings, [topic], client_id="late") as watcher:
+            held = await watcher.next(topic)
+        with pytest.raises(BundleError) as refused:
+            await hub.governance.publish_shadow("eu-2", channel, data)
+        with pytest.raises(BundleError) as garbage:
+            await hub.governance.publish_shadow("eu-1", channel, b"not a bundle")
+        async with watching(broker.settings, [topic], client_id="clearing") as watcher:
+            await hub.governance.publish_shadow("eu-1", channel, None)
+            cleared = await watcher.next(lambda m: m.topic == topic and not m.payload)
+        assert hub.registry.current_bundles() == []
+    assert held.payload == data and held.retain
+    assert refused.value.code == "bundle_target" and garbage.value.code == "bundle_format"
+    assert cleared.payload == b""

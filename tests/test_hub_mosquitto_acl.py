@@ -218,3 +218,23 @@ async def test_a_retained_flood_from_a_device_leaves_at_most_its_own_three_topic
             for topic in own:
                 await gw2.publish(topic, payload, retain=True)
     assert await _retained(broker) == dict.fromkeys(own, len(payload))
+
+
+async def test_a_device_reads_the_shadows_of_its_channels_only_and_cannot_forge_one(
+    broker: MosquittoBroker,
+) -> None:
+    own = topics.shadow_topic("eu-1", Channel(ChannelKind.DEVICE, "gw-002"))
+    group = topics.shadow_topic("eu-1", Channel(ChannelKind.GROUP, "line-a"))
+    region = topics.shadow_topic("eu-1", Channel(ChannelKind.ALL))
+    neighbour = topics.shadow_topic("eu-1", Channel(ChannelKind.DEVICE, "gw-001"))
+    async with connect(_login(broker, "hub"), client_id="hub") as conn:
+        for topic in (neighbour, own, group, region):
+            await conn.publish(topic, topic.encode(), retain=True)
+    async with connect(_login(broker, "gw-002"), client_id="gw-002") as gw2:
+        await gw2.publish(own, b"forged shadow", retain=True)
+    gw2_settings = _login(broker, "gw-002")
+    async with watching(gw2_settings, [neighbour, own, group, region], "gw-002") as watcher:
+        seen = {(await watcher.next(lambda m: True)).topic for _ in range(3)}
+    held = await _retained(broker)
+    assert seen == {own, group, region}
+    assert held[own] == len(own.encode())

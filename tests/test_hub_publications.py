@@ -27,6 +27,7 @@ from hub.core.publications import (
     parse_channel,
     revocation_publications,
     root_publications,
+    shadow_publication,
 )
 from hub.registry.records import IssuedRevocation, PublishedBundle
 from tests.factory import NOW, HubSim
@@ -67,6 +68,19 @@ def test_retained_objects_go_to_their_topics_with_their_exact_bytes() -> None:
         Publication(topics.root_topic(region, root.version), root.raw)
         for region in ("eu-1", "us-1")
     ]
+
+
+def test_a_shadow_bundle_goes_retained_to_its_channels_shadow_topic_and_none_clears_it() -> None:
+    channel = Channel(ChannelKind.DEVICE, "gw-001")
+    topic = "edgegov/v1/eu-1/shadow/device/gw-001"
+    assert topics.shadow_topic("eu-1", channel) == topic
+    assert topics.is_trust_topic(topic)
+    assert topic in topics.agent_subscriptions("eu-1", "gw-001", ["line-a"])
+    assert topic not in topics.agent_subscriptions("eu-1", "gw-002", ["line-a"])
+    assert shadow_publication("eu-1", channel, DATA) == Publication(topic, DATA, retain=True)
+    assert shadow_publication("eu-1", channel, None) == Publication(topic, b"", retain=True)
+    with pytest.raises(ValueError, match="pass None"):
+        shadow_publication("eu-1", channel, b"")
 
 
 def test_a_freshness_token_pins_the_channels_bundle_and_the_kill_epoch() -> None:

@@ -37,6 +37,13 @@ TRANSITIONS: dict[Kind, tuple[bool, str, str]] = {
     Kind.ATTESTATION_STALE: (False, "attestation_stale", "last verdict is 2 h old"),
     Kind.SEGMENT_START: (True, "lineage_break_acknowledged", "new segment after a break"),
     Kind.LINEAGE_PRUNED: (True, "retention", "entries 0 to 999 pruned"),
+    Kind.SHADOW_REJECTED: (False, "bundle_target", "bundle is not for this device"),
+    Kind.SHADOW_DIVERGENCE: (
+        True,
+        "allowed",
+        f"shadow_version=3 shadow_digest={'ab' * 32} shadow_allowed=false "
+        "shadow_reason=policy_denied shadow_rule=no-shells",
+    ),
 }
 
 

@@ -53,6 +53,7 @@ from hub.registry import (
 )
 from hub.registry.lineage_records import LineageHit, LineageQuery
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence
+from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 from hub.registry.sqlite import SqliteRegistry
 from tests.factory import NOW
 from tests.lineage_search_support import add_varied, expected_hit, ship
@@ -975,3 +976,112 @@ def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: R
 
 def _directory(version: int, *, issued_at: int = NOW) -> IssuedDirectory:
     return IssuedDirectory("eu-1", version, bytes([version]) * 32, b"signed", issued_at, NOW + 60)
+
+
+def _rollout(rollout_id: str = "eu-1-v8", region: str = "eu-1") -> RolloutRecord:
+    return RolloutRecord(
+        rollout_id=rollout_id,
+        region=region,
+        state=RolloutState.RUNNING,
+        created_at=NOW,
+        updated_at=NOW,
+        candidate=b"candidate",
+        candidate_version=8,
+        candidate_digest=b"\x08" * 32,
+        rollback=b"rollback",
+        channels=("group/line-a",),
+        devices=("gw-001", "gw-002"),
+        stages=("10", "100"),
+        soak_s=60,
+        halts=("deny_rate>+2%",),
+        groups=("line-a",),
+    )
+
+
+def test_a_rollout_is_recorded_and_read_back_whole(registry: Registry, peer: Registry) -> None:
+    record = _rollout()
+    registry.create_rollout(record)
+    entered = replace(
+        record,
+        entered=0,
+        stage_started_at=NOW + 5,
+        paused_at=NOW + 7,
+        history=(StageLog(0, NOW + 5, 1, 10, 1, NOW + 9, "halted", ("deny_rate = 50.00%",)),),
+    )
+    assert registry.update_rollout(entered, expected=record)
+    assert peer.rollout("eu-1-v8") == entered
+    assert peer.rollouts() == [entered] and peer.rollouts(active=True) == [entered]
+    assert peer.rollout("eu-1-v9") is None
+
+
+def test_a_region_has_one_active_rollout_and_an_id_is_used_once(registry: Registry) -> None:
+    first = _rollout()
+    registry.create_rollout(first)
+    with pytest.raises(ConfigError, match="active in eu-1"):
+        registry.create_rollout(_rollout("eu-1-v10"))
+    with pytest.raises(ConfigError, match="exists already"):
+        registry.create_rollout(replace(first, state=RolloutState.HALTED))
+    registry.create_rollout(_rollout("us-2-v3", region="us-2"))
+    halted = replace(first, state=RolloutState.HALTED, reason="deny_rate held")
+    assert registry.update_rollout(halted, expected=first)
+    registry.create_rollout(_rollout("eu-1-v10"))
+    assert [r.rollout_id for r in registry.rollouts(active=True)] == ["eu-1-v10", "us-2-v3"]
+
+
+def test_a_rollout_update_from_a_stale_read_changes_nothing(
+    registry: Registry, peer: Registry
+) -> None:
+    record = _rollout()
+    registry.create_rollout(record)
+    paused = replace(record, state=RolloutState.PAUSED, paused_at=NOW + 1, updated_at=NOW + 1)
+    assert peer.update_rollout(paused, expected=record)
+    advanced = replace(record, stage=1, updated_at=NOW + 2)
+    assert not registry.update_rollout(advanced, expected=record)
+    assert registry.rollout(record.rollout_id) == paused
+
+
+def test_lineage_tallies_count_the_given_devices_entries_in_the_window(
+    registry: Registry,
+) -> None:
+    sims = {}
+    for device_id in ("gw-001", "gw-002", "gw-003"):
+        registry.add_device(_device(device_id))
+        sims[device_id] = sim = DeviceLogSim(device_id)
+        add_varied(sim, 8, start_time=NOW, step=10)
+        ship(registry, sim, 0, 8)
+    tallies = registry.lineage_tallies(["gw-001", "gw-002"], NOW + 10, NOW + 50)
+    hits = [expected_hit(d, seq) for d in ("gw-001", "gw-002") for seq in range(1, 5)]
+    expected: dict[tuple[str, bool, str, str | None, int | None], set[str]] = {}
+    counts: dict[tuple[str, bool, str, str | None, int | None], int] = {}
+    for hit in hits:
+        key = (hit.kind, hit.allowed, hit.reason, hit.rule, hit.bundle_version)
+        expected.setdefault(key, set()).add(hit.device)
+        counts[key] = counts.get(key, 0) + 1
+    assert {
+        (t.kind, t.allowed, t.reason, t.rule, t.bundle_version): (t.count, t.devices)
+        for t in tallies
+    } == {key: (counts[key], len(expected[key])) for key in expected}
+    assert tallies == sorted(
+        tallies, key=lambda t: (t.kind, t.allowed, t.reason, t.rule or "", t.bundle_version or 0)
+    )
+    assert all(isinstance(t, LineageTally) for t in tallies)
+    assert registry.lineage_tallies([], NOW, NOW + 1000) == []
+    assert registry.devices_with_entry(["gw-001", "gw-003"], "decision", NOW + 70) == [
+        "gw-001",
+        "gw-003",
+    ]
+    assert registry.devices_with_entry(["gw-001"], "bundle_rejected", NOW) == []
+
+
+def test_cleared_channels_hold_no_current_bundle(registry: Registry) -> None:
+    registry.record_bundle(
+        bundle=_bundle(3, channel=""),
+        issued_at=NOW,
+        target={},
+        channels=["all", "device/gw-001", "device/gw-002"],
+    )
+    registry.record_freshness([_freshness("device/gw-001", NOW)])
+    registry.clear_channels("eu-1", ["device/gw-001", "device/gw-002"])
+    assert [b.channel for b in registry.current_bundles("eu-1")] == ["all"]
+    assert registry.freshness("eu-1", "device/gw-001") is None
+    assert registry.bundle_data(bytes([3]) * 32) == b"bundle 3"

@@ -505,12 +505,22 @@ class LineageLog:
             self._break(self.store.path, _Finding(self.fault, evidence=True))
         return exc
 
-    def record_decision(self, decision: Decision) -> tuple[Decision, int | None]:
-        """Write ``decision`` durably; return it and its seq, or the deny that replaces it."""
+    def record_decision(
+        self, decision: Decision, follow: Entry | None = None
+    ) -> tuple[Decision, int | None]:
+        """Write ``decision`` durably, and ``follow`` (its shadow divergence) right after it
+        in the same transaction; return the decision and its seq, or the deny that replaces
+        it. A ``follow`` that cannot be written is logged and left out."""
         try:
-            return decision, self.append(decision_entry(decision))
+            draft = self._draft(decision_entry(decision))
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
+        try:
+            seq = self._writer.append(draft, *self._follow_draft(follow))
+        except LineageError as exc:
+            return lineage_unavailable(decision, str(self._failed(exc))), None
+        self.last_error = None
+        return decision, seq
 
     async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
         """:meth:`record_decision` for a coroutine (many of them share one commit)."""
@@ -519,7 +529,9 @@ class LineageLog:
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
 
-    def record_decision_soon(self, decision: Decision) -> asyncio.Future[Decision]:
+    def record_decision_soon(
+        self, decision: Decision, follow: Entry | None = None
+    ) -> asyncio.Future[Decision]:
         """:meth:`record_decision` on the event loop without a coroutine: the future
         resolves to ``decision`` once it is durable, or to the deny that replaces it (it
         never fails). Concurrent calls share one commit. Call it on the loop."""
@@ -530,10 +542,11 @@ class LineageLog:
             recorded.set_result(lineage_unavailable(decision, str(exc)))
             return recorded
         self._async_writer.submit(draft, functools.partial(self._settle, decision, recorded))
+        self._submit_follow(follow)
         return recorded
 
     def record_decision_numbered_soon(
-        self, decision: Decision
+        self, decision: Decision, follow: Entry | None = None
     ) -> asyncio.Future[tuple[Decision, int | None]]:
         """:meth:`record_decision_soon` resolving to the decision and its seq (``None`` with
         the deny that replaces it), for a caller that goes on to prove the entry (a
@@ -549,7 +562,26 @@ class LineageLog:
         self._async_writer.submit(
             draft, functools.partial(self._settle_numbered, decision, recorded)
         )
+        self._submit_follow(follow)
         return recorded
+
+    def _follow_draft(self, follow: Entry | None) -> tuple[Draft, ...]:
+        """The draft of a decision's ``follow`` entry (none when there is none, or when it
+        cannot be written: logged, and the decision is written alone)."""
+        if follow is None:
+            return ()
+        try:
+            return (self._draft(follow),)
+        except LineageError as exc:
+            logger.error("%s entry not logged: %s", follow.kind, exc)
+            return ()
+
+    def _submit_follow(self, follow: Entry | None) -> None:
+        """Queue ``follow`` right behind the decision just submitted: the writer keeps a
+        loop's drafts in order, so it takes the next seq (unless another process's batch
+        lands between two of this one's, at a batch boundary)."""
+        for draft in self._follow_draft(follow):
+            self._async_writer.submit(draft, functools.partial(_follow_written, draft.kind))
 
     def _settle_numbered(
         self,
@@ -1055,3 +1087,10 @@ def _prune_steps(base: int, sizes: list[int]) -> list[int]:
                 start = cuts[-1]
             cuts.append(size)
     return cuts
+
+
+def _follow_written(kind: Kind, outcome: int | LineageError) -> None:
+    """A follow entry's outcome: its failure is logged (its decision's own outcome, in the
+    same batch, says what the caller is told)."""
+    if isinstance(outcome, LineageError):
+        logger.error("%s entry not logged: %s", kind, outcome)

@@ -61,12 +61,13 @@ BatchWrite = Callable[[list[Draft]], Appended]
 
 
 class _Slot:
-    """One caller's draft, its outcome, and the lock it sleeps on until woken."""
+    """One caller's drafts (written one after the other), the outcome of the first, and the
+    lock it sleeps on until woken."""
 
-    __slots__ = ("done", "draft", "error", "seq", "wake")
+    __slots__ = ("done", "drafts", "error", "seq", "wake")
 
-    def __init__(self, draft: Draft) -> None:
-        self.draft = draft
+    def __init__(self, drafts: tuple[Draft, ...]) -> None:
+        self.drafts = drafts
         self.seq: int | None = None
         self.error: LineageError | None = None
         self.done = False
@@ -90,13 +91,14 @@ class GroupCommitWriter:
         self._pending: list[_Slot] = []
         self._leading = False
 
-    def append(self, draft: Draft) -> int:
-        """Append one draft durably and return its seq.
+    def append(self, draft: Draft, *following: Draft) -> int:
+        """Append one draft durably, and ``following`` right after it (the next seqs, in the
+        same transaction); return its seq.
 
         Raises:
-            LineageError: the batch holding this draft could not be written.
+            LineageError: the batch holding these drafts could not be written.
         """
-        slot = _Slot(draft)
+        slot = _Slot((draft, *following))
         with self._mutex:
             self._pending.append(slot)
             follower, self._leading = self._leading, True
@@ -131,12 +133,14 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[_Slot]) -> None:
-        outcome = _outcome(self._write_batch, [slot.draft for slot in batch])
-        for index, slot in enumerate(batch):
+        outcome = _outcome(self._write_batch, [draft for slot in batch for draft in slot.drafts])
+        offset = 0
+        for slot in batch:
             if isinstance(outcome, LineageError):
                 slot.error = outcome
             else:
-                slot.seq = outcome.first_seq + index
+                slot.seq = outcome.first_seq + offset
+            offset += len(slot.drafts)
             slot.done = True
 
 

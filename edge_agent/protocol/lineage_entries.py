@@ -17,6 +17,7 @@ own side (``edge_agent.lineage.decisions``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,13 +36,16 @@ __all__ = [
     "Draft",
     "Entry",
     "Kind",
+    "ShadowOutcome",
     "TreeEdge",
     "decode_entry",
     "draft_of",
     "encode_entry",
     "entry_hash",
     "fold_frontier",
+    "parse_shadow_detail",
     "place_draft",
+    "shadow_detail",
 ]
 
 MAX_ENTRY_BYTES = 1024 * 1024
@@ -93,6 +97,11 @@ class Kind(StrEnum):
     SEGMENT_START = "segment_start"
     LINEAGE_PRUNED = "lineage_pruned"
     """Entries before a signed checkpoint were deleted (retention or ``log prune``)."""
+    SHADOW_REJECTED = "shadow_rejected"
+    """A shadow bundle was refused, with the code a real bundle would be refused with."""
+    SHADOW_DIVERGENCE = "shadow_divergence"
+    """The shadow bundle decides the decision just before otherwise: the request and the
+    active outcome in the normal fields, the shadow's in ``detail`` (:func:`shadow_detail`)."""
 
 
 _KINDS = {str(kind): kind for kind in Kind}
@@ -117,6 +126,62 @@ class Entry:
     bundle_version: int | None = None
     request: Request | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowOutcome:
+    """What the shadow bundle decides for a request (a ``shadow_divergence`` entry's
+    ``detail``): the bundle's version and SHA-256 digest, the verdict, reason and rule."""
+
+    version: int
+    digest: bytes
+    allowed: bool
+    reason: str
+    rule: str | None
+
+
+_SHADOW_DETAIL = re.compile(
+    r"shadow_version=(0|[1-9][0-9]{0,15}) shadow_digest=([0-9a-f]{64}) "
+    r"shadow_allowed=(true|false) shadow_reason=([a-z_]{1,64}) shadow_rule=(\S{0,256})"
+)
+
+
+def shadow_detail(outcome: ShadowOutcome) -> str:
+    """The canonical text of ``outcome``: one line of ``key=value`` pairs in a fixed order,
+    ``shadow_version=3 shadow_digest=<64 hex> shadow_allowed=false
+    shadow_reason=policy_denied shadow_rule=no-shells`` (``shadow_rule=`` empty for the
+    default deny), which :func:`parse_shadow_detail` reads back exactly.
+
+    Raises:
+        ValueError: a field cannot be written in that form.
+    """
+    text = (
+        f"shadow_version={outcome.version} shadow_digest={outcome.digest.hex()} "
+        f"shadow_allowed={'true' if outcome.allowed else 'false'} "
+        f"shadow_reason={outcome.reason} shadow_rule={outcome.rule or ''}"
+    )
+    if (
+        len(outcome.digest) != HASH_SIZE
+        or not 0 <= outcome.version <= MAX_COUNTER
+        or _SHADOW_DETAIL.fullmatch(text) is None
+    ):
+        raise ValueError(f"a shadow outcome cannot be written as {text!r}")
+    return text
+
+
+def parse_shadow_detail(text: str) -> ShadowOutcome:
+    """The :class:`ShadowOutcome` a ``shadow_divergence`` entry's ``detail`` states.
+
+    Raises:
+        ValueError: ``text`` is not in :func:`shadow_detail`'s form.
+    """
+    found = _SHADOW_DETAIL.fullmatch(text)
+    if found is None or int(found[1]) > MAX_COUNTER:
+        raise ValueError(f"not a shadow outcome: {text[:120]!r}")
+    version, digest, allowed, reason, rule = found.groups()
+    return ShadowOutcome(
+        int(version), bytes.fromhex(digest), allowed == "true", reason, rule or None
+    )
 
 
 def entry_hash(data: bytes) -> bytes:

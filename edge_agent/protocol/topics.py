@@ -4,6 +4,7 @@ Layout under ``edgegov/v1/{region}/`` (at most 7 levels; docs/mqtt.md is the lon
 
     root/{version}                  hub -> devices  retained  trust roots, one per version
     bundle/{channel}/{name}         hub -> devices  retained  the current bundle of a channel
+    shadow/{channel}/{name}         hub -> devices  retained  a candidate evaluated beside it
     fresh/{channel}/{name}          hub -> devices  retained  freshness token of that channel
     revoke/{kind}/{value}           hub -> devices  retained  revocations
     trust/directory                 hub -> devices  retained  the signed device directory
@@ -48,6 +49,7 @@ __all__ = [
     "parse_device_topic",
     "revocation_topic",
     "root_topic",
+    "shadow_topic",
 ]
 
 PREFIX = "edgegov/v1"
@@ -56,7 +58,7 @@ SHARED_GROUP = "edgegov-hub"
 
 _NAME = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 _ALL_NAME = "_"
-_TRUST_KINDS = frozenset({"root", "bundle", "revoke", "fresh", "trust"})
+_TRUST_KINDS = frozenset({"root", "bundle", "shadow", "revoke", "fresh", "trust"})
 
 
 class ChannelKind(StrEnum):
@@ -118,6 +120,14 @@ def root_topic(region: str, version: int) -> str:
 
 def bundle_topic(region: str, channel: Channel) -> str:
     return f"{_region(region)}/bundle/{channel}"
+
+
+def shadow_topic(region: str, channel: Channel) -> str:
+    """The retained topic of ``channel``'s shadow bundle: a signed bundle exactly as on
+    :func:`bundle_topic`, which agents verify the same way and evaluate beside the active
+    bundle without letting it decide (docs/rollout.md, "Shadow mode"); an empty retained
+    message clears it."""
+    return f"{_region(region)}/shadow/{channel}"
 
 
 def freshness_topic(region: str, channel: Channel) -> str:
@@ -188,6 +198,7 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
     ]
     for channel in agent_channels(device_id, groups):
         filters.append(bundle_topic(region, channel))
+        filters.append(shadow_topic(region, channel))
         filters.append(freshness_topic(region, channel))
     return tuple(filters)
 
@@ -214,6 +225,7 @@ def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
 
 def is_trust_topic(topic: str) -> bool:
     """Whether ``topic`` is one the hub publishes retained trust objects on (a root, a
-    channel's bundle, a revocation, a channel's freshness token, the device directory)."""
+    channel's bundle or shadow bundle, a revocation, a channel's freshness token, the device
+    directory)."""
     parts = topic.split("/")
     return len(parts) >= 5 and f"{parts[0]}/{parts[1]}" == PREFIX and parts[3] in _TRUST_KINDS

@@ -3,13 +3,14 @@
 What it does, in one session per broker connection:
 
 1. subscribe (directly: retained messages must arrive) to the region's roots, revocations,
-   device directory, the device's ack topic, and the bundle and freshness topics of every
-   channel it is on;
+   device directory, the device's ack topic, and the bundle, shadow and freshness topics of
+   every channel it is on;
 2. publish its signed status, retained, with a pre-signed "offline" status as last will;
 3. apply what arrives through the agent's verified install paths — roots in version order,
-   bundles, revocations, freshness tokens, the device directory (kept in the state
-   directory for verifying parents offline), acks — each refused object logged as a rejection
-   and changing nothing;
+   bundles, shadow bundles (verified as bundles, held beside the active one: an empty
+   message clears one), revocations, freshness tokens, the device directory (kept in the
+   state directory for verifying parents offline), acks — each refused object logged as a
+   rejection and changing nothing;
 4. ship unacknowledged lineage in signed batches, one in flight, resent until the hub's
    signed ack (stored *and* verified) arrives; acks move the lineage watermark, and the
    hub witness's cosigned checkpoint an ack carries is verified and kept (one that fails a
@@ -285,8 +286,13 @@ class AgentDaemon:
             self.handle(message)
 
     def handle(self, message: Incoming) -> None:
-        """Apply one incoming message; never raises for bad input (it is logged)."""
+        """Apply one incoming message; never raises for bad input (it is logged). An empty
+        message on a shadow topic clears the shadow held from there."""
         if not message.payload:
+            if _topic_kind(message.topic) == "shadow":
+                self._applied.pop(message.topic, None)
+                self._held.pop(message.topic, None)
+                self.agent.clear_shadow(message.topic)
             return
         if len(message.payload) > MAX_MESSAGE_BYTES:
             logger.warning(
@@ -333,6 +339,9 @@ class AgentDaemon:
         wall = self.wall()
         if kind == "bundle":
             return not self.agent.install_bundle(message.payload, wall).unchanged
+        if kind == "shadow":
+            self.agent.install_shadow(message.topic, message.payload, wall)
+            return False
         if kind == "fresh":
             before = self.agent.state
             self.agent.install_freshness(message.payload, wall)
@@ -640,14 +649,14 @@ def _untimed(status: DeviceStatus) -> DeviceStatus:
     return replace(status, time=0)
 
 
-_RETAINED_TRUST = frozenset({"bundle", "revoke", "directory"})
+_RETAINED_TRUST = frozenset({"bundle", "shadow", "revoke", "directory"})
 """Topics whose payload, once applied, changes nothing when applied again. Roots and tokens
 are not among them: a root may wait for its predecessor, a token for its bundle."""
 
 
 def _topic_kind(topic: str) -> str:
     parts = topic.split("/")
-    if len(parts) >= 4 and parts[3] in ("bundle", "fresh", "revoke", "root"):
+    if len(parts) >= 4 and parts[3] in ("bundle", "shadow", "fresh", "revoke", "root"):
         return parts[3]
     if len(parts) == 5 and parts[3] == "trust" and parts[4] == "directory":
         return "directory"

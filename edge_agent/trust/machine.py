@@ -78,6 +78,7 @@ __all__ = [
     "accept_revocation",
     "accept_root",
     "accept_root_chain",
+    "accept_shadow",
     "observe_attestation",
     "observe_clock",
     "observe_deadlines",
@@ -223,11 +224,7 @@ def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledB
     (:func:`~edge_agent.trust.state.with_bundle`).
     """
     try:
-        bundle = compile_for_device(
-            data, root=state.root, device=state.device, installed=state.installed, now=now
-        )
-        if not bundle.unchanged:
-            check_admissible(state, bundle, now)
+        bundle = _admit_bundle(state, data, now)
     except BundleError as exc:
         return _refused(Kind.BUNDLE_REJECTED, exc)
     if bundle.unchanged:
@@ -247,6 +244,39 @@ def accept_bundle(state: TrustState, data: bytes, now: int) -> Outcome[CompiledB
         ),
         SignedTime(bundle.issued_at, Role.POLICY),
     )
+
+
+def accept_shadow(
+    state: TrustState, data: bytes, now: int
+) -> Outcome[CompiledBundle | None] | Refused:
+    """Judge the shadow bundle ``data`` at ``now`` (earliest now) exactly as
+    :func:`accept_bundle` judges a bundle (the same steps 1 and 2, with the same refusal
+    codes, logged as ``shadow_rejected``), without installing it: the state never changes,
+    and no signed time is taken from it (a shadow never decides, so it vouches for
+    nothing). The value is the bundle to hold beside the active one, or ``None`` when
+    ``data`` is the active bundle itself (nothing to compare).
+    """
+    try:
+        bundle = _admit_bundle(state, data, now)
+    except BundleError as exc:
+        return _refused(Kind.SHADOW_REJECTED, exc)
+    return Outcome(None if bundle.unchanged else bundle, state)
+
+
+def _admit_bundle(state: TrustState, data: bytes, now: int) -> CompiledBundle:
+    """Steps 1 and 2 of :func:`accept_bundle`: ``data`` verified and compiled for this
+    device under the current root against the installed bundle (the installed bytes again
+    are ``unchanged``), and, when newer, admitted by ``state`` at ``now``.
+
+    Raises:
+        BundleError: refused (its ``code`` names the check).
+    """
+    bundle = compile_for_device(
+        data, root=state.root, device=state.device, installed=state.installed, now=now
+    )
+    if not bundle.unchanged:
+        check_admissible(state, bundle, now)
+    return bundle
 
 
 def accept_root(

@@ -42,6 +42,7 @@ from hub.cli import bundle_diff, lineage
 from hub.cli import console as console_cli
 from hub.cli import fabric as fabric_cli
 from hub.cli import receipts as receipts_cli
+from hub.cli import rollout as rollout_cli
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
     BundleSummary,
@@ -151,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     receipts_cli.register(keys, lineage_commands, common)
     ancestry_cli.register(lineage_commands, common)
     bundle_diff.register(bundle, common, _duration)
+    rollout_cli.register(commands, common, _duration)
     console_cli.register(commands, common)
     return parser
 

@@ -56,6 +56,9 @@ pattern read edgegov/v1/+/trust/directory
 pattern read edgegov/v1/+/bundle/all/_
 pattern read edgegov/v1/+/bundle/group/+
 pattern read edgegov/v1/+/bundle/device/%u
+pattern read edgegov/v1/+/shadow/all/_
+pattern read edgegov/v1/+/shadow/group/+
+pattern read edgegov/v1/+/shadow/device/%u
 pattern read edgegov/v1/+/fresh/all/_
 pattern read edgegov/v1/+/fresh/group/+
 pattern read edgegov/v1/+/fresh/device/%u

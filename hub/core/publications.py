@@ -1,4 +1,5 @@
-"""What the hub publishes, as values: retained bundles, roots, revocations, tokens and acks.
+"""What the hub publishes, as values: retained bundles, shadow bundles, roots, revocations,
+tokens and acks.
 
 Builders turn registry records into :class:`Publication` values (topic, exact payload bytes,
 retained, QoS 1), signing what must be signed with the key handed in. They read no registry
@@ -28,6 +29,7 @@ __all__ = [
     "parse_channel",
     "revocation_publications",
     "root_publications",
+    "shadow_publication",
 ]
 
 
@@ -54,6 +56,20 @@ def bundle_publications(bundles: Iterable[PublishedBundle]) -> list[Publication]
         Publication(topics.bundle_topic(b.region, parse_channel(b.channel)), b.data)
         for b in bundles
     ]
+
+
+def shadow_publication(region: str, channel: Channel, data: bytes | None) -> Publication:
+    """The retained shadow bundle of ``channel`` in ``region``: ``data`` (a signed bundle,
+    published as is: agents verify it exactly as a real one), or, for ``None``, the empty
+    retained message that clears the channel's shadow.
+
+    Raises:
+        ValueError: ``data`` is empty (an empty payload is the clearing message: pass
+            ``None`` to clear).
+    """
+    if data is not None and not data:
+        raise ValueError("a shadow bundle cannot be empty: pass None to clear the shadow")
+    return Publication(topics.shadow_topic(region, channel), b"" if data is None else data)
 
 
 def revocation_publications(revocations: Iterable[IssuedRevocation]) -> list[Publication]:

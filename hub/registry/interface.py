@@ -55,6 +55,7 @@ from hub.registry.records import (
     StoredEntry,
     StoredLog,
 )
+from hub.registry.rollout_records import LineageTally, RolloutRecord
 
 __all__ = [
     "AUDIT_OUTCOMES",
@@ -576,4 +577,55 @@ class Registry(Protocol):
     def lineage_hit(self, device: str, seq: int) -> LineageHit | None:
         """The search columns of ``device``'s stored entry ``seq``; ``None`` when the hub
         holds no such entry."""
+        ...
+
+    # Staged rollouts (docs/rollout.md, section 3).
+
+    def create_rollout(self, record: RolloutRecord) -> None:
+        """Record a new rollout.
+
+        Raises:
+            ConfigError: a rollout with its id exists, or another rollout of its region is
+                active (running, paused or aborting); nothing changed.
+            RegistryError: the write failed.
+        """
+        ...
+
+    def rollout(self, rollout_id: str) -> RolloutRecord | None:
+        """The rollout ``rollout_id``; ``None`` when there is none."""
+        ...
+
+    def rollouts(self, *, active: bool = False) -> list[RolloutRecord]:
+        """Every rollout (only the active ones when ``active``), oldest first (by creation
+        time, then id)."""
+        ...
+
+    def update_rollout(self, record: RolloutRecord, *, expected: RolloutRecord) -> bool:
+        """Replace the rollout by ``record`` if it is still exactly ``expected``
+        (compare-and-set: the hub's driver and the ``rollout`` commands write the same
+        record); whether it was replaced.
+
+        Raises:
+            ValueError: ``record`` and ``expected`` have different ids.
+            RegistryError: the write failed.
+        """
+        ...
+
+    def lineage_tallies(self, devices: Sequence[str], since: int, until: int) -> list[LineageTally]:
+        """The stored entries of ``devices`` with ``since <= time < until``, counted per
+        (kind, verdict, reason, rule, bundle version), with how many devices each; ordered
+        by those (``None`` first)."""
+        ...
+
+    def devices_with_entry(self, devices: Sequence[str], kind: str, since: int) -> list[str]:
+        """Which of ``devices`` stored an entry of ``kind`` at or after ``since``, by id."""
+        ...
+
+    def clear_channels(self, region: str, channels: Sequence[str]) -> None:
+        """Make no bundle current on ``channels`` of ``region`` any more (and forget their
+        last freshness tokens); the bundles stay recorded. Atomic.
+
+        Raises:
+            RegistryError: the write failed; nothing changed.
+        """
         ...

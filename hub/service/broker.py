@@ -33,9 +33,9 @@ them). amqtt 0.12 has none: one 100 MB publish took the hub from 60 MB to 940 MB
 2. **Topics.** A PUBLISH topic, a SUBSCRIBE filter or a will topic over ``topic_bytes``
    UTF-8 bytes or ``topic_levels`` levels drops the connection (a subscription gets
    failure code 0x80 first); nothing of the publish is delivered or retained.
-3. **Retained store.** Only edgegov's retained topics retain (roots, bundles, tokens,
-   revocations, and a device's status, ack and attestation result); a retained publish
-   anywhere else is delivered but not retained. One that would take the store past
+3. **Retained store.** Only edgegov's retained topics retain (roots, bundles, shadow
+   bundles, tokens, revocations, and a device's status, ack and attestation result); a
+   retained publish anywhere else is delivered but not retained. One that would take the store past
    ``retained_messages`` messages or ``retained_bytes`` topic and payload bytes is delivered
    to current subscribers but not retained (replacing or clearing one is always allowed),
    unless it comes from the hub's own connection (``unthrottled``), whose retained objects
@@ -111,7 +111,7 @@ STOP_GRACE_S = 5.0
 _DEVICE_TOPICS = f"{topics.PREFIX}/"
 """What every device topic starts with (its fourth level is ``device``)."""
 """An MQTT remaining length takes 1 to 4 bytes of 7 bits each."""
-_RETAINED_LEVELS = {"root": 5, "bundle": 6, "fresh": 6, "revoke": 6, "trust": 5}
+_RETAINED_LEVELS = {"root": 5, "bundle": 6, "shadow": 6, "fresh": 6, "revoke": 6, "trust": 5}
 """Retained edgegov topic families (the fourth level) and how many levels their topics have."""
 _RETAINED_DEVICE_LEAVES = frozenset(
     {topics.DeviceLeaf.STATUS, topics.DeviceLeaf.ACK, topics.DeviceLeaf.ATTESTATION}
@@ -665,9 +665,9 @@ class EmbeddedBroker:
 
 
 def _is_retained_topic(topic: str) -> bool:
-    """Whether edgegov retains anything on ``topic``: a root, a channel's bundle or token, a
-    revocation, the device directory, or a device's status, ack or attestation result
-    (docs/mqtt.md, "Topics")."""
+    """Whether edgegov retains anything on ``topic``: a root, a channel's bundle, shadow
+    bundle or token, a revocation, the device directory, or a device's status, ack or
+    attestation result (docs/mqtt.md, "Topics")."""
     parts = topic.split("/")
     if len(parts) < 5 or f"{parts[0]}/{parts[1]}" != topics.PREFIX:
         return False

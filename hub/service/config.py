@@ -58,8 +58,13 @@ class HubConfig:
     """The embedded broker's limits (unused with ``broker``)."""
     console: ConsoleListen | None = None
     """Serve the governance console there, on the hub's event loop (docs/console.md)."""
+    rollout_interval_s: float = 1.0
+    """Seconds between rounds of the rollout driver (soak timers, halt conditions:
+    docs/rollout.md); a halt is published at most this long after its data is stored."""
 
     def __post_init__(self) -> None:
+        if self.rollout_interval_s <= 0:
+            raise ValueError("the rollout interval must be positive")
         if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:
             raise ValueError("the freshness interval and token TTL must be positive")
         if self.token_ttl_s <= self.freshness_interval_s:

@@ -10,7 +10,8 @@ registry lives here once, as functions of an open registry and the hub's keys:
   on each channel, fresh tokens pinning it);
 - :func:`prepare_revocation` signs the region's next revocation with the hub's revoke keys,
   records it and returns what to publish (the revocation, fresh tokens with its epoch);
-- :func:`device_record` checks what ``device add`` is given and builds the record.
+- :func:`device_record` checks what ``device add`` is given and builds the record;
+- :func:`check_shadow` verifies a shadow bundle (a rollout's candidate) as its devices would.
 
 :class:`Governance` is the same actions on a running ``edge-hub serve``: it publishes on the
 hub's own MQTT connection at once, so a console action reaches devices as promptly as the
@@ -25,14 +26,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from edge_agent.errors import ConfigError, TransportError
+from edge_agent.errors import BundleError, ConfigError, TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey, public_key_from_pem
 from edge_agent.protocol.revocation import RevocationKind
+from edge_agent.protocol.topics import Channel
 from hub.console.operations import Published
 from hub.core.bundles import verify_operator_bundle
-from hub.core.publications import Publication, parse_channel, revocation_publications
+from hub.core.publications import (
+    Publication,
+    parse_channel,
+    revocation_publications,
+    shadow_publication,
+)
 from hub.core.push import (
     HubInventory,
     PushPlan,
@@ -50,6 +57,7 @@ from hub.service.publish import issue_freshness
 __all__ = [
     "RESERVED_DEVICE_IDS",
     "Governance",
+    "check_shadow",
     "device_record",
     "inventory",
     "plan_bundle",
@@ -132,6 +140,25 @@ def prepare_push(
         channels=plan.channels,
     )
     return plan, publications
+
+
+def check_shadow(keys: HubKeys, region: str, data: bytes, *, now: int) -> None:
+    """Check that ``data`` is a shadow bundle the devices of ``region`` would accept as
+    their bundle at the hub's clock ``now`` (:func:`verify_operator_bundle`: signatures,
+    threshold, expiry, not issued ahead, policy compiles) and is for ``region``. Rollback
+    and conflict are left to each device, against the bundle it holds (it refuses the
+    shadow with the real bundle's code).
+
+    Raises:
+        BundleError: a device would refuse it (``bundle_target`` for another region).
+    """
+    bundle = verify_operator_bundle(data, root=keys.root, now=now)
+    if bundle.target.region != region:
+        raise BundleError(
+            f"the shadow bundle is for region {bundle.target.region!r}, not {region!r}: "
+            "its devices would refuse it",
+            code="bundle_target",
+        )
 
 
 def inventory(registry: Registry) -> HubInventory:
@@ -394,6 +421,24 @@ class Governance:
                 exc,
             )
         return record
+
+    async def publish_shadow(self, region: str, channel: Channel, data: bytes | None) -> None:
+        """Publish ``data`` as ``channel``'s shadow bundle in ``region`` on the hub's
+        connection now (retained), after :func:`check_shadow`; ``None`` clears the shadow
+        (an empty retained message). Nothing is recorded: the caller (a rollout) keeps what
+        it published and publishes it again after a hub restart (the embedded broker
+        forgets retained messages when it stops) or a failure here.
+
+        Raises:
+            BundleError: ``data`` would be refused by the channel's devices (nothing sent).
+            TransportError: the hub is not connected to its broker, or the publish failed.
+        """
+        if data is not None:
+            check_shadow(self.keys(), region, data, now=wall())
+        conn = self._current()
+        if conn is None:
+            raise TransportError("the hub is not connected to its broker: shadow not published")
+        await self._context.retained.publish(conn, [shadow_publication(region, channel, data)])
 
     async def _publish(self, publications: list[Publication]) -> Published:
         conn = self._current()

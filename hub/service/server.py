@@ -20,7 +20,8 @@ While it runs, the hub:
    (at most every ``attest_retry_s``) a device whose signed status reports
    ``attestation_failed`` or ``attestation_stale``; verifies each answer under the newest
    trust root it read and publishes the signed, retained result;
-7. clears (an empty retained message) what is retained on a trust or freshness topic of its
+7. every ``rollout_interval_s`` moves staged rollouts on (:mod:`hub.service.rollout`);
+8. clears (an empty retained message) what is retained on a trust or freshness topic of its
    regions that it does not publish on, and what it did not publish on a device's ack,
    challenge or attestation topic (a registered device's ack is restored instead), so
    agents do not fetch and refuse it on every reconnect.
@@ -37,7 +38,8 @@ stop the service: a message that fails in an unexpected way is logged and counte
 This module is the composition root; each job is a module of its own:
 
 - :mod:`hub.service.connection`: connect, subscribe, reconnect (2, 3);
-- :mod:`hub.service.schedule`: the retained snapshot, freshness tokens, strays (3, 5, 7);
+- :mod:`hub.service.schedule`: the retained snapshot, freshness tokens, strays (3, 5, 8);
+- :mod:`hub.service.rollout`: staged rollouts (7);
 - :mod:`hub.service.intake`: fair bursts, routing (:mod:`hub.core.routing`), verification,
   one transaction per burst;
 - one handler per topic family: :mod:`hub.service.lineage` (4), :mod:`hub.service.status`
@@ -75,6 +77,7 @@ from hub.service.evidence import EvidenceHandler
 from hub.service.governance import Governance
 from hub.service.intake import Intake
 from hub.service.lineage import LineageHandler
+from hub.service.rollout import RolloutDriver
 from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
@@ -99,6 +102,7 @@ class _Parts:
     schedule: Schedule
     evidence: EvidenceHandler
     intake: Intake
+    rollouts: RolloutDriver
 
 
 class HubService:
@@ -192,6 +196,7 @@ class HubService:
                 group.create_task(connection.run(stop), name="edge-hub-mqtt"),
                 group.create_task(parts.schedule.run(current, stop), name="edge-hub-schedule"),
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
+                group.create_task(parts.rollouts.run(current, stop), name="edge-hub-rollout"),
             ]
             if self.config.console is not None:
                 self._console = await self._start_console(self.config.console)
@@ -239,6 +244,10 @@ class HubService:
         """Run one round of the schedule now (freshness, reconciliation, counters)."""
         await self._started.schedule.tick(self._connected.current())
 
+    async def tick_rollouts(self) -> None:
+        """Run one round of the rollout driver now (docs/rollout.md)."""
+        await self._started.rollouts.tick(self._connected.current())
+
     # Composition.
 
     def _start(self, registry: Registry, keys: HubKeys) -> _Parts:
@@ -257,7 +266,9 @@ class HubService:
             status=StatusHandler(context, evidence),
             evidence=evidence,
         )
-        self._parts = _Parts(context, subscriptions, schedule, evidence, intake)
+        self._parts = _Parts(
+            context, subscriptions, schedule, evidence, intake, RolloutDriver(context)
+        )
         return self._parts
 
     async def _start_console(self, listen: ConsoleListen) -> ConsoleServer:

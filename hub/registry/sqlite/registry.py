@@ -4,8 +4,8 @@ timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections, the fleet view, the lineage search and
-the operator audit log. Open it through
+publications, device logs, attestation, rejections, the fleet view, the lineage search,
+the operator audit log and staged rollouts. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -24,6 +24,7 @@ from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
 from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
 from hub.registry.sqlite.publications import PublicationTables
+from hub.registry.sqlite.rollouts import ROLLOUT_SCHEMA, RolloutTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
 
@@ -44,6 +45,7 @@ class SqliteRegistry(
     AuditLogTables,
     ConsoleFleetTables,
     LineageSearchTables,
+    RolloutTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
@@ -73,6 +75,7 @@ class SqliteRegistry(
             db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
+            db.executescript(ROLLOUT_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc

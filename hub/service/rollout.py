@@ -1,0 +1,460 @@
+"""Staged rollouts at the hub: starting one (``edge-hub rollout start``) and driving it
+(the running ``edge-hub serve``).
+
+:func:`prepare_rollout` is what ``rollout start`` records: the candidate verified and
+planned exactly as ``bundle push`` does (:func:`hub.service.governance.plan_bundle`), the
+halt conditions and stages parsed, the targeted devices frozen (narrowed by ``--group``),
+and the rollback bundle signed with the policy keys of the keys directory
+(:func:`hub.core.rollout.sign_rollback`) from the previous bundle: the highest version
+current on a channel the targeted devices listen on.
+
+:class:`RolloutDriver` moves every active rollout on, every ``rollout_interval_s``, on the
+hub's connection (nothing moves while it has none, so a restarted hub resumes from what
+the registry holds). Each round, per rollout (:func:`hub.core.rollout.next_step`):
+
+1. **enter** a stage: the candidate becomes current on the device channel of each device
+   the stage adds, recorded together with the rollout's new state in one write group, then
+   published with fresh tokens; the stage's deny-rate baseline (its devices' decisions
+   under other bundles, from :data:`BASELINE_S` before the rollout began) is frozen in its
+   history;
+2. **judge** the entered stage: the decisions its devices shipped since it began under the
+   candidate, and the devices that logged a refused bundle since (the registry's lineage
+   search columns, no entry decoded), against the halt conditions;
+3. **halt** (or carry out an **abort**): the rollback bundle becomes current on the device
+   channel of every device the rollout switched, and the reason is recorded;
+4. **advance** when the soak has elapsed, or **complete** after the last stage: the
+   candidate becomes current on the rollout's real channels and its device channels are
+   cleared (an empty retained message on their bundle and freshness topics).
+
+A write that finds the record changed meanwhile (an operator paused it) undoes itself and
+the next round starts again from what is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge_agent.errors import ConfigError, EdgeGovError
+from edge_agent.policy.bundle import CompiledBundle
+from edge_agent.protocol import topics
+from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, verify_bundle
+from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.lineage_entries import Kind, decode_entry, parse_shadow_detail
+from edge_agent.protocol.topics import Channel, ChannelKind
+from edge_agent.support.mqtt import Connection
+from hub.core.halt import StageCounters, parse_halt
+from hub.core.publications import Publication, parse_channel, shadow_publication
+from hub.core.rollout import (
+    Divergence,
+    Outcome,
+    Step,
+    StepKind,
+    baseline_counters,
+    judge,
+    next_step,
+    parse_stages,
+    rollout_id,
+    sign_rollback,
+    stage_counters,
+    stage_members,
+    with_aborted,
+    with_advanced,
+    with_completed,
+    with_entered,
+    with_halted,
+)
+from hub.hubdir.layout import HubKeys
+from hub.registry import DeviceRecord, PublishedBundle, Registry, RegistryError
+from hub.registry.lineage_records import LineageQuery
+from hub.registry.rollout_records import RolloutRecord, RolloutState
+from hub.service.context import CurrentConnection, ServiceContext, every, wall
+from hub.service.governance import plan_bundle
+from hub.service.publish import issue_freshness
+
+__all__ = [
+    "BASELINE_S",
+    "MAX_DIVERGENCES",
+    "RolloutDriver",
+    "StageView",
+    "device_channel",
+    "prepare_rollout",
+    "stage_counters_now",
+]
+
+logger = logging.getLogger(__name__)
+
+BASELINE_S = 24 * 3600
+"""How far back before a rollout began its stages' deny-rate baseline reaches."""
+MAX_DIVERGENCES = 100_000
+"""Most ``shadow_divergence`` entries one judgement of a stage reads (the newest first)."""
+_FOREVER = 2**62
+"""The end of a stage's window: entries stamped ahead of the hub's clock count too."""
+
+
+def device_channel(device_id: str) -> str:
+    return str(Channel(ChannelKind.DEVICE, device_id))
+
+
+def prepare_rollout(
+    registry: Registry,
+    keys: HubKeys,
+    signers: Sequence[PrivateKey],
+    data: bytes,
+    *,
+    stages: str,
+    soak_s: int,
+    halts: Sequence[str],
+    groups: Sequence[str],
+    now: int,
+) -> RolloutRecord:
+    """Verify and plan the candidate ``data``, sign its rollback bundle with ``signers``
+    (the policy keys) and record the rollout, running, before its first stage.
+
+    Raises:
+        BundleError: a device would refuse the candidate (as ``bundle push``).
+        ConfigError: a bad stage list, soak or halt condition (``HaltSyntaxError``), no
+            targeted device (in ``groups``), no previous bundle to roll back to, too few
+            policy keys, or another rollout active in the region.
+        RegistryError: the write failed.
+    """
+    plan = plan_bundle(registry, keys, data, now=now)
+    candidate = plan.bundle
+    for text in halts:
+        parse_halt(text)
+    parsed_stages = parse_stages(stages)
+    if soak_s < 0:
+        raise ConfigError("--soak must not be negative")
+    targeted = set(plan.targeted)
+    devices = [
+        d
+        for d in registry.devices()
+        if d.device_id in targeted and (not groups or set(groups) & set(d.groups))
+    ]
+    if not devices:
+        where = f" in group(s) {', '.join(groups)}" if groups else ""
+        raise ConfigError(f"the candidate targets no registered device{where}: nothing to roll out")
+    previous = _previous_bundle(registry, keys, candidate, devices)
+    rollback = sign_rollback(previous, candidate, root=keys.root, signers=signers)
+    record = RolloutRecord(
+        rollout_id=rollout_id(candidate.target.region, candidate.version),
+        region=candidate.target.region,
+        state=RolloutState.RUNNING,
+        created_at=now,
+        updated_at=now,
+        candidate=candidate.raw,
+        candidate_version=candidate.version,
+        candidate_digest=candidate.digest,
+        rollback=rollback,
+        channels=plan.channels,
+        devices=tuple(d.device_id for d in devices),
+        stages=parsed_stages,
+        soak_s=soak_s,
+        halts=tuple(halts),
+        groups=tuple(sorted(set(groups))),
+    )
+    registry.create_rollout(record)
+    return record
+
+
+def _previous_bundle(
+    registry: Registry, keys: HubKeys, candidate: CompiledBundle, devices: Sequence[DeviceRecord]
+) -> VerifiedBundle[PolicyPayload]:
+    """The bundle the rollback re-issues: the highest version current on a group or
+    region channel the ``devices`` listen on, verified under the hub's root.
+
+    Raises:
+        ConfigError: none is current there (nothing to roll back to).
+    """
+    region = candidate.target.region
+    listened = {
+        str(c)
+        for d in devices
+        for c in topics.agent_channels(d.device_id, d.groups)
+        if c.kind is not ChannelKind.DEVICE
+    }
+    held = [b for b in registry.current_bundles(region) if b.channel in listened]
+    if not held:
+        raise ConfigError(
+            f"no bundle is current for these devices in {region}: a rollout needs one to roll "
+            "back to (push a first bundle with 'edge-hub bundle push')"
+        )
+    newest = max(held, key=lambda b: b.version)
+    return verify_bundle(newest.data, root=keys.root, region=region)
+
+
+class RolloutDriver:
+    """Moves the active rollouts on, on the running hub's connection (module docstring)."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self._context = context
+        self._connection: Connection | None = None
+        self._shadowed: set[str] = set()
+        """Rollouts whose shadows were published on :attr:`_connection`."""
+
+    async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
+        """A round every ``rollout_interval_s`` until ``stop``."""
+        await every(
+            self._context.config.rollout_interval_s,
+            lambda: self.tick(current()),
+            stop,
+            unpublished="rollout publish failed: %s (republished on reconnect)",
+            failed="rollout round failed: %s",
+        )
+
+    async def tick(self, conn: Connection | None) -> None:
+        """One round over every active rollout (none while not connected)."""
+        if conn is None:
+            return
+        if conn is not self._connection:
+            self._connection, self._shadowed = conn, set()
+        registry = self._context.registry
+        for record in registry.rollouts(active=True):
+            await self._republish_shadows(conn, record)
+            for _ in range(2 * len(record.stages) + 1):
+                moved = await self._step(conn, record)
+                if moved is None:
+                    break
+                record = moved
+
+    async def _republish_shadows(self, conn: Connection, record: RolloutRecord) -> None:
+        """The candidate again as the shadow of the devices not yet switched, once per
+        connection (the hub records no shadow: a restarted embedded broker holds none)."""
+        if record.rollout_id in self._shadowed or record.entered < 0:
+            return
+        if record.state is not RolloutState.ABORTING:
+            switched = stage_members(record, record.entered)
+            await self._context.retained.publish(
+                conn, _shadows(record, _outside(record, switched), record.candidate)
+            )
+        self._shadowed.add(record.rollout_id)
+
+    async def _step(self, conn: Connection, record: RolloutRecord) -> RolloutRecord | None:
+        """Carry out ``record``'s next step; the record after it, ``None`` when nothing
+        happened (or it changed meanwhile: the next round reads it again)."""
+        now = wall()
+        registry = self._context.registry
+        halt: str | None = None
+        observed: tuple[str, ...] = ()
+        if record.entered == record.stage and record.state in (
+            RolloutState.RUNNING,
+            RolloutState.PAUSED,
+        ):
+            judgement = judge(record.halts, stage_counters_now(registry, record).counters)
+            halt, observed = judgement.halt, judgement.observed
+        adds = len(stage_members(record, record.stage)) > len(
+            stage_members(record, record.stage - 1)
+        )
+        step = next_step(record, now, halt, adds=adds)
+        if step.kind is StepKind.NONE:
+            return None
+        publications: list[Publication] = []
+        try:
+            with registry.write_group():
+                moved = self._apply(record, step, now, observed, publications)
+                if not registry.update_rollout(moved, expected=record):
+                    raise _Changed(f"rollout {record.rollout_id} changed meanwhile")
+        except _Changed as exc:
+            logger.debug("%s: read again next round", exc)
+            return None
+        await self._context.retained.publish(conn, publications)
+        logger.info(
+            "rollout %s: %s%s",
+            record.rollout_id,
+            step.kind,
+            f" ({step.reason})" * bool(step.reason),
+        )
+        return moved
+
+    def _apply(
+        self,
+        record: RolloutRecord,
+        step: Step,
+        now: int,
+        observed: Sequence[str],
+        publications: list[Publication],
+    ) -> RolloutRecord:
+        """Record what ``step`` changes on the channels and add what to publish; the record
+        after it."""
+        switched = stage_members(record, record.entered)
+        outside = _outside(record, switched)
+        if step.kind is StepKind.ENTER:
+            members = stage_members(record, record.stage)
+            added = [d for d in members if d not in switched]
+            publications += self._current(record, record.candidate, added, now)
+            publications += _shadows(record, added, None) if record.entered >= 0 else []
+            publications += _shadows(record, _outside(record, members), record.candidate)
+            self._shadowed.add(record.rollout_id)
+            baseline = self._baseline(record)
+            return with_entered(record, now, devices=len(members), baseline=baseline)
+        if step.kind is StepKind.HALT:
+            publications += self._current(record, record.rollback, switched, now)
+            publications += _shadows(record, outside, None)
+            return with_halted(record, now, step.reason, observed)
+        if step.kind is StepKind.ABORT:
+            publications += self._current(record, record.rollback, switched, now)
+            publications += _shadows(record, outside, None) if record.entered >= 0 else []
+            return with_aborted(record, now)
+        if step.kind is StepKind.ADVANCE:
+            return with_advanced(record, now, observed)
+        publications += self._complete(record, switched, now)
+        return with_completed(record, now, observed)
+
+    def _current(
+        self, record: RolloutRecord, data: bytes, devices: Sequence[str], now: int
+    ) -> list[Publication]:
+        """Make ``data`` current on ``devices``' own channels; what to publish."""
+        return self._record_bundle(record, data, [device_channel(d) for d in devices], now)
+
+    def _complete(
+        self, record: RolloutRecord, switched: Sequence[str], now: int
+    ) -> list[Publication]:
+        """The candidate current on the real channels, the device channels cleared."""
+        publications = self._record_bundle(record, record.candidate, record.channels, now)
+        cleared = [device_channel(d) for d in switched]
+        self._context.registry.clear_channels(record.region, cleared)
+        for text in cleared:
+            channel = parse_channel(text)
+            publications += [
+                Publication(topics.bundle_topic(record.region, channel), b""),
+                Publication(topics.freshness_topic(record.region, channel), b""),
+            ]
+        return publications
+
+    def _record_bundle(
+        self, record: RolloutRecord, data: bytes, channels: Sequence[str], now: int
+    ) -> list[Publication]:
+        if not channels:
+            return []
+        context = self._context
+        bundle = verify_bundle(data, root=context.current_root, region=record.region)
+        context.registry.record_bundle(
+            bundle=PublishedBundle(
+                region=record.region,
+                channel="",
+                version=bundle.version,
+                digest=bundle.digest,
+                data=bundle.raw,
+                expires_at=bundle.expires_at,
+                max_offline=bundle.max_offline,
+                pushed_at=now,
+            ),
+            issued_at=bundle.issued_at,
+            target=bundle.target.as_cbor(),
+            channels=channels,
+        )
+        publications = [
+            Publication(topics.bundle_topic(record.region, parse_channel(c)), data)
+            for c in channels
+        ]
+        return publications + issue_freshness(
+            context.registry,
+            key=context.keys.freshness,
+            now=now,
+            ttl_s=context.config.token_ttl_s,
+            region=record.region,
+            channels=channels,
+        )
+
+    def _baseline(self, record: RolloutRecord) -> StageCounters:
+        """The deny rate of the rollout's devices under other bundles than the candidate,
+        from :data:`BASELINE_S` before the rollout began until now: a stage baseline (its
+        counters cover the stage's devices and those holding the candidate as a shadow:
+        every device of the rollout)."""
+        tallies = self._context.registry.lineage_tallies(
+            record.devices, record.created_at - BASELINE_S, _FOREVER
+        )
+        return baseline_counters(tallies, record.candidate_version)
+
+
+@dataclass(frozen=True, slots=True)
+class StageView:
+    """A stage's counters now, and what they are made of: decisions of switched devices
+    under the candidate, policy decisions of devices holding it as a shadow, and the
+    divergences among those."""
+
+    counters: StageCounters
+    switched: int
+    shadowed: int
+    divergences: int
+
+
+def stage_counters_now(registry: Registry, record: RolloutRecord) -> StageView:
+    """What the entered stage's devices shipped since it began (rule 3 of
+    :mod:`hub.core.rollout`); empty before the first stage is entered."""
+    if record.entered < 0:
+        return StageView(StageCounters(), 0, 0, 0)
+    members = stage_members(record, record.entered)
+    outside = _outside(record, members)
+    since = record.stage_started_at
+    tallies = registry.lineage_tallies(members, since, _FOREVER)
+    # A shadow reaches its devices a moment after the stage begins, and entry times are
+    # whole seconds: their decisions count from the next second, so none made before the
+    # shadow arrived passes for one the candidate agreed with.
+    shadow_since = since + 1
+    shadowed = registry.lineage_tallies(outside, shadow_since, _FOREVER) if outside else []
+    divergences = _divergences(registry, record, set(outside), shadow_since) if outside else []
+    rejecting = registry.devices_with_entry(members, str(Kind.BUNDLE_REJECTED), since)
+    counters = stage_counters(
+        tallies,
+        record.candidate_version,
+        len(rejecting),
+        record.history[-1],
+        shadowed=shadowed,
+        divergences=divergences,
+    )
+    alone = stage_counters(tallies, record.candidate_version, 0, None)
+    return StageView(
+        counters, alone.decisions, counters.decisions - alone.decisions, len(divergences)
+    )
+
+
+def _divergences(
+    registry: Registry, record: RolloutRecord, devices: set[str], since: int
+) -> list[Divergence]:
+    """The ``shadow_divergence`` entries of ``devices`` since ``since`` whose shadow is the
+    candidate, newest first, at most :data:`MAX_DIVERGENCES`. The active outcome is in the
+    entry's search columns; the shadow's is read from its ``detail``."""
+    found: list[Divergence] = []
+    query = LineageQuery(kind=str(Kind.SHADOW_DIVERGENCE), since=since)
+    for hit in registry.iter_lineage(query):
+        if hit.device not in devices:
+            continue
+        stored = registry.entries(hit.device, hit.seq, hit.seq + 1)
+        try:
+            shadow = parse_shadow_detail(decode_entry(stored[0], hit.seq).detail)
+        except (ValueError, IndexError, EdgeGovError) as exc:
+            logger.warning("divergence %s #%d not counted: %s", hit.device, hit.seq, exc)
+            continue
+        if shadow.digest != record.candidate_digest:
+            continue
+        found.append(
+            Divergence(
+                Outcome(hit.allowed, hit.reason, hit.rule),
+                Outcome(shadow.allowed, shadow.reason, shadow.rule),
+            )
+        )
+        if len(found) >= MAX_DIVERGENCES:
+            break
+    return found
+
+
+def _outside(record: RolloutRecord, members: Sequence[str]) -> list[str]:
+    """The rollout's devices not in ``members`` (not switched: they hold the shadow)."""
+    inside = set(members)
+    return [d for d in record.devices if d not in inside]
+
+
+def _shadows(
+    record: RolloutRecord, devices: Sequence[str], data: bytes | None
+) -> list[Publication]:
+    """``data`` as the shadow on each of ``devices``' own channels (``None``: cleared)."""
+    return [
+        shadow_publication(record.region, Channel(ChannelKind.DEVICE, d), data) for d in devices
+    ]
+
+
+class _Changed(RegistryError):
+    """The rollout changed between the read and the write (undoes the write group)."""
