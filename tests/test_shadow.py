@@ -35,7 +35,7 @@ from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Decision, Reason
-from edge_agent.trust.shadow import shadow_outcome
+from edge_agent.trust.shadow import HeldShadow, shadow_outcome
 from tests.factory import DAY, DEVICE, NOW, TARGET, HubSim
 
 TOPIC = "edgegov/v1/eu-1/shadow/device/gw-001"
@@ -302,8 +302,14 @@ def test_the_async_decision_path_logs_the_divergence_right_after_too(pair: Pair)
 def test_a_decision_the_gate_denied_is_not_compared() -> None:
     denied = Decision(False, Reason.REVOKED, "revoked", None, 2, bytes(32), RESET, NOW)
     hub = HubSim()
-    shadow = compile_for_device(
-        hub.bundle(3, policy=SHADOW_POLICY), root=hub.root(), device=DEVICE, installed=None, now=NOW
+    shadow = HeldShadow(
+        compile_for_device(
+            hub.bundle(3, policy=SHADOW_POLICY),
+            root=hub.root(),
+            device=DEVICE,
+            installed=None,
+            now=NOW,
+        )
     )
     assert shadow_outcome(denied, shadow) is None
     allowed = replace(denied, allowed=True, reason=Reason.ALLOWED, rule_id="camera-exec")
