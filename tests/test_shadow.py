@@ -18,7 +18,8 @@ from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.lineage.decisions import divergence_entry
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.compiler import policy_payload
+from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import (
@@ -383,3 +384,61 @@ def test_a_shadow_is_not_persisted_across_a_restart(pair: Pair) -> None:
     pair.agent = LocalAgent.open(state_dir)
     assert pair.agent.shadow is None and _divergences(pair.agent) == 0
     assert sorted(p.name for p in state_dir.iterdir() if "shadow" in p.name) == []
+
+
+def test_a_shadow_no_longer_verifying_after_a_root_rotation_is_dropped(pair: Pair) -> None:
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    rotated = pair.hub.root_bytes(version=2, policy_keys=[PrivateKey.generate() for _ in range(2)])
+    pair.agent.install_root(rotated, NOW)
+    assert _divergences(pair.agent) == 0 and pair.agent.shadow is None
+
+
+def test_the_shadow_of_the_highest_version_held_is_evaluated(pair: Pair) -> None:
+    group_topic = "edgegov/v1/eu-1/shadow/group/line-a"
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(4, policy=SHADOW_POLICY), NOW)
+    pair.agent.install_shadow(group_topic, pair.hub.bundle(3), NOW)
+    held = pair.agent.shadow
+    assert held is not None and held.version == 4
+    pair.agent.clear_shadow(TOPIC)
+    held = pair.agent.shadow
+    assert held is not None and held.version == 3 and _divergences(pair.agent) == 0
+
+
+WINDOWED = policy_payload(
+    groups={},
+    workloads={},
+    rules=[
+        {
+            "id": "day-exec",
+            "effect": "allow",
+            "subjects": ["svc:camera"],
+            "actions": ["exec"],
+            "resources": ["/opt/camera/bin/*"],
+            "when": {"time_utc": "06:00-22:00"},
+        }
+    ],
+)
+
+
+def _held(hub: HubSim, policy: dict[str, object]) -> HeldShadow:
+    data = hub.bundle(3, policy=policy)
+    return HeldShadow(
+        compile_for_device(data, root=hub.root(), device=DEVICE, installed=None, now=NOW)
+    )
+
+
+@pytest.mark.parametrize("minute", [5 * 60 + 59, 6 * 60, 21 * 60 + 59, 22 * 60, 0])
+def test_a_cached_shadow_outcome_follows_time_windows_as_the_engine_does(minute: int) -> None:
+    shadow = _held(HubSim(), WINDOWED)
+    day = NOW - NOW % DAY
+    for at in (day + 12 * 3600, day + minute * 60, day + minute * 60 + 30):
+        assert shadow.match(CAPTURE, at) == evaluate(compile_policy(WINDOWED), CAPTURE, at)
+
+
+def test_a_request_citing_a_parent_is_never_served_from_the_cache() -> None:
+    shadow = _held(HubSim(), WINDOWED)
+    cited = replace(CAPTURE, parent=Parent(None, None, "parent refused: none held"))
+    shadow.match(cited, NOW)
+    shadow.match(CAPTURE, NOW)
+    # NOW is 08:00 UTC: span 1, between the window's edges 06:00 and 22:00.
+    assert list(shadow._cache) == [(CAPTURE, 1)]
