@@ -599,17 +599,14 @@ class LocalAgent:
         expired, became or fell behind the active bundle, or (after a root rotation) no
         longer verify."""
         shadow, state = self._shadow, self.state
-        if (
-            shadow is not None
-            and state.root is self._shadow_root
-            and shadow_dropped(shadow.bundle, state, now) is None
-        ):
+        same_root = self._verified_under(state.root)
+        if shadow is not None and same_root and shadow_dropped(shadow.bundle, state, now) is None:
             return shadow
         with self._lock:
             kept: dict[str, HeldShadow] = {}
             for source, held in self._shadows.items():
                 why = shadow_dropped(held.bundle, state, now)
-                if why is None and state.root is not self._shadow_root:
+                if why is None and not same_root:
                     verdict = accept_shadow(state, held.bundle.raw, now)
                     if isinstance(verdict, Refused):
                         why = f"it no longer verifies: {verdict.error}"
@@ -619,6 +616,17 @@ class LocalAgent:
                     logger.info("shadow bundle from %s dropped: %s", source, why)
             self._hold_shadows(kept, state.root)
             return self._shadow
+
+    def _verified_under(self, root: TrustRoot) -> bool:
+        """Whether the held shadows were verified under ``root``: the same object, or the
+        same signed bytes (a state loaded again holds a new object of the same root)."""
+        held = self._shadow_root
+        if root is held:
+            return True
+        if held is None or root.raw != held.raw:
+            return False
+        self._shadow_root = root
+        return True
 
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
         """Rotate to the next trust root; on any failure nothing changes.

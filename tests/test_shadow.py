@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import edge_agent.agent as agent_module
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.lineage.decisions import divergence_entry
@@ -442,3 +443,22 @@ def test_a_request_citing_a_parent_is_never_served_from_the_cache() -> None:
     shadow.match(CAPTURE, NOW)
     # NOW is 08:00 UTC: span 1, between the window's edges 06:00 and 22:00.
     assert list(shadow._cache) == [(CAPTURE, 1)]
+
+
+def test_a_state_reloaded_after_another_process_changed_it_keeps_the_shadow_unverified_again(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    with LocalAgent.open(pair.agent.store.path.parent) as other:
+        other.install_revocation(pair.hub.revocation(1, value="gw-999"), NOW)
+    root_before = pair.agent.state.root
+    assert pair.agent.refresh() and pair.agent.state.root is not root_before
+    verified: list[bytes] = []
+    accept = agent_module.accept_shadow
+
+    def counting(*args: object) -> object:
+        verified.append(b"")
+        return accept(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(agent_module, "accept_shadow", counting)
+    assert _divergences(pair.agent) == len(EXPECTED) and verified == []
