@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/receipts.py
 	$(BIN)/python bench/ancestry.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/shadow.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/attest.py
@@ -93,6 +94,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/receipts.py --quick
 	$(BIN)/python bench/ancestry.py --quick
 	$(BIN)/python bench/rollout.py --quick
+	$(BIN)/python bench/shadow.py --quick
 	$(BIN)/python bench/console.py --quick
 	$(BIN)/python bench/fleet.py --quick
 	$(BIN)/python bench/attest.py --quick

@@ -108,7 +108,7 @@ from edge_agent.trust.machine import (
 )
 from edge_agent.trust.parent import VerifiedParents, verify_parent
 from edge_agent.trust.restore import restore_state
-from edge_agent.trust.shadow import shadow_dropped, shadow_outcome
+from edge_agent.trust.shadow import HeldShadow, shadow_dropped, shadow_outcome
 from edge_agent.trust.state import LocalVerdict, TrustState
 
 __all__ = ["InstallResult", "LocalAgent", "init_state_dir"]
@@ -230,10 +230,10 @@ class LocalAgent:
         """The device directory parents are verified against (docs/policy.md "Parents")."""
         self._parents = VerifiedParents()
         self._receipts = ReceiptMaker(lineage) if lineage is not None else None
-        self._shadows: dict[str, CompiledBundle] = {}
+        self._shadows: dict[str, HeldShadow] = {}
         """Shadow bundles held, by the topic each came on; replaced whole on every change
         (deciders on other threads read it), in memory only (docs/rollout.md)."""
-        self._shadow: CompiledBundle | None = None
+        self._shadow: HeldShadow | None = None
         """The shadow evaluated beside the active bundle: the newest held."""
         self._shadow_root: TrustRoot | None = None
         """The root the held shadows were verified under."""
@@ -525,7 +525,8 @@ class LocalAgent:
     @property
     def shadow(self) -> CompiledBundle | None:
         """The shadow bundle evaluated beside the active one now (``None``: none)."""
-        return self._shadow
+        held = self._shadow
+        return None if held is None else held.bundle
 
     def install_shadow(self, source: str, data: bytes, wall: int) -> CompiledBundle | None:
         """Verify ``data`` exactly as :meth:`install_bundle` would, without installing it,
@@ -554,7 +555,7 @@ class LocalAgent:
         if bundle is None:
             logger.info("shadow bundle from %s is the active bundle; nothing held", source)
             return None
-        self._hold_shadows({**others, source: bundle}, self.state.root)
+        self._hold_shadows({**others, source: HeldShadow(bundle)}, self.state.root)
         logger.info(
             "shadow bundle held from %s: version=%d digest=%s expires_at=%d",
             source,
@@ -572,17 +573,15 @@ class LocalAgent:
             if held is None:
                 return False
             self._hold_shadows({s: b for s, b in self._shadows.items() if s != source})
-        logger.info("shadow bundle version %d from %s cleared", held.version, source)
+        logger.info("shadow bundle version %d from %s cleared", held.bundle.version, source)
         return True
 
-    def _hold_shadows(
-        self, shadows: dict[str, CompiledBundle], root: TrustRoot | None = None
-    ) -> None:
+    def _hold_shadows(self, shadows: dict[str, HeldShadow], root: TrustRoot | None = None) -> None:
         with self._lock:
             self._shadows = shadows
             if root is not None:
                 self._shadow_root = root
-            self._shadow = max(shadows.values(), key=lambda b: b.version, default=None)
+            self._shadow = max(shadows.values(), key=lambda h: h.bundle.version, default=None)
 
     def _shadow_entry(self, decision: Decision) -> Entry | None:
         """The ``shadow_divergence`` entry to log right after ``decision``, when a shadow is
@@ -599,23 +598,20 @@ class LocalAgent:
             logger.exception("shadow evaluation failed; the decision stands, not compared")
             return None
 
-    def _current_shadow(self, now: int) -> CompiledBundle | None:
+    def _current_shadow(self, now: int) -> HeldShadow | None:
         """The shadow to compare with at trusted ``now``, after dropping the held ones that
         expired, became or fell behind the active bundle, or (after a root rotation) no
         longer verify."""
         shadow, state = self._shadow, self.state
-        if (
-            shadow is not None
-            and state.root is self._shadow_root
-            and shadow_dropped(shadow, state, now) is None
-        ):
+        same_root = self._verified_under(state.root)
+        if shadow is not None and same_root and shadow_dropped(shadow.bundle, state, now) is None:
             return shadow
         with self._lock:
-            kept: dict[str, CompiledBundle] = {}
+            kept: dict[str, HeldShadow] = {}
             for source, held in self._shadows.items():
-                why = shadow_dropped(held, state, now)
-                if why is None and state.root is not self._shadow_root:
-                    verdict = accept_shadow(state, held.raw, now)
+                why = shadow_dropped(held.bundle, state, now)
+                if why is None and not same_root:
+                    verdict = accept_shadow(state, held.bundle.raw, now)
                     if isinstance(verdict, Refused):
                         why = f"it no longer verifies: {verdict.error}"
                 if why is None:
@@ -624,6 +620,17 @@ class LocalAgent:
                     logger.info("shadow bundle from %s dropped: %s", source, why)
             self._hold_shadows(kept, state.root)
             return self._shadow
+
+    def _verified_under(self, root: TrustRoot) -> bool:
+        """Whether the held shadows were verified under ``root``: the same object, or the
+        same signed bytes (a state loaded again holds a new object of the same root)."""
+        held = self._shadow_root
+        if root is held:
+            return True
+        if held is None or root.raw != held.raw:
+            return False
+        self._shadow_root = root
+        return True
 
     def install_root(self, data: bytes, wall: int) -> TrustRoot:
         """Rotate to the next trust root; on any failure nothing changes.

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+import edge_agent.agent as agent_module
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
 from edge_agent.lineage.decisions import divergence_entry
 from edge_agent.policy.bundle import compile_for_device
-from edge_agent.policy.compiler import policy_payload
+from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.engine import evaluate
 from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import (
@@ -35,7 +37,7 @@ from edge_agent.support.mqtt import BrokerSettings, Incoming
 from edge_agent.sync.config import SyncConfig
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Decision, Reason
-from edge_agent.trust.shadow import shadow_outcome
+from edge_agent.trust.shadow import HeldShadow, shadow_outcome
 from tests.factory import DAY, DEVICE, NOW, TARGET, HubSim
 
 TOPIC = "edgegov/v1/eu-1/shadow/device/gw-001"
@@ -302,8 +304,14 @@ def test_the_async_decision_path_logs_the_divergence_right_after_too(pair: Pair)
 def test_a_decision_the_gate_denied_is_not_compared() -> None:
     denied = Decision(False, Reason.REVOKED, "revoked", None, 2, bytes(32), RESET, NOW)
     hub = HubSim()
-    shadow = compile_for_device(
-        hub.bundle(3, policy=SHADOW_POLICY), root=hub.root(), device=DEVICE, installed=None, now=NOW
+    shadow = HeldShadow(
+        compile_for_device(
+            hub.bundle(3, policy=SHADOW_POLICY),
+            root=hub.root(),
+            device=DEVICE,
+            installed=None,
+            now=NOW,
+        )
     )
     assert shadow_outcome(denied, shadow) is None
     allowed = replace(denied, allowed=True, reason=Reason.ALLOWED, rule_id="camera-exec")
@@ -377,3 +385,80 @@ def test_a_shadow_is_not_persisted_across_a_restart(pair: Pair) -> None:
     pair.agent = LocalAgent.open(state_dir)
     assert pair.agent.shadow is None and _divergences(pair.agent) == 0
     assert sorted(p.name for p in state_dir.iterdir() if "shadow" in p.name) == []
+
+
+def test_a_shadow_no_longer_verifying_after_a_root_rotation_is_dropped(pair: Pair) -> None:
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    rotated = pair.hub.root_bytes(version=2, policy_keys=[PrivateKey.generate() for _ in range(2)])
+    pair.agent.install_root(rotated, NOW)
+    assert _divergences(pair.agent) == 0 and pair.agent.shadow is None
+
+
+def test_the_shadow_of_the_highest_version_held_is_evaluated(pair: Pair) -> None:
+    group_topic = "edgegov/v1/eu-1/shadow/group/line-a"
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(4, policy=SHADOW_POLICY), NOW)
+    pair.agent.install_shadow(group_topic, pair.hub.bundle(3), NOW)
+    held = pair.agent.shadow
+    assert held is not None and held.version == 4
+    pair.agent.clear_shadow(TOPIC)
+    held = pair.agent.shadow
+    assert held is not None and held.version == 3 and _divergences(pair.agent) == 0
+
+
+WINDOWED = policy_payload(
+    groups={},
+    workloads={},
+    rules=[
+        {
+            "id": "day-exec",
+            "effect": "allow",
+            "subjects": ["svc:camera"],
+            "actions": ["exec"],
+            "resources": ["/opt/camera/bin/*"],
+            "when": {"time_utc": "06:00-22:00"},
+        }
+    ],
+)
+
+
+def _held(hub: HubSim, policy: dict[str, object]) -> HeldShadow:
+    data = hub.bundle(3, policy=policy)
+    return HeldShadow(
+        compile_for_device(data, root=hub.root(), device=DEVICE, installed=None, now=NOW)
+    )
+
+
+@pytest.mark.parametrize("minute", [5 * 60 + 59, 6 * 60, 21 * 60 + 59, 22 * 60, 0])
+def test_a_cached_shadow_outcome_follows_time_windows_as_the_engine_does(minute: int) -> None:
+    shadow = _held(HubSim(), WINDOWED)
+    day = NOW - NOW % DAY
+    for at in (day + 12 * 3600, day + minute * 60, day + minute * 60 + 30):
+        assert shadow.match(CAPTURE, at) == evaluate(compile_policy(WINDOWED), CAPTURE, at)
+
+
+def test_a_request_citing_a_parent_is_never_served_from_the_cache() -> None:
+    shadow = _held(HubSim(), WINDOWED)
+    cited = replace(CAPTURE, parent=Parent(None, None, "parent refused: none held"))
+    shadow.match(cited, NOW)
+    shadow.match(CAPTURE, NOW)
+    # NOW is 08:00 UTC: span 1, between the window's edges 06:00 and 22:00.
+    assert list(shadow._cache) == [(CAPTURE, 1)]
+
+
+def test_a_state_reloaded_after_another_process_changed_it_keeps_the_shadow_unverified_again(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    with LocalAgent.open(pair.agent.store.path.parent) as other:
+        other.install_revocation(pair.hub.revocation(1, value="gw-999"), NOW)
+    root_before = pair.agent.state.root
+    assert pair.agent.refresh() and pair.agent.state.root is not root_before
+    verified: list[bytes] = []
+    accept = agent_module.accept_shadow
+
+    def counting(*args: object) -> object:
+        verified.append(b"")
+        return accept(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(agent_module, "accept_shadow", counting)
+    assert _divergences(pair.agent) == len(EXPECTED) and verified == []
