@@ -391,7 +391,8 @@ def _bench(hub_path: Path, args: argparse.Namespace) -> list[Run]:
     """Generate the registry at ``hub_path`` (or reuse the one there) and measure it."""
     if (hub_path / "hub.db").exists():
         ids = _device_ids(hub_path)
-        print(f"  reusing {hub_path}: {len(ids):,} devices")
+        args.devices = len(ids)
+        print(f"  reusing {hub_path}: {len(ids):,} devices (its size, not --devices/--entries)")
     else:
         ids = generate(hub_path, args.devices, args.entries)
     size = sum(f.stat().st_size for f in hub_path.glob("hub.db*"))
