@@ -8,7 +8,9 @@ last 30 days. The entries, their search rows (:mod:`hub.registry.sqlite.lineage_
 tree nodes, checkpoint notes (signed by the device, cosigned by the hub's witness key) and
 log state are written with ``executemany`` in large transactions, from a few dozen logs
 encoded once (entries carry no device id, so devices share them). The hub directory lives in
-a temporary directory, deleted afterwards.
+a temporary directory, deleted afterwards; or, with ``--hub DIR``, in ``DIR``, kept: a later
+run with the same ``--hub`` reuses it (generating takes minutes at full size, so the runs of
+an A/B comparison can share one registry).
 
 What each row times, over the console app (Starlette TestClient, logged in as a viewer;
 the time of a whole request in-process, so a little more than the handler's):
@@ -18,7 +20,10 @@ the time of a whole request in-process, so a little more than the handler's):
   (50 hits a page), and the same with the cursor of page 999 (walked beforehand);
 - **device page**: ``GET /devices/{id}``;
 - **proof check**: :func:`hub.console.proof.check_proof` of a hub receipt (COSE) of a random
-  entry: the server-side work of ``POST /proof``;
+  entry: the server-side work of ``POST /proof`` (each of ``--requests`` receipts checked
+  :data:`PROOF_ROUNDS` times); and the same as the thread's CPU time
+  (:func:`time.thread_time`), which leaves out the time the thread waited for a CPU: on a
+  loaded machine a sub-millisecond call's p99 is mostly that wait;
 - **`edge-hub lineage show`**: the same search done the only way the CLI can: ``lineage
   show`` of every device of the group (each re-verifies its whole log), filtered afterwards;
   in-process (``hub.cli.fleet.lineage_view``), and one device as a process for scale.
@@ -28,7 +33,8 @@ Each request figure is p50 / p99 over ``--requests`` requests, reported as the m
 (dashboard <= 100 ms p99, search <= 200 ms p99, device page <= 50 ms, proof <= 5 ms).
 
 Usage: python bench/console.py [--devices 10000] [--entries 10000000] [--runs 3]
-                               [--requests 200] [--quick] [--dir DIR]
+                               [--requests 200] [--quick] [--dir DIR] [--hub DIR]
+                               [--no-show]
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ REASONS_DENY = ("policy_denied", "no_rule", "bundle_expired", "attestation_stale
 PAGE_ROWS = 50
 DEEP_PAGE = 1000
 SEARCH_GROUP = "group-3"
+PROOF_ROUNDS = 10
+"""Each receipt is checked this many times: a check takes under a millisecond, so its p99
+needs more samples than a page's to mean anything."""
 
 
 @dataclass(frozen=True)
@@ -323,8 +332,8 @@ class Run:
     show_process: float | None = None
 
 
-def measure(hub_path: Path, ids: Sequence[str], requests: int, deep: int) -> Run:
-    """One run of every measurement."""
+def measure(hub_path: Path, ids: Sequence[str], requests: int, deep: int, show: bool) -> Run:
+    """One run of every measurement (the ``lineage show`` comparison when ``show``)."""
     hub = HubDir(hub_path)
     figures: dict[str, tuple[float, float]] = {}
     with hub.open_registry() as registry:
@@ -359,18 +368,48 @@ def measure(hub_path: Path, ids: Sequence[str], requests: int, deep: int) -> Run
             )[0]
             for _ in range(requests)
         ]
-        samples = []
-        for data in receipts:
-            started = time.perf_counter()
-            assert check_proof(data, registry, keys.root).verified
-            samples.append((time.perf_counter() - started) * 1000)
+        samples, cpu = [], []
+        for _ in range(PROOF_ROUNDS):
+            for data in receipts:
+                started, started_cpu = time.perf_counter(), time.thread_time()
+                assert check_proof(data, registry, keys.root).verified
+                samples.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.thread_time() - started_cpu) * 1000)
         figures["proof check"] = _percentiles(samples)
-        show = _lineage_show(registry, ids)
-    return Run(figures, show, _lineage_show_process(hub_path, ids[0], per_device))
+        figures["proof check, CPU"] = _percentiles(cpu)
+        if not show:
+            return Run(figures)
+        shown = _lineage_show(registry, ids)
+    return Run(figures, shown, _lineage_show_process(hub_path, ids[0], per_device))
 
 
 def _spread(values: Sequence[float], unit: str = "ms") -> str:
     return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f}) {unit}"
+
+
+def _bench(hub_path: Path, args: argparse.Namespace) -> list[Run]:
+    """Generate the registry at ``hub_path`` (or reuse the one there) and measure it."""
+    if (hub_path / "hub.db").exists():
+        ids = _device_ids(hub_path)
+        args.devices = len(ids)
+        print(f"  reusing {hub_path}: {len(ids):,} devices (its size, not --devices/--entries)")
+    else:
+        ids = generate(hub_path, args.devices, args.entries)
+    size = sum(f.stat().st_size for f in hub_path.glob("hub.db*"))
+    print(f"  registry {size / 2**30:.2f} GiB")
+    return [
+        measure(hub_path, ids, args.requests, args.deep_page, not args.no_show)
+        for _ in range(args.runs)
+    ]
+
+
+def _device_ids(hub_path: Path) -> list[str]:
+    """The ids of a generated registry's devices, in generation order (``gw-00000``...)."""
+    db = sqlite3.connect(f"file:{hub_path / 'hub.db'}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute("SELECT id FROM devices ORDER BY id")]
+    finally:
+        db.close()
 
 
 def main() -> None:
@@ -382,6 +421,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 devices, 1,000,000 entries")
     parser.add_argument("--deep-page", type=int, default=DEEP_PAGE, help="the far page timed")
     parser.add_argument("--dir", type=Path, help="where the temporary hub directory goes")
+    parser.add_argument(
+        "--hub",
+        type=Path,
+        help="a hub directory to keep: generated there when missing, else reused as it is",
+    )
+    parser.add_argument(
+        "--no-show", action="store_true", help="skip the `edge-hub lineage show` comparison"
+    )
     args = parser.parse_args()
     if args.quick:
         args.devices, args.entries = 1_000, 1_000_000
@@ -389,18 +436,26 @@ def main() -> None:
         f"console bench: {args.devices:,} devices, {args.entries:,} entries, {args.runs} runs "
         f"of {args.requests} requests"
     )
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="console-bench-") as tmp:
-        hub_path = Path(tmp) / "hub"
-        ids = generate(hub_path, args.devices, args.entries)
-        size = sum(f.stat().st_size for f in hub_path.glob("hub.db*"))
-        print(f"  registry {size / 2**30:.2f} GiB")
-        runs = [measure(hub_path, ids, args.requests, args.deep_page) for _ in range(args.runs)]
+    if args.hub is not None:
+        runs = _bench(args.hub, args)
+    else:
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="console-bench-") as tmp:
+            runs = _bench(Path(tmp) / "hub", args)
     print(f"{'':36} {'p50':>26} {'p99':>26}")
-    for name in ("dashboard", "search page 1", "search page N", "device page", "proof check"):
+    for name in (
+        "dashboard",
+        "search page 1",
+        "search page N",
+        "device page",
+        "proof check",
+        "proof check, CPU",
+    ):
         p50s = [run.requests[name][0] for run in runs]
         p99s = [run.requests[name][1] for run in runs]
         label = name.replace(" N", f" {args.deep_page:,}")
         print(f"{label:36} {_spread(p50s):>26} {_spread(p99s):>26}")
+    if args.no_show:
+        return
     seconds = [run.show[0] for run in runs]
     print(
         f"{'same search via lineage show':36} {_spread(seconds, 's'):>26}  "

@@ -23,6 +23,7 @@ from edge_agent.protocol.merkle import (
     root_at,
 )
 from edge_agent.protocol.shipping import DeviceStatus
+from hub.console.health import device_state, target_version
 from hub.core.ingest import ingest_batch
 from hub.registry import (
     FLEET_EXAMPLES,
@@ -38,6 +39,7 @@ from hub.registry import (
     ConsoleToken,
     DeviceRecord,
     FleetCount,
+    FleetSummary,
     IssuedDirectory,
     IssuedFreshness,
     IssuedRevocation,
@@ -951,6 +953,173 @@ def test_the_fleet_summary_names_the_first_devices_of_each_state_by_id(
     summary = registry.fleet_summary(NOW, 90)
     expected = tuple(f"gw-{n:03d}" for n in range(1, FLEET_EXAMPLES + 1))
     assert summary.state_examples == {"never_seen": expected}
+
+
+def _summary_from_device_rows(registry: Registry, now: int, stale_after: int) -> FleetSummary:
+    """The fleet summary computed the slow way, by the rules of
+    :meth:`Registry.fleet_summary`, from each device's console row
+    (:meth:`Registry.console_devices`) and the current bundles."""
+    rows = registry.console_devices(now=now, stale_after_s=stale_after, limit=10_000)
+    current = {(b.region, b.channel): b for b in registry.current_bundles()}
+    states: dict[str, FleetCount] = {}
+    attestation: dict[str, FleetCount] = {}
+    rollout: dict[tuple[str, str, int | None, int | None, bool], FleetCount] = {}
+    lineage: dict[bool, FleetCount] = {False: FleetCount(), True: FleetCount()}
+    examples: dict[str, list[str]] = {}
+    waiting, forks, lags = 0, 0, []
+
+    def counted(held: FleetCount | None, at: int | None) -> FleetCount:
+        held = held or FleetCount()
+        times = [t for t in (held.oldest, held.newest, at) if t is not None]
+        return FleetCount(held.count + 1, min(times, default=None), max(times, default=None))
+
+    for row in rows:
+        state = device_state(row, now, stale_after)
+        states[state] = counted(states.get(state), row.last_seen)
+        if len(examples.setdefault(state, [])) < FLEET_EXAMPLES:
+            examples[state].append(row.device_id)
+        verdict = row.attestation_verdict or "never attested"
+        if row.attestation_verdict and (row.attestation_expires_at or 0) <= now:
+            verdict += " (expired)"
+        attestation[verdict] = counted(attestation.get(verdict), row.attested_at)
+        known = state not in ("stale", "never_seen")
+        target = target_version(row, current)
+        for group in row.groups:
+            key = (row.region, group, target, row.bundle_version if known else None, known)
+            rollout[key] = counted(rollout.get(key), row.last_seen)
+        if row.device_lineage_size is not None:
+            lag = row.device_lineage_size - row.lineage_size
+            lineage[lag > 0] = counted(lineage[lag > 0], row.status_time)
+            if lag > 0:
+                waiting += lag
+                lags.append((-lag, row.device_id))
+        forks += row.forks > 0
+    return FleetSummary(
+        states=states,
+        rollout=tuple(RolloutCount(*key, count) for key, count in rollout.items()),
+        attestation=attestation,
+        lineage_current=lineage[False],
+        lineage_lagging=lineage[True],
+        lineage_waiting=waiting,
+        lineage_max_lag=None if not lags else (min(lags)[1], -min(lags)[0]),
+        forks=FleetCount(forks),
+        rejections={},
+        state_examples={state: tuple(ids) for state, ids in examples.items()},
+    )
+
+
+def _assert_same_summary(summary: FleetSummary, expected: FleetSummary, step: str) -> None:
+    assert summary.states == expected.states, step
+    assert summary.state_examples == expected.state_examples, step
+    assert set(summary.rollout) == set(expected.rollout), step
+    assert summary.attestation == expected.attestation, step
+    assert (summary.lineage_current, summary.lineage_lagging) == (
+        expected.lineage_current,
+        expected.lineage_lagging,
+    ), step
+    assert (summary.lineage_waiting, summary.lineage_max_lag) == (
+        expected.lineage_waiting,
+        expected.lineage_max_lag,
+    ), step
+    assert summary.forks == expected.forks, step
+
+
+def test_the_fleet_summary_follows_every_write_it_counts_as_the_device_rows_do(
+    registry: Registry,
+) -> None:
+    now, stale_after = NOW + 1000, 90
+    logs = {device: DeviceLogSim(device) for device in ("gw-001", "gw-002")}
+    for log in logs.values():
+        log.add(6)
+
+    def status(device: str, at: int, *, online: bool = True, size: int = 0) -> None:
+        sent = DeviceStatus(device, at, online, 3, NOW + 3600, "open", size, 0)
+        registry.record_status(sent, b"s%d" % at + device.encode(), at)
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("a device", lambda: registry.add_device(_device("gw-001", groups=("line-a",)))),
+        (
+            "a device in two groups",
+            lambda: registry.add_device(_device("gw-002", groups=("line-a", "line-b"))),
+        ),
+        (
+            "a device of another region",
+            lambda: registry.add_device(_device("gw-003", region="us-2", groups=("line-b",))),
+        ),
+        ("a fresh status, entries waiting", lambda: status("gw-001", now - 10, size=6)),
+        ("a stale status", lambda: status("gw-002", now - 500, size=6)),
+        (
+            "a bundle for all",
+            lambda: registry.record_bundle(
+                bundle=_bundle(3), issued_at=NOW, target={}, channels=["all/_"]
+            ),
+        ),
+        (
+            "a bundle on a device's own channel",
+            lambda: registry.record_bundle(
+                bundle=_bundle(6, channel="device/gw-002"),
+                issued_at=NOW,
+                target={},
+                channels=["device/gw-002"],
+            ),
+        ),
+        (
+            "a bundle for a group",
+            lambda: registry.record_bundle(
+                bundle=_bundle(4, channel="group/line-b", region="us-2"),
+                issued_at=NOW,
+                target={},
+                channels=["group/line-b"],
+            ),
+        ),
+        (
+            "a newer bundle on the same channel",
+            lambda: registry.record_bundle(
+                bundle=_bundle(7), issued_at=NOW, target={}, channels=["all/_"]
+            ),
+        ),
+        (
+            "an attestation",
+            lambda: registry.record_attestation(_attestation("gw-001", "pass", now - 10)),
+        ),
+        (
+            "an expired attestation",
+            lambda: registry.record_attestation(
+                replace(_attestation("gw-003", "fail", now - 700), expires_at=now - 600)
+            ),
+        ),
+        ("entries stored", lambda: ship(registry, logs["gw-001"], 0, 4)),
+        ("all its entries stored", lambda: ship(registry, logs["gw-001"], 4, 6)),
+        ("another device's entries stored", lambda: ship(registry, logs["gw-002"], 0, 2)),
+        (
+            "fork evidence",
+            lambda: registry.record_fork(ForkEvidence("gw-003", "fork", None, "note", b"b"), now),
+        ),
+        ("a fresh status going offline", lambda: status("gw-002", now - 5, online=False, size=6)),
+        ("a fresh status back online", lambda: status("gw-003", now - 1, size=1)),
+    ]
+    for step, write in steps:
+        write()
+        for at, window in ((now, stale_after), (now + 400, stale_after), (now, 10_000)):
+            _assert_same_summary(
+                registry.fleet_summary(at, window),
+                _summary_from_device_rows(registry, at, window),
+                f"after {step}, at now+{at - now} with a window of {window} s",
+            )
+
+
+def test_a_rolled_back_write_group_leaves_the_fleet_summary_as_it_was(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-001"))
+    registry.record_status(_status(NOW), b"s", NOW)
+    before = registry.fleet_summary(NOW, 90)
+    with pytest.raises(RuntimeError), registry.write_group():
+        registry.add_device(_device("gw-002"))
+        registry.record_status(_status(NOW + 5, gate="revoked"), b"s2", NOW + 5)
+        registry.record_attestation(_attestation("gw-001", "fail", NOW + 5))
+        raise RuntimeError("undo the group")
+    assert registry.fleet_summary(NOW, 90) == before
 
 
 def test_console_devices_pages_by_id_and_filters_by_state_and_region(registry: Registry) -> None:

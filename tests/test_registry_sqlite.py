@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry import DeviceRecord, RegistryError, RejectionCount
 from hub.registry.records import STORED_NODE_LEVEL
 from hub.registry.sqlite import SqliteRegistry
@@ -67,6 +68,36 @@ def test_a_registry_from_before_tpm_keys_opens_with_its_rows_and_gains_the_table
         assert [(r.code, r.count) for r in registry.rejections("gw-001")] == [("oversize", 3)]
         registry.set_tpm_ak("gw-001", b"der", NOW)
         assert registry.tpm_ak("gw-001") == b"der"
+
+
+def test_a_registry_from_before_the_console_fleet_summary_fills_it_when_opened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    with SqliteRegistry.open(path) as registry:
+        for n, groups in ((1, ("line-a",)), (2, ("line-a", "line-b")), (3, ())):
+            registry.add_device(
+                DeviceRecord(
+                    f"gw-00{n}", "eu-1", groups, "generic", PrivateKey.generate().public, 1, NOW
+                )
+            )
+        for n, gate in ((1, "open"), (2, "revoked")):
+            sent = DeviceStatus(f"gw-00{n}", NOW - n, True, 3, NOW + 3600, gate, n, 0)
+            registry.record_status(sent, b"s%d" % n, NOW - n)
+        expected = registry.fleet_summary(NOW, 90)
+    db = sqlite3.connect(path)
+    triggers = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    assert triggers, "the summary is kept by triggers"
+    for trigger in triggers:
+        db.execute(f"DROP TRIGGER {trigger}")
+    db.execute("DROP TABLE console_fleet")
+    db.commit()
+    db.close()
+    with SqliteRegistry.open(path) as registry:
+        assert registry.fleet_summary(NOW, 90) == expected
+        sent = DeviceStatus("gw-003", NOW, True, 3, NOW + 3600, "open", 0, 0)
+        registry.record_status(sent, b"s3", NOW)
+        assert registry.fleet_summary(NOW, 90).states["open"].count == 2, "triggers again"
 
 
 def _registry_from_before_tree_nodes(path: Path, size: int) -> list[bytes]:

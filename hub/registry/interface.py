@@ -478,9 +478,11 @@ class Registry(Protocol):
         ...
 
     def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
-        """The fleet counted for the console's dashboard at ``now``, in one consistent read
-        (one query: at 10,000 devices a few tens of milliseconds). Each count has the report
-        times it is made of (``oldest``/``newest``).
+        """The fleet counted for the console's dashboard at ``now``, in one consistent read.
+        Each count has the report times it is made of (``oldest``/``newest``). A backend
+        keeps what this counts summarised as it is written (one small row per device, no
+        log entries read here): the dashboard asks for it on every refresh of every open
+        page, and at 10,000 devices it takes about 10 ms (SQLite).
 
         - ``states``: devices by state now: ``never_seen`` (no status, or never heard
           from), ``stale`` (last heard from more than ``stale_after_s`` before ``now``: its

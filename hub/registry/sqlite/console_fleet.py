@@ -1,14 +1,23 @@
-"""The console's tables in the SQLite registry: login tokens (``console_tokens``) and each
+"""The console's tables in the SQLite registry: login tokens (``console_tokens``), each
 device's status history (``status_spans``, kept by :func:`note_status` as statuses are
-recorded), created when missing (:data:`CONSOLE_FLEET_SCHEMA`)."""
+recorded) and the dashboard's per-device summary (``console_fleet``, kept by triggers),
+created when missing (:data:`CONSOLE_FLEET_SCHEMA`)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.registry.interface import FLEET_EXAMPLES, MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
+from hub.registry.interface import (
+    FLEET_EXAMPLES,
+    MAX_STATUS_SPANS,
+    STATUS_SPAN_JOIN_S,
+    RegistryError,
+)
 from hub.registry.records import (
     ConsoleFleetRow,
     ConsoleToken,
@@ -28,7 +37,50 @@ from hub.registry.sqlite.transactions import (
 
 __all__ = ["CONSOLE_FLEET_SCHEMA", "ConsoleFleetTables", "note_status"]
 
-CONSOLE_FLEET_SCHEMA = """
+_FLEET_ROW = """
+SELECT d.id, d.region, d.groups,
+    (SELECT max(b.version) FROM channels c JOIN bundles b ON b.digest = c.digest
+        WHERE c.region = d.region AND c.channel = 'device/' || d.id),
+    a.last_seen, s.gate, s.online, s.bundle_version, s.time, s.lineage_size,
+    coalesce(l.size, 0), t.verdict, t.expires_at, t.verified_at,
+    EXISTS (SELECT 1 FROM forks f WHERE f.device = d.id)
+FROM devices d LEFT JOIN status s ON s.device = d.id
+LEFT JOIN activity a ON a.device = d.id
+LEFT JOIN lineage_state l ON l.device = d.id
+LEFT JOIN attestation t ON t.device = d.id
+"""
+"""A device's ``console_fleet`` row, from the tables it summarises."""
+
+_FLEET_SOURCES = (
+    ("devices", "{row}.id", ""),
+    ("status", "{row}.device", ""),
+    ("activity", "{row}.device", ""),
+    ("lineage_state", "{row}.device", ""),
+    ("attestation", "{row}.device", ""),
+    ("forks", "{row}.device", ""),
+    ("channels", "substr({row}.channel, 8)", "WHEN {row}.channel LIKE 'device/%' "),
+)
+"""The tables a ``console_fleet`` row is made of, how a changed row names its device, and
+when it concerns one (a bundle current on a device's own channel sets its target)."""
+
+
+def _fleet_triggers() -> str:
+    """Triggers that rewrite a device's ``console_fleet`` row whenever a row it is made of
+    is written or deleted: the summary changes in the transaction that changes its source."""
+    triggers = []
+    for table, device, when in _FLEET_SOURCES:
+        for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+            named = device.format(row=row)
+            triggers.append(
+                f"CREATE TRIGGER IF NOT EXISTS console_fleet_{table}_{event.lower()} "
+                f"AFTER {event} ON {table} {when.format(row=row)}BEGIN "
+                f"DELETE FROM console_fleet WHERE device = {named}; "
+                f"INSERT INTO console_fleet {_FLEET_ROW} WHERE d.id = {named}; END;"
+            )
+    return "\n".join(triggers)
+
+
+CONSOLE_FLEET_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS console_tokens (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, digest BLOB NOT NULL, created_at INTEGER NOT NULL
 );
@@ -38,7 +90,24 @@ CREATE TABLE IF NOT EXISTS status_spans (
     PRIMARY KEY (device, since)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS forks_device ON forks (device);
+CREATE TABLE IF NOT EXISTS console_fleet (
+    device TEXT PRIMARY KEY, region TEXT NOT NULL, groups TEXT NOT NULL, own INTEGER,
+    seen INTEGER, gate TEXT, online INTEGER, running INTEGER, signed INTEGER,
+    device_size INTEGER, stored INTEGER NOT NULL, verdict TEXT, attested_until INTEGER,
+    verified INTEGER, forked INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS console_fleet_cells ON console_fleet (
+    region, groups, own, gate, online, running, verdict,
+    seen, signed, device_size, stored, attested_until, verified, forked
+);
+{_fleet_triggers()}
+INSERT INTO console_fleet {_FLEET_ROW} WHERE NOT EXISTS (SELECT 1 FROM console_fleet);
 """
+"""The console's tables, created when missing. ``console_fleet`` is one narrow row per
+device of what the dashboard counts (:meth:`ConsoleFleetTables.fleet_summary`), kept by
+triggers in the transaction of every write to its sources, and filled from them when the
+table is new (a registry from before it). Its ``console_fleet_cells`` index holds the rows in
+the order the dashboard groups them, so the summary reads them in one pass with no sort."""
 
 
 class ConsoleFleetTables(SqliteTransactions):
@@ -84,45 +153,68 @@ class ConsoleFleetTables(SqliteTransactions):
         return [_fleet_row(row) for row in rows]
 
     def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
-        rows = self._read(_SUMMARY_SQL, (now, stale_after_s, FLEET_EXAMPLES))
-        cells: dict[str, dict[object, FleetCount]] = {}
-        examples: dict[str, list[str]] = {}
-        rollout, waiting, most = [], 0, None
-        for kind, key, group, target, running, known, n, oldest, newest in rows:
-            if kind == "example":
-                examples.setdefault(as_text(key), []).append(as_text(group))
-                continue
-            count = FleetCount(as_int(n), as_opt_int(oldest), as_opt_int(newest))
-            if kind == "rollout":
-                rollout.append(
-                    RolloutCount(
-                        as_text(key),
-                        as_text(group),
-                        as_opt_int(target),
-                        as_opt_int(running),
-                        bool(known),
-                        count,
-                    )
-                )
-            elif kind == "waiting":
-                waiting = count.count
-            elif kind == "most":
-                most = (as_text(key), count.count)
-            else:
-                cells.setdefault(as_text(kind), {})[key] = count
-        lineage = cells.get("lineage", {})
+        with self._snapshot():
+            cells = self._read(_CELLS_SQL, (now, stale_after_s))
+            current = {
+                (as_text(region), as_text(channel)): as_int(version)
+                for region, channel, version in self._read(_CURRENT_SQL)
+            }
+            most = self._read(_MOST_SQL)
+            rejections = self._read(_REJECTIONS_SQL)
+            counted = _Counted.of(cells, current)
+            examples = self._examples(now, stale_after_s, counted.states)
         return FleetSummary(
-            states=_by_text(cells.get("state", {})),
-            rollout=tuple(rollout),
-            attestation=_by_text(cells.get("attestation", {})),
-            lineage_current=lineage.get(0, FleetCount()),
-            lineage_lagging=lineage.get(1, FleetCount()),
-            lineage_waiting=waiting,
-            lineage_max_lag=most,
-            forks=cells.get("forks", {}).get(None, FleetCount()),
-            rejections=_by_text(cells.get("rejection", {})),
-            state_examples={state: tuple(ids) for state, ids in examples.items()},
+            states=dict(sorted(counted.states.items())),
+            rollout=tuple(sorted(counted.rollout.values(), key=_rollout_order)),
+            attestation=dict(sorted(counted.attestation.items())),
+            lineage_current=counted.lineage[False],
+            lineage_lagging=counted.lineage[True],
+            lineage_waiting=counted.waiting,
+            lineage_max_lag=(as_text(most[0][0]), as_int(most[0][1])) if most else None,
+            forks=FleetCount(counted.forks),
+            rejections={
+                as_text(code): FleetCount(as_int(n), as_opt_int(oldest), as_opt_int(newest))
+                for code, n, oldest, newest in rejections
+            },
+            state_examples=examples,
         )
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """The reads of the block in one read transaction (one consistent view), unless a
+        write group holds one already."""
+        if self._grouped or self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+        try:
+            yield
+        finally:
+            self._rollback()
+
+    def _examples(
+        self, now: int, stale_after_s: int, states: dict[str, FleetCount]
+    ) -> dict[str, tuple[str, ...]]:
+        """The first :data:`FLEET_EXAMPLES` device ids of each state, by id: the devices in
+        id order until every state has its examples (usually a few rows, at most all)."""
+        wanted = {state: min(count.count, FLEET_EXAMPLES) for state, count in states.items()}
+        examples: dict[str, list[str]] = {state: [] for state in wanted}
+        missing = sum(wanted.values())
+        try:
+            with closing(self._db.execute(_EXAMPLES_SQL, (now, stale_after_s))) as rows:
+                for device, state in rows:
+                    if missing == 0:
+                        break
+                    named = examples.get(as_text(state))
+                    if named is not None and len(named) < wanted[as_text(state)]:
+                        named.append(as_text(device))
+                        missing -= 1
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+        return {state: tuple(ids) for state, ids in sorted(examples.items())}
 
     def console_device(self, device_id: str) -> ConsoleFleetRow | None:
         rows = self._read(_FLEET_SQL + " WHERE d.id = ?", (device_id,))
@@ -160,66 +252,130 @@ _STATE = (
 """A device's state now (``?1``) with heartbeat window ``?2``, over ``devices d``,
 ``status s`` and ``activity a`` (:meth:`Registry.fleet_summary` states the rule)."""
 
-_SUMMARY_SQL = f"""
-WITH current AS MATERIALIZED (
-    SELECT c.region, c.channel, b.version FROM channels c JOIN bundles b ON b.digest = c.digest
-),
-dev AS MATERIALIZED (
-    SELECT d.id, d.region, d.groups, a.last_seen AS seen, s.time AS signed,
-        {_STATE} AS state,
-        s.bundle_version AS running, s.lineage_size AS device_size,
-        coalesce(l.size, 0) AS stored,
-        (SELECT max(c.version) FROM current c WHERE c.region = d.region AND (
-            c.channel = 'all/_' OR c.channel = 'device/' || d.id
-            OR c.channel IN (SELECT 'group/' || value FROM json_each(d.groups)))) AS target,
-        CASE WHEN t.verdict IS NULL THEN 'never attested'
-            WHEN t.expires_at <= ?1 THEN t.verdict || ' (expired)'
-            ELSE t.verdict END AS verdict,
-        t.verified_at AS verified,
-        EXISTS (SELECT 1 FROM forks f WHERE f.device = d.id) AS forked
-    FROM devices d LEFT JOIN status s ON s.device = d.id
-    LEFT JOIN activity a ON a.device = d.id
-    LEFT JOIN lineage_state l ON l.device = d.id
-    LEFT JOIN attestation t ON t.device = d.id
-)
-SELECT 'state', state, NULL, NULL, NULL, NULL, count(*), min(seen), max(seen)
-FROM dev GROUP BY state
-UNION ALL
-SELECT 'rollout', dev.region, g.value, dev.target, CASE WHEN dev.state IN ('stale', 'never_seen')
-    THEN NULL ELSE dev.running END, dev.state NOT IN ('stale', 'never_seen'),
-    count(*), min(dev.seen), max(dev.seen)
-FROM dev, json_each(dev.groups) g GROUP BY 2, 3, 4, 5, 6
-UNION ALL
-SELECT 'attestation', verdict, NULL, NULL, NULL, NULL, count(*), min(verified), max(verified)
-FROM dev GROUP BY verdict
-UNION ALL
-SELECT 'lineage', device_size > stored, NULL, NULL, NULL, NULL, count(*), min(signed),
-    max(signed)
-FROM dev WHERE device_size IS NOT NULL GROUP BY 2
-UNION ALL
-SELECT 'waiting', NULL, NULL, NULL, NULL, NULL, coalesce(sum(device_size - stored), 0), NULL,
-    NULL
-FROM dev WHERE device_size > stored
-UNION ALL
-SELECT * FROM (
-    SELECT 'most', id, NULL, NULL, NULL, NULL, device_size - stored, NULL, NULL FROM dev
-    WHERE device_size > stored ORDER BY device_size - stored DESC, id LIMIT 1
-)
-UNION ALL
-SELECT 'forks', NULL, NULL, NULL, NULL, NULL, count(*), NULL, NULL FROM dev WHERE forked
-UNION ALL
-SELECT 'rejection', code, NULL, NULL, NULL, NULL, sum(count), min(last_at), max(last_at)
-FROM rejections GROUP BY code
-UNION ALL
-SELECT 'example', state, id, NULL, NULL, NULL, NULL, NULL, NULL FROM (
-    SELECT state, id, row_number() OVER (PARTITION BY state ORDER BY id) AS rank FROM dev
-) WHERE rank <= ?3
-ORDER BY 1, 2, 3, 4, 5
+_NEVER = "(seen IS NULL OR gate IS NULL)"
+_STALE = f"(NOT {_NEVER} AND ?1 - seen > ?2)"
+_FRESH = f"(NOT {_NEVER} AND ?1 - seen <= ?2)"
+_EXPIRED = "(verdict IS NOT NULL AND attested_until <= ?1)"
+_LAGGING = "(device_size > stored)"
+_IN_STEP = "(device_size <= stored)"
+
+
+def _span(condition: str, column: str) -> str:
+    """The count, oldest and newest ``column`` of a cell's rows where ``condition`` holds."""
+    case = f"CASE WHEN {condition} THEN {column} END"
+    return f"sum({condition}), min({case}), max({case})"
+
+
+_CELLS_SQL = f"""
+SELECT region, groups, own, gate, online, running, verdict, count(*),
+    {_span(_NEVER, "seen")}, {_span(_STALE, "seen")}, {_span(_FRESH, "seen")},
+    {_span(_EXPIRED, "verified")}, {_span(f"NOT {_EXPIRED}", "verified")},
+    {_span(_LAGGING, "signed")}, {_span(_IN_STEP, "signed")},
+    sum(CASE WHEN {_LAGGING} THEN device_size - stored ELSE 0 END), sum(forked)
+FROM console_fleet GROUP BY region, groups, own, gate, online, running, verdict
 """
+"""The fleet in cells of devices alike but for their times (``?1`` now, ``?2`` the heartbeat
+window): read in the order of the ``console_fleet_cells`` index, so O(devices) in one pass
+with no sort, split per cell into what depends on ``now`` (stale or not, attestation expired
+or not) by conditional sums."""
+
+_CURRENT_SQL = (
+    "SELECT c.region, c.channel, b.version FROM channels c JOIN bundles b ON b.digest = c.digest"
+)
+_MOST_SQL = (
+    f"SELECT device, device_size - stored FROM console_fleet WHERE {_LAGGING} "
+    "ORDER BY 2 DESC, 1 LIMIT 1"
+)
+_REJECTIONS_SQL = (
+    "SELECT code, sum(count), min(last_at), max(last_at) FROM rejections GROUP BY code"
+)
+_EXAMPLES_SQL = (
+    f"SELECT device, CASE WHEN {_NEVER} THEN 'never_seen' WHEN ?1 - seen > ?2 THEN 'stale' "
+    "WHEN online = 0 THEN 'offline' ELSE gate END FROM console_fleet ORDER BY device"
+)
 
 
-def _by_text(cells: dict[object, FleetCount]) -> dict[str, FleetCount]:
-    return {as_text(key): count for key, count in cells.items()}
+@dataclass
+class _Counted:
+    """:data:`_CELLS_SQL`'s cells gathered into the counts of a :class:`FleetSummary`."""
+
+    states: dict[str, FleetCount] = field(default_factory=dict)
+    rollout: dict[tuple[str, str, int | None, int | None, bool], RolloutCount] = field(
+        default_factory=dict
+    )
+    attestation: dict[str, FleetCount] = field(default_factory=dict)
+    lineage: dict[bool, FleetCount] = field(
+        default_factory=lambda: {False: FleetCount(), True: FleetCount()}
+    )
+    waiting: int = 0
+    forks: int = 0
+
+    @classmethod
+    def of(cls, cells: list[tuple[object, ...]], current: dict[tuple[str, str], int]) -> _Counted:
+        counted = cls()
+        for cell in cells:
+            counted.add(cell, current)
+        return counted
+
+    def add(self, cell: tuple[object, ...], current: dict[tuple[str, str], int]) -> None:
+        region, groups, own, gate, online, running, verdict = cell[:7]
+        never, stale, fresh, expired, valid, lagging, in_step = (
+            _count(cell[i : i + 3]) for i in range(8, 29, 3)
+        )
+        _add(self.states, "never_seen", never)
+        _add(self.states, "stale", stale)
+        if fresh.count:
+            _add(self.states, "offline" if online == 0 else as_text(gate), fresh)
+        attested = "never attested" if verdict is None else as_text(verdict)
+        _add(self.attestation, f"{attested} (expired)", expired)
+        _add(self.attestation, attested, valid)
+        self.lineage[True] = _merged(self.lineage[True], lagging)
+        self.lineage[False] = _merged(self.lineage[False], in_step)
+        self.waiting += as_int(cell[29] or 0)
+        self.forks += as_int(cell[30] or 0)
+        region_text, own_version = as_text(region), as_opt_int(own)
+        for group in as_groups(groups):
+            listened = (
+                current.get((region_text, channel)) for channel in ("all/_", f"group/{group}")
+            )
+            versions = [v for v in (own_version, *listened) if v is not None]
+            target = max(versions, default=None)
+            for known, version, devices in (
+                (True, as_opt_int(running), fresh),
+                (False, None, _merged(never, stale)),
+            ):
+                if devices.count:
+                    key = (region_text, group, target, version, known)
+                    held = self.rollout.get(key)
+                    merged = devices if held is None else _merged(held.devices, devices)
+                    self.rollout[key] = RolloutCount(*key, merged)
+
+
+def _count(span: Sequence[object]) -> FleetCount:
+    n, oldest, newest = span
+    return FleetCount(as_int(n or 0), as_opt_int(oldest), as_opt_int(newest))
+
+
+def _merged(a: FleetCount, b: FleetCount) -> FleetCount:
+    times = [t for t in (a.oldest, a.newest, b.oldest, b.newest) if t is not None]
+    return FleetCount(a.count + b.count, min(times, default=None), max(times, default=None))
+
+
+def _add(counts: dict[str, FleetCount], key: str, count: FleetCount) -> None:
+    if count.count:
+        counts[key] = _merged(counts.get(key, FleetCount()), count)
+
+
+def _rollout_order(count: RolloutCount) -> tuple[object, ...]:
+    return (
+        count.region,
+        count.group,
+        count.target is not None,
+        count.target or 0,
+        count.running is not None,
+        count.running or 0,
+        count.known,
+    )
 
 
 def _fleet_row(row: tuple[object, ...]) -> ConsoleFleetRow:
