@@ -103,7 +103,9 @@ class Fleet:
             )
             assert isinstance(accepted, Accepted)
             if cosign:
-                accepted = witness_accepted(accepted, self.witness, now=NOW)
+                accepted = witness_accepted(
+                    accepted, self.witness, device_key=log.key.public, now=NOW
+                )
             assert registry.store_batch(accepted, expected_size=start, received_at=NOW)
 
     def cite(self, device: str, seq: int, *, depth: int | None = None) -> Parent:
