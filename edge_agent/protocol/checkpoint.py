@@ -358,10 +358,11 @@ def decode_canonical_base64(encoded: str) -> bytes | None:
     """The bytes of ``encoded`` when it is non-empty, canonical standard base64 (padded, no
     stray characters, one text per value); ``None`` otherwise."""
     try:
-        decoded = base64.b64decode(encoded.encode("ascii"), validate=True)
+        raw = encoded.encode("ascii")
+        decoded = base64.b64decode(raw, validate=True)
     except (UnicodeError, binascii.Error):
         return None
-    if not encoded or base64.b64encode(decoded).decode("ascii") != encoded:
+    if not raw or base64.b64encode(decoded) != raw:
         return None
     return decoded
 

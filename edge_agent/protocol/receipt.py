@@ -665,14 +665,11 @@ def _inclusion_proof(vdp: object) -> tuple[int, int, tuple[bytes, ...]]:
         raise ReceiptError(
             Step.INCLUSION_PATH, "the inclusion proof is not [tree size, leaf index, [path]]"
         )
-    path = value[2]
-    if len(path) > MAX_PATH_HASHES or not all(
-        isinstance(h, bytes) and len(h) == HASH_SIZE for h in path
-    ):
+    hashes = tuple(h for h in value[2] if type(h) is bytes and len(h) == HASH_SIZE)
+    if len(hashes) != len(value[2]) or len(hashes) > MAX_PATH_HASHES:
         raise ReceiptError(
             Step.INCLUSION_PATH, f"the path is not at most {MAX_PATH_HASHES} 32-byte hashes"
         )
-    hashes = tuple(h for h in path if isinstance(h, bytes))
     return _count(value[0], "tree size"), _count(value[1], "leaf index"), hashes
 
 
