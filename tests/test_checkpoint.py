@@ -17,6 +17,7 @@ from edge_agent.protocol.checkpoint import (
     open_note,
     origin_for,
     parse_checkpoint_body,
+    require_key_name,
     sign_checkpoint,
     sign_note,
     verify_checkpoint,
@@ -262,3 +263,11 @@ def test_any_changed_byte_of_a_signed_checkpoint_is_refused(data: st.DataObject)
 def test_arbitrary_input_is_refused_with_lineage_error_only(note: bytes | str) -> None:
     with pytest.raises(LineageError):
         verify_checkpoint(note, DEVICE_KEY.public, ORIGIN)
+
+
+def test_a_key_name_holding_any_unicode_whitespace_is_refused() -> None:
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) > 20
+    for space in spaces:
+        with pytest.raises(ValueError, match="not a note key name"):
+            require_key_name(f"edgegov/v1{space}witness")

@@ -155,3 +155,21 @@ def test_mixing_integer_keys_stays_refused_without_the_flag_and_with_other_types
         dcbor.encode({1: 1, -1: 2})
     with pytest.raises(ValueError, match="mixes key types"):
         dcbor.encode({1: 1, "a": 2}, mixed_int_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (bytes.fromhex("d8 12 80".replace(" ", "")), "not CBOR tag 18"),
+        (bytes.fromhex("d2 80 00".replace(" ", "")), "1 trailing bytes"),
+        (bytes.fromhex("d2 d2 80".replace(" ", "")), "forbidden CBOR item"),
+        (bytes.fromhex("d2".replace(" ", "")), "not valid CBOR"),
+        (bytes.fromhex("d2 a2 02 00 01 00".replace(" ", "")), "map key order"),
+    ],
+    ids=["tag in a longer head", "trailing byte", "nested tag", "tag alone", "unordered map"],
+)
+def test_a_tagged_item_is_refused_unless_it_is_exactly_the_tag_and_one_canonical_item(
+    data: bytes, words: str
+) -> None:
+    with pytest.raises(EnvelopeError, match=words):
+        dcbor.decode_tagged(data, tag=18, max_bytes=64, what="x")

@@ -3,6 +3,8 @@ strict decoder reads them, decisions cached only where that is exact, and bounde
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from edge_agent.errors import LineageError
@@ -16,7 +18,7 @@ from edge_agent.protocol.lineage_entries import (
     decode_entry,
     encode_entry,
 )
-from edge_agent.protocol.request import Request
+from edge_agent.protocol.request import Parent, ParentFacts, Request
 from hub.core import diff
 from hub.core.diff import DeviceScope, Shadow, _EntryReader, diff_decisions
 from hub.registry.records import StoredEntry
@@ -136,6 +138,67 @@ def test_a_time_window_is_decided_at_each_decisions_own_minute(policy: CompiledP
     shadow = Shadow(policy, max_cached=50)
     for now in range(0, 2 * 86400, 60):
         assert shadow.decide(REQUEST, now) == evaluate(policy, REQUEST, now), now
+
+
+PARENTED = compile_policy(
+    policy_payload(
+        groups={},
+        workloads={},
+        rules=[
+            {
+                "id": f"from-vision-{max_age}",
+                "effect": effect,
+                "subjects": ["svc:plc-bridge"],
+                "actions": ["plc.write"],
+                "resources": ["plc://line-a/*"],
+                "when": {"parent": {"action": ["model.invoke"], "max_age": max_age}},
+            }
+            for effect, max_age in (("allow", 30), ("allow", 90))
+        ],
+    )
+)
+PARENT_TIME = 1_700_000_000
+CITING = Request(
+    "svc:plc-bridge",
+    "plc.write",
+    "plc://line-a/valve-7",
+    parent=Parent(
+        ParentFacts(
+            "gw-cam-01",
+            ("cameras",),
+            41,
+            bytes(32),
+            "svc:vision",
+            "model.invoke",
+            "model://vision/v3",
+            PARENT_TIME,
+            1,
+        ),
+        4,
+    ),
+)
+
+
+def test_one_request_citing_one_parent_is_decided_at_each_age_of_that_parent() -> None:
+    """The same request (same parent) is allowed at 10 s and denied at 100 s, past every
+    max_age: the parent's age enters the cache key."""
+    shadow = Shadow(PARENTED, max_cached=50)
+    young = shadow.decide(CITING, PARENT_TIME + 10)
+    old = shadow.decide(CITING, PARENT_TIME + 100)
+    assert young == Match(True, "allowed", "from-vision-30")
+    assert old == Match(False, "parent_invalid", "from-vision-30")
+    for age in (-5, 0, 29, 30, 31, 89, 90, 91, 3600, 10, 40, 100):
+        now = PARENT_TIME + age
+        assert shadow.decide(CITING, now) == evaluate(PARENTED, CITING, now), age
+
+
+def test_a_refused_or_missing_parent_is_decided_as_the_engine_does() -> None:
+    refused = replace(CITING, parent=Parent(None, 4, "parent refused: expired directory"))
+    shadow = Shadow(PARENTED, max_cached=50)
+    for request in (refused, replace(CITING, parent=None)):
+        for age in (0, 40, 100):
+            now = PARENT_TIME + age
+            assert shadow.decide(request, now) == evaluate(PARENTED, request, now)
 
 
 def test_the_diff_reports_dead_rules_in_precedence_order_and_gated_decisions_apart() -> None:

@@ -4,7 +4,7 @@ once, with no ``edge-hub`` command and no wait for the schedule."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest_asyncio
 from edge_agent.errors import BundleError, ConfigError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import verify_challenge
+from edge_agent.protocol.directory import DirectoryDevice, verify_directory
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.topics import Channel, ChannelKind, DeviceLeaf
@@ -128,3 +129,57 @@ async def test_a_shadow_is_verified_published_retained_and_cleared_on_the_hubs_c
     assert held.payload == data and held.retain
     assert refused.value.code == "bundle_target" and garbage.value.code == "bundle_format"
     assert cleared.payload == b""
+
+
+async def test_a_device_registered_on_the_running_hub_is_in_a_new_directory_version_at_once(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    key = PrivateKey.generate().public
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        before = hub.registry.directory("eu-1")
+        assert before is not None and "gw-010" not in _listed(before.data, setup)
+        async with watching(broker.settings, [topics.directory_topic("eu-1")]) as watcher:
+            await hub.governance.register(
+                "gw-010",
+                region="eu-1",
+                groups=["line-c"],
+                profile="generic-x86_64",
+                public_key_pem=key.to_pem(),
+            )
+            after = hub.registry.directory("eu-1")
+            assert after is not None and after.version == before.version + 1
+            listed = _listed(after.data, setup)
+            assert listed["gw-010"].key.raw == key.raw
+            assert listed["gw-010"].groups == ("line-c",)
+            await watcher.next(
+                lambda m: m.topic == topics.directory_topic("eu-1") and m.payload == after.data
+            )
+
+
+async def test_a_device_registered_while_the_broker_is_away_gets_its_directory_at_once(
+    setup: HubSetup,
+) -> None:
+    """The version is recorded with the device, as ``edge-hub device add`` does; the hub
+    publishes it when it reconnects."""
+    async with amqtt_broker() as gone:
+        pass
+    config = hub_config(setup, gone, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    key = PrivateKey.generate().public
+    async with HubService(config) as hub:
+        assert hub.registry.directory("eu-2") is None
+        await hub.governance.register(
+            "gw-011",
+            region="eu-2",
+            groups=[],
+            profile="generic-x86_64",
+            public_key_pem=key.to_pem(),
+        )
+        held = hub.registry.directory("eu-2")
+        assert held is not None and held.version == 1
+        assert list(_listed(held.data, setup, region="eu-2")) == ["gw-011"]
+
+
+def _listed(data: bytes, setup: HubSetup, region: str = "eu-1") -> Mapping[str, DirectoryDevice]:
+    return verify_directory(data, root=setup.root, region=region).devices

@@ -89,6 +89,13 @@ BREACHES = [
         "edge_agent.verify.cli -> edge_agent.lineage.log",
     ),
     Breach(
+        "edge-verify opens a database",
+        "edge_agent/verify/cli.py",
+        "import sqlite3",
+        "verify-from-files",
+        "edge_agent.verify.cli -> sqlite3",
+    ),
+    Breach(
         "the store imports the agent that imports it",
         "edge_agent/store.py",
         "import edge_agent.agent",

@@ -381,9 +381,8 @@ rules:
 """
 
 
-def _recorded_bundle(fleet: Fleet) -> tuple[bytes, int]:
-    """The valve policy built, signed and recorded at the hub as ``bundle push`` does; its
-    digest and version."""
+def _valve_bundle(fleet: Fleet) -> bytes:
+    """The valve policy built and signed as ``edge-hub bundle build`` does (version 1)."""
     root = fleet.setup.root
     data, _ = build_bundle(
         load_policy_source(VALVE_POLICY),
@@ -393,6 +392,13 @@ def _recorded_bundle(fleet: Fleet) -> tuple[bytes, int]:
         ttl=None,
         now=NOW,
     )
+    return data
+
+
+def _recorded_bundle(fleet: Fleet) -> tuple[bytes, int]:
+    """The valve policy built, signed and recorded at the hub as ``bundle push`` does; its
+    digest and version."""
+    data = _valve_bundle(fleet)
     digest = hashlib.sha256(data).digest()
     with open_registry(fleet.db) as registry:
         registry.record_bundle(
@@ -505,7 +511,7 @@ def test_the_exported_chain_verifies_offline_with_only_the_root(
     code = verify_main(["chain", str(offline / "chain.cbor"), "--root", str(offline / "root.cbor")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "VERIFIED: 3 links" in out
+    assert "VERIFIED (policy requirement not checked: no bundle given): 3 links" in out
     code = verify_main(
         ["chain", str(offline / "chain.cbor"), "--root", str(offline / "root.cbor"), "--json"]
     )
@@ -701,3 +707,63 @@ def test_any_changed_byte_of_a_chain_is_refused_as_a_chain_error_never_a_crash(
             verify_chain(altered, root=root)
 
     changed()
+
+
+@pytest.mark.parametrize("case", DECIDED, ids=lambda c: c.name)
+def test_edge_verify_chain_re_decides_each_child_under_the_bundle_given(
+    fleet: Fleet, case: Decided, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hub does not hold the bundle (so it exports the chain without re-deciding); the
+    auditor, given it, re-decides the child with the parent it recorded, as the hub would."""
+    bundle = _valve_bundle(fleet)
+    fleet.logs[case.parent_from].append(time=NOW - case.parent_age_s)
+    fleet.ship(case.parent_from)
+    seq = _logged(
+        fleet, fleet.cite(case.parent_from, 0), (hashlib.sha256(bundle).digest(), 1), case.logged
+    )
+    chain, root = tmp_path / "chain.cbor", tmp_path / "root.cbor"
+    assert fleet.hub("lineage", "ancestry", PLC, str(seq), "--export", str(chain)) == 0
+    shutil.copy(fleet.setup.keys / ROOT_FILE, root)
+    (tmp_path / "bundle.cbor").write_bytes(bundle)
+    args = ["chain", str(chain), "--root", str(root), "--bundle", str(tmp_path / "bundle.cbor")]
+    capsys.readouterr()
+    code = verify_main(args)
+    out = capsys.readouterr().out
+    if case.holds:
+        assert code == 0, out
+        assert "re-decided under bundle v1" in out
+        assert "every policy requirement re-decided as logged" in out
+        document = json.loads(_run_json(args, capsys))
+        assert document["links"][0]["policy_checked"] is True
+        assert document["skipped"] == []
+    else:
+        assert code == 1, out
+        assert "NOT VERIFIED: link 0, step 'policy' failed" in out
+        assert "not allowed (rule valve-only-from-vision) as logged" in out
+
+
+def test_edge_verify_chain_without_the_bundle_says_the_policy_was_not_checked(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = _valve_bundle(fleet)
+    fleet.logs[OUTSIDER].append(time=NOW - 5)
+    fleet.ship(OUTSIDER)
+    seq = _logged(fleet, fleet.cite(OUTSIDER, 0), (hashlib.sha256(bundle).digest(), 1), "allowed")
+    chain, root = tmp_path / "chain.cbor", tmp_path / "root.cbor"
+    assert fleet.hub("lineage", "ancestry", PLC, str(seq), "--export", str(chain)) == 0
+    shutil.copy(fleet.setup.keys / ROOT_FILE, root)
+    args = ["chain", str(chain), "--root", str(root)]
+    capsys.readouterr()
+    assert verify_main(args) == 0
+    out = capsys.readouterr().out
+    assert "VERIFIED (policy requirement not checked: no bundle given): 2 links" in out
+    document = json.loads(_run_json(args, capsys))
+    assert document["skipped"] == [
+        {"step": "policy", "detail": "policy requirement not checked: no bundle given"}
+    ]
+    assert document["links"][0]["policy_checked"] is False
+
+
+def _run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    verify_main([*args, "--json"])
+    return capsys.readouterr().out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from edge_agent.protocol import checkpoint, lineage_entries, receipt
 from edge_agent.protocol.directory import Directory, DirectoryDevice
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, entry_hash
@@ -199,3 +201,39 @@ def test_a_cached_parent_is_still_judged_against_the_time_of_each_decision() -> 
     assert "in the future" in verify_parent(data, DIRECTORY, NOW, cache=cache).refusal
     expired = verify_parent(data, DIRECTORY, NOW + DAY + 1, cache=cache)
     assert "expired" in expired.refusal
+
+
+def test_a_parent_receipt_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path reads the checkpoint note once (split and parsed), decodes the entry
+    once and never re-encodes it: the leaf hash is the one taken over the bytes received."""
+    data = _valid()
+    calls: Counter[str] = Counter()
+
+    def counted(module: object, name: str) -> None:
+        original = getattr(module, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(checkpoint, "split_note")
+    counted(receipt, "split_note")
+    counted(checkpoint, "parse_checkpoint_body")
+    counted(receipt, "parse_checkpoint_body")
+    counted(lineage_entries, "encode_entry")
+    counted(lineage_entries, "draft_of")
+    parent = verify_parent(data, DIRECTORY, NOW)
+    assert parent.facts is not None, parent.refusal
+    assert calls == Counter({"split_note": 1, "parse_checkpoint_body": 1})
+
+
+def test_the_receipt_report_carries_the_leaf_hash_of_the_bytes_received() -> None:
+    log = _camera()
+    seq = log.append(time=NOW - 7)
+    report = receipt.verify_device_receipt(
+        log.receipt(seq), device_key=lambda origin: CAMERA_KEY.public
+    )
+    assert report.leaf_hash == entry_hash(log.entries[seq])
+    assert report.held[1].detail == report.leaf_hash.hex()

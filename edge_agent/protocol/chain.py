@@ -18,25 +18,32 @@ starts from first, then its parent, its parent's parent, ... up to a decision wi
    directory lists for the device whose log it proves (its origin names the device and key
    epoch, both as listed), and a witness (a verifier role key) cosigned its checkpoint;
 4. ``decision``: the entry is a decision;
-5. ``parent``: the child's recorded parent is exactly the next link (device, ``seq``, leaf
+5. ``policy``: a decision that cited a parent, made under a bundle given (its bundle step
+   held: signed by the root's policy role, the version the entry names), is re-decided with
+   the device's own engine under that bundle at its own time, with the parent facts it
+   recorded (:func:`redecide_entry`, the code ``edge-hub lineage ancestry`` runs): it must
+   come out as logged (verdict, reason, rule), so the rule's parent requirement held;
+   without its bundle this step is not run, and the report says so (``unchecked``);
+6. ``parent``: the child's recorded parent is exactly the next link (device, ``seq``, leaf
    hash), and the facts it recorded (subject, action, resource, time) are the parent's;
-6. ``depth``: the child's recorded depth is the parent's plus one;
-7. ``age``: the parent's time is at most :data:`MAX_PARENT_SKEW_S` after the child's;
-8. ``verdict``: a child that was allowed cites a parent that was allowed;
-9. ``end``: the last link records no parent (the chain reaches its root).
+7. ``depth``: the child's recorded depth is the parent's plus one;
+8. ``age``: the parent's time is at most :data:`MAX_PARENT_SKEW_S` after the child's;
+9. ``verdict``: a child that was allowed cites a parent that was allowed;
+10. ``end``: the last link records no parent (the chain reaches its root).
 
 The first failing check raises :class:`ChainError` naming the link and the step. What this
-does not prove: that a device told the truth when it logged (see docs/receipts.md), or that
-the policy in force required the parent (``edge-verify chain --bundle`` reports the rule the
-child was decided under, for a reader to judge with the bundle). No I/O.
+does not prove: that a device told the truth when it logged (see docs/receipts.md). The
+policy engine itself is the caller's (``decide_under``: a bundle's SHA-256 to its compiled
+policy's decision function), so this module stays free of it. No I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from edge_agent.errors import ChainError, EdgeGovError, EnvelopeError, LineageError, ReceiptError
 from edge_agent.protocol import cose, dcbor
@@ -54,9 +61,10 @@ from edge_agent.protocol.receipt import (
     LABEL_RECEIPTS,
     MAX_RECEIPT_BYTES,
     ReceiptReport,
+    Step,
     verify_receipt,
 )
-from edge_agent.protocol.request import ParentFacts
+from edge_agent.protocol.request import ParentFacts, Request
 from edge_agent.protocol.root import TrustRoot
 
 __all__ = [
@@ -64,13 +72,18 @@ __all__ = [
     "MAX_CHAIN_BYTES",
     "MAX_CHAIN_LINKS",
     "MAX_PARENT_SKEW_S",
+    "REDECIDED_REASONS",
     "Chain",
     "ChainLink",
     "ChainReport",
     "ChainStep",
+    "Decide",
+    "Decision",
     "cited_parent",
     "decode_chain",
     "encode_chain",
+    "needs_redecision",
+    "redecide_entry",
     "verify_chain",
 ]
 
@@ -81,6 +94,27 @@ MAX_CHAIN_BYTES = MAX_DIRECTORY_BYTES + MAX_CHAIN_LINKS * (MAX_RECEIPT_BYTES + 1
 """Largest chain file accepted, in bytes: a directory and the most links, each a receipt."""
 MAX_PARENT_SKEW_S = 5
 """Seconds a parent's time may be after its child's (two devices' trusted clocks differ)."""
+REDECIDED_REASONS = frozenset(
+    {"allowed", "policy_denied", "no_matching_rule", "parent_missing", "parent_invalid"}
+)
+"""Reasons of decisions the policy made (every other gate check had passed): the ones a
+re-decision must reproduce; a gate denial (no bundle, expired, ...) is not re-decided."""
+
+
+class Decision(Protocol):
+    """What the policy engine answers (``edge_agent.policy.engine.Match``)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def rule_id(self) -> str | None: ...
+
+
+Decide = Callable[[Request, int], Decision]
+"""The device's engine under one compiled policy: a request and its decision time to the
+decision (``functools.partial(evaluate, policy)``)."""
 
 
 class ChainStep(StrEnum):
@@ -90,6 +124,7 @@ class ChainStep(StrEnum):
     DIRECTORY = "directory"
     RECEIPT = "receipt"
     DECISION = "decision"
+    POLICY = "policy"
     PARENT = "parent"
     DEPTH = "depth"
     AGE = "age"
@@ -109,12 +144,16 @@ class Chain:
 class ChainLink:
     """One verified link: the device, its directory entry, the receipt's report (entry,
     checkpoint, cosignature), the entry's age when its child cited it (``None`` for the
-    first link) and its depth in the chain (0: the root)."""
+    first link), its depth in the chain (0: the root), and what the ``policy`` step
+    established (re-decided as logged, or why it did not run; empty for a link that cites
+    no parent)."""
 
     device: DirectoryDevice
     receipt: ReceiptReport
     age_s: int | None
     depth: int
+    policy: str = ""
+    policy_checked: bool = False
 
     @property
     def entry(self) -> Entry:
@@ -128,6 +167,16 @@ class ChainReport:
     directory: Directory
     links: tuple[ChainLink, ...]
 
+    @property
+    def unchecked(self) -> tuple[str, ...]:
+        """Why the policy step did not run, for each link that cites a parent and was not
+        re-decided (its bundle not given), in link order."""
+        return tuple(
+            f"link {index}: {link.policy}"
+            for index, link in enumerate(self.links)
+            if link.policy and not link.policy_checked
+        )
+
 
 def cited_parent(entry: Entry) -> ParentFacts | None:
     """The verified parent ``entry`` records, if any (a parent its agent refused is recorded
@@ -136,6 +185,46 @@ def cited_parent(entry: Entry) -> ParentFacts | None:
     if request is None or request.parent is None:
         return None
     return request.parent.facts
+
+
+def needs_redecision(entry: Entry) -> bool:
+    """Whether ``entry`` is a decision that cited a parent (verified or refused) and that the
+    policy made (:data:`REDECIDED_REASONS`) under a bundle it names: the decisions whose
+    parent requirement a re-decision checks."""
+    request = entry.request
+    return (
+        request is not None
+        and request.parent is not None
+        and entry.bundle_digest is not None
+        and entry.reason in REDECIDED_REASONS
+    )
+
+
+def redecide_entry(entry: Entry, decide: Decide) -> tuple[str, str | None]:
+    """Re-decide ``entry`` (:func:`needs_redecision`) with ``decide``, the device's engine
+    under the bundle it names, at its own time, with the parent facts it recorded:
+    ``(what that established, None)``, or ``("", why it does not come out as logged)``.
+
+    The engine's outcome depends on the compiled policy, the request and the time only, and
+    the entry records all of the request, its parent's verified facts included: so a
+    device that logged an outcome its policy would not give is caught.
+    """
+    request = entry.request
+    if request is None:
+        raise ValueError("only a decision entry is re-decided")
+    match = decide(request, entry.time)
+    logged = (entry.allowed, entry.reason, entry.rule)
+    if (match.allowed, match.reason, match.rule_id) != logged:
+        return "", (
+            f"re-decided under the bundle v{entry.bundle_version} it names, with the parent it "
+            f"recorded, it comes out {match.reason} (rule {match.rule_id or '-'}), not "
+            f"{entry.reason} (rule {entry.rule or '-'}) as logged"
+        )
+    verdict = "allowed" if entry.allowed else "denied"
+    return (
+        f"re-decided under bundle v{entry.bundle_version}: {verdict} by rule "
+        f"{entry.rule or '-'} with the parent it recorded ({entry.reason})"
+    ), None
 
 
 def encode_chain(directory: bytes, links: Sequence[bytes]) -> bytes:
@@ -185,10 +274,18 @@ def decode_chain(data: bytes) -> Chain:
     return Chain(directory, tuple(link for link in links if isinstance(link, bytes)))
 
 
-def verify_chain(data: bytes, *, root: TrustRoot, bundles: Sequence[bytes] = ()) -> ChainReport:
+def verify_chain(
+    data: bytes,
+    *,
+    root: TrustRoot,
+    bundles: Sequence[bytes] = (),
+    decide_under: Mapping[bytes, Decide] | None = None,
+) -> ChainReport:
     """Verify a chain file step by step (the module docstring numbers them). A link whose
     entry names one of ``bundles`` (by SHA-256) also passes the receipt's bundle step: that
-    bundle is signed by the root's policy role, at the version the entry names.
+    bundle is signed by the root's policy role, at the version the entry names; and with
+    ``decide_under`` holding that bundle's compiled policy (by the same SHA-256), a link
+    that cited a parent is re-decided under it (the ``policy`` step).
 
     Raises:
         ChainError: the first check that fails, with the link (``None``: the file or the
@@ -210,7 +307,14 @@ def verify_chain(data: bytes, *, root: TrustRoot, bundles: Sequence[bytes] = ())
         )
         links: list[ChainLink] = []
         for link_index, receipt in enumerate(chain.links):
-            link = _check_link(receipt, directory, root, by_digest, links[-1] if links else None)
+            link = _check_link(
+                receipt,
+                directory,
+                root,
+                by_digest,
+                decide_under or {},
+                links[-1] if links else None,
+            )
             links.append(link)
             held.append((f"link {link_index}", _describe(link)))
         link_index = len(links) - 1
@@ -254,9 +358,10 @@ def _check_link(
     directory: Directory,
     root: TrustRoot,
     bundles: Mapping[bytes, bytes],
+    decide_under: Mapping[bytes, Decide],
     child: ChainLink | None,
 ) -> ChainLink:
-    """Checks 3 to 8 of one link (``child``: the link before it, ``None`` for the first)."""
+    """Checks 3 to 9 of one link (``child``: the link before it, ``None`` for the first)."""
     origin, entry_bytes = _read_receipt(receipt)
     device = _device_of(origin, directory)
     try:
@@ -272,7 +377,8 @@ def _check_link(
     entry = report.entry
     if entry.kind != Kind.DECISION or entry.request is None:
         raise ChainError(ChainStep.DECISION, f"entry {entry.seq} of {device.id} is a {entry.kind}")
-    link = ChainLink(device, report, None, 0)
+    policy, checked = _check_policy(report, decide_under)
+    link = ChainLink(device, report, None, 0, policy, checked)
     if child is None:
         return link
     cited = cited_parent(child.entry)
@@ -303,7 +409,25 @@ def _check_link(
             f"entry {child.entry.seq} of {child.device.id} was allowed citing a parent that "
             f"was denied ({entry.reason})",
         )
-    return ChainLink(device, report, age, 0)
+    return ChainLink(device, report, age, 0, policy, checked)
+
+
+def _check_policy(report: ReceiptReport, decide_under: Mapping[bytes, Decide]) -> tuple[str, bool]:
+    """Check 5: (what it established or why it did not run, whether it ran); empty for an
+    entry that is not re-decided."""
+    entry = report.entry
+    if not needs_redecision(entry):
+        return "", False
+    decide = decide_under.get(entry.bundle_digest or b"")
+    if decide is None or not any(r.step == Step.BUNDLE for r in report.held):
+        return (
+            f"policy requirement not checked: its bundle v{entry.bundle_version} not given",
+            False,
+        )
+    detail, problem = redecide_entry(entry, decide)
+    if problem is not None:
+        raise ChainError(ChainStep.POLICY, f"entry {entry.seq}: {problem}")
+    return detail, True
 
 
 def _check_cited(cited: ParentFacts, device: DirectoryDevice, entry: Entry, leaf: bytes) -> None:
@@ -372,7 +496,14 @@ def _with_depths(links: list[ChainLink]) -> tuple[ChainLink, ...]:
     """The links with their depth in the chain: the last (the root) 0, each child one more."""
     count = len(links)
     return tuple(
-        ChainLink(link.device, link.receipt, link.age_s, count - 1 - index)
+        ChainLink(
+            link.device,
+            link.receipt,
+            link.age_s,
+            count - 1 - index,
+            link.policy,
+            link.policy_checked,
+        )
         for index, link in enumerate(links)
     )
 

@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -51,6 +52,7 @@ __all__ = [
     "sign_note",
     "split_note",
     "verify_checkpoint",
+    "verify_note_signature",
 ]
 
 MAX_NOTE_BYTES = 16 * 1024
@@ -66,6 +68,8 @@ KEY_ID_BYTES = 4
 """Length of a signed-note key ID, the first bytes of every signature line's blob."""
 _ORIGIN_PREFIX = "edgegov/v1/device/"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+_SPACE = re.compile(r"\s")
+"""Whitespace as ``str.isspace`` counts it (the same test), in one scan of a key name."""
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _ORIGIN = re.compile(r"edgegov/v1/device/([A-Za-z0-9_.~%-]+)/epoch/([1-9][0-9]{0,15})")
 
@@ -229,15 +233,31 @@ def open_note(note: str | bytes, public_key: PublicKey, key_name: str) -> str:
 
     Steps: 1. size cap and UTF-8 without control characters; 2. split text and signature
     block at the last blank line; 3. parse every signature line; 4. verify every line by
-    the known key (name and key ID both match), ignoring the others; 5. require at least one.
+    the known key (name and key ID both match), ignoring the others; 5. require at least one
+    (steps 4 and 5 are :func:`verify_note_signature`).
 
     Raises:
         ValueError: ``key_name`` is not a valid note key name.
         LineageError: oversize or malformed note, a bad signature by the known key, or no
             signature by it at all.
     """
-    require_key_name(key_name)
     text, signatures = split_note(note)
+    verify_note_signature(text, signatures, public_key, key_name)
+    return text.decode("utf-8")
+
+
+def verify_note_signature(
+    text: bytes, signatures: Sequence[NoteSignature], public_key: PublicKey, key_name: str
+) -> None:
+    """Steps 4 and 5 of :func:`open_note` on a note :func:`split_note` has read: every
+    signature line by ``public_key`` under ``key_name`` verifies over ``text``, and there is
+    at least one. For a verifier that reads the note once for several checks.
+
+    Raises:
+        ValueError: ``key_name`` is not a valid note key name.
+        LineageError: a bad signature by the key, or no signature by it at all.
+    """
+    require_key_name(key_name)
     key_id = note_key_id(key_name, public_key)
     verified = 0
     for line in signatures:
@@ -248,7 +268,6 @@ def open_note(note: str | bytes, public_key: PublicKey, key_name: str) -> str:
         verified += 1
     if not verified:
         raise LineageError(f"signed note has no signature by key {key_name}+{key_id.hex()}")
-    return text.decode("utf-8")
 
 
 def split_note(note: str | bytes) -> tuple[bytes, list[NoteSignature]]:
@@ -339,16 +358,17 @@ def decode_canonical_base64(encoded: str) -> bytes | None:
     """The bytes of ``encoded`` when it is non-empty, canonical standard base64 (padded, no
     stray characters, one text per value); ``None`` otherwise."""
     try:
-        decoded = base64.b64decode(encoded.encode("ascii"), validate=True)
+        raw = encoded.encode("ascii")
+        decoded = base64.b64decode(raw, validate=True)
     except (UnicodeError, binascii.Error):
         return None
-    if not encoded or base64.b64encode(decoded).decode("ascii") != encoded:
+    if not raw or base64.b64encode(decoded) != raw:
         return None
     return decoded
 
 
 def _is_key_name(name: str) -> bool:
-    return bool(name) and "+" not in name and not any(c.isspace() for c in name)
+    return bool(name) and "+" not in name and not _SPACE.search(name)
 
 
 def require_key_name(key_name: str) -> None:

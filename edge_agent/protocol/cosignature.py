@@ -20,7 +20,7 @@ only :class:`LineageError`. This module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
@@ -45,6 +45,7 @@ __all__ = [
     "cosignature_key_id",
     "select_witnesses",
     "verify_cosignature",
+    "verify_cosignature_lines",
 ]
 
 WITNESS_KEY_NAME = "edgegov/v1/witness"
@@ -155,7 +156,8 @@ def verify_cosignature(
 
     Steps: 1. split the note (bounds, syntax); 2. match each signature line to a key by
     name and key ID, ignoring lines by other keys; 3. check a matching line's length and
-    timestamp and its Ed25519 signature over the cosignature/v1 message; 4. require one.
+    timestamp and its Ed25519 signature over the cosignature/v1 message; 4. require one
+    (steps 2 to 4 are :func:`verify_cosignature_lines`).
     A matching line that fails rejects the note: a witness key never signs garbage.
 
     Raises:
@@ -163,9 +165,27 @@ def verify_cosignature(
         LineageError: malformed or oversize note, an invalid line by one of the keys, or no
             cosignature by any of them.
     """
+    text, signatures = split_note(note)
+    return verify_cosignature_lines(text, signatures, keys, name=name)
+
+
+def verify_cosignature_lines(
+    text: bytes,
+    signatures: Sequence[NoteSignature],
+    keys: Iterable[PublicKey],
+    *,
+    name: str = WITNESS_KEY_NAME,
+) -> Cosignature:
+    """Steps 2 to 4 of :func:`verify_cosignature` on a note
+    :func:`~edge_agent.protocol.checkpoint.split_note` has read, for a verifier that reads
+    the note once for several checks.
+
+    Raises:
+        ValueError: ``name`` is not a key name.
+        LineageError: an invalid line by one of the keys, or no cosignature by any of them.
+    """
     require_key_name(name)
     by_id = {cosignature_key_id(key, name): key for key in keys}
-    text, signatures = split_note(note)
     found: Cosignature | None = None
     for line in signatures:
         key = by_id.get(line.key_id) if line.name == name else None

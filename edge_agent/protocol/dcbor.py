@@ -18,7 +18,7 @@ This module does not know what the values mean; schemas live next to each object
 
 from __future__ import annotations
 
-import io
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn, TypeAlias
 
@@ -33,8 +33,6 @@ CborValue: TypeAlias = (
     "int | bool | str | bytes | list[CborValue] | tuple[CborValue, ...] "
     "| dict[int, CborValue] | dict[str, CborValue] | dict[bytes, CborValue] | None"
 )
-
-_SCALARS = (bool, int, str, bytes, type(None))
 
 
 def encode(value: object, *, mixed_int_keys: bool = False) -> bytes:
@@ -131,6 +129,8 @@ def _walk(
         for item in items:
             kind = type(item)
             if kind is str or kind is bytes or kind is bool or item is None:
+                continue
+            if kind is int and MIN_INT <= item <= MAX_INT:  # type: ignore[operator]
                 continue
             if kind is list or kind is dict or kind is tuple:
                 stack.append((item, depth + 1))
@@ -240,55 +240,49 @@ def _loads(
         raise EnvelopeError(f"{what} is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:
         raise EnvelopeError(f"{what} is empty")
-    stream = io.BytesIO(data)
+    body = data
+    if allow_top_tag is not None:
+        # Deterministic CBOR writes a tag in its shortest head only, so the tag is read by
+        # comparing bytes and its content decoded as a plain item (mutable lists and maps).
+        head = _tag_head(allow_top_tag)
+        if not data.startswith(head):
+            raise EnvelopeError(f"{what} is not CBOR tag {allow_top_tag}")
+        body = data[len(head) :]
     try:
-        decoder = cbor2.CBORDecoder(
-            stream,
+        value = cbor2.loads(
+            body,
             max_depth=MAX_CBOR_DEPTH + 1,
             allow_indefinite=False,
             allow_duplicate_keys=False,
-            semantic_decoders={28: _refuse_shared, 29: _refuse_shared, 256: _refuse_shared},
+            semantic_decoders=_REFUSED_TAGS,
         )
-        value = decoder.decode()
     except EnvelopeError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
         raise EnvelopeError(f"{what} is not valid CBOR: {exc}") from exc
-    if stream.tell() != len(data):
-        raise EnvelopeError(f"{what} has {len(data) - stream.tell()} trailing bytes")
-    if allow_top_tag is not None:
-        if not isinstance(value, cbor2.CBORTag) or value.tag != allow_top_tag:
-            raise EnvelopeError(f"{what} is not CBOR tag {allow_top_tag}")
-        inner = _thaw(value.value, 0, what)
-    else:
-        inner = value
-    _walk(inner, what, EnvelopeError, ordered=True, mixed_int_keys=mixed_int_keys)
-    top = cbor2.CBORTag(allow_top_tag, inner) if allow_top_tag is not None else inner
-    reencoded = cbor2.dumps(top)
-    if reencoded != data:
+    _walk(value, what, EnvelopeError, ordered=True, mixed_int_keys=mixed_int_keys)
+    # One comparison proves the rest: the plain encoder of the decoded value (its maps in
+    # wire order, checked above) gives these exact bytes only for one canonical item with
+    # nothing after it.
+    reencoded = cbor2.dumps(value)
+    if reencoded != body:
+        if body.startswith(reencoded):
+            raise EnvelopeError(f"{what} has {len(body) - len(reencoded)} trailing bytes")
         raise EnvelopeError(f"{what} is not deterministically encoded CBOR")
-    return inner
+    return value
+
+
+@functools.cache
+def _tag_head(tag: int) -> bytes:
+    """The shortest (deterministic) head of CBOR tag ``tag``: its encoding before the item."""
+    return cbor2.dumps(cbor2.CBORTag(tag, None))[:-1]
 
 
 def _refuse_shared(*_args: object) -> NoReturn:
     raise EnvelopeError("CBOR shared or string references are not allowed")
 
 
-def _thaw(value: object, depth: int, what: str) -> object:
-    # cbor2 6 hands a tag's content back immutable (tuples, cbor2.frozendict); edgegov values
-    # are lists and dicts, so the tagged content is rebuilt before it is validated.
-    if depth > MAX_CBOR_DEPTH:
-        raise EnvelopeError(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
-    if isinstance(value, tuple):
-        return [_thaw(item, depth + 1, what) for item in value]
-    if isinstance(value, cbor2.frozendict):
-        thawed = {}
-        for key, item in value.items():
-            if not isinstance(key, _SCALARS):
-                raise EnvelopeError(f"{what} has a map key that is not an integer or string")
-            thawed[key] = _thaw(item, depth + 1, what)
-        return thawed
-    return value
+_REFUSED_TAGS = {28: _refuse_shared, 29: _refuse_shared, 256: _refuse_shared}
 
 
 def as_map(value: object, what: str) -> Mapping[object, object]:

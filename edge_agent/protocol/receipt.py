@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from edge_agent.errors import BundleError, EnvelopeError, LineageError, ReceiptError
@@ -38,12 +38,17 @@ from edge_agent.protocol.bundle import claimed_region, verify_bundle
 from edge_agent.protocol.checkpoint import (
     MAX_NOTE_BYTES,
     Checkpoint,
+    NoteSignature,
     parse_checkpoint_body,
     parse_origin,
     split_note,
-    verify_checkpoint,
+    verify_note_signature,
 )
-from edge_agent.protocol.cosignature import Cosignature, select_witnesses, verify_cosignature
+from edge_agent.protocol.cosignature import (
+    Cosignature,
+    select_witnesses,
+    verify_cosignature_lines,
+)
 from edge_agent.protocol.keys import ALG_EDDSA, PrivateKey, PublicKey
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, SIGNED_TIME_SKEW_S
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
@@ -131,13 +136,25 @@ class StepResult:
 @dataclass(frozen=True, slots=True)
 class ReceiptReport:
     """What a verified receipt proves: the decoded ``entry``, the checkpoint it is in, the
-    steps that held in order, the steps not run and why, and the cosignature if checked."""
+    steps that held in order, the steps not run and why, the cosignature if checked, and
+    the entry's leaf hash (over the bytes received, as the ``leaf_hash`` step computed it)."""
 
     entry: Entry
     checkpoint: Checkpoint
     held: tuple[StepResult, ...]
     skipped: tuple[StepResult, ...]
     cosignature: Cosignature | None
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """A claim's checkpoint note, read once for every step that needs it: the signed text,
+    its signature lines (none verified yet) and the checkpoint the text states."""
+
+    text: bytes
+    signatures: Sequence[NoteSignature]
+    checkpoint: Checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,13 +286,13 @@ def verify_device_receipt(
     Raises:
         ReceiptError: the first step that fails, named in ``step``.
     """
-    claim = _read_statement(data)
+    claim = _read_statement(data, signed=False)
     key = device_key(claim.origin) if claim.origin is not None else None
     if key is None:
         raise ReceiptError(
             Step.CHECKPOINT_SIGNATURE, f"no device key is known for log {claim.origin!r}"
         )
-    return _verify(replace(claim, signed=None), key, (), None, None)
+    return _verify(claim, key, (), None, None)
 
 
 def verify_tlog_proof(
@@ -354,26 +371,28 @@ def _run(
         Step.INCLUSION_PATH,
         f"leaf {claim.leaf_index} of {claim.tree_size}, {len(claim.path)} hashes",
     )
-    checkpoint = _check_root(claim, leaf)
+    note = _read_note(claim)
+    checkpoint = note.checkpoint
+    _check_root(claim, leaf, checkpoint)
     hold(Step.ROOT, f"{checkpoint.root.hex()} at size {checkpoint.size}")
     if claim.signed is None:
         skipped.append(StepResult(Step.RECEIPT_SIGNATURE, "a tlog-proof carries none"))
     else:
         hold(Step.RECEIPT_SIGNATURE, claim.signed(checkpoint.root, [device_key, *witnesses]))
-    device_id, epoch = _check_device_signature(claim.note, device_key, checkpoint)
+    device_id, epoch = _check_device_signature(note, device_key)
     hold(
         Step.CHECKPOINT_SIGNATURE,
         f"by the device key under {checkpoint.origin} (device {device_id!r}, key epoch {epoch})",
     )
     cosignature = None
     if witnesses:
-        cosignature = _check_cosignature(claim.note, witnesses)
+        cosignature = _check_cosignature(note, witnesses)
         hold(Step.COSIGNATURE, f"by witness {_key_label(cosignature.key)} at {cosignature.time}")
     else:
         skipped.append(StepResult(Step.COSIGNATURE, "no witness key given"))
     outcome = _check_bundle(entry, root, bundle if bundle is not None else claim.bundle)
     (held if outcome[0] else skipped).append(StepResult(Step.BUNDLE, outcome[1]))
-    return ReceiptReport(entry, checkpoint, tuple(held), tuple(skipped), cosignature)
+    return ReceiptReport(entry, checkpoint, tuple(held), tuple(skipped), cosignature, leaf)
 
 
 def _check_entry(claim: _Claim) -> Entry:
@@ -401,11 +420,17 @@ def _check_indexes(claim: _Claim, entry: Entry) -> None:
         )
 
 
-def _check_root(claim: _Claim, leaf: bytes) -> Checkpoint:
+def _read_note(claim: _Claim) -> _Note:
+    """The claim's note, split and its checkpoint text parsed, once (part of the ROOT step)."""
     try:
-        checkpoint = parse_checkpoint_body(split_note(claim.note)[0].decode("utf-8"))
+        text, signatures = split_note(claim.note)
+        checkpoint = parse_checkpoint_body(text.decode("utf-8"))
     except LineageError as exc:
         raise ReceiptError(Step.ROOT, f"the checkpoint cannot be read: {exc}") from exc
+    return _Note(text, signatures, checkpoint)
+
+
+def _check_root(claim: _Claim, leaf: bytes, checkpoint: Checkpoint) -> None:
     if checkpoint.size != claim.tree_size:
         raise ReceiptError(
             Step.ROOT,
@@ -422,20 +447,20 @@ def _check_root(claim: _Claim, leaf: bytes) -> Checkpoint:
         raise ReceiptError(
             Step.ROOT, f"the path does not lead to the checkpoint's root: {exc}"
         ) from exc
-    return checkpoint
 
 
-def _check_device_signature(
-    note: str, device_key: PublicKey, checkpoint: Checkpoint
-) -> tuple[str, int]:
+def _check_device_signature(note: _Note, device_key: PublicKey) -> tuple[str, int]:
     """The device id and key epoch the checkpoint's origin names, once the device key is
-    shown to have signed it under that origin."""
+    shown to have signed it under that origin (the key name is the origin the note's text
+    states, so the checkpoint is this device's and this key epoch's, as
+    :func:`~edge_agent.protocol.checkpoint.verify_checkpoint` requires)."""
+    origin = note.checkpoint.origin
     try:
-        named = parse_origin(checkpoint.origin)
+        named = parse_origin(origin)
     except LineageError as exc:
         raise ReceiptError(Step.CHECKPOINT_SIGNATURE, str(exc)) from exc
     try:
-        verify_checkpoint(note, device_key, checkpoint.origin)
+        verify_note_signature(note.text, note.signatures, device_key, origin)
     except (LineageError, ValueError) as exc:
         raise ReceiptError(
             Step.CHECKPOINT_SIGNATURE,
@@ -444,9 +469,9 @@ def _check_device_signature(
     return named
 
 
-def _check_cosignature(note: str, witnesses: Iterable[PublicKey]) -> Cosignature:
+def _check_cosignature(note: _Note, witnesses: Iterable[PublicKey]) -> Cosignature:
     try:
-        return verify_cosignature(note, witnesses)
+        return verify_cosignature_lines(note.text, note.signatures, witnesses)
     except LineageError as exc:
         raise ReceiptError(
             Step.COSIGNATURE, f"no witness vouches for this checkpoint: {exc}"
@@ -534,9 +559,11 @@ def _key_label(key: PublicKey) -> str:
 # --- reading a statement -------------------------------------------------------------------
 
 
-def _read_statement(data: bytes) -> _Claim:
+def _read_statement(data: bytes, *, signed: bool = True) -> _Claim:
     """Decode the statement and its receipt strictly, checking every label this profile
-    requires (as the ENTRY and INCLUSION_PATH steps); no signature is checked here."""
+    requires (as the ENTRY and INCLUSION_PATH steps); no signature is checked here. With
+    ``signed`` false the claim carries no receipt signature check (a device receipt judged
+    by its checkpoint signature, :func:`verify_device_receipt`)."""
     if not isinstance(data, bytes) or len(data) > _MAX_STATEMENT_BYTES:
         raise ReceiptError(Step.ENTRY, f"a receipt is at most {MAX_RECEIPT_BYTES} bytes")
     try:
@@ -560,10 +587,12 @@ def _read_statement(data: bytes) -> _Claim:
         raise ReceiptError(Step.INCLUSION_PATH, f"the receipt cannot be read: {exc}") from exc
     tree_size, leaf_index, path, note, origin = _receipt_fields(receipt)
 
-    def signed(root: bytes, keys: Sequence[PublicKey]) -> str:
+    def check(root: bytes, keys: Sequence[PublicKey]) -> str:
         return _check_signatures(statement, receipt, entry, root, keys)
 
-    return _Claim(entry, leaf_index, tree_size, path, note, signed, bundle, origin)
+    return _Claim(
+        entry, leaf_index, tree_size, path, note, check if signed else None, bundle, origin
+    )
 
 
 def _statement_fields(statement: cose.OpenSign1, size: int) -> tuple[bytes, bytes | None, bytes]:
@@ -636,14 +665,11 @@ def _inclusion_proof(vdp: object) -> tuple[int, int, tuple[bytes, ...]]:
         raise ReceiptError(
             Step.INCLUSION_PATH, "the inclusion proof is not [tree size, leaf index, [path]]"
         )
-    path = value[2]
-    if len(path) > MAX_PATH_HASHES or not all(
-        isinstance(h, bytes) and len(h) == HASH_SIZE for h in path
-    ):
+    hashes = tuple(h for h in value[2] if type(h) is bytes and len(h) == HASH_SIZE)
+    if len(hashes) != len(value[2]) or len(hashes) > MAX_PATH_HASHES:
         raise ReceiptError(
             Step.INCLUSION_PATH, f"the path is not at most {MAX_PATH_HASHES} 32-byte hashes"
         )
-    hashes = tuple(h for h in path if isinstance(h, bytes))
     return _count(value[0], "tree size"), _count(value[1], "leaf index"), hashes
 
 

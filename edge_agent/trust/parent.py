@@ -31,7 +31,7 @@ import hashlib
 from edge_agent.errors import ReceiptError
 from edge_agent.protocol.directory import Directory
 from edge_agent.protocol.keys import PublicKey
-from edge_agent.protocol.lineage_entries import Kind, encode_entry, entry_hash
+from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.receipt import verify_device_receipt
 from edge_agent.protocol.request import Parent, ParentFacts
 
@@ -151,7 +151,7 @@ def _judge(data: bytes, directory: Directory) -> ParentFacts | str:
         device=device.id,
         groups=device.groups,
         seq=entry.seq,
-        leaf_hash=entry_hash(encode_entry(entry)),
+        leaf_hash=report.leaf_hash,
         subject=request.subject,
         action=request.action,
         resource=request.resource,

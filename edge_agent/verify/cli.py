@@ -11,15 +11,20 @@ included, is one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 from edge_agent import __version__
 from edge_agent.errors import ChainError, ConfigError, EdgeGovError, LineageError, ReceiptError
-from edge_agent.protocol.chain import MAX_CHAIN_BYTES, ChainReport, verify_chain
+from edge_agent.policy.bundle import compile_bundle_policy
+from edge_agent.policy.engine import evaluate
+from edge_agent.protocol.bundle import claimed_region, verify_bundle
+from edge_agent.protocol.chain import MAX_CHAIN_BYTES, ChainReport, Decide, verify_chain
 from edge_agent.protocol.checkpoint import MAX_NOTE_BYTES, Checkpoint, parse_origin
 from edge_agent.protocol.consistency_file import (
     MAX_CONSISTENCY_FILE_BYTES,
@@ -135,7 +140,9 @@ def _parser() -> _Parser:
         help="verify a chain of decisions across devices (edge-hub lineage ancestry --export)",
         description="Verify a chain file link by link: the device directory under the root's "
         "verifier role, every link's receipt with the key the directory lists for its "
-        "device, each child's recorded parent, depth, age and verdict against the next link.",
+        "device, each child's recorded parent, depth, age and verdict against the next link, "
+        "and (with --bundle) each child re-decided under its bundle with the parent it "
+        "recorded (the policy requirement).",
     )
     chain.add_argument("file", help="the chain file (chain.cbor)")
     chain.add_argument("--root", required=True, help="the trust root (root.cbor)")
@@ -144,7 +151,7 @@ def _parser() -> _Parser:
         action="append",
         default=[],
         help="a policy bundle a link's entry names (repeatable): checked under the root's "
-        "policy role",
+        "policy role, and a child decided under it is re-decided with the parent it recorded",
     )
     chain.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
@@ -298,11 +305,33 @@ def _chain(args: argparse.Namespace) -> int:
     data = _read(args.file, MAX_CHAIN_BYTES, "chain", offered=True)
     bundles = [_read(path, MAX_BUNDLE_BYTES, "bundle", offered=True) for path in args.bundle]
     try:
-        report = verify_chain(data, root=root, bundles=bundles)
+        report = verify_chain(
+            data, root=root, bundles=bundles, decide_under=_engines(bundles, root)
+        )
     except ChainError as exc:
         return _chain_failed(args, exc)
-    _emit(args.json, _chain_json(args.file, report), _chain_text(args.file, report))
+    unchecked = _unchecked_policy(report, given=bool(bundles))
+    _emit(
+        args.json,
+        _chain_json(args.file, report, unchecked),
+        _chain_text(args.file, report, unchecked),
+    )
     return EXIT_OK
+
+
+def _engines(bundles: Sequence[bytes], root: TrustRoot) -> dict[bytes, Decide]:
+    """The device's engine under each bundle that verifies under ``root`` and compiles, by
+    the bundle's SHA-256; one that does not is left out (a link naming it then fails its
+    receipt's bundle step, or is not re-decided)."""
+    engines: dict[bytes, Decide] = {}
+    for bundle in bundles:
+        try:
+            verified = verify_bundle(bundle, root=root, region=claimed_region(bundle))
+            policy = compile_bundle_policy(verified).policy
+        except EdgeGovError:
+            continue
+        engines[hashlib.sha256(bundle).digest()] = partial(evaluate, policy)
+    return engines
 
 
 def _chain_failed(args: argparse.Namespace, exc: ChainError) -> int:
@@ -324,7 +353,7 @@ def _chain_failed(args: argparse.Namespace, exc: ChainError) -> int:
     return EXIT_FAILED
 
 
-def _chain_json(path: str, report: ChainReport) -> dict[str, Any]:
+def _chain_json(path: str, report: ChainReport, unchecked: list[str]) -> dict[str, Any]:
     directory = report.directory
     return {
         "file": path,
@@ -345,13 +374,16 @@ def _chain_json(path: str, report: ChainReport) -> dict[str, Any]:
                 "entry": _entry_json(link.entry),
                 "checkpoint": _checkpoint_json(link.receipt.checkpoint),
                 "bundle_checked": any(r.step == Step.BUNDLE for r in link.receipt.held),
+                "policy": link.policy or None,
+                "policy_checked": link.policy_checked,
             }
             for link in report.links
         ],
+        "skipped": [{"step": "policy", "detail": why} for why in unchecked],
     }
 
 
-def _chain_text(path: str, report: ChainReport) -> str:
+def _chain_text(path: str, report: ChainReport, unchecked: list[str]) -> str:
     directory = report.directory
     lines = [
         f"{PROG}: chain {path}",
@@ -376,11 +408,25 @@ def _chain_text(path: str, report: ChainReport) -> str:
                 f"(rule {entry.rule or '-'}){age}{bundle}",
             )
         )
+        if link.policy:
+            lines.append(_line("ok" if link.policy_checked else "skipped", "  policy", link.policy))
+    skipped = f" ({'; '.join(unchecked)})" if unchecked else ""
+    checked = ", every policy requirement re-decided as logged" if not unchecked else ""
     lines.append(
-        f"VERIFIED: {len(report.links)} links to the root, every receipt cosigned by the hub "
-        "witness, every parent as its child recorded it"
+        f"VERIFIED{skipped}: {len(report.links)} links to the root, every receipt cosigned by "
+        f"the hub witness, every parent as its child recorded it{checked}"
     )
     return "\n".join(lines)
+
+
+def _unchecked_policy(report: ChainReport, *, given: bool) -> list[str]:
+    """Why the policy step did not run, as the verdict line says it: once when no bundle
+    was given and a link needed one, else per link whose bundle was not among those given."""
+    if not report.unchecked:
+        return []
+    if not given:
+        return ["policy requirement not checked: no bundle given"]
+    return list(report.unchecked)
 
 
 # --- consistency ---------------------------------------------------------------------------

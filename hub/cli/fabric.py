@@ -55,7 +55,7 @@ from hub.hubdir.layout import HubDir
 from hub.registry import IssuedRevocation, Registry
 from hub.service import governance
 from hub.service.config import HubConfig
-from hub.service.publish import issue_directories, publish_once
+from hub.service.publish import publish_once
 from hub.service.server import HubService
 
 __all__ = ["prepare_push", "prepare_revocation", "register"]
@@ -305,8 +305,9 @@ def _issue_directory(hub: HubDir, registry: Registry, region: str) -> str:
         witness = None
     if witness is None:
         return "the running hub issues the region's device directory (no verifier key here)"
-    issue_directories(registry, key=witness, now=wall_clock(), ttl_s=DEFAULT_DIRECTORY_TTL_S)
-    held = registry.directory(region)
+    held = governance.issue_region_directory(
+        registry, witness, region=region, now=wall_clock(), ttl_s=DEFAULT_DIRECTORY_TTL_S
+    )
     version = "?" if held is None else held.version
     return f"device directory of {region} at version {version} (the running hub publishes it)"
 

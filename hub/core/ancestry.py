@@ -31,16 +31,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from edge_agent.errors import LineageError
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.policy.engine import evaluate
-from edge_agent.protocol.chain import cited_parent
+from edge_agent.protocol.chain import cited_parent, needs_redecision, redecide_entry
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.protocol.request import ParentFacts
-from hub.core.diff import POLICY_REASONS
 from hub.core.receipts import ProofSource, ProvenEntry, prove_entry, registered, stored_entry
 from hub.registry.interface import RegistryError
 
@@ -60,9 +60,6 @@ and said so."""
 PolicyOf = Callable[[bytes], CompiledPolicy | None]
 """The compiled policy of the bundle with this SHA-256 digest, verified under the hub's
 trust root; ``None`` when the hub does not hold it (or it no longer verifies)."""
-
-_REDECIDED = POLICY_REASONS | {"parent_missing", "parent_invalid"}
-"""Reasons of decisions the policy made (every other gate check had passed)."""
 
 
 class LinkStatus(StrEnum):
@@ -218,32 +215,14 @@ def _check_link(
 
 
 def _redecided(entry: Entry, policy_of: PolicyOf | None) -> tuple[str, str | None]:
-    """Step 7: (what re-deciding established, or why it did not run; the failure or None)."""
-    request = entry.request
-    if (
-        policy_of is None
-        or request is None
-        or request.parent is None
-        or entry.bundle_digest is None
-        or entry.reason not in _REDECIDED
-    ):
+    """Step 7: (what re-deciding established, or why it did not run; the failure or None),
+    as ``edge-verify chain --bundle`` does it (:func:`edge_agent.protocol.chain.redecide_entry`)."""
+    if policy_of is None or not needs_redecision(entry) or entry.bundle_digest is None:
         return "", None
     policy = policy_of(entry.bundle_digest)
     if policy is None:
         return f"not re-decided: the hub holds no bundle v{entry.bundle_version} it names", None
-    match = evaluate(policy, request, entry.time)
-    logged = (entry.allowed, entry.reason, entry.rule)
-    if (match.allowed, match.reason, match.rule_id) != logged:
-        return "", (
-            f"re-decided under the bundle v{entry.bundle_version} it names, with the parent it "
-            f"recorded, it comes out {match.reason} (rule {match.rule_id or '-'}), not "
-            f"{entry.reason} (rule {entry.rule or '-'}) as logged"
-        )
-    verdict = "allowed" if entry.allowed else "denied"
-    return (
-        f"re-decided under bundle v{entry.bundle_version}: {verdict} by rule "
-        f"{entry.rule or '-'} with the parent it recorded ({entry.reason})"
-    ), None
+    return redecide_entry(entry, partial(evaluate, policy))
 
 
 def _depth_problem(entry: Entry, cited: ParentFacts | None) -> str | None:

@@ -21,7 +21,8 @@ Why the re-decision is exact: the engine's outcome depends only on the compiled 
 request (subject, selectors and context as the device saw them, all in the entry) and the
 decision time. Nothing of the device enters it; the device's identity only decides whether
 the candidate targets it at all, which the caller checks. So a policy is compiled once for
-every device, and its decisions are cached per distinct request (:class:`Shadow`).
+every device, and its decisions are cached per distinct request (:class:`Shadow`; with a
+cited parent, also per span of the parent's age between the policy's ``max_age`` values).
 
 Entries are read fast where that is exact (:class:`_EntryReader`): an entry whose fields
 after its fixed head (seq, time, prev) are byte-identical to those of an entry already
@@ -36,7 +37,7 @@ Pure: no I/O, no clock; the caller reads the registry and hands entries in.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -81,18 +82,32 @@ class Shadow:
     distinct request once.
 
     The engine reads the decision time only through ``when.time_utc`` windows, each
-    holding from its start minute of the UTC day to its end minute
-    (:class:`edge_agent.policy.compiler.Condition`). So between two consecutive window
-    edges of the policy every window holds or fails alike: a policy without windows is
-    cached per request, one with windows per (request, span between edges).
+    holding from its start minute of the UTC day to its end minute, and through
+    ``when.parent`` conditions, each holding only while the cited parent is at most its
+    ``max_age`` old (``now - parent time``; :class:`edge_agent.policy.compiler.Condition`).
+    So between two consecutive window edges of the policy every window holds or fails
+    alike, and between two consecutive ``max_age`` values every parent's age condition
+    does: a policy without windows is cached per request, one with windows per (request,
+    span between edges), and a request citing a verified parent under a policy with
+    parent conditions also per span of its parent's age between the policy's ``max_age``
+    values. (Everything else a parent condition reads is in the request.)
     """
 
-    __slots__ = ("_cache", "_edges", "_max_cached", "policy")
+    __slots__ = ("_cache", "_edges", "_max_ages", "_max_cached", "policy")
 
     def __init__(self, policy: CompiledPolicy, max_cached: int = MAX_CACHED_DECISIONS) -> None:
         self.policy = policy
         self._edges = tuple(
             sorted({m for c in policy.conditions if c is not None and c.window for m in c.window})
+        )
+        self._max_ages = tuple(
+            sorted(
+                {
+                    c.parent.max_age
+                    for c in policy.conditions
+                    if c is not None and c.parent is not None
+                }
+            )
         )
         self._cache: dict[object, Match] = {}
         self._max_cached = max_cached
@@ -102,6 +117,10 @@ class Shadow:
         key: object = request
         if self._edges:
             key = (request, bisect_right(self._edges, now // 60 % _MINUTES_PER_DAY))
+        facts = request.parent.facts if request.parent is not None else None
+        if self._max_ages and facts is not None:
+            # The count of max_age values the age exceeds: a condition fails past its own.
+            key = (key, bisect_left(self._max_ages, now - facts.time))
         match = self._cache.get(key)
         if match is None:
             match = evaluate(self.policy, request, now)

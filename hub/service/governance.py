@@ -12,6 +12,8 @@ registry lives here once, as functions of an open registry and the hub's keys:
   records it and returns what to publish (the revocation, fresh tokens with its epoch);
 - :func:`device_record` checks what ``device add`` is given and builds the record;
 - :func:`check_shadow` verifies a shadow bundle (a rollout's candidate) as its devices would.
+- :func:`issue_region_directory` records the region's next signed device directory at
+  once when a registration changed what it lists, before anything is published.
 
 :class:`Governance` is the same actions on a running ``edge-hub serve``: it publishes on the
 hub's own MQTT connection at once, so a console action reaches devices as promptly as the
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from edge_agent.errors import BundleError, ConfigError, TransportError
+from edge_agent.errors import BundleError, ConfigError, EdgeGovError, TransportError
 from edge_agent.protocol import topics
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey, public_key_from_pem
@@ -49,10 +51,16 @@ from hub.core.push import (
     sign_next_revocation,
 )
 from hub.hubdir.layout import HubKeys
-from hub.registry import DeviceRecord, IssuedRevocation, PublishedBundle, Registry
+from hub.registry import (
+    DeviceRecord,
+    IssuedDirectory,
+    IssuedRevocation,
+    PublishedBundle,
+    Registry,
+)
 from hub.service.context import CurrentConnection, ServiceContext, wall
 from hub.service.evidence import EvidenceHandler
-from hub.service.publish import issue_freshness
+from hub.service.publish import issue_directories, issue_freshness
 
 __all__ = [
     "RESERVED_DEVICE_IDS",
@@ -60,6 +68,7 @@ __all__ = [
     "check_shadow",
     "device_record",
     "inventory",
+    "issue_region_directory",
     "plan_bundle",
     "prepare_push",
     "prepare_revocation",
@@ -243,6 +252,25 @@ def device_record(
     )
 
 
+def issue_region_directory(
+    registry: Registry, witness: PrivateKey | None, *, region: str, now: int, ttl_s: int
+) -> IssuedDirectory | None:
+    """Record now the next device directory version of every region where one is due (a
+    device added, removed or re-keyed: :func:`hub.core.directory.next_directory`), as
+    ``edge-hub device add`` and a registration on the running hub both do, so agents can
+    verify the new device's receipts as soon as the version reaches them: the running hub
+    publishes it on its connection, or when it reconnects. Returns the directory ``region``
+    holds then; ``None`` without a verifier key to sign with (the running hub issues it).
+
+    Raises:
+        RegistryError: the registry cannot be read or written.
+    """
+    if witness is None:
+        return None
+    issue_directories(registry, key=witness, now=now, ttl_s=ttl_s)
+    return registry.directory(region)
+
+
 class Governance:
     """The governance actions on a running hub: recorded in its registry, signed with its
     online keys, published on its own connection at once.
@@ -399,9 +427,11 @@ class Governance:
         profile: str,
         public_key_pem: str,
     ) -> DeviceRecord:
-        """Register a device (:func:`device_record`), then run a schedule round so the hub
-        knows it (and subscribes to its region) at once; a round that cannot publish is
-        logged (the device stays registered, and the next round subscribes).
+        """Register a device (:func:`device_record`) and record its region's next device
+        directory version (:func:`issue_region_directory`), then run a schedule round so
+        the hub knows it (and subscribes to its region) and publishes the directory at
+        once; a round that cannot publish is logged (the device and the directory stay
+        recorded, and the next round or reconnection publishes).
 
         Raises:
             ConfigError: a bad name or key (:func:`device_record`), or a device with that
@@ -412,6 +442,7 @@ class Governance:
             device_id, region=region, groups=groups, profile=profile, public_key_pem=public_key_pem
         )
         self.registry.add_device(record)
+        self._issue_directory(record.region)
         try:
             await self._refresh()
         except TransportError as exc:
@@ -439,6 +470,22 @@ class Governance:
         if conn is None:
             raise TransportError("the hub is not connected to its broker: shadow not published")
         await self._context.retained.publish(conn, [shadow_publication(region, channel, data)])
+
+    def _issue_directory(self, region: str) -> None:
+        try:
+            witness = self.keys().witness
+        except EdgeGovError as exc:
+            logger.warning(
+                "device directory of %s not issued now (%s); the schedule issues it", region, exc
+            )
+            return
+        issue_region_directory(
+            self.registry,
+            witness,
+            region=region,
+            now=wall(),
+            ttl_s=self._context.config.directory_ttl_s,
+        )
 
     async def _publish(self, publications: list[Publication]) -> Published:
         conn = self._current()
