@@ -56,7 +56,7 @@ class PublicKey:
         if len(signature) != 64:
             return False
         try:
-            nacl.signing.VerifyKey(self.raw).verify(message, signature)
+            nacl.bindings.crypto_sign_open(signature + message, self.raw)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
             return False
         return True
