@@ -467,6 +467,8 @@ def test_a_device_is_previewed_with_its_key_id_then_registered_and_audited(
         ({"public_key": "not a key"}, "PEM"),
         ({"device_id": "hub"}, "reserved"),
         ({"device_id": "gw/1"}, "device id"),
+        ({"device_id": ".."}, "only dots"),
+        ({"device_id": "."}, "only dots"),
         ({"region": "eu+1"}, "region"),
     ],
 )
