@@ -2,6 +2,8 @@
 
 Routes come from each page module's ``ROUTES`` list (:data:`PAGE_MODULES`). Around them:
 
+- ``Connection: close`` on every response: a connection serves one request, so none is
+  held idle between requests (:mod:`hub.console.serve` bounds the rest);
 - security headers on every response, errors and static files included (a strict
   Content-Security-Policy with no inline script or style, ``X-Frame-Options: DENY``,
   ``nosniff``, no referrer, ``no-store`` for pages);
@@ -67,6 +69,7 @@ class ConsoleApp(Starlette):
         headers = dict(SECURITY_HEADERS)
         if context.secure:
             headers["strict-transport-security"] = HSTS
+        headers["connection"] = "close"
         return _SecurityHeaders(super().build_middleware_stack(), headers)
 
 
