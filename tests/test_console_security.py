@@ -274,3 +274,67 @@ def test_checked_form_admits_an_operator_with_the_csrf_token_only(console: Conso
     response = operator.post("/act", data=big)
     assert response.status_code == 400
     assert "at most 65536 bytes" in response.text
+
+
+def _login_attempt(client: TestClient, token: str) -> Response:
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    return client.post("/login", data={"token": token, "csrf": csrf.group(1)})
+
+
+def test_the_login_limit_429_says_when_to_retry_and_is_per_client_address(
+    console: Console,
+) -> None:
+    app = create_app(console.context)
+    attacker = TestClient(
+        app, base_url="http://127.0.0.1", client=("127.0.0.2", 1), follow_redirects=False
+    )
+    operator = TestClient(
+        app, base_url="http://127.0.0.1", client=("127.0.0.3", 1), follow_redirects=False
+    )
+    for _ in range(5):
+        assert _login_attempt(attacker, "egc_guess").status_code == 401
+    refused = _login_attempt(attacker, "egc_guess")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    token = add_token(console.registry, "alice", "viewer")
+    assert _login_attempt(operator, token).status_code == 303
+
+
+def test_successful_logins_do_not_count_toward_the_login_limit(console: Console) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+    for _ in range(12):
+        assert _login_attempt(client, token).status_code == 303
+        client.cookies.clear()
+    for _ in range(5):
+        assert _login_attempt(client, "egc_guess").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "testserver"],
+)
+def test_the_console_answers_to_the_names_it_serves(console: Console, host: str) -> None:
+    response = console.client(None).get("/login", headers={"host": host})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "", "a b", "[::2]"]
+)
+def test_a_request_for_another_host_is_refused_before_any_route(
+    console: Console, host: str
+) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    for response in (
+        client.get("/login", headers={"host": host}),
+        client.post("/login", data={"token": token, "csrf": csrf.group(1)}, headers={"host": host}),
+        client.get("/static/console.css", headers={"host": host}),
+    ):
+        assert response.status_code == 421
+        assert "answers only to" in response.text and csrf.group(1) not in response.text
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "set-cookie" not in response.headers

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ipaddress
 import os
 import resource
 import signal
@@ -27,7 +28,7 @@ from edge_agent.support.mqtt import connect
 from hub.cli.main import main as hub_main
 from hub.console.app import CSP
 from hub.console.listen import ConsoleListen, parse_listen
-from hub.console.serve import ConsoleLimits, ConsoleServer
+from hub.console.serve import ConsoleLimits, ConsoleServer, served_names
 from hub.hubdir.layout import HubDir
 from tests.brokers import amqtt_broker
 from tests.console_support import Console, console_on
@@ -47,13 +48,18 @@ def console(setup: HubSetup) -> Iterator[Console]:
         yield console_on(setup, registry)
 
 
-def _tls_pair(directory: Path) -> tuple[Path, Path]:
+def _tls_pair(directory: Path, *dns_names: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
+    builder = x509.CertificateBuilder()
+    if dns_names:
+        san = x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address("fd00::7"))]
+        )
+        builder = builder.add_extension(san, critical=False)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -257,3 +263,17 @@ async def test_the_loops_accept_failure_report_is_logged_at_most_once_a_minute(
 def test_the_console_keeps_most_descriptors_for_the_hub() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert ConsoleLimits(max_connections=10**6).connection_cap() <= max(1, soft // 4)
+
+
+def test_the_console_answers_to_its_bind_address_and_certificate_names(tmp_path: Path) -> None:
+    cert, key = _tls_pair(tmp_path, "Console.Example")
+    assert served_names(ConsoleListen("10.0.0.5", 8443, cert, key)) == {
+        "10.0.0.5",
+        "console.example",
+        "[fd00::7]",
+    }
+    assert served_names(ConsoleListen("0.0.0.0", 8443, cert, key)) == {
+        "console.example",
+        "[fd00::7]",
+    }
+    assert served_names(ConsoleListen("::1", 8080)) == {"[::1]"}

@@ -49,5 +49,9 @@ class ConsoleContext:
     stale_after_s: int = STALE_AFTER_S
     refresh_s: int = 10
     """Seconds between the dashboard's live refreshes (htmx)."""
+    hosts: frozenset[str] = frozenset()
+    """``Host`` names this console answers to besides loopback (``127.0.0.1``, ``[::1]``,
+    ``localhost``, any port): its bind address and TLS certificate names. Any other
+    ``Host`` is refused before any route, so a DNS-rebound page is never same-origin."""
     sessions: Sessions = field(default_factory=Sessions)
     login_limit: LoginLimit = field(default_factory=LoginLimit)

@@ -69,16 +69,20 @@ async def login(request: Request) -> Response:
     sent, expected = _text(form.get(CSRF_FIELD)), request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         return _form(request, target, "The login form expired: log in again.", 403)
-    if not context.login_limit.allow(client, time.monotonic()):
-        return _form(
+    limit = context.login_limit
+    if not limit.allow(client, time.monotonic()):
+        refused = _form(
             request, target, "Too many login attempts from this address: wait a minute.", 429
         )
+        refused.headers["Retry-After"] = str(limit.retry_after_s)
+        return refused
     token = _text(form.get("token")).strip()
     if not token or len(token) > MAX_TOKEN_CHARS:
         return _form(request, target, "Paste the console token you were given.", 400)
     stored = find_token(context.registry, token)
     if stored is None:
         return _form(request, target, "That token is not valid (or was revoked).", 401)
+    limit.refund(client)
     session_id, _ = context.sessions.create(
         stored.name, stored.role, stored.digest, context.clock()
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import resource
 import socket
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from cryptography import x509
 
 from edge_agent.errors import ConfigError
 from hub.console.app import create_app
@@ -224,6 +226,7 @@ class ConsoleServer:
         self, context: ConsoleContext, listen: ConsoleListen, limits: ConsoleLimits | None = None
     ) -> None:
         self._listen = listen
+        context.hosts = context.hosts | served_names(listen)
         self._limits = ConsoleLimits() if limits is None else limits
         self._context = context
         self._accept_log: _AcceptErrorLog | None = None
@@ -311,6 +314,31 @@ class ConsoleServer:
     def refused_connections(self) -> int:
         """Connections closed at once because the console was at its cap."""
         return 0 if self._server is None else self._server.gate.refused
+
+
+def served_names(listen: ConsoleListen) -> frozenset[str]:
+    """The ``Host`` names ``listen`` serves besides loopback: its bind address (unless a
+    wildcard) and, under TLS, the DNS names and addresses its certificate is for.
+    Lowercase, IPv6 addresses in brackets as they appear in a ``Host`` header."""
+    names = set()
+    if not (_is_ip(listen.host) and ipaddress.ip_address(listen.host).is_unspecified):
+        names.add(listen.host)
+    if listen.cert is not None:
+        with contextlib.suppress(OSError, ValueError):
+            cert = x509.load_pem_x509_certificate(listen.cert.read_bytes())
+            with contextlib.suppress(x509.ExtensionNotFound):
+                san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                names.update(san.get_values_for_type(x509.DNSName))
+                names.update(str(a) for a in san.get_values_for_type(x509.IPAddress))
+    return frozenset(f"[{n}]" if ":" in n else n.lower() for n in names)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _bind(listen: ConsoleListen, backlog: int) -> socket.socket:
