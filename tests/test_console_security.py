@@ -19,6 +19,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.app import CSP, HSTS, create_app
 from hub.console.auth import MAX_FORM_BYTES, checked_form
+from hub.console.login import LOGIN_FORM_TTL_S, login_csrf_value
 from hub.registry import DeviceRecord, IssuedRevocation, RejectionCount
 from tests.console_support import Console, add_token, login, make_console
 from tests.factory import NOW
@@ -338,3 +339,44 @@ def test_a_request_for_another_host_is_refused_before_any_route(
         assert "answers only to" in response.text and csrf.group(1) not in response.text
         assert response.headers["x-frame-options"] == "DENY"
         assert "set-cookie" not in response.headers
+
+
+def test_a_login_csrf_value_planted_from_another_port_is_refused(console: Console) -> None:
+    token = add_token(console.registry, "mallory", "viewer")
+    client = console.client(None)
+    forged = login_csrf_value(b"not the console's secret", NOW)
+    for value in ("x", forged):
+        client.cookies.set("edgegov_login", value, domain="testserver.local", path="/login")
+        response = client.post("/login", data={"token": token, "csrf": value})
+        assert response.status_code == 403
+        assert "edgegov_session" not in response.headers.get("set-cookie", "")
+
+
+def test_a_login_form_expires_and_a_login_from_another_origin_is_refused(
+    console: Console,
+) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+
+    def form() -> dict[str, str]:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        return {"token": token, "csrf": csrf.group(1)}
+
+    other = client.post("/login", data=form(), headers={"origin": "http://127.0.0.1:9999"})
+    assert other.status_code == 403
+    old = form()
+    console.now[0] += LOGIN_FORM_TTL_S + 1
+    assert client.post("/login", data=old).status_code == 403
+    console.now[0] -= LOGIN_FORM_TTL_S + 1
+    same = client.post("/login", data=form(), headers={"origin": "http://testserver"})
+    assert same.status_code == 303
+
+
+def test_logging_out_deletes_the_session_cookie_samesite_strict(console: Console) -> None:
+    client = console.client("viewer")
+    response = client.post("/logout", data={"csrf": console.csrf(client)})
+    assert response.status_code == 303
+    deleted = response.headers["set-cookie"].lower()
+    assert "edgegov_session=" in deleted and "samesite=strict" in deleted
+    assert "httponly" in deleted

@@ -7,6 +7,7 @@ The console reads the registry through its typed interface only, reads the time 
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,5 +54,7 @@ class ConsoleContext:
     """``Host`` names this console answers to besides loopback (``127.0.0.1``, ``[::1]``,
     ``localhost``, any port): its bind address and TLS certificate names. Any other
     ``Host`` is refused before any route, so a DNS-rebound page is never same-origin."""
+    login_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs the login form's CSRF values (per process: a restart invalidates open forms)."""
     sessions: Sessions = field(default_factory=Sessions)
     login_limit: LoginLimit = field(default_factory=LoginLimit)

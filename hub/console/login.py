@@ -1,13 +1,18 @@
 """Logging in and out: ``GET /login`` (the form), ``POST /login`` (a token for a session
 cookie, rate-limited per client address), ``POST /logout``.
 
-The login form carries its own CSRF token (a random value in a ``SameSite=Strict`` cookie
-and a hidden field that must match), so another site cannot log a browser in as someone
-else either.
+The login form carries its own CSRF value, in a ``SameSite=Strict`` cookie and a hidden
+field that must match, so another site cannot log a browser in as someone else either. A
+cookie is not isolated by port, so a page on another loopback port could plant one; the
+value is therefore not just random but signed by the console (:func:`login_csrf_value`: a
+random nonce and an expiry, HMAC'd with a per-process secret), and a login whose
+``Origin`` is another origin is refused outright.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import time
@@ -28,11 +33,52 @@ from hub.console.auth import (
 from hub.console.errors import BadRequest
 from hub.console.render import render
 
-__all__ = ["LOGIN_COOKIE", "ROUTES", "safe_next"]
+__all__ = [
+    "LOGIN_COOKIE",
+    "LOGIN_FORM_TTL_S",
+    "ROUTES",
+    "login_csrf_valid",
+    "login_csrf_value",
+    "safe_next",
+]
 
 LOGIN_COOKIE = "edgegov_login"
 """The login form's CSRF value (double-submitted: cookie and hidden field)."""
 MAX_TOKEN_CHARS = 128
+LOGIN_FORM_TTL_S = 3600
+"""A login form's CSRF value is good for this long."""
+
+
+def login_csrf_value(secret: bytes, now: int) -> str:
+    """A fresh login CSRF value: ``NONCE.EXPIRES.MAC``, the MAC an HMAC-SHA256 of nonce and
+    expiry under ``secret``, so only this console can make one."""
+    body = f"{secrets.token_urlsafe(24)}.{now + LOGIN_FORM_TTL_S}"
+    return f"{body}.{_mac(secret, body)}"
+
+
+def login_csrf_valid(secret: bytes, value: str, now: int) -> bool:
+    """``value`` was made by :func:`login_csrf_value` with ``secret`` and has not expired."""
+    body, _, mac = value.rpartition(".")
+    _, _, expires = body.rpartition(".")
+    return (
+        bool(body)
+        and expires.isdigit()
+        and now <= int(expires)
+        and hmac.compare_digest(mac.encode(), _mac(secret, body).encode())
+    )
+
+
+def _mac(secret: bytes, body: str) -> str:
+    digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _same_origin(request: Request) -> bool:
+    """No ``Origin`` (not a browser's cross-origin form) or this console's own origin."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 def safe_next(value: str | None) -> str:
@@ -67,7 +113,12 @@ async def login(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=8)
     target = safe_next(_text(form.get("next")))
     sent, expected = _text(form.get(CSRF_FIELD)), request.cookies.get(LOGIN_COOKIE, "")
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if (
+        not _same_origin(request)
+        or not expected
+        or not hmac.compare_digest(sent.encode(), expected.encode())
+        or not login_csrf_valid(context.login_secret, sent, context.clock())
+    ):
         return _form(request, target, "The login form expired: log in again.", 403)
     limit = context.login_limit
     if not limit.allow(client, time.monotonic()):
@@ -90,7 +141,9 @@ async def login(request: Request) -> Response:
     response.set_cookie(
         COOKIE, session_id, httponly=True, samesite="strict", secure=context.secure, path="/"
     )
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    response.delete_cookie(
+        LOGIN_COOKIE, path="/login", httponly=True, samesite="strict", secure=context.secure
+    )
     return response
 
 
@@ -100,13 +153,15 @@ async def logout(request: Request) -> Response:
     context = console_context(request)
     context.sessions.end(request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="strict", secure=context.secure
+    )
     return response
 
 
 def _form(request: Request, target: str, error: str | None, status: int) -> Response:
     context = console_context(request)
-    value = secrets.token_urlsafe(32)
+    value = login_csrf_value(context.login_secret, context.clock())
     response = render(
         request,
         "login.html",
@@ -120,7 +175,7 @@ def _form(request: Request, target: str, error: str | None, status: int) -> Resp
         samesite="strict",
         secure=context.secure,
         path="/login",
-        max_age=3600,
+        max_age=LOGIN_FORM_TTL_S,
     )
     return response
 
