@@ -380,3 +380,104 @@ def test_logging_out_deletes_the_session_cookie_samesite_strict(console: Console
     deleted = response.headers["set-cookie"].lower()
     assert "edgegov_session=" in deleted and "samesite=strict" in deleted
     assert "httponly" in deleted
+
+
+MALFORMED_MULTIPART = [
+    ("multipart/form-data", b"xx"),
+    ("multipart/form-data; boundary=b", b"--a\r\nxx"),
+    ("multipart/form-data; boundary=b", b"--b\r\nbad header line\r\n\r\nx\r\n--b--\r\n"),
+    (
+        "multipart/form-data; boundary=b",
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i
+            for i in range(100)
+        )
+        + b"--b--\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), MALFORMED_MULTIPART)
+@pytest.mark.parametrize("path", ["/actions/push/preview", "/proof"])
+def test_a_malformed_form_body_is_a_400_with_a_sentence(
+    console: Console,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+    body: bytes,
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    app_client = TestClient(
+        create_app(console.context), raise_server_exceptions=False, cookies=client.cookies
+    )
+    response = app_client.post(
+        path, content=body, headers={"content-type": content_type, "x-csrf-token": csrf}
+    )
+    assert response.status_code == 400
+    assert "send it again from the console" in response.text
+    assert "Traceback" not in response.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_disconnects_mid_form_is_not_logged_as_an_error(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/proof",
+        "raw_path": b"/proof",
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 5000),
+        "http_version": "1.1",
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"cookie", cookie.encode()),
+            (b"x-csrf-token", csrf.encode()),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", b"100000"),
+        ],
+    }
+    messages = [
+        {"type": "http.request", "body": b"--b\r\n", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        pass
+
+    await create_app(console.context)(scope, receive, send)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+
+
+def test_an_oversized_form_is_refused_for_its_size_and_a_lengthless_one_for_its_length(
+    console: Console,
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    big = client.post(
+        "/actions/revoke/preview", data={"csrf": csrf, "reason": "r" * MAX_FORM_BYTES}
+    )
+    assert big.status_code == 400
+    assert f"this page accepts at most {MAX_FORM_BYTES} bytes" in big.text
+    assert "without its length" not in big.text
+
+    def chunks() -> Iterator[bytes]:
+        yield b"csrf=" + csrf.encode()
+
+    lengthless = client.post(
+        "/actions/revoke/preview",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert lengthless.status_code == 400 and "without its length" in lengthless.text

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
@@ -94,6 +94,7 @@ def create_app(context: ConsoleContext) -> Starlette:
         exception_handlers={
             ConsoleError: _console_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _internal_error,
         },
     )
@@ -126,6 +127,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             request, 405, "Method not allowed", f"{request.method} is not allowed here."
         )
     return _error_page(request, exc.status_code, "Error", str(exc.detail))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The browser went away mid-request: nobody reads the answer, and it is no error."""
+    logger.debug("console: %s %s: the client disconnected", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -25,12 +25,13 @@ from hub.console.auth import (
     COOKIE,
     CSRF_FIELD,
     MAX_FORM_BYTES,
+    check_length,
     checked_form,
     console_context,
     current_user,
     find_token,
+    read_form,
 )
-from hub.console.errors import BadRequest
 from hub.console.render import render
 
 __all__ = [
@@ -107,10 +108,8 @@ async def login(request: Request) -> Response:
     """Check the token typed; on success start a session and go where the user was headed."""
     context = console_context(request)
     client = request.client.host if request.client else "unknown"
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > MAX_FORM_BYTES:
-        raise BadRequest("the login form must be sent with its length, at most 64 KiB")
-    form = await request.form(max_files=0, max_fields=8)
+    check_length(request, MAX_FORM_BYTES)
+    form = await read_form(request, max_files=0, max_fields=8)
     target = safe_next(_text(form.get("next")))
     sent, expected = _text(form.get(CSRF_FIELD)), request.cookies.get(LOGIN_COOKIE, "")
     if (
