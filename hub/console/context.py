@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.console.operations import HubActions
+from hub.console.previews import Previews
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.hubdir.layout import HubDir, HubKeys
@@ -58,3 +59,5 @@ class ConsoleContext:
     """Signs the login form's CSRF values (per process: a restart invalidates open forms)."""
     sessions: Sessions = field(default_factory=Sessions)
     login_limit: LoginLimit = field(default_factory=LoginLimit)
+    previews: Previews = field(default_factory=Previews)
+    """Each governance preview's one-shot confirmation nonce."""
