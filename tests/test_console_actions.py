@@ -27,6 +27,7 @@ from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
+from hub.console.actions import CLI_HINTS, console_wording
 from hub.console.app import create_app
 from hub.console.operations import Published
 from hub.console.previews import PREVIEW_TTL_S, content_digest
@@ -766,3 +767,37 @@ def test_a_confirm_that_matches_no_preview_is_refused_and_audited(
     expired = client.post("/actions/revoke", data={**confirm, "preview": nonce})
     assert expired.status_code == 409 and "expired" in expired.text
     assert console.registry.current_revocations() == []
+
+
+# Refusals say what to do in the console.
+
+
+@pytest.mark.parametrize(
+    ("fields", "todo"),
+    [
+        ({"value": "gw-999"}, "check it on the Devices page"),
+        ({"value": "gw-002", "region": "us-9"}, "leave the Region field empty"),
+    ],
+)
+def test_a_refused_revocation_says_what_to_do_in_the_console_not_on_the_command_line(
+    hub: tuple[Console, HubSim], fields: dict[str, str], todo: str
+) -> None:
+    console, _ = hub
+    client, csrf = _operator(console)
+    form = {**REVOKE_GW2, **fields, "csrf": csrf}
+    preview = client.post("/actions/revoke/preview", data=form)
+    assert preview.status_code == 400 and todo in preview.text
+    assert "--" not in preview.text.split("<main>")[1]
+    confirm = client.post(
+        "/actions/revoke",
+        data=_previewed(console, client, "revoke", {"region": "eu-1", **form}),
+    )
+    assert confirm.status_code == 400 and "--" not in confirm.text.split("<main>")[1]
+    (entry,) = console.registry.audit_log()
+    assert "--" not in entry.detail
+
+
+def test_every_command_line_hint_of_the_shared_checks_has_console_wording() -> None:
+    for cli, console_hint in CLI_HINTS:
+        worded = console_wording(f"device 'gw-9' is not registered: {cli}")
+        assert cli not in worded and console_hint in worded and "--" not in worded

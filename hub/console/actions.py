@@ -449,7 +449,7 @@ async def _carry_out(
     except (StateError, TransportError) as exc:
         outcome, detail, status = "failed", str(exc), 500
     except EdgeGovError as exc:
-        outcome, detail, status = "refused", str(exc), 400
+        outcome, detail, status = "refused", console_wording(str(exc)), 400
     except Exception as exc:
         registry.finish_action(
             action_id,
@@ -472,12 +472,37 @@ async def _carry_out(
 
 def _refused_preview(request: Request, what: str, exc: EdgeGovError) -> Response:
     """A preview the hub's checks refused: the sentence, and nothing changed."""
+    detail = console_wording(str(exc))
     return render(
         request,
         "action_result.html",
-        {"action": f"{what} preview", "target": "", "outcome": "refused", "detail": str(exc)},
+        {"action": f"{what} preview", "target": "", "outcome": "refused", "detail": detail},
         status=400,
     )
+
+
+CLI_HINTS = (
+    (
+        "check it (edge-hub fleet), or add --force to revoke anyway",
+        "check it on the Devices page: the console revokes only what this hub knows",
+    ),
+    ("(drop --region)", "(leave the Region field empty)"),
+    ("give --region", "fill in the Region field"),
+    (
+        "add --lift-revocations to re-open them on purpose",
+        "tick the box to lift revocations to re-open them on purpose",
+    ),
+)
+"""What the hub's shared checks tell a command-line user to do, and what to do instead in
+the console."""
+
+
+def console_wording(message: str) -> str:
+    """``message`` (from a check shared with the ``edge-hub`` commands) with what it says to
+    do on the command line replaced by what to do in the console."""
+    for cli, console in CLI_HINTS:
+        message = message.replace(cli, console)
+    return message
 
 
 def _text(form: FormData, name: str, max_chars: int) -> str:

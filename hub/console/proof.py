@@ -57,6 +57,7 @@ from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES, parse_tlog_proo
 from hub.console.auth import checked_form, console_context, require_viewer
 from hub.console.errors import BadRequest
 from hub.console.lineage import console_receipt
+from hub.console.query import check_params
 from hub.console.render import render
 from hub.core.receipts import FORMATS
 from hub.registry import Registry
@@ -179,6 +180,7 @@ async def proof_page(request: Request) -> Response:
     """The form; with ``device`` and ``seq``, that entry's receipt built now and checked."""
     require_viewer(request)
     context = console_context(request)
+    check_params(request, ("device", "seq", "format"))
     params = request.query_params
     if not params.get("device") and not params.get("seq"):
         return render(request, "proof.html", _values(None, None))
