@@ -303,6 +303,11 @@ def test_a_confirmed_revocation_is_signed_recorded_published_and_audited(
         ({"scope": "device", "value": ""}, "name the device"),
         ({"scope": "bundle", "value": "v2"}, "whole number"),
         ({"scope": "device", "value": "gw-002", "reason": " "}, "give a reason"),
+        (
+            {"scope": "device", "value": "gw-002", "reason": 'x\nlevel=info msg="forged"'},
+            "one line of text",
+        ),
+        ({"scope": "device", "value": "gw-002", "reason": "a\x00b"}, "one line of text"),
         ({"scope": "device", "value": "x" * 129}, "longer than 128"),
     ],
 )

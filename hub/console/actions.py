@@ -241,6 +241,11 @@ def _revocation_input(
     reason = _text(form, "reason", MAX_REASON_CHARS).strip()
     if not reason:
         raise BadRequest("give a reason: devices log it and operators read it in the audit log")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in reason):
+        raise BadRequest(
+            "a reason is one line of text: no line breaks or control characters (devices "
+            "write it into their logs)"
+        )
     region = _text(form, "region", MAX_NAME_CHARS).strip() or None
     return kind, value, region, reason
 
