@@ -365,11 +365,17 @@ def test_a_login_form_expires_and_a_login_from_another_origin_is_refused(
 
     other = client.post("/login", data=form(), headers={"origin": "http://127.0.0.1:9999"})
     assert other.status_code == 403
+    same_site = client.post("/login", data=form(), headers={"sec-fetch-site": "same-site"})
+    assert same_site.status_code == 403
     old = form()
     console.now[0] += LOGIN_FORM_TTL_S + 1
     assert client.post("/login", data=old).status_code == 403
     console.now[0] -= LOGIN_FORM_TTL_S + 1
-    same = client.post("/login", data=form(), headers={"origin": "http://testserver"})
+    same = client.post(
+        "/login",
+        data=form(),
+        headers={"origin": "null", "sec-fetch-site": "same-origin"},
+    )
     assert same.status_code == 303
 
 

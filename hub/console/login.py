@@ -5,8 +5,8 @@ The login form carries its own CSRF value, in a ``SameSite=Strict`` cookie and a
 field that must match, so another site cannot log a browser in as someone else either. A
 cookie is not isolated by port, so a page on another loopback port could plant one; the
 value is therefore not just random but signed by the console (:func:`login_csrf_value`: a
-random nonce and an expiry, HMAC'd with a per-process secret), and a login whose
-``Origin`` is another origin is refused outright.
+random nonce and an expiry, HMAC'd with a per-process secret), and a login the browser
+says comes from another origin (``Sec-Fetch-Site``, ``Origin``) is refused outright.
 """
 
 from __future__ import annotations
@@ -75,9 +75,16 @@ def _mac(secret: bytes, body: str) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """No ``Origin`` (not a browser's cross-origin form) or this console's own origin."""
+    """Not a form sent by another origin's page, as far as the browser says: its
+    ``Sec-Fetch-Site`` (when sent) is ``same-origin`` or ``none`` (typed by the user), and
+    its ``Origin`` (when sent, and not ``null``: the console's ``no-referrer`` policy makes
+    the browser send ``null`` for the console's own forms) is the console's own. A page on
+    another loopback port is ``same-site``, not ``same-origin``, and is refused."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
