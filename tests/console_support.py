@@ -98,7 +98,7 @@ def console_on(setup: HubSetup, registry: Registry, **overrides: object) -> Cons
         hub_dir=hub_dir,
         keys=hub_dir.load_keys,
         clock=lambda: now[0],
-        **overrides,  # type: ignore[arg-type]
+        **({"hosts": frozenset({"testserver"})} | overrides),  # type: ignore[arg-type]
     )
     return Console(setup, registry, context, now)
 

@@ -9,13 +9,16 @@ for viewers and anonymous users and without the session's CSRF token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -24,7 +27,10 @@ from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.protocol.roles import Role
+from hub.console.actions import CLI_HINTS, console_wording
+from hub.console.app import create_app
 from hub.console.operations import Published
+from hub.console.previews import PREVIEW_TTL_S, content_digest
 from hub.core.publications import Publication
 from hub.core.push import PushPlan, resolve_key_id, revocation_region
 from hub.hubdir.layout import HubDir, HubKeys
@@ -163,6 +169,21 @@ def _operator(console: Console) -> tuple[TestClient, str]:
     return client, console.csrf(client)
 
 
+def _previewed(
+    console: Console, client: TestClient, action: str, form: dict[str, str]
+) -> dict[str, str]:
+    """``form`` with the nonce a passed preview of it would have given ``client``'s session:
+    a confirm whose preview passed (the hub's state may have moved since)."""
+    parts = {
+        "revoke": lambda: (form["scope"], form["value"], form["region"], form["reason"]),
+        "bundle_push": lambda: (form["digest"], "lift" if form.get("lift_revocations") else ""),
+        "challenge": lambda: (form["device"],),
+    }[action]()
+    session = client.cookies["edgegov_session"]
+    nonce = console.context.previews.issue(session, action, content_digest(*parts), console.now[0])
+    return {**form, "preview": nonce}
+
+
 def _bundle_file(console: Console, version: int = 1) -> bytes:
     return make_bundle(console.setup.keys, version)
 
@@ -251,7 +272,10 @@ def test_a_confirmed_revocation_is_signed_recorded_published_and_audited(
 ) -> None:
     console, sim = hub
     client, csrf = _operator(console)
-    page = client.post("/actions/revoke", data={**REVOKE_GW2, "region": "eu-1", "csrf": csrf})
+    page = client.post(
+        "/actions/revoke",
+        data=_previewed(console, client, "revoke", {**REVOKE_GW2, "region": "eu-1", "csrf": csrf}),
+    )
     assert page.status_code == 200, page.text
     (issued,) = console.registry.current_revocations()
     assert (issued.kind, issued.value, issued.reason, issued.epoch) == (
@@ -279,6 +303,11 @@ def test_a_confirmed_revocation_is_signed_recorded_published_and_audited(
         ({"scope": "device", "value": ""}, "name the device"),
         ({"scope": "bundle", "value": "v2"}, "whole number"),
         ({"scope": "device", "value": "gw-002", "reason": " "}, "give a reason"),
+        (
+            {"scope": "device", "value": "gw-002", "reason": 'x\nlevel=info msg="forged"'},
+            "one line of text",
+        ),
+        ({"scope": "device", "value": "gw-002", "reason": "a\x00b"}, "one line of text"),
         ({"scope": "device", "value": "x" * 129}, "longer than 128"),
     ],
 )
@@ -303,7 +332,9 @@ def test_revoking_what_the_hub_does_not_know_is_refused_at_preview_and_audited_a
     preview = client.post("/actions/revoke/preview", data=unknown)
     assert preview.status_code == 400 and "not registered at this hub" in preview.text
     assert console.registry.audit_log() == []
-    confirm = client.post("/actions/revoke", data={**unknown, "region": "eu-1"})
+    confirm = client.post(
+        "/actions/revoke", data=_previewed(console, client, "revoke", {**unknown, "region": "eu-1"})
+    )
     assert confirm.status_code == 400
     (entry,) = console.registry.audit_log()
     assert entry.outcome == "refused" and "not registered" in entry.detail
@@ -324,7 +355,10 @@ def test_a_key_revocation_is_irreversible_and_needs_the_confirm_word(
     refused = client.post("/actions/revoke", data=confirm)
     assert refused.status_code == 400 and "to confirm a revocation nothing undoes" in refused.text
     assert console.registry.current_revocations() == []
-    done = client.post("/actions/revoke", data={**confirm, "confirm": "revoke"})
+    done = client.post(
+        "/actions/revoke",
+        data=_previewed(console, client, "revoke", {**confirm, "confirm": "revoke"}),
+    )
     assert done.status_code == 200, done.text
     assert [r.value for r in console.registry.current_revocations()] == [key_id]
 
@@ -358,7 +392,7 @@ def test_a_confirmed_push_is_verified_again_recorded_published_and_audited(
     data = _bundle_file(console)
     digest = hashlib.sha256(data).hexdigest()
     form = {"csrf": csrf, "digest": digest, "bundle": base64.b64encode(data).decode()}
-    page = client.post("/actions/push", data=form)
+    page = client.post("/actions/push", data=_previewed(console, client, "bundle_push", form))
     assert page.status_code == 200, page.text
     assert {b.digest.hex() for b in console.registry.current_bundles()} == {digest}
     assert any(p.payload == data for p in sim.published)
@@ -406,11 +440,16 @@ def test_a_rollback_is_refused_at_confirm_and_audited_as_refused(
         data = _bundle_file(console, version)
         client.post(
             "/actions/push",
-            data={
-                "csrf": csrf,
-                "digest": hashlib.sha256(data).hexdigest(),
-                "bundle": base64.b64encode(data).decode(),
-            },
+            data=_previewed(
+                console,
+                client,
+                "bundle_push",
+                {
+                    "csrf": csrf,
+                    "digest": hashlib.sha256(data).hexdigest(),
+                    "bundle": base64.b64encode(data).decode(),
+                },
+            ),
         )
     refused, done = console.registry.audit_log()
     assert (done.outcome, refused.outcome) == ("done", "refused")
@@ -427,7 +466,10 @@ def test_a_challenge_is_previewed_then_sent_and_audited(hub: tuple[Console, HubS
     page = client.post("/actions/challenge/preview", data={"device": "gw-001", "csrf": csrf})
     assert page.status_code == 200 and "never attested" in page.text
     assert sim.challenged == []
-    done = client.post("/actions/challenge", data={"device": "gw-001", "csrf": csrf})
+    done = client.post(
+        "/actions/challenge",
+        data=_previewed(console, client, "challenge", {"device": "gw-001", "csrf": csrf}),
+    )
     assert done.status_code == 200 and sim.challenged == ["gw-001"]
     (entry,) = console.registry.audit_log()
     assert (entry.action, entry.target, entry.outcome) == ("challenge", "gw-001", "done")
@@ -452,7 +494,9 @@ def test_a_device_is_previewed_with_its_key_id_then_registered_and_audited(
     page = client.post("/actions/register/preview", data=form)
     assert page.status_code == 200, page.text
     assert console.registry.device("gw-010") is None
-    done = client.post("/actions/register", data=form)
+    nonce = re.search(r'name="preview" value="([^"]+)"', page.text)
+    assert nonce
+    done = client.post("/actions/register", data={**form, "preview": nonce.group(1)})
     assert done.status_code == 200, done.text
     record = console.registry.device("gw-010")
     assert record is not None and record.groups == ("line-a", "line-b")
@@ -467,6 +511,8 @@ def test_a_device_is_previewed_with_its_key_id_then_registered_and_audited(
         ({"public_key": "not a key"}, "PEM"),
         ({"device_id": "hub"}, "reserved"),
         ({"device_id": "gw/1"}, "device id"),
+        ({"device_id": ".."}, "only dots"),
+        ({"device_id": "."}, "only dots"),
         ({"region": "eu+1"}, "region"),
     ],
 )
@@ -544,7 +590,12 @@ def test_an_action_that_breaks_is_audited_as_failed_before_the_error_propagates(
     monkeypatch.setattr(sim, "revoke", broken)
     client, csrf = _operator(console)
     with pytest.raises(RuntimeError, match="loop is gone"):
-        client.post("/actions/revoke", data={**REVOKE_GW2, "region": "eu-1", "csrf": csrf})
+        client.post(
+            "/actions/revoke",
+            data=_previewed(
+                console, client, "revoke", {**REVOKE_GW2, "region": "eu-1", "csrf": csrf}
+            ),
+        )
     (entry,) = console.registry.audit_log()
     assert (entry.outcome, entry.detail) == ("failed", "internal error (RuntimeError)")
 
@@ -560,7 +611,12 @@ def test_an_action_whose_audit_record_cannot_be_written_is_not_carried_out(
     monkeypatch.setattr(console.registry, "begin_action", full)
     client, csrf = _operator(console)
     with pytest.raises(RegistryError, match="disk is full"):
-        client.post("/actions/revoke", data={**REVOKE_GW2, "region": "eu-1", "csrf": csrf})
+        client.post(
+            "/actions/revoke",
+            data=_previewed(
+                console, client, "revoke", {**REVOKE_GW2, "region": "eu-1", "csrf": csrf}
+            ),
+        )
     assert console.registry.current_revocations() == [] and sim.published == []
 
 
@@ -574,7 +630,10 @@ def test_a_hub_that_cannot_reach_its_broker_makes_the_action_failed_saying_so(
 
     monkeypatch.setattr(sim, "challenge", offline)
     client, csrf = _operator(console)
-    response = client.post("/actions/challenge", data={"device": "gw-001", "csrf": csrf})
+    response = client.post(
+        "/actions/challenge",
+        data=_previewed(console, client, "challenge", {"device": "gw-001", "csrf": csrf}),
+    )
     assert response.status_code == 500 and "not connected to its broker" in response.text
     (entry,) = console.registry.audit_log()
     assert entry.outcome == "failed" and "not connected" in entry.detail
@@ -593,7 +652,7 @@ def test_a_confirmed_key_revocation_must_name_a_key_of_the_current_root(
         "confirm": "revoke",
         "csrf": csrf,
     }
-    response = client.post("/actions/revoke", data=form)
+    response = client.post("/actions/revoke", data=_previewed(console, client, "revoke", form))
     assert response.status_code == 400 and "matches 0 keys" in response.text
     assert console.registry.current_revocations() == [] and sim.published == []
     (entry,) = console.registry.audit_log()
@@ -606,14 +665,144 @@ def test_a_bundle_version_is_revoked_as_the_number_it_is(hub: tuple[Console, Hub
     data = _bundle_file(console, 7)
     client.post(
         "/actions/push",
-        data={
-            "csrf": csrf,
-            "digest": hashlib.sha256(data).hexdigest(),
-            "bundle": base64.b64encode(data).decode(),
-        },
+        data=_previewed(
+            console,
+            client,
+            "bundle_push",
+            {
+                "csrf": csrf,
+                "digest": hashlib.sha256(data).hexdigest(),
+                "bundle": base64.b64encode(data).decode(),
+            },
+        ),
     )
     form = {"scope": "bundle", "value": "007", "reason": "bad policy", "csrf": csrf}
     page = client.post("/actions/revoke/preview", data=form)
     assert page.status_code == 200 and 'name="value" value="7"' in page.text
     too_long = client.post("/actions/revoke/preview", data={**form, "value": "9" * 20})
     assert too_long.status_code == 400 and "whole number" in too_long.text
+
+
+# One confirm per preview.
+
+
+def _nonce(page: str) -> str:
+    found = re.search(r'name="preview" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+async def _confirm_at_once(
+    console: Console, client: TestClient, path: str, form: dict[str, str], times: int
+) -> list[httpx.Response]:
+    """``times`` identical confirms sent at once on the console's own event loop."""
+    transport = httpx.ASGITransport(app=create_app(console.context))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", cookies=dict(client.cookies)
+    ) as browser:
+        return list(await asyncio.gather(*(browser.post(path, data=form) for _ in range(times))))
+
+
+@pytest.mark.asyncio
+async def test_parallel_confirms_of_one_revocation_preview_sign_one_epoch(
+    hub: tuple[Console, HubSim],
+) -> None:
+    console, _ = hub
+    client, csrf = _operator(console)
+    page = client.post("/actions/revoke/preview", data={**REVOKE_GW2, "csrf": csrf})
+    form = {**REVOKE_GW2, "region": "eu-1", "csrf": csrf, "preview": _nonce(page.text)}
+    responses = await _confirm_at_once(console, client, "/actions/revoke", form, 8)
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 7
+    assert [r.epoch for r in console.registry.current_revocations()] == [1]
+    outcomes = sorted(e.outcome for e in console.registry.audit_log())
+    assert outcomes == ["done"] + ["refused"] * 7
+    refused = [e for e in console.registry.audit_log() if e.outcome == "refused"]
+    assert all(e.detail.startswith("already done") for e in refused)
+
+
+@pytest.mark.asyncio
+async def test_parallel_confirms_of_one_push_preview_push_once(
+    hub: tuple[Console, HubSim],
+) -> None:
+    console, _ = hub
+    client, csrf = _operator(console)
+    data = _bundle_file(console)
+    page = client.post(
+        "/actions/push/preview", data={"csrf": csrf}, files={"bundle": ("b.cbor", data)}
+    )
+    form = {
+        "csrf": csrf,
+        "digest": hashlib.sha256(data).hexdigest(),
+        "bundle": base64.b64encode(data).decode(),
+        "preview": _nonce(page.text),
+    }
+    responses = await _confirm_at_once(console, client, "/actions/push", form, 6)
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 5
+    assert sorted(e.outcome for e in console.registry.audit_log()) == ["done"] + ["refused"] * 5
+    assert "already done" in next(r.text for r in responses if r.status_code == 409)
+
+
+def test_a_confirm_that_matches_no_preview_is_refused_and_audited(
+    hub: tuple[Console, HubSim],
+) -> None:
+    console, sim = hub
+    client, csrf = _operator(console)
+    page = client.post("/actions/revoke/preview", data={**REVOKE_GW2, "csrf": csrf})
+    nonce = _nonce(page.text)
+    _, other_csrf = other = _operator(console)
+    data = _bundle_file(console)
+    digest = hashlib.sha256(data).hexdigest()
+    bundle = {"digest": digest, "bundle": base64.b64encode(data).decode(), "csrf": csrf}
+    confirm = {**REVOKE_GW2, "region": "eu-1", "csrf": csrf}
+    for sender, path, form in [
+        (client, "/actions/push", bundle),
+        (client, "/actions/push", {**bundle, "preview": nonce}),
+        (client, "/actions/revoke", confirm),
+        (client, "/actions/revoke", {**confirm, "reason": "edited", "preview": nonce}),
+        (client, "/actions/revoke", {**confirm, "value": "gw-001", "preview": nonce}),
+        (other[0], "/actions/revoke", {**confirm, "csrf": other_csrf, "preview": nonce}),
+    ]:
+        response = sender.post(path, data=form)
+        assert response.status_code == 409 and "matches no preview" in response.text
+    assert console.registry.current_revocations() == [] and sim.published == []
+    assert console.registry.current_bundles() == []
+    log = console.registry.audit_log()
+    assert len(log) == 6 and {e.outcome for e in log} == {"refused"}
+    console.now[0] += PREVIEW_TTL_S + 1
+    expired = client.post("/actions/revoke", data={**confirm, "preview": nonce})
+    assert expired.status_code == 409 and "expired" in expired.text
+    assert console.registry.current_revocations() == []
+
+
+# Refusals say what to do in the console.
+
+
+@pytest.mark.parametrize(
+    ("fields", "todo"),
+    [
+        ({"value": "gw-999"}, "check it on the Devices page"),
+        ({"value": "gw-002", "region": "us-9"}, "leave the Region field empty"),
+    ],
+)
+def test_a_refused_revocation_says_what_to_do_in_the_console_not_on_the_command_line(
+    hub: tuple[Console, HubSim], fields: dict[str, str], todo: str
+) -> None:
+    console, _ = hub
+    client, csrf = _operator(console)
+    form = {**REVOKE_GW2, **fields, "csrf": csrf}
+    preview = client.post("/actions/revoke/preview", data=form)
+    assert preview.status_code == 400 and todo in preview.text
+    assert "--" not in preview.text.split("<main>")[1]
+    confirm = client.post(
+        "/actions/revoke",
+        data=_previewed(console, client, "revoke", {"region": "eu-1", **form}),
+    )
+    assert confirm.status_code == 400 and "--" not in confirm.text.split("<main>")[1]
+    (entry,) = console.registry.audit_log()
+    assert "--" not in entry.detail
+
+
+def test_every_command_line_hint_of_the_shared_checks_has_console_wording() -> None:
+    for cli, console_hint in CLI_HINTS:
+        worded = console_wording(f"device 'gw-9' is not registered: {cli}")
+        assert cli not in worded and console_hint in worded and "--" not in worded

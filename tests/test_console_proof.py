@@ -204,6 +204,16 @@ def test_pasted_text_that_is_no_proof_is_refused_clearly(
     assert message in response.text
 
 
+def test_a_bad_paste_shows_the_form_again_with_the_paste_and_why(
+    console: Console, client: TestClient
+) -> None:
+    response = client.post("/proof", data={"text": "not a <proof> !", "csrf": console.csrf(client)})
+    assert response.status_code == 400
+    assert '<p class="error">the pasted proof is neither a tlog-proof' in response.text
+    assert '<form method="post" action="/proof"' in response.text
+    assert ">not a &lt;proof&gt; !</textarea>" in response.text
+
+
 def test_an_oversize_upload_is_refused_before_it_is_read(
     console: Console, client: TestClient
 ) -> None:

@@ -335,3 +335,25 @@ def test_an_unknown_page_is_a_404_page_and_a_wrong_method_a_405(console: Console
     assert client.get("/nowhere").status_code == 404
     assert "no such page" in client.get("/nowhere").text
     assert client.put("/devices").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("/devices?bogus=1", "unknown parameter bogus"),
+        ("/devices?state=open&state=stale", "state given more than once"),
+        ("/devices/gw-001?hours=1&x=2", "unknown parameter x"),
+        ("/devices/gw-001?hours=1&hours=2", "hours given more than once"),
+        ("/lineage/gw-001/0?x=1", "unknown parameter x"),
+        ("/lineage/gw-001/0/receipt?format=cose&format=tlog-proof", "format given more than once"),
+        ("/lineage/gw-001/0/receipt?fmt=cose", "unknown parameter fmt"),
+        ("/audit?page=2", "unknown parameter page"),
+        ("/proof?device=gw-001&seq=0&x=1", "unknown parameter x"),
+    ],
+)
+def test_an_unknown_or_repeated_parameter_is_refused_naming_it(
+    console: Console, url: str, problem: str
+) -> None:
+    response = console.client("viewer").get(url)
+    assert response.status_code == 400
+    assert problem in response.text

@@ -19,6 +19,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.app import CSP, HSTS, create_app
 from hub.console.auth import MAX_FORM_BYTES, checked_form
+from hub.console.login import LOGIN_FORM_TTL_S, login_csrf_value
 from hub.registry import DeviceRecord, IssuedRevocation, RejectionCount
 from tests.console_support import Console, add_token, login, make_console
 from tests.factory import NOW
@@ -274,3 +275,215 @@ def test_checked_form_admits_an_operator_with_the_csrf_token_only(console: Conso
     response = operator.post("/act", data=big)
     assert response.status_code == 400
     assert "at most 65536 bytes" in response.text
+
+
+def _login_attempt(client: TestClient, token: str) -> Response:
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    return client.post("/login", data={"token": token, "csrf": csrf.group(1)})
+
+
+def test_the_login_limit_429_says_when_to_retry_and_is_per_client_address(
+    console: Console,
+) -> None:
+    app = create_app(console.context)
+    attacker = TestClient(
+        app, base_url="http://127.0.0.1", client=("127.0.0.2", 1), follow_redirects=False
+    )
+    operator = TestClient(
+        app, base_url="http://127.0.0.1", client=("127.0.0.3", 1), follow_redirects=False
+    )
+    for _ in range(5):
+        assert _login_attempt(attacker, "egc_guess").status_code == 401
+    refused = _login_attempt(attacker, "egc_guess")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    token = add_token(console.registry, "alice", "viewer")
+    assert _login_attempt(operator, token).status_code == 303
+
+
+def test_successful_logins_do_not_count_toward_the_login_limit(console: Console) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+    for _ in range(12):
+        assert _login_attempt(client, token).status_code == 303
+        client.cookies.clear()
+    for _ in range(5):
+        assert _login_attempt(client, "egc_guess").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "testserver"],
+)
+def test_the_console_answers_to_the_names_it_serves(console: Console, host: str) -> None:
+    response = console.client(None).get("/login", headers={"host": host})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example", "", "a b", "[::2]"]
+)
+def test_a_request_for_another_host_is_refused_before_any_route(
+    console: Console, host: str
+) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert csrf
+    for response in (
+        client.get("/login", headers={"host": host}),
+        client.post("/login", data={"token": token, "csrf": csrf.group(1)}, headers={"host": host}),
+        client.get("/static/console.css", headers={"host": host}),
+    ):
+        assert response.status_code == 421
+        assert "answers only to" in response.text and csrf.group(1) not in response.text
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "set-cookie" not in response.headers
+
+
+def test_a_login_csrf_value_planted_from_another_port_is_refused(console: Console) -> None:
+    token = add_token(console.registry, "mallory", "viewer")
+    client = console.client(None)
+    forged = login_csrf_value(b"not the console's secret", NOW)
+    for value in ("x", forged):
+        client.cookies.set("edgegov_login", value, domain="testserver.local", path="/login")
+        response = client.post("/login", data={"token": token, "csrf": value})
+        assert response.status_code == 403
+        assert "edgegov_session" not in response.headers.get("set-cookie", "")
+
+
+def test_a_login_form_expires_and_a_login_from_another_origin_is_refused(
+    console: Console,
+) -> None:
+    token = add_token(console.registry, "alice", "viewer")
+    client = console.client(None)
+
+    def form() -> dict[str, str]:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        return {"token": token, "csrf": csrf.group(1)}
+
+    other = client.post("/login", data=form(), headers={"origin": "http://127.0.0.1:9999"})
+    assert other.status_code == 403
+    same_site = client.post("/login", data=form(), headers={"sec-fetch-site": "same-site"})
+    assert same_site.status_code == 403
+    old = form()
+    console.now[0] += LOGIN_FORM_TTL_S + 1
+    assert client.post("/login", data=old).status_code == 403
+    console.now[0] -= LOGIN_FORM_TTL_S + 1
+    same = client.post(
+        "/login",
+        data=form(),
+        headers={"origin": "null", "sec-fetch-site": "same-origin"},
+    )
+    assert same.status_code == 303
+
+
+def test_logging_out_deletes_the_session_cookie_samesite_strict(console: Console) -> None:
+    client = console.client("viewer")
+    response = client.post("/logout", data={"csrf": console.csrf(client)})
+    assert response.status_code == 303
+    deleted = response.headers["set-cookie"].lower()
+    assert "edgegov_session=" in deleted and "samesite=strict" in deleted
+    assert "httponly" in deleted
+
+
+MALFORMED_MULTIPART = [
+    ("multipart/form-data", b"xx"),
+    ("multipart/form-data; boundary=b", b"--a\r\nxx"),
+    ("multipart/form-data; boundary=b", b"--b\r\nbad header line\r\n\r\nx\r\n--b--\r\n"),
+    (
+        "multipart/form-data; boundary=b",
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i
+            for i in range(100)
+        )
+        + b"--b--\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), MALFORMED_MULTIPART)
+@pytest.mark.parametrize("path", ["/actions/push/preview", "/proof"])
+def test_a_malformed_form_body_is_a_400_with_a_sentence(
+    console: Console,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+    body: bytes,
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    app_client = TestClient(
+        create_app(console.context), raise_server_exceptions=False, cookies=client.cookies
+    )
+    response = app_client.post(
+        path, content=body, headers={"content-type": content_type, "x-csrf-token": csrf}
+    )
+    assert response.status_code == 400
+    assert "send it again from the console" in response.text
+    assert "Traceback" not in response.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_disconnects_mid_form_is_not_logged_as_an_error(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/proof",
+        "raw_path": b"/proof",
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 5000),
+        "http_version": "1.1",
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"cookie", cookie.encode()),
+            (b"x-csrf-token", csrf.encode()),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", b"100000"),
+        ],
+    }
+    messages = [
+        {"type": "http.request", "body": b"--b\r\n", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        pass
+
+    await create_app(console.context)(scope, receive, send)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+
+
+def test_an_oversized_form_is_refused_for_its_size_and_a_lengthless_one_for_its_length(
+    console: Console,
+) -> None:
+    client = console.client("operator")
+    csrf = console.csrf(client)
+    big = client.post(
+        "/actions/revoke/preview", data={"csrf": csrf, "reason": "r" * MAX_FORM_BYTES}
+    )
+    assert big.status_code == 400
+    assert f"this page accepts at most {MAX_FORM_BYTES} bytes" in big.text
+    assert "without its length" not in big.text
+
+    def chunks() -> Iterator[bytes]:
+        yield b"csrf=" + csrf.encode()
+
+    lengthless = client.post(
+        "/actions/revoke/preview",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert lengthless.status_code == 400 and "without its length" in lengthless.text

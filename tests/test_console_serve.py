@@ -4,8 +4,11 @@ stops the hub cleanly), the address rules (loopback, or TLS), TLS itself, and th
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import ipaddress
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -21,13 +24,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge_agent.errors import ConfigError
+from edge_agent.support.mqtt import connect
 from hub.cli.main import main as hub_main
 from hub.console.app import CSP
 from hub.console.listen import ConsoleListen, parse_listen
-from hub.console.serve import ConsoleServer
+from hub.console.serve import ConsoleLimits, ConsoleServer, served_names
 from hub.hubdir.layout import HubDir
+from tests.brokers import amqtt_broker
 from tests.console_support import Console, console_on
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import WAIT_S, HubSetup, make_hub_dir, watching
 
 CONSOLE_ARGS = ("--console", "127.0.0.1:0")
 
@@ -43,13 +48,18 @@ def console(setup: HubSetup) -> Iterator[Console]:
         yield console_on(setup, registry)
 
 
-def _tls_pair(directory: Path) -> tuple[Path, Path]:
+def _tls_pair(directory: Path, *dns_names: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
+    builder = x509.CertificateBuilder()
+    if dns_names:
+        san = x509.SubjectAlternativeName(
+            [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address("fd00::7"))]
+        )
+        builder = builder.add_extension(san, critical=False)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -191,3 +201,79 @@ def test_console_token_add_list_revoke(setup: HubSetup, capsys: pytest.CaptureFi
     assert hub_main(["console", "token", "revoke", "alice", *hub]) == 0
     assert hub_main(["console", "token", "revoke", "alice", *hub]) == 2
     assert "no console token named 'alice'" in capsys.readouterr().err
+
+
+# Limits: the console shares the hub's process and must not be able to starve it.
+
+
+async def _half_open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sends a request head without its final blank line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.asyncio
+async def test_half_open_connections_beyond_the_cap_are_closed_and_the_hubs_mqtt_stays_live(
+    console: Console,
+) -> None:
+    limits = ConsoleLimits(max_connections=4, header_timeout_s=1.0, backlog=8)
+    async with (
+        amqtt_broker() as broker,
+        ConsoleServer(console.context, ConsoleListen("127.0.0.1", 0), limits) as server,
+        watching(broker.settings, ["edgegov/v1/eu-1/fresh/+"], "gw-001") as device,
+        connect(broker.settings, client_id="hub") as hub,
+    ):
+        held = [await _half_open(server.port) for _ in range(4)]
+        extra = [await _half_open(server.port) for _ in range(6)]
+        for reader, _ in extra:
+            assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
+        assert server.open_connections == 4 and server.refused_connections == 6
+        for n in range(3):
+            await hub.publish("edgegov/v1/eu-1/fresh/stable", b"token %d" % n)
+            assert (await device.next(lambda m: True)).payload == b"token %d" % n
+        for reader, _ in held:
+            assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
+        assert server.open_connections == 0
+        async with httpx.AsyncClient() as client:
+            page = await client.get(server.url + "login", timeout=WAIT_S)
+        assert page.status_code == 200 and page.headers["connection"] == "close"
+        for _, writer in held + extra:
+            writer.close()
+
+
+@pytest.mark.asyncio
+async def test_the_loops_accept_failure_report_is_logged_at_most_once_a_minute(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with ConsoleServer(console.context, ConsoleListen("127.0.0.1", 0)):
+        for _ in range(500):
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(24, "Too many open files"),
+                }
+            )
+    reports = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(reports) == 1 and "file descriptors" in reports[0].getMessage()
+
+
+def test_the_console_keeps_most_descriptors_for_the_hub() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert ConsoleLimits(max_connections=10**6).connection_cap() <= max(1, soft // 4)
+
+
+def test_the_console_answers_to_its_bind_address_and_certificate_names(tmp_path: Path) -> None:
+    cert, key = _tls_pair(tmp_path, "Console.Example")
+    assert served_names(ConsoleListen("10.0.0.5", 8443, cert, key)) == {
+        "10.0.0.5",
+        "console.example",
+        "[fd00::7]",
+    }
+    assert served_names(ConsoleListen("0.0.0.0", 8443, cert, key)) == {
+        "console.example",
+        "[fd00::7]",
+    }
+    assert served_names(ConsoleListen("::1", 8080)) == {"[::1]"}

@@ -122,6 +122,19 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002", "gw-009"]
 
 
+@pytest.mark.parametrize("device_id", [".", ".."])
+def test_device_add_refuses_an_id_of_dots_only(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str], device_id: str
+) -> None:
+    pub = tmp_path / "dots.pub"
+    pub.write_text(PrivateKey.generate().public.to_pem())
+    add = ["device", "add", device_id, "--pubkey", str(pub), "--region", "eu-1"]
+    assert _hub(setup, *add, "--profile", "p") == 2
+    assert "only dots" in capsys.readouterr().err
+    with open_registry(setup.path / "hub.db") as registry:
+        assert registry.device(device_id) is None
+
+
 def test_push_without_a_running_serve_records_for_later(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:

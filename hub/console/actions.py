@@ -13,6 +13,12 @@ Every action takes two CSRF-checked POSTs by an operator:
    (:class:`~hub.console.operations.HubActions`), which records it and publishes it on its
    own connection at once.
 
+Each preview issues a one-shot nonce bound to the session, the action and exactly what was
+previewed (:mod:`hub.console.previews`); a confirm must consume it, so an action is carried
+out once per preview: a second confirm (a double click, parallel submits) is refused as
+already done, and a confirm with no matching preview (never previewed, changed since) is
+refused; both are recorded ``refused`` in the audit log.
+
 Each confirmed action is written to the operator audit log as ``pending`` before it is
 carried out (no record, no action) and given its outcome after: ``done``, ``refused`` (a
 check said no: the sentence is shown) or ``failed``. A bundle or key revocation, which
@@ -39,9 +45,10 @@ from starlette.routing import BaseRoute, Route
 from edge_agent.errors import EdgeGovError, StateError, TransportError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.revocation import RevocationKind
-from hub.console.auth import User, checked_form, console_context, require_operator
+from hub.console.auth import COOKIE, User, checked_form, console_context, require_operator
 from hub.console.errors import BadRequest, ConsoleError
 from hub.console.operations import HubActions
+from hub.console.previews import Verdict, content_digest
 from hub.console.render import render
 from hub.core.push import irreversible_warning
 
@@ -74,6 +81,8 @@ KINDS = {
 }
 """What the console revokes (a whole region only from ``edge-hub revoke --region``)."""
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+PREVIEW_FIELD = "preview"
+"""The confirmation form's one-shot preview nonce (:mod:`hub.console.previews`)."""
 
 
 class HubUnavailable(ConsoleError):
@@ -117,6 +126,7 @@ async def push_preview(request: Request) -> Response:
         plan = actions.preview_push(data, lift_revocations=lift)
     except EdgeGovError as exc:
         return _refused_preview(request, "bundle push", exc)
+    digest = _push_digest(hashlib.sha256(data).hexdigest(), lift)
     return render(
         request,
         "action_confirm.html",
@@ -125,6 +135,7 @@ async def push_preview(request: Request) -> Response:
             "plan": plan,
             "bundle_b64": base64.b64encode(data).decode("ascii"),
             "lift": lift,
+            "preview": _issue(request, "bundle_push", digest),
         },
     )
 
@@ -144,6 +155,7 @@ async def push(request: Request) -> Response:
     if hashlib.sha256(data).hexdigest() != digest:
         raise BadRequest("the confirmed bundle is not the one previewed: preview it again")
     lift = _checkbox(form, "lift_revocations")
+    verdict = _consume(request, form, "bundle_push", _push_digest(digest, lift))
 
     async def work() -> str:
         plan, published = await actions.push(data, lift_revocations=lift)
@@ -154,7 +166,9 @@ async def push(request: Request) -> Response:
             f"{len(plan.targeted)} registered device(s) targeted; {published.describe()}"
         )
 
-    return await _carry_out(request, user, "bundle_push", f"bundle sha256:{digest[:16]}", "", work)
+    return await _carry_out(
+        request, user, "bundle_push", f"bundle sha256:{digest[:16]}", "", verdict, work
+    )
 
 
 # Revoke.
@@ -182,6 +196,7 @@ async def revoke_preview(request: Request) -> Response:
             "reason": reason,
             "warning": irreversible_warning(kind, value, region),
             "confirm_word": CONFIRM_WORD,
+            "preview": _issue(request, "revoke", content_digest(str(kind), value, region, reason)),
         },
     )
 
@@ -196,6 +211,7 @@ async def revoke(request: Request) -> Response:
         raise BadRequest("the confirmation names no region: preview the revocation again")
     if irreversible_warning(kind, value, region) and _text(form, "confirm", 32) != CONFIRM_WORD:
         raise BadRequest(f"type {CONFIRM_WORD!r} to confirm a revocation nothing undoes")
+    verdict = _consume(request, form, "revoke", content_digest(str(kind), value, region, reason))
 
     async def work() -> str:
         key = actions.resolve_key(value) if kind is RevocationKind.KEY else value
@@ -205,7 +221,7 @@ async def revoke(request: Request) -> Response:
             f"{issued.value} recorded; {published.describe()}"
         )
 
-    return await _carry_out(request, user, "revoke", f"{kind} {value}", reason, work)
+    return await _carry_out(request, user, "revoke", f"{kind} {value}", reason, verdict, work)
 
 
 def _revocation_input(
@@ -225,6 +241,11 @@ def _revocation_input(
     reason = _text(form, "reason", MAX_REASON_CHARS).strip()
     if not reason:
         raise BadRequest("give a reason: devices log it and operators read it in the audit log")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in reason):
+        raise BadRequest(
+            "a reason is one line of text: no line breaks or control characters (devices "
+            "write it into their logs)"
+        )
     region = _text(form, "region", MAX_NAME_CHARS).strip() or None
     return kind, value, region, reason
 
@@ -244,7 +265,12 @@ async def challenge_preview(request: Request) -> Response:
     return render(
         request,
         "action_confirm.html",
-        {"kind": "challenge", "device": device, "attestation": registry.attestation(device_id)},
+        {
+            "kind": "challenge",
+            "device": device,
+            "attestation": registry.attestation(device_id),
+            "preview": _issue(request, "challenge", content_digest(device.device_id)),
+        },
     )
 
 
@@ -254,6 +280,7 @@ async def challenge(request: Request) -> Response:
     user = require_operator(request)
     actions = _actions(request)
     device_id = _text(form, "device", MAX_NAME_CHARS).strip()
+    verdict = _consume(request, form, "challenge", content_digest(device_id))
 
     async def work() -> str:
         sent = await actions.challenge(device_id)
@@ -262,7 +289,7 @@ async def challenge(request: Request) -> Response:
             "its answer and the device page shows the verdict"
         )
 
-    return await _carry_out(request, user, "challenge", device_id, "", work)
+    return await _carry_out(request, user, "challenge", device_id, "", verdict, work)
 
 
 # Register.
@@ -286,7 +313,24 @@ async def register_preview(request: Request) -> Response:
     return render(
         request,
         "action_confirm.html",
-        {"kind": "register", "record": record, "pem": fields.public_key_pem},
+        {
+            "kind": "register",
+            "record": record,
+            "pem": fields.public_key_pem,
+            "preview": _issue(
+                request,
+                "register",
+                _registration_digest(
+                    _Registration(
+                        record.device_id,
+                        record.region,
+                        record.groups,
+                        record.profile,
+                        fields.public_key_pem,
+                    )
+                ),
+            ),
+        },
     )
 
 
@@ -296,6 +340,7 @@ async def register(request: Request) -> Response:
     user = require_operator(request)
     actions = _actions(request)
     fields = _registration(form)
+    verdict = _consume(request, form, "register", _registration_digest(fields))
 
     async def work() -> str:
         record = await actions.register(
@@ -311,7 +356,7 @@ async def register(request: Request) -> Response:
             f"{record.public_key.key_id.hex()[:16]}"
         )
 
-    return await _carry_out(request, user, "register", fields.device_id, "", work)
+    return await _carry_out(request, user, "register", fields.device_id, "", verdict, work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +383,37 @@ def _registration(form: FormData) -> _Registration:
     )
 
 
+def _registration_digest(fields: _Registration) -> str:
+    return content_digest(
+        fields.device_id,
+        fields.region,
+        " ".join(sorted(set(fields.groups))),
+        fields.profile,
+        fields.public_key_pem,
+    )
+
+
 # Shared.
+
+
+def _push_digest(bundle_sha256: str, lift: bool) -> str:
+    return content_digest(bundle_sha256, "lift" if lift else "")
+
+
+def _issue(request: Request, action: str, digest: str) -> str:
+    """A one-shot nonce for this session's preview of ``action`` on ``digest``."""
+    context = console_context(request)
+    session = request.cookies.get(COOKIE, "")
+    return context.previews.issue(session, action, digest, context.clock())
+
+
+def _consume(request: Request, form: FormData, action: str, digest: str) -> Verdict:
+    """Use the confirmation's preview nonce (synchronously: no other confirm runs between
+    the check and the mark)."""
+    context = console_context(request)
+    nonce = _text(form, PREVIEW_FIELD, 64)
+    session = request.cookies.get(COOKIE, "")
+    return context.previews.consume(nonce, session, action, digest, context.clock())
 
 
 async def _carry_out(
@@ -347,23 +422,39 @@ async def _carry_out(
     action: str,
     target: str,
     reason: str,
+    verdict: Verdict,
     work: Callable[[], Awaitable[str]],
 ) -> Response:
     """Record ``action`` as pending, run ``work``, record its outcome, show the result.
 
-    Our refusals (a check said no) are ``refused``; storage and broker failures are
-    ``failed``; anything else is ``failed`` too, then propagates (an error page)."""
+    A confirmation its preview's nonce does not allow (``verdict``) is recorded ``refused``
+    with why and nothing runs. Our refusals (a check said no) are ``refused``; storage and
+    broker failures are ``failed``; anything else is ``failed`` too, then propagates (an
+    error page)."""
     context = console_context(request)
     registry = context.registry
     action_id = registry.begin_action(
         at=context.clock(), operator=user.name, action=action, target=target, reason=reason
     )
+    if verdict is not Verdict.GO:
+        registry.finish_action(
+            action_id, outcome="refused", detail=verdict.refusal, at=context.clock()
+        )
+        logger.info(
+            "console action %s by %s on %s: refused (%s)", action, user.name, target, verdict
+        )
+        return render(
+            request,
+            "action_result.html",
+            {"action": action, "target": target, "outcome": "refused", "detail": verdict.refusal},
+            status=409,
+        )
     try:
         detail = await work()
     except (StateError, TransportError) as exc:
         outcome, detail, status = "failed", str(exc), 500
     except EdgeGovError as exc:
-        outcome, detail, status = "refused", str(exc), 400
+        outcome, detail, status = "refused", console_wording(str(exc)), 400
     except Exception as exc:
         registry.finish_action(
             action_id,
@@ -386,12 +477,37 @@ async def _carry_out(
 
 def _refused_preview(request: Request, what: str, exc: EdgeGovError) -> Response:
     """A preview the hub's checks refused: the sentence, and nothing changed."""
+    detail = console_wording(str(exc))
     return render(
         request,
         "action_result.html",
-        {"action": f"{what} preview", "target": "", "outcome": "refused", "detail": str(exc)},
+        {"action": f"{what} preview", "target": "", "outcome": "refused", "detail": detail},
         status=400,
     )
+
+
+CLI_HINTS = (
+    (
+        "check it (edge-hub fleet), or add --force to revoke anyway",
+        "check it on the Devices page: the console revokes only what this hub knows",
+    ),
+    ("(drop --region)", "(leave the Region field empty)"),
+    ("give --region", "fill in the Region field"),
+    (
+        "add --lift-revocations to re-open them on purpose",
+        "tick the box to lift revocations to re-open them on purpose",
+    ),
+)
+"""What the hub's shared checks tell a command-line user to do, and what to do instead in
+the console."""
+
+
+def console_wording(message: str) -> str:
+    """``message`` (from a check shared with the ``edge-hub`` commands) with what it says to
+    do on the command line replaced by what to do in the console."""
+    for cli, console in CLI_HINTS:
+        message = message.replace(cli, console)
+    return message
 
 
 def _text(form: FormData, name: str, max_chars: int) -> str:

@@ -2,6 +2,11 @@
 
 Routes come from each page module's ``ROUTES`` list (:data:`PAGE_MODULES`). Around them:
 
+- ``Connection: close`` on every response: a connection serves one request, so none is
+  held idle between requests (:mod:`hub.console.serve` bounds the rest);
+- a ``Host`` check before any route (:data:`LOOPBACK_HOSTS` and the context's ``hosts``):
+  another name is a 421, so a page whose DNS name is rebound to 127.0.0.1 never gets a
+  same-origin answer;
 - security headers on every response, errors and static files included (a strict
   Content-Security-Policy with no inline script or style, ``X-Frame-Options: DENY``,
   ``nosniff``, no referrer, ``no-store`` for pages);
@@ -16,13 +21,14 @@ security tests walk every route to hold them to it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
@@ -33,7 +39,7 @@ from hub.console.context import ConsoleContext
 from hub.console.errors import ConsoleError, LoginRequired
 from hub.console.render import environment, render
 
-__all__ = ["CSP", "HSTS", "PAGE_MODULES", "SECURITY_HEADERS", "create_app"]
+__all__ = ["CSP", "HSTS", "LOOPBACK_HOSTS", "PAGE_MODULES", "SECURITY_HEADERS", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,10 @@ SECURITY_HEADERS = {
 }
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
+"""``Host`` names every console answers to (with any port)."""
+_HOST = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?")
+
 HSTS = "max-age=31536000"
 """``Strict-Transport-Security`` of a console served under TLS."""
 
@@ -67,7 +77,8 @@ class ConsoleApp(Starlette):
         headers = dict(SECURITY_HEADERS)
         if context.secure:
             headers["strict-transport-security"] = HSTS
-        return _SecurityHeaders(super().build_middleware_stack(), headers)
+        headers["connection"] = "close"
+        return _SecurityHeaders(_HostCheck(super().build_middleware_stack(), context), headers)
 
 
 def create_app(context: ConsoleContext) -> Starlette:
@@ -83,6 +94,7 @@ def create_app(context: ConsoleContext) -> Starlette:
         exception_handlers={
             ConsoleError: _console_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _internal_error,
         },
     )
@@ -117,6 +129,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, exc.status_code, "Error", str(exc.detail))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The browser went away mid-request: nobody reads the answer, and it is no error."""
+    logger.debug("console: %s %s: the client disconnected", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     logger.exception("console: %s %s failed", request.method, request.url.path, exc_info=exc)
     return _error_page(
@@ -136,6 +154,40 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
 def _wants_page(request: Request) -> bool:
     """A full page asked for by a browser (a GET that is not an htmx fragment)."""
     return request.method in ("GET", "HEAD") and not request.headers.get("hx-request")
+
+
+def host_allowed(header: str, hosts: frozenset[str]) -> bool:
+    """``header`` (a ``Host`` value, port optional) names loopback or one of ``hosts``."""
+    found = _HOST.fullmatch(header)
+    if found is None:
+        return False
+    name = found.group(1).lower()
+    return name in LOOPBACK_HOSTS or name in hosts
+
+
+class _HostCheck:
+    """Pure ASGI middleware refusing (421, before any route) a request whose ``Host`` is not
+    a name this console serves: a hostile page rebinding its own DNS name to 127.0.0.1
+    would otherwise be same-origin with the console."""
+
+    def __init__(self, app: ASGIApp, context: ConsoleContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hosts = [v for k, v in scope.get("headers", []) if k == b"host"]
+            header = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
+            if not host_allowed(header, self.context.hosts):
+                response = Response(
+                    "This console answers only to the addresses it serves (127.0.0.1, [::1], "
+                    "localhost, or its configured name): open it by one of those.\n",
+                    status_code=421,
+                    media_type="text/plain",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _SecurityHeaders:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.console.auth import console_context, require_viewer
 from hub.console.errors import BadRequest
+from hub.console.query import check_params
 from hub.console.render import render
 
 __all__ = ["PAGE_SIZE", "ROUTES"]
@@ -25,6 +26,7 @@ MAX_ID_DIGITS = 19
 async def audit_page(request: Request) -> Response:
     """One page of the audit log, newest first."""
     require_viewer(request)
+    check_params(request, ("before",))
     before_text = request.query_params.get("before", "")
     before = None
     if before_text:

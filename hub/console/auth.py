@@ -22,7 +22,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from hub.console.context import ConsoleContext
@@ -38,11 +40,13 @@ __all__ = [
     "Role",
     "User",
     "check_csrf",
+    "check_length",
     "checked_form",
     "console_context",
     "csrf_token",
     "current_user",
     "find_token",
+    "read_form",
     "require_operator",
     "require_viewer",
 ]
@@ -154,14 +158,55 @@ async def checked_form(
     header = request.headers.get(CSRF_HEADER)
     if header is not None:
         check_csrf(user, header)
-    declared = request.headers.get("content-length")
-    if declared is None or not declared.isdigit() or int(declared) > max_bytes:
-        raise BadRequest(f"the form must be sent with its length, at most {max_bytes} bytes")
-    form = await request.form(max_files=1, max_fields=64, max_part_size=max_bytes)
+    check_length(request, max_bytes)
+    form = await read_form(request, max_files=1, max_fields=64, max_part_size=max_bytes)
     if header is None:
         sent = form.get(CSRF_FIELD)
         check_csrf(user, sent if isinstance(sent, str) else None)
     return form
+
+
+def check_length(request: Request, max_bytes: int) -> None:
+    """Refuse a body without a ``Content-Length`` or longer than ``max_bytes``, before
+    reading any of it.
+
+    Raises:
+        BadRequest: saying which.
+    """
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise BadRequest(
+            "the form was sent without its length (Content-Length): send it from the console's page"
+        )
+    if int(declared) > max_bytes:
+        raise BadRequest(
+            f"the form is {int(declared)} bytes; this page accepts at most {max_bytes} bytes: "
+            "send a smaller file"
+        )
+
+
+async def read_form(
+    request: Request, *, max_files: int, max_fields: int, max_part_size: int = 1024 * 1024
+) -> FormData:
+    """``request``'s form, bounded; a body that is not a well-formed form is a
+    :class:`BadRequest` (a 400 page with a sentence), never a parser's traceback.
+
+    Raises:
+        BadRequest: malformed multipart or urlencoded body, or too many parts or fields.
+    """
+    try:
+        return await request.form(
+            max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+        )
+    except FormParserError as exc:
+        raise BadRequest(
+            "the form's body is not a well-formed form (multipart/form-data or urlencoded): "
+            "send it again from the console's page"
+        ) from exc
+    except HTTPException as exc:
+        raise BadRequest(
+            f"the form was refused ({exc.detail}): send it again from the console's page"
+        ) from exc
 
 
 def check_csrf(user: User, sent: str | None) -> None:

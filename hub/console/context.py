@@ -7,11 +7,13 @@ The console reads the registry through its typed interface only, reads the time 
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.console.operations import HubActions
+from hub.console.previews import Previews
 from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.hubdir.layout import HubDir, HubKeys
@@ -49,5 +51,13 @@ class ConsoleContext:
     stale_after_s: int = STALE_AFTER_S
     refresh_s: int = 10
     """Seconds between the dashboard's live refreshes (htmx)."""
+    hosts: frozenset[str] = frozenset()
+    """``Host`` names this console answers to besides loopback (``127.0.0.1``, ``[::1]``,
+    ``localhost``, any port): its bind address and TLS certificate names. Any other
+    ``Host`` is refused before any route, so a DNS-rebound page is never same-origin."""
+    login_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs the login form's CSRF values (per process: a restart invalidates open forms)."""
     sessions: Sessions = field(default_factory=Sessions)
     login_limit: LoginLimit = field(default_factory=LoginLimit)
+    previews: Previews = field(default_factory=Previews)
+    """Each governance preview's one-shot confirmation nonce."""

@@ -34,6 +34,7 @@ from hub.console.health import (
     target_version,
     timeline,
 )
+from hub.console.query import check_params
 from hub.console.render import render
 from hub.core.attestation_judging import recorded_bundle_view
 from hub.registry import AttestationRecord, DeviceRecord
@@ -92,6 +93,7 @@ async def device_list(request: Request) -> Response:
     page before), filtered by ``state`` and ``region`` when given."""
     require_viewer(request)
     context = console_context(request)
+    check_params(request, ("state", "region", "after"))
     state = request.query_params.get("state") or None
     region = request.query_params.get("region") or None
     if state is not None and state not in GATE_ORDER:
@@ -140,6 +142,7 @@ async def device_page(request: Request) -> Response:
     device_id: str = request.path_params["device_id"]
     if len(device_id) > MAX_DEVICE_ID:
         raise BadRequest(f"a device id is at most {MAX_DEVICE_ID} characters")
+    check_params(request, ("hours",))
     hours = _hours(request.query_params.get("hours"))
     device = registry.device(device_id)
     row = registry.console_device(device_id)

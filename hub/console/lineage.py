@@ -50,6 +50,7 @@ from hub.console.lineage_query import (
     parse_search,
     search_url,
 )
+from hub.console.query import check_params
 from hub.console.render import render
 from hub.core.receipts import FORMATS, CosignedCheckpoint, cosigned_checkpoint, hub_receipt
 from hub.registry import DeviceRecord, Registry, RegistryError
@@ -218,6 +219,7 @@ class _Checkpoint:
 async def decision_page(request: Request) -> Response:
     """One shipped entry: what was asked and decided, where it is in the log, its receipt."""
     require_viewer(request)
+    check_params(request, ())
     context = console_context(request)
     device, seq, data = _entry(request)
     try:
@@ -253,6 +255,7 @@ async def receipt_download(request: Request) -> Response:
     """The entry's receipt as a file, built as ``edge-hub lineage receipt`` builds it."""
     require_viewer(request)
     context = console_context(request)
+    check_params(request, ("format",))
     device, seq, _ = _entry(request)
     fmt = request.query_params.get("format", "cose")
     if fmt not in FORMATS:

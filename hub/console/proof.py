@@ -5,7 +5,8 @@ the same code ``edge-verify`` runs.
   ``GET /proof?device=D&seq=N[&format=cose|tlog-proof]`` builds that entry's receipt now (as
   the decision page's download does) and checks it.
 - ``POST /proof``: check what was pasted or uploaded (CSRF-checked; at most
-  :data:`MAX_PROOF_BYTES` of proof, :data:`MAX_FORM_BYTES` of request).
+  :data:`MAX_PROOF_BYTES` of proof, :data:`MAX_FORM_BYTES` of request); a paste that is no
+  proof shows the form again, with what was pasted and why (a 400).
 
 :func:`check_proof` reads which device the proof claims (the origin of its checkpoint note)
 and which bundle its entry names, then runs
@@ -56,6 +57,7 @@ from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES, parse_tlog_proo
 from hub.console.auth import checked_form, console_context, require_viewer
 from hub.console.errors import BadRequest
 from hub.console.lineage import console_receipt
+from hub.console.query import check_params
 from hub.console.render import render
 from hub.core.receipts import FORMATS
 from hub.registry import Registry
@@ -178,6 +180,7 @@ async def proof_page(request: Request) -> Response:
     """The form; with ``device`` and ``seq``, that entry's receipt built now and checked."""
     require_viewer(request)
     context = console_context(request)
+    check_params(request, ("device", "seq", "format"))
     params = request.query_params
     if not params.get("device") and not params.get("seq"):
         return render(request, "proof.html", _values(None, None))
@@ -197,14 +200,16 @@ async def proof_check(request: Request) -> Response:
     form = await checked_form(request, operator=False, max_bytes=MAX_FORM_BYTES)
     context = console_context(request)
     upload = form.get("file")
+    pasted = form.get("text")
+    text = pasted if isinstance(pasted, str) else ""
     data = b""
     if isinstance(upload, UploadFile):
         data = await upload.read(MAX_PROOF_BYTES + 1)
-    if data:
-        data = _bounded(data)
-    else:
-        pasted = form.get("text")
-        data = read_pasted(pasted if isinstance(pasted, str) else "")
+    try:
+        data = _bounded(data) if data else read_pasted(text)
+    except BadRequest as exc:
+        values = _values(None, None) | {"proof_text": text[:MAX_FORM_BYTES], "error": exc.message}
+        return render(request, "proof.html", values, status=400)
     check = check_proof(data, context.registry, context.keys().root)
     return render(request, "proof.html", _values(check, data), status=200)
 
@@ -219,6 +224,7 @@ def _values(check: ProofCheck | None, data: bytes | None) -> dict[str, object]:
         if check is not None and check.form == "tlog-proof"
         else base64.b64encode(data).decode("ascii"),
         "max_bytes": MAX_PROOF_BYTES,
+        "error": None,
     }
 
 

@@ -8,6 +8,7 @@ handler re-reads the token, :func:`hub.console.auth.current_user`).
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -83,11 +84,22 @@ class Sessions:
 
 
 class LoginLimit:
-    """Login attempts allowed per client address (a token bucket each, bounded in number)."""
+    """Failed login attempts allowed per client address (a token bucket each, bounded in
+    number); a successful login gets its attempt back."""
 
     def __init__(self, rate: float = LOGIN_RATE, burst: int = LOGIN_BURST) -> None:
+        self._rate = rate
         self._limiter = RateLimiter(rate, burst)
 
     def allow(self, client: str, now: float) -> bool:
         """Take one attempt from ``client``'s budget; ``False`` when it has none left."""
         return self._limiter.allow(client, now)
+
+    def refund(self, client: str) -> None:
+        """Give back the attempt a successful login took: only failures count."""
+        self._limiter.refund(client, 1.0)
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds until a client out of attempts has one again."""
+        return math.ceil(1 / self._rate)

@@ -232,8 +232,9 @@ def device_record(
     """The record ``device add`` registers, each name checked as it will appear in topics.
 
     Raises:
-        ConfigError: a name that cannot be a topic level, a reserved device id, or a public
-            key that is not an Ed25519 PEM public key.
+        ConfigError: a name that cannot be a topic level, a reserved device id, a device id
+            of dots only (``.`` and ``..`` are path steps in the console's ``/devices/ID``
+            links), or a public key that is not an Ed25519 PEM public key.
     """
     try:
         for value, what in [(device_id, "device id"), (region, "region")] + [
@@ -245,6 +246,11 @@ def device_record(
         raise ConfigError(str(exc)) from exc
     if device_id in RESERVED_DEVICE_IDS:
         raise ConfigError(f"{device_id!r} is reserved (the hub's MQTT user); choose another")
+    if not device_id.strip("."):
+        raise ConfigError(
+            f"device id {device_id!r} is only dots, which a URL path reads as a directory "
+            "step: include a letter or digit"
+        )
     if not profile:
         raise ConfigError("a device needs a firmware profile name")
     return DeviceRecord(
