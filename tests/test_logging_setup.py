@@ -50,6 +50,15 @@ def test_text_quotes_and_escapes_values_that_need_it() -> None:
     assert 'reason="say \\"no\\"\\nnow"' in line
 
 
+def test_text_escapes_every_control_character_so_a_value_cannot_drive_the_terminal() -> None:
+    reason = "maint\x1b[2J\x1b]0;owned\x07\tnext\x85line\u2028end\x00"
+    line = _emit("text", "revocation applied", reason=reason, bare="a\x1bb")
+    assert line.count("\n") == 1
+    assert not any(c in line[:-1] for c in "\x1b\x07\t\x85\u2028\x00")
+    assert 'reason="maint\\x1b[2J\\x1b]0;owned\\x07\\x09next\\x85line\\u2028end\\x00"' in line
+    assert 'bare="a\\x1bb"' in line
+
+
 def test_traceback_stays_on_the_event_line() -> None:
     out = io.StringIO()
     configure("info", "text", out)

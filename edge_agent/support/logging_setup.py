@@ -63,7 +63,8 @@ _PAIR_SECRET = re.compile(
     r"(?P<value>\"[^\"]*\"|'[^']*'|\S+)",
     re.IGNORECASE,
 )
-_BARE_VALUE = re.compile(r"[^\s=\"\\]+")
+_BARE_VALUE = re.compile(r"[^\s=\"\\\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # sd-daemon(3) priorities, highest level first.
 _SYSLOG_PRIORITY = (
     (logging.CRITICAL, 2),
@@ -225,7 +226,15 @@ def _logfmt_value(value: object) -> str:
     escaped = (
         text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     )
-    return f'"{escaped}"'
+    return f'"{_CONTROL.sub(_escape_control, escaped)}"'
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    """A control character as ``\\xNN`` (or ``\\uNNNN``): a value from a signed object or a
+    request (a revocation reason, a resource) can never move the terminal a field technician
+    reads the log in, nor start a line of its own."""
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _plain(value: object) -> str:
