@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 
 CHROMIUM = shutil.which("chromium")
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-WAIT_S = 20.0
+WAIT_S = 60.0
 LOCAL_HOSTS = frozenset({"127.0.0.1"})
 
 
@@ -302,16 +302,19 @@ def test_a_decision_found_in_the_lineage_opens_its_receipt_green_and_tampered_re
     page.fill("input[name=device]", "gw-001")
     page.fill("input[name=resource]", "/opt/camera/")
     page.click("form.search button[type=submit]")
+    page.wait_for_load_state("load")
     assert "device=gw-001" in page.url and "resource=%2Fopt%2Fcamera%2F" in page.url
     hits = page.locator("table.hits tbody tr")
     assert hits.count() == 1 and "camera-exec" in hits.first.inner_text()
     viewer.shot("lineage")
     hits.first.locator("td").nth(2).locator("a").click()
+    page.wait_for_load_state("load")
     assert page.locator("h1").inner_text().startswith("Entry ")
     opener = page.locator("a", has_text="Open it in the proof viewer")
     viewer.wait_for(lambda: opener.count() == 1, "a checkpoint covering the decision")
     viewer.shot("decision")
     opener.click()
+    page.wait_for_load_state("load")
     verdict = page.locator("section.verdict h2")
     assert verdict.inner_text() == "VERIFIED"
     assert page.locator("tr.step-failed").count() == 0
@@ -325,6 +328,7 @@ def test_a_decision_found_in_the_lineage_opens_its_receipt_green_and_tampered_re
     lines[3] = ("B" if first_hash[0] == "A" else "A") + first_hash[1:]
     page.fill("#proof-text", "\n".join(lines))
     page.click("main form button[type=submit]")
+    page.wait_for_load_state("load")
     assert verdict.inner_text() == "NOT VERIFIED"
     assert page.locator("tr.step-failed code").inner_text() == "root"
     assert "Step root failed" in page.locator("section.verdict p.bad").inner_text()
