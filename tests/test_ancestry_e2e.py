@@ -340,8 +340,8 @@ async def test_a_cross_device_chain_is_enforced_reconstructed_at_the_hub_and_ver
     links = [(link["device"], link["status"]) for link in walked["links"]]
     assert links[0] == (PLC, "verified") and links[-1][1] == "verified"
     assert walked["links"][0]["policy"] == (
-        "re-decided under bundle v1: allowed by rule valve-only-from-vision with the parent it "
-        "recorded (allowed)"
+        "re-decided under bundle v1: allowed by rule valve-only-from-vision with its parent's "
+        "verified facts (allowed)"
     )
     assert all(device == CAMERA for device, _ in links[1:])
     shutil.copy(setup.keys / ROOT_FILE, auditor / "root.cbor")

@@ -42,6 +42,7 @@ from hub.cli.ancestry import policies
 from hub.cli.main import main as hub_main
 from hub.cli.operations import build_bundle
 from hub.core.ancestry import Ancestry, LinkStatus, walk_ancestry
+from hub.core.directory import DEFAULT_DIRECTORY_TTL_S, issue_directory, next_directory
 from hub.core.ingest import ingest_batch
 from hub.core.receipts import hub_receipt
 from hub.core.witness import witness_accepted
@@ -147,6 +148,12 @@ def fleet(tmp_path: Path) -> Fleet:
     logs = {d: DeviceLog(d, k) for d, k in ((CAMERA, CAMERA_KEY), (PLC, PLC_KEY))}
     logs[OUTSIDER] = DeviceLog(OUTSIDER, OUTSIDER_KEY)
     witness = load_role_keys(setup.keys, Role.VERIFIER, setup.root)[0]
+    with open_registry(setup.path / "hub.db") as registry:
+        planned = next_directory(
+            None, registry.devices(), region="eu-1", now=NOW - DAY, ttl_s=DEFAULT_DIRECTORY_TTL_S
+        )
+        assert planned is not None and planned.version == 1
+        assert registry.record_directory(issue_directory(planned, witness))
     return Fleet(setup, logs, witness)
 
 
@@ -570,7 +577,7 @@ class Tampered:
 
 
 def _links(chain: Chain, *links: bytes) -> Chain:
-    return Chain(chain.directory, links)
+    return Chain(chain.child, chain.directory, links)
 
 
 def _flip_in_entry(receipt: bytes) -> bytes:
@@ -583,11 +590,21 @@ def _other_receipt(fleet: Fleet) -> bytes:
         return _receipt(registry, fleet, CAMERA, 2)
 
 
-def _directory(key: PrivateKey, *, without: str | None = None) -> bytes:
-    """A directory of the fleet (all but ``without``) signed by ``key``."""
-    listed = [d for d in devices() if d.id != without]
+def _directory(
+    key: PrivateKey,
+    *,
+    without: str | None = None,
+    version: int = 9,
+    expires_at: int = NOW + 3600,
+    regroup: dict[str, tuple[str, ...]] | None = None,
+) -> bytes:
+    """A directory of the fleet (all but ``without``, groups replaced as ``regroup`` says)
+    signed by ``key``."""
+    listed = [
+        replace(d, groups=(regroup or {}).get(d.id, d.groups)) for d in devices() if d.id != without
+    ]
     payload = directory_payload(
-        region="eu-1", version=9, issued_at=NOW, expires_at=NOW + 3600, devices=listed
+        region="eu-1", version=version, issued_at=NOW, expires_at=expires_at, devices=listed
     )
     return sign_directory(payload, region="eu-1", key=key)
 
@@ -614,15 +631,33 @@ TAMPERED = [
     Tampered("the root link dropped", lambda c, f: _links(c, *c.links[:2]), 1, ChainStep.END),
     Tampered(
         "a directory signed by a key outside the root",
-        lambda c, f: Chain(_directory(PrivateKey.generate()), c.links),
+        lambda c, f: Chain(c.child, _directory(PrivateKey.generate()), c.links),
         None,
         ChainStep.DIRECTORY,
     ),
     Tampered(
         "a directory that does not list a link's device",
-        lambda c, f: Chain(_directory(f.witness, without=PLC), c.links),
+        lambda c, f: Chain(c.child, _directory(f.witness, without=PLC), c.links),
         1,
         ChainStep.RECEIPT,
+    ),
+    Tampered(
+        "a signed directory of another version than the children recorded",
+        lambda c, f: Chain(c.child, _directory(f.witness), c.links),
+        1,
+        ChainStep.PARENT_FACTS,
+    ),
+    Tampered(
+        "a signed directory of the recorded version regrouping the PLC",
+        lambda c, f: Chain(c.child, _directory(f.witness, version=1, regroup={PLC: ()}), c.links),
+        1,
+        ChainStep.PARENT_FACTS,
+    ),
+    Tampered(
+        "the child's link dropped",
+        lambda c, f: _links(c, *c.links[1:]),
+        0,
+        ChainStep.CHILD,
     ),
 ]
 
@@ -637,7 +672,7 @@ def test_a_tampered_chain_is_refused_naming_the_link_and_the_step(
 ) -> None:
     chain = case.change(decode_chain(exported.read_bytes()), chain3)
     path = offline / "chain.cbor"
-    path.write_bytes(encode_chain(chain.directory, chain.links))
+    path.write_bytes(encode_chain(chain.child, chain.directory, chain.links))
     with pytest.raises(ChainError) as raised:
         verify_chain(path.read_bytes(), root=chain3.setup.root)
     assert (raised.value.link, raised.value.step) == (case.link, case.step)
@@ -651,18 +686,25 @@ def test_a_tampered_chain_is_refused_naming_the_link_and_the_step(
     assert f"NOT VERIFIED: {where}, step '{case.step}'" in capsys.readouterr().out
 
 
-def test_a_child_allowed_on_a_denied_parent_is_refused_at_the_verdict(fleet: Fleet) -> None:
+def test_a_child_allowed_on_a_denied_parent_is_refused_at_its_parent_facts(
+    fleet: Fleet,
+) -> None:
     fleet.logs[CAMERA].append(time=NOW - 10, allowed=False)
     fleet.logs[PLC].append(VALVE, time=NOW - 8, parent=fleet.cite(CAMERA, 0))
     fleet.ship(CAMERA)
     fleet.ship(PLC)
-    assert fleet.walk(PLC, 0).verified
+    walked = fleet.walk(PLC, 0)
+    assert not walked.verified and walked.failed is walked.links[0]
+    assert "verdict: recorded as allowed, the parent was denied" in walked.failed.detail
     with open_registry(fleet.db) as registry:
         links = [_receipt(registry, fleet, PLC, 0), _receipt(registry, fleet, CAMERA, 0)]
-    data = encode_chain(_directory(fleet.witness), links)
+        directory = registry.directory_version("eu-1", 1)
+    assert directory is not None
+    data = encode_chain((PLC, 0), directory, links)
     with pytest.raises(ChainError) as raised:
         verify_chain(data, root=fleet.setup.root)
-    assert (raised.value.link, raised.value.step) == (1, ChainStep.VERDICT)
+    assert (raised.value.link, raised.value.step) == (1, ChainStep.PARENT_FACTS)
+    assert "verdict: recorded as allowed" in str(raised.value)
 
 
 def test_unreadable_files_are_usage_errors(offline: Path, tmp_path: Path) -> None:
@@ -767,3 +809,128 @@ def test_edge_verify_chain_without_the_bundle_says_the_policy_was_not_checked(
 def _run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     verify_main([*args, "--json"])
     return capsys.readouterr().out
+
+
+# --- a child device that lied about its parent ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lie:
+    name: str
+    parent_from: str
+    parent_time: int
+    parent_request: Request | None
+    lie: Callable[[ParentFacts], ParentFacts]
+    says: str
+
+
+LIES = [
+    Lie(
+        "an outsider's decision recorded as group cameras",
+        OUTSIDER,
+        NOW - 5,
+        None,
+        lambda f: replace(f, groups=("cameras",)),
+        "groups: recorded [cameras], the parent's is []",
+    ),
+    Lie(
+        "a parent a day old recorded as 5 s old",
+        CAMERA,
+        NOW - DAY,
+        None,
+        lambda f: replace(f, time=NOW - 5),
+        f"time: recorded {NOW - 5}, the parent's is {NOW - DAY}",
+    ),
+    Lie(
+        "model.train recorded as model.invoke",
+        CAMERA,
+        NOW - 5,
+        Request("svc:vision", "model.train", "model://vision/v3"),
+        lambda f: replace(f, action="model.invoke"),
+        "action: recorded 'model.invoke', the parent's is 'model.train'",
+    ),
+    Lie(
+        "an audio model recorded as a vision one",
+        CAMERA,
+        NOW - 5,
+        Request("svc:vision", "model.invoke", "model://audio/x"),
+        lambda f: replace(f, resource="model://vision/v3"),
+        "resource: recorded 'model://vision/v3', the parent's is 'model://audio/x'",
+    ),
+]
+
+
+def _lying_child(fleet: Fleet, case: Lie) -> int:
+    """The PLC logs an allow citing ``case``'s parent with the facts it lies about; its seq."""
+    log = fleet.logs[case.parent_from]
+    if case.parent_request is None:
+        log.append(time=case.parent_time)
+    else:
+        log.append(case.parent_request, time=case.parent_time)
+    fleet.ship(case.parent_from)
+    honest = fleet.cite(case.parent_from, len(log.entries) - 1)
+    assert honest.facts is not None
+    lying = replace(honest, facts=case.lie(honest.facts))
+    return _logged(fleet, lying, _recorded_bundle(fleet), "allowed")
+
+
+@pytest.mark.parametrize("case", LIES, ids=lambda c: c.name)
+def test_a_child_that_lied_about_its_parent_fails_the_walk_at_its_parent_facts(
+    fleet: Fleet, case: Lie, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seq = _lying_child(fleet, case)
+    with open_registry(fleet.db) as registry:
+        walked = walk_ancestry(
+            registry,
+            PLC,
+            seq,
+            witnesses=[fleet.witness.public],
+            policy_of=policies(registry, fleet.setup.root),
+        )
+    assert not walked.verified and walked.failed is walked.links[0]
+    assert walked.failed.detail.startswith("parent facts: ")
+    assert case.says in walked.failed.detail
+    assert walked.failed.policy == ""
+    assert fleet.hub("lineage", "ancestry", PLC, str(seq), "--export", "unused.cbor") == 1
+
+
+@pytest.mark.parametrize("case", LIES, ids=lambda c: c.name)
+def test_edge_verify_chain_refuses_a_child_that_lied_about_its_parent(
+    fleet: Fleet, case: Lie
+) -> None:
+    seq = _lying_child(fleet, case)
+    with open_registry(fleet.db) as registry:
+        parent = fleet.logs[case.parent_from]
+        links = [
+            _receipt(registry, fleet, PLC, seq),
+            _receipt(registry, fleet, case.parent_from, len(parent.entries) - 1),
+        ]
+        directory = registry.directory_version("eu-1", 1)
+    assert directory is not None
+    with pytest.raises(ChainError) as raised:
+        verify_chain(encode_chain((PLC, seq), directory, links), root=fleet.setup.root)
+    assert (raised.value.link, raised.value.step) == (1, ChainStep.PARENT_FACTS)
+    assert case.says in str(raised.value)
+
+
+def test_edge_verify_chain_names_the_decision_it_proves_and_refuses_another_asked_for(
+    exported: Path, offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(offline / "root.cbor")
+    capsys.readouterr()
+    assert verify_main(["chain", str(exported), "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert f"the ancestry of {CAMERA} seq 1 (give --child DEVICE:SEQ" in out
+    assert verify_main(["chain", str(exported), "--root", root, "--child", f"{CAMERA}:1"]) == 0
+    assert f"the ancestry of {CAMERA} seq 1 (the decision asked for" in capsys.readouterr().out
+    assert verify_main(["chain", str(exported), "--root", root, "--child", f"{PLC}:0"]) == 1
+    assert f"the chain proves the ancestry of {CAMERA} seq 1, not of {PLC} seq 0" in (
+        capsys.readouterr().out
+    )
+    cut = decode_chain(exported.read_bytes())
+    renamed = offline / "renamed.cbor"
+    renamed.write_bytes(encode_chain((PLC, 0), cut.directory, cut.links[1:]))
+    assert verify_main(["chain", str(renamed), "--root", root]) == 0
+    assert f"the ancestry of {PLC} seq 0" in capsys.readouterr().out
+    assert verify_main(["chain", str(renamed), "--root", root, "--child", f"{CAMERA}:1"]) == 1
+    assert verify_main(["chain", str(exported), "--root", root, "--child", "nocolon"]) == 2

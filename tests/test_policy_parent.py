@@ -320,3 +320,33 @@ def test_parent_decisions_are_identical_across_processes() -> None:
     ]
     assert outputs[0] == outputs[1]
     assert outputs[0].split()[0::2] == ["allowed", "parent_invalid", "parent_invalid"]
+
+
+@pytest.mark.parametrize(
+    ("parent", "reason"),
+    [(None, "parent_missing"), (Parent(replace(FACTS, action="model.train"), 4), "parent_invalid")],
+    ids=["none given", "fails the condition"],
+)
+def test_the_parent_reason_names_the_allow_rule_that_needed_it_not_a_deny_rule(
+    parent: Parent | None, reason: str
+) -> None:
+    deny = _rule({"devices": ["group:untrusted"]}, id="deny-untrusted", effect="deny")
+    allow = _rule({"action": ["model.invoke"]})
+    for rules in ((deny, allow), (allow, deny)):
+        match = evaluate(_policy(*rules), _with(parent), NOW)
+        assert (match.allowed, match.reason, match.rule_id) == (
+            False,
+            reason,
+            "valve-only-from-vision",
+        )
+    only_deny = evaluate(_policy(deny), _with(parent), NOW)
+    assert (only_deny.reason, only_deny.rule_id) == ("no_matching_rule", None)
+
+
+@pytest.mark.parametrize("action", ["model.*", "*", "model.invok?"])
+def test_a_wildcard_parent_action_is_refused_saying_how_to_accept_any(action: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        _policy(_rule({"action": [action]}))
+    assert "with no wildcard and not '*'" in caught.value.message
+    assert "leave action out to accept a parent of any action" in caught.value.message
+    assert "only '*' alone" not in caught.value.message

@@ -306,6 +306,19 @@ def test_a_directory_is_current_only_above_the_version_held_whichever_handle_rec
     assert registry.directory("ap-3") is None
 
 
+def test_every_directory_version_recorded_is_kept_as_issued_and_a_refused_one_is_not(
+    registry: Registry, peer: Registry
+) -> None:
+    first, second = _directory(1), _directory(2)
+    assert registry.record_directory(first)
+    assert not peer.record_directory(replace(first, data=b"other bytes"))
+    assert peer.record_directory(second)
+    assert registry.directory_version("eu-1", 1) == first.data
+    assert peer.directory_version("eu-1", 2) == second.data
+    assert registry.directory_version("eu-1", 3) is None
+    assert registry.directory_version("ap-3", 1) is None
+
+
 # Device logs.
 
 

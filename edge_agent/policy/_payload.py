@@ -199,9 +199,13 @@ class RuleReader:
     ) -> tuple[str, ...]:
         """Check ``actions``; with ``named``, they are a rule's own (the index files them)."""
         for action in actions:
+            if not named and ("*" in action or "?" in action):
+                raise PolicyError(
+                    f"when.parent.action {action!r}: it lists exact actions, with no wildcard "
+                    "and not '*'; leave action out to accept a parent of any action",
+                    rule=rule_id,
+                )
             _checked(checks.check_action, action, rule_id)
-            if action == checks.ANY and not named:
-                raise PolicyError("when.parent.action lists exact actions, not '*'", rule=rule_id)
             if action != checks.ANY and named:
                 self.named_actions.add(action)
         return actions

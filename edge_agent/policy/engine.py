@@ -10,9 +10,10 @@ Semantics (docs/policy.md is the long form):
   resource, and its ``when`` condition holds at ``now``.
 - Any matching deny wins and the lowest-index matching deny is named; otherwise the
   lowest-index matching allow is named; no matching rule denies with ``no_matching_rule``,
-  except when a rule that requires a parent (``when.parent``) would have matched but for
-  its parent: then the deny names that rule, with ``parent_missing`` (the request cited
-  none) or ``parent_invalid`` (its receipt was refused, or the parent fails the condition).
+  except when an allow rule that requires a parent (``when.parent``) would have matched but
+  for its parent: then the deny names that rule (never a deny rule with a parent
+  condition), with ``parent_missing`` (the request cited none) or ``parent_invalid`` (its
+  receipt was refused, or the parent fails the condition).
   The index stores rules as codes ordered exactly so (see ``_index``): the decision is the
   smallest code whose rule holds, and each bucket is scanned only up to the best code so far.
 
@@ -40,7 +41,8 @@ def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:
 
     Default deny: an empty policy, or one with no rule matching, denies. Only when nothing
     matched and the policy has parent conditions does a second, parent-blind pass look for
-    the rule the parent kept from matching, to name the deny's reason.
+    the allow rule the parent kept from matching, to name the deny's reason: the rule that
+    needed the parent, not a deny rule that would have matched with one.
     """
     best = _best(policy, request, now, False)
     if best != _NO_RULE:
@@ -56,8 +58,8 @@ def evaluate(policy: CompiledPolicy, request: Request, now: int) -> Match:
 
 
 def _best(policy: CompiledPolicy, request: Request, now: int, blind: bool) -> int:
-    """The smallest code whose rule matches (``_NO_RULE`` when none); with ``blind``, as if
-    every parent requirement held."""
+    """The smallest code whose rule matches (``_NO_RULE`` when none); with ``blind``, the
+    smallest allow rule's code that matches as if every parent requirement held."""
     index = policy.index
     by_principal = index.get(request.action)
     if by_principal is None:
@@ -69,6 +71,7 @@ def _best(policy: CompiledPolicy, request: Request, now: int, blind: bool) -> in
     else:
         principals = policy.acting.get(request.subject) or _alone(request.subject)
     conditions = policy.conditions
+    verdicts = policy.verdicts
     resource = request.resource
     segments: list[str] = []
     probes: list[tuple[int, str]] | None = None
@@ -86,10 +89,12 @@ def _best(policy: CompiledPolicy, request: Request, now: int, blind: bool) -> in
             if entries is not None:
                 for tail, codes in entries:
                     if codes[0] < best and (tail.anything or tail.matches(segments, length)):
-                        best = _first_holding(codes, best, conditions, request, now, blind)
+                        best = _first_holding(
+                            codes, best, conditions, verdicts, request, now, blind
+                        )
         for tail, codes in node.root:
             if codes[0] < best and tail.matches(segments, 0):
-                best = _first_holding(codes, best, conditions, request, now, blind)
+                best = _first_holding(codes, best, conditions, verdicts, request, now, blind)
     return best
 
 
@@ -112,16 +117,20 @@ def _first_holding(
     codes: tuple[int, ...],
     best: int,
     conditions: tuple[Condition | None, ...],
+    verdicts: tuple[Match, ...],
     request: Request,
     now: int,
     blind: bool,
 ) -> int:
-    """The first code below ``best`` whose condition holds, else ``best``."""
+    """The first code below ``best`` whose condition holds, else ``best`` (with ``blind``,
+    allow rules only)."""
     for code in codes:
         if code >= best:
             return best
         condition = conditions[code]
-        if condition is None or condition.holds(request, now, blind=blind):
+        if (condition is None or condition.holds(request, now, blind=blind)) and not (
+            blind and not verdicts[code].allowed
+        ):
             return code
     return best
 

@@ -139,13 +139,20 @@ def _parser() -> _Parser:
         "chain",
         help="verify a chain of decisions across devices (edge-hub lineage ancestry --export)",
         description="Verify a chain file link by link: the device directory under the root's "
-        "verifier role, every link's receipt with the key the directory lists for its "
-        "device, each child's recorded parent, depth, age and verdict against the next link, "
-        "and (with --bundle) each child re-decided under its bundle with the parent it "
-        "recorded (the policy requirement).",
+        "verifier role (the version each child recorded), every link's receipt with the key "
+        "the directory lists for its device, each child's recorded parent facts (groups, "
+        "subject, action, resource, time, verdict), depth and age against the next link, "
+        "the decision the chain was exported for, and (with --bundle) each child re-decided "
+        "under its bundle with its parent's verified facts (the policy requirement).",
     )
     chain.add_argument("file", help="the chain file (chain.cbor)")
     chain.add_argument("--root", required=True, help="the trust root (root.cbor)")
+    chain.add_argument(
+        "--child",
+        metavar="DEVICE:SEQ",
+        help="the decision the chain must prove the ancestry of (its first link); without it "
+        "the verdict names the decision the chain proves, to compare with the one meant",
+    )
     chain.add_argument(
         "--bundle",
         action="append",
@@ -304,19 +311,32 @@ def _chain(args: argparse.Namespace) -> int:
     root = _root(args.root)
     data = _read(args.file, MAX_CHAIN_BYTES, "chain", offered=True)
     bundles = [_read(path, MAX_BUNDLE_BYTES, "bundle", offered=True) for path in args.bundle]
+    child = None if args.child is None else _child(args.child)
     try:
         report = verify_chain(
-            data, root=root, bundles=bundles, decide_under=_engines(bundles, root)
+            data, root=root, child=child, bundles=bundles, decide_under=_engines(bundles, root)
         )
     except ChainError as exc:
         return _chain_failed(args, exc)
     unchecked = _unchecked_policy(report, given=bool(bundles))
     _emit(
         args.json,
-        _chain_json(args.file, report, unchecked),
-        _chain_text(args.file, report, unchecked),
+        _chain_json(args.file, report, unchecked, bound=child is not None),
+        _chain_text(args.file, report, unchecked, bound=child is not None),
     )
     return EXIT_OK
+
+
+def _child(value: str) -> tuple[str, int]:
+    """``DEVICE:SEQ`` as (device, seq).
+
+    Raises:
+        _UsageError: not a device id, a colon and a seq.
+    """
+    device, _, seq = value.rpartition(":")
+    if not device or not seq.isdecimal() or not seq.isascii():
+        raise _UsageError(f"--child is DEVICE:SEQ (such as gw-plc-02:8812), not {value!r}")
+    return device, int(seq)
 
 
 def _engines(bundles: Sequence[bytes], root: TrustRoot) -> dict[bytes, Decide]:
@@ -353,12 +373,15 @@ def _chain_failed(args: argparse.Namespace, exc: ChainError) -> int:
     return EXIT_FAILED
 
 
-def _chain_json(path: str, report: ChainReport, unchecked: list[str]) -> dict[str, Any]:
+def _chain_json(
+    path: str, report: ChainReport, unchecked: list[str], *, bound: bool
+) -> dict[str, Any]:
     directory = report.directory
     return {
         "file": path,
         "kind": "chain",
         "ok": True,
+        "child": {"device": report.child[0], "seq": report.child[1], "asked": bound},
         "directory": {
             "region": directory.region,
             "version": directory.version,
@@ -383,11 +406,15 @@ def _chain_json(path: str, report: ChainReport, unchecked: list[str]) -> dict[st
     }
 
 
-def _chain_text(path: str, report: ChainReport, unchecked: list[str]) -> str:
+def _chain_text(path: str, report: ChainReport, unchecked: list[str], *, bound: bool) -> str:
     directory = report.directory
     lines = [
         f"{PROG}: chain {path}",
-        _line("ok", "directory", f"{directory.region} version {directory.version}"),
+        _line(
+            "ok",
+            "directory",
+            f"{directory.region} version {directory.version}, the version each child recorded",
+        ),
     ]
     for index, link in enumerate(report.links):
         entry = link.entry
@@ -395,6 +422,7 @@ def _chain_text(path: str, report: ChainReport, unchecked: list[str]) -> str:
         what = "" if request is None else f" {request.subject} {request.action} {request.resource}"
         verdict = "allow" if entry.allowed else "deny"
         age = "" if link.age_s is None else f", {link.age_s} s before its child"
+        groups = ", ".join(link.device.groups) or "none"
         bundle = (
             f", bundle v{entry.bundle_version} signed by the policy role"
             if any(r.step == Step.BUNDLE for r in link.receipt.held)
@@ -404,17 +432,24 @@ def _chain_text(path: str, report: ChainReport, unchecked: list[str]) -> str:
             _line(
                 "ok",
                 f"link {index}",
-                f"{link.device.id} seq {entry.seq} depth {link.depth}: {verdict}{what} "
-                f"(rule {entry.rule or '-'}){age}{bundle}",
+                f"{link.device.id} (groups {groups}) seq {entry.seq} depth {link.depth}: "
+                f"{verdict}{what} (rule {entry.rule or '-'}){age}{bundle}",
             )
         )
         if link.policy:
             lines.append(_line("ok" if link.policy_checked else "skipped", "  policy", link.policy))
     skipped = f" ({'; '.join(unchecked)})" if unchecked else ""
     checked = ", every policy requirement re-decided as logged" if not unchecked else ""
+    device, seq = report.child
+    asked = (
+        "the decision asked for (--child)"
+        if bound
+        else "give --child DEVICE:SEQ to require the decision you mean"
+    )
     lines.append(
         f"VERIFIED{skipped}: {len(report.links)} links to the root, every receipt cosigned by "
-        f"the hub witness, every parent as its child recorded it{checked}"
+        f"the hub witness, every parent as its child recorded it{checked}; the ancestry of "
+        f"{device} seq {seq} ({asked})"
     )
     return "\n".join(lines)
 

@@ -3,13 +3,15 @@ of parents across devices, each link checked in the logs the hub holds.
 
 The walk is :func:`hub.core.ancestry.walk_ancestry`: every link stored, the leaf its child
 cited, proven in a checkpoint the hub's witness cosigned, and each decision that cited a
-parent re-decided under the bundle it names (from the registry, verified under the hub's
-trust root) with the parent it recorded; a parent not shipped yet is shown as such (not an
-error). ``--export`` writes the chain file ``edge-verify chain`` checks
-offline (:mod:`edge_agent.protocol.chain`): the region's current signed device directory and
-one receipt per link, signed by the hub's witness key (:func:`hub.core.receipts.hub_receipt`,
-as ``edge-hub lineage receipt``); the file is verified against the hub's trust root before
-it is written, and only a chain proven to its root is exported. ``--export`` writes a new
+parent checked against the parent entry itself and re-decided under the bundle it names
+(from the registry, verified under the hub's trust root) with the parent's verified facts; a
+parent not shipped yet is shown as such (not an error). ``--export`` writes the chain file
+``edge-verify chain`` checks offline (:mod:`edge_agent.protocol.chain`): the decision it was
+exported for, the signed device directory version its children recorded (the region's
+current one for a decision without a parent) and one receipt per link, signed by the hub's
+witness key (:func:`hub.core.receipts.hub_receipt`, as ``edge-hub lineage receipt``); the
+file is verified against the hub's trust root before it is written, and only a chain proven
+to its root is exported. ``--export`` writes a new
 file, or replaces a regular one only with ``--force`` (:func:`edge_agent.support.cli.write_out`:
 a device, FIFO, symlink or directory at the path is never replaced).
 
@@ -76,12 +78,15 @@ def register(
 def export_chain(
     registry: Registry, keys: HubKeys, walked: Ancestry, *, now: int
 ) -> tuple[bytes, int]:
-    """The chain file of ``walked`` and the directory version it carries: the region's
-    current directory (a new version issued first if one is due) and each link's receipt
-    signed by the hub's witness key, verified against the hub's root before it is returned.
+    """The chain file of ``walked`` and the directory version it carries: the version every
+    child of the chain recorded verifying its parent with (the region's current directory,
+    a new version issued first if one is due, for a chain of one link) and each link's
+    receipt signed by the hub's witness key, verified against the hub's root before it is
+    returned.
 
     Raises:
-        LineageError: the chain is not proven to its root, or the hub holds no verifier key.
+        LineageError: the chain is not proven to its root, its children recorded different
+            directory versions (a chain file carries one), or the hub holds no verifier key.
         ConfigError, RegistryError: as :func:`hub.core.receipts.hub_receipt`.
     """
     witness = keys.witness
@@ -100,9 +105,7 @@ def export_chain(
     if device is None:
         raise ConfigError(f"device {walked.links[0].device!r} is not registered")
     issue_directories(registry, key=witness, now=now, ttl_s=DEFAULT_DIRECTORY_TTL_S)
-    directory = registry.directory(device.region)
-    if directory is None:
-        raise LineageError(f"the hub holds no device directory of {device.region}")
+    directory = _cited_directory(registry, device.region, walked)
     witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
     receipts = [
         hub_receipt(registry, link.device, link.seq, witness=witness, witnesses=witnesses, now=now)[
@@ -110,15 +113,48 @@ def export_chain(
         ]
         for link in walked.links
     ]
-    data = encode_chain(directory.data, receipts)
+    child = (walked.links[0].device, walked.links[0].seq)
+    data = encode_chain(child, directory[1], receipts)
     try:
-        verify_chain(data, root=keys.root)
+        verify_chain(data, root=keys.root, child=child)
     except ChainError as exc:
         raise LineageError(
             f"the chain does not verify under the hub's own trust root (link {exc.link}, step "
             f"'{exc.step}'): {exc}"
         ) from exc
-    return data, directory.version
+    return data, directory[0]
+
+
+def _cited_directory(registry: Registry, region: str, walked: Ancestry) -> tuple[int, bytes]:
+    """(version, signed bytes) of the directory the chain's children recorded, or the
+    region's current one for a chain of one link."""
+    cited = {
+        link.entry.request.parent.directory_version
+        for link in walked.links
+        if link.entry is not None
+        and link.entry.request is not None
+        and link.entry.request.parent is not None
+        and link.entry.request.parent.facts is not None
+    }
+    if not cited:
+        current = registry.directory(region)
+        if current is None:
+            raise LineageError(f"the hub holds no device directory of {region}")
+        return current.version, current.data
+    version = next(iter(cited))
+    if len(cited) > 1 or version is None:
+        shown = ", ".join(str(v) for v in sorted(cited, key=lambda v: -1 if v is None else v))
+        raise LineageError(
+            f"the chain's links verified their parents under directory versions {shown}; a "
+            "chain file carries one, so this chain cannot be exported"
+        )
+    data = registry.directory_version(region, version)
+    if data is None:
+        raise LineageError(
+            f"the hub no longer holds directory version {version} of {region} the chain's "
+            "children recorded (kept since this hub stores every version it issues)"
+        )
+    return version, data
 
 
 def policies(registry: Registry, root: TrustRoot) -> PolicyOf:

@@ -15,11 +15,18 @@ through the logs the hub holds, child first, and checks every link:
    fails the link; none cosigned yet is :attr:`LinkStatus.NOT_COSIGNED` and the walk goes on;
 6. the depths agree: a child's recorded depth is its parent's plus one (a parent without a
    parent has depth 0);
-7. given the policies of the bundles the hub holds (``policy_of``), a decision that cited a
+7. parent facts: a decision that recorded a verified parent has every fact it recorded
+   checked against the parent entry the hub stores and the directory version it recorded
+   (the hub keeps every version it issued): groups, subject, action, resource, verdict,
+   time (so the age its policy saw), seq and leaf hash
+   (:func:`edge_agent.protocol.chain.verified_parent_facts`, the code ``edge-verify chain``
+   runs). A fact that is not the parent's fails the link, naming the lie; a parent not
+   stored yet leaves the facts unchecked and the walk ends at it (not verified);
+8. given the policies of the bundles the hub holds (``policy_of``), a decision that cited a
    parent is re-decided with the device's own pure engine under the bundle it names, at its
-   own time, with the parent facts it recorded: it must come out as logged (verdict,
-   reason, rule), so the rule's parent requirement held; a bundle the hub does not hold is
-   said so, not failed.
+   own time, with its parent's VERIFIED facts (step 7), never the recorded ones: it must
+   come out as logged (verdict, reason, rule), so the rule's parent requirement held; a
+   bundle the hub does not hold is said so, not failed.
 
 A walk stops at the first failed link, at a link already visited (a cycle: impossible with
 honest hashes, refused all the same) and after :data:`MAX_ANCESTRY_LINKS` links. It reads
@@ -32,21 +39,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
+from typing import Protocol
 
 from edge_agent.errors import LineageError
 from edge_agent.policy.compiler import CompiledPolicy
 from edge_agent.policy.engine import evaluate
-from edge_agent.protocol.chain import cited_parent, needs_redecision, redecide_entry
+from edge_agent.protocol.chain import (
+    cited_parent,
+    needs_redecision,
+    redecide_entry,
+    verified_parent_facts,
+)
 from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.lineage_entries import Entry, Kind, decode_entry
 from edge_agent.protocol.merkle import leaf_hash
 from edge_agent.protocol.request import ParentFacts
+from hub.core.directory import listed_groups
 from hub.core.receipts import ProofSource, ProvenEntry, prove_entry, registered, stored_entry
 from hub.registry.interface import RegistryError
+from hub.registry.records import DeviceRecord
 
 __all__ = [
     "MAX_ANCESTRY_LINKS",
     "Ancestry",
+    "AncestrySource",
     "Link",
     "LinkStatus",
     "PolicyOf",
@@ -60,6 +76,13 @@ and said so."""
 PolicyOf = Callable[[bytes], CompiledPolicy | None]
 """The compiled policy of the bundle with this SHA-256 digest, verified under the hub's
 trust root; ``None`` when the hub does not hold it (or it no longer verifies)."""
+
+
+class AncestrySource(ProofSource, Protocol):
+    """What a walk reads (:class:`hub.registry.Registry` is one): the proofs, and the signed
+    directory versions the hub issued."""
+
+    def directory_version(self, region: str, version: int) -> bytes | None: ...
 
 
 class LinkStatus(StrEnum):
@@ -119,7 +142,7 @@ class Ancestry:
 
 
 def walk_ancestry(
-    source: ProofSource,
+    source: AncestrySource,
     device_id: str,
     seq: int,
     *,
@@ -160,7 +183,7 @@ def walk_ancestry(
 
 
 def _check_link(
-    source: ProofSource,
+    source: AncestrySource,
     at: tuple[str, int],
     cited: ParentFacts | None,
     witnesses: Sequence[PublicKey],
@@ -192,7 +215,10 @@ def _check_link(
     depth_problem = _depth_problem(entry, cited)
     if depth_problem is not None:
         return Link(device_id, seq, LinkStatus.FAILED, depth_problem, entry, leaf)
-    policy, policy_problem = _redecided(entry, policy_of)
+    verified = _verified_parent(source, device, entry)
+    if isinstance(verified, str):
+        return Link(device_id, seq, LinkStatus.FAILED, f"parent facts: {verified}", entry, leaf)
+    policy, policy_problem = _redecided(entry, policy_of, verified)
     if policy_problem is not None:
         return Link(device_id, seq, LinkStatus.FAILED, policy_problem, entry, leaf)
     try:
@@ -214,15 +240,62 @@ def _check_link(
     )
 
 
-def _redecided(entry: Entry, policy_of: PolicyOf | None) -> tuple[str, str | None]:
-    """Step 7: (what re-deciding established, or why it did not run; the failure or None),
-    as ``edge-verify chain --bundle`` does it (:func:`edge_agent.protocol.chain.redecide_entry`)."""
+@dataclass(frozen=True, slots=True)
+class _Unchecked:
+    """The parent's facts could not be checked at the child's link; ``why`` says so, and the
+    walk fails or ends at the parent's own link (steps 1 to 3)."""
+
+    why: str
+
+
+def _verified_parent(
+    source: AncestrySource, device: DeviceRecord, entry: Entry
+) -> ParentFacts | str | _Unchecked | None:
+    """Step 7: the facts of the verified parent ``entry`` records, read from the parent entry
+    the hub stores and the directory version the entry recorded (``None``: it records no
+    verified parent), or the sentence naming what the child recorded falsely."""
+    cited = cited_parent(entry)
+    request = entry.request
+    if cited is None or request is None or request.parent is None:
+        return None
+    stored = source.entries(cited.device, cited.seq, cited.seq + 1)
+    if not stored or source.device(cited.device) is None:
+        return _Unchecked("its parent is not stored at this hub yet")
+    if leaf_hash(stored[0]) != cited.leaf_hash:
+        return _Unchecked("the parent stored is not the entry it cited")
+    try:
+        parent = decode_entry(stored[0], cited.seq)
+    except LineageError:
+        return _Unchecked("the parent stored does not decode")
+    if parent.kind != Kind.DECISION:
+        return _Unchecked("the parent stored is not a decision")
+    recorded = request.parent.directory_version
+    data = None if recorded is None else source.directory_version(device.region, recorded)
+    listed = None if data is None else listed_groups(data, cited.device)
+    return verified_parent_facts(
+        cited,
+        recorded_version=recorded,
+        directory_version=None if listed is None else listed[0],
+        groups=None if listed is None else listed[1],
+        entry=parent,
+        leaf=leaf_hash(stored[0]),
+    )
+
+
+def _redecided(
+    entry: Entry, policy_of: PolicyOf | None, verified: ParentFacts | _Unchecked | None
+) -> tuple[str, str | None]:
+    """Step 8: (what re-deciding established, or why it did not run; the failure or None),
+    as ``edge-verify chain --bundle`` does it (:func:`edge_agent.protocol.chain.redecide_entry`),
+    with the parent's verified facts."""
     if policy_of is None or not needs_redecision(entry) or entry.bundle_digest is None:
         return "", None
+    if isinstance(verified, _Unchecked):
+        return f"not re-decided: {verified.why}", None
     policy = policy_of(entry.bundle_digest)
     if policy is None:
         return f"not re-decided: the hub holds no bundle v{entry.bundle_version} it names", None
-    return redecide_entry(entry, partial(evaluate, policy))
+    return redecide_entry(entry, partial(evaluate, policy), verified)
 
 
 def _depth_problem(entry: Entry, cited: ParentFacts | None) -> str | None:

@@ -23,8 +23,14 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edge_agent.protocol import dcbor, topics
-from edge_agent.protocol.directory import DirectoryDevice, directory_payload, sign_directory
+from edge_agent.errors import EnvelopeError
+from edge_agent.protocol import cose, dcbor, topics
+from edge_agent.protocol.directory import (
+    MAX_DIRECTORY_BYTES,
+    DirectoryDevice,
+    directory_payload,
+    sign_directory,
+)
 from edge_agent.protocol.keys import PrivateKey
 from hub.core.publications import Publication
 from hub.registry.records import DeviceRecord, IssuedDirectory
@@ -36,6 +42,7 @@ __all__ = [
     "directory_devices",
     "directory_publication",
     "issue_directory",
+    "listed_groups",
     "next_directory",
 ]
 
@@ -124,3 +131,30 @@ def issue_directory(directory: PlannedDirectory, key: PrivateKey) -> IssuedDirec
 def directory_publication(issued: IssuedDirectory) -> Publication:
     """The retained publication of ``issued`` on its region's directory topic."""
     return Publication(topics.directory_topic(issued.region), issued.data)
+
+
+def listed_groups(data: bytes, device_id: str) -> tuple[int, tuple[str, ...] | None] | None:
+    """The version of the directory ``data`` this hub issued (as its registry recorded it,
+    so not verified again) and the groups it lists for ``device_id`` (``None``: not
+    listed); ``None`` when the bytes are not a directory."""
+    value: object
+    try:
+        value = dcbor.decode(
+            cose.peek_payload(data, max_bytes=MAX_DIRECTORY_BYTES),
+            max_bytes=MAX_DIRECTORY_BYTES,
+            what="device directory",
+        )
+    except EnvelopeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    version, devices = value.get("version"), value.get("devices")
+    if not isinstance(version, int) or not isinstance(devices, list):
+        return None
+    for device in devices:
+        if isinstance(device, dict) and device.get("id") == device_id:
+            groups = device.get("groups")
+            if isinstance(groups, list) and all(isinstance(g, str) for g in groups):
+                return version, tuple(g for g in groups if isinstance(g, str))
+            return None
+    return version, None

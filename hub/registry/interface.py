@@ -275,6 +275,13 @@ class Registry(Protocol):
         """The current directory of ``region``; ``None`` when none was issued."""
         ...
 
+    def directory_version(self, region: str, version: int) -> bytes | None:
+        """The signed bytes of ``region``'s directory ``version`` as issued (every recorded
+        version is kept: a child's lineage entry names the version it verified its parent
+        with, and ancestry checks the groups it recorded against it); ``None`` when this
+        registry never recorded it (before it kept every version, only the current one)."""
+        ...
+
     # Device logs.
 
     def lineage_state(self, device: str) -> DeviceLog:

@@ -170,7 +170,21 @@ class PublicationTables(SqliteTransactions):
                     directory.expires_at,
                 ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            db.execute(
+                "INSERT OR IGNORE INTO directory_versions VALUES (?, ?, ?)",
+                (directory.region, directory.version, directory.data),
+            )
+            return True
+
+    def directory_version(self, region: str, version: int) -> bytes | None:
+        rows = self._read(
+            "SELECT data FROM directory_versions WHERE region = ? AND version = ? "
+            "UNION ALL SELECT data FROM directories WHERE region = ? AND version = ?",
+            (region, version, region, version),
+        )
+        return as_bytes(rows[0][0]) if rows else None
 
     def directory(self, region: str) -> IssuedDirectory | None:
         rows = self._read(

@@ -1,6 +1,6 @@
-"""The SQLite registry's schema: eighteen tables, version :data:`SCHEMA_VERSION` (SQLite's
+"""The SQLite registry's schema: nineteen tables, version :data:`SCHEMA_VERSION` (SQLite's
 ``user_version``). Tables are created when missing, so an older registry gains a table
-added since (``tpm_keys``, ``lineage_nodes``: backfilled when opened, see
+added since (``tpm_keys``, ``directory_versions``, ``lineage_nodes``: backfilled when opened, see
 :mod:`.tree_nodes`) when it is opened; a column change needs a new version."""
 
 from __future__ import annotations
@@ -81,5 +81,9 @@ CREATE TABLE IF NOT EXISTS rejections (
 CREATE TABLE IF NOT EXISTS directories (
     region TEXT PRIMARY KEY, version INTEGER NOT NULL, content BLOB NOT NULL,
     data BLOB NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS directory_versions (
+    region TEXT NOT NULL, version INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (region, version)
 );
 """
