@@ -13,6 +13,7 @@ import pytest
 from edge_agent.protocol.bundle import verify_bundle
 from edge_agent.protocol.roles import Role
 from hub.cli.main import main as hub_main
+from hub.core.rollout import with_halted
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 from hub.registry.backends import open_registry
@@ -184,3 +185,27 @@ def test_status_explains_a_rollout_before_the_hub_publishes_it(
     assert _run(setup, "status") == 0
     text = capsys.readouterr().out
     assert "rollout   eu-1-v2: running" in text and "halt if install_failures>0" in text
+
+
+def test_a_bundle_push_waits_while_an_active_rollout_uses_its_channels_or_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    assert _run(setup, "start", _candidate(setup, tmp_path)) == 0
+    push = ["bundle", "push", "--hub-dir", str(setup.path)]
+    line_b = _candidate(setup, tmp_path, version=4, group="line-b")
+    assert hub_main([*push, line_b]) == 0
+    capsys.readouterr()
+    assert hub_main([*push, _candidate(setup, tmp_path, version=5)]) == 2
+    assert (
+        "rollout eu-1-v2 is active in eu-1 on group/line-a: let it complete or halt, or abort "
+        "it ('edge-hub rollout abort eu-1-v2')" in capsys.readouterr().err
+    )
+    with open_registry(setup.path / "hub.db") as registry:
+        current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
+        record = registry.rollout("eu-1-v2")
+        assert record is not None
+        halted = with_halted(record, record.updated_at, "halted by hand", ())
+        assert registry.update_rollout(halted, expected=record)
+    assert current == {"group/line-a": 1, "group/line-b": 4}
+    assert hub_main([*push, _candidate(setup, tmp_path, version=5)]) == 0

@@ -60,6 +60,7 @@ __all__ = [
     "Step",
     "StepKind",
     "baseline_counters",
+    "check_clear_of_rollouts",
     "in_stage",
     "judge",
     "next_step",
@@ -126,6 +127,39 @@ def stage_point(rollout: str, device_id: str) -> Fraction:
 def in_stage(rollout: str, device_id: str, percent: str) -> bool:
     """Whether ``device_id`` is in ``rollout``'s stage of share ``percent`` (rule 1)."""
     return stage_point(rollout, device_id) < Fraction(percent) / 100
+
+
+def check_clear_of_rollouts(
+    rollouts: Iterable[RolloutRecord],
+    *,
+    region: str,
+    channels: Iterable[str],
+    targeted: Iterable[str],
+) -> None:
+    """Refuse a bundle for ``channels`` of ``region`` (targeting the registered devices
+    ``targeted``) while an active rollout there uses one of those channels or devices.
+
+    A hand push beside a rollout would be silently undone or would silently override: the
+    rollout's completion makes its candidate current on its channels again, and its
+    rollback, signed when it started from the policy then current, would bring back that
+    policy, not the pushed one. So the push waits until the rollout completes, halts or is
+    aborted.
+
+    Raises:
+        ConfigError: an active rollout of ``region`` shares a channel or a device.
+    """
+    wanted, devices = set(channels), set(targeted)
+    for record in rollouts:
+        if record.region != region or not record.state.active:
+            continue
+        shared = sorted(wanted & set(record.channels)) or sorted(devices & set(record.devices))
+        if shared:
+            raise ConfigError(
+                f"rollout {record.rollout_id} is active in {region} on {', '.join(shared[:3])}"
+                f"{' ...' * (len(shared) > 3)}: let it complete or halt, or abort it "
+                f"('edge-hub rollout abort {record.rollout_id}'), before another bundle goes "
+                "there"
+            )
 
 
 def stage_members(record: RolloutRecord, stage: int) -> tuple[str, ...]:

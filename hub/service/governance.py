@@ -50,6 +50,7 @@ from hub.core.push import (
     revocation_region,
     sign_next_revocation,
 )
+from hub.core.rollout import check_clear_of_rollouts
 from hub.hubdir.layout import HubKeys
 from hub.registry import (
     DeviceRecord,
@@ -90,10 +91,11 @@ def plan_bundle(
         BundleError: a device of the target would refuse it (signatures, expiry, issued
             ahead of ``now``, a rollback or conflict on a channel, a revoked version).
         ConfigError: it would lift revocations on devices it targets and
-            ``lift_revocations`` is false.
+            ``lift_revocations`` is false, or an active rollout of its region uses one of
+            its channels or devices (:func:`hub.core.rollout.check_clear_of_rollouts`).
     """
     bundle = verify_operator_bundle(data, root=keys.root, now=now)
-    return plan_push(
+    plan = plan_push(
         bundle,
         root=keys.root,
         devices=registry.devices(),
@@ -101,6 +103,13 @@ def plan_bundle(
         revocations=registry.current_revocations(),
         lift_revocations=lift_revocations,
     )
+    check_clear_of_rollouts(
+        registry.rollouts(active=True),
+        region=bundle.target.region,
+        channels=plan.channels,
+        targeted=plan.targeted,
+    )
+    return plan
 
 
 def prepare_push(
@@ -115,39 +124,43 @@ def prepare_push(
     """:func:`plan_bundle`, then record the bundle as current on its channels and return
     what to publish (the bundle on each channel, and fresh tokens pinning it).
 
+    The plan and the records are one write group, so no rollout starts and no other push
+    lands between what the plan read and what it records.
+
     Raises:
         BundleError, ConfigError: as :func:`plan_bundle` (nothing recorded).
         RegistryError: the write failed; nothing changed.
     """
-    plan = plan_bundle(registry, keys, data, now=now, lift_revocations=lift_revocations)
-    bundle = plan.bundle
-    registry.record_bundle(
-        bundle=PublishedBundle(
+    with registry.write_group():
+        plan = plan_bundle(registry, keys, data, now=now, lift_revocations=lift_revocations)
+        bundle = plan.bundle
+        registry.record_bundle(
+            bundle=PublishedBundle(
+                region=bundle.target.region,
+                channel="",
+                version=bundle.version,
+                digest=bundle.digest,
+                data=bundle.raw,
+                expires_at=bundle.expires_at,
+                max_offline=bundle.max_offline,
+                pushed_at=now,
+            ),
+            issued_at=bundle.issued_at,
+            target=bundle.target.as_cbor(),
+            channels=plan.channels,
+        )
+        publications = [
+            Publication(topics.bundle_topic(bundle.target.region, parse_channel(c)), bundle.raw)
+            for c in plan.channels
+        ]
+        publications += issue_freshness(
+            registry,
+            key=keys.freshness,
+            now=now,
+            ttl_s=token_ttl_s,
             region=bundle.target.region,
-            channel="",
-            version=bundle.version,
-            digest=bundle.digest,
-            data=bundle.raw,
-            expires_at=bundle.expires_at,
-            max_offline=bundle.max_offline,
-            pushed_at=now,
-        ),
-        issued_at=bundle.issued_at,
-        target=bundle.target.as_cbor(),
-        channels=plan.channels,
-    )
-    publications = [
-        Publication(topics.bundle_topic(bundle.target.region, parse_channel(c)), bundle.raw)
-        for c in plan.channels
-    ]
-    publications += issue_freshness(
-        registry,
-        key=keys.freshness,
-        now=now,
-        ttl_s=token_ttl_s,
-        region=bundle.target.region,
-        channels=plan.channels,
-    )
+            channels=plan.channels,
+        )
     return plan, publications
 
 

@@ -111,7 +111,9 @@ def prepare_rollout(
     now: int,
 ) -> RolloutRecord:
     """Verify and plan the candidate ``data``, sign its rollback bundle with ``signers``
-    (the policy keys) and record the rollout, running, before its first stage.
+    (the policy keys) and record the rollout, running, before its first stage. What the
+    plan and the rollback read and the record are one write group: no push lands between
+    them (the rollback re-issues the policy current when the rollout is recorded).
 
     Raises:
         BundleError: a device would refuse the candidate (as ``bundle push``).
@@ -120,42 +122,45 @@ def prepare_rollout(
             policy keys, or another rollout active in the region.
         RegistryError: the write failed.
     """
-    plan = plan_bundle(registry, keys, data, now=now)
-    candidate = plan.bundle
-    for text in halts:
-        parse_halt(text)
-    parsed_stages = parse_stages(stages)
-    if soak_s < 0:
-        raise ConfigError("--soak must not be negative")
-    targeted = set(plan.targeted)
-    devices = [
-        d
-        for d in registry.devices()
-        if d.device_id in targeted and (not groups or set(groups) & set(d.groups))
-    ]
-    if not devices:
-        where = f" in group(s) {', '.join(groups)}" if groups else ""
-        raise ConfigError(f"the candidate targets no registered device{where}: nothing to roll out")
-    previous = _previous_bundle(registry, keys, candidate, devices)
-    rollback = sign_rollback(previous, candidate, root=keys.root, signers=signers)
-    record = RolloutRecord(
-        rollout_id=rollout_id(candidate.target.region, candidate.version),
-        region=candidate.target.region,
-        state=RolloutState.RUNNING,
-        created_at=now,
-        updated_at=now,
-        candidate=candidate.raw,
-        candidate_version=candidate.version,
-        candidate_digest=candidate.digest,
-        rollback=rollback,
-        channels=plan.channels,
-        devices=tuple(d.device_id for d in devices),
-        stages=parsed_stages,
-        soak_s=soak_s,
-        halts=tuple(halts),
-        groups=tuple(sorted(set(groups))),
-    )
-    registry.create_rollout(record)
+    with registry.write_group():
+        plan = plan_bundle(registry, keys, data, now=now)
+        candidate = plan.bundle
+        for text in halts:
+            parse_halt(text)
+        parsed_stages = parse_stages(stages)
+        if soak_s < 0:
+            raise ConfigError("--soak must not be negative")
+        targeted = set(plan.targeted)
+        devices = [
+            d
+            for d in registry.devices()
+            if d.device_id in targeted and (not groups or set(groups) & set(d.groups))
+        ]
+        if not devices:
+            where = f" in group(s) {', '.join(groups)}" if groups else ""
+            raise ConfigError(
+                f"the candidate targets no registered device{where}: nothing to roll out"
+            )
+        previous = _previous_bundle(registry, keys, candidate, devices)
+        rollback = sign_rollback(previous, candidate, root=keys.root, signers=signers)
+        record = RolloutRecord(
+            rollout_id=rollout_id(candidate.target.region, candidate.version),
+            region=candidate.target.region,
+            state=RolloutState.RUNNING,
+            created_at=now,
+            updated_at=now,
+            candidate=candidate.raw,
+            candidate_version=candidate.version,
+            candidate_digest=candidate.digest,
+            rollback=rollback,
+            channels=plan.channels,
+            devices=tuple(d.device_id for d in devices),
+            stages=parsed_stages,
+            soak_s=soak_s,
+            halts=tuple(halts),
+            groups=tuple(sorted(set(groups))),
+        )
+        registry.create_rollout(record)
     return record
 
 
