@@ -352,3 +352,30 @@ async def test_a_hub_restarted_mid_stage_resumes_the_rollout_where_it_was(
 
 def _completed(setup: HubSetup) -> Callable[[], bool]:
     return lambda: _rollout(setup, "eu-1-v2").state is RolloutState.COMPLETED
+
+
+async def test_a_rollout_narrowed_by_group_never_reaches_the_devices_it_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=(("gw-001", "line-a"), ("gw-003", "line-b")))
+    both = ALLOW.replace("groups: [line-a]", "groups: [line-a, line-b]")
+    hub_dir = ("--hub-dir", str(setup.path))
+    async with (
+        amqtt_broker() as broker,
+        HubService(hub_config(setup, broker, rollout_interval_s=0.2)) as hub,
+    ):
+        await hub.wait_ready()
+        v1 = _bundle(setup, tmp_path / "v1.cbor", 1, both)
+        assert await run_cli("bundle", "push", str(v1), *hub_dir) == 0
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, both + ALLOW_MORE[len(ALLOW) :])
+        capsys.readouterr()
+        args = ("--group", "line-a", "--stages", "100%", "--soak", "1s", *hub_dir)
+        assert await run_cli("rollout", "start", str(candidate), *args) == 0
+        assert "completion leaves it its devices' own channels" in capsys.readouterr().out
+        await wait_for(_completed(setup), WAIT_S)
+    with open_registry(setup.path / "hub.db") as registry:
+        current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
+    assert current == {"group/line-a": 1, "group/line-b": 1, "device/gw-001": 2}
+    assert "on its devices' own channels (narrowed by --group)" in await _status(
+        setup, capsys, "eu-1-v2"
+    )

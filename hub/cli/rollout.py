@@ -46,6 +46,7 @@ STATUS_FORMAT = "edgegov-rollout-status/1"
 SHOWN_DEVICES = 10
 """Device ids the text status names per stage (the JSON has them all)."""
 _CAS_ATTEMPTS = 5
+_NARROWED = "its devices' own channels (narrowed by --group)"
 
 
 def register(
@@ -137,6 +138,11 @@ def _cmd_start(args: argparse.Namespace) -> int:
         f"rollback  v{record.candidate_version + 1} signed (the previous policy): published "
         "to the switched devices on a halt or abort"
     )
+    if not record.channels:
+        print(
+            f"completion leaves it {_NARROWED}: --group leaves out devices it targets; push it "
+            "to its channels when they should have it too"
+        )
     print("the running 'edge-hub serve' publishes stage 1 within seconds")
     return 0
 
@@ -266,7 +272,8 @@ def _print(rollout: dict[str, Any]) -> None:
     print(f"rollout   {rollout['id']}: {rollout['state']}{reason}")
     print(
         f"candidate bundle v{candidate['version']} sha256:{candidate['digest'][:16]} on "
-        f"{', '.join(rollout['channels'])}; rollback v{rollout['rollback_version']}"
+        f"{', '.join(rollout['channels']) or _NARROWED}; "
+        f"rollback v{rollout['rollback_version']}"
     )
     print(
         f"soak      {format_duration(rollout['soak_s'])} per stage; halt if "

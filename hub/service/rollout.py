@@ -3,8 +3,9 @@
 
 :func:`prepare_rollout` is what ``rollout start`` records: the candidate verified and
 planned exactly as ``bundle push`` does (:func:`hub.service.governance.plan_bundle`), the
-halt conditions and stages parsed, the targeted devices frozen (narrowed by ``--group``),
-and the rollback bundle signed with the policy keys of the keys directory
+halt conditions and stages parsed, the targeted devices frozen (narrowed by ``--group``:
+such a rollout has no real channels, as they reach targeted devices it never staged), and
+the rollback bundle signed with the policy keys of the keys directory
 (:func:`hub.core.rollout.sign_rollback`) from the previous bundle: the highest version
 current on a channel the targeted devices listen on.
 
@@ -153,7 +154,7 @@ def prepare_rollout(
             candidate_version=candidate.version,
             candidate_digest=candidate.digest,
             rollback=rollback,
-            channels=plan.channels,
+            channels=plan.channels if len(devices) == len(targeted) else (),
             devices=tuple(d.device_id for d in devices),
             stages=parsed_stages,
             soak_s=soak_s,
@@ -316,9 +317,11 @@ class RolloutDriver:
     def _complete(
         self, record: RolloutRecord, switched: Sequence[str], now: int
     ) -> list[Publication]:
-        """The candidate current on the real channels, the device channels cleared."""
+        """The candidate current on the real channels, the device channels cleared. A
+        rollout ``--group`` narrowed has no real channels (they reach devices it never
+        staged): its devices keep the candidate on their own channels."""
         publications = self._record_bundle(record, record.candidate, record.channels, now)
-        cleared = [device_channel(d) for d in switched]
+        cleared = [device_channel(d) for d in switched] if record.channels else []
         self._context.registry.clear_channels(record.region, cleared)
         for text in cleared:
             channel = parse_channel(text)
