@@ -462,3 +462,22 @@ def test_a_state_reloaded_after_another_process_changed_it_keeps_the_shadow_unve
 
     monkeypatch.setattr(agent_module, "accept_shadow", counting)
     assert _divergences(pair.agent) == len(EXPECTED) and verified == []
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "edgegov/v1/eu-1/shadow/device/gw-002",
+        "edgegov/v1/us-1/shadow/all/_",
+        "edgegov/v1/eu-1/shadow/group/line-z",
+        "edgegov/v1/eu-1/shadow/device/gw-001/extra",
+    ],
+)
+def test_a_shadow_on_a_topic_the_device_does_not_listen_on_is_never_held(
+    pair: Pair, topic: str
+) -> None:
+    daemon = AgentDaemon(pair.agent, BrokerSettings("127.0.0.1", 1), SyncConfig(), wall=lambda: NOW)
+    daemon.handle(Incoming(topic, pair.hub.bundle(3, policy=SHADOW_POLICY), retain=True))
+    assert pair.agent.shadow is None and _divergences(pair.agent) == 0
+    daemon.handle(Incoming(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), retain=True))
+    assert pair.agent.shadow is not None

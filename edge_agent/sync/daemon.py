@@ -106,6 +106,11 @@ class AgentDaemon:
         self.wall = wall
         self.attestor = attestor
         self.device = agent.state.device
+        self._shadow_topics = frozenset(
+            topics.shadow_topic(self.device.region, channel)
+            for channel in topics.agent_channels(self.device.device_id, self.device.groups)
+        )
+        """The shadow topics this device subscribes to: one held shadow at most each."""
         self.connected = asyncio.Event()
         self.changed = asyncio.Event()
         """Set whenever the trust state changed (tests and the status publisher wait on it)."""
@@ -287,7 +292,13 @@ class AgentDaemon:
 
     def handle(self, message: Incoming) -> None:
         """Apply one incoming message; never raises for bad input (it is logged). An empty
-        message on a shadow topic clears the shadow held from there."""
+        message on a shadow topic clears the shadow held from there; a shadow on a topic
+        the device does not subscribe to (another device's, group's or region's, which a
+        misbehaving broker delivered) is ignored, so no more shadows are held than the
+        device has channels."""
+        if _topic_kind(message.topic) == "shadow" and message.topic not in self._shadow_topics:
+            logger.warning("ignored a shadow bundle on %s: not one of this device's", message.topic)
+            return
         if not message.payload:
             if _topic_kind(message.topic) == "shadow":
                 self._applied.pop(message.topic, None)
