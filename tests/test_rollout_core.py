@@ -12,6 +12,7 @@ from fractions import Fraction
 import pytest
 
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.bundle import verify_bundle
 from hub.core.halt import StageCounters
 from hub.core.rollout import (
     Divergence,
@@ -27,6 +28,7 @@ from hub.core.rollout import (
     stage_counters,
     stage_members,
     stage_point,
+    void_reason,
     with_abort_requested,
     with_aborted,
     with_advanced,
@@ -36,7 +38,9 @@ from hub.core.rollout import (
     with_paused,
     with_resumed,
 )
+from hub.registry.records import IssuedRevocation
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
+from tests.factory import HubSim
 
 T0 = 1_800_000_000
 IDS = [f"gw-{n:05d}" for n in range(10_000)]
@@ -147,6 +151,13 @@ TRANSITIONS = [
     Row("a soaked stage advances", ENTERED, T0 + 610, None, Step(StepKind.ADVANCE)),
     Row("the last stage soaked completes", LAST, T0 + 610, None, Step(StepKind.COMPLETE)),
     Row("a halt wins over a soak", ENTERED, T0 + 610, "x held", Step(StepKind.HALT, "x held")),
+    Row(
+        "a void candidate halts before its next stage is entered",
+        replace(ENTERED, stage=1),
+        T0 + 610,
+        "void",
+        Step(StepKind.HALT, "void"),
+    ),
     Row(
         "a paused stage still halts",
         replace(ENTERED, state=RolloutState.PAUSED, paused_at=T0 + 20),
@@ -318,3 +329,35 @@ def test_a_divergence_whose_decision_fell_outside_the_window_takes_nothing_away(
     counters = stage_counters([], 8, 0, None, divergences=[diverged])
     assert (counters.decisions, counters.denied) == (1, 1)
     assert counters.by_reason == {"no_matching_rule": 1} and counters.by_rule == {}
+
+
+def _revoked(kind: str, value: str, region: str = "eu-1") -> IssuedRevocation:
+    return IssuedRevocation(region, 1, kind, value, "bad build", b"", T0)
+
+
+@pytest.mark.parametrize(
+    ("issued", "void"),
+    [
+        ((), None),
+        ((_revoked("bundle", "7"),), None),
+        ((_revoked("bundle", "8", region="us-1"),), None),
+        ((_revoked("device", "gw-001"),), None),
+        ((_revoked("bundle", "8"),), "revocation epoch 1 (bundle 8) voids the candidate"),
+        ((_revoked("bundle", "12"),), "revocation epoch 1 (bundle 12) voids the candidate"),
+        ((_revoked("key", "SIGNER"),), "revocation epoch 1 (key SIGNER) voids the candidate"),
+    ],
+)
+def test_a_candidate_is_void_once_a_revocation_voids_its_version_or_signers(
+    issued: tuple[IssuedRevocation, ...], void: str | None
+) -> None:
+    hub = HubSim()
+    signer = hub.policy_keys[0].public.key_id.hex()
+    issued = tuple(replace(r, value=r.value.replace("SIGNER", signer)) for r in issued)
+    candidate = verify_bundle(hub.bundle(8), root=hub.root(), region="eu-1")
+    reason = void_reason(candidate, root=hub.root(), issued=issued)
+    if void is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        assert reason.startswith(void.replace("SIGNER", signer))
+        assert reason.endswith("version 8: its devices would deny everything with it installed")

@@ -379,3 +379,29 @@ async def test_a_rollout_narrowed_by_group_never_reaches_the_devices_it_left_out
     assert "on its devices' own channels (narrowed by --group)" in await _status(
         setup, capsys, "eu-1-v2"
     )
+
+
+async def test_a_rollout_whose_candidate_is_revoked_halts_and_rolls_back(tmp_path: Path) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=[(d, "line-a") for d in DEVICES])
+    hub_dir = ("--hub-dir", str(setup.path))
+    async with (
+        amqtt_broker() as broker,
+        HubService(hub_config(setup, broker, rollout_interval_s=0.2)) as hub,
+    ):
+        await hub.wait_ready()
+        v1 = _bundle(setup, tmp_path / "v1.cbor", 1, ALLOW)
+        assert await run_cli("bundle", "push", str(v1), *hub_dir) == 0
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, ALLOW_MORE)
+        args = ("--stages", "50%,100%", "--soak", "1h", *hub_dir)
+        assert await run_cli("rollout", "start", str(candidate), *args) == 0
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").entered == 0, WAIT_S)
+        revoke = ("revoke", "--bundle", "2", "--force", "--yes", "--reason", "bad build")
+        assert await run_cli(*revoke, *hub_dir) == 0
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").state is not RolloutState.RUNNING, WAIT_S)
+    record = _rollout(setup, "eu-1-v2")
+    assert record.state is RolloutState.HALTED
+    assert record.reason.startswith("revocation epoch 1 (bundle 2) voids the candidate")
+    with open_registry(setup.path / "hub.db") as registry:
+        current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
+    switched = {f"device/{d}": 3 for d in stage_members(record, 0)}
+    assert current == {"group/line-a": 1, **switched}

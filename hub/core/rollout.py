@@ -9,8 +9,9 @@ The rules (docs/rollout.md, section 3):
    restart, and stages are nested: a device in stage ``k`` is in every later one (shares
    only grow). Over many devices a stage holds close to its share of them.
 2. **Transitions** (:func:`next_step`, one table of guard clauses): an ``aborting`` rollout
-   aborts; a stage not yet published is entered; an entered stage whose halt condition
-   holds halts (also while paused: its devices run the candidate meanwhile); a running
+   aborts; a rollout whose candidate became void (:func:`void_reason`) or whose entered
+   stage's halt condition holds halts (also while paused: its devices run the candidate
+   meanwhile); a stage not yet published is entered; a running
    stage whose soak has elapsed (time paused not counted) advances, or completes the
    rollout when it is the last; a stage that adds no device to the one before needs no
    soak. The ``with_*`` functions apply a step to the record; calling one in a state it
@@ -46,10 +47,13 @@ from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, bundle_pay
 from edge_agent.protocol.expectations import expectations_value
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
+from edge_agent.protocol.revocation import Revocation, RevocationKind
+from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.trust.shadow import POLICY_REASONS
 from hub.core.bundles import verify_operator_bundle
 from hub.core.halt import HaltCondition, StageCounters, evaluate_halt, parse_halt
+from hub.registry.records import IssuedRevocation
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 
 __all__ = [
@@ -71,6 +75,7 @@ __all__ = [
     "stage_counters",
     "stage_members",
     "stage_point",
+    "void_reason",
     "with_abort_requested",
     "with_aborted",
     "with_advanced",
@@ -199,17 +204,18 @@ def soak_left(record: RolloutRecord, now: int) -> int:
 
 def next_step(record: RolloutRecord, now: int, halt: str | None, *, adds: bool = True) -> Step:
     """What happens to ``record`` at ``now`` (rule 2). ``halt`` is the reason a halt
-    condition holds over the entered stage (:func:`judge`), ``None`` when none does;
+    condition holds over the entered stage (:func:`judge`), or the candidate became void
+    (:func:`void_reason`: then no further stage is entered), ``None`` when none does;
     ``adds`` whether the current stage adds devices to the stage before."""
     state = record.state
     if state is RolloutState.ABORTING:
         return Step(StepKind.ABORT, record.reason)
     if state not in (RolloutState.RUNNING, RolloutState.PAUSED):
         return Step(StepKind.NONE)
-    if record.entered < record.stage:
-        return Step(StepKind.ENTER) if state is RolloutState.RUNNING else Step(StepKind.NONE)
     if halt is not None:
         return Step(StepKind.HALT, halt)
+    if record.entered < record.stage:
+        return Step(StepKind.ENTER) if state is RolloutState.RUNNING else Step(StepKind.NONE)
     if state is RolloutState.PAUSED or (adds and soak_left(record, now) > 0):
         return Step(StepKind.NONE)
     if record.stage == len(record.stages) - 1:
@@ -419,6 +425,30 @@ class Judgement:
 
     halt: str | None
     observed: tuple[str, ...]
+
+
+def void_reason(
+    candidate: VerifiedBundle[PolicyPayload], *, root: TrustRoot, issued: Iterable[IssuedRevocation]
+) -> str | None:
+    """Why the verified ``candidate`` is void now (a sentence), ``None`` while it is not: a
+    revocation of its region ``issued`` since the rollout started voids its version or
+    leaves too few of its signers (``root``'s policy threshold). Its devices would install
+    it and deny everything, and ``bundle push`` refuses such a bundle, so the rollout halts
+    rather than take it to another stage or to its channels."""
+    threshold = root.role(Role.POLICY).threshold
+    for record in issued:
+        if record.region != candidate.target.region:
+            continue
+        revocation = Revocation(
+            record.epoch, record.issued_at, RevocationKind(record.kind), record.value, record.reason
+        )
+        if revocation.denies_bundle(candidate.version, candidate.signer_ids, threshold):
+            return (
+                f"revocation epoch {record.epoch} ({record.kind} {record.value}) voids the "
+                f"candidate, version {candidate.version}: its devices would deny everything "
+                "with it installed"
+            )
+    return None
 
 
 def judge(conditions: Sequence[str], counters: StageCounters) -> Judgement:

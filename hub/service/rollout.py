@@ -38,7 +38,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.errors import ConfigError, EdgeGovError
+from edge_agent.errors import BundleError, ConfigError, EdgeGovError
 from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, verify_bundle
@@ -61,6 +61,7 @@ from hub.core.rollout import (
     sign_rollback,
     stage_counters,
     stage_members,
+    void_reason,
     with_aborted,
     with_advanced,
     with_completed,
@@ -244,9 +245,16 @@ class RolloutDriver:
         registry = self._context.registry
         halt: str | None = None
         observed: tuple[str, ...] = ()
-        if record.entered == record.stage and record.state in (
-            RolloutState.RUNNING,
-            RolloutState.PAUSED,
+        if record.state in (RolloutState.RUNNING, RolloutState.PAUSED):
+            halt = self._void(record)
+        if (
+            halt is None
+            and record.entered == record.stage
+            and record.state
+            in (
+                RolloutState.RUNNING,
+                RolloutState.PAUSED,
+            )
         ):
             judgement = judge(record.halts, stage_counters_now(registry, record).counters)
             halt, observed = judgement.halt, judgement.observed
@@ -273,6 +281,19 @@ class RolloutDriver:
             f" ({step.reason})" * bool(step.reason),
         )
         return moved
+
+    def _void(self, record: RolloutRecord) -> str | None:
+        """Why ``record``'s candidate is void now (:func:`hub.core.rollout.void_reason`, or
+        it no longer verifies under the hub's current root), ``None`` while it is not."""
+        context = self._context
+        try:
+            candidate = verify_bundle(
+                record.candidate, root=context.current_root, region=record.region
+            )
+        except BundleError as exc:
+            return f"the candidate no longer verifies under the hub's trust root: {exc.message}"
+        issued = context.registry.current_revocations()
+        return void_reason(candidate, root=context.current_root, issued=issued)
 
     def _apply(
         self,
