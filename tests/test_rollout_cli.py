@@ -129,6 +129,16 @@ def test_start_needs_the_policy_keys_to_sign_the_rollback(
     assert "pre-sign the rollback bundle" in capsys.readouterr().err
 
 
+def test_start_refuses_a_candidate_at_the_highest_version_as_leaving_none_for_the_rollback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    assert _run(setup, "start", _candidate(setup, tmp_path, version=2**53 - 1)) == 2
+    assert "so no version is left for the rollback" in capsys.readouterr().err
+    with open_registry(setup.path / "hub.db") as registry:
+        assert registry.rollouts() == []
+
+
 def test_pause_resume_and_abort_change_the_recorded_state_in_order(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

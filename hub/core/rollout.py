@@ -46,6 +46,7 @@ from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, bundle_payload, sign_bundle
 from edge_agent.protocol.expectations import expectations_value
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.protocol.roles import Role
@@ -479,9 +480,16 @@ def sign_rollback(
     candidate, signed by ``signers`` and verified as its devices would.
 
     Raises:
-        ConfigError: the keys fall short of the policy threshold.
+        ConfigError: the candidate's version is the highest a bundle may have (no version
+            is left for the rollback), or the keys fall short of the policy threshold.
         BundleError: the signed bundle would be refused.
     """
+    if candidate.version >= MAX_COUNTER:
+        raise ConfigError(
+            f"bundle version {candidate.version} is the highest a bundle may have (2^53-1), "
+            "so no version is left for the rollback (candidate + 1): build the candidate "
+            "with a lower version to roll it out in stages"
+        )
     if not isinstance(previous.policy, Mapping):
         raise ConfigError("the previous bundle holds no policy map to re-issue")
     payload = bundle_payload(
