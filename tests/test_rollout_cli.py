@@ -16,6 +16,7 @@ from hub.cli.main import main as hub_main
 from hub.core.rollout import with_halted
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
+from hub.registry import PublishedBundle
 from hub.registry.backends import open_registry
 from hub.registry.rollout_records import RolloutState
 from hub.service.governance import prepare_push
@@ -127,6 +128,31 @@ def test_start_needs_the_policy_keys_to_sign_the_rollback(
     assert load_role_keys(setup.keys, Role.POLICY, setup.root) == []
     assert _run(setup, "start", candidate) == 2
     assert "pre-sign the rollback bundle" in capsys.readouterr().err
+
+
+def test_start_refuses_devices_holding_different_policies_one_rollback_cannot_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    own = verify_bundle(
+        make_bundle(setup.keys, 2, max_offline="1h"), root=setup.root, region="eu-1"
+    )
+    with open_registry(setup.path / "hub.db") as registry:
+        registry.record_bundle(
+            bundle=PublishedBundle(
+                "eu-1", "", 2, own.digest, own.raw, own.expires_at, own.max_offline, own.issued_at
+            ),
+            issued_at=own.issued_at,
+            target=own.target.as_cbor(),
+            channels=["device/gw-001"],
+        )
+    assert _run(setup, "start", _candidate(setup, tmp_path, version=4)) == 2
+    assert (
+        "the devices hold different policies: gw-001 holds version 2 (on device/gw-001), "
+        "gw-002 version 1 (on group/line-a)" in capsys.readouterr().err
+    )
+    with open_registry(setup.path / "hub.db") as registry:
+        assert registry.rollouts() == []
 
 
 def test_start_refuses_a_candidate_at_the_highest_version_as_leaving_none_for_the_rollback(

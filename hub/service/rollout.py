@@ -169,27 +169,54 @@ def prepare_rollout(
 def _previous_bundle(
     registry: Registry, keys: HubKeys, candidate: CompiledBundle, devices: Sequence[DeviceRecord]
 ) -> VerifiedBundle[PolicyPayload]:
-    """The bundle the rollback re-issues: the highest version current on a group or
-    region channel the ``devices`` listen on, verified under the hub's root.
+    """The bundle the rollback re-issues: what the ``devices`` hold, each the highest
+    version current on a channel it listens on (its own included: a halted rollout's
+    rollback, a narrowed rollout's candidate), verified under the hub's root.
+
+    One rollback serves every device of the rollout, so they must all hold the same
+    policy (the same target, policy, attestation expectations and ``max_offline``; the
+    version may differ, as a rollback re-issues a policy under another). The newest of
+    what they hold is re-issued.
 
     Raises:
-        ConfigError: none is current there (nothing to roll back to).
+        ConfigError: none is current there (nothing to roll back to), or the devices hold
+            different policies (a rollback would give some a policy they never ran).
     """
     region = candidate.target.region
-    listened = {
-        str(c)
-        for d in devices
-        for c in topics.agent_channels(d.device_id, d.groups)
-        if c.kind is not ChannelKind.DEVICE
-    }
-    held = [b for b in registry.current_bundles(region) if b.channel in listened]
+    current = {b.channel: b for b in registry.current_bundles(region)}
+    held: dict[str, PublishedBundle] = {}
+    for device in devices:
+        mine = [
+            current[str(c)]
+            for c in topics.agent_channels(device.device_id, device.groups)
+            if str(c) in current
+        ]
+        if mine:
+            held[device.device_id] = max(mine, key=lambda b: b.version)
     if not held:
         raise ConfigError(
             f"no bundle is current for these devices in {region}: a rollout needs one to roll "
             "back to (push a first bundle with 'edge-hub bundle push')"
         )
-    newest = max(held, key=lambda b: b.version)
-    return verify_bundle(newest.data, root=keys.root, region=region)
+    verified = {
+        b.digest: verify_bundle(b.data, root=keys.root, region=region) for b in held.values()
+    }
+    first, top = max(sorted(held.items()), key=lambda item: item[1].version)
+    newest = verified[top.digest]
+    for device_id, bundle in sorted(held.items()):
+        if _content(verified[bundle.digest]) != _content(newest):
+            raise ConfigError(
+                f"the devices hold different policies: {first} holds version {top.version} "
+                f"(on {top.channel}), {device_id} version {bundle.version} (on "
+                f"{bundle.channel}), so one rollback cannot restore each its own; push one "
+                "bundle to all of them first, or narrow the rollout with --group"
+            )
+    return newest
+
+
+def _content(bundle: VerifiedBundle[PolicyPayload]) -> tuple[object, ...]:
+    """What a rollback re-issues of ``bundle``: all but its version and validity."""
+    return (bundle.target, bundle.policy, bundle.attestation, bundle.max_offline)
 
 
 class RolloutDriver:
