@@ -245,3 +245,16 @@ def test_a_bundle_push_waits_while_an_active_rollout_uses_its_channels_or_device
         assert registry.update_rollout(halted, expected=record)
     assert current == {"group/line-a": 1, "group/line-b": 4}
     assert hub_main([*push, _candidate(setup, tmp_path, version=5)]) == 0
+
+
+def test_start_refuses_a_candidate_expiring_before_its_stages_can_soak(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    candidate = _candidate(setup, tmp_path)
+    stages = ("--stages", "10%,50%,100%")
+    assert _run(setup, "start", candidate, *stages, "--soak", "12h") == 2
+    assert "before its 3 stages have soaked (1d 12h): build it with a longer ttl" in (
+        capsys.readouterr().err
+    )
+    assert _run(setup, "start", candidate, *stages, "--soak", "7h") == 0

@@ -405,3 +405,25 @@ async def test_a_rollout_whose_candidate_is_revoked_halts_and_rolls_back(tmp_pat
         current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
     switched = {f"device/{d}": 3 for d in stage_members(record, 0)}
     assert current == {"group/line-a": 1, **switched}
+
+
+async def test_a_rollout_whose_candidate_expires_halts_even_while_paused(tmp_path: Path) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=[(d, "line-a") for d in DEVICES])
+    hub_dir = ("--hub-dir", str(setup.path))
+    async with (
+        amqtt_broker() as broker,
+        HubService(hub_config(setup, broker, rollout_interval_s=0.2)) as hub,
+    ):
+        await hub.wait_ready()
+        v1 = _bundle(setup, tmp_path / "v1.cbor", 1, ALLOW)
+        assert await run_cli("bundle", "push", str(v1), *hub_dir) == 0
+        brief = ALLOW_MORE.replace("ttl: 24h", "ttl: 20s")
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, brief)
+        args = ("--stages", "50%,100%", "--soak", "8s", *hub_dir)
+        assert await run_cli("rollout", "start", str(candidate), *args) == 0
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").entered == 0, WAIT_S)
+        assert await run_cli("rollout", "pause", "eu-1-v2", *hub_dir) == 0
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").state is not RolloutState.PAUSED, WAIT_S)
+    record = _rollout(setup, "eu-1-v2")
+    assert record.state is RolloutState.HALTED
+    assert record.reason.startswith("the candidate expired ")

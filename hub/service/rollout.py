@@ -45,6 +45,7 @@ from edge_agent.protocol.bundle import PolicyPayload, VerifiedBundle, verify_bun
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry, parse_shadow_detail
 from edge_agent.protocol.topics import Channel, ChannelKind
+from edge_agent.support.cli import format_duration
 from edge_agent.support.mqtt import Connection
 from hub.core.halt import StageCounters, parse_halt
 from hub.core.publications import Publication, parse_channel, shadow_publication
@@ -132,6 +133,14 @@ def prepare_rollout(
         parsed_stages = parse_stages(stages)
         if soak_s < 0:
             raise ConfigError("--soak must not be negative")
+        needed = soak_s * len(parsed_stages)
+        if now + needed >= candidate.expires_at:
+            raise ConfigError(
+                f"the candidate expires in {format_duration(candidate.expires_at - now)}, "
+                f"before its {len(parsed_stages)} stages have soaked "
+                f"({format_duration(needed)}): build it with a longer ttl, or use fewer "
+                "stages or a shorter --soak"
+            )
         targeted = set(plan.targeted)
         devices = [
             d
@@ -273,7 +282,7 @@ class RolloutDriver:
         halt: str | None = None
         observed: tuple[str, ...] = ()
         if record.state in (RolloutState.RUNNING, RolloutState.PAUSED):
-            halt = self._void(record)
+            halt = self._void(record, now)
         if (
             halt is None
             and record.entered == record.stage
@@ -309,9 +318,10 @@ class RolloutDriver:
         )
         return moved
 
-    def _void(self, record: RolloutRecord) -> str | None:
-        """Why ``record``'s candidate is void now (:func:`hub.core.rollout.void_reason`, or
-        it no longer verifies under the hub's current root), ``None`` while it is not."""
+    def _void(self, record: RolloutRecord, now: int) -> str | None:
+        """Why ``record``'s candidate is void at ``now`` (:func:`hub.core.rollout.void_reason`,
+        it expired, or it no longer verifies under the hub's current root), ``None`` while
+        it is not."""
         context = self._context
         try:
             candidate = verify_bundle(
@@ -319,6 +329,12 @@ class RolloutDriver:
             )
         except BundleError as exc:
             return f"the candidate no longer verifies under the hub's trust root: {exc.message}"
+        if now >= candidate.expires_at:
+            return (
+                f"the candidate expired {format_duration(now - candidate.expires_at)} ago: its "
+                "devices refuse it (and its rollback, which expires with it); push a newer "
+                "bundle"
+            )
         issued = context.registry.current_revocations()
         return void_reason(candidate, root=context.current_root, issued=issued)
 
