@@ -481,3 +481,18 @@ def test_a_shadow_on_a_topic_the_device_does_not_listen_on_is_never_held(
     assert pair.agent.shadow is None and _divergences(pair.agent) == 0
     daemon.handle(Incoming(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), retain=True))
     assert pair.agent.shadow is not None
+
+
+def test_a_shadow_a_revocation_voids_is_dropped_and_never_compared(tmp_path: Path) -> None:
+    keys = [PrivateKey.generate() for _ in range(3)]
+    hub = HubSim(policy_keys=keys, policy_threshold=2)
+    agent = _open(tmp_path, "agent", hub, hub.bundle(ACTIVE, signers=keys[:2]))
+    try:
+        shadow = hub.bundle(3, policy=SHADOW_POLICY, signers=keys[1:])
+        agent.install_shadow(TOPIC, shadow, NOW)
+        assert _divergences(agent) == len(EXPECTED)
+        agent.install_revocation(hub.revocation(1, "key", keys[2].public.key_id.hex()), NOW)
+        assert _divergences(agent) == 0 and agent.shadow is None
+        assert {d.reason for d in _decide_all(agent)} != {Reason.REVOKED}
+    finally:
+        agent.close()

@@ -15,8 +15,9 @@ alone decides, and the gate's decision is never changed here. Pure (no I/O, ``no
   the gate denied before the policy was consulted depends on the device's trust state, not
   on a policy, and is not compared (as ``edge-hub bundle diff`` does not re-decide it).
 - :func:`shadow_dropped` says why a held shadow may no longer be held: it has expired, the
-  active bundle became it, or the active bundle's version reached it (it would now be
-  refused as a rollback or conflict).
+  active bundle became it, the active bundle's version reached it (it would now be
+  refused as a rollback or conflict), or a revocation voids it (installed, it would deny
+  everything with reason ``revoked``, which no comparison of its policy shows).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edge_agent.policy.bundle import CompiledBundle
 from edge_agent.policy.engine import Match, evaluate
 from edge_agent.protocol.lineage_entries import ShadowOutcome
 from edge_agent.protocol.request import Request
+from edge_agent.protocol.roles import Role
 from edge_agent.trust.gate import Decision, Reason
 from edge_agent.trust.state import TrustState
 
@@ -121,4 +123,12 @@ def shadow_dropped(shadow: CompiledBundle, state: TrustState, now: int) -> str |
             f"the active bundle's version {active.version} reached shadow bundle version "
             f"{shadow.version}"
         )
+    threshold = state.root.role(Role.POLICY).threshold
+    for revocation in state.revocations:
+        if revocation.denies_bundle(shadow.version, shadow.signer_ids, threshold):
+            return (
+                f"shadow bundle version {shadow.version} is revoked ({revocation.kind} "
+                f"{revocation.value}, epoch {revocation.epoch}): installed, it would deny "
+                "everything, so its policy's verdicts would mislead"
+            )
     return None
