@@ -245,6 +245,14 @@ def test_a_bundle_push_waits_while_an_active_rollout_uses_its_channels_or_device
         assert registry.update_rollout(halted, expected=record)
     assert current == {"group/line-a": 1, "group/line-b": 4}
     assert hub_main([*push, _candidate(setup, tmp_path, version=5)]) == 0
+    capsys.readouterr()
+    assert _run(setup, "start", _candidate(setup, tmp_path, version=6)) == 0
+    assert _run(setup, "abort", "eu-1-v6") == 0
+    assert hub_main([*push, _candidate(setup, tmp_path, version=8)]) == 2
+    assert (
+        "rollout eu-1-v6 is active in eu-1 on group/line-a: it is being aborted: the running "
+        "'edge-hub serve' rolls it back within seconds; push after that"
+    ) in capsys.readouterr().err
 
 
 def test_start_refuses_a_candidate_expiring_before_its_stages_can_soak(

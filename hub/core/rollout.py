@@ -159,13 +159,19 @@ def check_clear_of_rollouts(
         if record.region != region or not record.state.active:
             continue
         shared = sorted(wanted & set(record.channels)) or sorted(devices & set(record.devices))
-        if shared:
-            raise ConfigError(
-                f"rollout {record.rollout_id} is active in {region} on {', '.join(shared[:3])}"
-                f"{' ...' * (len(shared) > 3)}: let it complete or halt, or abort it "
-                f"('edge-hub rollout abort {record.rollout_id}'), before another bundle goes "
-                "there"
-            )
+        if not shared:
+            continue
+        remedy = (
+            "it is being aborted: the running 'edge-hub serve' rolls it back within "
+            "seconds; push after that"
+            if record.state is RolloutState.ABORTING
+            else f"let it complete or halt, or abort it ('edge-hub rollout abort "
+            f"{record.rollout_id}'), before another bundle goes there"
+        )
+        raise ConfigError(
+            f"rollout {record.rollout_id} is active in {region} on "
+            f"{', '.join(shared[:3])}{' ...' * (len(shared) > 3)}: {remedy}"
+        )
 
 
 def stage_members(record: RolloutRecord, stage: int) -> tuple[str, ...]:
