@@ -516,6 +516,7 @@ class LocalAgent:
             bundle.digest.hex(),
             bundle.expires_at,
         )
+        self._current_shadow(self.earliest_now(wall))
         if self.measurement is not None:
             self.record_measurement(self.measurement, wall, self._interval_s)
         return InstallResult(bundle, unchanged=False)

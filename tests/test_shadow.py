@@ -496,3 +496,9 @@ def test_a_shadow_a_revocation_voids_is_dropped_and_never_compared(tmp_path: Pat
         assert {d.reason for d in _decide_all(agent)} != {Reason.REVOKED}
     finally:
         agent.close()
+
+
+def test_a_shadow_is_dropped_as_soon_as_the_active_bundle_reaches_its_version(pair: Pair) -> None:
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    pair.agent.install_bundle(pair.hub.bundle(3), NOW)
+    assert pair.agent.shadow is None and _divergences(pair.agent) == 0
