@@ -155,6 +155,19 @@ def test_start_refuses_devices_holding_different_policies_one_rollback_cannot_re
         assert registry.rollouts() == []
 
 
+def test_start_refuses_devices_holding_no_bundle_a_rollback_cannot_take_back_to_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    both = _candidate(setup, tmp_path, group="line-a, line-b")
+    assert _run(setup, "start", both) == 2
+    assert (
+        "no bundle is current for 1 of these devices (gw-003): a rollback cannot take them "
+        "back to holding none" in capsys.readouterr().err
+    )
+    assert _run(setup, "start", both, "--group", "line-a") == 0
+
+
 def test_start_refuses_a_candidate_at_the_highest_version_as_leaving_none_for_the_rollback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -188,8 +188,9 @@ def _previous_bundle(
     what they hold is re-issued.
 
     Raises:
-        ConfigError: none is current there (nothing to roll back to), or the devices hold
-            different policies (a rollback would give some a policy they never ran).
+        ConfigError: none is current for some device (nothing to roll it back to), or the
+            devices hold different policies (a rollback would give some a policy they never
+            ran).
     """
     region = candidate.target.region
     current = {b.channel: b for b in registry.current_bundles(region)}
@@ -206,6 +207,13 @@ def _previous_bundle(
         raise ConfigError(
             f"no bundle is current for these devices in {region}: a rollout needs one to roll "
             "back to (push a first bundle with 'edge-hub bundle push')"
+        )
+    bare = sorted(d.device_id for d in devices if d.device_id not in held)
+    if bare:
+        raise ConfigError(
+            f"no bundle is current for {len(bare)} of these devices ({', '.join(bare[:3])}"
+            f"{' ...' * (len(bare) > 3)}): a rollback cannot take them back to holding none; "
+            "push them a first bundle, or leave them out with --group"
         )
     verified = {
         b.digest: verify_bundle(b.data, root=keys.root, region=region) for b in held.values()
