@@ -28,7 +28,7 @@ from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
-from hub.cli.operations import build_bundle
+from hub.cli.operations import build_bundle, rotate_root
 from hub.core.rollout import stage_members
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry.backends import open_registry
@@ -427,3 +427,30 @@ async def test_a_rollout_whose_candidate_expires_halts_even_while_paused(tmp_pat
     record = _rollout(setup, "eu-1-v2")
     assert record.state is RolloutState.HALTED
     assert record.reason.startswith("the candidate expired ")
+
+
+async def test_a_rollout_signed_under_policy_keys_rotated_out_halts_and_says_why(
+    tmp_path: Path,
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=[(d, "line-a") for d in DEVICES])
+    hub_dir = ("--hub-dir", str(setup.path))
+    async with (
+        amqtt_broker() as broker,
+        HubService(hub_config(setup, broker, rollout_interval_s=0.2)) as hub,
+    ):
+        await hub.wait_ready()
+        v1 = _bundle(setup, tmp_path / "v1.cbor", 1, ALLOW)
+        assert await run_cli("bundle", "push", str(v1), *hub_dir) == 0
+        candidate = _bundle(setup, tmp_path / "v2.cbor", 2, ALLOW_MORE)
+        args = ("--stages", "50%,100%", "--soak", "1h", *hub_dir)
+        assert await run_cli("rollout", "start", str(candidate), *args) == 0
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").entered == 0, WAIT_S)
+        rotate_root(setup.keys, rotate=[Role.POLICY], now=int(time.time()), ttl=86400)
+        await wait_for(lambda: _rollout(setup, "eu-1-v2").state is not RolloutState.RUNNING, WAIT_S)
+    record = _rollout(setup, "eu-1-v2")
+    assert record.state is RolloutState.HALTED
+    assert record.reason.startswith("the candidate no longer verifies under the hub's trust root")
+    assert "; the rollback was not published: it no longer verifies" in record.reason
+    with open_registry(setup.path / "hub.db") as registry:
+        current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
+    assert current == {"group/line-a": 1, **{f"device/{d}": 2 for d in stage_members(record, 0)}}

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.errors import BundleError, ConfigError, EdgeGovError
 from edge_agent.policy.bundle import CompiledBundle
@@ -368,17 +368,37 @@ class RolloutDriver:
             baseline = self._baseline(record)
             return with_entered(record, now, devices=len(members), baseline=baseline)
         if step.kind is StepKind.HALT:
-            publications += self._current(record, record.rollback, switched, now)
+            unpublished = self._roll_back(record, switched, now, publications)
             publications += _shadows(record, outside, None)
-            return with_halted(record, now, step.reason, observed)
+            return with_halted(record, now, step.reason + unpublished, observed)
         if step.kind is StepKind.ABORT:
-            publications += self._current(record, record.rollback, switched, now)
+            unpublished = self._roll_back(record, switched, now, publications)
             publications += _shadows(record, outside, None) if record.entered >= 0 else []
-            return with_aborted(record, now)
+            return with_aborted(replace(record, reason=record.reason + unpublished), now)
         if step.kind is StepKind.ADVANCE:
             return with_advanced(record, now, observed)
         publications += self._complete(record, switched, now)
         return with_completed(record, now, observed)
+
+    def _roll_back(
+        self,
+        record: RolloutRecord,
+        switched: Sequence[str],
+        now: int,
+        publications: list[Publication],
+    ) -> str:
+        """Make the rollback current on the ``switched`` devices' own channels and add it to
+        ``publications``; what to add to the reason when it cannot be: a rollback that no
+        longer verifies under the hub's root (rotated since the rollout started) is neither
+        recorded nor published, and the rollout still ends."""
+        try:
+            publications += self._current(record, record.rollback, switched, now)
+        except BundleError as exc:
+            return (
+                f"; the rollback was not published: it no longer verifies under the hub's "
+                f"root ({exc.message}): push the switched devices a bundle signed under it"
+            )
+        return ""
 
     def _current(
         self, record: RolloutRecord, data: bytes, devices: Sequence[str], now: int
