@@ -23,6 +23,11 @@ proof's, to the entry's ``seq`` and to the signed checkpoint's size, so none can
 keys (or a trust root, whose verifier role keys are the witness keys) are given; the bundle
 step runs when a trust root and the bundle the entry names are at hand. Everything is
 bounded (:data:`MAX_RECEIPT_BYTES`; an embedded bundle by ``MAX_BUNDLE_BYTES``). No I/O.
+
+:func:`verify_device_receipt` (a parent at decision time) reads a statement laid out as
+:func:`build_receipt` writes it straight from its bytes, and any other by the strict
+decode; the two accept the same bytes and read them the same (see "reading a device
+receipt as it is written" below).
 """
 
 from __future__ import annotations
