@@ -68,6 +68,8 @@ KEY_ID_BYTES = 4
 """Length of a signed-note key ID, the first bytes of every signature line's blob."""
 _ORIGIN_PREFIX = "edgegov/v1/device/"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+_CONTROL_BYTES = bytes(range(0x0A)) + bytes(range(0x0B, 0x20))
+"""The characters :data:`_CONTROL` matches, as bytes."""
 _SPACE = re.compile(r"\s")
 """Whitespace as ``str.isspace`` counts it (the same test), in one scan of a key name."""
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -150,7 +152,12 @@ def parse_origin(origin: str) -> tuple[str, int]:
     match = _ORIGIN.fullmatch(origin)
     if match is not None:
         try:
-            device_id, epoch = unquote(match[1], errors="strict"), int(match[2])
+            encoded, epoch = match[1], int(match[2])
+            # Text without '%' is its own percent-encoding and decoding (the pattern admits
+            # no other character quote() changes): only the epoch's bound is left to check.
+            if "%" not in encoded and epoch <= MAX_COUNTER:
+                return encoded, epoch
+            device_id = unquote(encoded, errors="strict")
             if origin_for(device_id, epoch) == origin:
                 return device_id, epoch
         except (UnicodeDecodeError, ValueError):
@@ -330,7 +337,9 @@ def _note_bytes(note: str | bytes) -> bytes:
         raise LineageError("signed note is not valid UTF-8") from exc
     if len(message) > MAX_NOTE_BYTES:
         raise LineageError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
-    if _CONTROL.search(text):
+    # The control characters are single bytes in UTF-8 and no other character's encoding
+    # holds such a byte: deleting them from the bytes is the one-pass test.
+    if len(message.translate(None, _CONTROL_BYTES)) != len(message):
         raise LineageError("signed note holds a control character other than newline")
     return message
 
@@ -359,10 +368,12 @@ def decode_canonical_base64(encoded: str) -> bytes | None:
     stray characters, one text per value); ``None`` otherwise."""
     try:
         raw = encoded.encode("ascii")
-        decoded = base64.b64decode(raw, validate=True)
+        # base64.b64decode(raw, validate=True) and base64.b64encode, without their wrappers:
+        # every checkpoint and signature line a verifier reads comes through here.
+        decoded = binascii.a2b_base64(raw, strict_mode=True)
     except (UnicodeError, binascii.Error):
         return None
-    if not raw or base64.b64encode(decoded) != raw:
+    if not raw or binascii.b2a_base64(decoded, newline=False) != raw:
         return None
     return decoded
 

@@ -378,21 +378,19 @@ def parse_sign1_open(
         raw_protected, unprotected, payload, signature = items
         if not isinstance(raw_protected, bytes) or not raw_protected:
             raise EnvelopeError(f"{what} protected header must be a non-empty byte string")
+        header = f"{what} protected header"
         protected = dcbor.as_map(
             dcbor.decode(
-                raw_protected,
-                max_bytes=max_protected_bytes,
-                what=f"{what} protected header",
-                mixed_int_keys=True,
+                raw_protected, max_bytes=max_protected_bytes, what=header, mixed_int_keys=True
             ),
-            f"{what} protected header",
+            header,
         )
         unprotected_map = dcbor.as_map(unprotected, f"{what} unprotected header")
         if HEADER_CRIT in protected or HEADER_CRIT in unprotected_map:
             raise EnvelopeError(f"{what} marks header parameters as critical (crit)")
         if HEADER_ALG in unprotected_map or HEADER_ALG not in protected:
             raise EnvelopeError(f"{what} must name its algorithm in the protected header only")
-        alg = _alg(_Headers(raw_protected, protected, unprotected_map), what)
+        alg = _protected_alg(protected, what)
         if payload is not None and not isinstance(payload, bytes):
             raise EnvelopeError(f"{what} payload must be a byte string or nil")
         if not isinstance(signature, bytes):
@@ -639,7 +637,12 @@ def _signature(
 
 def _alg(headers: _Headers, where: str) -> int:
     """The protected ``alg`` of ``headers``, which must be Ed25519 (``-19`` or ``-8``)."""
-    alg = headers.protected[HEADER_ALG]
+    return _protected_alg(headers.protected, where)
+
+
+def _protected_alg(protected: Mapping[object, object], where: str) -> int:
+    """The ``alg`` of a protected header map holding one, which must be Ed25519."""
+    alg = protected[HEADER_ALG]
     if isinstance(alg, bool) or not isinstance(alg, int) or alg not in KNOWN_ALGS:
         raise EnvelopeError(f"{where} uses algorithm {alg!r}; only Ed25519 (-19, -8) is accepted")
     return alg

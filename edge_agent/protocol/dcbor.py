@@ -176,8 +176,11 @@ def _check_keys(
         if isinstance(key, int):
             if not MIN_INT <= key <= MAX_INT:
                 raise error(f"{what} holds an integer outside the 64-bit range")
-            this = "uint" if key >= 0 else "nint"
-            rank = _key_rank(key)
+            # _key_rank's, inline: every map a strict decode reads comes through here.
+            if key >= 0:
+                this, rank = "uint", (key, b"")
+            else:
+                this, rank = "nint", (_NINT_RANK - 1 - key, b"")
         elif isinstance(key, str):
             this = "text"
             encoded = key.encode()
@@ -233,9 +236,10 @@ def _loads(
     allow_top_tag: int | None,
     mixed_int_keys: bool = False,
 ) -> object:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError("CBOR input must be bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("CBOR input must be bytes")
+        data = bytes(data)
     if len(data) > max_bytes:
         raise EnvelopeError(f"{what} is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:

@@ -351,7 +351,8 @@ def decode_entry(data: bytes, seq: int | None = None) -> Entry:
         value = cbor2.loads(data)
     except Exception as exc:
         raise LineageError(f"entry is not valid CBOR: {exc}", seq=seq) from exc
-    if type(value) is not dict or (list(value) != _KEY_ORDER and list(value) != _PARENT_KEY_ORDER):
+    keys = list(value) if type(value) is dict else None
+    if keys != _KEY_ORDER and keys != _PARENT_KEY_ORDER:
         raise LineageError("entry is not a map of the lineage entry fields in order", seq=seq)
     # With the keys in order, the plain encoder reproduces deterministic CBOR (see
     # encode_entry) for every value the schema below lets through; anything else it writes

@@ -23,6 +23,11 @@ proof's, to the entry's ``seq`` and to the signed checkpoint's size, so none can
 keys (or a trust root, whose verifier role keys are the witness keys) are given; the bundle
 step runs when a trust root and the bundle the entry names are at hand. Everything is
 bounded (:data:`MAX_RECEIPT_BYTES`; an embedded bundle by ``MAX_BUNDLE_BYTES``). No I/O.
+
+:func:`verify_device_receipt` (a parent at decision time) reads a statement laid out as
+:func:`build_receipt` writes it straight from its bytes, and any other by the strict
+decode; the two accept the same bytes and read them the same (see "reading a device
+receipt as it is written" below).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from edge_agent.errors import BundleError, EnvelopeError, LineageError, ReceiptError
 from edge_agent.protocol import cose, dcbor
@@ -98,6 +104,10 @@ _REFUSED_BUNDLE_KINDS = frozenset({Kind.BUNDLE_REJECTED})
 to verify)."""
 
 _MAX_STATEMENT_BYTES = MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16
+_STATEMENT_LABELS = frozenset({LABEL_RECEIPTS, LABEL_BUNDLE})
+"""Unprotected labels a statement may carry."""
+_RECEIPT_LABELS = frozenset({LABEL_VDP, LABEL_CHECKPOINT})
+"""Unprotected labels a receipt carries, exactly."""
 _MAX_PROTECTED_BYTES = MAX_NOTE_BYTES + 256
 
 
@@ -147,18 +157,17 @@ class ReceiptReport:
     leaf_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Note:
+class _Note(NamedTuple):
     """A claim's checkpoint note, read once for every step that needs it: the signed text,
-    its signature lines (none verified yet) and the checkpoint the text states."""
+    its signature lines (none verified yet) and the checkpoint the text states. (Named
+    tuples, this and :class:`_Claim`: each receipt verified builds one of each.)"""
 
     text: bytes
     signatures: Sequence[NoteSignature]
     checkpoint: Checkpoint
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
+class _Claim(NamedTuple):
     """What a receipt or a proof claims, read but not yet verified."""
 
     entry: bytes
@@ -282,11 +291,15 @@ def verify_device_receipt(
     more Ed25519 verifications, add nothing to it. ``device_key`` maps the log origin the
     receipt names to the key that must have signed its checkpoint under that origin, or
     ``None`` when there is none. No cosignature is required (a fresh receipt has none yet).
+    A statement laid out as :func:`build_receipt` writes it is read straight from its bytes
+    (:func:`_statement_as_written`), any other by the strict reading, which accepts the same.
 
     Raises:
         ReceiptError: the first step that fails, named in ``step``.
     """
-    claim = _read_statement(data, signed=False)
+    claim = _statement_as_written(data)
+    if claim is None:
+        claim = _read_statement(data, signed=False)
     key = device_key(claim.origin) if claim.origin is not None else None
     if key is None:
         raise ReceiptError(
@@ -605,7 +618,7 @@ def _statement_fields(statement: cose.OpenSign1, size: int) -> tuple[bytes, byte
         statement.protected.get(cose.HEADER_KID), bytes
     ):
         raise fail("the statement is not signed with EdDSA (-8) under a key id")
-    if set(statement.unprotected) - {LABEL_RECEIPTS, LABEL_BUNDLE}:
+    if not statement.unprotected.keys() <= _STATEMENT_LABELS:
         raise fail("the statement carries unprotected labels other than 394 and -65603")
     if statement.payload is None:
         raise fail("the statement has no entry (detached payload)")
@@ -637,7 +650,7 @@ def _receipt_fields(receipt: cose.OpenSign1) -> tuple[int, int, tuple[bytes, ...
         raise fail("the receipt does not sign its log's origin (claim 1) and key id")
     signed_size = _count(protected.get(LABEL_TREE_SIZE), "signed tree size")
     signed_index = _count(protected.get(LABEL_LEAF_INDEX), "signed leaf index")
-    if set(unprotected) != {LABEL_VDP, LABEL_CHECKPOINT}:
+    if unprotected.keys() != _RECEIPT_LABELS:
         raise fail("the receipt's unprotected labels are not exactly 396 and -65602")
     note = unprotected[LABEL_CHECKPOINT]
     if not isinstance(note, str):
@@ -657,6 +670,9 @@ def _inclusion_proof(vdp: object) -> tuple[int, int, tuple[bytes, ...]]:
         raise ReceiptError(
             Step.INCLUSION_PATH, "the receipt does not carry exactly one inclusion proof"
         )
+    read = _proof_as_written(proofs[0])
+    if read is not None:
+        return read
     try:
         value = dcbor.decode(proofs[0], max_bytes=MAX_RECEIPT_BYTES, what="inclusion proof")
     except EnvelopeError as exc:
@@ -671,6 +687,188 @@ def _inclusion_proof(vdp: object) -> tuple[int, int, tuple[bytes, ...]]:
             Step.INCLUSION_PATH, f"the path is not at most {MAX_PATH_HASHES} 32-byte hashes"
         )
     return _count(value[0], "tree size"), _count(value[1], "leaf index"), hashes
+
+
+# --- reading a device receipt as it is written ---------------------------------------------
+#
+# A device writes every receipt with build_receipt, so its bytes follow one layout. Reading
+# that layout straight from the bytes costs a fraction of the strict decode of each COSE
+# message, header and proof, which verify_device_receipt pays on every parent a decision
+# cites. The readers below accept only bytes that the strict reading (_read_statement and
+# the schema checks after it) accepts, and give what it gives: every head in its shortest
+# form, every map's keys exactly those build_receipt writes in their deterministic order,
+# every value of the type the profile requires, text in strict UTF-8, nothing after the
+# last item, every size bound. Anything else (a bundle embedded, another label, a longer
+# head, ...) reads as ``None``, and the strict reading then judges it and names its fault.
+
+
+class _NotAsWritten(Exception):
+    """The bytes depart from the layout :func:`build_receipt` writes (never escapes)."""
+
+
+def _after(data: bytes, at: int, literal: bytes) -> int:
+    """The offset after ``literal``, which must stand at ``at``."""
+    if not data.startswith(literal, at):
+        raise _NotAsWritten
+    return at + len(literal)
+
+
+def _head(data: bytes, at: int, major: int) -> tuple[int, int]:
+    """The argument of the CBOR head of ``major`` at ``at``, in its shortest form (RFC 8949
+    section 4.2.1), and the offset after it."""
+    initial = data[at] if at < len(data) else -1
+    if initial >> 5 != major:
+        raise _NotAsWritten
+    info = initial & 0x1F
+    if info < 24:
+        return info, at + 1
+    width = _ARGUMENT_BYTES.get(info, 0)
+    end = at + 1 + width
+    if not width or end > len(data):
+        raise _NotAsWritten
+    value = int.from_bytes(data[at + 1 : end], "big")
+    # Each width holds only what no shorter one can: 24 and up in one byte, 2^8 in two, ...
+    if value < (24 if width == 1 else 1 << (4 * width)):
+        raise _NotAsWritten
+    return value, end
+
+
+def _byte_string(data: bytes, at: int, major: int = 2) -> tuple[bytes, int]:
+    """The byte string (or, with major 3, the text's bytes) at ``at``, and the offset after."""
+    length, at = _head(data, at, major)
+    end = at + length
+    if end > len(data):
+        raise _NotAsWritten
+    return data[at:end], end
+
+
+def _text(data: bytes, at: int) -> tuple[str, int]:
+    raw, at = _byte_string(data, at, 3)
+    try:
+        return raw.decode("utf-8"), at
+    except UnicodeDecodeError:
+        raise _NotAsWritten from None
+
+
+def _statement_as_written(data: bytes) -> _Claim | None:
+    """The claim of a statement laid out as :func:`build_receipt` writes it without a bundle
+    (:data:`_STATEMENT_PROTECTED`, :data:`_STATEMENT_UNPROTECTED`), or ``None``: what
+    :func:`_read_statement` with ``signed`` false returns for those bytes, read straight
+    from them."""
+    if type(data) is not bytes or len(data) > MAX_RECEIPT_BYTES:
+        return None
+    try:
+        at = _after(data, 0, _SIGN1_HEAD)
+        protected, at = _byte_string(data, at)
+        _, end = _byte_string(protected, _after(protected, 0, _STATEMENT_PROTECTED))
+        if end != len(protected) or end > _MAX_PROTECTED_BYTES:
+            return None
+        receipt, at = _byte_string(data, _after(data, at, _STATEMENT_UNPROTECTED))
+        entry, at = _byte_string(data, at)
+        _, at = _byte_string(data, at)
+        if at != len(data):
+            return None
+        return _receipt_as_written(receipt, entry)
+    except _NotAsWritten:
+        return None
+
+
+def _receipt_as_written(receipt: bytes, entry: bytes) -> _Claim | None:
+    """:func:`_statement_as_written` for the receipt the statement carries
+    (:data:`_RECEIPT_PROTECTED`, :data:`_RECEIPT_UNPROTECTED`): ``_NotAsWritten`` or ``None``
+    when it departs from them."""
+    at = _after(receipt, 0, _SIGN1_HEAD)
+    protected, at = _byte_string(receipt, at)
+    if len(protected) > _MAX_PROTECTED_BYTES:
+        return None
+    _, p = _byte_string(protected, _after(protected, 0, _RECEIPT_PROTECTED))
+    origin, p = _text(protected, _after(protected, p, _RECEIPT_CLAIMS))
+    _, p = _head(protected, _after(protected, p, _RECEIPT_IAT), 0)
+    signed_size, p = _head(protected, _after(protected, p, _RECEIPT_SIZE), 0)
+    signed_index, p = _head(protected, _after(protected, p, _RECEIPT_INDEX), 0)
+    proof, at = _byte_string(receipt, _after(receipt, at, _RECEIPT_UNPROTECTED))
+    note, at = _text(receipt, _after(receipt, at, _RECEIPT_NOTE))
+    _, at = _byte_string(receipt, _after(receipt, at, _DETACHED))
+    read = _proof_as_written(proof)
+    if read is None or p != len(protected) or at != len(receipt):
+        return None
+    tree_size, leaf_index, path = read
+    if (tree_size, leaf_index) != (signed_size, signed_index):
+        return None
+    return _Claim(entry, leaf_index, tree_size, path, note, None, None, origin)
+
+
+def _proof_as_written(data: bytes) -> tuple[int, int, tuple[bytes, ...]] | None:
+    """The inclusion proof ``data`` as :func:`build_receipt` writes it: the deterministic CBOR
+    of ``[tree size, leaf index, [path]]`` with at most :data:`MAX_PATH_HASHES` 32-byte
+    hashes; ``None`` for any other bytes (the strict decode and
+    :func:`_inclusion_proof`'s schema then judge them)."""
+    try:
+        size, at = _head(data, _after(data, 0, b"\x83"), 0)
+        index, at = _head(data, at, 0)
+        count, at = _head(data, at, 4)
+    except _NotAsWritten:
+        return None
+    if (
+        count > MAX_PATH_HASHES
+        or len(data) != at + count * _PATH_ITEM_BYTES
+        or data[at::_PATH_ITEM_BYTES] != _HASH_HEAD[:1] * count
+        or data[at + 1 :: _PATH_ITEM_BYTES] != _HASH_HEAD[1:] * count
+    ):
+        return None
+    ends = range(at + _PATH_ITEM_BYTES, len(data) + 1, _PATH_ITEM_BYTES)
+    return size, index, tuple(data[end - HASH_SIZE : end] for end in ends)
+
+
+_ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+"""Bytes after a CBOR head byte whose additional information is 24 to 27."""
+_HASH_HEAD = b"\x58\x20"
+"""The CBOR head of a 32-byte byte string."""
+_PATH_ITEM_BYTES = len(_HASH_HEAD) + HASH_SIZE
+_SIGN1_HEAD = b"\xd2\x84"
+"""Tag 18 and an array of four items: every COSE_Sign1."""
+
+
+def _map_of(pairs: int) -> bytes:
+    """The CBOR head of a map of ``pairs`` (fewer than 24) pairs."""
+    return bytes((0xA0 | pairs,))
+
+
+_ONE_ITEM = b"\x81"
+"""The CBOR head of an array of one item."""
+
+
+_STATEMENT_PROTECTED = (
+    _map_of(3)
+    + dcbor.encode(cose.HEADER_ALG)
+    + dcbor.encode(ALG_EDDSA)
+    + dcbor.encode(cose.HEADER_CONTENT_TYPE)
+    + dcbor.encode(CONTENT_TYPE)
+    + dcbor.encode(cose.HEADER_KID)
+)
+"""A statement's protected header up to its kid: ``{1: -8, 3: CONTENT_TYPE, 4: kid}``."""
+_STATEMENT_UNPROTECTED = _map_of(1) + dcbor.encode(LABEL_RECEIPTS) + _ONE_ITEM
+"""A statement's unprotected header up to its receipt: ``{394: [receipt]}``."""
+_RECEIPT_PROTECTED = (
+    _map_of(6)
+    + dcbor.encode(cose.HEADER_ALG)
+    + dcbor.encode(ALG_EDDSA)
+    + dcbor.encode(cose.HEADER_KID)
+)
+"""A receipt's protected header up to its kid: ``{1: -8, 4: kid, 15: {1: origin, 6: iat},
+395: 1, -65600: tree size, -65601: leaf index}``, in that (deterministic) order."""
+_RECEIPT_CLAIMS = dcbor.encode(LABEL_CWT_CLAIMS) + _map_of(2) + dcbor.encode(CLAIM_ISS)
+_RECEIPT_IAT = dcbor.encode(CLAIM_IAT)
+_RECEIPT_SIZE = (
+    dcbor.encode(LABEL_VDS) + dcbor.encode(VDS_RFC9162_SHA256) + dcbor.encode(LABEL_TREE_SIZE)
+)
+_RECEIPT_INDEX = dcbor.encode(LABEL_LEAF_INDEX)
+_RECEIPT_UNPROTECTED = (
+    _map_of(2) + dcbor.encode(LABEL_VDP) + _map_of(1) + dcbor.encode(VDP_INCLUSION) + _ONE_ITEM
+)
+"""A receipt's unprotected header up to its proof: ``{396: {-1: [proof]}, -65602: note}``."""
+_RECEIPT_NOTE = dcbor.encode(LABEL_CHECKPOINT)
+_DETACHED = dcbor.encode(None)
 
 
 def _count(value: object, what: str) -> int:
