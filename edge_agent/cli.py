@@ -146,6 +146,13 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("--action", required=True)
     decide.add_argument("--resource", required=True)
     decide.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+    decide.add_argument(
+        "--selector",
+        action="append",
+        default=[],
+        metavar="KIND:VALUE",
+        help="a kernel-vouched identity of the caller, e.g. uid:1001 (repeat)",
+    )
     decide.add_argument("--json", action="store_true", help="print one JSON object")
     decide.set_defaults(handler=_cmd_decide)
 
@@ -256,6 +263,7 @@ def _cmd_decide(args: argparse.Namespace) -> int:
         action=_field(args.action, "--action"),
         resource=_field(args.resource, "--resource"),
         context=_context(args.context),
+        selectors=_selectors(args.selector),
     )
     now = wall_clock()
     try:
@@ -287,6 +295,7 @@ def _print_decision(decision: Decision, as_json: bool) -> None:
                         "action": decision.request.action,
                         "resource": decision.request.resource,
                         "context": dict(decision.request.context),
+                        "selectors": list(decision.request.selectors),
                     },
                     "decision_digest": decision.digest.hex(),
                 },
@@ -445,6 +454,16 @@ def _context(items: list[str]) -> tuple[tuple[str, str], ...]:
             raise _UsageError(f"--context key {key!r} given twice")
         pairs[_field(key, "--context key")] = _field(value, "--context value")
     return tuple(sorted(pairs.items()))
+
+
+def _selectors(items: list[str]) -> tuple[str, ...]:
+    if len(items) > MAX_CONTEXT_ITEMS:
+        raise _UsageError(f"at most {MAX_CONTEXT_ITEMS} --selector items")
+    for item in items:
+        kind, colon, value = _field(item, "--selector").partition(":")
+        if not colon or not kind or not value or " " in item:
+            raise _UsageError(f"--selector {item!r} must be KIND:VALUE, e.g. uid:1001")
+    return tuple(dict.fromkeys(items))
 
 
 if __name__ == "__main__":
