@@ -535,6 +535,7 @@ def _eval_json(
             "selectors": list(request.selectors),
         },
         "notes": notes,
+        "decision_digest": decision.digest.hex(),
     }
 
 
