@@ -187,6 +187,7 @@ def test_a_bundle_not_signed_under_the_root_is_refused(
         pytest.param("directory-bundle", 2, "config_error", id="bundle-is-a-directory"),
         pytest.param("garbage-root", 2, "config_error", id="not-a-root"),
         pytest.param("bad-at", 2, "bad_argument", id="bad-time"),
+        pytest.param("context-twice", 2, "config_error", id="context-key-twice"),
     ],
 )
 def test_bad_inputs_are_usage_errors(
@@ -208,6 +209,8 @@ def test_bad_inputs_are_usage_errors(
         args[2] = str(tmp_path)
     elif change == "garbage-root":
         args[args.index("--root") + 1] = str(garbage)
+    elif change == "context-twice":
+        args += ["--context", "zone=a", "--context", "zone=b"]
     else:
         args[args.index("--at") + 1] = "yesterday"
     try:

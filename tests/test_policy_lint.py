@@ -245,6 +245,16 @@ def test_an_invalid_policy_is_refused_with_its_line_not_linted() -> None:
     assert caught.value.line == 2
 
 
+def test_the_policy_may_declare_its_actions_which_stay_out_of_the_bundle() -> None:
+    source = load_policy_source(HEAD + "actions: [exec, read]\n" + CLEAN[len(HEAD) :], "p.yaml")
+    assert source.actions == ("exec", "read")
+    assert "actions" not in source.policy
+    assert source.policy == load_policy_source(CLEAN, "p.yaml").policy
+    with pytest.raises(PolicyError) as caught:
+        load_policy_source(HEAD + "actions: ['*']\n" + CLEAN[len(HEAD) :], "p.yaml")
+    assert caught.value.line == 2
+
+
 def test_the_vocabulary_file_is_one_action_a_line_with_comments() -> None:
     vocabulary = read_vocabulary("# ours\nexec\n\nread\n", "actions.txt")
     assert vocabulary.actions == {"exec", "read"}

@@ -426,6 +426,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bundle.target.groups,
         next(iter(bundle.target.profiles), ""),
     )
+    keys = [key for key, _ in args.context]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigError(f"--context key {twice[0]!r} given twice")
     request = Request(
         subject=args.subject,
         action=args.action,

@@ -36,7 +36,7 @@ import yaml
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy.source import compose_yaml, load_policy_source
-from hub.core.pattern_cover import covers, overlap
+from hub.core.pattern_cover import covers, literal_prefix, overlap
 
 __all__ = [
     "ERROR",
@@ -371,33 +371,65 @@ class _Comparison:
         self._rules = rules
         self._members = {_GROUP + name: frozenset(members) for name, members in groups.items()}
         self._acting = acting
-        self._by_action: dict[str, list[_Rule]] = {}
+        self._subjects_covered: dict[tuple[frozenset[str], frozenset[str]], bool] = {}
+        self._subjects_common: dict[tuple[frozenset[str], frozenset[str]], str | None] = {}
+        self._by_action: dict[str, set[int]] = {}
+        self._exact: dict[tuple[str, ...], set[int]] = {}
+        self._below: dict[tuple[str, ...], set[int]] = {}
         for rule in rules:
             for action in rule.actions:
-                self._by_action.setdefault(action, []).append(rule)
+                self._by_action.setdefault(action, set()).add(rule.index)
+            for pattern in rule.resources:
+                prefix = literal_prefix(pattern)
+                self._exact.setdefault(prefix, set()).add(rule.index)
+                for length in range(len(prefix) + 1):
+                    self._below.setdefault(prefix[:length], set()).add(rule.index)
 
     def findings(self) -> list[Finding]:
         findings: list[Finding] = []
         for rule in self._rules:
-            candidates = self._candidates(rule)
-            finding = self._dead(rule, candidates)
+            sharing = self._sharing_an_action(rule)
+            finding = self._dead(rule, self._ordered(sharing & self._may_cover(rule)))
             if finding is not None:
                 findings.append(finding)
             elif not rule.deny:
-                findings += self._overlaps(rule, candidates)
+                findings += self._overlaps(rule, self._ordered(sharing & self._may_meet(rule)))
         return findings
 
-    def _candidates(self, rule: _Rule) -> list[_Rule]:
-        """The other rules sharing an action with ``rule`` (``*`` shares every one), in
-        rule order."""
+    def _sharing_an_action(self, rule: _Rule) -> set[int]:
+        """The other rules sharing an action with ``rule`` (``*`` shares every one)."""
         if _ANY in rule.actions:
-            found = {r.index: r for r in self._rules}
+            found = set(range(len(self._rules)))
         else:
-            found = {r.index: r for r in self._by_action.get(_ANY, [])}
+            found = set(self._by_action.get(_ANY, ()))
             for action in rule.actions:
-                found.update((r.index, r) for r in self._by_action.get(action, []))
-        found.pop(rule.index, None)
-        return [found[index] for index in sorted(found)]
+                found |= self._by_action.get(action, set())
+        found.discard(rule.index)
+        return found
+
+    def _may_cover(self, rule: _Rule) -> set[int]:
+        """The rules with a pattern whose literal prefix begins the literal prefix of
+        ``rule``'s first pattern: no other pattern can cover it
+        (:func:`hub.core.pattern_cover.covers` needs that)."""
+        prefix = literal_prefix(rule.resources[0])
+        found: set[int] = set()
+        for length in range(len(prefix) + 1):
+            found |= self._exact.get(prefix[:length], set())
+        return found
+
+    def _may_meet(self, rule: _Rule) -> set[int]:
+        """The rules with a pattern whose literal prefix agrees with one of ``rule``'s
+        (one begins the other): no other pattern matches a resource in common."""
+        found: set[int] = set()
+        for pattern in rule.resources:
+            prefix = literal_prefix(pattern)
+            for length in range(len(prefix) + 1):
+                found |= self._exact.get(prefix[:length], set())
+            found |= self._below.get(prefix, set())
+        return found
+
+    def _ordered(self, indexes: set[int]) -> list[_Rule]:
+        return [self._rules[index] for index in sorted(indexes)]
 
     def _dead(self, rule: _Rule, candidates: list[_Rule]) -> Finding | None:
         """Why ``rule`` never decides, or None: a duplicate of an earlier rule, an allow a
@@ -470,17 +502,25 @@ class _Comparison:
         """Whether ``outer`` provably matches every request ``inner`` matches."""
         return (
             _covers_actions(outer.actions, inner.actions)
+            and _implies(inner.when, outer.when)
             and self._covers_subjects(outer.subjects, inner.subjects)
             and all(any(covers(o, i) for o in outer.resources) for i in inner.resources)
-            and _implies(inner.when, outer.when)
         )
 
     def _principals(self, identity: str) -> frozenset[str]:
         return self._acting.get(identity, frozenset({identity, _ANY}))
 
     def _covers_subjects(self, outer: frozenset[str], inner: frozenset[str]) -> bool:
-        """Every request one of ``inner`` matches acts as one of ``outer``: a group is in
-        ``inner`` only through its members, so each member must be covered."""
+        """Every request one of ``inner`` matches acts as one of ``outer`` (remembered per
+        pair of subject lists: real policies repeat them)."""
+        known = self._subjects_covered.get((outer, inner))
+        if known is None:
+            known = self._subjects_covered[(outer, inner)] = self._subjects_cover(outer, inner)
+        return known
+
+    def _subjects_cover(self, outer: frozenset[str], inner: frozenset[str]) -> bool:
+        """A group is in ``inner`` only through its members, so each member must be
+        covered."""
         if _ANY in outer:
             return True
         for subject in inner:
@@ -495,7 +535,12 @@ class _Comparison:
 
     def _common_subject(self, first: frozenset[str], second: frozenset[str]) -> str | None:
         """An identity whose requests act as one of ``first`` and one of ``second``, or
-        None when no single identity named in them does."""
+        None when no single identity named in them does (remembered per pair)."""
+        if (first, second) not in self._subjects_common:
+            self._subjects_common[(first, second)] = self._find_common(first, second)
+        return self._subjects_common[(first, second)]
+
+    def _find_common(self, first: frozenset[str], second: frozenset[str]) -> str | None:
         if _ANY in first and _ANY in second:
             return "(anyone)"
         named: set[str] = set()
