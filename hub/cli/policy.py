@@ -88,7 +88,12 @@ def register(
     """Add ``policy lint``, ``policy test`` and ``bundle eval`` to the ``edge-hub`` parser
     (``parents``: the global options every subcommand takes)."""
     policy = commands.add_parser(
-        "policy", help="check policy sources: lint and unit tests"
+        "policy",
+        parents=list(parents),
+        help="check policy sources: lint and unit tests",
+        epilog=epilog(
+            [(EXIT_USAGE, "no or an unknown subcommand")], "edge-hub policy lint fleet.yaml"
+        ),
     ).add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     _register_lint(policy, parents)
     _register_test(policy, parents)
@@ -223,9 +228,13 @@ def _register_eval(
         help="decide as this registered device (its region, groups and profile, from the "
         "hub directory's registry); the bundle must target it",
     )
-    evaluate.add_argument(
-        "--hub-dir", type=Path, help="hub directory for --device (default: $EDGE_HUB_DIR or .)"
-    )
+    if not _has_option(parents, "--hub-dir"):
+        evaluate.add_argument(
+            "--hub-dir",
+            type=Path,
+            metavar="DIR",
+            help="hub directory for --device (default: $EDGE_HUB_DIR or .)",
+        )
     evaluate.add_argument(
         "--at",
         type=_time,
@@ -234,6 +243,12 @@ def _register_eval(
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_guarded(_cmd_eval))
+
+
+def _has_option(parents: Sequence[argparse.ArgumentParser], option: str) -> bool:
+    """Whether the global options in ``parents`` already hold ``option`` (the hub's global
+    options may carry ``--hub-dir``; adding it twice is an argparse error)."""
+    return any(option in parent._option_string_actions for parent in parents)
 
 
 def _time(text: str) -> int:
@@ -476,7 +491,7 @@ def _root(args: argparse.Namespace) -> TrustRoot:
 
 
 def _device(args: argparse.Namespace) -> DeviceIdentity:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = HubDir.resolve(getattr(args, "hub_dir", None))
     if not hub.registry_path.is_file():
         raise _Unavailable(
             f"--device needs the hub's registry: {hub.registry_path} does not exist "
