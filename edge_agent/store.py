@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -235,8 +236,11 @@ class StateStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = FULL")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and row[0] == SCHEMA_VERSION and not read_only:
-                db.executescript(_SYNC_SCHEMA)
+            if row is not None and row[0] == SCHEMA_VERSION:
+                if read_only:
+                    _empty_tables_for_reading(db, _SYNC_SCHEMA)
+                else:
+                    db.executescript(_SYNC_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot read the agent state database {path}: {exc}") from exc
         if row is None or row[0] != SCHEMA_VERSION:
@@ -786,6 +790,7 @@ class LineageHeadStore:
         try:
             if read_only:
                 db = connect_read_only(path, BUSY_TIMEOUT_S)
+                _empty_tables_for_reading(db, _HEAD_SCHEMA)
             else:
                 db = sqlite3.connect(
                     path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
@@ -954,6 +959,22 @@ def _initialised(state_dir: Path) -> Path:
             "...' first"
         )
     return path
+
+
+def _empty_tables_for_reading(db: sqlite3.Connection, schema: str) -> None:
+    """On a connection opened read-only, stand in an empty temporary table for each table
+    of ``schema`` the database does not have yet (a state no agent has run on since
+    ``init``): it reads as holding nothing, as it would once created, and nothing is
+    written to the database."""
+    for statement in schema.split(";"):
+        table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if table is None:
+            continue
+        found = db.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table[1],)
+        ).fetchone()
+        if found is None:
+            db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -516,7 +516,7 @@ class _Layout:
             return cls(_MIN_REASON, _MIN_WHO, None)
         rest = max(width - _FIXED_COLUMNS, _MIN_REASON + _MIN_WHO + _MIN_WHAT + 2)
         reason = min(_MAX_REASON, max(_MIN_REASON, rest // 5))
-        who = (rest - reason - 2) // 2
+        who = max(_MIN_WHO, min(_MAX_WHO, (rest - reason - 2) * 2 // 5))
         return cls(reason, who, rest - reason - who - 2)
 
     def header(self) -> str:
@@ -546,7 +546,7 @@ class _Layout:
 
 _FIXED_COLUMNS = 7 + 1 + 16 + 1 + 5 + 1
 """SEQ, TIME and DEC with the spaces after them."""
-_MIN_REASON, _MAX_REASON, _MIN_WHO, _MIN_WHAT = 16, 24, 12, 12
+_MIN_REASON, _MAX_REASON, _MIN_WHO, _MAX_WHO, _MIN_WHAT = 16, 24, 14, 40, 12
 
 
 def _pair(first: str, second: str, width: int | None) -> str:
@@ -562,7 +562,7 @@ def _pair(first: str, second: str, width: int | None) -> str:
     return ellipsize(text, width)
 
 
-_MIN_KEPT = 6
+_MIN_KEPT = 4
 """The fewest characters of a subject or resource kept before the second part is cut too."""
 
 
