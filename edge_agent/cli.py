@@ -8,9 +8,11 @@ judges it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,15 +30,27 @@ from edge_agent.protocol.request import Request
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
 from edge_agent.support.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliParser,
+    add_verbosity,
     configure_logging,
+    epilog,
+    expiry_text,
     fail,
     format_duration,
+    global_options,
     output_gone,
     read_bounded,
     read_offered,
+    terminal_width,
     wall_clock,
 )
 from edge_agent.support.mqtt import BrokerSettings
+from edge_agent.support.readonly import is_read_only, read_only_inspection
 from edge_agent.sync import cli as sync_cli
 from edge_agent.trust.gate import GATE_OPEN, Decision, Reason, gate_state
 from edge_agent.trust.state import TrustState
@@ -50,16 +64,33 @@ MAX_CONTEXT_ITEMS = 64
 
 
 EXIT_CODES = (
-    "exit codes: 0 success (decide: allow); 1 refused or denied (decide: deny, whatever the "
-    "reason, including a state database that cannot be read); 2 a usage or input error, "
-    "including a state directory that cannot be used (missing, not initialised, state.db "
-    "not a file); 141 stdout's reader went away (| head -1: the rest of the output is "
-    "dropped)."
+    "exit codes (every command): 0 success (decide: allow; status: the gate is open); 1 "
+    "refused or denied (decide: deny, whatever the reason, including a state database that "
+    "cannot be read; status: the gate is closed; log verify: the log does not verify); 2 a "
+    "usage or input error (a bad argument, an input file that cannot be read); 3 the state "
+    "directory is unavailable (missing, not initialised, state.db not a file); 130 "
+    "interrupted; 141 stdout's reader went away (| head -1: the rest of the output is "
+    "dropped). With --json an error is one JSON object on stdout: error, code, message, "
+    "exit, and path or field when one is at fault (docs/cli.md)."
 )
+
+STATE_EXITS = (
+    (EXIT_OK, "done"),
+    (EXIT_REFUSED, "refused (the state or input does not verify)"),
+    (EXIT_USAGE, "a bad argument or an input file that cannot be read"),
+    (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+)
+"""The exit codes of a command that acts on the state directory, for its ``--help``."""
 
 
 class _UsageError(Exception):
     """A command-line argument is malformed (exit 2)."""
+
+
+class _Unavailable(StateError):
+    """The state directory cannot hold agent state at all (exit 3)."""
+
+    code = "state_missing"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,51 +101,107 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose, args.log_format)
+    args = _parser().parse_args(argv)
+    configure_logging(args.verbose, args.log_format, quiet=args.quiet)
+    as_json = bool(getattr(args, "json", False))
     try:
-        code = int(args.handler(args))
+        with contextlib.ExitStack() as stack:
+            if args.read_only:
+                stack.enter_context(read_only_inspection())
+            if getattr(args, "reads_only", False):
+                _say_read_only(args)
+            code = int(args.handler(args))
         sys.stdout.flush()
         return code
     except (_UsageError, ConfigError) as exc:
-        return fail(PROG, exc, args.verbose, 2)
+        return fail(PROG, exc, args.verbose, EXIT_USAGE, as_json=as_json)
     except StateError as exc:
         problem = None if args.handler is _cmd_init else _unusable_state_dir(args.state_dir)
         if problem is not None:
-            return fail(PROG, ConfigError(problem), args.verbose, 2)
-        return fail(PROG, exc, args.verbose, 1)
+            return fail(
+                PROG,
+                _Unavailable(problem),
+                args.verbose,
+                EXIT_UNAVAILABLE,
+                as_json=as_json,
+                path=args.state_dir,
+            )
+        return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except EdgeGovError as exc:
-        return fail(PROG, exc, args.verbose, 1)
+        return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _say_read_only(args: argparse.Namespace) -> None:
+    """Say once, on stderr, that a reading command opens the state directory read-only
+    (asked with ``--read-only``, or the directory cannot be written); not under ``-q``."""
+    database = args.state_dir / "state.db"
+    if args.quiet or not database.is_file() or not is_read_only(database):
+        return
+    why = "--read-only" if args.read_only else "the directory cannot be written"
+    print(
+        f"{PROG}: reading {args.state_dir} read-only ({why}): nothing there is changed",
+        file=sys.stderr,
+    )
+
+
+def _globals(parser: argparse.ArgumentParser) -> None:
+    """The options every command takes, before or after its name."""
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(os.environ.get("EDGE_AGENT_STATE_DIR") or DEFAULT_STATE_DIR),
         help="agent state directory (default: $EDGE_AGENT_STATE_DIR or %(default)s)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    common.add_argument(
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="open the state directory read-only: nothing is written or created there "
+        "(forensic inspection; automatic when the directory cannot be written)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON (one object, or one per line for log show), and an "
+        "error as one JSON object on stdout",
+    )
+    add_verbosity(parser)
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
         help="stderr log lines: key=value text (journald) or JSON objects (default: text)",
     )
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="edgegov edge agent", epilog=EXIT_CODES, parents=[common]
+
+
+def _parser() -> argparse.ArgumentParser:
+    top, common = global_options(_globals)
+    parser: argparse.ArgumentParser = CliParser(
+        prog=PROG,
+        description="edgegov edge agent: enrol the device, install bundles and roots, decide, "
+        "inspect its state and lineage, run the agent.",
+        epilog=EXIT_CODES + "\n\nexample: edge-agent status",
+        parents=[top],
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    init = commands.add_parser("init", parents=[common], help="enrol this device")
-    init.add_argument("--device-id", required=True)
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="enrol this device",
+        description="Create the agent state in --state-dir: pin the trust root, make the "
+        "device key, record the identity and broker settings.",
+        epilog=epilog(
+            [(EXIT_OK, "enrolled"), (EXIT_USAGE, "a bad argument or unreadable root file")],
+            "edge-agent init --device-id gw-001 --region eu-1 --group line-a "
+            "--profile generic-x86_64 --root root.cbor",
+        ),
+    )
+    init.add_argument("--device-id", required=True, help="this device's id (as the hub knows it)")
     init.add_argument("--root", required=True, help="the trust root file (root.cbor) to pin")
-    init.add_argument("--region", required=True)
+    init.add_argument("--region", required=True, help="the region whose bundles this device takes")
     init.add_argument("--group", action="append", default=[], help="a device group (repeat)")
     init.add_argument("--profile", required=True, help="firmware profile name")
     init.add_argument("--broker", help="the hub's broker, mqtt://host:1883 or mqtts://host:8883")
@@ -125,36 +212,95 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--broker-key", help="client certificate key (PEM) for mqtts://")
     init.set_defaults(handler=_cmd_init)
 
-    bundle = commands.add_parser("bundle", help="policy bundles").add_subparsers(
-        dest="bundle_command", required=True, metavar="COMMAND"
+    bundle = commands.add_parser(
+        "bundle",
+        help="policy bundles",
+        epilog=epilog(STATE_EXITS, "edge-agent bundle install bundle.cbor"),
+    ).add_subparsers(dest="bundle_command", required=True, metavar="COMMAND")
+    install = bundle.add_parser(
+        "install",
+        parents=[common],
+        help="verify and install a bundle",
+        epilog=epilog(STATE_EXITS, "edge-agent bundle install bundle.cbor --json"),
     )
-    install = bundle.add_parser("install", parents=[common], help="verify and install a bundle")
     install.add_argument("file", help="bundle file (- for stdin)")
     install.set_defaults(handler=_cmd_bundle_install)
 
-    root = commands.add_parser("root", help="trust roots").add_subparsers(
-        dest="root_command", required=True, metavar="COMMAND"
-    )
+    root = commands.add_parser(
+        "root",
+        help="trust roots",
+        epilog=epilog(STATE_EXITS, "edge-agent root install root-v2.cbor"),
+    ).add_subparsers(dest="root_command", required=True, metavar="COMMAND")
     root_install = root.add_parser(
-        "install", parents=[common], help="rotate to the next root(s), in version order"
+        "install",
+        parents=[common],
+        help="rotate to the next root(s), in version order",
+        epilog=epilog(STATE_EXITS, "edge-agent root install root-v2.cbor root-v3.cbor"),
     )
     root_install.add_argument("file", nargs="+", help="root files, oldest version first")
     root_install.set_defaults(handler=_cmd_root_install)
 
-    decide = commands.add_parser("decide", parents=[common], help="decide one request")
-    decide.add_argument("--subject", required=True)
-    decide.add_argument("--action", required=True)
-    decide.add_argument("--resource", required=True)
-    decide.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
-    decide.add_argument("--json", action="store_true", help="print one JSON object")
+    decide = commands.add_parser(
+        "decide",
+        parents=[common],
+        help="decide one request",
+        epilog=epilog(
+            [
+                (EXIT_OK, "allow"),
+                (EXIT_REFUSED, "deny, whatever the reason (an unreadable state too)"),
+                (EXIT_USAGE, "a bad argument"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent decide --subject svc:camera --action exec --resource /usr/bin/cam",
+        ),
+    )
+    decide.add_argument("--subject", required=True, help="who asks (svc:NAME, uid:N, ...)")
+    decide.add_argument("--action", required=True, help="what is asked (exec, read, ...)")
+    decide.add_argument("--resource", required=True, help="what it is asked on (a path, a topic)")
+    decide.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a request context item the policy may test (repeat)",
+    )
+    decide.add_argument(
+        "--selector",
+        action="append",
+        default=[],
+        metavar="KIND:VALUE",
+        help="a kernel-vouched identity of the caller, e.g. uid:1001 (repeat)",
+    )
     decide.set_defaults(handler=_cmd_decide)
 
-    status = commands.add_parser("status", parents=[common], help="trust state at a glance")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=_cmd_status)
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="trust state at a glance",
+        description="The device, root, bundle, sync, attestation and lineage state, and "
+        "whether the gate is open (systemctl is-active: non-zero when not serving).",
+        epilog=epilog(
+            [
+                (EXIT_OK, "the gate is open"),
+                (EXIT_REFUSED, "the gate is closed (a failed check is shown)"),
+                (EXIT_USAGE, "a bad argument"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent --state-dir /mnt/card/var/lib/edge-agent status --json",
+        ),
+    )
+    status.set_defaults(handler=_cmd_status, reads_only=True)
 
-    pubkey = commands.add_parser("pubkey", parents=[common], help="print the device public key")
-    pubkey.set_defaults(handler=_cmd_pubkey)
+    pubkey = commands.add_parser(
+        "pubkey",
+        parents=[common],
+        help="print the device public key",
+        epilog=epilog(
+            [(EXIT_OK, "printed"), (EXIT_UNAVAILABLE, "no usable agent state in --state-dir")],
+            "edge-agent pubkey > gw-001.pem",
+        ),
+    )
+    pubkey.set_defaults(handler=_cmd_pubkey, reads_only=True)
     lineage_cli.register(commands, common)
     sync_cli.register(commands, common)
     socket_cli.register(commands, common)
@@ -186,11 +332,26 @@ def _cmd_init(args: argparse.Namespace) -> int:
     settings = _broker_settings(args)
     root = read_bounded(args.root, MAX_ROOT_BYTES, "trust root")
     public = init_state_dir(args.state_dir, identity, root, wall_clock(), settings)
+    if args.json:
+        _print_json(
+            {
+                "device": identity.device_id,
+                "state_dir": str(args.state_dir),
+                "key_id": public.key_id.hex(),
+                "public_key": public.to_pem(),
+            }
+        )
+        return EXIT_OK
     print(f"enrolled {identity.device_id} in {args.state_dir}")
     print(f"device key id: {public.key_id.hex()}")
     print("register this public key with the hub ('edge-agent pubkey' prints it again):")
     print(public.to_pem(), end="")
-    return 0
+    return EXIT_OK
+
+
+def _print_json(document: object) -> None:
+    """A command's result as one JSON object on one line (keys sorted)."""
+    print(json.dumps(document, sort_keys=True))
 
 
 def _broker_settings(args: argparse.Namespace) -> dict[str, str]:
@@ -216,13 +377,31 @@ def _cmd_bundle_install(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir) as agent:
         result = agent.install_bundle(data, wall_clock())
     bundle = result.bundle
+    now = wall_clock()
+    if args.json:
+        _print_json(
+            {
+                "version": bundle.version,
+                "digest": bundle.digest.hex(),
+                "installed": not result.unchanged,
+                "rules": bundle.policy.rule_count,
+                "expires_at": bundle.expires_at,
+                "expires_in_s": bundle.expires_at - now,
+            }
+        )
+        return EXIT_OK
     verb = "already installed" if result.unchanged else "installed"
     print(
         f"bundle version {bundle.version} {verb} "
-        f"(sha256:{bundle.digest.hex()[:16]}, {bundle.policy.rule_count} rules, "
-        f"expires in {format_duration(bundle.expires_at - wall_clock())})"
+        f"(sha256:{bundle.digest.hex()[:16]}, {_count(bundle.policy.rule_count, 'rule')}, "
+        f"{expiry_text(bundle.expires_at - now)})"
     )
-    return 0
+    return EXIT_OK
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 rule``, ``3 rules``, ``0 rules``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _cmd_root_install(args: argparse.Namespace) -> int:
@@ -235,19 +414,31 @@ def _cmd_root_install(args: argparse.Namespace) -> int:
     with LocalAgent.open(args.state_dir) as agent:
         current = agent.state.root
         chain = [data for data in files if data != current.raw]
-        if len(chain) < len(files):
-            print(f"trust root version {current.version} already installed (no change)")
-        for root in agent.install_roots(chain, wall_clock()):
-            print(f"trust root version {root.version} installed")
+        unchanged = len(chain) < len(files)
+        installed = [root.version for root in agent.install_roots(chain, wall_clock())]
         root = agent.state.root
         now = agent.earliest_now(wall_clock())
+    if args.json:
+        _print_json(
+            {
+                "installed": installed,
+                "version": root.version,
+                "expires_at": root.expires_at,
+                "expired": now >= root.expires_at,
+            }
+        )
+        return EXIT_OK
+    if unchanged:
+        print(f"trust root version {current.version} already installed (no change)")
+    for version in installed:
+        print(f"trust root version {version} installed")
     if now >= root.expires_at:
         print(
             f"warning: trust root version {root.version} has expired; every decision denies "
             f"(root_expired) until trust root version {root.version + 1} or later is installed",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_OK
 
 
 def _cmd_decide(args: argparse.Namespace) -> int:
@@ -256,6 +447,7 @@ def _cmd_decide(args: argparse.Namespace) -> int:
         action=_field(args.action, "--action"),
         resource=_field(args.resource, "--resource"),
         context=_context(args.context),
+        selectors=_selectors(args.selector),
     )
     now = wall_clock()
     try:
@@ -287,6 +479,7 @@ def _print_decision(decision: Decision, as_json: bool) -> None:
                         "action": decision.request.action,
                         "resource": decision.request.resource,
                         "context": dict(decision.request.context),
+                        "selectors": list(decision.request.selectors),
                     },
                     "decision_digest": decision.digest.hex(),
                 },
@@ -352,55 +545,71 @@ def _cmd_status(args: argparse.Namespace) -> int:
             for c in checks
         ],
     }
+    verdict = EXIT_OK if gate == GATE_OPEN else EXIT_REFUSED
     if args.json:
-        print(json.dumps(report, sort_keys=True))
-        return 0
-    print(
+        _print_json(report)
+        return verdict
+    lines = [
         f"device   {state.device.device_id} (region {state.device.region}, "
-        f"groups {', '.join(state.device.groups) or '-'}, profile {state.device.profile})"
-    )
-    print(
-        f"root     version {state.root.version}, expires in "
-        f"{format_duration(state.root.expires_at - now)}"
-    )
+        f"groups {', '.join(state.device.groups) or '-'}, profile {state.device.profile})",
+        f"root     version {state.root.version}, {expiry_text(state.root.expires_at - now)}",
+    ]
     if bundle is None:
-        print("bundle   none installed")
+        lines.append("bundle   none installed")
     else:
         signers = ", ".join(sorted(k.hex()[:16] for k in bundle.signer_ids))
-        print(
+        lines.append(
             f"bundle   version {bundle.version} sha256:{bundle.digest.hex()[:16]}, "
-            f"{bundle.policy.rule_count} rules, signed by {signers}"
+            f"{_count(bundle.policy.rule_count, 'rule')}, "
+            f"{expiry_text(bundle.expires_at - now)}, signed by {signers}"
         )
-        left = bundle.expires_at - now
-        print(f"expires  {'in ' if left > 0 else ''}{format_duration(left)}")
     if bundle is not None and bundle.max_offline is not None and fresh is not None:
-        print(
+        lines.append(
             f"fresh    last hub freshness {format_duration(now - fresh)} ago, "
             f"max_offline {format_duration(bundle.max_offline)}"
         )
-    print(
+    lines.append(
         f"sync     broker {broker or 'not configured'}; revocations: "
         f"{len(state.revocations)} applied, epoch {state.seen_epoch} seen"
     )
-    print(attest_cli.attestation_line(state, now))
+    lines.append(attest_cli.attestation_line(state, now))
     if summary is not None:
-        print(
-            f"lineage  entries {summary.base}..{max(summary.size - 1, summary.base)}, "
-            f"{summary.acknowledged} acknowledged by the hub, {summary.unacknowledged} waiting"
+        held = (
+            f"entries {summary.base} to {summary.size - 1}"
+            if summary.size > summary.base
+            else "no entries yet"
         )
-    print(f"gate     {str(report['gate']).upper()}")
+        lines.append(
+            f"lineage  {held}, {summary.acknowledged} acknowledged by the hub, "
+            f"{summary.unacknowledged} waiting"
+        )
+    lines.append(f"gate     {str(report['gate']).upper()}")
     if lineage is not None:
-        print(f"  [FAIL] lineage  lineage_unavailable: {lineage}")
+        lines.append(f"  [FAIL] lineage  lineage_unavailable: {lineage}")
     for check in checks:
         mark = "ok  " if check.passed else "FAIL"
         detail = "" if check.passed else f"  {check.reason}: {check.message}"
-        print(f"  [{mark}] {check.name}{detail}")
-    return 0
+        lines.append(f"  [{mark}] {check.name}{detail}")
+    width = terminal_width()
+    for line in lines:
+        print(_wrapped(line, width))
+    return verdict
+
+
+def _wrapped(line: str, width: int) -> str:
+    """``line`` folded to ``width`` columns, continuation lines indented under its value
+    (column 9, or past a check's ``[FAIL]`` mark), so a narrow terminal reads it whole."""
+    indent = " " * (11 if line.startswith("  [") else 9)
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False))
 
 
 def _cmd_pubkey(args: argparse.Namespace) -> int:
-    print(load_device_key(args.state_dir).public.to_pem(), end="")
-    return 0
+    public = load_device_key(args.state_dir).public
+    if args.json:
+        _print_json({"key_id": public.key_id.hex(), "public_key": public.to_pem()})
+    else:
+        print(public.to_pem(), end="")
+    return EXIT_OK
 
 
 def _unusable_state_dir(state_dir: Path) -> str | None:
@@ -445,6 +654,16 @@ def _context(items: list[str]) -> tuple[tuple[str, str], ...]:
             raise _UsageError(f"--context key {key!r} given twice")
         pairs[_field(key, "--context key")] = _field(value, "--context value")
     return tuple(sorted(pairs.items()))
+
+
+def _selectors(items: list[str]) -> tuple[str, ...]:
+    if len(items) > MAX_CONTEXT_ITEMS:
+        raise _UsageError(f"at most {MAX_CONTEXT_ITEMS} --selector items")
+    for item in items:
+        kind, colon, value = _field(item, "--selector").partition(":")
+        if not colon or not kind or not value or " " in item:
+            raise _UsageError(f"--selector {item!r} must be KIND:VALUE, e.g. uid:1001")
+    return tuple(dict.fromkeys(items))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ deleted or edited, so the agent records what it last signed outside it.
 Every long-running agent (``run``, ``serve``, ``enforce``) holds :func:`agent_lock` shared
 for its lifetime, so a command that must not run beside one (``log acknowledge-break``: a
 running agent would keep its view of the old log) can tell.
+
+A state directory the process cannot write, or any under ``edge-agent --read-only``, is
+opened read-only (:mod:`edge_agent.support.readonly`): nothing is written or created there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -50,6 +54,7 @@ from edge_agent.errors import EdgeGovError, StateError
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.bundle import DeviceIdentity
 from edge_agent.protocol.roles import HUB_ROLES, Role
+from edge_agent.support.readonly import connect_read_only, is_read_only
 from edge_agent.trust.clock import TimeFloor
 
 __all__ = [
@@ -152,6 +157,8 @@ class StateStore:
         self._db = connection
         self._lock = threading.RLock()
         self._data_version: object = None
+        self.read_only = False
+        """Opened for inspection only (:mod:`edge_agent.support.readonly`): a write fails."""
 
     @classmethod
     def create(
@@ -216,23 +223,32 @@ class StateStore:
             StateError: not initialised, unreadable, or not an edgegov state database.
         """
         path = _initialised(state_dir)
+        read_only = is_read_only(path)
         try:
-            db = sqlite3.connect(
-                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-            )
-            db.execute("PRAGMA foreign_keys = ON")
-            # WAL: one fsync per durable commit instead of the rollback journal's several.
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
+            if read_only:
+                db = connect_read_only(path, BUSY_TIMEOUT_S)
+            else:
+                db = sqlite3.connect(
+                    path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+                )
+                db.execute("PRAGMA foreign_keys = ON")
+                # WAL: one fsync per durable commit instead of the rollback journal's several.
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is not None and row[0] == SCHEMA_VERSION:
-                db.executescript(_SYNC_SCHEMA)
-        except sqlite3.Error as exc:
+                if read_only:
+                    _empty_tables_for_reading(db, _SYNC_SCHEMA)
+                else:
+                    db.executescript(_SYNC_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot read the agent state database {path}: {exc}") from exc
         if row is None or row[0] != SCHEMA_VERSION:
             db.close()
             raise StateError(f"{path} is not an edgegov agent state database of schema 1")
-        return cls(path, db)
+        store = cls(path, db)
+        store.read_only = read_only
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -757,6 +773,8 @@ class LineageHeadStore:
         self._lock = threading.Lock()
         self._data_version: object = None
         self._broken: str | None = None
+        self.read_only = False
+        """Opened for inspection only (:mod:`edge_agent.support.readonly`): a write fails."""
 
     @classmethod
     def open(cls, state_dir: Path) -> LineageHeadStore:
@@ -768,15 +786,22 @@ class LineageHeadStore:
         path = state_dir / DB_NAME
         if not path.is_file():
             raise StateError(f"no agent state in {state_dir}: the lineage head cannot be read")
+        read_only = is_read_only(path)
         try:
-            db = sqlite3.connect(
-                path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.executescript(_HEAD_SCHEMA)
-        except sqlite3.Error as exc:
+            if read_only:
+                db = connect_read_only(path, BUSY_TIMEOUT_S)
+                _empty_tables_for_reading(db, _HEAD_SCHEMA)
+            else:
+                db = sqlite3.connect(
+                    path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+                )
+                db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(_HEAD_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open the lineage head in {path}: {exc}") from exc
-        return cls(path, db)
+        store = cls(path, db)
+        store.read_only = read_only
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -934,6 +959,22 @@ def _initialised(state_dir: Path) -> Path:
             "...' first"
         )
     return path
+
+
+def _empty_tables_for_reading(db: sqlite3.Connection, schema: str) -> None:
+    """On a connection opened read-only, stand in an empty temporary table for each table
+    of ``schema`` the database does not have yet (a state no agent has run on since
+    ``init``): it reads as holding nothing, as it would once created, and nothing is
+    written to the database."""
+    for statement in schema.split(";"):
+        table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if table is None:
+            continue
+        found = db.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table[1],)
+        ).fetchone()
+        if found is None:
+            db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -114,11 +114,13 @@ def test_golden_device_report_to_bundle_to_verdict(
     out = capsys.readouterr().out
     assert "match     agent-config" in out and "verdict PASS" in out
 
-    assert device.agent("status", "--json") == 0
+    # Required and not measured by the agent yet: the gate is closed, status exits 1.
+    assert device.agent("status", "--json") == 1
     status = _json(capsys)
     attestation = status["attestation"]
     assert isinstance(attestation, dict) and attestation["required"] is True
-    assert device.agent("status") == 0
+    assert status["gate"] == "closed"
+    assert device.agent("status") == 1
     assert "attest   required; not measured; no hub result" in capsys.readouterr().out
 
     (device.root / "etc/edge-agent/agent.toml").write_text("[sync]\nstatus_interval_s = 1\n")

@@ -22,7 +22,7 @@ import pytest
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.cli import main as agent_main
 from edge_agent.errors import EdgeGovError, LineageError, StateError
-from edge_agent.lineage.cli import _row as lineage_row
+from edge_agent.lineage.cli import _Layout
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.attestation import (
     NONCE_BYTES,
@@ -438,4 +438,4 @@ def test_hub_inspect_shows_an_expiry_past_year_9999_without_crashing(
 def test_lineage_rows_show_a_time_past_year_9999_as_seconds() -> None:
     entry = Entry(7, MAX_COUNTER, bytes(32), Kind.BUNDLE_INSTALLED, True, "ok", detail="x")
 
-    assert f"@{MAX_COUNTER}" in lineage_row(entry)
+    assert f"@{MAX_COUNTER}" in _Layout.for_width(80).row(entry)

@@ -19,6 +19,7 @@ from edge_agent.protocol.lineage_entries import (
     encode_entry,
 )
 from edge_agent.protocol.request import Request
+from edge_agent.support.cli import ellipsize
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -99,7 +100,7 @@ def test_log_show_table_names_each_kind_in_80_columns(
     assert all(len(line) <= 80 for line in lines)
     body = "\n".join(lines)
     for kind in TRANSITIONS:
-        assert f"trust {TRANSITIONS[kind][1][:16]}" in body
+        assert f"trust {ellipsize(TRANSITIONS[kind][1], 16)}" in body
         assert f"{kind}: " in body
 
 

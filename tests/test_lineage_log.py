@@ -336,7 +336,7 @@ def test_replay_across_two_bundles_has_no_divergence_and_a_swapped_bundle_diverg
 
 @pytest.mark.parametrize(
     "arguments",
-    [["--since", "yesterday"], ["--until", "2h5"], ["--reason", "nope"], ["--limit", "0"]],
+    [["--since", "yesterday"], ["--until", "2h5"], ["--reason", "Not A Code"], ["--limit", "0"]],
 )
 def test_log_show_bad_filters_exit_2(state: Path, arguments: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

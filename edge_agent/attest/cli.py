@@ -35,7 +35,17 @@ from edge_agent.attest.tpm import enroll
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import REPORT_FORMAT
 from edge_agent.protocol.firmware_profile import Profile
-from edge_agent.support.cli import format_duration, wall_clock, write_atomic
+from edge_agent.support.cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    epilog,
+    expiry_text,
+    format_duration,
+    wall_clock,
+    write_atomic,
+)
 from edge_agent.trust.state import TrustState
 from edge_agent.trust.verdict import problems
 
@@ -56,21 +66,46 @@ def register(
 ) -> None:
     """Add ``attest`` to the ``edge-agent`` parser; ``read_state`` opens a state directory."""
     attest = commands.add_parser(
-        "attest", parents=[common], help="measure now and compare with the bundle's expectations"
+        "attest",
+        parents=[common],
+        help="measure now and compare with the bundle's expectations",
+        description="Measure this device now and compare with what the installed bundle "
+        "expects; --json prints the device report 'edge-hub attest expect "
+        "--from-device-report' reads.",
+        epilog=epilog(
+            [
+                (EXIT_OK, "the measurement satisfies the bundle (or none is required)"),
+                (EXIT_REFUSED, "it does not"),
+                (EXIT_USAGE, "no usable firmware profile, or a bad argument"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent attest --json > report.json",
+        ),
     )
-    attest.add_argument("--json", action="store_true", help="one JSON object (a device report)")
     attest.add_argument("--profile-file", type=Path, help="firmware profile TOML to measure with")
     attest.add_argument(
         "--profile-dir",
         default=DEFAULT_PROFILE_DIR,
         help="where PROFILE.toml is looked up (default: %(default)s)",
     )
-    attest.add_argument("--measure-root", default="/", help="read measured paths under this root")
+    attest.add_argument(
+        "--measure-root",
+        default="/",
+        help="read measured paths under this root (default: %(default)s)",
+    )
     attest.set_defaults(handler=_cmd_attest, read_state=read_state)
     enroll_tpm = attest.add_subparsers(dest="attest_command", metavar="COMMAND").add_parser(
         "tpm-enroll",
         parents=[common],
         help="create the TPM attestation key and write its public key for the hub",
+        epilog=epilog(
+            [
+                (EXIT_OK, "the key's public part is written"),
+                (EXIT_USAGE, "no usable profile or [tpm] table, or --out cannot be written"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent attest tpm-enroll --out gw-001-ak.pem",
+        ),
     )
     enroll_tpm.add_argument("--profile-file", type=Path, help="firmware profile TOML")
     enroll_tpm.add_argument(
@@ -112,6 +147,10 @@ def _cmd_tpm_enroll(args: argparse.Namespace) -> int:
     write_atomic(out, pem, mode=0o644)
     body = b"".join(line for line in pem.splitlines() if not line.startswith(b"-----"))
     fingerprint = hashlib.sha256(base64.b64decode(body)).hexdigest()[:16]
+    if args.json:
+        document = {"out": str(out), "handle": profile.tpm.ak_handle, "sha256": fingerprint}
+        print(json.dumps(document, sort_keys=True))
+        return EXIT_OK
     print(
         f"TPM attestation key at handle 0x{profile.tpm.ak_handle:08x} "
         f"(sha256:{fingerprint}) written to {out}; register it at the hub: "
@@ -230,12 +269,7 @@ def _print(
     if result is None:
         print("hub      no attestation result held")
         return
-    left = result.expires_at - now
-    when = (
-        f"expires in {format_duration(left)}"
-        if left > 0
-        else f"expired {format_duration(-left)} ago"
-    )
+    when = expiry_text(result.expires_at - now)
     same = "this measurement" if result.measured == measured.digest else "another measured state"
     print(f"hub      {str(result.verdict).upper()} for {same}, {when}: {result.detail}")
 
@@ -279,7 +313,5 @@ def attestation_line(state: TrustState, now: int) -> str:
     if result is None:
         hub = "no hub result"
     else:
-        left = result.expires_at - now
-        when = f"{format_duration(left)} left" if left > 0 else "expired"
-        hub = f"hub {str(result.verdict).upper()}, {when}"
+        hub = f"hub {str(result.verdict).upper()}, {expiry_text(result.expires_at - now)}"
     return f"attest   {required}; {measured}; {hub}"

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from edge_agent.agent import LocalAgent
-from edge_agent.errors import ConfigError
 from edge_agent.fanotify import holder
 from edge_agent.fanotify.enforcer import (
     BREAK_GLASS_FILE,
@@ -35,7 +34,17 @@ from edge_agent.fanotify.enforcer import (
 from edge_agent.fanotify.handoff import DEFAULT_CAPACITY
 from edge_agent.protocol.breakglass import MAX_BREAK_GLASS_BYTES
 from edge_agent.store import agent_lock
-from edge_agent.support.cli import read_bounded, wall_clock, write_atomic
+from edge_agent.support.cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    epilog,
+    format_duration,
+    read_bounded,
+    wall_clock,
+    write_atomic,
+)
 from edge_agent.trust.breakglass import verify_break_glass
 
 __all__ = ["parse_mounts", "register"]
@@ -49,9 +58,22 @@ def register(
         "enforce",
         parents=[common],
         help="decide every exec on the workload mounts (fanotify) until stopped",
+        epilog=epilog(
+            [
+                (EXIT_OK, "a clean stop (SIGTERM, SIGINT)"),
+                (EXIT_REFUSED, "enforcement is unavailable here, or the state does not verify"),
+                (EXIT_USAGE, "a bad argument or a mount that may not be marked"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent enforce --mounts /opt/workloads --mode audit",
+        ),
     )
     enforce.add_argument(
-        "--mode", choices=("audit", "enforce"), default="enforce", help="default: enforce"
+        "--mode",
+        choices=("audit", "enforce"),
+        default="enforce",
+        help="audit allows and logs every exec; enforce denies what the policy denies "
+        "(default: %(default)s)",
     )
     enforce.add_argument(
         "--mounts",
@@ -75,17 +97,25 @@ def register(
     )
     enforce.add_argument(
         "--queue",
-        type=int,
+        type=_queue,
         default=DEFAULT_CAPACITY,
         help="decisions waiting for the lineage before execs are denied (default: %(default)s)",
     )
-    enforce.add_argument("--json", action="store_true", help="final counters as one JSON object")
     enforce.set_defaults(handler=_cmd_enforce)
 
     glass = commands.add_parser(
         "break-glass",
         parents=[common],
         help="install a hub-signed recovery token: exec enforcement in audit for its window",
+        epilog=epilog(
+            [
+                (EXIT_OK, "installed"),
+                (EXIT_REFUSED, "the token does not verify for this device, or has expired"),
+                (EXIT_USAGE, "the token file cannot be read"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent break-glass gw-001.breakglass",
+        ),
     )
     glass.add_argument("file", help="the token file (- for stdin)")
     glass.set_defaults(handler=_cmd_break_glass)
@@ -94,10 +124,24 @@ def register(
         "enforce-holder",
         parents=[common],
         help="(internal) hold the exec-enforcement group; started by the agent",
+        epilog=epilog(
+            [(EXIT_OK, "the agent let go of the group"), (EXIT_USAGE, "a bad argument")],
+            "edge-agent enforce-holder --group-fd 3 --listen-fd 4 --recover-s 30 "
+            "(started by the agent, never by hand)",
+        ),
     )
-    internal.add_argument("--group-fd", type=int, required=True)
-    internal.add_argument("--listen-fd", type=int, required=True)
-    internal.add_argument("--recover-s", type=_positive, required=True)
+    internal.add_argument(
+        "--group-fd", type=_fd, required=True, help="the fanotify group's file descriptor"
+    )
+    internal.add_argument(
+        "--listen-fd", type=_fd, required=True, help="the holder socket's file descriptor"
+    )
+    internal.add_argument(
+        "--recover-s",
+        type=_positive,
+        required=True,
+        help="seconds execs wait for a crashed agent before the mounts are made noexec",
+    )
     internal.set_defaults(handler=_cmd_holder)
 
 
@@ -109,19 +153,34 @@ def parse_mounts(text: str) -> tuple[str, ...]:
     return mounts
 
 
+def _fd(text: str) -> int:
+    """A file descriptor number handed down by the agent."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 1 << 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file descriptor number")
+    return int(text)
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not positive")
     return value
 
 
+def _queue(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_QUEUE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {_MAX_QUEUE}")
+    return int(text)
+
+
+_MAX_QUEUE = 1 << 20
+"""The most decisions ``--queue`` lets wait for the lineage (each holds a request)."""
+
+
 def _cmd_enforce(args: argparse.Namespace) -> int:
-    if args.queue < 1:
-        raise ConfigError("--queue must be at least 1")
     options = EnforcerOptions(
         holder_socket=args.holder_socket,
         holder_recover_s=args.recover_s,
@@ -164,12 +223,16 @@ def _cmd_break_glass(args: argparse.Namespace) -> int:
         token = verify_break_glass(data, state=agent.state, now=now)
     write_atomic(args.state_dir / BREAK_GLASS_FILE, data, mode=0o600)
     until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.expires_at))
+    if args.json:
+        document = {"name": token.name, "expires_at": token.expires_at, "reason": token.reason}
+        print(json.dumps(document, sort_keys=True))
+        return EXIT_OK
     print(
         f"break-glass token {token.name} installed: exec enforcement runs in audit (everything "
-        f"allowed and logged) until {until}, {token.expires_at - now} s from now"
+        f"allowed and logged) until {until}, {format_duration(token.expires_at - now)} from now"
     )
     print(f"  reason: {token.reason}")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_holder(args: argparse.Namespace) -> int:

@@ -421,7 +421,7 @@ class LineageLog:
     def _advance_head(self, size: int, root: bytes | None = None, *, durable: bool = False) -> None:
         """Record a checkpoint at ``size`` as the head (from stored nodes unless ``root`` is
         given). A failure only leaves the head behind, which is safe: it is logged."""
-        if self.head is None or size == 0:
+        if self.head is None or size == 0 or self.head.read_only:
             return
         try:
             if root is None:
@@ -1056,7 +1056,7 @@ class LineageLog:
     def close(self, now: int) -> None:
         """Apply retention and checkpoint the log (when usable), and close it."""
         self._async_writer.close()
-        if self.store is not None and self.fault is None:
+        if self.store is not None and self.fault is None and not self.store.inspecting:
             try:
                 self.apply_retention(now)
                 self.checkpoint(now)

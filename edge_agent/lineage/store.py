@@ -55,6 +55,7 @@ from typing import Any
 from edge_agent.errors import LineageDamagedError, LineageError
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Draft, TreeEdge, place_draft
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
+from edge_agent.support.readonly import connect_read_only, is_read_only
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -278,22 +279,25 @@ class LineageStore:
             return self._db
         with _translate(f"cannot open the lineage database {self.path}"):
             read_only = self._read_only()
-            if read_only:
-                uri = f"file:{self.path}?mode=ro"
-            elif self._file is not None:
-                # Reconnecting: to the file this store wrote, never to a new one made here.
-                uri = f"file:{self.path}?mode=rw"
-            else:
-                _create_private(self.path)
-                uri = f"file:{self.path}"
             self._wal = False
-            db = sqlite3.connect(
-                uri,
-                uri=True,
-                isolation_level=None,
-                timeout=self.busy_timeout_s,
-                check_same_thread=False,
-            )
+            if self.inspecting:
+                db = connect_read_only(self.path, self.busy_timeout_s)
+            else:
+                if read_only:
+                    uri = f"file:{self.path}?mode=ro"
+                elif self._file is not None:
+                    # Reconnecting: to the file this store wrote, never to a new one made here.
+                    uri = f"file:{self.path}?mode=rw"
+                else:
+                    _create_private(self.path)
+                    uri = f"file:{self.path}"
+                db = sqlite3.connect(
+                    uri,
+                    uri=True,
+                    isolation_level=None,
+                    timeout=self.busy_timeout_s,
+                    check_same_thread=False,
+                )
             try:
                 if not read_only:
                     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -340,9 +344,17 @@ class LineageStore:
             self._wal_file = _Watched(wal)
 
     def _read_only(self) -> bool:
-        return self.path.exists() and not self.path.stat().st_mode & (
-            stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+        return self.inspecting or (
+            self.path.exists()
+            and not self.path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
         )
+
+    @property
+    def inspecting(self) -> bool:
+        """Opened for inspection only (:mod:`edge_agent.support.readonly`): an existing log
+        in a directory this process cannot write, or under ``edge-agent --read-only``. It
+        is read without creating or changing any file; nothing is stored."""
+        return self.path.exists() and is_read_only(self.path)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[LineageStore]:
@@ -359,14 +371,17 @@ class LineageStore:
         """
         view = LineageStore(self.path, self.synchronous, self.busy_timeout_s)
         with _translate(f"cannot read the lineage database {self.path}"):
-            mode = "ro" if self._read_only() else "rw"
-            db = sqlite3.connect(
-                f"file:{self.path}?mode={mode}",
-                uri=True,
-                isolation_level=None,
-                timeout=self.busy_timeout_s,
-                check_same_thread=False,
-            )
+            if self.inspecting:
+                db = connect_read_only(self.path, self.busy_timeout_s)
+            else:
+                mode = "ro" if self._read_only() else "rw"
+                db = sqlite3.connect(
+                    f"file:{self.path}?mode={mode}",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=self.busy_timeout_s,
+                    check_same_thread=False,
+                )
             try:
                 db.execute("BEGIN")
                 db.execute("SELECT count(*) FROM meta").fetchone()
@@ -576,6 +591,8 @@ class LineageStore:
         Raises:
             LineageError: ``size`` is outside the stored log, or the write failed.
         """
+        if self.inspecting:
+            return self._checkpoint_unstored(sign, now, size)
         with self._write("cannot write a lineage checkpoint") as db:
             tip = self.tip()
             size = tip.size if size is None else size
@@ -594,6 +611,28 @@ class LineageStore:
             note = sign(size, Frontier.load(size, self.get_node).root())
             self._insert_checkpoint(db, size, now, note)
         return StoredCheckpoint(size, now, note)
+
+    def _checkpoint_unstored(
+        self, sign: Signer, now: int, size: int | None
+    ) -> StoredCheckpoint | None:
+        """:meth:`add_checkpoint` for a log opened for inspection: the checkpoint stored at
+        ``size``, else one signed now and returned without being stored."""
+        tip = self.tip()
+        size = tip.size if size is None else size
+        if not tip.base <= size <= tip.size:
+            raise LineageError(
+                f"no checkpoint can be signed at size {size}: the log holds entries "
+                f"{tip.base} to {tip.size - 1}"
+            )
+        with self._reading("cannot read the lineage checkpoints") as db:
+            row = db.execute(
+                "SELECT size, time, note FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        if row is not None:
+            return StoredCheckpoint(int(row[0]), int(row[1]), str(row[2]))
+        if size == 0:
+            return None
+        return StoredCheckpoint(size, now, sign(size, Frontier.load(size, self.get_node).root()))
 
     def replace_checkpoint(self, size: int, note: str, now: int) -> StoredCheckpoint:
         """Store ``note`` as the checkpoint at ``size``, in place of the note stored there

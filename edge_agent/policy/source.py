@@ -1,8 +1,10 @@
 """Policy source: the YAML operators write (DESIGN.md section 8), checked line by line.
 
 :func:`load_policy_source` turns YAML text into a :class:`PolicySource`: the bundle target,
-TTL, max_offline, and the ``policy`` payload that goes into the bundle. Every fault raises
-:class:`PolicyError` carrying the file, the 1-based line and, inside a rule, the rule id.
+TTL, max_offline, the declared action vocabulary, and the ``policy`` payload that goes into
+the bundle. Every fault raises :class:`PolicyError` carrying the file, the 1-based line and,
+inside a rule, the rule id. :func:`compose_yaml` is the safe YAML reader itself, for the
+hub's other YAML inputs (policy tests) and for tools that need a source's line numbers.
 
 The YAML is parsed by libyaml and composed into a node tree, never constructed into Python
 objects, so no YAML feature can run code; anchors, aliases, explicit tags, duplicate keys,
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_POLICY_SOURCE_BYTES",
     "MAX_YAML_DEPTH",
     "PolicySource",
+    "compose_yaml",
     "load_policy_source",
     "parse_duration",
 ]
@@ -51,7 +54,7 @@ _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "rules")
+_TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "actions", "rules")
 _TARGET_KEYS = ("region", "groups", "profiles", "devices")
 _RULE_KEYS = ("id", "effect", "subjects", "actions", "resources", "when")
 _WHEN_KEYS = ("context", "time_utc", "parent")
@@ -66,13 +69,16 @@ class PolicySource:
 
     ``target`` is ``{"region": str, "groups": [str], "profiles": [str], "devices": [str]}``
     (lists always present, maybe empty); ``policy`` is the bundle payload described in
-    :mod:`edge_agent.policy.compiler`, deterministic-CBOR-encodable.
+    :mod:`edge_agent.policy.compiler`, deterministic-CBOR-encodable. ``actions`` is the
+    action vocabulary the source declares (``None`` when it declares none): it is for the
+    hub's policy lint only and never reaches the bundle, so devices decide the same with it.
     """
 
     target: dict[str, object]
     ttl_seconds: int | None
     max_offline_seconds: int | None
     policy: dict[str, object]
+    actions: tuple[str, ...] | None = None
 
 
 def parse_duration(text: str) -> int:
@@ -113,10 +119,26 @@ def load_policy_source(text: str, path: str = "<policy>") -> PolicySource:
     Raises:
         PolicyError: with ``path``, ``line`` (1-based) and, inside a rule, ``rule``.
     """
+    with paused_gc():
+        root = compose_yaml(text, path, what="policy source")
+        return _Reader(path).source(root)
+
+
+def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
+    """Compose ``text`` into a YAML node tree, never into Python objects: the reader of
+    every YAML input the hub takes from operators.
+
+    At most ``MAX_POLICY_SOURCE_BYTES``; anchors, aliases, explicit tags, nesting deeper
+    than ``MAX_YAML_DEPTH``, several documents, control characters and lone surrogates are
+    refused; an empty text is refused too.
+
+    Raises:
+        PolicyError: with ``path`` and, when known, the 1-based ``line``.
+    """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_SOURCE_BYTES:
         raise PolicyError(
-            f"policy source is {size} bytes, over the {MAX_POLICY_SOURCE_BYTES}-byte limit",
+            f"{what} is {size} bytes, over the {MAX_POLICY_SOURCE_BYTES}-byte limit",
             path=path,
         )
     surrogate = _SURROGATE.search(text)
@@ -126,9 +148,7 @@ def load_policy_source(text: str, path: str = "<policy>") -> PolicySource:
             path=path,
             line=text.count("\n", 0, surrogate.start()) + 1,
         )
-    with paused_gc():
-        root = _compose(text, path)
-        return _Reader(path).source(root)
+    return _compose(text, path, what)
 
 
 class _Refused(Exception):
@@ -170,7 +190,7 @@ class _Loader(Composer, yaml.CSafeLoader):
             self._depth -= 1
 
 
-def _compose(text: str, path: str) -> yaml.Node:
+def _compose(text: str, path: str, what: str) -> yaml.Node:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -191,7 +211,7 @@ def _compose(text: str, path: str) -> yaml.Node:
     finally:
         loader.dispose()
     if node is None:
-        raise PolicyError("policy source is empty", path=path, line=1)
+        raise PolicyError(f"{what} is empty", path=path, line=1)
     return node
 
 
@@ -223,6 +243,11 @@ class _Reader:
         workloads = self.string_lists(
             top.get("workloads"), "workloads", checks.check_workload_id, checks.check_selector
         )
+        actions = (
+            tuple(self.strings(top["actions"], "actions", _check_vocabulary_action))
+            if "actions" in top
+            else None
+        )
         rules_node = top["rules"]
         rule_nodes = self.sequence(rules_node, "rules", checks.MAX_RULES, allow_empty=True)
         rules: list[dict[str, object]] = []
@@ -239,7 +264,7 @@ class _Reader:
             error = PolicyError(exc.message, path=self._path, line=_line(where.start_mark))
             error.rule = exc.rule
             raise error from exc
-        return PolicySource(target, ttl, max_offline, payload)
+        return PolicySource(target, ttl, max_offline, payload, actions)
 
     def target(self, node: yaml.Node) -> dict[str, object]:
         fields = self.mapping(node, "target", _TARGET_KEYS, ("region",))
@@ -466,6 +491,13 @@ class _Reader:
             return check(value)
         except ValueError as exc:
             self.fail(node, str(exc))
+
+
+def _check_vocabulary_action(text: str) -> None:
+    """Check one entry of the declared action vocabulary: an exact action, never ``*``."""
+    checks.check_action(text)
+    if text == checks.ANY:
+        raise ValueError("the actions vocabulary lists exact actions; '*' is not one")
 
 
 def _kind(node: yaml.Node) -> str:

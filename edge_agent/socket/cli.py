@@ -22,6 +22,7 @@ from edge_agent.socket.config import SocketConfig
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.socket.wire import DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV
 from edge_agent.store import agent_lock
+from edge_agent.support.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, epilog
 
 __all__ = ["register"]
 
@@ -31,7 +32,18 @@ def register(
 ) -> None:
     """Add ``serve`` and ``exec`` to the ``edge-agent`` parser."""
     serve = commands.add_parser(
-        "serve", parents=[common], help="answer decisions on the local socket"
+        "serve",
+        parents=[common],
+        help="answer decisions on the local socket",
+        epilog=epilog(
+            [
+                (EXIT_OK, "a clean stop (SIGTERM, SIGINT)"),
+                (EXIT_REFUSED, "the state does not verify"),
+                (EXIT_USAGE, "a bad argument, or the socket cannot be created"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent serve --socket /run/edge-agent/decide.sock --group workloads",
+        ),
     )
     serve.add_argument(
         "--socket",
@@ -49,6 +61,9 @@ def register(
         "exec",
         parents=[common],
         help="ask the agent, then run a program (exit 126 when refused)",
+        epilog="exit codes:\n  N   the program's own\n  126 not run (denied, agent unreachable, "
+        "binary changed)\n  127 not found\n\nexample: edge-agent exec -- /opt/app/bin/run "
+        "--port 8080",
         description="Ask the agent whether this binary may run; execute exactly that file on "
         "allow. Exit codes: the program's own; 126 not run (denied, agent unreachable, binary "
         "changed); 127 not found.",

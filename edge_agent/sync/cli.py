@@ -19,7 +19,15 @@ from edge_agent.fanotify.enforcer import EnforcerOptions, ExecEnforcer, Mode
 from edge_agent.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from edge_agent.socket.server import DecisionServer, ensure_fd_headroom
 from edge_agent.store import StateStore, agent_lock
-from edge_agent.support.cli import configure_logging, format_duration
+from edge_agent.support.cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    configure_logging,
+    epilog,
+    expiry_text,
+)
 from edge_agent.support.mqtt import check_tls
 from edge_agent.sync.config import AgentConfig, load_config
 from edge_agent.sync.daemon import AgentDaemon
@@ -44,7 +52,18 @@ def register(
 ) -> None:
     """Add ``run`` to the ``edge-agent`` parser."""
     run = commands.add_parser(
-        "run", parents=[common], help="run the agent: sync with the hub over MQTT until stopped"
+        "run",
+        parents=[common],
+        help="run the agent: sync with the hub over MQTT until stopped",
+        epilog=epilog(
+            [
+                (EXIT_OK, "a clean stop (SIGTERM, SIGINT)"),
+                (EXIT_REFUSED, "the state does not verify"),
+                (EXIT_USAGE, "a bad argument or configuration"),
+                (EXIT_UNAVAILABLE, "no usable agent state in --state-dir"),
+            ],
+            "edge-agent run --config /etc/edge-agent/agent.toml",
+        ),
     )
     run.add_argument("--config", type=Path, help="agent.toml (overrides the init settings)")
     run.add_argument("--socket", type=Path, help="decision socket path (overrides the config)")
@@ -76,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         store.close()
     config = load_config(args.config, defaults)
     log_format = args.log_format if args.log_format != "text" else config.log.format
-    configure_logging(args.verbose, log_format, config.log.level)
+    configure_logging(args.verbose, log_format, config.log.level, quiet=args.quiet)
     if args.socket is not None:
         config = config.model_copy(
             update={"socket": config.socket.model_copy(update={"path": args.socket})}
@@ -186,9 +205,7 @@ def status_line(agent: LocalAgent, now: int, enforcer: ExecEnforcer | None = Non
     gate = "gate open" if state == GATE_OPEN else f"gate CLOSED: {state}"
     if bundle is None:
         return f"no bundle; {gate}"
-    return (
-        f"bundle v{bundle.version}, expires in {format_duration(bundle.expires_at - now)}; {gate}"
-    )
+    return f"bundle v{bundle.version}, {expiry_text(bundle.expires_at - now)}; {gate}"
 
 
 async def _report_status(agent: LocalAgent, notifier: Notifier, enforcer: ExecEnforcer) -> None:

@@ -41,6 +41,7 @@ from hub.cli import ancestry as ancestry_cli
 from hub.cli import bundle_diff, lineage
 from hub.cli import console as console_cli
 from hub.cli import fabric as fabric_cli
+from hub.cli import policy as policy_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli import rollout as rollout_cli
 from hub.cli.operations import (
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     bundle_diff.register(bundle, common, _duration)
     rollout_cli.register(commands, common, _duration)
     console_cli.register(commands, common)
+    policy_cli.register(commands, bundle, [common])
     return parser
 
 

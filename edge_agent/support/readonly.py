@@ -1,0 +1,81 @@
+"""Read-only inspection of a state directory: the forensic habit of mounting a gateway's card
+read-only and reading its agent state and lineage from there.
+
+A directory the process cannot write (a read-only mount, a copy owned by someone else), or
+any directory while :func:`read_only_inspection` is in force (``edge-agent --read-only``), is
+opened without writing a byte: SQLite databases with ``mode=ro&immutable=1``, so no ``-wal``
+or ``-shm`` file is ever created beside them. An immutable open does not read a WAL, so a
+database with a non-empty ``-wal`` beside it (an agent stopped without checkpointing: power
+cut) is read from a private copy of both in a temporary directory instead, which SQLite may
+recover there; the originals are never opened for writing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import os
+import shutil
+import sqlite3
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["connect_read_only", "is_read_only", "read_only_inspection"]
+
+_forced: contextvars.ContextVar[bool] = contextvars.ContextVar("edgegov_read_only", default=False)
+
+
+@contextlib.contextmanager
+def read_only_inspection() -> Iterator[None]:
+    """Within the block, every state directory is opened read-only (:func:`is_read_only`),
+    writable or not."""
+    token = _forced.set(True)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def is_read_only(path: Path) -> bool:
+    """Whether the database at ``path`` is to be opened read-only: inside
+    :func:`read_only_inspection`, or when its directory or the file itself cannot be written
+    by this process (``os.access`` knows a read-only mount, even for root)."""
+    if _forced.get():
+        return True
+    directory = path.parent if str(path.parent) else Path(".")
+    if not os.access(directory, os.W_OK):
+        return True
+    return path.exists() and not os.access(path, os.W_OK)
+
+
+def connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that reads the database at ``path`` and can never write anything beside
+    it (see the module docstring).
+
+    Raises:
+        sqlite3.Error: the database cannot be opened.
+        OSError: a database with a WAL could not be copied.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        # The copy is this process's own: SQLite may write its WAL recovery there.
+        uri = f"file:{urllib.parse.quote(str(_private_copy(path, wal)))}?mode=rw"
+    else:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    return sqlite3.connect(
+        uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False
+    )
+
+
+def _private_copy(path: Path, wal: Path) -> Path:
+    """Copy the database and its WAL into a directory only this process uses (removed at
+    exit) and return the copy's path."""
+    directory = Path(tempfile.mkdtemp(prefix="edgegov-ro-"))
+    atexit.register(shutil.rmtree, directory, True)
+    copy = directory / path.name
+    shutil.copyfile(path, copy)
+    shutil.copyfile(wal, directory / wal.name)
+    return copy

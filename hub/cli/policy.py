@@ -1,0 +1,577 @@
+"""``edge-hub policy lint``, ``edge-hub policy test`` and ``edge-hub bundle eval``
+(docs/policy-tools.md).
+
+``policy lint`` reports what in a valid policy source is probably a mistake
+(:mod:`hub.core.lint`); ``policy test`` decides a YAML table of requests with the device's
+engine and compares (:mod:`hub.core.policy_tests`), as ``opa test`` does; ``bundle eval``
+decides one request against a signed bundle file with the device's gate
+(:func:`edge_agent.trust.gate.decide`): the bundle verified under the trust root, targeted
+at ``--device`` when one is named, and judged at ``--at`` (default now), with no state
+directory. What a device also holds and a file cannot say (revocations, freshness tokens
+after the bundle was issued, attestation) is taken as a device that has received none and
+passes attestation; the output says so.
+
+Exit codes (``edge_agent.support.cli``): lint 0 clean (warnings allowed unless
+``--strict``), 1 findings of error severity, 2 an unreadable or invalid policy or
+vocabulary; test 0 every case passes, 1 some case fails, 2 an unreadable or invalid policy
+or tests file; eval 0 allow, 1 deny (or a bundle the device would refuse), 2 an unreadable
+or malformed input, 3 the hub directory ``--device`` needs is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge_agent.errors import BundleError, ConfigError, EdgeGovError, PolicyError
+from edge_agent.policy.bundle import CompiledBundle, compile_bundle_policy
+from edge_agent.policy.compiler import compile_policy
+from edge_agent.policy.source import load_policy_source
+from edge_agent.protocol.bundle import (
+    DeviceIdentity,
+    check_targeting,
+    claimed_region,
+    verify_bundle,
+)
+from edge_agent.protocol.limits import MAX_BUNDLE_BYTES, MAX_ROOT_BYTES
+from edge_agent.protocol.request import Request
+from edge_agent.protocol.root import TrustRoot, verify_trusted_root
+from edge_agent.support.cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    epilog,
+    fail,
+    read_regular,
+    utc_text,
+    wall_clock,
+)
+from edge_agent.trust.gate import Decision, decide
+from edge_agent.trust.state import TrustState, with_bundle
+from hub.core.lint import MAX_VOCABULARY_BYTES, LintReport, lint_policy, read_vocabulary
+from hub.core.policy_tests import CaseResult, parse_utc_time, read_cases, run_cases
+from hub.hubdir.keys import ROOT_FILE
+from hub.hubdir.layout import HubDir
+
+__all__ = ["register"]
+
+PROG = "edge-hub"
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+MAX_TESTS_BYTES = 8 * 1024 * 1024
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
+_ANY_DEVICE = "(any device it targets)"
+
+
+class _InputError(ConfigError):
+    """An input file cannot be used; ``path`` names it (the JSON error's ``path``)."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+
+class _Unavailable(EdgeGovError):
+    """What ``--device`` needs (the hub directory's registry) is not there."""
+
+    code = "hub_missing"
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    bundle: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> None:
+    """Add ``policy lint``, ``policy test`` and ``bundle eval`` to the ``edge-hub`` parser
+    (``parents``: the global options every subcommand takes)."""
+    policy = commands.add_parser(
+        "policy",
+        parents=list(parents),
+        help="check policy sources: lint and unit tests",
+        epilog=epilog(
+            [(EXIT_USAGE, "no or an unknown subcommand")], "edge-hub policy lint fleet.yaml"
+        ),
+    ).add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    _register_lint(policy, parents)
+    _register_test(policy, parents)
+    _register_eval(bundle, parents)
+
+
+def _register_lint(
+    policy: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> None:
+    lint = policy.add_parser(
+        "lint",
+        parents=list(parents),
+        help="report probable mistakes in a policy source, with file:line",
+        description="Check a policy source as 'bundle build' does, then report what is "
+        "probably a mistake: actions outside the declared vocabulary (or one typo from "
+        "another action), allow rules a deny makes unreachable, rules shadowed by or "
+        "identical to an earlier one, allows a deny overrides in part, unused groups and "
+        "workloads. Shadowing is claimed only when proven.",
+        epilog=epilog(
+            [
+                (EXIT_OK, "no finding of error severity (warnings allowed unless --strict)"),
+                (EXIT_REFUSED, "findings of error severity (or any finding with --strict)"),
+                (EXIT_USAGE, "the policy or vocabulary file is unreadable or invalid"),
+            ],
+            "edge-hub policy lint fleet.yaml --actions actions.txt --json",
+        ),
+    )
+    lint.add_argument("policy", type=Path, help="the policy source (YAML)")
+    lint.add_argument(
+        "--actions",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an action vocabulary: one action a line, '#' comments (repeat for several; "
+        "the policy's own 'actions:' list is checked too)",
+    )
+    lint.add_argument(
+        "--strict", action="store_true", help="warnings fail too (exit 1 on any finding)"
+    )
+    lint.add_argument("--json", action="store_true", help="print one JSON object")
+    lint.set_defaults(handler=_guarded(_cmd_lint))
+
+
+def _register_test(
+    policy: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> None:
+    test = policy.add_parser(
+        "test",
+        parents=list(parents),
+        help="decide a table of requests and compare with the expected decisions",
+        description="Decide each case of a tests table with the device's engine over the "
+        "compiled policy and compare the decision (and, when given, the rule and reason) "
+        "with what the case expects.",
+        epilog=epilog(
+            [
+                (EXIT_OK, "every case passes"),
+                (EXIT_REFUSED, "some case fails"),
+                (EXIT_USAGE, "the policy or tests file is unreadable or invalid"),
+            ],
+            "edge-hub policy test fleet.yaml fleet.tests.yaml",
+        ),
+    )
+    test.add_argument("policy", type=Path, help="the policy source (YAML)")
+    test.add_argument("tests", type=Path, help="the tests table (YAML, docs/policy-tools.md)")
+    test.add_argument(
+        "--at",
+        type=_time,
+        metavar="TIME",
+        help="decide cases without their own time at this UTC time "
+        "(2026-01-07T12:00:00Z or Unix seconds; default now)",
+    )
+    test.add_argument("--json", action="store_true", help="print one JSON object")
+    test.set_defaults(handler=_guarded(_cmd_test))
+
+
+def _register_eval(
+    bundle: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> None:
+    evaluate = bundle.add_parser(
+        "eval",
+        parents=list(parents),
+        help="decide one request against a signed bundle file, as a device would",
+        description="Decide one request against a signed bundle file with the device's "
+        "gate, no state directory needed: the bundle verified under the trust root, "
+        "targeted at --device when given, not expired (nor past max_offline without a "
+        "freshness token) at --at. Revocations and freshness tokens are taken as none, "
+        "attestation as passed.",
+        epilog=epilog(
+            [
+                (EXIT_OK, "allow"),
+                (EXIT_REFUSED, "deny, or a bundle the device would refuse"),
+                (EXIT_USAGE, "an unreadable or malformed bundle, root or argument"),
+                (EXIT_UNAVAILABLE, "--device given and the hub directory has no registry"),
+            ],
+            "edge-hub bundle eval bundle.cbor --root keys/root.cbor --subject svc:camera "
+            "--action exec --resource /opt/camera/bin/capture --selector uid:1001",
+        ),
+    )
+    evaluate.add_argument("bundle", type=Path, help="the signed bundle (CBOR)")
+    evaluate.add_argument("--subject", required=True, help="who asks (a workload id)")
+    evaluate.add_argument("--action", required=True, help="what it asks to do (e.g. exec)")
+    evaluate.add_argument("--resource", required=True, help="on what (e.g. /opt/x/bin/run)")
+    evaluate.add_argument(
+        "--selector",
+        type=_selector,
+        action="append",
+        default=[],
+        metavar="KIND:VALUE",
+        help="a kernel-vouched identity of the caller, e.g. uid:1001 (repeat)",
+    )
+    evaluate.add_argument(
+        "--context",
+        type=_context,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a request context pair, e.g. zone=plant-a (repeat)",
+    )
+    evaluate.add_argument(
+        "--root", type=Path, metavar="FILE", help="the trust root (default: KEYS/root.cbor)"
+    )
+    evaluate.add_argument(
+        "--keys", type=Path, metavar="DIR", help="key directory holding root.cbor"
+    )
+    evaluate.add_argument(
+        "--device",
+        metavar="ID",
+        help="decide as this registered device (its region, groups and profile, from the "
+        "hub directory's registry); the bundle must target it",
+    )
+    if not _has_option(parents, "--hub-dir"):
+        evaluate.add_argument(
+            "--hub-dir",
+            type=Path,
+            metavar="DIR",
+            help="hub directory for --device (default: $EDGE_HUB_DIR or .)",
+        )
+    evaluate.add_argument(
+        "--at",
+        type=_time,
+        metavar="TIME",
+        help="decide at this UTC time (2026-01-07T12:00:00Z or Unix seconds; default now)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=_guarded(_cmd_eval))
+
+
+def _has_option(parents: Sequence[argparse.ArgumentParser], option: str) -> bool:
+    """Whether the global options in ``parents`` already hold ``option`` (the hub's global
+    options may carry ``--hub-dir``; adding it twice is an argparse error)."""
+    return any(option in parent._option_string_actions for parent in parents)
+
+
+def _time(text: str) -> int:
+    try:
+        return parse_utc_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _selector(text: str) -> str:
+    kind, colon, value = text.partition(":")
+    if not colon or not kind or not value or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError(
+            f"selector {text!r} must look like KIND:VALUE, e.g. uid:1001 or exe:/usr/bin/x"
+        )
+    return text
+
+
+def _context(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"context {text!r} must look like KEY=VALUE")
+    return key, value
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` with our errors reported once, as CLI.md says: an invalid input exits
+    2, a bundle the device would refuse 1, a missing hub directory 3."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (PolicyError, ConfigError) as exc:
+            return _fail(args, exc, EXIT_USAGE)
+        except BundleError as exc:
+            malformed = exc.code == "bundle_format"
+            return _fail(args, exc, EXIT_USAGE if malformed else EXIT_REFUSED)
+        except _Unavailable as exc:
+            return _fail(args, exc, EXIT_UNAVAILABLE)
+        except EdgeGovError as exc:
+            return _fail(args, exc, EXIT_USAGE)
+
+    return run
+
+
+def _fail(args: argparse.Namespace, exc: EdgeGovError, code: int) -> int:
+    return fail(PROG, exc, getattr(args, "verbose", False), code, as_json=args.json)
+
+
+def _read(path: Path, limit: int, what: str, *, offered: bool = False) -> bytes:
+    try:
+        return read_regular(path, limit, what, offered=offered)
+    except ConfigError as exc:
+        raise _InputError(exc.message, path) from exc
+
+
+def _read_text(path: Path, limit: int, what: str) -> str:
+    try:
+        return _read(path, limit, what).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _InputError(f"{what} {path} is not UTF-8 text", path) from exc
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    vocabularies = [
+        read_vocabulary(_read_text(f, MAX_VOCABULARY_BYTES, "action vocabulary"), str(f))
+        for f in args.actions
+    ]
+    text = _read_text(args.policy, MAX_POLICY_BYTES, "policy file")
+    report = lint_policy(text, str(args.policy), vocabularies)
+    failed = report.errors > 0 or (args.strict and report.warnings > 0)
+    if args.json:
+        print(json.dumps(_lint_json(report, failed), sort_keys=True))
+    else:
+        for finding in report.findings:
+            print(finding.text())
+        print(_lint_summary(report))
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def _lint_summary(report: LintReport) -> str:
+    if not report.findings:
+        return f"{report.path}: no findings"
+    errors, warnings = report.errors, report.warnings
+    return (
+        f"{report.path}: {errors} error{'s' if errors != 1 else ''}, "
+        f"{warnings} warning{'s' if warnings != 1 else ''}"
+    )
+
+
+def _lint_json(report: LintReport, failed: bool) -> dict[str, object]:
+    return {
+        "path": report.path,
+        "ok": not failed,
+        "errors": report.errors,
+        "warnings": report.warnings,
+        "vocabularies": list(report.vocabularies),
+        "findings": [finding.as_json() for finding in report.findings],
+    }
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    text = _read_text(args.policy, MAX_POLICY_BYTES, "policy file")
+    source = load_policy_source(text, str(args.policy))
+    policy = compile_policy(source.policy)
+    tests_text = _read_text(args.tests, MAX_TESTS_BYTES, "policy tests file")
+    try:
+        cases = read_cases(tests_text, str(args.tests), policy.rule_ids)
+    except PolicyError as exc:
+        return fail(
+            PROG,
+            exc,
+            getattr(args, "verbose", False),
+            EXIT_USAGE,
+            as_json=args.json,
+            reason="policy_tests_invalid",
+        )
+    results = run_cases(policy, cases, wall_clock() if args.at is None else args.at)
+    failed = sum(1 for result in results if not result.passed)
+    if args.json:
+        print(json.dumps(_tests_json(args, results, failed), sort_keys=True))
+    else:
+        for result in results:
+            print(_case_line(result, str(args.tests)))
+        print("-" * 40)
+        total = len(results)
+        print(f"PASS: {total - failed}/{total}")
+        if failed:
+            print(f"FAIL: {failed}/{total}")
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def _outcome(allowed: bool, reason: str | None, rule: str | None) -> str:
+    parts = [reason] if reason else []
+    if rule:
+        parts.append(f"rule {rule}")
+    return ("allow" if allowed else "deny") + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _case_line(result: CaseResult, path: str) -> str:
+    case, got = result.case, result.got
+    if result.passed:
+        return f"PASS {case.name}"
+    return (
+        f"FAIL {case.name} ({path}:{case.line}): got "
+        f"{_outcome(got.allowed, got.reason, got.rule_id)}; expected "
+        f"{_outcome(case.expect_allow, case.reason, case.rule)}"
+    )
+
+
+def _tests_json(
+    args: argparse.Namespace, results: list[CaseResult], failed: int
+) -> dict[str, object]:
+    return {
+        "policy": str(args.policy),
+        "tests": str(args.tests),
+        "passed": len(results) - failed,
+        "failed": failed,
+        "cases": [
+            {
+                "name": r.case.name,
+                "line": r.case.line,
+                "passed": r.passed,
+                "time": r.now,
+                "expected": {
+                    "decision": "allow" if r.case.expect_allow else "deny",
+                    "rule": r.case.rule,
+                    "reason": r.case.reason,
+                },
+                "got": {
+                    "decision": "allow" if r.got.allowed else "deny",
+                    "rule": r.got.rule_id,
+                    "reason": r.got.reason,
+                },
+            }
+            for r in results
+        ],
+    }
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    root = _root(args)
+    data = _read(args.bundle, MAX_BUNDLE_BYTES, "bundle", offered=True)
+    device = _device(args) if args.device else None
+    now = wall_clock() if args.at is None else args.at
+    bundle = _verified(data, root, device)
+    identity = device or DeviceIdentity(
+        _ANY_DEVICE,
+        bundle.target.region,
+        bundle.target.groups,
+        next(iter(bundle.target.profiles), ""),
+    )
+    keys = [key for key, _ in args.context]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ConfigError(f"--context key {twice[0]!r} given twice")
+    request = Request(
+        subject=args.subject,
+        action=args.action,
+        resource=args.resource,
+        context=tuple(sorted(args.context)),
+        selectors=tuple(args.selector),
+    )
+    decision = _evaluate(bundle, root, identity, request, now)
+    notes = _notes(bundle)
+    if args.json:
+        print(json.dumps(_eval_json(decision, bundle, root, identity, notes), sort_keys=True))
+    else:
+        _print_eval(decision, bundle, root, identity, notes)
+    return EXIT_OK if decision.allowed else EXIT_REFUSED
+
+
+def _evaluate(
+    bundle: CompiledBundle,
+    root: TrustRoot,
+    device: DeviceIdentity,
+    request: Request,
+    now: int,
+) -> Decision:
+    """Decide ``request`` at ``now`` with the device's gate on a device that holds ``root``
+    and has installed ``bundle`` and nothing since: no revocation, no freshness token,
+    attestation taken as passed (its expectations set aside)."""
+    installed = dataclasses.replace(bundle, attestation=None)
+    state = with_bundle(TrustState(device=device, root=root), installed)
+    return decide(state, request, now)
+
+
+def _root(args: argparse.Namespace) -> TrustRoot:
+    path = args.root or (args.keys / ROOT_FILE if args.keys else None)
+    if path is None:
+        raise ConfigError(
+            "give the trust root to verify the bundle under: --root FILE (or --keys DIR "
+            "holding root.cbor)"
+        )
+    data = _read(path, MAX_ROOT_BYTES, "trust root", offered=True)
+    try:
+        return verify_trusted_root(data, now=None)
+    except EdgeGovError as exc:
+        raise _InputError(f"trust root {path}: {exc.message}", path) from exc
+
+
+def _device(args: argparse.Namespace) -> DeviceIdentity:
+    hub = HubDir.resolve(getattr(args, "hub_dir", None))
+    if not hub.registry_path.is_file():
+        raise _Unavailable(
+            f"--device needs the hub's registry: {hub.registry_path} does not exist "
+            "(pass --hub-dir, or leave out --device to decide as any device the bundle targets)"
+        )
+    with hub.open_registry() as registry:
+        record = registry.device(args.device)
+    if record is None:
+        raise ConfigError(f"device {args.device!r} is not registered in {hub.path}")
+    return DeviceIdentity(record.device_id, record.region, record.groups, record.profile)
+
+
+def _verified(data: bytes, root: TrustRoot, device: DeviceIdentity | None) -> CompiledBundle:
+    """The bundle as a device installs it: verified under ``root`` for the device's region
+    (or, with no device, the region the bundle claims), targeted at ``device``, its policy
+    compiled. Expiry is the gate's to judge, at the decision's time.
+
+    Raises:
+        BundleError: the device would refuse it (``code`` names the check).
+    """
+    region = device.region if device else claimed_region(data)
+    verified = verify_bundle(data, root=root, region=region)
+    if device is not None:
+        check_targeting(verified, device)
+    return compile_bundle_policy(verified)
+
+
+def _notes(bundle: CompiledBundle) -> list[str]:
+    notes = ["no revocations and no freshness tokens are known to this evaluation"]
+    if bundle.attestation is not None:
+        notes.append("the bundle requires attestation: taken as passed")
+    return notes
+
+
+def _eval_json(
+    decision: Decision,
+    bundle: CompiledBundle,
+    root: TrustRoot,
+    device: DeviceIdentity,
+    notes: list[str],
+) -> dict[str, object]:
+    request = decision.request
+    return {
+        "decision": "allow" if decision.allowed else "deny",
+        "reason": str(decision.reason),
+        "message": decision.message,
+        "rule": decision.rule_id,
+        "bundle_version": bundle.version,
+        "bundle_digest": bundle.digest.hex(),
+        "bundle_expires_at": bundle.expires_at,
+        "root_version": root.version,
+        "verified_signers": sorted(k.hex() for k in bundle.signer_ids),
+        "device": None if device.device_id == _ANY_DEVICE else device.device_id,
+        "time": decision.time,
+        "request": {
+            "subject": request.subject,
+            "action": request.action,
+            "resource": request.resource,
+            "context": dict(request.context),
+            "selectors": list(request.selectors),
+        },
+        "notes": notes,
+        "decision_digest": decision.digest.hex(),
+    }
+
+
+def _print_eval(
+    decision: Decision,
+    bundle: CompiledBundle,
+    root: TrustRoot,
+    device: DeviceIdentity,
+    notes: list[str],
+) -> None:
+    verdict = "ALLOW" if decision.allowed else "DENY"
+    print(f"{verdict} {decision.reason} rule={decision.rule_id or '-'}")
+    print(f"  {decision.message}")
+    print(
+        f"  bundle v{bundle.version} sha256:{bundle.digest.hex()[:16]}, verified under trust "
+        f"root v{root.version} ({len(bundle.signer_ids)} signature(s)); "
+        f"decided at {utc_text(decision.time, _TIME)} as {device.device_id}"
+    )
+    for note in notes:
+        print(f"  note: {note}")
