@@ -44,6 +44,7 @@ from edge_agent.support.cli import (
     format_duration,
     global_options,
     output_gone,
+    printable_output,
     read_bounded,
     read_offered,
     terminal_width,
@@ -94,6 +95,7 @@ class _Unavailable(StateError):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    printable_output()
     try:
         return _run(argv)
     except BrokenPipeError as exc:

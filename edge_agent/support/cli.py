@@ -60,6 +60,7 @@ __all__ = [
     "global_options",
     "one_line",
     "output_gone",
+    "printable_output",
     "read_bounded",
     "read_offered",
     "read_regular",
@@ -471,8 +472,11 @@ def wants_json(argv: Sequence[str]) -> bool:
 
 
 def one_line(text: str) -> str:
-    """``text`` on one line: its lines joined by a space, blank ones dropped."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """``text`` on one line: its lines joined by a space, blank ones dropped, and any byte
+    that was not UTF-8 (a lone surrogate) shown as a ``\\udcff`` escape, so the line can
+    be printed wherever it goes."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return joined.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_document(
@@ -543,6 +547,16 @@ def fail(
 def _print_to(stream: IO[str], line: str) -> None:
     """Print ``line`` and flush, so the report is out before the process exits."""
     print(line, file=stream, flush=True)
+
+
+def printable_output() -> None:
+    """Let stdout and stderr print any text: a path or value given as bytes that are not UTF-8 (lone
+    surrogates in Python) is shown as ``\\udcff`` escapes instead of ending the command
+    with a ``UnicodeEncodeError`` after its work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def output_gone(prog: str, exc: BrokenPipeError) -> int:
