@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,11 +20,13 @@ import pytest
 
 from edge_agent import cli as agent_cli
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.errors import ConfigError
 from edge_agent.lineage import cli as lineage_cli
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
+from edge_agent.socket.listen import ListeningSocket, resolve_group
 from tests.factory import DEVICE, NOW, HubSim
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -418,3 +421,21 @@ def test_an_empty_log_says_no_entries_never_a_negative_range(
     for text in (status, verify):
         assert "..-1" not in text and "to -1" not in text and "None" not in text
     assert "no entries yet" in verify
+
+
+@pytest.mark.parametrize(
+    ("group", "says"), [(None, "group the agent's own group"), ("0", "group gid 0")]
+)
+def test_the_socket_line_names_its_group_never_gid_minus_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, group: str | None, says: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_agent.socket.listen")
+    listening = ListeningSocket(tmp_path / "decide.sock", mode=0o660, group=group, backlog=1)
+    listening.close()
+
+    assert says in caplog.text and "mode 0660" in caplog.text and "-1" not in caplog.text
+
+
+def test_a_socket_group_id_beyond_the_range_is_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="not a group id"):
+        resolve_group("9" * 30)
