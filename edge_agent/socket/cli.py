@@ -61,9 +61,7 @@ def register(
         "exec",
         parents=[common],
         help="ask the agent, then run a program (exit 126 when refused)",
-        epilog="exit codes:\n  N   the program's own\n  126 not run (denied, agent unreachable, "
-        "binary changed)\n  127 not found\n\nexample: edge-agent exec -- /opt/app/bin/run "
-        "--port 8080",
+        epilog=exec_gate.EPILOG,
         description="Ask the agent whether this binary may run; execute exactly that file on "
         "allow. Exit codes: the program's own; 126 not run (denied, agent unreachable, binary "
         "changed); 127 not found.",
