@@ -1,8 +1,10 @@
 """``edge-agent``: the device's command line (enrol, install, decide, status).
 
-Exit codes (also in ``--help``): see :data:`EXIT_CODES`. No option or variable can change
-the agent's notion of "now": every command reads the wall clock once and the trust core
-judges it.
+Exit codes (also in ``--help``): see :data:`EXIT_CODES` and docs/cli.md. Global options
+(``--state-dir``, ``--read-only``, ``--json``, ``-v``/``-vv``, ``-q``, ``--log-format``) work
+before or after the subcommand; with ``--json`` a result, and an error, is JSON on stdout.
+No option or variable can change the agent's notion of "now": every command reads the wall
+clock once and the trust core judges it.
 """
 
 from __future__ import annotations

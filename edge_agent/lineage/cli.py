@@ -1,8 +1,11 @@
 """``edge-agent log ...``: show, verify, prove, receipt, checkpoint, consistency, export, replay,
 prune, status, acknowledge-break.
 
-Exit codes as the rest of the CLI: 0 success, 1 the log does not verify or diverges, 2 bad
-arguments. ``show`` streams rows page by page, newest last, in an 80-column table.
+Exit codes as the rest of the CLI (docs/cli.md): 0 success, 1 the log does not verify or
+diverges, 2 bad arguments, 3 no agent state. ``show`` streams rows page by page, newest last
+(``--reverse``: first), in a table as wide as the terminal whose cut fields end in ``…``
+(``--wide``: none cut), and with ``-f`` follows new entries until Ctrl-C. Every reading
+command works on a state directory opened read-only (:mod:`edge_agent.support.readonly`).
 
 ``receipt``, ``checkpoint`` and ``consistency`` write evidence anyone can check offline with
 ``edge-verify`` and the device's public key (docs/receipts.md): they sign only a log that

@@ -2,8 +2,8 @@
 
 ``serve`` opens the state directory and answers decisions on the socket until SIGTERM or
 SIGINT, then stops accepting, lets answers in flight finish, and closes the lineage (which
-signs a checkpoint). Exit codes: 0 after a clean stop; 1 the state cannot be opened; 2 a
-bad argument or a socket that cannot be created (path taken, bad group).
+signs a checkpoint). Exit codes: 0 after a clean stop; 1 the state does not verify; 2 a bad
+argument or a socket that cannot be created (path taken, bad group); 3 no agent state.
 
 ``exec``: see :mod:`edge_agent.socket.exec_gate` (exit 126 when not run, 127 not found).
 """
