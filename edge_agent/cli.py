@@ -114,11 +114,15 @@ def _run(argv: Sequence[str] | None) -> int:
                 stack.enter_context(read_only_inspection())
             if getattr(args, "reads_only", False):
                 _say_read_only(args)
+            elif args.handler is not _cmd_init and not getattr(args, "state_free", False):
+                _require_writable(args)
             code = int(args.handler(args))
         sys.stdout.flush()
         return code
     except (_UsageError, ConfigError) as exc:
         return fail(PROG, exc, args.verbose, EXIT_USAGE, as_json=as_json)
+    except _ReadOnly as exc:
+        return fail(PROG, exc, args.verbose, EXIT_UNAVAILABLE, as_json=as_json, path=args.state_dir)
     except StateError as exc:
         problem = None if args.handler is _cmd_init else _unusable_state_dir(args.state_dir)
         if problem is not None:
@@ -135,6 +139,34 @@ def _run(argv: Sequence[str] | None) -> int:
         return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _require_writable(args: argparse.Namespace) -> None:
+    """Refuse a command that writes the agent state (installs, decides: every decision is
+    logged) before it starts, when the state directory is to be read only: a usage error
+    with ``--read-only``, unavailable (exit 3) when the directory cannot be written.
+
+    Raises:
+        _UsageError: ``--read-only`` was given.
+        _ReadOnly: the state directory cannot be written here.
+    """
+    if args.read_only:
+        raise _UsageError(
+            f"'{args.command}' writes the agent state, so it cannot run with --read-only "
+            "(which only the reading commands take: status, log show, log verify, ...)"
+        )
+    database = args.state_dir / "state.db"
+    if database.is_file() and is_read_only(database):
+        raise _ReadOnly(
+            f"{args.state_dir} cannot be written here (a read-only mount?), and "
+            f"'{args.command}' writes the agent state: run it where the state is writable"
+        )
+
+
+class _ReadOnly(StateError):
+    """The state directory cannot be written, and the command writes it (exit 3)."""
+
+    code = "state_read_only"
 
 
 def _say_read_only(args: argparse.Namespace) -> None:

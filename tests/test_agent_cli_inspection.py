@@ -194,6 +194,8 @@ def test_a_state_dir_mounted_read_only_is_read_whole_and_left_as_it_was(
         ["--state-dir", str(state), *[a.format(out=out_dir) for a in argv]]
         for argv in READERS + WRITERS_ELSEWHERE
     ]
+    decide = ["decide", "--subject", "svc:camera", "--action", "exec", "--resource", "/bin/x"]
+    runs.append(["--state-dir", str(state), *decide])
     script = f'mount --bind -o ro {state} {state} && exec {sys.executable} -c "$0" "$1"'
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script, _RO_SCRIPT, json.dumps(runs)],
@@ -204,9 +206,11 @@ def test_a_state_dir_mounted_read_only_is_read_whole_and_left_as_it_was(
     )
 
     codes = json.loads(result.stdout.splitlines()[-1])
-    assert codes == [0] * len(runs), result.stderr
+    # Every reader reads; decide (which logs every decision) is unavailable here.
+    assert codes == [0] * (len(runs) - 1) + [3], result.stderr
     assert "Traceback" not in result.stderr and "unable to open" not in result.stderr
-    assert result.stderr.count("the directory cannot be written") == len(runs)
+    assert result.stderr.count("the directory cannot be written") == len(runs) - 1
+    assert "cannot be written here (a read-only mount?)" in result.stderr
     assert _checksums(state) == before
     assert (out_dir / "entry-1.receipt").stat().st_size > 0
 
@@ -439,3 +443,23 @@ def test_the_socket_line_names_its_group_never_gid_minus_1(
 def test_a_socket_group_id_beyond_the_range_is_refused_clearly() -> None:
     with pytest.raises(ConfigError, match="not a group id"):
         resolve_group("9" * 30)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["decide", "--subject", "svc:camera", "--action", "exec", "--resource", "/bin/x"],
+        ["bundle", "install", "/dev/null"],
+        ["log", "prune", "--before", "1"],
+    ],
+    ids=["decide", "bundle install", "log prune"],
+)
+def test_a_command_that_writes_the_state_refuses_read_only_before_it_starts(
+    state: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _checksums(state)
+    code, out, err = _run(capsys, "--read-only", "--state-dir", str(state), "--json", *argv)
+
+    assert code == 2 and err == ""
+    assert json.loads(out)["error"] == "usage" and "--read-only" in json.loads(out)["message"]
+    assert _checksums(state) == before

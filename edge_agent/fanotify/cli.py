@@ -142,7 +142,8 @@ def register(
         required=True,
         help="seconds execs wait for a crashed agent before the mounts are made noexec",
     )
-    internal.set_defaults(handler=_cmd_holder)
+    # state_free: the holder keeps descriptors and never opens the state directory.
+    internal.set_defaults(handler=_cmd_holder, state_free=True)
 
 
 def parse_mounts(text: str) -> tuple[str, ...]:

@@ -67,7 +67,8 @@ def register(
         "changed); 127 not found.",
     )
     exec_gate.add_arguments(gate)
-    gate.set_defaults(handler=_cmd_exec)
+    # state_free: exec asks the agent's socket and never opens the state directory.
+    gate.set_defaults(handler=_cmd_exec, state_free=True)
 
 
 def _mode(text: str) -> int:
