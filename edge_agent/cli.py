@@ -342,8 +342,9 @@ build_parser = _parser
 
 
 def _trust_state(state_dir: Path) -> TrustState:
-    """The trust state of the agent in ``state_dir``, read and closed again."""
-    with LocalAgent.open(state_dir) as agent:
+    """The trust state of the agent in ``state_dir``, read and closed again (as a reading
+    command: a lineage break found is reported, never recorded)."""
+    with LocalAgent.open(state_dir, record_lineage_breaks=False) as agent:
         return agent.state
 
 
