@@ -32,6 +32,7 @@ from edge_agent.protocol.request import Request
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
 from edge_agent.support.cli import (
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
@@ -139,6 +140,12 @@ def _run(argv: Sequence[str] | None) -> int:
         return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
+        internal.__cause__ = exc
+        return fail(PROG, internal, args.verbose, EXIT_INTERNAL, as_json=as_json)
 
 
 def _require_writable(args: argparse.Namespace) -> None:

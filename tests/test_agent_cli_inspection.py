@@ -463,3 +463,25 @@ def test_a_command_that_writes_the_state_refuses_read_only_before_it_starts(
     assert code == 2 and err == ""
     assert json.loads(out)["error"] == "usage" and "--read-only" in json.loads(out)["message"]
     assert _checksums(state) == before
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_fault_of_ours_is_one_line_exit_70_never_a_traceback(
+    pristine: Path,
+    as_json: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(agent_cli, "gate_state", broken)
+    argv = ["--read-only", "-q", "--state-dir", str(pristine), "status"]
+    code, out, err = _run(capsys, *argv, *(["--json"] if as_json else []))
+
+    assert code == 70 and "Traceback" not in out + err
+    if as_json:
+        assert err == "" and json.loads(out)["error"] == "internal"
+    else:
+        assert out == "" and err.startswith("edge-agent: error: internal error: ")
+        assert len(err.splitlines()) == 1

@@ -39,6 +39,7 @@ from edge_agent.support.logging_setup import configure
 
 __all__ = [
     "ERROR_KINDS",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
@@ -82,6 +83,9 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 """Unavailable: the state or hub directory is missing or not initialised, a broker or hub
 cannot be reached."""
+EXIT_INTERNAL = 70
+"""An internal error (sysexits' EX_SOFTWARE): a fault of ours, reported as one line (the
+traceback with ``-v``) rather than a crash."""
 EXIT_INTERRUPTED = 130
 """128 + SIGINT: the command was interrupted (Ctrl-C)."""
 EXIT_STDOUT_GONE = 141

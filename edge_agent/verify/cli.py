@@ -51,6 +51,7 @@ from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
 from edge_agent.support.cli import (
+    EXIT_INTERNAL,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_STDOUT_GONE,
@@ -117,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, exc, False, EXIT_USAGE, as_json=as_json, reason="bad_argument")
     except BrokenPipeError:
         return EXIT_STDOUT_GONE
+    except Exception as exc:
+        internal = RuntimeError(f"internal error: {exc} (please report it)")
+        return fail(PROG, internal, False, EXIT_INTERNAL, as_json=as_json)
 
 
 def _parser() -> _Parser:
