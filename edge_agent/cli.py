@@ -36,6 +36,7 @@ from edge_agent.support.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_STDOUT_GONE,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CliParser,
@@ -67,16 +68,21 @@ MAX_REQUEST_FIELD_CHARS = 4096
 MAX_CONTEXT_ITEMS = 64
 
 
-EXIT_CODES = (
-    "exit codes (every command): 0 success (decide: allow; status: the gate is open); 1 "
-    "refused or denied (decide: deny, whatever the reason, including a state database that "
-    "cannot be read; status: the gate is closed; log verify: the log does not verify); 2 a "
-    "usage or input error (a bad argument, an input file that cannot be read); 3 the state "
-    "directory is unavailable (missing, not initialised, state.db not a file); 130 "
-    "interrupted; 141 stdout's reader went away (| head -1: the rest of the output is "
-    "dropped). With --json an error is one JSON object on stdout: error, code, message, "
-    "exit, and path or field when one is at fault (docs/cli.md)."
+EXIT_CODES = epilog(
+    [
+        (EXIT_OK, "success (decide: allow; status: the gate is open)"),
+        (EXIT_REFUSED, "refused or denied (decide: deny; status: the gate is closed)"),
+        (EXIT_USAGE, "a usage or input error (a bad argument, an unreadable input file)"),
+        (EXIT_UNAVAILABLE, "no usable agent state in --state-dir (missing, not initialised)"),
+        (EXIT_INTERNAL, "an internal error (a fault of ours: please report it)"),
+        (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+        (EXIT_STDOUT_GONE, "stdout's reader went away (| head -1): the rest is dropped"),
+    ],
+    "edge-agent --state-dir /var/lib/edge-agent status",
+    "With --json a result is JSON on stdout, and so is an error: one object with error, "
+    "code, message, exit, and path or field when one is at fault (docs/cli.md).",
 )
+"""The top-level ``--help`` epilog: every command's exit codes."""
 
 STATE_EXITS = (
     (EXIT_OK, "done"),
@@ -224,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="edgegov edge agent: enrol the device, install bundles and roots, decide, "
         "inspect its state and lineage, run the agent.",
-        epilog=EXIT_CODES + "\n\nexample: edge-agent status",
+        epilog=EXIT_CODES,
         parents=[top],
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")

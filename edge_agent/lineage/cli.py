@@ -121,10 +121,15 @@ def register(
     show.add_argument(
         "--reason",
         type=_reason_arg,
-        help="only entries with this reason code, any the log holds (allow, no_rule_matched, "
-        "bundle_signature, ...: the REASON column)",
+        help="only entries with this reason code, any the log holds, as the REASON column "
+        "shows it (allowed, policy_denied, no_matching_rule, bundle_signature, ...)",
     )
-    show.add_argument("--kind", choices=[str(k) for k in Kind], help="only entries of this kind")
+    show.add_argument(
+        "--kind",
+        choices=[str(k) for k in Kind],
+        metavar="KIND",
+        help=f"only entries of this kind: {', '.join(str(k) for k in Kind)}",
+    )
     show.add_argument(
         "--limit",
         type=_positive,
