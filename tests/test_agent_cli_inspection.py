@@ -22,6 +22,7 @@ from edge_agent import cli as agent_cli
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import ConfigError
 from edge_agent.lineage import cli as lineage_cli
+from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.request import Request
@@ -157,6 +158,7 @@ _RO_SCRIPT = f"""
 import json, sys
 from edge_agent import cli
 from edge_agent.lineage import cli as lineage_cli
+from edge_agent.policy.compiler import policy_payload
 cli.wall_clock = lineage_cli.wall_clock = lambda: {CLOCK}
 print(json.dumps([cli.main(argv) for argv in json.loads(sys.argv[1])]))
 """
@@ -485,3 +487,28 @@ def test_a_fault_of_ours_is_one_line_exit_70_never_a_traceback(
     else:
         assert out == "" and err.startswith("edge-agent: error: internal error: ")
         assert len(err.splitlines()) == 1
+
+
+def test_a_one_rule_bundle_says_1_rule(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one_rule = policy_payload(
+        groups={},
+        workloads={},
+        rules=[
+            {
+                "id": "only",
+                "effect": "allow",
+                "subjects": ["svc:camera"],
+                "actions": ["exec"],
+                "resources": ["/opt/camera/bin/capture"],
+            }
+        ],
+    )
+    bundle = tmp_path / "one-rule.cbor"
+    bundle.write_bytes(_hub().bundle(2, policy=one_rule))
+
+    code, out, _ = _run(capsys, "--state-dir", str(state), "bundle", "install", str(bundle))
+
+    assert code == 0
+    assert "1 rule, expires in 23h 58m)" in out
