@@ -184,9 +184,11 @@ class _ReadOnly(StateError):
 
 def _say_read_only(args: argparse.Namespace) -> None:
     """Say once, on stderr, that a reading command opens the state directory read-only
-    (asked with ``--read-only``, or the directory cannot be written); not under ``-q``."""
+    (asked with ``--read-only``, or the directory cannot be written); not under ``-q``, nor
+    ``--json`` (whose reader takes stdout alone, and an error there leaves stderr empty)."""
     database = args.state_dir / "state.db"
-    if args.quiet or not database.is_file() or not is_read_only(database):
+    quiet = args.quiet or getattr(args, "json", False)
+    if quiet or not database.is_file() or not is_read_only(database):
         return
     why = "--read-only" if args.read_only else "the directory cannot be written"
     print(

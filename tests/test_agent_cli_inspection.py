@@ -148,7 +148,9 @@ def test_every_reading_command_with_read_only_changes_no_byte_of_the_state_dir(
         filled = [a.format(out=out_dir) for a in argv]
         code, out, err = _run(capsys, "--read-only", "--state-dir", str(state), *filled)
         assert code == 0, (argv, out, err)
-        assert err.count("nothing there is changed") == 1 and "Traceback" not in err, (argv, err)
+        said = 0 if "--json" in argv else 1
+        assert err.count("nothing there is changed") == said, (argv, err)
+        assert "Traceback" not in err
 
     assert _checksums(state) == before
     assert not [p for p in state.iterdir() if p.name.endswith(("-wal", "-shm", "-journal"))]
@@ -211,7 +213,8 @@ def test_a_state_dir_mounted_read_only_is_read_whole_and_left_as_it_was(
     # Every reader reads; decide (which logs every decision) is unavailable here.
     assert codes == [0] * (len(runs) - 1) + [3], result.stderr
     assert "Traceback" not in result.stderr and "unable to open" not in result.stderr
-    assert result.stderr.count("the directory cannot be written") == len(runs) - 1
+    texts = [run for run in runs[:-1] if "--json" not in run]
+    assert result.stderr.count("the directory cannot be written") == len(texts)
     assert "cannot be written here (a read-only mount?)" in result.stderr
     assert _checksums(state) == before
     assert (out_dir / "entry-1.receipt").stat().st_size > 0
