@@ -426,8 +426,11 @@ def test_an_empty_log_says_no_entries_never_a_negative_range(
     init_state_dir(state, DEVICE, _hub().root_bytes(), NOW)
     _, status, _ = _run(capsys, "--read-only", "--state-dir", str(state), "status")
     _, verify, _ = _run(capsys, "--read-only", "--state-dir", str(state), "log", "verify")
+    export = ("log", "export", "--out", "-", "--format", "jsonl")
+    code, _, exported = _run(capsys, "--state-dir", str(state), *export)
 
-    for text in (status, verify):
+    assert code == 0 and "exported no entries to stdout" in exported
+    for text in (status, verify, exported):
         assert "..-1" not in text and "to -1" not in text and "None" not in text
     assert "no entries yet" in verify
 

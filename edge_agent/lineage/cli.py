@@ -822,9 +822,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     store = log.store
     assert store is not None
     with _export_stream(args.out, to_stdout) as out:
-        # A broken log is exported as it is, evidence; it is never signed.
-        now = wall_clock()
-        signed = log.checkpoint_note(store.tip().size, now) if log.fault is None else None
+        # A broken log is exported as it is, evidence; it is never signed (nor an empty one).
+        size = store.tip().size
+        signed = log.checkpoint_note(size, wall_clock()) if log.fault is None and size else None
         tip = store.tip()
         start = tip.base
         if args.since is not None:
