@@ -518,3 +518,30 @@ def test_a_one_rule_bundle_says_1_rule(
 
     assert code == 0
     assert "1 rule, expires in 23h 58m)" in out
+
+
+def test_log_show_follow_read_only_sees_entries_a_running_agent_commits(state: Path) -> None:
+    """--read-only on a live state directory: the immutable view is opened again when the
+    files change, so new entries still show, and nothing is written by the follower."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "edge_agent.cli", "--read-only", "log", "show", "-f"]
+    follower = subprocess.Popen(
+        [*argv, "--json", "--state-dir", str(state), "--limit", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        with LocalAgent.open(state) as agent:
+            agent.decide(Request("svc:late", "exec", "/opt/late"), NOW + 500)
+            late = json.loads(follower.stdout.readline())
+        assert late["seq"] == first["seq"] + 1
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=30) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()

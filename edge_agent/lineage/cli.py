@@ -484,13 +484,18 @@ def _follow(
     layout: _Layout | None,
 ) -> int:
     """Print the entries matching ``where`` committed after ``last``, polling until Ctrl-C
-    (exit 0). A log opened for inspection is opened again for each look: an immutable
-    view never sees new commits."""
+    (exit 0). A log opened for inspection is opened again when its files changed: an
+    immutable view never sees new commits."""
+    seen = _file_stamp(store.path)
     try:
         while True:
             sys.stdout.flush()
             time.sleep(_FOLLOW_POLL_S)
             if store.inspecting:
+                stamp = _file_stamp(store.path)
+                if stamp == seen:
+                    continue
+                seen = stamp
                 store.close()
             for seq, data, _ in store.iter_rows(last + 1, where, params):
                 _print_entry(decode_entry(data, seq), layout)
@@ -499,6 +504,19 @@ def _follow(
         return EXIT_OK
     finally:
         store.close()
+
+
+def _file_stamp(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime) of the database and its WAL: what changes when a commit lands."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for name in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = name.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+        else:
+            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _print_entry(entry: Entry, layout: _Layout | None) -> None:
