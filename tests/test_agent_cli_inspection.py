@@ -28,6 +28,7 @@ from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
 from edge_agent.socket.listen import ListeningSocket, resolve_group
+from edge_agent.support.readonly import connect_read_only
 from tests.factory import DEVICE, NOW, HubSim
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -445,7 +446,7 @@ def test_the_socket_line_names_its_group_never_gid_minus_1(
     listening = ListeningSocket(tmp_path / "decide.sock", mode=0o660, group=group, backlog=1)
     listening.close()
 
-    assert says in caplog.text and "mode 0660" in caplog.text and "-1" not in caplog.text
+    assert says in caplog.text and "mode 0660" in caplog.text and "gid -1" not in caplog.text
 
 
 def test_a_socket_group_id_beyond_the_range_is_refused_clearly() -> None:
@@ -545,3 +546,16 @@ def test_log_show_follow_read_only_sees_entries_a_running_agent_commits(state: P
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+
+
+def test_a_private_copy_goes_when_its_connection_closes(state: Path) -> None:
+    holder = LocalAgent.open(state)
+    try:
+        holder.decide(REQUESTS[1], NOW + 50)
+        db = connect_read_only(state / "lineage.db", 1.0)
+        copy = Path(db.execute("PRAGMA database_list").fetchone()[2]).parent
+        assert copy != state and copy.exists()
+        db.close()
+        assert not copy.exists()
+    finally:
+        holder.close()
