@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.cli import build_parser as agent_parser
 from edge_agent.cli import main as agent_main
 from edge_agent.protocol.request import Request
+from edge_agent.verify.cli import build_parser as verify_parser
 from edge_agent.verify.cli import main as verify_main
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -303,9 +305,6 @@ CASE_LIMIT_S = 20
 
 
 def test_the_table_covers_every_agent_and_verify_subcommand(scene: tuple[Path, Path]) -> None:
-    from edge_agent.cli import _parser as agent_parser
-    from edge_agent.verify.cli import _parser as verify_parser
-
     covered = {
         (
             c.tool,
