@@ -1,8 +1,10 @@
 """``edge-agent``: the device's command line (enrol, install, decide, status).
 
-Exit codes (also in ``--help``): see :data:`EXIT_CODES`. No option or variable can change
-the agent's notion of "now": every command reads the wall clock once and the trust core
-judges it.
+Exit codes (also in ``--help``): see :data:`EXIT_CODES` and docs/cli.md. Global options
+(``--state-dir``, ``--read-only``, ``--json``, ``-v``/``-vv``, ``-q``, ``--log-format``) work
+before or after the subcommand; with ``--json`` a result, and an error, is JSON on stdout.
+No option or variable can change the agent's notion of "now": every command reads the wall
+clock once and the trust core judges it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from edge_agent.protocol.request import Request
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.socket import cli as socket_cli
 from edge_agent.support.cli import (
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_STDOUT_GONE,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CliParser,
@@ -44,6 +48,7 @@ from edge_agent.support.cli import (
     format_duration,
     global_options,
     output_gone,
+    printable_output,
     read_bounded,
     read_offered,
     terminal_width,
@@ -63,16 +68,21 @@ MAX_REQUEST_FIELD_CHARS = 4096
 MAX_CONTEXT_ITEMS = 64
 
 
-EXIT_CODES = (
-    "exit codes (every command): 0 success (decide: allow; status: the gate is open); 1 "
-    "refused or denied (decide: deny, whatever the reason, including a state database that "
-    "cannot be read; status: the gate is closed; log verify: the log does not verify); 2 a "
-    "usage or input error (a bad argument, an input file that cannot be read); 3 the state "
-    "directory is unavailable (missing, not initialised, state.db not a file); 130 "
-    "interrupted; 141 stdout's reader went away (| head -1: the rest of the output is "
-    "dropped). With --json an error is one JSON object on stdout: error, code, message, "
-    "exit, and path or field when one is at fault (docs/cli.md)."
+EXIT_CODES = epilog(
+    [
+        (EXIT_OK, "success (decide: allow; status: the gate is open)"),
+        (EXIT_REFUSED, "refused or denied (decide: deny; status: the gate is closed)"),
+        (EXIT_USAGE, "a usage or input error (a bad argument, an unreadable input file)"),
+        (EXIT_UNAVAILABLE, "no usable agent state in --state-dir (missing, not initialised)"),
+        (EXIT_INTERNAL, "an internal error (a fault of ours: please report it)"),
+        (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+        (EXIT_STDOUT_GONE, "stdout's reader went away (| head -1): the rest is dropped"),
+    ],
+    "edge-agent --state-dir /var/lib/edge-agent status",
+    "With --json a result is JSON on stdout, and so is an error: one object with error, "
+    "code, message, exit, and path or field when one is at fault (docs/cli.md).",
 )
+"""The top-level ``--help`` epilog: every command's exit codes."""
 
 STATE_EXITS = (
     (EXIT_OK, "done"),
@@ -94,6 +104,7 @@ class _Unavailable(StateError):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    printable_output()
     try:
         return _run(argv)
     except BrokenPipeError as exc:
@@ -110,11 +121,15 @@ def _run(argv: Sequence[str] | None) -> int:
                 stack.enter_context(read_only_inspection())
             if getattr(args, "reads_only", False):
                 _say_read_only(args)
+            elif args.handler is not _cmd_init and not getattr(args, "state_free", False):
+                _require_writable(args)
             code = int(args.handler(args))
         sys.stdout.flush()
         return code
     except (_UsageError, ConfigError) as exc:
         return fail(PROG, exc, args.verbose, EXIT_USAGE, as_json=as_json)
+    except _ReadOnly as exc:
+        return fail(PROG, exc, args.verbose, EXIT_UNAVAILABLE, as_json=as_json, path=args.state_dir)
     except StateError as exc:
         problem = None if args.handler is _cmd_init else _unusable_state_dir(args.state_dir)
         if problem is not None:
@@ -131,13 +146,49 @@ def _run(argv: Sequence[str] | None) -> int:
         return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
+        internal.__cause__ = exc
+        return fail(PROG, internal, args.verbose, EXIT_INTERNAL, as_json=as_json)
+
+
+def _require_writable(args: argparse.Namespace) -> None:
+    """Refuse a command that writes the agent state (installs, decides: every decision is
+    logged) before it starts, when the state directory is to be read only: a usage error
+    with ``--read-only``, unavailable (exit 3) when the directory cannot be written.
+
+    Raises:
+        _UsageError: ``--read-only`` was given.
+        _ReadOnly: the state directory cannot be written here.
+    """
+    if args.read_only:
+        raise _UsageError(
+            f"'{args.command}' writes the agent state, so it cannot run with --read-only "
+            "(which only the reading commands take: status, log show, log verify, ...)"
+        )
+    database = args.state_dir / "state.db"
+    if database.is_file() and is_read_only(database):
+        raise _ReadOnly(
+            f"{args.state_dir} cannot be written here (a read-only mount?), and "
+            f"'{args.command}' writes the agent state: run it where the state is writable"
+        )
+
+
+class _ReadOnly(StateError):
+    """The state directory cannot be written, and the command writes it (exit 3)."""
+
+    code = "state_read_only"
 
 
 def _say_read_only(args: argparse.Namespace) -> None:
     """Say once, on stderr, that a reading command opens the state directory read-only
-    (asked with ``--read-only``, or the directory cannot be written); not under ``-q``."""
+    (asked with ``--read-only``, or the directory cannot be written); not under ``-q``, nor
+    ``--json`` (whose reader takes stdout alone, and an error there leaves stderr empty)."""
     database = args.state_dir / "state.db"
-    if args.quiet or not database.is_file() or not is_read_only(database):
+    quiet = args.quiet or getattr(args, "json", False)
+    if quiet or not database.is_file() or not is_read_only(database):
         return
     why = "--read-only" if args.read_only else "the directory cannot be written"
     print(
@@ -181,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="edgegov edge agent: enrol the device, install bundles and roots, decide, "
         "inspect its state and lineage, run the agent.",
-        epilog=EXIT_CODES + "\n\nexample: edge-agent status",
+        epilog=EXIT_CODES,
         parents=[top],
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -309,9 +360,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+build_parser = _parser
+
+
 def _trust_state(state_dir: Path) -> TrustState:
-    """The trust state of the agent in ``state_dir``, read and closed again."""
-    with LocalAgent.open(state_dir) as agent:
+    """The trust state of the agent in ``state_dir``, read and closed again (as a reading
+    command: a lineage break found is reported, never recorded)."""
+    with LocalAgent.open(state_dir, record_lineage_breaks=False) as agent:
         return agent.state
 
 

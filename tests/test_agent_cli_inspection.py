@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,11 +20,15 @@ import pytest
 
 from edge_agent import cli as agent_cli
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.errors import ConfigError
 from edge_agent.lineage import cli as lineage_cli
+from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind
 from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
+from edge_agent.socket.listen import ListeningSocket, resolve_group
+from edge_agent.support.readonly import connect_read_only
 from tests.factory import DEVICE, NOW, HubSim
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -144,7 +149,9 @@ def test_every_reading_command_with_read_only_changes_no_byte_of_the_state_dir(
         filled = [a.format(out=out_dir) for a in argv]
         code, out, err = _run(capsys, "--read-only", "--state-dir", str(state), *filled)
         assert code == 0, (argv, out, err)
-        assert err.count("nothing there is changed") == 1 and "Traceback" not in err, (argv, err)
+        said = 0 if "--json" in argv else 1
+        assert err.count("nothing there is changed") == said, (argv, err)
+        assert "Traceback" not in err
 
     assert _checksums(state) == before
     assert not [p for p in state.iterdir() if p.name.endswith(("-wal", "-shm", "-journal"))]
@@ -154,6 +161,7 @@ _RO_SCRIPT = f"""
 import json, sys
 from edge_agent import cli
 from edge_agent.lineage import cli as lineage_cli
+from edge_agent.policy.compiler import policy_payload
 cli.wall_clock = lineage_cli.wall_clock = lambda: {CLOCK}
 print(json.dumps([cli.main(argv) for argv in json.loads(sys.argv[1])]))
 """
@@ -191,6 +199,8 @@ def test_a_state_dir_mounted_read_only_is_read_whole_and_left_as_it_was(
         ["--state-dir", str(state), *[a.format(out=out_dir) for a in argv]]
         for argv in READERS + WRITERS_ELSEWHERE
     ]
+    decide = ["decide", "--subject", "svc:camera", "--action", "exec", "--resource", "/bin/x"]
+    runs.append(["--state-dir", str(state), *decide])
     script = f'mount --bind -o ro {state} {state} && exec {sys.executable} -c "$0" "$1"'
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script, _RO_SCRIPT, json.dumps(runs)],
@@ -201,9 +211,12 @@ def test_a_state_dir_mounted_read_only_is_read_whole_and_left_as_it_was(
     )
 
     codes = json.loads(result.stdout.splitlines()[-1])
-    assert codes == [0] * len(runs), result.stderr
+    # Every reader reads; decide (which logs every decision) is unavailable here.
+    assert codes == [0] * (len(runs) - 1) + [3], result.stderr
     assert "Traceback" not in result.stderr and "unable to open" not in result.stderr
-    assert result.stderr.count("the directory cannot be written") == len(runs)
+    texts = [run for run in runs[:-1] if "--json" not in run]
+    assert result.stderr.count("the directory cannot be written") == len(texts)
+    assert "cannot be written here (a read-only mount?)" in result.stderr
     assert _checksums(state) == before
     assert (out_dir / "entry-1.receipt").stat().st_size > 0
 
@@ -414,7 +427,135 @@ def test_an_empty_log_says_no_entries_never_a_negative_range(
     init_state_dir(state, DEVICE, _hub().root_bytes(), NOW)
     _, status, _ = _run(capsys, "--read-only", "--state-dir", str(state), "status")
     _, verify, _ = _run(capsys, "--read-only", "--state-dir", str(state), "log", "verify")
+    export = ("log", "export", "--out", "-", "--format", "jsonl")
+    code, _, exported = _run(capsys, "--state-dir", str(state), *export)
 
-    for text in (status, verify):
+    assert code == 0 and "exported no entries to stdout" in exported
+    for text in (status, verify, exported):
         assert "..-1" not in text and "to -1" not in text and "None" not in text
     assert "no entries yet" in verify
+
+
+@pytest.mark.parametrize(
+    ("group", "says"), [(None, "group the agent's own group"), ("0", "group gid 0")]
+)
+def test_the_socket_line_names_its_group_never_gid_minus_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, group: str | None, says: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge_agent.socket.listen")
+    listening = ListeningSocket(tmp_path / "decide.sock", mode=0o660, group=group, backlog=1)
+    listening.close()
+
+    assert says in caplog.text and "mode 0660" in caplog.text and "gid -1" not in caplog.text
+
+
+def test_a_socket_group_id_beyond_the_range_is_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="not a group id"):
+        resolve_group("9" * 30)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["decide", "--subject", "svc:camera", "--action", "exec", "--resource", "/bin/x"],
+        ["bundle", "install", "/dev/null"],
+        ["log", "prune", "--before", "1"],
+    ],
+    ids=["decide", "bundle install", "log prune"],
+)
+def test_a_command_that_writes_the_state_refuses_read_only_before_it_starts(
+    state: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _checksums(state)
+    code, out, err = _run(capsys, "--read-only", "--state-dir", str(state), "--json", *argv)
+
+    assert code == 2 and err == ""
+    assert json.loads(out)["error"] == "usage" and "--read-only" in json.loads(out)["message"]
+    assert _checksums(state) == before
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_fault_of_ours_is_one_line_exit_70_never_a_traceback(
+    pristine: Path,
+    as_json: bool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(agent_cli, "gate_state", broken)
+    argv = ["--read-only", "-q", "--state-dir", str(pristine), "status"]
+    code, out, err = _run(capsys, *argv, *(["--json"] if as_json else []))
+
+    assert code == 70 and "Traceback" not in out + err
+    if as_json:
+        assert err == "" and json.loads(out)["error"] == "internal"
+    else:
+        assert out == "" and err.startswith("edge-agent: error: internal error: ")
+        assert len(err.splitlines()) == 1
+
+
+def test_a_one_rule_bundle_says_1_rule(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one_rule = policy_payload(
+        groups={},
+        workloads={},
+        rules=[
+            {
+                "id": "only",
+                "effect": "allow",
+                "subjects": ["svc:camera"],
+                "actions": ["exec"],
+                "resources": ["/opt/camera/bin/capture"],
+            }
+        ],
+    )
+    bundle = tmp_path / "one-rule.cbor"
+    bundle.write_bytes(_hub().bundle(2, policy=one_rule))
+
+    code, out, _ = _run(capsys, "--state-dir", str(state), "bundle", "install", str(bundle))
+
+    assert code == 0
+    assert "1 rule, expires in 23h 58m)" in out
+
+
+def test_log_show_follow_read_only_sees_entries_a_running_agent_commits(state: Path) -> None:
+    """--read-only on a live state directory: the immutable view is opened again when the
+    files change, so new entries still show, and nothing is written by the follower."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "edge_agent.cli", "--read-only", "log", "show", "-f"]
+    follower = subprocess.Popen(
+        [*argv, "--json", "--state-dir", str(state), "--limit", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        with LocalAgent.open(state) as agent:
+            agent.decide(Request("svc:late", "exec", "/opt/late"), NOW + 500)
+            late = json.loads(follower.stdout.readline())
+        assert late["seq"] == first["seq"] + 1
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=30) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
+def test_a_private_copy_goes_when_its_connection_closes(state: Path) -> None:
+    holder = LocalAgent.open(state)
+    try:
+        holder.decide(REQUESTS[1], NOW + 50)
+        db = connect_read_only(state / "lineage.db", 1.0)
+        copy = Path(db.execute("PRAGMA database_list").fetchone()[2]).parent
+        assert copy != state and copy.exists()
+        db.close()
+        assert not copy.exists()
+    finally:
+        holder.close()

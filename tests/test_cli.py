@@ -262,8 +262,10 @@ def test_state_dir_defaults_to_environment_variable(
     _, state = enrolled
     monkeypatch.setenv("EDGE_AGENT_STATE_DIR", str(state))
     capsys.readouterr()
-    agent_main(["status", "--json"])
-    assert json.loads(capsys.readouterr().out)["device"]["id"] == "gw-001"
+    code = agent_main(["status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert status["device"]["id"] == "gw-001"
+    assert code == (0 if status["gate"] == "open" else 1)
 
 
 def test_inspect_shows_version_target_signer_rules_and_digest(

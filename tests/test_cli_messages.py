@@ -40,8 +40,10 @@ def _enrol(tmp_path: Path, rotations: int = 0) -> tuple[Path, Path]:
 
 def _root_version(state: Path, capsys: pytest.CaptureFixture[str]) -> int:
     capsys.readouterr()
-    agent_main(["status", "--state-dir", str(state), "--json"])
-    version = json.loads(capsys.readouterr().out)["root"]["version"]
+    code = agent_main(["status", "--state-dir", str(state), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == (0 if status["gate"] == "open" else 1)
+    version = status["root"]["version"]
     assert isinstance(version, int)
     return version
 

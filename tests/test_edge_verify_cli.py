@@ -249,7 +249,8 @@ def test_usage_errors_and_unreadable_files_exit_2(
     assert code == 2 and err.startswith("edge-verify: error:")
     code, out, _ = _run(files, capsys, *argv, "--json")
     assert code == 2
-    assert json.loads(out)["error"]["code"] == "usage"
+    document = json.loads(out)
+    assert (document["error"], document["code"], document["exit"]) == ("usage", "bad_argument", 2)
 
 
 @pytest.mark.parametrize(

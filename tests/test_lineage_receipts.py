@@ -255,7 +255,7 @@ MISUSES = [
         "entry 1: the stored entry is not the leaf",
         _tamper_first,
     ),
-    Misuse("no agent state", lambda d: ["receipt", "1", "--out"], 2, "init", _unreadable),
+    Misuse("no agent state", lambda d: ["receipt", "1", "--out"], 3, "init", _unreadable),
     Misuse(
         "a checkpoint beyond the log",
         lambda d: ["checkpoint", "--size", "999", "--out"],

@@ -7,7 +7,7 @@ report* ``edge-hub attest expect --from-device-report`` turns into bundle expect
 Measuring here changes nothing in the agent's state: the running agent measures on its own.
 
 Exit codes: 0 the measurement satisfies the bundle (or none is required and every item could
-be measured), 1 it does not, 2 no usable profile.
+be measured), 1 it does not, 2 no usable profile, 3 no agent state.
 
 ``edge-agent attest tpm-enroll`` creates (or finds) the TPM attestation key the profile's
 ``[tpm]`` table names and writes its public key as PEM (``STATE_DIR/tpm-ak.pem``) for the
@@ -93,7 +93,7 @@ def register(
         default="/",
         help="read measured paths under this root (default: %(default)s)",
     )
-    attest.set_defaults(handler=_cmd_attest, read_state=read_state)
+    attest.set_defaults(handler=_cmd_attest, read_state=read_state, reads_only=True)
     enroll_tpm = attest.add_subparsers(dest="attest_command", metavar="COMMAND").add_parser(
         "tpm-enroll",
         parents=[common],
@@ -114,7 +114,7 @@ def register(
         help="where PROFILE.toml is looked up (default: %(default)s)",
     )
     enroll_tpm.add_argument("--out", type=Path, help=f"PEM file (default: STATE_DIR/{AK_FILE})")
-    enroll_tpm.set_defaults(handler=_cmd_tpm_enroll, read_state=read_state)
+    enroll_tpm.set_defaults(handler=_cmd_tpm_enroll, read_state=read_state, reads_only=False)
 
 
 def _load(args: argparse.Namespace, measure_root: str = "/") -> tuple[TrustState, Profile]:

@@ -5,8 +5,8 @@
 beside the sync and the socket). It decides with the trust state it loaded at start. It
 prints one line once enforcement is up, and the final counters (``--json``: as one JSON
 object) when it stops. Exit codes: 0 after a clean stop; 1 enforcement unavailable here
-(no fanotify permission events, not root, a sandbox forbids it) or the state cannot be
-opened; 2 a bad argument or a mount that may not be marked.
+(no fanotify permission events, not root, a sandbox forbids it) or the state does not
+verify; 2 a bad argument or a mount that may not be marked; 3 no agent state.
 
 ``break-glass FILE`` verifies a hub-signed recovery token for this device and installs it in
 the state directory, where the running enforcer picks it up within a second.
@@ -142,7 +142,8 @@ def register(
         required=True,
         help="seconds execs wait for a crashed agent before the mounts are made noexec",
     )
-    internal.set_defaults(handler=_cmd_holder)
+    # state_free: the holder keeps descriptors and never opens the state directory.
+    internal.set_defaults(handler=_cmd_holder, state_free=True)
 
 
 def parse_mounts(text: str) -> tuple[str, ...]:

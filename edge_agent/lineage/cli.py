@@ -1,8 +1,11 @@
 """``edge-agent log ...``: show, verify, prove, receipt, checkpoint, consistency, export, replay,
 prune, status, acknowledge-break.
 
-Exit codes as the rest of the CLI: 0 success, 1 the log does not verify or diverges, 2 bad
-arguments. ``show`` streams rows page by page, newest last, in an 80-column table.
+Exit codes as the rest of the CLI (docs/cli.md): 0 success, 1 the log does not verify or
+diverges, 2 bad arguments, 3 no agent state. ``show`` streams rows page by page, newest last
+(``--reverse``: first), in a table as wide as the terminal whose cut fields end in ``…``
+(``--wide``: none cut), and with ``-f`` follows new entries until Ctrl-C. Every reading
+command works on a state directory opened read-only (:mod:`edge_agent.support.readonly`).
 
 ``receipt``, ``checkpoint`` and ``consistency`` write evidence anyone can check offline with
 ``edge-verify`` and the device's public key (docs/receipts.md): they sign only a log that
@@ -118,10 +121,15 @@ def register(
     show.add_argument(
         "--reason",
         type=_reason_arg,
-        help="only entries with this reason code, any the log holds (allow, no_rule_matched, "
-        "bundle_signature, ...: the REASON column)",
+        help="only entries with this reason code, any the log holds, as the REASON column "
+        "shows it (allowed, policy_denied, no_matching_rule, bundle_signature, ...)",
     )
-    show.add_argument("--kind", choices=[str(k) for k in Kind], help="only entries of this kind")
+    show.add_argument(
+        "--kind",
+        choices=[str(k) for k in Kind],
+        metavar="KIND",
+        help=f"only entries of this kind: {', '.join(str(k) for k in Kind)}",
+    )
     show.add_argument(
         "--limit",
         type=_positive,
@@ -476,13 +484,18 @@ def _follow(
     layout: _Layout | None,
 ) -> int:
     """Print the entries matching ``where`` committed after ``last``, polling until Ctrl-C
-    (exit 0). A log opened for inspection is opened again for each look: an immutable
-    view never sees new commits."""
+    (exit 0). A log opened for inspection is opened again when its files changed: an
+    immutable view never sees new commits."""
+    seen = _file_stamp(store.path)
     try:
         while True:
             sys.stdout.flush()
             time.sleep(_FOLLOW_POLL_S)
             if store.inspecting:
+                stamp = _file_stamp(store.path)
+                if stamp == seen:
+                    continue
+                seen = stamp
                 store.close()
             for seq, data, _ in store.iter_rows(last + 1, where, params):
                 _print_entry(decode_entry(data, seq), layout)
@@ -491,6 +504,19 @@ def _follow(
         return EXIT_OK
     finally:
         store.close()
+
+
+def _file_stamp(path: Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """(inode, size, mtime) of the database and its WAL: what changes when a commit lands."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for name in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = name.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+        else:
+            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _print_entry(entry: Entry, layout: _Layout | None) -> None:
@@ -814,9 +840,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     store = log.store
     assert store is not None
     with _export_stream(args.out, to_stdout) as out:
-        # A broken log is exported as it is, evidence; it is never signed.
-        now = wall_clock()
-        signed = log.checkpoint_note(store.tip().size, now) if log.fault is None else None
+        # A broken log is exported as it is, evidence; it is never signed (nor an empty one).
+        size = store.tip().size
+        signed = log.checkpoint_note(size, wall_clock()) if log.fault is None and size else None
         tip = store.tip()
         start = tip.base
         if args.since is not None:

@@ -2,8 +2,8 @@
 
 ``serve`` opens the state directory and answers decisions on the socket until SIGTERM or
 SIGINT, then stops accepting, lets answers in flight finish, and closes the lineage (which
-signs a checkpoint). Exit codes: 0 after a clean stop; 1 the state cannot be opened; 2 a
-bad argument or a socket that cannot be created (path taken, bad group).
+signs a checkpoint). Exit codes: 0 after a clean stop; 1 the state does not verify; 2 a bad
+argument or a socket that cannot be created (path taken, bad group); 3 no agent state.
 
 ``exec``: see :mod:`edge_agent.socket.exec_gate` (exit 126 when not run, 127 not found).
 """
@@ -61,15 +61,14 @@ def register(
         "exec",
         parents=[common],
         help="ask the agent, then run a program (exit 126 when refused)",
-        epilog="exit codes:\n  N   the program's own\n  126 not run (denied, agent unreachable, "
-        "binary changed)\n  127 not found\n\nexample: edge-agent exec -- /opt/app/bin/run "
-        "--port 8080",
+        epilog=exec_gate.EPILOG,
         description="Ask the agent whether this binary may run; execute exactly that file on "
         "allow. Exit codes: the program's own; 126 not run (denied, agent unreachable, binary "
         "changed); 127 not found.",
     )
     exec_gate.add_arguments(gate)
-    gate.set_defaults(handler=_cmd_exec)
+    # state_free: exec asks the agent's socket and never opens the state directory.
+    gate.set_defaults(handler=_cmd_exec, state_free=True)
 
 
 def _mode(text: str) -> int:

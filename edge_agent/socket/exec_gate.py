@@ -97,6 +97,15 @@ _BUILTIN_SHA256_MODULES = ("_sha2", "_sha256")
 _CHUNK_BYTES = 1024 * 1024
 _SIGNALS_PYTHON_IGNORES = ("SIGPIPE", "SIGXFSZ")
 PROG = "edge-agent exec"
+EPILOG = (
+    "exit codes:\n"
+    "  N   the program's own\n"
+    "  126 not run (denied, agent unreachable, binary changed)\n"
+    "  127 not found\n"
+    "\n"
+    "example: edge-agent exec -- /opt/app/bin/run --port 8080"
+)
+"""The end of ``edge-agent exec --help``: its exit codes and an example."""
 
 
 class _NotRun(Exception):
@@ -387,7 +396,12 @@ def _plain_options(argv: Sequence[str]) -> _Options | None:
 def _parsed_options(argv: Sequence[str]) -> _Options:
     import argparse
 
-    parser = argparse.ArgumentParser(prog=PROG, description="ask the agent, then run a program")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="ask the agent, then run a program",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     options = _Options()
     parser.parse_args(argv, namespace=options)

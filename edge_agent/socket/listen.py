@@ -27,6 +27,10 @@ MAX_UNIX_PATH_BYTES = 107
 """Longest socket path Linux accepts (``sun_path`` is 108 bytes with its terminating NUL)."""
 
 
+MAX_GID = 2**32 - 2
+"""The largest group id (2^32-1 is the kernel's "no change")."""
+
+
 def resolve_group(group: str | int | None) -> int:
     """The gid for ``group`` (a name or a number); ``-1`` (leave unchanged) for ``None``.
 
@@ -35,7 +39,9 @@ def resolve_group(group: str | int | None) -> int:
     """
     if group is None:
         return -1
-    if isinstance(group, int) or group.isdigit():
+    if isinstance(group, int) or (group.isascii() and group.isdigit()):
+        if int(group) > MAX_GID:
+            raise ConfigError(f"socket group {group} is not a group id (at most {MAX_GID})")
         return int(group)
     try:
         return grp.getgrnam(group).gr_gid
@@ -76,7 +82,8 @@ class ListeningSocket:
             self.sock.close()
             temp.unlink(missing_ok=True)
             raise ConfigError(f"cannot create the socket {path}: {exc.strerror or exc}") from exc
-        logger.info("listening on %s (mode %o, gid %d)", path, mode, gid)
+        owner = "the agent's own group" if gid == -1 else f"gid {gid}"
+        logger.info("listening on %s (mode %04o, group %s)", path, mode, owner)
 
     def close(self) -> None:
         """Close the socket and remove its path if no one has replaced it since."""

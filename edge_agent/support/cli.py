@@ -39,6 +39,7 @@ from edge_agent.support.logging_setup import configure
 
 __all__ = [
     "ERROR_KINDS",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
@@ -60,6 +61,7 @@ __all__ = [
     "global_options",
     "one_line",
     "output_gone",
+    "printable_output",
     "read_bounded",
     "read_offered",
     "read_regular",
@@ -81,6 +83,9 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 """Unavailable: the state or hub directory is missing or not initialised, a broker or hub
 cannot be reached."""
+EXIT_INTERNAL = 70
+"""An internal error (sysexits' EX_SOFTWARE): a fault of ours, reported as one line (the
+traceback with ``-v``) rather than a crash."""
 EXIT_INTERRUPTED = 130
 """128 + SIGINT: the command was interrupted (Ctrl-C)."""
 EXIT_STDOUT_GONE = 141
@@ -471,8 +476,11 @@ def wants_json(argv: Sequence[str]) -> bool:
 
 
 def one_line(text: str) -> str:
-    """``text`` on one line: its lines joined by a space, blank ones dropped."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """``text`` on one line: its lines joined by a space, blank ones dropped, and any byte
+    that was not UTF-8 (a lone surrogate) shown as a ``\\udcff`` escape, so the line can
+    be printed wherever it goes."""
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return joined.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_document(
@@ -543,6 +551,16 @@ def fail(
 def _print_to(stream: IO[str], line: str) -> None:
     """Print ``line`` and flush, so the report is out before the process exits."""
     print(line, file=stream, flush=True)
+
+
+def printable_output() -> None:
+    """Let stdout and stderr print any text: a path or value given as bytes that are not UTF-8 (lone
+    surrogates in Python) is shown as ``\\udcff`` escapes instead of ending the command
+    with a ``UnicodeEncodeError`` after its work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def output_gone(prog: str, exc: BrokenPipeError) -> int:

@@ -7,7 +7,8 @@ opened without writing a byte: SQLite databases with ``mode=ro&immutable=1``, so
 or ``-shm`` file is ever created beside them. An immutable open does not read a WAL, so a
 database with a non-empty ``-wal`` beside it (an agent stopped without checkpointing: power
 cut) is read from a private copy of both in a temporary directory instead, which SQLite may
-recover there; the originals are never opened for writing.
+recover there and which goes when the connection closes (or the process ends); the originals
+are never opened for writing.
 """
 
 from __future__ import annotations
@@ -60,22 +61,41 @@ def connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
         OSError: a database with a WAL could not be copied.
     """
     wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        # The copy is this process's own: SQLite may write its WAL recovery there.
-        uri = f"file:{urllib.parse.quote(str(_private_copy(path, wal)))}?mode=rw"
-    else:
+    if not (wal.exists() and wal.stat().st_size > 0):
         uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
-    return sqlite3.connect(
-        uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False
-    )
-
-
-def _private_copy(path: Path, wal: Path) -> Path:
-    """Copy the database and its WAL into a directory only this process uses (removed at
-    exit) and return the copy's path."""
+        return sqlite3.connect(
+            uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False
+        )
     directory = Path(tempfile.mkdtemp(prefix="edgegov-ro-"))
     atexit.register(shutil.rmtree, directory, True)
-    copy = directory / path.name
-    shutil.copyfile(path, copy)
-    shutil.copyfile(wal, directory / wal.name)
-    return copy
+    try:
+        copy = directory / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, directory / wal.name)
+        # The copy is this process's own: SQLite may write its WAL recovery there.
+        db = sqlite3.connect(
+            f"file:{urllib.parse.quote(str(copy))}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            timeout=timeout,
+            check_same_thread=False,
+            factory=_CopyConnection,
+        )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    assert isinstance(db, _CopyConnection)
+    db.copy_dir = directory
+    return db
+
+
+class _CopyConnection(sqlite3.Connection):
+    """A connection to a private copy, which it removes when closed (else at exit)."""
+
+    copy_dir: Path | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.copy_dir is not None:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+            self.copy_dir = None

@@ -4,8 +4,10 @@
 Exit codes: 0 when every step holds (receipt), the checkpoints are consistent, or every link
 of a chain holds; 1 when a step fails (naming it and why; for a chain, the link too), or a
 fork or an unproven pair; 2 for usage errors and files that cannot be read or keys that
-cannot be parsed. With ``--json`` every outcome, errors
-included, is one JSON object on stdout.
+cannot be parsed. With ``--json`` every outcome is one JSON object on stdout: a verdict
+(``ok``, ``steps``, and ``error`` naming the step that failed), or a usage error as every
+edgegov command prints one (``error``, ``code``, ``message``, ``exit``, and ``path`` or
+``field``; docs/cli.md).
 """
 
 from __future__ import annotations
@@ -48,12 +50,29 @@ from edge_agent.protocol.receipt import (
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.protocol.tlog_proof import HEADER as TLOG_PROOF_HEADER
 from edge_agent.protocol.tlog_proof import MAX_TLOG_PROOF_BYTES
-from edge_agent.support.cli import EXIT_STDOUT_GONE, read_regular
+from edge_agent.support.cli import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STDOUT_GONE,
+    EXIT_USAGE,
+    CliParser,
+    epilog,
+    fail,
+    printable_output,
+    read_regular,
+    wants_json,
+)
 
 __all__ = ["main"]
 
 PROG = "edge-verify"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED = EXIT_REFUSED
+_EXITS = (
+    (EXIT_OK, "verified"),
+    (EXIT_FAILED, "not verified: a step failed (named, with why)"),
+    (EXIT_USAGE, "a bad argument, a file that cannot be read, a key that cannot be parsed"),
+)
 _MAX_RECEIPT_FILE = max(MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16, MAX_TLOG_PROOF_BYTES)
 _MAX_PEM_BYTES = 4096
 
@@ -61,8 +80,15 @@ _MAX_PEM_BYTES = 4096
 class _UsageError(Exception):
     """A bad argument or an unreadable file or key: exit 2."""
 
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
-class _Parser(argparse.ArgumentParser):
+
+class _Parser(CliParser):
+    """The shared parser, its usage errors returned by :func:`main` (exit 2) rather than
+    raised as ``SystemExit``."""
+
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
 
@@ -79,7 +105,8 @@ class _Keys:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    as_json = "--json" in args_list
+    as_json = wants_json(args_list)
+    printable_output()
     try:
         args = _parser().parse_args(args_list)
         if args.command == "receipt":
@@ -88,9 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _chain(args)
         return _consistency(args)
     except _UsageError as exc:
-        return _usage(str(exc), as_json)
+        return fail(PROG, exc, False, EXIT_USAGE, as_json=as_json, reason="bad_argument")
     except BrokenPipeError:
         return EXIT_STDOUT_GONE
+    except Exception as exc:
+        internal = RuntimeError(f"internal error: {exc} (please report it)")
+        return fail(PROG, internal, False, EXIT_INTERNAL, as_json=as_json)
 
 
 def _parser() -> _Parser:
@@ -98,6 +128,7 @@ def _parser() -> _Parser:
         prog=PROG,
         description="Verify edgegov decision receipts and checkpoint consistency from files "
         "alone (no state directory, database or network).",
+        epilog=epilog(_EXITS, "edge-verify receipt entry-42.receipt --device-key gw-001.pem"),
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -108,12 +139,24 @@ def _parser() -> _Parser:
         description="Verify a decision receipt step by step: entry, leaf hash, inclusion "
         "path, root, receipt signature, checkpoint signature by the device, cosignature by "
         "the hub witness, and (with --root and the bundle) the bundle's policy signature.",
+        epilog=epilog(
+            _EXITS,
+            "edge-verify receipt entry-42.receipt --device-key gw-001.pem --root root.cbor --json",
+        ),
     )
     receipt.add_argument("file", help="the receipt (.receipt, COSE) or .tlog-proof file")
     receipt.add_argument("--bundle", help="the policy bundle the entry names, if not embedded")
     consistency = commands.add_parser(
         "consistency",
         help="check two checkpoints of one device log: consistent, fork or not proven",
+        epilog=epilog(
+            [
+                (EXIT_OK, "consistent"),
+                (EXIT_FAILED, "a fork, or the pair is not proven consistent"),
+                (EXIT_USAGE, "a bad argument or a file that cannot be read"),
+            ],
+            "edge-verify consistency old.txt new.txt --proof proof.txt --device-key gw-001.pem",
+        ),
     )
     consistency.add_argument("old", help="a checkpoint note file")
     consistency.add_argument("new", help="another checkpoint note file of the same device")
@@ -144,6 +187,10 @@ def _parser() -> _Parser:
         "subject, action, resource, time, verdict), depth and age against the next link, "
         "the decision the chain was exported for, and (with --bundle) each child re-decided "
         "under its bundle with its parent's verified facts (the policy requirement).",
+        epilog=epilog(
+            _EXITS,
+            "edge-verify chain chain.cbor --root root.cbor --child gw-plc-02:8812 --json",
+        ),
     )
     chain.add_argument("file", help="the chain file (chain.cbor)")
     chain.add_argument("--root", required=True, help="the trust root (root.cbor)")
@@ -164,6 +211,9 @@ def _parser() -> _Parser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
     )
     return parser
+
+
+build_parser = _parser
 
 
 # --- receipt -------------------------------------------------------------------------------
@@ -532,7 +582,7 @@ def _root(path: str) -> TrustRoot:
     try:
         return verify_trusted_root(_read(path, MAX_ROOT_BYTES, "trust root"), now=None)
     except EdgeGovError as exc:
-        raise _UsageError(f"trust root {path}: {exc}") from exc
+        raise _UsageError(f"trust root {path}: {exc}", path=path) from exc
 
 
 def _pem_key(path: str, what: str) -> PublicKey:
@@ -540,7 +590,7 @@ def _pem_key(path: str, what: str) -> PublicKey:
     try:
         return public_key_from_pem(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise _UsageError(f"{what} {path}: {exc}") from exc
+        raise _UsageError(f"{what} {path}: {exc}", path=path) from exc
 
 
 def _read(path: str, max_bytes: int, what: str, *, offered: bool = False) -> bytes:
@@ -550,16 +600,7 @@ def _read(path: str, max_bytes: int, what: str, *, offered: bool = False) -> byt
     try:
         return read_regular(path, max_bytes, what, offered=offered)
     except ConfigError as exc:
-        raise _UsageError(str(exc)) from exc
-
-
-def _usage(message: str, as_json: bool) -> int:
-    if as_json:
-        document = {"ok": False, "error": {"step": None, "code": "usage", "message": message}}
-        print(json.dumps(document, indent=2))
-    else:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+        raise _UsageError(str(exc), path=path) from exc
 
 
 def _emit(as_json: bool, document: dict[str, Any], text: str) -> None:
