@@ -299,3 +299,37 @@ def test_oversize_source_is_refused_before_parsing() -> None:
 def test_unquoted_sexagesimal_context_value_is_refused_not_read_as_a_number() -> None:
     error = _error(MINIMAL_HEAD + RULE_A + "    when: {context: {shift: [6:00]}}\n")
     assert "quote it" in str(error)
+
+
+VOCABULARY_HEAD = "target: {region: eu-1}\nactions: [exec, read]\nrules:\n"
+
+
+@pytest.mark.parametrize(
+    ("rule", "line", "fragment"),
+    [
+        (RULE_A.replace("[read]", "[raed]"), 7, "did you mean 'read'"),
+        (RULE_A + "    when: {parent: {action: [exce]}}\n", 9, "did you mean 'exec'"),
+    ],
+    ids=["a rule's action", "a parent condition's action"],
+)
+def test_a_declared_action_vocabulary_refuses_any_other_action_with_the_nearest_one(
+    rule: str, line: int, fragment: str
+) -> None:
+    error = _error(VOCABULARY_HEAD + rule)
+    assert error.line == line
+    assert error.rule == "a"
+    assert "not in the policy's 'actions' vocabulary" in str(error)
+    assert fragment in str(error)
+
+
+def test_a_declared_action_vocabulary_keeps_star_as_any_action_and_stays_out_of_the_bundle() -> (
+    None
+):
+    source = load_policy_source(VOCABULARY_HEAD + RULE_A.replace("[read]", '["*"]'))
+    assert source.actions == ("exec", "read")
+    assert "actions" not in source.policy
+
+
+def test_without_enforcement_a_vocabulary_is_left_to_the_lint() -> None:
+    text = VOCABULARY_HEAD + RULE_A.replace("[read]", "[raed]")
+    assert load_policy_source(text, enforce_vocabulary=False).actions == ("exec", "read")

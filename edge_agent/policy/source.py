@@ -18,6 +18,7 @@ not sign or encode; the hub does that with the payload.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,8 +108,16 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
-def load_policy_source(text: str, path: str = "<policy>") -> PolicySource:
+def load_policy_source(
+    text: str, path: str = "<policy>", *, enforce_vocabulary: bool = True
+) -> PolicySource:
     """Read and check a YAML policy source.
+
+    A source that declares its action vocabulary (``actions:``) may use no other action:
+    a rule or parent condition naming one is refused with its line and the nearest declared
+    action, so a typo such as ``exce`` never builds. ``enforce_vocabulary=False`` is for
+    the policy lint, which reports every such action as a finding instead of stopping at
+    the first.
 
     Steps: 1. bound the size; 2. compose the YAML node tree, refusing anchors, aliases,
     tags and deep nesting; 3. check every key and value, with its line; 4. build the payload
@@ -121,7 +130,7 @@ def load_policy_source(text: str, path: str = "<policy>") -> PolicySource:
     """
     with paused_gc():
         root = compose_yaml(text, path, what="policy source")
-        return _Reader(path).source(root)
+        return _Reader(path, enforce_vocabulary).source(root)
 
 
 def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
@@ -223,9 +232,11 @@ def _line(mark: object) -> int | None:
 class _Reader:
     """Walks the node tree; every error names the node's line and the current rule."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, enforce_vocabulary: bool = True) -> None:
         self._path = path
         self._rule: str | None = None
+        self._enforce_vocabulary = enforce_vocabulary
+        self._vocabulary: frozenset[str] | None = None
 
     def fail(self, node: yaml.Node, message: str) -> NoReturn:
         raise PolicyError(message, path=self._path, line=_line(node.start_mark), rule=self._rule)
@@ -248,6 +259,8 @@ class _Reader:
             if "actions" in top
             else None
         )
+        if actions is not None and self._enforce_vocabulary:
+            self._vocabulary = frozenset(actions)
         rules_node = top["rules"]
         rule_nodes = self.sequence(rules_node, "rules", checks.MAX_RULES, allow_empty=True)
         rules: list[dict[str, object]] = []
@@ -321,13 +334,27 @@ class _Reader:
             self.fail(fields["effect"], f"effect {effect!r} must be 'allow' or 'deny'")
         rule: dict[str, object] = {"id": rule_id, "effect": effect}
         rule["subjects"] = self.strings(fields["subjects"], "subjects", self.subject_check(groups))
-        rule["actions"] = self.strings(fields["actions"], "actions", checks.check_action)
+        rule["actions"] = self.strings(fields["actions"], "actions", self.check_declared_action)
         rule["resources"] = self.strings(
             fields["resources"], "resources", checks.check_resource_pattern
         )
         if "when" in fields:
             rule["when"] = self.when(fields["when"])
         return rule
+
+    def check_declared_action(self, action: str) -> None:
+        """An action as :func:`checks.check_action` checks it, and one of the declared
+        vocabulary when the source declares one (``*`` stays any action)."""
+        checks.check_action(action)
+        vocabulary = self._vocabulary
+        if vocabulary is None or action == checks.ANY or action in vocabulary:
+            return
+        nearest = difflib.get_close_matches(action, sorted(vocabulary), n=1)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        raise ValueError(
+            f"action {action!r} is not in the policy's 'actions' vocabulary{hint} (add it "
+            "there if it is meant)"
+        )
 
     @staticmethod
     def peek_id(node: yaml.Node) -> yaml.Node | None:
@@ -381,7 +408,7 @@ class _Reader:
         fields = self.mapping(node, "when.parent", _PARENT_KEYS, ())
         parent: dict[str, object] = {}
         checks_of: dict[str, Callable[[str], object]] = {
-            "action": checks.check_action,
+            "action": self.check_declared_action,
             "resource": checks.check_resource_pattern,
             "subject": checks.check_group_member,
             "devices": checks.check_device_ref,

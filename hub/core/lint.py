@@ -178,7 +178,8 @@ def lint_policy(text: str, path: str, vocabularies: Sequence[Vocabulary] = ()) -
     """Lint the policy source ``text`` (read from ``path``) against ``vocabularies`` (the
     ``--actions`` files) and the ``actions:`` list the source declares, if any.
 
-    Steps: 1. load and check the source as ``bundle build`` does; 2. read the lines of its
+    Steps: 1. load and check the source as ``bundle build`` does, its vocabulary aside
+    (step 3 reports each action outside it); 2. read the lines of its
     rules, groups and workloads; 3. actions against the vocabularies (or, with none, against
     each other); 4. each rule against the others (duplicate, unreachable, shadowed,
     overlapping); 5. unused groups and workloads.
@@ -186,7 +187,7 @@ def lint_policy(text: str, path: str, vocabularies: Sequence[Vocabulary] = ()) -
     Raises:
         PolicyError: the source is invalid (with path and line), as ``bundle build`` says.
     """
-    source = load_policy_source(text, path)
+    source = load_policy_source(text, path, enforce_vocabulary=False)
     declared = list(vocabularies)
     if source.actions is not None:
         declared.append(Vocabulary(frozenset(source.actions), "the policy's 'actions' list"))
