@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from edge_agent.errors import ConfigError
 from edge_agent.policy.bundle import compile_for_device
 from edge_agent.protocol import topics
 from edge_agent.protocol.bundle import DeviceIdentity
@@ -325,6 +326,23 @@ async def test_the_embedded_broker_serves_and_the_serve_file_points_at_it(setup:
         async with watching(hub.settings, [topics.bundle_topic("eu-1", GROUP)]) as watcher:
             assert (await watcher.next(topics.bundle_topic("eu-1", GROUP))).payload == data
     assert not (setup.path / "serve.json").exists()
+
+
+async def test_a_second_serve_on_a_served_hub_dir_refuses_to_start_and_leaves_the_serve_file(
+    setup: HubSetup,
+) -> None:
+    async with HubService(HubConfig(setup.path, port=0)) as hub:
+        await hub.wait_ready()
+        before = (setup.path / "serve.json").read_bytes()
+        with pytest.raises(ConfigError, match="served already by another 'edge-hub serve'"):
+            async with HubService(HubConfig(setup.path, port=0)):
+                pass
+        assert (setup.path / "serve.json").read_bytes() == before
+        assert json.loads(before)["broker"] == hub.url
+    assert not (setup.path / "serve.json").exists()
+    async with HubService(HubConfig(setup.path, port=0)) as again:
+        await again.wait_ready()
+        assert json.loads((setup.path / "serve.json").read_text())["broker"] == again.url
 
 
 async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(

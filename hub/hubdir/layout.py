@@ -7,14 +7,21 @@ Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
                      uses, with the credentials it connects with, and its pid, so the other
                      commands publish to the same broker
+    DIR/serve.lock   locked (``flock``) by the one ``edge-hub serve`` of the directory while
+                     it runs: a second one refuses to start instead of replacing, and on
+                     stopping deleting, the first one's ``serve.json``
 
-A ``serve.json`` whose pid is not running is stale and ignored.
+A ``serve.json`` whose pid is not running is stale and ignored. The lock is the kernel's: it
+goes with the process however that ends, so a crashed serve never blocks the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +47,7 @@ ENV_HUB_DIR = "EDGE_HUB_DIR"
 KEYS_DIR = "keys"
 REGISTRY_FILE = "hub.db"
 SERVE_FILE = "serve.json"
+SERVE_LOCK_FILE = "serve.lock"
 MAX_SERVE_FILE_BYTES = 16 * 1024
 
 
@@ -186,6 +194,40 @@ class HubDir:
                 f"{root.version}; {threshold} are needed to sign a revocation"
             )
         return keys
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Hold the directory's serve lock while the block runs: only its holder writes
+        ``serve.json``.
+
+        Raises:
+            ConfigError: another ``edge-hub serve`` holds it (naming its pid when its
+                ``serve.json`` does), or the lock file cannot be opened.
+        """
+        path = self.path / SERVE_LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(self._served_already()) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def _served_already(self) -> str:
+        try:
+            info = self.read_serve_info()
+        except ConfigError:
+            info = None
+        who = "" if info is None else f" (pid {info.pid}, broker {info.settings.url})"
+        return (
+            f"hub directory {self.path} is served already by another 'edge-hub serve'{who}; "
+            "stop it first, or give this one another --hub-dir"
+        )
 
     def write_serve_info(self, info: ServeInfo) -> None:
         """Raises: ConfigError: it cannot be written."""

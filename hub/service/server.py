@@ -166,11 +166,14 @@ class HubService:
         """Load keys, open the registry, start the broker (if embedded) and the tasks.
 
         Raises:
-            ConfigError: the hub directory, keys or registry are not usable.
+            ConfigError: the hub directory, keys or registry are not usable, or another
+                ``edge-hub serve`` serves the directory (its ``serve.json`` stays as it is).
             TransportError: the embedded broker cannot listen.
         """
         try:
             keys = self.hub_dir.load_keys(self.config.keys_dir)
+            if self.config.write_serve_file:
+                self._stack.enter_context(self.hub_dir.serving())
             registry = self._stack.enter_context(self.hub_dir.open_registry())
             if self.config.broker is None:
                 self._broker = EmbeddedBroker(
