@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.errors import ConfigError, EdgeGovError, TransportError
+from edge_agent.errors import ConfigError, TransportError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.revocation import RevocationKind
@@ -40,10 +40,10 @@ from edge_agent.support.cli import (
 from edge_agent.support.mqtt import BrokerSettings
 from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
+from hub.cli import inventory
 from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.console.listen import ConsoleListen, parse_listen
-from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.publications import Publication
 from hub.core.push import (
     PushPlan,
@@ -52,7 +52,7 @@ from hub.core.push import (
     revocation_region,
 )
 from hub.hubdir.layout import HubDir
-from hub.registry import IssuedRevocation, Registry
+from hub.registry import IssuedRevocation
 from hub.service import governance
 from hub.service.config import HubConfig
 from hub.service.publish import publish_once
@@ -287,29 +287,13 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
     )
     with hub.open_registry() as registry:
         registry.add_device(record)
-        directory = _issue_directory(hub, registry, record.region)
+        directory = inventory.issue_directory(hub, registry, record.region)
     print(
         f"device {record.device_id} registered: region {record.region}, groups "
         f"{', '.join(record.groups) or '(none)'}, profile {record.profile}, key "
         f"{record.public_key.key_id.hex()[:16]}; {directory}"
     )
     return 0
-
-
-def _issue_directory(hub: HubDir, registry: Registry, region: str) -> str:
-    """Issue ``region``'s next device directory into the registry now (the running hub
-    publishes it on its next round); say what happened."""
-    try:
-        witness = hub.load_keys().witness
-    except EdgeGovError:
-        witness = None
-    if witness is None:
-        return "the running hub issues the region's device directory (no verifier key here)"
-    held = governance.issue_region_directory(
-        registry, witness, region=region, now=wall_clock(), ttl_s=DEFAULT_DIRECTORY_TTL_S
-    )
-    version = "?" if held is None else held.version
-    return f"device directory of {region} at version {version} (the running hub publishes it)"
 
 
 def _cmd_device_acl(args: argparse.Namespace) -> int:

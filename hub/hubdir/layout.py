@@ -39,6 +39,7 @@ from hub.registry.backends import open_registry
 __all__ = [
     "ENV_HUB_DIR",
     "HubDir",
+    "HubDirError",
     "HubKeys",
     "ServeInfo",
 ]
@@ -49,6 +50,17 @@ REGISTRY_FILE = "hub.db"
 SERVE_FILE = "serve.json"
 SERVE_LOCK_FILE = "serve.lock"
 MAX_SERVE_FILE_BYTES = 16 * 1024
+
+
+class HubDirError(ConfigError):
+    """The hub directory is not there: missing, or no registry in it where a command reads
+    one (never created by a command that only reads). ``edge-hub`` exits 3 (unavailable)."""
+
+    code = "hub_dir_unavailable"
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +152,26 @@ class HubDir:
     def serve_file(self) -> Path:
         return self.path / SERVE_FILE
 
-    def open_registry(self) -> Registry:
-        """Open (creating) ``hub.db``.
+    def open_registry(self, *, create: bool = True) -> Registry:
+        """Open ``hub.db``, creating it when missing if ``create`` (a command that only
+        reads passes ``False``: pointed at the wrong directory, it must leave nothing there).
 
         Raises:
-            ConfigError: the hub directory does not exist.
+            HubDirError: the hub directory does not exist, or holds no ``hub.db`` and
+                ``create`` is false.
             RegistryError: the database cannot be opened.
         """
         if not self.path.is_dir():
-            raise ConfigError(
+            raise HubDirError(
                 f"hub directory {self.path} does not exist (create it with "
-                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)"
+                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
+                self.path,
+            )
+        if not create and not self.registry_path.is_file():
+            raise HubDirError(
+                f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}); "
+                "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)",
+                self.path,
             )
         return open_registry(self.registry_path)
 
