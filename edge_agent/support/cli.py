@@ -1,48 +1,96 @@
-"""What both command-line tools share: bounded file reads, durations, counters, and error
-reporting.
+"""What the command-line tools (``edge-agent``, ``edge-hub``, ``edge-verify``) share: exit
+codes, the argument parser, global options, verbosity, error reporting, bounded file reads,
+durations and counters.
 
-The CLIs turn our errors into one clear sentence on stderr and a non-zero exit; the
-traceback appears only under ``--verbose``. A stdout whose reader has gone (``| head -1``)
-ends the command quietly with :data:`EXIT_STDOUT_GONE`, as a shell tool killed by SIGPIPE.
+Exit codes are the same for every command (docs/cli.md): :data:`EXIT_OK`,
+:data:`EXIT_REFUSED`, :data:`EXIT_USAGE`, :data:`EXIT_UNAVAILABLE`, :data:`EXIT_INTERRUPTED`
+and :data:`EXIT_STDOUT_GONE`. The CLIs turn our errors into one clear sentence on stderr
+(``PROG: error: SENTENCE``), or with ``--json`` one JSON object on stdout and nothing on
+stderr; the traceback appears only under ``--verbose``. :class:`CliParser` does the same
+for argparse's usage errors. A stdout whose reader has gone (``| head -1``) ends the command
+quietly with :data:`EXIT_STDOUT_GONE`, as a shell tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import datetime
+import json
 import logging
 import os
+import re
 import select
 import stat
 import sys
 import tempfile
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any, NoReturn
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, EdgeGovError
 from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.support.files import NotRegularFileError, file_kind, read_regular_file
 from edge_agent.support.logging_setup import configure
 
 __all__ = [
+    "ERROR_KINDS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
     "EXIT_STDOUT_GONE",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "LIBRARY_LOGGERS",
+    "CliParser",
+    "add_verbosity",
     "configure_logging",
     "counter_arg",
+    "epilog",
+    "error_document",
+    "expiry_text",
     "fail",
     "format_duration",
+    "global_options",
+    "one_line",
     "output_gone",
     "read_bounded",
     "read_offered",
     "read_regular",
     "utc_text",
     "wall_clock",
+    "wants_json",
     "write_atomic",
     "write_out",
 ]
 
+EXIT_OK = 0
+"""Success: the command did what it was asked; ``decide`` allowed; the gate is open."""
+EXIT_REFUSED = 1
+"""Refused: a denial, a closed gate, a verification that failed, an operation refused."""
+EXIT_USAGE = 2
+"""A usage or input error: a bad argument, an unreadable input file, a value of the wrong type."""
+EXIT_UNAVAILABLE = 3
+"""Unavailable: the state or hub directory is missing or not initialised, a broker or hub
+cannot be reached."""
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: the command was interrupted (Ctrl-C)."""
 EXIT_STDOUT_GONE = 141
 """128 + SIGPIPE: what a shell reports for a command whose output pipe was closed."""
+
+ERROR_KINDS = {EXIT_REFUSED: "refused", EXIT_USAGE: "usage", EXIT_UNAVAILABLE: "unavailable"}
+"""The ``error`` member of a JSON error by exit code; any other code is ``internal``."""
+_DEFAULT_REASONS = {
+    "refused": "refused",
+    "usage": "bad_argument",
+    "unavailable": "unavailable",
+    "internal": "internal_error",
+}
+LIBRARY_LOGGERS = ("amqtt", "aiomqtt", "paho", "transitions", "uvicorn", "websockets", "asyncio")
+"""Loggers of the libraries we run on: their debug output only with ``-vv``."""
 
 
 def wall_clock() -> int:
@@ -202,33 +250,253 @@ def utc_text(seconds: int, fmt: str) -> str:
 
 
 def format_duration(seconds: int) -> str:
-    """A short human duration: ``3d 4h``, ``5h 12m``, ``42s``; negative means ago."""
+    """A short human duration, the one format of every command: ``3d 4h``, ``1d``,
+    ``5h 12m``, ``2h``, ``4m 10s``, ``42s`` (a zero second unit is left out); negative
+    means ago (``5m ago``)."""
     if seconds < 0:
         return f"{format_duration(-seconds)} ago"
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
+    for big, big_unit, small, small_unit in (
+        (days, "d", hours, "h"),
+        (hours, "h", minutes, "m"),
+        (minutes, "m", secs, "s"),
+    ):
+        if big:
+            return f"{big}{big_unit} {small}{small_unit}" if small else f"{big}{big_unit}"
     return f"{secs}s"
 
 
-def configure_logging(verbose: bool, log_format: str = "text", level: str = "error") -> None:
-    """Log to stderr, one event per line (``text``) or one JSON object per line (``json``):
-    errors only for one-shot commands, ``level`` for daemons, everything with ``verbose``."""
-    configure("debug" if verbose else level, "json" if log_format == "json" else "text")
+def expiry_text(seconds_left: int) -> str:
+    """``expires in 23h 59m`` or ``expired 5m ago``: how every command says what time a
+    signed object has left."""
+    if seconds_left > 0:
+        return f"expires in {format_duration(seconds_left)}"
+    return f"expired {format_duration(-seconds_left)} ago"
 
 
-def fail(prog: str, exc: BaseException, verbose: bool, code: int) -> int:
-    """Report ``exc`` as one sentence (with the traceback under ``--verbose``)."""
+def configure_logging(
+    verbose: int | bool, log_format: str = "text", level: str = "error", *, quiet: bool = False
+) -> None:
+    """Log to stderr, one event per line (``text``) or one JSON object per line (``json``).
+
+    ``level`` is the default threshold (errors only for one-shot commands; a daemon's
+    configured level). ``verbose`` counts ``-v``: 1 shows edgegov's debug logs while the
+    libraries (:data:`LIBRARY_LOGGERS`) stay at warnings, 2 or more adds the libraries'
+    debug; ``quiet`` (``-q``) shows errors only. ``-v`` wins over ``-q``.
+    """
+    threshold = "debug" if verbose else ("error" if quiet else level)
+    configure(threshold, "json" if log_format == "json" else "text")
+    library_level = logging.NOTSET if int(verbose) >= 2 else logging.WARNING
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` (a count: ``-v`` edgegov's debug, ``-vv`` the libraries' too)
+    and ``-q/--quiet`` (errors only) to ``parser``; read them with :func:`configure_logging`
+    as ``args.verbose`` and ``args.quiet``."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log details to stderr: -v edgegov's debug logs and a traceback on error, "
+        "-vv the libraries' too",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="log errors only (no status lines)"
+    )
+
+
+def global_options(
+    define: Callable[[argparse.ArgumentParser], None],
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Two parents holding the options ``define`` adds, so they work before or after the
+    subcommand: the first for the top-level parser (with the real defaults), the second for
+    every subcommand parser, its defaults :data:`argparse.SUPPRESS`, so a subcommand that
+    is not given an option leaves the top-level value (or default) in place rather than
+    overwriting it with its own default (``edge-agent --state-dir X status``)."""
+    top = CliParser(add_help=False)
+    define(top)
+    sub = CliParser(add_help=False)
+    define(sub)
+    for action in sub._actions:
+        action.default = argparse.SUPPRESS
+    return top, sub
+
+
+def epilog(exit_codes: Sequence[tuple[int, str]], example: str, *more: str) -> str:
+    """A command's ``--help`` epilog: its exit codes, one a line, any ``more`` paragraphs,
+    and last an example (``example: edge-agent status --json``), kept as written by
+    :class:`CliParser`'s formatter."""
+    lines = ["exit codes:"]
+    lines += [f"  {code:<3} {meaning}" for code, meaning in exit_codes]
+    paragraphs = ["\n".join(lines), *more, f"example: {example}"]
+    return "\n\n".join(paragraphs)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog on its own: a long sentence is filled to
+    the terminal, while line breaks and indented lines (an exit-code table, an example)
+    stay as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(" ") or len(line) <= width:
+                lines.append(indent + line)
+            else:
+                lines.extend(
+                    textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n".join(lines)
+
+
+_json_errors: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "edgegov_json_errors", default=None
+)
+
+
+class CliParser(argparse.ArgumentParser):
+    """The argument parser of every edgegov command (its subcommand parsers too).
+
+    A usage error is one line on stderr, ``PROG: error: SENTENCE``, or, when ``--json`` is
+    among the arguments (before or after the subcommand), one JSON object on stdout
+    (:func:`error_document`) and nothing on stderr; either way the exit code is
+    :data:`EXIT_USAGE` (``SystemExit(2)``, as argparse). Help keeps the line breaks of a
+    description or epilog (:func:`epilog`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        with _errors_as_json(argv):
+            return super().parse_args(argv, namespace)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        with _errors_as_json(argv):
+            return super().parse_known_args(argv, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        if _json_errors.get():
+            field = _ARGUMENT.match(message)
+            document = error_document(
+                EXIT_USAGE, "bad_argument", message, field=field[1] if field else None
+            )
+            print(json.dumps(document, sort_keys=True), flush=True)
+        else:
+            print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def _errors_as_json(argv: Sequence[str]) -> Iterator[None]:
+    """Within the outermost parse, usage errors print as JSON when ``argv`` holds
+    ``--json``: a subcommand's parser sees only the arguments after its name."""
+    token = _json_errors.set(wants_json(argv)) if _json_errors.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _json_errors.reset(token)
+
+
+_ARGUMENT = re.compile(r"argument ([^:\s]+(?:/[^:\s]+)*): ")
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` is among the options in ``argv`` (those before a ``--``)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines joined by a space, blank ones dropped."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def error_document(
+    exit_code: int,
+    code: str,
+    message: str,
+    *,
+    path: str | None = None,
+    field: str | None = None,
+) -> dict[str, object]:
+    """The JSON object an error prints with ``--json``: ``error`` (the kind: ``usage``,
+    ``refused``, ``unavailable`` or ``internal``, from ``exit_code``), ``code`` (the reason
+    code), ``message`` (one sentence), ``exit`` (the exit code), and ``path`` and ``field``
+    when a file or an option is at fault."""
+    document: dict[str, object] = {
+        "error": ERROR_KINDS.get(exit_code, "internal"),
+        "code": code,
+        "message": one_line(message),
+        "exit": exit_code,
+    }
+    if path is not None:
+        document["path"] = path
+    if field is not None:
+        document["field"] = field
+    return document
+
+
+def fail(
+    prog: str,
+    exc: BaseException,
+    verbose: int | bool,
+    code: int,
+    *,
+    as_json: bool = False,
+    reason: str | None = None,
+    path: str | Path | None = None,
+    field: str | None = None,
+) -> int:
+    """Report ``exc`` and return ``code`` (the exit code): one sentence on stderr, or with
+    ``as_json`` one JSON object on stdout (:func:`error_document`); the traceback under
+    ``--verbose``.
+
+    ``reason`` is the JSON ``code``: by default the error's own (``EdgeGovError.code``),
+    else the kind's (``bad_argument``, ``refused``, ``unavailable``, ``internal_error``).
+    ``path`` and ``field`` default to the error's ``path`` and ``field`` attributes.
+    """
     if verbose:
         logging.getLogger(prog).exception("%s failed", prog)
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+    message = str(exc) or type(exc).__name__
+    if as_json:
+        own = exc.code if isinstance(exc, EdgeGovError) and exc.code != "error" else None
+        kind = ERROR_KINDS.get(code, "internal")
+        given_path = path if path is not None else getattr(exc, "path", None)
+        given_field = field if field is not None else getattr(exc, "field", None)
+        document = error_document(
+            code,
+            reason or own or _DEFAULT_REASONS[kind],
+            message,
+            path=None if given_path is None else str(given_path),
+            field=given_field if isinstance(given_field, str) else None,
+        )
+        _print_to(sys.stdout, json.dumps(document, sort_keys=True))
+    else:
+        _print_to(sys.stderr, f"{prog}: error: {one_line(message)}")
     return code
+
+
+def _print_to(stream: IO[str], line: str) -> None:
+    """Print ``line`` and flush, so the report is out before the process exits."""
+    print(line, file=stream, flush=True)
 
 
 def output_gone(prog: str, exc: BrokenPipeError) -> int:
@@ -238,7 +506,7 @@ def output_gone(prog: str, exc: BrokenPipeError) -> int:
     other failure (a pipe or socket the command itself writes to).
     """
     if not _stdout_closed():
-        return fail(prog, exc, False, 1)
+        return fail(prog, exc, False, EXIT_REFUSED)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
