@@ -38,7 +38,8 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
+from edge_agent.support.cli import EXIT_REFUSED, counter_arg, utc_text, wall_clock, write_out
+from hub.cli.exits import NO_HUB, help_epilog
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.receipts import hub_receipt
@@ -58,12 +59,14 @@ def register(
         "ancestry",
         parents=[common],
         help="a decision's chain of parents across devices, each link verified",
+        epilog=help_epilog(
+            "edge-hub lineage ancestry gw-002 41 --json",
+            (EXIT_REFUSED, "a link of the chain does not verify"),
+            NO_HUB,
+        ),
     )
-    ancestry.add_argument("device_id", metavar="DEVICE")
-    ancestry.add_argument("seq", metavar="SEQ")
-    ancestry.add_argument(
-        "--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)"
-    )
+    ancestry.add_argument("device_id", metavar="DEVICE", help="the child decision's device id")
+    ancestry.add_argument("seq", metavar="SEQ", help="the child decision's entry seq")
     ancestry.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
     ancestry.add_argument("--json", action="store_true", help="print one JSON object")
     ancestry.add_argument(

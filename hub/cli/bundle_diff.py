@@ -30,7 +30,15 @@ from edge_agent.policy.engine import Match
 from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import counter_arg, fail, read_bounded, utc_text, wall_clock
+from edge_agent.support.cli import (
+    EXIT_UNAVAILABLE,
+    counter_arg,
+    fail,
+    read_bounded,
+    utc_text,
+    wall_clock,
+)
+from hub.cli.exits import NO_HUB, exit_code, help_epilog
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
     ChangeGroup,
@@ -71,10 +79,14 @@ def register(
         description="Re-decide every shipped decision of the devices a candidate bundle "
         "targets under it, and report what would change. Exit 0: nothing flips; 1: some "
         "decision flips; 2: the diff could not be made (usage, unreadable input, a "
-        "candidate that fails verification).",
+        "candidate that fails verification); 3: the hub directory is missing.",
+        epilog=help_epilog(
+            "edge-hub bundle diff candidate.cbor --since 7d --json",
+            (EXIT_FLIPS, "some decision flips"),
+            NO_HUB,
+        ),
     )
     diff.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
-    diff.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
     diff.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
     diff.add_argument(
         "--against-version",
@@ -114,7 +126,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     try:
         setting, report = _diff(args)
     except EdgeGovError as exc:
-        return fail(PROG, exc, args.verbose, EXIT_TROUBLE)
+        code = EXIT_UNAVAILABLE if exit_code(exc) == EXIT_UNAVAILABLE else EXIT_TROUBLE
+        return fail(PROG, exc, args.verbose, code, as_json=args.json)
     if args.json:
         print(json.dumps(_report_json(setting, report), sort_keys=True))
     else:

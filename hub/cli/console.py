@@ -8,10 +8,10 @@ SHA-256 digest (:mod:`hub.console.auth`), so a lost token is revoked and a new o
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
+from hub.cli.exits import NO_HUB, help_epilog
 from hub.console.tokens import TOKEN_NAME, Role, new_token, token_digest
 from hub.hubdir.layout import HubDir
 from hub.registry import ConsoleToken
@@ -23,22 +23,47 @@ def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add ``console token add|list|revoke`` to the ``edge-hub`` parser."""
-    hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
-    hub_dir.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
-    console = commands.add_parser("console", help="the governance console").add_subparsers(
-        dest="console_command", required=True, metavar="COMMAND"
+    hub_dir = common
+    console = commands.add_parser(
+        "console",
+        parents=[common],
+        help="the governance console",
+        epilog=help_epilog("edge-hub console token list"),
+    ).add_subparsers(dest="console_command", required=True, metavar="COMMAND")
+    token = console.add_parser(
+        "token",
+        parents=[common],
+        help="console login tokens",
+        epilog=help_epilog("edge-hub console token add alice --role operator"),
+    ).add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    add = token.add_parser(
+        "add",
+        parents=[hub_dir],
+        help="make a login token (printed once)",
+        epilog=help_epilog("edge-hub console token add alice --role operator", NO_HUB),
     )
-    token = console.add_parser("token", help="console login tokens").add_subparsers(
-        dest="token_command", required=True, metavar="COMMAND"
-    )
-    add = token.add_parser("add", parents=[hub_dir], help="make a login token (printed once)")
     add.add_argument("name", metavar="NAME", help="who or what the token is for")
-    add.add_argument("--role", choices=[str(r) for r in Role], required=True)
+    add.add_argument(
+        "--role",
+        choices=[str(r) for r in Role],
+        required=True,
+        help="viewer: reads only; operator: may push, revoke, challenge and register",
+    )
     add.set_defaults(handler=_cmd_add)
-    listing = token.add_parser("list", parents=[hub_dir], help="the tokens (names and roles)")
+    listing = token.add_parser(
+        "list",
+        parents=[hub_dir],
+        help="the tokens (names and roles)",
+        epilog=help_epilog("edge-hub console token list", NO_HUB),
+    )
     listing.set_defaults(handler=_cmd_list)
-    revoke = token.add_parser("revoke", parents=[hub_dir], help="delete a token")
-    revoke.add_argument("name", metavar="NAME")
+    revoke = token.add_parser(
+        "revoke",
+        parents=[hub_dir],
+        help="delete a token",
+        epilog=help_epilog("edge-hub console token revoke alice", NO_HUB),
+    )
+    revoke.add_argument("name", metavar="NAME", help="the token's name")
     revoke.set_defaults(handler=_cmd_revoke)
 
 

@@ -46,7 +46,6 @@ def register(
 ) -> None:
     """Add ``lineage receipt|checkpoint|consistency`` and ``keys export`` to ``edge-hub``."""
     hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
-    hub_dir.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
     hub_dir.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", type=Path, required=True, help="file to write")

@@ -25,6 +25,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
+from hub.cli.exits import NO_HUB, REFUSED, help_epilog
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -54,21 +55,36 @@ def register(
     duration: Callable[[str], int],
 ) -> None:
     """Add ``edge-hub rollout``."""
-    rollout = commands.add_parser("rollout", help="staged rollouts").add_subparsers(
-        dest="rollout_command", required=True, metavar="COMMAND"
-    )
-    place = argparse.ArgumentParser(add_help=False)
-    place.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
+    rollout = commands.add_parser(
+        "rollout",
+        parents=[common],
+        help="staged rollouts",
+        epilog=help_epilog("edge-hub rollout status --json"),
+    ).add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
 
     start = rollout.add_parser(
-        "start", parents=[common, place], help="roll a signed bundle out in stages"
+        "start",
+        parents=[common],
+        help="roll a signed bundle out in stages",
+        epilog=help_epilog(
+            "edge-hub rollout start candidate.cbor --stages 10%,100% --soak 1h "
+            "--halt-if 'deny_rate > 0.05'",
+            REFUSED,
+            NO_HUB,
+        ),
     )
     start.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
     start.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
     start.add_argument(
         "--stages", default="1%,10%,50%,100%", help="shares of the devices (default %(default)s)"
     )
-    start.add_argument("--soak", type=duration, default=1800, help="per stage (default 30m)")
+    start.add_argument(
+        "--soak",
+        type=duration,
+        default=1800,
+        metavar="DURATION",
+        help="how long each stage runs before the next (default 30m)",
+    )
     start.add_argument(
         "--halt-if",
         action="append",
@@ -79,9 +95,14 @@ def register(
     start.add_argument("--group", action="append", default=[], help="only devices in it (repeat)")
     start.set_defaults(handler=_cmd_start)
 
-    status = rollout.add_parser("status", parents=[common, place], help="explain rollouts")
+    status = rollout.add_parser(
+        "status",
+        parents=[common],
+        help="explain rollouts",
+        epilog=help_epilog("edge-hub rollout status --json", NO_HUB),
+    )
     status.add_argument("rollout", nargs="?", help="one rollout (default: all)")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print the rollouts as JSON")
     status.set_defaults(handler=_cmd_status)
 
     for name, helptext in (
@@ -89,10 +110,17 @@ def register(
         ("resume", "go on where a paused rollout stopped"),
         ("abort", "roll the switched devices back and end the rollout"),
     ):
-        command = rollout.add_parser(name, parents=[common, place], help=helptext)
-        command.add_argument("rollout")
+        command = rollout.add_parser(
+            name,
+            parents=[common],
+            help=helptext,
+            epilog=help_epilog(f"edge-hub rollout {name} eu-1-v7", REFUSED, NO_HUB),
+        )
+        command.add_argument("rollout", help="the rollout's id ('edge-hub rollout status')")
         if name == "abort":
-            command.add_argument("--reason", default="aborted by the operator")
+            command.add_argument(
+                "--reason", default="aborted by the operator", help="why (kept with the rollout)"
+            )
         command.set_defaults(handler=_cmd_change, change=name)
 
 

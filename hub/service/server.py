@@ -69,6 +69,7 @@ from hub.console.context import ConsoleContext
 from hub.console.listen import ConsoleListen
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
+from hub.service.announce import ServeAnnouncer, run_summaries
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import HubConnection, Subscriptions
@@ -122,6 +123,7 @@ class HubService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._console: ConsoleServer | None = None
+        self._announcer: ServeAnnouncer | None = None
 
     # Lifecycle.
 
@@ -184,6 +186,10 @@ class HubService:
                 )
                 self._settings = await self._broker.start()
                 self._stack.push_async_callback(self._broker.stop)
+            if self.config.status_lines is not None:
+                self._announcer = ServeAnnouncer(
+                    self.settings.url, self.config.status_lines, self.stats
+                )
             parts = self._start(registry, keys)
             self._stack.callback(parts.context.rejections.flush)
             connection = self._connect(parts)
@@ -201,6 +207,11 @@ class HubService:
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
                 group.create_task(parts.rollouts.run(current, stop), name="edge-hub-rollout"),
             ]
+            if self._announcer is not None:
+                summaries = run_summaries(
+                    self._announcer, registry, self.config.summary_interval_s, stop
+                )
+                self._tasks.append(group.create_task(summaries, name="edge-hub-summary"))
             if self.config.console is not None:
                 self._console = await self._start_console(self.config.console)
         except BaseException:
@@ -313,6 +324,7 @@ class HubService:
             serve=parts.intake.consume,
             on_shared=self._on_shared,
             forget=parts.context.retained.forget,
+            announcer=self._announcer,
         )
         return self._connection
 
