@@ -54,11 +54,16 @@ class ServeAnnouncer:
 
     def connected(self, shared: bool) -> None:
         """The hub is connected, subscribed and has republished what it retains."""
-        how = "shared" if shared else "direct"
+        how = f"{'shared' if shared else 'direct'} lineage subscriptions"
+        away = (
+            None
+            if self._down_since is None
+            else format_duration(round(self._clock() - self._down_since))
+        )
         if not self._ever_connected:
-            self._say(f"connected to the broker {self._url} ({how} lineage subscriptions)")
-        elif self._down_since is not None:
-            away = format_duration(round(self._clock() - self._down_since))
+            waited = "" if away is None else f" after {away} trying"
+            self._say(f"connected to the broker {self._url}{waited} ({how})")
+        elif away is not None:
             self._say(f"reconnected to the broker {self._url} after {away} without it")
         self._ever_connected = True
         self._down_since = None
