@@ -72,14 +72,15 @@ def summary_lines(summary: BundleSummary, now: int, width: int) -> list[str]:
     payload = summary.payload
     out = _Lines(max(width, MIN_WIDTH))
     out.field("bundle", f"version {_text(payload.get('version'))}, {summary.size} bytes")
-    out.field("digest", f"sha256:{summary.digest.hex()}")
+    out.field("sha256", summary.digest.hex())
     out.field("target", _target(payload.get("target")))
     out.field("issued", _time(payload.get("issued_at"), now, issued=True))
     out.field("expires", _time(payload.get("expires_at"), now, issued=False))
     out.field("offline", _max_offline(payload.get("max_offline")))
     out.field("signers", f"{', '.join(h[:16] for h in summary.signer_hints)} (key id hints)")
     if summary.verified_signers is not None:
-        out.field("verified", f"{len(summary.verified_signers)} signature(s) valid under the root")
+        count = len(summary.verified_signers)
+        out.field("verified", f"{count} signature{'' if count == 1 else 's'} valid under the root")
     elif summary.verify_error:
         out.field("verified", f"NO: {summary.verify_error}")
     else:

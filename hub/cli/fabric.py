@@ -45,7 +45,7 @@ from hub.cli import breakglass as breakglass_cli
 from hub.cli import inventory
 from hub.cli.bundle_view import terminal_width
 from hub.cli.exits import BROKER, NO_HUB, REFUSED, help_epilog
-from hub.cli.fleet import fleet_json, fleet_lines, lineage_view, unregistered_counts
+from hub.cli.fleet import cut, fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.console.listen import ConsoleListen, parse_listen
 from hub.core.publications import Publication
@@ -692,9 +692,10 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no devices registered (edge-hub device add ...)")
-    lines = fleet_lines(rows, unregistered, now, width=terminal_width())
+    width = terminal_width()
+    lines = fleet_lines(rows, unregistered, now, width=width)
     for line in lines + attest_cli.attestation_lines(attested, now):
-        print(line)
+        print(cut(line, width))
     return 0
 
 

@@ -28,6 +28,7 @@ from hub.registry import UNREGISTERED, FleetRow, Registry
 __all__ = [
     "STALE_AFTER_S",
     "LineageView",
+    "cut",
     "fleet_json",
     "fleet_lines",
     "is_stale",
@@ -52,6 +53,8 @@ _DROPPED_FIRST = ("REGION", "LINEAGE dev/hub", "EXPIRES")
 and a wider terminal have them all); then the last column is cut with an ellipsis."""
 MIN_CUT = 8
 """A cut cell keeps at least this many characters."""
+MIN_LAST = 12
+"""Columns are left out only while the last one would be narrower than this."""
 
 
 def is_stale(row: FleetRow, now: int, stale_after_s: int = STALE_AFTER_S) -> bool:
@@ -139,18 +142,20 @@ def _fit(table: list[dict[str, str]], width: int) -> list[str]:
     columns = list(_COLUMNS)
     widths = {c: max([len(c)] + [len(row[c]) for row in table]) for c in columns}
 
-    def total() -> int:
-        return sum(widths[c] for c in columns) + len(columns) - 1
+    last = columns[-1]
+
+    def total(last_width: int) -> int:
+        others = sum(widths[c] for c in columns if c != last)
+        return others + last_width + len(columns) - 1
 
     for name in _DROPPED_FIRST:
-        if total() <= width:
+        if total(min(widths[last], MIN_LAST)) <= width:
             break
         columns.remove(name)
-    last = columns[-1]
-    widths[last] = max(MIN_CUT, widths[last] - max(0, total() - width))
+    widths[last] = max(MIN_CUT, widths[last] - max(0, total(widths[last]) - width))
     header = {c: c for c in columns}
     return [
-        _line([_cut(line[c], widths[c]) for c in columns], columns, widths)
+        _line([cut(line[c], widths[c]) for c in columns], columns, widths)
         for line in [header, *table]
     ]
 
@@ -159,7 +164,8 @@ def _line(cells: list[str], columns: list[str], widths: dict[str, int]) -> str:
     return " ".join(cell.ljust(widths[c]) for cell, c in zip(cells, columns, strict=True)).rstrip()
 
 
-def _cut(text: str, width: int) -> str:
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis ending one that was cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
