@@ -39,6 +39,7 @@ from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, par
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_out
 from edge_agent.support.mqtt import BrokerSettings
+from hub.cli.exits import name_arg, path_arg
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
@@ -73,11 +74,11 @@ def register(
     expect.add_argument(
         "--profile", required=True, help="profile name (in --profile-dir) or a profile file"
     )
-    expect.add_argument("--profile-dir", type=Path, default=DEFAULT_PROFILE_DIR)
+    expect.add_argument("--profile-dir", type=path_arg, default=DEFAULT_PROFILE_DIR)
     source = expect.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--from-device-report",
-        type=Path,
+        type=path_arg,
         nargs="+",
         metavar="FILE",
         help="reports of 'edge-agent attest --json'",
@@ -88,13 +89,15 @@ def register(
         metavar="ID",
         help="registered devices: their last evidence verified by this hub",
     )
-    expect.add_argument("--out", type=Path, help="write the expectations here (default: stdout)")
+    expect.add_argument(
+        "--out", type=path_arg, help="write the expectations here (default: stdout)"
+    )
     expect.set_defaults(handler=_cmd_expect)
 
     challenge = attest.add_parser(
         "challenge", parents=[hub_dir, keys, broker], help="challenge a device now"
     )
-    challenge.add_argument("device_id", metavar="ID")
+    challenge.add_argument("device_id", type=name_arg, metavar="ID")
     challenge.add_argument(
         "--wait", type=duration, metavar="DURATION", help="wait this long for the verdict"
     )
@@ -103,12 +106,12 @@ def register(
     tpm_ak = attest.add_parser(
         "tpm-ak", parents=[hub_dir], help="register a device's TPM attestation key"
     )
-    tpm_ak.add_argument("device_id", metavar="ID")
+    tpm_ak.add_argument("device_id", type=name_arg, metavar="ID")
     ak_source = tpm_ak.add_mutually_exclusive_group(required=True)
     ak_source.add_argument(
         "ak_file",
         metavar="FILE",
-        type=Path,
+        type=path_arg,
         nargs="?",
         help="the PEM public key 'edge-agent attest tpm-enroll' wrote",
     )
@@ -131,7 +134,7 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     if args.from_device_report:
         reports = [_report_measurements(p, profile) for p in args.from_device_report]
     else:
-        with HubDir.resolve(args.hub_dir).open_registry() as registry:
+        with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
             reports = [_device_measurements(registry.attestation(d), d) for d in args.from_device]
     expectations = build_expectations(profile, reports)
     text = json.dumps(expectations_to_json(expectations), indent=2, sort_keys=True) + "\n"
@@ -244,7 +247,7 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
     )
     if settings is None:
         raise TransportError("no running 'edge-hub serve' found (and no --broker): nothing sent")
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         device = registry.device(args.device_id)
         if device is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
@@ -265,7 +268,7 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
 
 def _wait_outcome(hub: HubDir, device: str, nonce: bytes, wait_s: int) -> AttestationRecord | None:
     deadline = time.monotonic() + wait_s
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         while time.monotonic() < deadline:
             record = registry.attestation(device)
             if record is not None and record.nonce == nonce:
@@ -284,7 +287,7 @@ def _cmd_tpm_ak(args: argparse.Namespace) -> int:
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         if registry.device(args.device_id) is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
         registry.set_tpm_ak(args.device_id, der, wall_clock())

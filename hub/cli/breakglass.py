@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.breakglass import (
@@ -23,6 +22,7 @@ from edge_agent.protocol.breakglass import (
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.support.cli import wall_clock, write_out
+from hub.cli.exits import name_arg, path_arg
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
@@ -43,12 +43,14 @@ def register(
         parents=[hub_dir, keys],
         help="sign a recovery token that puts one device's exec enforcement in audit mode",
     )
-    command.add_argument("--device", required=True, help="the device the token is bound to")
+    command.add_argument(
+        "--device", type=name_arg, required=True, help="the device the token is bound to"
+    )
     command.add_argument(
         "--minutes", type=int, required=True, help=f"window length (1 to {MAX_WINDOW_S // 60})"
     )
     command.add_argument("--reason", required=True, help="why (logged on the device)")
-    command.add_argument("--out", type=Path, required=True, help="token file to write")
+    command.add_argument("--out", type=path_arg, required=True, help="token file to write")
     command.set_defaults(handler=_cmd_break_glass)
 
 

@@ -38,7 +38,7 @@ from edge_agent.support.cli import (
     utc_text,
     wall_clock,
 )
-from hub.cli.exits import NO_HUB, exit_code, help_epilog
+from hub.cli.exits import NO_HUB, exit_code, help_epilog, name_arg, path_arg
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
     ChangeGroup,
@@ -86,8 +86,8 @@ def register(
             NO_HUB,
         ),
     )
-    diff.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
-    diff.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    diff.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
+    diff.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     diff.add_argument(
         "--against-version",
         type=counter_arg(1),
@@ -100,7 +100,9 @@ def register(
     diff.add_argument(
         "--group", action="append", default=[], help="only devices in this group (repeat)"
     )
-    diff.add_argument("--device", action="append", default=[], help="only this device (repeat)")
+    diff.add_argument(
+        "--device", type=name_arg, action="append", default=[], help="only this device (repeat)"
+    )
     diff.add_argument("--json", action="store_true", help="machine-readable (docs/rollout.md)")
     diff.add_argument(
         "--limit",
@@ -147,7 +149,7 @@ def _diff(args: argparse.Namespace) -> tuple[_Setting, DiffReport]:
             f"candidate {args.candidate} refused, not diffed: {exc.message}", code=exc.code
         ) from exc
     since = None if args.since is None else now - args.since
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         devices = _devices(registry.devices(), candidate, args.group, args.device)
         baseline = None
         if args.against_version is not None:

@@ -11,7 +11,7 @@ import argparse
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
-from hub.cli.exits import NO_HUB, help_epilog
+from hub.cli.exits import NO_HUB, help_epilog, name_arg
 from hub.console.tokens import TOKEN_NAME, Role, new_token, token_digest
 from hub.hubdir.layout import HubDir
 from hub.registry import ConsoleToken
@@ -42,7 +42,7 @@ def register(
         help="make a login token (printed once)",
         epilog=help_epilog("edge-hub console token add alice --role operator", NO_HUB),
     )
-    add.add_argument("name", metavar="NAME", help="who or what the token is for")
+    add.add_argument("name", type=name_arg, metavar="NAME", help="who or what the token is for")
     add.add_argument(
         "--role",
         choices=[str(r) for r in Role],
@@ -63,7 +63,7 @@ def register(
         help="delete a token",
         epilog=help_epilog("edge-hub console token revoke alice", NO_HUB),
     )
-    revoke.add_argument("name", metavar="NAME", help="the token's name")
+    revoke.add_argument("name", type=name_arg, metavar="NAME", help="the token's name")
     revoke.set_defaults(handler=_cmd_revoke)
 
 
@@ -74,7 +74,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
             "(starting with a letter or digit)"
         )
     token = new_token()
-    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         registry.add_console_token(
             ConsoleToken(args.name, args.role, token_digest(token), wall_clock())
         )
@@ -84,7 +84,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         tokens = registry.console_tokens()
     if not tokens:
         print("no console tokens: add one with 'edge-hub console token add NAME --role viewer'")
@@ -95,7 +95,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         if not registry.revoke_console_token(args.name):
             raise ConfigError(f"no console token named {args.name!r} (see 'console token list')")
     print(f"console token {args.name} revoked; its sessions end at their next request")

@@ -1,6 +1,7 @@
-"""The exit codes of ``edge-hub`` commands, said once, and the ``--help`` epilog built from
-them (:func:`edge_agent.support.cli.epilog`): every command lists the codes it can end with
-and ends with an example.
+"""What every ``edge-hub`` command shares beyond :mod:`edge_agent.support.cli`: its exit
+codes, said once, the ``--help`` epilog built from them (:func:`edge_agent.support.cli.epilog`:
+every command lists the codes it can end with and ends with an example), and the file
+argument type.
 
 Which error ends with which code (:func:`exit_code`): a missing hub directory, or one
 holding no registry where a command reads one, an unreachable broker and an unusable
@@ -9,6 +10,9 @@ other refusal of ours (a signature, a rollback, a conflicting state) is *refused
 """
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 from edge_agent.errors import ConfigError, EdgeGovError, TransportError
 from edge_agent.support.cli import (
@@ -29,7 +33,13 @@ __all__ = [
     "USAGE",
     "exit_code",
     "help_epilog",
+    "name_arg",
+    "path_arg",
 ]
+
+MAX_NAME_CHARS = 256
+"""Longest device id, group, region, rollout or token name an argument may give (names
+that can be registered are far shorter: a topic level, a token name)."""
 
 DONE = (EXIT_OK, "done")
 USAGE = (EXIT_USAGE, "a usage or input error (bad argument, unreadable or invalid file)")
@@ -54,3 +64,28 @@ def exit_code(exc: EdgeGovError) -> int:
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
     return EXIT_REFUSED
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a file or directory: an empty one is refused (``Path("")``
+    is the current directory, never what an empty argument meant)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give a file or directory name")
+    return Path(text)
+
+
+def name_arg(text: str) -> str:
+    """An argparse ``type`` for a name the registry is asked about (a device id, group,
+    region, rollout or token name): one line of UTF-8 text, 1 to :data:`MAX_NAME_CHARS`
+    characters. A name that cannot be one is refused before anything is looked up."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty name")
+    if len(text) > MAX_NAME_CHARS:
+        raise argparse.ArgumentTypeError(f"a name longer than {MAX_NAME_CHARS} characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("a name that is not UTF-8 text") from None
+    if not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} holds control characters")
+    return text

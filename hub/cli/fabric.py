@@ -44,7 +44,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli import inventory
 from hub.cli.bundle_view import terminal_width
-from hub.cli.exits import BROKER, NO_HUB, REFUSED, help_epilog
+from hub.cli.exits import BROKER, NO_HUB, REFUSED, help_epilog, name_arg, path_arg
 from hub.cli.fleet import cut, fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.console.listen import ConsoleListen, parse_listen
@@ -84,7 +84,7 @@ def register(
     broker = argparse.ArgumentParser(add_help=False)
     broker.add_argument("--broker", help="mqtt(s)://[user:password@]host:port (default: serve's)")
     keys = argparse.ArgumentParser(add_help=False)
-    keys.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    keys.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -101,7 +101,7 @@ def register(
         "revocations, unless --lift-revocations is given.",
         epilog=help_epilog("edge-hub bundle push bundle.cbor --json", REFUSED, NO_HUB, BROKER),
     )
-    push.add_argument("file", type=Path, help="the bundle file ('edge-hub bundle build')")
+    push.add_argument("file", type=path_arg, help="the bundle file ('edge-hub bundle build')")
     push.add_argument(
         "--lift-revocations",
         action="store_true",
@@ -122,8 +122,8 @@ def register(
         ),
     )
     scope = revoke.add_mutually_exclusive_group()
-    scope.add_argument("--device", help="deny everything on this device")
-    scope.add_argument("--group", help="deny everything on this group's devices")
+    scope.add_argument("--device", type=name_arg, help="deny everything on this device")
+    scope.add_argument("--group", type=name_arg, help="deny everything on this group's devices")
     scope.add_argument("--key", dest="key_id", help="stop this key counting (key id, 8+ hex)")
     scope.add_argument(
         "--bundle", type=counter_arg(1), help="void this bundle version and older ones"
@@ -146,7 +146,7 @@ def register(
         help="the revocations issued: the newest per region, kind and value",
         epilog=help_epilog("edge-hub revoke list --region eu-1 --json", NO_HUB),
     )
-    revoke_list.add_argument("--region", help="only this region's")
+    revoke_list.add_argument("--region", type=name_arg, help="only this region's")
     revoke_list.set_defaults(handler=inventory.cmd_revoke_list)
 
     fleet = commands.add_parser(
@@ -170,7 +170,7 @@ def register(
             NO_HUB,
         ),
     )
-    show.add_argument("device_id", metavar="ID", help="device id")
+    show.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     show.add_argument(
         "--limit", type=counter_arg(0), default=20, help="last N entries (default 20)"
     )
@@ -259,10 +259,10 @@ def _register_serve(
         help="serve the governance console there (docs/console.md); TLS needed off loopback",
     )
     serve.add_argument(
-        "--console-cert", type=Path, metavar="FILE", help="the console's TLS certificate (PEM)"
+        "--console-cert", type=path_arg, metavar="FILE", help="the console's TLS certificate (PEM)"
     )
     serve.add_argument(
-        "--console-key", type=Path, metavar="FILE", help="the console's TLS private key (PEM)"
+        "--console-key", type=path_arg, metavar="FILE", help="the console's TLS private key (PEM)"
     )
     serve.set_defaults(handler=_cmd_serve)
 
@@ -292,12 +292,14 @@ def _register_device(
             ),
         ),
     )
-    add.add_argument("device_id", metavar="ID", help="device id (its MQTT username)")
+    add.add_argument("device_id", type=name_arg, metavar="ID", help="device id (its MQTT username)")
     add.add_argument(
-        "--pubkey", type=Path, required=True, help="device public key PEM ('edge-agent pubkey')"
+        "--pubkey", type=path_arg, required=True, help="device public key PEM ('edge-agent pubkey')"
     )
-    add.add_argument("--region", required=True, help="the device's region")
-    add.add_argument("--group", action="append", default=[], help="device group (repeat)")
+    add.add_argument("--region", type=name_arg, required=True, help="the device's region")
+    add.add_argument(
+        "--group", type=name_arg, action="append", default=[], help="device group (repeat)"
+    )
     add.add_argument(
         "--profile",
         required=True,
@@ -319,7 +321,7 @@ def _register_device(
         help="everything the hub holds of one device",
         epilog=help_epilog("edge-hub device show gw-001 --json", NO_HUB),
     )
-    show.add_argument("device_id", metavar="ID", help="device id")
+    show.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     show.set_defaults(handler=inventory.cmd_device_show)
     remove = device.add_parser(
         "remove",
@@ -332,7 +334,7 @@ def _register_device(
         "first ('edge-hub revoke --device ID') to deny everything on it.",
         epilog=help_epilog("edge-hub device remove gw-001", NO_HUB),
     )
-    remove.add_argument("device_id", metavar="ID", help="device id")
+    remove.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     remove.set_defaults(handler=inventory.cmd_device_remove)
 
     acl = device.add_parser(
@@ -341,7 +343,7 @@ def _register_device(
         help="write the Mosquitto ACL pinning devices to their region",
         epilog=help_epilog("edge-hub device acl --out /etc/mosquitto/edgegov.acl", NO_HUB),
     )
-    acl.add_argument("--out", type=Path, help="write here atomically (default: print)")
+    acl.add_argument("--out", type=path_arg, help="write here atomically (default: print)")
     acl.add_argument(
         "--hub-user",
         action="append",

@@ -26,7 +26,7 @@ from edge_agent.protocol.lineage_export import (
 )
 from edge_agent.support.cli import EXIT_REFUSED, read_bounded
 from edge_agent.support.lineage_files import read_export
-from hub.cli.exits import help_epilog
+from hub.cli.exits import help_epilog, path_arg
 
 __all__ = ["register", "verify_file"]
 
@@ -51,11 +51,11 @@ def register(
             (EXIT_REFUSED, "the export does not verify, or two exports show a fork"),
         ),
     )
-    verify.add_argument("file", type=Path, help="the export ('edge-agent log export')")
-    verify.add_argument("--device-key", type=Path, required=True, help="device public key PEM")
+    verify.add_argument("file", type=path_arg, help="the export ('edge-agent log export')")
+    verify.add_argument("--device-key", type=path_arg, required=True, help="device public key PEM")
     verify.add_argument(
         "--checkpoint",
-        type=Path,
+        type=path_arg,
         action="append",
         default=[],
         help="another export or checkpoint note of this device (repeat)",

@@ -15,6 +15,7 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -50,7 +51,7 @@ from hub.cli import fabric as fabric_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli import rollout as rollout_cli
 from hub.cli.bundle_view import summary_json, summary_lines, terminal_width
-from hub.cli.exits import NO_HUB, REFUSED, exit_code, help_epilog
+from hub.cli.exits import NO_HUB, REFUSED, exit_code, help_epilog, path_arg
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
     build_bundle,
@@ -70,6 +71,11 @@ MAX_EXPECTATIONS_BYTES = 4 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # A file name that is not UTF-8 (its bytes kept as surrogates) is printed
+            # escaped, never a UnicodeEncodeError after the command did its work.
+            stream.reconfigure(errors="backslashreplace")
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError as exc:
@@ -143,7 +149,7 @@ def _global(parser: argparse.ArgumentParser) -> None:
     add_verbosity(parser)
     parser.add_argument(
         "--hub-dir",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="hub directory (default: $EDGE_HUB_DIR, else the current directory)",
     )
@@ -181,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         help="create keys and root v1",
         epilog=help_epilog("edge-hub keys init --out /var/lib/edge-hub/keys --ttl 365d"),
     )
-    keys_init.add_argument("--out", type=Path, required=True, help="key directory to create")
+    keys_init.add_argument("--out", type=path_arg, required=True, help="key directory to create")
     keys_init.add_argument(
         "--root-keys", type=int, default=3, help="root keys to create (default 3)"
     )
@@ -216,17 +222,17 @@ def _parser() -> argparse.ArgumentParser:
             REFUSED,
         ),
     )
-    build.add_argument("policy", type=Path, help="policy source (YAML)")
-    build.add_argument("--keys", type=Path, help="key directory (policy keys and root.cbor)")
+    build.add_argument("policy", type=path_arg, help="policy source (YAML)")
+    build.add_argument("--keys", type=path_arg, help="key directory (policy keys and root.cbor)")
     build.add_argument(
         "--key",
-        type=Path,
+        type=path_arg,
         action="append",
         default=[],
         metavar="FILE",
         help="a policy key PEM (repeat; instead of, or with, --keys)",
     )
-    build.add_argument("--root", type=Path, help="trust root (default: KEYS/root.cbor)")
+    build.add_argument("--root", type=path_arg, help="trust root (default: KEYS/root.cbor)")
     build.add_argument(
         "--version",
         dest="bundle_version",
@@ -241,11 +247,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the bundle is valid this long (overrides the policy's ttl)",
     )
     build.add_argument(
-        "--out", type=Path, required=True, help="bundle file to write (replaced if it exists)"
+        "--out", type=path_arg, required=True, help="bundle file to write (replaced if it exists)"
     )
     build.add_argument(
         "--attestation",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="attestation expectations (JSON from 'edge-hub attest expect')",
     )
@@ -261,8 +267,10 @@ def _parser() -> argparse.ArgumentParser:
             (EXIT_REFUSED, "the signatures do not verify under --root"),
         ),
     )
-    inspect.add_argument("file", type=Path, help="bundle file (- for stdin)")
-    inspect.add_argument("--root", type=Path, help="verify signatures against this trust root file")
+    inspect.add_argument("file", type=path_arg, help="bundle file (- for stdin)")
+    inspect.add_argument(
+        "--root", type=path_arg, help="verify signatures against this trust root file"
+    )
     inspect.add_argument("--json", action="store_true", help="print the bundle as JSON")
     inspect.set_defaults(handler=_cmd_bundle_inspect)
 
@@ -278,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make the next trust root",
         epilog=help_epilog("edge-hub root rotate --keys keys/ --role policy", REFUSED),
     )
-    rotate.add_argument("--keys", type=Path, required=True, help="key directory")
+    rotate.add_argument("--keys", type=path_arg, required=True, help="key directory")
     rotate.add_argument(
         "--role",
         action="append",

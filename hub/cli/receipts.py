@@ -32,6 +32,7 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
+from hub.cli.exits import name_arg, path_arg
 from hub.core.receipts import FORMATS, hub_receipt, registered
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
@@ -46,15 +47,15 @@ def register(
 ) -> None:
     """Add ``lineage receipt|checkpoint|consistency`` and ``keys export`` to ``edge-hub``."""
     hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
-    hub_dir.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    hub_dir.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("--out", type=Path, required=True, help="file to write")
+    out.add_argument("--out", type=path_arg, required=True, help="file to write")
     out.add_argument("--force", action="store_true", help="replace --out if it is a file")
 
     receipt = lineage_commands.add_parser(
         "receipt", parents=[hub_dir, out], help="a receipt for one entry, cosigned by the hub"
     )
-    receipt.add_argument("device_id", metavar="DEVICE")
+    receipt.add_argument("device_id", type=name_arg, metavar="DEVICE")
     receipt.add_argument("seq", type=counter_arg(0), metavar="SEQ")
     receipt.add_argument("--format", choices=FORMATS, default="cose")
     receipt.add_argument(
@@ -65,14 +66,14 @@ def register(
     checkpoint = lineage_commands.add_parser(
         "checkpoint", parents=[hub_dir, out], help="the checkpoint note the hub holds"
     )
-    checkpoint.add_argument("device_id", metavar="DEVICE")
+    checkpoint.add_argument("device_id", type=name_arg, metavar="DEVICE")
     checkpoint.add_argument("--size", type=counter_arg(1), help="tree size (default: latest)")
     checkpoint.set_defaults(handler=_cmd_checkpoint)
 
     consistency = lineage_commands.add_parser(
         "consistency", parents=[hub_dir, out], help="a consistency proof between two sizes"
     )
-    consistency.add_argument("device_id", metavar="DEVICE")
+    consistency.add_argument("device_id", type=name_arg, metavar="DEVICE")
     consistency.add_argument("old", type=counter_arg(1), metavar="OLD")
     consistency.add_argument("new", type=counter_arg(1), metavar="NEW")
     consistency.set_defaults(handler=_cmd_consistency)
@@ -151,7 +152,7 @@ def _witness(hub: HubDir, keys_dir: Path | None) -> tuple[PrivateKey, tuple[Publ
 def _cmd_receipt(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     witness, witnesses = _witness(hub, args.keys)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         data, held = hub_receipt(
             registry,
             args.device_id,
@@ -174,7 +175,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
     write_out(args.out, note.encode("utf-8"), mode=0o644, force=args.force)
     print(f"checkpoint of {args.device_id} written to {args.out}")
@@ -183,7 +184,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def _cmd_consistency(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
     write_out(args.out, text.encode("ascii"), mode=0o644, force=args.force)
     print(

@@ -18,14 +18,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
-from hub.cli.exits import NO_HUB, REFUSED, help_epilog
+from hub.cli.exits import NO_HUB, REFUSED, help_epilog, name_arg, path_arg
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -73,8 +72,8 @@ def register(
             NO_HUB,
         ),
     )
-    start.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
-    start.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    start.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
+    start.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     start.add_argument(
         "--stages", default="1%,10%,50%,100%", help="shares of the devices (default %(default)s)"
     )
@@ -92,7 +91,9 @@ def register(
         metavar="CONDITION",
         help="halt and roll back when it holds (repeat; docs/rollout.md)",
     )
-    start.add_argument("--group", action="append", default=[], help="only devices in it (repeat)")
+    start.add_argument(
+        "--group", type=name_arg, action="append", default=[], help="only devices in it (repeat)"
+    )
     start.set_defaults(handler=_cmd_start)
 
     status = rollout.add_parser(
@@ -101,7 +102,7 @@ def register(
         help="explain rollouts",
         epilog=help_epilog("edge-hub rollout status --json", NO_HUB),
     )
-    status.add_argument("rollout", nargs="?", help="one rollout (default: all)")
+    status.add_argument("rollout", type=name_arg, nargs="?", help="one rollout (default: all)")
     status.add_argument("--json", action="store_true", help="print the rollouts as JSON")
     status.set_defaults(handler=_cmd_status)
 
@@ -116,7 +117,9 @@ def register(
             help=helptext,
             epilog=help_epilog(f"edge-hub rollout {name} eu-1-v7", REFUSED, NO_HUB),
         )
-        command.add_argument("rollout", help="the rollout's id ('edge-hub rollout status')")
+        command.add_argument(
+            "rollout", type=name_arg, help="the rollout's id ('edge-hub rollout status')"
+        )
         if name == "abort":
             command.add_argument(
                 "--reason", default="aborted by the operator", help="why (kept with the rollout)"
@@ -136,7 +139,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
             "pre-sign the rollback bundle"
         )
     data = read_bounded(args.candidate, MAX_BUNDLE_BYTES, "candidate bundle")
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         try:
             record = prepare_rollout(
                 registry,
@@ -171,7 +174,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_change(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         for _ in range(_CAS_ATTEMPTS):
             record = _one(registry, args.rollout)
             now = wall_clock()
@@ -205,7 +208,7 @@ def _one(registry: Registry, rollout: str) -> RolloutRecord:
 def _cmd_status(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     now = wall_clock()
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         records = [_one(registry, args.rollout)] if args.rollout else registry.rollouts()
         described = [_describe(registry, r, now) for r in records]
     if args.json:

@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,13 +161,13 @@ class HubDir:
                 ``create`` is false.
             RegistryError: the database cannot be opened.
         """
-        if not self.path.is_dir():
+        if not _is(self.path, Path.is_dir):
             raise HubDirError(
                 f"hub directory {self.path} does not exist (create it with "
                 f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
                 self.path,
             )
-        if not create and not self.registry_path.is_file():
+        if not create and not _is(self.registry_path, Path.is_file):
             raise HubDirError(
                 f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}); "
                 "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)",
@@ -180,13 +180,15 @@ class HubDir:
         key of the current root, if held) from ``keys_dir`` (default ``keys/``).
 
         Raises:
-            ConfigError: no root or no freshness key of the current root there.
+            HubDirError: no root there (the directory was never initialised).
+            ConfigError: no freshness key of the current root there.
             RootError: a root file does not verify.
         """
         directory = keys_dir or self.keys
-        if not (directory / ROOT_FILE).exists():
-            raise ConfigError(
-                f"no trust root in {directory}: run 'edge-hub keys init --out {directory}'"
+        if not _is(directory / ROOT_FILE, Path.exists):
+            raise HubDirError(
+                f"no trust root in {directory}: run 'edge-hub keys init --out {directory}'",
+                directory,
             )
         root = load_root(directory / ROOT_FILE)
         freshness = load_role_keys(directory, Role.FRESHNESS, root)
@@ -275,6 +277,20 @@ class HubDir:
             return
         if info is not None and info.pid == pid:
             self.serve_file.unlink(missing_ok=True)
+
+
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)``, a path the system cannot even look up (a name too long) refused as
+    the hub directory it was meant to be.
+
+    Raises:
+        HubDirError: the lookup failed.
+    """
+    try:
+        return test(path)
+    except OSError as exc:
+        shown = str(path) if len(str(path)) <= 120 else str(path)[:119] + "…"
+        raise HubDirError(f"{shown} cannot be used: {exc.strerror or exc}", path) from exc
 
 
 def _running(pid: int) -> bool:
