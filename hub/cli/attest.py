@@ -37,9 +37,15 @@ from edge_agent.protocol.expectations import (
 )
 from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, parse_profile
 from edge_agent.protocol.roles import Role
-from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_out
+from edge_agent.support.cli import (
+    EXIT_REFUSED,
+    format_duration,
+    read_bounded,
+    wall_clock,
+    write_out,
+)
 from edge_agent.support.mqtt import BrokerSettings
-from hub.cli.exits import name_arg, path_arg
+from hub.cli.exits import BROKER, NO_HUB, help_epilog, name_arg, path_arg
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
@@ -65,16 +71,32 @@ def register(
     duration: Callable[[str], int],
 ) -> None:
     """Add ``attest expect`` and ``attest challenge`` to the ``edge-hub`` parser."""
-    attest = commands.add_parser("attest", help="device attestation").add_subparsers(
-        dest="attest_command", required=True, metavar="COMMAND"
-    )
+    attest = commands.add_parser(
+        "attest",
+        parents=[hub_dir],
+        help="device attestation",
+        epilog=help_epilog("edge-hub attest challenge gw-001 --wait 30s"),
+    ).add_subparsers(dest="attest_command", required=True, metavar="COMMAND")
     expect = attest.add_parser(
-        "expect", parents=[hub_dir], help="bundle expectations from device reports"
+        "expect",
+        parents=[hub_dir],
+        help="bundle expectations from device reports",
+        epilog=help_epilog(
+            "edge-hub attest expect --profile generic-x86_64 --from-device gw-001 gw-002 "
+            "--out expect.json",
+            NO_HUB,
+        ),
     )
     expect.add_argument(
         "--profile", required=True, help="profile name (in --profile-dir) or a profile file"
     )
-    expect.add_argument("--profile-dir", type=path_arg, default=DEFAULT_PROFILE_DIR)
+    expect.add_argument(
+        "--profile-dir",
+        type=path_arg,
+        default=DEFAULT_PROFILE_DIR,
+        metavar="DIR",
+        help=f"where --profile NAME is looked up (default {DEFAULT_PROFILE_DIR}/)",
+    )
     source = expect.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--from-device-report",
@@ -95,18 +117,28 @@ def register(
     expect.set_defaults(handler=_cmd_expect)
 
     challenge = attest.add_parser(
-        "challenge", parents=[hub_dir, keys, broker], help="challenge a device now"
+        "challenge",
+        parents=[hub_dir, keys, broker],
+        help="challenge a device now",
+        epilog=help_epilog(
+            "edge-hub attest challenge gw-001 --wait 30s",
+            (EXIT_REFUSED, "the device's evidence failed"),
+            BROKER,
+        ),
     )
-    challenge.add_argument("device_id", type=name_arg, metavar="ID")
+    challenge.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     challenge.add_argument(
         "--wait", type=duration, metavar="DURATION", help="wait this long for the verdict"
     )
     challenge.set_defaults(handler=_cmd_challenge)
 
     tpm_ak = attest.add_parser(
-        "tpm-ak", parents=[hub_dir], help="register a device's TPM attestation key"
+        "tpm-ak",
+        parents=[hub_dir],
+        help="register a device's TPM attestation key",
+        epilog=help_epilog("edge-hub attest tpm-ak gw-001 tpm-ak.pem", NO_HUB),
     )
-    tpm_ak.add_argument("device_id", type=name_arg, metavar="ID")
+    tpm_ak.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     ak_source = tpm_ak.add_mutually_exclusive_group(required=True)
     ak_source.add_argument(
         "ak_file",

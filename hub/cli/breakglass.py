@@ -22,7 +22,7 @@ from edge_agent.protocol.breakglass import (
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.support.cli import wall_clock, write_out
-from hub.cli.exits import name_arg, path_arg
+from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
@@ -42,6 +42,11 @@ def register(
         "break-glass",
         parents=[hub_dir, keys],
         help="sign a recovery token that puts one device's exec enforcement in audit mode",
+        epilog=help_epilog(
+            "edge-hub break-glass --device gw-001 --minutes 30 --reason 'INC-42' "
+            "--out gw-001.breakglass",
+            NO_HUB,
+        ),
     )
     command.add_argument(
         "--device", type=name_arg, required=True, help="the device the token is bound to"
