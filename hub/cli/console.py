@@ -8,6 +8,7 @@ SHA-256 digest (:mod:`hub.console.auth`), so a lost token is revoked and a new o
 from __future__ import annotations
 
 import argparse
+import json
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
@@ -49,6 +50,7 @@ def register(
         required=True,
         help="viewer: reads only; operator: may push, revoke, challenge and register",
     )
+    add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(handler=_cmd_add)
     listing = token.add_parser(
         "list",
@@ -56,6 +58,7 @@ def register(
         help="the tokens (names and roles)",
         epilog=help_epilog("edge-hub console token list", NO_HUB),
     )
+    listing.add_argument("--json", action="store_true", help="print the tokens as JSON")
     listing.set_defaults(handler=_cmd_list)
     revoke = token.add_parser(
         "revoke",
@@ -64,6 +67,7 @@ def register(
         epilog=help_epilog("edge-hub console token revoke alice", NO_HUB),
     )
     revoke.add_argument("name", type=name_arg, metavar="NAME", help="the token's name")
+    revoke.add_argument("--json", action="store_true", help="print the result as JSON")
     revoke.set_defaults(handler=_cmd_revoke)
 
 
@@ -78,6 +82,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
         registry.add_console_token(
             ConsoleToken(args.name, args.role, token_digest(token), wall_clock())
         )
+    if args.json:
+        print(json.dumps({"name": args.name, "role": args.role, "token": token}, sort_keys=True))
+        return 0
     print(f"console token for {args.name} ({args.role}); shown once, keep it secret:")
     print(token)
     return 0
@@ -86,6 +93,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         tokens = registry.console_tokens()
+    if args.json:
+        listed = [{"name": t.name, "role": t.role, "created_at": t.created_at} for t in tokens]
+        print(json.dumps({"tokens": listed}, sort_keys=True))
+        return 0
     if not tokens:
         print("no console tokens: add one with 'edge-hub console token add NAME --role viewer'")
     for token in tokens:
@@ -98,5 +109,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         if not registry.revoke_console_token(args.name):
             raise ConfigError(f"no console token named {args.name!r} (see 'console token list')")
+    if args.json:
+        print(json.dumps({"name": args.name, "revoked": True}, sort_keys=True))
+        return 0
     print(f"console token {args.name} revoked; its sessions end at their next request")
     return 0

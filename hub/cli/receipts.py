@@ -24,6 +24,7 @@ errors (exit 2); no cosigned checkpoint yet is a refusal (exit 1).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, LineageError
@@ -51,6 +52,7 @@ def register(
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", type=path_arg, required=True, help="file to write")
     out.add_argument("--force", action="store_true", help="replace --out if it is a file")
+    out.add_argument("--json", action="store_true", help="print the result as JSON")
 
     receipt = lineage_commands.add_parser(
         "receipt",
@@ -185,6 +187,18 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
     # A receipt holds the entry (subjects, resources): owner-only, as on the device.
     write_out(args.out, data, force=args.force)
     when = utc_text(held.cosignature.time, "%Y-%m-%dT%H:%M:%SZ")
+    if args.json:
+        report = {
+            "out": str(args.out),
+            "format": args.format,
+            "bytes": len(data),
+            "device": args.device_id,
+            "seq": args.seq,
+            "tree_size": held.stored.size,
+            "cosigned_at": held.cosignature.time,
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"receipt ({args.format}, {len(data)} bytes) for entry {args.seq} of {args.device_id} "
         f"written to {args.out}: tree size {held.stored.size}, cosigned by the hub at {when}"
@@ -197,6 +211,9 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
     with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
     write_out(args.out, note.encode("utf-8"), mode=0o644, force=args.force)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "device": args.device_id}, sort_keys=True))
+        return 0
     print(f"checkpoint of {args.device_id} written to {args.out}")
     return 0
 
@@ -206,6 +223,10 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
     write_out(args.out, text.encode("ascii"), mode=0o644, force=args.force)
+    if args.json:
+        report = {"out": str(args.out), "device": args.device_id, "old": args.old, "new": args.new}
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"consistency proof of {args.device_id} from size {args.old} to {args.new} written to "
         f"{args.out}"
@@ -216,6 +237,10 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
     write_out(args.out, witness.public.to_pem().encode("ascii"), mode=0o644, force=args.force)
+    if args.json:
+        report = {"out": str(args.out), "key_id": witness.public.key_id.hex(), "role": "verifier"}
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"witness public key (verifier role, key id {witness.public.key_id.hex()[:16]}) "
         f"written to {args.out}: give it to edge-verify --witness-key"

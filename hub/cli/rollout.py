@@ -94,6 +94,7 @@ def register(
     start.add_argument(
         "--group", type=name_arg, action="append", default=[], help="only devices in it (repeat)"
     )
+    start.add_argument("--json", action="store_true", help="print the rollout as JSON")
     start.set_defaults(handler=_cmd_start)
 
     status = rollout.add_parser(
@@ -124,6 +125,7 @@ def register(
             command.add_argument(
                 "--reason", default="aborted by the operator", help="why (kept with the rollout)"
             )
+        command.add_argument("--json", action="store_true", help="print the result as JSON")
         command.set_defaults(handler=_cmd_change, change=name)
 
 
@@ -155,6 +157,11 @@ def _cmd_start(args: argparse.Namespace) -> int:
         except HaltSyntaxError as exc:
             print(exc.pointer(), file=sys.stderr)
             return 2
+    if args.json:
+        with hub.open_registry(create=False) as registry:
+            described = _describe(registry, record, wall_clock())
+        print(json.dumps({"format": STATUS_FORMAT, "rollouts": [described]}, sort_keys=True))
+        return 0
     sizes = ", ".join(
         f"{share}% {len(stage_members(record, k))}" for k, share in enumerate(record.stages)
     )
@@ -193,6 +200,18 @@ def _cmd_change(args: argparse.Namespace) -> int:
         "resume": f"running: {format_duration(soak_left(changed, now))} of soak left",
         "abort": "aborting: the running hub rolls the switched devices back within seconds",
     }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": changed.rollout_id,
+                    "state": str(changed.state),
+                    "message": done[args.change],
+                },
+                sort_keys=True,
+            )
+        )
+        return 0
     print(f"rollout {changed.rollout_id} {done[args.change]}")
     return 0
 
