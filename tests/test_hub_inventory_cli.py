@@ -15,6 +15,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.cli import fabric, inventory
 from hub.cli.main import main as hub_main
+from hub.hubdir import profiles
 from hub.registry import IssuedRevocation, RejectionCount
 from hub.registry.backends import open_registry
 from tests.factory import NOW
@@ -199,7 +200,7 @@ def test_device_add_refuses_an_unknown_firmware_profile_and_lists_the_known_ones
 
 def test_the_shipped_profile_names_are_the_files_of_firmware_profiles() -> None:
     shipped = Path(__file__).resolve().parent.parent / "firmware_profiles"
-    assert tuple(sorted(p.stem for p in shipped.glob("*.toml"))) == inventory.SHIPPED_PROFILES
+    assert tuple(sorted(p.stem for p in shipped.glob("*.toml"))) == profiles.SHIPPED_PROFILES
 
 
 def test_fleet_marks_a_device_silent_for_19_minutes_stale_never_online(

@@ -55,6 +55,7 @@ from hub.core.push import (
     resolve_key_id,
     revocation_region,
 )
+from hub.hubdir import profiles
 from hub.hubdir.layout import HubDir
 from hub.registry import IssuedRevocation
 from hub.service import governance
@@ -304,7 +305,7 @@ def _register_device(
         "--profile",
         required=True,
         help="firmware profile it was enrolled with (shipped: "
-        f"{', '.join(inventory.SHIPPED_PROFILES)}; or HUB_DIR/firmware_profiles/NAME.toml)",
+        f"{', '.join(profiles.SHIPPED_PROFILES)}; or HUB_DIR/firmware_profiles/NAME.toml)",
     )
     add.set_defaults(handler=_cmd_device_add)
 
@@ -421,7 +422,7 @@ async def _serve(config: HubConfig, *, quiet: bool) -> int:
 
 def _cmd_device_add(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    inventory.check_profile(hub, args.profile)
+    profiles.check_profile(hub, args.profile)
     pem = read_bounded(args.pubkey, MAX_PUBLIC_KEY_BYTES, "device public key")
     record = governance.device_record(
         args.device_id,

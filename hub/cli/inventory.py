@@ -1,5 +1,5 @@
 """The hub's inventory: ``edge-hub device list|show|remove`` and ``edge-hub revoke list``,
-and the firmware profile names ``device add`` accepts.
+with what each says about trust.
 
 Removing a device is an inventory change, not a revocation. The device leaves the
 registry: the next device directory of its region (signed by the hub, what agents verify
@@ -33,47 +33,13 @@ from hub.registry import DeviceRecord, IssuedRevocation, Registry
 from hub.service import governance
 
 __all__ = [
-    "PROFILE_DIR",
-    "SHIPPED_PROFILES",
-    "check_profile",
     "cmd_device_list",
     "cmd_device_remove",
     "cmd_device_show",
     "cmd_revoke_list",
     "device_json",
     "issue_directory",
-    "known_profiles",
 ]
-
-SHIPPED_PROFILES = ("generic-arm64", "generic-armhf", "generic-x86_64", "raspberry-pi-4")
-"""The firmware profiles edgegov ships (``firmware_profiles/*.toml``, installed on devices
-as ``/etc/edge-agent/firmware_profiles``)."""
-PROFILE_DIR = "firmware_profiles"
-"""Where a hub directory keeps the profiles of device classes of its own (``NAME.toml``)."""
-
-
-def known_profiles(hub: HubDir) -> list[str]:
-    """The profile names a device may be registered with: the shipped ones and those of
-    ``HUB_DIR/firmware_profiles/*.toml``, sorted."""
-    own = hub.path / PROFILE_DIR
-    names = set(SHIPPED_PROFILES)
-    if own.is_dir():
-        names.update(p.stem for p in own.glob("*.toml") if p.is_file())
-    return sorted(names)
-
-
-def check_profile(hub: HubDir, profile: str) -> None:
-    """Refuse a profile name no device can be enrolled with.
-
-    Raises:
-        ConfigError: ``profile`` is not a known profile (the message lists them).
-    """
-    known = known_profiles(hub)
-    if profile not in known:
-        raise ConfigError(
-            f"unknown firmware profile {profile!r}: known profiles are {', '.join(known)} "
-            f"(a device class of your own: put its NAME.toml in {hub.path / PROFILE_DIR})"
-        )
 
 
 def device_json(record: DeviceRecord) -> dict[str, object]:
