@@ -97,7 +97,7 @@ def _parser() -> CliParser:
 
 
 def _globals(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default="/default")
+    parser.add_argument("--state-dir", default="/default", help="where (default: %(default)s)")
     add_verbosity(parser)
 
 
@@ -157,6 +157,16 @@ def test_global_options_work_before_or_after_the_subcommand(
     args = _parser().parse_args(argv)
 
     assert (args.state_dir, args.verbose, args.quiet) == (state_dir, verbose, False)
+
+
+def test_a_subcommand_help_names_the_global_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["show", "--help"])
+
+    assert exited.value.code == 0
+    assert "where (default: /default)" in capsys.readouterr().out
 
 
 # --- -v / -vv / -q ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import select
+import shutil
 import stat
 import sys
 import tempfile
@@ -45,10 +46,12 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "LIBRARY_LOGGERS",
+    "MIN_WIDTH",
     "CliParser",
     "add_verbosity",
     "configure_logging",
     "counter_arg",
+    "ellipsize",
     "epilog",
     "error_document",
     "expiry_text",
@@ -60,6 +63,8 @@ __all__ = [
     "read_bounded",
     "read_offered",
     "read_regular",
+    "terminal_width",
+    "text_arg",
     "utc_text",
     "wall_clock",
     "wants_json",
@@ -91,6 +96,23 @@ _DEFAULT_REASONS = {
 }
 LIBRARY_LOGGERS = ("amqtt", "aiomqtt", "paho", "transitions", "uvicorn", "websockets", "asyncio")
 """Loggers of the libraries we run on: their debug output only with ``-vv``."""
+
+
+MIN_WIDTH = 40
+"""The narrowest layout the tables are drawn for; a narrower terminal wraps them."""
+
+
+def terminal_width() -> int:
+    """The width tables are drawn to: ``$COLUMNS``, else the terminal's, else 80 (output to
+    a pipe or file), never below :data:`MIN_WIDTH`."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((80, 24)).columns)
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the cut shown by a final ``…``."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…"
 
 
 def wall_clock() -> int:
@@ -239,6 +261,27 @@ def counter_arg(minimum: int) -> Callable[[str], int]:
     return counter
 
 
+def text_arg(max_chars: int) -> Callable[[str], str]:
+    """An argparse ``type`` for a free-text value (a subject, an action, a note): non-empty
+    printable text of at most ``max_chars`` characters. Bytes that are not UTF-8 (which
+    reach Python as lone surrogates) are refused here, before they could reach a database
+    or a terminal."""
+
+    def text(value: str) -> str:
+        if not value:
+            raise argparse.ArgumentTypeError("an empty value")
+        if len(value) > max_chars:
+            raise argparse.ArgumentTypeError(f"longer than {max_chars} characters")
+        if not value.isprintable() or any("\ud800" <= c <= "\udfff" for c in value):
+            raise argparse.ArgumentTypeError(
+                f"{ascii(value)[:60]} is not printable UTF-8 text (control characters or "
+                "bytes that are not UTF-8)"
+            )
+        return value
+
+    return text
+
+
 def utc_text(seconds: int, fmt: str) -> str:
     """Unix ``seconds`` as UTC text in ``fmt`` (strftime), or ``@seconds`` for a time past
     year 9999: a valid counter reaches 2^53-1 s (285 million years), which ``datetime``
@@ -323,6 +366,9 @@ def global_options(
     sub = CliParser(add_help=False)
     define(sub)
     for action in sub._actions:
+        # argparse drops a SUPPRESS default from what help may name: name the real one.
+        if action.help and "%(default)s" in action.help:
+            action.help = action.help.replace("%(default)s", str(action.default))
         action.default = argparse.SUPPRESS
     return top, sub
 
@@ -339,13 +385,13 @@ def epilog(exit_codes: Sequence[tuple[int, str]], example: str, *more: str) -> s
 
 class _HelpFormatter(argparse.HelpFormatter):
     """Wraps each line of a description or epilog on its own: a long sentence is filled to
-    the terminal, while line breaks and indented lines (an exit-code table, an example)
-    stay as written."""
+    the terminal, while line breaks, indented lines (an exit-code table) and the example
+    (a command to copy whole) stay as written."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         lines = []
         for line in text.splitlines():
-            if line.startswith(" ") or len(line) <= width:
+            if line.startswith((" ", "example: ")) or len(line) <= width:
                 lines.append(indent + line)
             else:
                 lines.extend(
