@@ -45,7 +45,7 @@ from edge_agent.support.cli import (
     write_out,
 )
 from edge_agent.support.mqtt import BrokerSettings
-from hub.cli.exits import BROKER, NO_HUB, help_epilog, name_arg, path_arg
+from hub.cli.exits import BROKER, NO_HUB, counted, help_epilog, name_arg, path_arg
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
@@ -177,8 +177,9 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     entry = expectations.profiles[profile.name]
     several = sorted(n for n, v in entry.measurements.items() if len(v) > 1)
     print(
-        f"expectations for {profile.name}: {len(entry.measurements)} class measurement(s), "
-        f"{len(entry.devices)} device(s) with their own values"
+        f"expectations for {profile.name}: "
+        f"{counted(len(entry.measurements), 'class measurement')}, "
+        f"{counted(len(entry.devices), 'device')} with their own values"
         + (f"; several values accepted for {', '.join(several)}" if several else "")
         + (f"; written to {args.out}" if args.out else ""),
         file=sys.stderr,

@@ -38,7 +38,7 @@ from edge_agent.support.cli import (
     utc_text,
     wall_clock,
 )
-from hub.cli.exits import NO_HUB, exit_code, help_epilog, name_arg, path_arg
+from hub.cli.exits import NO_HUB, counted, exit_code, help_epilog, name_arg, path_arg
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
     ChangeGroup,
@@ -387,7 +387,7 @@ def _print_report(setting: _Setting, report: DiffReport, limit: int) -> None:
     candidate = setting.candidate
     print(
         f"candidate  bundle v{candidate.version} sha256:{candidate.digest.hex()[:16]}, region "
-        f"{candidate.target.region}, {candidate.policy.rule_count} rules"
+        f"{candidate.target.region}, {counted(candidate.policy.rule_count, 'rule')}"
     )
     if setting.baseline is None:
         print("baseline   the decisions as recorded")

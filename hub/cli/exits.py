@@ -31,6 +31,7 @@ __all__ = [
     "NO_HUB",
     "REFUSED",
     "USAGE",
+    "counted",
     "exit_code",
     "help_epilog",
     "name_arg",
@@ -89,3 +90,8 @@ def name_arg(text: str) -> str:
     if not text.isprintable():
         raise argparse.ArgumentTypeError(f"{text!r} holds control characters")
     return text
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 rule``, ``3 rules``: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

@@ -44,7 +44,7 @@ from hub.cli import attest as attest_cli
 from hub.cli import breakglass as breakglass_cli
 from hub.cli import inventory
 from hub.cli.bundle_view import terminal_width
-from hub.cli.exits import BROKER, NO_HUB, REFUSED, help_epilog, name_arg, path_arg
+from hub.cli.exits import BROKER, NO_HUB, REFUSED, counted, help_epilog, name_arg, path_arg
 from hub.cli.fleet import cut, fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.console.listen import ConsoleListen, parse_listen
@@ -455,7 +455,10 @@ def _cmd_device_acl(args: argparse.Namespace) -> int:
         print(text, end="")
         return 0
     write_atomic(args.out, text.encode())
-    print(f"ACL for {len(devices)} device(s) written to {args.out}; reload Mosquitto to apply it")
+    print(
+        f"ACL for {counted(len(devices), 'device')} written to {args.out}; reload Mosquitto "
+        "to apply it"
+    )
     return 0
 
 
@@ -646,7 +649,7 @@ class _Published:
                 "'edge-hub serve' publishes it when it starts"
             )
         return (
-            f"published to {self.broker} ({self.messages} message(s) sent to be retained; "
+            f"published to {self.broker} ({counted(self.messages, 'message')} sent to be retained; "
             "MQTT 3.1.1 does not say whether the broker kept them: a running 'edge-hub serve' "
             "publishes again, on its next round, what the embedded broker did not keep)"
         )

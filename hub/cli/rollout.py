@@ -24,7 +24,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
-from hub.cli.exits import NO_HUB, REFUSED, help_epilog, name_arg, path_arg
+from hub.cli.exits import NO_HUB, REFUSED, counted, help_epilog, name_arg, path_arg
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -167,8 +167,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
     )
     print(
         f"rollout {record.rollout_id} started: bundle v{record.candidate_version} "
-        f"sha256:{record.candidate_digest.hex()[:16]} to {len(record.devices)} device(s) in "
-        f"{len(record.stages)} stage(s) ({sizes} devices), soak {format_duration(record.soak_s)}"
+        f"sha256:{record.candidate_digest.hex()[:16]} to {counted(len(record.devices), 'device')} "
+        f"in {counted(len(record.stages), 'stage')} ({sizes} devices), soak "
+        f"{format_duration(record.soak_s)}"
     )
     print(f"halt if   {'; '.join(record.halts) or '(no condition: only pause/abort stop it)'}")
     print(
