@@ -42,7 +42,7 @@ def _announcer() -> tuple[ServeAnnouncer, list[str], Clock, HubStats]:
 def test_the_broker_coming_going_and_coming_back_is_one_line_each() -> None:
     announcer, lines, clock, _ = _announcer()
     announcer.connected(shared=False)
-    announcer.lost("connection refused")
+    announcer.lost(f"broker {URL}: connection refused")
     clock.now += 5
     announcer.lost("connection refused")
     clock.now += 7

@@ -73,6 +73,7 @@ class ServeAnnouncer:
         if self._down_since is not None:
             return
         self._down_since = self._clock()
+        reason = reason.removeprefix(f"broker {self._url}: ")
         if self._ever_connected:
             self._say(f"lost the broker {self._url}: {reason}; reconnecting")
         else:
