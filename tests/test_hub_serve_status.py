@@ -132,7 +132,7 @@ async def test_serve_prints_a_summary_every_interval(setup: HubSetup) -> None:
 def test_serve_q_makes_no_status_lines(setup: HubSetup, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
 
-    async def fake_serve(config: object, *, quiet: bool) -> int:
+    async def fake_serve(config: object, status_lines: object, *, quiet: bool) -> int:
         seen.append((config, quiet))
         return 0
 

@@ -357,6 +357,7 @@ def _register_device(
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
+    status_lines = _StatusLines()
     settings = None
     if args.broker:
         settings = BrokerSettings.from_url(
@@ -376,7 +377,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             attest_interval_s=args.attest_interval,
             attest_ttl_s=args.attest_ttl,
             console=_console_listen(args),
-            status_lines=None if args.quiet else _status_line,
+            status_lines=None if args.quiet else status_lines,
             summary_interval_s=args.summary_interval,
         )
     except ValueError as exc:
@@ -384,11 +385,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, args.log_format, args.log_level, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
-    return asyncio.run(_serve(config, quiet=args.quiet))
+    return asyncio.run(_serve(config, status_lines, quiet=args.quiet))
 
 
-def _status_line(line: str) -> None:
-    print(line, flush=True)
+class _StatusLines:
+    """Prints ``serve``'s status lines, holding those made before the banner is out (the
+    broker may be reached while the hub is still starting its console)."""
+
+    def __init__(self) -> None:
+        self._held: list[str] | None = []
+
+    def __call__(self, line: str) -> None:
+        if self._held is None:
+            print(line, flush=True)
+        else:
+            self._held.append(line)
+
+    def release(self) -> None:
+        """Print what was held; print at once from now on."""
+        held, self._held = self._held or [], None
+        for line in held:
+            print(line, flush=True)
 
 
 def _console_listen(args: argparse.Namespace) -> ConsoleListen | None:
@@ -399,7 +416,7 @@ def _console_listen(args: argparse.Namespace) -> ConsoleListen | None:
     return parse_listen(args.console, args.console_cert, args.console_key)
 
 
-async def _serve(config: HubConfig, *, quiet: bool) -> int:
+async def _serve(config: HubConfig, status_lines: _StatusLines, *, quiet: bool) -> int:
     async with HubService(config) as hub:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -414,6 +431,7 @@ async def _serve(config: HubConfig, *, quiet: bool) -> int:
             )
             if hub.console is not None:
                 print(f"edge-hub serve: console {hub.console.url}", flush=True)
+        status_lines.release()
         await hub.serve_forever()
     if not quiet:
         print("edge-hub serve: stopped", flush=True)
