@@ -165,6 +165,16 @@ CASES: list[tuple[str, Case, set[str]]] = [
         {"out", "token", "device", "minutes", "expires_at"},
     ),
     (
+        "device acl",
+        lambda s, t, c: ["device", "acl", "--out", str(t / "acl"), "--hub-dir", str(s.path)],
+        {"out", "devices", "acl"},
+    ),
+    (
+        "attest tpm-ak",
+        lambda s, t, c: ["attest", "tpm-ak", "gw-001", "--remove", "--hub-dir", str(s.path)],
+        {"device", "tpm_ak_sha256"},
+    ),
+    (
         "keys export",
         lambda s, t, c: [
             "keys",

@@ -130,6 +130,7 @@ def register(
     challenge.add_argument(
         "--wait", type=duration, metavar="DURATION", help="wait this long for the verdict"
     )
+    challenge.add_argument("--json", action="store_true", help="print the result as JSON")
     challenge.set_defaults(handler=_cmd_challenge)
 
     tpm_ak = attest.add_parser(
@@ -150,6 +151,7 @@ def register(
     ak_source.add_argument(
         "--remove", action="store_true", help="forget the key: no quote is required any more"
     )
+    tpm_ak.add_argument("--json", action="store_true", help="print the result as JSON")
     tpm_ak.set_defaults(handler=_cmd_tpm_ak)
 
 
@@ -289,13 +291,21 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
         )
     challenge = issued.challenge
     asyncio.run(publish_once(settings, [issued.publication]))
-    print(f"challenge sent to {device.device_id} (nonce {challenge.nonce.hex()[:16]}…)")
+    sent = {"device": device.device_id, "nonce": challenge.nonce.hex(), "sent": True}
+    if not args.json:
+        print(f"challenge sent to {device.device_id} (nonce {challenge.nonce.hex()[:16]}…)")
     if not args.wait:
+        if args.json:
+            print(json.dumps(sent | {"outcome": None}, sort_keys=True))
         return 0
     record = _wait_outcome(hub, device.device_id, challenge.nonce, args.wait)
     if record is None:
         raise TransportError(f"no answer from {device.device_id} within {args.wait} s")
-    print(_outcome_line(record, wall_clock()))
+    if args.json:
+        outcome = attestation_json(record, wall_clock())
+        print(json.dumps(sent | {"outcome": outcome}, sort_keys=True))
+    else:
+        print(_outcome_line(record, wall_clock()))
     return 0 if record.verdict == "pass" else 1
 
 
@@ -324,12 +334,14 @@ def _cmd_tpm_ak(args: argparse.Namespace) -> int:
         if registry.device(args.device_id) is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
         registry.set_tpm_ak(args.device_id, der, wall_clock())
-    if der is None:
+    fingerprint = None if der is None else hashlib.sha256(der).hexdigest()
+    if args.json:
+        print(json.dumps({"device": args.device_id, "tpm_ak_sha256": fingerprint}, sort_keys=True))
+    elif fingerprint is None:
         print(f"{args.device_id}: TPM attestation key removed; no quote is required any more")
     else:
-        fingerprint = hashlib.sha256(der).hexdigest()[:16]
         print(
-            f"{args.device_id}: TPM attestation key sha256:{fingerprint} registered; its "
+            f"{args.device_id}: TPM attestation key sha256:{fingerprint[:16]} registered; its "
             "evidence must now carry a quote signed by it"
         )
     return 0

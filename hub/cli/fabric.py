@@ -352,6 +352,9 @@ def _register_device(
         metavar="NAME",
         help="a broker username of a hub process or command (repeat; default: hub)",
     )
+    acl.add_argument(
+        "--json", action="store_true", help="print the result as JSON (the ACL text in 'acl')"
+    )
     acl.set_defaults(handler=_cmd_device_acl)
 
 
@@ -469,10 +472,15 @@ def _cmd_device_acl(args: argparse.Namespace) -> int:
     with hub.open_registry(create=False) as registry:
         devices = registry.devices()
     text = render_acl(devices, args.hub_user or DEFAULT_HUB_USERS)
+    if args.out is not None:
+        write_atomic(args.out, text.encode())
+    if args.json:
+        out = None if args.out is None else str(args.out)
+        print(json.dumps({"out": out, "devices": len(devices), "acl": text}, sort_keys=True))
+        return 0
     if args.out is None:
         print(text, end="")
         return 0
-    write_atomic(args.out, text.encode())
     print(
         f"ACL for {counted(len(devices), 'device')} written to {args.out}; reload Mosquitto "
         "to apply it"
