@@ -90,13 +90,18 @@ def _row(*cells: str) -> str:
     return " ".join(c.ljust(w) if w else c for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
-def _states(registry: Registry, now: int) -> dict[str, dict[str, object]]:
-    """Each registered device's liveness as ``edge-hub fleet --json`` states it."""
-    report = fleet_json(registry.fleet(), {}, now)
-    devices = report["devices"]
+def _fleet_rows(registry: Registry, now: int) -> dict[str, dict[str, object]]:
+    """Each registered device's row as ``edge-hub fleet --json`` states it, by id."""
+    devices = fleet_json(registry.fleet(), {}, now)["devices"]
     assert isinstance(devices, list)
+    return {d["device"]: d for d in devices}
+
+
+def _states(registry: Registry, now: int) -> dict[str, dict[str, object]]:
+    """Each registered device's liveness, by id."""
     return {
-        d["device"]: {k: d[k] for k in ("online", "stale", "last_seen", "gate")} for d in devices
+        device: {k: row[k] for k in ("online", "stale", "last_seen", "gate")}
+        for device, row in _fleet_rows(registry, now).items()
     }
 
 
@@ -198,11 +203,9 @@ def _attestation_text(value: dict[str, object] | None) -> str:
 
 def _shown(registry: Registry, device_id: str, now: int) -> _Shown:
     record = _registered(registry, device_id)
-    (row,) = [
-        d
-        for d in _fleet_devices(registry, now)
-        if isinstance(d, dict) and d.get("device") == device_id
-    ]
+    row = _fleet_rows(registry, now).get(device_id)
+    if row is None:
+        raise ConfigError(f"device {device_id!r} was removed meanwhile by another command")
     revocations = tuple(r for r in registry.current_revocations() if _names(r, record))
     return _Shown(
         record,
@@ -212,12 +215,6 @@ def _shown(registry: Registry, device_id: str, now: int) -> _Shown:
         registry.lineage_state(device_id).checkpoint,
         revocations,
     )
-
-
-def _fleet_devices(registry: Registry, now: int) -> list[object]:
-    devices = fleet_json(registry.fleet(), {}, now)["devices"]
-    assert isinstance(devices, list)
-    return devices
 
 
 def _names(revocation: IssuedRevocation, record: DeviceRecord) -> bool:
