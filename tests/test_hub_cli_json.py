@@ -14,7 +14,7 @@ from edge_agent.cli import main as agent_main
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.request import Request
 from hub.cli.main import main as hub_main
-from tests.factory import DEVICE, NOW, HubSim
+from tests.factory import DEVICE, NOW, HubSim, raw_payload
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir
 
 POLICY = """\
@@ -206,3 +206,28 @@ def test_a_result_under_json_is_one_object_with_its_fields(
     assert captured.err == ""
     (line,) = captured.out.splitlines()
     assert fields <= set(json.loads(line))
+
+
+def test_bundle_inspect_shows_a_hostile_payload_as_escaped_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payload = {
+        "version": 1,
+        "target": {"region": "eu-1", "groups": [b"\x01\x02"]},
+        "policy": {
+            "rules": [
+                {"id": "evil\x1b[31m", "effect": "deny", "when": {"time_utc": "\x07", "z": [b"x"]}}
+            ]
+        },
+    }
+    path = tmp_path / "hostile.cbor"
+    path.write_bytes(HubSim().sign_raw(raw_payload(payload)))
+    assert hub_main(["bundle", "inspect", str(path), "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    shown = json.loads(line)
+    assert shown["target"]["groups"] == ["0102"]
+    assert shown["rules"][0]["when"] == {"time_utc": "\x07", "z": ["78"]}
+    assert hub_main(["bundle", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "DENY evil\\x1b[31m" in out and "when time_utc \\x07 UTC" in out

@@ -39,11 +39,11 @@ def summary_json(summary: BundleSummary) -> dict[str, object]:
     policy = payload.get("policy")
     policy = policy if isinstance(policy, dict) else {}
     return {
-        "version": payload.get("version"),
-        "issued_at": payload.get("issued_at"),
-        "expires_at": payload.get("expires_at"),
-        "max_offline": payload.get("max_offline"),
-        "target": payload.get("target"),
+        "version": _jsonable(payload.get("version")),
+        "issued_at": _jsonable(payload.get("issued_at")),
+        "expires_at": _jsonable(payload.get("expires_at")),
+        "max_offline": _jsonable(payload.get("max_offline")),
+        "target": _jsonable(payload.get("target")),
         "attestation": _jsonable(payload.get("attestation")),
         "groups": _jsonable(policy.get("groups", {})),
         "workloads": _jsonable(policy.get("workloads", {})),
