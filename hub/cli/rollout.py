@@ -155,6 +155,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
                 now=wall_clock(),
             )
         except HaltSyntaxError as exc:
+            if args.json:
+                raise
             print(exc.pointer(), file=sys.stderr)
             return 2
     if args.json:
