@@ -13,6 +13,7 @@ import pytest
 
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
+from edge_agent.support.logging_setup import LogfmtFormatter
 from hub.cli import fabric, inventory
 from hub.cli.main import main as hub_main
 from hub.hubdir import profiles
@@ -288,5 +289,7 @@ def test_v_shows_edgegov_debug_and_vv_the_libraries_too(
 ) -> None:
     assert _hub(setup, *flags, "device", "list") == 0
     assert logging.getLogger("amqtt").level == amqtt
-    edgegov_debug = logging.getLogger("hub").isEnabledFor(logging.DEBUG)
-    assert edgegov_debug is bool(flags)
+    (stderr,) = [
+        h for h in logging.getLogger().handlers if isinstance(h.formatter, LogfmtFormatter)
+    ]
+    assert stderr.level == (logging.DEBUG if flags else logging.ERROR)
