@@ -11,6 +11,9 @@ recorded that the broker missed, on its next round).
 ``revoke`` names only what the registry knows (:func:`hub.core.push.revocation_region`; ``--force``
 otherwise), and a bundle or key revocation, which nothing undoes, is confirmed first: typed
 at a terminal, or ``--yes`` (without a terminal on stdin, no ``--yes`` refuses).
+
+``device list|show|remove`` and ``revoke list`` are :mod:`hub.cli.inventory`'s. ``serve``
+prints status lines (:mod:`hub.service.announce`) after its banner, none with ``-q``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ Keys, bundles and trust-root rotation work on files; ``serve``, ``device``, ``bu
 ``revoke`` record in the registry, then publish at once to the broker of the running
 ``edge-hub serve`` (or ``--broker``); without one, ``serve`` publishes them when it starts.
 
-Exit codes: 0 success, 1 refused (an object failed verification, or the broker could not be
-reached), 2 a usage or input error, 141 stdout's reader went away (``| head -1``: the rest
-of the output is dropped, no traceback). Errors are one sentence on stderr; ``--verbose``
-adds the traceback.
+Exit codes (:mod:`hub.cli.exits`): 0 success, 1 refused (an object failed verification),
+2 a usage or input error, 3 unavailable (no hub directory or registry, an unreachable
+broker), 130 interrupted, 141 stdout's reader went away (``| head -1``: the rest of the
+output is dropped, no traceback). Errors are one sentence on stderr, or with ``--json`` one
+JSON object on stdout (:func:`edge_agent.support.cli.fail`); ``-v`` adds the traceback. The
+global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``) go before or after
+the command.
 """
 
 from __future__ import annotations
