@@ -143,7 +143,9 @@ def register(
         "--yes", action="store_true", help="confirm a bundle or key revocation (irreversible)"
     )
     revoke.set_defaults(handler=_cmd_revoke)
-    revoke_commands = revoke.add_subparsers(dest="revoke_command", metavar="list")
+    revoke_commands = revoke.add_subparsers(
+        dest="revoke_command", metavar="[list]", help="list: show the revocations issued instead"
+    )
     revoke_list = revoke_commands.add_parser(
         "list",
         parents=[hub_dir, as_json],
