@@ -7,9 +7,10 @@ Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
                      uses, with the credentials it connects with, and its pid, so the other
                      commands publish to the same broker
-    DIR/serve.lock   locked (``flock``) by the one ``edge-hub serve`` of the directory while
-                     it runs: a second one refuses to start instead of replacing, and on
-                     stopping deleting, the first one's ``serve.json``
+    DIR/serve.lock   locked (``flock``) by the ``edge-hub serve`` that wrote ``serve.json``
+                     while it runs: a second one on the directory leaves the first one's
+                     ``serve.json`` as it is, instead of replacing it and, on stopping,
+                     deleting it
 
 A ``serve.json`` whose pid is not running is stale and ignored. The lock is the kernel's: it
 goes with the process however that ends, so a crashed serve never blocks the next one.
@@ -219,13 +220,16 @@ class HubDir:
         return keys
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
-        """Hold the directory's serve lock while the block runs: only its holder writes
-        ``serve.json``.
+    def serve_file_claim(self) -> Iterator[bool]:
+        """Try to take the directory's serve lock for the block; yield whether it was taken.
+        The one ``serve`` holding it writes, and on stopping removes, ``serve.json``.
+
+        Several ``serve`` processes may share one hub directory (and its registry); only
+        the first writes ``serve.json``, so one stopping never deletes the file another
+        wrote, and a second one never replaces the first one's.
 
         Raises:
-            ConfigError: another ``edge-hub serve`` holds it (naming its pid when its
-                ``serve.json`` does), or the lock file cannot be opened.
+            ConfigError: the lock file cannot be opened.
         """
         path = self.path / SERVE_LOCK_FILE
         try:
@@ -236,21 +240,11 @@ class HubDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ConfigError(self._served_already()) from None
-            yield
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)
-
-    def _served_already(self) -> str:
-        try:
-            info = self.read_serve_info()
-        except ConfigError:
-            info = None
-        who = "" if info is None else f" (pid {info.pid}, broker {info.settings.url})"
-        return (
-            f"hub directory {self.path} is served already by another 'edge-hub serve'{who}; "
-            "stop it first, or give this one another --hub-dir"
-        )
 
     def write_serve_info(self, info: ServeInfo) -> None:
         """Raises: ConfigError: it cannot be written."""

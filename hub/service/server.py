@@ -124,6 +124,7 @@ class HubService:
         self._stop = asyncio.Event()
         self._console: ConsoleServer | None = None
         self._announcer: ServeAnnouncer | None = None
+        self._owns_serve_file = False
 
     # Lifecycle.
 
@@ -168,14 +169,13 @@ class HubService:
         """Load keys, open the registry, start the broker (if embedded) and the tasks.
 
         Raises:
-            ConfigError: the hub directory, keys or registry are not usable, or another
-                ``edge-hub serve`` serves the directory (its ``serve.json`` stays as it is).
+            ConfigError: the hub directory, keys or registry are not usable.
             TransportError: the embedded broker cannot listen.
         """
         try:
             keys = self.hub_dir.load_keys(self.config.keys_dir)
             if self.config.write_serve_file:
-                self._stack.enter_context(self.hub_dir.serving())
+                self._owns_serve_file = self._stack.enter_context(self.hub_dir.serve_file_claim())
             registry = self._stack.enter_context(self.hub_dir.open_registry())
             if self.config.broker is None:
                 self._broker = EmbeddedBroker(
@@ -196,9 +196,15 @@ class HubService:
             self._governance = Governance(
                 parts.context, parts.evidence, current=connection.current, refresh=self.tick
             )
-            if self.config.write_serve_file:
+            if self._owns_serve_file:
                 self._write_serve_file()
                 self._stack.callback(self.hub_dir.remove_serve_info, os.getpid())
+            elif self.config.write_serve_file:
+                logger.warning(
+                    "another edge-hub serve runs on %s: its serve.json stays (commands "
+                    "publish through its broker)",
+                    self.hub_dir.path,
+                )
             group = await self._stack.enter_async_context(asyncio.TaskGroup())
             stop, current = self._stop, connection.current
             self._tasks = [
@@ -341,7 +347,7 @@ class HubService:
         return self._connection
 
     def _on_shared(self) -> None:
-        if self.config.write_serve_file:
+        if self._owns_serve_file:
             self._write_serve_file()
 
     def _write_serve_file(self) -> None:
