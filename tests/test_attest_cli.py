@@ -205,5 +205,5 @@ def test_challenge_without_a_running_hub_says_nothing_was_sent(
         registry.add_device(
             DeviceRecord("gw-001", "eu-1", (), "generic-x86_64", PrivateKey.generate().public)
         )
-    assert hub_main(["attest", "challenge", "gw-001", "--hub-dir", str(hub_dir)]) == 1
+    assert hub_main(["attest", "challenge", "gw-001", "--hub-dir", str(hub_dir)]) == 3
     assert "nothing sent" in capsys.readouterr().err

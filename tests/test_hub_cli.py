@@ -66,9 +66,9 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
     pub = tmp_path / "gw-009.pub"
     pub.write_text(PrivateKey.generate().public.to_pem())
     add = ["device", "add", "gw-009", "--pubkey", str(pub), "--region", "eu-1"]
-    assert _hub(setup, *add, "--group", "line-b", "--profile", "rpi4") == 0
+    assert _hub(setup, *add, "--group", "line-b", "--profile", "raspberry-pi-4") == 0
     assert "device gw-009 registered" in capsys.readouterr().out
-    assert _hub(setup, *add, "--profile", "rpi4") == 2
+    assert _hub(setup, *add, "--profile", "raspberry-pi-4") == 2
     assert "registered already" in capsys.readouterr().err
     bad_key = tmp_path / "bad.pub"
     bad_key.write_text("not a key")
@@ -83,7 +83,7 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
             "--region",
             "eu-1",
             "--profile",
-            "p",
+            "generic-x86_64",
         )
         == 2
     )
@@ -98,7 +98,7 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
             "--region",
             "eu-1",
             "--profile",
-            "p",
+            "generic-x86_64",
         )
         == 2
     )
@@ -113,7 +113,7 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
             "--region",
             "eu-1",
             "--profile",
-            "p",
+            "generic-x86_64",
         )
         == 2
     )
@@ -129,7 +129,7 @@ def test_device_add_refuses_an_id_of_dots_only(
     pub = tmp_path / "dots.pub"
     pub.write_text(PrivateKey.generate().public.to_pem())
     add = ["device", "add", device_id, "--pubkey", str(pub), "--region", "eu-1"]
-    assert _hub(setup, *add, "--profile", "p") == 2
+    assert _hub(setup, *add, "--profile", "generic-x86_64") == 2
     assert "only dots" in capsys.readouterr().err
     with open_registry(setup.path / "hub.db") as registry:
         assert registry.device(device_id) is None
@@ -140,7 +140,7 @@ def test_push_without_a_running_serve_records_for_later(
 ) -> None:
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
     out = capsys.readouterr().out
-    assert "2 registered device(s) targeted" in out and "recorded only" in out
+    assert "2 registered devices targeted" in out and "recorded only" in out
     with open_registry(setup.path / "hub.db") as registry:
         (current,) = registry.current_bundles()
         assert (current.channel, current.version) == ("group/line-a", 1)

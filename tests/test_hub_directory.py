@@ -198,7 +198,17 @@ def test_edge_hub_device_add_issues_the_next_directory_version(tmp_path: Path) -
     assert _issue(setup, now=int(time.time())).version == 1
     pem = tmp_path / "gw-009.pub"
     pem.write_text(PrivateKey.generate().public.to_pem())
-    args = ["device", "add", "gw-009", "--region", "eu-1", "--group", "line-a", "--profile", "p"]
+    args = [
+        "device",
+        "add",
+        "gw-009",
+        "--region",
+        "eu-1",
+        "--group",
+        "line-a",
+        "--profile",
+        "generic-x86_64",
+    ]
     assert hub_main([*args, "--pubkey", str(pem), "--hub-dir", str(setup.path)]) == 0
     with open_registry(setup.path / "hub.db") as registry:
         held = registry.directory("eu-1")

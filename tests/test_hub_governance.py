@@ -106,6 +106,20 @@ async def test_a_registered_device_is_known_to_the_running_hub_at_once(
             )
 
 
+async def test_registering_refuses_a_firmware_profile_no_device_can_be_enrolled_with(
+    broker: AmqttHandle, setup: HubSetup
+) -> None:
+    config = hub_config(setup, broker, freshness_interval_s=SLOW_SCHEDULE, token_ttl_s=2 * 3600)
+    pem = PrivateKey.generate().public.to_pem()
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        with pytest.raises(ConfigError, match="unknown firmware profile 'rpi4'"):
+            await hub.governance.register(
+                "gw-010", region="eu-1", groups=[], profile="rpi4", public_key_pem=pem
+            )
+        assert hub.registry.device("gw-010") is None
+
+
 async def test_a_shadow_is_verified_published_retained_and_cleared_on_the_hubs_connection(
     broker: AmqttHandle, setup: HubSetup
 ) -> None:

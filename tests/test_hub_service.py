@@ -327,6 +327,23 @@ async def test_the_embedded_broker_serves_and_the_serve_file_points_at_it(setup:
     assert not (setup.path / "serve.json").exists()
 
 
+async def test_a_second_serve_on_one_hub_dir_leaves_the_first_ones_serve_file_alone(
+    setup: HubSetup,
+) -> None:
+    async with HubService(HubConfig(setup.path, port=0)) as first:
+        await first.wait_ready()
+        written = (setup.path / "serve.json").read_bytes()
+        async with HubService(HubConfig(setup.path, port=0)) as second:
+            await second.wait_ready()
+            assert (setup.path / "serve.json").read_bytes() == written
+        assert (setup.path / "serve.json").read_bytes() == written
+        assert json.loads(written)["broker"] == first.url
+    assert not (setup.path / "serve.json").exists()
+    async with HubService(HubConfig(setup.path, port=0)) as again:
+        await again.wait_ready()
+        assert json.loads((setup.path / "serve.json").read_text())["broker"] == again.url
+
+
 async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(
     setup: HubSetup,
 ) -> None:
@@ -408,7 +425,8 @@ async def test_a_push_the_broker_missed_is_published_by_the_running_hub_on_its_n
         path.write_bytes(make_bundle(setup.keys, 1))
         unreachable = "mqtt://127.0.0.1:1"
         hub_dir = ["--hub-dir", str(setup.path)]
-        assert await run_cli("bundle", "push", str(path), "--broker", unreachable, *hub_dir) == 1
+        # 3: unavailable (the broker); what was recorded stays recorded.
+        assert await run_cli("bundle", "push", str(path), "--broker", unreachable, *hub_dir) == 3
         async with watching(broker.settings, [topics.bundle_topic("eu-1", GROUP)]) as watcher:
             message = await watcher.next(topics.bundle_topic("eu-1", GROUP))
         assert message.payload == path.read_bytes()

@@ -336,8 +336,8 @@ def test_every_usage_error_is_one_json_object_under_json(
     assert fleet.hub("lineage", "ancestry", device, seq, "--json") == 2
     captured = capsys.readouterr()
     document = json.loads(captured.out)
-    assert document["ok"] is False and document["error"]["code"] == "config_error"
-    assert fragment in document["error"]["message"]
+    assert (document["error"], document["code"], document["exit"]) == ("usage", "config_error", 2)
+    assert fragment in document["message"]
     assert captured.err == ""
 
 

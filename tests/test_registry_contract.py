@@ -159,6 +159,37 @@ def test_devices_are_listed_by_id_and_an_unknown_one_is_none(registry: Registry)
     assert registry.device("gw-x") is None
 
 
+def test_a_removed_device_loses_its_live_state_and_keeps_its_log_and_evidence(
+    registry: Registry, sim: DeviceLogSim
+) -> None:
+    gone, kept = _device("gw-001"), _device("gw-002")
+    registry.add_device(gone)
+    registry.add_device(kept)
+    registry.record_status(_status(NOW), b"status", NOW)
+    registry.record_attestation(_attestation("gw-001", "pass", NOW + 1))
+    registry.record_challenge(Challenge("gw-001", b"n1", NOW, NOW + 60))
+    registry.set_tpm_ak("gw-001", b"ak", NOW)
+    registry.record_fork(ForkEvidence("gw-001", "fork", None, "note", b"b"), NOW)
+    registry.add_rejections([RejectionCount("gw-001", "bad_signature", 2, "x")], NOW)
+    stored = _store(registry, sim, 0, 10)
+    assert registry.remove_device("gw-001") == gone
+    assert registry.device("gw-001") is None
+    assert registry.devices() == [kept]
+    assert [row.device_id for row in registry.fleet()] == ["gw-002"]
+    assert registry.attestation("gw-001") is None
+    assert registry.tpm_ak("gw-001") is None
+    assert registry.status_history("gw-001") == []
+    assert "never issued" in (registry.spend_challenge("gw-001", b"n1", NOW) or "")
+    assert registry.fleet_summary(NOW, 90).states == {"never_seen": FleetCount(1, None, None)}
+    assert registry.lineage_state("gw-001") == stored.log
+    assert registry.entries("gw-001", 0, 10) == sim.entries[:10]
+    assert [f.new_note for f in registry.forks("gw-001")] == ["note"]
+    assert [r.count for r in registry.rejections("gw-001")] == [2]
+    assert registry.remove_device("gw-001") is None
+    registry.add_device(gone)
+    assert registry.lineage_state("gw-001") == stored.log
+
+
 @pytest.mark.parametrize(
     ("name", "second", "message"),
     [

@@ -99,6 +99,18 @@ def test_start_refuses_bad_arguments_and_records_nothing(
         assert registry.rollouts() == []
 
 
+def test_a_halt_condition_that_does_not_parse_is_one_json_error_under_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = _hub(tmp_path)
+    candidate = _candidate(setup, tmp_path)
+    assert _run(setup, "start", candidate, "--halt-if", "deny_rate>>2%", "--json") == 2
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)
+    assert (error["error"], error["code"], error["exit"]) == ("usage", "halt_syntax", 2)
+    assert "column" in error["message"] and captured.err == ""
+
+
 def test_start_refuses_a_candidate_bundle_push_would_refuse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import BundleError, ChainError, ConfigError, EdgeGovError, LineageError
@@ -38,7 +37,8 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
+from edge_agent.support.cli import EXIT_REFUSED, counter_arg, utc_text, wall_clock, write_out
+from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.receipts import hub_receipt
@@ -58,16 +58,23 @@ def register(
         "ancestry",
         parents=[common],
         help="a decision's chain of parents across devices, each link verified",
+        epilog=help_epilog(
+            "edge-hub lineage ancestry gw-002 41 --json",
+            (EXIT_REFUSED, "a link of the chain does not verify"),
+            NO_HUB,
+        ),
     )
-    ancestry.add_argument("device_id", metavar="DEVICE")
-    ancestry.add_argument("seq", metavar="SEQ")
     ancestry.add_argument(
-        "--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)"
+        "device_id", type=name_arg, metavar="DEVICE", help="the child decision's device id"
     )
-    ancestry.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    ancestry.add_argument("seq", metavar="SEQ", help="the child decision's entry seq")
+    ancestry.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     ancestry.add_argument("--json", action="store_true", help="print one JSON object")
     ancestry.add_argument(
-        "--export", type=Path, metavar="FILE", help="write the chain file edge-verify chain reads"
+        "--export",
+        type=path_arg,
+        metavar="FILE",
+        help="write the chain file edge-verify chain reads",
     )
     ancestry.add_argument(
         "--force", action="store_true", help="replace --export if it is an existing file"
@@ -251,14 +258,15 @@ def _link_lines(index: int, link: Link) -> list[str]:
 
 
 def _cmd_ancestry(args: argparse.Namespace) -> int:
-    """Walk, print and export; under ``--json`` an error is printed as JSON, with the walk
-    when there was one, and its exit code returned (as ``edge-hub`` would: 2 for a
-    :class:`ConfigError`, else 1)."""
+    """Walk, print and export; under ``--json`` an error after the walk is printed as JSON
+    with the walk, and its exit code returned (as ``edge-hub`` would: 2 for a
+    :class:`ConfigError`, else 1). An error before any walk (a bad argument, no hub
+    directory) is ``edge-hub``'s to report, as for every command."""
     walked: list[Ancestry] = []
     try:
         code = _ancestry(args, walked)
     except EdgeGovError as exc:
-        if not args.json:
+        if not args.json or not walked:
             raise
         _print_json(walked, exc)
         return 2 if isinstance(exc, ConfigError) else 1
@@ -283,7 +291,7 @@ def _ancestry(args: argparse.Namespace, walked: list[Ancestry]) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
     witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         walk = walk_ancestry(
             registry,
             args.device_id,

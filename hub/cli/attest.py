@@ -37,8 +37,15 @@ from edge_agent.protocol.expectations import (
 )
 from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, parse_profile
 from edge_agent.protocol.roles import Role
-from edge_agent.support.cli import format_duration, read_bounded, wall_clock, write_out
+from edge_agent.support.cli import (
+    EXIT_REFUSED,
+    format_duration,
+    read_bounded,
+    wall_clock,
+    write_out,
+)
 from edge_agent.support.mqtt import BrokerSettings
+from hub.cli.exits import BROKER, NO_HUB, counted, help_epilog, name_arg, path_arg
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
@@ -64,20 +71,36 @@ def register(
     duration: Callable[[str], int],
 ) -> None:
     """Add ``attest expect`` and ``attest challenge`` to the ``edge-hub`` parser."""
-    attest = commands.add_parser("attest", help="device attestation").add_subparsers(
-        dest="attest_command", required=True, metavar="COMMAND"
-    )
+    attest = commands.add_parser(
+        "attest",
+        parents=[hub_dir],
+        help="device attestation",
+        epilog=help_epilog("edge-hub attest challenge gw-001 --wait 30s"),
+    ).add_subparsers(dest="attest_command", required=True, metavar="COMMAND")
     expect = attest.add_parser(
-        "expect", parents=[hub_dir], help="bundle expectations from device reports"
+        "expect",
+        parents=[hub_dir],
+        help="bundle expectations from device reports",
+        epilog=help_epilog(
+            "edge-hub attest expect --profile generic-x86_64 --from-device gw-001 gw-002 "
+            "--out expect.json",
+            NO_HUB,
+        ),
     )
     expect.add_argument(
         "--profile", required=True, help="profile name (in --profile-dir) or a profile file"
     )
-    expect.add_argument("--profile-dir", type=Path, default=DEFAULT_PROFILE_DIR)
+    expect.add_argument(
+        "--profile-dir",
+        type=path_arg,
+        default=DEFAULT_PROFILE_DIR,
+        metavar="DIR",
+        help=f"where --profile NAME is looked up (default {DEFAULT_PROFILE_DIR}/)",
+    )
     source = expect.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--from-device-report",
-        type=Path,
+        type=path_arg,
         nargs="+",
         metavar="FILE",
         help="reports of 'edge-agent attest --json'",
@@ -88,33 +111,47 @@ def register(
         metavar="ID",
         help="registered devices: their last evidence verified by this hub",
     )
-    expect.add_argument("--out", type=Path, help="write the expectations here (default: stdout)")
+    expect.add_argument(
+        "--out", type=path_arg, help="write the expectations here (default: stdout)"
+    )
     expect.set_defaults(handler=_cmd_expect)
 
     challenge = attest.add_parser(
-        "challenge", parents=[hub_dir, keys, broker], help="challenge a device now"
+        "challenge",
+        parents=[hub_dir, keys, broker],
+        help="challenge a device now",
+        epilog=help_epilog(
+            "edge-hub attest challenge gw-001 --wait 30s",
+            (EXIT_REFUSED, "the device's evidence failed"),
+            BROKER,
+        ),
     )
-    challenge.add_argument("device_id", metavar="ID")
+    challenge.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     challenge.add_argument(
         "--wait", type=duration, metavar="DURATION", help="wait this long for the verdict"
     )
+    challenge.add_argument("--json", action="store_true", help="print the result as JSON")
     challenge.set_defaults(handler=_cmd_challenge)
 
     tpm_ak = attest.add_parser(
-        "tpm-ak", parents=[hub_dir], help="register a device's TPM attestation key"
+        "tpm-ak",
+        parents=[hub_dir],
+        help="register a device's TPM attestation key",
+        epilog=help_epilog("edge-hub attest tpm-ak gw-001 tpm-ak.pem", NO_HUB),
     )
-    tpm_ak.add_argument("device_id", metavar="ID")
+    tpm_ak.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
     ak_source = tpm_ak.add_mutually_exclusive_group(required=True)
     ak_source.add_argument(
         "ak_file",
         metavar="FILE",
-        type=Path,
+        type=path_arg,
         nargs="?",
         help="the PEM public key 'edge-agent attest tpm-enroll' wrote",
     )
     ak_source.add_argument(
         "--remove", action="store_true", help="forget the key: no quote is required any more"
     )
+    tpm_ak.add_argument("--json", action="store_true", help="print the result as JSON")
     tpm_ak.set_defaults(handler=_cmd_tpm_ak)
 
 
@@ -131,7 +168,7 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     if args.from_device_report:
         reports = [_report_measurements(p, profile) for p in args.from_device_report]
     else:
-        with HubDir.resolve(args.hub_dir).open_registry() as registry:
+        with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
             reports = [_device_measurements(registry.attestation(d), d) for d in args.from_device]
     expectations = build_expectations(profile, reports)
     text = json.dumps(expectations_to_json(expectations), indent=2, sort_keys=True) + "\n"
@@ -142,8 +179,9 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     entry = expectations.profiles[profile.name]
     several = sorted(n for n, v in entry.measurements.items() if len(v) > 1)
     print(
-        f"expectations for {profile.name}: {len(entry.measurements)} class measurement(s), "
-        f"{len(entry.devices)} device(s) with their own values"
+        f"expectations for {profile.name}: "
+        f"{counted(len(entry.measurements), 'class measurement')}, "
+        f"{counted(len(entry.devices), 'device')} with their own values"
         + (f"; several values accepted for {', '.join(several)}" if several else "")
         + (f"; written to {args.out}" if args.out else ""),
         file=sys.stderr,
@@ -244,7 +282,7 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
     )
     if settings is None:
         raise TransportError("no running 'edge-hub serve' found (and no --broker): nothing sent")
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         device = registry.device(args.device_id)
         if device is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
@@ -253,19 +291,27 @@ def _cmd_challenge(args: argparse.Namespace) -> int:
         )
     challenge = issued.challenge
     asyncio.run(publish_once(settings, [issued.publication]))
-    print(f"challenge sent to {device.device_id} (nonce {challenge.nonce.hex()[:16]}…)")
+    sent = {"device": device.device_id, "nonce": challenge.nonce.hex(), "sent": True}
+    if not args.json:
+        print(f"challenge sent to {device.device_id} (nonce {challenge.nonce.hex()[:16]}…)")
     if not args.wait:
+        if args.json:
+            print(json.dumps(sent | {"outcome": None}, sort_keys=True))
         return 0
     record = _wait_outcome(hub, device.device_id, challenge.nonce, args.wait)
     if record is None:
         raise TransportError(f"no answer from {device.device_id} within {args.wait} s")
-    print(_outcome_line(record, wall_clock()))
+    if args.json:
+        outcome = attestation_json(record, wall_clock())
+        print(json.dumps(sent | {"outcome": outcome}, sort_keys=True))
+    else:
+        print(_outcome_line(record, wall_clock()))
     return 0 if record.verdict == "pass" else 1
 
 
 def _wait_outcome(hub: HubDir, device: str, nonce: bytes, wait_s: int) -> AttestationRecord | None:
     deadline = time.monotonic() + wait_s
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         while time.monotonic() < deadline:
             record = registry.attestation(device)
             if record is not None and record.nonce == nonce:
@@ -284,16 +330,18 @@ def _cmd_tpm_ak(args: argparse.Namespace) -> int:
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-    with HubDir.resolve(args.hub_dir).open_registry() as registry:
+    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         if registry.device(args.device_id) is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
         registry.set_tpm_ak(args.device_id, der, wall_clock())
-    if der is None:
+    fingerprint = None if der is None else hashlib.sha256(der).hexdigest()
+    if args.json:
+        print(json.dumps({"device": args.device_id, "tpm_ak_sha256": fingerprint}, sort_keys=True))
+    elif fingerprint is None:
         print(f"{args.device_id}: TPM attestation key removed; no quote is required any more")
     else:
-        fingerprint = hashlib.sha256(der).hexdigest()[:16]
         print(
-            f"{args.device_id}: TPM attestation key sha256:{fingerprint} registered; its "
+            f"{args.device_id}: TPM attestation key sha256:{fingerprint[:16]} registered; its "
             "evidence must now carry a quote signed by it"
         )
     return 0

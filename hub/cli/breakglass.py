@@ -10,8 +10,8 @@ names it in the lineage.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.breakglass import (
@@ -22,7 +22,8 @@ from edge_agent.protocol.breakglass import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
-from edge_agent.support.cli import wall_clock, write_out
+from edge_agent.support.cli import utc_text, wall_clock, write_out
+from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
@@ -42,13 +43,21 @@ def register(
         "break-glass",
         parents=[hub_dir, keys],
         help="sign a recovery token that puts one device's exec enforcement in audit mode",
+        epilog=help_epilog(
+            "edge-hub break-glass --device gw-001 --minutes 30 --reason 'INC-42' "
+            "--out gw-001.breakglass",
+            NO_HUB,
+        ),
     )
-    command.add_argument("--device", required=True, help="the device the token is bound to")
+    command.add_argument(
+        "--device", type=name_arg, required=True, help="the device the token is bound to"
+    )
     command.add_argument(
         "--minutes", type=int, required=True, help=f"window length (1 to {MAX_WINDOW_S // 60})"
     )
     command.add_argument("--reason", required=True, help="why (logged on the device)")
-    command.add_argument("--out", type=Path, required=True, help="token file to write")
+    command.add_argument("--out", type=path_arg, required=True, help="token file to write")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
     command.set_defaults(handler=_cmd_break_glass)
 
 
@@ -79,9 +88,20 @@ def _cmd_break_glass(args: argparse.Namespace) -> int:
     )
     data = sign_break_glass(break_glass_payload(token), device_id=args.device, signers=signers)
     write_out(args.out, data, mode=0o600, force=True)
+    if args.json:
+        report = {
+            "out": str(args.out),
+            "token": token.name,
+            "device": token.device,
+            "minutes": args.minutes,
+            "expires_at": token.expires_at,
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    latest = utc_text(token.expires_at, "%Y-%m-%dT%H:%M:%SZ")
     print(
         f"break-glass token {token.name} for {token.device}: audit mode for {args.minutes} min "
-        f"from install, until {token.expires_at} at the latest; install it on the device with "
+        f"from install, until {latest} at the latest; install it on the device with "
         f"'edge-agent break-glass {args.out}'"
     )
     return 0

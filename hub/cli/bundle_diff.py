@@ -30,7 +30,15 @@ from edge_agent.policy.engine import Match
 from edge_agent.protocol.bundle import DeviceIdentity, verify_bundle
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import counter_arg, fail, read_bounded, utc_text, wall_clock
+from edge_agent.support.cli import (
+    EXIT_UNAVAILABLE,
+    counter_arg,
+    fail,
+    read_bounded,
+    utc_text,
+    wall_clock,
+)
+from hub.cli.exits import NO_HUB, counted, exit_code, help_epilog, name_arg, path_arg
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
     ChangeGroup,
@@ -71,11 +79,15 @@ def register(
         description="Re-decide every shipped decision of the devices a candidate bundle "
         "targets under it, and report what would change. Exit 0: nothing flips; 1: some "
         "decision flips; 2: the diff could not be made (usage, unreadable input, a "
-        "candidate that fails verification).",
+        "candidate that fails verification); 3: the hub directory is missing.",
+        epilog=help_epilog(
+            "edge-hub bundle diff candidate.cbor --since 7d --json",
+            (EXIT_FLIPS, "some decision flips"),
+            NO_HUB,
+        ),
     )
-    diff.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
-    diff.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
-    diff.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    diff.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
+    diff.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     diff.add_argument(
         "--against-version",
         type=counter_arg(1),
@@ -88,7 +100,9 @@ def register(
     diff.add_argument(
         "--group", action="append", default=[], help="only devices in this group (repeat)"
     )
-    diff.add_argument("--device", action="append", default=[], help="only this device (repeat)")
+    diff.add_argument(
+        "--device", type=name_arg, action="append", default=[], help="only this device (repeat)"
+    )
     diff.add_argument("--json", action="store_true", help="machine-readable (docs/rollout.md)")
     diff.add_argument(
         "--limit",
@@ -114,7 +128,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     try:
         setting, report = _diff(args)
     except EdgeGovError as exc:
-        return fail(PROG, exc, args.verbose, EXIT_TROUBLE)
+        code = EXIT_UNAVAILABLE if exit_code(exc) == EXIT_UNAVAILABLE else EXIT_TROUBLE
+        return fail(PROG, exc, args.verbose, code, as_json=args.json)
     if args.json:
         print(json.dumps(_report_json(setting, report), sort_keys=True))
     else:
@@ -134,7 +149,7 @@ def _diff(args: argparse.Namespace) -> tuple[_Setting, DiffReport]:
             f"candidate {args.candidate} refused, not diffed: {exc.message}", code=exc.code
         ) from exc
     since = None if args.since is None else now - args.since
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         devices = _devices(registry.devices(), candidate, args.group, args.device)
         baseline = None
         if args.against_version is not None:
@@ -372,7 +387,7 @@ def _print_report(setting: _Setting, report: DiffReport, limit: int) -> None:
     candidate = setting.candidate
     print(
         f"candidate  bundle v{candidate.version} sha256:{candidate.digest.hex()[:16]}, region "
-        f"{candidate.target.region}, {candidate.policy.rule_count} rules"
+        f"{candidate.target.region}, {counted(candidate.policy.rule_count, 'rule')}"
     )
     if setting.baseline is None:
         print("baseline   the decisions as recorded")

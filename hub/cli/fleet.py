@@ -28,6 +28,7 @@ from hub.registry import UNREGISTERED, FleetRow, Registry
 __all__ = [
     "STALE_AFTER_S",
     "LineageView",
+    "cut",
     "fleet_json",
     "fleet_lines",
     "is_stale",
@@ -36,17 +37,24 @@ __all__ = [
 ]
 
 _COLUMNS = (
-    ("DEVICE", 16),
-    ("REGION", 8),
-    ("ONLINE", 7),
-    ("BUNDLE", 7),
-    ("EXPIRES", 10),
-    ("GATE", 16),
-    ("LAST SEEN", 12),
-    ("LINEAGE dev/hub", 16),
-    ("FORK", 5),
-    ("REJECTED", 0),
+    "DEVICE",
+    "REGION",
+    "ONLINE",
+    "BUNDLE",
+    "EXPIRES",
+    "GATE",
+    "LAST SEEN",
+    "LINEAGE dev/hub",
+    "FORK",
+    "REJECTED",
 )
+_DROPPED_FIRST = ("REGION", "LINEAGE dev/hub", "EXPIRES")
+"""Columns left out, in this order, while the table is wider than the terminal (``--json``
+and a wider terminal have them all); then the last column is cut with an ellipsis."""
+MIN_CUT = 8
+"""A cut cell keeps at least this many characters."""
+MIN_LAST = 12
+"""Columns are left out only while the last one would be narrower than this."""
 
 
 def is_stale(row: FleetRow, now: int, stale_after_s: int = STALE_AFTER_S) -> bool:
@@ -95,43 +103,70 @@ def fleet_lines(
     unregistered: dict[str, int],
     now: int,
     stale_after_s: int = STALE_AFTER_S,
+    *,
+    width: int = 200,
 ) -> list[str]:
-    lines = [_line([name for name, _ in _COLUMNS])]
-    for r in rows:
-        online = "-" if r.online is None else ("yes" if r.online else "no")
-        if r.online and is_stale(r, now, stale_after_s):
-            online = "stale"
-        expires = "-" if r.expires_at is None else _expires(r.expires_at - now)
-        seen = "never" if r.last_seen is None else f"{format_duration(now - r.last_seen)} ago"
-        device_size = "?" if r.device_lineage_size is None else str(r.device_lineage_size)
-        rejected = ", ".join(f"{code} {n}" for code, n in sorted(r.rejections.items())) or "-"
-        lines.append(
-            _line(
-                [
-                    r.device_id,
-                    r.region,
-                    online,
-                    "-" if r.bundle_version is None else f"v{r.bundle_version}",
-                    expires,
-                    r.gate or "-",
-                    seen,
-                    f"{device_size}/{r.lineage_size}",
-                    "FORK" if r.forks else "-",
-                    rejected,
-                ]
-            )
-        )
+    """The fleet table, fitted to ``width`` columns: a device not heard from for
+    ``stale_after_s`` reads ``stale`` (whatever its last status claimed), and ``LAST SEEN``
+    says how long ago it was heard from."""
+    table = [dict(zip(_COLUMNS, _cells(r, now, stale_after_s), strict=True)) for r in rows]
+    lines = _fit(table, width)
     if unregistered:
         counts = ", ".join(f"{code} {n}" for code, n in sorted(unregistered.items()))
         lines.append(f"messages naming no registered device: {counts}")
     return lines
 
 
-def _line(cells: list[str]) -> str:
-    return " ".join(
-        cell.ljust(width) if width else cell
-        for cell, (_, width) in zip(cells, _COLUMNS, strict=True)
-    ).rstrip()
+def _cells(r: FleetRow, now: int, stale_after_s: int) -> list[str]:
+    online = "-" if r.online is None else ("yes" if r.online else "no")
+    if r.online and is_stale(r, now, stale_after_s):
+        online = "stale"
+    seen = "never" if r.last_seen is None else f"{format_duration(now - r.last_seen)} ago"
+    device_size = "?" if r.device_lineage_size is None else str(r.device_lineage_size)
+    return [
+        r.device_id,
+        r.region,
+        online,
+        "-" if r.bundle_version is None else f"v{r.bundle_version}",
+        "-" if r.expires_at is None else _expires(r.expires_at - now),
+        r.gate or "-",
+        seen,
+        f"{device_size}/{r.lineage_size}",
+        "FORK" if r.forks else "-",
+        ", ".join(f"{code} {n}" for code, n in sorted(r.rejections.items())) or "-",
+    ]
+
+
+def _fit(table: list[dict[str, str]], width: int) -> list[str]:
+    """Header and rows, each column as wide as its widest cell, narrowed to ``width``."""
+    columns = list(_COLUMNS)
+    widths = {c: max([len(c)] + [len(row[c]) for row in table]) for c in columns}
+
+    last = columns[-1]
+
+    def total(last_width: int) -> int:
+        others = sum(widths[c] for c in columns if c != last)
+        return others + last_width + len(columns) - 1
+
+    for name in _DROPPED_FIRST:
+        if total(min(widths[last], MIN_LAST)) <= width:
+            break
+        columns.remove(name)
+    widths[last] = max(MIN_CUT, widths[last] - max(0, total(widths[last]) - width))
+    header = {c: c for c in columns}
+    return [
+        _line([cut(line[c], widths[c]) for c in columns], columns, widths)
+        for line in [header, *table]
+    ]
+
+
+def _line(cells: list[str], columns: list[str], widths: dict[str, int]) -> str:
+    return " ".join(cell.ljust(widths[c]) for cell, c in zip(cells, columns, strict=True)).rstrip()
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, an ellipsis ending one that was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _expires(seconds: int) -> str:

@@ -10,6 +10,7 @@ old copy and continued).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, LineageError
@@ -23,8 +24,9 @@ from edge_agent.protocol.lineage_export import (
     decode_header,
     verify_export,
 )
-from edge_agent.support.cli import read_bounded
+from edge_agent.support.cli import EXIT_REFUSED, read_bounded
 from edge_agent.support.lineage_files import read_export
+from hub.cli.exits import help_epilog, path_arg
 
 __all__ = ["register", "verify_file"]
 
@@ -34,19 +36,31 @@ def register(
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Add ``lineage verify`` to the ``edge-hub`` parser; return the ``lineage`` sub-commands
     so other modules can add theirs."""
-    lineage = commands.add_parser("lineage", help="device execution lineage").add_subparsers(
-        dest="lineage_command", required=True, metavar="COMMAND"
+    lineage = commands.add_parser(
+        "lineage",
+        parents=[common],
+        help="device execution lineage",
+        epilog=help_epilog("edge-hub lineage show gw-001 --limit 50"),
+    ).add_subparsers(dest="lineage_command", required=True, metavar="COMMAND")
+    verify = lineage.add_parser(
+        "verify",
+        parents=[common],
+        help="verify an exported log",
+        epilog=help_epilog(
+            "edge-hub lineage verify gw-001.lineage --device-key gw-001.pub --json",
+            (EXIT_REFUSED, "the export does not verify, or two exports show a fork"),
+        ),
     )
-    verify = lineage.add_parser("verify", parents=[common], help="verify an exported log")
-    verify.add_argument("file", type=Path)
-    verify.add_argument("--device-key", type=Path, required=True, help="device public key PEM")
+    verify.add_argument("file", type=path_arg, help="the export ('edge-agent log export')")
+    verify.add_argument("--device-key", type=path_arg, required=True, help="device public key PEM")
     verify.add_argument(
         "--checkpoint",
-        type=Path,
+        type=path_arg,
         action="append",
         default=[],
         help="another export or checkpoint note of this device (repeat)",
     )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(handler=_cmd_verify)
     return lineage
 
@@ -88,10 +102,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"{args.device_key}: {exc}") from exc
     report = verify_file(args.file, key)
-    print(
-        f"{args.file}: entries {report.start}..{report.size - 1} of {report.origin} verify "
-        f"({len(report.roots)} signed checkpoints)"
-    )
     for other in args.checkpoint:
         fork = compare_roots(report.roots, _other_roots(other, key))
         if fork is not None:
@@ -100,5 +110,32 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 f"size {fork}: the device log was rewritten or restored from an old copy",
                 seq=fork - 1,
             )
+    if args.json:
+        document = {
+            "file": str(args.file),
+            "origin": report.origin,
+            "start": report.start,
+            "size": report.size,
+            "checkpoints": len(report.roots),
+            "consistent_with": [str(p) for p in args.checkpoint],
+            "verified": True,
+        }
+        print(json.dumps(document, sort_keys=True))
+        return 0
+    count = len(report.roots)
+    print(
+        f"{args.file}: {_entries(report.start, report.size)} of {report.origin} verify "
+        f"({count} signed checkpoint{'' if count == 1 else 's'})"
+    )
+    for other in args.checkpoint:
         print(f"{other}: consistent with {args.file} where they overlap")
     return 0
+
+
+def _entries(start: int, size: int) -> str:
+    """``entries 3..9``, ``entry 3`` or ``no entries``: the seqs an export holds."""
+    if size <= start:
+        return "no entries"
+    if size == start + 1:
+        return f"entry {start}"
+    return f"entries {start}..{size - 1}"

@@ -6,15 +6,19 @@ Keys, bundles and trust-root rotation work on files; ``serve``, ``device``, ``bu
 ``revoke`` record in the registry, then publish at once to the broker of the running
 ``edge-hub serve`` (or ``--broker``); without one, ``serve`` publishes them when it starts.
 
-Exit codes: 0 success, 1 refused (an object failed verification, or the broker could not be
-reached), 2 a usage or input error, 141 stdout's reader went away (``| head -1``: the rest
-of the output is dropped, no traceback). Errors are one sentence on stderr; ``--verbose``
-adds the traceback.
+Exit codes (:mod:`hub.cli.exits`): 0 success, 1 refused (an object failed verification),
+2 a usage or input error, 3 unavailable (no hub directory or registry, an unreachable
+broker), 130 interrupted, 141 stdout's reader went away (``| head -1``: the rest of the
+output is dropped, no traceback). Errors are one sentence on stderr, or with ``--json`` one
+JSON object on stdout (:func:`edge_agent.support.cli.fail`); ``-v`` adds the traceback. The
+global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``) go before or after
+the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -26,15 +30,21 @@ from edge_agent.policy.source import load_policy_source, parse_duration
 from edge_agent.protocol.expectations import Expectations
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import HUB_ROLES, Role
+from edge_agent.protocol.root import RoleKeys
 from edge_agent.support.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    CliParser,
+    add_verbosity,
     configure_logging,
     counter_arg,
+    expiry_text,
     fail,
-    format_duration,
+    global_options,
     output_gone,
     read_bounded,
-    utc_text,
     wall_clock,
+    wants_json,
     write_out,
 )
 from hub.cli import ancestry as ancestry_cli
@@ -44,9 +54,10 @@ from hub.cli import fabric as fabric_cli
 from hub.cli import policy as policy_cli
 from hub.cli import receipts as receipts_cli
 from hub.cli import rollout as rollout_cli
+from hub.cli.bundle_view import summary_json, summary_lines, terminal_width
+from hub.cli.exits import NO_HUB, REFUSED, exit_code, help_epilog, path_arg
 from hub.cli.operations import (
     DEFAULT_ROOT_TTL_S,
-    BundleSummary,
     build_bundle,
     init_keys,
     inspect_bundle,
@@ -64,89 +75,236 @@ MAX_EXPECTATIONS_BYTES = 4 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # A file name that is not UTF-8 (its bytes kept as surrogates) is printed
+            # escaped, never a UnicodeEncodeError after the command did its work.
+            stream.reconfigure(errors="backslashreplace")
     try:
-        return _run(argv)
+        return _run(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError as exc:
         return output_gone(PROG, exc)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def _run(argv: list[str]) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args = parser.parse_args(_negative_values_joined(argv))
+    as_json = wants_json(argv)
+    configure_logging(args.verbose, args.log_format, quiet=args.quiet)
     try:
         code = int(args.handler(args))
         sys.stdout.flush()
         return code
-    except ConfigError as exc:
-        return fail(PROG, exc, args.verbose, 2)
     except EdgeGovError as exc:
-        return fail(PROG, exc, args.verbose, 1)
+        return fail(PROG, exc, args.verbose, exit_code(exc), as_json=as_json)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        return fail(
+            PROG,
+            RuntimeError(f"internal error ({type(exc).__name__}: {exc}); -v shows the traceback"),
+            args.verbose,
+            EXIT_REFUSED,
+            as_json=as_json,
+            reason="internal_error",
+        )
+
+
+def _negative_values_joined(argv: list[str]) -> list[str]:
+    """``argv`` with a long option and a following value that looks negative (``--ttl
+    -1h``) joined into one argument (``--ttl=-1h``): argparse would read ``-1h`` as an
+    unknown option and say the option "expected one argument", where the value's own
+    check says what is wrong with it."""
+    joined: list[str] = []
+    for arg in argv:
+        if (
+            joined
+            and joined[-1].startswith("--")
+            and joined[-1] != "--"
+            and "=" not in joined[-1]
+            and len(arg) > 1
+            and arg[0] == "-"
+            and arg[1].isdigit()
+        ):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
 
 
 def _duration(text: str) -> int:
+    """A duration argument (``30s``, ``5m``, ``24h``, ``7d``); a negative one is refused
+    with a sentence (``--ttl=-1h`` reaches here as a value: an expiry in the past is never
+    what an operator means)."""
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is negative: give a duration of 1s or more (such as 30s, 5m, 24h, 7d)"
+        )
     try:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _global(parser: argparse.ArgumentParser) -> None:
+    """The options every ``edge-hub`` command takes, before or after its name."""
+    add_verbosity(parser)
+    parser.add_argument(
+        "--hub-dir",
+        type=path_arg,
+        metavar="DIR",
+        help="hub directory (default: $EDGE_HUB_DIR, else the current directory)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines: key=value text (journald) or JSON objects (default: text)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true")
-    parser = argparse.ArgumentParser(prog=PROG, description="edgegov hub", parents=[common])
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    top, common = global_options(_global)
+    parser: argparse.ArgumentParser = CliParser(
+        prog=PROG,
+        description="edgegov hub: keys, bundles, devices, revocations, lineage and the "
+        "MQTT service",
+        parents=[top],
+        epilog=help_epilog("edge-hub fleet --hub-dir /var/lib/edge-hub", REFUSED, NO_HUB),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
-        dest="keys_command", required=True, metavar="COMMAND"
+    keys = commands.add_parser(
+        "keys",
+        parents=[common],
+        help="signing keys",
+        epilog=help_epilog("edge-hub keys init --out /var/lib/edge-hub/keys"),
+    ).add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    keys_init = keys.add_parser(
+        "init",
+        parents=[common],
+        help="create keys and root v1",
+        epilog=help_epilog("edge-hub keys init --out /var/lib/edge-hub/keys --ttl 365d"),
     )
-    keys_init = keys.add_parser("init", parents=[common], help="create keys and root v1")
-    keys_init.add_argument("--out", type=Path, required=True, help="key directory to create")
-    keys_init.add_argument("--root-keys", type=int, default=3)
-    keys_init.add_argument("--root-threshold", type=int, default=2)
-    keys_init.add_argument("--ttl", type=_duration, default=DEFAULT_ROOT_TTL_S)
+    keys_init.add_argument("--out", type=path_arg, required=True, help="key directory to create")
+    keys_init.add_argument(
+        "--root-keys", type=int, default=3, help="root keys to create (default 3)"
+    )
+    keys_init.add_argument(
+        "--root-threshold",
+        type=int,
+        default=2,
+        help="root signatures a new trust root needs (default 2)",
+    )
+    keys_init.add_argument(
+        "--ttl",
+        type=_duration,
+        default=DEFAULT_ROOT_TTL_S,
+        metavar="DURATION",
+        help="the trust root is valid this long (default 365d)",
+    )
+    keys_init.add_argument("--json", action="store_true", help="print the result as JSON")
     keys_init.set_defaults(handler=_cmd_keys_init)
 
-    bundle = commands.add_parser("bundle", help="policy bundles").add_subparsers(
-        dest="bundle_command", required=True, metavar="COMMAND"
+    bundle = commands.add_parser(
+        "bundle",
+        parents=[common],
+        help="policy bundles",
+        epilog=help_epilog("edge-hub bundle inspect bundle.cbor --root keys/root.cbor"),
+    ).add_subparsers(dest="bundle_command", required=True, metavar="COMMAND")
+    build = bundle.add_parser(
+        "build",
+        parents=[common],
+        help="compile and sign a policy",
+        epilog=help_epilog(
+            "edge-hub bundle build policy.yaml --keys keys/ --version 2 --out bundle.cbor",
+            REFUSED,
+        ),
     )
-    build = bundle.add_parser("build", parents=[common], help="compile and sign a policy")
-    build.add_argument("policy", type=Path, help="policy source (YAML)")
-    build.add_argument("--keys", type=Path, help="key directory (policy keys and root.cbor)")
-    build.add_argument("--key", type=Path, action="append", default=[], help="a policy key PEM")
-    build.add_argument("--root", type=Path, help="trust root (default: KEYS/root.cbor)")
-    build.add_argument("--version", dest="bundle_version", type=counter_arg(1), required=True)
-    build.add_argument("--ttl", type=_duration, help="overrides the policy's ttl")
-    build.add_argument("--out", type=Path, required=True)
+    build.add_argument("policy", type=path_arg, help="policy source (YAML)")
+    build.add_argument("--keys", type=path_arg, help="key directory (policy keys and root.cbor)")
+    build.add_argument(
+        "--key",
+        type=path_arg,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a policy key PEM (repeat; instead of, or with, --keys)",
+    )
+    build.add_argument("--root", type=path_arg, help="trust root (default: KEYS/root.cbor)")
+    build.add_argument(
+        "--version",
+        dest="bundle_version",
+        type=counter_arg(1),
+        required=True,
+        help="bundle version: above every version devices hold",
+    )
+    build.add_argument(
+        "--ttl",
+        type=_duration,
+        metavar="DURATION",
+        help="the bundle is valid this long (overrides the policy's ttl)",
+    )
+    build.add_argument(
+        "--out", type=path_arg, required=True, help="bundle file to write (replaced if it exists)"
+    )
     build.add_argument(
         "--attestation",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="attestation expectations (JSON from 'edge-hub attest expect')",
     )
+    build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(handler=_cmd_bundle_build)
 
-    inspect = bundle.add_parser("inspect", parents=[common], help="show what a bundle holds")
-    inspect.add_argument("file", type=Path)
-    inspect.add_argument("--root", type=Path, help="verify signatures against this root")
-    inspect.add_argument("--json", action="store_true")
+    inspect = bundle.add_parser(
+        "inspect",
+        parents=[common],
+        help="show what a bundle holds: every field that changes a decision",
+        epilog=help_epilog(
+            "edge-hub bundle inspect bundle.cbor --root keys/root.cbor",
+            (EXIT_REFUSED, "the signatures do not verify under --root"),
+        ),
+    )
+    inspect.add_argument("file", type=path_arg, help="bundle file (- for stdin)")
+    inspect.add_argument(
+        "--root", type=path_arg, help="verify signatures against this trust root file"
+    )
+    inspect.add_argument("--json", action="store_true", help="print the bundle as JSON")
     inspect.set_defaults(handler=_cmd_bundle_inspect)
 
-    root = commands.add_parser("root", help="trust roots").add_subparsers(
-        dest="root_command", required=True, metavar="COMMAND"
+    root = commands.add_parser(
+        "root",
+        parents=[common],
+        help="trust roots",
+        epilog=help_epilog("edge-hub root rotate --keys keys/"),
+    ).add_subparsers(dest="root_command", required=True, metavar="COMMAND")
+    rotate = root.add_parser(
+        "rotate",
+        parents=[common],
+        help="make the next trust root",
+        epilog=help_epilog("edge-hub root rotate --keys keys/ --role policy", REFUSED),
     )
-    rotate = root.add_parser("rotate", parents=[common], help="make the next trust root")
-    rotate.add_argument("--keys", type=Path, required=True)
+    rotate.add_argument("--keys", type=path_arg, required=True, help="key directory")
     rotate.add_argument(
         "--role",
         action="append",
         choices=[str(r) for r in HUB_ROLES],
         help="role whose keys to replace (repeat; default: root)",
     )
-    rotate.add_argument("--ttl", type=_duration, default=DEFAULT_ROOT_TTL_S)
+    rotate.add_argument(
+        "--ttl",
+        type=_duration,
+        default=DEFAULT_ROOT_TTL_S,
+        metavar="DURATION",
+        help="the new trust root is valid this long (default 365d)",
+    )
+    rotate.add_argument("--json", action="store_true", help="print the result as JSON")
     rotate.set_defaults(handler=_cmd_root_rotate)
     lineage_commands = lineage.register(commands, common)
     fabric_cli.register(commands, bundle, lineage_commands, common, _duration)
@@ -159,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+build_parser = _parser
+
+
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     root = init_keys(
         args.out,
@@ -167,12 +328,20 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
         now=wall_clock(),
         ttl=args.ttl,
     )
+    roles = {str(r): _threshold(root.role(r)) for r in HUB_ROLES}
+    if args.json:
+        report = {"keys": str(args.out), "root": str(args.out / ROOT_FILE)}
+        print(json.dumps(report | {"root_version": root.version, "roles": roles}, sort_keys=True))
+        return 0
     print(f"keys written to {args.out}/ (private keys mode 0600)")
-    for role in HUB_ROLES:
-        role_keys = root.role(role)
-        print(f"  {role:<10} {role_keys.threshold}-of-{len(role_keys.keys)}")
+    for role, threshold in roles.items():
+        print(f"  {role:<10} {threshold}")
     print(f"trust root version {root.version}: {args.out / ROOT_FILE} (pin it on devices)")
     return 0
+
+
+def _threshold(role_keys: RoleKeys) -> str:
+    return f"{role_keys.threshold}-of-{len(role_keys.keys)}"
 
 
 def _cmd_bundle_build(args: argparse.Namespace) -> int:
@@ -181,8 +350,6 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
     root_path = args.root or (args.keys / ROOT_FILE if args.keys else None)
     if root_path is None:
         raise ConfigError("give the trust root: --root FILE (or --keys DIR holding root.cbor)")
-    if args.bundle_version < 1:
-        raise ConfigError("--version must be 1 or more")
     root = load_root(root_path)
     signers = load_role_keys(args.keys, Role.POLICY, root, args.key)
     text = read_bounded(args.policy, MAX_POLICY_SOURCE_BYTES, "policy file")
@@ -200,10 +367,23 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
             bundle, source.policy, expectations, root=root, signers=signers
         )
     write_out(args.out, data, mode=0o644, force=True)
+    count = bundle.policy.rule_count
+    if args.json:
+        report = {
+            "out": str(args.out),
+            "version": bundle.version,
+            "rules": count,
+            "region": bundle.target.region,
+            "expires_at": bundle.expires_at,
+            "digest": bundle.digest.hex(),
+            "size": len(data),
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
-        f"bundle version {bundle.version} written to {args.out}: {bundle.policy.rule_count} "
-        f"rules, region {bundle.target.region}, expires in "
-        f"{format_duration(bundle.expires_at - now)}, sha256:{bundle.digest.hex()}"
+        f"bundle version {bundle.version} written to {args.out}: {count} "
+        f"rule{'' if count == 1 else 's'}, region {bundle.target.region}, "
+        f"{expiry_text(bundle.expires_at - now)}, sha256:{bundle.digest.hex()}"
     )
     return 0
 
@@ -223,71 +403,24 @@ def _cmd_bundle_inspect(args: argparse.Namespace) -> int:
     root = load_root(args.root) if args.root else None
     summary = inspect_bundle(data, root)
     if args.json:
-        print(json.dumps(_summary_json(summary), sort_keys=True))
+        print(json.dumps(summary_json(summary), sort_keys=True))
     else:
-        _print_summary(summary, wall_clock())
-    return 1 if summary.verify_error else 0
-
-
-def _summary_json(summary: BundleSummary) -> dict[str, object]:
-    payload = summary.payload
-    return {
-        "version": payload.get("version"),
-        "issued_at": payload.get("issued_at"),
-        "expires_at": payload.get("expires_at"),
-        "max_offline": payload.get("max_offline"),
-        "target": payload.get("target"),
-        "digest": summary.digest.hex(),
-        "size": summary.size,
-        "signer_key_ids": list(summary.signer_hints),
-        "verified_signers": summary.verified_signers,
-        "verify_error": summary.verify_error,
-        "rules": _rules(payload),
-    }
-
-
-def _rules(payload: dict[str, object]) -> list[dict[str, object]]:
-    policy = payload.get("policy")
-    rules = policy.get("rules") if isinstance(policy, dict) else None
-    if not isinstance(rules, list):
-        return []
-    return [r for r in rules if isinstance(r, dict)]
-
-
-def _print_summary(summary: BundleSummary, now: int) -> None:
-    payload = summary.payload
-    expires = payload.get("expires_at")
-    print(f"bundle    version {payload.get('version')}, {summary.size} bytes")
-    print(f"digest    sha256:{summary.digest.hex()}")
-    print(f"target    {json.dumps(payload.get('target'), sort_keys=True)}")
-    if isinstance(expires, int):
-        when = utc_text(expires, "%Y-%m-%dT%H:%M:%S+00:00")
-        print(f"expires   {when} (in {format_duration(expires - now)})")
-    print(f"signers   {', '.join(h[:16] for h in summary.signer_hints)} (key id hints)")
-    if summary.verified_signers is not None:
-        print(f"verified  {len(summary.verified_signers)} signature(s) valid under the root")
-    elif summary.verify_error:
-        print(f"verified  NO: {summary.verify_error}")
-    else:
-        print("verified  not checked (pass --root to verify signatures)")
-    rules = _rules(payload)
-    print(f"rules     {len(rules)}")
-    for rule in rules:
-        print(
-            f"  {rule.get('effect', '?'):<5} {rule.get('id')}: {_joined(rule.get('subjects'))} "
-            f"{_joined(rule.get('actions'))} {_joined(rule.get('resources'))}"
-        )
-
-
-def _joined(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else "?"
+        for line in summary_lines(summary, wall_clock(), terminal_width()):
+            print(line)
+    return EXIT_REFUSED if summary.verify_error else 0
 
 
 def _cmd_root_rotate(args: argparse.Namespace) -> int:
     roles = [Role(r) for r in (args.role or [str(Role.ROOT)])]
     root = rotate_root(args.keys, rotate=roles, now=wall_clock(), ttl=args.ttl)
+    path = args.keys / ROOT_FILE
+    if args.json:
+        rotated = sorted(map(str, roles))
+        report = {"root": str(path), "root_version": root.version, "rotated": rotated}
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
-        f"trust root version {root.version} written to {args.keys / ROOT_FILE}; install it on "
+        f"trust root version {root.version} written to {path}; install it on "
         f"devices with 'edge-agent root install'"
     )
     return 0

@@ -24,6 +24,7 @@ errors (exit 2); no cosigned checkpoint yet is a refusal (exit 1).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, LineageError
@@ -32,6 +33,7 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
+from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
 from hub.core.receipts import FORMATS, hub_receipt, registered
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
@@ -46,40 +48,59 @@ def register(
 ) -> None:
     """Add ``lineage receipt|checkpoint|consistency`` and ``keys export`` to ``edge-hub``."""
     hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
-    hub_dir.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
-    hub_dir.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    hub_dir.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("--out", type=Path, required=True, help="file to write")
+    out.add_argument("--out", type=path_arg, required=True, help="file to write")
     out.add_argument("--force", action="store_true", help="replace --out if it is a file")
+    out.add_argument("--json", action="store_true", help="print the result as JSON")
 
     receipt = lineage_commands.add_parser(
-        "receipt", parents=[hub_dir, out], help="a receipt for one entry, cosigned by the hub"
+        "receipt",
+        parents=[hub_dir, out],
+        help="a receipt for one entry, cosigned by the hub",
+        epilog=help_epilog("edge-hub lineage receipt gw-001 41 --out gw-001-41.cose", NO_HUB),
     )
-    receipt.add_argument("device_id", metavar="DEVICE")
-    receipt.add_argument("seq", type=counter_arg(0), metavar="SEQ")
-    receipt.add_argument("--format", choices=FORMATS, default="cose")
+    receipt.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
+    receipt.add_argument("seq", type=counter_arg(0), metavar="SEQ", help="the entry's seq")
+    receipt.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="cose",
+        help="cose: a COSE receipt (edge-verify receipt); tlog-proof: a text proof",
+    )
     receipt.add_argument(
         "--include-bundle", action="store_true", help="embed the bundle the entry names (cose)"
     )
     receipt.set_defaults(handler=_cmd_receipt)
 
     checkpoint = lineage_commands.add_parser(
-        "checkpoint", parents=[hub_dir, out], help="the checkpoint note the hub holds"
+        "checkpoint",
+        parents=[hub_dir, out],
+        help="the checkpoint note the hub holds",
+        epilog=help_epilog("edge-hub lineage checkpoint gw-001 --out gw-001.note", NO_HUB),
     )
-    checkpoint.add_argument("device_id", metavar="DEVICE")
+    checkpoint.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
     checkpoint.add_argument("--size", type=counter_arg(1), help="tree size (default: latest)")
     checkpoint.set_defaults(handler=_cmd_checkpoint)
 
     consistency = lineage_commands.add_parser(
-        "consistency", parents=[hub_dir, out], help="a consistency proof between two sizes"
+        "consistency",
+        parents=[hub_dir, out],
+        help="a consistency proof between two sizes",
+        epilog=help_epilog(
+            "edge-hub lineage consistency gw-001 100 250 --out gw-001-100-250.proof", NO_HUB
+        ),
     )
-    consistency.add_argument("device_id", metavar="DEVICE")
-    consistency.add_argument("old", type=counter_arg(1), metavar="OLD")
-    consistency.add_argument("new", type=counter_arg(1), metavar="NEW")
+    consistency.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
+    consistency.add_argument("old", type=counter_arg(1), metavar="OLD", help="the older size")
+    consistency.add_argument("new", type=counter_arg(1), metavar="NEW", help="the newer size")
     consistency.set_defaults(handler=_cmd_consistency)
 
     export = keys_commands.add_parser(
-        "export", parents=[hub_dir, out], help="export a public key the hub signs with"
+        "export",
+        parents=[hub_dir, out],
+        help="export a public key the hub signs with",
+        epilog=help_epilog("edge-hub keys export witness --out witness.pub", NO_HUB),
     )
     export.add_argument("which", choices=["witness"], help="witness: the cosigning key")
     export.set_defaults(handler=_cmd_export)
@@ -152,7 +173,7 @@ def _witness(hub: HubDir, keys_dir: Path | None) -> tuple[PrivateKey, tuple[Publ
 def _cmd_receipt(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     witness, witnesses = _witness(hub, args.keys)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         data, held = hub_receipt(
             registry,
             args.device_id,
@@ -166,6 +187,18 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
     # A receipt holds the entry (subjects, resources): owner-only, as on the device.
     write_out(args.out, data, force=args.force)
     when = utc_text(held.cosignature.time, "%Y-%m-%dT%H:%M:%SZ")
+    if args.json:
+        report = {
+            "out": str(args.out),
+            "format": args.format,
+            "bytes": len(data),
+            "device": args.device_id,
+            "seq": args.seq,
+            "tree_size": held.stored.size,
+            "cosigned_at": held.cosignature.time,
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"receipt ({args.format}, {len(data)} bytes) for entry {args.seq} of {args.device_id} "
         f"written to {args.out}: tree size {held.stored.size}, cosigned by the hub at {when}"
@@ -175,18 +208,25 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
     write_out(args.out, note.encode("utf-8"), mode=0o644, force=args.force)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "device": args.device_id}, sort_keys=True))
+        return 0
     print(f"checkpoint of {args.device_id} written to {args.out}")
     return 0
 
 
 def _cmd_consistency(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
     write_out(args.out, text.encode("ascii"), mode=0o644, force=args.force)
+    if args.json:
+        report = {"out": str(args.out), "device": args.device_id, "old": args.old, "new": args.new}
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"consistency proof of {args.device_id} from size {args.old} to {args.new} written to "
         f"{args.out}"
@@ -197,6 +237,10 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
     write_out(args.out, witness.public.to_pem().encode("ascii"), mode=0o644, force=args.force)
+    if args.json:
+        report = {"out": str(args.out), "key_id": witness.public.key_id.hex(), "role": "verifier"}
+        print(json.dumps(report, sort_keys=True))
+        return 0
     print(
         f"witness public key (verifier role, key id {witness.public.key_id.hex()[:16]}) "
         f"written to {args.out}: give it to edge-verify --witness-key"

@@ -18,13 +18,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
+from hub.cli.exits import NO_HUB, REFUSED, counted, help_epilog, name_arg, path_arg
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -55,21 +55,36 @@ def register(
     duration: Callable[[str], int],
 ) -> None:
     """Add ``edge-hub rollout``."""
-    rollout = commands.add_parser("rollout", help="staged rollouts").add_subparsers(
-        dest="rollout_command", required=True, metavar="COMMAND"
-    )
-    place = argparse.ArgumentParser(add_help=False)
-    place.add_argument("--hub-dir", type=Path, help="hub directory (default: $EDGE_HUB_DIR or .)")
+    rollout = commands.add_parser(
+        "rollout",
+        parents=[common],
+        help="staged rollouts",
+        epilog=help_epilog("edge-hub rollout status --json"),
+    ).add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
 
     start = rollout.add_parser(
-        "start", parents=[common, place], help="roll a signed bundle out in stages"
+        "start",
+        parents=[common],
+        help="roll a signed bundle out in stages",
+        epilog=help_epilog(
+            "edge-hub rollout start candidate.cbor --stages 10%,100% --soak 1h "
+            "--halt-if 'deny_rate > 0.05'",
+            REFUSED,
+            NO_HUB,
+        ),
     )
-    start.add_argument("candidate", type=Path, help="the candidate bundle (signed CBOR)")
-    start.add_argument("--keys", type=Path, help="key directory (default: HUB_DIR/keys)")
+    start.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
+    start.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
     start.add_argument(
         "--stages", default="1%,10%,50%,100%", help="shares of the devices (default %(default)s)"
     )
-    start.add_argument("--soak", type=duration, default=1800, help="per stage (default 30m)")
+    start.add_argument(
+        "--soak",
+        type=duration,
+        default=1800,
+        metavar="DURATION",
+        help="how long each stage runs before the next (default 30m)",
+    )
     start.add_argument(
         "--halt-if",
         action="append",
@@ -77,12 +92,20 @@ def register(
         metavar="CONDITION",
         help="halt and roll back when it holds (repeat; docs/rollout.md)",
     )
-    start.add_argument("--group", action="append", default=[], help="only devices in it (repeat)")
+    start.add_argument(
+        "--group", type=name_arg, action="append", default=[], help="only devices in it (repeat)"
+    )
+    start.add_argument("--json", action="store_true", help="print the rollout as JSON")
     start.set_defaults(handler=_cmd_start)
 
-    status = rollout.add_parser("status", parents=[common, place], help="explain rollouts")
-    status.add_argument("rollout", nargs="?", help="one rollout (default: all)")
-    status.add_argument("--json", action="store_true")
+    status = rollout.add_parser(
+        "status",
+        parents=[common],
+        help="explain rollouts",
+        epilog=help_epilog("edge-hub rollout status --json", NO_HUB),
+    )
+    status.add_argument("rollout", type=name_arg, nargs="?", help="one rollout (default: all)")
+    status.add_argument("--json", action="store_true", help="print the rollouts as JSON")
     status.set_defaults(handler=_cmd_status)
 
     for name, helptext in (
@@ -90,10 +113,20 @@ def register(
         ("resume", "go on where a paused rollout stopped"),
         ("abort", "roll the switched devices back and end the rollout"),
     ):
-        command = rollout.add_parser(name, parents=[common, place], help=helptext)
-        command.add_argument("rollout")
+        command = rollout.add_parser(
+            name,
+            parents=[common],
+            help=helptext,
+            epilog=help_epilog(f"edge-hub rollout {name} eu-1-v7", REFUSED, NO_HUB),
+        )
+        command.add_argument(
+            "rollout", type=name_arg, help="the rollout's id ('edge-hub rollout status')"
+        )
         if name == "abort":
-            command.add_argument("--reason", default="aborted by the operator")
+            command.add_argument(
+                "--reason", default="aborted by the operator", help="why (kept with the rollout)"
+            )
+        command.add_argument("--json", action="store_true", help="print the result as JSON")
         command.set_defaults(handler=_cmd_change, change=name)
 
 
@@ -109,7 +142,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
             "pre-sign the rollback bundle"
         )
     data = read_bounded(args.candidate, MAX_BUNDLE_BYTES, "candidate bundle")
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         try:
             record = prepare_rollout(
                 registry,
@@ -123,15 +156,23 @@ def _cmd_start(args: argparse.Namespace) -> int:
                 now=wall_clock(),
             )
         except HaltSyntaxError as exc:
+            if args.json:
+                raise
             print(exc.pointer(), file=sys.stderr)
             return 2
+    if args.json:
+        with hub.open_registry(create=False) as registry:
+            described = _describe(registry, record, wall_clock())
+        print(json.dumps({"format": STATUS_FORMAT, "rollouts": [described]}, sort_keys=True))
+        return 0
     sizes = ", ".join(
         f"{share}% {len(stage_members(record, k))}" for k, share in enumerate(record.stages)
     )
     print(
         f"rollout {record.rollout_id} started: bundle v{record.candidate_version} "
-        f"sha256:{record.candidate_digest.hex()[:16]} to {len(record.devices)} device(s) in "
-        f"{len(record.stages)} stage(s) ({sizes} devices), soak {format_duration(record.soak_s)}"
+        f"sha256:{record.candidate_digest.hex()[:16]} to {counted(len(record.devices), 'device')} "
+        f"in {counted(len(record.stages), 'stage')} ({sizes} devices), soak "
+        f"{format_duration(record.soak_s)}"
     )
     print(f"halt if   {'; '.join(record.halts) or '(no condition: only pause/abort stop it)'}")
     print(
@@ -149,7 +190,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_change(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         for _ in range(_CAS_ATTEMPTS):
             record = _one(registry, args.rollout)
             now = wall_clock()
@@ -168,6 +209,18 @@ def _cmd_change(args: argparse.Namespace) -> int:
         "resume": f"running: {format_duration(soak_left(changed, now))} of soak left",
         "abort": "aborting: the running hub rolls the switched devices back within seconds",
     }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": changed.rollout_id,
+                    "state": str(changed.state),
+                    "message": done[args.change],
+                },
+                sort_keys=True,
+            )
+        )
+        return 0
     print(f"rollout {changed.rollout_id} {done[args.change]}")
     return 0
 
@@ -183,7 +236,7 @@ def _one(registry: Registry, rollout: str) -> RolloutRecord:
 def _cmd_status(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     now = wall_clock()
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         records = [_one(registry, args.rollout)] if args.rollout else registry.rollouts()
         described = [_describe(registry, r, now) for r in records]
     if args.json:

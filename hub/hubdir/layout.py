@@ -7,14 +7,22 @@ Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
                      uses, with the credentials it connects with, and its pid, so the other
                      commands publish to the same broker
+    DIR/serve.lock   locked (``flock``) by the ``edge-hub serve`` that wrote ``serve.json``
+                     while it runs: a second one on the directory leaves the first one's
+                     ``serve.json`` as it is, instead of replacing it and, on stopping,
+                     deleting it
 
-A ``serve.json`` whose pid is not running is stale and ignored.
+A ``serve.json`` whose pid is not running is stale and ignored. The lock is the kernel's: it
+goes with the process however that ends, so a crashed serve never blocks the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +40,7 @@ from hub.registry.backends import open_registry
 __all__ = [
     "ENV_HUB_DIR",
     "HubDir",
+    "HubDirError",
     "HubKeys",
     "ServeInfo",
 ]
@@ -40,7 +49,19 @@ ENV_HUB_DIR = "EDGE_HUB_DIR"
 KEYS_DIR = "keys"
 REGISTRY_FILE = "hub.db"
 SERVE_FILE = "serve.json"
+SERVE_LOCK_FILE = "serve.lock"
 MAX_SERVE_FILE_BYTES = 16 * 1024
+
+
+class HubDirError(ConfigError):
+    """The hub directory is not there: missing, or no registry in it where a command reads
+    one (never created by a command that only reads). ``edge-hub`` exits 3 (unavailable)."""
+
+    code = "hub_dir_unavailable"
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +153,26 @@ class HubDir:
     def serve_file(self) -> Path:
         return self.path / SERVE_FILE
 
-    def open_registry(self) -> Registry:
-        """Open (creating) ``hub.db``.
+    def open_registry(self, *, create: bool = True) -> Registry:
+        """Open ``hub.db``, creating it when missing if ``create`` (a command that only
+        reads passes ``False``: pointed at the wrong directory, it must leave nothing there).
 
         Raises:
-            ConfigError: the hub directory does not exist.
+            HubDirError: the hub directory does not exist, or holds no ``hub.db`` and
+                ``create`` is false.
             RegistryError: the database cannot be opened.
         """
-        if not self.path.is_dir():
-            raise ConfigError(
+        if not _is(self.path, Path.is_dir):
+            raise HubDirError(
                 f"hub directory {self.path} does not exist (create it with "
-                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)"
+                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
+                self.path,
+            )
+        if not create and not _is(self.registry_path, Path.is_file):
+            raise HubDirError(
+                f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}); "
+                "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)",
+                self.path,
             )
         return open_registry(self.registry_path)
 
@@ -151,13 +181,15 @@ class HubDir:
         key of the current root, if held) from ``keys_dir`` (default ``keys/``).
 
         Raises:
-            ConfigError: no root or no freshness key of the current root there.
+            HubDirError: no root there (the directory was never initialised).
+            ConfigError: no freshness key of the current root there.
             RootError: a root file does not verify.
         """
         directory = keys_dir or self.keys
-        if not (directory / ROOT_FILE).exists():
-            raise ConfigError(
-                f"no trust root in {directory}: run 'edge-hub keys init --out {directory}'"
+        if not _is(directory / ROOT_FILE, Path.exists):
+            raise HubDirError(
+                f"no trust root in {directory}: run 'edge-hub keys init --out {directory}'",
+                directory,
             )
         root = load_root(directory / ROOT_FILE)
         freshness = load_role_keys(directory, Role.FRESHNESS, root)
@@ -187,6 +219,33 @@ class HubDir:
             )
         return keys
 
+    @contextlib.contextmanager
+    def serve_file_claim(self) -> Iterator[bool]:
+        """Try to take the directory's serve lock for the block; yield whether it was taken.
+        The one ``serve`` holding it writes, and on stopping removes, ``serve.json``.
+
+        Several ``serve`` processes may share one hub directory (and its registry); only
+        the first writes ``serve.json``, so one stopping never deletes the file another
+        wrote, and a second one never replaces the first one's.
+
+        Raises:
+            ConfigError: the lock file cannot be opened.
+        """
+        path = self.path / SERVE_LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def write_serve_info(self, info: ServeInfo) -> None:
         """Raises: ConfigError: it cannot be written."""
         write_atomic(self.serve_file, info.to_json(), mode=0o600)
@@ -212,6 +271,20 @@ class HubDir:
             return
         if info is not None and info.pid == pid:
             self.serve_file.unlink(missing_ok=True)
+
+
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)``, a path the system cannot even look up (a name too long) refused as
+    the hub directory it was meant to be.
+
+    Raises:
+        HubDirError: the lookup failed.
+    """
+    try:
+        return test(path)
+    except OSError as exc:
+        shown = str(path) if len(str(path)) <= 120 else str(path)[:119] + "…"
+        raise HubDirError(f"{shown} cannot be used: {exc.strerror or exc}", path) from exc
 
 
 def _running(pid: int) -> bool:

@@ -155,6 +155,21 @@ class Registry(Protocol):
         """
         ...
 
+    def remove_device(self, device_id: str) -> DeviceRecord | None:
+        """Unregister ``device_id`` and return the record it had; ``None`` (nothing changed)
+        when it is not registered.
+
+        The device's live state goes with it: its last status and last seen time, status
+        history, challenges, attestation outcome and TPM attestation key. Its stored log
+        (entries, checkpoints, tree nodes), fork evidence and rejection counters stay, as
+        evidence: :meth:`lineage_state`, :meth:`iter_entries` and :meth:`search_lineage`
+        still answer for it, and registering the id again continues that log. Atomic.
+
+        Raises:
+            RegistryError: the write failed; nothing changed.
+        """
+        ...
+
     def device(self, device_id: str) -> DeviceRecord | None:
         """The registered device ``device_id``; ``None`` when none is registered."""
         ...

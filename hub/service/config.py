@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,10 +62,17 @@ class HubConfig:
     rollout_interval_s: float = 1.0
     """Seconds between rounds of the rollout driver (soak timers, halt conditions:
     docs/rollout.md); a halt is published at most this long after its data is stored."""
+    status_lines: Callable[[str], None] | None = None
+    """Where the operator's status lines go (:mod:`hub.service.announce`; ``edge-hub
+    serve`` prints them unless ``-q``); ``None``: none are made."""
+    summary_interval_s: float = 60.0
+    """Seconds between two summary lines (with ``status_lines``)."""
 
     def __post_init__(self) -> None:
         if self.rollout_interval_s <= 0:
             raise ValueError("the rollout interval must be positive")
+        if self.summary_interval_s <= 0:
+            raise ValueError("the summary interval must be positive")
         if self.freshness_interval_s <= 0 or self.token_ttl_s <= 0:
             raise ValueError("the freshness interval and token TTL must be positive")
         if self.token_ttl_s <= self.freshness_interval_s:
@@ -100,3 +108,8 @@ class HubStats:
     rejections: dict[str, int] = field(default_factory=dict)
     queue_dropped: int = 0
     """Messages dropped on arrival: their device already had its share waiting."""
+    messages: int = 0
+    """Messages received from the broker (retained trust objects included)."""
+    backlog_since: float | None = None
+    """Monotonic time since which messages have been waiting to be handled (``None``: none
+    waits): the ingest lag is how long ago that was."""

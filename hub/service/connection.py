@@ -20,6 +20,7 @@ from edge_agent.protocol import topics
 from edge_agent.support.mqtt import BrokerSettings, Connection, connect, stay_connected
 from hub.core.routing import HUB_DEVICE_LEAVES
 from hub.registry import Registry
+from hub.service.announce import ServeAnnouncer
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 
@@ -82,6 +83,7 @@ class HubConnection:
         serve: Callable[[Connection], Awaitable[None]],
         on_shared: Callable[[], None],
         forget: Callable[[], None],
+        announcer: ServeAnnouncer | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
@@ -93,6 +95,7 @@ class HubConnection:
         self._serve = serve
         self._on_shared = on_shared
         self._forget = forget
+        self._announcer = announcer
         self._probed: bool | None = None
         self._conn: Connection | None = None
         self.ready = asyncio.Event()
@@ -124,6 +127,8 @@ class HubConnection:
         if not isinstance(exc, TransportError):
             raise exc
         logger.warning("hub connection to %s: %s; reconnecting", self._settings.url, exc)
+        if self._announcer is not None:
+            self._announcer.lost(str(exc))
 
     async def _session(self, connected: Callable[[], None]) -> None:
         try:
@@ -150,6 +155,8 @@ class HubConnection:
         await self._publish_all(conn)
         self._conn = conn
         self.ready.set()
+        if self._announcer is not None:
+            self._announcer.connected(self._subscriptions.shared)
         logger.info(
             "hub connected to %s (%s lineage subscriptions)",
             self._settings.url,

@@ -52,6 +52,7 @@ from hub.core.push import (
 )
 from hub.core.rollout import check_clear_of_rollouts
 from hub.hubdir.layout import HubKeys
+from hub.hubdir.profiles import check_profile
 from hub.registry import (
     DeviceRecord,
     IssuedDirectory,
@@ -426,8 +427,10 @@ class Governance:
         """The record :meth:`register` would store (:func:`device_record`); nothing written.
 
         Raises:
-            ConfigError: as :func:`device_record`.
+            ConfigError: as :func:`device_record`, or a firmware profile no device can be
+                enrolled with (:func:`hub.hubdir.profiles.check_profile`).
         """
+        check_profile(self._context.hub_dir, profile)
         return device_record(
             device_id,
             region=region,

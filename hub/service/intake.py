@@ -101,12 +101,17 @@ class Intake:
                     await self._store_and_publish(conn, burst)
                 while conn.backlog:
                     self._queue(waiting, await anext(messages))
+            self._context.stats.backlog_since = None
 
     def _queue(self, waiting: FairQueue[Incoming], message: Incoming) -> None:
         """Queue ``message`` under the device its topic names (retained trust objects are
         only noted); one over that device's share is dropped unread and counted."""
+        stats = self._context.stats
+        stats.messages += 1
         if self._trust.noted(message):
             return
+        if not waiting and stats.backlog_since is None:
+            stats.backlog_since = time.monotonic()
         if not waiting.put(queue_key(message.topic), message):
             self._context.stats.queue_dropped += 1
 

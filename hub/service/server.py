@@ -69,6 +69,7 @@ from hub.console.context import ConsoleContext
 from hub.console.listen import ConsoleListen
 from hub.hubdir.layout import HubDir, HubKeys, ServeInfo
 from hub.registry import Registry
+from hub.service.announce import ServeAnnouncer, run_summaries
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import HubConnection, Subscriptions
@@ -122,6 +123,8 @@ class HubService:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._console: ConsoleServer | None = None
+        self._announcer: ServeAnnouncer | None = None
+        self._owns_serve_file = False
 
     # Lifecycle.
 
@@ -171,6 +174,8 @@ class HubService:
         """
         try:
             keys = self.hub_dir.load_keys(self.config.keys_dir)
+            if self.config.write_serve_file:
+                self._owns_serve_file = self._stack.enter_context(self.hub_dir.serve_file_claim())
             registry = self._stack.enter_context(self.hub_dir.open_registry())
             if self.config.broker is None:
                 self._broker = EmbeddedBroker(
@@ -181,15 +186,25 @@ class HubService:
                 )
                 self._settings = await self._broker.start()
                 self._stack.push_async_callback(self._broker.stop)
+            if self.config.status_lines is not None:
+                self._announcer = ServeAnnouncer(
+                    self.settings.url, self.config.status_lines, self.stats
+                )
             parts = self._start(registry, keys)
             self._stack.callback(parts.context.rejections.flush)
             connection = self._connect(parts)
             self._governance = Governance(
                 parts.context, parts.evidence, current=connection.current, refresh=self.tick
             )
-            if self.config.write_serve_file:
+            if self._owns_serve_file:
                 self._write_serve_file()
                 self._stack.callback(self.hub_dir.remove_serve_info, os.getpid())
+            elif self.config.write_serve_file:
+                logger.warning(
+                    "another edge-hub serve runs on %s: its serve.json stays (commands "
+                    "publish through its broker)",
+                    self.hub_dir.path,
+                )
             group = await self._stack.enter_async_context(asyncio.TaskGroup())
             stop, current = self._stop, connection.current
             self._tasks = [
@@ -198,6 +213,11 @@ class HubService:
                 group.create_task(parts.evidence.run(current, stop), name="edge-hub-attest"),
                 group.create_task(parts.rollouts.run(current, stop), name="edge-hub-rollout"),
             ]
+            if self._announcer is not None:
+                summaries = run_summaries(
+                    self._announcer, registry, self.config.summary_interval_s, stop
+                )
+                self._tasks.append(group.create_task(summaries, name="edge-hub-summary"))
             if self.config.console is not None:
                 self._console = await self._start_console(self.config.console)
         except BaseException:
@@ -310,6 +330,7 @@ class HubService:
             serve=parts.intake.consume,
             on_shared=self._on_shared,
             forget=parts.context.retained.forget,
+            announcer=self._announcer,
         )
         return self._connection
 
@@ -326,7 +347,7 @@ class HubService:
         return self._connection
 
     def _on_shared(self) -> None:
-        if self.config.write_serve_file:
+        if self._owns_serve_file:
             self._write_serve_file()
 
     def _write_serve_file(self) -> None:

@@ -21,6 +21,18 @@ from hub.registry.sqlite.transactions import (
 
 __all__ = ["DeviceTables", "touch_activity"]
 
+_REGISTRATION_TABLES = (
+    "status",
+    "activity",
+    "status_spans",
+    "challenges",
+    "attestation",
+    "tpm_keys",
+)
+"""What :meth:`DeviceTables.remove_device` forgets with the device: its registration's live
+state. Its log (entries, checkpoints, tree nodes, log state), fork evidence and rejection
+counters stay: they are evidence of what it did."""
+
 
 class DeviceTables(SqliteTransactions):
     """The device operations of :class:`hub.registry.interface.Registry`."""
@@ -50,6 +62,16 @@ class DeviceTables(SqliteTransactions):
                     record.added_at,
                 ),
             )
+
+    def remove_device(self, device_id: str) -> DeviceRecord | None:
+        with self._write("remove the device") as db:
+            rows = db.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchall()
+            if not rows:
+                return None
+            for table in _REGISTRATION_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE device = ?", (device_id,))
+            db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        return _device(rows[0])
 
     def device(self, device_id: str) -> DeviceRecord | None:
         rows = self._read("SELECT * FROM devices WHERE id = ?", (device_id,))

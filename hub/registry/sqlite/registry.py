@@ -76,7 +76,10 @@ class SqliteRegistry(
             db.executescript(AUDIT_SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
             db.executescript(ROLLOUT_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:
+                # Only when it changes: writing the same value would still rewrite the
+                # file's header, and a command that only reads must leave hub.db as it was.
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
         try:
