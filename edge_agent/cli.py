@@ -163,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+build_parser = _parser
+
+
 def _trust_state(state_dir: Path) -> TrustState:
     """The trust state of the agent in ``state_dir``, read and closed again."""
     with LocalAgent.open(state_dir) as agent:

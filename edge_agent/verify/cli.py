@@ -166,6 +166,9 @@ def _parser() -> _Parser:
     return parser
 
 
+build_parser = _parser
+
+
 # --- receipt -------------------------------------------------------------------------------
 
 

@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+build_parser = _parser
+
+
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     root = init_keys(
         args.out,
