@@ -56,7 +56,7 @@ COMPLETION_PATHS = {
     "fish": "fish/vendor_completions.d/{tool}.fish",
 }
 MAN_PATH = "man/man1/{tool}.1"
-_FILE_WORDS = re.compile(r"\bfile\b|\bPEM\b|\.cbor\b|\.toml\b|\.ya?ml\b|- for stdin", re.I)
+_FILE_WORDS = re.compile(r"\bfile\b|\bpath\b|\bPEM\b|\.cbor\b|\.toml\b|\.ya?ml\b|- for stdin", re.I)
 _DIRECTORY_WORDS = re.compile(r"\bdirector(y|ies)\b", re.I)
 
 
