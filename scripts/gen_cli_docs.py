@@ -15,8 +15,8 @@ every subcommand's epilog (the exit codes and the example), fills the usage line
 into the text and leaves a wrapped help line starting with ``'`` or ``.`` to be read as a roff
 request. Each page: NAME, SYNOPSIS, DESCRIPTION (the description and epilog), OPTIONS, one
 subsection per command (its help, usage, description, arguments, options and epilog), SEE ALSO.
-A command's options shared with the top level (same flags, same help) are named once in a line
-rather than repeated under every command.
+A command's options shared with the top level (the same flags for the same value: the global
+options) are named once in a line rather than repeated under every command.
 
 The page date is ``SOURCE_DATE_EPOCH`` when set (reproducible builds), else today (UTC).
 Defaults that read the environment (``$EDGE_AGENT_STATE_DIR``, ``$EDGE_HUB_DIR``) are built
@@ -271,7 +271,9 @@ def _arguments(parser: argparse.ArgumentParser, shared: Sequence[argparse.Action
 
 
 def _same_option(action: argparse.Action, shared: argparse.Action) -> bool:
-    return action.option_strings == shared.option_strings and action.help == shared.help
+    """The same option as one at the top level: the same flags for the same value (not, say,
+    ``bundle build --version``, which is the bundle's)."""
+    return action.option_strings == shared.option_strings and action.dest == shared.dest
 
 
 def _invocation(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
@@ -290,25 +292,24 @@ def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> list[str]
 
 
 def _text(parser: argparse.ArgumentParser, text: str | None) -> list[str]:
-    """A description or epilog as its --help shows it: raw formatters keep their line breaks
-    and blank-line paragraphs, the default formatter fills it all into one paragraph."""
+    """A description or epilog as its --help shows it. Where the parser's formatter keeps line
+    breaks (argparse's raw formatters, edgegov's own), each line stays a line, an indented one
+    (an exit-code table) exactly as written, and blank lines part paragraphs; where it fills
+    (argparse's default), the whole text is one paragraph."""
     if not text:
         return []
-    raw = isinstance(parser._get_formatter(), argparse.RawDescriptionHelpFormatter)
     text = text % {"prog": parser.prog} if "%(prog)" in text else text
-    paragraphs = re.split(r"\n\s*\n", text.strip()) if raw else [_one_line(text)]
+    if "\n" not in parser._get_formatter()._fill_text("a\nb", 80, ""):
+        return [".PP", _escape(_one_line(text))]
     lines = []
-    for paragraph in paragraphs:
-        rows = [r.strip() for r in paragraph.splitlines()] if raw else [paragraph]
-        lines += [".PP", *_joined(_escape(r) for r in rows if r)]
+    for paragraph in re.split(r"\n\s*\n", text.strip("\n")):
+        lines.append(".PP")
+        for row in paragraph.splitlines():
+            if row[:1].isspace():
+                lines += [".nf", _escape(row.rstrip()), ".fi"]
+            else:
+                lines += [_escape(row.strip()), ".br"]
     return lines
-
-
-def _joined(rows: Iterator[str]) -> list[str]:
-    out: list[str] = []
-    for row in rows:
-        out += [".br", row] if out else [row]
-    return out
 
 
 def _one_line(text: str) -> str:

@@ -248,3 +248,36 @@ def test_man_page_text_that_looks_like_roff_stays_text(tmp_path: Path) -> None:
     assert ".TH looks like a request" in lines
     assert "'quoted' first, then a \\backslash and a -dash" in lines
     assert "exit codes: 0 allow; 1 deny" in lines and "example: edge-agent status --json" in lines
+
+
+class _LineKeepingFormatter(argparse.HelpFormatter):
+    """As edgegov's own: keeps an epilog's line breaks without being a raw formatter."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line for line in text.splitlines())
+
+
+@pytest.mark.parametrize(
+    "formatter", [argparse.RawDescriptionHelpFormatter, _LineKeepingFormatter], ids=["raw", "own"]
+)
+def test_man_page_keeps_the_epilog_lines_that_help_keeps(
+    tmp_path: Path, formatter: type[argparse.HelpFormatter]
+) -> None:
+    epilog = "exit codes:\n  0   open\n  1   closed\n\nexample: edge-agent status --json"
+    parser = argparse.ArgumentParser(prog="edge-agent", epilog=epilog, formatter_class=formatter)
+    page = tmp_path / "edge-agent.1"
+    page.write_text(gen.man_page(parser, "a test page"))
+    result = _rendered(page, "--nh", "--nj")
+    assert result.stderr == ""
+    kept = [line.rstrip() for line in result.stdout.splitlines()]
+    table = ["       exit codes:", "         0   open", "         1   closed"]
+    start = kept.index(table[0])
+    assert kept[start : start + 3] == table
+    assert "       example: edge-agent status --json" in kept
+
+
+def test_man_page_fills_the_epilog_that_help_fills(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="edge-agent", epilog="exit codes:\n0 open; 1 closed")
+    page = tmp_path / "edge-agent.1"
+    page.write_text(gen.man_page(parser, "a test page"))
+    assert "       exit codes: 0 open; 1 closed" in _rendered(page, "--nh").stdout.splitlines()
