@@ -4,8 +4,8 @@ every man page renders with ``man -l`` without a single warning from groff and d
 command with its epilog.
 
 The module fixture runs the script as ``make cli-docs`` does, once, with
-``$EDGE_AGENT_STATE_DIR`` and ``$EDGE_HUB_DIR`` set to show that a builder's environment never
-leaks into what is shipped.
+``$EDGE_AGENT_STATE_DIR`` and ``$EDGE_HUB_DIR`` set and from the output directory, to show that
+neither a builder's environment nor working directory leaks into what is shipped.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def _generate(out: Path) -> subprocess.CompletedProcess[str]:
     }
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--out", str(out)],
+        cwd=out,
         env=env,
         capture_output=True,
         text=True,
@@ -143,6 +144,7 @@ def test_generating_twice_gives_the_same_bytes(docs: Path, tmp_path: Path) -> No
 def test_the_builders_environment_does_not_leak_into_the_pages(docs: Path) -> None:
     shipped = "".join(p.read_text() for p in docs.rglob("*") if p.is_file())
     assert BUILDER_STATE_DIR not in shipped and BUILDER_HUB_DIR not in shipped
+    assert str(docs) not in shipped, "a default taken from the builder's working directory"
     assert "/var/lib/edge\\-agent" in _man(docs, "edge-agent").read_text()
 
 
