@@ -204,7 +204,9 @@ def test_fish_completes_a_command_with_its_help(docs: Path) -> None:
         timeout=RUN_TIMEOUT_S,
         check=True,
     )
-    assert result.stdout.splitlines() == ["status\ttrust state at a glance"]
+    offered = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [name for name, *_ in offered] == ["status"]
+    assert len(offered[0]) == 2 and offered[0][1].strip(), "fish shows what status does"
 
 
 # --- man pages -----------------------------------------------------------------------------
