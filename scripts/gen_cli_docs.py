@@ -56,6 +56,7 @@ COMPLETION_PATHS = {
     "fish": "fish/vendor_completions.d/{tool}.fish",
 }
 MAN_PATH = "man/man1/{tool}.1"
+GLOBAL_OPTIONS = "[\\fIglobal options\\fR]"
 _FILE_WORDS = re.compile(r"\bfile\b|\bpath\b|\bPEM\b|\.cbor\b|\.toml\b|\.ya?ml\b|- for stdin", re.I)
 _DIRECTORY_WORDS = re.compile(r"\bdirector(y|ies)\b", re.I)
 
@@ -197,23 +198,30 @@ def _command(
     lines = [f'.SS "{_escape(title)}"']
     if help_text:
         lines.append(_escape(_one_line(help_text)))
-    lines += _synopsis(parser, title)
+    lines += _synopsis(parser, title, shared)
     lines += _text(parser, parser.description)
     lines += _arguments(parser, shared)
     lines += _text(parser, parser.epilog)
     return lines
 
 
-def _synopsis(parser: argparse.ArgumentParser, title: str) -> list[str]:
+def _synopsis(
+    parser: argparse.ArgumentParser, title: str, shared: Sequence[argparse.Action] = ()
+) -> list[str]:
     """The usage line as argparse orders it (options, then positionals), left-aligned and not
-    hyphenated."""
+    hyphenated; the ``shared`` (global) options are one ``[global options]`` there."""
     shown = [
         a
         for a in parser._actions
         if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
     ]
     ordered = [a for a in shown if a.option_strings] + [a for a in shown if not a.option_strings]
-    words = [f"\\fB{_escape(title)}\\fR", *(_usage_word(parser, a) for a in ordered)]
+    words = [f"\\fB{_escape(title)}\\fR"]
+    for action in ordered:
+        if not any(_same_option(action, s) for s in shared):
+            words.append(_usage_word(parser, action))
+        elif GLOBAL_OPTIONS not in words:
+            words.append(GLOBAL_OPTIONS)
     return [".PP", ".ad l", ".nh", " ".join(words), ".hy", ".ad"]
 
 
@@ -266,7 +274,7 @@ def _arguments(parser: argparse.ArgumentParser, shared: Sequence[argparse.Action
         lines += [".TP", _invocation(parser, action), *_help(parser, action)]
     if also:
         named = ", ".join(f"\\fB{_escape(o)}\\fR" for o in also)
-        lines += [".PP", f"Also {named}, as under OPTIONS."]
+        lines += [".PP", f"Also the global options {named}, as under OPTIONS."]
     return lines
 
 
