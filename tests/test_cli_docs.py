@@ -163,6 +163,23 @@ def test_zsh_completion_parses(docs: Path, tool: str) -> None:
     subprocess.run([zsh, "-n", str(_completion(docs, "zsh", tool))], check=True)
 
 
+def test_zsh_compinit_registers_each_tool_from_the_vendor_directory(docs: Path) -> None:
+    zsh = require("zsh", "zsh")
+    directory = _completion(docs, "zsh", "edge-agent").parent
+    program = (
+        'fpath=("$1" $fpath); autoload -Uz compinit && compinit -u -D\n'
+        "print -r -- ${_comps[edge-agent]} ${_comps[edge-hub]} ${_comps[edge-verify]}"
+    )
+    result = subprocess.run(
+        [zsh, "-f", "-c", program, "zsh", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=True,
+    )
+    assert result.stdout.split() == ["_edge-agent", "_edge-hub", "_edge-verify"], result.stderr
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_fish_completion_parses(docs: Path, tool: str) -> None:
     fish = require("fish", "fish")
