@@ -38,6 +38,8 @@ from pathlib import Path
 
 import shtab
 
+from edge_agent import __version__
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "build" / "cli-docs"
 ENVIRONMENT_DEFAULTS = ("EDGE_AGENT_STATE_DIR", "EDGE_HUB_DIR")
@@ -150,11 +152,10 @@ def _commands(
 def man_page(parser: argparse.ArgumentParser, summary: str) -> str:
     """The roff source of ``parser``'s manual page, section 1."""
     prog = parser.prog
-    version = importlib.import_module("edge_agent").__version__
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     date = time.strftime("%Y-%m-%d", time.gmtime(int(epoch) if epoch else None))
     lines = [
-        f'.TH "{prog.upper()}" "1" "{date}" "edgegov {version}" "edgegov manual"',
+        f'.TH "{prog.upper()}" "1" "{date}" "edgegov {__version__}" "edgegov manual"',
         ".SH NAME",
         f"{_escape(prog)} \\- {_escape(summary)}",
         ".SH SYNOPSIS",
