@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow test-arm test-arm-core bench-arm soak check bench bench-quick format package clean system-deps
+.PHONY: all demo test test-slow test-arm test-arm-core bench-arm soak check bench bench-quick format package cli-docs clean system-deps
 
 all: check test
 
@@ -19,7 +19,7 @@ system-deps:
 
 $(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hub,test,bench,dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hub,test,bench,dev,packaging]'
 	if pkg-config --exists tss2-esys; then \
 		$(BIN)/pip install --quiet --disable-pip-version-check -e '.[tpm]'; \
 	else echo "libtss2-dev not found: the TPM provider is not installed and its tests skip"; fi
@@ -57,14 +57,14 @@ soak: $(STAMP) $(ORACLE_STAMP) $(FUZZ_STAMP)
 	$(ORACLE_ENV) $(BIN)/pytest -m soak -q -rA
 
 check: $(STAMP)
-	$(BIN)/ruff check edge_agent hub tests bench
-	$(BIN)/ruff format --check edge_agent hub tests bench
-	$(BIN)/mypy --strict edge_agent hub
+	$(BIN)/ruff check edge_agent hub tests bench scripts
+	$(BIN)/ruff format --check edge_agent hub tests bench scripts
+	$(BIN)/mypy --strict edge_agent hub scripts/gen_cli_docs.py
 	$(BIN)/lint-imports --no-cache --no-logo
 
 format: $(STAMP)
-	$(BIN)/ruff format edge_agent hub tests bench
-	$(BIN)/ruff check --fix edge_agent hub tests bench
+	$(BIN)/ruff format edge_agent hub tests bench scripts
+	$(BIN)/ruff check --fix edge_agent hub tests bench scripts
 
 # Every benchmark, full size; each prints its table (see README). A quiet machine matters.
 bench: $(STAMP)
@@ -102,6 +102,12 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/idle.py --quick
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py --quick; \
 	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
+
+# Shell completion (bash, zsh, fish) and man pages for edge-agent, edge-hub and edge-verify,
+# generated from their parsers into build/cli-docs/ (laid out as /usr/share; README says how to
+# install them from a checkout). The .deb ships the agent's and edge-verify's (packaging/build.sh).
+cli-docs: $(STAMP)
+	$(BIN)/python scripts/gen_cli_docs.py --out build/cli-docs
 
 # The self-contained agent (PyInstaller onedir in dist/edge-agent/) and
 # dist/edge-agent_<version>_<arch>.deb. packaging/build.sh sets up its own build venv

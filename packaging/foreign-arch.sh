@@ -55,7 +55,8 @@ WORK=/build/edgegov
 HOST_CA=/etc/ssl/certs/host-ca-certificates.crt
 CORE_WORK=/build/core-tests
 # What packaging/build.sh fingerprints: everything that goes into the binary and the .deb.
-SOURCES=(edge_agent packaging systemd firmware_profiles docs/deploy.md pyproject.toml)
+SOURCES=(edge_agent packaging systemd firmware_profiles docs/deploy.md pyproject.toml
+    scripts/gen_cli_docs.py)
 
 refuse() {
     echo "foreign-arch: $*" >&2

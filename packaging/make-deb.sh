@@ -15,6 +15,10 @@
 #   /etc/edge-agent/firmware_profiles/*.toml   the shipped firmware profiles (conffiles: the
 #                                           agent measures with <its enrolled profile>.toml)
 #   /usr/share/doc/edge-agent/              deploy.md, copyright
+#   /usr/share/man/man1/edge-{agent,verify}.1.gz                   man pages
+#   /usr/share/bash-completion/completions/edge-{agent,verify}    shell completion
+#   /usr/share/zsh/vendor-completions/_edge-{agent,verify}           (from build/cli-docs-deb/,
+#   /usr/share/fish/vendor_completions.d/edge-{agent,verify}.fish     scripts/gen_cli_docs.py)
 #
 # DEB_MAINTAINER overrides the Maintainer field.
 set -euo pipefail
@@ -22,11 +26,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 SRC=dist/edge-agent
+DOCS=build/cli-docs-deb
+TOOLS=(edge-agent edge-verify)
 STAGE=build/deb/edge-agent
 MAINTAINER="${DEB_MAINTAINER:-edgegov maintainers <maintainers@edgegov.invalid>}"
 
 [[ -x "$SRC/edge-agent" ]] || {
     echo "make-deb: $SRC/edge-agent is missing; run packaging/build.sh" >&2
+    exit 1
+}
+[[ -f "$DOCS/man/man1/edge-agent.1" ]] || {
+    echo "make-deb: $DOCS is missing; run packaging/build.sh" >&2
     exit 1
 }
 VERSION="$("$SRC/edge-agent" --version | awk '{print $2}')"
@@ -51,6 +61,17 @@ install -m 0644 packaging/deb/edge-agent.tmpfiles "$STAGE/usr/lib/tmpfiles.d/edg
 find firmware_profiles -maxdepth 1 -name '*.toml' -type f \
     -exec install -m 0644 -t "$STAGE/etc/edge-agent/firmware_profiles" {} +
 install -m 0644 docs/deploy.md packaging/deb/copyright "$STAGE/usr/share/doc/edge-agent/"
+for tool in "${TOOLS[@]}"; do
+    install -D -m 0644 -t "$STAGE/usr/share/bash-completion/completions" \
+        "$DOCS/bash-completion/completions/$tool"
+    install -D -m 0644 -t "$STAGE/usr/share/zsh/vendor-completions" \
+        "$DOCS/zsh/vendor-completions/_$tool"
+    install -D -m 0644 -t "$STAGE/usr/share/fish/vendor_completions.d" \
+        "$DOCS/fish/vendor_completions.d/$tool.fish"
+    install -d -m 0755 "$STAGE/usr/share/man/man1"
+    gzip -9 --no-name --stdout "$DOCS/man/man1/$tool.1" >"$STAGE/usr/share/man/man1/$tool.1.gz"
+    chmod 0644 "$STAGE/usr/share/man/man1/$tool.1.gz"
+done
 
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$STAGE/DEBIAN/"
 {

@@ -6,8 +6,10 @@
 # (unit checks), dpkg-deb (the .deb), strip (PyInstaller), the swtpm software TPM with the
 # TSS headers tpm2-pytss builds against (the TPM provider), and Debian's chromium (the
 # console's browser tests drive it with Playwright through executable_path; never
-# `playwright install`, which downloads a browser). The venv gets the [tpm] extra only
-# when pkg-config finds tss2-esys, so this runs before the venv is built.
+# `playwright install`, which downloads a browser), man-db and groff-base (the man pages
+# render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`). The
+# venv gets the [tpm] extra only when pkg-config finds tss2-esys, so this runs before the venv
+# is built.
 #
 # As root with apt-get: `apt-get update`, then install what is missing, quietly and
 # non-interactively. Otherwise: one line naming the packages, and carry on; each test that
@@ -29,6 +31,10 @@ command -v swtpm >/dev/null 2>&1 || missing+=(swtpm swtpm-tools)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists tss2-esys 2>/dev/null || missing+=(libtss2-dev)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+command -v zsh >/dev/null 2>&1 || missing+=(zsh)
+command -v fish >/dev/null 2>&1 || missing+=(fish)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }

@@ -504,6 +504,35 @@ def test_deb_ships_the_agent_config_unit_and_system_files_with_root_ownership(
     assert conffiles == ["/etc/edge-agent/agent.toml", *(prefix + p for p in profiles)]
 
 
+def test_deb_ships_completion_and_man_pages_for_the_agent_and_edge_verify(
+    build: Build, tmp_path: Path
+) -> None:
+    members = _deb_members(build.deb, tmp_path)
+    for tool in ("edge-agent", "edge-verify"):
+        for path in (
+            f"/usr/share/bash-completion/completions/{tool}",
+            f"/usr/share/zsh/vendor-completions/_{tool}",
+            f"/usr/share/fish/vendor_completions.d/{tool}.fish",
+            f"/usr/share/man/man1/{tool}.1.gz",
+        ):
+            assert path in members, path
+            assert members[path].isfile() and stat.S_IMODE(members[path].mode) == 0o644, path
+    assert not [p for p in members if "edge-hub" in p], "the agent's package ships no hub"
+    man = require("man", "man-db")
+    target = tmp_path / "x"
+    subprocess.run(["dpkg-deb", "-x", str(build.deb), str(target)], check=True)
+    page = target / "usr/share/man/man1/edge-agent.1.gz"
+    rendered = subprocess.run(
+        [man, "-l", str(page)],
+        env={**os.environ, "MANWIDTH": "80", "MANPAGER": "cat", "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert rendered.stderr == "" and rendered.stdout.startswith("EDGE-AGENT(1)"), rendered.stderr
+
+
 def _extracted(deb: Path, tmp_path: Path, path: str) -> str:
     target = tmp_path / "x"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
