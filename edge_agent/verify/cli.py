@@ -71,7 +71,7 @@ EXIT_FAILED = EXIT_REFUSED
 _EXITS = (
     (EXIT_OK, "verified"),
     (EXIT_FAILED, "not verified: a step failed (named, with why)"),
-    (EXIT_USAGE, "a bad argument, a file that cannot be read, a key that cannot be parsed"),
+    (EXIT_USAGE, "a bad argument, an unreadable file or a key that does not parse"),
 )
 _MAX_RECEIPT_FILE = max(MAX_RECEIPT_BYTES + MAX_BUNDLE_BYTES + 16, MAX_TLOG_PROOF_BYTES)
 _MAX_PEM_BYTES = 4096
