@@ -293,3 +293,21 @@ def test_v_shows_edgegov_debug_and_vv_the_libraries_too(
         h for h in logging.getLogger().handlers if isinstance(h.formatter, LogfmtFormatter)
     ]
     assert stderr.level == (logging.DEBUG if flags else logging.ERROR)
+
+
+def test_fleet_shows_an_open_gate_under_a_bundle_expired_since_as_bundle_expired(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = NOW
+    with open_registry(setup.path / "hub.db") as registry:
+        for device, expires_at in (("gw-001", now - 60), ("gw-002", now + 3600)):
+            status = DeviceStatus(device, now - 5, True, 1, expires_at, "open", 0, 0)
+            assert registry.record_status(status, repr(status).encode(), now - 5)
+    assert _hub(setup, "fleet") == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "bundle_expired" in rows["gw-001"] and "open" not in rows["gw-001"]
+    assert "open" in rows["gw-002"]
+    assert _hub(setup, "fleet", "--json") == 0
+    gates = {d["device"]: (d["gate"], d["reported_gate"]) for d in _json(capsys)["devices"]}  # type: ignore[index]
+    assert gates["gw-001"] == ("bundle_expired", "open")
+    assert gates["gw-002"] == ("open", "open")

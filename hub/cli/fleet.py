@@ -8,6 +8,8 @@ lineage size on the device / stored and acknowledged at the hub, fork flag, reje
 replay cannot move it. A device not heard from for :data:`STALE_AFTER_S` is shown ``stale``,
 never as the state its last status claimed: a device that lost power, or whose broker link
 is gone, cannot say it went offline, and its retained "online yes" would otherwise stand.
+Likewise a device whose last status said ``open`` under a bundle that has expired since is
+shown ``bundle_expired``: its gate denies from that moment, whether or not it could say so.
 
 ``lineage show`` re-verifies a device's stored log from its first entry (chain, tree, and
 the root of the last checkpoint the device signed) before it prints any of it.
@@ -21,6 +23,7 @@ from edge_agent.errors import LineageError
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, ChainVerifier, Entry
 from edge_agent.protocol.merkle import Frontier
 from edge_agent.support.cli import format_duration
+from edge_agent.trust.gate import GATE_OPEN
 from hub.core import liveness
 from hub.core.liveness import STALE_AFTER_S
 from hub.registry import UNREGISTERED, FleetRow, Registry
@@ -31,6 +34,7 @@ __all__ = [
     "cut",
     "fleet_json",
     "fleet_lines",
+    "gate_now",
     "is_stale",
     "lineage_view",
     "unregistered_counts",
@@ -68,8 +72,9 @@ def fleet_json(
     now: int,
     stale_after_s: int = STALE_AFTER_S,
 ) -> dict[str, object]:
-    """The fleet as JSON: ``online`` is true only for a device not ``stale``;
-    ``reported_online`` is what its last signed status said."""
+    """The fleet as JSON: ``online`` is true only for a device not ``stale``, ``gate`` is
+    ``bundle_expired`` once the bundle its status named has expired; ``reported_online``
+    and ``reported_gate`` are what its last signed status said."""
     return {
         "time": now,
         "devices": [
@@ -83,7 +88,8 @@ def fleet_json(
                 "bundle_version": r.bundle_version,
                 "expires_at": r.expires_at,
                 "expires_in": None if r.expires_at is None else r.expires_at - now,
-                "gate": r.gate,
+                "gate": gate_now(r, now),
+                "reported_gate": r.gate,
                 "status_time": r.status_time,
                 "last_seen": r.last_seen,
                 "lineage_device": r.device_lineage_size,
@@ -129,12 +135,21 @@ def _cells(r: FleetRow, now: int, stale_after_s: int) -> list[str]:
         online,
         "-" if r.bundle_version is None else f"v{r.bundle_version}",
         "-" if r.expires_at is None else _expires(r.expires_at - now),
-        r.gate or "-",
+        gate_now(r, now) or "-",
         seen,
         f"{device_size}/{r.lineage_size}",
         "FORK" if r.forks else "-",
         ", ".join(f"{code} {n}" for code, n in sorted(r.rejections.items())) or "-",
     ]
+
+
+def gate_now(row: FleetRow, now: int) -> str | None:
+    """The gate ``row``'s device is in at ``now``: its reported gate, except that an
+    ``open`` gate under a bundle past its expiry is ``bundle_expired`` (the device denies
+    from that second, reachable or not)."""
+    if row.gate == GATE_OPEN and row.expires_at is not None and row.expires_at <= now:
+        return "bundle_expired"
+    return row.gate
 
 
 def _fit(table: list[dict[str, str]], width: int) -> list[str]:
