@@ -146,7 +146,7 @@ async def test_status_is_published_when_it_changes_not_for_every_broadcast(
         bundle = hub.bundle(1, issued_at=_now() - 60, expires_at=_now() + DAY)
         await _publish(broker, (topics.bundle_topic("eu-1", GROUP), bundle))
         # No heartbeat inside the test: every status it sees was published for a change.
-        quiet = FAST_SYNC.model_copy(update={"status_interval_s": 3600})
+        quiet = replace(FAST_SYNC, status_interval_s=3600)
         device = fleet.add("gw-001", quiet)
         await _until(lambda: _version(device) == 1, "installed")
         subscribed = asyncio.Event()

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,15 @@ def test_an_announced_kill_epoch_survives_a_restart(
         assert reopened.decide(REQUEST, NOW).reason is Reason.REVOKED
 
 
+@dataclass(frozen=True, slots=True)
+class _HurriedSync(SyncConfig):
+    """Sync timings below what agent.toml may set (ack_timeout_s >= 0.5 s), so a test of
+    the back-off takes milliseconds: built unchecked."""
+
+    def __post_init__(self) -> None:
+        """No bounds check (the values are deliberately below them)."""
+
+
 @pytest.mark.asyncio
 async def test_an_unacknowledged_batch_is_resent_ever_more_slowly(
     tmp_path: Path, hub: HubSim
@@ -308,7 +318,7 @@ async def test_an_unacknowledged_batch_is_resent_ever_more_slowly(
     init_state_dir(state_dir, DEVICE, hub.root_bytes(), NOW)
     agent = LocalAgent.open(state_dir)
     agent.decide(REQUEST, NOW)
-    config = SyncConfig.model_construct(ack_timeout_s=0.02, ship_interval_s=0.01)
+    config = _HurriedSync(ack_timeout_s=0.02, ship_interval_s=0.01)
     daemon = AgentDaemon(agent, BrokerSettings("127.0.0.1", 1), config, wall=lambda: NOW)
     sends: list[float] = []
 

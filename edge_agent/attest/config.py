@@ -24,16 +24,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from edge_agent.attest.measure import FileFactProvider, MeasurementProvider, MeasurementSet
-from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import TpmProvider
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import TpmQuote
 from edge_agent.protocol.bundle import DeviceIdentity
-from edge_agent.protocol.firmware_profile import Profile
+from edge_agent.support.settings import Section
+
+if TYPE_CHECKING:
+    from edge_agent.protocol.firmware_profile import Profile
 
 __all__ = [
     "DEFAULT_PROFILE_DIR",
@@ -50,10 +51,9 @@ DEFAULT_PROFILE_DIR = "/etc/edge-agent/firmware_profiles"
 _MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv8l": "aarch64"}
 
 
-class AttestationConfig(BaseModel):
+@dataclass(frozen=True, slots=True)
+class AttestationConfig(Section):
     """Where the firmware profile is and what root measured paths are read under."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     profile_file: str | None = None
     profile_dir: str = DEFAULT_PROFILE_DIR
@@ -128,6 +128,10 @@ def open_attestor(
             config.profile_dir,
         )
         return None
+    # Imported only with a profile to load: the profile is validated with pydantic, which
+    # costs an agent that measures nothing ~10 MiB at idle (docs/performance-profile.md).
+    from edge_agent.attest.profile import load_profile
+
     profile = load_profile(path)
     if profile.name != device.profile:
         raise ConfigError(

@@ -11,5 +11,6 @@
 - :mod:`edge_agent.socket.exec_gate`: ``edge-agent exec``, which asks before it executes.
 
 This package's ``__init__`` imports nothing on purpose: ``edge-agent exec`` runs before every
-gated program, and importing the server (asyncio, pydantic) would add tens of milliseconds.
+gated program, and importing the server (asyncio, the agent's state) would add tens of
+milliseconds.
 """

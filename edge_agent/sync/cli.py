@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log_format = args.log_format if args.log_format != "text" else config.log.format
     configure_logging(args.verbose, log_format, config.log.level, quiet=args.quiet)
     if args.socket is not None:
-        config = config.model_copy(
-            update={"socket": config.socket.model_copy(update={"path": args.socket})}
-        )
+        config = replace(config, socket=replace(config.socket, path=args.socket))
     if args.exec_enforcement != "off" and not args.exec_mounts:
         raise ConfigError("--exec-enforcement needs --exec-mounts PATH[,PATH...]")
     enforcement = (Mode.parse(args.exec_enforcement), args.exec_mounts)

@@ -1,4 +1,4 @@
-"""``agent.toml``: the daemon's configuration, validated once at start (pydantic, strict).
+"""``agent.toml``: the daemon's configuration, validated once at start (strict, frozen).
 
 Every section and field is optional; an unknown field, a wrong type or an out-of-range value
 stops the agent with a message naming the field, instead of starting half-configured. The
@@ -38,10 +38,9 @@ Example::
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.attest.config import AttestationConfig
 from edge_agent.errors import ConfigError
@@ -49,6 +48,7 @@ from edge_agent.lineage.log import LineageConfig
 from edge_agent.socket.config import SocketConfig
 from edge_agent.support.files import read_regular_file
 from edge_agent.support.mqtt import BrokerSettings
+from edge_agent.support.settings import Section, SettingsError, parse, setting
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -64,44 +64,43 @@ MAX_CONFIG_BYTES = 64 * 1024
 MAX_PASSWORD_BYTES = 4096
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class BrokerConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class BrokerConfig(Section):
     """Where the hub's broker is and how to log in; secrets stay in their own files."""
 
     url: str | None = None
-    username: str | None = Field(default=None, max_length=256)
+    username: str | None = setting(None, max_length=256)
     password_file: str | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
 
 
-class SyncConfig(_Section):
+@dataclass(frozen=True, slots=True)
+class SyncConfig(Section):
     """Timing and bounds of the MQTT sync, in seconds and counts."""
 
-    status_interval_s: int = Field(default=30, ge=1, le=3600)
-    retention_interval_s: int = Field(default=300, ge=1, le=86400)
-    ship_interval_s: float = Field(default=1.0, ge=0.05, le=600)
-    ack_timeout_s: float = Field(default=10.0, ge=0.5, le=600)
-    reconnect_initial_s: float = Field(default=0.5, ge=0.05, le=60)
-    reconnect_max_s: float = Field(default=60.0, ge=0.5, le=3600)
-    batch_entries: int = Field(default=512, ge=1, le=512)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    status_interval_s: int = setting(30, ge=1, le=3600)
+    retention_interval_s: int = setting(300, ge=1, le=86400)
+    ship_interval_s: float = setting(1.0, ge=0.05, le=600)
+    ack_timeout_s: float = setting(10.0, ge=0.5, le=600)
+    reconnect_initial_s: float = setting(0.5, ge=0.05, le=60)
+    reconnect_max_s: float = setting(60.0, ge=0.5, le=3600)
+    batch_entries: int = setting(512, ge=1, le=512)
+    keepalive_s: int = setting(30, ge=5, le=3600)
 
 
-class LineageSection(_Section):
+@dataclass(frozen=True, slots=True)
+class LineageSection(Section):
     """How the decision log is written, checked at start and kept (docs/lineage.md)."""
 
-    checkpoint_every: int = Field(default=1000, ge=1, le=1_000_000)
-    checkpoint_after_s: int = Field(default=300, ge=1, le=86400)
+    checkpoint_every: int = setting(1000, ge=1, le=1_000_000)
+    checkpoint_after_s: int = setting(300, ge=1, le=86400)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     verify_on_start: Literal["tail", "full"] = "tail"
-    audit_every_s: int = Field(default=3600, ge=0, le=7 * 86400)
-    retain_max_entries: int | None = Field(default=None, ge=1)
-    retain_max_age_s: int | None = Field(default=None, ge=1)
+    audit_every_s: int = setting(3600, ge=0, le=7 * 86400)
+    retain_max_entries: int | None = setting(None, ge=1)
+    retain_max_age_s: int | None = setting(None, ge=1)
 
     def to_config(self) -> LineageConfig:
         return LineageConfig(
@@ -115,20 +114,22 @@ class LineageSection(_Section):
         )
 
 
-class LogSection(_Section):
+@dataclass(frozen=True, slots=True)
+class LogSection(Section):
     """What the daemon logs to stderr (journald keeps it), and how."""
 
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class AgentConfig(_Section):
-    broker: BrokerConfig = BrokerConfig()
-    log: LogSection = LogSection()
-    sync: SyncConfig = SyncConfig()
-    lineage: LineageSection = LineageSection()
-    attestation: AttestationConfig = AttestationConfig()
-    socket: SocketConfig = SocketConfig()
+@dataclass(frozen=True, slots=True)
+class AgentConfig(Section):
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    log: LogSection = field(default_factory=LogSection)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    lineage: LineageSection = field(default_factory=LineageSection)
+    attestation: AttestationConfig = field(default_factory=AttestationConfig)
+    socket: SocketConfig = field(default_factory=SocketConfig)
 
     def broker_settings(self, device_id: str) -> BrokerSettings:
         """The broker to connect to, with the password read from its file. The username is
@@ -180,15 +181,9 @@ def load_config(path: Path | None, defaults: dict[str, str]) -> AgentConfig:
     if isinstance(broker, dict):
         data["broker"] = {**defaults, **broker}
     try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"the config file {path} is invalid: {_first_error(exc)}") from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    where = ".".join(str(part) for part in errors[0]["loc"])
-    return f"{where}: {errors[0]['msg']} ({len(errors)} error(s) in all)"
+        return parse(AgentConfig, data)
+    except SettingsError as exc:
+        raise ConfigError(f"the config file {path} is invalid: {exc}") from exc
 
 
 def _read_secret(path: Path) -> str:
