@@ -1,8 +1,8 @@
 """The ``edge-agent`` console script: ``exec`` starts without importing the whole agent.
 
 ``edge-agent exec`` runs in front of every governed program, so its start-up is on the
-workload's critical path: it needs only the socket client, not the trust core, SQLite,
-pydantic or MQTT that the rest of the command line imports.
+workload's critical path: it needs only the socket client, not the trust core, SQLite or
+MQTT that the rest of the command line imports.
 """
 
 from __future__ import annotations

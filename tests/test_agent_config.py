@@ -1,6 +1,6 @@
 """``agent.toml`` is checked strictly at start: every bad field stops the agent, named.
 
-The sections are frozen dataclasses checked by :mod:`edge_agent.support.settings` (no
+The sections are frozen dataclasses checked by :mod:`edge_agent.protocol.settings` (no
 pydantic on the agent's idle path); these scenarios pin the rules pydantic's strict mode
 applied before: TOML's types as given, no coercion from bool, every bound, no unknown key.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import ConfigError
+from edge_agent.protocol.settings import SettingsError, parse
 from edge_agent.socket.config import SocketConfig, SocketLimits
-from edge_agent.support.settings import SettingsError, parse
 from edge_agent.sync.config import AgentConfig, SyncConfig, load_config
 
 
@@ -52,9 +52,9 @@ CASES = [
     Case("a date for a string", "[broker]\nurl = 2026-01-01\n", "broker.url: Input should be"),
     Case("an optional bound", "[lineage]\nretain_max_entries = 0\n", "greater than or equal to 1"),
     Case(
-        "two errors, the first named",
+        "two errors, the first field's named",
         "[sync]\nkeepalive_s = 1\n[log]\nlevel = 'loud'\n",
-        "sync.keepalive_s: Input should be greater than or equal to 5 (2 error(s) in all)",
+        "log.level: Input should be 'debug' or 'info' or 'warning' or 'error' (2 error(s) in all)",
     ),
 ]
 

@@ -19,15 +19,14 @@ OFF_THE_RUN_PATH = [
     "pydantic",
     "pydantic_core",
     "importlib.metadata",
-    "edge_agent.protocol.firmware_profile",
-    "edge_agent.attest.profile",
     "edge_agent.verify",
     "hub",
     "yaml",
     "cryptography",
 ]
-"""The agent's configs are checked by edge_agent.support.settings; a firmware profile
-(pydantic) is imported only when one is loaded; the hub and the offline verifier never."""
+"""The agent's config and its firmware profile are checked by edge_agent.protocol.settings,
+not pydantic; the hub and the offline verifier are never imported."""
+SHIPPED_PROFILES = sorted((REPO / "firmware_profiles").glob("*.toml"))
 
 
 def _imported(code: str) -> set[str]:
@@ -51,10 +50,16 @@ def test_run_imports_neither_pydantic_nor_the_hub(code: str) -> None:
     assert sorted(set(OFF_THE_RUN_PATH) & _imported(code)) == []
 
 
-def test_loading_a_firmware_profile_still_imports_its_validator() -> None:
-    profile = REPO / "firmware_profiles" / "generic-x86_64.toml"
+@pytest.mark.parametrize("profile", SHIPPED_PROFILES, ids=lambda path: path.stem)
+def test_a_loaded_firmware_profile_keeps_pydantic_out_too(profile: Path) -> None:
+    """A packaged gateway has its profile (``edge-agent init --profile``): the agent that
+    measures, with the TPM provider it may need, stays off pydantic as the idle one does."""
     code = (
-        "from pathlib import Path\nfrom edge_agent.attest.profile import load_profile\n"
-        f"load_profile(Path({str(profile)!r}))"
+        "from pathlib import Path\n"
+        "import edge_agent.sync.cli, edge_agent.attest.tpm\n"
+        "from edge_agent.attest.profile import load_profile\n"
+        "from edge_agent.sync.config import load_config\n"
+        "load_config(None, {})\n"
+        f"assert load_profile(Path({str(profile)!r})).measure"
     )
-    assert {"pydantic", "edge_agent.protocol.firmware_profile"} <= _imported(code)
+    assert sorted(set(OFF_THE_RUN_PATH) & _imported(code)) == []

@@ -22,7 +22,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge_agent.attest.config import (
     DEFAULT_PROFILE_DIR,
@@ -31,9 +30,11 @@ from edge_agent.attest.config import (
     resolve,
 )
 from edge_agent.attest.measure import Measurement, MeasurementSet
+from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import enroll
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import REPORT_FORMAT
+from edge_agent.protocol.firmware_profile import Profile
 from edge_agent.support.cli import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -47,11 +48,6 @@ from edge_agent.support.cli import (
 )
 from edge_agent.trust.state import TrustState
 from edge_agent.trust.verdict import problems
-
-if TYPE_CHECKING:
-    # Annotations only: edge-agent's parser registers this command in every run, and the
-    # profile's pydantic models are imported only when a command loads a profile.
-    from edge_agent.protocol.firmware_profile import Profile
 
 __all__ = ["register"]
 
@@ -137,8 +133,6 @@ def _load(args: argparse.Namespace, measure_root: str = "/") -> tuple[TrustState
             f"no firmware profile {state.device.profile}.toml in {args.profile_dir}: pass "
             "--profile-file FILE"
         )
-    from edge_agent.attest.profile import load_profile
-
     return state, load_profile(path)
 
 

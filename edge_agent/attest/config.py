@@ -24,17 +24,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edge_agent.attest.measure import FileFactProvider, MeasurementProvider, MeasurementSet
+from edge_agent.attest.profile import load_profile
 from edge_agent.attest.tpm import TpmProvider
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import TpmQuote
 from edge_agent.protocol.bundle import DeviceIdentity
-from edge_agent.support.settings import Section
-
-if TYPE_CHECKING:
-    from edge_agent.protocol.firmware_profile import Profile
+from edge_agent.protocol.firmware_profile import Profile
+from edge_agent.protocol.settings import Section
 
 __all__ = [
     "DEFAULT_PROFILE_DIR",
@@ -128,10 +126,6 @@ def open_attestor(
             config.profile_dir,
         )
         return None
-    # Imported only with a profile to load: the profile is validated with pydantic, which
-    # costs an agent that measures nothing ~10 MiB at idle (docs/performance-profile.md).
-    from edge_agent.attest.profile import load_profile
-
     profile = load_profile(path)
     if profile.name != device.profile:
         raise ConfigError(

@@ -25,15 +25,11 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from edge_agent.protocol import dcbor
 from edge_agent.protocol.expectations import measured_digest
-
-if TYPE_CHECKING:
-    # Annotations only: the profile's pydantic models are imported with a profile
-    # (edge_agent.attest.profile), so an agent that measures nothing never imports pydantic.
-    from edge_agent.protocol.firmware_profile import Limits, Measure, Profile
+from edge_agent.protocol.firmware_profile import Limits, Measure, Profile
 
 __all__ = ["FileFactProvider", "Measurement", "MeasurementProvider", "MeasurementSet"]
 

@@ -32,15 +32,12 @@ import importlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge_agent.attest.measure import FileFactProvider, Measurement, MeasurementSet
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import AttestationError, TpmQuote, quote_binding
-
-if TYPE_CHECKING:
-    # Annotations only, as in edge_agent.attest.measure.
-    from edge_agent.protocol.firmware_profile import Profile, Tpm
+from edge_agent.protocol.firmware_profile import Profile, Tpm
 
 __all__ = ["TpmProvider", "TpmUnavailable", "ak_public_pem", "enroll"]
 

@@ -1,9 +1,10 @@
 """Firmware profiles (``firmware_profiles/NAME.toml``): what a device class is and measures.
 
-A profile is validated once, at start, with pydantic (``extra="forbid"``, strict): an
-unknown field, a wrong type or an out-of-range value stops the agent with a message naming
-the field, instead of it starting half-measured. The shipped profiles document every field
-in comments; the short form::
+A profile is validated once, at start, by :mod:`edge_agent.protocol.settings` (strict,
+frozen, no unknown key; no pydantic, so an agent that measures stays small at idle): a
+missing or unknown field, a wrong type or an out-of-range value stops the agent with a
+message naming the field, instead of it starting half-measured. The shipped profiles
+document every field in comments; the short form::
 
     name = "generic-x86_64"
     architecture = "x86_64"            # x86_64 | aarch64 | armv7l
@@ -35,12 +36,12 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass, field
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.expectations import MAX_MEASUREMENTS
+from edge_agent.protocol.settings import Section, SettingsError, parse, setting
 
 __all__ = [
     "MAX_PROFILE_BYTES",
@@ -69,50 +70,42 @@ DEFAULT_AK_HANDLE = 0x81010002
 PCR_COUNT = 24
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class Limits(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits(Section):
     """Bounds on one measurement, so a huge or runaway file cannot stall the agent."""
 
-    max_file_bytes: int = Field(default=256 * 1024**2, ge=1, le=16 * _GiB)
-    max_total_bytes: int = Field(default=_GiB, ge=1, le=64 * _GiB)
-    max_tree_files: int = Field(default=20_000, ge=1, le=1_000_000)
+    max_file_bytes: int = setting(256 * 1024**2, ge=1, le=16 * _GiB)
+    max_total_bytes: int = setting(_GiB, ge=1, le=64 * _GiB)
+    max_tree_files: int = setting(20_000, ge=1, le=1_000_000)
 
 
-class Measure(_Strict):
+def _measure_name(value: str) -> str:
+    if not _MEASURE_NAME.fullmatch(value):
+        raise ValueError("must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or "\0" in value or ".." in value.split("/"):
+        raise ValueError("must be an absolute path without '..'")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measure(Section):
     """One measured item: a file, a directory tree, or a system fact."""
 
-    name: str
-    file: str | None = None
-    tree: str | None = None
+    name: str = setting(check=_measure_name)
+    file: str | None = setting(None, check=_absolute)
+    tree: str | None = setting(None, check=_absolute)
     fact: Fact | None = None
     scope: Literal["class", "device"] = "class"
-    description: str = Field(default="", max_length=200)
+    description: str = setting("", max_length=200)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _MEASURE_NAME.fullmatch(value):
-            raise ValueError("must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
-        return value
-
-    @field_validator("file", "tree")
-    @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and (
-            not value.startswith("/") or "\0" in value or ".." in value.split("/")
-        ):
-            raise ValueError("must be an absolute path without '..'")
-        return value
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Measure:
+    def check(self) -> None:
         given = [s for s in (self.file, self.tree, self.fact) if s is not None]
         if len(given) != 1:
             raise ValueError(f"measure {self.name!r} needs exactly one of file, tree or fact")
-        return self
 
     @property
     def kind(self) -> str:
@@ -123,36 +116,35 @@ class Measure(_Strict):
         return self.file or self.tree or str(self.fact)
 
 
-class Tpm(_Strict):
+def _pcrs(value: tuple[int, ...]) -> tuple[int, ...]:
+    if any(not 0 <= pcr < PCR_COUNT for pcr in value):
+        raise ValueError(f"PCR indexes are 0 to {PCR_COUNT - 1}")
+    if len(set(value)) != len(value):
+        raise ValueError("a PCR is listed twice")
+    return tuple(sorted(value))
+
+
+def _tcti(value: str) -> str:
+    name, _, conf = value.partition(":")
+    if name not in _TCTI_NAMES or not _TCTI_CONF.fullmatch(conf):
+        raise ValueError(
+            f"must be NAME:CONFIG with NAME one of {', '.join(_TCTI_NAMES)} "
+            '(e.g. "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321")'
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tpm(Section):
     """The optional TPM 2.0 part of a profile: PCRs measured and quoted, and where the TPM
     and its attestation key are. Only a profile with this table needs ``tpm2-pytss``."""
 
-    pcrs: list[int] = Field(min_length=1, max_length=PCR_COUNT)
+    pcrs: tuple[int, ...] = setting(min_length=1, max_length=PCR_COUNT, check=_pcrs)
     bank: Literal["sha256"] = "sha256"
-    tcti: str = "device:/dev/tpmrm0"
-    ak_handle: int = Field(default=DEFAULT_AK_HANDLE, ge=AK_HANDLE_FIRST, le=AK_HANDLE_LAST)
+    tcti: str = setting("device:/dev/tpmrm0", check=_tcti)
+    ak_handle: int = setting(DEFAULT_AK_HANDLE, ge=AK_HANDLE_FIRST, le=AK_HANDLE_LAST)
     scope: Literal["class", "device"] = "class"
-    description: str = Field(default="", max_length=200)
-
-    @field_validator("pcrs")
-    @classmethod
-    def _pcrs(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= pcr < PCR_COUNT for pcr in value):
-            raise ValueError(f"PCR indexes are 0 to {PCR_COUNT - 1}")
-        if len(set(value)) != len(value):
-            raise ValueError("a PCR is listed twice")
-        return sorted(value)
-
-    @field_validator("tcti")
-    @classmethod
-    def _tcti(cls, value: str) -> str:
-        name, _, conf = value.partition(":")
-        if name not in _TCTI_NAMES or not _TCTI_CONF.fullmatch(conf):
-            raise ValueError(
-                f"must be NAME:CONFIG with NAME one of {', '.join(_TCTI_NAMES)} "
-                '(e.g. "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321")'
-            )
-        return value
+    description: str = setting("", max_length=200)
 
     @property
     def measure_names(self) -> tuple[str, ...]:
@@ -165,20 +157,20 @@ def pcr_name(bank: str, pcr: int) -> str:
     return f"pcr:{bank}:{pcr}"
 
 
-class Profile(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile(Section):
     """A device class: architecture, timing, limits and what is measured."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    description: str = Field(default="", max_length=500)
+    name: str = setting(pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    description: str = setting("", max_length=500)
     architecture: Architecture
-    reattest_interval_s: int = Field(ge=1, le=86_400)
-    heartbeat_interval_s: int = Field(ge=1, le=3600)
-    limits: Limits = Limits()
-    measure: list[Measure] = Field(min_length=1, max_length=MAX_MEASUREMENTS)
+    reattest_interval_s: int = setting(ge=1, le=86_400)
+    heartbeat_interval_s: int = setting(ge=1, le=3600)
+    limits: Limits = field(default_factory=Limits)
+    measure: tuple[Measure, ...] = setting(min_length=1, max_length=MAX_MEASUREMENTS)
     tpm: Tpm | None = None
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Profile:
+    def check(self) -> None:
         names = [m.name for m in self.measure]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -187,7 +179,6 @@ class Profile(_Strict):
             raise ValueError(
                 f"[[measure]] items and [tpm] pcrs together exceed {MAX_MEASUREMENTS} measurements"
             )
-        return self
 
     @property
     def scopes(self) -> dict[str, str]:
@@ -203,18 +194,14 @@ def parse_profile(raw: bytes, where: str) -> Profile:
     """Validate profile TOML ``raw`` (``where`` names it in errors).
 
     Raises:
-        ConfigError: not UTF-8 TOML, or not a valid profile.
+        ConfigError: not UTF-8 TOML, or not a valid profile (the first error named by its
+            field's dotted path, and how many there are).
     """
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"the firmware profile {where} is not valid TOML: {exc}") from exc
     try:
-        return Profile.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(
-            f"the firmware profile {where} is invalid: {field}: {first['msg']} "
-            f"({exc.error_count()} error(s) in all)"
-        ) from exc
+        return parse(Profile, data)
+    except SettingsError as exc:
+        raise ConfigError(f"the firmware profile {where} is invalid: {exc}") from exc

@@ -1,6 +1,6 @@
 """Configuration of the decision socket: where it listens, who may connect, its limits.
 
-Validated once at start (strict, frozen: :mod:`edge_agent.support.settings`) and passed
+Validated once at start (strict, frozen: :mod:`edge_agent.protocol.settings`) and passed
 down. Every limit is named with its unit. docs/socket.md section 6 explains what each bound
 protects.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.protocol.settings import Section, setting
 from edge_agent.socket.wire import DEFAULT_SOCKET_PATH, MAX_FRAME_BYTES
-from edge_agent.support.settings import Section, setting
 
 __all__ = ["SocketConfig", "SocketLimits"]
 

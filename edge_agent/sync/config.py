@@ -45,10 +45,10 @@ from typing import Literal
 from edge_agent.attest.config import AttestationConfig
 from edge_agent.errors import ConfigError
 from edge_agent.lineage.log import LineageConfig
+from edge_agent.protocol.settings import Section, SettingsError, parse, setting
 from edge_agent.socket.config import SocketConfig
 from edge_agent.support.files import read_regular_file
 from edge_agent.support.mqtt import BrokerSettings
-from edge_agent.support.settings import Section, SettingsError, parse, setting
 
 __all__ = [
     "MAX_CONFIG_BYTES",
