@@ -7,6 +7,7 @@ machine, so real ones are measured where possible.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.attest.config import AttestationConfig, open_attestor
-from edge_agent.attest.measure import FileFactProvider
+from edge_agent.attest.measure import CHUNK_BYTES, FileFactProvider
 from edge_agent.attest.profile import load_profile
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.bundle import DeviceIdentity
@@ -193,3 +194,14 @@ def test_limits_and_odd_files_become_item_errors_not_crashes(tmp_path: Path) -> 
     assert [e.split(" ")[0] for e in measured.errors] == ["os-release"]
     (root / "etc/machine-id").write_text("not-a-machine-id\n")
     assert "machine-id" in " ".join(FileFactProvider(small_profile(), root).measure().errors)
+
+
+def test_a_file_is_hashed_whole_in_reads_below_mallocs_mmap_threshold(tmp_path: Path) -> None:
+    """Small reads keep the idle agent's heap small (a 1 MiB read buffer stayed resident);
+    a file many chunks long still gets the digest of all its bytes."""
+    assert CHUNK_BYTES <= 128 * 1024
+    root = make_root(tmp_path / "root")
+    content = os.urandom(3 * CHUNK_BYTES + 1)
+    (root / "opt/edge-agent/edge-agent").write_bytes(content)
+    measured = FileFactProvider(small_profile(), root).measure()
+    assert measured.digests["agent-binary"] == hashlib.sha256(content).digest()
