@@ -166,6 +166,32 @@ class _Refused(Exception):
         self.mark = mark
 
 
+class _TooDeep(Exception):
+    """The C composer reached a node deeper than ``MAX_YAML_DEPTH``."""
+
+
+class _CLoader(yaml.CSafeLoader):
+    """libyaml's own composer (C, ``CSafeLoader.get_single_node``), bounded in depth.
+
+    The C composer calls ``descend_resolver`` before it composes a node's children and
+    ``ascend_resolver`` after, so counting there stops it at ``MAX_YAML_DEPTH`` before its
+    recursion can go deeper. It cannot refuse anchors or tags (it composes them silently),
+    so it is only given texts that cannot hold one (see :func:`_compose`).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _TooDeep
+
+    def ascend_resolver(self) -> None:
+        self._depth -= 1
+
+
 class _Loader(Composer, yaml.CSafeLoader):
     """A composer that refuses YAML features a policy never needs and an attacker could use:
     aliases (billion-laughs), anchors, explicit tags and unbounded nesting.
@@ -200,6 +226,35 @@ class _Loader(Composer, yaml.CSafeLoader):
 
 
 def _compose(text: str, path: str, what: str) -> yaml.Node:
+    """The node tree of ``text``: composed in C when the text allows it, else (and for
+    every error) by :class:`_Loader`, which alone decides what is refused and how.
+
+    A text without ``&`` and ``!`` holds no anchor and no tag (libyaml scans them only from
+    those indicators), so no alias in it can resolve either: libyaml's composer raises on
+    it. For such a text the C composer accepts exactly what :class:`_Loader` accepts and
+    builds the same tree with the same marks (pinned by differential tests); whenever it
+    does not accept, the text is composed again by :class:`_Loader` for its error.
+    """
+    if "&" not in text and "!" not in text:
+        node = _compose_in_c(text)
+        if node is not None:
+            return node
+    return _compose_checked(text, path, what)
+
+
+def _compose_in_c(text: str) -> yaml.Node | None:
+    """The C composer's tree of ``text``, or ``None`` when it fails for any reason."""
+    loader = _CLoader(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+    except (yaml.YAMLError, _TooDeep):
+        return None
+    finally:
+        loader.dispose()
+    return node
+
+
+def _compose_checked(text: str, path: str, what: str) -> yaml.Node:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
