@@ -19,6 +19,13 @@ ACCEPTED = [
     ("flow and block", "target: {region: eu-1, groups: [a, b]}\nrules:\n- id: x\n  n: 1\n"),
     ("every scalar style", "a: plain\nb: 'single'\nc: \"double\"\nd: |\n  lit\ne: >\n  fold\n"),
     ("implicit types", "a: yes\nb: 1\nc: 1.5\nd: ~\ne: 06:00\nf: 2024-01-01\ng: ''\n"),
+    (
+        "every implicit resolver",
+        "[~, null, Null, '', true, False, ON, no, 0x1F, 0o17, -0b101, 1_000, 190:20:30, .inf,"
+        " -.Inf, .NaN, 6.8523015e+5, 1_000.5, 2001-12-14t21:59:43.10-05:00, 2002-12-14, =, <<,"
+        " 'yes', \"1\", +1, 0, 1e3, x, '~']\n",
+    ),
+    ("merge key", "<<: {a: b}\nc: d\n"),
     ("globs that are not aliases", 'subjects: ["*"]\nresources: ["/a/*", "/b/**"]\n'),
     ("comments and a document start", "# head\n---\na: [x]  # tail\n...\n"),
     ("non-ASCII text", "r\u00e9gion: \u00e9t\u00e9\nemoji: \U0001f600\n"),

@@ -191,6 +191,33 @@ class _CLoader(yaml.CSafeLoader):
     def ascend_resolver(self) -> None:
         self._depth -= 1
 
+    def resolve(
+        self, kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool] | bool
+    ) -> str:
+        """PyYAML's ``BaseResolver.resolve`` for a loader without path resolvers, from
+        tables built once: it runs for every node, and PyYAML's own builds a list each time."""
+        if kind is yaml.ScalarNode and isinstance(implicit, tuple) and implicit[0]:
+            text = value or ""
+            for tag, pattern in _FIRST_CHAR_RESOLVERS.get(text[:1], _ANY_CHAR_RESOLVERS):
+                if pattern.match(text):
+                    return tag
+        return _DEFAULT_TAGS[kind]
+
+
+_ANY_CHAR_RESOLVERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    yaml.CSafeLoader.yaml_implicit_resolvers.get(None, [])
+)
+_FIRST_CHAR_RESOLVERS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    first: (*resolvers, *_ANY_CHAR_RESOLVERS)
+    for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
+    if first is not None
+}
+_DEFAULT_TAGS: dict[type[yaml.Node], str] = {
+    yaml.ScalarNode: yaml.CSafeLoader.DEFAULT_SCALAR_TAG,
+    yaml.SequenceNode: yaml.CSafeLoader.DEFAULT_SEQUENCE_TAG,
+    yaml.MappingNode: yaml.CSafeLoader.DEFAULT_MAPPING_TAG,
+}
+
 
 class _Loader(Composer, yaml.CSafeLoader):
     """A composer that refuses YAML features a policy never needs and an attacker could use:
