@@ -81,11 +81,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/attest.py
 	$(BIN)/python bench/broker_memory.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/policy_build.py
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py; \
 	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
 
-# Every benchmark's quick form, as a smoke run of the figures (a few minutes, not 5+): the
-# numbers are indicative only; compare full runs (make bench) on a quiet machine.
+# Every benchmark's quick form, as a smoke run of the figures (under 5 minutes; abuse and soak
+# too, whose full runs are in make soak): the numbers are indicative only; compare full runs
+# (make bench) on a quiet machine. bench/arm_emulated.py stays in make bench-arm (qemu).
 bench-quick: $(STAMP)
 	$(BIN)/python bench/decide.py --quick
 	$(BIN)/python bench/lineage.py --quick
@@ -100,6 +102,9 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/attest.py --quick
 	$(BIN)/python bench/broker_memory.py --quick
 	$(BIN)/python bench/idle.py --quick
+	$(BIN)/python bench/policy_build.py --quick
+	$(BIN)/python bench/abuse.py --quick
+	$(BIN)/python bench/soak.py --quick
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py --quick; \
 	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
 
