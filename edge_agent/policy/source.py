@@ -540,7 +540,7 @@ class _Reader:
             self.fail(node, f"{what} must be a mapping")
         fields: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = self.string(key_node, f"a key of {what}")
+            key = _text(key_node) or self.string(key_node, f"a key of {what}")
             if key in fields:
                 self.fail(key_node, f"duplicate key {key!r} in {what}")
             if allowed is not None and key not in allowed:
@@ -575,10 +575,11 @@ class _Reader:
     ) -> list[str]:
         values: list[str] = []
         for item in self.sequence(node, what, limit, allow_empty=False):
-            value = self.string(item, f"{what} entry")
+            value = _text(item) or self.string(item, f"{what} entry")
             self.checked(item, check, value)
             values.append(value)
-        self.unique(node, values, what)
+        if len(set(values)) < len(values):
+            self.unique(node, values, what)
         return values
 
     def unique(self, node: yaml.Node, values: list[str], what: str) -> None:
@@ -607,6 +608,15 @@ def _check_vocabulary_action(text: str) -> None:
     checks.check_action(text)
     if text == checks.ANY:
         raise ValueError("the actions vocabulary lists exact actions; '*' is not one")
+
+
+def _text(node: yaml.Node) -> str | None:
+    """A text scalar's value, else ``None``: the quick test before ``_Reader.string`` words
+    the error (what a policy holds is mostly text, and most of it is read in lists)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        value: str = node.value
+        return value
+    return None
 
 
 def _kind(node: yaml.Node) -> str:
