@@ -130,7 +130,11 @@ def load_policy_source(
     """
     with paused_gc():
         root = compose_yaml(text, path, what="policy source")
-        return _Reader(path, enforce_vocabulary).source(root)
+        source = _Reader(path, enforce_vocabulary).source(root)
+        # The node tree is garbage now: free it before the collector resumes, or the
+        # collector's first pass scans every node of it.
+        del root
+    return source
 
 
 def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
