@@ -8,9 +8,12 @@ hub's other YAML inputs (policy tests) and for tools that need a source's line n
 
 The YAML is parsed by libyaml and composed into a node tree, never constructed into Python
 objects, so no YAML feature can run code; anchors, aliases, explicit tags, duplicate keys,
-deep nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. Scalars where text is
-expected must be YAML strings: ``yes``, ``1`` or ``06:00`` unquoted are refused (quote them)
-rather than silently read as booleans or numbers.
+deep nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. A text that cannot hold
+an anchor or a tag is composed by libyaml's own composer, in C; every other text, and every
+text that composer does not accept, by the checked Python composer, which alone words the
+errors (see ``_compose``). Scalars where text is expected must be YAML strings: ``yes``,
+``1`` or ``06:00`` unquoted are refused (quote them) rather than silently read as booleans
+or numbers.
 
 This is the only module of the package that imports PyYAML (a hub-side dependency). It does
 not sign or encode; the hub does that with the payload.
@@ -227,10 +230,11 @@ class _Loader(Composer, yaml.CSafeLoader):
     """A composer that refuses YAML features a policy never needs and an attacker could use:
     aliases (billion-laughs), anchors, explicit tags and unbounded nesting.
 
-    libyaml (``CSafeLoader``'s parser) scans and parses; composition stays in Python
-    (PyYAML's ``Composer``, first in the method order), so every event passes the checks
-    below before any node is built, and nesting is bounded before it can recurse. Nothing is
-    ever constructed into Python objects.
+    libyaml (``CSafeLoader``'s parser) scans and parses; composition is in Python (PyYAML's
+    ``Composer``, first in the method order), so every event passes the checks below before
+    any node is built, and nesting is bounded before it can recurse. Nothing is ever
+    constructed into Python objects. The reference the C path (``_CLoader``) is tested
+    against, and the only path that words an error.
     """
 
     def __init__(self, text: str) -> None:
