@@ -19,8 +19,8 @@ not stored), and the error records and tracebacks each process logged.
 With ``--check`` the exit status says whether the run met the soak's bar: every slope under
 ``MAX_SLOPE_MB_PER_10MIN``, nothing lost, no traceback, no error logged.
 
-``--quick`` (50 agents for half a minute, deciding every 2 s, sampled every 3 s) is a smoke
-run of the same path for ``make bench-quick``; a slope over half a minute means nothing.
+``--quick`` (20 agents for 15 s, deciding every second, sampled every 2 s) is a smoke
+run of the same path for ``make bench-quick``; a slope over 15 s means nothing.
 
 Usage: python bench/soak.py [--quick] [--agents 1000] [--minutes 10]
                             [--broker mosquitto|amqtt] [--decide-every 10] [--sample 10]
@@ -540,15 +540,15 @@ def _print(result: dict[str, object]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 agents for 30 s")
-    parser.add_argument("--agents", type=int, help="agents (default 1000, quick 50)")
-    parser.add_argument("--minutes", type=float, help="run length (default 10, quick 0.5)")
+    parser.add_argument("--quick", action="store_true", help="20 agents for 15 s")
+    parser.add_argument("--agents", type=int, help="agents (default 1000, quick 20)")
+    parser.add_argument("--minutes", type=float, help="run length (default 10, quick 0.25)")
     parser.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
     parser.add_argument(
-        "--decide-every", type=float, help="seconds, per agent (default 10, quick 2)"
+        "--decide-every", type=float, help="seconds, per agent (default 10, quick 1)"
     )
     parser.add_argument(
-        "--sample", type=float, help="seconds between samples (default 10, quick 3)"
+        "--sample", type=float, help="seconds between samples (default 10, quick 2)"
     )
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run")
     parser.add_argument("--json", type=Path, help="also write the result here")
@@ -557,11 +557,11 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     quick = args.quick
     config = SoakConfig(
-        args.agents or (50 if quick else 1000),
-        args.minutes or (0.5 if quick else 10.0),
+        args.agents or (20 if quick else 1000),
+        args.minutes or (0.25 if quick else 10.0),
         args.broker,
-        args.decide_every or (2.0 if quick else 10.0),
-        args.sample or (3.0 if quick else 10.0),
+        args.decide_every or (1.0 if quick else 10.0),
+        args.sample or (2.0 if quick else 10.0),
         args.warmup,
     )
     result = asyncio.run(run_soak(config))
