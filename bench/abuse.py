@@ -25,8 +25,11 @@ The embedded broker (``edge-hub serve`` without ``--broker``: hub and amqtt in o
 so the hub's RSS includes the broker's) takes anonymous clients; ``--broker mosquitto``
 runs an anonymous Mosquitto beside the hub.
 
-Usage: python bench/abuse.py [--agents 100] [--seconds 120] [--broker embedded|mosquitto]
-                             [--json FILE] [--check]
+``--quick`` (10 agents, 5 s phases) is a smoke run of the same path for ``make
+bench-quick``; its figures say nothing about the targets.
+
+Usage: python bench/abuse.py [--quick] [--agents 100] [--seconds 120]
+                             [--broker embedded|mosquitto] [--json FILE] [--check]
 """
 
 from __future__ import annotations
@@ -332,14 +335,17 @@ def missed(result: dict[str, object]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=120.0, help="length of each phase")
+    parser.add_argument("--quick", action="store_true", help="10 agents, 5 s phases")
+    parser.add_argument("--agents", type=int, help="honest agents (default 100, quick 10)")
+    parser.add_argument("--seconds", type=float, help="length of each phase (default 120, quick 5)")
     parser.add_argument("--broker", choices=("embedded", "mosquitto"), default="embedded")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    result = asyncio.run(run_abuse(AbuseConfig(args.agents, args.seconds, args.broker)))
+    agents = args.agents or (10 if args.quick else 100)
+    seconds = args.seconds or (5.0 if args.quick else 120.0)
+    result = asyncio.run(run_abuse(AbuseConfig(agents, seconds, args.broker)))
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -17,7 +17,7 @@ measures another build of the same command line, for example the PyInstaller bui
 ``dist/edge-agent/edge-agent`` (``make package``), which is the figure users compare.
 
 Each run is a fresh process on a fresh state directory; the table gives the median with
-[min-max] over ``--repeat`` runs (default 3, ``--quick`` 1) and the load average, since the
+[min-max] over ``--repeat`` runs (default 5, ``--quick`` 2) and the load average, since the
 machine may be shared.
 
 Usage: python bench/idle.py [--quick] [--repeat N] [--settle S] [--agent PATH]
@@ -148,12 +148,12 @@ def spread(values: Sequence[float], fmt: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 run")
-    parser.add_argument("--repeat", type=int, help="runs (default 3, quick 1)")
+    parser.add_argument("--quick", action="store_true", help="2 runs")
+    parser.add_argument("--repeat", type=int, help="runs (default 5, quick 2)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds idle after READY=1")
     parser.add_argument("--agent", type=Path, default=DEFAULT_AGENT, help="edge-agent to run")
     args = parser.parse_args(argv)
-    repeats = args.repeat or (1 if args.quick else 3)
+    repeats = args.repeat or (2 if args.quick else 5)
     samples = [probe(args.agent, args.settle) for _ in range(repeats)]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n### edge-agent run, broker unreachable ({args.agent})\n")

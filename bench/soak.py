@@ -19,8 +19,12 @@ not stored), and the error records and tracebacks each process logged.
 With ``--check`` the exit status says whether the run met the soak's bar: every slope under
 ``MAX_SLOPE_MB_PER_10MIN``, nothing lost, no traceback, no error logged.
 
-Usage: python bench/soak.py [--agents 1000] [--minutes 10] [--broker mosquitto|amqtt]
-                            [--decide-every 10] [--sample 10] [--json FILE] [--check]
+``--quick`` (20 agents for 15 s, deciding every second, sampled every 2 s) is a smoke
+run of the same path for ``make bench-quick``; a slope over 15 s means nothing.
+
+Usage: python bench/soak.py [--quick] [--agents 1000] [--minutes 10]
+                            [--broker mosquitto|amqtt] [--decide-every 10] [--sample 10]
+                            [--json FILE] [--check]
 """
 
 from __future__ import annotations
@@ -536,18 +540,29 @@ def _print(result: dict[str, object]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="20 agents for 15 s")
+    parser.add_argument("--agents", type=int, help="agents (default 1000, quick 20)")
+    parser.add_argument("--minutes", type=float, help="run length (default 10, quick 0.25)")
     parser.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
-    parser.add_argument("--decide-every", type=float, default=10.0, help="seconds, per agent")
-    parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument(
+        "--decide-every", type=float, help="seconds, per agent (default 10, quick 1)"
+    )
+    parser.add_argument(
+        "--sample", type=float, help="seconds between samples (default 10, quick 2)"
+    )
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--check", action="store_true", help="exit 1 when the bar is missed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    quick = args.quick
     config = SoakConfig(
-        args.agents, args.minutes, args.broker, args.decide_every, args.sample, args.warmup
+        args.agents or (20 if quick else 1000),
+        args.minutes or (0.25 if quick else 10.0),
+        args.broker,
+        args.decide_every or (1.0 if quick else 10.0),
+        args.sample or (2.0 if quick else 10.0),
+        args.warmup,
     )
     result = asyncio.run(run_soak(config))
     _print(result)

@@ -107,3 +107,24 @@ def test_a_refusal_for_another_region_names_the_region_verified_for_not_this_dev
         assert refused.value.code == "bundle_signature"
         assert f"signatures do not verify for region {region!r}" in refused.value.message
         assert "this device" not in refused.value.message
+
+
+def test_the_hub_verifies_a_bundle_it_built_for_the_region_it_signed_it_for() -> None:
+    """``build_bundle`` names the region it signed for instead of decoding the payload once
+    more for its claim; the signatures and the signed target must still agree with it."""
+    sim = HubSim()
+    built = verify_operator_bundle(
+        sim.bundle(1, target=US), root=sim.root(), now=NOW, region="us-2"
+    )
+    assert built.target == US
+    with pytest.raises(BundleError) as other_signatures:
+        verify_operator_bundle(sim.bundle(1, target=US), root=sim.root(), now=NOW, region="eu-1")
+    assert other_signatures.value.code == "bundle_signature"
+    with pytest.raises(BundleError) as other_target:
+        verify_operator_bundle(
+            sim.bundle(1, target=US, region=DEVICE.region),
+            root=sim.root(),
+            now=NOW,
+            region=DEVICE.region,
+        )
+    assert other_target.value.code == "bundle_target"

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 import pytest
 
 from edge_agent.errors import BundleError
+from edge_agent.policy import compiler
+from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.keys import PrivateKey
-from hub.cli.operations import inspect_bundle
+from hub.cli.operations import build_bundle, inspect_bundle
+from hub.core import bundles
 from hub.core.bundles import verify_operator_bundle
 from tests.factory import DAY, NOW, HubSim
 
@@ -91,3 +94,34 @@ def test_inspect_without_a_root_only_decodes() -> None:
     summary = inspect_bundle(SIM.bundle(3, signers=[PrivateKey.generate()]), None)
     assert (summary.verified_signers, summary.verify_error) == (None, None)
     assert summary.payload["version"] == 3
+
+
+def test_a_build_compiles_the_signed_policy_once_and_decodes_its_payload_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After reading the source (which compiles it, for line-numbered errors), a build
+    compiles only what it signed, as a device would, and verifies it for the region it
+    signed for rather than decoding the payload once more for the region it claims."""
+    source = load_policy_source(
+        "target: {region: eu-1}\nttl: 1h\nrules:\n"
+        "  - {id: a, effect: allow, subjects: ['*'], actions: [read], resources: [/x]}\n"
+    )
+    compiled: list[object] = []
+    real_compile = compiler._compile
+
+    def counting(payload: object) -> object:
+        compiled.append(payload)
+        return real_compile(payload)
+
+    def claimed(data: bytes) -> str:
+        raise AssertionError("the built bundle's region is known; its claim is not read")
+
+    monkeypatch.setattr(compiler, "_compile", counting)
+    monkeypatch.setattr(bundles, "claimed_region", claimed)
+    data, bundle = build_bundle(
+        source, root=ROOT, signers=SIM.policy_keys, version=1, ttl=None, now=NOW
+    )
+    assert len(compiled) == 1
+    assert bundle.policy.rule_count == 1
+    monkeypatch.undo()
+    assert verify_operator_bundle(data, root=ROOT, now=NOW).digest == bundle.digest

@@ -8,9 +8,12 @@ hub's other YAML inputs (policy tests) and for tools that need a source's line n
 
 The YAML is parsed by libyaml and composed into a node tree, never constructed into Python
 objects, so no YAML feature can run code; anchors, aliases, explicit tags, duplicate keys,
-deep nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. Scalars where text is
-expected must be YAML strings: ``yes``, ``1`` or ``06:00`` unquoted are refused (quote them)
-rather than silently read as booleans or numbers.
+deep nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. A text that cannot hold
+an anchor or a tag is composed by libyaml's own composer, in C; every other text, and every
+text that composer does not accept, by the checked Python composer, which alone words the
+errors (see ``_compose``). Scalars where text is expected must be YAML strings: ``yes``,
+``1`` or ``06:00`` unquoted are refused (quote them) rather than silently read as booleans
+or numbers.
 
 This is the only module of the package that imports PyYAML (a hub-side dependency). It does
 not sign or encode; the hub does that with the payload.
@@ -130,7 +133,11 @@ def load_policy_source(
     """
     with paused_gc():
         root = compose_yaml(text, path, what="policy source")
-        return _Reader(path, enforce_vocabulary).source(root)
+        source = _Reader(path, enforce_vocabulary).source(root)
+        # The node tree is garbage now: free it before the collector resumes, or the
+        # collector's first pass scans every node of it.
+        del root
+    return source
 
 
 def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
@@ -166,14 +173,68 @@ class _Refused(Exception):
         self.mark = mark
 
 
+class _TooDeep(Exception):
+    """The C composer reached a node deeper than ``MAX_YAML_DEPTH``."""
+
+
+class _CLoader(yaml.CSafeLoader):
+    """libyaml's own composer (C, ``CSafeLoader.get_single_node``), bounded in depth.
+
+    The C composer calls ``descend_resolver`` before it composes a node's children and
+    ``ascend_resolver`` after, so counting there stops it at ``MAX_YAML_DEPTH`` before its
+    recursion can go deeper. It cannot refuse anchors or tags (it composes them silently),
+    so it is only given texts that cannot hold one (see :func:`_compose`).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _TooDeep
+
+    def ascend_resolver(self) -> None:
+        self._depth -= 1
+
+    def resolve(
+        self, kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool] | bool
+    ) -> str:
+        """PyYAML's ``BaseResolver.resolve`` for a loader without path resolvers, from
+        tables built once: it runs for every node, and PyYAML's own builds a list each time."""
+        if kind is yaml.ScalarNode and isinstance(implicit, tuple) and implicit[0]:
+            text = value or ""
+            for tag, pattern in _FIRST_CHAR_RESOLVERS.get(text[:1], _ANY_CHAR_RESOLVERS):
+                if pattern.match(text):
+                    return tag
+        return _DEFAULT_TAGS[kind]
+
+
+_ANY_CHAR_RESOLVERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    yaml.CSafeLoader.yaml_implicit_resolvers.get(None, [])
+)
+_FIRST_CHAR_RESOLVERS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    first: (*resolvers, *_ANY_CHAR_RESOLVERS)
+    for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
+    if first is not None
+}
+_DEFAULT_TAGS: dict[type[yaml.Node], str] = {
+    yaml.ScalarNode: yaml.CSafeLoader.DEFAULT_SCALAR_TAG,
+    yaml.SequenceNode: yaml.CSafeLoader.DEFAULT_SEQUENCE_TAG,
+    yaml.MappingNode: yaml.CSafeLoader.DEFAULT_MAPPING_TAG,
+}
+
+
 class _Loader(Composer, yaml.CSafeLoader):
     """A composer that refuses YAML features a policy never needs and an attacker could use:
     aliases (billion-laughs), anchors, explicit tags and unbounded nesting.
 
-    libyaml (``CSafeLoader``'s parser) scans and parses; composition stays in Python
-    (PyYAML's ``Composer``, first in the method order), so every event passes the checks
-    below before any node is built, and nesting is bounded before it can recurse. Nothing is
-    ever constructed into Python objects.
+    libyaml (``CSafeLoader``'s parser) scans and parses; composition is in Python (PyYAML's
+    ``Composer``, first in the method order), so every event passes the checks below before
+    any node is built, and nesting is bounded before it can recurse. Nothing is ever
+    constructed into Python objects. The reference the C path (``_CLoader``) is tested
+    against, and the only path that words an error.
     """
 
     def __init__(self, text: str) -> None:
@@ -200,6 +261,35 @@ class _Loader(Composer, yaml.CSafeLoader):
 
 
 def _compose(text: str, path: str, what: str) -> yaml.Node:
+    """The node tree of ``text``: composed in C when the text allows it, else (and for
+    every error) by :class:`_Loader`, which alone decides what is refused and how.
+
+    A text without ``&`` and ``!`` holds no anchor and no tag (libyaml scans them only from
+    those indicators), so no alias in it can resolve either: libyaml's composer raises on
+    it. For such a text the C composer accepts exactly what :class:`_Loader` accepts and
+    builds the same tree with the same marks (pinned by differential tests); whenever it
+    does not accept, the text is composed again by :class:`_Loader` for its error.
+    """
+    if "&" not in text and "!" not in text:
+        node = _compose_in_c(text)
+        if node is not None:
+            return node
+    return _compose_checked(text, path, what)
+
+
+def _compose_in_c(text: str) -> yaml.Node | None:
+    """The C composer's tree of ``text``, or ``None`` when it fails for any reason."""
+    loader = _CLoader(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+    except (yaml.YAMLError, _TooDeep):
+        return None
+    finally:
+        loader.dispose()
+    return node
+
+
+def _compose_checked(text: str, path: str, what: str) -> yaml.Node:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -458,7 +548,7 @@ class _Reader:
             self.fail(node, f"{what} must be a mapping")
         fields: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = self.string(key_node, f"a key of {what}")
+            key = _text(key_node) or self.string(key_node, f"a key of {what}")
             if key in fields:
                 self.fail(key_node, f"duplicate key {key!r} in {what}")
             if allowed is not None and key not in allowed:
@@ -493,10 +583,11 @@ class _Reader:
     ) -> list[str]:
         values: list[str] = []
         for item in self.sequence(node, what, limit, allow_empty=False):
-            value = self.string(item, f"{what} entry")
+            value = _text(item) or self.string(item, f"{what} entry")
             self.checked(item, check, value)
             values.append(value)
-        self.unique(node, values, what)
+        if len(set(values)) < len(values):
+            self.unique(node, values, what)
         return values
 
     def unique(self, node: yaml.Node, values: list[str], what: str) -> None:
@@ -525,6 +616,15 @@ def _check_vocabulary_action(text: str) -> None:
     checks.check_action(text)
     if text == checks.ANY:
         raise ValueError("the actions vocabulary lists exact actions; '*' is not one")
+
+
+def _text(node: yaml.Node) -> str | None:
+    """A text scalar's value, else ``None``: the quick test before ``_Reader.string`` words
+    the error (what a policy holds is mostly text, and most of it is read in lists)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        value: str = node.value
+        return value
+    return None
 
 
 def _kind(node: yaml.Node) -> str:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from edge_agent.errors import BundleError, ConfigError, EnvelopeError
 from edge_agent.policy.bundle import CompiledBundle
-from edge_agent.policy.compiler import compile_policy
 from edge_agent.policy.source import PolicySource
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol.bundle import (
@@ -139,7 +138,12 @@ def build_bundle(
     ttl: int | None,
     now: int,
 ) -> tuple[bytes, CompiledBundle]:
-    """Compile ``source``, sign it, and verify the result as a targeted device would.
+    """Sign ``source`` and verify the result as a targeted device would: the signatures
+    for the region it was built for, then the policy compiled from the signed bytes.
+
+    ``source``'s policy was compiled already when it was read (``load_policy_source``, for
+    its line-numbered errors); it is not compiled a second time before signing, since the
+    verification compiles exactly what was signed and refuses it before anything is written.
 
     Raises:
         ConfigError: no TTL, or not enough authorised policy keys to sign.
@@ -154,7 +158,6 @@ def build_bundle(
             f"found {len(signers)} policy key(s) of trust root version {root.version}; "
             f"{threshold} needed (use --keys DIR or --key FILE)"
         )
-    compile_policy(source.policy)
     target = _target(source.target)
     payload = bundle_payload(
         version=version,
@@ -165,7 +168,7 @@ def build_bundle(
         max_offline=source.max_offline_seconds,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    return data, verify_operator_bundle(data, root=root, now=now)
+    return data, verify_operator_bundle(data, root=root, now=now, region=target.region)
 
 
 def _target(target: dict[str, object]) -> BundleTarget:

@@ -34,11 +34,16 @@ from edge_agent.trust.state import check_not_ahead
 __all__ = ["verify_operator_bundle", "with_expectations"]
 
 
-def verify_operator_bundle(data: bytes, *, root: TrustRoot, now: int) -> CompiledBundle:
+def verify_operator_bundle(
+    data: bytes, *, root: TrustRoot, now: int, region: str | None = None
+) -> CompiledBundle:
     """Verify ``data`` under ``root`` as a device of its target would at ``now``, and
     compile its policy.
 
-    1. the region the bundle claims, read unverified only to choose the signatures' scope;
+    1. the region to verify for: ``region`` when the caller signed the bundle for it (the
+       payload is then not decoded twice), else the region the bundle claims, read
+       unverified only to choose the signatures' scope; either way step 2 refuses a bundle
+       whose signed target names another region;
     2. :func:`~edge_agent.protocol.bundle.verify_bundle` for that region (signatures,
        threshold, authorisation, payload, target region);
     3. :func:`~edge_agent.protocol.bundle.check_admission` with no installed bundle (expiry),
@@ -50,7 +55,7 @@ def verify_operator_bundle(data: bytes, *, root: TrustRoot, now: int) -> Compile
         BundleError: a device would refuse it (``code`` names the check; ``bundle_future``
             with the device's own sentence).
     """
-    verified = verify_bundle(data, root=root, region=claimed_region(data))
+    verified = verify_bundle(data, root=root, region=region or claimed_region(data))
     bundle = compile_bundle_policy(check_admission(verified, None, now))
     check_not_ahead(bundle, now)
     return bundle
@@ -88,4 +93,4 @@ def with_expectations(
         max_offline=bundle.max_offline,
     )
     data = sign_bundle(payload, region=target.region, signers=signers)
-    return data, verify_operator_bundle(data, root=root, now=bundle.issued_at)
+    return data, verify_operator_bundle(data, root=root, now=bundle.issued_at, region=target.region)
