@@ -60,6 +60,7 @@ __all__ = [
     "format_duration",
     "global_options",
     "one_line",
+    "out_stream",
     "output_gone",
     "printable_output",
     "read_bounded",
@@ -186,23 +187,57 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     Raises:
         ConfigError: the file cannot be written.
     """
-    _write_through_temp(path, data, mode, lambda: None)
+    with _through_temp(path, mode, lambda: None) as handle:
+        handle.write(data)
 
 
-def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False) -> None:
-    """Write a command's ``--out`` file, as :func:`write_atomic`, only where that replaces
-    nothing but a file the user meant to replace.
+def write_out(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    force: bool = False,
+    state_dir: Path | None = None,
+) -> None:
+    """Write ``data`` to a command's ``--out`` file, as :func:`out_stream` allows it.
+
+    Raises:
+        ConfigError: the path is refused or the file cannot be written.
+    """
+    with out_stream(path, mode=mode, force=force, state_dir=state_dir) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def out_stream(
+    path: Path,
+    *,
+    mode: int = 0o600,
+    force: bool = False,
+    state_dir: Path | None = None,
+) -> Iterator[IO[bytes]]:
+    """A handle on a command's new ``--out`` file, written as :func:`write_atomic` (a temp
+    file renamed onto ``path`` when the block ends without an error), only where that
+    replaces nothing but a file the user meant to replace.
 
     The atomic rename would turn whatever is at ``path`` into a regular file, so an
     existing path that is not a regular file (a device such as /dev/full, a FIFO, a socket,
     a directory, a symlink) is always refused, and an existing regular file unless
     ``force`` (the command's ``--force``). The check is on the path itself (``lstat``): a
     rename replaces a symlink, it never writes through one. A directory that takes no new
-    file (``/proc``) is said to, before any ``--force`` is suggested.
+    file (``/proc``) is said to, before any ``--force`` is suggested. A path inside
+    ``state_dir`` (the agent's own files: its key, its databases) is refused even with
+    ``force``: writing there would destroy the device's identity or its log.
 
     Raises:
         ConfigError: the path is refused or the file cannot be written.
     """
+    if state_dir is not None and _inside(path, state_dir):
+        raise ConfigError(
+            f"refusing to write {path}: it is inside the agent's state directory {state_dir}, "
+            "whose files are the agent's own (--force does not change this): write it elsewhere",
+            code="out_in_state_dir",
+        )
     try:
         status = os.lstat(path)
     except FileNotFoundError:
@@ -219,14 +254,27 @@ def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False
         if status is not None and not force:
             raise ConfigError(f"refusing to replace {path}: it exists (add --force to replace it)")
 
-    _write_through_temp(path, data, mode, may_replace)
+    with _through_temp(path, mode, may_replace) as handle:
+        yield handle
 
 
-def _write_through_temp(
-    path: Path, data: bytes, mode: int, before_rename: Callable[[], None]
-) -> None:
-    """Create a temp file beside ``path``, call ``before_rename`` (which may refuse), write
-    ``data`` with ``mode``, fsync and rename it onto ``path``; the temp file never stays."""
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` names ``directory`` or anything under it, symlinks in its parent
+    directories followed (the last component is not: a rename never writes through it)."""
+    try:
+        parent = Path(os.path.realpath(path.parent if str(path.parent) else "."))
+        root = Path(os.path.realpath(directory))
+    except OSError:
+        return False
+    target = parent / path.name
+    return target == root or root in target.parents
+
+
+@contextlib.contextmanager
+def _through_temp(path: Path, mode: int, before_write: Callable[[], None]) -> Iterator[IO[bytes]]:
+    """Create a temp file beside ``path``, call ``before_write`` (which may refuse), yield
+    it (``mode``) for the caller to write, then fsync and rename it onto ``path``; the temp
+    file never stays, whatever ends the block."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
@@ -238,9 +286,9 @@ def _write_through_temp(
     try:
         try:
             with os.fdopen(fd, "wb") as handle:
-                before_rename()
+                before_write()
                 os.fchmod(handle.fileno(), mode)
-                handle.write(data)
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)
