@@ -40,6 +40,7 @@ from edge_agent.support.cli import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CliParser,
+    Stopped,
     add_verbosity,
     configure_logging,
     epilog,
@@ -51,6 +52,7 @@ from edge_agent.support.cli import (
     printable_output,
     read_bounded,
     read_offered,
+    stop_on_signals,
     terminal_width,
     wall_clock,
 )
@@ -120,6 +122,7 @@ def _run(argv: Sequence[str] | None) -> int:
             if args.read_only:
                 stack.enter_context(read_only_inspection())
             if getattr(args, "reads_only", False):
+                stack.enter_context(stop_on_signals())
                 _say_read_only(args)
             elif args.handler is not _cmd_init and not getattr(args, "state_free", False):
                 _require_writable(args)
@@ -146,6 +149,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Stopped as stopped:
+        return 128 + stopped.signum
     except BrokenPipeError:
         raise
     except Exception as exc:

@@ -23,10 +23,12 @@ import os
 import re
 import select
 import shutil
+import signal
 import stat
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +51,7 @@ __all__ = [
     "LIBRARY_LOGGERS",
     "MIN_WIDTH",
     "CliParser",
+    "Stopped",
     "add_verbosity",
     "configure_logging",
     "counter_arg",
@@ -66,6 +69,7 @@ __all__ = [
     "read_bounded",
     "read_offered",
     "read_regular",
+    "stop_on_signals",
     "terminal_width",
     "text_arg",
     "utc_text",
@@ -594,6 +598,40 @@ def fail(
     else:
         _print_to(sys.stderr, f"{prog}: error: {one_line(message)}")
     return code
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (``timeout``, systemd, a dropped ssh session) ended the command:
+    raised where it runs, so everything it opened is cleaned up on the way out, as after
+    Ctrl-C; the exit code is 128 + :attr:`signum`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` instead of ending the
+    process where it stands (which would skip every cleanup, such as removing a read-only
+    inspection's private copy of the log). A signal ignored on entry (``nohup``) stays
+    ignored; outside the main thread nothing changes (only it can handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _print_to(stream: IO[str], line: str) -> None:
