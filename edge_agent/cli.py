@@ -49,6 +49,7 @@ from edge_agent.support.cli import (
     format_duration,
     global_options,
     output_gone,
+    path_error,
     printable_output,
     read_bounded,
     read_offered,
@@ -153,10 +154,33 @@ def _run(argv: Sequence[str] | None) -> int:
         return 128 + stopped.signum
     except BrokenPipeError:
         raise
+    except OSError as exc:
+        refused = path_error(exc)
+        if refused is None:
+            return _internal(exc, args.verbose, as_json)
+        # A state directory the system refuses (too long a path, no permission to look) is
+        # unavailable, as a missing one; any other path given is an input error.
+        state_dir = getattr(args, "state_dir", None)
+        at_fault = Path(refused.path)
+        if state_dir is not None and (at_fault == state_dir or state_dir in at_fault.parents):
+            return fail(
+                PROG,
+                refused,
+                args.verbose,
+                EXIT_UNAVAILABLE,
+                as_json=as_json,
+                reason="state_unusable",
+            )
+        return fail(PROG, refused, args.verbose, EXIT_USAGE, as_json=as_json)
     except Exception as exc:
-        internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
-        internal.__cause__ = exc
-        return fail(PROG, internal, args.verbose, EXIT_INTERNAL, as_json=as_json)
+        return _internal(exc, args.verbose, as_json)
+
+
+def _internal(exc: Exception, verbose: int, as_json: bool) -> int:
+    """Report a fault of ours: one line (the traceback with ``-v``), exit 70."""
+    internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
+    internal.__cause__ = exc
+    return fail(PROG, internal, verbose, EXIT_INTERNAL, as_json=as_json)
 
 
 def _require_writable(args: argparse.Namespace) -> None:
@@ -677,9 +701,14 @@ def _unusable_state_dir(state_dir: Path) -> str | None:
     when its ``state.db`` is a file (then a read failure is the state's own: ``decide``
     denies ``internal_error``, other commands exit 1)."""
     database = state_dir / "state.db"
-    if database.is_file():
-        return None
-    if database.exists():
+    try:
+        if database.is_file():
+            return None
+        exists = database.exists()
+    except OSError as exc:
+        refused = path_error(exc)
+        return str(refused) if refused is not None else f"cannot use {state_dir}: {exc}"
+    if exists:
         return (
             f"{database} is not a file, so {state_dir} is not a usable agent state directory: "
             f"move it aside and run 'edge-agent init --state-dir {state_dir} ...'"

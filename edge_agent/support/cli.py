@@ -49,8 +49,10 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "LIBRARY_LOGGERS",
+    "MAX_SHOWN_PATH_CHARS",
     "MIN_WIDTH",
     "CliParser",
+    "PathError",
     "Stopped",
     "add_verbosity",
     "configure_logging",
@@ -65,6 +67,7 @@ __all__ = [
     "one_line",
     "out_stream",
     "output_gone",
+    "path_error",
     "printable_output",
     "read_bounded",
     "read_offered",
@@ -598,6 +601,34 @@ def fail(
     else:
         _print_to(sys.stderr, f"{prog}: error: {one_line(message)}")
     return code
+
+
+MAX_SHOWN_PATH_CHARS = 120
+"""The most of a path an error sentence shows (the JSON ``path`` carries all of it)."""
+
+
+class PathError(ConfigError):
+    """A path given on the command line cannot be used at all (too long, a loop of
+    symlinks, no permission to look, a disk that is full): an input error, never a fault of
+    ours. ``path`` is the path at fault, whole."""
+
+    code = "bad_path"
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def path_error(exc: OSError) -> PathError | None:
+    """``exc`` as the input error it is when the operating system refused a path (it names
+    one: ``exc.filename``), with one sentence showing at most
+    :data:`MAX_SHOWN_PATH_CHARS` of it; ``None`` for an ``OSError`` that names no path
+    (then it is not the user's input at fault)."""
+    if exc.filename is None:
+        return None
+    path = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
+    why = exc.strerror or type(exc).__name__
+    return PathError(f"cannot use {ellipsize(path, MAX_SHOWN_PATH_CHARS)}: {why}", path)
 
 
 class Stopped(BaseException):
