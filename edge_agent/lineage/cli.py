@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from edge_agent.errors import ConfigError, LineageError, StateError
-from edge_agent.lineage.log import LineageLog
+from edge_agent.errors import ConfigError, EdgeGovError, LineageError, StateError
+from edge_agent.lineage.log import LOG_REASONS, LineageLog
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import FILE_MODE, LineageStore
 from edge_agent.protocol.consistency_file import format_consistency_proof
@@ -62,6 +62,7 @@ from edge_agent.support.cli import (
     wall_clock,
     write_out,
 )
+from edge_agent.trust.gate import Reason
 from edge_agent.trust.restore import verify_stored_roots
 
 __all__ = ["register"]
@@ -321,14 +322,46 @@ _REASON_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _reason_arg(text: str) -> str:
-    """Any reason code the log can hold: a decision's (``no_rule_matched``) and a trust
+    """Any reason code the log can hold: a decision's (``no_matching_rule``) and a trust
     transition's (``bundle_signature``, ``tampered``, ...), all lower-case snake_case."""
     if not _REASON_CODE.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a reason code (lower-case letters, digits and _, as the REASON "
-            "column shows: no_rule_matched, bundle_signature, ...)"
+            "column shows: no_matching_rule, bundle_signature, ...)"
         )
     return text
+
+
+def known_reasons() -> frozenset[str]:
+    """Every reason code this agent records in an entry: a decision's (:class:`Reason`), a
+    transition's own kind (:class:`Kind`: ``attestation_passed``, ...), the log's own
+    (:data:`LOG_REASONS`: ``lineage_tampered``, ``retention``, ...), and the code of
+    every refusal it records (each loaded :class:`EdgeGovError`'s ``code`` and ``codes``:
+    ``edge-agent`` loads every class the trust state machine raises and records)."""
+    codes = {str(reason) for reason in Reason} | {str(kind) for kind in Kind} | set(LOG_REASONS)
+    pending: list[type[EdgeGovError]] = [EdgeGovError]
+    while pending:
+        error = pending.pop()
+        codes.add(error.code)
+        codes.update(error.codes)
+        pending.extend(error.__subclasses__())
+    codes.discard(EdgeGovError.code)
+    return frozenset(codes)
+
+
+def _notice_unknown_reason(args: argparse.Namespace) -> None:
+    """Say once on stderr (not under ``-q`` or ``--json``, whose stdout stays the entries
+    alone) that ``--reason`` names a code no entry of this agent can carry: the filter
+    still runs (an older or newer agent's log may hold other codes), but an empty table
+    would otherwise look like "no such entries yet"."""
+    known = known_reasons()
+    if args.reason is None or args.reason in known or args.json or args.quiet:
+        return
+    print(
+        f"edge-agent: notice: no entry can carry reason {args.reason}; "
+        f"known reasons: {', '.join(sorted(known))}",
+        file=sys.stderr,
+    )
 
 
 _text_arg = text_arg(MAX_FILTER_CHARS)
@@ -457,6 +490,7 @@ def _filters(args: argparse.Namespace) -> tuple[str, list[object]]:
 def _cmd_show(args: argparse.Namespace) -> int:
     if args.follow and args.reverse:
         raise ConfigError("--follow prints new entries last: it cannot be used with --reverse")
+    _notice_unknown_reason(args)
     log = _open(args)
     store = log.store
     assert store is not None
