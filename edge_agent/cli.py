@@ -40,6 +40,7 @@ from edge_agent.support.cli import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     CliParser,
+    Stopped,
     add_verbosity,
     configure_logging,
     epilog,
@@ -48,9 +49,11 @@ from edge_agent.support.cli import (
     format_duration,
     global_options,
     output_gone,
+    path_error,
     printable_output,
     read_bounded,
     read_offered,
+    stop_on_signals,
     terminal_width,
     wall_clock,
 )
@@ -120,6 +123,7 @@ def _run(argv: Sequence[str] | None) -> int:
             if args.read_only:
                 stack.enter_context(read_only_inspection())
             if getattr(args, "reads_only", False):
+                stack.enter_context(stop_on_signals())
                 _say_read_only(args)
             elif args.handler is not _cmd_init and not getattr(args, "state_free", False):
                 _require_writable(args)
@@ -146,12 +150,37 @@ def _run(argv: Sequence[str] | None) -> int:
         return fail(PROG, exc, args.verbose, EXIT_REFUSED, as_json=as_json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Stopped as stopped:
+        return 128 + stopped.signum
     except BrokenPipeError:
         raise
+    except OSError as exc:
+        refused = path_error(exc)
+        if refused is None:
+            return _internal(exc, args.verbose, as_json)
+        # A state directory the system refuses (too long a path, no permission to look) is
+        # unavailable, as a missing one; any other path given is an input error.
+        state_dir = getattr(args, "state_dir", None)
+        at_fault = Path(refused.path)
+        if state_dir is not None and (at_fault == state_dir or state_dir in at_fault.parents):
+            return fail(
+                PROG,
+                refused,
+                args.verbose,
+                EXIT_UNAVAILABLE,
+                as_json=as_json,
+                reason="state_unusable",
+            )
+        return fail(PROG, refused, args.verbose, EXIT_USAGE, as_json=as_json)
     except Exception as exc:
-        internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
-        internal.__cause__ = exc
-        return fail(PROG, internal, args.verbose, EXIT_INTERNAL, as_json=as_json)
+        return _internal(exc, args.verbose, as_json)
+
+
+def _internal(exc: Exception, verbose: int, as_json: bool) -> int:
+    """Report a fault of ours: one line (the traceback with ``-v``), exit 70."""
+    internal = RuntimeError(f"internal error: {exc} (-v shows where; please report it)")
+    internal.__cause__ = exc
+    return fail(PROG, internal, verbose, EXIT_INTERNAL, as_json=as_json)
 
 
 def _require_writable(args: argparse.Namespace) -> None:
@@ -672,9 +701,14 @@ def _unusable_state_dir(state_dir: Path) -> str | None:
     when its ``state.db`` is a file (then a read failure is the state's own: ``decide``
     denies ``internal_error``, other commands exit 1)."""
     database = state_dir / "state.db"
-    if database.is_file():
-        return None
-    if database.exists():
+    try:
+        if database.is_file():
+            return None
+        exists = database.exists()
+    except OSError as exc:
+        refused = path_error(exc)
+        return str(refused) if refused is not None else f"cannot use {state_dir}: {exc}"
+    if exists:
         return (
             f"{database} is not a file, so {state_dir} is not a usable agent state directory: "
             f"move it aside and run 'edge-agent init --state-dir {state_dir} ...'"

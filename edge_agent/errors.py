@@ -26,6 +26,10 @@ class EdgeGovError(Exception):
     """Base of every error edgegov raises on purpose."""
 
     code = "error"
+    codes: tuple[str, ...] = ()
+    """The other codes an instance of this class may carry (given as ``code=``): with
+    :attr:`code`, every code a refusal of this kind can be recorded with (``edge-agent log
+    show --reason`` knows them; a test checks each ``code=`` in the source is declared)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -47,12 +51,24 @@ class BundleError(EnvelopeError):
     """A policy bundle was refused: format, signature, rollback, expiry or target."""
 
     code = "bundle_rejected"
+    codes = (
+        "bundle_conflict",
+        "bundle_expired",
+        "bundle_policy",
+        "bundle_rollback",
+        "bundle_signature",
+        "bundle_superseded",
+        "bundle_target",
+        "bundle_threshold",
+        "bundle_unauthorised",
+    )
 
 
 class RootError(EnvelopeError):
     """A trust root was refused: format, signatures, thresholds or version."""
 
     code = "root_rejected"
+    codes = ("root_conflict", "root_expired", "root_gap", "root_rollback", "root_threshold")
 
 
 class PolicyError(EdgeGovError):
@@ -93,6 +109,7 @@ class ConfigError(EdgeGovError):
     """A configuration value or command-line argument is invalid."""
 
     code = "config_error"
+    codes = ("out_in_state_dir",)
 
 
 class LineageError(EdgeGovError):

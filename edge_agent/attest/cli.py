@@ -45,6 +45,7 @@ from edge_agent.support.cli import (
     format_duration,
     wall_clock,
     write_atomic,
+    write_out,
 )
 from edge_agent.trust.state import TrustState
 from edge_agent.trust.verdict import problems
@@ -114,6 +115,7 @@ def register(
         help="where PROFILE.toml is looked up (default: %(default)s)",
     )
     enroll_tpm.add_argument("--out", type=Path, help=f"PEM file (default: STATE_DIR/{AK_FILE})")
+    enroll_tpm.add_argument("--force", action="store_true", help="replace --out if it is a file")
     enroll_tpm.set_defaults(handler=_cmd_tpm_enroll, read_state=read_state, reads_only=False)
 
 
@@ -143,8 +145,12 @@ def _cmd_tpm_enroll(args: argparse.Namespace) -> int:
             f"the firmware profile {profile.name} has no [tpm] table: there is no TPM key to enroll"
         )
     pem = enroll(profile.tpm)
-    out = args.out or args.state_dir / AK_FILE
-    write_atomic(out, pem, mode=0o644)
+    if args.out is None:
+        out = args.state_dir / AK_FILE
+        write_atomic(out, pem, mode=0o644)
+    else:
+        out = args.out
+        write_out(out, pem, mode=0o644, force=args.force, state_dir=args.state_dir)
     body = b"".join(line for line in pem.splitlines() if not line.startswith(b"-----"))
     fingerprint = hashlib.sha256(base64.b64decode(body)).hexdigest()[:16]
     if args.json:

@@ -21,17 +21,16 @@ import base64
 import contextlib
 import datetime
 import json
-import os
 import re
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
-from edge_agent.errors import ConfigError, LineageError, StateError
-from edge_agent.lineage.log import LineageLog
+from edge_agent.errors import ConfigError, EdgeGovError, LineageError, StateError
+from edge_agent.lineage.log import LOG_REASONS, LineageLog
 from edge_agent.lineage.replay import replay
 from edge_agent.lineage.store import FILE_MODE, LineageStore
 from edge_agent.protocol.consistency_file import format_consistency_proof
@@ -56,12 +55,14 @@ from edge_agent.support.cli import (
     counter_arg,
     ellipsize,
     epilog,
+    out_stream,
     terminal_width,
     text_arg,
     utc_text,
     wall_clock,
     write_out,
 )
+from edge_agent.trust.gate import Reason
 from edge_agent.trust.restore import verify_stored_roots
 
 __all__ = ["register"]
@@ -222,6 +223,7 @@ def register(
         epilog=epilog(_WRITE_EXITS, "edge-agent log export --out - --format jsonl | less"),
     )
     export.add_argument("--out", type=Path, required=True, help="the file to write (- for stdout)")
+    export.add_argument("--force", action="store_true", help="replace --out if it is a file")
     export.add_argument("--since", type=_time_arg, help=_SINCE_HELP)
     export.add_argument(
         "--format",
@@ -320,14 +322,46 @@ _REASON_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _reason_arg(text: str) -> str:
-    """Any reason code the log can hold: a decision's (``no_rule_matched``) and a trust
+    """Any reason code the log can hold: a decision's (``no_matching_rule``) and a trust
     transition's (``bundle_signature``, ``tampered``, ...), all lower-case snake_case."""
     if not _REASON_CODE.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a reason code (lower-case letters, digits and _, as the REASON "
-            "column shows: no_rule_matched, bundle_signature, ...)"
+            "column shows: no_matching_rule, bundle_signature, ...)"
         )
     return text
+
+
+def known_reasons() -> frozenset[str]:
+    """Every reason code this agent records in an entry: a decision's (:class:`Reason`), a
+    transition's own kind (:class:`Kind`: ``attestation_passed``, ...), the log's own
+    (:data:`LOG_REASONS`: ``lineage_tampered``, ``retention``, ...), and the code of
+    every refusal it records (each loaded :class:`EdgeGovError`'s ``code`` and ``codes``:
+    ``edge-agent`` loads every class the trust state machine raises and records)."""
+    codes = {str(reason) for reason in Reason} | {str(kind) for kind in Kind} | set(LOG_REASONS)
+    pending: list[type[EdgeGovError]] = [EdgeGovError]
+    while pending:
+        error = pending.pop()
+        codes.add(error.code)
+        codes.update(error.codes)
+        pending.extend(error.__subclasses__())
+    codes.discard(EdgeGovError.code)
+    return frozenset(codes)
+
+
+def _notice_unknown_reason(args: argparse.Namespace) -> None:
+    """Say once on stderr (not under ``-q`` or ``--json``, whose stdout stays the entries
+    alone) that ``--reason`` names a code no entry of this agent can carry: the filter
+    still runs (an older or newer agent's log may hold other codes), but an empty table
+    would otherwise look like "no such entries yet"."""
+    known = known_reasons()
+    if args.reason is None or args.reason in known or args.json or args.quiet:
+        return
+    print(
+        f"edge-agent: notice: no entry can carry reason {args.reason}; "
+        f"known reasons: {', '.join(sorted(known))}",
+        file=sys.stderr,
+    )
 
 
 _text_arg = text_arg(MAX_FILTER_CHARS)
@@ -456,6 +490,7 @@ def _filters(args: argparse.Namespace) -> tuple[str, list[object]]:
 def _cmd_show(args: argparse.Namespace) -> int:
     if args.follow and args.reverse:
         raise ConfigError("--follow prints new entries last: it cannot be used with --reverse")
+    _notice_unknown_reason(args)
     log = _open(args)
     store = log.store
     assert store is not None
@@ -765,7 +800,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
         ).encode()
         verify_tlog_proof(data, device_key=key.public, witness_keys=held)
     # A receipt holds the entry (subjects, resources): the owner's alone, as the log.
-    write_out(args.out, data, mode=FILE_MODE, force=args.force)
+    write_out(args.out, data, mode=FILE_MODE, force=args.force, state_dir=args.state_dir)
     kind = decode_entry(proven.entry, proven.seq).kind
     if args.json:
         _print_json(
@@ -799,7 +834,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
         note = log.checkpoint_note(size, wall_clock())
     finally:
         _release(log)
-    write_out(args.out, note.encode(), mode=0o644, force=args.force)
+    write_out(args.out, note.encode(), mode=0o644, force=args.force, state_dir=args.state_dir)
     cosignature = _cosignature(note, witnesses)
     if args.json:
         _print_json({"out": str(args.out), "size": size, "cosigned": cosignature is not None})
@@ -820,7 +855,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     finally:
         _release(log)
     text = format_consistency_proof(old=args.old, new=args.new, hashes=proof)
-    write_out(args.out, text.encode(), mode=0o644, force=args.force)
+    write_out(args.out, text.encode(), mode=0o644, force=args.force, state_dir=args.state_dir)
     if args.json:
         _print_json({"out": str(args.out), "old": args.old, "new": args.new, "hashes": len(proof)})
         return EXIT_OK
@@ -839,7 +874,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     log = _open(args)
     store = log.store
     assert store is not None
-    with _export_stream(args.out, to_stdout) as out:
+    with _export_stream(args, to_stdout) as out:
         # A broken log is exported as it is, evidence; it is never signed (nor an empty one).
         size = store.tip().size
         signed = log.checkpoint_note(size, wall_clock()) if log.fault is None and size else None
@@ -883,23 +918,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _export_stream(path: Path, to_stdout: bool) -> Iterator[BinaryIO]:
-    """Where ``log export`` writes: stdout's bytes, or ``path`` created owner-only (a
-    decision names subjects and resources: the export is the owner's alone, as the log).
+def _export_stream(args: argparse.Namespace, to_stdout: bool) -> Iterator[IO[bytes]]:
+    """Where ``log export`` writes: stdout's bytes, or ``--out`` created owner-only (a
+    decision names subjects and resources: the export is the owner's alone, as the log),
+    as every ``--out`` is (:func:`out_stream`: never over an existing file without
+    ``--force``, never inside the state directory).
 
     Raises:
-        ConfigError: ``path`` cannot be created (a directory, a missing directory, no
-            permission).
+        ConfigError: ``--out`` is refused or cannot be written.
     """
     if to_stdout:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "wb") as out:
+    with out_stream(args.out, mode=FILE_MODE, force=args.force, state_dir=args.state_dir) as out:
         yield out
 
 

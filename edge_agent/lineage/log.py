@@ -75,9 +75,13 @@ from edge_agent.store import LineageHeadStore, RecordedHead
 from edge_agent.trust.gate import Decision, lineage_unavailable
 
 __all__ = [
+    "BREAK_ACKNOWLEDGED",
     "DEVICE_KEY_EPOCH",
+    "LOG_REASONS",
     "MAX_UNACKNOWLEDGED_BATCH",
+    "OPERATOR_PRUNE",
     "PRUNE_STEP_ENTRIES",
+    "RETENTION",
     "TAMPERED",
     "VERIFY_ON_START",
     "LineageConfig",
@@ -98,6 +102,14 @@ MAX_UNACKNOWLEDGED_BATCH = 4096
 
 TAMPERED = "lineage_tampered"
 """Reason of the ``segment_start`` entry opening the new log after a break was found."""
+BREAK_ACKNOWLEDGED = "lineage_break_acknowledged"
+"""Reason of the ``segment_start`` entry an operator's ``log acknowledge-break`` opens."""
+RETENTION = "retention"
+"""Reason of the ``lineage_pruned`` entry retention records."""
+OPERATOR_PRUNE = "operator_prune"
+"""Reason of the ``lineage_pruned`` entry ``log prune`` records."""
+LOG_REASONS = (TAMPERED, BREAK_ACKNOWLEDGED, RETENTION, OPERATOR_PRUNE)
+"""The reasons the log records of itself (``log show --reason`` knows them)."""
 
 _WITNESS_LINE = f"\N{EM DASH} {WITNESS_KEY_NAME} "
 """How a witness's cosignature line starts in a note: the prefilter when searching stored
@@ -950,7 +962,7 @@ class LineageLog:
         if config.retain_max_age_s is not None:
             young = store.first_seq_at_or_after(now - config.retain_max_age_s)
             target = max(target, tip.size if young is None else young)
-        return self._prune(min(target, tip.acked), now, "retention")
+        return self._prune(min(target, tip.acked), now, RETENTION)
 
     def prune_before(self, seq: int, now: int, *, include_unacknowledged: bool = False) -> int:
         """Prune entries before ``seq``, cut at the largest signed checkpoint at or below it;
@@ -963,7 +975,7 @@ class LineageLog:
         """
         store = self._require_usable()
         limit = seq if include_unacknowledged else min(seq, store.tip().acked)
-        return self._prune(limit, now, "operator_prune")
+        return self._prune(limit, now, OPERATOR_PRUNE)
 
     def _prune(self, limit: int, now: int, reason: str) -> int:
         """Delete entries before the largest checkpoint at or below ``limit``, in steps."""
@@ -1021,7 +1033,7 @@ class LineageLog:
                 GENESIS_PREV,
                 Kind.SEGMENT_START,
                 True,
-                "lineage_break_acknowledged",
+                BREAK_ACKNOWLEDGED,
                 detail=detail,
             )
         )

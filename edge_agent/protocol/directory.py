@@ -70,6 +70,7 @@ class DirectoryError(EnvelopeError):
     region, older than the one held, or expired."""
 
     code = "directory_rejected"
+    codes = ("directory_expired", "directory_rollback")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,12 @@ import os
 import re
 import select
 import shutil
+import signal
 import stat
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -47,8 +49,11 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "LIBRARY_LOGGERS",
+    "MAX_SHOWN_PATH_CHARS",
     "MIN_WIDTH",
     "CliParser",
+    "PathError",
+    "Stopped",
     "add_verbosity",
     "configure_logging",
     "counter_arg",
@@ -60,11 +65,14 @@ __all__ = [
     "format_duration",
     "global_options",
     "one_line",
+    "out_stream",
     "output_gone",
+    "path_error",
     "printable_output",
     "read_bounded",
     "read_offered",
     "read_regular",
+    "stop_on_signals",
     "terminal_width",
     "text_arg",
     "utc_text",
@@ -186,23 +194,57 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     Raises:
         ConfigError: the file cannot be written.
     """
-    _write_through_temp(path, data, mode, lambda: None)
+    with _through_temp(path, mode, lambda: None) as handle:
+        handle.write(data)
 
 
-def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False) -> None:
-    """Write a command's ``--out`` file, as :func:`write_atomic`, only where that replaces
-    nothing but a file the user meant to replace.
+def write_out(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    force: bool = False,
+    state_dir: Path | None = None,
+) -> None:
+    """Write ``data`` to a command's ``--out`` file, as :func:`out_stream` allows it.
+
+    Raises:
+        ConfigError: the path is refused or the file cannot be written.
+    """
+    with out_stream(path, mode=mode, force=force, state_dir=state_dir) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def out_stream(
+    path: Path,
+    *,
+    mode: int = 0o600,
+    force: bool = False,
+    state_dir: Path | None = None,
+) -> Iterator[IO[bytes]]:
+    """A handle on a command's new ``--out`` file, written as :func:`write_atomic` (a temp
+    file renamed onto ``path`` when the block ends without an error), only where that
+    replaces nothing but a file the user meant to replace.
 
     The atomic rename would turn whatever is at ``path`` into a regular file, so an
     existing path that is not a regular file (a device such as /dev/full, a FIFO, a socket,
     a directory, a symlink) is always refused, and an existing regular file unless
     ``force`` (the command's ``--force``). The check is on the path itself (``lstat``): a
     rename replaces a symlink, it never writes through one. A directory that takes no new
-    file (``/proc``) is said to, before any ``--force`` is suggested.
+    file (``/proc``) is said to, before any ``--force`` is suggested. A path inside
+    ``state_dir`` (the agent's own files: its key, its databases) is refused even with
+    ``force``: writing there would destroy the device's identity or its log.
 
     Raises:
         ConfigError: the path is refused or the file cannot be written.
     """
+    if state_dir is not None and _inside(path, state_dir):
+        raise ConfigError(
+            f"refusing to write {path}: it is inside the agent's state directory {state_dir}, "
+            "whose files are the agent's own (--force does not change this): write it elsewhere",
+            code="out_in_state_dir",
+        )
     try:
         status = os.lstat(path)
     except FileNotFoundError:
@@ -219,14 +261,27 @@ def write_out(path: Path, data: bytes, *, mode: int = 0o600, force: bool = False
         if status is not None and not force:
             raise ConfigError(f"refusing to replace {path}: it exists (add --force to replace it)")
 
-    _write_through_temp(path, data, mode, may_replace)
+    with _through_temp(path, mode, may_replace) as handle:
+        yield handle
 
 
-def _write_through_temp(
-    path: Path, data: bytes, mode: int, before_rename: Callable[[], None]
-) -> None:
-    """Create a temp file beside ``path``, call ``before_rename`` (which may refuse), write
-    ``data`` with ``mode``, fsync and rename it onto ``path``; the temp file never stays."""
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` names ``directory`` or anything under it, symlinks in its parent
+    directories followed (the last component is not: a rename never writes through it)."""
+    try:
+        parent = Path(os.path.realpath(path.parent if str(path.parent) else "."))
+        root = Path(os.path.realpath(directory))
+    except OSError:
+        return False
+    target = parent / path.name
+    return target == root or root in target.parents
+
+
+@contextlib.contextmanager
+def _through_temp(path: Path, mode: int, before_write: Callable[[], None]) -> Iterator[IO[bytes]]:
+    """Create a temp file beside ``path``, call ``before_write`` (which may refuse), yield
+    it (``mode``) for the caller to write, then fsync and rename it onto ``path``; the temp
+    file never stays, whatever ends the block."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
@@ -238,9 +293,9 @@ def _write_through_temp(
     try:
         try:
             with os.fdopen(fd, "wb") as handle:
-                before_rename()
+                before_write()
                 os.fchmod(handle.fileno(), mode)
-                handle.write(data)
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)
@@ -546,6 +601,68 @@ def fail(
     else:
         _print_to(sys.stderr, f"{prog}: error: {one_line(message)}")
     return code
+
+
+MAX_SHOWN_PATH_CHARS = 120
+"""The most of a path an error sentence shows (the JSON ``path`` carries all of it)."""
+
+
+class PathError(ConfigError):
+    """A path given on the command line cannot be used at all (too long, a loop of
+    symlinks, no permission to look, a disk that is full): an input error, never a fault of
+    ours. ``path`` is the path at fault, whole."""
+
+    code = "bad_path"
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def path_error(exc: OSError) -> PathError | None:
+    """``exc`` as the input error it is when the operating system refused a path (it names
+    one: ``exc.filename``), with one sentence showing at most
+    :data:`MAX_SHOWN_PATH_CHARS` of it; ``None`` for an ``OSError`` that names no path
+    (then it is not the user's input at fault)."""
+    if exc.filename is None:
+        return None
+    path = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
+    why = exc.strerror or type(exc).__name__
+    return PathError(f"cannot use {ellipsize(path, MAX_SHOWN_PATH_CHARS)}: {why}", path)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (``timeout``, systemd, a dropped ssh session) ended the command:
+    raised where it runs, so everything it opened is cleaned up on the way out, as after
+    Ctrl-C; the exit code is 128 + :attr:`signum`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` instead of ending the
+    process where it stands (which would skip every cleanup, such as removing a read-only
+    inspection's private copy of the log). A signal ignored on entry (``nohup``) stays
+    ignored; outside the main thread nothing changes (only it can handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _print_to(stream: IO[str], line: str) -> None:

@@ -59,6 +59,7 @@ from edge_agent.support.cli import (
     CliParser,
     epilog,
     fail,
+    path_error,
     printable_output,
     read_regular,
     wants_json,
@@ -118,9 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, exc, False, EXIT_USAGE, as_json=as_json, reason="bad_argument")
     except BrokenPipeError:
         return EXIT_STDOUT_GONE
+    except OSError as exc:
+        problem = path_error(exc)
+        if problem is None:
+            return _internal(exc, as_json)
+        return fail(PROG, problem, False, EXIT_USAGE, as_json=as_json)
     except Exception as exc:
-        internal = RuntimeError(f"internal error: {exc} (please report it)")
-        return fail(PROG, internal, False, EXIT_INTERNAL, as_json=as_json)
+        return _internal(exc, as_json)
+
+
+def _internal(exc: Exception, as_json: bool) -> int:
+    """Report a fault of ours: one line, exit 70."""
+    internal = RuntimeError(f"internal error: {exc} (please report it)")
+    return fail(PROG, internal, False, EXIT_INTERNAL, as_json=as_json)
 
 
 def _parser() -> _Parser:
