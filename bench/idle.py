@@ -6,7 +6,8 @@ measures what such an agent costs a device, as systemd would see it:
 
 - cold start: from just before ``exec`` of ``edge-agent run`` until its ``READY=1`` datagram
   arrives on a notify socket this probe binds (the agent is enrolled with a real signed
-  trust root; no bundle is installed, as on a freshly enrolled device);
+  trust root and the shipped ``generic-x86_64`` firmware profile, which it loads and
+  measures at start; no bundle is installed, as on a freshly enrolled device);
 - idle memory: ``VmRSS`` (with its ``RssAnon`` / ``RssFile`` split) and ``VmHWM`` from
   ``/proc/PID/status`` ``--settle`` seconds (default 3) after ``READY=1``.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -44,7 +46,9 @@ from dataclasses import dataclass
 
 from tests.factory import HubSim
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = Path(sys.executable).parent / "edge-agent"
+PROFILE = "generic-x86_64"
 UNREACHABLE_BROKER = "mqtt://127.0.0.1:9"
 """The discard port: nothing listens on it here, so every connection is refused at once."""
 READY_TIMEOUT_S = 30.0
@@ -76,13 +80,35 @@ def enrol(agent: Path, state: Path, temp: Path) -> None:
             "--group",
             "line-a",
             "--profile",
-            "generic-x86_64",
+            PROFILE,
             "--broker",
             UNREACHABLE_BROKER,
         ],
         check=True,
         capture_output=True,
     )
+
+
+def device_root(agent: Path, temp: Path) -> Path:
+    """What the shipped profile measures, as on a packaged gateway: the agent installed as
+    /opt/edge-agent (a frozen ``agent``'s own directory, else ``dist/edge-agent``: run
+    ``make package`` first), its agent.toml, the profile, /etc/os-release, /etc/machine-id
+    and /proc. Returns that agent.toml, which points ``[attestation]`` at this root."""
+    installed = agent.resolve().parent
+    if not (installed / "_internal").is_dir():
+        installed = REPO / "dist" / "edge-agent"
+    root = temp / "device"
+    profiles = root / "etc/edge-agent/firmware_profiles"
+    profiles.mkdir(parents=True)
+    (root / "opt").mkdir()
+    (root / "opt/edge-agent").symlink_to(installed.resolve())
+    (root / "proc").symlink_to("/proc")
+    shutil.copyfile(REPO / "firmware_profiles" / f"{PROFILE}.toml", profiles / f"{PROFILE}.toml")
+    for name in ("os-release", "machine-id"):
+        shutil.copyfile(Path("/etc") / name, root / "etc" / name)
+    config = root / "etc/edge-agent/agent.toml"
+    config.write_text(f'[attestation]\nprofile_dir = "{profiles}"\nmeasure_root = "{root}"\n')
+    return config
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -115,10 +141,12 @@ def probe(agent: Path, settle: float) -> Sample:
         temp = Path(name)
         state = temp / "state"
         enrol(agent, state, temp)
+        config = device_root(agent, temp)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(temp / "notify"))
             env = dict(os.environ, NOTIFY_SOCKET=str(temp / "notify"))
             command = [str(agent), "run", "--state-dir", str(state), "--socket", "agent.sock"]
+            command += ["--config", str(config)]
             began = time.perf_counter()
             process = subprocess.Popen(
                 command, cwd=temp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
