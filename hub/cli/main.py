@@ -45,7 +45,6 @@ from edge_agent.support.cli import (
     read_bounded,
     wall_clock,
     wants_json,
-    write_out,
 )
 from hub.cli import ancestry as ancestry_cli
 from hub.cli import bundle_diff, lineage
@@ -63,6 +62,7 @@ from hub.cli.operations import (
     inspect_bundle,
     rotate_root,
 )
+from hub.cli.out import write_hub_out
 from hub.core.bundles import with_expectations
 from hub.core.expectations import expectations_from_json
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
@@ -251,7 +251,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the bundle is valid this long (overrides the policy's ttl)",
     )
     build.add_argument(
-        "--out", type=path_arg, required=True, help="bundle file to write (replaced if it exists)"
+        "--out", type=path_arg, required=True, help="bundle file to write (a new file)"
+    )
+    build.add_argument(
+        "--force", action="store_true", help="replace --out if it is an existing file"
     )
     build.add_argument(
         "--attestation",
@@ -366,7 +369,15 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         data, bundle = with_expectations(
             bundle, source.policy, expectations, root=root, signers=signers
         )
-    write_out(args.out, data, mode=0o644, force=True)
+    write_hub_out(
+        args.out,
+        data,
+        hub_dir=args.hub_dir,
+        force=args.force,
+        mode=0o644,
+        key_dirs=[args.keys],
+        inputs=[root_path, args.policy, args.attestation, *args.key],
+    )
     count = bundle.policy.rule_count
     if args.json:
         report = {
