@@ -259,7 +259,12 @@ def test_device_without_a_hub_registry_is_unavailable(
 ) -> None:
     args = _eval_args(files, "bundle", Request("svc:camera", "exec", "/x"), NOW)
     assert main([*args, "--device", "gw-009", "--hub-dir", str(tmp_path)]) == 3
-    assert json.loads(capsys.readouterr().out)["error"] == "unavailable"
+    error = json.loads(capsys.readouterr().out)
+    assert (error["error"], error["code"], error["path"]) == (
+        "unavailable",
+        "hub_dir_unavailable",
+        str(tmp_path),
+    )
     assert not (tmp_path / "hub.db").exists()
 
 

@@ -155,6 +155,18 @@ def test_device_remove_json_names_what_was_kept(
     )
 
 
+def test_device_remove_json_says_the_device_is_not_revoked(
+    setup: HubSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _hub(setup, "device", "remove", "gw-002", "--json") == 0
+    removed = _json(capsys)
+    assert removed["revoked"] is False
+    assert removed["note"] == (
+        "the device keeps deciding under its bundles until revoked: "
+        "'edge-hub revoke --device gw-002 --force'"
+    )
+
+
 def test_revoke_list_shows_the_newest_revocation_per_scope(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -326,6 +326,48 @@ def test_a_missing_policy_file_is_a_usage_error_in_json(
     assert captured.err == ""
 
 
+def _pathological(rules: int) -> str:
+    """Rules every pair of which is compared, with patterns whose comparisons each search
+    up to their own cap (hostile8's lint_slow: 150 such rules linted for over 5 minutes)."""
+    rng = random.Random(1)
+    lines = [HEAD.rstrip("\n"), "rules:"]
+    for index in range(rules):
+        segments = ["*".join(rng.choice("ab") for _ in range(6)) + "*" for _ in range(6)]
+        pattern = "/" + "/**/".join(segments)
+        lines.append(
+            f'  - {{id: r{index}, effect: allow, subjects: ["*"], actions: ["*"], '
+            f'resources: ["{pattern}", "/**/{index}*a*b*a*b*"]}}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_a_pathological_policy_stops_comparing_and_says_how_many_pairs_it_left() -> None:
+    report = lint_policy(_pathological(40), "slow.yaml")
+    [incomplete] = [f for f in report.findings if f.code == "analysis_incomplete"]
+    assert incomplete.severity == "warning"
+    assert incomplete.rule is not None
+    first = int(incomplete.rule.removeprefix("r"))
+    left = 39 * (40 - first)
+    assert f"{left:,} rule pairs from this rule on were not compared" in incomplete.message
+    assert [f.code for f in report.findings] == ["analysis_incomplete"]
+
+
+@pytest.mark.parametrize(("extra", "code"), [([], 0), (["--strict"], 1)], ids=["plain", "strict"])
+def test_an_incomplete_analysis_is_a_warning_that_fails_only_when_strict(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    code: int,
+) -> None:
+    monkeypatch.setattr("hub.core.lint.MAX_LINT_STEPS", 50_000)
+    policy = _write(tmp_path, "slow.yaml", _pathological(8))
+    assert main(["policy", "lint", policy, "--json", *extra]) == code
+    document = json.loads(capsys.readouterr().out)
+    assert [f["code"] for f in document["findings"]] == ["analysis_incomplete"]
+    assert document["warnings"] == 1
+
+
 # --- the property ------------------------------------------------------------------------
 
 SUBJECTS = ["*", "svc:a", "svc:b", "uid:1", "group:g"]

@@ -111,14 +111,14 @@ def test_a_directory_that_takes_no_new_file_is_named_as_the_reason(force: bool) 
 
 
 def test_bundle_build_replaces_its_file_but_refuses_a_fifo(tmp_path: Path) -> None:
-    """The other ``--out`` commands (bundle build, break-glass, attest expect) keep
-    replacing a regular file without ``--force`` but refuse what is not one."""
+    """The other ``--out`` commands (bundle build, break-glass, attest expect) replace a
+    regular file with ``--force`` and refuse what is not one."""
     hub = make_hub_dir(tmp_path / "hub")
     build = ["bundle", "build", str(EXAMPLE), "--keys", str(hub.keys), "--version", "1"]
     out, fifo = tmp_path / "b1.cbor", tmp_path / "fifo"
     out.write_bytes(b"old")
     os.mkfifo(fifo)
-    assert hub_main([*build, "--out", str(out)]) == 0
+    assert hub_main([*build, "--out", str(out), "--force"]) == 0
     assert out.read_bytes() != b"old"
-    assert hub_main([*build, "--out", str(fifo)]) == 2
+    assert hub_main([*build, "--out", str(fifo), "--force"]) == 2
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -37,8 +37,9 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import EXIT_REFUSED, counter_arg, utc_text, wall_clock, write_out
+from edge_agent.support.cli import EXIT_REFUSED, counter_arg, utc_text, wall_clock
 from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
+from hub.cli.out import write_hub_out
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.receipts import hub_receipt
@@ -311,7 +312,9 @@ def _ancestry(args: argparse.Namespace, walked: list[Ancestry]) -> int:
         if args.export is None:
             return 0
         data, version = export_chain(registry, keys, walk, now=wall_clock())
-    write_out(args.export, data, mode=0o644, force=args.force)
+    write_hub_out(
+        args.export, data, hub_dir=args.hub_dir, force=args.force, mode=0o644, key_dirs=[args.keys]
+    )
     message = (
         f"chain ({len(data)} bytes, directory version {version}) written to {args.export}: "
         f"check it with edge-verify chain {args.export} --root root.cbor"

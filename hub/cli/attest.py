@@ -42,10 +42,10 @@ from edge_agent.support.cli import (
     format_duration,
     read_bounded,
     wall_clock,
-    write_out,
 )
 from edge_agent.support.mqtt import BrokerSettings
 from hub.cli.exits import BROKER, NO_HUB, counted, help_epilog, name_arg, path_arg
+from hub.cli.out import write_hub_out
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
 from hub.hubdir.keys import load_role_keys
@@ -114,6 +114,7 @@ def register(
     expect.add_argument(
         "--out", type=path_arg, help="write the expectations here (default: stdout)"
     )
+    expect.add_argument("--force", action="store_true", help="replace --out if it is a file")
     expect.set_defaults(handler=_cmd_expect)
 
     challenge = attest.add_parser(
@@ -175,7 +176,14 @@ def _cmd_expect(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        write_out(args.out, text.encode(), mode=0o644, force=True)
+        write_hub_out(
+            args.out,
+            text.encode(),
+            hub_dir=args.hub_dir,
+            force=args.force,
+            mode=0o644,
+            inputs=[path],
+        )
     entry = expectations.profiles[profile.name]
     several = sorted(n for n, v in entry.measurements.items() if len(v) > 1)
     print(

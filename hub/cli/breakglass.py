@@ -22,8 +22,9 @@ from edge_agent.protocol.breakglass import (
 )
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
-from edge_agent.support.cli import utc_text, wall_clock, write_out
+from edge_agent.support.cli import utc_text, wall_clock
 from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
+from hub.cli.out import write_hub_out
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
@@ -57,6 +58,7 @@ def register(
     )
     command.add_argument("--reason", required=True, help="why (logged on the device)")
     command.add_argument("--out", type=path_arg, required=True, help="token file to write")
+    command.add_argument("--force", action="store_true", help="replace --out if it is a file")
     command.add_argument("--json", action="store_true", help="print the result as JSON")
     command.set_defaults(handler=_cmd_break_glass)
 
@@ -87,7 +89,9 @@ def _cmd_break_glass(args: argparse.Namespace) -> int:
         reason=args.reason,
     )
     data = sign_break_glass(break_glass_payload(token), device_id=args.device, signers=signers)
-    write_out(args.out, data, mode=0o600, force=True)
+    write_hub_out(
+        args.out, data, hub_dir=args.hub_dir, force=args.force, mode=0o600, key_dirs=[args.keys]
+    )
     if args.json:
         report = {
             "out": str(args.out),

@@ -40,7 +40,6 @@ from edge_agent.support.cli import (
     read_bounded,
     utc_text,
     wall_clock,
-    write_atomic,
 )
 from edge_agent.support.mqtt import BrokerSettings
 from hub.cli import attest as attest_cli
@@ -50,6 +49,7 @@ from hub.cli.bundle_view import terminal_width
 from hub.cli.exits import BROKER, NO_HUB, REFUSED, counted, help_epilog, name_arg, path_arg
 from hub.cli.fleet import cut, fleet_json, fleet_lines, lineage_view, unregistered_counts
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
+from hub.cli.out import write_hub_out
 from hub.console.listen import ConsoleListen, parse_listen
 from hub.core.publications import Publication
 from hub.core.push import (
@@ -350,6 +350,7 @@ def _register_device(
         epilog=help_epilog("edge-hub device acl --out /etc/mosquitto/edgegov.acl", NO_HUB),
     )
     acl.add_argument("--out", type=path_arg, help="write here atomically (default: print)")
+    acl.add_argument("--force", action="store_true", help="replace --out if it is a file")
     acl.add_argument(
         "--hub-user",
         action="append",
@@ -478,7 +479,7 @@ def _cmd_device_acl(args: argparse.Namespace) -> int:
         devices = registry.devices()
     text = render_acl(devices, args.hub_user or DEFAULT_HUB_USERS)
     if args.out is not None:
-        write_atomic(args.out, text.encode())
+        write_hub_out(args.out, text.encode(), hub_dir=args.hub_dir, force=args.force, mode=0o644)
     if args.json:
         out = None if args.out is None else str(args.out)
         print(json.dumps({"out": out, "devices": len(devices), "acl": text}, sort_keys=True))

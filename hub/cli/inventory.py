@@ -247,16 +247,18 @@ def cmd_device_remove(args: argparse.Namespace) -> int:
             raise ConfigError(f"device {args.device_id!r} was removed meanwhile by another command")
         directory = issue_directory(hub, registry, record.region)
         entries = registry.lineage_state(record.device_id).size
-    if args.json:
-        print(
-            json.dumps(
-                device_json(record)
-                | {"removed": True, "lineage_entries_kept": entries, "directory": directory},
-                sort_keys=True,
-            )
-        )
-        return 0
     device = record.device_id
+    if args.json:
+        outcome = {
+            "removed": True,
+            "revoked": False,
+            "note": f"the device keeps deciding under its bundles until revoked: "
+            f"'edge-hub revoke --device {device} --force'",
+            "lineage_entries_kept": entries,
+            "directory": directory,
+        }
+        print(json.dumps(device_json(record) | outcome, sort_keys=True))
+        return 0
     print(
         f"device {device} removed: it leaves the registry and {record.region}'s device "
         f"directory ({directory})"

@@ -11,8 +11,8 @@ Exit codes (:mod:`hub.cli.exits`): 0 success, 1 refused (an object failed verifi
 broker), 130 interrupted, 141 stdout's reader went away (``| head -1``: the rest of the
 output is dropped, no traceback). Errors are one sentence on stderr, or with ``--json`` one
 JSON object on stdout (:func:`edge_agent.support.cli.fail`); ``-v`` adds the traceback. The
-global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``) go before or after
-the command.
+global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``, and ``--json`` for
+the commands with JSON output) go before or after the command.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from edge_agent.protocol.root import RoleKeys
 from edge_agent.support.cli import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
+    EXIT_USAGE,
     CliParser,
     add_verbosity,
     configure_logging,
@@ -45,7 +46,6 @@ from edge_agent.support.cli import (
     read_bounded,
     wall_clock,
     wants_json,
-    write_out,
 )
 from hub.cli import ancestry as ancestry_cli
 from hub.cli import bundle_diff, lineage
@@ -63,6 +63,7 @@ from hub.cli.operations import (
     inspect_bundle,
     rotate_root,
 )
+from hub.cli.out import write_hub_out
 from hub.core.bundles import with_expectations
 from hub.core.expectations import expectations_from_json
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
@@ -72,6 +73,7 @@ __all__ = ["main"]
 PROG = "edge-hub"
 MAX_POLICY_SOURCE_BYTES = 16 * 1024 * 1024
 MAX_EXPECTATIONS_BYTES = 4 * 1024 * 1024
+JSON = "--json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,8 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     parser = _parser()
-    args = parser.parse_args(_negative_values_joined(argv))
+    given = _json_last(_negative_values_joined(argv))
+    args, unknown = parser.parse_known_args(given)
     as_json = wants_json(argv)
+    if unknown == [JSON]:
+        return fail(
+            PROG,
+            ConfigError(f"'{PROG} {_command(parser, args)}' has no JSON output: leave out {JSON}"),
+            args.verbose,
+            EXIT_USAGE,
+            as_json=True,
+            reason="bad_argument",
+            field=JSON,
+        )
+    if unknown:
+        parser.parse_args(given)
     configure_logging(args.verbose, args.log_format, quiet=args.quiet)
     try:
         code = int(args.handler(args))
@@ -110,6 +125,27 @@ def _run(argv: list[str]) -> int:
             as_json=as_json,
             reason="internal_error",
         )
+
+
+def _json_last(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--json`` among its options moved to their end (before a
+    ``--``): a global option, given before or between the command's names (``edge-hub
+    --json fleet``), reaches the command's own parser, which takes it after its name."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    options = [arg for arg in argv[:end] if arg != JSON]
+    return [*options, *argv[:end].count(JSON) * [JSON], *argv[end:]]
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command ``args`` was parsed for, by name (``device remove``)."""
+    names: list[str] = []
+    while True:
+        chosen = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, chosen[0].dest, None) if chosen else None
+        if name is None:
+            return " ".join(names)
+        names.append(name)
+        parser = chosen[0].choices[name]
 
 
 def _negative_values_joined(argv: list[str]) -> list[str]:
@@ -176,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version", action="version", version=f"{PROG} {__version__}", help="print the version"
+    )
+    parser.add_argument(
+        JSON,
+        action="store_true",
+        help="print the result, or an error, as JSON (before or after the command; a "
+        "command without JSON output refuses it)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -251,7 +293,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the bundle is valid this long (overrides the policy's ttl)",
     )
     build.add_argument(
-        "--out", type=path_arg, required=True, help="bundle file to write (replaced if it exists)"
+        "--out", type=path_arg, required=True, help="bundle file to write (a new file)"
+    )
+    build.add_argument(
+        "--force", action="store_true", help="replace --out if it is an existing file"
     )
     build.add_argument(
         "--attestation",
@@ -366,7 +411,15 @@ def _cmd_bundle_build(args: argparse.Namespace) -> int:
         data, bundle = with_expectations(
             bundle, source.policy, expectations, root=root, signers=signers
         )
-    write_out(args.out, data, mode=0o644, force=True)
+    write_hub_out(
+        args.out,
+        data,
+        hub_dir=args.hub_dir,
+        force=args.force,
+        mode=0o644,
+        key_dirs=[args.keys],
+        inputs=[root_path, args.policy, args.attestation, *args.key],
+    )
     count = bundle.policy.rule_count
     if args.json:
         report = {

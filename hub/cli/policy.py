@@ -55,7 +55,7 @@ from edge_agent.trust.state import TrustState, with_bundle
 from hub.core.lint import MAX_VOCABULARY_BYTES, LintReport, lint_policy, read_vocabulary
 from hub.core.policy_tests import CaseResult, parse_utc_time, read_cases, run_cases
 from hub.hubdir.keys import ROOT_FILE
-from hub.hubdir.layout import HubDir
+from hub.hubdir.layout import HubDir, HubDirError
 
 __all__ = ["register"]
 
@@ -72,12 +72,6 @@ class _InputError(ConfigError):
     def __init__(self, message: str, path: Path) -> None:
         super().__init__(message)
         self.path = str(path)
-
-
-class _Unavailable(EdgeGovError):
-    """What ``--device`` needs (the hub directory's registry) is not there."""
-
-    code = "hub_missing"
 
 
 def register(
@@ -281,13 +275,13 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
+        except HubDirError as exc:
+            return _fail(args, exc, EXIT_UNAVAILABLE)
         except (PolicyError, ConfigError) as exc:
             return _fail(args, exc, EXIT_USAGE)
         except BundleError as exc:
             malformed = exc.code == "bundle_format"
             return _fail(args, exc, EXIT_USAGE if malformed else EXIT_REFUSED)
-        except _Unavailable as exc:
-            return _fail(args, exc, EXIT_UNAVAILABLE)
         except EdgeGovError as exc:
             return _fail(args, exc, EXIT_USAGE)
 
@@ -493,9 +487,10 @@ def _root(args: argparse.Namespace) -> TrustRoot:
 def _device(args: argparse.Namespace) -> DeviceIdentity:
     hub = HubDir.resolve(getattr(args, "hub_dir", None))
     if not hub.registry_path.is_file():
-        raise _Unavailable(
+        raise HubDirError(
             f"--device needs the hub's registry: {hub.registry_path} does not exist "
-            "(pass --hub-dir, or leave out --device to decide as any device the bundle targets)"
+            "(pass --hub-dir, or leave out --device to decide as any device the bundle targets)",
+            hub.path,
         )
     with hub.open_registry() as registry:
         record = registry.device(args.device)

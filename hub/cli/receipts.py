@@ -32,8 +32,9 @@ from edge_agent.protocol.consistency_file import format_consistency_proof
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock, write_out
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock
 from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
+from hub.cli.out import write_hub_out
 from hub.core.receipts import FORMATS, hub_receipt, registered
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
@@ -185,7 +186,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
             include_bundle=args.include_bundle,
         )
     # A receipt holds the entry (subjects, resources): owner-only, as on the device.
-    write_out(args.out, data, force=args.force)
+    write_hub_out(args.out, data, hub_dir=args.hub_dir, force=args.force, key_dirs=[args.keys])
     when = utc_text(held.cosignature.time, "%Y-%m-%dT%H:%M:%SZ")
     if args.json:
         report = {
@@ -210,7 +211,9 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
-    write_out(args.out, note.encode("utf-8"), mode=0o644, force=args.force)
+    write_hub_out(
+        args.out, note.encode("utf-8"), hub_dir=args.hub_dir, force=args.force, mode=0o644
+    )
     if args.json:
         print(json.dumps({"out": str(args.out), "device": args.device_id}, sort_keys=True))
         return 0
@@ -222,7 +225,9 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
-    write_out(args.out, text.encode("ascii"), mode=0o644, force=args.force)
+    write_hub_out(
+        args.out, text.encode("ascii"), hub_dir=args.hub_dir, force=args.force, mode=0o644
+    )
     if args.json:
         report = {"out": str(args.out), "device": args.device_id, "old": args.old, "new": args.new}
         print(json.dumps(report, sort_keys=True))
@@ -236,7 +241,10 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
-    write_out(args.out, witness.public.to_pem().encode("ascii"), mode=0o644, force=args.force)
+    pem = witness.public.to_pem().encode("ascii")
+    write_hub_out(
+        args.out, pem, hub_dir=args.hub_dir, force=args.force, mode=0o644, key_dirs=[args.keys]
+    )
     if args.json:
         report = {"out": str(args.out), "key_id": witness.public.key_id.hex(), "role": "verifier"}
         print(json.dumps(report, sort_keys=True))

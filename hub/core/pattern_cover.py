@@ -12,7 +12,8 @@ same in both automata, so the search runs over the characters the two patterns n
 and one stand-in for all others. A search that would visit more than
 :data:`MAX_SEARCH_STATES` pairs of states gives up, and giving up is answered as "not
 proven": :func:`covers` says False and :func:`overlap` says None. Callers (the policy lint)
-claim shadowing only on a True.
+claim shadowing only on a True. A :class:`SearchBudget` shared by many comparisons bounds
+their total the same way: once it is spent, every search gives up.
 
 Pure: no I/O, no clock.
 """
@@ -22,10 +23,27 @@ from __future__ import annotations
 from collections import deque
 from functools import lru_cache
 
-__all__ = ["MAX_SEARCH_STATES", "covers", "literal_prefix", "overlap"]
+__all__ = ["MAX_SEARCH_STATES", "SearchBudget", "covers", "literal_prefix", "overlap"]
 
 MAX_SEARCH_STATES = 20_000
 """Most pairs of automaton states one comparison visits before it gives up (not proven)."""
+
+
+class SearchBudget:
+    """Automaton steps (one state of either pattern reading one character) a series of
+    searches may take in total, the measure of their time (each search also stops at
+    :data:`MAX_SEARCH_STATES` pairs); a search that would go past what is left gives up."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
+
+    def charge(self, steps: int) -> None:
+        self.left -= steps
+
 
 _GLOBSTAR = "**"
 _ANY_SEGMENT = -1
@@ -48,23 +66,24 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
     return tuple(prefix)
 
 
-def covers(outer: str, inner: str) -> bool:
+def covers(outer: str, inner: str, budget: SearchBudget | None = None) -> bool:
     """Whether every resource ``inner`` matches is matched by ``outer`` (proven; False when
-    some resource is matched by ``inner`` alone, or when the search gave up)."""
+    some resource is matched by ``inner`` alone, or when the search gave up). The search
+    is charged to ``budget`` when given."""
     if outer in (inner, _GLOBSTAR):
         return True
     if not _prefixes_agree(outer, inner, covering=True):
         return False
-    witness, complete = _search(outer, inner, want_both=False)
+    witness, complete = _search(outer, inner, want_both=False, budget=budget)
     return witness is None and complete
 
 
-def overlap(first: str, second: str) -> str | None:
+def overlap(first: str, second: str, budget: SearchBudget | None = None) -> str | None:
     """A resource both patterns match (the shortest such, in search order), or None when
-    there is none or the search gave up."""
+    there is none or the search gave up. The search is charged to ``budget`` when given."""
     if not _prefixes_agree(first, second, covering=False):
         return None
-    return _search(first, second, want_both=True)[0]
+    return _search(first, second, want_both=True, budget=budget)[0]
 
 
 def _prefixes_agree(outer: str, inner: str, *, covering: bool) -> bool:
@@ -159,12 +178,29 @@ class _Automaton:
         return False
 
 
-def _search(first: str, second: str, *, want_both: bool) -> tuple[str | None, bool]:
+def _search(
+    first: str, second: str, *, want_both: bool, budget: SearchBudget | None
+) -> tuple[str | None, bool]:
     """Breadth-first over pairs of state sets: with ``want_both`` a resource both patterns
     match, else one ``second`` matches and ``first`` does not. Returns that resource (or
     None) and whether the search was complete: it is not when it reached
-    :data:`MAX_SEARCH_STATES`, or when no stand-in character is left for the characters
-    neither pattern names (then a None proves nothing)."""
+    :data:`MAX_SEARCH_STATES` or spent what is left of ``budget``, or when no stand-in
+    character is left for the characters neither pattern names (then a None proves
+    nothing). The steps taken are charged to ``budget``."""
+    found, complete, steps = _walk(
+        first, second, want_both, None if budget is None else budget.left
+    )
+    if budget is not None:
+        budget.charge(steps)
+    return found, complete
+
+
+def _walk(
+    first: str, second: str, want_both: bool, allowed: int | None
+) -> tuple[str | None, bool, int]:
+    """:func:`_search`'s walk, stopped (incomplete) past ``allowed`` steps; also returns
+    the steps taken: each pair of state sets visited reads each character of the alphabet
+    in each state of both sets."""
     a, b = _automaton(first), _automaton(second)
     named = sorted(a.literals | b.literals)
     stand_in = next((c for c in _STAND_INS if c not in named), None)
@@ -174,20 +210,24 @@ def _search(first: str, second: str, *, want_both: bool) -> tuple[str | None, bo
         start: None
     }
     queue = deque([start])
+    steps = 0
     while queue:
         pair = queue.popleft()
         left, right = pair
         if _found(a, b, left, right, want_both):
-            return _spell(came_from, pair), True
+            return _spell(came_from, pair), True, steps
+        steps += len(alphabet) * (len(left) + len(right))
+        if allowed is not None and steps > allowed:
+            return None, False, steps
         for char in alphabet:
             following = (a.step(left, char), b.step(right, char))
             if following in came_from or not following[1] or (want_both and not following[0]):
                 continue
             if len(came_from) >= MAX_SEARCH_STATES:
-                return None, False
+                return None, False, steps
             came_from[following] = (pair, char)
             queue.append(following)
-    return None, stand_in is not None
+    return None, stand_in is not None, steps
 
 
 def _found(a: _Automaton, b: _Automaton, left: _States, right: _States, want_both: bool) -> bool:
