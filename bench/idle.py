@@ -91,9 +91,10 @@ def enrol(agent: Path, state: Path, temp: Path) -> None:
 
 def device_root(agent: Path, temp: Path) -> Path:
     """What the shipped profile measures, as on a packaged gateway: the agent installed as
-    /opt/edge-agent (a frozen ``agent``'s own directory, else ``dist/edge-agent``: run
-    ``make package`` first), its agent.toml, the profile, /etc/os-release, /etc/machine-id
-    and /proc. Returns that agent.toml, which points ``[attestation]`` at this root."""
+    /opt/edge-agent (a frozen ``agent``'s own directory, else ``dist/edge-agent``, else the
+    development venv's launcher and the agent's sources), its agent.toml, the profile,
+    /etc/os-release, /etc/machine-id and /proc. Returns that agent.toml, which points
+    ``[attestation]`` at this root."""
     installed = agent.resolve().parent
     if not (installed / "_internal").is_dir():
         installed = REPO / "dist" / "edge-agent"
@@ -101,7 +102,14 @@ def device_root(agent: Path, temp: Path) -> Path:
     profiles = root / "etc/edge-agent/firmware_profiles"
     profiles.mkdir(parents=True)
     (root / "opt").mkdir()
-    (root / "opt/edge-agent").symlink_to(installed.resolve())
+    if installed.is_dir():
+        (root / "opt/edge-agent").symlink_to(installed.resolve())
+    else:
+        # No frozen build: the development venv's launcher and the agent's sources stand in
+        # for the binary and its libraries (the same kind and about the same count of files).
+        (root / "opt/edge-agent").mkdir()
+        (root / "opt/edge-agent/edge-agent").symlink_to(agent.resolve())
+        (root / "opt/edge-agent/_internal").symlink_to((REPO / "edge_agent").resolve())
     (root / "proc").symlink_to("/proc")
     shutil.copyfile(REPO / "firmware_profiles" / f"{PROFILE}.toml", profiles / f"{PROFILE}.toml")
     for name in ("os-release", "machine-id"):
