@@ -13,7 +13,7 @@ of its values, a ``tuple[X, ...]`` an array of X (kept as a tuple), a nested sec
 table, ``X | None`` nothing or an X; any other class (:class:`pathlib.Path`) an instance of
 it or the string it is made from.
 
-Why not pydantic (which the hub uses for its own files): ``edge-agent run`` reads its config
+Why not pydantic: ``edge-agent run`` reads its config
 and its firmware profile once at start, and importing pydantic and building its validators
 cost the idle agent about 10 MiB of its ~47 MiB (docs/performance-profile.md, phase 2);
 these small sections need none of it. Pure (no I/O), because the hub checks firmware
