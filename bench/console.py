@@ -338,7 +338,11 @@ def measure(hub_path: Path, ids: Sequence[str], requests: int, deep: int, show: 
     figures: dict[str, tuple[float, float]] = {}
     with hub.open_registry() as registry:
         context = ConsoleContext(
-            registry=registry, hub_dir=hub, keys=hub.load_keys, clock=lambda: NOW
+            registry=registry,
+            hub_dir=hub,
+            keys=hub.load_keys,
+            clock=lambda: NOW,
+            hosts=frozenset({"testserver"}),
         )
         client = TestClient(create_app(context), follow_redirects=False)
         login(client, add_token(registry, f"bench-{time.monotonic_ns()}", "viewer"))
