@@ -18,6 +18,7 @@ from hub.registry.records import (
     StoredEntry,
     StoredLog,
 )
+from hub.registry.rows import stored_checkpoint
 from hub.registry.sqlite.lineage_search import store_search_rows
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
 from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
@@ -92,7 +93,7 @@ class DeviceLogTables(SqliteTransactions):
             "WHERE device = ? AND size = ?",
             (device, size),
         )
-        return _checkpoint(rows[0]) if rows else None
+        return stored_checkpoint(rows[0]) if rows else None
 
     def iter_checkpoints(self, device: str, *, min_size: int = 0) -> Iterator[StoredCheckpoint]:
         # Callers mostly want the newest: the first page is small, later ones grow.
@@ -105,7 +106,7 @@ class DeviceLogTables(SqliteTransactions):
                 "ORDER BY size DESC LIMIT ?",
                 (device, min_size, below, below, page),
             )
-            yield from (_checkpoint(row) for row in rows)
+            yield from (stored_checkpoint(row) for row in rows)
             if len(rows) < page:
                 return
             below = as_int(rows[-1][0])
@@ -186,11 +187,6 @@ class DeviceLogTables(SqliteTransactions):
             )
             for d, r, h, n, b in rows
         ]
-
-
-def _checkpoint(row: tuple[object, ...]) -> StoredCheckpoint:
-    size, root, note, received_at = row
-    return StoredCheckpoint(as_int(size), as_bytes(root), as_text(note), as_int(received_at))
 
 
 class _DeviceStoredLog:
