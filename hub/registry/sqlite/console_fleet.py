@@ -80,29 +80,10 @@ def _fleet_triggers() -> str:
 
 
 CONSOLE_FLEET_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS console_tokens (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, digest BLOB NOT NULL, created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS status_spans (
-    device TEXT NOT NULL, since INTEGER NOT NULL, until INTEGER NOT NULL,
-    online INTEGER NOT NULL, gate TEXT NOT NULL, bundle_version INTEGER,
-    PRIMARY KEY (device, since)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS forks_device ON forks (device);
-CREATE TABLE IF NOT EXISTS console_fleet (
-    device TEXT PRIMARY KEY, region TEXT NOT NULL, groups TEXT NOT NULL, own INTEGER,
-    seen INTEGER, gate TEXT, online INTEGER, running INTEGER, signed INTEGER,
-    device_size INTEGER, stored INTEGER NOT NULL, verdict TEXT, attested_until INTEGER,
-    verified INTEGER, forked INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS console_fleet_cells ON console_fleet (
-    region, groups, own, gate, online, running, verdict,
-    seen, signed, device_size, stored, attested_until, verified, forked
-);
 {_fleet_triggers()}
 INSERT INTO console_fleet {_FLEET_ROW} WHERE NOT EXISTS (SELECT 1 FROM console_fleet);
 """
-"""The console's tables, created when missing. ``console_fleet`` is one narrow row per
+"""What keeps the console's ``console_fleet`` table (:mod:`hub.registry.schema`): one narrow row per
 device of what the dashboard counts (:meth:`ConsoleFleetTables.fleet_summary`), kept by
 triggers in the transaction of every write to its sources, and filled from them when the
 table is new (a registry from before it). Its ``console_fleet_cells`` index holds the rows in

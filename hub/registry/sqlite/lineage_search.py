@@ -5,9 +5,9 @@ decoding each would take minutes. So the batch that stores entries also stores, 
 transaction, one row per entry with the columns a search filters on (time, device, seq,
 kind, verdict, reason, rule, subject, action, resource, bundle version), keyed by the search
 order (time, device, seq) and indexed by the selective filters followed by that order
-(:data:`SEARCH_SCHEMA`). A filter with an index then reads its matches already in order,
-and a page costs the rows it returns plus those the other filters skip, wherever the page
-is: pagination is by keyset (a cursor, the last hit shown), never by offset.
+(:data:`hub.registry.schema.INDEXES`). A filter with an index then reads its matches
+already in order, and a page costs the rows it returns plus those the other filters skip,
+wherever the page is: pagination is by keyset (a cursor, the last hit shown), never by offset.
 
 The columns are read from entries the hub verified before storing them (strict decode,
 canonical form, chain, tree), so :func:`search_row` reads them with a plain CBOR decode.
@@ -29,6 +29,7 @@ from hub.registry.interface import RegistryError
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
 from hub.registry.records import Accepted
 from hub.registry.rows import SearchRow, entry_row, lineage_hit_row, search_row
+from hub.registry.sqlite.schema import SEARCH_SCHEMA
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_int,
@@ -37,7 +38,6 @@ from hub.registry.sqlite.transactions import (
 __all__ = [
     "MAX_PAGE_ROWS",
     "SEARCH_INSERT",
-    "SEARCH_SCHEMA",
     "LineageSearchTables",
     "SearchRow",
     "ensure_search",
@@ -53,24 +53,6 @@ MAX_PAGE_ROWS = 500
 _EXPORT_PAGE_ROWS = 1000
 _BACKFILL_ROWS = 10_000
 
-SEARCH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lineage_search (
-    time INTEGER NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
-    kind TEXT NOT NULL, allowed INTEGER NOT NULL, reason TEXT NOT NULL, rule TEXT,
-    subject TEXT, action TEXT, resource TEXT, bundle_version INTEGER,
-    PRIMARY KEY (time, device, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS lineage_search_device ON lineage_search (device, time, seq);
-CREATE INDEX IF NOT EXISTS lineage_search_reason ON lineage_search (reason, time, device, seq);
-CREATE INDEX IF NOT EXISTS lineage_search_rule ON lineage_search (rule, time, device, seq);
-"""
-"""The search table and its indexes (created when missing). Each index is a filter followed
-by the search order, so an equality match reads its hits already in order: the device (one
-in thousands of a fleet's entries), the reason and the rule (the values searched for, some
-rare). The other filters (verdict, kind, subject, action, resource prefix, bundle version,
-group) read the time order and skip what does not match: cheap for the values common enough
-to be worth a page, and bounded by a time range or an indexed filter beside them. Every
-index costs each stored entry one more B-tree insert, which is why there are three."""
 
 SEARCH_INSERT = "INSERT OR IGNORE INTO lineage_search VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 """One search row (:func:`search_row`'s columns in order)."""

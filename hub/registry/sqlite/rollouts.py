@@ -23,15 +23,8 @@ from hub.registry.sqlite.transactions import (
     as_text,
 )
 
-__all__ = ["ROLLOUT_SCHEMA", "RolloutTables"]
+__all__ = ["RolloutTables"]
 
-ROLLOUT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY, region TEXT NOT NULL, state TEXT NOT NULL,
-    created_at INTEGER NOT NULL, candidate BLOB NOT NULL, rollback BLOB NOT NULL,
-    record TEXT NOT NULL
-);
-"""
 _ACTIVE = tuple(str(s) for s in RolloutState if s.active)
 _DEVICES = "device IN (SELECT value FROM json_each(?))"
 
