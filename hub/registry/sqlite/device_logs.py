@@ -21,7 +21,8 @@ from hub.registry.records import (
 from hub.registry.rows import stored_checkpoint
 from hub.registry.sqlite.lineage_search import store_search_rows
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
-from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
+from hub.registry.sqlite.tree_nodes import BLOCK_SQL, NODE_LEVEL, NODE_SQL
+from hub.registry.tree_reader import NodeReader
 
 __all__ = ["FIRST_CHECKPOINT_PAGE", "PAGE_ROWS", "DeviceLogTables"]
 
@@ -113,7 +114,9 @@ class DeviceLogTables(SqliteTransactions):
             page = min(page * 4, PAGE_ROWS)
 
     def tree_nodes(self, device: str) -> NodeFetcher:
-        return NodeReader(self._read, device, self.path)
+        return NodeReader(
+            self._read, device, str(self.path), node_sql=NODE_SQL, block_sql=BLOCK_SQL
+        )
 
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         log = accepted.log
