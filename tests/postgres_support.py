@@ -33,7 +33,7 @@ import pytest
 from hub.registry.postgres import PostgresRegistry
 from tests.system_tools import missing
 
-__all__ = ["PostgresServer", "postgres_server", "postgres_url"]
+__all__ = ["PostgresServer", "free_port", "postgres_server", "postgres_url"]
 
 TEMPLATE = "registry_template"
 _START_TIMEOUT_S = 60
@@ -85,11 +85,12 @@ class PostgresServer:
         except (OSError, ValueError, IndexError):
             return None
 
-    def new_database(self) -> str:
-        """A fresh database holding an empty registry (a copy of the template); its name."""
+    def new_database(self, template: str = TEMPLATE) -> str:
+        """A fresh database, a copy of ``template`` (by default an empty registry); its
+        name."""
         name = f"registry_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+            db.execute(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
         return name
 
     def drop_database(self, name: str) -> None:
@@ -107,7 +108,8 @@ def _binaries() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (at this moment)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -124,7 +126,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if user is not None:
         account = pwd.getpwnam(user)
         os.chown(folder, account.pw_uid, account.pw_gid)
-    server = PostgresServer(bin_dir, data_dir, _free_port(), user)
+    server = PostgresServer(bin_dir, data_dir, free_port(), user)
     initdb = [
         str(bin_dir / "initdb"),
         "-D",

@@ -90,6 +90,8 @@ def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_MIGRATION_LOCK,))
             _check_version(db, where)
+            if _complete(db):
+                return
             for statement in create_statements("postgresql", TABLES):
                 db.execute(statement)
             search_missing = db.execute("SELECT to_regclass('lineage_search')").fetchone()
@@ -103,6 +105,18 @@ def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
                 db.execute(statement)
     except psycopg.Error as exc:
         raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
+
+
+def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the database holds every table and summary trigger already (a registry
+    opened before): then opening it writes nothing."""
+    tables = [table.name for table in (*TABLES, SEARCH_TABLE)]
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+        "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s))",
+        (tables, [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]),
+    ).fetchone()
+    return row == (len(tables), len(_FLEET_SOURCES))
 
 
 def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
