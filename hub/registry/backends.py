@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from hub.registry.interface import Registry
-from hub.registry.postgres import PostgresRegistry
 from hub.registry.sqlite import SqliteRegistry
 
 __all__ = ["POSTGRES_SCHEMES", "open_registry"]
@@ -26,5 +25,9 @@ def open_registry(location: Path | str) -> Registry:
         RegistryError: it cannot be opened or reached, or it is another program's database.
     """
     if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
+        # Imported here: psycopg and its pool take about half a second to import, which
+        # every edge-hub command on a SQLite registry would otherwise pay.
+        from hub.registry.postgres import PostgresRegistry
+
         return PostgresRegistry.open(location)
     return SqliteRegistry.open(Path(location))
