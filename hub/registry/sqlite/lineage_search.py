@@ -28,7 +28,7 @@ from pathlib import Path
 from hub.registry.interface import RegistryError
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
 from hub.registry.records import Accepted
-from hub.registry.rows import SearchRow, entry_row, lineage_hit_row, search_row
+from hub.registry.rows import entry_row, lineage_hit_row, search_row
 from hub.registry.sqlite.schema import SEARCH_SCHEMA
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
@@ -39,10 +39,7 @@ __all__ = [
     "MAX_PAGE_ROWS",
     "SEARCH_INSERT",
     "LineageSearchTables",
-    "SearchRow",
     "ensure_search",
-    "entry_row",
-    "search_row",
     "store_search_rows",
 ]
 
