@@ -7,8 +7,10 @@
 # TSS headers tpm2-pytss builds against (the TPM provider), and Debian's chromium (the
 # console's browser tests drive it with Playwright through executable_path; never
 # `playwright install`, which downloads a browser), man-db and groff-base (the man pages
-# render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`). The
-# venv gets the [tpm] extra only when pkg-config finds tss2-esys, so this runs before the venv
+# render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`),
+# postgresql (the registry's PostgreSQL backend is tested against a real server:
+# tests/postgres_support.py runs Debian's initdb and pg_ctl from /usr/lib/postgresql/*/bin,
+# a server of its own per test session, never the system's cluster). The venv gets the [tpm] extra only when pkg-config finds tss2-esys, so this runs before the venv
 # is built.
 #
 # As root with apt-get: `apt-get update`, then install what is missing, quietly and
@@ -35,6 +37,7 @@ command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from edge_agent.errors import ConfigError
@@ -54,6 +56,7 @@ from hub.registry import (
     StoredEntry,
 )
 from hub.registry.lineage_records import LineageHit, LineageQuery
+from hub.registry.postgres import PostgresRegistry
 from hub.registry.records import Accepted, DeviceLog, ForkEvidence
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 from hub.registry.sqlite import SqliteRegistry
@@ -69,12 +72,28 @@ class Backend:
 
     name: str
     open: Callable[[], Registry]
+    drop_table: Callable[[str], None]
+    """Drop a table behind the registry's back (a registry from before that table)."""
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
-        return Backend("sqlite", lambda: SqliteRegistry.open(tmp_path / "hub.db"))
+        path = tmp_path / "hub.db"
+
+        def drop_sqlite(table: str) -> None:
+            with closing(sqlite3.connect(path)) as db, db:
+                db.execute(f"DROP TABLE {table}")
+
+        return Backend("sqlite", lambda: SqliteRegistry.open(path), drop_sqlite)
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+
+        def drop_postgres(table: str) -> None:
+            with psycopg.connect(url, autocommit=True) as db:
+                db.execute(f"DROP TABLE {table}")
+
+        return Backend("postgres", lambda: PostgresRegistry.open(url), drop_postgres)
     raise AssertionError(f"no backend {request.param}")
 
 
@@ -792,12 +811,11 @@ def test_a_lineage_hit_is_found_by_device_and_seq(registry: Registry) -> None:
 
 
 def test_lineage_search_rows_are_rebuilt_for_a_registry_from_before_them(
-    backend: Backend, tmp_path: Path
+    backend: Backend,
 ) -> None:
     with backend.open() as registry:
         _search_fleet(registry)
-    with sqlite3.connect(tmp_path / "hub.db") as db:
-        db.execute("DROP TABLE lineage_search")
+    backend.drop_table("lineage_search")
     with backend.open() as registry:
         assert list(registry.iter_lineage(LineageQuery())) == _all_hits()
 

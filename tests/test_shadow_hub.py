@@ -12,7 +12,7 @@ from edge_agent.protocol.request import Request
 from edge_agent.trust.gate import Decision, Reason
 from hub.core.diff import _EntryReader
 from hub.registry.records import StoredEntry
-from hub.registry.sqlite.lineage_search import entry_row, search_row
+from hub.registry.rows import entry_row, search_row
 
 REQUEST = Request("svc:camera", "exec", "/opt/camera/bin/capture", (("zone", "a"),), ("uid:1",))
 DECISION = Decision(True, Reason.ALLOWED, "ok", "camera-exec", 2, bytes(32), REQUEST, 1_000)

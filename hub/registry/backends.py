@@ -1,7 +1,7 @@
 """Opening a registry: the one place that picks a backend and names its class.
 
-Everything else holds a :class:`hub.registry.interface.Registry`. Today the only backend is
-SQLite (a ``hub.db`` file).
+Everything else holds a :class:`hub.registry.interface.Registry`: SQLite (a ``hub.db``
+file, the default) or PostgreSQL (a ``postgresql://`` URL, shared by hubs on several hosts).
 """
 
 from __future__ import annotations
@@ -11,13 +11,23 @@ from pathlib import Path
 from hub.registry.interface import Registry
 from hub.registry.sqlite import SqliteRegistry
 
-__all__ = ["open_registry"]
+__all__ = ["POSTGRES_SCHEMES", "open_registry"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How a registry location names a PostgreSQL database (libpq's URL schemes)."""
 
 
-def open_registry(path: Path) -> Registry:
-    """Open (creating if needed) the SQLite registry at ``path``.
+def open_registry(location: Path | str) -> Registry:
+    """Open (creating if needed) the registry at ``location``: a PostgreSQL database when it
+    is a ``postgresql://`` URL, otherwise the SQLite file at that path.
 
     Raises:
-        RegistryError: it cannot be opened, or it is another program's database.
+        RegistryError: it cannot be opened or reached, or it is another program's database.
     """
-    return SqliteRegistry.open(path)
+    if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
+        # Imported here: psycopg and its pool take about half a second to import, which
+        # every edge-hub command on a SQLite registry would otherwise pay.
+        from hub.registry.postgres import PostgresRegistry
+
+        return PostgresRegistry.open(location)
+    return SqliteRegistry.open(Path(location))

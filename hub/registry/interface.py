@@ -1,9 +1,9 @@
 """The hub registry's contract: every operation the hub's service, CLIs and console use.
 
-:class:`Registry` is a :class:`typing.Protocol`; a backend (SQLite today, in
-:mod:`hub.registry.sqlite`) implements every method as its docstring states, and callers
-name only this type. The registry stores what callers verified; it verifies nothing
-itself. What every backend guarantees:
+:class:`Registry` is a :class:`typing.Protocol`; a backend (SQLite in
+:mod:`hub.registry.sqlite`, PostgreSQL in :mod:`hub.registry.postgres`) implements every
+method as its docstring states, and callers name only this type. The registry stores what
+callers verified; it verifies nothing itself. What every backend guarantees:
 
 - **Atomic writes.** Every method that writes is one transaction: it changes all it
   states or nothing, and raises :class:`RegistryError` (or the :class:`ConfigError` its

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from edge_agent.protocol.attestation import Challenge
 from hub.registry.records import AttestationRecord
+from hub.registry.rows import attestation_record
 from hub.registry.sqlite.devices import touch_activity
-from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
+from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes
 
 __all__ = ["AttestationTables"]
 
@@ -68,12 +69,12 @@ class AttestationTables(SqliteTransactions):
 
     def attestation(self, device: str) -> AttestationRecord | None:
         rows = self._read("SELECT * FROM attestation WHERE device = ?", (device,))
-        return _attestation(rows[0]) if rows else None
+        return attestation_record(rows[0]) if rows else None
 
     def attestations(self) -> dict[str, AttestationRecord]:
         return {
             record.device: record
-            for record in map(_attestation, self._read("SELECT * FROM attestation"))
+            for record in map(attestation_record, self._read("SELECT * FROM attestation"))
         }
 
     def set_tpm_ak(self, device: str, public_key: bytes | None, at: int) -> None:
@@ -88,22 +89,3 @@ class AttestationTables(SqliteTransactions):
     def tpm_ak(self, device: str) -> bytes | None:
         rows = self._read("SELECT public_key FROM tpm_keys WHERE device = ?", (device,))
         return as_bytes(rows[0][0]) if rows else None
-
-
-def _attestation(row: tuple[object, ...]) -> AttestationRecord:
-    device, verdict, detail, measured, nonce, issued, expires = row[:7]
-    bundle_digest, lineage_size, measurements, result, verified_at = row[7:]
-    return AttestationRecord(
-        device=as_text(device),
-        verdict=as_text(verdict),
-        detail=as_text(detail),
-        measured=as_bytes(measured),
-        nonce=as_bytes(nonce),
-        issued_at=as_int(issued),
-        expires_at=as_int(expires),
-        bundle_digest=None if bundle_digest is None else as_bytes(bundle_digest),
-        lineage_size=as_int(lineage_size),
-        measurements=as_text(measurements),
-        result=as_bytes(result),
-        verified_at=as_int(verified_at),
-    )

@@ -9,16 +9,7 @@ from hub.registry.interface import AUDIT_OUTCOMES, MAX_AUDIT_PAGE, MAX_AUDIT_TEX
 from hub.registry.records import AuditEntry
 from hub.registry.sqlite.transactions import SqliteTransactions, as_int, as_opt_int, as_text
 
-__all__ = ["AUDIT_SCHEMA", "AuditLogTables"]
-
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS operator_audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, operator TEXT NOT NULL,
-    action TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, outcome TEXT NOT NULL,
-    detail TEXT NOT NULL, finished_at INTEGER
-);
-"""
-"""Created when missing, so a registry from before the console gains it when opened."""
+__all__ = ["AuditLogTables"]
 
 PENDING = "pending"
 MAX_ID = 2**63 - 1

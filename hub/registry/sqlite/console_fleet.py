@@ -6,12 +6,12 @@ created when missing (:data:`CONSOLE_FLEET_SCHEMA`)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.shipping import DeviceStatus
+from hub.registry.fleet_cells import CellCounts, fleet_summary
 from hub.registry.interface import (
     FLEET_EXAMPLES,
     MAX_STATUS_SPANS,
@@ -23,13 +23,12 @@ from hub.registry.records import (
     ConsoleToken,
     FleetCount,
     FleetSummary,
-    RolloutCount,
     StatusSpan,
 )
+from hub.registry.rows import console_fleet_row
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
-    as_groups,
     as_int,
     as_opt_int,
     as_text,
@@ -81,29 +80,10 @@ def _fleet_triggers() -> str:
 
 
 CONSOLE_FLEET_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS console_tokens (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, digest BLOB NOT NULL, created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS status_spans (
-    device TEXT NOT NULL, since INTEGER NOT NULL, until INTEGER NOT NULL,
-    online INTEGER NOT NULL, gate TEXT NOT NULL, bundle_version INTEGER,
-    PRIMARY KEY (device, since)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS forks_device ON forks (device);
-CREATE TABLE IF NOT EXISTS console_fleet (
-    device TEXT PRIMARY KEY, region TEXT NOT NULL, groups TEXT NOT NULL, own INTEGER,
-    seen INTEGER, gate TEXT, online INTEGER, running INTEGER, signed INTEGER,
-    device_size INTEGER, stored INTEGER NOT NULL, verdict TEXT, attested_until INTEGER,
-    verified INTEGER, forked INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS console_fleet_cells ON console_fleet (
-    region, groups, own, gate, online, running, verdict,
-    seen, signed, device_size, stored, attested_until, verified, forked
-);
 {_fleet_triggers()}
 INSERT INTO console_fleet {_FLEET_ROW} WHERE NOT EXISTS (SELECT 1 FROM console_fleet);
 """
-"""The console's tables, created when missing. ``console_fleet`` is one narrow row per
+"""What keeps the console's ``console_fleet`` table (:mod:`hub.registry.schema`): one narrow row per
 device of what the dashboard counts (:meth:`ConsoleFleetTables.fleet_summary`), kept by
 triggers in the transaction of every write to its sources, and filled from them when the
 table is new (a registry from before it). Its ``console_fleet_cells`` index holds the rows in
@@ -150,7 +130,7 @@ class ConsoleFleetTables(SqliteTransactions):
             f"AND (?5 IS NULL OR {_STATE} = ?5) ORDER BY d.id LIMIT ?6",
             (now, stale_after_s, after, region, state, limit),
         )
-        return [_fleet_row(row) for row in rows]
+        return [console_fleet_row(row) for row in rows]
 
     def fleet_summary(self, now: int, stale_after_s: int) -> FleetSummary:
         with self._snapshot():
@@ -161,23 +141,9 @@ class ConsoleFleetTables(SqliteTransactions):
             }
             most = self._read(_MOST_SQL)
             rejections = self._read(_REJECTIONS_SQL)
-            counted = _Counted.of(cells, current)
+            counted = CellCounts.of(cells, current)
             examples = self._examples(now, stale_after_s, counted.states)
-        return FleetSummary(
-            states=dict(sorted(counted.states.items())),
-            rollout=tuple(sorted(counted.rollout.values(), key=_rollout_order)),
-            attestation=dict(sorted(counted.attestation.items())),
-            lineage_current=counted.lineage[False],
-            lineage_lagging=counted.lineage[True],
-            lineage_waiting=counted.waiting,
-            lineage_max_lag=(as_text(most[0][0]), as_int(most[0][1])) if most else None,
-            forks=FleetCount(counted.forks),
-            rejections={
-                as_text(code): FleetCount(as_int(n), as_opt_int(oldest), as_opt_int(newest))
-                for code, n, oldest, newest in rejections
-            },
-            state_examples=examples,
-        )
+        return fleet_summary(counted, most, rejections, examples)
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -218,7 +184,7 @@ class ConsoleFleetTables(SqliteTransactions):
 
     def console_device(self, device_id: str) -> ConsoleFleetRow | None:
         rows = self._read(_FLEET_SQL + " WHERE d.id = ?", (device_id,))
-        return _fleet_row(rows[0]) if rows else None
+        return console_fleet_row(rows[0]) if rows else None
 
     def status_history(self, device: str, since: int = 0) -> list[StatusSpan]:
         rows = self._read(
@@ -293,108 +259,6 @@ _EXAMPLES_SQL = (
     f"SELECT device, CASE WHEN {_NEVER} THEN 'never_seen' WHEN ?1 - seen > ?2 THEN 'stale' "
     "WHEN online = 0 THEN 'offline' ELSE gate END FROM console_fleet ORDER BY device"
 )
-
-
-@dataclass
-class _Counted:
-    """:data:`_CELLS_SQL`'s cells gathered into the counts of a :class:`FleetSummary`."""
-
-    states: dict[str, FleetCount] = field(default_factory=dict)
-    rollout: dict[tuple[str, str, int | None, int | None, bool], RolloutCount] = field(
-        default_factory=dict
-    )
-    attestation: dict[str, FleetCount] = field(default_factory=dict)
-    lineage: dict[bool, FleetCount] = field(
-        default_factory=lambda: {False: FleetCount(), True: FleetCount()}
-    )
-    waiting: int = 0
-    forks: int = 0
-
-    @classmethod
-    def of(cls, cells: list[tuple[object, ...]], current: dict[tuple[str, str], int]) -> _Counted:
-        counted = cls()
-        for cell in cells:
-            counted.add(cell, current)
-        return counted
-
-    def add(self, cell: tuple[object, ...], current: dict[tuple[str, str], int]) -> None:
-        region, groups, own, gate, online, running, verdict = cell[:7]
-        never, stale, fresh, expired, valid, lagging, in_step = (
-            _count(cell[i : i + 3]) for i in range(8, 29, 3)
-        )
-        _add(self.states, "never_seen", never)
-        _add(self.states, "stale", stale)
-        if fresh.count:
-            _add(self.states, "offline" if online == 0 else as_text(gate), fresh)
-        attested = "never attested" if verdict is None else as_text(verdict)
-        _add(self.attestation, f"{attested} (expired)", expired)
-        _add(self.attestation, attested, valid)
-        self.lineage[True] = _merged(self.lineage[True], lagging)
-        self.lineage[False] = _merged(self.lineage[False], in_step)
-        self.waiting += as_int(cell[29] or 0)
-        self.forks += as_int(cell[30] or 0)
-        region_text, own_version = as_text(region), as_opt_int(own)
-        for group in as_groups(groups):
-            listened = (
-                current.get((region_text, channel)) for channel in ("all/_", f"group/{group}")
-            )
-            versions = [v for v in (own_version, *listened) if v is not None]
-            target = max(versions, default=None)
-            for known, version, devices in (
-                (True, as_opt_int(running), fresh),
-                (False, None, _merged(never, stale)),
-            ):
-                if devices.count:
-                    key = (region_text, group, target, version, known)
-                    held = self.rollout.get(key)
-                    merged = devices if held is None else _merged(held.devices, devices)
-                    self.rollout[key] = RolloutCount(*key, merged)
-
-
-def _count(span: Sequence[object]) -> FleetCount:
-    n, oldest, newest = span
-    return FleetCount(as_int(n or 0), as_opt_int(oldest), as_opt_int(newest))
-
-
-def _merged(a: FleetCount, b: FleetCount) -> FleetCount:
-    times = [t for t in (a.oldest, a.newest, b.oldest, b.newest) if t is not None]
-    return FleetCount(a.count + b.count, min(times, default=None), max(times, default=None))
-
-
-def _add(counts: dict[str, FleetCount], key: str, count: FleetCount) -> None:
-    if count.count:
-        counts[key] = _merged(counts.get(key, FleetCount()), count)
-
-
-def _rollout_order(count: RolloutCount) -> tuple[object, ...]:
-    return (
-        count.region,
-        count.group,
-        count.target is not None,
-        count.target or 0,
-        count.running is not None,
-        count.running or 0,
-        count.known,
-    )
-
-
-def _fleet_row(row: tuple[object, ...]) -> ConsoleFleetRow:
-    return ConsoleFleetRow(
-        device_id=as_text(row[0]),
-        region=as_text(row[1]),
-        groups=as_groups(row[2]),
-        online=None if row[3] is None else bool(row[3]),
-        gate=None if row[4] is None else as_text(row[4]),
-        bundle_version=as_opt_int(row[5]),
-        status_time=as_opt_int(row[6]),
-        last_seen=as_opt_int(row[7]),
-        device_lineage_size=as_opt_int(row[8]),
-        lineage_size=as_int(row[9]),
-        forks=as_int(row[10]),
-        attestation_verdict=None if row[11] is None else as_text(row[11]),
-        attestation_expires_at=as_opt_int(row[12]),
-        attested_at=as_opt_int(row[13]),
-    )
 
 
 def note_status(db: sqlite3.Connection, status: DeviceStatus, received_at: int) -> None:

@@ -18,9 +18,11 @@ from hub.registry.records import (
     StoredEntry,
     StoredLog,
 )
+from hub.registry.rows import stored_checkpoint
 from hub.registry.sqlite.lineage_search import store_search_rows
 from hub.registry.sqlite.transactions import SqliteTransactions, as_bytes, as_int, as_text
-from hub.registry.sqlite.tree_nodes import NODE_LEVEL, NodeReader
+from hub.registry.sqlite.tree_nodes import BLOCK_SQL, NODE_LEVEL, NODE_SQL
+from hub.registry.tree_reader import NodeReader
 
 __all__ = ["FIRST_CHECKPOINT_PAGE", "PAGE_ROWS", "DeviceLogTables"]
 
@@ -92,7 +94,7 @@ class DeviceLogTables(SqliteTransactions):
             "WHERE device = ? AND size = ?",
             (device, size),
         )
-        return _checkpoint(rows[0]) if rows else None
+        return stored_checkpoint(rows[0]) if rows else None
 
     def iter_checkpoints(self, device: str, *, min_size: int = 0) -> Iterator[StoredCheckpoint]:
         # Callers mostly want the newest: the first page is small, later ones grow.
@@ -105,14 +107,16 @@ class DeviceLogTables(SqliteTransactions):
                 "ORDER BY size DESC LIMIT ?",
                 (device, min_size, below, below, page),
             )
-            yield from (_checkpoint(row) for row in rows)
+            yield from (stored_checkpoint(row) for row in rows)
             if len(rows) < page:
                 return
             below = as_int(rows[-1][0])
             page = min(page * 4, PAGE_ROWS)
 
     def tree_nodes(self, device: str) -> NodeFetcher:
-        return NodeReader(self._read, device, self.path)
+        return NodeReader(
+            self._read, device, str(self.path), node_sql=NODE_SQL, block_sql=BLOCK_SQL
+        )
 
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         log = accepted.log
@@ -186,11 +190,6 @@ class DeviceLogTables(SqliteTransactions):
             )
             for d, r, h, n, b in rows
         ]
-
-
-def _checkpoint(row: tuple[object, ...]) -> StoredCheckpoint:
-    size, root, note, received_at = row
-    return StoredCheckpoint(as_int(size), as_bytes(root), as_text(note), as_int(received_at))
 
 
 class _DeviceStoredLog:

@@ -7,15 +7,12 @@ import json
 import sqlite3
 
 from edge_agent.errors import ConfigError
-from edge_agent.protocol.keys import PublicKey
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.records import DeviceRecord
+from hub.registry.rows import device_record
 from hub.registry.sqlite.console_fleet import note_status
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
-    as_bytes,
-    as_groups,
-    as_int,
     as_text,
 )
 
@@ -71,14 +68,14 @@ class DeviceTables(SqliteTransactions):
             for table in _REGISTRATION_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE device = ?", (device_id,))
             db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
-        return _device(rows[0])
+        return device_record(rows[0])
 
     def device(self, device_id: str) -> DeviceRecord | None:
         rows = self._read("SELECT * FROM devices WHERE id = ?", (device_id,))
-        return _device(rows[0]) if rows else None
+        return device_record(rows[0]) if rows else None
 
     def devices(self) -> list[DeviceRecord]:
-        return [_device(row) for row in self._read("SELECT * FROM devices ORDER BY id")]
+        return [device_record(row) for row in self._read("SELECT * FROM devices ORDER BY id")]
 
     def regions(self) -> list[str]:
         rows = self._read(
@@ -123,17 +120,4 @@ def touch_activity(db: sqlite3.Connection, device: str, at: int) -> None:
         "INSERT INTO activity VALUES (?, ?) ON CONFLICT (device) "
         "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
         (device, at),
-    )
-
-
-def _device(row: tuple[object, ...]) -> DeviceRecord:
-    device_id, region, groups, profile, key, epoch, added_at = row
-    return DeviceRecord(
-        device_id=as_text(device_id),
-        region=as_text(region),
-        groups=as_groups(groups),
-        profile=as_text(profile),
-        public_key=PublicKey(as_bytes(key)),
-        key_epoch=as_int(epoch),
-        added_at=as_int(added_at),
     )

@@ -5,9 +5,9 @@ decoding each would take minutes. So the batch that stores entries also stores, 
 transaction, one row per entry with the columns a search filters on (time, device, seq,
 kind, verdict, reason, rule, subject, action, resource, bundle version), keyed by the search
 order (time, device, seq) and indexed by the selective filters followed by that order
-(:data:`SEARCH_SCHEMA`). A filter with an index then reads its matches already in order,
-and a page costs the rows it returns plus those the other filters skip, wherever the page
-is: pagination is by keyset (a cursor, the last hit shown), never by offset.
+(:data:`hub.registry.schema.INDEXES`). A filter with an index then reads its matches
+already in order, and a page costs the rows it returns plus those the other filters skip,
+wherever the page is: pagination is by keyset (a cursor, the last hit shown), never by offset.
 
 The columns are read from entries the hub verified before storing them (strict decode,
 canonical form, chain, tree), so :func:`search_row` reads them with a plain CBOR decode.
@@ -25,28 +25,21 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import cbor2
-
-from edge_agent.protocol.lineage_entries import Entry
 from hub.registry.interface import RegistryError
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
 from hub.registry.records import Accepted
+from hub.registry.rows import entry_row, lineage_hit_row, search_row
+from hub.registry.sqlite.schema import SEARCH_SCHEMA
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_int,
-    as_opt_int,
-    as_text,
 )
 
 __all__ = [
     "MAX_PAGE_ROWS",
     "SEARCH_INSERT",
-    "SEARCH_SCHEMA",
     "LineageSearchTables",
-    "SearchRow",
     "ensure_search",
-    "entry_row",
-    "search_row",
     "store_search_rows",
 ]
 
@@ -57,32 +50,10 @@ MAX_PAGE_ROWS = 500
 _EXPORT_PAGE_ROWS = 1000
 _BACKFILL_ROWS = 10_000
 
-SEARCH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lineage_search (
-    time INTEGER NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
-    kind TEXT NOT NULL, allowed INTEGER NOT NULL, reason TEXT NOT NULL, rule TEXT,
-    subject TEXT, action TEXT, resource TEXT, bundle_version INTEGER,
-    PRIMARY KEY (time, device, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS lineage_search_device ON lineage_search (device, time, seq);
-CREATE INDEX IF NOT EXISTS lineage_search_reason ON lineage_search (reason, time, device, seq);
-CREATE INDEX IF NOT EXISTS lineage_search_rule ON lineage_search (rule, time, device, seq);
-"""
-"""The search table and its indexes (created when missing). Each index is a filter followed
-by the search order, so an equality match reads its hits already in order: the device (one
-in thousands of a fleet's entries), the reason and the rule (the values searched for, some
-rare). The other filters (verdict, kind, subject, action, resource prefix, bundle version,
-group) read the time order and skip what does not match: cheap for the values common enough
-to be worth a page, and bounded by a time range or an indexed filter beside them. Every
-index costs each stored entry one more B-tree insert, which is why there are three."""
 
 SEARCH_INSERT = "INSERT OR IGNORE INTO lineage_search VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 """One search row (:func:`search_row`'s columns in order)."""
 
-SearchRow = tuple[
-    int, str, int, str, int, str, str | None, str | None, str | None, str | None, int | None
-]
-"""time, device, seq, kind, allowed, reason, rule, subject, action, resource, version."""
 
 _COLUMNS = (
     "device, seq, time, kind, allowed, reason, rule, subject, action, resource, bundle_version"
@@ -97,48 +68,6 @@ the device index: for a large group a page fills after a few rows per hit)."""
 _GROUP_SHARE = f"SELECT (SELECT count(*) FROM ({_MEMBERS})), (SELECT count(*) FROM devices)"
 LARGE_GROUP_PERCENT = 1
 """A group holding at least this share of the registered devices is read in time order."""
-
-
-def search_row(device: str, seq: int, data: bytes) -> SearchRow:
-    """The search columns of ``device``'s verified entry ``seq`` (``data``: its bytes).
-
-    Raises:
-        RegistryError: the bytes are not an entry map (the caller stored unverified bytes).
-    """
-    try:
-        fields = cbor2.loads(data)
-        request = fields[9], fields[10], fields[11]
-        return (
-            int(fields[1]),
-            device,
-            seq,
-            str(fields[3]),
-            int(bool(fields[4])),
-            str(fields[5]),
-            fields[6],
-            *request,
-            fields[8],
-        )
-    except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
-        raise RegistryError(f"entry {seq} of {device} is not a lineage entry: {exc}") from exc
-
-
-def entry_row(device: str, entry: Entry) -> SearchRow:
-    """The search columns of ``device``'s decoded entry."""
-    request = entry.request
-    return (
-        entry.time,
-        device,
-        entry.seq,
-        str(entry.kind),
-        int(entry.allowed),
-        entry.reason,
-        entry.rule,
-        request.subject if request else None,
-        request.action if request else None,
-        request.resource if request else None,
-        entry.bundle_version,
-    )
 
 
 def store_search_rows(db: sqlite3.Connection, accepted: Accepted) -> None:
@@ -221,7 +150,7 @@ class LineageSearchTables(SqliteTransactions):
             f"SELECT {_COLUMNS} FROM lineage_search WHERE device = ? AND seq = ? LIMIT 1",
             (device, seq),
         )
-        return _hit(rows[0]) if rows else None
+        return lineage_hit_row(rows[0]) if rows else None
 
     def _search(
         self, query: LineageQuery, after: LineageCursor | None, limit: int
@@ -237,7 +166,7 @@ class LineageSearchTables(SqliteTransactions):
             params.extend((after.time, after.device, after.seq))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read(f"SELECT {_COLUMNS} FROM lineage_search{where}{_ORDER}", (*params, limit))
-        return [_hit(row) for row in rows]
+        return [lineage_hit_row(row) for row in rows]
 
 
 def _where(query: LineageQuery) -> tuple[list[str], list[object]]:
@@ -275,24 +204,3 @@ def _glob_prefix(prefix: str) -> str:
     """A GLOB pattern matching exactly the strings that start with ``prefix`` (its ``*``,
     ``?`` and ``[`` made literal; GLOB is case-sensitive, as the prefix is)."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in prefix) + "*"
-
-
-def _hit(row: tuple[object, ...]) -> LineageHit:
-    device, seq, time, kind, allowed, reason, rule, subject, action, resource, version = row
-    return LineageHit(
-        as_text(device),
-        as_int(seq),
-        as_int(time),
-        as_text(kind),
-        bool(as_int(allowed)),
-        as_text(reason),
-        _opt_text(rule),
-        _opt_text(subject),
-        _opt_text(action),
-        _opt_text(resource),
-        as_opt_int(version),
-    )
-
-
-def _opt_text(value: object) -> str | None:
-    return None if value is None else as_text(value)

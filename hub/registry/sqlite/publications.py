@@ -15,11 +15,11 @@ from hub.registry.records import (
     IssuedRevocation,
     PublishedBundle,
 )
+from hub.registry.rows import published_bundle
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
     as_bytes,
     as_int,
-    as_opt_int,
     as_text,
 )
 
@@ -73,7 +73,7 @@ class PublicationTables(SqliteTransactions):
         if region is not None:
             sql += " WHERE c.region = ?"
             params = (region,)
-        return [_bundle(row) for row in self._read(sql + " ORDER BY 1, 2", params)]
+        return [published_bundle(row) for row in self._read(sql + " ORDER BY 1, 2", params)]
 
     def bundle_data(self, digest: bytes) -> bytes | None:
         rows = self._read("SELECT data FROM bundles WHERE digest = ?", (digest,))
@@ -203,17 +203,3 @@ class PublicationTables(SqliteTransactions):
             issued_at=as_int(issued_at),
             expires_at=as_int(expires_at),
         )
-
-
-def _bundle(row: tuple[object, ...]) -> PublishedBundle:
-    region, channel, version, digest, data, expires_at, max_offline, updated_at = row
-    return PublishedBundle(
-        region=as_text(region),
-        channel=as_text(channel),
-        version=as_int(version),
-        digest=as_bytes(digest),
-        data=as_bytes(data),
-        expires_at=as_int(expires_at),
-        max_offline=as_opt_int(max_offline),
-        pushed_at=as_int(updated_at),
-    )

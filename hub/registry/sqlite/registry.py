@@ -17,14 +17,14 @@ from pathlib import Path
 
 from hub.registry.interface import RegistryError
 from hub.registry.sqlite.attestation import AttestationTables
-from hub.registry.sqlite.audit_log import AUDIT_SCHEMA, AuditLogTables
+from hub.registry.sqlite.audit_log import AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
 from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
 from hub.registry.sqlite.publications import PublicationTables
-from hub.registry.sqlite.rollouts import ROLLOUT_SCHEMA, RolloutTables
+from hub.registry.sqlite.rollouts import RolloutTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
 
@@ -73,9 +73,7 @@ class SqliteRegistry(
                     f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
                 )
             db.executescript(SCHEMA)
-            db.executescript(AUDIT_SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
-            db.executescript(ROLLOUT_SCHEMA)
             if version != SCHEMA_VERSION:
                 # Only when it changes: writing the same value would still rewrite the
                 # file's header, and a command that only reads must leave hub.db as it was.

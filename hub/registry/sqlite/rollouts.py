@@ -14,25 +14,17 @@ import json
 from collections.abc import Sequence
 
 from edge_agent.errors import ConfigError
-from hub.registry.interface import RegistryError
-from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
+from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState
+from hub.registry.rows import rollout_json, rollout_record
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
-    as_bytes,
     as_int,
     as_opt_int,
     as_text,
 )
 
-__all__ = ["ROLLOUT_SCHEMA", "RolloutTables"]
+__all__ = ["RolloutTables"]
 
-ROLLOUT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY, region TEXT NOT NULL, state TEXT NOT NULL,
-    created_at INTEGER NOT NULL, candidate BLOB NOT NULL, rollback BLOB NOT NULL,
-    record TEXT NOT NULL
-);
-"""
 _ACTIVE = tuple(str(s) for s in RolloutState if s.active)
 _DEVICES = "device IN (SELECT value FROM json_each(?))"
 
@@ -66,7 +58,7 @@ class RolloutTables(SqliteTransactions):
                     record.created_at,
                     record.candidate,
                     record.rollback,
-                    _record_json(record),
+                    rollout_json(record),
                 ),
             )
 
@@ -76,7 +68,7 @@ class RolloutTables(SqliteTransactions):
             "WHERE id = ?",
             (rollout_id,),
         )
-        return _record(rows[0]) if rows else None
+        return rollout_record(rows[0]) if rows else None
 
     def rollouts(self, *, active: bool = False) -> list[RolloutRecord]:
         sql = "SELECT id, region, state, created_at, candidate, rollback, record FROM rollouts"
@@ -84,7 +76,7 @@ class RolloutTables(SqliteTransactions):
         if active:
             sql += f" WHERE state IN ({', '.join('?' * len(_ACTIVE))})"
             params = _ACTIVE
-        return [_record(row) for row in self._read(sql + " ORDER BY created_at, id", params)]
+        return [rollout_record(row) for row in self._read(sql + " ORDER BY created_at, id", params)]
 
     def update_rollout(self, record: RolloutRecord, *, expected: RolloutRecord) -> bool:
         if record.rollout_id != expected.rollout_id:
@@ -94,9 +86,9 @@ class RolloutTables(SqliteTransactions):
                 "UPDATE rollouts SET state = ?, record = ? WHERE id = ? AND record = ?",
                 (
                     str(record.state),
-                    _record_json(record),
+                    rollout_json(record),
                     record.rollout_id,
-                    _record_json(expected),
+                    rollout_json(expected),
                 ),
             )
             return cursor.rowcount == 1
@@ -140,85 +132,3 @@ class RolloutTables(SqliteTransactions):
                 "DELETE FROM freshness WHERE region = ? AND channel = ?",
                 [(region, c) for c in channels],
             )
-
-
-def _record_json(record: RolloutRecord) -> str:
-    """What the ``record`` column holds: every field but those in columns of their own."""
-    return json.dumps(
-        {
-            "candidate_version": record.candidate_version,
-            "candidate_digest": record.candidate_digest.hex(),
-            "channels": list(record.channels),
-            "devices": list(record.devices),
-            "stages": list(record.stages),
-            "soak_s": record.soak_s,
-            "halts": list(record.halts),
-            "groups": list(record.groups),
-            "stage": record.stage,
-            "entered": record.entered,
-            "stage_started_at": record.stage_started_at,
-            "paused_at": record.paused_at,
-            "paused_s": record.paused_s,
-            "reason": record.reason,
-            "updated_at": record.updated_at,
-            "history": [
-                {
-                    "stage": log.stage,
-                    "started_at": log.started_at,
-                    "devices": log.devices,
-                    "baseline_decisions": log.baseline_decisions,
-                    "baseline_denied": log.baseline_denied,
-                    "ended_at": log.ended_at,
-                    "outcome": log.outcome,
-                    "observed": list(log.observed),
-                }
-                for log in record.history
-            ],
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-
-
-def _record(row: tuple[object, ...]) -> RolloutRecord:
-    rollout_id, region, state, created_at, candidate, rollback, text = row
-    try:
-        fields = json.loads(as_text(text))
-        return RolloutRecord(
-            rollout_id=as_text(rollout_id),
-            region=as_text(region),
-            state=RolloutState(as_text(state)),
-            created_at=as_int(created_at),
-            updated_at=int(fields["updated_at"]),
-            candidate=as_bytes(candidate),
-            candidate_version=int(fields["candidate_version"]),
-            candidate_digest=bytes.fromhex(fields["candidate_digest"]),
-            rollback=as_bytes(rollback),
-            channels=tuple(map(str, fields["channels"])),
-            devices=tuple(map(str, fields["devices"])),
-            stages=tuple(map(str, fields["stages"])),
-            soak_s=int(fields["soak_s"]),
-            halts=tuple(map(str, fields["halts"])),
-            groups=tuple(map(str, fields["groups"])),
-            stage=int(fields["stage"]),
-            entered=int(fields["entered"]),
-            stage_started_at=int(fields["stage_started_at"]),
-            paused_at=None if fields["paused_at"] is None else int(fields["paused_at"]),
-            paused_s=int(fields["paused_s"]),
-            reason=str(fields["reason"]),
-            history=tuple(
-                StageLog(
-                    stage=int(log["stage"]),
-                    started_at=int(log["started_at"]),
-                    devices=int(log["devices"]),
-                    baseline_decisions=int(log["baseline_decisions"]),
-                    baseline_denied=int(log["baseline_denied"]),
-                    ended_at=None if log["ended_at"] is None else int(log["ended_at"]),
-                    outcome=str(log["outcome"]),
-                    observed=tuple(map(str, log["observed"])),
-                )
-                for log in fields["history"]
-            ),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RegistryError(f"rollout {rollout_id!r} in the hub registry is damaged") from exc

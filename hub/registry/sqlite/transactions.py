@@ -9,13 +9,13 @@ its commit. sqlite3 errors stay in this package: they become :class:`RegistryErr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hub.registry.interface import RegistryError
+from hub.registry.rows import as_bytes, as_groups, as_int, as_opt_int, as_text
 
 __all__ = [
     "SqliteTransactions",
@@ -105,39 +105,3 @@ class SqliteTransactions:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
-
-
-def as_int(value: object) -> int:
-    """A column that must hold an integer (anything else is damage)."""
-    if not isinstance(value, int):
-        raise RegistryError(f"the hub registry holds {type(value).__name__} for an integer")
-    return value
-
-
-def as_opt_int(value: object) -> int | None:
-    return None if value is None else as_int(value)
-
-
-def as_bytes(value: object) -> bytes:
-    """A column that must hold bytes (anything else is damage)."""
-    if not isinstance(value, bytes):
-        raise RegistryError(f"the hub registry holds {type(value).__name__} for bytes")
-    return value
-
-
-def as_text(value: object) -> str:
-    """A column that must hold text (anything else is damage)."""
-    if not isinstance(value, str):
-        raise RegistryError(f"the hub registry holds {type(value).__name__} for text")
-    return value
-
-
-def as_groups(value: object) -> tuple[str, ...]:
-    """A device's group list, stored as a JSON array of strings."""
-    try:
-        groups = json.loads(as_text(value))
-    except ValueError as exc:
-        raise RegistryError("the hub registry holds a damaged group list") from exc
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise RegistryError("the hub registry holds a damaged group list")
-    return tuple(groups)

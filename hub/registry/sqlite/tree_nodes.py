@@ -17,93 +17,24 @@ registry does not hold is an error, never a guess: no proof is built from a miss
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge_agent.protocol.lineage_entries import TreeEdge
-from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash, node_hash
+from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 from hub.registry.interface import RegistryError
-from hub.registry.records import STORED_NODE_LEVEL
+from hub.registry.tree_reader import NODE_LEVEL
 
-__all__ = ["BLOCK_CACHE", "NODE_LEVEL", "NodeReader", "backfill"]
+__all__ = ["BLOCK_SQL", "NODE_LEVEL", "NODE_SQL", "backfill"]
 
-NODE_LEVEL = STORED_NODE_LEVEL
-"""Lowest tree level stored: a node below it is rehashed from its block of
-``2**NODE_LEVEL`` (64) entries, about 20 KiB of typical entries: small enough that a proof
-rehashes little, large enough that ingest writes few node rows."""
-BLOCK_CACHE = 4
-"""Blocks of rehashed levels one :class:`NodeReader` keeps (a proof needs at most two)."""
 _PAGE_ROWS = 4096
 
-ReadRows = Callable[[str, Sequence[object]], list[tuple[object, ...]]]
-"""Runs one read query (the registry's ``_read``)."""
-
-
-class NodeReader:
-    """:data:`edge_agent.protocol.merkle.NodeFetcher` over one device's stored log.
-
-    Perfect nodes never change once complete, so reads made at different moments agree;
-    the caller asks only for nodes inside a size the hub had stored.
-    """
-
-    def __init__(self, read: ReadRows, device: str, path: Path) -> None:
-        self._read = read
-        self._device = device
-        self._path = path
-        self._blocks: dict[int, list[list[bytes]]] = {}
-
-    def __call__(self, level: int, index: int) -> bytes:
-        """The hash of perfect node (``level``, ``index``).
-
-        Raises:
-            RegistryError: the registry holds no such node (or not all of its entries).
-        """
-        if level >= NODE_LEVEL:
-            rows = self._read(
-                "SELECT hash FROM lineage_nodes WHERE device = ? AND level = ? AND idx = ?",
-                (self._device, level, index),
-            )
-            if not rows or not isinstance(rows[0][0], bytes):
-                raise self._missing(level, index)
-            return rows[0][0]
-        block = (index << level) >> NODE_LEVEL
-        levels = self._block(block)
-        offset = index - (block << (NODE_LEVEL - level))
-        if offset >= len(levels[level]):
-            raise self._missing(level, index)
-        return levels[level][offset]
-
-    def _block(self, block: int) -> list[list[bytes]]:
-        """Every perfect node of ``block`` below :data:`NODE_LEVEL`, by level, from its
-        stored entries (a partial last block gives the nodes its entries complete)."""
-        levels = self._blocks.get(block)
-        if levels is not None:
-            return levels
-        start = block << NODE_LEVEL
-        rows = self._read(
-            "SELECT seq, CAST(data AS BLOB) FROM lineage_entries "
-            "WHERE device = ? AND seq >= ? AND seq < ? ORDER BY seq",
-            (self._device, start, start + (1 << NODE_LEVEL)),
-        )
-        leaves = []
-        for position, (seq, data) in enumerate(rows):
-            if seq != start + position or not isinstance(data, bytes):
-                break
-            leaves.append(leaf_hash(data))
-        levels = [leaves]
-        while len(levels) < NODE_LEVEL:
-            below = levels[-1]
-            levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
-        if len(self._blocks) >= BLOCK_CACHE:
-            self._blocks.pop(next(iter(self._blocks)))
-        self._blocks[block] = levels
-        return levels
-
-    def _missing(self, level: int, index: int) -> RegistryError:
-        return RegistryError(
-            f"the hub registry {self._path} holds no Merkle node (level {level}, index "
-            f"{index}) of {self._device}'s log: its entries or tree nodes are missing"
-        )
+NODE_SQL = "SELECT hash FROM lineage_nodes WHERE device = ? AND level = ? AND idx = ?"
+"""One stored node of a device's log (:class:`hub.registry.tree_reader.NodeReader`)."""
+BLOCK_SQL = (
+    "SELECT seq, CAST(data AS BLOB) FROM lineage_entries "
+    "WHERE device = ? AND seq >= ? AND seq < ? ORDER BY seq"
+)
+"""A block of a device's entries, by seq (:class:`hub.registry.tree_reader.NodeReader`)."""
 
 
 def backfill(db: sqlite3.Connection, path: Path) -> list[str]:

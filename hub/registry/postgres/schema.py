@@ -1,0 +1,165 @@
+"""The PostgreSQL registry's schema: the tables of :mod:`hub.registry.schema` rendered for
+PostgreSQL, its version in ``registry_meta``, and the trigger functions that keep the
+dashboard's ``console_fleet`` summary in the transaction of every write to its sources
+(as SQLite's triggers do). :func:`migrate` creates what is missing, in one transaction
+under an advisory lock (hub processes starting at once create it once).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from hub.registry.interface import RegistryError
+from hub.registry.rows import as_bytes, as_int, as_text, search_row
+from hub.registry.schema import SCHEMA_VERSION, SEARCH_TABLE, TABLES, create_statements
+
+__all__ = ["FLEET_ROW", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = "edgegov hub registry schema"
+_BACKFILL_ROWS = 10_000
+
+FLEET_ROW = """
+SELECT d.id, d.region, d.groups,
+    (SELECT max(b.version) FROM channels c JOIN bundles b ON b.digest = c.digest
+        WHERE c.region = d.region AND c.channel = 'device/' || d.id),
+    a.last_seen, s.gate, s.online, s.bundle_version, s.time, s.lineage_size,
+    coalesce(l.size, 0), t.verdict, t.expires_at, t.verified_at,
+    CASE WHEN EXISTS (SELECT 1 FROM forks f WHERE f.device = d.id) THEN 1 ELSE 0 END
+FROM devices d LEFT JOIN status s ON s.device = d.id
+LEFT JOIN activity a ON a.device = d.id
+LEFT JOIN lineage_state l ON l.device = d.id
+LEFT JOIN attestation t ON t.device = d.id
+"""
+"""A device's ``console_fleet`` row, from the tables it summarises."""
+
+_FLEET_SOURCES = (
+    ("devices", "{row}.id"),
+    ("status", "{row}.device"),
+    ("activity", "{row}.device"),
+    ("lineage_state", "{row}.device"),
+    ("attestation", "{row}.device"),
+    ("forks", "{row}.device"),
+    ("channels", "CASE WHEN {row}.channel LIKE 'device/%' THEN substr({row}.channel, 8) END"),
+)
+"""The tables a ``console_fleet`` row is made of and how a changed row names its device (a
+bundle current on a device's own channel sets its target)."""
+
+
+def _fleet_statements() -> list[str]:
+    """The function rewriting one device's ``console_fleet`` row, a trigger per source
+    table calling it for the device of each row written or deleted, and the first fill of
+    an empty summary."""
+    statements = [
+        "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
+        "LANGUAGE sql AS $$ DELETE FROM console_fleet WHERE device = named; "
+        f"INSERT INTO console_fleet {FLEET_ROW} WHERE d.id = named; $$"
+    ]
+    for table, device in _FLEET_SOURCES:
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION console_fleet_from_{table}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "IF TG_OP <> 'DELETE' THEN "
+            f"PERFORM console_fleet_refresh({device.format(row='NEW')}); END IF; "
+            "IF TG_OP <> 'INSERT' THEN "
+            f"PERFORM console_fleet_refresh({device.format(row='OLD')}); END IF; "
+            "RETURN NULL; END $$"
+        )
+        statements.append(
+            f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER INSERT OR UPDATE OR DELETE "
+            f"ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_from_{table}()"
+        )
+    statements.append(
+        f"INSERT INTO console_fleet {FLEET_ROW} WHERE NOT EXISTS (SELECT 1 FROM console_fleet)"
+    )
+    return statements
+
+
+def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
+    """Create what the registry lacks in the database ``db`` is connected to (autocommit),
+    record its schema version, and fill the lineage search rows when that table is new.
+
+    Raises:
+        RegistryError: the database holds another schema version, or tables of another
+            program, or cannot be written.
+    """
+    try:
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_MIGRATION_LOCK,))
+            _check_version(db, where)
+            if _complete(db):
+                return
+            for statement in create_statements("postgresql", TABLES):
+                db.execute(statement)
+            search_missing = db.execute("SELECT to_regclass('lineage_search')").fetchone()
+            for statement in create_statements("postgresql", (SEARCH_TABLE,)):
+                db.execute(statement)
+            if search_missing is None or search_missing[0] is None:
+                filled = _fill_search(db)
+                if filled:
+                    logger.info("lineage search rows stored for %d entries", filled)
+            for statement in _fleet_statements():
+                db.execute(statement)
+    except psycopg.Error as exc:
+        raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
+
+
+def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the database holds every table and summary trigger already (a registry
+    opened before): then opening it writes nothing."""
+    tables = [table.name for table in (*TABLES, SEARCH_TABLE)]
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+        "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s))",
+        (tables, [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]),
+    ).fetchone()
+    return row == (len(tables), len(_FLEET_SOURCES))
+
+
+def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
+    """Refuse a database of another schema version, or one holding tables that are not a
+    registry's; record :data:`SCHEMA_VERSION` in a new one."""
+    has_meta = db.execute("SELECT to_regclass('registry_meta')").fetchone()
+    if has_meta is None or has_meta[0] is None:
+        others = db.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchone()
+        if others is not None and others[0]:
+            raise RegistryError(
+                f"{where} holds tables but no hub registry: it is another program's database "
+                "(give the hub a database of its own)"
+            )
+        db.execute(
+            'CREATE TABLE registry_meta (key TEXT COLLATE "C" PRIMARY KEY, value BIGINT NOT NULL)'
+        )
+        db.execute("INSERT INTO registry_meta VALUES ('schema_version', %s)", (SCHEMA_VERSION,))
+        return
+    row = db.execute("SELECT value FROM registry_meta WHERE key = 'schema_version'").fetchone()
+    version = None if row is None else row[0]
+    if version != SCHEMA_VERSION:
+        raise RegistryError(
+            f"{where} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
+        )
+
+
+def _fill_search(db: psycopg.Connection[tuple[object, ...]]) -> int:
+    """Store the search row of every stored entry (a registry whose search table was
+    missing); return how many."""
+    filled = 0
+    insert = (
+        "INSERT INTO lineage_search VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT DO NOTHING"
+    )
+    with db.cursor(name="lineage_search_fill") as entries:
+        entries.execute("SELECT device, seq, data FROM lineage_entries")
+        while chunk := entries.fetchmany(_BACKFILL_ROWS):
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    insert,
+                    [search_row(as_text(d), as_int(s), as_bytes(data)) for d, s, data in chunk],
+                )
+            filled += len(chunk)
+    return filled

@@ -1,0 +1,216 @@
+"""What only the PostgreSQL backend does: hub processes on separate connections racing the
+same compare-and-set writes, a server restarted under an open registry, a server that
+cannot be reached, and databases that are not this hub's registry. What every backend
+does is in tests/test_registry_contract.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import psycopg
+import pytest
+
+from edge_agent.errors import ConfigError
+from edge_agent.protocol.attestation import Challenge
+from hub.core.ingest import ingest_batch
+from hub.registry import IssuedRevocation, Registry, RegistryError
+from hub.registry.backends import open_registry
+from hub.registry.postgres import PostgresRegistry
+from hub.registry.records import Accepted
+from hub.registry.schema import SCHEMA_VERSION
+from tests.factory import NOW
+from tests.lineage_sim import DeviceLogSim
+from tests.postgres_support import PostgresServer, free_port
+
+T = TypeVar("T")
+
+RACES = 8
+"""Rounds of each race: the two writers meet at a barrier, so most rounds truly overlap."""
+
+
+@pytest.fixture
+def hubs(postgres_url: str) -> Iterator[tuple[Registry, Registry]]:
+    """Two registries on one database, as two hub processes hold them."""
+    with open_registry(postgres_url) as first, open_registry(postgres_url) as second:
+        yield first, second
+
+
+def _race(first: Callable[[], T], second: Callable[[], T]) -> list[T | Exception]:
+    """Run both at the same moment on two threads; what each returned or raised."""
+    barrier = threading.Barrier(2)
+    results: list[T | Exception] = [RuntimeError("did not run")] * 2
+
+    def run(index: int, call: Callable[[], T]) -> None:
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate((first, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def _batch(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
+    result = ingest_batch(
+        sim.batch(start, stop),
+        device=sim.device_id,
+        key=sim.key.public,
+        origin=sim.origin,
+        log=registry.lineage_state(sim.device_id),
+        stored=registry.stored_log(sim.device_id),
+    )
+    assert isinstance(result, Accepted)
+    return result
+
+
+def test_two_hubs_storing_the_same_batch_at_the_same_size_store_it_once(
+    hubs: tuple[Registry, Registry],
+) -> None:
+    first, second = hubs
+    for round_ in range(RACES):
+        sim = DeviceLogSim(f"gw-{round_:03d}")
+        sim.add(20)
+        head = _batch(first, sim, 0, 10)
+        assert first.store_batch(head, expected_size=0, received_at=NOW)
+        tail = _batch(first, sim, 10, 20)
+        results = _race(
+            lambda b=tail: first.store_batch(b, expected_size=10, received_at=NOW),
+            lambda b=tail: second.store_batch(b, expected_size=10, received_at=NOW),
+        )
+        assert sorted(results, key=str) == [False, True], results
+        assert first.lineage_state(sim.device_id).size == 20
+        assert len(first.entries(sim.device_id, 0, 100)) == 20
+
+
+def test_two_hubs_storing_a_first_batch_of_one_device_store_it_once(
+    hubs: tuple[Registry, Registry],
+) -> None:
+    first, second = hubs
+    for round_ in range(RACES):
+        sim = DeviceLogSim(f"gw-{round_:03d}")
+        sim.add(10)
+        batch = _batch(first, sim, 0, 10)
+        results = _race(
+            lambda b=batch: first.store_batch(b, expected_size=0, received_at=NOW),
+            lambda b=batch: second.store_batch(b, expected_size=0, received_at=NOW),
+        )
+        assert sorted(results, key=str) == [False, True], results
+        assert [e.seq for e in second.iter_entries(sim.device_id)] == list(range(10))
+
+
+def test_a_nonce_spent_by_two_hubs_at_once_is_spent_once(
+    hubs: tuple[Registry, Registry],
+) -> None:
+    first, second = hubs
+    for round_ in range(RACES):
+        nonce = bytes([round_]) * 16
+        first.record_challenge(Challenge("gw-001", nonce, NOW, NOW + 60))
+        results = _race(
+            lambda n=nonce: first.spend_challenge("gw-001", n, NOW + 1),
+            lambda n=nonce: second.spend_challenge("gw-001", n, NOW + 1),
+        )
+        assert results.count(None) == 1, results
+        assert "already used" in str(next(r for r in results if r is not None))
+
+
+def test_a_revocation_epoch_taken_by_two_hubs_at_once_is_allocated_once(
+    hubs: tuple[Registry, Registry],
+) -> None:
+    first, second = hubs
+    for epoch in range(1, RACES + 1):
+        results = _race(
+            lambda e=epoch: first.record_revocation(
+                IssuedRevocation("eu-1", e, "bundle_version", f"{e}", "bad", b"first", NOW)
+            ),
+            lambda e=epoch: second.record_revocation(
+                IssuedRevocation("eu-1", e, "bundle_version", f"{e}", "bad", b"second", NOW)
+            ),
+        )
+        assert results.count(None) == 1, results
+        refused = next(r for r in results if r is not None)
+        assert isinstance(refused, ConfigError), refused
+        assert "run revoke again" in str(refused)
+    assert first.kill_epoch("eu-1") == RACES
+    assert [r.epoch for r in second.current_revocations()] == list(range(1, RACES + 1))
+
+
+def test_a_server_restart_costs_an_open_registry_at_most_one_error_and_no_half_write(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    sim = DeviceLogSim("gw-001")
+    sim.add(30)
+    with open_registry(postgres_url) as registry:
+        assert registry.store_batch(_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW)
+        batch = _batch(registry, sim, 10, 20)
+        with pytest.raises(RegistryError), registry.write_group():
+            assert registry.store_batch(batch, expected_size=10, received_at=NOW)
+            postgres_server.restart()
+        stored = _after_restart(lambda: registry.lineage_state("gw-001").size)
+        assert stored == 10, "the group's batch was rolled back whole"
+        assert len(registry.entries("gw-001", 0, 100)) == 10
+        assert registry.store_batch(batch, expected_size=10, received_at=NOW)
+        assert registry.lineage_state("gw-001").size == 20
+
+
+def _after_restart(call: Callable[[], T]) -> T:
+    """``call``'s result, allowing it one :class:`RegistryError` (a pooled connection the
+    restart closed), never another exception."""
+    try:
+        return call()
+    except RegistryError:
+        return call()
+
+
+def test_a_server_that_cannot_be_reached_is_named_without_the_password() -> None:
+    port = free_port()
+    with pytest.raises(RegistryError) as raised:
+        open_registry(f"postgresql://hub:s3cret-pw@127.0.0.1:{port}/registry")
+    message = str(raised.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "s3cret-pw" not in message
+    assert isinstance(raised.value.__cause__, psycopg.Error)
+
+
+def test_a_database_of_another_program_is_refused(
+    postgres_server: PostgresServer,
+) -> None:
+    name = postgres_server.new_database(template="template0")
+    try:
+        with psycopg.connect(postgres_server.url(name), autocommit=True) as db:
+            db.execute("CREATE TABLE invoices (id BIGINT PRIMARY KEY)")
+        with pytest.raises(RegistryError, match="another program's database"):
+            PostgresRegistry.open(postgres_server.url(name))
+    finally:
+        postgres_server.drop_database(name)
+
+
+def test_a_registry_of_another_schema_version_is_refused(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "UPDATE registry_meta SET value = %s WHERE key = 'schema_version'",
+            (SCHEMA_VERSION + 1,),
+        )
+    with pytest.raises(RegistryError, match=f"schema {SCHEMA_VERSION + 1}"):
+        PostgresRegistry.open(postgres_url)
+
+
+def test_an_empty_database_becomes_a_registry_with_its_schema_version(
+    postgres_server: PostgresServer,
+) -> None:
+    name = postgres_server.new_database(template="template0")
+    try:
+        PostgresRegistry.open(postgres_server.url(name)).close()
+        with psycopg.connect(postgres_server.url(name)) as db:
+            row = db.execute(
+                "SELECT value FROM registry_meta WHERE key = 'schema_version'"
+            ).fetchone()
+        assert row == (SCHEMA_VERSION,)
+    finally:
+        postgres_server.drop_database(name)
