@@ -7,7 +7,8 @@
 # TSS headers tpm2-pytss builds against (the TPM provider), and Debian's chromium (the
 # console's browser tests drive it with Playwright through executable_path; never
 # `playwright install`, which downloads a browser), man-db and groff-base (the man pages
-# render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`). The
+# render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`),
+# iproute2 (`ip netns`: the multi-host tests' hosts, tests/netns_support.py). The
 # venv gets the [tpm] extra only when pkg-config finds tss2-esys, so this runs before the venv
 # is built.
 #
@@ -35,6 +36,7 @@ command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }

@@ -1,8 +1,11 @@
-"""Print the message a broker holds retained on one topic, as hex (nothing if none).
+"""Read or write the retained message of one topic on a broker, from inside a test host.
 
-``python -m tests.retained_probe URL CAFILE TOPIC`` (``URL`` with the login) connects,
-subscribes to ``TOPIC`` and prints what arrives flagged retained within a second. Multi-host
-tests run it inside a host's network namespace, where the test process cannot connect.
+``python -m tests.retained_probe read URL CAFILE TOPIC`` prints, as hex, what the broker
+holds retained on ``TOPIC`` (an empty line if nothing arrives within a second);
+``python -m tests.retained_probe write URL CAFILE TOPIC HEX`` publishes ``HEX`` retained
+there (no ``HEX``: an empty payload, which clears it). ``URL`` carries the login; the client id
+is its username. Multi-host tests run it inside a host's network namespace
+(:mod:`tests.netns_support`), where the test process cannot connect.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from edge_agent.support.mqtt import BrokerSettings, connect
 WAIT_S = 1.0
 
 
-async def retained(settings: BrokerSettings, topic: str) -> bytes | None:
+async def read(settings: BrokerSettings, topic: str) -> bytes | None:
+    """The payload held retained on ``topic``; ``None`` if none arrives within ``WAIT_S``."""
     async with connect(settings, client_id=settings.username or "retained-probe") as connection:
         await connection.subscribe([topic])
         with contextlib.suppress(TimeoutError):
@@ -27,9 +31,18 @@ async def retained(settings: BrokerSettings, topic: str) -> bytes | None:
     return None
 
 
+async def write(settings: BrokerSettings, topic: str, payload: bytes) -> None:
+    async with connect(settings, client_id=settings.username or "retained-probe") as connection:
+        await connection.publish(topic, payload, retain=True)
+
+
 def main(argv: list[str]) -> int:
-    url, ca_file, topic = argv
-    payload = asyncio.run(retained(BrokerSettings.from_url(url, ca_file=ca_file), topic))
+    verb, url, ca_file, topic, *rest = argv
+    settings = BrokerSettings.from_url(url, ca_file=ca_file or None)
+    if verb == "write":
+        asyncio.run(write(settings, topic, bytes.fromhex(rest[0] if rest else "")))
+        return 0
+    payload = asyncio.run(read(settings, topic))
     print("" if payload is None else payload.hex())
     return 0
 

@@ -100,7 +100,8 @@ def test_each_bridged_pattern_is_needed_by_an_agent() -> None:
 def test_the_bridge_keeps_a_persistent_session_under_its_own_login() -> None:
     settings = dict(_settings(PACKAGING / "site.conf"))
     assert settings["cleansession"] == "false"
-    assert settings["bridge_protocol_version"] == "mqttv50"
+    assert settings["bridge_protocol_version"] == "mqttv311"
+    assert settings["try_private"] == "true"
     assert settings["remote_clientid"] == settings["remote_username"]
     assert settings["local_clientid"] != settings["remote_clientid"]
     assert settings["bridge_insecure"] == "false"

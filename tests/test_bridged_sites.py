@@ -75,6 +75,10 @@ ack_timeout_s = 1
 reconnect_initial_s = 0.1
 reconnect_max_s = 0.5
 """
+WITHDRAWN = topics.shadow_topic(REGION, Channel(ChannelKind.DEVICE, "gw-zz"))
+"""A retained topic the bridge carries that neither the hub nor the agents use: a retained
+message cleared centrally while a site is cut off must be cleared there too after the heal
+(as a withdrawn shadow bundle would be)."""
 TUNED = {
     "keepalive_interval 30": "keepalive_interval 5",
     "restart_timeout 2 30": "restart_timeout 1 2",
@@ -236,14 +240,21 @@ class Fabric:
                 for row in registry.fleet()
             }
 
-    def retained_bundle(self, site: str) -> str:
-        """The bundle the site broker holds retained for the group, as hex."""
+    def retained(self, site: str, topic: str) -> str:
+        """What ``site``'s broker holds retained on ``topic``, as hex ("" for nothing)."""
         host, link = self.network.hosts[site], self.links[site]
-        topic = topics.bundle_topic(REGION, Channel(ChannelKind.GROUP, GROUP))
         url = f"mqtts://hub:{PASSWORD}@{link.b_address}:8883"
-        done = host.run([PYTHON, "-m", "tests.retained_probe", url, str(self.ca.ca_file), topic])
+        argv = [PYTHON, "-m", "tests.retained_probe", "read", url, str(self.ca.ca_file), topic]
+        done = host.run(argv)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
+
+    def hold_centrally(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on the central broker (empty: clear it)."""
+        url = f"mqtt://hub-2:{PASSWORD}@127.0.0.1:1883"
+        argv = [PYTHON, "-m", "tests.retained_probe", "write", url, "", topic, payload.hex()]
+        done = self.central.run(argv)
+        assert done.returncode == 0, done.stderr
 
 
 def _bundle(hub_dir: Path, version: int) -> bytes:
@@ -303,7 +314,10 @@ def _start_agent(fabric: Fabric, agent: Agent) -> None:
 def _bridge_connected(fabric: Fabric, site: str, since: int) -> bool:
     """Whether the central broker logged ``site``'s bridge connecting after line ``since``."""
     lines = (fabric.workdir / "central" / "mosquitto.log").read_text().splitlines()[since:]
-    return any("New client connected" in line and f" as {site} (" in line for line in lines)
+    connected = ("New bridge connected", "New client connected")
+    return any(
+        line.split(" from ")[0].endswith(connected) and f" as {site} (" in line for line in lines
+    )
 
 
 def _central_log_size(fabric: Fabric) -> int:
@@ -371,30 +385,55 @@ def _lineage_caught_up(fabric: Fabric, devices: list[str]) -> bool:
     )
 
 
+def _lineage_sizes(fabric: Fabric) -> dict[str, tuple[int, int]]:
+    """Each stopped agent's lineage size and acknowledged watermark, read from its state."""
+    sizes = {}
+    for agent in fabric.agents.values():
+        local = LocalAgent.open(agent.state)
+        try:
+            assert local.lineage is not None
+            sizes[agent.device_id] = (local.lineage.size, local.lineage.acknowledged)
+        finally:
+            local.close()
+    return sizes
+
+
 def _check_every_entry_stored_once(fabric: Fabric) -> None:
+    """Stop the agents, start them again until the hub holds every entry they had, stop
+    them: the hub then holds each device's log exactly (no gap, nothing twice) up to what it
+    stored, which is at least everything the devices had written and no more than they
+    hold, and nothing is acknowledged that is not stored."""
+    _stop_agents(fabric)
+    written = {device: size for device, (size, _) in _lineage_sizes(fabric).items()}
+    for agent in fabric.agents.values():
+        _start_agent(fabric, agent)
+    for agent in fabric.agents.values():
+        _wait(lambda a=agent: not a.reason().startswith("unavailable"), f"{agent.device_id} up")
+    _wait(
+        lambda: all(fabric.fleet()[d][0] >= size for d, size in written.items()),
+        "every entry written before the agents stopped at the hub",
+    )
     _stop_agents(fabric)
     with open_registry(fabric.hub_dir / "hub.db") as registry:
-        for agent in fabric.agents.values():
-            local = LocalAgent.open(agent.state)
-            try:
-                assert local.lineage is not None
-                size, acked = local.lineage.size, local.lineage.acknowledged
-            finally:
-                local.close()
-            seqs = [entry.seq for entry in registry.iter_entries(agent.device_id)]
-            assert acked == size, f"{agent.device_id}: {size - acked} entries never acknowledged"
-            assert seqs == list(range(size)), f"{agent.device_id}: stored {len(seqs)} of {size}"
+        for device_id, (size, acked) in _lineage_sizes(fabric).items():
+            seqs = [entry.seq for entry in registry.iter_entries(device_id)]
+            assert seqs == list(range(len(seqs))), f"{device_id}: a gap or an entry twice"
+            assert written[device_id] <= len(seqs) <= size, f"{device_id}: {len(seqs)} stored"
+            assert acked <= len(seqs), f"{device_id}: acknowledged {acked}, stored {len(seqs)}"
 
 
 def _run_cut(fabric: Fabric, cut_s: float) -> None:
     agents = fabric.agents
     link = fabric.links["site-a"]
+    fabric.hold_centrally(WITHDRAWN, b"withdrawn during the cut")
+    _wait(lambda: fabric.retained("site-a", WITHDRAWN) != "", "a shadow bundle on site-a")
     before = _central_log_size(fabric)
     link.down()
     cut_at = time.monotonic()
     assert agents["gw-a1"].decide().allowed, "a cut site stopped deciding from its bundle"
     _decide_many(agents["gw-a1"], 30)
     v2 = fabric.push(2)
+    fabric.hold_centrally(WITHDRAWN, b"")
     _wait(lambda: _allowed_on(agents["gw-b1"], 2), "bundle v2 on site-b during the cut")
     assert agents["gw-a1"].decide().bundle_version == 1
     _wait(
@@ -407,8 +446,10 @@ def _run_cut(fabric: Fabric, cut_s: float) -> None:
     link.up()
     _wait(lambda: _bridge_connected(fabric, "site-a", before), "site-a's bridge reconnecting")
     _wait(lambda: _allowed_on(agents["gw-a1"], 2), "site-a open again on bundle v2")
-    assert fabric.retained_bundle("site-a") == v2.hex()
-    assert fabric.retained_bundle("site-b") == v2.hex()
+    bundle_topic = topics.bundle_topic(REGION, Channel(ChannelKind.GROUP, GROUP))
+    assert fabric.retained("site-a", bundle_topic) == v2.hex()
+    assert fabric.retained("site-b", bundle_topic) == v2.hex()
+    _wait(lambda: fabric.retained("site-a", WITHDRAWN) == "", "the withdrawal on site-a")
     _wait(lambda: _lineage_caught_up(fabric, list(agents)), "site-a's backlog at the hub")
 
 
