@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,14 @@ def _allowed_on(agent: Agent, version: int) -> bool:
     return answer.allowed and answer.bundle_version == version
 
 
+def _answers(agent: Agent) -> bool:
+    return not agent.reason().startswith("unavailable")
+
+
+def _denies_with(agent: Agent, reason: str) -> bool:
+    return agent.reason() == reason
+
+
 def _decide_many(agent: Agent, count: int) -> None:
     with Client(path=str(agent.socket), timeout=5) as client:
         for _ in range(count):
@@ -408,7 +417,7 @@ def _check_every_entry_stored_once(fabric: Fabric) -> None:
     for agent in fabric.agents.values():
         _start_agent(fabric, agent)
     for agent in fabric.agents.values():
-        _wait(lambda a=agent: not a.reason().startswith("unavailable"), f"{agent.device_id} up")
+        _wait(partial(_answers, agent), f"{agent.device_id} up")
     _wait(
         lambda: all(fabric.fleet()[d][0] >= size for d, size in written.items()),
         "every entry written before the agents stopped at the hub",
@@ -460,7 +469,7 @@ def test_bundles_and_revocations_flow_down_lineage_up_and_a_cut_site_fails_close
     _wait(lambda: all(_bridge_connected(fabric, s, 0) for s in SITES), "both site bridges")
     fabric.push(1)
     for agent in agents.values():
-        _wait(lambda a=agent: _allowed_on(a, 1), f"bundle v1 on {agent.device_id}")
+        _wait(partial(_allowed_on, agent, 1), f"bundle v1 on {agent.device_id}")
     for agent in agents.values():
         _decide_many(agent, 40)
     _wait(lambda: _lineage_caught_up(fabric, list(agents)), "every device's lineage at the hub")
@@ -468,7 +477,7 @@ def test_bundles_and_revocations_flow_down_lineage_up_and_a_cut_site_fails_close
     fabric.hub_cli("revoke", "--device", "gw-a2", "--reason", "stolen")
     fabric.hub_cli("revoke", "--device", "gw-b2", "--reason", "stolen")
     for device_id in ("gw-a2", "gw-b2"):
-        _wait(lambda d=device_id: agents[d].reason() == "revoked", f"{device_id} revoked")
+        _wait(partial(_denies_with, agents[device_id], "revoked"), f"{device_id} revoked")
     assert agents["gw-a1"].decide().allowed and agents["gw-b1"].decide().allowed
     _wait(lambda: _lineage_caught_up(fabric, list(agents)), "the revoked devices' lineage")
     _check_every_entry_stored_once(fabric)
@@ -480,6 +489,6 @@ def test_a_site_cut_for_a_minute_fails_closed_and_catches_up(fabric: Fabric) -> 
     _wait(lambda: all(_bridge_connected(fabric, s, 0) for s in SITES), "both site bridges")
     fabric.push(1)
     for agent in agents.values():
-        _wait(lambda a=agent: _allowed_on(a, 1), f"bundle v1 on {agent.device_id}")
+        _wait(partial(_allowed_on, agent, 1), f"bundle v1 on {agent.device_id}")
     _run_cut(fabric, cut_s=60)
     _check_every_entry_stored_once(fabric)
