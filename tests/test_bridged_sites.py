@@ -11,8 +11,9 @@ reconnect delays shortened so a cut is noticed in seconds.
 What flows which way: a bundle pushed at the hub and a revocation reach both sites; lineage
 and status go up, every entry stored once; with site-a's link cut, its agents keep deciding
 from their bundle, fail closed at ``max_offline``, and when the link heals the bridge
-reconnects, the site broker holds the bundle pushed meanwhile retained, and the agents open
-again and ship their backlog.
+reconnects, the site broker holds the bundle pushed meanwhile retained (and no longer holds
+a retained message cleared centrally meanwhile), and the agents open again and ship their
+backlog.
 """
 
 from __future__ import annotations
