@@ -10,7 +10,9 @@
 # render: `man -l`), zsh and fish (their completion scripts pass `zsh -n` / `fish -n`),
 # postgresql (the registry's PostgreSQL backend is tested against a real server:
 # tests/postgres_support.py runs Debian's initdb and pg_ctl from /usr/lib/postgresql/*/bin,
-# a server of its own per test session, never the system's cluster). The venv gets the [tpm] extra only when pkg-config finds tss2-esys, so this runs before the venv
+# a server of its own per test session, never the system's cluster), iproute2 (`ip netns`:
+# the multi-host tests' hosts, tests/netns_support.py). The venv gets the [tpm] extra only
+# when pkg-config finds tss2-esys, so this runs before the venv
 # is built.
 #
 # As root with apt-get: `apt-get update`, then install what is missing, quietly and
@@ -38,6 +40,7 @@ command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 under_ci() { case "${CI:-}" in true | TRUE | True | 1 | yes) return 0 ;; *) return 1 ;; esac; }

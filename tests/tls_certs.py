@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -31,14 +32,19 @@ class ThrowawayCA:
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, common_name: str, *, server: bool = False) -> tuple[Path, Path]:
-        """A certificate and key for ``common_name`` (``127.0.0.1`` as SAN for a server)."""
+    def issue(
+        self, common_name: str, *, server: bool = False, addresses: Sequence[str] = ("127.0.0.1",)
+    ) -> tuple[Path, Path]:
+        """A certificate and key for ``common_name`` (for a server, ``addresses`` as its IP
+        SANs: a client checks the address it connected to is one of them)."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         builder = _builder(subject, self._name, key.public_key())
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
+                ),
                 critical=False,
             )
         cert = builder.sign(self._key, hashes.SHA256())
