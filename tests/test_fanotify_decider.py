@@ -25,7 +25,7 @@ from edge_agent.fanotify.enforcer import Mode
 from edge_agent.fanotify.errors import EnforcementUnavailable, HolderError, MountRefused
 from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.holder import HolderInfo
-from edge_agent.fanotify.identity import ExecIdentifier
+from edge_agent.fanotify.identity import ExecIdentifier, effective_ids
 from edge_agent.fanotify.mounts import check_workload_mounts, mount_points
 from edge_agent.socket.errors import IdentityError
 from edge_agent.socket.peer import FileKey, PeerIdentity
@@ -141,6 +141,59 @@ def test_a_caller_that_has_gone_cannot_be_identified(program: Path) -> None:
         ExecIdentifier().caller(pid)
     with pytest.raises(IdentityError, match="no process id"):
         ExecIdentifier().caller(0)
+
+
+_STATUS = (
+    b"Name:\tjob\nUmask:\t0022\nState:\tR (running)\nTgid:\t42\nPid:\t42\n"
+    b"Uid:\t1001\t1002\t1003\t1004\nGid:\t2001\t2002\t2003\t2004\nGroups:\t\n"
+)
+
+
+def test_the_effective_ids_are_the_second_of_each_ids_line() -> None:
+    assert effective_ids(_STATUS) == (1002, 2002)
+    assert effective_ids(Path(f"/proc/{os.getpid()}/status").read_bytes()) == (
+        os.geteuid(),
+        os.getegid(),
+    )
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(_STATUS[: _STATUS.index(b"Uid:")], id="cut before Uid"),
+        pytest.param(_STATUS[: _STATUS.index(b"1003")], id="Uid cut short"),
+        pytest.param(_STATUS[: _STATUS.index(b"2004") + 2], id="Gid cut short"),
+        pytest.param(_STATUS.replace(b"\t1002", b"\t-1"), id="negative id"),
+        pytest.param(_STATUS.replace(b"\t1002", b"\t+7"), id="signed id"),
+        pytest.param(_STATUS.replace(b"\t1002", b"\t0x10"), id="hex id"),
+        pytest.param(_STATUS.replace(b"\t1002", b"\t4294967296"), id="id over 32 bits"),
+        pytest.param(_STATUS.replace(b"\t1002", b"\t" + b"9" * 5000), id="huge id"),
+        pytest.param(_STATUS.replace(b"\t1004", b""), id="three ids"),
+        pytest.param(_STATUS.replace(b"\t1004", b"\t1004\t5"), id="five ids"),
+        pytest.param(
+            _STATUS.replace(b"\t1002", "\t\u0661\u0660\u0660\u0662".encode()), id="non-ascii digits"
+        ),
+        pytest.param(_STATUS.replace(b"\nUid:", b"\nuid:"), id="no Uid line"),
+        pytest.param(b"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n", id="Uid not on a line of its own"),
+    ],
+)
+def test_a_status_text_without_two_well_formed_ids_lines_is_refused(status: bytes) -> None:
+    with pytest.raises(ValueError):
+        effective_ids(status)
+
+
+def test_a_caller_whose_status_cannot_be_read_is_not_identified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_read = os.read
+
+    def truncated(fd: int, size: int) -> bytes:
+        return real_read(fd, size)[:40]
+
+    monkeypatch.setattr(os, "read", truncated)
+    with pytest.raises(IdentityError, match="cannot read the ids"):
+        ExecIdentifier().caller(os.getpid())
 
 
 # --- the decision -----------------------------------------------------------------------
@@ -280,13 +333,19 @@ class _FlakyLineage:
     def status(self) -> str:
         return "disk full"
 
-    async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
-        await asyncio.sleep(0)
+    def record_decision_numbered_soon(
+        self, decision: Decision
+    ) -> asyncio.Future[tuple[Decision, int | None]]:
+        recorded: asyncio.Future[tuple[Decision, int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
         if self.failures:
             self.failures -= 1
-            return decision, None
-        self.written.append(decision.request.resource)
-        return decision, len(self.written)
+            recorded.set_result((decision, None))
+        else:
+            self.written.append(decision.request.resource)
+            recorded.set_result((decision, len(self.written)))
+        return recorded
 
 
 def _decision(resource: str) -> Decision:

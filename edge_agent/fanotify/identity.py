@@ -42,6 +42,7 @@ __all__ = [
     "EXEC_ACTION",
     "Caller",
     "ExecIdentifier",
+    "effective_ids",
 ]
 
 EXEC_ACTION = "exec"
@@ -59,6 +60,7 @@ digest."""
 
 _STATUS_BYTES = 8192
 _UID, _GID = b"\nUid:", b"\nGid:"
+_MAX_ID = 0xFFFF_FFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,8 @@ class ExecIdentifier:
         self.users: Mapping[int, str] = {}
         self._digests = ExeHashCache(HASH_CACHE_ENTRIES)
         self._callers: OrderedDict[tuple[FileKey, str], str | None] = OrderedDict()
+        self._subjects: dict[tuple[str, str | None], tuple[str, tuple[str, ...]]] = {}
+        self._ids: dict[tuple[int, int, str | None], tuple[str, ...]] = {}
 
     def request(self, fd: int, pid: int) -> Request:
         """The exec request of the event whose file is ``fd``, asked by process ``pid``.
@@ -105,9 +109,12 @@ class ExecIdentifier:
             IdentityError: the file or the process cannot be identified.
         """
         path, digest = self.file(fd)
-        caller = self.caller(pid)
+        uid, gid, exe, exe_digest = self._program(pid)
+        subject, program = self._subjects.get((exe, exe_digest)) or self._subject(exe, exe_digest)
+        user = self.users.get(uid)
+        ids = self._ids.get((uid, gid, user)) or self._id_selectors(uid, gid, user)
         context = ((DIGEST_CONTEXT_KEY, digest),) if digest is not None else ()
-        return Request(caller.subject, EXEC_ACTION, path, context, caller.selectors)
+        return Request(subject, EXEC_ACTION, path, context, ids + program)
 
     def file(self, fd: int) -> tuple[str, str | None]:
         """The path and SHA-256 (``None``: over the hashing budget) of the open file ``fd``.
@@ -134,6 +141,16 @@ class ExecIdentifier:
         Raises:
             IdentityError: it has gone, or its program cannot be read or was replaced.
         """
+        uid, gid, exe, digest = self._program(pid)
+        return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
+
+    def _program(self, pid: int) -> tuple[int, int, str, str | None]:
+        """The effective uid and gid of process ``pid``, its program and the program's
+        digest (``None``: over the hashing budget).
+
+        Raises:
+            IdentityError: as :meth:`caller`.
+        """
         if pid <= 0:
             raise IdentityError(
                 "the kernel reports no process id for the exec (another PID namespace?)"
@@ -145,12 +162,27 @@ class ExecIdentifier:
             key = FileKey.of(os.stat(link))
         except OSError as exc:
             raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-        if (key, exe) in self._callers:
-            self._callers.move_to_end((key, exe))
-            digest = self._callers[(key, exe)]
-        else:
-            digest = self._identify_program(link, key, exe)
-        return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
+        callers = self._callers
+        if (key, exe) in callers:
+            callers.move_to_end((key, exe))
+            return uid, gid, exe, callers[(key, exe)]
+        return uid, gid, exe, self._identify_program(link, key, exe)
+
+    def _subject(self, exe: str, digest: str | None) -> tuple[str, tuple[str, ...]]:
+        """The subject and ``exe-sha256:`` selector of a program, remembered (bounded)."""
+        made = (f"exe:{exe}", (f"exe-sha256:{digest}",) if digest is not None else ())
+        if len(self._subjects) >= CALLER_CACHE_ENTRIES:
+            self._subjects.clear()
+        self._subjects[(exe, digest)] = made
+        return made
+
+    def _id_selectors(self, uid: int, gid: int, user: str | None) -> tuple[str, ...]:
+        """The ``uid:``, ``gid:`` and ``user:`` selectors, remembered (bounded)."""
+        made = (f"uid:{uid}", f"gid:{gid}", *((f"user:{user}",) if user is not None else ()))
+        if len(self._ids) >= CALLER_CACHE_ENTRIES:
+            self._ids.clear()
+        self._ids[(uid, gid, user)] = made
+        return made
 
     def _identify_program(self, link: str, key: FileKey, exe: str) -> str | None:
         """Check that the path ``/proc/PID/exe`` names is that very file on disk (not
@@ -199,13 +231,33 @@ def _effective_ids(pid: int) -> tuple[int, int]:
     finally:
         os.close(fd)
     try:
-        return _field(status, _UID), _field(status, _GID)
-    except (ValueError, IndexError) as exc:
-        raise IdentityError(f"cannot parse /proc/{pid}/status") from exc
+        return effective_ids(status)
+    except ValueError as exc:
+        raise IdentityError(f"cannot read the ids of process {pid}: {exc}") from exc
 
 
-def _field(status: bytes, name: bytes) -> int:
-    """The effective id (second number) of the ``Uid:`` or ``Gid:`` line."""
-    start = status.index(name) + len(name)
-    end = status.index(b"\n", start)
-    return int(status[start:end].split()[1])
+def effective_ids(status: bytes) -> tuple[int, int]:
+    """The effective uid and gid in the text of ``/proc/PID/status``: the second of the four
+    ids on its ``Uid:`` and ``Gid:`` lines.
+
+    Raises:
+        ValueError: a line is missing, cut short, or not four decimal ids below 2**32.
+    """
+    return _effective_id(status, _UID), _effective_id(status, _GID)
+
+
+def _effective_id(status: bytes, name: bytes) -> int:
+    start = status.find(name)
+    if start < 0:
+        raise ValueError(f"no {name.decode().strip()} line")
+    start += len(name)
+    end = status.find(b"\n", start)
+    if end < 0:
+        raise ValueError(f"the {name.decode().strip()} line is cut short")
+    ids = status[start:end].split()
+    if len(ids) != 4 or not all(i.isdigit() and len(i) <= 10 for i in ids):
+        raise ValueError(f"the {name.decode().strip()} line is not four ids")
+    value = int(ids[1])
+    if value > _MAX_ID:
+        raise ValueError(f"the {name.decode().strip()} line names an id over 2**32")
+    return value
