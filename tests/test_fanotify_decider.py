@@ -7,9 +7,11 @@ and the test's own pid, which is what the responder would be handed."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import hashlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -25,12 +27,14 @@ from edge_agent.fanotify.enforcer import Mode
 from edge_agent.fanotify.errors import EnforcementUnavailable, HolderError, MountRefused
 from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.holder import HolderInfo
-from edge_agent.fanotify.identity import ExecIdentifier, effective_ids
+from edge_agent.fanotify.identity import ExecIdentifier
 from edge_agent.fanotify.mounts import check_workload_mounts, mount_points
 from edge_agent.socket.errors import IdentityError
 from edge_agent.socket.peer import FileKey, PeerIdentity
 from edge_agent.trust.gate import Decision, Reason
 from tests.socket_helpers import enrolled_state
+
+_PR_SET_DUMPABLE = 4
 
 SCRIPT = b"#!/bin/sh\necho one\n"
 
@@ -143,57 +147,28 @@ def test_a_caller_that_has_gone_cannot_be_identified(program: Path) -> None:
         ExecIdentifier().caller(0)
 
 
-_STATUS = (
-    b"Name:\tjob\nUmask:\t0022\nState:\tR (running)\nTgid:\t42\nPid:\t42\n"
-    b"Uid:\t1001\t1002\t1003\t1004\nGid:\t2001\t2002\t2003\t2004\nGroups:\t\n"
-)
-
-
-def test_the_effective_ids_are_the_second_of_each_ids_line() -> None:
-    assert effective_ids(_STATUS) == (1002, 2002)
-    assert effective_ids(Path(f"/proc/{os.getpid()}/status").read_bytes()) == (
-        os.geteuid(),
-        os.getegid(),
-    )
-
-
-@pytest.mark.parametrize(
-    "status",
-    [
-        pytest.param(b"", id="empty"),
-        pytest.param(_STATUS[: _STATUS.index(b"Uid:")], id="cut before Uid"),
-        pytest.param(_STATUS[: _STATUS.index(b"1003")], id="Uid cut short"),
-        pytest.param(_STATUS[: _STATUS.index(b"2004") + 2], id="Gid cut short"),
-        pytest.param(_STATUS.replace(b"\t1002", b"\t-1"), id="negative id"),
-        pytest.param(_STATUS.replace(b"\t1002", b"\t+7"), id="signed id"),
-        pytest.param(_STATUS.replace(b"\t1002", b"\t0x10"), id="hex id"),
-        pytest.param(_STATUS.replace(b"\t1002", b"\t4294967296"), id="id over 32 bits"),
-        pytest.param(_STATUS.replace(b"\t1002", b"\t" + b"9" * 5000), id="huge id"),
-        pytest.param(_STATUS.replace(b"\t1004", b""), id="three ids"),
-        pytest.param(_STATUS.replace(b"\t1004", b"\t1004\t5"), id="five ids"),
-        pytest.param(
-            _STATUS.replace(b"\t1002", "\t\u0661\u0660\u0660\u0662".encode()), id="non-ascii digits"
-        ),
-        pytest.param(_STATUS.replace(b"\nUid:", b"\nuid:"), id="no Uid line"),
-        pytest.param(b"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n", id="Uid not on a line of its own"),
-    ],
-)
-def test_a_status_text_without_two_well_formed_ids_lines_is_refused(status: bytes) -> None:
-    with pytest.raises(ValueError):
-        effective_ids(status)
-
-
-def test_a_caller_whose_status_cannot_be_read_is_not_identified(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    real_read = os.read
-
-    def truncated(fd: int, size: int) -> bytes:
-        return real_read(fd, size)[:40]
-
-    monkeypatch.setattr(os, "read", truncated)
-    with pytest.raises(IdentityError, match="cannot read the ids"):
-        ExecIdentifier().caller(os.getpid())
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's ids needs root")
+def test_the_caller_is_named_by_its_effective_ids_even_when_it_is_not_dumpable() -> None:
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        os.setgroups([])
+        os.setresgid(2001, 2002, 2003)
+        os.setresuid(1001, 1002, 1003)
+        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        os.write(ready_w, b"!")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        caller = ExecIdentifier().caller(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+    assert (caller.uid, caller.gid) == (1002, 2002)
+    assert caller.selectors[:2] == ("uid:1002", "gid:2002")
 
 
 # --- the decision -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ socket, so the same rules govern both:
 - **subject** ``exe:/PATH``: the program of the process calling ``execve`` (during the
   permission wait the kernel has not replaced it yet), with the **selectors** the socket
   gives its callers (:class:`edge_agent.socket.peer.PeerIdentity`): ``uid:``, ``gid:``
-  (effective ids from ``/proc/PID/status``), ``user:`` and ``exe-sha256:``;
+  (effective ids: the owner of ``/proc/PID``), ``user:`` and ``exe-sha256:``;
 - **action** ``exec``; **resource** the path of the file being executed, read from the
   event's own descriptor (``/proc/self/fd/N``: symlinks already resolved by the kernel);
 - **context** ``sha256``: the file's digest, as ``edge-agent exec`` sends it.
@@ -42,7 +42,6 @@ __all__ = [
     "EXEC_ACTION",
     "Caller",
     "ExecIdentifier",
-    "effective_ids",
 ]
 
 EXEC_ACTION = "exec"
@@ -58,9 +57,9 @@ CALLER_CACHE_ENTRIES = 1024
 """Caller programs (path and file version) checked against the file on disk, with their
 digest."""
 
-_STATUS_BYTES = 8192
-_UID, _GID = b"\nUid:", b"\nGid:"
-_MAX_ID = 0xFFFF_FFFF
+
+_ProgramVersion = tuple[str, int, int, int, int, int]
+"""A caller's program: its path and file version (device, inode, size, mtime, ctime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,7 @@ class ExecIdentifier:
         self.max_hash_bytes = max_hash_bytes
         self.users: Mapping[int, str] = {}
         self._digests = ExeHashCache(HASH_CACHE_ENTRIES)
-        self._callers: OrderedDict[tuple[FileKey, str], str | None] = OrderedDict()
+        self._callers: OrderedDict[_ProgramVersion, str | None] = OrderedDict()
         self._subjects: dict[tuple[str, str | None], tuple[str, tuple[str, ...]]] = {}
         self._ids: dict[tuple[int, int, str | None], tuple[str, ...]] = {}
 
@@ -159,14 +158,16 @@ class ExecIdentifier:
         link = f"/proc/{pid}/exe"
         try:
             exe = os.readlink(link)
-            key = FileKey.of(os.stat(link))
+            info = os.stat(link)
         except OSError as exc:
             raise IdentityError(f"the process {pid} asking to exec has gone") from exc
+        # The file version as a plain tuple: a FileKey is made only for a program not seen.
+        known = (exe, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         callers = self._callers
-        if (key, exe) in callers:
-            callers.move_to_end((key, exe))
-            return uid, gid, exe, callers[(key, exe)]
-        return uid, gid, exe, self._identify_program(link, key, exe)
+        if known in callers:
+            callers.move_to_end(known)
+            return uid, gid, exe, callers[known]
+        return uid, gid, exe, self._identify_program(link, FileKey.of(info), known)
 
     def _subject(self, exe: str, digest: str | None) -> tuple[str, tuple[str, ...]]:
         """The subject and ``exe-sha256:`` selector of a program, remembered (bounded)."""
@@ -184,10 +185,11 @@ class ExecIdentifier:
         self._ids[(uid, gid, user)] = made
         return made
 
-    def _identify_program(self, link: str, key: FileKey, exe: str) -> str | None:
+    def _identify_program(self, link: str, key: FileKey, known: _ProgramVersion) -> str | None:
         """Check that the path ``/proc/PID/exe`` names is that very file on disk (not
         deleted or replaced, same mount namespace), as the socket checks its callers, and
         hash it (within the budget); remember both."""
+        exe = known[0]
         if exe.endswith(" (deleted)"):
             raise IdentityError(
                 f"the program {exe[: -len(' (deleted)')]} asking to exec was deleted or replaced "
@@ -203,7 +205,7 @@ class ExecIdentifier:
         if (on_disk.st_dev, on_disk.st_ino) != (key.dev, key.ino):
             raise IdentityError(f"{exe} on disk is not the program asking to exec")
         digest = self._program_digest(link, key) if key.size <= self.max_hash_bytes else None
-        self._callers[(key, exe)] = digest
+        self._callers[known] = digest
         while len(self._callers) > CALLER_CACHE_ENTRIES:
             self._callers.popitem(last=False)
         return digest
@@ -220,44 +222,12 @@ class ExecIdentifier:
 
 
 def _effective_ids(pid: int) -> tuple[int, int]:
+    """The effective uid and gid of process ``pid``: the owner of its ``/proc/PID``
+    directory, which the kernel reports from the process's credentials at each ``stat``
+    (``task_dump_owner``: for this directory alone, even for a process that is not
+    dumpable). One ``stat`` instead of having ``/proc/PID/status`` formatted and parsed."""
     try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        info = os.stat(f"/proc/{pid}")
     except OSError as exc:
         raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-    try:
-        status = os.read(fd, _STATUS_BYTES)
-    except OSError as exc:
-        raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-    finally:
-        os.close(fd)
-    try:
-        return effective_ids(status)
-    except ValueError as exc:
-        raise IdentityError(f"cannot read the ids of process {pid}: {exc}") from exc
-
-
-def effective_ids(status: bytes) -> tuple[int, int]:
-    """The effective uid and gid in the text of ``/proc/PID/status``: the second of the four
-    ids on its ``Uid:`` and ``Gid:`` lines.
-
-    Raises:
-        ValueError: a line is missing, cut short, or not four decimal ids below 2**32.
-    """
-    return _effective_id(status, _UID), _effective_id(status, _GID)
-
-
-def _effective_id(status: bytes, name: bytes) -> int:
-    start = status.find(name)
-    if start < 0:
-        raise ValueError(f"no {name.decode().strip()} line")
-    start += len(name)
-    end = status.find(b"\n", start)
-    if end < 0:
-        raise ValueError(f"the {name.decode().strip()} line is cut short")
-    ids = status[start:end].split()
-    if len(ids) != 4 or not all(i.isdigit() and len(i) <= 10 for i in ids):
-        raise ValueError(f"the {name.decode().strip()} line is not four ids")
-    value = int(ids[1])
-    if value > _MAX_ID:
-        raise ValueError(f"the {name.decode().strip()} line names an id over 2**32")
-    return value
+    return info.st_uid, info.st_gid
