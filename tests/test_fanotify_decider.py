@@ -15,12 +15,14 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
+from edge_agent.fanotify import decider as decider_module
 from edge_agent.fanotify import enforcer as enforcer_module
 from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
 from edge_agent.fanotify.enforcer import Mode
@@ -29,9 +31,11 @@ from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.holder import HolderInfo
 from edge_agent.fanotify.identity import ExecIdentifier
 from edge_agent.fanotify.mounts import check_workload_mounts, mount_points
+from edge_agent.protocol.request import Request
 from edge_agent.socket.errors import IdentityError
 from edge_agent.socket.peer import FileKey, PeerIdentity
 from edge_agent.trust.gate import Decision, Reason
+from edge_agent.trust.state import TrustState
 from tests.socket_helpers import enrolled_state
 
 _PR_SET_DUMPABLE = 4
@@ -283,6 +287,52 @@ def test_an_open_break_glass_window_allows_and_names_its_token(
     decider.break_glass = BreakGlassWindow("0123abcd", time.monotonic() - 1, 0, "test")
     assert _decide(decider, other) is False
     assert _queued(handoff)[1].message.startswith("break-glass 0123abcd: exec allowed")
+
+
+class _StoppedClock(SteadyClock):
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = int(time.time())
+
+    def now(self) -> int:
+        return self.at
+
+
+class _AgentView:
+    """The two attributes the decider reads, settable by the test."""
+
+    def __init__(self, agent: LocalAgent) -> None:
+        self.state = agent.state
+        self.lineage = agent.lineage
+
+
+def test_a_repeated_exec_asks_the_gate_once_per_second_and_state_and_is_logged_each_time(
+    agent: LocalAgent,
+    program: Path,
+    loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    real_decide = decider_module.decide
+
+    def counting(state: TrustState, request: Request, now: int) -> Decision:
+        asked.append(now)
+        return real_decide(state, request, now)
+
+    monkeypatch.setattr(decider_module, "decide", counting)
+    clock, view, handoff = _StoppedClock(), _AgentView(agent), _attached(loop, capacity=16)
+    decider = ExecDecider(view, ExecIdentifier(), handoff, audit=False, clock=clock)
+    assert [_decide(decider, program) for _ in range(3)] == [True, True, True]
+    assert len(asked) == 1
+    clock.at += 1
+    assert _decide(decider, program) is True
+    assert len(asked) == 2
+    view.state = replace(agent.state, fault="the trust state could not be loaded")
+    assert _decide(decider, program) is False
+    assert len(asked) == 3
+    assert [d.allowed for d in _queued(handoff)] == [True, True, True, True, False]
 
 
 def test_the_clock_never_goes_back_when_the_wall_clock_is_set_back(
