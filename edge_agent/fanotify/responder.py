@@ -1,13 +1,14 @@
 """The responder: one dedicated thread that reads permission events and answers each one.
 
 Per event, in this order: decide (in memory, :mod:`edge_agent.fanotify.decider`), write the
-answer to the group, close the event's file. Nothing on this thread logs, looks up names,
-waits on a lock held across I/O or touches the disk beyond hashing a file version it has
-not seen: the fapolicyd deadlocks came from exactly that (a responder logging to a journal
-that needed an exec the responder had to answer). An exception while deciding one event
-denies that event; an exception outside (an unreadable event stream) ends the thread with
-:attr:`Responder.error` set and the events it had read recorded in :attr:`Responder.unanswered`,
-for the enforcer to deny before anything else.
+answer to the group; once every event of a read is answered, close their files. Nothing
+on this thread logs, looks up names, waits on a lock held across I/O or touches the disk
+beyond hashing a file version it has not seen: the fapolicyd deadlocks came from exactly
+that (a responder logging to a journal that needed an exec the responder had to answer).
+An exception while deciding one event denies that event; an exception outside (an
+unreadable event stream) ends the thread with :attr:`Responder.error` set and the events it
+had read recorded in :attr:`Responder.unanswered`, for the enforcer to deny before
+anything else.
 
 The kernel gives a permission event no timeout: the exec waits until answered, its process
 is SIGKILLed (the answer then finds nothing: ``ENOENT``, counted as withdrawn), or the last
