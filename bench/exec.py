@@ -15,7 +15,9 @@ case alike:
 
 Each sample is one ``posix_spawn`` + ``waitpid`` from this process, timed with
 ``perf_counter_ns``. Added latency = the marked case minus its baseline, at the median and
-at p99. Then the sustained rate: W worker processes each spawning the allowed binary in a
+at p99; then each case's distribution (p50, p90, p99, p99.9, max), since on a shared
+machine a difference of two p99s says more about the scheduler than the enforcer. Then the
+sustained rate: W worker processes each spawning the allowed binary in a
 closed loop for S seconds (and the same on ``plain``), execs/s counted by the workers and
 cross-checked against the enforcer's own event counter; the enforcer's final counters show
 whether the lineage kept up (nothing unlogged, nothing denied for a full queue).
@@ -77,6 +79,9 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_QUANTILES = ("p50", "p90", "p99", "p99.9", "p100")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -176,6 +181,11 @@ def _bench(args: argparse.Namespace) -> None:
             print(_row("noexec", samples["noexec"], None))
             print(_row("denied", samples["denied"], samples["noexec"]))
             print("  (allowed: added vs plain; denied: added vs the noexec refusal)")
+            print("\ndistribution, microseconds")
+            print("  {:8} {:>9} {:>9} {:>9} {:>9} {:>9}".format("case", *_QUANTILES))
+            for name, values in samples.items():
+                cuts = (_percentile(values, float(q[1:]) / 100) for q in _QUANTILES)
+                print(f"  {name:8} " + " ".join(f"{cut:9.1f}" for cut in cuts))
             print(f"\nsustained rate, {args.seconds:g} s per row, execs/s")
             for workers in args.workers:
                 governed = _throughput(paths["allowed"], workers, args.seconds)

@@ -7,18 +7,22 @@ and the test's own pid, which is what the responder would be handed."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import hashlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
+from edge_agent.fanotify import decider as decider_module
 from edge_agent.fanotify import enforcer as enforcer_module
 from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
 from edge_agent.fanotify.enforcer import Mode
@@ -27,10 +31,14 @@ from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.fanotify.holder import HolderInfo
 from edge_agent.fanotify.identity import ExecIdentifier
 from edge_agent.fanotify.mounts import check_workload_mounts, mount_points
+from edge_agent.protocol.request import Request
 from edge_agent.socket.errors import IdentityError
 from edge_agent.socket.peer import FileKey, PeerIdentity
 from edge_agent.trust.gate import Decision, Reason
+from edge_agent.trust.state import TrustState
 from tests.socket_helpers import enrolled_state
+
+_PR_SET_DUMPABLE = 4
 
 SCRIPT = b"#!/bin/sh\necho one\n"
 
@@ -141,6 +149,30 @@ def test_a_caller_that_has_gone_cannot_be_identified(program: Path) -> None:
         ExecIdentifier().caller(pid)
     with pytest.raises(IdentityError, match="no process id"):
         ExecIdentifier().caller(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's ids needs root")
+def test_the_caller_is_named_by_its_effective_ids_even_when_it_is_not_dumpable() -> None:
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        os.setgroups([])
+        os.setresgid(2001, 2002, 2003)
+        os.setresuid(1001, 1002, 1003)
+        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        os.write(ready_w, b"!")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        caller = ExecIdentifier().caller(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+    assert (caller.uid, caller.gid) == (1002, 2002)
+    assert caller.selectors[:2] == ("uid:1002", "gid:2002")
 
 
 # --- the decision -----------------------------------------------------------------------
@@ -257,6 +289,52 @@ def test_an_open_break_glass_window_allows_and_names_its_token(
     assert _queued(handoff)[1].message.startswith("break-glass 0123abcd: exec allowed")
 
 
+class _StoppedClock(SteadyClock):
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = int(time.time())
+
+    def now(self) -> int:
+        return self.at
+
+
+class _AgentView:
+    """The two attributes the decider reads, settable by the test."""
+
+    def __init__(self, agent: LocalAgent) -> None:
+        self.state = agent.state
+        self.lineage = agent.lineage
+
+
+def test_a_repeated_exec_asks_the_gate_once_per_second_and_state_and_is_logged_each_time(
+    agent: LocalAgent,
+    program: Path,
+    loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    real_decide = decider_module.decide
+
+    def counting(state: TrustState, request: Request, now: int) -> Decision:
+        asked.append(now)
+        return real_decide(state, request, now)
+
+    monkeypatch.setattr(decider_module, "decide", counting)
+    clock, view, handoff = _StoppedClock(), _AgentView(agent), _attached(loop, capacity=16)
+    decider = ExecDecider(view, ExecIdentifier(), handoff, audit=False, clock=clock)
+    assert [_decide(decider, program) for _ in range(3)] == [True, True, True]
+    assert len(asked) == 1
+    clock.at += 1
+    assert _decide(decider, program) is True
+    assert len(asked) == 2
+    view.state = replace(agent.state, fault="the trust state could not be loaded")
+    assert _decide(decider, program) is False
+    assert len(asked) == 3
+    assert [d.allowed for d in _queued(handoff)] == [True, True, True, True, False]
+
+
 def test_the_clock_never_goes_back_when_the_wall_clock_is_set_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -280,13 +358,19 @@ class _FlakyLineage:
     def status(self) -> str:
         return "disk full"
 
-    async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
-        await asyncio.sleep(0)
+    def record_decision_numbered_soon(
+        self, decision: Decision
+    ) -> asyncio.Future[tuple[Decision, int | None]]:
+        recorded: asyncio.Future[tuple[Decision, int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
         if self.failures:
             self.failures -= 1
-            return decision, None
-        self.written.append(decision.request.resource)
-        return decision, len(self.written)
+            recorded.set_result((decision, None))
+        else:
+            self.written.append(decision.request.resource)
+            recorded.set_result((decision, len(self.written)))
+        return recorded
 
 
 def _decision(resource: str) -> Decision:

@@ -12,7 +12,10 @@ Per event (on the responder thread; nothing here logs, blocks or waits on the di
 3. identify the file and the caller (:mod:`edge_agent.fanotify.identity`) and decide with
    the gate (:func:`edge_agent.trust.gate.decide`): the same checks and rules as every other
    decision, so a closed gate (expired bundle, failed attestation, revocation) denies every
-   exec;
+   exec. The gate is a pure function of the state, the request and the second, so a request
+   identical to one already decided in the same second under the same state is given that
+   decision again without asking the gate (an exec storm of one program costs one gate call
+   per second);
 4. hand the decision to the lineage queue; a full queue, or a lineage that cannot be
    written, denies (``lineage_unavailable``);
 5. return the answer: the decision in ``enforce``; always allow in ``audit`` (configured, or
@@ -40,7 +43,17 @@ from edge_agent.trust.clock import steady_now
 from edge_agent.trust.gate import Decision, Reason, decide, lineage_unavailable
 from edge_agent.trust.state import TrustState
 
-__all__ = ["AgentView", "BreakGlassWindow", "Counters", "ExecDecider", "SteadyClock"]
+__all__ = [
+    "DECISIONS_REMEMBERED",
+    "AgentView",
+    "BreakGlassWindow",
+    "Counters",
+    "ExecDecider",
+    "SteadyClock",
+]
+
+DECISIONS_REMEMBERED = 1024
+"""Distinct requests whose decision is remembered within one second under one state."""
 
 
 class AgentView(Protocol):
@@ -109,6 +122,8 @@ class ExecDecider:
         self._identifier = identifier
         self._handoff = handoff
         self._clock = clock or SteadyClock()
+        self._known: dict[Request, Decision] = {}
+        self._known_under: tuple[TrustState, int] | None = None
 
     def __call__(self, fd: int, pid: int) -> bool:
         """Whether the exec of the file open as ``fd`` by process ``pid`` may proceed."""
@@ -117,7 +132,7 @@ class ExecDecider:
         state = self._agent.state
         now = self._clock.now()
         try:
-            decision = decide(state, self._identifier.request(fd, pid), now)
+            decision = self._decide(state, self._identifier.request(fd, pid), now)
         except IdentityError as exc:
             counters.unidentified += 1
             decision = _unidentified(state, fd, pid, now, exc.message)
@@ -144,6 +159,25 @@ class ExecDecider:
         else:
             counters.denied += 1
         return decision.allowed
+
+    def _decide(self, state: TrustState, request: Request, now: int) -> Decision:
+        """The gate's decision, remembered for the rest of this second under this state.
+
+        The gate is a pure function of the state (an immutable snapshot), the request and
+        the second, so an exec storm of one program by one caller asks it once per second
+        and gets the very decision it would have been given; a new state or a new second
+        forgets everything.
+        """
+        under = self._known_under
+        if under is None or under[0] is not state or under[1] != now:
+            self._known.clear()
+            self._known_under = (state, now)
+        decision = self._known.get(request)
+        if decision is None:
+            decision = decide(state, request, now)
+            if len(self._known) < DECISIONS_REMEMBERED:
+                self._known[request] = decision
+        return decision
 
     def _audit_note(self) -> str | None:
         if self.audit:

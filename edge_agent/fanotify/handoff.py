@@ -5,8 +5,8 @@ its decisions reach the lineage through this queue, which it fills without block
 (:meth:`LineageHandoff.offer`, a deque append; one :meth:`LineageHandoff.wake` per batch of
 answers, after they are written) and the agent's event loop drains
 (:meth:`LineageHandoff.run`): after letting decisions gather for :data:`LINGER_S`, every
-queued decision is written with ``LineageLog.record_decision_async``, all of a batch
-concurrently, so they share one transaction and one fsync with each other and with the
+queued decision is handed to ``LineageLog.record_decision_numbered_soon``, all of a batch
+at once, so they share one transaction and one fsync with each other and with the
 socket's decisions (group commit).
 
 Bounded, and fail closed: :meth:`offer` refuses once ``capacity`` decisions are waiting, and
@@ -126,10 +126,12 @@ class LineageHandoff:
         if log is None:
             self.problem = "the lineage is not open"
             return False
-        results = await asyncio.gather(*(log.record_decision_async(d) for d in batch))
+        # Futures, not coroutines: no task per decision; the lineage commits the batch as
+        # one and resolves them in order.
+        recorded = [log.record_decision_numbered_soon(d) for d in batch]
+        failed = [d for d, future in zip(batch, recorded, strict=True) if (await future)[1] is None]
         for _ in batch:
             self._queue.popleft()
-        failed = [d for d, (_, seq) in zip(batch, results, strict=True) if seq is None]
         self.written += len(batch) - len(failed)
         if not failed:
             self.problem = None

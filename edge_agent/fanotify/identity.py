@@ -6,7 +6,7 @@ socket, so the same rules govern both:
 - **subject** ``exe:/PATH``: the program of the process calling ``execve`` (during the
   permission wait the kernel has not replaced it yet), with the **selectors** the socket
   gives its callers (:class:`edge_agent.socket.peer.PeerIdentity`): ``uid:``, ``gid:``
-  (effective ids from ``/proc/PID/status``), ``user:`` and ``exe-sha256:``;
+  (effective ids: the owner of ``/proc/PID``), ``user:`` and ``exe-sha256:``;
 - **action** ``exec``; **resource** the path of the file being executed, read from the
   event's own descriptor (``/proc/self/fd/N``: symlinks already resolved by the kernel);
 - **context** ``sha256``: the file's digest, as ``edge-agent exec`` sends it.
@@ -57,8 +57,9 @@ CALLER_CACHE_ENTRIES = 1024
 """Caller programs (path and file version) checked against the file on disk, with their
 digest."""
 
-_STATUS_BYTES = 8192
-_UID, _GID = b"\nUid:", b"\nGid:"
+
+_ProgramVersion = tuple[str, int, int, int, int, int]
+"""A caller's program: its path and file version (device, inode, size, mtime, ctime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,9 @@ class ExecIdentifier:
         self.max_hash_bytes = max_hash_bytes
         self.users: Mapping[int, str] = {}
         self._digests = ExeHashCache(HASH_CACHE_ENTRIES)
-        self._callers: OrderedDict[tuple[FileKey, str], str | None] = OrderedDict()
+        self._callers: OrderedDict[_ProgramVersion, str | None] = OrderedDict()
+        self._subjects: dict[tuple[str, str | None], tuple[str, tuple[str, ...]]] = {}
+        self._ids: dict[tuple[int, int, str | None], tuple[str, ...]] = {}
 
     def request(self, fd: int, pid: int) -> Request:
         """The exec request of the event whose file is ``fd``, asked by process ``pid``.
@@ -105,9 +108,12 @@ class ExecIdentifier:
             IdentityError: the file or the process cannot be identified.
         """
         path, digest = self.file(fd)
-        caller = self.caller(pid)
+        uid, gid, exe, exe_digest = self._program(pid)
+        subject, program = self._subjects.get((exe, exe_digest)) or self._subject(exe, exe_digest)
+        user = self.users.get(uid)
+        ids = self._ids.get((uid, gid, user)) or self._id_selectors(uid, gid, user)
         context = ((DIGEST_CONTEXT_KEY, digest),) if digest is not None else ()
-        return Request(caller.subject, EXEC_ACTION, path, context, caller.selectors)
+        return Request(subject, EXEC_ACTION, path, context, ids + program)
 
     def file(self, fd: int) -> tuple[str, str | None]:
         """The path and SHA-256 (``None``: over the hashing budget) of the open file ``fd``.
@@ -134,6 +140,16 @@ class ExecIdentifier:
         Raises:
             IdentityError: it has gone, or its program cannot be read or was replaced.
         """
+        uid, gid, exe, digest = self._program(pid)
+        return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
+
+    def _program(self, pid: int) -> tuple[int, int, str, str | None]:
+        """The effective uid and gid of process ``pid``, its program and the program's
+        digest (``None``: over the hashing budget).
+
+        Raises:
+            IdentityError: as :meth:`caller`.
+        """
         if pid <= 0:
             raise IdentityError(
                 "the kernel reports no process id for the exec (another PID namespace?)"
@@ -142,20 +158,38 @@ class ExecIdentifier:
         link = f"/proc/{pid}/exe"
         try:
             exe = os.readlink(link)
-            key = FileKey.of(os.stat(link))
+            info = os.stat(link)
         except OSError as exc:
             raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-        if (key, exe) in self._callers:
-            self._callers.move_to_end((key, exe))
-            digest = self._callers[(key, exe)]
-        else:
-            digest = self._identify_program(link, key, exe)
-        return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
+        # The file version as a plain tuple: a FileKey is made only for a program not seen.
+        known = (exe, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        callers = self._callers
+        if known in callers:
+            callers.move_to_end(known)
+            return uid, gid, exe, callers[known]
+        return uid, gid, exe, self._identify_program(link, FileKey.of(info), known)
 
-    def _identify_program(self, link: str, key: FileKey, exe: str) -> str | None:
+    def _subject(self, exe: str, digest: str | None) -> tuple[str, tuple[str, ...]]:
+        """The subject and ``exe-sha256:`` selector of a program, remembered (bounded)."""
+        made = (f"exe:{exe}", (f"exe-sha256:{digest}",) if digest is not None else ())
+        if len(self._subjects) >= CALLER_CACHE_ENTRIES:
+            self._subjects.clear()
+        self._subjects[(exe, digest)] = made
+        return made
+
+    def _id_selectors(self, uid: int, gid: int, user: str | None) -> tuple[str, ...]:
+        """The ``uid:``, ``gid:`` and ``user:`` selectors, remembered (bounded)."""
+        made = (f"uid:{uid}", f"gid:{gid}", *((f"user:{user}",) if user is not None else ()))
+        if len(self._ids) >= CALLER_CACHE_ENTRIES:
+            self._ids.clear()
+        self._ids[(uid, gid, user)] = made
+        return made
+
+    def _identify_program(self, link: str, key: FileKey, known: _ProgramVersion) -> str | None:
         """Check that the path ``/proc/PID/exe`` names is that very file on disk (not
         deleted or replaced, same mount namespace), as the socket checks its callers, and
         hash it (within the budget); remember both."""
+        exe = known[0]
         if exe.endswith(" (deleted)"):
             raise IdentityError(
                 f"the program {exe[: -len(' (deleted)')]} asking to exec was deleted or replaced "
@@ -171,7 +205,7 @@ class ExecIdentifier:
         if (on_disk.st_dev, on_disk.st_ino) != (key.dev, key.ino):
             raise IdentityError(f"{exe} on disk is not the program asking to exec")
         digest = self._program_digest(link, key) if key.size <= self.max_hash_bytes else None
-        self._callers[(key, exe)] = digest
+        self._callers[known] = digest
         while len(self._callers) > CALLER_CACHE_ENTRIES:
             self._callers.popitem(last=False)
         return digest
@@ -188,24 +222,12 @@ class ExecIdentifier:
 
 
 def _effective_ids(pid: int) -> tuple[int, int]:
+    """The effective uid and gid of process ``pid``: the owner of its ``/proc/PID``
+    directory, which the kernel reports from the process's credentials at each ``stat``
+    (``task_dump_owner``: for this directory alone, even for a process that is not
+    dumpable). One ``stat`` instead of having ``/proc/PID/status`` formatted and parsed."""
     try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        info = os.stat(f"/proc/{pid}")
     except OSError as exc:
         raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-    try:
-        status = os.read(fd, _STATUS_BYTES)
-    except OSError as exc:
-        raise IdentityError(f"the process {pid} asking to exec has gone") from exc
-    finally:
-        os.close(fd)
-    try:
-        return _field(status, _UID), _field(status, _GID)
-    except (ValueError, IndexError) as exc:
-        raise IdentityError(f"cannot parse /proc/{pid}/status") from exc
-
-
-def _field(status: bytes, name: bytes) -> int:
-    """The effective id (second number) of the ``Uid:`` or ``Gid:`` line."""
-    start = status.index(name) + len(name)
-    end = status.index(b"\n", start)
-    return int(status[start:end].split()[1])
+    return info.st_uid, info.st_gid

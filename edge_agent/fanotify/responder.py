@@ -1,13 +1,14 @@
 """The responder: one dedicated thread that reads permission events and answers each one.
 
 Per event, in this order: decide (in memory, :mod:`edge_agent.fanotify.decider`), write the
-answer to the group, close the event's file. Nothing on this thread logs, looks up names,
-waits on a lock held across I/O or touches the disk beyond hashing a file version it has
-not seen: the fapolicyd deadlocks came from exactly that (a responder logging to a journal
-that needed an exec the responder had to answer). An exception while deciding one event
-denies that event; an exception outside (an unreadable event stream) ends the thread with
-:attr:`Responder.error` set and the events it had read recorded in :attr:`Responder.unanswered`,
-for the enforcer to deny before anything else.
+answer to the group; once every event of a read is answered, close their files. Nothing
+on this thread logs, looks up names, waits on a lock held across I/O or touches the disk
+beyond hashing a file version it has not seen: the fapolicyd deadlocks came from exactly
+that (a responder logging to a journal that needed an exec the responder had to answer).
+An exception while deciding one event denies that event; an exception outside (an
+unreadable event stream) ends the thread with :attr:`Responder.error` set and the events it
+had read recorded in :attr:`Responder.unanswered`, for the enforcer to deny before
+anything else.
 
 The kernel gives a permission event no timeout: the exec waits until answered, its process
 is SIGKILLed (the answer then finds nothing: ``ENOENT``, counted as withdrawn), or the last
@@ -37,7 +38,10 @@ from collections.abc import Callable, Iterable
 
 from edge_agent.fanotify._abi import (
     EVENT_BUFFER_BYTES,
+    FAN_ALLOW,
+    FAN_DENY,
     FAN_OPEN_EXEC_PERM,
+    RESPONSE,
     pack_response,
     parse_events,
 )
@@ -151,28 +155,46 @@ class Responder:
             self._answer_all(data)
 
     def _answer_all(self, data: bytes) -> None:
+        """Decide and answer each event of one read in turn, then close their files.
+
+        Each answer is written as soon as its event is decided: the kernel takes one
+        response per ``write(2)`` (``fanotify_write`` reads one ``struct
+        fanotify_response`` and treats any further bytes as that response's info records),
+        so deciding a whole read first would only keep its first exec waiting for the
+        others' decisions. What runs once per read is everything else: the parse, the
+        bookkeeping, the closing and the lineage writer's wake-up.
+        """
         events = parse_events(data)
+        fds = [fd for _, fd, _ in events if fd >= 0]
         unanswered = self.unanswered
-        unanswered.update(fd for _, fd, _ in events if fd >= 0)
-        group = self.group
+        unanswered.update(fds)
+        group, decide, pack, write = self.group, self._decide, RESPONSE.pack, os.write
+        withdrawn = foreign = 0
         for mask, fd, pid in events:
             if fd < 0:
                 continue
             allow = False
             if mask == FAN_OPEN_EXEC_PERM:
                 try:
-                    allow = self._decide(fd, pid)
+                    allow = decide(fd, pid)
                 except Exception:
                     allow = False
             else:
-                self.foreign += 1
-            if not answer(group, fd, allow):
-                self.withdrawn += 1
-            # Forget before closing: after a crash in between, a closed number could already
-            # belong to another part of the agent, and must never be closed again.
-            unanswered.discard(fd)
+                foreign += 1
+            try:
+                write(group, pack(fd, FAN_ALLOW if allow else FAN_DENY))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                withdrawn += 1
+        # Forget before closing: after a crash in between, a closed number could already
+        # belong to another part of the agent, and must never be closed again.
+        unanswered.difference_update(fds)
+        for fd in fds:
             os.close(fd)
-            self.events += 1
+        self.events += len(fds)
+        self.withdrawn += withdrawn
+        self.foreign += foreign
         self._after_batch()
 
 
