@@ -2,7 +2,7 @@
 
 A check reads the registry's schema version, counts the rows of every table (and compares
 them with another registry's, after a copy), and checks device logs the way the hub's
-witness role needs them (:func:`hub.core.stored_logs.check_stored_log`): every device's
+witness role needs them (:func:`hub.registry.stored_logs.check_stored_log`): every device's
 stored entries rebuild the hash chain and reach each stored checkpoint root, the log
 state's root and the root of the stored tree nodes. ``sample`` checks that many devices,
 drawn at random each run, instead of all (a spot check of a large registry). It only
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.merkle import root_at
-from hub.core.stored_logs import LogCheck, check_stored_log
+from hub.registry.stored_logs import LogCheck, check_stored_log
 from hub.registry.interface import Registry, RegistryError
 from hub.registry.schema import SCHEMA_VERSION, Table
 from hub.registry.tables import TableStore, registry_tables
