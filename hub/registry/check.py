@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.merkle import root_at
-from hub.registry.stored_logs import LogCheck, check_stored_log
 from hub.registry.interface import Registry, RegistryError
 from hub.registry.schema import SCHEMA_VERSION, Table
+from hub.registry.stored_logs import LogCheck, check_stored_log
 from hub.registry.tables import TableStore, registry_tables
 
 __all__ = [
