@@ -10,8 +10,10 @@ from pathlib import Path
 
 from hub.registry.interface import Registry
 from hub.registry.sqlite import SqliteRegistry
+from hub.registry.sqlite.table_store import SqliteTableStore
+from hub.registry.tables import TableStore
 
-__all__ = ["POSTGRES_SCHEMES", "open_registry"]
+__all__ = ["POSTGRES_SCHEMES", "open_registry", "open_tables"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 """How a registry location names a PostgreSQL database (libpq's URL schemes)."""
@@ -31,3 +33,17 @@ def open_registry(location: Path | str) -> Registry:
 
         return PostgresRegistry.open(location)
     return SqliteRegistry.open(Path(location))
+
+
+def open_tables(location: Path | str, *, write: bool) -> TableStore:
+    """Row-level access to the registry at ``location`` (as :func:`open_registry` names
+    it), read-only in one snapshot or to write, for copying and checking a registry.
+
+    Raises:
+        RegistryError: it cannot be opened or reached (to read: a missing file).
+    """
+    if isinstance(location, str) and location.startswith(POSTGRES_SCHEMES):
+        from hub.registry.postgres.table_store import PostgresTableStore
+
+        return PostgresTableStore.open(location, write=write)
+    return SqliteTableStore.open(Path(location), write=write)

@@ -1,0 +1,113 @@
+"""``edge-hub registry migrate`` and ``edge-hub registry check``: the handlers (the logic is
+:mod:`hub.registry.migrate` and :mod:`hub.registry.check`).
+
+Each handler takes the parsed arguments and returns the exit code: 0 done (and verified), 1
+refused or a verification failed (the report says which device logs or table counts), 2 a
+bad argument, 3 a registry that cannot be opened or reached. The attributes they read:
+
+- ``migrate``: ``to`` (the destination: a ``postgresql://`` URL or a ``hub.db`` path),
+  ``source_dir`` (``--from``: the hub directory whose ``hub.db`` is copied; default
+  ``$EDGE_HUB_DIR``, else the current directory), ``chunk`` (rows per destination
+  transaction, :func:`chunk_arg`) and ``json``.
+- ``check``: ``registry`` (a ``postgresql://`` URL or a ``hub.db`` path; default the hub
+  directory's ``hub.db``), ``source_dir`` (``--from``), ``sample`` (check that many device
+  logs at random, ``None``: all) and ``json``.
+
+A migration reads the source while no hub writes to it: it refuses a hub directory whose
+``edge-hub serve`` runs (its ``serve.json``, or its ``serve.lock`` held), and holds that
+lock while it copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_agent.errors import ConfigError
+from hub.cli.exits import counted
+from hub.hubdir.layout import HubDir
+from hub.registry import RegistryError
+from hub.registry.backends import open_registry, open_tables
+from hub.registry.check import RegistryCheck, check_registry
+from hub.registry.migrate import MAX_CHUNK_ROWS, MigrationError, MigrationReport, migrate_registry
+
+__all__ = ["chunk_arg", "cmd_registry_check", "cmd_registry_migrate"]
+
+
+def chunk_arg(text: str) -> int:
+    """An argparse ``type`` for ``--chunk``: 1 to :data:`MAX_CHUNK_ROWS` rows."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CHUNK_ROWS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a row count from 1 to {MAX_CHUNK_ROWS}")
+    return int(text)
+
+
+def cmd_registry_migrate(args: argparse.Namespace) -> int:
+    if not 1 <= args.chunk <= MAX_CHUNK_ROWS:
+        raise ConfigError(f"--chunk must be 1 to {MAX_CHUNK_ROWS} rows, not {args.chunk}")
+    hub = HubDir.resolve(args.source_dir)
+    hub.open_registry(create=False).close()
+    with hub.serve_file_claim() as claimed:
+        if not claimed or hub.read_serve_info() is not None:
+            raise MigrationError(
+                f"an edge-hub serve runs on {hub.path}: stop every hub using its registry "
+                "before copying it (rows written during the copy would be lost)",
+                code="hub_running",
+            )
+        report = migrate_registry(hub.registry_path, args.to, chunk=args.chunk)
+    if args.json:
+        print(json.dumps(report.to_json(), sort_keys=True))
+    else:
+        _print_migration(report)
+    return 0 if report.check.ok else 1
+
+
+def cmd_registry_check(args: argparse.Namespace) -> int:
+    location: Path | str = args.registry or HubDir.resolve(args.source_dir).registry_path
+    if args.registry is None:
+        HubDir.resolve(args.source_dir).open_registry(create=False).close()
+    with open_tables(location, write=False) as rows:
+        if rows.schema_version() is None:
+            raise RegistryError(f"{rows.where} holds no hub registry (check --registry or --from)")
+        with open_registry(location) as registry:
+            check = check_registry(registry, rows, sample=args.sample)
+    if args.json:
+        print(json.dumps(check.to_json(), sort_keys=True))
+    else:
+        _print_check(check)
+    return 0 if check.ok else 1
+
+
+def _print_migration(report: MigrationReport) -> None:
+    copy = report.copy
+    if copy.already_migrated:
+        print(
+            f"already migrated: {counted(copy.rows, 'row')} in {counted(copy.tables, 'table')} "
+            f"match at {report.destination} (nothing written)"
+        )
+    else:
+        resumed = (
+            f", resumed after {counted(copy.matched, 'row')} there already" if copy.matched else ""
+        )
+        print(
+            f"copied {counted(copy.copied, 'row')} of {counted(copy.tables, 'table')} from "
+            f"{report.source} to {report.destination}{resumed}"
+        )
+    _print_check(report.check)
+
+
+def _print_check(check: RegistryCheck) -> None:
+    print(f"registry {check.where}: schema {check.schema_version}")
+    width = max(len(count.table) for count in check.tables)
+    for count in check.tables:
+        source = "" if count.source_rows is None else f"  (source {count.source_rows})"
+        mark = "" if count.matches else "  MISMATCH"
+        print(f"  {count.table:<{width}}  {count.rows:>10}{source}{mark}")
+    print(
+        f"device logs: {check.checked} of {check.logs} checked, "
+        + ("all verify" if not check.failed else f"{check.failed} FAIL verification")
+    )
+    for failure in check.failures:
+        print(f"  FAIL {failure.device} (size {failure.size}): {failure.problem}")
+    if check.failed > len(check.failures):
+        print(f"  ... and {check.failed - len(check.failures)} more")
