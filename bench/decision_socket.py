@@ -34,8 +34,12 @@ Every socket and in-process row is repeated (``--repeat``, default 3) and report
 median with [min-max] over repeats: the machine may be shared. Latency is the round trip
 as the client sees it (perf_counter around each call).
 
+With ``--socket-only`` only the socket rows run (``--clients`` chooses which), which is what
+an A/B of the agent's socket path against another tree needs: run this script from one tree
+with ``--tree`` naming the other and the agent served is that tree's.
+
 Usage: python bench/decision_socket.py [--quick] [--repeat N] [--seconds S] [--exec-runs N]
-       [--installed]
+       [--installed] [--socket-only] [--clients N,N,...] [--tree DIR]
 """
 
 # ruff: noqa: E402  (the path fix below must run before any import that pulls in socket)
@@ -126,10 +130,12 @@ def enrol(state: Path) -> None:
         )
 
 
-def start_agent(state: Path, sock: Path) -> subprocess.Popen[bytes]:
+def start_agent(state: Path, sock: Path, tree: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``edge-agent serve`` of the sources in ``tree`` (this one unless an A/B names another)."""
     agent = subprocess.Popen(
         [*SERVE, "--state-dir", str(state), "--socket", str(sock)],
-        cwd=ROOT,
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)),
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -366,6 +372,8 @@ def print_tables(rows: list[Row], execs: list[tuple[str, list[float]]], repeats:
             f"| {spread([r.p99_ms for r in row.runs], '.3f')} "
             f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} |"
         )
+    if not execs:
+        return
     direct = statistics.median(execs[0][1]) * 1e3
     print(f"\n### edge-agent exec overhead ({len(execs[0][1])} runs each)\n")
     print("| command | median ms | min ms | max ms | added vs direct (median) |")
@@ -390,7 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also measure exec through a scratch non-editable install (and dist/, if built)",
     )
+    parser.add_argument(
+        "--socket-only", action="store_true", help="only the socket rows (no in-process, exec)"
+    )
+    parser.add_argument(
+        "--clients", default="1,8,64", help="socket client counts, comma separated (1,8,64)"
+    )
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="serve the agent from this source tree (A/B)"
+    )
     args = parser.parse_args(argv)
+    client_counts = [int(n) for n in args.clients.split(",")]
     repeats = args.repeat or (1 if args.quick else 3)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     exec_runs = args.exec_runs or (20 if args.quick else 50)
@@ -401,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The set-up's writes (a whole venv with --installed) would otherwise be written back
         # while the socket rows run, and every measured fsync would wait behind them.
         os.sync()
-        agent_process = start_agent(state, sock)
+        agent_process = start_agent(state, sock, args.tree.resolve())
         try:
             with Client(sock) as client:
                 seen = client.identify()
@@ -417,12 +435,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lambda n=n: through_socket(sock, agent_process.pid, n, seconds),
                     ),
                 )
-                for n in (1, 8, 64)
+                for n in client_counts
             ]
-            execs = exec_overhead(sock, exec_runs, installed)
+            execs = [] if args.socket_only else exec_overhead(sock, exec_runs, installed)
         finally:
             agent_process.send_signal(signal.SIGTERM)
             agent_process.wait()
+        if args.socket_only:
+            print_tables(rows, execs, repeats)
+            return 0
         with LocalAgent.open(state) as agent:
             rows[:0] = [
                 Row(
