@@ -62,7 +62,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.client import Client
@@ -110,6 +110,9 @@ class Run:
     p99_ms: float
     cpu_us: float
     """CPU time (user + system) of the deciding process per decision, in microseconds."""
+    client_cpu_us: float | None = None
+    """CPU time of the socket clients' processes per decision, in microseconds: what the
+    load generators take of the same cores (socket rows only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +206,20 @@ def in_process(request: Request, agent: LocalAgent, threads: int, seconds: float
     return summarise(flat, len(flat), time.perf_counter() - start, own_cpu() - cpu)
 
 
-def client_worker(sock: str, clients: int, start_at: float, end_at: float) -> list[float]:
+def client_worker(
+    sock: str, clients: int, start_at: float, end_at: float
+) -> tuple[list[float], float]:
     """One process's share of the socket clients: a thread per client, each a closed loop
     (send, read the whole answer, check it allows, repeat) on its own connection until
-    ``end_at``. Lean on purpose (the request is encoded once; the answer is checked by its
+    ``end_at``; the latencies, and the CPU seconds this process spent from ``start_at`` on.
+    Lean on purpose (the request is encoded once; the answer is checked by its
     deterministic bytes): the clients share the machine with the agent being measured."""
     with ThreadPoolExecutor(clients) as pool:
         parts = pool.map(lambda _: _client_loop(sock, start_at, end_at), range(clients))
-        return [x for part in parts for x in part]
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
+        latencies = [x for part in parts for x in part]
+        return latencies, time.process_time() - cpu
 
 
 def _client_loop(sock: str, start_at: float, end_at: float) -> list[float]:
@@ -260,8 +269,10 @@ def through_socket(sock: Path, agent_pid: int, clients: int, seconds: float) -> 
         cpu = process_cpu(agent_pid)
         parts = pending.get()
         cpu = process_cpu(agent_pid) - cpu
-    flat = [x for part in parts for x in part]
-    return summarise(flat, len(flat), seconds, cpu)
+    flat = [x for part, _ in parts for x in part]
+    run = summarise(flat, len(flat), seconds, cpu)
+    client_cpu = sum(cpu for _, cpu in parts)
+    return replace(run, client_cpu_us=client_cpu / max(1, len(flat)) * 1e6)
 
 
 def exec_commands(python: Path, label: str) -> list[tuple[str, list[str]]]:
@@ -362,15 +373,20 @@ def spread(values: Sequence[float], fmt: str) -> str:
 
 def print_tables(rows: list[Row], execs: list[tuple[str, list[float]]], repeats: int) -> None:
     print(f"\n### Decisions (median [min-max] over {repeats} runs)\n")
-    print("| path | clients | decisions/s | p50 ms | p99 ms | CPU us/decision | per core/s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| path | clients | decisions/s | p50 ms | p99 ms | CPU us/decision | per core/s "
+        "| clients' CPU us/decision |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         cpu = [r.cpu_us for r in row.runs]
+        clients_cpu = [r.client_cpu_us for r in row.runs if r.client_cpu_us is not None]
         print(
             f"| {row.path} | {row.clients} | {spread([r.per_second for r in row.runs], ',.0f')} "
             f"| {spread([r.p50_ms for r in row.runs], '.3f')} "
             f"| {spread([r.p99_ms for r in row.runs], '.3f')} "
-            f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} |"
+            f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} "
+            f"| {spread(clients_cpu, '.0f') if clients_cpu else '-'} |"
         )
     if not execs:
         return
