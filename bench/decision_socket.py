@@ -13,7 +13,9 @@ by a real ``edge-agent serve`` process. Rows, all in the same run:
 Besides rate and latency, each row reports the CPU time the deciding process spent per
 decision (for the socket rows: the ``edge-agent serve`` process, all its threads, read from
 /proc) and what that means per core (1 s / CPU per decision): on a machine where clients and
-other work share the cores, that column is the agent's capacity on one core of its own.
+other work share the cores, that column is the agent's capacity on one core of its own. The
+socket rows also give the clients' CPU per decision (their processes, all threads): what the
+load generators take of the same cores.
 
 The in-process rows ask the same request the socket clients ask, with the subject and
 selectors the kernel gave the socket clients, so the engine does the same work.
