@@ -13,7 +13,9 @@ by a real ``edge-agent serve`` process. Rows, all in the same run:
 Besides rate and latency, each row reports the CPU time the deciding process spent per
 decision (for the socket rows: the ``edge-agent serve`` process, all its threads, read from
 /proc) and what that means per core (1 s / CPU per decision): on a machine where clients and
-other work share the cores, that column is the agent's capacity on one core of its own.
+other work share the cores, that column is the agent's capacity on one core of its own. The
+socket rows also give the clients' CPU per decision (their processes, all threads): what the
+load generators take of the same cores.
 
 The in-process rows ask the same request the socket clients ask, with the subject and
 selectors the kernel gave the socket clients, so the engine does the same work.
@@ -34,8 +36,12 @@ Every socket and in-process row is repeated (``--repeat``, default 3) and report
 median with [min-max] over repeats: the machine may be shared. Latency is the round trip
 as the client sees it (perf_counter around each call).
 
+With ``--socket-only`` only the socket rows run (``--clients`` chooses which), which is what
+an A/B of the agent's socket path against another tree needs: run this script from one tree
+with ``--tree`` naming the other and the agent served is that tree's.
+
 Usage: python bench/decision_socket.py [--quick] [--repeat N] [--seconds S] [--exec-runs N]
-       [--installed]
+       [--installed] [--socket-only] [--clients N,N,...] [--tree DIR]
 """
 
 # ruff: noqa: E402  (the path fix below must run before any import that pulls in socket)
@@ -58,7 +64,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.client import Client
@@ -106,6 +112,9 @@ class Run:
     p99_ms: float
     cpu_us: float
     """CPU time (user + system) of the deciding process per decision, in microseconds."""
+    client_cpu_us: float | None = None
+    """CPU time of the socket clients' processes per decision, in microseconds: what the
+    load generators take of the same cores (socket rows only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +135,12 @@ def enrol(state: Path) -> None:
         )
 
 
-def start_agent(state: Path, sock: Path) -> subprocess.Popen[bytes]:
+def start_agent(state: Path, sock: Path, tree: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``edge-agent serve`` of the sources in ``tree`` (this one unless an A/B names another)."""
     agent = subprocess.Popen(
         [*SERVE, "--state-dir", str(state), "--socket", str(sock)],
-        cwd=ROOT,
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)),
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -197,14 +208,20 @@ def in_process(request: Request, agent: LocalAgent, threads: int, seconds: float
     return summarise(flat, len(flat), time.perf_counter() - start, own_cpu() - cpu)
 
 
-def client_worker(sock: str, clients: int, start_at: float, end_at: float) -> list[float]:
+def client_worker(
+    sock: str, clients: int, start_at: float, end_at: float
+) -> tuple[list[float], float]:
     """One process's share of the socket clients: a thread per client, each a closed loop
     (send, read the whole answer, check it allows, repeat) on its own connection until
-    ``end_at``. Lean on purpose (the request is encoded once; the answer is checked by its
+    ``end_at``; the latencies, and the CPU seconds this process spent from ``start_at`` on.
+    Lean on purpose (the request is encoded once; the answer is checked by its
     deterministic bytes): the clients share the machine with the agent being measured."""
     with ThreadPoolExecutor(clients) as pool:
         parts = pool.map(lambda _: _client_loop(sock, start_at, end_at), range(clients))
-        return [x for part in parts for x in part]
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = time.process_time()
+        latencies = [x for part in parts for x in part]
+        return latencies, time.process_time() - cpu
 
 
 def _client_loop(sock: str, start_at: float, end_at: float) -> list[float]:
@@ -254,8 +271,10 @@ def through_socket(sock: Path, agent_pid: int, clients: int, seconds: float) -> 
         cpu = process_cpu(agent_pid)
         parts = pending.get()
         cpu = process_cpu(agent_pid) - cpu
-    flat = [x for part in parts for x in part]
-    return summarise(flat, len(flat), seconds, cpu)
+    flat = [x for part, _ in parts for x in part]
+    run = summarise(flat, len(flat), seconds, cpu)
+    client_cpu = sum(cpu for _, cpu in parts)
+    return replace(run, client_cpu_us=client_cpu / max(1, len(flat)) * 1e6)
 
 
 def exec_commands(python: Path, label: str) -> list[tuple[str, list[str]]]:
@@ -356,16 +375,23 @@ def spread(values: Sequence[float], fmt: str) -> str:
 
 def print_tables(rows: list[Row], execs: list[tuple[str, list[float]]], repeats: int) -> None:
     print(f"\n### Decisions (median [min-max] over {repeats} runs)\n")
-    print("| path | clients | decisions/s | p50 ms | p99 ms | CPU us/decision | per core/s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| path | clients | decisions/s | p50 ms | p99 ms | CPU us/decision | per core/s "
+        "| clients' CPU us/decision |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         cpu = [r.cpu_us for r in row.runs]
+        clients_cpu = [r.client_cpu_us for r in row.runs if r.client_cpu_us is not None]
         print(
             f"| {row.path} | {row.clients} | {spread([r.per_second for r in row.runs], ',.0f')} "
             f"| {spread([r.p50_ms for r in row.runs], '.3f')} "
             f"| {spread([r.p99_ms for r in row.runs], '.3f')} "
-            f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} |"
+            f"| {spread(cpu, '.0f')} | {1e6 / statistics.median(cpu):,.0f} "
+            f"| {spread(clients_cpu, '.0f') if clients_cpu else '-'} |"
         )
+    if not execs:
+        return
     direct = statistics.median(execs[0][1]) * 1e3
     print(f"\n### edge-agent exec overhead ({len(execs[0][1])} runs each)\n")
     print("| command | median ms | min ms | max ms | added vs direct (median) |")
@@ -390,7 +416,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also measure exec through a scratch non-editable install (and dist/, if built)",
     )
+    parser.add_argument(
+        "--socket-only", action="store_true", help="only the socket rows (no in-process, exec)"
+    )
+    parser.add_argument(
+        "--clients", default="1,8,64", help="socket client counts, comma separated (1,8,64)"
+    )
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="serve the agent from this source tree (A/B)"
+    )
     args = parser.parse_args(argv)
+    client_counts = [int(n) for n in args.clients.split(",")]
     repeats = args.repeat or (1 if args.quick else 3)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     exec_runs = args.exec_runs or (20 if args.quick else 50)
@@ -401,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The set-up's writes (a whole venv with --installed) would otherwise be written back
         # while the socket rows run, and every measured fsync would wait behind them.
         os.sync()
-        agent_process = start_agent(state, sock)
+        agent_process = start_agent(state, sock, args.tree.resolve())
         try:
             with Client(sock) as client:
                 seen = client.identify()
@@ -417,12 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lambda n=n: through_socket(sock, agent_process.pid, n, seconds),
                     ),
                 )
-                for n in (1, 8, 64)
+                for n in client_counts
             ]
-            execs = exec_overhead(sock, exec_runs, installed)
+            execs = [] if args.socket_only else exec_overhead(sock, exec_runs, installed)
         finally:
             agent_process.send_signal(signal.SIGTERM)
             agent_process.wait()
+        if args.socket_only:
+            print_tables(rows, execs, repeats)
+            return 0
         with LocalAgent.open(state) as agent:
             rows[:0] = [
                 Row(

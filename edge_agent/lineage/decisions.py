@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from edge_agent.protocol.limits import MAX_COUNTER
 from edge_agent.protocol.lineage_entries import (
     GENESIS_PREV,
+    Draft,
     Entry,
     Kind,
     ShadowOutcome,
+    draft_of,
     shadow_detail,
 )
 from edge_agent.trust.gate import Decision
 
-__all__ = ["decision_entry", "divergence_entry"]
+__all__ = ["DecisionDrafts", "decision_entry", "divergence_entry"]
 
 
 def decision_entry(decision: Decision) -> Entry:
@@ -61,3 +64,50 @@ def divergence_entry(decision: Decision, shadow: ShadowOutcome) -> Entry:
         replace(decision.request, parent=None),
         shadow_detail(shadow),
     )
+
+
+class DecisionDrafts:
+    """The drafts of decision entries (``draft_of(decision_entry(decision))``), remembering
+    the last one made: a workload asks the same thing again and again, and a decision equal
+    to the last one drafted in everything but its time gets that draft with its own time,
+    without the entry being built and encoded again (a draft's body does not hold the time;
+    :func:`~edge_agent.protocol.lineage_entries.place_draft` writes it). Any other decision
+    is drafted in full. Safe to share between threads: the remembered pair is replaced
+    whole."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[object, ...], Draft] | None = None
+
+    def draft(self, decision: Decision) -> Draft:
+        """The draft of ``decision``'s entry.
+
+        Raises:
+            ValueError: as :func:`~edge_agent.protocol.lineage_entries.draft_of`.
+        """
+        key = (
+            decision.allowed,
+            decision.reason,
+            decision.message,
+            decision.rule_id,
+            decision.bundle_version,
+            decision.bundle_digest,
+            decision.request,
+        )
+        last = self._last
+        if last is not None and last[0] == key and 0 <= decision.time <= MAX_COUNTER:
+            draft = last[1]
+            return Draft(
+                decision.time,
+                draft.kind,
+                draft.allowed,
+                draft.reason,
+                draft.subject,
+                draft.action,
+                draft.body,
+                draft.head,
+            )
+        draft = draft_of(decision_entry(decision))
+        self._last = (key, draft)
+        return draft

@@ -50,7 +50,7 @@ from pathlib import Path
 from edge_agent.device_key import load_device_key
 from edge_agent.errors import EdgeGovError, LineageDamagedError, LineageError, StateError
 from edge_agent.lineage.check import VerifyReport, check_head, verify_store
-from edge_agent.lineage.decisions import decision_entry
+from edge_agent.lineage.decisions import DecisionDrafts, decision_entry
 from edge_agent.lineage.store import (
     DEFAULT_BUSY_TIMEOUT_S,
     LINEAGE_DB,
@@ -221,6 +221,7 @@ class LineageLog:
         """The last write failure, cleared by the next successful write."""
         self._writer = GroupCommitWriter(self._write_batch)
         self._async_writer = AsyncGroupCommitWriter(self._write_batch, self._write_batch_now)
+        self._decision_drafts = DecisionDrafts()
 
     @classmethod
     def open(
@@ -508,6 +509,15 @@ class LineageLog:
         except ValueError as exc:
             raise LineageError(f"the lineage entry cannot be written: {exc}") from exc
 
+    def _decision_draft(self, decision: Decision) -> Draft:
+        """:meth:`_draft` of ``decision``'s entry (:class:`DecisionDrafts`)."""
+        if self.fault is not None:
+            raise LineageError(self.fault)
+        try:
+            return self._decision_drafts.draft(decision)
+        except ValueError as exc:
+            raise LineageError(f"the lineage entry cannot be written: {exc}") from exc
+
     def _failed(self, exc: LineageError) -> LineageError:
         """Note a failed write; a file SQLite found damaged is a break, recorded now."""
         self.last_error = str(exc)
@@ -524,7 +534,7 @@ class LineageLog:
         in the same transaction; return the decision and its seq, or the deny that replaces
         it. A ``follow`` that cannot be written is logged and left out."""
         try:
-            draft = self._draft(decision_entry(decision))
+            draft = self._decision_draft(decision)
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
         try:
@@ -549,7 +559,7 @@ class LineageLog:
         never fails). Concurrent calls share one commit. Call it on the loop."""
         recorded: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         try:
-            draft = self._draft(decision_entry(decision))
+            draft = self._decision_draft(decision)
         except LineageError as exc:
             recorded.set_result(lineage_unavailable(decision, str(exc)))
             return recorded
@@ -567,7 +577,7 @@ class LineageLog:
             asyncio.get_running_loop().create_future()
         )
         try:
-            draft = self._draft(decision_entry(decision))
+            draft = self._decision_draft(decision)
         except LineageError as exc:
             recorded.set_result((lineage_unavailable(decision, str(exc)), None))
             return recorded

@@ -29,11 +29,11 @@ from edge_agent.socket.errors import ErrorCode, IdentityError, ProtocolError
 from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
     HEADER_BYTES,
+    DecisionAnswers,
     DecisionResult,
     Op,
+    RequestDecoder,
     WireRequest,
-    decode_request,
-    encode_decision,
     encode_error,
     encode_identity,
     frame_length,
@@ -116,6 +116,8 @@ class Connection(asyncio.Protocol):
         self._scheduled = False
         self._buffer_bound = HEADER_BYTES + server.limits.max_frame_bytes
         """Unparsed bytes held before reading pauses: one largest frame."""
+        self._requests = RequestDecoder()
+        self._answers = DecisionAnswers()
 
     # asyncio.Protocol
 
@@ -300,7 +302,7 @@ class Connection(asyncio.Protocol):
 
     def _handle(self, payload: bytes) -> None:
         try:
-            request = decode_request(payload)
+            request = self._requests.decode(payload)
         except ProtocolError as exc:
             self.server.counters.protocol_errors += 1
             self.write(encode_error(exc.request_id, exc.code, str(exc)))
@@ -399,9 +401,9 @@ class Connection(asyncio.Protocol):
             self.server.counters.decisions += 1
             outcome = deciding.result()
             if isinstance(outcome, tuple):
-                self.write(encode_decision(request_id, _result(*outcome)))
+                self.write(self._answers.encode(request_id, _result(*outcome)))
             else:
-                self.write(encode_decision(request_id, _result(outcome)))
+                self.write(self._answers.encode(request_id, _result(outcome)))
         self._schedule()
 
     def _finish_if_done(self) -> None:

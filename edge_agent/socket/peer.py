@@ -179,6 +179,11 @@ class PeerProcess:
     def __init__(self, identity: PeerIdentity, pidfd: int | None) -> None:
         self.identity = identity
         self._pidfd = pidfd
+        self._exe_link = f"/proc/{identity.pid}/exe"
+        key = identity.exe_key
+        self._exe_stamp = (key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns)
+        """:attr:`identity`'s executable as the fields :meth:`check` compares, taken once:
+        the check runs before every request."""
         self._poll: select.poll | None = None
         if pidfd is not None:
             self._poll = select.poll()
@@ -203,10 +208,10 @@ class PeerProcess:
         elif _start_time_and_euid(identity.pid)[0] != identity.start_time:
             raise IdentityError("the calling process has exited (its pid names another process)")
         try:
-            current = FileKey.of(os.stat(f"/proc/{identity.pid}/exe"))
+            st = os.stat(self._exe_link)
         except OSError as exc:
             raise IdentityError("the calling process has exited") from exc
-        if current != identity.exe_key:
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._exe_stamp:
             raise IdentityError(
                 "the calling process has executed another program since it connected; connect again"
             )

@@ -58,9 +58,11 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "PROTOCOL_VERSION",
     "SOCKET_PATH_ENV",
+    "DecisionAnswers",
     "DecisionResult",
     "IdentityResult",
     "Op",
+    "RequestDecoder",
     "WireRequest",
     "closes_connection",
     "decode_request",
@@ -71,6 +73,7 @@ __all__ = [
     "encode_request",
     "frame",
     "frame_length",
+    "split_request_id",
 ]
 
 PROTOCOL_VERSION = 1
@@ -286,6 +289,71 @@ def decode_request(payload: bytes) -> WireRequest:
     )
 
 
+_ID_KEY_PREFIX = b"\x61\x76\x01\x62\x69\x64"
+"""What follows the map head of every version-1 message: ``"v": 1``, then the key ``"id"``
+(the two keys every request and answer has, first in deterministic key order)."""
+_ID_AT = 1 + len(_ID_KEY_PREFIX)
+"""Where the ``id`` value starts in a message whose map head is one byte (up to 23 keys)."""
+_SHORTEST_FROM = (24, 0x100, 0x10000, 0x100000000)
+"""Smallest value each of the 1, 2, 4 and 8-byte integer forms may carry (shortest form)."""
+
+
+def split_request_id(payload: bytes) -> tuple[int, bytes] | None:
+    """A request body's ``id`` and the rest of its bytes (the body with the id's value cut
+    out), when the body starts as every well-formed version-1 request does, with the id in
+    shortest form; ``None`` otherwise (the full decoder then decides what is wrong).
+
+    Two bodies with the same rest decode to the same request but for the id: the id is an
+    unsigned integer item in a fixed place, and its value changes neither the keys, their
+    order, nor where the other items start or end."""
+    if (
+        len(payload) <= _ID_AT
+        or not 0xA1 <= payload[0] <= 0xB7
+        or payload[1:_ID_AT] != _ID_KEY_PREFIX
+    ):
+        return None
+    head = payload[_ID_AT]
+    if head < 24:
+        return head, payload[:_ID_AT] + payload[_ID_AT + 1 :]
+    if head > 27:
+        return None
+    end = _ID_AT + 1 + (1 << (head - 24))
+    value = int.from_bytes(payload[_ID_AT + 1 : end], "big")
+    if len(payload) < end or value < _SHORTEST_FROM[head - 24]:
+        return None
+    return value, payload[:_ID_AT] + payload[end:]
+
+
+class RequestDecoder:
+    """:func:`decode_request` for the requests of one connection, remembering the last one
+    it decoded: a client asking the same thing again (only the id differs, as a workload
+    asking about the same resource does) gets the earlier parse with its own id, without
+    the request being decoded and validated again. Anything else is decoded in full: the
+    remembered parse is used only for bytes equal to the decoded ones but for a
+    shortest-form id (:func:`split_request_id`)."""
+
+    __slots__ = ("_request", "_rest")
+
+    def __init__(self) -> None:
+        self._rest: bytes | None = None
+        self._request: WireRequest | None = None
+
+    def decode(self, payload: bytes) -> WireRequest:
+        """As :func:`decode_request`.
+
+        Raises:
+            ProtocolError: as :func:`decode_request`.
+        """
+        split = split_request_id(payload)
+        last = self._request
+        if split is not None and last is not None and split[1] == self._rest:
+            return WireRequest(split[0], *last[1:])
+        request = decode_request(payload)
+        if split is not None and split[0] == request.id:
+            self._rest, self._request = split[1], request
+        return request
+
+
 def _check_keys(value: Mapping[str, object], allowed: frozenset[str], request_id: int) -> None:
     unknown = sorted(set(value) - allowed)
     if not unknown:
@@ -408,6 +476,34 @@ def encode_decision(request_id: int, result: DecisionResult) -> bytes:
         return frame(_DECISION_SHAPE.encode(values))
     values["receipt"] = result.receipt
     return frame(_RECEIPT_DECISION_SHAPE.encode(values))
+
+
+class DecisionAnswers:
+    """:func:`encode_decision` for the answers of one connection, remembering the last
+    answer's bytes on either side of its id: the same outcome for the same caller within
+    the same second (what a workload asking again gets) is written by splicing in the new
+    id, not encoded again. Any other result, and any answer carrying a receipt, is encoded
+    in full."""
+
+    __slots__ = ("_after_id", "_before_id", "_result")
+
+    def __init__(self) -> None:
+        self._result: DecisionResult | None = None
+        self._before_id = b""
+        self._after_id = b""
+
+    def encode(self, request_id: int, result: DecisionResult) -> bytes:
+        """As :func:`encode_decision`."""
+        if result.receipt is not None:
+            return encode_decision(request_id, result)
+        if result != self._result:
+            body = encode_decision(0, result)[HEADER_BYTES:]
+            if body[_ID_AT] != 0 or body[1:_ID_AT] != _ID_KEY_PREFIX:
+                return encode_decision(request_id, result)
+            self._result = result
+            self._before_id, self._after_id = body[:_ID_AT], body[_ID_AT + 1 :]
+        body = self._before_id + _cbor.encode(request_id) + self._after_id
+        return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def encode_identity(request_id: int, result: IdentityResult) -> bytes:
