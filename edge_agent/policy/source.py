@@ -33,6 +33,7 @@ from yaml.composer import Composer
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.durations import MAX_DURATION_SECONDS, parse_duration
 from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
@@ -49,13 +50,9 @@ MAX_POLICY_SOURCE_BYTES = 8 * 1024 * 1024
 """Largest policy source read, in UTF-8 bytes (a 10,000-rule source is about 2 MiB)."""
 MAX_YAML_DEPTH = 16
 """Deepest YAML nesting read; the format itself needs 6 levels."""
-MAX_DURATION_SECONDS = 3650 * 86_400
-"""Longest duration accepted (ten years)."""
 
 _T = TypeVar("_T")
 _STR = "tag:yaml.org,2002:str"
-_DURATION = re.compile(r"([0-9]+)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "actions", "rules")
@@ -83,32 +80,6 @@ class PolicySource:
     max_offline_seconds: int | None
     policy: dict[str, object]
     actions: tuple[str, ...] | None = None
-
-
-def parse_duration(text: str) -> int:
-    """Parse a duration such as ``30s``, ``15m``, ``24h`` or ``7d`` into seconds.
-
-    One positive integer and one unit (s, m, h, d); no spaces, signs or fractions.
-
-    Raises:
-        ValueError: any other shape, zero, or more than ``MAX_DURATION_SECONDS``.
-    """
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(
-            f"duration {text!r} must be a whole number followed by s, m, h or d (e.g. '24h')"
-        )
-    digits = match.group(1).lstrip("0")
-    # Past 9 significant digits any unit is over the limit; never convert a huge number.
-    seconds = int(digits or "0") * _UNIT_SECONDS[match.group(2)] if len(digits) <= 9 else None
-    if seconds == 0:
-        raise ValueError(f"duration {text!r} must be longer than zero")
-    if seconds is None or seconds > MAX_DURATION_SECONDS:
-        raise ValueError(
-            f"duration {text!r} is longer than the maximum of "
-            f"{MAX_DURATION_SECONDS // 86_400}d ({MAX_DURATION_SECONDS} s)"
-        )
-    return seconds
 
 
 def load_policy_source(
