@@ -17,8 +17,11 @@ Two rows per size, each the median with [min-max] over ``--repeat`` runs:
   ``PYTHONPATH`` is set to this file's checkout, so a copy of the benchmark in another
   checkout (an A/B against main) runs that checkout's code with the same venv.
 
-The keys are a fresh ``edge-hub keys init`` directory; every run writes the same bundle
-file. The load average is printed, since the machine may be shared.
+The keys are a fresh ``edge-hub keys init`` directory; every run replaces the same bundle
+file (``--force``). Two start-up rows come with them, as processes: ``edge-hub --help``
+(the whole parser built, no command run) and ``edge-hub bundle inspect`` of the 1,000-rule
+bundle (a small command: what every ``edge-hub`` start costs). The load average is printed,
+since the machine may be shared.
 
 Usage: python bench/policy_build.py [--quick] [--repeat N] [--sizes 10000,1000]
 """
@@ -103,7 +106,7 @@ def keys_dir(temp: Path) -> Path:
 
 
 def build_argv(policy: Path, keys: Path, out: Path) -> list[str]:
-    keys_args = ["--keys", str(keys), "--version", "1", "--out", str(out)]
+    keys_args = ["--keys", str(keys), "--version", "1", "--out", str(out), "--force"]
     return ["bundle", "build", str(policy), *keys_args]
 
 
@@ -118,8 +121,8 @@ def in_process(argv: list[str]) -> float:
 
 
 def as_process(argv: list[str]) -> float:
-    began = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    began = time.perf_counter()
     done = subprocess.run([str(EDGE_HUB), *argv], capture_output=True, check=False, env=env)
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
@@ -155,6 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 outside.append(as_process(command))
             size_kb = policy.stat().st_size / 1024
             rows.append((n_rules, size_kb, spread(inside), spread(outside)))
+        inspect = [
+            "bundle",
+            "inspect",
+            str(temp / "bundle.cbor"),
+            "--root",
+            str(keys / "root.cbor"),
+        ]
+        starts = {
+            "edge-hub --help": [as_process(["--help"]) for _ in range(repeats)],
+            "edge-hub bundle inspect": [as_process(inspect) for _ in range(repeats)],
+        }
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print("\n### edge-hub bundle build\n")
     print(f"median [min-max] over {repeats} runs, ms; load average {load}\n")
@@ -162,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|")
     for n_rules, size_kb, inside_text, outside_text in rows:
         print(f"| {n_rules:,} | {size_kb:,.0f} | {inside_text} | {outside_text} |")
+    print("\n| start-up (process) | ms |")
+    print("|---|---|")
+    for command_line, seconds in starts.items():
+        print(f"| `{command_line}` | {spread(seconds)} |")
     return 0
 
 

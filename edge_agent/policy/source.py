@@ -83,7 +83,7 @@ class PolicySource:
 
 
 def load_policy_source(
-    text: str, path: str = "<policy>", *, enforce_vocabulary: bool = True
+    text: str, path: str = "<policy>", *, enforce_vocabulary: bool = True, compiles: bool = True
 ) -> PolicySource:
     """Read and check a YAML policy source.
 
@@ -92,6 +92,11 @@ def load_policy_source(
     action, so a typo such as ``exce`` never builds. ``enforce_vocabulary=False`` is for
     the policy lint, which reports every such action as a finding instead of stopping at
     the first.
+
+    ``compiles=False`` leaves step 4's compile to a caller that compiles the payload anyway
+    and, when that compile refuses it, reads the source again with ``compiles=True`` for the
+    line-numbered error (``edge-hub bundle build``: the verification of the signed bytes
+    compiles them as a device does).
 
     Steps: 1. bound the size; 2. compose the YAML node tree, refusing anchors, aliases,
     tags and deep nesting; 3. check every key and value, with its line; 4. build the payload
@@ -104,7 +109,7 @@ def load_policy_source(
     """
     with paused_gc():
         root = compose_yaml(text, path, what="policy source")
-        source = _Reader(path, enforce_vocabulary).source(root)
+        source = _Reader(path, enforce_vocabulary, compiles).source(root)
         # The node tree is garbage now: free it before the collector resumes, or the
         # collector's first pass scans every node of it.
         del root
@@ -293,8 +298,9 @@ def _line(mark: object) -> int | None:
 class _Reader:
     """Walks the node tree; every error names the node's line and the current rule."""
 
-    def __init__(self, path: str, enforce_vocabulary: bool = True) -> None:
+    def __init__(self, path: str, enforce_vocabulary: bool = True, compiles: bool = True) -> None:
         self._path = path
+        self._compiles = compiles
         self._rule: str | None = None
         self._enforce_vocabulary = enforce_vocabulary
         self._vocabulary: frozenset[str] | None = None
@@ -331,6 +337,8 @@ class _Reader:
             rules.append(rule)
         self._rule = None
         payload = policy_payload(groups, workloads, rules)
+        if not self._compiles:
+            return PolicySource(target, ttl, max_offline, payload, actions)
         try:
             compile_policy(payload)
         except PolicyError as exc:

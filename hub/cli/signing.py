@@ -59,15 +59,24 @@ def cmd_bundle_build(args: argparse.Namespace) -> int:
         raise ConfigError("give the trust root: --root FILE (or --keys DIR holding root.cbor)")
     root = load_root(root_path)
     signers = load_role_keys(args.keys, Role.POLICY, root, args.key)
-    text = read_bounded(args.policy, MAX_POLICY_SOURCE_BYTES, "policy file")
+    raw = read_bounded(args.policy, MAX_POLICY_SOURCE_BYTES, "policy file")
     try:
-        source = load_policy_source(text.decode("utf-8"), str(args.policy))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{args.policy} is not UTF-8 text") from exc
+    path = str(args.policy)
+    source = load_policy_source(text, path, compiles=False)
     now = wall_clock()
-    data, bundle = build_bundle(
-        source, root=root, signers=signers, version=args.bundle_version, ttl=args.ttl, now=now
-    )
+    try:
+        data, bundle = build_bundle(
+            source, root=root, signers=signers, version=args.bundle_version, ttl=args.ttl, now=now
+        )
+    except EdgeGovError:
+        # The source was read without its compile: the verification compiles the signed
+        # policy. Whatever stopped the build, a policy that does not compile is reported as
+        # reading it reports it (file, line and rule), as when the reader compiled first.
+        load_policy_source(text, path)
+        raise
     if args.attestation is not None:
         expectations = _expectations(args.attestation)
         data, bundle = with_expectations(
