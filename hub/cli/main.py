@@ -13,6 +13,10 @@ output is dropped, no traceback). Errors are one sentence on stderr, or with ``-
 JSON object on stdout (:func:`edge_agent.support.cli.fail`); ``-v`` adds the traceback. The
 global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``, and ``--json`` for
 the commands with JSON output) go before or after the command.
+
+Every command builds the whole parser (:mod:`hub.cli.parsers`), which imports none of the
+commands' code: each names its handler (:class:`hub.cli.lazy.Handler`), whose module is
+imported only when that command runs.
 """
 
 from __future__ import annotations
