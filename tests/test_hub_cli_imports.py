@@ -129,3 +129,17 @@ def test_a_handler_module_that_fails_to_import_is_an_internal_error_not_a_traceb
         assert err.startswith("edge-hub: error: internal error (ModuleNotFoundError: import of ")
         assert "hub.cli.fabric" in err
         assert "Traceback" not in err
+
+
+def test_the_hub_directory_and_registry_errors_still_exit_unavailable() -> None:
+    """``exit_code`` finds these classes among the imported modules instead of importing
+    them: an error of either still ends with exit 3."""
+    from edge_agent.errors import ConfigError, TransportError
+    from hub.cli.exits import exit_code
+    from hub.hubdir.layout import HubDirError
+    from hub.registry import RegistryError
+
+    assert exit_code(HubDirError("no hub directory", Path("hub"))) == 3
+    assert exit_code(RegistryError("damaged")) == 3
+    assert exit_code(TransportError("unreachable")) == 3
+    assert exit_code(ConfigError("bad argument")) == 2
