@@ -17,7 +17,7 @@ from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.cli import fabric
+from hub.cli import fabric, signing
 from hub.cli import main as hub_cli
 from hub.registry import AttestationRecord, DeviceRecord, RejectionCount
 from hub.registry.backends import open_registry
@@ -79,7 +79,7 @@ def _check(name: str, text: str) -> None:
 
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (fabric, hub_cli):
+    for module in (fabric, signing):
         monkeypatch.setattr(module, "wall_clock", lambda: NOW)
 
 

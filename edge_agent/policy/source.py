@@ -33,6 +33,7 @@ from yaml.composer import Composer
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.durations import MAX_DURATION_SECONDS, parse_duration
 from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
@@ -49,13 +50,9 @@ MAX_POLICY_SOURCE_BYTES = 8 * 1024 * 1024
 """Largest policy source read, in UTF-8 bytes (a 10,000-rule source is about 2 MiB)."""
 MAX_YAML_DEPTH = 16
 """Deepest YAML nesting read; the format itself needs 6 levels."""
-MAX_DURATION_SECONDS = 3650 * 86_400
-"""Longest duration accepted (ten years)."""
 
 _T = TypeVar("_T")
 _STR = "tag:yaml.org,2002:str"
-_DURATION = re.compile(r"([0-9]+)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP_KEYS = ("target", "ttl", "max_offline", "groups", "workloads", "actions", "rules")
@@ -85,34 +82,8 @@ class PolicySource:
     actions: tuple[str, ...] | None = None
 
 
-def parse_duration(text: str) -> int:
-    """Parse a duration such as ``30s``, ``15m``, ``24h`` or ``7d`` into seconds.
-
-    One positive integer and one unit (s, m, h, d); no spaces, signs or fractions.
-
-    Raises:
-        ValueError: any other shape, zero, or more than ``MAX_DURATION_SECONDS``.
-    """
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(
-            f"duration {text!r} must be a whole number followed by s, m, h or d (e.g. '24h')"
-        )
-    digits = match.group(1).lstrip("0")
-    # Past 9 significant digits any unit is over the limit; never convert a huge number.
-    seconds = int(digits or "0") * _UNIT_SECONDS[match.group(2)] if len(digits) <= 9 else None
-    if seconds == 0:
-        raise ValueError(f"duration {text!r} must be longer than zero")
-    if seconds is None or seconds > MAX_DURATION_SECONDS:
-        raise ValueError(
-            f"duration {text!r} is longer than the maximum of "
-            f"{MAX_DURATION_SECONDS // 86_400}d ({MAX_DURATION_SECONDS} s)"
-        )
-    return seconds
-
-
 def load_policy_source(
-    text: str, path: str = "<policy>", *, enforce_vocabulary: bool = True
+    text: str, path: str = "<policy>", *, enforce_vocabulary: bool = True, compiles: bool = True
 ) -> PolicySource:
     """Read and check a YAML policy source.
 
@@ -121,6 +92,11 @@ def load_policy_source(
     action, so a typo such as ``exce`` never builds. ``enforce_vocabulary=False`` is for
     the policy lint, which reports every such action as a finding instead of stopping at
     the first.
+
+    ``compiles=False`` leaves step 4's compile to a caller that compiles the payload anyway
+    and, when that compile refuses it, reads the source again with ``compiles=True`` for the
+    line-numbered error (``edge-hub bundle build``: the verification of the signed bytes
+    compiles them as a device does).
 
     Steps: 1. bound the size; 2. compose the YAML node tree, refusing anchors, aliases,
     tags and deep nesting; 3. check every key and value, with its line; 4. build the payload
@@ -133,7 +109,7 @@ def load_policy_source(
     """
     with paused_gc():
         root = compose_yaml(text, path, what="policy source")
-        source = _Reader(path, enforce_vocabulary).source(root)
+        source = _Reader(path, enforce_vocabulary, compiles).source(root)
         # The node tree is garbage now: free it before the collector resumes, or the
         # collector's first pass scans every node of it.
         del root
@@ -322,8 +298,9 @@ def _line(mark: object) -> int | None:
 class _Reader:
     """Walks the node tree; every error names the node's line and the current rule."""
 
-    def __init__(self, path: str, enforce_vocabulary: bool = True) -> None:
+    def __init__(self, path: str, enforce_vocabulary: bool = True, compiles: bool = True) -> None:
         self._path = path
+        self._compiles = compiles
         self._rule: str | None = None
         self._enforce_vocabulary = enforce_vocabulary
         self._vocabulary: frozenset[str] | None = None
@@ -360,6 +337,8 @@ class _Reader:
             rules.append(rule)
         self._rule = None
         payload = policy_payload(groups, workloads, rules)
+        if not self._compiles:
+            return PolicySource(target, ttl, max_offline, payload, actions)
         try:
             compile_policy(payload)
         except PolicyError as exc:

@@ -41,6 +41,7 @@ from edge_agent.errors import EnvelopeError
 from edge_agent.protocol import cose, dcbor
 from edge_agent.protocol._schema import Fields
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.limits import MAX_BREAK_GLASS_WINDOW_S as MAX_WINDOW_S
 from edge_agent.protocol.roles import Role, external_aad
 from edge_agent.protocol.root import TrustRoot
 
@@ -60,8 +61,6 @@ __all__ = [
 
 CONTENT_TYPE = "application/edgegov-break-glass+cbor"
 MAX_BREAK_GLASS_BYTES = 8192
-MAX_WINDOW_S = 4 * 3600
-"""Longest audit window one token opens."""
 MAX_CLOCK_SKEW_S = 300
 """How far ahead of the device's clock a token's ``issued_at`` may be."""
 MAX_REASON_CHARS = 512

@@ -166,14 +166,19 @@ def _check_keys(
     ordered: bool,
     mixed_int_keys: bool,
 ) -> bool:
-    majors: set[str] = set()
     major: str | None = None
+    mixed = False
     previous: tuple[int, bytes] | None = None
     for key in value:
         rank: tuple[int, bytes]
-        if isinstance(key, bool):
+        if type(key) is str:
+            # First: the keys of every decoded map and of every payload edgegov builds.
+            this = "text"
+            encoded = key.encode()
+            rank = (len(encoded), encoded)
+        elif isinstance(key, bool):
             raise error(f"{what} has a map key of type bool, which is not allowed")
-        if isinstance(key, int):
+        elif isinstance(key, int):
             if not MIN_INT <= key <= MAX_INT:
                 raise error(f"{what} holds an integer outside the 64-bit range")
             # _key_rank's, inline: every map a strict decode reads comes through here.
@@ -190,15 +195,21 @@ def _check_keys(
             rank = (len(key), key)
         else:
             raise error(f"{what} has a map key of type {type(key).__name__}, which is not allowed")
-        majors.add(this)
-        if major is None:
-            major = this
-        elif this != major and not (mixed_int_keys and majors == {"uint", "nint"}):
-            raise error(f"{what} has a map that mixes key types")
+        if this != major:
+            if major is None:
+                major = this
+            elif mixed_int_keys and {this, major} == _INT_MAJORS:
+                mixed = True
+            else:
+                raise error(f"{what} has a map that mixes key types")
         if ordered and previous is not None and not previous < rank:
             raise error(f"{what} is not deterministically encoded CBOR (map key order)")
         previous = rank
-    return len(majors) > 1
+    return mixed
+
+
+_INT_MAJORS = {"uint", "nint"}
+"""The two major types one map may mix, with ``mixed_int_keys`` (COSE header maps)."""
 
 
 def decode(

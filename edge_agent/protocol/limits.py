@@ -6,6 +6,7 @@ Every limit is checked before or during parsing, never after a structure is buil
 from __future__ import annotations
 
 __all__ = [
+    "MAX_BREAK_GLASS_WINDOW_S",
     "MAX_BUNDLE_BYTES",
     "MAX_CBOR_DEPTH",
     "MAX_CBOR_ITEMS",
@@ -21,6 +22,8 @@ __all__ = [
     "SIGNED_TIME_SKEW_S",
 ]
 
+MAX_BREAK_GLASS_WINDOW_S = 4 * 3600
+"""Longest audit window one break-glass token opens (:mod:`edge_agent.protocol.breakglass`)."""
 MAX_BUNDLE_BYTES = 2 * 1024 * 1024
 """The largest bundle anyone signs, pushes or accepts. A 10,000-rule bundle signed by one key
 is 1,104,156 bytes (bench/decide.py's policy generator, compiled and signed): 2 MiB leaves

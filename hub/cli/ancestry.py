@@ -37,8 +37,7 @@ from edge_agent.protocol.chain import MAX_CHAIN_LINKS, encode_chain, verify_chai
 from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.support.cli import EXIT_REFUSED, counter_arg, utc_text, wall_clock
-from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
+from edge_agent.support.cli import counter_arg, utc_text, wall_clock
 from hub.cli.out import write_hub_out
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
@@ -47,40 +46,7 @@ from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
 from hub.service.publish import issue_directories
 
-__all__ = ["ancestry_json", "export_chain", "policies", "register"]
-
-
-def register(
-    lineage_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-) -> None:
-    """Add ``lineage ancestry`` to ``edge-hub``."""
-    ancestry = lineage_commands.add_parser(
-        "ancestry",
-        parents=[common],
-        help="a decision's chain of parents across devices, each link verified",
-        epilog=help_epilog(
-            "edge-hub lineage ancestry gw-002 41 --json",
-            (EXIT_REFUSED, "a link of the chain does not verify"),
-            NO_HUB,
-        ),
-    )
-    ancestry.add_argument(
-        "device_id", type=name_arg, metavar="DEVICE", help="the child decision's device id"
-    )
-    ancestry.add_argument("seq", metavar="SEQ", help="the child decision's entry seq")
-    ancestry.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
-    ancestry.add_argument("--json", action="store_true", help="print one JSON object")
-    ancestry.add_argument(
-        "--export",
-        type=path_arg,
-        metavar="FILE",
-        help="write the chain file edge-verify chain reads",
-    )
-    ancestry.add_argument(
-        "--force", action="store_true", help="replace --export if it is an existing file"
-    )
-    ancestry.set_defaults(handler=_cmd_ancestry)
+__all__ = ["ancestry_json", "cmd_ancestry", "export_chain", "policies"]
 
 
 def export_chain(
@@ -258,7 +224,7 @@ def _link_lines(index: int, link: Link) -> list[str]:
     return lines
 
 
-def _cmd_ancestry(args: argparse.Namespace) -> int:
+def cmd_ancestry(args: argparse.Namespace) -> int:
     """Walk, print and export; under ``--json`` an error after the walk is printed as JSON
     with the walk, and its exit code returned (as ``edge-hub`` would: 2 for a
     :class:`ConfigError`, else 1). An error before any walk (a bad argument, no hub

@@ -22,7 +22,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -38,13 +38,12 @@ from edge_agent.protocol.expectations import (
 from edge_agent.protocol.firmware_profile import MAX_PROFILE_BYTES, Profile, parse_profile
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import (
-    EXIT_REFUSED,
     format_duration,
     read_bounded,
     wall_clock,
 )
 from edge_agent.support.mqtt import BrokerSettings
-from hub.cli.exits import BROKER, NO_HUB, counted, help_epilog, name_arg, path_arg
+from hub.cli.exits import counted
 from hub.cli.out import write_hub_out
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
@@ -54,112 +53,25 @@ from hub.registry import AttestationRecord
 from hub.service.publish import publish_once
 from hub.service.verifier import DEFAULT_CHALLENGE_TTL_S, Verifier
 
-__all__ = ["attestation_json", "attestation_lines", "build_expectations", "register"]
+__all__ = [
+    "attestation_json",
+    "attestation_lines",
+    "build_expectations",
+    "cmd_challenge",
+    "cmd_expect",
+    "cmd_tpm_ak",
+]
 
 MAX_REPORT_BYTES = 256 * 1024
-DEFAULT_PROFILE_DIR = Path("firmware_profiles")
 WAIT_POLL_S = 0.2
 
 Digests = dict[str, set[bytes]]
 
 
-def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    hub_dir: argparse.ArgumentParser,
-    keys: argparse.ArgumentParser,
-    broker: argparse.ArgumentParser,
-    duration: Callable[[str], int],
-) -> None:
-    """Add ``attest expect`` and ``attest challenge`` to the ``edge-hub`` parser."""
-    attest = commands.add_parser(
-        "attest",
-        parents=[hub_dir],
-        help="device attestation",
-        epilog=help_epilog("edge-hub attest challenge gw-001 --wait 30s"),
-    ).add_subparsers(dest="attest_command", required=True, metavar="COMMAND")
-    expect = attest.add_parser(
-        "expect",
-        parents=[hub_dir],
-        help="bundle expectations from device reports",
-        epilog=help_epilog(
-            "edge-hub attest expect --profile generic-x86_64 --from-device gw-001 gw-002 "
-            "--out expect.json",
-            NO_HUB,
-        ),
-    )
-    expect.add_argument(
-        "--profile", required=True, help="profile name (in --profile-dir) or a profile file"
-    )
-    expect.add_argument(
-        "--profile-dir",
-        type=path_arg,
-        default=DEFAULT_PROFILE_DIR,
-        metavar="DIR",
-        help=f"where --profile NAME is looked up (default {DEFAULT_PROFILE_DIR}/)",
-    )
-    source = expect.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--from-device-report",
-        type=path_arg,
-        nargs="+",
-        metavar="FILE",
-        help="reports of 'edge-agent attest --json'",
-    )
-    source.add_argument(
-        "--from-device",
-        nargs="+",
-        metavar="ID",
-        help="registered devices: their last evidence verified by this hub",
-    )
-    expect.add_argument(
-        "--out", type=path_arg, help="write the expectations here (default: stdout)"
-    )
-    expect.add_argument("--force", action="store_true", help="replace --out if it is a file")
-    expect.set_defaults(handler=_cmd_expect)
-
-    challenge = attest.add_parser(
-        "challenge",
-        parents=[hub_dir, keys, broker],
-        help="challenge a device now",
-        epilog=help_epilog(
-            "edge-hub attest challenge gw-001 --wait 30s",
-            (EXIT_REFUSED, "the device's evidence failed"),
-            BROKER,
-        ),
-    )
-    challenge.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
-    challenge.add_argument(
-        "--wait", type=duration, metavar="DURATION", help="wait this long for the verdict"
-    )
-    challenge.add_argument("--json", action="store_true", help="print the result as JSON")
-    challenge.set_defaults(handler=_cmd_challenge)
-
-    tpm_ak = attest.add_parser(
-        "tpm-ak",
-        parents=[hub_dir],
-        help="register a device's TPM attestation key",
-        epilog=help_epilog("edge-hub attest tpm-ak gw-001 tpm-ak.pem", NO_HUB),
-    )
-    tpm_ak.add_argument("device_id", type=name_arg, metavar="ID", help="device id")
-    ak_source = tpm_ak.add_mutually_exclusive_group(required=True)
-    ak_source.add_argument(
-        "ak_file",
-        metavar="FILE",
-        type=path_arg,
-        nargs="?",
-        help="the PEM public key 'edge-agent attest tpm-enroll' wrote",
-    )
-    ak_source.add_argument(
-        "--remove", action="store_true", help="forget the key: no quote is required any more"
-    )
-    tpm_ak.add_argument("--json", action="store_true", help="print the result as JSON")
-    tpm_ak.set_defaults(handler=_cmd_tpm_ak)
-
-
 # --- expect --------------------------------------------------------------------------------
 
 
-def _cmd_expect(args: argparse.Namespace) -> int:
+def cmd_expect(args: argparse.Namespace) -> int:
     path = Path(args.profile)
     if not (path.suffix == ".toml" or path.exists()):
         path = args.profile_dir / f"{args.profile}.toml"
@@ -278,7 +190,7 @@ def _device_measurements(
 # --- challenge -----------------------------------------------------------------------------
 
 
-def _cmd_challenge(args: argparse.Namespace) -> int:
+def cmd_challenge(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys = hub.load_keys(args.keys)
     verifier_keys = load_role_keys(args.keys or hub.keys, Role.VERIFIER, keys.root)
@@ -331,7 +243,7 @@ def _wait_outcome(hub: HubDir, device: str, nonce: bytes, wait_s: int) -> Attest
 # --- tpm-ak --------------------------------------------------------------------------------
 
 
-def _cmd_tpm_ak(args: argparse.Namespace) -> int:
+def cmd_tpm_ak(args: argparse.Namespace) -> int:
     der = None
     if args.ak_file is not None:
         key = load_ak(read_bounded(args.ak_file, MAX_AK_PEM_BYTES, "attestation key"))

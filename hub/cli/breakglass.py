@@ -23,47 +23,17 @@ from edge_agent.protocol.breakglass import (
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.support.cli import utc_text, wall_clock
-from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
 from hub.cli.out import write_hub_out
 from hub.hubdir.keys import load_role_keys
 from hub.hubdir.layout import HubDir
 
-__all__ = ["register"]
+__all__ = ["cmd_break_glass"]
 
 TOKEN_ID_BYTES = 16
 MAX_REASON_CHARS = 512
 
 
-def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    hub_dir: argparse.ArgumentParser,
-    keys: argparse.ArgumentParser,
-) -> None:
-    """Add ``break-glass`` to the ``edge-hub`` parser."""
-    command = commands.add_parser(
-        "break-glass",
-        parents=[hub_dir, keys],
-        help="sign a recovery token that puts one device's exec enforcement in audit mode",
-        epilog=help_epilog(
-            "edge-hub break-glass --device gw-001 --minutes 30 --reason 'INC-42' "
-            "--out gw-001.breakglass",
-            NO_HUB,
-        ),
-    )
-    command.add_argument(
-        "--device", type=name_arg, required=True, help="the device the token is bound to"
-    )
-    command.add_argument(
-        "--minutes", type=int, required=True, help=f"window length (1 to {MAX_WINDOW_S // 60})"
-    )
-    command.add_argument("--reason", required=True, help="why (logged on the device)")
-    command.add_argument("--out", type=path_arg, required=True, help="token file to write")
-    command.add_argument("--force", action="store_true", help="replace --out if it is a file")
-    command.add_argument("--json", action="store_true", help="print the result as JSON")
-    command.set_defaults(handler=_cmd_break_glass)
-
-
-def _cmd_break_glass(args: argparse.Namespace) -> int:
+def cmd_break_glass(args: argparse.Namespace) -> int:
     try:
         check_topic_name(args.device, "--device")
     except ValueError as exc:

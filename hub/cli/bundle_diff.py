@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +32,13 @@ from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.cli import (
     EXIT_UNAVAILABLE,
-    counter_arg,
     fail,
     read_bounded,
     utc_text,
     wall_clock,
 )
-from hub.cli.exits import NO_HUB, counted, exit_code, help_epilog, name_arg, path_arg
+from hub.cli.exits import counted, exit_code
+from hub.cli.parsers.bundle_diff import EXIT_FLIPS, EXIT_SAME, EXIT_TROUBLE
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
     ChangeGroup,
@@ -53,64 +53,13 @@ from hub.hubdir.keys import ROOT_FILE, load_root
 from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, Registry
 
-__all__ = ["EXIT_FLIPS", "EXIT_SAME", "EXIT_TROUBLE", "JSON_FORMAT", "register"]
+__all__ = ["EXIT_FLIPS", "EXIT_SAME", "EXIT_TROUBLE", "JSON_FORMAT", "cmd_diff"]
 
 PROG = "edge-hub"
-EXIT_SAME = 0
-EXIT_FLIPS = 1
-EXIT_TROUBLE = 2
 JSON_FORMAT = "edgegov-bundle-diff/1"
 """The ``format`` member of ``--json`` output; changes only with a new number."""
-DEFAULT_LIMIT = 20
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 _SHOWN_DEVICES = 10
-
-
-def register(
-    bundle: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-    duration: Callable[[str], int],
-) -> None:
-    """Add ``bundle diff`` to the ``edge-hub bundle`` sub-commands."""
-    diff = bundle.add_parser(
-        "diff",
-        parents=[common],
-        help="re-decide shipped decisions under a candidate bundle",
-        description="Re-decide every shipped decision of the devices a candidate bundle "
-        "targets under it, and report what would change. Exit 0: nothing flips; 1: some "
-        "decision flips; 2: the diff could not be made (usage, unreadable input, a "
-        "candidate that fails verification); 3: the hub directory is missing.",
-        epilog=help_epilog(
-            "edge-hub bundle diff candidate.cbor --since 7d --json",
-            (EXIT_FLIPS, "some decision flips"),
-            NO_HUB,
-        ),
-    )
-    diff.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
-    diff.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
-    diff.add_argument(
-        "--against-version",
-        type=counter_arg(1),
-        metavar="N",
-        help="compare with what recorded bundle version N decides (default: as recorded)",
-    )
-    diff.add_argument(
-        "--since", type=duration, metavar="DURATION", help="only decisions this recent (7d, 12h)"
-    )
-    diff.add_argument(
-        "--group", action="append", default=[], help="only devices in this group (repeat)"
-    )
-    diff.add_argument(
-        "--device", type=name_arg, action="append", default=[], help="only this device (repeat)"
-    )
-    diff.add_argument("--json", action="store_true", help="machine-readable (docs/rollout.md)")
-    diff.add_argument(
-        "--limit",
-        type=counter_arg(1),
-        default=DEFAULT_LIMIT,
-        help=f"groups shown per section in text output (default {DEFAULT_LIMIT}; --json: all)",
-    )
-    diff.set_defaults(handler=_cmd_diff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +73,7 @@ class _Setting:
     since: int | None
 
 
-def _cmd_diff(args: argparse.Namespace) -> int:
+def cmd_diff(args: argparse.Namespace) -> int:
     try:
         setting, report = _diff(args)
     except EdgeGovError as exc:

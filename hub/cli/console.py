@@ -12,66 +12,14 @@ import json
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
-from hub.cli.exits import NO_HUB, help_epilog, name_arg
-from hub.console.tokens import TOKEN_NAME, Role, new_token, token_digest
+from hub.console.tokens import TOKEN_NAME, new_token, token_digest
 from hub.hubdir.layout import HubDir
 from hub.registry import ConsoleToken
 
-__all__ = ["register"]
+__all__ = ["cmd_add", "cmd_list", "cmd_revoke"]
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    """Add ``console token add|list|revoke`` to the ``edge-hub`` parser."""
-    hub_dir = common
-    console = commands.add_parser(
-        "console",
-        parents=[common],
-        help="the governance console",
-        epilog=help_epilog("edge-hub console token list"),
-    ).add_subparsers(dest="console_command", required=True, metavar="COMMAND")
-    token = console.add_parser(
-        "token",
-        parents=[common],
-        help="console login tokens",
-        epilog=help_epilog("edge-hub console token add alice --role operator"),
-    ).add_subparsers(dest="token_command", required=True, metavar="COMMAND")
-    add = token.add_parser(
-        "add",
-        parents=[hub_dir],
-        help="make a login token (printed once)",
-        epilog=help_epilog("edge-hub console token add alice --role operator", NO_HUB),
-    )
-    add.add_argument("name", type=name_arg, metavar="NAME", help="who or what the token is for")
-    add.add_argument(
-        "--role",
-        choices=[str(r) for r in Role],
-        required=True,
-        help="viewer: reads only; operator: may push, revoke, challenge and register",
-    )
-    add.add_argument("--json", action="store_true", help="print the result as JSON")
-    add.set_defaults(handler=_cmd_add)
-    listing = token.add_parser(
-        "list",
-        parents=[hub_dir],
-        help="the tokens (names and roles)",
-        epilog=help_epilog("edge-hub console token list", NO_HUB),
-    )
-    listing.add_argument("--json", action="store_true", help="print the tokens as JSON")
-    listing.set_defaults(handler=_cmd_list)
-    revoke = token.add_parser(
-        "revoke",
-        parents=[hub_dir],
-        help="delete a token",
-        epilog=help_epilog("edge-hub console token revoke alice", NO_HUB),
-    )
-    revoke.add_argument("name", type=name_arg, metavar="NAME", help="the token's name")
-    revoke.add_argument("--json", action="store_true", help="print the result as JSON")
-    revoke.set_defaults(handler=_cmd_revoke)
-
-
-def _cmd_add(args: argparse.Namespace) -> int:
+def cmd_add(args: argparse.Namespace) -> int:
     if not TOKEN_NAME.fullmatch(args.name):
         raise ConfigError(
             f"token name {args.name!r}: use 1 to 64 letters, digits and . _ @ - "
@@ -90,7 +38,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         tokens = registry.console_tokens()
     if args.json:
@@ -105,7 +53,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_revoke(args: argparse.Namespace) -> int:
+def cmd_revoke(args: argparse.Namespace) -> int:
     with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
         if not registry.revoke_console_token(args.name):
             raise ConfigError(f"no console token named {args.name!r} (see 'console token list')")

@@ -7,11 +7,15 @@ Which error ends with which code (:func:`exit_code`): a missing hub directory, o
 holding no registry where a command reads one, an unreachable broker and an unusable
 registry are *unavailable* (3); a bad argument or input file is a *usage* error (2); any
 other refusal of ours (a signature, a rollback, a conflicting state) is *refused* (1).
+
+Building the parser imports this module for every command, so it imports neither the hub
+directory's module nor the registry's (with MQTT and SQLite behind them).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edge_agent.errors import ConfigError, EdgeGovError, TransportError
@@ -22,8 +26,6 @@ from edge_agent.support.cli import (
     EXIT_USAGE,
     epilog,
 )
-from hub.hubdir.layout import HubDirError
-from hub.registry import RegistryError
 
 __all__ = [
     "BROKER",
@@ -58,13 +60,34 @@ def help_epilog(example: str, *codes: tuple[int, str], more: tuple[str, ...] = (
     return epilog(sorted(listed.items()), example, *more)
 
 
+UNAVAILABLE_ERRORS = (
+    ("hub.hubdir.layout", "HubDirError"),
+    ("hub.registry.interface", "RegistryError"),
+)
+"""The errors of the hub directory and the registry, by module and class name."""
+
+
 def exit_code(exc: EdgeGovError) -> int:
-    """The exit code an ``edge-hub`` command ends with on ``exc``."""
-    if isinstance(exc, HubDirError | TransportError | RegistryError):
+    """The exit code an ``edge-hub`` command ends with on ``exc``.
+
+    The hub directory's and the registry's errors are looked up among the modules already
+    imported: an error of a class whose module was never imported cannot have been raised.
+    """
+    if isinstance(exc, (TransportError, *_loaded(UNAVAILABLE_ERRORS))):
         return EXIT_UNAVAILABLE
     if isinstance(exc, ConfigError):
         return EXIT_USAGE
     return EXIT_REFUSED
+
+
+def _loaded(classes: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """Those of ``classes`` (module, class name) whose module is imported."""
+    found: list[type[BaseException]] = []
+    for module, name in classes:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 def path_arg(text: str) -> Path:

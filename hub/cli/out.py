@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import write_out
-from hub.hubdir.layout import KEYS_DIR, REGISTRY_FILE, SERVE_FILE, SERVE_LOCK_FILE, HubDir
+from hub.hubdir.paths import KEYS_DIR, REGISTRY_FILE, SERVE_FILE, SERVE_LOCK_FILE, hub_dir_path
 
 __all__ = ["write_hub_out"]
 
@@ -51,7 +51,7 @@ def write_hub_out(
         ConfigError: the path is refused or cannot be written.
     """
     target = _real(path)
-    hub = _real(HubDir.resolve(hub_dir).path)
+    hub = _real(hub_dir_path(hub_dir))
     guarded_dirs = [hub / KEYS_DIR, *(_real(d) for d in key_dirs if d is not None)]
     guarded_files = {hub / name for name in _HUB_FILES}
     guarded_files.update(_real(f) for f in inputs if f is not None)

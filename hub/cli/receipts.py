@@ -32,79 +32,20 @@ from edge_agent.protocol.consistency_file import format_consistency_proof
 from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
-from edge_agent.support.cli import counter_arg, utc_text, wall_clock
-from hub.cli.exits import NO_HUB, help_epilog, name_arg, path_arg
+from edge_agent.support.cli import utc_text, wall_clock
 from hub.cli.out import write_hub_out
-from hub.core.receipts import FORMATS, hub_receipt, registered
+from hub.core.receipts import hub_receipt, registered
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
 
-__all__ = ["checkpoint_note", "consistency_text", "register"]
-
-
-def register(
-    keys_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    lineage_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-) -> None:
-    """Add ``lineage receipt|checkpoint|consistency`` and ``keys export`` to ``edge-hub``."""
-    hub_dir = argparse.ArgumentParser(add_help=False, parents=[common])
-    hub_dir.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
-    out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("--out", type=path_arg, required=True, help="file to write")
-    out.add_argument("--force", action="store_true", help="replace --out if it is a file")
-    out.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    receipt = lineage_commands.add_parser(
-        "receipt",
-        parents=[hub_dir, out],
-        help="a receipt for one entry, cosigned by the hub",
-        epilog=help_epilog("edge-hub lineage receipt gw-001 41 --out gw-001-41.cose", NO_HUB),
-    )
-    receipt.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
-    receipt.add_argument("seq", type=counter_arg(0), metavar="SEQ", help="the entry's seq")
-    receipt.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="cose",
-        help="cose: a COSE receipt (edge-verify receipt); tlog-proof: a text proof",
-    )
-    receipt.add_argument(
-        "--include-bundle", action="store_true", help="embed the bundle the entry names (cose)"
-    )
-    receipt.set_defaults(handler=_cmd_receipt)
-
-    checkpoint = lineage_commands.add_parser(
-        "checkpoint",
-        parents=[hub_dir, out],
-        help="the checkpoint note the hub holds",
-        epilog=help_epilog("edge-hub lineage checkpoint gw-001 --out gw-001.note", NO_HUB),
-    )
-    checkpoint.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
-    checkpoint.add_argument("--size", type=counter_arg(1), help="tree size (default: latest)")
-    checkpoint.set_defaults(handler=_cmd_checkpoint)
-
-    consistency = lineage_commands.add_parser(
-        "consistency",
-        parents=[hub_dir, out],
-        help="a consistency proof between two sizes",
-        epilog=help_epilog(
-            "edge-hub lineage consistency gw-001 100 250 --out gw-001-100-250.proof", NO_HUB
-        ),
-    )
-    consistency.add_argument("device_id", type=name_arg, metavar="DEVICE", help="device id")
-    consistency.add_argument("old", type=counter_arg(1), metavar="OLD", help="the older size")
-    consistency.add_argument("new", type=counter_arg(1), metavar="NEW", help="the newer size")
-    consistency.set_defaults(handler=_cmd_consistency)
-
-    export = keys_commands.add_parser(
-        "export",
-        parents=[hub_dir, out],
-        help="export a public key the hub signs with",
-        epilog=help_epilog("edge-hub keys export witness --out witness.pub", NO_HUB),
-    )
-    export.add_argument("which", choices=["witness"], help="witness: the cosigning key")
-    export.set_defaults(handler=_cmd_export)
+__all__ = [
+    "checkpoint_note",
+    "cmd_checkpoint",
+    "cmd_consistency",
+    "cmd_export",
+    "cmd_receipt",
+    "consistency_text",
+]
 
 
 def checkpoint_note(registry: Registry, device_id: str, size: int | None = None) -> str:
@@ -171,7 +112,7 @@ def _witness(hub: HubDir, keys_dir: Path | None) -> tuple[PrivateKey, tuple[Publ
     return keys.witness, tuple(keys.root.role(Role.VERIFIER).keys.values())
 
 
-def _cmd_receipt(args: argparse.Namespace) -> int:
+def cmd_receipt(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     witness, witnesses = _witness(hub, args.keys)
     with hub.open_registry(create=False) as registry:
@@ -207,7 +148,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_checkpoint(args: argparse.Namespace) -> int:
+def cmd_checkpoint(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
@@ -221,7 +162,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_consistency(args: argparse.Namespace) -> int:
+def cmd_consistency(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
@@ -239,7 +180,7 @@ def _cmd_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
     pem = witness.public.to_pem().encode("ascii")
     write_hub_out(

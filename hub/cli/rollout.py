@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
-from hub.cli.exits import NO_HUB, REFUSED, counted, help_epilog, name_arg, path_arg
+from hub.cli.exits import counted
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -40,7 +39,7 @@ from hub.registry import Registry
 from hub.registry.rollout_records import RolloutRecord, RolloutState, StageLog
 from hub.service.rollout import prepare_rollout, stage_counters_now
 
-__all__ = ["STATUS_FORMAT", "register"]
+__all__ = ["STATUS_FORMAT", "cmd_change", "cmd_start", "cmd_status"]
 
 STATUS_FORMAT = "edgegov-rollout-status/1"
 SHOWN_DEVICES = 10
@@ -49,88 +48,7 @@ _CAS_ATTEMPTS = 5
 _NARROWED = "its devices' own channels (narrowed by --group)"
 
 
-def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: argparse.ArgumentParser,
-    duration: Callable[[str], int],
-) -> None:
-    """Add ``edge-hub rollout``."""
-    rollout = commands.add_parser(
-        "rollout",
-        parents=[common],
-        help="staged rollouts",
-        epilog=help_epilog("edge-hub rollout status --json"),
-    ).add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
-
-    start = rollout.add_parser(
-        "start",
-        parents=[common],
-        help="roll a signed bundle out in stages",
-        epilog=help_epilog(
-            "edge-hub rollout start candidate.cbor --stages 10%,100% --soak 1h "
-            "--halt-if 'deny_rate > 0.05'",
-            REFUSED,
-            NO_HUB,
-        ),
-    )
-    start.add_argument("candidate", type=path_arg, help="the candidate bundle (signed CBOR)")
-    start.add_argument("--keys", type=path_arg, help="key directory (default: HUB_DIR/keys)")
-    start.add_argument(
-        "--stages", default="1%,10%,50%,100%", help="shares of the devices (default %(default)s)"
-    )
-    start.add_argument(
-        "--soak",
-        type=duration,
-        default=1800,
-        metavar="DURATION",
-        help="how long each stage runs before the next (default 30m)",
-    )
-    start.add_argument(
-        "--halt-if",
-        action="append",
-        default=[],
-        metavar="CONDITION",
-        help="halt and roll back when it holds (repeat; docs/rollout.md)",
-    )
-    start.add_argument(
-        "--group", type=name_arg, action="append", default=[], help="only devices in it (repeat)"
-    )
-    start.add_argument("--json", action="store_true", help="print the rollout as JSON")
-    start.set_defaults(handler=_cmd_start)
-
-    status = rollout.add_parser(
-        "status",
-        parents=[common],
-        help="explain rollouts",
-        epilog=help_epilog("edge-hub rollout status --json", NO_HUB),
-    )
-    status.add_argument("rollout", type=name_arg, nargs="?", help="one rollout (default: all)")
-    status.add_argument("--json", action="store_true", help="print the rollouts as JSON")
-    status.set_defaults(handler=_cmd_status)
-
-    for name, helptext in (
-        ("pause", "stop the soak clock and further stages (halts are still watched)"),
-        ("resume", "go on where a paused rollout stopped"),
-        ("abort", "roll the switched devices back and end the rollout"),
-    ):
-        command = rollout.add_parser(
-            name,
-            parents=[common],
-            help=helptext,
-            epilog=help_epilog(f"edge-hub rollout {name} eu-1-v7", REFUSED, NO_HUB),
-        )
-        command.add_argument(
-            "rollout", type=name_arg, help="the rollout's id ('edge-hub rollout status')"
-        )
-        if name == "abort":
-            command.add_argument(
-                "--reason", default="aborted by the operator", help="why (kept with the rollout)"
-            )
-        command.add_argument("--json", action="store_true", help="print the result as JSON")
-        command.set_defaults(handler=_cmd_change, change=name)
-
-
-def _cmd_start(args: argparse.Namespace) -> int:
+def cmd_start(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     keys_dir = args.keys or hub.keys
     keys = hub.load_keys(keys_dir)
@@ -188,7 +106,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_change(args: argparse.Namespace) -> int:
+def cmd_change(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     with hub.open_registry(create=False) as registry:
         for _ in range(_CAS_ATTEMPTS):
@@ -233,7 +151,7 @@ def _one(registry: Registry, rollout: str) -> RolloutRecord:
     return record
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(args.hub_dir)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:

@@ -29,6 +29,7 @@ from edge_agent.protocol.lineage_entries import decode_entry
 from edge_agent.protocol.merkle import NodeFetcher, inclusion_proof, leaf_hash, verify_inclusion
 from edge_agent.protocol.receipt import build_receipt
 from edge_agent.protocol.tlog_proof import format_tlog_proof
+from hub.core.receipt_formats import FORMATS
 from hub.registry.interface import RegistryError
 from hub.registry.records import DeviceLog, DeviceRecord, StoredCheckpoint
 
@@ -43,9 +44,6 @@ __all__ = [
     "registered",
     "stored_entry",
 ]
-
-FORMATS = ("cose", "tlog-proof")
-"""The receipt formats: the COSE transparent statement and the C2SP tlog-proof text."""
 
 
 class ProofSource(Protocol):

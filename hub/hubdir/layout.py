@@ -34,6 +34,14 @@ from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.support.cli import read_bounded, write_atomic
 from edge_agent.support.mqtt import BrokerSettings
 from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
+from hub.hubdir.paths import (
+    ENV_HUB_DIR,
+    KEYS_DIR,
+    REGISTRY_FILE,
+    SERVE_FILE,
+    SERVE_LOCK_FILE,
+    hub_dir_path,
+)
 from hub.registry import Registry
 from hub.registry.backends import open_registry
 
@@ -45,11 +53,6 @@ __all__ = [
     "ServeInfo",
 ]
 
-ENV_HUB_DIR = "EDGE_HUB_DIR"
-KEYS_DIR = "keys"
-REGISTRY_FILE = "hub.db"
-SERVE_FILE = "serve.json"
-SERVE_LOCK_FILE = "serve.lock"
 MAX_SERVE_FILE_BYTES = 16 * 1024
 
 
@@ -137,9 +140,7 @@ class HubDir:
     @classmethod
     def resolve(cls, given: Path | None) -> HubDir:
         """``given``, else ``$EDGE_HUB_DIR``, else the current directory."""
-        if given is not None:
-            return cls(given)
-        return cls(Path(os.environ.get(ENV_HUB_DIR) or "."))
+        return cls(hub_dir_path(given))
 
     @property
     def keys(self) -> Path:

@@ -7,8 +7,12 @@ so a name no profile has (a typo) would register a device no bundle reaches as i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edge_agent.errors import ConfigError
-from hub.hubdir.layout import HubDir
+
+if TYPE_CHECKING:
+    from hub.hubdir.layout import HubDir
 
 __all__ = ["PROFILE_DIR", "SHIPPED_PROFILES", "check_profile", "known_profiles"]
 

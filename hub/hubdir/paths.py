@@ -1,0 +1,31 @@
+"""The names of a hub directory's files and where the directory is, apart from the code that
+opens them (:mod:`hub.hubdir.layout`, with the registry and MQTT behind it): a command that
+only writes a file (``edge-hub bundle build --out``) checks it is none of them without
+importing those."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "ENV_HUB_DIR",
+    "KEYS_DIR",
+    "REGISTRY_FILE",
+    "SERVE_FILE",
+    "SERVE_LOCK_FILE",
+    "hub_dir_path",
+]
+
+ENV_HUB_DIR = "EDGE_HUB_DIR"
+KEYS_DIR = "keys"
+REGISTRY_FILE = "hub.db"
+SERVE_FILE = "serve.json"
+SERVE_LOCK_FILE = "serve.lock"
+
+
+def hub_dir_path(given: Path | None) -> Path:
+    """The hub directory: ``given``, else ``$EDGE_HUB_DIR``, else the current directory."""
+    if given is not None:
+        return given
+    return Path(os.environ.get(ENV_HUB_DIR) or ".")
