@@ -5,6 +5,7 @@ does is in tests/test_registry_contract.py."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -240,8 +241,8 @@ def test_of_two_hubs_claiming_the_free_schedule_lease_at_once_one_gets_it(
     for round_ in range(RACES):
         now = NOW + 100 * round_
         results = _race(
-            lambda: first.claim_schedule_lease("hub-a", now, 50),
-            lambda: second.claim_schedule_lease("hub-b", now, 50),
+            functools.partial(first.claim_schedule_lease, "hub-a", now, 50),
+            functools.partial(second.claim_schedule_lease, "hub-b", now, 50),
         )
         assert sum(isinstance(r, int) for r in results) == 1, results
         assert sum(r is None for r in results) == 1, results

@@ -23,8 +23,8 @@ from typing import Literal
 
 __all__ = [
     "INDEXES",
-    "SCHEMA_VERSION",
     "SCHEDULE_LEASE",
+    "SCHEMA_VERSION",
     "SEARCH_TABLE",
     "TABLES",
     "UPGRADABLE_VERSIONS",

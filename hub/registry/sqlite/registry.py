@@ -78,9 +78,10 @@ class SqliteRegistry(
             db.executescript(SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
             if version != SCHEMA_VERSION:
-                # A new registry, or an upgraded one (the tables it lacked are created
-                # above, in the same way as for a new one). Only when it changes: writing the same value would still rewrite the
-                # file's header, and a command that only reads must leave hub.db as it was.
+                # A new registry, or an upgraded one (what it lacked is created above, as
+                # for a new one). Only when it changes: writing the same value would still
+                # rewrite the file's header, and a command that only reads must leave
+                # hub.db as it was.
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
