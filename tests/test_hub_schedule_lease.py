@@ -141,7 +141,7 @@ async def test_of_two_hubs_on_one_registry_only_the_lease_holder_publishes_each_
 async def test_when_the_leader_stops_renewing_another_publishes_within_one_interval(
     setup: HubSetup, location: Path | str
 ) -> None:
-    interval = 3.0
+    interval = 6.0  # a lease of 3 s, claimed every second: a handover within 4 s
     _push(setup, location)
     with (
         _hub(setup, location, "hub-a", interval) as a,
@@ -198,6 +198,25 @@ async def test_a_leader_that_lost_and_regained_the_lease_publishes_nothing_signe
         assert taken == first + 1
         assert not a.lease.holds(first, wall())
         assert a.lease.token == first + 2 and a.lease.holds(first + 2, wall())
+
+
+@pytest.mark.asyncio
+async def test_a_leader_without_its_broker_leaves_the_lease_to_run_out_and_reclaims_it(
+    setup: HubSetup, location: Path | str
+) -> None:
+    with _hub(setup, location, "hub-a", 0.3) as a, _hub(setup, location, "hub-b", 0.3) as b:
+        await a.tick()
+        led = a.lease.token
+        stop = asyncio.Event()
+        offline = asyncio.create_task(a.schedule.run(lambda: None, stop))
+        try:
+            await wait_for(lambda: not a.lease.leading)
+        finally:
+            stop.set()
+            await offline
+        assert a.lines[-1] == "without the broker: leaves the schedule lease to run out"
+        assert b.lease.claim(wall()) is None
+        assert a.lease.claim(wall()) == led
 
 
 class UnreachableRegistry:
@@ -321,14 +340,14 @@ async def _two_serves(
 async def test_of_two_serves_one_publishes_freshness_and_the_other_within_an_interval_of_its_kill(
     setup: HubSetup,
 ) -> None:
-    interval = 4.0
+    interval = 6.0  # a lease of 3 s, claimed every second: a handover within 4 s
     prepare_push(HubDir(setup.path), make_bundle(setup.keys, 1), now=wall())
     async with (
         mosquitto_broker() as broker,
         _two_serves(setup, broker.url, interval) as (leader, standby),
         watching(broker.settings, [FRESHNESS]) as watcher,
     ):
-        rounds = 3
+        rounds = 2
         arrived = await _arrivals(watcher.queue, rounds * interval)
         assert rounds - 1 <= arrived <= rounds + 1
         os.kill(leader.process.pid, signal.SIGKILL)

@@ -118,9 +118,22 @@ class ScheduleLease:
             return False
         return True
 
+    def lapse(self) -> None:
+        """Stop leading without a word to the registry (this hub lost its broker: it cannot
+        publish): the lease runs out unless this hub claims it again first, and another
+        hub with a broker takes it."""
+        if self.token is None:
+            return
+        logger.warning(
+            "the schedule lease (fencing token %d) is left to run out: this hub has no broker",
+            self.token,
+        )
+        self.token = None
+        self._status("without the broker: leaves the schedule lease to run out")
+
     def release(self) -> None:
-        """Free the lease if this hub holds it (stopping cleanly, or without a broker to
-        publish on), for another hub to take at once."""
+        """Free the lease if this hub holds it (stopping cleanly), for another hub to take
+        at once."""
         if self.token is None:
             return
         self.token = None

@@ -64,7 +64,7 @@ class Schedule:
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
         """Claim the lease every :attr:`~hub.service.lease.LeaseTiming.check_s` while
-        connected (release it while not), run a round every ``freshness_interval_s`` and
+        connected (let it lapse while not), run a round every ``freshness_interval_s`` and
         at once on gaining the lease, until ``stop``; release the lease on the way out."""
         interval = self._context.config.freshness_interval_s
         due = time.monotonic() + interval
@@ -74,7 +74,7 @@ class Schedule:
             led = self.lease.leading
             if current() is None:
                 # Without a broker it cannot publish: another hub that has one should lead.
-                self.lease.release()
+                self.lease.lapse()
             else:
                 self.lease.claim(wall())
             if time.monotonic() >= due or (self.lease.leading and not led):
@@ -145,6 +145,8 @@ class Schedule:
         if not self.lease.holds(token, wall()):
             return
         await context.retained.publish(conn, retained, remember=True)
+        if retained and not self.lease.holds(token, wall()):
+            return
         await context.retained.publish(conn, freshness)
         context.stats.freshness_published += len(freshness)
 
