@@ -55,8 +55,8 @@ def lease_timing(freshness_interval_s: float) -> LeaseTiming:
     two thirds of the interval, the rest leaving room for the new leader's round. The
     leader renews three times per lease, so one slow or failed renewal (a busy registry)
     does not lose it, even with a lease a second shorter from whole-second times. With an
-    interval under ``3 * MIN_LEASE_TTL_S / 2`` seconds (tests), the handover takes
-    :attr:`LeaseTiming.handover_s` instead, a few seconds.
+    interval under ``4 * MIN_LEASE_TTL_S / 3`` seconds (tests), the handover takes
+    :attr:`LeaseTiming.handover_s` of the shortest lease instead: 2.7 s.
     """
     ttl_s = max(MIN_LEASE_TTL_S, math.floor(freshness_interval_s / 2))
     return LeaseTiming(ttl_s, ttl_s / 3)
