@@ -17,7 +17,11 @@ each other's verification and writes, which a fleet of real devices does in para
   that device's gate denies (p50 / p99 over ``--revocations`` devices spread evenly over
   the fleet, one at a time, starting once the push's lineage is acknowledged). Every agent
   receives and verifies every revocation (it must see every kill epoch), so the revoked
-  device waits for the agents its process handles before it;
+  device waits for the agents its process handles before it. Each revocation is split in
+  stages (``--stages`` prints them, the JSON has them): the hub's sign and record, its
+  publish until the broker's PUBACK, the broker to the revoked agent's loop taking the
+  message, verification, the gate denying, and the state commit returning; with how many
+  agents of its process took the revocation before it;
 - ingest: the agents stop, every agent decides ``--decisions`` times and signs the batches
   it would ship (device-side work, done by each device in parallel in a real fleet, so
   outside the clock); then one publisher sends every batch at once and the clock runs until
@@ -47,6 +51,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
@@ -56,13 +61,14 @@ from edge_agent.lineage.log import LineageConfig  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
 from edge_agent.protocol.request import Request  # noqa: E402
-from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
+from edge_agent.protocol.revocation import Revocation, RevocationKind  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
-from edge_agent.support.mqtt import BrokerSettings  # noqa: E402
+from edge_agent.support.mqtt import BrokerSettings, Incoming  # noqa: E402
 from edge_agent.support.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.sync.config import SyncConfig  # noqa: E402
 from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
+from edge_agent.trust.machine import Outcome, Refused  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.cli.fabric import prepare_push, prepare_revocation  # noqa: E402
 from hub.hubdir.layout import HubDir  # noqa: E402
@@ -87,6 +93,9 @@ LINEAGE = LineageConfig(synchronous="NORMAL")
 TIMEOUT_S = 300.0
 WORKERS = 2
 """Agent processes (the machine's cores); the hub and the broker run in their own."""
+
+
+_T = TypeVar("_T")
 
 
 def _now() -> int:
@@ -215,13 +224,13 @@ async def _measure(
         push = await _push(hub_dir, url, workers)
         await _ask_all(workers, ("acked",))
         step = max(1, count // revocations)
-        revoke = await _revoke(hub_dir, url, workers, device_ids[::step][:revocations])
+        revoke, stages = await _revoke(hub_dir, url, workers, device_ids[::step][:revocations])
         await _ask_all(workers, ("acked",))
         ingest = await _ingest(url, workers, decisions)
     finally:
         for worker in workers:
             worker.close()
-    return {"push": push, "revoke": revoke, "ingest": ingest}
+    return {"push": push, "revoke": revoke, "stages": stages, "ingest": ingest}
 
 
 def _enrol(work: Path, hub_dir: Path, count: int) -> list[str]:
@@ -292,20 +301,35 @@ async def _push(hub: HubDir, url: str, workers: list[AgentWorker]) -> list[float
     return [at - start for times in installed for at in times]  # type: ignore[attr-defined]
 
 
+STAGES = ("signed", "published", "received", "verified", "denied", "recorded")
+"""The moments of one revocation, in order: the hub signed and recorded it, the broker
+acknowledged its publish, the revoked agent's loop took it, verified it, its gate denied,
+and its state commit returned (monotonic seconds: one clock for every process here)."""
+
+
 async def _revoke(
     hub: HubDir, url: str, workers: list[AgentWorker], targets: list[str]
-) -> list[float]:
-    latencies = []
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Revoke each of ``targets`` in turn: the latency of each (start to deny) and its
+    stages (seconds since its start; ``ahead``: agents of its process that took the
+    revocation before it)."""
+    latencies, stages = [], []
     for device_id in targets:
         worker = next(w for w in workers if device_id in w.device_ids)
         start = time.monotonic()
         _, publications = prepare_revocation(
             hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
         )
+        signed = time.monotonic()
         await publish_once(BrokerSettings.from_url(url), publications)
-        revoked_at = await worker.ask("revoked", device_id)
-        latencies.append(revoked_at - start)  # type: ignore[operator]
-    return latencies
+        published = time.monotonic()
+        moments = await worker.ask("revoked", device_id)
+        assert isinstance(moments, dict)
+        moments.update(signed=signed, published=published)
+        latencies.append(moments["denied"] - start)
+        split = {stage: moments[stage] - start for stage in STAGES}
+        stages.append({**split, "ahead": moments["ahead"]})
+    return latencies, stages
 
 
 async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[str, float]:
@@ -353,10 +377,27 @@ async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[
 
 class TimedAgent(LocalAgent):
     """A LocalAgent that notes when a verified install swapped in a new bundle or a new
-    revocation, so the bench times the install itself rather than a poll that runs late."""
+    revocation, so the bench times the install itself rather than a poll that runs late;
+    and, for a revocation that applies, when it was taken, verified and recorded."""
 
     installed_at: float | None = None
     revoked_at: float | None = None
+    received_at: float | None = None
+    verified_at: float | None = None
+    recorded_at: float | None = None
+    ahead: int = 0
+    """Agents of this process that took the same revocation before this one did."""
+
+    def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
+        revocation = super().install_revocation(data, wall)
+        if revocation is not None:
+            self.recorded_at = time.monotonic()
+        return revocation
+
+    def _take(self, outcome: Outcome[_T] | Refused, wall: int) -> _T:
+        if isinstance(outcome, Outcome) and isinstance(outcome.value, Revocation):
+            self.verified_at = time.monotonic()
+        return super()._take(outcome, wall)
 
     @property  # type: ignore[override]
     def state(self) -> TrustState:
@@ -370,6 +411,21 @@ class TimedAgent(LocalAgent):
             self.installed_at = time.monotonic()
         if old is not None and len(value.revocations) > len(old.revocations):
             self.revoked_at = time.monotonic()
+
+
+class TimedDaemon(AgentDaemon):
+    """An AgentDaemon that notes when its loop takes each revocation, and how many agents
+    of this process took the same one before it (``taken``, shared by the process)."""
+
+    taken: ClassVar[dict[str, int]] = {}
+
+    def handle(self, message: Incoming) -> None:
+        if "/revoke/" in message.topic:
+            agent = _timed(self)
+            agent.received_at = time.monotonic()
+            agent.ahead = self.taken.get(message.topic, 0)
+            self.taken[message.topic] = agent.ahead + 1
+        super().handle(message)
 
 
 def _timed(daemon: AgentDaemon) -> TimedAgent:
@@ -446,7 +502,7 @@ async def serve_commands(
 async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Connection) -> None:
     broker = BrokerSettings.from_url(url)
     daemons = [
-        AgentDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
+        TimedDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
         for device_id in device_ids
     ]
     tasks = [asyncio.create_task(d.run()) for d in daemons]
@@ -480,9 +536,16 @@ async def _worker_command(
         return True
     if kind == "revoked":
         daemon = by_id[str(command[1])]
-        await _until(lambda: _timed(daemon).revoked_at is not None, "revoked")
+        agent = _timed(daemon)
+        await _until(lambda: agent.recorded_at is not None, "revoked")
         assert daemon.agent.decide(REQUEST, _now()).reason is Reason.REVOKED
-        return _timed(daemon).revoked_at
+        return {
+            "received": agent.received_at,
+            "verified": agent.verified_at,
+            "denied": agent.revoked_at,
+            "recorded": agent.recorded_at,
+            "ahead": agent.ahead,
+        }
     if kind == "batches":
         await _stop(tasks)
         decisions = int(command[1])  # type: ignore[call-overload]
@@ -507,6 +570,24 @@ def _row(kind: str, count: int, result: dict[str, object]) -> str:
     )
 
 
+def _stage_table(rows: list[tuple[str, int, list[dict[str, float]]]]) -> str:
+    """Each stage of the revocations as the time since the stage before it, ms, median
+    [p99] over the revocations of a run; ``ahead`` is the median and largest count."""
+    head = ["broker", "agents", *(f"{s} ms" for s in STAGES), "ahead"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, count, stages in rows:
+        cells = [kind, str(count)]
+        before = [0.0] * len(stages)
+        for stage in STAGES:
+            spans = [(s[stage] - b) * 1000 for s, b in zip(stages, before, strict=True)]
+            before = [s[stage] for s in stages]
+            cells.append(f"{statistics.median(spans):.1f} [{_pct(spans, 0.99):.1f}]")
+        ahead = [s["ahead"] for s in stages]
+        cells.append(f"{statistics.median(ahead):.0f} [{max(ahead):.0f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="100,1000")
@@ -514,6 +595,9 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=0, help="per agent (default: 100k total)")
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="20 agents, 5 revocations")
+    parser.add_argument(
+        "--stages", action="store_true", help="also print each revocation stage's share"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -537,6 +621,14 @@ def main() -> int:
                 continue
             results.append({"broker": kind, "agents": count, **result})
             print(_row(kind, count, result), flush=True)
+    if args.stages:
+        staged = [
+            (str(r["broker"]), int(r["agents"]), r["stages"])  # type: ignore[call-overload]
+            for r in results
+            if "stages" in r
+        ]
+        print("\nRevocation stages, ms since the stage before, median [p99]:\n")
+        print(_stage_table(staged))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(results, default=str))
     return 0
