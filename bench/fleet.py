@@ -51,10 +51,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
+import edge_agent.agent  # noqa: E402
 from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
 from edge_agent.errors import EdgeGovError  # noqa: E402
 from edge_agent.lineage.log import LineageConfig  # noqa: E402
@@ -64,11 +65,12 @@ from edge_agent.protocol.request import Request  # noqa: E402
 from edge_agent.protocol.revocation import Revocation, RevocationKind  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
 from edge_agent.support.mqtt import BrokerSettings, Incoming  # noqa: E402
+from edge_agent.support.mqtt import Connection as MqttConnection  # noqa: E402
 from edge_agent.support.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.sync.config import SyncConfig  # noqa: E402
-from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
+from edge_agent.sync.daemon import MAX_ACK_BACKOFF, AgentDaemon  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
-from edge_agent.trust.machine import Outcome, Refused  # noqa: E402
+from edge_agent.trust.machine import Outcome, Refused, accept_revocation  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.cli.fabric import prepare_push, prepare_revocation  # noqa: E402
 from hub.hubdir.layout import HubDir  # noqa: E402
@@ -93,9 +95,6 @@ LINEAGE = LineageConfig(synchronous="NORMAL")
 TIMEOUT_S = 300.0
 WORKERS = 2
 """Agent processes (the machine's cores); the hub and the broker run in their own."""
-
-
-_T = TypeVar("_T")
 
 
 def _now() -> int:
@@ -333,17 +332,26 @@ async def _revoke(
 
 
 async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[str, float]:
+    """Publish every signed batch at once, then resend as a device does: a device whose
+    acknowledged size has not moved for its patience (``SYNC.ack_timeout_s``, doubling up
+    to ``MAX_ACK_BACKOFF`` times while it stays silent) gets its unacknowledged batches
+    again. The hub drops what arrives while its bounded incoming queue is full (aiomqtt's
+    queue is never trusted with lineage: devices keep it until acknowledged), so a
+    publisher that never resends can wait for ever for what the hub shed."""
     broker = BrokerSettings.from_url(url)
-    batches: list[tuple[str, bytes]] = []
+    batches: dict[str, list[tuple[str, int, bytes]]] = {}
     targets: dict[str, int] = {}
     root = None
     for share in await _ask_all(workers, ("batches", decisions)):
         share_batches, share_targets, root = share  # type: ignore[misc]
-        batches += share_batches
+        for device, batch in share_batches:
+            batches.setdefault(device, []).append(batch)
         targets.update(share_targets)
     backlog = len(targets) * decisions
+    acked: dict[str, int] = dict.fromkeys(targets, -1)
     pending = set(targets)
     done = asyncio.Event()
+    progress: dict[str, float] = {}
 
     async def count_acks(subscribed: asyncio.Event) -> None:
         async with mqtt_connect(broker, client_id="bench-ack-counter") as connection:
@@ -353,26 +361,50 @@ async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[
                 device = message.topic.split("/")[4]
                 if device in pending:
                     ack = verify_ack(message.payload, root=root, device=device)
+                    if ack.acked > acked[device]:
+                        acked[device] = ack.acked
+                        progress[device] = time.monotonic()
                     if ack.acked >= targets[device]:
                         pending.discard(device)
                         if not pending:
                             done.set()
 
+    async def send(publisher: MqttConnection, sends: list[tuple[str, int, bytes]]) -> None:
+        for begin in range(0, len(sends), 64):
+            await asyncio.gather(
+                *(publisher.publish(t, p, qos=1) for t, _, p in sends[begin : begin + 64])
+            )
+
     subscribed = asyncio.Event()
     counter = asyncio.create_task(count_acks(subscribed))
+    resent = 0
     try:
         await asyncio.wait_for(subscribed.wait(), 30)
         async with mqtt_connect(broker, client_id="bench-publisher") as publisher:
             start = time.monotonic()
-            for begin in range(0, len(batches), 64):
-                await asyncio.gather(
-                    *(publisher.publish(t, p, qos=1) for t, p in batches[begin : begin + 64])
-                )
-            await asyncio.wait_for(done.wait(), TIMEOUT_S)
+            await send(publisher, [b for device in targets for b in batches[device]])
+            deadline = start + TIMEOUT_S
+            patience = dict.fromkeys(targets, SYNC.ack_timeout_s)
+            progress.update(dict.fromkeys(targets, time.monotonic()))
+            while not done.is_set():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} devices' lineage still unacknowledged")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 0.5)
+                now = time.monotonic()
+                silent = [d for d in pending if now - progress[d] > patience[d]]
+                again = [b for d in silent for b in batches[d] if b[1] > acked[d]]
+                for device in silent:
+                    progress[device] = now
+                    patience[device] = min(
+                        patience[device] * 2, SYNC.ack_timeout_s * MAX_ACK_BACKOFF
+                    )
+                resent += len(again)
+                await send(publisher, again)
             elapsed = time.monotonic() - start
     finally:
         await _stop([counter])
-    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
+    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed, "resent": resent}
 
 
 class TimedAgent(LocalAgent):
@@ -392,12 +424,8 @@ class TimedAgent(LocalAgent):
         revocation = super().install_revocation(data, wall)
         if revocation is not None:
             self.recorded_at = time.monotonic()
+            self.verified_at = _verified[0]
         return revocation
-
-    def _take(self, outcome: Outcome[_T] | Refused, wall: int) -> _T:
-        if isinstance(outcome, Outcome) and isinstance(outcome.value, Revocation):
-            self.verified_at = time.monotonic()
-        return super()._take(outcome, wall)
 
     @property  # type: ignore[override]
     def state(self) -> TrustState:
@@ -428,6 +456,19 @@ class TimedDaemon(AgentDaemon):
         super().handle(message)
 
 
+_verified = [0.0]
+"""When the trust machine last returned a revocation's verdict in this process."""
+
+
+def _timed_accept_revocation(
+    state: TrustState, data: bytes
+) -> Outcome[Revocation | None] | Refused:
+    """``accept_revocation`` noting when it returned (the agent's own calls it, in turn)."""
+    outcome = accept_revocation(state, data)
+    _verified[0] = time.monotonic()
+    return outcome
+
+
 def _timed(daemon: AgentDaemon) -> TimedAgent:
     assert isinstance(daemon.agent, TimedAgent)
     return daemon.agent
@@ -449,8 +490,11 @@ def _all_acked(daemons: list[AgentDaemon]) -> Callable[[], bool]:
     return acked
 
 
-def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, bytes]]:
-    """Decide ``decisions`` times and sign the batches the agent would ship next."""
+def _signed_batches(
+    daemon: AgentDaemon, decisions: int
+) -> list[tuple[str, tuple[str, int, bytes]]]:
+    """Decide ``decisions`` times and sign the batches the agent would ship next: for each,
+    the device and (topic, the log size it brings the hub to, signed batch)."""
     lineage = daemon.agent.lineage
     assert lineage is not None and lineage.store is not None
     for _ in range(decisions):
@@ -468,7 +512,8 @@ def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, byte
             entries=entries,
             checkpoint=lineage.checkpoint_note(size, _now()),
         )
-        batches.append((topic, sign_batch(batch, daemon.agent.device_key)))
+        signed = sign_batch(batch, daemon.agent.device_key)
+        batches.append((device.device_id, (topic, size, signed)))
         first = size
     return batches
 
@@ -500,8 +545,9 @@ async def serve_commands(
 
 
 async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Connection) -> None:
+    edge_agent.agent.accept_revocation = _timed_accept_revocation  # type: ignore[attr-defined]
     broker = BrokerSettings.from_url(url)
-    daemons = [
+    daemons: list[AgentDaemon] = [
         TimedDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
         for device_id in device_ids
     ]
@@ -623,12 +669,10 @@ def main() -> int:
             print(_row(kind, count, result), flush=True)
     if args.stages:
         staged = [
-            (str(r["broker"]), int(r["agents"]), r["stages"])  # type: ignore[call-overload]
-            for r in results
-            if "stages" in r
+            (str(r["broker"]), int(str(r["agents"])), r["stages"]) for r in results if "stages" in r
         ]
         print("\nRevocation stages, ms since the stage before, median [p99]:\n")
-        print(_stage_table(staged))  # type: ignore[arg-type]
+        print(_stage_table(staged))
     if args.json:
         print(json.dumps(results, default=str))
     return 0
