@@ -24,9 +24,10 @@ each other's verification and writes, which a fleet of real devices does in para
   agents of its process took the revocation before it;
 - ingest: the agents stop, every agent decides ``--decisions`` times and signs the batches
   it would ship (device-side work, done by each device in parallel in a real fleet, so
-  outside the clock); then one publisher sends every batch at once and the clock runs until
-  the hub has verified, stored and acknowledged every entry (the signed acks are counted
-  by a subscriber): the hub's verified entries per second (one hub process). The agents'
+  outside the clock); then one publisher sends every batch at once, resending as a device
+  does what stays unacknowledged (``resent`` counts it), and the clock runs until the hub
+  has verified, stored and acknowledged every entry (the signed acks are counted by a
+  subscriber): the hub's verified entries per second (one hub process). The agents'
   own shipping and resending is covered by the tests; here they would only measure a
   thousand simulated devices sharing this process's core.
 
