@@ -19,7 +19,9 @@ each once, ``n`` at least what the device had written and no more than it holds)
 - SIGKILL one hub: the other keeps ingesting (the agents re-send what the dead hub did not
   acknowledge) and publishing freshness, so no agent fails closed;
 - PostgreSQL stopped and started again: the agents keep deciding meanwhile, the hubs
-  reconnect, shipping resumes.
+  reconnect, shipping resumes; stopped for longer than ``max_offline`` (a slow test), no
+  hub can lead the schedule, so no freshness comes and the agents fail closed, until it is
+  back.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ import psycopg
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
+from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.bundle import DeviceIdentity
-from hub.cli.operations import init_keys
+from edge_agent.protocol.roles import Role
+from hub.cli.operations import build_bundle, init_keys
+from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.hubdir.layout import HubDir
 from hub.registry.backends import open_registry
 from hub.service.governance import prepare_push
@@ -48,16 +53,16 @@ from tests.postgres_support import PostgresServer, remove_folder, start_postgres
 from tests.test_bridged_sites import (
     AGENT_CONFIG,
     GROUP,
-    MAX_OFFLINE_S,
     PASSWORD,
+    POLICY,
     PYTHON,
     REGION,
     SITES,
     Agent,
     _allowed_on,
     _answers,
-    _bundle,
     _decide_many,
+    _denies_with,
     _record,
     _start_broker,
     _wait,
@@ -70,9 +75,26 @@ HUBS = {"hub-a": "hub", "hub-b": "hub-2"}
 """Each hub host and its login on the central broker (the client id there)."""
 DATABASE = "registry"
 TOKEN_TTL_S = 3
-PG_DOWN_S = 2.0
-"""How long PostgreSQL is down: less than ``max_offline`` less a freshness interval, so
-the agents allow throughout (a longer outage fails them closed, as it should)."""
+MAX_OFFLINE_S = 8
+"""The bundle's ``max_offline``: longer than a freshness interval (1 s) plus the schedule
+lease's handover (:attr:`hub.service.lease.LeaseTiming.handover_s`, under 3 s at that
+interval) plus the time a restarted PostgreSQL takes to answer, so that neither fault may
+fail an agent closed; a longer outage would, as it should."""
+PG_DOWN_S = 3.0
+"""How long PostgreSQL is down: longer than a freshness token lives, no hub can claim the
+schedule lease meanwhile, so no token arrives."""
+LEADS = "edge-hub serve: leads the schedule"
+NOT_LEADING = tuple(
+    f"edge-hub serve: {line}"
+    for line in (
+        "another hub leads the schedule",
+        "registry unreachable",
+        "without the broker",
+        "released the schedule lease",
+    )
+)
+"""The status lines of ``edge-hub serve`` saying it gained the schedule lease, or does not
+hold it (:mod:`hub.service.lease`)."""
 STORED = re.compile(r"lineage of (\S+): stored (\d+)\.\.(\d+)")
 
 pytestmark = pytest.mark.timeout(240)
@@ -177,6 +199,19 @@ def _enrol(
     return agents
 
 
+def _bundle(keys: Path, version: int) -> bytes:
+    root = load_root(keys / ROOT_FILE)
+    data, _ = build_bundle(
+        load_policy_source(POLICY.format(max_offline=MAX_OFFLINE_S)),
+        root=root,
+        signers=load_role_keys(keys, Role.POLICY, root),
+        version=version,
+        ttl=None,
+        now=int(time.time()),
+    )
+    return data
+
+
 def _record_bundle(keys: Path, registry_url: str, version: int) -> None:
     """Record bundle ``version`` in the registry as ``edge-hub bundle push`` does; the hubs
     publish it (their retained snapshot) when they connect."""
@@ -185,7 +220,7 @@ def _record_bundle(keys: Path, registry_url: str, version: int) -> None:
         prepare_push(
             registry,
             hub_keys,
-            _bundle(keys.parent, version),
+            _bundle(keys, version),
             now=int(time.time()),
             token_ttl_s=TOKEN_TTL_S,
         )
@@ -311,14 +346,20 @@ def test_both_hubs_ingest_into_one_registry_each_entry_once(deployment: Deployme
     _check_every_entry_stored_once(deployment)
 
 
-def _leader(deployment: Deployment) -> str:
-    """The hub whose log says last that it leads the schedule (``hub-a`` when none says)."""
-    said = {
-        name: hub.log.read_text(errors="replace").rfind("leads the schedule")
-        for name, hub in deployment.hubs.items()
-    }
-    name, at = max(said.items(), key=lambda item: item[1])
-    return name if at >= 0 else "hub-a"
+def _leading(deployment: Deployment) -> list[str]:
+    """The running hubs whose last status line about the schedule lease says they lead it."""
+    leading = []
+    for name, hub in deployment.hubs.items():
+        if hub.process is None or hub.process.poll() is not None:
+            continue
+        said = [
+            line
+            for line in hub.log.read_text(errors="replace").splitlines()
+            if line.startswith((LEADS, *NOT_LEADING))
+        ]
+        if said and said[-1].startswith(LEADS):
+            leading.append(name)
+    return leading
 
 
 def _all_allowed_for(deployment: Deployment, seconds: float) -> dict[str, int]:
@@ -344,7 +385,8 @@ def test_a_killed_hub_leaves_the_other_ingesting_and_publishing(deployment: Depl
     for agent in deployment.agents.values():
         _decide_many(agent, 30)
     _wait(deployment.caught_up, "every device's lineage in the registry")
-    killed = _leader(deployment)
+    _wait(lambda: len(_leading(deployment)) == 1, "one hub leading the schedule")
+    (killed,) = _leading(deployment)
     survivor = next(name for name in deployment.hubs if name != killed)
     before = _stored_by(deployment)
     hub = deployment.hubs[killed]
@@ -352,7 +394,8 @@ def test_a_killed_hub_leaves_the_other_ingesting_and_publishing(deployment: Depl
     hub.host.stop(hub.process, kill=True)
     for agent in deployment.agents.values():
         _decide_many(agent, 30)
-    _all_allowed_for(deployment, MAX_OFFLINE_S + 3)
+    _all_allowed_for(deployment, MAX_OFFLINE_S + 1)
+    assert _leading(deployment) == [survivor], f"{survivor} did not take the schedule over"
     _wait(deployment.caught_up, f"every device's lineage in the registry through {survivor}")
     after = _stored_by(deployment)
     assert after[survivor] > before[survivor], f"{survivor} stored nothing after the kill"
@@ -375,7 +418,29 @@ def test_postgres_restarted_the_agents_keep_deciding_and_shipping_resumes(
         "the decisions made while PostgreSQL was down in the registry",
     )
     _wait(deployment.caught_up, "every device's lineage in the registry")
-    _all_allowed_for(deployment, MAX_OFFLINE_S + 2)
+    _all_allowed_for(deployment, MAX_OFFLINE_S + 1)
     for name, hub in deployment.hubs.items():
         assert hub.process is not None and hub.process.poll() is None, f"{name} exited"
+    _check_every_entry_stored_once(deployment)
+
+
+@pytest.mark.slow
+def test_postgres_down_past_max_offline_fails_agents_closed_until_it_is_back(
+    deployment: Deployment,
+) -> None:
+    for agent in deployment.agents.values():
+        _decide_many(agent, 30)
+    _wait(deployment.caught_up, "every device's lineage in the registry")
+    deployment.postgres.pg_ctl("-m", "fast", "-w", "stop")
+    for agent in deployment.agents.values():
+        _wait(
+            partial(_denies_with, agent, "freshness_expired"),
+            f"{agent.device_id} failing closed at max_offline",
+            MAX_OFFLINE_S + 10,
+        )
+        _decide_many(agent, 20)
+    deployment.postgres.start()
+    for agent in deployment.agents.values():
+        _wait(partial(_allowed_on, agent, 1), f"{agent.device_id} open again")
+    _wait(deployment.caught_up, "every device's lineage in the registry")
     _check_every_entry_stored_once(deployment)
