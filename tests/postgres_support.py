@@ -8,6 +8,12 @@ when the session ends. The registry's tables are created once, in a template dat
 :func:`postgres_url` gives each test a fresh copy of it (``CREATE DATABASE ... TEMPLATE``,
 a file copy) and drops it afterwards. No PostgreSQL installed: the tests that need one are
 skipped naming the package, or fail under CI (:mod:`tests.system_tools`).
+
+:func:`start_postgres` starts a server of a test's own, optionally inside a network namespace
+(``run_in``, e.g. :meth:`tests.netns_support.Host.command`) listening on that namespace's
+addresses, which trust the hosts of their subnets: the multi-host tests' database host. Its
+unix socket, a file in the temporary folder, reaches it from any namespace
+(:meth:`PostgresServer.socket_url`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,14 @@ import pytest
 from hub.registry.postgres import PostgresRegistry
 from tests.system_tools import missing
 
-__all__ = ["PostgresServer", "free_port", "postgres_server", "postgres_url"]
+__all__ = [
+    "PostgresServer",
+    "free_port",
+    "postgres_server",
+    "postgres_url",
+    "remove_folder",
+    "start_postgres",
+]
 
 TEMPLATE = "registry_template"
 _START_TIMEOUT_S = 60
@@ -48,20 +61,31 @@ class PostgresServer:
     port: int
     user: str | None
     """The account the server runs as (``None``: the tests' own)."""
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    """The addresses it listens on; :meth:`url` names the first."""
+    run_in: tuple[str, ...] = ()
+    """The prefix running a command where the server runs (a namespace's ``ip netns
+    exec``; empty: here)."""
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.listen[0]}:{self.port}/{database}"
+
+    def socket_url(self, database: str = "postgres") -> str:
+        """The URL of its unix socket: a file, so reachable from every namespace."""
+        return f"postgresql://postgres@/{database}?host={self.data_dir.parent}&port={self.port}"
 
     def pg_ctl(self, *args: str) -> None:
         """Run ``pg_ctl`` on this server's data directory, as its account."""
         command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
         if self.user is not None:
             command = ["runuser", "-u", self.user, "--", *command]
+        command = [*self.run_in, *command]
         subprocess.run(command, check=True, capture_output=True, timeout=_START_TIMEOUT_S)
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir.parent} -F"
+        hosts = ",".join(self.listen)
+        options = f"-h {hosts} -p {self.port} -k {self.data_dir.parent} -F"
         self.pg_ctl("-l", str(self.data_dir.parent / "server.log"), "-w", "-o", options, "start")
 
     def restart(self) -> None:
@@ -89,12 +113,12 @@ class PostgresServer:
         """A fresh database, a copy of ``template`` (by default an empty registry); its
         name."""
         name = f"registry_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(self.url(), autocommit=True) as db:
+        with psycopg.connect(self.socket_url(), autocommit=True) as db:
             db.execute(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
         return name
 
     def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.url(), autocommit=True) as db:
+        with psycopg.connect(self.socket_url(), autocommit=True) as db:
             db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -116,17 +140,22 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole session, with the registry's template database."""
+def start_postgres(
+    folder: Path, listen: tuple[str, ...] = ("127.0.0.1",), run_in: tuple[str, ...] = ()
+) -> PostgresServer:
+    """A new server with its data directory in ``folder`` (a folder of its own, e.g. from
+    :func:`tempfile.mkdtemp`: the server's account must reach it), started listening on
+    ``listen``, run with the prefix ``run_in`` (see :class:`PostgresServer`). Addresses other
+    than loopback trust the hosts of their own subnets (``samenet``). Stop it with
+    :meth:`PostgresServer.stop`.
+    """
     bin_dir = _binaries()
     user = "postgres" if os.geteuid() == 0 else None
-    folder = Path(tempfile.mkdtemp(prefix="edgegov-pg-"))
     data_dir = folder / "data"
     if user is not None:
         account = pwd.getpwnam(user)
         os.chown(folder, account.pw_uid, account.pw_gid)
-    server = PostgresServer(bin_dir, data_dir, free_port(), user)
+    server = PostgresServer(bin_dir, data_dir, free_port(), user, listen, run_in)
     initdb = [
         str(bin_dir / "initdb"),
         "-D",
@@ -140,19 +169,36 @@ def postgres_server() -> Iterator[PostgresServer]:
     ]
     if user is not None:
         initdb = ["runuser", "-u", user, "--", *initdb]
+    subprocess.run(initdb, check=True, capture_output=True, timeout=_START_TIMEOUT_S)
+    if listen != ("127.0.0.1",):
+        with (data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all samenet trust\n")
     try:
-        subprocess.run(initdb, check=True, capture_output=True, timeout=_START_TIMEOUT_S)
         server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session, with the registry's template database."""
+    folder = Path(tempfile.mkdtemp(prefix="edgegov-pg-"))
+    server: PostgresServer | None = None
+    try:
+        server = start_postgres(folder)
         with psycopg.connect(server.url(), autocommit=True) as db:
             db.execute(f"CREATE DATABASE {TEMPLATE}")
         PostgresRegistry.open(server.url(TEMPLATE)).close()
         yield server
     finally:
-        server.stop()
-        _remove(folder)
+        if server is not None:
+            server.stop()
+        remove_folder(folder)
 
 
-def _remove(folder: Path) -> None:
+def remove_folder(folder: Path) -> None:
     """Remove the server's folder (its files belong to the server's account)."""
     for _ in range(3):
         shutil.rmtree(folder, ignore_errors=True)
