@@ -15,11 +15,12 @@ import pytest
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
+from edge_agent.protocol.keys import PrivateKey
 from hub.core.ingest import ingest_batch
 from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.records import Accepted
+from hub.registry.records import Accepted, DeviceRecord
 from hub.registry.schema import SCHEMA_VERSION
 from tests.factory import NOW
 from tests.lineage_sim import DeviceLogSim
@@ -246,3 +247,33 @@ def test_of_two_hubs_claiming_the_free_schedule_lease_at_once_one_gets_it(
         )
         assert sum(isinstance(r, int) for r in results) == 1, results
         assert sum(r is None for r in results) == 1, results
+
+
+def test_two_hubs_writing_for_one_device_at_once_both_commit_its_dashboard_row(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
+        first.execute("SELECT console_fleet_refresh('gw-x')")
+        outcome: list[Exception | None] = []
+
+        def refresh_meanwhile() -> None:
+            try:
+                second.execute("SELECT console_fleet_refresh('gw-x')")
+                second.commit()
+                outcome.append(None)
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=refresh_meanwhile)
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive(), "the second rewrite did not wait for the first"
+        first.commit()
+        waiting.join(timeout=30)
+        assert outcome == [None]
+        rows = first.execute("SELECT count(*) FROM console_fleet WHERE device = 'gw-x'")
+        assert rows.fetchone() == (1,)

@@ -58,10 +58,17 @@ bundle current on a device's own channel sets its target)."""
 def _fleet_statements() -> list[str]:
     """The function rewriting one device's ``console_fleet`` row, a trigger per source
     table calling it for the device of each row written or deleted, and the first fill of
-    an empty summary."""
+    an empty summary.
+
+    The rewrite holds a per-device transaction lock first: without it, two hubs writing for
+    one device at once (one storing its lineage, the other its status) both delete the row
+    and the second's insert meets the first's new row (a duplicate key, the write refused).
+    """
     statements = [
         "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
-        "LANGUAGE sql AS $$ DELETE FROM console_fleet WHERE device = named; "
+        "LANGUAGE sql AS $$ "
+        "SELECT pg_advisory_xact_lock(hashtextextended('console_fleet:' || named, 0)); "
+        "DELETE FROM console_fleet WHERE device = named; "
         f"INSERT INTO console_fleet {FLEET_ROW} WHERE d.id = named; $$"
     ]
     for table, device in _FLEET_SOURCES:
