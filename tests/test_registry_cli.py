@@ -102,3 +102,11 @@ def test_check_refuses_a_hub_dir_without_a_registry(
     assert hub_main(["registry", "check", "--from", str(tmp_path)]) == 3
     assert "holds no registry (hub.db)" in capsys.readouterr().err
     assert not (tmp_path / "hub.db").exists()
+
+
+def test_migrate_refuses_the_registry_option_as_its_source(
+    hub_dir: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate = ["registry", "migrate", "--to", postgres_url, "--from", str(hub_dir)]
+    assert hub_main(["--registry", postgres_url, *migrate]) == 2
+    assert "leave out --registry" in capsys.readouterr().err

@@ -15,6 +15,7 @@ bad argument, 3 a registry that cannot be opened or reached. The attributes they
   (``--from``, default ``hub_dir`` as for ``migrate``), ``sample`` (check that many device
   logs at random, ``None``: all) and ``json``.
 
+``migrate`` refuses ``--registry``: its source is always a hub directory's ``hub.db``.
 A migration reads the source while no hub writes to it: it refuses a hub directory whose
 ``edge-hub serve`` runs (its ``serve.json``, or its ``serve.lock`` held), and holds that
 lock while it copies.
@@ -31,7 +32,7 @@ from pathlib import Path
 from edge_agent.errors import ConfigError
 from hub.cli.exits import counted
 from hub.hubdir.layout import HubDir, redacted
-from hub.hubdir.paths import hub_dir_path
+from hub.hubdir.paths import SERVE_LOCK_FILE, hub_dir_path
 from hub.registry import RegistryError
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import RegistryCheck, check_registry
@@ -63,8 +64,15 @@ def _passwords_cut() -> Iterator[None]:
 def _migrate(args: argparse.Namespace) -> int:
     if not 1 <= args.chunk <= MAX_CHUNK_ROWS:
         raise ConfigError(f"--chunk must be 1 to {MAX_CHUNK_ROWS} rows, not {args.chunk}")
+    if getattr(args, "registry", None) is not None:
+        raise ConfigError(
+            "registry migrate copies the hub.db of --from (else --hub-dir): leave out "
+            "--registry, and name the destination with --to"
+        )
     hub = HubDir(hub_dir_path(_source_dir(args)))
     hub.open_registry(create=False).close()
+    lock = hub.path / SERVE_LOCK_FILE
+    lock_was_there = lock.exists()
     with hub.serve_file_claim() as claimed:
         if not claimed or hub.read_serve_info() is not None:
             raise MigrationError(
@@ -72,7 +80,13 @@ def _migrate(args: argparse.Namespace) -> int:
                 "before copying it (rows written during the copy would be lost)",
                 code="hub_running",
             )
-        report = migrate_registry(hub.registry_path, args.to, chunk=args.chunk)
+        try:
+            report = migrate_registry(hub.registry_path, args.to, chunk=args.chunk)
+        except BaseException:
+            if not lock_was_there:
+                # Refused (a bad --to among others): the hub directory is left as it was.
+                lock.unlink(missing_ok=True)
+            raise
     if args.json:
         print(json.dumps(report.to_json(), sort_keys=True))
     else:
