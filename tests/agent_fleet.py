@@ -40,7 +40,7 @@ class AgentFleet:
     """Agents of region eu-1 trusting ``root``, talking to ``broker``."""
 
     def __init__(
-        self, tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | None
+        self, tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | str | None
     ) -> None:
         self.tmp_path = tmp_path
         self.root = root
@@ -107,7 +107,7 @@ def _running_stacks() -> str:
 
 @contextlib.asynccontextmanager
 async def agent_fleet(
-    tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | None = None
+    tmp_path: Path, root: bytes, broker: BrokerSettings, registry: Path | str | None = None
 ) -> AsyncIterator[AgentFleet]:
     fleet = AgentFleet(tmp_path, root, broker, registry)
     try:

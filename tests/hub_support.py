@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.roles import Role
@@ -49,29 +51,58 @@ class HubSetup:
     path: Path
     root: TrustRoot
     devices: dict[str, DeviceLogSim]
+    url: str | None = None
+    """The PostgreSQL registry's URL (``None``: the directory's ``hub.db``)."""
 
     @property
     def keys(self) -> Path:
         return self.path / "keys"
 
+    @property
+    def registry(self) -> Path | str:
+        """Where the hub's registry is, for :func:`hub.registry.backends.open_registry`."""
+        return self.url or self.path / "hub.db"
+
+    @property
+    def registry_args(self) -> list[str]:
+        """The ``edge-hub`` options naming the registry (none for ``hub.db``)."""
+        return [] if self.url is None else ["--registry", self.url]
+
+
+REGISTRY_BACKENDS = ("sqlite", "postgres")
+"""The registries hub tests run on (:func:`backend_url`)."""
+
+
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    """A fresh PostgreSQL registry's URL when the parametrised ``request`` asks for the
+    ``postgres`` backend, ``None`` (the hub directory's ``hub.db``) for ``sqlite``."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
 
 def make_hub_dir(
-    path: Path, devices: Sequence[tuple[str, str]] = (("gw-001", "line-a"), ("gw-002", "line-a"))
+    path: Path,
+    devices: Sequence[tuple[str, str]] = (("gw-001", "line-a"), ("gw-002", "line-a")),
+    *,
+    url: str | None = None,
 ) -> HubSetup:
-    """A hub directory with keys and ``(device id, group)`` devices registered in eu-1."""
+    """A hub directory with keys and ``(device id, group)`` devices registered in eu-1, in
+    its ``hub.db`` or in the PostgreSQL registry at ``url``."""
     path.mkdir(parents=True, exist_ok=True)
     root = init_keys(
         path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30
     )
     sims = {}
-    with open_registry(path / "hub.db") as registry:
+    with open_registry(url or path / "hub.db") as registry:
         for device_id, group in devices:
             sim = DeviceLogSim(device_id, PrivateKey.generate())
             registry.add_device(
                 DeviceRecord(device_id, "eu-1", (group,), "generic-x86_64", sim.key.public)
             )
             sims[device_id] = sim
-    return HubSetup(path, root, sims)
+    return HubSetup(path, root, sims, url)
 
 
 def make_bundle(
@@ -163,4 +194,5 @@ def hub_config(setup: HubSetup, broker: object, **overrides: object) -> HubConfi
         "shared_subscriptions": False if isinstance(broker, AmqttHandle) else None,
     }
     values.update(overrides)
+    values.setdefault("registry", setup.url)
     return HubConfig(setup.path, **values)  # type: ignore[arg-type]

@@ -25,16 +25,23 @@ from hub.cli.main import main as hub_main
 from hub.core.ingest import ingest_batch
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted
-from tests.hub_support import HubSetup, make_bundle, make_hub_dir
+from tests.hub_support import REGISTRY_BACKENDS, HubSetup, backend_url, make_bundle, make_hub_dir
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> HubSetup:
-    return make_hub_dir(tmp_path / "hub")
+@pytest.fixture(params=REGISTRY_BACKENDS)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> HubSetup:
+    """A hub directory, its registry its ``hub.db`` or a PostgreSQL database (``edge-hub
+    --registry URL``)."""
+    return make_hub_dir(tmp_path / "hub", url=backend_url(request))
+
+
+ON_HUB_DB = pytest.mark.parametrize("setup", ["sqlite"], indirect=True)
+"""A test that edits ``hub.db`` itself, or runs ``serve`` (on PostgreSQL:
+tests/test_hub_registry_location.py)."""
 
 
 def _hub(setup: HubSetup, *args: str) -> int:
-    return hub_main([*args, "--hub-dir", str(setup.path)])
+    return hub_main([*args, "--hub-dir", str(setup.path), *setup.registry_args])
 
 
 def _bundle_file(setup: HubSetup, version: int, **kwargs: object) -> Path:
@@ -46,7 +53,7 @@ def _bundle_file(setup: HubSetup, version: int, **kwargs: object) -> Path:
 def _store(setup: HubSetup, device_id: str, count: int) -> None:
     device = setup.devices[device_id]
     device.add(count)
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         log = registry.lineage_state(device_id)
         result = ingest_batch(
             device.batch(0, count),
@@ -118,7 +125,7 @@ def test_device_add_registers_and_refuses_duplicates_and_bad_input(
         == 2
     )
     assert "reserved" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002", "gw-009"]
 
 
@@ -131,7 +138,7 @@ def test_device_add_refuses_an_id_of_dots_only(
     add = ["device", "add", device_id, "--pubkey", str(pub), "--region", "eu-1"]
     assert _hub(setup, *add, "--profile", "generic-x86_64") == 2
     assert "only dots" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert registry.device(device_id) is None
 
 
@@ -141,7 +148,7 @@ def test_push_without_a_running_serve_records_for_later(
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 1))) == 0
     out = capsys.readouterr().out
     assert "2 registered devices targeted" in out and "recorded only" in out
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         (current,) = registry.current_bundles()
         assert (current.channel, current.version) == ("group/line-a", 1)
         assert registry.freshness("eu-1", "group/line-a") is not None
@@ -158,7 +165,7 @@ def test_push_refuses_a_rollback_and_a_changed_bundle_under_a_published_version(
     assert "rollback" in capsys.readouterr().err
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 3, max_offline="30s"))) == 1
     assert "other contents" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [b.digest for b in registry.current_bundles()] == [
             b.digest for b in registry.current_bundles("eu-1")
         ]
@@ -177,7 +184,7 @@ def test_push_refuses_a_bundle_not_signed_under_the_hubs_root(
     assert _hub(setup, "bundle", "push", str(foreign)) == 1
     assert _hub(setup, "bundle", "push", str(garbage)) == 1
     assert "bundle" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert registry.current_bundles() == []
 
 
@@ -193,7 +200,7 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
     assert "epoch 4 of eu-1: bundle 3" in capsys.readouterr().out
     assert _hub(setup, "revoke", "--device", "gw-404") == 2
     assert _hub(setup, "revoke", "--key", "abc") == 2
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         issued = registry.current_revocations()
         assert registry.kill_epoch("eu-1") == 4
     last = 0
@@ -205,7 +212,7 @@ def test_revoke_signs_increasing_epochs_a_device_accepts(
 
 
 def _kill_epochs(setup: HubSetup, *regions: str) -> list[int]:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         return [registry.kill_epoch(region) for region in regions]
 
 
@@ -225,7 +232,7 @@ def test_device_add_refuses_a_key_registered_to_another_device(
     assert _hub(setup, *add, "--profile", "generic-x86_64") == 2
     (error,) = capsys.readouterr().err.splitlines()
     assert "registered already to device 'gw-001'" in error
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002"]
 
 
@@ -318,7 +325,7 @@ def test_push_refuses_a_bundle_a_revocation_voids(
     capsys.readouterr()
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 7))) == 1
     assert f"revocation epoch 2 (key {policy_key})" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [b.version for b in registry.current_bundles()] == [6]
 
 
@@ -327,14 +334,14 @@ def test_push_refuses_a_bundle_issued_beyond_the_devices_clock_skew_and_records_
 ) -> None:
     honest = _bundle_file(setup, 5)
     assert _hub(setup, "bundle", "push", str(honest)) == 0
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         token = registry.freshness("eu-1", "group/line-a")
     future = _bundle_file(setup, 6, now=int(time.time()) + 10 * 86400)
     capsys.readouterr()
     assert _hub(setup, "bundle", "push", str(future)) == 1
     (error,) = capsys.readouterr().err.splitlines()
     assert "bundle version 6 was issued" in error and "ahead of this device's trusted time" in error
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [b.version for b in registry.current_bundles()] == [5]
         assert registry.freshness("eu-1", "group/line-a") == token
         assert registry.bundle_versions("eu-1") == [5]
@@ -359,7 +366,7 @@ def test_push_refuses_a_version_a_device_in_two_groups_already_gets_with_other_b
     assert "device gw-003 gets version 5 with other contents on group/line-a" in error
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 4, group="line-b"))) == 1
     assert "which device gw-003 gets on group/line-a" in capsys.readouterr().err
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [(b.channel, b.version) for b in registry.current_bundles()] == [("group/line-a", 5)]
     assert _hub(setup, "bundle", "push", str(_bundle_file(setup, 6, group="line-b"))) == 0
 
@@ -378,7 +385,7 @@ def test_push_that_would_lift_a_revocation_is_refused_unless_lift_revocations(
         error
     )
     assert "--lift-revocations" in error
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [b.version for b in registry.current_bundles()] == [1]
         assert registry.bundle_versions("eu-1") == [1]
     assert _hub(setup, "bundle", "push", str(routine), "--lift-revocations") == 0
@@ -406,6 +413,7 @@ def test_fleet_and_lineage_show_report_the_stored_log(
     assert _hub(setup, "lineage", "show", "gw-404") == 2
 
 
+@ON_HUB_DB
 def test_lineage_show_refuses_a_tampered_stored_log(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -418,6 +426,7 @@ def test_lineage_show_refuses_a_tampered_stored_log(
     assert "entry 7" in capsys.readouterr().err
 
 
+@ON_HUB_DB
 def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: HubSetup) -> None:
     env = {**os.environ, "EDGE_HUB_DIR": str(setup.path)}
     serve = subprocess.Popen(
@@ -460,6 +469,7 @@ def test_serve_runs_until_sigterm_and_other_commands_publish_through_it(setup: H
     assert not (setup.path / "serve.json").exists()
 
 
+@ON_HUB_DB
 def test_serve_logs_a_broker_refusal_at_its_default_level(setup: HubSetup) -> None:
     env = {**os.environ, "EDGE_HUB_DIR": str(setup.path)}
     serve = subprocess.Popen(
@@ -482,6 +492,7 @@ def test_serve_logs_a_broker_refusal_at_its_default_level(setup: HubSetup) -> No
     assert "embedded broker refused (message_too_large)" in err
 
 
+@ON_HUB_DB
 def test_break_glass_token_from_the_hub_installs_only_on_its_device(
     setup: HubSetup, tmp_path: Path
 ) -> None:

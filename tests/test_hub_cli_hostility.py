@@ -154,9 +154,12 @@ KINDS = (
 )
 ACCEPTED = {
     ("keys", "init"): {"negative", "not-utf8", "directory", "missing-path"},
+    ("registry", "migrate"): {"negative", "not-utf8", "wrong-type", "missing-path"},
 }
 """Values that are no bad argument for the command: ``keys init --out`` makes a key
-directory at a new path or in an empty directory, whatever its (legal) name."""
+directory at a new path or in an empty directory, whatever its (legal) name; ``registry
+migrate --to`` copies to a new ``hub.db`` file at a path (not a URL), whatever its (legal)
+name."""
 CASES = [
     pytest.param(command, slots, kind, id=f"{' '.join(command)}-{kind}")
     for command, slots in _commands()

@@ -20,17 +20,23 @@ from hub.hubdir import profiles
 from hub.registry import IssuedRevocation, RejectionCount
 from hub.registry.backends import open_registry
 from tests.factory import NOW
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import REGISTRY_BACKENDS, HubSetup, backend_url, make_hub_dir
 from tests.test_hub_cli import _store
 
 NINETEEN_MINUTES = 19 * 60
 
 
-@pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubSetup:
+@pytest.fixture(params=REGISTRY_BACKENDS)
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> HubSetup:
+    """A hub directory, its registry its ``hub.db`` or a PostgreSQL database (``edge-hub
+    --registry URL``)."""
     for module in (fabric, inventory):
         monkeypatch.setattr(module, "wall_clock", lambda: NOW)
-    return make_hub_dir(tmp_path / "hub", [("gw-001", "line-a"), ("gw-002", "line-b")])
+    return make_hub_dir(
+        tmp_path / "hub", [("gw-001", "line-a"), ("gw-002", "line-b")], url=backend_url(request)
+    )
 
 
 @pytest.fixture
@@ -44,17 +50,17 @@ def quiet_logging() -> Iterator[None]:
 
 
 def _hub(setup: HubSetup, *args: str) -> int:
-    return hub_main([*args, "--hub-dir", str(setup.path)])
+    return hub_main([*args, "--hub-dir", str(setup.path), *setup.registry_args])
 
 
 def _status(setup: HubSetup, device: str, *, seen: int, online: bool = True) -> None:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         status = DeviceStatus(device, seen, online, 1, NOW + 3600, "open", 0, 0)
         assert registry.record_status(status, repr(status).encode(), seen)
 
 
 def _revoke(setup: HubSetup, epoch: int, kind: str, value: str, reason: str = "") -> None:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.record_revocation(
             IssuedRevocation("eu-1", epoch, kind, value, reason, b"sig", NOW - 60)
         )
@@ -122,14 +128,14 @@ def test_device_remove_unregisters_and_keeps_the_lineage_as_evidence(
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _store(setup, "gw-001", 4)
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.add_rejections([RejectionCount("gw-001", "bad_signature", 3, "x")], NOW)
     assert _hub(setup, "device", "remove", "gw-001") == 0
     out = capsys.readouterr().out
     assert "device gw-001 removed" in out
     assert "kept as evidence: its lineage (4 entries" in out
     assert "not revoked: it still decides" in out and "revoke --device gw-001" in out
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-002"]
         assert registry.lineage_state("gw-001").size == 4
         assert [r.count for r in registry.rejections("gw-001")] == [3]
@@ -285,9 +291,10 @@ def test_a_negative_ttl_is_refused_in_a_sentence(
 def test_global_options_work_before_or_after_the_command(
     setup: HubSetup, capsys: pytest.CaptureFixture[str], quiet_logging: None
 ) -> None:
-    assert hub_main(["--hub-dir", str(setup.path), "-v", "device", "list", "--json"]) == 0
+    hub = ["--hub-dir", str(setup.path), *setup.registry_args]
+    assert hub_main([*hub, "-v", "device", "list", "--json"]) == 0
     before = _json(capsys)
-    assert hub_main(["device", "list", "--json", "-v", "--hub-dir", str(setup.path)]) == 0
+    assert hub_main(["device", "list", "--json", "-v", *hub]) == 0
     assert _json(capsys) == before
 
 
@@ -311,7 +318,7 @@ def test_fleet_shows_an_open_gate_under_a_bundle_expired_since_as_bundle_expired
     setup: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = NOW
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         for device, expires_at in (("gw-001", now - 60), ("gw-002", now + 3600)):
             status = DeviceStatus(device, now - 5, True, 1, expires_at, "open", 0, 0)
             assert registry.record_status(status, repr(status).encode(), now - 5)

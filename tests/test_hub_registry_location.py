@@ -167,3 +167,16 @@ def test_the_registry_option_wins_over_a_bad_environment(
 
 def _public_pem() -> bytes:
     return PrivateKey.generate().public.to_pem().encode()
+
+
+def test_console_tokens_are_kept_in_the_registry_the_option_names(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=(), url=postgres_url)
+    hub = ["--hub-dir", str(setup.path), "--registry", postgres_url]
+    assert hub_main([*hub, "console", "token", "add", "alice", "--role", "viewer"]) == 0
+    capsys.readouterr()
+    assert hub_main([*hub, "console", "token", "list", "--json"]) == 0
+    assert "alice" in capsys.readouterr().out
+    assert hub_main(["--hub-dir", str(setup.path), "console", "token", "list"]) == 3
+    assert "holds no registry (hub.db)" in capsys.readouterr().err

@@ -50,6 +50,7 @@ from hub.cli.parsers import console as console_cli
 from hub.cli.parsers import fabric as fabric_cli
 from hub.cli.parsers import policy as policy_cli
 from hub.cli.parsers import receipts as receipts_cli
+from hub.cli.parsers import registry as registry_cli
 from hub.cli.parsers import rollout as rollout_cli
 from hub.cli.parsers import signing as signing_cli
 
@@ -220,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     rollout_cli.register(commands, common, _duration)
     console_cli.register(commands, common)
     policy_cli.register(commands, bundle, [common])
+    registry_cli.register(commands, common)
     return parser
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "HubDirError",
     "HubKeys",
     "ServeInfo",
+    "redacted",
     "shown_registry",
 ]
 
@@ -223,7 +224,7 @@ class HubDir:
                         )
             return open_registry(url)
         except RegistryError as exc:
-            raise RegistryError(_one_line_redacted(exc.message)) from None
+            raise RegistryError(redacted(exc.message)) from None
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
         """Load the trust roots, the freshness key and the witness key (the first verifier
@@ -348,15 +349,16 @@ def shown_registry(location: Path | str) -> str:
     try:
         return describe(location)
     except RegistryError:
-        return _one_line_redacted(location)
+        return redacted(location)
 
 
 def _is_url(location: str) -> bool:
     return location.startswith(POSTGRES_SCHEMES)
 
 
-def _one_line_redacted(message: str) -> str:
-    """``message`` on one line, with any password in a URL it quotes cut out."""
+def redacted(message: str) -> str:
+    """``message`` on one line, with any password in a URL it quotes cut out (a registry
+    error may quote the URL it was given)."""
     return " ".join(_QUERY_PASSWORD.sub(r"\1…", _URL_PASSWORD.sub(r"\1@", message)).split())
 
 
