@@ -277,3 +277,10 @@ def test_two_hubs_writing_for_one_device_at_once_both_commit_its_dashboard_row(
         assert outcome == [None]
         rows = first.execute("SELECT count(*) FROM console_fleet WHERE device = 'gw-x'")
         assert rows.fetchone() == (1,)
+
+
+def test_a_malformed_registry_url_is_refused_without_its_password() -> None:
+    with pytest.raises(RegistryError) as refused:
+        open_registry("postgresql://hub:s3cret-pw@[bad/edgegov")
+    assert "s3cret-pw" not in str(refused.value)
+    assert "postgresql://user@host:port/database" in str(refused.value)

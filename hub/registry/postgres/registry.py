@@ -86,8 +86,12 @@ def describe(url: str) -> str:
     """
     try:
         parts = conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise RegistryError(f"the registry URL is not a PostgreSQL URL: {exc}") from None
+    except psycopg.Error:
+        # psycopg's own message quotes the text, password included: never shown.
+        raise RegistryError(
+            "the registry URL is not a PostgreSQL connection URL "
+            "(postgresql://user@host:port/database)"
+        ) from None
     user = f"{parts['user']}@" if parts.get("user") else ""
     host = parts.get("host") or "localhost"
     port = parts.get("port") or 5432
