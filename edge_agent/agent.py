@@ -208,6 +208,10 @@ class LocalAgent:
         read ``state``, swapped whole)."""
         self._next_check = 0.0
         self._must_reload = False
+        self.reloads = 0
+        """Times the state was taken in again because another process changed it (or it
+        could not be, and decisions deny): a caller that let an install refresh the state
+        compares it to know whether something beyond its own change moved."""
         self._read_only = read_only
         """Read-only agents (``status``) never write the lineage."""
         self._transitions = TransitionRecorder(store, lineage, read_only=read_only)
@@ -338,6 +342,7 @@ class LocalAgent:
                     self._reload()
             except StateError as exc:
                 self._must_reload = True
+                self.reloads += 1
                 if self.state.fault is None:
                     logger.error("decisions deny internal_error: %s", exc)
                 self.state = replace(self.state, fault=str(exc))
@@ -361,6 +366,7 @@ class LocalAgent:
         if state.distrusted is not None and self.state.distrusted is None:
             logger.warning("decisions deny bundle_untrusted: %s", state.distrusted.why)
         if not ours:
+            self.reloads += 1
             logger.info(
                 "agent state reloaded: changed by another process (generation %d)",
                 stored.generation,

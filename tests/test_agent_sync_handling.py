@@ -428,3 +428,78 @@ def test_a_stop_ends_a_child_task_that_lost_its_cancellation(second_signal: bool
         assert task.cancelled()
     finally:
         loop.close()
+
+
+def test_a_trust_message_checks_for_another_process_s_change_once(
+    daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    refresh = daemon.agent.refresh
+    checks: list[bool] = []
+
+    def counted() -> bool:
+        checks.append(refresh())
+        return checks[-1]
+
+    monkeypatch.setattr(daemon.agent, "refresh", counted)
+    _send(daemon, FRESH_TOPIC, hub.freshness(bundle, hub_time=NOW + 5))
+    assert len(checks) == 1
+    _send(daemon, REVOKE_TOPIC, hub.revocation(1, value="gw-002"))
+    assert len(checks) == 2
+
+
+def test_another_process_s_change_found_by_an_install_is_reported_as_a_change(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    with LocalAgent.open(tmp_path / "state") as other:
+        other.install_revocation(hub.revocation(1), NOW)
+    daemon.changed.clear()
+    _send(daemon, REVOKE_TOPIC, hub.revocation(2, value="gw-002"))
+    assert daemon.changed.is_set()
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+def test_another_process_s_change_found_by_a_refused_install_is_reported_as_a_change(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    with LocalAgent.open(tmp_path / "state") as other:
+        other.install_revocation(hub.revocation(1), NOW)
+    daemon.changed.clear()
+    _send(daemon, FRESH_TOPIC, b"not a token")
+    assert daemon.changed.is_set()
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+def test_an_ack_is_verified_against_the_root_another_process_installed(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalAgent.open(tmp_path / "state") as other:
+        other.install_root(hub.root_bytes(version=2), NOW)
+    roots: list[int] = []
+
+    def verify(data: bytes, *, root: object, device: str) -> object:
+        roots.append(root.version)  # type: ignore[attr-defined]
+        raise StateError("stop here")
+
+    monkeypatch.setattr("edge_agent.sync.daemon.verify_ack", verify)
+    _send(daemon, ACK_TOPIC, b"ack")
+    assert roots == [2]
+
+
+def test_each_freshness_token_s_time_and_window_are_stored_before_the_next_message(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim
+) -> None:
+    bundle = hub.bundle(issued_at=NOW - 600, max_offline=300)
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    for hub_time in range(NOW, NOW + 30, 5):
+        _send(daemon, FRESH_TOPIC, hub.freshness(bundle, hub_time=hub_time))
+        # Another process (or this one after a kill) reads what the running agent holds.
+        with LocalAgent.open(tmp_path / "state") as other:
+            assert other.state.fresh_time == hub_time
+            assert other.state.floor == daemon.agent.state.floor
+            assert other.decide(REQUEST, hub_time + 299).allowed

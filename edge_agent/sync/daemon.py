@@ -149,18 +149,21 @@ class AgentDaemon:
                 tasks.create_task(self._remeasure(self.attestor), name="attestation")
 
     async def _watch_clock(self) -> None:
-        """Every second: take in what another process changed in the state (an idle agent
-        too: the exec enforcer and the status read the state directly), check the clock,
-        the attestation verdict and the held bundles."""
         while True:
-            if self.agent.refresh():
-                self.changed.set()
-            wall = self.wall()
-            self.agent.observe_clock(wall)
-            if self.agent.observe_attestation(wall):
-                self.changed.set()
-            self._retry_held()
+            self.check_clock()
             await asyncio.sleep(CLOCK_CHECK_S)
+
+    def check_clock(self) -> None:
+        """What the agent does every second: take in what another process changed in the
+        state (an idle agent too: the exec enforcer and the status read the state directly),
+        check the clock, the attestation verdict and the held bundles."""
+        if self.agent.refresh():
+            self.changed.set()
+        wall = self.wall()
+        self.agent.observe_clock(wall)
+        if self.agent.observe_attestation(wall):
+            self.changed.set()
+        self._retry_held()
 
     async def _remeasure(self, attestor: Attestor) -> None:
         while True:
@@ -320,8 +323,9 @@ class AgentDaemon:
         kind = _topic_kind(message.topic)
         if kind in _RETAINED_TRUST and self._applied.get(message.topic) == digest:
             return
-        if self.agent.refresh():
-            self.changed.set()
+        reloads = self.agent.reloads
+        if kind not in _INSTALLED:
+            self.agent.refresh()
         self._held.pop(message.topic, None)
         try:
             changed = self._apply(kind, message)
@@ -342,6 +346,9 @@ class AgentDaemon:
         except Exception:
             logger.exception("unexpected failure handling %s; nothing changed", message.topic)
             return
+        finally:
+            if self.agent.reloads != reloads:
+                self.changed.set()
         if kind in _RETAINED_TRUST:
             self._remember_applied(message.topic, digest)
         if self.agent.observe_attestation(self.wall()) or changed:
@@ -504,6 +511,8 @@ class AgentDaemon:
     def _retry_held(self) -> None:
         """Handle again, as if delivered again, each held bundle that trusted time has
         reached (the time :meth:`LocalAgent.install_bundle` judges by)."""
+        if not self._held:
+            return
         now = self.agent.earliest_now(self.wall())
         for topic in [t for t, (_, at) in self._held.items() if at <= now]:
             held = self._held.pop(topic, None)
@@ -662,6 +671,11 @@ def _untimed(status: DeviceStatus) -> DeviceStatus:
     return replace(status, time=0)
 
 
+_INSTALLED = frozenset({"bundle", "shadow", "fresh", "revoke", "attestation", "directory"})
+"""Topics whose message goes straight to one of the agent's installs, which takes in what
+another process changed (under the agent's lock, right before the change) itself: the
+daemon refreshing the state first as well would check it twice. The others (roots, read
+against the installed version first; acks; challenges) read the state directly."""
 _RETAINED_TRUST = frozenset({"bundle", "shadow", "revoke", "directory"})
 """Topics whose payload, once applied, changes nothing when applied again. Roots and tokens
 are not among them: a root may wait for its predecessor, a token for its bundle."""
