@@ -18,12 +18,14 @@ bridged site brokers (push and revocation times); the figures docs/scale.md extr
 Exit 1 when a target is missed (as bench/lineage.py does). The machine's load average is
 printed before and after: on a shared machine the figures are indicative.
 
-Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 10000] [--quick]
+Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 2000] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import statistics
 import sys
 import tempfile
@@ -32,16 +34,20 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 from bench._postgres import BenchPostgres, postgres_server  # noqa: E402
+from bench._scale_fleet import bridged_fleet  # noqa: E402
 from bench._scale_ingest import (  # noqa: E402
     IngestLoad,
     ingest_rate,
     lineage_table_sizes,
     sqlite_location,
 )
+from bench.fleet import _pct  # noqa: E402
 from hub.registry.backends import open_registry  # noqa: E402
 
 TWO_HUBS_TARGET = 1.6
 PG_VS_SQLITE_TARGET = 0.7
+PUSH_MAX_TARGET_S = 10.0
+REVOKE_P99_TARGET_S = 2.0
 
 
 def _load() -> str:
@@ -111,7 +117,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--devices", type=int, default=8, help="devices per hub process")
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
-    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: ingest,fleet")
     parser.add_argument("--quick", action="store_true", help="smaller loads, 3 runs, 300 agents")
@@ -131,6 +137,21 @@ def main() -> int:
         with postgres_server() as server:
             rates, sizes = _ingest(server, hubs, args.runs, load)
         met &= _ingest_report(rates, sizes, hubs[0] * args.devices * args.entries)
+        print(f"load average: {_load()}")
+    if "fleet" not in skip:
+        logging.basicConfig(level=logging.ERROR)
+        logging.getLogger("mqtt").setLevel(logging.ERROR)
+        print(f"\n## fleet: {args.agents:,} agents over two bridged site brokers")
+        figures = asyncio.run(bridged_fleet(args.agents, min(args.revocations, args.agents)))
+        print(figures.report())
+        push_ok = max(figures.push) <= PUSH_MAX_TARGET_S
+        revoke_ok = _pct(figures.revoke, 0.99) <= REVOKE_P99_TARGET_S
+        print(
+            f"push max <= {PUSH_MAX_TARGET_S:.0f} s: {'met' if push_ok else 'missed'}; "
+            f"revocation p99 <= {REVOKE_P99_TARGET_S:.0f} s: "
+            f"{'met' if revoke_ok else 'missed'}"
+        )
+        met &= push_ok and revoke_ok
         print(f"load average: {_load()}")
     return 0 if met else 1
 
