@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import statistics
 import sys
 import tempfile
@@ -115,13 +116,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hubs", default="1,2,4")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--devices", type=int, default=8, help="devices per hub process")
+    parser.add_argument("--devices", type=int, default=4, help="devices per hub process")
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
     parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: ingest,fleet")
     parser.add_argument("--quick", action="store_true", help="smaller loads, 3 runs, 300 agents")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C: the PostgreSQL server and the brokers are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.devices, args.entries, args.agents, args.revocations = 2, 2048, 300, 5
     hubs = [int(n) for n in args.hubs.split(",")]
