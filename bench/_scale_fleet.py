@@ -48,6 +48,8 @@ class FleetFigures:
     connect_s: float
     rss_mib: float
     """The agent worker processes' resident memory, all of them."""
+    broker_rss_mib: dict[str, float]
+    """Each broker's resident memory with every agent connected."""
     push: list[float]
     revoke: list[float]
 
@@ -64,6 +66,9 @@ class FleetFigures:
                 f"per agent: enrolment {self.enrol_s / self.agents * 1000:.1f} ms, start and "
                 f"connect {self.connect_s / self.agents * 1000:.1f} ms, agent-process memory "
                 f"{self.rss_mib * 1024 / self.agents:.0f} KiB",
+                "broker resident memory, all agents connected: "
+                + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in self.broker_rss_mib.items())
+                + f" ({self.agents // 2:,} agents per site broker)",
             ]
         )
 
@@ -139,8 +144,9 @@ async def _bridge_up(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _brokers(workdir: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """The central broker's URL and the site brokers' URLs, all running and bridged."""
+async def _brokers(workdir: Path) -> AsyncIterator[tuple[str, list[str], dict[str, int]]]:
+    """The central broker's URL, the site brokers' URLs, all running and bridged, and each
+    broker's pid by name."""
     require_mosquitto()
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -156,7 +162,11 @@ async def _brokers(workdir: Path) -> AsyncIterator[tuple[str, list[str]]]:
             await _listening(port, process)
         for site in SITES:
             await _bridge_up(ports[site][0])
-        yield f"mqtt://127.0.0.1:{central}", [f"mqtt://127.0.0.1:{ports[s][0]}" for s in SITES]
+        yield (
+            f"mqtt://127.0.0.1:{central}",
+            [f"mqtt://127.0.0.1:{ports[s][0]}" for s in SITES],
+            {name: p.pid for name, p in zip(ports, processes, strict=True)},
+        )
     finally:
         for process in processes:
             process.kill()
@@ -177,7 +187,7 @@ async def bridged_fleet(agents: int, revocations: int) -> FleetFigures:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="edgegov-scale-fleet-") as tmp:
         work = Path(tmp)
-        async with _brokers(work) as (central, sites):
+        async with _brokers(work) as (central, sites, pids):
             setup = make_hub_dir(work / "hub", devices=())
             started = time.monotonic()
             device_ids = _enrol(work, setup.path, agents)
@@ -194,6 +204,7 @@ async def bridged_fleet(agents: int, revocations: int) -> FleetFigures:
                 await _ask_all(workers, ("connected",))
                 connect_s = time.monotonic() - started
                 rss = sum(_rss_mib(w.process.pid) for w in workers)
+                broker_rss = {name: _rss_mib(pid) for name, pid in pids.items()}
                 push = await _push(HubDir(setup.path), central, workers)
                 await _ask_all(workers, ("acked",))
                 step = max(1, agents // revocations)
@@ -205,4 +216,4 @@ async def bridged_fleet(agents: int, revocations: int) -> FleetFigures:
                     worker.close()
                 hub.stop()
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return FleetFigures(agents, enrol_s, connect_s, rss, push, revoke)
+    return FleetFigures(agents, enrol_s, connect_s, rss, broker_rss, push, revoke)
