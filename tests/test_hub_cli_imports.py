@@ -35,6 +35,7 @@ HANDLER_MODULES = [
     "hub.cli.lineage",
     "hub.cli.policy",
     "hub.cli.receipts",
+    "hub.cli.registry_cmd",
     "hub.cli.rollout",
     "hub.cli.signing",
 ]

@@ -18,7 +18,9 @@ import pytest
 
 from edge_agent.support.cli import EXIT_REFUSED
 from hub.cli.exits import exit_code
-from hub.cli.registry_cmd import chunk_arg, cmd_registry_check, cmd_registry_migrate
+from hub.cli.parsers import registry as registry_parser
+from hub.cli.parsers.registry import chunk_arg
+from hub.cli.registry_cmd import cmd_registry_check, cmd_registry_migrate
 from hub.hubdir.layout import HubDir
 from hub.registry import RegistryError
 from hub.registry import migrate as migrate_module
@@ -287,6 +289,11 @@ def test_a_checkpoint_the_entries_do_not_reach_fails_the_check(
     assert [(f.device, f.problem) for f in check.failures] == [
         ("gw-001", "the entries do not reach the checkpoint root at size 40")
     ]
+
+
+def test_the_parsers_row_bounds_are_the_migrations() -> None:
+    assert registry_parser.MAX_CHUNK_ROWS == migrate_module.MAX_CHUNK_ROWS
+    assert registry_parser.DEFAULT_CHUNK_ROWS == migrate_module.DEFAULT_CHUNK_ROWS
 
 
 def test_a_chunk_outside_its_bounds_is_a_usage_error() -> None:

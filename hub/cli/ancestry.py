@@ -38,11 +38,12 @@ from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.support.cli import counter_arg, utc_text, wall_clock
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.out import write_hub_out
 from hub.core.ancestry import Ancestry, Link, PolicyOf, walk_ancestry
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.core.receipts import hub_receipt
-from hub.hubdir.layout import HubDir, HubKeys
+from hub.hubdir.layout import HubKeys
 from hub.registry import Registry
 from hub.service.publish import issue_directories
 
@@ -255,7 +256,7 @@ def _ancestry(args: argparse.Namespace, walked: list[Ancestry]) -> int:
         seq = counter_arg(0)(args.seq)
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"SEQ {args.seq!r}: {exc}") from exc
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     keys = hub.load_keys(args.keys)
     witnesses = tuple(keys.root.role(Role.VERIFIER).keys.values())
     with hub.open_registry(create=False) as registry:

@@ -44,6 +44,7 @@ from edge_agent.support.cli import (
 )
 from edge_agent.support.mqtt import BrokerSettings
 from hub.cli.exits import counted
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.out import write_hub_out
 from hub.core.expectations import expectations_to_json
 from hub.core.tpm_quote import MAX_AK_PEM_BYTES, load_ak
@@ -81,7 +82,7 @@ def cmd_expect(args: argparse.Namespace) -> int:
     if args.from_device_report:
         reports = [_report_measurements(p, profile) for p in args.from_device_report]
     else:
-        with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
+        with hub_dir_of(args).open_registry(create=False) as registry:
             reports = [_device_measurements(registry.attestation(d), d) for d in args.from_device]
     expectations = build_expectations(profile, reports)
     text = json.dumps(expectations_to_json(expectations), indent=2, sort_keys=True) + "\n"
@@ -191,7 +192,7 @@ def _device_measurements(
 
 
 def cmd_challenge(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     keys = hub.load_keys(args.keys)
     verifier_keys = load_role_keys(args.keys or hub.keys, Role.VERIFIER, keys.root)
     if not verifier_keys:
@@ -250,7 +251,7 @@ def cmd_tpm_ak(args: argparse.Namespace) -> int:
         der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
+    with hub_dir_of(args).open_registry(create=False) as registry:
         if registry.device(args.device_id) is None:
             raise ConfigError(f"device {args.device_id!r} is not registered")
         registry.set_tpm_ak(args.device_id, der, wall_clock())

@@ -23,9 +23,9 @@ from edge_agent.protocol.breakglass import (
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.topics import check_topic_name
 from edge_agent.support.cli import utc_text, wall_clock
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.out import write_hub_out
 from hub.hubdir.keys import load_role_keys
-from hub.hubdir.layout import HubDir
 
 __all__ = ["cmd_break_glass"]
 
@@ -42,7 +42,7 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
         raise ConfigError(f"--minutes must be between 1 and {MAX_WINDOW_S // 60}")
     if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
         raise ConfigError(f"--reason must be 1 to {MAX_REASON_CHARS} characters")
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     root = hub.load_keys(args.keys).root
     signers = load_role_keys(args.keys or hub.keys, Role.VERIFIER, root)
     if len(signers) < root.role(Role.VERIFIER).threshold:

@@ -38,6 +38,7 @@ from edge_agent.support.cli import (
     wall_clock,
 )
 from hub.cli.exits import counted, exit_code
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.parsers.bundle_diff import EXIT_FLIPS, EXIT_SAME, EXIT_TROUBLE
 from hub.core.bundles import verify_operator_bundle
 from hub.core.diff import (
@@ -50,7 +51,6 @@ from hub.core.diff import (
     diff_decisions,
 )
 from hub.hubdir.keys import ROOT_FILE, load_root
-from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, Registry
 
 __all__ = ["EXIT_FLIPS", "EXIT_SAME", "EXIT_TROUBLE", "JSON_FORMAT", "cmd_diff"]
@@ -87,7 +87,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> tuple[_Setting, DiffReport]:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     root = _root(args.keys or hub.keys)
     data = read_bounded(args.candidate, MAX_BUNDLE_BYTES, "candidate bundle")
     now = wall_clock()

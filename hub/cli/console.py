@@ -12,8 +12,8 @@ import json
 
 from edge_agent.errors import ConfigError
 from edge_agent.support.cli import utc_text, wall_clock
+from hub.cli.hub_dir import hub_dir_of
 from hub.console.tokens import TOKEN_NAME, new_token, token_digest
-from hub.hubdir.layout import HubDir
 from hub.registry import ConsoleToken
 
 __all__ = ["cmd_add", "cmd_list", "cmd_revoke"]
@@ -26,7 +26,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             "(starting with a letter or digit)"
         )
     token = new_token()
-    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
+    with hub_dir_of(args).open_registry(create=False) as registry:
         registry.add_console_token(
             ConsoleToken(args.name, args.role, token_digest(token), wall_clock())
         )
@@ -39,7 +39,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
+    with hub_dir_of(args).open_registry(create=False) as registry:
         tokens = registry.console_tokens()
     if args.json:
         listed = [{"name": t.name, "role": t.role, "created_at": t.created_at} for t in tokens]
@@ -54,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with HubDir.resolve(args.hub_dir).open_registry(create=False) as registry:
+    with hub_dir_of(args).open_registry(create=False) as registry:
         if not registry.revoke_console_token(args.name):
             raise ConfigError(f"no console token named {args.name!r} (see 'console token list')")
     if args.json:

@@ -44,6 +44,7 @@ from hub.cli import inventory
 from hub.cli.bundle_view import terminal_width
 from hub.cli.exits import counted
 from hub.cli.fleet import cut, fleet_json, fleet_lines, lineage_view, unregistered_counts
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.mosquitto_acl import DEFAULT_HUB_USERS, render_acl
 from hub.cli.out import write_hub_out
 from hub.cli.parsers.fabric import DEFAULT_TOKEN_TTL_S
@@ -80,7 +81,7 @@ CONFIRM_WORD = "revoke"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     status_lines = _StatusLines()
     settings = None
     if args.broker:
@@ -91,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = HubConfig(
             hub.path,
             broker=settings,
+            registry=hub.registry,
             bind=args.bind,
             port=args.port,
             keys_dir=args.keys,
@@ -149,7 +151,8 @@ async def _serve(config: HubConfig, status_lines: _StatusLines, *, quiet: bool) 
         if not quiet:
             print(
                 f"edge-hub serve: broker {hub.url} ({kind}), hub dir "
-                f"{hub.hub_dir.path.resolve()}; freshness tokens every "
+                f"{hub.hub_dir.path.resolve()}, registry {hub.hub_dir.shown_registry}; "
+                "freshness tokens every "
                 f"{config.freshness_interval_s:g}s, valid {config.token_ttl_s}s",
                 flush=True,
             )
@@ -163,7 +166,7 @@ async def _serve(config: HubConfig, status_lines: _StatusLines, *, quiet: bool) 
 
 
 def cmd_device_add(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     profiles.check_profile(hub, args.profile)
     pem = read_bounded(args.pubkey, MAX_PUBLIC_KEY_BYTES, "device public key")
     record = governance.device_record(
@@ -189,7 +192,7 @@ def cmd_device_add(args: argparse.Namespace) -> int:
 
 
 def cmd_device_acl(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         devices = registry.devices()
     text = render_acl(devices, args.hub_user or DEFAULT_HUB_USERS)
@@ -210,7 +213,7 @@ def cmd_device_acl(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_push(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     data = read_bounded(args.file, MAX_BUNDLE_BYTES, "bundle")
     plan, publications = prepare_push(
         hub, data, now=wall_clock(), keys_dir=args.keys, lift_revocations=args.lift_revocations
@@ -273,7 +276,7 @@ def prepare_push(
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     if not (args.device or args.group or args.key_id or args.bundle is not None):
         raise ConfigError(
             "say what to revoke: --device ID, --group NAME, --key KEYID or --bundle VERSION "
@@ -430,7 +433,7 @@ def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:
         rows, unregistered = registry.fleet(), unregistered_counts(registry)
@@ -453,7 +456,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage_show(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         registered = registry.device(args.device_id) is not None
         if not registered and not registry.lineage_state(args.device_id).size:

@@ -27,6 +27,7 @@ from edge_agent.protocol.revocation import RevocationKind
 from edge_agent.support.cli import format_duration, utc_text, wall_clock
 from hub.cli.attest import attestation_json
 from hub.cli.fleet import fleet_json
+from hub.cli.hub_dir import hub_dir_of
 from hub.core.directory import DEFAULT_DIRECTORY_TTL_S
 from hub.hubdir.layout import HubDir
 from hub.registry import DeviceRecord, IssuedRevocation, Registry
@@ -56,7 +57,7 @@ def device_json(record: DeviceRecord) -> dict[str, object]:
 
 
 def cmd_device_list(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:
         devices = registry.devices()
@@ -116,7 +117,7 @@ def _state_text(state: dict[str, object], now: int) -> str:
 
 
 def cmd_device_show(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:
         shown = _shown(registry, args.device_id, now)
@@ -239,7 +240,7 @@ def _registered(registry: Registry, device_id: str) -> DeviceRecord:
 
 
 def cmd_device_remove(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         _registered(registry, args.device_id)
         record = registry.remove_device(args.device_id)
@@ -293,7 +294,7 @@ def issue_directory(hub: HubDir, registry: Registry, region: str) -> str:
 
 
 def cmd_revoke_list(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:
         issued = [

@@ -11,8 +11,10 @@ Exit codes (:mod:`hub.cli.exits`): 0 success, 1 refused (an object failed verifi
 broker), 130 interrupted, 141 stdout's reader went away (``| head -1``: the rest of the
 output is dropped, no traceback). Errors are one sentence on stderr, or with ``--json`` one
 JSON object on stdout (:func:`edge_agent.support.cli.fail`); ``-v`` adds the traceback. The
-global options (``--hub-dir``, ``-v``/``-vv``, ``-q``, ``--log-format``, and ``--json`` for
-the commands with JSON output) go before or after the command.
+global options (``--hub-dir``, ``--registry``, ``-v``/``-vv``, ``-q``, ``--log-format``, and
+``--json`` for the commands with JSON output) go before or after the command. ``--registry``
+(else ``$EDGEGOV_REGISTRY``) names a PostgreSQL registry (a ``postgresql://`` URL) or another
+``hub.db`` file; every command then works on it.
 
 Every command builds the whole parser (:mod:`hub.cli.parsers`), which imports none of the
 commands' code: each names its handler (:class:`hub.cli.lazy.Handler`), whose module is
@@ -48,6 +50,7 @@ from hub.cli.parsers import console as console_cli
 from hub.cli.parsers import fabric as fabric_cli
 from hub.cli.parsers import policy as policy_cli
 from hub.cli.parsers import receipts as receipts_cli
+from hub.cli.parsers import registry as registry_cli
 from hub.cli.parsers import rollout as rollout_cli
 from hub.cli.parsers import signing as signing_cli
 
@@ -175,6 +178,13 @@ def _global(parser: argparse.ArgumentParser) -> None:
         help="hub directory (default: $EDGE_HUB_DIR, else the current directory)",
     )
     parser.add_argument(
+        "--registry",
+        metavar="URL",
+        help="the hub registry: a PostgreSQL database (postgresql://user@host/db, shared by "
+        "hubs on several hosts) or a hub.db file (default: $EDGEGOV_REGISTRY, else the hub "
+        "directory's hub.db)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
@@ -211,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     rollout_cli.register(commands, common, _duration)
     console_cli.register(commands, common)
     policy_cli.register(commands, bundle, [common])
+    registry_cli.register(commands, common)
     return parser
 
 

@@ -51,10 +51,11 @@ from edge_agent.support.cli import (
 )
 from edge_agent.trust.gate import Decision, decide
 from edge_agent.trust.state import TrustState, with_bundle
+from hub.cli.hub_dir import hub_dir_of
 from hub.core.lint import MAX_VOCABULARY_BYTES, LintReport, lint_policy, read_vocabulary
 from hub.core.policy_tests import CaseResult, read_cases, run_cases
 from hub.hubdir.keys import ROOT_FILE
-from hub.hubdir.layout import HubDir, HubDirError
+from hub.hubdir.layout import HubDirError
 
 __all__ = ["cmd_eval", "cmd_lint", "cmd_test"]
 
@@ -293,14 +294,14 @@ def _root(args: argparse.Namespace) -> TrustRoot:
 
 
 def _device(args: argparse.Namespace) -> DeviceIdentity:
-    hub = HubDir.resolve(getattr(args, "hub_dir", None))
-    if not hub.registry_path.is_file():
+    hub = hub_dir_of(args)
+    if hub.registry is None and not hub.registry_path.is_file():
         raise HubDirError(
             f"--device needs the hub's registry: {hub.registry_path} does not exist "
             "(pass --hub-dir, or leave out --device to decide as any device the bundle targets)",
             hub.path,
         )
-    with hub.open_registry() as registry:
+    with hub.open_registry(create=False) as registry:
         record = registry.device(args.device)
     if record is None:
         raise ConfigError(f"device {args.device!r} is not registered in {hub.path}")

@@ -33,6 +33,7 @@ from edge_agent.protocol.keys import PrivateKey, PublicKey
 from edge_agent.protocol.merkle import consistency_proof, root_at, verify_consistency
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import utc_text, wall_clock
+from hub.cli.hub_dir import hub_dir_of
 from hub.cli.out import write_hub_out
 from hub.core.receipts import hub_receipt, registered
 from hub.hubdir.layout import HubDir
@@ -113,7 +114,7 @@ def _witness(hub: HubDir, keys_dir: Path | None) -> tuple[PrivateKey, tuple[Publ
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     witness, witnesses = _witness(hub, args.keys)
     with hub.open_registry(create=False) as registry:
         data, held = hub_receipt(
@@ -149,7 +150,7 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         note = checkpoint_note(registry, args.device_id, args.size)
     write_hub_out(
@@ -163,7 +164,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         text = consistency_text(registry, args.device_id, args.old, args.new)
     write_hub_out(
@@ -181,7 +182,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    witness, _ = _witness(HubDir.resolve(args.hub_dir), args.keys)
+    witness, _ = _witness(hub_dir_of(args), args.keys)
     pem = witness.public.to_pem().encode("ascii")
     write_hub_out(
         args.out, pem, hub_dir=args.hub_dir, force=args.force, mode=0o644, key_dirs=[args.keys]

@@ -7,10 +7,12 @@ bad argument, 3 a registry that cannot be opened or reached. The attributes they
 
 - ``migrate``: ``to`` (the destination: a ``postgresql://`` URL or a ``hub.db`` path),
   ``source_dir`` (``--from``: the hub directory whose ``hub.db`` is copied; default
-  ``$EDGE_HUB_DIR``, else the current directory), ``chunk`` (rows per destination
-  transaction, :func:`chunk_arg`) and ``json``.
-- ``check``: ``registry`` (a ``postgresql://`` URL or a ``hub.db`` path; default the hub
-  directory's ``hub.db``), ``source_dir`` (``--from``), ``sample`` (check that many device
+  ``hub_dir``, the global ``--hub-dir``, else ``$EDGE_HUB_DIR``, else the current
+  directory), ``chunk`` (rows per destination transaction,
+  :func:`hub.cli.parsers.registry.chunk_arg`) and ``json``.
+- ``check``: ``registry`` (the global ``--registry``: a ``postgresql://`` URL or a ``hub.db``
+  path; default ``$EDGEGOV_REGISTRY``, else the hub directory's ``hub.db``), ``source_dir``
+  (``--from``, default ``hub_dir`` as for ``migrate``), ``sample`` (check that many device
   logs at random, ``None``: all) and ``json``.
 
 A migration reads the source while no hub writes to it: it refuses a hub directory whose
@@ -21,31 +23,47 @@ lock while it copies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_agent.errors import ConfigError
 from hub.cli.exits import counted
-from hub.hubdir.layout import HubDir
+from hub.hubdir.layout import HubDir, redacted
+from hub.hubdir.paths import hub_dir_path
 from hub.registry import RegistryError
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import RegistryCheck, check_registry
 from hub.registry.migrate import MAX_CHUNK_ROWS, MigrationError, MigrationReport, migrate_registry
 
-__all__ = ["chunk_arg", "cmd_registry_check", "cmd_registry_migrate"]
-
-
-def chunk_arg(text: str) -> int:
-    """An argparse ``type`` for ``--chunk``: 1 to :data:`MAX_CHUNK_ROWS` rows."""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CHUNK_ROWS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a row count from 1 to {MAX_CHUNK_ROWS}")
-    return int(text)
+__all__ = ["cmd_registry_check", "cmd_registry_migrate"]
 
 
 def cmd_registry_migrate(args: argparse.Namespace) -> int:
+    with _passwords_cut():
+        return _migrate(args)
+
+
+def cmd_registry_check(args: argparse.Namespace) -> int:
+    with _passwords_cut():
+        return _check(args)
+
+
+@contextlib.contextmanager
+def _passwords_cut() -> Iterator[None]:
+    """A registry error leaves with any password of a URL it quotes cut out."""
+    try:
+        yield
+    except RegistryError as exc:
+        exc.args = (redacted(exc.message),)
+        raise
+
+
+def _migrate(args: argparse.Namespace) -> int:
     if not 1 <= args.chunk <= MAX_CHUNK_ROWS:
         raise ConfigError(f"--chunk must be 1 to {MAX_CHUNK_ROWS} rows, not {args.chunk}")
-    hub = HubDir.resolve(args.source_dir)
+    hub = HubDir(hub_dir_path(_source_dir(args)))
     hub.open_registry(create=False).close()
     with hub.serve_file_claim() as claimed:
         if not claimed or hub.read_serve_info() is not None:
@@ -62,10 +80,11 @@ def cmd_registry_migrate(args: argparse.Namespace) -> int:
     return 0 if report.check.ok else 1
 
 
-def cmd_registry_check(args: argparse.Namespace) -> int:
-    location: Path | str = args.registry or HubDir.resolve(args.source_dir).registry_path
-    if args.registry is None:
-        HubDir.resolve(args.source_dir).open_registry(create=False).close()
+def _check(args: argparse.Namespace) -> int:
+    hub = HubDir.resolve(_source_dir(args), args.registry)
+    if hub.registry is None:
+        hub.open_registry(create=False).close()
+    location = hub.registry_location
     with open_tables(location, write=False) as rows:
         if rows.schema_version() is None:
             raise RegistryError(f"{rows.where} holds no hub registry (check --registry or --from)")
@@ -76,6 +95,12 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
     else:
         _print_check(check)
     return 0 if check.ok else 1
+
+
+def _source_dir(args: argparse.Namespace) -> Path | None:
+    """``--from``, else the global ``--hub-dir``."""
+    source: Path | None = args.source_dir or getattr(args, "hub_dir", None)
+    return source
 
 
 def _print_migration(report: MigrationReport) -> None:

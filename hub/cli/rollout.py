@@ -24,6 +24,7 @@ from edge_agent.protocol.limits import MAX_BUNDLE_BYTES
 from edge_agent.protocol.roles import Role
 from edge_agent.support.cli import format_duration, read_bounded, utc_text, wall_clock
 from hub.cli.exits import counted
+from hub.cli.hub_dir import hub_dir_of
 from hub.core.halt import HaltSyntaxError
 from hub.core.rollout import (
     judge,
@@ -34,7 +35,6 @@ from hub.core.rollout import (
     with_resumed,
 )
 from hub.hubdir.keys import load_role_keys
-from hub.hubdir.layout import HubDir
 from hub.registry import Registry
 from hub.registry.rollout_records import RolloutRecord, RolloutState, StageLog
 from hub.service.rollout import prepare_rollout, stage_counters_now
@@ -49,7 +49,7 @@ _NARROWED = "its devices' own channels (narrowed by --group)"
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     keys_dir = args.keys or hub.keys
     keys = hub.load_keys(keys_dir)
     signers = load_role_keys(keys_dir, Role.POLICY, keys.root)
@@ -107,7 +107,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     with hub.open_registry(create=False) as registry:
         for _ in range(_CAS_ATTEMPTS):
             record = _one(registry, args.rollout)
@@ -152,7 +152,7 @@ def _one(registry: Registry, rollout: str) -> RolloutRecord:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    hub = HubDir.resolve(args.hub_dir)
+    hub = hub_dir_of(args)
     now = wall_clock()
     with hub.open_registry(create=False) as registry:
         records = [_one(registry, args.rollout)] if args.rollout else registry.rollouts()

@@ -3,7 +3,10 @@
 Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory)::
 
     DIR/keys/        signing keys and trust roots (``edge-hub keys init --out DIR/keys``)
-    DIR/hub.db       the registry (SQLite, :mod:`hub.registry.sqlite`)
+    DIR/hub.db       the registry (SQLite, :mod:`hub.registry.sqlite`), unless the registry is
+                     elsewhere (``--registry``, else ``$EDGEGOV_REGISTRY``): a PostgreSQL
+                     database (a ``postgresql://`` URL, shared by hubs on several hosts) or
+                     another ``hub.db`` file; the directory still holds the rest
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
                      uses, with the credentials it connects with, and its pid, so the other
                      commands publish to the same broker
@@ -22,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +45,10 @@ from hub.hubdir.paths import (
     SERVE_FILE,
     SERVE_LOCK_FILE,
     hub_dir_path,
+    registry_location,
 )
-from hub.registry import Registry
-from hub.registry.backends import open_registry
+from hub.registry import Registry, RegistryError
+from hub.registry.backends import POSTGRES_SCHEMES, open_registry, open_tables
 
 __all__ = [
     "ENV_HUB_DIR",
@@ -51,9 +56,13 @@ __all__ = [
     "HubDirError",
     "HubKeys",
     "ServeInfo",
+    "redacted",
+    "shown_registry",
 ]
 
 MAX_SERVE_FILE_BYTES = 16 * 1024
+_URL_PASSWORD = re.compile(r"(://[^:/@\s\"']*):[^@\s\"']*@")
+_QUERY_PASSWORD = re.compile(r"(password=)[^&\s\"']*", re.IGNORECASE)
 
 
 class HubDirError(ConfigError):
@@ -133,14 +142,18 @@ class ServeInfo:
 
 @dataclass(frozen=True, slots=True)
 class HubDir:
-    """A hub directory (it need not exist until something is written to it)."""
+    """A hub directory (it need not exist until something is written to it), and where its
+    registry is when not its ``hub.db``: ``registry``, a ``postgresql://`` URL or the path of
+    a ``hub.db`` file (``None``: the directory's own ``hub.db``)."""
 
     path: Path
+    registry: str | None = None
 
     @classmethod
-    def resolve(cls, given: Path | None) -> HubDir:
-        """``given``, else ``$EDGE_HUB_DIR``, else the current directory."""
-        return cls(hub_dir_path(given))
+    def resolve(cls, given: Path | None, registry: str | None = None) -> HubDir:
+        """``given``, else ``$EDGE_HUB_DIR``, else the current directory; its registry at
+        ``registry`` (``--registry``), else ``$EDGEGOV_REGISTRY``, else its ``hub.db``."""
+        return cls(hub_dir_path(given), registry_location(registry))
 
     @property
     def keys(self) -> Path:
@@ -148,34 +161,70 @@ class HubDir:
 
     @property
     def registry_path(self) -> Path:
+        """The directory's own ``hub.db`` (whether or not the registry is elsewhere)."""
         return self.path / REGISTRY_FILE
+
+    @property
+    def registry_location(self) -> Path | str:
+        """The registry this hub opens: a ``postgresql://`` URL or a ``hub.db`` path."""
+        if self.registry is None:
+            return self.registry_path
+        return self.registry if _is_url(self.registry) else Path(self.registry)
+
+    @property
+    def shown_registry(self) -> str:
+        """The registry, for messages: a URL without its password, or the file's path."""
+        return shown_registry(self.registry_location)
 
     @property
     def serve_file(self) -> Path:
         return self.path / SERVE_FILE
 
     def open_registry(self, *, create: bool = True) -> Registry:
-        """Open ``hub.db``, creating it when missing if ``create`` (a command that only
-        reads passes ``False``: pointed at the wrong directory, it must leave nothing there).
+        """Open the registry, creating it when missing if ``create`` (a command that only
+        reads passes ``False``: pointed at the wrong directory or database, it must leave
+        nothing there). A PostgreSQL registry needs no hub directory to open.
 
         Raises:
-            HubDirError: the hub directory does not exist, or holds no ``hub.db`` and
-                ``create`` is false.
-            RegistryError: the database cannot be opened.
+            HubDirError: the hub directory does not exist (with a ``hub.db`` registry), or
+                ``create`` is false and there is no registry there yet.
+            RegistryError: the database cannot be opened or reached (its message never
+                holds the URL's password).
         """
-        if not _is(self.path, Path.is_dir):
+        location = self.registry_location
+        if isinstance(location, str):
+            return self._open_database(location, create=create)
+        if self.registry is None and not _is(self.path, Path.is_dir):
             raise HubDirError(
                 f"hub directory {self.path} does not exist (create it with "
                 f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
                 self.path,
             )
-        if not create and not _is(self.registry_path, Path.is_file):
-            raise HubDirError(
+        if not create and not _is(location, Path.is_file):
+            where = (
                 f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}); "
-                "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)",
-                self.path,
+                "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
+                if self.registry is None
+                else f"there is no hub registry at {location}: check --registry "
+                "(or $EDGEGOV_REGISTRY)"
             )
-        return open_registry(self.registry_path)
+            raise HubDirError(where, self.path)
+        return open_registry(location)
+
+    def _open_database(self, url: str, *, create: bool) -> Registry:
+        try:
+            if not create:
+                with open_tables(url, write=False) as rows:
+                    if rows.schema_version() is None:
+                        raise HubDirError(
+                            f"{rows.where} holds no hub registry: check --registry (or "
+                            "$EDGEGOV_REGISTRY), or create it with 'edge-hub registry "
+                            "migrate --to URL' or 'edge-hub serve --registry URL'",
+                            self.path,
+                        )
+            return open_registry(url)
+        except RegistryError as exc:
+            raise RegistryError(redacted(exc.message)) from None
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
         """Load the trust roots, the freshness key and the witness key (the first verifier
@@ -286,6 +335,31 @@ def _is(path: Path, test: Callable[[Path], bool]) -> bool:
     except OSError as exc:
         shown = str(path) if len(str(path)) <= 120 else str(path)[:119] + "…"
         raise HubDirError(f"{shown} cannot be used: {exc.strerror or exc}", path) from exc
+
+
+def shown_registry(location: Path | str) -> str:
+    """A registry location for messages, logs and JSON: a URL without its password (never
+    raises: a URL that does not parse is shown with any password cut out), or a path."""
+    if not isinstance(location, str):
+        return str(location)
+    if not _is_url(location):
+        return location
+    from hub.registry.postgres.registry import describe
+
+    try:
+        return describe(location)
+    except RegistryError:
+        return redacted(location)
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(POSTGRES_SCHEMES)
+
+
+def redacted(message: str) -> str:
+    """``message`` on one line, with any password in a URL it quotes cut out (a registry
+    error may quote the URL it was given)."""
+    return " ".join(_QUERY_PASSWORD.sub(r"\1…", _URL_PASSWORD.sub(r"\1@", message)).split())
 
 
 def _running(pid: int) -> bool:

@@ -10,14 +10,19 @@ from pathlib import Path
 
 __all__ = [
     "ENV_HUB_DIR",
+    "ENV_REGISTRY",
     "KEYS_DIR",
     "REGISTRY_FILE",
     "SERVE_FILE",
     "SERVE_LOCK_FILE",
     "hub_dir_path",
+    "registry_location",
 ]
 
 ENV_HUB_DIR = "EDGE_HUB_DIR"
+ENV_REGISTRY = "EDGEGOV_REGISTRY"
+"""Where the registry is when ``--registry`` is not given: a ``postgresql://`` URL or a
+``hub.db`` path (unset: the hub directory's ``hub.db``)."""
 KEYS_DIR = "keys"
 REGISTRY_FILE = "hub.db"
 SERVE_FILE = "serve.json"
@@ -29,3 +34,9 @@ def hub_dir_path(given: Path | None) -> Path:
     if given is not None:
         return given
     return Path(os.environ.get(ENV_HUB_DIR) or ".")
+
+
+def registry_location(given: str | None) -> str | None:
+    """Where the registry is: ``given`` (``--registry``), else ``$EDGEGOV_REGISTRY``, else
+    ``None`` (the hub directory's ``hub.db``)."""
+    return given or os.environ.get(ENV_REGISTRY) or None

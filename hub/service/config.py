@@ -22,6 +22,9 @@ class HubConfig:
 
     hub_dir: Path
     broker: BrokerSettings | None = None
+    registry: str | None = None
+    """The registry when not the hub directory's ``hub.db``: a ``postgresql://`` URL or a
+    ``hub.db`` path (see :class:`hub.hubdir.layout.HubDir`)."""
     bind: str = "127.0.0.1"
     port: int = 0
     keys_dir: Path | None = None

@@ -111,7 +111,7 @@ class HubService:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.hub_dir = HubDir(config.hub_dir)
+        self.hub_dir = HubDir(config.hub_dir, config.registry)
         self.stats = HubStats()
         self._client_id = config.client_id or _default_client_id()
         self._broker: EmbeddedBroker | None = None
