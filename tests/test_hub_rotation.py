@@ -37,6 +37,7 @@ from hub.service.config import HubConfig, HubStats
 from hub.service.connection import Subscriptions
 from hub.service.context import ServiceContext
 from hub.service.evidence import EvidenceHandler
+from hub.service.lease import ScheduleLease, lease_timing
 from hub.service.schedule import Schedule
 from tests.hub_support import HubSetup, make_bundle, make_hub_dir
 
@@ -87,7 +88,8 @@ def hub(tmp_path: Path) -> Iterator[RunningHub]:
     with hub_dir.open_registry() as registry:
         keys = hub_dir.load_keys()
         context = ServiceContext.start(config, hub_dir, registry, keys, HubStats(), None)
-        schedule = Schedule(context, Subscriptions(registry))
+        lease = ScheduleLease(registry, "hub-test", lease_timing(config.freshness_interval_s))
+        schedule = Schedule(context, Subscriptions(registry), lease)
         yield RunningHub(setup, registry, context, schedule, EvidenceHandler(context))
 
 

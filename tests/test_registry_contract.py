@@ -1316,3 +1316,62 @@ def test_cleared_channels_hold_no_current_bundle(registry: Registry) -> None:
     assert [b.channel for b in registry.current_bundles("eu-1")] == ["all"]
     assert registry.freshness("eu-1", "device/gw-001") is None
     assert registry.bundle_data(bytes([3]) * 32) == b"bundle 3"
+
+
+def test_of_two_holders_claiming_the_schedule_lease_only_the_first_gets_it(
+    registry: Registry, peer: Registry
+) -> None:
+    token = registry.claim_schedule_lease("hub-a", NOW, 5)
+    assert token is not None
+    assert peer.claim_schedule_lease("hub-b", NOW, 5) is None
+    assert peer.claim_schedule_lease("hub-b", NOW + 4, 5) is None
+
+
+def test_renewing_the_schedule_lease_keeps_its_token_even_after_it_expired(
+    registry: Registry, peer: Registry
+) -> None:
+    token = registry.claim_schedule_lease("hub-a", NOW, 5)
+    assert registry.claim_schedule_lease("hub-a", NOW + 3, 5) == token
+    assert peer.claim_schedule_lease("hub-b", NOW + 7, 5) is None
+    assert registry.claim_schedule_lease("hub-a", NOW + 20, 5) == token
+
+
+def test_an_expired_schedule_lease_goes_to_the_next_holder_with_a_higher_token(
+    registry: Registry, peer: Registry
+) -> None:
+    first = registry.claim_schedule_lease("hub-a", NOW, 5)
+    taken = peer.claim_schedule_lease("hub-b", NOW + 5, 5)
+    assert first is not None and taken is not None and taken > first
+    assert registry.claim_schedule_lease("hub-a", NOW + 6, 5) is None
+    again = registry.claim_schedule_lease("hub-a", NOW + 10, 5)
+    assert again is not None and again > taken
+
+
+def test_a_released_schedule_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
+    registry: Registry, peer: Registry
+) -> None:
+    first = registry.claim_schedule_lease("hub-a", NOW, 60)
+    peer.release_schedule_lease("hub-b")
+    assert peer.claim_schedule_lease("hub-b", NOW + 1, 60) is None
+    registry.release_schedule_lease("hub-a")
+    taken = peer.claim_schedule_lease("hub-b", NOW + 1, 60)
+    assert first is not None and taken is not None and taken > first
+    registry.release_schedule_lease("hub-a")
+    assert peer.claim_schedule_lease("hub-b", NOW + 2, 60) == taken
+    assert registry.claim_schedule_lease("hub-a", NOW + 2, 60) is None
+
+
+def test_a_schedule_lease_claim_needs_a_holder_and_a_positive_ttl(registry: Registry) -> None:
+    with pytest.raises(ValueError, match="holder"):
+        registry.claim_schedule_lease("", NOW, 5)
+    with pytest.raises(ValueError, match="positive"):
+        registry.claim_schedule_lease("hub-a", NOW, 0)
+    assert registry.claim_schedule_lease("hub-b", NOW, 5) is not None
+
+
+def test_the_schedule_lease_is_held_across_reopening_the_registry(backend: Backend) -> None:
+    with backend.open() as registry:
+        token = registry.claim_schedule_lease("hub-a", NOW, 30)
+    with backend.open() as registry:
+        assert registry.claim_schedule_lease("hub-b", NOW + 1, 30) is None
+        assert registry.claim_schedule_lease("hub-a", NOW + 1, 30) == token

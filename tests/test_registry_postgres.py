@@ -5,6 +5,7 @@ does is in tests/test_registry_contract.py."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -214,3 +215,34 @@ def test_an_empty_database_becomes_a_registry_with_its_schema_version(
         assert row == (SCHEMA_VERSION,)
     finally:
         postgres_server.drop_database(name)
+
+
+def test_a_registry_of_schema_1_opens_upgraded_with_its_rows_and_the_schedule_lease(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url) as registry:
+        registry.release_schedule_lease("nobody")
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP TABLE schedule_lease")
+        db.execute("UPDATE registry_meta SET value = 1 WHERE key = 'schema_version'")
+        db.execute("INSERT INTO console_tokens VALUES ('ops', 'admin', '\\x00', 1)")
+    with open_registry(postgres_url) as registry:
+        assert [t.name for t in registry.console_tokens()] == ["ops"]
+        assert registry.claim_schedule_lease("hub-a", NOW, 5) is not None
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute("SELECT value FROM registry_meta WHERE key = 'schema_version'").fetchone()
+    assert row == (SCHEMA_VERSION,) == (2,)
+
+
+def test_of_two_hubs_claiming_the_free_schedule_lease_at_once_one_gets_it(
+    hubs: tuple[Registry, Registry],
+) -> None:
+    first, second = hubs
+    for round_ in range(RACES):
+        now = NOW + 100 * round_
+        results = _race(
+            functools.partial(first.claim_schedule_lease, "hub-a", now, 50),
+            functools.partial(second.claim_schedule_lease, "hub-b", now, 50),
+        )
+        assert sum(isinstance(r, int) for r in results) == 1, results
+        assert sum(r is None for r in results) == 1, results

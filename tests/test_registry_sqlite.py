@@ -156,3 +156,25 @@ def test_another_programs_database_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RegistryError, match="schema 7"):
         SqliteRegistry.open(path)
+
+
+def test_a_registry_of_schema_1_opens_upgraded_with_its_rows_and_the_schedule_lease(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    key = PrivateKey.generate().public
+    db = sqlite3.connect(path)
+    db.executescript(re.sub(r"CREATE TABLE IF NOT EXISTS schedule_lease \([^;]*\);", "", SCHEMA))
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("gw-001", "eu-1", "[]", "generic", key.raw, 1, NOW),
+    )
+    db.commit()
+    db.close()
+    with SqliteRegistry.open(path) as registry:
+        assert [d.device_id for d in registry.devices()] == ["gw-001"]
+        assert registry.claim_schedule_lease("hub-a", NOW, 5) is not None
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()

@@ -10,8 +10,9 @@ callers verified; it verifies nothing itself. What every backend guarantees:
   docstring names) when it changed nothing. Several hub processes and ``edge-hub``
   commands share one registry; the compare-and-set writes (:meth:`Registry.store_batch`,
   :meth:`Registry.spend_challenge`, :meth:`Registry.record_revocation`,
-  :meth:`Registry.add_device`, :meth:`Registry.record_directory`) decide against what is
-  committed at that moment, never against an earlier read.
+  :meth:`Registry.add_device`, :meth:`Registry.record_directory`,
+  :meth:`Registry.claim_schedule_lease`) decide against what is committed at that moment,
+  never against an earlier read.
 - **Write groups.** Inside :meth:`Registry.write_group` every write stays atomic on its own
   (one that raises undoes only itself) but nothing is durable until the block ends; reads
   in the block see the block's writes.
@@ -106,7 +107,8 @@ class Registry(Protocol):
     Methods are grouped by concern: lifecycle and transactions; devices (registration,
     status, activity); publications (bundles, channels, revocations, freshness); device
     logs (lineage batches, entries, checkpoints, forks); attestation (challenges, results,
-    TPM attestation keys); rejections; the fleet view; the lineage search.
+    TPM attestation keys); rejections; the fleet view; the lineage search; staged rollouts;
+    the schedule lease.
     """
 
     # Lifecycle and transactions.
@@ -648,6 +650,34 @@ class Registry(Protocol):
     def clear_channels(self, region: str, channels: Sequence[str]) -> None:
         """Make no bundle current on ``channels`` of ``region`` any more (and forget their
         last freshness tokens); the bundles stay recorded. Atomic.
+
+        Raises:
+            RegistryError: the write failed; nothing changed.
+        """
+        ...
+
+    # The schedule lease (docs/scale.md, "One scheduler at a time").
+
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
+        """Take or renew the schedule lease for ``holder`` until ``now + ttl_s``: when it is
+        free, expired (its expiry at or before ``now``), or ``holder``'s already. Return the
+        fencing token then, ``None`` (nothing changed) while another holder's lease runs.
+
+        The fencing token is the same for as long as one holder keeps the lease (renewals,
+        even one after its expiry that nobody took) and above every earlier token whenever
+        another holder takes it, so what a holder did under a token it no longer gets back
+        is known to be stale. Compare-and-set against what is committed: of holders claiming
+        at once, one gets the lease.
+
+        Raises:
+            ValueError: ``holder`` is empty or ``ttl_s`` is not positive.
+            RegistryError: the write failed; nothing changed.
+        """
+        ...
+
+    def release_schedule_lease(self, holder: str) -> None:
+        """Free the schedule lease if ``holder`` holds it (a hub stopping cleanly), so the
+        next claim of any holder takes it at once, with a higher token; otherwise nothing.
 
         Raises:
             RegistryError: the write failed; nothing changed.

@@ -23,9 +23,11 @@ from typing import Literal
 
 __all__ = [
     "INDEXES",
+    "SCHEDULE_LEASE",
     "SCHEMA_VERSION",
     "SEARCH_TABLE",
     "TABLES",
+    "UPGRADABLE_VERSIONS",
     "Column",
     "Dialect",
     "Index",
@@ -33,8 +35,15 @@ __all__ = [
     "create_statements",
 ]
 
-SCHEMA_VERSION = 1
-"""The registry's schema version: a registry of another version is refused when opened."""
+SCHEMA_VERSION = 2
+"""The registry's schema version: a registry of another version is refused when opened,
+except one of :data:`UPGRADABLE_VERSIONS`."""
+
+UPGRADABLE_VERSIONS = frozenset({1})
+"""Older versions a backend upgrades when it opens them: version 2 added ``schedule_lease``
+(created when missing, like any new table). It is a new version, not only a new table,
+because hubs coordinate through it: a hub of version 1 would schedule beside the leader, so
+it must refuse a registry its peers have upgraded."""
 
 Dialect = Literal["sqlite", "postgresql"]
 ColumnType = Literal["text", "int", "bytes", "id"]
@@ -243,8 +252,17 @@ TABLES: tuple[Table, ...] = (
         ),
         ("id",),
     ),
+    Table(
+        "schedule_lease",
+        _c("name text, holder text, token int, expires_at int"),
+        ("name",),
+    ),
 )
 """Every table but the lineage search's, in the order they are created."""
+
+SCHEDULE_LEASE = "schedule"
+"""The ``schedule_lease`` row of the hubs' schedule (one leader among every hub process on
+the registry: :meth:`hub.registry.interface.Registry.claim_schedule_lease`)."""
 
 SEARCH_TABLE = Table(
     "lineage_search",

@@ -4,6 +4,8 @@ each, unless ``-q``).
 - One line when the hub connects to its broker, when it loses it (or cannot reach it at
   start), and when it has it again, saying how long it was without: a broker that is down
   is said once per outage, not once per retry (each retry is a debug log, ``-v``).
+- One line when the hub gains or loses the schedule lease, or cannot reach the registry to
+  claim it (:mod:`hub.service.lease`).
 - Every ``summary_interval_s`` one summary line: devices online (heard from within
   :data:`~hub.core.liveness.STALE_AFTER_S`, status online) of those registered, messages
   received per second since the last summary, and the ingest lag (how long the oldest
@@ -78,6 +80,10 @@ class ServeAnnouncer:
             self._say(f"lost the broker {self._url}: {reason}; reconnecting")
         else:
             self._say(f"cannot reach the broker {self._url}: {reason}; retrying")
+
+    def note(self, line: str) -> None:
+        """Say one line of another part's (the schedule lease gained, lost, unreachable)."""
+        self._say(line)
 
     def summary(self, registry: Registry, now: int) -> None:
         """Emit the summary line for the time since the last one."""

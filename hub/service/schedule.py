@@ -3,13 +3,20 @@
 Every ``freshness_interval_s`` (:meth:`Schedule.tick`) the hub re-reads the devices and
 the trust roots in its keys directory (the newest is what recorded bundles are verified
 under: :attr:`~hub.service.context.ServiceContext.current_root`), records the rejection
-counters, subscribes to regions added by other commands, republishes
-what changed of everything retained it is the source of (roots, bundles, revocations, the
-device directory of each region, issuing a new version first where one is due; every
-object again each :data:`FULL_REPUBLISH_S`), publishes a signed freshness token for every
-channel with a bundle (whether or not the registry can record it), and clears the strays
-the trust topics family noted (:mod:`hub.service.trust`). On every connection it publishes
-all of it, and a fresh ack of every device's log, so a restarted broker loses nothing.
+counters and subscribes to regions added by other commands: every hub does, since every hub
+ingests lineage. The hub that leads the schedule (:mod:`hub.service.lease`: one among every
+``edge-hub serve`` on the registry) also republishes what changed of everything retained it
+is the source of (roots, bundles, revocations, the device directory of each region, issuing
+a new version first where one is due; every object again each :data:`FULL_REPUBLISH_S`),
+publishes a signed freshness token for every channel with a bundle (whether or not the
+registry can record it), and clears the strays the trust topics family noted
+(:mod:`hub.service.trust`). On every connection each hub publishes a fresh ack of every
+device's log, and the leader all the rest, so a restarted broker loses nothing.
+
+Every hub claims the lease every :attr:`~hub.service.lease.LeaseTiming.check_s`; one that
+gains it runs a round at once, so after a leader dies another publishes within one
+interval. Right before publishing what a round signed, the leader renews the lease and
+publishes only if its fencing token is still the one the round began under.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from edge_agent.support.mqtt import Connection
 from hub.core.publications import Publication, ack_publication, parse_channel
 from hub.service.connection import Subscriptions
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
+from hub.service.lease import ScheduleLease
 from hub.service.publish import (
     ack_snapshot,
     issue_directories,
@@ -43,38 +51,64 @@ FULL_REPUBLISH_S = 600.0
 
 
 class Schedule:
-    """What the hub publishes on its own, on connecting and on every round."""
+    """What the hub publishes on its own, on connecting and on every round: as the leader
+    (``lease``), all of it; otherwise only the acks of the device logs it ingests."""
 
-    def __init__(self, context: ServiceContext, subscriptions: Subscriptions) -> None:
+    def __init__(
+        self, context: ServiceContext, subscriptions: Subscriptions, lease: ScheduleLease
+    ) -> None:
         self._context = context
         self._subscriptions = subscriptions
+        self.lease = lease
         self._republished_all_at = 0.0
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
-        """Run a round every ``freshness_interval_s`` until ``stop``."""
-        await every(
-            self._context.config.freshness_interval_s,
-            lambda: self.tick(current()),
-            stop,
-            unpublished="scheduled publish failed: %s (republished on reconnect)",
-            failed="scheduled round failed: %s",
-        )
+        """Claim the lease every :attr:`~hub.service.lease.LeaseTiming.check_s` while
+        connected (let it lapse while not), run a round every ``freshness_interval_s`` and
+        at once on gaining the lease, until ``stop``; release the lease on the way out."""
+        interval = self._context.config.freshness_interval_s
+        due = time.monotonic() + interval
+
+        async def check() -> None:
+            nonlocal due
+            led = self.lease.leading
+            if current() is None:
+                # Without a broker it cannot publish: another hub that has one should lead.
+                self.lease.lapse()
+            else:
+                self.lease.claim(wall())
+            if time.monotonic() >= due or (self.lease.leading and not led):
+                due = time.monotonic() + interval
+                await self.tick(current())
+
+        try:
+            await every(
+                self.lease.timing.check_s,
+                check,
+                stop,
+                unpublished="scheduled publish failed: %s (republished on reconnect)",
+                failed="scheduled round failed: %s",
+            )
+        finally:
+            self.lease.release()
 
     async def publish_all(self, conn: Connection) -> None:
-        """On a new connection: everything retained the hub is the source of, every
-        device's ack, and a freshness token per channel."""
+        """On a new connection: every device's ack; as the leader, everything retained the
+        hub is the source of and a freshness token per channel too."""
         context = self._context
-        self._republished_all_at = time.monotonic()
         now = wall()
-        retained = self.snapshot(context.keys.roots) + self.directories(now)
-        await context.retained.publish(conn, retained, remember=True)
         await context.retained.publish(
             conn, ack_snapshot(context.registry, key=context.keys.freshness, now=now)
         )
-        await self._publish_freshness(conn, now)
+        token = self.lease.claim(now)
+        if token is None:
+            return
+        self._republished_all_at = time.monotonic()
+        await self._publish_signed(conn, token, now)
 
     async def tick(self, conn: Connection | None) -> None:
-        """One round (``conn`` ``None``: not connected, only the bookkeeping)."""
+        """One round (``conn`` ``None``: not connected, only the bookkeeping; not leading:
+        the bookkeeping and the subscriptions)."""
         context = self._context
         context.devices.refresh()
         context.reread_roots()
@@ -83,27 +117,38 @@ class Schedule:
             return
         now = wall()
         await self._subscriptions.update(conn)
+        token = self.lease.claim(now)
+        if token is None:
+            # The leader clears them; what is noted here would only grow.
+            context.retained.strays = set()
+            return
         if time.monotonic() - self._republished_all_at >= FULL_REPUBLISH_S:
             # What the broker holds is known only from what it delivered: a retained message
             # it lost, or one cleared and then published without retain, looks the same.
             context.retained.published = {}
             self._republished_all_at = time.monotonic()
-        retained = self.snapshot(context.keys.roots) + self.directories(now)
-        await context.retained.publish(conn, retained, remember=True)
-        await self._publish_freshness(conn, now)
+        await self._publish_signed(conn, token, now)
         if context.retained.strays:
             await self.clear_strays(conn)
 
-    async def _publish_freshness(self, conn: Connection, now: int) -> None:
+    async def _publish_signed(self, conn: Connection, token: int, now: int) -> None:
+        """The retained snapshot, directories and freshness tokens made under the lease's
+        fencing ``token``, published only while this hub still leads under it."""
         context = self._context
-        publications = issue_freshness(
+        retained = self.snapshot(context.keys.roots) + self.directories(now)
+        freshness = issue_freshness(
             context.registry,
             key=context.keys.freshness,
             now=now,
             ttl_s=context.config.token_ttl_s,
         )
-        await context.retained.publish(conn, publications)
-        context.stats.freshness_published += len(publications)
+        if not self.lease.holds(token, wall()):
+            return
+        await context.retained.publish(conn, retained, remember=True)
+        if retained and not self.lease.holds(token, wall()):
+            return
+        await context.retained.publish(conn, freshness)
+        context.stats.freshness_published += len(freshness)
 
     def snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
         """:func:`retained_snapshot`, noting its topics, the current bundles' token topics
@@ -139,11 +184,15 @@ class Schedule:
         is replaced by its current one: :meth:`_replacement`). Left there, every agent would
         fetch it, refuse it and log it again on each reconnect. What the hub owns is read
         afresh first (the registry, and the roots in its keys directory), so what another
-        ``edge-hub`` command recorded and then published is never cleared."""
+        ``edge-hub`` command recorded and then published is never cleared. Only the
+        leader clears them, its lease renewed right before; another hub forgets them."""
         context = self._context
         retained = context.retained
         strays, retained.strays = retained.strays, set()
         retained.strays_due = time.monotonic() + STRAY_CLEAR_S
+        token = self.lease.token
+        if token is None or not self.lease.holds(token, wall()):
+            return
         self.snapshot(context.reread_roots())
         context.devices.refresh()
         foreign = sorted(strays - retained.owned)

@@ -38,7 +38,9 @@ stop the service: a message that fails in an unexpected way is logged and counte
 This module is the composition root; each job is a module of its own:
 
 - :mod:`hub.service.connection`: connect, subscribe, reconnect (2, 3);
-- :mod:`hub.service.schedule`: the retained snapshot, freshness tokens, strays (3, 5, 8);
+- :mod:`hub.service.schedule`: the retained snapshot, freshness tokens, strays (3, 5, 8),
+  by the one hub among those on the registry that holds the schedule lease
+  (:mod:`hub.service.lease`);
 - :mod:`hub.service.rollout`: staged rollouts (7);
 - :mod:`hub.service.intake`: fair bursts, routing (:mod:`hub.core.routing`), verification,
   one transaction per burst;
@@ -77,6 +79,7 @@ from hub.service.context import ServiceContext
 from hub.service.evidence import EvidenceHandler
 from hub.service.governance import Governance
 from hub.service.intake import Intake
+from hub.service.lease import ScheduleLease, lease_timing
 from hub.service.lineage import LineageHandler
 from hub.service.rollout import RolloutDriver
 from hub.service.schedule import Schedule
@@ -276,7 +279,13 @@ class HubService:
             self.config, self.hub_dir, registry, keys, self.stats, self._broker
         )
         subscriptions = Subscriptions(registry)
-        schedule = Schedule(context, subscriptions)
+        lease = ScheduleLease(
+            registry,
+            self._client_id,
+            lease_timing(self.config.freshness_interval_s),
+            None if self._announcer is None else self._announcer.note,
+        )
+        schedule = Schedule(context, subscriptions, lease)
         evidence = EvidenceHandler(context)
         intake = Intake(
             context,

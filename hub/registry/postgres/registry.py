@@ -23,6 +23,7 @@ from hub.registry.postgres.device_logs import DeviceLogTables
 from hub.registry.postgres.devices import DeviceTables
 from hub.registry.postgres.publications import PublicationTables
 from hub.registry.postgres.rollouts import RolloutTables
+from hub.registry.postgres.schedule_lease import ScheduleLeaseTables
 from hub.registry.postgres.schema import migrate
 
 __all__ = ["CONNECT_TIMEOUT_S", "POOL_SIZE", "PostgresRegistry", "describe"]
@@ -39,6 +40,7 @@ class PostgresRegistry(
     DeviceLogTables,
     ConsoleTables,
     RolloutTables,
+    ScheduleLeaseTables,
 ):
     """An open PostgreSQL registry. Use as a context manager, or call :meth:`close`."""
 

@@ -13,7 +13,13 @@ import psycopg
 
 from hub.registry.interface import RegistryError
 from hub.registry.rows import as_bytes, as_int, as_text, search_row
-from hub.registry.schema import SCHEMA_VERSION, SEARCH_TABLE, TABLES, create_statements
+from hub.registry.schema import (
+    SCHEMA_VERSION,
+    SEARCH_TABLE,
+    TABLES,
+    UPGRADABLE_VERSIONS,
+    create_statements,
+)
 
 __all__ = ["FLEET_ROW", "migrate"]
 
@@ -121,7 +127,8 @@ def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
 
 def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
     """Refuse a database of another schema version, or one holding tables that are not a
-    registry's; record :data:`SCHEMA_VERSION` in a new one."""
+    registry's; record :data:`SCHEMA_VERSION` in a new one, or in one of an older version it
+    upgrades (:data:`UPGRADABLE_VERSIONS`)."""
     has_meta = db.execute("SELECT to_regclass('registry_meta')").fetchone()
     if has_meta is None or has_meta[0] is None:
         others = db.execute(
@@ -139,6 +146,13 @@ def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> No
         return
     row = db.execute("SELECT value FROM registry_meta WHERE key = 'schema_version'").fetchone()
     version = None if row is None else row[0]
+    if version in UPGRADABLE_VERSIONS:
+        # What the newer version adds, :func:`migrate` creates next in this transaction.
+        db.execute(
+            "UPDATE registry_meta SET value = %s WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+        )
+        logger.info("%s upgraded from schema %s to %d", where, version, SCHEMA_VERSION)
+        return
     if version != SCHEMA_VERSION:
         raise RegistryError(
             f"{where} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"

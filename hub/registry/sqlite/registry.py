@@ -5,7 +5,7 @@ timeout.
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
 one class per concern over the transaction core (:mod:`.transactions`): devices,
 publications, device logs, attestation, rejections, the fleet view, the lineage search,
-the operator audit log and staged rollouts. Open it through
+the operator audit log, staged rollouts and the schedule lease. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from hub.registry.interface import RegistryError
+from hub.registry.schema import UPGRADABLE_VERSIONS
 from hub.registry.sqlite.attestation import AttestationTables
 from hub.registry.sqlite.audit_log import AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
@@ -25,6 +26,7 @@ from hub.registry.sqlite.fleet import FleetView
 from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
 from hub.registry.sqlite.publications import PublicationTables
 from hub.registry.sqlite.rollouts import RolloutTables
+from hub.registry.sqlite.schedule_lease import ScheduleLeaseTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
 
@@ -46,6 +48,7 @@ class SqliteRegistry(
     ConsoleFleetTables,
     LineageSearchTables,
     RolloutTables,
+    ScheduleLeaseTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
@@ -67,7 +70,7 @@ class SqliteRegistry(
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, SCHEMA_VERSION, *UPGRADABLE_VERSIONS):
                 db.close()
                 raise RegistryError(
                     f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
@@ -75,8 +78,10 @@ class SqliteRegistry(
             db.executescript(SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
             if version != SCHEMA_VERSION:
-                # Only when it changes: writing the same value would still rewrite the
-                # file's header, and a command that only reads must leave hub.db as it was.
+                # A new registry, or an upgraded one (what it lacked is created above, as
+                # for a new one). Only when it changes: writing the same value would still
+                # rewrite the file's header, and a command that only reads must leave
+                # hub.db as it was.
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc

@@ -1,0 +1,358 @@
+"""One scheduler at a time: of several hubs on one registry only the holder of the schedule
+lease publishes freshness (and the rest the schedule signs), another takes over within one
+freshness interval when it dies, and one that lost the lease publishes nothing of the round
+it was in. Schedule-level tests run on both registry backends; the process-level test runs
+two ``edge-hub serve`` on one ``hub.db`` and a Mosquitto broker (serve opens only the hub
+directory's SQLite registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, cast
+
+import pytest
+
+from edge_agent.protocol import topics
+from edge_agent.support.mqtt import Connection, Incoming
+from hub.cli.fabric import prepare_push
+from hub.core.publications import parse_channel
+from hub.hubdir.layout import HubDir
+from hub.registry import PublishedBundle, Registry, RegistryError
+from hub.registry.backends import open_registry
+from hub.service import schedule as schedule_module
+from hub.service.config import HubConfig, HubStats
+from hub.service.connection import Subscriptions
+from hub.service.context import ServiceContext, wall
+from hub.service.lease import MIN_LEASE_TTL_S, LeaseTiming, ScheduleLease, lease_timing
+from hub.service.schedule import Schedule
+from tests.brokers import mosquitto_broker
+from tests.hub_support import WAIT_S, HubSetup, make_bundle, make_hub_dir, wait_for, watching
+
+LINE_A = parse_channel("group/line-a")
+FRESHNESS = topics.freshness_topic("eu-1", LINE_A)
+
+
+@dataclass
+class RecordingConnection:
+    """Records every (topic, payload) published; subscriptions are accepted and ignored."""
+
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+
+    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
+        self.published.append((topic, payload))
+
+    async def subscribe(self, filters: object, **options: object) -> None:
+        return None
+
+    def freshness(self) -> int:
+        return sum(1 for topic, _ in self.published if topic == FRESHNESS)
+
+
+@dataclass
+class ScheduledHub:
+    """One hub's schedule on its own registry handle, publishing on its own connection."""
+
+    schedule: Schedule
+    conn: RecordingConnection
+    lines: list[str]
+
+    @property
+    def lease(self) -> ScheduleLease:
+        return self.schedule.lease
+
+    async def tick(self) -> None:
+        await self.schedule.tick(cast(Connection, self.conn))
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    return make_hub_dir(tmp_path / "hub")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, setup: HubSetup) -> Path | str:
+    """Where the hubs' registry is: the hub directory's ``hub.db``, or a PostgreSQL one."""
+    if request.param == "sqlite":
+        return setup.path / "hub.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@contextlib.contextmanager
+def _hub(
+    setup: HubSetup, location: Path | str, holder: str, interval_s: float = 10.0
+) -> Iterator[ScheduledHub]:
+    config = HubConfig(setup.path, freshness_interval_s=interval_s)
+    hub_dir = HubDir(setup.path)
+    with open_registry(location) as registry:
+        context = ServiceContext.start(
+            config, hub_dir, registry, hub_dir.load_keys(), HubStats(), None
+        )
+        lines: list[str] = []
+        lease = ScheduleLease(registry, holder, lease_timing(interval_s), lines.append)
+        yield ScheduledHub(
+            Schedule(context, Subscriptions(registry), lease), RecordingConnection(), lines
+        )
+
+
+def _push(setup: HubSetup, location: Path | str) -> None:
+    """A bundle current on eu-1's line-a channel (its freshness token is what is counted)."""
+    if isinstance(location, Path):
+        prepare_push(HubDir(setup.path), make_bundle(setup.keys, 1), now=wall())
+        return
+    with open_registry(location) as registry:
+        bundle = PublishedBundle("eu-1", str(LINE_A), 1, b"\x01" * 32, b"b", wall() + 3600, None, 0)
+        registry.record_bundle(
+            bundle=bundle,
+            issued_at=wall(),
+            target={},
+            channels=[str(LINE_A)],
+        )
+
+
+@pytest.mark.asyncio
+async def test_of_two_hubs_on_one_registry_only_the_lease_holder_publishes_each_round(
+    setup: HubSetup, location: Path | str
+) -> None:
+    _push(setup, location)
+    with _hub(setup, location, "hub-a") as a, _hub(setup, location, "hub-b") as b:
+        await a.schedule.publish_all(cast(Connection, a.conn))
+        await b.schedule.publish_all(cast(Connection, b.conn))
+        for _ in range(3):
+            await a.tick()
+            await b.tick()
+        assert a.conn.freshness() == 4 and b.conn.freshness() == 0
+        assert b.conn.published == []
+        assert a.lines == ["leads the schedule (fencing token 1): publishes freshness"]
+        assert b.lines == ["another hub leads the schedule: this one ingests and stands by"]
+
+
+@pytest.mark.asyncio
+async def test_when_the_leader_stops_renewing_another_publishes_within_one_interval(
+    setup: HubSetup, location: Path | str
+) -> None:
+    interval = 6.0  # a lease of 3 s, claimed every second: a handover within 4 s
+    _push(setup, location)
+    with (
+        _hub(setup, location, "hub-a", interval) as a,
+        _hub(setup, location, "hub-b", interval) as b,
+    ):
+        await a.tick()
+        led = a.lease.token
+        assert led is not None and a.conn.freshness() == 1
+        # hub-a dies here: it renews nothing more and releases nothing.
+        stop = asyncio.Event()
+        standby = asyncio.create_task(b.schedule.run(lambda: cast(Connection, b.conn), stop))
+        try:
+            await wait_for(lambda: b.conn.freshness() > 0, timeout=interval)
+        finally:
+            stop.set()
+            await standby
+        assert b.lines[-2:] == [
+            f"leads the schedule (fencing token {led + 1}): publishes freshness",
+            "released the schedule lease",
+        ]
+        assert (a.lease.claim(wall()) or 0) > led + 1
+
+
+@pytest.mark.asyncio
+async def test_a_leader_that_loses_the_lease_during_its_round_publishes_none_of_it(
+    setup: HubSetup, location: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _push(setup, location)
+    with _hub(setup, location, "hub-a") as a, _hub(setup, location, "hub-b") as b:
+        await a.tick()
+        sign = schedule_module.issue_freshness
+
+        def paused_while_signing(registry: Registry, **options: object) -> object:
+            # hub-a pauses here until its lease ran out and hub-b took it.
+            ttl = a.lease.timing.ttl_s
+            assert b.lease.claim(wall() + ttl) is not None
+            return sign(registry, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(schedule_module, "issue_freshness", paused_while_signing)
+        await a.tick()
+        assert a.conn.freshness() == 1 and not a.lease.leading
+        assert a.lines[-1] == "another hub leads the schedule: this one ingests and stands by"
+
+
+@pytest.mark.asyncio
+async def test_a_leader_that_lost_and_regained_the_lease_publishes_nothing_signed_before(
+    setup: HubSetup, location: Path | str
+) -> None:
+    with _hub(setup, location, "hub-a") as a, _hub(setup, location, "hub-b") as b:
+        first = a.lease.claim(wall())
+        assert first is not None
+        taken = b.lease.claim(wall() + a.lease.timing.ttl_s)
+        b.lease.release()
+        assert taken == first + 1
+        assert not a.lease.holds(first, wall())
+        assert a.lease.token == first + 2 and a.lease.holds(first + 2, wall())
+
+
+@pytest.mark.asyncio
+async def test_a_leader_without_its_broker_leaves_the_lease_to_run_out_and_reclaims_it(
+    setup: HubSetup, location: Path | str
+) -> None:
+    with _hub(setup, location, "hub-a", 0.3) as a, _hub(setup, location, "hub-b", 0.3) as b:
+        await a.tick()
+        led = a.lease.token
+        stop = asyncio.Event()
+        offline = asyncio.create_task(a.schedule.run(lambda: None, stop))
+        try:
+            await wait_for(lambda: not a.lease.leading)
+        finally:
+            stop.set()
+            await offline
+        assert a.lines[-1] == "without the broker: leaves the schedule lease to run out"
+        assert b.lease.claim(wall()) is None
+        assert a.lease.claim(wall()) == led
+
+
+class UnreachableRegistry:
+    """A registry whose server is away until ``back`` is set (only the lease is asked)."""
+
+    def __init__(self) -> None:
+        self.back = False
+
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
+        if not self.back:
+            raise RegistryError("cannot connect to the hub registry: connection refused")
+        return 7
+
+    def release_schedule_lease(self, holder: str) -> None:
+        return None
+
+
+def test_a_hub_that_cannot_reach_the_registry_stops_scheduling_and_says_so_once() -> None:
+    registry = UnreachableRegistry()
+    lines: list[str] = []
+    lease = ScheduleLease(cast(Registry, registry), "hub-a", lease_timing(10), lines.append)
+    assert lease.claim(wall()) is None and lease.claim(wall()) is None and not lease.leading
+    assert lines == [
+        "registry unreachable: not scheduling (agents keep their last freshness until max_offline)"
+    ]
+    registry.back = True
+    assert lease.claim(wall()) == 7
+    assert lines[1:] == [
+        "registry reachable again",
+        "leads the schedule (fencing token 7): publishes freshness",
+    ]
+
+
+@pytest.mark.parametrize("interval", [2.7, 3, 4, 5, 10, 30, 60, 600])
+def test_a_dead_leaders_lease_is_taken_within_one_freshness_interval(interval: float) -> None:
+    timing = lease_timing(interval)
+    assert timing.handover_s < interval
+    assert timing.ttl_s >= MIN_LEASE_TTL_S and timing.check_s * 3 == timing.ttl_s
+
+
+def test_under_three_seconds_the_shortest_lease_sets_the_handover() -> None:
+    assert lease_timing(0.3) == LeaseTiming(MIN_LEASE_TTL_S, MIN_LEASE_TTL_S / 3)
+
+
+# Two edge-hub serve processes on one hub directory and one broker.
+
+
+@dataclass
+class ServeProcess:
+    """An ``edge-hub serve`` subprocess and the status lines it printed so far."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def leads(self) -> bool:
+        return any("leads the schedule (fencing" in line for line in self.lines)
+
+    def stands_by(self) -> bool:
+        return any("another hub leads the schedule" in line for line in self.lines)
+
+
+def _read_lines(stream: IO[str], into: list[str]) -> None:
+    for line in stream:
+        into.append(line.rstrip("\n"))
+
+
+@contextlib.contextmanager
+def _serve(setup: HubSetup, broker_url: str, interval: float) -> Iterator[ServeProcess]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "serve",
+            "--hub-dir",
+            str(setup.path),
+            "--broker",
+            broker_url,
+            "--freshness-interval",
+            f"{interval:g}s",
+            "--token-ttl",
+            "60s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    serve = ServeProcess(process)
+    assert process.stdout is not None
+    reader = threading.Thread(target=_read_lines, args=(process.stdout, serve.lines), daemon=True)
+    reader.start()
+    try:
+        yield serve
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        reader.join(timeout=5)
+
+
+async def _arrivals(messages: asyncio.Queue[Incoming], seconds: float) -> int:
+    """How many messages arrive within ``seconds`` (the queue drained first)."""
+    while not messages.empty():
+        messages.get_nowait()
+    await asyncio.sleep(seconds)
+    return messages.qsize()
+
+
+@contextlib.asynccontextmanager
+async def _two_serves(
+    setup: HubSetup, broker_url: str, interval: float
+) -> AsyncIterator[tuple[ServeProcess, ServeProcess]]:
+    with _serve(setup, broker_url, interval) as first:
+        await wait_for(first.leads, timeout=WAIT_S)
+        with _serve(setup, broker_url, interval) as second:
+            await wait_for(second.stands_by, timeout=WAIT_S)
+            yield first, second
+
+
+@pytest.mark.asyncio
+async def test_of_two_serves_one_publishes_freshness_and_the_other_within_an_interval_of_its_kill(
+    setup: HubSetup,
+) -> None:
+    interval = 6.0  # a lease of 3 s, claimed every second: a handover within 4 s
+    prepare_push(HubDir(setup.path), make_bundle(setup.keys, 1), now=wall())
+    async with (
+        mosquitto_broker() as broker,
+        _two_serves(setup, broker.url, interval) as (leader, standby),
+        watching(broker.settings, [FRESHNESS]) as watcher,
+    ):
+        rounds = 2
+        arrived = await _arrivals(watcher.queue, rounds * interval)
+        assert rounds - 1 <= arrived <= rounds + 1
+        os.kill(leader.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        await _arrivals(watcher.queue, 0)
+        await watcher.next(FRESHNESS, timeout=interval)
+        assert time.monotonic() - killed < interval
+        await wait_for(standby.leads)
