@@ -49,6 +49,14 @@ class BenchPostgres:
             db.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far: the postmaster's own and that of every
+        backend it has reaped (a registry's connections end when it is closed)."""
+        pid = (self.data_dir / "postmaster.pid").read_text().split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the name.
+        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
     def pg_ctl(self, *args: str) -> None:
         command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
         if self.user is not None:

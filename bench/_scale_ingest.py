@@ -23,7 +23,7 @@ from hub.core.ingest import ingest_batch
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted, DeviceLog
 
-__all__ = ["IngestLoad", "ingest_rate", "lineage_table_sizes", "sqlite_location"]
+__all__ = ["IngestLoad", "IngestRun", "ingest_run", "lineage_table_sizes", "sqlite_location"]
 
 LINEAGE_TABLES = (
     "lineage_entries",
@@ -55,7 +55,7 @@ def _hub_main(
         devices.append((device, key, _batches(entries, load.batch, key, device)))
     registry = open_registry(location)
     barrier.wait()
-    started, stored = time.monotonic(), 0
+    started, cpu, stored = time.monotonic(), time.process_time(), 0
     logs = {device: DeviceLog() for device, _, _ in devices}
     for round_ in range(len(devices[0][2])):
         for device, key, batches in devices:
@@ -70,14 +70,27 @@ def _hub_main(
             assert isinstance(result, Accepted)
             assert registry.store_batch(result, expected_size=logs[device].size, received_at=0)
             logs[device], stored = result.log, stored + len(result.entries)
-    finished = time.monotonic()
+    finished, cpu = time.monotonic(), time.process_time() - cpu
     registry.close()
-    results.put((started, finished, stored))
+    results.put((started, finished, stored, cpu))
 
 
-def ingest_rate(location: str, hubs: int, load: IngestLoad) -> float:
-    """Verified and stored entries per second of ``hubs`` processes on the registry at
-    ``location`` (created already)."""
+@dataclass(frozen=True)
+class IngestRun:
+    entries: int
+    seconds: float
+    """From the first hub process's start to the last one's finish."""
+    hub_cpu_s: float
+    """CPU time of the hub processes (verification, and SQLite's work in-process)."""
+
+    @property
+    def rate(self) -> float:
+        return self.entries / self.seconds
+
+
+def ingest_run(location: str, hubs: int, load: IngestLoad) -> IngestRun:
+    """``hubs`` processes verify and store ``load`` each on the registry at ``location``
+    (created already)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(hubs, timeout=300)
     results: multiprocessing.Queue = context.Queue()
@@ -94,7 +107,7 @@ def ingest_rate(location: str, hubs: int, load: IngestLoad) -> float:
             raise RuntimeError(f"hub process exited with {process.exitcode}")
     start = min(o[0] for o in outcomes)
     end = max(o[1] for o in outcomes)
-    return sum(o[2] for o in outcomes) / (end - start)
+    return IngestRun(sum(o[2] for o in outcomes), end - start, sum(o[3] for o in outcomes))
 
 
 def lineage_table_sizes(url: str) -> dict[str, tuple[int, int]]:

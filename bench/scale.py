@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import statistics
@@ -38,10 +39,12 @@ from bench._postgres import BenchPostgres, postgres_server  # noqa: E402
 from bench._scale_fleet import bridged_fleet  # noqa: E402
 from bench._scale_ingest import (  # noqa: E402
     IngestLoad,
-    ingest_rate,
+    IngestRun,
+    ingest_run,
     lineage_table_sizes,
     sqlite_location,
 )
+from bench._scale_takeover import takeover_times  # noqa: E402
 from bench.fleet import _pct  # noqa: E402
 from hub.registry.backends import open_registry  # noqa: E402
 
@@ -55,35 +58,58 @@ def _load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
+Rates = dict[tuple[str, int], list[float]]
+CpuCost = dict[tuple[str, int], list[tuple[float, float]]]
+"""Per configuration and run: hub processes' and PostgreSQL server's CPU µs per entry."""
+
+
 def _ingest(
     server: BenchPostgres, hubs: list[int], runs: int, load: IngestLoad
-) -> tuple[dict[tuple[str, int], list[float]], dict[str, tuple[int, int]]]:
-    rates: dict[tuple[str, int], list[float]] = {}
+) -> tuple[Rates, CpuCost, dict[str, tuple[int, int]]]:
+    rates: Rates = {}
+    cpu: CpuCost = {}
     sizes: dict[str, tuple[int, int]] = {}
     for run in range(runs):
         for count in hubs:
             with tempfile.TemporaryDirectory(prefix="edgegov-scale-") as tmp:
-                location = sqlite_location(Path(tmp))
-                rates.setdefault(("sqlite", count), []).append(ingest_rate(location, count, load))
+                result = ingest_run(sqlite_location(Path(tmp)), count, load)
+            rates.setdefault(("sqlite", count), []).append(result.rate)
+            cpu.setdefault(("sqlite", count), []).append((_us(result.hub_cpu_s, result), 0.0))
             url = server.create_database(f"scale_{run}_{count}")
             open_registry(url).close()
-            rates.setdefault(("postgresql", count), []).append(ingest_rate(url, count, load))
+            before = server.cpu_seconds()
+            result = ingest_run(url, count, load)
+            server_us = _us(server.cpu_seconds() - before, result)
+            rates.setdefault(("postgresql", count), []).append(result.rate)
+            cpu.setdefault(("postgresql", count), []).append(
+                (_us(result.hub_cpu_s, result), server_us)
+            )
             if count == hubs[0]:
                 sizes = lineage_table_sizes(url)
-    return rates, sizes
+    return rates, cpu, sizes
+
+
+def _us(seconds: float, run: IngestRun) -> float:
+    return seconds * 1e6 / run.entries
 
 
 def _ingest_report(
-    rates: dict[tuple[str, int], list[float]], sizes: dict[str, tuple[int, int]], entries: int
+    rates: Rates, cpu: CpuCost, sizes: dict[str, tuple[int, int]], entries: int
 ) -> bool:
-    print("| registry | hub processes | entries/s median | [min-max] | vs one hub |")
-    print("|---|---|---|---|---|")
+    print(
+        "| registry | hub processes | entries/s median | [min-max] | vs one hub | "
+        "hub CPU µs/entry | PostgreSQL CPU µs/entry |"
+    )
+    print("|---|---|---|---|---|---|---|")
     medians = {key: statistics.median(values) for key, values in rates.items()}
     for (backend, count), values in rates.items():
         ratio = medians[(backend, count)] / medians[(backend, 1)] if (backend, 1) in rates else 0
+        hub_us = statistics.median(c[0] for c in cpu[(backend, count)])
+        server_us = statistics.median(c[1] for c in cpu[(backend, count)])
         print(
             f"| {backend} | {count} | {medians[(backend, count)]:,.0f} | "
-            f"[{min(values):,.0f}-{max(values):,.0f}] | {ratio:.2f}x |"
+            f"[{min(values):,.0f}-{max(values):,.0f}] | {ratio:.2f}x | {hub_us:.0f} | "
+            f"{server_us:.0f} |"
         )
     met = True
     if ("postgresql", 2) in medians and ("postgresql", 1) in medians:
@@ -112,6 +138,60 @@ def _ingest_report(
     return met
 
 
+def _ingest_part(server: BenchPostgres, hubs: list[int], runs: int, load: IngestLoad) -> bool:
+    print(
+        f"\n## ingest: {load.devices} devices x {load.entries:,} entries per hub process, "
+        f"batches of {load.batch}, {runs} runs"
+    )
+    rates, cpu, sizes = _ingest(server, hubs, runs, load)
+    met = _ingest_report(rates, cpu, sizes, hubs[0] * load.devices * load.entries)
+    print(f"load average: {_load()}")
+    return met
+
+
+def _fleet_part(agents: int, revocations: int) -> bool:
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    print(f"\n## fleet: {agents:,} agents over two bridged site brokers")
+    figures = asyncio.run(bridged_fleet(agents, revocations))
+    print(figures.report())
+    push_ok = max(figures.push) <= PUSH_MAX_TARGET_S
+    revoke_ok = _pct(figures.revoke, 0.99) <= REVOKE_P99_TARGET_S
+    print(
+        f"push max <= {PUSH_MAX_TARGET_S:.0f} s: {'met' if push_ok else 'missed'}; "
+        f"revocation p99 <= {REVOKE_P99_TARGET_S:.0f} s: {'met' if revoke_ok else 'missed'}"
+    )
+    print(f"load average: {_load()}")
+    return push_ok and revoke_ok
+
+
+def _takeover_part(server: BenchPostgres, takeovers: int, interval_s: float) -> bool:
+    print(
+        f"\n## takeover: SIGKILL of the leading edge-hub serve of two, {takeovers} times, "
+        f"freshness interval {interval_s:g} s"
+    )
+    print("| registry | median s | [min-max] | within one interval |")
+    print("|---|---|---|---|")
+    met = True
+    for backend in ("sqlite", "postgresql"):
+        with tempfile.TemporaryDirectory(prefix="edgegov-scale-takeover-") as tmp:
+            work = Path(tmp)
+            registry = (
+                str(work / "hub" / "hub.db")
+                if backend == "sqlite"
+                else server.create_database("takeover")
+            )
+            times = asyncio.run(takeover_times(registry, work, takeovers, interval_s))
+        ok = max(times) <= interval_s
+        met &= ok
+        print(
+            f"| {backend} | {statistics.median(times):.2f} | [{min(times):.2f}-{max(times):.2f}] "
+            f"| {'met' if ok else 'missed'} |"
+        )
+    print(f"load average: {_load()}")
+    return met
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hubs", default="1,2,4")
@@ -120,42 +200,37 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
     parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--revocations", type=int, default=20)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: ingest,fleet")
+    parser.add_argument("--takeovers", type=int, default=3)
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="freshness interval, s (takeover)"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma list of parts to skip: ingest,fleet,takeover"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller loads, 3 runs, 300 agents")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     # A SIGTERM unwinds like Ctrl-C: the PostgreSQL server and the brokers are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.devices, args.entries, args.agents, args.revocations = 2, 2048, 300, 5
+        args.takeovers, args.interval = 2, 4.0
     hubs = [int(n) for n in args.hubs.split(",")]
     skip = set(args.skip.split(","))
     print(f"load average at start: {_load()}")
     met = True
-    if "ingest" not in skip:
-        load = IngestLoad(args.devices, args.entries)
-        print(
-            f"\n## ingest: {args.devices} devices x {args.entries:,} entries per hub process, "
-            f"batches of {load.batch}, {args.runs} runs"
-        )
-        with postgres_server() as server:
-            rates, sizes = _ingest(server, hubs, args.runs, load)
-        met &= _ingest_report(rates, sizes, hubs[0] * args.devices * args.entries)
-        print(f"load average: {_load()}")
-    if "fleet" not in skip:
-        logging.basicConfig(level=logging.ERROR)
-        logging.getLogger("mqtt").setLevel(logging.ERROR)
-        print(f"\n## fleet: {args.agents:,} agents over two bridged site brokers")
-        figures = asyncio.run(bridged_fleet(args.agents, min(args.revocations, args.agents)))
-        print(figures.report())
-        push_ok = max(figures.push) <= PUSH_MAX_TARGET_S
-        revoke_ok = _pct(figures.revoke, 0.99) <= REVOKE_P99_TARGET_S
-        print(
-            f"push max <= {PUSH_MAX_TARGET_S:.0f} s: {'met' if push_ok else 'missed'}; "
-            f"revocation p99 <= {REVOKE_P99_TARGET_S:.0f} s: "
-            f"{'met' if revoke_ok else 'missed'}"
-        )
-        met &= push_ok and revoke_ok
-        print(f"load average: {_load()}")
+    with contextlib.ExitStack() as stack:
+        server = None
+        if {"ingest", "takeover"} - skip:
+            server = stack.enter_context(postgres_server())
+        if "ingest" not in skip:
+            assert server is not None
+            met &= _ingest_part(server, hubs, args.runs, IngestLoad(args.devices, args.entries))
+        if "fleet" not in skip:
+            met &= _fleet_part(args.agents, min(args.revocations, args.agents))
+        if "takeover" not in skip:
+            assert server is not None
+            met &= _takeover_part(server, args.takeovers, args.interval)
     return 0 if met else 1
 
 
