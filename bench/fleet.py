@@ -17,12 +17,17 @@ each other's verification and writes, which a fleet of real devices does in para
   that device's gate denies (p50 / p99 over ``--revocations`` devices spread evenly over
   the fleet, one at a time, starting once the push's lineage is acknowledged). Every agent
   receives and verifies every revocation (it must see every kill epoch), so the revoked
-  device waits for the agents its process handles before it;
+  device waits for the agents its process handles before it. Each revocation is split in
+  stages (``--stages`` prints them, the JSON has them): the hub's sign and record, its
+  publish until the broker's PUBACK, the broker to the revoked agent's loop taking the
+  message, verification, the gate denying, and the state commit returning; with how many
+  agents of its process took the revocation before it;
 - ingest: the agents stop, every agent decides ``--decisions`` times and signs the batches
   it would ship (device-side work, done by each device in parallel in a real fleet, so
-  outside the clock); then one publisher sends every batch at once and the clock runs until
-  the hub has verified, stored and acknowledged every entry (the signed acks are counted
-  by a subscriber): the hub's verified entries per second (one hub process). The agents'
+  outside the clock); then one publisher sends every batch at once, resending as a device
+  does what stays unacknowledged (``resent`` counts it), and the clock runs until the hub
+  has verified, stored and acknowledged every entry (the signed acks are counted by a
+  subscriber): the hub's verified entries per second (one hub process). The agents'
   own shipping and resending is covered by the tests; here they would only measure a
   thousand simulated devices sharing this process's core.
 
@@ -47,22 +52,26 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import ClassVar
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
+import edge_agent.agent  # noqa: E402
 from edge_agent.agent import LocalAgent, init_state_dir  # noqa: E402
 from edge_agent.errors import EdgeGovError  # noqa: E402
 from edge_agent.lineage.log import LineageConfig  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.bundle import DeviceIdentity  # noqa: E402
 from edge_agent.protocol.request import Request  # noqa: E402
-from edge_agent.protocol.revocation import RevocationKind  # noqa: E402
+from edge_agent.protocol.revocation import Revocation, RevocationKind  # noqa: E402
 from edge_agent.protocol.shipping import LineageBatch, sign_batch, verify_ack  # noqa: E402
-from edge_agent.support.mqtt import BrokerSettings  # noqa: E402
+from edge_agent.support.mqtt import BrokerSettings, Incoming  # noqa: E402
+from edge_agent.support.mqtt import Connection as MqttConnection  # noqa: E402
 from edge_agent.support.mqtt import connect as mqtt_connect  # noqa: E402
 from edge_agent.sync.config import SyncConfig  # noqa: E402
-from edge_agent.sync.daemon import AgentDaemon  # noqa: E402
+from edge_agent.sync.daemon import MAX_ACK_BACKOFF, AgentDaemon  # noqa: E402
 from edge_agent.trust.gate import Reason  # noqa: E402
+from edge_agent.trust.machine import Outcome, Refused, accept_revocation  # noqa: E402
 from edge_agent.trust.state import TrustState  # noqa: E402
 from hub.cli.fabric import prepare_push, prepare_revocation  # noqa: E402
 from hub.hubdir.layout import HubDir  # noqa: E402
@@ -215,13 +224,13 @@ async def _measure(
         push = await _push(hub_dir, url, workers)
         await _ask_all(workers, ("acked",))
         step = max(1, count // revocations)
-        revoke = await _revoke(hub_dir, url, workers, device_ids[::step][:revocations])
+        revoke, stages = await _revoke(hub_dir, url, workers, device_ids[::step][:revocations])
         await _ask_all(workers, ("acked",))
         ingest = await _ingest(url, workers, decisions)
     finally:
         for worker in workers:
             worker.close()
-    return {"push": push, "revoke": revoke, "ingest": ingest}
+    return {"push": push, "revoke": revoke, "stages": stages, "ingest": ingest}
 
 
 def _enrol(work: Path, hub_dir: Path, count: int) -> list[str]:
@@ -292,34 +301,58 @@ async def _push(hub: HubDir, url: str, workers: list[AgentWorker]) -> list[float
     return [at - start for times in installed for at in times]  # type: ignore[attr-defined]
 
 
+STAGES = ("signed", "published", "received", "verified", "denied", "recorded")
+"""The moments of one revocation, in order: the hub signed and recorded it, the broker
+acknowledged its publish, the revoked agent's loop took it, verified it, its gate denied,
+and its state commit returned (monotonic seconds: one clock for every process here)."""
+
+
 async def _revoke(
     hub: HubDir, url: str, workers: list[AgentWorker], targets: list[str]
-) -> list[float]:
-    latencies = []
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Revoke each of ``targets`` in turn: the latency of each (start to deny) and its
+    stages (seconds since its start; ``ahead``: agents of its process that took the
+    revocation before it)."""
+    latencies, stages = [], []
     for device_id in targets:
         worker = next(w for w in workers if device_id in w.device_ids)
         start = time.monotonic()
         _, publications = prepare_revocation(
             hub, (RevocationKind.DEVICE, device_id), region=None, reason="bench", now=_now()
         )
+        signed = time.monotonic()
         await publish_once(BrokerSettings.from_url(url), publications)
-        revoked_at = await worker.ask("revoked", device_id)
-        latencies.append(revoked_at - start)  # type: ignore[operator]
-    return latencies
+        published = time.monotonic()
+        moments = await worker.ask("revoked", device_id)
+        assert isinstance(moments, dict)
+        moments.update(signed=signed, published=published)
+        latencies.append(moments["denied"] - start)
+        split = {stage: moments[stage] - start for stage in STAGES}
+        stages.append({**split, "ahead": moments["ahead"]})
+    return latencies, stages
 
 
 async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[str, float]:
+    """Publish every signed batch at once, then resend as a device does: a device whose
+    acknowledged size has not moved for its patience (``SYNC.ack_timeout_s``, doubling up
+    to ``MAX_ACK_BACKOFF`` times while it stays silent) gets its unacknowledged batches
+    again. The hub drops what arrives while its bounded incoming queue is full (aiomqtt's
+    queue is never trusted with lineage: devices keep it until acknowledged), so a
+    publisher that never resends can wait for ever for what the hub shed."""
     broker = BrokerSettings.from_url(url)
-    batches: list[tuple[str, bytes]] = []
+    batches: dict[str, list[tuple[str, int, bytes]]] = {}
     targets: dict[str, int] = {}
     root = None
     for share in await _ask_all(workers, ("batches", decisions)):
         share_batches, share_targets, root = share  # type: ignore[misc]
-        batches += share_batches
+        for device, batch in share_batches:
+            batches.setdefault(device, []).append(batch)
         targets.update(share_targets)
     backlog = len(targets) * decisions
+    acked: dict[str, int] = dict.fromkeys(targets, -1)
     pending = set(targets)
     done = asyncio.Event()
+    progress: dict[str, float] = {}
 
     async def count_acks(subscribed: asyncio.Event) -> None:
         async with mqtt_connect(broker, client_id="bench-ack-counter") as connection:
@@ -329,34 +362,71 @@ async def _ingest(url: str, workers: list[AgentWorker], decisions: int) -> dict[
                 device = message.topic.split("/")[4]
                 if device in pending:
                     ack = verify_ack(message.payload, root=root, device=device)
+                    if ack.acked > acked[device]:
+                        acked[device] = ack.acked
+                        progress[device] = time.monotonic()
                     if ack.acked >= targets[device]:
                         pending.discard(device)
                         if not pending:
                             done.set()
 
+    async def send(publisher: MqttConnection, sends: list[tuple[str, int, bytes]]) -> None:
+        for begin in range(0, len(sends), 64):
+            await asyncio.gather(
+                *(publisher.publish(t, p, qos=1) for t, _, p in sends[begin : begin + 64])
+            )
+
     subscribed = asyncio.Event()
     counter = asyncio.create_task(count_acks(subscribed))
+    resent = 0
     try:
         await asyncio.wait_for(subscribed.wait(), 30)
         async with mqtt_connect(broker, client_id="bench-publisher") as publisher:
             start = time.monotonic()
-            for begin in range(0, len(batches), 64):
-                await asyncio.gather(
-                    *(publisher.publish(t, p, qos=1) for t, p in batches[begin : begin + 64])
-                )
-            await asyncio.wait_for(done.wait(), TIMEOUT_S)
+            await send(publisher, [b for device in targets for b in batches[device]])
+            deadline = start + TIMEOUT_S
+            patience = dict.fromkeys(targets, SYNC.ack_timeout_s)
+            progress.update(dict.fromkeys(targets, time.monotonic()))
+            while not done.is_set():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} devices' lineage still unacknowledged")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), 0.5)
+                now = time.monotonic()
+                silent = [d for d in pending if now - progress[d] > patience[d]]
+                again = [b for d in silent for b in batches[d] if b[1] > acked[d]]
+                for device in silent:
+                    progress[device] = now
+                    patience[device] = min(
+                        patience[device] * 2, SYNC.ack_timeout_s * MAX_ACK_BACKOFF
+                    )
+                resent += len(again)
+                await send(publisher, again)
             elapsed = time.monotonic() - start
     finally:
         await _stop([counter])
-    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed}
+    return {"entries": backlog, "seconds": elapsed, "rate": backlog / elapsed, "resent": resent}
 
 
 class TimedAgent(LocalAgent):
     """A LocalAgent that notes when a verified install swapped in a new bundle or a new
-    revocation, so the bench times the install itself rather than a poll that runs late."""
+    revocation, so the bench times the install itself rather than a poll that runs late;
+    and, for a revocation that applies, when it was taken, verified and recorded."""
 
     installed_at: float | None = None
     revoked_at: float | None = None
+    received_at: float | None = None
+    verified_at: float | None = None
+    recorded_at: float | None = None
+    ahead: int = 0
+    """Agents of this process that took the same revocation before this one did."""
+
+    def install_revocation(self, data: bytes, wall: int) -> Revocation | None:
+        revocation = super().install_revocation(data, wall)
+        if revocation is not None:
+            self.recorded_at = time.monotonic()
+            self.verified_at = _verified[0]
+        return revocation
 
     @property  # type: ignore[override]
     def state(self) -> TrustState:
@@ -370,6 +440,34 @@ class TimedAgent(LocalAgent):
             self.installed_at = time.monotonic()
         if old is not None and len(value.revocations) > len(old.revocations):
             self.revoked_at = time.monotonic()
+
+
+class TimedDaemon(AgentDaemon):
+    """An AgentDaemon that notes when its loop takes each revocation, and how many agents
+    of this process took the same one before it (``taken``, shared by the process)."""
+
+    taken: ClassVar[dict[str, int]] = {}
+
+    def handle(self, message: Incoming) -> None:
+        if "/revoke/" in message.topic:
+            agent = _timed(self)
+            agent.received_at = time.monotonic()
+            agent.ahead = self.taken.get(message.topic, 0)
+            self.taken[message.topic] = agent.ahead + 1
+        super().handle(message)
+
+
+_verified = [0.0]
+"""When the trust machine last returned a revocation's verdict in this process."""
+
+
+def _timed_accept_revocation(
+    state: TrustState, data: bytes
+) -> Outcome[Revocation | None] | Refused:
+    """``accept_revocation`` noting when it returned (the agent's own calls it, in turn)."""
+    outcome = accept_revocation(state, data)
+    _verified[0] = time.monotonic()
+    return outcome
 
 
 def _timed(daemon: AgentDaemon) -> TimedAgent:
@@ -393,8 +491,11 @@ def _all_acked(daemons: list[AgentDaemon]) -> Callable[[], bool]:
     return acked
 
 
-def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, bytes]]:
-    """Decide ``decisions`` times and sign the batches the agent would ship next."""
+def _signed_batches(
+    daemon: AgentDaemon, decisions: int
+) -> list[tuple[str, tuple[str, int, bytes]]]:
+    """Decide ``decisions`` times and sign the batches the agent would ship next: for each,
+    the device and (topic, the log size it brings the hub to, signed batch)."""
     lineage = daemon.agent.lineage
     assert lineage is not None and lineage.store is not None
     for _ in range(decisions):
@@ -412,7 +513,8 @@ def _signed_batches(daemon: AgentDaemon, decisions: int) -> list[tuple[str, byte
             entries=entries,
             checkpoint=lineage.checkpoint_note(size, _now()),
         )
-        batches.append((topic, sign_batch(batch, daemon.agent.device_key)))
+        signed = sign_batch(batch, daemon.agent.device_key)
+        batches.append((device.device_id, (topic, size, signed)))
         first = size
     return batches
 
@@ -444,9 +546,10 @@ async def serve_commands(
 
 
 async def _serve_worker(work: Path, device_ids: list[str], url: str, pipe: Connection) -> None:
+    edge_agent.agent.accept_revocation = _timed_accept_revocation  # type: ignore[attr-defined]
     broker = BrokerSettings.from_url(url)
-    daemons = [
-        AgentDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
+    daemons: list[AgentDaemon] = [
+        TimedDaemon(TimedAgent.open(work / device_id, lineage=LINEAGE), broker, SYNC)
         for device_id in device_ids
     ]
     tasks = [asyncio.create_task(d.run()) for d in daemons]
@@ -480,9 +583,16 @@ async def _worker_command(
         return True
     if kind == "revoked":
         daemon = by_id[str(command[1])]
-        await _until(lambda: _timed(daemon).revoked_at is not None, "revoked")
+        agent = _timed(daemon)
+        await _until(lambda: agent.recorded_at is not None, "revoked")
         assert daemon.agent.decide(REQUEST, _now()).reason is Reason.REVOKED
-        return _timed(daemon).revoked_at
+        return {
+            "received": agent.received_at,
+            "verified": agent.verified_at,
+            "denied": agent.revoked_at,
+            "recorded": agent.recorded_at,
+            "ahead": agent.ahead,
+        }
     if kind == "batches":
         await _stop(tasks)
         decisions = int(command[1])  # type: ignore[call-overload]
@@ -507,6 +617,24 @@ def _row(kind: str, count: int, result: dict[str, object]) -> str:
     )
 
 
+def _stage_table(rows: list[tuple[str, int, list[dict[str, float]]]]) -> str:
+    """Each stage of the revocations as the time since the stage before it, ms, median
+    [p99] over the revocations of a run; ``ahead`` is the median and largest count."""
+    head = ["broker", "agents", *(f"{s} ms" for s in STAGES), "ahead"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, count, stages in rows:
+        cells = [kind, str(count)]
+        before = [0.0] * len(stages)
+        for stage in STAGES:
+            spans = [(s[stage] - b) * 1000 for s, b in zip(stages, before, strict=True)]
+            before = [s[stage] for s in stages]
+            cells.append(f"{statistics.median(spans):.1f} [{_pct(spans, 0.99):.1f}]")
+        ahead = [s["ahead"] for s in stages]
+        cells.append(f"{statistics.median(ahead):.0f} [{max(ahead):.0f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="100,1000")
@@ -514,6 +642,9 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=0, help="per agent (default: 100k total)")
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="20 agents, 5 revocations")
+    parser.add_argument(
+        "--stages", action="store_true", help="also print each revocation stage's share"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -537,6 +668,12 @@ def main() -> int:
                 continue
             results.append({"broker": kind, "agents": count, **result})
             print(_row(kind, count, result), flush=True)
+    if args.stages:
+        staged = [
+            (str(r["broker"]), int(str(r["agents"])), r["stages"]) for r in results if "stages" in r
+        ]
+        print("\nRevocation stages, ms since the stage before, median [p99]:\n")
+        print(_stage_table(staged))
     if args.json:
         print(json.dumps(results, default=str))
     return 0

@@ -237,6 +237,11 @@ class LocalAgent:
         """The shadow evaluated beside the active bundle: the newest held."""
         self._shadow_root: TrustRoot | None = None
         """The root the held shadows were verified under."""
+        self._unrecorded: set[bytes] = set()
+        """Revocations verified and in force (the gate denies by them) whose state write has
+        not committed yet, by their exact bytes: from the moment each is verified until its
+        write commits, or, when the write fails, until it is delivered again and written
+        then (the broker retains it). Every reload keeps them in force."""
 
     @classmethod
     def open(
@@ -360,7 +365,7 @@ class LocalAgent:
                 "agent state reloaded: changed by another process (generation %d)",
                 stored.generation,
             )
-        self.state, self._generation = state, stored.generation
+        self.state, self._generation = self._keep_unrecorded(state), stored.generation
         self._must_reload = False
         self._transitions.expect_pending()
 
@@ -689,14 +694,28 @@ class LocalAgent:
         decides, ``None`` when it was already applied, lifted, or for another device
         (:func:`~edge_agent.trust.state.revocation_effect` decides which).
 
+        The gate denies by it from the moment it is verified, before its write commits;
+        this returns once the write committed.
+
         Raises:
             RevocationError: not signed by a revoke-role threshold, or malformed.
-            StateError: it could not be recorded; nothing changed.
+            StateError: it could not be recorded: it stays in force (the gate denies by it)
+                but unrecorded until it is delivered again and recorded then.
         """
         return self._changing(functools.partial(self._install_revocation, data, wall))
 
     def _install_revocation(self, data: bytes, wall: int) -> Revocation | None:
-        revocation = self._take(accept_revocation(self.state, data), wall)
+        """Deny as soon as the revocation is verified, then record it: the gate swaps to
+        the revoked state before the write commits (denying earlier is the safe direction),
+        and the install returns only once it committed, so nothing is acknowledged before
+        it is durable. A write that fails leaves it in force, unrecorded, until it is
+        delivered again (:attr:`_unrecorded`)."""
+        outcome = accept_revocation(self._unrecorded_removed(data), data)
+        if isinstance(outcome, Outcome) and outcome.value is not None:
+            self._unrecorded.add(data)
+            self.state = outcome.state
+        revocation = self._take(outcome, wall)
+        self._unrecorded.discard(data)
         if revocation is not None:
             logger.warning(
                 "revocation applied: epoch=%d %s %s reason=%r",
@@ -706,6 +725,27 @@ class LocalAgent:
                 revocation.reason,
             )
         return revocation
+
+    def _unrecorded_removed(self, data: bytes) -> TrustState:
+        """The state without the revocation ``data`` when it is in force but not written
+        yet, so that delivering it again verifies it again and writes it."""
+        if data not in self._unrecorded:
+            return self.state
+        kept = tuple(r for r in self.state.revocations if r.raw != data)
+        return replace(self.state, revocations=kept)
+
+    def _keep_unrecorded(self, state: TrustState) -> TrustState:
+        """``state`` (as loaded) with the revocations in force but not yet written applied
+        again, each verified again against it; one it no longer verifies under, or that no
+        longer applies to it (recorded by another process, lifted by a newer bundle), is
+        dropped."""
+        for data in sorted(self._unrecorded):
+            outcome = accept_revocation(state, data)
+            if isinstance(outcome, Outcome) and outcome.value is not None:
+                state = outcome.state
+            else:
+                self._unrecorded.discard(data)
+        return state
 
     def install_freshness(self, data: bytes, wall: int) -> FreshnessToken:
         """Verify a freshness token and apply it: signed time, kill epoch, ``max_offline``.

@@ -257,20 +257,67 @@ def test_a_flood_of_unverifiable_future_roots_cannot_block_the_next_one(
     assert daemon.agent.state.root.version == 2
 
 
-def test_a_revocation_that_could_not_be_recorded_is_applied_when_redelivered(
-    daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+def _locked(**_: object) -> None:
+    raise StateError("database is locked")
+
+
+def test_a_revocation_denies_once_verified_even_if_its_write_then_fails_and_is_not_acknowledged(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    monkeypatch.setattr(daemon.agent.store, "record_revocation", _locked)
+    _send(daemon, REVOKE_TOPIC, hub.revocation(1))
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+    assert REVOKE_TOPIC not in daemon._applied
+    assert str(Kind.REVOCATION_APPLIED) not in _kinds(daemon)
+    with LocalAgent.open(tmp_path / "state") as stored:
+        assert stored.decide(REQUEST, NOW).allowed
+
+
+def test_a_revocation_that_could_not_be_recorded_is_recorded_when_redelivered(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _send(daemon, BUNDLE_TOPIC, hub.bundle())
     revocation = hub.revocation(1)
-
-    def locked(**_: object) -> None:
-        raise StateError("database is locked")
-
-    monkeypatch.setattr(daemon.agent.store, "record_revocation", locked)
+    monkeypatch.setattr(daemon.agent.store, "record_revocation", _locked)
     _send(daemon, REVOKE_TOPIC, revocation)
-    assert daemon.agent.decide(REQUEST, NOW).allowed
     monkeypatch.undo()
     _send(daemon, REVOKE_TOPIC, revocation)
+    assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
+    assert REVOKE_TOPIC in daemon._applied
+    assert _kinds(daemon).count(str(Kind.REVOCATION_APPLIED)) == 1
+    daemon.agent.close()
+    with LocalAgent.open(tmp_path / "state") as reopened:
+        assert reopened.decide(REQUEST, NOW).reason is Reason.REVOKED
+
+
+def test_the_gate_denies_before_the_revocation_write_commits(
+    daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _send(daemon, BUNDLE_TOPIC, hub.bundle())
+    record = daemon.agent.store.record_revocation
+    during_write = []
+
+    def observed(**keywords: object) -> object:
+        during_write.append(daemon.agent.decide(REQUEST, NOW).reason)
+        return record(**keywords)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.agent.store, "record_revocation", observed)
+    _send(daemon, REVOKE_TOPIC, hub.revocation(1))
+    assert during_write == [Reason.REVOKED]
+    assert REVOKE_TOPIC in daemon._applied
+
+
+def test_an_unrecorded_revocation_stays_in_force_when_another_process_changes_the_state(
+    tmp_path: Path, daemon: AgentDaemon, hub: HubSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = hub.bundle()
+    _send(daemon, BUNDLE_TOPIC, bundle)
+    monkeypatch.setattr(daemon.agent.store, "record_revocation", _locked)
+    _send(daemon, REVOKE_TOPIC, hub.revocation(1))
+    with LocalAgent.open(tmp_path / "state") as other:
+        other.install_freshness(hub.freshness(bundle, hub_time=NOW), NOW)
+    assert daemon.agent.refresh()
     assert daemon.agent.decide(REQUEST, NOW).reason is Reason.REVOKED
 
 

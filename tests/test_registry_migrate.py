@@ -33,7 +33,7 @@ from hub.registry.migrate import (
     plan_copy,
 )
 from hub.registry.records import ForkEvidence
-from hub.registry.schema import Table
+from hub.registry.schema import SCHEMA_VERSION, Table
 from hub.registry.tables import Row, TableStore, registry_tables
 from tests.lineage_sim import NOW
 from tests.registry_fill import LOG_SIZES, fill_registry
@@ -217,13 +217,13 @@ def test_a_destination_holding_a_differing_row_is_refused_with_nothing_written(
 def test_a_destination_of_another_schema_version_is_refused(source: Path, destination: str) -> None:
     open_registry(destination).close()
     if destination.startswith("postgresql://"):
-        _execute(destination, "UPDATE registry_meta SET value = 2")
+        _execute(destination, f"UPDATE registry_meta SET value = {SCHEMA_VERSION + 1}")
     else:
-        _execute(destination, "PRAGMA user_version = 2")
+        _execute(destination, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(MigrationError) as refused:
         migrate_registry(source, destination)
     assert refused.value.code == "registry_schema"
-    assert "schema 2" in refused.value.message
+    assert f"schema {SCHEMA_VERSION + 1}" in refused.value.message
 
 
 def test_more_rows_at_the_destination_than_at_the_source_are_refused() -> None:
@@ -269,7 +269,7 @@ def test_check_reports_schema_and_counts_and_samples_as_many_logs_as_asked(
     args.json = False
     assert cmd_registry_check(args) == 0
     out = capsys.readouterr().out
-    assert f"registry {source}: schema 1" in out
+    assert f"registry {source}: schema {SCHEMA_VERSION}" in out
     assert "device logs: 2 of 3 checked, all verify" in out
     assert " lineage_entries " in out
 
@@ -311,3 +311,13 @@ def test_a_registry_without_device_logs_checks_clean(tmp_path: Path) -> None:
     ):
         check = check_registry(registry, rows)
     assert check.ok and check.logs == 0
+
+
+def test_a_source_of_the_schema_before_the_lease_is_upgraded_then_copied(
+    source: Path, destination: str
+) -> None:
+    _execute(str(source), "DROP TABLE schedule_lease")
+    _execute(str(source), "PRAGMA user_version = 1")
+    report = migrate_registry(source, destination)
+    assert report.check.ok
+    assert _rows(destination) == _rows(str(source))

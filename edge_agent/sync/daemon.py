@@ -327,7 +327,9 @@ class AgentDaemon:
             changed = self._apply(kind, message)
         except StateError as exc:
             # Not the payload's fault (a locked or full disk): the next delivery retries it.
+            # A revocation is in force already (its gate denies): the status says so.
             logger.error("cannot record %s from %s now: %s", kind, message.topic, exc)
+            self.changed.set()
             return
         except BundleAheadError as exc:
             self._hold(message, exc.admissible_at)

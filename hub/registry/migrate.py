@@ -35,7 +35,7 @@ from pathlib import Path
 from edge_agent.errors import StateError
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import RegistryCheck, check_registry
-from hub.registry.schema import SCHEMA_VERSION, Table
+from hub.registry.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS, Table
 from hub.registry.tables import Row, TableStore, key_of, registry_tables
 
 __all__ = [
@@ -244,12 +244,13 @@ def migrate_registry(
 
 
 def _bring_up_to_date(source: Path | str) -> None:
-    """Refuse a source holding no registry of this schema version; open it once as every
-    ``edge-hub`` command does (adding the tables an older registry lacks)."""
+    """Refuse a source holding no registry of this schema version (or of one opening
+    upgrades); open it once as every ``edge-hub`` command does (upgrading an older registry:
+    the tables it lacks are added, its version raised)."""
     with open_tables(source, write=False) as rows:
         version = rows.schema_version()
         where = rows.where
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in UPGRADABLE_VERSIONS:
         raise MigrationError(
             f"{where} holds "
             f"{'no hub registry' if version is None else f'a registry of schema {version}'}; "
