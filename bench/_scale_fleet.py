@@ -23,7 +23,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fleet import AgentWorker, HubProcess, _ask_all, _enrol, _pct, _push, _revoke
+from bench.fleet import (
+    AgentWorker,
+    HubProcess,
+    _ask_all,
+    _enrol,
+    _pct,
+    _push,
+    _revoke,
+    _stage_table,
+)
 from edge_agent.protocol.limits import MAX_PACKET_BYTES
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.support.mqtt import connect as mqtt_connect
@@ -52,6 +61,8 @@ class FleetFigures:
     """Each broker's resident memory with every agent connected."""
     push: list[float]
     revoke: list[float]
+    stages: list[dict[str, float]]
+    """Each revocation's stages (bench/fleet.py's ``--stages``)."""
 
     def report(self) -> str:
         push, revoke = self.push, self.revoke
@@ -69,6 +80,8 @@ class FleetFigures:
                 "broker resident memory, all agents connected: "
                 + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in self.broker_rss_mib.items())
                 + f" ({self.agents // 2:,} agents per site broker)",
+                "revocation stages, ms since the stage before, median [p99] (bench/fleet.py):",
+                _stage_table([("bridged", self.agents, self.stages)]),
             ]
         )
 
@@ -208,7 +221,7 @@ async def bridged_fleet(agents: int, revocations: int) -> FleetFigures:
                 push = await _push(HubDir(setup.path), central, workers)
                 await _ask_all(workers, ("acked",))
                 step = max(1, agents // revocations)
-                revoke = await _revoke(
+                revoke, stages = await _revoke(
                     HubDir(setup.path), central, workers, device_ids[::step][:revocations]
                 )
             finally:
@@ -216,4 +229,4 @@ async def bridged_fleet(agents: int, revocations: int) -> FleetFigures:
                     worker.close()
                 hub.stop()
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return FleetFigures(agents, enrol_s, connect_s, rss, broker_rss, push, revoke)
+    return FleetFigures(agents, enrol_s, connect_s, rss, broker_rss, push, revoke, stages)
