@@ -1,5 +1,5 @@
 """Scale: hub ingest with 1/2/4 hub processes on SQLite and PostgreSQL; a fleet over two
-bridged site brokers (push and revocation times); the figures docs/scale.md extrapolates from.
+bridged site brokers; broker fan-out to 10,000; schedule takeover: docs/scale.md's figures.
 
 1. ingest: ``--hubs`` (1,2,4) hub processes on one registry, SQLite (a ``hub.db``, WAL,
    ``synchronous=FULL``) and PostgreSQL (a server this bench starts, ``fsync`` on) in the
@@ -14,11 +14,19 @@ bridged site brokers (push and revocation times); the figures docs/scale.md extr
    central one: push-to-installed p50/p99/max (target max <= 10 s) and revocation p99 (target
    <= 2 s); with the per-agent cost of enrolment and connection, to extrapolate
    (bench/_scale_fleet.py).
+3. fan-out: one message (a revocation's size, a bundle's) published centrally to
+   ``--subscribers`` plain MQTT subscribers over the same bridged sites: every arrival's
+   delay, the part of a push or revocation a real fleet does not spread over its devices
+   (bench/_scale_fanout.py).
+4. takeover: two ``edge-hub serve`` on one registry (hub.db, then PostgreSQL) and Mosquitto;
+   seconds from SIGKILL of the schedule lease's holder to the next freshness token, against
+   one ``--interval`` (bench/_scale_takeover.py).
 
 Exit 1 when a target is missed (as bench/lineage.py does). The machine's load average is
 printed before and after: on a shared machine the figures are indicative.
 
-Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 2000] [--quick]
+Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 2000] [--subscribers 10000]
+       [--takeovers 3] [--interval 10] [--skip ingest,fleet,fanout,takeover] [--quick]
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 from bench._postgres import BenchPostgres, postgres_server  # noqa: E402
+from bench._scale_fanout import fanout  # noqa: E402
 from bench._scale_fleet import bridged_fleet  # noqa: E402
 from bench._scale_ingest import (  # noqa: E402
     IngestLoad,
@@ -52,6 +61,8 @@ TWO_HUBS_TARGET = 1.6
 PG_VS_SQLITE_TARGET = 0.7
 PUSH_MAX_TARGET_S = 10.0
 REVOKE_P99_TARGET_S = 2.0
+FANOUT_SIZES = [300, 65_536]
+"""A revocation's size, and a bundle's of a few hundred rules."""
 
 
 def _load() -> str:
@@ -165,6 +176,20 @@ def _fleet_part(agents: int, revocations: int) -> bool:
     return push_ok and revoke_ok
 
 
+def _fanout_part(subscribers: int) -> bool:
+    print(
+        f"\n## fan-out: one message published centrally to {subscribers:,} MQTT subscribers "
+        "over two bridged site brokers, 5 messages per size"
+    )
+    print("| subscribers | bytes | arrival p50 ms | p99 ms | last arrival ms median [min-max] |")
+    print("|---|---|---|---|---|")
+    figures = asyncio.run(fanout(subscribers, FANOUT_SIZES, 5))
+    for figure in figures:
+        print(figure.row())
+    print(f"load average: {_load()}")
+    return max(max(m) for m in figures[0].latencies) <= REVOKE_P99_TARGET_S
+
+
 def _takeover_part(server: BenchPostgres, takeovers: int, interval_s: float) -> bool:
     print(
         f"\n## takeover: SIGKILL of the leading edge-hub serve of two, {takeovers} times, "
@@ -200,12 +225,13 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
     parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--revocations", type=int, default=20)
+    parser.add_argument("--subscribers", type=int, default=10_000, help="fan-out subscribers")
     parser.add_argument("--takeovers", type=int, default=3)
     parser.add_argument(
         "--interval", type=float, default=10.0, help="freshness interval, s (takeover)"
     )
     parser.add_argument(
-        "--skip", default="", help="comma list of parts to skip: ingest,fleet,takeover"
+        "--skip", default="", help="comma list of parts to skip: ingest,fleet,fanout,takeover"
     )
     parser.add_argument("--quick", action="store_true", help="smaller loads, 3 runs, 300 agents")
     args = parser.parse_args()
@@ -214,7 +240,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.devices, args.entries, args.agents, args.revocations = 2, 2048, 300, 5
-        args.takeovers, args.interval = 2, 4.0
+        args.takeovers, args.interval, args.subscribers = 2, 4.0, 500
     hubs = [int(n) for n in args.hubs.split(",")]
     skip = set(args.skip.split(","))
     print(f"load average at start: {_load()}")
@@ -228,6 +254,8 @@ def main() -> int:
             met &= _ingest_part(server, hubs, args.runs, IngestLoad(args.devices, args.entries))
         if "fleet" not in skip:
             met &= _fleet_part(args.agents, min(args.revocations, args.agents))
+        if "fanout" not in skip:
+            met &= _fanout_part(args.subscribers)
         if "takeover" not in skip:
             assert server is not None
             met &= _takeover_part(server, args.takeovers, args.interval)
