@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 
-from bench._scale_fleet import _brokers
+from bench._scale_fleet import _brokers, _rss_mib
 from bench.fleet import _pct
 from edge_agent.support.mqtt import BrokerSettings
 from edge_agent.support.mqtt import connect as mqtt_connect
@@ -90,14 +90,17 @@ async def _subscribers(url: str, count: int, name: str, pipe: Pipe) -> None:
             task.cancel()
 
 
-async def fanout(subscribers: int, sizes: list[int], messages: int) -> list[FanoutFigures]:
+async def fanout(
+    subscribers: int, sizes: list[int], messages: int
+) -> tuple[list[FanoutFigures], dict[str, float]]:
     """Publish ``messages`` messages of each size centrally, one at a time, to
-    ``subscribers`` subscribers over two bridged sites."""
+    ``subscribers`` subscribers over two bridged sites; with each broker's resident memory
+    (MiB) once every subscriber is connected."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="edgegov-scale-fanout-") as tmp:
-        async with _brokers(Path(tmp)) as (central, sites, _):
+        async with _brokers(Path(tmp)) as (central, sites, pids):
             shares = [subscribers // 2, subscribers - subscribers // 2]
             pipes, processes = [], []
             for site, share, name in zip(sites, shares, ("a", "b"), strict=True):
@@ -113,9 +116,11 @@ async def fanout(subscribers: int, sizes: list[int], messages: int) -> list[Fano
                 for pipe in pipes:
                     if await loop.run_in_executor(None, pipe.recv) != "ready":
                         raise RuntimeError("a subscriber process did not start")
-                return [
+                memory = {name: _rss_mib(pid) for name, pid in pids.items()}
+                figures = [
                     await _publish_all(central, pipes, shares, size, messages) for size in sizes
                 ]
+                return figures, memory
             finally:
                 for pipe in pipes:
                     pipe.send("close")

@@ -183,9 +183,13 @@ def _fanout_part(subscribers: int) -> bool:
     )
     print("| subscribers | bytes | arrival p50 ms | p99 ms | last arrival ms median [min-max] |")
     print("|---|---|---|---|---|")
-    figures = asyncio.run(fanout(subscribers, FANOUT_SIZES, 5))
+    figures, memory = asyncio.run(fanout(subscribers, FANOUT_SIZES, 5))
     for figure in figures:
         print(figure.row())
+    print(
+        "broker resident memory, every subscriber connected: "
+        + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in memory.items())
+    )
     print(f"load average: {_load()}")
     return max(max(m) for m in figures[0].latencies) <= REVOKE_P99_TARGET_S
 
