@@ -25,7 +25,7 @@ bridged site brokers; broker fan-out to 10,000; schedule takeover: docs/scale.md
 Exit 1 when a target is missed (as bench/lineage.py does). The machine's load average is
 printed before and after: on a shared machine the figures are indicative.
 
-Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 2000] [--subscribers 10000]
+Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 1000] [--subscribers 10000]
        [--takeovers 3] [--interval 10] [--skip ingest,fleet,fanout,takeover] [--quick]
 """
 
@@ -227,7 +227,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--devices", type=int, default=4, help="devices per hub process")
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
-    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--subscribers", type=int, default=10_000, help="fan-out subscribers")
     parser.add_argument("--takeovers", type=int, default=3)
