@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/broker_memory.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/policy_build.py
+	$(BIN)/python bench/scale.py
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python bench/exec.py; \
 	else echo "bench/exec.py skipped: it needs root (fanotify, mounts)"; fi
 
@@ -93,7 +94,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	@failed=""; \
 	for script in decide lineage decision_socket hub_ingest receipts ancestry rollout shadow \
-	    console fleet attest broker_memory idle policy_build abuse soak; do \
+	    console fleet attest broker_memory idle policy_build scale abuse soak; do \
 	  echo "== bench/$$script.py --quick"; \
 	  $(BIN)/python bench/$$script.py --quick || failed="$$failed $$script"; \
 	done; \

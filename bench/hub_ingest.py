@@ -71,14 +71,14 @@ def _log(count: int) -> list[bytes]:
     return entries
 
 
-def _batches(entries: list[bytes], size: int, key: PrivateKey) -> list[bytes]:
-    origin = origin_for(DEVICE, 1)
+def _batches(entries: list[bytes], size: int, key: PrivateKey, device: str = DEVICE) -> list[bytes]:
+    origin = origin_for(device, 1)
     frontier, batches = Frontier(), []
     for start in range(0, len(entries), size):
         chunk = entries[start : start + size]
         frontier, _ = frontier.extend(entry_hash(e) for e in chunk)
         note = sign_checkpoint(Checkpoint(origin, frontier.size, frontier.root()), key, origin)
-        batches.append(sign_batch(LineageBatch(DEVICE, start, tuple(chunk), note), key))
+        batches.append(sign_batch(LineageBatch(device, start, tuple(chunk), note), key))
     return batches
 
 
