@@ -123,7 +123,7 @@ async def push_preview(request: Request) -> Response:
         raise BadRequest(f"a bundle file holds 1 to {MAX_BUNDLE_BYTES} bytes")
     lift = _checkbox(form, "lift_revocations")
     try:
-        plan = actions.preview_push(data, lift_revocations=lift)
+        plan = await actions.preview_push(data, lift_revocations=lift)
     except EdgeGovError as exc:
         return _refused_preview(request, "bundle push", exc)
     digest = _push_digest(hashlib.sha256(data).hexdigest(), lift)
@@ -182,7 +182,7 @@ async def revoke_preview(request: Request) -> Response:
     try:
         if kind is RevocationKind.KEY:
             value = actions.resolve_key(value)
-        region = actions.preview_revocation((kind, value), region=region)
+        region = await actions.preview_revocation((kind, value), region=region)
     except EdgeGovError as exc:
         return _refused_preview(request, "revocation", exc)
     return render(

@@ -23,6 +23,7 @@ from hub.registry import Registry
 from hub.service.announce import ServeAnnouncer
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
+from hub.service.db import RegistryGateway
 
 __all__ = ["INCOMING_QUEUE", "PROBE_TIMEOUT_S", "HubConnection", "Subscriptions"]
 
@@ -38,8 +39,9 @@ and every retained trust object (and its own snapshot back) before it starts con
 class Subscriptions:
     """The regions the hub is subscribed to on this connection, shared or direct."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, db: RegistryGateway) -> None:
         self._registry = registry
+        self._db = db
         self._subscribed: set[str] = set()
         self.shared = False
         """Whether lineage, status and evidence come through shared subscriptions."""
@@ -51,7 +53,7 @@ class Subscriptions:
         Raises:
             TransportError: the broker refused or the connection is gone.
         """
-        new = [r for r in self._registry.regions() if r not in self._subscribed]
+        new = [r for r in await self._db(self._registry.regions) if r not in self._subscribed]
         filters = [
             f
             for region in new

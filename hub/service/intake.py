@@ -77,8 +77,10 @@ class Intake:
         then a burst takes one message per device in turn, up to ``GROUP_MAX``, and is
         handled in one registry transaction without a single await inside it (so no other
         task writes into it and the write lock is held for no longer than the work), so a
-        burst of lineage batches costs one fsync. What the burst publishes (acks,
-        challenges, attestation results) goes out after the commit that made it durable,
+        burst of lineage batches costs one fsync; that transaction runs on the registry
+        gateway's worker (:mod:`hub.service.db`) while the loop goes on. What the burst
+        publishes (acks, challenges, attestation results) goes out after the commit that
+        made it durable,
         and is dropped with the burst if the commit fails. A device flooding its own topics
         therefore delays only itself: every other device's next message is in the next
         burst."""
@@ -120,11 +122,8 @@ class Intake:
         then publish what they queued."""
         context = self._context
         context.outbox.clear()
-        started = time.monotonic()
         try:
-            with context.registry.write_group():
-                while burst and time.monotonic() - started < GROUP_MAX_S:
-                    self.handle(burst.popleft())
+            await context.db(self._store, burst)
         except RegistryError as exc:
             context.outbox.clear()
             logger.error("messages not stored (devices resend lineage until acked): %s", exc)
@@ -137,6 +136,18 @@ class Intake:
         leaves = [p.topic.rsplit("/", 1)[-1] for p in outbox]
         context.stats.acks_published += leaves.count(DeviceLeaf.ACK)
         context.stats.challenges_sent += leaves.count(DeviceLeaf.CHALLENGE)
+
+    def _store(self, burst: deque[Incoming]) -> None:
+        """Handle messages from ``burst`` for at most ``GROUP_MAX_S`` in one write group: one
+        registry operation, run on the registry gateway's worker, never on the loop.
+
+        Raises:
+            RegistryError: the group could not be committed (nothing of it is durable).
+        """
+        started = time.monotonic()
+        with self._context.registry.write_group():
+            while burst and time.monotonic() - started < GROUP_MAX_S:
+                self.handle(burst.popleft())
 
     def handle(self, message: Incoming) -> None:
         """Handle one message inside the burst's transaction; never raises for it."""
