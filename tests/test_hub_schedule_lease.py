@@ -100,9 +100,14 @@ def _hub(
         )
         lines: list[str] = []
         lease = ScheduleLease(registry, holder, lease_timing(interval_s), lines.append)
-        yield ScheduledHub(
-            Schedule(context, Subscriptions(registry), lease), RecordingConnection(), lines
-        )
+        try:
+            yield ScheduledHub(
+                Schedule(context, Subscriptions(registry, context.db), lease),
+                RecordingConnection(),
+                lines,
+            )
+        finally:
+            context.db.close()
 
 
 def _push(setup: HubSetup, location: Path | str) -> None:
