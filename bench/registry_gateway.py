@@ -1,5 +1,6 @@
 """The same registry write, off the event loop two ways: aiosqlite statement by statement,
-or the whole sqlite3 transaction in one hop through :class:`hub.service.db.RegistryGateway`.
+or the whole sqlite3 transaction in one hop through
+:class:`hub.registry.gateway.RegistryGateway`.
 
 The write is shaped like the hub's lineage ingest (:meth:`Registry.store_batch` in the
 intake's write group): per batch a savepoint, the stored size read, the batch's entries
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiosqlite
 
-from hub.service.db import RegistryGateway
+from hub.registry.gateway import RegistryGateway
 
 ENTRIES = 16
 """Entries per batch (each 200 bytes), with as many tree nodes."""

@@ -1,7 +1,7 @@
 """The hub's event loop never waits on its registry, and a registry outage loses nothing.
 
 Every registry operation of the running hub goes through its registry gateway
-(:mod:`hub.service.db`): a store that blocks leaves the loop (and the broker on it)
+(:mod:`hub.registry.gateway`): a store that blocks leaves the loop (and the broker on it)
 answering, and its ack goes out once the store returns. A store that fails (the registry
 away, a PostgreSQL server restarting) leaves the batch unacknowledged; the device's resend
 afterwards is stored once and acknowledged.
@@ -22,8 +22,8 @@ from edge_agent.protocol.topics import DeviceLeaf
 from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
 from hub.registry.backends import open_registry
+from hub.registry.gateway import RegistryGateway
 from hub.registry.records import Accepted
-from hub.service.db import RegistryGateway
 from hub.service.server import HubService
 from tests.brokers import amqtt_broker
 from tests.hub_support import WAIT_S, HubSetup, hub_config, make_hub_dir, wait_for, watching

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from edge_agent.support.cli import format_duration
 from hub.core.liveness import STALE_AFTER_S
 from hub.registry import Registry, RegistryError
+from hub.registry.gateway import RegistryGateway
 from hub.service.config import HubStats
-from hub.service.db import RegistryGateway
 
 __all__ = ["PREFIX", "ServeAnnouncer", "run_summaries", "summary_text"]
 

@@ -20,10 +20,10 @@ from edge_agent.protocol import topics
 from edge_agent.support.mqtt import BrokerSettings, Connection, connect, stay_connected
 from hub.core.routing import HUB_DEVICE_LEAVES
 from hub.registry import Registry
+from hub.registry.gateway import RegistryGateway
 from hub.service.announce import ServeAnnouncer
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
-from hub.service.db import RegistryGateway
 
 __all__ = ["INCOMING_QUEUE", "PROBE_TIMEOUT_S", "HubConnection", "Subscriptions"]
 

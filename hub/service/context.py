@@ -5,8 +5,8 @@ keys, the newest trust root in its keys directory (re-read by the schedule: a ro
 while the service runs), counters, the devices it knows, the rejection counters, what the
 broker holds on the retained topics (:class:`~hub.service.retained.Retained`), the
 signature-check budget, the outbox of the burst being stored, and the gateway every
-registry operation goes through (:class:`~hub.service.db.RegistryGateway`: off the event
-loop, one at a time). It holds no task, and its only I/O is re-reading the keys directory's
+registry operation goes through (:class:`~hub.registry.gateway.RegistryGateway`: off the
+event loop, one at a time). It holds no task, and its only I/O is re-reading the keys directory's
 trust roots when asked; the parts that use it are each one job (connection, schedule,
 intake, one handler per topic family).
 """
@@ -27,9 +27,9 @@ from hub.core.limits import RateLimiter, VerificationBudget
 from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import DeviceRecord, Registry
+from hub.registry.gateway import RegistryGateway
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
-from hub.service.db import RegistryGateway
 from hub.service.rejections import Rejections
 from hub.service.retained import Retained
 

@@ -78,7 +78,7 @@ class Intake:
         handled in one registry transaction without a single await inside it (so no other
         task writes into it and the write lock is held for no longer than the work), so a
         burst of lineage batches costs one fsync; that transaction runs on the registry
-        gateway's worker (:mod:`hub.service.db`) while the loop goes on. What the burst
+        gateway's worker (:mod:`hub.registry.gateway`) while the loop goes on. What the burst
         publishes (acks, challenges, attestation results) goes out after the commit that
         made it durable,
         and is dropped with the burst if the commit fails. A device flooding its own topics
