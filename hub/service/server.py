@@ -325,13 +325,15 @@ class HubService:
         what is committed) and the keys as the keys directory holds them now."""
         listen = self.config.console
         assert listen is not None
-        return ConsoleContext(
+        context = ConsoleContext(
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
             actions=self.governance,
             secure=listen.tls,
         )
+        self._stack.callback(context.db.close)
+        return context
 
     def _connect(self, parts: _Parts) -> HubConnection:
         """The connection of the started hub to its broker (not yet running)."""
