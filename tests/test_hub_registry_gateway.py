@@ -23,9 +23,11 @@ from hub.hubdir.layout import HubDir
 from hub.registry import Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.gateway import RegistryGateway
+from hub.registry.interface import Registry as RegistryProtocol
 from hub.registry.records import Accepted
 from hub.service.server import HubService
 from tests.brokers import amqtt_broker
+from tests.console_support import make_console
 from tests.hub_support import WAIT_S, HubSetup, hub_config, make_hub_dir, wait_for, watching
 from tests.postgres_support import PostgresServer
 
@@ -209,3 +211,74 @@ def test_an_operation_that_raises_raises_to_its_caller() -> None:
             asyncio.run(gateway(failing))
     finally:
         gateway.close()
+
+
+CONSOLE_PAGES = (
+    "/",
+    "/fragments/health",
+    "/devices",
+    "/devices/gw-001",
+    "/lineage?device=gw-001",
+    "/lineage/export.jsonl?device=gw-001",
+    "/audit",
+    "/proof",
+)
+
+
+def test_every_console_page_reads_the_registry_on_the_console_gateway_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_console(tmp_path) as console:
+        client = console.client("viewer")
+        threads: set[str] = set()
+        backend = type(console.registry)
+        _record_threads(monkeypatch, backend, threads)
+        for page in CONSOLE_PAGES:
+            assert client.get(page).status_code == 200, page
+        console.context.db.close()
+    assert threads and all(t.startswith("console-registry") for t in threads), threads
+
+
+@pytest.mark.asyncio
+async def test_the_running_hub_calls_its_registry_only_on_the_gateway_thread(
+    setup: HubSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = setup.devices["gw-001"]
+    device.add(5)
+    threads: set[str] = set()
+    async with amqtt_broker() as broker, HubService(hub_config(setup, broker)) as hub:
+        await hub.wait_ready()
+        _record_threads(monkeypatch, type(hub.registry), threads)
+        async with watching(broker.settings, [ACK_1], "gw-001") as watcher:
+            await watcher.connection.publish(LINEAGE_1, device.batch(0, 5))
+            await watcher.next(ACK_1)
+            await hub.tick()
+            await hub.tick_rollouts()
+            await hub.governance.challenge("gw-001")
+        monkeypatch.undo()
+    assert threads and all(t.startswith("registry") for t in threads), threads
+
+
+def _record_threads(monkeypatch: pytest.MonkeyPatch, backend: type, threads: set[str]) -> None:
+    """Add to ``threads`` the name of the thread of every registry operation ``backend``
+    runs from now on."""
+    for name in _operations():
+        original = getattr(backend, name)
+
+        def recorded(*args: object, _original: object = original, **kwargs: object) -> object:
+            threads.add(threading.current_thread().name)
+            return _original(*args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(backend, name, recorded)
+
+
+def _operations() -> list[str]:
+    """The registry operations of the :class:`Registry` protocol (not its lifecycle)."""
+    lifecycle = {"close", "write_group"}
+    return [
+        name
+        for name in vars(RegistryProtocol)
+        if not name.startswith("_")
+        and callable(getattr(RegistryProtocol, name))
+        and name not in lifecycle
+    ]

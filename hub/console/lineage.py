@@ -23,8 +23,9 @@ named, and nothing is read from the registry for it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from itertools import islice
 from typing import TypeVar
 from urllib.parse import quote, urlencode
@@ -112,7 +113,7 @@ async def export_jsonl(request: Request) -> Response:
     query = _export_query(request)
 
     async def lines() -> AsyncIterator[bytes]:
-        async for hits in _chunks(context, context.registry.iter_lineage(query)):
+        async for hits in _chunks(context, partial(context.registry.iter_lineage, query)):
             text = "\n".join(json.dumps(hit_json(hit), sort_keys=True) for hit in hits)
             yield (text + "\n").encode("utf-8")
 
@@ -143,7 +144,7 @@ async def export_cbor(request: Request) -> Response:
     async def items() -> AsyncIterator[bytes]:
         yield frame_item(encode_header(header))
         async for entries in _chunks(
-            context, registry.iter_entries(device.device_id, header.start)
+            context, partial(registry.iter_entries, device.device_id, header.start)
         ):
             held = [frame_item(e.data) for e in entries if e.seq < header.size]
             yield b"".join(held)
@@ -330,9 +331,12 @@ def _device(registry: Registry, device_id: str) -> DeviceRecord:
     return device
 
 
-async def _chunks(context: ConsoleContext, items: Iterator[T]) -> AsyncIterator[list[T]]:
-    """``items`` (a registry iterator) a chunk of ``_EXPORT_CHUNK_ROWS`` at a time, each
-    read on the console's registry gateway worker."""
+async def _chunks(
+    context: ConsoleContext, read: Callable[[], Iterator[T]]
+) -> AsyncIterator[list[T]]:
+    """What the registry iterator ``read`` makes, a chunk of ``_EXPORT_CHUNK_ROWS`` at a
+    time, each read (and the iterator made) on the console's registry gateway worker."""
+    items = await context.db(read)
     while chunk := await context.db(_take, items, _EXPORT_CHUNK_ROWS):
         yield chunk
 
