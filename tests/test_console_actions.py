@@ -68,7 +68,7 @@ class HubSim:
         self.published += publications
         return Published(len(publications))
 
-    def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
+    async def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
         return governance.plan_bundle(
             self.registry, self.keys(), data, now=_now(), lift_revocations=lift_revocations
         )
@@ -86,7 +86,9 @@ class HubSim:
         )
         return plan, self._publish(publications)
 
-    def preview_revocation(self, scope: tuple[RevocationKind, str], *, region: str | None) -> str:
+    async def preview_revocation(
+        self, scope: tuple[RevocationKind, str], *, region: str | None
+    ) -> str:
         kind, value = scope
         return revocation_region(
             governance.inventory(self.registry), kind, value, region, force=False

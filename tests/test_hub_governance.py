@@ -62,7 +62,7 @@ async def test_a_pushed_bundle_is_verified_recorded_and_published_at_once(
     data = make_bundle(setup.keys, 1)
     async with HubService(config) as hub, watching(broker.settings, [topic]) as watcher:
         await hub.wait_ready()
-        preview = hub.governance.preview_push(data)
+        preview = await hub.governance.preview_push(data)
         assert hub.registry.current_bundles() == []
         plan, published = await hub.governance.push(data)
         message = await watcher.next(topic)

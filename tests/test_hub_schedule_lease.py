@@ -100,9 +100,14 @@ def _hub(
         )
         lines: list[str] = []
         lease = ScheduleLease(registry, holder, lease_timing(interval_s), lines.append)
-        yield ScheduledHub(
-            Schedule(context, Subscriptions(registry), lease), RecordingConnection(), lines
-        )
+        try:
+            yield ScheduledHub(
+                Schedule(context, Subscriptions(registry, context.db), lease),
+                RecordingConnection(),
+                lines,
+            )
+        finally:
+            context.db.close()
 
 
 def _push(setup: HubSetup, location: Path | str) -> None:
@@ -205,6 +210,9 @@ async def test_a_leader_without_its_broker_leaves_the_lease_to_run_out_and_recla
     setup: HubSetup, location: Path | str
 ) -> None:
     with _hub(setup, location, "hub-a", 0.3) as a, _hub(setup, location, "hub-b", 0.3) as b:
+        # The lease counts whole seconds and the run below lasts two checks (about 1.3 s of
+        # the 2 s lease): claimed late in a second, it would have run out when b asks.
+        await asyncio.sleep(1 - time.time() % 1)
         await a.tick()
         led = a.lease.token
         stop = asyncio.Event()

@@ -123,7 +123,7 @@ async def push_preview(request: Request) -> Response:
         raise BadRequest(f"a bundle file holds 1 to {MAX_BUNDLE_BYTES} bytes")
     lift = _checkbox(form, "lift_revocations")
     try:
-        plan = actions.preview_push(data, lift_revocations=lift)
+        plan = await actions.preview_push(data, lift_revocations=lift)
     except EdgeGovError as exc:
         return _refused_preview(request, "bundle push", exc)
     digest = _push_digest(hashlib.sha256(data).hexdigest(), lift)
@@ -182,7 +182,7 @@ async def revoke_preview(request: Request) -> Response:
     try:
         if kind is RevocationKind.KEY:
             value = actions.resolve_key(value)
-        region = actions.preview_revocation((kind, value), region=region)
+        region = await actions.preview_revocation((kind, value), region=region)
     except EdgeGovError as exc:
         return _refused_preview(request, "revocation", exc)
     return render(
@@ -258,17 +258,19 @@ async def challenge_preview(request: Request) -> Response:
     form = await checked_form(request)
     _actions(request)
     device_id = _text(form, "device", MAX_NAME_CHARS).strip()
-    registry = console_context(request).registry
-    device = registry.device(device_id)
+    context = console_context(request)
+    registry = context.registry
+    device = await context.db(registry.device, device_id)
     if device is None:
         raise BadRequest(f"device {device_id!r} is not registered")
+    attestation = await context.db(registry.attestation, device_id)
     return render(
         request,
         "action_confirm.html",
         {
             "kind": "challenge",
             "device": device,
-            "attestation": registry.attestation(device_id),
+            "attestation": attestation,
             "preview": _issue(request, "challenge", content_digest(device.device_id)),
         },
     )
@@ -432,13 +434,22 @@ async def _carry_out(
     broker failures are ``failed``; anything else is ``failed`` too, then propagates (an
     error page)."""
     context = console_context(request)
-    registry = context.registry
-    action_id = registry.begin_action(
-        at=context.clock(), operator=user.name, action=action, target=target, reason=reason
+    registry, db = context.registry, context.db
+    action_id = await db(
+        registry.begin_action,
+        at=context.clock(),
+        operator=user.name,
+        action=action,
+        target=target,
+        reason=reason,
     )
     if verdict is not Verdict.GO:
-        registry.finish_action(
-            action_id, outcome="refused", detail=verdict.refusal, at=context.clock()
+        await db(
+            registry.finish_action,
+            action_id,
+            outcome="refused",
+            detail=verdict.refusal,
+            at=context.clock(),
         )
         logger.info(
             "console action %s by %s on %s: refused (%s)", action, user.name, target, verdict
@@ -456,7 +467,8 @@ async def _carry_out(
     except EdgeGovError as exc:
         outcome, detail, status = "refused", console_wording(str(exc)), 400
     except Exception as exc:
-        registry.finish_action(
+        await db(
+            registry.finish_action,
             action_id,
             outcome="failed",
             detail=f"internal error ({type(exc).__name__})",
@@ -465,7 +477,7 @@ async def _carry_out(
         raise
     else:
         outcome, status = "done", 200
-    registry.finish_action(action_id, outcome=outcome, detail=detail, at=context.clock())
+    await db(registry.finish_action, action_id, outcome=outcome, detail=detail, at=context.clock())
     logger.info("console action %s by %s on %s: %s", action, user.name, target, outcome)
     return render(
         request,

@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.console import actions, audit, dashboard, devices, lineage, login, proof
+from hub.console.auth import read_session_user
 from hub.console.context import ConsoleContext
 from hub.console.errors import ConsoleError, LoginRequired
 from hub.console.render import environment, render
@@ -78,7 +79,8 @@ class ConsoleApp(Starlette):
         if context.secure:
             headers["strict-transport-security"] = HSTS
         headers["connection"] = "close"
-        return _SecurityHeaders(_HostCheck(super().build_middleware_stack(), context), headers)
+        inner = _SessionUser(super().build_middleware_stack(), context)
+        return _SecurityHeaders(_HostCheck(inner, context), headers)
 
 
 def create_app(context: ConsoleContext) -> Starlette:
@@ -187,6 +189,21 @@ class _HostCheck:
                 )
                 await response(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class _SessionUser:
+    """Pure ASGI middleware reading the user of the request's session before the route
+    (:func:`read_session_user`: the registry read off the event loop), so the handlers'
+    :func:`current_user` never reads the registry on the loop."""
+
+    def __init__(self, app: ASGIApp, context: ConsoleContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await read_session_user(self.context, scope)
         await self.app(scope, receive, send)
 
 

@@ -33,7 +33,8 @@ async def audit_page(request: Request) -> Response:
         if not before_text.isdigit() or len(before_text) > MAX_ID_DIGITS:
             raise BadRequest("before must be an audit entry id (a whole number)")
         before = int(before_text)
-    entries = console_context(request).registry.audit_log(before=before, limit=PAGE_SIZE + 1)
+    context = console_context(request)
+    entries = await context.db(context.registry.audit_log, before=before, limit=PAGE_SIZE + 1)
     more = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
     return render(

@@ -5,7 +5,8 @@
   digest in constant time (:func:`find_token`).
 - **Sessions**: a login sets the ``edgegov_session`` cookie (``HttpOnly``,
   ``SameSite=Strict``, ``Secure`` when served under TLS) naming an in-memory session
-  (:mod:`hub.console.sessions`). Every request re-reads the token the session logged in with:
+  (:mod:`hub.console.sessions`). Every request re-reads the token the session logged in with
+  (:func:`read_session_user`, before the route, on the console's registry gateway worker):
   a revoked token's sessions end at once.
 - **Roles**: every handler starts with :func:`require_viewer` or :func:`require_operator`
   (operator includes viewer); they raise :class:`LoginRequired` (anonymous: the login page
@@ -26,7 +27,9 @@ from python_multipart.exceptions import FormParserError
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Scope
 
+from edge_agent.errors import EdgeGovError
 from hub.console.context import ConsoleContext
 from hub.console.errors import BadRequest, Forbidden, LoginRequired
 from hub.console.tokens import Role, token_digest
@@ -47,8 +50,10 @@ __all__ = [
     "current_user",
     "find_token",
     "read_form",
+    "read_session_user",
     "require_operator",
     "require_viewer",
+    "session_user",
 ]
 
 COOKIE = "edgegov_session"
@@ -56,6 +61,10 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_FORM_BYTES = 64 * 1024
 """Largest urlencoded form body a handler parses (uploads set their own bound)."""
+USER = "console_user"
+"""Where the request scope holds its session's user once read."""
+USER_ERROR = "console_user_error"
+"""Where the request scope holds why its session's user could not be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +94,34 @@ def console_context(request: Request) -> ConsoleContext:
 
 def current_user(request: Request) -> User | None:
     """The user of ``request``'s session; ``None`` when there is no live session or its token
-    was revoked (the session then ends). Read once per request."""
-    if "console_user" in request.scope:
-        cached: User | None = request.scope["console_user"]
-        return cached
-    user = _session_user(request)
-    request.scope["console_user"] = user
-    return user
+    was revoked (the session then ends). Read once per request, by :func:`read_session_user`
+    before the route runs (here if it did not).
+
+    Raises:
+        RegistryError: the tokens could not be read.
+    """
+    scope = request.scope
+    if USER_ERROR in scope:
+        raise scope[USER_ERROR]
+    if USER not in scope:
+        scope[USER] = session_user(console_context(request), request.cookies.get(COOKIE))
+    cached: User | None = scope[USER]
+    return cached
 
 
-def _session_user(request: Request) -> User | None:
-    context = console_context(request)
-    session_id = request.cookies.get(COOKIE)
+async def read_session_user(context: ConsoleContext, scope: Scope) -> None:
+    """Read the user of the request ``scope``'s session on ``context``'s registry gateway
+    worker, for :func:`current_user` (an error reading it is raised there, in the route)."""
+    session_id = Request(scope).cookies.get(COOKIE)
+    try:
+        scope[USER] = await context.db(session_user, context, session_id) if session_id else None
+    except EdgeGovError as exc:
+        scope[USER_ERROR] = exc
+
+
+def session_user(context: ConsoleContext, session_id: str | None) -> User | None:
+    """The user of the session ``session_id`` if it is live and its token still stored
+    (else ``None``, and a session whose token was revoked ends)."""
     if not session_id:
         return None
     session = context.sessions.get(session_id, context.clock())

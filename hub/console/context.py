@@ -18,6 +18,7 @@ from hub.console.sessions import LoginLimit, Sessions
 from hub.core.liveness import STALE_AFTER_S
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import Registry
+from hub.registry.gateway import RegistryGateway
 
 __all__ = ["Clock", "ConsoleContext", "wall_clock"]
 
@@ -61,3 +62,6 @@ class ConsoleContext:
     login_limit: LoginLimit = field(default_factory=LoginLimit)
     previews: Previews = field(default_factory=Previews)
     """Each governance preview's one-shot confirmation nonce."""
+    db: RegistryGateway = field(default_factory=lambda: RegistryGateway("console-registry"))
+    """Runs the handlers' registry reads and writes off the event loop (the hub's loop: the
+    console is served on it), one at a time; closed before :attr:`registry` is."""

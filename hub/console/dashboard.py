@@ -20,11 +20,13 @@ from hub.console.render import render
 __all__ = ["ROUTES", "read_health"]
 
 
-def read_health(request: Request) -> FleetHealth:
-    """The fleet's health now, read from the registry through its typed interface."""
+async def read_health(request: Request) -> FleetHealth:
+    """The fleet's health now, read from the registry through its typed interface (on the
+    console's registry gateway worker)."""
     context = console_context(request)
     now = context.clock()
-    return fleet_health(context.registry.fleet_summary(now, context.stale_after_s), now)
+    summary = await context.db(context.registry.fleet_summary, now, context.stale_after_s)
+    return fleet_health(summary, now)
 
 
 async def dashboard(request: Request) -> Response:
@@ -35,7 +37,7 @@ async def dashboard(request: Request) -> Response:
         request,
         "dashboard.html",
         {
-            "health": read_health(request),
+            "health": await read_health(request),
             "refresh_s": context.refresh_s,
             "stale_after_s": context.stale_after_s,
         },
@@ -49,7 +51,7 @@ async def health_fragment(request: Request) -> Response:
     return render(
         request,
         "_health.html",
-        {"health": read_health(request), "stale_after_s": context.stale_after_s},
+        {"health": await read_health(request), "stale_after_s": context.stale_after_s},
     )
 
 

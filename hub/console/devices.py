@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from edge_agent.errors import EdgeGovError
 from hub.console.auth import console_context, require_viewer
+from hub.console.context import ConsoleContext
 from hub.console.errors import BadRequest, NotFound
 from hub.console.health import (
     GATE_ORDER,
@@ -107,7 +108,8 @@ async def device_list(request: Request) -> Response:
     if len(after) > MAX_DEVICE_ID:
         raise BadRequest(f"after: a device id, at most {MAX_DEVICE_ID} characters")
     now = context.clock()
-    page = context.registry.console_devices(
+    page = await context.db(
+        context.registry.console_devices,
         now=now,
         stale_after_s=context.stale_after_s,
         limit=PAGE_SIZE + 1,
@@ -138,12 +140,24 @@ async def device_page(request: Request) -> Response:
     """One device, everything the hub knows about it."""
     require_viewer(request)
     context = console_context(request)
-    registry = context.registry
     device_id: str = request.path_params["device_id"]
     if len(device_id) > MAX_DEVICE_ID:
         raise BadRequest(f"a device id is at most {MAX_DEVICE_ID} characters")
     check_params(request, ("hours",))
     hours = _hours(request.query_params.get("hours"))
+    return render(
+        request, "device.html", await context.db(_device_values, context, device_id, hours)
+    )
+
+
+def _device_values(context: ConsoleContext, device_id: str, hours: int) -> dict[str, object]:
+    """What the device page shows of ``device_id`` over the last ``hours``, read in one
+    registry operation (on the console's registry gateway worker).
+
+    Raises:
+        NotFound: no such device is registered.
+    """
+    registry = context.registry
     device = registry.device(device_id)
     row = registry.console_device(device_id)
     if device is None or row is None:
@@ -166,27 +180,23 @@ async def device_page(request: Request) -> Response:
         bundle_version=row.bundle_version,
     )
     channels = set(listened_channels(device_id, device.groups))
-    return render(
-        request,
-        "device.html",
-        {
-            "device": device,
-            "row": row,
-            "state": device_state(row, now, context.stale_after_s),
-            "stale_after_s": context.stale_after_s,
-            "hours": hours,
-            "timeline": timeline_view(segments, start, now),
-            "unknown": UNKNOWN,
-            "target": target_version(row, current),
-            "bundles": [b for (_, c), b in sorted(current.items()) if c in channels],
-            "attestation": attestation,
-            "measurements": _measurements(request, device, attestation),
-            "revocations": revocations,
-            "lineage": registry.lineage_state(device_id),
-            "forks": registry.forks(device_id),
-            "rejections": registry.rejections(device_id),
-        },
-    )
+    return {
+        "device": device,
+        "row": row,
+        "state": device_state(row, now, context.stale_after_s),
+        "stale_after_s": context.stale_after_s,
+        "hours": hours,
+        "timeline": timeline_view(segments, start, now),
+        "unknown": UNKNOWN,
+        "target": target_version(row, current),
+        "bundles": [b for (_, c), b in sorted(current.items()) if c in channels],
+        "attestation": attestation,
+        "measurements": _measurements(context, device, attestation),
+        "revocations": revocations,
+        "lineage": registry.lineage_state(device_id),
+        "forks": registry.forks(device_id),
+        "rejections": registry.rejections(device_id),
+    }
 
 
 def _hours(text: str | None) -> int:
@@ -198,13 +208,12 @@ def _hours(text: str | None) -> int:
 
 
 def _measurements(
-    request: Request, device: DeviceRecord, record: AttestationRecord | None
+    context: ConsoleContext, device: DeviceRecord, record: AttestationRecord | None
 ) -> list[MeasurementRow] | str:
     """``record``'s measurements against the expectations of the bundle it was judged
     under; a sentence instead when they cannot be read."""
     if record is None:
         return "this device has never attested"
-    context = console_context(request)
     expectations = None
     if record.bundle_digest is not None:
         data = context.registry.bundle_data(record.bundle_digest)

@@ -23,8 +23,11 @@ named, and nothing is read from the registry for it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
+from itertools import islice
+from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
@@ -65,6 +68,8 @@ __all__ = [
     "witness_keys",
 ]
 
+T = TypeVar("T")
+
 _EXPORT_CHUNK_ROWS = 500
 """Hits (or entries) sent per chunk of a streamed export."""
 _SUFFIX = {"cose": "receipt", "tlog-proof": "tlog-proof"}
@@ -74,13 +79,15 @@ _MEDIA = {"cose": "application/cose", "tlog-proof": "text/plain; charset=utf-8"}
 async def search_page(request: Request) -> Response:
     """The search form and one page of what it matches."""
     require_viewer(request)
-    registry = console_context(request).registry
+    context = console_context(request)
     try:
         search = parse_search(request.query_params.multi_items())
     except SearchError as exc:
         raw = {name: value[:256] for name, value in request.query_params.items()}
         return render(request, "lineage.html", {"form": raw, "problems": exc.problems}, status=400)
-    page = registry.search_lineage(search.query, after=search.after, limit=search.rows)
+    page = await context.db(
+        context.registry.search_lineage, search.query, after=search.after, limit=search.rows
+    )
     first = replace(search, after=None)
     return render(
         request,
@@ -102,18 +109,13 @@ async def search_page(request: Request) -> Response:
 async def export_jsonl(request: Request) -> Response:
     """Every hit of the search (whatever its page), one JSON object per line."""
     require_viewer(request)
-    registry = console_context(request).registry
+    context = console_context(request)
     query = _export_query(request)
 
     async def lines() -> AsyncIterator[bytes]:
-        chunk: list[str] = []
-        for hit in registry.iter_lineage(query):
-            chunk.append(json.dumps(hit_json(hit), sort_keys=True))
-            if len(chunk) == _EXPORT_CHUNK_ROWS:
-                yield ("\n".join(chunk) + "\n").encode("utf-8")
-                chunk = []
-        if chunk:
-            yield ("\n".join(chunk) + "\n").encode("utf-8")
+        async for hits in _chunks(context, partial(context.registry.iter_lineage, query)):
+            text = "\n".join(json.dumps(hit_json(hit), sort_keys=True) for hit in hits)
+            yield (text + "\n").encode("utf-8")
 
     return StreamingResponse(
         lines(),
@@ -126,29 +128,28 @@ async def export_cbor(request: Request) -> Response:
     """The lineage export of the searched device, from its first hit to the first signed
     checkpoint at or after its last hit."""
     require_viewer(request)
-    registry = console_context(request).registry
+    context = console_context(request)
+    registry = context.registry
     query = _export_query(request)
     if query.device is None:
         raise BadRequest(
             "the lineage export format holds one device's log: add a device to the search "
             "(or export JSONL, which holds every device's hits)"
         )
-    device = _device(registry, query.device)
-    header = export_range(registry, device, query)
+    device = await context.db(_device, registry, query.device)
+    header = await context.db(export_range, registry, device, query)
     if header is None:
         raise NotFound("nothing the hub holds matches this search: there is nothing to export")
 
     async def items() -> AsyncIterator[bytes]:
         yield frame_item(encode_header(header))
-        chunk: list[bytes] = []
-        for stored in registry.iter_entries(device.device_id, header.start):
-            if stored.seq >= header.size:
-                break
-            chunk.append(frame_item(stored.data))
-            if len(chunk) == _EXPORT_CHUNK_ROWS:
-                yield b"".join(chunk)
-                chunk = []
-        yield b"".join(chunk)
+        async for entries in _chunks(
+            context, partial(registry.iter_entries, device.device_id, header.start)
+        ):
+            held = [frame_item(e.data) for e in entries if e.seq < header.size]
+            yield b"".join(held)
+            if len(held) < len(entries):
+                return
 
     name = quote(device.device_id, safe="")
     return StreamingResponse(
@@ -221,16 +222,17 @@ async def decision_page(request: Request) -> Response:
     require_viewer(request)
     check_params(request, ())
     context = console_context(request)
-    device, seq, data = _entry(request)
+    device, seq, data = await context.db(
+        _entry, context, request.path_params["device"], request.path_params["seq"]
+    )
     try:
         entry = decode_entry(data, seq)
     except LineageError as exc:
         raise ConsoleError(f"the hub's copy of entry {seq} is damaged: {exc}") from exc
     keys = context.keys()
-    checkpoint = _covering(context.registry, device, witness_keys(keys.root), seq)
-    bundle_held = (
-        entry.bundle_digest is not None
-        and context.registry.bundle_data(entry.bundle_digest) is not None
+    checkpoint = await context.db(_covering, context.registry, device, witness_keys(keys.root), seq)
+    bundle_held = entry.bundle_digest is not None and (
+        await context.db(context.registry.bundle_data, entry.bundle_digest) is not None
     )
     base = f"/lineage/{quote(device.device_id, safe='')}/{seq}"
     proof_query = urlencode({"device": device.device_id, "seq": str(seq)})
@@ -256,11 +258,13 @@ async def receipt_download(request: Request) -> Response:
     require_viewer(request)
     context = console_context(request)
     check_params(request, ("format",))
-    device, seq, _ = _entry(request)
+    device, seq, _ = await context.db(
+        _entry, context, request.path_params["device"], request.path_params["seq"]
+    )
     fmt = request.query_params.get("format", "cose")
     if fmt not in FORMATS:
         raise BadRequest(f"format is one of {', '.join(FORMATS)}")
-    data = console_receipt(context, device.device_id, seq, fmt)
+    data = await context.db(console_receipt, context, device.device_id, seq, fmt)
     name = f"{quote(device.device_id, safe='')}-{seq}.{_SUFFIX[fmt]}"
     return Response(
         data,
@@ -327,10 +331,24 @@ def _device(registry: Registry, device_id: str) -> DeviceRecord:
     return device
 
 
-def _entry(request: Request) -> tuple[DeviceRecord, int, bytes]:
-    registry = console_context(request).registry
-    device = _device(registry, request.path_params["device"])
-    text: str = request.path_params["seq"]
+async def _chunks(
+    context: ConsoleContext, read: Callable[[], Iterator[T]]
+) -> AsyncIterator[list[T]]:
+    """What the registry iterator ``read`` makes, a chunk of ``_EXPORT_CHUNK_ROWS`` at a
+    time, each read (and the iterator made) on the console's registry gateway worker."""
+    items = await context.db(read)
+    while chunk := await context.db(_take, items, _EXPORT_CHUNK_ROWS):
+        yield chunk
+
+
+def _take(items: Iterator[T], count: int) -> list[T]:
+    return list(islice(items, count))
+
+
+def _entry(context: ConsoleContext, device_id: str, text: str) -> tuple[DeviceRecord, int, bytes]:
+    """The device, seq and stored entry the path names (read on the gateway's worker)."""
+    registry = context.registry
+    device = _device(registry, device_id)
     if not (text.isascii() and text.isdigit()):
         raise BadRequest(f"an entry's seq is a whole number, not {text[:40]!r}")
     seq = int(text)

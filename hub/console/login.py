@@ -136,7 +136,7 @@ async def login(request: Request) -> Response:
     token = _text(form.get("token")).strip()
     if not token or len(token) > MAX_TOKEN_CHARS:
         return _form(request, target, "Paste the console token you were given.", 400)
-    stored = find_token(context.registry, token)
+    stored = await context.db(find_token, context.registry, token)
     if stored is None:
         return _form(request, target, "That token is not valid (or was revoked).", 401)
     limit.refund(client)

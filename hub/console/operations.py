@@ -44,7 +44,7 @@ class HubActions(Protocol):
     """The governance actions of a running hub (each method's docstring in
     :class:`hub.service.governance.Governance`)."""
 
-    def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
+    async def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
         """Verify and plan a signed bundle as ``bundle push`` does; record nothing."""
         ...
 
@@ -54,7 +54,9 @@ class HubActions(Protocol):
         """Verify, record and publish a signed bundle."""
         ...
 
-    def preview_revocation(self, scope: tuple[RevocationKind, str], *, region: str | None) -> str:
+    async def preview_revocation(
+        self, scope: tuple[RevocationKind, str], *, region: str | None
+    ) -> str:
         """The region a revocation of ``scope`` goes to; nothing signed."""
         ...
 

@@ -190,8 +190,8 @@ async def proof_page(request: Request) -> Response:
     fmt = params.get("format", "cose")
     if fmt not in FORMATS:
         raise BadRequest(f"format is one of {', '.join(FORMATS)}")
-    data = console_receipt(context, device_id, int(seq_text), fmt)
-    check = check_proof(data, context.registry, context.keys().root)
+    data = await context.db(console_receipt, context, device_id, int(seq_text), fmt)
+    check = await context.db(check_proof, data, context.registry, context.keys().root)
     return render(request, "proof.html", _values(check, data))
 
 
@@ -210,7 +210,7 @@ async def proof_check(request: Request) -> Response:
     except BadRequest as exc:
         values = _values(None, None) | {"proof_text": text[:MAX_FORM_BYTES], "error": exc.message}
         return render(request, "proof.html", values, status=400)
-    check = check_proof(data, context.registry, context.keys().root)
+    check = await context.db(check_proof, data, context.registry, context.keys().root)
     return render(request, "proof.html", _values(check, data), status=200)
 
 

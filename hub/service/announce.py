@@ -25,6 +25,7 @@ from collections.abc import Callable
 from edge_agent.support.cli import format_duration
 from hub.core.liveness import STALE_AFTER_S
 from hub.registry import Registry, RegistryError
+from hub.registry.gateway import RegistryGateway
 from hub.service.config import HubStats
 
 __all__ = ["PREFIX", "ServeAnnouncer", "run_summaries", "summary_text"]
@@ -118,14 +119,16 @@ def summary_text(online: int, registered: int, rate: float, lag: float, *, conne
 async def run_summaries(
     announcer: ServeAnnouncer,
     registry: Registry,
+    db: RegistryGateway,
     interval_s: float,
     stop: asyncio.Event,
     wall: Callable[[], float] = time.time,
 ) -> None:
-    """Emit a summary every ``interval_s`` until ``stop`` is set."""
+    """Emit a summary every ``interval_s`` until ``stop`` is set, each one (it reads the
+    registry) on the registry gateway's worker ``db``."""
     while not stop.is_set():
         try:
             async with asyncio.timeout(interval_s):
                 await stop.wait()
         except TimeoutError:
-            announcer.summary(registry, int(wall()))
+            await db(announcer.summary, registry, int(wall()))

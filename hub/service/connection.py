@@ -20,6 +20,7 @@ from edge_agent.protocol import topics
 from edge_agent.support.mqtt import BrokerSettings, Connection, connect, stay_connected
 from hub.core.routing import HUB_DEVICE_LEAVES
 from hub.registry import Registry
+from hub.registry.gateway import RegistryGateway
 from hub.service.announce import ServeAnnouncer
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
@@ -38,8 +39,9 @@ and every retained trust object (and its own snapshot back) before it starts con
 class Subscriptions:
     """The regions the hub is subscribed to on this connection, shared or direct."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, db: RegistryGateway) -> None:
         self._registry = registry
+        self._db = db
         self._subscribed: set[str] = set()
         self.shared = False
         """Whether lineage, status and evidence come through shared subscriptions."""
@@ -51,7 +53,7 @@ class Subscriptions:
         Raises:
             TransportError: the broker refused or the connection is gone.
         """
-        new = [r for r in self._registry.regions() if r not in self._subscribed]
+        new = [r for r in await self._db(self._registry.regions) if r not in self._subscribed]
         filters = [
             f
             for region in new

@@ -4,9 +4,11 @@ One :class:`ServiceContext` per :class:`~hub.service.server.HubService`: its reg
 keys, the newest trust root in its keys directory (re-read by the schedule: a root rotated
 while the service runs), counters, the devices it knows, the rejection counters, what the
 broker holds on the retained topics (:class:`~hub.service.retained.Retained`), the
-signature-check budget, and the outbox of the burst being stored. It holds no task, and its
-only I/O is re-reading the keys directory's trust roots when asked; the parts that use it are
-each one job (connection, schedule, intake, one handler per topic family).
+signature-check budget, the outbox of the burst being stored, and the gateway every
+registry operation goes through (:class:`~hub.registry.gateway.RegistryGateway`: off the
+event loop, one at a time). It holds no task, and its only I/O is re-reading the keys directory's
+trust roots when asked; the parts that use it are each one job (connection, schedule,
+intake, one handler per topic family).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hub.core.limits import RateLimiter, VerificationBudget
 from hub.core.publications import Publication
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import DeviceRecord, Registry
+from hub.registry.gateway import RegistryGateway
 from hub.service.broker import EmbeddedBroker
 from hub.service.config import HubConfig, HubStats
 from hub.service.rejections import Rejections
@@ -112,6 +115,10 @@ class ServiceContext:
     """What signature checks of messages that then fail to verify may cost."""
     outbox: dict[str, Publication] = field(default_factory=dict)
     """What the burst being stored publishes once it is committed (newest per topic)."""
+    db: RegistryGateway = field(default_factory=RegistryGateway)
+    """Runs registry operations off the event loop, one at a time in submission order; what
+    runs there may use :attr:`registry`, :attr:`devices`, :attr:`rejections` and
+    :attr:`outbox`, and the loop touches them only through it once the service runs."""
     current_root: TrustRoot = field(init=False)
     """The newest trust root in the keys directory as last read (:meth:`reread_roots`): what
     recorded bundles are verified under, so one signed by a key ``edge-hub root rotate`` made

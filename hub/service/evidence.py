@@ -20,6 +20,7 @@ from edge_agent.protocol.attestation import AttestationError, Evidence
 from edge_agent.protocol.roles import Role
 from edge_agent.support.mqtt import Connection
 from hub.core.codes import RejectCode
+from hub.core.publications import Publication
 from hub.hubdir.keys import load_role_keys
 from hub.registry import DeviceRecord
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
@@ -72,16 +73,21 @@ class EvidenceHandler:
         context, verifier = self._context, self._verifier
         if conn is None or verifier is None:
             return 0
-        now = wall()
-        context.registry.prune_challenges(now - CHALLENGE_RETENTION_S)
-        devices = context.devices.known()
-        ttl_s = context.config.challenge_ttl_s
-        publications = [verifier.challenge(d, now=now, ttl_s=ttl_s).publication for d in devices]
+        devices, publications = await context.db(self._challenges, verifier)
         started = time.monotonic()
         self._last_challenge.update((d.device_id, started) for d in devices)
         await context.retained.publish(conn, publications)
         context.stats.challenges_sent += len(publications)
         return len(publications)
+
+    def _challenges(self, verifier: Verifier) -> tuple[list[DeviceRecord], list[Publication]]:
+        """Every known device and its challenge, each nonce recorded, the expired ones
+        pruned first: one registry operation (on the gateway's worker)."""
+        context, now = self._context, wall()
+        context.registry.prune_challenges(now - CHALLENGE_RETENTION_S)
+        devices = context.devices.known()
+        ttl_s = context.config.challenge_ttl_s
+        return devices, [verifier.challenge(d, now=now, ttl_s=ttl_s).publication for d in devices]
 
     async def challenge_now(self, device: DeviceRecord, conn: Connection) -> IssuedChallenge:
         """Challenge ``device`` now on ``conn`` (an operator asked: ``edge-hub attest
@@ -98,7 +104,9 @@ class EvidenceHandler:
                 f"no verifier key of trust root version {context.keys.root.version}: "
                 "this hub cannot challenge"
             )
-        issued = verifier.challenge(device, now=wall(), ttl_s=context.config.challenge_ttl_s)
+        issued = await context.db(
+            verifier.challenge, device, now=wall(), ttl_s=context.config.challenge_ttl_s
+        )
         self._last_challenge[device.device_id] = time.monotonic()
         await context.retained.publish(conn, [issued.publication])
         context.stats.challenges_sent += 1

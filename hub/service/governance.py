@@ -328,21 +328,28 @@ class Governance:
         context = self._context
         return context.hub_dir.load_keys(context.config.keys_dir)
 
-    def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
+    async def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
         """:func:`plan_bundle` at the hub's clock: what a push would do, recording nothing."""
-        return plan_bundle(
-            self.registry, self.keys(), data, now=wall(), lift_revocations=lift_revocations
+        return await self._context.db(
+            plan_bundle,
+            self.registry,
+            self.keys(),
+            data,
+            now=wall(),
+            lift_revocations=lift_revocations,
         )
 
     async def push(
         self, data: bytes, *, lift_revocations: bool = False
     ) -> tuple[PushPlan, Published]:
-        """Verify, record and publish a signed bundle (:func:`prepare_push`).
+        """Verify, record and publish a signed bundle (:func:`prepare_push`, on the registry
+        gateway's worker: published only once recorded).
 
         Raises:
             BundleError, ConfigError, RegistryError: as :func:`prepare_push`.
         """
-        plan, publications = prepare_push(
+        plan, publications = await self._context.db(
+            prepare_push,
             self.registry,
             self.keys(),
             data,
@@ -352,7 +359,9 @@ class Governance:
         )
         return plan, await self._publish(publications)
 
-    def preview_revocation(self, scope: tuple[RevocationKind, str], *, region: str | None) -> str:
+    async def preview_revocation(
+        self, scope: tuple[RevocationKind, str], *, region: str | None
+    ) -> str:
         """The region the revocation of ``scope`` would go to; nothing is signed.
 
         Raises:
@@ -360,7 +369,8 @@ class Governance:
                 console revokes only what this hub knows).
         """
         kind, value = scope
-        return revocation_region(inventory(self.registry), kind, value, region, force=False)
+        known = await self._context.db(inventory, self.registry)
+        return revocation_region(known, kind, value, region, force=False)
 
     def resolve_key(self, text: str) -> str:
         """The full hex id of the current root's key whose id starts with ``text``.
@@ -378,7 +388,8 @@ class Governance:
         reason: str,
     ) -> tuple[IssuedRevocation, Published]:
         """Sign with the hub's revoke keys, record and publish a revocation
-        (:func:`prepare_revocation`).
+        (:func:`prepare_revocation`, on the registry gateway's worker: its kill epoch is
+        recorded before it is published).
 
         Raises:
             ConfigError, RevocationError, RegistryError: as :func:`prepare_revocation`.
@@ -386,7 +397,8 @@ class Governance:
         context = self._context
         keys = self.keys()
         signers = context.hub_dir.revoke_keys(keys.root, context.config.keys_dir)
-        issued, publications = prepare_revocation(
+        issued, publications = await context.db(
+            prepare_revocation,
             self.registry,
             keys,
             signers,
@@ -407,7 +419,7 @@ class Governance:
             TransportError: the hub is not connected to its broker (nothing was sent).
             RegistryError: the nonce could not be recorded.
         """
-        device = self.registry.device(device_id)
+        device = await self._context.db(self.registry.device, device_id)
         if device is None:
             raise ConfigError(f"device {device_id!r} is not registered")
         conn = self._current()
@@ -463,8 +475,7 @@ class Governance:
         record = self.preview_register(
             device_id, region=region, groups=groups, profile=profile, public_key_pem=public_key_pem
         )
-        self.registry.add_device(record)
-        self._issue_directory(record.region)
+        await self._context.db(self._record_registration, record)
         try:
             await self._refresh()
         except TransportError as exc:
@@ -492,6 +503,11 @@ class Governance:
         if conn is None:
             raise TransportError("the hub is not connected to its broker: shadow not published")
         await self._context.retained.publish(conn, [shadow_publication(region, channel, data)])
+
+    def _record_registration(self, record: DeviceRecord) -> None:
+        """Register ``record`` and issue its region's directory: on the gateway's worker."""
+        self.registry.add_device(record)
+        self._issue_directory(record.region)
 
     def _issue_directory(self, region: str) -> None:
         try:

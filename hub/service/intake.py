@@ -21,7 +21,7 @@ from edge_agent.protocol.attestation import AttestationError, Evidence
 from edge_agent.protocol.cose import MalformedEnvelopeError
 from edge_agent.protocol.shipping import DeviceStatus, LineageBatch, ShippingError, verify_status
 from edge_agent.protocol.topics import DeviceLeaf
-from edge_agent.support.mqtt import Connection, Incoming
+from edge_agent.support.mqtt import Connection, Incoming, backoff_delays
 from hub.core.attestation_judging import read_evidence
 from hub.core.codes import RejectCode
 from hub.core.ingest import IngestError, open_batch
@@ -35,7 +35,14 @@ from hub.service.schedule import Schedule
 from hub.service.status import StatusHandler
 from hub.service.trust import TrustTopics
 
-__all__ = ["GROUP_MAX", "GROUP_MAX_S", "WRITER_PAUSE_S", "Intake"]
+__all__ = [
+    "GROUP_MAX",
+    "GROUP_MAX_S",
+    "STORE_RETRY_INITIAL_S",
+    "STORE_RETRY_MAX_S",
+    "WRITER_PAUSE_S",
+    "Intake",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,14 @@ commands and hub processes wait for it; fewer, larger commits are what carry the
 rate: at 50 ms the hub stored a third fewer entries a second)."""
 WRITER_PAUSE_S = 0.025
 """Pause between two groups of one long burst, in which other writers take the lock."""
+STORE_RETRY_INITIAL_S = 0.5
+STORE_RETRY_MAX_S = 5.0
+"""After a group the registry could not store, the intake waits a capped exponential
+back-off with full jitter (from ``STORE_RETRY_INITIAL_S`` up to ``STORE_RETRY_MAX_S``,
+afresh after a group is stored) before the next: a registry that is away (a PostgreSQL
+server restarting) is asked again a few times a second at most, never in a hot loop. What
+arrives meanwhile waits in the fair queue (each device's share bounded); the devices resend
+whatever was not acknowledged."""
 
 
 class Intake:
@@ -69,6 +84,7 @@ class Intake:
         self._status = status
         self._evidence = evidence
         self._limiter = RateLimiter(context.config.device_rate, context.config.device_burst)
+        self._retry_delays = backoff_delays(STORE_RETRY_INITIAL_S, STORE_RETRY_MAX_S)
 
     async def consume(self, conn: Connection) -> None:
         """Handle incoming messages in bursts taken fairly from every device that has some
@@ -77,8 +93,10 @@ class Intake:
         then a burst takes one message per device in turn, up to ``GROUP_MAX``, and is
         handled in one registry transaction without a single await inside it (so no other
         task writes into it and the write lock is held for no longer than the work), so a
-        burst of lineage batches costs one fsync. What the burst publishes (acks,
-        challenges, attestation results) goes out after the commit that made it durable,
+        burst of lineage batches costs one fsync; that transaction runs on the registry
+        gateway's worker (:mod:`hub.registry.gateway`) while the loop goes on. What the burst
+        publishes (acks, challenges, attestation results) goes out after the commit that
+        made it durable,
         and is dropped with the burst if the commit fails. A device flooding its own topics
         therefore delays only itself: every other device's next message is in the next
         burst."""
@@ -120,23 +138,40 @@ class Intake:
         then publish what they queued."""
         context = self._context
         context.outbox.clear()
-        started = time.monotonic()
         try:
-            with context.registry.write_group():
-                while burst and time.monotonic() - started < GROUP_MAX_S:
-                    self.handle(burst.popleft())
+            await context.db(self._store, burst)
         except RegistryError as exc:
             context.outbox.clear()
-            logger.error("messages not stored (devices resend lineage until acked): %s", exc)
+            delay = next(self._retry_delays)
+            logger.error(
+                "messages not stored (devices resend lineage until acked; the next group in "
+                "%.1f s): %s",
+                delay,
+                exc,
+            )
+            await asyncio.sleep(delay)
             return
         except BaseException:
             context.outbox.clear()
             raise
+        self._retry_delays = backoff_delays(STORE_RETRY_INITIAL_S, STORE_RETRY_MAX_S)
         outbox, context.outbox = list(context.outbox.values()), {}
         await context.retained.publish(conn, outbox)
         leaves = [p.topic.rsplit("/", 1)[-1] for p in outbox]
         context.stats.acks_published += leaves.count(DeviceLeaf.ACK)
         context.stats.challenges_sent += leaves.count(DeviceLeaf.CHALLENGE)
+
+    def _store(self, burst: deque[Incoming]) -> None:
+        """Handle messages from ``burst`` for at most ``GROUP_MAX_S`` in one write group: one
+        registry operation, run on the registry gateway's worker, never on the loop.
+
+        Raises:
+            RegistryError: the group could not be committed (nothing of it is durable).
+        """
+        started = time.monotonic()
+        with self._context.registry.write_group():
+            while burst and time.monotonic() - started < GROUP_MAX_S:
+                self.handle(burst.popleft())
 
     def handle(self, message: Incoming) -> None:
         """Handle one message inside the burst's transaction; never raises for it."""

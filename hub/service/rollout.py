@@ -262,7 +262,7 @@ class RolloutDriver:
         if conn is not self._connection:
             self._connection, self._shadowed = conn, set()
         registry = self._context.registry
-        for record in registry.rollouts(active=True):
+        for record in await self._context.db(registry.rollouts, active=True):
             await self._republish_shadows(conn, record)
             for _ in range(2 * len(record.stages) + 1):
                 moved = await self._step(conn, record)
@@ -284,7 +284,27 @@ class RolloutDriver:
 
     async def _step(self, conn: Connection, record: RolloutRecord) -> RolloutRecord | None:
         """Carry out ``record``'s next step; the record after it, ``None`` when nothing
-        happened (or it changed meanwhile: the next round reads it again)."""
+        happened (or it changed meanwhile: the next round reads it again). What the step
+        publishes goes out once it is recorded."""
+        recorded = await self._context.db(self._record_step, record)
+        if recorded is None:
+            return None
+        moved, step, publications = recorded
+        await self._context.retained.publish(conn, publications)
+        logger.info(
+            "rollout %s: %s%s",
+            record.rollout_id,
+            step.kind,
+            f" ({step.reason})" * bool(step.reason),
+        )
+        return moved
+
+    def _record_step(
+        self, record: RolloutRecord
+    ) -> tuple[RolloutRecord, Step, list[Publication]] | None:
+        """Decide and record ``record``'s next step: the record after it, the step and what
+        to publish; ``None`` as :meth:`_step`. One registry operation (on the gateway's
+        worker)."""
         now = wall()
         registry = self._context.registry
         halt: str | None = None
@@ -317,14 +337,7 @@ class RolloutDriver:
         except _Changed as exc:
             logger.debug("%s: read again next round", exc)
             return None
-        await self._context.retained.publish(conn, publications)
-        logger.info(
-            "rollout %s: %s%s",
-            record.rollout_id,
-            step.kind,
-            f" ({step.reason})" * bool(step.reason),
-        )
-        return moved
+        return moved, step, publications
 
     def _void(self, record: RolloutRecord, now: int) -> str | None:
         """Why ``record``'s candidate is void at ``now`` (:func:`hub.core.rollout.void_reason`,

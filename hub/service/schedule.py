@@ -66,7 +66,7 @@ class Schedule:
         """Claim the lease every :attr:`~hub.service.lease.LeaseTiming.check_s` while
         connected (let it lapse while not), run a round every ``freshness_interval_s`` and
         at once on gaining the lease, until ``stop``; release the lease on the way out."""
-        interval = self._context.config.freshness_interval_s
+        db, interval = self._context.db, self._context.config.freshness_interval_s
         due = time.monotonic() + interval
 
         async def check() -> None:
@@ -74,9 +74,9 @@ class Schedule:
             led = self.lease.leading
             if current() is None:
                 # Without a broker it cannot publish: another hub that has one should lead.
-                self.lease.lapse()
+                await db(self.lease.lapse)
             else:
-                self.lease.claim(wall())
+                await db(self.lease.claim, wall())
             if time.monotonic() >= due or (self.lease.leading and not led):
                 due = time.monotonic() + interval
                 await self.tick(current())
@@ -90,17 +90,16 @@ class Schedule:
                 failed="scheduled round failed: %s",
             )
         finally:
-            self.lease.release()
+            await db(self.lease.release)
 
     async def publish_all(self, conn: Connection) -> None:
         """On a new connection: every device's ack; as the leader, everything retained the
         hub is the source of and a freshness token per channel too."""
         context = self._context
         now = wall()
-        await context.retained.publish(
-            conn, ack_snapshot(context.registry, key=context.keys.freshness, now=now)
-        )
-        token = self.lease.claim(now)
+        acks = await context.db(ack_snapshot, context.registry, key=context.keys.freshness, now=now)
+        await context.retained.publish(conn, acks)
+        token = await context.db(self.lease.claim, now)
         if token is None:
             return
         self._republished_all_at = time.monotonic()
@@ -110,14 +109,12 @@ class Schedule:
         """One round (``conn`` ``None``: not connected, only the bookkeeping; not leading:
         the bookkeeping and the subscriptions)."""
         context = self._context
-        context.devices.refresh()
-        context.reread_roots()
-        context.rejections.flush()
+        await context.db(self._bookkeeping)
         if conn is None:
             return
         now = wall()
         await self._subscriptions.update(conn)
-        token = self.lease.claim(now)
+        token = await context.db(self.lease.claim, now)
         if token is None:
             # The leader clears them; what is noted here would only grow.
             context.retained.strays = set()
@@ -131,9 +128,30 @@ class Schedule:
         if context.retained.strays:
             await self.clear_strays(conn)
 
+    def _bookkeeping(self) -> None:
+        """Re-read the devices and the trust roots, record the rejection counters: one
+        registry operation (on the gateway's worker)."""
+        context = self._context
+        context.devices.refresh()
+        context.reread_roots()
+        context.rejections.flush()
+
     async def _publish_signed(self, conn: Connection, token: int, now: int) -> None:
         """The retained snapshot, directories and freshness tokens made under the lease's
         fencing ``token``, published only while this hub still leads under it."""
+        context = self._context
+        retained, freshness = await context.db(self._signed, now)
+        if not await context.db(self.lease.holds, token, wall()):
+            return
+        await context.retained.publish(conn, retained, remember=True)
+        if retained and not await context.db(self.lease.holds, token, wall()):
+            return
+        await context.retained.publish(conn, freshness)
+        context.stats.freshness_published += len(freshness)
+
+    def _signed(self, now: int) -> tuple[list[Publication], list[Publication]]:
+        """The retained snapshot with the directories, and the freshness tokens, signed at
+        ``now``: one registry operation (on the gateway's worker)."""
         context = self._context
         retained = self.snapshot(context.keys.roots) + self.directories(now)
         freshness = issue_freshness(
@@ -142,13 +160,7 @@ class Schedule:
             now=now,
             ttl_s=context.config.token_ttl_s,
         )
-        if not self.lease.holds(token, wall()):
-            return
-        await context.retained.publish(conn, retained, remember=True)
-        if retained and not self.lease.holds(token, wall()):
-            return
-        await context.retained.publish(conn, freshness)
-        context.stats.freshness_published += len(freshness)
+        return retained, freshness
 
     def snapshot(self, roots: Sequence[TrustRoot]) -> list[Publication]:
         """:func:`retained_snapshot`, noting its topics, the current bundles' token topics
@@ -191,14 +203,11 @@ class Schedule:
         strays, retained.strays = retained.strays, set()
         retained.strays_due = time.monotonic() + STRAY_CLEAR_S
         token = self.lease.token
-        if token is None or not self.lease.holds(token, wall()):
+        if token is None or not await context.db(self.lease.holds, token, wall()):
             return
-        self.snapshot(context.reread_roots())
-        context.devices.refresh()
-        foreign = sorted(strays - retained.owned)
+        foreign, publications = await context.db(self._replacements, strays)
         if not foreign:
             return
-        publications = [self._replacement(topic) for topic in foreign]
         await retained.publish(conn, publications)
         context.stats.strays_cleared += len(foreign)
         warn = context.rejections.warning_allowed("*/strays")
@@ -209,6 +218,15 @@ class Schedule:
             len(foreign),
             ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
         )
+
+    def _replacements(self, strays: set[str]) -> tuple[list[str], list[Publication]]:
+        """The strays not owned once what the hub owns is read afresh, and what replaces
+        each: one registry operation (on the gateway's worker)."""
+        context = self._context
+        self.snapshot(context.reread_roots())
+        context.devices.refresh()
+        foreign = sorted(strays - context.retained.owned)
+        return foreign, [self._replacement(topic) for topic in foreign]
 
     def _replacement(self, topic: str) -> Publication:
         """What replaces a stray on ``topic``: a registered device's current ack on its ack

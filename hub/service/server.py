@@ -195,6 +195,9 @@ class HubService:
                 )
             parts = self._start(registry, keys)
             self._stack.callback(parts.context.rejections.flush)
+            # Closed first: the registry operation running finishes before the counters
+            # are recorded and the registry closes.
+            self._stack.callback(parts.context.db.close)
             connection = self._connect(parts)
             self._governance = Governance(
                 parts.context, parts.evidence, current=connection.current, refresh=self.tick
@@ -218,7 +221,11 @@ class HubService:
             ]
             if self._announcer is not None:
                 summaries = run_summaries(
-                    self._announcer, registry, self.config.summary_interval_s, stop
+                    self._announcer,
+                    registry,
+                    parts.context.db,
+                    self.config.summary_interval_s,
+                    stop,
                 )
                 self._tasks.append(group.create_task(summaries, name="edge-hub-summary"))
             if self.config.console is not None:
@@ -278,7 +285,7 @@ class HubService:
         context = ServiceContext.start(
             self.config, self.hub_dir, registry, keys, self.stats, self._broker
         )
-        subscriptions = Subscriptions(registry)
+        subscriptions = Subscriptions(registry, context.db)
         lease = ScheduleLease(
             registry,
             self._client_id,
@@ -318,13 +325,15 @@ class HubService:
         what is committed) and the keys as the keys directory holds them now."""
         listen = self.config.console
         assert listen is not None
-        return ConsoleContext(
+        context = ConsoleContext(
             registry=self._stack.enter_context(self.hub_dir.open_registry()),
             hub_dir=self.hub_dir,
             keys=lambda: self.hub_dir.load_keys(self.config.keys_dir),
             actions=self.governance,
             secure=listen.tls,
         )
+        self._stack.callback(context.db.close)
+        return context
 
     def _connect(self, parts: _Parts) -> HubConnection:
         """The connection of the started hub to its broker (not yet running)."""
