@@ -49,6 +49,7 @@ from hub.hubdir.paths import (
 )
 from hub.registry import Registry, RegistryError
 from hub.registry.backends import POSTGRES_SCHEMES, open_registry, open_tables
+from hub.registry.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS
 
 __all__ = [
     "ENV_HUB_DIR",
@@ -209,22 +210,49 @@ class HubDir:
                 "(or $EDGEGOV_REGISTRY)"
             )
             raise HubDirError(where, self.path)
+        if not create:
+            self._refuse_unless_registry(location)
         return open_registry(location)
 
     def _open_database(self, url: str, *, create: bool) -> Registry:
         try:
             if not create:
-                with open_tables(url, write=False) as rows:
-                    if rows.schema_version() is None:
-                        raise HubDirError(
-                            f"{rows.where} holds no hub registry: check --registry (or "
-                            "$EDGEGOV_REGISTRY), or create it with 'edge-hub registry "
-                            "migrate --to URL' or 'edge-hub serve --registry URL'",
-                            self.path,
-                        )
+                self._refuse_unless_registry(url)
             return open_registry(url)
         except RegistryError as exc:
             raise RegistryError(redacted(exc.message)) from None
+
+    def _refuse_unless_registry(self, location: Path | str) -> None:
+        """Read, without writing anything, the schema version of the database at
+        ``location`` (for a command that only reads: opening a registry creates what it
+        lacks, so another program's database must be refused before it is opened).
+
+        Raises:
+            HubDirError: it holds no registry, another program's tables, or a registry of
+                a version this hub does not open.
+            RegistryError: it cannot be read (not a database, unreachable).
+        """
+        with open_tables(location, write=False) as rows:
+            version = rows.schema_version()
+            where = rows.where
+        if version is None:
+            raise HubDirError(
+                f"{where} holds no hub registry: check --registry (or $EDGEGOV_REGISTRY), "
+                "or create it with 'edge-hub registry migrate --to URL' or "
+                "'edge-hub serve --registry URL'",
+                self.path,
+            )
+        if version == 0:
+            raise HubDirError(
+                f"{where} is another program's database (it holds tables but no hub "
+                "registry): check --registry (or $EDGEGOV_REGISTRY)",
+                self.path,
+            )
+        if version not in (SCHEMA_VERSION, *UPGRADABLE_VERSIONS):
+            raise HubDirError(
+                f"{where} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}",
+                self.path,
+            )
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
         """Load the trust roots, the freshness key and the witness key (the first verifier
