@@ -16,6 +16,8 @@ import pytest
 from edge_agent.protocol.keys import PrivateKey
 from hub.cli.main import main as hub_main
 from hub.hubdir.layout import HubDir, HubDirError, shown_registry
+from hub.registry import RegistryError
+from hub.registry.backends import UNRECOGNISED_LOCATION, parse_location
 from tests.hub_support import make_hub_dir
 from tests.postgres_support import PostgresServer, free_port
 
@@ -258,3 +260,52 @@ def test_console_tokens_are_kept_in_the_registry_the_option_names(
     assert "alice" in capsys.readouterr().out
     assert hub_main(["--hub-dir", str(setup.path), "console", "token", "list"]) == 3
     assert "holds no registry (hub.db)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"POSTGRESQL://hub:{SECRET}@127.0.0.1:{{port}}/edgegov",
+        f"postgresql:hub:{SECRET}@127.0.0.1",
+        f"host=127.0.0.1 password={SECRET} dbname=edgegov",
+    ],
+    ids=["uppercase-scheme", "no-slashes", "libpq-keywords"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["fleet"], ["--json", "fleet"], ["-v", "fleet"], ["registry", "check", "--json"]],
+    ids=["text", "json", "verbose", "check-json"],
+)
+def test_a_location_neither_path_nor_postgres_url_never_shows_its_password(
+    location: str, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = location.format(port=free_port())
+    code = hub_main(["--hub-dir", str(tmp_path), "--registry", given, *command])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert SECRET not in out + err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_uppercase_scheme_opens_the_postgres_registry(tmp_path: Path, postgres_url: str) -> None:
+    scheme, rest = postgres_url.split("://", 1)
+    with HubDir(tmp_path, f"{scheme.upper()}://{rest}").open_registry(create=False) as registry:
+        assert registry.devices() == []
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["postgresql:hub:pw@db", "host=db password=pw", "sqlite:///tmp/hub.db", "user=hub"],
+)
+def test_a_location_neither_path_nor_postgres_url_is_refused_without_quoting_it(
+    location: str,
+) -> None:
+    with pytest.raises(RegistryError) as refused:
+        parse_location(location)
+    assert str(refused.value) == UNRECOGNISED_LOCATION
+    assert "neither" in shown_registry(location) and "pw" not in shown_registry(location)
+
+
+def test_a_path_that_looks_like_neither_is_a_path() -> None:
+    assert parse_location("./postgresql:hub.db") == Path("postgresql:hub.db")
+    assert parse_location("/var/lib/edge-hub/hub.db") == Path("/var/lib/edge-hub/hub.db")
