@@ -309,3 +309,15 @@ def test_a_location_neither_path_nor_postgres_url_is_refused_without_quoting_it(
 def test_a_path_that_looks_like_neither_is_a_path() -> None:
     assert parse_location("./postgresql:hub.db") == Path("postgresql:hub.db")
     assert parse_location("/var/lib/edge-hub/hub.db") == Path("/var/lib/edge-hub/hub.db")
+
+
+@pytest.mark.parametrize("command", [["fleet"], ["--json", "fleet"], ["-v", "fleet"]])
+def test_a_url_whose_escapes_are_not_utf8_is_refused_as_malformed_without_its_password(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = f"postgresql://hub:{SECRET}%FFpw@127.0.0.1:{free_port()}/edgegov"
+    code = hub_main(["--hub-dir", str(tmp_path), "--registry", given, *command])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "not a PostgreSQL connection URL" in out + err
+    assert SECRET not in out + err
