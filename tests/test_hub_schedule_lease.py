@@ -27,7 +27,7 @@ from edge_agent.support.mqtt import Connection, Incoming
 from hub.cli.fabric import prepare_push
 from hub.core.publications import parse_channel
 from hub.hubdir.layout import HubDir
-from hub.registry import PublishedBundle, Registry, RegistryError
+from hub.registry import PublishedBundle, Registry, RegistryError, ScheduleLeaseHolder
 from hub.registry.backends import open_registry
 from hub.service import schedule as schedule_module
 from hub.service.config import HubConfig, HubStats
@@ -139,7 +139,9 @@ async def test_of_two_hubs_on_one_registry_only_the_lease_holder_publishes_each_
         assert a.conn.freshness() == 4 and b.conn.freshness() == 0
         assert b.conn.published == []
         assert a.lines == ["leads the schedule (fencing token 1): publishes freshness"]
-        assert b.lines == ["another hub leads the schedule: this one ingests and stands by"]
+        assert len(b.lines) == 1
+        assert b.lines[0].startswith("another hub leads the schedule (hub-a, its lease ending 2")
+        assert b.lines[0].endswith("Z): this one ingests and stands by")
 
 
 @pytest.mark.asyncio
@@ -237,6 +239,11 @@ class UnreachableRegistry:
         if not self.back:
             raise RegistryError("cannot connect to the hub registry: connection refused")
         return 7
+
+    def schedule_lease(self) -> ScheduleLeaseHolder | None:
+        if not self.back:
+            raise RegistryError("cannot connect to the hub registry: connection refused")
+        return None
 
     def release_schedule_lease(self, holder: str) -> None:
         return None
@@ -364,3 +371,22 @@ async def test_of_two_serves_one_publishes_freshness_and_the_other_within_an_int
         await watcher.next(FRESHNESS, timeout=interval)
         assert time.monotonic() - killed < interval
         await wait_for(standby.leads)
+
+
+def test_a_lease_a_clock_far_ahead_wrote_is_taken_over_with_a_warning_naming_its_holder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines: list[str] = []
+    now = int(wall())
+    with open_registry(tmp_path / "hub.db") as registry:
+        forged = registry.claim_schedule_lease("hub-ahead", now + 10 * 365 * 86400, 5)
+        lease = ScheduleLease(registry, "hub-a", lease_timing(10), lines.append)
+        with caplog.at_level("WARNING", logger="hub.service.lease"):
+            token = lease.claim(now)
+    assert token is not None and forged is not None and token > forged
+    assert lines == [f"leads the schedule (fencing token {token}): publishes freshness"]
+    warning = next(r.getMessage() for r in caplog.records if "took over" in r.getMessage())
+    assert (
+        "hub-ahead" in warning
+        and time.strftime("%Y", time.gmtime(now + 10 * 365 * 86400)) in warning
+    )
