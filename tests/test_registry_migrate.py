@@ -223,7 +223,20 @@ def test_a_destination_of_another_schema_version_is_refused(source: Path, destin
     with pytest.raises(MigrationError) as refused:
         migrate_registry(source, destination)
     assert refused.value.code == "registry_schema"
+    assert refused.value.message.startswith("the destination ")
     assert f"schema {SCHEMA_VERSION + 1}" in refused.value.message
+    assert "give an empty database" in refused.value.message
+
+
+def test_a_source_of_another_schema_version_is_refused_naming_it_the_source(
+    source: Path, destination: str
+) -> None:
+    _execute(str(source), f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(MigrationError) as refused:
+        migrate_registry(source, destination)
+    assert refused.value.code == "registry_schema"
+    assert refused.value.message.startswith(f"the source {source} holds a registry of schema")
+    assert "give an empty database" not in refused.value.message
 
 
 def test_more_rows_at_the_destination_than_at_the_source_are_refused() -> None:

@@ -248,15 +248,7 @@ def _bring_up_to_date(source: Path | str) -> None:
     upgrades); open it once as every ``edge-hub`` command does (upgrading an older registry:
     the tables it lacks are added, its version raised)."""
     with open_tables(source, write=False) as rows:
-        version = rows.schema_version()
-        where = rows.where
-    if version != SCHEMA_VERSION and version not in UPGRADABLE_VERSIONS:
-        raise MigrationError(
-            f"{where} holds "
-            f"{'no hub registry' if version is None else f'a registry of schema {version}'}; "
-            f"this hub copies schema {SCHEMA_VERSION}",
-            code="registry_schema",
-        )
+        _refuse_other_schema("source", rows.where, rows.schema_version())
     open_registry(source).close()
 
 
@@ -266,9 +258,24 @@ def _prepare_destination(destination: Path | str, rows: TableStore) -> None:
     version = rows.schema_version()
     if version is None:
         open_registry(destination).close()
-    elif version != SCHEMA_VERSION:
-        raise MigrationError(
-            f"{rows.where} holds a registry of schema {version}; this hub copies schema "
-            f"{SCHEMA_VERSION} (give an empty database)",
-            code="registry_schema",
-        )
+    else:
+        _refuse_other_schema("destination", rows.where, version)
+
+
+def _refuse_other_schema(side: str, where: str, version: int | None) -> None:
+    """Refuse the ``side`` of a copy (``source`` or ``destination``, at ``where``) unless it
+    holds a registry of this schema version, or (the source only: opening it upgrades it)
+    of one opening upgrades.
+
+    Raises:
+        MigrationError: it holds no registry, or one of another schema version.
+    """
+    accepted = (SCHEMA_VERSION, *UPGRADABLE_VERSIONS) if side == "source" else (SCHEMA_VERSION,)
+    if version in accepted:
+        return
+    held = "no hub registry" if version is None else f"a registry of schema {version}"
+    advice = " (give an empty database)" if side == "destination" else ""
+    raise MigrationError(
+        f"the {side} {where} holds {held}; this hub copies schema {SCHEMA_VERSION}{advice}",
+        code="registry_schema",
+    )
