@@ -93,14 +93,7 @@ def _register_test(
     )
     test.add_argument("policy", type=Path, help="the policy source (YAML)")
     test.add_argument("tests", type=Path, help="the tests table (YAML, docs/policy-tools.md)")
-    test.add_argument(
-        "--at",
-        type=_time,
-        metavar="TIME",
-        help="decide cases without their own time at this UTC time "
-        "(2026-01-07T12:00:00Z or Unix seconds; default now)",
-    )
-    test.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_time_and_json(test, "decide cases without their own time")
     test.set_defaults(handler=Handler("hub.cli.policy", "cmd_test"))
 
 
@@ -167,14 +160,20 @@ def _register_eval(
             metavar="DIR",
             help="hub directory for --device (default: $EDGE_HUB_DIR or .)",
         )
-    evaluate.add_argument(
+    _add_time_and_json(evaluate, "decide")
+    evaluate.set_defaults(handler=Handler("hub.cli.policy", "cmd_eval"))
+
+
+def _add_time_and_json(parser: argparse.ArgumentParser, decides: str) -> None:
+    """Add ``--at TIME`` (what it ``decides`` at that time) and ``--json``: the options
+    closing ``policy test`` and ``bundle eval``."""
+    parser.add_argument(
         "--at",
         type=_time,
         metavar="TIME",
-        help="decide at this UTC time (2026-01-07T12:00:00Z or Unix seconds; default now)",
+        help=f"{decides} at this UTC time (2026-01-07T12:00:00Z or Unix seconds; default now)",
     )
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.set_defaults(handler=Handler("hub.cli.policy", "cmd_eval"))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _has_option(parents: Sequence[argparse.ArgumentParser], option: str) -> bool:
