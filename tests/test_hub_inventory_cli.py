@@ -242,11 +242,16 @@ def test_fleet_marks_a_device_silent_for_19_minutes_stale_never_online(
     ids=["fleet", "device-list", "device-show", "revoke-list"],
 )
 def test_a_reading_command_on_a_wrong_hub_dir_exits_3_and_creates_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], as_json: bool
+    setup: HubSetup,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    as_json: bool,
 ) -> None:
     wrong = tmp_path / "not-a-hub"
     wrong.mkdir()
-    args = [*command, "--hub-dir", str(wrong)] + (["--json"] if as_json else [])
+    args = [*command, "--hub-dir", str(wrong), *setup.registry_args]
+    args += ["--json"] if as_json else []
     assert hub_main(args) == 3
     assert list(wrong.iterdir()) == []
     captured = capsys.readouterr()
@@ -261,9 +266,61 @@ def test_a_reading_command_on_a_wrong_hub_dir_exits_3_and_creates_nothing(
     else:
         (line,) = captured.err.splitlines()
         assert line == (
-            f"edge-hub: error: {wrong} is not a hub directory: it holds no registry (hub.db); "
-            "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
+            f"edge-hub: error: {wrong} is not a hub directory: it holds no registry (hub.db) "
+            "and no keys (keys/); pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
         )
+
+
+@pytest.mark.parametrize("command", [["fleet"], ["device", "add", "gw-009"]], ids=["read", "write"])
+def test_a_hub_dir_that_does_not_exist_exits_3_on_every_backend(
+    setup: HubSetup, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    missing = tmp_path / "no-such-hub"
+    pem = tmp_path / "gw.pem"
+    pem.write_bytes(PrivateKey.generate().public.to_pem().encode())
+    extra = ["--pubkey", str(pem), "--region", "eu-1", "--profile", "generic-x86_64"]
+    args = [*command, *(extra if "add" in command else []), "--hub-dir", str(missing)]
+    assert hub_main([*args, *setup.registry_args]) == 3
+    assert f"hub directory {missing} does not exist" in capsys.readouterr().err
+    assert not missing.exists()
+    with open_registry(setup.registry) as registry:
+        assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002"]
+
+
+def test_the_environments_hub_dir_is_checked_as_the_option_is(
+    setup: HubSetup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wrong = tmp_path / "not-a-hub"
+    wrong.mkdir()
+    monkeypatch.setenv("EDGE_HUB_DIR", str(wrong))
+    assert hub_main(["fleet", *setup.registry_args]) == 3
+    assert f"{wrong} is not a hub directory" in capsys.readouterr().err
+    monkeypatch.setenv("EDGE_HUB_DIR", str(setup.path))
+    assert hub_main(["fleet", *setup.registry_args]) == 0
+
+
+def test_the_default_hub_dir_reads_a_registry_elsewhere_from_any_directory(
+    setup: HubSetup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    elsewhere = tmp_path / "anywhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("EDGE_HUB_DIR", raising=False)
+    registry = setup.url or str(setup.path / "hub.db")
+    assert hub_main(["--registry", registry, "device", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["device"] for d in listed["devices"]] == ["gw-001", "gw-002"]
+    assert list(elsewhere.iterdir()) == []
+    assert hub_main(["fleet"]) == 3
+    assert "is not a hub directory" in capsys.readouterr().err
+    monkeypatch.chdir(setup.path)
+    assert hub_main(["fleet", *setup.registry_args]) == 0
 
 
 @pytest.mark.parametrize(

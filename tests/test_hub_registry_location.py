@@ -45,14 +45,15 @@ def test_without_either_the_registry_is_the_hub_directorys_hub_db(
 
 def test_a_registry_path_names_another_hub_db(tmp_path: Path) -> None:
     make_hub_dir(tmp_path / "first")
-    hub = HubDir(tmp_path / "elsewhere", str(tmp_path / "first" / "hub.db"))
+    (tmp_path / "second" / "keys").mkdir(parents=True)
+    hub = HubDir(tmp_path / "second", str(tmp_path / "first" / "hub.db"))
     with hub.open_registry(create=False) as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001", "gw-002"]
-    assert not (tmp_path / "elsewhere").exists()
+    assert not (tmp_path / "second" / "hub.db").exists()
 
 
 def test_a_missing_registry_path_is_refused_where_a_command_only_reads(tmp_path: Path) -> None:
-    hub = HubDir(tmp_path, str(tmp_path / "none.db"))
+    hub = HubDir(_keys_only(tmp_path), str(tmp_path / "none.db"))
     with pytest.raises(HubDirError, match="no hub registry at"):
         hub.open_registry(create=False)
     assert not (tmp_path / "none.db").exists()
@@ -130,12 +131,20 @@ def test_a_registry_of_an_unknown_schema_is_refused_where_a_command_only_reads(
     db.close()
     before = _digest(path)
     with pytest.raises(HubDirError, match="schema 9"):
-        HubDir(tmp_path, str(path)).open_registry(create=False)
+        HubDir(_keys_only(tmp_path), str(path)).open_registry(create=False)
     assert _digest(path) == before
 
 
 def test_a_postgres_registry_needs_no_hub_db(tmp_path: Path, postgres_url: str) -> None:
-    hub = HubDir(tmp_path / "no-such-dir", postgres_url)
+    with HubDir(_keys_only(tmp_path), postgres_url).open_registry(create=False) as registry:
+        assert registry.devices() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+
+
+def test_the_default_hub_dir_need_not_exist_with_a_registry_elsewhere(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    hub = HubDir(tmp_path / "no-such-dir", postgres_url, named=False)
     with hub.open_registry(create=False) as registry:
         assert registry.devices() == []
     assert not (tmp_path / "no-such-dir").exists()
@@ -148,7 +157,7 @@ def test_a_database_holding_no_registry_is_refused_and_left_empty(
     url = postgres_server.url(name)
     try:
         with pytest.raises(HubDirError, match="holds no hub registry"):
-            HubDir(tmp_path, url).open_registry(create=False)
+            HubDir(_keys_only(tmp_path), url).open_registry(create=False)
         with psycopg.connect(url) as db:
             tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
             assert tables.fetchone() == (0,)
@@ -241,8 +250,15 @@ def test_the_registry_option_wins_over_a_bad_environment(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("EDGEGOV_REGISTRY", f"postgresql://hub:{SECRET}@127.0.0.1:{free_port()}/x")
-    assert hub_main(["--hub-dir", str(tmp_path), "--registry", postgres_url, "fleet"]) == 0
+    hub_dir = _keys_only(tmp_path)
+    assert hub_main(["--hub-dir", str(hub_dir), "--registry", postgres_url, "fleet"]) == 0
     assert SECRET not in capsys.readouterr().err
+
+
+def _keys_only(path: Path) -> Path:
+    """``path`` made a hub directory whose registry is elsewhere: it holds ``keys/``."""
+    (path / "keys").mkdir()
+    return path
 
 
 def _public_pem() -> bytes:
@@ -289,7 +305,8 @@ def test_a_location_neither_path_nor_postgres_url_never_shows_its_password(
 
 def test_an_uppercase_scheme_opens_the_postgres_registry(tmp_path: Path, postgres_url: str) -> None:
     scheme, rest = postgres_url.split("://", 1)
-    with HubDir(tmp_path, f"{scheme.upper()}://{rest}").open_registry(create=False) as registry:
+    hub = HubDir(_keys_only(tmp_path), f"{scheme.upper()}://{rest}")
+    with hub.open_registry(create=False) as registry:
         assert registry.devices() == []
 
 
@@ -316,7 +333,7 @@ def test_a_url_whose_escapes_are_not_utf8_is_refused_as_malformed_without_its_pa
     command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     given = f"postgresql://hub:{SECRET}%FFpw@127.0.0.1:{free_port()}/edgegov"
-    code = hub_main(["--hub-dir", str(tmp_path), "--registry", given, *command])
+    code = hub_main(["--hub-dir", str(_keys_only(tmp_path)), "--registry", given, *command])
     out, err = capsys.readouterr()
     assert code == 3
     assert "not a PostgreSQL connection URL" in out + err

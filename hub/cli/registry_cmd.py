@@ -98,6 +98,8 @@ def _check(args: argparse.Namespace) -> int:
     hub = HubDir.resolve(_source_dir(args), args.registry)
     if hub.registry is None:
         hub.open_registry(create=False).close()
+    else:
+        hub.refuse_unless_hub_directory(reading=True)
     location = hub.registry_location
     with open_tables(location, write=False) as rows:
         if rows.schema_version() is None:

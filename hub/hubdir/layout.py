@@ -44,6 +44,7 @@ from hub.hubdir.paths import (
     REGISTRY_FILE,
     SERVE_FILE,
     SERVE_LOCK_FILE,
+    hub_dir_named,
     hub_dir_path,
     registry_location,
 )
@@ -145,16 +146,24 @@ class ServeInfo:
 class HubDir:
     """A hub directory (it need not exist until something is written to it), and where its
     registry is when not its ``hub.db``: ``registry``, a ``postgresql://`` URL or the path of
-    a ``hub.db`` file (``None``: the directory's own ``hub.db``)."""
+    a ``hub.db`` file (``None``: the directory's own ``hub.db``).
+
+    ``named``: the directory was named (``--hub-dir``, ``$EDGE_HUB_DIR``, or in code), not
+    the current directory taken by default. A named directory is checked whatever the
+    registry: it must exist, and where a command only reads, hold ``keys/`` or ``hub.db``
+    (a typo must not show the registry's view as if it were that hub's). The default
+    directory with a registry elsewhere is not checked: ``edge-hub --registry URL fleet``
+    runs from any directory."""
 
     path: Path
     registry: str | None = None
+    named: bool = True
 
     @classmethod
     def resolve(cls, given: Path | None, registry: str | None = None) -> HubDir:
         """``given``, else ``$EDGE_HUB_DIR``, else the current directory; its registry at
         ``registry`` (``--registry``), else ``$EDGEGOV_REGISTRY``, else its ``hub.db``."""
-        return cls(hub_dir_path(given), registry_location(registry))
+        return cls(hub_dir_path(given), registry_location(registry), hub_dir_named(given))
 
     @property
     def keys(self) -> Path:
@@ -190,12 +199,15 @@ class HubDir:
     def open_registry(self, *, create: bool = True) -> Registry:
         """Open the registry, creating it when missing if ``create`` (a command that only
         reads passes ``False``: pointed at the wrong directory or database, it must leave
-        nothing there). A PostgreSQL registry needs no hub directory to open.
+        nothing there). A registry elsewhere (PostgreSQL, another ``hub.db``) opens from the
+        default directory whatever it holds; a named directory is checked on every backend
+        alike (:meth:`refuse_unless_hub_directory`).
 
         Raises:
-            HubDirError: the hub directory does not exist (with a ``hub.db`` registry), or
-                ``create`` is false and there is no registry there yet (nor one of a
-                version this hub opens: another program's database is left as it was).
+            HubDirError: the hub directory does not exist (named, or holding the registry),
+                or ``create`` is false and it is not a hub directory, or there is no
+                registry there yet (nor one of a version this hub opens: another program's
+                database is left as it was).
             RegistryError: the database cannot be opened or reached, or the location is
                 neither a path nor a PostgreSQL URL (its message never holds a password).
         """
@@ -204,24 +216,41 @@ class HubDir:
         except RegistryError as exc:
             raise RegistryError(redacted(exc.message)) from None
 
+    def refuse_unless_hub_directory(self, *, reading: bool) -> None:
+        """Refuse a hub directory that does not exist, or (``reading``: for a command that
+        only reads) holds neither ``keys/`` nor ``hub.db``: the same refusal whatever the
+        registry. The default directory with a registry elsewhere passes unchecked.
+
+        Raises:
+            HubDirError: it is not there, or not a hub directory.
+        """
+        if not self.named and self.registry is not None:
+            return
+        if not _is(self.path, Path.is_dir):
+            raise HubDirError(
+                f"hub directory {self.path} does not exist (create it with "
+                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
+                self.path,
+            )
+        if reading and not (_is(self.keys, Path.is_dir) or _is(self.registry_path, Path.is_file)):
+            raise HubDirError(
+                f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}) "
+                f"and no keys ({KEYS_DIR}/); pass the hub's --hub-dir (or set $EDGE_HUB_DIR)",
+                self.path,
+            )
+
     def _open(self, *, create: bool) -> Registry:
         location = self.registry_location
-        if isinstance(location, Path):
-            if self.registry is None and not _is(self.path, Path.is_dir):
-                raise HubDirError(
-                    f"hub directory {self.path} does not exist (create it with "
-                    f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
-                    self.path,
-                )
-            if not create and not _is(location, Path.is_file):
-                where = (
-                    f"{self.path} is not a hub directory: it holds no registry "
-                    f"({REGISTRY_FILE}); pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
-                    if self.registry is None
-                    else f"there is no hub registry at {redacted(str(location))}: check "
-                    "--registry (or $EDGEGOV_REGISTRY)"
-                )
-                raise HubDirError(where, self.path)
+        self.refuse_unless_hub_directory(reading=not create)
+        if not create and isinstance(location, Path) and not _is(location, Path.is_file):
+            where = (
+                f"{self.path} is not a hub directory: it holds no registry "
+                f"({REGISTRY_FILE}); pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
+                if self.registry is None
+                else f"there is no hub registry at {redacted(str(location))}: check "
+                "--registry (or $EDGEGOV_REGISTRY)"
+            )
+            raise HubDirError(where, self.path)
         if not create:
             self._refuse_unless_registry(location)
         return open_registry(location)

@@ -15,6 +15,7 @@ __all__ = [
     "REGISTRY_FILE",
     "SERVE_FILE",
     "SERVE_LOCK_FILE",
+    "hub_dir_named",
     "hub_dir_path",
     "registry_location",
 ]
@@ -34,6 +35,12 @@ def hub_dir_path(given: Path | None) -> Path:
     if given is not None:
         return given
     return Path(os.environ.get(ENV_HUB_DIR) or ".")
+
+
+def hub_dir_named(given: Path | None) -> bool:
+    """Whether the hub directory was named (``given`` or ``$EDGE_HUB_DIR``), not the
+    current directory taken by default."""
+    return given is not None or bool(os.environ.get(ENV_HUB_DIR))
 
 
 def registry_location(given: str | None) -> str | None:
