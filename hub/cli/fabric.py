@@ -76,6 +76,8 @@ __all__ = [
     "prepare_revocation",
 ]
 
+logger = logging.getLogger(__name__)
+
 MAX_PUBLIC_KEY_BYTES = 4096
 CONFIRM_WORD = "revoke"
 
@@ -386,10 +388,13 @@ def _token_ttl(hub: HubDir) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Published:
-    """What publishing at once did: the broker (``None``: none found), how many messages."""
+    """What publishing at once did: the broker (``None``: none found), how many messages,
+    and, published through the running ``serve``, the registry it serves (its
+    ``serve.json``; ``None``: a ``--broker`` given, or a ``serve`` that does not say)."""
 
     broker: str | None
     messages: int
+    serve_registry: str | None = None
 
     @property
     def text(self) -> str:
@@ -398,8 +403,14 @@ class _Published:
                 "no running 'edge-hub serve' found (and no --broker): recorded only; "
                 "'edge-hub serve' publishes it when it starts"
             )
+        through = (
+            ""
+            if self.serve_registry is None
+            else f", the broker of the running 'edge-hub serve' of registry {self.serve_registry}"
+        )
         return (
-            f"published to {self.broker} ({counted(self.messages, 'message')} sent to be retained; "
+            f"published to {self.broker}{through} ({counted(self.messages, 'message')} sent to "
+            "be retained; "
             "MQTT 3.1.1 does not say whether the broker kept them: a running 'edge-hub serve' "
             "publishes again, on its next round, what the embedded broker did not keep)"
         )
@@ -409,6 +420,7 @@ class _Published:
             "published": self.broker is not None,
             "broker": self.broker,
             "messages": self.messages if self.broker else 0,
+            "serve_registry": self.serve_registry,
         }
 
 
@@ -422,6 +434,16 @@ def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication
     settings = BrokerSettings.from_url(broker) if broker else (info.settings if info else None)
     if settings is None:
         return _Published(None, 0)
+    serving = None if info is None else info.registry
+    if serving is not None and serving != hub.served_registry:
+        logger.warning(
+            "the running 'edge-hub serve' on %s serves registry %s, not %s where this was "
+            "recorded: it does not publish it again on its rounds (give this command its "
+            "--registry)",
+            hub.path,
+            serving,
+            hub.served_registry,
+        )
     try:
         asyncio.run(publish_once(settings, publications))
     except TransportError as exc:
@@ -429,7 +451,7 @@ def _publish_now(hub: HubDir, broker: str | None, publications: list[Publication
             f"recorded, but not published: {exc}; 'edge-hub serve' publishes it once it "
             "reaches the broker"
         ) from exc
-    return _Published(settings.url, len(publications))
+    return _Published(settings.url, len(publications), serving)
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

@@ -8,8 +8,9 @@ Layout (``--hub-dir DIR``; default ``$EDGE_HUB_DIR``, else the current directory
                      database (a ``postgresql://`` URL, shared by hubs on several hosts) or
                      another ``hub.db`` file; the directory still holds the rest
     DIR/serve.json   written by ``edge-hub serve`` while it runs (mode 0600): the broker it
-                     uses, with the credentials it connects with, and its pid, so the other
-                     commands publish to the same broker
+                     uses, with the credentials it connects with, its pid, and the registry
+                     it serves (a URL without its password, or a path), so the other
+                     commands publish to the same broker and say which registry it serves
     DIR/serve.lock   locked (``flock``) by the ``edge-hub serve`` that wrote ``serve.json``
                      while it runs: a second one on the directory leaves the first one's
                      ``serve.json`` as it is, instead of replacing it and, on stopping,
@@ -93,13 +94,16 @@ class HubKeys:
 
 @dataclass(frozen=True, slots=True)
 class ServeInfo:
-    """What a running ``edge-hub serve`` wrote into ``serve.json``."""
+    """What a running ``edge-hub serve`` wrote into ``serve.json``; ``registry`` is the
+    registry it serves as :func:`shown_registry` gives it (never a password; ``None`` in the
+    file of a ``serve`` from before it was written)."""
 
     settings: BrokerSettings
     pid: int
     embedded: bool
     shared: bool
     token_ttl_s: int
+    registry: str | None = None
 
     def to_json(self) -> bytes:
         s = self.settings
@@ -115,6 +119,7 @@ class ServeInfo:
                 "embedded": self.embedded,
                 "shared_subscriptions": self.shared,
                 "token_ttl_s": self.token_ttl_s,
+                "registry": self.registry,
             },
             indent=2,
         ).encode()
@@ -130,6 +135,9 @@ class ServeInfo:
             }
             if not all(v is None or isinstance(v, str) for v in extra.values()):
                 raise TypeError("credentials must be text")
+            registry = value.get("registry")
+            if registry is not None and not isinstance(registry, str):
+                raise TypeError("the registry must be text")
             settings = BrokerSettings.from_url(str(value["broker"]), **extra)
             return cls(
                 settings,
@@ -137,6 +145,7 @@ class ServeInfo:
                 bool(value["embedded"]),
                 bool(value["shared_subscriptions"]),
                 int(value["token_ttl_s"]),
+                None if registry is None else redacted(registry),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{where} is damaged: {exc}; remove it and restart serve") from exc
@@ -191,6 +200,17 @@ class HubDir:
         if self.registry is None:
             return str(self.registry_path)
         return shown_registry(self.registry)
+
+    @property
+    def served_registry(self) -> str:
+        """The registry as ``serve.json`` names it: a URL without its password, or the
+        absolute path of the ``hub.db`` (the same file named from any directory compares
+        equal)."""
+        try:
+            location = self.registry_location
+        except RegistryError:
+            return self.shown_registry
+        return shown_registry(location.absolute() if isinstance(location, Path) else location)
 
     @property
     def serve_file(self) -> Path:

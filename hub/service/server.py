@@ -376,6 +376,7 @@ class HubService:
                 self._broker is not None,
                 self.shared,
                 self.config.token_ttl_s,
+                self.hub_dir.served_registry,
             )
         )
 
