@@ -27,7 +27,13 @@ from edge_agent.support.mqtt import Connection, Incoming
 from hub.cli.fabric import prepare_push
 from hub.core.publications import parse_channel
 from hub.hubdir.layout import HubDir
-from hub.registry import PublishedBundle, Registry, RegistryError, ScheduleLeaseHolder
+from hub.registry import (
+    PublishedBundle,
+    Registry,
+    RegistryError,
+    ScheduleLeaseClaim,
+    ScheduleLeaseHolder,
+)
 from hub.registry.backends import open_registry
 from hub.service import schedule as schedule_module
 from hub.service.config import HubConfig, HubStats
@@ -190,7 +196,9 @@ async def test_a_leader_that_loses_the_lease_during_its_round_publishes_none_of_
         monkeypatch.setattr(schedule_module, "issue_freshness", paused_while_signing)
         await a.tick()
         assert a.conn.freshness() == 1 and not a.lease.leading
-        assert a.lines[-1] == "another hub leads the schedule: this one ingests and stands by"
+        # The claim that found the lease lost names who took it (the claim returns it).
+        assert a.lines[-1].startswith("another hub leads the schedule (hub-b, its lease ending ")
+        assert a.lines[-1].endswith("): this one ingests and stands by")
 
 
 @pytest.mark.asyncio
@@ -235,10 +243,10 @@ class UnreachableRegistry:
     def __init__(self) -> None:
         self.back = False
 
-    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> ScheduleLeaseClaim:
         if not self.back:
             raise RegistryError("cannot connect to the hub registry: connection refused")
-        return 7
+        return ScheduleLeaseClaim(7, None)
 
     def schedule_lease(self) -> ScheduleLeaseHolder | None:
         if not self.back:
@@ -247,6 +255,31 @@ class UnreachableRegistry:
 
     def release_schedule_lease(self, holder: str) -> None:
         return None
+
+
+class ClaimOnlyRegistry:
+    """A registry answering claims only: reading the lease on its own fails the test."""
+
+    def __init__(self, claim: ScheduleLeaseClaim) -> None:
+        self.claim = claim
+
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> ScheduleLeaseClaim:
+        return self.claim
+
+    def schedule_lease(self) -> ScheduleLeaseHolder | None:
+        raise AssertionError("the lease was read apart from the claim")
+
+
+def test_a_standby_names_the_leader_from_its_claim_alone() -> None:
+    held = ScheduleLeaseHolder("hub-a", 4, 1_800_000_000)
+    lines: list[str] = []
+    registry = ClaimOnlyRegistry(ScheduleLeaseClaim(None, held))
+    lease = ScheduleLease(cast(Registry, registry), "hub-b", lease_timing(10), lines.append)
+    assert lease.claim(1_799_999_990) is None
+    assert lines == [
+        "another hub leads the schedule (hub-a, its lease ending 2027-01-15T08:00:00Z): "
+        "this one ingests and stands by"
+    ]
 
 
 def test_a_hub_that_cannot_reach_the_registry_stops_scheduling_and_says_so_once() -> None:
@@ -379,7 +412,7 @@ def test_a_lease_a_clock_far_ahead_wrote_is_taken_over_with_a_warning_naming_its
     lines: list[str] = []
     now = int(wall())
     with open_registry(tmp_path / "hub.db") as registry:
-        forged = registry.claim_schedule_lease("hub-ahead", now + 10 * 365 * 86400, 5)
+        forged = registry.claim_schedule_lease("hub-ahead", now + 10 * 365 * 86400, 5).token
         lease = ScheduleLease(registry, "hub-a", lease_timing(10), lines.append)
         with caplog.at_level("WARNING", logger="hub.service.lease"):
             token = lease.claim(now)

@@ -58,7 +58,13 @@ from hub.registry import (
 from hub.registry.lease_sql import LEASE_SKEW_LIMIT_S
 from hub.registry.lineage_records import LineageHit, LineageQuery
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.records import Accepted, DeviceLog, ForkEvidence, ScheduleLeaseHolder
+from hub.registry.records import (
+    Accepted,
+    DeviceLog,
+    ForkEvidence,
+    ScheduleLeaseClaim,
+    ScheduleLeaseHolder,
+)
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 from hub.registry.sqlite import SqliteRegistry
 from tests.factory import NOW
@@ -1322,71 +1328,82 @@ def test_cleared_channels_hold_no_current_bundle(registry: Registry) -> None:
 def test_of_two_holders_claiming_the_schedule_lease_only_the_first_gets_it(
     registry: Registry, peer: Registry
 ) -> None:
-    token = registry.claim_schedule_lease("hub-a", NOW, 5)
+    token = registry.claim_schedule_lease("hub-a", NOW, 5).token
     assert token is not None
-    assert peer.claim_schedule_lease("hub-b", NOW, 5) is None
-    assert peer.claim_schedule_lease("hub-b", NOW + 4, 5) is None
+    assert peer.claim_schedule_lease("hub-b", NOW, 5).token is None
+    assert peer.claim_schedule_lease("hub-b", NOW + 4, 5).token is None
+
+
+def test_a_claim_returns_the_lease_as_it_was_before_it(registry: Registry, peer: Registry) -> None:
+    first = registry.claim_schedule_lease("hub-a", NOW, 5)
+    assert first.token is not None and first.before is None
+    held = ScheduleLeaseHolder("hub-a", first.token, NOW + 5)
+    assert peer.claim_schedule_lease("hub-b", NOW + 1, 5) == ScheduleLeaseClaim(None, held)
+    taken = peer.claim_schedule_lease("hub-b", NOW + 6, 5)
+    assert taken == ScheduleLeaseClaim(first.token + 1, held)
+    renewed = peer.claim_schedule_lease("hub-b", NOW + 7, 5)
+    assert renewed.before == ScheduleLeaseHolder("hub-b", first.token + 1, NOW + 11)
 
 
 def test_renewing_the_schedule_lease_keeps_its_token_even_after_it_expired(
     registry: Registry, peer: Registry
 ) -> None:
-    token = registry.claim_schedule_lease("hub-a", NOW, 5)
-    assert registry.claim_schedule_lease("hub-a", NOW + 3, 5) == token
-    assert peer.claim_schedule_lease("hub-b", NOW + 7, 5) is None
-    assert registry.claim_schedule_lease("hub-a", NOW + 20, 5) == token
+    token = registry.claim_schedule_lease("hub-a", NOW, 5).token
+    assert registry.claim_schedule_lease("hub-a", NOW + 3, 5).token == token
+    assert peer.claim_schedule_lease("hub-b", NOW + 7, 5).token is None
+    assert registry.claim_schedule_lease("hub-a", NOW + 20, 5).token == token
 
 
 def test_an_expired_schedule_lease_goes_to_the_next_holder_with_a_higher_token(
     registry: Registry, peer: Registry
 ) -> None:
-    first = registry.claim_schedule_lease("hub-a", NOW, 5)
-    taken = peer.claim_schedule_lease("hub-b", NOW + 5, 5)
+    first = registry.claim_schedule_lease("hub-a", NOW, 5).token
+    taken = peer.claim_schedule_lease("hub-b", NOW + 5, 5).token
     assert first is not None and taken is not None and taken > first
-    assert registry.claim_schedule_lease("hub-a", NOW + 6, 5) is None
-    again = registry.claim_schedule_lease("hub-a", NOW + 10, 5)
+    assert registry.claim_schedule_lease("hub-a", NOW + 6, 5).token is None
+    again = registry.claim_schedule_lease("hub-a", NOW + 10, 5).token
     assert again is not None and again > taken
 
 
 def test_a_released_schedule_lease_is_taken_at_once_and_a_stale_release_changes_nothing(
     registry: Registry, peer: Registry
 ) -> None:
-    first = registry.claim_schedule_lease("hub-a", NOW, 60)
+    first = registry.claim_schedule_lease("hub-a", NOW, 60).token
     peer.release_schedule_lease("hub-b")
-    assert peer.claim_schedule_lease("hub-b", NOW + 1, 60) is None
+    assert peer.claim_schedule_lease("hub-b", NOW + 1, 60).token is None
     registry.release_schedule_lease("hub-a")
-    taken = peer.claim_schedule_lease("hub-b", NOW + 1, 60)
+    taken = peer.claim_schedule_lease("hub-b", NOW + 1, 60).token
     assert first is not None and taken is not None and taken > first
     registry.release_schedule_lease("hub-a")
-    assert peer.claim_schedule_lease("hub-b", NOW + 2, 60) == taken
-    assert registry.claim_schedule_lease("hub-a", NOW + 2, 60) is None
+    assert peer.claim_schedule_lease("hub-b", NOW + 2, 60).token == taken
+    assert registry.claim_schedule_lease("hub-a", NOW + 2, 60).token is None
 
 
 def test_a_schedule_lease_ending_beyond_any_correct_holders_expiry_is_taken_over(
     registry: Registry, peer: Registry
 ) -> None:
     years = 5 * 365 * 86400
-    forged = registry.claim_schedule_lease("hub-ahead", NOW + years, 5)
+    forged = registry.claim_schedule_lease("hub-ahead", NOW + years, 5).token
     assert forged is not None
-    taken = peer.claim_schedule_lease("hub-b", NOW, 5)
+    taken = peer.claim_schedule_lease("hub-b", NOW, 5).token
     assert taken is not None and taken > forged
     assert peer.schedule_lease() == ScheduleLeaseHolder("hub-b", taken, NOW + 5)
-    assert registry.claim_schedule_lease("hub-ahead", NOW + 1, 5) is None
+    assert registry.claim_schedule_lease("hub-ahead", NOW + 1, 5).token is None
 
 
 def test_a_schedule_lease_within_the_skew_limit_of_a_claimants_clock_is_honoured(
     registry: Registry, peer: Registry
 ) -> None:
-    held = registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S, 5)
+    held = registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S, 5).token
     assert held is not None
-    assert peer.claim_schedule_lease("hub-b", NOW, 5) is None
+    assert peer.claim_schedule_lease("hub-b", NOW, 5).token is None
     assert peer.schedule_lease() == ScheduleLeaseHolder("hub-a", held, NOW + LEASE_SKEW_LIMIT_S + 5)
-    assert registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S + 1, 5) == held
+    assert registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S + 1, 5).token == held
 
 
 def test_no_schedule_lease_is_read_before_any_hub_claimed_it(registry: Registry) -> None:
     assert registry.schedule_lease() is None
-    token = registry.claim_schedule_lease("hub-a", NOW, 5)
+    token = registry.claim_schedule_lease("hub-a", NOW, 5).token
     registry.release_schedule_lease("hub-a")
     assert registry.schedule_lease() == ScheduleLeaseHolder("", token or 0, 0)
 
@@ -1396,12 +1413,12 @@ def test_a_schedule_lease_claim_needs_a_holder_and_a_positive_ttl(registry: Regi
         registry.claim_schedule_lease("", NOW, 5)
     with pytest.raises(ValueError, match="positive"):
         registry.claim_schedule_lease("hub-a", NOW, 0)
-    assert registry.claim_schedule_lease("hub-b", NOW, 5) is not None
+    assert registry.claim_schedule_lease("hub-b", NOW, 5).token is not None
 
 
 def test_the_schedule_lease_is_held_across_reopening_the_registry(backend: Backend) -> None:
     with backend.open() as registry:
-        token = registry.claim_schedule_lease("hub-a", NOW, 30)
+        token = registry.claim_schedule_lease("hub-a", NOW, 30).token
     with backend.open() as registry:
-        assert registry.claim_schedule_lease("hub-b", NOW + 1, 30) is None
-        assert registry.claim_schedule_lease("hub-a", NOW + 1, 30) == token
+        assert registry.claim_schedule_lease("hub-b", NOW + 1, 30).token is None
+        assert registry.claim_schedule_lease("hub-a", NOW + 1, 30).token == token

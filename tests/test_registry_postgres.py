@@ -20,7 +20,7 @@ from hub.core.ingest import ingest_batch
 from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.records import Accepted, DeviceRecord
+from hub.registry.records import Accepted, DeviceRecord, ScheduleLeaseClaim
 from hub.registry.schema import SCHEMA_VERSION
 from tests.factory import NOW
 from tests.lineage_sim import DeviceLogSim
@@ -229,7 +229,7 @@ def test_a_registry_of_schema_1_opens_upgraded_with_its_rows_and_the_schedule_le
         db.execute("INSERT INTO console_tokens VALUES ('ops', 'admin', '\\x00', 1)")
     with open_registry(postgres_url) as registry:
         assert [t.name for t in registry.console_tokens()] == ["ops"]
-        assert registry.claim_schedule_lease("hub-a", NOW, 5) is not None
+        assert registry.claim_schedule_lease("hub-a", NOW, 5).token is not None
     with psycopg.connect(postgres_url) as db:
         row = db.execute("SELECT value FROM registry_meta WHERE key = 'schema_version'").fetchone()
     assert row == (SCHEMA_VERSION,) == (2,)
@@ -245,8 +245,9 @@ def test_of_two_hubs_claiming_the_free_schedule_lease_at_once_one_gets_it(
             functools.partial(first.claim_schedule_lease, "hub-a", now, 50),
             functools.partial(second.claim_schedule_lease, "hub-b", now, 50),
         )
-        assert sum(isinstance(r, int) for r in results) == 1, results
-        assert sum(r is None for r in results) == 1, results
+        tokens = [r.token if isinstance(r, ScheduleLeaseClaim) else r for r in results]
+        assert sum(isinstance(t, int) for t in tokens) == 1, results
+        assert sum(t is None for t in tokens) == 1, results
 
 
 def test_two_hubs_writing_for_one_device_at_once_both_commit_its_dashboard_row(

@@ -174,7 +174,7 @@ def test_a_registry_of_schema_1_opens_upgraded_with_its_rows_and_the_schedule_le
     db.close()
     with SqliteRegistry.open(path) as registry:
         assert [d.device_id for d in registry.devices()] == ["gw-001"]
-        assert registry.claim_schedule_lease("hub-a", NOW, 5) is not None
+        assert registry.claim_schedule_lease("hub-a", NOW, 5).token is not None
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()

@@ -51,6 +51,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    ScheduleLeaseClaim,
     ScheduleLeaseHolder,
     StatusSpan,
     StoredCheckpoint,
@@ -659,12 +660,13 @@ class Registry(Protocol):
 
     # The schedule lease (docs/scale.md, "One scheduler at a time").
 
-    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> ScheduleLeaseClaim:
         """Take or renew the schedule lease for ``holder`` until ``now + ttl_s``: when it is
         free, expired (its expiry at or before ``now``), ``holder``'s already, or ending
         further ahead than a correct holder writes (after ``now + ttl_s +``
-        :data:`hub.registry.lease_sql.LEASE_SKEW_LIMIT_S`). Return the
-        fencing token then, ``None`` (nothing changed) while another holder's lease runs.
+        :data:`hub.registry.lease_sql.LEASE_SKEW_LIMIT_S`). Return the fencing token then,
+        ``None`` (nothing changed) while another holder's lease runs; with the lease as it
+        was just before the claim, from the claim itself (no read of its own).
 
         The fencing token is the same for as long as one holder keeps the lease (renewals,
         even one after its expiry that nobody took) and above every earlier token whenever

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from hub.registry.schema import SCHEDULE_LEASE
 
-__all__ = ["CLAIM", "HOLDER", "LEASE_SKEW_LIMIT_S", "RELEASE", "check_claim"]
+__all__ = ["CLAIM", "CLAIM_NAMING_HOLDER", "HOLDER", "LEASE_SKEW_LIMIT_S", "RELEASE", "check_claim"]
 
 LEASE_SKEW_LIMIT_S = 60
 """How far beyond a claimant's own ``now + ttl`` a lease may end and still be honoured: a
@@ -41,6 +41,16 @@ expiry plus :data:`LEASE_SKEW_LIMIT_S`). Returns the token, or no row when refus
 
 HOLDER = f"SELECT holder, token, expires_at FROM schedule_lease WHERE name = '{SCHEDULE_LEASE}'"
 """The lease as committed: its holder (empty when released), token and expiry."""
+
+CLAIM_NAMING_HOLDER = (
+    f"WITH held AS ({HOLDER}), claimed AS ({CLAIM}) "
+    "SELECT (SELECT token FROM claimed), held.holder, held.token, held.expires_at "
+    "FROM (SELECT 1) AS one LEFT JOIN held ON TRUE"
+)
+"""PostgreSQL: :data:`CLAIM` (the same parameters) returning one row: the token (``NULL``
+when refused) and the lease as it was before the claim (``NULL`` columns before any claim),
+read in the claim's own snapshot. (SQLite has no writing ``WITH``: it reads :data:`HOLDER`
+in the claim's transaction, under the write lock.)"""
 
 RELEASE = (
     "UPDATE schedule_lease SET holder = '', expires_at = 0 "

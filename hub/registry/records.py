@@ -39,6 +39,7 @@ __all__ = [
     "RejectionCount",
     "RejectionTotal",
     "RolloutCount",
+    "ScheduleLeaseClaim",
     "ScheduleLeaseHolder",
     "StatusSpan",
     "StoredCheckpoint",
@@ -390,3 +391,13 @@ class ScheduleLeaseHolder:
     holder: str
     token: int
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleLeaseClaim:
+    """What one claim of the schedule lease did: the fencing token it got (``None``: another
+    holder's lease runs, nothing changed) and the lease as it was just before (``None``
+    before any hub claimed it), to say who leads or whose lease was taken."""
+
+    token: int | None
+    before: ScheduleLeaseHolder | None

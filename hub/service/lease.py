@@ -94,17 +94,16 @@ class ScheduleLease:
     def claim(self, now: int) -> int | None:
         """Claim (or renew) the lease at ``now``: the fencing token if this hub leads."""
         try:
-            # Read while standing by only: to say who leads, and whose lease was taken.
-            before = None if self.leading else self._registry.schedule_lease()
-            token = self._registry.claim_schedule_lease(self.holder, now, self.timing.ttl_s)
+            claim = self._registry.claim_schedule_lease(self.holder, now, self.timing.ttl_s)
         except RegistryError as exc:
             self._lost(exc)
             return None
         self._reached()
+        token = claim.token
         if token is None:
-            self._follow(before)
+            self._follow(claim.before)
         elif token != self.token:
-            self._took_over(before, now)
+            self._took_over(claim.before, now)
             self._lead(token)
         self._claimed = True
         self.token = token

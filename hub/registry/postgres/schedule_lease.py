@@ -3,33 +3,44 @@
 
 from __future__ import annotations
 
-from hub.registry.lease_sql import CLAIM, HOLDER, RELEASE, check_claim
+from collections.abc import Sequence
+
+from hub.registry.interface import RegistryError
+from hub.registry.lease_sql import CLAIM_NAMING_HOLDER, HOLDER, RELEASE, check_claim
 from hub.registry.postgres.transactions import PostgresTransactions
-from hub.registry.records import ScheduleLeaseHolder
+from hub.registry.records import ScheduleLeaseClaim, ScheduleLeaseHolder
 from hub.registry.rows import as_int, as_text
 
 __all__ = ["ScheduleLeaseTables"]
 
-_CLAIM = CLAIM.format(p="%s")
+_CLAIM = CLAIM_NAMING_HOLDER.format(p="%s")
 _RELEASE = RELEASE.format(p="%s")
 
 
 class ScheduleLeaseTables(PostgresTransactions):
     """The schedule lease operations of :class:`hub.registry.interface.Registry`."""
 
-    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
+    def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> ScheduleLeaseClaim:
         params = check_claim(holder, now, ttl_s)
         with self._write("claim the schedule lease") as db:
             row = db.execute(_CLAIM, params).fetchone()
-        return None if row is None else as_int(row[0])
+        if row is None:
+            raise RegistryError("the schedule lease claim returned no row")
+        token, *held = row
+        before = None if held[0] is None else _holder(held)
+        return ScheduleLeaseClaim(None if token is None else as_int(token), before)
 
     def schedule_lease(self) -> ScheduleLeaseHolder | None:
         rows = self._read(HOLDER)
         if not rows:
             return None
-        holder, token, expires_at = rows[0]
-        return ScheduleLeaseHolder(as_text(holder), as_int(token), as_int(expires_at))
+        return _holder(rows[0])
 
     def release_schedule_lease(self, holder: str) -> None:
         with self._write("release the schedule lease") as db:
             db.execute(_RELEASE, (holder,))
+
+
+def _holder(row: Sequence[object]) -> ScheduleLeaseHolder:
+    holder, token, expires_at = row
+    return ScheduleLeaseHolder(as_text(holder), as_int(token), as_int(expires_at))
