@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
+import psycopg
 import pytest
 
 from edge_agent.protocol import topics
@@ -32,9 +34,11 @@ from hub.registry import (
     Registry,
     RegistryError,
     ScheduleLeaseClaim,
+    ScheduleLeaseExhausted,
     ScheduleLeaseHolder,
 )
 from hub.registry.backends import open_registry
+from hub.registry.lease_sql import MAX_TOKEN
 from hub.service import schedule as schedule_module
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import Subscriptions
@@ -423,3 +427,62 @@ def test_a_lease_a_clock_far_ahead_wrote_is_taken_over_with_a_warning_naming_its
         "hub-ahead" in warning
         and time.strftime("%Y", time.gmtime(now + 10 * 365 * 86400)) in warning
     )
+
+
+def _tamper(location: Path | str, sql: str) -> None:
+    """Change the schedule lease row behind every hub's back."""
+    if isinstance(location, Path):
+        with contextlib.closing(sqlite3.connect(location)) as db, db:
+            db.execute(sql)
+    else:
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute(sql)
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["expired", "released"])
+def test_a_lease_row_at_the_largest_token_is_refused_by_name_and_the_hub_does_not_schedule(
+    setup: HubSetup,
+    location: Path | str,
+    released: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = int(wall())
+    holder = "" if released else "hub-x"
+    with open_registry(location) as registry:
+        assert registry.claim_schedule_lease("hub-x", now - 100, 5).token == 1
+        _tamper(
+            location,
+            f"UPDATE schedule_lease SET token = {MAX_TOKEN}, holder = '{holder}', "
+            f"expires_at = {0 if released else now - 50}",
+        )
+        with pytest.raises(ScheduleLeaseExhausted, match="table schedule_lease, name 'schedule'"):
+            registry.claim_schedule_lease("hub-b", now, 5)
+        assert registry.schedule_lease() == ScheduleLeaseHolder(
+            holder, MAX_TOKEN, 0 if released else now - 50
+        )
+        lines: list[str] = []
+        lease = ScheduleLease(registry, "hub-b", lease_timing(10), lines.append)
+        with caplog.at_level("DEBUG", logger="hub.service.lease"):
+            assert lease.claim(now) is None and lease.claim(now + 1) is None
+        assert not lease.leading
+        assert lines == [
+            "schedule lease row unusable (fencing token at its largest): not scheduling; "
+            "stop every hub on this registry and reset the row (see the log)"
+        ]
+        (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert f"holds fencing token {MAX_TOKEN}" in error and "DELETE FROM schedule_lease" in error
+        assert "unreachable" not in " ".join(r.getMessage() for r in caplog.records)
+        _tamper(location, "DELETE FROM schedule_lease WHERE name = 'schedule'")
+        assert lease.claim(now + 2) == 1
+        assert lines[-1] == "leads the schedule (fencing token 1): publishes freshness"
+
+
+def test_the_holder_of_a_lease_at_the_largest_token_keeps_renewing_it(
+    location: Path | str,
+) -> None:
+    now = int(wall())
+    with open_registry(location) as registry:
+        assert registry.claim_schedule_lease("hub-x", now, 5).token == 1
+        _tamper(location, f"UPDATE schedule_lease SET token = {MAX_TOKEN}")
+        assert registry.claim_schedule_lease("hub-x", now + 1, 5).token == MAX_TOKEN
+        assert registry.claim_schedule_lease("hub-b", now + 2, 5).token is None

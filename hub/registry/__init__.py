@@ -18,6 +18,7 @@ from hub.registry.interface import (
     UNREGISTERED,
     Registry,
     RegistryError,
+    ScheduleLeaseExhausted,
 )
 from hub.registry.records import (
     AttestationRecord,
@@ -70,6 +71,7 @@ __all__ = [
     "RejectionTotal",
     "RolloutCount",
     "ScheduleLeaseClaim",
+    "ScheduleLeaseExhausted",
     "ScheduleLeaseHolder",
     "StatusSpan",
     "StoredCheckpoint",

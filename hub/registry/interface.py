@@ -103,6 +103,14 @@ class RegistryError(StateError):
     code = "registry_error"
 
 
+class ScheduleLeaseExhausted(RegistryError):
+    """The schedule lease row holds the largest fencing token there is
+    (:data:`hub.registry.lease_sql.MAX_TOKEN`): no hub can take the lease over (the token
+    cannot go up), so none schedules until the row is reset. Only tampering writes it."""
+
+    code = "schedule_lease_exhausted"
+
+
 class Registry(Protocol):
     """An open hub registry. Use as a context manager, or call :meth:`close`.
 
@@ -676,6 +684,8 @@ class Registry(Protocol):
 
         Raises:
             ValueError: ``holder`` is empty or ``ttl_s`` is not positive.
+            ScheduleLeaseExhausted: the lease would have been taken over but its token is
+                the largest there is (a tampered row); nothing changed.
             RegistryError: the write failed; nothing changed.
         """
         ...

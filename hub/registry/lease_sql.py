@@ -14,9 +14,20 @@ and a release keeps it, so it only ever grows.
 
 from __future__ import annotations
 
+from hub.registry.interface import ScheduleLeaseExhausted
+from hub.registry.records import ScheduleLeaseHolder
 from hub.registry.schema import SCHEDULE_LEASE
 
-__all__ = ["CLAIM", "CLAIM_NAMING_HOLDER", "HOLDER", "LEASE_SKEW_LIMIT_S", "RELEASE", "check_claim"]
+__all__ = [
+    "CLAIM",
+    "CLAIM_NAMING_HOLDER",
+    "HOLDER",
+    "LEASE_SKEW_LIMIT_S",
+    "MAX_TOKEN",
+    "RELEASE",
+    "check_claim",
+    "refuse_exhausted",
+]
 
 LEASE_SKEW_LIMIT_S = 60
 """How far beyond a claimant's own ``now + ttl`` a lease may end and still be honoured: a
@@ -25,6 +36,10 @@ far ahead of the claimant's, or by no hub; it is taken over like an expired one.
 clocks differ by more than this may take the lease from each other (fencing still lets one
 publish at a time): keep them in step (NTP)."""
 
+MAX_TOKEN = 2**63 - 1
+"""The largest fencing token (PostgreSQL's ``BIGINT``, SQLite's ``INTEGER``). Tokens go up
+by one per change of holder, so no hub reaches it; a row holding it was tampered with."""
+
 CLAIM = (
     "INSERT INTO schedule_lease AS lease (name, holder, token, expires_at) "
     f"VALUES ('{SCHEDULE_LEASE}', {{p}}, 1, {{p}}) "
@@ -32,12 +47,14 @@ CLAIM = (
     "token = CASE WHEN lease.holder = excluded.holder THEN lease.token "
     "ELSE lease.token + 1 END, "
     "holder = excluded.holder, expires_at = excluded.expires_at "
-    "WHERE lease.holder = excluded.holder OR lease.expires_at <= {p} "
-    "OR lease.expires_at > {p} "
+    "WHERE lease.holder = excluded.holder OR ((lease.expires_at <= {p} "
+    f"OR lease.expires_at > {{p}}) AND lease.token < {MAX_TOKEN}) "
     "RETURNING token"
 )
 """Parameters: holder, its new expiry, now, and the latest expiry honoured (the new
-expiry plus :data:`LEASE_SKEW_LIMIT_S`). Returns the token, or no row when refused."""
+expiry plus :data:`LEASE_SKEW_LIMIT_S`). Returns the token, or no row when refused (a
+lease at :data:`MAX_TOKEN` is renewed by its holder but never taken over: the token would
+overflow, an error in PostgreSQL and a float in SQLite)."""
 
 HOLDER = f"SELECT holder, token, expires_at FROM schedule_lease WHERE name = '{SCHEDULE_LEASE}'"
 """The lease as committed: its holder (empty when released), token and expiry."""
@@ -71,3 +88,26 @@ def check_claim(holder: str, now: int, ttl_s: int) -> tuple[str, int, int, int]:
     if ttl_s <= 0:
         raise ValueError("a schedule lease must last a positive time")
     return (holder, now + ttl_s, now, now + ttl_s + LEASE_SKEW_LIMIT_S)
+
+
+def refuse_exhausted(before: ScheduleLeaseHolder | None, holder: str, now: int, ttl_s: int) -> None:
+    """After a refused claim of ``holder`` at ``now`` for ``ttl_s``: refuse, naming the row
+    and the remedy, a lease ``before`` that the claim would have taken over but for its
+    token at :data:`MAX_TOKEN` (without this, no hub would ever schedule again, and none
+    would say why).
+
+    Raises:
+        ScheduleLeaseExhausted: that is why the claim was refused.
+    """
+    if before is None or before.token < MAX_TOKEN or before.holder == holder:
+        return
+    if now < before.expires_at <= now + ttl_s + LEASE_SKEW_LIMIT_S:
+        return
+    held = f"held by {before.holder}" if before.holder else "released"
+    raise ScheduleLeaseExhausted(
+        f"the schedule lease row (table schedule_lease, name '{SCHEDULE_LEASE}', {held}) "
+        f"holds fencing token {before.token}, the largest there is: no hub can take the "
+        "lease over, so none schedules (only a tampered row holds it). Stop every hub "
+        "serving this registry, then reset the row: DELETE FROM schedule_lease WHERE name "
+        f"= '{SCHEDULE_LEASE}' (the next claim starts again at token 1)"
+    )

@@ -11,6 +11,11 @@ ending further ahead than any correct holder writes (a hub whose clock ran ahead
 row: :data:`hub.registry.lease_sql.LEASE_SKEW_LIMIT_S`) is taken over at once, with a
 warning naming its holder and expiry; a standby names the holder and when its lease ends.
 
+A lease row whose fencing token is the largest there is (only tampering writes it:
+:data:`hub.registry.lease_sql.MAX_TOKEN`) cannot be taken over: every hub but its holder
+stops scheduling and says once, as an error naming the row and how to reset it, that the
+row is unusable (never that the registry is unreachable).
+
 A hub that cannot reach the registry cannot prove it leads, so it stops scheduling until it
 can again (agents keep their last freshness until their ``max_offline``), and says so once
 per outage. Every gain and loss of the lease is logged and said on the status lines.
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.support.cli import utc_text
-from hub.registry import Registry, RegistryError, ScheduleLeaseHolder
+from hub.registry import Registry, RegistryError, ScheduleLeaseExhausted, ScheduleLeaseHolder
 from hub.registry.lease_sql import LEASE_SKEW_LIMIT_S
 
 __all__ = ["MIN_LEASE_TTL_S", "LeaseTiming", "ScheduleLease", "lease_timing"]
@@ -85,6 +90,7 @@ class ScheduleLease:
         self.token: int | None = None
         """The fencing token while this hub leads, ``None`` while it does not."""
         self._unreachable = False
+        self._exhausted = False
         self._claimed = False
 
     @property
@@ -95,6 +101,9 @@ class ScheduleLease:
         """Claim (or renew) the lease at ``now``: the fencing token if this hub leads."""
         try:
             claim = self._registry.claim_schedule_lease(self.holder, now, self.timing.ttl_s)
+        except ScheduleLeaseExhausted as exc:
+            self._unusable(exc)
+            return None
         except RegistryError as exc:
             self._lost(exc)
             return None
@@ -210,7 +219,23 @@ class ScheduleLease:
             "until max_offline)"
         )
 
+    def _unusable(self, exc: ScheduleLeaseExhausted) -> None:
+        """Stop scheduling while the lease row cannot be taken over (fail closed: no hub
+        leads), saying why and what to do once, then at every claim in the debug log."""
+        self.token = None
+        self._claimed = True
+        if self._exhausted:
+            logger.debug("schedule lease not claimed: %s", exc)
+            return
+        self._exhausted = True
+        logger.error("this hub does not schedule: %s", exc)
+        self._status(
+            "schedule lease row unusable (fencing token at its largest): not scheduling; "
+            "stop every hub on this registry and reset the row (see the log)"
+        )
+
     def _reached(self) -> None:
+        self._exhausted = False
         if self._unreachable:
             self._unreachable = False
             logger.warning("the registry is reachable again: claiming the schedule lease")

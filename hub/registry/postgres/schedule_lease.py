@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hub.registry.interface import RegistryError
-from hub.registry.lease_sql import CLAIM_NAMING_HOLDER, HOLDER, RELEASE, check_claim
+from hub.registry.lease_sql import (
+    CLAIM_NAMING_HOLDER,
+    HOLDER,
+    RELEASE,
+    check_claim,
+    refuse_exhausted,
+)
 from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.records import ScheduleLeaseClaim, ScheduleLeaseHolder
 from hub.registry.rows import as_int, as_text
@@ -28,7 +34,10 @@ class ScheduleLeaseTables(PostgresTransactions):
             raise RegistryError("the schedule lease claim returned no row")
         token, *held = row
         before = None if held[0] is None else _holder(held)
-        return ScheduleLeaseClaim(None if token is None else as_int(token), before)
+        if token is None:
+            refuse_exhausted(before, holder, now, ttl_s)
+            return ScheduleLeaseClaim(None, before)
+        return ScheduleLeaseClaim(as_int(token), before)
 
     def schedule_lease(self) -> ScheduleLeaseHolder | None:
         rows = self._read(HOLDER)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hub.registry.lease_sql import CLAIM, HOLDER, RELEASE, check_claim
+from hub.registry.lease_sql import CLAIM, HOLDER, RELEASE, check_claim, refuse_exhausted
 from hub.registry.records import ScheduleLeaseClaim, ScheduleLeaseHolder
 from hub.registry.rows import as_int, as_text
 from hub.registry.sqlite.transactions import SqliteTransactions
@@ -27,7 +27,10 @@ class ScheduleLeaseTables(SqliteTransactions):
             held = db.execute(HOLDER).fetchone()
             row = db.execute(_CLAIM, params).fetchone()
         before = None if held is None else _holder(held)
-        return ScheduleLeaseClaim(None if row is None else as_int(row[0]), before)
+        if row is None:
+            refuse_exhausted(before, holder, now, ttl_s)
+            return ScheduleLeaseClaim(None, before)
+        return ScheduleLeaseClaim(as_int(row[0]), before)
 
     def schedule_lease(self) -> ScheduleLeaseHolder | None:
         rows = self._read(HOLDER)
