@@ -44,13 +44,13 @@ def fill_registry(registry: Registry) -> dict[str, DeviceLogSim]:
         )
         logs[device] = sim
     registry.record_bundle(
-        bundle=PublishedBundle("eu-1", "all", 3, b"\x03" * 32, b"bundle 3", NOW + 9, 60, NOW),
+        bundle=PublishedBundle("eu-1", "all/_", 3, b"\x03" * 32, b"bundle 3", NOW + 9, 60, NOW),
         issued_at=NOW,
         target={},
-        channels=["all", "device/gw-001"],
+        channels=["all/_", "device/gw-001"],
     )
     registry.record_revocation(IssuedRevocation("eu-1", 1, "bundle_version", "2", "bad", b"r", NOW))
-    registry.record_freshness([IssuedFreshness("eu-1", "all", b"token", NOW, NOW + 60, 1)])
+    registry.record_freshness([IssuedFreshness("eu-1", "all/_", b"token", NOW, NOW + 60, 1)])
     registry.record_directory(IssuedDirectory("eu-1", 1, b"\x01" * 32, b"signed", NOW, NOW + 60))
     registry.record_fork(ForkEvidence("gw-002", "fork", None, "note", b"batch"), NOW)
     registry.record_challenge(Challenge("gw-001", b"n" * 16, NOW, NOW + 60))

@@ -152,3 +152,8 @@ def _print_check(check: RegistryCheck) -> None:
         print(f"  FAIL {failure.device} (size {failure.size}): {failure.problem}")
     if check.failed > len(check.failures):
         print(f"  ... and {check.failed - len(check.failures)} more")
+    for channel in check.channels:
+        print(
+            f"UNPUBLISHABLE channels row: region {channel.region!r}, channel "
+            f"{channel.channel!r}: {channel.problem} (the schedule skips it)"
+        )

@@ -5,8 +5,9 @@ them with another registry's, after a copy), and checks device logs the way the 
 witness role needs them (:func:`hub.registry.stored_logs.check_stored_log`): every device's
 stored entries rebuild the hash chain and reach each stored checkpoint root, the log
 state's root and the root of the stored tree nodes. ``sample`` checks that many devices,
-drawn at random each run, instead of all (a spot check of a large registry). It only
-reads.
+drawn at random each run, instead of all (a spot check of a large registry). It also lists
+every ``channels`` row the schedule cannot publish and skips
+(:func:`hub.registry.channel_rows.channel_row_problem`). It only reads.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.merkle import root_at
+from hub.registry.channel_rows import channel_row_problem
 from hub.registry.interface import Registry, RegistryError
 from hub.registry.schema import SCHEMA_VERSION, Table
 from hub.registry.stored_logs import LogCheck, check_stored_log
-from hub.registry.tables import TableStore, registry_tables
+from hub.registry.tables import TableStore, key_of, registry_tables
 
 __all__ = [
     "DEVICE_PAGE_ROWS",
     "MAX_LISTED_FAILURES",
+    "ChannelRowProblem",
     "RegistryCheck",
     "TableCount",
     "check_registry",
@@ -51,10 +54,21 @@ class TableCount:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelRowProblem:
+    """A ``channels`` row the schedule skips: its region and channel (as stored, quoted
+    when not text) and what is wrong."""
+
+    region: str
+    channel: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryCheck:
     """What a check found: the registry, its schema version, each table's count, how many
     device logs it holds and checked, and the failing ones (at most
-    :data:`MAX_LISTED_FAILURES` listed, ``failed`` counts them all)."""
+    :data:`MAX_LISTED_FAILURES` listed, ``failed`` counts them all), and the ``channels``
+    rows no hub can publish (at most :data:`MAX_LISTED_FAILURES`)."""
 
     where: str
     schema_version: int
@@ -63,11 +77,15 @@ class RegistryCheck:
     checked: int
     failed: int
     failures: tuple[LogCheck, ...]
+    channels: tuple[ChannelRowProblem, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Every checked log verifies and every compared count matches."""
-        return self.failed == 0 and all(count.matches for count in self.tables)
+        """Every checked log verifies, every compared count matches and every channels
+        row can be published."""
+        return (
+            self.failed == 0 and not self.channels and all(count.matches for count in self.tables)
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -88,6 +106,10 @@ class RegistryCheck:
                     for f in self.failures
                 ],
             },
+            "unpublishable_channels": [
+                {"region": c.region, "channel": c.channel, "problem": c.problem}
+                for c in self.channels
+            ],
         }
 
 
@@ -134,7 +156,28 @@ def check_registry(
         len(chosen),
         len(failures),
         tuple(failures[:MAX_LISTED_FAILURES]),
+        _unpublishable_channels(store),
     )
+
+
+def _unpublishable_channels(store: TableStore) -> tuple[ChannelRowProblem, ...]:
+    """The ``channels`` rows the schedule skips, in key order (the first
+    :data:`MAX_LISTED_FAILURES`)."""
+    table = _table("channels")
+    found: list[ChannelRowProblem] = []
+    after: tuple[object, ...] | None = None
+    while len(found) < MAX_LISTED_FAILURES and (page := store.page(table, after, DEVICE_PAGE_ROWS)):
+        for row in page:
+            region, channel = row[0], row[1]
+            problem = channel_row_problem(region, channel)
+            if problem is not None:
+                found.append(ChannelRowProblem(_text(region), _text(channel), problem))
+        after = key_of(table, page[-1])
+    return tuple(found[:MAX_LISTED_FAILURES])
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else repr(value)
 
 
 def _log_devices(store: TableStore) -> list[str]:

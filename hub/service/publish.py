@@ -25,7 +25,8 @@ from hub.core.publications import (
     revocation_publications,
     root_publications,
 )
-from hub.registry import IssuedFreshness, Registry, RegistryError
+from hub.registry import IssuedFreshness, PublishedBundle, Registry, RegistryError
+from hub.registry.channel_rows import channel_row_problem
 
 __all__ = [
     "DIRECTORY_ATTEMPTS",
@@ -33,6 +34,7 @@ __all__ = [
     "issue_directories",
     "issue_freshness",
     "publish_once",
+    "publishable_bundles",
     "retained_snapshot",
 ]
 
@@ -41,6 +43,42 @@ logger = logging.getLogger(__name__)
 DIRECTORY_ATTEMPTS = 3
 """Times one region's directory is planned again after another process recorded a version
 first (each attempt re-reads what it recorded)."""
+
+_reported: set[tuple[str, str, str]] = set()
+"""The unpublishable ``channels`` rows already logged as warnings by this process (then
+at debug level: the schedule reads them every round)."""
+
+
+def publishable_bundles(registry: Registry, region: str | None = None) -> list[PublishedBundle]:
+    """The current bundles (of ``region``; every region for ``None``) whose ``channels``
+    row can be published. Each other row is logged, naming its region, channel and what is
+    wrong, and skipped: its devices get neither its bundle nor a freshness token from it
+    (fail closed: without fresh tokens they deny once ``max_offline`` runs out) until the
+    row is fixed, and every other channel is published as before. ``edge-hub registry
+    check`` reports it too.
+
+    Raises:
+        RegistryError: the registry cannot be read.
+    """
+    bundles = []
+    for bundle in registry.current_bundles(region):
+        problem = channel_row_problem(bundle.region, bundle.channel)
+        if problem is None:
+            bundles.append(bundle)
+            continue
+        seen = (bundle.region, bundle.channel, problem)
+        logger.log(
+            logging.DEBUG if seen in _reported else logging.WARNING,
+            "channels row of region %r, channel %r (bundle version %d) skipped: %s; its "
+            "devices get no bundle or freshness token from it until the row is fixed "
+            "('edge-hub registry check' lists it)",
+            bundle.region,
+            bundle.channel,
+            bundle.version,
+            problem,
+        )
+        _reported.add(seen)
+    return bundles
 
 
 def issue_freshness(
@@ -70,7 +108,7 @@ def issue_freshness(
     wanted = None if channels is None else set(channels)
     epochs: dict[str, int] = {}
     publications, records = [], []
-    for bundle in registry.current_bundles(region):
+    for bundle in publishable_bundles(registry, region):
         if wanted is not None and bundle.channel not in wanted:
             continue
         if bundle.region not in epochs:
@@ -142,7 +180,7 @@ def retained_snapshot(registry: Registry, *, roots: Sequence[TrustRoot]) -> list
         RegistryError: the registry cannot be read.
     """
     publications = root_publications(roots, registry.regions())
-    publications += bundle_publications(registry.current_bundles())
+    publications += bundle_publications(publishable_bundles(registry))
     publications += revocation_publications(registry.current_revocations())
     return publications
 

@@ -38,6 +38,7 @@ from hub.service.publish import (
     ack_snapshot,
     issue_directories,
     issue_freshness,
+    publishable_bundles,
     retained_snapshot,
 )
 from hub.service.retained import STRAY_CLEAR_S
@@ -171,7 +172,7 @@ class Schedule:
             {p.topic for p in snapshot}
             | {
                 topics.freshness_topic(b.region, parse_channel(b.channel))
-                for b in registry.current_bundles()
+                for b in publishable_bundles(registry)
             }
             | {topics.directory_topic(region) for region in registry.regions()}
         )
