@@ -7,8 +7,10 @@ refused with nothing written."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from edge_agent.support.cli import EXIT_REFUSED
+from edge_agent.support.cli import EXIT_REFUSED, EXIT_UNAVAILABLE
 from hub.cli.exits import exit_code
 from hub.cli.parsers import registry as registry_parser
 from hub.cli.parsers.registry import chunk_arg
@@ -29,13 +31,18 @@ from hub.registry.check import check_registry
 from hub.registry.migrate import (
     DERIVED_TABLES,
     MigrationError,
+    SourceInUse,
     migrate_registry,
     plan_copy,
 )
 from hub.registry.records import ForkEvidence
 from hub.registry.schema import SCHEMA_VERSION, Table
 from hub.registry.tables import Row, TableStore, registry_tables
+from hub.service.config import HubConfig
+from hub.service.server import HubService
+from tests.hub_support import make_hub_dir, wait_for
 from tests.lineage_sim import NOW
+from tests.postgres_support import PostgresServer
 from tests.registry_fill import LOG_SIZES, fill_registry
 
 
@@ -52,6 +59,22 @@ def hub_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def source(hub_dir: Path) -> Path:
     return hub_dir / "hub.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def source_location(
+    request: pytest.FixtureRequest, source: Path, postgres_server: PostgresServer
+) -> Iterator[Path | str]:
+    """A registry to copy from, holding a row in every table: the hub's ``hub.db``, or a
+    PostgreSQL database it was copied into."""
+    if request.param == "sqlite":
+        yield source
+        return
+    name = postgres_server.new_database()
+    url = postgres_server.url(name)
+    migrate_registry(source, url)
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -252,6 +275,86 @@ def test_a_hub_whose_serve_runs_is_not_copied(hub_dir: Path, destination: str) -
             cmd_registry_migrate(_migrate_args(hub_dir, destination))
     assert refused.value.code == "hub_running"
     assert "stop every hub" in refused.value.message
+
+
+@pytest.mark.asyncio
+async def test_a_serve_on_another_hub_dir_using_the_registry_refuses_the_copy(
+    hub_dir: Path, destination: str, tmp_path: Path
+) -> None:
+    other = make_hub_dir(tmp_path / "other-host", devices=())
+    registry = str(hub_dir / "hub.db")
+    config = HubConfig(other.path, registry=registry, port=0, client_id="hub-other-host")
+    async with HubService(config) as hub:
+        await hub.wait_ready()
+        await wait_for(lambda: _holder(registry) == "hub-other-host")
+        with pytest.raises(SourceInUse) as refused:
+            await asyncio.to_thread(cmd_registry_migrate, _migrate_args(hub_dir, destination))
+    message = refused.value.message
+    assert exit_code(refused.value) == EXIT_UNAVAILABLE
+    assert "held by hub-other-host until 20" in message
+    assert "stop every hub serving this registry first" in message
+    assert _held_rows(destination) == 0
+
+
+def _holder(location: str) -> str | None:
+    with open_registry(location) as registry:
+        lease = registry.schedule_lease()
+    return None if lease is None else lease.holder
+
+
+def _claim(location: Path | str, holder: str, now: int, ttl_s: int) -> int:
+    with open_registry(location) as registry:
+        token = registry.claim_schedule_lease(holder, now, ttl_s).token
+    assert token is not None
+    return token
+
+
+def test_a_source_whose_lease_is_held_is_refused_on_either_backend(
+    source_location: Path | str, destination: str
+) -> None:
+    _claim(source_location, "hub-elsewhere", int(time.time()), 600)
+    with pytest.raises(SourceInUse) as refused:
+        migrate_registry(source_location, destination)
+    assert "held by hub-elsewhere until " in refused.value.message
+    assert refused.value.code == "registry_in_use"
+    assert _held_rows(destination) == 0
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["expired", "released"])
+def test_a_source_whose_lease_expired_or_was_released_is_copied(
+    source_location: Path | str, destination: str, released: bool
+) -> None:
+    now = int(time.time())
+    _claim(source_location, "hub-gone", now if released else now - 600, 600 if released else 5)
+    if released:
+        with open_registry(source_location) as registry:
+            registry.release_schedule_lease("hub-gone")
+    assert migrate_registry(source_location, destination).check.ok
+
+
+def test_a_lease_claimed_while_the_source_is_copied_refuses_the_copy(
+    monkeypatch: pytest.MonkeyPatch, source_location: Path | str, destination: str
+) -> None:
+    real = migrate_module.copy_tables
+
+    def copy_while_a_hub_starts(*args: object, chunk: int) -> object:
+        copied = real(*args, chunk=chunk)  # type: ignore[arg-type]
+        _claim(source_location, "hub-late", int(time.time()) - 600, 5)
+        return copied
+
+    monkeypatch.setattr(migrate_module, "copy_tables", copy_while_a_hub_starts)
+    with pytest.raises(SourceInUse, match="while it was copied"):
+        migrate_registry(source_location, destination)
+
+
+def _held_rows(location: str) -> int:
+    """Rows of every table at ``location`` (0: an empty database, or one never created)."""
+    if not location.startswith("postgresql://") and not Path(location).exists():
+        return 0
+    with open_tables(location, write=False) as store:
+        if store.schema_version() is None:
+            return 0
+        return sum(store.count(t) for t in registry_tables() if t.name not in DERIVED_TABLES)
 
 
 def test_check_names_the_device_whose_stored_entry_changed_and_exits_non_zero(

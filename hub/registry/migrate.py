@@ -16,10 +16,13 @@ Rules:
   written. A run that finds every row there writes nothing ("already migrated").
 - **Same schema.** A source or destination of another schema version is refused.
 - **A still source.** The source is read in one snapshot, but rows written to it after the
-  copy started are not copied: the hubs using it must be stopped (the command refuses a hub
-  directory whose ``edge-hub serve`` runs). Before reading, the source is opened once as any
-  ``edge-hub`` command opens it, which adds the tables an older registry of this schema
-  version lacks.
+  copy started are not copied: the hubs using it must be stopped. The command refuses a hub
+  directory whose ``edge-hub serve`` runs, and the copy refuses a source whose schedule
+  lease is held and unexpired (:class:`SourceInUse`): every running ``serve`` claims it, so
+  a held lease is a hub serving this registry, from whichever hub directory. The lease is
+  read again after the copy: claimed meanwhile, the copy is refused as incomplete. Before
+  reading, the source is opened once as any ``edge-hub`` command opens it, which adds the
+  tables an older registry of this schema version lacks.
 - **Verified at the destination.** After copying, :func:`hub.registry.check.check_registry`
   compares the destination's row counts with the source's and checks every device log
   there: each one's stored entries rebuild its chain and reach its stored checkpoint roots.
@@ -28,13 +31,17 @@ Rules:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import StateError
+from edge_agent.support.cli import utc_text
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import RegistryCheck, check_registry
+from hub.registry.interface import RegistryError
+from hub.registry.records import ScheduleLeaseHolder
 from hub.registry.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS, Table
 from hub.registry.tables import Row, TableStore, key_of, registry_tables
 
@@ -45,6 +52,7 @@ __all__ = [
     "CopyReport",
     "MigrationError",
     "MigrationReport",
+    "SourceInUse",
     "TablePlan",
     "copy_tables",
     "migrate_registry",
@@ -68,6 +76,14 @@ class MigrationError(StateError):
 
     code = "registry_migration_refused"
     codes = ("registry_differs", "registry_schema", "hub_running")
+
+
+class SourceInUse(RegistryError):
+    """A registry copy refused because a hub serves the source: its schedule lease is held
+    and unexpired (a ``serve`` on any hub directory using it). ``edge-hub`` exits 3
+    (unavailable: the registry is busy until every hub on it stops)."""
+
+    code = "registry_in_use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,25 +247,57 @@ def migrate_registry(
             none), or the destination holds rows the source does not.
         RegistryError: either cannot be opened, read or written.
     """
-    _bring_up_to_date(source)
+    where = _bring_up_to_date(source)
+    lease = _refuse_while_served(source, where, during=False)
     with (
         open_tables(source, write=False) as source_rows,
         open_tables(destination, write=True) as destination_rows,
     ):
         _prepare_destination(destination, destination_rows)
         copied = copy_tables(source_rows, destination_rows, chunk=chunk)
+        if _refuse_while_served(source, where, during=True) != lease:
+            raise SourceInUse(
+                f"a hub claimed the schedule lease of {source_rows.where} while it was "
+                "copied: rows it wrote meanwhile may be missing at the destination; stop "
+                "every hub serving this registry first, then copy it again"
+            )
         with open_registry(destination) as registry:
             check = check_registry(registry, destination_rows, source=source_rows)
     return MigrationReport(source_rows.where, destination_rows.where, copied, check)
 
 
-def _bring_up_to_date(source: Path | str) -> None:
+def _refuse_while_served(
+    source: Path | str, where: str, *, during: bool
+) -> ScheduleLeaseHolder | None:
+    """The schedule lease of the source (at ``where``, for messages), refused while a hub
+    holds it unexpired (by the clock here; ``during``: read again after copying).
+
+    Raises:
+        SourceInUse: a hub serves the source.
+    """
+    with open_registry(source) as registry:
+        lease = registry.schedule_lease()
+    now = int(time.time())
+    if lease is None or not lease.holder or lease.expires_at <= now:
+        return lease
+    when = "started serving it during the copy" if during else "serves it"
+    raise SourceInUse(
+        f"a hub {when}: the schedule lease of {where} is held by {lease.holder} until "
+        f"{utc_text(lease.expires_at, '%Y-%m-%dT%H:%M:%SZ')} (an edge-hub serve on any hub "
+        "directory using this registry); stop every hub serving this registry first"
+        + (", then copy it again" if during else "")
+    )
+
+
+def _bring_up_to_date(source: Path | str) -> str:
     """Refuse a source holding no registry of this schema version (or of one opening
     upgrades); open it once as every ``edge-hub`` command does (upgrading an older registry:
-    the tables it lacks are added, its version raised)."""
+    the tables it lacks are added, its version raised). Return where it is, for messages."""
     with open_tables(source, write=False) as rows:
-        _refuse_other_schema("source", rows.where, rows.schema_version())
+        where = rows.where
+        _refuse_other_schema("source", where, rows.schema_version())
     open_registry(source).close()
+    return where
 
 
 def _prepare_destination(destination: Path | str, rows: TableStore) -> None:
