@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -19,11 +20,12 @@ import psycopg
 import pytest
 
 from edge_agent.support.cli import EXIT_REFUSED, EXIT_UNAVAILABLE
+from edge_agent.support.mqtt import BrokerSettings
 from hub.cli.exits import exit_code
 from hub.cli.parsers import registry as registry_parser
 from hub.cli.parsers.registry import chunk_arg
 from hub.cli.registry_cmd import cmd_registry_check, cmd_registry_migrate
-from hub.hubdir.layout import HubDir
+from hub.hubdir.layout import HubDir, ServeInfo
 from hub.registry import RegistryError
 from hub.registry import migrate as migrate_module
 from hub.registry.backends import open_registry, open_tables
@@ -275,6 +277,18 @@ def test_a_hub_whose_serve_runs_is_not_copied(hub_dir: Path, destination: str) -
             cmd_registry_migrate(_migrate_args(hub_dir, destination))
     assert refused.value.code == "hub_running"
     assert "stop every hub" in refused.value.message
+
+
+def test_a_hub_whose_serve_runs_is_refused_naming_the_registry_it_serves(
+    hub_dir: Path, destination: str
+) -> None:
+    settings = BrokerSettings.from_url("mqtt://127.0.0.1:1883")
+    shown = str((hub_dir / "hub.db").absolute())
+    HubDir(hub_dir).write_serve_info(ServeInfo(settings, os.getpid(), True, False, 60, shown))
+    with pytest.raises(MigrationError) as refused:
+        cmd_registry_migrate(_migrate_args(hub_dir, destination))
+    assert refused.value.code == "hub_running"
+    assert f"an edge-hub serve runs on {hub_dir} (on {shown})" in refused.value.message
 
 
 @pytest.mark.asyncio

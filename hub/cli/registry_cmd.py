@@ -74,10 +74,12 @@ def _migrate(args: argparse.Namespace) -> int:
     lock = hub.path / SERVE_LOCK_FILE
     lock_was_there = lock.exists()
     with hub.serve_file_claim() as claimed:
-        if not claimed or hub.read_serve_info() is not None:
+        info = hub.read_serve_info()
+        if not claimed or info is not None:
+            serving = "" if info is None or info.registry is None else f" (on {info.registry})"
             raise MigrationError(
-                f"an edge-hub serve runs on {hub.path}: stop every hub using its registry "
-                "before copying it (rows written during the copy would be lost)",
+                f"an edge-hub serve runs on {hub.path}{serving}: stop every hub using its "
+                "registry before copying it (rows written during the copy would be lost)",
                 code="hub_running",
             )
         try:
