@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, NodeFetcher
 from hub.registry.interface import MAX_FORK_EVIDENCE, RegistryError
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
-from hub.registry.postgres.transactions import PostgresTransactions, lock
+from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.records import (
     Accepted,
     DeviceLog,
@@ -154,11 +154,13 @@ class DeviceLogTables(PostgresTransactions):
             page = min(page * 4, PAGE_ROWS)
 
     def tree_nodes(self, device: str) -> NodeFetcher:
-        return NodeReader(self._read, device, self.path, node_sql=_NODE_SQL, block_sql=_BLOCK_SQL)
+        return NodeReader(
+            self._read, device, str(self.path), node_sql=_NODE_SQL, block_sql=_BLOCK_SQL
+        )
 
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         log = accepted.log
-        with self._write("store the lineage batch") as db, db.cursor() as cursor:
+        with self._write("store the lineage batch") as cursor:
             # The compare-and-set first: the new state replaces only a state of
             # expected_size, as committed (the row lock makes a concurrent writer wait, then
             # re-check; a first batch inserts, and a concurrent first insert waits for the
@@ -217,7 +219,7 @@ class DeviceLogTables(PostgresTransactions):
 
     def record_fork(self, evidence: ForkEvidence, detected_at: int) -> None:
         with self._write("record fork evidence") as db:
-            lock(db, f"forks {evidence.device}")
+            self._lock(db, f"forks {evidence.device}")
             held = db.execute(
                 "SELECT count(*) FROM forks WHERE device = %s", (evidence.device,)
             ).fetchone()

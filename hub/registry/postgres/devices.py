@@ -13,7 +13,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.interface import MAX_REJECTION_DETAIL, MAX_STATUS_SPANS, STATUS_SPAN_JOIN_S
-from hub.registry.postgres.transactions import PostgresTransactions, lock
+from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.records import (
     AttestationRecord,
     DeviceRecord,
@@ -33,7 +33,7 @@ from hub.registry.rows import (
 
 __all__ = ["DeviceTables", "touch_activity"]
 
-Connection = psycopg.Connection[tuple[object, ...]]
+Connection = psycopg.Cursor[tuple[object, ...]]
 
 _REGISTRATION_TABLES = (
     "status",
@@ -56,7 +56,7 @@ class DeviceTables(PostgresTransactions):
 
     def add_device(self, record: DeviceRecord) -> None:
         with self._write("register the device") as db:
-            lock(db, _REGISTRATIONS)
+            self._lock(db, _REGISTRATIONS)
             if db.execute("SELECT 1 FROM devices WHERE id = %s", (record.device_id,)).fetchone():
                 raise ConfigError(f"device {record.device_id!r} is registered already")
             holder = db.execute(
@@ -83,7 +83,7 @@ class DeviceTables(PostgresTransactions):
 
     def remove_device(self, device_id: str) -> DeviceRecord | None:
         with self._write("remove the device") as db:
-            lock(db, _REGISTRATIONS)
+            self._lock(db, _REGISTRATIONS)
             rows = db.execute("SELECT * FROM devices WHERE id = %s", (device_id,)).fetchall()
             if not rows:
                 return None
@@ -108,7 +108,7 @@ class DeviceTables(PostgresTransactions):
 
     def record_status(self, status: DeviceStatus, raw: bytes, received_at: int) -> bool:
         with self._write("record the device status") as db:
-            lock(db, f"status {status.device}")
+            self._lock(db, f"status {status.device}")
             held = db.execute(
                 "SELECT time, data FROM status WHERE device = %s", (status.device,)
             ).fetchone()
@@ -233,7 +233,7 @@ class DeviceTables(PostgresTransactions):
     def add_rejections(self, counts: Sequence[RejectionCount], at: int) -> None:
         if not counts:
             return
-        with self._write("record rejections") as db, db.cursor() as cursor:
+        with self._write("record rejections") as cursor:
             cursor.executemany(
                 "INSERT INTO rejections VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device, code) "
                 "DO UPDATE SET count = rejections.count + excluded.count, "

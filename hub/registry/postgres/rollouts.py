@@ -5,7 +5,7 @@ also what a compare-and-set update compares."""
 from __future__ import annotations
 
 from edge_agent.errors import ConfigError
-from hub.registry.postgres.transactions import PostgresTransactions, lock
+from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.rollout_records import RolloutRecord, RolloutState
 from hub.registry.rows import rollout_json, rollout_record
 
@@ -21,7 +21,7 @@ class RolloutTables(PostgresTransactions):
     def create_rollout(self, record: RolloutRecord) -> None:
         with self._write("record the rollout") as db:
             # One rollout per id, one active per region: the checks and the insert run alone.
-            lock(db, "rollouts")
+            self._lock(db, "rollouts")
             if db.execute("SELECT 1 FROM rollouts WHERE id = %s", (record.rollout_id,)).fetchone():
                 raise ConfigError(
                     f"rollout {record.rollout_id} exists already: a candidate version is "

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from hub.registry.interface import RegistryError
+from hub.registry.queries.publications import PublicationTables
 from hub.registry.schema import UPGRADABLE_VERSIONS
 from hub.registry.sqlite.attestation import AttestationTables
 from hub.registry.sqlite.audit_log import AuditLogTables
@@ -24,7 +25,6 @@ from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.devices import DeviceTables
 from hub.registry.sqlite.fleet import FleetView
 from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
-from hub.registry.sqlite.publications import PublicationTables
 from hub.registry.sqlite.rollouts import RolloutTables
 from hub.registry.sqlite.schedule_lease import ScheduleLeaseTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION

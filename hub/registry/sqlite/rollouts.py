@@ -121,14 +121,3 @@ class RolloutTables(SqliteTransactions):
             (json.dumps(list(devices)), since, kind),
         )
         return [as_text(r[0]) for r in rows]
-
-    def clear_channels(self, region: str, channels: Sequence[str]) -> None:
-        with self._write("clear channels") as db:
-            db.executemany(
-                "DELETE FROM channels WHERE region = ? AND channel = ?",
-                [(region, c) for c in channels],
-            )
-            db.executemany(
-                "DELETE FROM freshness WHERE region = ? AND channel = ?",
-                [(region, c) for c in channels],
-            )

@@ -13,8 +13,10 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from hub.registry.interface import RegistryError
+from hub.registry.queries.base import RegistryQueries, Session
 from hub.registry.rows import as_bytes, as_groups, as_int, as_opt_int, as_text
 
 __all__ = [
@@ -27,8 +29,10 @@ __all__ = [
 ]
 
 
-class SqliteTransactions:
+class SqliteTransactions(RegistryQueries):
     """One open registry connection and the transaction discipline every concern uses."""
+
+    dialect: ClassVar[Literal["sqlite"]] = "sqlite"
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -105,3 +109,7 @@ class SqliteTransactions:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+
+    def _lock(self, db: Session, key: str) -> None:
+        """Nothing to take: every write holds the database's write lock from its
+        ``BEGIN IMMEDIATE``, so it already runs alone among all writers."""

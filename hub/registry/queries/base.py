@@ -1,0 +1,80 @@
+"""What every shared query module stands on: the dialect's rendering of a statement, the
+write session a backend hands out, and the backend's small set of primitives.
+
+Statements are written once with ``?`` placeholders and the SQL both databases read alike
+(``INSERT ... ON CONFLICT``, ``RETURNING``, row values, ``count(DISTINCT ...)``);
+:func:`render` gives PostgreSQL its ``%s`` placeholders. A statement that differs beyond
+that names its dialect's text where it is used.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from functools import cache
+from typing import Any, ClassVar, Protocol
+
+from hub.registry.schema import Dialect
+
+__all__ = ["RegistryQueries", "Rows", "Session", "render"]
+
+
+@cache
+def render(sql: str, dialect: Dialect) -> str:
+    """``sql`` (``?`` placeholders) in ``dialect``: as written for SQLite; for PostgreSQL
+    (psycopg) each ``?`` becomes ``%s`` and a literal ``%`` is doubled."""
+    if dialect == "sqlite":
+        return sql
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Rows(Protocol):
+    """What a statement run in a write leaves: its rows and how many it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Session(Protocol):
+    """One write's handle on the database (a sqlite3 connection, a psycopg cursor): it runs
+    statements already rendered in the backend's dialect."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Rows: ...
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
+
+
+class RegistryQueries(ABC):
+    """The primitives a backend gives the shared queries: its dialect, where it is (for
+    messages), one atomic write, one read, and the lock a read-decides-write takes."""
+
+    dialect: ClassVar[Dialect]
+    path: object
+    """The registry's file or URL (no password), for messages."""
+
+    @abstractmethod
+    def _write(self, what: str) -> AbstractContextManager[Session]:
+        """One atomic write (statements already rendered); an error out of it becomes
+        :class:`hub.registry.interface.RegistryError` saying it could not ``what``."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """The rows of one rendered query."""
+
+    @abstractmethod
+    def _lock(self, db: Session, key: str) -> None:
+        """Make the rest of this write run alone among the writes locking ``key``, so what
+        it read decides what it writes."""
+
+    def _sql(self, sql: str) -> str:
+        """``sql`` in this backend's dialect."""
+        return render(sql, self.dialect)
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """The rows of ``sql`` (written with ``?`` placeholders)."""
+        return self._read(render(sql, self.dialect), params)
