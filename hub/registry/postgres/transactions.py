@@ -98,17 +98,18 @@ class PostgresTransactions(RegistryQueries):
                 raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
 
     @contextmanager
-    def _snapshot(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        """A connection whose reads in the block see one consistent snapshot (a REPEATABLE
+    def _snapshot(self) -> Iterator[psycopg.Cursor[tuple[object, ...]]]:
+        """A cursor whose reads in the block see one consistent snapshot (a REPEATABLE
         READ, read-only transaction), or the write group's (which sees its own writes)."""
-        if self._group is not None:
-            yield self._group
-            return
         with self._connection(f"read the hub registry {self.path}") as db:
             try:
-                with db.transaction():
-                    db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    yield db
+                if db is self._group:
+                    with db.cursor() as cursor:
+                        yield cursor
+                    return
+                with db.transaction(), db.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield cursor
             except psycopg.Error as exc:
                 raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
 

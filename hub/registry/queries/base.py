@@ -51,7 +51,8 @@ class Session(Protocol):
 
 class RegistryQueries(ABC):
     """The primitives a backend gives the shared queries: its dialect, where it is (for
-    messages), one atomic write, one read, and the lock a read-decides-write takes."""
+    messages), one atomic write, one read, a consistent view, and the lock a write takes
+    where what it reads decides what it writes."""
 
     dialect: ClassVar[Dialect]
     path: object
@@ -65,6 +66,12 @@ class RegistryQueries(ABC):
     @abstractmethod
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """The rows of one rendered query."""
+
+    @abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Session]:
+        """A session whose reads in the block see one consistent snapshot (a write group's
+        own, which sees its writes, when one is open); an error in it becomes
+        :class:`hub.registry.interface.RegistryError`."""
 
     @abstractmethod
     def _lock(self, db: Session, key: str) -> None:

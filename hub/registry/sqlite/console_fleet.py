@@ -1,21 +1,17 @@
 """The console's tables in the SQLite registry: login tokens (``console_tokens``), each
-device's status history (``status_spans``, kept by :func:`note_status` as statuses are
-recorded) and the dashboard's per-device summary (``console_fleet``, kept by triggers),
-created when missing (:data:`CONSOLE_FLEET_SCHEMA`)."""
+device's status history (``status_spans``, kept as statuses are recorded:
+:mod:`hub.registry.queries.devices`) and the dashboard's per-device summary
+(``console_fleet``, kept by triggers), created when missing (:data:`CONSOLE_FLEET_SCHEMA`)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 
 from edge_agent.errors import ConfigError
-from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry.fleet_cells import CellCounts, fleet_summary
 from hub.registry.interface import (
     FLEET_EXAMPLES,
-    MAX_STATUS_SPANS,
-    STATUS_SPAN_JOIN_S,
     RegistryError,
 )
 from hub.registry.records import (
@@ -34,7 +30,7 @@ from hub.registry.sqlite.transactions import (
     as_text,
 )
 
-__all__ = ["CONSOLE_FLEET_SCHEMA", "ConsoleFleetTables", "note_status"]
+__all__ = ["CONSOLE_FLEET_SCHEMA", "ConsoleFleetTables"]
 
 _FLEET_ROW = """
 SELECT d.id, d.region, d.groups,
@@ -145,22 +141,6 @@ class ConsoleFleetTables(SqliteTransactions):
             examples = self._examples(now, stale_after_s, counted.states)
         return fleet_summary(counted, most, rejections, examples)
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """The reads of the block in one read transaction (one consistent view), unless a
-        write group holds one already."""
-        if self._grouped or self._db.in_transaction:
-            yield
-            return
-        try:
-            self._db.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
-        try:
-            yield
-        finally:
-            self._rollback()
-
     def _examples(
         self, now: int, stale_after_s: int, states: dict[str, FleetCount]
     ) -> dict[str, tuple[str, ...]]:
@@ -259,36 +239,3 @@ _EXAMPLES_SQL = (
     f"SELECT device, CASE WHEN {_NEVER} THEN 'never_seen' WHEN ?1 - seen > ?2 THEN 'stale' "
     "WHEN online = 0 THEN 'offline' ELSE gate END FROM console_fleet ORDER BY device"
 )
-
-
-def note_status(db: sqlite3.Connection, status: DeviceStatus, received_at: int) -> None:
-    """Extend ``status.device``'s last span with a status it is heard from by at
-    ``received_at``, or start a new span (another state, or heard from too late to join), then
-    drop spans past :data:`MAX_STATUS_SPANS`. Inside the caller's write."""
-    last = db.execute(
-        "SELECT since, until, online, gate, bundle_version FROM status_spans "
-        "WHERE device = ? ORDER BY since DESC LIMIT 1",
-        (status.device,),
-    ).fetchone()
-    state = (int(status.online), status.gate, status.bundle_version)
-    if (
-        last is not None
-        and tuple(last[2:]) == state
-        and 0 <= received_at - last[1] <= STATUS_SPAN_JOIN_S
-    ):
-        db.execute(
-            "UPDATE status_spans SET until = ? WHERE device = ? AND since = ?",
-            (received_at, status.device, last[0]),
-        )
-        return
-    if last is not None and received_at <= last[0]:
-        return
-    db.execute(
-        "INSERT INTO status_spans VALUES (?, ?, ?, ?, ?, ?)",
-        (status.device, received_at, received_at, *state),
-    )
-    db.execute(
-        "DELETE FROM status_spans WHERE device = ? AND since <= (SELECT since FROM status_spans "
-        "WHERE device = ? ORDER BY since DESC LIMIT 1 OFFSET ?)",
-        (status.device, status.device, MAX_STATUS_SPANS),
-    )

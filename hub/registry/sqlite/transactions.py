@@ -110,6 +110,21 @@ class SqliteTransactions(RegistryQueries):
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection, its reads in the block in one read transaction (one consistent
+        view), unless a write group or the caller's read holds one already."""
+        if self._grouped or self._db.in_transaction:
+            yield self._db
+            return
+        try:
+            self._db.execute("BEGIN")
+            yield self._db
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+        finally:
+            self._rollback()
+
     def _lock(self, db: Session, key: str) -> None:
         """Nothing to take: every write holds the database's write lock from its
         ``BEGIN IMMEDIATE``, so it already runs alone among all writers."""
