@@ -23,7 +23,7 @@ from hub.registry.schema import UPGRADABLE_VERSIONS
 from hub.registry.sqlite.audit_log import AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
-from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
+from hub.registry.sqlite.lineage_search import ensure_search
 from hub.registry.sqlite.rollouts import RolloutTables
 from hub.registry.sqlite.schedule_lease import ScheduleLeaseTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
@@ -43,7 +43,6 @@ class SqliteRegistry(
     DeviceLogTables,
     AuditLogTables,
     ConsoleFleetTables,
-    LineageSearchTables,
     RolloutTables,
     ScheduleLeaseTables,
 ):

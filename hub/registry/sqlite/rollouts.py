@@ -1,5 +1,5 @@
-"""Staged rollouts in the SQLite registry (table ``rollouts``), and the per-stage tallies of
-shipped entries a rollout is judged on (read from ``lineage_search``).
+"""Staged rollouts in the SQLite registry (table ``rollouts``; the per-stage tallies of
+shipped entries a rollout is judged on: :mod:`hub.registry.queries.device_logs`).
 
 A rollout is one row: its id, region and state as columns (one active rollout per region
 is checked against them), its bytes (candidate, rollback) as blobs, and the rest of the
@@ -10,23 +10,16 @@ missing, so a registry from before rollouts gains it when opened.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-
 from edge_agent.errors import ConfigError
-from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState
+from hub.registry.rollout_records import RolloutRecord, RolloutState
 from hub.registry.rows import rollout_json, rollout_record
 from hub.registry.sqlite.transactions import (
     SqliteTransactions,
-    as_int,
-    as_opt_int,
-    as_text,
 )
 
 __all__ = ["RolloutTables"]
 
 _ACTIVE = tuple(str(s) for s in RolloutState if s.active)
-_DEVICES = "device IN (SELECT value FROM json_each(?))"
 
 
 class RolloutTables(SqliteTransactions):
@@ -92,32 +85,3 @@ class RolloutTables(SqliteTransactions):
                 ),
             )
             return cursor.rowcount == 1
-
-    def lineage_tallies(self, devices: Sequence[str], since: int, until: int) -> list[LineageTally]:
-        rows = self._read(
-            "SELECT kind, allowed, reason, rule, bundle_version, count(*), "
-            f"count(DISTINCT device) FROM lineage_search WHERE {_DEVICES} AND time >= ? "
-            "AND time < ? GROUP BY kind, allowed, reason, rule, bundle_version "
-            "ORDER BY kind, allowed, reason, rule, bundle_version",
-            (json.dumps(list(devices)), since, until),
-        )
-        return [
-            LineageTally(
-                as_text(kind),
-                bool(as_int(allowed)),
-                as_text(reason),
-                None if rule is None else as_text(rule),
-                as_opt_int(version),
-                as_int(count),
-                as_int(distinct),
-            )
-            for kind, allowed, reason, rule, version, count, distinct in rows
-        ]
-
-    def devices_with_entry(self, devices: Sequence[str], kind: str, since: int) -> list[str]:
-        rows = self._read(
-            f"SELECT DISTINCT device FROM lineage_search WHERE {_DEVICES} AND time >= ? "
-            "AND kind = ? ORDER BY device",
-            (json.dumps(list(devices)), since, kind),
-        )
-        return [as_text(r[0]) for r in rows]
