@@ -1,32 +1,40 @@
 """What every shared query module stands on: the dialect's rendering of a statement, the
 write session a backend hands out, and the backend's small set of primitives.
 
-Statements are written once with ``?`` placeholders and the SQL both databases read alike
-(``INSERT ... ON CONFLICT``, ``RETURNING``, row values, ``count(DISTINCT ...)``);
-:func:`render` gives PostgreSQL its ``%s`` placeholders. A statement that differs beyond
-that names its dialect's text where it is used.
+Statements are written once with ``?`` (or ``:name``) placeholders and the SQL both
+databases read alike (``INSERT ... ON CONFLICT``, ``RETURNING``, row values, ``NULLS
+FIRST``); :func:`render` gives PostgreSQL its ``%s`` (``%(name)s``) placeholders. A
+statement that differs beyond that names its dialect's text where it is used.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cache
 from typing import Any, ClassVar, Protocol
 
 from hub.registry.schema import Dialect
 
-__all__ = ["RegistryQueries", "Rows", "Session", "render"]
+__all__ = ["Params", "RegistryQueries", "Rows", "Session", "render"]
+
+Params = Sequence[object] | Mapping[str, object]
+"""A statement's values: in placeholder order (``?``), or by name (``:name``)."""
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+"""A ``:name`` placeholder (not a PostgreSQL ``::type`` cast)."""
 
 
 @cache
 def render(sql: str, dialect: Dialect) -> str:
-    """``sql`` (``?`` placeholders) in ``dialect``: as written for SQLite; for PostgreSQL
-    (psycopg) each ``?`` becomes ``%s`` and a literal ``%`` is doubled."""
+    """``sql`` (``?`` or ``:name`` placeholders) in ``dialect``: as written for SQLite; for
+    PostgreSQL (psycopg) a literal ``%`` is doubled, each ``?`` becomes ``%s`` and each
+    ``:name`` ``%(name)s``."""
     if dialect == "sqlite":
         return sql
-    return sql.replace("%", "%%").replace("?", "%s")
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
 
 
 class Rows(Protocol):
@@ -44,7 +52,7 @@ class Session(Protocol):
     """One write's handle on the database (a sqlite3 connection, a psycopg cursor): it runs
     statements already rendered in the backend's dialect."""
 
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Rows: ...
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ..., /) -> Rows: ...
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
 
@@ -64,7 +72,7 @@ class RegistryQueries(ABC):
         :class:`hub.registry.interface.RegistryError` saying it could not ``what``."""
 
     @abstractmethod
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _read(self, sql: str, params: Params = ()) -> list[tuple[object, ...]]:
         """The rows of one rendered query."""
 
     @abstractmethod
@@ -82,6 +90,6 @@ class RegistryQueries(ABC):
         """``sql`` in this backend's dialect."""
         return render(sql, self.dialect)
 
-    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        """The rows of ``sql`` (written with ``?`` placeholders)."""
+    def _rows(self, sql: str, params: Params = ()) -> list[tuple[object, ...]]:
+        """The rows of ``sql`` (written with ``?`` or ``:name`` placeholders)."""
         return self._read(render(sql, self.dialect), params)

@@ -20,7 +20,6 @@ from hub.registry.interface import RegistryError
 from hub.registry.queries.devices import DeviceTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.schema import UPGRADABLE_VERSIONS
-from hub.registry.sqlite.audit_log import AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.lineage_search import ensure_search
@@ -41,7 +40,6 @@ class SqliteRegistry(
     DeviceTables,
     PublicationTables,
     DeviceLogTables,
-    AuditLogTables,
     ConsoleFleetTables,
     RolloutTables,
     ScheduleLeaseTables,
