@@ -13,12 +13,12 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from functools import cache
+from functools import lru_cache
 from typing import Any, ClassVar, Protocol
 
 from hub.registry.schema import Dialect
 
-__all__ = ["Params", "RegistryQueries", "Rows", "Session", "render"]
+__all__ = ["RENDERED_STATEMENTS", "Params", "RegistryQueries", "Rows", "Session", "render"]
 
 Params = Sequence[object] | Mapping[str, object]
 """A statement's values: in placeholder order (``?``), or by name (``:name``)."""
@@ -27,13 +27,22 @@ _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 """A ``:name`` placeholder (not a PostgreSQL ``::type`` cast)."""
 
 
-@cache
 def render(sql: str, dialect: Dialect) -> str:
     """``sql`` (``?`` or ``:name`` placeholders) in ``dialect``: as written for SQLite; for
     PostgreSQL (psycopg) a literal ``%`` is doubled, each ``?`` becomes ``%s`` and each
     ``:name`` ``%(name)s``."""
     if dialect == "sqlite":
         return sql
+    return _postgresql(sql)
+
+
+RENDERED_STATEMENTS = 4096
+"""Statements :func:`render` keeps rendered for PostgreSQL (the fixed ones, and the
+search's filter combinations a hub meets), so a statement is rewritten once, not per call."""
+
+
+@lru_cache(maxsize=RENDERED_STATEMENTS)
+def _postgresql(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
 
 
