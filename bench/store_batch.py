@@ -25,10 +25,9 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 from bench._postgres import postgres_server  # noqa: E402
+from bench._scale_ingest import accept  # noqa: E402
 from bench.hub_ingest import _batches, _log  # noqa: E402
-from edge_agent.protocol.checkpoint import origin_for  # noqa: E402
 from edge_agent.protocol.keys import PrivateKey  # noqa: E402
-from hub.core.ingest import ingest_batch  # noqa: E402
 from hub.registry.backends import open_registry  # noqa: E402
 from hub.registry.records import Accepted, DeviceLog  # noqa: E402
 
@@ -49,15 +48,7 @@ def _accepted(devices: int, entries: int) -> list[tuple[Accepted, int]]:
         logs = {device: DeviceLog() for device, _, _ in shipped}
         for round_ in range(len(shipped[0][2])):
             for device, key, batches in shipped:
-                result = ingest_batch(
-                    batches[round_],
-                    device=device,
-                    key=key.public,
-                    origin=origin_for(device, 1),
-                    log=logs[device],
-                    stored=scratch.stored_log(device),
-                )
-                assert isinstance(result, Accepted)
+                result = accept(scratch, device, key, batches[round_], logs[device])
                 work.append((result, logs[device].size))
                 assert scratch.store_batch(result, expected_size=logs[device].size, received_at=0)
                 logs[device] = result.log
