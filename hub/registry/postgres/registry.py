@@ -6,8 +6,9 @@ SQL, parameters and types, so this backend serves today's synchronous
 :class:`hub.registry.interface.Registry` and can serve the asynchronous one that comes
 next with the same driver and the same statements.
 
-:class:`PostgresRegistry` implements the Registry by composing one class per concern over
-the transaction core (:mod:`.transactions`). Open it through
+:class:`PostgresRegistry` implements the Registry by composing one class per concern (the
+queries of :mod:`hub.registry.queries`, shared with SQLite, and this package's few of its
+own) over the transaction core (:mod:`.transactions`). Open it through
 :func:`hub.registry.backends.open_registry` with a ``postgresql://`` URL.
 """
 
