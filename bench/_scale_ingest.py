@@ -21,9 +21,17 @@ from edge_agent.protocol.checkpoint import origin_for
 from edge_agent.protocol.keys import PrivateKey
 from hub.core.ingest import ingest_batch
 from hub.registry.backends import open_registry
+from hub.registry.interface import Registry
 from hub.registry.records import Accepted, DeviceLog
 
-__all__ = ["IngestLoad", "IngestRun", "ingest_run", "lineage_table_sizes", "sqlite_location"]
+__all__ = [
+    "IngestLoad",
+    "IngestRun",
+    "accept",
+    "ingest_run",
+    "lineage_table_sizes",
+    "sqlite_location",
+]
 
 LINEAGE_TABLES = (
     "lineage_entries",
@@ -59,20 +67,29 @@ def _hub_main(
     logs = {device: DeviceLog() for device, _, _ in devices}
     for round_ in range(len(devices[0][2])):
         for device, key, batches in devices:
-            result = ingest_batch(
-                batches[round_],
-                device=device,
-                key=key.public,
-                origin=origin_for(device, 1),
-                log=logs[device],
-                stored=registry.stored_log(device),
-            )
-            assert isinstance(result, Accepted)
+            result = accept(registry, device, key, batches[round_], logs[device])
             assert registry.store_batch(result, expected_size=logs[device].size, received_at=0)
             logs[device], stored = result.log, stored + len(result.entries)
     finished, cpu = time.monotonic(), time.process_time() - cpu
     registry.close()
     results.put((started, finished, stored, cpu))
+
+
+def accept(
+    registry: Registry, device: str, key: PrivateKey, batch: bytes, log: DeviceLog
+) -> Accepted:
+    """``batch`` verified as the hub verifies it, against ``device``'s ``log`` and its
+    stored rows in ``registry``."""
+    result = ingest_batch(
+        batch,
+        device=device,
+        key=key.public,
+        origin=origin_for(device, 1),
+        log=log,
+        stored=registry.stored_log(device),
+    )
+    assert isinstance(result, Accepted)
+    return result
 
 
 @dataclass(frozen=True)

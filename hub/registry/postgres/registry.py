@@ -6,8 +6,9 @@ SQL, parameters and types, so this backend serves today's synchronous
 :class:`hub.registry.interface.Registry` and can serve the asynchronous one that comes
 next with the same driver and the same statements.
 
-:class:`PostgresRegistry` implements the Registry by composing one class per concern over
-the transaction core (:mod:`.transactions`). Open it through
+:class:`PostgresRegistry` implements the Registry by composing one class per concern (the
+queries of :mod:`hub.registry.queries`, shared with SQLite, and this package's few of its
+own) over the transaction core (:mod:`.transactions`). Open it through
 :func:`hub.registry.backends.open_registry` with a ``postgresql://`` URL.
 """
 
@@ -20,11 +21,11 @@ from psycopg_pool import ConnectionPool
 from hub.registry.interface import RegistryError
 from hub.registry.postgres.console import ConsoleTables
 from hub.registry.postgres.device_logs import DeviceLogTables
-from hub.registry.postgres.devices import DeviceTables
-from hub.registry.postgres.publications import PublicationTables
-from hub.registry.postgres.rollouts import RolloutTables
 from hub.registry.postgres.schedule_lease import ScheduleLeaseTables
 from hub.registry.postgres.schema import migrate
+from hub.registry.queries.devices import DeviceTables
+from hub.registry.queries.publications import PublicationTables
+from hub.registry.queries.rollouts import RolloutTables
 
 __all__ = ["CONNECT_TIMEOUT_S", "POOL_SIZE", "PostgresRegistry", "describe"]
 

@@ -16,19 +16,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import ClassVar, Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from hub.registry.interface import RegistryError
+from hub.registry.queries.base import RegistryQueries, Session
 
-__all__ = ["PostgresTransactions"]
+__all__ = ["PostgresTransactions", "cursor_of"]
 
 
-class PostgresTransactions:
+class PostgresTransactions(RegistryQueries):
     """One registry's connection pool and the transaction discipline every concern uses.
 
     ``where`` names the database without its password, for messages."""
+
+    dialect: ClassVar[Literal["postgresql"]] = "postgresql"
 
     def __init__(self, pool: ConnectionPool, where: str) -> None:
         self._pool = pool
@@ -71,14 +75,15 @@ class PostgresTransactions:
             raise RegistryError(f"cannot {what}: {exc}") from exc
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        """One atomic write: a transaction of its own, or a savepoint inside a group. An
-        exception out of the block undoes the block's changes and propagates; a psycopg
-        error becomes :class:`RegistryError` saying it could not ``what``."""
+    def _write(self, what: str) -> Iterator[psycopg.Cursor[tuple[object, ...]]]:
+        """One atomic write on a cursor of its own: a transaction of its own, or a savepoint
+        inside a group. An exception out of the block undoes the block's changes and
+        propagates; a psycopg error becomes :class:`RegistryError` saying it could not
+        ``what``."""
         with self._connection(f"{what} in {self.path}") as db:
             try:
-                with db.transaction():
-                    yield db
+                with db.transaction(), db.cursor() as cursor:
+                    yield cursor
             except psycopg.Error as exc:
                 raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
 
@@ -93,23 +98,36 @@ class PostgresTransactions:
                 raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
 
     @contextmanager
-    def _snapshot(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        """A connection whose reads in the block see one consistent snapshot (a REPEATABLE
+    def _snapshot(self) -> Iterator[psycopg.Cursor[tuple[object, ...]]]:
+        """A cursor whose reads in the block see one consistent snapshot (a REPEATABLE
         READ, read-only transaction), or the write group's (which sees its own writes)."""
-        if self._group is not None:
-            yield self._group
-            return
         with self._connection(f"read the hub registry {self.path}") as db:
             try:
-                with db.transaction():
-                    db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    yield db
+                if db is self._group:
+                    with db.cursor() as cursor:
+                        yield cursor
+                    return
+                with db.transaction(), db.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield cursor
             except psycopg.Error as exc:
                 raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
 
+    def _lock(self, db: Session, key: str) -> None:
+        """Hold the advisory lock named ``key`` until the transaction ends: a write whose
+        read decides what it writes (one status per device newer than the held one, a key
+        registered once) runs alone among the writers that take the same lock, across every
+        hub process."""
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
-def lock(db: psycopg.Connection[tuple[object, ...]], key: str) -> None:
-    """Hold the advisory lock named ``key`` until the transaction ends: a write whose read
-    decides what it writes (one status per device newer than the held one, a key registered
-    once) runs alone among the writers that take the same lock, across every hub process."""
-    db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+def cursor_of(db: Session) -> psycopg.Cursor[tuple[object, ...]]:
+    """The psycopg cursor behind a write's session, for what only PostgreSQL does (binary
+    array parameters).
+
+    Raises:
+        TypeError: ``db`` is not a session of this backend's write.
+    """
+    if not isinstance(db, psycopg.Cursor):
+        raise TypeError("a PostgreSQL registry write runs on its own cursor")
+    return db

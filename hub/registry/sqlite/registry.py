@@ -3,9 +3,10 @@ by ``edge-hub serve`` and the other ``edge-hub`` commands, in WAL mode with a bo
 timeout.
 
 :class:`SqliteRegistry` implements :class:`hub.registry.interface.Registry` by composing
-one class per concern over the transaction core (:mod:`.transactions`): devices,
-publications, device logs, attestation, rejections, the fleet view, the lineage search,
-the operator audit log, staged rollouts and the schedule lease. Open it through
+one class per concern over the transaction core (:mod:`.transactions`): devices with
+attestation, rejections and the fleet view, and publications (both from
+:mod:`hub.registry.queries`, shared with PostgreSQL), device logs, the console, the lineage
+search, the operator audit log, staged rollouts and the schedule lease. Open it through
 :func:`hub.registry.backends.open_registry`.
 """
 
@@ -16,16 +17,13 @@ import sqlite3
 from pathlib import Path
 
 from hub.registry.interface import RegistryError
+from hub.registry.queries.devices import DeviceTables
+from hub.registry.queries.publications import PublicationTables
+from hub.registry.queries.rollouts import RolloutTables
 from hub.registry.schema import UPGRADABLE_VERSIONS
-from hub.registry.sqlite.attestation import AttestationTables
-from hub.registry.sqlite.audit_log import AuditLogTables
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
-from hub.registry.sqlite.devices import DeviceTables
-from hub.registry.sqlite.fleet import FleetView
-from hub.registry.sqlite.lineage_search import LineageSearchTables, ensure_search
-from hub.registry.sqlite.publications import PublicationTables
-from hub.registry.sqlite.rollouts import RolloutTables
+from hub.registry.sqlite.lineage_search import ensure_search
 from hub.registry.sqlite.schedule_lease import ScheduleLeaseTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
@@ -42,11 +40,7 @@ class SqliteRegistry(
     DeviceTables,
     PublicationTables,
     DeviceLogTables,
-    AttestationTables,
-    FleetView,
-    AuditLogTables,
     ConsoleFleetTables,
-    LineageSearchTables,
     RolloutTables,
     ScheduleLeaseTables,
 ):

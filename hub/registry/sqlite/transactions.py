@@ -10,11 +10,13 @@ its commit. sqlite3 errors stay in this package: they become :class:`RegistryErr
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from hub.registry.interface import RegistryError
+from hub.registry.queries.base import Params, RegistryQueries, Session
 from hub.registry.rows import as_bytes, as_groups, as_int, as_opt_int, as_text
 
 __all__ = [
@@ -27,8 +29,10 @@ __all__ = [
 ]
 
 
-class SqliteTransactions:
+class SqliteTransactions(RegistryQueries):
     """One open registry connection and the transaction discipline every concern uses."""
+
+    dialect: ClassVar[Literal["sqlite"]] = "sqlite"
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -99,9 +103,29 @@ class SqliteTransactions:
                 self._rollback()
             raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _read(self, sql: str, params: Params = ()) -> list[tuple[object, ...]]:
         """The rows of one query; a sqlite3 error becomes :class:`RegistryError`."""
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection, its reads in the block in one read transaction (one consistent
+        view), unless a write group or the caller's read holds one already; a sqlite3 error
+        in the block becomes :class:`RegistryError`."""
+        begin = not (self._grouped or self._db.in_transaction)
+        try:
+            if begin:
+                self._db.execute("BEGIN")
+            yield self._db
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the hub registry {self.path}: {exc}") from exc
+        finally:
+            if begin:
+                self._rollback()
+
+    def _lock(self, db: Session, key: str) -> None:
+        """Nothing to take: every write holds the database's write lock from its
+        ``BEGIN IMMEDIATE``, so it already runs alone among all writers."""

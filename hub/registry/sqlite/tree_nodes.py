@@ -24,17 +24,9 @@ from edge_agent.protocol.merkle import HASH_SIZE, Frontier, leaf_hash
 from hub.registry.interface import RegistryError
 from hub.registry.tree_reader import NODE_LEVEL
 
-__all__ = ["BLOCK_SQL", "NODE_LEVEL", "NODE_SQL", "backfill"]
+__all__ = ["NODE_LEVEL", "backfill"]
 
 _PAGE_ROWS = 4096
-
-NODE_SQL = "SELECT hash FROM lineage_nodes WHERE device = ? AND level = ? AND idx = ?"
-"""One stored node of a device's log (:class:`hub.registry.tree_reader.NodeReader`)."""
-BLOCK_SQL = (
-    "SELECT seq, CAST(data AS BLOB) FROM lineage_entries "
-    "WHERE device = ? AND seq >= ? AND seq < ? ORDER BY seq"
-)
-"""A block of a device's entries, by seq (:class:`hub.registry.tree_reader.NodeReader`)."""
 
 
 def backfill(db: sqlite3.Connection, path: Path) -> list[str]:

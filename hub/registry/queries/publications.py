@@ -1,6 +1,7 @@
-"""Publications in the PostgreSQL registry: bundles and the bundle current on each channel,
-revocations with their epochs, the last freshness token per channel and the device
-directories per region."""
+"""Publications in the registry, either backend: bundles and the bundle current on each
+channel, revocations with their epochs, the last freshness token per channel and the device
+directory per region with its earlier versions (tables ``bundles``, ``channels``,
+``revocations``, ``freshness``, ``directories``, ``directory_versions``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from edge_agent.errors import ConfigError
-from hub.registry.postgres.transactions import PostgresTransactions
+from hub.registry.queries.base import RegistryQueries
 from hub.registry.records import (
     IssuedDirectory,
     IssuedFreshness,
@@ -20,7 +21,7 @@ from hub.registry.rows import as_bytes, as_int, as_text, published_bundle
 __all__ = ["PublicationTables"]
 
 
-class PublicationTables(PostgresTransactions):
+class PublicationTables(RegistryQueries):
     """The publication operations of :class:`hub.registry.interface.Registry`."""
 
     def record_bundle(
@@ -31,10 +32,12 @@ class PublicationTables(PostgresTransactions):
         target: Mapping[str, object],
         channels: Sequence[str],
     ) -> None:
-        with self._write("record the bundle") as db, db.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO bundles VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (digest) DO NOTHING",
+        with self._write("record the bundle") as db:
+            db.execute(
+                self._sql(
+                    "INSERT INTO bundles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO NOTHING"
+                ),
                 (
                     bundle.digest,
                     bundle.version,
@@ -47,15 +50,17 @@ class PublicationTables(PostgresTransactions):
                     bundle.pushed_at,
                 ),
             )
-            cursor.executemany(
-                "INSERT INTO channels VALUES (%s, %s, %s, %s) ON CONFLICT (region, channel) "
-                "DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            db.executemany(
+                self._sql(
+                    "INSERT INTO channels VALUES (?, ?, ?, ?) ON CONFLICT (region, channel) "
+                    "DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at"
+                ),
                 [(bundle.region, c, bundle.digest, bundle.pushed_at) for c in channels],
             )
 
     def bundle_versions(self, region: str) -> list[int]:
-        rows = self._read(
-            "SELECT DISTINCT version FROM bundles WHERE region = %s ORDER BY 1", (region,)
+        rows = self._rows(
+            "SELECT DISTINCT version FROM bundles WHERE region = ? ORDER BY 1", (region,)
         )
         return [as_int(r[0]) for r in rows]
 
@@ -66,32 +71,35 @@ class PublicationTables(PostgresTransactions):
         )
         params: tuple[object, ...] = ()
         if region is not None:
-            sql += " WHERE c.region = %s"
+            sql += " WHERE c.region = ?"
             params = (region,)
-        return [published_bundle(row) for row in self._read(sql + " ORDER BY 1, 2", params)]
+        return [published_bundle(row) for row in self._rows(sql + " ORDER BY 1, 2", params)]
 
     def bundle_data(self, digest: bytes) -> bytes | None:
-        rows = self._read("SELECT data FROM bundles WHERE digest = %s", (digest,))
+        rows = self._rows("SELECT data FROM bundles WHERE digest = ?", (digest,))
         return as_bytes(rows[0][0]) if rows else None
 
     def bundles_of_version(self, region: str, version: int) -> list[bytes]:
-        rows = self._read(
-            "SELECT data FROM bundles WHERE region = %s AND version = %s ORDER BY digest",
+        rows = self._rows(
+            "SELECT data FROM bundles WHERE region = ? AND version = ? ORDER BY digest",
             (region, version),
         )
         return [as_bytes(r[0]) for r in rows]
 
     def kill_epoch(self, region: str) -> int:
-        rows = self._read("SELECT max(epoch) FROM revocations WHERE region = %s", (region,))
+        rows = self._rows("SELECT max(epoch) FROM revocations WHERE region = ?", (region,))
         return as_int(rows[0][0] or 0)
 
     def record_revocation(self, revocation: IssuedRevocation) -> None:
         with self._write("record the revocation") as db:
-            # The primary key decides: a concurrent insert of the same epoch waits for the
-            # first to commit, then inserts nothing.
+            # The primary key decides, against what is committed: a concurrent insert of
+            # the same epoch waits for the first to commit (PostgreSQL's row lock, SQLite's
+            # write lock), then inserts nothing.
             inserted = db.execute(
-                "INSERT INTO revocations VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (region, epoch) DO NOTHING",
+                self._sql(
+                    "INSERT INTO revocations VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (region, epoch) DO NOTHING"
+                ),
                 (
                     revocation.region,
                     revocation.epoch,
@@ -109,7 +117,7 @@ class PublicationTables(PostgresTransactions):
                 )
 
     def current_revocations(self) -> list[IssuedRevocation]:
-        rows = self._read(
+        rows = self._rows(
             "SELECT r.* FROM revocations r JOIN (SELECT region, kind, value, max(epoch) AS e "
             "FROM revocations GROUP BY region, kind, value) m ON m.region = r.region AND "
             "m.e = r.epoch ORDER BY r.region, r.epoch"
@@ -122,12 +130,14 @@ class PublicationTables(PostgresTransactions):
         ]
 
     def record_freshness(self, tokens: Sequence[IssuedFreshness]) -> None:
-        with self._write("record freshness tokens") as db, db.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO freshness VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (region, channel) DO UPDATE SET data = excluded.data, "
-                "hub_time = excluded.hub_time, expires_at = excluded.expires_at, "
-                "kill_epoch = excluded.kill_epoch",
+        with self._write("record freshness tokens") as db:
+            db.executemany(
+                self._sql(
+                    "INSERT INTO freshness VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (region, channel) DO UPDATE SET data = excluded.data, "
+                    "hub_time = excluded.hub_time, expires_at = excluded.expires_at, "
+                    "kill_epoch = excluded.kill_epoch"
+                ),
                 [
                     (t.region, t.channel, t.data, t.hub_time, t.expires_at, t.kill_epoch)
                     for t in tokens
@@ -135,9 +145,9 @@ class PublicationTables(PostgresTransactions):
             )
 
     def freshness(self, region: str, channel: str) -> IssuedFreshness | None:
-        rows = self._read(
+        rows = self._rows(
             "SELECT data, hub_time, expires_at, kill_epoch FROM freshness "
-            "WHERE region = %s AND channel = %s",
+            "WHERE region = ? AND channel = ?",
             (region, channel),
         )
         if not rows:
@@ -154,12 +164,15 @@ class PublicationTables(PostgresTransactions):
 
     def record_directory(self, directory: IssuedDirectory) -> bool:
         with self._write("record the device directory") as db:
-            # ON CONFLICT locks the held row and compares with its committed version.
+            # ON CONFLICT compares with the held row as committed (PostgreSQL locks it).
             recorded = db.execute(
-                "INSERT INTO directories VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (region) "
-                "DO UPDATE SET version = excluded.version, content = excluded.content, "
-                "data = excluded.data, issued_at = excluded.issued_at, "
-                "expires_at = excluded.expires_at WHERE excluded.version > directories.version",
+                self._sql(
+                    "INSERT INTO directories VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (region) "
+                    "DO UPDATE SET version = excluded.version, content = excluded.content, "
+                    "data = excluded.data, issued_at = excluded.issued_at, "
+                    "expires_at = excluded.expires_at "
+                    "WHERE excluded.version > directories.version"
+                ),
                 (
                     directory.region,
                     directory.version,
@@ -172,23 +185,23 @@ class PublicationTables(PostgresTransactions):
             if recorded != 1:
                 return False
             db.execute(
-                "INSERT INTO directory_versions VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                self._sql("INSERT INTO directory_versions VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
                 (directory.region, directory.version, directory.data),
             )
             return True
 
     def directory_version(self, region: str, version: int) -> bytes | None:
-        rows = self._read(
-            "SELECT data FROM directory_versions WHERE region = %s AND version = %s "
-            "UNION ALL SELECT data FROM directories WHERE region = %s AND version = %s",
+        rows = self._rows(
+            "SELECT data FROM directory_versions WHERE region = ? AND version = ? "
+            "UNION ALL SELECT data FROM directories WHERE region = ? AND version = ?",
             (region, version, region, version),
         )
         return as_bytes(rows[0][0]) if rows else None
 
     def directory(self, region: str) -> IssuedDirectory | None:
-        rows = self._read(
+        rows = self._rows(
             "SELECT version, content, data, issued_at, expires_at FROM directories "
-            "WHERE region = %s",
+            "WHERE region = ?",
             (region,),
         )
         if not rows:
@@ -204,12 +217,12 @@ class PublicationTables(PostgresTransactions):
         )
 
     def clear_channels(self, region: str, channels: Sequence[str]) -> None:
-        with self._write("clear channels") as db, db.cursor() as cursor:
-            cursor.executemany(
-                "DELETE FROM channels WHERE region = %s AND channel = %s",
+        with self._write("clear channels") as db:
+            db.executemany(
+                self._sql("DELETE FROM channels WHERE region = ? AND channel = ?"),
                 [(region, c) for c in channels],
             )
-            cursor.executemany(
-                "DELETE FROM freshness WHERE region = %s AND channel = %s",
+            db.executemany(
+                self._sql("DELETE FROM freshness WHERE region = ? AND channel = ?"),
                 [(region, c) for c in channels],
             )
