@@ -36,10 +36,11 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
+from typing import cast
 
 from bench._scale_fanout import _packet, _text
 from bench._scale_fleet import _brokers, _rss_mib
@@ -326,8 +327,7 @@ async def _answer(command: tuple[str, ...], agents: list[ThinAgent]) -> object:
     raise ValueError(f"unknown command {kind!r}")
 
 
-async def _until(condition: object) -> None:
-    assert callable(condition)
+async def _until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     while not condition():
         if time.monotonic() > deadline:
@@ -565,9 +565,9 @@ async def _run(work: Path, agents: int, revocations: int, per_site: int) -> Thin
             window = time.monotonic() - start
             cpu = {name: _cpu_s(pid) - before[name] for name, pid in named.items()}
             load = Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
-            replies = await installed
-            push_agent = [t - start for times, _ in replies for t in times]  # type: ignore[misc]
-            refused = sum(n for _, n in replies)  # type: ignore[misc]
+            replies = cast(list[tuple[list[float], int]], await installed)
+            push_agent = [t - start for times, _ in replies for t in times]
+            refused = sum(n for _, n in replies)
             step = max(1, agents // revocations)
             targets = [device_id(i) for i in range(0, agents, step)][:revocations]
             revoke_target, revoke_first, revoke_last, revoked_bytes = [], [], [], []
@@ -640,8 +640,7 @@ def real_install_costs(
     identity = DeviceIdentity("real-thin", REGION, GROUPS, PROFILE)
     times: dict[str, list[float]] = {}
 
-    def timed(name: str, action: object) -> None:
-        assert callable(action)
+    def timed(name: str, action: Callable[[], object]) -> None:
         began = time.perf_counter()
         action()
         times.setdefault(name, []).append((time.perf_counter() - began) * 1000)
