@@ -178,3 +178,19 @@ def test_a_registry_of_schema_1_opens_upgraded_with_its_rows_and_the_schedule_le
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()
+
+
+def test_a_new_registry_whose_schema_fails_midway_is_left_without_any_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hub.db"
+    broken = SCHEMA + "CREATE TABLE devices (device TEXT);\n"
+    monkeypatch.setattr("hub.registry.sqlite.registry.SCHEMA", broken)
+    with pytest.raises(RegistryError, match="cannot open the hub registry"):
+        SqliteRegistry.open(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0
+    monkeypatch.undo()
+    with SqliteRegistry.open(path) as opened:
+        assert opened._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -62,6 +62,9 @@ class SqliteRegistry(
             db = sqlite3.connect(
                 path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
             )
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
+        try:
             # Checked before anything is written (WAL mode rewrites the file's header):
             # another program's database is left byte for byte as it was.
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -82,15 +85,20 @@ class SqliteRegistry(
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
-            db.executescript(SCHEMA)
-            db.executescript(CONSOLE_FLEET_SCHEMA)
-            if version != SCHEMA_VERSION:
-                # A new registry, or an upgraded one (what it lacked is created above, as
-                # for a new one). Only when it changes: writing the same value would still
-                # rewrite the file's header, and a command that only reads must leave
-                # hub.db as it was.
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == SCHEMA_VERSION:
+                # Every statement is a no-op here: nothing is written, and a command that
+                # only reads leaves hub.db as it was (the version is not rewritten either).
+                db.executescript(SCHEMA + CONSOLE_FLEET_SCHEMA)
+            else:
+                # A new registry, or an upgraded one (what it lacked is created as for a
+                # new one): its tables and its version in one transaction, so a killed
+                # process leaves all of it or none, and one fsync stands for them all.
+                db.executescript(
+                    f"BEGIN IMMEDIATE;\n{SCHEMA}{CONSOLE_FLEET_SCHEMA}"
+                    f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+                )
         except sqlite3.Error as exc:
+            db.close()
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
         try:
             for device in backfill(db, path):
