@@ -6,17 +6,27 @@
 - :class:`Watcher`: an MQTT client that subscribes and queues what arrives, to wait for
   the next message on a topic.
 - :func:`run_cli`: ``edge-hub`` in a thread (its commands run their own event loop).
+
+``EDGEGOV_TEST_REGISTRY=postgresql`` (``make test-postgres``) runs the hub tests on PostgreSQL:
+each test gets a fresh database of the session's server (:func:`suite_registry`, set by the
+autouse fixture in ``tests/conftest.py``, which also sets ``$EDGEGOV_REGISTRY`` to it for the
+``edge-hub`` commands and the subprocesses the test starts), and every hub directory built
+here registers its devices there and names it to the hub (:attr:`HubSetup.url`,
+:func:`hub_config`). Tests marked ``sqlite_only`` are skipped under it, with their reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from edge_agent.policy.source import load_policy_source
@@ -44,6 +54,29 @@ ttl: 24h
     resources: ["/opt/camera/bin/*"]
 """
 WAIT_S = 15.0
+
+SUITE_REGISTRY_ENV = "EDGEGOV_TEST_REGISTRY"
+"""Names the backend the hub tests run on: ``postgresql``, else SQLite (``hub.db``)."""
+ON_POSTGRES = os.environ.get(SUITE_REGISTRY_ENV, "sqlite") == "postgresql"
+"""Whether this test session runs the hub tests on PostgreSQL (``make test-postgres``)."""
+_suite_url: list[str | None] = [None]
+
+
+def set_suite_registry(url: str | None) -> None:
+    """Name the current test's PostgreSQL registry (``None``: ``hub.db``); conftest only."""
+    _suite_url[0] = url
+
+
+def suite_registry() -> str | None:
+    """The current test's PostgreSQL registry under ``EDGEGOV_TEST_REGISTRY=postgresql``,
+    else ``None`` (hub directories keep their registry in their ``hub.db``)."""
+    return _suite_url[0]
+
+
+def hub_registry(path: Path) -> Path | str:
+    """The registry of the hub directory ``path`` in this test: the suite's PostgreSQL
+    database under the switch, else its ``hub.db``."""
+    return suite_registry() or path / "hub.db"
 
 
 @dataclass
@@ -77,9 +110,22 @@ def backend_url(request: pytest.FixtureRequest) -> str | None:
     """A fresh PostgreSQL registry's URL when the parametrised ``request`` asks for the
     ``postgres`` backend, ``None`` (the hub directory's ``hub.db``) for ``sqlite``."""
     if request.param == "sqlite":
+        if ON_POSTGRES:
+            pytest.skip("the SQLite case of a test run on both backends (suite on PostgreSQL)")
         return None
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+def edit_registry(location: Path | str, statement: str, *params: object) -> None:
+    """Run ``statement`` (``?`` placeholders) on the registry at ``location`` behind the
+    hub's back, on either backend: a test's damage or a row from long ago."""
+    if isinstance(location, str):
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return
+    with contextlib.closing(sqlite3.connect(location)) as db, db:
+        db.execute(statement, params)
 
 
 def make_hub_dir(
@@ -89,7 +135,8 @@ def make_hub_dir(
     url: str | None = None,
 ) -> HubSetup:
     """A hub directory with keys and ``(device id, group)`` devices registered in eu-1, in
-    its ``hub.db`` or in the PostgreSQL registry at ``url``."""
+    its ``hub.db`` or in the PostgreSQL registry at ``url`` (default: :func:`suite_registry`)."""
+    url = url or suite_registry()
     path.mkdir(parents=True, exist_ok=True)
     root = init_keys(
         path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30

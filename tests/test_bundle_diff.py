@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import PublishedBundle
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import HubSetup, edit_registry, hub_registry, make_hub_dir
 
 V1 = """\
 target: {region: eu-1, groups: [line-a]}
@@ -163,7 +162,7 @@ def _build(setup: HubSetup, source: str, version: int) -> bytes:
 
 def _record(setup: HubSetup, data: bytes) -> None:
     """Record ``data`` (bundle v1 for line-a) as ``bundle push`` does."""
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.record_bundle(
             bundle=PublishedBundle(
                 "eu-1", "", 1, hashlib.sha256(data).digest(), data, NOON + DAY, None, NOON
@@ -193,7 +192,7 @@ def _ship(setup: HubSetup, device_id: str, decisions: list[Decision]) -> None:
                       entry.bundle_digest, entry.bundle_version, entry.request, entry.detail)
             )
         )  # fmt: skip
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         result = ingest_batch(
             sim.batch(0, len(sim.entries)),
             device=device_id,
@@ -470,7 +469,7 @@ def test_output_is_byte_identical_across_processes(hub: HubSetup, output: str) -
 
 
 def test_the_registry_lists_every_bundle_of_a_version_in_a_region(tmp_path: Path) -> None:
-    with open_registry(tmp_path / "hub.db") as registry:
+    with open_registry(hub_registry(tmp_path)) as registry:
         for region, version, data in (("eu-1", 4, b"b"), ("eu-1", 4, b"a"), ("eu-1", 5, b"c"),
                                       ("us-1", 4, b"d")):  # fmt: skip
             digest = hashlib.sha256(data).digest()
@@ -492,8 +491,7 @@ def test_a_damaged_registry_row_stops_the_diff_naming_device_and_entry(
     _ship(setup, "gw-001", DECISIONS[:3])
     candidate = setup.path / "v2.cbor"
     candidate.write_bytes(_build(setup, V2, 2))
-    with sqlite3.connect(setup.path / "hub.db") as db:
-        db.execute("UPDATE lineage_entries SET data = x'a0' WHERE seq = 2")
+    edit_registry(setup.registry, "UPDATE lineage_entries SET data = ? WHERE seq = 2", b"\xa0")
     assert hub_main(["bundle", "diff", str(candidate), "--hub-dir", str(setup.path)]) == 2
     err = capsys.readouterr().err
     assert "entry 2: " in err and "gw-001" in err

@@ -137,7 +137,7 @@ def postgres_hub(
     setup: HubSetup, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """The hub of ``setup`` on a PostgreSQL registry holding its devices."""
-    with open_registry(setup.path / "hub.db") as held, open_registry(postgres_url) as registry:
+    with open_registry(setup.registry) as held, open_registry(postgres_url) as registry:
         for record in held.devices():
             registry.add_device(record)
     monkeypatch.setattr(

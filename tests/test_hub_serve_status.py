@@ -80,7 +80,7 @@ def test_the_summary_counts_devices_online_messages_per_second_and_the_ingest_la
     stats.messages += 50
     clock.now += 10
     stats.backlog_since = clock.now - 1.5
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         announcer.summary(registry, 1_800_000_000)
     assert lines == ["edge-hub serve: 0 of 2 devices online, 5.0 messages/s, ingest lag 1.5s"]
 

@@ -78,8 +78,8 @@ class Fleet:
     witness: PrivateKey
 
     @property
-    def db(self) -> Path:
-        return self.setup.path / "hub.db"
+    def db(self) -> Path | str:
+        return self.setup.registry
 
     def ship(self, device: str, *, cosign: bool = True) -> None:
         """Ship every entry of ``device`` not stored yet, as one batch the hub accepts (and
@@ -142,13 +142,13 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
     setup = make_hub_dir(tmp_path / "hub", devices=())
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         for device, key in ((CAMERA, CAMERA_KEY), (PLC, PLC_KEY), (OUTSIDER, OUTSIDER_KEY)):
             registry.add_device(DeviceRecord(device, "eu-1", GROUPS[device], "p", key.public))
     logs = {d: DeviceLog(d, k) for d, k in ((CAMERA, CAMERA_KEY), (PLC, PLC_KEY))}
     logs[OUTSIDER] = DeviceLog(OUTSIDER, OUTSIDER_KEY)
     witness = load_role_keys(setup.keys, Role.VERIFIER, setup.root)[0]
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         planned = next_directory(
             None, registry.devices(), region="eu-1", now=NOW - DAY, ttl_s=DEFAULT_DIRECTORY_TTL_S
         )
