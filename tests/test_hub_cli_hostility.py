@@ -196,6 +196,10 @@ def _run(argv: list[str]) -> int:
         return exc.code
 
 
+@pytest.mark.sqlite_only(
+    "its hub directory holds hub.db and a missing --hub-dir must fail; a PostgreSQL "
+    "registry needs no hub directory (HubDir.open_registry)"
+)
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 @pytest.mark.parametrize(("command", "slots", "kind"), CASES)
 def test_a_bad_argument_fails_in_one_line_and_writes_nothing(
