@@ -8,7 +8,7 @@ import pytest
 
 from hub.hubdir.paths import ENV_REGISTRY
 from tests.hub_support import ON_POSTGRES, set_suite_registry
-from tests.postgres_support import postgres_server, postgres_url
+from tests.postgres_support import PostgresServer, postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url", "suite_registry"]
 
@@ -19,7 +19,8 @@ def suite_registry(
 ) -> Iterator[None]:
     """Under ``EDGEGOV_TEST_REGISTRY=postgresql``: skip a ``sqlite_only`` test with its reason,
     else give the test a fresh PostgreSQL registry, named by ``$EDGEGOV_REGISTRY`` and by
-    :func:`tests.hub_support.suite_registry`. Otherwise nothing."""
+    :func:`tests.hub_support.suite_registry` (the first hub directory a test builds; any
+    other gets a database of its own). Otherwise nothing."""
     if not ON_POSTGRES:
         yield
         return
@@ -27,9 +28,18 @@ def suite_registry(
     if marker is not None:
         pytest.skip(f"sqlite_only: {marker.args[0] if marker.args else 'SQLite-specific'}")
     url: str = request.getfixturevalue("postgres_url")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    more: list[str] = []
+
+    def another() -> str:
+        more.append(server.new_database())
+        return server.url(more[-1])
+
     monkeypatch.setenv(ENV_REGISTRY, url)
-    set_suite_registry(url)
+    set_suite_registry(url, another)
     try:
         yield
     finally:
         set_suite_registry(None)
+        for name in more:
+            server.drop_database(name)

@@ -60,11 +60,14 @@ SUITE_REGISTRY_ENV = "EDGEGOV_TEST_REGISTRY"
 ON_POSTGRES = os.environ.get(SUITE_REGISTRY_ENV, "sqlite") == "postgresql"
 """Whether this test session runs the hub tests on PostgreSQL (``make test-postgres``)."""
 _suite_url: list[str | None] = [None]
+_suite_more: list[Callable[[], str] | None] = [None]
+_suite_taken: list[bool] = [False]
 
 
-def set_suite_registry(url: str | None) -> None:
-    """Name the current test's PostgreSQL registry (``None``: ``hub.db``); conftest only."""
-    _suite_url[0] = url
+def set_suite_registry(url: str | None, more: Callable[[], str] | None = None) -> None:
+    """Name the current test's PostgreSQL registry (``None``: ``hub.db``) and how to make
+    another for a second hub directory in the same test; conftest only."""
+    _suite_url[0], _suite_more[0], _suite_taken[0] = url, more, False
 
 
 def suite_registry() -> str | None:
@@ -136,7 +139,11 @@ def make_hub_dir(
 ) -> HubSetup:
     """A hub directory with keys and ``(device id, group)`` devices registered in eu-1, in
     its ``hub.db`` or in the PostgreSQL registry at ``url`` (default: :func:`suite_registry`)."""
-    url = url or suite_registry()
+    suite = suite_registry()
+    if suite is not None and url in (None, suite):
+        more = _suite_more[0]
+        url = more() if _suite_taken[0] and more is not None else suite
+        _suite_taken[0] = True
     path.mkdir(parents=True, exist_ok=True)
     root = init_keys(
         path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30
