@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,7 +60,7 @@ from tests.ancestry_support import (
     devices,
 )
 from tests.factory import DAY, NOW
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import HubSetup, edit_registry, make_hub_dir
 
 VALVE = Request("svc:plc-bridge", "plc.write", "plc://line-a/valve-7")
 ASK_VISION = Request("svc:scheduler", "model.invoke", "model://vision/v4")
@@ -728,10 +727,13 @@ def _tamper(fleet: Fleet, device: str, seq: int) -> None:
     entry = decode_entry(fleet.logs[device].entries[seq], seq)
     assert entry.request is not None
     data = encode_entry(replace(entry, request=replace(entry.request, resource="plc://line-b/x")))
-    with sqlite3.connect(fleet.db) as db:
-        db.execute(
-            "UPDATE lineage_entries SET data = ? WHERE device = ? AND seq = ?", (data, device, seq)
-        )
+    edit_registry(
+        fleet.db,
+        "UPDATE lineage_entries SET data = ? WHERE device = ? AND seq = ?",
+        data,
+        device,
+        seq,
+    )
 
 
 def test_any_changed_byte_of_a_chain_is_refused_as_a_chain_error_never_a_crash(
