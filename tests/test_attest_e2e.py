@@ -67,6 +67,7 @@ class Fixture:
         return HubService(
             HubConfig(
                 self.setup.path,
+                registry=self.setup.url,
                 broker=self.broker,
                 freshness_interval_s=0.3,
                 token_ttl_s=5,

@@ -404,6 +404,7 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
         daemon = AgentDaemon(agent, broker.settings, FAST_SYNC, attestor=attestor)
         hub_config = HubConfig(
             setup.path,
+            registry=setup.url,
             broker=broker.settings,
             freshness_interval_s=0.3,
             token_ttl_s=5,

@@ -126,6 +126,7 @@ async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
     assert retry.published == [_topic("gw-001", DeviceLeaf.ACK)]
 
 
+@pytest.mark.sqlite_only("watches the SQLite registry's write lock (SqliteRegistry._grouped)")
 async def test_no_other_registry_operation_runs_while_a_burst_holds_the_write_lock(
     service: HubService, setup: HubSetup
 ) -> None:
