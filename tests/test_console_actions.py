@@ -35,6 +35,7 @@ from hub.core.publications import Publication
 from hub.core.push import PushPlan, resolve_key_id, revocation_region
 from hub.hubdir.layout import HubDir, HubKeys
 from hub.registry import DeviceRecord, IssuedRevocation, Registry, RegistryError
+from hub.registry.gateway import RegistryGateway
 from hub.service import governance
 from tests.console_support import Console, make_console
 from tests.factory import NOW
@@ -53,11 +54,14 @@ REVOKE_GW2 = {"scope": "device", "value": "gw-002", "reason": "reported stolen"}
 class HubSim:
     """The running hub's governance actions on a registry and a hub directory's keys, the
     publications kept in :attr:`published` (as :class:`hub.service.governance.Governance`
-    does, without a broker)."""
+    does, without a broker). Its registry work runs on ``db``, the gateway the console
+    uses for the same connection, as the running hub's runs on its own: one thread at a
+    time on a connection."""
 
-    def __init__(self, registry: Registry, hub_dir: HubDir) -> None:
+    def __init__(self, registry: Registry, hub_dir: HubDir, db: RegistryGateway) -> None:
         self.registry = registry
         self.hub_dir = hub_dir
+        self.db = db
         self.published: list[Publication] = []
         self.challenged: list[str] = []
 
@@ -69,14 +73,20 @@ class HubSim:
         return Published(len(publications))
 
     async def preview_push(self, data: bytes, *, lift_revocations: bool = False) -> PushPlan:
-        return governance.plan_bundle(
-            self.registry, self.keys(), data, now=_now(), lift_revocations=lift_revocations
+        return await self.db(
+            governance.plan_bundle,
+            self.registry,
+            self.keys(),
+            data,
+            now=_now(),
+            lift_revocations=lift_revocations,
         )
 
     async def push(
         self, data: bytes, *, lift_revocations: bool = False
     ) -> tuple[PushPlan, Published]:
-        plan, publications = governance.prepare_push(
+        plan, publications = await self.db(
+            governance.prepare_push,
             self.registry,
             self.keys(),
             data,
@@ -90,9 +100,8 @@ class HubSim:
         self, scope: tuple[RevocationKind, str], *, region: str | None
     ) -> str:
         kind, value = scope
-        return revocation_region(
-            governance.inventory(self.registry), kind, value, region, force=False
-        )
+        inventory = await self.db(governance.inventory, self.registry)
+        return revocation_region(inventory, kind, value, region, force=False)
 
     def resolve_key(self, text: str) -> str:
         return resolve_key_id(text, self.keys().root)
@@ -101,7 +110,8 @@ class HubSim:
         self, scope: tuple[RevocationKind, str], *, region: str | None, reason: str
     ) -> tuple[IssuedRevocation, Published]:
         keys = self.keys()
-        issued, publications = governance.prepare_revocation(
+        issued, publications = await self.db(
+            governance.prepare_revocation,
             self.registry,
             keys,
             self.hub_dir.revoke_keys(keys.root),
@@ -114,7 +124,7 @@ class HubSim:
         return issued, self._publish(publications)
 
     async def challenge(self, device_id: str) -> Challenge:
-        if self.registry.device(device_id) is None:
+        if await self.db(self.registry.device, device_id) is None:
             raise ConfigError(f"device {device_id!r} is not registered")
         self.challenged.append(device_id)
         return Challenge(device_id, os.urandom(16), _now(), _now() + 60)
@@ -149,7 +159,7 @@ class HubSim:
         record = self.preview_register(
             device_id, region=region, groups=groups, profile=profile, public_key_pem=public_key_pem
         )
-        self.registry.add_device(record)
+        await self.db(self.registry.add_device, record)
         return record
 
 
@@ -161,7 +171,9 @@ def _now() -> int:
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[Console, HubSim]]:
     with make_console(tmp_path) as console:
-        sim = HubSim(console.registry, HubDir(console.setup.path, console.setup.url))
+        sim = HubSim(
+            console.registry, HubDir(console.setup.path, console.setup.url), console.context.db
+        )
         console.context.actions = sim
         yield console, sim
 

@@ -5,7 +5,9 @@ password."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -14,6 +16,8 @@ import pytest
 from edge_agent.protocol.keys import PrivateKey
 from hub.cli.main import main as hub_main
 from hub.hubdir.layout import HubDir, HubDirError, shown_registry
+from hub.registry import RegistryError
+from hub.registry.backends import UNRECOGNISED_LOCATION, parse_location
 from tests.hub_support import make_hub_dir
 from tests.postgres_support import PostgresServer, free_port
 
@@ -53,6 +57,82 @@ def test_a_missing_registry_path_is_refused_where_a_command_only_reads(tmp_path:
     with pytest.raises(HubDirError, match="no hub registry at"):
         hub.open_registry(create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+def _foreign_database(path: Path, table: str) -> Path:
+    db = sqlite3.connect(path)
+    db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, body TEXT)")
+    db.execute(f"INSERT INTO {table} (body) VALUES ('kept as it was')")
+    db.commit()
+    db.close()
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_READING = (["fleet"], ["lineage", "show", "gw-001"], ["device", "list"])
+_WRITING = (
+    [
+        "device",
+        "add",
+        "gw-new",
+        "--pubkey",
+        "PEM",
+        "--region",
+        "eu-1",
+        "--profile",
+        "generic-x86_64",
+    ],
+)
+
+
+@pytest.mark.parametrize("command", [*_READING, *_WRITING], ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("table", ["notes", "devices"])
+def test_another_programs_sqlite_database_is_refused_and_left_byte_for_byte(
+    command: list[str], table: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=())
+    other = _foreign_database(tmp_path / "other.db", table)
+    before = _digest(other)
+    pem = tmp_path / "gw.pem"
+    pem.write_bytes(_public_pem())
+    given = [str(pem) if word == "PEM" else word for word in command]
+    code = hub_main(["--hub-dir", str(setup.path), "--registry", str(other), *given])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "another program's database" in err
+    assert _digest(other) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.pem", "hub", "other.db"]
+
+
+@pytest.mark.parametrize("command", _READING, ids=lambda c: " ".join(c[:2]))
+def test_an_empty_file_is_refused_where_a_command_only_reads_and_stays_empty(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_hub_dir(tmp_path / "hub", devices=())
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    code = hub_main(["--hub-dir", str(setup.path), "--registry", str(empty), *command])
+    assert code == 3
+    assert "holds no hub registry" in capsys.readouterr().err
+    assert empty.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "hub"]
+
+
+def test_a_registry_of_an_unknown_schema_is_refused_where_a_command_only_reads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "future.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 9")
+    db.execute("CREATE TABLE devices (device_id TEXT)")
+    db.close()
+    before = _digest(path)
+    with pytest.raises(HubDirError, match="schema 9"):
+        HubDir(tmp_path, str(path)).open_registry(create=False)
+    assert _digest(path) == before
 
 
 def test_a_postgres_registry_needs_no_hub_db(tmp_path: Path, postgres_url: str) -> None:
@@ -183,3 +263,64 @@ def test_console_tokens_are_kept_in_the_registry_the_option_names(
     assert "alice" in capsys.readouterr().out
     assert hub_main(["--hub-dir", str(setup.path), "console", "token", "list"]) == 3
     assert "holds no registry (hub.db)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"POSTGRESQL://hub:{SECRET}@127.0.0.1:{{port}}/edgegov",
+        f"postgresql:hub:{SECRET}@127.0.0.1",
+        f"host=127.0.0.1 password={SECRET} dbname=edgegov",
+    ],
+    ids=["uppercase-scheme", "no-slashes", "libpq-keywords"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["fleet"], ["--json", "fleet"], ["-v", "fleet"], ["registry", "check", "--json"]],
+    ids=["text", "json", "verbose", "check-json"],
+)
+def test_a_location_neither_path_nor_postgres_url_never_shows_its_password(
+    location: str, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = location.format(port=free_port())
+    code = hub_main(["--hub-dir", str(tmp_path), "--registry", given, *command])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert SECRET not in out + err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_uppercase_scheme_opens_the_postgres_registry(tmp_path: Path, postgres_url: str) -> None:
+    scheme, rest = postgres_url.split("://", 1)
+    with HubDir(tmp_path, f"{scheme.upper()}://{rest}").open_registry(create=False) as registry:
+        assert registry.devices() == []
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["postgresql:hub:pw@db", "host=db password=pw", "sqlite:///tmp/hub.db", "user=hub"],
+)
+def test_a_location_neither_path_nor_postgres_url_is_refused_without_quoting_it(
+    location: str,
+) -> None:
+    with pytest.raises(RegistryError) as refused:
+        parse_location(location)
+    assert str(refused.value) == UNRECOGNISED_LOCATION
+    assert "neither" in shown_registry(location) and "pw" not in shown_registry(location)
+
+
+def test_a_path_that_looks_like_neither_is_a_path() -> None:
+    assert parse_location("./postgresql:hub.db") == Path("postgresql:hub.db")
+    assert parse_location("/var/lib/edge-hub/hub.db") == Path("/var/lib/edge-hub/hub.db")
+
+
+@pytest.mark.parametrize("command", [["fleet"], ["--json", "fleet"], ["-v", "fleet"]])
+def test_a_url_whose_escapes_are_not_utf8_is_refused_as_malformed_without_its_password(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = f"postgresql://hub:{SECRET}%FFpw@127.0.0.1:{free_port()}/edgegov"
+    code = hub_main(["--hub-dir", str(tmp_path), "--registry", given, *command])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "not a PostgreSQL connection URL" in out + err
+    assert SECRET not in out + err

@@ -55,9 +55,10 @@ from hub.registry import (
     StoredCheckpoint,
     StoredEntry,
 )
+from hub.registry.lease_sql import LEASE_SKEW_LIMIT_S
 from hub.registry.lineage_records import LineageHit, LineageQuery
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.records import Accepted, DeviceLog, ForkEvidence
+from hub.registry.records import Accepted, DeviceLog, ForkEvidence, ScheduleLeaseHolder
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 from hub.registry.sqlite import SqliteRegistry
 from tests.factory import NOW
@@ -1359,6 +1360,35 @@ def test_a_released_schedule_lease_is_taken_at_once_and_a_stale_release_changes_
     registry.release_schedule_lease("hub-a")
     assert peer.claim_schedule_lease("hub-b", NOW + 2, 60) == taken
     assert registry.claim_schedule_lease("hub-a", NOW + 2, 60) is None
+
+
+def test_a_schedule_lease_ending_beyond_any_correct_holders_expiry_is_taken_over(
+    registry: Registry, peer: Registry
+) -> None:
+    years = 5 * 365 * 86400
+    forged = registry.claim_schedule_lease("hub-ahead", NOW + years, 5)
+    assert forged is not None
+    taken = peer.claim_schedule_lease("hub-b", NOW, 5)
+    assert taken is not None and taken > forged
+    assert peer.schedule_lease() == ScheduleLeaseHolder("hub-b", taken, NOW + 5)
+    assert registry.claim_schedule_lease("hub-ahead", NOW + 1, 5) is None
+
+
+def test_a_schedule_lease_within_the_skew_limit_of_a_claimants_clock_is_honoured(
+    registry: Registry, peer: Registry
+) -> None:
+    held = registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S, 5)
+    assert held is not None
+    assert peer.claim_schedule_lease("hub-b", NOW, 5) is None
+    assert peer.schedule_lease() == ScheduleLeaseHolder("hub-a", held, NOW + LEASE_SKEW_LIMIT_S + 5)
+    assert registry.claim_schedule_lease("hub-a", NOW + LEASE_SKEW_LIMIT_S + 1, 5) == held
+
+
+def test_no_schedule_lease_is_read_before_any_hub_claimed_it(registry: Registry) -> None:
+    assert registry.schedule_lease() is None
+    token = registry.claim_schedule_lease("hub-a", NOW, 5)
+    registry.release_schedule_lease("hub-a")
+    assert registry.schedule_lease() == ScheduleLeaseHolder("", token or 0, 0)
 
 
 def test_a_schedule_lease_claim_needs_a_holder_and_a_positive_ttl(registry: Registry) -> None:

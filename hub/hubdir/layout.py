@@ -48,7 +48,8 @@ from hub.hubdir.paths import (
     registry_location,
 )
 from hub.registry import Registry, RegistryError
-from hub.registry.backends import POSTGRES_SCHEMES, open_registry, open_tables
+from hub.registry.backends import open_registry, open_tables, parse_location
+from hub.registry.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS
 
 __all__ = [
     "ENV_HUB_DIR",
@@ -166,15 +167,21 @@ class HubDir:
 
     @property
     def registry_location(self) -> Path | str:
-        """The registry this hub opens: a ``postgresql://`` URL or a ``hub.db`` path."""
+        """The registry this hub opens: a ``postgresql://`` URL or a ``hub.db`` path.
+
+        Raises:
+            RegistryError: the location is neither (the message does not quote it).
+        """
         if self.registry is None:
             return self.registry_path
-        return self.registry if _is_url(self.registry) else Path(self.registry)
+        return parse_location(self.registry)
 
     @property
     def shown_registry(self) -> str:
         """The registry, for messages: a URL without its password, or the file's path."""
-        return shown_registry(self.registry_location)
+        if self.registry is None:
+            return str(self.registry_path)
+        return shown_registry(self.registry)
 
     @property
     def serve_file(self) -> Path:
@@ -187,44 +194,69 @@ class HubDir:
 
         Raises:
             HubDirError: the hub directory does not exist (with a ``hub.db`` registry), or
-                ``create`` is false and there is no registry there yet.
-            RegistryError: the database cannot be opened or reached (its message never
-                holds the URL's password).
+                ``create`` is false and there is no registry there yet (nor one of a
+                version this hub opens: another program's database is left as it was).
+            RegistryError: the database cannot be opened or reached, or the location is
+                neither a path nor a PostgreSQL URL (its message never holds a password).
         """
-        location = self.registry_location
-        if isinstance(location, str):
-            return self._open_database(location, create=create)
-        if self.registry is None and not _is(self.path, Path.is_dir):
-            raise HubDirError(
-                f"hub directory {self.path} does not exist (create it with "
-                f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
-                self.path,
-            )
-        if not create and not _is(location, Path.is_file):
-            where = (
-                f"{self.path} is not a hub directory: it holds no registry ({REGISTRY_FILE}); "
-                "pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
-                if self.registry is None
-                else f"there is no hub registry at {location}: check --registry "
-                "(or $EDGEGOV_REGISTRY)"
-            )
-            raise HubDirError(where, self.path)
-        return open_registry(location)
-
-    def _open_database(self, url: str, *, create: bool) -> Registry:
         try:
-            if not create:
-                with open_tables(url, write=False) as rows:
-                    if rows.schema_version() is None:
-                        raise HubDirError(
-                            f"{rows.where} holds no hub registry: check --registry (or "
-                            "$EDGEGOV_REGISTRY), or create it with 'edge-hub registry "
-                            "migrate --to URL' or 'edge-hub serve --registry URL'",
-                            self.path,
-                        )
-            return open_registry(url)
+            return self._open(create=create)
         except RegistryError as exc:
             raise RegistryError(redacted(exc.message)) from None
+
+    def _open(self, *, create: bool) -> Registry:
+        location = self.registry_location
+        if isinstance(location, Path):
+            if self.registry is None and not _is(self.path, Path.is_dir):
+                raise HubDirError(
+                    f"hub directory {self.path} does not exist (create it with "
+                    f"'edge-hub keys init --out {self.keys}', or pass --hub-dir)",
+                    self.path,
+                )
+            if not create and not _is(location, Path.is_file):
+                where = (
+                    f"{self.path} is not a hub directory: it holds no registry "
+                    f"({REGISTRY_FILE}); pass the hub's --hub-dir (or set $EDGE_HUB_DIR)"
+                    if self.registry is None
+                    else f"there is no hub registry at {redacted(str(location))}: check "
+                    "--registry (or $EDGEGOV_REGISTRY)"
+                )
+                raise HubDirError(where, self.path)
+        if not create:
+            self._refuse_unless_registry(location)
+        return open_registry(location)
+
+    def _refuse_unless_registry(self, location: Path | str) -> None:
+        """Read, without writing anything, the schema version of the database at
+        ``location`` (for a command that only reads: opening a registry creates what it
+        lacks, so another program's database must be refused before it is opened).
+
+        Raises:
+            HubDirError: it holds no registry, another program's tables, or a registry of
+                a version this hub does not open.
+            RegistryError: it cannot be read (not a database, unreachable).
+        """
+        with open_tables(location, write=False) as rows:
+            version = rows.schema_version()
+            where = redacted(rows.where)
+        if version is None:
+            raise HubDirError(
+                f"{where} holds no hub registry: check --registry (or $EDGEGOV_REGISTRY), "
+                "or create it with 'edge-hub registry migrate --to URL' or "
+                "'edge-hub serve --registry URL'",
+                self.path,
+            )
+        if version == 0:
+            raise HubDirError(
+                f"{where} is another program's database (it holds tables but no hub "
+                "registry): check --registry (or $EDGEGOV_REGISTRY)",
+                self.path,
+            )
+        if version not in (SCHEMA_VERSION, *UPGRADABLE_VERSIONS):
+            raise HubDirError(
+                f"{where} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}",
+                self.path,
+            )
 
     def load_keys(self, keys_dir: Path | None = None) -> HubKeys:
         """Load the trust roots, the freshness key and the witness key (the first verifier
@@ -340,20 +372,18 @@ def _is(path: Path, test: Callable[[Path], bool]) -> bool:
 def shown_registry(location: Path | str) -> str:
     """A registry location for messages, logs and JSON: a URL without its password (never
     raises: a URL that does not parse is shown with any password cut out), or a path."""
-    if not isinstance(location, str):
-        return str(location)
-    if not _is_url(location):
-        return location
+    try:
+        parsed = parse_location(location)
+    except RegistryError:
+        return "(a registry location that is neither a path nor a URL: not shown)"
+    if not isinstance(parsed, str):
+        return redacted(str(parsed))
     from hub.registry.postgres.registry import describe
 
     try:
-        return describe(location)
+        return describe(parsed)
     except RegistryError:
-        return redacted(location)
-
-
-def _is_url(location: str) -> bool:
-    return location.startswith(POSTGRES_SCHEMES)
+        return redacted(parsed)
 
 
 def redacted(message: str) -> str:

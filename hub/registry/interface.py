@@ -51,6 +51,7 @@ from hub.registry.records import (
     PublishedBundle,
     RejectionCount,
     RejectionTotal,
+    ScheduleLeaseHolder,
     StatusSpan,
     StoredCheckpoint,
     StoredEntry,
@@ -660,7 +661,9 @@ class Registry(Protocol):
 
     def claim_schedule_lease(self, holder: str, now: int, ttl_s: int) -> int | None:
         """Take or renew the schedule lease for ``holder`` until ``now + ttl_s``: when it is
-        free, expired (its expiry at or before ``now``), or ``holder``'s already. Return the
+        free, expired (its expiry at or before ``now``), ``holder``'s already, or ending
+        further ahead than a correct holder writes (after ``now + ttl_s +``
+        :data:`hub.registry.lease_sql.LEASE_SKEW_LIMIT_S`). Return the
         fencing token then, ``None`` (nothing changed) while another holder's lease runs.
 
         The fencing token is the same for as long as one holder keeps the lease (renewals,
@@ -672,6 +675,15 @@ class Registry(Protocol):
         Raises:
             ValueError: ``holder`` is empty or ``ttl_s`` is not positive.
             RegistryError: the write failed; nothing changed.
+        """
+        ...
+
+    def schedule_lease(self) -> ScheduleLeaseHolder | None:
+        """The schedule lease as committed (``None`` before any hub claimed it), for
+        saying who leads.
+
+        Raises:
+            RegistryError: the read failed.
         """
         ...
 

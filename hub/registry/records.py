@@ -39,6 +39,7 @@ __all__ = [
     "RejectionCount",
     "RejectionTotal",
     "RolloutCount",
+    "ScheduleLeaseHolder",
     "StatusSpan",
     "StoredCheckpoint",
     "StoredEntry",
@@ -379,3 +380,13 @@ class FleetSummary:
     rejections: dict[str, FleetCount]
     state_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """The first few device ids (by id) in each state of ``states``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleLeaseHolder:
+    """The schedule lease as committed: who holds it (empty once released), under which
+    fencing token, until when (Unix seconds, the holder's clock)."""
+
+    holder: str
+    token: int
+    expires_at: int

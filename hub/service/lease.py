@@ -6,7 +6,10 @@ and publishes what the schedule signs (freshness tokens, directories, the retain
 snapshot, stray clearing): the one holding the lease
 (:meth:`hub.registry.interface.Registry.claim_schedule_lease`). Every hub claims it every
 :attr:`LeaseTiming.check_s`; the holder's claim renews it, another's takes it once it has
-expired, and a hub stopping cleanly releases it so the next claim takes it at once.
+expired, and a hub stopping cleanly releases it so the next claim takes it at once. A lease
+ending further ahead than any correct holder writes (a hub whose clock ran ahead, a tampered
+row: :data:`hub.registry.lease_sql.LEASE_SKEW_LIMIT_S`) is taken over at once, with a
+warning naming its holder and expiry; a standby names the holder and when its lease ends.
 
 A hub that cannot reach the registry cannot prove it leads, so it stops scheduling until it
 can again (agents keep their last freshness until their ``max_offline``), and says so once
@@ -20,7 +23,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hub.registry import Registry, RegistryError
+from edge_agent.support.cli import utc_text
+from hub.registry import Registry, RegistryError, ScheduleLeaseHolder
+from hub.registry.lease_sql import LEASE_SKEW_LIMIT_S
 
 __all__ = ["MIN_LEASE_TTL_S", "LeaseTiming", "ScheduleLease", "lease_timing"]
 
@@ -89,14 +94,17 @@ class ScheduleLease:
     def claim(self, now: int) -> int | None:
         """Claim (or renew) the lease at ``now``: the fencing token if this hub leads."""
         try:
+            # Read while standing by only: to say who leads, and whose lease was taken.
+            before = None if self.leading else self._registry.schedule_lease()
             token = self._registry.claim_schedule_lease(self.holder, now, self.timing.ttl_s)
         except RegistryError as exc:
             self._lost(exc)
             return None
         self._reached()
         if token is None:
-            self._follow()
+            self._follow(before)
         elif token != self.token:
+            self._took_over(before, now)
             self._lead(token)
         self._claimed = True
         self.token = token
@@ -151,17 +159,38 @@ class ScheduleLease:
         logger.info("this hub leads the schedule now (fencing token %d)", token)
         self._status(f"leads the schedule (fencing token {token}): publishes freshness")
 
-    def _follow(self) -> None:
+    def _took_over(self, before: ScheduleLeaseHolder | None, now: int) -> None:
+        if before is None or before.holder in ("", self.holder):
+            return
+        if before.expires_at > now + self.timing.ttl_s + LEASE_SKEW_LIMIT_S:
+            logger.warning(
+                "took over the schedule lease of %s (fencing token %d), which claimed to "
+                "run until %s: further ahead of this hub's clock than any hub writes (more "
+                "than %d s past a lease's length); its clock runs ahead, or the row was "
+                "tampered with",
+                before.holder,
+                before.token,
+                utc_text(before.expires_at, "%Y-%m-%dT%H:%M:%SZ"),
+                LEASE_SKEW_LIMIT_S,
+            )
+
+    def _follow(self, lease: ScheduleLeaseHolder | None) -> None:
+        who = (
+            "another hub leads the schedule"
+            if lease is None or not lease.holder
+            else f"another hub leads the schedule ({lease.holder}, its lease ending "
+            f"{utc_text(lease.expires_at, '%Y-%m-%dT%H:%M:%SZ')})"
+        )
         if self.token is not None:
             logger.warning(
                 "this hub no longer leads the schedule (fencing token %d): another hub "
                 "took the lease",
                 self.token,
             )
-            self._status("another hub leads the schedule: this one ingests and stands by")
+            self._status(f"{who}: this one ingests and stands by")
         elif not self._claimed:
-            logger.info("another hub leads the schedule: this one ingests and stands by")
-            self._status("another hub leads the schedule: this one ingests and stands by")
+            logger.info("%s: this one ingests and stands by", who)
+            self._status(f"{who}: this one ingests and stands by")
 
     def _lost(self, exc: RegistryError) -> None:
         was, self.token = self.token, None

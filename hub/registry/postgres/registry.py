@@ -86,8 +86,9 @@ def describe(url: str) -> str:
     """
     try:
         parts = conninfo_to_dict(url)
-    except psycopg.Error:
-        # psycopg's own message quotes the text, password included: never shown.
+    except (psycopg.Error, ValueError):
+        # psycopg's own message quotes the text, password included: never shown. A
+        # percent-escape that is not UTF-8 (``%FF``) fails to decode (UnicodeDecodeError).
         raise RegistryError(
             "the registry URL is not a PostgreSQL connection URL "
             "(postgresql://user@host:port/database)"

@@ -59,22 +59,35 @@ class SqliteRegistry(
         and their lineage search rows (:func:`.lineage_search.ensure_search`).
 
         Raises:
-            RegistryError: it cannot be opened, it is another program's database, or a
-                device log's entries do not rebuild its stored tree.
+            RegistryError: it cannot be opened, it is another program's database (tables
+                but no ``user_version``: every hub registry has recorded one), a registry
+                of a version this hub does not open, or a device log's entries do not
+                rebuild its stored tree.
         """
         try:
             db = sqlite3.connect(
                 path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA foreign_keys = ON")
+            # Checked before anything is written (WAL mode rewrites the file's header):
+            # another program's database is left byte for byte as it was.
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+            ).fetchone()[0]
+            if version == 0 and tables:
+                db.close()
+                raise RegistryError(
+                    f"{path} is another program's database (it holds tables but no hub "
+                    "registry): check --registry (or $EDGEGOV_REGISTRY)"
+                )
             if version not in (0, SCHEMA_VERSION, *UPGRADABLE_VERSIONS):
                 db.close()
                 raise RegistryError(
                     f"{path} is a registry of schema {version}; this hub reads {SCHEMA_VERSION}"
                 )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
             db.executescript(SCHEMA)
             db.executescript(CONSOLE_FLEET_SCHEMA)
             if version != SCHEMA_VERSION:
