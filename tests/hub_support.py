@@ -42,6 +42,7 @@ from hub.registry.backends import open_registry
 from hub.service.config import HubConfig
 from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
+from tests.postgres_support import PostgresServer
 
 POLICY = """\
 target: {{region: eu-1, groups: [{group}], profiles: [generic-x86_64]}}
@@ -74,6 +75,21 @@ def suite_registry() -> str | None:
     """The current test's PostgreSQL registry under ``EDGEGOV_TEST_REGISTRY=postgresql``,
     else ``None`` (hub directories keep their registry in their ``hub.db``)."""
     return _suite_url[0]
+
+
+def module_registry(request: pytest.FixtureRequest) -> str | None:
+    """The registry of a hub directory a module-scoped fixture builds for its tests: under
+    ``EDGEGOV_TEST_REGISTRY=postgresql`` a PostgreSQL database of its own, dropped with the
+    fixture (the per-test one does not exist yet when such a fixture runs, and is gone
+    before the next test), else ``None`` (its ``hub.db``). The tests name it to the hub
+    (:attr:`HubSetup.registry_args`, ``$EDGEGOV_REGISTRY``): the per-test one is the
+    default."""
+    if not ON_POSTGRES:
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.new_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
 
 
 def hub_registry(path: Path) -> Path | str:
