@@ -49,10 +49,15 @@ test-slow: $(STAMP) $(ORACLE_STAMP)
 # The whole hub suite (hub, console and the end-to-end tests that run a hub) on a PostgreSQL
 # registry instead of hub.db (tests/hub_support.py); SQLite-specific tests (sqlite_only) skip.
 # make test runs the registry contract and the hub, inventory and rollout CLI tests on both.
+# Not here: the registry migration and backend tests (test_registry_*: one backend each, or
+# both already), and the multi-host ones (test_bridged_sites, test_multihost_faults: their
+# hosts are network namespaces; test_multihost_faults runs its hub on PostgreSQL anyway).
 HUB_SUITE := tests/test_hub_*.py tests/test_console_*.py tests/test_ancestry_e2e.py \
-	tests/test_attest_e2e.py tests/test_attest_tpm.py tests/test_bundle_diff.py \
-	tests/test_fabric_e2e.py tests/test_lineage_ancestry.py tests/test_receipts_e2e.py \
-	tests/test_rollout_cli.py tests/test_rollout_e2e.py tests/test_shadow_e2e.py
+	tests/test_attest_cli.py tests/test_attest_e2e.py tests/test_attest_tpm.py \
+	tests/test_attest_verifier.py tests/test_bundle_diff.py tests/test_bundle_eval.py \
+	tests/test_fabric_e2e.py tests/test_lineage_ancestry.py tests/test_mosquitto_acl_render.py \
+	tests/test_receipts_e2e.py tests/test_rollout_cli.py tests/test_rollout_e2e.py \
+	tests/test_shadow_e2e.py tests/test_tpm_quote.py
 test-postgres: $(STAMP)
 	EDGEGOV_TEST_REGISTRY=postgresql $(BIN)/pytest -m "not slow and not soak" -q -rs $(HUB_SUITE)
 
