@@ -20,13 +20,17 @@ def suite_registry(
     """Under ``EDGEGOV_TEST_REGISTRY=postgresql``: skip a ``sqlite_only`` test with its reason,
     else give the test a fresh PostgreSQL registry, named by ``$EDGEGOV_REGISTRY`` and by
     :func:`tests.hub_support.suite_registry` (the first hub directory a test builds; any
-    other gets a database of its own). Otherwise nothing."""
+    other gets a database of its own), unless it is marked ``module_registry`` (it names
+    its module's own). Otherwise nothing."""
     if not ON_POSTGRES:
         yield
         return
     marker = request.node.get_closest_marker("sqlite_only")
     if marker is not None:
         pytest.skip(f"sqlite_only: {marker.args[0] if marker.args else 'SQLite-specific'}")
+    if request.node.get_closest_marker("module_registry") is not None:
+        yield
+        return
     url: str = request.getfixturevalue("postgres_url")
     server: PostgresServer = request.getfixturevalue("postgres_server")
     more: list[str] = []

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.keys import PrivateKey
@@ -145,6 +146,22 @@ def edit_registry(location: Path | str, statement: str, *params: object) -> None
         return
     with contextlib.closing(sqlite3.connect(location)) as db, db:
         db.execute(statement, params)
+
+
+def registry_rows(url: str) -> dict[str, str]:
+    """Each table of the PostgreSQL registry at ``url`` and a digest of its rows: what a
+    command wrote there shows as a changed digest (a ``hub.db`` is checked as a file)."""
+    with psycopg.connect(url, autocommit=True) as db:
+        tables = db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+        ).fetchall()
+        digests = {}
+        for (table,) in tables:
+            query = "SELECT md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {} r"
+            row = db.execute(sql.SQL(query).format(sql.Identifier(table))).fetchone()
+            assert row is not None
+            digests[table] = str(row[0])
+        return digests
 
 
 def make_hub_dir(
