@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 ORACLE_VENV := .venv-oracle
 ORACLE_STAMP := $(ORACLE_VENV)/.installed-stamp
 
-.PHONY: all demo test test-slow test-arm test-arm-core bench-arm soak check bench bench-quick format package cli-docs clean system-deps
+.PHONY: all demo test test-slow test-postgres test-arm test-arm-core bench-arm soak check bench bench-quick format package cli-docs clean system-deps
 
 all: check test
 
@@ -45,6 +45,21 @@ test: $(STAMP) $(ORACLE_STAMP)
 
 test-slow: $(STAMP) $(ORACLE_STAMP)
 	$(ORACLE_ENV) $(BIN)/pytest -m "not soak and not emulated" -q
+
+# The whole hub suite (hub, console and the end-to-end tests that run a hub) on a PostgreSQL
+# registry instead of hub.db (tests/hub_support.py); SQLite-specific tests (sqlite_only) skip.
+# make test runs the registry contract and the hub, inventory and rollout CLI tests on both.
+# Not here: the registry migration and backend tests (test_registry_*: one backend each, or
+# both already), and the multi-host ones (test_bridged_sites, test_multihost_faults: their
+# hosts are network namespaces; test_multihost_faults runs its hub on PostgreSQL anyway).
+HUB_SUITE := tests/test_hub_*.py tests/test_console_*.py tests/test_ancestry_e2e.py \
+	tests/test_attest_cli.py tests/test_attest_e2e.py tests/test_attest_tpm.py \
+	tests/test_attest_verifier.py tests/test_bundle_diff.py tests/test_bundle_eval.py \
+	tests/test_fabric_e2e.py tests/test_lineage_ancestry.py tests/test_mosquitto_acl_render.py \
+	tests/test_receipts_e2e.py tests/test_rollout_cli.py tests/test_rollout_e2e.py \
+	tests/test_shadow_e2e.py tests/test_tpm_quote.py
+test-postgres: $(STAMP)
+	EDGEGOV_TEST_REGISTRY=postgresql $(BIN)/pytest -m "not slow and not soak" -q -rs $(HUB_SUITE)
 
 # Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow:
 # about 80 minutes; figures in soak-results/. The fuzzer (atheris) is only needed here.

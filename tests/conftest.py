@@ -1,6 +1,49 @@
 """Fixtures shared across test modules: the PostgreSQL server of the registry's PostgreSQL
-backend (started once per session, only when a test asks for it)."""
+backend (started once per session, only when a test asks for it), and the switch running the
+hub tests on PostgreSQL (``EDGEGOV_TEST_REGISTRY=postgresql``, :mod:`tests.hub_support`)."""
 
-from tests.postgres_support import postgres_server, postgres_url
+from collections.abc import Iterator
 
-__all__ = ["postgres_server", "postgres_url"]
+import pytest
+
+from hub.hubdir.paths import ENV_REGISTRY
+from tests.hub_support import ON_POSTGRES, set_suite_registry
+from tests.postgres_support import PostgresServer, postgres_server, postgres_url
+
+__all__ = ["postgres_server", "postgres_url", "suite_registry"]
+
+
+@pytest.fixture(autouse=True)
+def suite_registry(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Under ``EDGEGOV_TEST_REGISTRY=postgresql``: skip a ``sqlite_only`` test with its reason,
+    else give the test a fresh PostgreSQL registry, named by ``$EDGEGOV_REGISTRY`` and by
+    :func:`tests.hub_support.suite_registry` (the first hub directory a test builds; any
+    other gets a database of its own), unless it is marked ``module_registry`` (it names
+    its module's own). Otherwise nothing."""
+    if not ON_POSTGRES:
+        yield
+        return
+    marker = request.node.get_closest_marker("sqlite_only")
+    if marker is not None:
+        pytest.skip(f"sqlite_only: {marker.args[0] if marker.args else 'SQLite-specific'}")
+    if request.node.get_closest_marker("module_registry") is not None:
+        yield
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    more: list[str] = []
+
+    def another() -> str:
+        more.append(server.new_database())
+        return server.url(more[-1])
+
+    monkeypatch.setenv(ENV_REGISTRY, url)
+    set_suite_registry(url, another)
+    try:
+        yield
+    finally:
+        set_suite_registry(None)
+        for name in more:
+            server.drop_database(name)

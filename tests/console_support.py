@@ -91,7 +91,7 @@ def login(client: TestClient, token: str) -> None:
 
 def console_on(setup: HubSetup, registry: Registry, **overrides: object) -> Console:
     """A :class:`Console` on ``setup``'s hub directory and ``registry``."""
-    hub_dir = HubDir(setup.path)
+    hub_dir = HubDir(setup.path, setup.url)
     now = [NOW]
     context = ConsoleContext(
         registry=registry,
@@ -107,7 +107,7 @@ def console_on(setup: HubSetup, registry: Registry, **overrides: object) -> Cons
 def make_console(path: Path, **overrides: object) -> Iterator[Console]:
     """A :class:`Console` on a new hub directory under ``path`` (registry closed after)."""
     setup = make_hub_dir(path / "hub")
-    registry = HubDir(setup.path).open_registry()
+    registry = HubDir(setup.path, setup.url).open_registry()
     try:
         yield console_on(setup, registry, **overrides)
     finally:

@@ -6,18 +6,29 @@
 - :class:`Watcher`: an MQTT client that subscribes and queues what arrives, to wait for
   the next message on a topic.
 - :func:`run_cli`: ``edge-hub`` in a thread (its commands run their own event loop).
+
+``EDGEGOV_TEST_REGISTRY=postgresql`` (``make test-postgres``) runs the hub tests on PostgreSQL:
+each test gets a fresh database of the session's server (:func:`suite_registry`, set by the
+autouse fixture in ``tests/conftest.py``, which also sets ``$EDGEGOV_REGISTRY`` to it for the
+``edge-hub`` commands and the subprocesses the test starts), and every hub directory built
+here registers its devices there and names it to the hub (:attr:`HubSetup.url`,
+:func:`hub_config`). Tests marked ``sqlite_only`` are skipped under it, with their reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from edge_agent.policy.source import load_policy_source
 from edge_agent.protocol.keys import PrivateKey
@@ -32,6 +43,7 @@ from hub.registry.backends import open_registry
 from hub.service.config import HubConfig
 from tests.brokers import AmqttHandle
 from tests.lineage_sim import DeviceLogSim
+from tests.postgres_support import PostgresServer
 
 POLICY = """\
 target: {{region: eu-1, groups: [{group}], profiles: [generic-x86_64]}}
@@ -44,6 +56,47 @@ ttl: 24h
     resources: ["/opt/camera/bin/*"]
 """
 WAIT_S = 15.0
+
+SUITE_REGISTRY_ENV = "EDGEGOV_TEST_REGISTRY"
+"""Names the backend the hub tests run on: ``postgresql``, else SQLite (``hub.db``)."""
+ON_POSTGRES = os.environ.get(SUITE_REGISTRY_ENV, "sqlite") == "postgresql"
+"""Whether this test session runs the hub tests on PostgreSQL (``make test-postgres``)."""
+_suite_url: list[str | None] = [None]
+_suite_more: list[Callable[[], str] | None] = [None]
+_suite_taken: list[bool] = [False]
+
+
+def set_suite_registry(url: str | None, more: Callable[[], str] | None = None) -> None:
+    """Name the current test's PostgreSQL registry (``None``: ``hub.db``) and how to make
+    another for a second hub directory in the same test; conftest only."""
+    _suite_url[0], _suite_more[0], _suite_taken[0] = url, more, False
+
+
+def suite_registry() -> str | None:
+    """The current test's PostgreSQL registry under ``EDGEGOV_TEST_REGISTRY=postgresql``,
+    else ``None`` (hub directories keep their registry in their ``hub.db``)."""
+    return _suite_url[0]
+
+
+def module_registry(request: pytest.FixtureRequest) -> str | None:
+    """The registry of a hub directory a module-scoped fixture builds for its tests: under
+    ``EDGEGOV_TEST_REGISTRY=postgresql`` a PostgreSQL database of its own, dropped with the
+    fixture (the per-test one does not exist yet when such a fixture runs, and is gone
+    before the next test), else ``None`` (its ``hub.db``). The tests name it to the hub
+    (:attr:`HubSetup.registry_args`, ``$EDGEGOV_REGISTRY``): the per-test one is the
+    default."""
+    if not ON_POSTGRES:
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.new_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
+
+
+def hub_registry(path: Path) -> Path | str:
+    """The registry of the hub directory ``path`` in this test: the suite's PostgreSQL
+    database under the switch, else its ``hub.db``."""
+    return suite_registry() or path / "hub.db"
 
 
 @dataclass
@@ -77,9 +130,38 @@ def backend_url(request: pytest.FixtureRequest) -> str | None:
     """A fresh PostgreSQL registry's URL when the parametrised ``request`` asks for the
     ``postgres`` backend, ``None`` (the hub directory's ``hub.db``) for ``sqlite``."""
     if request.param == "sqlite":
+        if ON_POSTGRES:
+            pytest.skip("the SQLite case of a test run on both backends (suite on PostgreSQL)")
         return None
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+def edit_registry(location: Path | str, statement: str, *params: object) -> None:
+    """Run ``statement`` (``?`` placeholders) on the registry at ``location`` behind the
+    hub's back, on either backend: a test's damage or a row from long ago."""
+    if isinstance(location, str):
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return
+    with contextlib.closing(sqlite3.connect(location)) as db, db:
+        db.execute(statement, params)
+
+
+def registry_rows(url: str) -> dict[str, str]:
+    """Each table of the PostgreSQL registry at ``url`` and a digest of its rows: what a
+    command wrote there shows as a changed digest (a ``hub.db`` is checked as a file)."""
+    with psycopg.connect(url, autocommit=True) as db:
+        tables = db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+        ).fetchall()
+        digests = {}
+        for (table,) in tables:
+            query = "SELECT md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) FROM {} r"
+            row = db.execute(sql.SQL(query).format(sql.Identifier(table))).fetchone()
+            assert row is not None
+            digests[table] = str(row[0])
+        return digests
 
 
 def make_hub_dir(
@@ -89,7 +171,12 @@ def make_hub_dir(
     url: str | None = None,
 ) -> HubSetup:
     """A hub directory with keys and ``(device id, group)`` devices registered in eu-1, in
-    its ``hub.db`` or in the PostgreSQL registry at ``url``."""
+    its ``hub.db`` or in the PostgreSQL registry at ``url`` (default: :func:`suite_registry`)."""
+    suite = suite_registry()
+    if suite is not None and url in (None, suite):
+        more = _suite_more[0]
+        url = more() if _suite_taken[0] and more is not None else suite
+        _suite_taken[0] = True
     path.mkdir(parents=True, exist_ok=True)
     root = init_keys(
         path / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400 * 30

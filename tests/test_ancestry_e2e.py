@@ -232,7 +232,7 @@ def _entry_of(receipt: bytes) -> bytes:
 
 
 def _shipped(setup: HubSetup, device: str, seq: int) -> bool:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         return registry.lineage_state(device).size > seq and any(
             c.size > seq and "edgegov/v1/witness" in c.note
             for c in registry.iter_checkpoints(device, min_size=seq + 1)
@@ -241,7 +241,7 @@ def _shipped(setup: HubSetup, device: str, seq: int) -> bool:
 
 def _allowed_child(setup: HubSetup) -> int:
     """The seq of the PLC's first allowed ``plc.write`` with a parent, at the hub."""
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         for stored in registry.iter_entries(PLC):
             entry = decode_entry(stored.data, stored.seq)
             request = entry.request

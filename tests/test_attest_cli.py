@@ -23,6 +23,7 @@ from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
 from hub.service.verifier import Verifier
 from tests.attest_support import make_root, write_profile
+from tests.hub_support import hub_registry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 
@@ -177,7 +178,7 @@ def test_fleet_shows_each_devices_attestation_and_time_left(
     assert hub_main(["keys", "init", "--out", str(hub_dir / "keys")]) == 0
     root = load_root(hub_dir / "keys" / "root.cbor")
     key = PrivateKey.generate()
-    with open_registry(hub_dir / "hub.db") as registry:
+    with open_registry(hub_registry(hub_dir)) as registry:
         record = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", key.public)
         registry.add_device(record)
         verifier = Verifier(
@@ -201,7 +202,7 @@ def test_challenge_without_a_running_hub_says_nothing_was_sent(
 ) -> None:
     hub_dir = tmp_path / "hub"
     assert hub_main(["keys", "init", "--out", str(hub_dir / "keys")]) == 0
-    with open_registry(hub_dir / "hub.db") as registry:
+    with open_registry(hub_registry(hub_dir)) as registry:
         registry.add_device(
             DeviceRecord("gw-001", "eu-1", (), "generic-x86_64", PrivateKey.generate().public)
         )

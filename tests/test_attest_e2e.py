@@ -67,6 +67,7 @@ class Fixture:
         return HubService(
             HubConfig(
                 self.setup.path,
+                registry=self.setup.url,
                 broker=self.broker,
                 freshness_interval_s=0.3,
                 token_ttl_s=5,
@@ -107,7 +108,7 @@ async def _fabric(tmp_path: Path, broker: BrokerSettings) -> AsyncIterator[Fixtu
     identity = DeviceIdentity("gw-001", "eu-1", ("line-a",), "generic-x86_64")
     state_dir = tmp_path / "gw-001"
     public = init_state_dir(state_dir, identity, setup.root.raw, _now())
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.add_device(DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", public))
     root = make_root(tmp_path / "device-root")
     config = AttestationConfig(

@@ -58,7 +58,7 @@ from tests.agent_fleet import FAST_SYNC, stop_daemon
 from tests.attest_support import PROFILE_TOML, make_root
 from tests.brokers import amqtt_broker
 from tests.factory import NOW, HubSim
-from tests.hub_support import POLICY, make_hub_dir, run_cli, wait_for
+from tests.hub_support import POLICY, hub_registry, make_hub_dir, run_cli, wait_for
 from tests.swtpm_support import extend_pcr, require_tpm2_pytss, running_swtpm
 
 DEVICE = DeviceIdentity("gw-001", "eu-1", ("line-a",), "generic-x86_64")
@@ -202,7 +202,7 @@ class HubSide:
 
     def __init__(self, tmp_path: Path, measured: dict[str, bytes], ak: bytes | None) -> None:
         self.hub = HubSim()
-        self.registry = open_registry(tmp_path / "hub.db")
+        self.registry = open_registry(hub_registry(tmp_path))
         self.key = PrivateKey.generate()
         self.device = DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", self.key.public)
         self.registry.add_device(self.device)
@@ -345,7 +345,7 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
     register = ["attest", "tpm-ak", "gw-001", str(state / "tpm-ak.pem")]
     assert hub_main([*register, "--hub-dir", str(hub.path)]) == 0
     assert "registered" in capsys.readouterr().out
-    with open_registry(hub.path / "hub.db") as registry:
+    with open_registry(hub.registry) as registry:
         assert registry.tpm_ak("gw-001") == _der(pem)
     assert (
         hub_main(
@@ -362,7 +362,7 @@ def test_tpm_enroll_report_and_expectations_from_the_command_line(
         == 2
     )
     assert hub_main(["attest", "tpm-ak", "gw-001", "--remove", "--hub-dir", str(hub.path)]) == 0
-    with open_registry(hub.path / "hub.db") as registry:
+    with open_registry(hub.registry) as registry:
         assert registry.tpm_ak("gw-001") is None
 
 
@@ -378,7 +378,7 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
     public = init_state_dir(state_dir, DEVICE, setup.root.raw, int(time.time()))
     profile = _parse(tpm_profile(tpm))
     assert profile.tpm is not None
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.add_device(DeviceRecord("gw-001", "eu-1", ("line-a",), "generic-x86_64", public))
         registry.set_tpm_ak("gw-001", _der(enroll(profile.tpm)), int(time.time()))
     config = _config(tmp_path, tpm_profile(tpm))
@@ -404,6 +404,7 @@ async def test_the_running_agent_answers_with_a_quote_and_an_extended_pcr_denies
         daemon = AgentDaemon(agent, broker.settings, FAST_SYNC, attestor=attestor)
         hub_config = HubConfig(
             setup.path,
+            registry=setup.url,
             broker=broker.settings,
             freshness_interval_s=0.3,
             token_ttl_s=5,

@@ -31,6 +31,7 @@ from hub.registry import DeviceRecord, PublishedBundle
 from hub.registry.backends import open_registry
 from hub.service.verifier import Verifier
 from tests.factory import NOW, HubSim
+from tests.hub_support import hub_registry
 
 GOOD = hashlib.sha256(b"os-release v1").digest()
 BAD = hashlib.sha256(b"os-release tampered").digest()
@@ -43,7 +44,7 @@ HEAD = LineageHead(0, ROOT)
 class Setup:
     def __init__(self, tmp_path: Path) -> None:
         self.hub = HubSim()
-        self.registry = open_registry(tmp_path / "hub.db")
+        self.registry = open_registry(hub_registry(tmp_path))
         self.keys = {d: PrivateKey.generate() for d in ("gw-001", "gw-002")}
         self.devices = {
             d: DeviceRecord(d, "eu-1", ("line-a",), "generic-x86_64", k.public)

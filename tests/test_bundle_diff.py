@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,7 +33,13 @@ from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import PublishedBundle
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import (
+    HubSetup,
+    edit_registry,
+    hub_registry,
+    make_hub_dir,
+    module_registry,
+)
 
 V1 = """\
 target: {region: eu-1, groups: [line-a]}
@@ -134,10 +139,11 @@ ALLOWED_BY = {r: _outcome(True, ALLOW, r) for r in ("camera-exec", "camera-exec-
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> HubSetup:
+def hub(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> HubSetup:
     setup = make_hub_dir(
         tmp_path_factory.mktemp("diff") / "hub",
         (("gw-001", "line-a"), ("gw-002", "line-a"), ("gw-003", "line-b")),
+        url=module_registry(request),
     )
     for device in ("gw-001", "gw-002", "gw-003"):
         _ship(setup, device, [d for d in DECISIONS if d.device == device])
@@ -146,6 +152,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> HubSetup:
     (setup.path / "v1.cbor").write_bytes(v1)
     _record(setup, v1)
     return setup
+
+
+def _hub_args(hub: HubSetup) -> list[str]:
+    """The ``edge-hub`` options naming the module's hub and its registry."""
+    return ["--hub-dir", str(hub.path), *hub.registry_args]
 
 
 def _build(setup: HubSetup, source: str, version: int) -> bytes:
@@ -163,7 +174,7 @@ def _build(setup: HubSetup, source: str, version: int) -> bytes:
 
 def _record(setup: HubSetup, data: bytes) -> None:
     """Record ``data`` (bundle v1 for line-a) as ``bundle push`` does."""
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.record_bundle(
             bundle=PublishedBundle(
                 "eu-1", "", 1, hashlib.sha256(data).digest(), data, NOON + DAY, None, NOON
@@ -193,7 +204,7 @@ def _ship(setup: HubSetup, device_id: str, decisions: list[Decision]) -> None:
                       entry.bundle_digest, entry.bundle_version, entry.request, entry.detail)
             )
         )  # fmt: skip
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         result = ingest_batch(
             sim.batch(0, len(sim.entries)),
             device=device_id,
@@ -209,7 +220,7 @@ def _ship(setup: HubSetup, device_id: str, decisions: list[Decision]) -> None:
 def _diff(
     hub: HubSetup, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, dict[str, object]]:
-    code = hub_main(["bundle", "diff", *args, "--json", "--hub-dir", str(hub.path)])
+    code = hub_main(["bundle", "diff", *args, "--json", *_hub_args(hub)])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -385,7 +396,7 @@ def test_a_candidate_that_fails_verification_is_refused_and_never_diffed(
 ) -> None:
     candidate = tmp_path / "candidate.cbor"
     candidate.write_bytes(_signed(hub, **changes))
-    code = hub_main(["bundle", "diff", str(candidate), "--hub-dir", str(hub.path)])
+    code = hub_main(["bundle", "diff", str(candidate), *_hub_args(hub)])
     out, err = capsys.readouterr()
     assert code == 2
     assert out == ""
@@ -414,7 +425,7 @@ def test_a_correctly_signed_candidate_of_the_same_shape_is_diffed(
 def test_bad_input_exits_2_with_one_sentence(
     hub: HubSetup, capsys: pytest.CaptureFixture[str], args: list[str], says: str
 ) -> None:
-    argv = ["bundle", "diff", str(hub.path / "v2.cbor"), *args, "--hub-dir", str(hub.path)]
+    argv = ["bundle", "diff", str(hub.path / "v2.cbor"), *args, *_hub_args(hub)]
     try:
         code = hub_main(argv)
     except SystemExit as exc:
@@ -427,16 +438,14 @@ def test_a_device_the_candidate_does_not_target_is_refused_by_name(
     hub: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     v1 = str(hub.path / "v1.cbor")
-    assert hub_main(["bundle", "diff", v1, "--device", "gw-003", "--hub-dir", str(hub.path)]) == 2
+    assert hub_main(["bundle", "diff", v1, "--device", "gw-003", *_hub_args(hub)]) == 2
     assert "does not target device gw-003" in capsys.readouterr().err
 
 
 def test_the_text_report_reads_in_a_terminal(
     hub: HubSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = hub_main(
-        ["bundle", "diff", str(hub.path / "v2.cbor"), "--since", "7d", "--hub-dir", str(hub.path)]
-    )
+    code = hub_main(["bundle", "diff", str(hub.path / "v2.cbor"), "--since", "7d", *_hub_args(hub)])
     out = capsys.readouterr().out
     assert code == 1
     assert "FLIPS  6 decisions whose verdict changes, in 4 groups" in out
@@ -452,7 +461,7 @@ def test_the_text_report_reads_in_a_terminal(
 def test_output_is_byte_identical_across_processes(hub: HubSetup, output: str) -> None:
     argv = [
         sys.executable, "-m", "hub.cli.main", "bundle", "diff", str(hub.path / "v2.cbor"),
-        "--hub-dir", str(hub.path), *([output] if output == "--json" else []),
+        *_hub_args(hub), *([output] if output == "--json" else []),
     ]  # fmt: skip
     runs = [
         subprocess.run(
@@ -470,7 +479,7 @@ def test_output_is_byte_identical_across_processes(hub: HubSetup, output: str) -
 
 
 def test_the_registry_lists_every_bundle_of_a_version_in_a_region(tmp_path: Path) -> None:
-    with open_registry(tmp_path / "hub.db") as registry:
+    with open_registry(hub_registry(tmp_path)) as registry:
         for region, version, data in (("eu-1", 4, b"b"), ("eu-1", 4, b"a"), ("eu-1", 5, b"c"),
                                       ("us-1", 4, b"d")):  # fmt: skip
             digest = hashlib.sha256(data).digest()
@@ -492,8 +501,7 @@ def test_a_damaged_registry_row_stops_the_diff_naming_device_and_entry(
     _ship(setup, "gw-001", DECISIONS[:3])
     candidate = setup.path / "v2.cbor"
     candidate.write_bytes(_build(setup, V2, 2))
-    with sqlite3.connect(setup.path / "hub.db") as db:
-        db.execute("UPDATE lineage_entries SET data = x'a0' WHERE seq = 2")
+    edit_registry(setup.registry, "UPDATE lineage_entries SET data = ? WHERE seq = 2", b"\xa0")
     assert hub_main(["bundle", "diff", str(candidate), "--hub-dir", str(setup.path)]) == 2
     err = capsys.readouterr().err
     assert "entry 2: " in err and "gw-001" in err

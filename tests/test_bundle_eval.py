@@ -18,9 +18,10 @@ from edge_agent.protocol.bundle import BundleTarget
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.request import Request
 from hub.cli.main import main
-from hub.hubdir.layout import HubDir
+from hub.registry.backends import open_registry
 from hub.registry.records import DeviceRecord
 from tests.factory import DAY, DEVICE, NOW, HubSim
+from tests.hub_support import hub_registry
 
 
 @pytest.fixture
@@ -226,7 +227,7 @@ def test_bad_inputs_are_usage_errors(
 def _hub_with_device(tmp_path: Path, groups: tuple[str, ...]) -> Path:
     hub_dir = tmp_path / "hub"
     hub_dir.mkdir()
-    with HubDir(hub_dir).open_registry() as registry:
+    with open_registry(hub_registry(hub_dir)) as registry:
         registry.add_device(
             DeviceRecord("gw-009", "eu-1", groups, "generic-x86_64", PrivateKey.generate().public)
         )
@@ -254,6 +255,7 @@ def test_device_decides_as_that_registered_device(
         assert document["code"] == "bundle_target"
 
 
+@pytest.mark.sqlite_only("a hub directory without its hub.db; a PostgreSQL registry needs none")
 def test_device_without_a_hub_registry_is_unavailable(
     tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -171,7 +171,9 @@ def _now() -> int:
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[Console, HubSim]]:
     with make_console(tmp_path) as console:
-        sim = HubSim(console.registry, HubDir(console.setup.path), console.context.db)
+        sim = HubSim(
+            console.registry, HubDir(console.setup.path, console.setup.url), console.context.db
+        )
         console.context.actions = sim
         yield console, sim
 
@@ -358,7 +360,9 @@ def test_a_key_revocation_is_irreversible_and_needs_the_confirm_word(
 ) -> None:
     console, _ = hub
     client, csrf = _operator(console)
-    key_id = next(iter(HubDir(console.setup.path).load_keys().root.roles[Role.POLICY].keys)).hex()
+    key_id = next(
+        iter(HubDir(console.setup.path, console.setup.url).load_keys().root.roles[Role.POLICY].keys)
+    ).hex()
     form = {"scope": "key", "value": key_id[:12], "reason": "leaked", "csrf": csrf}
     page = client.post("/actions/revoke/preview", data=form)
     assert page.status_code == 200

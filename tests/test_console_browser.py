@@ -24,7 +24,9 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from hub.hubdir.paths import ENV_REGISTRY
 from tests.console_fleet import XSS, ConsoleFleet, console_fleet
+from tests.hub_support import module_registry
 
 try:
     from playwright.sync_api import (
@@ -61,10 +63,27 @@ def _require_browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[ConsoleFleet]:
+def fleet_registry(request: pytest.FixtureRequest) -> str | None:
+    """The fleet's registry: under ``EDGEGOV_TEST_REGISTRY=postgresql`` a PostgreSQL
+    database for the module, as the fleet outlives each test's own; else its ``hub.db``."""
+    return module_registry(request)
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_registry: str | None) -> Iterator[ConsoleFleet]:
     _require_browser()
-    with console_fleet() as running:
-        yield running
+    with pytest.MonkeyPatch.context() as env:
+        if fleet_registry is not None:
+            env.setenv(ENV_REGISTRY, fleet_registry)
+        with console_fleet() as running:
+            yield running
+
+
+@pytest.fixture(autouse=True)
+def _fleet_registry_named(fleet_registry: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``edge-hub`` commands a test runs on the fleet read the fleet's registry."""
+    if fleet_registry is not None:
+        monkeypatch.setenv(ENV_REGISTRY, fleet_registry)
 
 
 @pytest.fixture(scope="module")

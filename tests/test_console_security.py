@@ -236,6 +236,7 @@ def test_login_is_rate_limited_per_client_address(console: Console) -> None:
     assert "Too many login attempts" in response.text
 
 
+@pytest.mark.sqlite_only("reads the bytes of hub.db and its WAL")
 def test_tokens_are_stored_only_as_digests(console: Console) -> None:
     token = add_token(console.registry, "alice", "operator")
     stored = (console.setup.path / "hub.db").read_bytes()

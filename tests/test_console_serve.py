@@ -44,7 +44,7 @@ def setup(tmp_path: Path) -> HubSetup:
 
 @pytest.fixture
 def console(setup: HubSetup) -> Iterator[Console]:
-    with HubDir(setup.path).open_registry() as registry:
+    with HubDir(setup.path, setup.url).open_registry() as registry:
         yield console_on(setup, registry)
 
 

@@ -52,14 +52,16 @@ async def _broker(kind: str) -> AsyncIterator[object]:
 
 
 def _hub_config(setup: HubSetup, broker: BrokerSettings) -> HubConfig:
-    return HubConfig(setup.path, broker=broker, freshness_interval_s=0.3, token_ttl_s=5)
+    return HubConfig(
+        setup.path, registry=setup.url, broker=broker, freshness_interval_s=0.3, token_ttl_s=5
+    )
 
 
 @contextlib.asynccontextmanager
 async def _agents(
     tmp_path: Path, setup: HubSetup, broker: BrokerSettings
 ) -> AsyncIterator[AgentFleet]:
-    async with agent_fleet(tmp_path, setup.root.raw, broker, setup.path / "hub.db") as fleet:
+    async with agent_fleet(tmp_path, setup.root.raw, broker, setup.registry) as fleet:
         yield fleet
 
 
@@ -69,7 +71,7 @@ def _version(daemon: AgentDaemon) -> int | None:
 
 
 def _stored(setup: HubSetup, device_id: str) -> int:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         return registry.lineage_state(device_id).size
 
 
@@ -191,6 +193,6 @@ async def test_broker_hub_and_agent_restarts_lose_and_duplicate_nothing(tmp_path
             await hub.wait_ready()
             await wait_for(lambda: _acked(daemon) == _size(daemon), WAIT_S)
         assert _stored(setup, "gw-001") == _size(daemon) >= acked_before_restart + 300
-        with open_registry(setup.path / "hub.db") as registry:
+        with open_registry(setup.registry) as registry:
             seqs = [e.seq for e in registry.iter_entries("gw-001")]
         assert seqs == list(range(len(seqs)))

@@ -4,8 +4,6 @@ that it never turns into a deny for devices nobody attacked or a lie about liven
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from hub.service.server import HubService
 from tests.brokers import AmqttHandle, amqtt_broker, mosquitto_broker
 from tests.hub_support import (
     HubSetup,
+    edit_registry,
     hub_config,
     make_bundle,
     make_hub_dir,
@@ -232,8 +231,8 @@ async def test_a_fresh_status_moves_last_seen_and_a_replay_of_an_older_one_does_
         async with connect(broker.settings, client_id="gw-001") as conn:
             await conn.publish(STATUS_1, _status(setup, now - 10))
             await wait_for(lambda: hub.stats.statuses == 1)
-            with contextlib.closing(sqlite3.connect(setup.path / "hub.db")) as db, db:
-                db.execute("UPDATE activity SET last_seen = 1")  # heard from long ago
+            # heard from long ago
+            edit_registry(setup.registry, "UPDATE activity SET last_seen = 1")
             await conn.publish(STATUS_1, _status(setup, now - 20, online=False))
             await wait_for(lambda: hub.stats.stale_statuses == 1)
         row = hub.registry.fleet()[0]

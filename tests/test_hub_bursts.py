@@ -52,8 +52,8 @@ def setup(tmp_path: Path) -> HubSetup:
 
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
-    hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    registry = open_registry(setup.path / "hub.db")
+    hub = HubService(HubConfig(hub_dir=setup.path, registry=setup.url, write_serve_file=False))
+    registry = open_registry(setup.registry)
     hub._start(registry, hub.hub_dir.load_keys())
     try:
         yield hub
@@ -126,6 +126,7 @@ async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
     assert retry.published == [_topic("gw-001", DeviceLeaf.ACK)]
 
 
+@pytest.mark.sqlite_only("watches the SQLite registry's write lock (SqliteRegistry._grouped)")
 async def test_no_other_registry_operation_runs_while_a_burst_holds_the_write_lock(
     service: HubService, setup: HubSetup
 ) -> None:

@@ -23,6 +23,7 @@ from hub.registry import AttestationRecord, DeviceRecord, RejectionCount
 from hub.registry.backends import open_registry
 from hub.registry.records import ForkEvidence
 from tests.factory import DAY, NOW, HubSim
+from tests.hub_support import hub_registry
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 WIDTHS = (80, 200)
@@ -105,7 +106,7 @@ def _fleet_hub(path: Path) -> Path:
         ),
         ("gw-004", ("line-b",), None),
     ]
-    with open_registry(path / "hub.db") as registry:
+    with open_registry(hub_registry(path)) as registry:
         for n, (device, groups, status) in enumerate(devices, 1):
             registry.add_device(
                 DeviceRecord(device, "eu-1", groups, "generic-x86_64", _key(n).public, 1, NOW - DAY)

@@ -26,7 +26,8 @@ import pytest
 from hub.cli.exits import path_arg
 from hub.cli.main import _parser
 from hub.cli.main import main as hub_main
-from tests.hub_support import make_hub_dir
+from hub.hubdir.paths import ENV_REGISTRY
+from tests.hub_support import make_hub_dir, module_registry, registry_rows
 
 HUGE = "x" * 100_000
 NOT_UTF8 = os.fsdecode(b"\xff\xfe-bad")
@@ -42,13 +43,21 @@ class Place:
     hub: Path
     garbage: Path
     directory: Path
+    registry: str | None
+    """The hub's PostgreSQL registry under ``EDGEGOV_TEST_REGISTRY=postgresql`` (``None``:
+    its ``hub.db``, under ``root`` like every other file)."""
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template_registry(request: pytest.FixtureRequest) -> str | None:
+    return module_registry(request)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, template_registry: str | None) -> Path:
     root = tmp_path_factory.mktemp("hostility") / "place"
     root.mkdir()
-    make_hub_dir(root / "hub")
+    make_hub_dir(root / "hub", url=template_registry)
     (root / "garbage.bin").write_bytes(b"\x00\xffnot cbor, not yaml: {[\n")
     (root / "plain-dir").mkdir()
     (root / "cwd").mkdir()
@@ -68,12 +77,12 @@ def settled_heap() -> Iterator[None]:
 
 
 @pytest.fixture
-def place(template: Path, tmp_path: Path) -> Place:
+def place(template: Path, template_registry: str | None, tmp_path: Path) -> Place:
     """A fresh copy of the template for each case: what one case does never reaches
-    another."""
+    another (a PostgreSQL registry is the module's: a case that wrote there fails)."""
     root = tmp_path / "place"
     shutil.copytree(template, root)
-    return Place(root, root / "hub", root / "garbage.bin", root / "plain-dir")
+    return Place(root, root / "hub", root / "garbage.bin", root / "plain-dir", template_registry)
 
 
 @dataclass(frozen=True)
@@ -172,8 +181,14 @@ ACCEPTED = {
 directory at a new path or in an empty directory, whatever its (legal) name; ``registry
 migrate --to`` copies to a new ``hub.db`` file at a path (not a URL), whatever its (legal)
 name."""
+BAD_HUB_DIR = pytest.mark.sqlite_only(
+    "the bad value is the --hub-dir, where hub.db would be; a PostgreSQL registry needs none"
+)
+"""A command with no required argument gets the bad value as its ``--hub-dir``."""
 CASES = [
-    pytest.param(command, slots, kind, id=f"{' '.join(command)}-{kind}")
+    pytest.param(
+        command, slots, kind, id=f"{' '.join(command)}-{kind}", marks=[] if slots else BAD_HUB_DIR
+    )
     for command, slots in _commands()
     for kind in KINDS
     if kind not in ACCEPTED.get(tuple(command), set())
@@ -200,6 +215,10 @@ def _checksums(root: Path) -> dict[str, str]:
     }
 
 
+def _rows(registry: str | None) -> dict[str, str]:
+    return {} if registry is None else registry_rows(registry)
+
+
 def _run(argv: list[str]) -> int:
     try:
         return hub_main(argv)
@@ -208,6 +227,7 @@ def _run(argv: list[str]) -> int:
         return exc.code
 
 
+@pytest.mark.module_registry
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 @pytest.mark.parametrize(("command", "slots", "kind"), CASES)
 def test_a_bad_argument_fails_in_one_line_and_writes_nothing(
@@ -221,12 +241,14 @@ def test_a_bad_argument_fails_in_one_line_and_writes_nothing(
 ) -> None:
     monkeypatch.chdir(place.root / "cwd")
     monkeypatch.delenv("EDGE_HUB_DIR", raising=False)
+    if place.registry is not None:
+        monkeypatch.setenv(ENV_REGISTRY, place.registry)
     monkeypatch.setattr("sys.stdin", open(os.devnull))  # noqa: SIM115 - closed by pytest
     # What earlier cases left for the garbage collector is logged when collected: collect
     # it now, and drop that, so only the command is read (cheap: settled_heap).
     gc.collect()
     capsys.readouterr()
-    before = _checksums(place.root)
+    before = _checksums(place.root), _rows(place.registry)
     argv = _argv(command, slots, kind, place) + (["--json"] if as_json else [])
     code = _run(argv)
     captured = capsys.readouterr()
@@ -241,4 +263,4 @@ def test_a_bad_argument_fails_in_one_line_and_writes_nothing(
         assert captured.out == "" or command[0] == "serve"
         assert len(captured.err.splitlines()) == 1, captured.err
         assert captured.err.startswith("edge-hub")
-    assert _checksums(place.root) == before
+    assert (_checksums(place.root), _rows(place.registry)) == before

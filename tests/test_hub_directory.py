@@ -5,7 +5,6 @@ registry before they are published, across restarts and processes), published re
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,7 +29,7 @@ from hub.registry.backends import open_registry
 from hub.service.publish import issue_directories
 from hub.service.server import HubService
 from tests.brokers import amqtt_broker
-from tests.hub_support import HubSetup, hub_config, make_hub_dir, watching
+from tests.hub_support import HubSetup, edit_registry, hub_config, make_hub_dir, watching
 
 NOW = 1_800_000_000
 TTL = 1000
@@ -129,14 +128,13 @@ def test_versions_only_go_up_across_a_restart_and_only_when_devices_change(
     setup = make_hub_dir(tmp_path / "hub")
     assert _issue(setup, now=NOW).version == 1
     assert _issue(setup, now=NOW + 5).version == 1
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         registry.add_device(
             DeviceRecord("gw-003", "eu-1", ("line-a",), "p", PrivateKey.generate().public)
         )
     added = _issue(setup, now=NOW + 6)
     assert added.version == 2 and "gw-003" in added.devices
-    with sqlite3.connect(setup.path / "hub.db") as db:
-        db.execute("DELETE FROM devices WHERE id = 'gw-003'")
+    edit_registry(setup.registry, "DELETE FROM devices WHERE id = 'gw-003'")
     removed = _issue(setup, now=NOW + 7)
     assert removed.version == 3 and "gw-003" not in removed.devices
     assert _issue(setup, now=NOW + 8).version == 3
@@ -147,8 +145,8 @@ def test_a_version_another_process_recorded_first_is_never_recorded_again(
 ) -> None:
     setup = make_hub_dir(tmp_path / "hub")
     with (
-        open_registry(setup.path / "hub.db") as first,
-        open_registry(setup.path / "hub.db") as second,
+        open_registry(setup.registry) as first,
+        open_registry(setup.registry) as second,
     ):
         planned = next_directory(None, first.devices(), region="eu-1", now=NOW, ttl_s=TTL)
         assert planned is not None
@@ -182,7 +180,7 @@ def test_a_process_that_loses_the_race_publishes_the_winners_version_not_its_own
 ) -> None:
     setup = make_hub_dir(tmp_path / "hub")
     key = _verifier(setup)
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         issue_directories(registry, key=key, now=NOW, ttl_s=TTL)
         winner = registry.directory("eu-1")
         assert winner is not None
@@ -210,7 +208,7 @@ def test_edge_hub_device_add_issues_the_next_directory_version(tmp_path: Path) -
         "generic-x86_64",
     ]
     assert hub_main([*args, "--pubkey", str(pem), "--hub-dir", str(setup.path)]) == 0
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         held = registry.directory("eu-1")
     assert held is not None and held.version == 2
     directory = verify_directory(held.data, root=setup.root, region="eu-1")
@@ -229,7 +227,7 @@ async def test_the_running_hub_publishes_the_directory_retained_and_a_new_versio
             await hub.wait_ready()
             async with watching(broker.settings, [topic], "late-device") as device:
                 first = _verified(setup, (await device.next(topic)).payload)
-                with open_registry(setup.path / "hub.db") as registry:
+                with open_registry(setup.registry) as registry:
                     registry.add_device(
                         DeviceRecord("gw-003", "eu-1", (), "p", PrivateKey.generate().public)
                     )
@@ -247,7 +245,7 @@ async def test_the_running_hub_issues_the_next_version_before_the_directory_expi
 ) -> None:
     setup = make_hub_dir(tmp_path / "hub")
     now = int(time.time())
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         planned = next_directory(None, registry.devices(), region="eu-1", now=now, ttl_s=600)
         assert planned is not None
         aging = issue_directory(replace(planned, issued_at=now - 590), _verifier(setup))
@@ -269,7 +267,7 @@ def _verifier(setup: HubSetup) -> PrivateKey:
 
 
 def _issue(setup: HubSetup, *, now: int) -> Directory:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         publications = issue_directories(registry, key=_verifier(setup), now=now, ttl_s=TTL)
     assert [p.topic for p in publications] == [topics.directory_topic("eu-1")]
     return verify_directory(publications[0].payload, root=setup.root, region="eu-1")

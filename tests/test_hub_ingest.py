@@ -18,6 +18,7 @@ from hub.registry import Registry, RegistryError, RejectionCount, RejectionTotal
 from hub.registry.backends import open_registry
 from hub.registry.records import Accepted, DeviceLog
 from tests.factory import DEVICE, NOW, HubSim
+from tests.hub_support import hub_registry
 from tests.lineage_sim import DeviceLogSim
 
 
@@ -30,7 +31,7 @@ def device() -> DeviceLogSim:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
-    with open_registry(tmp_path / "hub.db") as opened:
+    with open_registry(hub_registry(tmp_path)) as opened:
         yield opened
 
 
@@ -239,14 +240,14 @@ def test_fork_evidence_is_kept_and_bounded(registry: Registry, device: DeviceLog
 
 
 def test_the_registry_keeps_everything_across_reopen(tmp_path: Path, device: DeviceLogSim) -> None:
-    with open_registry(tmp_path / "hub.db") as registry:
+    with open_registry(hub_registry(tmp_path)) as registry:
         _ingest(registry, device, device.batch(0, 17))
         registry.add_rejections([RejectionCount("gw-001", "impersonation", 3, "bad key")], NOW)
         registry.add_rejections(
             [RejectionCount("gw-001", "impersonation", 2, "bad key again")], NOW + 1
         )
         before = registry.lineage_state("gw-001")
-    with open_registry(tmp_path / "hub.db") as registry:
+    with open_registry(hub_registry(tmp_path)) as registry:
         after = registry.lineage_state("gw-001")
         assert after == before
         assert registry.entries("gw-001", 0, 17) == device.entries[:17]
@@ -299,7 +300,10 @@ def test_a_real_agent_log_ships_and_verifies(tmp_path: Path, registry: Registry)
 def test_batches_stored_in_a_write_group_chain_on_and_are_durable_once_it_ends(
     tmp_path: Path, device: DeviceLogSim
 ) -> None:
-    with open_registry(tmp_path / "hub.db") as registry, open_registry(tmp_path / "hub.db") as peer:
+    with (
+        open_registry(hub_registry(tmp_path)) as registry,
+        open_registry(hub_registry(tmp_path)) as peer,
+    ):
         with registry.write_group():
             _ingest(registry, device, device.batch(0, 10))
             assert isinstance(_ingest(registry, device, device.batch(10, 25)), Accepted)

@@ -236,6 +236,9 @@ def test_fleet_marks_a_device_silent_for_19_minutes_stale_never_online(
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.sqlite_only(
+    "a wrong --hub-dir holds no hub.db; a PostgreSQL registry needs no hub directory"
+)
 @pytest.mark.parametrize(
     "command",
     [["fleet"], ["device", "list"], ["device", "show", "gw-001"], ["revoke", "list"]],

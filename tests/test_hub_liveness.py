@@ -11,6 +11,7 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus, sign_status
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
+from tests.hub_support import hub_registry
 
 KEY = PrivateKey.generate()
 T = 1_800_000_000
@@ -36,7 +37,7 @@ def _status(at: int, online: bool = True, gate: str = "open") -> tuple[DeviceSta
 def test_a_status_is_kept_unless_older_and_only_a_later_one_counts_as_heard_from(
     tmp_path: Path, arriving: tuple[DeviceStatus, bytes], kept: bool, last_seen: int
 ) -> None:
-    with open_registry(tmp_path / "hub.db") as registry:
+    with open_registry(hub_registry(tmp_path)) as registry:
         registry.add_device(DeviceRecord("gw-001", "eu-1", (), "generic-x86_64", KEY.public))
         assert registry.record_status(*_status(T), T)
         assert registry.record_status(*arriving, RECEIVED) is kept

@@ -121,6 +121,7 @@ async def test_the_hub_works_through_the_acl_and_never_sees_a_neighbours_forgery
     intruder.add(4)
     config = HubConfig(
         setup.path,
+        registry=setup.url,
         broker=broker.settings_for("hub", PASSWORDS["hub"]),
         freshness_interval_s=0.5,
         token_ttl_s=5,

@@ -45,7 +45,7 @@ def setup(tmp_path: Path) -> HubSetup:
     bundle = make_bundle(hub.keys, BUNDLE_VERSION)
     digest = hashlib.sha256(bundle).digest()
     now = int(time.time())
-    with open_registry(hub.path / "hub.db") as registry:
+    with open_registry(hub.registry) as registry:
         registry.record_bundle(
             bundle=PublishedBundle(
                 "eu-1", "group/line-a", BUNDLE_VERSION, digest, bundle, now + 86400, None, now

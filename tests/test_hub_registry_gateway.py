@@ -137,7 +137,7 @@ def postgres_hub(
     setup: HubSetup, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """The hub of ``setup`` on a PostgreSQL registry holding its devices."""
-    with open_registry(setup.path / "hub.db") as held, open_registry(postgres_url) as registry:
+    with open_registry(setup.registry) as held, open_registry(postgres_url) as registry:
         for record in held.devices():
             registry.add_device(record)
     monkeypatch.setattr(
@@ -147,6 +147,9 @@ def postgres_hub(
 
 
 @pytest.mark.asyncio
+@pytest.mark.sqlite_only(
+    "pairs a hub.db hub with a PostgreSQL one of its own; runs on PostgreSQL in make test"
+)
 async def test_a_postgres_restart_during_ingest_loses_no_batch_and_acks_each_once_stored(
     setup: HubSetup, postgres_hub: str, postgres_server: PostgresServer
 ) -> None:

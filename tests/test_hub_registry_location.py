@@ -43,6 +43,7 @@ def test_without_either_the_registry_is_the_hub_directorys_hub_db(
     assert hub.registry_location == tmp_path / "hub.db"
 
 
+@pytest.mark.sqlite_only("names the registry itself (a hub.db path, $EDGEGOV_REGISTRY)")
 def test_a_registry_path_names_another_hub_db(tmp_path: Path) -> None:
     make_hub_dir(tmp_path / "first")
     (tmp_path / "second" / "keys").mkdir(parents=True)
@@ -205,6 +206,7 @@ def test_shown_registry_never_shows_a_password() -> None:
     assert shown_registry(Path("/var/lib/edge-hub/hub.db")) == "/var/lib/edge-hub/hub.db"
 
 
+@pytest.mark.sqlite_only("names the registry itself (a hub.db path, $EDGEGOV_REGISTRY)")
 def test_the_environment_names_the_registry_of_every_command(
     tmp_path: Path,
     postgres_url: str,
@@ -265,6 +267,7 @@ def _public_pem() -> bytes:
     return PrivateKey.generate().public.to_pem().encode()
 
 
+@pytest.mark.sqlite_only("names the registry itself (a hub.db path, $EDGEGOV_REGISTRY)")
 def test_console_tokens_are_kept_in_the_registry_the_option_names(
     tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -83,8 +83,8 @@ def _now() -> int:
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[RunningHub]:
     setup = make_hub_dir(tmp_path / "hub")
-    hub_dir = HubDir(setup.path)
-    config = HubConfig(setup.path)
+    hub_dir = HubDir(setup.path, setup.url)
+    config = HubConfig(setup.path, registry=setup.url)
     with hub_dir.open_registry() as registry:
         keys = hub_dir.load_keys()
         context = ServiceContext.start(config, hub_dir, registry, keys, HubStats(), None)
@@ -98,7 +98,7 @@ def hub(tmp_path: Path) -> Iterator[RunningHub]:
 
 def _push(hub: RunningHub, version: int) -> bytes:
     data = make_bundle(hub.setup.keys, version)
-    prepare_push(HubDir(hub.setup.path), data, now=_now())
+    prepare_push(HubDir(hub.setup.path, hub.setup.url), data, now=_now())
     return data
 
 

@@ -93,7 +93,7 @@ def setup(tmp_path: Path) -> HubSetup:
 def location(request: pytest.FixtureRequest, setup: HubSetup) -> Path | str:
     """Where the hubs' registry is: the hub directory's ``hub.db``, or a PostgreSQL one."""
     if request.param == "sqlite":
-        return setup.path / "hub.db"
+        return setup.registry
     url: str = request.getfixturevalue("postgres_url")
     return url
 
@@ -102,8 +102,8 @@ def location(request: pytest.FixtureRequest, setup: HubSetup) -> Path | str:
 def _hub(
     setup: HubSetup, location: Path | str, holder: str, interval_s: float = 10.0
 ) -> Iterator[ScheduledHub]:
-    config = HubConfig(setup.path, freshness_interval_s=interval_s)
-    hub_dir = HubDir(setup.path)
+    config = HubConfig(setup.path, registry=setup.url, freshness_interval_s=interval_s)
+    hub_dir = HubDir(setup.path, setup.url)
     with open_registry(location) as registry:
         context = ServiceContext.start(
             config, hub_dir, registry, hub_dir.load_keys(), HubStats(), None
@@ -123,7 +123,7 @@ def _hub(
 def _push(setup: HubSetup, location: Path | str) -> None:
     """A bundle current on eu-1's line-a channel (its freshness token is what is counted)."""
     if isinstance(location, Path):
-        prepare_push(HubDir(setup.path), make_bundle(setup.keys, 1), now=wall())
+        prepare_push(HubDir(setup.path, setup.url), make_bundle(setup.keys, 1), now=wall())
         return
     with open_registry(location) as registry:
         bundle = PublishedBundle("eu-1", str(LINE_A), 1, b"\x01" * 32, b"b", wall() + 3600, None, 0)
@@ -393,7 +393,7 @@ async def test_of_two_serves_one_publishes_freshness_and_the_other_within_an_int
     setup: HubSetup,
 ) -> None:
     interval = 6.0  # a lease of 3 s, claimed every second: a handover within 4 s
-    prepare_push(HubDir(setup.path), make_bundle(setup.keys, 1), now=wall())
+    prepare_push(HubDir(setup.path, setup.url), make_bundle(setup.keys, 1), now=wall())
     async with (
         mosquitto_broker() as broker,
         _two_serves(setup, broker.url, interval) as (leader, standby),

@@ -308,14 +308,14 @@ async def test_over_limit_and_oversize_messages_are_dropped_and_counted(
                 )
             assert (hub.stats.statuses, hub.stats.stale_statuses) == (1, 4)
             assert hub.stats.rejections == {"rate_limited": 15, "oversize": 1}
-        with open_registry(setup.path / "hub.db") as registry:
+        with open_registry(setup.registry) as registry:
             counts = {r.code: r.count for r in registry.rejections("gw-001")}
         assert counts == {"rate_limited": 15, "oversize": 1}
 
 
 async def test_the_embedded_broker_serves_and_the_serve_file_points_at_it(setup: HubSetup) -> None:
     async with HubService(
-        HubConfig(setup.path, port=0, freshness_interval_s=1, token_ttl_s=5)
+        HubConfig(setup.path, registry=setup.url, port=0, freshness_interval_s=1, token_ttl_s=5)
     ) as hub:
         await hub.wait_ready()
         info = json.loads((setup.path / "serve.json").read_text())
@@ -330,16 +330,16 @@ async def test_the_embedded_broker_serves_and_the_serve_file_points_at_it(setup:
 async def test_a_second_serve_on_one_hub_dir_leaves_the_first_ones_serve_file_alone(
     setup: HubSetup,
 ) -> None:
-    async with HubService(HubConfig(setup.path, port=0)) as first:
+    async with HubService(HubConfig(setup.path, registry=setup.url, port=0)) as first:
         await first.wait_ready()
         written = (setup.path / "serve.json").read_bytes()
-        async with HubService(HubConfig(setup.path, port=0)) as second:
+        async with HubService(HubConfig(setup.path, registry=setup.url, port=0)) as second:
             await second.wait_ready()
             assert (setup.path / "serve.json").read_bytes() == written
         assert (setup.path / "serve.json").read_bytes() == written
         assert json.loads(written)["broker"] == first.url
     assert not (setup.path / "serve.json").exists()
-    async with HubService(HubConfig(setup.path, port=0)) as again:
+    async with HubService(HubConfig(setup.path, registry=setup.url, port=0)) as again:
         await again.wait_ready()
         assert json.loads((setup.path / "serve.json").read_text())["broker"] == again.url
 
@@ -367,7 +367,7 @@ async def test_the_hub_uses_shared_subscriptions_where_the_broker_delivers_them(
                     )
             assert first.stats.batches_accepted + second.stats.batches_accepted == 4
             assert first.stats.duplicates + second.stats.duplicates == 0
-        with open_registry(setup.path / "hub.db") as registry:
+        with open_registry(setup.registry) as registry:
             assert [e.seq for e in registry.iter_entries("gw-001")] == list(range(8))
 
 
@@ -436,7 +436,13 @@ async def test_a_push_the_full_embedded_broker_did_not_retain_is_retained_by_the
     setup: HubSetup,
 ) -> None:
     limits = BrokerLimits(retained_messages=10)
-    config = HubConfig(setup.path, freshness_interval_s=600, token_ttl_s=1200, broker_limits=limits)
+    config = HubConfig(
+        setup.path,
+        registry=setup.url,
+        freshness_interval_s=600,
+        token_ttl_s=1200,
+        broker_limits=limits,
+    )
     bundle_topic = topics.bundle_topic("eu-1", GROUP)
     async with HubService(config) as hub:
         await hub.wait_ready()

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,7 +60,7 @@ from tests.ancestry_support import (
     devices,
 )
 from tests.factory import DAY, NOW
-from tests.hub_support import HubSetup, make_hub_dir
+from tests.hub_support import HubSetup, edit_registry, make_hub_dir
 
 VALVE = Request("svc:plc-bridge", "plc.write", "plc://line-a/valve-7")
 ASK_VISION = Request("svc:scheduler", "model.invoke", "model://vision/v4")
@@ -78,8 +77,8 @@ class Fleet:
     witness: PrivateKey
 
     @property
-    def db(self) -> Path:
-        return self.setup.path / "hub.db"
+    def db(self) -> Path | str:
+        return self.setup.registry
 
     def ship(self, device: str, *, cosign: bool = True) -> None:
         """Ship every entry of ``device`` not stored yet, as one batch the hub accepts (and
@@ -142,13 +141,13 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
     setup = make_hub_dir(tmp_path / "hub", devices=())
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         for device, key in ((CAMERA, CAMERA_KEY), (PLC, PLC_KEY), (OUTSIDER, OUTSIDER_KEY)):
             registry.add_device(DeviceRecord(device, "eu-1", GROUPS[device], "p", key.public))
     logs = {d: DeviceLog(d, k) for d, k in ((CAMERA, CAMERA_KEY), (PLC, PLC_KEY))}
     logs[OUTSIDER] = DeviceLog(OUTSIDER, OUTSIDER_KEY)
     witness = load_role_keys(setup.keys, Role.VERIFIER, setup.root)[0]
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         planned = next_directory(
             None, registry.devices(), region="eu-1", now=NOW - DAY, ttl_s=DEFAULT_DIRECTORY_TTL_S
         )
@@ -728,10 +727,13 @@ def _tamper(fleet: Fleet, device: str, seq: int) -> None:
     entry = decode_entry(fleet.logs[device].entries[seq], seq)
     assert entry.request is not None
     data = encode_entry(replace(entry, request=replace(entry.request, resource="plc://line-b/x")))
-    with sqlite3.connect(fleet.db) as db:
-        db.execute(
-            "UPDATE lineage_entries SET data = ? WHERE device = ? AND seq = ?", (data, device, seq)
-        )
+    edit_registry(
+        fleet.db,
+        "UPDATE lineage_entries SET data = ? WHERE device = ? AND seq = ?",
+        data,
+        device,
+        seq,
+    )
 
 
 def test_any_changed_byte_of_a_chain_is_refused_as_a_chain_error_never_a_crash(

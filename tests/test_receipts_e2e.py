@@ -114,7 +114,7 @@ async def test_a_decision_receipt_from_the_hub_and_the_device_verifies_with_publ
     async with (
         amqtt_broker() as broker,
         HubService(hub_config(setup, broker)) as hub,
-        agent_fleet(tmp_path, setup.root.raw, broker.settings, setup.path / "hub.db") as fleet,
+        agent_fleet(tmp_path, setup.root.raw, broker.settings, setup.registry) as fleet,
     ):
         await hub.wait_ready()
         daemon = fleet.add("gw-001")

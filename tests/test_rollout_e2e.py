@@ -100,7 +100,7 @@ def _shadow(daemon: AgentDaemon) -> int | None:
 
 
 def _rollout(setup: HubSetup, rollout_id: str) -> RolloutRecord:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         record = registry.rollout(rollout_id)
     assert record is not None
     return record
@@ -137,7 +137,7 @@ async def _fleet_on(
     config = hub_config(setup, broker, rollout_interval_s=0.2)
     async with (
         HubService(config) as hub,
-        agent_fleet(tmp_path, setup.root.raw, settings, setup.path / "hub.db") as fleet,
+        agent_fleet(tmp_path, setup.root.raw, settings, setup.registry) as fleet,
     ):
         await hub.wait_ready()
         for device_id in DEVICES:
@@ -202,7 +202,7 @@ async def _completes(
     await wait_for(lambda: _rollout(setup, "eu-1-v4").state is RolloutState.COMPLETED, WAIT_S)
     for daemon in fleet.daemons.values():
         await wait_for(lambda d=daemon: _version(d) == 4, WAIT_S)
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
     assert current == {"group/line-a": 4}
     status = json.loads(await _status(setup, capsys, "--json"))["rollouts"]
@@ -316,7 +316,7 @@ async def test_a_hub_restarted_mid_stage_resumes_the_rollout_where_it_was(
     async with amqtt_broker() as broker:
         async with (
             HubService(hub_config(setup, broker, rollout_interval_s=0.2)) as hub,
-            agent_fleet(tmp_path, setup.root.raw, broker.settings, setup.path / "hub.db") as fleet,
+            agent_fleet(tmp_path, setup.root.raw, broker.settings, setup.registry) as fleet,
         ):
             await hub.wait_ready()
             for device_id in DEVICES:
@@ -373,7 +373,7 @@ async def test_a_rollout_narrowed_by_group_never_reaches_the_devices_it_left_out
         assert await run_cli("rollout", "start", str(candidate), *args) == 0
         assert "completion leaves it its devices' own channels" in capsys.readouterr().out
         await wait_for(_completed(setup), WAIT_S)
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
     assert current == {"group/line-a": 1, "group/line-b": 1, "device/gw-001": 2}
     assert "on its devices' own channels (narrowed by --group)" in await _status(
@@ -401,7 +401,7 @@ async def test_a_rollout_whose_candidate_is_revoked_halts_and_rolls_back(tmp_pat
     record = _rollout(setup, "eu-1-v2")
     assert record.state is RolloutState.HALTED
     assert record.reason.startswith("revocation epoch 1 (bundle 2) voids the candidate")
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
     switched = {f"device/{d}": 3 for d in stage_members(record, 0)}
     assert current == {"group/line-a": 1, **switched}
@@ -451,6 +451,6 @@ async def test_a_rollout_signed_under_policy_keys_rotated_out_halts_and_says_why
     assert record.state is RolloutState.HALTED
     assert record.reason.startswith("the candidate no longer verifies under the hub's trust root")
     assert "; the rollback was not published: it no longer verifies" in record.reason
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         current = {b.channel: b.version for b in registry.current_bundles("eu-1")}
     assert current == {"group/line-a": 1, **{f"device/{d}": 2 for d in stage_members(record, 0)}}

@@ -120,7 +120,7 @@ def _ask(sock: Path) -> DecisionResult:
 
 
 def _stored_divergences(setup: HubSetup) -> list[int]:
-    with open_registry(setup.path / "hub.db") as registry:
+    with open_registry(setup.registry) as registry:
         return [
             stored.seq
             for stored in registry.iter_entries(DEVICE)
@@ -167,7 +167,7 @@ async def test_a_shadow_published_by_the_hub_is_evaluated_by_a_real_agent_and_it
 
         await _until(diverged, "a divergence shipped to the hub")
         seq = _stored_divergences(setup)[0]
-        with open_registry(setup.path / "hub.db") as registry:
+        with open_registry(setup.registry) as registry:
             stored = list(registry.iter_entries(DEVICE, seq - 1))
             before, entry = (decode_entry(s.data, s.seq) for s in stored[:2])
             hits = registry.search_lineage(

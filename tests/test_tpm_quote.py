@@ -52,6 +52,7 @@ from hub.registry.backends import open_registry
 from hub.service.verifier import Verifier
 from tests.attest_support import PROFILE_TOML
 from tests.factory import NOW, HubSim
+from tests.hub_support import hub_registry
 
 DEVICE = "gw-001"
 NONCE = bytes(range(32))
@@ -279,7 +280,7 @@ def test_evidence_with_an_unknown_quote_format_or_oversized_quote_is_refused() -
 
 def _verifier(tmp_path: Path) -> tuple[Verifier, Registry, DeviceRecord, PrivateKey, bytes]:
     hub = HubSim()
-    registry = open_registry(tmp_path / "hub.db")
+    registry = open_registry(hub_registry(tmp_path))
     key = PrivateKey.generate()
     device = DeviceRecord(DEVICE, "eu-1", ("line-a",), "generic-x86_64", key.public)
     registry.add_device(device)
@@ -343,6 +344,10 @@ def test_expectations_from_a_report_include_the_pcrs_with_the_tpm_tables_scope()
         build_expectations(profile, [(DEVICE, report)])
 
 
+@pytest.mark.sqlite_only(
+    "a hub.db missing a table (from before TPM keys) gains it on open; PostgreSQL "
+    "registries are upgraded by their schema version"
+)
 def test_a_registry_from_before_tpm_keys_gains_the_table_when_opened(tmp_path: Path) -> None:
     with open_registry(tmp_path / "hub.db") as registry:
         registry._db.execute("DROP TABLE tpm_keys")

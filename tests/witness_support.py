@@ -83,8 +83,8 @@ class LineageHub:
 @contextmanager
 def started_hub(setup: HubSetup) -> Iterator[LineageHub]:
     """The hub service of ``setup``'s directory, started without broker or tasks."""
-    service = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    registry = open_registry(setup.path / "hub.db")
+    service = HubService(HubConfig(hub_dir=setup.path, registry=setup.url, write_serve_file=False))
+    registry = open_registry(setup.registry)
     service._start(registry, service.hub_dir.load_keys())
     try:
         yield LineageHub(setup, service)
