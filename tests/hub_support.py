@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -164,6 +165,17 @@ def registry_rows(url: str) -> dict[str, str]:
         return digests
 
 
+def _same_database(a: str, b: str) -> bool:
+    """Whether two PostgreSQL URLs name the same database (whatever their passwords)."""
+    first, second = urlsplit(a), urlsplit(b)
+    return (first.hostname, first.port, first.path, first.query) == (
+        second.hostname,
+        second.port,
+        second.path,
+        second.query,
+    )
+
+
 def make_hub_dir(
     path: Path,
     devices: Sequence[tuple[str, str]] = (("gw-001", "line-a"), ("gw-002", "line-a")),
@@ -173,9 +185,10 @@ def make_hub_dir(
     """A hub directory with keys and ``(device id, group)`` devices registered in eu-1, in
     its ``hub.db`` or in the PostgreSQL registry at ``url`` (default: :func:`suite_registry`)."""
     suite = suite_registry()
-    if suite is not None and url in (None, suite):
+    if suite is not None and (url is None or _same_database(url, suite)):
         more = _suite_more[0]
-        url = more() if _suite_taken[0] and more is not None else suite
+        if url is None:
+            url = more() if _suite_taken[0] and more is not None else suite
         _suite_taken[0] = True
     path.mkdir(parents=True, exist_ok=True)
     root = init_keys(

@@ -226,7 +226,7 @@ def test_bad_inputs_are_usage_errors(
 
 def _hub_with_device(tmp_path: Path, groups: tuple[str, ...]) -> Path:
     hub_dir = tmp_path / "hub"
-    hub_dir.mkdir()
+    (hub_dir / "keys").mkdir(parents=True)  # a hub directory, whichever backend holds its registry
     with open_registry(hub_registry(hub_dir)) as registry:
         registry.add_device(
             DeviceRecord("gw-009", "eu-1", groups, "generic-x86_64", PrivateKey.generate().public)

@@ -86,6 +86,7 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _fleet_hub(path: Path) -> Path:
     path.mkdir()
+    (path / "keys").mkdir()  # a hub directory, whichever backend holds its registry
     devices = [
         (
             "gw-001",

@@ -320,6 +320,7 @@ def test_the_default_hub_dir_reads_a_registry_elsewhere_from_any_directory(
     listed = json.loads(capsys.readouterr().out)
     assert [d["device"] for d in listed["devices"]] == ["gw-001", "gw-002"]
     assert list(elsewhere.iterdir()) == []
+    monkeypatch.delenv("EDGEGOV_REGISTRY", raising=False)  # set under make test-postgres
     assert hub_main(["fleet"]) == 3
     assert "is not a hub directory" in capsys.readouterr().err
     monkeypatch.chdir(setup.path)
