@@ -40,15 +40,23 @@ demo: $(STAMP)
 
 ORACLE_ENV = EDGEGOV_ORACLE_PYTHON=$(abspath $(ORACLE_VENV))/bin/python
 
+# pytest-xdist workers: most tests wait on brokers, subprocesses and fsyncs, so more workers
+# than this machine type's 2 cores pay. A file's tests stay on one worker (--dist loadfile):
+# module fixtures, the packaged build among them, run once.
+TEST_WORKERS ?= 3
+PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+
+# The whole suite, then the hub suite again on a PostgreSQL registry (test-postgres).
 test: $(STAMP) $(ORACLE_STAMP)
-	$(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q
+	$(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q $(PARALLEL)
+	$(MAKE) --no-print-directory test-postgres
 
 test-slow: $(STAMP) $(ORACLE_STAMP)
-	$(ORACLE_ENV) $(BIN)/pytest -m "not soak and not emulated" -q
+	$(ORACLE_ENV) $(BIN)/pytest -m "not soak and not emulated" -q $(PARALLEL)
 
 # The whole hub suite (hub, console and the end-to-end tests that run a hub) on a PostgreSQL
 # registry instead of hub.db (tests/hub_support.py); SQLite-specific tests (sqlite_only) skip.
-# make test runs the registry contract and the hub, inventory and rollout CLI tests on both.
+# make test runs it after the whole suite (whose registry tests cover both backends already).
 # Not here: the registry migration and backend tests (test_registry_*: one backend each, or
 # both already), and the multi-host ones (test_bridged_sites, test_multihost_faults: their
 # hosts are network namespaces; test_multihost_faults runs its hub on PostgreSQL anyway).
@@ -58,8 +66,9 @@ HUB_SUITE := tests/test_hub_*.py tests/test_console_*.py tests/test_ancestry_e2e
 	tests/test_fabric_e2e.py tests/test_lineage_ancestry.py tests/test_mosquitto_acl_render.py \
 	tests/test_receipts_e2e.py tests/test_rollout_cli.py tests/test_rollout_e2e.py \
 	tests/test_shadow_e2e.py tests/test_tpm_quote.py
-test-postgres: $(STAMP)
-	EDGEGOV_TEST_REGISTRY=postgresql $(BIN)/pytest -m "not slow and not soak" -q -rs $(HUB_SUITE)
+test-postgres: $(STAMP) $(ORACLE_STAMP)
+	EDGEGOV_TEST_REGISTRY=postgresql $(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q \
+		$(PARALLEL) $(HUB_SUITE)
 
 # Long fuzz, soak and abuse runs (the soak marker), never part of make test or test-slow:
 # about 80 minutes; figures in soak-results/. The fuzzer (atheris) is only needed here.
