@@ -143,8 +143,11 @@ class AmqttProcess:
 class HubProcess:
     """``edge-hub serve`` as a subprocess (own CPU), against ``broker`` or its embedded one."""
 
-    def __init__(self, hub_dir: Path, broker: str | None, port: int = 0) -> None:
+    def __init__(
+        self, hub_dir: Path, broker: str | None, port: int = 0, freshness_interval: str = "5s"
+    ) -> None:
         self.hub_dir, self.broker, self.port = hub_dir, broker, port
+        self.freshness_interval = freshness_interval
         self.process: subprocess.Popen[str] | None = None
         self.url = broker or ""
 
@@ -155,7 +158,7 @@ class HubProcess:
             "--hub-dir",
             str(self.hub_dir),
             "--freshness-interval",
-            "5s",
+            self.freshness_interval,
             "--token-ttl",
             "60s",
             "--device-rate",

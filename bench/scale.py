@@ -14,19 +14,26 @@ bridged site brokers; broker fan-out to 10,000; schedule takeover: docs/scale.md
    central one: push-to-installed p50/p99/max (target max <= 10 s) and revocation p99 (target
    <= 2 s); with the per-agent cost of enrolment and connection, to extrapolate
    (bench/_scale_fleet.py).
-3. fan-out: one message (a revocation's size, a bundle's) published centrally to
+3. thin: ``--thin-agents`` (10,000) thin simulated agents over the same bridged sites, each
+   its own MQTT session, registered device key and verification of every bundle, token and
+   revocation it receives (bench/_scale_thin.py): push-to-installed p50/p99/max at the hub's
+   registry and at the agents, revocation p50/p99 to the revoked agent and to the last
+   agent, with what a real device's install adds (timed on real ``LocalAgent``s) beside
+   them; the targets are judged on measured + that addition.
+4. fan-out: one message (a revocation's size, a bundle's) published centrally to
    ``--subscribers`` plain MQTT subscribers over the same bridged sites: every arrival's
    delay, the part of a push or revocation a real fleet does not spread over its devices
    (bench/_scale_fanout.py).
-4. takeover: two ``edge-hub serve`` on one registry (hub.db, then PostgreSQL) and Mosquitto;
+5. takeover: two ``edge-hub serve`` on one registry (hub.db, then PostgreSQL) and Mosquitto;
    seconds from SIGKILL of the schedule lease's holder to the next freshness token, against
    one ``--interval`` (bench/_scale_takeover.py).
 
 Exit 1 when a target is missed (as bench/lineage.py does). The machine's load average is
 printed before and after: on a shared machine the figures are indicative.
 
-Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 1000] [--subscribers 10000]
-       [--takeovers 3] [--interval 10] [--skip ingest,fleet,fanout,takeover] [--quick]
+Usage: python bench/scale.py [--hubs 1,2,4] [--runs 3] [--agents 1000] [--thin-agents 10000]
+       [--thin-workers 2] [--subscribers 10000] [--takeovers 3] [--interval 10]
+       [--skip ingest,fleet,thin,fanout,takeover] [--quick]
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from bench._scale_ingest import (  # noqa: E402
     sqlite_location,
 )
 from bench._scale_takeover import takeover_times  # noqa: E402
+from bench._scale_thin import thin_fleet  # noqa: E402
 from bench.fleet import _pct  # noqa: E402
 from hub.registry.backends import open_registry  # noqa: E402
 
@@ -176,6 +184,26 @@ def _fleet_part(agents: int, revocations: int) -> bool:
     return push_ok and revoke_ok
 
 
+def _thin_part(agents: int, revocations: int, per_site: int) -> bool:
+    print(
+        f"\n## thin: {agents:,} thin agents over two bridged site brokers, "
+        f"{revocations} revocations"
+    )
+    figures = asyncio.run(thin_fleet(agents, revocations, per_site))
+    print(figures.report())
+    push, revoke = figures.push_max_real_s(), figures.revoke_p99_real_s()
+    push_ok = push <= PUSH_MAX_TARGET_S and figures.refused == 0
+    revoke_ok = revoke <= REVOKE_P99_TARGET_S
+    print(
+        f"push max at the hub + a real install <= {PUSH_MAX_TARGET_S:.0f} s: {push:.2f} s, "
+        f"{'met' if push_ok else 'missed'}; revocation p99 + a real install <= "
+        f"{REVOKE_P99_TARGET_S:.0f} s: {revoke * 1000:.0f} ms, "
+        f"{'met' if revoke_ok else 'missed'}"
+    )
+    print(f"load average: {_load()}")
+    return push_ok and revoke_ok
+
+
 def _fanout_part(subscribers: int) -> bool:
     print(
         f"\n## fan-out: one message published centrally to {subscribers:,} MQTT subscribers "
@@ -229,13 +257,15 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=4096, help="entries per device")
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--revocations", type=int, default=20)
+    parser.add_argument("--thin-agents", type=int, default=10_000)
+    parser.add_argument("--thin-workers", type=int, default=2, help="thin agent processes per site")
     parser.add_argument("--subscribers", type=int, default=10_000, help="fan-out subscribers")
     parser.add_argument("--takeovers", type=int, default=3)
     parser.add_argument(
         "--interval", type=float, default=10.0, help="freshness interval, s (takeover)"
     )
     parser.add_argument(
-        "--skip", default="", help="comma list of parts to skip: ingest,fleet,fanout,takeover"
+        "--skip", default="", help="comma list of parts to skip: ingest,fleet,thin,fanout,takeover"
     )
     parser.add_argument("--quick", action="store_true", help="smaller loads, 3 runs, 300 agents")
     args = parser.parse_args()
@@ -245,6 +275,7 @@ def main() -> int:
     if args.quick:
         args.devices, args.entries, args.agents, args.revocations = 2, 2048, 300, 5
         args.takeovers, args.interval, args.subscribers = 2, 4.0, 500
+        args.thin_agents = 500
     hubs = [int(n) for n in args.hubs.split(",")]
     skip = set(args.skip.split(","))
     print(f"load average at start: {_load()}")
@@ -258,6 +289,10 @@ def main() -> int:
             met &= _ingest_part(server, hubs, args.runs, IngestLoad(args.devices, args.entries))
         if "fleet" not in skip:
             met &= _fleet_part(args.agents, min(args.revocations, args.agents))
+        if "thin" not in skip:
+            met &= _thin_part(
+                args.thin_agents, min(args.revocations, args.thin_agents), args.thin_workers
+            )
         if "fanout" not in skip:
             met &= _fanout_part(args.subscribers)
         if "takeover" not in skip:
