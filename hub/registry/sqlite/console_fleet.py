@@ -13,7 +13,6 @@ from hub.registry.queries.console import STATE_OF_ROW
 from hub.registry.queries.console import ConsoleTables as SharedConsoleTables
 from hub.registry.records import FleetCount
 from hub.registry.rows import as_text
-from hub.registry.schema import CONSOLE_FLEET_IN_PLACE
 from hub.registry.sqlite.transactions import SqliteTransactions
 
 __all__ = ["CONSOLE_FLEET_SCHEMA", "ConsoleFleetTables"]
@@ -45,28 +44,12 @@ _FLEET_SOURCES = (
 when it concerns one (a bundle current on a device's own channel sets its target)."""
 
 
-_REWRITTEN_BEFORE = ("console_fleet_status_update", "console_fleet_activity_update")
-"""The rewrite triggers a registry from before
-:data:`~hub.registry.schema.CONSOLE_FLEET_IN_PLACE` holds instead."""
-
-
 def _fleet_triggers() -> str:
-    """Triggers that keep a device's ``console_fleet`` row whenever a row it is made of is
-    written or deleted: the summary changes in the transaction that changes its source. A
-    status or last seen updated sets its columns in place; any other write rewrites the
-    row."""
-    in_place = dict(CONSOLE_FLEET_IN_PLACE)
-    triggers = [f"DROP TRIGGER IF EXISTS {name};" for name in _REWRITTEN_BEFORE]
-    for table, columns in CONSOLE_FLEET_IN_PLACE:
-        triggers.append(
-            f"CREATE TRIGGER IF NOT EXISTS console_fleet_{table}_in_place "
-            f"AFTER UPDATE ON {table} BEGIN "
-            f"UPDATE console_fleet SET {columns} WHERE device = NEW.device; END;"
-        )
+    """Triggers that rewrite a device's ``console_fleet`` row whenever a row it is made of
+    is written or deleted: the summary changes in the transaction that changes its source."""
+    triggers = []
     for table, device, when in _FLEET_SOURCES:
         for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
-            if event == "UPDATE" and table in in_place:
-                continue
             named = device.format(row=row)
             triggers.append(
                 f"CREATE TRIGGER IF NOT EXISTS console_fleet_{table}_{event.lower()} "
