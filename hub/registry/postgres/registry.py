@@ -21,11 +21,11 @@ from psycopg_pool import ConnectionPool
 from hub.registry.interface import RegistryError
 from hub.registry.postgres.console import ConsoleTables
 from hub.registry.postgres.device_logs import DeviceLogTables
-from hub.registry.postgres.schedule_lease import ScheduleLeaseTables
 from hub.registry.postgres.schema import migrate
 from hub.registry.queries.devices import DeviceTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.queries.rollouts import RolloutTables
+from hub.registry.queries.schedule_lease import ScheduleLeaseTables
 
 __all__ = ["CONNECT_TIMEOUT_S", "POOL_SIZE", "PostgresRegistry", "describe"]
 

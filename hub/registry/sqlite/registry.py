@@ -20,11 +20,11 @@ from hub.registry.interface import RegistryError
 from hub.registry.queries.devices import DeviceTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.queries.rollouts import RolloutTables
+from hub.registry.queries.schedule_lease import ScheduleLeaseTables
 from hub.registry.schema import UPGRADABLE_VERSIONS
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
 from hub.registry.sqlite.lineage_search import ensure_search
-from hub.registry.sqlite.schedule_lease import ScheduleLeaseTables
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from hub.registry.sqlite.tree_nodes import backfill
 
