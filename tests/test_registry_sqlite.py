@@ -15,6 +15,7 @@ from edge_agent.protocol.shipping import DeviceStatus
 from hub.registry import DeviceRecord, RegistryError, RejectionCount
 from hub.registry.records import STORED_NODE_LEVEL
 from hub.registry.sqlite import SqliteRegistry
+from hub.registry.sqlite.console_fleet import _FLEET_ROW
 from hub.registry.sqlite.schema import SCHEMA, SCHEMA_VERSION
 from tests.factory import NOW
 from tests.lineage_sim import assert_same_proofs, reference_nodes, store_log
@@ -98,6 +99,64 @@ def test_a_registry_from_before_the_console_fleet_summary_fills_it_when_opened(
         sent = DeviceStatus("gw-003", NOW, True, 3, NOW + 3600, "open", 0, 0)
         registry.record_status(sent, b"s3", NOW)
         assert registry.fleet_summary(NOW, 90).states["open"].count == 2, "triggers again"
+
+
+def _fleet_rows_rewritten(registry: SqliteRegistry) -> list[tuple[object, ...]]:
+    """Every ``console_fleet`` row as the rewrite trigger computes it from its sources."""
+    return registry._db.execute(f"{_FLEET_ROW} ORDER BY d.id").fetchall()
+
+
+def test_statuses_and_last_seen_set_in_place_keep_the_rows_the_rewrite_would_make(
+    registry: SqliteRegistry,
+) -> None:
+    for n in (1, 2):
+        registry.add_device(
+            DeviceRecord(f"gw-00{n}", "eu-1", ("line-a",), "generic", PrivateKey.generate().public)
+        )
+    for at, online, version, gate in (
+        (NOW, True, 3, "open"),
+        (NOW + 30, True, 4, "open"),
+        (NOW + 31, False, 4, "revoked"),
+        (NOW + 20, True, 2, "open"),
+    ):
+        sent = DeviceStatus("gw-001", at, online, version, NOW + 3600, gate, at - NOW, 0)
+        registry.record_status(sent, b"s%d" % at, at + 1)
+    registry.record_status(DeviceStatus("gw-002", NOW, True, 3, None, "open", 0, 0), b"s", NOW)
+    held = registry._db.execute("SELECT * FROM console_fleet ORDER BY device").fetchall()
+    assert held == _fleet_rows_rewritten(registry)
+    assert held[0][4:10] == (NOW + 32, "revoked", 0, 4, NOW + 31, 31), "the newest status held"
+
+
+def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_has_them_replaced(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    with SqliteRegistry.open(path):
+        pass
+    db = sqlite3.connect(path)
+    for name in ("console_fleet_status_update", "console_fleet_activity_update"):
+        db.execute(
+            f"CREATE TRIGGER {name} AFTER UPDATE ON {name.split('_')[2]} BEGIN "
+            "DELETE FROM console_fleet WHERE device = NEW.device; END"
+        )
+    db.commit()
+    db.close()
+    with SqliteRegistry.open(path) as registry:
+        names = {
+            row[0]
+            for row in registry._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        assert "console_fleet_status_update" not in names
+        assert "console_fleet_activity_update" not in names
+        assert {"console_fleet_status_in_place", "console_fleet_activity_in_place"} <= names
+        registry.add_device(
+            DeviceRecord("gw-001", "eu-1", ("line-a",), "generic", PrivateKey.generate().public)
+        )
+        for at in (NOW, NOW + 30):
+            sent = DeviceStatus("gw-001", at, True, 3, None, "open", 0, 0)
+            registry.record_status(sent, b"s%d" % at, at)
+        held = registry._db.execute("SELECT * FROM console_fleet").fetchall()
+        assert held == _fleet_rows_rewritten(registry)
 
 
 def _registry_from_before_tree_nodes(path: Path, size: int) -> list[bytes]:
