@@ -1,0 +1,67 @@
+"""A round clearing strays reads only the devices its stray acks name: it runs after every
+push or revocation published by another command, on the registry worker the intake uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.protocol import topics
+from edge_agent.protocol.shipping import verify_ack
+from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.support.mqtt import Incoming
+from hub.registry.backends import open_registry
+from hub.service.config import HubConfig
+from hub.service.context import Devices
+from hub.service.server import HubService
+from tests.hub_support import HubSetup, make_hub_dir
+from tests.test_hub_bursts import QueuedConnection
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> HubSetup:
+    hub = make_hub_dir(tmp_path / "hub")
+    hub.devices["gw-001"].add(5)
+    return hub
+
+
+@pytest.fixture
+def service(setup: HubSetup) -> Iterator[HubService]:
+    hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
+    registry = open_registry(setup.path / "hub.db")
+    hub._start(registry, hub.hub_dir.load_keys())
+    try:
+        yield hub
+    finally:
+        hub._started.context.db.close()
+        registry.close()
+
+
+async def test_a_stray_round_restores_a_registered_devices_ack_without_the_device_table(
+    service: HubService, setup: HubSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lineage = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
+    batch = Incoming(lineage, setup.devices["gw-001"].batch(0, 5), False)
+    await service._started.intake.consume(QueuedConnection([batch]))  # type: ignore[arg-type]
+
+    def unused(self: Devices, *args: object) -> None:
+        raise AssertionError("a stray round read the devices known in memory or all of them")
+
+    monkeypatch.setattr(Devices, "refresh", unused)
+    monkeypatch.setattr(Devices, "cached", unused)
+    ack_1 = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
+    ack_ghost = topics.device_topic("eu-1", "gw-999", DeviceLeaf.ACK)
+    ack_elsewhere = topics.device_topic("us-1", "gw-001", DeviceLeaf.ACK)
+    challenge_1 = topics.device_topic("eu-1", "gw-001", DeviceLeaf.CHALLENGE)
+    schedule = service._started.schedule
+    foreign, publications = await service._started.context.db(
+        schedule._replacements, {ack_1, ack_ghost, ack_elsewhere, challenge_1}
+    )
+    assert foreign == sorted({ack_1, ack_ghost, ack_elsewhere, challenge_1})
+    replaced = {p.topic: p.payload for p in publications}
+    assert verify_ack(replaced.pop(ack_1), root=setup.root, device="gw-001").acked == 5
+    assert replaced == {ack_ghost: b"", ack_elsewhere: b"", challenge_1: b""}
