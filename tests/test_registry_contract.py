@@ -58,6 +58,7 @@ from hub.registry import (
 from hub.registry.lease_sql import LEASE_SKEW_LIMIT_S
 from hub.registry.lineage_records import LineageHit, LineageQuery
 from hub.registry.postgres import PostgresRegistry
+from hub.registry.postgres.schema import FLEET_ROW as POSTGRES_FLEET_ROW
 from hub.registry.records import (
     Accepted,
     DeviceLog,
@@ -67,6 +68,7 @@ from hub.registry.records import (
 )
 from hub.registry.rollout_records import LineageTally, RolloutRecord, RolloutState, StageLog
 from hub.registry.sqlite import SqliteRegistry
+from hub.registry.sqlite.console_fleet import _FLEET_ROW as SQLITE_FLEET_ROW
 from tests.factory import NOW
 from tests.lineage_search_support import add_varied, expected_hit, ship
 from tests.lineage_sim import DeviceLogSim, assert_same_proofs, reference_nodes, store_log
@@ -923,6 +925,29 @@ def test_console_fleet_rows_join_status_activity_log_forks_and_attestation(
     assert (second.gate, second.last_seen, second.attestation_verdict) == (None, None, None)
     assert registry.console_device("gw-002") == second
     assert registry.console_device("gw-404") is None
+
+
+def test_statuses_and_last_seen_set_in_place_keep_the_dashboard_rows_a_rewrite_makes(
+    registry: Registry,
+) -> None:
+    for device in ("gw-001", "gw-002"):
+        registry.add_device(_device(device))
+    for at, online, version, gate in (
+        (NOW, True, 3, "open"),
+        (NOW + 30, True, 4, "open"),
+        (NOW + 31, False, 4, "revoked"),
+        (NOW + 20, True, 2, "open"),
+    ):
+        sent = DeviceStatus("gw-001", at, online, version, NOW + 3600, gate, at - NOW, 0)
+        registry.record_status(sent, b"s%d" % at, at + 1)
+    registry.record_status(DeviceStatus("gw-002", NOW, True, 3, None, "open", 0, 0), b"s", NOW)
+    assert isinstance(registry, PostgresRegistry | SqliteRegistry)
+    row_sql = POSTGRES_FLEET_ROW if isinstance(registry, PostgresRegistry) else SQLITE_FLEET_ROW
+    held = registry._rows("SELECT * FROM console_fleet ORDER BY device")
+    assert held == registry._rows(f"{row_sql} ORDER BY d.id")
+    assert held[0][4:10] == (NOW + 32, "revoked", 0, 4, NOW + 31, 31), "the newest status held"
+    states = registry.fleet_summary(NOW + 40, 90).states
+    assert (states["offline"].count, states["open"].count) == (1, 1)
 
 
 def test_the_fleet_summary_counts_states_rollout_attestation_lineage_forks_and_rejections(

@@ -16,6 +16,7 @@ import pytest
 from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.shipping import DeviceStatus
 from hub.core.ingest import ingest_batch
 from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
@@ -278,6 +279,73 @@ def test_two_hubs_writing_for_one_device_at_once_both_commit_its_dashboard_row(
         assert outcome == [None]
         rows = first.execute("SELECT count(*) FROM console_fleet WHERE device = 'gw-x'")
         assert rows.fetchone() == (1,)
+
+
+def _updated_by(db: psycopg.Connection[tuple[object, ...]], table: str) -> list[str]:
+    """The triggers an UPDATE of ``table`` fires (``tgtype`` bit 4: UPDATE)."""
+    rows = db.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND tgtype & 16 <> 0 "
+        "ORDER BY tgname",
+        (table,),
+    )
+    return [str(row[0]) for row in rows]
+
+
+def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_in_place_ones(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        for table in ("status", "activity"):
+            db.execute(f"DROP TRIGGER console_fleet_{table}_in_place ON {table}")
+            db.execute(
+                f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER INSERT OR UPDATE OR "
+                f"DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_from_{table}()"
+            )
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        for at in (NOW, NOW + 30):
+            sent = DeviceStatus("gw-x", at, True, at - NOW, None, "open", 0, 0)
+            registry.record_status(sent, b"s%d" % at, at)
+    with psycopg.connect(postgres_url) as db:
+        assert _updated_by(db, "status") == ["console_fleet_status_in_place"]
+        assert _updated_by(db, "activity") == ["console_fleet_activity_in_place"]
+        row = db.execute("SELECT seen, running, signed FROM console_fleet WHERE device = 'gw-x'")
+        assert row.fetchone() == (NOW + 30, 30, NOW + 30)
+
+
+def test_a_status_set_in_place_waits_for_another_hubs_rewrite_of_the_row_and_lands_in_it(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        registry.record_status(DeviceStatus("gw-x", NOW, True, 1, None, "open", 0, 0), b"a", NOW)
+    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
+        first.execute("SELECT console_fleet_refresh('gw-x')")
+        outcome: list[Exception | None] = []
+
+        def update_meanwhile() -> None:
+            try:
+                second.execute("UPDATE status SET bundle_version = 2 WHERE device = 'gw-x'")
+                second.commit()
+                outcome.append(None)
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=update_meanwhile)
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive(), "the in-place update did not wait for the rewrite"
+        first.commit()
+        waiting.join(timeout=30)
+        assert outcome == [None]
+        row = first.execute("SELECT running FROM console_fleet WHERE device = 'gw-x'")
+        assert row.fetchone() == (2,)
 
 
 def test_a_malformed_registry_url_is_refused_without_its_password() -> None:

@@ -106,27 +106,6 @@ def _fleet_rows_rewritten(registry: SqliteRegistry) -> list[tuple[object, ...]]:
     return registry._db.execute(f"{_FLEET_ROW} ORDER BY d.id").fetchall()
 
 
-def test_statuses_and_last_seen_set_in_place_keep_the_rows_the_rewrite_would_make(
-    registry: SqliteRegistry,
-) -> None:
-    for n in (1, 2):
-        registry.add_device(
-            DeviceRecord(f"gw-00{n}", "eu-1", ("line-a",), "generic", PrivateKey.generate().public)
-        )
-    for at, online, version, gate in (
-        (NOW, True, 3, "open"),
-        (NOW + 30, True, 4, "open"),
-        (NOW + 31, False, 4, "revoked"),
-        (NOW + 20, True, 2, "open"),
-    ):
-        sent = DeviceStatus("gw-001", at, online, version, NOW + 3600, gate, at - NOW, 0)
-        registry.record_status(sent, b"s%d" % at, at + 1)
-    registry.record_status(DeviceStatus("gw-002", NOW, True, 3, None, "open", 0, 0), b"s", NOW)
-    held = registry._db.execute("SELECT * FROM console_fleet ORDER BY device").fetchall()
-    assert held == _fleet_rows_rewritten(registry)
-    assert held[0][4:10] == (NOW + 32, "revoked", 0, 4, NOW + 31, 31), "the newest status held"
-
-
 def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_has_them_replaced(
     tmp_path: Path,
 ) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CONSOLE_FLEET_IN_PLACE",
     "INDEXES",
     "SCHEDULE_LEASE",
     "SCHEMA_VERSION",
@@ -259,6 +260,21 @@ TABLES: tuple[Table, ...] = (
     ),
 )
 """Every table but the lineage search's, in the order they are created."""
+
+CONSOLE_FLEET_IN_PLACE: tuple[tuple[str, str], ...] = (
+    (
+        "status",
+        "gate = NEW.gate, online = NEW.online, running = NEW.bundle_version, "
+        "signed = NEW.time, device_size = NEW.lineage_size",
+    ),
+    ("activity", "seen = NEW.last_seen"),
+)
+"""The source tables whose updates set only their own columns of the device's
+``console_fleet`` row, in place, and those columns; every other write to a source rewrites
+the row. These are the rows a recorded status writes (its ``status`` row and its last seen,
+both on every status a hub records), where rewriting the whole row (a join of six tables)
+twice was most of the SQL a status cost. Neither row ever changes its device, and every
+registered device has its ``console_fleet`` row, so the result is the rewrite's."""
 
 SCHEDULE_LEASE = "schedule"
 """The ``schedule_lease`` row of the hubs' schedule (one leader among every hub process on

@@ -14,6 +14,7 @@ import psycopg
 from hub.registry.interface import RegistryError
 from hub.registry.rows import as_bytes, as_int, as_text, search_row
 from hub.registry.schema import (
+    CONSOLE_FLEET_IN_PLACE,
     SCHEMA_VERSION,
     SEARCH_TABLE,
     TABLES,
@@ -63,6 +64,9 @@ def _fleet_statements() -> list[str]:
     The rewrite holds a per-device transaction lock first: without it, two hubs writing for
     one device at once (one storing its lineage, the other its status) both delete the row
     and the second's insert meets the first's new row (a duplicate key, the write refused).
+    An update of a status or a last seen sets its columns in place
+    (:data:`~hub.registry.schema.CONSOLE_FLEET_IN_PLACE`) under the same lock, so it never
+    updates a row another hub's rewrite is replacing from a snapshot without it.
     """
     statements = [
         "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
@@ -71,7 +75,21 @@ def _fleet_statements() -> list[str]:
         "DELETE FROM console_fleet WHERE device = named; "
         f"INSERT INTO console_fleet {FLEET_ROW} WHERE d.id = named; $$"
     ]
+    in_place = dict(CONSOLE_FLEET_IN_PLACE)
+    for table, columns in CONSOLE_FLEET_IN_PLACE:
+        statements.append(
+            f"CREATE OR REPLACE FUNCTION console_fleet_in_place_{table}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "PERFORM pg_advisory_xact_lock(hashtextextended('console_fleet:' || NEW.device, 0)); "
+            f"UPDATE console_fleet SET {columns} WHERE device = NEW.device; "
+            "RETURN NULL; END $$"
+        )
+        statements.append(
+            f"CREATE OR REPLACE TRIGGER console_fleet_{table}_in_place AFTER UPDATE "
+            f"ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_in_place_{table}()"
+        )
     for table, device in _FLEET_SOURCES:
+        events = "INSERT OR DELETE" if table in in_place else "INSERT OR UPDATE OR DELETE"
         statements.append(
             f"CREATE OR REPLACE FUNCTION console_fleet_from_{table}() RETURNS trigger "
             "LANGUAGE plpgsql AS $$ BEGIN "
@@ -82,7 +100,7 @@ def _fleet_statements() -> list[str]:
             "RETURN NULL; END $$"
         )
         statements.append(
-            f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER INSERT OR UPDATE OR DELETE "
+            f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER {events} "
             f"ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_from_{table}()"
         )
     statements.append(
@@ -122,14 +140,17 @@ def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
 
 def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the database holds every table and summary trigger already (a registry
-    opened before): then opening it writes nothing."""
+    opened before): then opening it writes nothing. One from before the in-place updates
+    lacks their triggers, and gets them (its rewrite triggers of those tables replaced)."""
     tables = [table.name for table in (*TABLES, SEARCH_TABLE)]
+    triggers = [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]
+    triggers += [f"console_fleet_{table}_in_place" for table, _ in CONSOLE_FLEET_IN_PLACE]
     row = db.execute(
         "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
         "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s))",
-        (tables, [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]),
+        (tables, triggers),
     ).fetchone()
-    return row == (len(tables), len(_FLEET_SOURCES))
+    return row == (len(tables), len(triggers))
 
 
 def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:

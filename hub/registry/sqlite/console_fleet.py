@@ -13,6 +13,7 @@ from hub.registry.queries.console import STATE_OF_ROW
 from hub.registry.queries.console import ConsoleTables as SharedConsoleTables
 from hub.registry.records import FleetCount
 from hub.registry.rows import as_text
+from hub.registry.schema import CONSOLE_FLEET_IN_PLACE
 from hub.registry.sqlite.transactions import SqliteTransactions
 
 __all__ = ["CONSOLE_FLEET_SCHEMA", "ConsoleFleetTables"]
@@ -44,22 +45,9 @@ _FLEET_SOURCES = (
 when it concerns one (a bundle current on a device's own channel sets its target)."""
 
 
-_IN_PLACE_UPDATES = (
-    (
-        "status",
-        "gate = NEW.gate, online = NEW.online, running = NEW.bundle_version, "
-        "signed = NEW.time, device_size = NEW.lineage_size",
-    ),
-    ("activity", "seen = NEW.last_seen"),
-)
-"""The updates that set only their own columns of the device's ``console_fleet`` row, in
-place: the rows a status writes, twice per status a hub records (its ``status`` row and its
-last seen), where rewriting the whole row (a join of six tables) was most of the SQL a
-recorded status cost. A device's row of either table never changes its device, and every
-registered device has its ``console_fleet`` row, so the result is the rewrite's."""
-
 _REWRITTEN_BEFORE = ("console_fleet_status_update", "console_fleet_activity_update")
-"""The rewrite triggers a registry from before :data:`_IN_PLACE_UPDATES` holds instead."""
+"""The rewrite triggers a registry from before
+:data:`~hub.registry.schema.CONSOLE_FLEET_IN_PLACE` holds instead."""
 
 
 def _fleet_triggers() -> str:
@@ -67,9 +55,9 @@ def _fleet_triggers() -> str:
     written or deleted: the summary changes in the transaction that changes its source. A
     status or last seen updated sets its columns in place; any other write rewrites the
     row."""
-    in_place = dict(_IN_PLACE_UPDATES)
+    in_place = dict(CONSOLE_FLEET_IN_PLACE)
     triggers = [f"DROP TRIGGER IF EXISTS {name};" for name in _REWRITTEN_BEFORE]
-    for table, columns in _IN_PLACE_UPDATES:
+    for table, columns in CONSOLE_FLEET_IN_PLACE:
         triggers.append(
             f"CREATE TRIGGER IF NOT EXISTS console_fleet_{table}_in_place "
             f"AFTER UPDATE ON {table} BEGIN "
