@@ -86,8 +86,10 @@ class SqliteRegistry(
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             if version == SCHEMA_VERSION:
-                # Every statement is a no-op here: nothing is written, and a command that
-                # only reads leaves hub.db as it was (the version is not rewritten either).
+                # Every statement is a no-op on a registry opened by this hub before, so a
+                # command that only reads leaves hub.db as it was (the version is not
+                # rewritten either); one from before the in-place summary triggers has its
+                # old ones replaced, once (.console_fleet).
                 db.executescript(SCHEMA + CONSOLE_FLEET_SCHEMA)
             else:
                 # A new registry, or an upgraded one (what it lacked is created as for a
