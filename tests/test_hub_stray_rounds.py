@@ -31,8 +31,8 @@ def setup(tmp_path: Path) -> HubSetup:
 
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
-    hub = HubService(HubConfig(hub_dir=setup.path, write_serve_file=False))
-    registry = open_registry(setup.path / "hub.db")
+    hub = HubService(HubConfig(hub_dir=setup.path, registry=setup.url, write_serve_file=False))
+    registry = open_registry(setup.registry)
     hub._start(registry, hub.hub_dir.load_keys())
     try:
         yield hub
