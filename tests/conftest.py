@@ -20,7 +20,8 @@ def suite_registry(
     """Under ``EDGEGOV_TEST_REGISTRY=postgresql``: skip a ``sqlite_only`` test with its reason,
     else give the test a fresh PostgreSQL registry, named by ``$EDGEGOV_REGISTRY`` and by
     :func:`tests.hub_support.suite_registry` (the first hub directory a test builds; any
-    other gets a database of its own), unless it is marked ``module_registry`` (it names
+    other gets a database of its own), created when that is first called (about half of
+    these tests never open a registry), unless it is marked ``module_registry`` (it names
     its module's own). Otherwise nothing."""
     if not ON_POSTGRES:
         yield
@@ -31,19 +32,23 @@ def suite_registry(
     if request.node.get_closest_marker("module_registry") is not None:
         yield
         return
-    url: str = request.getfixturevalue("postgres_url")
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    more: list[str] = []
+    name = server.unused_name()
+    created: list[str] = []
+
+    def create() -> None:
+        server.create_database(name)
+        created.append(name)
 
     def another() -> str:
-        more.append(server.new_database())
-        return server.url(more[-1])
+        created.append(server.new_database())
+        return server.url(created[-1])
 
-    monkeypatch.setenv(ENV_REGISTRY, url)
-    set_suite_registry(url, another)
+    monkeypatch.setenv(ENV_REGISTRY, server.url(name))
+    set_suite_registry(server.url(name), create, another)
     try:
         yield
     finally:
         set_suite_registry(None)
-        for name in more:
-            server.drop_database(name)
+        for database in created:
+            server.drop_database(database)

@@ -63,19 +63,31 @@ SUITE_REGISTRY_ENV = "EDGEGOV_TEST_REGISTRY"
 ON_POSTGRES = os.environ.get(SUITE_REGISTRY_ENV, "sqlite") == "postgresql"
 """Whether this test session runs the hub tests on PostgreSQL (``make test-postgres``)."""
 _suite_url: list[str | None] = [None]
+_suite_create: list[Callable[[], None] | None] = [None]
 _suite_more: list[Callable[[], str] | None] = [None]
 _suite_taken: list[bool] = [False]
 
 
-def set_suite_registry(url: str | None, more: Callable[[], str] | None = None) -> None:
-    """Name the current test's PostgreSQL registry (``None``: ``hub.db``) and how to make
-    another for a second hub directory in the same test; conftest only."""
-    _suite_url[0], _suite_more[0], _suite_taken[0] = url, more, False
+def set_suite_registry(
+    url: str | None,
+    create: Callable[[], None] | None = None,
+    more: Callable[[], str] | None = None,
+) -> None:
+    """Name the current test's PostgreSQL registry (``None``: ``hub.db``), how to create it
+    (on the first :func:`suite_registry`: ~0.1 s a test that never needs it does not pay)
+    and how to make another for a second hub directory in the same test; conftest only."""
+    _suite_url[0], _suite_create[0], _suite_more[0], _suite_taken[0] = url, create, more, False
 
 
 def suite_registry() -> str | None:
     """The current test's PostgreSQL registry under ``EDGEGOV_TEST_REGISTRY=postgresql``,
-    else ``None`` (hub directories keep their registry in their ``hub.db``)."""
+    created on the first call, else ``None`` (hub directories keep their registry in their
+    ``hub.db``). A test that reaches it only through ``$EDGEGOV_REGISTRY`` calls this
+    first: until then the database the variable names does not exist."""
+    create = _suite_create[0]
+    if create is not None:
+        _suite_create[0] = None
+        create()
     return _suite_url[0]
 
 

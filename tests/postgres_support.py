@@ -112,10 +112,18 @@ class PostgresServer:
     def new_database(self, template: str = TEMPLATE) -> str:
         """A fresh database, a copy of ``template`` (by default an empty registry); its
         name."""
-        name = f"registry_{os.getpid()}_{next(self._names)}"
+        name = self.unused_name()
+        self.create_database(name, template)
+        return name
+
+    def unused_name(self) -> str:
+        """A database name no other test of the session takes (nothing is created)."""
+        return f"registry_{os.getpid()}_{next(self._names)}"
+
+    def create_database(self, name: str, template: str = TEMPLATE) -> None:
+        """Create ``name`` as a copy of ``template``: ~0.1 s, two checkpoints."""
         with psycopg.connect(self.socket_url(), autocommit=True) as db:
             db.execute(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
-        return name
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.socket_url(), autocommit=True) as db:

@@ -11,10 +11,13 @@ import time
 
 import httpx
 
+from tests.hub_support import suite_registry
+
 STARTUP_S = 180.0
 
 
 def test_the_console_demo_prints_a_url_and_token_that_log_in_and_stops_on_ctrl_c() -> None:
+    suite_registry()  # the demo's hub takes $EDGEGOV_REGISTRY: it must exist by then
     demo = subprocess.Popen(
         [sys.executable, "-m", "hub.demo", "--console", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
