@@ -12,9 +12,11 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.shipping import verify_ack
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Incoming
+from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
 from hub.service.config import HubConfig
 from hub.service.context import Devices
+from hub.service.schedule import MAX_STRAY_LOOKUPS
 from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
 from tests.test_hub_bursts import QueuedConnection
@@ -65,3 +67,38 @@ async def test_a_stray_round_restores_a_registered_devices_ack_without_the_devic
     replaced = {p.topic: p.payload for p in publications}
     assert verify_ack(replaced.pop(ack_1), root=setup.root, device="gw-001").acked == 5
     assert replaced == {ack_ghost: b"", ack_elsewhere: b"", challenge_1: b""}
+
+
+async def test_a_flood_of_stray_acks_naming_made_up_devices_costs_a_bounded_number_of_reads(
+    service: HubService, setup: HubSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lineage = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
+    batch = Incoming(lineage, setup.devices["gw-001"].batch(0, 5), False)
+    await service._started.intake.consume(QueuedConnection([batch]))  # type: ignore[arg-type]
+    registry = service._started.context.registry
+    reads: list[str] = []
+    device, devices = registry.device, registry.devices
+
+    def counted_device(device_id: str) -> DeviceRecord | None:
+        reads.append(device_id)
+        return device(device_id)
+
+    def counted_devices() -> list[DeviceRecord]:
+        reads.append("*")
+        return devices()
+
+    monkeypatch.setattr(registry, "device", counted_device)
+    monkeypatch.setattr(registry, "devices", counted_devices)
+    ack_1 = topics.device_topic("eu-1", "gw-001", DeviceLeaf.ACK)
+    made_up = {
+        topics.device_topic("eu-1", f"ghost-{n:05}", DeviceLeaf.ACK)
+        for n in range(MAX_STRAY_LOOKUPS + 1)
+    }
+    foreign, publications = await service._started.context.db(
+        service._started.schedule._replacements, {ack_1, *made_up}
+    )
+    assert len(reads) <= MAX_STRAY_LOOKUPS
+    assert foreign == sorted({ack_1, *made_up})
+    replaced = {p.topic: p.payload for p in publications}
+    assert verify_ack(replaced.pop(ack_1), root=setup.root, device="gw-001").acked == 5
+    assert set(replaced.values()) == {b""}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,3 +233,61 @@ def test_a_new_registry_whose_schema_fails_midway_is_left_without_any_of_it(
     monkeypatch.undo()
     with SqliteRegistry.open(path) as opened:
         assert opened._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _with_rewrite_triggers_of_status_and_last_seen(path: Path) -> None:
+    """Make the registry at ``path`` one from before the in-place summary updates: a status
+    or last seen updated rewrites its device's ``console_fleet`` row."""
+    db = sqlite3.connect(path)
+    for table in ("status", "activity"):
+        db.execute(f"DROP TRIGGER console_fleet_{table}_in_place")
+        db.execute(
+            f"CREATE TRIGGER console_fleet_{table}_update AFTER UPDATE ON {table} BEGIN "
+            "DELETE FROM console_fleet WHERE device = NEW.device; "
+            f"INSERT INTO console_fleet {_FLEET_ROW} WHERE d.id = NEW.device; END"
+        )
+    db.commit()
+    db.close()
+
+
+def test_a_status_another_process_records_while_the_summary_triggers_are_replaced_is_summarised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hub.db"
+    with SqliteRegistry.open(path) as registry:
+        registry.add_device(
+            DeviceRecord("gw-001", "eu-1", ("line-a",), "generic", PrivateKey.generate().public)
+        )
+        registry.record_status(DeviceStatus("gw-001", NOW, True, 3, None, "open", 0, 0), b"s", NOW)
+    _with_rewrite_triggers_of_status_and_last_seen(path)
+    connect = sqlite3.connect
+    writers: list[threading.Thread] = []
+
+    def record_meanwhile() -> None:
+        other = connect(path, isolation_level=None, timeout=30)
+        other.execute("UPDATE status SET gate = 'revoked' WHERE device = 'gw-001'")
+        other.close()
+
+    def connect_and_meanwhile_record(*args: object, **kwargs: object) -> sqlite3.Connection:
+        # A running hub (another process) records a status while this one opens the
+        # registry, right before the in-place trigger of a status is created: it waits
+        # (up to a second here) for the registry to let it write.
+        opened = connect(*args, **kwargs)  # type: ignore[arg-type]
+
+        def meanwhile(statement: str) -> None:
+            if "TRIGGER IF NOT EXISTS console_fleet_status_in_place" in statement:
+                writers.append(threading.Thread(target=record_meanwhile))
+                writers[-1].start()
+                writers[-1].join(timeout=1)
+
+        opened.set_trace_callback(meanwhile)
+        return opened
+
+    monkeypatch.setattr(sqlite3, "connect", connect_and_meanwhile_record)
+    with SqliteRegistry.open(path) as registry:
+        registry._db.set_trace_callback(None)
+        [writer] = writers
+        writer.join(timeout=30)
+        held = registry._db.execute("SELECT * FROM console_fleet").fetchall()
+        assert held == _fleet_rows_rewritten(registry)
+        assert held[0][5] == "revoked"

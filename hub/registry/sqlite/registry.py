@@ -89,8 +89,10 @@ class SqliteRegistry(
                 # Every statement is a no-op on a registry opened by this hub before, so a
                 # command that only reads leaves hub.db as it was (the version is not
                 # rewritten either); one from before the in-place summary triggers has its
-                # old ones replaced, once (.console_fleet).
-                db.executescript(SCHEMA + CONSOLE_FLEET_SCHEMA)
+                # old ones replaced, once (.console_fleet), in one transaction: a status
+                # another process records meanwhile meets the old triggers or the new
+                # ones, never neither (its dashboard row would keep the status before).
+                db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{CONSOLE_FLEET_SCHEMA}COMMIT;")
             else:
                 # A new registry, or an upgraded one (what it lacked is created as for a
                 # new one): its tables and its version in one transaction, so a killed
