@@ -3,11 +3,19 @@ PostgreSQL, its version in ``registry_meta``, and the trigger functions that kee
 dashboard's ``console_fleet`` summary in the transaction of every write to its sources
 (as SQLite's triggers do). :func:`migrate` creates what is missing, in one transaction
 under an advisory lock (hub processes starting at once create it once).
+
+An upgrade of a registry other hubs are writing to waits for each table's lock at most
+:data:`LOCK_WAIT_MS`, then gives back every lock it holds and tries again: it takes its
+tables in an order hub writes do not share, and a wait of its longer than PostgreSQL's
+``deadlock_timeout`` (1 s by default) could end in a deadlock check refusing a hub's write
+instead (a device's status lost).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 
 import psycopg
 
@@ -27,6 +35,10 @@ __all__ = ["FLEET_ROW", "migrate"]
 logger = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = "edgegov hub registry schema"
+LOCK_WAIT_MS = 200
+"""Longest the upgrade waits for one table's lock (below ``deadlock_timeout``)."""
+UPGRADE_PATIENCE_S = 60.0
+"""How long the upgrade keeps trying while other hubs hold its tables."""
 _BACKFILL_ROWS = 10_000
 
 FLEET_ROW = """
@@ -117,25 +129,43 @@ def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
         RegistryError: the database holds another schema version, or tables of another
             program, or cannot be written.
     """
-    try:
-        with db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_MIGRATION_LOCK,))
-            _check_version(db, where)
-            if _complete(db):
-                return
-            for statement in create_statements("postgresql", TABLES):
-                db.execute(statement)
-            search_missing = db.execute("SELECT to_regclass('lineage_search')").fetchone()
-            for statement in create_statements("postgresql", (SEARCH_TABLE,)):
-                db.execute(statement)
-            if search_missing is None or search_missing[0] is None:
-                filled = _fill_search(db)
-                if filled:
-                    logger.info("lineage search rows stored for %d entries", filled)
-            for statement in _fleet_statements():
-                db.execute(statement)
-    except psycopg.Error as exc:
-        raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
+    deadline = time.monotonic() + UPGRADE_PATIENCE_S
+    while True:
+        try:
+            _migrate_once(db, where)
+            return
+        except psycopg.errors.LockNotAvailable as exc:
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"cannot upgrade the hub registry {where}: other hub processes kept its "
+                    f"tables busy for {UPGRADE_PATIENCE_S:.0f} s; start this hub again, or "
+                    "stop the others while one upgrades it"
+                ) from exc
+            time.sleep(random.uniform(0.05, 0.25))
+        except psycopg.Error as exc:
+            raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
+
+
+def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
+    """One attempt of :func:`migrate`: all of it or, when a table's lock is not had within
+    :data:`LOCK_WAIT_MS` (``LockNotAvailable``), none of it."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_MIGRATION_LOCK,))
+        db.execute(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+        _check_version(db, where)
+        if _complete(db):
+            return
+        for statement in create_statements("postgresql", TABLES):
+            db.execute(statement)
+        search_missing = db.execute("SELECT to_regclass('lineage_search')").fetchone()
+        for statement in create_statements("postgresql", (SEARCH_TABLE,)):
+            db.execute(statement)
+        if search_missing is None or search_missing[0] is None:
+            filled = _fill_search(db)
+            if filled:
+                logger.info("lineage search rows stored for %d entries", filled)
+        for statement in _fleet_statements():
+            db.execute(statement)
 
 
 def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
@@ -147,7 +177,9 @@ def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
     triggers += [f"console_fleet_{table}_in_place" for table, _ in CONSOLE_FLEET_IN_PLACE]
     row = db.execute(
         "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
-        "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s))",
+        "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger t JOIN pg_class c "
+        "ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace "
+        "AND t.tgname = ANY(%s))",
         (tables, triggers),
     ).fetchone()
     return row == (len(tables), len(triggers))
