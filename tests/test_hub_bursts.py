@@ -14,10 +14,9 @@ from edge_agent.protocol import topics
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Incoming
 from hub.registry import RegistryError
-from hub.registry.backends import open_registry
-from hub.service.config import HubConfig
 from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
+from tests.witness_support import started_hub
 
 pytestmark = pytest.mark.asyncio
 
@@ -52,14 +51,8 @@ def setup(tmp_path: Path) -> HubSetup:
 
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
-    hub = HubService(HubConfig(hub_dir=setup.path, registry=setup.url, write_serve_file=False))
-    registry = open_registry(setup.registry)
-    hub._start(registry, hub.hub_dir.load_keys())
-    try:
-        yield hub
-    finally:
-        hub._started.context.db.close()
-        registry.close()
+    with started_hub(setup) as started:
+        yield started.service
 
 
 async def _consume(service: HubService, connection: QueuedConnection) -> None:

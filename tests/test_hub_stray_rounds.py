@@ -13,13 +13,12 @@ from edge_agent.protocol.shipping import verify_ack
 from edge_agent.protocol.topics import DeviceLeaf
 from edge_agent.support.mqtt import Incoming
 from hub.registry import DeviceRecord
-from hub.registry.backends import open_registry
-from hub.service.config import HubConfig
 from hub.service.context import Devices
 from hub.service.schedule import MAX_STRAY_LOOKUPS
 from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
 from tests.test_hub_bursts import QueuedConnection
+from tests.witness_support import started_hub
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,14 +32,8 @@ def setup(tmp_path: Path) -> HubSetup:
 
 @pytest.fixture
 def service(setup: HubSetup) -> Iterator[HubService]:
-    hub = HubService(HubConfig(hub_dir=setup.path, registry=setup.url, write_serve_file=False))
-    registry = open_registry(setup.registry)
-    hub._start(registry, hub.hub_dir.load_keys())
-    try:
-        yield hub
-    finally:
-        hub._started.context.db.close()
-        registry.close()
+    with started_hub(setup) as started:
+        yield started.service
 
 
 async def test_a_stray_round_restores_a_registered_devices_ack_without_the_device_table(

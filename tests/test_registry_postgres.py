@@ -260,27 +260,34 @@ def test_two_hubs_writing_for_one_device_at_once_both_commit_its_dashboard_row(
         registry.add_device(
             DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
         )
+    _waits_for_a_held_rewrite(postgres_url, "SELECT console_fleet_refresh('gw-x')")
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT count(*) FROM console_fleet WHERE device = 'gw-x'")
+        assert rows.fetchone() == (1,)
+
+
+def _waits_for_a_held_rewrite(postgres_url: str, statement: str) -> None:
+    """Run ``statement`` while another session holds an uncommitted rewrite of gw-x's
+    dashboard row: it waits for that commit, then commits without error."""
     with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
         first.execute("SELECT console_fleet_refresh('gw-x')")
         outcome: list[Exception | None] = []
 
-        def refresh_meanwhile() -> None:
+        def meanwhile() -> None:
             try:
-                second.execute("SELECT console_fleet_refresh('gw-x')")
+                second.execute(statement)
                 second.commit()
                 outcome.append(None)
             except psycopg.Error as exc:
                 outcome.append(exc)
 
-        waiting = threading.Thread(target=refresh_meanwhile)
+        waiting = threading.Thread(target=meanwhile)
         waiting.start()
         waiting.join(timeout=1)
-        assert waiting.is_alive(), "the second rewrite did not wait for the first"
+        assert waiting.is_alive(), f"{statement!r} did not wait for the rewrite"
         first.commit()
         waiting.join(timeout=30)
         assert outcome == [None]
-        rows = first.execute("SELECT count(*) FROM console_fleet WHERE device = 'gw-x'")
-        assert rows.fetchone() == (1,)
 
 
 def _updated_by(db: psycopg.Connection[tuple[object, ...]], table: str) -> list[str]:
@@ -327,26 +334,11 @@ def test_a_status_set_in_place_waits_for_another_hubs_rewrite_of_the_row_and_lan
             DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
         )
         registry.record_status(DeviceStatus("gw-x", NOW, True, 1, None, "open", 0, 0), b"a", NOW)
-    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
-        first.execute("SELECT console_fleet_refresh('gw-x')")
-        outcome: list[Exception | None] = []
-
-        def update_meanwhile() -> None:
-            try:
-                second.execute("UPDATE status SET bundle_version = 2 WHERE device = 'gw-x'")
-                second.commit()
-                outcome.append(None)
-            except psycopg.Error as exc:
-                outcome.append(exc)
-
-        waiting = threading.Thread(target=update_meanwhile)
-        waiting.start()
-        waiting.join(timeout=1)
-        assert waiting.is_alive(), "the in-place update did not wait for the rewrite"
-        first.commit()
-        waiting.join(timeout=30)
-        assert outcome == [None]
-        row = first.execute("SELECT running FROM console_fleet WHERE device = 'gw-x'")
+    _waits_for_a_held_rewrite(
+        postgres_url, "UPDATE status SET bundle_version = 2 WHERE device = 'gw-x'"
+    )
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute("SELECT running FROM console_fleet WHERE device = 'gw-x'")
         assert row.fetchone() == (2,)
 
 

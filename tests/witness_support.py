@@ -89,4 +89,5 @@ def started_hub(setup: HubSetup) -> Iterator[LineageHub]:
     try:
         yield LineageHub(setup, service)
     finally:
+        service._started.context.db.close()
         registry.close()
