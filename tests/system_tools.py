@@ -16,11 +16,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["missing", "require", "require_module", "under_ci"]
+__all__ = ["ctrl_c_default", "missing", "require", "require_module", "under_ci"]
 
 CI_VALUES = frozenset({"true", "1", "yes"})
 
@@ -53,3 +54,12 @@ def require_module(module: str, package: str, then: str) -> None:
     """Skip/fail unless the Python ``module`` (built against ``package``) is importable."""
     if importlib.util.find_spec(module) is None:
         missing(module, package, then)
+
+
+def ctrl_c_default() -> None:
+    """For ``subprocess.Popen(preexec_fn=...)`` of a child a test stops with SIGINT: the
+    child takes Ctrl-C as a terminal's foreground job does even when the test run was
+    started as a background job of a non-interactive shell, which begins with SIGINT
+    ignored (POSIX) and passes that on through ``exec`` (Python then installs no
+    ``KeyboardInterrupt``, and the child never stops)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

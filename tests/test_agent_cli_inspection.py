@@ -30,6 +30,7 @@ from edge_agent.protocol.roles import Role
 from edge_agent.socket.listen import ListeningSocket, resolve_group
 from edge_agent.support.readonly import connect_read_only
 from tests.factory import DEVICE, NOW, HubSim
+from tests.system_tools import ctrl_c_default
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("EDGEGOV_UPDATE_GOLDEN") == "1"
@@ -359,6 +360,7 @@ def test_log_show_follow_prints_new_entries_as_committed_and_stops_on_ctrl_c(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=ctrl_c_default,
     )
     try:
         assert follower.stdout is not None
@@ -532,6 +534,7 @@ def test_log_show_follow_read_only_sees_entries_a_running_agent_commits(state: P
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=ctrl_c_default,
     )
     try:
         assert follower.stdout is not None

@@ -12,6 +12,7 @@ import time
 import httpx
 
 from tests.hub_support import suite_registry
+from tests.system_tools import ctrl_c_default
 
 STARTUP_S = 180.0
 
@@ -23,6 +24,7 @@ def test_the_console_demo_prints_a_url_and_token_that_log_in_and_stops_on_ctrl_c
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_default,
     )
     assert demo.stdout is not None
     lines: list[str] = []
