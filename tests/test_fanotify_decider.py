@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,6 +127,93 @@ def test_an_unchanged_file_is_hashed_once_and_a_rewritten_one_again(
             os.close(fd)
     assert digests[0] == digests[1] != digests[2]
     assert len(hashed) == 2
+
+
+def _request(identifier: ExecIdentifier, program: Path, pid: int | None = None) -> Request:
+    fd = _fd(program)
+    try:
+        return identifier.request(fd, os.getpid() if pid is None else pid)
+    finally:
+        os.close(fd)
+
+
+def _rewrite_keeping_size_and_mtime(program: Path, content: bytes) -> None:
+    before = os.stat(program)
+    assert len(content) == before.st_size
+    program.write_bytes(content)
+    os.utime(program, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_remembered_request_is_always_the_one_a_fresh_identifier_builds(
+    program: Path,
+) -> None:
+    warm = ExecIdentifier()
+    steps: list[Callable[[], None]] = [
+        lambda: None,
+        lambda: _rewrite_keeping_size_and_mtime(program, SCRIPT.replace(b"one", b"two")),
+        lambda: setattr(warm, "users", {os.geteuid(): "operator"}),
+        lambda: _rewrite_keeping_size_and_mtime(program, SCRIPT),
+        lambda: setattr(warm, "users", {}),
+    ]
+    seen = set()
+    for step in steps:
+        step()
+        fresh = ExecIdentifier()
+        fresh.users = warm.users
+        request = _request(warm, program)
+        assert request == _request(fresh, program)
+        assert _request(warm, program) is request
+        seen.add(request)
+    assert len(seen) == 4
+
+
+def test_a_binary_replaced_in_place_under_the_same_path_is_decided_again(
+    tmp_path: Path, program: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    pinned = [
+        {
+            "id": "pinned",
+            "effect": "allow",
+            "subjects": ["*"],
+            "actions": ["exec"],
+            "resources": [str(program)],
+            "when": {"context": {"sha256": [hashlib.sha256(SCRIPT).hexdigest()]}},
+        }
+    ]
+    with LocalAgent.open(enrolled_state(tmp_path / "pinned", pinned)) as agent:
+        decider = ExecDecider(agent, ExecIdentifier(), _attached(loop, capacity=8), audit=False)
+        verdicts = [_decide(decider, program)]
+        _rewrite_keeping_size_and_mtime(program, SCRIPT.replace(b"one", b"two"))
+        verdicts.append(_decide(decider, program))
+        _rewrite_keeping_size_and_mtime(program, SCRIPT)
+        verdicts.append(_decide(decider, program))
+    assert verdicts == [True, False, True]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's ids needs root")
+def test_the_same_file_asked_by_a_caller_with_other_ids_gets_its_own_request(
+    program: Path,
+) -> None:
+    identifier = ExecIdentifier()
+    own = _request(identifier, program)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        os.setresgid(2001, 2001, 2001)
+        os.setresuid(1001, 1001, 1001)
+        os.write(ready_w, b"!")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        other = _request(identifier, program, pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+    assert own.selectors[:2] == (f"uid:{os.geteuid()}", f"gid:{os.getegid()}")
+    assert other.selectors[:2] == ("uid:1001", "gid:2001")
 
 
 def test_a_file_over_the_hashing_budget_is_decided_without_a_digest(program: Path) -> None:
