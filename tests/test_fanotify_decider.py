@@ -24,6 +24,7 @@ from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import decider as decider_module
 from edge_agent.fanotify import enforcer as enforcer_module
+from edge_agent.fanotify import handoff as handoff_module
 from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
 from edge_agent.fanotify.enforcer import Mode
 from edge_agent.fanotify.errors import EnforcementUnavailable, HolderError, MountRefused
@@ -481,6 +482,59 @@ def test_failed_lineage_writes_are_retried_in_order_and_nothing_is_lost() -> Non
 
     assert asyncio.run(body()) == (0, None)
     assert sorted(lineage.written) == list("abcde")
+
+
+class _TimedLineage:
+    """Logs everything; each batch (the decisions handed over in one go) takes
+    ``commit_s`` to become durable. Records the batches' sizes."""
+
+    def __init__(self, commit_s: float) -> None:
+        self.commit_s = commit_s
+        self.batches: list[int] = []
+        self.fault = None
+        self._open = False
+
+    def status(self) -> None:
+        return None
+
+    def record_decision_numbered_soon(
+        self, decision: Decision
+    ) -> asyncio.Future[tuple[Decision, int | None]]:
+        loop = asyncio.get_running_loop()
+        if not self._open:
+            self._open = True
+            self.batches.append(0)
+            loop.call_soon(setattr, self, "_open", False)
+        self.batches[-1] += 1
+        recorded: asyncio.Future[tuple[Decision, int | None]] = loop.create_future()
+        loop.call_later(self.commit_s, recorded.set_result, (decision, sum(self.batches)))
+        return recorded
+
+
+def test_decisions_answered_during_a_commit_gather_for_the_next_commit() -> None:
+    lineage = _TimedLineage(commit_s=0.005)
+
+    async def body() -> list[int]:
+        handoff = LineageHandoff(64)
+        handoff.attach()
+        loop = asyncio.get_running_loop()
+        writer = asyncio.create_task(handoff.run(lambda: lineage))  # type: ignore[arg-type,return-value]
+
+        def answered(names: str) -> None:
+            for name in names:
+                assert handoff.offer(_decision(name))
+            handoff.wake()
+
+        answered("abc")
+        await asyncio.sleep(handoff_module.LINGER_S + 0.002)  # the first commit is under way
+        answered("def")  # during it
+        loop.call_later(0.006, answered, "ghi")  # just after it
+        while handoff.written < 9:
+            await asyncio.sleep(0.005)
+        writer.cancel()
+        return lineage.batches
+
+    assert asyncio.run(body()) == [3, 6]
 
 
 def test_a_queue_not_attached_to_a_loop_accepts_nothing() -> None:
