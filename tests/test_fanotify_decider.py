@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from edge_agent.agent import LocalAgent
 from edge_agent.errors import ConfigError
 from edge_agent.fanotify import decider as decider_module
 from edge_agent.fanotify import enforcer as enforcer_module
+from edge_agent.fanotify import handoff as handoff_module
 from edge_agent.fanotify.decider import BreakGlassWindow, ExecDecider, SteadyClock
 from edge_agent.fanotify.enforcer import Mode
 from edge_agent.fanotify.errors import EnforcementUnavailable, HolderError, MountRefused
@@ -127,6 +128,93 @@ def test_an_unchanged_file_is_hashed_once_and_a_rewritten_one_again(
             os.close(fd)
     assert digests[0] == digests[1] != digests[2]
     assert len(hashed) == 2
+
+
+def _request(identifier: ExecIdentifier, program: Path, pid: int | None = None) -> Request:
+    fd = _fd(program)
+    try:
+        return identifier.request(fd, os.getpid() if pid is None else pid)
+    finally:
+        os.close(fd)
+
+
+def _rewrite_keeping_size_and_mtime(program: Path, content: bytes) -> None:
+    before = os.stat(program)
+    assert len(content) == before.st_size
+    program.write_bytes(content)
+    os.utime(program, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_remembered_request_is_always_the_one_a_fresh_identifier_builds(
+    program: Path,
+) -> None:
+    warm = ExecIdentifier()
+    steps: list[Callable[[], None]] = [
+        lambda: None,
+        lambda: _rewrite_keeping_size_and_mtime(program, SCRIPT.replace(b"one", b"two")),
+        lambda: setattr(warm, "users", {os.geteuid(): "operator"}),
+        lambda: _rewrite_keeping_size_and_mtime(program, SCRIPT),
+        lambda: setattr(warm, "users", {}),
+    ]
+    seen = set()
+    for step in steps:
+        step()
+        fresh = ExecIdentifier()
+        fresh.users = warm.users
+        request = _request(warm, program)
+        assert request == _request(fresh, program)
+        assert _request(warm, program) is request
+        seen.add(request)
+    assert len(seen) == 4
+
+
+def test_a_binary_replaced_in_place_under_the_same_path_is_decided_again(
+    tmp_path: Path, program: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    pinned = [
+        {
+            "id": "pinned",
+            "effect": "allow",
+            "subjects": ["*"],
+            "actions": ["exec"],
+            "resources": [str(program)],
+            "when": {"context": {"sha256": [hashlib.sha256(SCRIPT).hexdigest()]}},
+        }
+    ]
+    with LocalAgent.open(enrolled_state(tmp_path / "pinned", pinned)) as agent:
+        decider = ExecDecider(agent, ExecIdentifier(), _attached(loop, capacity=8), audit=False)
+        verdicts = [_decide(decider, program)]
+        _rewrite_keeping_size_and_mtime(program, SCRIPT.replace(b"one", b"two"))
+        verdicts.append(_decide(decider, program))
+        _rewrite_keeping_size_and_mtime(program, SCRIPT)
+        verdicts.append(_decide(decider, program))
+    assert verdicts == [True, False, True]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's ids needs root")
+def test_the_same_file_asked_by_a_caller_with_other_ids_gets_its_own_request(
+    program: Path,
+) -> None:
+    identifier = ExecIdentifier()
+    own = _request(identifier, program)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (child)
+        os.setresgid(2001, 2001, 2001)
+        os.setresuid(1001, 1001, 1001)
+        os.write(ready_w, b"!")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        other = _request(identifier, program, pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(ready_w)
+    assert own.selectors[:2] == (f"uid:{os.geteuid()}", f"gid:{os.getegid()}")
+    assert other.selectors[:2] == ("uid:1001", "gid:2001")
 
 
 def test_a_file_over_the_hashing_budget_is_decided_without_a_digest(program: Path) -> None:
@@ -394,6 +482,59 @@ def test_failed_lineage_writes_are_retried_in_order_and_nothing_is_lost() -> Non
 
     assert asyncio.run(body()) == (0, None)
     assert sorted(lineage.written) == list("abcde")
+
+
+class _TimedLineage:
+    """Logs everything; each batch (the decisions handed over in one go) takes
+    ``commit_s`` to become durable. Records the batches' sizes."""
+
+    def __init__(self, commit_s: float) -> None:
+        self.commit_s = commit_s
+        self.batches: list[int] = []
+        self.fault = None
+        self._open = False
+
+    def status(self) -> None:
+        return None
+
+    def record_decision_numbered_soon(
+        self, decision: Decision
+    ) -> asyncio.Future[tuple[Decision, int | None]]:
+        loop = asyncio.get_running_loop()
+        if not self._open:
+            self._open = True
+            self.batches.append(0)
+            loop.call_soon(setattr, self, "_open", False)
+        self.batches[-1] += 1
+        recorded: asyncio.Future[tuple[Decision, int | None]] = loop.create_future()
+        loop.call_later(self.commit_s, recorded.set_result, (decision, sum(self.batches)))
+        return recorded
+
+
+def test_decisions_answered_during_a_commit_gather_for_the_next_commit() -> None:
+    lineage = _TimedLineage(commit_s=0.005)
+
+    async def body() -> list[int]:
+        handoff = LineageHandoff(64)
+        handoff.attach()
+        loop = asyncio.get_running_loop()
+        writer = asyncio.create_task(handoff.run(lambda: lineage))  # type: ignore[arg-type,return-value]
+
+        def answered(names: str) -> None:
+            for name in names:
+                assert handoff.offer(_decision(name))
+            handoff.wake()
+
+        answered("abc")
+        await asyncio.sleep(handoff_module.LINGER_S + 0.002)  # the first commit is under way
+        answered("def")  # during it
+        loop.call_later(0.006, answered, "ghi")  # just after it
+        while handoff.written < 9:
+            await asyncio.sleep(0.005)
+        writer.cancel()
+        return lineage.batches
+
+    assert asyncio.run(body()) == [3, 6]
 
 
 def test_a_queue_not_attached_to_a_loop_accepts_nothing() -> None:

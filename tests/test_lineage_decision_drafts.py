@@ -1,6 +1,7 @@
 """The drafts of decision entries: a decision equal to the last one drafted but for its time
-gets the last draft with its own time; any other decision is drafted in full; either way the
-draft is exactly what drafting it anew makes."""
+gets the last draft with its own time, and one equal in everything the very same draft; any
+other decision is drafted in full; either way the draft is exactly what drafting it anew
+makes."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def test_the_same_decision_later_gets_the_draft_of_its_own_time() -> None:
     later = replace(ALLOWED, time=ALLOWED.time + 5, request=replace(ASKED))
     assert drafts.draft(later) == draft_of(decision_entry(later))
     assert drafts.draft(later).time == ALLOWED.time + 5
+
+
+def test_the_same_decision_again_in_the_same_second_gets_the_very_same_draft() -> None:
+    drafts = DecisionDrafts()
+    first = drafts.draft(ALLOWED)
+    assert drafts.draft(ALLOWED) is first
+    assert drafts.draft(replace(ALLOWED, request=replace(ASKED))) is first
+    assert first == draft_of(decision_entry(ALLOWED))
+    later = replace(ALLOWED, time=ALLOWED.time + 1)
+    assert drafts.draft(later) == draft_of(decision_entry(later))
+    assert drafts.draft(ALLOWED) == draft_of(decision_entry(ALLOWED))
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ class ExecDecider:
         except IdentityError as exc:
             counters.unidentified += 1
             decision = _unidentified(state, fd, pid, now, exc.message)
-        note = self._audit_note()
+        note = self._audit_note() if self.audit or self.break_glass is not None else None
         lineage = self._agent.lineage
         if lineage is None or lineage.fault is not None:
             why = "the lineage is not open" if lineage is None else lineage.fault

@@ -63,6 +63,8 @@ class LineageHandoff:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._signalled = False
+        self._woken_at: float | None = None
+        """Loop time of the wake-up the waiting decisions caused (their gathering starts)."""
 
     @property
     def backlog(self) -> int:
@@ -95,6 +97,8 @@ class LineageHandoff:
 
     def _notify(self) -> None:
         if self._wake is not None:
+            if self._woken_at is None and self._loop is not None:
+                self._woken_at = self._loop.time()
             self._wake.set()
 
     def attach(self) -> None:
@@ -104,25 +108,39 @@ class LineageHandoff:
         self._wake = asyncio.Event()
 
     async def run(self, lineage: Callable[[], LineageLog | None]) -> None:
-        """Write queued decisions until cancelled; ``lineage()`` gives the log to write to."""
+        """Write queued decisions until cancelled; ``lineage()`` gives the log to write to.
+
+        Each round writes what had gathered when it began; decisions that arrive while it
+        commits gather for the rest of their own :data:`LINGER_S` (counted from the
+        wake-up they caused) and go in the next round's commit, instead of a small commit
+        of their own right after this one.
+        """
         if self._wake is None:
             raise RuntimeError("attach() the handoff to the event loop first")
+        loop = asyncio.get_running_loop()
         retry = _RETRY_FIRST_S
         while True:
             await self._wake.wait()
-            if len(self._queue) < BATCH_ENTRIES:
-                await asyncio.sleep(LINGER_S)
+            woken = self._woken_at
+            linger = LINGER_S if woken is None else woken + LINGER_S - loop.time()
+            if linger > 0 and len(self._queue) < BATCH_ENTRIES:
+                await asyncio.sleep(linger)
             self._wake.clear()
+            self._woken_at = None
             self._signalled = False
-            while self._queue:
-                if await self._write_batch(lineage()):
+            gathered = len(self._queue)
+            while gathered > 0 and self._queue:
+                taken = min(gathered, BATCH_ENTRIES)
+                if await self._write_batch(lineage(), taken):
+                    gathered -= taken
                     retry = _RETRY_FIRST_S
                 else:
                     await asyncio.sleep(retry)
                     retry = min(_RETRY_MAX_S, retry * 2)
 
-    async def _write_batch(self, log: LineageLog | None) -> bool:
-        batch = list(itertools.islice(self._queue, BATCH_ENTRIES))
+    async def _write_batch(self, log: LineageLog | None, entries: int) -> bool:
+        """Write the first ``entries`` queued decisions as one batch; whether all were."""
+        batch = list(itertools.islice(self._queue, entries))
         if log is None:
             self.problem = "the lineage is not open"
             return False
@@ -152,6 +170,7 @@ class LineageHandoff:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         if self._wake is not None:
+            self._woken_at = loop.time() - LINGER_S
             self._wake.set()
         while self._queue and loop.time() < deadline:
             await asyncio.sleep(0.01)

@@ -53,6 +53,9 @@ ARM core); larger files are decided by path alone."""
 HASH_CACHE_ENTRIES = 4096
 """File versions whose digest is remembered (events' files and callers' programs)."""
 
+REQUEST_CACHE_ENTRIES = 1024
+"""Requests remembered by the facts they were built from (all forgotten when full)."""
+
 CALLER_CACHE_ENTRIES = 1024
 """Caller programs (path and file version) checked against the file on disk, with their
 digest."""
@@ -60,6 +63,10 @@ digest."""
 
 _ProgramVersion = tuple[str, int, int, int, int, int]
 """A caller's program: its path and file version (device, inode, size, mtime, ctime)."""
+
+_Facts = tuple[str, int, int, int, int, int, int, int, str, int, int, int, int, int]
+"""What the kernel says about one exec: the file's path and version, the caller's effective
+uid and gid, its program's path and version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,8 @@ class Caller:
 class ExecIdentifier:
     """Turns (event file descriptor, pid) into a :class:`Request`; one per responder.
 
-    ``users`` maps uids to login names; the enforcer replaces it whole, off the answer path.
+    ``users`` maps uids to login names; the enforcer replaces it whole, off the answer path
+    (a new table forgets every request built under the old one).
     """
 
     def __init__(self, max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES) -> None:
@@ -100,20 +108,81 @@ class ExecIdentifier:
         self._callers: OrderedDict[_ProgramVersion, str | None] = OrderedDict()
         self._subjects: dict[tuple[str, str | None], tuple[str, tuple[str, ...]]] = {}
         self._ids: dict[tuple[int, int, str | None], tuple[str, ...]] = {}
+        self._requests: dict[_Facts, Request] = {}
+        self._requests_users: Mapping[int, str] = self.users
 
     def request(self, fd: int, pid: int) -> Request:
         """The exec request of the event whose file is ``fd``, asked by process ``pid``.
 
+        Every exec reads its facts from the kernel afresh: the file's path and version
+        (device, inode, size, mtime, ctime), the caller's effective ids, its program's path
+        and version. A request already built from exactly these facts under the same user
+        table is given again (bounded): it holds nothing those facts do not determine, so
+        only a file or program version not seen is hashed and checked, and only new facts
+        build a new request.
+
         Raises:
             IdentityError: the file or the process cannot be identified.
         """
-        path, digest = self.file(fd)
-        uid, gid, exe, exe_digest = self._program(pid)
-        subject, program = self._subjects.get((exe, exe_digest)) or self._subject(exe, exe_digest)
-        user = self.users.get(uid)
+        try:
+            info = os.fstat(fd)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as exc:
+            raise IdentityError(f"cannot read the file being executed: {exc.strerror}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise IdentityError(f"{path} is not a regular file")
+        uid, gid, link, exe, program = self._process(pid)
+        facts = (
+            path,
+            info.st_dev,
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+            info.st_ctime_ns,
+            uid,
+            gid,
+            exe,
+            program.st_dev,
+            program.st_ino,
+            program.st_size,
+            program.st_mtime_ns,
+            program.st_ctime_ns,
+        )
+        users = self.users
+        if users is not self._requests_users:
+            self._requests.clear()
+            self._requests_users = users
+        known = self._requests.get(facts)
+        if known is not None:
+            return known
+        made = self._build(fd, info, path, uid, gid, link, exe, program, users)
+        if len(self._requests) >= REQUEST_CACHE_ENTRIES:
+            self._requests.clear()
+        self._requests[facts] = made
+        return made
+
+    def _build(
+        self,
+        fd: int,
+        info: os.stat_result,
+        path: str,
+        uid: int,
+        gid: int,
+        link: str,
+        exe: str,
+        program: os.stat_result,
+        users: Mapping[int, str],
+    ) -> Request:
+        """The request of facts not seen: the file hashed (within the budget), the program
+        checked against the file on disk and hashed, as :meth:`file` and :meth:`caller`."""
+        key = FileKey.of(info)
+        digest = None if key.size > self.max_hash_bytes else self._digests.digest(fd, key)
+        exe_digest = self._program_digest_of(link, exe, program)
+        subject, selector = self._subjects.get((exe, exe_digest)) or self._subject(exe, exe_digest)
+        user = users.get(uid)
         ids = self._ids.get((uid, gid, user)) or self._id_selectors(uid, gid, user)
         context = ((DIGEST_CONTEXT_KEY, digest),) if digest is not None else ()
-        return Request(subject, EXEC_ACTION, path, context, ids + program)
+        return Request(subject, EXEC_ACTION, path, context, ids + selector)
 
     def file(self, fd: int) -> tuple[str, str | None]:
         """The path and SHA-256 (``None``: over the hashing budget) of the open file ``fd``.
@@ -140,12 +209,13 @@ class ExecIdentifier:
         Raises:
             IdentityError: it has gone, or its program cannot be read or was replaced.
         """
-        uid, gid, exe, digest = self._program(pid)
+        uid, gid, link, exe, program = self._process(pid)
+        digest = self._program_digest_of(link, exe, program)
         return Caller(pid, uid, gid, self.users.get(uid), exe, digest)
 
-    def _program(self, pid: int) -> tuple[int, int, str, str | None]:
-        """The effective uid and gid of process ``pid``, its program and the program's
-        digest (``None``: over the hashing budget).
+    def _process(self, pid: int) -> tuple[int, int, str, str, os.stat_result]:
+        """The effective uid and gid of process ``pid``, the ``/proc`` link to its program,
+        the program's path and its ``stat``.
 
         Raises:
             IdentityError: as :meth:`caller`.
@@ -161,13 +231,18 @@ class ExecIdentifier:
             info = os.stat(link)
         except OSError as exc:
             raise IdentityError(f"the process {pid} asking to exec has gone") from exc
+        return uid, gid, link, exe, info
+
+    def _program_digest_of(self, link: str, exe: str, info: os.stat_result) -> str | None:
+        """The digest of the program ``exe`` (``None``: over the hashing budget), checked
+        and hashed once per program version."""
         # The file version as a plain tuple: a FileKey is made only for a program not seen.
         known = (exe, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         callers = self._callers
         if known in callers:
             callers.move_to_end(known)
-            return uid, gid, exe, callers[known]
-        return uid, gid, exe, self._identify_program(link, FileKey.of(info), known)
+            return callers[known]
+        return self._identify_program(link, FileKey.of(info), known)
 
     def _subject(self, exe: str, digest: str | None) -> tuple[str, tuple[str, ...]]:
         """The subject and ``exe-sha256:`` selector of a program, remembered (bounded)."""

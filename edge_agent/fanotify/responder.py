@@ -141,18 +141,23 @@ class Responder:
             self._on_exit()
 
     def _serve(self) -> None:
-        poller = select.poll()
-        poller.register(self.group, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while not self._stopping:
-            ready = poller.poll()
-            if self._stopping or any(fd == self._wake_r for fd, _ in ready):
-                return
-            try:
-                data = os.read(self.group, EVENT_BUFFER_BYTES)
-            except BlockingIOError:
-                continue
-            self._answer_all(data)
+        # epoll, not poll: the two descriptors are registered once, not at every wait.
+        with select.epoll(2) as poller:
+            poller.register(self.group, select.EPOLLIN)
+            poller.register(self._wake_r, select.EPOLLIN)
+            group, wake_r, read = self.group, self._wake_r, os.read
+            while not self._stopping:
+                ready = poller.poll()
+                if self._stopping:
+                    return
+                for fd, _ in ready:
+                    if fd == wake_r:
+                        return
+                try:
+                    data = read(group, EVENT_BUFFER_BYTES)
+                except BlockingIOError:
+                    continue
+                self._answer_all(data)
 
     def _answer_all(self, data: bytes) -> None:
         """Decide and answer each event of one read in turn, then close their files.

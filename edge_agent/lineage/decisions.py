@@ -71,14 +71,16 @@ class DecisionDrafts:
     the last one made: a workload asks the same thing again and again, and a decision equal
     to the last one drafted in everything but its time gets that draft with its own time,
     without the entry being built and encoded again (a draft's body does not hold the time;
-    :func:`~edge_agent.protocol.lineage_entries.place_draft` writes it). Any other decision
-    is drafted in full. Safe to share between threads: the remembered pair is replaced
-    whole."""
+    :func:`~edge_agent.protocol.lineage_entries.place_draft` writes it). The very decision
+    drafted last, or one equal to it in everything including the time, gets the very same
+    draft (drafts are immutable; an exec storm hands the same decision over and over within
+    a second). Any other decision is drafted in full. Safe to share between threads: the
+    remembered triple is replaced whole."""
 
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._last: tuple[tuple[object, ...], Draft] | None = None
+        self._last: tuple[Decision, tuple[object, ...], Draft] | None = None
 
     def draft(self, decision: Decision) -> Draft:
         """The draft of ``decision``'s entry.
@@ -86,6 +88,9 @@ class DecisionDrafts:
         Raises:
             ValueError: as :func:`~edge_agent.protocol.lineage_entries.draft_of`.
         """
+        last = self._last
+        if last is not None and last[0] is decision:
+            return last[2]
         key = (
             decision.allowed,
             decision.reason,
@@ -95,19 +100,20 @@ class DecisionDrafts:
             decision.bundle_digest,
             decision.request,
         )
-        last = self._last
-        if last is not None and last[0] == key and 0 <= decision.time <= MAX_COUNTER:
-            draft = last[1]
-            return Draft(
-                decision.time,
-                draft.kind,
-                draft.allowed,
-                draft.reason,
-                draft.subject,
-                draft.action,
-                draft.body,
-                draft.head,
-            )
-        draft = draft_of(decision_entry(decision))
-        self._last = (key, draft)
+        if last is not None and last[1] == key and 0 <= decision.time <= MAX_COUNTER:
+            draft = last[2]
+            if draft.time != decision.time:
+                draft = Draft(
+                    decision.time,
+                    draft.kind,
+                    draft.allowed,
+                    draft.reason,
+                    draft.subject,
+                    draft.action,
+                    draft.body,
+                    draft.head,
+                )
+        else:
+            draft = draft_of(decision_entry(decision))
+        self._last = (decision, key, draft)
         return draft
