@@ -234,12 +234,15 @@ class _Stream:
         values: list[str] = []
         for event in self._events:
             if type(event) is SequenceEndEvent:
-                if not values or len(values) > limit or len(set(values)) < len(values):
-                    raise _Declined
-                return values
+                break
             value = _text(event)
             check(value)
             values.append(value)
+        else:
+            raise _Declined
+        count = len(values)
+        if count == 1 or (1 < count <= limit and len(set(values)) == count):
+            return values
         raise _Declined
 
     def string_lists(
