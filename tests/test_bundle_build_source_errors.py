@@ -6,12 +6,14 @@ does not compile is then read again with the compile, for its file, line and rul
 (docs/performance-profile.md, "Phase 2 (continued)"). These tests hold every source error
 of ``tests/test_policy_source.py`` to the same sentence and exit code through the command,
 with and without a TTL (a source without one fails the build before signing), and pin that
-a build compiles the policy once.
+a build compiles the policy once and runs with the cyclic collector paused.
 """
 
 from __future__ import annotations
 
+import gc
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy import compiler
 from edge_agent.policy.source import load_policy_source
+from hub.cli import signing
 from hub.cli.main import main as hub_main
 from tests.test_policy_source import SOURCE_ERRORS
 
@@ -85,3 +88,26 @@ def test_a_build_compiles_the_policy_once(keys: Path, monkeypatch: pytest.Monkey
     Path("fleet.yaml").write_text(EXAMPLE.read_text())
     assert hub_main(_build("--out", "bundle.cbor")) == 0
     assert len(compiled) == 1
+
+
+def test_a_build_runs_with_the_cyclic_collector_paused_and_restores_it(
+    keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build's objects (values, payload, decoded bytes, compiled policy) are acyclic and
+    alive until it ends: a collection between its steps would only scan them all again."""
+    enabled: dict[str, bool] = {}
+
+    def spy(name: str, step: Callable[..., object]) -> Callable[..., object]:
+        def spied(*args: object, **kwargs: object) -> object:
+            enabled[name] = gc.isenabled()
+            return step(*args, **kwargs)
+
+        return spied
+
+    for name in ("load_policy_source", "build_bundle", "write_hub_out"):
+        monkeypatch.setattr(signing, name, spy(name, getattr(signing, name)))
+    Path("fleet.yaml").write_text(EXAMPLE.read_text())
+    assert gc.isenabled()
+    assert hub_main(_build("--out", "bundle.cbor")) == 0
+    assert enabled == {"load_policy_source": False, "build_bundle": False, "write_hub_out": False}
+    assert gc.isenabled()

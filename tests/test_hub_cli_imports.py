@@ -59,9 +59,13 @@ OFF_THE_BUILD = [
     "hub.cli.fabric",
     "hub.cli.inventory",
     "edge_agent.protocol.firmware_profile",
+    "edge_agent.trust.state",
+    "edge_agent.protocol.attestation",
+    "edge_agent.protocol.revocation",
     *SERVICE_MODULES,
 ]
-"""``bundle build`` signs files: it needs neither the other commands nor the service."""
+"""``bundle build`` signs files: it needs neither the other commands nor the service, nor a
+device's trust state (its verification's one trusted-time check is ``trust.clock``'s)."""
 
 
 def _imported(code: str, cwd: Path = REPO) -> set[str]:

@@ -11,12 +11,16 @@ objects, so no YAML feature can run code; anchors, aliases, explicit tags, dupli
 deep nesting and inputs over ``MAX_POLICY_SOURCE_BYTES`` are refused. A text that cannot hold
 an anchor or a tag is composed by libyaml's own composer, in C; every other text, and every
 text that composer does not accept, by the checked Python composer, which alone words the
-errors (see ``_compose``). Scalars where text is expected must be YAML strings: ``yes``,
+errors (see ``_compose``). A policy source is read first by the quick reader
+(:mod:`edge_agent.policy._source_events`: libyaml's events checked into values as they
+come, no node tree); whatever it declines is read by the node-tree reader here, which alone
+words every error, so both take the same texts and refuse them with the same messages.
+Scalars where text is expected must be YAML strings: ``yes``,
 ``1`` or ``06:00`` unquoted are refused (quote them) rather than silently read as booleans
 or numbers.
 
-This is the only module of the package that imports PyYAML (a hub-side dependency). It does
-not sign or encode; the hub does that with the payload.
+This module and its quick reader are the only modules of the package that import PyYAML (a
+hub-side dependency). It does not sign or encode; the hub does that with the payload.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from yaml.composer import Composer
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
+from edge_agent.policy._source_events import (
+    ANY_CHAR_RESOLVERS,
+    FIRST_CHAR_RESOLVERS,
+    SourceValues,
+    read_source_events,
+)
 from edge_agent.policy.compiler import compile_policy, policy_payload
 from edge_agent.policy.durations import MAX_DURATION_SECONDS, parse_duration
 from edge_agent.protocol.allocation import paused_gc
@@ -98,22 +108,44 @@ def load_policy_source(
     line-numbered error (``edge-hub bundle build``: the verification of the signed bytes
     compiles them as a device does).
 
-    Steps: 1. bound the size; 2. compose the YAML node tree, refusing anchors, aliases,
-    tags and deep nesting; 3. check every key and value, with its line; 4. build the payload
-    and compile it, so what the hub signs is exactly what a device accepts. Steps 2-4 run
-    with the cyclic garbage collector paused: they make hundreds of thousands of small
-    objects that all stay alive until the end, which collections would scan again and again.
+    Steps: 1. bound the size; 2. read it with the quick reader, which checks libyaml's
+    events as they come and declines, without a word, anything it does not take; 3. only
+    then (a refusal, or a shape it does not take) compose the YAML node tree, refusing
+    anchors, aliases, tags and deep nesting, and check every key and value with its line;
+    4. build the payload and compile it, so what the hub signs is exactly what a device
+    accepts (a compile refusing the quick reader's payload sends the text to step 3 for the
+    line). Steps 2-4 run with the cyclic garbage collector paused: they make hundreds of
+    thousands of small objects that all stay alive until the end, which collections would
+    scan again and again.
 
     Raises:
         PolicyError: with ``path``, ``line`` (1-based) and, inside a rule, ``rule``.
     """
     with paused_gc():
-        root = compose_yaml(text, path, what="policy source")
-        source = _Reader(path, enforce_vocabulary, compiles).source(root)
-        # The node tree is garbage now: free it before the collector resumes, or the
-        # collector's first pass scans every node of it.
-        del root
+        _check_bounds(text, path, "policy source")
+        values = read_source_events(text, enforce_vocabulary=enforce_vocabulary)
+        source = None if values is None else _quick_source(values, compiles)
+        if source is None:
+            root = compose_yaml(text, path, what="policy source")
+            source = _Reader(path, enforce_vocabulary, compiles).source(root)
+            # The node tree is garbage now: free it before the collector resumes, or the
+            # collector's first pass scans every node of it.
+            del root
     return source
+
+
+def _quick_source(values: SourceValues, compiles: bool) -> PolicySource | None:
+    """The source of the quick reader's ``values``; ``None`` when its policy does not
+    compile (``compiles``), so the checked reader words the error with its line."""
+    payload = policy_payload(values.groups, values.workloads, values.rules)
+    if compiles:
+        try:
+            compile_policy(payload)
+        except PolicyError:
+            return None
+    return PolicySource(
+        values.target, values.ttl_seconds, values.max_offline_seconds, payload, values.actions
+    )
 
 
 def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
@@ -127,6 +159,12 @@ def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
     Raises:
         PolicyError: with ``path`` and, when known, the 1-based ``line``.
     """
+    _check_bounds(text, path, what)
+    return _compose(text, path, what)
+
+
+def _check_bounds(text: str, path: str, what: str) -> None:
+    """Refuse a text over ``MAX_POLICY_SOURCE_BYTES`` or holding a lone surrogate."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_SOURCE_BYTES:
         raise PolicyError(
@@ -140,7 +178,6 @@ def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
             path=path,
             line=text.count("\n", 0, surrogate.start()) + 1,
         )
-    return _compose(text, path, what)
 
 
 class _Refused(Exception):
@@ -181,7 +218,7 @@ class _CLoader(yaml.CSafeLoader):
         tables built once: it runs for every node, and PyYAML's own builds a list each time."""
         if kind is yaml.ScalarNode and isinstance(implicit, tuple) and implicit[0]:
             text = value or ""
-            for tag, pattern in _FIRST_CHAR_RESOLVERS.get(text[:1], _ANY_CHAR_RESOLVERS):
+            for tag, pattern in FIRST_CHAR_RESOLVERS.get(text[:1], ANY_CHAR_RESOLVERS):
                 if pattern.match(text):
                     return tag
         return _DEFAULT_TAGS[kind]

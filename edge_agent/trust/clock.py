@@ -22,6 +22,10 @@ Rules (DESIGN.md section 2, docs/trust.md "Time"):
    reboot) and counts only while the floor still holds its role's signed time: rotating
    that role drops it with the mark (rule 2).
 
+A verified bundle issued more than :data:`SIGNED_TIME_SKEW_S` ahead of trusted time is
+refused for now (:func:`check_not_ahead`): its signed time would otherwise raise the floor
+past the wall clock for good.
+
 Nothing here reads a clock: the shell reads it once per operation and passes it in.
 """
 
@@ -29,24 +33,62 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from edge_agent.errors import ClockError
+from edge_agent.errors import BundleError, ClockError
 from edge_agent.protocol.limits import SIGNED_TIME_SKEW_S
 from edge_agent.protocol.roles import Role
 
+if TYPE_CHECKING:
+    from edge_agent.policy.bundle import CompiledBundle
+
 __all__ = [
     "SIGNED_TIME_SKEW_S",
+    "BundleAheadError",
     "TimeAnchor",
     "TimeFloor",
     "advance_anchor",
     "advance_floor",
     "check_clock",
+    "check_not_ahead",
     "earliest_now",
     "observe_deadline",
     "steady_now",
     "trusted_now",
     "without_roles",
 ]
+
+
+class BundleAheadError(BundleError):
+    """A verified bundle issued too far ahead of trusted time: refused for now, not for its
+    bytes. It is admissible once trusted time reaches ``admissible_at`` (a freshness token
+    raising the floor, or the clock advancing), so a shell may try it again then."""
+
+    code = "bundle_future"
+
+    def __init__(self, message: str, *, admissible_at: int) -> None:
+        super().__init__(message)
+        self.admissible_at = admissible_at
+
+
+def check_not_ahead(bundle: CompiledBundle, now: int) -> None:
+    """Refuse ``bundle`` when its ``issued_at`` is more than :data:`SIGNED_TIME_SKEW_S` ahead
+    of trusted ``now`` (rule 1 of :func:`edge_agent.trust.state.check_admissible`). The hub
+    applies it too before publishing and when it builds a bundle, so it never records or writes
+    a bundle every device would refuse. It lives here, with trusted time, so the hub's build
+    imports it without the trust state's revocation, attestation and freshness modules.
+
+    Raises:
+        BundleAheadError: ``bundle_future``.
+    """
+    ahead = bundle.issued_at - now
+    if ahead > SIGNED_TIME_SKEW_S:
+        raise BundleAheadError(
+            f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
+            f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
+            "let it receive a freshness token first, and check the signer's clock",
+            admissible_at=bundle.issued_at - SIGNED_TIME_SKEW_S,
+        )
 
 
 @dataclass(frozen=True, slots=True)

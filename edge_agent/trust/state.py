@@ -54,9 +54,10 @@ from edge_agent.protocol.roles import HUB_ROLES, Role
 from edge_agent.protocol.root import TrustRoot
 from edge_agent.protocol.topics import agent_channels
 from edge_agent.trust.clock import (
-    SIGNED_TIME_SKEW_S,
+    BundleAheadError,
     TimeFloor,
     advance_floor,
+    check_not_ahead,
     observe_deadline,
     without_roles,
 )
@@ -98,18 +99,6 @@ class LocalVerdict:
     measured_at: int
     valid_until: int
     detail: str
-
-
-class BundleAheadError(BundleError):
-    """A verified bundle issued too far ahead of trusted time: refused for now, not for its
-    bytes. It is admissible once trusted time reaches ``admissible_at`` (a freshness token
-    raising the floor, or the clock advancing), so a shell may try it again then."""
-
-    code = "bundle_future"
-
-    def __init__(self, message: str, *, admissible_at: int) -> None:
-        super().__init__(message)
-        self.admissible_at = admissible_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,24 +199,6 @@ def check_admissible(state: TrustState, bundle: CompiledBundle, now: int) -> Non
             f"bundle version {bundle.version} differs from the version {pin.version} the "
             f"hub's freshness token names (sha256:{pin.digest.hex()[:16]}); refused",
             code="bundle_superseded",
-        )
-
-
-def check_not_ahead(bundle: CompiledBundle, now: int) -> None:
-    """Refuse ``bundle`` when its ``issued_at`` is more than :data:`SIGNED_TIME_SKEW_S` ahead
-    of trusted ``now`` (rule 1 of :func:`check_admissible`). The hub applies it too before
-    publishing, so it never records a bundle every device would refuse.
-
-    Raises:
-        BundleAheadError: ``bundle_future``.
-    """
-    ahead = bundle.issued_at - now
-    if ahead > SIGNED_TIME_SKEW_S:
-        raise BundleAheadError(
-            f"bundle version {bundle.version} was issued {ahead} s ahead of this device's "
-            f"trusted time (at most {SIGNED_TIME_SKEW_S} s allowed); set the device clock or "
-            "let it receive a freshness token first, and check the signer's clock",
-            admissible_at=bundle.issued_at - SIGNED_TIME_SKEW_S,
         )
 
 

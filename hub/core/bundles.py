@@ -29,7 +29,7 @@ from edge_agent.protocol.bundle import (
 from edge_agent.protocol.expectations import Expectations, expectations_value
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.trust.state import check_not_ahead
+from edge_agent.trust.clock import check_not_ahead
 
 __all__ = ["verify_operator_bundle", "with_expectations"]
 
@@ -48,7 +48,7 @@ def verify_operator_bundle(
        threshold, authorisation, payload, target region);
     3. :func:`~edge_agent.protocol.bundle.check_admission` with no installed bundle (expiry),
        and issued no further ahead of ``now`` than a device's trusted time allows
-       (:func:`~edge_agent.trust.state.check_not_ahead`);
+       (:func:`~edge_agent.trust.clock.check_not_ahead`);
     4. the policy compiles.
 
     Raises:
