@@ -6,7 +6,9 @@ verifier key. Every refused result leaves the state as it was and is logged in t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.agent import LocalAgent, init_state_dir
-from edge_agent.attest.measure import FileFactProvider
+from edge_agent.attest.measure import FileFactProvider, MeasurementSet
 from edge_agent.attest.persist import ATTESTATION_FILE
 from edge_agent.protocol.attestation import (
     AttestationError,
@@ -29,6 +31,9 @@ from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import Kind, decode_entry
 from edge_agent.protocol.request import Request
 from edge_agent.protocol.roles import Role
+from edge_agent.support.mqtt import BrokerSettings
+from edge_agent.sync.config import SyncConfig
+from edge_agent.sync.daemon import AgentDaemon
 from edge_agent.trust.gate import Reason
 from edge_agent.trust.machine import AttestationWrite, Outcome, Transition
 from tests.attest_support import expectations_for, make_root, small_profile
@@ -246,3 +251,42 @@ def test_a_transition_that_comes_with_an_attestation_write_is_logged(device: Dev
     outcome = Outcome(None, device.agent.state, AttestationWrite(None), transition)
     device.agent._take(outcome, NOW)
     assert ("attestation_passed", True, "attestation_passed") in device.kinds()
+
+
+@pytest.mark.asyncio
+async def test_a_slow_measurement_begun_before_a_change_never_replaces_a_fresher_one(
+    device: Device,
+) -> None:
+    """The periodic re-measurement and a challenge's measure-afresh run on threads: one
+    begun before a file changed must not record its stale digests over those measured
+    after the change, which the next answer would send as a pass."""
+    clean = device.provider.measure()
+    config = device.root / "etc/edge-agent/agent.toml"
+    config.write_bytes(config.read_bytes().replace(b"30", b"99"))
+    tampered = device.provider.measure()
+    release = threading.Event()
+
+    class SlowFirstAttestor:
+        interval_s = INTERVAL
+        calls = 0
+
+        def measure(self) -> MeasurementSet:
+            self.calls += 1
+            if self.calls == 1:
+                release.wait(10)
+                return clean
+            return tampered
+
+    daemon = AgentDaemon(
+        device.agent, BrokerSettings("127.0.0.1", 1), SyncConfig(), wall=lambda: NOW
+    )
+    attestor = SlowFirstAttestor()
+    periodic = asyncio.create_task(daemon._measure(attestor))  # type: ignore[arg-type]
+    while attestor.calls == 0:
+        await asyncio.sleep(0.01)
+    answering = asyncio.create_task(daemon._measure(attestor))  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    release.set()
+    await asyncio.gather(periodic, answering)
+    assert device.agent.measurement is not None
+    assert device.agent.measurement.digest == tampered.digest != clean.digest

@@ -131,6 +131,9 @@ class AgentDaemon:
         """Roots waiting for their predecessor, by version: (topic, payload)."""
         self._acked = asyncio.Event()
         self._challenges: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_CHALLENGES)
+        self._measuring = asyncio.Lock()
+        """One measurement at a time: a slow one begun before a change must not finish
+        after, and replace, the fresh one a challenge's answer took once it was made."""
         self._reported: DeviceStatus | None = None
 
     async def run(self) -> None:
@@ -171,9 +174,12 @@ class AgentDaemon:
             await self._measure(attestor)
 
     async def _measure(self, attestor: Attestor) -> None:
-        measured = await asyncio.to_thread(attestor.measure)
-        wall = self.wall()
-        self.agent.record_measurement(measured, wall, attestor.interval_s)
+        """Measure afresh and record it, after any measurement still running (the periodic
+        one, or another challenge's) has recorded its own."""
+        async with self._measuring:
+            measured = await asyncio.to_thread(attestor.measure)
+            wall = self.wall()
+            self.agent.record_measurement(measured, wall, attestor.interval_s)
         if self.agent.observe_attestation(wall):
             self.changed.set()
 
