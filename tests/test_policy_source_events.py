@@ -50,6 +50,20 @@ ACCEPTED = [
         HEAD + "rules:\n- {id: r, effect: allow,"
         " subjects: ['*'], actions: [x], resources: ['/a!b&c']}\n",
     ),
+    (
+        "plain texts only like YAML 1.1 values",
+        HEAD + "rules:\n- {id: 1e3, effect: allow, subjects: ['*'],"
+        " actions: [y, n, nULL, 0o17, ._, '-'], resources: ['0x1F', '1']}\n",
+    ),
+    (
+        "CRLF line ends",
+        (
+            HEAD + "rules:\n- {id: r, effect: allow, subjects: ['*'], actions: [x],"
+            " resources: [/a]}\n"
+        ).replace("\n", "\r\n"),
+    ),
+    ("a byte order mark", "\ufeff" + HEAD + "rules: []\n"),
+    ("explicit keys and a flow document", "--- {? target: {region: eu-1}, ? rules: []}\n"),
 ]
 
 RULE = "- {id: r, effect: allow, subjects: ['*'], actions: [read], resources: [/a]}\n"
@@ -71,6 +85,15 @@ REFUSED = [
     ("a non-specific tag", "target: {region: ! eu-1}\nrules: []\n"),
     ("a tag on a list", HEAD + "rules: !!seq []\n"),
     ("a merge key", HEAD + "rules: []\n<<: {a: b}\n"),
+    (
+        "a merge key in a rule",
+        HEAD + "rules:\n- {<<: {effect: allow}, id: r, subjects: ['*'], actions: [x],"
+        " resources: [/a]}\n",
+    ),
+    ("a tag from a %TAG directive", "%TAG !e! tag:e.com,2000:\n---\n" + HEAD + "rules: !e!x []\n"),
+    ("a non-specific tag on quoted text", "target: {region: ! 'eu-1'}\nrules: []\n"),
+    ("a document after an explicit end", HEAD + "rules: []\n...\n---\n" + HEAD + "rules: []\n"),
+    ("a duplicate key spelled with an escape", HEAD + 'rules: []\n"rul\\x65s": []\n'),
     ("a complex key", HEAD + "rules: []\n? [a]\n: b\n"),
     ("deep nesting", "target: " + "[" * 100 + "]" * 100 + "\nrules: []\n"),
     ("missing target", "rules: []\n"),
@@ -98,6 +121,24 @@ REFUSED = [
     ("a boolean in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[yes]")),
     ("a number in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[1]")),
     ("a null in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[~]")),
+    ("a YAML 1.1 boolean in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[off]")),
+    ("an octal number in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[017]")),
+    ("a sexagesimal number in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[1:30]")),
+    ("an infinity in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[-.inf]")),
+    ("a timestamp in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[2001-12-14]")),
+    ("a duplicate group", HEAD + "groups: {g: [svc:a], g: [svc:b]}\nrules: []\n"),
+    (
+        "a duplicate context key",
+        HEAD + "rules:\n" + RULE.replace("}", ", when: {context: {z: [a], z: [b]}}}"),
+    ),
+    (
+        "a duplicate parent key",
+        HEAD + "rules:\n" + RULE.replace("}", ", when: {parent: {max_age: 30s, max_age: 2d}}}"),
+    ),
+    (
+        "a hexadecimal max_depth",
+        HEAD + "rules:\n" + RULE.replace("}", ", when: {parent: {max_depth: 0x10}}}"),
+    ),
     ("a list in a list", HEAD + "rules:\n" + RULE.replace("[read]", "[[read]]")),
     ("an empty list", HEAD + "rules:\n" + RULE.replace("[read]", "[]")),
     ("a twice-listed action", HEAD + "rules:\n" + RULE.replace("[read]", "[read, read]")),
