@@ -333,3 +333,26 @@ def test_a_declared_action_vocabulary_keeps_star_as_any_action_and_stays_out_of_
 def test_without_enforcement_a_vocabulary_is_left_to_the_lint() -> None:
     text = VOCABULARY_HEAD + RULE_A.replace("[read]", "[raed]")
     assert load_policy_source(text, enforce_vocabulary=False).actions == ("exec", "read")
+
+
+def _with_max_depth(written: str) -> str:
+    return (
+        MINIMAL_HEAD + "  - {id: r, effect: allow, subjects: ['*'], actions: [read], "
+        f"resources: [/a], when: {{parent: {{max_depth: {written}}}}}}}\n"
+    )
+
+
+@pytest.mark.parametrize("written", ["010", "007", "00"])
+def test_a_max_depth_with_a_leading_zero_is_refused_as_yaml_tools_read_it_as_octal(
+    written: str,
+) -> None:
+    """YAML 1.1 tools (PyYAML's safe_load among them) read ``010`` as 8: the policy signed
+    must never mean another number than the operator's tools show."""
+    error = str(_error(_with_max_depth(written)))
+    assert error.startswith("fleet.yaml:3: rule 'r': when.parent.max_depth must be a whole")
+    assert "without a leading zero" in error
+
+
+def test_a_max_depth_written_without_a_leading_zero_is_read_as_written() -> None:
+    source = load_policy_source(_with_max_depth("10"), "fleet.yaml")
+    assert source.policy["rules"][0]["when"]["parent"]["max_depth"] == 10

@@ -136,6 +136,10 @@ REFUSED = [
         HEAD + "rules:\n" + RULE.replace("}", ", when: {parent: {max_age: 30s, max_age: 2d}}}"),
     ),
     (
+        "a max_depth with a leading zero (octal to YAML 1.1 tools)",
+        HEAD + "rules:\n" + RULE.replace("}", ", when: {parent: {max_depth: 010}}}"),
+    ),
+    (
         "a hexadecimal max_depth",
         HEAD + "rules:\n" + RULE.replace("}", ", when: {parent: {max_depth: 0x10}}}"),
     ),

@@ -64,7 +64,7 @@ empty one), as ``BaseResolver.resolve`` tries them: the first that matches gives
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
-_DEPTH = re.compile(r"[0-9]{1,6}")
+_DEPTH = re.compile(r"0|[1-9][0-9]{0,5}")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TARGET_LISTS = ("groups", "profiles", "devices")
 _MAX_TARGET_NAMES = 10_000

@@ -71,7 +71,7 @@ _RULE_KEYS = ("id", "effect", "subjects", "actions", "resources", "when")
 _WHEN_KEYS = ("context", "time_utc", "parent")
 _PARENT_KEYS = ("action", "resource", "subject", "devices", "max_age", "max_depth")
 _INT = "tag:yaml.org,2002:int"
-_DEPTH = re.compile(r"[0-9]{1,6}")
+_DEPTH = re.compile(r"0|[1-9][0-9]{0,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,7 +532,11 @@ class _Reader:
                 or depth.tag != _INT
                 or not _DEPTH.fullmatch(depth.value)
             ):
-                self.fail(depth, "when.parent.max_depth must be a whole number such as 3")
+                self.fail(
+                    depth,
+                    "when.parent.max_depth must be a whole number such as 3, without a leading "
+                    "zero (YAML 1.1 tools read 010 as octal 8)",
+                )
             parent["max_depth"] = int(depth.value)
         return parent
 
