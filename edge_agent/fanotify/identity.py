@@ -124,13 +124,7 @@ class ExecIdentifier:
         Raises:
             IdentityError: the file or the process cannot be identified.
         """
-        try:
-            info = os.fstat(fd)
-            path = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError as exc:
-            raise IdentityError(f"cannot read the file being executed: {exc.strerror}") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise IdentityError(f"{path} is not a regular file")
+        info, path = _regular_file(fd)
         uid, gid, link, exe, program = self._process(pid)
         facts = (
             path,
@@ -190,13 +184,7 @@ class ExecIdentifier:
         Raises:
             IdentityError: not a regular file, or unreadable.
         """
-        try:
-            info = os.fstat(fd)
-            path = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError as exc:
-            raise IdentityError(f"cannot read the file being executed: {exc.strerror}") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise IdentityError(f"{path} is not a regular file")
+        info, path = _regular_file(fd)
         key = FileKey.of(info)
         if key.size > self.max_hash_bytes:
             return path, None
@@ -306,3 +294,19 @@ def _effective_ids(pid: int) -> tuple[int, int]:
     except OSError as exc:
         raise IdentityError(f"the process {pid} asking to exec has gone") from exc
     return info.st_uid, info.st_gid
+
+
+def _regular_file(fd: int) -> tuple[os.stat_result, str]:
+    """The status and path of the open file ``fd``, which must be a regular file.
+
+    Raises:
+        IdentityError: not a regular file, or unreadable.
+    """
+    try:
+        info = os.fstat(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as exc:
+        raise IdentityError(f"cannot read the file being executed: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise IdentityError(f"{path} is not a regular file")
+    return info, path
