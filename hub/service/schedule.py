@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from edge_agent.protocol import topics
 from edge_agent.protocol.root import TrustRoot
-from edge_agent.protocol.topics import DeviceLeaf
+from edge_agent.protocol.topics import DeviceLeaf, DeviceTopic, parse_device_topic
 from edge_agent.support.mqtt import Connection
 from hub.core.publications import Publication, ack_publication, parse_channel
 from hub.registry import DeviceRecord
@@ -236,7 +236,7 @@ class Schedule:
         context = self._context
         self.snapshot(context.reread_roots())
         foreign = sorted(strays - context.retained.owned)
-        acked = {device for device in map(_acked_device, foreign) if device is not None}
+        acked = {topic.device_id for topic in map(_acked, foreign) if topic is not None}
         registry = context.registry
         if len(acked) > MAX_STRAY_LOOKUPS:
             named = {d.device_id: d for d in registry.devices() if d.device_id in acked}
@@ -249,9 +249,9 @@ class Schedule:
         topic (if it has shipped anything), else an empty retained message (cleared).
         ``named``: the registered devices the round's stray acks name."""
         context = self._context
-        device_id = _acked_device(topic)
-        device = None if device_id is None else named.get(device_id)
-        if device is None or device.region != topic.split("/")[2]:
+        acked = _acked(topic)
+        device = None if acked is None else named.get(acked.device_id)
+        if acked is None or device is None or device.region != acked.region:
             return Publication(topic, b"")
         log = context.registry.lineage_state(device.device_id)
         if not log.size:
@@ -266,7 +266,10 @@ class Schedule:
         )
 
 
-def _acked_device(topic: str) -> str | None:
-    """The device whose ack topic ``topic`` is, else ``None``."""
-    parts = topic.split("/")
-    return parts[4] if len(parts) == 6 and parts[5] == DeviceLeaf.ACK else None
+def _acked(topic: str) -> DeviceTopic | None:
+    """The parts of ``topic`` if it is a device's ack topic, else ``None``."""
+    try:
+        parsed = parse_device_topic(topic)
+    except ValueError:
+        return None
+    return parsed if parsed.leaf is DeviceLeaf.ACK else None

@@ -85,22 +85,20 @@ class SqliteRegistry(
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
-            if version == SCHEMA_VERSION:
-                # Every statement is a no-op on a registry opened by this hub before, so a
-                # command that only reads leaves hub.db as it was (the version is not
-                # rewritten either); one from before the in-place summary triggers has its
-                # old ones replaced, once (.console_fleet), in one transaction: a status
-                # another process records meanwhile meets the old triggers or the new
-                # ones, never neither (its dashboard row would keep the status before).
-                db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{CONSOLE_FLEET_SCHEMA}COMMIT;")
-            else:
-                # A new registry, or an upgraded one (what it lacked is created as for a
-                # new one): its tables and its version in one transaction, so a killed
-                # process leaves all of it or none, and one fsync stands for them all.
-                db.executescript(
-                    f"BEGIN IMMEDIATE;\n{SCHEMA}{CONSOLE_FLEET_SCHEMA}"
-                    f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
-                )
+            # One transaction, with one fsync: a new registry, or an upgraded one (what it
+            # lacked is created as for a new one), gets its tables and its version, all of
+            # them or none if the process is killed. On one opened by this hub before,
+            # every statement is a no-op and the version is not rewritten, so a command that
+            # only reads leaves hub.db as it was; one from before the in-place summary
+            # triggers has its old ones replaced, once (.console_fleet): a status another
+            # process records meanwhile meets the old triggers or the new ones, never
+            # neither (its dashboard row would keep the status before).
+            new_version = (
+                "" if version == SCHEMA_VERSION else f"PRAGMA user_version = {SCHEMA_VERSION};\n"
+            )
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{SCHEMA}{CONSOLE_FLEET_SCHEMA}{new_version}COMMIT;"
+            )
         except sqlite3.Error as exc:
             db.close()
             raise RegistryError(f"cannot open the hub registry {path}: {exc}") from exc
