@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
@@ -37,25 +36,7 @@ from hub.registry.backends import open_registry  # noqa: E402
 from hub.service.config import HubConfig  # noqa: E402
 from hub.service.server import HubService  # noqa: E402
 from tests.hub_support import make_hub_dir  # noqa: E402
-
-
-class Queued:
-    """Messages already received, as the hub's connection holds them during a push."""
-
-    def __init__(self, messages: list[Incoming]) -> None:
-        self.queued = messages
-
-    @property
-    def backlog(self) -> int:
-        return len(self.queued)
-
-    async def messages(self) -> AsyncIterator[Incoming]:
-        while self.queued:
-            await asyncio.sleep(0)
-            yield self.queued.pop(0)
-
-    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
-        """Statuses publish nothing."""
+from tests.witness_support import RecordingConnection  # noqa: E402
 
 
 def _statuses(count: int, version: int) -> list[Incoming]:
@@ -93,7 +74,7 @@ async def _rounds(
             messages = _statuses(count, version)
             await asyncio.sleep(1.1)  # each round's statuses signed a second after the last
             cpu, wall = time.process_time(), time.perf_counter()
-            await intake.consume(Queued(messages))  # type: ignore[arg-type]
+            await intake.consume(RecordingConnection(messages))  # type: ignore[arg-type]
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             if version:
                 figures.append((cpu * 1000 / count, wall * 1000 / count))

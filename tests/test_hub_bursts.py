@@ -4,7 +4,7 @@ and what a burst publishes goes out only once it is committed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,29 +16,9 @@ from edge_agent.support.mqtt import Incoming
 from hub.registry import RegistryError
 from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
-from tests.witness_support import started_hub
+from tests.witness_support import RecordingConnection, started_hub
 
 pytestmark = pytest.mark.asyncio
-
-
-class QueuedConnection:
-    """Incoming messages already queued, as a burst arrives; records what is published."""
-
-    def __init__(self, messages: list[Incoming]) -> None:
-        self.queued = list(messages)
-        self.published: list[str] = []
-
-    @property
-    def backlog(self) -> int:
-        return len(self.queued)
-
-    async def messages(self) -> AsyncIterator[Incoming]:
-        while self.queued:
-            await asyncio.sleep(0)
-            yield self.queued.pop(0)
-
-    async def publish(self, topic: str, payload: bytes, **options: object) -> None:
-        self.published.append(topic)
 
 
 @pytest.fixture
@@ -55,7 +35,7 @@ def service(setup: HubSetup) -> Iterator[HubService]:
         yield started.service
 
 
-async def _consume(service: HubService, connection: QueuedConnection) -> None:
+async def _consume(service: HubService, connection: RecordingConnection) -> None:
     await service._started.intake.consume(connection)  # type: ignore[arg-type]
 
 
@@ -74,7 +54,7 @@ def _batches(setup: HubSetup) -> list[Incoming]:
 async def test_a_burst_is_stored_in_one_transaction_and_acked_after_it(
     service: HubService, setup: HubSetup
 ) -> None:
-    connection = QueuedConnection(_batches(setup))
+    connection = RecordingConnection(_batches(setup))
     groups = 0
     write_group = service.registry.write_group
 
@@ -88,7 +68,7 @@ async def test_a_burst_is_stored_in_one_transaction_and_acked_after_it(
     service.registry.write_group = counted  # type: ignore[method-assign]
     await _consume(service, connection)
     assert groups == 1
-    assert sorted(connection.published) == [
+    assert sorted(connection.published_topics) == [
         _topic(device_id, DeviceLeaf.ACK) for device_id in sorted(setup.devices)
     ]
     assert {d: service.registry.lineage_state(d).size for d in setup.devices} == {
@@ -100,7 +80,7 @@ async def test_a_burst_is_stored_in_one_transaction_and_acked_after_it(
 async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
     service: HubService, setup: HubSetup
 ) -> None:
-    connection = QueuedConnection(_batches(setup))
+    connection = RecordingConnection(_batches(setup))
     write_group = service.registry.write_group
 
     @contextmanager
@@ -114,9 +94,9 @@ async def test_a_burst_whose_commit_fails_publishes_nothing_and_stores_nothing(
     assert connection.published == []
     assert service.registry.lineage_state("gw-001").size == 0
     service.registry.write_group = write_group  # type: ignore[method-assign]
-    retry = QueuedConnection(_batches(setup)[:1])
+    retry = RecordingConnection(_batches(setup)[:1])
     await _consume(service, retry)
-    assert retry.published == [_topic("gw-001", DeviceLeaf.ACK)]
+    assert retry.published_topics == [_topic("gw-001", DeviceLeaf.ACK)]
 
 
 @pytest.mark.sqlite_only("watches the SQLite registry's write lock (SqliteRegistry._grouped)")
@@ -137,6 +117,6 @@ async def test_no_other_registry_operation_runs_while_a_burst_holds_the_write_lo
             await asyncio.sleep(0)
 
     other = asyncio.create_task(other_task())
-    await _consume(service, QueuedConnection(_batches(setup) * 3))
+    await _consume(service, RecordingConnection(_batches(setup) * 3))
     await other
     assert seen_grouped and not any(seen_grouped)

@@ -17,8 +17,7 @@ from hub.service.context import Devices
 from hub.service.schedule import MAX_STRAY_LOOKUPS
 from hub.service.server import HubService
 from tests.hub_support import HubSetup, make_hub_dir
-from tests.test_hub_bursts import QueuedConnection
-from tests.witness_support import started_hub
+from tests.witness_support import RecordingConnection, started_hub
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,12 +35,17 @@ def service(setup: HubSetup) -> Iterator[HubService]:
         yield started.service
 
 
+async def _ship_five_entries(service: HubService, setup: HubSetup) -> None:
+    """gw-001's first five entries, stored and acked by the hub."""
+    lineage = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
+    batch = Incoming(lineage, setup.devices["gw-001"].batch(0, 5), False)
+    await service._started.intake.consume(RecordingConnection([batch]))  # type: ignore[arg-type]
+
+
 async def test_a_stray_round_restores_a_registered_devices_ack_without_the_device_table(
     service: HubService, setup: HubSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lineage = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
-    batch = Incoming(lineage, setup.devices["gw-001"].batch(0, 5), False)
-    await service._started.intake.consume(QueuedConnection([batch]))  # type: ignore[arg-type]
+    await _ship_five_entries(service, setup)
 
     def unused(self: Devices, *args: object) -> None:
         raise AssertionError("a stray round read the devices known in memory or all of them")
@@ -65,9 +69,7 @@ async def test_a_stray_round_restores_a_registered_devices_ack_without_the_devic
 async def test_a_flood_of_stray_acks_naming_made_up_devices_costs_a_bounded_number_of_reads(
     service: HubService, setup: HubSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lineage = topics.device_topic("eu-1", "gw-001", DeviceLeaf.LINEAGE)
-    batch = Incoming(lineage, setup.devices["gw-001"].batch(0, 5), False)
-    await service._started.intake.consume(QueuedConnection([batch]))  # type: ignore[arg-type]
+    await _ship_five_entries(service, setup)
     registry = service._started.context.registry
     reads: list[str] = []
     device, devices = registry.device, registry.devices

@@ -300,11 +300,9 @@ def _updated_by(db: psycopg.Connection[tuple[object, ...]], table: str) -> list[
     return [str(row[0]) for row in rows]
 
 
-def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_in_place_ones(
-    postgres_url: str,
-) -> None:
-    with open_registry(postgres_url):
-        pass
+def _put_back_the_rewrite_triggers(postgres_url: str) -> None:
+    """Make the registry at ``postgres_url`` one from before the in-place summary updates:
+    status and last seen rewrite the device's whole dashboard row."""
     with psycopg.connect(postgres_url, autocommit=True) as db:
         for table in ("status", "activity"):
             db.execute(f"DROP TRIGGER console_fleet_{table}_in_place ON {table}")
@@ -312,6 +310,14 @@ def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_i
                 f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER INSERT OR UPDATE OR "
                 f"DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_from_{table}()"
             )
+
+
+def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_in_place_ones(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url):
+        pass
+    _put_back_the_rewrite_triggers(postgres_url)
     with open_registry(postgres_url) as registry:
         registry.add_device(
             DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
@@ -378,13 +384,7 @@ def test_a_status_another_hub_records_while_a_hub_upgrades_the_summary_triggers_
         )
         registry.record_status(DeviceStatus("gw-x", NOW, True, 1, None, "open", 0, 0), b"a", NOW)
     running = open_registry(postgres_url)
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        for table in ("status", "activity"):
-            db.execute(f"DROP TRIGGER console_fleet_{table}_in_place ON {table}")
-            db.execute(
-                f"CREATE OR REPLACE TRIGGER console_fleet_{table} AFTER INSERT OR UPDATE OR "
-                f"DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION console_fleet_from_{table}()"
-            )
+    _put_back_the_rewrite_triggers(postgres_url)
     outcomes: dict[str, object] = {}
 
     def run(name: str, work: Callable[[], object]) -> threading.Thread:

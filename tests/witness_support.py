@@ -49,6 +49,10 @@ class RecordingConnection:
     async def publish(self, topic: str, payload: bytes, **options: object) -> None:
         self.published.append((topic, payload))
 
+    @property
+    def published_topics(self) -> list[str]:
+        return [topic for topic, _ in self.published]
+
 
 @dataclass
 class LineageHub:
