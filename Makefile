@@ -58,14 +58,15 @@ test-slow: $(STAMP) $(ORACLE_STAMP)
 # registry instead of hub.db (tests/hub_support.py); SQLite-specific tests (sqlite_only) skip.
 # make test runs it after the whole suite (whose registry tests cover both backends already).
 # Not here: the registry migration and backend tests (test_registry_*: one backend each, or
-# both already), and the multi-host ones (test_bridged_sites, test_multihost_faults: their
-# hosts are network namespaces; test_multihost_faults runs its hub on PostgreSQL anyway).
+# both already), and test_multihost_faults (its hosts include a PostgreSQL one of its own, so
+# its hubs run on PostgreSQL anyway). test_bridged_sites is here: its hub reaches the suite's
+# database through the server's unix socket from its network namespace.
 HUB_SUITE := tests/test_hub_*.py tests/test_console_*.py tests/test_ancestry_e2e.py \
 	tests/test_attest_cli.py tests/test_attest_e2e.py tests/test_attest_tpm.py \
-	tests/test_attest_verifier.py tests/test_bundle_diff.py tests/test_bundle_eval.py \
-	tests/test_fabric_e2e.py tests/test_lineage_ancestry.py tests/test_mosquitto_acl_render.py \
-	tests/test_receipts_e2e.py tests/test_rollout_cli.py tests/test_rollout_e2e.py \
-	tests/test_shadow_e2e.py tests/test_tpm_quote.py
+	tests/test_attest_verifier.py tests/test_bridged_sites.py tests/test_bundle_diff.py \
+	tests/test_bundle_eval.py tests/test_fabric_e2e.py tests/test_lineage_ancestry.py \
+	tests/test_mosquitto_acl_render.py tests/test_receipts_e2e.py tests/test_rollout_cli.py \
+	tests/test_rollout_e2e.py tests/test_shadow_e2e.py tests/test_tpm_quote.py
 test-postgres: $(STAMP) $(ORACLE_STAMP)
 	EDGEGOV_TEST_REGISTRY=postgresql $(ORACLE_ENV) $(BIN)/pytest -m "not slow and not soak" -q \
 		$(PARALLEL) $(HUB_SUITE)

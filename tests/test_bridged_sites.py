@@ -14,6 +14,10 @@ from their bundle, fail closed at ``max_offline``, and when the link heals the b
 reconnects, the site broker holds the bundle pushed meanwhile retained (and no longer holds
 a retained message cleared centrally meanwhile), and the agents open again and ship their
 backlog.
+
+Under ``EDGEGOV_TEST_REGISTRY=postgresql`` the hub and the test use the suite's PostgreSQL
+database through its unix socket (a file, reachable from the central host's namespace, where
+the root namespace's loopback is not), else ``hub.db`` in the hub directory.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from hub.hubdir.keys import ROOT_FILE, load_role_keys, load_root
 from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
 from tests.brokers import MOSQUITTO, MOSQUITTO_PASSWD, require_mosquitto
+from tests.hub_support import suite_registry
 from tests.netns_support import Host, HostNetwork, Link, host_network
+from tests.postgres_support import PostgresServer
 from tests.tls_certs import ThrowawayCA
 
 PACKAGING = Path(__file__).resolve().parents[1] / "packaging" / "mosquitto"
@@ -209,12 +215,14 @@ class Agent:
 
 @dataclass
 class Fabric:
-    """The running topology: hosts, the cut-able link of each site, agents, the hub dir."""
+    """The running topology: hosts, the cut-able link of each site, agents, the hub dir and
+    the hub's registry (a path or a URL)."""
 
     network: HostNetwork
     links: dict[str, Link]
     agents: dict[str, Agent]
     hub_dir: Path
+    registry: str
     workdir: Path
     ca: ThrowawayCA
 
@@ -225,7 +233,7 @@ class Fabric:
     def hub_cli(self, *args: str) -> None:
         broker = f"mqtt://hub-2:{PASSWORD}@127.0.0.1:1883"
         argv = [PYTHON, "-m", "hub.cli.main", *args, "--hub-dir", str(self.hub_dir)]
-        done = self.central.run([*argv, "--broker", broker])
+        done = self.central.run([*argv, "--registry", self.registry, "--broker", broker])
         assert done.returncode == 0, done.stdout + done.stderr
 
     def push(self, version: int) -> bytes:
@@ -236,7 +244,7 @@ class Fabric:
 
     def fleet(self) -> dict[str, tuple[int, int | None]]:
         """Each device's lineage entries stored at the hub, and the size its status says."""
-        with open_registry(self.hub_dir / "hub.db") as registry:
+        with open_registry(self.registry) as registry:
             return {
                 row.device_id: (row.lineage_size, row.device_lineage_size)
                 for row in registry.fleet()
@@ -274,7 +282,7 @@ def _bundle(hub_dir: Path, version: int) -> bytes:
     return data
 
 
-def _enrol(fabric_dir: Path, hub_dir: Path, root: bytes, ca: ThrowawayCA) -> dict[str, Agent]:
+def _enrol(fabric_dir: Path, registry: str, root: bytes, ca: ThrowawayCA) -> dict[str, Agent]:
     agents = {}
     password_file = fabric_dir / "device-password"
     password_file.write_text(PASSWORD)
@@ -283,8 +291,8 @@ def _enrol(fabric_dir: Path, hub_dir: Path, root: bytes, ca: ThrowawayCA) -> dic
             state = fabric_dir / device_id
             identity = DeviceIdentity(device_id, REGION, (GROUP,), "generic-x86_64")
             public = init_state_dir(state, identity, root, int(time.time()))
-            with open_registry(hub_dir / "hub.db") as registry:
-                registry.add_device(_record(device_id, public))
+            with open_registry(registry) as hub_registry:
+                hub_registry.add_device(_record(device_id, public))
             config = fabric_dir / f"{device_id}.toml"
             config.write_text(
                 AGENT_CONFIG.format(
@@ -326,8 +334,17 @@ def _central_log_size(fabric: Fabric) -> int:
     return len((fabric.workdir / "central" / "mosquitto.log").read_text().splitlines())
 
 
+def _hub_registry(request: pytest.FixtureRequest, hub_dir: Path) -> str:
+    """The suite's PostgreSQL database by its unix socket, or ``hub.db`` in ``hub_dir``."""
+    url = suite_registry()
+    if url is None:
+        return str(hub_dir / "hub.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.socket_url(url.rsplit("/", 1)[1])
+
+
 @pytest.fixture
-def fabric(tmp_path: Path) -> Iterator[Fabric]:
+def fabric(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fabric]:
     require_mosquitto()
     with host_network() as network:
         central = network.host("central")
@@ -338,8 +355,9 @@ def fabric(tmp_path: Path) -> Iterator[Fabric]:
         root = init_keys(
             hub_dir / "keys", root_keys=3, root_threshold=2, now=int(time.time()), ttl=86400
         )
-        agents = _enrol(tmp_path, hub_dir, root.raw, ca)
-        fabric = Fabric(network, links, agents, hub_dir, tmp_path, ca)
+        registry = _hub_registry(request, hub_dir)
+        agents = _enrol(tmp_path, registry, root.raw, ca)
+        fabric = Fabric(network, links, agents, hub_dir, registry, tmp_path, ca)
         central_dir = tmp_path / "central"
         _start_broker(
             central,
@@ -347,6 +365,7 @@ def fabric(tmp_path: Path) -> Iterator[Fabric]:
             central_config(central_dir, ca, [link.a_address for link in links.values()]),
         )
         hub_argv = [PYTHON, "-m", "hub.cli.main", "serve", "--hub-dir", str(hub_dir)]
+        hub_argv += ["--registry", registry]
         hub_argv += ["--broker", f"mqtt://hub:{PASSWORD}@127.0.0.1:1883", "--shared", "on"]
         hub_argv += ["--freshness-interval", "1s", "--token-ttl", "3s", "--log-level", "info"]
         central.spawn(hub_argv, tmp_path / "hub.log")
@@ -424,7 +443,7 @@ def _check_every_entry_stored_once(fabric: Fabric) -> None:
         "every entry written before the agents stopped at the hub",
     )
     _stop_agents(fabric)
-    with open_registry(fabric.hub_dir / "hub.db") as registry:
+    with open_registry(fabric.registry) as registry:
         for device_id, (size, acked) in _lineage_sizes(fabric).items():
             seqs = [entry.seq for entry in registry.iter_entries(device_id)]
             assert seqs == list(range(len(seqs))), f"{device_id}: a gap or an entry twice"
