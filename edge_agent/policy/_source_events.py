@@ -41,7 +41,9 @@ from yaml.events import (
 )
 
 from edge_agent.policy import _checks as checks
+from edge_agent.policy.compiler import PARENT_KEYS, RULE_KEYS, WHEN_KEYS
 from edge_agent.policy.durations import parse_duration
+from edge_agent.protocol import dcbor
 
 __all__ = [
     "ANY_CHAR_RESOLVERS",
@@ -67,8 +69,8 @@ _INT = "tag:yaml.org,2002:int"
 _DEPTH = re.compile(r"0|[1-9][0-9]{0,5}")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TARGET_LISTS = ("groups", "profiles", "devices")
+_RULE_REQUIRED = frozenset({"effect", "subjects", "actions", "resources"})
 _MAX_TARGET_NAMES = 10_000
-_RULE_LISTS = ("effect", "subjects", "actions", "resources")
 
 
 class _Declined(Exception):
@@ -310,7 +312,7 @@ class _Stream:
 
     def rule(self) -> dict[str, object]:
         """One rule, its mapping's start already read: the keys in the checked reader's
-        order, whatever their order in the text."""
+        order (``RULE_KEYS``), whatever their order in the text."""
         fields: dict[str, object] = {}
         for event in self._events:
             if type(event) is MappingEndEvent:
@@ -326,14 +328,9 @@ class _Stream:
         if rule_id is None or rule_id in self._rule_ids:
             raise _Declined
         self._rule_ids.add(rule_id)  # type: ignore[arg-type]
-        rule: dict[str, object] = {"id": rule_id}
-        for key in _RULE_LISTS:
-            if key not in fields:
-                raise _Declined
-            rule[key] = fields[key]
-        if "when" in fields:
-            rule["when"] = fields["when"]
-        return rule
+        if not fields.keys() >= _RULE_REQUIRED:
+            raise _Declined
+        return {key: fields[key] for key in RULE_KEYS if key in fields}
 
     def rule_id(self) -> str:
         rule_id = self.text()
@@ -369,7 +366,7 @@ class _Stream:
         fields = self.fields(_WHEN_READERS)
         if not fields:
             raise _Declined
-        return {key: fields[key] for key in _WHEN_READERS if key in fields}
+        return {key: fields[key] for key in WHEN_KEYS if key in fields}
 
     def context(self) -> dict[str, object]:
         if not _is_start(self._next(), MappingStartEvent):
@@ -379,7 +376,7 @@ class _Stream:
             if type(event) is MappingEndEvent:
                 if not context or len(context) > checks.MAX_CONTEXT_KEYS:
                     raise _Declined
-                return context
+                return {key: context[key] for key in dcbor.sorted_keys(context)}
             key = _text(event)
             if key in context:
                 raise _Declined
@@ -393,7 +390,7 @@ class _Stream:
 
     def parent(self) -> dict[str, object]:
         fields = self.fields(_PARENT_READERS)
-        return {key: fields[key] for key in _PARENT_READERS if key in fields}
+        return {key: fields[key] for key in PARENT_KEYS if key in fields}
 
     def parent_actions(self) -> list[str]:
         return self.strings(self.check_action)

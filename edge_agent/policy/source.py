@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
@@ -42,8 +42,15 @@ from edge_agent.policy._source_events import (
     SourceValues,
     read_source_events,
 )
-from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.compiler import (
+    PARENT_KEYS,
+    RULE_KEYS,
+    WHEN_KEYS,
+    compile_policy,
+    policy_payload,
+)
 from edge_agent.policy.durations import MAX_DURATION_SECONDS, parse_duration
+from edge_agent.protocol import dcbor
 from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
@@ -446,7 +453,7 @@ class _Reader:
         )
         if "when" in fields:
             rule["when"] = self.when(fields["when"])
-        return rule
+        return _in_order(rule, RULE_KEYS)
 
     def check_declared_action(self, action: str) -> None:
         """An action as :func:`checks.check_action` checks it, and one of the declared
@@ -499,14 +506,14 @@ class _Reader:
                     checks.check_context_value,
                     checks.MAX_CONTEXT_VALUES,
                 )
-            when["context"] = context
+            when["context"] = _in_order(context, dcbor.sorted_keys(context))
         if "time_utc" in fields:
             window = self.string(fields["time_utc"], "when.time_utc")
             self.checked(fields["time_utc"], checks.parse_time_window, window)
             when["time_utc"] = window
         if "parent" in fields:
             when["parent"] = self.parent(fields["parent"])
-        return when
+        return _in_order(when, WHEN_KEYS)
 
     def parent(self, node: yaml.Node) -> dict[str, object]:
         """``when.parent``: lists as the rule's own, ``max_age`` a duration such as ``30s``
@@ -538,7 +545,7 @@ class _Reader:
                     "zero (YAML 1.1 tools read 010 as octal 8)",
                 )
             parent["max_depth"] = int(depth.value)
-        return parent
+        return _in_order(parent, PARENT_KEYS)
 
     def string_lists(
         self,
@@ -654,3 +661,10 @@ def _kind(node: yaml.Node) -> str:
         return "list"
     tag = str(node.tag).rsplit(":", 1)[-1]
     return {"null": "null", "bool": "boolean", "int": "number", "float": "number"}.get(tag, tag)
+
+
+def _in_order(fields: dict[str, object], order: Sequence[str]) -> dict[str, object]:
+    """``fields`` rebuilt with its keys in ``order`` (its deterministic CBOR order), as the
+    quick reader builds them: the checks ran in the reader's own order, which words the
+    first error."""
+    return {key: fields[key] for key in order if key in fields}

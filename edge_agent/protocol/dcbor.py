@@ -21,19 +21,30 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NoReturn, TypeAlias
+from typing import NoReturn, TypeAlias, TypeVar
 
 import cbor2
 
 from edge_agent.errors import EnvelopeError
 from edge_agent.protocol.limits import MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MAX_INT, MIN_INT
 
-__all__ = ["CborValue", "as_list", "as_map", "decode", "decode_tagged", "encode", "encode_tagged"]
+__all__ = [
+    "CborValue",
+    "as_list",
+    "as_map",
+    "decode",
+    "decode_tagged",
+    "encode",
+    "encode_tagged",
+    "sorted_keys",
+]
 
 CborValue: TypeAlias = (
     "int | bool | str | bytes | list[CborValue] | tuple[CborValue, ...] "
     "| dict[int, CborValue] | dict[str, CborValue] | dict[bytes, CborValue] | None"
 )
+
+_Key = TypeVar("_Key", str, bytes, int)
 
 
 def encode(value: object, *, mixed_int_keys: bool = False) -> bytes:
@@ -80,6 +91,12 @@ def _in_key_order(value: object) -> object:
     if type(value) is list or type(value) is tuple:
         return [_in_key_order(item) for item in value]
     return value
+
+
+def sorted_keys(keys: Iterable[_Key]) -> list[_Key]:
+    """``keys``, all of one kind (text, bytes, or integers of one sign), in deterministic map
+    order: a map built in this order is encoded without a sort (see :func:`encode`)."""
+    return sorted(keys, key=_key_rank)
 
 
 def _key_rank(key: object) -> tuple[int, bytes]:
