@@ -155,6 +155,7 @@ class _Stream:
         self._workloads: dict[str, list[str]] = {}
         self._vocabulary: tuple[str, ...] | None = None
         self._rules: list[dict[str, object]] = []
+        self._passed: dict[Callable[[str], object], set[str]] = {}
 
     def source(self) -> SourceValues:
         """Steps: 1. the stream holds one document, a mapping; 2. read its keys, each once,
@@ -230,15 +231,25 @@ class _Stream:
     def strings(
         self, check: Callable[[str], object], limit: int = checks.MAX_RULE_ITEMS
     ) -> list[str]:
-        """A non-empty list of at most ``limit`` distinct texts, each passing ``check``."""
+        """A non-empty list of at most ``limit`` distinct texts, each passing ``check``.
+
+        Each distinct text is checked once per check: every check here is a function of the
+        text alone (its one side effect, noting a group or an action named, is the same each
+        time), and the lists of a policy repeat their texts from rule to rule.
+        """
         if not _is_start(self._next(), SequenceStartEvent):
             raise _Declined
+        passed = self._passed.get(check)
+        if passed is None:
+            passed = self._passed[check] = set()
         values: list[str] = []
         for event in self._events:
             if type(event) is SequenceEndEvent:
                 break
             value = _text(event)
-            check(value)
+            if value not in passed:
+                check(value)
+                passed.add(value)
             values.append(value)
         else:
             raise _Declined
