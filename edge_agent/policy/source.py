@@ -172,13 +172,15 @@ def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
 
 def _check_bounds(text: str, path: str, what: str) -> None:
     """Refuse a text over ``MAX_POLICY_SOURCE_BYTES`` or holding a lone surrogate."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+    # An ASCII text (known without a pass over it) is one byte per character, no surrogate.
+    ascii_only = text.isascii()
+    size = len(text) if ascii_only else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_SOURCE_BYTES:
         raise PolicyError(
             f"{what} is {size} bytes, over the {MAX_POLICY_SOURCE_BYTES}-byte limit",
             path=path,
         )
-    surrogate = _SURROGATE.search(text)
+    surrogate = None if ascii_only else _SURROGATE.search(text)
     if surrogate is not None:
         raise PolicyError(
             "not valid YAML: a lone UTF-16 surrogate is not text (is the file UTF-8?)",
