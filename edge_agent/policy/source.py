@@ -25,7 +25,6 @@ hub-side dependency). It does not sign or encode; the hub does that with the pay
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -464,6 +463,8 @@ class _Reader:
         vocabulary = self._vocabulary
         if vocabulary is None or action == checks.ANY or action in vocabulary:
             return
+        import difflib  # for this refusal only: no build that reads its source pays for it
+
         nearest = difflib.get_close_matches(action, sorted(vocabulary), n=1)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
         raise ValueError(
