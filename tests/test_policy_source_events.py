@@ -464,6 +464,7 @@ def test_generated_sources_read_exactly_as_the_checked_reader(
     if isinstance(expected, PolicySource):
         assert values is not None, "the quick reader must take what the checked reader takes"
         assert _as_source(values) == expected
+        assert _key_orders(_as_source(values).policy) == _key_orders(expected.policy)
     else:
         assert values is None
     for compiles in (False, True):
