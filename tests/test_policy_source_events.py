@@ -5,6 +5,8 @@ line and its rule are the checked reader's own (``edge_agent.policy._source_even
 
 from __future__ import annotations
 
+import gc
+
 import cbor2
 import pytest
 import yaml
@@ -316,6 +318,21 @@ def test_quick_reader_reads_a_fleet_sized_policy_as_the_checked_reader() -> None
     values = read_source_events(text, enforce_vocabulary=True)
     assert values is not None
     assert _as_source(values) == _checked(text, compiles=True)
+
+
+def test_the_quick_reader_leaves_no_cycle_for_the_collector() -> None:
+    # bundle build pauses the collector: a cycle through the reader would keep every value
+    # of the source alive until the collector resumes, and make it scan them all then.
+    text = _text("tests/test_policy_source.py")
+    gc.collect()
+    gc.disable()
+    try:
+        source = load_policy_source(text, PATH, compiles=False)
+        assert read_source_events(text, enforce_vocabulary=True) is not None
+        del source
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 _NAMES = st.sampled_from(["a", "eu-1", "svc:a", "svc:b", "group:g", "group:h", "*", "/a/*"])

@@ -239,9 +239,12 @@ class _Stream:
         """
         if not _is_start(self._next(), SequenceStartEvent):
             raise _Declined
-        passed = self._passed.get(check)
+        # Keyed by the function, never by a method bound to this reader: that would make a
+        # cycle, and the source's values would wait for the collector instead of being freed.
+        check_function = getattr(check, "__func__", check)
+        passed = self._passed.get(check_function)
         if passed is None:
-            passed = self._passed[check] = set()
+            passed = self._passed[check_function] = set()
         values: list[str] = []
         for event in self._events:
             if type(event) is SequenceEndEvent:
