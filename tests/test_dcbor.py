@@ -173,3 +173,21 @@ def test_a_tagged_item_is_refused_unless_it_is_exactly_the_tag_and_one_canonical
 ) -> None:
     with pytest.raises(EnvelopeError, match=words):
         dcbor.decode_tagged(data, tag=18, max_bytes=64, what="x")
+
+
+@pytest.mark.parametrize("maps", [[{True: 0}, {1: 0}], [{1: 0}, {True: 0}]])
+def test_a_bool_key_is_refused_after_an_equal_int_key_was_accepted(maps: list[object]) -> None:
+    # The walk remembers the key sequences it has checked; True == 1 must not pass as one.
+    with pytest.raises(ValueError, match="bool"):
+        dcbor.encode(maps)
+    with pytest.raises(EnvelopeError, match="bool"):
+        dcbor.decode(cbor2.dumps(maps), max_bytes=64)
+
+
+def test_maps_already_in_key_order_and_maps_out_of_it_encode_alike() -> None:
+    rules = [{"id": "r1", "when": {}, "effect": "allow"}] * 3
+    shuffled = [{"effect": "allow", "id": "r1", "when": {}}] * 3
+    expected = reference({"rules": rules})
+    assert dcbor.encode({"rules": rules}) == expected
+    assert dcbor.encode({"rules": shuffled}) == expected
+    assert dcbor.encode({"rules": [*rules, *shuffled]}) == reference({"rules": rules * 2})

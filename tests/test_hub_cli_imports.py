@@ -62,10 +62,15 @@ OFF_THE_BUILD = [
     "edge_agent.trust.state",
     "edge_agent.protocol.attestation",
     "edge_agent.protocol.revocation",
+    "cryptography",
+    "edge_agent.protocol.request",
+    "difflib",
     *SERVICE_MODULES,
 ]
 """``bundle build`` signs files: it needs neither the other commands nor the service, nor a
-device's trust state (its verification's one trusted-time check is ``trust.clock``'s)."""
+device's trust state (its verification's one trusted-time check is ``trust.clock``'s), nor
+OpenSSL for key files as ``keys init`` writes them, nor a device's request type or the
+near-miss finder of a refused action."""
 
 
 def _imported(code: str, cwd: Path = REPO) -> set[str]:

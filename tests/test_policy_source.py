@@ -296,6 +296,13 @@ def test_oversize_source_is_refused_before_parsing() -> None:
     assert error.line is None
 
 
+def test_the_size_bound_counts_utf8_bytes_not_characters() -> None:
+    characters = MAX_POLICY_SOURCE_BYTES // 2 + 1
+    error = _error("#" + "é" * (characters - 1))
+    assert f"is {2 * characters - 1} bytes, over the" in str(error)
+    assert _error("#" * MAX_POLICY_SOURCE_BYTES).line == 1
+
+
 def test_unquoted_sexagesimal_context_value_is_refused_not_read_as_a_number() -> None:
     error = _error(MINIMAL_HEAD + RULE_A + "    when: {context: {shift: [6:00]}}\n")
     assert "quote it" in str(error)

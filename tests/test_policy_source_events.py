@@ -5,6 +5,9 @@ line and its rule are the checked reader's own (``edge_agent.policy._source_even
 
 from __future__ import annotations
 
+import gc
+
+import cbor2
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +18,7 @@ from edge_agent.policy import source
 from edge_agent.policy._source_events import SourceValues, read_source_events
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.policy.source import PolicySource, load_policy_source
+from edge_agent.protocol.bundle import BundleTarget, bundle_payload
 from tests.test_policy_source import DESIGN_EXAMPLE
 
 PATH = "fleet.yaml"
@@ -243,6 +247,49 @@ def test_quick_reader_returns_the_checked_readers_source(name: str, case: str) -
     assert _loaded(text, compiles=True) == expected
 
 
+UNSORTED = (
+    "groups and workloads out of key order",
+    HEAD + "groups: {zz: [svc:a], b: [svc:a], aa: [svc:a]}\n"
+    "workloads: {svc:b: [uid:2], svc:a: [uid:1], svc:aa: [uid:3]}\nrules:\n" + RULE,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "case"), [*ACCEPTED, UNSORTED], ids=[case[0] for case in [*ACCEPTED, UNSORTED]]
+)
+def test_both_readers_build_a_bundle_payload_the_encoder_need_not_sort(
+    name: str, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _text(case)
+    values = read_source_events(text, enforce_vocabulary=True)
+    checked = _checked(text, compiles=False)
+    assert values is not None and isinstance(checked, PolicySource)
+    quick = _as_source(values)
+    assert _key_orders(quick.policy) == _key_orders(checked.policy)
+    sorts: list[bool] = []
+    dumps = cbor2.dumps
+
+    def spy(value: object, *, canonical: bool = False) -> bytes:
+        sorts.append(canonical)
+        return dumps(value, canonical=canonical)
+
+    monkeypatch.setattr(cbor2, "dumps", spy)
+    target = BundleTarget(region="eu-1", groups=("a",), profiles=("p",), devices=("d",))
+    for policy in (quick.policy, checked.policy):
+        payload = bundle_payload(version=1, issued_at=1, expires_at=2, target=target, policy=policy)
+        assert payload == dumps(cbor2.loads(payload), canonical=True)
+    assert sorts == [False, False]
+
+
+def _key_orders(value: object) -> object:
+    """Every map's keys, in order, through the whole value."""
+    if isinstance(value, dict):
+        return [(key, _key_orders(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [_key_orders(item) for item in value]
+    return None
+
+
 @pytest.mark.parametrize(("name", "text"), REFUSED, ids=[case[0] for case in REFUSED])
 def test_refused_source_gets_the_checked_readers_error_line_and_rule(name: str, text: str) -> None:
     expected = _checked(text, compiles=True)
@@ -271,6 +318,21 @@ def test_quick_reader_reads_a_fleet_sized_policy_as_the_checked_reader() -> None
     values = read_source_events(text, enforce_vocabulary=True)
     assert values is not None
     assert _as_source(values) == _checked(text, compiles=True)
+
+
+def test_the_quick_reader_leaves_no_cycle_for_the_collector() -> None:
+    # bundle build pauses the collector: a cycle through the reader would keep every value
+    # of the source alive until the collector resumes, and make it scan them all then.
+    text = _text("tests/test_policy_source.py")
+    gc.collect()
+    gc.disable()
+    try:
+        source = load_policy_source(text, PATH, compiles=False)
+        assert read_source_events(text, enforce_vocabulary=True) is not None
+        del source
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 _NAMES = st.sampled_from(["a", "eu-1", "svc:a", "svc:b", "group:g", "group:h", "*", "/a/*"])
@@ -419,6 +481,7 @@ def test_generated_sources_read_exactly_as_the_checked_reader(
     if isinstance(expected, PolicySource):
         assert values is not None, "the quick reader must take what the checked reader takes"
         assert _as_source(values) == expected
+        assert _key_orders(_as_source(values).policy) == _key_orders(expected.policy)
     else:
         assert values is None
     for compiles in (False, True):

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from edge_agent.errors import PolicyError
 from edge_agent.policy import _checks as checks
 from edge_agent.policy._index import FiledPattern, Tail, prepare_pattern
-from edge_agent.protocol.request import Parent, Request
+
+if TYPE_CHECKING:  # annotations only: the hub's compile of a payload needs no request type
+    from edge_agent.protocol.request import Parent, Request
 
 __all__ = [
     "CheckedRule",

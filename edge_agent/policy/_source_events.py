@@ -41,7 +41,9 @@ from yaml.events import (
 )
 
 from edge_agent.policy import _checks as checks
+from edge_agent.policy.compiler import PARENT_KEYS, RULE_KEYS, WHEN_KEYS
 from edge_agent.policy.durations import parse_duration
+from edge_agent.protocol import dcbor
 
 __all__ = [
     "ANY_CHAR_RESOLVERS",
@@ -67,8 +69,8 @@ _INT = "tag:yaml.org,2002:int"
 _DEPTH = re.compile(r"0|[1-9][0-9]{0,5}")
 _TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TARGET_LISTS = ("groups", "profiles", "devices")
+_RULE_REQUIRED = frozenset({"effect", "subjects", "actions", "resources"})
 _MAX_TARGET_NAMES = 10_000
-_RULE_LISTS = ("effect", "subjects", "actions", "resources")
 
 
 class _Declined(Exception):
@@ -153,6 +155,7 @@ class _Stream:
         self._workloads: dict[str, list[str]] = {}
         self._vocabulary: tuple[str, ...] | None = None
         self._rules: list[dict[str, object]] = []
+        self._passed: dict[Callable[[str], object], set[str]] = {}
 
     def source(self) -> SourceValues:
         """Steps: 1. the stream holds one document, a mapping; 2. read its keys, each once,
@@ -228,15 +231,28 @@ class _Stream:
     def strings(
         self, check: Callable[[str], object], limit: int = checks.MAX_RULE_ITEMS
     ) -> list[str]:
-        """A non-empty list of at most ``limit`` distinct texts, each passing ``check``."""
+        """A non-empty list of at most ``limit`` distinct texts, each passing ``check``.
+
+        Each distinct text is checked once per check: every check here is a function of the
+        text alone (its one side effect, noting a group or an action named, is the same each
+        time), and the lists of a policy repeat their texts from rule to rule.
+        """
         if not _is_start(self._next(), SequenceStartEvent):
             raise _Declined
+        # Keyed by the function, never by a method bound to this reader: that would make a
+        # cycle, and the source's values would wait for the collector instead of being freed.
+        check_function = getattr(check, "__func__", check)
+        passed = self._passed.get(check_function)
+        if passed is None:
+            passed = self._passed[check_function] = set()
         values: list[str] = []
         for event in self._events:
             if type(event) is SequenceEndEvent:
                 break
             value = _text(event)
-            check(value)
+            if value not in passed:
+                check(value)
+                passed.add(value)
             values.append(value)
         else:
             raise _Declined
@@ -310,7 +326,7 @@ class _Stream:
 
     def rule(self) -> dict[str, object]:
         """One rule, its mapping's start already read: the keys in the checked reader's
-        order, whatever their order in the text."""
+        order (``RULE_KEYS``), whatever their order in the text."""
         fields: dict[str, object] = {}
         for event in self._events:
             if type(event) is MappingEndEvent:
@@ -326,14 +342,9 @@ class _Stream:
         if rule_id is None or rule_id in self._rule_ids:
             raise _Declined
         self._rule_ids.add(rule_id)  # type: ignore[arg-type]
-        rule: dict[str, object] = {"id": rule_id}
-        for key in _RULE_LISTS:
-            if key not in fields:
-                raise _Declined
-            rule[key] = fields[key]
-        if "when" in fields:
-            rule["when"] = fields["when"]
-        return rule
+        if not fields.keys() >= _RULE_REQUIRED:
+            raise _Declined
+        return {key: fields[key] for key in RULE_KEYS if key in fields}
 
     def rule_id(self) -> str:
         rule_id = self.text()
@@ -369,7 +380,7 @@ class _Stream:
         fields = self.fields(_WHEN_READERS)
         if not fields:
             raise _Declined
-        return {key: fields[key] for key in _WHEN_READERS if key in fields}
+        return {key: fields[key] for key in WHEN_KEYS if key in fields}
 
     def context(self) -> dict[str, object]:
         if not _is_start(self._next(), MappingStartEvent):
@@ -379,7 +390,7 @@ class _Stream:
             if type(event) is MappingEndEvent:
                 if not context or len(context) > checks.MAX_CONTEXT_KEYS:
                     raise _Declined
-                return context
+                return {key: context[key] for key in dcbor.sorted_keys(context)}
             key = _text(event)
             if key in context:
                 raise _Declined
@@ -393,7 +404,7 @@ class _Stream:
 
     def parent(self) -> dict[str, object]:
         fields = self.fields(_PARENT_READERS)
-        return {key: fields[key] for key in _PARENT_READERS if key in fields}
+        return {key: fields[key] for key in PARENT_KEYS if key in fields}
 
     def parent_actions(self) -> list[str]:
         return self.strings(self.check_action)

@@ -46,9 +46,13 @@ from edge_agent.policy._payload import (
     read_map,
     read_string_lists,
 )
+from edge_agent.protocol import dcbor
 from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
+    "PARENT_KEYS",
+    "RULE_KEYS",
+    "WHEN_KEYS",
     "CompiledPolicy",
     "Condition",
     "RuleSummary",
@@ -57,6 +61,13 @@ __all__ = [
 ]
 
 _PAYLOAD_KEYS = frozenset({"format", "groups", "workloads", "rules"})
+
+RULE_KEYS = ("id", "when", "effect", "actions", "subjects", "resources")
+"""A rule's keys in deterministic CBOR order, the order the readers build a rule in."""
+WHEN_KEYS = ("parent", "context", "time_utc")
+"""``when``'s keys in deterministic CBOR order."""
+PARENT_KEYS = ("action", "devices", "max_age", "subject", "resource", "max_depth")
+"""``when.parent``'s keys in deterministic CBOR order."""
 
 _Entry = tuple[int, tuple[str, ...], tuple[str, ...], tuple[FiledPattern, ...]]
 """What ``build_index`` files: (code, principals, actions with ``*`` expanded, patterns)."""
@@ -112,14 +123,17 @@ def policy_payload(
 ) -> dict[str, object]:
     """Assemble the bundle payload from source values the loader has already type-checked.
 
-    Mapping order is irrelevant (deterministic CBOR sorts keys); rule order is kept because it
-    is precedence. Run :func:`compile_policy` on the result to check it fully.
+    Mapping order does not change the payload (deterministic CBOR orders keys), but a map
+    whose keys already stand in that order is encoded without a sort: the payload's own maps
+    are built so, and the readers build every rule in that order (``RULE_KEYS``,
+    ``WHEN_KEYS``, ``PARENT_KEYS``, a context's keys sorted). Rule order is kept because it is
+    precedence. Run :func:`compile_policy` on the result to check it fully.
     """
     return {
-        "format": checks.PAYLOAD_FORMAT,
-        "groups": {name: list(members) for name, members in groups.items()},
-        "workloads": {wid: list(selectors) for wid, selectors in workloads.items()},
         "rules": [dict(rule) for rule in rules],
+        "format": checks.PAYLOAD_FORMAT,
+        "groups": {name: list(groups[name]) for name in dcbor.sorted_keys(groups)},
+        "workloads": {wid: list(workloads[wid]) for wid in dcbor.sorted_keys(workloads)},
     }
 
 

@@ -25,9 +25,8 @@ hub-side dependency). It does not sign or encode; the hub does that with the pay
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
@@ -42,8 +41,15 @@ from edge_agent.policy._source_events import (
     SourceValues,
     read_source_events,
 )
-from edge_agent.policy.compiler import compile_policy, policy_payload
+from edge_agent.policy.compiler import (
+    PARENT_KEYS,
+    RULE_KEYS,
+    WHEN_KEYS,
+    compile_policy,
+    policy_payload,
+)
 from edge_agent.policy.durations import MAX_DURATION_SECONDS, parse_duration
+from edge_agent.protocol import dcbor
 from edge_agent.protocol.allocation import paused_gc
 
 __all__ = [
@@ -165,13 +171,15 @@ def compose_yaml(text: str, path: str, *, what: str = "YAML file") -> yaml.Node:
 
 def _check_bounds(text: str, path: str, what: str) -> None:
     """Refuse a text over ``MAX_POLICY_SOURCE_BYTES`` or holding a lone surrogate."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+    # An ASCII text (known without a pass over it) is one byte per character, no surrogate.
+    ascii_only = text.isascii()
+    size = len(text) if ascii_only else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_POLICY_SOURCE_BYTES:
         raise PolicyError(
             f"{what} is {size} bytes, over the {MAX_POLICY_SOURCE_BYTES}-byte limit",
             path=path,
         )
-    surrogate = _SURROGATE.search(text)
+    surrogate = None if ascii_only else _SURROGATE.search(text)
     if surrogate is not None:
         raise PolicyError(
             "not valid YAML: a lone UTF-16 surrogate is not text (is the file UTF-8?)",
@@ -446,7 +454,7 @@ class _Reader:
         )
         if "when" in fields:
             rule["when"] = self.when(fields["when"])
-        return rule
+        return _in_order(rule, RULE_KEYS)
 
     def check_declared_action(self, action: str) -> None:
         """An action as :func:`checks.check_action` checks it, and one of the declared
@@ -455,6 +463,8 @@ class _Reader:
         vocabulary = self._vocabulary
         if vocabulary is None or action == checks.ANY or action in vocabulary:
             return
+        import difflib  # for this refusal only: no build that reads its source pays for it
+
         nearest = difflib.get_close_matches(action, sorted(vocabulary), n=1)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
         raise ValueError(
@@ -499,14 +509,14 @@ class _Reader:
                     checks.check_context_value,
                     checks.MAX_CONTEXT_VALUES,
                 )
-            when["context"] = context
+            when["context"] = _in_order(context, dcbor.sorted_keys(context))
         if "time_utc" in fields:
             window = self.string(fields["time_utc"], "when.time_utc")
             self.checked(fields["time_utc"], checks.parse_time_window, window)
             when["time_utc"] = window
         if "parent" in fields:
             when["parent"] = self.parent(fields["parent"])
-        return when
+        return _in_order(when, WHEN_KEYS)
 
     def parent(self, node: yaml.Node) -> dict[str, object]:
         """``when.parent``: lists as the rule's own, ``max_age`` a duration such as ``30s``
@@ -538,7 +548,7 @@ class _Reader:
                     "zero (YAML 1.1 tools read 010 as octal 8)",
                 )
             parent["max_depth"] = int(depth.value)
-        return parent
+        return _in_order(parent, PARENT_KEYS)
 
     def string_lists(
         self,
@@ -654,3 +664,10 @@ def _kind(node: yaml.Node) -> str:
         return "list"
     tag = str(node.tag).rsplit(":", 1)[-1]
     return {"null": "null", "bool": "boolean", "int": "number", "float": "number"}.get(tag, tag)
+
+
+def _in_order(fields: dict[str, object], order: Sequence[str]) -> dict[str, object]:
+    """``fields`` rebuilt with its keys in ``order`` (its deterministic CBOR order), as the
+    quick reader builds them: the checks ran in the reader's own order, which words the
+    first error."""
+    return {key: fields[key] for key in order if key in fields}

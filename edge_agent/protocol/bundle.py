@@ -109,11 +109,11 @@ class BundleTarget:
         return None
 
     def as_cbor(self) -> dict[str, object]:
-        return {
-            "region": self.region,
+        return {  # in deterministic key order: encoded without a sort
             "groups": list(self.groups),
-            "profiles": list(self.profiles),
+            "region": self.region,
             "devices": list(self.devices),
+            "profiles": list(self.profiles),
         }
 
 
@@ -392,12 +392,12 @@ def bundle_payload(
     if version < 1 or expires_at <= issued_at:
         raise ValueError("a bundle needs version >= 1 and expires_at after issued_at")
     return dcbor.encode(
-        {
+        {  # in deterministic key order: encoded without a sort
+            "policy": dict(policy),
+            "target": target.as_cbor(),
             "version": version,
             "issued_at": issued_at,
             "expires_at": expires_at,
-            "target": target.as_cbor(),
-            "policy": dict(policy),
             "attestation": dict(attestation or {}),
             "max_offline": max_offline,
         }

@@ -18,12 +18,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge_agent.errors import ConfigError
-from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.keys import PrivateKey, private_key_from_pem
 from edge_agent.protocol.roles import Role
 from edge_agent.protocol.root import TrustRoot, verify_trusted_root
 from edge_agent.support.cli import write_atomic
@@ -45,6 +41,11 @@ MAX_PEM_BYTES = 16 * 1024
 def load_private_key(path: Path) -> PrivateKey:
     """Load an unencrypted Ed25519 private key from a PEM file.
 
+    A file byte for byte as ``edge-hub keys init`` and ``openssl genpkey -algorithm ed25519``
+    write it is read without OpenSSL (``PrivateKey.to_pem`` of the key read gives back the
+    same bytes); any other is read by ``cryptography``, which accepts every PEM form of the
+    key and words the errors, imported only then (it is ~10 ms of every ``bundle build``).
+
     Raises:
         ConfigError: unreadable, encrypted, or not an Ed25519 key.
     """
@@ -54,6 +55,22 @@ def load_private_key(path: Path) -> PrivateKey:
         raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
     if len(data) > MAX_PEM_BYTES:
         raise ConfigError(f"key file {path} is too large to be a PEM key")
+    try:
+        written = private_key_from_pem(data.decode("ascii"))
+    except ValueError:
+        written = None
+    if written is not None and written.to_pem().encode("ascii") == data:
+        return written
+    return _load_any_pem(path, data)
+
+
+def _load_any_pem(path: Path, data: bytes) -> PrivateKey:
+    """A PEM key file in any form ``cryptography`` reads (imported here, for such files
+    only), refused with its words otherwise."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
