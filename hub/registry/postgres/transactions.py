@@ -87,6 +87,22 @@ class PostgresTransactions(RegistryQueries):
             except psycopg.Error as exc:
                 raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
 
+    def _write_one(
+        self, what: str, sql: str, params: Mapping[str, object]
+    ) -> list[tuple[object, ...]]:
+        """The rows of one statement run as one atomic write: on its own (the connection's
+        autocommit makes the statement its own transaction: one round trip, no ``BEGIN``
+        nor ``COMMIT``), or in a savepoint inside a group. A psycopg error becomes
+        :class:`RegistryError` saying it could not ``what``."""
+        with self._connection(f"{what} in {self.path}") as db:
+            try:
+                if db is not self._group:
+                    return db.execute(sql, params).fetchall()
+                with db.transaction():
+                    return db.execute(sql, params).fetchall()
+            except psycopg.Error as exc:
+                raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
+
     def _read(
         self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
     ) -> list[tuple[object, ...]]:
