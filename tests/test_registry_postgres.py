@@ -332,6 +332,38 @@ def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_i
         assert row.fetchone() == (NOW + 30, 30, NOW + 30)
 
 
+def test_a_registry_with_the_sql_dashboard_rewrite_gets_the_plpgsql_one_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
+            "LANGUAGE sql AS $$ "
+            "SELECT pg_advisory_xact_lock(hashtextextended('console_fleet:' || named, 0)); "
+            "DELETE FROM console_fleet WHERE device = named; "
+            f"INSERT INTO console_fleet {postgres_schema.FLEET_ROW} WHERE d.id = named; $$"
+        )
+        assert not postgres_schema._complete(db)
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        sim = DeviceLogSim("gw-x")
+        sim.add(10)
+        assert registry.store_batch(_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        language = db.execute(
+            "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE p.proname = 'console_fleet_refresh'"
+        )
+        assert language.fetchall() == [("plpgsql",)]
+        stored = db.execute("SELECT stored FROM console_fleet WHERE device = 'gw-x'")
+        assert stored.fetchall() == [(10,)]
+        assert postgres_schema._complete(db)
+
+
 def test_a_status_set_in_place_waits_for_another_hubs_rewrite_of_the_row_and_lands_in_it(
     postgres_url: str,
 ) -> None:
