@@ -23,6 +23,7 @@ from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.postgres import PostgresRegistry
 from hub.registry.postgres import schema as postgres_schema
+from hub.registry.postgres.arrays import bytea_array, int8_array, register_arrays, text_array
 from hub.registry.records import Accepted, DeviceRecord, ScheduleLeaseClaim
 from hub.registry.schema import SCHEMA_VERSION
 from tests.factory import NOW
@@ -73,6 +74,29 @@ def _batch(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Acce
     )
     assert isinstance(result, Accepted)
     return result
+
+
+def test_binary_arrays_reach_the_server_as_the_values_they_were_built_from(
+    postgres_url: str,
+) -> None:
+    numbers: list[int | None] = [0, -1, 2**63 - 1, -(2**63), None, 7]
+    words: list[str | None] = ["", "a b", 'qu"ote\\', "NULL", None, "é✓"]
+    blobs: list[bytes | None] = [b"", b"\x00\xff", None, bytes(range(256))]
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        register_arrays(db)
+        row = db.execute(
+            "SELECT %b, %b, %b, %b, %b, %b, pg_typeof(%b)::text",
+            (
+                int8_array(numbers),
+                text_array(words),
+                bytea_array(blobs),
+                int8_array(range(3)),
+                int8_array([]),
+                text_array([]),
+                int8_array([1]),
+            ),
+        ).fetchone()
+    assert row == (numbers, words, blobs, [0, 1, 2], [], [], "bigint[]")
 
 
 def test_two_hubs_storing_the_same_batch_at_the_same_size_store_it_once(

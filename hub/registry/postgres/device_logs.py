@@ -5,6 +5,7 @@ the lineage search."""
 
 from __future__ import annotations
 
+from hub.registry.postgres.arrays import bytea_array, int8_array, text_array
 from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.queries.base import render
 from hub.registry.queries.device_logs import (
@@ -17,7 +18,7 @@ from hub.registry.queries.device_logs import (
 )
 from hub.registry.queries.device_logs import DeviceLogTables as SharedDeviceLogTables
 from hub.registry.records import Accepted
-from hub.registry.rows import as_int
+from hub.registry.rows import SearchRow, as_int
 from hub.registry.tree_reader import NODE_LEVEL
 
 __all__ = ["DeviceLogTables"]
@@ -49,9 +50,10 @@ _STORE = {
 (:data:`~hub.registry.queries.device_logs.CLAIM_FIRST` or ``CLAIM_NEXT``) and every row of
 the batch, each insert kept to a claim that changed a row (``WHERE EXISTS``: a batch another
 hub stored first leaves nothing of this one). A batch's rows go in as one binary array per
-column (``%b``): a statement per row costs the hub and the server a parameter conversion
-and an execution each, and arrays sent as text cost both a quoting and a parse of every
-element (bench/scale.py measured the CPU per entry of each)."""
+column in binary format (``%b``, :mod:`hub.registry.postgres.arrays`): a statement per row
+costs the hub and the server a parameter conversion and an execution each, and arrays sent
+as text cost both a quoting and a parse of every element (bench/scale.py measured the CPU
+per entry of each)."""
 _GROUP = f"device IN ({MEMBERS['postgresql']})"
 
 
@@ -61,15 +63,13 @@ class DeviceLogTables(SharedDeviceLogTables, PostgresTransactions):
     def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
         params = store_params(accepted, expected_size=expected_size, received_at=received_at)
         first = accepted.first_seq
-        params["seqs"] = list(range(first, first + len(accepted.entries)))
-        params["data"] = list(accepted.entries)
-        rows = search_rows(accepted)
-        for index, name in enumerate(_SEARCH_COLUMNS):
-            params[name] = [row[index] for row in rows]
+        params["seqs"] = int8_array(range(first, first + len(accepted.entries)))
+        params["data"] = bytea_array(accepted.entries)
+        params.update(_search_arrays(search_rows(accepted)))
         nodes = [node for node in accepted.nodes if node.level >= NODE_LEVEL]
-        params["levels"] = [node.level for node in nodes]
-        params["indexes"] = [node.index for node in nodes]
-        params["hashes"] = [node.hash for node in nodes]
+        params["levels"] = int8_array([node.level for node in nodes])
+        params["indexes"] = int8_array([node.index for node in nodes])
+        params["hashes"] = bytea_array([node.hash for node in nodes])
         claimed = self._write_one("store the lineage batch", _STORE[expected_size == 0], params)
         return as_int(claimed[0][0]) == 1
 
@@ -77,16 +77,18 @@ class DeviceLogTables(SharedDeviceLogTables, PostgresTransactions):
         return _GROUP
 
 
-_SEARCH_COLUMNS = (
-    "s_time",
-    "s_device",
-    "s_seq",
-    "s_kind",
-    "s_allowed",
-    "s_reason",
-    "s_rule",
-    "s_subject",
-    "s_action",
-    "s_resource",
-    "s_version",
-)
+def _search_arrays(rows: list[SearchRow]) -> dict[str, object]:
+    """The search rows of a batch as the statement's column arrays."""
+    return {
+        "s_time": int8_array([row[0] for row in rows]),
+        "s_device": text_array([row[1] for row in rows]),
+        "s_seq": int8_array([row[2] for row in rows]),
+        "s_kind": text_array([row[3] for row in rows]),
+        "s_allowed": int8_array([row[4] for row in rows]),
+        "s_reason": text_array([row[5] for row in rows]),
+        "s_rule": text_array([row[6] for row in rows]),
+        "s_subject": text_array([row[7] for row in rows]),
+        "s_action": text_array([row[8] for row in rows]),
+        "s_resource": text_array([row[9] for row in rows]),
+        "s_version": int8_array([row[10] for row in rows]),
+    }

@@ -33,6 +33,7 @@ from hub.registry.records import (
 )
 from hub.registry.rollout_records import LineageTally
 from hub.registry.rows import (
+    SearchRow,
     as_bytes,
     as_int,
     as_opt_int,
@@ -354,7 +355,7 @@ def store_params(accepted: Accepted, *, expected_size: int, received_at: int) ->
     }
 
 
-def search_rows(accepted: Accepted) -> list[tuple[object, ...]]:
+def search_rows(accepted: Accepted) -> list[SearchRow]:
     """The search rows of a verified batch's entries, from the entries verification decoded
     when it kept them."""
     device = accepted.device
