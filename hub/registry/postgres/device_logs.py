@@ -9,7 +9,6 @@ from hub.registry.postgres.arrays import bytea_array, int8_array, text_array
 from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.queries.base import render
 from hub.registry.queries.device_logs import (
-    CHECKPOINT_INSERT,
     CLAIM_FIRST,
     CLAIM_NEXT,
     MEMBERS,
@@ -35,12 +34,10 @@ _ROWS = (
     "nodes AS (INSERT INTO lineage_nodes SELECT %(device)s, level, idx, hash FROM "
     "unnest(%(levels)b::bigint[], %(indexes)b::bigint[], %(hashes)b::bytea[]) "
     f"AS batch(level, idx, hash) {_CLAIMED}), "
-    "checkpoint AS ("
-    + render(CHECKPOINT_INSERT, "postgresql").replace(
-        "VALUES (%(device)s, %(size)s, %(root)s, %(note)s, %(received_at)s)",
-        f"SELECT %(device)s, %(size)s, %(root)s, %(note)s, %(received_at)s {_CLAIMED}",
-    )
-    + ") SELECT count(*) FROM claim"
+    "checkpoint AS (INSERT INTO lineage_checkpoints SELECT %(device)s, %(size)s, %(root)s, "
+    f"%(note)s, %(received_at)s {_CLAIMED} ON CONFLICT (device, size) DO UPDATE SET "
+    "root = excluded.root, note = excluded.note, received_at = excluded.received_at) "
+    "SELECT count(*) FROM claim"
 )
 _STORE = {
     first: f"WITH claim AS ({render(claim, 'postgresql')} RETURNING 1), {_ROWS}"
@@ -48,9 +45,10 @@ _STORE = {
 }
 """A batch in one statement (one round trip, one parse once prepared): the claim
 (:data:`~hub.registry.queries.device_logs.CLAIM_FIRST` or ``CLAIM_NEXT``) and every row of
-the batch, each insert kept to a claim that changed a row (``WHERE EXISTS``: a batch another
-hub stored first leaves nothing of this one). A batch's rows go in as one binary array per
-column in binary format (``%b``, :mod:`hub.registry.postgres.arrays`): a statement per row
+the batch, the checkpoint's as ``CHECKPOINT_INSERT`` writes it, each insert kept to a claim
+that changed a row (``WHERE EXISTS``: a batch another hub stored first leaves nothing of
+this one). The rows go in as one array per column in binary format (``%b``,
+:mod:`hub.registry.postgres.arrays`): a statement per row
 costs the hub and the server a parameter conversion and an execution each, and arrays sent
 as text cost both a quoting and a parse of every element (bench/scale.py measured the CPU
 per entry of each)."""

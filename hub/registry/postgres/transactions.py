@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from hub.registry.interface import RegistryError
 from hub.registry.queries.base import RegistryQueries, Session
 
-__all__ = ["PostgresTransactions", "cursor_of"]
+__all__ = ["PostgresTransactions"]
 
 
 class PostgresTransactions(RegistryQueries):
@@ -135,15 +135,3 @@ class PostgresTransactions(RegistryQueries):
         registered once) runs alone among the writers that take the same lock, across every
         hub process."""
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-
-
-def cursor_of(db: Session) -> psycopg.Cursor[tuple[object, ...]]:
-    """The psycopg cursor behind a write's session, for what only PostgreSQL does (binary
-    array parameters).
-
-    Raises:
-        TypeError: ``db`` is not a session of this backend's write.
-    """
-    if not isinstance(db, psycopg.Cursor):
-        raise TypeError("a PostgreSQL registry write runs on its own cursor")
-    return db
