@@ -415,6 +415,24 @@ def test_a_batch_is_stored_once_when_two_handles_verify_it_at_once(
     assert [e.seq for e in registry.iter_entries("gw-001")] == list(range(10))
 
 
+def test_a_batch_whose_claim_fails_leaves_none_of_its_rows(registry: Registry) -> None:
+    later_sim, first_sim = DeviceLogSim("gw-001"), DeviceLogSim("gw-002")
+    later_sim.add(80)
+    first_sim.add(80)
+    _store(registry, later_sim, 0, 10)
+    later = _accepted(registry, later_sim, 10, 80)
+    first = _accepted(registry, first_sim, 0, 80)
+    _store(registry, first_sim, 0, 10)
+    # A size other than the stored one: a next batch's claim and a first batch's both fail.
+    assert not registry.store_batch(later, expected_size=5, received_at=NOW)
+    assert not registry.store_batch(first, expected_size=0, received_at=NOW)
+    for device in ("gw-001", "gw-002"):
+        assert registry.lineage_state(device).size == 10
+        assert [e.seq for e in registry.iter_entries(device)] == list(range(10))
+        assert registry.checkpoint(device, 80) is None
+        assert registry.lineage_hit(device, 10) is None
+
+
 def test_stored_checkpoints_are_read_back_one_or_largest_size_first(
     registry: Registry, sim: DeviceLogSim
 ) -> None:

@@ -23,6 +23,7 @@ from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.postgres import PostgresRegistry
 from hub.registry.postgres import schema as postgres_schema
+from hub.registry.postgres.arrays import bytea_array, int8_array, register_arrays, text_array
 from hub.registry.records import Accepted, DeviceRecord, ScheduleLeaseClaim
 from hub.registry.schema import SCHEMA_VERSION
 from tests.factory import NOW
@@ -73,6 +74,29 @@ def _batch(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Acce
     )
     assert isinstance(result, Accepted)
     return result
+
+
+def test_binary_arrays_reach_the_server_as_the_values_they_were_built_from(
+    postgres_url: str,
+) -> None:
+    numbers: list[int | None] = [0, -1, 2**63 - 1, -(2**63), None, 7]
+    words: list[str | None] = ["", "a b", 'qu"ote\\', "NULL", None, "é✓"]
+    blobs: list[bytes | None] = [b"", b"\x00\xff", None, bytes(range(256))]
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        register_arrays(db)
+        row = db.execute(
+            "SELECT %b, %b, %b, %b, %b, %b, pg_typeof(%b)::text",
+            (
+                int8_array(numbers),
+                text_array(words),
+                bytea_array(blobs),
+                int8_array(range(3)),
+                int8_array([]),
+                text_array([]),
+                int8_array([1]),
+            ),
+        ).fetchone()
+    assert row == (numbers, words, blobs, [0, 1, 2], [], [], "bigint[]")
 
 
 def test_two_hubs_storing_the_same_batch_at_the_same_size_store_it_once(
@@ -330,6 +354,38 @@ def test_a_registry_with_the_rewrite_triggers_of_status_and_last_seen_gets_the_i
         assert _updated_by(db, "activity") == ["console_fleet_activity_in_place"]
         row = db.execute("SELECT seen, running, signed FROM console_fleet WHERE device = 'gw-x'")
         assert row.fetchone() == (NOW + 30, 30, NOW + 30)
+
+
+def test_a_registry_with_the_sql_dashboard_rewrite_gets_the_plpgsql_one_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    with open_registry(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
+            "LANGUAGE sql AS $$ "
+            "SELECT pg_advisory_xact_lock(hashtextextended('console_fleet:' || named, 0)); "
+            "DELETE FROM console_fleet WHERE device = named; "
+            f"INSERT INTO console_fleet {postgres_schema.FLEET_ROW} WHERE d.id = named; $$"
+        )
+        assert not postgres_schema._complete(db)
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        sim = DeviceLogSim("gw-x")
+        sim.add(10)
+        assert registry.store_batch(_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        language = db.execute(
+            "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE p.proname = 'console_fleet_refresh'"
+        )
+        assert language.fetchall() == [("plpgsql",)]
+        stored = db.execute("SELECT stored FROM console_fleet WHERE device = 'gw-x'")
+        assert stored.fetchall() == [(10,)]
+        assert postgres_schema._complete(db)
 
 
 def test_a_status_set_in_place_waits_for_another_hubs_rewrite_of_the_row_and_lands_in_it(

@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from hub.registry.interface import RegistryError
+from hub.registry.postgres.arrays import register_arrays
 from hub.registry.postgres.console import ConsoleTables
 from hub.registry.postgres.device_logs import DeviceLogTables
 from hub.registry.postgres.schema import migrate
@@ -67,6 +68,7 @@ class PostgresRegistry(
             max_size=POOL_SIZE,
             timeout=CONNECT_TIMEOUT_S,
             check=ConnectionPool.check_connection,
+            configure=register_arrays,
             name="hub-registry",
             open=True,
         )

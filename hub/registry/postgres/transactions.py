@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from hub.registry.interface import RegistryError
 from hub.registry.queries.base import RegistryQueries, Session
 
-__all__ = ["PostgresTransactions", "cursor_of"]
+__all__ = ["PostgresTransactions"]
 
 
 class PostgresTransactions(RegistryQueries):
@@ -87,6 +87,22 @@ class PostgresTransactions(RegistryQueries):
             except psycopg.Error as exc:
                 raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
 
+    def _write_one(
+        self, what: str, sql: str, params: Mapping[str, object]
+    ) -> list[tuple[object, ...]]:
+        """The rows of one statement run as one atomic write: on its own (the connection's
+        autocommit makes the statement its own transaction: one round trip, no ``BEGIN``
+        nor ``COMMIT``), or in a savepoint inside a group. A psycopg error becomes
+        :class:`RegistryError` saying it could not ``what``."""
+        with self._connection(f"{what} in {self.path}") as db:
+            try:
+                if db is not self._group:
+                    return db.execute(sql, params).fetchall()
+                with db.transaction():
+                    return db.execute(sql, params).fetchall()
+            except psycopg.Error as exc:
+                raise RegistryError(f"cannot {what} in {self.path}: {exc}") from exc
+
     def _read(
         self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
     ) -> list[tuple[object, ...]]:
@@ -119,15 +135,3 @@ class PostgresTransactions(RegistryQueries):
         registered once) runs alone among the writers that take the same lock, across every
         hub process."""
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-
-
-def cursor_of(db: Session) -> psycopg.Cursor[tuple[object, ...]]:
-    """The psycopg cursor behind a write's session, for what only PostgreSQL does (binary
-    array parameters).
-
-    Raises:
-        TypeError: ``db`` is not a session of this backend's write.
-    """
-    if not isinstance(db, psycopg.Cursor):
-        raise TypeError("a PostgreSQL registry write runs on its own cursor")
-    return db

@@ -6,8 +6,9 @@ and the per-stage tallies of those rows a staged rollout is judged on (tables
 ``lineage_state``, ``lineage_entries``, ``lineage_checkpoints``, ``lineage_nodes``,
 ``forks``, ``lineage_search``).
 
-A batch's rows go in by the backend's own bulk insert (:meth:`DeviceLogTables._insert_batch`);
-the compare-and-set that decides whether the batch is stored at all is shared. The search
+Each backend stores a batch its own way (``store_batch``); the compare-and-set that decides
+whether the batch is stored at all (:data:`CLAIM_FIRST`, :data:`CLAIM_NEXT`) and its
+checkpoint's row are shared. The search
 pages by keyset (a cursor, the last hit shown), never by offset; every statement binds its
 values, the only SQL assembled is the fixed clause per filter.
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from edge_agent.protocol.merkle import HASH_SIZE, Frontier, NodeFetcher
 from hub.registry.interface import MAX_FORK_EVIDENCE, RegistryError
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineagePage, LineageQuery
-from hub.registry.queries.base import RegistryQueries, Session
+from hub.registry.queries.base import RegistryQueries
 from hub.registry.records import (
     Accepted,
     DeviceLog,
@@ -32,6 +33,7 @@ from hub.registry.records import (
 )
 from hub.registry.rollout_records import LineageTally
 from hub.registry.rows import (
+    SearchRow,
     as_bytes,
     as_int,
     as_opt_int,
@@ -45,12 +47,16 @@ from hub.registry.schema import Dialect
 from hub.registry.tree_reader import NodeReader
 
 __all__ = [
+    "CHECKPOINT_INSERT",
+    "CLAIM_FIRST",
+    "CLAIM_NEXT",
     "FIRST_CHECKPOINT_PAGE",
     "MAX_PAGE_ROWS",
     "MEMBERS",
     "PAGE_ROWS",
     "DeviceLogTables",
     "search_rows",
+    "store_params",
 ]
 
 PAGE_ROWS = 1000
@@ -93,6 +99,32 @@ _PREFIX: dict[Dialect, tuple[str, Callable[[str], str]]] = {
 (SQLite: a GLOB pattern, its ``*``, ``?`` and ``[`` made literal; case-sensitive, as the
 prefix is, and read through the resource index)."""
 
+CLAIM_FIRST = (
+    "INSERT INTO lineage_state VALUES (:device, :size, :frontier, :last_hash, :checkpoint, "
+    ":received_at) ON CONFLICT (device) DO UPDATE SET size = excluded.size, "
+    "frontier = excluded.frontier, last_hash = excluded.last_hash, "
+    "checkpoint = excluded.checkpoint, updated_at = excluded.updated_at "
+    "WHERE lineage_state.size = 0"
+)
+CLAIM_NEXT = (
+    "UPDATE lineage_state SET size = :size, frontier = :frontier, last_hash = :last_hash, "
+    "checkpoint = :checkpoint, updated_at = :received_at "
+    "WHERE device = :device AND size = :expected_size"
+)
+"""The compare-and-set that decides whether a batch is stored at all (of a device's first
+batch, and of the next ones): the new state replaces only a state of the expected size, as
+committed. PostgreSQL's row lock makes a concurrent writer wait, then re-check, and a
+concurrent first insert waits for the other's commit, then finds a held state whose size is
+no longer 0; SQLite's write lock lets one writer in at a time. So of two hubs storing the
+same batch, one stores it and the other stores nothing: the batch's rows go in only with a
+claim that changed one row (:func:`store_params` binds both)."""
+CHECKPOINT_INSERT = (
+    "INSERT INTO lineage_checkpoints VALUES (:device, :size, :root, :note, :received_at) "
+    "ON CONFLICT (device, size) DO UPDATE SET root = excluded.root, note = excluded.note, "
+    "received_at = excluded.received_at"
+)
+"""The checkpoint a stored batch ends on."""
+
 _COLUMNS = (
     "device, seq, time, kind, allowed, reason, rule, subject, action, resource, bundle_version"
 )
@@ -102,12 +134,6 @@ _ORDER = " ORDER BY time DESC, device DESC, seq DESC LIMIT ?"
 class DeviceLogTables(RegistryQueries):
     """The device log, lineage search and rollout tally operations of
     :class:`hub.registry.interface.Registry`."""
-
-    @abstractmethod
-    def _insert_batch(self, db: Session, accepted: Accepted) -> None:
-        """Insert a verified batch's entries, their search rows (:func:`search_rows`) and
-        the tree nodes of level :data:`hub.registry.tree_reader.NODE_LEVEL` and up, inside
-        the caller's write."""
 
     @abstractmethod
     def _group_clause(self, group: str) -> str:
@@ -200,54 +226,6 @@ class DeviceLogTables(RegistryQueries):
                 "WHERE device = ? AND seq >= ? AND seq < ? ORDER BY seq"
             ),
         )
-
-    def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
-        log = accepted.log
-        with self._write("store the lineage batch") as db:
-            # The compare-and-set first: the new state replaces only a state of
-            # expected_size, as committed (PostgreSQL's row lock makes a concurrent writer
-            # wait, then re-check, and a concurrent first insert waits for the other's
-            # commit, then finds a held state whose size is no longer 0; SQLite's write
-            # lock lets one writer in at a time). So of two hubs storing the same batch, one
-            # stores it and the other stores nothing.
-            state = (
-                log.size,
-                b"".join(log.frontier.hashes),
-                log.last_hash,
-                log.checkpoint,
-                received_at,
-            )
-            if expected_size == 0:
-                claimed = db.execute(
-                    self._sql(
-                        "INSERT INTO lineage_state VALUES (?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (device) DO UPDATE SET size = excluded.size, "
-                        "frontier = excluded.frontier, last_hash = excluded.last_hash, "
-                        "checkpoint = excluded.checkpoint, updated_at = excluded.updated_at "
-                        "WHERE lineage_state.size = 0"
-                    ),
-                    (accepted.device, *state),
-                ).rowcount
-            else:
-                claimed = db.execute(
-                    self._sql(
-                        "UPDATE lineage_state SET size = ?, frontier = ?, last_hash = ?, "
-                        "checkpoint = ?, updated_at = ? WHERE device = ? AND size = ?"
-                    ),
-                    (*state, accepted.device, expected_size),
-                ).rowcount
-            if claimed != 1:
-                return False
-            self._insert_batch(db, accepted)
-            db.execute(
-                self._sql(
-                    "INSERT INTO lineage_checkpoints VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (device, size) DO UPDATE SET root = excluded.root, "
-                    "note = excluded.note, received_at = excluded.received_at"
-                ),
-                (accepted.device, log.size, log.root, log.checkpoint or "", received_at),
-            )
-        return True
 
     def record_fork(self, evidence: ForkEvidence, detected_at: int) -> None:
         with self._write("record fork evidence") as db:
@@ -360,7 +338,24 @@ class DeviceLogTables(RegistryQueries):
         return [as_text(r[0]) for r in rows]
 
 
-def search_rows(accepted: Accepted) -> list[tuple[object, ...]]:
+def store_params(accepted: Accepted, *, expected_size: int, received_at: int) -> dict[str, object]:
+    """The values :data:`CLAIM_FIRST`, :data:`CLAIM_NEXT` and :data:`CHECKPOINT_INSERT` bind
+    for ``accepted`` stored on a log of ``expected_size`` entries."""
+    log = accepted.log
+    return {
+        "device": accepted.device,
+        "size": log.size,
+        "frontier": b"".join(log.frontier.hashes),
+        "last_hash": log.last_hash,
+        "checkpoint": log.checkpoint,
+        "received_at": received_at,
+        "expected_size": expected_size,
+        "root": log.root,
+        "note": log.checkpoint or "",
+    }
+
+
+def search_rows(accepted: Accepted) -> list[SearchRow]:
     """The search rows of a verified batch's entries, from the entries verification decoded
     when it kept them."""
     device = accepted.device

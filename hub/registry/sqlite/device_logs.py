@@ -5,7 +5,13 @@ row) and its plan for a group filter of the lineage search."""
 from __future__ import annotations
 
 from hub.registry.queries.base import Session
-from hub.registry.queries.device_logs import MEMBERS
+from hub.registry.queries.device_logs import (
+    CHECKPOINT_INSERT,
+    CLAIM_FIRST,
+    CLAIM_NEXT,
+    MEMBERS,
+    store_params,
+)
 from hub.registry.queries.device_logs import DeviceLogTables as SharedDeviceLogTables
 from hub.registry.records import Accepted
 from hub.registry.rows import as_int
@@ -29,7 +35,19 @@ LARGE_GROUP_PERCENT = 1
 class DeviceLogTables(SharedDeviceLogTables, SqliteTransactions):
     """The device log operations of :class:`hub.registry.interface.Registry` on SQLite."""
 
+    def store_batch(self, accepted: Accepted, *, expected_size: int, received_at: int) -> bool:
+        params = store_params(accepted, expected_size=expected_size, received_at=received_at)
+        with self._write("store the lineage batch") as db:
+            claim = CLAIM_FIRST if expected_size == 0 else CLAIM_NEXT
+            if db.execute(claim, params).rowcount != 1:
+                return False
+            self._insert_batch(db, accepted)
+            db.execute(CHECKPOINT_INSERT, params)
+        return True
+
     def _insert_batch(self, db: Session, accepted: Accepted) -> None:
+        """Insert a verified batch's entries, their search rows and the tree nodes of level
+        :data:`~hub.registry.tree_reader.NODE_LEVEL` and up, inside the caller's write."""
         db.executemany(
             "INSERT INTO lineage_entries VALUES (?, ?, ?)",
             [
