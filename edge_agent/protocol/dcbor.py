@@ -127,7 +127,9 @@ def _walk(
     map keys of one CBOR major type (unsigned, negative, text or bytes; with
     ``mixed_int_keys``, unsigned and negative together); with ``ordered``, also that every
     map's keys already stand in deterministic order. Returns how the maps stand against
-    that order (:class:`_Order`).
+    that order (:class:`_Order`); a map with a key of a subclass of ``str``, ``int`` or
+    ``bytes`` counts as out of order, so the canonical encoder writes what the key's value
+    is, whatever the subclass says of its own order.
 
     With one major type per map, cbor2's canonical key order (shorter encoding first, then
     bytewise) equals RFC 8949 section 4.2.1's bytewise order of the encoded keys, so
@@ -136,15 +138,13 @@ def _walk(
     in that order) needs no sort: the plain encoder reproduces deterministic bytes, and more
     cheaply.
 
-    A map's keys are checked once per distinct sequence of key types and values: the
-    outcome depends on that sequence alone, and the ~30,000 maps of a 10,000-rule policy
-    payload have a handful of them (``_check_keys`` says which sequences may be remembered).
+    Every map's keys are checked afresh, in time linear in their number: a walk remembers
+    nothing per map (an unsigned blob can choose its keys, and so their hashes).
     """
     if not _is_container(root):
         _check_scalar(root, what, error)
         return _Order.SORTED
     mixed = unsorted = False
-    checked: dict[tuple[tuple[type, ...], tuple[object, ...]], tuple[bool, bool]] = {}
     stack: list[tuple[object, int]] = [(root, 0)]
     count = 1
     while stack:
@@ -153,16 +153,9 @@ def _walk(
             raise error(f"{what} nests deeper than {MAX_CBOR_DEPTH} levels")
         items: Iterable[object]
         if type(container) is dict:
-            keys = tuple(container)
-            # The types first: a tuple of other key types never compares its keys.
-            sequence = (tuple(map(type, keys)), keys)
-            outcome = checked.get(sequence)
-            if outcome is None:
-                outcome, plain = _check_keys(keys, what, error, ordered, mixed_int_keys)
-                if plain:
-                    checked[sequence] = outcome
-            mixed = mixed or outcome[0]
-            unsorted = unsorted or outcome[1]
+            map_mixed, map_unsorted = _check_keys(container, what, error, ordered, mixed_int_keys)
+            mixed = mixed or map_mixed
+            unsorted = unsorted or map_unsorted
             count += 2 * len(container)
             items = container.values()
         else:
@@ -208,21 +201,19 @@ def _check_scalar(value: object, what: str, error: type[Exception]) -> None:
 
 
 def _check_keys(
-    keys: tuple[object, ...],
+    value: dict[object, object],
     what: str,
     error: type[Exception],
     ordered: bool,
     mixed_int_keys: bool,
-) -> tuple[tuple[bool, bool], bool]:
-    """The keys of one map checked: ((whether they mix unsigned and negative integers,
-    whether some key stands out of deterministic order), whether every key is a plain
-    ``str``, ``int`` or ``bytes``, whose equal values give equal outcomes so the walk may
-    remember them)."""
+) -> tuple[bool, bool]:
+    """The keys of one map checked: whether they mix unsigned and negative integers, and
+    whether they may need a sort (a key out of deterministic order, or a key of a subclass,
+    whose own comparisons and encoding the plain encoder would not follow)."""
     major: str | None = None
     mixed = unsorted = False
-    plain = True
     previous: tuple[int, bytes] | None = None
-    for key in keys:
+    for key in value:
         rank: tuple[int, bytes]
         if type(key) is str:
             # First: the keys of every decoded map and of every payload edgegov builds.
@@ -234,19 +225,19 @@ def _check_keys(
         elif isinstance(key, int):
             if not MIN_INT <= key <= MAX_INT:
                 raise error(f"{what} holds an integer outside the 64-bit range")
-            plain = plain and type(key) is int
+            unsorted = unsorted or type(key) is not int
             # _key_rank's, inline: every map a strict decode reads comes through here.
             if key >= 0:
                 this, rank = "uint", (key, b"")
             else:
                 this, rank = "nint", (_NINT_RANK - 1 - key, b"")
         elif isinstance(key, str):
-            plain = False
+            unsorted = True
             this = "text"
             encoded = key.encode()
             rank = (len(encoded), encoded)
         elif isinstance(key, bytes):
-            plain = plain and type(key) is bytes
+            unsorted = unsorted or type(key) is not bytes
             this = "bytes"
             rank = (len(key), key)
         else:
@@ -263,7 +254,7 @@ def _check_keys(
                 raise error(f"{what} is not deterministically encoded CBOR (map key order)")
             unsorted = True
         previous = rank
-    return (mixed, unsorted), plain
+    return mixed, unsorted
 
 
 _INT_MAJORS = {"uint", "nint"}
