@@ -48,7 +48,6 @@ Usage: python bench/decision_socket.py [--quick] [--repeat N] [--seconds S] [--e
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -66,6 +65,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from bench._installed import installed_copy
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.client import Client
 from edge_agent.policy.compiler import policy_payload
@@ -288,39 +288,6 @@ def exec_commands(python: Path, label: str) -> list[tuple[str, list[str]]]:
             [str(python), "-m", "edge_agent.socket.exec_gate", "--", "/bin/true"],
         ),
     ]
-
-
-def installed_copy(temp: Path) -> Path:
-    """A scratch venv holding a non-editable install of this tree; its python.
-
-    The tree is copied first (building in place would leave build/ and egg-info in it); the
-    runtime dependencies come from this venv through a path entry, so nothing is fetched but
-    the build backend."""
-    source = temp / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for package in ("edge_agent", "hub"):
-        shutil.copytree(
-            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    wheels, venv = temp / "wheels", temp / "venv"
-    _quietly(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)]
-    )
-    _quietly([sys.executable, "-m", "venv", str(venv)])
-    site = next(venv.glob("lib/python*/site-packages"))
-    here = next(Path(sys.prefix).glob("lib/python*/site-packages"))
-    (site / "zz-bench-dependencies.pth").write_text(f"{here}\n")
-    wheel = next(wheels.glob("edgegov-*.whl"))
-    _quietly([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)])
-    return venv / "bin" / "python"
-
-
-def _quietly(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
 
 
 def exec_overhead(sock: Path, runs: int, installed: Path | None) -> list[tuple[str, list[float]]]:

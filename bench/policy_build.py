@@ -18,6 +18,10 @@ machine's load stretches the wall time of a run far more than its CPU time:
   interpreter's start and the imports are in it: what ``time edge-hub bundle build`` shows.
   ``PYTHONPATH`` is set to this file's checkout, so a copy of the benchmark in another
   checkout (an A/B against main) runs that checkout's code with the same venv.
+- **process, installed** (with ``--installed``): the same command through a scratch
+  non-editable install of this checkout (a wheel built from a copy of it, installed with
+  compiled modules into a venv of its own, as ``bench/decision_socket.py --installed`` makes
+  one): without the development venv's editable-install finder, the figure users compare.
 
 The keys are a fresh ``edge-hub keys init`` directory; every run replaces the same bundle
 file (``--force``). Two start-up rows come with them, as processes: ``edge-hub --help``
@@ -25,7 +29,7 @@ file (``--force``). Two start-up rows come with them, as processes: ``edge-hub -
 bundle (a small command: about what every ``edge-hub`` start costs). The load average is printed,
 since the machine may be shared.
 
-Usage: python bench/policy_build.py [--quick] [--repeat N] [--sizes 10000,1000]
+Usage: python bench/policy_build.py [--quick] [--repeat N] [--sizes 10000,1000] [--installed]
 """
 
 # ruff: noqa: E402  (the path fix below must run before the project imports)
@@ -49,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from bench._installed import installed_copy
 from hub.cli.main import main as hub_main
 
 EDGE_HUB = Path(sys.executable).parent / "edge-hub"
@@ -124,12 +129,17 @@ def in_process(argv: list[str]) -> tuple[float, float]:
     return elapsed, used
 
 
-def as_process(argv: list[str]) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one ``edge-hub`` process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def as_process(argv: list[str], edge_hub: Path = EDGE_HUB) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one ``edge-hub`` process.
+
+    The development venv's ``edge-hub`` runs this checkout (``PYTHONPATH``); an installed
+    one runs its own install, with no path added."""
+    env = dict(os.environ)
+    if edge_hub == EDGE_HUB:
+        env["PYTHONPATH"] = str(ROOT)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    done = subprocess.run([str(EDGE_HUB), *argv], capture_output=True, check=False, env=env)
+    done = subprocess.run([str(edge_hub), *argv], capture_output=True, check=False, env=env)
     elapsed = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -152,24 +162,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 runs per row")
     parser.add_argument("--repeat", type=int, help="runs per row (default 9, quick 5)")
     parser.add_argument("--sizes", default="10000,1000", help="rule counts, comma-separated")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="also run the process rows through a scratch non-editable install of this tree",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeat or (5 if args.quick else 9)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgegov-build-") as name:
         temp = Path(name)
+        installed = installed_copy(temp).with_name("edge-hub") if args.installed else None
         keys = keys_dir(temp)
         for n_rules in sizes:
             policy = temp / f"policy-{n_rules}.yaml"
             policy.write_text(policy_yaml(n_rules))
             command = build_argv(policy, keys, temp / "bundle.cbor")
             in_process(command)
-            inside, outside = [], []
+            inside, outside, packaged = [], [], []
             for _ in range(repeats):
                 inside.append(in_process(command))
                 outside.append(as_process(command))
+                if installed is not None:
+                    packaged.append(as_process(command, installed))
             size_kb = policy.stat().st_size / 1024
-            rows.append((n_rules, size_kb, spread(inside), spread(outside)))
+            rows.append((n_rules, size_kb, spread(inside), spread(outside), spread(packaged)))
         small = temp / "policy-10.yaml"
         small.write_text(policy_yaml(10))
         in_process(build_argv(small, keys, temp / "small.cbor"))
@@ -178,14 +196,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             "edge-hub --help": [as_process(["--help"]) for _ in range(repeats)],
             "edge-hub bundle inspect": [as_process(inspect) for _ in range(repeats)],
         }
+        if installed is not None:
+            starts["edge-hub --help (installed)"] = [
+                as_process(["--help"], installed) for _ in range(repeats)
+            ]
+            starts["edge-hub bundle inspect (installed)"] = [
+                as_process(inspect, installed) for _ in range(repeats)
+            ]
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print("\n### edge-hub bundle build\n")
     print(f"median [min-max] over {repeats} runs, ms; load average {load}\n")
     print("wall / CPU (user + system) time, ms: on a shared machine the CPU time is the steadier\n")
-    print("| rules | YAML KiB | in-process | process (`edge-hub bundle build`) |")
-    print("|---|---|---|---|")
-    for n_rules, size_kb, inside_text, outside_text in rows:
-        print(f"| {n_rules:,} | {size_kb:,.0f} | {inside_text} | {outside_text} |")
+    header = "| rules | YAML KiB | in-process | process (`edge-hub bundle build`) |"
+    rule = "|---|---|---|---|"
+    if installed is not None:
+        header, rule = header + " process, installed (non-editable) |", rule + "---|"
+    print(header)
+    print(rule)
+    for n_rules, size_kb, inside_text, outside_text, packaged_text in rows:
+        packaged_cell = f" {packaged_text} |" if installed is not None else ""
+        print(f"| {n_rules:,} | {size_kb:,.0f} | {inside_text} | {outside_text} |{packaged_cell}")
     print("\n| start-up (process) | wall / CPU ms |")
     print("|---|---|")
     for command_line, seconds in starts.items():

@@ -53,6 +53,21 @@ SERVICE_MODULES = [
 ]
 OFF_THE_PARSER = [*HANDLER_MODULES, *SERVICE_MODULES, "yaml", "cryptography", "nacl"]
 """Building the parser (``--help``, completion, man pages, and the start of every command)."""
+OTHER_PARSERS = [
+    f"hub.cli.parsers.{name}"
+    for name in (
+        "ancestry",
+        "bundle_diff",
+        "console",
+        "fabric",
+        "lineage",
+        "policy",
+        "receipts",
+        "registry",
+        "rollout",
+    )
+]
+"""The parsers of the commands other than the signing ones (``bundle build``'s module's)."""
 OFF_THE_BUILD = [
     "hub.cli.ancestry",
     "hub.cli.attest",
@@ -65,12 +80,13 @@ OFF_THE_BUILD = [
     "cryptography",
     "edge_agent.protocol.request",
     "difflib",
+    *OTHER_PARSERS,
     *SERVICE_MODULES,
 ]
-"""``bundle build`` signs files: it needs neither the other commands nor the service, nor a
-device's trust state (its verification's one trusted-time check is ``trust.clock``'s), nor
-OpenSSL for key files as ``keys init`` writes them, nor a device's request type or the
-near-miss finder of a refused action."""
+"""``bundle build`` signs files: it needs neither the other commands (nor their parsers) nor
+the service, nor a device's trust state (its verification's one trusted-time check is
+``trust.clock``'s), nor OpenSSL for key files as ``keys init`` writes them, nor a device's
+request type or the near-miss finder of a refused action."""
 
 
 def _imported(code: str, cwd: Path = REPO) -> set[str]:
