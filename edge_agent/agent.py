@@ -802,6 +802,44 @@ class LocalAgent:
         )
         return decision
 
+    def judge(self, request: Request, wall: int) -> Decision:
+        """The gate's decision on ``request`` at ``wall``, not yet durable: :meth:`record`
+        makes it so (the decision socket's two steps; thread-safe)."""
+        now = self._decision_time(wall)
+        decision = decide(self.state, request, now)
+        self._observe(decision.time)
+        return decision
+
+    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Make ``decisions`` durable in one lineage commit (each with its shadow
+        divergence, if any); return them in order, each replaced by a deny with
+        ``lineage_unavailable`` where it could not be written. Blocking; thread-safe."""
+        if self.lineage is None:
+            return [lineage_unavailable(d, "the lineage is not open") for d in decisions]
+        return self.lineage.record_decisions([(d, self._shadow_entry(d)) for d in decisions])
+
+    def decide_cited(
+        self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
+    ) -> tuple[Decision, bytes | None]:
+        """:meth:`decide` citing the ``parent`` receipt, and with ``want_receipt`` the
+        decision's own receipt once it is durable (``None`` when it could not be logged or
+        proven; the reason is logged). Blocking; thread-safe."""
+        now = self._decision_time(wall)
+        if parent is not None:
+            request = replace(request, parent=self._judge_parent(parent, now))
+        decision = decide(self.state, request, now)
+        self._observe(decision.time)
+        if self.lineage is None:
+            return lineage_unavailable(decision, "the lineage is not open"), None
+        decision, seq = self.lineage.record_decision(decision, self._shadow_entry(decision))
+        if not want_receipt or seq is None or self._receipts is None:
+            return decision, None
+        try:
+            return decision, self._receipts.receipt(seq, wall)
+        except Exception as exc:
+            logger.error("no receipt for the decision logged as entry %d: %s", seq, exc)
+            return decision, None
+
     def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]:
         """:meth:`decide` for callers on an event loop: the gate decides now, and the future
         resolves once the decision is durable (group commit with every other decision in

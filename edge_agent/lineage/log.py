@@ -43,7 +43,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -543,6 +543,38 @@ class LineageLog:
             return lineage_unavailable(decision, str(self._failed(exc))), None
         self.last_error = None
         return decision, seq
+
+    def record_decisions(
+        self, decisions: Sequence[tuple[Decision, Entry | None]]
+    ) -> list[Decision]:
+        """:meth:`record_decision` of several decisions at once, each with its ``follow``
+        right after it, all in one transaction (group commit with any other writer thread);
+        return, in order, each decision once durable or the deny that replaces it. One
+        that cannot be drafted is denied alone; a failed write denies them all."""
+        recorded: list[Decision] = []
+        drafts: list[Draft] = []
+        written: list[int] = []
+        for decision, follow in decisions:
+            try:
+                draft = self._decision_draft(decision)
+            except LineageError as exc:
+                recorded.append(lineage_unavailable(decision, str(exc)))
+                continue
+            written.append(len(recorded))
+            recorded.append(decision)
+            drafts.append(draft)
+            drafts.extend(self._follow_draft(follow))
+        if not drafts:
+            return recorded
+        try:
+            self._writer.append(*drafts)
+        except LineageError as exc:
+            message = str(self._failed(exc))
+            for index in written:
+                recorded[index] = lineage_unavailable(recorded[index], message)
+            return recorded
+        self.last_error = None
+        return recorded
 
     async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
         """:meth:`record_decision` for a coroutine (many of them share one commit)."""

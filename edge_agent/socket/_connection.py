@@ -43,7 +43,15 @@ from edge_agent.trust.gate import Decision
 if TYPE_CHECKING:
     from edge_agent.socket.errors import ErrorCodeValue
 
-__all__ = ["FRAMES_PER_TURN", "Connection", "ConnectionOwner", "Counters"]
+__all__ = [
+    "FRAMES_PER_TURN",
+    "Connection",
+    "ConnectionOwner",
+    "Counters",
+    "Timed",
+    "expired",
+    "result_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -401,9 +409,9 @@ class Connection(asyncio.Protocol):
             self.server.counters.decisions += 1
             outcome = deciding.result()
             if isinstance(outcome, tuple):
-                self.write(self._answers.encode(request_id, _result(*outcome)))
+                self.write(self._answers.encode(request_id, result_of(*outcome)))
             else:
-                self.write(self._answers.encode(request_id, _result(outcome)))
+                self.write(self._answers.encode(request_id, result_of(outcome)))
         self._schedule()
 
     def _finish_if_done(self) -> None:
@@ -434,7 +442,8 @@ class Connection(asyncio.Protocol):
                 self.frame_started = time.monotonic()
 
 
-def _result(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
+def result_of(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
+    """The answer's fields for ``decision`` (and its ``receipt``)."""
     request = decision.request
     return DecisionResult(
         allowed=decision.allowed,
@@ -448,3 +457,42 @@ def _result(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
         selectors=request.selectors,
         receipt=receipt,
     )
+
+
+class Timed(Protocol):
+    """What the time limits look at on a connection (either server path's)."""
+
+    @property
+    def write_paused_at(self) -> float | None: ...
+    @property
+    def reading(self) -> bool: ...
+    @property
+    def frame_started(self) -> float | None: ...
+    @property
+    def idle(self) -> bool: ...
+    @property
+    def buffer(self) -> bytearray: ...
+    @property
+    def last_activity(self) -> float: ...
+
+
+def expired(connection: Timed, now: float, limits: SocketLimits) -> str | None:
+    """Why ``connection`` is past a time limit at ``now`` (unread answers, a stalled frame,
+    idle), or ``None``."""
+    if connection.write_paused_at is not None:
+        if now - connection.write_paused_at > limits.write_timeout_s:
+            return "it does not read its answers"
+        return None
+    if (
+        connection.reading
+        and connection.frame_started is not None
+        and now - connection.frame_started > limits.frame_timeout_s
+    ):
+        return "a request frame stalled"
+    if (
+        connection.idle
+        and not connection.buffer
+        and now - connection.last_activity > limits.idle_timeout_s
+    ):
+        return "idle"
+    return None
