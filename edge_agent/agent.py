@@ -75,6 +75,7 @@ from edge_agent.trust.gate import (
     Decision,
     GateCheck,
     GateState,
+    LastDecision,
     check_report,
     decide,
     gate_state,
@@ -208,6 +209,8 @@ class LocalAgent:
         read ``state``, swapped whole)."""
         self._next_check = 0.0
         self._must_reload = False
+        self._last_decision = LastDecision()
+        """:meth:`judge`'s gate, remembering its last call (a workload asks again)."""
         self.reloads = 0
         """Times the state was taken in again because another process changed it (or it
         could not be, and decisions deny): a caller that let an install refresh the state
@@ -806,7 +809,7 @@ class LocalAgent:
         """The gate's decision on ``request`` at ``wall``, not yet durable: :meth:`record`
         makes it so (the decision socket's two steps; thread-safe)."""
         now = self._decision_time(wall)
-        decision = decide(self.state, request, now)
+        decision = self._last_decision.decide(self.state, request, now)
         self._observe(decision.time)
         return decision
 

@@ -105,6 +105,9 @@ class _Peer:
 
     __slots__ = (
         "answers",
+        "asked",
+        "attesting",
+        "blocked",
         "buffer",
         "closed",
         "eof",
@@ -129,6 +132,9 @@ class _Peer:
         self.fd = sock.fileno()
         self.number = number
         self.peer: PeerProcess | None = None
+        self.attesting = False
+        """Its peer is being identified in the pool, from its socket: the socket is closed
+        only once that is over (its descriptor must not be reused meanwhile)."""
         self.buffer = bytearray()
         self.out = bytearray()
         self.inflight = 0
@@ -142,8 +148,13 @@ class _Peer:
         self.reading = False
         self.queued = False
         self.mask = 0
+        self.blocked = False
+        """A send left bytes unsent: wait for the socket to be writable."""
         self.requests = RequestDecoder()
         self.answers = DecisionAnswers()
+        self.asked: Request | None = None
+        """The last request built for the decider: the peer's identity is fixed, so a
+        request asking the same action on the same resource in the same context is it."""
 
     @property
     def idle(self) -> bool:
@@ -378,13 +389,20 @@ class Responder:
         if request.op == Op.IDENTIFY:
             self._write(peer, encode_identity(request.id, identity.as_result()))
             return
-        asked = Request(
-            subject=identity.subject,
-            action=request.action,
-            resource=request.resource,
-            context=request.context,
-            selectors=identity.selectors,
-        )
+        asked = peer.asked
+        if (
+            asked is None
+            or asked.action != request.action
+            or asked.resource != request.resource
+            or asked.context != request.context
+        ):
+            asked = peer.asked = Request(
+                subject=identity.subject,
+                action=request.action,
+                resource=request.resource,
+                context=request.context,
+                selectors=identity.selectors,
+            )
         if request.parent is not None or request.want_receipt:
             self._decide_cited(peer, request, asked)
             return
@@ -449,7 +467,8 @@ class Responder:
         free; connections waiting for them get a turn."""
         peer.inflight -= 1
         self._inflight -= 1
-        self._again_later(peer)
+        if not peer.reading or peer.buffer or peer.eof:
+            self._again_later(peer)
         while self._waiting and self._inflight < self.limits.max_inflight_total:
             waiting, _ = self._waiting.popitem(last=False)
             self._again_later(waiting)
@@ -478,6 +497,7 @@ class Responder:
                 self._abort(peer)
                 return
             del peer.out[:sent]
+        peer.blocked = bool(peer.out)
         if not peer.out and peer.flush_then_close:
             self._drop(peer)
             return
@@ -495,7 +515,7 @@ class Responder:
             # starts again now.
             peer.frame_started = self._now
         peer.reading = reading
-        mask = (_IN if reading else 0) | (_OUT if peer.out else 0)
+        mask = (_IN if reading else 0) | (_OUT if peer.blocked else 0)
         if mask != peer.mask and self._peers.get(peer.fd) is peer:
             self._epoll.modify(peer.fd, mask)
             peer.mask = mask
@@ -530,7 +550,8 @@ class Responder:
         peer.closed = True
         self._forget(peer)
         self._epoll.unregister(peer.fd)
-        peer.sock.close()
+        if not peer.attesting:
+            peer.sock.close()
         if peer.peer is not None:
             peer.peer.close()
 
@@ -563,6 +584,7 @@ class Responder:
             self._peers[peer.fd] = peer
             self._epoll.register(peer.fd, 0)
             if self._admit(peer):
+                peer.attesting = True
                 attesting = self._pool.submit(attest, sock, self._cache)
                 handing = functools.partial(self._hand_back, self._attested, peer)
                 attesting.add_done_callback(handing)
@@ -593,12 +615,16 @@ class Responder:
         return False
 
     def _attested(self, peer: _Peer, attesting: Future[PeerProcess]) -> None:
+        peer.attesting = False
         error = attesting.exception()
+        if peer.closed:
+            if error is None:
+                attesting.result().close()
+            if self._peers.get(peer.fd) is not peer:
+                peer.sock.close()  # dropped while identified (see _drop)
+            return
         if error is None:
             process = attesting.result()
-            if peer.closed:
-                process.close()
-                return
             peer.peer = process
             identity = process.identity
             logger.debug(

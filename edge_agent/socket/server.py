@@ -94,9 +94,7 @@ class DecisionServer:
         self.config = config or SocketConfig()
         self.batch_decider = decider if isinstance(decider, BatchDecider) else None
         self.async_decider = decider if isinstance(decider, AsyncDecider) else None
-        self.sync_decider = (
-            None if isinstance(decider, (AsyncDecider, BatchDecider)) else decider
-        )
+        self.sync_decider = None if isinstance(decider, (AsyncDecider, BatchDecider)) else decider
         self.citing_decider = decider if isinstance(decider, CitingDecider) else None
         self.limits: SocketLimits = self.config.limits
         self.cache = ExeHashCache()
