@@ -9,6 +9,7 @@ The decider here (:class:`Ledger`) judges like ``Echo`` and lets each test hold 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -298,3 +299,20 @@ def test_a_cited_request_is_decided_off_the_responder_and_answered_with_its_rece
         result = client.decide("read", "/cited", want_receipt=True)
         assert (result.allowed, result.receipt) == (True, b"receipt")
         assert client.decide("read", "/plain").receipt is None
+
+
+def test_the_committer_sleeps_while_no_decision_is_asked(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with embedded(Ledger(), config) as server:
+        committer = next(t for t in threading.enumerate() if t.name == "edge-agent-commit")
+        tid = committer.native_id
+        assert tid is not None and server.stats().decisions == 0
+        before = _thread_cpu_s(tid)
+        time.sleep(0.5)
+        assert _thread_cpu_s(tid) - before < 0.05
+
+
+def _thread_cpu_s(tid: int) -> float:
+    """CPU time (user + system) of thread ``tid`` of this process, in seconds."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
