@@ -72,7 +72,7 @@ from edge_agent.trust.gate import Decision
 if TYPE_CHECKING:
     from edge_agent.socket.errors import ErrorCodeValue
 
-__all__ = ["GATHER_MAX_S", "HIGH_WATER_BYTES", "Responder"]
+__all__ = ["HIGH_WATER_BYTES", "Responder"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +90,6 @@ ACCEPTS_PER_WAKE = 64
 
 EVENTS_PER_WAKE = 512
 """Most epoll events taken per wake-up."""
-
-GATHER_MAX_S = 0.002
-"""Longest a commit waits, after the last one, for the clients that one answered to ask
-again (and never longer than half the last commit took): on a slow disk, 64 closed-loop
-clients otherwise split into two alternating half-batches, each waiting for the other's
-commit."""
 
 _SWEEP_MIN_S, _SWEEP_MAX_S = 0.05, 1.0
 """Bounds of the sweep's period (a quarter of the shortest timeout), in seconds."""
@@ -701,59 +695,29 @@ class Responder:
     # the committer thread
 
     def _commit(self) -> None:
-        """Record each gathered batch with one call; have the responder answer it. Ends at
-        the ``None`` the responder puts last."""
-        answered, took, ended = 0, 0.0, time.monotonic()
+        """Record every batch handed over since the last commit with one call; have the
+        responder answer them. Ends at the ``None`` the responder puts last."""
         ending = False
         while not ending:
-            batch, ending = self._gather(answered, ended + min(GATHER_MAX_S, took / 2))
-            if not batch:
-                continue
-            started = time.monotonic()
+            batch = self._batches.get()
+            if batch is None:
+                return
+            while True:
+                try:
+                    more = self._batches.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    ending = True
+                    break
+                batch += more
             decisions: list[Decision] | None
             try:
                 decisions = self._decider.record([decision for _, _, decision in batch])
             except Exception:
                 logger.exception("recording %d decisions failed unexpectedly", len(batch))
                 decisions = None
-            ended = time.monotonic()
-            took, answered = ended - started, len(batch)
             self._call_soon(functools.partial(self._recorded, batch, decisions))
-
-    def _gather(self, answered: int, deadline: float) -> tuple[_Batch, bool]:
-        """The next batch, and whether the responder has ended: every decision queued now,
-        then, until ``deadline``, those coming in until ``answered`` more have (the clients
-        the last commit answered usually ask again at once: waiting for them makes one
-        commit of what would be two). After an idle spell, the first decision is committed
-        as soon as it comes."""
-        batch: _Batch = []
-        ending = self._take_queued(batch)
-        wanted = max(1, len(batch) + answered)
-        while not ending and len(batch) < wanted:
-            wait = deadline - time.monotonic()
-            if wait <= 0 and batch:
-                break
-            try:
-                more = self._batches.get(timeout=wait) if wait > 0 else self._batches.get()
-            except queue.Empty:
-                continue
-            if more is None:
-                return batch, True
-            batch += more
-            ending = self._take_queued(batch)
-        return batch, ending
-
-    def _take_queued(self, batch: _Batch) -> bool:
-        """Add every batch queued now to ``batch``; whether the responder's ``None`` was
-        among them."""
-        while True:
-            try:
-                more = self._batches.get_nowait()
-            except queue.Empty:
-                return False
-            if more is None:
-                return True
-            batch += more
 
 
 def _holds_complete_frame(buffer: bytearray) -> bool:
