@@ -60,6 +60,7 @@ from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
     HEADER_BYTES,
     DecisionAnswers,
+    DecisionResult,
     Op,
     RequestDecoder,
     WireRequest,
@@ -104,6 +105,7 @@ class _Peer:
     """One accepted connection: its socket, attested peer, buffers and counts."""
 
     __slots__ = (
+        "answered",
         "answers",
         "asked",
         "attesting",
@@ -152,6 +154,9 @@ class _Peer:
         """A send left bytes unsent: wait for the socket to be writable."""
         self.requests = RequestDecoder()
         self.answers = DecisionAnswers()
+        self.answered: tuple[Decision, DecisionResult] | None = None
+        """The last decision answered and its result: the gate gives the very same
+        decision again for the same request in the same second."""
         self.asked: Request | None = None
         """The last request built for the decider: the peer's identity is fixed, so a
         request asking the same action on the same resource in the same context is it."""
@@ -347,12 +352,14 @@ class Responder:
         if len(buffer) < HEADER_BYTES:
             self._mark_partial(peer, bool(buffer))
             return None
-        try:
-            length = frame_length(bytes(buffer[:HEADER_BYTES]), self.limits.max_frame_bytes)
-        except ProtocolError as exc:
-            self.counters.protocol_errors += 1
-            self._refuse(peer, exc.code, str(exc))
-            return None
+        length = int.from_bytes(buffer[:HEADER_BYTES], "big")
+        if not 0 < length <= self.limits.max_frame_bytes:
+            try:
+                frame_length(bytes(buffer[:HEADER_BYTES]), self.limits.max_frame_bytes)
+            except ProtocolError as exc:
+                self.counters.protocol_errors += 1
+                self._refuse(peer, exc.code, str(exc))
+                return None
         end = HEADER_BYTES + length
         if len(buffer) < end:
             self._mark_partial(peer, True)
@@ -459,7 +466,10 @@ class Responder:
                 )
             else:
                 self.counters.decisions += 1
-                answer = peer.answers.encode(request_id, result_of(decisions[index]))
+                decision, answered = decisions[index], peer.answered
+                if answered is None or answered[0] is not decision:
+                    answered = peer.answered = (decision, result_of(decision))
+                answer = peer.answers.encode(request_id, answered[1])
             self._write(peer, answer)
 
     def _finished(self, peer: _Peer) -> None:
