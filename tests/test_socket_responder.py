@@ -9,6 +9,7 @@ The decider here (:class:`Ledger`) judges like ``Echo`` and lets each test hold 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -316,3 +317,56 @@ def _thread_cpu_s(tid: int) -> float:
     """CPU time (user + system) of thread ``tid`` of this process, in seconds."""
     fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_stalled_and_deaf_connections_are_closed_after_their_timeouts(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, idle_timeout_s=0.3, frame_timeout_s=0.3, write_timeout_s=0.3)
+    with embedded(Ledger(), config) as server:
+        idle = _raw(config.path)
+        idle.sendall(_decide(1, "/idle"))
+        assert _read_frame(idle) is not None
+        stalled = _raw(config.path)
+        stalled.sendall(_decide(2, "/stalled")[:7])
+        deaf = _raw(config.path)
+        deaf.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                deaf.send(_decide(3, "/deaf") * 256)
+        assert _read_frame(idle) is None
+        assert _read_frame(stalled) is None
+        _wait_for(lambda: server.stats().timeouts >= 3)
+        with Client(config.path) as client:
+            assert client.decide("read", "/still-here").allowed
+        for raw in (idle, stalled, deaf):
+            raw.close()
+
+
+def test_at_the_connection_limit_idle_ones_are_evicted_and_busy_ones_refuse_newcomers(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, max_connections=2)
+    ledger = Ledger()
+    with embedded(ledger, config) as server:
+        idle = _raw(config.path)
+        idle.sendall(_decide(1, "/idle"))
+        assert _read_frame(idle) is not None
+        ledger.open.clear()
+        busy = [_raw(config.path) for _ in range(2)]
+        for number, raw in enumerate(busy):
+            raw.sendall(_decide(number, f"/busy/{number}"))
+        _wait_for(lambda: ledger.judged == 3)
+        assert _read_frame(idle) is None
+        refused = _raw(config.path)
+        answer = _read_frame(refused)
+        assert answer is not None and (answer["ok"], answer["error"]) == (False, "busy")
+        assert _read_frame(refused) is None
+        ledger.open.set()
+        for raw in busy:
+            answer = _read_frame(raw)
+            assert answer is not None and answer["allowed"] is True
+        stats = server.stats()
+        for raw in (idle, refused, *busy):
+            raw.close()
+    assert (stats.evicted, stats.refused_busy) == (1, 1)
