@@ -6,10 +6,10 @@ request on it is re-checked against that identity, turned into a
 alone, and decided by the decider (the agent: gate, then durable lineage). A
 :class:`BatchDecider` (the agent) is served off the event loop by
 :mod:`edge_agent.socket.responder`: one ``epoll`` thread for every connection and one
-thread committing each wake-up's decisions in one call. Any other decider is served on the
-event loop: an :class:`AsyncDecider` there, a :class:`Decider` in a bounded thread pool;
-connections are then protocol objects (:mod:`edge_agent.socket._connection`), not a task
-per request. Every way, concurrent decisions share one lineage commit (group commit).
+thread committing each wake-up's decisions in one call. A :class:`Decider` (an embedding
+program's own) is called in a bounded thread pool, its connections protocol objects on the
+event loop (:mod:`edge_agent.socket._connection`), not a task per request. Either way,
+concurrent decisions share one lineage commit (group commit).
 
 Invariants:
 - No answer but an allow from the decider is an allow: every failure (identity, protocol,
@@ -41,14 +41,13 @@ from types import TracebackType
 
 from edge_agent.socket._connection import Connection, Counters, expired
 from edge_agent.socket.config import SocketConfig, SocketLimits
-from edge_agent.socket.deciders import AsyncDecider, BatchDecider, CitingDecider, Decider
+from edge_agent.socket.deciders import BatchDecider, Decider
 from edge_agent.socket.errors import ErrorCode
 from edge_agent.socket.listen import ListeningSocket
 from edge_agent.socket.peer import ExeHashCache
 from edge_agent.socket.responder import Responder
 
 __all__ = [
-    "AsyncDecider",
     "BatchDecider",
     "Decider",
     "DecisionServer",
@@ -88,14 +87,10 @@ class DecisionServer:
             await stop.wait()
     """
 
-    def __init__(
-        self, decider: Decider | AsyncDecider | BatchDecider, config: SocketConfig | None = None
-    ) -> None:
+    def __init__(self, decider: Decider | BatchDecider, config: SocketConfig | None = None) -> None:
         self.config = config or SocketConfig()
         self.batch_decider = decider if isinstance(decider, BatchDecider) else None
-        self.async_decider = decider if isinstance(decider, AsyncDecider) else None
-        self.sync_decider = None if isinstance(decider, (AsyncDecider, BatchDecider)) else decider
-        self.citing_decider = decider if isinstance(decider, CitingDecider) else None
+        self.sync_decider = None if isinstance(decider, BatchDecider) else decider
         self.limits: SocketLimits = self.config.limits
         self.cache = ExeHashCache()
         self.counters = Counters()
