@@ -178,6 +178,7 @@ class Responder:
         limits: SocketLimits,
         counters: Counters,
         cache: ExeHashCache,
+        on_failure: Callable[[], None],
     ) -> None:
         self.limits = limits
         self.counters = counters
@@ -187,6 +188,12 @@ class Responder:
         self._pool = ThreadPoolExecutor(limits.decision_threads, "edge-agent-attest")
         self._epoll = select.epoll()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_closed = False
+        self._wake_lock = threading.Lock()
+        """Held by :meth:`stop` and :meth:`join` only: the wake-up descriptor is closed once
+        and never written after (its number could name another file by then)."""
+        self._on_failure = on_failure
+        self._committer_failed = False
         self._later: deque[Callable[[], None]] = deque()
         """Work other threads hand to the responder (run there after a wake-up)."""
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
@@ -195,6 +202,10 @@ class Responder:
         self._order: OrderedDict[_Peer, None] = OrderedDict()
         """Admitted connections, least recently active first."""
         self._waiting: OrderedDict[_Peer, None] = OrderedDict()
+        """Connections with a request ready and no slot for it, in arrival order."""
+        self._granted: set[_Peer] = set()
+        """Connections handed a freed slot from :attr:`_waiting`, until their turn ends:
+        nobody else may take the slots they hold."""
         self._again: deque[_Peer] = deque()
         self._dirty: set[_Peer] = set()
         self._judged: _Batch = []
@@ -225,21 +236,31 @@ class Responder:
         """Begin the shutdown (from any thread): stop accepting and reading, answer what is
         in flight within the grace period, then close every connection."""
         self._stop.set()
-        self._call_soon(_nothing)
+        with self._wake_lock:
+            if not self._wake_closed:
+                self._call_soon(_nothing)
 
     def join(self) -> None:
         """Wait until the responder has closed every connection and nothing it started is
-        still being recorded."""
+        still being recorded (also once it has failed: :meth:`stop` then does nothing)."""
         self._thread.join()
+        with self._wake_lock:
+            if not self._wake_closed:
+                self._wake_closed = True
+                os.close(self._wake_fd)
 
     # the responder thread
 
     def _serve(self) -> None:
+        """The responder thread. Should it fail (or the committer), every connection is
+        closed and ``on_failure`` called: a socket nobody answers must not stay up."""
+        failed = False
         try:
             self._loop()
-        except BaseException:
+            failed = self._committer_failed
+        except Exception:
             logger.exception("the decision socket's responder failed; closing every connection")
-            raise
+            failed = True
         finally:
             self._close_all()
             self._batches.put(None)
@@ -247,11 +268,12 @@ class Responder:
             self._pool.shutdown(wait=True)
             self._run_later()  # what the last commit and attestations handed back: close it
             self._epoll.close()
-            os.close(self._wake_fd)
+        if failed:
+            self._on_failure()
 
     def _loop(self) -> None:
         grace_ends: float | None = None
-        while True:
+        while not self._committer_failed:
             if grace_ends is None and self._stop.is_set():
                 grace_ends = self._now + self.limits.shutdown_grace_s
                 self._begin_closing()
@@ -264,7 +286,7 @@ class Responder:
             for fd, mask in events:
                 peer = self._peers.get(fd)
                 if peer is not None:
-                    self._on_event(peer, mask)
+                    self._guarded(peer, self._on_event, peer, mask)
                 elif fd == self._wake_fd:
                     self._run_later()
                 elif fd == self._listener.fileno():
@@ -309,7 +331,16 @@ class Responder:
             peer = self._again.popleft()
             peer.queued = False
             if not peer.closed:
-                self._process(peer)
+                self._guarded(peer, self._process, peer)
+
+    def _guarded(self, peer: _Peer, work: Callable[..., None], *args: object) -> None:
+        """Run ``work(*args)`` for ``peer``: a failure nobody foresaw closes that
+        connection (dropping what it has not been sent), never the responder."""
+        try:
+            work(*args)
+        except Exception:
+            logger.exception("connection %d failed unexpectedly; closing it", peer.number)
+            self._abort(peer)
 
     def _again_later(self, peer: _Peer) -> None:
         if not peer.queued and not peer.closed:
@@ -317,12 +348,16 @@ class Responder:
             self._again.append(peer)
 
     def _process(self, peer: _Peer) -> None:
-        """Handle complete frames while ``peer`` may start more work; then read it only if
-        it may go on."""
+        """Handle complete frames while ``peer`` may start more work and a slot is free
+        for it (else it waits its turn); then read it only if it may go on."""
         handled = 0
         while self._may_take_work(peer):
             if handled == FRAMES_PER_TURN:
                 self._again_later(peer)
+                break
+            if not self._has_slot(peer):
+                if self._holds_request(peer):
+                    self._waiting[peer] = None
                 break
             payload = self._next_frame(peer)
             if payload is None:
@@ -330,7 +365,12 @@ class Responder:
             handled += 1
             if peer in self._order:
                 self._order.move_to_end(peer)
-            self._handle(peer, payload)
+            try:
+                self._handle(peer, payload)
+            except Exception:
+                logger.exception("answering connection %d failed unexpectedly", peer.number)
+                self._refuse(peer, ErrorCode.INTERNAL_ERROR, "the agent failed to answer")
+        self._release(peer)
         if peer.closed:
             return
         room = len(peer.buffer) <= self._buffer_bound
@@ -338,14 +378,41 @@ class Responder:
         self._finish_if_done(peer)
 
     def _may_take_work(self, peer: _Peer) -> bool:
+        """Whether ``peer`` itself may start more work (the total is :meth:`_has_slot`'s)."""
         if peer.closed or peer.peer is None or peer.write_paused_at is not None:
             return False
-        if self._closing or peer.inflight >= self.limits.max_inflight_per_connection:
+        return not self._closing and peer.inflight < self.limits.max_inflight_per_connection
+
+    def _has_slot(self, peer: _Peer) -> bool:
+        """Whether a decision slot is free for ``peer``: one handed to it, or one nobody
+        waits for. Connections waiting are served first, in arrival order."""
+        granted = peer in self._granted
+        held = len(self._granted) - granted
+        if self._inflight + held >= self.limits.max_inflight_total:
             return False
-        if self._inflight < self.limits.max_inflight_total:
-            return True
-        self._waiting[peer] = None
-        return False
+        return granted or not self._waiting
+
+    def _holds_request(self, peer: _Peer) -> bool:
+        """Whether ``peer``'s buffer holds a whole frame, or a header to refuse."""
+        buffer = peer.buffer
+        if len(buffer) < HEADER_BYTES:
+            return False
+        length = int.from_bytes(buffer[:HEADER_BYTES], "big")
+        return not 0 < length <= self.limits.max_frame_bytes or len(buffer) >= HEADER_BYTES + length
+
+    def _grant(self) -> None:
+        """Hand each slot free and not held to the connection waiting longest."""
+        total = self.limits.max_inflight_total
+        while self._waiting and self._inflight + len(self._granted) < total:
+            waiting, _ = self._waiting.popitem(last=False)
+            self._granted.add(waiting)
+            self._again_later(waiting)
+
+    def _release(self, peer: _Peer) -> None:
+        """``peer``'s turn is over: a slot handed to it and not taken goes to the next."""
+        if peer in self._granted:
+            self._granted.discard(peer)
+            self._grant()
 
     def _next_frame(self, peer: _Peer) -> bytes | None:
         buffer = peer.buffer
@@ -454,7 +521,8 @@ class Responder:
             )
             return
         self.counters.decisions += 1
-        self._write(peer, peer.answers.encode(request_id, result_of(*deciding.result())))
+        result = functools.partial(result_of, *deciding.result())
+        self._write(peer, self._answer(peer, request_id, result))
 
     def _recorded(self, batch: _Batch, decisions: list[Decision] | None) -> None:
         """Answer every decision of one commit (``None``: the commit failed unexpectedly)."""
@@ -466,11 +534,28 @@ class Responder:
                 )
             else:
                 self.counters.decisions += 1
-                decision, answered = decisions[index], peer.answered
-                if answered is None or answered[0] is not decision:
-                    answered = peer.answered = (decision, result_of(decision))
-                answer = peer.answers.encode(request_id, answered[1])
+                result = functools.partial(self._result, peer, decisions[index])
+                answer = self._answer(peer, request_id, result)
             self._write(peer, answer)
+
+    def _result(self, peer: _Peer, decision: Decision) -> DecisionResult:
+        answered = peer.answered
+        if answered is None or answered[0] is not decision:
+            answered = peer.answered = (decision, result_of(decision))
+        return answered[1]
+
+    def _answer(self, peer: _Peer, request_id: int, result: Callable[[], DecisionResult]) -> bytes:
+        """The encoded answer to one decision; should that fail (a bug), ``internal_error``
+        (a deny) to that request alone."""
+        try:
+            return peer.answers.encode(request_id, result())
+        except Exception:
+            logger.exception(
+                "answering request %d on connection %d failed unexpectedly",
+                request_id,
+                peer.number,
+            )
+            return encode_error(request_id, ErrorCode.INTERNAL_ERROR, "the agent failed to answer")
 
     def _finished(self, peer: _Peer) -> None:
         """One decision of ``peer`` is answered (or will never be): the bounds it held are
@@ -479,9 +564,7 @@ class Responder:
         self._inflight -= 1
         if not peer.reading or peer.buffer or peer.eof:
             self._again_later(peer)
-        while self._waiting and self._inflight < self.limits.max_inflight_total:
-            waiting, _ = self._waiting.popitem(last=False)
-            self._again_later(waiting)
+        self._grant()
 
     # writing and closing
 
@@ -491,9 +574,9 @@ class Responder:
             self._dirty.add(peer)
 
     def _flush_dirty(self) -> None:
-        for peer in self._dirty:
-            self._flush(peer)
-        self._dirty.clear()
+        dirty, self._dirty = self._dirty, set()
+        for peer in dirty:
+            self._guarded(peer, self._flush, peer)
 
     def _flush(self, peer: _Peer) -> None:
         if self._peers.get(peer.fd) is not peer:
@@ -552,6 +635,7 @@ class Responder:
     def _forget(self, peer: _Peer) -> None:
         self._order.pop(peer, None)
         self._waiting.pop(peer, None)
+        self._release(peer)
 
     def _drop(self, peer: _Peer) -> None:
         if self._peers.get(peer.fd) is not peer:
@@ -661,15 +745,20 @@ class Responder:
         self._later.append(work)
         os.eventfd_write(self._wake_fd, 1)
 
-    def _hand_back(self, work: Callable[..., None], *args: object) -> None:
-        """A pool future's done callback: have the responder run ``work(*args, future)``."""
-        self._call_soon(functools.partial(work, *args))
+    def _hand_back(self, work: Callable[..., None], peer: _Peer, *args: object) -> None:
+        """A pool future's done callback: have the responder run ``work(peer, *args,
+        future)``, guarded as any work for ``peer``."""
+        self._call_soon(functools.partial(self._guarded, peer, work, peer, *args))
 
     def _run_later(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._wake_fd)
         for _ in range(len(self._later)):
-            self._later.popleft()()
+            work = self._later.popleft()
+            try:
+                work()
+            except Exception:
+                logger.exception("work handed to the decision socket's responder failed")
 
     def _sweep(self) -> None:
         self._next_sweep = self._now + self._sweep_period
@@ -705,6 +794,18 @@ class Responder:
     # the committer thread
 
     def _commit(self) -> None:
+        """The committer thread (:meth:`_commit_batches`). Should it fail, the responder
+        stops serving: the decisions it held would never be answered."""
+        try:
+            self._commit_batches()
+        except Exception:
+            logger.exception("the decision socket's committer failed; stopping the server")
+            self._committer_failed = True
+            with self._wake_lock:
+                if not self._wake_closed:
+                    self._call_soon(_nothing)
+
+    def _commit_batches(self) -> None:
         """Record every batch handed over since the last commit with one call; have the
         responder answer them. Ends at the ``None`` the responder puts last."""
         ending = False

@@ -24,11 +24,16 @@ Invariants:
   ``async with`` block stops accepting, lets decisions in flight answer for
   ``shutdown_grace_s``, closes every connection and waits for every decision already started
   to finish (be durable) before returning, so the caller may close the lineage next.
+- A server that stops serving on its own (a thread of the responder failed: a bug) says so:
+  :meth:`DecisionServer.watch` raises, so that the program stops and its service manager
+  restarts it, rather than keep a socket that answers nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import resource
 import time
@@ -42,7 +47,7 @@ from types import TracebackType
 from edge_agent.socket._connection import Connection, Counters, expired
 from edge_agent.socket.config import SocketConfig, SocketLimits
 from edge_agent.socket.deciders import BatchDecider, Decider
-from edge_agent.socket.errors import ErrorCode
+from edge_agent.socket.errors import ErrorCode, SocketError
 from edge_agent.socket.listen import ListeningSocket
 from edge_agent.socket.peer import ExeHashCache
 from edge_agent.socket.responder import Responder
@@ -103,6 +108,7 @@ class DecisionServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._responder: Responder | None = None
+        self._failed: asyncio.Future[None] | None = None
         self._stack = AsyncExitStack()
 
     @property
@@ -137,8 +143,15 @@ class DecisionServer:
                 backlog=self.limits.backlog,
             )
             if self.batch_decider is not None:
+                loop = asyncio.get_running_loop()
+                failed = self._failed = loop.create_future()
                 self._responder = Responder(
-                    self.batch_decider, self._listener.sock, self.limits, self.counters, self.cache
+                    self.batch_decider,
+                    self._listener.sock,
+                    self.limits,
+                    self.counters,
+                    self.cache,
+                    functools.partial(_set_soon, loop, failed),
                 )
                 self._responder.start()
                 logger.info("decision socket serving on %s", self.config.path)
@@ -157,6 +170,22 @@ class DecisionServer:
             raise
         logger.info("decision socket serving on %s", self.config.path)
         return self
+
+    async def watch(self) -> None:
+        """Wait as long as the server serves: forever, unless it stops on its own.
+
+        Raises:
+            SocketError: the server stopped serving (its responder or committer thread
+                failed, as logged): the program should exit non-zero to be restarted.
+        """
+        if self._failed is None:
+            await asyncio.get_running_loop().create_future()
+        else:
+            await asyncio.shield(self._failed)
+        raise SocketError(
+            f"the decision socket on {self.config.path} stopped answering (a thread of the "
+            "server failed, see the log above); stopping the agent so that it is restarted"
+        )
 
     async def __aexit__(
         self,
@@ -308,3 +337,14 @@ def ensure_fd_headroom(limits: SocketLimits) -> int:
             limits.max_connections,
         )
     return soft
+
+
+def _set_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """From another thread: mark ``future`` done on ``loop`` (if that loop still runs)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set, future)
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
