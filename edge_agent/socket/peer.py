@@ -279,7 +279,7 @@ def _exe_path(pid: int, key: FileKey) -> str:
     except OSError as exc:
         raise IdentityError(_proc_failure(pid, "executable", exc)) from exc
     if not _is_text(path):
-        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise IdentityError(
             f"the caller's executable path {shown} is not valid UTF-8, and the agent names "
             "callers by that path (policy, answers, lineage); rename the program"
