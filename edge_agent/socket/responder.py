@@ -20,10 +20,15 @@ Invariants (those of :mod:`edge_agent.socket.server`, kept here):
 - The peer is re-checked before every request; malformed input gets the same errors as on
   the asyncio path (the same decoder, the same checks, in the same order).
 - Bounded: unparsed bytes (one largest frame past a read), unsent answers (reading pauses
-  above :data:`HIGH_WATER_BYTES`), decisions in flight per connection and in total
-  (reading pauses; the connection waits its turn), frames per connection and wake-up
+  above :data:`HIGH_WATER_BYTES`), decisions in flight per connection (reading pauses) and
+  in total (the connection waits its turn: each slot freed goes to the connection waiting
+  longest, before any request read later takes one), frames per connection and wake-up
   (:data:`~edge_agent.socket._connection.FRAMES_PER_TURN`), and time (idle, partial frame,
   unread answers: checked at every sweep).
+- A failure nobody foresaw costs one answer (``internal_error``) or one connection
+  (closed), never the thread; should a thread fail all the same, every connection is
+  closed and ``on_failure`` called (the server then stops: see
+  :meth:`~edge_agent.socket.server.DecisionServer.watch`).
 - A peer that hangs up is dropped at once (its decisions in flight may still be logged,
   never answered); a slow peer holds only its own connection.
 - :meth:`Responder.stop` stops accepting and reading, lets decisions in flight answer for
