@@ -11,24 +11,30 @@ socket answering nobody). Pinned here with the failure injected, whatever its ca
 - a responder or committer thread that fails closes every connection and
   :meth:`DecisionServer.watch` raises, so the program exits non-zero to be restarted; the
   server then leaves its ``async with`` block without an error of its own (``stop`` does
-  not write the closed wake-up descriptor).
+  not write the closed wake-up descriptor), and ``edge-agent serve`` fails (non-zero exit)
+  with its socket removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from edge_agent.agent import LocalAgent
 from edge_agent.client import Client
 from edge_agent.protocol.request import Request
 from edge_agent.socket import responder
+from edge_agent.socket.cli import _serve
+from edge_agent.socket.config import SocketConfig
 from edge_agent.socket.errors import SocketError
 from edge_agent.socket.server import DecisionServer
 from edge_agent.socket.wire import Op, WireRequest, encode_request
 from edge_agent.trust.gate import Decision
-from tests.socket_helpers import embedded
+from tests.socket_helpers import embedded, enrolled_state
 from tests.test_socket_responder import WAIT_S, Ledger, _config, _decide, _raw, _read_frame
 
 
@@ -133,3 +139,26 @@ def test_a_failed_server_thread_closes_the_socket_and_watch_raises(
         return str(raised.value)
 
     assert str(config.path) in asyncio.run(serve())
+
+
+def test_serve_raises_once_its_responder_has_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> bool:
+        raise RuntimeError("responder on fire")
+
+    monkeypatch.setattr(responder.Responder, "_admit", broken)
+    state = enrolled_state(tmp_path / "state", [])
+    config = SocketConfig(path=tmp_path / "agent.sock")
+
+    def connect_once_up() -> None:
+        while not config.path.exists():
+            time.sleep(0.01)
+        _raw(config.path).close()
+
+    connecting = threading.Thread(target=connect_once_up)
+    connecting.start()
+    with LocalAgent.open(state) as agent, pytest.raises(SocketError, match="stopped answering"):
+        asyncio.run(asyncio.wait_for(_serve(agent, config), WAIT_S))
+    connecting.join()
+    assert not config.path.exists()
