@@ -37,7 +37,6 @@ monotonic clock then (:mod:`edge_agent.trust.clock`, rule 4); decisions use
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -75,6 +74,7 @@ from edge_agent.trust.gate import (
     Decision,
     GateCheck,
     GateState,
+    LastDecision,
     check_report,
     decide,
     gate_state,
@@ -208,6 +208,8 @@ class LocalAgent:
         read ``state``, swapped whole)."""
         self._next_check = 0.0
         self._must_reload = False
+        self._last_decision = LastDecision()
+        """:meth:`judge`'s gate, remembering its last call (a workload asks again)."""
         self.reloads = 0
         """Times the state was taken in again because another process changed it (or it
         could not be, and decisions deny): a caller that let an install refresh the state
@@ -802,72 +804,43 @@ class LocalAgent:
         )
         return decision
 
-    def decide_soon(self, request: Request, wall: int) -> asyncio.Future[Decision]:
-        """:meth:`decide` for callers on an event loop: the gate decides now, and the future
-        resolves once the decision is durable (group commit with every other decision in
-        flight), or to the deny that replaces it. Call it on the loop."""
+    def judge(self, request: Request, wall: int) -> Decision:
+        """The gate's decision on ``request`` at ``wall``, not yet durable: :meth:`record`
+        makes it so (the decision socket's two steps; thread-safe)."""
         now = self._decision_time(wall)
-        decision = decide(self.state, request, now)
+        decision = self._last_decision.decide(self.state, request, now)
         self._observe(decision.time)
-        if self.lineage is None:
-            unlogged: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-            unlogged.set_result(lineage_unavailable(decision, "the lineage is not open"))
-            return unlogged
-        return self.lineage.record_decision_soon(decision, self._shadow_entry(decision))
+        return decision
 
-    def decide_cited_soon(
+    def record(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Make ``decisions`` durable in one lineage commit (each with its shadow
+        divergence, if any); return them in order, each replaced by a deny with
+        ``lineage_unavailable`` where it could not be written. Blocking; thread-safe."""
+        if self.lineage is None:
+            return [lineage_unavailable(d, "the lineage is not open") for d in decisions]
+        return self.lineage.record_decisions([(d, self._shadow_entry(d)) for d in decisions])
+
+    def decide_cited(
         self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
-    ) -> asyncio.Future[tuple[Decision, bytes | None]]:
-        """:meth:`decide_soon` citing the ``parent`` receipt (verified now, offline, against
-        the held directory at trusted now), and with ``want_receipt`` the decision's own
-        receipt once it is durable (``None`` when it could not be logged or proven; the
-        reason is logged). Call it on the loop; the receipt is made on a worker thread."""
+    ) -> tuple[Decision, bytes | None]:
+        """:meth:`decide` citing the ``parent`` receipt, and with ``want_receipt`` the
+        decision's own receipt once it is durable (``None`` when it could not be logged or
+        proven; the reason is logged). Blocking; thread-safe."""
         now = self._decision_time(wall)
         if parent is not None:
             request = replace(request, parent=self._judge_parent(parent, now))
         decision = decide(self.state, request, now)
         self._observe(decision.time)
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[tuple[Decision, bytes | None]] = loop.create_future()
         if self.lineage is None:
-            answered.set_result((lineage_unavailable(decision, "the lineage is not open"), None))
-            return answered
-        recorded = self.lineage.record_decision_numbered_soon(
-            decision, self._shadow_entry(decision)
-        )
-        recorded.add_done_callback(
-            functools.partial(self._answer_cited, answered, want_receipt, wall)
-        )
-        return answered
-
-    def _answer_cited(
-        self,
-        answered: asyncio.Future[tuple[Decision, bytes | None]],
-        want_receipt: bool,
-        wall: int,
-        recorded: asyncio.Future[tuple[Decision, int | None]],
-    ) -> None:
-        decision, seq = recorded.result()
+            return lineage_unavailable(decision, "the lineage is not open"), None
+        decision, seq = self.lineage.record_decision(decision, self._shadow_entry(decision))
         if not want_receipt or seq is None or self._receipts is None:
-            if not answered.done():
-                answered.set_result((decision, None))
-            return
-        loop = answered.get_loop()
-        making = loop.run_in_executor(None, self._receipts.receipt, seq, wall)
-
-        def made(making: asyncio.Future[bytes]) -> None:
-            receipt: bytes | None = None
-            if making.cancelled():
-                return
-            error = making.exception()
-            if error is None:
-                receipt = making.result()
-            else:
-                logger.error("no receipt for the decision logged as entry %d: %s", seq, error)
-            if not answered.done():
-                answered.set_result((decision, receipt))
-
-        making.add_done_callback(made)
+            return decision, None
+        try:
+            return decision, self._receipts.receipt(seq, wall)
+        except Exception as exc:
+            logger.error("no receipt for the decision logged as entry %d: %s", seq, exc)
+            return decision, None
 
     def receipt(self, seq: int, wall: int) -> bytes:
         """A device-signed receipt of lineage entry ``seq`` (docs/receipts.md), proven

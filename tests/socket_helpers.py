@@ -24,7 +24,7 @@ from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.policy.compiler import policy_payload
 from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketConfig
-from edge_agent.socket.server import AsyncDecider, Decider, DecisionServer
+from edge_agent.socket.server import BatchDecider, Decider, DecisionServer
 from edge_agent.trust.gate import Decision, Reason
 from tests.factory import DAY, DEVICE, HubSim
 
@@ -126,7 +126,7 @@ def serving(state_dir: Path, sock: Path, *extra: str) -> Iterator[subprocess.Pop
 
 
 @contextmanager
-def embedded(decider: Decider | AsyncDecider, config: SocketConfig) -> Iterator[DecisionServer]:
+def embedded(decider: Decider | BatchDecider, config: SocketConfig) -> Iterator[DecisionServer]:
     """Run a :class:`DecisionServer` on its own event loop in a thread until the block ends
     (so blocking clients and subprocesses can talk to it from the test)."""
     ready = threading.Event()

@@ -12,6 +12,7 @@ from edge_agent.protocol.revocation import Revocation, RevocationKind
 from edge_agent.trust.clock import SIGNED_TIME_SKEW_S, TimeFloor
 from edge_agent.trust.gate import (
     GATE_OPEN,
+    LastDecision,
     Reason,
     check_report,
     decide,
@@ -166,3 +167,26 @@ def test_the_gate_state_is_open_only_when_every_check_passes_and_the_lineage_is_
         is Reason.LINEAGE_UNAVAILABLE
     )
     assert gate_state(expired, "file deleted") is Reason.LINEAGE_UNAVAILABLE
+
+
+def test_the_last_decision_is_given_again_only_for_the_very_same_state_request_and_time() -> None:
+    state = _state()
+    revoked = with_revocation(state, Revocation(1, NOW, RevocationKind.DEVICE, "gw-001", "stolen"))
+    equal_state = replace(state)
+    remembered = LastDecision()
+    first = remembered.decide(state, CAMERA, NOW)
+    assert remembered.decide(state, replace(CAMERA), NOW) is first
+    # Anything else is decided afresh, and equals what decide() gives.
+    for asked_state, request, now in [
+        (revoked, CAMERA, NOW),
+        (equal_state, CAMERA, NOW),
+        (state, SHELL, NOW),
+        (state, replace(CAMERA, selectors=("uid:0",)), NOW),
+        (state, replace(CAMERA, context=(("k", "v"),)), NOW),
+        (state, CAMERA, NOW + 1),
+        (state, CAMERA, NOW),
+    ]:
+        decision = remembered.decide(asked_state, request, now)
+        assert decision == decide(asked_state, request, now)
+        assert (asked_state, request, now) == (state, CAMERA, NOW) or decision is not first
+    assert remembered.decide(revoked, CAMERA, NOW).reason == Reason.REVOKED

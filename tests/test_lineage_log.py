@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from edge_agent.lineage.log import LineageConfig, LineageLog
 from edge_agent.lineage.store import LINEAGE_DB, WouldWait
 from edge_agent.protocol.lineage_entries import Draft, draft_of
 from edge_agent.protocol.request import Request
-from edge_agent.trust.gate import Decision, Reason, decide
+from edge_agent.trust.gate import Reason, decide
 from hub.cli.main import main as hub_main
 from tests.factory import DEVICE, NOW, HubSim
 
@@ -431,39 +432,54 @@ def test_coroutines_are_denied_when_the_lineage_cannot_be_written(state: Path) -
     assert seq is None and denied.reason is Reason.LINEAGE_UNAVAILABLE
 
 
-def test_decisions_recorded_soon_share_commits_and_resolve_once_durable(state: Path) -> None:
+def test_decisions_recorded_together_are_returned_only_once_durable_in_order(
+    state: Path,
+) -> None:
     with LocalAgent.open(state) as agent:
         lineage = agent.lineage
         assert lineage is not None
-
-        async def record_many() -> list[Decision]:
-            decisions = [decide(agent.state, ALLOWED, NOW + 300 + i) for i in range(50)]
-            return list(await asyncio.gather(*map(lineage.record_decision_soon, decisions)))
-
-        recorded = asyncio.run(record_many())
-    assert all(d.allowed for d in recorded)
-    db = sqlite3.connect(state / LINEAGE_DB)
-    times = [row[0] for row in db.execute("SELECT time FROM entries WHERE seq > 40 ORDER BY seq")]
-    db.close()
+        decisions = [decide(agent.state, ALLOWED, NOW + 300 + i) for i in range(50)]
+        recorded = lineage.record_decisions([(d, None) for d in decisions])
+        db = sqlite3.connect(state / LINEAGE_DB)
+        times = [r[0] for r in db.execute("SELECT time FROM entries WHERE seq > 40 ORDER BY seq")]
+        db.close()
+    assert recorded == decisions
     assert times == [NOW + 300 + i for i in range(50)]
     assert _verify(state) is None
 
 
-def test_a_decision_recorded_soon_resolves_to_a_deny_when_the_lineage_cannot_be_written(
+def test_decisions_recorded_from_several_threads_at_once_are_all_durable_and_verify(
+    state: Path,
+) -> None:
+    with LocalAgent.open(state) as agent:
+        lineage = agent.lineage
+        assert lineage is not None
+        batches = [
+            [(decide(agent.state, ALLOWED, NOW + 300 + 10 * t + i), None) for i in range(10)]
+            for t in range(8)
+        ]
+        with ThreadPoolExecutor(len(batches)) as pool:
+            recorded = [d for batch in pool.map(lineage.record_decisions, batches) for d in batch]
+    assert all(d.allowed for d in recorded)
+    db = sqlite3.connect(state / LINEAGE_DB)
+    times = {r[0] for r in db.execute("SELECT time FROM entries WHERE seq > 40")}
+    db.close()
+    assert {d.time for d in recorded} <= times
+    assert _verify(state) is None
+
+
+def test_decisions_recorded_together_are_all_denied_when_the_lineage_cannot_be_written(
     state: Path,
 ) -> None:
     (state / LINEAGE_DB).chmod(0o444)
     with LocalAgent.open(state) as agent:
         assert agent.lineage is not None
         lineage = agent.lineage
-
-        async def record() -> Decision:
-            return await lineage.record_decision_soon(decide(agent.state, ALLOWED, NOW + 300))
-
-        denied = asyncio.run(record())
+        decisions = [decide(agent.state, ALLOWED, NOW + 300 + i) for i in range(3)]
+        denied = lineage.record_decisions([(d, None) for d in decisions])
         assert lineage.last_error is not None
     (state / LINEAGE_DB).chmod(0o600)
-    assert not denied.allowed and denied.reason is Reason.LINEAGE_UNAVAILABLE
+    assert [(d.allowed, d.reason) for d in denied] == [(False, Reason.LINEAGE_UNAVAILABLE)] * 3
 
 
 CHILD = """

@@ -7,7 +7,6 @@ Each test runs two agents on the same root and active bundle: ``agent`` is given
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -281,15 +280,13 @@ def test_the_kinds_of_divergence_are_verdict_flips_both_ways_a_rule_and_a_reason
     )
 
 
-def test_the_async_decision_path_logs_the_divergence_right_after_too(pair: Pair) -> None:
+def test_decisions_the_socket_judges_then_records_together_log_each_divergence_right_after(
+    pair: Pair,
+) -> None:
     pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
     start = len(_entries(pair.agent))
-
-    async def decide() -> list[Decision]:
-        futures = [pair.agent.decide_soon(r, NOW + 10) for r in (RESET, ZONE_READ, PYTHON)]
-        return list(await asyncio.gather(*futures))
-
-    decided = asyncio.run(decide())
+    judged = [pair.agent.judge(r, NOW + 10) for r in (RESET, ZONE_READ, PYTHON)]
+    decided = pair.agent.record(judged)
     assert decided == [pair.twin.decide(r, NOW + 10) for r in (RESET, ZONE_READ, PYTHON)]
     kinds = [e.kind for e in _entries(pair.agent)[start:]]
     assert kinds == [

@@ -43,7 +43,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -544,6 +544,38 @@ class LineageLog:
         self.last_error = None
         return decision, seq
 
+    def record_decisions(
+        self, decisions: Sequence[tuple[Decision, Entry | None]]
+    ) -> list[Decision]:
+        """:meth:`record_decision` of several decisions at once, each with its ``follow``
+        right after it, all in one transaction (group commit with any other writer thread);
+        return, in order, each decision once durable or the deny that replaces it. One
+        that cannot be drafted is denied alone; a failed write denies them all."""
+        recorded: list[Decision] = []
+        drafts: list[Draft] = []
+        written: list[int] = []
+        for decision, follow in decisions:
+            try:
+                draft = self._decision_draft(decision)
+            except LineageError as exc:
+                recorded.append(lineage_unavailable(decision, str(exc)))
+                continue
+            written.append(len(recorded))
+            recorded.append(decision)
+            drafts.append(draft)
+            drafts.extend(self._follow_draft(follow))
+        if not drafts:
+            return recorded
+        try:
+            self._writer.append(*drafts)
+        except LineageError as exc:
+            message = str(self._failed(exc))
+            for index in written:
+                recorded[index] = lineage_unavailable(recorded[index], message)
+            return recorded
+        self.last_error = None
+        return recorded
+
     async def record_decision_async(self, decision: Decision) -> tuple[Decision, int | None]:
         """:meth:`record_decision` for a coroutine (many of them share one commit)."""
         try:
@@ -551,28 +583,13 @@ class LineageLog:
         except LineageError as exc:
             return lineage_unavailable(decision, str(exc)), None
 
-    def record_decision_soon(
-        self, decision: Decision, follow: Entry | None = None
-    ) -> asyncio.Future[Decision]:
-        """:meth:`record_decision` on the event loop without a coroutine: the future
-        resolves to ``decision`` once it is durable, or to the deny that replaces it (it
-        never fails). Concurrent calls share one commit. Call it on the loop."""
-        recorded: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        try:
-            draft = self._decision_draft(decision)
-        except LineageError as exc:
-            recorded.set_result(lineage_unavailable(decision, str(exc)))
-            return recorded
-        self._async_writer.submit(draft, functools.partial(self._settle, decision, recorded))
-        self._submit_follow(follow)
-        return recorded
-
     def record_decision_numbered_soon(
-        self, decision: Decision, follow: Entry | None = None
+        self, decision: Decision
     ) -> asyncio.Future[tuple[Decision, int | None]]:
-        """:meth:`record_decision_soon` resolving to the decision and its seq (``None`` with
-        the deny that replaces it), for a caller that goes on to prove the entry (a
-        receipt). Call it on the loop."""
+        """:meth:`record_decision` on the event loop without a coroutine: the future
+        resolves to the decision and its seq once it is durable, or to the deny that
+        replaces it and ``None`` (it never fails). Concurrent calls share one commit (the
+        exec decisions' hand-off, :mod:`edge_agent.fanotify.handoff`). Call it on the loop."""
         recorded: asyncio.Future[tuple[Decision, int | None]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -584,7 +601,6 @@ class LineageLog:
         self._async_writer.submit(
             draft, functools.partial(self._settle_numbered, decision, recorded)
         )
-        self._submit_follow(follow)
         return recorded
 
     def _follow_draft(self, follow: Entry | None) -> tuple[Draft, ...]:
@@ -597,13 +613,6 @@ class LineageLog:
         except LineageError as exc:
             logger.error("%s entry not logged: %s", follow.kind, exc)
             return ()
-
-    def _submit_follow(self, follow: Entry | None) -> None:
-        """Queue ``follow`` right behind the decision just submitted: the writer keeps a
-        loop's drafts in order, so it takes the next seq (unless another process's batch
-        lands between two of this one's, at a batch boundary)."""
-        for draft in self._follow_draft(follow):
-            self._async_writer.submit(draft, functools.partial(_follow_written, draft.kind))
 
     def _settle_numbered(
         self,
@@ -618,16 +627,6 @@ class LineageLog:
             self.last_error, seq = None, outcome
         if not recorded.done() and not recorded.get_loop().is_closed():
             recorded.set_result((decision, seq))
-
-    def _settle(
-        self, decision: Decision, recorded: asyncio.Future[Decision], outcome: int | LineageError
-    ) -> None:
-        if isinstance(outcome, LineageError):
-            decision = lineage_unavailable(decision, str(self._failed(outcome)))
-        else:
-            self.last_error = None
-        if not recorded.done() and not recorded.get_loop().is_closed():
-            recorded.set_result(decision)
 
     def record_transition(
         self,
@@ -1109,10 +1108,3 @@ def _prune_steps(base: int, sizes: list[int]) -> list[int]:
                 start = cuts[-1]
             cuts.append(size)
     return cuts
-
-
-def _follow_written(kind: Kind, outcome: int | LineageError) -> None:
-    """A follow entry's outcome: its failure is logged (its decision's own outcome, in the
-    same batch, says what the caller is told)."""
-    if isinstance(outcome, LineageError):
-        logger.error("%s entry not logged: %s", kind, outcome)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge_agent.protocol.request import Request
 from edge_agent.socket.config import SocketLimits
-from edge_agent.socket.deciders import AsyncDecider, CitingDecider, Decider
+from edge_agent.socket.deciders import Decider
 from edge_agent.socket.errors import ErrorCode, IdentityError, ProtocolError
 from edge_agent.socket.peer import ExeHashCache, PeerProcess, attest
 from edge_agent.socket.wire import (
@@ -43,7 +43,15 @@ from edge_agent.trust.gate import Decision
 if TYPE_CHECKING:
     from edge_agent.socket.errors import ErrorCodeValue
 
-__all__ = ["FRAMES_PER_TURN", "Connection", "ConnectionOwner", "Counters"]
+__all__ = [
+    "FRAMES_PER_TURN",
+    "Connection",
+    "ConnectionOwner",
+    "Counters",
+    "Timed",
+    "expired",
+    "result_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +89,7 @@ class ConnectionOwner(Protocol):
     @property
     def closing(self) -> bool: ...
     @property
-    def async_decider(self) -> AsyncDecider | None: ...
-    @property
     def sync_decider(self) -> Decider | None: ...
-    @property
-    def citing_decider(self) -> CitingDecider | None: ...
 
     def admit(self, connection: Connection) -> bool: ...
     def forget(self, connection: Connection) -> None: ...
@@ -104,9 +108,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: PeerProcess | None = None
         self.buffer = bytearray()
-        self.inflight: set[
-            asyncio.Future[Decision] | asyncio.Future[tuple[Decision, bytes | None]]
-        ] = set()
+        self.inflight: set[asyncio.Future[Decision]] = set()
         self.last_activity = time.monotonic()
         self.frame_started: float | None = None
         self.write_paused_at: float | None = None
@@ -338,30 +340,8 @@ class Connection(asyncio.Protocol):
             selectors=identity.selectors,
         )
         if request.parent is not None or request.want_receipt:
-            self._decide_cited(request, asked)
-            return
-        loop = asyncio.get_running_loop()
-        wall = int(time.time())
-        server = self.server
-        deciding: asyncio.Future[Decision]
-        if server.async_decider is not None:
-            try:
-                deciding = server.async_decider.decide_soon(asked, wall)
-            except Exception as exc:
-                deciding = loop.create_future()
-                deciding.set_exception(exc)
-        else:
-            assert server.sync_decider is not None
-            deciding = loop.run_in_executor(server.pool, server.sync_decider.decide, asked, wall)
-        self.inflight.add(deciding)
-        self.server.started(self)
-        deciding.add_done_callback(functools.partial(self._decided, request.id))
-
-    def _decide_cited(self, request: WireRequest, asked: Request) -> None:
-        """A request citing a parent or asking for its receipt: only a citing decider
-        serves it (the agent; docs/socket.md)."""
-        decider = self.server.citing_decider
-        if decider is None:
+            # Only a BatchDecider (the agent, served by the responder) verifies parents
+            # and makes receipts (docs/socket.md).
             self.write(
                 encode_error(
                     request.id,
@@ -370,23 +350,16 @@ class Connection(asyncio.Protocol):
                 )
             )
             return
-        deciding: asyncio.Future[tuple[Decision, bytes | None]]
-        try:
-            deciding = decider.decide_cited_soon(
-                asked, int(time.time()), request.parent, request.want_receipt
-            )
-        except Exception as exc:
-            deciding = asyncio.get_running_loop().create_future()
-            deciding.set_exception(exc)
+        decider = self.server.sync_decider
+        assert decider is not None
+        deciding = asyncio.get_running_loop().run_in_executor(
+            self.server.pool, decider.decide, asked, int(time.time())
+        )
         self.inflight.add(deciding)
         self.server.started(self)
         deciding.add_done_callback(functools.partial(self._decided, request.id))
 
-    def _decided(
-        self,
-        request_id: int,
-        deciding: asyncio.Future[Decision] | asyncio.Future[tuple[Decision, bytes | None]],
-    ) -> None:
+    def _decided(self, request_id: int, deciding: asyncio.Future[Decision]) -> None:
         self.inflight.discard(deciding)
         self.server.finished(self)
         if deciding.cancelled():
@@ -399,11 +372,7 @@ class Connection(asyncio.Protocol):
             )
         else:
             self.server.counters.decisions += 1
-            outcome = deciding.result()
-            if isinstance(outcome, tuple):
-                self.write(self._answers.encode(request_id, _result(*outcome)))
-            else:
-                self.write(self._answers.encode(request_id, _result(outcome)))
+            self.write(self._answers.encode(request_id, result_of(deciding.result())))
         self._schedule()
 
     def _finish_if_done(self) -> None:
@@ -434,7 +403,8 @@ class Connection(asyncio.Protocol):
                 self.frame_started = time.monotonic()
 
 
-def _result(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
+def result_of(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
+    """The answer's fields for ``decision`` (and its ``receipt``)."""
     request = decision.request
     return DecisionResult(
         allowed=decision.allowed,
@@ -448,3 +418,42 @@ def _result(decision: Decision, receipt: bytes | None = None) -> DecisionResult:
         selectors=request.selectors,
         receipt=receipt,
     )
+
+
+class Timed(Protocol):
+    """What the time limits look at on a connection (either server path's)."""
+
+    @property
+    def write_paused_at(self) -> float | None: ...
+    @property
+    def reading(self) -> bool: ...
+    @property
+    def frame_started(self) -> float | None: ...
+    @property
+    def idle(self) -> bool: ...
+    @property
+    def buffer(self) -> bytearray: ...
+    @property
+    def last_activity(self) -> float: ...
+
+
+def expired(connection: Timed, now: float, limits: SocketLimits) -> str | None:
+    """Why ``connection`` is past a time limit at ``now`` (unread answers, a stalled frame,
+    idle), or ``None``."""
+    if connection.write_paused_at is not None:
+        if now - connection.write_paused_at > limits.write_timeout_s:
+            return "it does not read its answers"
+        return None
+    if (
+        connection.reading
+        and connection.frame_started is not None
+        and now - connection.frame_started > limits.frame_timeout_s
+    ):
+        return "a request frame stalled"
+    if (
+        connection.idle
+        and not connection.buffer
+        and now - connection.last_activity > limits.idle_timeout_s
+    ):
+        return "idle"
+    return None

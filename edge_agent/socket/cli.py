@@ -89,14 +89,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(agent: LocalAgent, config: SocketConfig) -> None:
+    """Serve decisions until SIGTERM or SIGINT.
+
+    Raises:
+        SocketError: the server stopped answering on its own (logged): exit non-zero, so
+            that the service manager restarts the agent.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     ensure_fd_headroom(config.limits)
-    async with DecisionServer(agent, config):
+    async with DecisionServer(agent, config) as server:
         print(f"edge-agent: serving decisions on {config.path}", flush=True)
-        await stop.wait()
+        watching = asyncio.create_task(server.watch(), name="decision-socket")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait((watching, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not watching.done():
+            watching.cancel()
+            return
+        watching.result()  # raises: the server stopped answering on its own
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:

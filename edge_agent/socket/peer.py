@@ -13,8 +13,10 @@ another program. So attestation:
    process that connected, when the kernel has it;
 2. reads ``/proc/PID/stat`` (start time) and ``/proc/PID/status`` (effective uid), and the
    uid must equal the one ``SO_PEERCRED`` reported;
-3. opens ``/proc/PID/exe`` (the running file itself), reads its path, checks that path on
-   disk is that same file (not deleted, not replaced, same mount namespace), and hashes it;
+3. opens ``/proc/PID/exe`` (the running file itself), reads its path, checks that path is
+   text (UTF-8: the caller is named by it in policy, answers and the lineage) and that it
+   is on disk that same file (not deleted, not replaced, same mount namespace), and hashes
+   it;
 4. re-reads the start time, uid and executable: any change denies; with a pidfd, a process
    that has exited by then denies too (alive after step 3 means the pid named it
    throughout). Without a pidfd the start time re-check is what detects a reused pid.
@@ -28,7 +30,8 @@ execs another program *before* the agent accepts the connection is attributed th
 program, as in SPIRE; policies for privileged workloads should also name a dedicated uid.
 The agent must be able to read other users' ``/proc/PID/exe`` (root or
 ``CAP_SYS_PTRACE``), share the workloads' PID and mount namespaces, and ``user:`` selectors
-come from the passwd database at attestation time (a uid without an entry gets none).
+come from the passwd database at attestation time (a uid without an entry, or whose name
+is not UTF-8, gets none).
 """
 
 from __future__ import annotations
@@ -275,6 +278,12 @@ def _exe_path(pid: int, key: FileKey) -> str:
         path = os.readlink(f"/proc/{pid}/exe")
     except OSError as exc:
         raise IdentityError(_proc_failure(pid, "executable", exc)) from exc
+    if not _is_text(path):
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise IdentityError(
+            f"the caller's executable path {shown} is not valid UTF-8, and the agent names "
+            "callers by that path (policy, answers, lineage); rename the program"
+        )
     if path.endswith(" (deleted)"):
         raise IdentityError(
             f"the caller's executable {path[: -len(' (deleted)')]} was deleted or replaced "
@@ -361,7 +370,19 @@ def _user_name(uid: int) -> str | None:
         name: str | None = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = None
+    if name is not None and not _is_text(name):
+        name = None
     if len(_user_names) >= _USER_CACHE_ENTRIES:
         _user_names.clear()
     _user_names[uid] = name
     return name
+
+
+def _is_text(name: str) -> bool:
+    """Whether ``name`` (from the kernel or passwd: bytes decoded with surrogateescape)
+    was valid UTF-8, so that it can be encoded wherever an identity goes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -3,11 +3,13 @@
 Each connection is attested once from the kernel (:mod:`edge_agent.socket.peer`), then every
 request on it is re-checked against that identity, turned into a
 :class:`~edge_agent.policy.engine.Request` whose subject and selectors come from the kernel
-alone, and decided by the decider (the agent: gate, then durable lineage): an
-:class:`AsyncDecider` on the event loop, else a :class:`Decider` in a bounded thread pool;
-either way concurrent decisions share one lineage commit (group commit).
-Connections are protocol objects (:mod:`edge_agent.socket._connection`), not a task per
-request: the event loop's work per decision is small and constant.
+alone, and decided by the decider (the agent: gate, then durable lineage). A
+:class:`BatchDecider` (the agent) is served off the event loop by
+:mod:`edge_agent.socket.responder`: one ``epoll`` thread for every connection and one
+thread committing each wake-up's decisions in one call. A :class:`Decider` (an embedding
+program's own) is called in a bounded thread pool, its connections protocol objects on the
+event loop (:mod:`edge_agent.socket._connection`), not a task per request. Either way,
+concurrent decisions share one lineage commit (group commit).
 
 Invariants:
 - No answer but an allow from the decider is an allow: every failure (identity, protocol,
@@ -22,11 +24,16 @@ Invariants:
   ``async with`` block stops accepting, lets decisions in flight answer for
   ``shutdown_grace_s``, closes every connection and waits for every decision already started
   to finish (be durable) before returning, so the caller may close the lineage next.
+- A server that stops serving on its own (a thread of the responder failed: a bug) says so:
+  :meth:`DecisionServer.watch` raises, so that the program stops and its service manager
+  restarts it, rather than keep a socket that answers nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import resource
 import time
@@ -37,14 +44,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from edge_agent.socket._connection import Connection, Counters
+from edge_agent.socket._connection import Connection, Counters, expired
 from edge_agent.socket.config import SocketConfig, SocketLimits
-from edge_agent.socket.deciders import AsyncDecider, CitingDecider, Decider
-from edge_agent.socket.errors import ErrorCode
+from edge_agent.socket.deciders import BatchDecider, Decider
+from edge_agent.socket.errors import ErrorCode, SocketError
 from edge_agent.socket.listen import ListeningSocket
 from edge_agent.socket.peer import ExeHashCache
+from edge_agent.socket.responder import Responder
 
-__all__ = ["AsyncDecider", "Decider", "DecisionServer", "ServerStats", "ensure_fd_headroom"]
+__all__ = [
+    "BatchDecider",
+    "Decider",
+    "DecisionServer",
+    "ServerStats",
+    "ensure_fd_headroom",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +92,10 @@ class DecisionServer:
             await stop.wait()
     """
 
-    def __init__(self, decider: Decider | AsyncDecider, config: SocketConfig | None = None) -> None:
+    def __init__(self, decider: Decider | BatchDecider, config: SocketConfig | None = None) -> None:
         self.config = config or SocketConfig()
-        self.async_decider = decider if isinstance(decider, AsyncDecider) else None
-        self.sync_decider = None if isinstance(decider, AsyncDecider) else decider
-        self.citing_decider = decider if isinstance(decider, CitingDecider) else None
+        self.batch_decider = decider if isinstance(decider, BatchDecider) else None
+        self.sync_decider = None if isinstance(decider, BatchDecider) else decider
         self.limits: SocketLimits = self.config.limits
         self.cache = ExeHashCache()
         self.counters = Counters()
@@ -94,6 +107,8 @@ class DecisionServer:
         self._listener: ListeningSocket | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._responder: Responder | None = None
+        self._failed: asyncio.Future[None] | None = None
         self._stack = AsyncExitStack()
 
     @property
@@ -102,8 +117,9 @@ class DecisionServer:
 
     def stats(self) -> ServerStats:
         c = self.counters
+        responder = self._responder
         return ServerStats(
-            len(self._connections),
+            len(self._connections) if responder is None else responder.open_connections,
             c.accepted,
             c.evicted,
             c.refused_busy,
@@ -126,6 +142,20 @@ class DecisionServer:
                 group=self.config.group,
                 backlog=self.limits.backlog,
             )
+            if self.batch_decider is not None:
+                loop = asyncio.get_running_loop()
+                failed = self._failed = loop.create_future()
+                self._responder = Responder(
+                    self.batch_decider,
+                    self._listener.sock,
+                    self.limits,
+                    self.counters,
+                    self.cache,
+                    functools.partial(_set_soon, loop, failed),
+                )
+                self._responder.start()
+                logger.info("decision socket serving on %s", self.config.path)
+                return self
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
             loop = asyncio.get_running_loop()
             self._server = await loop.create_unix_server(
@@ -141,14 +171,40 @@ class DecisionServer:
         logger.info("decision socket serving on %s", self.config.path)
         return self
 
+    async def watch(self) -> None:
+        """Wait as long as the server serves: forever, unless it stops on its own.
+
+        Raises:
+            SocketError: the server stopped serving (its responder or committer thread
+                failed, as logged): the program should exit non-zero to be restarted.
+        """
+        if self._failed is None:
+            await asyncio.get_running_loop().create_future()
+        else:
+            await asyncio.shield(self._failed)
+        raise SocketError(
+            f"the decision socket on {self.config.path} stopped answering (a thread of the "
+            "server failed, see the log above); stopping the agent so that it is restarted"
+        )
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._server is not None and self._listener is not None
+        assert self._listener is not None
         self.closing = True
+        if self._responder is not None:
+            self._responder.stop()
+            try:
+                joined = asyncio.get_running_loop().run_in_executor(None, self._responder.join)
+                await asyncio.shield(joined)
+            finally:
+                self._listener.close()
+                logger.info("decision socket on %s closed", self.config.path)
+            return
+        assert self._server is not None
         self._server.close()
         try:
             await self._drain()
@@ -252,32 +308,12 @@ class DecisionServer:
             await asyncio.sleep(period)
             now = time.monotonic()
             for connection in list(self._connections):
-                why = _expired(connection, now, limits)
+                why = expired(connection, now, limits)
                 if why is not None:
                     self.counters.timeouts += 1
                     logger.info("closing connection %d: %s", connection.number, why)
                     self.forget(connection)
                     connection.abort()
-
-
-def _expired(connection: Connection, now: float, limits: SocketLimits) -> str | None:
-    if connection.write_paused_at is not None:
-        if now - connection.write_paused_at > limits.write_timeout_s:
-            return "it does not read its answers"
-        return None
-    if (
-        connection.reading
-        and connection.frame_started is not None
-        and now - connection.frame_started > limits.frame_timeout_s
-    ):
-        return "a request frame stalled"
-    if (
-        connection.idle
-        and not connection.buffer
-        and now - connection.last_activity > limits.idle_timeout_s
-    ):
-        return "idle"
-    return None
 
 
 def ensure_fd_headroom(limits: SocketLimits) -> int:
@@ -301,3 +337,14 @@ def ensure_fd_headroom(limits: SocketLimits) -> int:
             limits.max_connections,
         )
     return soft
+
+
+def _set_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """From another thread: mark ``future`` done on ``loop`` (if that loop still runs)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set, future)
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -133,7 +133,7 @@ async def _run(
             mode, mounts = enforcement
             async with (
                 ExecEnforcer(agent, mode, mounts, EnforcerOptions()) as enforcer,
-                DecisionServer(agent, config.socket),
+                DecisionServer(agent, config.socket) as server,
                 asyncio.TaskGroup() as tasks,
             ):
                 logger.info(
@@ -145,6 +145,7 @@ async def _run(
                 )
                 notifier.ready(status_line(agent, int(time.time()), enforcer))
                 tasks.create_task(daemon.run(), name="sync")
+                tasks.create_task(server.watch(), name="decision-socket")
                 tasks.create_task(_report_status(agent, notifier, enforcer), name="sd-status")
                 interval = watchdog_interval()
                 if interval is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "Decision",
     "GateCheck",
     "GateState",
+    "LastDecision",
     "Reason",
     "attestation_failure",
     "check_report",
@@ -303,6 +304,28 @@ def decide(state: TrustState, request: Request, now: int) -> Decision:
         return Decision(
             False, Reason.INTERNAL_ERROR, f"internal error: {exc}", None, None, None, request, now
         )
+
+
+class LastDecision:
+    """:func:`decide`, remembering its last call: asked again with the very same state,
+    an equal request and the same ``now``, it gives the decision it made then. Exact:
+    :func:`decide` is a pure function of those three, and a :class:`TrustState` is
+    immutable (every change makes a new one, so the state is compared by identity). A
+    workload asks the same thing many times a second. Safe to share between threads: the
+    remembered call is replaced whole."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[TrustState, Request, int, Decision] | None = None
+
+    def decide(self, state: TrustState, request: Request, now: int) -> Decision:
+        last = self._last
+        if last is not None and last[0] is state and last[2] == now and last[1] == request:
+            return last[3]
+        decision = decide(state, request, now)
+        self._last = (state, request, now, decision)
+        return decision
 
 
 def _decide(state: TrustState, request: Request, now: int) -> Decision:
