@@ -597,7 +597,7 @@ class LocalAgent:
                 self._shadow_root = root
             self._shadow = max(shadows.values(), key=lambda h: h.bundle.version, default=None)
 
-    def _shadow_entry(self, decision: Decision) -> Entry | None:
+    def shadow_entry(self, decision: Decision) -> Entry | None:
         """The ``shadow_divergence`` entry to log right after ``decision``, when a shadow is
         held and decides it otherwise (:func:`~edge_agent.trust.shadow.shadow_outcome`).
         Never raises and never changes ``decision``: any failure is logged and only the
@@ -800,7 +800,7 @@ class LocalAgent:
         if self.lineage is None:
             return lineage_unavailable(decision, "the lineage is not open")
         decision, self.last_seq = self.lineage.record_decision(
-            decision, self._shadow_entry(decision)
+            decision, self.shadow_entry(decision)
         )
         return decision
 
@@ -818,7 +818,7 @@ class LocalAgent:
         ``lineage_unavailable`` where it could not be written. Blocking; thread-safe."""
         if self.lineage is None:
             return [lineage_unavailable(d, "the lineage is not open") for d in decisions]
-        return self.lineage.record_decisions([(d, self._shadow_entry(d)) for d in decisions])
+        return self.lineage.record_decisions([(d, self.shadow_entry(d)) for d in decisions])
 
     def decide_cited(
         self, request: Request, wall: int, parent: bytes | None, want_receipt: bool
@@ -833,7 +833,7 @@ class LocalAgent:
         self._observe(decision.time)
         if self.lineage is None:
             return lineage_unavailable(decision, "the lineage is not open"), None
-        decision, seq = self.lineage.record_decision(decision, self._shadow_entry(decision))
+        decision, seq = self.lineage.record_decision(decision, self.shadow_entry(decision))
         if not want_receipt or seq is None or self._receipts is None:
             return decision, None
         try:

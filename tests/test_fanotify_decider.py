@@ -447,7 +447,7 @@ class _FlakyLineage:
         return "disk full"
 
     def record_decision_numbered_soon(
-        self, decision: Decision
+        self, decision: Decision, follow: object = None
     ) -> asyncio.Future[tuple[Decision, int | None]]:
         recorded: asyncio.Future[tuple[Decision, int | None]] = (
             asyncio.get_running_loop().create_future()
@@ -473,7 +473,7 @@ def test_failed_lineage_writes_are_retried_in_order_and_nothing_is_lost() -> Non
     async def body() -> tuple[int, str | None]:
         handoff = LineageHandoff(16)
         handoff.attach()
-        writer = asyncio.create_task(handoff.run(lambda: lineage))  # type: ignore[arg-type,return-value]
+        writer = asyncio.create_task(handoff.run(lambda: lineage, lambda d: None))  # type: ignore[arg-type,return-value]
         for name in "abcde":
             assert handoff.offer(_decision(name))
         left = await handoff.flush(10)
@@ -498,7 +498,7 @@ class _TimedLineage:
         return None
 
     def record_decision_numbered_soon(
-        self, decision: Decision
+        self, decision: Decision, follow: object = None
     ) -> asyncio.Future[tuple[Decision, int | None]]:
         loop = asyncio.get_running_loop()
         if not self._open:
@@ -518,7 +518,7 @@ def test_decisions_answered_during_a_commit_gather_for_the_next_commit() -> None
         handoff = LineageHandoff(64)
         handoff.attach()
         loop = asyncio.get_running_loop()
-        writer = asyncio.create_task(handoff.run(lambda: lineage))  # type: ignore[arg-type,return-value]
+        writer = asyncio.create_task(handoff.run(lambda: lineage, lambda d: None))  # type: ignore[arg-type,return-value]
 
         def answered(names: str) -> None:
             for name in names:

@@ -7,6 +7,7 @@ Each test runs two agents on the same root and active bundle: ``agent`` is given
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import edge_agent.agent as agent_module
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.errors import BundleError
+from edge_agent.fanotify.handoff import LineageHandoff
 from edge_agent.lineage.decisions import divergence_entry
 from edge_agent.policy.bundle import compile_for_device
 from edge_agent.policy.compiler import compile_policy, policy_payload
@@ -296,6 +298,40 @@ def test_decisions_the_socket_judges_then_records_together_log_each_divergence_r
         Kind.DECISION,
         Kind.SHADOW_DIVERGENCE,
     ]
+
+
+def test_exec_decisions_handed_to_the_lineage_log_each_divergence_right_after(
+    pair: Pair,
+) -> None:
+    """The exec enforcer's hand-off (edge_agent.fanotify.handoff) writes its decisions with
+    the agent's divergences, as the socket does: a rollout's shadow counts execs too."""
+    pair.agent.install_shadow(TOPIC, pair.hub.bundle(3, policy=SHADOW_POLICY), NOW)
+    start = len(_entries(pair.agent))
+    decided = [pair.agent.judge(r, NOW + 10) for r in (RESET, ZONE_READ, PYTHON)]
+
+    async def hand_over() -> int:
+        handoff = LineageHandoff(16)
+        handoff.attach()
+        writer = asyncio.create_task(
+            handoff.run(lambda: pair.agent.lineage, pair.agent.shadow_entry)
+        )
+        for decision in decided:
+            assert handoff.offer(decision)
+        handoff.wake()
+        left = await handoff.flush(10)
+        writer.cancel()
+        return left
+
+    assert asyncio.run(hand_over()) == 0
+    logged = _entries(pair.agent)[start:]
+    assert [(e.kind, e.request) for e in logged] == [
+        (Kind.DECISION, RESET),
+        (Kind.SHADOW_DIVERGENCE, RESET),
+        (Kind.DECISION, ZONE_READ),
+        (Kind.DECISION, PYTHON),
+        (Kind.SHADOW_DIVERGENCE, PYTHON),
+    ]
+    assert parse_shadow_detail(logged[1].detail).allowed is EXPECTED[RESET].allowed
 
 
 def test_a_decision_the_gate_denied_is_not_compared() -> None:

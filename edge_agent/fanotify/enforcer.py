@@ -225,7 +225,8 @@ class ExecEnforcer:
             self._handoff.attach()
             self._tasks.append(
                 self._loop.create_task(
-                    self._handoff.run(lambda: self._agent.lineage), name="exec-lineage-writer"
+                    self._handoff.run(lambda: self._agent.lineage, self._agent.shadow_entry),
+                    name="exec-lineage-writer",
                 )
             )
             self._start_responder()

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 
 from edge_agent.lineage.log import LineageLog
+from edge_agent.protocol.lineage_entries import Entry
 from edge_agent.trust.gate import Decision
 
 __all__ = ["BATCH_ENTRIES", "DEFAULT_CAPACITY", "LineageHandoff"]
@@ -107,8 +108,15 @@ class LineageHandoff:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
 
-    async def run(self, lineage: Callable[[], LineageLog | None]) -> None:
-        """Write queued decisions until cancelled; ``lineage()`` gives the log to write to.
+    async def run(
+        self,
+        lineage: Callable[[], LineageLog | None],
+        divergence: Callable[[Decision], Entry | None],
+    ) -> None:
+        """Write queued decisions until cancelled; ``lineage()`` gives the log to write to,
+        ``divergence(decision)`` the ``shadow_divergence`` entry to log right after a
+        decision (a shadow bundle held and deciding it otherwise; evaluated here, on the
+        loop, off the exec path).
 
         Each round writes what had gathered when it began; decisions that arrive while it
         commits gather for the rest of their own :data:`LINGER_S` (counted from the
@@ -131,22 +139,28 @@ class LineageHandoff:
             gathered = len(self._queue)
             while gathered > 0 and self._queue:
                 taken = min(gathered, BATCH_ENTRIES)
-                if await self._write_batch(lineage(), taken):
+                if await self._write_batch(lineage(), taken, divergence):
                     gathered -= taken
                     retry = _RETRY_FIRST_S
                 else:
                     await asyncio.sleep(retry)
                     retry = min(_RETRY_MAX_S, retry * 2)
 
-    async def _write_batch(self, log: LineageLog | None, entries: int) -> bool:
-        """Write the first ``entries`` queued decisions as one batch; whether all were."""
+    async def _write_batch(
+        self,
+        log: LineageLog | None,
+        entries: int,
+        divergence: Callable[[Decision], Entry | None],
+    ) -> bool:
+        """Write the first ``entries`` queued decisions as one batch, each with its shadow
+        divergence; whether all were."""
         batch = list(itertools.islice(self._queue, entries))
         if log is None:
             self.problem = "the lineage is not open"
             return False
         # Futures, not coroutines: no task per decision; the lineage commits the batch as
         # one and resolves them in order.
-        recorded = [log.record_decision_numbered_soon(d) for d in batch]
+        recorded = [log.record_decision_numbered_soon(d, divergence(d)) for d in batch]
         failed = [d for d, future in zip(batch, recorded, strict=True) if (await future)[1] is None]
         for _ in batch:
             self._queue.popleft()

@@ -584,12 +584,13 @@ class LineageLog:
             return lineage_unavailable(decision, str(exc)), None
 
     def record_decision_numbered_soon(
-        self, decision: Decision
+        self, decision: Decision, follow: Entry | None = None
     ) -> asyncio.Future[tuple[Decision, int | None]]:
         """:meth:`record_decision` on the event loop without a coroutine: the future
         resolves to the decision and its seq once it is durable, or to the deny that
-        replaces it and ``None`` (it never fails). Concurrent calls share one commit (the
-        exec decisions' hand-off, :mod:`edge_agent.fanotify.handoff`). Call it on the loop."""
+        replaces it and ``None`` (it never fails); ``follow`` (its shadow divergence) is
+        queued right behind it. Concurrent calls share one commit (the exec decisions'
+        hand-off, :mod:`edge_agent.fanotify.handoff`). Call it on the loop."""
         recorded: asyncio.Future[tuple[Decision, int | None]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -601,6 +602,10 @@ class LineageLog:
         self._async_writer.submit(
             draft, functools.partial(self._settle_numbered, decision, recorded)
         )
+        for follow_draft in self._follow_draft(follow):
+            self._async_writer.submit(
+                follow_draft, functools.partial(_follow_written, follow_draft.kind)
+            )
         return recorded
 
     def _follow_draft(self, follow: Entry | None) -> tuple[Draft, ...]:
@@ -1108,3 +1113,12 @@ def _prune_steps(base: int, sizes: list[int]) -> list[int]:
                 start = cuts[-1]
             cuts.append(size)
     return cuts
+
+
+def _follow_written(kind: Kind, outcome: int | LineageError) -> None:
+    """A follow entry's outcome, queued behind its decision on the event loop: the writer
+    keeps a loop's drafts in order, so it takes the next seq (unless another process's batch
+    lands between the two, at a batch boundary). Its failure is logged (its decision's own
+    outcome, in the same batch, says what the caller is told)."""
+    if isinstance(outcome, LineageError):
+        logger.error("%s entry not logged: %s", kind, outcome)
