@@ -420,12 +420,14 @@ class _StalledLineage:
     def __getattr__(self, name: str) -> object:
         return getattr(self._real, name)
 
-    def record_decision_numbered_soon(self, decision: object) -> asyncio.Future[object]:
-        return asyncio.ensure_future(self._after_release(decision))
+    def record_decision_numbered_soon(
+        self, decision: object, follow: object = None
+    ) -> asyncio.Future[object]:
+        return asyncio.ensure_future(self._after_release(decision, follow))
 
-    async def _after_release(self, decision: object) -> object:
+    async def _after_release(self, decision: object, follow: object) -> object:
         await self._release.wait()
-        return await self._real.record_decision_numbered_soon(decision)  # type: ignore[attr-defined]
+        return await self._real.record_decision_numbered_soon(decision, follow)  # type: ignore[attr-defined]
 
 
 def scenario_stalled_lineage(sandbox: Sandbox) -> dict[str, object]:
