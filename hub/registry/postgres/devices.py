@@ -9,9 +9,9 @@ same bytes changes nothing and returns false; with other bytes it replaces the s
 touches neither last seen nor the history), last seen never moved back, the history's last
 span extended or a new one started and the oldest past :data:`MAX_STATUS_SPANS` dropped.
 Its statements fire the ``console_fleet`` triggers as the shared path's do. A call is one
-round trip (three in a write group: its savepoint's two), where the shared path takes ~11
-(the lock, each read and write, the transaction's commands); and PL/pgSQL plans each
-statement once per server backend.
+round trip (three in a write group: its savepoint's two), where the shared path takes 8 or
+9 (the lock, each read and write, the transaction's or savepoint's commands: libpq's trace);
+and PL/pgSQL plans each statement once per server backend.
 """
 
 from __future__ import annotations
