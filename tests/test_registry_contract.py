@@ -915,6 +915,25 @@ def test_status_history_extends_a_span_while_heard_from_in_time_and_starts_one_o
     assert registry.status_history("gw-404") == []
 
 
+def test_a_newer_status_heard_from_before_the_last_span_began_starts_no_span_nor_moves_last_seen(
+    registry: Registry,
+) -> None:
+    registry.add_device(_device("gw-001"))
+    registry.record_status(_status(NOW), b"first", NOW + 100)
+    assert registry.record_status(_status(NOW + 10, gate="revoked"), b"newer", NOW + 50)
+    assert registry.status_history("gw-001") == [StatusSpan(NOW + 100, NOW + 100, True, "open", 3)]
+    (row,) = registry.fleet()
+    assert (row.status_time, row.gate, row.last_seen) == (NOW + 10, "revoked", NOW + 100)
+
+
+def test_status_history_extends_a_span_of_a_device_running_no_bundle(registry: Registry) -> None:
+    registry.add_device(_device("gw-001"))
+    for at in (NOW, NOW + 30):
+        sent = DeviceStatus("gw-001", at, True, None, None, "open", 0, 0)
+        registry.record_status(sent, b"s%d" % at, at)
+    assert registry.status_history("gw-001") == [StatusSpan(NOW, NOW + 30, True, "open", None)]
+
+
 def test_status_history_keeps_the_newest_spans_only(registry: Registry) -> None:
     registry.add_device(_device("gw-001"))
     for n in range(MAX_STATUS_SPANS + 5):

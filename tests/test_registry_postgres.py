@@ -388,6 +388,75 @@ def test_a_registry_with_the_sql_dashboard_rewrite_gets_the_plpgsql_one_and_keep
         assert postgres_schema._complete(db)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DROP FUNCTION record_device_status",
+        "CREATE OR REPLACE FUNCTION record_device_status(s_device TEXT, s_data BYTEA, "
+        "s_time BIGINT, s_online BIGINT, s_version BIGINT, s_expires BIGINT, s_gate TEXT, "
+        "s_size BIGINT, s_acked BIGINT, s_received BIGINT, max_spans BIGINT, join_s BIGINT) "
+        "RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN false; END $$",
+    ],
+    ids=["without it", "another text of it"],
+)
+def test_a_registry_without_this_hubs_status_function_gets_it_when_opened(
+    postgres_url: str, change: str
+) -> None:
+    with open_registry(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(change)
+        assert not postgres_schema._complete(db)
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        sent = DeviceStatus("gw-x", NOW, True, 1, None, "open", 0, 0)
+        assert registry.record_status(sent, b"a", NOW)
+        assert registry.fleet()[0].status_time == NOW
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        assert postgres_schema._complete(db)
+
+
+def test_a_status_waits_for_the_status_lock_a_hub_on_the_shared_path_holds_then_decides(
+    postgres_url: str,
+) -> None:
+    """A hub from before the status function records a status under the advisory lock
+    ``status <device>`` (read, then write): the function takes that lock too, so it waits,
+    then finds the newer status that hub committed and keeps nothing."""
+    with open_registry(postgres_url) as registry:
+        registry.add_device(
+            DeviceRecord("gw-x", "eu-1", (), "generic", PrivateKey.generate().public, 1, NOW)
+        )
+        outcome: list[bool] = []
+        with (
+            psycopg.connect(postgres_url) as shared,
+            psycopg.connect(postgres_url, autocommit=True) as watch,
+        ):
+            shared.execute("SELECT pg_advisory_xact_lock(hashtextextended('status gw-x', 0))")
+            sent = DeviceStatus("gw-x", NOW + 1, True, 1, None, "open", 0, 0)
+            recording = threading.Thread(
+                target=lambda: outcome.append(registry.record_status(sent, b"late", NOW + 1))
+            )
+            recording.start()
+            _until(
+                lambda: (
+                    watch.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    ).fetchone()
+                    == (1,)
+                )
+            )
+            shared.execute(
+                "INSERT INTO status VALUES ('gw-x', 'newer', %s, 1, 2, NULL, 'open', 0, 0, %s)",
+                (NOW + 5, NOW + 5),
+            )
+            shared.commit()
+            recording.join(timeout=30)
+        assert outcome == [False]
+        assert registry.fleet()[0].status_time == NOW + 5
+
+
 def test_a_status_set_in_place_waits_for_another_hubs_rewrite_of_the_row_and_lands_in_it(
     postgres_url: str,
 ) -> None:

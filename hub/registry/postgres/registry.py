@@ -22,8 +22,8 @@ from hub.registry.interface import RegistryError
 from hub.registry.postgres.arrays import register_arrays
 from hub.registry.postgres.console import ConsoleTables
 from hub.registry.postgres.device_logs import DeviceLogTables
+from hub.registry.postgres.devices import DeviceTables
 from hub.registry.postgres.schema import migrate
-from hub.registry.queries.devices import DeviceTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.queries.rollouts import RolloutTables
 from hub.registry.queries.schedule_lease import ScheduleLeaseTables

@@ -20,6 +20,7 @@ import time
 import psycopg
 
 from hub.registry.interface import RegistryError
+from hub.registry.postgres.devices import RECORD_STATUS_BODY, RECORD_STATUS_FUNCTION
 from hub.registry.rows import as_bytes, as_int, as_text, search_row
 from hub.registry.schema import (
     CONSOLE_FLEET_IN_PLACE,
@@ -172,13 +173,16 @@ def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> Non
                 logger.info("lineage search rows stored for %d entries", filled)
         for statement in _fleet_statements():
             db.execute(statement)
+        db.execute(RECORD_STATUS_FUNCTION)
 
 
 def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """Whether the database holds every table and summary trigger already (a registry
-    opened before): then opening it writes nothing. One from before the in-place updates
-    lacks their triggers, and gets them (its rewrite triggers of those tables replaced); one
-    from before the PL/pgSQL rewrite gets it in place of its SQL function."""
+    """Whether the database holds every table and summary trigger already, and the status
+    function as this hub writes it (a registry opened before): then opening it writes
+    nothing. One from before the in-place updates lacks their triggers, and gets them (its
+    rewrite triggers of those tables replaced); one from before the PL/pgSQL rewrite gets it
+    in place of its SQL function; one without ``record_device_status``, or with another
+    text of it, gets this hub's."""
     tables = [table.name for table in (*TABLES, SEARCH_TABLE)]
     triggers = [f"console_fleet_{table}" for table, _ in _FLEET_SOURCES]
     triggers += [f"console_fleet_{table}_in_place" for table, _ in CONSOLE_FLEET_IN_PLACE]
@@ -188,10 +192,12 @@ def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:
         "ON c.oid = t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace "
         "AND t.tgname = ANY(%s)), (SELECT count(*) FROM pg_proc p JOIN pg_language l "
         "ON l.oid = p.prolang WHERE p.pronamespace = current_schema()::regnamespace "
-        "AND p.proname = 'console_fleet_refresh' AND l.lanname = %s)",
-        (tables, triggers, _REFRESH_LANGUAGE),
+        "AND p.proname = 'console_fleet_refresh' AND l.lanname = %s), "
+        "(SELECT count(*) FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace "
+        "AND p.proname = 'record_device_status' AND p.prosrc = %s)",
+        (tables, triggers, _REFRESH_LANGUAGE, RECORD_STATUS_BODY),
     ).fetchone()
-    return row == (len(tables), len(triggers), 1)
+    return row == (len(tables), len(triggers), 1, 1)
 
 
 def _check_version(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
