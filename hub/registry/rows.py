@@ -158,6 +158,21 @@ SearchRow = tuple[
 ]
 """time, device, seq, kind, allowed, reason, rule, subject, action, resource, version."""
 
+UNSEARCHABLE = "\x00"
+SEARCHABLE_STAND_IN = "\ufffd"
+"""PostgreSQL's text holds no NUL, and an entry's text (a workload's request) may: the
+search columns hold U+FFFD in its place, on both backends alike, so such an entry is
+stored (byte for byte, in its entry row) and found as anywhere else. Left as it was, one
+entry with a NUL made its whole batch fail on PostgreSQL at every resend, and nothing
+after it in that device's log was ever stored."""
+
+
+def searchable(text: str | None) -> str | None:
+    """``text`` as the search columns hold it (see :data:`SEARCHABLE_STAND_IN`)."""
+    if text is None or UNSEARCHABLE not in text:
+        return text
+    return text.replace(UNSEARCHABLE, SEARCHABLE_STAND_IN)
+
 
 def search_row(device: str, seq: int, data: bytes) -> SearchRow:
     """The search columns of ``device``'s verified entry ``seq`` (``data``: its bytes).
@@ -167,16 +182,17 @@ def search_row(device: str, seq: int, data: bytes) -> SearchRow:
     """
     try:
         fields = cbor2.loads(data)
-        request = fields[9], fields[10], fields[11]
         return (
             int(fields[1]),
             device,
             seq,
             str(fields[3]),
             int(bool(fields[4])),
-            str(fields[5]),
-            fields[6],
-            *request,
+            searchable(str(fields[5])) or "",
+            searchable(fields[6]),
+            searchable(fields[9]),
+            searchable(fields[10]),
+            searchable(fields[11]),
             fields[8],
         )
     except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
@@ -192,11 +208,11 @@ def entry_row(device: str, entry: Entry) -> SearchRow:
         entry.seq,
         str(entry.kind),
         int(entry.allowed),
-        entry.reason,
-        entry.rule,
-        request.subject if request else None,
-        request.action if request else None,
-        request.resource if request else None,
+        searchable(entry.reason) or "",
+        searchable(entry.rule),
+        searchable(request.subject) if request else None,
+        searchable(request.action) if request else None,
+        searchable(request.resource) if request else None,
         entry.bundle_version,
     )
 

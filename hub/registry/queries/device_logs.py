@@ -41,6 +41,7 @@ from hub.registry.rows import (
     entry_row,
     lineage_hit_row,
     search_row,
+    searchable,
     stored_checkpoint,
 )
 from hub.registry.schema import Dialect
@@ -373,7 +374,7 @@ def _where(query: LineageQuery, dialect: Dialect) -> tuple[list[str], list[objec
     def equal(column: str, value: object) -> None:
         if value is not None:
             clauses.append(f"{column} = ?")
-            params.append(value)
+            params.append(searchable(value) if isinstance(value, str) else value)
 
     equal("device", query.device)
     if query.since is not None:
@@ -392,7 +393,7 @@ def _where(query: LineageQuery, dialect: Dialect) -> tuple[list[str], list[objec
     if query.resource_prefix is not None:
         clause, pattern = _PREFIX[dialect]
         clauses.append(clause)
-        params.append(pattern(query.resource_prefix))
+        params.append(pattern(searchable(query.resource_prefix) or ""))
     return clauses, params
 
 
