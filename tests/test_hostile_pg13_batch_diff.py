@@ -47,9 +47,10 @@ def test_a_batch_of_odd_text_is_stored_alike_on_both_backends(
 ) -> None:
     sim = DeviceLogSim("gw-odd")
     sim.add(6, resource=resource)
-    with SqliteRegistry.open(tmp_path / "hub.db") as lite, PostgresRegistry.open(
-        postgres_url
-    ) as pg:
+    with (
+        SqliteRegistry.open(tmp_path / "hub.db") as lite,
+        PostgresRegistry.open(postgres_url) as pg,
+    ):
         for registry in (lite, pg):
             assert _store(registry, sim, 0, 3) is True
             tail = _accepted(registry, sim, 3, 6)
@@ -72,9 +73,10 @@ def test_a_batch_whose_entry_text_holds_nul_is_stored_on_both_backends(
 ) -> None:
     sim = DeviceLogSim("gw-nul")
     sim.add(3, resource="/bin/\x00sh")
-    with SqliteRegistry.open(tmp_path / "hub.db") as lite, PostgresRegistry.open(
-        postgres_url
-    ) as pg:
+    with (
+        SqliteRegistry.open(tmp_path / "hub.db") as lite,
+        PostgresRegistry.open(postgres_url) as pg,
+    ):
         assert _store(lite, sim, 0, 3) is True
         assert _store(pg, sim, 0, 3) is True
         assert lite.entries("gw-nul", 0, 10) == pg.entries("gw-nul", 0, 10)

@@ -29,27 +29,23 @@ def _device(device_id: str) -> DeviceRecord:
 
 
 def _state(registry: Registry) -> tuple[object, ...]:
-    devices = [d for d in DEVICES]
+    """What a reader sees: the fleet (status, last seen), each device's spans and dashboard
+    row, the dashboard's page and summary."""
     return (
         registry.fleet(),
-        [registry.status_history(d) for d in devices],
-        [registry.console_device(d) for d in devices],
-        registry.console_devices() if _takes_no_args(registry) else None,
+        [registry.status_history(d) for d in DEVICES],
+        [registry.console_device(d) for d in DEVICES],
+        registry.console_devices(now=NOW, stale_after_s=300, limit=50),
+        registry.fleet_summary(NOW, 300),
     )
-
-
-def _takes_no_args(registry: Registry) -> bool:
-    import inspect
-
-    params = inspect.signature(registry.console_devices).parameters
-    return all(p.default is not inspect.Parameter.empty for p in params.values())
 
 
 @pytest.fixture
 def pair(tmp_path: Path, postgres_url: str):  # type: ignore[no-untyped-def]
-    with SqliteRegistry.open(tmp_path / "hub.db") as lite, PostgresRegistry.open(
-        postgres_url
-    ) as pg:
+    with (
+        SqliteRegistry.open(tmp_path / "hub.db") as lite,
+        PostgresRegistry.open(postgres_url) as pg,
+    ):
         for registry in (lite, pg):
             registry.add_device(_device(DEVICES[0]))
             registry.add_device(_device(DEVICES[1]))
@@ -59,9 +55,9 @@ def pair(tmp_path: Path, postgres_url: str):  # type: ignore[no-untyped-def]
 def _apply(registry: Registry, status: DeviceStatus, raw: bytes, at: int) -> object:
     try:
         return registry.record_status(status, raw, at)
-    except RegistryError as exc:
+    except RegistryError:
         return ("RegistryError",)
-    except Exception as exc:  # noqa: BLE001 - the type is what is compared
+    except Exception as exc:
         return (type(exc).__name__,)
 
 
