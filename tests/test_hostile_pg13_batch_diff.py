@@ -80,3 +80,22 @@ def test_a_batch_whose_entry_text_holds_nul_is_stored_on_both_backends(
         assert _store(lite, sim, 0, 3) is True
         assert _store(pg, sim, 0, 3) is True
         assert lite.entries("gw-nul", 0, 10) == pg.entries("gw-nul", 0, 10)
+
+
+def test_a_batch_of_near_limit_entries_is_stored_byte_exact_on_both_backends(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    sim = DeviceLogSim("gw-big")
+    sim.add(2, resource="é" * 480_000)
+    sim.add(2, resource="\x01\x7f\u2028")
+    with (
+        SqliteRegistry.open(tmp_path / "hub.db") as lite,
+        PostgresRegistry.open(postgres_url) as pg,
+    ):
+        for registry in (lite, pg):
+            assert _store(registry, sim, 0, 1) is True
+            assert _store(registry, sim, 1, 4) is True
+        assert lite.entries("gw-big", 0, 10) == pg.entries("gw-big", 0, 10) == sim.entries
+        assert [lite.lineage_hit("gw-big", s) for s in range(4)] == [
+            pg.lineage_hit("gw-big", s) for s in range(4)
+        ]

@@ -145,3 +145,12 @@ def test_a_status_received_at_the_64_bit_bounds_is_kept_on_both_backends(pair) -
         assert registry.record_status(first, b"a", I64[0])
     assert _apply(lite, second, b"b", I64[1]) == _apply(pg, second, b"b", I64[1])
     assert _state(lite) == _state(pg)
+
+
+def test_the_status_function_runs_no_dynamic_sql() -> None:
+    """Its one concatenation names the advisory lock; every value is a bound parameter."""
+    from hub.registry.postgres.devices import RECORD_STATUS_BODY
+
+    body = RECORD_STATUS_BODY.upper()
+    assert "EXECUTE" not in body and "FORMAT(" not in body
+    assert body.count("||") == 1 and "HASHTEXTEXTENDED('STATUS ' || S_DEVICE, 0)" in body
