@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hub.registry.records import FleetCount, FleetSummary, RolloutCount
-from hub.registry.rows import as_groups, as_int, as_opt_int, as_text
+from hub.registry.rows import as_groups, as_int, as_opt_int, as_text, as_whole
 
 __all__ = ["CellCounts", "fleet_summary"]
 
@@ -54,7 +54,7 @@ class CellCounts:
         add_count(self.attestation, attested, valid)
         self.lineage[True] = merged(self.lineage[True], lagging)
         self.lineage[False] = merged(self.lineage[False], in_step)
-        self.waiting += as_int(cell[29] or 0)
+        self.waiting += as_whole(cell[29] or 0)
         self.forks += as_int(cell[30] or 0)
         region_text, own_version = as_text(region), as_opt_int(own)
         for group in as_groups(groups):

@@ -33,6 +33,7 @@ __all__ = [
     "as_int",
     "as_opt_int",
     "as_text",
+    "as_whole",
     "attestation_record",
     "console_fleet_row",
     "device_record",
@@ -52,6 +53,13 @@ def as_int(value: object) -> int:
     if not isinstance(value, int):
         raise RegistryError(f"the hub registry holds {type(value).__name__} for an integer")
     return value
+
+
+def as_whole(value: object) -> int:
+    """A column holding a large sum as a float (or an integer): the nearest integer."""
+    if not isinstance(value, (int, float)):
+        raise RegistryError(f"the hub registry holds {type(value).__name__} for a number")
+    return round(value)
 
 
 def as_opt_int(value: object) -> int | None:

@@ -63,6 +63,10 @@ STATE_OF_ROW = (
 
 _TOTAL: dict[Dialect, str] = {"sqlite": "sum({})", "postgresql": "sum({})::bigint"}
 """A sum of integers, as an integer (PostgreSQL's sum of BIGINT is NUMERIC)."""
+_LARGE_TOTAL: dict[Dialect, str] = {"sqlite": "total({})", "postgresql": "sum({})::float8"}
+"""A sum of integers that may pass 64 bits, as a float: the entries devices say they hold
+beyond what is stored (each up to 2^53-1, a valid counter; 1,025 such devices overflowed
+an integer sum and made the whole summary unreadable). Exact up to 2^53, close beyond."""
 _COUNT_WHERE: dict[Dialect, str] = {
     "sqlite": "sum({})",
     "postgresql": "sum(CASE WHEN {} THEN 1 ELSE 0 END)::bigint",
@@ -86,7 +90,7 @@ SELECT region, groups, own, gate, online, running, verdict, count(*),
     {span(_NEVER, "seen")}, {span(_STALE, "seen")}, {span(_FRESH, "seen")},
     {span(_EXPIRED, "verified")}, {span(f"NOT {_EXPIRED}", "verified")},
     {span(_LAGGING, "signed")}, {span(_IN_STEP, "signed")},
-    {total.format(f"CASE WHEN {_LAGGING} THEN device_size - stored ELSE 0 END")},
+    {_LARGE_TOTAL[dialect].format(f"CASE WHEN {_LAGGING} THEN device_size - stored ELSE 0 END")},
     {total.format("forked")}
 FROM console_fleet GROUP BY region, groups, own, gate, online, running, verdict
 """

@@ -10,6 +10,7 @@ import pytest
 
 from hub.core.ingest import ingest_batch
 from hub.registry import Registry, RegistryError
+from hub.registry.lineage_records import LineageQuery
 from hub.registry.postgres import PostgresRegistry
 from hub.registry.records import Accepted
 from hub.registry.sqlite import SqliteRegistry
@@ -61,13 +62,6 @@ def test_a_batch_of_odd_text_is_stored_alike_on_both_backends(
         assert lite.lineage_hit("gw-odd", 4) == pg.lineage_hit("gw-odd", 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an entry whose request text holds NUL (signed by the device) is stored on SQLite "
-    "but never on PostgreSQL: its search row's text array is refused ('invalid byte sequence "
-    "for encoding UTF8: 0x00'), so the whole batch fails, every retry too, and the device's "
-    "log can grow no further on a PostgreSQL hub",
-)
 def test_a_batch_whose_entry_text_holds_nul_is_stored_on_both_backends(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -79,7 +73,12 @@ def test_a_batch_whose_entry_text_holds_nul_is_stored_on_both_backends(
     ):
         assert _store(lite, sim, 0, 3) is True
         assert _store(pg, sim, 0, 3) is True
-        assert lite.entries("gw-nul", 0, 10) == pg.entries("gw-nul", 0, 10)
+        assert lite.entries("gw-nul", 0, 10) == pg.entries("gw-nul", 0, 10) == sim.entries
+        for registry in (lite, pg):
+            hit = registry.lineage_hit("gw-nul", 2)
+            assert hit is not None and hit.resource == "/bin/\ufffdsh"
+            found = registry.search_lineage(LineageQuery(resource_prefix="/bin/\x00"))
+            assert sorted(h.seq for h in found.hits) == [0, 1, 2]
 
 
 def test_a_batch_of_near_limit_entries_is_stored_byte_exact_on_both_backends(

@@ -31,13 +31,6 @@ def _fill(registry: Registry) -> None:
             registry.record_status(status, b"s", NOW)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet_summary sums each cell's lag (device_size - stored) as a 64-bit integer: "
-    "1025 devices each reporting lineage_size 2^53-1 (a valid counter) overflow it and the "
-    "dashboard's summary cannot be read at all ('integer overflow' on SQLite, 'bigint out of "
-    "range' on PostgreSQL)",
-)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_devices_reporting_the_largest_lineage_size_leave_the_summary_readable(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

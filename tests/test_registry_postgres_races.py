@@ -18,7 +18,7 @@ from hub.registry.postgres import PostgresRegistry
 from hub.registry.queries.devices import DeviceTables as SharedDeviceTables
 from hub.registry.records import DeviceRecord
 from tests.lineage_sim import NOW, DeviceLogSim
-from tests.test_hostile_pg13_batch_diff import _accepted
+from tests.test_registry_batch_backends_agree import _accepted
 
 
 def _race(calls: list[Callable[[], object]]) -> list[object]:
@@ -199,7 +199,7 @@ def test_a_failed_claim_leaves_none_of_its_rows(postgres_url: str) -> None:
 
 
 def test_postgresql_refuses_nul_in_bound_text_of_either_kind(postgres_url: str) -> None:
-    """The NUL divergences (tests/test_hostile_pg13_*_diff.py) are PostgreSQL's text, not the
+    """The NUL divergences (tests/test_registry_*_backends_agree.py) are PostgreSQL's text, not the
     rewrites': a text parameter bound the ordinary way is refused too."""
     with psycopg.connect(postgres_url, autocommit=True) as db, pytest.raises(psycopg.DataError):
         db.execute("SELECT %s::text", ("op\x00en",))
