@@ -9,12 +9,11 @@ from __future__ import annotations
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.lineage_entries import GENESIS_PREV, Entry, Kind, encode_entry, entry_hash
 from edge_agent.protocol.request import Request
-from hub.core.ingest import ingest_batch
 from hub.core.witness import witness_accepted
 from hub.registry import Registry
 from hub.registry.lineage_records import LineageHit
 from hub.registry.records import Accepted
-from tests.lineage_sim import NOW, DeviceLogSim
+from tests.lineage_sim import NOW, DeviceLogSim, accepted_batch
 
 SUBJECTS = ("svc:camera", "svc:backup", "user:ops")
 ACTIONS = ("exec", "read")
@@ -79,15 +78,7 @@ def ship(
 ) -> Accepted:
     """Ingest and store ``sim``'s entries ``start`` to ``stop - 1`` as the hub does (cosigned
     by ``witness`` when given)."""
-    accepted = ingest_batch(
-        sim.batch(start, stop),
-        device=sim.device_id,
-        key=sim.key.public,
-        origin=sim.origin,
-        log=registry.lineage_state(sim.device_id),
-        stored=registry.stored_log(sim.device_id),
-    )
-    assert isinstance(accepted, Accepted)
+    accepted = accepted_batch(registry, sim, start, stop)
     if witness is not None:
         accepted = witness_accepted(accepted, witness, device_key=sim.key.public, now=now)
     assert registry.store_batch(accepted, expected_size=start, received_at=now)

@@ -104,21 +104,27 @@ class DeviceLogSim:
         )
 
 
+def accepted_batch(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
+    """``sim``'s entries ``start`` to ``stop - 1`` verified as the hub verifies a batch
+    against what ``registry`` holds (asserted accepted), not yet stored."""
+    accepted = ingest_batch(
+        sim.batch(start, stop),
+        device=sim.device_id,
+        key=sim.key.public,
+        origin=sim.origin,
+        log=registry.lineage_state(sim.device_id),
+        stored=registry.stored_log(sim.device_id),
+    )
+    assert isinstance(accepted, Accepted)
+    return accepted
+
+
 def store_log(registry: Registry, size: int, batch: int = 200) -> DeviceLogSim:
     """A new log of ``size`` entries of ``gw-001``, ingested and stored ``batch`` at a time."""
     log = DeviceLogSim("gw-001")
     log.add(size)
     for start in range(0, size, batch):
-        stop = min(start + batch, size)
-        accepted = ingest_batch(
-            log.batch(start, stop),
-            device=log.device_id,
-            key=log.key.public,
-            origin=log.origin,
-            log=registry.lineage_state(log.device_id),
-            stored=registry.stored_log(log.device_id),
-        )
-        assert isinstance(accepted, Accepted)
+        accepted = accepted_batch(registry, log, start, min(start + batch, size))
         assert registry.store_batch(accepted, expected_size=start, received_at=NOW)
     return log
 

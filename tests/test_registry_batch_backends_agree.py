@@ -8,32 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from hub.core.ingest import ingest_batch
 from hub.registry import Registry, RegistryError
 from hub.registry.lineage_records import LineageQuery
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.records import Accepted
 from hub.registry.sqlite import SqliteRegistry
-from tests.lineage_sim import NOW, DeviceLogSim
-
-
-def _accepted(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
-    result = ingest_batch(
-        sim.batch(start, stop),
-        device=sim.device_id,
-        key=sim.key.public,
-        origin=sim.origin,
-        log=registry.lineage_state(sim.device_id),
-        stored=registry.stored_log(sim.device_id),
-    )
-    assert isinstance(result, Accepted)
-    return result
+from tests.lineage_sim import NOW, DeviceLogSim, accepted_batch
 
 
 def _store(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> object:
     try:
         return registry.store_batch(
-            _accepted(registry, sim, start, stop), expected_size=start, received_at=NOW
+            accepted_batch(registry, sim, start, stop), expected_size=start, received_at=NOW
         )
     except RegistryError:
         return "RegistryError"
@@ -54,7 +39,7 @@ def test_a_batch_of_odd_text_is_stored_alike_on_both_backends(
     ):
         for registry in (lite, pg):
             assert _store(registry, sim, 0, 3) is True
-            tail = _accepted(registry, sim, 3, 6)
+            tail = accepted_batch(registry, sim, 3, 6)
             assert registry.store_batch(tail, expected_size=3, received_at=NOW)
             assert not registry.store_batch(tail, expected_size=3, received_at=NOW)
         assert lite.entries("gw-odd", 0, 10) == pg.entries("gw-odd", 0, 10) == sim.entries

@@ -26,7 +26,6 @@ from edge_agent.protocol.merkle import (
 )
 from edge_agent.protocol.shipping import DeviceStatus
 from hub.console.health import device_state, target_version
-from hub.core.ingest import ingest_batch
 from hub.registry import (
     FLEET_EXAMPLES,
     MAX_AUDIT_PAGE,
@@ -71,7 +70,13 @@ from hub.registry.sqlite import SqliteRegistry
 from hub.registry.sqlite.console_fleet import _FLEET_ROW as SQLITE_FLEET_ROW
 from tests.factory import NOW
 from tests.lineage_search_support import add_varied, expected_hit, ship
-from tests.lineage_sim import DeviceLogSim, assert_same_proofs, reference_nodes, store_log
+from tests.lineage_sim import (
+    DeviceLogSim,
+    accepted_batch,
+    assert_same_proofs,
+    reference_nodes,
+    store_log,
+)
 
 
 @dataclass(frozen=True)
@@ -149,21 +154,8 @@ def _attestation(device: str, verdict: str, at: int) -> AttestationRecord:
     )
 
 
-def _accepted(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
-    result = ingest_batch(
-        sim.batch(start, stop),
-        device=sim.device_id,
-        key=sim.key.public,
-        origin=sim.origin,
-        log=registry.lineage_state(sim.device_id),
-        stored=registry.stored_log(sim.device_id),
-    )
-    assert isinstance(result, Accepted)
-    return result
-
-
 def _store(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
-    accepted = _accepted(registry, sim, start, stop)
+    accepted = accepted_batch(registry, sim, start, stop)
     assert registry.store_batch(accepted, expected_size=start, received_at=NOW)
     return accepted
 
@@ -409,7 +401,7 @@ def test_stored_batches_are_read_back_as_entries_state_and_checkpoints(
 def test_a_batch_is_stored_once_when_two_handles_verify_it_at_once(
     registry: Registry, peer: Registry, sim: DeviceLogSim
 ) -> None:
-    mine, theirs = _accepted(registry, sim, 0, 10), _accepted(peer, sim, 0, 10)
+    mine, theirs = accepted_batch(registry, sim, 0, 10), accepted_batch(peer, sim, 0, 10)
     assert peer.store_batch(theirs, expected_size=0, received_at=NOW)
     assert not registry.store_batch(mine, expected_size=0, received_at=NOW)
     assert [e.seq for e in registry.iter_entries("gw-001")] == list(range(10))
@@ -420,8 +412,8 @@ def test_a_batch_whose_claim_fails_leaves_none_of_its_rows(registry: Registry) -
     later_sim.add(80)
     first_sim.add(80)
     _store(registry, later_sim, 0, 10)
-    later = _accepted(registry, later_sim, 10, 80)
-    first = _accepted(registry, first_sim, 0, 80)
+    later = accepted_batch(registry, later_sim, 10, 80)
+    first = accepted_batch(registry, first_sim, 0, 80)
     _store(registry, first_sim, 0, 10)
     # A size other than the stored one: a next batch's claim and a first batch's both fail.
     assert not registry.store_batch(later, expected_size=5, received_at=NOW)
@@ -853,7 +845,7 @@ def test_a_batch_stored_without_its_decoded_entries_is_searchable_the_same(
     sim = DeviceLogSim("gw-001")
     registry.add_device(DeviceRecord("gw-001", "eu-1", (), "generic", sim.key.public, 1, NOW))
     add_varied(sim, 12)
-    accepted = _accepted(registry, sim, 0, 12)
+    accepted = accepted_batch(registry, sim, 0, 12)
     assert registry.store_batch(replace(accepted, decoded=()), expected_size=0, received_at=NOW)
     assert list(registry.iter_lineage(LineageQuery())) == [
         expected_hit("gw-001", seq) for seq in reversed(range(12))

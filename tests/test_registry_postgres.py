@@ -18,16 +18,15 @@ from edge_agent.errors import ConfigError
 from edge_agent.protocol.attestation import Challenge
 from edge_agent.protocol.keys import PrivateKey
 from edge_agent.protocol.shipping import DeviceStatus
-from hub.core.ingest import ingest_batch
 from hub.registry import IssuedRevocation, Registry, RegistryError
 from hub.registry.backends import open_registry
 from hub.registry.postgres import PostgresRegistry
 from hub.registry.postgres import schema as postgres_schema
 from hub.registry.postgres.arrays import bytea_array, int8_array, register_arrays, text_array
-from hub.registry.records import Accepted, DeviceRecord, ScheduleLeaseClaim
+from hub.registry.records import DeviceRecord, ScheduleLeaseClaim
 from hub.registry.schema import SCHEMA_VERSION
 from tests.factory import NOW
-from tests.lineage_sim import DeviceLogSim
+from tests.lineage_sim import DeviceLogSim, accepted_batch
 from tests.postgres_support import PostgresServer, free_port
 
 T = TypeVar("T")
@@ -63,19 +62,6 @@ def _race(first: Callable[[], T], second: Callable[[], T]) -> list[T | Exception
     return results
 
 
-def _batch(registry: Registry, sim: DeviceLogSim, start: int, stop: int) -> Accepted:
-    result = ingest_batch(
-        sim.batch(start, stop),
-        device=sim.device_id,
-        key=sim.key.public,
-        origin=sim.origin,
-        log=registry.lineage_state(sim.device_id),
-        stored=registry.stored_log(sim.device_id),
-    )
-    assert isinstance(result, Accepted)
-    return result
-
-
 def test_binary_arrays_reach_the_server_as_the_values_they_were_built_from(
     postgres_url: str,
 ) -> None:
@@ -106,9 +92,9 @@ def test_two_hubs_storing_the_same_batch_at_the_same_size_store_it_once(
     for round_ in range(RACES):
         sim = DeviceLogSim(f"gw-{round_:03d}")
         sim.add(20)
-        head = _batch(first, sim, 0, 10)
+        head = accepted_batch(first, sim, 0, 10)
         assert first.store_batch(head, expected_size=0, received_at=NOW)
-        tail = _batch(first, sim, 10, 20)
+        tail = accepted_batch(first, sim, 10, 20)
         results = _race(
             lambda b=tail: first.store_batch(b, expected_size=10, received_at=NOW),
             lambda b=tail: second.store_batch(b, expected_size=10, received_at=NOW),
@@ -125,7 +111,7 @@ def test_two_hubs_storing_a_first_batch_of_one_device_store_it_once(
     for round_ in range(RACES):
         sim = DeviceLogSim(f"gw-{round_:03d}")
         sim.add(10)
-        batch = _batch(first, sim, 0, 10)
+        batch = accepted_batch(first, sim, 0, 10)
         results = _race(
             lambda b=batch: first.store_batch(b, expected_size=0, received_at=NOW),
             lambda b=batch: second.store_batch(b, expected_size=0, received_at=NOW),
@@ -176,8 +162,10 @@ def test_a_server_restart_costs_an_open_registry_at_most_one_error_and_no_half_w
     sim = DeviceLogSim("gw-001")
     sim.add(30)
     with open_registry(postgres_url) as registry:
-        assert registry.store_batch(_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW)
-        batch = _batch(registry, sim, 10, 20)
+        assert registry.store_batch(
+            accepted_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW
+        )
+        batch = accepted_batch(registry, sim, 10, 20)
         with pytest.raises(RegistryError), registry.write_group():
             assert registry.store_batch(batch, expected_size=10, received_at=NOW)
             postgres_server.restart()
@@ -376,7 +364,9 @@ def test_a_registry_with_the_sql_dashboard_rewrite_gets_the_plpgsql_one_and_keep
         )
         sim = DeviceLogSim("gw-x")
         sim.add(10)
-        assert registry.store_batch(_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW)
+        assert registry.store_batch(
+            accepted_batch(registry, sim, 0, 10), expected_size=0, received_at=NOW
+        )
     with psycopg.connect(postgres_url, autocommit=True) as db:
         language = db.execute(
             "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "

@@ -17,8 +17,7 @@ from hub.registry import RegistryError
 from hub.registry.postgres import PostgresRegistry
 from hub.registry.queries.devices import DeviceTables as SharedDeviceTables
 from hub.registry.records import DeviceRecord
-from tests.lineage_sim import NOW, DeviceLogSim
-from tests.test_registry_batch_backends_agree import _accepted
+from tests.lineage_sim import NOW, DeviceLogSim, accepted_batch
 
 
 def _race(calls: list[Callable[[], object]]) -> list[object]:
@@ -133,12 +132,12 @@ def test_two_different_batches_claiming_one_size_store_one_of_them_whole(
             right = DeviceLogSim(device, key=key)
             left.add(8, resource="/left")
             right.add(8, resource="/right")
-            assert a.store_batch(_accepted(a, left, 0, 4), expected_size=0, received_at=NOW)
+            assert a.store_batch(accepted_batch(a, left, 0, 4), expected_size=0, received_at=NOW)
             right.entries[:4] = left.entries[:4]
             right.entries[4:] = []
             right.add(4, resource="/right")
-            one = _accepted(a, left, 4, 8)
-            two = _accepted(b, right, 4, 8)
+            one = accepted_batch(a, left, 4, 8)
+            two = accepted_batch(b, right, 4, 8)
             results = _race(
                 [
                     lambda one=one: a.store_batch(one, expected_size=4, received_at=NOW),
@@ -159,9 +158,9 @@ def test_a_claim_whose_insert_fails_leaves_none_of_its_rows(postgres_url: str) -
     sim.add(8)
     with PostgresRegistry.open(postgres_url) as registry:
         assert registry.store_batch(
-            _accepted(registry, sim, 0, 4), expected_size=0, received_at=NOW
+            accepted_batch(registry, sim, 0, 4), expected_size=0, received_at=NOW
         )
-        tail = _accepted(registry, sim, 4, 8)
+        tail = accepted_batch(registry, sim, 4, 8)
         with psycopg.connect(postgres_url, autocommit=True) as db:
             db.execute("INSERT INTO lineage_entries VALUES ('gw-001', 6, '\\x00')")
             before = [
@@ -185,9 +184,9 @@ def test_a_failed_claim_leaves_none_of_its_rows(postgres_url: str) -> None:
     sim.add(8)
     with PostgresRegistry.open(postgres_url) as registry:
         assert registry.store_batch(
-            _accepted(registry, sim, 0, 4), expected_size=0, received_at=NOW
+            accepted_batch(registry, sim, 0, 4), expected_size=0, received_at=NOW
         )
-        tail = _accepted(registry, sim, 4, 8)
+        tail = accepted_batch(registry, sim, 4, 8)
         assert not registry.store_batch(tail, expected_size=3, received_at=NOW)
         assert not registry.store_batch(tail, expected_size=0, received_at=NOW)
         with psycopg.connect(postgres_url, autocommit=True) as db:
