@@ -117,26 +117,6 @@ def test_spans_past_the_trim_limit_match(pair) -> None:  # type: ignore[no-untyp
     assert _state(lite) == _state(pg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL refuses a status whose gate holds NUL (text cannot hold 0x00: "
-    "RegistryError) where SQLite keeps it; the gate is any short text a device signs "
-    "(shipping.py checks only str and <= 64 chars), on the shared path and the function alike",
-)
-def test_a_status_whose_gate_holds_nul_is_kept_on_both_backends(pair) -> None:  # type: ignore[no-untyped-def]
-    lite, pg = pair
-    status = DeviceStatus("gw-002", NOW, True, 3, None, "op\x00en", 0, 0)
-    assert _apply(lite, status, b"a", NOW) == _apply(pg, status, b"a", NOW)
-    assert _state(lite) == _state(pg)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="record_device_status computes s_received - last_until in bigint: a received time "
-    "2^63-1 after a span ending at -2^63 overflows ('bigint out of range', RegistryError) "
-    "where the shared path (Python ints) keeps the status and starts a span; unreachable with "
-    "a sane hub clock, a divergence the rewrite introduced",
-)
 def test_a_status_received_at_the_64_bit_bounds_is_kept_on_both_backends(pair) -> None:  # type: ignore[no-untyped-def]
     lite, pg = pair
     first = DeviceStatus("gw-001", 1, True, 3, None, "open", 0, 0)

@@ -187,6 +187,25 @@ def test_status_round_trips() -> None:
     assert verify_status(sign_status(status, key), device="gw-001", key=key.public) == status
 
 
+@pytest.mark.parametrize("gate", ["open", "bundle_expired", "x" * 64])
+def test_a_status_gate_that_is_open_or_a_reason_code_is_accepted(gate: str) -> None:
+    key = PrivateKey.generate()
+    status = DeviceStatus("gw-001", NOW, True, 3, None, gate, 0, 0)
+    assert verify_status(sign_status(status, key), device="gw-001", key=key.public) == status
+
+
+@pytest.mark.parametrize(
+    "gate", ["", "op\x00en", "open\n", "Open", "bundle-expired", "<b>", "é", "x" * 65]
+)
+def test_a_signed_status_whose_gate_is_not_a_reason_token_is_refused(gate: str) -> None:
+    """The gate reaches both registry backends and the console as it is: PostgreSQL text
+    cannot hold NUL, so a gate outside the agent's own tokens is refused for all alike."""
+    key = PrivateKey.generate()
+    status = DeviceStatus("gw-001", NOW, True, 3, None, gate, 0, 0)
+    with pytest.raises(ShippingError, match="reason code"):
+        verify_status(sign_status(status, key), device="gw-001", key=key.public)
+
+
 def test_key_revocations_count_together_against_the_policy_threshold() -> None:
     hub = HubSim(policy_keys=[PrivateKey.generate() for _ in range(3)], policy_threshold=2)
     state = _state(hub, hub.bundle(signers=hub.policy_keys))

@@ -16,6 +16,8 @@ device's::
     status (device key):
       {"device": tstr, "time": uint, "online": bool, "bundle_version": uint / null,
        "expires_at": uint / null, "gate": tstr, "lineage_size": uint, "acked": uint}
+                               ; gate: "open" or the reason code decisions deny with,
+                               ; 1-64 of [a-z0-9_]
 
 The ack states, signed, the tree root the hub verified at that size, and carries the
 device's checkpoint note there cosigned by the hub's witness key (DESIGN.md section 4, the
@@ -27,6 +29,7 @@ nothing decides on it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edge_agent.errors import EnvelopeError
@@ -69,6 +72,8 @@ MAX_ACK_BYTES = 1024 + MAX_NOTE_BYTES
 """The ack's fixed fields fit in 1 KiB with room to spare; its optional checkpoint note is at
 most :data:`MAX_NOTE_BYTES` of UTF-8."""
 MAX_STATUS_BYTES = 2048
+_GATE = re.compile(r"[a-z0-9_]{1,64}\Z")
+"""A status gate: ``open`` or a reason code, a token any store and screen shows as it is."""
 _ROOT_BYTES = 32
 
 
@@ -293,8 +298,11 @@ def verify_status(data: bytes, *, device: str, key: PublicKey) -> DeviceStatus:
         ),
     )
     online, gate = fields.raw("online"), fields.raw("gate")
-    if not isinstance(online, bool) or not isinstance(gate, str) or len(gate) > 64:
-        raise ShippingError("status.online must be a bool and status.gate short text")
+    if not isinstance(online, bool) or not isinstance(gate, str) or not _GATE.match(gate):
+        raise ShippingError(
+            "status.online must be a bool and status.gate 'open' or a reason code "
+            "(1-64 of a-z, 0-9, _)"
+        )
     return DeviceStatus(
         same_device(fields, device, ShippingError),
         fields.integer("time"),

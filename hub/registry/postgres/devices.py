@@ -60,7 +60,7 @@ BEGIN
     spanned := FOUND;
     IF spanned AND (last_online, last_gate, last_version)
             IS NOT DISTINCT FROM (s_online, s_gate, s_version)
-            AND s_received - last_until BETWEEN 0 AND join_s THEN
+            AND s_received::numeric - last_until BETWEEN 0 AND join_s THEN
         UPDATE status_spans SET until = s_received
             WHERE device = s_device AND since = last_since;
     ELSIF NOT spanned OR s_received > last_since THEN
