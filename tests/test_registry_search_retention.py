@@ -7,6 +7,8 @@ before partitioning opens, ingests and prunes as one table."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,11 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from hub.cli.main import main as hub_main
 from hub.registry import Registry
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import check_registry
 from hub.registry.lineage_records import LineageQuery
 from hub.registry.postgres import PostgresRegistry
+from hub.registry.rollout_records import RolloutRecord, RolloutState
 from hub.registry.schema import DEVICE_PARTITIONS, SEARCH_TABLE, TABLES
 from hub.registry.search_months import (
     MONTHS_AHEAD,
@@ -281,3 +285,142 @@ def test_an_unpartitioned_postgres_registry_opens_ingests_and_prunes_as_one_tabl
         _check(registry, unpartitioned_url)
     with psycopg.connect(unpartitioned_url) as db:
         assert db.execute("SELECT count(*) FROM pg_class WHERE relkind = 'p'").fetchone() == (0,)
+
+
+# The commands: registry prune-search, registry check, registry migrate.
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path, location: Path | str) -> Iterator[tuple[Path, list[str]]]:
+    """A hub directory whose registry (``location``) holds two devices' entries of five
+    months up to now, and the global options naming it."""
+    path = tmp_path / "hub"
+    path.mkdir(exist_ok=True)
+    if isinstance(location, Path):
+        location = path / "hub.db"
+    now = int(time.time())
+    starts = [month_of(now - months * 31 * DAY).start for months in (7, 5, 3, 1, 0)]
+    with open_registry(location) as registry:
+        registry.prepare_search_months(starts[1], now)
+        for device in ("gw-a", "gw-b"):
+            _ship_months(registry, device, starts)
+    yield path, ["--hub-dir", str(path)] if isinstance(location, Path) else ["--registry", location]
+
+
+def _search_rows(options: list[str], capsys: pytest.CaptureFixture[str]) -> int:
+    assert hub_main([*options, "registry", "check", "--json"]) == 0
+    tables: dict[str, dict[str, int]] = json.loads(capsys.readouterr().out)["tables"]
+    return tables["lineage_search"]["rows"]
+
+
+@pytest.mark.parametrize(
+    "days", ["-5", "abc", "0", "36501", "1e3", "9" * 30, "", " 90", "٣٠"], ids=repr
+)
+def test_a_bad_older_than_is_refused_with_a_sentence_and_changes_nothing(
+    hub_dir: tuple[Path, list[str]], days: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, options = hub_dir
+    rows = _search_rows(options, capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        hub_main([*options, "registry", "prune-search", "--older-than", days, "--yes"])
+    assert exit_info.value.code == 2
+    assert "is not a number of days from 1 to 36500" in capsys.readouterr().err
+    assert _search_rows(options, capsys) == rows
+
+
+def test_prune_search_counts_without_yes_prunes_with_it_and_then_finds_nothing(
+    hub_dir: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, options = hub_dir
+    rows = _search_rows(options, capsys)
+    prune = [*options, "registry", "prune-search", "--older-than", "100", "--json"]
+    assert hub_main(prune) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert counted["dry_run"] is True and counted["previous_cut"] is None
+    assert _search_rows(options, capsys) == rows
+    assert hub_main([*prune, "--yes"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["dry_run"] is False
+    assert (done["rows_deleted"], done["month_rows"]) == (
+        counted["rows_deleted"],
+        counted["month_rows"],
+    )
+    gone = done["rows_deleted"] + done["month_rows"]
+    assert gone == 2 * 2 * PER_MONTH
+    assert _search_rows(options, capsys) == rows - gone
+    assert hub_main([*options, "registry", "check", "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert check["ok"] is True and check["logs"]["failed"] == 0
+    assert check["search_retention"] == {"cut": done["cut"], "from": done["before"]}
+    assert hub_main([*prune[:-1], "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "0 rows deleted" in out and "device logs (entries, checkpoints, tree nodes)" in out
+
+
+def test_prune_search_is_refused_while_an_active_rollout_began_before_its_cut(
+    hub_dir: tuple[Path, list[str]], location: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, options = hub_dir
+    began = int(time.time()) - 200 * DAY
+    with open_registry(path / "hub.db" if isinstance(location, Path) else location) as registry:
+        registry.create_rollout(rollout_record(began))
+    rows = _search_rows(options, capsys)
+    assert hub_main([*options, "registry", "prune-search", "--older-than", "30", "--yes"]) == 1
+    assert "finish or abort it first" in capsys.readouterr().err
+    assert _search_rows(options, capsys) == rows
+    assert hub_main([*options, "registry", "prune-search", "--older-than", "300", "--yes"]) == 0
+
+
+def test_registry_check_reports_the_layout_of_the_lineage_tables(
+    hub_dir: tuple[Path, list[str]], location: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, options = hub_dir
+    assert hub_main([*options, "registry", "check"]) == 0
+    out = capsys.readouterr().out
+    if isinstance(location, Path):
+        assert "lineage_search: one table (not partitioned)" in out
+    else:
+        assert f"lineage_entries: {DEVICE_PARTITIONS} hash partitions by device" in out
+        assert "lineage_search: partitioned by month" in out
+        assert "a default partition holding 60 rows" in out
+    assert "lineage search retention: never pruned" in out
+
+
+def test_a_registry_migrated_into_a_fresh_postgres_database_is_partitioned_month_by_month(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "hub"
+    source.mkdir()
+    now = int(time.time())
+    starts = [month_of(now - months * 31 * DAY).start for months in (5, 3, 0)]
+    with open_registry(source / "hub.db") as registry:
+        _ship_months(registry, "gw-a", starts)
+    migrate = ["registry", "migrate", "--to", postgres_url, "--from", str(source), "--json"]
+    assert hub_main(migrate) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verified"] is True
+    layout = report["check"]["layout"]
+    assert layout["lineage_entries"] == {"partitioned": "device", "partitions": 16}
+    assert layout["lineage_search"]["default_rows"] == 0
+    assert {month_of(s).label for s in starts} <= set(layout["lineage_search"]["months"])
+
+
+def rollout_record(created_at: int) -> RolloutRecord:
+    """A running rollout of eu-1 that began at ``created_at``."""
+    return RolloutRecord(
+        rollout_id="eu-1-v8",
+        region="eu-1",
+        state=RolloutState.RUNNING,
+        created_at=created_at,
+        updated_at=created_at,
+        candidate=b"candidate",
+        candidate_version=8,
+        candidate_digest=b"\x08" * 32,
+        rollback=b"rollback",
+        channels=("group/line-a",),
+        devices=("gw-a", "gw-b"),
+        stages=("10", "100"),
+        soak_s=60,
+        halts=(),
+        groups=("line-a",),
+    )
