@@ -42,7 +42,7 @@ from pathlib import Path
 
 from edge_agent.errors import StateError
 from edge_agent.support.cli import utc_text
-from hub.registry.backends import open_registry, open_tables
+from hub.registry.backends import open_registry, open_tables, parse_location
 from hub.registry.check import RegistryCheck, check_registry
 from hub.registry.interface import RegistryError
 from hub.registry.records import ScheduleLeaseHolder
@@ -261,8 +261,7 @@ def migrate_registry(
         open_tables(source, write=False) as source_rows,
         open_tables(destination, write=True) as destination_rows,
     ):
-        _prepare_destination(destination, destination_rows)
-        _prepare_search_months(destination, source_rows)
+        _prepare_destination(destination, destination_rows, source_rows)
         copied = copy_tables(source_rows, destination_rows, chunk=chunk)
         if _refuse_while_served(source, where, during=True) != lease:
             raise SourceInUse(
@@ -309,30 +308,36 @@ def _bring_up_to_date(source: Path | str) -> str:
     return where
 
 
-def _prepare_destination(destination: Path | str, rows: TableStore) -> None:
-    """Create the registry's tables in an empty destination; refuse one of another
-    schema version."""
+def _prepare_destination(destination: Path | str, rows: TableStore, source: TableStore) -> None:
+    """Create the registry's tables in an empty destination, and on PostgreSQL the search
+    months of the source's rows (:func:`_search_months`); refuse one of another schema
+    version."""
     version = rows.schema_version()
     if version is None:
         open_registry(destination).close()
     else:
         _refuse_other_schema("destination", rows.where, version)
+    first, last = _search_months(source)
+    # Only PostgreSQL keeps the search by month; a SQLite destination is not opened here,
+    # as opening one checks the device logs a resumed copy holds only part of.
+    if first is not None and isinstance(parse_location(destination), str):
+        with open_registry(destination) as registry:
+            made = registry.prepare_search_months(first, last)
+        if made:
+            logger.info("lineage search partitions made for the copy: %d", len(made))
 
 
-def _prepare_search_months(destination: Path | str, source_rows: TableStore) -> None:
-    """Where the destination keeps the lineage search by month (partitioned PostgreSQL),
-    make the months of the source's search rows before copying them, from the oldest row's
-    (at most :data:`HISTORY_MONTHS_S` ago: older rows land in the DEFAULT partition) to
-    now's, so the copied history fills month partitions a prune can drop whole."""
-    oldest = source_rows.page(SEARCH_TABLE, None, 1)
-    if not oldest:
-        return
+def _search_months(source: TableStore) -> tuple[int | None, int]:
+    """The span of months a destination that keeps the lineage search by month
+    (partitioned PostgreSQL) gets partitions for before the copy: from the source's oldest
+    search row (at most :data:`HISTORY_MONTHS_S` ago: older rows land in the DEFAULT
+    partition) to now, so the copied history can be pruned a month at a time. ``None``
+    first: the source holds no search row."""
     now = int(time.time())
-    first = max(as_int(oldest[0][0]), now - HISTORY_MONTHS_S)
-    with open_registry(destination) as registry:
-        made = registry.prepare_search_months(first, now)
-    if made:
-        logger.info("lineage search partitions made for the copy: %d months", len(made))
+    oldest = source.page(SEARCH_TABLE, None, 1)
+    if not oldest:
+        return None, now
+    return max(as_int(oldest[0][0]), now - HISTORY_MONTHS_S), now
 
 
 def _refuse_other_schema(side: str, where: str, version: int | None) -> None:
