@@ -424,3 +424,21 @@ def rollout_record(created_at: int) -> RolloutRecord:
         halts=(),
         groups=("line-a",),
     )
+
+
+def test_a_month_whose_default_partition_is_busy_is_left_for_the_next_call_without_waiting(
+    postgres_url: str,
+) -> None:
+    far = month_of(NOW + 800 * DAY)
+    with PostgresRegistry.open(postgres_url) as registry:
+        _ship_months(registry, "gw-far", [far.start])
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE lineage_search_default IN ROW EXCLUSIVE MODE")
+            started = time.monotonic()
+            assert registry.prepare_search_months(far.start, far.start) == []
+            assert time.monotonic() - started < 5
+        assert registry.prepare_search_months(far.start, far.start) == [
+            far.partition("lineage_search")
+        ]
+        assert registry.lineage_layout()[3].default_rows == 0
+        assert len(_times(registry)) == PER_MONTH

@@ -647,10 +647,12 @@ class Registry(Protocol):
     def prepare_search_months(self, first: int, last: int) -> list[str]:
         """Make the lineage search's partitions of the months from ``first``'s to
         ``last``'s that lack one, where the search is partitioned by month (PostgreSQL
-        registries created partitioned); return their names (none elsewhere).
+        registries created partitioned); return their names (none elsewhere). A month whose
+        DEFAULT partition other sessions hold is left for the next call (its rows stay in
+        the DEFAULT partition): this never waits more than a fraction of a second.
 
         Raises:
-            RegistryError: the database refused, or stayed busy too long.
+            RegistryError: the database refused.
         """
         ...
 

@@ -10,6 +10,11 @@ is opened; a change to an existing table's columns needs a new :data:`SCHEMA_VER
 which each backend records (SQLite's ``user_version``, PostgreSQL's ``registry_meta``
 row) and checks when it opens a registry.
 
+A table's ``partitioned`` says how a new PostgreSQL registry splits it (the lineage tables:
+the search by month, the per-device ones by a hash of the device;
+:func:`partition_statements` renders the fixed partitions); SQLite keeps one table, and a
+PostgreSQL table created before partitioning stays one table (nothing rewrites a table).
+
 Columns that hold a flag (``online``, ``allowed``, ``forked``) are integers 0/1 in both
 dialects, so the queries that count them are the same arithmetic in both. What a dialect
 keeps beside the tables (SQLite's triggers, PostgreSQL's trigger functions for the

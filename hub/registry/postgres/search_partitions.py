@@ -5,8 +5,9 @@ A registry created partitioned (:func:`hub.registry.postgres.schema.migrate`) ho
 ``lineage_search`` as one range partition per calendar month of ``time`` plus a DEFAULT
 partition, and the per-device tables as hash partitions. Months are made ahead
 (:data:`hub.registry.search_months.MONTHS_AHEAD`) when a hub opens the registry and on the
-leader's schedule; a row of a month with none lands in the DEFAULT partition, so an insert
-never fails for a missing month.
+leader's schedule (one try each, at most :data:`~hub.registry.postgres.schema.LOCK_WAIT_MS`
+for its lock: a hub's registry operations wait behind it); a row of a month with none lands
+in the DEFAULT partition, so an insert never fails for a missing month.
 
 Making a month moves the DEFAULT partition's rows of that month into it and attaches it,
 in one transaction that locks the DEFAULT partition first: ``ATTACH PARTITION`` holds the
@@ -21,6 +22,7 @@ and tries again, so a hub's write is never refused by a deadlock check. An unpar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import psycopg
@@ -32,6 +34,8 @@ from hub.registry.schema import SEARCH_TABLE
 from hub.registry.search_months import Month, parse_bound
 
 __all__ = ["drop_month", "layout", "make_months", "months_held"]
+
+logger = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[tuple[object, ...]]
 
@@ -58,10 +62,13 @@ def months_held(db: Connection) -> dict[Month, str]:
 
 def make_months(db: Connection, where: str, months: Sequence[Month]) -> list[str]:
     """Create the partitions of ``months`` that ``lineage_search`` lacks (one transaction
-    each); return their names. Nothing when the table is not partitioned.
+    each); return their names. Nothing when the table is not partitioned. A month whose
+    DEFAULT partition is not had within :data:`LOCK_WAIT_MS` (hubs writing rows of months
+    without a partition) is left for the next call: its rows are kept in the DEFAULT
+    partition meanwhile, and a hub opening the registry or the leader's worker, which every
+    registry operation of that hub waits for, never waits longer.
 
     Raises:
-        RegistryError: other sessions kept the DEFAULT partition busy too long.
         psycopg.Error: the database refused.
     """
     if not _partitioned(db):
@@ -71,12 +78,17 @@ def make_months(db: Connection, where: str, months: Sequence[Month]) -> list[str
     for month in months:
         if month in held:
             continue
-        if patiently(
-            lambda month=month: _make_month(db, month),  # type: ignore[misc]
-            f"cannot make the lineage search's partition for {month.label} in {where}: "
-            f"other sessions kept it busy for {UPGRADE_PATIENCE_S:.0f} s (the next try is "
-            "on the leader's next schedule round, or the next time a hub opens it)",
-        ):
+        try:
+            created = _make_month(db, month)
+        except psycopg.errors.LockNotAvailable:
+            logger.info(
+                "lineage search partition for %s not made in %s: its default partition is "
+                "busy (tried again next time)",
+                month.label,
+                where,
+            )
+            continue
+        if created:
             made.append(month.partition(_SEARCH))
     return made
 
