@@ -190,7 +190,7 @@ def _print_prune(where: str, prune: SearchPrune) -> None:
     if prune.dry_run:
         print(
             f"would prune the lineage search of {where} before {before}: {months}{rows} "
-            "deleted in chunks; nothing changed (add --yes to prune)"
+            "to delete in chunks; nothing changed (add --yes to prune)"
         )
     else:
         print(f"pruned the lineage search of {where} before {before}: {months}{rows} deleted")
