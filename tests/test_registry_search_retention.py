@@ -291,9 +291,13 @@ def test_an_unpartitioned_postgres_registry_opens_ingests_and_prunes_as_one_tabl
 
 
 @pytest.fixture
-def hub_dir(tmp_path: Path, location: Path | str) -> Iterator[tuple[Path, list[str]]]:
+def hub_dir(
+    tmp_path: Path, location: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, list[str]]]:
     """A hub directory whose registry (``location``) holds two devices' entries of five
-    months up to now, and the global options naming it."""
+    months up to now, and the global options naming it (``$EDGEGOV_REGISTRY``, which the
+    hub suite on PostgreSQL sets, is cleared: these tests name their registry)."""
+    monkeypatch.delenv("EDGEGOV_REGISTRY", raising=False)
     path = tmp_path / "hub"
     path.mkdir(exist_ok=True)
     if isinstance(location, Path):
