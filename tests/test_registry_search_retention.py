@@ -17,11 +17,12 @@ import psycopg
 import pytest
 
 from hub.cli.main import main as hub_main
-from hub.registry import Registry
+from hub.registry import Registry, RegistryError
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import check_registry
 from hub.registry.lineage_records import LineageQuery
 from hub.registry.postgres import PostgresRegistry
+from hub.registry.queries import search_retention
 from hub.registry.rollout_records import RolloutRecord, RolloutState
 from hub.registry.schema import DEVICE_PARTITIONS, SEARCH_TABLE, TABLES
 from hub.registry.search_months import (
@@ -446,3 +447,33 @@ def test_a_month_whose_default_partition_is_busy_is_left_for_the_next_call_witho
         ]
         assert registry.lineage_layout()[3].default_rows == 0
         assert len(_times(registry)) == PER_MONTH
+
+
+def test_an_interrupted_prune_keeps_its_cut_and_running_it_again_finishes_it(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.prepare_search_months(MONTH_STARTS[1], MONTH_STARTS[-1])
+    _ship_months(registry, "gw-a", MONTH_STARTS)
+    every = _times(registry)
+    cut = retention_cut(NOW, 100)
+    kept = [t for t in every if t >= cut]
+    monkeypatch.setattr(search_retention, "PRUNE_CHUNK_ROWS", 7)
+    write = registry._write  # type: ignore[attr-defined]
+    writes = 0
+
+    def lost_on_the_third(what: str) -> object:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            raise RegistryError("the connection was lost")
+        return write(what)
+
+    monkeypatch.setattr(registry, "_write", lost_on_the_third)
+    with pytest.raises(RegistryError, match="connection was lost"):
+        registry.prune_search(cut, at=NOW, dry_run=False)
+    assert registry.search_retention() == cut
+    assert len(kept) < len(_times(registry)) < len(every)
+    assert registry.search_lineage(LineageQuery()).past_retention == cut
+    monkeypatch.undo()
+    registry.prune_search(cut, at=NOW, dry_run=False)
+    assert _times(registry) == kept
