@@ -28,6 +28,7 @@ from hub.console.lineage_query import (
 from hub.core.receipts import hub_receipt
 from hub.registry import DeviceRecord
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineageQuery
+from hub.registry.search_months import retention_cut
 from tests.console_support import Console, make_console
 from tests.factory import NOW
 from tests.lineage_search_support import add_varied, expected_hit, ship
@@ -340,3 +341,19 @@ def test_every_lineage_page_needs_a_login(console: Console, url: str) -> None:
     response = console.client(None).get(url)
     assert response.status_code in (303, 401)
     assert "gw-001" not in response.text
+
+
+def test_a_search_reaching_before_the_retention_cut_says_that_range_is_past_retention(
+    console: Console, client: TestClient
+) -> None:
+    assert 'id="past-retention"' not in client.get("/lineage").text
+    cut = retention_cut(NOW, 1)
+    console.registry.prune_search(cut, at=NOW, dry_run=False)
+    reaching = client.get("/lineage?rows=20")
+    assert 'id="past-retention"' in reaching.text
+    assert "Entries before 2027-01-01 00:00:00 UTC are past" in reaching.text
+    assert len(_rows(reaching.text)) == 20
+    before = client.get(f"/lineage?until={cut}")
+    assert 'id="past-retention"' in before.text and not _rows(before.text)
+    after = client.get(f"/lineage?since={cut}")
+    assert 'id="past-retention"' not in after.text and _rows(after.text)

@@ -39,6 +39,7 @@ from hub.registry import (
 )
 from hub.registry.backends import open_registry
 from hub.registry.lease_sql import MAX_TOKEN
+from hub.registry.search_months import months_ahead
 from hub.service import schedule as schedule_module
 from hub.service.config import HubConfig, HubStats
 from hub.service.connection import Subscriptions
@@ -486,3 +487,25 @@ def test_the_holder_of_a_lease_at_the_largest_token_keeps_renewing_it(
         _tamper(location, f"UPDATE schedule_lease SET token = {MAX_TOKEN}")
         assert registry.claim_schedule_lease("hub-x", now + 1, 5).token == MAX_TOKEN
         assert registry.claim_schedule_lease("hub-b", now + 2, 5).token is None
+
+
+def _holds_table(url: str, name: str) -> bool:
+    """Whether the database holds ``name`` (read without opening the registry, which
+    would make the months)."""
+    with psycopg.connect(url) as db:
+        return db.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,)
+
+
+@pytest.mark.asyncio
+async def test_the_leader_makes_the_coming_months_of_the_lineage_search_and_a_standby_not(
+    setup: HubSetup, postgres_url: str
+) -> None:
+    ahead = months_ahead(wall())[-1].partition("lineage_search")
+    with _hub(setup, postgres_url, "hub-a") as a, _hub(setup, postgres_url, "hub-b") as b:
+        await a.schedule.publish_all(cast(Connection, a.conn))
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            db.execute(f"DROP TABLE {ahead}")
+        await b.tick()
+        assert not _holds_table(postgres_url, ahead)
+        await a.tick()
+        assert _holds_table(postgres_url, ahead)

@@ -1,5 +1,6 @@
-"""``edge-hub registry migrate`` and ``edge-hub registry check``: the handlers (the logic is
-:mod:`hub.registry.migrate` and :mod:`hub.registry.check`).
+"""``edge-hub registry migrate``, ``registry check`` and ``registry prune-search``: the
+handlers (the logic is :mod:`hub.registry.migrate`, :mod:`hub.registry.check` and the
+registry's ``prune_search``).
 
 Each handler takes the parsed arguments and returns the exit code: 0 done (and verified), 1
 refused or a verification failed (the report says which device logs or table counts), 2 a
@@ -15,6 +16,13 @@ bad argument, 3 a registry that cannot be opened or reached. The attributes they
   (``--from``, default ``hub_dir`` as for ``migrate``), ``sample`` (check that many device
   logs at random, ``None``: all) and ``json``.
 
+- ``prune-search``: ``registry`` (as for ``check``), ``older_than`` (days,
+  :func:`hub.cli.parsers.registry.days_arg`), ``yes`` (prune; without it only count) and
+  ``json``. The cut is the start of the month holding the instant ``older_than`` days ago
+  (:func:`hub.registry.search_months.retention_cut`): whole months go, on both backends.
+  A cut after the start of an active rollout is refused (its stages are judged on the
+  search rows since it began).
+
 ``migrate`` refuses ``--registry``: its source is always a hub directory's ``hub.db``.
 A migration reads the source while no hub writes to it: it refuses a hub directory whose
 ``edge-hub serve`` runs (its ``serve.json``, or its ``serve.lock`` held), and holds that
@@ -26,19 +34,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from edge_agent.errors import ConfigError
+from edge_agent.support.cli import utc_text
 from hub.cli.exits import counted
 from hub.hubdir.layout import HubDir, redacted
 from hub.hubdir.paths import SERVE_LOCK_FILE, hub_dir_path
-from hub.registry import RegistryError
+from hub.registry import Registry, RegistryError
 from hub.registry.backends import open_registry, open_tables
 from hub.registry.check import RegistryCheck, check_registry
 from hub.registry.migrate import MAX_CHUNK_ROWS, MigrationError, MigrationReport, migrate_registry
+from hub.registry.retention import PruneRefused, SearchPrune
+from hub.registry.search_months import retention_cut
 
-__all__ = ["cmd_registry_check", "cmd_registry_migrate"]
+__all__ = ["cmd_registry_check", "cmd_registry_migrate", "cmd_registry_prune_search"]
 
 
 def cmd_registry_migrate(args: argparse.Namespace) -> int:
@@ -49,6 +61,11 @@ def cmd_registry_migrate(args: argparse.Namespace) -> int:
 def cmd_registry_check(args: argparse.Namespace) -> int:
     with _passwords_cut():
         return _check(args)
+
+
+def cmd_registry_prune_search(args: argparse.Namespace) -> int:
+    with _passwords_cut():
+        return _prune_search(args)
 
 
 @contextlib.contextmanager
@@ -115,6 +132,76 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if check.ok else 1
 
 
+def _prune_search(args: argparse.Namespace) -> int:
+    now = int(time.time())
+    cut = retention_cut(now, args.older_than)
+    hub = HubDir.resolve(_source_dir(args), args.registry)
+    if hub.registry is None:
+        hub.open_registry(create=False).close()
+    else:
+        hub.refuse_unless_hub_directory(reading=True)
+    with open_registry(hub.registry_location) as registry:
+        _refuse_active_rollouts(registry, cut)
+        prune = registry.prune_search(cut, at=now, dry_run=not args.yes)
+    where = redacted(str(hub.registry_location))
+    if args.json:
+        print(json.dumps(_prune_json(where, prune), sort_keys=True))
+    else:
+        _print_prune(where, prune)
+    return 0
+
+
+def _refuse_active_rollouts(registry: Registry, cut: int) -> None:
+    """Refuse a cut after the start of an active rollout: its stages are judged on the
+    search rows since it began (``lineage_tallies``)."""
+    started = [r for r in registry.rollouts(active=True) if r.created_at < cut]
+    if started:
+        first = started[0]
+        raise PruneRefused(
+            f"rollout {first.rollout_id} ({first.state}) began on "
+            f"{utc_text(first.created_at, '%Y-%m-%d')}, before the cut "
+            f"{utc_text(cut, '%Y-%m-%d')}: the prune would drop search rows its stages are "
+            "judged on; finish or abort it first, or keep more days (--older-than)"
+        )
+
+
+def _prune_json(where: str, prune: SearchPrune) -> dict[str, object]:
+    return {
+        "registry": where,
+        "dry_run": prune.dry_run,
+        "cut": prune.cut,
+        "before": utc_text(prune.cut, "%Y-%m-%d"),
+        "months_dropped": list(prune.months),
+        "month_rows": prune.month_rows,
+        "rows_deleted": prune.rows,
+        "previous_cut": prune.previous_cut,
+    }
+
+
+def _print_prune(where: str, prune: SearchPrune) -> None:
+    before = utc_text(prune.cut, "%Y-%m-%d")
+    months = (
+        f"{counted(len(prune.months), 'month partition')} ({', '.join(prune.months)}) holding "
+        f"{counted(prune.month_rows, 'row')}, and "
+        if prune.months
+        else ""
+    )
+    rows = counted(prune.rows, "row")
+    if prune.dry_run:
+        print(
+            f"would prune the lineage search of {where} before {before}: {months}{rows} "
+            "to delete in chunks; nothing changed (add --yes to prune)"
+        )
+    else:
+        print(f"pruned the lineage search of {where} before {before}: {months}{rows} deleted")
+    if prune.previous_cut is not None and prune.previous_cut > prune.cut:
+        print(
+            "the retention cut stays at "
+            f"{utc_text(prune.previous_cut, '%Y-%m-%d')} (an earlier prune kept less)"
+        )
+    print("device logs (entries, checkpoints, tree nodes) are kept whole")
+
+
 def _source_dir(args: argparse.Namespace) -> Path | None:
     """``--from``, else the global ``--hub-dir``."""
     source: Path | None = args.source_dir or getattr(args, "hub_dir", None)
@@ -158,4 +245,29 @@ def _print_check(check: RegistryCheck) -> None:
         print(
             f"UNPUBLISHABLE channels row: region {channel.region!r}, channel "
             f"{channel.channel!r}: {channel.problem} (the schedule skips it)"
+        )
+    _print_layout(check)
+
+
+def _print_layout(check: RegistryCheck) -> None:
+    print("lineage tables:")
+    for table in check.layout:
+        if table.partitioned is None:
+            print(f"  {table.table}: one table (not partitioned)")
+        elif table.partitioned == "device":
+            print(f"  {table.table}: {counted(table.partitions, 'hash partition')} by device")
+        else:
+            months = f"{table.months[0]} to {table.months[-1]}" if table.months else "none"
+            print(
+                f"  {table.table}: partitioned by month, {counted(len(table.months), 'month')} "
+                f"({months}) and a default partition holding "
+                f"{counted(table.default_rows or 0, 'row')}"
+            )
+    if check.search_retention is None:
+        print("lineage search retention: never pruned (every stored entry is searchable)")
+    else:
+        print(
+            "lineage search retention: entries before "
+            f"{utc_text(check.search_retention, '%Y-%m-%d')} are not searched (pruned; "
+            "their device logs keep them)"
         )

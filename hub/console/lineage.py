@@ -17,7 +17,9 @@ one decision with its checkpoint and receipt.
   what ``edge-hub lineage receipt`` writes), with a link that opens it in the proof viewer.
 
 Every page needs the viewer role. A search that is not valid is shown with every problem
-named, and nothing is read from the registry for it.
+named, and nothing is read from the registry for it. A search reaching before the lineage
+search's retention cut (``edge-hub registry prune-search``) says so above its hits: the
+entries before it are not searched, not absent.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ async def search_page(request: Request) -> Response:
             "form": form_values(search),
             "problems": (),
             "hits": page.hits,
+            "past_retention": page.past_retention,
             "first_url": search_url("/lineage", first) if search.after else None,
             "next_url": search_url("/lineage", replace(search, after=page.next))
             if page.next

@@ -7,7 +7,9 @@ stored entries rebuild the hash chain and reach each stored checkpoint root, the
 state's root and the root of the stored tree nodes. ``sample`` checks that many devices,
 drawn at random each run, instead of all (a spot check of a large registry). It also lists
 every ``channels`` row the schedule cannot publish and skips
-(:func:`hub.registry.channel_rows.channel_row_problem`). It only reads.
+(:func:`hub.registry.channel_rows.channel_row_problem`), and how the lineage tables are
+stored (one table, or partitions: how many, and the search's months) with the lineage
+search's retention cut. It only reads.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 
 from edge_agent.errors import LineageError
 from edge_agent.protocol.merkle import root_at
+from edge_agent.support.cli import utc_text
 from hub.registry.channel_rows import channel_row_problem
 from hub.registry.interface import Registry, RegistryError
+from hub.registry.retention import TableLayout
 from hub.registry.schema import SCHEMA_VERSION, Table
 from hub.registry.stored_logs import LogCheck, check_stored_log
 from hub.registry.tables import TableStore, key_of, registry_tables
@@ -78,6 +82,9 @@ class RegistryCheck:
     failed: int
     failures: tuple[LogCheck, ...]
     channels: tuple[ChannelRowProblem, ...] = ()
+    layout: tuple[TableLayout, ...] = ()
+    search_retention: int | None = None
+    """The lineage search's retention cut (``None``: never pruned)."""
 
     @property
     def ok(self) -> bool:
@@ -110,6 +117,13 @@ class RegistryCheck:
                 {"region": c.region, "channel": c.channel, "problem": c.problem}
                 for c in self.channels
             ],
+            "layout": {t.table: t.to_json() for t in self.layout},
+            "search_retention": None
+            if self.search_retention is None
+            else {
+                "cut": self.search_retention,
+                "from": utc_text(self.search_retention, "%Y-%m-%d"),
+            },
         }
 
 
@@ -157,6 +171,8 @@ def check_registry(
         len(failures),
         tuple(failures[:MAX_LISTED_FAILURES]),
         _unpublishable_channels(store),
+        registry.lineage_layout(),
+        registry.search_retention(),
     )
 
 

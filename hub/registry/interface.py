@@ -58,6 +58,7 @@ from hub.registry.records import (
     StoredEntry,
     StoredLog,
 )
+from hub.registry.retention import SearchPrune, TableLayout
 from hub.registry.rollout_records import LineageTally, RolloutRecord
 
 __all__ = [
@@ -597,7 +598,9 @@ class Registry(Protocol):
         ``limit`` hits, newest first by (time, device, seq), strictly after ``after`` in
         that order (keyset pagination: a page costs the same wherever it is, and entries
         stored meanwhile never repeat or skip a hit of the pages after). Every stored entry
-        is searchable from the transaction that stored it.
+        is searchable from the transaction that stored it until the search is pruned past
+        it (:meth:`prune_search`); a page of a query reaching before the retention cut
+        carries the cut (``LineagePage.past_retention``).
 
         Raises:
             ValueError: ``limit`` is not 1 to 500.
@@ -613,6 +616,52 @@ class Registry(Protocol):
     def lineage_hit(self, device: str, seq: int) -> LineageHit | None:
         """The search columns of ``device``'s stored entry ``seq``; ``None`` when the hub
         holds no such entry."""
+        ...
+
+    # The lineage search's retention, and the lineage tables' layout.
+
+    def search_retention(self) -> int | None:
+        """The lineage search's retention cut: search rows of entries before it (Unix
+        seconds, the start of a month) were pruned, and a search reaching before it is not
+        complete there; ``None``: never pruned. The entries themselves stay in each log.
+
+        Raises:
+            RegistryError: unreadable.
+        """
+        ...
+
+    def prune_search(self, cut: int, *, at: int, dry_run: bool) -> SearchPrune:
+        """Delete the lineage search rows of entries before ``cut`` (the start of a month),
+        having recorded ``cut`` (the greater of it and the held one) as the retention cut
+        at ``at``; on a partitioned registry whole month partitions go first. With
+        ``dry_run``, count what would go and change nothing. Each step is its own
+        transaction: an interrupted prune resumes when run again, and a second run finds
+        nothing. Never touches the entries, checkpoints or tree nodes.
+
+        Raises:
+            ValueError: ``cut`` is not the start of a month.
+            RegistryError: the write failed (what was pruned before stays pruned).
+        """
+        ...
+
+    def prepare_search_months(self, first: int, last: int) -> list[str]:
+        """Make the lineage search's partitions of the months from ``first``'s to
+        ``last``'s that lack one, where the search is partitioned by month (PostgreSQL
+        registries created partitioned); return their names (none elsewhere). A month whose
+        DEFAULT partition other sessions hold is left for the next call (its rows stay in
+        the DEFAULT partition): this never waits more than a fraction of a second.
+
+        Raises:
+            RegistryError: the database refused.
+        """
+        ...
+
+    def lineage_layout(self) -> tuple[TableLayout, ...]:
+        """How each lineage table is stored: one table, or its partitions.
+
+        Raises:
+            RegistryError: unreadable.
+        """
         ...
 
     # Staged rollouts (docs/rollout.md, section 3).

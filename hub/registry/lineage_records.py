@@ -72,7 +72,10 @@ class LineageHit:
 
 @dataclass(frozen=True, slots=True)
 class LineagePage:
-    """One page of hits; ``next`` is the cursor of the page after (``None``: the last)."""
+    """One page of hits; ``next`` is the cursor of the page after (``None``: the last).
+    ``past_retention``: the search's retention cut, when the query's range reaches before
+    it (entries before the cut are not searched: their search rows were pruned)."""
 
     hits: tuple[LineageHit, ...]
     next: LineageCursor | None
+    past_retention: int | None = None

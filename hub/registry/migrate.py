@@ -23,6 +23,10 @@ Rules:
   read again after the copy: claimed meanwhile, the copy is refused as incomplete. Before
   reading, the source is opened once as any ``edge-hub`` command opens it, which adds the
   tables an older registry of this schema version lacks.
+- **Search months first.** A destination that keeps the lineage search by month
+  (partitioned PostgreSQL) gets a partition for every month from the source's oldest search
+  row (at most three years back) to now before the copy, so the copied history can be
+  pruned a month at a time.
 - **Verified at the destination.** After copying, :func:`hub.registry.check.check_registry`
   compares the destination's row counts with the source's and checks every device log
   there: each one's stored entries rebuild its chain and reach its stored checkpoint roots.
@@ -38,16 +42,18 @@ from pathlib import Path
 
 from edge_agent.errors import StateError
 from edge_agent.support.cli import utc_text
-from hub.registry.backends import open_registry, open_tables
+from hub.registry.backends import open_registry, open_tables, parse_location
 from hub.registry.check import RegistryCheck, check_registry
 from hub.registry.interface import RegistryError
 from hub.registry.records import ScheduleLeaseHolder
-from hub.registry.schema import SCHEMA_VERSION, UPGRADABLE_VERSIONS, Table
+from hub.registry.rows import as_int
+from hub.registry.schema import SCHEMA_VERSION, SEARCH_TABLE, UPGRADABLE_VERSIONS, Table
 from hub.registry.tables import Row, TableStore, key_of, registry_tables
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "DERIVED_TABLES",
+    "HISTORY_MONTHS_S",
     "MAX_CHUNK_ROWS",
     "CopyReport",
     "MigrationError",
@@ -65,6 +71,8 @@ DEFAULT_CHUNK_ROWS = 500
 """Rows copied per destination transaction unless told otherwise."""
 MAX_CHUNK_ROWS = 10_000
 """Most rows one destination transaction copies (a chunk is held in memory)."""
+HISTORY_MONTHS_S = 3 * 366 * 86_400
+"""How far back a copy makes the destination's search months (three years)."""
 DERIVED_TABLES = frozenset({"console_fleet"})
 """Tables each backend keeps itself from the others (triggers): never copied, counted."""
 
@@ -253,7 +261,7 @@ def migrate_registry(
         open_tables(source, write=False) as source_rows,
         open_tables(destination, write=True) as destination_rows,
     ):
-        _prepare_destination(destination, destination_rows)
+        _prepare_destination(destination, destination_rows, source_rows)
         copied = copy_tables(source_rows, destination_rows, chunk=chunk)
         if _refuse_while_served(source, where, during=True) != lease:
             raise SourceInUse(
@@ -300,14 +308,36 @@ def _bring_up_to_date(source: Path | str) -> str:
     return where
 
 
-def _prepare_destination(destination: Path | str, rows: TableStore) -> None:
-    """Create the registry's tables in an empty destination; refuse one of another
-    schema version."""
+def _prepare_destination(destination: Path | str, rows: TableStore, source: TableStore) -> None:
+    """Create the registry's tables in an empty destination, and on PostgreSQL the search
+    months of the source's rows (:func:`_search_months`); refuse one of another schema
+    version."""
     version = rows.schema_version()
     if version is None:
         open_registry(destination).close()
     else:
         _refuse_other_schema("destination", rows.where, version)
+    first, last = _search_months(source)
+    # Only PostgreSQL keeps the search by month; a SQLite destination is not opened here,
+    # as opening one checks the device logs a resumed copy holds only part of.
+    if first is not None and isinstance(parse_location(destination), str):
+        with open_registry(destination) as registry:
+            made = registry.prepare_search_months(first, last)
+        if made:
+            logger.info("lineage search partitions made for the copy: %d", len(made))
+
+
+def _search_months(source: TableStore) -> tuple[int | None, int]:
+    """The span of months a destination that keeps the lineage search by month
+    (partitioned PostgreSQL) gets partitions for before the copy: from the source's oldest
+    search row (at most :data:`HISTORY_MONTHS_S` ago: older rows land in the DEFAULT
+    partition) to now, so the copied history can be pruned a month at a time. ``None``
+    first: the source holds no search row."""
+    now = int(time.time())
+    oldest = source.page(SEARCH_TABLE, None, 1)
+    if not oldest:
+        return None, now
+    return max(as_int(oldest[0][0]), now - HISTORY_MONTHS_S), now
 
 
 def _refuse_other_schema(side: str, where: str, version: int | None) -> None:

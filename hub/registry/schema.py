@@ -10,6 +10,11 @@ is opened; a change to an existing table's columns needs a new :data:`SCHEMA_VER
 which each backend records (SQLite's ``user_version``, PostgreSQL's ``registry_meta``
 row) and checks when it opens a registry.
 
+A table's ``partitioned`` says how a new PostgreSQL registry splits it (the lineage tables:
+the search by month, the per-device ones by a hash of the device;
+:func:`partition_statements` renders the fixed partitions); SQLite keeps one table, and a
+PostgreSQL table created before partitioning stays one table (nothing rewrites a table).
+
 Columns that hold a flag (``online``, ``allowed``, ``forked``) are integers 0/1 in both
 dialects, so the queries that count them are the same arithmetic in both. What a dialect
 keeps beside the tables (SQLite's triggers, PostgreSQL's trigger functions for the
@@ -23,7 +28,9 @@ from typing import Literal
 
 __all__ = [
     "CONSOLE_FLEET_IN_PLACE",
+    "DEVICE_PARTITIONS",
     "INDEXES",
+    "RETENTION_TABLE",
     "SCHEDULE_LEASE",
     "SCHEMA_VERSION",
     "SEARCH_TABLE",
@@ -32,8 +39,10 @@ __all__ = [
     "Column",
     "Dialect",
     "Index",
+    "Partitioning",
     "Table",
     "create_statements",
+    "partition_statements",
 ]
 
 SCHEMA_VERSION = 2
@@ -75,6 +84,28 @@ class Column:
     null: bool = False
 
 
+DEVICE_PARTITIONS = 16
+"""The hash partitions of each per-device lineage table on PostgreSQL (a fixed modulus: a
+table's partition count cannot change without rewriting it). 16 keeps each partition's
+index and vacuum at a sixteenth of the table, and a region's database serves ~100,000
+devices (docs/scale.md: past that the fleet splits into regions), so a partition holds
+~6,000 devices' logs; every statement naming a device reads one partition, while a
+statement reading every device (a copy's keyset pages, ``registry check``) merges 16
+index scans, which more partitions would make costlier for little gain."""
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How PostgreSQL splits a table (SQLite keeps it whole): ``month``, a range partition
+    per calendar month of ``column`` (created ahead by the hub,
+    :mod:`hub.registry.search_months`) and a DEFAULT partition for any month without one;
+    ``device``, :data:`DEVICE_PARTITIONS` hash partitions of ``column``. The column is in
+    the table's primary key (PostgreSQL requires it of a partitioned table's unique keys)."""
+
+    kind: Literal["month", "device"]
+    column: str
+
+
 @dataclass(frozen=True)
 class Table:
     """One table: its columns in the order every ``SELECT *`` and ``INSERT`` relies on, and
@@ -87,6 +118,12 @@ class Table:
     clustered: bool = False
     references: tuple[tuple[str, str], ...] = ()
     """(column, table) pairs: the column holds a key of that table's primary key."""
+    partitioned: Partitioning | None = None
+    """How a new PostgreSQL registry partitions it (``None``: one table)."""
+
+    def __post_init__(self) -> None:
+        if self.partitioned is not None and self.partitioned.column not in self.primary_key:
+            raise ValueError(f"{self.name}: its partition column is not in its primary key")
 
 
 @dataclass(frozen=True)
@@ -166,18 +203,21 @@ TABLES: tuple[Table, ...] = (
         _c("device text, seq int, data bytes"),
         ("device", "seq"),
         clustered=True,
+        partitioned=Partitioning("device", "device"),
     ),
     Table(
         "lineage_checkpoints",
         _c("device text, size int, root bytes, note text, received_at int"),
         ("device", "size"),
         clustered=True,
+        partitioned=Partitioning("device", "device"),
     ),
     Table(
         "lineage_nodes",
         _c("device text, level int, idx int, hash bytes"),
         ("device", "level", "idx"),
         clustered=True,
+        partitioned=Partitioning("device", "device"),
     ),
     Table(
         "forks",
@@ -258,6 +298,7 @@ TABLES: tuple[Table, ...] = (
         _c("name text, holder text, token int, expires_at int"),
         ("name",),
     ),
+    Table("retention", _c("name text, cut int, set_at int"), ("name",)),
 )
 """Every table but the lineage search's, in the order they are created."""
 
@@ -276,6 +317,11 @@ both on every status a hub records), where rewriting the whole row (a join of si
 twice was most of the SQL a status cost. Neither row ever changes its device, and every
 registered device has its ``console_fleet`` row, so the result is the rewrite's."""
 
+RETENTION_TABLE = "lineage_search"
+"""The ``retention`` row of the lineage search: ``cut``, the start of the month before
+which its rows were pruned (``registry prune-search``; :mod:`hub.registry.search_months`),
+and ``set_at``, when. Searches reaching before the cut say so. A copy carries it."""
+
 SCHEDULE_LEASE = "schedule"
 """The ``schedule_lease`` row of the hubs' schedule (one leader among every hub process on
 the registry: :meth:`hub.registry.interface.Registry.claim_schedule_lease`)."""
@@ -288,6 +334,7 @@ SEARCH_TABLE = Table(
     ),
     ("time", "device", "seq"),
     clustered=True,
+    partitioned=Partitioning("month", "time"),
 )
 """The lineage search rows (:mod:`hub.registry.sqlite.lineage_search`): created apart from
 :data:`TABLES`, since a registry that lacks it fills it from its stored entries."""
@@ -344,6 +391,9 @@ def create_statements(dialect: Dialect, tables: tuple[Table, ...]) -> list[str]:
             f"FOREIGN KEY ({column}) REFERENCES {target}" for column, target in table.references
         )
         suffix = " WITHOUT ROWID" if table.clustered and dialect == "sqlite" else ""
+        if table.partitioned is not None and dialect == "postgresql":
+            how = "RANGE" if table.partitioned.kind == "month" else "HASH"
+            suffix = f" PARTITION BY {how} ({table.partitioned.column})"
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {', '.join(parts)}\n){suffix}"
         )
@@ -354,3 +404,20 @@ def create_statements(dialect: Dialect, tables: tuple[Table, ...]) -> list[str]:
         if index.table in names
     )
     return statements
+
+
+def partition_statements(table: Table) -> list[str]:
+    """The PostgreSQL statements creating a partitioned ``table``'s fixed partitions, each
+    only when missing: its :data:`DEVICE_PARTITIONS` hash partitions, or the DEFAULT one of
+    a table partitioned by month (the months themselves are created ahead by the hub)."""
+    if table.partitioned is None:
+        return []
+    if table.partitioned.kind == "month":
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table.name}_default PARTITION OF {table.name} DEFAULT"
+        ]
+    return [
+        f"CREATE TABLE IF NOT EXISTS {table.name}_h{i:02d} PARTITION OF {table.name} "
+        f"FOR VALUES WITH (MODULUS {DEVICE_PARTITIONS}, REMAINDER {i})"
+        for i in range(DEVICE_PARTITIONS)
+    ]

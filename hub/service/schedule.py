@@ -11,7 +11,11 @@ a new version first where one is due; every object again each :data:`FULL_REPUBL
 publishes a signed freshness token for every channel with a bundle (whether or not the
 registry can record it), and clears the strays the trust topics family noted
 (:mod:`hub.service.trust`). On every connection each hub publishes a fresh ack of every
-device's log, and the leader all the rest, so a restarted broker loses nothing.
+device's log, and the leader all the rest, so a restarted broker loses nothing. Once per
+:data:`PREPARE_MONTHS_S` the leader also makes the lineage search's partitions of the
+coming months where the registry keeps one per month (partitioned PostgreSQL;
+:data:`~hub.registry.search_months.MONTHS_AHEAD`), after publishing: a failure there is
+logged and tried again next round, never in the way of what the round publishes.
 
 Every hub claims the lease every :attr:`~hub.service.lease.LeaseTiming.check_s`; one that
 gains it runs a round at once, so after a leader dies another publishes within one
@@ -32,6 +36,7 @@ from edge_agent.protocol.topics import DeviceLeaf, DeviceTopic, parse_device_top
 from edge_agent.support.mqtt import Connection
 from hub.core.publications import Publication, ack_publication, parse_channel
 from hub.registry import DeviceRecord
+from hub.registry.search_months import months_ahead
 from hub.service.connection import Subscriptions
 from hub.service.context import CurrentConnection, ServiceContext, every, wall
 from hub.service.lease import ScheduleLease
@@ -44,12 +49,15 @@ from hub.service.publish import (
 )
 from hub.service.retained import STRAY_CLEAR_S
 
-__all__ = ["FULL_REPUBLISH_S", "MAX_STRAY_LOOKUPS", "Schedule"]
+__all__ = ["FULL_REPUBLISH_S", "MAX_STRAY_LOOKUPS", "PREPARE_MONTHS_S", "Schedule"]
 
 logger = logging.getLogger(__name__)
 
 FULL_REPUBLISH_S = 600.0
 """How often the schedule republishes every retained object regardless (see ``tick``)."""
+PREPARE_MONTHS_S = 3600.0
+"""How often the leader makes the lineage search's coming month partitions (when missing:
+checking costs one catalog query)."""
 MAX_STRAY_LOOKUPS = 1_000
 """Most devices a round clearing strays reads one by one; past that it reads the device table
 once (on PostgreSQL 1,000 reads of one device cost about what reading 10,000 devices does)."""
@@ -66,6 +74,7 @@ class Schedule:
         self._subscriptions = subscriptions
         self.lease = lease
         self._republished_all_at = 0.0
+        self._months_prepared_at: float | None = None
 
     async def run(self, current: CurrentConnection, stop: asyncio.Event) -> None:
         """Claim the lease every :attr:`~hub.service.lease.LeaseTiming.check_s` while
@@ -132,6 +141,22 @@ class Schedule:
         await self._publish_signed(conn, token, now)
         if context.retained.strays:
             await self.clear_strays(conn)
+        await self._prepare_months(now)
+
+    async def _prepare_months(self, now: int) -> None:
+        """As the leader, once per :data:`PREPARE_MONTHS_S`: the lineage search's partitions
+        of this month and the ones after it (:func:`months_ahead`)."""
+        prepared = self._months_prepared_at
+        if prepared is not None and time.monotonic() - prepared < PREPARE_MONTHS_S:
+            return
+        months = months_ahead(now)
+        registry = self._context.registry
+        made = await self._context.db(
+            registry.prepare_search_months, months[0].start, months[-1].start
+        )
+        self._months_prepared_at = time.monotonic()
+        if made:
+            logger.info("lineage search partitions made: %s", ", ".join(made))
 
     def _bookkeeping(self) -> None:
         """Re-read the devices and the trust roots, record the rejection counters: one

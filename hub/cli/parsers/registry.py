@@ -1,7 +1,7 @@
-"""The parsers of ``registry migrate`` and ``registry check`` (handlers:
-:mod:`hub.cli.registry_cmd`). The row bounds are said here as well as in
-:mod:`hub.registry.migrate` (a test pins them equal): building the parser imports no
-registry."""
+"""The parsers of ``registry migrate``, ``registry check`` and ``registry prune-search``
+(handlers: :mod:`hub.cli.registry_cmd`). The row and day bounds are said here as well as in
+:mod:`hub.registry.migrate` and :mod:`hub.registry.search_months` (a test pins them equal):
+building the parser imports no registry."""
 
 from __future__ import annotations
 
@@ -11,12 +11,24 @@ from edge_agent.support.cli import EXIT_UNAVAILABLE
 from hub.cli.exits import REFUSED, help_epilog, path_arg
 from hub.cli.lazy import Handler
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "MAX_CHUNK_ROWS", "chunk_arg", "register", "sample_arg"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "MAX_CHUNK_ROWS",
+    "MAX_RETENTION_DAYS",
+    "MIN_RETENTION_DAYS",
+    "chunk_arg",
+    "days_arg",
+    "register",
+    "sample_arg",
+]
 
 DEFAULT_CHUNK_ROWS = 500
 """Rows copied per destination transaction unless told otherwise."""
 MAX_CHUNK_ROWS = 10_000
 """Most rows one destination transaction copies (a chunk is held in memory)."""
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 36_500
+"""The days ``prune-search --older-than`` accepts (a day to a hundred years)."""
 MAX_SAMPLE_LOGS = 1_000_000_000
 """Most device logs ``--sample`` may name (far more than any registry holds)."""
 
@@ -24,6 +36,9 @@ MIGRATE_EXAMPLE = (
     "edge-hub registry migrate --to postgresql://hub@db.example/edgegov --from /var/lib/edge-hub"
 )
 CHECK_EXAMPLE = "edge-hub registry check --registry postgresql://hub@db.example/edgegov"
+PRUNE_EXAMPLE = (
+    "edge-hub registry prune-search --older-than 90 --registry postgresql://hub@db.example/edgegov"
+)
 UNAVAILABLE = (
     EXIT_UNAVAILABLE,
     "the hub directory, or a registry, is missing or cannot be reached",
@@ -40,20 +55,26 @@ def sample_arg(text: str) -> int:
     return _count(text, MAX_SAMPLE_LOGS, "device log count")
 
 
-def _count(text: str, most: int, what: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {what} from 1 to {most}")
+def days_arg(text: str) -> int:
+    """An argparse ``type`` for ``--older-than``: :data:`MIN_RETENTION_DAYS` to
+    :data:`MAX_RETENTION_DAYS` days."""
+    return _count(text, MAX_RETENTION_DAYS, "number of days", least=MIN_RETENTION_DAYS)
+
+
+def _count(text: str, most: int, what: str, *, least: int = 1) -> int:
+    if not (text.isascii() and text.isdigit()) or not least <= int(text) <= most:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {what} from {least} to {most}")
     return int(text)
 
 
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Add ``registry migrate|check`` to the ``edge-hub`` parser."""
+    """Add ``registry migrate|check|prune-search`` to the ``edge-hub`` parser."""
     registry = commands.add_parser(
         "registry",
         parents=[common],
-        help="move a registry to PostgreSQL, and check one",
+        help="move a registry to PostgreSQL, check one, prune its lineage search",
         epilog=help_epilog(MIGRATE_EXAMPLE),
     ).add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
     migrate = registry.add_parser(
@@ -116,3 +137,31 @@ def register(
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=Handler("hub.cli.registry_cmd", "cmd_registry_check"))
+    prune = registry.add_parser(
+        "prune-search",
+        parents=[common],
+        help="drop the lineage search rows of old months (device logs are kept whole)",
+        description="Drop the lineage search's rows of every month entirely older than "
+        "--older-than DAYS (the month holding that instant is kept whole), from the registry "
+        "--registry names (else $EDGEGOV_REGISTRY, else the hub directory's hub.db): on a "
+        "partitioned PostgreSQL registry whole month partitions, elsewhere in bounded "
+        "chunks. Without --yes it only counts what would go. The lineage entries, "
+        "checkpoints and tree nodes are never touched; a search reaching before the cut "
+        "says it is past retention.",
+        epilog=help_epilog(PRUNE_EXAMPLE, REFUSED, UNAVAILABLE),
+    )
+    prune.add_argument(
+        "--older-than",
+        type=days_arg,
+        required=True,
+        metavar="DAYS",
+        help=f"drop the months entirely older than DAYS days ({MIN_RETENTION_DAYS} to "
+        f"{MAX_RETENTION_DAYS:,})",
+    )
+    prune.add_argument(
+        "--yes", action="store_true", help="prune (without it: only count what would go)"
+    )
+    prune.add_argument("--json", action="store_true", help="print the report as JSON")
+    prune.set_defaults(
+        source_dir=None, handler=Handler("hub.cli.registry_cmd", "cmd_registry_prune_search")
+    )

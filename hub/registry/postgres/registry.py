@@ -24,9 +24,12 @@ from hub.registry.postgres.console import ConsoleTables
 from hub.registry.postgres.device_logs import DeviceLogTables
 from hub.registry.postgres.devices import DeviceTables
 from hub.registry.postgres.schema import migrate
+from hub.registry.postgres.search_partitions import make_months
+from hub.registry.postgres.search_retention import SearchRetentionTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.queries.rollouts import RolloutTables
 from hub.registry.queries.schedule_lease import ScheduleLeaseTables
+from hub.registry.search_months import months_ahead
 
 __all__ = ["CONNECT_TIMEOUT_S", "POOL_SIZE", "PostgresRegistry", "describe"]
 
@@ -43,13 +46,17 @@ class PostgresRegistry(
     ConsoleTables,
     RolloutTables,
     ScheduleLeaseTables,
+    SearchRetentionTables,
 ):
     """An open PostgreSQL registry. Use as a context manager, or call :meth:`close`."""
 
     @classmethod
     def open(cls, url: str) -> PostgresRegistry:
-        """Connect to the database at ``url`` (``postgresql://user@host:port/db``) and
-        create the registry's tables there when missing.
+        """Connect to the database at ``url`` (``postgresql://user@host:port/db``), create
+        the registry's tables there when missing, and make the lineage search's partitions
+        of this month and the :data:`~hub.registry.search_months.MONTHS_AHEAD` after it
+        when it is partitioned (by the database server's clock: the one every hub on it
+        shares).
 
         Raises:
             RegistryError: it cannot be reached or logged into, it holds another schema
@@ -59,6 +66,7 @@ class PostgresRegistry(
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as db:
                 migrate(db, where)
+                make_months(db, where, months_ahead(_server_time(db)))
         except psycopg.Error as exc:
             raise RegistryError(f"cannot connect to the hub registry {where}: {exc}") from exc
         pool: ConnectionPool = ConnectionPool(
@@ -79,6 +87,11 @@ class PostgresRegistry(
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _server_time(db: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = db.execute("SELECT extract(epoch FROM now())::bigint").fetchone()
+    return int(row[0]) if row is not None else 0  # type: ignore[call-overload]
 
 
 def describe(url: str) -> str:

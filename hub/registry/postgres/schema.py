@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 
@@ -29,11 +31,14 @@ from hub.registry.schema import (
     TABLES,
     UPGRADABLE_VERSIONS,
     create_statements,
+    partition_statements,
 )
 
-__all__ = ["FLEET_ROW", "migrate"]
+__all__ = ["FLEET_ROW", "LOCK_WAIT_MS", "migrate", "patiently"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MIGRATION_LOCK = "edgegov hub registry schema"
 LOCK_WAIT_MS = 200
@@ -136,21 +141,33 @@ def migrate(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
         RegistryError: the database holds another schema version, or tables of another
             program, or cannot be written.
     """
+    try:
+        patiently(
+            lambda: _migrate_once(db, where),
+            f"cannot upgrade the hub registry {where}: other hub processes kept its tables "
+            f"busy for {UPGRADE_PATIENCE_S:.0f} s; start this hub again, or stop the others "
+            "while one upgrades it",
+        )
+    except psycopg.Error as exc:
+        raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
+
+
+def patiently(attempt: Callable[[], T], busy: str) -> T:
+    """Run ``attempt`` (one transaction that sets ``lock_timeout`` to :data:`LOCK_WAIT_MS`)
+    again while a lock it needs is not had in time, for up to :data:`UPGRADE_PATIENCE_S`;
+    other psycopg errors propagate.
+
+    Raises:
+        RegistryError: still busy after that long (the message ``busy``).
+    """
     deadline = time.monotonic() + UPGRADE_PATIENCE_S
     while True:
         try:
-            _migrate_once(db, where)
-            return
+            return attempt()
         except psycopg.errors.LockNotAvailable as exc:
             if time.monotonic() >= deadline:
-                raise RegistryError(
-                    f"cannot upgrade the hub registry {where}: other hub processes kept its "
-                    f"tables busy for {UPGRADE_PATIENCE_S:.0f} s; start this hub again, or "
-                    "stop the others while one upgrades it"
-                ) from exc
+                raise RegistryError(busy) from exc
             time.sleep(random.uniform(0.05, 0.25))
-        except psycopg.Error as exc:
-            raise RegistryError(f"cannot prepare the hub registry {where}: {exc}") from exc
 
 
 def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> None:
@@ -167,6 +184,7 @@ def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> Non
         search_missing = db.execute("SELECT to_regclass('lineage_search')").fetchone()
         for statement in create_statements("postgresql", (SEARCH_TABLE,)):
             db.execute(statement)
+        _create_partitions(db)
         if search_missing is None or search_missing[0] is None:
             filled = _fill_search(db)
             if filled:
@@ -174,6 +192,23 @@ def _migrate_once(db: psycopg.Connection[tuple[object, ...]], where: str) -> Non
         for statement in _fleet_statements():
             db.execute(statement)
         db.execute(RECORD_STATUS_FUNCTION)
+
+
+def _create_partitions(db: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the fixed partitions (:func:`~hub.registry.schema.partition_statements`) of
+    every lineage table that is partitioned: one this registry created partitioned. A
+    table created before partitioning stays one table: nothing rewrites it."""
+    tables = [t for t in (*TABLES, SEARCH_TABLE) if t.partitioned is not None]
+    rows = db.execute(
+        "SELECT relname FROM pg_class WHERE relkind = 'p' "
+        "AND relnamespace = current_schema()::regnamespace AND relname = ANY(%s)",
+        ([t.name for t in tables],),
+    ).fetchall()
+    partitioned = {row[0] for row in rows}
+    for table in tables:
+        if table.name in partitioned:
+            for statement in partition_statements(table):
+                db.execute(statement)
 
 
 def _complete(db: psycopg.Connection[tuple[object, ...]]) -> bool:

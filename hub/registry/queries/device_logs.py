@@ -44,7 +44,7 @@ from hub.registry.rows import (
     searchable,
     stored_checkpoint,
 )
-from hub.registry.schema import Dialect
+from hub.registry.schema import RETENTION_TABLE, Dialect
 from hub.registry.tree_reader import NodeReader
 
 __all__ = [
@@ -273,7 +273,10 @@ class DeviceLogTables(RegistryQueries):
         hits = self._search(query, after, limit + 1)
         more = len(hits) > limit
         hits = hits[:limit]
-        return LineagePage(tuple(hits), hits[-1].cursor if more else None)
+        rows = self._rows("SELECT cut FROM retention WHERE name = ?", (RETENTION_TABLE,))
+        cut = as_int(rows[0][0]) if rows else None
+        reaches = cut is not None and (query.since is None or query.since < cut)
+        return LineagePage(tuple(hits), hits[-1].cursor if more else None, cut if reaches else None)
 
     def iter_lineage(self, query: LineageQuery) -> Iterator[LineageHit]:
         after: LineageCursor | None = None

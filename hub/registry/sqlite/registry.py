@@ -21,6 +21,7 @@ from hub.registry.queries.devices import DeviceTables
 from hub.registry.queries.publications import PublicationTables
 from hub.registry.queries.rollouts import RolloutTables
 from hub.registry.queries.schedule_lease import ScheduleLeaseTables
+from hub.registry.queries.search_retention import SearchRetentionTables
 from hub.registry.schema import UPGRADABLE_VERSIONS
 from hub.registry.sqlite.console_fleet import CONSOLE_FLEET_SCHEMA, ConsoleFleetTables
 from hub.registry.sqlite.device_logs import DeviceLogTables
@@ -43,6 +44,7 @@ class SqliteRegistry(
     ConsoleFleetTables,
     RolloutTables,
     ScheduleLeaseTables,
+    SearchRetentionTables,
 ):
     """An open SQLite registry. Use as a context manager, or call :meth:`close`."""
 
