@@ -249,3 +249,22 @@ async def test_the_direct_status_read_ends_only_once_no_retained_message_arrives
     finally:
         reads.cancel()
         await asyncio.wait([reads])
+
+
+@pytest.mark.asyncio
+async def test_a_connection_notes_retained_arrivals_and_hears_nothing_once_unsubscribed() -> None:
+    topic = _status_topic("gw-000")
+    async with mosquitto_broker() as broker, connect(broker.settings, client_id="pub") as pub:
+        await pub.publish(topic, b"held", retain=True)
+        async with watching(broker.settings, [STATUS_FILTER], "reader") as reader:
+            assert (await reader.next(topic)).retain
+            noted = reader.connection.retained_at
+            assert noted > 0.0
+            await pub.publish(topic, b"live")
+            assert not (await reader.next(topic)).retain
+            assert reader.connection.retained_at == noted, "a live message is not retained"
+            await reader.connection.unsubscribe([STATUS_FILTER])
+            await pub.publish(topic, b"after")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await reader.next(topic)
