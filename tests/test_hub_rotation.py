@@ -89,7 +89,7 @@ def hub(tmp_path: Path) -> Iterator[RunningHub]:
         keys = hub_dir.load_keys()
         context = ServiceContext.start(config, hub_dir, registry, keys, HubStats(), None)
         lease = ScheduleLease(registry, "hub-test", lease_timing(config.freshness_interval_s))
-        schedule = Schedule(context, Subscriptions(registry, context.db), lease)
+        schedule = Schedule(context, Subscriptions(registry, context.db, context.stats), lease)
         try:
             yield RunningHub(setup, registry, context, schedule, EvidenceHandler(context))
         finally:

@@ -113,7 +113,7 @@ def _hub(
         lease = ScheduleLease(registry, holder, lease_timing(interval_s), lines.append)
         try:
             yield ScheduledHub(
-                Schedule(context, Subscriptions(registry, context.db), lease),
+                Schedule(context, Subscriptions(registry, context.db, context.stats), lease),
                 RecordingConnection(),
                 lines,
             )

@@ -44,6 +44,7 @@ __all__ = [
     "device_topic",
     "directory_topic",
     "freshness_topic",
+    "hub_status_reads",
     "hub_subscriptions",
     "is_trust_topic",
     "parse_device_topic",
@@ -206,21 +207,32 @@ def agent_subscriptions(region: str, device_id: str, groups: Sequence[str]) -> t
 def hub_subscriptions(region: str, shared: bool) -> tuple[str, ...]:
     """The filters a hub subscribes to.
 
-    Lineage and attestation evidence go through a shared subscription when several hubs
-    run, so each batch is stored once and each nonce is spent by one hub; status is
-    subscribed directly by every hub, because shared subscriptions do not deliver retained
-    messages and a starting hub needs every device's last status. The retained trust topics
-    (roots, bundles, revocations, the device directory) are subscribed directly too, so that
-    the hub knows what the broker holds already: what ``edge-hub bundle push`` or ``revoke``
-    published (or another hub process's directory) is not sent to every device a second
-    time.
+    Lineage, status and attestation evidence go through a shared subscription when several
+    hubs run, so each batch is stored once, each nonce is spent by one hub and each status
+    is verified by one hub. Shared subscriptions do not deliver retained messages, so a hub
+    also reads the statuses the broker holds through :func:`hub_status_reads` when it
+    connects. The retained trust topics (roots, bundles, revocations, the device directory)
+    are subscribed directly, so that the hub knows what the broker holds already: what
+    ``edge-hub bundle push`` or ``revoke`` published (or another hub process's directory) is
+    not sent to every device a second time.
     """
     base = _region(region)
-    consumed = [f"{base}/device/+/{leaf}" for leaf in (DeviceLeaf.LINEAGE, DeviceLeaf.EVIDENCE)]
+    consumed = [
+        f"{base}/device/+/{leaf}"
+        for leaf in (DeviceLeaf.LINEAGE, DeviceLeaf.STATUS, DeviceLeaf.EVIDENCE)
+    ]
     if shared:
         consumed = [f"$share/{SHARED_GROUP}/{topic}" for topic in consumed]
     retained = (f"{base}/root/+", f"{base}/bundle/#", f"{base}/revoke/#", directory_topic(region))
-    return (*consumed, f"{base}/device/+/{DeviceLeaf.STATUS}", *retained)
+    return (*consumed, *retained)
+
+
+def hub_status_reads(region: str, shared: bool) -> tuple[str, ...]:
+    """The direct status filter a hub with shared subscriptions holds only while it reads
+    the statuses the broker has retained (every device's last, a dead device's last will
+    among them), which a shared subscription never delivers; none without sharing, where
+    :func:`hub_subscriptions` subscribes to status directly for good."""
+    return (f"{_region(region)}/device/+/{DeviceLeaf.STATUS}",) if shared else ()
 
 
 def is_trust_topic(topic: str) -> bool:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -158,10 +159,35 @@ class Connection:
         if refused:
             raise TransportError(f"the broker refused the subscription(s) {', '.join(refused)}")
 
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Drop every filter in one request and wait for the broker's UNSUBACK.
+
+        Messages the broker queued for a filter before it processed the request may still
+        arrive (MQTT 3.1.1 section 3.10.4: it MAY deliver what it had buffered).
+
+        Raises:
+            TransportError: the connection is gone.
+        """
+        requests = _cancel_requests()
+        try:
+            await self._client.unsubscribe(list(filters), timeout=CONNECT_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"unsubscribe failed: {exc}") from exc
+        _deliver_cancellation_since(requests)
+
     @property
     def backlog(self) -> int:
         """Messages received and not yet taken from :meth:`messages`."""
         return len(self._client.messages)
+
+    @property
+    def retained_at(self) -> float:
+        """Monotonic time at which the last message with the RETAIN flag arrived (0.0: none
+        yet), queued or not. A broker sets the flag only on what it sends because a
+        subscription is new (MQTT 3.1.1 [MQTT-3.3.1-8] and [MQTT-3.3.1-9]), so this tells
+        when the retained burst of the latest subscriptions last moved."""
+        queue = self._client._queue
+        return queue.retained_at if isinstance(queue, _BoundedQueue) else 0.0
 
     async def messages(self) -> AsyncIterator[Incoming]:
         """Incoming messages until the connection drops.
@@ -181,15 +207,19 @@ class Connection:
 
 class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
     """aiomqtt's incoming queue, bounded in payload bytes as well as in messages: a message
-    that would take it over ``max_bytes`` is refused (``QueueFull``: aiomqtt discards it)."""
+    that would take it over ``max_bytes`` is refused (``QueueFull``: aiomqtt discards it).
+    It also notes when a retained message last arrived (:attr:`Connection.retained_at`)."""
 
     max_bytes = MAX_QUEUED_INCOMING_BYTES
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self.bytes = 0
+        self.retained_at = 0.0
 
     def put_nowait(self, item: aiomqtt.Message) -> None:
+        if item.retain:
+            self.retained_at = time.monotonic()
         if self.bytes + _payload_bytes(item) > self.max_bytes:
             raise asyncio.QueueFull
         super().put_nowait(item)

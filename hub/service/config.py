@@ -104,6 +104,9 @@ class HubStats:
     statuses: int = 0
     stale_statuses: int = 0
     """Verified statuses not recorded: older than the one held, or signed too far from now."""
+    status_reads: int = 0
+    """Direct reads of the retained statuses ended (with shared subscriptions: one per region
+    on each connection, :class:`~hub.service.connection.Subscriptions`)."""
     freshness_published: int = 0
     challenges_sent: int = 0
     attestations: dict[str, int] = field(default_factory=dict)

@@ -285,7 +285,7 @@ class HubService:
         context = ServiceContext.start(
             self.config, self.hub_dir, registry, keys, self.stats, self._broker
         )
-        subscriptions = Subscriptions(registry, context.db)
+        subscriptions = Subscriptions(registry, context.db, self.stats)
         lease = ScheduleLease(
             registry,
             self._client_id,
