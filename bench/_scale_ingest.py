@@ -1,16 +1,22 @@
 """Hub ingest with several hub processes on one registry (SQLite file or PostgreSQL database).
 
-Each hub process verifies and stores the lineage of devices of its own (real signed batches,
-as bench/hub_ingest.py makes them: device signature, checkpoint note, strict decode and
-chain of every entry, tree recomputed, then ``store_batch`` in the registry), the way hubs
-behind a shared subscription split a region's devices. The processes build their batches
-first (device-side work, outside the clock), then start together on a barrier; the rate is
-every process's entries over the time from the first start to the last finish.
+Each hub process runs the hub's own intake (``Intake.consume`` of a started ``HubService``,
+as bench/status_intake.py does: fair bursts, routing, the envelope signature against the
+registered key, the checks against the stored log, the witness cosignature, ``store_batch``
+in the burst's transaction on the registry worker, the signed acks after the commit) on the
+lineage of devices of its own (real signed batches, as bench/hub_ingest.py makes them), the
+way hubs behind a shared subscription split a region's devices. Every batch is queued at
+once, as a backlog the connection holds, one device's batches after another's in turn. The
+processes build their batches and register their devices first (outside the clock), then
+start together on a barrier; the rate is every process's entries over the time from the
+first start to the last finish. The MQTT receive and the broker's PUBACK are not included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import tempfile
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
@@ -19,10 +25,17 @@ from pathlib import Path
 from bench.hub_ingest import _batches, _log
 from edge_agent.protocol.checkpoint import origin_for
 from edge_agent.protocol.keys import PrivateKey
+from edge_agent.protocol.topics import DeviceLeaf, device_topic
+from edge_agent.support.mqtt import Incoming
 from hub.core.ingest import ingest_batch
+from hub.registry import DeviceRecord
 from hub.registry.backends import open_registry
 from hub.registry.interface import Registry
 from hub.registry.records import Accepted, DeviceLog
+from hub.service.config import HubConfig
+from hub.service.server import HubService
+from tests.hub_support import make_hub_dir
+from tests.witness_support import RecordingConnection
 
 __all__ = [
     "IngestLoad",
@@ -41,6 +54,7 @@ LINEAGE_TABLES = (
     "lineage_state",
 )
 """What a shipped batch writes (the registry's store_batch)."""
+REGION = "eu-1"
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,12 @@ class IngestLoad:
 
 
 def _hub_main(
-    location: str, hub: int, load: IngestLoad, barrier: Barrier, results: multiprocessing.Queue
+    location: str,
+    hub_dir: Path,
+    hub: int,
+    load: IngestLoad,
+    barrier: Barrier,
+    results: multiprocessing.Queue,
 ) -> None:
     entries = _log(load.entries)
     devices = []
@@ -62,15 +81,36 @@ def _hub_main(
         device, key = f"gw-h{hub}-{index:03d}", PrivateKey.generate()
         devices.append((device, key, _batches(entries, load.batch, key, device)))
     registry = open_registry(location)
+    with registry.write_group():
+        for device, key, _ in devices:
+            registry.add_device(
+                DeviceRecord(device, REGION, ("line-a",), "generic-x86_64", key.public)
+            )
+    connection = RecordingConnection(
+        [
+            Incoming(device_topic(REGION, device, DeviceLeaf.LINEAGE), batches[round_], False)
+            for round_ in range(len(devices[0][2]))
+            for device, _, batches in devices
+        ]
+    )
+    service = HubService(
+        HubConfig(
+            hub_dir=hub_dir,
+            registry=location if location.startswith("postgresql:") else None,
+            write_serve_file=False,
+            device_rate=1e6,
+            device_burst=10**6,
+        )
+    )
+    parts = service._start(registry, service.hub_dir.load_keys())
     barrier.wait()
-    started, cpu, stored = time.monotonic(), time.process_time(), 0
-    logs = {device: DeviceLog() for device, _, _ in devices}
-    for round_ in range(len(devices[0][2])):
-        for device, key, batches in devices:
-            result = accept(registry, device, key, batches[round_], logs[device])
-            assert registry.store_batch(result, expected_size=logs[device].size, received_at=0)
-            logs[device], stored = result.log, stored + len(result.entries)
+    started, cpu = time.monotonic(), time.process_time()
+    asyncio.run(parts.intake.consume(connection))  # type: ignore[arg-type]
     finished, cpu = time.monotonic(), time.process_time() - cpu
+    parts.context.db.close()
+    stored = service.stats.entries_stored
+    if stored != load.devices * load.entries or not connection.published:
+        raise RuntimeError(f"stored {stored} entries, published {len(connection.published)}")
     registry.close()
     results.put((started, finished, stored, cpu))
 
@@ -108,11 +148,17 @@ class IngestRun:
 def ingest_run(location: str, hubs: int, load: IngestLoad) -> IngestRun:
     """``hubs`` processes verify and store ``load`` each on the registry at ``location``
     (created already)."""
+    with tempfile.TemporaryDirectory(prefix="edgegov-ingest-hub-") as tmp:
+        hub_dir = make_hub_dir(Path(tmp) / "hub", devices=()).path
+        return _ingest_run(location, hub_dir, hubs, load)
+
+
+def _ingest_run(location: str, hub_dir: Path, hubs: int, load: IngestLoad) -> IngestRun:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(hubs, timeout=300)
     results: multiprocessing.Queue = context.Queue()
     processes = [
-        context.Process(target=_hub_main, args=(location, hub, load, barrier, results))
+        context.Process(target=_hub_main, args=(location, hub_dir, hub, load, barrier, results))
         for hub in range(hubs)
     ]
     for process in processes:
