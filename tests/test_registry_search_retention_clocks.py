@@ -1,9 +1,11 @@
-"""The lineage search's retention against clocks that disagree: ``registry prune-search``
-run on a machine whose clock is ahead of the PostgreSQL server's, which makes the months
-every hub on it writes to."""
+"""The lineage search's retention on PostgreSQL against clocks that disagree and prunes that
+race: ``registry prune-search`` run on a machine whose clock is ahead of the server's (which
+makes the months every hub on it writes to), and two prunes deleting the same rows."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,8 +15,10 @@ import pytest
 from hub.cli import registry_cmd
 from hub.cli.main import main as hub_main
 from hub.registry.postgres import PostgresRegistry
-from hub.registry.search_months import DAY_S, month_of
-from tests.test_registry_search_retention import PER_MONTH, _ship_months, _times
+from hub.registry.queries import search_retention
+from hub.registry.search_months import DAY_S, month_of, retention_cut
+from tests.lineage_sim import NOW
+from tests.test_registry_search_retention import MONTH_STARTS, PER_MONTH, _ship_months, _times
 
 
 def _server_now(url: str) -> int:
@@ -44,3 +48,33 @@ def test_a_prune_whose_clock_runs_ahead_of_the_database_server_keeps_its_current
     with PostgresRegistry.open(postgres_url) as registry:
         assert len(_times(registry)) == PER_MONTH
         assert registry.search_retention() is None
+
+
+def test_a_prune_racing_another_one_finishes_the_rows_before_its_cut_whatever_the_other_does(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another prune (here a transaction deleting the first chunk's rows) commits while this
+    one's first chunk waits for those rows: that chunk deletes none, and the prune must still
+    go on to the rows after them rather than report the cut done."""
+    monkeypatch.setattr(search_retention, "PRUNE_CHUNK_ROWS", 7)
+    cut = retention_cut(NOW, 100)
+    with PostgresRegistry.open(postgres_url) as registry:
+        _ship_months(registry, "gw-a", MONTH_STARTS)
+        before = sum(1 for t in _times(registry) if t < cut)
+        # Every row before the cut is in the DEFAULT partition: no month is dropped whole.
+        assert before > 7 and registry.lineage_layout()[3].months[0] >= month_of(cut).label
+        with psycopg.connect(postgres_url) as other:
+            other.execute(
+                "DELETE FROM lineage_search WHERE (time, device, seq) IN (SELECT time, device, "
+                "seq FROM lineage_search WHERE time < %s ORDER BY time, device, seq LIMIT 7)",
+                (cut,),
+            )
+            pruning = threading.Thread(
+                target=registry.prune_search, args=(cut,), kwargs={"at": NOW, "dry_run": False}
+            )
+            pruning.start()
+            time.sleep(0.5)
+            other.commit()
+        pruning.join(timeout=30)
+        assert not pruning.is_alive()
+        assert [t for t in _times(registry) if t < cut] == []
