@@ -40,8 +40,9 @@ class SearchRetentionTables(SharedSearchRetentionTables, PostgresTransactions):
             raise PruneRefused(
                 f"the cut {utc_text(cut, '%Y-%m-%d')} is later than any retention allows by "
                 f"the clock of {self.path} (now {utc_text(server_now, '%Y-%m-%d %H:%M')} UTC "
-                "there): this machine's clock runs ahead of the database server's; set it "
-                "right and run the prune again (nothing was changed)"
+                "there): this machine's clock is ahead of the database server's (or the "
+                "server's behind); set the wrong one right and run the prune again (nothing "
+                "was changed)"
             )
         return super().prune_search(cut, at=at, dry_run=dry_run)
 
