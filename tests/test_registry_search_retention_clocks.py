@@ -14,10 +14,10 @@ import pytest
 
 from hub.cli import registry_cmd
 from hub.cli.main import main as hub_main
-from hub.registry.postgres import PostgresRegistry
+from hub.registry.postgres import PostgresRegistry, search_partitions
 from hub.registry.queries import search_retention
 from hub.registry.search_months import DAY_S, month_of, retention_cut
-from tests.lineage_sim import NOW
+from tests.lineage_sim import NOW, DeviceLogSim, accepted_batch
 from tests.test_registry_search_retention import MONTH_STARTS, PER_MONTH, _ship_months, _times
 
 
@@ -78,3 +78,37 @@ def test_a_prune_racing_another_one_finishes_the_rows_before_its_cut_whatever_th
         pruning.join(timeout=30)
         assert not pruning.is_alive()
         assert [t for t in _times(registry) if t < cut] == []
+
+
+def test_a_batch_stored_while_its_month_is_made_is_stored_not_refused(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub stores a row of a month whose partition another session is making: the row is
+    routed to the DEFAULT partition when its statement starts and waits for that partition's
+    lock; the month's partition is attached meanwhile. The batch must be stored (in the new
+    month's partition), never refused as a row the DEFAULT partition may no longer hold."""
+    far = month_of(NOW + 400 * DAY_S)
+    held = search_partitions.months_held
+    calls = 0
+
+    def slow_inside_the_lock(db: psycopg.Connection[tuple[object, ...]]) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # inside _make_month, with the DEFAULT partition locked
+            time.sleep(0.6)
+        return held(db)
+
+    with PostgresRegistry.open(postgres_url) as registry:
+        log = DeviceLogSim("gw-far")
+        log.add(PER_MONTH, time=far.start + 3600)
+        batch = accepted_batch(registry, log, 0, PER_MONTH)
+        monkeypatch.setattr(search_partitions, "months_held", slow_inside_the_lock)
+        making = threading.Thread(
+            target=registry.prepare_search_months, args=(far.start, far.start)
+        )
+        making.start()
+        time.sleep(0.2)
+        assert registry.store_batch(batch, expected_size=0, received_at=NOW)
+        making.join(timeout=30)
+        assert far.label in registry.lineage_layout()[3].months
+        assert len(_times(registry)) == PER_MONTH
