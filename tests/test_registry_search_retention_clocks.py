@@ -1,6 +1,8 @@
 """The lineage search's retention on PostgreSQL against clocks that disagree and prunes that
-race: ``registry prune-search`` run on a machine whose clock is ahead of the server's (which
-makes the months every hub on it writes to), and two prunes deleting the same rows."""
+race, and the command's hostile inputs: ``registry prune-search`` run on a machine whose
+clock is ahead of the server's (which makes the months every hub on it writes to), two
+prunes deleting the same rows, a batch stored while its month is made, and a prune named a
+registry that is not there."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from hub.registry.postgres import PostgresRegistry, search_partitions
 from hub.registry.queries import search_retention
 from hub.registry.search_months import DAY_S, month_of, retention_cut
 from tests.lineage_sim import NOW, DeviceLogSim, accepted_batch
+from tests.postgres_support import PostgresServer
 from tests.test_registry_search_retention import MONTH_STARTS, PER_MONTH, _ship_months, _times
 
 
@@ -112,3 +115,28 @@ def test_a_batch_stored_while_its_month_is_made_is_stored_not_refused(
         making.join(timeout=30)
         assert far.label in registry.lineage_layout()[3].months
         assert len(_times(registry)) == PER_MONTH
+
+
+def test_prune_search_of_a_registry_that_is_not_there_is_refused_and_creates_none(
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mistyped ``--registry`` (a hub.db path nothing is at, an empty database) is refused
+    as ``registry check`` refuses it, not answered "0 rows" from a registry made for it."""
+    monkeypatch.delenv("EDGEGOV_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    name = postgres_server.unused_name()
+    postgres_server.create_database(name, "template0")
+    empty = postgres_server.url(name)
+    for location in (str(tmp_path / "typo.db"), empty):
+        for yes in ([], ["--yes"]):
+            prune = ["--registry", location, "registry", "prune-search", "--older-than", "30"]
+            assert hub_main([*prune, *yes]) == 3
+            assert "registry" in capsys.readouterr().err
+    assert not (tmp_path / "typo.db").exists()
+    with psycopg.connect(empty) as db:
+        tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)
+    postgres_server.drop_database(name)
