@@ -140,7 +140,13 @@ def _prune_search(args: argparse.Namespace) -> int:
         hub.open_registry(create=False).close()
     else:
         hub.refuse_unless_hub_directory(reading=True)
-    with open_registry(hub.registry_location) as registry:
+    location = hub.registry_location
+    with open_tables(location, write=False) as rows:
+        # Opening creates a registry where there is none: a mistyped --registry would be
+        # answered "0 rows" from one made for it.
+        if rows.schema_version() is None:
+            raise RegistryError(f"{rows.where} holds no hub registry (check --registry or --from)")
+    with open_registry(location) as registry:
         _refuse_active_rollouts(registry, cut)
         prune = registry.prune_search(cut, at=now, dry_run=not args.yes)
     where = redacted(str(hub.registry_location))

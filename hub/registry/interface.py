@@ -640,6 +640,8 @@ class Registry(Protocol):
 
         Raises:
             ValueError: ``cut`` is not the start of a month.
+            PruneRefused: (PostgreSQL) ``cut`` is later than ``--older-than 1`` gives by the
+                database server's clock, which its months are made by (nothing changed).
             RegistryError: the write failed (what was pruned before stays pruned).
         """
         ...

@@ -10,13 +10,15 @@ for its lock: a hub's registry operations wait behind it); a row of a month with
 in the DEFAULT partition, so an insert never fails for a missing month.
 
 Making a month moves the DEFAULT partition's rows of that month into it and attaches it,
-in one transaction that locks the DEFAULT partition first: ``ATTACH PARTITION`` holds the
-parent only in ``SHARE UPDATE EXCLUSIVE`` mode, which the hubs' inserts (``ROW EXCLUSIVE``)
-do not wait for, so storing batches goes on meanwhile except for rows bound for the DEFAULT
-partition. Dropping a month takes the parent's ``ACCESS EXCLUSIVE`` lock for the drop
-(``DETACH ... CONCURRENTLY`` is refused beside a DEFAULT partition): like a schema upgrade
-it waits at most :data:`~hub.registry.postgres.schema.LOCK_WAIT_MS` for it, gives it back
-and tries again, so a hub's write is never refused by a deadlock check. An unpartitioned
+in one transaction that first locks the parent against writes (``SHARE ROW EXCLUSIVE``:
+searches go on) and then the DEFAULT partition: an insert that began before the attach
+has its rows of that month routed to the DEFAULT partition, which PostgreSQL refuses once
+the month is attached, so the hubs' inserts wait for the making instead (moving the
+DEFAULT partition's rows of one month: none for a month made ahead). Dropping a month
+takes the parent's ``ACCESS EXCLUSIVE`` lock for the drop (``DETACH ... CONCURRENTLY`` is
+refused beside a DEFAULT partition): like a schema upgrade it waits at most
+:data:`~hub.registry.postgres.schema.LOCK_WAIT_MS` for it, gives it back and tries again,
+so a hub's write is never refused by a deadlock check. An unpartitioned
 (older) registry has no months: nothing here changes it.
 """
 
@@ -63,8 +65,8 @@ def months_held(db: Connection) -> dict[Month, str]:
 def make_months(db: Connection, where: str, months: Sequence[Month]) -> list[str]:
     """Create the partitions of ``months`` that ``lineage_search`` lacks (one transaction
     each); return their names. Nothing when the table is not partitioned. A month whose
-    DEFAULT partition is not had within :data:`LOCK_WAIT_MS` (hubs writing rows of months
-    without a partition) is left for the next call: its rows are kept in the DEFAULT
+    locks are not had within :data:`LOCK_WAIT_MS` (hubs writing, rows of months without a
+    partition among them) is left for the next call: its rows are kept in the DEFAULT
     partition meanwhile, and a hub opening the registry or the leader's worker, which every
     registry operation of that hub waits for, never waits longer.
 
@@ -154,6 +156,11 @@ def _make_month(db: Connection, month: Month) -> bool:
     name = month.partition(_SEARCH)
     with db.transaction():
         db.execute(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+        db.execute(
+            sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(
+                sql.Identifier(_SEARCH)
+            )
+        )
         db.execute(
             sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(_DEFAULT))
         )

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import psycopg
 
+from edge_agent.support.cli import utc_text
 from hub.registry.interface import RegistryError
 from hub.registry.postgres import search_partitions
 from hub.registry.postgres.transactions import PostgresTransactions
 from hub.registry.queries.search_retention import (
     SearchRetentionTables as SharedSearchRetentionTables,
 )
-from hub.registry.retention import TableLayout
+from hub.registry.retention import PruneRefused, SearchPrune, TableLayout
+from hub.registry.rows import as_int
 from hub.registry.schema import SEARCH_TABLE
-from hub.registry.search_months import Month, months_between
+from hub.registry.search_months import MIN_RETENTION_DAYS, Month, months_between, retention_cut
 
 __all__ = ["SearchRetentionTables"]
 
@@ -22,6 +24,27 @@ __all__ = ["SearchRetentionTables"]
 class SearchRetentionTables(SharedSearchRetentionTables, PostgresTransactions):
     """The retention and layout operations of :class:`hub.registry.interface.Registry` on
     PostgreSQL."""
+
+    def prune_search(self, cut: int, *, at: int, dry_run: bool) -> SearchPrune:
+        """The shared prune, refused when ``cut`` is later than the latest one the database
+        server's clock gives (``--older-than 1`` by it): the months every hub writes to are
+        made by that clock, so a cut from a clock running ahead of it would drop the rows of
+        the server's current month and record a cut no later prune moves back.
+
+        Raises:
+            PruneRefused: ``cut`` is later than that.
+        """
+        server_now = as_int(self._rows("SELECT extract(epoch FROM now())::bigint")[0][0])
+        latest = retention_cut(server_now, MIN_RETENTION_DAYS)
+        if cut > latest:
+            raise PruneRefused(
+                f"the cut {utc_text(cut, '%Y-%m-%d')} is later than any retention allows by "
+                f"the clock of {self.path} (now {utc_text(server_now, '%Y-%m-%d %H:%M')} UTC "
+                "there): this machine's clock is ahead of the database server's (or the "
+                "server's behind); set the wrong one right and run the prune again (nothing "
+                "was changed)"
+            )
+        return super().prune_search(cut, at=at, dry_run=dry_run)
 
     def prepare_search_months(self, first: int, last: int) -> list[str]:
         """Make the search partitions of every month from ``first``'s to ``last``'s that

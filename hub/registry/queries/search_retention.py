@@ -6,9 +6,10 @@ then drops the month partitions entirely before it (partitioned PostgreSQL only:
 :meth:`SearchRetentionTables._old_months`), then deletes what is left before the cut in
 chunks of :data:`PRUNE_CHUNK_ROWS`, each chunk its own transaction (on partitioned
 PostgreSQL that is only the DEFAULT partition's rows: the cut is a month's start, so no
-month partition straddles it). Interrupted, it resumes when run again; run again, it finds
-nothing. It never reads nor writes ``lineage_entries``, ``lineage_checkpoints`` or
-``lineage_nodes``.
+month partition straddles it), until none is left: a short chunk alone does not end it, as
+on PostgreSQL a chunk whose rows another prune deleted first deletes none. Interrupted,
+it resumes when run again; run again, it finds nothing. It never reads nor writes
+``lineage_entries``, ``lineage_checkpoints`` or ``lineage_nodes``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _DELETE_CHUNK = (
     "DELETE FROM lineage_search WHERE (time, device, seq) IN (SELECT time, device, seq "
     "FROM lineage_search WHERE time < ? ORDER BY time, device, seq LIMIT ?)"
 )
+_ANY_BEFORE = "SELECT 1 FROM lineage_search WHERE time < ? LIMIT 1"
 _RECORD_CUT = (
     "INSERT INTO retention VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
     "cut = excluded.cut, set_at = excluded.set_at WHERE retention.cut < excluded.cut"
@@ -61,7 +63,7 @@ class SearchRetentionTables(RegistryQueries):
             with self._write("prune the lineage search") as db:
                 deleted = db.execute(self._sql(_DELETE_CHUNK), (cut, PRUNE_CHUNK_ROWS)).rowcount
             rows += deleted
-            if deleted < PRUNE_CHUNK_ROWS:
+            if deleted < PRUNE_CHUNK_ROWS and not self._rows(_ANY_BEFORE, (cut,)):
                 break
         return SearchPrune(cut, rows, _labels(old), month_rows, previous, dry_run=False)
 
