@@ -288,12 +288,19 @@ class Responder:
             timeout = 0.0 if self._again else max(0.0, wake_at - time.monotonic())
             events = self._epoll.poll(timeout, EVENTS_PER_WAKE)
             self._now = time.monotonic()
+            woken = (self._wake_fd, _IN) in events
+            if woken:
+                # A commit's answers go out before this wake-up's reads are judged: their
+                # clients are waiting, and come back with their next requests sooner.
+                self._run_later()
+                self._flush_dirty()
             for fd, mask in events:
                 peer = self._peers.get(fd)
                 if peer is not None:
                     self._guarded(peer, self._on_event, peer, mask)
                 elif fd == self._wake_fd:
-                    self._run_later()
+                    if not woken:
+                        self._run_later()
                 elif fd == self._listener.fileno():
                     self._accept()
             self._take_turns()
