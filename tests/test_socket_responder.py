@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -169,6 +170,61 @@ def test_decisions_read_during_a_commit_share_the_next_one_and_all_are_answered(
     assert [(a["id"], a["message"]) for a in answers if a] == [(0, "/first")] + [
         (n, f"/r/{n}") for n in range(1, 16)
     ]
+
+
+class Watching(Ledger):
+    """A :class:`Ledger` whose ``judge`` takes its time for action ``slow`` (holding the
+    responder, as a long wake-up would) and, for action ``probe``, notes whether
+    ``watched`` had an answer waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: socket.socket | None = None
+        self.answered_first: list[bool] = []
+        self.slowing = threading.Event()
+        self.slowed = threading.Event()
+
+    def judge(self, request: Request, wall: int) -> Decision:
+        if request.action == "slow":
+            self.slowing.set()
+            time.sleep(4 * QUIET_S)
+            self.slowed.set()
+        elif request.action == "probe":
+            assert self.watched is not None
+            readable, _, _ = select.select([self.watched], [], [], 0)
+            self.answered_first.append(bool(readable))
+        return super().judge(request, wall)
+
+
+def test_a_commits_answers_are_sent_before_requests_read_in_the_same_wake_up_are_judged(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+    ledger = Watching()
+    with embedded(ledger, config):
+        first, slow, probe = (_raw(config.path) for _ in range(3))
+        for raw in (first, slow, probe):
+            raw.sendall(_decide(0, "/warm"))
+            assert _read_frame(raw) is not None
+        ledger.watched = first
+        ledger.open.clear()
+        first.sendall(_decide(1, "/first"))
+        _wait_for(lambda: ledger.recording == 1)
+        slow.sendall(_decide(1, "/slow", "slow"))
+        assert ledger.slowing.wait(WAIT_S)
+        # The responder is inside the slow judgement: the commit's wake-up and the probe
+        # become ready together, for its next wake-up.
+        ledger.open.set()
+        _wait_for(lambda: ledger.recording == 0)
+        time.sleep(QUIET_S)  # for the committer to hand the commit back
+        probe.sendall(_decide(1, "/probe", "probe"))
+        assert not ledger.slowed.is_set(), "the machine is too slow for this test's timing"
+        _wait_for(lambda: bool(ledger.answered_first))  # before the answers are read
+        answers = [_read_frame(raw) for raw in (first, slow, probe)]
+        for raw in (first, slow, probe):
+            raw.close()
+    assert [a["message"] for a in answers if a] == ["/first", "/slow", "/probe"]
+    assert ledger.answered_first == [True]
 
 
 def test_a_failed_record_answers_internal_error_to_its_whole_batch_and_serving_goes_on(

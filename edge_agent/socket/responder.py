@@ -288,12 +288,19 @@ class Responder:
             timeout = 0.0 if self._again else max(0.0, wake_at - time.monotonic())
             events = self._epoll.poll(timeout, EVENTS_PER_WAKE)
             self._now = time.monotonic()
+            woken = (self._wake_fd, _IN) in events
+            if woken:
+                # A commit's answers go out before this wake-up's reads are judged: their
+                # clients are waiting, and come back with their next requests sooner.
+                self._run_later()
+                self._flush_dirty()
             for fd, mask in events:
                 peer = self._peers.get(fd)
                 if peer is not None:
                     self._guarded(peer, self._on_event, peer, mask)
                 elif fd == self._wake_fd:
-                    self._run_later()
+                    if not woken:
+                        self._run_later()
                 elif fd == self._listener.fileno():
                     self._accept()
             self._take_turns()
@@ -356,7 +363,7 @@ class Responder:
         """Handle complete frames while ``peer`` may start more work and a slot is free
         for it (else it waits its turn); then read it only if it may go on."""
         handled = 0
-        while self._may_take_work(peer):
+        while peer.buffer and self._may_take_work(peer):
             if handled == FRAMES_PER_TURN:
                 self._again_later(peer)
                 break
@@ -526,22 +533,23 @@ class Responder:
             )
             return
         self.counters.decisions += 1
-        result = functools.partial(result_of, *deciding.result())
-        self._write(peer, self._answer(peer, request_id, result))
+        self._write(peer, self._answer(peer, request_id, result_of, *deciding.result()))
 
     def _recorded(self, batch: _Batch, decisions: list[Decision] | None) -> None:
         """Answer every decision of one commit (``None``: the commit failed unexpectedly)."""
-        for index, (peer, request_id, _) in enumerate(batch):
-            self._finished(peer)
-            if decisions is None:
-                answer = encode_error(
+        if decisions is None:
+            for peer, request_id, _ in batch:
+                self._finished(peer)
+                failed = encode_error(
                     request_id, ErrorCode.INTERNAL_ERROR, "the agent failed to decide"
                 )
-            else:
-                self.counters.decisions += 1
-                result = functools.partial(self._result, peer, decisions[index])
-                answer = self._answer(peer, request_id, result)
-            self._write(peer, answer)
+                self._write(peer, failed)
+            return
+        self.counters.decisions += len(batch)
+        for (peer, request_id, _), decision in zip(batch, decisions, strict=True):
+            self._finished(peer)
+            if not peer.closed:
+                self._write(peer, self._answer(peer, request_id, self._result, peer, decision))
 
     def _result(self, peer: _Peer, decision: Decision) -> DecisionResult:
         answered = peer.answered
@@ -549,11 +557,17 @@ class Responder:
             answered = peer.answered = (decision, result_of(decision))
         return answered[1]
 
-    def _answer(self, peer: _Peer, request_id: int, result: Callable[[], DecisionResult]) -> bytes:
-        """The encoded answer to one decision; should that fail (a bug), ``internal_error``
-        (a deny) to that request alone."""
+    def _answer(
+        self,
+        peer: _Peer,
+        request_id: int,
+        result: Callable[..., DecisionResult],
+        *args: object,
+    ) -> bytes:
+        """The encoded answer to one decision, its fields ``result(*args)``; should that
+        fail (a bug), ``internal_error`` (a deny) to that request alone."""
         try:
-            return peer.answers.encode(request_id, result())
+            return peer.answers.encode(request_id, result(*args))
         except Exception:
             logger.exception(
                 "answering request %d on connection %d failed unexpectedly",

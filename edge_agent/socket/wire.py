@@ -294,6 +294,8 @@ _ID_KEY_PREFIX = b"\x61\x76\x01\x62\x69\x64"
 (the two keys every request and answer has, first in deterministic key order)."""
 _ID_AT = 1 + len(_ID_KEY_PREFIX)
 """Where the ``id`` value starts in a message whose map head is one byte (up to 23 keys)."""
+_ONE_BYTE_UINTS = tuple(bytes((value,)) for value in range(24))
+"""The unsigned integers 0 to 23 as CBOR: one byte, the value itself (RFC 8949 3.1)."""
 _SHORTEST_FROM = (24, 0x100, 0x10000, 0x100000000)
 """Smallest value each of the 1, 2, 4 and 8-byte integer forms may carry (shortest form)."""
 
@@ -485,23 +487,29 @@ class DecisionAnswers:
     id, not encoded again. Any other result, and any answer carrying a receipt, is encoded
     in full."""
 
-    __slots__ = ("_after_id", "_before_id", "_result")
+    __slots__ = ("_after_id", "_before_id", "_framed_before_id", "_result")
 
     def __init__(self) -> None:
         self._result: DecisionResult | None = None
         self._before_id = b""
         self._after_id = b""
+        self._framed_before_id = b""
+        """The length header of the answer with a one-byte id (0 to 23), then
+        :attr:`_before_id`: such an answer is these bytes, the id's byte, the rest."""
 
     def encode(self, request_id: int, result: DecisionResult) -> bytes:
         """As :func:`encode_decision`."""
         if result.receipt is not None:
             return encode_decision(request_id, result)
-        if result != self._result:
+        if result is not self._result and result != self._result:
             body = encode_decision(0, result)[HEADER_BYTES:]
             if body[_ID_AT] != 0 or body[1:_ID_AT] != _ID_KEY_PREFIX:
                 return encode_decision(request_id, result)
             self._result = result
             self._before_id, self._after_id = body[:_ID_AT], body[_ID_AT + 1 :]
+            self._framed_before_id = len(body).to_bytes(HEADER_BYTES, "big") + self._before_id
+        if 0 <= request_id < len(_ONE_BYTE_UINTS):
+            return self._framed_before_id + _ONE_BYTE_UINTS[request_id] + self._after_id
         body = self._before_id + _cbor.encode(request_id) + self._after_id
         return len(body).to_bytes(HEADER_BYTES, "big") + body
 
