@@ -8,7 +8,10 @@ by a real ``edge-agent serve`` process. Rows, all in the same run:
   (group commit shares one fsync among concurrent deciders);
 - socket durable: 1, 8 and 64 concurrent clients, each a closed loop (ask, wait, ask again)
   over its own connection. Clients are lean load generators (a thread per client, 16 per
-  spawned process, the request encoded once) running on the same machine as the agent.
+  spawned process, the request encoded once) running on the same machine as the agent;
+  each waits for its answer as ``edge_agent``'s client does (a socket timeout: poll, then
+  read), which a timeout-less ``recv`` does not (until session 14 it did, and each request
+  woke its client once for nothing: docs/performance-profile.md, Phase 4).
 
 Besides rate and latency, each row reports the CPU time the deciding process spent per
 decision (for the socket rows: the ``edge-agent serve`` process, all its threads, read from
@@ -79,6 +82,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-m", "edge_agent.cli", "serve"]
 ACTION, RESOURCE, CONTEXT = "read", "/data/plant-a/line-3/sensor-17", {"zone": "plant-a"}
 CLIENTS_PER_PROCESS = 16
+CLIENT_WAIT_S = 30.0
+"""How long a benchmark client waits for one answer (an agent that takes longer is broken)."""
 RULES = [
     {
         "id": "maintenance-reads",
@@ -230,6 +235,10 @@ def _client_loop(sock: str, start_at: float, end_at: float) -> list[float]:
     mine = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(sock)
+        # Wait as edge_agent's client does (a timeout: poll for the answer, then read it). A
+        # recv with no timeout is also woken when the agent reads the request and frees the
+        # socket's write space, a spurious wake-up per request no shipped client has.
+        conn.settimeout(CLIENT_WAIT_S)
         conn.sendall(request)
         assert allowed in _read_frame(conn)
         time.sleep(max(0.0, start_at - time.time()))
