@@ -175,14 +175,18 @@ def _ingest_run(location: str, hub_dir: Path, hubs: int, load: IngestLoad) -> In
 
 def lineage_table_sizes(url: str) -> dict[str, tuple[int, int]]:
     """Rows and bytes (``pg_total_relation_size``: table, indexes, TOAST) of each lineage
-    table in the PostgreSQL database at ``url``."""
+    table in the PostgreSQL database at ``url``; a partitioned table's bytes are its
+    partitions' (the parent itself holds none)."""
     import psycopg
 
     sizes = {}
     with psycopg.connect(url) as db:
         for table in LINEAGE_TABLES:
+            tree = f"pg_partition_tree('{table}')"
             row = db.execute(
-                f"SELECT count(*), pg_total_relation_size('{table}') FROM {table}"
+                f"SELECT (SELECT count(*) FROM {table}), (SELECT coalesce("
+                f"sum(pg_total_relation_size(relid)), pg_total_relation_size('{table}')) "
+                f"FROM {tree})"
             ).fetchone()
             assert row is not None
             sizes[table] = (int(row[0]), int(row[1]))
