@@ -28,6 +28,7 @@ from hub.console.lineage_query import (
 from hub.core.receipts import hub_receipt
 from hub.registry import DeviceRecord
 from hub.registry.lineage_records import LineageCursor, LineageHit, LineageQuery
+from hub.registry.postgres import search_retention
 from hub.registry.search_months import retention_cut
 from tests.console_support import Console, make_console
 from tests.factory import NOW
@@ -344,10 +345,13 @@ def test_every_lineage_page_needs_a_login(console: Console, url: str) -> None:
 
 
 def test_a_search_reaching_before_the_retention_cut_says_that_range_is_past_retention(
-    console: Console, client: TestClient
+    console: Console, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert 'id="past-retention"' not in client.get("/lineage").text
     cut = retention_cut(NOW, 1)
+    # The rows are dated by tests.factory.NOW (2027), past a PostgreSQL server's real clock,
+    # which refuses a cut ahead of it (pinned in test_registry_search_retention_hostile.py).
+    monkeypatch.setattr(search_retention, "retention_cut", lambda now, days: cut)
     console.registry.prune_search(cut, at=NOW, dry_run=False)
     reaching = client.get("/lineage?rows=20")
     assert 'id="past-retention"' in reaching.text
