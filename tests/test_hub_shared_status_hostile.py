@@ -529,3 +529,24 @@ async def test_a_last_will_taken_by_a_hub_that_dies_before_recording_it_is_still
                     break
                 await asyncio.sleep(0.1)
             assert all(online[d] is False for d in dead), online
+
+
+async def test_a_broker_restart_during_the_read_reads_again_on_the_new_connection(
+    setup: HubSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "RETAINED_QUIET_S", 1.0)
+    devices = _ids(DEVICES)
+    now = int(time.time())
+    async with mosquitto_broker(persistence=True) as broker:
+        hub = HubService(hub_config(setup, broker, client_id="hub-a", write_serve_file=False))
+        async with hub:
+            await hub.wait_ready()
+            await broker.stop()
+            assert hub.stats.status_reads == 0, "the first read was still held"
+            await broker.start()
+            async with connect(broker.settings, client_id="fleet") as fleet:
+                for device in devices:
+                    await fleet.publish(_topic(device), _status(setup, device, now), retain=True)
+            await wait_for(lambda: hub.stats.connections >= 2 and hub.stats.status_reads == 1)
+            await wait_for(lambda: set(_times(hub).values()) == {now})
+            assert hub.stats.statuses == DEVICES
