@@ -31,7 +31,9 @@ class HubConfig:
     freshness_interval_s: float = 10.0
     token_ttl_s: int = 60
     shared_subscriptions: bool | None = None
-    """``None``: direct on the embedded broker, probed on any other."""
+    """``None``: direct on the embedded broker, probed on any other; ``True`` is refused
+    with the embedded broker, which grants ``$share/`` subscriptions but delivers nothing
+    through them."""
     device_rate: float = 20.0
     """Messages per second each device may send (sustained); ``device_burst`` at once."""
     device_burst: int = 100
@@ -87,6 +89,12 @@ class HubConfig:
         if self.attest_ttl_s <= self.attest_interval_s:
             raise ValueError(
                 "attestation results must live longer than the interval devices are challenged at"
+            )
+        if self.broker is None and self.shared_subscriptions:
+            raise ValueError(
+                "--shared on needs a broker that delivers $share/ subscriptions (--broker, "
+                "e.g. Mosquitto 2): the embedded broker does not, so the hub would receive no "
+                "status, lineage or evidence; use --shared auto or off"
             )
 
 

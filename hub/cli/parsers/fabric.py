@@ -172,7 +172,8 @@ def _register_serve(
         "--shared",
         choices=["auto", "on", "off"],
         default="auto",
-        help="lineage through $share/ subscriptions (auto: probe the broker)",
+        help="device lineage, status and evidence through $share/ subscriptions (auto: probe "
+        "the broker; on needs --broker)",
     )
     serve.add_argument("--device-rate", type=float, default=20.0, help="messages/s per device")
     serve.add_argument(
