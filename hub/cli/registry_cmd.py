@@ -113,18 +113,25 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0 if report.check.ok else 1
 
 
-def _check(args: argparse.Namespace) -> int:
+def _existing_registry(args: argparse.Namespace) -> HubDir:
+    """The hub directory ``args`` name, refused (``RegistryError``) unless its registry is
+    there: opening creates one where there is none, so a mistyped ``--registry`` would be
+    answered from a registry made for it."""
     hub = HubDir.resolve(_source_dir(args), args.registry)
     if hub.registry is None:
         hub.open_registry(create=False).close()
     else:
         hub.refuse_unless_hub_directory(reading=True)
-    location = hub.registry_location
-    with open_tables(location, write=False) as rows:
+    with open_tables(hub.registry_location, write=False) as rows:
         if rows.schema_version() is None:
             raise RegistryError(f"{rows.where} holds no hub registry (check --registry or --from)")
-        with open_registry(location) as registry:
-            check = check_registry(registry, rows, sample=args.sample)
+    return hub
+
+
+def _check(args: argparse.Namespace) -> int:
+    location = _existing_registry(args).registry_location
+    with open_tables(location, write=False) as rows, open_registry(location) as registry:
+        check = check_registry(registry, rows, sample=args.sample)
     if args.json:
         print(json.dumps(check.to_json(), sort_keys=True))
     else:
@@ -135,18 +142,8 @@ def _check(args: argparse.Namespace) -> int:
 def _prune_search(args: argparse.Namespace) -> int:
     now = int(time.time())
     cut = retention_cut(now, args.older_than)
-    hub = HubDir.resolve(_source_dir(args), args.registry)
-    if hub.registry is None:
-        hub.open_registry(create=False).close()
-    else:
-        hub.refuse_unless_hub_directory(reading=True)
-    location = hub.registry_location
-    with open_tables(location, write=False) as rows:
-        # Opening creates a registry where there is none: a mistyped --registry would be
-        # answered "0 rows" from one made for it.
-        if rows.schema_version() is None:
-            raise RegistryError(f"{rows.where} holds no hub registry (check --registry or --from)")
-    with open_registry(location) as registry:
+    hub = _existing_registry(args)
+    with open_registry(hub.registry_location) as registry:
         _refuse_active_rollouts(registry, cut)
         prune = registry.prune_search(cut, at=now, dry_run=not args.yes)
     where = redacted(str(hub.registry_location))
