@@ -3,7 +3,7 @@ callers keep their collector as it was.
 
 When the console script's ``main()`` returns, the process exits, and the interpreter's
 final collections would walk every object still alive (the modules, the parser, what the
-command kept) only to free nothing: ``main()`` freezes them first (~10-15 ms of every
+command kept) only to free nothing: ``main()`` freezes them first (~10-20 ms of every
 command's CPU, docs/performance-profile.md, "Session 14: start-up and exit"). A caller that
 passes ``argv`` (tests, benchmarks) is not exiting, and its collector is left alone.
 """

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run as the program (``argv`` ``None``: the ``edge-hub`` console script), the objects
     still alive when the command ends are frozen out of the cyclic collector: the process
     exits next, and the interpreter's final collections would otherwise walk every module,
-    the parser and whatever the command kept only to free nothing (~10-15 ms of CPU per
+    the parser and whatever the command kept only to free nothing (~10-20 ms of CPU per
     command; docs/performance-profile.md, "Session 14: start-up and exit"). An in-process
     caller (``argv`` given) keeps its collector as it was.
     """
