@@ -27,6 +27,7 @@ command's own parser, its help and its errors do not depend on the commands besi
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,15 @@ JSON = "--json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` names (the process's arguments when ``None``); its exit code.
+
+    Run as the program (``argv`` ``None``: the ``edge-hub`` console script), the objects
+    still alive when the command ends are frozen out of the cyclic collector: the process
+    exits next, and the interpreter's final collections would otherwise walk every module,
+    the parser and whatever the command kept only to free nothing (~10-20 ms of CPU per
+    command; docs/performance-profile.md, "Session 14: start-up and exit"). An in-process
+    caller (``argv`` given) keeps its collector as it was.
+    """
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             # A file name that is not UTF-8 (its bytes kept as surrogates) is printed
@@ -65,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(list(sys.argv[1:] if argv is None else argv))
     except BrokenPipeError as exc:
         return output_gone(PROG, exc)
+    finally:
+        if argv is None:
+            gc.freeze()
 
 
 def _run(argv: list[str]) -> int:
