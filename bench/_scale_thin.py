@@ -45,6 +45,7 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import cast
 
+from bench._proc import process_cpu_s
 from bench._scale_fanout import _packet, _text
 from bench._scale_fleet import _brokers, _rss_mib
 from bench.fleet import HubProcess, _now, _pct
@@ -543,11 +544,6 @@ class ThinFigures:
         return _pct(self.revoke_arrival, 0.99) + max(self.real.revocation) / 1000
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime: clock ticks of 1/100 s
-
-
 class _Workers:
     """The thin agents' worker processes, ``per_site`` on each site broker."""
 
@@ -654,7 +650,7 @@ async def _run(work: Path, agents: int, revocations: int, per_site: int) -> Thin
             named = {"hub": hub.process.pid} | pids
             named |= {f"worker-{i}": p.pid or 0 for i, p in enumerate(workers.processes)}
             rss = {name: _rss_mib(pid) for name, pid in named.items()}
-            before = {name: _cpu_s(pid) for name, pid in named.items()}
+            before = {name: process_cpu_s(pid) for name, pid in named.items()}
             data = make_bundle(hub_dir.keys, 1)
             start = time.monotonic()
             _, publications = prepare_push(hub_dir, data, now=_now())
@@ -662,7 +658,7 @@ async def _run(work: Path, agents: int, revocations: int, per_site: int) -> Thin
             installed = asyncio.ensure_future(workers.ask("installed"))
             at_hub = await _hub_installed(db, 1, agents)
             window = time.monotonic() - start
-            cpu = {name: _cpu_s(pid) - before[name] for name, pid in named.items()}
+            cpu = {name: process_cpu_s(pid) - before[name] for name, pid in named.items()}
             load = Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
             replies = cast(list[tuple[list[float], int]], await installed)
             push_agent = [t - start for times, _ in replies for t in times]

@@ -69,6 +69,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from bench._installed import installed_copy
+from bench._proc import process_cpu_s
 from edge_agent.agent import LocalAgent, init_state_dir
 from edge_agent.client import Client
 from edge_agent.policy.compiler import policy_payload
@@ -177,12 +178,6 @@ def own_cpu() -> float:
     return time.process_time()
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def engine_only(request: Request, agent: LocalAgent, count: int) -> Run:
     bundle = agent.state.bundle
     assert bundle is not None
@@ -277,9 +272,9 @@ def through_socket(sock: Path, agent_pid: int, clients: int, seconds: float) -> 
             client_worker, [(str(sock), share, start_at, end_at) for share in shares]
         )
         time.sleep(max(0.0, start_at - time.time()))
-        cpu = process_cpu(agent_pid)
+        cpu = process_cpu_s(agent_pid)
         parts = pending.get()
-        cpu = process_cpu(agent_pid) - cpu
+        cpu = process_cpu_s(agent_pid) - cpu
     flat = [x for part, _ in parts for x in part]
     run = summarise(flat, len(flat), seconds, cpu)
     client_cpu = sum(cpu for _, cpu in parts)

@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from bench._proc import process_cpu_s
 from edge_agent.fanotify.mounts import set_noexec
 from tests.fanotify_helpers import REPO, Sandbox, allow_rule, deny_rule
 
@@ -73,12 +74,6 @@ def _spawn_ns(path: str) -> tuple[int, str]:
         return time.perf_counter_ns() - start, os.strerror(exc.errno or 0)
     _, status = os.waitpid(pid, 0)
     return time.perf_counter_ns() - start, f"exit {os.waitstatus_to_exitcode(status)}"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _QUANTILES = ("p50", "p90", "p99", "p99.9", "p100")
@@ -170,7 +165,7 @@ def _bench(args: argparse.Namespace) -> None:
         )
         assert process.stdout is not None
         print(process.stdout.readline().strip())
-        cpu_start = _cpu_seconds(process.pid)
+        cpu_start = process_cpu_s(process.pid)
         try:
             print(f"\nlatency per exec, {args.runs} rounds, microseconds (posix_spawn + waitpid)")
             samples = _latency(paths, args.runs)
@@ -194,7 +189,7 @@ def _bench(args: argparse.Namespace) -> None:
                     f"  {workers} worker(s): governed {governed:8.0f}   plain {plain:8.0f}"
                     f"   ({governed / plain:.0%} of plain)"
                 )
-            cpu_s = _cpu_seconds(process.pid) - cpu_start
+            cpu_s = process_cpu_s(process.pid) - cpu_start
         finally:
             process.send_signal(signal.SIGTERM)
             out, _ = process.communicate(timeout=60)

@@ -37,6 +37,7 @@ sys.path[0] = str(REPO)  # the repo, not bench/
 import psycopg  # noqa: E402
 
 from bench._postgres import postgres_server  # noqa: E402
+from bench._proc import process_cpu_s  # noqa: E402
 from bench._scale_thin import GROUPS, PROFILE, REGION, device_id, device_key  # noqa: E402
 from edge_agent.protocol import topics  # noqa: E402
 from edge_agent.protocol.shipping import DeviceStatus, sign_status  # noqa: E402
@@ -75,11 +76,6 @@ async def _mosquitto() -> AsyncIterator[_Broker]:
             yield broker
         finally:
             await broker.stop()
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Recorded:
@@ -160,11 +156,11 @@ async def _configuration(
             for run in range(runs + 1):
                 at = int(time.time()) + 1
                 await asyncio.sleep(at - time.time())  # each round signed after the last
-                cpu, wall = sum(_cpu_s(p) for p in pids), time.perf_counter()
+                cpu, wall = sum(process_cpu_s(p) for p in pids), time.perf_counter()
                 await _publish_round(broker.settings, count, at)
                 publish = time.perf_counter() - wall
                 await _until_recorded(recorded, count, at)
-                cpu, wall = sum(_cpu_s(p) for p in pids) - cpu, time.perf_counter() - wall
+                cpu, wall = sum(process_cpu_s(p) for p in pids) - cpu, time.perf_counter() - wall
                 if run:
                     figures.append((count / wall, cpu * 1000 / count, count / publish))
                 else:
