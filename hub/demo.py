@@ -38,6 +38,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BIN = Path(sys.executable).parent
 DEVICES = (("gw-001", "line-a"), ("gw-002", "line-a"), ("gw-003", "line-a"))
 WAIT_S = 20.0
+AGENT_TOML = "[sync]\nreconnect_max_s = 2\n"
+"""The demo's agents retry a lost broker at least every 2 s (60 s by default): the demo
+stops its hub and brings it back, and the fleet must be back within :data:`WAIT_S`
+whatever the backoff had grown to meanwhile."""
 CAMERA = ("svc:camera", "exec", "/opt/camera/bin/capture")
 
 
@@ -245,12 +249,16 @@ def story(demo: Demo) -> None:
             "--hub-dir",
             str(demo.hub_dir),
         )
+        config = state / "agent.toml"
+        config.write_text(AGENT_TOML)
         demo.spawn(
             device,
             "edge-agent",
             "run",
             "--state-dir",
             str(state),
+            "--config",
+            str(config),
             "--socket",
             str(state / "agent.sock"),
         )
